@@ -1,0 +1,58 @@
+# One helper per kind of target, in the manner of abseil's AbseilHelpers.cmake.
+#
+#   llmint8_cc_library(NAME foo SRCS a.cc b.cc [CUDA_SRCS k.cu] DEPS x y)
+#   llmint8_cc_test(NAME foo_test SRCS foo_test.cc DEPS foo LABELS kernels [gpu])
+#   llmint8_cc_binary(NAME tool SRCS main.cc DEPS foo)
+#
+# Targets are named llmint8_<NAME>; an alias llmint8::<NAME> is created for libraries.
+
+function(llmint8_cc_library)
+  cmake_parse_arguments(L "" "NAME" "SRCS;DEPS;PUBLIC_DEFS" ${ARGN})
+  set(_t llmint8_${L_NAME})
+  if(L_SRCS)
+    add_library(${_t} STATIC ${L_SRCS})
+    target_link_libraries(${_t} PUBLIC ${L_DEPS})
+    target_include_directories(${_t} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+    target_compile_options(${_t} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LLMINT8_WARNINGS}>)
+    if(L_PUBLIC_DEFS)
+      target_compile_definitions(${_t} PUBLIC ${L_PUBLIC_DEFS})
+    endif()
+  else()
+    add_library(${_t} INTERFACE)
+    target_link_libraries(${_t} INTERFACE ${L_DEPS})
+    target_include_directories(${_t} INTERFACE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  endif()
+  add_library(llmint8::${L_NAME} ALIAS ${_t})
+endfunction()
+
+function(llmint8_cc_binary)
+  cmake_parse_arguments(B "" "NAME;OUTPUT_NAME" "SRCS;DEPS" ${ARGN})
+  set(_t llmint8_${B_NAME})
+  add_executable(${_t} ${B_SRCS})
+  target_link_libraries(${_t} PRIVATE ${B_DEPS})
+  target_include_directories(${_t} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_compile_options(${_t} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LLMINT8_WARNINGS}>)
+  if(B_OUTPUT_NAME)
+    set_target_properties(${_t} PROPERTIES OUTPUT_NAME ${B_OUTPUT_NAME})
+  endif()
+endfunction()
+
+# Tests are registered with ctest; LABELS picks the suites (kernels, gpu, model, comm,
+# service, scaleout, ...). TIMEOUT defaults to 300 s.
+function(llmint8_cc_test)
+  cmake_parse_arguments(T "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS;ARGS" ${ARGN})
+  if(NOT BUILD_TESTING)
+    return()
+  endif()
+  set(_t llmint8_${T_NAME})
+  add_executable(${_t} ${T_SRCS})
+  target_link_libraries(${_t} PRIVATE ${T_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  target_include_directories(${_t} PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  target_compile_options(${_t} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${LLMINT8_WARNINGS}>)
+  add_test(NAME ${T_NAME} COMMAND ${_t} ${T_ARGS})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+                       ENVIRONMENT "LLMINT8_SOURCE_DIR=${PROJECT_SOURCE_DIR};LLMINT8_BINARY_DIR=${PROJECT_BINARY_DIR}")
+endfunction()

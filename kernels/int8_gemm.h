@@ -1,0 +1,25 @@
+// int8 x int8 -> int32 GEMM (CPU): C[m, n] = sum_j A[m, j] * B[n, j]  (B is [n, k], i.e. "NT").
+//
+// Two implementations with identical results (integer math is exact):
+//   Int8GemmReference - plain loops, the ground truth for every other implementation;
+//   Int8Gemm          - the fast path (oneDNN's s8s8s32 GEMM, AVX512-VNNI / AVX2), multithreaded.
+// Errors: sizes that do not match m, n, k; m, n or k <= 0. k must be <= 2^17 (int32 cannot
+// overflow below that: 127 * 127 * 2^17 < 2^31).
+#ifndef LLMINT8_KERNELS_INT8_GEMM_H_
+#define LLMINT8_KERNELS_INT8_GEMM_H_
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/status.h"
+
+namespace llmint8::kernels {
+
+absl::Status Int8GemmReference(std::span<const int8_t> a, std::span<const int8_t> b, int64_t m,
+                               int64_t n, int64_t k, std::span<int32_t> c);
+absl::Status Int8Gemm(std::span<const int8_t> a, std::span<const int8_t> b, int64_t m, int64_t n,
+                      int64_t k, std::span<int32_t> c);
+
+}  // namespace llmint8::kernels
+
+#endif  // LLMINT8_KERNELS_INT8_GEMM_H_

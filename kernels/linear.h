@@ -1,0 +1,24 @@
+// The 16-bit linear baseline (CPU): Y = X W^T + b with W stored as fp16 (2 bytes/param, the
+// memory an fp16 deployment pays) and computed in fp32. Also an fp32-weight variant used by
+// the golden tests and for small fp32 matrices.
+//
+// Shapes: x [m, k], w [n, k] row-major, bias [n] or empty, y [m, n].
+#ifndef LLMINT8_KERNELS_LINEAR_H_
+#define LLMINT8_KERNELS_LINEAR_H_
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/status.h"
+#include "common/half.h"
+
+namespace llmint8::kernels {
+
+absl::Status LinearF16(std::span<const float> x, int64_t m, std::span<const Half> w, int64_t n,
+                       int64_t k, std::span<const float> bias, std::span<float> y);
+absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const float> w, int64_t n,
+                       int64_t k, std::span<const float> bias, std::span<float> y);
+
+}  // namespace llmint8::kernels
+
+#endif  // LLMINT8_KERNELS_LINEAR_H_
