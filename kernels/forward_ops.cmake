@@ -1,0 +1,1 @@
+# forward ops: target_sources(llmint8_kernels PRIVATE ...) and tests.

@@ -1,0 +1,85 @@
+#include "kernels/quantize_weight.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::kernels {
+namespace {
+
+absl::Status CheckSizes(int64_t n, int64_t k, size_t w_size, size_t q_size, size_t absmax_size) {
+  if (n <= 0 || k <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("weight shape must be positive, got [", n, ", ", k, "]"));
+  }
+  const size_t nk = static_cast<size_t>(n) * static_cast<size_t>(k);
+  if (w_size != nk || q_size != nk || absmax_size != static_cast<size_t>(n)) {
+    return absl::InvalidArgumentError(absl::StrCat("weight [", n, ", ", k, "] needs ", nk,
+                                                   " values, ", nk, " int8 and ", n,
+                                                   " scales; got ", w_size, ", ", q_size, ", ",
+                                                   absmax_size));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+float ToFloat(T v) {
+  if constexpr (std::is_same_v<T, Half>) {
+    return HalfToFloat(v);
+  } else {
+    return v;
+  }
+}
+
+template <typename T>
+absl::Status QuantizeRows(std::span<const T> w, int64_t n, int64_t k, std::span<int8_t> q,
+                          std::span<float> absmax) {
+  if (auto s = CheckSizes(n, k, w.size(), q.size(), absmax.size()); !s.ok()) return s;
+  for (int64_t r = 0; r < n; ++r) {
+    const T* row = w.data() + r * k;
+    float amax = 0.0f;
+    for (int64_t j = 0; j < k; ++j) {
+      const float v = ToFloat(row[j]);
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("weight row ", r, " column ", j, " is not finite (", v, ")"));
+      }
+      amax = std::max(amax, std::fabs(v));
+    }
+    absmax[r] = amax;
+    int8_t* qrow = q.data() + r * k;
+    if (amax == 0.0f) {
+      std::fill(qrow, qrow + k, int8_t{0});
+      continue;
+    }
+    const float inv = 127.0f / amax;
+    for (int64_t j = 0; j < k; ++j) {
+      qrow[j] = static_cast<int8_t>(std::clamp(std::round(ToFloat(row[j]) * inv), -127.0f, 127.0f));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status QuantizeWeight(std::span<const float> w, int64_t n, int64_t k, std::span<int8_t> q,
+                            std::span<float> absmax) {
+  return QuantizeRows(w, n, k, q, absmax);
+}
+
+absl::Status QuantizeWeight(std::span<const Half> w, int64_t n, int64_t k, std::span<int8_t> q,
+                            std::span<float> absmax) {
+  return QuantizeRows(w, n, k, q, absmax);
+}
+
+absl::Status DequantizeWeight(std::span<const int8_t> q, std::span<const float> absmax, int64_t n,
+                              int64_t k, std::span<float> w) {
+  if (auto s = CheckSizes(n, k, w.size(), q.size(), absmax.size()); !s.ok()) return s;
+  for (int64_t r = 0; r < n; ++r) {
+    const float scale = absmax[r] / 127.0f;
+    for (int64_t j = 0; j < k; ++j) w[r * k + j] = scale * static_cast<float>(q[r * k + j]);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llmint8::kernels

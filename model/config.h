@@ -1,0 +1,54 @@
+// OPT model configuration, as read from a Hugging Face config.json or taken from a preset.
+//
+// Field names follow transformers' OPTConfig. ParseOptConfig rejects what the runtime does not
+// support (e.g. activation functions other than relu/gelu) with InvalidArgument naming the field.
+#ifndef LLMINT8_MODEL_CONFIG_H_
+#define LLMINT8_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace llmint8::model {
+
+enum class Activation { kRelu, kGelu };
+enum class DType { kF16, kBF16, kF32 };
+
+struct OptConfig {
+  std::string name;                 // preset or checkpoint name, for logs
+  int64_t hidden_size = 0;          // d_model
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t ffn_dim = 0;
+  int64_t vocab_size = 0;
+  int64_t max_position_embeddings = 0;
+  int64_t word_embed_proj_dim = 0;  // == hidden_size unless project_in/out exist (opt-350m)
+  bool do_layer_norm_before = true;
+  bool enable_bias = true;
+  bool layer_norm_elementwise_affine = true;
+  Activation activation = Activation::kRelu;
+  DType torch_dtype = DType::kF16;
+  int64_t bos_token_id = 2;
+  int64_t eos_token_id = 2;
+  int64_t pad_token_id = 1;
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  bool has_projections() const { return word_embed_proj_dim != hidden_size; }
+  // Parameter count of the whole model (embeddings counted once; the LM head is tied).
+  int64_t NumParameters() const;
+};
+
+absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json);
+absl::StatusOr<OptConfig> LoadOptConfig(const std::string& path);  // path to config.json
+
+// Real OPT shapes: "125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b", "175b"
+// (also accepted with an "opt-" or "facebook/opt-" prefix).
+absl::StatusOr<OptConfig> OptPreset(std::string_view name);
+std::vector<std::string> OptPresetNames();
+
+}  // namespace llmint8::model
+
+#endif  // LLMINT8_MODEL_CONFIG_H_

@@ -1,0 +1,1 @@
+# config, checkpoints, shard plan: llmint8_model_io

@@ -1,0 +1,1 @@
+# forward of one shard: llmint8_model
