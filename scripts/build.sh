@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Configures and builds llmint8 into ${LLMINT8_BUILD_DIR:-build} (Ninja, ccache, RelWithDebInfo).
+# Extra arguments go to cmake's configure step, e.g. -DLLMINT8_CUDA=OFF.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${LLMINT8_BUILD_DIR:-build}
+jobs=${LLMINT8_JOBS:-$(nproc)}
+export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Clones in other folders (CI) hit the same cache: paths relative to the checkout, cwd not hashed.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+cmake --build "$build" -j "$jobs"
+ccache -s 2>/dev/null | grep -E 'Hits|Misses' | head -2 || true

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what llmint8 needs on Debian 12 that is not there yet (apt-get), as root or via sudo.
+# The CUDA toolkit is optional: with nvcc on the machine the CUDA kernels and NCCL build too.
+set -euo pipefail
+pkgs=(
+  build-essential cmake ninja-build ccache pkg-config git python3 python3-pip
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev libdnnl-dev nlohmann-json3-dev
+  python3-grpcio python3-protobuf iproute2
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} Debian packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine: install what is missing, build, run ctest
+# (GPU tests skip with a reason when there is no GPU), then validate the Kubernetes manifests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+bash scripts/build.sh "$@"
+build=${LLMINT8_BUILD_DIR:-build}
+ctest --test-dir "$build" --output-on-failure -j "${LLMINT8_TEST_JOBS:-2}" --timeout 900
+if [ -f deploy/validate.sh ]; then
+  bash deploy/validate.sh
+fi
