@@ -1,0 +1,156 @@
+// The transformer forward of one tensor-parallel shard of an OPT model (CPU), with a KV cache
+// per sequence and batching of sequences of different lengths. The service's worker owns one
+// ShardModel per process and drives it with Step() / Release().
+//
+// Tensor parallelism (Megatron, see model/shard_plan.h): q/k/v and fc1 are column-parallel (this
+// rank holds num_heads / tp heads and ffn_dim / tp FFN columns); out_proj and fc2 are
+// row-parallel, their partial outputs summed by Communicator::AllReduceSum, with the bias added
+// once after the reduce. The token embedding is vocab-parallel (ids outside this rank's slice
+// give zeros, then all-reduce); the tied LM head computes this rank's vocab slice of the logits
+// and AllGather assembles the full vocabulary on every rank. Positions, LayerNorms and
+// project_in/out are replicated.
+//
+// Collective contract: every rank of a group calls Load, Step and Release with the same
+// arguments in the same order (the coordinator guarantees it). Validation of a Step's input is
+// deterministic and happens before any collective, so all ranks reject the same bad batch
+// without a collective mismatch.
+//
+// Thread-compatible: one caller at a time (the communicator is not thread-safe either).
+#ifndef LLMINT8_MODEL_SHARD_MODEL_H_
+#define LLMINT8_MODEL_SHARD_MODEL_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "model/config.h"
+
+namespace llmint8::model {
+
+class CheckpointSource;  // model/checkpoint.h
+class ShardWeights;      // model/shard_weights.h (internal)
+class KvCache;           // model/kv_cache.h (internal)
+struct ForwardScratch;   // internal
+
+// How the attention and FFN linears are held and computed. Embeddings, the LM head and the
+// LayerNorms are fp16 in kF16 and kInt8, fp32 in kF32.
+enum class Precision {
+  kF32,   // fp32 weights, LinearF32: exact math for the golden parity tests.
+  kF16,   // fp16 weights (2 bytes/param), LinearF16 (fp32 accumulation).
+  kInt8,  // LLM.int8(): int8 rows + fp32 row scales, Int8Linear with `threshold`.
+};
+std::string_view PrecisionName(Precision p);  // "f32", "f16", "int8"
+absl::StatusOr<Precision> ParsePrecision(std::string_view name);
+
+struct ShardOptions {
+  Precision precision = Precision::kF16;
+  // LLM.int8() outlier threshold (kInt8 only); 0 disables the decomposition.
+  float threshold = 6.0f;
+  // Bytes this shard may hold (weights + scales + KV cache + scratch); 0 = unlimited.
+  int64_t memory_limit_bytes = 0;
+  // Longest context (prompt + generated) of one sequence; 0 = max_position_embeddings.
+  int64_t max_context = 0;
+};
+
+// Bytes held by this shard, by category. total() is what memory_limit_bytes bounds.
+struct MemoryStats {
+  int64_t int8_weights = 0;  // quantized linear weights (kInt8)
+  int64_t scales = 0;        // fp32 row scales of the int8 weights
+  int64_t fp16_weights = 0;  // fp16 tensors: linears (kF16), embeddings, LM head, norms, biases
+  int64_t fp32_weights = 0;  // fp32 tensors (kF32, and biases / norms kept fp32)
+  int64_t kv_cache = 0;      // reserved KV cache of all live sequences
+  int64_t scratch = 0;       // activation buffers
+  int64_t total() const {
+    return int8_weights + scales + fp16_weights + fp32_weights + kv_cache + scratch;
+  }
+  std::string DebugString() const;
+};
+
+// Logits of one Step, full vocabulary, row-major [rows, vocab].
+// Without all_positions: one row per sequence, in batch order (its last new position).
+// With all_positions: one row per new token; sequence i owns rows
+// [row_begin[i], row_begin[i + 1]) (row_begin has batch + 1 entries).
+struct Logits {
+  int64_t rows = 0;
+  int64_t vocab = 0;
+  std::vector<float> values;
+  std::vector<int64_t> row_begin;
+  std::span<const float> row(int64_t r) const {
+    return std::span<const float>(values).subspan(r * vocab, vocab);
+  }
+};
+
+// Called during Load after each decoder layer is in memory (and quantized).
+using LoadProgressFn = std::function<void(int64_t layers_done, int64_t layers_total)>;
+
+class ShardModel {
+ public:
+  struct SequenceInput {
+    uint64_t seq_id = 0;
+    std::span<const int32_t> tokens;  // >= 1 new tokens: a prompt (prefill) or 1 (decode)
+  };
+
+  // Reads this rank's slices from `source` layer by layer (kInt8: each linear quantized as it
+  // arrives, never the whole fp16 model in memory). `comm` must outlive the model and have
+  // size() == tp and rank() == rank; it may be null when tp == 1.
+  // Errors: InvalidArgument (tp does not divide heads / ffn_dim, bad rank, bad options),
+  // ResourceExhausted (weights + scratch exceed memory_limit_bytes; the message gives numbers),
+  // whatever the source returns for missing / malformed tensors.
+  static absl::StatusOr<std::unique_ptr<ShardModel>> Load(const OptConfig& config,
+                                                          CheckpointSource& source, int tp,
+                                                          int rank, comm::Communicator* comm,
+                                                          const ShardOptions& options,
+                                                          const LoadProgressFn& progress = {});
+  ~ShardModel();
+  ShardModel(const ShardModel&) = delete;
+  ShardModel& operator=(const ShardModel&) = delete;
+
+  // One forward step for a batch. Each sequence appends its new tokens to its KV cache (created
+  // on first use of its seq_id) and the logits of its last position (or of all its new positions
+  // when all_positions) are returned, gathered to the full vocabulary on every rank.
+  // Errors, with the model state unchanged (no cache touched):
+  //   InvalidArgument: empty batch, empty token list, duplicate seq_id in the batch, token id
+  //                    outside [0, vocab_size);
+  //   OutOfRange: a sequence would exceed max_context;
+  //   ResourceExhausted: the KV cache growth would exceed memory_limit_bytes;
+  //   communicator errors (the group is then broken; the worker should report UNAVAILABLE).
+  absl::StatusOr<Logits> Step(std::span<const SequenceInput> batch, bool all_positions = false);
+
+  // Frees the KV cache of `seq_id`. NotFound when it has none.
+  absl::Status Release(uint64_t seq_id);
+  // Number of positions cached for `seq_id` (0 when unknown).
+  int64_t ContextLength(uint64_t seq_id) const;
+  int64_t num_sequences() const;
+
+  MemoryStats memory() const;
+  const OptConfig& config() const { return config_; }
+  const ShardOptions& options() const { return options_; }
+  int tp() const { return tp_; }
+  int rank() const { return rank_; }
+  int64_t max_context() const { return max_context_; }
+
+ private:
+  ShardModel(const OptConfig& config, const ShardOptions& options, int tp, int rank,
+             comm::Communicator* comm);
+
+  OptConfig config_;
+  ShardOptions options_;
+  int tp_;
+  int rank_;
+  comm::Communicator* comm_;  // not owned; null when tp == 1
+  int64_t max_context_;
+  std::unique_ptr<ShardWeights> weights_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<ForwardScratch> scratch_;
+};
+
+}  // namespace llmint8::model
+
+#endif  // LLMINT8_MODEL_SHARD_MODEL_H_
