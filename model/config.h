@@ -43,6 +43,8 @@ struct OptConfig {
 
 absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json);
 absl::StatusOr<OptConfig> LoadOptConfig(const std::string& path);  // path to config.json
+// A config.json that ParseOptConfig reads back to an equal config (model_type "opt").
+std::string OptConfigToJson(const OptConfig& config);
 
 // Real OPT shapes: "125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b", "175b"
 // (also accepted with an "opt-" or "facebook/opt-" prefix).
