@@ -1,1 +1,11 @@
-# forward ops: target_sources(llmint8_kernels PRIVATE ...) and tests.
+# forward ops (CPU, fp32 activations): layernorm, activations, attention, embedding, softmax.
+target_sources(llmint8_kernels PRIVATE
+  activation.cc
+  attention.cc
+  embedding.cc
+  layer_norm.cc
+  softmax.cc)
+
+foreach(_op activation attention embedding layer_norm softmax)
+  llmint8_cc_test(NAME ${_op}_test SRCS ${_op}_test.cc DEPS llmint8::kernels LABELS kernels)
+endforeach()

@@ -1,0 +1,99 @@
+#include "kernels/attention.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace llmint8::kernels {
+namespace {
+
+// Plain double attention of one query row over positions [0, n_keys) of one head.
+std::vector<double> RefHead(const float* q, const float* k, const float* v, int64_t n_keys,
+                            int64_t d, int64_t kv_stride, double scale) {
+  std::vector<double> s(n_keys);
+  double mx = -1e300;
+  for (int64_t t = 0; t < n_keys; ++t) {
+    double acc = 0;
+    for (int64_t j = 0; j < d; ++j) acc += q[j] * scale * k[t * kv_stride + j];
+    s[t] = acc;
+    mx = std::max(mx, acc);
+  }
+  double sum = 0;
+  for (double& x : s) sum += (x = std::exp(x - mx));
+  std::vector<double> out(d, 0.0);
+  for (int64_t t = 0; t < n_keys; ++t) {
+    for (int64_t j = 0; j < d; ++j) out[j] += s[t] / sum * v[t * kv_stride + j];
+  }
+  return out;
+}
+
+TEST(AttentionTest, BatchOfDifferentLengthsMatchesDoubleReference) {
+  const int64_t heads = 3, d = 8, width = heads * d;
+  AttentionShape shape{heads, d, /*q_stride=*/3 * width, /*kv_stride=*/width,
+                       /*out_stride=*/width, static_cast<float>(1.0 / std::sqrt(d))};
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.5f);
+  // (num_new, context): a prefill, a decode step deep into a context, a partial prefill.
+  const std::vector<std::pair<int64_t, int64_t>> cfg = {{5, 5}, {1, 17}, {3, 9}};
+  std::vector<std::vector<float>> ks, vs;
+  std::vector<AttentionSequence> seqs;
+  int64_t rows = 0;
+  for (auto [n, ctx] : cfg) {
+    ks.emplace_back(ctx * width);
+    vs.emplace_back(ctx * width);
+    for (float& x : ks.back()) x = nd(rng);
+    for (float& x : vs.back()) x = nd(rng);
+    seqs.push_back({rows, n, ctx, {}, {}});
+    rows += n;
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    seqs[i].k = ks[i];
+    seqs[i].v = vs[i];
+  }
+  std::vector<float> q(rows * shape.q_stride), out(rows * width, -1.0f);
+  for (float& x : q) x = nd(rng);
+  std::vector<float> scratch(AttentionScratchFloats(shape, 17));
+  ASSERT_TRUE(CausalAttention(q, shape, seqs, out, scratch).ok());
+  for (const AttentionSequence& s : seqs) {
+    for (int64_t i = 0; i < s.num_new; ++i) {
+      const int64_t row = s.q_row + i;
+      const int64_t n_keys = s.context - s.num_new + i + 1;
+      for (int64_t h = 0; h < heads; ++h) {
+        std::vector<double> ref = RefHead(q.data() + row * shape.q_stride + h * d,
+                                          s.k.data() + h * d, s.v.data() + h * d, n_keys, d,
+                                          width, shape.scale);
+        for (int64_t j = 0; j < d; ++j) {
+          // Output is a convex combination of |v| <~ 8: fp32 accumulation error well below 1e-5.
+          EXPECT_NEAR(out[row * width + h * d + j], ref[j], 2e-5) << row << " " << h << " " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(AttentionTest, FirstPositionCopiesItsValue) {
+  AttentionShape shape{1, 2, 2, 2, 2, 1.0f};
+  std::vector<float> q = {3, 4}, k = {1, 1}, v = {0.5f, -2.0f}, out(2), scratch(3);
+  std::vector<AttentionSequence> seqs = {{0, 1, 1, k, v}};
+  ASSERT_TRUE(CausalAttention(q, shape, seqs, out, scratch).ok());
+  EXPECT_EQ(out, v);
+}
+
+TEST(AttentionTest, RejectsOverrunsAndShortScratch) {
+  AttentionShape shape{1, 2, 2, 2, 2, 1.0f};
+  std::vector<float> q = {3, 4}, k = {1, 1}, v = {0.5f, -2.0f}, out(2), scratch(3), tiny(2);
+  std::vector<AttentionSequence> seqs = {{0, 1, 2, k, v}};  // context 2 but cache holds 1
+  EXPECT_EQ(CausalAttention(q, shape, seqs, out, scratch).code(),
+            absl::StatusCode::kInvalidArgument);
+  seqs = {{0, 1, 1, k, v}};
+  EXPECT_EQ(CausalAttention(q, shape, seqs, out, tiny).code(),
+            absl::StatusCode::kInvalidArgument);
+  seqs = {{0, 2, 1, k, v}};  // more new tokens than context
+  EXPECT_EQ(CausalAttention(q, shape, seqs, out, scratch).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace llmint8::kernels
