@@ -97,6 +97,13 @@ class CheckpointSource {
   absl::StatusOr<std::vector<float>> ReadAll(std::string_view name) const;
 };
 
+// Checks a slice request against `info` (the tensor named `name` of `source_label`):
+// 0 <= begin <= end <= extent for rows and cols, and out_elements == rows.size()*cols.size().
+// InvalidArgument naming the tensor and the source otherwise. For implementations.
+absl::Status ValidateSliceRequest(std::string_view source_label, std::string_view name,
+                                  const TensorInfo& info, Range rows, Range cols,
+                                  size_t out_elements);
+
 // Checks that `source` holds every tensor the config needs, with the shape the config implies
 // (tensor_names.h: ExpectedTensors). Missing tensor -> NotFound naming it; wrong shape ->
 // InvalidArgument naming the tensor, the stored and the expected shape. lm_head.weight may be

@@ -14,7 +14,8 @@
 
 namespace llmint8::model {
 
-enum class Activation { kRelu, kGelu };
+// "relu"; "gelu" (exact erf form); "gelu_new" / "gelu_pytorch_tanh" / "gelu_fast" (tanh form).
+enum class Activation { kRelu, kGelu, kGeluTanh };
 enum class DType { kF16, kBF16, kF32 };
 
 struct OptConfig {
@@ -29,6 +30,7 @@ struct OptConfig {
   bool do_layer_norm_before = true;
   bool enable_bias = true;
   bool layer_norm_elementwise_affine = true;
+  bool remove_final_layer_norm = false;  // "_remove_final_layer_norm" (legacy OPT flag)
   Activation activation = Activation::kRelu;
   DType torch_dtype = DType::kF16;
   int64_t bos_token_id = 2;
@@ -37,8 +39,12 @@ struct OptConfig {
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
   bool has_projections() const { return word_embed_proj_dim != hidden_size; }
+  // model.decoder.final_layer_norm exists (as in transformers' OPTDecoder).
+  bool has_final_layer_norm() const { return do_layer_norm_before && !remove_final_layer_norm; }
   // Parameter count of the whole model (embeddings counted once; the LM head is tied).
   int64_t NumParameters() const;
+
+  friend bool operator==(const OptConfig&, const OptConfig&) = default;
 };
 
 absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json);

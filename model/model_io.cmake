@@ -1,1 +1,16 @@
-# config, checkpoints, shard plan: llmint8_model_io
+# config, checkpoints, shard plan: llmint8_model_io (alias llmint8::model_io).
+llmint8_cc_library(
+  NAME model_io
+  SRCS config.cc
+       tensor_names.cc
+       shard_plan.cc
+       checkpoint.cc
+       safetensors.cc
+       synthetic.cc
+       int8_checkpoint.cc
+  DEPS llmint8::common llmint8::kernels absl::status absl::statusor absl::strings
+       nlohmann_json::nlohmann_json)
+
+llmint8_cc_test(NAME config_test SRCS config_test.cc DEPS llmint8::model_io LABELS model)
+llmint8_cc_test(NAME shard_plan_test SRCS shard_plan_test.cc DEPS llmint8::model_io LABELS model)
+

@@ -4,8 +4,10 @@
 // counter-based hash, so any slice read at any TP degree equals the same slice of the full
 // tensor, and a read materializes nothing bigger than the requested slice (O(1) memory).
 //
-// Values (fp32, then as if stored in fp16: every value is exactly representable in fp16):
-//   - linear weights and embeddings: approximately N(0, init_std^2) (OPT init: std 0.02);
+// Values (computed in fp32, then rounded to `dtype` as if stored so: F16 by default, so every
+// value is exactly representable in fp16 and fp32/fp16 paths see the same weights):
+//   - linear weights and embeddings: approximately N(0, init_std^2) (OPT init: std 0.02), an
+//     Irwin-Hall(4) sum, so |value| <= 3.47 * init_std;
 //   - biases: N(0, bias_std^2) (default 0: OPT initializes biases to zero);
 //   - LayerNorm gains 1 (+ small noise), shifts 0 (+ small noise).
 // Outlier features (the LLM.int8() paper's emergent dims): for each hidden dim in
@@ -33,10 +35,12 @@ struct SyntheticOptions {
   std::vector<int64_t> outlier_dims;
   float outlier_gain = 40.0f;            // LayerNorm gain at outlier dims
   float outlier_embedding_scale = 1.0f;  // multiplier of embed_tokens columns at outlier dims
-  TensorDType dtype = TensorDType::kF16;  // what Info() reports; values are fp16-exact anyway
+  TensorDType dtype = TensorDType::kF16;  // F16, BF16 or F32: what Info() reports
 };
 
-// Holds only `config` and `options`. InvalidArgument for an outlier dim outside the model.
+// Holds only `config` and `options`. Has()/Info() answer for exactly the tensors of
+// ExpectedTensors(config) (lm_head.weight is absent: tied). InvalidArgument for an outlier dim
+// outside [0, hidden_size) or dtype I8.
 absl::StatusOr<std::unique_ptr<CheckpointSource>> MakeSyntheticSource(
     const OptConfig& config, const SyntheticOptions& options = {});
 

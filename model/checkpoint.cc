@@ -1,0 +1,124 @@
+#include "model/checkpoint.h"
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "model/tensor_names.h"
+
+namespace llmint8::model {
+
+std::string_view TensorDTypeName(TensorDType dtype) {
+  switch (dtype) {
+    case TensorDType::kF16: return "F16";
+    case TensorDType::kBF16: return "BF16";
+    case TensorDType::kF32: return "F32";
+    case TensorDType::kI8: return "I8";
+  }
+  return "?";
+}
+
+int64_t TensorDTypeSize(TensorDType dtype) {
+  switch (dtype) {
+    case TensorDType::kF16: return 2;
+    case TensorDType::kBF16: return 2;
+    case TensorDType::kF32: return 4;
+    case TensorDType::kI8: return 1;
+  }
+  return 0;
+}
+
+absl::Status ValidateSliceRequest(std::string_view source_label, std::string_view name,
+                                  const TensorInfo& info, Range rows, Range cols,
+                                  size_t out_elements) {
+  auto range_ok = [](Range r, int64_t extent) {
+    return r.begin >= 0 && r.begin <= r.end && r.end <= extent;
+  };
+  if (!range_ok(rows, info.rows()) || !range_ok(cols, info.cols())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(source_label), ": tensor \"", std::string(name), "\" is [", info.rows(), ", ",
+        info.cols(), "]; slice rows [", rows.begin, ", ", rows.end, ") cols [", cols.begin, ", ",
+        cols.end, ") is out of range"));
+  }
+  const uint64_t want = static_cast<uint64_t>(rows.size()) * static_cast<uint64_t>(cols.size());
+  if (want != out_elements) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(source_label), ": tensor \"", std::string(name), "\": output buffer has ",
+        out_elements, " elements, the slice needs ", want));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointSource::ReadSliceHalf(std::string_view name, Range rows, Range cols,
+                                             std::span<Half> out) const {
+  std::vector<float> tmp(out.size());
+  RETURN_IF_ERROR(ReadSlice(name, rows, cols, tmp));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = FloatToHalf(tmp[i]);
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointSource::ReadInt8Slice(std::string_view name, Range, Range,
+                                             std::span<int8_t>, std::span<float>) const {
+  ASSIGN_OR_RETURN(TensorInfo info, Info(name));
+  return absl::FailedPreconditionError(absl::StrCat(
+      Describe(), ": tensor \"", std::string(name), "\" is ", std::string(TensorDTypeName(info.dtype)),
+      ", not a pre-quantized int8 tensor; read it with ReadSlice and quantize it"));
+}
+
+absl::StatusOr<std::vector<float>> CheckpointSource::ReadAll(std::string_view name) const {
+  ASSIGN_OR_RETURN(TensorInfo info, Info(name));
+  std::vector<float> out(static_cast<size_t>(info.num_elements()));
+  RETURN_IF_ERROR(ReadSlice(name, {0, info.rows()}, {0, info.cols()}, out));
+  return out;
+}
+
+absl::Status ValidateCheckpoint(const CheckpointSource& source, const OptConfig& config) {
+  for (const ExpectedTensor& t : ExpectedTensors(config)) {
+    if (!source.Has(t.name)) {
+      return absl::NotFoundError(absl::StrCat(source.Describe(), ": tensor \"", t.name,
+                                              "\" is missing (required by the config of ",
+                                              config.name, ")"));
+    }
+    ASSIGN_OR_RETURN(TensorInfo info, source.Info(t.name));
+    if (info.shape != t.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source.Describe(), ": tensor \"", t.name, "\" has shape [",
+          absl::StrJoin(info.shape, ", "), "], the config implies [", absl::StrJoin(t.shape, ", "),
+          "]"));
+    }
+    if (info.quantized() && !t.is_linear_weight) {
+      return absl::InvalidArgumentError(absl::StrCat(source.Describe(), ": tensor \"", t.name,
+                                                     "\" is I8 but only linear weights may be"));
+    }
+  }
+  if (source.Has(kLmHead)) {
+    ASSIGN_OR_RETURN(TensorInfo info, source.Info(kLmHead));
+    const std::vector<int64_t> want = ExpectedShape(config, kLmHead);
+    if (info.shape != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source.Describe(), ": tensor \"lm_head.weight\" has shape [",
+          absl::StrJoin(info.shape, ", "), "], the config implies [", absl::StrJoin(want, ", "),
+          "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<OpenedModel> OpenModelDir(const std::string& dir) {
+  OpenedModel m;
+  ASSIGN_OR_RETURN(m.config, LoadOptConfig(dir + "/config.json"));
+  ASSIGN_OR_RETURN(m.source, OpenSafetensorsDir(dir));
+  RETURN_IF_ERROR(ValidateCheckpoint(*m.source, m.config));
+  return m;
+}
+
+}  // namespace llmint8::model

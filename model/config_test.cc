@@ -1,0 +1,148 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::model {
+namespace {
+
+using ::testing::HasSubstr;
+
+// facebook/opt-350m's config.json (trimmed of fields we ignore).
+constexpr char kOpt350m[] = R"({
+  "_name_or_path": "facebook/opt-350m", "activation_dropout": 0.0, "activation_function": "relu",
+  "architectures": ["OPTForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 2,
+  "do_layer_norm_before": false, "dropout": 0.1, "eos_token_id": 2, "ffn_dim": 4096,
+  "hidden_size": 1024, "init_std": 0.02, "layerdrop": 0.0, "max_position_embeddings": 2048,
+  "model_type": "opt", "num_attention_heads": 16, "num_hidden_layers": 24, "pad_token_id": 1,
+  "prefix": "</s>", "torch_dtype": "float16", "transformers_version": "4.20.0.dev0",
+  "use_cache": true, "vocab_size": 50272, "word_embed_proj_dim": 512})";
+
+TEST(ConfigTest, ParsesOpt350mConfigJson) {
+  auto c = ParseOptConfig(kOpt350m);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->name, "facebook/opt-350m");
+  EXPECT_EQ(c->hidden_size, 1024);
+  EXPECT_EQ(c->num_hidden_layers, 24);
+  EXPECT_EQ(c->num_attention_heads, 16);
+  EXPECT_EQ(c->ffn_dim, 4096);
+  EXPECT_EQ(c->vocab_size, 50272);
+  EXPECT_EQ(c->word_embed_proj_dim, 512);
+  EXPECT_TRUE(c->has_projections());
+  EXPECT_FALSE(c->do_layer_norm_before);
+  EXPECT_FALSE(c->has_final_layer_norm());
+  EXPECT_EQ(c->activation, Activation::kRelu);
+  EXPECT_EQ(c->torch_dtype, DType::kF16);
+  EXPECT_EQ(c->head_dim(), 64);
+  // The preset agrees with the real config.json.
+  auto preset = OptPreset("facebook/opt-350m");
+  ASSERT_TRUE(preset.ok());
+  preset->name = c->name;
+  EXPECT_EQ(*preset, *c);
+}
+
+TEST(ConfigTest, DefaultsFollowTransformers) {
+  auto c = ParseOptConfig(R"({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "ffn_dim": 256, "vocab_size": 1000, "max_position_embeddings": 128})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->word_embed_proj_dim, 64);
+  EXPECT_TRUE(c->do_layer_norm_before);
+  EXPECT_TRUE(c->enable_bias);
+  EXPECT_TRUE(c->layer_norm_elementwise_affine);
+  EXPECT_TRUE(c->has_final_layer_norm());
+  EXPECT_EQ(c->activation, Activation::kRelu);
+  EXPECT_EQ(c->torch_dtype, DType::kF32);
+}
+
+TEST(ConfigTest, ActivationsAndFlags) {
+  const std::string base = R"({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "ffn_dim": 256, "vocab_size": 1000, "max_position_embeddings": 128, )";
+  auto gelu = ParseOptConfig(base + R"("activation_function": "gelu", "enable_bias": false,
+      "layer_norm_elementwise_affine": false, "torch_dtype": "bfloat16"})");
+  ASSERT_TRUE(gelu.ok()) << gelu.status();
+  EXPECT_EQ(gelu->activation, Activation::kGelu);
+  EXPECT_FALSE(gelu->enable_bias);
+  EXPECT_FALSE(gelu->layer_norm_elementwise_affine);
+  EXPECT_EQ(gelu->torch_dtype, DType::kBF16);
+  auto tanh = ParseOptConfig(base + R"("activation_function": "gelu_new"})");
+  ASSERT_TRUE(tanh.ok());
+  EXPECT_EQ(tanh->activation, Activation::kGeluTanh);
+}
+
+struct BadCase {
+  std::string json_tail;  // appended to a valid prefix, or the whole text if it starts with '!'
+  std::string field;      // must appear in the error
+};
+
+TEST(ConfigTest, ErrorsNameTheField) {
+  const std::string base = R"({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "ffn_dim": 256, "vocab_size": 1000, )";
+  const BadCase cases[] = {
+      {R"("max_position_embeddings": 128, "activation_function": "silu"})", "activation_function"},
+      {R"("max_position_embeddings": 128, "torch_dtype": "int4"})", "torch_dtype"},
+      {R"("max_position_embeddings": 128, "do_layer_norm_before": "yes"})", "do_layer_norm_before"},
+      {R"("max_position_embeddings": 128, "model_type": "llama"})", "model_type"},
+      {R"("max_position_embeddings": 128, "word_embed_proj_dim": 0})", "word_embed_proj_dim"},
+      {R"("max_position_embeddings": 128, "enable_bias": 1})", "enable_bias"},
+      {R"("max_position_embeddings": 128, "eos_token_id": 5000})", "eos_token_id"},
+      {R"("max_position_embeddings": 1.5})", "max_position_embeddings"},
+      {R"("other": 1})", "max_position_embeddings"},  // missing
+  };
+  for (const BadCase& bc : cases) {
+    auto c = ParseOptConfig(base + bc.json_tail);
+    ASSERT_FALSE(c.ok()) << bc.json_tail;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(bc.field)) << bc.json_tail;
+  }
+  auto heads = ParseOptConfig(R"({"hidden_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 5, "ffn_dim": 256, "vocab_size": 1000, "max_position_embeddings": 8})");
+  ASSERT_FALSE(heads.ok());
+  EXPECT_THAT(std::string(heads.status().message()), HasSubstr("num_attention_heads"));
+  EXPECT_FALSE(ParseOptConfig("{not json").ok());
+  EXPECT_FALSE(ParseOptConfig("[1, 2]").ok());
+  EXPECT_FALSE(ParseOptConfig("").ok());
+}
+
+TEST(ConfigTest, JsonRoundTrip) {
+  for (const std::string& name : OptPresetNames()) {
+    auto p = OptPreset(name);
+    ASSERT_TRUE(p.ok());
+    auto back = ParseOptConfig(OptConfigToJson(*p));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, *p) << name;
+  }
+}
+
+TEST(ConfigTest, PresetShapes) {
+  auto c = OptPreset("opt-175b");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->hidden_size, 12288);
+  EXPECT_EQ(c->num_hidden_layers, 96);
+  EXPECT_EQ(c->num_attention_heads, 96);
+  EXPECT_EQ(c->ffn_dim, 49152);
+  EXPECT_EQ(c->vocab_size, 50272);
+  EXPECT_EQ(c->max_position_embeddings, 2048);
+  auto unknown = OptPreset("opt-7b");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("175b"));
+}
+
+TEST(ConfigTest, ParameterCountsMatchTheReleasedModels) {
+  // Exact counts of the facebook/opt-* checkpoints (transformers' num_parameters()).
+  EXPECT_EQ(OptPreset("125m")->NumParameters(), 125239296);
+  EXPECT_EQ(OptPreset("350m")->NumParameters(), 331196416);
+  // Named sizes, within 1% (the released 1.3b, 2.7b and 13b are 1.32e9, 2.65e9, 12.85e9: 2%).
+  const struct { const char* name; double params; double tol; } kSizes[] = {
+      {"1.3b", 1.3e9, 0.02}, {"2.7b", 2.7e9, 0.02}, {"6.7b", 6.7e9, 0.01}, {"13b", 13e9, 0.02},
+      {"30b", 30e9, 0.01},   {"66b", 66e9, 0.01},   {"175b", 175e9, 0.01}};
+  for (const auto& s : kSizes) {
+    const double n = static_cast<double>(OptPreset(s.name)->NumParameters());
+    EXPECT_NEAR(n / s.params, 1.0, s.tol) << s.name << ": " << n;
+  }
+}
+
+}  // namespace
+}  // namespace llmint8::model

@@ -1,0 +1,635 @@
+#include "model/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/half.h"
+#include "common/status_macros.h"
+#include "model/tensor_names.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::model {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the reference implementation's limit
+constexpr int64_t kMaxRank = 8;
+
+absl::Status FileError(std::string_view file, std::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("safetensors file ", std::string(file), ": ", std::string(what)));
+}
+
+absl::Status TensorError(std::string_view file, std::string_view tensor, std::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("safetensors file ", std::string(file),
+                                                 ": tensor \"", std::string(tensor), "\": ",
+                                                 std::string(what)));
+}
+
+bool ParseDTypeString(std::string_view s, TensorDType* out) {
+  if (s == "F16") *out = TensorDType::kF16;
+  else if (s == "BF16") *out = TensorDType::kBF16;
+  else if (s == "F32") *out = TensorDType::kF32;
+  else if (s == "I8") *out = TensorDType::kI8;
+  else return false;
+  return true;
+}
+
+// A non-negative JSON integer that fits in int64.
+bool GetNonNegative(const Json& v, int64_t* out) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+    *out = static_cast<int64_t>(u);
+    return true;
+  }
+  if (v.is_number_integer()) {
+    *out = v.get<int64_t>();
+    return *out >= 0;
+  }
+  return false;
+}
+
+absl::StatusOr<SafetensorsEntry> ParseEntry(std::string_view file, const std::string& name,
+                                            const Json& v, int64_t data_size) {
+  if (!v.is_object()) return TensorError(file, name, "header entry is not a JSON object");
+  SafetensorsEntry e;
+  e.name = name;
+  auto dt = v.find("dtype");
+  if (dt == v.end() || !dt->is_string()) return TensorError(file, name, "missing string \"dtype\"");
+  const std::string dtype = dt->get<std::string>();
+  if (!ParseDTypeString(dtype, &e.dtype)) {
+    return TensorError(file, name,
+                       absl::StrCat("unsupported dtype \"", dtype, "\" (supported: F16, BF16, F32, I8)"));
+  }
+  auto sh = v.find("shape");
+  if (sh == v.end() || !sh->is_array()) return TensorError(file, name, "missing array \"shape\"");
+  if (static_cast<int64_t>(sh->size()) > kMaxRank) {
+    return TensorError(file, name, absl::StrCat("rank ", sh->size(), " is above ", kMaxRank));
+  }
+  // Element count, guarded against overflow: no tensor can exceed the data buffer anyway.
+  const int64_t elem_size = TensorDTypeSize(e.dtype);
+  int64_t elements = 1;
+  bool too_big = false;
+  for (const Json& d : *sh) {
+    int64_t dim = 0;
+    if (!GetNonNegative(d, &dim)) {
+      return TensorError(file, name, absl::StrCat("shape dim ", d.dump(), " is not a non-negative integer"));
+    }
+    e.shape.push_back(dim);
+    if (dim == 0) {
+      elements = 0;
+    } else if (!too_big && elements != 0) {
+      if (elements > std::numeric_limits<int64_t>::max() / elem_size / dim) too_big = true;
+      else elements *= dim;
+    }
+  }
+  if (too_big && elements != 0) {
+    return TensorError(file, name, "shape's byte size overflows 64 bits");
+  }
+  auto off = v.find("data_offsets");
+  if (off == v.end() || !off->is_array() || off->size() != 2 ||
+      !GetNonNegative((*off)[0], &e.begin) || !GetNonNegative((*off)[1], &e.end)) {
+    return TensorError(file, name, "\"data_offsets\" must be [begin, end] of non-negative integers");
+  }
+  if (e.begin > e.end) {
+    return TensorError(file, name, absl::StrCat("data_offsets [", e.begin, ", ", e.end,
+                                                "] has begin after end"));
+  }
+  if (e.end > data_size) {
+    return TensorError(file, name, absl::StrCat("data_offsets [", e.begin, ", ", e.end,
+                                                "] extend past the data buffer of ", data_size,
+                                                " bytes (file truncated?)"));
+  }
+  const int64_t bytes = elements * elem_size;
+  if (e.end - e.begin != bytes) {
+    return TensorError(file, name,
+                       absl::StrCat("shape [", absl::StrJoin(e.shape, ", "), "] of ", dtype,
+                                    " needs ", bytes, " bytes but data_offsets span ",
+                                    e.end - e.begin));
+  }
+  return e;
+}
+
+// ---- element conversion -------------------------------------------------------------------
+
+float BF16ToFloat(uint16_t b) {
+  const uint32_t x = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+uint16_t FloatToBF16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // NaN
+  x += 0x7fffu + ((x >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(x >> 16);
+}
+
+// Converts `n` little-endian elements at `src` to float.
+void ConvertRow(TensorDType dtype, const uint8_t* src, int64_t n, float* dst) {
+  switch (dtype) {
+    case TensorDType::kF16:
+      for (int64_t i = 0; i < n; ++i) {
+        Half h;
+        std::memcpy(&h.bits, src + 2 * i, 2);
+        dst[i] = HalfToFloat(h);
+      }
+      return;
+    case TensorDType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t b;
+        std::memcpy(&b, src + 2 * i, 2);
+        dst[i] = BF16ToFloat(b);
+      }
+      return;
+    case TensorDType::kF32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+      return;
+    case TensorDType::kI8:
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(static_cast<int8_t>(src[i]));
+      return;
+  }
+}
+
+// ---- memory-mapped file --------------------------------------------------------------------
+
+class MappedFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return absl::NotFoundError(absl::StrCat("cannot open safetensors file ", path, ": ",
+                                              std::strerror(errno)));
+    }
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+    }
+    auto f = std::unique_ptr<MappedFile>(new MappedFile);
+    f->path_ = path;
+    f->size_ = static_cast<uint64_t>(st.st_size);
+    if (f->size_ > 0) {
+      void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        ::close(fd);
+        return absl::InternalError(absl::StrCat("mmap of ", path, " failed: ", std::strerror(errno)));
+      }
+      f->data_ = static_cast<const uint8_t*>(p);
+    }
+    ::close(fd);
+    return f;
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::span<const uint8_t> bytes() const { return {data_, static_cast<size_t>(size_)}; }
+  uint64_t size() const { return size_; }
+
+ private:
+  MappedFile() = default;
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// ---- the source ----------------------------------------------------------------------------
+
+class SafetensorsSource final : public CheckpointSource {
+ public:
+  struct Tensor {
+    const MappedFile* file;
+    SafetensorsEntry entry;
+    TensorInfo info;
+    const uint8_t* data;  // file bytes of the tensor
+  };
+
+  SafetensorsSource(std::string label, std::vector<std::unique_ptr<MappedFile>> files,
+                    std::map<std::string, Tensor> tensors, std::map<std::string, std::string> md)
+      : label_(std::move(label)),
+        files_(std::move(files)),
+        tensors_(std::move(tensors)),
+        metadata_(std::move(md)) {}
+
+  std::string Describe() const override { return label_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  bool Has(std::string_view name) const override {
+    return tensors_.count(CanonicalTensorName(name)) > 0;
+  }
+
+  absl::StatusOr<TensorInfo> Info(std::string_view name) const override {
+    ASSIGN_OR_RETURN(const Tensor* t, Find(name));
+    return t->info;
+  }
+
+  std::vector<std::string> TensorNames() const override {
+    std::vector<std::string> out;
+    for (const auto& [name, t] : tensors_) out.push_back(name);
+    return out;
+  }
+
+  absl::Status ReadSlice(std::string_view name, Range rows, Range cols,
+                         std::span<float> out) const override {
+    ASSIGN_OR_RETURN(const Tensor* t, Find(name));
+    RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, out.size()));
+    const int64_t esize = TensorDTypeSize(t->info.dtype);
+    const int64_t ncols = t->info.cols();
+    for (int64_t r = rows.begin; r < rows.end; ++r) {
+      const uint8_t* src = t->data + (r * ncols + cols.begin) * esize;
+      ConvertRow(t->info.dtype, src, cols.size(), out.data() + (r - rows.begin) * cols.size());
+    }
+    if (t->info.quantized()) {
+      std::vector<float> absmax(static_cast<size_t>(rows.size()));
+      RETURN_IF_ERROR(ReadAbsmax(*t, rows, absmax));
+      for (int64_t r = 0; r < rows.size(); ++r) {
+        const float s = absmax[r] / 127.0f;
+        for (int64_t c = 0; c < cols.size(); ++c) out[r * cols.size() + c] *= s;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadSliceHalf(std::string_view name, Range rows, Range cols,
+                             std::span<Half> out) const override {
+    ASSIGN_OR_RETURN(const Tensor* t, Find(name));
+    if (t->info.dtype != TensorDType::kF16) {
+      return CheckpointSource::ReadSliceHalf(name, rows, cols, out);
+    }
+    RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, out.size()));
+    const int64_t ncols = t->info.cols();
+    for (int64_t r = rows.begin; r < rows.end; ++r) {
+      std::memcpy(out.data() + (r - rows.begin) * cols.size(),
+                  t->data + (r * ncols + cols.begin) * 2, static_cast<size_t>(cols.size()) * 2);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadInt8Slice(std::string_view name, Range rows, Range cols, std::span<int8_t> q,
+                             std::span<float> row_absmax) const override {
+    ASSIGN_OR_RETURN(const Tensor* t, Find(name));
+    if (!t->info.quantized()) {
+      return CheckpointSource::ReadInt8Slice(name, rows, cols, q, row_absmax);
+    }
+    RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, q.size()));
+    if (row_absmax.size() != static_cast<size_t>(rows.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          label_, ": tensor \"", std::string(name), "\": row_absmax has ", row_absmax.size(),
+          " elements, the slice has ", rows.size(), " rows"));
+    }
+    const int64_t ncols = t->info.cols();
+    for (int64_t r = rows.begin; r < rows.end; ++r) {
+      std::memcpy(q.data() + (r - rows.begin) * cols.size(), t->data + r * ncols + cols.begin,
+                  static_cast<size_t>(cols.size()));
+    }
+    return ReadAbsmax(*t, rows, row_absmax);
+  }
+
+ private:
+  absl::StatusOr<const Tensor*> Find(std::string_view name) const {
+    auto it = tensors_.find(CanonicalTensorName(name));
+    if (it == tensors_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(label_, ": tensor \"", std::string(name), "\" not found"));
+    }
+    return &it->second;
+  }
+
+  // The absmax companion was checked at open: F32 [rows].
+  absl::Status ReadAbsmax(const Tensor& t, Range rows, std::span<float> out) const {
+    ASSIGN_OR_RETURN(const Tensor* s, Find(t.entry.name + "_absmax"));
+    std::memcpy(out.data(), s->data + rows.begin * 4, static_cast<size_t>(rows.size()) * 4);
+    return absl::OkStatus();
+  }
+
+  std::string label_;
+  std::vector<std::unique_ptr<MappedFile>> files_;
+  std::map<std::string, Tensor> tensors_;  // canonical name -> tensor
+  std::map<std::string, std::string> metadata_;
+};
+
+// Adds the tensors of one validated file; duplicate (canonical) names are an error.
+absl::Status AddFileTensors(const MappedFile& file, const SafetensorsHeader& header,
+                            std::map<std::string, SafetensorsSource::Tensor>* tensors) {
+  for (const SafetensorsEntry& e : header.entries) {
+    SafetensorsSource::Tensor t;
+    t.file = &file;
+    t.entry = e;
+    t.entry.name = CanonicalTensorName(e.name);
+    t.info.shape = e.shape;
+    t.info.dtype = e.dtype;
+    t.data = file.bytes().data() + header.data_start + e.begin;
+    if (e.shape.size() > 2) {
+      return TensorError(file.path(), e.name,
+                         absl::StrCat("rank ", e.shape.size(), " tensors are not OPT weights"));
+    }
+    auto [it, inserted] = tensors->emplace(t.entry.name, std::move(t));
+    if (!inserted) {
+      return TensorError(file.path(), e.name,
+                         absl::StrCat("duplicate tensor (also in ", it->second.file->path(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Every I8 tensor needs an F32 "<name>_absmax" of shape [rows].
+absl::Status CheckQuantizedCompanions(const std::map<std::string, SafetensorsSource::Tensor>& ts) {
+  for (const auto& [name, t] : ts) {
+    if (!t.info.quantized()) continue;
+    auto it = ts.find(name + "_absmax");
+    if (it == ts.end()) {
+      return absl::NotFoundError(absl::StrCat("safetensors file ", t.file->path(),
+                                              ": I8 tensor \"", name, "\" has no \"", name,
+                                              "_absmax\" row scales"));
+    }
+    const TensorInfo& s = it->second.info;
+    if (s.dtype != TensorDType::kF32 || s.shape != std::vector<int64_t>{t.info.rows()}) {
+      return TensorError(it->second.file->path(), it->first,
+                         absl::StrCat("row scales must be F32 [", t.info.rows(), "], got ",
+                                      std::string(TensorDTypeName(s.dtype)), " [",
+                                      absl::StrJoin(s.shape, ", "), "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenIndex(const std::string& index_path) {
+  ASSIGN_OR_RETURN(std::string text, ReadTextFile(index_path));
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": not a JSON object"));
+  }
+  auto wm = j.find("weight_map");
+  if (wm == j.end() || !wm->is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing object \"weight_map\""));
+  }
+  const std::string dir = std::filesystem::path(index_path).parent_path().string();
+  std::map<std::string, std::string> weight_map;  // tensor -> file name
+  std::set<std::string> file_names;
+  for (const auto& [tensor, file] : wm->items()) {
+    if (!file.is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map entry of tensor \"",
+                                                     tensor, "\" is not a file name"));
+    }
+    const std::string f = file.get<std::string>();
+    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..") {
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor \"", tensor,
+                                                     "\" maps to \"", f,
+                                                     "\", which is not a file name in ", dir));
+    }
+    weight_map[tensor] = f;
+    file_names.insert(f);
+  }
+  std::vector<std::unique_ptr<MappedFile>> files;
+  std::map<std::string, SafetensorsSource::Tensor> tensors;
+  std::map<std::string, std::string> metadata;
+  std::map<std::string, const MappedFile*> by_name;
+  for (const std::string& f : file_names) {
+    ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mf, MappedFile::Open(dir + "/" + f));
+    ASSIGN_OR_RETURN(SafetensorsHeader h,
+                     ParseSafetensorsHeader(mf->bytes(), mf->size(), mf->path()));
+    RETURN_IF_ERROR(AddFileTensors(*mf, h, &tensors));
+    if (metadata.empty()) metadata = h.metadata;
+    by_name[f] = mf.get();
+    files.push_back(std::move(mf));
+  }
+  for (const auto& [tensor, f] : weight_map) {
+    auto it = tensors.find(CanonicalTensorName(tensor));
+    if (it == tensors.end() || it->second.file != by_name[f]) {
+      return absl::NotFoundError(absl::StrCat(index_path, ": tensor \"", tensor,
+                                              "\" is not in ", dir, "/", f,
+                                              " as the weight_map says"));
+    }
+  }
+  RETURN_IF_ERROR(CheckQuantizedCompanions(tensors));
+  return std::unique_ptr<CheckpointSource>(new SafetensorsSource(
+      index_path, std::move(files), std::move(tensors), std::move(metadata)));
+}
+
+void AppendBytes(std::vector<uint8_t>* data, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  data->insert(data->end(), b, b + n);
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t> file_prefix,
+                                                         uint64_t file_size,
+                                                         std::string_view file_label) {
+  if (file_size < 8 || file_prefix.size() < 8) {
+    return FileError(file_label, absl::StrCat("is ", file_size,
+                                              " bytes, too small for a safetensors header"));
+  }
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | file_prefix[i];  // little-endian
+  if (n > file_size - 8) {
+    return FileError(file_label, absl::StrCat("header length ", n, " is beyond the file size ",
+                                              file_size, " (truncated or not safetensors)"));
+  }
+  if (n > kMaxHeaderBytes) {
+    return FileError(file_label, absl::StrCat("header length ", n, " is above the limit of ",
+                                              kMaxHeaderBytes, " bytes"));
+  }
+  if (n < 2) return FileError(file_label, "header is too short to be a JSON object");
+  if (file_prefix.size() < 8 + n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ParseSafetensorsHeader: ", std::string(file_label), ": only ",
+                     file_prefix.size(), " bytes given, the header needs ", 8 + n));
+  }
+  const char* text = reinterpret_cast<const char*>(file_prefix.data() + 8);
+  if (text[0] != '{') return FileError(file_label, "header does not start with '{'");
+  Json j = Json::parse(text, text + n, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return FileError(file_label, "header is not valid JSON");
+  if (!j.is_object()) return FileError(file_label, "header is not a JSON object");
+
+  SafetensorsHeader h;
+  h.data_start = static_cast<int64_t>(8 + n);
+  const int64_t data_size = static_cast<int64_t>(file_size - 8 - n);
+  for (const auto& [key, value] : j.items()) {
+    if (key == "__metadata__") {
+      if (!value.is_object()) return FileError(file_label, "\"__metadata__\" is not an object");
+      for (const auto& [mk, mv] : value.items()) {
+        if (!mv.is_string()) {
+          return FileError(file_label, absl::StrCat("\"__metadata__\" value of \"", mk,
+                                                    "\" is not a string"));
+        }
+        h.metadata[mk] = mv.get<std::string>();
+      }
+      continue;
+    }
+    ASSIGN_OR_RETURN(SafetensorsEntry e, ParseEntry(file_label, key, value, data_size));
+    h.entries.push_back(std::move(e));
+  }
+  std::sort(h.entries.begin(), h.entries.end(), [](const auto& a, const auto& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  // The data buffer must be tiled exactly: no overlap, no hole, nothing after the last tensor.
+  int64_t expect = 0;
+  for (size_t i = 0; i < h.entries.size(); ++i) {
+    const SafetensorsEntry& e = h.entries[i];
+    if (e.begin < expect) {
+      return TensorError(file_label, e.name,
+                         absl::StrCat("data_offsets [", e.begin, ", ", e.end, "] overlap tensor \"",
+                                      h.entries[i - 1].name, "\""));
+    }
+    if (e.begin > expect) {
+      return TensorError(file_label, e.name,
+                         absl::StrCat("data_offsets begin at ", e.begin, ", leaving a hole after byte ",
+                                      expect, " of the data buffer"));
+    }
+    expect = e.end;
+  }
+  if (expect != data_size) {
+    return FileError(file_label, absl::StrCat("tensors cover ", expect, " bytes of a ", data_size,
+                                              "-byte data buffer (trailing bytes or truncation)"));
+  }
+  return h;
+}
+
+absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensors(const std::string& path) {
+  if (path.size() >= 11 && path.substr(path.size() - 11) == ".index.json") return OpenIndex(path);
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mf, MappedFile::Open(path));
+  ASSIGN_OR_RETURN(SafetensorsHeader h, ParseSafetensorsHeader(mf->bytes(), mf->size(), path));
+  std::map<std::string, SafetensorsSource::Tensor> tensors;
+  RETURN_IF_ERROR(AddFileTensors(*mf, h, &tensors));
+  RETURN_IF_ERROR(CheckQuantizedCompanions(tensors));
+  std::vector<std::unique_ptr<MappedFile>> files;
+  files.push_back(std::move(mf));
+  return std::unique_ptr<CheckpointSource>(new SafetensorsSource(
+      path, std::move(files), std::move(tensors), std::move(h.metadata)));
+}
+
+absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensorsDir(const std::string& dir) {
+  const std::string index = dir + "/model.safetensors.index.json";
+  if (std::filesystem::exists(index)) return OpenIndex(index);
+  const std::string single = dir + "/model.safetensors";
+  if (std::filesystem::exists(single)) return OpenSafetensors(single);
+  return absl::NotFoundError(absl::StrCat(
+      dir, " holds neither model.safetensors nor model.safetensors.index.json (convert "
+           "pytorch_model.bin checkpoints with transformers' save_pretrained(safe_serialization=True))"));
+}
+
+std::map<std::string, std::string> SafetensorsMetadata(const CheckpointSource& source) {
+  if (const auto* s = dynamic_cast<const SafetensorsSource*>(&source)) return s->metadata();
+  return {};
+}
+
+// ---- writer --------------------------------------------------------------------------------
+
+void SafetensorsWriter::SetMetadata(std::string key, std::string value) {
+  metadata_[std::move(key)] = std::move(value);
+}
+
+absl::Status SafetensorsWriter::Add(std::string name, TensorDType dtype, std::vector<int64_t> shape,
+                                    std::span<const uint8_t> bytes) {
+  int64_t elements = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\": negative dim"));
+    elements *= d;
+  }
+  if (static_cast<int64_t>(bytes.size()) != elements * TensorDTypeSize(dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\": ", bytes.size(),
+                                                   " bytes for ", elements, " elements of ",
+                                                   std::string(TensorDTypeName(dtype))));
+  }
+  for (const Item& it : items_) {
+    if (it.name == name) {
+      return absl::AlreadyExistsError(absl::StrCat("tensor \"", name, "\" added twice"));
+    }
+  }
+  const int64_t begin = static_cast<int64_t>(data_.size());
+  AppendBytes(&data_, bytes.data(), bytes.size());
+  items_.push_back({std::move(name), dtype, std::move(shape), begin,
+                    static_cast<int64_t>(data_.size())});
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::AddF32(std::string name, std::vector<int64_t> shape,
+                                       std::span<const float> v) {
+  return Add(std::move(name), TensorDType::kF32, std::move(shape),
+             {reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4});
+}
+
+absl::Status SafetensorsWriter::AddF16(std::string name, std::vector<int64_t> shape,
+                                       std::span<const float> v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = FloatToHalf(v[i]).bits;
+  return Add(std::move(name), TensorDType::kF16, std::move(shape),
+             {reinterpret_cast<const uint8_t*>(h.data()), h.size() * 2});
+}
+
+absl::Status SafetensorsWriter::AddBF16(std::string name, std::vector<int64_t> shape,
+                                        std::span<const float> v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = FloatToBF16(v[i]);
+  return Add(std::move(name), TensorDType::kBF16, std::move(shape),
+             {reinterpret_cast<const uint8_t*>(h.data()), h.size() * 2});
+}
+
+absl::Status SafetensorsWriter::AddI8(std::string name, std::vector<int64_t> shape,
+                                      std::span<const int8_t> v) {
+  return Add(std::move(name), TensorDType::kI8, std::move(shape),
+             {reinterpret_cast<const uint8_t*>(v.data()), v.size()});
+}
+
+absl::Status SafetensorsWriter::Finish(const std::string& path) const {
+  Json header = Json::object();
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  for (const Item& it : items_) {
+    header[it.name] = {{"dtype", std::string(TensorDTypeName(it.dtype))},
+                       {"shape", it.shape},
+                       {"data_offsets", {it.begin, it.end}}};
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create ", path));
+  uint8_t len[8];
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+  out.write(reinterpret_cast<const char*>(len), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.write(reinterpret_cast<const char*>(data_.data()), static_cast<std::streamsize>(data_.size()));
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed (disk full?)"));
+  return absl::OkStatus();
+}
+
+}  // namespace llmint8::model
