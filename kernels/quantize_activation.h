@@ -1,19 +1,28 @@
 // LLM.int8() activation quantization in one pass, with outlier column detection (CPU).
 //
 // X is [m, k] row-major (m tokens). With threshold t > 0:
-//   outlier columns O = { j : max_i |X[i, j]| >= t }                      (ascending)
+//   outlier columns O = { j : max_i |X[i, j]| >= t, or X[., j] holds NaN/Inf }     (ascending)
 //   absmax[i]         = max_{j not in O} |X[i, j]|
-//   q[i, j]           = round_half_away(127 * X[i, j] / absmax[i]) for j not in O, 0 for j in O
+//   q[i, j]           = round_half_away(X[i, j] * (127 / absmax[i])) for j not in O, 0 for j in O
+//                       (fp32 arithmetic in exactly that order; clamped to [-127, 127]; a row
+//                       with absmax 0 is all zeros; if 127 / absmax overflows fp32, which only
+//                       subnormal absmax does, q = round_half_away((X / absmax) * 127) instead)
 //   outliers[i, c]    = X[i, O[c]]                                      ([m, |O|] row-major)
-// t == 0 disables decomposition (O is empty). t < 0 is InvalidArgument.
+// t == 0 disables decomposition (O is empty). t < 0, NaN t, m or k <= 0 or x.size() != m*k is
+// InvalidArgument.
 //
 // Non-finite values: with t > 0 a column holding NaN or +-Inf is an outlier column, so the
 // value flows through the floating-point outlier product and poisons only the outputs IEEE math
 // says it should, never the int8 scale of the whole token. With t == 0 a non-finite value makes
-// that row's absmax non-finite and its whole output row NaN. Nothing traps or crashes.
+// that row's absmax NaN (stored as quiet NaN, its q row all zeros) and so its whole output row
+// NaN. Nothing traps or crashes.
+//
+// Thread-compatible: concurrent calls need distinct `out` objects.
 #ifndef LLMINT8_KERNELS_QUANTIZE_ACTIVATION_H_
 #define LLMINT8_KERNELS_QUANTIZE_ACTIVATION_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -36,6 +45,13 @@ struct QuantizedActivation {
 
 absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, float threshold,
                                 QuantizedActivation* out);
+
+// The fp32 math of one element, shared by every CPU implementation so they agree bit for bit:
+// round_half_away(x * scale) clamped to [-127, 127], where scale = 127 / absmax. x * scale must
+// not be NaN (callers skip rows whose absmax is 0 or non-finite).
+inline int8_t QuantizeToInt8(float x, float scale) {
+  return static_cast<int8_t>(std::clamp(std::round(x * scale), -127.0f, 127.0f));
+}
 
 }  // namespace llmint8::kernels
 

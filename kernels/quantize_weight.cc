@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/quantize_activation.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -52,9 +53,12 @@ absl::Status QuantizeRows(std::span<const T> w, int64_t n, int64_t k, std::span<
       std::fill(qrow, qrow + k, int8_t{0});
       continue;
     }
-    const float inv = 127.0f / amax;
-    for (int64_t j = 0; j < k; ++j) {
-      qrow[j] = static_cast<int8_t>(std::clamp(std::round(ToFloat(row[j]) * inv), -127.0f, 127.0f));
+    // Same fp32 element math as the activations (QuantizeToInt8), so CPU and CUDA agree.
+    const float scale = 127.0f / amax;
+    if (std::isfinite(scale)) {
+      for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(ToFloat(row[j]), scale);
+    } else {  // subnormal absmax: 127 / absmax overflows
+      for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(ToFloat(row[j]) / amax, 127.0f);
     }
   }
   return absl::OkStatus();

@@ -2,7 +2,8 @@
 //
 // W is [n, k] row-major (an nn.Linear weight: n outputs, k inputs).
 //   absmax[r] = max_j |W[r, j]|
-//   q[r, j]   = round_half_away(127 * W[r, j] / absmax[r])   (0 where absmax[r] == 0)
+//   q[r, j]   = round_half_away(W[r, j] * (127 / absmax[r]))  (0 where absmax[r] == 0; fp32 math
+//               as QuantizeToInt8 in quantize_activation.h, clamped to [-127, 127])
 // so |W - absmax * q / 127| <= absmax / 254 per element.
 // Non-finite weights are rejected (InvalidArgument naming the row), since a checkpoint with
 // them cannot be served meaningfully.

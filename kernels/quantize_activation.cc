@@ -1,0 +1,94 @@
+#include "kernels/quantize_activation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::kernels {
+namespace {
+
+// Max |x| over row[begin, end). NaN is dropped by std::max; callers that can see NaN (t == 0)
+// check finiteness separately.
+float SegmentAbsMax(const float* row, int64_t begin, int64_t end, float amax) {
+  for (int64_t j = begin; j < end; ++j) amax = std::max(amax, std::fabs(row[j]));
+  return amax;
+}
+
+}  // namespace
+
+absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, float threshold,
+                                QuantizedActivation* out) {
+  if (out == nullptr) return absl::InvalidArgumentError("QuantizeActivation: out is null");
+  if (m <= 0 || k <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation shape must be positive, got [", m, ", ", k, "]"));
+  }
+  if (!(threshold >= 0.0f)) {  // also rejects NaN
+    return absl::InvalidArgumentError(absl::StrCat(
+        "outlier threshold must be >= 0 (0 disables decomposition), got ", threshold));
+  }
+  int64_t mk = 0;
+  if (__builtin_mul_overflow(m, k, &mk) || x.size() != static_cast<size_t>(mk)) {
+    return absl::InvalidArgumentError(absl::StrCat("activation [", m, ", ", k, "] needs m*k values, got ",
+                                                   x.size()));
+  }
+  out->m = m;
+  out->k = k;
+  out->q.resize(mk);
+  out->absmax.resize(m);
+  out->outlier_cols.clear();
+
+  // Pass 1 (t > 0): column absmax over rows -> the outlier set. `!(|v| < t)` is true for
+  // |v| >= t, +-Inf and NaN alike, so non-finite columns become outliers.
+  if (threshold > 0.0f) {
+    std::vector<uint8_t> is_outlier(k, 0);
+    for (int64_t i = 0; i < m; ++i) {
+      const float* row = x.data() + i * k;
+      for (int64_t j = 0; j < k; ++j) is_outlier[j] |= !(std::fabs(row[j]) < threshold);
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      if (is_outlier[j]) out->outlier_cols.push_back(static_cast<int32_t>(j));
+    }
+  }
+  const auto& cols = out->outlier_cols;
+  const int64_t n_out = static_cast<int64_t>(cols.size());
+  out->outliers.resize(m * n_out);
+
+  // Pass 2: per row, absmax over the segments between outlier columns, then quantize.
+  for (int64_t i = 0; i < m; ++i) {
+    const float* row = x.data() + i * k;
+    int8_t* qrow = out->q.data() + i * k;
+    float amax = 0.0f;
+    int64_t begin = 0;
+    for (int64_t c = 0; c < n_out; ++c) {
+      amax = SegmentAbsMax(row, begin, cols[c], amax);
+      out->outliers[i * n_out + c] = row[cols[c]];
+      begin = cols[c] + 1;
+    }
+    amax = SegmentAbsMax(row, begin, k, amax);
+    // std::max drops NaN when it is the second argument, so detect non-finite rows directly
+    // (possible only with t == 0; with t > 0 such columns are outliers).
+    if (threshold == 0.0f) {
+      bool finite = true;
+      for (int64_t j = 0; j < k; ++j) finite &= std::isfinite(row[j]);
+      if (!finite) amax = std::numeric_limits<float>::quiet_NaN();
+    }
+    out->absmax[i] = amax;
+    if (!(amax > 0.0f) || !std::isfinite(amax)) {  // zero row, or NaN row with t == 0
+      std::fill(qrow, qrow + k, int8_t{0});
+      continue;
+    }
+    const float scale = 127.0f / amax;
+    if (std::isfinite(scale)) {
+      for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(row[j], scale);
+    } else {  // subnormal absmax: 127 / absmax overflows
+      for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(row[j] / amax, 127.0f);
+    }
+    for (int64_t c = 0; c < n_out; ++c) qrow[cols[c]] = 0;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llmint8::kernels

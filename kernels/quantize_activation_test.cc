@@ -1,0 +1,134 @@
+#include "kernels/quantize_activation.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/int8_test_util.h"
+
+namespace llmint8::kernels {
+namespace {
+
+using ::llmint8::kernels::testing::RandomNormal;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+// Error bound in int8 steps (absmax / 127): 0.5 exactly, plus a few ulps of 127 from fp32.
+constexpr double kHalfStepWithRounding = 0.5 + 4 * 127 * std::numeric_limits<float>::epsilon();
+
+TEST(QuantizeActivationTest, FindsOutlierColumnsAndBoundsTheRest) {
+  const int64_t m = 17, k = 97;
+  std::vector<float> x = RandomNormal(m * k, 3);
+  for (float& v : x) v = std::clamp(v, -5.9f, 5.9f);  // no accidental outliers
+  // Columns 4 and 60 get one outlier each (one row only); column 90 reaches exactly the threshold.
+  x[2 * k + 4] = 9.0f;
+  x[16 * k + 60] = -7.5f;
+  x[0 * k + 90] = 6.0f;
+  QuantizedActivation qa;
+  ASSERT_TRUE(QuantizeActivation(x, m, k, 6.0f, &qa).ok());
+  ASSERT_EQ(qa.outlier_cols, (std::vector<int32_t>{4, 60, 90}));
+  ASSERT_EQ(qa.outliers.size(), static_cast<size_t>(m * 3));
+  for (int64_t i = 0; i < m; ++i) {
+    double amax = 0.0;
+    for (int64_t j = 0; j < k; ++j) {
+      if (j == 4 || j == 60 || j == 90) continue;
+      amax = std::max(amax, std::fabs(double{x[i * k + j]}));
+    }
+    ASSERT_EQ(qa.absmax[i], static_cast<float>(amax)) << "row " << i;
+    EXPECT_EQ(qa.outliers[i * 3 + 0], x[i * k + 4]);
+    EXPECT_EQ(qa.outliers[i * 3 + 1], x[i * k + 60]);
+    EXPECT_EQ(qa.outliers[i * 3 + 2], x[i * k + 90]);
+    const double step = amax / 127.0;
+    for (int64_t j = 0; j < k; ++j) {
+      const int8_t q = qa.q[i * k + j];
+      if (j == 4 || j == 60 || j == 90) {
+        EXPECT_EQ(q, 0) << "outlier column " << j << " must be zeroed";
+        continue;
+      }
+      ASSERT_LE(std::fabs(step * q - x[i * k + j]), kHalfStepWithRounding * step)
+          << "row " << i << " col " << j;
+    }
+  }
+}
+
+TEST(QuantizeActivationTest, ThresholdZeroDisablesDecomposition) {
+  const int64_t m = 3, k = 40;
+  std::vector<float> x = RandomNormal(m * k, 4);
+  x[7] = 50.0f;
+  QuantizedActivation qa;
+  ASSERT_TRUE(QuantizeActivation(x, m, k, 0.0f, &qa).ok());
+  EXPECT_TRUE(qa.outlier_cols.empty());
+  EXPECT_TRUE(qa.outliers.empty());
+  EXPECT_EQ(qa.absmax[0], 50.0f);
+  EXPECT_EQ(qa.q[7], 127);
+  // Reuse with a different shape: buffers are resized to the new shape.
+  ASSERT_TRUE(QuantizeActivation(std::span<const float>(x).first(k), 1, k, 6.0f, &qa).ok());
+  EXPECT_EQ(qa.m, 1);
+  EXPECT_EQ(qa.q.size(), static_cast<size_t>(k));
+  EXPECT_EQ(qa.outlier_cols, std::vector<int32_t>{7});
+}
+
+TEST(QuantizeActivationTest, RoundsHalfAwayFromZeroAndClamps) {
+  // absmax 127 -> scale exactly 1.
+  const std::vector<float> x = {127.0f, 2.5f, -2.5f, 0.5f, -0.5f, -126.5f, 1.4999999f, 0.0f};
+  QuantizedActivation qa;
+  ASSERT_TRUE(QuantizeActivation(x, 1, 8, 0.0f, &qa).ok());
+  EXPECT_EQ(qa.q, (std::vector<int8_t>{127, 3, -3, 1, -1, -127, 1, 0}));
+  // A zero row quantizes to zeros with absmax 0.
+  const std::vector<float> zeros(5, 0.0f);
+  ASSERT_TRUE(QuantizeActivation(zeros, 1, 5, 6.0f, &qa).ok());
+  EXPECT_EQ(qa.absmax[0], 0.0f);
+  EXPECT_EQ(qa.q, std::vector<int8_t>(5, 0));
+}
+
+TEST(QuantizeActivationTest, NonFiniteColumnsAreOutliersWhenThresholdPositive) {
+  // Row 1 holds NaN in column 2 and -Inf in column 5; everything else is small.
+  const int64_t m = 3, k = 6;
+  std::vector<float> x = RandomNormal(m * k, 5, 0.5f);
+  x[1 * k + 2] = kNaN;
+  x[1 * k + 5] = -kInf;
+  QuantizedActivation qa;
+  ASSERT_TRUE(QuantizeActivation(x, m, k, 6.0f, &qa).ok());
+  ASSERT_EQ(qa.outlier_cols, (std::vector<int32_t>{2, 5}));
+  for (int64_t i = 0; i < m; ++i) {
+    EXPECT_TRUE(std::isfinite(qa.absmax[i])) << "row " << i;
+    EXPECT_GT(qa.absmax[i], 0.0f);
+  }
+  EXPECT_TRUE(std::isnan(qa.outliers[1 * 2 + 0]));
+  EXPECT_EQ(qa.outliers[1 * 2 + 1], -kInf);
+  EXPECT_EQ(qa.q[1 * k + 2], 0);
+  EXPECT_EQ(qa.q[1 * k + 5], 0);
+}
+
+TEST(QuantizeActivationTest, NonFiniteRowHasNaNScaleWhenThresholdZero) {
+  const int64_t m = 3, k = 4;
+  std::vector<float> x = RandomNormal(m * k, 6);
+  x[0 * k + 1] = kInf;
+  x[2 * k + 3] = kNaN;
+  QuantizedActivation qa;
+  ASSERT_TRUE(QuantizeActivation(x, m, k, 0.0f, &qa).ok());
+  EXPECT_TRUE(std::isnan(qa.absmax[0]));
+  EXPECT_TRUE(std::isfinite(qa.absmax[1]));
+  EXPECT_TRUE(std::isnan(qa.absmax[2]));
+  for (int64_t j = 0; j < k; ++j) {
+    EXPECT_EQ(qa.q[0 * k + j], 0);
+    EXPECT_EQ(qa.q[2 * k + j], 0);
+  }
+}
+
+TEST(QuantizeActivationTest, RejectsBadInput) {
+  std::vector<float> x(12, 1.0f);
+  QuantizedActivation qa;
+  EXPECT_EQ(QuantizeActivation(x, 3, 5, 6.0f, &qa).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeActivation(x, 0, 12, 6.0f, &qa).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeActivation(x, 12, 0, 6.0f, &qa).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeActivation({}, 0, 0, 6.0f, &qa).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeActivation(x, 3, 4, -1.0f, &qa).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeActivation(x, 3, 4, kNaN, &qa).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeActivation(x, 3, 4, 6.0f, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace llmint8::kernels
