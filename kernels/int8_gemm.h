@@ -2,7 +2,11 @@
 //
 // Two implementations with identical results (integer math is exact):
 //   Int8GemmReference - plain loops, the ground truth for every other implementation;
-//   Int8Gemm          - the fast path (oneDNN's s8s8s32 GEMM, AVX512-VNNI / AVX2), multithreaded.
+//   Int8Gemm          - the fast path, multithreaded (OpenMP, oneDNN's pool): oneDNN's s8s8s32
+//                       GEMM where the CPU has AVX512-VNNI (the only place it is exact: without
+//                       VNNI it saturates int16 pair sums), else our AVX2 kernel, else loops.
+//                       DNNL_MAX_CPU_ISA=AVX2 in the environment forces the AVX2 kernel.
+// Shapes: a [m, k], b [n, k], c [m, n], all row-major. Thread-safe (no shared state).
 // Errors: sizes that do not match m, n, k; m, n or k <= 0. k must be <= 2^17 (int32 cannot
 // overflow below that: 127 * 127 * 2^17 < 2^31).
 #ifndef LLMINT8_KERNELS_INT8_GEMM_H_
