@@ -5,11 +5,14 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 target_sources(llmint8_kernels PRIVATE
   quantize_weight.cc
   quantize_activation.cc
-  int8_gemm.cc)
-set_source_files_properties(int8_gemm.cc PROPERTIES COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
+  int8_gemm.cc
+  int8_linear.cc
+  linear.cc)
+set_source_files_properties(int8_gemm.cc int8_linear.cc linear.cc PROPERTIES
+                            COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
 target_link_libraries(llmint8_kernels PRIVATE ${OpenMP_CXX_LIBRARIES})
 
-foreach(_op quantize_weight quantize_activation int8_gemm)
+foreach(_op quantize_weight quantize_activation int8_gemm int8_linear linear)
   llmint8_cc_test(NAME ${_op}_test SRCS ${_op}_test.cc DEPS llmint8::kernels LABELS kernels)
 endforeach()
 # oneDNN's int8 GEMM is used only on VNNI CPUs; run the GEMM tests again with oneDNN capped at
@@ -19,3 +22,6 @@ if(BUILD_TESTING)
   set_tests_properties(int8_gemm_avx2_test PROPERTIES LABELS kernels TIMEOUT 300
                        ENVIRONMENT "DNNL_MAX_CPU_ISA=AVX2")
 endif()
+
+llmint8_cc_binary(NAME int8_linear_benchmark SRCS int8_linear_benchmark.cc
+                  DEPS llmint8::kernels benchmark::benchmark)

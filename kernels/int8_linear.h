@@ -6,7 +6,12 @@
 // where Wdq = absmax_w * Wq / 127 (dequantized from the int8 weight; no fp16 copy is kept).
 //
 // Shapes: x [m, k] fp32, weight [n, k] int8 + absmax [n], bias [n] or empty, y [m, n] fp32.
-// Thread-compatible: give each thread its own Int8LinearScratch.
+// Outliers and row scales follow QuantizeActivation (threshold 0 disables the decomposition).
+// Errors (InvalidArgument): m, n or k <= 0, k > 2^17, any size that does not match, threshold
+// < 0 or NaN. Non-finite activations give the NaN/Inf pattern documented in
+// quantize_activation.h (t > 0: only the token rows holding them; t == 0: those whole rows NaN).
+// Thread-compatible: give each thread its own Int8LinearScratch. Int8Linear runs its GEMM and
+// epilogue on the OpenMP thread pool.
 #ifndef LLMINT8_KERNELS_INT8_LINEAR_H_
 #define LLMINT8_KERNELS_INT8_LINEAR_H_
 
@@ -29,7 +34,8 @@ struct Int8WeightView {
 
 struct Int8LinearScratch {
   QuantizedActivation act;
-  std::vector<int32_t> acc;  // m * n
+  std::vector<int32_t> acc;        // m * n
+  std::vector<float> outlier_w;    // |O| * n: Wdq[:, O]^T, gathered per call
 };
 
 // Plain loops end to end; the ground truth for the fast path and for the CUDA kernels.
