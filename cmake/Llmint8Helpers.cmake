@@ -38,7 +38,8 @@ function(llmint8_cc_binary)
 endfunction()
 
 # Tests are registered with ctest; LABELS picks the suites (kernels, gpu, model, comm,
-# service, scaleout, ...). TIMEOUT defaults to 300 s.
+# service, scaleout, ...). TIMEOUT defaults to 300 s. OpenMP threads sleep when idle
+# (OMP_WAIT_POLICY=PASSIVE) so multi-process tests on few cores do not spin against each other.
 function(llmint8_cc_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS;ARGS" ${ARGN})
   if(NOT BUILD_TESTING)
@@ -54,5 +55,5 @@ function(llmint8_cc_test)
     set(T_TIMEOUT 300)
   endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
-                       ENVIRONMENT "LLMINT8_SOURCE_DIR=${PROJECT_SOURCE_DIR};LLMINT8_BINARY_DIR=${PROJECT_BINARY_DIR}")
+                       ENVIRONMENT "LLMINT8_SOURCE_DIR=${PROJECT_SOURCE_DIR};LLMINT8_BINARY_DIR=${PROJECT_BINARY_DIR};OMP_WAIT_POLICY=PASSIVE")
 endfunction()
