@@ -1,0 +1,31 @@
+// Rendezvous held in one process's memory: for groups whose ranks are threads of one process
+// (tests) and as the store behind the coordinator's rendezvous service. Thread-safe.
+#ifndef LLMINT8_COMM_IN_MEMORY_RENDEZVOUS_H_
+#define LLMINT8_COMM_IN_MEMORY_RENDEZVOUS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "comm/rendezvous.h"
+
+namespace llmint8::comm {
+
+class InMemoryRendezvous : public Rendezvous {
+ public:
+  absl::Status Set(std::string_view key, std::string_view value) override;
+  absl::StatusOr<std::string> Get(std::string_view key, absl::Duration timeout) override;
+  absl::StatusOr<int64_t> Add(std::string_view key, int64_t delta) override;
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::string> values_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int64_t> counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace llmint8::comm
+
+#endif  // LLMINT8_COMM_IN_MEMORY_RENDEZVOUS_H_
