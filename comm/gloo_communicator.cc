@@ -1,0 +1,197 @@
+#include "comm/gloo_communicator.h"
+
+#include <chrono>
+#include <cstring>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "comm/gloo_store_adapter.h"
+#include "gloo/allgather.h"
+#include "gloo/allreduce.h"
+#include "gloo/barrier.h"
+#include "gloo/broadcast.h"
+#include "gloo/common/error.h"
+#include "gloo/common/logging.h"
+#include "gloo/math.h"
+#include "gloo/rendezvous/context.h"
+#include "gloo/transport/tcp/device.h"
+#include "gloo/types.h"
+
+namespace llmint8::comm {
+namespace {
+
+std::chrono::milliseconds ToMillis(absl::Duration d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(absl::ToChronoMilliseconds(d));
+}
+
+std::string Where(int rank, int size) { return absl::StrCat("gloo rank ", rank, "/", size); }
+
+// Gloo's reduction function for one element type.
+gloo::AllreduceOptions::Func SumFunction(DataType type) {
+  using Fn = void (*)(void*, const void*, const void*, size_t);
+  switch (type) {
+    case DataType::kFloat32:
+      return static_cast<Fn>(&gloo::sum<float>);
+    case DataType::kFloat16:  // gloo::float16 has the same IEEE binary16 layout as Half
+      return static_cast<Fn>(&gloo::sum<gloo::float16>);
+    case DataType::kUint8:
+      return static_cast<Fn>(&gloo::sum<uint8_t>);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
+    const CommOptions& options) {
+  if (absl::Status s = ValidateCommOptions(options); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Where(options.rank, options.world_size), ": ", s.message()));
+  }
+  const std::string where = Where(options.rank, options.world_size);
+  gloo::transport::tcp::attr attr;
+  if (!options.gloo_interface.empty()) {
+    attr.iface = options.gloo_interface;
+  } else {
+    attr.hostname = options.gloo_hostname;
+  }
+  std::shared_ptr<gloo::transport::Device> device;
+  try {
+    device = gloo::transport::tcp::CreateDevice(attr);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": cannot listen on ",
+                     options.gloo_interface.empty() ? "host '" + options.gloo_hostname + "'"
+                                                    : "interface '" + options.gloo_interface + "'",
+                     " (set gloo_hostname to an address of this machine): ", e.what()));
+  }
+
+  auto context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.world_size);
+  context->setTimeout(ToMillis(options.timeout));
+  if (options.world_size > 1) {
+    PrefixedRendezvous scoped(*options.rendezvous, options.key_prefix + "gloo/");
+    GlooStoreAdapter store(scoped, options.timeout);
+    try {
+      context->connectFullMesh(store, device);
+    } catch (const std::exception& e) {
+      if (!store.first_error().ok()) {
+        return absl::Status(
+            store.first_error().code(),
+            absl::StrCat(where, ": forming the group: ", store.first_error().message()));
+      }
+      return absl::UnavailableError(
+          absl::StrCat(where, ": forming the group (connecting to peers) failed: ", e.what()));
+    }
+  }
+  return std::unique_ptr<GlooCommunicator>(
+      new GlooCommunicator(options.rank, options.world_size, options.timeout, std::move(context)));
+}
+
+GlooCommunicator::GlooCommunicator(int rank, int size, absl::Duration timeout,
+                                   std::shared_ptr<gloo::Context> context)
+    : rank_(rank), size_(size), timeout_(timeout), context_(std::move(context)) {}
+
+GlooCommunicator::~GlooCommunicator() = default;
+
+template <typename Op>
+absl::Status GlooCommunicator::Run(const char* what, Op&& op) {
+  if (!broken_.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(Where(rank_, size_), ": ", what,
+                                                      " on a broken group (form a new group); ",
+                                                      "it broke with: ", broken_.message()));
+  }
+  if (size_ == 1) return absl::OkStatus();  // callers special-case nothing; no peers to wait on
+  absl::Status error;
+  try {
+    op(next_tag_++);
+    return absl::OkStatus();
+  } catch (const gloo::IoException& e) {
+    // Timeouts and peers gone (connection reset / closed) both surface as IoException.
+    const bool timed_out = std::strstr(e.what(), "Timed out") != nullptr;
+    error = absl::Status(
+        timed_out ? absl::StatusCode::kDeadlineExceeded : absl::StatusCode::kUnavailable,
+        absl::StrCat(
+            Where(rank_, size_), ": ", what,
+            timed_out ? " timed out (a peer is gone or stalled): " : " failed (a peer is gone?): ",
+            e.what()));
+  } catch (const gloo::EnforceNotMet& e) {
+    error = absl::InternalError(
+        absl::StrCat(Where(rank_, size_), ": ", what, ": gloo check failed: ", e.what()));
+  } catch (const std::exception& e) {
+    error = absl::UnavailableError(
+        absl::StrCat(Where(rank_, size_), ": ", what, " failed: ", e.what()));
+  }
+  broken_ = error;
+  return error;
+}
+
+absl::Status GlooCommunicator::AllReduceSumImpl(void* data, size_t count, DataType type) {
+  if (count == 0) return absl::OkStatus();
+  return Run("AllReduceSum", [&](uint32_t tag) {
+    gloo::AllreduceOptions opts(context_);
+    switch (type) {
+      case DataType::kFloat32:
+        opts.setOutput(static_cast<float*>(data), count);
+        break;
+      case DataType::kFloat16:
+        opts.setOutput(static_cast<gloo::float16*>(data), count);
+        break;
+      case DataType::kUint8:
+        opts.setOutput(static_cast<uint8_t*>(data), count);
+        break;
+    }
+    opts.setReduceFunction(SumFunction(type));
+    opts.setTag(tag);
+    opts.setTimeout(ToMillis(timeout_));
+    gloo::allreduce(opts);
+  });
+}
+
+absl::Status GlooCommunicator::AllGatherImpl(const void* in, void* out, size_t count,
+                                             DataType type) {
+  if (count == 0) return absl::OkStatus();
+  const size_t bytes = count * DataTypeSize(type);
+  if (size_ == 1) {
+    if (in != out) std::memmove(out, in, bytes);
+    return Run("AllGather", [](uint32_t) {});
+  }
+  return Run("AllGather", [&](uint32_t tag) {
+    gloo::AllgatherOptions opts(context_);
+    // Gloo's allgather takes a byte view of both buffers; it only reads the input. When the
+    // input is this rank's slice of the output, Gloo's copy is a no-op move onto itself.
+    uint8_t* out_bytes = static_cast<uint8_t*>(out);
+    uint8_t* in_bytes = const_cast<uint8_t*>(static_cast<const uint8_t*>(in));
+    if (in_bytes == out_bytes + static_cast<size_t>(rank_) * bytes) {
+      opts.setOutput(out_bytes, bytes * size_);  // in place: Gloo uses our slice of out
+    } else {
+      opts.setInput(in_bytes, bytes);
+      opts.setOutput(out_bytes, bytes * size_);
+    }
+    opts.setTag(tag);
+    opts.setTimeout(ToMillis(timeout_));
+    gloo::allgather(opts);
+  });
+}
+
+absl::Status GlooCommunicator::BroadcastImpl(void* data, size_t bytes, int root) {
+  if (bytes == 0) return absl::OkStatus();
+  return Run("Broadcast", [&](uint32_t tag) {
+    gloo::BroadcastOptions opts(context_);
+    opts.setOutput(static_cast<uint8_t*>(data), bytes);
+    opts.setRoot(root);
+    opts.setTag(tag);
+    opts.setTimeout(ToMillis(timeout_));
+    gloo::broadcast(opts);
+  });
+}
+
+absl::Status GlooCommunicator::Barrier() {
+  return Run("Barrier", [&](uint32_t tag) {
+    gloo::BarrierOptions opts(context_);
+    opts.setTag(tag);
+    opts.setTimeout(ToMillis(timeout_));
+    gloo::barrier(opts);
+  });
+}
+
+}  // namespace llmint8::comm

@@ -1,0 +1,61 @@
+// Collectives over Gloo's TCP transport, on host memory (CPU workers, and tests of tensor
+// parallelism on loopback). Group formation: every rank publishes its listening address
+// through the Rendezvous and connects a full mesh; a peer that does not appear within
+// `options.timeout` gives DeadlineExceeded. Each collective is bounded by the same timeout.
+// Gloo's C++ exceptions are caught here and never cross this API.
+#ifndef LLMINT8_COMM_GLOO_COMMUNICATOR_H_
+#define LLMINT8_COMM_GLOO_COMMUNICATOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "comm/comm_options.h"
+#include "comm/communicator.h"
+
+namespace gloo {
+class Context;
+}  // namespace gloo
+
+namespace llmint8::comm {
+
+class GlooCommunicator : public Communicator {
+ public:
+  // Forms the group (blocks until every rank has joined, or the timeout). Uses
+  // rank, world_size, rendezvous, key_prefix, timeout, gloo_hostname, gloo_interface.
+  static absl::StatusOr<std::unique_ptr<GlooCommunicator>> Create(const CommOptions& options);
+
+  ~GlooCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  bool on_device() const override { return false; }
+  std::string backend() const override { return "gloo"; }
+  absl::Status Barrier() override;
+
+ protected:
+  absl::Status AllReduceSumImpl(void* data, size_t count, DataType type) override;
+  absl::Status AllGatherImpl(const void* in, void* out, size_t count, DataType type) override;
+  absl::Status BroadcastImpl(void* data, size_t bytes, int root) override;
+
+ private:
+  GlooCommunicator(int rank, int size, absl::Duration timeout,
+                   std::shared_ptr<gloo::Context> context);
+
+  // Runs one Gloo collective `op` (which may throw), mapping exceptions to Status and marking
+  // the group broken on transport errors.
+  template <typename Op>
+  absl::Status Run(const char* what, Op&& op);
+
+  int rank_;
+  int size_;
+  absl::Duration timeout_;
+  std::shared_ptr<gloo::Context> context_;
+  uint32_t next_tag_ = 0;  // same sequence on every rank: calls happen in the same order
+  absl::Status broken_;    // the error that broke the group; OK while healthy
+};
+
+}  // namespace llmint8::comm
+
+#endif  // LLMINT8_COMM_GLOO_COMMUNICATOR_H_

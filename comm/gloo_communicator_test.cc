@@ -1,0 +1,259 @@
+// Multi-process tests of the Gloo backend on loopback: each rank is a forked child process
+// that forms the group through a FileRendezvous in a fresh temp directory.
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "comm/file_rendezvous.h"
+#include "comm/make_communicator.h"
+#include "comm/testing/fork_ranks.h"
+#include "common/status_macros.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::comm {
+namespace {
+
+using testing::ForkRanks;
+using testing::RankOutcome;
+
+// Generous bound on a whole test's processes; tests normally take well under a second.
+constexpr absl::Duration kHangLimit = absl::Seconds(60);
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TEST_TMPDIR");
+    path_ = std::string(base != nullptr ? base : "/tmp") + "/llmint8_gloo_XXXXXX";
+    if (::mkdtemp(path_.data()) == nullptr) path_.clear();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+CommOptions GroupOptions(int rank, int world_size, Rendezvous& rdzv, absl::Duration timeout) {
+  CommOptions options;
+  options.rank = rank;
+  options.world_size = world_size;
+  options.rendezvous = &rdzv;
+  options.key_prefix = "test/";
+  options.timeout = timeout;
+  options.gloo_hostname = "127.0.0.1";
+  return options;
+}
+
+absl::Status Mismatch(int rank, const std::string& what, size_t i, double got, double want) {
+  return absl::InternalError(
+      absl::StrCat("rank ", rank, ": ", what, "[", i, "] = ", got, ", want ", want));
+}
+
+// Every collective once, checked exactly. Values are integers small enough that fp32 and fp16
+// sums are exact in any order.
+absl::Status RunAllCollectives(int rank, int world, const std::string& dir) {
+  FileRendezvous rdzv(dir);
+  ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                   MakeCommunicator("gloo", GroupOptions(rank, world, rdzv, absl::Seconds(30))));
+  if (comm->rank() != rank || comm->size() != world || comm->backend() != "gloo" ||
+      comm->on_device()) {
+    return absl::InternalError("communicator reports the wrong identity");
+  }
+  const int64_t rank_sum = static_cast<int64_t>(world) * (world + 1) / 2;  // sum of (r + 1)
+
+  // fp32 all-reduce, larger than Gloo's 1 MiB segment so the ring pipelines several segments.
+  constexpr size_t kCount = 300'001;
+  std::vector<float> data(kCount);
+  for (size_t i = 0; i < kCount; ++i) data[i] = static_cast<float>((rank + 1) * (i % 1000 + 1));
+  RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(data)));
+  for (size_t i = 0; i < kCount; ++i) {
+    const double want = static_cast<double>(rank_sum * static_cast<int64_t>(i % 1000 + 1));
+    if (data[i] != want) return Mismatch(rank, "allreduce fp32", i, data[i], want);
+  }
+
+  // fp16 all-reduce.
+  std::vector<Half> halves(257);
+  for (size_t i = 0; i < halves.size(); ++i) {
+    halves[i] = FloatToHalf(static_cast<float>((rank + 1) * (static_cast<int>(i % 8) - 4)));
+  }
+  RETURN_IF_ERROR(comm->AllReduceSum(std::span<Half>(halves)));
+  for (size_t i = 0; i < halves.size(); ++i) {
+    const double want = static_cast<double>(rank_sum * (static_cast<int>(i % 8) - 4));
+    if (HalfToFloat(halves[i]) != want) {
+      return Mismatch(rank, "allreduce fp16", i, HalfToFloat(halves[i]), want);
+    }
+  }
+
+  // All-gather, out of place and in place.
+  constexpr size_t kSlice = 1001;
+  std::vector<float> in(kSlice);
+  for (size_t j = 0; j < kSlice; ++j) in[j] = static_cast<float>(rank * 10000 + j);
+  std::vector<float> out(kSlice * world, -1.0f);
+  RETURN_IF_ERROR(comm->AllGather(std::span<const float>(in), std::span<float>(out)));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double want = static_cast<double>((i / kSlice) * 10000 + i % kSlice);
+    if (out[i] != want) return Mismatch(rank, "allgather", i, out[i], want);
+  }
+  std::vector<float> in_place(kSlice * world, -1.0f);
+  std::copy(in.begin(), in.end(), in_place.begin() + rank * kSlice);
+  std::span<float> all(in_place);
+  RETURN_IF_ERROR(comm->AllGather(std::span<const float>(all.subspan(rank * kSlice, kSlice)), all));
+  for (size_t i = 0; i < in_place.size(); ++i) {
+    if (in_place[i] != out[i]) return Mismatch(rank, "allgather in place", i, in_place[i], out[i]);
+  }
+
+  // Broadcast from the last rank (not 0, to catch a hard-wired root).
+  const int root = world - 1;
+  std::vector<uint8_t> bytes(4099);
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    bytes[i] = static_cast<uint8_t>(rank == root ? (i * 7 + 3) % 251 : 0xEE);
+  }
+  RETURN_IF_ERROR(comm->Broadcast(std::span<uint8_t>(bytes), root));
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (bytes[i] != (i * 7 + 3) % 251)
+      return Mismatch(rank, "broadcast", i, bytes[i], (i * 7 + 3) % 251);
+  }
+
+  // Bad arguments leave the group usable.
+  if (comm->Broadcast(std::span<uint8_t>(bytes), world).code() !=
+      absl::StatusCode::kInvalidArgument) {
+    return absl::InternalError("broadcast from an out-of-range root was not InvalidArgument");
+  }
+  std::vector<float> short_out(kSlice);
+  if (comm->AllGather(std::span<const float>(in), std::span<float>(short_out)).code() !=
+      absl::StatusCode::kInvalidArgument) {
+    return absl::InternalError("allgather into a short output was not InvalidArgument");
+  }
+
+  // Barrier: everyone increments a counter before it; after it, everyone sees the total.
+  RETURN_IF_ERROR(rdzv.Add("arrived", 1).status());
+  RETURN_IF_ERROR(comm->Barrier());
+  ASSIGN_OR_RETURN(int64_t arrived, rdzv.Add("arrived", 0));
+  if (arrived != world) {
+    return absl::InternalError(absl::StrCat("rank ", rank, " left the barrier seeing ", arrived,
+                                            " of ", world, " arrivals"));
+  }
+  return comm->Barrier();
+}
+
+class GlooGroupTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(GlooGroupTest, AllCollectivesGiveExactResults) {
+  const int world = GetParam();
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  std::vector<RankOutcome> outcomes = ForkRanks(
+      world, [&](int rank) { return RunAllCollectives(rank, world, dir.path()); }, kHangLimit);
+  for (const RankOutcome& o : outcomes) {
+    EXPECT_TRUE(o.reported && o.status.ok() && o.exit_code == 0) << o.Describe();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, GlooGroupTest, ::testing::Values(2, 4),
+                         [](const auto& info) { return absl::StrCat("tp", info.param); });
+
+TEST(GlooCommunicatorTest, MissingRankGivesDeadlineExceededNotAHang) {
+  constexpr int kWorld = 3;  // rank 2 never starts
+  TempDir dir;
+  std::vector<RankOutcome> outcomes = ForkRanks(
+      kWorld - 1,
+      [&](int rank) -> absl::Status {
+        FileRendezvous rdzv(dir.path());
+        return MakeCommunicator("gloo", GroupOptions(rank, kWorld, rdzv, absl::Seconds(2)))
+            .status();
+      },
+      kHangLimit);
+  for (const RankOutcome& o : outcomes) {
+    ASSERT_TRUE(o.reported) << o.Describe();
+    EXPECT_EQ(o.status.code(), absl::StatusCode::kDeadlineExceeded) << o.Describe();
+    EXPECT_NE(o.status.message().find(absl::StrCat("gloo rank ", o.rank, "/3")), std::string::npos)
+        << o.Describe();
+  }
+}
+
+TEST(GlooCommunicatorTest, RankDyingMidwayGivesSurvivorsAnErrorNotAHang) {
+  constexpr int kWorld = 4;
+  constexpr int kDying = 2;
+  TempDir dir;
+  std::vector<RankOutcome> outcomes = ForkRanks(
+      kWorld,
+      [&](int rank) -> absl::Status {
+        FileRendezvous rdzv(dir.path());
+        ASSIGN_OR_RETURN(
+            std::unique_ptr<Communicator> comm,
+            MakeCommunicator("gloo", GroupOptions(rank, kWorld, rdzv, absl::Seconds(3))));
+        std::vector<float> data(1000, 1.0f);
+        RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(data)));  // healthy step
+        if (rank == kDying) ::_exit(42);                              // dies without a word
+        absl::Status first = absl::OkStatus();
+        for (int step = 0; step < 3 && first.ok(); ++step) {
+          first = comm->AllReduceSum(std::span<float>(data));
+        }
+        if (first.ok()) return absl::InternalError("all-reduce succeeded without rank 2");
+        // The group stays broken and says so at once.
+        absl::Status after = comm->Barrier();
+        if (after.code() != absl::StatusCode::kFailedPrecondition) {
+          return absl::InternalError(
+              absl::StrCat("call after the failure gave ", after.ToString()));
+        }
+        return first;
+      },
+      kHangLimit);
+  for (const RankOutcome& o : outcomes) {
+    if (o.rank == kDying) {
+      EXPECT_FALSE(o.reported) << o.Describe();
+      EXPECT_EQ(o.exit_code, 42) << o.Describe();
+      continue;
+    }
+    ASSERT_TRUE(o.reported) << o.Describe();
+    EXPECT_TRUE(o.status.code() == absl::StatusCode::kUnavailable ||
+                o.status.code() == absl::StatusCode::kDeadlineExceeded)
+        << o.Describe();
+    EXPECT_NE(o.status.message().find(absl::StrCat("gloo rank ", o.rank, "/4")), std::string::npos)
+        << o.Describe();
+  }
+}
+
+TEST(GlooCommunicatorTest, GroupOfOneNeedsNoPeers) {
+  CommOptions options;
+  options.timeout = absl::Seconds(5);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeCommunicator("gloo", options);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  std::vector<float> data = {3.0f};
+  std::vector<float> out(1);
+  ASSERT_TRUE((*comm)->AllReduceSum(std::span<float>(data)).ok());
+  ASSERT_TRUE((*comm)->AllGather(std::span<const float>(data), std::span<float>(out)).ok());
+  EXPECT_EQ(out[0], 3.0f);
+  EXPECT_TRUE((*comm)->Barrier().ok());
+}
+
+TEST(MakeCommunicatorTest, NamesTheValidBackends) {
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeCommunicator("mpi", CommOptions());
+  EXPECT_EQ(comm.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(comm.status().message().find("\"gloo\""), std::string::npos) << comm.status();
+  CommOptions two;
+  two.world_size = 2;
+  EXPECT_EQ(MakeCommunicator("local", two).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::unique_ptr<Communicator>> local = MakeCommunicator("local", CommOptions());
+  ASSERT_TRUE(local.ok());
+  EXPECT_EQ((*local)->backend(), "local");
+}
+
+TEST(GlooCommunicatorTest, UnusableHostnameIsAnError) {
+  CommOptions options;
+  options.gloo_hostname = "no-such-host.invalid";
+  options.timeout = absl::Seconds(2);
+  absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeCommunicator("gloo", options);
+  EXPECT_FALSE(comm.ok());
+  EXPECT_NE(comm.status().message().find("gloo rank 0/1"), std::string::npos) << comm.status();
+}
+
+}  // namespace
+}  // namespace llmint8::comm

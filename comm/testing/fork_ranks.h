@@ -1,0 +1,40 @@
+// Runs the ranks of a group as forked child processes of a test, for multi-process tests of
+// communicators (and of tensor-parallel forwards) on one host.
+//
+// The parent must not have started threads or initialised CUDA before calling (fork() copies
+// only the calling thread; a CUDA context does not survive fork). Each child runs
+// `body(rank)`, reports the returned Status to the parent through a pipe, and leaves with
+// _exit (0 when OK, 1 otherwise), skipping atexit handlers and the test framework's teardown.
+// A child that dies without reporting (crash, _exit from the body) shows up as `reported ==
+// false` with its exit code or signal.
+#ifndef LLMINT8_COMM_TESTING_FORK_RANKS_H_
+#define LLMINT8_COMM_TESTING_FORK_RANKS_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace llmint8::comm::testing {
+
+struct RankOutcome {
+  int rank = -1;
+  bool reported = false;         // the body returned and its Status came back
+  absl::Status status;           // the body's Status when reported
+  int exit_code = -1;            // from waitpid, when the child exited
+  int signal = 0;                // the signal that ended the child, if any
+  bool killed_at_limit = false;  // still running at `limit`: killed (a hang)
+  std::string Describe() const;
+};
+
+// Forks `num_processes` children, rank r = 0 .. num_processes-1, and waits for all of them, at
+// most `limit` in total; children still running then are killed. Results are in rank order.
+std::vector<RankOutcome> ForkRanks(int num_processes,
+                                   const std::function<absl::Status(int rank)>& body,
+                                   absl::Duration limit);
+
+}  // namespace llmint8::comm::testing
+
+#endif  // LLMINT8_COMM_TESTING_FORK_RANKS_H_
