@@ -1,0 +1,53 @@
+#include "kernels/cuda/cuda_status.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::gpu {
+
+absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* file, int line) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  const std::string msg = absl::StrCat(cudaGetErrorName(error), " (", cudaGetErrorString(error),
+                                       ") in ", expr, " at ", file, ":", line);
+  switch (error) {
+    case cudaErrorMemoryAllocation:
+      return absl::ResourceExhaustedError(msg);
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorDevicesUnavailable:
+      return absl::UnavailableError(msg);
+    case cudaErrorInvalidValue:
+      return absl::InvalidArgumentError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const char* file,
+                                 int line) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  const std::string msg = absl::StrCat("cuBLAS status ", static_cast<int>(status), " (",
+                                       cublasLtGetStatusName(status), ": ",
+                                       cublasLtGetStatusString(status), ") in ", expr, " at ",
+                                       file, ":", line);
+  switch (status) {
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return absl::ResourceExhaustedError(msg);
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return absl::UnimplementedError(msg);
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return absl::InvalidArgumentError(msg);
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return absl::UnavailableError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+absl::Status LastLaunchStatus(const char* kernel, const char* file, int line) {
+  const cudaError_t error = cudaGetLastError();
+  if (error == cudaSuccess) return absl::OkStatus();
+  return CudaErrorToStatus(error, kernel, file, line);
+}
+
+}  // namespace llmint8::gpu

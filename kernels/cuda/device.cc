@@ -1,0 +1,122 @@
+#include "kernels/cuda/device.h"
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_status.h"
+
+namespace llmint8::gpu {
+
+absl::StatusOr<int> DeviceCount() {
+  int count = 0;
+  RETURN_IF_CUDA_ERROR(cudaGetDeviceCount(&count));
+  return count;
+}
+
+absl::Status CheckDeviceAvailable() {
+  absl::StatusOr<int> count = DeviceCount();
+  if (!count.ok()) return count.status();
+  if (*count == 0) return absl::UnavailableError("cudaGetDeviceCount returned 0 devices");
+  return absl::OkStatus();
+}
+
+absl::Status SetDevice(int device) {
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
+  return absl::OkStatus();
+}
+
+namespace internal {
+
+absl::StatusOr<void*> Malloc(size_t bytes) {
+  void* ptr = nullptr;
+  RETURN_IF_CUDA_ERROR(cudaMalloc(&ptr, bytes));
+  return ptr;
+}
+
+void Free(void* ptr) {
+  if (ptr != nullptr) (void)cudaFree(ptr);
+}
+
+absl::Status CopyHostToDevice(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
+absl::Status CopyDeviceToHost(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+  return absl::OkStatus();
+}
+
+absl::Status CopyDeviceToDevice(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
+  return absl::OkStatus();
+}
+
+absl::Status MemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(cudaMemsetAsync(dst, value, bytes, stream));
+  return absl::OkStatus();
+}
+
+absl::Status SynchronizeStream(cudaStream_t stream) {
+  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
+
+}  // namespace internal
+
+absl::StatusOr<Stream> Stream::Create() {
+  Stream s;
+  RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&s.stream_, cudaStreamNonBlocking));
+  return s;
+}
+
+Stream& Stream::operator=(Stream&& other) noexcept {
+  if (this != &other) {
+    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    stream_ = std::exchange(other.stream_, nullptr);
+  }
+  return *this;
+}
+
+Stream::~Stream() {
+  if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+}
+
+absl::StatusOr<Event> Event::Create() {
+  Event e;
+  RETURN_IF_CUDA_ERROR(cudaEventCreate(&e.event_));
+  return e;
+}
+
+Event& Event::operator=(Event&& other) noexcept {
+  if (this != &other) {
+    if (event_ != nullptr) (void)cudaEventDestroy(event_);
+    event_ = std::exchange(other.event_, nullptr);
+  }
+  return *this;
+}
+
+Event::~Event() {
+  if (event_ != nullptr) (void)cudaEventDestroy(event_);
+}
+
+absl::Status Event::Record(cudaStream_t stream) {
+  RETURN_IF_CUDA_ERROR(cudaEventRecord(event_, stream));
+  return absl::OkStatus();
+}
+
+absl::Status Event::Synchronize() const {
+  RETURN_IF_CUDA_ERROR(cudaEventSynchronize(event_));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<float> Event::ElapsedMs(const Event& start, const Event& end) {
+  float ms = 0.0f;
+  RETURN_IF_CUDA_ERROR(cudaEventElapsedTime(&ms, start.event_, end.event_));
+  return ms;
+}
+
+}  // namespace llmint8::gpu

@@ -1,0 +1,46 @@
+// The small-M int8 kernel (internal to kernels/cuda): streams the int8 weight once with 16-byte
+// loads and multiplies it by up to 32 int8 activation rows with dp4a, int32 accumulation.
+//
+// Two outputs:
+//   - fused (out_i32 == nullptr): y[i, r] = fp16(C[i, r] * sx[i] * sw[r] / 127^2
+//       + sum_{c < count} outliers[i, c] * (sw[r] / 127) * w[r, cols[c]] + bias[r]),
+//     the whole LLM.int8() epilogue in registers;
+//   - raw (out_i32 != nullptr): out_i32[i, r] = C[i, r] (the int32 accumulators).
+// Any m (chunks of 32 rows, one launch each: the weight is streamed once per 32 rows), any n,
+// any k <= 2^17 (k % 16 == 0 with 16-byte aligned x and w takes the vector path; otherwise a
+// slower byte-load path).
+#ifndef LLMINT8_KERNELS_CUDA_INT8_GEMV_H_
+#define LLMINT8_KERNELS_CUDA_INT8_GEMV_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "common/half.h"
+#include "kernels/cuda/cuda_types.h"
+
+namespace llmint8::kernels::internal {
+
+struct Int8GemvParams {
+  const int8_t* x = nullptr;  // [m, k] int8 activations (outlier columns zeroed)
+  const int8_t* w = nullptr;  // [n, k] int8 weight
+  int64_t m = 0;
+  int64_t n = 0;
+  int64_t k = 0;
+  int32_t* out_i32 = nullptr;  // raw mode: [m, n]
+  // Fused mode:
+  const float* sx = nullptr;              // [m] activation row absmax
+  const float* sw = nullptr;              // [n] weight row absmax
+  const Half* outliers = nullptr;         // [m, outlier_stride] fp16 outlier values
+  int64_t outlier_stride = 0;
+  const int32_t* outlier_cols = nullptr;  // device list
+  const int32_t* outlier_count = nullptr; // device scalar; null = no outliers
+  const Half* bias = nullptr;             // [n] or null
+  Half* y = nullptr;                      // [m, n]
+};
+
+// Enqueues the kernel(s) on `stream`. The caller validates shapes and pointers.
+absl::Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);
+
+}  // namespace llmint8::kernels::internal
+
+#endif  // LLMINT8_KERNELS_CUDA_INT8_GEMV_H_
