@@ -1,0 +1,626 @@
+#include "coordinator/planner.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+#include <sstream>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::coordinator {
+namespace {
+
+using model::OptConfig;
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Debian's abseil has its own string_view type; the public API speaks std::string_view.
+absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+std::string ModelName(const OptConfig& config) {
+  return config.name.empty() ? std::string("model") : config.name;
+}
+
+absl::Status ValidateConfig(const OptConfig& c) {
+  const std::pair<const char*, int64_t> fields[] = {
+      {"hidden_size", c.hidden_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"ffn_dim", c.ffn_dim},
+      {"vocab_size", c.vocab_size},
+      {"max_position_embeddings", c.max_position_embeddings},
+  };
+  for (const auto& [name, value] : fields) {
+    if (value <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ModelName(c), ": ", name, " must be > 0, got ", value));
+    }
+  }
+  if (c.hidden_size % c.num_attention_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ModelName(c), ": hidden_size ", c.hidden_size,
+                     " is not a multiple of num_attention_heads ", c.num_attention_heads));
+  }
+  if (c.word_embed_proj_dim < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": word_embed_proj_dim < 0"));
+  }
+  return absl::OkStatus();
+}
+
+// Batch and context actually used; context 0 means the model's maximum.
+struct ReserveTokens {
+  int64_t batch = 0;
+  int64_t context = 0;
+};
+
+absl::StatusOr<ReserveTokens> ResolveReserve(const OptConfig& c, const Reserve& r) {
+  if (r.bytes_per_gpu.has_value()) {
+    if (*r.bytes_per_gpu < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("reserve bytes per GPU must be >= 0, got ", *r.bytes_per_gpu));
+    }
+    return ReserveTokens{0, 0};
+  }
+  if (r.batch < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("batch must be >= 1, got ", r.batch));
+  }
+  const int64_t context = r.context == 0 ? c.max_position_embeddings : r.context;
+  if (context < 1 || context > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "context must be in [1, ", c.max_position_embeddings, "] (", ModelName(c),
+        "'s max_position_embeddings), got ", r.context));
+  }
+  return ReserveTokens{r.batch, context};
+}
+
+// Saturating helpers: sizes of absurd configs must not overflow into "fits".
+constexpr int64_t kSaturated = int64_t{1} << 62;
+int64_t Mul(int64_t a, int64_t b) {
+  if (a == 0 || b == 0) return 0;
+  if (a > kSaturated / b) return kSaturated;
+  return a * b;
+}
+int64_t Add(int64_t a, int64_t b) { return std::min(kSaturated, a + b); }
+
+std::string JoinTp(const std::vector<int>& tps) { return absl::StrJoin(tps, ", "); }
+
+std::string Trimmed(double value) {
+  std::string s = absl::StrFormat("%.2f", value);
+  while (!s.empty() && s.back() == '0') s.pop_back();
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s;
+}
+
+std::string FitFailureDetail(const OptConfig& c, const MemoryBreakdown& m) {
+  return absl::StrCat("per GPU ", FormatBytes(m.Total()), ": weights ", FormatBytes(m.weights),
+                      ", scales ", FormatBytes(m.int8_scales), ", fp16 tensors ",
+                      FormatBytes(m.fp16_tensors), ", KV cache ", FormatBytes(m.kv_cache),
+                      ", workspace ", FormatBytes(m.workspace), ", runtime ",
+                      FormatBytes(m.runtime), "; TP must divide ", c.num_attention_heads,
+                      " heads and ffn_dim ", c.ffn_dim);
+}
+
+}  // namespace
+
+std::string_view WeightDTypeName(WeightDType dtype) {
+  return dtype == WeightDType::kInt8 ? "int8" : "fp16";
+}
+
+absl::StatusOr<WeightDType> ParseWeightDType(std::string_view name) {
+  const std::string n = absl::AsciiStrToLower(Av(name));
+  if (n == "int8" || n == "i8") return WeightDType::kInt8;
+  if (n == "fp16" || n == "f16" || n == "float16" || n == "half") return WeightDType::kF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype \"", Av(name), "\": use fp16 or int8"));
+}
+
+std::vector<int> ValidTpDegrees(const OptConfig& config) {
+  std::vector<int> out;
+  if (config.num_attention_heads <= 0 || config.ffn_dim <= 0) return out;
+  for (int64_t t = 1; t <= config.num_attention_heads; ++t) {
+    if (config.num_attention_heads % t == 0 && config.ffn_dim % t == 0) {
+      out.push_back(static_cast<int>(t));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtype, int tp,
+                                            const Reserve& reserve,
+                                            int64_t runtime_overhead_bytes) {
+  RETURN_IF_ERROR(ValidateConfig(c));
+  if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("TP degree must be >= 1, got ", tp));
+  if (runtime_overhead_bytes < 0) {
+    return absl::InvalidArgumentError("runtime overhead bytes must be >= 0");
+  }
+  ASSIGN_OR_RETURN(const ReserveTokens tokens, ResolveReserve(c, reserve));
+  const bool int8 = dtype == WeightDType::kInt8;
+  const int64_t h = c.hidden_size;
+  const int64_t layers = c.num_hidden_layers;
+  const int64_t e = c.word_embed_proj_dim > 0 ? c.word_embed_proj_dim : h;
+  // This rank's share; rounded up so that a non-divisor tp gives the largest rank's bytes.
+  const int64_t attn = CeilDiv(c.num_attention_heads, tp) * c.head_dim();  // q/k/v rows
+  const int64_t ffn = CeilDiv(c.ffn_dim, tp);
+  const int64_t vocab = CeilDiv(c.vocab_size, tp);
+
+  MemoryBreakdown m;
+  // q, k, v: [attn, h] column-parallel; out_proj: [h, attn] row-parallel;
+  // fc1: [ffn, h] column-parallel; fc2: [h, ffn] row-parallel.
+  const int64_t linear_params = Mul(layers, 4 * attn * h + 2 * ffn * h);
+  m.weights = Mul(linear_params, int8 ? 1 : 2);
+  // One fp32 scale per output row of each int8 weight (row-parallel outputs are full width).
+  m.int8_scales = int8 ? Mul(layers, (3 * attn + h + ffn + h) * 4) : 0;
+
+  int64_t fp16_elems = 0;
+  if (c.enable_bias) fp16_elems = Add(fp16_elems, Mul(layers, 3 * attn + h + ffn + h));
+  if (c.layer_norm_elementwise_affine) {
+    fp16_elems = Add(fp16_elems, Mul(layers, 4 * h));               // 2 LayerNorms x (w, b)
+    if (c.has_final_layer_norm()) fp16_elems = Add(fp16_elems, 2 * h);  // final LayerNorm
+  }
+  fp16_elems = Add(fp16_elems, Mul(vocab, e));                        // embed / tied LM head
+  fp16_elems = Add(fp16_elems, Mul(c.max_position_embeddings + 2, h));  // OPT's offset of 2
+  if (e != h) fp16_elems = Add(fp16_elems, Mul(2 * e, h));            // project_in / out
+  m.fp16_tensors = Mul(fp16_elems, 2);
+
+  if (reserve.bytes_per_gpu.has_value()) {
+    m.kv_cache = 0;
+    m.workspace = *reserve.bytes_per_gpu;
+  } else {
+    const int64_t batch = tokens.batch;
+    const int64_t context = tokens.context;
+    // K and V, fp16, every layer, the full context of every sequence.
+    m.kv_cache = Mul(Mul(Mul(2 * layers, batch), context), attn * 2);
+    // The largest step is a prefill of batch x context tokens. Activations are counted at
+    // 4 bytes (the CPU runtime computes in fp32; an upper bound for fp16 on the GPU):
+    // residual + normalized input, the widest column-parallel output (QKV or FC1), and for
+    // int8 the quantized input (1 byte) and the int32 accumulator of the widest GEMM.
+    const int64_t widest_out = std::max(3 * attn, ffn);
+    int64_t per_token = 4 * (2 * h + widest_out);
+    if (int8) per_token += std::max(h, ffn) + 4 * std::max(widest_out, h);
+    const int64_t tokens_in_step = Mul(batch, context);
+    // Attention scores of one sequence at a time (local heads x context^2, fp32).
+    const int64_t scores = Mul(Mul(CeilDiv(c.num_attention_heads, tp), context), context * 4);
+    // Logits of the last position of each sequence: this rank's vocab shard + the gathered row.
+    const int64_t logits = Mul(batch, (vocab + c.vocab_size) * 4);
+    m.workspace = Add(Add(Mul(tokens_in_step, per_token), scores), logits);
+  }
+  m.runtime = runtime_overhead_bytes;
+  return m;
+}
+
+absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int64_t gpu_bytes,
+                                const Reserve& reserve, const PlanOptions& options) {
+  RETURN_IF_ERROR(ValidateConfig(config));
+  if (gpu_bytes <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GPU memory must be > 0 bytes, got ", gpu_bytes));
+  }
+  if (options.available_gpus < 0) {
+    return absl::InvalidArgumentError("available GPUs must be >= 0 (0 = as many as needed)");
+  }
+  ASSIGN_OR_RETURN(const ReserveTokens tokens, ResolveReserve(config, reserve));
+
+  PlanResult result;
+  result.model = ModelName(config);
+  result.dtype = dtype;
+  result.gpu_bytes = gpu_bytes;
+  result.batch = tokens.batch;
+  result.context = tokens.context;
+  result.valid_tp = ValidTpDegrees(config);
+
+  // Fewest GPUs by memory alone (tp may be any integer up to the head count).
+  for (int t = 1; t <= config.num_attention_heads; ++t) {
+    ASSIGN_OR_RETURN(const MemoryBreakdown m,
+                     BytesPerGpu(config, dtype, t, reserve, options.runtime_overhead_bytes));
+    if (m.Total() <= gpu_bytes) {
+      result.min_gpus_by_memory = t;
+      break;
+    }
+  }
+  const std::string what = absl::StrCat(result.model, " ", Av(WeightDTypeName(dtype)));
+  for (int t : result.valid_tp) {
+    if (t < result.min_gpus_by_memory) continue;
+    ASSIGN_OR_RETURN(const MemoryBreakdown m,
+                     BytesPerGpu(config, dtype, t, reserve, options.runtime_overhead_bytes));
+    if (m.Total() > gpu_bytes) continue;  // per-rank bytes are not monotone in tp; be safe
+    result.tp = t;
+    result.per_gpu = m;
+    result.headroom_bytes = gpu_bytes - m.Total();
+    break;
+  }
+  if (result.tp == 0) {
+    const int max_tp = result.valid_tp.empty() ? 1 : result.valid_tp.back();
+    ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, dtype, max_tp, reserve,
+                                                          options.runtime_overhead_bytes));
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, " does not fit on ", FormatBytes(gpu_bytes), " GPUs at any TP degree (at TP=",
+        max_tp, ": ", FitFailureDetail(config, m),
+        "); use GPUs with more memory or a smaller batch / context"));
+  }
+  if (options.available_gpus > 0 && result.tp > options.available_gpus) {
+    std::string why;
+    if (result.min_gpus_by_memory != result.tp) {
+      why = absl::StrCat("; ", result.min_gpus_by_memory, " would hold it but TP must divide ",
+                         config.num_attention_heads, " heads and ffn_dim ", config.ffn_dim,
+                         " (valid: ", JoinTp(result.valid_tp), ")");
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " needs ", result.tp, " x ", FormatBytes(gpu_bytes), "; ",
+                     options.available_gpus, " given", why));
+  }
+  return result;
+}
+
+std::vector<GpuSize> DefaultCompareGpuSizes() {
+  return {
+      {"24 GB", 24 * kGiB},       // RTX 3090 / 4090, A10 (24576 MiB)
+      {"40 GB", 40 * kGiB},       // A100 40GB (40960 MiB)
+      {"80 GB", 80 * kGiB},       // A100 / H100 80GB (81920 MiB)
+      {"141 GB", 143771 * kMiB},  // H200: nvidia-smi reports 143771 MiB (140.4 GiB)
+  };
+}
+
+absl::StatusOr<CompareTable> Compare(const OptConfig& config, std::span<const GpuSize> gpus,
+                                     const Reserve& reserve, const PlanOptions& options) {
+  RETURN_IF_ERROR(ValidateConfig(config));
+  ASSIGN_OR_RETURN(const ReserveTokens tokens, ResolveReserve(config, reserve));
+  CompareTable table;
+  table.model = ModelName(config);
+  table.batch = tokens.batch;
+  table.context = tokens.context;
+  PlanOptions unlimited = options;
+  unlimited.available_gpus = 0;
+  for (const GpuSize& gpu : gpus) {
+    CompareRow row{gpu, std::nullopt, std::nullopt};
+    for (WeightDType dtype : {WeightDType::kF16, WeightDType::kInt8}) {
+      absl::StatusOr<PlanResult> plan = Plan(config, dtype, gpu.bytes, reserve, unlimited);
+      if (!plan.ok() && plan.status().code() != absl::StatusCode::kFailedPrecondition) {
+        return plan.status();
+      }
+      auto& slot = dtype == WeightDType::kF16 ? row.fp16 : row.int8;
+      if (plan.ok()) slot = *std::move(plan);
+    }
+    table.rows.push_back(std::move(row));
+  }
+  return table;
+}
+
+absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dtype,
+                                        std::span<const int64_t> worker_bytes,
+                                        const Reserve& reserve, const PlanOptions& options) {
+  RETURN_IF_ERROR(ValidateConfig(config));
+  ASSIGN_OR_RETURN(const ReserveTokens tokens, ResolveReserve(config, reserve));
+  (void)tokens;
+  if (worker_bytes.empty()) {
+    return absl::InvalidArgumentError("no workers joined: start workers before planning");
+  }
+  for (size_t i = 0; i < worker_bytes.size(); ++i) {
+    if (worker_bytes[i] <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("worker ", i, " reported ", worker_bytes[i], " bytes of memory"));
+    }
+  }
+  const int joined = static_cast<int>(worker_bytes.size());
+  // Largest first; ties keep the lower index.
+  std::vector<int> order(worker_bytes.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return worker_bytes[a] > worker_bytes[b]; });
+
+  auto try_fit = [&](WeightDType d) -> absl::StatusOr<std::optional<GroupDecision>> {
+    for (int t : ValidTpDegrees(config)) {
+      if (t > joined) break;
+      const int64_t capacity = worker_bytes[order[t - 1]];
+      ASSIGN_OR_RETURN(const MemoryBreakdown m,
+                       BytesPerGpu(config, d, t, reserve, options.runtime_overhead_bytes));
+      if (m.Total() > capacity) continue;
+      PlanOptions exact = options;
+      exact.available_gpus = 0;
+      ASSIGN_OR_RETURN(PlanResult plan, Plan(config, d, capacity, reserve, exact));
+      // Plan picks the smallest valid tp for `capacity`; it is <= t (every smaller valid tp
+      // was tried above with a larger capacity and failed), so it equals t.
+      plan.tp = t;
+      plan.per_gpu = m;
+      plan.headroom_bytes = capacity - m.Total();
+      GroupDecision decision;
+      decision.plan = std::move(plan);
+      decision.workers.assign(order.begin(), order.begin() + t);
+      std::sort(decision.workers.begin(), decision.workers.end());
+      decision.summary = absl::StrCat(Av(WeightDTypeName(d)), " fits in ", t, " of ", joined,
+                                      " workers (TP=", t, ")");
+      return std::optional<GroupDecision>(std::move(decision));
+    }
+    return std::optional<GroupDecision>();
+  };
+
+  ASSIGN_OR_RETURN(std::optional<GroupDecision> fit, try_fit(dtype));
+  if (fit.has_value()) return *std::move(fit);
+
+  // Does not fit: say how many workers like the smallest one it would take.
+  const int64_t smallest = *std::min_element(worker_bytes.begin(), worker_bytes.end());
+  auto need = [&](WeightDType d) -> std::string {
+    absl::StatusOr<PlanResult> p = Plan(config, d, smallest, reserve, PlanOptions{
+                                            options.runtime_overhead_bytes, 0});
+    if (!p.ok()) return absl::StrCat(Av(WeightDTypeName(d)), " does not fit in workers with ",
+                                     FormatBytes(smallest), " at any TP degree");
+    return absl::StrCat(Av(WeightDTypeName(d)), " needs ", p->tp, " workers with ",
+                        FormatBytes(smallest));
+  };
+  std::string message = absl::StrCat(need(dtype), ", ", joined, " joined");
+  if (dtype == WeightDType::kF16) {
+    ASSIGN_OR_RETURN(std::optional<GroupDecision> int8_fit, try_fit(WeightDType::kInt8));
+    if (int8_fit.has_value()) {
+      absl::StrAppend(&message, "; int8 fits in ", int8_fit->plan.tp);
+    } else {
+      absl::StrAppend(&message, "; ", need(WeightDType::kInt8));
+    }
+  }
+  absl::StrAppend(&message, " (", ModelName(config), ")");
+  return absl::FailedPreconditionError(message);
+}
+
+std::string FormatBytes(int64_t bytes) {
+  const int64_t a = bytes < 0 ? -bytes : bytes;
+  // A size typed in decimal GB (and not a whole number of MiB) reads back as typed.
+  if (a >= kGB && a % kGB == 0 && a % kMiB != 0) return absl::StrCat(bytes / kGB, " GB");
+  if (a >= kGiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kGiB), " GiB");
+  if (a >= kMiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kMiB), " MiB");
+  if (a >= kKiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kKiB), " KiB");
+  return absl::StrCat(bytes, " B");
+}
+
+absl::StatusOr<int64_t> ParseByteSize(std::string_view text_in) {
+  const absl::string_view text = Av(text_in);
+  const absl::string_view s = absl::StripAsciiWhitespace(text);
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  const absl::string_view number = s.substr(0, i);
+  const std::string unit = absl::AsciiStrToLower(absl::StripAsciiWhitespace(s.substr(i)));
+  double value = 0;
+  if (number.empty() || !absl::SimpleAtod(number, &value)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad memory size \"", text, "\": use e.g. 80GiB, 24GB (decimal), 512MiB or 80 (GiB)"));
+  }
+  static const std::pair<const char*, int64_t> kUnits[] = {
+      {"", kGiB},          {"b", 1},
+      {"k", 1000},         {"kb", 1000},         {"ki", kKiB},        {"kib", kKiB},
+      {"m", 1000 * 1000},  {"mb", 1000 * 1000},  {"mi", kMiB},        {"mib", kMiB},
+      {"g", kGB},          {"gb", kGB},          {"gi", kGiB},        {"gib", kGiB},
+      {"t", 1000 * kGB},   {"tb", 1000 * kGB},   {"ti", 1024 * kGiB}, {"tib", 1024 * kGiB},
+  };
+  for (const auto& [name, scale] : kUnits) {
+    if (unit != name) continue;
+    const double bytes = value * static_cast<double>(scale);
+    if (!(bytes >= 1) || bytes > 9.0e18) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("memory size \"", text, "\" must be between 1 byte and 8 EiB"));
+    }
+    return static_cast<int64_t>(std::llround(bytes));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown unit in \"", text, "\": use B, KB/MB/GB/TB (decimal) or KiB/MiB/GiB/TiB"));
+}
+
+// --- Rendering ------------------------------------------------------------------------------
+
+namespace {
+
+std::string ReserveText(int64_t batch, int64_t context) {
+  if (batch == 0) return "explicit KV/workspace reserve";
+  return absl::StrCat("reserve batch ", batch, " x context ", context);
+}
+
+nlohmann::json BreakdownJson(const MemoryBreakdown& m) {
+  return nlohmann::json{{"weights", m.weights},       {"int8_scales", m.int8_scales},
+                        {"fp16_tensors", m.fp16_tensors}, {"kv_cache", m.kv_cache},
+                        {"workspace", m.workspace},   {"runtime", m.runtime},
+                        {"total", m.Total()}};
+}
+
+std::string Cell(const std::optional<PlanResult>& plan) {
+  if (!plan.has_value()) return "-";
+  return absl::StrCat(plan->tp, " (", FormatBytes(plan->per_gpu.Total()), ")");
+}
+
+}  // namespace
+
+std::string PlanToText(const PlanResult& p) {
+  std::string out = absl::StrFormat(
+      "%s %s on %s GPUs: TP=%d (%d GPUs)\n", p.model, WeightDTypeName(p.dtype),
+      FormatBytes(p.gpu_bytes), p.tp, p.tp);
+  if (p.min_gpus_by_memory != p.tp) {
+    absl::StrAppendFormat(&out, "  %d GPUs would hold it, but TP must be one of: %s\n",
+                          p.min_gpus_by_memory, JoinTp(p.valid_tp));
+  }
+  absl::StrAppendFormat(&out, "  %s\n  bytes per GPU:\n", ReserveText(p.batch, p.context));
+  const std::pair<const char*, int64_t> rows[] = {
+      {"weights", p.per_gpu.weights},       {"int8 scales", p.per_gpu.int8_scales},
+      {"fp16 tensors", p.per_gpu.fp16_tensors}, {"KV cache", p.per_gpu.kv_cache},
+      {"workspace", p.per_gpu.workspace},   {"runtime", p.per_gpu.runtime},
+      {"total", p.per_gpu.Total()},         {"headroom", p.headroom_bytes},
+  };
+  for (const auto& [name, bytes] : rows) {
+    absl::StrAppendFormat(&out, "    %-13s %15d  %s\n", name, bytes, FormatBytes(bytes));
+  }
+  return out;
+}
+
+nlohmann::json PlanToJson(const PlanResult& p) {
+  return nlohmann::json{
+      {"model", p.model},
+      {"dtype", std::string(WeightDTypeName(p.dtype))},
+      {"gpu_bytes", p.gpu_bytes},
+      {"tp", p.tp},
+      {"gpus", p.tp},
+      {"min_gpus_by_memory", p.min_gpus_by_memory},
+      {"batch", p.batch},
+      {"context", p.context},
+      {"per_gpu", BreakdownJson(p.per_gpu)},
+      {"headroom_bytes", p.headroom_bytes},
+      {"valid_tp", p.valid_tp},
+  };
+}
+
+std::string CompareToText(const CompareTable& t) {
+  std::string out = absl::StrFormat(
+      "%s, %s: GPUs needed (= TP degree) and bytes per GPU\n", t.model,
+      ReserveText(t.batch, t.context));
+  absl::StrAppendFormat(&out, "  %-8s %-20s %-20s %s\n", "GPU", "fp16", "int8", "int8 saves");
+  for (const CompareRow& row : t.rows) {
+    std::string saves = "-";
+    if (row.fp16.has_value() && row.int8.has_value()) {
+      const int saved = row.fp16->tp - row.int8->tp;
+      saves = absl::StrCat(saved, saved == 1 ? " GPU" : " GPUs");
+    } else if (row.int8.has_value()) {
+      saves = "fp16 does not fit";
+    }
+    absl::StrAppendFormat(&out, "  %-8s %-20s %-20s %s\n", row.gpu.label, Cell(row.fp16),
+                          Cell(row.int8), saves);
+  }
+  return out;
+}
+
+nlohmann::json CompareToJson(const CompareTable& t) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const CompareRow& row : t.rows) {
+    rows.push_back({
+        {"gpu", row.gpu.label},
+        {"gpu_bytes", row.gpu.bytes},
+        {"fp16", row.fp16.has_value() ? PlanToJson(*row.fp16) : nlohmann::json(nullptr)},
+        {"int8", row.int8.has_value() ? PlanToJson(*row.int8) : nlohmann::json(nullptr)},
+    });
+  }
+  return nlohmann::json{
+      {"model", t.model}, {"batch", t.batch}, {"context", t.context}, {"rows", rows}};
+}
+
+// --- `llmint8 plan` -------------------------------------------------------------------------
+
+namespace {
+
+absl::StatusOr<OptConfig> ResolveModel(const std::string& model) {
+  if (model.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--model is required: a preset (", absl::StrJoin(model::OptPresetNames(), ", "),
+        ") or a path to a config.json"));
+  }
+  std::error_code ec;
+  const std::filesystem::path path(model);
+  if (absl::EndsWith(model, ".json") || std::filesystem::is_regular_file(path, ec)) {
+    ASSIGN_OR_RETURN(OptConfig config, model::LoadOptConfig(model));
+    if (config.name.empty()) config.name = model;
+    return config;
+  }
+  if (std::filesystem::is_directory(path, ec)) {
+    ASSIGN_OR_RETURN(OptConfig config, model::LoadOptConfig((path / "config.json").string()));
+    if (config.name.empty()) config.name = model;
+    return config;
+  }
+  return model::OptPreset(model);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RunPlanCommand(const PlanCommand& command) {
+  ASSIGN_OR_RETURN(const OptConfig config, ResolveModel(command.model));
+  const Reserve reserve = Reserve::Tokens(command.batch, command.context);
+  if (command.compare) {
+    const std::vector<GpuSize> gpus = DefaultCompareGpuSizes();
+    ASSIGN_OR_RETURN(const CompareTable table, Compare(config, gpus, reserve));
+    return command.json ? CompareToJson(table).dump(2) + "\n" : CompareToText(table);
+  }
+  ASSIGN_OR_RETURN(const WeightDType dtype, ParseWeightDType(command.dtype));
+  ASSIGN_OR_RETURN(const int64_t gpu_bytes, ParseByteSize(command.gpu_memory));
+  if (command.gpus < 0) return absl::InvalidArgumentError("--gpus must be >= 0");
+  PlanOptions options;
+  options.available_gpus = command.gpus;
+  ASSIGN_OR_RETURN(const PlanResult plan, Plan(config, dtype, gpu_bytes, reserve, options));
+  return command.json ? PlanToJson(plan).dump(2) + "\n" : PlanToText(plan);
+}
+
+absl::StatusOr<PlanCommand> ParsePlanArgs(std::span<const std::string_view> args) {
+  PlanCommand command;
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = Av(args[i]);
+    if (!absl::ConsumePrefix(&arg, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
+    }
+    absl::string_view name = arg;
+    std::optional<absl::string_view> value;
+    if (const size_t eq = arg.find('='); eq != std::string_view::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    if (name == "compare" || name == "json") {
+      bool on = true;
+      if (value.has_value() && !absl::SimpleAtob(*value, &on)) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes true or false"));
+      }
+      (name == "compare" ? command.compare : command.json) = on;
+      continue;
+    }
+    if (!value.has_value()) {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      }
+      value = Av(args[++i]);
+    }
+    auto int_flag = [&](auto* out) -> absl::Status {
+      if (!absl::SimpleAtoi(*value, out)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " takes an integer, got \"", *value, "\""));
+      }
+      return absl::OkStatus();
+    };
+    if (name == "model") {
+      command.model = std::string(*value);
+    } else if (name == "dtype") {
+      command.dtype = std::string(*value);
+    } else if (name == "gpu-memory" || name == "gpu_memory") {
+      command.gpu_memory = std::string(*value);
+    } else if (name == "gpus") {
+      RETURN_IF_ERROR(int_flag(&command.gpus));
+    } else if (name == "batch") {
+      RETURN_IF_ERROR(int_flag(&command.batch));
+    } else if (name == "context") {
+      RETURN_IF_ERROR(int_flag(&command.context));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown flag --", name,
+          "; plan takes --model --dtype --gpu-memory --gpus --batch --context --compare --json"));
+    }
+  }
+  return command;
+}
+
+int RunPlanMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  std::vector<std::string_view> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  absl::StatusOr<PlanCommand> command = ParsePlanArgs(args);
+  if (!command.ok()) {
+    err << "llmint8 plan: " << command.status().message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<std::string> text = RunPlanCommand(*command);
+  if (!text.ok()) {
+    err << "llmint8 plan: " << text.status().message() << "\n";
+    return text.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  out << *text;
+  return 0;
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,213 @@
+// Memory planner: how many GPUs (tensor-parallel ranks) an OPT model needs, and what each holds.
+//
+// Plan() answers "smallest valid TP degree that fits": TP must divide num_attention_heads and
+// ffn_dim (the vocab need not: it is padded to ceil(vocab / tp) rows per rank, as in
+// model/shard_plan.h). Bytes per GPU are counted by category, for the shard layout of
+// model/shard_plan.h:
+//   weights         attention + FFN linear weights of this rank (1 byte/param int8, 2 fp16);
+//   int8_scales     fp32 per-output-row absmax of those int8 weights (0 in fp16);
+//   fp16_tensors    tensors that stay 16-bit in both dtypes: the vocab shard of the (tied)
+//                   embedding / LM head, positions, LayerNorms, biases, project_in/out;
+//   kv_cache        2 (K and V) * layers * batch * context * hidden / tp * 2 bytes (fp16);
+//   workspace       activation buffers of the largest step (a prefill of batch x context);
+//   runtime         CUDA context, cuBLASLt workspace, NCCL buffers, allocator slack: the
+//                   constant kRuntimeOverheadBytes (see docs/planner.md).
+// All sizes are bytes. GPU capacities in the --compare table are the cards' DRAM sizes, which
+// are binary: a "24 GB" RTX 3090/4090 has 24 GiB (docs/planner.md). "GB" typed by a user is
+// decimal (10^9), "GiB" binary; a bare number is GiB.
+//
+// With these counts the planner reproduces the LLM.int8() paper (Table 2): OPT-175B int8 fits
+// on 8 x 24 GiB while fp16 tops out at OPT-66B there; on 80 GiB GPUs OPT-175B needs 3 (int8)
+// and 6 (fp16: 5 would hold it, but 5 does not divide 96 heads). planner_test.cc pins this.
+//
+// Everything here is a pure function of its arguments: thread-safe, no I/O, except
+// RunPlanCommand (reads a config.json when --model is a path).
+#ifndef LLMINT8_COORDINATOR_PLANNER_H_
+#define LLMINT8_COORDINATOR_PLANNER_H_
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/config.h"
+#include "nlohmann/json_fwd.hpp"
+
+namespace llmint8::coordinator {
+
+inline constexpr int64_t kKiB = int64_t{1} << 10;
+inline constexpr int64_t kMiB = int64_t{1} << 20;
+inline constexpr int64_t kGiB = int64_t{1} << 30;
+inline constexpr int64_t kGB = 1000 * 1000 * 1000;
+
+// Per-GPU memory the planner sets aside for the runtime itself: CUDA context with cuBLAS /
+// cuBLASLt loaded (~0.5 GiB on an H100), NCCL channel buffers (~0.2 GiB for a TP group), the
+// GEMM workspace and caching-allocator fragmentation. 1 GiB; docs/planner.md says why.
+inline constexpr int64_t kRuntimeOverheadBytes = kGiB;
+
+// How the linear weights are stored. Embeddings, LM head, norms and biases stay fp16 in both.
+enum class WeightDType { kF16, kInt8 };
+std::string_view WeightDTypeName(WeightDType dtype);  // "fp16", "int8"
+// Accepts "fp16", "f16", "float16", "half", "int8". InvalidArgument otherwise.
+absl::StatusOr<WeightDType> ParseWeightDType(std::string_view name);
+
+// Room kept for the KV cache and activations: either batch x context tokens (estimated by the
+// formulas above) or an explicit number of bytes per GPU that replaces both estimates.
+struct Reserve {
+  int64_t batch = 1;
+  int64_t context = 0;  // tokens per sequence (prompt + generated); 0 = max_position_embeddings
+  std::optional<int64_t> bytes_per_gpu;  // if set: KV + workspace = this, batch/context ignored
+
+  static Reserve Tokens(int64_t batch, int64_t context) { return {batch, context, std::nullopt}; }
+  static Reserve Bytes(int64_t bytes_per_gpu) { return {0, 0, bytes_per_gpu}; }
+};
+
+struct PlanOptions {
+  int64_t runtime_overhead_bytes = kRuntimeOverheadBytes;
+  // GPUs (workers) available; 0 = as many as needed. When the smallest fitting TP degree is
+  // larger, Plan fails with FailedPrecondition ("OPT-175B int8 needs 3 x 80 GiB; 2 given").
+  int available_gpus = 0;
+};
+
+// Bytes one GPU holds, by category (see the header comment).
+struct MemoryBreakdown {
+  int64_t weights = 0;
+  int64_t int8_scales = 0;
+  int64_t fp16_tensors = 0;
+  int64_t kv_cache = 0;
+  int64_t workspace = 0;
+  int64_t runtime = 0;
+  int64_t Total() const {
+    return weights + int8_scales + fp16_tensors + kv_cache + workspace + runtime;
+  }
+};
+
+struct PlanResult {
+  std::string model;  // config.name
+  WeightDType dtype = WeightDType::kF16;
+  int64_t gpu_bytes = 0;  // capacity of one GPU, as given
+  int tp = 0;             // chosen TP degree == GPUs needed
+  // Fewest GPUs whose memory would hold the model if TP could be any integer; tp is the
+  // smallest valid degree >= this (e.g. OPT-175B fp16 on 80 GiB: 5 -> tp 6).
+  int min_gpus_by_memory = 0;
+  int64_t batch = 0;    // the reserve used (0 when an explicit byte reserve was given)
+  int64_t context = 0;
+  MemoryBreakdown per_gpu;
+  int64_t headroom_bytes = 0;  // gpu_bytes - per_gpu.Total(), >= 0
+  std::vector<int> valid_tp;   // every valid TP degree of the model, ascending
+};
+
+// Bytes one rank holds at TP degree `tp` (any tp >= 1; tp need not be valid: heads, ffn and
+// vocab are rounded up per rank, which is what min_gpus_by_memory uses). InvalidArgument on a
+// config with non-positive sizes, tp < 1, or a bad reserve.
+absl::StatusOr<MemoryBreakdown> BytesPerGpu(const model::OptConfig& config, WeightDType dtype,
+                                            int tp, const Reserve& reserve,
+                                            int64_t runtime_overhead_bytes = kRuntimeOverheadBytes);
+
+// Every TP degree that divides both num_attention_heads and ffn_dim, ascending.
+std::vector<int> ValidTpDegrees(const model::OptConfig& config);
+
+// The smallest valid TP degree whose per-GPU bytes fit in gpu_bytes.
+// Errors: InvalidArgument (bad config, gpu_bytes <= 0, bad reserve);
+// FailedPrecondition when no TP degree fits at all, or it needs more than
+// options.available_gpus; the message names the need, e.g.
+// "opt-175b int8 needs 3 x 80 GiB GPUs (TP=3; 2 given)".
+absl::StatusOr<PlanResult> Plan(const model::OptConfig& config, WeightDType dtype,
+                                int64_t gpu_bytes, const Reserve& reserve,
+                                const PlanOptions& options = {});
+
+// --- fp16 vs int8 over GPU sizes -------------------------------------------------------------
+
+struct GpuSize {
+  std::string label;  // "24 GB" (the card's marketed size)
+  int64_t bytes;      // what the planner assumes it holds
+};
+// 24, 40, 80 GB cards (24/40/80 GiB of DRAM) and the H200's 141 GB (nvidia-smi: 143771 MiB).
+std::vector<GpuSize> DefaultCompareGpuSizes();
+
+struct CompareRow {
+  GpuSize gpu;
+  std::optional<PlanResult> fp16;  // nullopt: no TP degree fits
+  std::optional<PlanResult> int8;
+};
+struct CompareTable {
+  std::string model;
+  int64_t batch = 0;
+  int64_t context = 0;
+  std::vector<CompareRow> rows;
+};
+
+// Plans fp16 and int8 for every GPU size. A size where a dtype cannot fit at any TP degree
+// gets nullopt, not an error; errors are only InvalidArgument (bad config / reserve).
+absl::StatusOr<CompareTable> Compare(const model::OptConfig& config,
+                                     std::span<const GpuSize> gpus, const Reserve& reserve,
+                                     const PlanOptions& options = {});
+
+// --- Worker group (coordinator) -------------------------------------------------------------
+
+struct GroupDecision {
+  PlanResult plan;              // sized for the smallest memory among `workers`
+  std::vector<int> workers;     // indices (into reported bytes) forming the group, ascending
+  std::string summary;          // e.g. "int8 fits in 2 of 4 workers (TP=2)"
+};
+
+// Decides whether the joined workers can serve `config` in `dtype`. `worker_bytes[i]` is the
+// usable memory worker i reports (GPU: free memory; CPU: its --memory-limit). The group is the
+// smallest valid TP degree whose that-many largest workers all hold a shard; ties keep the
+// lower indices. When nothing fits: FailedPrecondition with a message saying what to change,
+// e.g. "fp16 needs 4 workers with 2 GiB, 2 joined; int8 fits in 2" (the int8 hint only for
+// fp16). InvalidArgument: no workers, a non-positive report, a bad config or reserve.
+absl::StatusOr<GroupDecision> PlanGroup(const model::OptConfig& config, WeightDType dtype,
+                                        std::span<const int64_t> worker_bytes,
+                                        const Reserve& reserve, const PlanOptions& options = {});
+
+// --- Rendering ------------------------------------------------------------------------------
+
+// Binary units, two decimals at most: "80 GiB", "1.5 GiB", "512 MiB", "1000 B"; a whole number
+// of decimal GB that is not a whole number of MiB prints as typed: "24 GB".
+std::string FormatBytes(int64_t bytes);
+// "80GiB", "80 GiB", "24GB" (decimal), "512MiB", "1.5TiB", "80" (= 80 GiB), "123456B".
+// InvalidArgument on anything else or a non-positive size.
+absl::StatusOr<int64_t> ParseByteSize(std::string_view text);
+
+std::string PlanToText(const PlanResult& plan);
+nlohmann::json PlanToJson(const PlanResult& plan);
+std::string CompareToText(const CompareTable& table);
+nlohmann::json CompareToJson(const CompareTable& table);
+
+// --- `llmint8 plan` -------------------------------------------------------------------------
+
+// The flag-free form of `llmint8 plan`; the CLI fills it from its flags.
+struct PlanCommand {
+  std::string model;                // preset ("175b", "opt-66b", "facebook/opt-13b") or a path
+                                    // to a config.json (anything containing '/' or ".json")
+  std::string dtype = "int8";       // fp16 | int8 (ignored with compare)
+  std::string gpu_memory = "80GiB"; // ParseByteSize syntax (ignored with compare)
+  int gpus = 0;                     // available GPUs; 0 = as many as needed
+  int64_t batch = 1;
+  int64_t context = 0;              // 0 = the model's max_position_embeddings
+  bool compare = false;             // fp16 vs int8 over DefaultCompareGpuSizes()
+  bool json = false;
+};
+
+// Resolves the model, plans (or compares) and renders text or JSON (ending in '\n').
+// Errors: NotFound / InvalidArgument for the model, InvalidArgument for flags,
+// FailedPrecondition when the model does not fit (the message says how many GPUs it needs).
+absl::StatusOr<std::string> RunPlanCommand(const PlanCommand& command);
+
+// Parses `--model=X --dtype=int8 --gpu-memory=80GiB --gpus=N --batch=N --context=N --compare
+// --json` (also "--flag value"); args exclude the program and subcommand names.
+absl::StatusOr<PlanCommand> ParsePlanArgs(std::span<const std::string_view> args);
+
+// argv-style entry for `llmint8 plan ...` (argv[0] is "plan" or the program; it is skipped):
+// prints the result to `out`, or the error to `err`; returns 0 on success, 2 on bad flags,
+// 1 when the model does not fit or cannot be loaded.
+int RunPlanMain(int argc, char** argv, std::ostream& out, std::ostream& err);
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_PLANNER_H_
