@@ -35,9 +35,9 @@
 namespace llmint8::model {
 
 class CheckpointSource;  // model/checkpoint.h
-class ShardWeights;      // model/shard_weights.h (internal)
+struct ShardWeights;     // model/forward_weights.h (internal)
 class KvCache;           // model/kv_cache.h (internal)
-struct ForwardScratch;   // internal
+struct ForwardScratch;   // model/shard_model.cc (internal)
 
 // How the attention and FFN linears are held and computed. Embeddings, the LM head and the
 // LayerNorms are fp16 in kF16 and kInt8, fp32 in kF32.
@@ -139,6 +139,10 @@ class ShardModel {
  private:
   ShardModel(const OptConfig& config, const ShardOptions& options, int tp, int rank,
              comm::Communicator* comm);
+  absl::Status ValidateBatch(std::span<const SequenceInput> batch) const;
+  absl::Status Forward(std::span<const SequenceInput> batch, bool all_positions, Logits* out);
+  int64_t ScratchBytesFor(int64_t tokens, int64_t logit_rows) const;
+  void EnsureScratch(int64_t tokens, int64_t logit_rows);
 
   OptConfig config_;
   ShardOptions options_;

@@ -1,0 +1,78 @@
+// Helpers shared by the runtime's tests (model/, tests/golden, tests/tp): small configs,
+// argmax, greedy decoding through ShardModel::Step. Header-only, test code only.
+#ifndef LLMINT8_MODEL_FORWARD_TEST_UTIL_H_
+#define LLMINT8_MODEL_FORWARD_TEST_UTIL_H_
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/status_macros.h"
+#include "model/config.h"
+#include "model/shard_model.h"
+
+namespace llmint8::model::testing {
+
+// A small pre-LN OPT shape for synthetic-weight tests.
+inline OptConfig SmallConfig(int64_t hidden = 128, int64_t heads = 4, int64_t layers = 2,
+                             int64_t vocab = 512, int64_t max_positions = 128) {
+  OptConfig c;
+  c.name = "synthetic-small";
+  c.hidden_size = hidden;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.ffn_dim = 4 * hidden;
+  c.vocab_size = vocab;
+  c.max_position_embeddings = max_positions;
+  c.word_embed_proj_dim = hidden;
+  c.activation = Activation::kRelu;
+  return c;
+}
+
+inline int32_t ArgMax(std::span<const float> row) {
+  return static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+}
+
+inline double MaxAbsDiff(std::span<const float> a, std::span<const float> b) {
+  double m = a.size() == b.size() ? 0.0 : INFINITY;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
+  }
+  return m;
+}
+
+struct GreedyResult {
+  std::vector<std::vector<int32_t>> tokens;  // per sequence, the generated tokens
+  std::vector<std::vector<float>> logits;    // per step, [batch, vocab] flattened
+};
+
+// Prefills every prompt in one batch (seq ids first_id, first_id + 1, ...), then decodes
+// `steps` greedy tokens for all of them in batched decode steps.
+inline absl::StatusOr<GreedyResult> Greedy(ShardModel& model,
+                                           const std::vector<std::vector<int32_t>>& prompts,
+                                           int steps, uint64_t first_id = 1) {
+  GreedyResult r;
+  r.tokens.resize(prompts.size());
+  std::vector<ShardModel::SequenceInput> batch(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) batch[i] = {first_id + i, prompts[i]};
+  std::vector<int32_t> next(prompts.size());
+  for (int s = 0; s < steps; ++s) {
+    ASSIGN_OR_RETURN(Logits logits, model.Step(batch));
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      next[i] = ArgMax(logits.row(static_cast<int64_t>(i)));
+      r.tokens[i].push_back(next[i]);
+    }
+    r.logits.push_back(std::move(logits.values));
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      batch[i] = {first_id + i, std::span<const int32_t>(&next[i], 1)};
+    }
+  }
+  return r;
+}
+
+}  // namespace llmint8::model::testing
+
+#endif  // LLMINT8_MODEL_FORWARD_TEST_UTIL_H_

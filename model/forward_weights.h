@@ -1,0 +1,117 @@
+// The weights one shard holds, in the form its Precision asks for, and how they are loaded
+// from a CheckpointSource (internal to the runtime; see shard_model.h for the public API).
+//
+// Per decoder layer: q/k/v fused into one column-parallel matrix [3 * local_width, hidden]
+// (rows: this rank's q heads, then k, then v; one activation quantization serves all three),
+// out_proj [hidden, local_width] and fc2 [hidden, local_ffn] row-parallel with their biases kept
+// apart (added once after the all-reduce), fc1 [local_ffn, hidden]. Biases and LayerNorm
+// parameters are fp32 (rounded to fp16 values in kF16 / kInt8, as an fp16 model holds them).
+// Embeddings, positions, project_in/out and the tied LM head are fp16 (fp32 in kF32).
+#ifndef LLMINT8_MODEL_FORWARD_WEIGHTS_H_
+#define LLMINT8_MODEL_FORWARD_WEIGHTS_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/half.h"
+#include "kernels/int8_linear.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/shard_model.h"
+#include "model/shard_plan.h"
+
+namespace llmint8::model {
+
+// A weight matrix [n, k] row-major held as fp32, fp16 or int8 + fp32 row scales, with an
+// optional bias [n] that Apply() adds.
+class WeightMatrix {
+ public:
+  WeightMatrix() = default;
+  // Allocates zeroed storage. kInt8 holds q + absmax; the others their float type.
+  WeightMatrix(Precision precision, int64_t n, int64_t k, bool with_bias);
+
+  Precision precision() const { return precision_; }
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  bool empty() const { return n_ == 0; }
+  std::span<const float> bias() const { return bias_; }
+
+  // Fills rows [row_offset, row_offset + rows.size()) from `name`'s slice (rows, cols);
+  // cols.size() must be k. kInt8 quantizes fp32/fp16 sources per row (QuantizeWeight) through
+  // `tmp`, and copies int8 sources as stored.
+  absl::Status LoadRows(const CheckpointSource& source, std::string_view name, Range rows,
+                        Range cols, int64_t row_offset, std::vector<float>* tmp);
+  // Fills bias[row_offset ...] from a 1-D tensor slice (rounded to fp16 unless kF32).
+  absl::Status LoadBias(const CheckpointSource& source, std::string_view name, Range rows,
+                        int64_t row_offset);
+
+  // y [m, n] = x [m, k] W^T (+ bias). `threshold` and `scratch` are used by kInt8 only.
+  absl::Status Apply(std::span<const float> x, int64_t m, std::span<float> y, float threshold,
+                     kernels::Int8LinearScratch* scratch) const;
+
+  std::span<const float> f32() const { return f32_; }
+  std::span<const Half> f16() const { return f16_; }
+
+  void AddBytes(MemoryStats* stats) const;
+
+ private:
+  Precision precision_ = Precision::kF32;
+  int64_t n_ = 0;
+  int64_t k_ = 0;
+  std::vector<float> f32_;
+  std::vector<Half> f16_;
+  std::vector<int8_t> q_;
+  std::vector<float> absmax_;
+  std::vector<float> bias_;
+};
+
+// LayerNorm gain and shift, both empty when the model has no elementwise affine.
+struct NormWeights {
+  std::vector<float> gain;
+  std::vector<float> shift;
+};
+
+struct LayerWeights {
+  NormWeights attn_norm;  // self_attn_layer_norm
+  WeightMatrix qkv;       // [3 * local_width, hidden] + bias
+  WeightMatrix out_proj;  // [hidden, local_width], bias below
+  std::vector<float> out_bias;
+  NormWeights ffn_norm;  // final_layer_norm of the layer
+  WeightMatrix fc1;      // [local_ffn, hidden] + bias
+  WeightMatrix fc2;      // [hidden, local_ffn], bias below
+  std::vector<float> fc2_bias;
+};
+
+struct ShardWeights {
+  WeightMatrix embed;      // rows [vocab_rows.begin, end) of embed_tokens; also the LM head
+  Range vocab_rows;
+  int64_t rows_per_rank = 0;  // logits each rank produces (vocab padding included)
+  WeightMatrix positions;  // [max_position_embeddings + 2, hidden]
+  WeightMatrix project_in;   // [hidden, proj] or empty
+  WeightMatrix project_out;  // [proj, hidden] or empty
+  NormWeights final_norm;    // empty unless do_layer_norm_before (and affine)
+  bool has_final_norm = false;
+  std::vector<LayerWeights> layers;
+
+  void AddBytes(MemoryStats* stats) const;
+};
+
+// Bytes LoadShardWeights will hold for this plan and precision (computed from the config, so a
+// memory limit is checked before anything is read).
+MemoryStats EstimateShardWeightBytes(const OptConfig& config, const ShardPlan& plan,
+                                     Precision precision);
+
+// Reads this rank's slices, layer by layer, calling `progress` after each layer.
+absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& config,
+                                                               const CheckpointSource& source,
+                                                               const ShardPlan& plan,
+                                                               Precision precision,
+                                                               const LoadProgressFn& progress);
+
+}  // namespace llmint8::model
+
+#endif  // LLMINT8_MODEL_FORWARD_WEIGHTS_H_

@@ -1,0 +1,73 @@
+// The KV cache of one shard: per sequence and per decoder layer, the keys and values of every
+// cached position for this rank's local heads (fp32 on the CPU).
+//
+// Layout of one sequence: one buffer [layers][2 (k, v)][capacity][width], width = local_heads *
+// head_dim, so row t of a layer's K block is position t of all local heads (the layout
+// kernels::CausalAttention reads). Capacity grows geometrically (doubling, rounded up to
+// kGranule positions, capped at max_context), so appending decode tokens reallocates
+// O(log n) times; bytes() counts the reserved capacity, which is what memory limits bound.
+//
+// Usage per step: GrowthBytes() to check a limit, Reserve() (may create the sequence), write the
+// new rows through Keys()/Values(), then SetLength() once the step succeeded.
+// Thread-compatible. Spans stay valid until the next Reserve() or Release() of that sequence.
+#ifndef LLMINT8_MODEL_KV_CACHE_H_
+#define LLMINT8_MODEL_KV_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+
+namespace llmint8::model {
+
+class KvCache {
+ public:
+  static constexpr int64_t kGranule = 16;
+
+  KvCache(int64_t num_layers, int64_t width, int64_t max_context);
+
+  bool Contains(uint64_t seq_id) const { return seqs_.contains(seq_id); }
+  int64_t Length(uint64_t seq_id) const;    // cached positions; 0 when unknown
+  int64_t Capacity(uint64_t seq_id) const;  // reserved positions; 0 when unknown
+  int64_t num_sequences() const { return static_cast<int64_t>(seqs_.size()); }
+
+  // Bytes Reserve(seq_id, length) would add to bytes(). Requires length <= max_context.
+  int64_t GrowthBytes(uint64_t seq_id, int64_t length) const;
+  // Makes room for `length` positions (creating an empty sequence when unknown); keeps the
+  // cached rows. Requires length <= max_context (checked by the caller).
+  void Reserve(uint64_t seq_id, int64_t length);
+  // [capacity, width] rows of layer `layer`; the sequence must exist.
+  std::span<float> Keys(uint64_t seq_id, int64_t layer);
+  std::span<float> Values(uint64_t seq_id, int64_t layer);
+  void SetLength(uint64_t seq_id, int64_t length);
+
+  // NotFound when the sequence has no cache.
+  absl::Status Release(uint64_t seq_id);
+
+  int64_t bytes() const { return bytes_; }
+  int64_t max_context() const { return max_context_; }
+
+ private:
+  struct Sequence {
+    int64_t length = 0;
+    int64_t capacity = 0;
+    std::vector<float> data;  // [layers][2][capacity][width]
+  };
+  int64_t CapacityFor(int64_t old_capacity, int64_t length) const;
+  int64_t BytesFor(int64_t capacity) const { return capacity * per_position_bytes_; }
+  Sequence& Get(uint64_t seq_id);
+
+  int64_t num_layers_;
+  int64_t width_;
+  int64_t max_context_;
+  int64_t per_position_bytes_;
+  int64_t bytes_ = 0;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> seqs_;
+};
+
+}  // namespace llmint8::model
+
+#endif  // LLMINT8_MODEL_KV_CACHE_H_

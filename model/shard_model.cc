@@ -1,0 +1,472 @@
+#include "model/shard_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/embedding.h"
+#include "kernels/int8_linear.h"
+#include "kernels/layer_norm.h"
+#include "model/checkpoint.h"
+#include "model/forward_weights.h"
+#include "model/kv_cache.h"
+#include "model/shard_plan.h"
+#include "model/tensor_names.h"
+
+namespace llmint8::model {
+
+// Activation buffers, grown to the largest step seen and reused (no per-step allocation once
+// warm). Sizes in floats; M = new tokens of the step, R = logit rows.
+struct ForwardScratch {
+  int64_t tokens = 0;      // M the buffers hold
+  int64_t logit_rows = 0;  // R the buffers hold
+  std::vector<int32_t> ids;        // [M]
+  std::vector<int32_t> positions;  // [M]
+  std::vector<float> embed;        // [M, proj]
+  std::vector<float> x;            // [M, hidden]: the residual stream
+  std::vector<float> normed;       // [M, hidden]
+  std::vector<float> qkv;          // [M, 3 * local_width]
+  std::vector<float> attn;         // [M, local_width]
+  std::vector<float> partial;      // [M, hidden]: a row-parallel output before the reduce
+  std::vector<float> ffn;          // [M, local_ffn]
+  std::vector<float> attn_scratch;
+  std::vector<float> head_in;      // [R, hidden]
+  std::vector<float> head_proj;    // [R, proj]
+  std::vector<float> local_logits;  // [R, rows_per_rank]
+  std::vector<float> gathered;      // [tp, R, rows_per_rank]
+  // Per-step bookkeeping, sized by the batch.
+  std::vector<int64_t> first_row;   // [B + 1]
+  std::vector<int64_t> past;        // [B]: cached positions before the step
+  std::vector<uint64_t> sorted_ids;  // [B]
+  std::vector<kernels::AttentionSequence> attention;  // [B]
+  kernels::Int8LinearScratch int8;
+
+  int64_t bytes() const {
+    auto f = [](const auto& v) {
+      return static_cast<int64_t>(v.capacity() * sizeof(typename std::decay_t<decltype(v)>::value_type));
+    };
+    return f(ids) + f(positions) + f(embed) + f(x) + f(normed) + f(qkv) + f(attn) + f(partial) +
+           f(ffn) + f(attn_scratch) + f(head_in) + f(head_proj) + f(local_logits) +
+           f(gathered) + f(int8.acc) + f(int8.outlier_w);
+  }
+};
+
+std::string_view PrecisionName(Precision p) {
+  switch (p) {
+    case Precision::kF32:
+      return "f32";
+    case Precision::kF16:
+      return "f16";
+    case Precision::kInt8:
+      return "int8";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Precision> ParsePrecision(std::string_view name) {
+  if (name == "f32" || name == "fp32") return Precision::kF32;
+  if (name == "f16" || name == "fp16") return Precision::kF16;
+  if (name == "int8") return Precision::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown precision \"", std::string(name), "\"; use f32, f16 or int8"));
+}
+
+std::string MemoryStats::DebugString() const {
+  return absl::StrCat("total ", total(), " B (int8 weights ", int8_weights, ", scales ", scales,
+                      ", fp16 ", fp16_weights, ", fp32 ", fp32_weights, ", kv cache ", kv_cache,
+                      ", scratch ", scratch, ")");
+}
+
+ShardModel::ShardModel(const OptConfig& config, const ShardOptions& options, int tp, int rank,
+                       comm::Communicator* comm)
+    : config_(config),
+      options_(options),
+      tp_(tp),
+      rank_(rank),
+      comm_(comm),
+      max_context_(options.max_context > 0 ? options.max_context
+                                           : config.max_position_embeddings) {}
+
+ShardModel::~ShardModel() = default;
+
+absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& config,
+                                                             CheckpointSource& source, int tp,
+                                                             int rank, comm::Communicator* comm,
+                                                             const ShardOptions& options,
+                                                             const LoadProgressFn& progress) {
+  ASSIGN_OR_RETURN(ShardPlan plan, MakeShardPlan(config, tp, rank));
+  if (tp > 1 && (comm == nullptr || comm->size() != tp || comm->rank() != rank)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ShardModel::Load: tp=", tp, " rank=", rank, " needs a communicator of that size and "
+        "rank, got ", comm == nullptr ? std::string("none")
+                                      : absl::StrCat(comm->size(), " ranks, rank ", comm->rank())));
+  }
+  if (comm != nullptr && comm->on_device()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ShardModel (CPU) needs a host-memory communicator, got backend ", comm->backend()));
+  }
+  if (options.max_context < 0 || options.max_context > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_context ", options.max_context, " must be in [0, ",
+                     config.max_position_embeddings, "] (max_position_embeddings)"));
+  }
+  if (!(options.threshold >= 0.0f) || options.memory_limit_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("threshold (", options.threshold,
+                                                   ") and memory_limit_bytes (",
+                                                   options.memory_limit_bytes,
+                                                   ") must be >= 0"));
+  }
+  std::unique_ptr<ShardModel> m(new ShardModel(config, options, tp, rank, comm));
+  m->scratch_ = std::make_unique<ForwardScratch>();
+  if (options.memory_limit_bytes > 0) {
+    MemoryStats need = EstimateShardWeightBytes(config, plan, options.precision);
+    need.scratch = m->ScratchBytesFor(1, 1);
+    if (need.total() > options.memory_limit_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "shard ", rank, "/", tp, " of ", config.name, " in ", std::string(PrecisionName(options.precision)),
+          " needs ", need.DebugString(), " before any KV cache; memory_limit_bytes is ",
+          options.memory_limit_bytes, ". Use a higher TP degree, int8, or more memory"));
+    }
+  }
+  ASSIGN_OR_RETURN(m->weights_,
+                   LoadShardWeights(config, source, plan, options.precision, progress));
+  m->kv_ = std::make_unique<KvCache>(config.num_hidden_layers, config.hidden_size / tp,
+                                     m->max_context_);
+  m->EnsureScratch(1, 1);
+  return m;
+}
+
+int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
+  const int64_t h = config_.hidden_size;
+  const int64_t proj = config_.word_embed_proj_dim;
+  const int64_t lw = h / tp_;
+  const int64_t lf = config_.ffn_dim / tp_;
+  const int64_t rpr = (config_.vocab_size + tp_ - 1) / tp_;
+  const int64_t floats = tokens * (2 + proj + 3 * h + 3 * lw + lw + lf) +
+                         config_.head_dim() + max_context_ +
+                         logit_rows * (h + proj + rpr + rpr * tp_);
+  return floats * 4;
+}
+
+void ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
+  ForwardScratch& s = *scratch_;
+  const int64_t h = config_.hidden_size;
+  const int64_t proj = config_.word_embed_proj_dim;
+  const int64_t lw = h / tp_;
+  const int64_t lf = config_.ffn_dim / tp_;
+  const int64_t rpr = weights_->rows_per_rank;
+  if (tokens > s.tokens) {
+    s.tokens = tokens;
+    s.ids.resize(tokens);
+    s.positions.resize(tokens);
+    s.embed.resize(tokens * proj);
+    s.x.resize(tokens * h);
+    s.normed.resize(tokens * h);
+    s.qkv.resize(tokens * 3 * lw);
+    s.attn.resize(tokens * lw);
+    s.partial.resize(tokens * h);
+    s.ffn.resize(tokens * lf);
+  }
+  const int64_t att = config_.head_dim() + max_context_;
+  if (static_cast<int64_t>(s.attn_scratch.size()) < att) s.attn_scratch.resize(att);
+  if (logit_rows > s.logit_rows) {
+    s.logit_rows = logit_rows;
+    s.head_in.resize(logit_rows * h);
+    s.head_proj.resize(logit_rows * proj);
+    s.local_logits.resize(logit_rows * rpr);
+    s.gathered.resize(logit_rows * rpr * tp_);
+  }
+}
+
+absl::Status ShardModel::ValidateBatch(std::span<const SequenceInput> batch) const {
+  if (batch.empty()) return absl::InvalidArgumentError("Step: empty batch");
+  std::vector<uint64_t>& ids = scratch_->sorted_ids;
+  ids.clear();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const SequenceInput& in = batch[i];
+    if (in.tokens.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Step: sequence ", in.seq_id, " (batch entry ", i, ") has no tokens"));
+    }
+    for (size_t j = 0; j < in.tokens.size(); ++j) {
+      if (in.tokens[j] < 0 || in.tokens[j] >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Step: sequence ", in.seq_id, " token ", j, " is ", in.tokens[j],
+            ", outside the vocabulary [0, ", config_.vocab_size, ")"));
+      }
+    }
+    const int64_t len = kv_->Length(in.seq_id);
+    const int64_t n = static_cast<int64_t>(in.tokens.size());
+    if (len + n > max_context_) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "Step: sequence ", in.seq_id, " has ", len, " cached positions + ", n,
+          " new tokens, over the context limit ", max_context_));
+    }
+    ids.push_back(in.seq_id);
+  }
+  std::sort(ids.begin(), ids.end());
+  auto dup = std::adjacent_find(ids.begin(), ids.end());
+  if (dup != ids.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Step: sequence ", *dup, " appears more than once in the batch"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
+                                        bool all_positions) {
+  // Make room for the per-batch bookkeeping first, so validation allocates nothing later.
+  ForwardScratch& s = *scratch_;
+  RETURN_IF_ERROR(ValidateBatch(batch));
+  int64_t tokens = 0;
+  int64_t kv_growth = 0;
+  for (const SequenceInput& in : batch) {
+    tokens += static_cast<int64_t>(in.tokens.size());
+    kv_growth += kv_->GrowthBytes(in.seq_id, kv_->Length(in.seq_id) + in.tokens.size());
+  }
+  const int64_t rows = all_positions ? tokens : static_cast<int64_t>(batch.size());
+  if (options_.memory_limit_bytes > 0) {
+    const MemoryStats now = memory();
+    const int64_t scratch_growth =
+        std::max<int64_t>(0, ScratchBytesFor(std::max(tokens, s.tokens),
+                                             std::max(rows, s.logit_rows)) -
+                                 ScratchBytesFor(s.tokens, s.logit_rows));
+    if (now.total() + kv_growth + scratch_growth > options_.memory_limit_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "Step: the batch needs ", kv_growth, " more bytes of KV cache and ", scratch_growth,
+          " of activations; the shard holds ", now.DebugString(), " of memory_limit_bytes ",
+          options_.memory_limit_bytes, ". Release finished sequences or send a smaller batch"));
+    }
+  }
+  EnsureScratch(tokens, rows);
+  s.past.resize(batch.size());
+  s.first_row.resize(batch.size() + 1);
+  s.attention.resize(batch.size());
+  // Sequences this step creates, removed again if the step fails.
+  int64_t row = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    s.past[i] = kv_->Length(batch[i].seq_id);
+    s.first_row[i] = row;
+    row += static_cast<int64_t>(batch[i].tokens.size());
+  }
+  s.first_row[batch.size()] = row;
+  std::vector<uint64_t> created;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!kv_->Contains(batch[i].seq_id)) created.push_back(batch[i].seq_id);
+    kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
+  }
+  Logits out;
+  absl::Status st = Forward(batch, all_positions, &out);
+  if (!st.ok()) {
+    for (uint64_t id : created) kv_->Release(id).IgnoreError();
+    return st;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    kv_->SetLength(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
+  }
+  return out;
+}
+
+namespace {
+
+absl::Status Norm(const NormWeights& w, std::span<const float> x, int64_t m, int64_t n,
+                  std::span<float> y) {
+  return kernels::LayerNorm(x, m, n, w.gain, w.shift, kernels::kLayerNormEps, y);
+}
+
+// x[i, :] += y[i, :] + bias (bias may be empty).
+void AddResidual(std::span<float> x, std::span<const float> y, std::span<const float> bias,
+                 int64_t m, int64_t n) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* xi = x.data() + i * n;
+    const float* yi = y.data() + i * n;
+    if (bias.empty()) {
+      for (int64_t j = 0; j < n; ++j) xi[j] += yi[j];
+    } else {
+      for (int64_t j = 0; j < n; ++j) xi[j] += yi[j] + bias[j];
+    }
+  }
+}
+
+absl::Status Lookup(std::span<const int32_t> ids, const WeightMatrix& table, int64_t row_begin,
+                    std::span<float> out, bool accumulate) {
+  if (table.empty()) {  // this rank owns no vocabulary rows
+    if (!accumulate) std::fill(out.begin(), out.end(), 0.0f);
+    return absl::OkStatus();
+  }
+  if (table.precision() == Precision::kF32) {
+    return accumulate ? kernels::EmbeddingAccumulate(ids, table.f32(), row_begin, table.n(),
+                                                     table.k(), out)
+                      : kernels::EmbeddingLookup(ids, table.f32(), row_begin, table.n(),
+                                                 table.k(), out);
+  }
+  return accumulate
+             ? kernels::EmbeddingAccumulate(ids, table.f16(), row_begin, table.n(), table.k(), out)
+             : kernels::EmbeddingLookup(ids, table.f16(), row_begin, table.n(), table.k(), out);
+}
+
+}  // namespace
+
+absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, bool all_positions,
+                                 Logits* result) {
+  ForwardScratch& s = *scratch_;
+  const ShardWeights& w = *weights_;
+  const int64_t h = config_.hidden_size;
+  const int64_t proj = config_.word_embed_proj_dim;
+  const int64_t lw = h / tp_;
+  const int64_t lf = config_.ffn_dim / tp_;
+  const int64_t heads = config_.num_attention_heads / tp_;
+  const int64_t hd = config_.head_dim();
+  const int64_t m = s.first_row[batch.size()];
+  const bool pre_ln = config_.do_layer_norm_before;
+  const float threshold = options_.threshold;
+  auto span_of = [](std::vector<float>& v, int64_t n) { return std::span<float>(v.data(), n); };
+  std::span<float> x = span_of(s.x, m * h);
+  std::span<float> normed = span_of(s.normed, m * h);
+  std::span<float> qkv = span_of(s.qkv, m * 3 * lw);
+  std::span<float> attn = span_of(s.attn, m * lw);
+  std::span<float> partial = span_of(s.partial, m * h);
+  std::span<float> ffn = span_of(s.ffn, m * lf);
+  std::span<int32_t> ids(s.ids.data(), m);
+  std::span<int32_t> positions(s.positions.data(), m);
+
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(batch[i].tokens.size());
+    for (int64_t j = 0; j < n; ++j) {
+      ids[s.first_row[i] + j] = batch[i].tokens[j];
+      positions[s.first_row[i] + j] = static_cast<int32_t>(s.past[i] + j + kPositionOffset);
+    }
+  }
+
+  // Embeddings: vocab-parallel tokens (+ all-reduce), project_in, learned positions.
+  std::span<float> embed = config_.has_projections() ? span_of(s.embed, m * proj) : x;
+  RETURN_IF_ERROR(Lookup(ids, w.embed, w.vocab_rows.begin, embed, false));
+  if (tp_ > 1) RETURN_IF_ERROR(comm_->AllReduceSum(embed));
+  if (config_.has_projections()) {
+    RETURN_IF_ERROR(w.project_in.Apply(embed, m, x, threshold, &s.int8));
+  }
+  RETURN_IF_ERROR(Lookup(positions, w.positions, 0, x, true));
+
+  const kernels::AttentionShape shape{heads, hd, 3 * lw, lw, lw,
+                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+  for (size_t li = 0; li < w.layers.size(); ++li) {
+    const LayerWeights& l = w.layers[li];
+    // Self-attention block.
+    std::span<const float> in = x;
+    if (pre_ln) {
+      RETURN_IF_ERROR(Norm(l.attn_norm, x, m, h, normed));
+      in = normed;
+    }
+    RETURN_IF_ERROR(l.qkv.Apply(in, m, qkv, threshold, &s.int8));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const uint64_t id = batch[i].seq_id;
+      std::span<float> k = kv_->Keys(id, li);
+      std::span<float> v = kv_->Values(id, li);
+      const int64_t n = s.first_row[i + 1] - s.first_row[i];
+      for (int64_t j = 0; j < n; ++j) {
+        const float* src = qkv.data() + (s.first_row[i] + j) * 3 * lw;
+        std::memcpy(k.data() + (s.past[i] + j) * lw, src + lw, lw * sizeof(float));
+        std::memcpy(v.data() + (s.past[i] + j) * lw, src + 2 * lw, lw * sizeof(float));
+      }
+      s.attention[i] = {s.first_row[i], n, s.past[i] + n, k, v};
+    }
+    RETURN_IF_ERROR(kernels::CausalAttention(qkv, shape, s.attention, attn, s.attn_scratch));
+    RETURN_IF_ERROR(l.out_proj.Apply(attn, m, partial, threshold, &s.int8));
+    if (tp_ > 1) RETURN_IF_ERROR(comm_->AllReduceSum(partial));
+    AddResidual(x, partial, l.out_bias, m, h);
+    if (!pre_ln) RETURN_IF_ERROR(Norm(l.attn_norm, x, m, h, x));
+
+    // Feed-forward block.
+    in = x;
+    if (pre_ln) {
+      RETURN_IF_ERROR(Norm(l.ffn_norm, x, m, h, normed));
+      in = normed;
+    }
+    RETURN_IF_ERROR(l.fc1.Apply(in, m, ffn, threshold, &s.int8));
+    if (config_.activation == Activation::kRelu) {
+      kernels::ReluInPlace(ffn);
+    } else {
+      kernels::GeluInPlace(ffn);
+    }
+    RETURN_IF_ERROR(l.fc2.Apply(ffn, m, partial, threshold, &s.int8));
+    if (tp_ > 1) RETURN_IF_ERROR(comm_->AllReduceSum(partial));
+    AddResidual(x, partial, l.fc2_bias, m, h);
+    if (!pre_ln) RETURN_IF_ERROR(Norm(l.ffn_norm, x, m, h, x));
+  }
+
+  // Rows that get logits: the last new position of each sequence, or all of them.
+  const int64_t rows = all_positions ? m : static_cast<int64_t>(batch.size());
+  std::span<float> head_in = span_of(s.head_in, rows * h);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t src = all_positions ? r : s.first_row[r + 1] - 1;
+    std::memcpy(head_in.data() + r * h, x.data() + src * h, h * sizeof(float));
+  }
+  if (w.has_final_norm) RETURN_IF_ERROR(Norm(w.final_norm, head_in, rows, h, head_in));
+  std::span<const float> head = head_in;
+  if (config_.has_projections()) {
+    std::span<float> p = span_of(s.head_proj, rows * proj);
+    RETURN_IF_ERROR(w.project_out.Apply(head_in, rows, p, threshold, &s.int8));
+    head = p;
+  }
+
+  // Tied LM head over this rank's vocab slice, padded to rows_per_rank, then all-gathered.
+  const int64_t vocab = config_.vocab_size;
+  const int64_t rpr = w.rows_per_rank;
+  const int64_t owned = w.vocab_rows.size();
+  result->rows = rows;
+  result->vocab = vocab;
+  result->values.resize(rows * vocab);
+  result->row_begin.assign(s.first_row.begin(), s.first_row.end());
+  if (!all_positions) {
+    for (size_t i = 0; i <= batch.size(); ++i) result->row_begin[i] = static_cast<int64_t>(i);
+  }
+  if (tp_ == 1) {
+    return w.embed.Apply(head, rows, result->values, threshold, &s.int8);
+  }
+  std::span<float> local = span_of(s.local_logits, rows * rpr);
+  if (owned > 0) {
+    // Computed densely as [rows, owned], then spread to [rows, rpr] with -inf padding.
+    std::span<float> dense = local.subspan(0, rows * owned);
+    RETURN_IF_ERROR(w.embed.Apply(head, rows, dense, threshold, &s.int8));
+    for (int64_t r = rows - 1; r >= 0; --r) {
+      std::memmove(local.data() + r * rpr, dense.data() + r * owned, owned * sizeof(float));
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    std::fill(local.begin() + r * rpr + owned, local.begin() + (r + 1) * rpr,
+              -std::numeric_limits<float>::infinity());
+  }
+  std::span<float> gathered = span_of(s.gathered, rows * rpr * tp_);
+  RETURN_IF_ERROR(comm_->AllGather(local, gathered));
+  for (int p = 0; p < tp_; ++p) {
+    const int64_t col0 = p * rpr;
+    const int64_t ncols = std::min(rpr, vocab - col0);
+    if (ncols <= 0) break;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(result->values.data() + r * vocab + col0,
+                  gathered.data() + (p * rows + r) * rpr, ncols * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardModel::Release(uint64_t seq_id) { return kv_->Release(seq_id); }
+
+int64_t ShardModel::ContextLength(uint64_t seq_id) const { return kv_->Length(seq_id); }
+
+int64_t ShardModel::num_sequences() const { return kv_->num_sequences(); }
+
+MemoryStats ShardModel::memory() const {
+  MemoryStats s;
+  weights_->AddBytes(&s);
+  s.kv_cache = kv_->bytes();
+  s.scratch = scratch_->bytes();
+  return s;
+}
+
+}  // namespace llmint8::model
