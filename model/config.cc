@@ -157,6 +157,7 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
   RETURN_IF_ERROR(GetBool(j, "enable_bias", &c.enable_bias));
   RETURN_IF_ERROR(GetBool(j, "layer_norm_elementwise_affine", &c.layer_norm_elementwise_affine));
   RETURN_IF_ERROR(GetBool(j, "_remove_final_layer_norm", &c.remove_final_layer_norm));
+  RETURN_IF_ERROR(GetBool(j, "tie_word_embeddings", &c.tie_word_embeddings));
   RETURN_IF_ERROR(GetInt(j, "bos_token_id", false, 0, &c.bos_token_id));
   RETURN_IF_ERROR(GetInt(j, "eos_token_id", false, 0, &c.eos_token_id));
   RETURN_IF_ERROR(GetInt(j, "pad_token_id", false, 0, &c.pad_token_id));
@@ -165,6 +166,9 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
   if (act.empty()) act = "relu";  // transformers' OPTConfig default
   ASSIGN_OR_RETURN(c.activation, ParseActivation(act));
   ASSIGN_OR_RETURN(std::string dtype, GetString(j, "torch_dtype"));
+  if (dtype.empty()) {  // transformers >= 4.56 writes "dtype"
+    ASSIGN_OR_RETURN(dtype, GetString(j, "dtype"));
+  }
   if (dtype.empty()) dtype = "float32";  // transformers loads such a checkpoint as fp32
   ASSIGN_OR_RETURN(c.torch_dtype, ParseDType(dtype));
 
@@ -212,6 +216,7 @@ std::string OptConfigToJson(const OptConfig& c) {
       {"enable_bias", c.enable_bias},
       {"layer_norm_elementwise_affine", c.layer_norm_elementwise_affine},
       {"_remove_final_layer_norm", c.remove_final_layer_norm},
+      {"tie_word_embeddings", c.tie_word_embeddings},
       {"activation_function", std::string(ActivationName(c.activation))},
       {"torch_dtype", std::string(DTypeName(c.torch_dtype))},
       {"bos_token_id", c.bos_token_id},

@@ -31,8 +31,9 @@ struct OptConfig {
   bool enable_bias = true;
   bool layer_norm_elementwise_affine = true;
   bool remove_final_layer_norm = false;  // "_remove_final_layer_norm" (legacy OPT flag)
+  bool tie_word_embeddings = true;       // false: lm_head.weight is a separate tensor
   Activation activation = Activation::kRelu;
-  DType torch_dtype = DType::kF16;
+  DType torch_dtype = DType::kF16;  // "torch_dtype" (or "dtype", transformers >= 4.56)
   int64_t bos_token_id = 2;
   int64_t eos_token_id = 2;
   int64_t pad_token_id = 1;

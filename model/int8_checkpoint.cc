@@ -113,10 +113,6 @@ absl::Status WriteInt8Checkpoint(const CheckpointSource& source, const OptConfig
       weight_map[t.name] = "";
       if (t.is_linear_weight) weight_map[t.name + kAbsmaxSuffix] = "";
     }
-    if (i == 0 && source.Has(kLmHead)) {  // an untied head stays fp16 like the embedding
-      RETURN_IF_ERROR(AddAsF16(source, std::string(kLmHead), &w));
-      weight_map[std::string(kLmHead)] = "";
-    }
     const std::string file = absl::StrFormat("model-int8-%05d-of-%05d.safetensors", i + 1, layers);
     for (auto& [name, f] : weight_map.items()) {
       if (f.get<std::string>().empty()) f = file;

@@ -13,4 +13,4 @@ llmint8_cc_library(
 
 llmint8_cc_test(NAME config_test SRCS config_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME shard_plan_test SRCS shard_plan_test.cc DEPS llmint8::model_io LABELS model)
-
+llmint8_cc_test(NAME safetensors_test SRCS safetensors_test.cc DEPS llmint8::model_io LABELS model)

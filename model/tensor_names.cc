@@ -115,6 +115,7 @@ std::vector<ExpectedTensor> ExpectedTensors(const OptConfig& c) {
     out.push_back({std::string(kFinalLayerNormWeight), {h}, false});
     out.push_back({std::string(kFinalLayerNormBias), {h}, false});
   }
+  if (!c.tie_word_embeddings) out.push_back({std::string(kLmHead), {c.vocab_size, p}, false});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     for (const LayerTensorDesc& d : kLayerTensors) {
       if (!LayerTensorPresent(c, d.t)) continue;

@@ -15,7 +15,9 @@
 //   model.decoder.layers.{i}.fc1.{weight [ffn, hidden], bias [ffn]}
 //   model.decoder.layers.{i}.fc2.{weight [hidden, ffn], bias [hidden]}
 //   model.decoder.layers.{i}.final_layer_norm.{weight,bias}  [hidden]
-//   lm_head.weight                           [vocab, word_embed_proj_dim]  (usually absent: tied)
+//   lm_head.weight                           [vocab, word_embed_proj_dim]  (absent when tied:
+//                                            tie_word_embeddings, the default; then the LM
+//                                            head is embed_tokens)
 // Biases are absent when enable_bias is false; LayerNorm tensors when
 // layer_norm_elementwise_affine is false.
 #ifndef LLMINT8_MODEL_TENSOR_NAMES_H_
@@ -62,7 +64,7 @@ struct ExpectedTensor {
 };
 
 // Every tensor the config requires, in load order (globals first, then layer by layer).
-// lm_head.weight is not listed (tied to embed_tokens; a source may still hold it).
+// lm_head.weight is listed only when !tie_word_embeddings (a tied source may still hold it).
 std::vector<ExpectedTensor> ExpectedTensors(const OptConfig& config);
 
 // The expected shape of one canonical name under `config`; empty if the name is not an OPT

@@ -1,0 +1,328 @@
+#include "model/safetensors.h"
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "common/half.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/tensor_names.h"
+
+namespace llmint8::model {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+std::string TestDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/modelio_safetensors_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// A file made of an 8-byte length (of `header`, or `declared_len` when >= 0), the header and
+// `data_bytes` bytes of data.
+std::string WriteRaw(const std::string& path, const std::string& header, int64_t data_bytes,
+                     int64_t declared_len = -1) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const uint64_t n = declared_len >= 0 ? static_cast<uint64_t>(declared_len) : header.size();
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>(n >> (8 * i)));
+  out << header;
+  for (int64_t i = 0; i < data_bytes; ++i) out.put(static_cast<char>(i));
+  return path;
+}
+
+std::vector<float> Iota(int64_t n, float scale) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[i] = scale * static_cast<float>(i - n / 2);
+  return v;
+}
+
+float RoundHalf(float v) { return HalfToFloat(FloatToHalf(v)); }
+
+TEST(SafetensorsTest, RoundTripAllDtypesAndSlices) {
+  const std::string path = TestDir("roundtrip") + "/t.safetensors";
+  const std::vector<float> w = Iota(6 * 10, 0.37f);  // [6, 10]
+  const std::vector<int8_t> q = {1, -2, 3, -4, 5, -6, 7, -127, 127, 0, 11, 12};  // [3, 4]
+  const std::vector<float> absmax = {2.0f, 0.5f, 127.0f};
+  SafetensorsWriter wr;
+  wr.SetMetadata("format", "pt");
+  ASSERT_TRUE(wr.AddF32("f32", {6, 10}, w).ok());
+  ASSERT_TRUE(wr.AddF16("f16", {6, 10}, w).ok());
+  ASSERT_TRUE(wr.AddBF16("bf16", {6, 10}, w).ok());
+  ASSERT_TRUE(wr.AddF32("vec", {7}, Iota(7, 1.0f)).ok());
+  ASSERT_TRUE(wr.AddI8("q.weight", {3, 4}, q).ok());
+  ASSERT_TRUE(wr.AddF32("q.weight_absmax", {3}, absmax).ok());
+  EXPECT_FALSE(wr.AddF32("f32", {1}, Iota(1, 1.0f)).ok());      // duplicate name
+  EXPECT_FALSE(wr.AddF32("short", {2, 3}, Iota(5, 1.0f)).ok());  // wrong byte count
+  ASSERT_TRUE(wr.Finish(path).ok());
+
+  auto src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(SafetensorsMetadata(**src).at("format"), "pt");
+  EXPECT_THAT((*src)->TensorNames(), ::testing::ElementsAre("bf16", "f16", "f32", "q.weight",
+                                                            "q.weight_absmax", "vec"));
+  const Range rows{2, 5}, cols{3, 9};
+  for (const char* name : {"f32", "f16", "bf16"}) {
+    auto info = (*src)->Info(name);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->shape, (std::vector<int64_t>{6, 10}));
+    std::vector<float> out(static_cast<size_t>(rows.size() * cols.size()));
+    ASSERT_TRUE((*src)->ReadSlice(name, rows, cols, out).ok());
+    for (int64_t r = rows.begin; r < rows.end; ++r) {
+      for (int64_t c = cols.begin; c < cols.end; ++c) {
+        const float want = w[r * 10 + c];
+        const float got = out[(r - rows.begin) * cols.size() + (c - cols.begin)];
+        if (std::string(name) == "f32") {
+          EXPECT_EQ(got, want);
+        } else if (std::string(name) == "f16") {
+          EXPECT_EQ(got, RoundHalf(want));
+        } else {  // bf16 keeps 8 significant bits: relative error <= 2^-8
+          EXPECT_NEAR(got, want, std::abs(want) * (1.0f / 256)) << r << "," << c;
+        }
+      }
+    }
+    std::vector<Half> half(out.size());
+    ASSERT_TRUE((*src)->ReadSliceHalf(name, rows, cols, half).ok());
+    for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(HalfToFloat(half[i]), RoundHalf(out[i]));
+  }
+  // 1-D tensors are [n, 1].
+  std::vector<float> v(3);
+  ASSERT_TRUE((*src)->ReadSlice("vec", {4, 7}, {0, 1}, v).ok());
+  EXPECT_EQ(v, (std::vector<float>{1.0f, 2.0f, 3.0f}));
+  // int8: values + full-row absmax; ReadSlice dequantizes.
+  auto qi = (*src)->Info("q.weight");
+  ASSERT_TRUE(qi.ok());
+  EXPECT_TRUE(qi->quantized());
+  std::vector<int8_t> qs(4);
+  std::vector<float> sc(2);
+  ASSERT_TRUE((*src)->ReadInt8Slice("q.weight", {1, 3}, {2, 4}, qs, sc).ok());
+  EXPECT_EQ(qs, (std::vector<int8_t>{7, -127, 11, 12}));
+  EXPECT_EQ(sc, (std::vector<float>{0.5f, 127.0f}));
+  std::vector<float> dq(2);
+  ASSERT_TRUE((*src)->ReadSlice("q.weight", {2, 3}, {0, 2}, dq).ok());
+  EXPECT_EQ(dq, (std::vector<float>{127.0f, 0.0f}));
+  // A float tensor has no int8 view.
+  auto not_q = (*src)->ReadInt8Slice("f32", {0, 1}, {0, 1}, std::span<int8_t>(qs).first(1),
+                                     std::span<float>(sc).first(1));
+  EXPECT_EQ(not_q.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(not_q.message()), HasSubstr("f32"));
+}
+
+TEST(SafetensorsTest, SliceRequestsAreChecked) {
+  const std::string path = TestDir("slices") + "/t.safetensors";
+  SafetensorsWriter wr;
+  ASSERT_TRUE(wr.AddF32("m", {4, 4}, Iota(16, 1.0f)).ok());
+  ASSERT_TRUE(wr.Finish(path).ok());
+  auto src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok());
+  std::vector<float> out(4);
+  EXPECT_THAT(std::string((*src)->ReadSlice("m", {3, 5}, {0, 2}, out).message()),
+              HasSubstr("\"m\""));
+  EXPECT_FALSE((*src)->ReadSlice("m", {2, 1}, {0, 4}, out).ok());
+  EXPECT_FALSE((*src)->ReadSlice("m", {0, 2}, {-1, 1}, out).ok());
+  EXPECT_FALSE((*src)->ReadSlice("m", {0, 1}, {0, 3}, out).ok());  // buffer size mismatch
+  auto missing = (*src)->ReadSlice("nope", {0, 1}, {0, 1}, std::span<float>(out).first(1));
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.message()), HasSubstr("nope"));
+}
+
+struct BadHeader {
+  const char* what;
+  std::string header;
+  int64_t data_bytes;
+  std::string must_mention;  // the tensor (or file) the error names
+  int64_t declared_len = -1;
+};
+
+// Untrusted headers: every malformed file gives InvalidArgument naming the file and tensor.
+TEST(SafetensorsTest, BadFilesGiveStatusNamingTheTensor) {
+  const std::string dir = TestDir("bad");
+  const BadHeader cases[] = {
+      {"overlap",
+       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+       12, "\"b\""},
+      {"out of range", R"({"w":{"dtype":"F32","shape":[250],"data_offsets":[0,1000]}})", 16,
+       "\"w\""},
+      {"wrong dtype", R"({"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}})", 16, "F64"},
+      {"wrong dtype names tensor", R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,1]}})", 1,
+       "\"w\""},
+      {"shape/byte mismatch", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8,
+       "\"w\""},
+      {"begin after end", R"({"w":{"dtype":"I8","shape":[0],"data_offsets":[8,0]}})", 8, "\"w\""},
+      {"hole", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})", 8, "\"w\""},
+      {"trailing bytes", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 8,
+       "trailing"},
+      {"negative dim", R"({"w":{"dtype":"I8","shape":[-4],"data_offsets":[0,4]}})", 4, "\"w\""},
+      {"float offsets", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0.0,4.5]}})", 4,
+       "\"w\""},
+      {"huge offsets",
+       R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[18446744073709551615,4]}})", 4, "\"w\""},
+      {"overflowing shape",
+       R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,4]}})", 4,
+       "\"w\""},
+      {"entry not an object", R"({"w":[1,2]})", 0, "\"w\""},
+      {"missing offsets", R"({"w":{"dtype":"I8","shape":[4]}})", 4, "\"w\""},
+      {"metadata not strings", R"({"__metadata__":{"a":1}})", 0, "__metadata__"},
+      {"garbage JSON", "{\"w\": {\"dtype\": \"F3", 4, "not valid JSON"},
+      {"not an object", "[1, 2, 3]", 0, "'{'"},
+      {"header length beyond file", "{}", 0, "beyond the file size", 1 << 20},
+      {"I8 without scales", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 4,
+       "w_absmax"},
+  };
+  int i = 0;
+  for (const BadHeader& bc : cases) {
+    const std::string path = WriteRaw(dir + "/bad" + std::to_string(i++) + ".safetensors",
+                                      bc.header, bc.data_bytes, bc.declared_len);
+    auto src = OpenSafetensors(path);
+    ASSERT_FALSE(src.ok()) << bc.what;
+    EXPECT_NE(src.status().code(), absl::StatusCode::kOk);
+    EXPECT_THAT(std::string(src.status().message()), AllOf(HasSubstr(path), HasSubstr(bc.must_mention)))
+        << bc.what;
+  }
+}
+
+TEST(SafetensorsTest, TruncatedAndTinyFiles) {
+  const std::string dir = TestDir("trunc");
+  const std::string path = dir + "/t.safetensors";
+  SafetensorsWriter wr;
+  ASSERT_TRUE(wr.AddF32("first", {4}, Iota(4, 1.0f)).ok());
+  ASSERT_TRUE(wr.AddF32("model.decoder.layers.0.fc1.weight", {4, 4}, Iota(16, 1.0f)).ok());
+  ASSERT_TRUE(wr.Finish(path).ok());
+  const auto size = std::filesystem::file_size(path);
+  std::filesystem::resize_file(path, size - 10);
+  auto src = OpenSafetensors(path);
+  ASSERT_FALSE(src.ok());
+  EXPECT_THAT(std::string(src.status().message()),
+              AllOf(HasSubstr(path), HasSubstr("model.decoder.layers.0.fc1.weight"),
+                    HasSubstr("truncated")));
+  // Truncated inside the header.
+  std::filesystem::resize_file(path, 20);
+  src = OpenSafetensors(path);
+  ASSERT_FALSE(src.ok());
+  EXPECT_THAT(std::string(src.status().message()), HasSubstr("beyond the file size"));
+  for (int n : {0, 3, 8}) {
+    std::filesystem::resize_file(path, n);
+    src = OpenSafetensors(path);
+    ASSERT_FALSE(src.ok()) << n;
+    EXPECT_THAT(std::string(src.status().message()), HasSubstr(path));
+  }
+  src = OpenSafetensors(dir + "/does_not_exist.safetensors");
+  EXPECT_EQ(src.status().code(), absl::StatusCode::kNotFound);
+}
+
+OptConfig TinyConfig() {
+  auto c = ParseOptConfig(R"({"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "ffn_dim": 16, "vocab_size": 10, "max_position_embeddings": 6, "torch_dtype": "float16"})");
+  return *c;
+}
+
+// Writes every tensor of `c` (zeros) except `skip`; `override_name` gets `override_shape`.
+// `unprefixed` drops the "model." prefix as OPTModel checkpoints do.
+absl::Status WriteModel(const OptConfig& c, const std::string& path, const std::string& skip = "",
+                        const std::string& override_name = "",
+                        std::vector<int64_t> override_shape = {}, bool unprefixed = false) {
+  SafetensorsWriter wr;
+  for (const ExpectedTensor& t : ExpectedTensors(c)) {
+    if (t.name == skip) continue;
+    std::vector<int64_t> shape = t.name == override_name ? override_shape : t.shape;
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::string name = unprefixed && t.name.starts_with("model.") ? t.name.substr(6) : t.name;
+    absl::Status s = wr.AddF16(name, shape, std::vector<float>(static_cast<size_t>(n), 0.5f));
+    if (!s.ok()) return s;
+  }
+  return wr.Finish(path);
+}
+
+TEST(SafetensorsTest, ModelDirValidatedAgainstConfig) {
+  const OptConfig c = TinyConfig();
+  const std::string dir = TestDir("modeldir");
+  {
+    std::ofstream(dir + "/config.json") << OptConfigToJson(c);
+  }
+  ASSERT_TRUE(WriteModel(c, dir + "/model.safetensors", "", "", {}, /*unprefixed=*/true).ok());
+  auto m = OpenModelDir(dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->config.hidden_size, 8);
+  EXPECT_TRUE(m->source->Has("model.decoder.layers.0.fc1.weight"));
+  EXPECT_TRUE(m->source->Has("decoder.layers.0.fc1.weight"));
+
+  const std::string q = LayerTensorName(0, LayerTensor::kQProjWeight);
+  ASSERT_TRUE(WriteModel(c, dir + "/model.safetensors", q).ok());
+  m = OpenModelDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr(q));
+
+  ASSERT_TRUE(WriteModel(c, dir + "/model.safetensors", "", q, {8, 4}).ok());
+  m = OpenModelDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(q), HasSubstr("[8, 4]"),
+                                                       HasSubstr("[8, 8]")));
+  std::filesystem::remove(dir + "/model.safetensors");
+  m = OpenModelDir(dir);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(SafetensorsTest, ShardedIndex) {
+  const std::string dir = TestDir("sharded");
+  SafetensorsWriter a, b;
+  ASSERT_TRUE(a.AddF32("model.decoder.x", {2, 2}, Iota(4, 1.0f)).ok());
+  ASSERT_TRUE(b.AddF16("model.decoder.y", {3}, Iota(3, 2.0f)).ok());
+  ASSERT_TRUE(a.Finish(dir + "/m-1.safetensors").ok());
+  ASSERT_TRUE(b.Finish(dir + "/m-2.safetensors").ok());
+  std::ofstream(dir + "/model.safetensors.index.json")
+      << R"({"metadata": {"total_size": 22}, "weight_map": {"model.decoder.x": "m-1.safetensors",
+            "model.decoder.y": "m-2.safetensors"}})";
+  auto src = OpenSafetensorsDir(dir);
+  ASSERT_TRUE(src.ok()) << src.status();
+  auto y = (*src)->ReadAll("model.decoder.y");
+  ASSERT_TRUE(y.ok());
+  EXPECT_EQ(*y, (std::vector<float>{-2.0f, 0.0f, 2.0f}));
+  auto x = (*src)->ReadAll("decoder.x");
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(*x, (std::vector<float>{-2.0f, -1.0f, 0.0f, 1.0f}));
+
+  // The index names a tensor its file lacks; a path that escapes the directory.
+  std::ofstream(dir + "/model.safetensors.index.json", std::ios::trunc)
+      << R"({"weight_map": {"model.decoder.x": "m-2.safetensors"}})";
+  src = OpenSafetensorsDir(dir);
+  ASSERT_FALSE(src.ok());
+  EXPECT_THAT(std::string(src.status().message()), AllOf(HasSubstr("model.decoder.x"),
+                                                         HasSubstr("m-2.safetensors")));
+  std::ofstream(dir + "/model.safetensors.index.json", std::ios::trunc)
+      << R"({"weight_map": {"model.decoder.x": "../etc/passwd"}})";
+  src = OpenSafetensorsDir(dir);
+  ASSERT_FALSE(src.ok());
+  EXPECT_THAT(std::string(src.status().message()), HasSubstr("model.decoder.x"));
+  std::ofstream(dir + "/model.safetensors.index.json", std::ios::trunc) << "{]";
+  EXPECT_FALSE(OpenSafetensorsDir(dir).ok());
+}
+
+// The fixtures saved by Hugging Face transformers (tests/golden) open and validate.
+TEST(SafetensorsTest, OpensTransformersFixtures) {
+  const char* root = std::getenv("LLMINT8_SOURCE_DIR");
+  if (root == nullptr) GTEST_SKIP() << "LLMINT8_SOURCE_DIR not set (run through ctest)";
+  for (const char* name : {"tiny-opt", "tiny-opt-350m-style"}) {
+    const std::string dir = std::string(root) + "/tests/golden/" + name;
+    if (!std::filesystem::exists(dir + "/model.safetensors")) GTEST_SKIP() << dir << " missing";
+    auto m = OpenModelDir(dir);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto info = m->source->Info(kEmbedTokens);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->shape, (std::vector<int64_t>{m->config.vocab_size,
+                                                 m->config.word_embed_proj_dim}));
+  }
+}
+
+}  // namespace
+}  // namespace llmint8::model
