@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Checks what the Kubernetes schemas cannot: that a rendered llmint8 overlay hangs together.
+
+Usage: check_manifests.py RENDERED.yaml [--name OVERLAY]
+
+The schemas (kubernetes-validate) say each object is well-formed; this says the objects agree
+with each other and with llmint8's deployment rules:
+  - every namespaced object is in the overlay's one namespace;
+  - Services, the NetworkPolicy and the PodDisruptionBudget select the pods they are meant for;
+  - the coordinator serves gRPC on 50051 with grpc.health.v1 liveness/readiness probes;
+  - the workers are a StatefulSet behind a headless Service, ranked by pod ordinal, and
+    LLMINT8_TP == replicas == the number of LLMINT8_WORKERS addresses, named in rank order;
+  - every pod runs as non-root with no privilege escalation, every container has CPU/memory
+    requests and limits;
+  - referenced ConfigMaps, PVCs and the ServiceAccount exist;
+  - on GPU (LLMINT8_DEVICE=cuda) each worker gets nvidia.com/gpu, and the plan shipped in
+    llmint8-plan (plan.json from `llmint8 plan --json`) agrees with the config.
+Prints one line per failed check; exits 1 if any failed.
+"""
+
+import argparse
+import json
+import re
+import sys
+
+import yaml
+
+COORDINATOR_PORT = 50051
+
+
+class Checker:
+    def __init__(self, name):
+        self.name = name
+        self.failures = []
+        self.checks = 0
+
+    def expect(self, ok, message):
+        self.checks += 1
+        if not ok:
+            self.failures.append(message)
+        return ok
+
+
+def labels_match(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_templates(objects):
+    for o in objects:
+        if o["kind"] in ("Deployment", "StatefulSet"):
+            yield o, o["spec"]["template"]
+
+
+def by_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(c, objects, kind, component):
+    found = [o for o in by_kind(objects, kind)
+             if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
+    c.expect(len(found) == 1, f"expected exactly one {kind} for the {component}, got {len(found)}")
+    return found[0] if found else None
+
+
+def container(template, name):
+    for ctr in template["spec"]["containers"]:
+        if ctr["name"] == name:
+            return ctr
+    return None
+
+
+def check_namespaces(c, objects):
+    namespaces = [o["metadata"]["name"] for o in by_kind(objects, "Namespace")]
+    c.expect(len(namespaces) == 1, f"expected one Namespace object, got {namespaces}")
+    for o in objects:
+        if o["kind"] == "Namespace":
+            continue
+        c.expect(o["metadata"].get("namespace") in namespaces,
+                 f"{o['kind']}/{o['metadata']['name']} is not in namespace {namespaces}")
+
+
+def check_security(c, objects):
+    sa_names = {o["metadata"]["name"] for o in by_kind(objects, "ServiceAccount")}
+    for owner, template in pod_templates(objects):
+        what = f"{owner['kind']}/{owner['metadata']['name']}"
+        spec = template["spec"]
+        psc = spec.get("securityContext", {})
+        c.expect(psc.get("runAsNonRoot") is True, f"{what}: pod securityContext.runAsNonRoot")
+        c.expect(psc.get("runAsUser", 0) != 0, f"{what}: pod runs as uid 0")
+        c.expect(spec.get("serviceAccountName") in sa_names,
+                 f"{what}: serviceAccountName {spec.get('serviceAccountName')} not rendered")
+        for ctr in spec["containers"]:
+            cwhat = f"{what} container {ctr['name']}"
+            sc = ctr.get("securityContext", {})
+            c.expect(sc.get("allowPrivilegeEscalation") is False,
+                     f"{cwhat}: allowPrivilegeEscalation must be false")
+            c.expect("ALL" in sc.get("capabilities", {}).get("drop", []),
+                     f"{cwhat}: capabilities must drop ALL")
+            res = ctr.get("resources", {})
+            for kind in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    c.expect(r in res.get(kind, {}), f"{cwhat}: resources.{kind}.{r} missing")
+
+
+def check_references(c, objects):
+    configmaps = {o["metadata"]["name"] for o in by_kind(objects, "ConfigMap")}
+    pvcs = {o["metadata"]["name"] for o in by_kind(objects, "PersistentVolumeClaim")}
+    for owner, template in pod_templates(objects):
+        what = f"{owner['kind']}/{owner['metadata']['name']}"
+        for vol in template["spec"].get("volumes", []):
+            if "configMap" in vol:
+                c.expect(vol["configMap"]["name"] in configmaps,
+                         f"{what}: volume {vol['name']} names missing ConfigMap")
+            if "persistentVolumeClaim" in vol:
+                c.expect(vol["persistentVolumeClaim"]["claimName"] in pvcs,
+                         f"{what}: volume {vol['name']} names missing PVC")
+        for ctr in template["spec"]["containers"]:
+            for src in ctr.get("envFrom", []):
+                if "configMapRef" in src:
+                    c.expect(src["configMapRef"]["name"] in configmaps,
+                             f"{what}: envFrom names missing ConfigMap")
+
+
+def config_data(c, objects, prefix):
+    found = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].startswith(prefix)]
+    c.expect(len(found) == 1, f"expected one ConfigMap {prefix}-*, got {len(found)}")
+    return found[0].get("data", {}) if found else {}
+
+
+def check_services(c, objects, coordinator, workers):
+    for svc in by_kind(objects, "Service"):
+        selector = svc["spec"].get("selector", {})
+        targets = [t for _, t in pod_templates(objects)
+                   if labels_match(selector, t["metadata"].get("labels", {}))]
+        c.expect(len(targets) == 1,
+                 f"Service/{svc['metadata']['name']} selects {len(targets)} pod templates")
+    coord_svc = [s for s in by_kind(objects, "Service")
+                 if coordinator and labels_match(s["spec"].get("selector"),
+                                                 coordinator["spec"]["template"]["metadata"]["labels"])]
+    if c.expect(len(coord_svc) == 1, "no Service selects the coordinator"):
+        ports = [p["port"] for p in coord_svc[0]["spec"]["ports"]]
+        c.expect(COORDINATOR_PORT in ports, f"coordinator Service ports {ports} lack 50051")
+    if workers:
+        headless = [s for s in by_kind(objects, "Service")
+                    if s["metadata"]["name"] == workers["spec"].get("serviceName")]
+        if c.expect(len(headless) == 1, "StatefulSet serviceName names no rendered Service"):
+            c.expect(headless[0]["spec"].get("clusterIP") == "None",
+                     "the workers' Service must be headless (clusterIP: None)")
+
+
+def check_coordinator(c, coordinator):
+    ctr = container(coordinator["spec"]["template"], "coordinator")
+    if not c.expect(ctr is not None, "coordinator container missing"):
+        return
+    ports = [p["containerPort"] for p in ctr.get("ports", [])]
+    c.expect(COORDINATOR_PORT in ports, f"coordinator containerPorts {ports} lack 50051")
+    for probe in ("livenessProbe", "readinessProbe"):
+        grpc = ctr.get(probe, {}).get("grpc", {})
+        c.expect(grpc.get("port") == COORDINATOR_PORT,
+                 f"coordinator {probe} must be grpc on port 50051 (grpc.health.v1)")
+    c.expect(coordinator["spec"].get("replicas") == 1, "exactly one coordinator replica")
+
+
+def check_workers(c, objects, workers, cfg):
+    template = workers["spec"]["template"]
+    labels = template["metadata"].get("labels", {})
+    ctr = container(template, "worker")
+    if not c.expect(ctr is not None, "worker container missing"):
+        return
+    argv = " ".join(ctr.get("command", []) + ctr.get("args", []))
+    c.expect("--coordinator=" in argv, "worker command lacks --coordinator=")
+    c.expect("${HOSTNAME##*-}" in argv, "worker rank must come from the pod ordinal")
+    c.expect(workers["spec"].get("podManagementPolicy") == "Parallel",
+             "workers must start in parallel (a group needs every rank)")
+    # Config: TP == replicas == addresses, in rank order.
+    replicas = workers["spec"].get("replicas", 1)
+    try:
+        tp = int(cfg.get("LLMINT8_TP", "-1"))
+    except ValueError:
+        tp = -1
+    c.expect(tp == replicas, f"LLMINT8_TP={cfg.get('LLMINT8_TP')} but {replicas} worker replicas")
+    addresses = [a for a in cfg.get("LLMINT8_WORKERS", "").split(",") if a]
+    sts, svc = workers["metadata"]["name"], workers["spec"].get("serviceName")
+    want = [f"{sts}-{i}.{svc}:" for i in range(replicas)]
+    c.expect(len(addresses) == replicas and all(a.startswith(w) for a, w in zip(addresses, want)),
+             f"LLMINT8_WORKERS={addresses} must be {sts}-0..{replicas - 1}.{svc}:PORT in rank order")
+    c.expect(cfg.get("LLMINT8_DTYPE") in ("fp16", "int8"),
+             f"LLMINT8_DTYPE={cfg.get('LLMINT8_DTYPE')} must be fp16 or int8")
+    # Disruption budget and network policy select exactly the workers.
+    pdbs = [p for p in by_kind(objects, "PodDisruptionBudget")
+            if labels_match(p["spec"]["selector"].get("matchLabels"), labels)]
+    c.expect(len(pdbs) == 1, "no PodDisruptionBudget selects the workers")
+    policies = [p for p in by_kind(objects, "NetworkPolicy")
+                if labels_match(p["spec"]["podSelector"].get("matchLabels"), labels)]
+    if c.expect(len(policies) == 1, "no NetworkPolicy selects the workers"):
+        pol = policies[0]["spec"]
+        c.expect("Ingress" in pol.get("policyTypes", []), "worker NetworkPolicy must limit Ingress")
+        sources = [frm.get("podSelector", {}).get("matchLabels", {})
+                   for rule in pol.get("ingress", []) for frm in rule.get("from", [])]
+        components = sorted(s.get("app.kubernetes.io/component", "?") for s in sources)
+        c.expect(components == ["coordinator", "worker"],
+                 f"workers must be reachable only from the coordinator and peer workers, got {components}")
+        for rule in pol.get("ingress", []):
+            for frm in rule.get("from", []):
+                c.expect(set(frm) == {"podSelector"},
+                         "worker ingress sources must be pod selectors (no ipBlock/namespaceSelector)")
+    # GPUs.
+    if cfg.get("LLMINT8_DEVICE") == "cuda":
+        res = ctr.get("resources", {})
+        gpus = res.get("limits", {}).get("nvidia.com/gpu")
+        c.expect(gpus is not None and int(gpus) >= 1, "GPU workers must limit nvidia.com/gpu")
+        c.expect(res.get("requests", {}).get("nvidia.com/gpu") == gpus,
+                 "nvidia.com/gpu requests must equal limits")
+
+
+def check_plan(c, objects, cfg):
+    plans = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].startswith("llmint8-plan")]
+    if not plans:
+        return
+    text = plans[0].get("data", {}).get("plan.json")
+    if not c.expect(text is not None, "llmint8-plan ConfigMap lacks plan.json"):
+        return
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as e:
+        c.expect(False, f"plan.json is not JSON: {e}")
+        return
+    c.expect(str(plan.get("tp")) == cfg.get("LLMINT8_TP"),
+             f"plan.json tp={plan.get('tp')} but LLMINT8_TP={cfg.get('LLMINT8_TP')}")
+    c.expect(plan.get("dtype") == cfg.get("LLMINT8_DTYPE"),
+             f"plan.json dtype={plan.get('dtype')} but LLMINT8_DTYPE={cfg.get('LLMINT8_DTYPE')}")
+    per_gpu = plan.get("per_gpu", {})
+    c.expect(per_gpu.get("total", 1 << 62) <= plan.get("gpu_bytes", 0),
+             "plan.json per-GPU total exceeds the GPU size")
+    model = cfg.get("LLMINT8_MODEL", "")
+    c.expect(re.sub(r"^.*/", "", model) == plan.get("model"),
+             f"plan.json model {plan.get('model')} is not LLMINT8_MODEL={model}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rendered")
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args()
+    with open(args.rendered) as f:
+        objects = [o for o in yaml.safe_load_all(f) if o]
+    c = Checker(args.name or args.rendered)
+    check_namespaces(c, objects)
+    check_security(c, objects)
+    check_references(c, objects)
+    cfg = config_data(c, objects, "llmint8-config")
+    coordinator = one(c, objects, "Deployment", "coordinator")
+    workers = one(c, objects, "StatefulSet", "worker")
+    check_services(c, objects, coordinator, workers)
+    if coordinator:
+        check_coordinator(c, coordinator)
+    if workers:
+        check_workers(c, objects, workers, cfg)
+    check_plan(c, objects, cfg)
+    for failure in c.failures:
+        print(f"  FAIL {c.name}: {failure}")
+    print(f"  {c.name}: {len(objects)} objects, {c.checks - len(c.failures)}/{c.checks} "
+          f"consistency checks passed")
+    return 1 if c.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
