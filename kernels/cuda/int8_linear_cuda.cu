@@ -160,7 +160,13 @@ absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,
         ws->outlier_weight.data());
     RETURN_IF_LAUNCH_ERROR("GatherOutlierWeightKernel");
   }
-  const dim3 grid(col_blocks, static_cast<unsigned>((m + kEpilogueRows - 1) / kEpilogueRows));
+  const int64_t row_blocks = (m + kEpilogueRows - 1) / kEpilogueRows;
+  if (row_blocks > 65535) {  // gridDim.y limit
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Int8LinearCuda: m = ", m, " exceeds the epilogue's limit of ", 65535 * kEpilogueRows,
+        " rows per call; split the batch"));
+  }
+  const dim3 grid(col_blocks, static_cast<unsigned>(row_blocks));
   Int8EpilogueKernel<<<grid, kThreads, 0, stream>>>(
       ws->acc.data(), m, n, act.absmax.data(), w.absmax,
       reinterpret_cast<const __half*>(act.outliers.data()), act.max_outliers,

@@ -1,0 +1,116 @@
+// Int8GemmCuda against Int8GemmReference: integer products and sums are exact, so every int32
+// accumulator must be equal on every path (cuBLASLt IMMA, the dp4a streaming kernel, kAuto).
+#include "kernels/cuda/int8_gemm_cuda.h"
+
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cuda/cublaslt.h"
+#include "kernels/cuda/cuda_test_util.h"
+#include "kernels/cuda/device.h"
+#include "kernels/int8_gemm.h"
+#include "kernels/int8_test_util.h"
+
+namespace llmint8::kernels {
+namespace {
+
+using gpu::CublasLt;
+using gpu::DeviceBuffer;
+using gpu::Stream;
+using gpu::testing::Download;
+using gpu::testing::Upload;
+
+// (m, n, k): m covers the dp4a templates (1, 3, 17) and the GEMM regime (2048); (n, k) covers
+// IMMA-friendly sizes that are not multiples of 16 (68 x 100), odd sizes cuBLASLt refuses
+// (53 x 37) and aligned ones (96 x 256).
+using Shape = std::tuple<int64_t, int64_t, int64_t>;
+
+class Int8GemmCudaTest : public ::testing::TestWithParam<Shape> {
+ protected:
+  void SetUp() override { LLMINT8_SKIP_WITHOUT_CUDA_DEVICE(); }
+};
+
+TEST_P(Int8GemmCudaTest, EveryAlgorithmEqualsTheReferenceExactly) {
+  const auto [m, n, k] = GetParam();
+  std::vector<int8_t> a = testing::RandomInt8(m * k, 100 + static_cast<uint32_t>(m));
+  std::vector<int8_t> b = testing::RandomInt8(n * k, 200 + static_cast<uint32_t>(n));
+  a[0] = 127;  // extremes in the first products
+  b[0] = -127;
+  std::vector<int32_t> want(m * n);
+  ASSERT_TRUE(Int8GemmReference(a, b, m, n, k, want).ok());
+
+  auto stream = Stream::Create();
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  auto lt = CublasLt::Create();
+  ASSERT_TRUE(lt.ok()) << lt.status();
+  DeviceBuffer<int8_t> da = Upload(a, *stream);
+  DeviceBuffer<int8_t> db = Upload(b, *stream);
+  auto dc = DeviceBuffer<int32_t>::Allocate(m * n);
+  ASSERT_TRUE(dc.ok());
+
+  for (Int8GemmAlgo algo : {Int8GemmAlgo::kAuto, Int8GemmAlgo::kDp4a, Int8GemmAlgo::kCublasLt}) {
+    SCOPED_TRACE(static_cast<int>(algo));
+    const bool lt_ok = CublasLtInt8Supported(n, k, da.data(), db.data(), dc->data());
+    ASSERT_TRUE(dc->SetZero(stream->get()).ok());
+    const absl::Status s =
+        Int8GemmCuda(&*lt, da.data(), db.data(), m, n, k, dc->data(), algo, stream->get());
+    if (algo == Int8GemmAlgo::kCublasLt && !lt_ok) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+      continue;
+    }
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(Download(*dc, m * n, *stream), want);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Int8GemmCudaTest,
+    ::testing::Combine(::testing::Values<int64_t>(1, 3, 17, 2048),
+                       ::testing::Values<int64_t>(68, 53, 96),
+                       ::testing::Values<int64_t>(100, 37, 256)));
+
+class Int8GemmCudaEdgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override { LLMINT8_SKIP_WITHOUT_CUDA_DEVICE(); }
+};
+
+// The largest allowed k with all products at +127 * 127: 2^17 * 16129 < 2^31, no overflow.
+TEST_F(Int8GemmCudaEdgeTest, LargestKDoesNotOverflow) {
+  const int64_t m = 2, n = 8, k = int64_t{1} << 17;
+  std::vector<int8_t> a(m * k, 127), b(n * k, 127);
+  auto stream = Stream::Create();
+  auto lt = CublasLt::Create();
+  ASSERT_TRUE(stream.ok() && lt.ok());
+  DeviceBuffer<int8_t> da = Upload(a, *stream);
+  DeviceBuffer<int8_t> db = Upload(b, *stream);
+  auto dc = DeviceBuffer<int32_t>::Allocate(m * n);
+  ASSERT_TRUE(dc.ok());
+  for (Int8GemmAlgo algo : {Int8GemmAlgo::kDp4a, Int8GemmAlgo::kCublasLt}) {
+    ASSERT_TRUE(
+        Int8GemmCuda(&*lt, da.data(), db.data(), m, n, k, dc->data(), algo, stream->get()).ok());
+    for (int32_t v : Download(*dc, m * n, *stream)) EXPECT_EQ(v, int32_t{16129} << 17);
+  }
+}
+
+TEST_F(Int8GemmCudaEdgeTest, BadInputIsInvalidArgument) {
+  auto stream = Stream::Create();
+  auto lt = CublasLt::Create();
+  ASSERT_TRUE(stream.ok() && lt.ok());
+  auto a = DeviceBuffer<int8_t>::Allocate(64);
+  auto c = DeviceBuffer<int32_t>::Allocate(64);
+  ASSERT_TRUE(a.ok() && c.ok());
+  const auto code = [&](const int8_t* ap, int64_t m, int64_t n, int64_t k) {
+    return Int8GemmCuda(&*lt, ap, a->data(), m, n, k, c->data(), Int8GemmAlgo::kAuto,
+                        stream->get())
+        .code();
+  };
+  EXPECT_EQ(code(a->data(), 0, 4, 4), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(a->data(), 4, -4, 4), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(a->data(), 1, 4, (int64_t{1} << 17) + 1), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(nullptr, 4, 4, 4), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace llmint8::kernels
