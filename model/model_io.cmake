@@ -14,3 +14,6 @@ llmint8_cc_library(
 llmint8_cc_test(NAME config_test SRCS config_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME shard_plan_test SRCS shard_plan_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME safetensors_test SRCS safetensors_test.cc DEPS llmint8::model_io LABELS model)
+llmint8_cc_test(NAME synthetic_test SRCS synthetic_test.cc DEPS llmint8::model_io LABELS model)
+llmint8_cc_test(NAME int8_checkpoint_test SRCS int8_checkpoint_test.cc DEPS llmint8::model_io
+                LABELS model)
