@@ -1,1 +1,19 @@
-# service
+# service: the Generation service, scheduler (continuous batching), worker group, rendezvous.
+llmint8_cc_library(
+  NAME coordinator_service
+  SRCS
+    coordinator_server.cc
+    generation_service.cc
+    rendezvous_service.cc
+    request_validation.cc
+    scheduler.cc
+    sequence.cc
+    stop_matcher.cc
+    worker_group.cc
+  DEPS
+    llmint8::proto llmint8::grpc_status llmint8::model_spec llmint8::tokenizer llmint8::comm
+    llmint8::log llmint8::common gRPC::grpc++ gRPC::grpc++_reflection
+    absl::random_random absl::synchronization absl::time absl::strings)
+
+llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
+                DEPS llmint8::coordinator_service LABELS service)

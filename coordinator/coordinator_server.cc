@@ -1,0 +1,127 @@
+#include "coordinator/coordinator_server.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "coordinator/generation_service.h"
+#include "coordinator/rendezvous_service.h"
+#include "coordinator/tokenizer.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "tools/log.h"
+#include "worker/model_spec.h"
+
+namespace llmint8::coordinator {
+
+struct CoordinatorServer::Impl {
+  CoordinatorOptions options;
+  model::OptConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<WorkerGroup> group;
+  std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<GenerationService> generation;
+  RendezvousService rendezvous;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::string address;
+  bool shut_down = false;
+};
+
+namespace {
+
+bool HasTokenizerFiles(const std::string& dir) {
+  namespace fs = std::filesystem;
+  return fs::exists(fs::path(dir) / "tokenizer.json") ||
+         (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    CoordinatorOptions options) {
+  auto impl = std::make_unique<Impl>();
+  if (options.group.addresses.empty()) {
+    return absl::InvalidArgumentError("no workers given; pass --workers=host:port,...");
+  }
+  ASSIGN_OR_RETURN(impl->config, worker::LoadModelSpecConfig(options.group.model));
+  int64_t max_context = impl->config.max_position_embeddings;
+  if (options.max_context > 0) max_context = std::min(max_context, options.max_context);
+  options.group.max_context = max_context;
+  options.scheduler.max_context = max_context;
+  options.scheduler.eos_token_id = impl->config.eos_token_id;
+  options.group.max_batch = options.scheduler.max_batch;
+
+  if (std::optional<std::string> dir = worker::ModelSpecDirectory(options.group.model);
+      dir.has_value() && HasTokenizerFiles(*dir)) {
+    TokenizerOptions tok_options;
+    tok_options.bos_id = static_cast<int32_t>(impl->config.bos_token_id);
+    ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::FromDirectory(*dir, tok_options));
+    LLMINT8_LOG(INFO) << "tokenizer loaded from " << *dir;
+  } else {
+    LLMINT8_LOG(INFO) << "no tokenizer for " << options.group.model
+                      << ": prompts must be token ids";
+  }
+  ModelLimits limits;
+  limits.vocab_size = impl->config.vocab_size;
+  limits.max_context = max_context;
+  limits.has_tokenizer = impl->tokenizer != nullptr;
+
+  Impl* raw = impl.get();
+  impl->group = std::make_unique<WorkerGroup>(options.group, [raw](GroupState state) {
+    if (raw->server == nullptr) return;
+    grpc::HealthCheckServiceInterface* health = raw->server->GetHealthCheckService();
+    if (health != nullptr) health->SetServingStatus(state == GroupState::kReady);
+  });
+  impl->scheduler = std::make_unique<Scheduler>(options.scheduler, impl->group.get());
+  impl->generation = std::make_unique<GenerationService>(
+      impl->config, impl->tokenizer.get(), limits, impl->scheduler.get(), impl->group.get(),
+      options.scheduler.max_batch, options.scheduler.queue_capacity);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &impl->port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.RegisterService(impl->generation.get());
+  builder.RegisterService(&impl->rendezvous);
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr || impl->port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("could not listen on ", options.listen, "; pick another --listen port"));
+  }
+  impl->server->GetHealthCheckService()->SetServingStatus(false);
+  impl->address = absl::StrCat("127.0.0.1:", impl->port);
+  std::string advertise = options.advertise.empty() ? impl->address : options.advertise;
+  LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
+                    << "); model " << options.group.model << ", " << options.group.dtype
+                    << ", TP " << options.group.addresses.size() << " over "
+                    << options.group.backend << ", context " << max_context;
+  impl->options = std::move(options);
+  impl->scheduler->Start();
+  impl->group->Start(advertise);
+  return std::unique_ptr<CoordinatorServer>(new CoordinatorServer(std::move(impl)));
+}
+
+CoordinatorServer::CoordinatorServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CoordinatorServer::~CoordinatorServer() { Shutdown(); }
+
+int CoordinatorServer::port() const { return impl_->port; }
+const std::string& CoordinatorServer::address() const { return impl_->address; }
+
+void CoordinatorServer::Wait() { impl_->server->Wait(); }
+
+void CoordinatorServer::Shutdown() {
+  if (impl_->shut_down) return;
+  impl_->shut_down = true;
+  LLMINT8_LOG(INFO) << "coordinator shutting down";
+  impl_->scheduler->Stop();  // ends every stream
+  impl_->group->Stop();
+  impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,47 @@
+// The coordinator process: one gRPC server carrying the public Generation service, the
+// Rendezvous its workers form groups through, grpc.health.v1 (SERVING only while the worker
+// group is ready) and server reflection; plus the WorkerGroup and the Scheduler behind them.
+#ifndef LLMINT8_COORDINATOR_COORDINATOR_SERVER_H_
+#define LLMINT8_COORDINATOR_COORDINATOR_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/worker_group.h"
+
+namespace llmint8::coordinator {
+
+struct CoordinatorOptions {
+  std::string listen = "0.0.0.0:50051";  // port 0 picks a free port (see port())
+  // Address workers reach the rendezvous at; default 127.0.0.1:<port> (one host).
+  std::string advertise;
+  WorkerGroupOptions group;              // addresses, model, dtype, backend, ...
+  SchedulerOptions scheduler;            // max_context / eos are filled from the model
+  int64_t max_context = 0;               // 0: the model's max_position_embeddings
+  int max_message_bytes = 4 << 20;       // larger requests get RESOURCE_EXHAUSTED
+};
+
+class CoordinatorServer {
+ public:
+  // Opens the model's config (and tokenizer when the model directory has one), starts
+  // listening, and starts forming the worker group in the background.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(CoordinatorOptions options);
+  ~CoordinatorServer();  // Shutdown()
+
+  int port() const;
+  const std::string& address() const;  // host:port as clients on this host reach it
+  void Wait();                         // until Shutdown (from another thread)
+  void Shutdown();
+
+ private:
+  struct Impl;
+  explicit CoordinatorServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_COORDINATOR_SERVER_H_

@@ -1,0 +1,97 @@
+// Sends one unary RPC to several stubs at once and waits for the answers (gRPC callback API).
+//
+//   FanOutResult<v1::StepResponse> r = FanOut<v1::StepResponse>(
+//       n, deadline, /*cancel_on=*/IsFatal,
+//       [&](int i, grpc::ClientContext* ctx, v1::StepResponse* resp, auto done) {
+//         stubs[i]->async()->Step(ctx, &request, resp, std::move(done));
+//       });
+//
+// Returns when every call has finished or, as soon as one fails with a status for which
+// `cancel_on` is true, after cancelling the rest (their status then reads CANCELLED). The
+// request objects must outlive the call to FanOut only (gRPC serializes them at start).
+#ifndef LLMINT8_COORDINATOR_FAN_OUT_H_
+#define LLMINT8_COORDINATOR_FAN_OUT_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+
+namespace llmint8::coordinator {
+
+template <typename Resp>
+struct FanOutResult {
+  std::vector<grpc::Status> statuses;
+  std::vector<Resp> responses;  // valid where statuses[i].ok()
+  int first_failure = -1;       // index of the first call that failed, -1 if none
+};
+
+template <typename Resp, typename StartFn>
+FanOutResult<Resp> FanOut(int n, absl::Duration timeout,
+                          const std::function<bool(const grpc::Status&)>& cancel_on,
+                          StartFn start) {
+  struct Call {
+    grpc::ClientContext ctx;
+    Resp resp;
+    grpc::Status status;
+    bool done = false;
+  };
+  struct State {
+    absl::Mutex mu;
+    std::vector<std::unique_ptr<Call>> calls;
+    int pending = 0;
+    int first_failure = -1;
+    bool cancel = false;
+    std::function<bool(const grpc::Status&)> cancel_on;  // callbacks may outlive FanOut
+  };
+  auto state = std::make_shared<State>();
+  state->pending = n;
+  state->cancel_on = cancel_on;
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout));
+  for (int i = 0; i < n; ++i) {
+    state->calls.push_back(std::make_unique<Call>());
+    state->calls.back()->ctx.set_deadline(deadline);
+  }
+  for (int i = 0; i < n; ++i) {
+    Call* call = state->calls[i].get();
+    start(i, &call->ctx, &call->resp, [state, i](grpc::Status s) {
+      absl::MutexLock lock(&state->mu);
+      Call& c = *state->calls[i];
+      c.status = std::move(s);
+      c.done = true;
+      --state->pending;
+      if (!c.status.ok() && state->first_failure < 0) state->first_failure = i;
+      if (!c.status.ok() && state->cancel_on(c.status)) state->cancel = true;
+    });
+  }
+  FanOutResult<Resp> result;
+  absl::MutexLock lock(&state->mu);
+  state->mu.Await(absl::Condition(
+      +[](State* s) { return s->pending == 0 || s->cancel; }, state.get()));
+  if (state->pending > 0) {
+    for (auto& c : state->calls) {
+      if (!c->done) c->ctx.TryCancel();
+    }
+  }
+  result.first_failure = state->first_failure;
+  for (auto& c : state->calls) {
+    if (c->done) {
+      result.statuses.push_back(c->status);
+      result.responses.push_back(c->resp);
+    } else {
+      result.statuses.push_back(grpc::Status(grpc::StatusCode::CANCELLED,
+                                             "cancelled after another worker failed"));
+      result.responses.emplace_back();
+    }
+  }
+  return result;
+}
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_FAN_OUT_H_

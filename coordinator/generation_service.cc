@@ -1,0 +1,146 @@
+#include "coordinator/generation_service.h"
+
+#include <chrono>
+#include <utility>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "worker/grpc_status.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+class TokenizerTextStream : public TokenTextStream {
+ public:
+  explicit TokenizerTextStream(const Tokenizer& tokenizer) : stream_(tokenizer) {}
+  std::string Add(int32_t token_id) override {
+    absl::StatusOr<std::string> piece = stream_.Next(token_id);
+    return piece.ok() ? *std::move(piece) : std::string();
+  }
+  std::string Flush() override { return stream_.Finish(); }
+
+ private:
+  DecodeStream stream_;
+};
+
+constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
+
+}  // namespace
+
+GenerationService::GenerationService(model::OptConfig config, const Tokenizer* tokenizer,
+                                     ModelLimits limits, Scheduler* scheduler,
+                                     const WorkerGroup* group, int32_t max_batch,
+                                     int32_t queue_capacity)
+    : config_(std::move(config)),
+      tokenizer_(tokenizer),
+      limits_(limits),
+      scheduler_(scheduler),
+      group_(group),
+      max_batch_(max_batch),
+      queue_capacity_(queue_capacity) {}
+
+absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
+    const v1::GenerateRequest& req) {
+  absl::StatusOr<GenerationParams> params = ValidateGenerationParams(req, limits_);
+  if (!params.ok()) return params.status();
+  std::vector<int32_t> prompt;
+  if (req.prompt_case() == v1::GenerateRequest::kText) {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        tokenizer_->Encode(req.text(), /*add_bos=*/tokenizer_->bos_id().has_value());
+    if (!ids.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the prompt text could not be tokenized: ", ids.status().message()));
+    }
+    prompt = *std::move(ids);
+  } else {
+    prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
+  }
+  absl::Status valid = ValidatePromptTokens(prompt, *params, limits_);
+  if (!valid.ok()) return valid;
+  if (!req.has_seed()) params->seed = absl::Uniform<uint64_t>(absl::BitGen());
+  std::unique_ptr<TokenTextStream> text;
+  if (tokenizer_ != nullptr) text = std::make_unique<TokenizerTextStream>(*tokenizer_);
+  return std::make_shared<Sequence>(next_seq_id_.fetch_add(1), std::move(prompt),
+                                    *std::move(params), std::move(text));
+}
+
+grpc::Status GenerationService::Generate(grpc::ServerContext* ctx,
+                                         const v1::GenerateRequest* req,
+                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  absl::StatusOr<std::shared_ptr<Sequence>> made = MakeSequence(*req);
+  if (!made.ok()) return ToGrpcStatus(made.status());
+  std::shared_ptr<Sequence> seq = *std::move(made);
+  absl::Status queued = scheduler_->Enqueue(seq);
+  if (!queued.ok()) return ToGrpcStatus(queued);
+
+  std::vector<v1::GenerateResponse> out;
+  while (true) {
+    out.clear();
+    std::optional<absl::Status> final = seq->WaitOutput(kPollInterval, out);
+    for (const v1::GenerateResponse& r : out) {
+      if (!writer->Write(r)) {
+        scheduler_->Cancel(seq);
+        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
+    }
+    if (final.has_value()) return ToGrpcStatus(*final);
+    if (ctx->IsCancelled()) {
+      scheduler_->Cancel(seq);
+      if (std::chrono::system_clock::now() >= ctx->deadline()) {
+        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                            "the request's deadline passed; allow more time or ask for fewer "
+                            "tokens");
+      }
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the request");
+    }
+  }
+}
+
+grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
+                                         v1::TokenizeResponse* resp) {
+  if (tokenizer_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "this model was served without a tokenizer (no vocab.json/merges.txt)");
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(req->text(), req->add_bos());
+  if (!ids.ok()) return ToGrpcStatus(ids.status());
+  for (int32_t id : *ids) {
+    resp->add_token_ids(id);
+    absl::StatusOr<std::string> bytes = tokenizer_->DecodeBytes({&id, 1});
+    resp->add_pieces(bytes.ok() ? *bytes : std::string());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*,
+                                             const v1::GetModelInfoRequest*,
+                                             v1::ModelInfo* resp) {
+  const WorkerGroupOptions& o = group_->options();
+  resp->set_model(o.model);
+  resp->set_dtype(o.dtype);
+  resp->set_threshold(o.threshold);
+  resp->set_tensor_parallel(group_->world_size());
+  resp->set_backend(o.backend);
+  resp->set_vocab_size(static_cast<int32_t>(config_.vocab_size));
+  resp->set_max_context(static_cast<int32_t>(limits_.max_context));
+  resp->set_eos_token_id(static_cast<int32_t>(config_.eos_token_id));
+  resp->set_bos_token_id(static_cast<int32_t>(config_.bos_token_id));
+  resp->set_has_tokenizer(tokenizer_ != nullptr);
+  resp->set_num_parameters(config_.NumParameters());
+  resp->set_max_batch(max_batch_);
+  resp->set_queue_capacity(queue_capacity_);
+  const std::vector<WorkerStatus> workers = group_->Workers();
+  for (size_t i = 0; i < workers.size(); ++i) {
+    v1::WorkerInfo* w = resp->add_workers();
+    w->set_rank(static_cast<int32_t>(i));
+    w->set_address(workers[i].address);
+    w->set_device(workers[i].device);
+    w->set_weight_bytes(workers[i].weight_bytes);
+    w->set_total_bytes(workers[i].total_bytes);
+    w->set_healthy(workers[i].healthy);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,53 @@
+// The public Generation gRPC service (proto/llmint8/v1/generation.proto): validates and
+// tokenizes requests, queues them on the Scheduler and streams each sequence's tokens back.
+// A client that cancels, or whose deadline passes, has its sequence freed at the next step
+// boundary (the handler notices within ~50 ms).
+//
+// Thread-safe: gRPC runs each call on its own thread.
+#ifndef LLMINT8_COORDINATOR_GENERATION_SERVICE_H_
+#define LLMINT8_COORDINATOR_GENERATION_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "coordinator/request_validation.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/tokenizer.h"
+#include "coordinator/worker_group.h"
+#include "llmint8/v1/generation.grpc.pb.h"
+#include "model/config.h"
+
+namespace llmint8::coordinator {
+
+class GenerationService final : public v1::Generation::Service {
+ public:
+  // `tokenizer` may be null (token-id prompts only). All pointers outlive the service.
+  GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
+                    Scheduler* scheduler, const WorkerGroup* group, int32_t max_batch,
+                    int32_t queue_capacity);
+
+  grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
+                        v1::TokenizeResponse* resp) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* ctx, const v1::GetModelInfoRequest* req,
+                            v1::ModelInfo* resp) override;
+
+ private:
+  absl::StatusOr<std::shared_ptr<Sequence>> MakeSequence(const v1::GenerateRequest& req);
+
+  const model::OptConfig config_;
+  const Tokenizer* const tokenizer_;
+  const ModelLimits limits_;
+  Scheduler* const scheduler_;
+  const WorkerGroup* const group_;
+  const int32_t max_batch_;
+  const int32_t queue_capacity_;
+  std::atomic<uint64_t> next_seq_id_{1};
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_GENERATION_SERVICE_H_

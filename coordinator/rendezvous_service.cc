@@ -1,0 +1,58 @@
+#include "coordinator/rendezvous_service.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "worker/grpc_status.h"
+
+namespace llmint8::coordinator {
+
+grpc::Status RendezvousService::Set(grpc::ServerContext*, const v1::SetRequest* req,
+                                    v1::SetResponse*) {
+  if (req->key().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous key must not be empty");
+  }
+  return ToGrpcStatus(store_.Set(req->key(), req->value()));
+}
+
+grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
+                                    v1::GetResponse* resp) {
+  if (req->timeout_ms() < 0 || req->timeout_ms() > kMaxTimeoutMs) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "rendezvous Get timeout_ms must be in [0, 600000]");
+  }
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(req->timeout_ms());
+  for (const std::string& key : req->keys()) {
+    // Wait in slices so that a client that went away frees this thread soon.
+    while (true) {
+      const absl::Duration left = deadline - absl::Now();
+      absl::StatusOr<std::string> value =
+          store_.Get(key, std::clamp(left, absl::ZeroDuration(), absl::Milliseconds(200)));
+      if (value.ok()) {
+        resp->add_values(*std::move(value));
+        break;
+      }
+      if (value.status().code() != absl::StatusCode::kDeadlineExceeded) {
+        return ToGrpcStatus(value.status());
+      }
+      if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+      if (absl::Now() >= deadline) {
+        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                            "rendezvous key '" + key + "' was not set in time");
+      }
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RendezvousService::Add(grpc::ServerContext*, const v1::AddRequest* req,
+                                    v1::AddResponse* resp) {
+  absl::StatusOr<int64_t> value = store_.Add(req->key(), req->delta());
+  if (!value.ok()) return ToGrpcStatus(value.status());
+  resp->set_value(*value);
+  return grpc::Status::OK;
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,104 @@
+#include "coordinator/request_validation.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::coordinator {
+
+absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
+                                                          const ModelLimits& limits) {
+  GenerationParams p;
+  const bool has_text = request.prompt_case() == v1::GenerateRequest::kText &&
+                        !request.text().empty();
+  const bool has_ids = request.prompt_case() == v1::GenerateRequest::kTokenIds &&
+                       request.token_ids().ids_size() > 0;
+  if (!has_text && !has_ids) {
+    return absl::InvalidArgumentError(
+        "the prompt is empty; set GenerateRequest.text or GenerateRequest.token_ids.ids");
+  }
+  if (has_text && !limits.has_tokenizer) {
+    return absl::FailedPreconditionError(
+        "this model was served without a tokenizer (no vocab.json/merges.txt); send the "
+        "prompt as token_ids");
+  }
+  if (request.max_new_tokens() <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_new_tokens is ", request.max_new_tokens(), "; it must be at least 1"));
+  }
+  if (request.max_new_tokens() >= limits.max_context) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "max_new_tokens is ", request.max_new_tokens(), " but the model's context holds ",
+        limits.max_context, " tokens including the prompt; ask for fewer tokens"));
+  }
+  if (!std::isfinite(request.temperature()) || request.temperature() < 0.0f) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "temperature is ", request.temperature(),
+        "; it must be >= 0 (0 is greedy decoding)"));
+  }
+  if (request.top_k() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k is ", request.top_k(), "; it must be >= 0 (0 disables it)"));
+  }
+  if (request.has_top_p() &&
+      (!std::isfinite(request.top_p()) || request.top_p() <= 0.0f || request.top_p() > 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "top_p is ", request.top_p(), "; it must be in (0, 1] (leave it unset to disable)"));
+  }
+  if (request.stop_size() > 0 && !limits.has_tokenizer) {
+    return absl::FailedPreconditionError(
+        "stop sequences need a tokenizer, and this model was served without one");
+  }
+  if (request.stop_size() > limits.max_stop_sequences) {
+    return absl::InvalidArgumentError(absl::StrCat("there are ", request.stop_size(),
+                                                   " stop sequences; at most ",
+                                                   limits.max_stop_sequences, " are allowed"));
+  }
+  for (int i = 0; i < request.stop_size(); ++i) {
+    const std::string& s = request.stop(i);
+    if (s.empty() || static_cast<int>(s.size()) > limits.max_stop_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop[", i, "] has ", s.size(), " bytes; each stop sequence must have 1 to ",
+          limits.max_stop_bytes));
+    }
+    p.stop.push_back(s);
+  }
+  p.max_new_tokens = request.max_new_tokens();
+  p.temperature = request.temperature();
+  p.top_k = request.top_k();
+  p.top_p = request.has_top_p() ? request.top_p() : 1.0f;
+  p.seed = request.seed();
+  p.logprobs = request.logprobs();
+  p.ignore_eos = request.ignore_eos();
+  return p;
+}
+
+absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
+                                  const GenerationParams& params, const ModelLimits& limits) {
+  if (prompt.empty()) {
+    return absl::InvalidArgumentError("the prompt has no tokens; send a non-empty prompt");
+  }
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= limits.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token ", i, " is ", prompt[i], "; token ids must be in [0, ",
+          limits.vocab_size, ")"));
+    }
+  }
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  if (n >= limits.max_context) {
+    return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
+                                              " tokens but the context holds ",
+                                              limits.max_context,
+                                              " including at least one new token; shorten it"));
+  }
+  if (n + params.max_new_tokens > limits.max_context) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "prompt (", n, " tokens) + max_new_tokens (", params.max_new_tokens,
+        ") exceeds the context of ", limits.max_context, " tokens; set max_new_tokens <= ",
+        limits.max_context - n));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,38 @@
+// Checks a GenerateRequest against the served model before anything is queued. Every error
+// names the field and says what to change:
+//   INVALID_ARGUMENT  empty prompt, max_new_tokens <= 0, temperature < 0 or not finite,
+//                     top_k < 0, top_p outside (0, 1], a token id outside the vocabulary,
+//                     too many / empty / too long stop sequences, prompt text not UTF-8;
+//   OUT_OF_RANGE      prompt longer than the context, or prompt + max_new_tokens beyond it;
+//   FAILED_PRECONDITION  a text prompt or stop sequences for a model without a tokenizer.
+#ifndef LLMINT8_COORDINATOR_REQUEST_VALIDATION_H_
+#define LLMINT8_COORDINATOR_REQUEST_VALIDATION_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/sequence.h"
+#include "llmint8/v1/generation.pb.h"
+
+namespace llmint8::coordinator {
+
+struct ModelLimits {
+  int64_t vocab_size = 0;
+  int64_t max_context = 0;  // prompt + generated tokens
+  bool has_tokenizer = false;
+  int max_stop_sequences = 16;
+  int max_stop_bytes = 256;
+};
+
+// Everything except the prompt's contents (which need the tokenizer first).
+absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
+                                                          const ModelLimits& limits);
+
+// The prompt's token ids (after tokenization for a text prompt) against vocab and context.
+absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
+                                  const GenerationParams& params, const ModelLimits& limits);
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_REQUEST_VALIDATION_H_

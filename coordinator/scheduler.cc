@@ -1,0 +1,217 @@
+#include "coordinator/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "tools/log.h"
+
+namespace llmint8::coordinator {
+
+Scheduler::Scheduler(SchedulerOptions options, WorkerGroup* group)
+    : options_(std::move(options)), group_(group) {}
+
+Scheduler::~Scheduler() { Stop(); }
+
+void Scheduler::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Scheduler::Stop() {
+  std::deque<std::shared_ptr<Sequence>> queued;
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+    queued.swap(queue_);
+  }
+  if (thread_.joinable()) thread_.join();
+  const absl::Status down = absl::UnavailableError("the server is shutting down");
+  for (auto& seq : queued) seq->Fail(down);
+}
+
+absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) {
+  absl::MutexLock lock(&mu_);
+  if (stop_) return absl::UnavailableError("the server is shutting down");
+  if (static_cast<int32_t>(queue_.size()) >= options_.queue_capacity) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the request queue is full (", options_.queue_capacity,
+        " waiting requests); retry later with backoff"));
+  }
+  queue_.push_back(std::move(seq));
+  return absl::OkStatus();
+}
+
+void Scheduler::Cancel(const std::shared_ptr<Sequence>& seq) {
+  seq->Cancel();
+  absl::MutexLock lock(&mu_);
+  auto it = std::find(queue_.begin(), queue_.end(), seq);
+  if (it != queue_.end()) queue_.erase(it);
+  wake_ = true;
+}
+
+int Scheduler::queued() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size());
+}
+
+int Scheduler::running() const {
+  absl::MutexLock lock(&mu_);
+  return running_count_;
+}
+
+uint64_t Scheduler::steps() const {
+  absl::MutexLock lock(&mu_);
+  return steps_;
+}
+
+void Scheduler::FailRunning(const absl::Status& status) {
+  for (auto& seq : running_) seq->Fail(status);
+  running_.clear();
+  kv_in_use_ = 0;
+  to_release_.clear();  // the group that held them is gone
+  absl::MutexLock lock(&mu_);
+  running_count_ = 0;
+}
+
+void Scheduler::ReleaseFinished() {
+  // Drop cancelled sequences from the batch.
+  for (auto it = running_.begin(); it != running_.end();) {
+    if ((*it)->cancelled()) {
+      to_release_.push_back((*it)->id());
+      kv_in_use_ -= (*it)->max_tokens();
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!to_release_.empty()) {
+    absl::Status s = group_->Release(to_release_);
+    if (!s.ok()) {
+      FailRunning(absl::UnavailableError(s.message()));
+    }
+    to_release_.clear();
+  }
+  absl::MutexLock lock(&mu_);
+  running_count_ = static_cast<int>(running_.size());
+}
+
+void Scheduler::AdmitLocked(int64_t& prefill_tokens) {
+  const int64_t budget = options_.kv_budget_tokens > 0
+                             ? options_.kv_budget_tokens
+                             : int64_t{options_.max_batch} * options_.max_context;
+  while (!queue_.empty() && static_cast<int32_t>(running_.size()) < options_.max_batch) {
+    std::shared_ptr<Sequence>& next = queue_.front();
+    if (next->cancelled()) {
+      queue_.pop_front();
+      continue;
+    }
+    const int64_t prompt = static_cast<int64_t>(next->prompt().size());
+    if (!running_.empty() && kv_in_use_ + next->max_tokens() > budget) break;
+    if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
+    prefill_tokens += prompt;
+    kv_in_use_ += next->max_tokens();
+    next->MarkAdmitted();
+    running_.push_back(std::move(next));
+    queue_.pop_front();
+  }
+  running_count_ = static_cast<int>(running_.size());
+}
+
+void Scheduler::Loop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      const bool have_running = !running_.empty();
+      auto has_work = [this, have_running]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stop_ || wake_ || have_running || !queue_.empty();
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&has_work), absl::Milliseconds(100));
+      wake_ = false;
+      if (stop_) break;
+    }
+    if (!group_->ready() || group_->epoch() != running_epoch_) {
+      if (!running_.empty()) {
+        FailRunning(absl::UnavailableError(
+            "a worker was lost while this request was running; the group is re-forming, "
+            "retry the request"));
+      }
+      if (!group_->WaitReady(absl::Milliseconds(100))) continue;
+      running_epoch_ = group_->epoch();
+    }
+    ReleaseFinished();
+    int64_t prefill_tokens = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      AdmitLocked(prefill_tokens);
+    }
+    if (running_.empty()) continue;
+
+    v1::StepRequest request;
+    for (const auto& seq : running_) {
+      v1::SeqStep* step = request.add_seqs();
+      step->set_seq_id(seq->id());
+      if (seq->prefilled()) {
+        step->add_token_ids(seq->last_token());
+      } else {
+        step->mutable_token_ids()->Add(seq->prompt().begin(), seq->prompt().end());
+      }
+      const GenerationParams& p = seq->params();
+      v1::SamplingParams* sp = step->mutable_sampling();
+      sp->set_temperature(p.temperature);
+      sp->set_top_k(p.top_k);
+      sp->set_top_p(p.top_p);
+      sp->set_seed(p.seed);
+      step->set_sample_index(seq->num_generated());
+      step->set_logprobs(p.logprobs);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      request.set_step_id(++steps_);
+    }
+    absl::StatusOr<v1::StepResponse> response = group_->Step(request);
+    if (!response.ok()) {
+      if (!group_->ready()) {
+        FailRunning(absl::UnavailableError(response.status().message()));
+      } else {
+        // Every rank rejected the batch alike: fail its sequences, keep the group.
+        LLMINT8_LOG(ERROR) << "step rejected by the workers: " << response.status();
+        for (const auto& seq : running_) {
+          to_release_.push_back(seq->id());
+          seq->Fail(response.status());
+        }
+        running_.clear();
+        kv_in_use_ = 0;
+      }
+      continue;
+    }
+    if (response->results_size() != static_cast<int>(running_.size())) {
+      FailRunning(absl::InternalError(absl::StrCat(
+          "rank 0 returned ", response->results_size(), " tokens for a batch of ",
+          running_.size())));
+      continue;
+    }
+    std::vector<std::shared_ptr<Sequence>> still_running;
+    still_running.reserve(running_.size());
+    for (size_t i = 0; i < running_.size(); ++i) {
+      auto& seq = running_[i];
+      const v1::SeqResult& r = response->results(static_cast<int>(i));
+      bool finished = seq->cancelled();
+      if (!finished) {
+        std::optional<float> logprob;
+        if (seq->params().logprobs) logprob = r.logprob();
+        finished = seq->AddToken(r.token_id(), logprob, options_.eos_token_id);
+      }
+      if (finished) {
+        to_release_.push_back(seq->id());
+        kv_in_use_ -= seq->max_tokens();
+      } else {
+        still_running.push_back(std::move(seq));
+      }
+    }
+    running_.swap(still_running);
+    ReleaseFinished();
+  }
+  FailRunning(absl::UnavailableError("the server is shutting down"));
+}
+
+}  // namespace llmint8::coordinator

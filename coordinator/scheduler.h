@@ -1,0 +1,83 @@
+// Continuous batching: one thread forms a batch every step from the running sequences (one
+// new token each) and newly admitted ones (their whole prompt: prefill), sends it to every
+// worker through the WorkerGroup, and feeds the sampled tokens back to the sequences.
+// Sequences join and leave between steps; a finished or cancelled sequence is released on
+// every worker right after the step that finished it (or at the next step boundary).
+//
+// Admission is FIFO from a bounded queue, limited by max_batch, by a KV budget (sum over
+// running sequences of prompt + max_new_tokens positions) and by the prompt tokens one step
+// may prefill. When the group breaks, running sequences fail with UNAVAILABLE and queued ones
+// wait for the group to re-form.
+//
+// Thread-safety: Enqueue / Cancel / counters are safe from any thread.
+#ifndef LLMINT8_COORDINATOR_SCHEDULER_H_
+#define LLMINT8_COORDINATOR_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "coordinator/sequence.h"
+#include "coordinator/worker_group.h"
+
+namespace llmint8::coordinator {
+
+struct SchedulerOptions {
+  int32_t max_batch = 32;              // sequences per step
+  int32_t queue_capacity = 256;        // waiting requests; more get RESOURCE_EXHAUSTED
+  int64_t kv_budget_tokens = 0;        // 0: max_batch * max_context
+  int64_t max_prefill_tokens = 4096;   // prompt tokens per step (a longer prompt runs alone)
+  int64_t max_context = 2048;
+  int64_t eos_token_id = 2;
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, WorkerGroup* group);  // `group` outlives this
+  ~Scheduler();  // Stop()
+
+  void Start();
+  // Fails every queued and running sequence with UNAVAILABLE and joins the thread.
+  void Stop();
+
+  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after Stop.
+  absl::Status Enqueue(std::shared_ptr<Sequence> seq);
+  // Marks `seq` cancelled; a queued sequence leaves the queue at once, a running one is
+  // released on the workers at the next step boundary.
+  void Cancel(const std::shared_ptr<Sequence>& seq);
+
+  int queued() const;
+  int running() const;
+  uint64_t steps() const;
+
+ private:
+  void Loop();
+  void AdmitLocked(int64_t& prefill_tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailRunning(const absl::Status& status);
+  void ReleaseFinished();
+
+  const SchedulerOptions options_;
+  WorkerGroup* const group_;
+
+  mutable absl::Mutex mu_;
+  std::deque<std::shared_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  // Owned by the scheduler thread; mirrored under mu_ for the counters.
+  std::vector<std::shared_ptr<Sequence>> running_;
+  int running_count_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t kv_in_use_ = 0;
+  int64_t running_epoch_ = 0;
+  std::vector<uint64_t> to_release_;
+  std::thread thread_;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_SCHEDULER_H_

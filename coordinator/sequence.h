@@ -1,0 +1,100 @@
+// One Generate request as the scheduler sees it, shared by the RPC handler thread (which
+// streams its output and may cancel it) and the scheduler thread (which advances it).
+//
+// The scheduler pushes responses and finally a status into the outbox; the handler takes them
+// with WaitOutput. Cancel() may be called from any thread at any time.
+#ifndef LLMINT8_COORDINATOR_SEQUENCE_H_
+#define LLMINT8_COORDINATOR_SEQUENCE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/stop_matcher.h"
+#include "llmint8/v1/generation.pb.h"
+
+namespace llmint8::coordinator {
+
+// Validated generation parameters (generation_service.cc fills them from a GenerateRequest).
+struct GenerationParams {
+  int32_t max_new_tokens = 16;
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  bool logprobs = false;
+  bool ignore_eos = false;
+};
+
+// Turns one sequence's generated token ids into complete UTF-8 text pieces.
+class TokenTextStream {
+ public:
+  virtual ~TokenTextStream() = default;
+  virtual std::string Add(int32_t token_id) = 0;
+  virtual std::string Flush() = 0;  // text held back at the end (an incomplete sequence)
+};
+
+class Sequence {
+ public:
+  Sequence(uint64_t id, std::vector<int32_t> prompt, GenerationParams params,
+           std::unique_ptr<TokenTextStream> text);
+
+  uint64_t id() const { return id_; }
+  const std::vector<int32_t>& prompt() const { return prompt_; }
+  const GenerationParams& params() const { return params_; }
+  // Positions this sequence may occupy in the KV cache.
+  int64_t max_tokens() const { return static_cast<int64_t>(prompt_.size()) + params_.max_new_tokens; }
+
+  // ---- Handler side ----
+  // Waits up to `timeout` for output; moves pending responses into `out`. Returns the final
+  // status once the scheduler has finished the sequence (after its last response), else
+  // nullopt.
+  std::optional<absl::Status> WaitOutput(absl::Duration timeout,
+                                         std::vector<v1::GenerateResponse>& out);
+  void Cancel() { cancelled_.store(true); }
+  bool cancelled() const { return cancelled_.load(); }
+
+  // ---- Scheduler side (one thread) ----
+  // Appends a sampled token: detokenizes, applies stop / eos / length rules and pushes the
+  // response (the final one with usage and timings). Returns true when the sequence finished.
+  bool AddToken(int32_t token_id, std::optional<float> logprob, int64_t eos_token_id);
+  // Ends the stream with an error (the handler returns it to the client).
+  void Fail(const absl::Status& status);
+  void MarkAdmitted() { admitted_ = absl::Now(); }
+  bool prefilled() const { return !generated_.empty(); }
+  int32_t last_token() const { return generated_.back(); }
+  int32_t num_generated() const { return static_cast<int32_t>(generated_.size()); }
+
+ private:
+  void Finish(v1::GenerateResponse response, v1::FinishReason reason);
+
+  const uint64_t id_;
+  const std::vector<int32_t> prompt_;
+  const GenerationParams params_;
+  std::unique_ptr<TokenTextStream> text_;
+  StopMatcher stop_;
+  std::atomic<bool> cancelled_{false};
+
+  // Scheduler thread only.
+  std::vector<int32_t> generated_;
+  absl::Time arrival_ = absl::Now();
+  absl::Time admitted_ = absl::InfiniteFuture();
+  absl::Time first_token_ = absl::InfiniteFuture();
+
+  absl::Mutex mu_;
+  std::deque<v1::GenerateResponse> outbox_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> final_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_SEQUENCE_H_

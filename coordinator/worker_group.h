@@ -1,0 +1,116 @@
+// The coordinator's view of its tensor-parallel workers: forms the group (LoadShard on every
+// worker, concurrently, under a fresh epoch), drives it in lockstep (the same Step / Release
+// to every worker, concurrently, waiting for all), watches health, and re-forms the group when
+// a lost worker is back.
+//
+// States: kForming (waiting for every worker to answer, then loading) -> kReady -> kBroken
+// (a Step failed, or a health probe did) -> kForming ... Only kReady accepts Step / Release.
+// `on_state_change` is called (from the thread that changed the state, no lock held) so the
+// server can flip its grpc.health.v1 status.
+//
+// Thread-safety: Step and Release are called by one thread at a time (the scheduler); the
+// monitor runs on its own thread; state queries are safe from any thread.
+#ifndef LLMINT8_COORDINATOR_WORKER_GROUP_H_
+#define LLMINT8_COORDINATOR_WORKER_GROUP_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "llmint8/v1/worker.grpc.pb.h"
+
+namespace llmint8::coordinator {
+
+struct WorkerGroupOptions {
+  std::vector<std::string> addresses;  // rank order
+  std::string backend = "gloo";        // "gloo", "nccl" (world size 1: "local")
+  std::string model;                   // model spec (worker/model_spec.h)
+  std::string dtype = "fp16";
+  float threshold = 6.0f;
+  std::string device = "cpu";
+  int32_t max_batch = 32;
+  int64_t max_context = 0;
+  absl::Duration probe_interval = absl::Milliseconds(250);
+  absl::Duration probe_timeout = absl::Milliseconds(1000);
+  absl::Duration step_timeout = absl::Seconds(120);
+  absl::Duration load_timeout = absl::Minutes(30);
+};
+
+enum class GroupState { kForming, kReady, kBroken, kStopped };
+
+struct WorkerStatus {
+  std::string address;
+  bool healthy = false;
+  std::string device;
+  int64_t weight_bytes = 0;
+  int64_t total_bytes = 0;
+};
+
+class WorkerGroup {
+ public:
+  WorkerGroup(WorkerGroupOptions options, std::function<void(GroupState)> on_state_change);
+  ~WorkerGroup();  // stops the monitor
+  WorkerGroup(const WorkerGroup&) = delete;
+  WorkerGroup& operator=(const WorkerGroup&) = delete;
+
+  // Starts the monitor thread (which forms the group as soon as all workers answer).
+  // `rendezvous_address`: this coordinator's Rendezvous service, as workers reach it.
+  void Start(std::string rendezvous_address);
+  void Stop();
+
+  GroupState state() const;
+  bool ready() const { return state() == GroupState::kReady; }
+  int64_t epoch() const;
+  int world_size() const { return static_cast<int>(options_.addresses.size()); }
+  const WorkerGroupOptions& options() const { return options_; }
+  // Blocks until kReady or `timeout`; true when ready.
+  bool WaitReady(absl::Duration timeout) const;
+
+  // Sends `request` (its epoch is filled in) to every worker, waits for all, and returns
+  // rank 0's response. Any failure breaks the group and returns UNAVAILABLE naming the worker,
+  // except an INVALID_ARGUMENT / OUT_OF_RANGE / RESOURCE_EXHAUSTED that every rank agrees on
+  // (the batch was bad, the group is fine).
+  absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request);
+  // Frees sequences on every worker; failures break the group.
+  absl::Status Release(const std::vector<uint64_t>& seq_ids);
+
+  // One entry per worker (memory figures from its last LoadShard / Stats).
+  std::vector<WorkerStatus> Workers() const;
+
+ private:
+  struct Worker {
+    std::string address;
+    std::unique_ptr<v1::Worker::Stub> stub;
+    WorkerStatus status;
+  };
+
+  void MonitorLoop();
+  bool ProbeAll(int64_t expected_epoch);  // true when every worker answered (and matches)
+  absl::Status Form();
+  void SetState(GroupState state, const absl::Status& why);
+  void Break(const absl::Status& why);
+
+  const WorkerGroupOptions options_;
+  const std::function<void(GroupState)> on_state_change_;
+  std::vector<Worker> workers_;
+  std::string rendezvous_address_;  // set by Start
+
+  mutable absl::Mutex mu_;
+  GroupState state_ ABSL_GUARDED_BY(mu_) = GroupState::kForming;
+  int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread monitor_;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_WORKER_GROUP_H_

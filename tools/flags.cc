@@ -1,0 +1,51 @@
+#include "tools/flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, listen, "",
+          "host:port to serve on (coordinator / serve default 0.0.0.0:50051; worker default "
+          "127.0.0.1:50061; port 0 picks a free port)");
+ABSL_FLAG(std::string, coordinator, "",
+          "generate: the coordinator to call (default 127.0.0.1:50051). worker: the "
+          "coordinator's rendezvous address, overriding the one it sends");
+ABSL_FLAG(std::string, advertise, "",
+          "host:port workers reach this coordinator at (default 127.0.0.1:<port>)");
+ABSL_FLAG(std::vector<std::string>, workers, {},
+          "comma-separated worker addresses, in rank order (coordinator)");
+ABSL_FLAG(int32_t, tp, 2, "tensor-parallel degree: number of local worker processes (serve)");
+ABSL_FLAG(int32_t, worker_base_port, 0,
+          "serve: worker i listens on 127.0.0.1:<worker_base_port + i> (0: the listen port + "
+          "10)");
+ABSL_FLAG(std::string, model, "",
+          "model directory (config.json + *.safetensors [+ vocab.json, merges.txt]) or "
+          "synthetic:<preset>[,layers=N,hidden=N,heads=N,ffn=N,vocab=N,positions=N,seed=N]");
+ABSL_FLAG(std::string, dtype, "fp16", "weights: fp16, int8 (LLM.int8()) or fp32");
+ABSL_FLAG(float, threshold, 6.0f,
+          "LLM.int8() outlier threshold (int8 only; 0 disables the decomposition)");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(std::string, backend, "",
+          "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda)");
+ABSL_FLAG(std::string, memory_limit, "0",
+          "bytes each worker may use, with an optional K/M/G suffix (0: unlimited)");
+ABSL_FLAG(int32_t, max_batch, 32, "sequences per step (continuous batching)");
+ABSL_FLAG(int32_t, queue_capacity, 256,
+          "requests that may wait for a batch slot; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_context, 0,
+          "longest prompt + generation in tokens (0: the model's max_position_embeddings)");
+ABSL_FLAG(int64_t, kv_budget_tokens, 0,
+          "KV cache positions reserved by running sequences, summed (0: max_batch * context)");
+ABSL_FLAG(int32_t, max_message_bytes, 4 << 20,
+          "largest request the coordinator accepts (bigger: RESOURCE_EXHAUSTED)");
+ABSL_FLAG(bool, respawn, true, "serve: restart a worker process that exits");
+ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
+ABSL_FLAG(std::vector<std::string>, token_ids, {},
+          "generate: the prompt as comma-separated token ids (instead of --prompt)");
+ABSL_FLAG(int32_t, max_new_tokens, 32, "generate: tokens to generate");
+ABSL_FLAG(float, temperature, 0.0f, "generate: 0 is greedy; > 0 samples");
+ABSL_FLAG(int32_t, top_k, 0, "generate: keep the k most likely tokens (0: off)");
+ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus sampling mass in (0, 1]");
+ABSL_FLAG(int64_t, seed, -1, "generate: sampler seed (-1: chosen by the server)");
+ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop sequences");
+ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");
+ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-sequence token");
+ABSL_FLAG(double, timeout, 0, "generate: deadline in seconds (0: none)");

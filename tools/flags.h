@@ -1,0 +1,42 @@
+// Command-line flags of the llmint8 binary (absl flags, shared by the subcommands; each
+// subcommand's --help lists the ones it reads).
+#ifndef LLMINT8_TOOLS_FLAGS_H_
+#define LLMINT8_TOOLS_FLAGS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+
+ABSL_DECLARE_FLAG(std::string, listen);
+ABSL_DECLARE_FLAG(std::string, coordinator);
+ABSL_DECLARE_FLAG(std::string, advertise);
+ABSL_DECLARE_FLAG(std::vector<std::string>, workers);
+ABSL_DECLARE_FLAG(int32_t, tp);
+ABSL_DECLARE_FLAG(int32_t, worker_base_port);
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, dtype);
+ABSL_DECLARE_FLAG(float, threshold);
+ABSL_DECLARE_FLAG(std::string, device);
+ABSL_DECLARE_FLAG(std::string, backend);
+ABSL_DECLARE_FLAG(std::string, memory_limit);
+ABSL_DECLARE_FLAG(int32_t, max_batch);
+ABSL_DECLARE_FLAG(int32_t, queue_capacity);
+ABSL_DECLARE_FLAG(int64_t, max_context);
+ABSL_DECLARE_FLAG(int64_t, kv_budget_tokens);
+ABSL_DECLARE_FLAG(int32_t, max_message_bytes);
+ABSL_DECLARE_FLAG(bool, respawn);
+ABSL_DECLARE_FLAG(std::string, prompt);
+ABSL_DECLARE_FLAG(std::vector<std::string>, token_ids);
+ABSL_DECLARE_FLAG(int32_t, max_new_tokens);
+ABSL_DECLARE_FLAG(float, temperature);
+ABSL_DECLARE_FLAG(int32_t, top_k);
+ABSL_DECLARE_FLAG(float, top_p);
+ABSL_DECLARE_FLAG(int64_t, seed);
+ABSL_DECLARE_FLAG(std::vector<std::string>, stop);
+ABSL_DECLARE_FLAG(bool, logprobs);
+ABSL_DECLARE_FLAG(bool, ignore_eos);
+ABSL_DECLARE_FLAG(double, timeout);
+
+#endif  // LLMINT8_TOOLS_FLAGS_H_

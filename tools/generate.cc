@@ -1,0 +1,104 @@
+// generate: a Generation client that streams the answer to the terminal.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "grpcpp/grpcpp.h"
+#include "llmint8/v1/generation.grpc.pb.h"
+#include "tools/flags.h"
+#include "tools/subcommands.h"
+
+namespace llmint8::tools {
+namespace {
+
+const char* FinishName(v1::FinishReason r) {
+  switch (r) {
+    case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_STOP: return "stop";
+    case v1::FINISH_REASON_EOS: return "eos";
+    case v1::FINISH_REASON_CANCELLED: return "cancelled";
+    default: return "unspecified";
+  }
+}
+
+}  // namespace
+
+int RunGenerate() {
+  const std::string target = absl::GetFlag(FLAGS_coordinator).empty()
+                                 ? "127.0.0.1:50051"
+                                 : absl::GetFlag(FLAGS_coordinator);
+  auto stub = v1::Generation::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+
+  v1::GenerateRequest req;
+  if (!absl::GetFlag(FLAGS_token_ids).empty()) {
+    for (const std::string& s : absl::GetFlag(FLAGS_token_ids)) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(s, &id)) {
+        std::fprintf(stderr, "llmint8 generate: --token_ids entry '%s' is not an integer\n",
+                     s.c_str());
+        return 2;
+      }
+      req.mutable_token_ids()->add_ids(id);
+    }
+  } else {
+    req.set_text(absl::GetFlag(FLAGS_prompt));
+  }
+  req.set_max_new_tokens(absl::GetFlag(FLAGS_max_new_tokens));
+  req.set_temperature(absl::GetFlag(FLAGS_temperature));
+  req.set_top_k(absl::GetFlag(FLAGS_top_k));
+  req.set_top_p(absl::GetFlag(FLAGS_top_p));
+  if (absl::GetFlag(FLAGS_seed) >= 0) req.set_seed(absl::GetFlag(FLAGS_seed));
+  for (const std::string& s : absl::GetFlag(FLAGS_stop)) req.add_stop(s);
+  req.set_logprobs(absl::GetFlag(FLAGS_logprobs));
+  req.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+
+  // Whether text comes back (models served without a tokenizer stream token ids only).
+  bool has_tokenizer = true;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::GetModelInfoRequest info_req;
+    v1::ModelInfo info;
+    if (stub->GetModelInfo(&ctx, info_req, &info).ok()) has_tokenizer = info.has_tokenizer();
+  }
+
+  grpc::ClientContext ctx;
+  const double timeout = absl::GetFlag(FLAGS_timeout);
+  if (timeout > 0) {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000)));
+  }
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse resp;
+  v1::GenerateResponse last;
+  while (reader->Read(&resp)) {
+    if (has_tokenizer) {
+      std::fputs(resp.text().c_str(), stdout);
+    } else if (resp.has_token_id()) {
+      std::printf("%d ", resp.token_id());
+    }
+    if (resp.has_logprob()) std::fprintf(stderr, "[%d: %.4f]", resp.token_id(), resp.logprob());
+    std::fflush(stdout);
+    last = resp;
+  }
+  grpc::Status status = reader->Finish();
+  std::printf("\n");
+  if (!status.ok()) {
+    std::fprintf(stderr, "llmint8 generate: error %d: %s\n", status.error_code(),
+                 status.error_message().c_str());
+    return 1;
+  }
+  std::fprintf(stderr,
+               "[finish: %s; %d prompt + %d generated tokens; first token %.1f ms, total "
+               "%.1f ms, %.1f tokens/s]\n",
+               FinishName(last.finish_reason()), last.usage().prompt_tokens(),
+               last.usage().completion_tokens(), last.timings().time_to_first_token_ms(),
+               last.timings().total_ms(), last.timings().decode_tokens_per_second());
+  return 0;
+}
+
+}  // namespace llmint8::tools

@@ -1,0 +1,127 @@
+// llmint8: serve OPT models with LLM.int8() and tensor parallelism over gRPC.
+//
+//   llmint8 serve --model=DIR --tp=2             coordinator + 2 local workers, one command
+//   llmint8 coordinator --workers=H:P,H:P ...    the front door, driving remote workers
+//   llmint8 worker --listen=H:P                  one tensor-parallel shard
+//   llmint8 generate --prompt="Hello"            stream an answer to the terminal
+//   llmint8 <subcommand> --help                  the flags of one subcommand
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tools/flags.h"
+#include "tools/subcommands.h"
+
+namespace {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  std::vector<const char*> flags;
+};
+
+const std::vector<Subcommand>& Subcommands() {
+  static const std::vector<Subcommand> kSubcommands = {
+      {"serve",
+       "Start a coordinator and --tp local worker processes (CPU with Gloo, or GPU with NCCL).",
+       {"listen", "model", "dtype", "threshold", "tp", "device", "backend", "memory_limit",
+        "worker_base_port", "respawn", "max_batch", "queue_capacity", "max_context",
+        "kv_budget_tokens", "max_message_bytes"}},
+      {"coordinator",
+       "Serve the Generation API, driving the workers listed in --workers.",
+       {"listen", "advertise", "workers", "model", "dtype", "threshold", "device", "backend",
+        "max_batch", "queue_capacity", "max_context", "kv_budget_tokens",
+        "max_message_bytes"}},
+      {"worker",
+       "Serve one tensor-parallel shard; the coordinator assigns its rank and model.",
+       {"listen", "coordinator", "device", "memory_limit"}},
+      {"generate",
+       "Call a coordinator's Generate and stream the text to the terminal.",
+       {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",
+        "seed", "stop", "logprobs", "ignore_eos", "timeout"}},
+      {"plan", "Memory plan for a model (not available in this build yet).", {}},
+      {"quantize", "Write an int8 checkpoint (not available in this build yet).", {}},
+      {"eval", "Evaluate perplexity (not available in this build yet).", {}},
+  };
+  return kSubcommands;
+}
+
+void PrintTopUsage(FILE* out) {
+  std::fprintf(out, "usage: llmint8 <subcommand> [--flags]\n\nsubcommands:\n");
+  for (const Subcommand& s : Subcommands()) {
+    std::fprintf(out, "  %-12s %s\n", s.name, s.summary);
+  }
+  std::fprintf(out, "\n'llmint8 <subcommand> --help' lists a subcommand's flags.\n");
+}
+
+void PrintHelp(const Subcommand& s) {
+  std::printf("usage: llmint8 %s [--flags]\n\n%s\n\nflags:\n", s.name, s.summary);
+  for (const char* name : s.flags) {
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) continue;
+    std::printf("  --%s (default: \"%s\")\n      %s\n", name, flag->DefaultValue().c_str(),
+                flag->Help().c_str());
+  }
+  std::printf("\nFlag names accept dashes too (--memory-limit = --memory_limit).\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    PrintTopUsage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const Subcommand* sub = nullptr;
+  for (const Subcommand& s : Subcommands()) {
+    if (std::strcmp(argv[1], s.name) == 0) sub = &s;
+  }
+  if (sub == nullptr) {
+    std::fprintf(stderr, "llmint8: unknown subcommand '%s'\n\n", argv[1]);
+    PrintTopUsage(stderr);
+    return 2;
+  }
+  // argv for absl: program name, then the subcommand's flags, with dashes in flag names
+  // turned into underscores.
+  std::vector<std::string> args = {argv[0]};
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h" || a == "--helpfull") {
+      PrintHelp(*sub);
+      return 0;
+    }
+    if (a.rfind("--", 0) == 0) {
+      size_t end = a.find('=');
+      if (end == std::string::npos) end = a.size();
+      for (size_t j = 2; j < end; ++j) {
+        if (a[j] == '-') a[j] = '_';
+      }
+    }
+    args.push_back(std::move(a));
+  }
+  std::vector<char*> cargs;
+  for (std::string& a : args) cargs.push_back(a.data());
+  absl::SetProgramUsageMessage(absl::StrCat("llmint8 ", sub->name, ": ", sub->summary));
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
+  if (positional.size() > 1) {
+    std::fprintf(stderr, "llmint8 %s: unexpected argument '%s' (flags are --name=value)\n",
+                 sub->name, positional[1]);
+    return 2;
+  }
+  const std::string name = sub->name;
+  if (name == "worker") return llmint8::tools::RunWorker();
+  if (name == "coordinator") return llmint8::tools::RunCoordinator();
+  if (name == "serve") return llmint8::tools::RunServe(argv[0]);
+  if (name == "generate") return llmint8::tools::RunGenerate();
+  std::fprintf(stderr, "llmint8 %s: not available in this build yet\n", sub->name);
+  return 1;
+}

@@ -1,0 +1,305 @@
+// worker, coordinator and serve: the long-running subcommands.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "coordinator/coordinator_server.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "tools/flags.h"
+#include "tools/log.h"
+#include "tools/subcommands.h"
+#include "worker/worker_service.h"
+
+namespace llmint8::tools {
+namespace {
+
+// Blocks SIGINT/SIGTERM in this thread and every thread it starts later, so that WaitSignal
+// receives them synchronously.
+sigset_t BlockShutdownSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+int WaitSignal(const sigset_t& set) {
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+absl::StatusOr<int64_t> ParseBytes(std::string text) {
+  text = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(text));
+  int64_t scale = 1;
+  if (!text.empty() && text.back() == 'B') text.pop_back();
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K': scale = int64_t{1} << 10; break;
+      case 'M': scale = int64_t{1} << 20; break;
+      case 'G': scale = int64_t{1} << 30; break;
+      case 'T': scale = int64_t{1} << 40; break;
+      default: break;
+    }
+    if (scale != 1) text.pop_back();
+  }
+  double value = 0;
+  if (!absl::SimpleAtod(text, &value) || value < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--memory_limit '", absl::GetFlag(FLAGS_memory_limit),
+        "' is not a size; write e.g. 16G, 512M or 0 for unlimited"));
+  }
+  return static_cast<int64_t>(value * static_cast<double>(scale));
+}
+
+std::string DefaultBackend() {
+  std::string backend = absl::GetFlag(FLAGS_backend);
+  if (!backend.empty()) return backend;
+  return absl::GetFlag(FLAGS_device) == "cuda" ? "nccl" : "gloo";
+}
+
+absl::Status ValidateCommonFlags() {
+  const std::string dtype = absl::GetFlag(FLAGS_dtype);
+  if (dtype != "fp16" && dtype != "int8" && dtype != "fp32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype=", dtype, " is not supported; use fp16, int8 or fp32"));
+  }
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device=", device, " is not supported; use cpu or cuda"));
+  }
+  const std::string backend = DefaultBackend();
+  if (backend != "gloo" && backend != "nccl" && backend != "local") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend=", backend, " is not supported; use gloo or nccl"));
+  }
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    return absl::InvalidArgumentError(
+        "--model is required: a model directory or synthetic:<preset>");
+  }
+  if (absl::GetFlag(FLAGS_max_batch) < 1 || absl::GetFlag(FLAGS_queue_capacity) < 1) {
+    return absl::InvalidArgumentError("--max_batch and --queue_capacity must be >= 1");
+  }
+  return absl::OkStatus();
+}
+
+coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
+    std::vector<std::string> worker_addresses) {
+  coordinator::CoordinatorOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen).empty() ? "0.0.0.0:50051" : absl::GetFlag(FLAGS_listen);
+  o.advertise = absl::GetFlag(FLAGS_advertise);
+  o.group.addresses = std::move(worker_addresses);
+  o.group.backend = DefaultBackend();
+  o.group.model = absl::GetFlag(FLAGS_model);
+  o.group.dtype = absl::GetFlag(FLAGS_dtype);
+  o.group.threshold = absl::GetFlag(FLAGS_threshold);
+  o.group.device = absl::GetFlag(FLAGS_device);
+  o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
+  o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
+  o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
+  o.max_context = absl::GetFlag(FLAGS_max_context);
+  o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  return o;
+}
+
+int Fail(const absl::Status& status) {
+  LLMINT8_LOG(ERROR) << status;
+  return 1;
+}
+
+}  // namespace
+
+int RunWorker() {
+  const sigset_t signals = BlockShutdownSignals();
+  absl::StatusOr<int64_t> memory_limit = ParseBytes(absl::GetFlag(FLAGS_memory_limit));
+  if (!memory_limit.ok()) return Fail(memory_limit.status());
+  worker::WorkerOptions options;
+  options.device = absl::GetFlag(FLAGS_device);
+  options.memory_limit_bytes = *memory_limit;
+  options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
+  const std::string listen =
+      absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50061" : absl::GetFlag(FLAGS_listen);
+  SetLogPrefix(absl::StrCat("worker ", listen));
+  worker::WorkerService service(options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(absl::UnavailableError(
+        absl::StrCat("could not listen on ", listen, "; pick another --listen address")));
+  }
+  LLMINT8_LOG(INFO) << "worker listening on " << listen << " (port " << port << "), device "
+                    << options.device << "; waiting for the coordinator";
+  const int sig = WaitSignal(signals);
+  LLMINT8_LOG(INFO) << "worker: " << strsignal(sig) << ", shutting down";
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  return 0;
+}
+
+int RunCoordinator() {
+  const sigset_t signals = BlockShutdownSignals();
+  SetLogPrefix("coordinator");
+  if (absl::Status s = ValidateCommonFlags(); !s.ok()) return Fail(s);
+  if (absl::GetFlag(FLAGS_workers).empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--workers is required: the worker addresses in rank order, e.g. "
+        "--workers=10.0.0.1:50061,10.0.0.2:50061"));
+  }
+  absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
+      coordinator::CoordinatorServer::Start(
+          CoordinatorOptionsFromFlags(absl::GetFlag(FLAGS_workers)));
+  if (!server.ok()) return Fail(server.status());
+  const int sig = WaitSignal(signals);
+  LLMINT8_LOG(INFO) << strsignal(sig);
+  (*server)->Shutdown();
+  return 0;
+}
+
+int RunServe(const char* argv0) {
+  const sigset_t signals = BlockShutdownSignals();
+  SetLogPrefix("serve");
+  if (absl::Status s = ValidateCommonFlags(); !s.ok()) return Fail(s);
+  absl::StatusOr<int64_t> memory_limit = ParseBytes(absl::GetFlag(FLAGS_memory_limit));
+  if (!memory_limit.ok()) return Fail(memory_limit.status());
+  const int tp = absl::GetFlag(FLAGS_tp);
+  if (tp < 1) return Fail(absl::InvalidArgumentError("--tp must be >= 1"));
+  std::string listen =
+      absl::GetFlag(FLAGS_listen).empty() ? "0.0.0.0:50051" : absl::GetFlag(FLAGS_listen);
+  int listen_port = 0;
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &listen_port)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--listen=", listen, " must be host:port")));
+  }
+  int base_port = absl::GetFlag(FLAGS_worker_base_port);
+  if (base_port == 0) {
+    if (listen_port == 0) {
+      return Fail(absl::InvalidArgumentError("with --listen port 0, set --worker_base_port"));
+    }
+    base_port = listen_port + 10;
+  }
+  // Re-execute this very binary as the workers.
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  const std::string exe = n > 0 ? std::string(self, n) : std::string(argv0);
+
+  std::vector<std::string> addresses;
+  for (int i = 0; i < tp; ++i) addresses.push_back(absl::StrCat("127.0.0.1:", base_port + i));
+
+  std::mutex mu;
+  std::map<pid_t, int> children;  // pid -> rank
+  std::atomic<bool> stopping{false};
+  auto spawn = [&](int rank) -> pid_t {
+    std::vector<std::string> args = {
+        exe, "worker", absl::StrCat("--listen=", addresses[rank]),
+        absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
+        absl::StrCat("--memory_limit=", *memory_limit)};
+    pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive serve
+      sigset_t none;
+      sigemptyset(&none);
+      pthread_sigmask(SIG_SETMASK, &none, nullptr);
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(exe.c_str(), argv.data());
+      _exit(127);
+    }
+    if (pid > 0) {
+      LLMINT8_LOG(INFO) << "started worker " << rank << " (pid " << pid << ") on "
+                        << addresses[rank];
+    } else {
+      LLMINT8_LOG(ERROR) << "fork failed: " << std::strerror(errno);
+    }
+    return pid;
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (int i = 0; i < tp; ++i) {
+      pid_t pid = spawn(i);
+      if (pid < 0) return 1;
+      children[pid] = i;
+    }
+  }
+  std::thread supervisor([&] {
+    while (true) {
+      int status = 0;
+      pid_t pid = waitpid(-1, &status, 0);
+      if (pid < 0) {
+        if (errno == EINTR) continue;
+        if (stopping) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        continue;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = children.find(pid);
+      if (it == children.end()) continue;
+      const int rank = it->second;
+      children.erase(it);
+      if (stopping) {
+        if (children.empty()) return;
+        continue;
+      }
+      LLMINT8_LOG(WARNING) << "worker " << rank << " (pid " << pid << ") exited "
+                           << (WIFSIGNALED(status)
+                                   ? absl::StrCat("on signal ", WTERMSIG(status))
+                                   : absl::StrCat("with status ", WEXITSTATUS(status)));
+      if (absl::GetFlag(FLAGS_respawn)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        pid_t again = spawn(rank);
+        if (again > 0) children[again] = rank;
+      }
+    }
+  });
+
+  absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
+      coordinator::CoordinatorServer::Start(CoordinatorOptionsFromFlags(addresses));
+  int code = 0;
+  if (!server.ok()) {
+    code = Fail(server.status());
+  } else {
+    const int sig = WaitSignal(signals);
+    LLMINT8_LOG(INFO) << strsignal(sig);
+    (*server)->Shutdown();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stopping = true;
+    for (const auto& [pid, rank] : children) kill(pid, SIGTERM);
+    if (children.empty()) {
+      supervisor.detach();
+      return code;
+    }
+  }
+  supervisor.join();
+  return code;
+}
+
+}  // namespace llmint8::tools

@@ -1,0 +1,15 @@
+// The llmint8 binary's subcommands. Each returns the process exit code (0: success).
+#ifndef LLMINT8_TOOLS_SUBCOMMANDS_H_
+#define LLMINT8_TOOLS_SUBCOMMANDS_H_
+
+namespace llmint8::tools {
+
+int RunWorker();
+int RunCoordinator();
+// Coordinator + --tp local worker processes (this binary re-executed as `worker`).
+int RunServe(const char* self_path);
+int RunGenerate();
+
+}  // namespace llmint8::tools
+
+#endif  // LLMINT8_TOOLS_SUBCOMMANDS_H_

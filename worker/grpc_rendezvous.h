@@ -1,0 +1,31 @@
+// comm::Rendezvous over the coordinator's gRPC Rendezvous service (proto/llmint8/v1/
+// rendezvous.proto): how workers on different hosts exchange Gloo addresses / NCCL ids.
+// Thread-safe (a gRPC stub is).
+#ifndef LLMINT8_WORKER_GRPC_RENDEZVOUS_H_
+#define LLMINT8_WORKER_GRPC_RENDEZVOUS_H_
+
+#include <memory>
+#include <string>
+
+#include "comm/rendezvous.h"
+#include "llmint8/v1/rendezvous.grpc.pb.h"
+
+namespace llmint8::worker {
+
+class GrpcRendezvous : public comm::Rendezvous {
+ public:
+  // `address`: host:port of the coordinator. No connection is made until the first call.
+  explicit GrpcRendezvous(const std::string& address);
+
+  absl::Status Set(std::string_view key, std::string_view value) override;
+  absl::StatusOr<std::string> Get(std::string_view key, absl::Duration timeout) override;
+  absl::StatusOr<int64_t> Add(std::string_view key, int64_t delta) override;
+
+ private:
+  std::string address_;
+  std::unique_ptr<v1::Rendezvous::Stub> stub_;
+};
+
+}  // namespace llmint8::worker
+
+#endif  // LLMINT8_WORKER_GRPC_RENDEZVOUS_H_

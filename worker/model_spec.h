@@ -1,0 +1,36 @@
+// What `--model` names, opened: a Hugging Face model directory or a synthetic model.
+//
+//   /path/to/opt-125m                      config.json + *.safetensors (+ vocab.json, merges.txt)
+//   synthetic:<preset>                     seeded weights with an OPT preset's shapes (e.g. 125m)
+//   synthetic:<preset>,layers=2,hidden=64,heads=4,ffn=256,vocab=512,positions=128,seed=7
+//                                          the preset with these fields overridden (tests)
+//
+// The coordinator opens the spec for its config (and tokenizer directory); each worker opens it
+// for its weights. Both sides must see the same spec.
+#ifndef LLMINT8_WORKER_MODEL_SPEC_H_
+#define LLMINT8_WORKER_MODEL_SPEC_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+
+namespace llmint8::worker {
+
+// The config alone (cheap: no weights are opened). InvalidArgument naming the bad part of
+// the spec; NotFound / InvalidArgument from config.json parsing.
+absl::StatusOr<model::OptConfig> LoadModelSpecConfig(const std::string& spec);
+
+// Config and weight source.
+absl::StatusOr<model::OpenedModel> OpenModelSpec(const std::string& spec);
+
+// The directory holding vocab.json + merges.txt, or nullopt for synthetic models.
+std::optional<std::string> ModelSpecDirectory(const std::string& spec);
+
+}  // namespace llmint8::worker
+
+#endif  // LLMINT8_WORKER_MODEL_SPEC_H_

@@ -1,0 +1,26 @@
+// Picks the next token of one sequence from its logits row on rank 0 (greedy, temperature,
+// top-k, top-p; seeded so that (seed, sample_index) reproduce the same choice).
+#ifndef LLMINT8_WORKER_TOKEN_SAMPLER_H_
+#define LLMINT8_WORKER_TOKEN_SAMPLER_H_
+
+#include <cstdint>
+#include <span>
+
+#include "absl/status/statusor.h"
+#include "llmint8/v1/worker.pb.h"
+
+namespace llmint8::worker {
+
+struct SampledToken {
+  int32_t token_id = 0;
+  float logprob = 0.0f;  // log p(token) under softmax of the raw logits
+};
+
+// InvalidArgument for an empty row or parameters outside their ranges.
+absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
+                                         const v1::SamplingParams& params,
+                                         int32_t sample_index);
+
+}  // namespace llmint8::worker
+
+#endif  // LLMINT8_WORKER_TOKEN_SAMPLER_H_

@@ -1,0 +1,242 @@
+#include "worker/worker_service.h"
+
+#include <chrono>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "comm/make_communicator.h"
+#include "common/status_macros.h"
+#include "tools/log.h"
+#include "worker/grpc_rendezvous.h"
+#include "worker/grpc_status.h"
+#include "worker/model_spec.h"
+#include "worker/token_sampler.h"
+
+namespace llmint8::worker {
+namespace {
+
+absl::StatusOr<model::Precision> PrecisionFromDtype(const std::string& dtype) {
+  if (dtype == "fp16" || dtype == "f16") return model::Precision::kF16;
+  if (dtype == "int8") return model::Precision::kInt8;
+  if (dtype == "fp32" || dtype == "f32") return model::Precision::kF32;
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype '", dtype, "' is not supported; use fp16, int8 or fp32"));
+}
+
+// Step errors that leave the group usable (deterministic input validation, identical on
+// every rank); anything else means the communicator group is broken.
+bool IsInputError(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kInvalidArgument ||
+         s.code() == absl::StatusCode::kOutOfRange ||
+         s.code() == absl::StatusCode::kResourceExhausted;
+}
+
+}  // namespace
+
+WorkerService::WorkerService(WorkerOptions options) : options_(std::move(options)) {}
+
+WorkerService::~WorkerService() {
+  absl::MutexLock lock(&mu_);
+  Unload();
+}
+
+void WorkerService::Unload() {
+  model_.reset();  // the model refers to the communicator: drop it first
+  comm_.reset();
+  epoch_ = 0;
+  broken_ = absl::OkStatus();
+  Publish();
+}
+
+void WorkerService::Publish() {
+  published_epoch_ = epoch_;
+  published_loaded_ = model_ != nullptr && broken_.ok();
+  published_rank_ = rank_;
+  published_world_size_ = world_size_;
+}
+
+grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest*,
+                                 v1::WorkerInfoResponse* resp) {
+  resp->set_device(options_.device);
+  resp->set_memory_bytes(options_.memory_limit_bytes);
+  resp->set_epoch(published_epoch_);
+  resp->set_rank(published_rank_);
+  resp->set_world_size(published_world_size_);
+  resp->set_loaded(published_loaded_);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardRequest* req,
+                                      v1::LoadShardResponse* resp) {
+  absl::MutexLock lock(&mu_);
+  absl::Status status = DoLoadShard(*req, *resp);
+  if (!status.ok()) {
+    LLMINT8_LOG(ERROR) << "LoadShard (epoch " << req->epoch() << ", rank " << req->rank()
+                       << "/" << req->world_size() << ") failed: " << status;
+    Unload();
+  }
+  return ToGrpcStatus(status);
+}
+
+absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
+                                        v1::LoadShardResponse& resp) {
+  if (req.epoch() <= 0) {
+    return absl::InvalidArgumentError("LoadShard.epoch must be > 0");
+  }
+  if (req.world_size() < 1 || req.rank() < 0 || req.rank() >= req.world_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("LoadShard: rank ", req.rank(),
+                                                   " must be in [0, world_size=",
+                                                   req.world_size(), ")"));
+  }
+  ASSIGN_OR_RETURN(model::Precision precision, PrecisionFromDtype(req.dtype()));
+  Unload();
+  const absl::Time start = absl::Now();
+  const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
+
+  ASSIGN_OR_RETURN(model::OpenedModel opened, OpenModelSpec(req.model()));
+
+  std::string rendezvous_address = options_.coordinator_address.empty()
+                                       ? req.rendezvous_address()
+                                       : options_.coordinator_address;
+  if (req.world_size() > 1 && rendezvous_address.empty()) {
+    return absl::InvalidArgumentError(
+        "LoadShard: world_size > 1 needs a rendezvous_address (or worker --coordinator)");
+  }
+  std::string backend = req.backend().empty() ? "gloo" : req.backend();
+  if (req.world_size() == 1 && backend == "gloo") backend = "local";
+  LLMINT8_LOG(INFO) << who << ": joining group epoch " << req.epoch() << " over " << backend
+                    << (req.world_size() > 1 ? " via rendezvous at " + rendezvous_address
+                                             : std::string());
+  GrpcRendezvous rendezvous(rendezvous_address);
+  comm::CommOptions comm_options;
+  comm_options.rank = req.rank();
+  comm_options.world_size = req.world_size();
+  comm_options.rendezvous = req.world_size() > 1 ? &rendezvous : nullptr;
+  comm_options.key_prefix = absl::StrCat("epoch/", req.epoch(), "/", backend, "/");
+  comm_options.timeout = absl::Milliseconds(options_.comm_timeout_ms);
+  comm_options.gloo_hostname = options_.gloo_hostname;
+  ASSIGN_OR_RETURN(comm_, comm::MakeCommunicator(backend, comm_options));
+  LLMINT8_LOG(INFO) << who << ": group formed (" << backend << ", " << req.world_size()
+                    << " ranks)";
+
+  model::ShardOptions shard_options;
+  shard_options.precision = precision;
+  shard_options.threshold = req.threshold();
+  shard_options.memory_limit_bytes = options_.memory_limit_bytes;
+  shard_options.max_context = req.max_context();
+  auto progress = [&](int64_t done, int64_t total) {
+    LLMINT8_LOG(INFO) << "loading " << who << ": layer " << done << "/" << total << " ["
+                      << std::string(20 * done / std::max<int64_t>(total, 1), '#')
+                      << std::string(20 - 20 * done / std::max<int64_t>(total, 1), '.')
+                      << "]";
+  };
+  ASSIGN_OR_RETURN(model_, model::ShardModel::Load(opened.config, *opened.source,
+                                                   req.world_size(), req.rank(), comm_.get(),
+                                                   shard_options, progress));
+  epoch_ = req.epoch();
+  rank_ = req.rank();
+  world_size_ = req.world_size();
+  steps_ = 0;
+  tokens_ = 0;
+  Publish();
+  const model::MemoryStats mem = model_->memory();
+  resp.set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
+  resp.set_total_bytes(mem.total());
+  resp.set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  LLMINT8_LOG(INFO) << who << ": loaded " << opened.source->Describe() << " as " << req.dtype()
+                    << " in " << resp.load_seconds() << " s; " << mem.DebugString();
+  return absl::OkStatus();
+}
+
+absl::Status WorkerService::CheckEpoch(int64_t epoch) const {
+  if (model_ == nullptr) {
+    return absl::FailedPreconditionError("worker has no shard loaded; call LoadShard first");
+  }
+  if (epoch != epoch_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "request for group epoch ", epoch, " but this worker is in epoch ", epoch_));
+  }
+  if (!broken_.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("the worker group is broken (", broken_.message(), "); re-form it"));
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* req,
+                                 v1::StepResponse* resp) {
+  absl::MutexLock lock(&mu_);
+  return ToGrpcStatus(DoStep(*req, *resp));
+}
+
+absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse& resp) {
+  RETURN_IF_ERROR(CheckEpoch(req.epoch()));
+  if (req.seqs_size() == 0) return absl::InvalidArgumentError("Step has no sequences");
+  std::vector<model::ShardModel::SequenceInput> batch;
+  batch.reserve(req.seqs_size());
+  int64_t new_tokens = 0;
+  for (const v1::SeqStep& seq : req.seqs()) {
+    batch.push_back({seq.seq_id(), std::span<const int32_t>(seq.token_ids().data(),
+                                                            seq.token_ids().size())});
+    new_tokens += seq.token_ids_size();
+  }
+  const absl::Time start = absl::Now();
+  absl::StatusOr<model::Logits> logits = model_->Step(batch);
+  if (!logits.ok()) {
+    if (IsInputError(logits.status())) return logits.status();
+    broken_ = logits.status();
+    Publish();
+    LLMINT8_LOG(ERROR) << "step " << req.step_id() << " failed, group broken: " << broken_;
+    return absl::UnavailableError(
+        absl::StrCat("rank ", rank_, " lost its group: ", broken_.message()));
+  }
+  ++steps_;
+  tokens_ += new_tokens;
+  if (rank_ == 0) {
+    for (int i = 0; i < req.seqs_size(); ++i) {
+      const v1::SeqStep& seq = req.seqs(i);
+      ASSIGN_OR_RETURN(SampledToken sampled,
+                       SampleToken(logits->row(i), seq.sampling(), seq.sample_index()));
+      v1::SeqResult* result = resp.add_results();
+      result->set_seq_id(seq.seq_id());
+      result->set_token_id(sampled.token_id);
+      if (seq.logprobs()) result->set_logprob(sampled.logprob);
+    }
+  }
+  resp.set_forward_ms(absl::ToDoubleMilliseconds(absl::Now() - start));
+  return absl::OkStatus();
+}
+
+grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseRequest* req,
+                                    v1::ReleaseResponse*) {
+  absl::MutexLock lock(&mu_);
+  if (model_ == nullptr || req->epoch() != epoch_) {
+    return grpc::Status::OK;  // nothing of that group is held here
+  }
+  for (uint64_t id : req->seq_ids()) {
+    absl::Status s = model_->Release(id);
+    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return ToGrpcStatus(s);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
+                                  v1::StatsResponse* resp) {
+  absl::MutexLock lock(&mu_);
+  if (model_ != nullptr) {
+    const model::MemoryStats mem = model_->memory();
+    resp->set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights +
+                           mem.fp32_weights);
+    resp->set_kv_cache_bytes(mem.kv_cache);
+    resp->set_total_bytes(mem.total());
+    resp->set_active_sequences(static_cast<int32_t>(model_->num_sequences()));
+  }
+  resp->set_steps(steps_);
+  resp->set_tokens(tokens_);
+  return grpc::Status::OK;
+}
+
+}  // namespace llmint8::worker

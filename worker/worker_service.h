@@ -1,0 +1,87 @@
+// The Worker gRPC service (proto/llmint8/v1/worker.proto): one tensor-parallel shard of the
+// model in this process.
+//
+// LoadShard forms the communicator group through the coordinator's rendezvous (keys scoped by
+// the group epoch) and loads this rank's slice, logging "loading shard r/N: layer i/L". Step
+// runs ShardModel::Step; rank 0 then samples one token per sequence and returns them, other
+// ranks return no results. Requests for another epoch than the loaded one are
+// FAILED_PRECONDITION (the coordinator re-forms the group). A communicator error breaks the
+// group: Step then answers UNAVAILABLE until the next LoadShard.
+//
+// Thread-safe: RPCs are served concurrently by gRPC; model access is serialized by a mutex
+// (the coordinator sends one Step at a time anyway).
+#ifndef LLMINT8_WORKER_WORKER_SERVICE_H_
+#define LLMINT8_WORKER_WORKER_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "comm/communicator.h"
+#include "llmint8/v1/worker.grpc.pb.h"
+#include "model/shard_model.h"
+
+namespace llmint8::worker {
+
+struct WorkerOptions {
+  std::string device = "cpu";          // "cpu" or "cuda"
+  int64_t memory_limit_bytes = 0;      // 0: unlimited
+  // When set, used instead of LoadShardRequest.rendezvous_address (the coordinator as seen
+  // from this worker, e.g. across a NAT or a Kubernetes service).
+  std::string coordinator_address;
+  // Address other ranks reach this worker's Gloo transport at.
+  std::string gloo_hostname = "127.0.0.1";
+  // Group formation and per-collective timeout.
+  int64_t comm_timeout_ms = 30000;
+};
+
+class WorkerService final : public v1::Worker::Service {
+ public:
+  explicit WorkerService(WorkerOptions options);
+  ~WorkerService() override;
+
+  grpc::Status Info(grpc::ServerContext* ctx, const v1::WorkerInfoRequest* req,
+                    v1::WorkerInfoResponse* resp) override;
+  grpc::Status LoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest* req,
+                         v1::LoadShardResponse* resp) override;
+  grpc::Status Step(grpc::ServerContext* ctx, const v1::StepRequest* req,
+                    v1::StepResponse* resp) override;
+  grpc::Status Release(grpc::ServerContext* ctx, const v1::ReleaseRequest* req,
+                       v1::ReleaseResponse* resp) override;
+  grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
+                     v1::StatsResponse* resp) override;
+
+ private:
+  absl::Status DoLoadShard(const v1::LoadShardRequest& req, v1::LoadShardResponse& resp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DoStep(const v1::StepRequest& req, v1::StepResponse& resp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckEpoch(int64_t epoch) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unload() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const WorkerOptions options_;
+  // What Info reports, readable while a long Step holds mu_ (health probes must not wait).
+  std::atomic<int64_t> published_epoch_{0};
+  std::atomic<bool> published_loaded_{false};
+  std::atomic<int> published_rank_{0};
+  std::atomic<int> published_world_size_{0};
+
+  mutable absl::Mutex mu_;
+  int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  int rank_ ABSL_GUARDED_BY(mu_) = 0;
+  int world_size_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status broken_ ABSL_GUARDED_BY(mu_);  // first communicator error of this group
+  std::unique_ptr<comm::Communicator> comm_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<model::ShardModel> model_ ABSL_GUARDED_BY(mu_);
+  uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t tokens_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace llmint8::worker
+
+#endif  // LLMINT8_WORKER_WORKER_SERVICE_H_
