@@ -1,5 +1,8 @@
 #include "comm/gloo_communicator.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -25,6 +28,23 @@ std::chrono::milliseconds ToMillis(absl::Duration d) {
 }
 
 std::string Where(int rank, int size) { return absl::StrCat("gloo rank ", rank, "/", size); }
+
+// Gloo's own lookup (this Debian snapshot) only checks getaddrinfo for -1 and then walks an
+// uninitialised list when the name does not resolve: a crash. Resolve first, here.
+absl::Status CheckResolves(const std::string& hostname) {
+  addrinfo hints;
+  std::memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* result = nullptr;
+  const int rv = ::getaddrinfo(hostname.c_str(), nullptr, &hints, &result);
+  if (rv != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hostname '", hostname, "' does not resolve: ", gai_strerror(rv)));
+  }
+  ::freeaddrinfo(result);
+  return absl::OkStatus();
+}
 
 // Gloo's reduction function for one element type.
 gloo::AllreduceOptions::Func SumFunction(DataType type) {
@@ -53,6 +73,11 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
   if (!options.gloo_interface.empty()) {
     attr.iface = options.gloo_interface;
   } else {
+    if (absl::Status s = CheckResolves(options.gloo_hostname); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message(),
+                                                     " (set gloo_hostname to an address of this "
+                                                     "machine, e.g. 127.0.0.1 or the pod IP)"));
+    }
     attr.hostname = options.gloo_hostname;
   }
   std::shared_ptr<gloo::transport::Device> device;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -221,17 +222,58 @@ TEST(GlooCommunicatorTest, RankDyingMidwayGivesSurvivorsAnErrorNotAHang) {
   }
 }
 
+TEST(GlooCommunicatorTest, StalledPeerGivesDeadlineExceededWithinTheTimeout) {
+  TempDir dir;
+  std::vector<RankOutcome> outcomes = ForkRanks(
+      2,
+      [&](int rank) -> absl::Status {
+        FileRendezvous rdzv(dir.path());
+        ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                         MakeCommunicator("gloo", GroupOptions(rank, 2, rdzv, absl::Seconds(1))));
+        if (rank == 1) {  // alive and connected, but never joins the collective
+          return rdzv.Get("rank0_done", absl::Seconds(30)).status();
+        }
+        std::vector<float> data(16, 1.0f);
+        absl::Status s = comm->AllReduceSum(std::span<float>(data));
+        RETURN_IF_ERROR(rdzv.Set("rank0_done", ""));
+        return s;
+      },
+      kHangLimit);
+  ASSERT_TRUE(outcomes[0].reported) << outcomes[0].Describe();
+  EXPECT_EQ(outcomes[0].status.code(), absl::StatusCode::kDeadlineExceeded)
+      << outcomes[0].Describe();
+  EXPECT_NE(outcomes[0].status.message().find("gloo rank 0/2"), std::string::npos)
+      << outcomes[0].Describe();
+  EXPECT_TRUE(outcomes[1].reported && outcomes[1].status.ok()) << outcomes[1].Describe();
+}
+
+// Runs `body` in one forked child, so that this process never starts Gloo's threads (later
+// tests fork, and fork copies only the calling thread).
+absl::Status InChild(const std::function<absl::Status()>& body) {
+  std::vector<RankOutcome> outcome = ForkRanks(
+      1, [&](int) { return body(); }, kHangLimit);
+  if (!outcome[0].reported) return absl::InternalError(outcome[0].Describe());
+  return outcome[0].status;
+}
+
+// The status of creating a one-rank Gloo group with `options`.
+absl::Status CreateStatusInChild(const CommOptions& options) {
+  return InChild([&] { return MakeCommunicator("gloo", options).status(); });
+}
+
 TEST(GlooCommunicatorTest, GroupOfOneNeedsNoPeers) {
-  CommOptions options;
-  options.timeout = absl::Seconds(5);
-  absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeCommunicator("gloo", options);
-  ASSERT_TRUE(comm.ok()) << comm.status();
-  std::vector<float> data = {3.0f};
-  std::vector<float> out(1);
-  ASSERT_TRUE((*comm)->AllReduceSum(std::span<float>(data)).ok());
-  ASSERT_TRUE((*comm)->AllGather(std::span<const float>(data), std::span<float>(out)).ok());
-  EXPECT_EQ(out[0], 3.0f);
-  EXPECT_TRUE((*comm)->Barrier().ok());
+  absl::Status s = InChild([]() -> absl::Status {
+    CommOptions options;
+    options.timeout = absl::Seconds(5);
+    ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm, MakeCommunicator("gloo", options));
+    std::vector<float> data = {3.0f};
+    std::vector<float> out(1);
+    RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(data)));
+    RETURN_IF_ERROR(comm->AllGather(std::span<const float>(data), std::span<float>(out)));
+    if (data[0] != 3.0f || out[0] != 3.0f) return absl::InternalError("values changed");
+    return comm->Barrier();
+  });
+  EXPECT_TRUE(s.ok()) << s;
 }
 
 TEST(MakeCommunicatorTest, NamesTheValidBackends) {
@@ -246,13 +288,29 @@ TEST(MakeCommunicatorTest, NamesTheValidBackends) {
   EXPECT_EQ((*local)->backend(), "local");
 }
 
-TEST(GlooCommunicatorTest, UnusableHostnameIsAnError) {
+TEST(GlooCommunicatorTest, UnresolvableHostnameIsAnError) {
   CommOptions options;
   options.gloo_hostname = "no-such-host.invalid";
-  options.timeout = absl::Seconds(2);
-  absl::StatusOr<std::unique_ptr<Communicator>> comm = MakeCommunicator("gloo", options);
-  EXPECT_FALSE(comm.ok());
-  EXPECT_NE(comm.status().message().find("gloo rank 0/1"), std::string::npos) << comm.status();
+  absl::Status s = CreateStatusInChild(options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("gloo rank 0/1"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("no-such-host.invalid"), std::string::npos) << s;
+}
+
+TEST(GlooCommunicatorTest, AddressOfAnotherMachineIsAnError) {
+  CommOptions options;
+  options.gloo_hostname = "192.0.2.1";  // TEST-NET-1: resolves, but is no address of ours
+  absl::Status s = CreateStatusInChild(options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("192.0.2.1"), std::string::npos) << s;
+}
+
+TEST(GlooCommunicatorTest, MissingInterfaceIsAnError) {
+  CommOptions options;
+  options.gloo_interface = "nosuchif0";
+  absl::Status s = CreateStatusInChild(options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("nosuchif0"), std::string::npos) << s;
 }
 
 }  // namespace
