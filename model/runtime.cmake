@@ -6,3 +6,5 @@ llmint8_cc_library(NAME model
 llmint8_cc_test(NAME kv_cache_test SRCS kv_cache_test.cc DEPS llmint8::model LABELS model)
 llmint8_cc_test(NAME shard_model_runtime_test SRCS shard_model_runtime_test.cc
                 DEPS llmint8::model LABELS model)
+llmint8_cc_test(NAME int8_agreement_runtime_test SRCS int8_agreement_runtime_test.cc
+                DEPS llmint8::model LABELS model)
