@@ -1,0 +1,353 @@
+#include "coordinator/tokenizer.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::coordinator {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::string FixtureDir() {
+  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
+  return std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/tests/fixtures/tokenizer";
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class Gpt2TokenizerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto tok = Tokenizer::FromVocabAndMergesFiles(FixtureDir() + "/gpt2-bpe/vocab.json",
+                                                  FixtureDir() + "/gpt2-bpe/merges.txt");
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tok_ = tok->release();
+    cases_ = new json(json::parse(ReadAll(FixtureDir() + "/cases.json")));
+  }
+  static void TearDownTestSuite() {
+    delete tok_;
+    delete cases_;
+  }
+  static const Tokenizer& tok() { return *tok_; }
+  static const json& cases() { return *cases_; }
+
+  static Tokenizer* tok_;
+  static json* cases_;
+};
+Tokenizer* Gpt2TokenizerTest::tok_ = nullptr;
+json* Gpt2TokenizerTest::cases_ = nullptr;
+
+TEST_F(Gpt2TokenizerTest, VocabularyShape) {
+  EXPECT_EQ(tok().vocab_size(), 50257);
+  EXPECT_EQ(tok().TokenToId("<|endoftext|>"), 50256);
+  EXPECT_EQ(tok().TokenToId("\xC4\xA0the"), 262);  // "Ġthe"
+  EXPECT_TRUE(tok().IsSpecial(50256));
+  EXPECT_FALSE(tok().IsSpecial(262));
+  EXPECT_FALSE(tok().bos_id().has_value());  // GPT-2's vocabulary has no "</s>"
+}
+
+TEST_F(Gpt2TokenizerTest, EncodeMatchesHuggingFace) {
+  ASSERT_GE(cases()["encode"].size(), 60u);
+  for (const json& c : cases()["encode"]) {
+    const std::string text = c["text"].get<std::string>();
+    auto ids = tok().Encode(text);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << "text: '" << text << "'";
+  }
+}
+
+TEST_F(Gpt2TokenizerTest, DecodeOfEncodeIsIdentity) {
+  for (const json& c : cases()["encode"]) {
+    const std::string text = c["text"].get<std::string>();
+    auto ids = tok().Encode(text);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    auto back = tok().Decode(*ids);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, text);
+  }
+}
+
+TEST_F(Gpt2TokenizerTest, DecodeMatchesHuggingFaceIncludingSplitCharacters) {
+  int with_replacement = 0;
+  for (const json& c : cases()["decode"]) {
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    const std::string expected = c["text"].get<std::string>();
+    auto text = tok().Decode(ids);
+    ASSERT_TRUE(text.ok()) << text.status();
+    EXPECT_EQ(*text, expected) << "ids " << ::testing::PrintToString(ids);
+    with_replacement += expected.find("\xEF\xBF\xBD") != std::string::npos;
+  }
+  EXPECT_GT(with_replacement, 5);  // the fixtures do split characters across tokens
+}
+
+// Streaming: the pieces concatenate to Decode(ids); no piece is invalid UTF-8; a character split
+// over tokens comes out whole from the token that completes it.
+TEST_F(Gpt2TokenizerTest, DecodeStreamConcatenatesToDecode) {
+  for (const json& c : cases()["encode"]) {
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    DecodeStream stream(tok());
+    std::string joined;
+    for (int32_t id : ids) {
+      auto piece = stream.Next(id);
+      ASSERT_TRUE(piece.ok()) << piece.status();
+      EXPECT_FALSE(FindInvalidUtf8(*piece).has_value());
+      joined += *piece;
+    }
+    joined += stream.Finish();
+    EXPECT_EQ(joined, c["text"].get<std::string>());
+  }
+}
+
+TEST_F(Gpt2TokenizerTest, DecodeStreamHoldsBackSplitEmoji) {
+  const std::string llama = "\xF0\x9F\xA6\x99";  // U+1F999, 4 bytes
+  auto ids = tok().Encode(llama);
+  ASSERT_TRUE(ids.ok());
+  ASSERT_GE(ids->size(), 2u) << "the test needs an emoji split across tokens";
+  DecodeStream stream(tok());
+  for (size_t i = 0; i + 1 < ids->size(); ++i) {
+    auto piece = stream.Next((*ids)[i]);
+    ASSERT_TRUE(piece.ok());
+    EXPECT_EQ(*piece, "") << "token " << i;
+  }
+  auto last = stream.Next(ids->back());
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(*last, llama);
+  EXPECT_EQ(stream.Finish(), "");
+}
+
+TEST_F(Gpt2TokenizerTest, DecodeStreamFinishReplacesIncompleteTail) {
+  auto ids = tok().Encode("a\xF0\x9F\xA6\x99");
+  ASSERT_TRUE(ids.ok());
+  ASSERT_GE(ids->size(), 3u);
+  DecodeStream stream(tok());
+  std::string out;
+  for (size_t i = 0; i + 1 < ids->size(); ++i) out += *stream.Next((*ids)[i]);
+  EXPECT_EQ(out, "a");
+  EXPECT_EQ(stream.Finish(), "\xEF\xBF\xBD");  // one U+FFFD for the incomplete character
+}
+
+TEST_F(Gpt2TokenizerTest, DecodeStreamSkipsSpecialTokensByDefault) {
+  DecodeStream stream(tok());
+  EXPECT_EQ(*stream.Next(50256), "");
+  EXPECT_EQ(*stream.Next(262), " the");
+  DecodeStream raw(tok(), /*skip_special_tokens=*/false);
+  EXPECT_EQ(*raw.Next(50256), "<|endoftext|>");
+}
+
+TEST_F(Gpt2TokenizerTest, SpecialTokenTextIsPlainText) {
+  auto ids = tok().Encode("<|endoftext|>");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_THAT(*ids, ::testing::Not(::testing::Contains(50256)));
+  EXPECT_EQ(*tok().Decode(*ids), "<|endoftext|>");
+}
+
+TEST_F(Gpt2TokenizerTest, InvalidUtf8TextIsInvalidArgumentWithOffset) {
+  struct Bad {
+    std::string text;
+    size_t offset;
+  };
+  const Bad bad[] = {
+      {"ab\x80", 2},              // lone continuation byte
+      {"\xC0\xAF", 0},            // overlong '/'
+      {"x\xED\xA0\x80", 1},       // UTF-16 surrogate D800
+      {"ok \xE2\x82", 3},         // truncated 3-byte sequence at the end
+      {"\xF5\x80\x80\x80", 0},    // past U+10FFFF
+      {"\xF4\x90\x80\x80", 0},    // U+110000
+      {std::string("a\xFF", 2), 1},
+  };
+  for (const Bad& b : bad) {
+    auto ids = tok().Encode(b.text);
+    ASSERT_FALSE(ids.ok());
+    EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(ids.status().message(), HasSubstr("offset " + std::to_string(b.offset)));
+    EXPECT_EQ(FindInvalidUtf8(b.text), b.offset);
+  }
+  // NUL is valid UTF-8 and encodes.
+  auto nul = tok().Encode(std::string("a\0b", 3));
+  ASSERT_TRUE(nul.ok());
+  EXPECT_EQ(*tok().Decode(*nul), std::string("a\0b", 3));
+}
+
+TEST_F(Gpt2TokenizerTest, OutOfRangeIdsAreInvalidArgument) {
+  for (int32_t id : {-1, 50257, 1 << 30}) {
+    auto text = tok().Decode(std::vector<int32_t>{262, id});
+    ASSERT_FALSE(text.ok());
+    EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(text.status().message(), HasSubstr(std::to_string(id)));
+  }
+  DecodeStream stream(tok());
+  EXPECT_EQ(*stream.Next(64), "a");
+  EXPECT_EQ(stream.Next(-5).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*stream.Next(65), "b");  // the stream goes on unchanged
+}
+
+TEST_F(Gpt2TokenizerTest, BosOption) {
+  EXPECT_EQ(tok().Encode("hi", /*add_bos=*/true).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  TokenizerOptions opt;
+  opt.add_bos = true;
+  opt.bos_id = 50256;
+  auto with_bos = Tokenizer::FromVocabAndMergesFiles(FixtureDir() + "/gpt2-bpe/vocab.json",
+                                                     FixtureDir() + "/gpt2-bpe/merges.txt", opt);
+  ASSERT_TRUE(with_bos.ok()) << with_bos.status();
+  EXPECT_THAT(*(*with_bos)->Encode("Hello world"), ElementsAre(50256, 15496, 995));
+  EXPECT_THAT(*(*with_bos)->Encode("Hello world", /*add_bos=*/false), ElementsAre(15496, 995));
+  EXPECT_EQ(*(*with_bos)->Decode(std::vector<int32_t>{50256, 15496}, /*skip_special_tokens=*/true),
+            "Hello");
+  opt.bos_id = 60000;
+  EXPECT_EQ(Tokenizer::FromVocabAndMergesFiles(FixtureDir() + "/gpt2-bpe/vocab.json",
+                                               FixtureDir() + "/gpt2-bpe/merges.txt", opt)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Long runs of one class form one piece; the merge loop must stay near-linear and exact.
+TEST_F(Gpt2TokenizerTest, LongPieceRoundTrips) {
+  std::string text(200000, 'a');
+  text += " " + std::string(50000, '!') + std::string(30000, '7');
+  auto ids = tok().Encode(text);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_LT(ids->size(), text.size() / 2);
+  EXPECT_EQ(*tok().Decode(*ids), text);
+}
+
+TEST_F(Gpt2TokenizerTest, ConcurrentEncodeAgrees) {
+  const auto& encode = cases()["encode"];
+  std::vector<std::vector<std::vector<int32_t>>> results(2);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 3; ++rep) {
+        for (const json& c : encode) results[t].push_back(*tok().Encode(c["text"].get<std::string>()));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(results[0], results[1]);
+}
+
+// The tokenizer.json loader on the same vocabulary, with merges in both of HF's formats.
+TEST_F(Gpt2TokenizerTest, TokenizerJsonFromSameVocabularyAgrees) {
+  const json vocab = json::parse(ReadAll(FixtureDir() + "/gpt2-bpe/vocab.json"));
+  json merges_strings = json::array(), merges_pairs = json::array();
+  std::istringstream merges(ReadAll(FixtureDir() + "/gpt2-bpe/merges.txt"));
+  std::string line;
+  while (std::getline(merges, line)) {
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    merges_strings.push_back(line);
+    const size_t sp = line.find(' ');
+    merges_pairs.push_back(json::array({line.substr(0, sp), line.substr(sp + 1)}));
+  }
+  for (const json* merge_list : {&merges_strings, &merges_pairs}) {
+    json tj = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", *merge_list}}},
+               {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false},
+                                  {"trim_offsets", true}, {"use_regex", true}}},
+               {"normalizer", nullptr},
+               {"added_tokens", json::array({{{"id", 50256}, {"content", "<|endoftext|>"},
+                                              {"special", true}}})}};
+    auto t = Tokenizer::FromTokenizerJson(tj.dump());
+    ASSERT_TRUE(t.ok()) << t.status();
+    for (size_t i = 0; i < cases()["encode"].size(); i += 7) {
+      const json& c = cases()["encode"][i];
+      EXPECT_EQ(*(*t)->Encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>());
+    }
+  }
+}
+
+TEST(TinyBpeTokenizerJsonTest, MatchesHuggingFaceTokenizers) {
+  TokenizerOptions opt;
+  opt.add_bos = true;  // "</s>" is an added token of this vocabulary
+  auto tok = Tokenizer::FromDirectory(FixtureDir() + "/tiny-bpe", opt);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  ASSERT_TRUE((*tok)->bos_id().has_value());
+  EXPECT_EQ(*(*tok)->bos_id(), 2);
+  for (int32_t id : {0, 1, 2, 3}) EXPECT_TRUE((*tok)->IsSpecial(id));
+  const json cases = json::parse(ReadAll(FixtureDir() + "/cases.json"));
+  ASSERT_GE(cases["tiny_bpe_encode"].size(), 40u);
+  for (const json& c : cases["tiny_bpe_encode"]) {
+    const std::string text = c["text"].get<std::string>();
+    auto ids = (*tok)->Encode(text, /*add_bos=*/false);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << "text: '" << text << "'";
+    auto with_bos = (*tok)->Encode(text);
+    ASSERT_TRUE(with_bos.ok());
+    ASSERT_EQ(with_bos->size(), ids->size() + 1);
+    EXPECT_EQ(with_bos->front(), 2);
+    EXPECT_EQ(*(*tok)->Decode(*with_bos, /*skip_special_tokens=*/true), text);
+  }
+}
+
+TEST(TokenizerLoadTest, BadInputsAreErrorsNamingTheProblem) {
+  const std::string vocab = ReadAll(FixtureDir() + "/gpt2-bpe/vocab.json");
+  struct Bad {
+    std::string vocab, merges, what;
+  };
+  const Bad bad[] = {
+      {"{not json", "", "not valid JSON"},
+      {"[1, 2]", "", "JSON object"},
+      {R"({"a": "x"})", "", "non-integer id"},
+      {R"({"a": -1})", "", "outside"},
+      {R"({"a": 1, "b": 1})", "", "two tokens"},
+      {R"({"a": 0, "b": 1})", "", "lacks the token for byte"},
+      {vocab, "#version: 0.2\nzzzq qqqz\n", "merge 2"},
+      {vocab, "#version: 0.2\nabc\n", "merges line 2"},
+  };
+  for (const Bad& b : bad) {
+    auto t = Tokenizer::FromVocabAndMerges(b.vocab, b.merges);
+    ASSERT_FALSE(t.ok()) << b.what;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+    EXPECT_THAT(t.status().message(), HasSubstr(b.what));
+  }
+  EXPECT_EQ(Tokenizer::FromVocabAndMergesFiles("/nonexistent/vocab.json", "/nonexistent/m.txt")
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Tokenizer::FromDirectory("/nonexistent").status().code(), absl::StatusCode::kNotFound);
+  const char* bad_json[] = {
+      R"({"model": {"type": "WordPiece", "vocab": {}}})",
+      R"({"model": {"type": 7}})",
+      R"({"model": {"vocab": {}}, "pre_tokenizer": {"type": "Metaspace"}})",
+      R"({"model": {"vocab": {}, "merges": 3}, "pre_tokenizer": {"type": "ByteLevel"}})",
+      R"({"model": {"vocab": {}}, "pre_tokenizer": {"type": "ByteLevel", "use_regex": "yes"}})",
+      R"(42)",
+  };
+  for (const char* j : bad_json) {
+    auto t = Tokenizer::FromTokenizerJson(j);
+    ASSERT_FALSE(t.ok()) << j;
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << j;
+  }
+}
+
+TEST(Utf8Test, SanitizeReplacesMaximalInvalidSubparts) {
+  const std::string r = "\xEF\xBF\xBD";
+  EXPECT_EQ(SanitizeUtf8("abc"), "abc");
+  EXPECT_EQ(SanitizeUtf8("\xE2\x82" "A"), r + "A");          // one subpart of 2 bytes
+  EXPECT_EQ(SanitizeUtf8("\xF0\x80\x80"), r + r + r);        // F0 80 is never valid
+  EXPECT_EQ(SanitizeUtf8("\xED\xA0\x80"), r + r + r);        // surrogate
+  EXPECT_EQ(SanitizeUtf8("\xF0\x9F\xA6"), r);                // truncated 4-byte sequence
+  EXPECT_EQ(SanitizeUtf8("\xC3\xA9\xFF\xC3"), "\xC3\xA9" + r + r);
+  size_t held = 99;
+  EXPECT_EQ(SanitizeUtf8("a\xF0\x9F\xA6", /*hold_back_incomplete=*/true, &held), "a");
+  EXPECT_EQ(held, 3u);
+  EXPECT_EQ(SanitizeUtf8("a\x80", /*hold_back_incomplete=*/true, &held), "a" + r);
+  EXPECT_EQ(held, 0u);
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator
