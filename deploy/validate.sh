@@ -6,7 +6,9 @@
 #                   $K8S_VERSIONS, strict (unknown fields fail), offline: kubernetes-validate
 #                   (PyPI) ships the schemas; it is installed into a virtualenv when missing;
 #   3. consistency: deploy/check_manifests.py (selectors, probes, TP == replicas == addresses,
-#                   non-root, resources, GPU requests, plan.json agrees with the config).
+#                   non-root, resources, GPU requests, plan.json agrees with the config);
+# and checks deploy/Dockerfile with Docker's own parser (deploy/check_dockerfile.py: stages,
+# ARG scoping, COPY sources, non-root USER), since docker itself need not be on the machine.
 # Prints a summary; exits non-zero if anything failed (or a tool could not be installed).
 #
 # Environment: K8S_VERSIONS (default "1.28.0 1.37.0": the oldest with the grpc probe GA
@@ -18,6 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 overlays_dir="$here/k8s/overlays"
 k8s_versions=${K8S_VERSIONS:-"1.28.0 1.37.0"}
 validator_version=1.37.0
+dockerfile_parser_version=3.4.0
 venv=${LLMINT8_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/llmint8/deploy-venv}
 
 log() { echo "validate: $*"; }
@@ -46,19 +49,20 @@ kubectl kustomize --help >/dev/null 2>&1 || die "kubectl has no 'kustomize' subc
 kubectl_version=$(kubectl version --client 2>/dev/null | head -n 2 | tr '\n' ' ' || true)
 log "renderer: kubectl ${kubectl_version:-(version unknown)}"
 
-# --- 2. kubernetes-validate in a virtualenv -------------------------------------------------
-if ! "$venv/bin/python" -c "import kubernetes_validate, yaml" >/dev/null 2>&1 ||
-   [ "$("$venv/bin/python" -m pip show kubernetes-validate 2>/dev/null |
-        sed -n 's/^Version: //p')" != "$validator_version" ]; then
+# --- 2. kubernetes-validate (and Docker's parser) in a virtualenv ---------------------------
+pip_version() { "$venv/bin/python" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+if ! "$venv/bin/python" -c "import kubernetes_validate, yaml, dockerfile" >/dev/null 2>&1 ||
+   [ "$(pip_version kubernetes-validate)" != "$validator_version" ] ||
+   [ "$(pip_version dockerfile)" != "$dockerfile_parser_version" ]; then
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" 2>/dev/null; then
     apt_install python3-venv
   fi
-  log "installing kubernetes-validate==$validator_version into $venv"
+  log "installing kubernetes-validate==$validator_version dockerfile==$dockerfile_parser_version into $venv"
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-    "kubernetes-validate==$validator_version"
+    "kubernetes-validate==$validator_version" "dockerfile==$dockerfile_parser_version"
 fi
 log "validator: kubernetes-validate $validator_version, Kubernetes $k8s_versions"
 
@@ -106,10 +110,19 @@ for dir in "${overlays[@]}"; do
     "$name" "$objects" "${k8s_versions// /,}" "$schema" "$consistency" "$status")")
 done
 
+# --- 4. the container recipe ---------------------------------------------------------------
+docker_status="ok"
+if ! "$venv/bin/python" "$here/check_dockerfile.py" "$here/Dockerfile" "$here/.."; then
+  docker_status="FAILED"
+  failed=1
+fi
+summary+=("$(printf '%-10s parsed with Docker'"'"'s parser, stages / ARGs / COPY / USER: %s' \
+  Dockerfile "$docker_status")")
+
 echo "validate: summary"
 for line in "${summary[@]}"; do echo "  $line"; done
 if [ "$failed" -ne 0 ]; then
   echo "validate: FAILED"
   exit 1
 fi
-echo "validate: all ${#overlays[@]} overlays render and validate"
+echo "validate: all ${#overlays[@]} overlays render and validate; the Dockerfile checks pass"
