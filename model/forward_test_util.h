@@ -50,10 +50,12 @@ struct GreedyResult {
 };
 
 // Prefills every prompt in one batch (seq ids first_id, first_id + 1, ...), then decodes
-// `steps` greedy tokens for all of them in batched decode steps.
-inline absl::StatusOr<GreedyResult> Greedy(ShardModel& model,
-                                           const std::vector<std::vector<int32_t>>& prompts,
-                                           int steps, uint64_t first_id = 1) {
+// `steps` greedy tokens for all of them in batched decode steps. With `forced` (per sequence,
+// >= steps tokens), those tokens are fed instead of the argmax (teacher forcing); `tokens`
+// still records the argmax.
+inline absl::StatusOr<GreedyResult> Greedy(
+    ShardModel& model, const std::vector<std::vector<int32_t>>& prompts, int steps,
+    uint64_t first_id = 1, const std::vector<std::vector<int32_t>>* forced = nullptr) {
   GreedyResult r;
   r.tokens.resize(prompts.size());
   std::vector<ShardModel::SequenceInput> batch(prompts.size());
@@ -64,6 +66,7 @@ inline absl::StatusOr<GreedyResult> Greedy(ShardModel& model,
     for (size_t i = 0; i < prompts.size(); ++i) {
       next[i] = ArgMax(logits.row(static_cast<int64_t>(i)));
       r.tokens[i].push_back(next[i]);
+      if (forced != nullptr) next[i] = (*forced)[i][s];
     }
     r.logits.push_back(std::move(logits.values));
     for (size_t i = 0; i < prompts.size(); ++i) {
