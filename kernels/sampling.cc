@@ -1,0 +1,209 @@
+#include "kernels/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace llmint8::kernels {
+namespace {
+
+uint64_t Mix64(uint64_t x) {  // SplitMix64's finaliser (a bijection with full avalanche)
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return x;
+}
+
+// Checks the row and returns its argmax (ties to the lowest id).
+absl::StatusOr<int32_t> CheckedArgmax(std::span<const float> logits) {
+  if (logits.empty()) return absl::InvalidArgumentError("logits row is empty");
+  if (logits.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::InvalidArgumentError("logits row is longer than the int32 id range");
+  }
+  int32_t best = -1;
+  float best_value = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float v = logits[i];
+    if (std::isnan(v) || v == std::numeric_limits<float>::infinity()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit of id ", i, " is ", v, "; logits must be finite or -inf"));
+    }
+    if (v > best_value) {
+      best_value = v;
+      best = static_cast<int32_t>(i);
+    }
+  }
+  if (best < 0) return absl::InvalidArgumentError("every logit is -inf: no id can be chosen");
+  return best;
+}
+
+// Ids ordered by descending logit, ties by ascending id.
+struct ByLogitDesc {
+  std::span<const float> logits;
+  bool operator()(int32_t a, int32_t b) const {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  }
+};
+
+// Moves the nucleus to the front of ids and returns its size: the smallest set of ids that come
+// first in `desc` order whose weights sum to >= need (at least one id). Weighted quickselect:
+// expected O(n), no full sort.
+size_t SelectNucleus(std::vector<int32_t>& ids, const std::vector<double>& w, double need,
+                     const ByLogitDesc& desc) {
+  size_t lo = 0, hi = ids.size();  // ids[0, lo) are in the nucleus; it ends inside [lo, hi)
+  double acc = 0;                  // weight of ids[0, lo)
+  while (hi - lo > 16) {
+    const size_t mid_pos = lo + (hi - lo) / 2;
+    const int32_t pivot = ids[mid_pos];
+    std::swap(ids[mid_pos], ids[hi - 1]);
+    const auto first = ids.begin() + lo;
+    const auto mid = std::partition(first, ids.begin() + hi - 1,
+                                    [&](int32_t id) { return desc(id, pivot); });
+    double left = 0;
+    for (auto it = first; it != mid; ++it) left += w[*it];
+    if (acc + left >= need) {
+      hi = mid - ids.begin();
+    } else {
+      std::swap(*mid, ids[hi - 1]);  // the pivot follows everything before it
+      acc += left + w[pivot];
+      lo = (mid - ids.begin()) + 1;
+      if (acc >= need) return lo;
+    }
+  }
+  std::sort(ids.begin() + lo, ids.begin() + hi, desc);
+  while (lo < hi && acc < need) acc += w[ids[lo++]];
+  return std::max<size_t>(lo, 1);
+}
+
+int32_t Draw(std::span<const float> logits, const SamplingParams& params, uint64_t step,
+             int32_t argmax) {
+  const double max_logit = logits[argmax];
+  const double inv_t = 1.0 / static_cast<double>(params.temperature);
+  std::vector<int32_t> ids;
+  ids.reserve(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] != -std::numeric_limits<float>::infinity()) ids.push_back(static_cast<int32_t>(i));
+  }
+  const ByLogitDesc desc{logits};
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < ids.size()) {
+    std::nth_element(ids.begin(), ids.begin() + (params.top_k - 1), ids.end(), desc);
+    ids.resize(params.top_k);
+  }
+  // Unnormalised probabilities after temperature, the max at 1 (d * inf would be NaN for it).
+  std::vector<double> w(logits.size(), 0.0);
+  double total = 0;
+  for (int32_t id : ids) {
+    const double d = static_cast<double>(logits[id]) - max_logit;
+    total += w[id] = d == 0.0 ? 1.0 : std::exp(d * inv_t);
+  }
+  size_t keep = ids.size();
+  if (params.top_p < 1.0f) {
+    keep = SelectNucleus(ids, w, static_cast<double>(params.top_p) * total, desc);
+    total = 0;
+    for (size_t i = 0; i < keep; ++i) total += w[ids[i]];
+  }
+  const double target = Uniform01(params.seed, step) * total;
+  double acc = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    acc += w[ids[i]];
+    if (acc > target) return ids[i];
+  }
+  return ids[keep - 1];
+}
+
+void FillLogprobs(std::span<const float> logits, const SamplingParams& params, int32_t argmax,
+                  SampledToken& out) {
+  const double max_logit = logits[argmax];
+  double sum = 0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v) - max_logit);
+  const double lse = max_logit + std::log(sum);
+  auto logprob = [&](int32_t id) { return static_cast<float>(logits[id] - lse); };
+  if (params.return_logprob) out.logprob = logprob(out.token);
+  if (params.top_logprobs > 0) {
+    const size_t n = std::min<size_t>(params.top_logprobs, logits.size());
+    std::vector<int32_t> ids(logits.size());
+    std::iota(ids.begin(), ids.end(), 0);
+    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), ByLogitDesc{logits});
+    out.top.reserve(n);
+    for (size_t i = 0; i < n; ++i) out.top.push_back({ids[i], logprob(ids[i])});
+  }
+}
+
+}  // namespace
+
+absl::Status ValidateSamplingParams(const SamplingParams& p) {
+  if (!(p.temperature >= 0.0f) || std::isinf(p.temperature)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature is ", p.temperature, "; it must be finite and >= 0 (0 = greedy)"));
+  }
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_p is ", p.top_p, "; it must be in (0, 1] (1 = no nucleus filter)"));
+  }
+  if (p.top_k < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k is ", p.top_k, "; it must be >= 0 (0 = no limit)"));
+  }
+  if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "top_logprobs is ", p.top_logprobs, "; it must be in [0, ", kMaxTopLogprobs, "]"));
+  }
+  return absl::OkStatus();
+}
+
+double Uniform01(uint64_t seed, uint64_t step) {
+  const uint64_t key = Mix64(seed + 0x9E3779B97F4A7C15ull);
+  const uint64_t bits = Mix64(key ^ Mix64((step + 1) * 0xD1B54A32D192ED03ull));
+  return static_cast<double>(bits >> 11) * 0x1.0p-53;
+}
+
+absl::StatusOr<int32_t> Argmax(std::span<const float> logits) { return CheckedArgmax(logits); }
+
+absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
+                                         const SamplingParams& params, uint64_t step) {
+  RETURN_IF_ERROR(ValidateSamplingParams(params));
+  ASSIGN_OR_RETURN(const int32_t argmax, CheckedArgmax(logits));
+  SampledToken out;
+  out.token = params.temperature == 0.0f || params.top_k == 1
+                  ? argmax
+                  : Draw(logits, params, step, argmax);
+  if (params.return_logprob || params.top_logprobs > 0) FillLogprobs(logits, params, argmax, out);
+  return out;
+}
+
+absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits,
+                                                      int64_t batch, int64_t vocab,
+                                                      std::span<const SamplingParams> params,
+                                                      std::span<const uint64_t> steps) {
+  if (batch < 0 || vocab <= 0 || static_cast<uint64_t>(batch) * static_cast<uint64_t>(vocab) !=
+                                     logits.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("logits has ", logits.size(),
+                                                   " values, expected batch ", batch, " x vocab ",
+                                                   vocab));
+  }
+  if (params.size() != static_cast<size_t>(batch) || steps.size() != static_cast<size_t>(batch)) {
+    return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " needs as many params (",
+                                                   params.size(), ") and steps (", steps.size(),
+                                                   ")"));
+  }
+  std::vector<SampledToken> out;
+  out.reserve(batch);
+  for (int64_t r = 0; r < batch; ++r) {
+    auto token = SampleToken(logits.subspan(r * vocab, vocab), params[r], steps[r]);
+    if (!token.ok()) {
+      return absl::Status(token.status().code(),
+                          absl::StrCat("row ", r, ": ", token.status().message()));
+    }
+    out.push_back(*std::move(token));
+  }
+  return out;
+}
+
+}  // namespace llmint8::kernels

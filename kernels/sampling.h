@@ -1,0 +1,80 @@
+// Next-token selection from the LM head's logits (CPU, fp32 in, run on rank 0 for each sequence
+// of a decode step): greedy, temperature, top-k, top-p (nucleus), seeded, with optional logprobs.
+//
+// Order of operations, as Hugging Face's generate and vLLM do it:
+//   temperature == 0 or top_k == 1 -> greedy: argmax, ties to the lowest id;
+//   else z = logits / temperature; keep the top_k largest (0 = all; ties to the lowest id);
+//        p = softmax(z over the kept ids); keep the smallest prefix of the kept ids, by
+//        descending p, whose mass reaches top_p (always at least one id); draw from p
+//        renormalised over what is kept.
+// The draw is u = Uniform01(seed, step): a counter-based random number of the sequence's seed
+// and its step (the index of the token being generated), so a sequence gets the same tokens
+// whatever batch it is in and whatever ran before; nothing is stateful.
+//
+// Logits may contain -inf (masked ids; never chosen); NaN, +inf, an empty row or an all -inf
+// row is InvalidArgument. Logprobs are of the model's own distribution, log_softmax(logits)
+// before temperature and filtering (what the OpenAI and vLLM APIs report).
+//
+// Thread-safety: every function is pure; call from any thread.
+#ifndef LLMINT8_KERNELS_SAMPLING_H_
+#define LLMINT8_KERNELS_SAMPLING_H_
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace llmint8::kernels {
+
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
+struct SamplingParams {
+  float temperature = 1.0f;  // >= 0 and finite; 0 means greedy
+  int32_t top_k = 0;         // >= 0; 0 means no limit (values above the vocabulary size too)
+  float top_p = 1.0f;        // in (0, 1]
+  uint64_t seed = 0;         // per sequence
+  bool return_logprob = false;  // fill SampledToken::logprob
+  int32_t top_logprobs = 0;     // 0..kMaxTopLogprobs most likely ids to report
+};
+
+// InvalidArgument naming the field and its allowed range.
+absl::Status ValidateSamplingParams(const SamplingParams& params);
+
+struct TokenLogprob {
+  int32_t token;
+  float logprob;
+  friend bool operator==(const TokenLogprob&, const TokenLogprob&) = default;
+};
+
+struct SampledToken {
+  int32_t token = -1;
+  std::optional<float> logprob;     // set when params.return_logprob
+  std::vector<TokenLogprob> top;    // params.top_logprobs entries, by descending logprob
+                                    // (ties: lowest id first); fewer if the row is shorter
+};
+
+// The counter-based generator: a uniform double in [0, 1) with 53 random bits, a pure function
+// of (seed, step) (SplitMix64 finalisers over the seed and the counter).
+double Uniform01(uint64_t seed, uint64_t step);
+
+// Index of the largest finite-or-(-inf) entry, ties to the lowest id. InvalidArgument on an
+// empty row, NaN or +inf, or an all -inf row.
+absl::StatusOr<int32_t> Argmax(std::span<const float> logits);
+
+// One sequence: logits is [vocab]; step as above.
+absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
+                                         const SamplingParams& params, uint64_t step);
+
+// A decode step's batch: logits is [batch, vocab] row-major; params and steps have one entry per
+// row. Row r's result equals SampleToken(row r, params[r], steps[r]). The error names the row.
+absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits,
+                                                      int64_t batch, int64_t vocab,
+                                                      std::span<const SamplingParams> params,
+                                                      std::span<const uint64_t> steps);
+
+}  // namespace llmint8::kernels
+
+#endif  // LLMINT8_KERNELS_SAMPLING_H_
