@@ -17,3 +17,8 @@ llmint8_cc_test(NAME safetensors_test SRCS safetensors_test.cc DEPS llmint8::mod
 llmint8_cc_test(NAME synthetic_test SRCS synthetic_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME int8_checkpoint_test SRCS int8_checkpoint_test.cc DEPS llmint8::model_io
                 LABELS model)
+
+# libFuzzer target for the safetensors header parser (clang only; see model/fuzz/README.md).
+if(LLMINT8_FUZZ)
+  include(fuzz/fuzz.cmake)
+endif()

@@ -52,7 +52,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
 // A CheckpointSource over one .safetensors file or a sharded set
 // (model.safetensors.index.json: {"weight_map": {tensor name: file name}}). Files are
 // memory-mapped read-only; all headers are validated at open, and for an index every mapped
-// tensor must exist in the file it names.
+// tensor must exist in the file it names (file names must not contain '/'). The files must not
+// be truncated while the source is open (a read of a mapped page past EOF raises SIGBUS).
 absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensors(const std::string& path);
 // `dir` holding model.safetensors.index.json or model.safetensors.
 absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensorsDir(const std::string& dir);
