@@ -2,11 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
-#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -302,8 +300,7 @@ absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dty
                                         std::span<const int64_t> worker_bytes,
                                         const Reserve& reserve, const PlanOptions& options) {
   RETURN_IF_ERROR(ValidateConfig(config));
-  ASSIGN_OR_RETURN(const ReserveTokens tokens, ResolveReserve(config, reserve));
-  (void)tokens;
+  RETURN_IF_ERROR(ResolveReserve(config, reserve).status());
   if (worker_bytes.empty()) {
     return absl::InvalidArgumentError("no workers joined: start workers before planning");
   }
@@ -329,12 +326,8 @@ absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dty
       if (m.Total() > capacity) continue;
       PlanOptions exact = options;
       exact.available_gpus = 0;
+      // Every smaller valid tp failed with a capacity >= this one, so Plan picks t too.
       ASSIGN_OR_RETURN(PlanResult plan, Plan(config, d, capacity, reserve, exact));
-      // Plan picks the smallest valid tp for `capacity`; it is <= t (every smaller valid tp
-      // was tried above with a larger capacity and failed), so it equals t.
-      plan.tp = t;
-      plan.per_gpu = m;
-      plan.headroom_bytes = capacity - m.Total();
       GroupDecision decision;
       decision.plan = std::move(plan);
       decision.workers.assign(order.begin(), order.begin() + t);
