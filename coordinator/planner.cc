@@ -169,6 +169,7 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
     if (c.has_final_layer_norm()) fp16_elems = Add(fp16_elems, 2 * h);  // final LayerNorm
   }
   fp16_elems = Add(fp16_elems, Mul(vocab, e));                        // embed / tied LM head
+  if (!c.tie_word_embeddings) fp16_elems = Add(fp16_elems, Mul(vocab, e));  // separate LM head
   fp16_elems = Add(fp16_elems, Mul(c.max_position_embeddings + 2, h));  // OPT's offset of 2
   if (e != h) fp16_elems = Add(fp16_elems, Mul(2 * e, h));            // project_in / out
   m.fp16_tensors = Mul(fp16_elems, 2);

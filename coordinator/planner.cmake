@@ -1,11 +1,5 @@
 # Memory planner: TP degree and bytes per GPU for an OPT model in fp16 / int8, the fp16-vs-int8
 # compare table, the coordinator's group decision, and the flag-free core of `llmint8 plan`.
-if(NOT TARGET llmint8::model_io)
-  # OptConfig presets and config.json parsing live in model_io; skip until it is defined.
-  message(STATUS "llmint8: planner skipped (llmint8::model_io is not defined)")
-  return()
-endif()
-
 llmint8_cc_library(
   NAME planner
   SRCS planner.cc

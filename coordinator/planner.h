@@ -7,7 +7,8 @@
 //   weights         attention + FFN linear weights of this rank (1 byte/param int8, 2 fp16);
 //   int8_scales     fp32 per-output-row absmax of those int8 weights (0 in fp16);
 //   fp16_tensors    tensors that stay 16-bit in both dtypes: the vocab shard of the (tied)
-//                   embedding / LM head, positions, LayerNorms, biases, project_in/out;
+//                   embedding / LM head (and of an untied LM head), positions, LayerNorms,
+//                   biases, project_in/out;
 //   kv_cache        2 (K and V) * layers * batch * context * hidden / tp * 2 bytes (fp16);
 //   workspace       activation buffers of the largest step (a prefill of batch x context);
 //   runtime         CUDA context, cuBLASLt workspace, NCCL buffers, allocator slack: the

@@ -206,6 +206,16 @@ TEST(PlannerBytesTest, ShardsPartitionTheSplitTensorsExactly) {
                 2 * 48 * (3 * 7168 / 7 + 28672 / 7 - 3 * 7168 / 8 - 28672 / 8));  // biases
 }
 
+TEST(PlannerBytesTest, UntiedLmHeadIsAnotherVocabShard) {
+  OptConfig untied = Preset("13b");
+  untied.tie_word_embeddings = false;
+  for (int tp : {1, 2, 8}) {
+    const MemoryBreakdown tied = *BytesPerGpu(Preset("13b"), WeightDType::kInt8, tp, kOneFullSequence);
+    const MemoryBreakdown m = *BytesPerGpu(untied, WeightDType::kInt8, tp, kOneFullSequence);
+    EXPECT_EQ(m.fp16_tensors - tied.fp16_tensors, 2 * ((50272 + tp - 1) / tp) * int64_t{5120});
+  }
+}
+
 TEST(PlannerBytesTest, ExplicitReserveReplacesKvAndWorkspace) {
   const OptConfig c = Preset("13b");
   const MemoryBreakdown m = *BytesPerGpu(c, WeightDType::kInt8, 2, Reserve::Bytes(3 * kGiB));
