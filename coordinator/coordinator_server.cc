@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
@@ -55,15 +56,32 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   options.scheduler.eos_token_id = impl->config.eos_token_id;
   options.group.max_batch = options.scheduler.max_batch;
 
-  if (std::optional<std::string> dir = worker::ModelSpecDirectory(options.group.model);
-      dir.has_value() && HasTokenizerFiles(*dir)) {
-    TokenizerOptions tok_options;
-    tok_options.bos_id = static_cast<int32_t>(impl->config.bos_token_id);
+  TokenizerOptions tok_options;
+  tok_options.bos_id = static_cast<int32_t>(impl->config.bos_token_id);
+  if (!options.tokenizer.empty()) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+        absl::EndsWith(options.tokenizer, ".json")
+            ? Tokenizer::FromTokenizerJsonFile(options.tokenizer, tok_options)
+            : Tokenizer::FromDirectory(options.tokenizer, tok_options);
+    if (!tokenizer.ok()) {
+      return absl::Status(
+          tokenizer.status().code(),
+          absl::StrCat("--tokenizer=", options.tokenizer, ": ", tokenizer.status().message()));
+    }
+    impl->tokenizer = *std::move(tokenizer);
+    LLMINT8_LOG(INFO) << "tokenizer loaded from " << options.tokenizer;
+  } else if (std::optional<std::string> dir = worker::ModelSpecDirectory(options.group.model);
+             dir.has_value() && HasTokenizerFiles(*dir)) {
     ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::FromDirectory(*dir, tok_options));
     LLMINT8_LOG(INFO) << "tokenizer loaded from " << *dir;
   } else {
     LLMINT8_LOG(INFO) << "no tokenizer for " << options.group.model
-                      << ": prompts must be token ids";
+                      << ": prompts must be token ids (or pass --tokenizer)";
+  }
+  if (impl->tokenizer != nullptr && impl->tokenizer->vocab_size() > impl->config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the tokenizer has ", impl->tokenizer->vocab_size(), " tokens but the model only ",
+        impl->config.vocab_size, "; pass the model's own tokenizer"));
   }
   ModelLimits limits;
   limits.vocab_size = impl->config.vocab_size;
@@ -97,9 +115,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   impl->address = absl::StrCat("127.0.0.1:", impl->port);
   std::string advertise = options.advertise.empty() ? impl->address : options.advertise;
   LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
-                    << "); model " << options.group.model << ", " << options.group.dtype
-                    << ", TP " << options.group.addresses.size() << " over "
-                    << options.group.backend << ", context " << max_context;
+                    << "); model " << options.group.model << ", " << options.group.dtype << ", TP "
+                    << options.group.addresses.size() << " over " << options.group.backend
+                    << ", context " << max_context;
   impl->options = std::move(options);
   impl->scheduler->Start();
   impl->group->Start(advertise);

@@ -18,10 +18,13 @@ struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";  // port 0 picks a free port (see port())
   // Address workers reach the rendezvous at; default 127.0.0.1:<port> (one host).
   std::string advertise;
-  WorkerGroupOptions group;              // addresses, model, dtype, backend, ...
-  SchedulerOptions scheduler;            // max_context / eos are filled from the model
-  int64_t max_context = 0;               // 0: the model's max_position_embeddings
-  int max_message_bytes = 4 << 20;       // larger requests get RESOURCE_EXHAUSTED
+  WorkerGroupOptions group;         // addresses, model, dtype, backend, ...
+  SchedulerOptions scheduler;       // max_context / eos are filled from the model
+  int64_t max_context = 0;          // 0: the model's max_position_embeddings
+  int max_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
+  // A tokenizer.json file or a directory with vocab.json + merges.txt (or tokenizer.json);
+  // default: the model directory's, when it has one.
+  std::string tokenizer;
 };
 
 class CoordinatorServer {

@@ -84,8 +84,8 @@ FanOutResult<Resp> FanOut(int n, absl::Duration timeout,
       result.statuses.push_back(c->status);
       result.responses.push_back(c->resp);
     } else {
-      result.statuses.push_back(grpc::Status(grpc::StatusCode::CANCELLED,
-                                             "cancelled after another worker failed"));
+      result.statuses.push_back(
+          grpc::Status(grpc::StatusCode::CANCELLED, "cancelled after another worker failed"));
       result.responses.emplace_back();
     }
   }

@@ -65,12 +65,14 @@ absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
                                     *std::move(params), std::move(text));
 }
 
-grpc::Status GenerationService::Generate(grpc::ServerContext* ctx,
-                                         const v1::GenerateRequest* req,
+grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   absl::StatusOr<std::shared_ptr<Sequence>> made = MakeSequence(*req);
   if (!made.ok()) return ToGrpcStatus(made.status());
   std::shared_ptr<Sequence> seq = *std::move(made);
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    seq->set_deadline(absl::FromChrono(ctx->deadline()));
+  }
   absl::Status queued = scheduler_->Enqueue(seq);
   if (!queued.ok()) return ToGrpcStatus(queued);
 
@@ -113,8 +115,7 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::Tokeniz
   return grpc::Status::OK;
 }
 
-grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*,
-                                             const v1::GetModelInfoRequest*,
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
                                              v1::ModelInfo* resp) {
   const WorkerGroupOptions& o = group_->options();
   resp->set_model(o.model);

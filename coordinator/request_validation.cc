@@ -9,10 +9,10 @@ namespace llmint8::coordinator {
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
                                                           const ModelLimits& limits) {
   GenerationParams p;
-  const bool has_text = request.prompt_case() == v1::GenerateRequest::kText &&
-                        !request.text().empty();
-  const bool has_ids = request.prompt_case() == v1::GenerateRequest::kTokenIds &&
-                       request.token_ids().ids_size() > 0;
+  const bool has_text =
+      request.prompt_case() == v1::GenerateRequest::kText && !request.text().empty();
+  const bool has_ids =
+      request.prompt_case() == v1::GenerateRequest::kTokenIds && request.token_ids().ids_size() > 0;
   if (!has_text && !has_ids) {
     return absl::InvalidArgumentError(
         "the prompt is empty; set GenerateRequest.text or GenerateRequest.token_ids.ids");
@@ -23,8 +23,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         "prompt as token_ids");
   }
   if (request.max_new_tokens() <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_new_tokens is ", request.max_new_tokens(), "; it must be at least 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens is ", request.max_new_tokens(), "; it must be at least 1"));
   }
   if (request.max_new_tokens() >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat(
@@ -32,9 +32,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         limits.max_context, " tokens including the prompt; ask for fewer tokens"));
   }
   if (!std::isfinite(request.temperature()) || request.temperature() < 0.0f) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "temperature is ", request.temperature(),
-        "; it must be >= 0 (0 is greedy decoding)"));
+    return absl::InvalidArgumentError(absl::StrCat("temperature is ", request.temperature(),
+                                                   "; it must be >= 0 (0 is greedy decoding)"));
   }
   if (request.top_k() < 0) {
     return absl::InvalidArgumentError(
@@ -57,9 +56,9 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   for (int i = 0; i < request.stop_size(); ++i) {
     const std::string& s = request.stop(i);
     if (s.empty() || static_cast<int>(s.size()) > limits.max_stop_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stop[", i, "] has ", s.size(), " bytes; each stop sequence must have 1 to ",
-          limits.max_stop_bytes));
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] has ", s.size(),
+                                                     " bytes; each stop sequence must have 1 to ",
+                                                     limits.max_stop_bytes));
     }
     p.stop.push_back(s);
   }
@@ -80,23 +79,22 @@ absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
   }
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= limits.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt token ", i, " is ", prompt[i], "; token ids must be in [0, ",
-          limits.vocab_size, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("prompt token ", i, " is ", prompt[i],
+                                                     "; token ids must be in [0, ",
+                                                     limits.vocab_size, ")"));
     }
   }
   const int64_t n = static_cast<int64_t>(prompt.size());
   if (n >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
-                                              " tokens but the context holds ",
-                                              limits.max_context,
+                                              " tokens but the context holds ", limits.max_context,
                                               " including at least one new token; shorten it"));
   }
   if (n + params.max_new_tokens > limits.max_context) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "prompt (", n, " tokens) + max_new_tokens (", params.max_new_tokens,
-        ") exceeds the context of ", limits.max_context, " tokens; set max_new_tokens <= ",
-        limits.max_context - n));
+    return absl::OutOfRangeError(
+        absl::StrCat("prompt (", n, " tokens) + max_new_tokens (", params.max_new_tokens,
+                     ") exceeds the context of ", limits.max_context,
+                     " tokens; set max_new_tokens <= ", limits.max_context - n));
   }
   return absl::OkStatus();
 }

@@ -33,9 +33,17 @@ absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) {
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::UnavailableError("the server is shutting down");
   if (static_cast<int32_t>(queue_.size()) >= options_.queue_capacity) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the request queue is full (", options_.queue_capacity,
-        " waiting requests); retry later with backoff"));
+    // Make room first from requests whose client is gone or whose deadline has passed
+    // (their handlers may not have noticed yet).
+    const absl::Time now = absl::Now();
+    std::erase_if(queue_, [now](const std::shared_ptr<Sequence>& s) {
+      return s->cancelled() || s->expired(now);
+    });
+  }
+  if (static_cast<int32_t>(queue_.size()) >= options_.queue_capacity) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the request queue is full (", options_.queue_capacity,
+                     " waiting requests); retry later with backoff"));
   }
   queue_.push_back(std::move(seq));
   return absl::OkStatus();
@@ -185,9 +193,8 @@ void Scheduler::Loop() {
       continue;
     }
     if (response->results_size() != static_cast<int>(running_.size())) {
-      FailRunning(absl::InternalError(absl::StrCat(
-          "rank 0 returned ", response->results_size(), " tokens for a batch of ",
-          running_.size())));
+      FailRunning(absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
+                                                   " tokens for a batch of ", running_.size())));
       continue;
     }
     std::vector<std::shared_ptr<Sequence>> still_running;

@@ -28,10 +28,10 @@
 namespace llmint8::coordinator {
 
 struct SchedulerOptions {
-  int32_t max_batch = 32;              // sequences per step
-  int32_t queue_capacity = 256;        // waiting requests; more get RESOURCE_EXHAUSTED
-  int64_t kv_budget_tokens = 0;        // 0: max_batch * max_context
-  int64_t max_prefill_tokens = 4096;   // prompt tokens per step (a longer prompt runs alone)
+  int32_t max_batch = 32;             // sequences per step
+  int32_t queue_capacity = 256;       // waiting requests; more get RESOURCE_EXHAUSTED
+  int64_t kv_budget_tokens = 0;       // 0: max_batch * max_context
+  int64_t max_prefill_tokens = 4096;  // prompt tokens per step (a longer prompt runs alone)
   int64_t max_context = 2048;
   int64_t eos_token_id = 2;
 };
@@ -39,7 +39,7 @@ struct SchedulerOptions {
 class Scheduler {
  public:
   Scheduler(SchedulerOptions options, WorkerGroup* group);  // `group` outlives this
-  ~Scheduler();  // Stop()
+  ~Scheduler();                                             // Stop()
 
   void Start();
   // Fails every queued and running sequence with UNAVAILABLE and joins the thread.

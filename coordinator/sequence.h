@@ -52,7 +52,9 @@ class Sequence {
   const std::vector<int32_t>& prompt() const { return prompt_; }
   const GenerationParams& params() const { return params_; }
   // Positions this sequence may occupy in the KV cache.
-  int64_t max_tokens() const { return static_cast<int64_t>(prompt_.size()) + params_.max_new_tokens; }
+  int64_t max_tokens() const {
+    return static_cast<int64_t>(prompt_.size()) + params_.max_new_tokens;
+  }
 
   // ---- Handler side ----
   // Waits up to `timeout` for output; moves pending responses into `out`. Returns the final
@@ -61,6 +63,9 @@ class Sequence {
   std::optional<absl::Status> WaitOutput(absl::Duration timeout,
                                          std::vector<v1::GenerateResponse>& out);
   void Cancel() { cancelled_.store(true); }
+  // The client's deadline (InfiniteFuture when none); a queued sequence past it is dropped.
+  void set_deadline(absl::Time deadline) { deadline_ = deadline; }
+  bool expired(absl::Time now) const { return now >= deadline_; }
   bool cancelled() const { return cancelled_.load(); }
 
   // ---- Scheduler side (one thread) ----
@@ -83,6 +88,7 @@ class Sequence {
   std::unique_ptr<TokenTextStream> text_;
   StopMatcher stop_;
   std::atomic<bool> cancelled_{false};
+  absl::Time deadline_ = absl::InfiniteFuture();  // set before the sequence is queued
 
   // Scheduler thread only.
   std::vector<int32_t> generated_;

@@ -20,10 +20,14 @@ bool FatalFailure(const grpc::Status& s) { return !s.ok() && !IsBatchError(s.err
 
 const char* StateName(GroupState s) {
   switch (s) {
-    case GroupState::kForming: return "forming";
-    case GroupState::kReady: return "ready";
-    case GroupState::kBroken: return "broken";
-    case GroupState::kStopped: return "stopped";
+    case GroupState::kForming:
+      return "forming";
+    case GroupState::kReady:
+      return "ready";
+    case GroupState::kBroken:
+      return "broken";
+    case GroupState::kStopped:
+      return "stopped";
   }
   return "?";
 }
@@ -119,9 +123,9 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
     if (r.statuses[i].ok()) workers_[i].status.device = r.responses[i].device();
     if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
       LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address << ") "
-                           << (r.statuses[i].ok() ? "left the group"
-                                                  : "is unreachable: " +
-                                                        r.statuses[i].error_message());
+                           << (r.statuses[i].ok()
+                                   ? "left the group"
+                                   : "is unreachable: " + r.statuses[i].error_message());
     }
     workers_[i].status.healthy = healthy;
     all = all && healthy;
@@ -136,8 +140,8 @@ absl::Status WorkerGroup::Form() {
     epoch = ++epoch_;
   }
   LLMINT8_LOG(INFO) << "forming worker group epoch " << epoch << ": " << world_size()
-                    << " workers, " << options_.backend << ", model " << options_.model
-                    << " (" << options_.dtype << ")";
+                    << " workers, " << options_.backend << ", model " << options_.model << " ("
+                    << options_.dtype << ")";
   std::vector<v1::LoadShardRequest> requests(world_size());
   for (int i = 0; i < world_size(); ++i) {
     v1::LoadShardRequest& req = requests[i];
@@ -160,8 +164,8 @@ absl::Status WorkerGroup::Form() {
       });
   if (r.first_failure >= 0) {
     const int i = r.first_failure;
-    return FromGrpcStatus(r.statuses[i], absl::StrCat("LoadShard on worker ", i, " (",
-                                                      workers_[i].address, ")"));
+    return FromGrpcStatus(r.statuses[i],
+                          absl::StrCat("LoadShard on worker ", i, " (", workers_[i].address, ")"));
   }
   absl::MutexLock lock(&mu_);
   for (int i = 0; i < world_size(); ++i) {
@@ -234,10 +238,9 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request) {
       break;
     }
   }
-  absl::Status why = absl::UnavailableError(
-      absl::StrCat("worker ", failed, " (", workers_[failed].address,
-                   ") failed during a step: ", r.statuses[failed].error_message(),
-                   "; the group is re-forming, retry the request"));
+  absl::Status why = absl::UnavailableError(absl::StrCat(
+      "worker ", failed, " (", workers_[failed].address, ") failed during a step: ",
+      r.statuses[failed].error_message(), "; the group is re-forming, retry the request"));
   Break(why);
   return why;
 }

@@ -19,6 +19,9 @@ ABSL_FLAG(int32_t, worker_base_port, 0,
 ABSL_FLAG(std::string, model, "",
           "model directory (config.json + *.safetensors [+ vocab.json, merges.txt]) or "
           "synthetic:<preset>[,layers=N,hidden=N,heads=N,ffn=N,vocab=N,positions=N,seed=N]");
+ABSL_FLAG(std::string, tokenizer, "",
+          "tokenizer.json, or a directory with vocab.json + merges.txt (default: the model "
+          "directory's, if any)");
 ABSL_FLAG(std::string, dtype, "fp16", "weights: fp16, int8 (LLM.int8()) or fp32");
 ABSL_FLAG(float, threshold, 6.0f,
           "LLM.int8() outlier threshold (int8 only; 0 disables the decomposition)");

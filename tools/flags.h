@@ -16,6 +16,7 @@ ABSL_DECLARE_FLAG(std::vector<std::string>, workers);
 ABSL_DECLARE_FLAG(int32_t, tp);
 ABSL_DECLARE_FLAG(int32_t, worker_base_port);
 ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, tokenizer);
 ABSL_DECLARE_FLAG(std::string, dtype);
 ABSL_DECLARE_FLAG(float, threshold);
 ABSL_DECLARE_FLAG(std::string, device);

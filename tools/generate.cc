@@ -16,11 +16,16 @@ namespace {
 
 const char* FinishName(v1::FinishReason r) {
   switch (r) {
-    case v1::FINISH_REASON_LENGTH: return "length";
-    case v1::FINISH_REASON_STOP: return "stop";
-    case v1::FINISH_REASON_EOS: return "eos";
-    case v1::FINISH_REASON_CANCELLED: return "cancelled";
-    default: return "unspecified";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_EOS:
+      return "eos";
+    case v1::FINISH_REASON_CANCELLED:
+      return "cancelled";
+    default:
+      return "unspecified";
   }
 }
 
@@ -30,8 +35,8 @@ int RunGenerate() {
   const std::string target = absl::GetFlag(FLAGS_coordinator).empty()
                                  ? "127.0.0.1:50051"
                                  : absl::GetFlag(FLAGS_coordinator);
-  auto stub = v1::Generation::NewStub(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Generation::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
 
   v1::GenerateRequest req;
   if (!absl::GetFlag(FLAGS_token_ids).empty()) {

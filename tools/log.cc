@@ -36,8 +36,7 @@ LogMessage::~LogMessage() {
   const char kLetters[] = {'I', 'W', 'E'};
   const char* base = std::strrchr(file_, '/');
   base = base == nullptr ? file_ : base + 1;
-  std::string time =
-      absl::FormatTime("%Y%m%d %H:%M:%E3S", absl::Now(), absl::LocalTimeZone());
+  std::string time = absl::FormatTime("%Y%m%d %H:%M:%E3S", absl::Now(), absl::LocalTimeZone());
   std::lock_guard<std::mutex> lock(LogMutex());
   const std::string& prefix = Prefix();
   std::fprintf(stderr, "%c%s %d %s:%d] %s%s%s\n", kLetters[static_cast<int>(severity_)],

@@ -54,19 +54,28 @@ absl::StatusOr<int64_t> ParseBytes(std::string text) {
   if (!text.empty() && text.back() == 'B') text.pop_back();
   if (!text.empty()) {
     switch (text.back()) {
-      case 'K': scale = int64_t{1} << 10; break;
-      case 'M': scale = int64_t{1} << 20; break;
-      case 'G': scale = int64_t{1} << 30; break;
-      case 'T': scale = int64_t{1} << 40; break;
-      default: break;
+      case 'K':
+        scale = int64_t{1} << 10;
+        break;
+      case 'M':
+        scale = int64_t{1} << 20;
+        break;
+      case 'G':
+        scale = int64_t{1} << 30;
+        break;
+      case 'T':
+        scale = int64_t{1} << 40;
+        break;
+      default:
+        break;
     }
     if (scale != 1) text.pop_back();
   }
   double value = 0;
   if (!absl::SimpleAtod(text, &value) || value < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--memory_limit '", absl::GetFlag(FLAGS_memory_limit),
-        "' is not a size; write e.g. 16G, 512M or 0 for unlimited"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memory_limit '", absl::GetFlag(FLAGS_memory_limit),
+                     "' is not a size; write e.g. 16G, 512M or 0 for unlimited"));
   }
   return static_cast<int64_t>(value * static_cast<double>(scale));
 }
@@ -119,6 +128,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   return o;
 }
 
@@ -194,8 +204,8 @@ int RunServe(const char* argv0) {
   int listen_port = 0;
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &listen_port)) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--listen=", listen, " must be host:port")));
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("--listen=", listen, " must be host:port")));
   }
   int base_port = absl::GetFlag(FLAGS_worker_base_port);
   if (base_port == 0) {
@@ -216,10 +226,9 @@ int RunServe(const char* argv0) {
   std::map<pid_t, int> children;  // pid -> rank
   std::atomic<bool> stopping{false};
   auto spawn = [&](int rank) -> pid_t {
-    std::vector<std::string> args = {
-        exe, "worker", absl::StrCat("--listen=", addresses[rank]),
-        absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
-        absl::StrCat("--memory_limit=", *memory_limit)};
+    std::vector<std::string> args = {exe, "worker", absl::StrCat("--listen=", addresses[rank]),
+                                     absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
+                                     absl::StrCat("--memory_limit=", *memory_limit)};
     pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive serve

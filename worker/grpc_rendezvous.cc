@@ -30,8 +30,7 @@ absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
   req.set_key(std::string(key));
   req.set_value(std::string(value));
   v1::SetResponse resp;
-  return FromGrpcStatus(stub_->Set(&ctx, req, &resp),
-                        absl::StrCat("rendezvous Set at ", address_));
+  return FromGrpcStatus(stub_->Set(&ctx, req, &resp), absl::StrCat("rendezvous Set at ", address_));
 }
 
 absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Duration timeout) {
@@ -43,8 +42,8 @@ absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Dura
   req.add_keys(std::string(key));
   req.set_timeout_ms(ms.count());
   v1::GetResponse resp;
-  absl::Status status = FromGrpcStatus(stub_->Get(&ctx, req, &resp),
-                                       absl::StrCat("rendezvous Get at ", address_));
+  absl::Status status =
+      FromGrpcStatus(stub_->Get(&ctx, req, &resp), absl::StrCat("rendezvous Get at ", address_));
   if (!status.ok()) return status;
   if (resp.values_size() != 1) {
     return absl::InternalError(absl::StrCat("rendezvous at ", address_, " returned ",
@@ -61,8 +60,8 @@ absl::StatusOr<int64_t> GrpcRendezvous::Add(std::string_view key, int64_t delta)
   req.set_key(std::string(key));
   req.set_delta(delta);
   v1::AddResponse resp;
-  absl::Status status = FromGrpcStatus(stub_->Add(&ctx, req, &resp),
-                                       absl::StrCat("rendezvous Add at ", address_));
+  absl::Status status =
+      FromGrpcStatus(stub_->Add(&ctx, req, &resp), absl::StrCat("rendezvous Add at ", address_));
   if (!status.ok()) return status;
   return resp.value();
 }

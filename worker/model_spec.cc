@@ -23,11 +23,10 @@ struct SyntheticSpec {
 };
 
 absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
-  std::vector<std::string> parts =
-      absl::StrSplit(spec.substr(kSyntheticPrefix.size()), ',');
+  std::vector<std::string> parts = absl::StrSplit(spec.substr(kSyntheticPrefix.size()), ',');
   if (parts.empty() || parts[0].empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model spec '", spec, "' names no preset; write e.g. synthetic:125m"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model spec '", spec, "' names no preset; write e.g. synthetic:125m"));
   }
   SyntheticSpec out;
   ASSIGN_OR_RETURN(out.config, model::OptPreset(parts[0]));
@@ -36,8 +35,8 @@ absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
     std::pair<std::string, std::string> kv = absl::StrSplit(parts[i], '=');
     int64_t value = 0;
     if (!absl::SimpleAtoi(kv.second, &value) || value <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model spec '", spec, "': '", parts[i], "' must be key=<positive integer>"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model spec '", spec, "': '", parts[i], "' must be key=<positive integer>"));
     }
     const std::string& key = kv.first;
     if (key == "layers") {
@@ -56,18 +55,18 @@ absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
     } else if (key == "seed") {
       out.options.seed = static_cast<uint64_t>(value);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model spec '", spec, "': unknown key '", key,
-          "'; use layers, hidden, heads, ffn, vocab, positions or seed"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model spec '", spec, "': unknown key '", key,
+                       "'; use layers, hidden, heads, ffn, vocab, positions or seed"));
     }
   }
   if (out.config.hidden_size % out.config.num_attention_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model spec '", spec, "': hidden (", out.config.hidden_size,
-        ") must be a multiple of heads (", out.config.num_attention_heads, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model spec '", spec, "': hidden (", out.config.hidden_size,
+                     ") must be a multiple of heads (", out.config.num_attention_heads, ")"));
   }
-  for (int64_t* id : {&out.config.bos_token_id, &out.config.eos_token_id,
-                      &out.config.pad_token_id}) {
+  for (int64_t* id :
+       {&out.config.bos_token_id, &out.config.eos_token_id, &out.config.pad_token_id}) {
     if (*id >= out.config.vocab_size) *id = out.config.vocab_size - 1;
   }
   return out;

@@ -13,13 +13,12 @@ namespace llmint8::worker {
 
 struct SampledToken {
   int32_t token_id = 0;
-  float logprob = 0.0f;  // log p(token) under softmax of the raw logits
+  float logprob = 0.0f;  // log p(token) under the sampling distribution (kernels/sampling.h)
 };
 
 // InvalidArgument for an empty row or parameters outside their ranges.
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
-                                         const v1::SamplingParams& params,
-                                         int32_t sample_index);
+                                         const v1::SamplingParams& params, int32_t sample_index);
 
 }  // namespace llmint8::worker
 

@@ -74,8 +74,8 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardR
   absl::MutexLock lock(&mu_);
   absl::Status status = DoLoadShard(*req, *resp);
   if (!status.ok()) {
-    LLMINT8_LOG(ERROR) << "LoadShard (epoch " << req->epoch() << ", rank " << req->rank()
-                       << "/" << req->world_size() << ") failed: " << status;
+    LLMINT8_LOG(ERROR) << "LoadShard (epoch " << req->epoch() << ", rank " << req->rank() << "/"
+                       << req->world_size() << ") failed: " << status;
     Unload();
   }
   return ToGrpcStatus(status);
@@ -87,9 +87,8 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
     return absl::InvalidArgumentError("LoadShard.epoch must be > 0");
   }
   if (req.world_size() < 1 || req.rank() < 0 || req.rank() >= req.world_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("LoadShard: rank ", req.rank(),
-                                                   " must be in [0, world_size=",
-                                                   req.world_size(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LoadShard: rank ", req.rank(), " must be in [0, world_size=", req.world_size(), ")"));
   }
   ASSIGN_OR_RETURN(model::Precision precision, PrecisionFromDtype(req.dtype()));
   Unload();
@@ -130,12 +129,11 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   auto progress = [&](int64_t done, int64_t total) {
     LLMINT8_LOG(INFO) << "loading " << who << ": layer " << done << "/" << total << " ["
                       << std::string(20 * done / std::max<int64_t>(total, 1), '#')
-                      << std::string(20 - 20 * done / std::max<int64_t>(total, 1), '.')
-                      << "]";
+                      << std::string(20 - 20 * done / std::max<int64_t>(total, 1), '.') << "]";
   };
-  ASSIGN_OR_RETURN(model_, model::ShardModel::Load(opened.config, *opened.source,
-                                                   req.world_size(), req.rank(), comm_.get(),
-                                                   shard_options, progress));
+  ASSIGN_OR_RETURN(
+      model_, model::ShardModel::Load(opened.config, *opened.source, req.world_size(), req.rank(),
+                                      comm_.get(), shard_options, progress));
   epoch_ = req.epoch();
   rank_ = req.rank();
   world_size_ = req.world_size();
@@ -156,8 +154,8 @@ absl::Status WorkerService::CheckEpoch(int64_t epoch) const {
     return absl::FailedPreconditionError("worker has no shard loaded; call LoadShard first");
   }
   if (epoch != epoch_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "request for group epoch ", epoch, " but this worker is in epoch ", epoch_));
+    return absl::FailedPreconditionError(
+        absl::StrCat("request for group epoch ", epoch, " but this worker is in epoch ", epoch_));
   }
   if (!broken_.ok()) {
     return absl::UnavailableError(
@@ -179,8 +177,8 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   batch.reserve(req.seqs_size());
   int64_t new_tokens = 0;
   for (const v1::SeqStep& seq : req.seqs()) {
-    batch.push_back({seq.seq_id(), std::span<const int32_t>(seq.token_ids().data(),
-                                                            seq.token_ids().size())});
+    batch.push_back(
+        {seq.seq_id(), std::span<const int32_t>(seq.token_ids().data(), seq.token_ids().size())});
     new_tokens += seq.token_ids_size();
   }
   const absl::Time start = absl::Now();
@@ -228,8 +226,7 @@ grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
   absl::MutexLock lock(&mu_);
   if (model_ != nullptr) {
     const model::MemoryStats mem = model_->memory();
-    resp->set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights +
-                           mem.fp32_weights);
+    resp->set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
     resp->set_kv_cache_bytes(mem.kv_cache);
     resp->set_total_bytes(mem.total());
     resp->set_active_sequences(static_cast<int32_t>(model_->num_sequences()));

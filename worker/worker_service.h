@@ -27,8 +27,8 @@
 namespace llmint8::worker {
 
 struct WorkerOptions {
-  std::string device = "cpu";          // "cpu" or "cuda"
-  int64_t memory_limit_bytes = 0;      // 0: unlimited
+  std::string device = "cpu";      // "cpu" or "cuda"
+  int64_t memory_limit_bytes = 0;  // 0: unlimited
   // When set, used instead of LoadShardRequest.rendezvous_address (the coordinator as seen
   // from this worker, e.g. across a NAT or a Kubernetes service).
   std::string coordinator_address;

@@ -1,0 +1,199 @@
+#include "tests/e2e/cluster.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "grpcpp/generic/generic_stub.h"
+
+namespace llmint8::e2e {
+
+std::string LlmintBinary() {
+  const char* dir = std::getenv("LLMINT8_BINARY_DIR");
+  return absl::StrCat(dir != nullptr ? dir : ".", "/tools/llmint8");
+}
+
+std::string SourcePath(const std::string& relative) {
+  const char* dir = std::getenv("LLMINT8_SOURCE_DIR");
+  return absl::StrCat(dir != nullptr ? dir : ".", "/", relative);
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+Process::Process(std::vector<std::string> args, std::string log_path) {
+  args.insert(args.begin(), LlmintBinary());
+  pid_ = fork();
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+}
+
+Process::~Process() { Kill(SIGTERM); }
+
+void Process::Kill(int signal) {
+  if (pid_ <= 0) return;
+  kill(pid_, signal);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
+  log_dir_ = std::filesystem::temp_directory_path() /
+             absl::StrCat("llmint8_e2e_", getpid(), "_", FreePort());
+  std::filesystem::create_directories(log_dir_);
+  const int port = FreePort();
+  address_ = absl::StrCat("127.0.0.1:", port);
+  std::vector<std::string> addresses;
+  for (int i = 0; i < options_.workers; ++i) {
+    worker_ports_.push_back(FreePort());
+    addresses.push_back(worker_address(i));
+  }
+  workers_.resize(options_.workers);
+  if (options_.start_workers) {
+    for (int i = 0; i < options_.workers; ++i) StartWorker(i);
+  }
+  std::vector<std::string> args = {"coordinator", absl::StrCat("--listen=", address_),
+                                   absl::StrCat("--workers=", absl::StrJoin(addresses, ",")),
+                                   absl::StrCat("--model=", options_.model),
+                                   absl::StrCat("--dtype=", options_.dtype)};
+  for (const std::string& f : options_.extra_coordinator_flags) args.push_back(f);
+  coordinator_ = std::make_unique<Process>(args, log_dir_ + "/coordinator.log");
+  std::fprintf(stderr, "cluster logs in %s\n", log_dir_.c_str());
+}
+
+Cluster::~Cluster() {
+  coordinator_.reset();
+  workers_.clear();
+}
+
+std::string Cluster::worker_address(int rank) const {
+  return absl::StrCat("127.0.0.1:", worker_ports_[rank]);
+}
+
+void Cluster::StartWorker(int rank) {
+  workers_[rank] = std::make_unique<Process>(
+      std::vector<std::string>{"worker", absl::StrCat("--listen=", worker_address(rank))},
+      absl::StrCat(log_dir_, "/worker", rank, ".log"));
+}
+
+void Cluster::KillWorker(int rank, int signal) {
+  if (workers_[rank]) workers_[rank]->Kill(signal);
+}
+
+std::unique_ptr<v1::Generation::Stub> Cluster::NewStub() const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return v1::Generation::NewStub(
+      grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+}
+
+std::unique_ptr<v1::Worker::Stub> Cluster::NewWorkerStub(int rank) const {
+  return v1::Worker::NewStub(
+      grpc::CreateChannel(worker_address(rank), grpc::InsecureChannelCredentials()));
+}
+
+int HealthStatus(const std::string& address) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::Slice empty;  // HealthCheckRequest{service: ""} serializes to zero bytes
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  grpc::StubOptions options;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", options, &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = std::move(s);
+                   done = true;
+                   cv.notify_all();
+                 });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  if (!status.ok()) return -1;
+  std::vector<grpc::Slice> slices;
+  response.Dump(&slices);
+  std::string bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  // HealthCheckResponse{status = 1 (enum)}: tag 0x08 then the varint; absent means 0.
+  if (bytes.size() >= 2 && bytes[0] == 0x08) return bytes[1];
+  return 0;
+}
+
+bool WaitForHealth(const std::string& address, int want, double seconds) {
+  const auto end = std::chrono::steady_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  while (std::chrono::steady_clock::now() < end) {
+    if (HealthStatus(address) == want) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& prompt, int max_new_tokens) {
+  v1::GenerateRequest req;
+  for (int32_t id : prompt) req.mutable_token_ids()->add_ids(id);
+  req.set_max_new_tokens(max_new_tokens);
+  req.set_ignore_eos(true);
+  return req;
+}
+
+Generated Generate(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
+                   double timeout_seconds) {
+  Generated out;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+  auto reader = stub.Generate(&ctx, request);
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+    if (resp.has_token_id()) out.tokens.push_back(resp.token_id());
+    out.text += resp.text();
+    out.responses.push_back(resp);
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+}  // namespace llmint8::e2e

@@ -1,0 +1,85 @@
+// Test harness: a coordinator and its workers as separate `llmint8` processes on loopback,
+// plus the gRPC helpers the end-to-end tests share.
+#ifndef LLMINT8_TESTS_E2E_CLUSTER_H_
+#define LLMINT8_TESTS_E2E_CLUSTER_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "llmint8/v1/generation.grpc.pb.h"
+#include "llmint8/v1/worker.grpc.pb.h"
+
+namespace llmint8::e2e {
+
+// ${LLMINT8_BINARY_DIR}/tools/llmint8 and ${LLMINT8_SOURCE_DIR}/<relative>.
+std::string LlmintBinary();
+std::string SourcePath(const std::string& relative);
+int FreePort();
+
+// A child process running `llmint8 <args...>`, its output appended to `log_path`.
+class Process {
+ public:
+  Process(std::vector<std::string> args, std::string log_path);
+  ~Process();  // Kill(SIGTERM) and reap
+  void Kill(int signal);
+  bool running() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+struct ClusterOptions {
+  std::string model;
+  std::string dtype = "fp32";
+  int workers = 2;
+  std::vector<std::string> extra_coordinator_flags;
+  bool start_workers = true;
+};
+
+class Cluster {
+ public:
+  explicit Cluster(ClusterOptions options);
+  ~Cluster();
+
+  const std::string& address() const { return address_; }
+  std::string worker_address(int rank) const;
+  void StartWorker(int rank);
+  void KillWorker(int rank, int signal);
+
+  std::unique_ptr<v1::Generation::Stub> NewStub() const;
+  std::unique_ptr<v1::Worker::Stub> NewWorkerStub(int rank) const;
+
+ private:
+  ClusterOptions options_;
+  std::string log_dir_;
+  std::string address_;
+  std::vector<int> worker_ports_;
+  std::unique_ptr<Process> coordinator_;
+  std::vector<std::unique_ptr<Process>> workers_;
+};
+
+// grpc.health.v1.Health/Check for service "" (raw call, no generated health stubs needed):
+// 1 SERVING, 2 NOT_SERVING, -1 when the call failed.
+int HealthStatus(const std::string& address);
+// Polls until HealthStatus == want or `seconds` pass; true on success.
+bool WaitForHealth(const std::string& address, int want, double seconds);
+
+struct Generated {
+  grpc::Status status;
+  std::vector<int32_t> tokens;
+  std::string text;
+  std::vector<v1::GenerateResponse> responses;
+};
+
+v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& prompt, int max_new_tokens);
+Generated Generate(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
+                   double timeout_seconds = 60);
+
+}  // namespace llmint8::e2e
+
+#endif  // LLMINT8_TESTS_E2E_CLUSTER_H_

@@ -1,0 +1,306 @@
+// End-to-end: a coordinator and 2 workers (Gloo, TP 2) as separate `llmint8` processes on
+// loopback, serving tests/golden/tiny-opt in fp32, called through the C++ stub and through
+// Python grpcio.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/e2e/cluster.h"
+#include "tests/e2e/reference.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using ::testing::ElementsAreArray;
+
+constexpr char kModelDir[] = "tests/golden/tiny-opt";
+constexpr int kContext = 128;  // max_position_embeddings of tiny-opt
+constexpr int kVocab = 1000;
+
+struct GoldenCase {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> greedy;  // Hugging Face transformers, fp32
+};
+
+std::vector<GoldenCase> LoadGoldenCases() {
+  std::ifstream in(SourcePath(absl::StrCat(kModelDir, "/expected.json")));
+  nlohmann::json j = nlohmann::json::parse(in);
+  std::vector<GoldenCase> cases;
+  for (const auto& c : j["cases"]) {
+    cases.push_back(
+        {c["prompt"].get<std::vector<int32_t>>(), c["greedy_tokens"].get<std::vector<int32_t>>()});
+  }
+  return cases;
+}
+
+class ServiceE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ClusterOptions options;
+    options.model = SourcePath(kModelDir);
+    options.dtype = "fp32";
+    options.workers = 2;
+    cluster_ = new Cluster(options);
+    ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60))
+        << "the coordinator never reported SERVING";
+    auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    reference_ = ref->release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete reference_;
+  }
+  void SetUp() override {
+    ASSERT_NE(cluster_, nullptr);
+    ASSERT_NE(reference_, nullptr);
+    stub_ = cluster_->NewStub();
+  }
+
+  int ActiveSequencesOnWorkers() {
+    int total = 0;
+    for (int rank = 0; rank < 2; ++rank) {
+      grpc::ClientContext ctx;
+      v1::StatsRequest req;
+      v1::StatsResponse resp;
+      EXPECT_TRUE(cluster_->NewWorkerStub(rank)->Stats(&ctx, req, &resp).ok());
+      total += resp.active_sequences();
+    }
+    return total;
+  }
+
+  static Cluster* cluster_;
+  static InProcessReference* reference_;
+  std::unique_ptr<v1::Generation::Stub> stub_;
+};
+
+Cluster* ServiceE2ETest::cluster_ = nullptr;
+InProcessReference* ServiceE2ETest::reference_ = nullptr;
+
+TEST_F(ServiceE2ETest, GreedyTokensEqualInProcessRuntimeAndTransformers) {
+  for (const GoldenCase& c : LoadGoldenCases()) {
+    const int n = static_cast<int>(c.greedy.size());
+    Generated got = Generate(*stub_, GreedyRequest(c.prompt, n));
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    auto ref = reference_->Greedy(c.prompt, n);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    EXPECT_THAT(got.tokens, ElementsAreArray(*ref)) << "prompt " << absl::StrJoin(c.prompt, ",");
+    EXPECT_THAT(got.tokens, ElementsAreArray(c.greedy));
+    ASSERT_FALSE(got.responses.empty());
+    const v1::GenerateResponse& last = got.responses.back();
+    EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(last.usage().prompt_tokens(), static_cast<int>(c.prompt.size()));
+    EXPECT_EQ(last.usage().completion_tokens(), n);
+  }
+}
+
+TEST_F(ServiceE2ETest, PythonGrpcioClientGetsTheSameTokens) {
+  if (std::system("/usr/bin/python3 -c 'import grpc' 2>/dev/null") != 0) {
+    GTEST_SKIP() << "python3-grpcio is not installed (apt-get install python3-grpcio)";
+  }
+  const GoldenCase c = LoadGoldenCases()[1];
+  const std::string cmd = absl::StrCat(
+      "/usr/bin/python3 ", SourcePath("tests/e2e/python_client.py"),
+      " --target=", cluster_->address(), " --proto_dir=", SourcePath("proto"),
+      " --token_ids=", absl::StrJoin(c.prompt, ","), " --max_new_tokens=", c.greedy.size());
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) output.append(buf, n);
+  ASSERT_EQ(pclose(pipe), 0) << output;
+  nlohmann::json j = nlohmann::json::parse(output);
+  EXPECT_EQ(j["code"], "OK");
+  EXPECT_EQ(j["finish_reason"], "FINISH_REASON_LENGTH");
+  EXPECT_THAT(j["tokens"].get<std::vector<int32_t>>(), ElementsAreArray(c.greedy));
+}
+
+TEST_F(ServiceE2ETest, ConcurrentClientsEachEqualTheirSoloRun) {
+  constexpr int kClients = 32;
+  std::vector<std::vector<int32_t>> prompts(kClients);
+  std::vector<int> lengths(kClients);
+  std::vector<std::vector<int32_t>> solo(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    const int prompt_len = 1 + (i * 7) % 23;
+    prompts[i].push_back(2);
+    for (int t = 1; t < prompt_len; ++t) prompts[i].push_back((i * 131 + t * 17) % kVocab);
+    lengths[i] = 4 + (i * 5) % 17;
+    auto ref = reference_->Greedy(prompts[i], lengths[i]);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    solo[i] = *ref;
+  }
+  // Solo through the service, for a few of them (the rest equal the in-process runtime,
+  // which the first test shows the solo service run equals).
+  for (int i : {0, 13}) {
+    Generated got = Generate(*stub_, GreedyRequest(prompts[i], lengths[i]));
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    ASSERT_THAT(got.tokens, ElementsAreArray(solo[i]));
+  }
+  std::vector<Generated> results(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = cluster_->NewStub();
+      results[i] = Generate(*stub, GreedyRequest(prompts[i], lengths[i]), 120);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    ASSERT_TRUE(results[i].status.ok())
+        << "client " << i << ": " << results[i].status.error_message();
+    EXPECT_THAT(results[i].tokens, ElementsAreArray(solo[i])) << "client " << i;
+  }
+  EXPECT_EQ(ActiveSequencesOnWorkers(), 0);
+}
+
+void ExpectCode(v1::Generation::Stub& stub, const v1::GenerateRequest& req, grpc::StatusCode code,
+                const std::string& what) {
+  Generated got = Generate(stub, req);
+  EXPECT_EQ(got.status.error_code(), code) << what << ": " << got.status.error_message();
+  EXPECT_FALSE(got.status.error_message().empty()) << what;
+  EXPECT_TRUE(got.tokens.empty()) << what;
+}
+
+TEST_F(ServiceE2ETest, EmptyPromptIsInvalidArgument) {
+  v1::GenerateRequest req;
+  req.set_max_new_tokens(4);
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "no prompt");
+  req.set_text("");
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "empty text");
+  req.mutable_token_ids();
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "empty token_ids");
+}
+
+TEST_F(ServiceE2ETest, PromptLongerThanContextIsOutOfRange) {
+  ExpectCode(*stub_, GreedyRequest(std::vector<int32_t>(kContext, 5), 1),
+             grpc::StatusCode::OUT_OF_RANGE, "prompt of the whole context");
+}
+
+TEST_F(ServiceE2ETest, MaxNewTokensOutOfBounds) {
+  ExpectCode(*stub_, GreedyRequest({2, 5}, 0), grpc::StatusCode::INVALID_ARGUMENT, "0 tokens");
+  ExpectCode(*stub_, GreedyRequest({2, 5}, -3), grpc::StatusCode::INVALID_ARGUMENT, "-3");
+  ExpectCode(*stub_, GreedyRequest({2, 5}, kContext + 1), grpc::StatusCode::OUT_OF_RANGE,
+             "beyond the context");
+  ExpectCode(*stub_, GreedyRequest(std::vector<int32_t>(100, 5), 29),
+             grpc::StatusCode::OUT_OF_RANGE, "prompt + max_new_tokens beyond the context");
+}
+
+TEST_F(ServiceE2ETest, NegativeTemperatureIsInvalidArgument) {
+  v1::GenerateRequest req = GreedyRequest({2, 5}, 4);
+  req.set_temperature(-0.5f);
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "temperature -0.5");
+}
+
+TEST_F(ServiceE2ETest, TopPOutsideUnitIntervalIsInvalidArgument) {
+  for (float top_p : {0.0f, -0.1f, 1.5f}) {
+    v1::GenerateRequest req = GreedyRequest({2, 5}, 4);
+    req.set_top_p(top_p);
+    ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("top_p ", top_p));
+  }
+}
+
+TEST_F(ServiceE2ETest, TokenIdOutsideVocabularyIsInvalidArgument) {
+  ExpectCode(*stub_, GreedyRequest({2, kVocab}, 4), grpc::StatusCode::INVALID_ARGUMENT,
+             "id == vocab");
+  ExpectCode(*stub_, GreedyRequest({-1}, 4), grpc::StatusCode::INVALID_ARGUMENT, "id -1");
+}
+
+TEST_F(ServiceE2ETest, MessageOverSizeLimitIsResourceExhausted) {
+  v1::GenerateRequest req;
+  req.set_text(std::string(5 << 20, 'a'));  // the coordinator accepts 4 MiB
+  req.set_max_new_tokens(1);
+  ExpectCode(*stub_, req, grpc::StatusCode::RESOURCE_EXHAUSTED, "5 MiB request");
+}
+
+TEST_F(ServiceE2ETest, TextPromptWithoutTokenizerIsFailedPrecondition) {
+  v1::GenerateRequest req;
+  req.set_text("Hello");
+  req.set_max_new_tokens(1);
+  ExpectCode(*stub_, req, grpc::StatusCode::FAILED_PRECONDITION, "text, no tokenizer");
+}
+
+TEST_F(ServiceE2ETest, CancelFreesTheSequenceAndLaterRequestsWork) {
+  grpc::ClientContext ctx;
+  auto reader = stub_->Generate(&ctx, GreedyRequest({2, 7}, 120));
+  v1::GenerateResponse resp;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&resp));
+  ctx.TryCancel();
+  while (reader->Read(&resp)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  bool freed = false;
+  for (int i = 0; i < 100 && !freed; ++i) {
+    freed = ActiveSequencesOnWorkers() == 0;
+    if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(freed) << "the cancelled sequence still holds KV cache on the workers";
+  const GoldenCase c = LoadGoldenCases()[0];
+  Generated got = Generate(*stub_, GreedyRequest(c.prompt, 8));
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_THAT(got.tokens,
+              ElementsAreArray(std::vector<int32_t>(c.greedy.begin(), c.greedy.begin() + 8)));
+}
+
+TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
+  grpc::ClientContext ctx;
+  v1::GetModelInfoRequest req;
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub_->GetModelInfo(&ctx, req, &info).ok());
+  EXPECT_EQ(info.tensor_parallel(), 2);
+  EXPECT_EQ(info.dtype(), "fp32");
+  EXPECT_EQ(info.backend(), "gloo");
+  EXPECT_EQ(info.vocab_size(), kVocab);
+  EXPECT_EQ(info.max_context(), kContext);
+  ASSERT_EQ(info.workers_size(), 2);
+  for (const v1::WorkerInfo& w : info.workers()) {
+    EXPECT_TRUE(w.healthy());
+    EXPECT_GT(w.weight_bytes(), 0);
+  }
+}
+
+// A coordinator whose workers never come up: requests wait in the queue, so its capacity
+// and deadlines can be tested deterministically.
+TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.start_workers = false;
+  options.extra_coordinator_flags = {"--queue_capacity=1"};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 2, 30)) << "expected NOT_SERVING";
+  auto stub = cluster.NewStub();
+  // One request waits in the single queue slot (until its deadline); short probes around
+  // it are refused while it is there. Which of them takes the slot first is up to timing.
+  Generated first;
+  std::thread waiting([&] { first = Generate(*cluster.NewStub(), GreedyRequest({2}, 4), 3); });
+  int refused = 0;
+  for (int i = 0; i < 40 && refused == 0; ++i) {
+    const grpc::StatusCode code = Generate(*stub, GreedyRequest({2}, 4), 0.1).status.error_code();
+    EXPECT_TRUE(code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                code == grpc::StatusCode::DEADLINE_EXCEEDED)
+        << code;
+    refused += code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  }
+  waiting.join();
+  refused += first.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  EXPECT_GE(refused, 1);
+  EXPECT_TRUE(first.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+              first.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // The expired request left the queue: the next one is queued again (and expires), not
+  // refused. (The pause lets the server's clock pass the last probe's deadline too.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(Generate(*stub, GreedyRequest({2}, 4), 0.3).status.error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+}  // namespace
+}  // namespace llmint8::e2e

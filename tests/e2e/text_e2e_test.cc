@@ -1,0 +1,122 @@
+// End-to-end with text: a synthetic model whose vocabulary matches the tiny BPE tokenizer
+// fixture, served by a coordinator + 2 Gloo workers. Checks streamed text, stop sequences,
+// Tokenize, seeded sampling and logprobs.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/tokenizer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/cluster.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using ::testing::ElementsAreArray;
+
+constexpr char kModel[] =
+    "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400,positions=128,seed=3";
+constexpr char kTokenizer[] = "tests/fixtures/tokenizer/tiny-bpe/tokenizer.json";
+
+class TextE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ClusterOptions options;
+    options.model = kModel;
+    options.dtype = "fp16";
+    options.extra_coordinator_flags = {absl::StrCat("--tokenizer=", SourcePath(kTokenizer))};
+    cluster_ = new Cluster(options);
+    ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
+    auto tokenizer = coordinator::Tokenizer::FromTokenizerJsonFile(SourcePath(kTokenizer));
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    tokenizer_ = tokenizer->release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete tokenizer_;
+  }
+  void SetUp() override {
+    ASSERT_NE(tokenizer_, nullptr);
+    stub_ = cluster_->NewStub();
+  }
+
+  static v1::GenerateRequest TextRequest(const std::string& text, int n) {
+    v1::GenerateRequest req;
+    req.set_text(text);
+    req.set_max_new_tokens(n);
+    req.set_ignore_eos(true);
+    return req;
+  }
+
+  static Cluster* cluster_;
+  static coordinator::Tokenizer* tokenizer_;
+  std::unique_ptr<v1::Generation::Stub> stub_;
+};
+
+Cluster* TextE2ETest::cluster_ = nullptr;
+coordinator::Tokenizer* TextE2ETest::tokenizer_ = nullptr;
+
+TEST_F(TextE2ETest, TokenizeMatchesTheTokenizer) {
+  grpc::ClientContext ctx;
+  v1::TokenizeRequest req;
+  req.set_text("hello world, hello tokens");
+  v1::TokenizeResponse resp;
+  ASSERT_TRUE(stub_->Tokenize(&ctx, req, &resp).ok());
+  auto ids = tokenizer_->Encode(req.text(), /*add_bos=*/false);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(resp.token_ids(), ElementsAreArray(*ids));
+  EXPECT_EQ(resp.pieces_size(), resp.token_ids_size());
+}
+
+TEST_F(TextE2ETest, StreamedTextIsTheDecodedTokens) {
+  Generated got = Generate(*stub_, TextRequest("hello world", 24));
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  ASSERT_EQ(got.tokens.size(), 24u);
+  auto text = tokenizer_->Decode(got.tokens, /*skip_special_tokens=*/true);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(got.text, *text);
+  EXPECT_EQ(got.responses.back().finish_reason(), v1::FINISH_REASON_LENGTH);
+}
+
+TEST_F(TextE2ETest, StopSequenceEndsTheStreamBeforeIt) {
+  Generated full = Generate(*stub_, TextRequest("the quick brown fox", 32));
+  ASSERT_TRUE(full.status.ok()) << full.status.error_message();
+  // A stop string: the last pair of printable ASCII characters in the text.
+  size_t at = std::string::npos;
+  for (size_t i = full.text.size(); i-- > 1 && at == std::string::npos;) {
+    auto ascii = [](char c) { return c > 0x20 && c < 0x7f; };
+    if (ascii(full.text[i - 1]) && ascii(full.text[i])) at = i - 1;
+  }
+  if (at == std::string::npos) GTEST_SKIP() << "no ASCII pair to stop at in: " << full.text;
+  const std::string stop = full.text.substr(at, 2);
+  v1::GenerateRequest req = TextRequest("the quick brown fox", 32);
+  req.add_stop(stop);
+  Generated cut = Generate(*stub_, req);
+  ASSERT_TRUE(cut.status.ok()) << cut.status.error_message();
+  EXPECT_EQ(cut.text, full.text.substr(0, full.text.find(stop))) << "stop '" << stop << "'";
+  EXPECT_EQ(cut.responses.back().finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_LT(cut.tokens.size(), full.tokens.size());
+}
+
+TEST_F(TextE2ETest, SeededSamplingIsReproducibleAndLogprobsAreReturned) {
+  v1::GenerateRequest req = TextRequest("hello", 16);
+  req.set_temperature(0.9f);
+  req.set_top_k(50);
+  req.set_top_p(0.95f);
+  req.set_seed(1234);
+  req.set_logprobs(true);
+  Generated a = Generate(*stub_, req);
+  Generated b = Generate(*stub_, req);
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  EXPECT_THAT(a.tokens, ElementsAreArray(b.tokens));
+  for (const v1::GenerateResponse& r : a.responses) {
+    ASSERT_TRUE(r.has_logprob());
+    EXPECT_LE(r.logprob(), 0.0f);
+  }
+}
+
+}  // namespace
+}  // namespace llmint8::e2e

@@ -1,0 +1,69 @@
+// A worker killed mid-stream: the in-flight stream ends with UNAVAILABLE, health turns
+// NOT_SERVING, a request sent meanwhile waits in the queue, and when the worker is back the
+// group re-forms, the queued request is served and new ones succeed.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/cluster.h"
+#include "tests/e2e/reference.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using ::testing::ElementsAreArray;
+
+TEST(WorkerFailureE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
+  const std::string model = SourcePath("tests/golden/tiny-opt");
+  auto ref = InProcessReference::Open(model, model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  auto expected = (*ref)->Greedy(prompt, 16);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  ClusterOptions options;
+  options.model = model;
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+
+  // A long stream, killed after its first tokens.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub->Generate(&ctx, GreedyRequest({2, 7}, 120));
+  v1::GenerateResponse resp;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&resp));
+  const auto killed_at = std::chrono::steady_clock::now();
+  cluster.KillWorker(1, SIGKILL);
+  while (reader->Read(&resp)) {
+  }
+  const grpc::Status status = reader->Finish();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  std::fprintf(stderr, "stream ended %.3f s after the kill: %s\n", seconds,
+               status.error_message().c_str());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
+
+  // Sent while the group is down: it waits in the queue.
+  Generated queued;
+  std::thread waiter([&] { queued = Generate(*cluster.NewStub(), GreedyRequest(prompt, 16), 60); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  cluster.StartWorker(1);
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the group never re-formed";
+  waiter.join();
+  ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
+  EXPECT_THAT(queued.tokens, ElementsAreArray(*expected));
+
+  Generated again = Generate(*stub, GreedyRequest(prompt, 16));
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_THAT(again.tokens, ElementsAreArray(*expected));
+}
+
+}  // namespace
+}  // namespace llmint8::e2e
