@@ -197,8 +197,11 @@ absl::Status LoadPlanned(const CheckpointSource& source, const OptConfig& c,
   return w->LoadRows(source, name, slice.rows, slice.cols, row_offset, tmp);
 }
 
-absl::Status LoadLayer(const CheckpointSource& source, const OptConfig& c, const ShardPlan& plan,
-                       Precision precision, int64_t i, LayerWeights* l, std::vector<float>* tmp) {
+}  // namespace
+
+absl::Status LoadLayerWeights(const OptConfig& c, const CheckpointSource& source,
+                              const ShardPlan& plan, Precision precision, int64_t i,
+                              LayerWeights* l, std::vector<float>* tmp) {
   const int64_t h = c.hidden_size;
   const int64_t lw = plan.attn_rows.size();
   const int64_t lf = plan.ffn_rows.size();
@@ -238,14 +241,8 @@ absl::Status LoadLayer(const CheckpointSource& source, const OptConfig& c, const
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& c,
-                                                               const CheckpointSource& source,
-                                                               const ShardPlan& plan,
-                                                               Precision precision,
-                                                               const LoadProgressFn& progress) {
-  auto w = std::make_unique<ShardWeights>();
+absl::Status LoadSharedWeights(const OptConfig& c, const CheckpointSource& source,
+                               const ShardPlan& plan, Precision precision, ShardWeights* w) {
   std::vector<float> tmp;
   // Tables stay 16-bit in kF16 and kInt8.
   const Precision table = precision == Precision::kF32 ? Precision::kF32 : Precision::kF16;
@@ -272,9 +269,20 @@ absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& 
     RETURN_IF_ERROR(LoadNorm(source, c, kFinalLayerNormWeight, kFinalLayerNormBias, precision,
                              &w->final_norm));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& c,
+                                                               const CheckpointSource& source,
+                                                               const ShardPlan& plan,
+                                                               Precision precision,
+                                                               const LoadProgressFn& progress) {
+  auto w = std::make_unique<ShardWeights>();
+  RETURN_IF_ERROR(LoadSharedWeights(c, source, plan, precision, w.get()));
+  std::vector<float> tmp;
   w->layers.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    RETURN_IF_ERROR(LoadLayer(source, c, plan, precision, i, &w->layers[i], &tmp));
+    RETURN_IF_ERROR(LoadLayerWeights(c, source, plan, precision, i, &w->layers[i], &tmp));
     if (progress) progress(i + 1, c.num_hidden_layers);
   }
   return w;

@@ -55,6 +55,8 @@ class WeightMatrix {
 
   std::span<const float> f32() const { return f32_; }
   std::span<const Half> f16() const { return f16_; }
+  std::span<const int8_t> q() const { return q_; }         // kInt8: [n, k]
+  std::span<const float> absmax() const { return absmax_; }  // kInt8: [n]
 
   void AddBytes(MemoryStats* stats) const;
 
@@ -104,6 +106,16 @@ struct ShardWeights {
 // memory limit is checked before anything is read).
 MemoryStats EstimateShardWeightBytes(const OptConfig& config, const ShardPlan& plan,
                                      Precision precision);
+
+// The two halves of LoadShardWeights, for a backend that moves each layer elsewhere (the GPU)
+// before reading the next, so the host never holds more than one layer:
+// LoadSharedWeights fills everything but `layers` (embeddings, positions, project_in/out, final
+// norm); LoadLayerWeights reads decoder layer `layer` into `out` (`tmp` is reusable scratch).
+absl::Status LoadSharedWeights(const OptConfig& config, const CheckpointSource& source,
+                               const ShardPlan& plan, Precision precision, ShardWeights* out);
+absl::Status LoadLayerWeights(const OptConfig& config, const CheckpointSource& source,
+                              const ShardPlan& plan, Precision precision, int64_t layer,
+                              LayerWeights* out, std::vector<float>* tmp);
 
 // Reads this rank's slices, layer by layer, calling `progress` after each layer.
 absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& config,

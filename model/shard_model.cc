@@ -15,6 +15,7 @@
 #include "model/checkpoint.h"
 #include "model/forward_weights.h"
 #include "model/kv_cache.h"
+#include "model/shard_backend.h"
 #include "model/shard_plan.h"
 #include "model/tensor_names.h"
 
@@ -56,32 +57,6 @@ struct ForwardScratch {
   }
 };
 
-std::string_view PrecisionName(Precision p) {
-  switch (p) {
-    case Precision::kF32:
-      return "f32";
-    case Precision::kF16:
-      return "f16";
-    case Precision::kInt8:
-      return "int8";
-  }
-  return "unknown";
-}
-
-absl::StatusOr<Precision> ParsePrecision(std::string_view name) {
-  if (name == "f32" || name == "fp32") return Precision::kF32;
-  if (name == "f16" || name == "fp16") return Precision::kF16;
-  if (name == "int8") return Precision::kInt8;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown precision \"", std::string(name), "\"; use f32, f16 or int8"));
-}
-
-std::string MemoryStats::DebugString() const {
-  return absl::StrCat("total ", total(), " B (int8 weights ", int8_weights, ", scales ", scales,
-                      ", fp16 ", fp16_weights, ", fp32 ", fp32_weights, ", kv cache ", kv_cache,
-                      ", scratch ", scratch, ")");
-}
-
 ShardModel::ShardModel(const OptConfig& config, const ShardOptions& options, int tp, int rank,
                        comm::Communicator* comm)
     : config_(config),
@@ -106,10 +81,6 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
         "rank, got ", comm == nullptr ? std::string("none")
                                       : absl::StrCat(comm->size(), " ranks, rank ", comm->rank())));
   }
-  if (comm != nullptr && comm->on_device()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ShardModel (CPU) needs a host-memory communicator, got backend ", comm->backend()));
-  }
   if (options.max_context < 0 || options.max_context > config.max_position_embeddings) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_context ", options.max_context, " must be in [0, ",
@@ -122,6 +93,15 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
                                                    ") must be >= 0"));
   }
   std::unique_ptr<ShardModel> m(new ShardModel(config, options, tp, rank, comm));
+  if (options.device == Device::kCuda) {
+    ASSIGN_OR_RETURN(m->backend_, MakeCudaShardBackend(config, source, plan, comm, options,
+                                                       m->max_context_, progress));
+    return m;
+  }
+  if (comm != nullptr && comm->on_device()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ShardModel (CPU) needs a host-memory communicator, got backend ", comm->backend()));
+  }
   m->scratch_ = std::make_unique<ForwardScratch>();
   if (options.memory_limit_bytes > 0) {
     MemoryStats need = EstimateShardWeightBytes(config, plan, options.precision);
@@ -184,42 +164,14 @@ void ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
 }
 
 absl::Status ShardModel::ValidateBatch(std::span<const SequenceInput> batch) const {
-  if (batch.empty()) return absl::InvalidArgumentError("Step: empty batch");
-  std::vector<uint64_t>& ids = scratch_->sorted_ids;
-  ids.clear();
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const SequenceInput& in = batch[i];
-    if (in.tokens.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Step: sequence ", in.seq_id, " (batch entry ", i, ") has no tokens"));
-    }
-    for (size_t j = 0; j < in.tokens.size(); ++j) {
-      if (in.tokens[j] < 0 || in.tokens[j] >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "Step: sequence ", in.seq_id, " token ", j, " is ", in.tokens[j],
-            ", outside the vocabulary [0, ", config_.vocab_size, ")"));
-      }
-    }
-    const int64_t len = kv_->Length(in.seq_id);
-    const int64_t n = static_cast<int64_t>(in.tokens.size());
-    if (len + n > max_context_) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "Step: sequence ", in.seq_id, " has ", len, " cached positions + ", n,
-          " new tokens, over the context limit ", max_context_));
-    }
-    ids.push_back(in.seq_id);
-  }
-  std::sort(ids.begin(), ids.end());
-  auto dup = std::adjacent_find(ids.begin(), ids.end());
-  if (dup != ids.end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Step: sequence ", *dup, " appears more than once in the batch"));
-  }
-  return absl::OkStatus();
+  return ValidateStepBatch(
+      batch, config_.vocab_size, max_context_,
+      [this](uint64_t id) { return kv_->Length(id); }, &scratch_->sorted_ids);
 }
 
 absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
                                         bool all_positions) {
+  if (backend_ != nullptr) return backend_->Step(batch, all_positions);
   // Make room for the per-batch bookkeeping first, so validation allocates nothing later.
   ForwardScratch& s = *scratch_;
   RETURN_IF_ERROR(ValidateBatch(batch));
@@ -455,13 +407,23 @@ absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, bool all_
   return absl::OkStatus();
 }
 
-absl::Status ShardModel::Release(uint64_t seq_id) { return kv_->Release(seq_id); }
+absl::Status ShardModel::Release(uint64_t seq_id) {
+  if (backend_ != nullptr) return backend_->Release(seq_id);
+  return kv_->Release(seq_id);
+}
 
-int64_t ShardModel::ContextLength(uint64_t seq_id) const { return kv_->Length(seq_id); }
+int64_t ShardModel::ContextLength(uint64_t seq_id) const {
+  if (backend_ != nullptr) return backend_->ContextLength(seq_id);
+  return kv_->Length(seq_id);
+}
 
-int64_t ShardModel::num_sequences() const { return kv_->num_sequences(); }
+int64_t ShardModel::num_sequences() const {
+  if (backend_ != nullptr) return backend_->num_sequences();
+  return kv_->num_sequences();
+}
 
 MemoryStats ShardModel::memory() const {
+  if (backend_ != nullptr) return backend_->memory();
   MemoryStats s;
   weights_->AddBytes(&s);
   s.kv_cache = kv_->bytes();

@@ -38,6 +38,7 @@ class CheckpointSource;  // model/checkpoint.h
 struct ShardWeights;     // model/forward_weights.h (internal)
 class KvCache;           // model/kv_cache.h (internal)
 struct ForwardScratch;   // model/shard_model.cc (internal)
+class ShardBackend;      // model/shard_backend.h (internal): the device backends
 
 // How the attention and FFN linears are held and computed. Embeddings, the LM head and the
 // LayerNorms are fp16 in kF16 and kInt8, fp32 in kF32.
@@ -49,7 +50,15 @@ enum class Precision {
 std::string_view PrecisionName(Precision p);  // "f32", "f16", "int8"
 absl::StatusOr<Precision> ParsePrecision(std::string_view name);
 
+// Where the shard lives and computes. kCpu: host memory, this file's forward. kCuda: weights,
+// KV cache and activations on one CUDA device in fp16 (kF16, kInt8; not kF32), see
+// model/cuda/README.md; Unimplemented in a build without CUDA.
+enum class Device { kCpu, kCuda };
+std::string_view DeviceName(Device d);  // "cpu", "cuda"
+absl::StatusOr<Device> ParseDevice(std::string_view name);
+
 struct ShardOptions {
+  Device device = Device::kCpu;
   Precision precision = Precision::kF16;
   // LLM.int8() outlier threshold (kInt8 only); 0 disables the decomposition.
   float threshold = 6.0f;
@@ -57,6 +66,13 @@ struct ShardOptions {
   int64_t memory_limit_bytes = 0;
   // Longest context (prompt + generated) of one sequence; 0 = max_position_embeddings.
   int64_t max_context = 0;
+  // kCuda only: the device (cudaSetDevice index) and the stream (a cudaStream_t, opaque here)
+  // every step runs on. With tp > 1 the communicator must be on the device (NCCL) and
+  // cuda_stream must be the stream it was created with (CommOptions::cuda_stream), so that
+  // collectives are ordered after the kernels that produce their input. nullptr with tp == 1:
+  // the model creates its own stream. The stream must outlive the model.
+  int cuda_device = 0;
+  void* cuda_stream = nullptr;
 };
 
 // Bytes held by this shard, by category. total() is what memory_limit_bytes bounds.
@@ -153,6 +169,8 @@ class ShardModel {
   std::unique_ptr<ShardWeights> weights_;
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<ForwardScratch> scratch_;
+  // Set when options.device != kCpu: every call below Load goes there instead.
+  std::unique_ptr<ShardBackend> backend_;
 };
 
 }  // namespace llmint8::model

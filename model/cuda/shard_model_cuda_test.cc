@@ -1,0 +1,351 @@
+// ShardModel with device = kCuda (model/cuda) at TP = 1 against the CPU backend and the golden
+// fixtures of transformers: logits within derived fp16 bounds, the same greedy tokens, batching
+// of sequences of different lengths equal to each alone, bad input and memory limits.
+// Every test that needs a GPU skips without one.
+//
+// Tolerances. The CUDA forward keeps activations in fp16 between ops (fp32 inside each op);
+// the CPU kF16 path keeps them in fp32 and the golden logits are fp32. Each fp16 rounding
+// perturbs a value by at most u = 2^-11 relative; along the path to a logit there are about
+// S = 3 + 8 * layers roundings (embedding + position, per layer LN / qkv / attention /
+// out_proj / residual / fc1 / act / fc2, then final LN, head, the fp16 logit), so a worst-case
+// first-order bound is |d logit| <= S * u * L, L = max |logit| (~20 on the fixtures: 0.19 for
+// 2 layers). The observed error of a same-precision forward is far below this worst case:
+// transformers' own fp16 forward of the golden models differs from fp32 by 0.016 .. 0.032
+// (expected.json fp16_max_abs_diff_first_step). We assert min(worst case, 4 x that reference
+// figure) where the fixture gives it, the worst case elsewhere.
+// Greedy tokens: equal to the reference until a step whose reference top-1/top-2 margin is
+// below 2 x tolerance (there an argmax may legitimately flip); a flip at a wider margin fails.
+// int8 vs the CPU int8: the GPU quantizes the fp16 activations, the CPU the fp32 ones, so
+// single int8 values may round differently by one step; tests/tp accepts 0.05 between int8
+// forwards whose quantization differs (local vs global scales), added to the fp16 bound here.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda/device.h"
+#include "model/checkpoint.h"
+#include "model/forward_test_util.h"
+#include "model/safetensors.h"
+#include "model/shard_model.h"
+#include "model/synthetic.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::model {
+namespace {
+
+using testing::ArgMax;
+using testing::MaxAbsDiff;
+
+constexpr double kHalfEps = 1.0 / 2048.0;  // u = 2^-11
+constexpr double kInt8Allowance = 0.05;
+constexpr int kSteps = 32;
+
+#define SKIP_WITHOUT_CUDA_DEVICE()                                                   \
+  do {                                                                               \
+    const absl::Status llmint8_device_ = ::llmint8::gpu::CheckDeviceAvailable();      \
+    if (!llmint8_device_.ok()) GTEST_SKIP() << "no CUDA device: " << llmint8_device_; \
+  } while (0)
+
+double WorstCaseF16Bound(const OptConfig& c, double max_abs_logit) {
+  const double stages = 3.0 + 8.0 * static_cast<double>(c.num_hidden_layers);
+  return stages * kHalfEps * max_abs_logit;
+}
+
+double MaxAbs(std::span<const float> v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, std::abs(static_cast<double>(x)));
+  return m;
+}
+
+// Top-1 minus top-2 of a row.
+double Margin(std::span<const float> row) {
+  float a = -INFINITY, b = -INFINITY;
+  for (float x : row) {
+    if (x > a) {
+      b = a;
+      a = x;
+    } else if (x > b) {
+      b = x;
+    }
+  }
+  return static_cast<double>(a) - b;
+}
+
+std::unique_ptr<ShardModel> LoadOn(Device d, const OptConfig& c, CheckpointSource& src,
+                                   Precision p, float threshold = 6.0f) {
+  ShardOptions o;
+  o.device = d;
+  o.precision = p;
+  o.threshold = threshold;
+  auto m = ShardModel::Load(c, src, 1, 0, nullptr, o);
+  EXPECT_TRUE(m.ok()) << DeviceName(d) << " " << PrecisionName(p) << ": " << m.status();
+  return m.ok() ? std::move(m).value() : nullptr;
+}
+
+// Compares greedy token lists: equal until the first step where the reference margin is
+// below `min_margin` (a flip there is allowed and ends the comparison).
+void ExpectSameGreedy(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
+                      const std::vector<double>& want_margins, double min_margin,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t s = 0; s < want.size(); ++s) {
+    if (got[s] == want[s]) continue;
+    EXPECT_LT(want_margins[s], min_margin)
+        << what << ": greedy token " << s << " is " << got[s] << ", reference " << want[s]
+        << " with margin " << want_margins[s] << " >= 2 x tolerance " << min_margin;
+    std::printf("%s: tokens diverge at step %zu (reference margin %.4f < %.4f)\n", what.c_str(),
+                s, want_margins[s], min_margin);
+    return;
+  }
+}
+
+// ---- No device needed: argument checks that fail before touching CUDA ----------------------
+
+TEST(ShardModelCudaArgsTest, RejectsF32) {
+  const OptConfig c = testing::SmallConfig(64, 4, 1, 100, 32);
+  auto src = MakeSyntheticSource(c, {});
+  ASSERT_TRUE(src.ok()) << src.status();
+  ShardOptions o;
+  o.device = Device::kCuda;
+  o.precision = Precision::kF32;
+  auto m = ShardModel::Load(c, **src, 1, 0, nullptr, o);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
+}
+
+// ---- Golden fixtures (transformers) ---------------------------------------------------------
+
+std::string FixtureDir(const std::string& name) {
+  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
+  return std::string(src ? src : ".") + "/tests/golden/" + name;
+}
+
+nlohmann::json ReadJson(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+}
+
+class GoldenCudaTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenCudaTest, F16LogitsAndGreedyTokens) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const std::string dir = FixtureDir(GetParam());
+  auto opened = OpenModelDir(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  auto expected = OpenSafetensors(dir + "/expected_logits.safetensors");
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const nlohmann::json json = ReadJson(dir + "/expected.json");
+  ASSERT_FALSE(json.is_discarded());
+  const OptConfig& c = opened->config;
+  auto gpu = LoadOn(Device::kCuda, c, *opened->source, Precision::kF16);
+  ASSERT_NE(gpu, nullptr);
+
+  const auto& cases = json["cases"];
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const auto& cs = cases[ci];
+    const std::vector<int32_t> prompt = cs["prompt"].get<std::vector<int32_t>>();
+    const std::string name = absl::StrCat(GetParam(), " prompt", ci);
+    auto last = (*expected)->ReadAll(absl::StrCat("prompt", ci, ".last"));
+    ASSERT_TRUE(last.ok()) << last.status();
+    const double worst = WorstCaseF16Bound(c, MaxAbs(*last));
+    const double tol =
+        cs.contains("fp16_max_abs_diff_first_step")
+            ? std::min(worst, 4.0 * cs["fp16_max_abs_diff_first_step"].get<double>())
+            : worst;
+
+    // Prefill (all positions for prompt 2) and greedy decode, one sequence at a time.
+    const uint64_t id = 100 + ci;
+    const bool all = expected.value()->Info(absl::StrCat("prompt", ci, ".all")).ok();
+    ShardModel::SequenceInput in{id, prompt};
+    auto first = gpu->Step({&in, 1}, all);
+    ASSERT_TRUE(first.ok()) << first.status();
+    const std::span<const float> last_row = first->row(first->rows - 1);
+    const double d_last = MaxAbsDiff(last_row, *last);
+    std::printf("%s: last-position max |gpu f16 - hf f32| = %.5f (tol %.5f)\n", name.c_str(),
+                d_last, tol);
+    EXPECT_LE(d_last, tol) << name;
+    if (all) {
+      auto all_ref = (*expected)->ReadAll(absl::StrCat("prompt", ci, ".all"));
+      ASSERT_TRUE(all_ref.ok());
+      EXPECT_LE(MaxAbsDiff(first->values, *all_ref), tol) << name << " all positions";
+    }
+    std::vector<int32_t> tokens{ArgMax(last_row)};
+    for (int s = 1; s < kSteps; ++s) {
+      ShardModel::SequenceInput next{id, std::span<const int32_t>(&tokens.back(), 1)};
+      auto step = gpu->Step({&next, 1});
+      ASSERT_TRUE(step.ok()) << step.status();
+      tokens.push_back(ArgMax(step->row(0)));
+    }
+    ExpectSameGreedy(tokens, cs["greedy_tokens_fp16"].get<std::vector<int32_t>>(),
+                     cs["greedy_margins"].get<std::vector<double>>(), 2 * tol, name);
+    ASSERT_TRUE(gpu->Release(id).ok());
+  }
+  EXPECT_EQ(gpu->num_sequences(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenCudaTest,
+                         ::testing::Values("tiny-opt", "tiny-opt-350m-style"));
+
+// ---- CUDA vs CPU on a synthetic model with outlier dims ------------------------------------
+
+OptConfig OutlierConfig() { return testing::SmallConfig(128, 4, 2, 512, 128); }
+
+SyntheticOptions OutlierSynthetic() {
+  SyntheticOptions o;  // as model/int8_agreement_runtime_test.cc
+  o.seed = 5;
+  o.bias_std = 0.02f;
+  o.layer_norm_noise = 0.1f;
+  o.outlier_dims = {3, 40, 99};
+  o.outlier_gain = 20.0f;
+  return o;
+}
+
+std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+class CudaVsCpuTest : public ::testing::TestWithParam<Precision> {};
+
+// Prompts of 3, 11 and 40 tokens in one batch (40 rows take the int8 GEMM path, decode rows the
+// dp4a kernel), then 32 greedy steps; the CPU runs the CUDA model's tokens (teacher forcing),
+// so the logits are compared at every step, and the CUDA tokens must equal the CPU's own greedy
+// tokens under the margin rule.
+TEST_P(CudaVsCpuTest, LogitsWithinBoundAndSameGreedyTokens) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const Precision p = GetParam();
+  const OptConfig c = OutlierConfig();
+  auto src = MakeSyntheticSource(c, OutlierSynthetic());
+  ASSERT_TRUE(src.ok()) << src.status();
+  auto gpu = LoadOn(Device::kCuda, c, **src, p);
+  auto cpu = LoadOn(Device::kCpu, c, **src, p);
+  auto cpu_free = LoadOn(Device::kCpu, c, **src, p);
+  ASSERT_TRUE(gpu && cpu && cpu_free);
+  const std::vector<std::vector<int32_t>> prompts = {
+      RandomTokens(3, 512, 1), RandomTokens(11, 512, 2), RandomTokens(40, 512, 3)};
+
+  auto g = testing::Greedy(*gpu, prompts, kSteps);
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto forced = testing::Greedy(*cpu, prompts, kSteps, 1, &g->tokens);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  auto free_run = testing::Greedy(*cpu_free, prompts, kSteps);
+  ASSERT_TRUE(free_run.ok()) << free_run.status();
+
+  double worst_diff = 0, tol = 0;
+  for (int s = 0; s < kSteps; ++s) {
+    double t = WorstCaseF16Bound(c, MaxAbs(forced->logits[s]));
+    if (p == Precision::kInt8) t += kInt8Allowance;
+    tol = std::max(tol, t);
+    const double d = MaxAbsDiff(g->logits[s], forced->logits[s]);
+    worst_diff = std::max(worst_diff, d);
+    EXPECT_LE(d, t) << "step " << s;
+  }
+  std::printf("%s: max |gpu - cpu| over %d steps = %.5f (tol %.5f)\n",
+              std::string(PrecisionName(p)).c_str(), kSteps, worst_diff, tol);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<double> margins;
+    for (int s = 0; s < kSteps; ++s) {
+      margins.push_back(Margin(std::span<const float>(free_run->logits[s])
+                                   .subspan(i * c.vocab_size, c.vocab_size)));
+    }
+    ExpectSameGreedy(g->tokens[i], free_run->tokens[i], margins, 2 * tol,
+                     absl::StrCat(std::string(PrecisionName(p)), " sequence ", i));
+  }
+}
+
+// A batch of sequences of different lengths (prefill together, then batched decode) gives each
+// sequence what it gets alone. fp16: only the GEMM row count differs (cuBLASLt may pick another
+// algorithm, so summation order may differ): a few fp16 ulps of the logits, propagated through
+// the layers; we allow the worst-case fp16 bound. int8: outlier columns are chosen over the whole
+// batch, so add the int8 allowance (as the CPU runtime test does).
+TEST_P(CudaVsCpuTest, BatchOfDifferentLengthsEqualsEachAlone) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const Precision p = GetParam();
+  const OptConfig c = OutlierConfig();
+  auto src = MakeSyntheticSource(c, OutlierSynthetic());
+  ASSERT_TRUE(src.ok()) << src.status();
+  const std::vector<std::vector<int32_t>> prompts = {
+      RandomTokens(1, 512, 7), RandomTokens(9, 512, 8), RandomTokens(37, 512, 9)};
+  auto batched = LoadOn(Device::kCuda, c, **src, p);
+  ASSERT_NE(batched, nullptr);
+  auto together = testing::Greedy(*batched, prompts, 8);
+  ASSERT_TRUE(together.ok()) << together.status();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto alone_model = LoadOn(Device::kCuda, c, **src, p);
+    ASSERT_NE(alone_model, nullptr);
+    std::vector<std::vector<int32_t>> forced = {together->tokens[i]};
+    auto alone = testing::Greedy(*alone_model, {prompts[i]}, 8, 1, &forced);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    for (int s = 0; s < 8; ++s) {
+      const auto row = std::span<const float>(together->logits[s])
+                           .subspan(i * c.vocab_size, c.vocab_size);
+      double tol = WorstCaseF16Bound(c, MaxAbs(row));
+      if (p == Precision::kInt8) tol += kInt8Allowance;
+      EXPECT_LE(MaxAbsDiff(row, alone->logits[s]), tol) << "sequence " << i << " step " << s;
+    }
+  }
+}
+
+// Bad input leaves the state unchanged; Release frees; memory is accounted.
+TEST_P(CudaVsCpuTest, BadInputAndMemory) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const Precision p = GetParam();
+  const OptConfig c = OutlierConfig();
+  auto src = MakeSyntheticSource(c, OutlierSynthetic());
+  ASSERT_TRUE(src.ok());
+  auto m = LoadOn(Device::kCuda, c, **src, p);
+  ASSERT_NE(m, nullptr);
+  const MemoryStats loaded = m->memory();
+  EXPECT_GT(p == Precision::kInt8 ? loaded.int8_weights : loaded.fp16_weights, 0);
+  EXPECT_EQ(loaded.fp32_weights, 0);
+
+  const std::vector<int32_t> good = RandomTokens(5, 512, 3);
+  const std::vector<int32_t> bad = {1, 512};
+  ShardModel::SequenceInput in[2] = {{1, good}, {2, bad}};
+  EXPECT_EQ(m->Step(in).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m->num_sequences(), 0);
+  const std::vector<int32_t> too_long(c.max_position_embeddings + 1, 4);
+  ShardModel::SequenceInput long_in{3, too_long};
+  EXPECT_EQ(m->Step({&long_in, 1}).status().code(), absl::StatusCode::kOutOfRange);
+
+  ASSERT_TRUE(m->Step({&in[0], 1}).ok());
+  EXPECT_EQ(m->ContextLength(1), 5);
+  EXPECT_GT(m->memory().kv_cache, 0);
+  EXPECT_TRUE(m->Release(1).ok());
+  EXPECT_EQ(m->Release(1).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(m->num_sequences(), 0);
+
+  // A limit just above what the loaded model holds: loading works, a long prompt's KV cache
+  // does not fit and is refused without state change.
+  ShardOptions o;
+  o.device = Device::kCuda;
+  o.precision = p;
+  o.memory_limit_bytes = loaded.total() + 1024;
+  auto tight = ShardModel::Load(c, **src, 1, 0, nullptr, o);
+  ASSERT_TRUE(tight.ok()) << tight.status();
+  const std::vector<int32_t> prompt = RandomTokens(100, 512, 4);
+  ShardModel::SequenceInput big{9, prompt};
+  EXPECT_EQ((*tight)->Step({&big, 1}).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*tight)->num_sequences(), 0);
+  EXPECT_LE((*tight)->memory().total(), o.memory_limit_bytes);
+  o.memory_limit_bytes = 1024;
+  EXPECT_EQ(ShardModel::Load(c, **src, 1, 0, nullptr, o).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, CudaVsCpuTest,
+                         ::testing::Values(Precision::kF16, Precision::kInt8),
+                         [](const auto& info) { return std::string(PrecisionName(info.param)); });
+
+}  // namespace
+}  // namespace llmint8::model

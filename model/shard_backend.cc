@@ -1,0 +1,91 @@
+#include "model/shard_backend.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::model {
+
+std::string_view PrecisionName(Precision p) {
+  switch (p) {
+    case Precision::kF32:
+      return "f32";
+    case Precision::kF16:
+      return "f16";
+    case Precision::kInt8:
+      return "int8";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Precision> ParsePrecision(std::string_view name) {
+  if (name == "f32" || name == "fp32") return Precision::kF32;
+  if (name == "f16" || name == "fp16") return Precision::kF16;
+  if (name == "int8") return Precision::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown precision \"", std::string(name), "\"; use f32, f16 or int8"));
+}
+
+std::string_view DeviceName(Device d) {
+  switch (d) {
+    case Device::kCpu:
+      return "cpu";
+    case Device::kCuda:
+      return "cuda";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Device> ParseDevice(std::string_view name) {
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda" || name == "gpu") return Device::kCuda;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device \"", std::string(name), "\"; use cpu or cuda"));
+}
+
+std::string MemoryStats::DebugString() const {
+  return absl::StrCat("total ", total(), " B (int8 weights ", int8_weights, ", scales ", scales,
+                      ", fp16 ", fp16_weights, ", fp32 ", fp32_weights, ", kv cache ", kv_cache,
+                      ", scratch ", scratch, ")");
+}
+
+absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
+                               int64_t vocab_size, int64_t max_context,
+                               absl::FunctionRef<int64_t(uint64_t)> length,
+                               std::vector<uint64_t>* sorted_ids) {
+  if (batch.empty()) return absl::InvalidArgumentError("Step: empty batch");
+  std::vector<uint64_t>& ids = *sorted_ids;
+  ids.clear();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const ShardModel::SequenceInput& in = batch[i];
+    if (in.tokens.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Step: sequence ", in.seq_id, " (batch entry ", i, ") has no tokens"));
+    }
+    for (size_t j = 0; j < in.tokens.size(); ++j) {
+      if (in.tokens[j] < 0 || in.tokens[j] >= vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Step: sequence ", in.seq_id, " token ", j, " is ", in.tokens[j],
+            ", outside the vocabulary [0, ", vocab_size, ")"));
+      }
+    }
+    const int64_t len = length(in.seq_id);
+    const int64_t n = static_cast<int64_t>(in.tokens.size());
+    if (len + n > max_context) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "Step: sequence ", in.seq_id, " has ", len, " cached positions + ", n,
+          " new tokens, over the context limit ", max_context));
+    }
+    ids.push_back(in.seq_id);
+  }
+  std::sort(ids.begin(), ids.end());
+  auto dup = std::adjacent_find(ids.begin(), ids.end());
+  if (dup != ids.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Step: sequence ", *dup, " appears more than once in the batch"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llmint8::model

@@ -1,0 +1,59 @@
+// The internal interface between ShardModel (model/shard_model.h, the public API the worker
+// calls) and a device backend that holds the weights and KV cache elsewhere than host memory
+// (model/cuda: the GPU). The CPU forward stays inside ShardModel; when ShardOptions::device is
+// kCuda, ShardModel::Load builds a backend with MakeCudaShardBackend and forwards Step, Release,
+// ContextLength, num_sequences and memory() to it. Contracts are those of the ShardModel methods
+// of the same names.
+//
+// Also here: what every backend shares (batch validation, the names of precisions).
+#ifndef LLMINT8_MODEL_SHARD_BACKEND_H_
+#define LLMINT8_MODEL_SHARD_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "comm/communicator.h"
+#include "model/checkpoint.h"
+#include "model/config.h"
+#include "model/shard_model.h"
+#include "model/shard_plan.h"
+
+namespace llmint8::model {
+
+class ShardBackend {
+ public:
+  virtual ~ShardBackend() = default;
+  virtual absl::StatusOr<Logits> Step(std::span<const ShardModel::SequenceInput> batch,
+                                      bool all_positions) = 0;
+  virtual absl::Status Release(uint64_t seq_id) = 0;
+  virtual int64_t ContextLength(uint64_t seq_id) const = 0;
+  virtual int64_t num_sequences() const = 0;
+  virtual MemoryStats memory() const = 0;
+};
+
+// Loads this rank's slices onto the CUDA device options.cuda_device (model/cuda). `plan` is
+// MakeShardPlan(config, comm size, rank); `max_context` is already resolved (> 0) and the
+// options already checked by ShardModel::Load (precision, threshold, memory limit, tp/comm
+// consistency). Unimplemented in a build without CUDA.
+absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
+    const OptConfig& config, const CheckpointSource& source, const ShardPlan& plan,
+    comm::Communicator* comm, const ShardOptions& options, int64_t max_context,
+    const LoadProgressFn& progress);
+
+// The checks of ShardModel::Step, in this order, before any state changes: empty batch, empty
+// token list, token id outside [0, vocab_size), a sequence over max_context (OutOfRange),
+// duplicate seq_id. `length(seq_id)` gives the cached positions (0 when unknown);
+// `sorted_ids` is scratch (reused to avoid allocating per step).
+absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
+                               int64_t vocab_size, int64_t max_context,
+                               absl::FunctionRef<int64_t(uint64_t)> length,
+                               std::vector<uint64_t>* sorted_ids);
+
+}  // namespace llmint8::model
+
+#endif  // LLMINT8_MODEL_SHARD_BACKEND_H_
