@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Trains a small OPT (transformers' OPTForCausalLM) on the project's public-domain corpus.
+
+Run by hand, not by CI (see docs/model.md for the runs behind the bundled models):
+
+  # the default: the H100 run (bf16 autocast on CUDA), ~39 MB fp16 checkpoint
+  python3 train/train_opt.py --name opt-sotu-h100
+
+  # the CPU run behind models/opt-sotu-cpu-small (2 threads, nice, time-boxed)
+  nice -n 19 python3 train/train_opt.py --device cpu --threads 2 --name opt-sotu-cpu-small \
+      --hidden 256 --layers 4 --heads 4 --context 256 --batch 8 --steps 600 --lr 2e-3 \
+      --warmup 30 --eval-every 100 --eval-tokens 4096 --max-minutes 55
+
+Data (train/corpus.py): State of the Union addresses before 2010 + Moby-Dick for training, the
+addresses from 2010 on held out. The training stream is every training document as
+[</s>] + BPE ids, concatenated, tokenized once and cached as a uint16 memmap under --cache-dir.
+Each step draws --batch random windows of --context + 1 tokens from it.
+
+Outputs:
+  models/<name>/   config.json, generation_config.json, model.safetensors (fp16), vocab.json,
+                   merges.txt, tokenizer_config.json, special_tokens_map.json
+  train/runs/<name>/  settings.json (all flags + derived numbers), loss.csv (the loss curve),
+                   eval.json (held-out perplexity of the saved fp16 checkpoint), samples.txt
+                   (greedy and sampled continuations), train.log when redirected there.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import corpus  # noqa: E402
+import strided_ppl  # noqa: E402
+
+SAMPLE_PROMPTS = [
+    "The state of the Union is",
+    "My fellow Americans,",
+    "Congress should",
+    "Call me Ishmael.",
+]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--name", default="opt-sotu-h100", help="models/<name>, train/runs/<name>")
+    p.add_argument("--data", default=corpus.DEFAULT_DATA, help="holds corpus/ and gpt2-bpe/")
+    p.add_argument("--models-dir", default=os.path.join(corpus.REPO, "models"))
+    p.add_argument("--runs-dir", default=os.path.join(corpus.HERE, "runs"))
+    p.add_argument("--cache-dir", default=os.path.join(corpus.HERE, "cache"),
+                   help="tokenized corpus (uint16 memmap); git-ignored")
+    p.add_argument("--heldout-from-year", type=int, default=corpus.HELDOUT_FROM_YEAR)
+    # Model. Defaults: ~19.4M params (50272 x 256 embedding = 12.9M of them), 38.8 MB in fp16.
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--heads", type=int, default=4, help="TP degree must divide it (4: TP 1/2/4)")
+    p.add_argument("--ffn", type=int, default=0, help="0: 4 x hidden")
+    p.add_argument("--context", type=int, default=512, help="training window = max positions")
+    p.add_argument("--dropout", type=float, default=0.0)
+    # Optimization.
+    p.add_argument("--batch", type=int, default=64, help="windows per step")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decays to lr * this")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--beta2", type=float, default=0.95)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    # Runtime.
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="stop training after this wall time (0: no limit)")
+    p.add_argument("--schedule-by-time", action="store_true",
+                   help="cosine over the --max-minutes budget instead of --steps (then --steps "
+                        "is only an upper bound)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-tokens", type=int, default=0,
+                   help="held-out ids used by the periodic evals (0: all); the final eval "
+                        "always uses the whole held-out text")
+    p.add_argument("--eval-stride", type=int, default=0, help="0: context / 2")
+    p.add_argument("--final-eval-tokens", type=int, default=0,
+                   help="limit the final eval to the first N held-out ids (0: all)")
+    return p.parse_args(argv)
+
+
+def pick_device(name):
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda but torch sees no GPU")
+    return name
+
+
+def tokenized_stream(args, tok):
+    """uint16 memmap of the training stream, built once per (data, split year) and cached."""
+    os.makedirs(args.cache_dir, exist_ok=True)
+    path = os.path.join(args.cache_dir, f"train-before-{args.heldout_from_year}.u16")
+    meta_path = path + ".json"
+    docs = corpus.train_documents(os.path.join(args.data, "corpus"), args.heldout_from_year)
+    labels = [label for label, _ in docs]
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("documents") == labels and os.path.exists(path):
+            return np.memmap(path, dtype=np.uint16, mode="r"), meta
+    t0 = time.time()
+    ids = []
+    for _, text in docs:
+        ids.extend(corpus.encode(tok, text, add_bos=True))
+    arr = np.asarray(ids, dtype=np.uint16)
+    assert int(arr.max()) < corpus.VOCAB_SIZE
+    arr.tofile(path)
+    meta = {"documents": labels, "tokens": int(arr.size),
+            "characters": sum(len(t) for _, t in docs), "seconds": round(time.time() - t0, 1)}
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=1)
+    return np.memmap(path, dtype=np.uint16, mode="r"), meta
+
+
+def make_model(args):
+    from transformers import OPTConfig, OPTForCausalLM
+    ffn = args.ffn or 4 * args.hidden
+    cfg = OPTConfig(
+        vocab_size=corpus.VOCAB_SIZE, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        ffn_dim=ffn, num_attention_heads=args.heads, max_position_embeddings=args.context,
+        word_embed_proj_dim=args.hidden, do_layer_norm_before=True, activation_function="relu",
+        dropout=args.dropout, attention_dropout=0.0, layerdrop=0.0, init_std=0.02,
+        enable_bias=True, layer_norm_elementwise_affine=True, tie_word_embeddings=True,
+        pad_token_id=corpus.PAD_ID, bos_token_id=corpus.BOS_ID, eos_token_id=corpus.EOS_ID,
+        use_cache=True)
+    return OPTForCausalLM(cfg)
+
+
+def lr_at(step, args, elapsed_s):
+    """Linear warmup over --warmup steps, then cosine to lr * --min-lr-ratio: over --steps, or
+    over the --max-minutes wall-time budget when --schedule-by-time (a time-boxed run on a
+    shared CPU, where the number of steps that fit is not known in advance)."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    if args.schedule_by_time:
+        t = min(1.0, elapsed_s / (60 * args.max_minutes))
+    else:
+        t = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    lo = args.lr * args.min_lr_ratio
+    return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * t))
+
+
+def optimizer_for(model, args):
+    import torch
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 else no_decay).append(p)  # matrices decay; biases / norms do not
+    kw = {"fused": True} if next(model.parameters()).is_cuda else {}
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=args.lr, betas=(0.9, args.beta2), eps=1e-8, **kw)
+
+
+def heldout_eval(model, ids, args, device, limit):
+    import torch
+    ids = ids[:limit] if limit else ids
+    stride = args.eval_stride or args.context // 2
+    model.eval()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        r = strided_ppl.perplexity(model, ids, args.context, stride, device)
+    model.train()
+    return r
+
+
+def sample_texts(model_dir, device, max_new_tokens=60):
+    """Greedy and temperature-sampled continuations from the saved checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, OPTForCausalLM
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = OPTForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    out = []
+    for prompt in SAMPLE_PROMPTS:
+        enc = tok(prompt, return_tensors="pt").to(device)
+        assert int(enc["input_ids"][0, 0]) == corpus.BOS_ID, "tokenizer must prepend </s>"
+        for mode, kw in [("greedy", dict(do_sample=False, repetition_penalty=1.0)),
+                         ("temperature 0.8, top-k 40", dict(do_sample=True, temperature=0.8,
+                                                             top_k=40))]:
+            torch.manual_seed(0)
+            with torch.no_grad():
+                n = min(max_new_tokens,
+                        model.config.max_position_embeddings - enc["input_ids"].shape[1])
+                g = model.generate(**enc, max_new_tokens=n, pad_token_id=corpus.PAD_ID, **kw)
+            text = tok.decode(g[0], skip_special_tokens=True)
+            out.append(f"[{mode}] {text}")
+    return "\n\n".join(out) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.schedule_by_time and not args.max_minutes:
+        sys.exit("--schedule-by-time needs --max-minutes")
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    model_dir = os.path.join(args.models_dir, args.name)
+    run_dir = os.path.join(args.runs_dir, args.name)
+    os.makedirs(model_dir, exist_ok=True)
+    os.makedirs(run_dir, exist_ok=True)
+
+    # Tokenizer files first: the model directory's vocab.json is what training uses.
+    corpus.write_tokenizer_files(args.data, model_dir)
+    tok = corpus.load_tokenizer(model_dir)
+    stream, stream_meta = tokenized_stream(args, tok)
+    heldout_ids = corpus.encode(tok, corpus.heldout_text(os.path.join(args.data, "corpus"),
+                                                         args.heldout_from_year))
+    print(f"train stream: {stream.size} tokens ({stream_meta['characters']} chars); held-out: "
+          f"{len(heldout_ids)} ids", flush=True)
+
+    model = make_model(args).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    settings = dict(vars(args), device_used=device, parameters=n_params,
+                    fp16_bytes=2 * n_params, train_tokens_available=int(stream.size),
+                    heldout_ids=len(heldout_ids), heldout_files=[
+                        os.path.basename(p) for p in corpus.heldout_files(
+                            os.path.join(args.data, "corpus"), args.heldout_from_year)],
+                    tokens_per_step=args.batch * args.context,
+                    torch=torch.__version__, transformers=__import__("transformers").__version__)
+    print(f"model: {n_params / 1e6:.2f}M params, {2 * n_params / 1e6:.1f} MB in fp16; device "
+          f"{device}; {args.batch} x {args.context} tokens/step", flush=True)
+    opt = optimizer_for(model, args)
+
+    loss_path = os.path.join(run_dir, "loss.csv")
+    loss_file = open(loss_path, "w", newline="")
+    loss_csv = csv.writer(loss_file)
+    loss_csv.writerow(["step", "tokens", "lr", "train_loss", "heldout_ppl", "elapsed_s"])
+    span = args.context + 1
+    hi = stream.size - span
+    t_start = time.time()
+    running = None
+    step = 0
+    model.train()
+    for step in range(args.steps):
+        lr = lr_at(step, args, time.time() - t_start)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        starts = rng.integers(0, hi, size=args.batch)
+        batch = np.stack([np.asarray(stream[s:s + span], dtype=np.int64) for s in starts])
+        xy = torch.from_numpy(batch).to(device, non_blocking=True)
+        x, y = xy[:, :-1], xy[:, 1:]
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
+                                                 y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        lv = loss.item()
+        running = lv if running is None else 0.9 * running + 0.1 * lv
+        elapsed = time.time() - t_start
+        done = step + 1
+        ppl = ""
+        if args.eval_every and done % args.eval_every == 0 and done < args.steps:
+            ppl = round(heldout_eval(model, heldout_ids, args, device, args.eval_tokens)["ppl"], 3)
+        if done % args.log_every == 0 or ppl != "" or done == 1:
+            loss_csv.writerow([done, done * args.batch * args.context, f"{lr:.3e}", f"{lv:.4f}",
+                               ppl, round(elapsed, 1)])
+            loss_file.flush()
+            print(f"step {done}/{args.steps} loss {lv:.4f} (avg {running:.4f}) lr {lr:.2e} "
+                  f"{'heldout ppl ' + str(ppl) + ' ' if ppl != '' else ''}"
+                  f"{done * args.batch * args.context / elapsed:.0f} tok/s {elapsed / 60:.1f} min",
+                  flush=True)
+        if args.max_minutes and elapsed > 60 * args.max_minutes:
+            print(f"stopping at step {done}: --max-minutes {args.max_minutes} reached", flush=True)
+            break
+    loss_file.close()
+    steps_done = step + 1
+    train_seconds = time.time() - t_start
+
+    # Save in fp16 (the bundled format) and evaluate what was saved.
+    model.config.use_cache = True
+    model.half().save_pretrained(model_dir, safe_serialization=True)
+    from transformers import GenerationConfig
+    GenerationConfig(bos_token_id=corpus.BOS_ID, eos_token_id=corpus.EOS_ID,
+                     pad_token_id=corpus.PAD_ID, do_sample=True, temperature=0.8, top_k=40,
+                     max_new_tokens=64).save_pretrained(model_dir)
+    del model, opt
+    from transformers import OPTForCausalLM
+    saved = OPTForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    final = heldout_eval(saved, heldout_ids, args, device, args.final_eval_tokens)
+    final.update(steps_done=steps_done, tokens_trained=steps_done * args.batch * args.context,
+                 epochs=steps_done * args.batch * args.context / stream.size,
+                 train_minutes=round(train_seconds / 60, 1),
+                 final_train_loss_avg=round(running, 4),
+                 checkpoint_bytes=os.path.getsize(os.path.join(model_dir, "model.safetensors")),
+                 weights="fp16 checkpoint, evaluated in fp32 (transformers, eager)")
+    print(f"held-out perplexity of the saved fp16 checkpoint: {final['ppl']:.3f} over "
+          f"{final['tokens']} tokens (window {final['window']}, stride {final['stride']})",
+          flush=True)
+    settings.update(steps_done=steps_done, train_minutes=final["train_minutes"])
+    with open(os.path.join(run_dir, "settings.json"), "w") as f:
+        json.dump(settings, f, indent=2)
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(final, f, indent=2)
+    del saved
+    samples = sample_texts(model_dir, device)
+    with open(os.path.join(run_dir, "samples.txt"), "w") as f:
+        f.write(samples)
+    print(samples, flush=True)
+
+
+if __name__ == "__main__":
+    main()
