@@ -325,14 +325,20 @@ TEST_P(CudaVsCpuTest, BadInputAndMemory) {
   EXPECT_EQ(m->Release(1).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(m->num_sequences(), 0);
 
-  // A limit just above what the loaded model holds: loading works, a long prompt's KV cache
-  // does not fit and is refused without state change.
+  // A limit 64 KiB above what the loaded model holds (the load-time estimate counts biases and
+  // norms as fp32, a few KiB here): loading works, a 5-token prompt fits (one 16 KiB KV page,
+  // no scratch growth), a 100-token prompt (~270 KiB more activations, 7 pages) is refused
+  // without state change.
   ShardOptions o;
   o.device = Device::kCuda;
   o.precision = p;
-  o.memory_limit_bytes = loaded.total() + 1024;
+  o.memory_limit_bytes = loaded.total() + 64 * 1024;
   auto tight = ShardModel::Load(c, **src, 1, 0, nullptr, o);
   ASSERT_TRUE(tight.ok()) << tight.status();
+  ShardModel::SequenceInput small{8, good};
+  ASSERT_TRUE((*tight)->Step({&small, 1}).ok());
+  EXPECT_LE((*tight)->memory().total(), o.memory_limit_bytes);
+  ASSERT_TRUE((*tight)->Release(8).ok());
   const std::vector<int32_t> prompt = RandomTokens(100, 512, 4);
   ShardModel::SequenceInput big{9, prompt};
   EXPECT_EQ((*tight)->Step({&big, 1}).status().code(), absl::StatusCode::kResourceExhausted);
