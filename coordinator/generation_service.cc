@@ -29,9 +29,8 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
 }  // namespace
 
 GenerationService::GenerationService(model::OptConfig config, const Tokenizer* tokenizer,
-                                     ModelLimits limits, Scheduler* scheduler,
-                                     const WorkerGroup* group, int32_t max_batch,
-                                     int32_t queue_capacity)
+                                     ModelLimits limits, Scheduler* scheduler, WorkerGroup* group,
+                                     int32_t max_batch, int32_t queue_capacity)
     : config_(std::move(config)),
       tokenizer_(tokenizer),
       limits_(limits),
@@ -131,6 +130,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::Get
   resp->set_num_parameters(config_.NumParameters());
   resp->set_max_batch(max_batch_);
   resp->set_queue_capacity(queue_capacity_);
+  group_->RefreshStats();
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {
     v1::WorkerInfo* w = resp->add_workers();
@@ -138,6 +138,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::Get
     w->set_address(workers[i].address);
     w->set_device(workers[i].device);
     w->set_weight_bytes(workers[i].weight_bytes);
+    w->set_kv_cache_bytes(workers[i].kv_cache_bytes);
     w->set_total_bytes(workers[i].total_bytes);
     w->set_healthy(workers[i].healthy);
   }

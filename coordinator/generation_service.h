@@ -25,7 +25,7 @@ class GenerationService final : public v1::Generation::Service {
  public:
   // `tokenizer` may be null (token-id prompts only). All pointers outlive the service.
   GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
-                    Scheduler* scheduler, const WorkerGroup* group, int32_t max_batch,
+                    Scheduler* scheduler, WorkerGroup* group, int32_t max_batch,
                     int32_t queue_capacity);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
@@ -42,7 +42,7 @@ class GenerationService final : public v1::Generation::Service {
   const Tokenizer* const tokenizer_;
   const ModelLimits limits_;
   Scheduler* const scheduler_;
-  const WorkerGroup* const group_;
+  WorkerGroup* const group_;
   const int32_t max_batch_;
   const int32_t queue_capacity_;
   std::atomic<uint64_t> next_seq_id_{1};

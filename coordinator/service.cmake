@@ -17,3 +17,5 @@ llmint8_cc_library(
 
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME request_validation_test SRCS request_validation_test.cc
+                DEPS llmint8::coordinator_service LABELS service)

@@ -106,6 +106,22 @@ std::vector<WorkerStatus> WorkerGroup::Workers() const {
   return out;
 }
 
+void WorkerGroup::RefreshStats() {
+  auto r = FanOut<v1::StatsResponse>(
+      world_size(), options_.probe_timeout, AnyFailure,
+      [&](int i, grpc::ClientContext* ctx, v1::StatsResponse* resp, auto done) {
+        static const v1::StatsRequest kRequest;
+        workers_[i].stub->async()->Stats(ctx, &kRequest, resp, std::move(done));
+      });
+  absl::MutexLock lock(&mu_);
+  for (int i = 0; i < world_size(); ++i) {
+    if (!r.statuses[i].ok() || r.responses[i].total_bytes() == 0) continue;
+    workers_[i].status.weight_bytes = r.responses[i].weight_bytes();
+    workers_[i].status.kv_cache_bytes = r.responses[i].kv_cache_bytes();
+    workers_[i].status.total_bytes = r.responses[i].total_bytes();
+  }
+}
+
 bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
   auto r = FanOut<v1::WorkerInfoResponse>(
       world_size(), options_.probe_timeout, AnyFailure,

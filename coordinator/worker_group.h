@@ -52,6 +52,7 @@ struct WorkerStatus {
   bool healthy = false;
   std::string device;
   int64_t weight_bytes = 0;
+  int64_t kv_cache_bytes = 0;
   int64_t total_bytes = 0;
 };
 
@@ -85,6 +86,8 @@ class WorkerGroup {
 
   // One entry per worker (memory figures from its last LoadShard / Stats).
   std::vector<WorkerStatus> Workers() const;
+  // Asks every worker for its Stats (bounded by probe_timeout) and updates Workers().
+  void RefreshStats();
 
  private:
   struct Worker {

@@ -1,0 +1,88 @@
+#include "coordinator/request_validation.h"
+
+#include <limits>
+
+#include "gtest/gtest.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+ModelLimits Limits(bool tokenizer = true) {
+  ModelLimits l;
+  l.vocab_size = 1000;
+  l.max_context = 128;
+  l.has_tokenizer = tokenizer;
+  return l;
+}
+
+v1::GenerateRequest Ids(std::vector<int32_t> ids, int max_new_tokens) {
+  v1::GenerateRequest r;
+  for (int32_t id : ids) r.mutable_token_ids()->add_ids(id);
+  r.set_max_new_tokens(max_new_tokens);
+  return r;
+}
+
+absl::StatusCode Code(const v1::GenerateRequest& r, const ModelLimits& limits = Limits()) {
+  absl::StatusOr<GenerationParams> p = ValidateGenerationParams(r, limits);
+  if (!p.ok()) return p.status().code();
+  std::vector<int32_t> prompt(r.token_ids().ids().begin(), r.token_ids().ids().end());
+  return ValidatePromptTokens(prompt, *p, limits).code();
+}
+
+TEST(RequestValidationTest, DefaultsAreGreedyWithTopPOne) {
+  absl::StatusOr<GenerationParams> p = ValidateGenerationParams(Ids({2, 5}, 4), Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->max_new_tokens, 4);
+  EXPECT_EQ(p->temperature, 0.0f);
+  EXPECT_EQ(p->top_k, 0);
+  EXPECT_EQ(p->top_p, 1.0f);
+}
+
+TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
+  using C = absl::StatusCode;
+  EXPECT_EQ(Code(Ids({}, 4)), C::kInvalidArgument);
+  EXPECT_EQ(Code(Ids({2}, 0)), C::kInvalidArgument);
+  EXPECT_EQ(Code(Ids({2}, -1)), C::kInvalidArgument);
+  EXPECT_EQ(Code(Ids({2}, 128)), C::kOutOfRange);
+  EXPECT_EQ(Code(Ids(std::vector<int32_t>(128, 3), 1)), C::kOutOfRange);
+  EXPECT_EQ(Code(Ids(std::vector<int32_t>(100, 3), 29)), C::kOutOfRange);
+  EXPECT_EQ(Code(Ids(std::vector<int32_t>(100, 3), 28)), C::kOk);
+  EXPECT_EQ(Code(Ids({2, 1000}, 4)), C::kInvalidArgument);
+  EXPECT_EQ(Code(Ids({-1}, 4)), C::kInvalidArgument);
+
+  v1::GenerateRequest r = Ids({2}, 4);
+  r.set_temperature(-1.0f);
+  EXPECT_EQ(Code(r), C::kInvalidArgument);
+  r.set_temperature(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(Code(r), C::kInvalidArgument);
+
+  for (float top_p : {0.0f, -0.5f, 1.01f}) {
+    v1::GenerateRequest q = Ids({2}, 4);
+    q.set_top_p(top_p);
+    EXPECT_EQ(Code(q), C::kInvalidArgument) << top_p;
+  }
+  v1::GenerateRequest k = Ids({2}, 4);
+  k.set_top_k(-2);
+  EXPECT_EQ(Code(k), C::kInvalidArgument);
+
+  v1::GenerateRequest s = Ids({2}, 4);
+  s.add_stop("");
+  EXPECT_EQ(Code(s), C::kInvalidArgument);
+  EXPECT_EQ(Code(s, Limits(/*tokenizer=*/false)), C::kFailedPrecondition);
+
+  v1::GenerateRequest text;
+  text.set_text("hi");
+  text.set_max_new_tokens(4);
+  EXPECT_EQ(Code(text, Limits(/*tokenizer=*/false)), C::kFailedPrecondition);
+}
+
+TEST(RequestValidationTest, MessagesSayWhatToChange) {
+  absl::StatusOr<GenerationParams> p =
+      ValidateGenerationParams(Ids(std::vector<int32_t>(100, 3), 50), Limits());
+  ASSERT_TRUE(p.ok());
+  absl::Status s = ValidatePromptTokens(std::vector<int32_t>(100, 3), *p, Limits());
+  EXPECT_NE(s.message().find("max_new_tokens <= 28"), absl::string_view::npos) << s;
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator
