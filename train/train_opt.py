@@ -8,8 +8,9 @@ Run by hand, not by CI (see docs/model.md for the runs behind the bundled models
 
   # the CPU run behind models/opt-sotu-cpu-small (2 threads, nice, time-boxed)
   nice -n 19 python3 train/train_opt.py --device cpu --threads 2 --name opt-sotu-cpu-small \
-      --hidden 256 --layers 4 --heads 4 --context 256 --batch 8 --steps 600 --lr 2e-3 \
-      --warmup 30 --eval-every 100 --eval-tokens 4096 --max-minutes 55
+      --hidden 256 --layers 4 --heads 4 --context 256 --batch 2 --steps 100000 \
+      --max-minutes 55 --schedule-by-time --lr 3e-3 --warmup 10 --dropout 0 \
+      --eval-every 50 --eval-tokens 1024 --final-eval-tokens 8192 --log-every 5
 
 Data (train/corpus.py): State of the Union addresses before 2010 + Moby-Dick for training, the
 addresses from 2010 on held out. The training stream is every training document as
@@ -61,13 +62,14 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=4, help="TP degree must divide it (4: TP 1/2/4)")
     p.add_argument("--ffn", type=int, default=0, help="0: 4 x hidden")
     p.add_argument("--context", type=int, default=512, help="training window = max positions")
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="the corpus is only ~2.3M tokens: the H100 default sees it ~20 times")
     # Optimization.
-    p.add_argument("--batch", type=int, default=64, help="windows per step")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=32, help="windows per step")
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decays to lr * this")
-    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--beta2", type=float, default=0.95)
     p.add_argument("--grad-clip", type=float, default=1.0)
@@ -81,7 +83,7 @@ def parse_args(argv=None):
                    help="cosine over the --max-minutes budget instead of --steps (then --steps "
                         "is only an upper bound)")
     p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-tokens", type=int, default=0,
                    help="held-out ids used by the periodic evals (0: all); the final eval "
                         "always uses the whole held-out text")
@@ -165,12 +167,15 @@ def optimizer_for(model, args):
                              lr=args.lr, betas=(0.9, args.beta2), eps=1e-8, **kw)
 
 
-def heldout_eval(model, ids, args, device, limit):
+def heldout_eval(model, ids, args, device, limit, bf16=True):
+    """Strided held-out perplexity; bf16 autocast on CUDA unless bf16=False (the final eval of
+    the saved checkpoint runs in fp32, as train/hf_perplexity.py does)."""
     import torch
     ids = ids[:limit] if limit else ids
     stride = args.eval_stride or args.context // 2
     model.eval()
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                        enabled=bf16 and device == "cuda"):
         r = strided_ppl.perplexity(model, ids, args.context, stride, device)
     model.train()
     return r
@@ -295,7 +300,7 @@ def main(argv=None):
     del model, opt
     from transformers import OPTForCausalLM
     saved = OPTForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
-    final = heldout_eval(saved, heldout_ids, args, device, args.final_eval_tokens)
+    final = heldout_eval(saved, heldout_ids, args, device, args.final_eval_tokens, bf16=False)
     final.update(steps_done=steps_done, tokens_trained=steps_done * args.batch * args.context,
                  epochs=steps_done * args.batch * args.context / stream.size,
                  train_minutes=round(train_seconds / 60, 1),
