@@ -1,10 +1,12 @@
 #include "coordinator/coordinator_server.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "coordinator/generation_service.h"
@@ -13,6 +15,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "model/shard_plan.h"
 #include "tools/log.h"
 #include "worker/model_spec.h"
 
@@ -49,6 +52,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     return absl::InvalidArgumentError("no workers given; pass --workers=host:port,...");
   }
   ASSIGN_OR_RETURN(impl->config, worker::LoadModelSpecConfig(options.group.model));
+  const std::vector<int> valid_tp = model::ValidTpDegrees(impl->config);
+  const int tp = static_cast<int>(options.group.addresses.size());
+  if (std::find(valid_tp.begin(), valid_tp.end(), tp) == valid_tp.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(tp, " workers cannot split ", options.group.model, " (",
+                     impl->config.num_attention_heads, " heads, FFN ", impl->config.ffn_dim,
+                     "): use one of ", absl::StrJoin(valid_tp, ", "), " workers"));
+  }
   int64_t max_context = impl->config.max_position_embeddings;
   if (options.max_context > 0) max_context = std::min(max_context, options.max_context);
   options.group.max_context = max_context;

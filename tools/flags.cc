@@ -26,6 +26,8 @@ ABSL_FLAG(std::string, dtype, "fp16", "weights: fp16, int8 (LLM.int8()) or fp32"
 ABSL_FLAG(float, threshold, 6.0f,
           "LLM.int8() outlier threshold (int8 only; 0 disables the decomposition)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(int32_t, cuda_device, -1,
+          "worker: CUDA device index (-1: the rank the coordinator assigns)");
 ABSL_FLAG(std::string, backend, "",
           "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda)");
 ABSL_FLAG(std::string, memory_limit, "0",

@@ -41,7 +41,7 @@ const std::vector<Subcommand>& Subcommands() {
         "max_message_bytes"}},
       {"worker",
        "Serve one tensor-parallel shard; the coordinator assigns its rank and model.",
-       {"listen", "coordinator", "device", "memory_limit"}},
+       {"listen", "coordinator", "device", "cuda_device", "memory_limit"}},
       {"generate",
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",

@@ -145,6 +145,7 @@ int RunWorker() {
   if (!memory_limit.ok()) return Fail(memory_limit.status());
   worker::WorkerOptions options;
   options.device = absl::GetFlag(FLAGS_device);
+  options.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   options.memory_limit_bytes = *memory_limit;
   options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
   const std::string listen =
@@ -226,8 +227,11 @@ int RunServe(const char* argv0) {
   std::map<pid_t, int> children;  // pid -> rank
   std::atomic<bool> stopping{false};
   auto spawn = [&](int rank) -> pid_t {
-    std::vector<std::string> args = {exe, "worker", absl::StrCat("--listen=", addresses[rank]),
+    std::vector<std::string> args = {exe,
+                                     "worker",
+                                     absl::StrCat("--listen=", addresses[rank]),
                                      absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
+                                     absl::StrCat("--cuda_device=", rank),
                                      absl::StrCat("--memory_limit=", *memory_limit)};
     pid_t pid = fork();
     if (pid == 0) {

@@ -91,6 +91,9 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
         "LoadShard: rank ", req.rank(), " must be in [0, world_size=", req.world_size(), ")"));
   }
   ASSIGN_OR_RETURN(model::Precision precision, PrecisionFromDtype(req.dtype()));
+  ASSIGN_OR_RETURN(model::Device device,
+                   model::ParseDevice(req.device().empty() ? "cpu" : req.device()));
+  const int cuda_device = options_.cuda_device >= 0 ? options_.cuda_device : req.rank();
   Unload();
   const absl::Time start = absl::Now();
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
@@ -117,11 +120,23 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   comm_options.key_prefix = absl::StrCat("epoch/", req.epoch(), "/", backend, "/");
   comm_options.timeout = absl::Milliseconds(options_.comm_timeout_ms);
   comm_options.gloo_hostname = options_.gloo_hostname;
+  // On CUDA the model's kernels and NCCL's collectives must share one stream. Host code here
+  // cannot create a CUDA stream (no CUDA headers outside kernels/ and comm/), so both use the
+  // per-device legacy default stream, whose documented handle is cudaStreamLegacy == 0x1.
+  // TODO(service): take an owned stream from a host-safe helper once kernels/ or comm/ has one.
+  void* const cuda_stream = device == model::Device::kCuda && req.world_size() > 1
+                                ? reinterpret_cast<void*>(uintptr_t{1})
+                                : nullptr;
+  comm_options.cuda_device = cuda_device;
+  comm_options.cuda_stream = cuda_stream;
   ASSIGN_OR_RETURN(comm_, comm::MakeCommunicator(backend, comm_options));
   LLMINT8_LOG(INFO) << who << ": group formed (" << backend << ", " << req.world_size()
                     << " ranks)";
 
   model::ShardOptions shard_options;
+  shard_options.device = device;
+  shard_options.cuda_device = cuda_device;
+  shard_options.cuda_stream = cuda_stream;
   shard_options.precision = precision;
   shard_options.threshold = req.threshold();
   shard_options.memory_limit_bytes = options_.memory_limit_bytes;

@@ -28,6 +28,8 @@ namespace llmint8::worker {
 
 struct WorkerOptions {
   std::string device = "cpu";      // "cpu" or "cuda"
+  // CUDA device index of this worker; -1: its rank (one process per GPU on one host).
+  int cuda_device = -1;
   int64_t memory_limit_bytes = 0;  // 0: unlimited
   // When set, used instead of LoadShardRequest.rendezvous_address (the coordinator as seen
   // from this worker, e.g. across a NAT or a Kubernetes service).
