@@ -171,6 +171,88 @@ bool WaitForHealth(const std::string& address, int want, double seconds) {
   return false;
 }
 
+namespace {
+
+std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  buffer.Dump(&slices);
+  std::string bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return bytes;
+}
+
+// Reads a protobuf varint at `pos`; advances it.
+uint64_t ReadVarint(const std::string& b, size_t& pos) {
+  uint64_t v = 0;
+  for (int shift = 0; pos < b.size() && shift < 64; shift += 7) {
+    const uint8_t byte = static_cast<uint8_t>(b[pos++]);
+    v |= uint64_t{byte & 0x7fu} << shift;
+    if ((byte & 0x80) == 0) break;
+  }
+  return v;
+}
+
+}  // namespace
+
+std::vector<std::string> ReflectionServices(const std::string& address) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue cq;
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  auto step = [&](intptr_t want) {
+    return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!step(1)) return {};
+  // ServerReflectionRequest{list_services: ""}: field 7, length-delimited, empty.
+  const char request_bytes[] = {0x3a, 0x00};
+  grpc::Slice slice(request_bytes, sizeof(request_bytes));
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  if (!step(2)) return {};
+  call->WritesDone(reinterpret_cast<void*>(3));
+  if (!step(3)) return {};
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  if (!step(4)) return {};
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  cq.Next(&tag, &ok);
+  // ServerReflectionResponse.list_services_response (field 6) holds repeated
+  // ServiceResponse (field 1) with name (field 1).
+  const std::string bytes = Flatten(response);
+  std::vector<std::string> names;
+  size_t pos = 0;
+  while (pos < bytes.size()) {
+    const uint64_t key = ReadVarint(bytes, pos);
+    if ((key & 7) != 2) return names;  // every field here is length-delimited
+    const uint64_t len = ReadVarint(bytes, pos);
+    if ((key >> 3) != 6) {
+      pos += len;
+      continue;
+    }
+    const size_t end = pos + len;
+    while (pos < end) {
+      ReadVarint(bytes, pos);  // ServiceResponse tag
+      const size_t service_end = pos + ReadVarint(bytes, pos);
+      while (pos < service_end) {
+        const uint64_t k = ReadVarint(bytes, pos);
+        const uint64_t l = ReadVarint(bytes, pos);
+        if ((k >> 3) == 1) names.push_back(bytes.substr(pos, l));
+        pos += l;
+      }
+    }
+  }
+  return names;
+}
+
 v1::GenerateRequest GreedyRequest(const std::vector<int32_t>& prompt, int max_new_tokens) {
   v1::GenerateRequest req;
   for (int32_t id : prompt) req.mutable_token_ids()->add_ids(id);

@@ -69,6 +69,10 @@ int HealthStatus(const std::string& address);
 // Polls until HealthStatus == want or `seconds` pass; true on success.
 bool WaitForHealth(const std::string& address, int want, double seconds);
 
+// The service names a server lists through grpc.reflection.v1alpha.ServerReflection (raw
+// call, as stock tools like grpcurl make it); empty when the call failed.
+std::vector<std::string> ReflectionServices(const std::string& address);
+
 struct Generated {
   grpc::Status status;
   std::vector<int32_t> tokens;

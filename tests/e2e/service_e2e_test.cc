@@ -274,6 +274,12 @@ TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
   }
 }
 
+TEST_F(ServiceE2ETest, ReflectionListsTheServicesAndHealthIsServing) {
+  EXPECT_THAT(ReflectionServices(cluster_->address()),
+              ::testing::IsSupersetOf({"llmint8.v1.Generation", "grpc.health.v1.Health"}));
+  EXPECT_EQ(HealthStatus(cluster_->address()), 1);
+}
+
 // A coordinator whose workers never come up: requests wait in the queue, so its capacity
 // and deadlines can be tested deterministically.
 TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
