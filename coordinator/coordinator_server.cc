@@ -16,7 +16,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/shard_plan.h"
-#include "tools/log.h"
+#include "common/log.h"
 #include "worker/model_spec.h"
 
 namespace llmint8::coordinator {

@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "tools/log.h"
+#include "common/log.h"
 
 namespace llmint8::coordinator {
 

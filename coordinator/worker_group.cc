@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "coordinator/fan_out.h"
-#include "tools/log.h"
+#include "common/log.h"
 #include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {

@@ -24,7 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "tools/flags.h"
-#include "tools/log.h"
+#include "common/log.h"
 #include "tools/subcommands.h"
 #include "worker/worker_service.h"
 

@@ -9,7 +9,7 @@
 #include "absl/time/time.h"
 #include "comm/make_communicator.h"
 #include "common/status_macros.h"
-#include "tools/log.h"
+#include "common/log.h"
 #include "worker/grpc_rendezvous.h"
 #include "worker/grpc_status.h"
 #include "worker/model_spec.h"

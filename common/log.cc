@@ -1,4 +1,4 @@
-#include "tools/log.h"
+#include "common/log.h"
 
 #include <unistd.h>
 

@@ -4,8 +4,8 @@
 //
 // Lines read "I20240101 12:00:00.123 1234 file.cc:42] message". Thread-safe: each message is
 // written whole. SetLogPrefix names the process ("worker 1") in every line.
-#ifndef LLMINT8_TOOLS_LOG_H_
-#define LLMINT8_TOOLS_LOG_H_
+#ifndef LLMINT8_COMMON_LOG_H_
+#define LLMINT8_COMMON_LOG_H_
 
 #include <sstream>
 #include <string>
@@ -39,4 +39,4 @@ class LogMessage {
 #define LLMINT8_LOG(severity) \
   ::llmint8::LogMessage(LLMINT8_LOG_SEVERITY_##severity, __FILE__, __LINE__).stream()
 
-#endif  // LLMINT8_TOOLS_LOG_H_
+#endif  // LLMINT8_COMMON_LOG_H_
