@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/forward_test_util.h"
 #include "model/synthetic.h"
@@ -101,6 +102,17 @@ TEST_P(ShardModelTest, BatchOfDifferentLengthsEqualsEachAlone) {
 INSTANTIATE_TEST_SUITE_P(Precisions, ShardModelTest,
                          ::testing::Values(Precision::kF32, Precision::kF16, Precision::kInt8),
                          [](const auto& info) { return std::string(PrecisionName(info.param)); });
+
+TEST(ShardModelErrorsTest, RefusesTheTanhGeluItWouldNotComputeExactly) {
+  OptConfig c = SmallConfig(64, 4, 1, 100, 16);
+  c.activation = Activation::kGeluTanh;
+  auto src = Source(c);
+  ShardOptions o;
+  o.precision = Precision::kF32;
+  auto m = ShardModel::Load(c, *src, 1, 0, nullptr, o, nullptr);
+  ASSERT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("gelu_new"));
+}
 
 TEST(ShardModelErrorsTest, BadInputIsRejectedAndStateStaysUsable) {
   const OptConfig c = SmallConfig(64, 4, 1, 100, 16);
