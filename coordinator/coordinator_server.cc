@@ -54,7 +54,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   ASSIGN_OR_RETURN(impl->config, worker::LoadModelSpecConfig(options.group.model));
   const std::vector<int> valid_tp = model::ValidTpDegrees(impl->config);
   const int tp = static_cast<int>(options.group.addresses.size());
-  if (std::find(valid_tp.begin(), valid_tp.end(), tp) == valid_tp.end()) {
+  // --group=smallest may leave workers idle: it needs one valid degree within the workers.
+  const bool usable = options.group.policy == GroupPolicy::kSmallest
+                          ? !valid_tp.empty() && valid_tp.front() <= tp
+                          : std::find(valid_tp.begin(), valid_tp.end(), tp) != valid_tp.end();
+  if (!usable) {
     return absl::InvalidArgumentError(
         absl::StrCat(tp, " workers cannot split ", options.group.model, " (",
                      impl->config.num_attention_heads, " heads, FFN ", impl->config.ffn_dim,
@@ -66,6 +70,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   options.scheduler.max_context = max_context;
   options.scheduler.eos_token_id = impl->config.eos_token_id;
   options.group.max_batch = options.scheduler.max_batch;
+  options.group.config = impl->config;
 
   TokenizerOptions tok_options;
   tok_options.bos_id = static_cast<int32_t>(impl->config.bos_token_id);
@@ -126,8 +131,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   impl->address = absl::StrCat("127.0.0.1:", impl->port);
   std::string advertise = options.advertise.empty() ? impl->address : options.advertise;
   LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
-                    << "); model " << options.group.model << ", " << options.group.dtype << ", TP "
-                    << options.group.addresses.size() << " over " << options.group.backend
+                    << "); model " << options.group.model << ", " << options.group.dtype << ", "
+                    << options.group.addresses.size() << " workers (group: "
+                    << GroupPolicyName(options.group.policy) << ") over " << options.group.backend
                     << ", context " << max_context;
   impl->options = std::move(options);
   impl->scheduler->Start();

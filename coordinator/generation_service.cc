@@ -68,6 +68,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   absl::StatusOr<std::shared_ptr<Sequence>> made = MakeSequence(*req);
   if (!made.ok()) return ToGrpcStatus(made.status());
+  // The workers cannot hold the model: say so instead of queueing forever.
+  if (absl::Status refused = group_->refusal(); !refused.ok()) return ToGrpcStatus(refused);
   std::shared_ptr<Sequence> seq = *std::move(made);
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
     seq->set_deadline(absl::FromChrono(ctx->deadline()));
@@ -134,7 +136,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::Get
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {
     v1::WorkerInfo* w = resp->add_workers();
-    w->set_rank(static_cast<int32_t>(i));
+    w->set_rank(workers[i].rank);
     w->set_address(workers[i].address);
     w->set_device(workers[i].device);
     w->set_weight_bytes(workers[i].weight_bytes);

@@ -81,6 +81,15 @@ void Scheduler::FailRunning(const absl::Status& status) {
   running_count_ = 0;
 }
 
+void Scheduler::FailQueued(const absl::Status& status) {
+  std::deque<std::shared_ptr<Sequence>> queued;
+  {
+    absl::MutexLock lock(&mu_);
+    queued.swap(queue_);
+  }
+  for (auto& seq : queued) seq->Fail(status);
+}
+
 void Scheduler::ReleaseFinished() {
   // Drop cancelled sequences from the batch.
   for (auto it = running_.begin(); it != running_.end();) {
@@ -143,6 +152,7 @@ void Scheduler::Loop() {
             "a worker was lost while this request was running; the group is re-forming, "
             "retry the request"));
       }
+      if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
       if (!group_->WaitReady(absl::Milliseconds(100))) continue;
       running_epoch_ = group_->epoch();
     }

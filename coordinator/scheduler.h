@@ -7,7 +7,8 @@
 // Admission is FIFO from a bounded queue, limited by max_batch, by a KV budget (sum over
 // running sequences of prompt + max_new_tokens positions) and by the prompt tokens one step
 // may prefill. When the group breaks, running sequences fail with UNAVAILABLE and queued ones
-// wait for the group to re-form.
+// wait for the group to re-form; while the group is refused (the workers cannot hold the
+// model) queued ones fail with its FAILED_PRECONDITION.
 //
 // Thread-safety: Enqueue / Cancel / counters are safe from any thread.
 #ifndef LLMINT8_COORDINATOR_SCHEDULER_H_
@@ -59,6 +60,8 @@ class Scheduler {
   void Loop();
   void AdmitLocked(int64_t& prefill_tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailRunning(const absl::Status& status);
+  // Fails every queued sequence (the group was refused: waiting would not help).
+  void FailQueued(const absl::Status& status);
   void ReleaseFinished();
 
   const SchedulerOptions options_;

@@ -4,6 +4,7 @@ llmint8_cc_library(
   SRCS
     coordinator_server.cc
     generation_service.cc
+    group_decision.cc
     rendezvous_service.cc
     request_validation.cc
     scheduler.cc
@@ -12,10 +13,13 @@ llmint8_cc_library(
     worker_group.cc
   DEPS
     llmint8::proto llmint8::grpc_status llmint8::model_spec llmint8::tokenizer llmint8::comm
-    llmint8::log llmint8::common gRPC::grpc++ gRPC::grpc++_reflection
+    llmint8::planner llmint8::log llmint8::common gRPC::grpc++ gRPC::grpc++_reflection
     absl::random_random absl::synchronization absl::time absl::strings)
 
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME request_validation_test SRCS request_validation_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+# The coordinator's use of the planner at group formation (labels: service, scaleout).
+llmint8_cc_test(NAME group_decision_test SRCS group_decision_test.cc
+                DEPS llmint8::coordinator_service llmint8::planner LABELS service scaleout)

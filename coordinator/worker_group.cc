@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "coordinator/fan_out.h"
 #include "common/log.h"
 #include "worker/grpc_status.h"
@@ -26,6 +27,8 @@ const char* StateName(GroupState s) {
       return "ready";
     case GroupState::kBroken:
       return "broken";
+    case GroupState::kRefused:
+      return "refused";
     case GroupState::kStopped:
       return "stopped";
   }
@@ -49,6 +52,11 @@ WorkerGroup::WorkerGroup(WorkerGroupOptions options,
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
     w.status.address = address;
     workers_.push_back(std::move(w));
+  }
+  // Until a group is chosen: all workers, ranked in address order.
+  for (int i = 0; i < num_workers(); ++i) {
+    members_.push_back(i);
+    workers_[i].status.rank = i;
   }
 }
 
@@ -77,6 +85,21 @@ int64_t WorkerGroup::epoch() const {
   return epoch_;
 }
 
+int WorkerGroup::world_size() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(members_.size());
+}
+
+std::vector<int> WorkerGroup::Members() const {
+  absl::MutexLock lock(&mu_);
+  return members_;
+}
+
+absl::Status WorkerGroup::refusal() const {
+  absl::MutexLock lock(&mu_);
+  return state_ == GroupState::kRefused ? refusal_ : absl::OkStatus();
+}
+
 bool WorkerGroup::WaitReady(absl::Duration timeout) const {
   absl::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_ == GroupState::kReady; };
@@ -86,10 +109,14 @@ bool WorkerGroup::WaitReady(absl::Duration timeout) const {
 void WorkerGroup::SetState(GroupState state, const absl::Status& why) {
   {
     absl::MutexLock lock(&mu_);
-    if (state_ == state || state_ == GroupState::kStopped) return;
+    if (state_ == GroupState::kStopped) return;
+    if (state_ == state && (state != GroupState::kRefused || refusal_ == why)) return;
     state_ = state;
+    refusal_ = state == GroupState::kRefused ? why : absl::OkStatus();
   }
-  if (why.ok()) {
+  if (state == GroupState::kRefused) {
+    LLMINT8_LOG(ERROR) << "worker group: refused: " << why;
+  } else if (why.ok()) {
     LLMINT8_LOG(INFO) << "worker group: " << StateName(state);
   } else {
     LLMINT8_LOG(WARNING) << "worker group: " << StateName(state) << ": " << why;
@@ -102,51 +129,101 @@ void WorkerGroup::Break(const absl::Status& why) { SetState(GroupState::kBroken,
 std::vector<WorkerStatus> WorkerGroup::Workers() const {
   absl::MutexLock lock(&mu_);
   std::vector<WorkerStatus> out;
-  for (const Worker& w : workers_) out.push_back(w.status);
+  for (int i : members_) out.push_back(workers_[i].status);
+  for (const Worker& w : workers_) {
+    if (w.status.rank < 0) out.push_back(w.status);
+  }
   return out;
 }
 
 void WorkerGroup::RefreshStats() {
+  const std::vector<int> members = Members();
+  const int n = static_cast<int>(members.size());
   auto r = FanOut<v1::StatsResponse>(
-      world_size(), options_.probe_timeout, AnyFailure,
+      n, options_.probe_timeout, AnyFailure,
       [&](int i, grpc::ClientContext* ctx, v1::StatsResponse* resp, auto done) {
         static const v1::StatsRequest kRequest;
-        workers_[i].stub->async()->Stats(ctx, &kRequest, resp, std::move(done));
+        workers_[members[i]].stub->async()->Stats(ctx, &kRequest, resp, std::move(done));
       });
   absl::MutexLock lock(&mu_);
-  for (int i = 0; i < world_size(); ++i) {
+  for (int i = 0; i < n; ++i) {
     if (!r.statuses[i].ok() || r.responses[i].total_bytes() == 0) continue;
-    workers_[i].status.weight_bytes = r.responses[i].weight_bytes();
-    workers_[i].status.kv_cache_bytes = r.responses[i].kv_cache_bytes();
-    workers_[i].status.total_bytes = r.responses[i].total_bytes();
+    WorkerStatus& status = workers_[members[i]].status;
+    status.weight_bytes = r.responses[i].weight_bytes();
+    status.kv_cache_bytes = r.responses[i].kv_cache_bytes();
+    status.total_bytes = r.responses[i].total_bytes();
   }
 }
 
 bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
+  std::vector<int> probed = Members();
+  if (expected_epoch < 0) {
+    probed.resize(num_workers());
+    for (int i = 0; i < num_workers(); ++i) probed[i] = i;
+  }
+  const int n = static_cast<int>(probed.size());
   auto r = FanOut<v1::WorkerInfoResponse>(
-      world_size(), options_.probe_timeout, AnyFailure,
-      [&](int i, grpc::ClientContext* ctx, v1::WorkerInfoResponse* resp, auto done) {
+      n, options_.probe_timeout, AnyFailure,
+      [&](int k, grpc::ClientContext* ctx, v1::WorkerInfoResponse* resp, auto done) {
         static const v1::WorkerInfoRequest kRequest;
-        workers_[i].stub->async()->Info(ctx, &kRequest, resp, std::move(done));
+        workers_[probed[k]].stub->async()->Info(ctx, &kRequest, resp, std::move(done));
       });
   bool all = true;
   absl::MutexLock lock(&mu_);
-  for (int i = 0; i < world_size(); ++i) {
-    bool healthy = r.statuses[i].ok();
+  for (int k = 0; k < n; ++k) {
+    const int i = probed[k];
+    bool healthy = r.statuses[k].ok();
     if (healthy && expected_epoch >= 0) {
-      healthy = r.responses[i].epoch() == expected_epoch && r.responses[i].loaded();
+      healthy = r.responses[k].epoch() == expected_epoch && r.responses[k].loaded();
     }
-    if (r.statuses[i].ok()) workers_[i].status.device = r.responses[i].device();
+    if (r.statuses[k].ok()) {
+      workers_[i].status.device = r.responses[k].device();
+      workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
+    }
     if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
       LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address << ") "
-                           << (r.statuses[i].ok()
+                           << (r.statuses[k].ok()
                                    ? "left the group"
-                                   : "is unreachable: " + r.statuses[i].error_message());
+                                   : "is unreachable: " + r.statuses[k].error_message());
     }
     workers_[i].status.healthy = healthy;
     all = all && healthy;
   }
   return all;
+}
+
+absl::Status WorkerGroup::Choose() {
+  std::vector<int64_t> reported(num_workers());
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < num_workers(); ++i) reported[i] = workers_[i].status.memory_bytes;
+  }
+  GroupChoice choice;
+  if (options_.config.has_value()) {
+    GroupRequest request;
+    request.policy = options_.policy;
+    request.dtype = options_.dtype;
+    request.device = options_.device;
+    request.reserve_sequences = options_.reserve_sequences;
+    request.max_context = options_.max_context;
+    absl::StatusOr<GroupChoice> chosen = ChooseGroup(*options_.config, request, reported);
+    if (!chosen.ok()) return chosen.status();
+    choice = *std::move(chosen);
+  } else {
+    for (int i = 0; i < num_workers(); ++i) choice.members.push_back(i);
+    choice.summary = "no model config to plan with; all workers join";
+  }
+  std::vector<std::string> sizes;
+  for (int64_t b : reported) sizes.push_back(absl::StrCat(b));
+  LLMINT8_LOG(INFO) << "group: " << choice.summary << " (workers report "
+                    << absl::StrJoin(sizes, ", ") << " bytes)";
+  absl::MutexLock lock(&mu_);
+  members_ = choice.members;
+  for (Worker& w : workers_) w.status.rank = -1;
+  for (size_t r = 0; r < members_.size(); ++r) {
+    workers_[members_[r]].status.rank = static_cast<int>(r);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status WorkerGroup::Form() {
@@ -155,15 +232,17 @@ absl::Status WorkerGroup::Form() {
     absl::MutexLock lock(&mu_);
     epoch = ++epoch_;
   }
-  LLMINT8_LOG(INFO) << "forming worker group epoch " << epoch << ": " << world_size()
-                    << " workers, " << options_.backend << ", model " << options_.model << " ("
-                    << options_.dtype << ")";
-  std::vector<v1::LoadShardRequest> requests(world_size());
-  for (int i = 0; i < world_size(); ++i) {
+  const std::vector<int> members = Members();
+  const int n = static_cast<int>(members.size());
+  LLMINT8_LOG(INFO) << "forming worker group epoch " << epoch << ": " << n << " of "
+                    << num_workers() << " workers, " << options_.backend << ", model "
+                    << options_.model << " (" << options_.dtype << ")";
+  std::vector<v1::LoadShardRequest> requests(n);
+  for (int i = 0; i < n; ++i) {
     v1::LoadShardRequest& req = requests[i];
     req.set_epoch(epoch);
     req.set_rank(i);
-    req.set_world_size(world_size());
+    req.set_world_size(n);
     req.set_backend(options_.backend);
     req.set_model(options_.model);
     req.set_dtype(options_.dtype);
@@ -174,20 +253,25 @@ absl::Status WorkerGroup::Form() {
     req.set_max_context(options_.max_context);
   }
   auto r = FanOut<v1::LoadShardResponse>(
-      world_size(), options_.load_timeout, AnyFailure,
+      n, options_.load_timeout, AnyFailure,
       [&](int i, grpc::ClientContext* ctx, v1::LoadShardResponse* resp, auto done) {
-        workers_[i].stub->async()->LoadShard(ctx, &requests[i], resp, std::move(done));
+        workers_[members[i]].stub->async()->LoadShard(ctx, &requests[i], resp, std::move(done));
       });
   if (r.first_failure >= 0) {
-    const int i = r.first_failure;
+    int i = r.first_failure;
+    for (int k = 0; k < n; ++k) {  // prefer the root cause over a peer's timeout
+      if (r.statuses[k].error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) i = k;
+    }
+    const Worker& w = workers_[members[i]];
     return FromGrpcStatus(r.statuses[i],
-                          absl::StrCat("LoadShard on worker ", i, " (", workers_[i].address, ")"));
+                          absl::StrCat("LoadShard on worker ", members[i], " (", w.address, ")"));
   }
   absl::MutexLock lock(&mu_);
-  for (int i = 0; i < world_size(); ++i) {
-    workers_[i].status.healthy = true;
-    workers_[i].status.weight_bytes = r.responses[i].weight_bytes();
-    workers_[i].status.total_bytes = r.responses[i].total_bytes();
+  for (int i = 0; i < n; ++i) {
+    WorkerStatus& status = workers_[members[i]].status;
+    status.healthy = true;
+    status.weight_bytes = r.responses[i].weight_bytes();
+    status.total_bytes = r.responses[i].total_bytes();
   }
   return absl::OkStatus();
 }
@@ -211,13 +295,22 @@ void WorkerGroup::MonitorLoop() {
     }
     if (!ProbeAll(-1)) {
       if (!waiting_logged) {
-        LLMINT8_LOG(INFO) << "waiting for " << world_size() << " workers to answer";
+        LLMINT8_LOG(INFO) << "waiting for " << num_workers() << " workers to answer";
         waiting_logged = true;
       }
       if (!sleep(options_.probe_interval)) break;
       continue;
     }
     waiting_logged = false;
+    if (absl::Status chosen = Choose(); !chosen.ok()) {
+      if (chosen.code() == absl::StatusCode::kFailedPrecondition) {
+        SetState(GroupState::kRefused, chosen);  // logs when the reason changes
+      } else {
+        Break(chosen);
+      }
+      if (!sleep(options_.probe_interval)) break;
+      continue;
+    }
     SetState(GroupState::kForming, absl::OkStatus());
     absl::Status formed = Form();
     if (formed.ok()) {
@@ -233,11 +326,13 @@ void WorkerGroup::MonitorLoop() {
 absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request) {
   const int64_t epoch = this->epoch();
   if (!ready()) return absl::UnavailableError("the worker group is not ready");
+  const std::vector<int> members = Members();
+  const int n = static_cast<int>(members.size());
   request.set_epoch(epoch);
   auto r = FanOut<v1::StepResponse>(
-      world_size(), options_.step_timeout, FatalFailure,
+      n, options_.step_timeout, FatalFailure,
       [&](int i, grpc::ClientContext* ctx, v1::StepResponse* resp, auto done) {
-        workers_[i].stub->async()->Step(ctx, &request, resp, std::move(done));
+        workers_[members[i]].stub->async()->Step(ctx, &request, resp, std::move(done));
       });
   if (r.first_failure < 0) return std::move(r.responses[0]);
   // A bad batch that every rank rejected alike leaves the group usable.
@@ -248,15 +343,16 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request) {
   }
   if (all_same_batch_error) return FromGrpcStatus(r.statuses[0], "Step");
   int failed = r.first_failure;
-  for (int i = 0; i < world_size(); ++i) {  // prefer the root cause over a cancellation
+  for (int i = 0; i < n; ++i) {  // prefer the root cause over a cancellation
     if (!r.statuses[i].ok() && r.statuses[i].error_code() != grpc::StatusCode::CANCELLED) {
       failed = i;
       break;
     }
   }
   absl::Status why = absl::UnavailableError(absl::StrCat(
-      "worker ", failed, " (", workers_[failed].address, ") failed during a step: ",
-      r.statuses[failed].error_message(), "; the group is re-forming, retry the request"));
+      "worker ", members[failed], " (", workers_[members[failed]].address,
+      ") failed during a step: ", r.statuses[failed].error_message(),
+      "; the group is re-forming, retry the request"));
   Break(why);
   return why;
 }
@@ -266,15 +362,17 @@ absl::Status WorkerGroup::Release(const std::vector<uint64_t>& seq_ids) {
   v1::ReleaseRequest request;
   request.set_epoch(epoch());
   for (uint64_t id : seq_ids) request.add_seq_ids(id);
+  const std::vector<int> members = Members();
   auto r = FanOut<v1::ReleaseResponse>(
-      world_size(), options_.step_timeout, AnyFailure,
+      static_cast<int>(members.size()), options_.step_timeout, AnyFailure,
       [&](int i, grpc::ClientContext* ctx, v1::ReleaseResponse* resp, auto done) {
-        workers_[i].stub->async()->Release(ctx, &request, resp, std::move(done));
+        workers_[members[i]].stub->async()->Release(ctx, &request, resp, std::move(done));
       });
   if (r.first_failure < 0) return absl::OkStatus();
   const int i = r.first_failure;
-  absl::Status why = absl::UnavailableError(absl::StrCat(
-      "Release on worker ", i, " (", workers_[i].address, "): ", r.statuses[i].error_message()));
+  absl::Status why = absl::UnavailableError(
+      absl::StrCat("Release on worker ", members[i], " (", workers_[members[i]].address,
+                   "): ", r.statuses[i].error_message()));
   Break(why);
   return why;
 }

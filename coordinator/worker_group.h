@@ -5,6 +5,11 @@
 //
 // States: kForming (waiting for every worker to answer, then loading) -> kReady -> kBroken
 // (a Step failed, or a health probe did) -> kForming ... Only kReady accepts Step / Release.
+// Before loading, the group is chosen from the memory every worker reports
+// (coordinator/group_decision.h): with `policy` kSmallest the fewest workers that hold the
+// model (the rest stay idle, unprobed), with kAllWorkers all of them. When they cannot hold it
+// the state is kRefused and refusal() the FAILED_PRECONDITION saying what to change; the
+// monitor keeps asking the workers and forms the group once their reports allow it.
 // `on_state_change` is called (from the thread that changed the state, no lock held) so the
 // server can flip its grpc.health.v1 status.
 //
@@ -16,6 +21,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,12 +32,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "coordinator/group_decision.h"
 #include "llmint8/v1/worker.grpc.pb.h"
+#include "model/config.h"
 
 namespace llmint8::coordinator {
 
 struct WorkerGroupOptions {
-  std::vector<std::string> addresses;  // rank order
+  std::vector<std::string> addresses;  // rank order (of the members, when some stay idle)
   std::string backend = "gloo";        // "gloo", "nccl" (world size 1: "local")
   std::string model;                   // model spec (worker/model_spec.h)
   std::string dtype = "fp16";
@@ -39,16 +47,22 @@ struct WorkerGroupOptions {
   std::string device = "cpu";
   int32_t max_batch = 32;
   int64_t max_context = 0;
+  // The model's config, for planning the group; unset: every worker joins, unplanned.
+  std::optional<model::OptConfig> config;
+  GroupPolicy policy = GroupPolicy::kAllWorkers;
+  int64_t reserve_sequences = 1;  // the plan keeps KV room for this many max_context sequences
   absl::Duration probe_interval = absl::Milliseconds(250);
   absl::Duration probe_timeout = absl::Milliseconds(1000);
   absl::Duration step_timeout = absl::Seconds(120);
   absl::Duration load_timeout = absl::Minutes(30);
 };
 
-enum class GroupState { kForming, kReady, kBroken, kStopped };
+enum class GroupState { kForming, kReady, kBroken, kRefused, kStopped };
 
 struct WorkerStatus {
   std::string address;
+  int rank = -1;                 // rank in the current group; -1: not a member (idle)
+  int64_t memory_bytes = 0;      // what the worker reported it may use (Info)
   bool healthy = false;
   std::string device;
   int64_t weight_bytes = 0;
@@ -71,7 +85,12 @@ class WorkerGroup {
   GroupState state() const;
   bool ready() const { return state() == GroupState::kReady; }
   int64_t epoch() const;
-  int world_size() const { return static_cast<int>(options_.addresses.size()); }
+  // Members of the current (or, before the first formation, the intended) group = its TP
+  // degree; num_workers() counts idle ones too.
+  int world_size() const;
+  int num_workers() const { return static_cast<int>(options_.addresses.size()); }
+  // OK unless the state is kRefused: then FAILED_PRECONDITION with the planner's message.
+  absl::Status refusal() const;
   const WorkerGroupOptions& options() const { return options_; }
   // Blocks until kReady or `timeout`; true when ready.
   bool WaitReady(absl::Duration timeout) const;
@@ -84,9 +103,10 @@ class WorkerGroup {
   // Frees sequences on every worker; failures break the group.
   absl::Status Release(const std::vector<uint64_t>& seq_ids);
 
-  // One entry per worker (memory figures from its last LoadShard / Stats).
+  // One entry per worker, members first in rank order, then idle ones (memory figures from
+  // its last LoadShard / Stats).
   std::vector<WorkerStatus> Workers() const;
-  // Asks every worker for its Stats (bounded by probe_timeout) and updates Workers().
+  // Asks every member for its Stats (bounded by probe_timeout) and updates Workers().
   void RefreshStats();
 
  private:
@@ -97,8 +117,13 @@ class WorkerGroup {
   };
 
   void MonitorLoop();
-  bool ProbeAll(int64_t expected_epoch);  // true when every worker answered (and matches)
+  // Probes every worker (expected_epoch < 0) or the members (their epoch must match); true
+  // when all answered (and match).
+  bool ProbeAll(int64_t expected_epoch);
+  // Chooses the members from the reports; kRefused on FailedPrecondition.
+  absl::Status Choose();
   absl::Status Form();
+  std::vector<int> Members() const;
   void SetState(GroupState state, const absl::Status& why);
   void Break(const absl::Status& why);
 
@@ -110,6 +135,8 @@ class WorkerGroup {
   mutable absl::Mutex mu_;
   GroupState state_ ABSL_GUARDED_BY(mu_) = GroupState::kForming;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> members_ ABSL_GUARDED_BY(mu_);  // worker indices, rank order
+  absl::Status refusal_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread monitor_;
 };

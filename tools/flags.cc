@@ -32,6 +32,19 @@ ABSL_FLAG(std::string, backend, "",
           "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda)");
 ABSL_FLAG(std::string, memory_limit, "0",
           "bytes each worker may use, with an optional K/M/G suffix (0: unlimited)");
+ABSL_FLAG(std::string, group, "all",
+          "coordinator / serve: which workers form the group, planned from the memory each "
+          "reports: all (every worker; refused when they cannot hold the model) or smallest "
+          "(the fewest that hold it; the rest stay idle)");
+ABSL_FLAG(int64_t, reserve_sequences, 1,
+          "coordinator / serve: the group plan keeps KV-cache and activation room for this "
+          "many sequences of --max_context tokens per worker");
+ABSL_FLAG(std::string, gloo_hostname, "127.0.0.1",
+          "worker: the address other workers reach this one's Gloo transport at (this host's "
+          "address on the network between the workers)");
+ABSL_FLAG(std::string, gloo_interface, "",
+          "worker: network interface whose address Gloo binds to (e.g. eth0; overrides "
+          "--gloo_hostname)");
 ABSL_FLAG(int32_t, max_batch, 32, "sequences per step (continuous batching)");
 ABSL_FLAG(int32_t, queue_capacity, 256,
           "requests that may wait for a batch slot; more get RESOURCE_EXHAUSTED");

@@ -106,6 +106,14 @@ absl::Status ValidateCommonFlags() {
     return absl::InvalidArgumentError(
         "--model is required: a model directory or synthetic:<preset>");
   }
+  if (absl::StatusOr<coordinator::GroupPolicy> p =
+          coordinator::ParseGroupPolicy(absl::GetFlag(FLAGS_group));
+      !p.ok()) {
+    return p.status();
+  }
+  if (absl::GetFlag(FLAGS_reserve_sequences) < 0) {
+    return absl::InvalidArgumentError("--reserve_sequences must be >= 0");
+  }
   if (absl::GetFlag(FLAGS_max_batch) < 1 || absl::GetFlag(FLAGS_queue_capacity) < 1) {
     return absl::InvalidArgumentError("--max_batch and --queue_capacity must be >= 1");
   }
@@ -123,6 +131,9 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.group.dtype = absl::GetFlag(FLAGS_dtype);
   o.group.threshold = absl::GetFlag(FLAGS_threshold);
   o.group.device = absl::GetFlag(FLAGS_device);
+  o.group.policy = coordinator::ParseGroupPolicy(absl::GetFlag(FLAGS_group))
+                       .value_or(coordinator::GroupPolicy::kAllWorkers);  // validated before
+  o.group.reserve_sequences = absl::GetFlag(FLAGS_reserve_sequences);
   o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
@@ -148,6 +159,8 @@ int RunWorker() {
   options.cuda_device = absl::GetFlag(FLAGS_cuda_device);
   options.memory_limit_bytes = *memory_limit;
   options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
+  options.gloo_hostname = absl::GetFlag(FLAGS_gloo_hostname);
+  options.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
   const std::string listen =
       absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50061" : absl::GetFlag(FLAGS_listen);
   SetLogPrefix(absl::StrCat("worker ", listen));

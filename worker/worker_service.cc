@@ -14,6 +14,7 @@
 #include "worker/grpc_status.h"
 #include "worker/model_spec.h"
 #include "worker/token_sampler.h"
+#include "worker/usable_memory.h"
 
 namespace llmint8::worker {
 namespace {
@@ -56,12 +57,14 @@ void WorkerService::Publish() {
   published_loaded_ = model_ != nullptr && broken_.ok();
   published_rank_ = rank_;
   published_world_size_ = world_size_;
+  published_held_bytes_ = model_ != nullptr ? model_->memory().total() : 0;
 }
 
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest*,
                                  v1::WorkerInfoResponse* resp) {
   resp->set_device(options_.device);
-  resp->set_memory_bytes(options_.memory_limit_bytes);
+  resp->set_memory_bytes(
+      UsableMemoryBytes(options_.device, options_.memory_limit_bytes, published_held_bytes_));
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
   resp->set_world_size(published_world_size_);
@@ -120,6 +123,7 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   comm_options.key_prefix = absl::StrCat("epoch/", req.epoch(), "/", backend, "/");
   comm_options.timeout = absl::Milliseconds(options_.comm_timeout_ms);
   comm_options.gloo_hostname = options_.gloo_hostname;
+  comm_options.gloo_interface = options_.gloo_interface;
   // On CUDA the model's kernels and NCCL's collectives must share one stream. Host code here
   // cannot create a CUDA stream (no CUDA headers outside kernels/ and comm/), so both use the
   // per-device legacy default stream, whose documented handle is cudaStreamLegacy == 0x1.
@@ -146,9 +150,16 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
                       << std::string(20 * done / std::max<int64_t>(total, 1), '#')
                       << std::string(20 - 20 * done / std::max<int64_t>(total, 1), '.') << "]";
   };
-  ASSIGN_OR_RETURN(
-      model_, model::ShardModel::Load(opened.config, *opened.source, req.world_size(), req.rank(),
-                                      comm_.get(), shard_options, progress));
+  absl::StatusOr<std::unique_ptr<model::ShardModel>> loaded =
+      model::ShardModel::Load(opened.config, *opened.source, req.world_size(), req.rank(),
+                              comm_.get(), shard_options, progress);
+  if (loaded.status().code() == absl::StatusCode::kResourceExhausted) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(who, " does not fit this worker's --memory-limit=",
+                     options_.memory_limit_bytes, " bytes: ", loaded.status().message()));
+  }
+  if (!loaded.ok()) return loaded.status();
+  model_ = *std::move(loaded);
   epoch_ = req.epoch();
   rank_ = req.rank();
   world_size_ = req.world_size();

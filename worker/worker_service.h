@@ -8,6 +8,11 @@
 // FAILED_PRECONDITION (the coordinator re-forms the group). A communicator error breaks the
 // group: Step then answers UNAVAILABLE until the next LoadShard.
 //
+// Info reports the memory this worker may use (worker/usable_memory.h), which the coordinator
+// plans the group with. With WorkerOptions::memory_limit_bytes, LoadShard refuses a shard that
+// does not fit with RESOURCE_EXHAUSTED (the shard's own accounting, with the numbers), and
+// Step refuses a batch whose KV cache would pass it.
+//
 // Thread-safe: RPCs are served concurrently by gRPC; model access is serialized by a mutex
 // (the coordinator sends one Step at a time anyway).
 #ifndef LLMINT8_WORKER_WORKER_SERVICE_H_
@@ -34,8 +39,10 @@ struct WorkerOptions {
   // When set, used instead of LoadShardRequest.rendezvous_address (the coordinator as seen
   // from this worker, e.g. across a NAT or a Kubernetes service).
   std::string coordinator_address;
-  // Address other ranks reach this worker's Gloo transport at.
+  // Address other ranks reach this worker's Gloo transport at; with gloo_interface set
+  // (e.g. "eth0"), that interface's address instead (comm/comm_options.h).
   std::string gloo_hostname = "127.0.0.1";
+  std::string gloo_interface;
   // Group formation and per-collective timeout.
   int64_t comm_timeout_ms = 30000;
 };
@@ -72,6 +79,7 @@ class WorkerService final : public v1::Worker::Service {
   std::atomic<bool> published_loaded_{false};
   std::atomic<int> published_rank_{0};
   std::atomic<int> published_world_size_{0};
+  std::atomic<int64_t> published_held_bytes_{0};  // the loaded shard's MemoryStats::total()
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,0 +1,93 @@
+#include "coordinator/group_decision.h"
+
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "coordinator/planner.h"
+
+namespace llmint8::coordinator {
+namespace {
+// Debian's abseil has its own string_view type; the public API speaks std::string_view.
+absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+}  // namespace
+
+std::string_view GroupPolicyName(GroupPolicy policy) {
+  return policy == GroupPolicy::kSmallest ? "smallest" : "all";
+}
+
+absl::StatusOr<GroupPolicy> ParseGroupPolicy(std::string_view name) {
+  if (name == "all") return GroupPolicy::kAllWorkers;
+  if (name == "smallest") return GroupPolicy::kSmallest;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--group=", Av(name), " is not a group policy; use all (every worker) or smallest (the "
+      "fewest workers that hold the model)"));
+}
+
+absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
+                                        const GroupRequest& request,
+                                        std::span<const int64_t> reported_bytes) {
+  const int joined = static_cast<int>(reported_bytes.size());
+  if (joined == 0) return absl::InvalidArgumentError("no workers to form a group from");
+  GroupChoice all;
+  all.members.resize(joined);
+  std::iota(all.members.begin(), all.members.end(), 0);
+  if (request.dtype == "fp32" || request.dtype == "f32") {
+    all.summary = absl::StrCat("fp32 is not planned; all ", joined, " workers join");
+    return all;
+  }
+  for (int i = 0; i < joined; ++i) {
+    if (reported_bytes[i] <= 0) {
+      all.summary = absl::StrCat("worker ", i, " reports no memory size; all ", joined,
+                                 " workers join unplanned");
+      return all;
+    }
+  }
+  ASSIGN_OR_RETURN(const WeightDType dtype, ParseWeightDType(request.dtype));
+  if (request.reserve_sequences < 0) {
+    return absl::InvalidArgumentError("the plan's reserve of sequences must be >= 0");
+  }
+  const Reserve reserve = Reserve::Tokens(
+      request.reserve_sequences,
+      request.max_context > 0 ? request.max_context : config.max_position_embeddings);
+  PlanOptions options;
+  options.runtime_overhead_bytes = request.device == "cuda" ? kRuntimeOverheadBytes : 0;
+  absl::StatusOr<GroupDecision> decision =
+      PlanGroup(config, dtype, reported_bytes, reserve, options);
+  if (!decision.ok()) {
+    if (decision.status().code() != absl::StatusCode::kFailedPrecondition) {
+      return decision.status();
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the workers cannot hold the model: ", decision.status().message(),
+        ". Start more workers, give them more memory, or serve int8"));
+  }
+  GroupChoice choice;
+  choice.planned = true;
+  if (request.policy == GroupPolicy::kSmallest) {
+    choice.members = decision->workers;
+    choice.bytes_per_worker = decision->plan.per_gpu.Total();
+    choice.summary = decision->summary;
+    return choice;
+  }
+  // Every worker: TP = joined (the coordinator checked it is a valid degree).
+  ASSIGN_OR_RETURN(const MemoryBreakdown need,
+                   BytesPerGpu(config, dtype, joined, reserve, options.runtime_overhead_bytes));
+  for (int i = 0; i < joined; ++i) {
+    if (reported_bytes[i] < need.Total()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the workers cannot hold the model: ", Av(WeightDTypeName(dtype)), " at TP=", joined,
+          " needs ", FormatBytes(need.Total()), " per worker, worker ", i, " has ",
+          FormatBytes(reported_bytes[i]), "; ", decision->summary,
+          " (coordinator --group=smallest forms that group)"));
+    }
+  }
+  choice.members = std::move(all.members);
+  choice.bytes_per_worker = need.Total();
+  choice.summary = absl::StrCat(Av(WeightDTypeName(dtype)), " on all ", joined, " workers (",
+                                FormatBytes(need.Total()), " each); ", decision->summary);
+  return choice;
+}
+
+}  // namespace llmint8::coordinator

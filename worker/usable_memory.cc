@@ -1,0 +1,48 @@
+#include "worker/usable_memory.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace llmint8::worker {
+
+absl::StatusOr<int64_t> ParseMemAvailableBytes(std::string_view meminfo) {
+  const absl::string_view text(meminfo.data(), meminfo.size());
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, "MemAvailable:")) continue;
+    line = absl::StripAsciiWhitespace(line);
+    int64_t scale = 1;
+    if (absl::ConsumeSuffix(&line, "kB")) scale = 1024;
+    line = absl::StripAsciiWhitespace(line);
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(line, &value) || value < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("/proc/meminfo: MemAvailable '", line, "' is not a size"));
+    }
+    return value * scale;
+  }
+  return absl::NotFoundError("/proc/meminfo has no MemAvailable line");
+}
+
+absl::StatusOr<int64_t> ReadMemAvailableBytes() {
+  std::ifstream in("/proc/meminfo");
+  if (!in) return absl::UnavailableError("cannot read /proc/meminfo");
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseMemAvailableBytes(text.str());
+}
+
+int64_t UsableMemoryBytes(const std::string& device, int64_t memory_limit_bytes,
+                          int64_t held_bytes) {
+  if (memory_limit_bytes > 0) return memory_limit_bytes;
+  if (device != "cpu") return 0;  // TODO(scaleout): cudaMemGetInfo through kernels/cuda
+  absl::StatusOr<int64_t> available = ReadMemAvailableBytes();
+  if (!available.ok()) return 0;
+  return *available + held_bytes;
+}
+
+}  // namespace llmint8::worker

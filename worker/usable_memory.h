@@ -1,0 +1,37 @@
+// How much memory a worker tells the coordinator it may use (WorkerInfoResponse.memory_bytes),
+// which the coordinator's planner sizes the tensor-parallel group with.
+//
+//   --memory-limit > 0   that limit, on any device (it is also what the shard's own accounting
+//                        enforces, see model/shard_model.h ShardOptions::memory_limit_bytes);
+//   cpu, no limit        MemAvailable from /proc/meminfo, plus what this worker's loaded shard
+//                        holds now (a new LoadShard frees it first);
+//   cuda, no limit       0 = unknown: no CUDA-free helper reports a device's free memory yet
+//                        (the coordinator then skips planning and uses every worker).
+//
+// Pure functions apart from ReadMemAvailableBytes (reads /proc/meminfo); thread-safe.
+#ifndef LLMINT8_WORKER_USABLE_MEMORY_H_
+#define LLMINT8_WORKER_USABLE_MEMORY_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace llmint8::worker {
+
+// The "MemAvailable:  123456 kB" line of a /proc/meminfo text, in bytes. NotFound when the
+// line is missing, InvalidArgument when it does not parse.
+absl::StatusOr<int64_t> ParseMemAvailableBytes(std::string_view meminfo);
+
+// ParseMemAvailableBytes of /proc/meminfo (Unavailable when it cannot be read).
+absl::StatusOr<int64_t> ReadMemAvailableBytes();
+
+// The figure Info reports (see the header comment). `held_bytes`: what the loaded shard holds
+// (MemoryStats::total(), 0 when none). Returns 0 when unknown.
+int64_t UsableMemoryBytes(const std::string& device, int64_t memory_limit_bytes,
+                          int64_t held_bytes);
+
+}  // namespace llmint8::worker
+
+#endif  // LLMINT8_WORKER_USABLE_MEMORY_H_

@@ -1,0 +1,129 @@
+// The worker's memory report (Info) and its --memory-limit, enforced by the shard's own
+// accounting: an in-process WorkerService holding a one-rank group (no communicator peers).
+#include <cstdint>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "llmint8/v1/worker.pb.h"
+#include "worker/usable_memory.h"
+#include "worker/worker_service.h"
+
+namespace llmint8::worker {
+namespace {
+
+constexpr char kModel[] =
+    "synthetic:125m,layers=2,hidden=256,heads=8,ffn=1024,vocab=1024,positions=128";
+
+v1::LoadShardRequest OneRank(const std::string& dtype) {
+  v1::LoadShardRequest req;
+  req.set_epoch(1);
+  req.set_rank(0);
+  req.set_world_size(1);
+  req.set_model(kModel);
+  req.set_dtype(dtype);
+  req.set_threshold(6.0f);
+  req.set_device("cpu");
+  return req;
+}
+
+int64_t LoadedBytes(const std::string& dtype) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest req = OneRank(dtype);
+  v1::LoadShardResponse resp;
+  grpc::Status s = service.LoadShard(nullptr, &req, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return resp.total_bytes();
+}
+
+TEST(UsableMemoryTest, ParsesMemAvailable) {
+  EXPECT_EQ(*ParseMemAvailableBytes("MemTotal:  100 kB\nMemAvailable:   2048 kB\n"), 2048 * 1024);
+  EXPECT_EQ(ParseMemAvailableBytes("MemTotal: 1 kB\n").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ParseMemAvailableBytes("MemAvailable: lots\n").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(UsableMemoryTest, LimitWinsElseMemAvailableOnCpuElseUnknown) {
+  EXPECT_EQ(UsableMemoryBytes("cpu", 12345, 999), 12345);
+  EXPECT_EQ(UsableMemoryBytes("cuda", 12345, 0), 12345);
+  EXPECT_EQ(UsableMemoryBytes("cuda", 0, 0), 0);
+  absl::StatusOr<int64_t> available = ReadMemAvailableBytes();
+  ASSERT_TRUE(available.ok()) << available.status();
+  // MemAvailable moves while other processes run; the held bytes are added on top.
+  const int64_t reported = UsableMemoryBytes("cpu", 0, int64_t{1} << 40);
+  EXPECT_GT(reported, int64_t{1} << 40);
+  EXPECT_LT(reported, (int64_t{1} << 40) + 4 * *available + (int64_t{1} << 30));
+}
+
+TEST(WorkerMemoryTest, InfoReportsTheLimit) {
+  WorkerOptions options;
+  options.memory_limit_bytes = 3 << 20;
+  WorkerService service(options);
+  v1::WorkerInfoRequest req;
+  v1::WorkerInfoResponse resp;
+  ASSERT_TRUE(service.Info(nullptr, &req, &resp).ok());
+  EXPECT_EQ(resp.memory_bytes(), 3 << 20);
+}
+
+TEST(WorkerMemoryTest, LoadBeyondTheLimitIsResourceExhaustedWithNumbers) {
+  const int64_t fp16 = LoadedBytes("fp16");
+  const int64_t int8 = LoadedBytes("int8");
+  ASSERT_GT(fp16, 0);
+  EXPECT_LT(int8, fp16 * 6 / 10);  // linears at 1 byte instead of 2 dominate
+
+  // A cap between the two: int8 loads, fp16 does not.
+  WorkerOptions options;
+  options.memory_limit_bytes = (int8 + fp16) / 2;
+  WorkerService service(options);
+  v1::LoadShardRequest req = OneRank("fp16");
+  v1::LoadShardResponse resp;
+  grpc::Status s = service.LoadShard(nullptr, &req, &resp);
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("--memory-limit=" + std::to_string(options.memory_limit_bytes)),
+            std::string::npos)
+      << s.error_message();
+  EXPECT_NE(s.error_message().find("needs"), std::string::npos) << s.error_message();
+  v1::WorkerInfoResponse info;
+  v1::WorkerInfoRequest info_req;
+  ASSERT_TRUE(service.Info(nullptr, &info_req, &info).ok());
+  EXPECT_FALSE(info.loaded());
+
+  req = OneRank("int8");
+  s = service.LoadShard(nullptr, &req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.total_bytes(), int8);
+  EXPECT_LE(resp.total_bytes(), options.memory_limit_bytes);
+
+}
+
+TEST(WorkerMemoryTest, KvCacheCountsAgainstTheLimit) {
+  // Room for the weights and 64 KiB: a 128-token prompt's KV cache (2 layers x K and V x 256
+  // fp16 per token = 2 KiB per token, 256 KiB) does not fit; the worker keeps its shard.
+  WorkerOptions options;
+  options.memory_limit_bytes = LoadedBytes("int8") + 64 * 1024;
+  WorkerService service(options);
+  const v1::LoadShardRequest req = OneRank("int8");
+  v1::LoadShardResponse resp;
+  ASSERT_TRUE(service.LoadShard(nullptr, &req, &resp).ok());
+  v1::StepRequest step;
+  step.set_epoch(1);
+  v1::SeqStep* seq = step.add_seqs();
+  seq->set_seq_id(1);
+  for (int i = 0; i < 128; ++i) seq->add_token_ids(i + 4);
+  v1::StepResponse out;
+  grpc::Status s = service.Step(nullptr, &step, &out);
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("KV cache"), std::string::npos) << s.error_message();
+  v1::WorkerInfoRequest info_req;
+  v1::WorkerInfoResponse info;
+  ASSERT_TRUE(service.Info(nullptr, &info_req, &info).ok());
+  EXPECT_TRUE(info.loaded());
+  v1::StatsRequest stats_req;
+  v1::StatsResponse stats;
+  ASSERT_TRUE(service.Stats(nullptr, &stats_req, &stats).ok());
+  EXPECT_EQ(stats.kv_cache_bytes(), 0);
+  EXPECT_LE(stats.total_bytes(), options.memory_limit_bytes);
+}
+
+}  // namespace
+}  // namespace llmint8::worker
