@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Configures and builds llmint8 into ${LLMINT8_BUILD_DIR:-build} (Ninja, ccache, RelWithDebInfo).
 # Extra arguments go to cmake's configure step, e.g. -DLLMINT8_CUDA=OFF.
+# LLMINT8_TARGETS="llmint8_cli ..." builds only those targets (default: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${LLMINT8_BUILD_DIR:-build}
@@ -11,5 +12,7 @@ export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-1}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
-cmake --build "$build" -j "$jobs"
+targets=()
+for t in ${LLMINT8_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$jobs" "${targets[@]}"
 ccache -s 2>/dev/null | grep -E 'Hits|Misses' | head -2 || true
