@@ -4,6 +4,9 @@
 //   llmint8 coordinator --workers=H:P,H:P ...    the front door, driving remote workers
 //   llmint8 worker --listen=H:P                  one tensor-parallel shard
 //   llmint8 generate --prompt="Hello"            stream an answer to the terminal
+//   llmint8 plan --model=175b --compare          GPUs needed in fp16 vs int8
+//   llmint8 quantize --model=DIR --out=DIR8      write an int8 checkpoint
+//   llmint8 eval --model=DIR --text=FILE         perplexity
 //   llmint8 <subcommand> --help                  the flags of one subcommand
 #include <cstdio>
 #include <cstring>
@@ -17,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "tools/flags.h"
+#include "tools/offline_commands.h"
 #include "tools/subcommands.h"
 
 namespace {
@@ -47,9 +51,10 @@ const std::vector<Subcommand>& Subcommands() {
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",
         "seed", "stop", "logprobs", "ignore_eos", "timeout"}},
-      {"plan", "Memory plan for a model (not available in this build yet).", {}},
-      {"quantize", "Write an int8 checkpoint (not available in this build yet).", {}},
-      {"eval", "Evaluate perplexity (not available in this build yet).", {}},
+      // plan, quantize, eval: tools/offline_commands.cc holds their flags and help.
+      {"plan", llmint8::tools::OfflineCommandSummary("plan"), {}},
+      {"quantize", llmint8::tools::OfflineCommandSummary("quantize"), {}},
+      {"eval", llmint8::tools::OfflineCommandSummary("eval"), {}},
   };
   return kSubcommands;
 }
@@ -89,6 +94,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "llmint8: unknown subcommand '%s'\n\n", argv[1]);
     PrintTopUsage(stderr);
     return 2;
+  }
+  if (llmint8::tools::OfflineCommandSummary(sub->name) != nullptr) {
+    return llmint8::tools::RunOfflineCommand(argc, argv);
   }
   // argv for absl: program name, then the subcommand's flags, with dashes in flag names
   // turned into underscores.

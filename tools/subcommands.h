@@ -10,6 +10,11 @@ int RunCoordinator();
 int RunServe(const char* self_path);
 int RunGenerate();
 
+// The offline subcommands (tools/offline_commands.h parses their flags, then calls these).
+int RunPlan();      // tools/plan_command.cc
+int RunQuantize();  // tools/quantize_command.cc
+int RunEval();      // tools/eval_command.cc
+
 }  // namespace llmint8::tools
 
 #endif  // LLMINT8_TOOLS_SUBCOMMANDS_H_

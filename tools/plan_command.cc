@@ -1,0 +1,93 @@
+// `llmint8 plan`: the memory planner (coordinator/planner.h) on the command line.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "coordinator/planner.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "tools/flags.h"
+#include "tools/offline_commands.h"
+#include "tools/subcommands.h"
+#include "worker/model_spec.h"
+
+namespace llmint8::tools {
+namespace {
+
+using coordinator::PlanCommand;
+
+// RunPlanCommand for a config already in hand (synthetic:<preset> specs, which the planner's
+// own model resolution does not know).
+absl::StatusOr<std::string> PlanConfig(const model::OptConfig& config, const PlanCommand& cmd) {
+  const coordinator::Reserve reserve = coordinator::Reserve::Tokens(cmd.batch, cmd.context);
+  if (cmd.compare) {
+    const std::vector<coordinator::GpuSize> gpus = coordinator::DefaultCompareGpuSizes();
+    ASSIGN_OR_RETURN(const coordinator::CompareTable table,
+                     coordinator::Compare(config, gpus, reserve));
+    return cmd.json ? coordinator::CompareToJson(table).dump(2) + "\n"
+                    : coordinator::CompareToText(table);
+  }
+  ASSIGN_OR_RETURN(const coordinator::WeightDType dtype,
+                   coordinator::ParseWeightDType(cmd.dtype));
+  ASSIGN_OR_RETURN(const int64_t gpu_bytes, coordinator::ParseByteSize(cmd.gpu_memory));
+  coordinator::PlanOptions options;
+  options.available_gpus = cmd.gpus;
+  ASSIGN_OR_RETURN(const coordinator::PlanResult plan,
+                   coordinator::Plan(config, dtype, gpu_bytes, reserve, options));
+  return cmd.json ? coordinator::PlanToJson(plan).dump(2) + "\n" : coordinator::PlanToText(plan);
+}
+
+absl::StatusOr<std::string> RunPlanFlags() {
+  PlanCommand cmd;
+  cmd.model = absl::GetFlag(FLAGS_model);
+  cmd.dtype = absl::GetFlag(FLAGS_dtype);
+  cmd.gpu_memory = absl::GetFlag(FLAGS_gpu_memory);
+  cmd.gpus = absl::GetFlag(FLAGS_gpus);
+  cmd.batch = absl::GetFlag(FLAGS_batch);
+  cmd.context = absl::GetFlag(FLAGS_context);
+  cmd.compare = absl::GetFlag(FLAGS_compare);
+  cmd.json = absl::GetFlag(FLAGS_json);
+  if (cmd.gpus < 0) {
+    return absl::InvalidArgumentError("--gpus must be >= 0 (0: as many as the model needs)");
+  }
+  if (cmd.batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
+  if (cmd.context < 0) {
+    return absl::InvalidArgumentError("--context must be >= 0 (0: max_position_embeddings)");
+  }
+  std::error_code ec;
+  if (absl::StrContains(cmd.model, '/') && !std::filesystem::exists(cmd.model, ec)) {
+    return absl::NotFoundError(absl::StrCat(
+        "--model=", cmd.model, " does not exist; pass a preset (",
+        absl::StrJoin(model::OptPresetNames(), ", "),
+        "), a config.json, a model directory or synthetic:<preset>"));
+  }
+  if (absl::StartsWith(cmd.model, "synthetic:")) {
+    ASSIGN_OR_RETURN(const model::OptConfig config, worker::LoadModelSpecConfig(cmd.model));
+    return PlanConfig(config, cmd);
+  }
+  return coordinator::RunPlanCommand(cmd);
+}
+
+}  // namespace
+
+int RunPlan() {
+  absl::StatusOr<std::string> text = RunPlanFlags();
+  if (!text.ok()) {
+    std::fprintf(stderr, "llmint8 plan: %s\n", std::string(text.status().message()).c_str());
+    // A model that does not fit (FailedPrecondition) is an answer, not a typo.
+    const absl::StatusCode code = text.status().code();
+    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound
+               ? kExitBadFlags
+               : kExitFailed;
+  }
+  std::fputs(text->c_str(), stdout);
+  return kExitOk;
+}
+
+}  // namespace llmint8::tools
