@@ -136,27 +136,29 @@ absl::StatusOr<EvalArgs> ReadFlags(model::OptConfig* config) {
   if (a.window < 2 || a.window > max_window) {
     return absl::InvalidArgumentError(
         absl::StrCat("--window=", a.window, " must be in [2, ", max_window,
-                     "] (the model has max_position_embeddings ",
-                     config->max_position_embeddings, "; 0 picks it)"));
+                     "] (the model has max_position_embeddings ", config->max_position_embeddings,
+                     "; 0 picks it)"));
   }
   if (a.stride == 0) a.stride = std::max<int64_t>(1, a.window / 2);
   if (a.stride < 1 || a.stride > a.window) {
-    return absl::InvalidArgumentError(absl::StrCat("--stride=", a.stride, " must be in [1, ",
-                                                   a.window, "] (0: window / 2)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--stride=", a.stride, " must be in [1, ", a.window, "] (0: window / 2)"));
   }
   if (a.tokenizer.empty()) {
     const std::optional<std::string> dir = worker::ModelSpecDirectory(a.model);
     if (!dir.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          a.model, " has no tokenizer: pass --tokenizer=<tokenizer.json or a directory with "
-                   "vocab.json + merges.txt>"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(a.model,
+                       " has no tokenizer: pass --tokenizer=<tokenizer.json or a directory with "
+                       "vocab.json + merges.txt>"));
     }
     const fs::path d(*dir);
     if (!fs::exists(d / "tokenizer.json", ec) &&
         !(fs::exists(d / "vocab.json", ec) && fs::exists(d / "merges.txt", ec))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          a.model, " has no tokenizer files (tokenizer.json, or vocab.json + merges.txt): pass "
-                   "--tokenizer=<tokenizer.json or a directory with them>"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(a.model,
+                       " has no tokenizer files (tokenizer.json, or vocab.json + merges.txt): pass "
+                       "--tokenizer=<tokenizer.json or a directory with them>"));
     }
     a.tokenizer = *dir;
   }
@@ -194,10 +196,10 @@ absl::StatusOr<std::vector<int32_t>> Tokenize(const EvalArgs& a, const model::Op
   }
   for (size_t i = 0; i < ids->size(); ++i) {
     if ((*ids)[i] >= config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the tokenizer ", a.tokenizer, " gives id ", (*ids)[i], " (token ", i,
-          ") but the model's vocabulary has ", config.vocab_size,
-          " entries: pass a --tokenizer that matches the model"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the tokenizer ", a.tokenizer, " gives id ", (*ids)[i], " (token ", i,
+                       ") but the model's vocabulary has ", config.vocab_size,
+                       " entries: pass a --tokenizer that matches the model"));
     }
   }
   return *std::move(ids);
@@ -253,8 +255,7 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
 }
 
 // Runs the ranks as forked processes of this one; rank 0 writes the result into `dir`.
-absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a,
-                                                  std::span<const int32_t> ids,
+absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<const int32_t> ids,
                                                   const std::string& dir) {
   const std::string result_path = dir + "/result.json";
   const std::vector<comm::testing::RankOutcome> outcomes = comm::testing::ForkRanks(
@@ -264,10 +265,8 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a,
         comm::FileRendezvous rendezvous(dir);
         ASSIGN_OR_RETURN(const model::PerplexityResult r, RunRank(a, ids, rank, &rendezvous));
         if (rank != 0) return absl::OkStatus();
-        const nlohmann::json j = {{"nll_sum", r.nll_sum},
-                                  {"tokens", r.tokens},
-                                  {"ppl", r.ppl},
-                                  {"windows", r.windows}};
+        const nlohmann::json j = {
+            {"nll_sum", r.nll_sum}, {"tokens", r.tokens}, {"ppl", r.ppl}, {"windows", r.windows}};
         std::ofstream out(result_path, std::ios::trunc);
         out << j.dump();
         out.close();
@@ -359,10 +358,10 @@ int RunEval() {
                ? kExitBadFlags
                : kExitFailed;
   }
-  const int64_t windows = model::PerplexityWindows(static_cast<int64_t>(ids->size()), a.window,
-                                                   a.stride)
-                              .value_or(std::vector<model::PerplexityWindow>{})
-                              .size();
+  const int64_t windows =
+      model::PerplexityWindows(static_cast<int64_t>(ids->size()), a.window, a.stride)
+          .value_or(std::vector<model::PerplexityWindow>{})
+          .size();
   LLMINT8_LOG(INFO) << "evaluating " << a.model << " in " << DtypeLabel(a) << " on " << a.text
                     << ": " << ids->size() << " ids, " << windows << " windows of " << a.window
                     << " (stride " << a.stride << "), TP=" << a.tp << " on "

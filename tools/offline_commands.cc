@@ -12,7 +12,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "tools/flags.h"
 #include "tools/subcommands.h"
 
 ABSL_FLAG(std::string, gpu_memory, "80GiB",
@@ -31,8 +30,7 @@ ABSL_FLAG(std::string, out, "", "quantize: directory to write the int8 checkpoin
 ABSL_FLAG(bool, overwrite, false,
           "quantize: write into a non-empty --out, replacing files of the same names");
 ABSL_FLAG(std::string, text, "", "eval: UTF-8 text file to compute the perplexity of");
-ABSL_FLAG(int64_t, window, 0,
-          "eval: tokens per window (0: the model's max_position_embeddings)");
+ABSL_FLAG(int64_t, window, 0, "eval: tokens per window (0: the model's max_position_embeddings)");
 ABSL_FLAG(int64_t, stride, 0,
           "eval: tokens between window starts, in [1, window] (0: window / 2); each token is "
           "scored once, with at least window - stride tokens of context");
@@ -64,7 +62,7 @@ const std::vector<OfflineCommand>& Commands() {
        "  llmint8 plan --model=175b --compare          fp16 vs int8 GPU counts (Table 2 of "
        "LLM.int8())\n"
        "  llmint8 plan --model=66b --dtype=fp16 --gpu_memory=24GiB --batch=4 --context=2048\n"
-       "  llmint8 plan --model=models/opt-sotu --json  a model directory (or its config.json)\n",
+       "  llmint8 plan --model=models/opt-sotu-cpu-small --json   a model directory\n",
        {{"model", nullptr,
          "a preset (125m ... 175b, opt-66b, facebook/opt-13b), a config.json, a model directory "
          "or synthetic:<preset>[,layers=N,...]"},
@@ -78,7 +76,7 @@ const std::vector<OfflineCommand>& Commands() {
        &RunPlan},
       {"quantize",
        "Write an int8 checkpoint (int8 weights + fp32 row scales) that loads at any TP degree.",
-       "  llmint8 quantize --model=models/opt-sotu --out=/tmp/opt-sotu-int8\n"
+       "  llmint8 quantize --model=models/opt-sotu-cpu-small --out=/tmp/opt-sotu-int8\n"
        "  llmint8 serve --model=/tmp/opt-sotu-int8 --dtype=int8 --tp=2\n",
        {{"model", nullptr,
          "model directory (config.json + *.safetensors) or synthetic:<preset>[,layers=N,...]"},
@@ -90,7 +88,8 @@ const std::vector<OfflineCommand>& Commands() {
        &RunQuantize},
       {"eval",
        "Perplexity of a model on a text file (strided windows), any dtype, TP degree, device.",
-       "  llmint8 eval --model=models/opt-sotu --text=tests/data/heldout/sotu-2010-2021.txt\n"
+       "  llmint8 eval --model=models/opt-sotu-cpu-small "
+       "--text=tests/data/heldout/sotu-2010-2021.txt\n"
        "  llmint8 eval --model=DIR --text=FILE --dtype=int8 --threshold=0 --tp=2 --json\n"
        "  llmint8 eval --model=DIR --text=FILE --dtype=int8 --device=cuda --window=2048 "
        "--stride=512\n",
@@ -130,8 +129,8 @@ std::string FlagList(const OfflineCommand& cmd) {
 }
 
 void PrintHelp(const OfflineCommand& cmd) {
-  std::printf("usage: llmint8 %s [--flags]\n\n%s\n\nexamples:\n%s\nflags:\n", cmd.name,
-              cmd.summary, cmd.examples);
+  std::printf("usage: llmint8 %s [--flags]\n\n%s\n\nexamples:\n%s\nflags:\n", cmd.name, cmd.summary,
+              cmd.examples);
   for (const FlagUse& f : cmd.flags) {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(f.name);
     if (flag == nullptr) continue;
@@ -206,8 +205,7 @@ absl::Status ParseFlags(const OfflineCommand& cmd, std::span<char* const> args) 
         value = args[++i];
       } else {
         return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value: --", name,
-                                                       "=<value> (llmint8 ", cmd.name,
-                                                       " --help)"));
+                                                       "=<value> (llmint8 ", cmd.name, " --help)"));
       }
     }
     if (!flag->ParseFrom(value, &error)) {

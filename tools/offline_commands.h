@@ -35,8 +35,8 @@ namespace llmint8::tools {
 
 // Exit codes of the offline subcommands.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailed = 1;   // the work failed (model does not fit, I/O, ...)
-inline constexpr int kExitBadFlags = 2; // the command line must change
+inline constexpr int kExitFailed = 1;    // the work failed (model does not fit, I/O, ...)
+inline constexpr int kExitBadFlags = 2;  // the command line must change
 
 // The one-line summary of an offline subcommand ("plan", "quantize", "eval"), or nullptr when
 // `name` is none of them.

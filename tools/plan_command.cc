@@ -9,8 +9,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "coordinator/planner.h"
 #include "common/status_macros.h"
+#include "coordinator/planner.h"
 #include "nlohmann/json.hpp"
 #include "tools/flags.h"
 #include "tools/offline_commands.h"
@@ -33,8 +33,7 @@ absl::StatusOr<std::string> PlanConfig(const model::OptConfig& config, const Pla
     return cmd.json ? coordinator::CompareToJson(table).dump(2) + "\n"
                     : coordinator::CompareToText(table);
   }
-  ASSIGN_OR_RETURN(const coordinator::WeightDType dtype,
-                   coordinator::ParseWeightDType(cmd.dtype));
+  ASSIGN_OR_RETURN(const coordinator::WeightDType dtype, coordinator::ParseWeightDType(cmd.dtype));
   ASSIGN_OR_RETURN(const int64_t gpu_bytes, coordinator::ParseByteSize(cmd.gpu_memory));
   coordinator::PlanOptions options;
   options.available_gpus = cmd.gpus;
@@ -62,10 +61,10 @@ absl::StatusOr<std::string> RunPlanFlags() {
   }
   std::error_code ec;
   if (absl::StrContains(cmd.model, '/') && !std::filesystem::exists(cmd.model, ec)) {
-    return absl::NotFoundError(absl::StrCat(
-        "--model=", cmd.model, " does not exist; pass a preset (",
-        absl::StrJoin(model::OptPresetNames(), ", "),
-        "), a config.json, a model directory or synthetic:<preset>"));
+    return absl::NotFoundError(
+        absl::StrCat("--model=", cmd.model, " does not exist; pass a preset (",
+                     absl::StrJoin(model::OptPresetNames(), ", "),
+                     "), a config.json, a model directory or synthetic:<preset>"));
   }
   if (absl::StartsWith(cmd.model, "synthetic:")) {
     ASSIGN_OR_RETURN(const model::OptConfig config, worker::LoadModelSpecConfig(cmd.model));

@@ -116,9 +116,10 @@ absl::Status ValidateArgs(const QuantizeArgs& a, bool overwrite) {
   if (synthetic) {
     RETURN_IF_ERROR(worker::LoadModelSpecConfig(a.model).status());
   } else if (!fs::is_regular_file(fs::path(a.model) / "config.json", ec)) {
-    return absl::NotFoundError(absl::StrCat(
-        "--model=", a.model, " is not a model directory (no config.json in it); pass a Hugging "
-        "Face OPT directory or synthetic:<preset>"));
+    return absl::NotFoundError(
+        absl::StrCat("--model=", a.model,
+                     " is not a model directory (no config.json in it); pass a Hugging "
+                     "Face OPT directory or synthetic:<preset>"));
   }
   if (fs::exists(a.out, ec)) {
     if (!fs::is_directory(a.out, ec)) {
@@ -131,7 +132,8 @@ absl::Status ValidateArgs(const QuantizeArgs& a, bool overwrite) {
     }
     if (!overwrite && !fs::is_empty(a.out, ec)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--out=", a.out, " is not empty; pass --overwrite to replace its files, "
+          absl::StrCat("--out=", a.out,
+                       " is not empty; pass --overwrite to replace its files, "
                        "or choose a new directory"));
     }
   }
@@ -185,8 +187,8 @@ absl::Status Quantize(const QuantizeArgs& a) {
   ASSIGN_OR_RETURN(model::OpenedModel opened, worker::OpenModelSpec(a.model));
   const model::OptConfig& c = opened.config;
   LLMINT8_LOG(INFO) << "quantizing " << opened.source->Describe() << " (" << c.num_hidden_layers
-                    << " layers, hidden " << c.hidden_size << ", vocab " << c.vocab_size
-                    << ") to " << a.out;
+                    << " layers, hidden " << c.hidden_size << ", vocab " << c.vocab_size << ") to "
+                    << a.out;
   ProgressSource progress(*opened.source, c.num_hidden_layers);
   RETURN_IF_ERROR(model::WriteInt8Checkpoint(progress, c, a.out));
 

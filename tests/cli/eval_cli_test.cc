@@ -118,8 +118,8 @@ TEST_F(EvalCliTest, QuantizedCheckpointGivesTheOnTheFlyInt8Numbers) {
 
 TEST_F(EvalCliTest, TextOutputAndMaxIds) {
   const testing::CliResult r =
-      RunCli(absl::StrCat("eval --model=", Model(), " --tokenizer=", Tokenizer(), " --text=",
-                          TextFile(), " --dtype=fp32 --max-ids=100"));
+      RunCli(absl::StrCat("eval --model=", Model(), " --tokenizer=", Tokenizer(),
+                          " --text=", TextFile(), " --dtype=fp32 --max-ids=100"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("ppl "));
   EXPECT_THAT(r.out, HasSubstr("100 token ids"));
@@ -141,8 +141,8 @@ TEST_F(EvalCliTest, CpuRanksRestartWithPassiveOpenMpThreads) {
 }
 
 TEST_F(EvalCliTest, BadFlagsExitTwoAndSayWhatToChange) {
-  const std::string base = absl::StrCat("eval --model=", Model(), " --tokenizer=", Tokenizer(),
-                                        " --text=", TextFile());
+  const std::string base =
+      absl::StrCat("eval --model=", Model(), " --tokenizer=", Tokenizer(), " --text=", TextFile());
   struct Case {
     std::string args;
     const char* message;

@@ -118,9 +118,8 @@ TEST(PlanCliTest, BadFlagsExitTwoAndSayWhatToChange) {
 TEST(PlanCliTest, HelpListsEveryFlag) {
   const testing::CliResult r = RunCli("plan --help");
   ASSERT_EQ(r.exit_code, 0);
-  for (const char* flag :
-       {"--model", "--dtype", "--gpu_memory", "--gpus", "--batch", "--context", "--compare",
-        "--json"}) {
+  for (const char* flag : {"--model", "--dtype", "--gpu_memory", "--gpus", "--batch", "--context",
+                           "--compare", "--json"}) {
     EXPECT_THAT(r.out, HasSubstr(flag));
   }
   EXPECT_THAT(r.out, HasSubstr("--dtype (default: \"int8\")"));

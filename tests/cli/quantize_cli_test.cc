@@ -82,8 +82,7 @@ absl::Status DecodeRank(const std::string& model_dir, const std::string& tag, in
   o.precision = model::Precision::kInt8;
   o.threshold = 6.0f;
   ASSIGN_OR_RETURN(std::unique_ptr<model::ShardModel> m,
-                   model::ShardModel::Load(opened.config, *opened.source, tp, rank, comm.get(),
-                                           o));
+                   model::ShardModel::Load(opened.config, *opened.source, tp, rank, comm.get(), o));
   std::vector<std::vector<int32_t>> forced;
   if (!forced_from.empty()) {
     const DecodeRun from = ReadRun(forced_from, opened.config.vocab_size);
@@ -91,9 +90,9 @@ absl::Status DecodeRank(const std::string& model_dir, const std::string& tag, in
       forced.emplace_back(from.tokens.begin() + i * kSteps, from.tokens.begin() + (i + 1) * kSteps);
     }
   }
-  ASSIGN_OR_RETURN(model::testing::GreedyResult g,
-                   model::testing::Greedy(*m, Prompts(), kSteps, 1,
-                                          forced_from.empty() ? nullptr : &forced));
+  ASSIGN_OR_RETURN(
+      model::testing::GreedyResult g,
+      model::testing::Greedy(*m, Prompts(), kSteps, 1, forced_from.empty() ? nullptr : &forced));
   if (rank != 0) return absl::OkStatus();
   const std::string path = ResultPath(dir, tag, tp);
   std::ofstream f(path, std::ios::binary);
@@ -131,14 +130,13 @@ TEST_F(QuantizeCliTest, Int8CheckpointDecodesLikeOnTheFlyInt8AtTp1AndTp2) {
   const std::string original = SourceDir() + "/tests/golden/tiny-opt";
   const std::string tokenizer = SourceDir() + "/tests/fixtures/tokenizer/tiny-bpe/tokenizer.json";
   const std::string int8_dir = dir_ + "/tiny-opt-int8";
-  const testing::CliResult q =
-      RunCli(absl::StrCat("quantize --model=", original, " --out=", int8_dir,
-                          " --tokenizer=", tokenizer));
+  const testing::CliResult q = RunCli(
+      absl::StrCat("quantize --model=", original, " --out=", int8_dir, " --tokenizer=", tokenizer));
   ASSERT_EQ(q.exit_code, 0) << q.err;
   EXPECT_THAT(q.err, HasSubstr("quantizing layer 2/2"));
-  for (const char* file : {"config.json", "model.safetensors.index.json",
-                           "model-int8-00001-of-00002.safetensors",
-                           "model-int8-00002-of-00002.safetensors", "tokenizer.json"}) {
+  for (const char* file :
+       {"config.json", "model.safetensors.index.json", "model-int8-00001-of-00002.safetensors",
+        "model-int8-00002-of-00002.safetensors", "tokenizer.json"}) {
     EXPECT_TRUE(std::filesystem::exists(int8_dir + "/" + file)) << file;
   }
 
@@ -163,8 +161,8 @@ TEST_F(QuantizeCliTest, Int8CheckpointDecodesLikeOnTheFlyInt8AtTp1AndTp2) {
         },
         absl::Seconds(120));
     for (const auto& o : outcomes) {
-      ASSERT_TRUE(o.reported && o.status.ok()) << job.tag << " tp " << job.tp << ": "
-                                               << o.Describe();
+      ASSERT_TRUE(o.reported && o.status.ok())
+          << job.tag << " tp " << job.tp << ": " << o.Describe();
     }
   }
   const DecodeRun ckpt1 = ReadRun(ResultPath(dir_, "ckpt", 1), vocab);

@@ -54,7 +54,8 @@ inline CliResult RunCli(const std::string& args, const std::string& env_prefix =
   const std::string dir = MakeTempDir("cli-run");
   const std::string out = dir + "/out";
   const std::string err = dir + "/err";
-  const std::string cmd = absl::StrCat(env_prefix, " ", CliPath(), " ", args, " >", out, " 2>", err);
+  const std::string cmd =
+      absl::StrCat(env_prefix, " ", CliPath(), " ", args, " >", out, " 2>", err);
   const int status = std::system(cmd.c_str());
   CliResult r;
   if (status != -1 && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
