@@ -18,7 +18,10 @@ struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";  // port 0 picks a free port (see port())
   // Address workers reach the rendezvous at; default 127.0.0.1:<port> (one host).
   std::string advertise;
-  WorkerGroupOptions group;         // addresses, model, dtype, backend, ...
+  // addresses, model, dtype, backend, group policy and plan reserve. With fp16 / int8 the
+  // scheduler's KV budget (when 0) and prefill tokens per step are capped at the plan's reserve,
+  // group.reserve_sequences x max_context tokens.
+  WorkerGroupOptions group;
   SchedulerOptions scheduler;       // max_context / eos are filled from the model
   int64_t max_context = 0;          // 0: the model's max_position_embeddings
   int max_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED

@@ -29,6 +29,7 @@ absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
         absl::StrCat("model spec '", spec, "' names no preset; write e.g. synthetic:125m"));
   }
   SyntheticSpec out;
+  int64_t outliers = 0;
   ASSIGN_OR_RETURN(out.config, model::OptPreset(parts[0]));
   out.config.name = spec;
   for (size_t i = 1; i < parts.size(); ++i) {
@@ -54,16 +55,29 @@ absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
       out.config.max_position_embeddings = value;
     } else if (key == "seed") {
       out.options.seed = static_cast<uint64_t>(value);
+    } else if (key == "outliers") {
+      outliers = value;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("model spec '", spec, "': unknown key '", key,
-                       "'; use layers, hidden, heads, ffn, vocab, positions or seed"));
+                       "'; use layers, hidden, heads, ffn, vocab, positions, seed or outliers"));
     }
   }
   if (out.config.hidden_size % out.config.num_attention_heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("model spec '", spec, "': hidden (", out.config.hidden_size,
                      ") must be a multiple of heads (", out.config.num_attention_heads, ")"));
+  }
+  if (outliers >= out.config.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat("model spec '", spec, "': outliers (", outliers,
+                                                   ") must be below hidden (",
+                                                   out.config.hidden_size, ")"));
+  }
+  // Evenly spaced outlier feature dims, LayerNorm gain 20 there (the paper's outliers: up to
+  // ~20x typical magnitudes; model/synthetic.h, model/int8_agreement_runtime_test.cc).
+  out.options.outlier_gain = 20.0f;
+  for (int64_t i = 1; i <= outliers; ++i) {
+    out.options.outlier_dims.push_back(i * out.config.hidden_size / (outliers + 1));
   }
   for (int64_t* id :
        {&out.config.bos_token_id, &out.config.eos_token_id, &out.config.pad_token_id}) {

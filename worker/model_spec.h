@@ -4,6 +4,9 @@
 //   synthetic:<preset>                     seeded weights with an OPT preset's shapes (e.g. 125m)
 //   synthetic:<preset>,layers=2,hidden=64,heads=4,ffn=256,vocab=512,positions=128,seed=7
 //                                          the preset with these fields overridden (tests)
+//   synthetic:<preset>,...,outliers=3      plus 3 evenly spaced outlier feature dims (LLM.int8()'s
+//                                          emergent features: LayerNorm gain 20 there,
+//                                          model/synthetic.h)
 //
 // The coordinator opens the spec for its config (and tokenizer directory); each worker opens it
 // for its weights. Both sides must see the same spec.

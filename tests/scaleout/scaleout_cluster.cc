@@ -93,14 +93,19 @@ std::string ReportMarkdown(const std::vector<RunReport>& runs, int64_t memory_li
       absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()), "  \n",
       "Model: `", model, "`; every worker `--memory_limit=", memory_limit_bytes, "` (",
       Mib(memory_limit_bytes), "); coordinator `--group=smallest`\n\n",
-      "| run | workers started | group (TP) | memory per worker (Stats total) | tokens/s |\n",
-      "|---|---|---|---|---|\n");
+      "| run | workers started | group (TP) | memory per worker (Stats total) | all workers | "
+      "tokens/s |\n",
+      "|---|---|---|---|---|---|\n");
   for (const RunReport& r : runs) {
     std::vector<std::string> bytes;
-    for (int64_t b : r.worker_bytes) bytes.push_back(b > 0 ? Mib(b) : "idle");
+    int64_t sum = 0;
+    for (int64_t b : r.worker_bytes) {
+      bytes.push_back(b > 0 ? Mib(b) : "idle");
+      sum += b;
+    }
     absl::StrAppend(&out, "| ", r.label, " | ", r.workers, " | ",
                     r.tensor_parallel > 0 ? absl::StrCat(r.tensor_parallel) : "refused", " | ",
-                    absl::StrJoin(bytes, ", "), " | ",
+                    absl::StrJoin(bytes, ", "), " | ", sum > 0 ? Mib(sum) : "-", " | ",
                     r.tensor_parallel > 0 ? absl::StrFormat("%.1f", r.tokens_per_second()) : "-",
                     " |\n");
   }
