@@ -173,6 +173,10 @@ class ShardModel {
   std::unique_ptr<ShardBackend> backend_;
 };
 
+// Free memory on CUDA device `cuda_device` (cudaMemGetInfo), what a worker can still load into;
+// Unimplemented in a build without CUDA. Implemented by the CUDA backend (model/cuda).
+absl::StatusOr<int64_t> CudaFreeMemoryBytes(int cuda_device);
+
 }  // namespace llmint8::model
 
 #endif  // LLMINT8_MODEL_SHARD_MODEL_H_

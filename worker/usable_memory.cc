@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "model/shard_model.h"
 
 namespace llmint8::worker {
 
@@ -36,10 +37,14 @@ absl::StatusOr<int64_t> ReadMemAvailableBytes() {
   return ParseMemAvailableBytes(text.str());
 }
 
-int64_t UsableMemoryBytes(const std::string& device, int64_t memory_limit_bytes,
+int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t memory_limit_bytes,
                           int64_t held_bytes) {
   if (memory_limit_bytes > 0) return memory_limit_bytes;
-  if (device != "cpu") return 0;  // TODO(scaleout): cudaMemGetInfo through kernels/cuda
+  if (device != "cpu") {
+    // A GPU worker can use what the device has free now plus what its loaded shard holds.
+    absl::StatusOr<int64_t> free_bytes = model::CudaFreeMemoryBytes(cuda_device);
+    return free_bytes.ok() ? *free_bytes + held_bytes : 0;
+  }
   absl::StatusOr<int64_t> available = ReadMemAvailableBytes();
   if (!available.ok()) return 0;
   return *available + held_bytes;

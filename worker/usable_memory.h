@@ -5,8 +5,9 @@
 //                        enforces, see model/shard_model.h ShardOptions::memory_limit_bytes);
 //   cpu, no limit        MemAvailable from /proc/meminfo, plus what this worker's loaded shard
 //                        holds now (a new LoadShard frees it first);
-//   cuda, no limit       0 = unknown: no CUDA-free helper reports a device's free memory yet
-//                        (the coordinator then skips planning and uses every worker).
+//   cuda, no limit       the device's free memory (cudaMemGetInfo) plus what the loaded shard
+//                        holds; 0 = unknown when it cannot be read (the coordinator then skips
+//                        planning and uses every worker).
 //
 // Pure functions apart from ReadMemAvailableBytes (reads /proc/meminfo); thread-safe.
 #ifndef LLMINT8_WORKER_USABLE_MEMORY_H_
@@ -29,7 +30,8 @@ absl::StatusOr<int64_t> ReadMemAvailableBytes();
 
 // The figure Info reports (see the header comment). `held_bytes`: what the loaded shard holds
 // (MemoryStats::total(), 0 when none). Returns 0 when unknown.
-int64_t UsableMemoryBytes(const std::string& device, int64_t memory_limit_bytes,
+// `cuda_device` is the worker's --cuda_device (< 0: device 0).
+int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t memory_limit_bytes,
                           int64_t held_bytes);
 
 }  // namespace llmint8::worker

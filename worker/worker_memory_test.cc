@@ -4,6 +4,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "model/shard_model.h"
 #include "llmint8/v1/worker.pb.h"
 #include "worker/usable_memory.h"
 #include "worker/worker_service.h"
@@ -44,13 +45,18 @@ TEST(UsableMemoryTest, ParsesMemAvailable) {
 }
 
 TEST(UsableMemoryTest, LimitWinsElseMemAvailableOnCpuElseUnknown) {
-  EXPECT_EQ(UsableMemoryBytes("cpu", 12345, 999), 12345);
-  EXPECT_EQ(UsableMemoryBytes("cuda", 12345, 0), 12345);
-  EXPECT_EQ(UsableMemoryBytes("cuda", 0, 0), 0);
+  EXPECT_EQ(UsableMemoryBytes("cpu", -1, 12345, 999), 12345);
+  EXPECT_EQ(UsableMemoryBytes("cuda", 0, 12345, 0), 12345);
+  // Without a usable GPU the device's free memory is unknown (0); with one it is what it has free.
+  if (model::CudaFreeMemoryBytes(0).ok()) {
+    EXPECT_GT(UsableMemoryBytes("cuda", 0, 0, 0), 0);
+  } else {
+    EXPECT_EQ(UsableMemoryBytes("cuda", 0, 0, 0), 0);
+  }
   absl::StatusOr<int64_t> available = ReadMemAvailableBytes();
   ASSERT_TRUE(available.ok()) << available.status();
   // MemAvailable moves while other processes run; the held bytes are added on top.
-  const int64_t reported = UsableMemoryBytes("cpu", 0, int64_t{1} << 40);
+  const int64_t reported = UsableMemoryBytes("cpu", -1, 0, int64_t{1} << 40);
   EXPECT_GT(reported, int64_t{1} << 40);
   EXPECT_LT(reported, (int64_t{1} << 40) + 4 * *available + (int64_t{1} << 30));
 }

@@ -64,7 +64,8 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
                                  v1::WorkerInfoResponse* resp) {
   resp->set_device(options_.device);
   resp->set_memory_bytes(
-      UsableMemoryBytes(options_.device, options_.memory_limit_bytes, published_held_bytes_));
+      UsableMemoryBytes(options_.device, options_.cuda_device, options_.memory_limit_bytes,
+                        published_held_bytes_));
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
   resp->set_world_size(published_world_size_);

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "common/status_macros.h"
 #include "kernels/cuda/cuda_status.h"
 
 namespace llmint8::gpu {
@@ -22,6 +23,14 @@ absl::Status CheckDeviceAvailable() {
 absl::Status SetDevice(int device) {
   RETURN_IF_CUDA_ERROR(cudaSetDevice(device));
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> FreeMemoryBytes(int device) {
+  RETURN_IF_ERROR(SetDevice(device));
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  RETURN_IF_CUDA_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
 }
 
 namespace internal {

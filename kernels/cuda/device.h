@@ -32,6 +32,9 @@ absl::Status CheckDeviceAvailable();
 // Makes `device` current for the calling thread.
 absl::Status SetDevice(int device);
 
+// Free bytes on `device` as cudaMemGetInfo reports them (what a new allocation can still get).
+absl::StatusOr<int64_t> FreeMemoryBytes(int device);
+
 namespace internal {
 absl::StatusOr<void*> Malloc(size_t bytes);
 void Free(void* ptr);

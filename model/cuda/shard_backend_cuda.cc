@@ -623,4 +623,8 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
                                       progress);
 }
 
+absl::StatusOr<int64_t> CudaFreeMemoryBytes(int cuda_device) {
+  return gpu::FreeMemoryBytes(cuda_device < 0 ? 0 : cuda_device);
+}
+
 }  // namespace llmint8::model

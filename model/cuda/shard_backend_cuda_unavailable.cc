@@ -11,4 +11,8 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
       "toolkit installed, -DLLMINT8_CUDA=ON); use device cpu");
 }
 
+absl::StatusOr<int64_t> CudaFreeMemoryBytes(int) {
+  return absl::UnimplementedError("this build has no CUDA support: no device memory to report");
+}
+
 }  // namespace llmint8::model
