@@ -4,8 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -227,6 +229,14 @@ int RunServe(const char* argv0) {
       return Fail(absl::InvalidArgumentError("with --listen port 0, set --worker_base_port"));
     }
     base_port = listen_port + 10;
+  }
+  // CPU workers share this machine's cores: give each its share of OpenMP threads (oneDNN's
+  // GEMMs) and let idle threads sleep, or ranks spin against each other in every all-reduce.
+  // Set before any thread exists (setenv is not thread-safe); the workers inherit it.
+  if (absl::GetFlag(FLAGS_device) == "cpu") {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    setenv("OMP_NUM_THREADS", absl::StrCat(std::max<long>(1, cores / tp)).c_str(), 0);
   }
   // Re-execute this very binary as the workers.
   char self[4096];
