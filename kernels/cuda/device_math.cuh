@@ -48,21 +48,6 @@ __device__ __forceinline__ float WarpMax(float v) {
   return v;
 }
 
-// Max over the block, returned to every thread. blockDim.x must be a multiple of 32 (<= 1024),
-// blockDim.y == blockDim.z == 1, and every thread of the block must call it.
-__device__ __forceinline__ float BlockMax(float v) {
-  __shared__ float partial[kWarpSize];
-  const int lane = threadIdx.x % kWarpSize;
-  const int warp = threadIdx.x / kWarpSize;
-  const int num_warps = blockDim.x / kWarpSize;
-  v = WarpMax(v);
-  __syncthreads();  // a previous call may still be reading `partial`
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < num_warps ? partial[lane] : 0.0f;  // inputs are >= 0, so 0 is the identity
-  return WarpMax(v);
-}
-
 }  // namespace llmint8::gpu::internal
 
 #endif  // LLMINT8_KERNELS_CUDA_DEVICE_MATH_CUH_

@@ -9,13 +9,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device_math.cuh"
 
 namespace llmint8::kernels {
 namespace {
 
-using gpu::internal::BlockMax;
+using gpu::internal::BlockReduceMax;
 using gpu::internal::kWarpSize;
 using gpu::internal::QuantizeToInt8;
 using gpu::internal::QuantScale;
@@ -110,7 +111,7 @@ __global__ void QuantizeRowsKernel(const __half* __restrict__ x, int64_t k,
     finite &= isfinite(v);
     amax = fmaxf(amax, fabsf(v));
   }
-  amax = BlockMax(amax);
+  amax = BlockReduceMax(amax);
   if (!__syncthreads_and(finite)) amax = __int_as_float(0x7fc00000);  // quiet NaN, as the CPU
   if (threadIdx.x == 0) absmax[i] = amax;
 

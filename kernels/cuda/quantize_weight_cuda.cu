@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/device_math.cuh"
@@ -14,7 +15,7 @@
 namespace llmint8::kernels {
 namespace {
 
-using gpu::internal::BlockMax;
+using gpu::internal::BlockReduceMax;
 using gpu::internal::QuantizeToInt8;
 using gpu::internal::QuantScale;
 
@@ -34,7 +35,7 @@ __global__ void QuantizeWeightKernel(const __half* __restrict__ w, int64_t k,
     finite &= isfinite(v);
     amax = fmaxf(amax, fabsf(v));
   }
-  amax = BlockMax(amax);
+  amax = BlockReduceMax(amax);
   if (!__syncthreads_and(finite)) {
     if (threadIdx.x == 0) atomicMin(first_bad_row, static_cast<int>(r));
     return;
