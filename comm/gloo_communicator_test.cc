@@ -12,6 +12,7 @@
 #include "comm/file_rendezvous.h"
 #include "comm/make_communicator.h"
 #include "comm/testing/fork_ranks.h"
+#include "comm/testing/temp_dir.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 
@@ -20,26 +21,11 @@ namespace {
 
 using testing::ForkRanks;
 using testing::RankOutcome;
+using testing::TempDir;
 
 // Generous bound on a whole test's processes; tests normally take well under a second.
 constexpr absl::Duration kHangLimit = absl::Seconds(60);
 
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TEST_TMPDIR");
-    path_ = std::string(base != nullptr ? base : "/tmp") + "/llmint8_gloo_XXXXXX";
-    if (::mkdtemp(path_.data()) == nullptr) path_.clear();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 CommOptions GroupOptions(int rank, int world_size, Rendezvous& rdzv, absl::Duration timeout) {
   CommOptions options;
@@ -148,7 +134,7 @@ class GlooGroupTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(GlooGroupTest, AllCollectivesGiveExactResults) {
   const int world = GetParam();
-  TempDir dir;
+  TempDir dir("gloo");
   ASSERT_FALSE(dir.path().empty());
   std::vector<RankOutcome> outcomes = ForkRanks(
       world, [&](int rank) { return RunAllCollectives(rank, world, dir.path()); }, kHangLimit);
@@ -162,7 +148,7 @@ INSTANTIATE_TEST_SUITE_P(WorldSizes, GlooGroupTest, ::testing::Values(2, 4),
 
 TEST(GlooCommunicatorTest, MissingRankGivesDeadlineExceededNotAHang) {
   constexpr int kWorld = 3;  // rank 2 never starts
-  TempDir dir;
+  TempDir dir("gloo");
   std::vector<RankOutcome> outcomes = ForkRanks(
       kWorld - 1,
       [&](int rank) -> absl::Status {
@@ -182,7 +168,7 @@ TEST(GlooCommunicatorTest, MissingRankGivesDeadlineExceededNotAHang) {
 TEST(GlooCommunicatorTest, RankDyingMidwayGivesSurvivorsAnErrorNotAHang) {
   constexpr int kWorld = 4;
   constexpr int kDying = 2;
-  TempDir dir;
+  TempDir dir("gloo");
   std::vector<RankOutcome> outcomes = ForkRanks(
       kWorld,
       [&](int rank) -> absl::Status {
@@ -223,7 +209,7 @@ TEST(GlooCommunicatorTest, RankDyingMidwayGivesSurvivorsAnErrorNotAHang) {
 }
 
 TEST(GlooCommunicatorTest, StalledPeerGivesDeadlineExceededWithinTheTimeout) {
-  TempDir dir;
+  TempDir dir("gloo");
   std::vector<RankOutcome> outcomes = ForkRanks(
       2,
       [&](int rank) -> absl::Status {

@@ -16,6 +16,7 @@
 #include "comm/file_rendezvous.h"
 #include "comm/make_communicator.h"
 #include "comm/testing/fork_ranks.h"
+#include "comm/testing/temp_dir.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 
@@ -24,25 +25,10 @@ namespace {
 
 using testing::ForkRanks;
 using testing::RankOutcome;
+using testing::TempDir;
 
 constexpr absl::Duration kHangLimit = absl::Seconds(120);
 
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TEST_TMPDIR");
-    path_ = std::string(base != nullptr ? base : "/tmp") + "/llmint8_nccl_XXXXXX";
-    if (::mkdtemp(path_.data()) == nullptr) path_.clear();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Number of CUDA devices, counted in a child process so this process stays CUDA-free.
 int CountDevicesInChild() {
@@ -173,7 +159,7 @@ class NcclGroupTest : public ::testing::TestWithParam<int> {};
 TEST_P(NcclGroupTest, AllCollectivesGiveExactResultsWithRanksSharingGpu0) {
   SKIP_WITHOUT_NCCL_GPU();
   const int world = GetParam();
-  TempDir dir;
+  TempDir dir("nccl");
   std::vector<RankOutcome> outcomes = ForkRanks(
       world, [&](int rank) { return RunAllCollectives(rank, world, dir.path()); }, kHangLimit);
   for (const RankOutcome& o : outcomes) {
@@ -186,7 +172,7 @@ INSTANTIATE_TEST_SUITE_P(WorldSizes, NcclGroupTest, ::testing::Values(2, 4),
 
 TEST(NcclCommunicatorTest, MissingRankGivesDeadlineExceeded) {
   SKIP_WITHOUT_NCCL_GPU();
-  TempDir dir;
+  TempDir dir("nccl");
   // Rank 0 is the one missing: rank 1 waits for the unique id that never comes.
   std::vector<RankOutcome> outcomes = ForkRanks(
       1,
@@ -206,7 +192,7 @@ TEST(NcclCommunicatorTest, MissingRankGivesDeadlineExceeded) {
 
 TEST(NcclCommunicatorTest, RankDyingMidwayGivesSurvivorAnError) {
   SKIP_WITHOUT_NCCL_GPU();
-  TempDir dir;
+  TempDir dir("nccl");
   std::vector<RankOutcome> outcomes = ForkRanks(
       2,
       [&](int rank) -> absl::Status {
