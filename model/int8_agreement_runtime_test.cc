@@ -4,6 +4,19 @@
 //
 // Both models see the same tokens (the fp16 model's greedy continuation, teacher-forced into
 // the int8 model), so one disagreement does not cascade into the next positions.
+//
+// Near-ties. In a random-weight model the logits over the vocab are close to Gaussian, so the
+// fp16 model's top-1 - top-2 gap is an order statistic: about exponential with mean
+// sigma / sqrt(2 ln V) (~0.22 sigma measured here, sigma = the std of that position's logits),
+// and ~20% of positions have a gap under 0.05 sigma: coin flips for any perturbation, the
+// int8 path's ~1% logit error included. Scaling the logits (LM head, final LayerNorm gain,
+// temperature) cannot change this: it scales the gap and the int8 error alike, and argmax is
+// scale-invariant. Trained LMs put their top-1 well clear of the rest, so such ties are rare
+// there. Each measurement therefore also reports agreement over the "decided" positions, those
+// whose fp16 gap is at least kTieBand * sigma (a fixed, scale-free band, not derived from the
+// int8 error at that position).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -19,36 +32,59 @@ namespace {
 constexpr int kSequences = 4;
 constexpr int kDecodeSteps = 64;  // 4 x 64 = 256 decode positions
 constexpr int kPromptLength = 8;
+constexpr double kTieBand = 0.05;  // decided: fp16 top-2 gap >= 5% of the logits' std
 
 struct Agreement {
   int agree = 0;
   int total = 0;
+  int decided_agree = 0;  // over positions whose fp16 top-2 gap >= kTieBand * std
+  int decided = 0;
   double max_logit_diff = 0;
   double rate() const { return total == 0 ? 0.0 : static_cast<double>(agree) / total; }
+  double decided_rate() const {
+    return decided == 0 ? 0.0 : static_cast<double>(decided_agree) / decided;
+  }
 };
+
+// The fp16 row's top-1 - top-2 gap divided by the std of the row.
+double RelativeGap(std::span<const float> row) {
+  float first = -INFINITY, second = -INFINITY;
+  double sum = 0, sum_sq = 0;
+  for (float v : row) {
+    if (v > first) {
+      second = first;
+      first = v;
+    } else if (v > second) {
+      second = v;
+    }
+    sum += v;
+    sum_sq += static_cast<double>(v) * v;
+  }
+  const double n = static_cast<double>(row.size());
+  const double var = std::max(0.0, sum_sq / n - (sum / n) * (sum / n));
+  return var > 0 ? (first - second) / std::sqrt(var) : 0.0;
+}
 
 class Int8AgreementTest : public ::testing::Test {
  protected:
   static OptConfig Config() { return testing::SmallConfig(128, 4, 2, 512, 128); }
-  static SyntheticOptions Synthetic() {
+  static SyntheticOptions Synthetic(float outlier_gain) {
     SyntheticOptions o;
     o.seed = 5;
     o.bias_std = 0.02f;
     o.layer_norm_noise = 0.1f;
-    // LayerNorm gain 20 at these dims: the normalized activations entering q/k/v and fc1 are
-    // ~20x the others there (the paper's outliers: >= 6, up to ~20x typical magnitudes), so
-    // every batch's max crosses the threshold. OPT's init std 0.02. Measured on this model
-    // (threshold 6 / 0): gain 20: 100% / 99.2%; with gain 40 the fp-path columns multiply the
-    // int8 weight error by ~40 and agreement drops to 98.0% / 93.4% (see the report).
+    // LayerNorm gain 20 or 40 at these dims: the normalized activations entering q/k/v and fc1
+    // are that many times the others there (the paper's outliers: >= 6, up to ~20x typical
+    // magnitudes), so every batch's max crosses the threshold. OPT's init std 0.02.
     o.outlier_dims = {3, 40, 99};
-    o.outlier_gain = 20.0f;
+    o.outlier_gain = outlier_gain;
     return o;
   }
 
   // Runs the fp16 model greedily and the int8 model (threshold t) on the same tokens.
-  static Agreement Measure(float threshold) {
+  static Agreement Measure(float outlier_gain, float threshold) {
     const OptConfig c = Config();
-    auto src = MakeSyntheticSource(c, Synthetic());
+    auto src = MakeSyntheticSource(c, Synthetic(outlier_gain));
     EXPECT_TRUE(src.ok()) << src.status();
     ShardOptions f16;
     f16.precision = Precision::kF16;
@@ -76,7 +112,12 @@ class Int8AgreementTest : public ::testing::Test {
         next[s] = testing::ArgMax(lr->row(s));
         if (step > 0) {  // positions produced by decode steps (step 0 is the prefill)
           a.total++;
-          a.agree += next[s] == testing::ArgMax(lq->row(s));
+          const bool same = next[s] == testing::ArgMax(lq->row(s));
+          a.agree += same;
+          if (RelativeGap(lr->row(s)) >= kTieBand) {
+            a.decided++;
+            a.decided_agree += same;
+          }
           a.max_logit_diff =
               std::max(a.max_logit_diff, testing::MaxAbsDiff(lr->row(s), lq->row(s)));
         }
@@ -87,16 +128,41 @@ class Int8AgreementTest : public ::testing::Test {
   }
 };
 
+void Print(float gain, const Agreement& with, const Agreement& without) {
+  std::printf("outlier gain %g: int8 vs fp16 top-1 agreement over %d decode positions: "
+              "threshold 6.0: %.2f%% (decided %d: %.2f%%, max |logit diff| %.3g); "
+              "threshold 0: %.2f%% (decided %d: %.2f%%, max |logit diff| %.3g)\n",
+              gain, with.total, 100 * with.rate(), with.decided, 100 * with.decided_rate(),
+              with.max_logit_diff, 100 * without.rate(), without.decided,
+              100 * without.decided_rate(), without.max_logit_diff);
+}
+
+// Gain 20: the figure over all 256 positions (measured 100% / 99.2%).
 TEST_F(Int8AgreementTest, Top1AgreementWithFp16OverDecodePositions) {
-  const Agreement with = Measure(6.0f);
-  const Agreement without = Measure(0.0f);
-  std::printf("int8 vs fp16 top-1 agreement over %d decode positions: threshold 6.0: %.2f%% "
-              "(max |logit diff| %.3g); threshold 0: %.2f%% (max |logit diff| %.3g)\n",
-              with.total, 100 * with.rate(), with.max_logit_diff, 100 * without.rate(),
-              without.max_logit_diff);
+  const Agreement with = Measure(20.0f, 6.0f);
+  const Agreement without = Measure(20.0f, 0.0f);
+  Print(20.0f, with, without);
   EXPECT_EQ(with.total, kSequences * kDecodeSteps);
   EXPECT_GE(with.rate(), 0.99);
   // Decomposition must help on a model with outliers: the logits move less.
+  EXPECT_LT(with.max_logit_diff, without.max_logit_diff);
+}
+
+// Gain 40 (SyntheticOptions' default): the outlier columns run in fp with the dequantized int8
+// weight, as bitsandbytes does for int8-stored weights, so their weight rounding error is
+// multiplied by ~40 and dominates the layer error (still ~0.6% relative, as at gain 20, since
+// the outputs grow alike); the logit error is ~4.5% of sigma (max over the vocab). Measured:
+// threshold 6: 98.0% of all positions (5 flips, every one at a gap under 0.025 sigma), 100% of
+// the 212 decided; threshold 0: 93.4% of all, 97.2% of decided (flips at gaps up to 0.4 sigma).
+// The decided figure is asserted: it still separates decomposition from plain int8.
+TEST_F(Int8AgreementTest, Top1AgreementAtOutlierGain40OverDecidedPositions) {
+  const Agreement with = Measure(40.0f, 6.0f);
+  const Agreement without = Measure(40.0f, 0.0f);
+  Print(40.0f, with, without);
+  EXPECT_EQ(with.total, kSequences * kDecodeSteps);
+  EXPECT_GE(with.decided, with.total * 3 / 4);  // the band sets aside a minority of positions
+  EXPECT_GE(with.decided_rate(), 0.99);
+  EXPECT_GT(with.decided_rate(), without.decided_rate());
   EXPECT_LT(with.max_logit_diff, without.max_logit_diff);
 }
 
