@@ -129,12 +129,13 @@ class Int8AgreementTest : public ::testing::Test {
 };
 
 void Print(float gain, const Agreement& with, const Agreement& without) {
-  std::printf("outlier gain %g: int8 vs fp16 top-1 agreement over %d decode positions: "
-              "threshold 6.0: %.2f%% (decided %d: %.2f%%, max |logit diff| %.3g); "
-              "threshold 0: %.2f%% (decided %d: %.2f%%, max |logit diff| %.3g)\n",
-              gain, with.total, 100 * with.rate(), with.decided, 100 * with.decided_rate(),
-              with.max_logit_diff, 100 * without.rate(), without.decided,
-              100 * without.decided_rate(), without.max_logit_diff);
+  std::printf(
+      "outlier gain %g: int8 vs fp16 top-1 agreement over %d decode positions: "
+      "threshold 6.0: %.2f%% (decided %d: %.2f%%, max |logit diff| %.3g); "
+      "threshold 0: %.2f%% (decided %d: %.2f%%, max |logit diff| %.3g)\n",
+      gain, with.total, 100 * with.rate(), with.decided, 100 * with.decided_rate(),
+      with.max_logit_diff, 100 * without.rate(), without.decided, 100 * without.decided_rate(),
+      without.max_logit_diff);
 }
 
 // Gain 20: the figure over all 256 positions (measured 100% / 99.2%).

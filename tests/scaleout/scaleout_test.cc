@@ -6,10 +6,12 @@
 // of fp16 (TP 4) and int8 (TP 2) agree. Each run reports memory per worker (Stats) and tokens/s
 // (LLMINT8_SCALEOUT_REPORT=<file> writes the docs table there).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "coordinator/planner.h"
 #include "gtest/gtest.h"
+#include "model/shard_model.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/reference.h"
 #include "tests/scaleout/scaleout_cluster.h"
@@ -180,41 +183,80 @@ TEST(ScaleoutTest, Int8ServesOnHalfTheWorkersFp16Needs) {
   }
 }
 
+// The fp16 row's top-1 - top-2 gap divided by the std of the row (scale-free).
+double RelativeGap(std::span<const float> row) {
+  float first = -INFINITY, second = -INFINITY;
+  double sum = 0, sum_sq = 0;
+  for (float v : row) {
+    if (v > first) {
+      second = first;
+      first = v;
+    } else if (v > second) {
+      second = v;
+    }
+    sum += v;
+    sum_sq += static_cast<double>(v) * v;
+  }
+  const double n = static_cast<double>(row.size());
+  const double var = std::max(0.0, sum_sq / n - (sum / n) * (sum / n));
+  return var > 0 ? (first - second) / std::sqrt(var) : 0.0;
+}
+
 // With outlier feature dims (LayerNorm gain 20 on 3 of 256 dims, so the activations entering
 // q/k/v and fc1 pass the 6.0 threshold there), int8 on 2 workers should keep the fp16 model's
-// next token: teacher-forced top-1 over 4 prompts x 32 positions >= 99% (at most 1 of 128).
-// DISABLED: measured 126 of 128 (98.4%) here; this random model's logits are nearly flat (std
-// ~0.3 over 1024 tokens), so flips at tiny top-2 margins dominate. It needs a margin-aware check
-// (flips only where fp16's top-2 margin is below the int8 logit error, as tests/tp does).
-// Run it with --gtest_also_run_disabled_tests to measure.
-TEST(ScaleoutTest, DISABLED_Int8WithOutlierDimsKeepsTop1) {
+// next token: teacher-forced top-1 over 4 prompts x 32 positions. Asserted over the decided
+// positions, those whose fp16 top-2 gap is >= 5% of that position's logit std (as in
+// model/int8_agreement_runtime_test.cc): a random model's gap is an order statistic (~
+// exponential, mean ~0.2 std), so some positions are near-ties that any ~1% logit error flips,
+// and no logit scaling changes that. Measured: 126 of 128 overall (98.4%), both flips at
+// near-ties; the all-positions figure is printed beside it.
+TEST(ScaleoutTest, Int8WithOutlierDimsKeepsTop1) {
   constexpr char kOutlierModel[] =
       "synthetic:125m,layers=2,hidden=256,heads=8,ffn=1024,vocab=1024,positions=128,outliers=3";
   constexpr int kPositions = 32;
+  constexpr double kTieBand = 0.05;
   absl::StatusOr<model::OptConfig> config = worker::LoadModelSpecConfig(kOutlierModel);
   ASSERT_TRUE(config.ok()) << config.status();
   const int64_t cap = Cap(*config);
-  auto reference = e2e::InProcessReference::Open(kOutlierModel, model::Precision::kF16);
+  absl::StatusOr<model::OpenedModel> opened = worker::OpenModelSpec(kOutlierModel);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  model::ShardOptions f16;
+  f16.precision = model::Precision::kF16;
+  auto reference = model::ShardModel::Load(opened->config, *opened->source, 1, 0, nullptr, f16);
   ASSERT_TRUE(reference.ok()) << reference.status();
+
+  struct Probe {
+    std::vector<int32_t> context;
+    int32_t want;
+    double gap;  // fp16 top-2 gap / logit std at this position
+    int32_t got = -1;
+  };
+  std::vector<Probe> probes;
+  uint64_t seq = 1;
+  for (const std::vector<int32_t>& prompt : Prompts()) {
+    // fp16 greedy decode on the in-process runtime (TP 1), keeping each position's gap.
+    std::vector<int32_t> context = prompt;
+    std::vector<int32_t> step_tokens = prompt;
+    for (int i = 0; i < kPositions; ++i) {
+      const model::ShardModel::SequenceInput in{seq, step_tokens};
+      absl::StatusOr<model::Logits> logits =
+          (*reference)->Step(std::span<const model::ShardModel::SequenceInput>(&in, 1));
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      int32_t best = 0;
+      std::span<const float> row = logits->row(0);
+      for (int32_t t = 1; t < static_cast<int32_t>(row.size()); ++t) {
+        if (row[t] > row[best]) best = t;
+      }
+      probes.push_back({context, best, RelativeGap(row)});
+      context.push_back(best);
+      step_tokens = {best};
+    }
+    ASSERT_TRUE((*reference)->Release(seq++).ok());
+  }
 
   ScaleoutCluster cluster({kOutlierModel, "int8", 2, cap, "smallest"});
   ASSERT_TRUE(e2e::WaitForHealth(cluster.address(), 1, 60)) << "see " << cluster.log_dir();
   auto stub = cluster.NewStub();
-  struct Probe {
-    std::vector<int32_t> context;
-    int32_t want;
-    int32_t got = -1;
-  };
-  std::vector<Probe> probes;
-  for (const std::vector<int32_t>& prompt : Prompts()) {
-    absl::StatusOr<std::vector<int32_t>> want = (*reference)->Greedy(prompt, kPositions);
-    ASSERT_TRUE(want.ok()) << want.status();
-    std::vector<int32_t> context = prompt;
-    for (int32_t token : *want) {
-      probes.push_back({context, token});
-      context.push_back(token);
-    }
-  }
   // One prefix at a time: the plan reserves room for one sequence (--reserve_sequences=1),
   // and the CPU runtime's fp32 KV cache and activations fill it faster than the planner's
   // estimate, so a batch of many prefills could pass the workers' limit.
@@ -223,11 +265,21 @@ TEST(ScaleoutTest, DISABLED_Int8WithOutlierDimsKeepsTop1) {
     EXPECT_TRUE(g.status.ok()) << g.status.error_message();
     if (g.tokens.size() == 1) probe.got = g.tokens[0];
   }
-  int agree = 0;
-  for (const Probe& probe : probes) agree += probe.got == probe.want;
-  std::printf("outlier model: int8 (TP 2) keeps fp16's top-1 at %d of %zu positions\n", agree,
-              probes.size());
-  EXPECT_GE(agree * 100, 99 * static_cast<int>(probes.size()));
+  int agree = 0, decided = 0, decided_agree = 0;
+  for (const Probe& probe : probes) {
+    agree += probe.got == probe.want;
+    if (probe.gap >= kTieBand) {
+      decided++;
+      decided_agree += probe.got == probe.want;
+    }
+    if (probe.got != probe.want) std::printf("flip at fp16 gap %.4f std\n", probe.gap);
+  }
+  std::printf(
+      "outlier model: int8 (TP 2) keeps fp16's top-1 at %d of %zu positions, %d of %d "
+      "decided (gap >= %.2f std)\n",
+      agree, probes.size(), decided_agree, decided, kTieBand);
+  EXPECT_GE(decided * 4, 3 * static_cast<int>(probes.size()));  // the band sets aside few
+  EXPECT_GE(decided_agree * 100, 99 * decided);
 }
 
 }  // namespace
