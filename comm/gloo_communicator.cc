@@ -1,6 +1,7 @@
 #include "comm/gloo_communicator.h"
 
 #include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -46,6 +47,21 @@ absl::Status CheckResolves(const std::string& hostname) {
   return absl::OkStatus();
 }
 
+// Gloo's TCP transport writes to its peers' sockets without MSG_NOSIGNAL: when a peer dies, the
+// next write raises SIGPIPE, whose default action kills this (surviving) process instead of
+// letting the collective fail with a Status. Ignore it process-wide, once, unless the program
+// installed its own handler. (Found by the dying-rank test under load.)
+void IgnoreSigpipeOnce() {
+  static const bool done = [] {
+    struct sigaction current;
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      ::signal(SIGPIPE, SIG_IGN);
+    }
+    return true;
+  }();
+  (void)done;
+}
+
 // Gloo's reduction function for one element type.
 gloo::AllreduceOptions::Func SumFunction(DataType type) {
   using Fn = void (*)(void*, const void*, const void*, size_t);
@@ -69,6 +85,7 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
         absl::StrCat(Where(options.rank, options.world_size), ": ", s.message()));
   }
   const std::string where = Where(options.rank, options.world_size);
+  IgnoreSigpipeOnce();
   gloo::transport::tcp::attr attr;
   if (!options.gloo_interface.empty()) {
     attr.iface = options.gloo_interface;
