@@ -76,6 +76,26 @@ inline absl::StatusOr<GreedyResult> Greedy(
   return r;
 }
 
+// A logits row's top-1 - top-2 gap divided by the row's standard deviation (scale-free): how
+// decided the argmax is. Agreement tests count positions below a fixed band as near-ties.
+inline double RelativeGap(std::span<const float> row) {
+  float first = -INFINITY, second = -INFINITY;
+  double sum = 0, sum_sq = 0;
+  for (float v : row) {
+    if (v > first) {
+      second = first;
+      first = v;
+    } else if (v > second) {
+      second = v;
+    }
+    sum += v;
+    sum_sq += static_cast<double>(v) * v;
+  }
+  const double n = static_cast<double>(row.size());
+  const double var = std::max(0.0, sum_sq / n - (sum / n) * (sum / n));
+  return var > 0 ? (first - second) / std::sqrt(var) : 0.0;
+}
+
 }  // namespace llmint8::model::testing
 
 #endif  // LLMINT8_MODEL_FORWARD_TEST_UTIL_H_

@@ -46,25 +46,6 @@ struct Agreement {
   }
 };
 
-// The fp16 row's top-1 - top-2 gap divided by the std of the row.
-double RelativeGap(std::span<const float> row) {
-  float first = -INFINITY, second = -INFINITY;
-  double sum = 0, sum_sq = 0;
-  for (float v : row) {
-    if (v > first) {
-      second = first;
-      first = v;
-    } else if (v > second) {
-      second = v;
-    }
-    sum += v;
-    sum_sq += static_cast<double>(v) * v;
-  }
-  const double n = static_cast<double>(row.size());
-  const double var = std::max(0.0, sum_sq / n - (sum / n) * (sum / n));
-  return var > 0 ? (first - second) / std::sqrt(var) : 0.0;
-}
-
 class Int8AgreementTest : public ::testing::Test {
  protected:
   static OptConfig Config() { return testing::SmallConfig(128, 4, 2, 512, 128); }
@@ -114,7 +95,7 @@ class Int8AgreementTest : public ::testing::Test {
           a.total++;
           const bool same = next[s] == testing::ArgMax(lq->row(s));
           a.agree += same;
-          if (RelativeGap(lr->row(s)) >= kTieBand) {
+          if (testing::RelativeGap(lr->row(s)) >= kTieBand) {
             a.decided++;
             a.decided_agree += same;
           }

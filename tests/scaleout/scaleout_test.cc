@@ -20,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "coordinator/planner.h"
 #include "gtest/gtest.h"
+#include "model/forward_test_util.h"
 #include "model/shard_model.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/reference.h"
@@ -183,25 +184,6 @@ TEST(ScaleoutTest, Int8ServesOnHalfTheWorkersFp16Needs) {
   }
 }
 
-// The fp16 row's top-1 - top-2 gap divided by the std of the row (scale-free).
-double RelativeGap(std::span<const float> row) {
-  float first = -INFINITY, second = -INFINITY;
-  double sum = 0, sum_sq = 0;
-  for (float v : row) {
-    if (v > first) {
-      second = first;
-      first = v;
-    } else if (v > second) {
-      second = v;
-    }
-    sum += v;
-    sum_sq += static_cast<double>(v) * v;
-  }
-  const double n = static_cast<double>(row.size());
-  const double var = std::max(0.0, sum_sq / n - (sum / n) * (sum / n));
-  return var > 0 ? (first - second) / std::sqrt(var) : 0.0;
-}
-
 // With outlier feature dims (LayerNorm gain 20 on 3 of 256 dims, so the activations entering
 // q/k/v and fc1 pass the 6.0 threshold there), int8 on 2 workers should keep the fp16 model's
 // next token: teacher-forced top-1 over 4 prompts x 32 positions. Asserted over the decided
@@ -247,7 +229,7 @@ TEST(ScaleoutTest, Int8WithOutlierDimsKeepsTop1) {
       for (int32_t t = 1; t < static_cast<int32_t>(row.size()); ++t) {
         if (row[t] > row[best]) best = t;
       }
-      probes.push_back({context, best, RelativeGap(row)});
+      probes.push_back({context, best, model::testing::RelativeGap(row)});
       context.push_back(best);
       step_tokens = {best};
     }
