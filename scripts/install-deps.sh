@@ -2,10 +2,13 @@
 # Installs what llmint8 needs on Debian 12 that is not there yet (apt-get), as root or via sudo.
 # The CUDA toolkit is optional: with nvcc on the machine the CUDA kernels and NCCL build too.
 set -euo pipefail
+# ocl-icd-opencl-dev: Debian's oneDNN is built with its OpenCL GPU runtime, so dnnl-config.cmake
+# does find_package(OpenCL REQUIRED); libdnnl-dev only Recommends it (not installed here).
 pkgs=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-pip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev libdnnl-dev nlohmann-json3-dev
+  ocl-icd-opencl-dev
   libicu-dev python3-venv python3-grpcio python3-protobuf iproute2
 )
 missing=()
