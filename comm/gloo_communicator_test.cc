@@ -10,8 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "comm/file_rendezvous.h"
+#include "comm/fork_ranks.h"
 #include "comm/make_communicator.h"
-#include "comm/testing/fork_ranks.h"
 #include "comm/testing/temp_dir.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
@@ -19,8 +19,6 @@
 namespace llmint8::comm {
 namespace {
 
-using testing::ForkRanks;
-using testing::RankOutcome;
 using testing::TempDir;
 
 // Generous bound on a whole test's processes; tests normally take well under a second.

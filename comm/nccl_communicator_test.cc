@@ -14,8 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "comm/file_rendezvous.h"
+#include "comm/fork_ranks.h"
 #include "comm/make_communicator.h"
-#include "comm/testing/fork_ranks.h"
 #include "comm/testing/temp_dir.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
@@ -23,8 +23,6 @@
 namespace llmint8::comm {
 namespace {
 
-using testing::ForkRanks;
-using testing::RankOutcome;
 using testing::TempDir;
 
 constexpr absl::Duration kHangLimit = absl::Seconds(120);

@@ -33,7 +33,7 @@
 #include "comm/comm_options.h"
 #include "comm/file_rendezvous.h"
 #include "comm/make_communicator.h"
-#include "comm/testing/fork_ranks.h"
+#include "comm/fork_ranks.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
@@ -258,7 +258,7 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
 absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<const int32_t> ids,
                                                   const std::string& dir) {
   const std::string result_path = dir + "/result.json";
-  const std::vector<comm::testing::RankOutcome> outcomes = comm::testing::ForkRanks(
+  const std::vector<comm::RankOutcome> outcomes = comm::ForkRanks(
       a.tp,
       [&](int rank) -> absl::Status {
         SetLogPrefix(absl::StrCat("rank ", rank));
@@ -275,7 +275,7 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<c
       },
       absl::Hours(24 * 7));
   std::string failures;
-  for (const comm::testing::RankOutcome& o : outcomes) {
+  for (const comm::RankOutcome& o : outcomes) {
     if (!o.reported || !o.status.ok()) absl::StrAppend(&failures, "\n  ", o.Describe());
   }
   if (!failures.empty()) {

@@ -26,7 +26,7 @@
 #include "comm/comm_options.h"
 #include "comm/file_rendezvous.h"
 #include "comm/make_communicator.h"
-#include "comm/testing/fork_ranks.h"
+#include "comm/fork_ranks.h"
 #include "common/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -154,7 +154,7 @@ TEST_F(QuantizeCliTest, Int8CheckpointDecodesLikeOnTheFlyInt8AtTp1AndTp2) {
                       // greedy would diverge after the first near-tie flip).
                       {"fly", original, 2, ResultPath(dir_, "ckpt", 1)}};
   for (const Job& job : jobs) {
-    const std::vector<comm::testing::RankOutcome> outcomes = comm::testing::ForkRanks(
+    const std::vector<comm::RankOutcome> outcomes = comm::ForkRanks(
         job.tp,
         [&](int rank) {
           return DecodeRank(job.model_dir, job.tag, job.tp, rank, dir_, job.forced_from);

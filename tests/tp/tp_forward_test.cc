@@ -17,7 +17,7 @@
 #include "comm/comm_options.h"
 #include "comm/file_rendezvous.h"
 #include "comm/make_communicator.h"
-#include "comm/testing/fork_ranks.h"
+#include "comm/fork_ranks.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "model/forward_test_util.h"
@@ -150,7 +150,7 @@ TEST_P(TpForwardTest, Tp1Tp2Tp4AgreeOnGreedyTokensAndLogits) {
     const std::string sub = absl::StrCat(dir, "/tp", tp);
     std::filesystem::create_directories(sub);
     const std::string forced = (tc.teacher_forced && tp > 1) ? tp1_result : "";
-    auto outcomes = comm::testing::ForkRanks(
+    auto outcomes = comm::ForkRanks(
         tp, [&](int rank) { return RunRank(tp, rank, tc.precision, sub, forced); },
         absl::Seconds(120));
     for (const auto& o : outcomes) {

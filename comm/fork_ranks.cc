@@ -1,4 +1,4 @@
-#include "comm/testing/fork_ranks.h"
+#include "comm/fork_ranks.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -12,7 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace llmint8::comm::testing {
+namespace llmint8::comm {
 namespace {
 
 void WriteAll(int fd, const std::string& data) {
@@ -138,4 +138,4 @@ std::vector<RankOutcome> ForkRanks(int num_processes,
   return outcomes;
 }
 
-}  // namespace llmint8::comm::testing
+}  // namespace llmint8::comm

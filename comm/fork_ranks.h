@@ -1,5 +1,6 @@
-// Runs the ranks of a group as forked child processes of a test, for multi-process tests of
-// communicators (and of tensor-parallel forwards) on one host.
+// Runs the ranks of a group as forked child processes on one host: the multi-process tests of
+// communicators and tensor-parallel forwards, and `llmint8 eval --tp=N`, which computes a
+// tensor-parallel perplexity in one command without a coordinator.
 //
 // The parent must not have started threads or initialised CUDA before calling (fork() copies
 // only the calling thread; a CUDA context does not survive fork). Each child runs
@@ -7,8 +8,8 @@
 // _exit (0 when OK, 1 otherwise), skipping atexit handlers and the test framework's teardown.
 // A child that dies without reporting (crash, _exit from the body) shows up as `reported ==
 // false` with its exit code or signal.
-#ifndef LLMINT8_COMM_TESTING_FORK_RANKS_H_
-#define LLMINT8_COMM_TESTING_FORK_RANKS_H_
+#ifndef LLMINT8_COMM_FORK_RANKS_H_
+#define LLMINT8_COMM_FORK_RANKS_H_
 
 #include <functional>
 #include <string>
@@ -17,7 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 
-namespace llmint8::comm::testing {
+namespace llmint8::comm {
 
 struct RankOutcome {
   int rank = -1;
@@ -35,6 +36,6 @@ std::vector<RankOutcome> ForkRanks(int num_processes,
                                    const std::function<absl::Status(int rank)>& body,
                                    absl::Duration limit);
 
-}  // namespace llmint8::comm::testing
+}  // namespace llmint8::comm
 
-#endif  // LLMINT8_COMM_TESTING_FORK_RANKS_H_
+#endif  // LLMINT8_COMM_FORK_RANKS_H_
