@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compact_vocab  # noqa: E402
 import corpus  # noqa: E402
 import strided_ppl  # noqa: E402
 
@@ -82,6 +83,18 @@ def parse_args(argv=None):
     p.add_argument("--schedule-by-time", action="store_true",
                    help="cosine over the --max-minutes budget instead of --steps (then --steps "
                         "is only an upper bound)")
+    p.add_argument("--vocab", default="corpus", choices=["corpus", "full"],
+                   help="corpus: train the head over the ids the training text uses plus one "
+                        "shared row for the rest, exported exactly as the full 50272-row model "
+                        "(train/compact_vocab.py; ~1.6x faster on CPU); full: all 50272 rows")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast for the forward (CUDA, and CPUs with AVX512-BF16/AMX); "
+                        "weights, optimizer and loss stay fp32")
+    p.add_argument("--checkpoint-minutes", type=float, default=15,
+                   help="every this many minutes: the resumable training state under "
+                        "--cache-dir and the fp16 export under models/<name> (0: only at the end)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the training state of an interrupted run of --name")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-tokens", type=int, default=0,
@@ -128,11 +141,11 @@ def tokenized_stream(args, tok):
     return np.memmap(path, dtype=np.uint16, mode="r"), meta
 
 
-def make_model(args):
+def make_model(args, vocab_size=corpus.VOCAB_SIZE):
     from transformers import OPTConfig, OPTForCausalLM
     ffn = args.ffn or 4 * args.hidden
     cfg = OPTConfig(
-        vocab_size=corpus.VOCAB_SIZE, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        vocab_size=vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
         ffn_dim=ffn, num_attention_heads=args.heads, max_position_embeddings=args.context,
         word_embed_proj_dim=args.hidden, do_layer_norm_before=True, activation_function="relu",
         dropout=args.dropout, attention_dropout=0.0, layerdrop=0.0, init_std=0.02,
@@ -168,16 +181,17 @@ def optimizer_for(model, args):
 
 
 def heldout_eval(model, ids, args, device, limit, bf16=True):
-    """Strided held-out perplexity; bf16 autocast on CUDA unless bf16=False (the final eval of
-    the saved checkpoint runs in fp32, as train/hf_perplexity.py does)."""
+    """Strided held-out perplexity of a full-vocabulary model; bf16 autocast as in training
+    unless bf16=False (the final eval of the saved checkpoint runs in fp32, as
+    train/hf_perplexity.py does)."""
     import torch
     ids = ids[:limit] if limit else ids
     stride = args.eval_stride or args.context // 2
+    was_training = model.training
     model.eval()
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                        enabled=bf16 and device == "cuda"):
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16 and args.bf16):
         r = strided_ppl.perplexity(model, ids, args.context, stride, device)
-    model.train()
+    model.train(was_training)
     return r
 
 
@@ -204,6 +218,73 @@ def sample_texts(model_dir, device, max_new_tokens=60):
     return "\n\n".join(out) + "\n"
 
 
+class Trainer:
+    """The model being trained (compact or full vocabulary), its optimizer and its progress;
+    exports and evaluates the full-vocabulary model, saves and restores the training state."""
+
+    def __init__(self, args, device, vocab):
+        import torch
+        self.args, self.device, self.vocab = args, device, vocab
+        self.model = make_model(args, vocab.size if vocab else corpus.VOCAB_SIZE).to(device)
+        self.opt = optimizer_for(self.model, args)
+        self.offset = vocab.logit_offset(torch, device) if vocab else None
+        self.step = 0
+        self.elapsed_before = 0.0  # training seconds of earlier (resumed) processes
+        self.running = None
+
+    def loss(self, x, y):
+        import torch
+        with torch.autocast(device_type=self.device, dtype=torch.bfloat16, enabled=self.args.bf16):
+            logits = self.model(input_ids=x).logits
+        logits = logits.float()
+        if self.offset is not None:
+            logits = logits + self.offset
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                                                 y.reshape(-1))
+
+    def full_model(self):
+        """The full-vocabulary model (the trained one itself when --vocab full)."""
+        if self.vocab is None:
+            return self.model
+        return compact_vocab.expand_model(self.model, self.vocab,
+                                          lambda n: make_model(self.args, n)).to(self.device)
+
+    def export(self, model_dir):
+        """Writes the fp16 full-vocabulary checkpoint + generation_config.json to model_dir."""
+        from transformers import GenerationConfig
+        full = self.full_model()
+        if full is self.model:
+            import copy
+            full = copy.deepcopy(self.model)
+        full.config.use_cache = True
+        full.half().save_pretrained(model_dir, safe_serialization=True)
+        GenerationConfig(bos_token_id=corpus.BOS_ID, eos_token_id=corpus.EOS_ID,
+                         pad_token_id=corpus.PAD_ID, do_sample=True, temperature=0.8, top_k=40,
+                         max_new_tokens=64).save_pretrained(model_dir)
+
+    def save_state(self, path, rng, elapsed):
+        import torch
+        tmp = path + ".tmp"
+        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                    "step": self.step, "elapsed": elapsed, "running": self.running,
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "args": vars(self.args)}, tmp)
+        os.replace(tmp, path)  # never a half-written state
+
+    def load_state(self, path, rng):
+        import torch
+        st = torch.load(path, map_location=self.device, weights_only=False)
+        for k in ("hidden", "layers", "heads", "ffn", "context", "vocab", "batch"):
+            if st["args"][k] != getattr(self.args, k):
+                sys.exit(f"--resume: {path} was trained with --{k} {st['args'][k]}, "
+                         f"this run asks for {getattr(self.args, k)}")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.step, self.elapsed_before, self.running = st["step"], st["elapsed"], st["running"]
+        rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.schedule_by_time and not args.max_minutes:
@@ -219,6 +300,7 @@ def main(argv=None):
     run_dir = os.path.join(args.runs_dir, args.name)
     os.makedirs(model_dir, exist_ok=True)
     os.makedirs(run_dir, exist_ok=True)
+    state_path = os.path.join(args.cache_dir, f"{args.name}.state.pt")
 
     # Tokenizer files first: the model directory's vocab.json is what training uses.
     corpus.write_tokenizer_files(args.data, model_dir)
@@ -228,76 +310,93 @@ def main(argv=None):
                                                          args.heldout_from_year))
     print(f"train stream: {stream.size} tokens ({stream_meta['characters']} chars); held-out: "
           f"{len(heldout_ids)} ids", flush=True)
+    vocab = None
+    train_ids = np.asarray(stream, dtype=np.int64)
+    if args.vocab == "corpus":
+        vocab = compact_vocab.CompactVocab.from_stream(stream, corpus.VOCAB_SIZE)
+        train_ids = vocab.to_compact(train_ids)
+        print(f"compact head: {vocab.seen.size} ids of the training text + 1 row shared by the "
+              f"other {vocab.unseen_count}", flush=True)
 
-    model = make_model(args).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
+    tr = Trainer(args, device, vocab)
+    n_params = sum(p.numel() for p in make_model(args).parameters())
     settings = dict(vars(args), device_used=device, parameters=n_params,
                     fp16_bytes=2 * n_params, train_tokens_available=int(stream.size),
                     heldout_ids=len(heldout_ids), heldout_files=[
                         os.path.basename(p) for p in corpus.heldout_files(
                             os.path.join(args.data, "corpus"), args.heldout_from_year)],
                     tokens_per_step=args.batch * args.context,
+                    compact_vocab=vocab.to_json() if vocab else None,
                     torch=torch.__version__, transformers=__import__("transformers").__version__)
     print(f"model: {n_params / 1e6:.2f}M params, {2 * n_params / 1e6:.1f} MB in fp16; device "
           f"{device}; {args.batch} x {args.context} tokens/step", flush=True)
-    opt = optimizer_for(model, args)
+    if args.resume:
+        if not os.path.exists(state_path):
+            sys.exit(f"--resume: no training state at {state_path}")
+        tr.load_state(state_path, rng)
+        print(f"resumed at step {tr.step} ({tr.elapsed_before / 60:.1f} min trained)", flush=True)
 
     loss_path = os.path.join(run_dir, "loss.csv")
-    loss_file = open(loss_path, "w", newline="")
+    loss_file = open(loss_path, "a" if args.resume else "w", newline="")
     loss_csv = csv.writer(loss_file)
-    loss_csv.writerow(["step", "tokens", "lr", "train_loss", "heldout_ppl", "elapsed_s"])
+    if not args.resume:
+        loss_csv.writerow(["step", "tokens", "lr", "train_loss", "heldout_ppl", "elapsed_s"])
     span = args.context + 1
-    hi = stream.size - span
+    hi = train_ids.size - span
     t_start = time.time()
-    running = None
-    step = 0
-    model.train()
-    for step in range(args.steps):
-        lr = lr_at(step, args, time.time() - t_start)
-        for g in opt.param_groups:
+    t_checkpoint = t_start
+    tr.model.train()
+    while tr.step < args.steps:
+        elapsed = tr.elapsed_before + time.time() - t_start
+        lr = lr_at(tr.step, args, elapsed)
+        for g in tr.opt.param_groups:
             g["lr"] = lr
         starts = rng.integers(0, hi, size=args.batch)
-        batch = np.stack([np.asarray(stream[s:s + span], dtype=np.int64) for s in starts])
+        batch = np.stack([train_ids[s:s + span] for s in starts])
         xy = torch.from_numpy(batch).to(device, non_blocking=True)
-        x, y = xy[:, :-1], xy[:, 1:]
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-            logits = model(input_ids=x).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                                 y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
+        loss = tr.loss(xy[:, :-1], xy[:, 1:])
+        tr.opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
+        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), args.grad_clip)
+        tr.opt.step()
         lv = loss.item()
-        running = lv if running is None else 0.9 * running + 0.1 * lv
-        elapsed = time.time() - t_start
-        done = step + 1
+        tr.running = lv if tr.running is None else 0.9 * tr.running + 0.1 * lv
+        tr.step += 1
+        done = tr.step
+        elapsed = tr.elapsed_before + time.time() - t_start
         ppl = ""
         if args.eval_every and done % args.eval_every == 0 and done < args.steps:
-            ppl = round(heldout_eval(model, heldout_ids, args, device, args.eval_tokens)["ppl"], 3)
+            full = tr.full_model()
+            ppl = round(heldout_eval(full, heldout_ids, args, device, args.eval_tokens)["ppl"], 3)
+            del full
         if done % args.log_every == 0 or ppl != "" or done == 1:
             loss_csv.writerow([done, done * args.batch * args.context, f"{lr:.3e}", f"{lv:.4f}",
                                ppl, round(elapsed, 1)])
             loss_file.flush()
-            print(f"step {done}/{args.steps} loss {lv:.4f} (avg {running:.4f}) lr {lr:.2e} "
+            rate = (done * args.batch * args.context) / max(elapsed, 1e-9)
+            print(f"step {done}/{args.steps} loss {lv:.4f} (avg {tr.running:.4f}) lr {lr:.2e} "
                   f"{'heldout ppl ' + str(ppl) + ' ' if ppl != '' else ''}"
-                  f"{done * args.batch * args.context / elapsed:.0f} tok/s {elapsed / 60:.1f} min",
-                  flush=True)
-        if args.max_minutes and elapsed > 60 * args.max_minutes:
+                  f"{rate:.0f} tok/s {elapsed / 60:.1f} min", flush=True)
+        stop = args.max_minutes and elapsed > 60 * args.max_minutes
+        if stop:
             print(f"stopping at step {done}: --max-minutes {args.max_minutes} reached", flush=True)
+        if args.checkpoint_minutes and (stop or time.time() - t_checkpoint
+                                        > 60 * args.checkpoint_minutes):
+            os.makedirs(args.cache_dir, exist_ok=True)
+            tr.save_state(state_path, rng, elapsed)
+            tr.export(model_dir)
+            t_checkpoint = time.time()
+            print(f"checkpoint: {state_path}, fp16 export in {model_dir}", flush=True)
+        if stop:
             break
     loss_file.close()
-    steps_done = step + 1
-    train_seconds = time.time() - t_start
+    train_seconds = tr.elapsed_before + time.time() - t_start
 
     # Save in fp16 (the bundled format) and evaluate what was saved.
-    model.config.use_cache = True
-    model.half().save_pretrained(model_dir, safe_serialization=True)
-    from transformers import GenerationConfig
-    GenerationConfig(bos_token_id=corpus.BOS_ID, eos_token_id=corpus.EOS_ID,
-                     pad_token_id=corpus.PAD_ID, do_sample=True, temperature=0.8, top_k=40,
-                     max_new_tokens=64).save_pretrained(model_dir)
-    del model, opt
+    tr.export(model_dir)
+    steps_done = tr.step
+    running = tr.running
+    del tr
     from transformers import OPTForCausalLM
     saved = OPTForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
     final = heldout_eval(saved, heldout_ids, args, device, args.final_eval_tokens, bf16=False)
