@@ -177,6 +177,10 @@ class ShardModel {
 // Unimplemented in a build without CUDA. Implemented by the CUDA backend (model/cuda).
 absl::StatusOr<int64_t> CudaFreeMemoryBytes(int cuda_device);
 
+// Number of visible CUDA devices (cudaGetDeviceCount); Unimplemented in a build without CUDA,
+// Unavailable when the driver cannot be used (e.g. no GPU).
+absl::StatusOr<int> CudaDeviceCount();
+
 }  // namespace llmint8::model
 
 #endif  // LLMINT8_MODEL_SHARD_MODEL_H_

@@ -21,12 +21,13 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "coordinator/coordinator_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "model/shard_model.h"
 #include "tools/flags.h"
-#include "common/log.h"
 #include "tools/subcommands.h"
 #include "worker/worker_service.h"
 
@@ -238,6 +239,32 @@ int RunServe(const char* argv0) {
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     setenv("OMP_NUM_THREADS", absl::StrCat(std::max<long>(1, cores / tp)).c_str(), 0);
   }
+  // GPU placement: rank r on device r % (visible devices). Ranks that share a device (more ranks
+  // than GPUs) get their own NCCL_HOSTID, or NCCL refuses two ranks on one GPU ("duplicate GPU");
+  // NCCL then treats them as separate hosts and talks over sockets (loopback unless the user set
+  // NCCL_SOCKET_IFNAME): correct, but socket bandwidth.
+  int cuda_devices = 0;
+  if (absl::GetFlag(FLAGS_device) == "cuda") {
+    absl::StatusOr<int> count = model::CudaDeviceCount();
+    if (!count.ok()) return Fail(count.status());
+    if (*count == 0) return Fail(absl::FailedPreconditionError("--device=cuda: no CUDA device"));
+    cuda_devices = *count;
+    if (tp > cuda_devices) {
+      LLMINT8_LOG(WARNING) << tp << " workers on " << cuda_devices
+                           << " GPU(s): ranks share a GPU, each with its own NCCL_HOSTID "
+                              "(NCCL over sockets)";
+    }
+  }
+  // Environment of worker `rank` (built here: the child only calls async-signal-safe execve).
+  auto worker_env = [&](int rank) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    if (cuda_devices > 0 && tp > cuda_devices) {
+      env.push_back(absl::StrCat("NCCL_HOSTID=llmint8-serve-rank-", rank));
+      if (std::getenv("NCCL_SOCKET_IFNAME") == nullptr) env.push_back("NCCL_SOCKET_IFNAME=lo");
+    }
+    return env;
+  };
   // Re-execute this very binary as the workers.
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -250,22 +277,27 @@ int RunServe(const char* argv0) {
   std::map<pid_t, int> children;  // pid -> rank
   std::atomic<bool> stopping{false};
   auto spawn = [&](int rank) -> pid_t {
-    std::vector<std::string> args = {exe,
-                                     "worker",
-                                     absl::StrCat("--listen=", addresses[rank]),
-                                     absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
-                                     absl::StrCat("--cuda_device=", rank),
-                                     absl::StrCat("--memory_limit=", *memory_limit)};
+    std::vector<std::string> args = {
+        exe,
+        "worker",
+        absl::StrCat("--listen=", addresses[rank]),
+        absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
+        absl::StrCat("--cuda_device=", cuda_devices > 0 ? rank % cuda_devices : 0),
+        absl::StrCat("--memory_limit=", *memory_limit)};
+    std::vector<std::string> env = worker_env(rank);
+    std::vector<char*> envp;
+    for (std::string& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive serve
       sigset_t none;
       sigemptyset(&none);
       pthread_sigmask(SIG_SETMASK, &none, nullptr);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(exe.c_str(), argv.data());
+      execve(exe.c_str(), argv.data(), envp.data());
       _exit(127);
     }
     if (pid > 0) {

@@ -627,4 +627,6 @@ absl::StatusOr<int64_t> CudaFreeMemoryBytes(int cuda_device) {
   return gpu::FreeMemoryBytes(cuda_device < 0 ? 0 : cuda_device);
 }
 
+absl::StatusOr<int> CudaDeviceCount() { return gpu::DeviceCount(); }
+
 }  // namespace llmint8::model

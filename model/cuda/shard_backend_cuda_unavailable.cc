@@ -15,4 +15,10 @@ absl::StatusOr<int64_t> CudaFreeMemoryBytes(int) {
   return absl::UnimplementedError("this build has no CUDA support: no device memory to report");
 }
 
+absl::StatusOr<int> CudaDeviceCount() {
+  return absl::UnimplementedError(
+      "this build has no CUDA support (configure with the CUDA "
+      "toolkit installed, -DLLMINT8_CUDA=ON); use --device=cpu");
+}
+
 }  // namespace llmint8::model
