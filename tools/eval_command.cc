@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -32,8 +33,8 @@
 #include "absl/time/time.h"
 #include "comm/comm_options.h"
 #include "comm/file_rendezvous.h"
-#include "comm/make_communicator.h"
 #include "comm/fork_ranks.h"
+#include "comm/make_communicator.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
@@ -43,6 +44,7 @@
 #include "model/shard_plan.h"
 #include "nlohmann/json.hpp"
 #include "tools/flags.h"
+#include "tools/gpu_placement.h"
 #include "tools/offline_commands.h"
 #include "tools/subcommands.h"
 #include "worker/model_spec.h"
@@ -206,11 +208,14 @@ absl::StatusOr<std::vector<int32_t>> Tokenize(const EvalArgs& a, const model::Op
 }
 
 // Loads rank `rank` of `a.tp` and computes the perplexity (every rank returns the same result).
+// `cuda_devices`: visible GPUs (cuda only; rank r runs on PlaceRank's device).
 absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<const int32_t> ids,
-                                                int rank, comm::Rendezvous* rendezvous) {
+                                                int rank, int cuda_devices,
+                                                comm::Rendezvous* rendezvous) {
   const std::string who = absl::StrCat("shard ", rank + 1, "/", a.tp);
   ASSIGN_OR_RETURN(model::OpenedModel opened, worker::OpenModelSpec(a.model));
   const bool cuda = a.device == model::Device::kCuda;
+  const GpuPlacement place = PlaceRank(rank, a.tp, std::max(cuda_devices, 1));
   // On CUDA with tp > 1 the model's kernels and NCCL share the per-device legacy default stream
   // (cudaStreamLegacy == 0x1), as the worker does (worker/worker_service.cc).
   void* const cuda_stream = cuda && a.tp > 1 ? reinterpret_cast<void*>(uintptr_t{1}) : nullptr;
@@ -222,7 +227,7 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
     co.rendezvous = rendezvous;
     co.key_prefix = "eval/";
     co.timeout = absl::Minutes(5);
-    co.cuda_device = rank;
+    co.cuda_device = place.cuda_device;
     co.cuda_stream = cuda_stream;
     ASSIGN_OR_RETURN(comm, comm::MakeCommunicator(cuda ? "nccl" : "gloo", co));
     if (rank == 0) LLMINT8_LOG(INFO) << "group formed (" << (cuda ? "nccl" : "gloo") << ")";
@@ -231,7 +236,7 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
   options.device = a.device;
   options.precision = a.precision;
   options.threshold = a.threshold;
-  options.cuda_device = cuda ? rank : 0;
+  options.cuda_device = cuda ? place.cuda_device : 0;
   options.cuda_stream = cuda_stream;
   auto load_progress = [&](int64_t done, int64_t total) {
     if (rank != 0) return;
@@ -254,16 +259,53 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
   return model::Perplexity(*shard, ids, a.window, a.stride, ppl_options);
 }
 
+// Visible CUDA devices, counted in a forked child: this process must stay CUDA-free until it
+// forks the ranks (a CUDA context does not survive fork).
+absl::StatusOr<int> CudaDeviceCountInChild() {
+  const std::vector<comm::RankOutcome> probe = comm::ForkRanks(
+      1,
+      [](int) -> absl::Status {
+        ASSIGN_OR_RETURN(const int n, model::CudaDeviceCount());
+        return absl::CancelledError(absl::StrCat(n));  // the count travels as the message
+      },
+      absl::Seconds(60));
+  int n = 0;
+  if (!probe[0].reported) return absl::UnavailableError(probe[0].Describe());
+  if (probe[0].status.code() != absl::StatusCode::kCancelled ||
+      !absl::SimpleAtoi(probe[0].status.message(), &n)) {
+    return probe[0].status;
+  }
+  if (n == 0) return absl::FailedPreconditionError("--device=cuda: no CUDA device");
+  return n;
+}
+
 // Runs the ranks as forked processes of this one; rank 0 writes the result into `dir`.
 absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<const int32_t> ids,
                                                   const std::string& dir) {
   const std::string result_path = dir + "/result.json";
+  int cuda_devices = 0;
+  if (a.device == model::Device::kCuda) {
+    ASSIGN_OR_RETURN(cuda_devices, CudaDeviceCountInChild());
+    if (a.tp > cuda_devices) {
+      LLMINT8_LOG(WARNING) << a.tp << " ranks on " << cuda_devices
+                           << " GPU(s): ranks share a GPU, each with its own NCCL_HOSTID "
+                              "(NCCL over sockets)";
+    }
+  }
   const std::vector<comm::RankOutcome> outcomes = comm::ForkRanks(
       a.tp,
       [&](int rank) -> absl::Status {
         SetLogPrefix(absl::StrCat("rank ", rank));
+        // Just forked and nothing started yet, so single-threaded: setenv is safe here.
+        if (cuda_devices > 0 && PlaceRank(rank, a.tp, cuda_devices).shares_gpu) {
+          for (const std::string& e : SharedGpuEnv(rank)) {
+            const size_t eq = e.find('=');
+            ::setenv(e.substr(0, eq).c_str(), e.substr(eq + 1).c_str(), 1);
+          }
+        }
         comm::FileRendezvous rendezvous(dir);
-        ASSIGN_OR_RETURN(const model::PerplexityResult r, RunRank(a, ids, rank, &rendezvous));
+        ASSIGN_OR_RETURN(const model::PerplexityResult r,
+                         RunRank(a, ids, rank, cuda_devices, &rendezvous));
         if (rank != 0) return absl::OkStatus();
         const nlohmann::json j = {
             {"nll_sum", r.nll_sum}, {"tokens", r.tokens}, {"ppl", r.ppl}, {"windows", r.windows}};
@@ -370,7 +412,7 @@ int RunEval() {
   const absl::Time start = absl::Now();
   absl::StatusOr<model::PerplexityResult> result;
   if (a.tp == 1) {
-    result = RunRank(a, *ids, 0, nullptr);
+    result = RunRank(a, *ids, 0, /*cuda_devices=*/1, nullptr);
   } else {
     // A private rendezvous directory for this run's ranks, removed afterwards.
     std::string pattern = (fs::temp_directory_path() / "llmint8-eval-XXXXXX").string();

@@ -107,7 +107,8 @@ const std::vector<OfflineCommand>& Commands() {
         {"max_ids"},
         {"tp", "1",
          "tensor-parallel degree; > 1 runs the ranks as forked processes of this one, over Gloo "
-         "(cpu) or NCCL (cuda, rank r on GPU r)"},
+         "(cpu) or NCCL (cuda, rank r on GPU r % GPUs; ranks sharing a GPU get their own "
+         "NCCL_HOSTID)"},
         {"device", nullptr, "cpu or cuda"},
         {"json"}},
        &RunEval},

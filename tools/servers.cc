@@ -28,6 +28,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "model/shard_model.h"
 #include "tools/flags.h"
+#include "tools/gpu_placement.h"
 #include "tools/subcommands.h"
 #include "worker/worker_service.h"
 
@@ -239,10 +240,8 @@ int RunServe(const char* argv0) {
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     setenv("OMP_NUM_THREADS", absl::StrCat(std::max<long>(1, cores / tp)).c_str(), 0);
   }
-  // GPU placement: rank r on device r % (visible devices). Ranks that share a device (more ranks
-  // than GPUs) get their own NCCL_HOSTID, or NCCL refuses two ranks on one GPU ("duplicate GPU");
-  // NCCL then treats them as separate hosts and talks over sockets (loopback unless the user set
-  // NCCL_SOCKET_IFNAME): correct, but socket bandwidth.
+  // GPU placement (tools/gpu_placement.h): rank r on device r % (visible devices); ranks that
+  // share a device get their own NCCL_HOSTID.
   int cuda_devices = 0;
   if (absl::GetFlag(FLAGS_device) == "cuda") {
     absl::StatusOr<int> count = model::CudaDeviceCount();
@@ -259,9 +258,8 @@ int RunServe(const char* argv0) {
   auto worker_env = [&](int rank) {
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-    if (cuda_devices > 0 && tp > cuda_devices) {
-      env.push_back(absl::StrCat("NCCL_HOSTID=llmint8-serve-rank-", rank));
-      if (std::getenv("NCCL_SOCKET_IFNAME") == nullptr) env.push_back("NCCL_SOCKET_IFNAME=lo");
+    if (cuda_devices > 0 && PlaceRank(rank, tp, cuda_devices).shares_gpu) {
+      for (std::string& e : SharedGpuEnv(rank)) env.push_back(std::move(e));
     }
     return env;
   };
@@ -282,7 +280,8 @@ int RunServe(const char* argv0) {
         "worker",
         absl::StrCat("--listen=", addresses[rank]),
         absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
-        absl::StrCat("--cuda_device=", cuda_devices > 0 ? rank % cuda_devices : 0),
+        absl::StrCat("--cuda_device=",
+                     cuda_devices > 0 ? PlaceRank(rank, tp, cuda_devices).cuda_device : 0),
         absl::StrCat("--memory_limit=", *memory_limit)};
     std::vector<std::string> env = worker_env(rank);
     std::vector<char*> envp;
