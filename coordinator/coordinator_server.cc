@@ -8,15 +8,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/generation_service.h"
+#include "coordinator/metrics.h"
+#include "coordinator/metrics_server.h"
 #include "coordinator/rendezvous_service.h"
 #include "coordinator/tokenizer.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/shard_plan.h"
-#include "common/log.h"
 #include "worker/model_spec.h"
 
 namespace llmint8::coordinator {
@@ -26,6 +28,7 @@ struct CoordinatorServer::Impl {
   model::OptConfig config;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<WorkerGroup> group;
+  std::unique_ptr<ServiceMetrics> metrics;
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<GenerationService> generation;
   RendezvousService rendezvous;
@@ -33,6 +36,8 @@ struct CoordinatorServer::Impl {
   int port = 0;
   std::string address;
   bool shut_down = false;
+  // Last: destroyed first, so no scrape reads the scheduler or group while they go.
+  std::unique_ptr<MetricsServer> metrics_server;  // null without metrics_listen
 };
 
 namespace {
@@ -78,8 +83,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (planned && options.group.reserve_sequences > 0) {
     const int64_t reserved = options.group.reserve_sequences * max_context;
     if (options.scheduler.kv_budget_tokens == 0) options.scheduler.kv_budget_tokens = reserved;
-    options.scheduler.max_prefill_tokens =
-        std::min(options.scheduler.max_prefill_tokens, reserved);
+    options.scheduler.max_prefill_tokens = std::min(options.scheduler.max_prefill_tokens, reserved);
   }
 
   TokenizerOptions tok_options;
@@ -120,10 +124,31 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     grpc::HealthCheckServiceInterface* health = raw->server->GetHealthCheckService();
     if (health != nullptr) health->SetServingStatus(state == GroupState::kReady);
   });
-  impl->scheduler = std::make_unique<Scheduler>(options.scheduler, impl->group.get());
+  // The gauges read the scheduler and group when scraped: both exist before the metrics server
+  // starts and outlive it (Shutdown stops it first).
+  impl->metrics = std::make_unique<ServiceMetrics>([raw] {
+    LiveState s;
+    s.queued = raw->scheduler->queued();
+    s.running = raw->scheduler->running();
+    s.steps = raw->scheduler->steps();
+    s.group_ready = raw->group->ready();
+    s.group_size = raw->group->world_size();
+    s.group_epoch = raw->group->epoch();
+    return s;
+  });
+  impl->scheduler =
+      std::make_unique<Scheduler>(options.scheduler, impl->group.get(), impl->metrics.get());
   impl->generation = std::make_unique<GenerationService>(
       impl->config, impl->tokenizer.get(), limits, impl->scheduler.get(), impl->group.get(),
-      options.scheduler.max_batch, options.scheduler.queue_capacity);
+      options.scheduler.max_batch, options.scheduler.queue_capacity, impl->metrics.get());
+  if (!options.metrics_listen.empty()) {
+    ServiceMetrics* metrics = impl->metrics.get();
+    ASSIGN_OR_RETURN(impl->metrics_server, MetricsServer::Start(options.metrics_listen, [metrics] {
+                       return metrics->Text();
+                     }));
+    LLMINT8_LOG(INFO) << "metrics at http://" << options.metrics_listen << "/metrics (port "
+                      << impl->metrics_server->port() << ")";
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -142,9 +167,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   std::string advertise = options.advertise.empty() ? impl->address : options.advertise;
   LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
                     << "); model " << options.group.model << ", " << options.group.dtype << ", "
-                    << options.group.addresses.size() << " workers (group: "
-                    << GroupPolicyName(options.group.policy) << ") over " << options.group.backend
-                    << ", context " << max_context;
+                    << options.group.addresses.size()
+                    << " workers (group: " << GroupPolicyName(options.group.policy) << ") over "
+                    << options.group.backend << ", context " << max_context;
   impl->options = std::move(options);
   impl->scheduler->Start();
   impl->group->Start(advertise);
@@ -156,6 +181,9 @@ CoordinatorServer::CoordinatorServer(std::unique_ptr<Impl> impl) : impl_(std::mo
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 
 int CoordinatorServer::port() const { return impl_->port; }
+int CoordinatorServer::metrics_port() const {
+  return impl_->metrics_server != nullptr ? impl_->metrics_server->port() : 0;
+}
 const std::string& CoordinatorServer::address() const { return impl_->address; }
 
 void CoordinatorServer::Wait() { impl_->server->Wait(); }
@@ -164,7 +192,8 @@ void CoordinatorServer::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
   LLMINT8_LOG(INFO) << "coordinator shutting down";
-  impl_->scheduler->Stop();  // ends every stream
+  impl_->metrics_server.reset();  // no scrape reads the scheduler or group from here on
+  impl_->scheduler->Stop();       // ends every stream
   impl_->group->Stop();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }

@@ -1,6 +1,7 @@
 // The coordinator process: one gRPC server carrying the public Generation service, the
 // Rendezvous its workers form groups through, grpc.health.v1 (SERVING only while the worker
-// group is ready) and server reflection; plus the WorkerGroup and the Scheduler behind them.
+// group is ready) and server reflection; plus the WorkerGroup and the Scheduler behind them, and
+// optionally a Prometheus /metrics endpoint (an HTTP server of its own).
 #ifndef LLMINT8_COORDINATOR_COORDINATOR_SERVER_H_
 #define LLMINT8_COORDINATOR_COORDINATOR_SERVER_H_
 
@@ -25,6 +26,8 @@ struct CoordinatorOptions {
   SchedulerOptions scheduler;       // max_context / eos are filled from the model
   int64_t max_context = 0;          // 0: the model's max_position_embeddings
   int max_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
+  // host:port for Prometheus metrics (coordinator/metrics.h) at /metrics; empty: none.
+  std::string metrics_listen;
   // A tokenizer.json file or a directory with vocab.json + merges.txt (or tokenizer.json);
   // default: the model directory's, when it has one.
   std::string tokenizer;
@@ -38,6 +41,7 @@ class CoordinatorServer {
   ~CoordinatorServer();  // Shutdown()
 
   int port() const;
+  int metrics_port() const;            // 0 without metrics_listen
   const std::string& address() const;  // host:port as clients on this host reach it
   void Wait();                         // until Shutdown (from another thread)
   void Shutdown();

@@ -30,14 +30,16 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
 
 GenerationService::GenerationService(model::OptConfig config, const Tokenizer* tokenizer,
                                      ModelLimits limits, Scheduler* scheduler, WorkerGroup* group,
-                                     int32_t max_batch, int32_t queue_capacity)
+                                     int32_t max_batch, int32_t queue_capacity,
+                                     ServiceMetrics* metrics)
     : config_(std::move(config)),
       tokenizer_(tokenizer),
       limits_(limits),
       scheduler_(scheduler),
       group_(group),
       max_batch_(max_batch),
-      queue_capacity_(queue_capacity) {}
+      queue_capacity_(queue_capacity),
+      metrics_(metrics) {}
 
 absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
     const v1::GenerateRequest& req) {
@@ -66,7 +68,21 @@ absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  absl::StatusOr<std::shared_ptr<Sequence>> made = MakeSequence(*req);
+  RequestRecord record;
+  v1::GenerateResponse final_message;
+  const grpc::Status status = Stream(ctx, *req, writer, record, final_message);
+  if (metrics_ != nullptr) {
+    // gRPC and absl number their status codes alike.
+    record.code = static_cast<absl::StatusCode>(status.error_code());
+    metrics_->RecordRequest(record);
+  }
+  return status;
+}
+
+grpc::Status GenerationService::Stream(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
+                                       grpc::ServerWriter<v1::GenerateResponse>* writer,
+                                       RequestRecord& record, v1::GenerateResponse& final_message) {
+  absl::StatusOr<std::shared_ptr<Sequence>> made = MakeSequence(req);
   if (!made.ok()) return ToGrpcStatus(made.status());
   // The workers cannot hold the model: say so instead of queueing forever.
   if (absl::Status refused = group_->refusal(); !refused.ok()) return ToGrpcStatus(refused);
@@ -76,6 +92,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
   }
   absl::Status queued = scheduler_->Enqueue(seq);
   if (!queued.ok()) return ToGrpcStatus(queued);
+  record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
 
   std::vector<v1::GenerateResponse> out;
   while (true) {
@@ -85,6 +102,11 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
       if (!writer->Write(r)) {
         scheduler_->Cancel(seq);
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
+      if (r.has_token_id()) ++record.generated_tokens;
+      if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+        final_message = r;
+        record.final_message = &final_message;
       }
     }
     if (final.has_value()) return ToGrpcStatus(*final);

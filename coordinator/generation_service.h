@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "coordinator/metrics.h"
 #include "coordinator/request_validation.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/tokenizer.h"
@@ -23,10 +24,11 @@ namespace llmint8::coordinator {
 
 class GenerationService final : public v1::Generation::Service {
  public:
-  // `tokenizer` may be null (token-id prompts only). All pointers outlive the service.
+  // `tokenizer` may be null (token-id prompts only), `metrics` too. All pointers outlive the
+  // service.
   GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
                     Scheduler* scheduler, WorkerGroup* group, int32_t max_batch,
-                    int32_t queue_capacity);
+                    int32_t queue_capacity, ServiceMetrics* metrics = nullptr);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -37,6 +39,10 @@ class GenerationService final : public v1::Generation::Service {
 
  private:
   absl::StatusOr<std::shared_ptr<Sequence>> MakeSequence(const v1::GenerateRequest& req);
+  // Generate without the metrics: fills `record` (tokens, the final message) as it streams.
+  grpc::Status Stream(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
+                      grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord& record,
+                      v1::GenerateResponse& final_message);
 
   const model::OptConfig config_;
   const Tokenizer* const tokenizer_;
@@ -45,6 +51,7 @@ class GenerationService final : public v1::Generation::Service {
   WorkerGroup* const group_;
   const int32_t max_batch_;
   const int32_t queue_capacity_;
+  ServiceMetrics* const metrics_;
   std::atomic<uint64_t> next_seq_id_{1};
 };
 

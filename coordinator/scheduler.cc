@@ -8,8 +8,8 @@
 
 namespace llmint8::coordinator {
 
-Scheduler::Scheduler(SchedulerOptions options, WorkerGroup* group)
-    : options_(std::move(options)), group_(group) {}
+Scheduler::Scheduler(SchedulerOptions options, WorkerGroup* group, ServiceMetrics* metrics)
+    : options_(std::move(options)), group_(group), metrics_(metrics) {}
 
 Scheduler::~Scheduler() { Stop(); }
 
@@ -186,7 +186,11 @@ void Scheduler::Loop() {
       absl::MutexLock lock(&mu_);
       request.set_step_id(++steps_);
     }
+    const absl::Time step_start = absl::Now();
     absl::StatusOr<v1::StepResponse> response = group_->Step(request);
+    if (response.ok() && metrics_ != nullptr) {
+      metrics_->RecordStep(static_cast<int>(running_.size()), absl::Now() - step_start);
+    }
     if (!response.ok()) {
       if (!group_->ready()) {
         FailRunning(absl::UnavailableError(response.status().message()));

@@ -23,6 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "coordinator/metrics.h"
 #include "coordinator/sequence.h"
 #include "coordinator/worker_group.h"
 
@@ -39,8 +40,9 @@ struct SchedulerOptions {
 
 class Scheduler {
  public:
-  Scheduler(SchedulerOptions options, WorkerGroup* group);  // `group` outlives this
-  ~Scheduler();                                             // Stop()
+  // `group` and `metrics` (may be null) outlive this.
+  Scheduler(SchedulerOptions options, WorkerGroup* group, ServiceMetrics* metrics = nullptr);
+  ~Scheduler();  // Stop()
 
   void Start();
   // Fails every queued and running sequence with UNAVAILABLE and joins the thread.
@@ -66,6 +68,7 @@ class Scheduler {
 
   const SchedulerOptions options_;
   WorkerGroup* const group_;
+  ServiceMetrics* const metrics_;
 
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mu_);

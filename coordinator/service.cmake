@@ -1,4 +1,10 @@
 # service: the Generation service, scheduler (continuous batching), worker group, rendezvous.
+llmint8_cc_library(NAME coordinator_metrics SRCS metrics.cc metrics_server.cc
+  DEPS llmint8::proto prometheus-cpp::core PkgConfig::HTTPLIB absl::status absl::statusor
+       absl::strings absl::time Threads::Threads)
+llmint8_cc_test(NAME metrics_test SRCS metrics_test.cc
+                DEPS llmint8::coordinator_metrics LABELS service)
+
 llmint8_cc_library(
   NAME coordinator_service
   SRCS
@@ -13,7 +19,8 @@ llmint8_cc_library(
     worker_group.cc
   DEPS
     llmint8::proto llmint8::grpc_status llmint8::model_spec llmint8::tokenizer llmint8::comm
-    llmint8::planner llmint8::log llmint8::common gRPC::grpc++ gRPC::grpc++_reflection
+    llmint8::planner llmint8::log llmint8::common llmint8::coordinator_metrics
+    gRPC::grpc++ gRPC::grpc++_reflection
     absl::random_random absl::synchronization absl::time absl::strings)
 
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc

@@ -159,6 +159,16 @@ def check_coordinator(c, coordinator):
         c.expect(grpc.get("port") == COORDINATOR_PORT,
                  f"coordinator {probe} must be grpc on port 50051 (grpc.health.v1)")
     c.expect(coordinator["spec"].get("replicas") == 1, "exactly one coordinator replica")
+    # --metrics_listen=host:P: P is a containerPort, and the scrape annotation (if any) names it.
+    for arg in ctr.get("args", []):
+        m = re.fullmatch(r"--metrics_listen=.*:(\d+)", arg)
+        if m:
+            port = int(m.group(1))
+            c.expect(port in ports, f"--metrics_listen port {port} is not a containerPort {ports}")
+            annotated = coordinator["spec"]["template"]["metadata"].get(
+                "annotations", {}).get("prometheus.io/port")
+            c.expect(annotated in (None, str(port)),
+                     f"prometheus.io/port {annotated} is not the --metrics_listen port {port}")
 
 
 def check_workers(c, objects, workers, cfg):

@@ -8,7 +8,7 @@ pkgs=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-pip
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev libdnnl-dev nlohmann-json3-dev
-  ocl-icd-opencl-dev
+  ocl-icd-opencl-dev prometheus-cpp-dev libcpp-httplib-dev
   libicu-dev python3-venv python3-grpcio python3-protobuf iproute2
 )
 missing=()

@@ -1,0 +1,152 @@
+#include "coordinator/metrics.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "prometheus/client_metric.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/text_serializer.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+using prometheus::MetricFamily;
+
+// Request latencies: 5 ms .. 2 min.
+const Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                         1,     2.5,  5,     10,   30,  60,   120};
+  return *b;
+}
+
+// One batch step (a decode step is the inter-token latency): 1 ms .. 5 s.
+const Histogram::BucketBoundaries& StepBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                         0.1,   0.25,   0.5,   1,    2.5,   5};
+  return *b;
+}
+
+const Histogram::BucketBoundaries& BatchBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256};
+  return *b;
+}
+
+// "length", "stop", "eos", "cancelled"; empty for UNSPECIFIED.
+std::string ReasonLabel(v1::FinishReason reason) {
+  std::string name = v1::FinishReason_Name(reason);
+  constexpr std::string_view kPrefix = "FINISH_REASON_";
+  if (reason == v1::FINISH_REASON_UNSPECIFIED || name.rfind(kPrefix, 0) != 0) return "";
+  return absl::AsciiStrToLower(name.substr(kPrefix.size()));
+}
+
+class LiveGauges : public prometheus::Collectable {
+ public:
+  explicit LiveGauges(std::function<LiveState()> live) : live_(std::move(live)) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    const LiveState s = live_();
+    std::vector<MetricFamily> out;
+    auto gauge = [&out](const char* name, const char* help, double value) {
+      MetricFamily f;
+      f.name = name;
+      f.help = help;
+      f.type = prometheus::MetricType::Gauge;
+      f.metric.emplace_back().gauge.value = value;
+      out.push_back(std::move(f));
+    };
+    gauge("llmint8_queued_requests", "Requests waiting for a batch slot", s.queued);
+    gauge("llmint8_running_sequences", "Sequences in the running batch", s.running);
+    gauge("llmint8_scheduler_steps", "Batch steps sent to the workers since start",
+          static_cast<double>(s.steps));
+    gauge("llmint8_worker_group_ready", "1 while the worker group serves, else 0",
+          s.group_ready ? 1 : 0);
+    gauge("llmint8_worker_group_size", "Workers (tensor-parallel ranks) in the group",
+          s.group_size);
+    gauge("llmint8_worker_group_epoch", "Times the worker group has formed",
+          static_cast<double>(s.group_epoch));
+    return out;
+  }
+
+ private:
+  std::function<LiveState()> live_;
+};
+
+}  // namespace
+
+ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      live_(std::make_shared<LiveGauges>(std::move(live))),
+      requests_(BuildCounter()
+                    .Name("llmint8_requests_total")
+                    .Help("Generate calls by final gRPC status code")
+                    .Register(*registry_)),
+      finished_(BuildCounter()
+                    .Name("llmint8_requests_finished_total")
+                    .Help("Generate streams that finished, by finish reason")
+                    .Register(*registry_)),
+      prompt_tokens_(BuildCounter()
+                         .Name("llmint8_prompt_tokens_total")
+                         .Help("Prompt tokens of the requests that were queued")
+                         .Register(*registry_)
+                         .Add({})),
+      generated_tokens_(BuildCounter()
+                            .Name("llmint8_generated_tokens_total")
+                            .Help("Tokens streamed to clients")
+                            .Register(*registry_)
+                            .Add({})),
+      queue_seconds_(BuildHistogram()
+                         .Name("llmint8_request_queue_seconds")
+                         .Help("Time from arrival until the request joined a batch")
+                         .Register(*registry_)
+                         .Add({}, LatencyBuckets())),
+      first_token_seconds_(BuildHistogram()
+                               .Name("llmint8_time_to_first_token_seconds")
+                               .Help("Time from arrival to the first generated token")
+                               .Register(*registry_)
+                               .Add({}, LatencyBuckets())),
+      duration_seconds_(BuildHistogram()
+                            .Name("llmint8_request_duration_seconds")
+                            .Help("Time from arrival to the last generated token")
+                            .Register(*registry_)
+                            .Add({}, LatencyBuckets())),
+      step_seconds_(BuildHistogram()
+                        .Name("llmint8_step_seconds")
+                        .Help("One batch step on every worker (prefill and/or one decode "
+                              "token per sequence)")
+                        .Register(*registry_)
+                        .Add({}, StepBuckets())),
+      batch_size_(BuildHistogram()
+                      .Name("llmint8_step_batch_size")
+                      .Help("Sequences in a batch step")
+                      .Register(*registry_)
+                      .Add({}, BatchBuckets())) {}
+
+void ServiceMetrics::RecordRequest(const RequestRecord& r) {
+  requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
+  prompt_tokens_.Increment(static_cast<double>(r.prompt_tokens));
+  generated_tokens_.Increment(static_cast<double>(r.generated_tokens));
+  if (r.final_message == nullptr) return;
+  const std::string reason = ReasonLabel(r.final_message->finish_reason());
+  if (!reason.empty()) finished_.Add({{"reason", reason}}).Increment();
+  const v1::Timings& t = r.final_message->timings();
+  queue_seconds_.Observe(t.queue_ms() / 1e3);
+  first_token_seconds_.Observe(t.time_to_first_token_ms() / 1e3);
+  duration_seconds_.Observe(t.total_ms() / 1e3);
+}
+
+void ServiceMetrics::RecordStep(int batch_size, absl::Duration duration) {
+  step_seconds_.Observe(absl::ToDoubleSeconds(duration));
+  batch_size_.Observe(batch_size);
+}
+
+std::string ServiceMetrics::Text() const {
+  std::vector<MetricFamily> families = registry_->Collect();
+  for (MetricFamily& f : live_->Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,85 @@
+// The coordinator's Prometheus metrics (prometheus-cpp's registry and text format), served at
+// http://<--metrics_listen>/metrics (coordinator/metrics_server.h) when the coordinator is
+// started with that flag.
+//
+//   llmint8_requests_total{code}              Generate calls by final gRPC status code
+//   llmint8_requests_finished_total{reason}   streams that finished: length, stop, eos
+//   llmint8_prompt_tokens_total               prompt tokens of queued requests
+//   llmint8_generated_tokens_total            tokens streamed to clients
+//   llmint8_request_queue_seconds             arrival -> admitted to a batch      (histogram)
+//   llmint8_time_to_first_token_seconds       arrival -> first token              (histogram)
+//   llmint8_request_duration_seconds          arrival -> last token               (histogram)
+//   llmint8_step_seconds                      one batch step on every worker      (histogram)
+//   llmint8_step_batch_size                   sequences in a step                 (histogram)
+//   llmint8_queued_requests, llmint8_running_sequences, llmint8_scheduler_steps,
+//   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch
+//                                             read when scraped (gauges)
+//
+// Thread-safe: records come from gRPC handler threads and the scheduler thread.
+#ifndef LLMINT8_COORDINATOR_METRICS_H_
+#define LLMINT8_COORDINATOR_METRICS_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "llmint8/v1/generation.pb.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace llmint8::coordinator {
+
+// What the gauges show, read at each scrape.
+struct LiveState {
+  int queued = 0;
+  int running = 0;
+  uint64_t steps = 0;
+  bool group_ready = false;
+  int group_size = 0;
+  int64_t group_epoch = 0;
+};
+
+// One finished Generate call.
+struct RequestRecord {
+  absl::StatusCode code = absl::StatusCode::kOk;
+  int64_t prompt_tokens = 0;     // 0 unless the request was queued
+  int64_t generated_tokens = 0;  // tokens streamed, also of a cancelled or failed stream
+  // The stream's last message when it finished normally (finish reason, timings); else null.
+  const v1::GenerateResponse* final_message = nullptr;
+};
+
+class ServiceMetrics {
+ public:
+  // `live` is called at every scrape (from the metrics server thread); it must be thread-safe.
+  explicit ServiceMetrics(std::function<LiveState()> live);
+
+  void RecordRequest(const RequestRecord& r);
+  void RecordStep(int batch_size, absl::Duration duration);
+
+  // The recorded metrics and the scrape-time gauges in the Prometheus text format: what
+  // /metrics returns (coordinator/metrics_server.h).
+  std::string Text() const;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> live_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& finished_;
+  prometheus::Counter& prompt_tokens_;
+  prometheus::Counter& generated_tokens_;
+  prometheus::Histogram& queue_seconds_;
+  prometheus::Histogram& first_token_seconds_;
+  prometheus::Histogram& duration_seconds_;
+  prometheus::Histogram& step_seconds_;
+  prometheus::Histogram& batch_size_;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_METRICS_H_

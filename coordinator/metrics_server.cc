@@ -1,0 +1,70 @@
+#include "coordinator/metrics_server.h"
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "httplib.h"
+
+namespace llmint8::coordinator {
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const std::string& listen, std::function<std::string()> render) {
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics_listen=", listen, " must be host:port (e.g. 0.0.0.0:9090)"));
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);  // [::1]:9090
+  }
+  std::unique_ptr<MetricsServer> s(new MetricsServer());
+  s->server_ = std::make_unique<httplib::Server>();
+  // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default
+  // SO_REUSEPORT, which would let a second server share the port instead of failing.
+  s->server_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // Scrapes are rare and cheap: one thread answers them.
+  s->server_->new_task_queue = [] { return new httplib::ThreadPool(1); };
+  s->server_->Get("/metrics",
+                  [render = std::move(render)](const httplib::Request&, httplib::Response& res) {
+                    res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
+                  });
+  const int bound = port == 0 ? s->server_->bind_to_any_port(host)
+                              : (s->server_->bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "could not serve metrics on --metrics_listen=", listen, "; pick another port"));
+  }
+  s->port_ = bound;
+  httplib::Server* server = s->server_.get();
+  s->thread_ = std::thread([server] { server->listen_after_bind(); });
+  // Until the loop runs, stop() would not reach it (and the destructor's join would hang).
+  for (int waited_ms = 0; !server->is_running(); ++waited_ms) {
+    if (waited_ms == 5000) {
+      // A loop that never started cannot be stopped: leave the thread and its server be
+      // (leaked) rather than free what the thread may still touch.
+      s->thread_.detach();
+      (void)s->server_.release();
+      return absl::UnavailableError(
+          absl::StrCat("the metrics server on ", listen, " did not start within 5 s"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return s;
+}
+
+MetricsServer::~MetricsServer() {
+  if (server_ != nullptr) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace llmint8::coordinator

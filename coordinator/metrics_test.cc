@@ -1,0 +1,118 @@
+#include "coordinator/metrics.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/metrics_server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::GenerateResponse Final(v1::FinishReason reason, double queue_ms, double ttft_ms,
+                           double total_ms) {
+  v1::GenerateResponse r;
+  r.set_finish_reason(reason);
+  r.mutable_timings()->set_queue_ms(queue_ms);
+  r.mutable_timings()->set_time_to_first_token_ms(ttft_ms);
+  r.mutable_timings()->set_total_ms(total_ms);
+  return r;
+}
+
+TEST(ServiceMetricsTest, CountsRequestsByCodeAndReasonAndTokens) {
+  ServiceMetrics m([] { return LiveState{}; });
+  const v1::GenerateResponse length = Final(v1::FINISH_REASON_LENGTH, 2, 30, 400);
+  const v1::GenerateResponse eos = Final(v1::FINISH_REASON_EOS, 20, 300, 3000);
+  m.RecordRequest({absl::StatusCode::kOk, 7, 16, &length});
+  m.RecordRequest({absl::StatusCode::kOk, 5, 3, &eos});
+  m.RecordRequest({absl::StatusCode::kInvalidArgument, 0, 0, nullptr});
+  m.RecordRequest({absl::StatusCode::kCancelled, 4, 2, nullptr});  // tokens before the cancel
+  const std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"OK\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"INVALID_ARGUMENT\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"CANCELLED\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_finished_total{reason=\"length\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_finished_total{reason=\"eos\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_prompt_tokens_total 16\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_generated_tokens_total 21\n"));
+  // Histograms see only the two finished streams: 0.03 s and 0.3 s to the first token.
+  EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_count 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_sum 0.33\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_bucket{le=\"0.025\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_bucket{le=\"0.05\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_bucket{le=\"0.5\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_request_duration_seconds_sum 3.4\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_request_queue_seconds_sum 0.022\n"));
+}
+
+TEST(ServiceMetricsTest, StepsFillTheStepHistograms) {
+  ServiceMetrics m([] { return LiveState{}; });
+  m.RecordStep(1, absl::Milliseconds(3));
+  m.RecordStep(32, absl::Milliseconds(40));
+  const std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_step_seconds_count 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_step_seconds_bucket{le=\"0.005\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_step_seconds_bucket{le=\"0.05\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_step_batch_size_sum 33\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_step_batch_size_bucket{le=\"16\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_step_batch_size_bucket{le=\"32\"} 2\n"));
+}
+
+TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
+  LiveState state{3, 5, 1234, true, 2, 7};
+  ServiceMetrics m([&state] { return state; });
+  std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_queued_requests 3\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_running_sequences 5\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_scheduler_steps 1234\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_worker_group_ready 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_worker_group_size 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_worker_group_epoch 7\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE llmint8_queued_requests gauge\n"));
+  state.group_ready = false;
+  state.queued = 0;
+  text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_worker_group_ready 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_queued_requests 0\n"));
+}
+
+TEST(MetricsServerTest, ServesTheRenderedTextAtSlashMetrics) {
+  int scrapes = 0;
+  auto server = MetricsServer::Start("127.0.0.1:0", [&scrapes] {
+    ++scrapes;  // one server thread: no race
+    return std::string("llmint8_x 1\n");
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_GT((*server)->port(), 0);
+  httplib::Client client("127.0.0.1", (*server)->port());
+  httplib::Result res = client.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "llmint8_x 1\n");
+  EXPECT_THAT(res->get_header_value("Content-Type"), HasSubstr("text/plain; version=0.0.4"));
+  res = client.Get("/other");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+  EXPECT_EQ(scrapes, 1);
+}
+
+TEST(MetricsServerTest, BadAddressesAreClearErrors) {
+  for (const char* listen : {"9090", "localhost:", "host:port", "127.0.0.1:70000"}) {
+    EXPECT_EQ(MetricsServer::Start(listen, [] { return std::string(); }).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << listen;
+  }
+  auto first = MetricsServer::Start("127.0.0.1:0", [] { return std::string(); });
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = MetricsServer::Start(absl::StrCat("127.0.0.1:", (*first)->port()),
+                                     [] { return std::string(); });
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr("pick another port"));
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator

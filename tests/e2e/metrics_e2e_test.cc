@@ -1,0 +1,103 @@
+// The coordinator's Prometheus endpoint (--metrics_listen) scraped over HTTP while real
+// coordinator and worker processes serve: counters equal what the test sent, the gauges follow
+// the worker group.
+#include <signal.h>
+
+#include <chrono>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "tests/e2e/cluster.h"
+
+namespace llmint8::e2e {
+namespace {
+
+constexpr char kModelDir[] = "tests/golden/tiny-opt";
+
+// GET /metrics; empty when the scrape failed.
+std::string Scrape(int port) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(5);
+  httplib::Result res = client.Get("/metrics");
+  if (!res || res->status != 200) return "";
+  return res->body;
+}
+
+// The value of the sample `series` (name plus labels, as exposed), or -1 when absent.
+double Sample(const std::string& text, const std::string& series) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (absl::StartsWith(line, series + " ")) {
+      double v = 0;
+      return absl::SimpleAtod(line.substr(series.size() + 1), &v) ? v : -1;
+    }
+  }
+  return -1;
+}
+
+// Scrapes until `series` has `want` or `seconds` pass; the last value seen.
+double WaitForSample(int port, const std::string& series, double want, double seconds) {
+  double v = -1;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    v = Sample(Scrape(port), series);
+    if (v == want) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return v;
+}
+
+TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
+  const int metrics_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the coordinator never served";
+  const std::string before = Scrape(metrics_port);
+  ASSERT_FALSE(before.empty()) << "no answer from http://127.0.0.1:" << metrics_port << "/metrics";
+  EXPECT_EQ(Sample(before, "llmint8_worker_group_ready"), 1);
+  EXPECT_EQ(Sample(before, "llmint8_worker_group_size"), 2);
+  EXPECT_EQ(Sample(before, "llmint8_generated_tokens_total"), 0);
+  EXPECT_EQ(Sample(before, "llmint8_scheduler_steps"), 0);
+
+  auto stub = cluster.NewStub();
+  const Generated ok = Generate(*stub, GreedyRequest({2, 17, 300}, 5));
+  ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
+  ASSERT_EQ(ok.tokens.size(), 5u);
+  EXPECT_EQ(Generate(*stub, GreedyRequest({}, 5)).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  const std::string after = Scrape(metrics_port);
+  EXPECT_EQ(Sample(after, "llmint8_requests_total{code=\"OK\"}"), 1);
+  EXPECT_EQ(Sample(after, "llmint8_requests_total{code=\"INVALID_ARGUMENT\"}"), 1);
+  EXPECT_EQ(Sample(after, "llmint8_requests_finished_total{reason=\"length\"}"), 1);
+  EXPECT_EQ(Sample(after, "llmint8_prompt_tokens_total"), 3);
+  EXPECT_EQ(Sample(after, "llmint8_generated_tokens_total"), 5);
+  // One prefill step and four decode steps, each a batch of one sequence.
+  EXPECT_EQ(Sample(after, "llmint8_scheduler_steps"), 5);
+  EXPECT_EQ(Sample(after, "llmint8_step_seconds_count"), 5);
+  EXPECT_EQ(Sample(after, "llmint8_step_batch_size_sum"), 5);
+  EXPECT_EQ(Sample(after, "llmint8_time_to_first_token_seconds_count"), 1);
+  EXPECT_GT(Sample(after, "llmint8_request_duration_seconds_sum"), 0);
+  // The scheduler releases a finished sequence just after its client saw the last token.
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 5), 0);
+  EXPECT_EQ(Sample(after, "llmint8_queued_requests"), 0);
+
+  // A lost worker shows at the next scrape, and the group's re-forming when it is back.
+  cluster.KillWorker(1, SIGKILL);
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_worker_group_ready", 0, 10), 0);
+  cluster.StartWorker(1);
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_worker_group_ready", 1, 60), 1);
+  EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_worker_group_epoch"), 2);
+}
+
+}  // namespace
+}  // namespace llmint8::e2e
