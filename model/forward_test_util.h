@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -76,11 +77,9 @@ inline absl::StatusOr<GreedyResult> Greedy(
   return r;
 }
 
-// A logits row's top-1 - top-2 gap divided by the row's standard deviation (scale-free): how
-// decided the argmax is. Agreement tests count positions below a fixed band as near-ties.
-inline double RelativeGap(std::span<const float> row) {
+// The two largest values of a row (top-1, top-2).
+inline std::pair<float, float> TopTwo(std::span<const float> row) {
   float first = -INFINITY, second = -INFINITY;
-  double sum = 0, sum_sq = 0;
   for (float v : row) {
     if (v > first) {
       second = first;
@@ -88,6 +87,22 @@ inline double RelativeGap(std::span<const float> row) {
     } else if (v > second) {
       second = v;
     }
+  }
+  return {first, second};
+}
+
+// A logits row's top-1 - top-2 gap: how far noise must move the logits to flip the argmax.
+inline double Margin(std::span<const float> row) {
+  const auto [first, second] = TopTwo(row);
+  return static_cast<double>(first) - second;
+}
+
+// A logits row's top-1 - top-2 gap divided by the row's standard deviation (scale-free): how
+// decided the argmax is. Agreement tests count positions below a fixed band as near-ties.
+inline double RelativeGap(std::span<const float> row) {
+  const auto [first, second] = TopTwo(row);
+  double sum = 0, sum_sq = 0;
+  for (float v : row) {
     sum += v;
     sum_sq += static_cast<double>(v) * v;
   }

@@ -41,6 +41,7 @@ namespace llmint8::model {
 namespace {
 
 using testing::ArgMax;
+using testing::Margin;
 using testing::MaxAbsDiff;
 
 constexpr double kHalfEps = 1.0 / 2048.0;  // u = 2^-11
@@ -62,20 +63,6 @@ double MaxAbs(std::span<const float> v) {
   double m = 0;
   for (float x : v) m = std::max(m, std::abs(static_cast<double>(x)));
   return m;
-}
-
-// Top-1 minus top-2 of a row.
-double Margin(std::span<const float> row) {
-  float a = -INFINITY, b = -INFINITY;
-  for (float x : row) {
-    if (x > a) {
-      b = a;
-      a = x;
-    } else if (x > b) {
-      b = x;
-    }
-  }
-  return static_cast<double>(a) - b;
 }
 
 std::unique_ptr<ShardModel> LoadOn(Device d, const OptConfig& c, CheckpointSource& src,

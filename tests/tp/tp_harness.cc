@@ -112,19 +112,6 @@ absl::Status RunRank(const TpBackend& backend, int tp, int rank, Precision preci
   return absl::OkStatus();
 }
 
-double Margin(std::span<const float> row) {
-  float a = -INFINITY, b = -INFINITY;
-  for (float v : row) {
-    if (v > a) {
-      b = a;
-      a = v;
-    } else if (v > b) {
-      b = v;
-    }
-  }
-  return static_cast<double>(a) - b;
-}
-
 }  // namespace
 
 double F16RoundingBound(int layers, int tp, double max_logit) {
