@@ -44,6 +44,12 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
     return absl::InvalidArgumentError(absl::StrCat(
         "top_p is ", request.top_p(), "; it must be in (0, 1] (leave it unset to disable)"));
   }
+  if (request.has_repetition_penalty() &&
+      (!std::isfinite(request.repetition_penalty()) || request.repetition_penalty() <= 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repetition_penalty is ", request.repetition_penalty(),
+                     "; it must be > 0 (1 or unset disables it; 1.1 to 1.3 discourages repeats)"));
+  }
   if (request.stop_size() > 0 && !limits.has_tokenizer) {
     return absl::FailedPreconditionError(
         "stop sequences need a tokenizer, and this model was served without one");
@@ -69,6 +75,7 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   p.seed = request.seed();
   p.logprobs = request.logprobs();
   p.ignore_eos = request.ignore_eos();
+  p.repetition_penalty = request.has_repetition_penalty() ? request.repetition_penalty() : 1.0f;
   return p;
 }
 

@@ -36,6 +36,7 @@ TEST(RequestValidationTest, DefaultsAreGreedyWithTopPOne) {
   EXPECT_EQ(p->temperature, 0.0f);
   EXPECT_EQ(p->top_k, 0);
   EXPECT_EQ(p->top_p, 1.0f);
+  EXPECT_EQ(p->repetition_penalty, 1.0f);
 }
 
 TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
@@ -61,6 +62,15 @@ TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
     q.set_top_p(top_p);
     EXPECT_EQ(Code(q), C::kInvalidArgument) << top_p;
   }
+  for (float penalty : {0.0f, -1.2f, std::numeric_limits<float>::infinity(),
+                        std::numeric_limits<float>::quiet_NaN()}) {
+    v1::GenerateRequest q = Ids({2}, 4);
+    q.set_repetition_penalty(penalty);
+    EXPECT_EQ(Code(q), C::kInvalidArgument) << penalty;
+  }
+  v1::GenerateRequest penalised = Ids({2}, 4);
+  penalised.set_repetition_penalty(1.3f);
+  EXPECT_EQ(ValidateGenerationParams(penalised, Limits())->repetition_penalty, 1.3f);
   v1::GenerateRequest k = Ids({2}, 4);
   k.set_top_k(-2);
   EXPECT_EQ(Code(k), C::kInvalidArgument);

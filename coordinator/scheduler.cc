@@ -179,6 +179,7 @@ void Scheduler::Loop() {
       sp->set_top_k(p.top_k);
       sp->set_top_p(p.top_p);
       sp->set_seed(p.seed);
+      sp->set_repetition_penalty(p.repetition_penalty);
       step->set_sample_index(seq->num_generated());
       step->set_logprobs(p.logprobs);
     }

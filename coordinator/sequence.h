@@ -33,6 +33,7 @@ struct GenerationParams {
   std::vector<std::string> stop;
   bool logprobs = false;
   bool ignore_eos = false;
+  float repetition_penalty = 1.0f;  // 1: off
 };
 
 // Turns one sequence's generated token ids into complete UTF-8 text pieces.

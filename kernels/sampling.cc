@@ -64,8 +64,8 @@ size_t SelectNucleus(std::vector<int32_t>& ids, const std::vector<double>& w, do
     const int32_t pivot = ids[mid_pos];
     std::swap(ids[mid_pos], ids[hi - 1]);
     const auto first = ids.begin() + lo;
-    const auto mid = std::partition(first, ids.begin() + hi - 1,
-                                    [&](int32_t id) { return desc(id, pivot); });
+    const auto mid =
+        std::partition(first, ids.begin() + hi - 1, [&](int32_t id) { return desc(id, pivot); });
     double left = 0;
     for (auto it = first; it != mid; ++it) left += w[*it];
     if (acc + left >= need) {
@@ -89,7 +89,8 @@ int32_t Draw(std::span<const float> logits, const SamplingParams& params, uint64
   std::vector<int32_t> ids;
   ids.reserve(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] != -std::numeric_limits<float>::infinity()) ids.push_back(static_cast<int32_t>(i));
+    if (logits[i] != -std::numeric_limits<float>::infinity())
+      ids.push_back(static_cast<int32_t>(i));
   }
   const ByLogitDesc desc{logits};
   if (params.top_k > 0 && static_cast<size_t>(params.top_k) < ids.size()) {
@@ -140,8 +141,8 @@ void FillLogprobs(std::span<const float> logits, const SamplingParams& params, i
 
 absl::Status ValidateSamplingParams(const SamplingParams& p) {
   if (!(p.temperature >= 0.0f) || std::isinf(p.temperature)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature is ", p.temperature, "; it must be finite and >= 0 (0 = greedy)"));
+    return absl::InvalidArgumentError(absl::StrCat("temperature is ", p.temperature,
+                                                   "; it must be finite and >= 0 (0 = greedy)"));
   }
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) {
     return absl::InvalidArgumentError(
@@ -151,9 +152,13 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k is ", p.top_k, "; it must be >= 0 (0 = no limit)"));
   }
+  if (!(p.repetition_penalty > 0.0f) || std::isinf(p.repetition_penalty)) {
+    return absl::InvalidArgumentError(absl::StrCat("repetition_penalty is ", p.repetition_penalty,
+                                                   "; it must be finite and > 0 (1 = off)"));
+  }
   if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "top_logprobs is ", p.top_logprobs, "; it must be in [0, ", kMaxTopLogprobs, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("top_logprobs is ", p.top_logprobs,
+                                                   "; it must be in [0, ", kMaxTopLogprobs, "]"));
   }
   return absl::OkStatus();
 }
@@ -166,27 +171,59 @@ double Uniform01(uint64_t seed, uint64_t step) {
 
 absl::StatusOr<int32_t> Argmax(std::span<const float> logits) { return CheckedArgmax(logits); }
 
+absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int32_t> seen,
+                                    float penalty) {
+  if (!(penalty > 0.0f) || std::isinf(penalty)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repetition_penalty is ", penalty, "; it must be finite and > 0 (1 = off)"));
+  }
+  std::vector<int32_t> ids(seen.begin(), seen.end());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  if (!ids.empty() && (ids.front() < 0 || ids.back() >= static_cast<int64_t>(logits.size()))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repetition penalty: token id ", ids.front() < 0 ? ids.front() : ids.back(),
+                     " is outside the vocabulary of ", logits.size()));
+  }
+  for (int32_t id : ids) {
+    float& v = logits[static_cast<size_t>(id)];
+    v = v > 0.0f ? v / penalty : v * penalty;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
-                                         const SamplingParams& params, uint64_t step) {
+                                         const SamplingParams& params, uint64_t step,
+                                         std::span<const int32_t> seen) {
   RETURN_IF_ERROR(ValidateSamplingParams(params));
-  ASSIGN_OR_RETURN(const int32_t argmax, CheckedArgmax(logits));
+  ASSIGN_OR_RETURN(const int32_t model_argmax, CheckedArgmax(logits));
+  std::span<const float> chosen_from = logits;
+  std::vector<float> penalized;
+  int32_t argmax = model_argmax;
+  if (params.repetition_penalty != 1.0f && !seen.empty()) {
+    penalized.assign(logits.begin(), logits.end());
+    RETURN_IF_ERROR(ApplyRepetitionPenalty(penalized, seen, params.repetition_penalty));
+    chosen_from = penalized;
+    ASSIGN_OR_RETURN(argmax, CheckedArgmax(chosen_from));
+  }
   SampledToken out;
   out.token = params.temperature == 0.0f || params.top_k == 1
                   ? argmax
-                  : Draw(logits, params, step, argmax);
-  if (params.return_logprob || params.top_logprobs > 0) FillLogprobs(logits, params, argmax, out);
+                  : Draw(chosen_from, params, step, argmax);
+  if (params.return_logprob || params.top_logprobs > 0) {
+    FillLogprobs(logits, params, model_argmax, out);
+  }
   return out;
 }
 
-absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits,
-                                                      int64_t batch, int64_t vocab,
+absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits, int64_t batch,
+                                                      int64_t vocab,
                                                       std::span<const SamplingParams> params,
                                                       std::span<const uint64_t> steps) {
-  if (batch < 0 || vocab <= 0 || static_cast<uint64_t>(batch) * static_cast<uint64_t>(vocab) !=
-                                     logits.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("logits has ", logits.size(),
-                                                   " values, expected batch ", batch, " x vocab ",
-                                                   vocab));
+  if (batch < 0 || vocab <= 0 ||
+      static_cast<uint64_t>(batch) * static_cast<uint64_t>(vocab) != logits.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logits has ", logits.size(), " values, expected batch ", batch, " x vocab ", vocab));
   }
   if (params.size() != static_cast<size_t>(batch) || steps.size() != static_cast<size_t>(batch)) {
     return absl::InvalidArgumentError(absl::StrCat("batch ", batch, " needs as many params (",

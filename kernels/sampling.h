@@ -2,6 +2,9 @@
 // of a decode step): greedy, temperature, top-k, top-p (nucleus), seeded, with optional logprobs.
 //
 // Order of operations, as Hugging Face's generate and vLLM do it:
+//   repetition penalty (when != 1) over the ids the sequence has seen (prompt + generated), as
+//        Hugging Face's RepetitionPenaltyLogitsProcessor (TGI and vLLM alike): a positive logit
+//        is divided by the penalty, a negative one multiplied, once per distinct id;
 //   temperature == 0 or top_k == 1 -> greedy: argmax, ties to the lowest id;
 //   else z = logits / temperature; keep the top_k largest (0 = all; ties to the lowest id);
 //        p = softmax(z over the kept ids); keep the smallest prefix of the kept ids, by
@@ -13,7 +16,7 @@
 //
 // Logits may contain -inf (masked ids; never chosen); NaN, +inf, an empty row or an all -inf
 // row is InvalidArgument. Logprobs are of the model's own distribution, log_softmax(logits)
-// before temperature and filtering (what the OpenAI and vLLM APIs report).
+// before the penalty, temperature and filtering (what the OpenAI and vLLM APIs report).
 //
 // Thread-safety: every function is pure; call from any thread.
 #ifndef LLMINT8_KERNELS_SAMPLING_H_
@@ -32,12 +35,13 @@ namespace llmint8::kernels {
 inline constexpr int32_t kMaxTopLogprobs = 20;
 
 struct SamplingParams {
-  float temperature = 1.0f;  // >= 0 and finite; 0 means greedy
-  int32_t top_k = 0;         // >= 0; 0 means no limit (values above the vocabulary size too)
-  float top_p = 1.0f;        // in (0, 1]
-  uint64_t seed = 0;         // per sequence
-  bool return_logprob = false;  // fill SampledToken::logprob
-  int32_t top_logprobs = 0;     // 0..kMaxTopLogprobs most likely ids to report
+  float temperature = 1.0f;         // >= 0 and finite; 0 means greedy
+  int32_t top_k = 0;                // >= 0; 0 means no limit (values above the vocabulary size too)
+  float top_p = 1.0f;               // in (0, 1]
+  uint64_t seed = 0;                // per sequence
+  bool return_logprob = false;      // fill SampledToken::logprob
+  int32_t top_logprobs = 0;         // 0..kMaxTopLogprobs most likely ids to report
+  float repetition_penalty = 1.0f;  // > 0 and finite; 1 = off, > 1 discourages repeats
 };
 
 // InvalidArgument naming the field and its allowed range.
@@ -51,9 +55,9 @@ struct TokenLogprob {
 
 struct SampledToken {
   int32_t token = -1;
-  std::optional<float> logprob;     // set when params.return_logprob
-  std::vector<TokenLogprob> top;    // params.top_logprobs entries, by descending logprob
-                                    // (ties: lowest id first); fewer if the row is shorter
+  std::optional<float> logprob;   // set when params.return_logprob
+  std::vector<TokenLogprob> top;  // params.top_logprobs entries, by descending logprob
+                                  // (ties: lowest id first); fewer if the row is shorter
 };
 
 // The counter-based generator: a uniform double in [0, 1) with 53 random bits, a pure function
@@ -64,14 +68,23 @@ double Uniform01(uint64_t seed, uint64_t step);
 // empty row, NaN or +inf, or an all -inf row.
 absl::StatusOr<int32_t> Argmax(std::span<const float> logits);
 
-// One sequence: logits is [vocab]; step as above.
+// The repetition penalty in place: every distinct id of `seen` (duplicates count once) gets
+// logit / penalty when the logit is > 0, logit * penalty otherwise. InvalidArgument for a
+// penalty that is not finite and > 0 or an id outside [0, logits.size()).
+absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int32_t> seen,
+                                    float penalty);
+
+// One sequence: logits is [vocab]; step as above; `seen` the ids the repetition penalty
+// applies to (the sequence's prompt and generated tokens; ignored when the penalty is 1).
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
-                                         const SamplingParams& params, uint64_t step);
+                                         const SamplingParams& params, uint64_t step,
+                                         std::span<const int32_t> seen = {});
 
 // A decode step's batch: logits is [batch, vocab] row-major; params and steps have one entry per
-// row. Row r's result equals SampleToken(row r, params[r], steps[r]). The error names the row.
-absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits,
-                                                      int64_t batch, int64_t vocab,
+// row. Row r's result equals SampleToken(row r, params[r], steps[r]) (no seen ids: no repetition
+// penalty). The error names the row.
+absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits, int64_t batch,
+                                                      int64_t vocab,
                                                       std::span<const SamplingParams> params,
                                                       std::span<const uint64_t> steps);
 

@@ -49,7 +49,8 @@ TEST(SamplingTest, ValidationNamesTheField) {
   const Bad bad[] = {
       {with([](auto& p) { p.temperature = -0.1f; }), "temperature"},
       {with([](auto& p) { p.temperature = std::nanf(""); }), "temperature"},
-      {with([](auto& p) { p.temperature = std::numeric_limits<float>::infinity(); }), "temperature"},
+      {with([](auto& p) { p.temperature = std::numeric_limits<float>::infinity(); }),
+       "temperature"},
       {with([](auto& p) { p.top_p = 0.0f; }), "top_p"},
       {with([](auto& p) { p.top_p = -0.5f; }), "top_p"},
       {with([](auto& p) { p.top_p = 1.0001f; }), "top_p"},
@@ -71,9 +72,10 @@ TEST(SamplingTest, ValidationNamesTheField) {
 
 TEST(SamplingTest, BadLogitsAreInvalidArgument) {
   const SamplingParams p = Params(1.0f, 0, 1.0f);
-  const std::vector<std::vector<float>> bad = {
-      {}, {1.0f, std::nanf("")}, {std::numeric_limits<float>::infinity(), 0.0f},
-      {kNegInf, kNegInf}};
+  const std::vector<std::vector<float>> bad = {{},
+                                               {1.0f, std::nanf("")},
+                                               {std::numeric_limits<float>::infinity(), 0.0f},
+                                               {kNegInf, kNegInf}};
   for (const auto& row : bad) {
     EXPECT_EQ(SampleToken(row, p, 0).status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(Argmax(row).status().code(), absl::StatusCode::kInvalidArgument);
@@ -168,8 +170,8 @@ TEST(SamplingTest, EmpiricalFrequenciesMatchTheFilteredDistribution) {
     int top_k;
     float top_p;
   };
-  const Case cases[] = {{1.0f, 0, 1.0f}, {1.0f, 2, 1.0f},  {1.0f, 0, 0.8f},
-                        {2.0f, 0, 1.0f}, {0.5f, 4, 0.9f},  {1.0f, 3, 0.5f}};
+  const Case cases[] = {{1.0f, 0, 1.0f}, {1.0f, 2, 1.0f}, {1.0f, 0, 0.8f},
+                        {2.0f, 0, 1.0f}, {0.5f, 4, 0.9f}, {1.0f, 3, 0.5f}};
   constexpr int kN = 20000;
   for (const Case& c : cases) {
     const std::vector<double> q = ExpectedProbs(p, c.temperature, c.top_k, c.top_p);
@@ -314,6 +316,58 @@ TEST(SamplingTest, LogprobsAreLogSoftmaxOfRawLogits) {
   EXPECT_EQ(few->top[0].token, 1);
   EXPECT_FALSE(few->logprob.has_value());
   EXPECT_TRUE(SampleToken(logits, Params(1.0f, 0, 1.0f), 0)->top.empty());
+}
+
+TEST(SamplingTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOnce) {
+  std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f, kNegInf};
+  // Ids 0, 1 and 4 seen (0 twice: penalised once), 2 and 3 not.
+  ASSERT_TRUE(ApplyRepetitionPenalty(logits, std::vector<int32_t>{0, 1, 0, 4}, 2.0f).ok());
+  EXPECT_EQ(logits, (std::vector<float>{1.0f, -2.0f, 0.5f, 3.0f, kNegInf}));
+  // A penalty below 1 favours the seen ids the same way round.
+  std::vector<float> favour = {2.0f, -1.0f};
+  ASSERT_TRUE(ApplyRepetitionPenalty(favour, std::vector<int32_t>{0, 1}, 0.5f).ok());
+  EXPECT_EQ(favour, (std::vector<float>{4.0f, -0.5f}));
+  for (float bad : {0.0f, -1.0f, std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    EXPECT_EQ(ApplyRepetitionPenalty(logits, std::vector<int32_t>{0}, bad).code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_THAT(ApplyRepetitionPenalty(logits, std::vector<int32_t>{5}, 1.5f).message(),
+              HasSubstr("token id 5 is outside the vocabulary of 5"));
+  EXPECT_EQ(ApplyRepetitionPenalty(logits, std::vector<int32_t>{-1}, 1.5f).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SamplingTest, RepetitionPenaltyChangesTheChoiceNotTheLogprobs) {
+  const std::vector<float> logits = {3.0f, 2.5f, 0.0f};
+  SamplingParams p = Params(0.0f, 0, 1.0f);
+  p.return_logprob = true;
+  p.repetition_penalty = 1.5f;  // 3 / 1.5 = 2 < 2.5: id 1 wins once id 0 was seen
+  const std::vector<int32_t> seen = {0, 2};
+  auto penalised = SampleToken(logits, p, 0, seen);
+  ASSERT_TRUE(penalised.ok()) << penalised.status();
+  EXPECT_EQ(penalised->token, 1);
+  const double lse = std::log(std::exp(3.0) + std::exp(2.5) + std::exp(0.0));
+  EXPECT_NEAR(*penalised->logprob, 2.5 - lse, 1e-6);  // the model's own distribution
+  EXPECT_EQ(SampleToken(logits, p, 0)->token, 0);     // nothing seen: no penalty
+  p.repetition_penalty = 1.0f;
+  EXPECT_EQ(SampleToken(logits, p, 0, seen)->token, 0);  // penalty 1: off
+  // Sampling draws from the penalised distribution: id 0 at 2 vs id 1 at 2.5, never id 2 with
+  // top_k 2.
+  SamplingParams hot = Params(1.0f, 2, 1.0f);
+  hot.repetition_penalty = 1.5f;
+  int ones = 0;
+  for (uint64_t step = 0; step < 2000; ++step) {
+    auto s = SampleToken(logits, hot, step, seen);
+    ASSERT_TRUE(s.ok());
+    ASSERT_NE(s->token, 2);
+    ones += s->token == 1;
+  }
+  // p(1) = e^2.5 / (e^2 + e^2.5) = 0.6225; 2000 draws: sd 0.011, 5 sd = 0.054.
+  EXPECT_NEAR(ones / 2000.0, 0.6225, 0.054);
+  SamplingParams bad = Params(0.0f, 0, 1.0f);
+  bad.repetition_penalty = 0.0f;
+  EXPECT_THAT(SampleToken(logits, bad, 0).status().message(), HasSubstr("repetition_penalty"));
 }
 
 TEST(SamplingTest, BatchShapeErrorsAndRowErrors) {

@@ -65,6 +65,9 @@ ABSL_FLAG(int32_t, max_new_tokens, 32, "generate: tokens to generate");
 ABSL_FLAG(float, temperature, 0.0f, "generate: 0 is greedy; > 0 samples");
 ABSL_FLAG(int32_t, top_k, 0, "generate: keep the k most likely tokens (0: off)");
 ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus sampling mass in (0, 1]");
+ABSL_FLAG(float, repetition_penalty, 1.0f,
+          "generate: > 1 discourages repeating tokens of the prompt and output (1.1 to 1.3 is "
+          "usual; 1: off)");
 ABSL_FLAG(int64_t, seed, -1, "generate: sampler seed (-1: chosen by the server)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop sequences");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");

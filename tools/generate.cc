@@ -56,6 +56,9 @@ int RunGenerate() {
   req.set_temperature(absl::GetFlag(FLAGS_temperature));
   req.set_top_k(absl::GetFlag(FLAGS_top_k));
   req.set_top_p(absl::GetFlag(FLAGS_top_p));
+  if (absl::GetFlag(FLAGS_repetition_penalty) != 1.0f) {
+    req.set_repetition_penalty(absl::GetFlag(FLAGS_repetition_penalty));
+  }
   if (absl::GetFlag(FLAGS_seed) >= 0) req.set_seed(absl::GetFlag(FLAGS_seed));
   for (const std::string& s : absl::GetFlag(FLAGS_stop)) req.add_stop(s);
   req.set_logprobs(absl::GetFlag(FLAGS_logprobs));

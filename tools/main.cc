@@ -50,7 +50,7 @@ const std::vector<Subcommand>& Subcommands() {
       {"generate",
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",
-        "seed", "stop", "logprobs", "ignore_eos", "timeout"}},
+        "repetition_penalty", "seed", "stop", "logprobs", "ignore_eos", "timeout"}},
       // plan, quantize, eval: tools/offline_commands.cc holds their flags and help.
       {"plan", llmint8::tools::OfflineCommandSummary("plan"), {}},
       {"quantize", llmint8::tools::OfflineCommandSummary("quantize"), {}},

@@ -1,5 +1,6 @@
-// Picks the next token of one sequence from its logits row on rank 0 (greedy, temperature,
-// top-k, top-p; seeded so that (seed, sample_index) reproduce the same choice).
+// Picks the next token of one sequence from its logits row on rank 0 (repetition penalty,
+// greedy, temperature, top-k, top-p; seeded so that (seed, sample_index) reproduce the same
+// choice).
 #ifndef LLMINT8_WORKER_TOKEN_SAMPLER_H_
 #define LLMINT8_WORKER_TOKEN_SAMPLER_H_
 
@@ -16,9 +17,11 @@ struct SampledToken {
   float logprob = 0.0f;  // log p(token) under the sampling distribution (kernels/sampling.h)
 };
 
-// InvalidArgument for an empty row or parameters outside their ranges.
+// `seen`: the sequence's tokens so far (prompt and generated), which the repetition penalty
+// applies to. InvalidArgument for an empty row or parameters outside their ranges.
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
-                                         const v1::SamplingParams& params, int32_t sample_index);
+                                         const v1::SamplingParams& params, int32_t sample_index,
+                                         std::span<const int32_t> seen = {});
 
 }  // namespace llmint8::worker
 

@@ -47,6 +47,7 @@ WorkerService::~WorkerService() {
 void WorkerService::Unload() {
   model_.reset();  // the model refers to the communicator: drop it first
   comm_.reset();
+  seen_.clear();
   epoch_ = 0;
   broken_ = absl::OkStatus();
   Publish();
@@ -223,8 +224,10 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   if (rank_ == 0) {
     for (int i = 0; i < req.seqs_size(); ++i) {
       const v1::SeqStep& seq = req.seqs(i);
+      std::vector<int32_t>& seen = seen_[seq.seq_id()];
+      seen.insert(seen.end(), seq.token_ids().begin(), seq.token_ids().end());
       ASSIGN_OR_RETURN(SampledToken sampled,
-                       SampleToken(logits->row(i), seq.sampling(), seq.sample_index()));
+                       SampleToken(logits->row(i), seq.sampling(), seq.sample_index(), seen));
       v1::SeqResult* result = resp.add_results();
       result->set_seq_id(seq.seq_id());
       result->set_token_id(sampled.token_id);
@@ -242,6 +245,7 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
     return grpc::Status::OK;  // nothing of that group is held here
   }
   for (uint64_t id : req->seq_ids()) {
+    seen_.erase(id);
     absl::Status s = model_->Release(id);
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return ToGrpcStatus(s);
   }
