@@ -233,7 +233,7 @@ class PerplexityHfParityTest : public ::testing::Test {
     const std::string path = override_path != nullptr
                                  ? std::string(override_path)
                                  : std::string(src_dir) +
-                                       "/train/runs/opt-sotu-cpu-small/hf_reference.json";
+                                       "/train/runs/opt-sotu-cpu/hf_reference.json";
     std::ifstream in(path);
     ASSERT_TRUE(in) << "missing fixture " << path;
     std::stringstream text;

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 LLMINT8_TARGETS=llmint8_cli bash scripts/build.sh
 bin=${LLMINT8_BUILD_DIR:-build}/tools/llmint8
-model=${LLMINT8_MODEL:-models/opt-sotu-cpu-small}
+model=${LLMINT8_MODEL:-models/opt-sotu-cpu}
 dtype=${LLMINT8_DTYPE:-int8}
 port=${LLMINT8_PORT:-50051}
 prompt=${LLMINT8_PROMPT:-"Mr. Speaker, Mr. Vice President, Members of Congress, my fellow Americans: tonight"}
@@ -29,5 +29,6 @@ for _ in $(seq 1 120); do
 done
 
 echo "--- prompt: $prompt"
+# Sampled (seeded: the same text every run), with the repetition penalty small models need.
 "$bin" generate --coordinator="127.0.0.1:$port" --prompt="$prompt" --max_new_tokens=64 \
-  --temperature=0.8 --top_p=0.95 --seed=7
+  --temperature=0.7 --top_p=0.9 --repetition_penalty=1.3 --seed=7

@@ -62,7 +62,7 @@ const std::vector<OfflineCommand>& Commands() {
        "  llmint8 plan --model=175b --compare          fp16 vs int8 GPU counts (Table 2 of "
        "LLM.int8())\n"
        "  llmint8 plan --model=66b --dtype=fp16 --gpu_memory=24GiB --batch=4 --context=2048\n"
-       "  llmint8 plan --model=models/opt-sotu-cpu-small --json   a model directory\n",
+       "  llmint8 plan --model=models/opt-sotu-cpu --json   a model directory\n",
        {{"model", nullptr,
          "a preset (125m ... 175b, opt-66b, facebook/opt-13b), a config.json, a model directory "
          "or synthetic:<preset>[,layers=N,...]"},
@@ -76,7 +76,7 @@ const std::vector<OfflineCommand>& Commands() {
        &RunPlan},
       {"quantize",
        "Write an int8 checkpoint (int8 weights + fp32 row scales) that loads at any TP degree.",
-       "  llmint8 quantize --model=models/opt-sotu-cpu-small --out=/tmp/opt-sotu-int8\n"
+       "  llmint8 quantize --model=models/opt-sotu-cpu --out=/tmp/opt-sotu-int8\n"
        "  llmint8 serve --model=/tmp/opt-sotu-int8 --dtype=int8 --tp=2\n",
        {{"model", nullptr,
          "model directory (config.json + *.safetensors) or synthetic:<preset>[,layers=N,...]"},
@@ -88,7 +88,7 @@ const std::vector<OfflineCommand>& Commands() {
        &RunQuantize},
       {"eval",
        "Perplexity of a model on a text file (strided windows), any dtype, TP degree, device.",
-       "  llmint8 eval --model=models/opt-sotu-cpu-small "
+       "  llmint8 eval --model=models/opt-sotu-cpu "
        "--text=tests/data/heldout/sotu-2010-2021.txt\n"
        "  llmint8 eval --model=DIR --text=FILE --dtype=int8 --threshold=0 --tp=2 --json\n"
        "  llmint8 eval --model=DIR --text=FILE --dtype=int8 --device=cuda --window=2048 "

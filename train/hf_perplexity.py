@@ -2,7 +2,7 @@
 """Hugging Face reference for `llmint8 eval`: perplexity of a model directory on a text file, with
 the same strided windows as model/perplexity.h (train/strided_ppl.py).
 
-  python3 train/hf_perplexity.py models/opt-sotu-cpu-small \
+  python3 train/hf_perplexity.py models/opt-sotu-cpu \
       tests/data/heldout/sotu-2010-2021.txt --max-ids 8192
 
 Tokenization: the model directory's own vocab.json + merges.txt (GPT-2 byte-level BPE), with
