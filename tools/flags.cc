@@ -21,7 +21,8 @@ ABSL_FLAG(int32_t, worker_base_port, 0,
           "10)");
 ABSL_FLAG(std::string, model, "",
           "model directory (config.json + *.safetensors [+ vocab.json, merges.txt]) or "
-          "synthetic:<preset>[,layers=N,hidden=N,heads=N,ffn=N,vocab=N,positions=N,seed=N]");
+          "synthetic:<preset>[,layers=N,hidden=N,heads=N,ffn=N,vocab=N,positions=N,seed=N] "
+          "(serve / coordinator default: the bundled models/opt-sotu-cpu)");
 ABSL_FLAG(std::string, tokenizer, "",
           "tokenizer.json, or a directory with vocab.json + merges.txt (default: the model "
           "directory's, if any)");

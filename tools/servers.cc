@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/shard_model.h"
+#include "tools/bundled_model.h"
 #include "tools/flags.h"
 #include "tools/gpu_placement.h"
 #include "tools/subcommands.h"
@@ -107,8 +109,18 @@ absl::Status ValidateCommonFlags() {
         absl::StrCat("--backend=", backend, " is not supported; use gloo or nccl"));
   }
   if (absl::GetFlag(FLAGS_model).empty()) {
-    return absl::InvalidArgumentError(
-        "--model is required: a model directory or synthetic:<preset>");
+    // The bundled model (tools/bundled_model.h) is the default.
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    const std::optional<std::string> bundled =
+        n > 0 ? FindBundledModel(std::string(self, static_cast<size_t>(n))) : std::nullopt;
+    if (!bundled.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model is required: a model directory or synthetic:<preset> (the bundled ",
+                       kBundledModelName, " was not found next to this binary or under ./models)"));
+    }
+    LLMINT8_LOG(INFO) << "no --model: serving the bundled model " << *bundled;
+    absl::SetFlag(&FLAGS_model, *bundled);
   }
   if (absl::StatusOr<coordinator::GroupPolicy> p =
           coordinator::ParseGroupPolicy(absl::GetFlag(FLAGS_group));
