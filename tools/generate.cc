@@ -95,6 +95,7 @@ int RunGenerate() {
   }
   grpc::Status status = reader->Finish();
   std::printf("\n");
+  std::fflush(stdout);  // the text's end before the summary on stderr, also through a pipe
   if (!status.ok()) {
     std::fprintf(stderr, "llmint8 generate: error %d: %s\n", status.error_code(),
                  status.error_message().c_str());
