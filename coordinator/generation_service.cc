@@ -69,8 +69,7 @@ absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   RequestRecord record;
-  v1::GenerateResponse final_message;
-  const grpc::Status status = Stream(ctx, *req, writer, record, final_message);
+  const grpc::Status status = Stream(ctx, *req, writer, record);
   if (metrics_ != nullptr) {
     // gRPC and absl number their status codes alike.
     record.code = static_cast<absl::StatusCode>(status.error_code());
@@ -81,7 +80,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
 
 grpc::Status GenerationService::Stream(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                                        grpc::ServerWriter<v1::GenerateResponse>* writer,
-                                       RequestRecord& record, v1::GenerateResponse& final_message) {
+                                       RequestRecord& record) {
   absl::StatusOr<std::shared_ptr<Sequence>> made = MakeSequence(req);
   if (!made.ok()) return ToGrpcStatus(made.status());
   // The workers cannot hold the model: say so instead of queueing forever.
@@ -104,10 +103,7 @@ grpc::Status GenerationService::Stream(grpc::ServerContext* ctx, const v1::Gener
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
       if (r.has_token_id()) ++record.generated_tokens;
-      if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-        final_message = r;
-        record.final_message = &final_message;
-      }
+      if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) record.final_message = r;
     }
     if (final.has_value()) return ToGrpcStatus(*final);
     if (ctx->IsCancelled()) {

@@ -41,8 +41,7 @@ class GenerationService final : public v1::Generation::Service {
   absl::StatusOr<std::shared_ptr<Sequence>> MakeSequence(const v1::GenerateRequest& req);
   // Generate without the metrics: fills `record` (tokens, the final message) as it streams.
   grpc::Status Stream(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-                      grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord& record,
-                      v1::GenerateResponse& final_message);
+                      grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord& record);
 
   const model::OptConfig config_;
   const Tokenizer* const tokenizer_;

@@ -129,7 +129,7 @@ void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
   prompt_tokens_.Increment(static_cast<double>(r.prompt_tokens));
   generated_tokens_.Increment(static_cast<double>(r.generated_tokens));
-  if (r.final_message == nullptr) return;
+  if (!r.final_message.has_value()) return;
   const std::string reason = ReasonLabel(r.final_message->finish_reason());
   if (!reason.empty()) finished_.Add({{"reason", reason}}).Increment();
   const v1::Timings& t = r.final_message->timings();

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -50,8 +51,8 @@ struct RequestRecord {
   absl::StatusCode code = absl::StatusCode::kOk;
   int64_t prompt_tokens = 0;     // 0 unless the request was queued
   int64_t generated_tokens = 0;  // tokens streamed, also of a cancelled or failed stream
-  // The stream's last message when it finished normally (finish reason, timings); else null.
-  const v1::GenerateResponse* final_message = nullptr;
+  // The stream's last message when it finished normally (finish reason, timings).
+  std::optional<v1::GenerateResponse> final_message;
 };
 
 class ServiceMetrics {

@@ -27,10 +27,10 @@ TEST(ServiceMetricsTest, CountsRequestsByCodeAndReasonAndTokens) {
   ServiceMetrics m([] { return LiveState{}; });
   const v1::GenerateResponse length = Final(v1::FINISH_REASON_LENGTH, 2, 30, 400);
   const v1::GenerateResponse eos = Final(v1::FINISH_REASON_EOS, 20, 300, 3000);
-  m.RecordRequest({absl::StatusCode::kOk, 7, 16, &length});
-  m.RecordRequest({absl::StatusCode::kOk, 5, 3, &eos});
-  m.RecordRequest({absl::StatusCode::kInvalidArgument, 0, 0, nullptr});
-  m.RecordRequest({absl::StatusCode::kCancelled, 4, 2, nullptr});  // tokens before the cancel
+  m.RecordRequest({absl::StatusCode::kOk, 7, 16, length});
+  m.RecordRequest({absl::StatusCode::kOk, 5, 3, eos});
+  m.RecordRequest({absl::StatusCode::kInvalidArgument, 0, 0, std::nullopt});
+  m.RecordRequest({absl::StatusCode::kCancelled, 4, 2, std::nullopt});  // tokens before the cancel
   const std::string text = m.Text();
   EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"OK\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"INVALID_ARGUMENT\"} 1\n"));
