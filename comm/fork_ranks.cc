@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace llmint8::comm {
 namespace {
@@ -136,6 +137,30 @@ std::vector<RankOutcome> ForkRanks(int num_processes,
     }
   }
   return outcomes;
+}
+
+absl::StatusOr<int64_t> ValueInChild(const std::function<absl::StatusOr<int64_t>()>& probe,
+                                     absl::Duration limit) {
+  // The child reports a Status (code + message); the value travels as the message of a status
+  // with a marker only this function writes.
+  constexpr absl::string_view kMarker = "llmint8-value-in-child:";
+  const std::vector<RankOutcome> outcome = ForkRanks(
+      1,
+      [&probe, kMarker](int) -> absl::Status {
+        absl::StatusOr<int64_t> v = probe();
+        if (!v.ok()) return v.status();
+        return absl::CancelledError(absl::StrCat(kMarker, *v));
+      },
+      limit);
+  const RankOutcome& o = outcome[0];
+  if (!o.reported) return absl::UnavailableError(o.Describe());
+  absl::string_view message = o.status.message();
+  int64_t value = 0;
+  if (o.status.code() == absl::StatusCode::kCancelled && absl::ConsumePrefix(&message, kMarker) &&
+      absl::SimpleAtoi(message, &value)) {
+    return value;
+  }
+  return o.status;
 }
 
 }  // namespace llmint8::comm

@@ -11,11 +11,13 @@
 #ifndef LLMINT8_COMM_FORK_RANKS_H_
 #define LLMINT8_COMM_FORK_RANKS_H_
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace llmint8::comm {
@@ -35,6 +37,13 @@ struct RankOutcome {
 std::vector<RankOutcome> ForkRanks(int num_processes,
                                    const std::function<absl::Status(int rank)>& body,
                                    absl::Duration limit);
+
+// Runs `probe` in one forked child and returns what it returned (its error too; UNAVAILABLE
+// naming how the child ended when it reported nothing). For questions whose answering would
+// leave state this process must not carry into later forks, such as a CUDA context: "how many
+// GPUs are there" asked by a parent that forks ranks afterwards.
+absl::StatusOr<int64_t> ValueInChild(const std::function<absl::StatusOr<int64_t>()>& probe,
+                                     absl::Duration limit);
 
 }  // namespace llmint8::comm
 

@@ -24,7 +24,6 @@ using testing::TempDir;
 // Generous bound on a whole test's processes; tests normally take well under a second.
 constexpr absl::Duration kHangLimit = absl::Seconds(60);
 
-
 CommOptions GroupOptions(int rank, int world_size, Rendezvous& rdzv, absl::Duration timeout) {
   CommOptions options;
   options.rank = rank;

@@ -16,6 +16,7 @@
 #include "comm/file_rendezvous.h"
 #include "comm/fork_ranks.h"
 #include "comm/make_communicator.h"
+#include "comm/shared_gpu_env.h"
 #include "comm/testing/temp_dir.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
@@ -27,33 +28,23 @@ using testing::TempDir;
 
 constexpr absl::Duration kHangLimit = absl::Seconds(120);
 
-
-// Number of CUDA devices, counted in a child process so this process stays CUDA-free.
-int CountDevicesInChild() {
-  std::vector<RankOutcome> probe = ForkRanks(
-      1,
-      [](int) -> absl::Status {
-        int n = 0;
-        if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
-        return absl::Status(n > 0 ? absl::StatusCode::kOk : absl::StatusCode::kNotFound,
-                            absl::StrCat(n));
-      },
-      absl::Seconds(60));
-  return probe[0].reported && probe[0].status.ok() ? 1 : 0;
+// Whether a CUDA device answers, asked in a child process so this process stays CUDA-free.
+bool DeviceInChild() {
+  return ValueInChild(
+             []() -> absl::StatusOr<int64_t> {
+               int n = 0;
+               if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+               return n;
+             },
+             absl::Seconds(60))
+             .value_or(0) > 0;
 }
 
-#define SKIP_WITHOUT_NCCL_GPU()                                                       \
-  do {                                                                                \
-    if (!NcclBackendBuilt()) GTEST_SKIP() << "built without the NCCL backend";        \
-    if (CountDevicesInChild() == 0) GTEST_SKIP() << "no CUDA device on this machine"; \
+#define SKIP_WITHOUT_NCCL_GPU()                                                \
+  do {                                                                         \
+    if (!NcclBackendBuilt()) GTEST_SKIP() << "built without the NCCL backend"; \
+    if (!DeviceInChild()) GTEST_SKIP() << "no CUDA device on this machine";    \
   } while (0)
-
-// Per-rank process setup for sharing one GPU.
-void ShareGpuAsRank(int rank) {
-  ::setenv("NCCL_HOSTID", absl::StrCat("llmint8-test-host-", rank).c_str(), 1);
-  ::setenv("NCCL_SOCKET_IFNAME", "lo", 1);
-  ::setenv("NCCL_IB_DISABLE", "1", 1);  // sockets on loopback, whatever NICs the host has
-}
 
 CommOptions GroupOptions(int rank, int world, Rendezvous& rdzv, absl::Duration timeout,
                          cudaStream_t stream) {
@@ -96,7 +87,7 @@ class DeviceBuffer {
 };
 
 absl::Status RunAllCollectives(int rank, int world, const std::string& dir) {
-  ShareGpuAsRank(rank);
+  ApplySharedGpuNcclEnv(rank);
   RETURN_IF_ERROR(Cuda(cudaSetDevice(0), "cudaSetDevice"));
   cudaStream_t stream;
   RETURN_IF_ERROR(Cuda(cudaStreamCreate(&stream), "cudaStreamCreate"));
@@ -175,7 +166,7 @@ TEST(NcclCommunicatorTest, MissingRankGivesDeadlineExceeded) {
   std::vector<RankOutcome> outcomes = ForkRanks(
       1,
       [&](int) -> absl::Status {
-        ShareGpuAsRank(1);
+        ApplySharedGpuNcclEnv(1);
         FileRendezvous rdzv(dir.path());
         return MakeCommunicator("nccl", GroupOptions(1, 2, rdzv, absl::Seconds(2), nullptr))
             .status();
@@ -194,7 +185,7 @@ TEST(NcclCommunicatorTest, RankDyingMidwayGivesSurvivorAnError) {
   std::vector<RankOutcome> outcomes = ForkRanks(
       2,
       [&](int rank) -> absl::Status {
-        ShareGpuAsRank(rank);
+        ApplySharedGpuNcclEnv(rank);
         RETURN_IF_ERROR(Cuda(cudaSetDevice(0), "cudaSetDevice"));
         FileRendezvous rdzv(dir.path());
         ASSIGN_OR_RETURN(

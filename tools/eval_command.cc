@@ -35,6 +35,7 @@
 #include "comm/file_rendezvous.h"
 #include "comm/fork_ranks.h"
 #include "comm/make_communicator.h"
+#include "comm/shared_gpu_env.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
@@ -262,21 +263,12 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
 // Visible CUDA devices, counted in a forked child: this process must stay CUDA-free until it
 // forks the ranks (a CUDA context does not survive fork).
 absl::StatusOr<int> CudaDeviceCountInChild() {
-  const std::vector<comm::RankOutcome> probe = comm::ForkRanks(
-      1,
-      [](int) -> absl::Status {
-        ASSIGN_OR_RETURN(const int n, model::CudaDeviceCount());
-        return absl::CancelledError(absl::StrCat(n));  // the count travels as the message
-      },
-      absl::Seconds(60));
-  int n = 0;
-  if (!probe[0].reported) return absl::UnavailableError(probe[0].Describe());
-  if (probe[0].status.code() != absl::StatusCode::kCancelled ||
-      !absl::SimpleAtoi(probe[0].status.message(), &n)) {
-    return probe[0].status;
-  }
+  ASSIGN_OR_RETURN(
+      const int64_t n,
+      comm::ValueInChild([]() -> absl::StatusOr<int64_t> { return model::CudaDeviceCount(); },
+                         absl::Seconds(60)));
   if (n == 0) return absl::FailedPreconditionError("--device=cuda: no CUDA device");
-  return n;
+  return static_cast<int>(n);
 }
 
 // Runs the ranks as forked processes of this one; rank 0 writes the result into `dir`.
@@ -298,10 +290,7 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<c
         SetLogPrefix(absl::StrCat("rank ", rank));
         // Just forked and nothing started yet, so single-threaded: setenv is safe here.
         if (cuda_devices > 0 && PlaceRank(rank, a.tp, cuda_devices).shares_gpu) {
-          for (const std::string& e : SharedGpuEnv(rank)) {
-            const size_t eq = e.find('=');
-            ::setenv(e.substr(0, eq).c_str(), e.substr(eq + 1).c_str(), 1);
-          }
+          comm::ApplySharedGpuNcclEnv(rank);
         }
         comm::FileRendezvous rendezvous(dir);
         ASSIGN_OR_RETURN(const model::PerplexityResult r,

@@ -22,6 +22,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "comm/shared_gpu_env.h"
 #include "common/log.h"
 #include "coordinator/coordinator_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -272,7 +273,7 @@ int RunServe(const char* argv0) {
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     if (cuda_devices > 0 && PlaceRank(rank, tp, cuda_devices).shares_gpu) {
-      for (std::string& e : SharedGpuEnv(rank)) env.push_back(std::move(e));
+      for (std::string& e : comm::SharedGpuNcclEnv(rank)) env.push_back(std::move(e));
     }
     return env;
   };

@@ -5,14 +5,13 @@
 // ranks as separate hosts and talks over sockets on loopback (the bandwidth is socket bandwidth:
 // this checks results, not speed). The parent never touches CUDA (a CUDA context does not
 // survive fork): a probe child looks for the device, and without one every test skips.
-#include <stdlib.h>
-
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "comm/fork_ranks.h"
 #include "comm/nccl_communicator.h"
+#include "comm/shared_gpu_env.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
 #include "tests/tp/tp_harness.h"
@@ -23,18 +22,15 @@ namespace {
 using testing::TpBackend;
 using testing::TpCase;
 
-void ShareGpuAsRank(int rank) {
-  ::setenv("NCCL_HOSTID", absl::StrCat("llmint8-tp-host-", rank).c_str(), 1);
-  ::setenv("NCCL_SOCKET_IFNAME", "lo", 1);
-  ::setenv("NCCL_IB_DISABLE", "1", 1);
-}
-
 // OK when a CUDA device answers, checked in a child so this process stays CUDA-free.
 absl::Status DeviceInChild() {
-  std::vector<comm::RankOutcome> probe = comm::ForkRanks(
-      1, [](int) { return gpu::CheckDeviceAvailable(); }, absl::Seconds(60));
-  if (!probe[0].reported) return absl::UnavailableError(probe[0].Describe());
-  return probe[0].status;
+  return comm::ValueInChild(
+             []() -> absl::StatusOr<int64_t> {
+               RETURN_IF_ERROR(gpu::CheckDeviceAvailable());
+               return 1;
+             },
+             absl::Seconds(60))
+      .status();
 }
 
 class TpNcclTest : public ::testing::TestWithParam<TpCase> {
@@ -47,7 +43,8 @@ class TpNcclTest : public ::testing::TestWithParam<TpCase> {
 };
 
 TEST_P(TpNcclTest, Tp1Tp2Tp4AgreeOnGreedyTokensAndLogits) {
-  testing::ExpectTpDegreesAgree(TpBackend{Device::kCuda, "nccl", ShareGpuAsRank}, GetParam());
+  testing::ExpectTpDegreesAgree(TpBackend{Device::kCuda, "nccl", comm::ApplySharedGpuNcclEnv},
+                                GetParam());
 }
 
 // fp16: the fp16 rounding bound alone (tp_harness.h: F16RoundingBound), teacher-forced since a

@@ -1,0 +1,57 @@
+#include "comm/fork_ranks.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "comm/shared_gpu_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::comm {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ValueInChildTest, ReturnsTheChildsValueOrError) {
+  const pid_t parent = ::getpid();
+  auto pid = ValueInChild([] { return absl::StatusOr<int64_t>(::getpid()); }, absl::Seconds(30));
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  EXPECT_NE(*pid, parent);  // it ran in another process
+  EXPECT_EQ(*ValueInChild([] { return absl::StatusOr<int64_t>(-7); }, absl::Seconds(30)), -7);
+  // The probe's own errors come back as they are, CANCELLED included.
+  for (const absl::Status& error :
+       {absl::UnavailableError("no driver"), absl::CancelledError("stopped")}) {
+    EXPECT_EQ(
+        ValueInChild([&] { return absl::StatusOr<int64_t>(error); }, absl::Seconds(30)).status(),
+        error);
+  }
+}
+
+TEST(ValueInChildTest, AChildThatDiesIsUnavailable) {
+  auto died = ValueInChild([]() -> absl::StatusOr<int64_t> { ::_exit(3); }, absl::Seconds(30));
+  EXPECT_EQ(died.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(died.status().message(), HasSubstr("exit code 3"));
+}
+
+TEST(SharedGpuNcclEnvTest, EachRankGetsItsOwnHostIdAndLoopbackUnlessSet) {
+  ::unsetenv("NCCL_SOCKET_IFNAME");
+  ::unsetenv("NCCL_IB_DISABLE");
+  EXPECT_EQ(SharedGpuNcclEnv(0),
+            (std::vector<std::string>{"NCCL_HOSTID=llmint8-rank-0", "NCCL_SOCKET_IFNAME=lo",
+                                      "NCCL_IB_DISABLE=1"}));
+  EXPECT_EQ(SharedGpuNcclEnv(1)[0], "NCCL_HOSTID=llmint8-rank-1");
+  ::setenv("NCCL_SOCKET_IFNAME", "eth0", 1);  // the user's choices are kept
+  ::setenv("NCCL_IB_DISABLE", "0", 1);
+  EXPECT_EQ(SharedGpuNcclEnv(0), (std::vector<std::string>{"NCCL_HOSTID=llmint8-rank-0"}));
+  ::unsetenv("NCCL_IB_DISABLE");
+  ApplySharedGpuNcclEnv(4);
+  EXPECT_STREQ(::getenv("NCCL_HOSTID"), "llmint8-rank-4");
+  EXPECT_STREQ(::getenv("NCCL_SOCKET_IFNAME"), "eth0");
+  EXPECT_STREQ(::getenv("NCCL_IB_DISABLE"), "1");
+  ::unsetenv("NCCL_HOSTID");
+  ::unsetenv("NCCL_SOCKET_IFNAME");
+  ::unsetenv("NCCL_IB_DISABLE");
+}
+
+}  // namespace
+}  // namespace llmint8::comm

@@ -1,0 +1,23 @@
+#include "comm/shared_gpu_env.h"
+
+#include <stdlib.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::comm {
+
+std::vector<std::string> SharedGpuNcclEnv(int rank) {
+  std::vector<std::string> env = {absl::StrCat("NCCL_HOSTID=llmint8-rank-", rank)};
+  if (::getenv("NCCL_SOCKET_IFNAME") == nullptr) env.push_back("NCCL_SOCKET_IFNAME=lo");
+  if (::getenv("NCCL_IB_DISABLE") == nullptr) env.push_back("NCCL_IB_DISABLE=1");
+  return env;
+}
+
+void ApplySharedGpuNcclEnv(int rank) {
+  for (const std::string& e : SharedGpuNcclEnv(rank)) {
+    const size_t eq = e.find('=');
+    ::setenv(e.substr(0, eq).c_str(), e.substr(eq + 1).c_str(), 1);
+  }
+}
+
+}  // namespace llmint8::comm

@@ -1,0 +1,24 @@
+// The environment NCCL needs when several ranks of one communicator share a GPU (more ranks than
+// devices on a host, as on the one-GPU test machine): NCCL refuses two ranks on one device
+// ("duplicate GPU") unless each rank's process has its own NCCL_HOSTID, which makes NCCL treat
+// the ranks as separate hosts talking over sockets (correct, at socket bandwidth).
+#ifndef LLMINT8_COMM_SHARED_GPU_ENV_H_
+#define LLMINT8_COMM_SHARED_GPU_ENV_H_
+
+#include <string>
+#include <vector>
+
+namespace llmint8::comm {
+
+// "NAME=value" entries for rank `rank`: NCCL_HOSTID=llmint8-rank-<rank>, and, unless the
+// environment already sets them, NCCL_SOCKET_IFNAME=lo and NCCL_IB_DISABLE=1 (the ranks are on
+// this host: loopback sockets).
+std::vector<std::string> SharedGpuNcclEnv(int rank);
+
+// setenv of every entry of SharedGpuNcclEnv(rank). Only where no other thread runs (e.g. right
+// after fork, before NCCL or CUDA start): setenv is not thread-safe.
+void ApplySharedGpuNcclEnv(int rank);
+
+}  // namespace llmint8::comm
+
+#endif  // LLMINT8_COMM_SHARED_GPU_ENV_H_
