@@ -75,6 +75,15 @@ struct ShardOptions {
   void* cuda_stream = nullptr;
 };
 
+// The ShardOptions::cuda_stream (and CommOptions::cuda_stream) for a shard on `device` in a group
+// of `tp`: with CUDA and tp > 1 the model's kernels and NCCL's collectives must share a stream;
+// host code cannot create one (no CUDA headers outside kernels/ and comm/), so both use the
+// per-device legacy default stream, whose documented handle is cudaStreamLegacy == 0x1.
+// nullptr otherwise (the model makes its own).
+inline void* TensorParallelCudaStream(Device device, int tp) {
+  return device == Device::kCuda && tp > 1 ? reinterpret_cast<void*>(uintptr_t{1}) : nullptr;
+}
+
 // Bytes held by this shard, by category. total() is what memory_limit_bytes bounds.
 struct MemoryStats {
   int64_t int8_weights = 0;  // quantized linear weights (kInt8)

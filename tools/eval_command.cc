@@ -217,9 +217,7 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
   ASSIGN_OR_RETURN(model::OpenedModel opened, worker::OpenModelSpec(a.model));
   const bool cuda = a.device == model::Device::kCuda;
   const GpuPlacement place = PlaceRank(rank, a.tp, std::max(cuda_devices, 1));
-  // On CUDA with tp > 1 the model's kernels and NCCL share the per-device legacy default stream
-  // (cudaStreamLegacy == 0x1), as the worker does (worker/worker_service.cc).
-  void* const cuda_stream = cuda && a.tp > 1 ? reinterpret_cast<void*>(uintptr_t{1}) : nullptr;
+  void* const cuda_stream = model::TensorParallelCudaStream(a.device, a.tp);
   std::unique_ptr<comm::Communicator> comm;
   if (a.tp > 1) {
     comm::CommOptions co;

@@ -126,13 +126,8 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   comm_options.timeout = absl::Milliseconds(options_.comm_timeout_ms);
   comm_options.gloo_hostname = options_.gloo_hostname;
   comm_options.gloo_interface = options_.gloo_interface;
-  // On CUDA the model's kernels and NCCL's collectives must share one stream. Host code here
-  // cannot create a CUDA stream (no CUDA headers outside kernels/ and comm/), so both use the
-  // per-device legacy default stream, whose documented handle is cudaStreamLegacy == 0x1.
   // TODO(service): take an owned stream from a host-safe helper once kernels/ or comm/ has one.
-  void* const cuda_stream = device == model::Device::kCuda && req.world_size() > 1
-                                ? reinterpret_cast<void*>(uintptr_t{1})
-                                : nullptr;
+  void* const cuda_stream = model::TensorParallelCudaStream(device, req.world_size());
   comm_options.cuda_device = cuda_device;
   comm_options.cuda_stream = cuda_stream;
   ASSIGN_OR_RETURN(comm_, comm::MakeCommunicator(backend, comm_options));

@@ -73,10 +73,7 @@ absl::Status RunRank(const TpBackend& backend, int tp, int rank, Precision preci
                      const std::string& dir, const std::string& forced_from) {
   if (backend.rank_setup) backend.rank_setup(rank);
   const OptConfig c = TpConfig();
-  // On CUDA the model's kernels and NCCL's collectives must share one stream: like the worker
-  // (worker/worker_service.cc), both use the legacy default stream, handle cudaStreamLegacy.
-  void* const cuda_stream =
-      backend.device == Device::kCuda && tp > 1 ? reinterpret_cast<void*>(uintptr_t{1}) : nullptr;
+  void* const cuda_stream = TensorParallelCudaStream(backend.device, tp);
   comm::FileRendezvous rdzv(dir);
   comm::CommOptions co;
   co.rank = rank;
