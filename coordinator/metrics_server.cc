@@ -5,25 +5,18 @@
 #include <chrono>
 #include <utility>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/host_port.h"
+#include "common/status_macros.h"
 #include "httplib.h"
 
 namespace llmint8::coordinator {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const std::string& listen, std::function<std::string()> render) {
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
-      port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--metrics_listen=", listen, " must be host:port (e.g. 0.0.0.0:9090)"));
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);  // [::1]:9090
-  }
+  ASSIGN_OR_RETURN(const HostPort address, ParseHostPort(listen, "--metrics_listen"));
+  const std::string& host = address.host;
+  const int port = address.port;
   std::unique_ptr<MetricsServer> s(new MetricsServer());
   s->server_ = std::make_unique<httplib::Server>();
   // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default

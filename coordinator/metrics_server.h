@@ -24,7 +24,7 @@ class MetricsServer {
  public:
   // Listens on `listen` (host:port; port 0 picks a free one). `render` runs on the server's
   // threads for every scrape and must be thread-safe. Errors: a malformed address
-  // (INVALID_ARGUMENT), a port that cannot be bound (UNAVAILABLE).
+  // (INVALID_ARGUMENT, common/host_port.h), a port that cannot be bound (UNAVAILABLE).
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen,
                                                               std::function<std::string()> render);
   ~MetricsServer();  // stops listening and joins

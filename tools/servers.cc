@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "comm/shared_gpu_env.h"
+#include "common/host_port.h"
 #include "common/log.h"
 #include "coordinator/coordinator_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -233,12 +234,9 @@ int RunServe(const char* argv0) {
   if (tp < 1) return Fail(absl::InvalidArgumentError("--tp must be >= 1"));
   std::string listen =
       absl::GetFlag(FLAGS_listen).empty() ? "0.0.0.0:50051" : absl::GetFlag(FLAGS_listen);
-  int listen_port = 0;
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &listen_port)) {
-    return Fail(
-        absl::InvalidArgumentError(absl::StrCat("--listen=", listen, " must be host:port")));
-  }
+  const absl::StatusOr<HostPort> listen_address = ParseHostPort(listen, "--listen");
+  if (!listen_address.ok()) return Fail(listen_address.status());
+  const int listen_port = listen_address->port;
   int base_port = absl::GetFlag(FLAGS_worker_base_port);
   if (base_port == 0) {
     if (listen_port == 0) {
