@@ -1,6 +1,7 @@
 #include "worker/worker_service.h"
 
 #include <chrono>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -219,8 +220,14 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   if (rank_ == 0) {
     for (int i = 0; i < req.seqs_size(); ++i) {
       const v1::SeqStep& seq = req.seqs(i);
-      std::vector<int32_t>& seen = seen_[seq.seq_id()];
-      seen.insert(seen.end(), seq.token_ids().begin(), seq.token_ids().end());
+      // Only sequences that ask for a repetition penalty (0 and 1 are off) keep their tokens.
+      const float penalty = seq.sampling().repetition_penalty();
+      std::span<const int32_t> seen;
+      if (penalty != 0.0f && penalty != 1.0f) {
+        std::vector<int32_t>& kept = seen_[seq.seq_id()];
+        kept.insert(kept.end(), seq.token_ids().begin(), seq.token_ids().end());
+        seen = kept;
+      }
       ASSIGN_OR_RETURN(SampledToken sampled,
                        SampleToken(logits->row(i), seq.sampling(), seq.sample_index(), seen));
       v1::SeqResult* result = resp.add_results();
