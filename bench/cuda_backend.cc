@@ -70,7 +70,7 @@ absl::StatusOr<std::vector<BenchRow>> RunCudaBench(const BenchCase& c) {
   ASSIGN_OR_RETURN(auto y, DeviceBuffer<Half>::Allocate(max_m * c.n));
   ASSIGN_OR_RETURN(auto ws, kernels::Int8LinearCudaWorkspace::Create(
                                 max_m, c.k, c.n, kernels::kDefaultMaxOutlierColumns,
-                                /*gemm_min_m=*/c.gemv_max_m));
+                                /*gemm_min_m=*/c.gemv_max_m, c.gemm_chunk_n));
   const kernels::Int8WeightCudaView view{wq.data(), sw.data(), c.n, c.k};
 
   std::vector<BenchRow> rows;

@@ -23,6 +23,9 @@ ABSL_FLAG(int, warmup, -1, "untimed iterations first (default: cuda 5, cpu 1)");
 ABSL_FLAG(double, threshold, 6.0, "LLM.int8() outlier threshold for the int8 column");
 ABSL_FLAG(double, outlier_frac, 0.001, "fraction of activation columns made outliers");
 ABSL_FLAG(int64_t, gemv_max_m, 32, "cuda: largest M that takes the dp4a kernel");
+ABSL_FLAG(int64_t, gemm_chunk_n, 0,
+          "cuda: output columns per int8 GEMM chunk (0: as many as keep the int32 scratch "
+          "within 16 MiB; >= N: one chunk, the scratch round-trips through device memory)");
 ABSL_FLAG(uint64_t, seed, 1, "data seed");
 
 namespace {
@@ -93,6 +96,7 @@ int main(int argc, char** argv) {
     c.threshold = static_cast<float>(threshold);
     c.outlier_frac = absl::GetFlag(FLAGS_outlier_frac);
     c.gemv_max_m = absl::GetFlag(FLAGS_gemv_max_m);
+    c.gemm_chunk_n = absl::GetFlag(FLAGS_gemm_chunk_n);
     c.seed = absl::GetFlag(FLAGS_seed);
     auto result = cuda ? llmint8::bench::RunCudaBench(c) : llmint8::bench::RunCpuBench(c);
     if (!result.ok()) {

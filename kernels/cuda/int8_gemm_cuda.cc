@@ -34,7 +34,8 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
         absl::StrCat("Int8GemmCuda: k must be <= 2^17 so int32 cannot overflow, got ", k));
   }
   const bool lt_ok = CublasLtInt8Supported(n, k, a, b, c);
-  if (algo == Int8GemmAlgo::kAuto) {
+  const bool automatic = algo == Int8GemmAlgo::kAuto;
+  if (automatic) {
     algo = (m <= kDp4aMaxM || !lt_ok || lt == nullptr) ? Int8GemmAlgo::kDp4a
                                                         : Int8GemmAlgo::kCublasLt;
   }
@@ -53,7 +54,10 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
     args.m = m;
     args.n = n;
     args.k = k;
-    return lt->Matmul(args, stream);
+    const absl::Status s = lt->Matmul(args, stream);
+    // kAuto: where cuBLASLt has no int8 algorithm for the shape (it decides on the host,
+    // before enqueuing anything), the dp4a kernel below computes it.
+    if (!automatic || s.code() != absl::StatusCode::kUnimplemented) return s;
   }
   internal::Int8GemvParams p;
   p.x = a;

@@ -7,7 +7,10 @@
 //               pointers, else InvalidArgument naming the constraint.
 //   kDp4a     - the streaming dp4a kernel (int8_gemv.h): any shape, reads B once per 32 rows
 //               of A; fast for m <= 32, slow for large m.
-//   kAuto     - kDp4a for m <= 32 or shapes cuBLASLt cannot take, else kCublasLt.
+//   kAuto     - kDp4a for m <= 32 or shapes cuBLASLt cannot take, else kCublasLt; kDp4a too
+//               when cuBLASLt finds no algorithm for the shape (Unimplemented).
+// Inputs are int8 in [-127, 127] (what the quantizers produce): with -128 the k <= 2^17 bound
+// below no longer rules out int32 overflow.
 // Errors: m, n or k <= 0, k > 2^17 (int32 could overflow), null pointers. Asynchronous on
 // `stream`; `lt` must not be used concurrently.
 #ifndef LLMINT8_KERNELS_CUDA_INT8_GEMM_CUDA_H_

@@ -9,9 +9,10 @@
 //   kGemv - m <= gemv_max_m (decode): the dp4a kernel streams Wq once per 32 rows with 16-byte
 //           loads; scales, outlier product and bias are applied in registers (one launch after
 //           quantization). Any k, n.
-//   kGemm - cuBLASLt int8 IMMA GEMM to an int32 scratch, then one fused epilogue kernel (scales,
-//           outlier product over the few outlier columns, bias -> fp16). Needs k % 4 == 0 and
-//           n % 4 == 0 (InvalidArgument otherwise).
+//   kGemm - per chunk of output columns, cuBLASLt int8 IMMA GEMM to an int32 scratch, then one
+//           fused epilogue kernel (scales, outlier product over the few outlier columns, bias ->
+//           fp16). The chunk is sized so its scratch (<= 16 MiB by default) stays in L2 between
+//           the two. Needs k % 4 == 0 and n % 4 == 0 (InvalidArgument otherwise).
 //   kAuto - kGemv when m <= gemv_max_m or the shape is not IMMA-friendly, else kGemm.
 // Nothing synchronizes the host: the outlier count stays on the device.
 //
@@ -53,19 +54,26 @@ struct Int8LinearCudaOptions {
 // Scratch for one layer shape, reused across calls: the quantized activation, the int32
 // accumulators and the dequantized outlier weight columns of the kGemm path.
 struct Int8LinearCudaWorkspace {
-  // max_m: the most rows a call may pass. The int32 scratch (max_m * n * 4 bytes) and the
+  // max_m: the most rows a call may pass. The int32 scratch (max_m * chunk_n * 4 bytes) and the
   // outlier weight columns (max_outliers * n * 4 bytes) are allocated only when
-  // max_m > gemm_min_m, i.e. when the kGemm path can be taken.
+  // max_m > gemm_min_m, i.e. when the kGemm path can be taken. gemm_chunk_n: output columns
+  // per GEMM chunk, rounded up to a multiple of 4; 0 picks the most whose scratch fits 16 MiB
+  // (a multiple of 256, at least 256).
   static absl::StatusOr<Int8LinearCudaWorkspace> Create(
       int64_t max_m, int64_t k, int64_t n, int64_t max_outliers = kDefaultMaxOutlierColumns,
-      int64_t gemm_min_m = 0);
+      int64_t gemm_min_m = 0, int64_t gemm_chunk_n = 0);
+  // Device bytes Create allocates for these arguments (memory planning without a device).
+  static int64_t Bytes(int64_t max_m, int64_t k, int64_t n,
+                       int64_t max_outliers = kDefaultMaxOutlierColumns, int64_t gemm_min_m = 0,
+                       int64_t gemm_chunk_n = 0);
 
   int64_t max_m = 0;
   int64_t k = 0;
   int64_t n = 0;
+  int64_t chunk_n = 0;  // output columns per GEMM chunk; 0 without the kGemm path
   QuantizedActivationCuda act;
-  gpu::DeviceBuffer<int32_t> acc;            // max_m * n (kGemm only)
-  gpu::DeviceBuffer<float> outlier_weight;   // max_outliers * n (kGemm only)
+  gpu::DeviceBuffer<int32_t> acc;           // max_m * chunk_n (kGemm only)
+  gpu::DeviceBuffer<float> outlier_weight;  // max_outliers * n (kGemm only)
 };
 
 absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,

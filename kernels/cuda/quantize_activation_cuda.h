@@ -11,14 +11,17 @@
 // |O| <= max_outliers.
 //
 // Cap: the outlier count stays on the device (counts[0] = kept = min(found, max_outliers),
-// counts[1] = found), so later kernels read it without a host round trip. Columns past the
-// cap are quantized as ordinary columns (defined, but less accurate); ReadOutlierCounts tells.
+// counts[1] = found), so later kernels read it without a host round trip.
+// Columns past the cap are quantized with the row's scale, which did not see them: they
+// saturate at +-127 (defined, less accurate); ReadOutlierCounts tells when that happened.
 //
-// Cost: three launches when t > 0 (column detection reads X once, a one-block compaction of
-// the column flags into the ascending list, then one block per row computing absmax, gathering
-// the outlier values and writing q, which reads the row again, mostly from L2); one launch
-// when t == 0. The column max must see every row before any row can be scaled, hence the
-// second read of X.
+// Cost, t > 0: one cooperative launch (plus a memset of absmax). Each block owns a run of
+// 32-column tiles; it flags the tile's outlier columns and merges each row's max over the
+// tile's other columns into absmax (atomicMax), a grid-wide barrier makes the flags and absmax
+// final, then each block writes its tiles' q and outliers, the tile's slot in the ascending
+// outlier list being the count of all earlier tiles. X is read from device memory once; the
+// second touch of a tile is an L1 / L2 hit at decode sizes. t == 0: one launch, a block per
+// row. Needs a device with cooperative launch (every GPU since Pascal).
 //
 // Thread-compatible: concurrent calls need distinct QuantizedActivationCuda objects.
 #ifndef LLMINT8_KERNELS_CUDA_QUANTIZE_ACTIVATION_CUDA_H_
@@ -39,21 +42,27 @@ inline constexpr int64_t kDefaultMaxOutlierColumns = 256;
 // Device buffers for one activation shape [<= max_m, k]; reused across calls.
 struct QuantizedActivationCuda {
   // Errors: max_m, k or max_outliers <= 0 (max_outliers is clamped to k); k >= 2^31;
-  // out of device memory.
+  // out of device memory; a device without cooperative launch. Sizes the grid for the current
+  // device: use the object on that device.
   static absl::StatusOr<QuantizedActivationCuda> Create(
       int64_t max_m, int64_t k, int64_t max_outliers = kDefaultMaxOutlierColumns);
+  // Device bytes Create allocates for these arguments (memory planning without a device).
+  static int64_t Bytes(int64_t max_m, int64_t k, int64_t max_outliers = kDefaultMaxOutlierColumns);
 
   int64_t max_m = 0;
   int64_t k = 0;
   int64_t max_outliers = 0;
-  int64_t m = 0;                          // rows of the last call
-  gpu::DeviceBuffer<int8_t> q;            // max_m * k
-  gpu::DeviceBuffer<float> absmax;        // max_m
+  int64_t m = 0;                            // rows of the last call
+  gpu::DeviceBuffer<int8_t> q;              // max_m * k
+  gpu::DeviceBuffer<float> absmax;          // max_m
   gpu::DeviceBuffer<int32_t> outlier_cols;  // max_outliers, ascending; first counts[0] valid
-  gpu::DeviceBuffer<Half> outliers;       // max_m * max_outliers (row stride max_outliers)
-  gpu::DeviceBuffer<int32_t> counts;      // [kept, found]
-  gpu::DeviceBuffer<int32_t> col_slot;    // k: slot in outlier_cols, or -1
-  gpu::DeviceBuffer<uint8_t> col_flags;   // k: 1 where the column max crosses the threshold
+  gpu::DeviceBuffer<Half> outliers;         // max_m * max_outliers (row stride max_outliers)
+  gpu::DeviceBuffer<int32_t> counts;        // [kept, found]
+  // Scratch of the fused kernel: the column flags and the outlier count of each 32-column tile.
+  gpu::DeviceBuffer<uint8_t> col_flags;    // k
+  gpu::DeviceBuffer<int32_t> tile_counts;  // num_tiles
+  int64_t num_tiles = 0;
+  int64_t grid = 0;  // blocks of the cooperative launch
 };
 
 // Enqueues the quantization of X on `stream`. Errors (InvalidArgument): m <= 0 or m > out->max_m,

@@ -50,13 +50,10 @@ constexpr int64_t kGemvMaxM = 32;
 
 int64_t RoundUp(int64_t v, int64_t g) { return (v + g - 1) / g * g; }
 
-// Bytes Int8LinearCudaWorkspace::Create(max_m, k, n, kDefaultMaxOutlierColumns, kGemvMaxM)
-// allocates (kernels/cuda/int8_linear_cuda.h, quantize_activation_cuda.h).
+// Bytes of the workspace Scratch creates for an int8 linear.
 int64_t Int8WorkspaceBytes(int64_t max_m, int64_t k, int64_t n) {
-  const int64_t mo = std::min(kernels::kDefaultMaxOutlierColumns, k);
-  int64_t b = max_m * k + max_m * 4 + mo * 4 + max_m * mo * 2 + 2 * 4 + k * 4 + k;
-  if (max_m > kGemvMaxM) b += max_m * n * 4 + mo * n * 4;
-  return b;
+  return kernels::Int8LinearCudaWorkspace::Bytes(max_m, k, n, kernels::kDefaultMaxOutlierColumns,
+                                                 kGemvMaxM);
 }
 
 template <typename T>
@@ -67,7 +64,7 @@ int64_t Bytes(const gpu::DeviceBuffer<T>& b) {
 int64_t WorkspaceBytes(const kernels::Int8LinearCudaWorkspace& ws) {
   const kernels::QuantizedActivationCuda& a = ws.act;
   return Bytes(a.q) + Bytes(a.absmax) + Bytes(a.outlier_cols) + Bytes(a.outliers) +
-         Bytes(a.counts) + Bytes(a.col_slot) + Bytes(a.col_flags) + Bytes(ws.acc) +
+         Bytes(a.counts) + Bytes(a.col_flags) + Bytes(a.tile_counts) + Bytes(ws.acc) +
          Bytes(ws.outlier_weight);
 }
 
