@@ -136,6 +136,13 @@ absl::StatusOr<std::unique_ptr<Plan>> MakePlan(cublasLtHandle_t handle, size_t w
       pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
   RETURN_IF_CUBLAS_ERROR(cublasLtMatmulPreferenceSetAttribute(
       pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+  if (!int8) {
+    // Split-K partial sums only in the compute type (fp32): the INPLACE and OUTPUT_TYPE schemes
+    // would add them in fp16, breaking the fp32-accumulation contract at large k.
+    const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    RETURN_IF_CUBLAS_ERROR(cublasLtMatmulPreferenceSetAttribute(
+        pref.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction, sizeof(reduction)));
+  }
 
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;

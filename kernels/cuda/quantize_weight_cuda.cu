@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "absl/strings/str_cat.h"
