@@ -1,6 +1,6 @@
 # int8 ops: quantize, int8 GEMM, int8 linear, fp16 linear, and their tests.
-# The GEMMs thread with OpenMP (the runtime oneDNN itself uses in the Debian build); the flag is
-# set on those sources only, so the rest of the library is unaffected.
+# The GEMMs and the weight quantizer thread with OpenMP (the runtime oneDNN itself uses in the
+# Debian build); the flag is set on those sources only, so the rest of the library is unaffected.
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 target_sources(llmint8_kernels PRIVATE
   quantize_weight.cc
@@ -8,7 +8,7 @@ target_sources(llmint8_kernels PRIVATE
   int8_gemm.cc
   int8_linear.cc
   linear.cc)
-set_source_files_properties(int8_gemm.cc int8_linear.cc linear.cc PROPERTIES
+set_source_files_properties(quantize_weight.cc int8_gemm.cc int8_linear.cc linear.cc PROPERTIES
                             COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
 target_link_libraries(llmint8_kernels PRIVATE ${OpenMP_CXX_LIBRARIES})
 

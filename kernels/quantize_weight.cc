@@ -36,16 +36,22 @@ template <typename T>
 absl::Status QuantizeRows(std::span<const T> w, int64_t n, int64_t k, std::span<int8_t> q,
                           std::span<float> absmax) {
   if (auto s = CheckSizes(n, k, w.size(), q.size(), absmax.size()); !s.ok()) return s;
+  // Rows are independent: threads take blocks of them (a 66B-parameter shard is 65e9 weights).
+  // A row with a non-finite value is left unquantized; the first such row is reported.
+  int64_t bad_row = n;
+#pragma omp parallel for schedule(static) reduction(min : bad_row) if (n * k >= (int64_t{1} << 20))
   for (int64_t r = 0; r < n; ++r) {
     const T* row = w.data() + r * k;
     float amax = 0.0f;
+    bool finite = true;
     for (int64_t j = 0; j < k; ++j) {
       const float v = ToFloat(row[j]);
-      if (!std::isfinite(v)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("weight row ", r, " column ", j, " is not finite (", v, ")"));
-      }
+      finite &= std::isfinite(v);
       amax = std::max(amax, std::fabs(v));
+    }
+    if (!finite) {
+      bad_row = std::min(bad_row, r);
+      continue;
     }
     absmax[r] = amax;
     int8_t* qrow = q.data() + r * k;
@@ -60,6 +66,13 @@ absl::Status QuantizeRows(std::span<const T> w, int64_t n, int64_t k, std::span<
     } else {  // subnormal absmax: 127 / absmax overflows
       for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(ToFloat(row[j]) / amax, 127.0f);
     }
+  }
+  if (bad_row < n) {
+    const T* row = w.data() + bad_row * k;
+    int64_t j = 0;
+    while (j < k && std::isfinite(ToFloat(row[j]))) ++j;
+    return absl::InvalidArgumentError(absl::StrCat("weight row ", bad_row, " column ", j,
+                                                   " is not finite (", ToFloat(row[j]), ")"));
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,12 @@ llmint8_cc_library(
   DEPS llmint8::common llmint8::kernels absl::status absl::statusor absl::strings
        nlohmann_json::nlohmann_json)
 
+# Synthetic weights are generated on all cores (OpenMP, as the kernels' GEMMs): a 66B-shaped
+# model is 65e9 values.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+set_source_files_properties(synthetic.cc PROPERTIES COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
+target_link_libraries(llmint8_model_io PRIVATE ${OpenMP_CXX_LIBRARIES})
+
 llmint8_cc_test(NAME config_test SRCS config_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME shard_plan_test SRCS shard_plan_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME safetensors_test SRCS safetensors_test.cc DEPS llmint8::model_io LABELS model)
