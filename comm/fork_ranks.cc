@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -39,7 +40,9 @@ void WriteAll(int fd, const std::string& data) {
 std::string RankOutcome::Describe() const {
   std::string out = absl::StrCat("rank ", rank, ": ");
   if (reported) absl::StrAppend(&out, "returned ", status.ToString(), "; ");
-  if (killed_at_limit) absl::StrAppend(&out, "still running at the limit (hang), killed; ");
+  if (killed_at_limit) {
+    absl::StrAppend(&out, "still running at the limit or after a peer failed (hang), killed; ");
+  }
   if (signal != 0)
     absl::StrAppend(&out, "ended by signal ", signal, " (", strsignal(signal), ")");
   else
@@ -81,7 +84,10 @@ std::vector<RankOutcome> ForkRanks(int num_processes,
   }
 
   // Read every pipe to EOF (the child exited or closed it), up to the limit.
-  const absl::Time deadline = absl::Now() + limit;
+  absl::Time deadline = absl::Now() + limit;
+  // A rank that ends without reporting OK leaves its peers blocked in a collective until their
+  // own timeout (eval: 5 min): give them a short grace, then kill them.
+  constexpr absl::Duration kPeerGrace = absl::Seconds(20);
   for (;;) {
     std::vector<pollfd> polled;
     std::vector<int> ranks;
@@ -107,6 +113,9 @@ std::vector<RankOutcome> ForkRanks(int num_processes,
       } else if (n == 0 || errno != EINTR) {
         ::close(fds[r]);
         fds[r] = -1;
+        if (buffers[r].rfind("0\n", 0) != 0) {
+          deadline = std::min(deadline, absl::Now() + kPeerGrace);
+        }
       }
     }
   }

@@ -28,12 +28,14 @@ struct RankOutcome {
   absl::Status status;           // the body's Status when reported
   int exit_code = -1;            // from waitpid, when the child exited
   int signal = 0;                // the signal that ended the child, if any
-  bool killed_at_limit = false;  // still running at `limit`: killed (a hang)
+  bool killed_at_limit = false;  // still running at `limit` (or 20 s after a peer failed): killed
   std::string Describe() const;
 };
 
 // Forks `num_processes` children, rank r = 0 .. num_processes-1, and waits for all of them, at
-// most `limit` in total; children still running then are killed. Results are in rank order.
+// most `limit` in total; children still running then are killed. Once a child ends without
+// reporting OK, the others get at most 20 s more: peers blocked in a collective with it would
+// otherwise sit out their own timeouts. Results are in rank order.
 std::vector<RankOutcome> ForkRanks(int num_processes,
                                    const std::function<absl::Status(int rank)>& body,
                                    absl::Duration limit);

@@ -39,11 +39,10 @@ absl::Status NcclError(const std::string& where, const char* what, ncclResult_t 
       (r == ncclRemoteError || r == ncclSystemError)      ? absl::StatusCode::kUnavailable
       : r == ncclInvalidArgument || r == ncclInvalidUsage ? absl::StatusCode::kInvalidArgument
                                                           : absl::StatusCode::kInternal;
+  // ncclGetLastError takes a null communicator too (init failures): the thread's last error.
   std::string detail;
-  if (comm != nullptr) {
-    const char* last = ncclGetLastError(comm);
-    if (last != nullptr && last[0] != '\0') detail = absl::StrCat(" (", last, ")");
-  }
+  const char* last = ncclGetLastError(comm);
+  if (last != nullptr && last[0] != '\0') detail = absl::StrCat(" (", last, ")");
   return absl::Status(code, absl::StrCat(where, ": ", what, ": ", ncclGetErrorString(r), detail));
 }
 
@@ -203,7 +202,13 @@ class NcclCommunicator : public Communicator {
                      " on a broken group (form a new group); it broke with: ", broken_.message()));
   }
 
+  // An NCCL call that failed breaks the group. Its InvalidArgument (NCCL's invalid usage) is
+  // this process's bug, not the client's input: reported as Internal so callers do not take
+  // it for a bad request and keep using the group.
   absl::Status Broken(absl::Status status) {
+    if (status.code() == absl::StatusCode::kInvalidArgument) {
+      status = absl::InternalError(status.message());
+    }
     broken_ = status;
     comm_.Abort();
     return status;
