@@ -58,10 +58,18 @@ class LiveGauges : public prometheus::Collectable {
       f.metric.emplace_back().gauge.value = value;
       out.push_back(std::move(f));
     };
+    auto counter = [&out](const char* name, const char* help, double value) {
+      MetricFamily f;
+      f.name = name;
+      f.help = help;
+      f.type = prometheus::MetricType::Counter;
+      f.metric.emplace_back().counter.value = value;
+      out.push_back(std::move(f));
+    };
     gauge("llmint8_queued_requests", "Requests waiting for a batch slot", s.queued);
     gauge("llmint8_running_sequences", "Sequences in the running batch", s.running);
-    gauge("llmint8_scheduler_steps", "Batch steps sent to the workers since start",
-          static_cast<double>(s.steps));
+    counter("llmint8_scheduler_steps_total", "Batch steps sent to the workers since start",
+            static_cast<double>(s.steps));
     gauge("llmint8_worker_group_ready", "1 while the worker group serves, else 0",
           s.group_ready ? 1 : 0);
     gauge("llmint8_worker_group_size", "Workers (tensor-parallel ranks) in the group",

@@ -11,9 +11,11 @@
 //   llmint8_request_duration_seconds          arrival -> last token               (histogram)
 //   llmint8_step_seconds                      one batch step on every worker      (histogram)
 //   llmint8_step_batch_size                   sequences in a step                 (histogram)
-//   llmint8_queued_requests, llmint8_running_sequences, llmint8_scheduler_steps,
+//   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
+//   llmint8_queued_requests, llmint8_running_sequences,
 //   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch
-//                                             read when scraped (gauges)
+//                                             (gauges)
+// The last six are read from the scheduler when scraped.
 //
 // Thread-safe: records come from gRPC handler threads and the scheduler thread.
 #ifndef LLMINT8_COORDINATOR_METRICS_H_

@@ -68,7 +68,7 @@ TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
   std::string text = m.Text();
   EXPECT_THAT(text, HasSubstr("llmint8_queued_requests 3\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_running_sequences 5\n"));
-  EXPECT_THAT(text, HasSubstr("llmint8_scheduler_steps 1234\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_scheduler_steps_total 1234\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_worker_group_ready 1\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_worker_group_size 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_worker_group_epoch 7\n"));

@@ -66,7 +66,7 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   EXPECT_EQ(Sample(before, "llmint8_worker_group_ready"), 1);
   EXPECT_EQ(Sample(before, "llmint8_worker_group_size"), 2);
   EXPECT_EQ(Sample(before, "llmint8_generated_tokens_total"), 0);
-  EXPECT_EQ(Sample(before, "llmint8_scheduler_steps"), 0);
+  EXPECT_EQ(Sample(before, "llmint8_scheduler_steps_total"), 0);
 
   auto stub = cluster.NewStub();
   const Generated ok = Generate(*stub, GreedyRequest({2, 17, 300}, 5));
@@ -82,7 +82,7 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   EXPECT_EQ(Sample(after, "llmint8_prompt_tokens_total"), 3);
   EXPECT_EQ(Sample(after, "llmint8_generated_tokens_total"), 5);
   // One prefill step and four decode steps, each a batch of one sequence.
-  EXPECT_EQ(Sample(after, "llmint8_scheduler_steps"), 5);
+  EXPECT_EQ(Sample(after, "llmint8_scheduler_steps_total"), 5);
   EXPECT_EQ(Sample(after, "llmint8_step_seconds_count"), 5);
   EXPECT_EQ(Sample(after, "llmint8_step_batch_size_sum"), 5);
   EXPECT_EQ(Sample(after, "llmint8_time_to_first_token_seconds_count"), 1);
