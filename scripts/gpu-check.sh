@@ -1,45 +1,91 @@
 #!/usr/bin/env bash
-# The GPU checks, in one command on the GPU machine (the device tool), from the archive that
-# scripts/gpu-bundle.sh made here:
+# The GPU checks, run on the GPU machine (the device tool) from the archive that
+# scripts/gpu-bundle.sh made here. A session has 15 minutes of device time and one command may
+# run 10, so the sections go in two calls sent back to back (docs/gpu-checks.md):
 #
-#   run(carry=[".bundle"], command="bash scripts/gpu-check.sh [tests] [bench] [serve] [eval]")
+#   run(carry=[".bundle"], timeout_s=600, command="timeout 580 bash scripts/gpu-check.sh tests eval serve bench")
+#   run(carry=[".bundle"], timeout_s=600, command="timeout 580 bash scripts/gpu-check.sh scaleout")
 #
-# Sections (default: tests bench serve eval), each writing one file under $OUT (or out/gpu):
-#   tests  every GPU test binary (ctest label gpu), one after another  -> tests.log
-#          (a test that skips there, exit 77, counts as a failure: the GPU is the point)
-#   bench  llmint8_kernel_bench --backend=cuda (issue 2's table)       -> bench.md
-#   serve  llmint8 serve --device=cuda with the bundled model: int8 TP 2 over NCCL (the two
-#          ranks share the GPU, each its own NCCL_HOSTID) and fp16 TP 1, the same greedy
-#          Generate on both, then a sampled one                         -> serve.log
-#   eval   held-out perplexity on the GPU: fp16, int8 thr 6, int8 thr 0 at TP 1, fp16 at TP 2
-#                                                                        -> eval.log
-# and summary.txt (one line per check) + nvidia-smi.txt. Exit status: 0 when every check passed.
+# Sections, each bounded by its own timeouts, in the order given:
+#   tests     every GPU test binary (ctest label gpu), one after another       -> tests.log
+#             (a test that skips there, exit 77, counts as a failure: the GPU is the point)
+#   eval      held-out perplexity on the GPU: fp16, int8 thr 6, int8 thr 0 at TP 1 and fp16 at
+#             TP 2, the four at once                                             -> eval.log
+#   serve     llmint8 serve --device=cuda with the bundled model: int8 TP 2 over NCCL (the two
+#             ranks share the GPU, each its own NCCL_HOSTID) and fp16 TP 1, the same greedy
+#             Generate on both, then a sampled one                              -> serve.log
+#   bench     llmint8_kernel_bench --backend=cuda (issue 2's table), then the variants that
+#             pick defaults (dp4a vs cuBLASLt at M 16/32, chunked vs one-piece int8 GEMM)
+#                                                                                -> bench.md, bench.log
+#   scaleout  issue 5 item 7: OPT-13B-shaped fp16 TP 4 vs int8 TP 2 under 12 GiB caps (and fp16
+#             on 2 refused), OPT-66B-shaped int8 on one GPU capped at 80 GiB    -> scaleout.log
+# plus summary.txt (the machine, then one PASS / FAIL line per check, with seconds). Exit
+# status: 0 when every check passed. At most 8 files come back from $OUT: keep it that way.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-out/gpu}
 mkdir -p "$out"
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(tests bench serve eval)
+[ ${#sections[@]} -gt 0 ] || sections=(tests eval serve bench)
 
 root=/tmp/llmint8-gpu
-rm -rf "$root" && mkdir -p "$root"
-if ! xz -dc .bundle/gpu.tar.xz | tar -C "$root" -xf -; then
-  echo "gpu-check: no .bundle/gpu.tar.xz (run scripts/gpu-bundle.sh here, carry .bundle)" >&2
-  exit 2
-fi
-bin=$root/gpu/bin
-export LD_LIBRARY_PATH=$root/gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export LLMINT8_SOURCE_DIR=$PWD
-model=${LLMINT8_MODEL:-models/opt-sotu-cpu}  # the bundled model (tools/bundled_model.h)
 summary=$out/summary.txt
 : > "$summary"
 status=0
-note() { echo "$*" | tee -a "$summary"; }
+t0=$SECONDS
+note() { echo "[$((SECONDS - t0)) s] $*" | tee -a "$summary"; }
 check() {  # check NAME RC
   if [ "$2" -eq 0 ]; then note "PASS $1"; else note "FAIL $1 (exit $2)"; status=1; fi
 }
 
-{ date -u +%FT%TZ; nvidia-smi; nvcc --version 2>/dev/null | tail -2; } > "$out/nvidia-smi.txt" 2>&1
+rm -rf "$root" && mkdir -p "$root"
+unpack() {  # xz may be missing on the device image; Python's lzma reads the same stream
+  if command -v xz > /dev/null; then
+    xz -dc .bundle/gpu.tar.xz
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
+      .bundle/gpu.tar.xz
+  fi
+}
+if ! unpack | tar -C "$root" -xf -; then
+  note "FAIL unpack .bundle/gpu.tar.xz (run scripts/gpu-bundle.sh here, carry .bundle)"
+  exit 2
+fi
+bin=$root/gpu/bin
+export LD_LIBRARY_PATH=$root/gpu/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LLMINT8_SOURCE_DIR=$PWD
+export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+model=${LLMINT8_MODEL:-models/opt-sotu-cpu}  # the bundled model (tools/bundled_model.h)
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+  nvcc --version 2> /dev/null | tail -1
+  df -h /dev/shm | tail -1
+  echo "cores: $(nproc)"
+} >> "$summary" 2>&1
+if ldd "$bin/llmint8" | grep 'not found' >> "$summary"; then
+  note "FAIL shared libraries missing (above)"
+  exit 2
+fi
+
+# ready ADDRESS SECONDS [PID]: a one-token Generate succeeds within SECONDS (and PID, the
+# server, is still running while we wait).
+ready() {
+  local end=$((SECONDS + $2))
+  until "$bin/llmint8" generate --coordinator="$1" --token_ids=2 --max_new_tokens=1 --timeout=5 \
+      > /dev/null 2>&1; do
+    [ $SECONDS -ge $end ] && return 1
+    [ -n "${3:-}" ] && ! kill -0 "$3" 2> /dev/null && return 1
+    sleep 1
+  done
+}
+# stop PID...: SIGTERM, then SIGKILL after 20 s.
+stop() {
+  kill "$@" 2> /dev/null
+  for p in "$@"; do timeout 20 tail --pid="$p" -f /dev/null || kill -9 "$p" 2> /dev/null; done
+}
+
+prompt="Mr. Speaker, Mr. Vice President, Members of Congress, my fellow Americans: tonight"
 
 for section in "${sections[@]}"; do
   case $section in
@@ -47,51 +93,61 @@ for section in "${sections[@]}"; do
     log=$out/tests.log
     : > "$log"
     while read -r t; do
-      echo "=== $t" >> "$log"
-      start=$(date +%s)
-      timeout 600 "$bin/llmint8_$t" >> "$log" 2>&1
+      case $t in nccl_* | tp_*) limit=150 ;; *) limit=90 ;; esac
+      echo "=== $t (limit $limit s)" >> "$log"
+      start=$SECONDS
+      timeout $limit "$bin/llmint8_$t" < /dev/null >> "$log" 2>&1
       rc=$?
-      echo "=== $t: exit $rc in $(( $(date +%s) - start )) s" >> "$log"
+      echo "=== $t: exit $rc in $((SECONDS - start)) s" >> "$log"
       [ "$rc" -eq 77 ] && note "SKIPPED-ON-GPU $t (a failure here)"
-      check "test $t" "$rc"
+      check "test $t ($((SECONDS - start)) s)" "$rc"
     done < "$root/gpu/gpu-tests.txt"
     ;;
-  bench)
-    "$bin/llmint8_kernel_bench" --backend=cuda > "$out/bench.md" 2> "$out/bench-progress.txt"
-    check "bench llmint8_kernel_bench --backend=cuda" $?
+  eval)
+    log=$out/eval.log
+    : > "$log"
+    text=tests/data/heldout/sotu-2010-2021.txt
+    runs=("--dtype=fp16" "--dtype=int8 --threshold=6" "--dtype=int8 --threshold=0"
+          "--dtype=fp16 --tp=2")
+    pids=()
+    for i in "${!runs[@]}"; do
+      # shellcheck disable=SC2086
+      timeout 240 "$bin/llmint8" eval --model="$model" --text=$text --device=cuda ${runs[$i]} \
+        --json > "$root/eval$i.out" 2>&1 &
+      pids+=($!)
+    done
+    for i in "${!runs[@]}"; do
+      wait "${pids[$i]}"
+      rc=$?
+      { echo "=== eval ${runs[$i]} --device=cuda (exit $rc)"; cat "$root/eval$i.out"; } >> "$log"
+      check "eval ${runs[$i]}" $rc
+    done
     ;;
   serve)
     log=$out/serve.log
     : > "$log"
     port=50051
-    prompt="Mr. Speaker, Mr. Vice President, Members of Congress, my fellow Americans: tonight"
     for run in "int8 2" "fp16 1"; do
       set -- $run
       echo "=== serve --dtype=$1 --tp=$2 --device=cuda ($model)" >> "$log"
       "$bin/llmint8" serve --model="$model" --dtype="$1" --tp="$2" --device=cuda \
         --listen=127.0.0.1:$port >> "$log" 2>&1 &
       server=$!
-      ready=1
-      for _ in $(seq 1 180); do
-        if "$bin/llmint8" generate --coordinator=127.0.0.1:$port --token_ids=2 \
-             --max_new_tokens=1 --timeout=5 > /dev/null 2>&1; then ready=0; break; fi
-        kill -0 $server 2> /dev/null || break
-        sleep 1
-      done
-      check "serve $1 tp $2 ready" $ready
-      if [ $ready -eq 0 ]; then
+      ready 127.0.0.1:$port 90 $server
+      rc=$?
+      check "serve $1 tp $2 ready" $rc
+      if [ $rc -eq 0 ]; then
         echo "--- greedy, 64 tokens" >> "$log"
-        "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
-          --max_new_tokens=64 --timeout=60 > "$root/greedy-$1-$2.txt" 2>> "$log"
+        timeout 90 "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
+          --max_new_tokens=64 --timeout=80 > "$root/greedy-$1-$2.txt" 2>> "$log"
         check "serve $1 tp $2 greedy generate" $?
         cat "$root/greedy-$1-$2.txt" >> "$log"
         echo "--- temperature 0.8, top_p 0.95, seed 7" >> "$log"
-        "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
-          --max_new_tokens=64 --temperature=0.8 --top_p=0.95 --seed=7 --timeout=60 >> "$log" 2>&1
+        timeout 90 "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
+          --max_new_tokens=64 --temperature=0.8 --top_p=0.95 --seed=7 --timeout=80 >> "$log" 2>&1
         check "serve $1 tp $2 sampled generate" $?
       fi
-      kill $server 2> /dev/null
-      wait $server 2> /dev/null
+      stop $server
       port=$((port + 100))
     done
     # fp16 TP 1 vs int8 TP 2: greedy texts side by side (equal unless int8 flips a near-tie).
@@ -103,24 +159,108 @@ for section in "${sections[@]}"; do
       note "INFO serve greedy int8 TP 2 != fp16 TP 1 (see serve.log)"
     fi
     ;;
-  eval)
-    log=$out/eval.log
+  bench)
+    table=$out/bench.md
+    log=$out/bench.log
+    : > "$table"
     : > "$log"
-    text=tests/data/heldout/sotu-2010-2021.txt
-    for args in "--dtype=fp16" "--dtype=int8 --threshold=6" "--dtype=int8 --threshold=0" \
-                "--dtype=fp16 --tp=2"; do
-      echo "=== eval $args --device=cuda" >> "$log"
+    timeout 200 "$bin/llmint8_kernel_bench" --backend=cuda >> "$table" 2>> "$log"
+    check "bench llmint8_kernel_bench --backend=cuda" $?
+    # Variants on the fc1 shape: where the dp4a kernel should hand over to cuBLASLt, and what
+    # the L2-sized GEMM chunks buy over one GEMM whose int32 scratch goes through HBM.
+    for flags in "--m=8,16,32 --gemv_max_m=32" "--m=8,16,32 --gemv_max_m=4" \
+                 "--m=512,2048 --gemm_chunk_n=0" "--m=512,2048 --gemm_chunk_n=1000000"; do
       # shellcheck disable=SC2086
-      "$bin/llmint8" eval --model="$model" --text=$text --device=cuda $args --json \
-        >> "$log" 2>&1
-      check "eval $args" $?
+      { echo; echo "llmint8_kernel_bench --backend=cuda --shapes=12288x49152 $flags"; echo; } >> "$table"
+      # shellcheck disable=SC2086
+      timeout 90 "$bin/llmint8_kernel_bench" --backend=cuda --shapes=12288x49152 $flags \
+        >> "$table" 2>> "$log"
+      check "bench variant $flags" $?
     done
     ;;
+  scaleout)
+    log=$out/scaleout.log
+    : > "$log"
+    # Overridable to rehearse the flow on a CPU machine with small models and caps.
+    m13=${LLMINT8_SCALEOUT_13B:-synthetic:13b}
+    cap13=${LLMINT8_SCALEOUT_13B_CAP:-12G}
+    m66=${LLMINT8_SCALEOUT_66B:-synthetic:66b}
+    cap66=${LLMINT8_SCALEOUT_66B_CAP:-80G}
+    dev=${LLMINT8_SCALEOUT_DEVICE:-cuda}
+    if [ "$dev" = cuda ]; then tp=nccl devflags=--cuda_device=0; else tp=gloo devflags=; fi
+    for spec in "13b fp16 12G" "13b int8 12G" "66b int8 80G" "66b fp16 80G"; do
+      set -- $spec
+      echo "--- llmint8 plan --model=$1 --dtype=$2 --gpu_memory=$3" >> "$log"
+      "$bin/llmint8" plan --model="$1" --dtype="$2" --gpu_memory="$3" 2>&1 | head -2 >> "$log"
+    done
+    # The 66B worker loads first, in the background: ~2 min of CPU weight generation that the
+    # 13B runs overlap. Its cap makes the plan that of an 80 GB GPU on this larger one.
+    "$bin/llmint8" worker --listen=127.0.0.1:53061 --device=$dev $devflags \
+      --memory_limit=$cap66 > "$root/w66.log" 2>&1 &
+    w66=$!
+    "$bin/llmint8" coordinator --listen=127.0.0.1:53051 --workers=127.0.0.1:53061 \
+      --model=$m66 --dtype=int8 --device=$dev --backend=local --group=smallest \
+      > "$root/c66.log" 2>&1 &
+    c66=$!
+    workers=127.0.0.1:52061,127.0.0.1:52062,127.0.0.1:52063,127.0.0.1:52064
+    start_workers() {  # four ranks on the one GPU, each its own NCCL host and a 12 GiB cap
+      wpids=()
+      for i in 0 1 2 3; do
+        NCCL_HOSTID=llmint8-rank-$i NCCL_SOCKET_IFNAME=lo NCCL_IB_DISABLE=1 \
+          "$bin/llmint8" worker --listen=127.0.0.1:$((52061 + i)) --device=$dev $devflags \
+          --memory_limit=$cap13 > "$root/w$1-$i.log" 2>&1 &
+        wpids+=($!)
+      done
+    }
+    for dtype in fp16 int8; do
+      start_workers $dtype  # fresh workers: no shard of the other run in their memory
+      "$bin/llmint8" coordinator --listen=127.0.0.1:52051 --workers=$workers --model=$m13 \
+        --dtype=$dtype --device=$dev --backend=$tp --group=smallest > "$root/c13-$dtype.log" 2>&1 &
+      c13=$!
+      echo "=== $m13 $dtype on 4 workers capped at $cap13" >> "$log"
+      ready 127.0.0.1:52051 150 $c13
+      check "scaleout 13b $dtype ready" $?
+      timeout 120 "$bin/llmint8" generate --coordinator=127.0.0.1:52051 --token_ids=2,100,200,300 \
+        --max_new_tokens=32 --ignore_eos --timeout=110 >> "$log" 2>&1
+      check "scaleout 13b $dtype generate" $?
+      nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$log" 2>&1
+      grep -h -i "group\|loaded\|fits\|needs" "$root/c13-$dtype.log" "$root/w$dtype"-*.log >> "$log"
+      stop $c13 "${wpids[@]}"
+    done
+    echo "=== $m13 fp16 on 2 workers capped at $cap13: must be refused" >> "$log"
+    start_workers refuse
+    "$bin/llmint8" coordinator --listen=127.0.0.1:52051 --workers=127.0.0.1:52061,127.0.0.1:52062 \
+      --model=$m13 --dtype=fp16 --device=$dev --backend=$tp --group=smallest \
+      > "$root/c13-refuse.log" 2>&1 &
+    cref=$!
+    # A Generate sent before the refusal waits in the queue and fails with it.
+    refused=1
+    for _ in $(seq 1 60); do
+      if timeout 30 "$bin/llmint8" generate --coordinator=127.0.0.1:52051 --token_ids=2 \
+           --max_new_tokens=1 --timeout=25 > "$root/refuse.out" 2>&1; then
+        break  # served: wrong
+      fi
+      if grep -q "int8 fits in 2" "$root/refuse.out"; then refused=0; break; fi
+      sleep 1
+    done
+    cat "$root/refuse.out" >> "$log"
+    stop $cref "${wpids[@]}"
+    check "scaleout 13b fp16 on 2 refused" $refused
+    echo "=== $m66 int8 on 1 worker capped at $cap66" >> "$log"
+    ready 127.0.0.1:53051 240 $c66
+    check "scaleout 66b int8 ready" $?
+    timeout 120 "$bin/llmint8" generate --coordinator=127.0.0.1:53051 --token_ids=2,100,200,300 \
+      --max_new_tokens=32 --ignore_eos --timeout=110 >> "$log" 2>&1
+    check "scaleout 66b int8 generate" $?
+    nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$log" 2>&1
+    grep -h -i "group\|loaded\|fits\|needs" "$root/c66.log" "$root/w66.log" >> "$log"
+    stop $c66 $w66
+    ;;
   *)
-    note "FAIL unknown section $section (tests bench serve eval)"
+    note "FAIL unknown section $section (tests eval serve bench scaleout)"
     status=1
     ;;
   esac
 done
-echo "gpu-check: results in $out" >&2
+note "gpu-check: done; results in $out"
 exit $status
