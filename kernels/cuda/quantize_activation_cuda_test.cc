@@ -5,6 +5,7 @@
 // sides round the same fp32 product.
 #include "kernels/cuda/quantize_activation_cuda.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -79,7 +80,8 @@ void ExpectMatchesCpu(const std::vector<Half>& xh, int64_t m, int64_t k, float t
   const std::vector<Half> outl = Download(act->outliers, m * act->max_outliers, *stream);
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t c = 0; c < n_out; ++c) {
-      ASSERT_TRUE(SameBits(HalfToFloat(outl[i * act->max_outliers + c]), want.outliers[i * n_out + c]))
+      ASSERT_TRUE(
+          SameBits(HalfToFloat(outl[i * act->max_outliers + c]), want.outliers[i * n_out + c]))
           << "row " << i << " outlier " << c;
     }
   }
@@ -113,7 +115,11 @@ TEST_P(QuantizeActivationCudaTest, NoOutliersMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, QuantizeActivationCudaTest,
                          ::testing::Values(Case{1, 37}, Case{3, 100}, Case{17, 1000},
-                                           Case{2048, 100}, Case{1, 4096}, Case{17, 2051}));
+                                           Case{2048, 100}, Case{1, 4096}, Case{17, 2051},
+                                           // More 32-column tiles than a cooperative grid
+                                           // holds on an H100 / H200 (132 SMs x 8 blocks):
+                                           // blocks own several tiles.
+                                           Case{2, 40000}, Case{32, 12288}));
 
 class QuantizeActivationCudaEdgeTest : public ::testing::Test {
  protected:
@@ -152,8 +158,20 @@ TEST_F(QuantizeActivationCudaEdgeTest, CapKeepsTheFirstColumnsAndCountsAll) {
   EXPECT_EQ(counts->found, static_cast<int32_t>(cols.size()));
   const std::vector<int32_t> kept = Download(act->outlier_cols, cap, *stream);
   EXPECT_EQ(kept, std::vector<int32_t>(want.outlier_cols.begin(), want.outlier_cols.begin() + cap));
-  // Columns past the cap are quantized like ordinary ones: no q value is NaN-derived garbage.
-  for (int8_t v : Download(act->q, m * k, *stream)) EXPECT_GE(v, -127);
+  // Kept outlier columns are 0 and every ordinary column is the CPU's value (the row scale
+  // excludes all found outliers, as the CPU's does); the outlier columns past the cap are
+  // quantized with that scale, so they saturate.
+  const std::vector<int8_t> q = Download(act->q, m * k, *stream);
+  const std::vector<float> xf = testing::ToFloat(xh);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < k; ++j) {
+      const auto it = std::find(want.outlier_cols.begin(), want.outlier_cols.end(), j);
+      const bool past_cap = it - want.outlier_cols.begin() >= cap && it != want.outlier_cols.end();
+      const int8_t expected =
+          past_cap ? QuantizeToInt8(xf[i * k + j], 127.0f / want.absmax[i]) : want.q[i * k + j];
+      ASSERT_EQ(q[i * k + j], expected) << "row " << i << " column " << j;
+    }
+  }
 }
 
 TEST_F(QuantizeActivationCudaEdgeTest, BadInputIsInvalidArgument) {
