@@ -50,26 +50,26 @@ class LiveGauges : public prometheus::Collectable {
   std::vector<MetricFamily> Collect() const override {
     const LiveState s = live_();
     std::vector<MetricFamily> out;
-    auto gauge = [&out](const char* name, const char* help, double value) {
+    auto add = [&out](prometheus::MetricType type, const char* name, const char* help,
+                      double value) {
       MetricFamily f;
       f.name = name;
       f.help = help;
-      f.type = prometheus::MetricType::Gauge;
-      f.metric.emplace_back().gauge.value = value;
+      f.type = type;
+      if (type == prometheus::MetricType::Counter) {
+        f.metric.emplace_back().counter.value = value;
+      } else {
+        f.metric.emplace_back().gauge.value = value;
+      }
       out.push_back(std::move(f));
     };
-    auto counter = [&out](const char* name, const char* help, double value) {
-      MetricFamily f;
-      f.name = name;
-      f.help = help;
-      f.type = prometheus::MetricType::Counter;
-      f.metric.emplace_back().counter.value = value;
-      out.push_back(std::move(f));
+    auto gauge = [&add](const char* name, const char* help, double value) {
+      add(prometheus::MetricType::Gauge, name, help, value);
     };
     gauge("llmint8_queued_requests", "Requests waiting for a batch slot", s.queued);
     gauge("llmint8_running_sequences", "Sequences in the running batch", s.running);
-    counter("llmint8_scheduler_steps_total", "Batch steps sent to the workers since start",
-            static_cast<double>(s.steps));
+    add(prometheus::MetricType::Counter, "llmint8_scheduler_steps_total",
+        "Batch steps sent to the workers since start", static_cast<double>(s.steps));
     gauge("llmint8_worker_group_ready", "1 while the worker group serves, else 0",
           s.group_ready ? 1 : 0);
     gauge("llmint8_worker_group_size", "Workers (tensor-parallel ranks) in the group",

@@ -202,6 +202,19 @@ for section in "${sections[@]}"; do
       --model=$m66 --dtype=int8 --device=$dev --backend=local --group=smallest \
       > "$root/c66.log" 2>&1 &
     c66=$!
+    # generate_32 NAME ADDRESS SERVER_PID LIMIT LOGS...: ready within LIMIT s, 32 tokens, the GPU
+    # memory per process and what the logs say about the group and the shards.
+    generate_32() {
+      local name=$1 address=$2 server=$3 limit=$4
+      shift 4
+      ready "$address" "$limit" "$server"
+      check "scaleout $name ready" $?
+      timeout 120 "$bin/llmint8" generate --coordinator="$address" --token_ids=2,100,200,300 \
+        --max_new_tokens=32 --ignore_eos --timeout=110 >> "$log" 2>&1
+      check "scaleout $name generate" $?
+      nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$log" 2>&1
+      grep -h -i "group\|loaded\|fits\|needs" "$@" >> "$log"
+    }
     workers=127.0.0.1:52061,127.0.0.1:52062,127.0.0.1:52063,127.0.0.1:52064
     start_workers() {  # four ranks on the one GPU, each its own NCCL host and a 12 GiB cap
       wpids=()
@@ -218,13 +231,7 @@ for section in "${sections[@]}"; do
         --dtype=$dtype --device=$dev --backend=$tp --group=smallest > "$root/c13-$dtype.log" 2>&1 &
       c13=$!
       echo "=== $m13 $dtype on 4 workers capped at $cap13" >> "$log"
-      ready 127.0.0.1:52051 150 $c13
-      check "scaleout 13b $dtype ready" $?
-      timeout 120 "$bin/llmint8" generate --coordinator=127.0.0.1:52051 --token_ids=2,100,200,300 \
-        --max_new_tokens=32 --ignore_eos --timeout=110 >> "$log" 2>&1
-      check "scaleout 13b $dtype generate" $?
-      nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$log" 2>&1
-      grep -h -i "group\|loaded\|fits\|needs" "$root/c13-$dtype.log" "$root/w$dtype"-*.log >> "$log"
+      generate_32 "13b $dtype" 127.0.0.1:52051 $c13 150 "$root/c13-$dtype.log" "$root/w$dtype"-*.log
       stop $c13 "${wpids[@]}"
     done
     echo "=== $m13 fp16 on 2 workers capped at $cap13: must be refused" >> "$log"
@@ -247,13 +254,7 @@ for section in "${sections[@]}"; do
     stop $cref "${wpids[@]}"
     check "scaleout 13b fp16 on 2 refused" $refused
     echo "=== $m66 int8 on 1 worker capped at $cap66" >> "$log"
-    ready 127.0.0.1:53051 240 $c66
-    check "scaleout 66b int8 ready" $?
-    timeout 120 "$bin/llmint8" generate --coordinator=127.0.0.1:53051 --token_ids=2,100,200,300 \
-      --max_new_tokens=32 --ignore_eos --timeout=110 >> "$log" 2>&1
-    check "scaleout 66b int8 generate" $?
-    nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$log" 2>&1
-    grep -h -i "group\|loaded\|fits\|needs" "$root/c66.log" "$root/w66.log" >> "$log"
+    generate_32 "66b int8" 127.0.0.1:53051 $c66 240 "$root/c66.log" "$root/w66.log"
     stop $c66 $w66
     ;;
   *)
