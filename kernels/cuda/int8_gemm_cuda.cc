@@ -9,7 +9,7 @@ namespace llmint8::kernels {
 namespace {
 
 constexpr int64_t kMaxK = int64_t{1} << 17;
-constexpr int64_t kDp4aMaxM = 32;
+constexpr int64_t kDp4aMaxM = 16;  // as kDefaultGemvMaxM (int8_linear_cuda.h): L1-bound above
 
 bool Aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
 

@@ -182,7 +182,7 @@ absl::Status LaunchTiled(const Int8GemvParams& p, bool vec, cudaStream_t stream)
 // Rows per launch -> template: the accumulators of MT rows x NR columns live in registers, so
 // NR shrinks as MT grows (NR * MT <= 32). ptxas (sm_90a): 56 registers at 1x4 up to 157 at
 // 16x2 and 217 at 32x1, i.e. 2-3 blocks of 128 threads per SM at m > 8, few weight bytes in
-// flight: llmint8_kernel_bench --gemv_max_m=8|16|32 measures where cuBLASLt should take over.
+// flight; at m > 16 the X reads from L1 bound it (kDefaultGemvMaxM, int8_linear_cuda.h).
 absl::Status LaunchChunk(const Int8GemvParams& p, bool vec, cudaStream_t stream) {
   if (p.m <= 1) return LaunchTiled<1, 4>(p, vec, stream);
   if (p.m <= 2) return LaunchTiled<2, 4>(p, vec, stream);

@@ -6,14 +6,15 @@
 // with Xq, sx, O from QuantizeActivationCuda (threshold t; 0 disables the decomposition).
 //
 // Paths (Int8LinearPath):
-//   kGemv - m <= gemv_max_m (decode): the dp4a kernel streams Wq once per 32 rows with 16-byte
-//           loads; scales, outlier product and bias are applied in registers (one launch after
-//           quantization). Any k, n.
+//   kGemv - m <= gemv_max_m (decode; 16 by default): the dp4a kernel streams Wq once per 32
+//           rows with 16-byte loads; scales, outlier product and bias are applied in registers
+//           (one launch after quantization). Any k, n.
 //   kGemm - per chunk of output columns, cuBLASLt int8 IMMA GEMM to an int32 scratch, then one
 //           fused epilogue kernel (scales, outlier product over the few outlier columns, bias ->
 //           fp16). The chunk is sized so its scratch (<= 16 MiB by default) stays in L2 between
 //           the two. Needs k % 4 == 0 and n % 4 == 0 (InvalidArgument otherwise).
-//   kAuto - kGemv when m <= gemv_max_m or the shape is not IMMA-friendly, else kGemm.
+//   kAuto - kGemv when m <= gemv_max_m or the shape is not IMMA-friendly, else kGemm (and kGemv
+//           after all when cuBLASLt has no int8 algorithm for the shape).
 // Nothing synchronizes the host: the outlier count stays on the device.
 //
 // Shapes: x [m, k] fp16, weight [n, k] int8 + absmax [n] fp32, bias [n] fp16 or null, y [m, n]
@@ -45,10 +46,16 @@ struct Int8WeightCudaView {
 
 enum class Int8LinearPath { kAuto, kGemv, kGemm };
 
+// The largest m the dp4a kernel takes by default. Above 16 rows it is L1-bound: each 16 weight
+// bytes a lane streams pair with m x 16 activation bytes read from L1, so at m = 32 a 132-SM
+// Hopper moves ~512 weight bytes per 128 cycles per SM, ~1 TB/s, a fifth of HBM; cuBLASLt's
+// int8 tensor-core GEMM does better there (llmint8_kernel_bench --gemv_max_m measures it).
+inline constexpr int64_t kDefaultGemvMaxM = 16;
+
 struct Int8LinearCudaOptions {
   float threshold = 6.0f;
   Int8LinearPath path = Int8LinearPath::kAuto;
-  int64_t gemv_max_m = 32;  // kAuto: the largest m that takes the dp4a kernel
+  int64_t gemv_max_m = kDefaultGemvMaxM;  // kAuto: the largest m that takes the dp4a kernel
 };
 
 // Scratch for one layer shape, reused across calls: the quantized activation, the int32

@@ -46,7 +46,7 @@ namespace {
 constexpr int64_t kTokenGranule = 16;
 // The int8 linears take the dp4a kernel up to this many rows (Int8LinearCudaOptions default);
 // their int32 GEMM scratch exists only for larger workspaces.
-constexpr int64_t kGemvMaxM = 32;
+constexpr int64_t kGemvMaxM = kernels::kDefaultGemvMaxM;
 
 int64_t RoundUp(int64_t v, int64_t g) { return (v + g - 1) / g * g; }
 
