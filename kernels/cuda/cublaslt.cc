@@ -57,6 +57,9 @@ struct CublasLt::State {
   cublasLtHandle_t handle = nullptr;
   DeviceBuffer<uint8_t> workspace;
   absl::flat_hash_map<PlanKey, std::unique_ptr<Plan>> plans;
+  // Shapes cuBLASLt has no algorithm for (Unimplemented), so callers that fall back to another
+  // kernel do not rerun the heuristic on every call.
+  absl::flat_hash_map<PlanKey, absl::Status> refused;
 
   ~State() {
     plans.clear();
@@ -181,9 +184,16 @@ absl::Status CublasLt::Matmul(const MatmulArgs& args, cudaStream_t stream) {
                     AlignmentOf(args.bias)};
   auto it = state_->plans.find(key);
   if (it == state_->plans.end()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<Plan> plan,
-                     MakePlan(state_->handle, state_->workspace.bytes(), args));
-    it = state_->plans.emplace(key, std::move(plan)).first;
+    if (auto r = state_->refused.find(key); r != state_->refused.end()) return r->second;
+    absl::StatusOr<std::unique_ptr<Plan>> plan =
+        MakePlan(state_->handle, state_->workspace.bytes(), args);
+    if (!plan.ok()) {
+      if (plan.status().code() == absl::StatusCode::kUnimplemented) {
+        state_->refused.emplace(key, plan.status());
+      }
+      return plan.status();
+    }
+    it = state_->plans.emplace(key, *std::move(plan)).first;
   }
   Plan& plan = *it->second;
   if (args.bias != nullptr) {

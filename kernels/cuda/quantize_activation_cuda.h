@@ -6,14 +6,15 @@
 //                       of which the first `max_outliers` are kept (see "Cap" below)
 //   absmax[i]  = max_{j not in O} |X[i, j]|           (NaN if a non-outlier value is NaN/Inf)
 //   q[i, j]    = round_half_away(X[i, j] * (127 / absmax[i])) for j not in O, 0 for j in O
-//   outliers[i * max_outliers + c] = X[i, O[c]]       (fp16, for c < |O|)
+//   outliers[i * max_outliers + c] = X[i, O[c]]       (fp16, for c < kept)
 // t == 0 disables decomposition (|O| = 0). Values are bit-identical to the CPU reference when
 // |O| <= max_outliers.
 //
 // Cap: the outlier count stays on the device (counts[0] = kept = min(found, max_outliers),
 // counts[1] = found), so later kernels read it without a host round trip.
-// Columns past the cap are quantized with the row's scale, which did not see them: they
-// saturate at +-127 (defined, less accurate); ReadOutlierCounts tells when that happened.
+// Columns past the cap are quantized with the row's scale, which did not see them: clipped to
+// +-127 where |x| > absmax, 0 in a row whose absmax is 0 (defined, less accurate: such a product
+// is ~|x| / absmax too small); ReadOutlierCounts tells when that happened.
 //
 // Cost, t > 0: one cooperative launch (plus a memset of absmax). Each block owns a run of
 // 32-column tiles; it flags the tile's outlier columns and merges each row's max over the
@@ -22,6 +23,11 @@
 // outlier list being the count of all earlier tiles. X is read from device memory once; the
 // second touch of a tile is an L1 / L2 hit at decode sizes. t == 0: one launch, a block per
 // row. Needs a device with cooperative launch (every GPU since Pascal).
+// Co-residency: the grid can fill the GPU, and a cooperative grid starts only when all of it
+// fits. Keep one stream per process (as the shard backend does, NCCL included): a kernel that
+// spins on another stream of the same process (an NCCL collective waiting for a peer whose
+// progress is ordered after this grid) could then never yield. Separate processes sharing a GPU
+// without MPS are time-sliced context by context, which is safe.
 //
 // Thread-compatible: concurrent calls need distinct QuantizedActivationCuda objects.
 #ifndef LLMINT8_KERNELS_CUDA_QUANTIZE_ACTIVATION_CUDA_H_

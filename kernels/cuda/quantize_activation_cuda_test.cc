@@ -116,10 +116,11 @@ TEST_P(QuantizeActivationCudaTest, NoOutliersMatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Shapes, QuantizeActivationCudaTest,
                          ::testing::Values(Case{1, 37}, Case{3, 100}, Case{17, 1000},
                                            Case{2048, 100}, Case{1, 4096}, Case{17, 2051},
-                                           // More 32-column tiles than a cooperative grid
-                                           // holds on an H100 / H200 (132 SMs x 8 blocks):
-                                           // blocks own several tiles.
-                                           Case{2, 40000}, Case{32, 12288}));
+                                           // More 32-column tiles than the cooperative
+                                           // grid (40 registers: 6 blocks of 256 per SM,
+                                           // 792 on 132 SMs): blocks own 1-6 tiles, up to
+                                           // k = 2^17.
+                                           Case{2, 40000}, Case{32, 12288}, Case{4, 131072}));
 
 class QuantizeActivationCudaEdgeTest : public ::testing::Test {
  protected:
