@@ -24,22 +24,28 @@ using gpu::internal::WarpMax;
 using gpu::internal::WarpSum;
 
 // ---- t > 0: one cooperative launch ----------------------------------------------------------
-// The grid walks X in tiles of kTileCols columns x all m rows; block (32, 8): threadIdx.x picks
-// the column (a warp reads 32 adjacent halves of one row), threadIdx.y strides over rows, so
-// warp w of the block is row lane w. Each block owns a contiguous run of tiles.
+// The grid walks X in units of kTileCols columns x up to kChunkRows rows; block (32, 8):
+// threadIdx.x picks the column (a warp reads 32 adjacent halves of one row), threadIdx.y strides
+// over the unit's rows, so warp w of the block is row lane w. Units are ordered column tile
+// major (unit = tile * row_chunks + chunk) and each block owns a contiguous run of them.
 //
-// Phase A, per tile: the column flags (any row !(|x| < t)); the tile's outlier count; each
-// row's max |x| over the tile's non-outlier columns, merged into absmax[i] with an integer
-// atomicMax (valid for floats >= 0; absmax is zeroed before the launch; non-outlier values are
-// finite because NaN/Inf columns are outliers).
+// Phase 1, per unit: its columns' outlier flags over its rows (any !(|x| < t); NaN and Inf
+// included). With one row chunk (m <= kChunkRows: decode) a unit sees whole columns, so its
+// flags are final and phase 2 runs on the spot; otherwise the flags are OR-ed into col_flags
+// (zeroed before the launch) and a grid.sync() makes them final.
+// Phase 2, per unit: each row's max |x| over the unit's non-outlier columns, merged into
+// absmax[i] with an integer atomicMax (valid for floats >= 0; absmax is zeroed before the
+// launch; non-outlier values are finite); the unit of chunk 0 stores its tile's outlier count.
 // grid.sync(): every flag, count and absmax is final.
-// Phase B, per tile: the tile's first slot = the outlier count of all earlier tiles (ascending
-// list, as the CPU); gather the kept outlier values; quantize the tile with the final absmax.
-// X is read once from device memory: phase A's second read of a tile and phase B's read hit
-// L1 / L2 at decode sizes.
+// Phase 3, per unit: the tile's first slot = the outlier count of all earlier tiles (ascending
+// list, as the CPU); gather the kept outlier values of the unit's rows; quantize them.
+// Row chunks give large m (prefill) many units in flight instead of one block walking 2048
+// rows per 32 columns. At decode sizes X is read once from device memory; the later reads of a
+// unit hit L1 / L2.
 constexpr int kTileCols = kWarpSize;
 constexpr int kRowLanes = 8;
 constexpr int kFusedThreads = kTileCols * kRowLanes;
+constexpr int64_t kChunkRows = 64;
 
 struct FusedParams {
   const __half* x;
@@ -48,13 +54,14 @@ struct FusedParams {
   float threshold;
   int32_t cap;
   int64_t num_tiles;
+  int64_t row_chunks;  // ceil(m / kChunkRows)
   int8_t* q;
   float* absmax;  // zero on entry; atomicMax target
   __half* outliers;
   int32_t* outlier_cols;
   int32_t* counts;
-  uint8_t* col_flags;    // k: phase A -> phase B
-  int32_t* tile_counts;  // num_tiles: phase A -> phase B
+  uint8_t* col_flags;    // k: zero on entry when row_chunks > 1
+  int32_t* tile_counts;  // num_tiles
 };
 
 // Sum over all threads of the (32, 8) block, returned to every thread.
@@ -70,78 +77,125 @@ __device__ __forceinline__ int BlockSumInt(int v) {
   return total;
 }
 
+// One unit of the grid: column tile `tile`, rows [row_begin, row_end).
+struct Unit {
+  int64_t tile;
+  int64_t chunk;
+  int64_t row_begin;
+  int64_t row_end;
+  int64_t col;  // this thread's column
+  bool in;      // col < k
+};
+
+__device__ __forceinline__ Unit UnitAt(const FusedParams& p, int64_t u) {
+  Unit t;
+  t.tile = u / p.row_chunks;
+  t.chunk = u % p.row_chunks;
+  t.row_begin = t.chunk * kChunkRows;
+  t.row_end = min(p.m, t.row_begin + kChunkRows);
+  t.col = t.tile * kTileCols + threadIdx.x;
+  t.in = t.col < p.k;
+  return t;
+}
+
+// Whether this thread's column holds an outlier in the unit's rows (every thread of the block
+// calls; each gets its own column's answer).
+__device__ __forceinline__ bool UnitColumnFlag(const FusedParams& p, const Unit& t) {
+  __shared__ uint8_t partial[kRowLanes][kTileCols];
+  bool outlier = false;
+  if (t.in) {
+#pragma unroll 4
+    for (int64_t i = t.row_begin + threadIdx.y; i < t.row_end; i += kRowLanes) {
+      // !(a < t) is true for a >= t and for NaN; |Inf| >= t.
+      outlier |= !(fabsf(__half2float(p.x[i * p.k + t.col])) < p.threshold);
+    }
+  }
+  __syncthreads();  // the previous unit may still be reading `partial`
+  partial[threadIdx.y][threadIdx.x] = outlier ? 1 : 0;
+  __syncthreads();
+  uint8_t any = 0;
+#pragma unroll
+  for (int r = 0; r < kRowLanes; ++r) any |= partial[r][threadIdx.x];
+  return t.in && any != 0;
+}
+
+// Phase 2 of one unit whose column flags are final.
+__device__ __forceinline__ void UnitRowMax(const FusedParams& p, const Unit& t, bool flagged) {
+  if (t.chunk == 0 && threadIdx.y == 0) {
+    const unsigned ballot = __ballot_sync(0xffffffffu, flagged);
+    if (threadIdx.x == 0) p.tile_counts[t.tile] = __popc(ballot);
+  }
+  for (int64_t i = t.row_begin + threadIdx.y; i < t.row_end; i += kRowLanes) {  // warp-uniform
+    const float v = t.in && !flagged ? fabsf(__half2float(p.x[i * p.k + t.col])) : 0.0f;
+    const float row_max = WarpMax(v);
+    if (threadIdx.x == 0 && row_max > 0.0f) {
+      atomicMax(reinterpret_cast<unsigned int*>(p.absmax + i), __float_as_uint(row_max));
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kFusedThreads)
     QuantizeActivationFusedKernel(const FusedParams p) {
-  __shared__ uint8_t partial_flags[kRowLanes][kTileCols];
   const int tx = threadIdx.x;
   const int ty = threadIdx.y;
-  const int64_t tile_begin = p.num_tiles * blockIdx.x / gridDim.x;
-  const int64_t tile_end = p.num_tiles * (blockIdx.x + 1) / gridDim.x;
+  const int64_t num_units = p.num_tiles * p.row_chunks;
+  const int64_t unit_begin = num_units * blockIdx.x / gridDim.x;
+  const int64_t unit_end = num_units * (blockIdx.x + 1) / gridDim.x;
+  const bool whole_columns = p.row_chunks == 1;
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
 
-  // Phase A.
-  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int64_t col = tile * kTileCols + tx;
-    const bool in = col < p.k;
-    bool outlier = false;
-    if (in) {
-#pragma unroll 4
-      for (int64_t i = ty; i < p.m; i += kRowLanes) {
-        // !(a < t) is true for a >= t and for NaN; |Inf| >= t.
-        outlier |= !(fabsf(__half2float(p.x[i * p.k + col])) < p.threshold);
-      }
+  // Phases 1 and 2.
+  for (int64_t u = unit_begin; u < unit_end; ++u) {
+    const Unit t = UnitAt(p, u);
+    const bool flagged = UnitColumnFlag(p, t);
+    if (whole_columns) {
+      if (ty == 0 && t.in) p.col_flags[t.col] = flagged ? 1 : 0;
+      UnitRowMax(p, t, flagged);
+    } else if (ty == 0 && flagged) {
+      p.col_flags[t.col] = 1;  // racing stores of the same value
     }
-    partial_flags[ty][tx] = outlier ? 1 : 0;
-    __syncthreads();
-    uint8_t any = 0;
-#pragma unroll
-    for (int r = 0; r < kRowLanes; ++r) any |= partial_flags[r][tx];
-    const bool flagged = in && any != 0;
-    if (ty == 0) {
-      if (in) p.col_flags[col] = flagged ? 1 : 0;
-      const unsigned ballot = __ballot_sync(0xffffffffu, flagged);
-      if (tx == 0) p.tile_counts[tile] = __popc(ballot);
+  }
+  if (!whole_columns) {  // the same branch in every block
+    grid.sync();
+    for (int64_t u = unit_begin; u < unit_end; ++u) {
+      const Unit t = UnitAt(p, u);
+      UnitRowMax(p, t, t.in && __ldcg(p.col_flags + t.col) != 0);
     }
-    for (int64_t i = ty; i < p.m; i += kRowLanes) {  // warp-uniform trip count
-      const float v = in && !flagged ? fabsf(__half2float(p.x[i * p.k + col])) : 0.0f;
-      const float row_max = WarpMax(v);
-      if (tx == 0 && row_max > 0.0f) {
-        atomicMax(reinterpret_cast<unsigned int*>(p.absmax + i), __float_as_uint(row_max));
-      }
-    }
-    __syncthreads();  // partial_flags is rewritten by the next tile
   }
 
-  cooperative_groups::this_grid().sync();
+  grid.sync();
 
-  // Phase B.
+  // Phase 3. base = outliers in the tiles before the current one.
+  const int64_t first_tile = unit_begin / p.row_chunks;
   int partial_base = 0;
-  for (int64_t t = ty * kTileCols + tx; t < tile_begin; t += kFusedThreads) {
-    partial_base += __ldcg(p.tile_counts + t);
+  for (int64_t i = ty * kTileCols + tx; i < first_tile; i += kFusedThreads) {
+    partial_base += __ldcg(p.tile_counts + i);
   }
   int base = BlockSumInt(partial_base);
-  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int64_t col = tile * kTileCols + tx;
-    const bool in = col < p.k;
-    const bool flagged = in && __ldcg(p.col_flags + col) != 0;
+  int64_t tile = first_tile;
+  for (int64_t u = unit_begin; u < unit_end; ++u) {
+    const Unit t = UnitAt(p, u);
+    for (; tile < t.tile; ++tile) base += __ldcg(p.tile_counts + tile);
+    const bool flagged = t.in && __ldcg(p.col_flags + t.col) != 0;
     const unsigned ballot = __ballot_sync(0xffffffffu, flagged);
     const int slot = base + __popc(ballot & ((1u << tx) - 1u));
     const bool kept = flagged && slot < p.cap;
-    if (ty == 0 && kept) p.outlier_cols[slot] = static_cast<int32_t>(col);
-    if (in) {
-      for (int64_t i = ty; i < p.m; i += kRowLanes) {
-        const __half h = p.x[i * p.k + col];
+    if (t.chunk == 0 && ty == 0 && kept) p.outlier_cols[slot] = static_cast<int32_t>(t.col);
+    if (t.in) {
+      for (int64_t i = t.row_begin + ty; i < t.row_end; i += kRowLanes) {
+        const __half h = p.x[i * p.k + t.col];
         if (kept) p.outliers[i * p.cap + slot] = h;
         const float amax = __ldcg(p.absmax + i);
-        // Outliers past the cap are quantized with the row's scale (they saturate at +-127).
-        p.q[i * p.k + col] =
+        // Outliers past the cap are quantized with the row's scale (see the header).
+        p.q[i * p.k + t.col] =
             kept || !(amax > 0.0f) ? int8_t{0} : QuantizeToInt8(__half2float(h), QuantScale(amax));
       }
     }
-    base += __popc(ballot);
   }
-  if (blockIdx.x == gridDim.x - 1 && tx == 0 && ty == 0) {  // its base is now the total
-    p.counts[0] = min(base, p.cap);
-    p.counts[1] = base;
+  if (blockIdx.x == gridDim.x - 1 && tx == 0 && ty == 0) {  // it holds the last tile
+    const int total = base + __ldcg(p.tile_counts + tile);
+    p.counts[0] = min(total, p.cap);
+    p.counts[1] = total;
   }
 }
 
@@ -214,7 +268,7 @@ absl::StatusOr<QuantizedActivationCuda> QuantizedActivationCuda::Create(int64_t 
   a.k = k;
   a.max_outliers = std::min(max_outliers, k);
   a.num_tiles = (k + kTileCols - 1) / kTileCols;
-  a.grid = std::max<int64_t>(1, std::min<int64_t>(a.num_tiles, int64_t{per_sm} * sms));
+  a.grid = std::max<int64_t>(1, int64_t{per_sm} * sms);
   ASSIGN_OR_RETURN(a.q, gpu::DeviceBuffer<int8_t>::Allocate(max_m * k));
   ASSIGN_OR_RETURN(a.absmax, gpu::DeviceBuffer<float>::Allocate(max_m));
   ASSIGN_OR_RETURN(a.outlier_cols, gpu::DeviceBuffer<int32_t>::Allocate(a.max_outliers));
@@ -251,8 +305,12 @@ absl::Status QuantizeActivationCuda(const Half* x, int64_t m, int64_t k, float t
     RETURN_IF_LAUNCH_ERROR("QuantizeRowsKernel");
     return absl::OkStatus();
   }
+  const int64_t row_chunks = (m + kChunkRows - 1) / kChunkRows;
   RETURN_IF_CUDA_ERROR(
       cudaMemsetAsync(out->absmax.data(), 0, static_cast<size_t>(m) * sizeof(float), stream));
+  if (row_chunks > 1) {
+    RETURN_IF_CUDA_ERROR(cudaMemsetAsync(out->col_flags.data(), 0, static_cast<size_t>(k), stream));
+  }
   FusedParams p;
   p.x = xh;
   p.m = m;
@@ -260,6 +318,7 @@ absl::Status QuantizeActivationCuda(const Half* x, int64_t m, int64_t k, float t
   p.threshold = threshold;
   p.cap = static_cast<int32_t>(out->max_outliers);
   p.num_tiles = out->num_tiles;
+  p.row_chunks = row_chunks;
   p.q = out->q.data();
   p.absmax = out->absmax.data();
   p.outliers = reinterpret_cast<__half*>(out->outliers.data());
@@ -268,9 +327,10 @@ absl::Status QuantizeActivationCuda(const Half* x, int64_t m, int64_t k, float t
   p.col_flags = out->col_flags.data();
   p.tile_counts = out->tile_counts.data();
   void* args[] = {&p};
+  const int64_t grid = std::min(out->grid, out->num_tiles * row_chunks);
   RETURN_IF_CUDA_ERROR(cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(QuantizeActivationFusedKernel),
-      dim3(static_cast<unsigned>(out->grid)), dim3(kTileCols, kRowLanes), args, 0, stream));
+      dim3(static_cast<unsigned>(grid)), dim3(kTileCols, kRowLanes), args, 0, stream));
   return absl::OkStatus();
 }
 

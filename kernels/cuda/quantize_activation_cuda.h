@@ -16,13 +16,15 @@
 // +-127 where |x| > absmax, 0 in a row whose absmax is 0 (defined, less accurate: such a product
 // is ~|x| / absmax too small); ReadOutlierCounts tells when that happened.
 //
-// Cost, t > 0: one cooperative launch (plus a memset of absmax). Each block owns a run of
-// 32-column tiles; it flags the tile's outlier columns and merges each row's max over the
-// tile's other columns into absmax (atomicMax), a grid-wide barrier makes the flags and absmax
-// final, then each block writes its tiles' q and outliers, the tile's slot in the ascending
-// outlier list being the count of all earlier tiles. X is read from device memory once; the
-// second touch of a tile is an L1 / L2 hit at decode sizes. t == 0: one launch, a block per
-// row. Needs a device with cooperative launch (every GPU since Pascal).
+// Cost, t > 0: one cooperative launch (plus memsets of absmax, and of the column flags when
+// m > 64). Each block owns a run of units of 32 columns x 64 rows; it flags the units' outlier
+// columns, merges each row's max over the other columns into absmax (atomicMax), a grid-wide
+// barrier makes flags and absmax final (two barriers when m > 64: flags, then absmax), then
+// each block writes its units' q and outliers, a tile's slot in the ascending outlier list
+// being the count of all earlier tiles. At decode sizes X is read from device memory once (the
+// later touches of a unit hit L1 / L2); at prefill sizes the row chunks keep thousands of
+// units in flight. t == 0: one launch, a block per row. Needs a device with cooperative launch
+// (every GPU since Pascal).
 // Co-residency: the grid can fill the GPU, and a cooperative grid starts only when all of it
 // fits. Keep one stream per process (as the shard backend does, NCCL included): a kernel that
 // spins on another stream of the same process (an NCCL collective waiting for a peer whose
@@ -68,7 +70,7 @@ struct QuantizedActivationCuda {
   gpu::DeviceBuffer<uint8_t> col_flags;    // k
   gpu::DeviceBuffer<int32_t> tile_counts;  // num_tiles
   int64_t num_tiles = 0;
-  int64_t grid = 0;  // blocks of the cooperative launch
+  int64_t grid = 0;  // most blocks of the cooperative launch (what the device holds at once)
 };
 
 // Enqueues the quantization of X on `stream`. Errors (InvalidArgument): m <= 0 or m > out->max_m,

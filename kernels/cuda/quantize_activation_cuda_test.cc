@@ -116,11 +116,13 @@ TEST_P(QuantizeActivationCudaTest, NoOutliersMatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Shapes, QuantizeActivationCudaTest,
                          ::testing::Values(Case{1, 37}, Case{3, 100}, Case{17, 1000},
                                            Case{2048, 100}, Case{1, 4096}, Case{17, 2051},
-                                           // More 32-column tiles than the cooperative
-                                           // grid (40 registers: 6 blocks of 256 per SM,
-                                           // 792 on 132 SMs): blocks own 1-6 tiles, up to
-                                           // k = 2^17.
-                                           Case{2, 40000}, Case{32, 12288}, Case{4, 131072}));
+                                           // Units (32 columns x 64 rows) beyond what the
+                                           // cooperative grid holds (~5 blocks of 256 per SM
+                                           // on 132 SMs), so blocks own several; m > 64 splits
+                                           // columns over row chunks (2048 and 65: a partial
+                                           // one; 130 x 40000: chunks of a tile in 2 blocks).
+                                           Case{2, 40000}, Case{32, 12288}, Case{4, 131072},
+                                           Case{65, 2051}, Case{130, 40000}));
 
 class QuantizeActivationCudaEdgeTest : public ::testing::Test {
  protected:
