@@ -23,7 +23,7 @@ struct BenchCase {
   float threshold = 6.0f;
   double outlier_frac = 0.001;  // fraction of the K columns made outliers (at least one if > 0)
   uint64_t seed = 1;
-  int64_t gemv_max_m = 16;  // CUDA: largest M on the dp4a path (kDefaultGemvMaxM)
+  int64_t gemv_max_m = 32;  // CUDA: largest M on the small-M kernel (kDefaultGemvMaxM)
   int64_t gemm_chunk_n = 0;  // CUDA: output columns per int8 GEMM chunk (0: the default)
 };
 

@@ -22,7 +22,7 @@ ABSL_FLAG(int, iters, 0, "timed iterations per measurement (default: cuda 50, cp
 ABSL_FLAG(int, warmup, -1, "untimed iterations first (default: cuda 5, cpu 1)");
 ABSL_FLAG(double, threshold, 6.0, "LLM.int8() outlier threshold for the int8 column");
 ABSL_FLAG(double, outlier_frac, 0.001, "fraction of activation columns made outliers");
-ABSL_FLAG(int64_t, gemv_max_m, 16, "cuda: largest M that takes the dp4a kernel");
+ABSL_FLAG(int64_t, gemv_max_m, 32, "cuda: largest M that takes the small-M (GEMV) kernel");
 ABSL_FLAG(int64_t, gemm_chunk_n, 0,
           "cuda: output columns per int8 GEMM chunk (0: as many as keep the int32 scratch "
           "within 16 MiB; >= N: one chunk, the scratch round-trips through device memory)");

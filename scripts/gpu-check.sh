@@ -15,7 +15,7 @@
 #             ranks share the GPU, each its own NCCL_HOSTID) and fp16 TP 1, the same greedy
 #             Generate on both, then a sampled one                              -> serve.log
 #   bench     llmint8_kernel_bench --backend=cuda (issue 2's table), then the variants that
-#             pick defaults (dp4a vs cuBLASLt at M 16/32, chunked vs one-piece int8 GEMM)
+#             pick defaults (small-M kernel vs cuBLASLt at M 8..32, chunked vs one-piece GEMM)
 #                                                                                -> bench.md, bench.log
 #   scaleout  issue 5 item 7: OPT-13B-shaped fp16 TP 4 vs int8 TP 2 under 12 GiB caps (and fp16
 #             on 2 refused), OPT-66B-shaped int8 on one GPU capped at 80 GiB    -> scaleout.log
@@ -166,7 +166,7 @@ for section in "${sections[@]}"; do
     : > "$log"
     timeout 200 "$bin/llmint8_kernel_bench" --backend=cuda >> "$table" 2>> "$log"
     check "bench llmint8_kernel_bench --backend=cuda" $?
-    # Variants on the fc1 shape: where the dp4a kernel should hand over to cuBLASLt, and what
+    # Variants on the fc1 shape: where the small-M kernel should hand over to cuBLASLt, and what
     # the L2-sized GEMM chunks buy over one GEMM whose int32 scratch goes through HBM.
     for flags in "--m=8,16,32 --gemv_max_m=32" "--m=8,16,32 --gemv_max_m=4" \
                  "--m=512,2048 --gemm_chunk_n=0" "--m=512,2048 --gemm_chunk_n=1000000"; do

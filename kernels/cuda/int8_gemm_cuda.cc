@@ -9,7 +9,7 @@ namespace llmint8::kernels {
 namespace {
 
 constexpr int64_t kMaxK = int64_t{1} << 17;
-constexpr int64_t kDp4aMaxM = 16;  // as kDefaultGemvMaxM (int8_linear_cuda.h): L1-bound above
+constexpr int64_t kGemvMaxM = 32;  // as kDefaultGemvMaxM (int8_linear_cuda.h)
 
 bool Aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
 
@@ -36,7 +36,7 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
   const bool lt_ok = CublasLtInt8Supported(n, k, a, b, c);
   const bool automatic = algo == Int8GemmAlgo::kAuto;
   if (automatic) {
-    algo = (m <= kDp4aMaxM || !lt_ok || lt == nullptr) ? Int8GemmAlgo::kDp4a
+    algo = (m <= kGemvMaxM || !lt_ok || lt == nullptr) ? Int8GemmAlgo::kGemv
                                                         : Int8GemmAlgo::kCublasLt;
   }
   if (algo == Int8GemmAlgo::kCublasLt) {
@@ -44,7 +44,7 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
     if (!lt_ok) {
       return absl::InvalidArgumentError(absl::StrCat(
           "Int8GemmCuda: cuBLASLt int8 needs k % 4 == 0, n % 4 == 0 and 4-byte aligned "
-          "pointers; got n=", n, " k=", k, " (use kAuto or kDp4a for this shape)"));
+          "pointers; got n=", n, " k=", k, " (use kAuto or kGemv for this shape)"));
     }
     gpu::MatmulArgs args;
     args.type = gpu::MatmulType::kInt8Int32;
@@ -56,7 +56,7 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
     args.k = k;
     const absl::Status s = lt->Matmul(args, stream);
     // kAuto: where cuBLASLt has no int8 algorithm for the shape (it decides on the host,
-    // before enqueuing anything), the dp4a kernel below computes it.
+    // before enqueuing anything), the small-M kernel below computes it.
     if (!automatic || s.code() != absl::StatusCode::kUnimplemented) return s;
   }
   internal::Int8GemvParams p;

@@ -5,9 +5,10 @@
 // Algorithms:
 //   kCublasLt - cuBLASLt IMMA (tensor cores). Needs k % 4 == 0, n % 4 == 0 and 4-byte aligned
 //               pointers, else InvalidArgument naming the constraint.
-//   kDp4a     - the streaming dp4a kernel (int8_gemv.h): any shape, reads B once per 32 rows
-//               of A; fast for m <= 16, L1-bound above, slow for large m.
-//   kAuto     - kDp4a for m <= 16 or shapes cuBLASLt cannot take, else kCublasLt; kDp4a too
+//   kGemv     - the small-M streaming kernels (int8_gemv.h): any shape, reads B once per 32 rows
+//               of A (int8 mma.sync where k % 16 == 0, else dp4a); fast for m <= 32, slow
+//               for large m.
+//   kAuto     - kGemv for m <= 32 or shapes cuBLASLt cannot take, else kCublasLt; kGemv too
 //               when cuBLASLt finds no algorithm for the shape (Unimplemented).
 // Inputs are int8 in [-127, 127] (what the quantizers produce): with -128 the k <= 2^17 bound
 // below no longer rules out int32 overflow.
@@ -24,7 +25,7 @@
 
 namespace llmint8::kernels {
 
-enum class Int8GemmAlgo { kAuto, kCublasLt, kDp4a };
+enum class Int8GemmAlgo { kAuto, kCublasLt, kGemv };
 
 // True when cuBLASLt's IMMA path accepts the shape and pointers (see above).
 bool CublasLtInt8Supported(int64_t n, int64_t k, const void* a, const void* b, const void* c);

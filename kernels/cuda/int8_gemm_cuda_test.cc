@@ -1,5 +1,5 @@
 // Int8GemmCuda against Int8GemmReference: integer products and sums are exact, so every int32
-// accumulator must be equal on every path (cuBLASLt IMMA, the dp4a streaming kernel, kAuto).
+// accumulator must be equal on every path (cuBLASLt IMMA, the small-M streaming kernels, kAuto).
 #include "kernels/cuda/int8_gemm_cuda.h"
 
 #include <cstdint>
@@ -23,9 +23,9 @@ using gpu::Stream;
 using gpu::testing::Download;
 using gpu::testing::Upload;
 
-// (m, n, k): m covers the dp4a templates (1, 3, 17) and the GEMM regime (2048); (n, k) covers
-// IMMA-friendly sizes that are not multiples of 16 (68 x 100), odd sizes cuBLASLt refuses
-// (53 x 37) and aligned ones (96 x 256).
+// (m, n, k): m covers the small-M templates and the GEMM regime (2048); (n, k) covers
+// IMMA-friendly sizes that are not multiples of 16 (68 x 100: dp4a), odd sizes cuBLASLt refuses
+// (53 x 37: dp4a) and aligned ones (96 x 256, 96 x 1040: the mma kernel).
 using Shape = std::tuple<int64_t, int64_t, int64_t>;
 
 class Int8GemmCudaTest : public ::testing::TestWithParam<Shape> {
@@ -51,7 +51,7 @@ TEST_P(Int8GemmCudaTest, EveryAlgorithmEqualsTheReferenceExactly) {
   auto dc = DeviceBuffer<int32_t>::Allocate(m * n);
   ASSERT_TRUE(dc.ok());
 
-  for (Int8GemmAlgo algo : {Int8GemmAlgo::kAuto, Int8GemmAlgo::kDp4a, Int8GemmAlgo::kCublasLt}) {
+  for (Int8GemmAlgo algo : {Int8GemmAlgo::kAuto, Int8GemmAlgo::kGemv, Int8GemmAlgo::kCublasLt}) {
     SCOPED_TRACE(static_cast<int>(algo));
     const bool lt_ok = CublasLtInt8Supported(n, k, da.data(), db.data(), dc->data());
     ASSERT_TRUE(dc->SetZero(stream->get()).ok());
@@ -62,7 +62,7 @@ TEST_P(Int8GemmCudaTest, EveryAlgorithmEqualsTheReferenceExactly) {
       continue;
     }
     if (algo == Int8GemmAlgo::kCublasLt && m < 16 && s.code() == absl::StatusCode::kUnimplemented) {
-      // cuBLASLt may have no int8 algorithm for a few rows (kAuto then takes dp4a, tested above).
+      // cuBLASLt may have no int8 algorithm for a few rows (kAuto then takes the small-M kernel, tested above).
       std::cerr << "note: cuBLASLt has no int8 algorithm for m=" << m << ": " << s << "\n";
       continue;
     }
@@ -73,7 +73,8 @@ TEST_P(Int8GemmCudaTest, EveryAlgorithmEqualsTheReferenceExactly) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, Int8GemmCudaTest,
-    // m: every dp4a template (MT 1, 2, 4, 8, 16, 32), a partial last 32-row chunk (45);
+    // m: every small-M template (dp4a MT 1, 2, 4, 8, 16, 32; mma tiles 1-4), a partial last
+    // 32-row chunk (45); k % 16 == 0 takes the mma kernel, other k the dp4a one;
     // k = 1040: the 16-byte path over several 512-byte steps and a ragged last one.
     ::testing::Combine(::testing::Values<int64_t>(1, 2, 3, 8, 16, 17, 45, 2048),
                        ::testing::Values<int64_t>(68, 53, 96),
@@ -95,7 +96,7 @@ TEST_F(Int8GemmCudaEdgeTest, LargestKDoesNotOverflow) {
   DeviceBuffer<int8_t> db = Upload(b, *stream);
   auto dc = DeviceBuffer<int32_t>::Allocate(m * n);
   ASSERT_TRUE(dc.ok());
-  for (Int8GemmAlgo algo : {Int8GemmAlgo::kDp4a, Int8GemmAlgo::kCublasLt}) {
+  for (Int8GemmAlgo algo : {Int8GemmAlgo::kGemv, Int8GemmAlgo::kCublasLt}) {
     ASSERT_TRUE(
         Int8GemmCuda(&*lt, da.data(), db.data(), m, n, k, dc->data(), algo, stream->get()).ok());
     for (int32_t v : Download(*dc, m * n, *stream)) EXPECT_EQ(v, int32_t{16129} << 17);

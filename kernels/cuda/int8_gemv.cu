@@ -30,10 +30,10 @@ __device__ __forceinline__ int LoadPacked4(const int8_t* __restrict__ p, int64_t
 }
 
 // One warp computes NR consecutive output columns r (weight rows) for MT activation rows
-// (rows >= m are skipped). kVec: every lane loads 16 bytes of each weight row per step
-// (512 bytes per warp, coalesced) and the matching 16 bytes of each activation row (L1 hits:
-// all warps share X); otherwise 4 bytes with per-byte bounds checks.
-template <int MT, int NR, bool kVec>
+// (rows >= m are skipped); every lane loads 4 bytes of each row per step with per-byte bounds
+// checks, so any k and any alignment work. (k % 16 == 0 with 16-byte aligned rows takes the
+// tensor-core kernel of int8_gemv_mma.cu instead.)
+template <int MT, int NR>
 __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
     Int8GemvKernel(const Int8GemvParams p) {
   const int lane = threadIdx.x % kWarpSize;
@@ -56,39 +56,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
 #pragma unroll
   for (int r = 0; r < NR; ++r) wrow[r] = p.w + (r0 + r < p.n ? r0 + r : p.n - 1) * k;
 
-  if constexpr (kVec) {
-    for (int64_t k0 = static_cast<int64_t>(lane) * 16; k0 < k; k0 += kWarpSize * 16) {
-      int4 wv[NR];
+  for (int64_t k0 = static_cast<int64_t>(lane) * 4; k0 < k; k0 += kWarpSize * 4) {
+    int wv[NR];
 #pragma unroll
-      for (int r = 0; r < NR; ++r) wv[r] = __ldcs(reinterpret_cast<const int4*>(wrow[r] + k0));
+    for (int r = 0; r < NR; ++r) wv[r] = LoadPacked4(wrow[r], k0, k);
 #pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        if (i < m) {
-          const int4 xv = __ldg(reinterpret_cast<const int4*>(p.x + i * k + k0));
+    for (int i = 0; i < MT; ++i) {
+      if (i < m) {
+        const int xv = LoadPacked4(p.x + i * k, k0, k);
 #pragma unroll
-          for (int r = 0; r < NR; ++r) {
-            int32_t a = acc[r][i];
-            a = __dp4a(wv[r].x, xv.x, a);
-            a = __dp4a(wv[r].y, xv.y, a);
-            a = __dp4a(wv[r].z, xv.z, a);
-            a = __dp4a(wv[r].w, xv.w, a);
-            acc[r][i] = a;
-          }
-        }
-      }
-    }
-  } else {
-    for (int64_t k0 = static_cast<int64_t>(lane) * 4; k0 < k; k0 += kWarpSize * 4) {
-      int wv[NR];
-#pragma unroll
-      for (int r = 0; r < NR; ++r) wv[r] = LoadPacked4(wrow[r], k0, k);
-#pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        if (i < m) {
-          const int xv = LoadPacked4(p.x + i * k, k0, k);
-#pragma unroll
-          for (int r = 0; r < NR; ++r) acc[r][i] = __dp4a(wv[r], xv, acc[r][i]);
-        }
+        for (int r = 0; r < NR; ++r) acc[r][i] = __dp4a(wv[r], xv, acc[r][i]);
       }
     }
   }
@@ -167,29 +144,23 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
 }
 
 template <int MT, int NR>
-absl::Status LaunchTiled(const Int8GemvParams& p, bool vec, cudaStream_t stream) {
+absl::Status LaunchTiled(const Int8GemvParams& p, cudaStream_t stream) {
   const int64_t warps = (p.n + NR - 1) / NR;
   const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  if (vec) {
-    Int8GemvKernel<MT, NR, true><<<blocks, kWarpsPerBlock * kWarpSize, 0, stream>>>(p);
-  } else {
-    Int8GemvKernel<MT, NR, false><<<blocks, kWarpsPerBlock * kWarpSize, 0, stream>>>(p);
-  }
+  Int8GemvKernel<MT, NR><<<blocks, kWarpsPerBlock * kWarpSize, 0, stream>>>(p);
   RETURN_IF_LAUNCH_ERROR("Int8GemvKernel");
   return absl::OkStatus();
 }
 
 // Rows per launch -> template: the accumulators of MT rows x NR columns live in registers, so
-// NR shrinks as MT grows (NR * MT <= 32). ptxas (sm_90a): 56 registers at 1x4 up to 157 at
-// 16x2 and 217 at 32x1, i.e. 2-3 blocks of 128 threads per SM at m > 8, few weight bytes in
-// flight; at m > 16 the X reads from L1 bound it (kDefaultGemvMaxM, int8_linear_cuda.h).
-absl::Status LaunchChunk(const Int8GemvParams& p, bool vec, cudaStream_t stream) {
-  if (p.m <= 1) return LaunchTiled<1, 4>(p, vec, stream);
-  if (p.m <= 2) return LaunchTiled<2, 4>(p, vec, stream);
-  if (p.m <= 4) return LaunchTiled<4, 4>(p, vec, stream);
-  if (p.m <= 8) return LaunchTiled<8, 4>(p, vec, stream);
-  if (p.m <= 16) return LaunchTiled<16, 2>(p, vec, stream);
-  return LaunchTiled<32, 1>(p, vec, stream);
+// NR shrinks as MT grows (NR * MT <= 32).
+absl::Status LaunchChunk(const Int8GemvParams& p, cudaStream_t stream) {
+  if (p.m <= 1) return LaunchTiled<1, 4>(p, stream);
+  if (p.m <= 2) return LaunchTiled<2, 4>(p, stream);
+  if (p.m <= 4) return LaunchTiled<4, 4>(p, stream);
+  if (p.m <= 8) return LaunchTiled<8, 4>(p, stream);
+  if (p.m <= 16) return LaunchTiled<16, 2>(p, stream);
+  return LaunchTiled<32, 1>(p, stream);
 }
 
 bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
@@ -209,7 +180,8 @@ absl::Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream) {
       c.outliers = p.outliers != nullptr ? p.outliers + m0 * p.outlier_stride : nullptr;
       c.y = p.y + m0 * p.n;
     }
-    if (absl::Status s = LaunchChunk(c, vec, stream); !s.ok()) return s;
+    absl::Status s = vec ? LaunchInt8GemvMma(c, stream) : LaunchChunk(c, stream);
+    if (!s.ok()) return s;
   }
   return absl::OkStatus();
 }

@@ -1,14 +1,14 @@
-// The small-M int8 kernel (internal to kernels/cuda): streams the int8 weight once with 16-byte
-// loads and multiplies it by up to 32 int8 activation rows with dp4a, int32 accumulation.
+// The small-M int8 kernels (internal to kernels/cuda): stream the int8 weight once per 32
+// activation rows, int32 accumulation.
 //
 // Two outputs:
 //   - fused (out_i32 == nullptr): y[i, r] = fp16(C[i, r] * sx[i] * sw[r] / 127^2
 //       + sum_{c < count} outliers[i, c] * (sw[r] / 127) * w[r, cols[c]] + bias[r]),
 //     the whole LLM.int8() epilogue in registers;
 //   - raw (out_i32 != nullptr): out_i32[i, r] = C[i, r] (the int32 accumulators).
-// Any m (chunks of 32 rows, one launch each: the weight is streamed once per 32 rows), any n,
-// any k <= 2^17 (k % 16 == 0 with 16-byte aligned x and w takes the vector path; otherwise a
-// slower byte-load path).
+// Any m (chunks of 32 rows, one launch each), any n, any k <= 2^17. k % 16 == 0 with 16-byte
+// aligned x and w runs on the tensor cores (int8_gemv_mma.cu: mma.sync m16n8k32, 16-byte
+// loads); other shapes take the dp4a kernel with 4-byte, bounds-checked loads (int8_gemv.cu).
 #ifndef LLMINT8_KERNELS_CUDA_INT8_GEMV_H_
 #define LLMINT8_KERNELS_CUDA_INT8_GEMV_H_
 
@@ -40,6 +40,10 @@ struct Int8GemvParams {
 
 // Enqueues the kernel(s) on `stream`. The caller validates shapes and pointers.
 absl::Status LaunchInt8Gemv(const Int8GemvParams& p, cudaStream_t stream);
+
+// The tensor-core kernel alone, for m <= 32, k % 16 == 0 and 16-byte aligned x and w (what
+// LaunchInt8Gemv checks before calling it).
+absl::Status LaunchInt8GemvMma(const Int8GemvParams& p, cudaStream_t stream);
 
 }  // namespace llmint8::kernels::internal
 

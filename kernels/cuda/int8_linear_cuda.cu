@@ -176,7 +176,7 @@ absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,
     return absl::InvalidArgumentError(absl::StrCat(
         "Int8LinearCuda: the kGemm path needs k % 4 == 0 and n % 4 == 0, a CublasLt and a "
         "workspace created with max_m > gemm_min_m; got m=",
-        m, " n=", n, " k=", k, " (use kAuto to fall back to the dp4a kernel)"));
+        m, " n=", n, " k=", k, " (use kAuto to fall back to the small-M kernel)"));
   }
   const int64_t row_blocks = (m + kEpilogueRows - 1) / kEpilogueRows;
   if (row_blocks > 65535) {  // gridDim.y limit
@@ -197,7 +197,7 @@ absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,
                                            ws->acc.data(), Int8GemmAlgo::kCublasLt, stream);
     if (!gemm.ok()) {
       // No cuBLASLt int8 algorithm for this shape (decided on the host, before anything of the
-      // chunk is enqueued): kAuto takes the dp4a kernel instead, which writes all of y.
+      // chunk is enqueued): kAuto takes the small-M kernel instead, which writes all of y.
       if (options.path == Int8LinearPath::kAuto &&
           gemm.code() == absl::StatusCode::kUnimplemented) {
         return launch_gemv();

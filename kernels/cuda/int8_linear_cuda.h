@@ -6,9 +6,10 @@
 // with Xq, sx, O from QuantizeActivationCuda (threshold t; 0 disables the decomposition).
 //
 // Paths (Int8LinearPath):
-//   kGemv - m <= gemv_max_m (decode; 16 by default): the dp4a kernel streams Wq once per 32
-//           rows with 16-byte loads; scales, outlier product and bias are applied in registers
-//           (one launch after quantization). Any k, n.
+//   kGemv - m <= gemv_max_m (decode; 32 by default): the small-M kernel (int8_gemv.h: int8
+//           mma.sync with 16-byte loads where k % 16 == 0, else dp4a) streams Wq once per 32
+//           rows; scales, outlier product and bias are applied in registers (one launch after
+//           quantization). Any k, n.
 //   kGemm - per chunk of output columns, cuBLASLt int8 IMMA GEMM to an int32 scratch, then one
 //           fused epilogue kernel (scales, outlier product over the few outlier columns, bias ->
 //           fp16). The chunk is sized so its scratch (<= 16 MiB by default) stays in L2 between
@@ -46,16 +47,15 @@ struct Int8WeightCudaView {
 
 enum class Int8LinearPath { kAuto, kGemv, kGemm };
 
-// The largest m the dp4a kernel takes by default. Above 16 rows it is L1-bound: each 16 weight
-// bytes a lane streams pair with m x 16 activation bytes read from L1, so at m = 32 a 132-SM
-// Hopper moves ~512 weight bytes per 128 cycles per SM, ~1 TB/s, a fifth of HBM; cuBLASLt's
-// int8 tensor-core GEMM does better there (llmint8_kernel_bench --gemv_max_m measures it).
-inline constexpr int64_t kDefaultGemvMaxM = 16;
+// The largest m the small-M kernels (int8_gemv.h) take by default: the tensor-core GEMV reads
+// m / 8 KiB of activations from L1 per 2 KiB of weight, so it stays on the weight stream up to
+// 32 rows (llmint8_kernel_bench --gemv_max_m compares it with cuBLASLt there).
+inline constexpr int64_t kDefaultGemvMaxM = 32;
 
 struct Int8LinearCudaOptions {
   float threshold = 6.0f;
   Int8LinearPath path = Int8LinearPath::kAuto;
-  int64_t gemv_max_m = kDefaultGemvMaxM;  // kAuto: the largest m that takes the dp4a kernel
+  int64_t gemv_max_m = kDefaultGemvMaxM;  // kAuto: the largest m for the small-M kernels
 };
 
 // Scratch for one layer shape, reused across calls: the quantized activation, the int32

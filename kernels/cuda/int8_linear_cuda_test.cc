@@ -137,7 +137,7 @@ TEST_P(Int8LinearCudaTest, MatchesCpuReferenceWithinDerivedBound) {
         }
         if (path == Int8LinearPath::kGemm && m < 16 &&
             s.code() == absl::StatusCode::kUnimplemented) {
-          // cuBLASLt may have no int8 algorithm for a few rows (kAuto then takes dp4a).
+          // cuBLASLt may have no int8 algorithm for a few rows (kAuto then takes the small-M kernel).
           std::cerr << "note: cuBLASLt has no int8 algorithm for m=" << m << ": " << s << "\n";
           return;
         }

@@ -44,7 +44,7 @@ namespace {
 // Token capacity of the activation buffers is rounded up to this, so a stream of slightly
 // different batch sizes does not reallocate every step.
 constexpr int64_t kTokenGranule = 16;
-// The int8 linears take the dp4a kernel up to this many rows (Int8LinearCudaOptions default);
+// The int8 linears take the small-M kernel up to this many rows (Int8LinearCudaOptions default);
 // their int32 GEMM scratch exists only for larger workspaces.
 constexpr int64_t kGemvMaxM = kernels::kDefaultGemvMaxM;
 

@@ -205,7 +205,7 @@ std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
 class CudaVsCpuTest : public ::testing::TestWithParam<Precision> {};
 
 // Prompts of 3, 11 and 40 tokens in one batch (40 rows take the int8 GEMM path, decode rows the
-// dp4a kernel), then 32 greedy steps; the CPU runs the CUDA model's tokens (teacher forcing),
+// small-M kernel), then 32 greedy steps; the CPU runs the CUDA model's tokens (teacher forcing),
 // so the logits are compared at every step, and the CUDA tokens must equal the CPU's own greedy
 // tokens under the margin rule.
 TEST_P(CudaVsCpuTest, LogitsWithinBoundAndSameGreedyTokens) {
@@ -256,7 +256,7 @@ TEST_P(CudaVsCpuTest, LogitsWithinBoundAndSameGreedyTokens) {
 // the layers; we allow the worst-case fp16 bound. int8 runs with threshold 0, as the CPU runtime
 // test does: outlier columns are chosen over all rows of a call, so with decomposition on, a
 // sequence's columns (and scales) depend on its batch mates. Per-token quantization alone is
-// batch-independent; the int8 allowance still covers the dp4a (alone) vs cuBLASLt (batched) paths.
+// batch-independent; the int8 allowance still covers the small-M (alone) vs cuBLASLt (batched) paths.
 TEST_P(CudaVsCpuTest, BatchOfDifferentLengthsEqualsEachAlone) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const Precision p = GetParam();
