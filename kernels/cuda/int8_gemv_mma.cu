@@ -25,7 +25,7 @@
 
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device_math.cuh"
-#include "kernels/cuda/int8_gemv.h"
+#include "kernels/cuda/int8_gemv.h"  // declares LaunchInt8GemvMma
 
 namespace llmint8::kernels::internal {
 namespace {
@@ -50,15 +50,18 @@ __device__ __forceinline__ int4 Load16Cached(const int8_t* p, int64_t i, int64_t
 __device__ __forceinline__ int Word(const int4& lo, const int4& hi, int w) {
   const int4& v = w < 4 ? lo : hi;
   switch (w & 3) {
-    case 0: return v.x;
-    case 1: return v.y;
-    case 2: return v.z;
-    default: return v.w;
+    case 0:
+      return v.x;
+    case 1:
+      return v.y;
+    case 2:
+      return v.z;
+    default:
+      return v.w;
   }
 }
 
-__device__ __forceinline__ void MmaS8(int (&d)[4], int a0, int a1, int a2, int a3, int b0,
-                                      int b1) {
+__device__ __forceinline__ void MmaS8(int (&d)[4], int a0, int a1, int a2, int a3, int b0, int b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
@@ -67,8 +70,7 @@ __device__ __forceinline__ void MmaS8(int (&d)[4], int a0, int a1, int a2, int a
 }
 
 // y (or out_i32) for weight row r and activation row i from the accumulator `acc`.
-__device__ __forceinline__ void Finish(const Int8GemvParams& p, int64_t r, int64_t i,
-                                       int32_t acc) {
+__device__ __forceinline__ void Finish(const Int8GemvParams& p, int64_t r, int64_t i, int32_t acc) {
   if (r >= p.n || i >= p.m) return;
   if (p.out_i32 != nullptr) {
     p.out_i32[i * p.n + r] = acc;
@@ -95,13 +97,13 @@ __device__ __forceinline__ void Finish(const Int8GemvParams& p, int64_t r, int64
 
 // NT tiles of 8 activation rows (m <= 8 * NT).
 template <int NT>
-__global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
+__global__ void __launch_bounds__(kWarpsPerBlock* kWarpSize)
     Int8GemvMmaKernel(const Int8GemvParams p) {
   const int lane = threadIdx.x % kWarpSize;
   const int g = lane / 4;
   const int t = lane % 4;
-  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize) *
-                     kRowsPerWarp;
+  const int64_t r0 =
+      (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize) * kRowsPerWarp;
   if (r0 >= p.n) return;  // whole warp exits together
   const int64_t k = p.k;
   // Rows past n read row n - 1 (valid memory) and are never written; activation rows past m
@@ -139,8 +141,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         MmaS8(acc[j], Word(wa_lo, wa_hi, 2 * s), Word(wb_lo, wb_hi, 2 * s),
-              Word(wa_lo, wa_hi, 2 * s + 1), Word(wb_lo, wb_hi, 2 * s + 1),
-              Word(x_lo, x_hi, 2 * s), Word(x_lo, x_hi, 2 * s + 1));
+              Word(wa_lo, wa_hi, 2 * s + 1), Word(wb_lo, wb_hi, 2 * s + 1), Word(x_lo, x_hi, 2 * s),
+              Word(x_lo, x_hi, 2 * s + 1));
       }
     }
   }

@@ -1,3 +1,5 @@
+#include "kernels/cuda/int8_linear_cuda.h"
+
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
@@ -10,7 +12,6 @@
 #include "kernels/cuda/device_math.cuh"
 #include "kernels/cuda/int8_gemm_cuda.h"
 #include "kernels/cuda/int8_gemv.h"
-#include "kernels/cuda/int8_linear_cuda.h"
 
 namespace llmint8::kernels {
 namespace {

@@ -1,3 +1,5 @@
+#include "kernels/cuda/quantize_activation_cuda.h"
+
 #include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -11,7 +13,6 @@
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/device_math.cuh"
-#include "kernels/cuda/quantize_activation_cuda.h"
 
 namespace llmint8::kernels {
 namespace {
