@@ -75,7 +75,7 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, Int8GemmCudaTest,
     // m: every small-M template (dp4a MT 1, 2, 4, 8, 16, 32; mma tiles 1-4), a partial last
     // 32-row chunk (45); k % 16 == 0 takes the mma kernel, other k the dp4a one;
-    // k = 1040: the 16-byte path over several 512-byte steps and a ragged last one.
+    // k = 1040: the mma kernel over eight 128-k steps and a partial ninth (one 16-byte load).
     ::testing::Combine(::testing::Values<int64_t>(1, 2, 3, 8, 16, 17, 45, 2048),
                        ::testing::Values<int64_t>(68, 53, 96),
                        ::testing::Values<int64_t>(100, 37, 256, 1040)));

@@ -162,7 +162,9 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(std::make_tuple<int64_t, int64_t>(68, 100),
                                          std::make_tuple<int64_t, int64_t>(53, 37),
                                          std::make_tuple<int64_t, int64_t>(96, 256),
-                                         std::make_tuple<int64_t, int64_t>(96, 1040)),
+                                         std::make_tuple<int64_t, int64_t>(96, 1040),
+                                         // the mma kernel with a partial block of 16 rows
+                                         std::make_tuple<int64_t, int64_t>(68, 256)),
                        ::testing::Values(Int8LinearPath::kAuto, Int8LinearPath::kGemv,
                                          Int8LinearPath::kGemm)));
 
