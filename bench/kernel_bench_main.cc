@@ -24,8 +24,9 @@ ABSL_FLAG(double, threshold, 6.0, "LLM.int8() outlier threshold for the int8 col
 ABSL_FLAG(double, outlier_frac, 0.001, "fraction of activation columns made outliers");
 ABSL_FLAG(int64_t, gemv_max_m, 32, "cuda: largest M that takes the small-M (GEMV) kernel");
 ABSL_FLAG(int64_t, gemm_chunk_n, 0,
-          "cuda: output columns per int8 GEMM chunk (0: as many as keep the int32 scratch "
-          "within 16 MiB; >= N: one chunk, the scratch round-trips through device memory)");
+          "cuda: output columns per int8 GEMM chunk at the largest --m (0: as many as keep the "
+          "int32 scratch within 16 MiB; >= N: one chunk, the scratch round-trips through "
+          "device memory); smaller M widen the chunks to the same scratch");
 ABSL_FLAG(uint64_t, seed, 1, "data seed");
 
 namespace {

@@ -169,7 +169,8 @@ for section in "${sections[@]}"; do
     # Variants on the fc1 shape: where the small-M kernel should hand over to cuBLASLt, and what
     # the L2-sized GEMM chunks buy over one GEMM whose int32 scratch goes through HBM.
     for flags in "--m=8,16,32 --gemv_max_m=32" "--m=8,16,32 --gemv_max_m=4" \
-                 "--m=512,2048 --gemm_chunk_n=0" "--m=512,2048 --gemm_chunk_n=1000000"; do
+                 "--m=512,2048 --gemm_chunk_n=0" "--m=512,2048 --gemm_chunk_n=4096" \
+                 "--m=512,2048 --gemm_chunk_n=1000000"; do
       # shellcheck disable=SC2086
       { echo; echo "llmint8_kernel_bench --backend=cuda --shapes=12288x49152 $flags"; echo; } >> "$table"
       # shellcheck disable=SC2086

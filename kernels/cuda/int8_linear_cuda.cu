@@ -88,6 +88,16 @@ int64_t GemmChunkColumns(int64_t max_m, int64_t n, int64_t requested) {
   return std::min(n, std::max(kChunkGranule, fit));
 }
 
+// Columns per chunk for a call of m rows: as many as the scratch holds (max_m * chunk_n ints),
+// so a call with fewer rows than max_m runs fewer, wider GEMMs (m = 512 in a 2048-row
+// workspace: 4x the columns, enough tiles to fill the GPU). A multiple of 256 where that fits,
+// else of 4 (cuBLASLt int8 needs n % 4 == 0).
+int64_t CallChunkColumns(const Int8LinearCudaWorkspace& ws, int64_t m) {
+  const int64_t fit = static_cast<int64_t>(ws.acc.size()) / m;
+  const int64_t granule = fit >= kChunkGranule ? kChunkGranule : 4;
+  return std::min(ws.n, fit / granule * granule);
+}
+
 }  // namespace
 
 int64_t Int8LinearCudaWorkspace::Bytes(int64_t max_m, int64_t k, int64_t n, int64_t max_outliers,
@@ -192,8 +202,9 @@ absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,
     RETURN_IF_LAUNCH_ERROR("GatherOutlierWeightKernel");
   }
   // Chunks of weight rows: GEMM into the int32 scratch, then the epilogue of that chunk.
-  for (int64_t col0 = 0; col0 < n; col0 += ws->chunk_n) {
-    const int64_t nc = std::min(ws->chunk_n, n - col0);
+  const int64_t chunk = CallChunkColumns(*ws, m);
+  for (int64_t col0 = 0; col0 < n; col0 += chunk) {
+    const int64_t nc = std::min(chunk, n - col0);
     const absl::Status gemm = Int8GemmCuda(lt, act.q.data(), w.q + col0 * k, m, nc, k,
                                            ws->acc.data(), Int8GemmAlgo::kCublasLt, stream);
     if (!gemm.ok()) {

@@ -12,8 +12,9 @@
 //           quantization). Any k, n.
 //   kGemm - per chunk of output columns, cuBLASLt int8 IMMA GEMM to an int32 scratch, then one
 //           fused epilogue kernel (scales, outlier product over the few outlier columns, bias ->
-//           fp16). The chunk is sized so its scratch (<= 16 MiB by default) stays in L2 between
-//           the two. Needs k % 4 == 0 and n % 4 == 0 (InvalidArgument otherwise).
+//           fp16). The scratch (16 MiB by default) stays in L2 between the two; a call with m
+//           rows uses chunks of scratch / m columns. Needs k % 4 == 0 and n % 4 == 0
+//           (InvalidArgument otherwise).
 //   kAuto - kGemv when m <= gemv_max_m or the shape is not IMMA-friendly, else kGemm (and kGemv
 //           after all when cuBLASLt has no int8 algorithm for the shape).
 // Nothing synchronizes the host: the outlier count stays on the device.
@@ -64,8 +65,9 @@ struct Int8LinearCudaWorkspace {
   // max_m: the most rows a call may pass. The int32 scratch (max_m * chunk_n * 4 bytes) and the
   // outlier weight columns (max_outliers * n * 4 bytes) are allocated only when
   // max_m > gemm_min_m, i.e. when the kGemm path can be taken. gemm_chunk_n: output columns
-  // per GEMM chunk, rounded up to a multiple of 4; 0 picks the most whose scratch fits 16 MiB
-  // (a multiple of 256, at least 256).
+  // per GEMM chunk at max_m rows, rounded up to a multiple of 4 (calls with fewer rows widen
+  // their chunks to fill the same scratch); 0 picks the most whose scratch fits 16 MiB (a
+  // multiple of 256, at least 256).
   static absl::StatusOr<Int8LinearCudaWorkspace> Create(
       int64_t max_m, int64_t k, int64_t n, int64_t max_outliers = kDefaultMaxOutlierColumns,
       int64_t gemm_min_m = 0, int64_t gemm_chunk_n = 0);
@@ -77,7 +79,7 @@ struct Int8LinearCudaWorkspace {
   int64_t max_m = 0;
   int64_t k = 0;
   int64_t n = 0;
-  int64_t chunk_n = 0;  // output columns per GEMM chunk; 0 without the kGemm path
+  int64_t chunk_n = 0;  // output columns per GEMM chunk at max_m rows; 0 without kGemm
   QuantizedActivationCuda act;
   gpu::DeviceBuffer<int32_t> acc;           // max_m * chunk_n (kGemm only)
   gpu::DeviceBuffer<float> outlier_weight;  // max_outliers * n (kGemm only)

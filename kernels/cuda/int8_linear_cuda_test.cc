@@ -91,14 +91,15 @@ TEST_P(Int8LinearCudaTest, MatchesCpuReferenceWithinDerivedBound) {
   auto lt = CublasLt::Create();
   ASSERT_TRUE(stream.ok() && lt.ok());
   // The kGemm path in one chunk (the default chunk covers these n) and in chunks of 64 output
-  // columns (a partial last chunk where n % 64 != 0).
+  // columns: a workspace of 2m rows x 32 columns of scratch, which an m-row call spends on
+  // 64-column chunks (a partial last chunk where n % 64 != 0).
   auto ws = Int8LinearCudaWorkspace::Create(m, k, n);
-  auto ws_chunked = Int8LinearCudaWorkspace::Create(m, k, n, kDefaultMaxOutlierColumns,
-                                                    /*gemm_min_m=*/0, /*gemm_chunk_n=*/64);
+  auto ws_chunked = Int8LinearCudaWorkspace::Create(2 * m, k, n, kDefaultMaxOutlierColumns,
+                                                    /*gemm_min_m=*/0, /*gemm_chunk_n=*/32);
   ASSERT_TRUE(ws.ok()) << ws.status();
   ASSERT_TRUE(ws_chunked.ok()) << ws_chunked.status();
   ASSERT_EQ(ws->chunk_n, n);
-  ASSERT_EQ(ws_chunked->chunk_n, std::min<int64_t>(n, 64));
+  ASSERT_EQ(ws_chunked->chunk_n, std::min<int64_t>(n, 32));
   DeviceBuffer<Half> dx = Upload(xh, *stream);
   DeviceBuffer<int8_t> dwq = Upload(wq, *stream);
   DeviceBuffer<float> dsw = Upload(sw, *stream);
