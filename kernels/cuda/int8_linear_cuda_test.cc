@@ -108,24 +108,27 @@ TEST_P(Int8LinearCudaTest, MatchesCpuReferenceWithinDerivedBound) {
   ASSERT_TRUE(dy.ok());
   const Int8WeightCudaView dview{dwq.data(), dsw.data(), n, k};
 
-  for (auto* workspace : {&*ws, &*ws_chunked}) {
-    for (float threshold : {6.0f, 0.0f}) {
-      for (bool with_bias : {true, false}) {
+  for (float threshold : {6.0f, 0.0f}) {
+    for (bool with_bias : {true, false}) {
+      // The CPU side once per (threshold, bias); each workspace is checked against it.
+      const std::span<const float> bias =
+          with_bias ? std::span<const float>(bf) : std::span<const float>();
+      std::vector<float> want(m * n);
+      ASSERT_TRUE(Int8LinearReference(xf, m, view, bias, threshold, want).ok());
+      QuantizedActivation act;
+      ASSERT_TRUE(QuantizeActivation(xf, m, k, threshold, &act).ok());
+      if (threshold > 0.0f) {
+        ASSERT_EQ(act.outlier_cols.size(), 3u);
+      }
+      std::vector<int32_t> acc(m * n);
+      ASSERT_TRUE(Int8GemmReference(act.q, wq, m, n, k, acc).ok());
+      const std::vector<double> mag = Magnitudes(act, acc, wq, sw, bias, m, n, k);
+      const double u = std::ldexp(1.0, -24), h = std::ldexp(1.0, -11);
+      const double n_out = static_cast<double>(act.outlier_cols.size());
+
+      for (Int8LinearCudaWorkspace* workspace : {&*ws, &*ws_chunked}) {
         SCOPED_TRACE(::testing::Message() << "threshold " << threshold << (with_bias ? " bias" : "")
                                           << " chunk " << workspace->chunk_n);
-        const std::span<const float> bias =
-            with_bias ? std::span<const float>(bf) : std::span<const float>();
-        std::vector<float> want(m * n);
-        ASSERT_TRUE(Int8LinearReference(xf, m, view, bias, threshold, want).ok());
-        QuantizedActivation act;
-        ASSERT_TRUE(QuantizeActivation(xf, m, k, threshold, &act).ok());
-        if (threshold > 0.0f) {
-          ASSERT_EQ(act.outlier_cols.size(), 3u);
-        }
-        std::vector<int32_t> acc(m * n);
-        ASSERT_TRUE(Int8GemmReference(act.q, wq, m, n, k, acc).ok());
-        const std::vector<double> mag = Magnitudes(act, acc, wq, sw, bias, m, n, k);
-
         Int8LinearCudaOptions options;
         options.threshold = threshold;
         options.path = path;
@@ -138,14 +141,13 @@ TEST_P(Int8LinearCudaTest, MatchesCpuReferenceWithinDerivedBound) {
         }
         if (path == Int8LinearPath::kGemm && m < 16 &&
             s.code() == absl::StatusCode::kUnimplemented) {
-          // cuBLASLt may have no int8 algorithm for a few rows (kAuto then takes the small-M kernel).
+          // cuBLASLt may have no int8 algorithm for a few rows (kAuto then takes the small-M
+          // kernel).
           std::cerr << "note: cuBLASLt has no int8 algorithm for m=" << m << ": " << s << "\n";
           return;
         }
         ASSERT_TRUE(s.ok()) << s;
         const std::vector<Half> got = Download(*dy, m * n, *stream);
-        const double u = std::ldexp(1.0, -24), h = std::ldexp(1.0, -11);
-        const double n_out = static_cast<double>(act.outlier_cols.size());
         for (int64_t i = 0; i < m * n; ++i) {
           const double e = (2.0 * n_out + 16.0) * u * mag[i];
           const double bound = h * (std::fabs(want[i]) + e) + e + std::ldexp(1.0, -25);
