@@ -17,6 +17,7 @@ build=${LLMINT8_BUILD_DIR:-build}
 stage=.bundle/gpu
 limit_mib=64
 
+bash scripts/install-deps.sh  # a fresh machine: what the build and the bundled libraries need
 bash scripts/build.sh -DLLMINT8_CUDA=ON
 # The GPU tests are the ctest label `gpu`; each test's executable is llmint8_<test name>.
 mapfile -t tests < <(ctest --test-dir "$build" -N -L gpu | awk '/Test +#/ {print $3}')
