@@ -58,8 +58,8 @@ class GlooCommunicator : public Communicator {
   int size_;
   absl::Duration timeout_;
   std::shared_ptr<gloo::Context> context_;
-  uint32_t next_tag_ = 0;  // same sequence on every rank: calls happen in the same order
-  absl::Status broken_;    // the error that broke the group; OK while healthy
+  uint32_t next_tag_ = 0;          // same sequence on every rank: calls happen in the same order
+  absl::Status broken_;            // the error that broke the group; OK while healthy
   std::vector<uint8_t> gathered_;  // small all-reduces: every rank's buffer, reused
 };
 
