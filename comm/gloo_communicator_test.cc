@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -60,6 +61,28 @@ absl::Status RunAllCollectives(int rank, int world, const std::string& dir) {
   for (size_t i = 0; i < kCount; ++i) {
     const double want = static_cast<double>(rank_sum * static_cast<int64_t>(i % 1000 + 1));
     if (data[i] != want) return Mismatch(rank, "allreduce fp32", i, data[i], want);
+  }
+
+  // Small fp32 all-reduces (all-gather + local sum up to 64 KiB, the ring above): exact on
+  // integers at both sides of the boundary, and bit-identical on every rank for values whose
+  // sum rounds (rank 0's result is broadcast and compared).
+  for (const size_t count : {size_t{16384}, size_t{16385}}) {
+    std::vector<float> small(count);
+    for (size_t i = 0; i < count; ++i) small[i] = static_cast<float>((rank + 1) * (i % 97));
+    RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(small)));
+    for (size_t i = 0; i < count; ++i) {
+      const double want = static_cast<double>(rank_sum * static_cast<int64_t>(i % 97));
+      if (small[i] != want) return Mismatch(rank, "allreduce fp32 small", i, small[i], want);
+    }
+  }
+  std::vector<float> rounded(1000);
+  for (size_t i = 0; i < rounded.size(); ++i) rounded[i] = 0.1f * (rank + 1) + 1e-3f * i;
+  RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(rounded)));
+  std::vector<float> from_root = rounded;
+  RETURN_IF_ERROR(comm->Broadcast(
+      std::span<uint8_t>(reinterpret_cast<uint8_t*>(from_root.data()), from_root.size() * 4), 0));
+  if (std::memcmp(from_root.data(), rounded.data(), rounded.size() * 4) != 0) {
+    return absl::InternalError(absl::StrCat("rank ", rank, ": all-reduce differs from rank 0's"));
   }
 
   // fp16 all-reduce.
