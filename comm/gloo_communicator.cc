@@ -63,10 +63,10 @@ void IgnoreSigpipeOnce() {
   (void)done;
 }
 
-// Gloo's reduction function for one element type.
 // Largest all-reduce done as all-gather + local sum: 64 KiB is a 16384-wide fp32 hidden state.
 constexpr size_t kSmallAllReduceBytes = size_t{64} << 10;
 
+// Gloo's reduction function for one element type.
 gloo::AllreduceOptions::Func SumFunction(DataType type) {
   using Fn = void (*)(void*, const void*, const void*, size_t);
   switch (type) {
