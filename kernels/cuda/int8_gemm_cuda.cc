@@ -9,7 +9,6 @@ namespace llmint8::kernels {
 namespace {
 
 constexpr int64_t kMaxK = int64_t{1} << 17;
-constexpr int64_t kGemvMaxM = 32;  // as kDefaultGemvMaxM (int8_linear_cuda.h)
 
 bool Aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
 
@@ -36,8 +35,8 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
   const bool lt_ok = CublasLtInt8Supported(n, k, a, b, c);
   const bool automatic = algo == Int8GemmAlgo::kAuto;
   if (automatic) {
-    algo = (m <= kGemvMaxM || !lt_ok || lt == nullptr) ? Int8GemmAlgo::kGemv
-                                                        : Int8GemmAlgo::kCublasLt;
+    algo = (m <= kDefaultGemvMaxM || !lt_ok || lt == nullptr) ? Int8GemmAlgo::kGemv
+                                                               : Int8GemmAlgo::kCublasLt;
   }
   if (algo == Int8GemmAlgo::kCublasLt) {
     if (lt == nullptr) return absl::InvalidArgumentError("Int8GemmCuda: kCublasLt needs a CublasLt");

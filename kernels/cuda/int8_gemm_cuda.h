@@ -27,6 +27,12 @@ namespace llmint8::kernels {
 
 enum class Int8GemmAlgo { kAuto, kCublasLt, kGemv };
 
+// The largest m the small-M kernels (int8_gemv.h) take by default, here and in Int8LinearCuda:
+// the tensor-core GEMV reads m / 8 KiB of activations from L1 per 2 KiB of weight, so it stays
+// on the weight stream up to 32 rows (llmint8_kernel_bench --gemv_max_m compares it with
+// cuBLASLt there).
+inline constexpr int64_t kDefaultGemvMaxM = 32;
+
 // True when cuBLASLt's IMMA path accepts the shape and pointers (see above).
 bool CublasLtInt8Supported(int64_t n, int64_t k, const void* a, const void* b, const void* c);
 

@@ -34,6 +34,7 @@
 #include "kernels/cuda/cublaslt.h"
 #include "kernels/cuda/cuda_types.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/int8_gemm_cuda.h"  // kDefaultGemvMaxM
 #include "kernels/cuda/quantize_activation_cuda.h"
 
 namespace llmint8::kernels {
@@ -47,11 +48,6 @@ struct Int8WeightCudaView {
 };
 
 enum class Int8LinearPath { kAuto, kGemv, kGemm };
-
-// The largest m the small-M kernels (int8_gemv.h) take by default: the tensor-core GEMV reads
-// m / 8 KiB of activations from L1 per 2 KiB of weight, so it stays on the weight stream up to
-// 32 rows (llmint8_kernel_bench --gemv_max_m compares it with cuBLASLt there).
-inline constexpr int64_t kDefaultGemvMaxM = 32;
 
 struct Int8LinearCudaOptions {
   float threshold = 6.0f;

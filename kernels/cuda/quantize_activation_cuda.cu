@@ -307,11 +307,8 @@ absl::Status QuantizeActivationCuda(const Half* x, int64_t m, int64_t k, float t
     return absl::OkStatus();
   }
   const int64_t row_chunks = (m + kChunkRows - 1) / kChunkRows;
-  RETURN_IF_CUDA_ERROR(
-      cudaMemsetAsync(out->absmax.data(), 0, static_cast<size_t>(m) * sizeof(float), stream));
-  if (row_chunks > 1) {
-    RETURN_IF_CUDA_ERROR(cudaMemsetAsync(out->col_flags.data(), 0, static_cast<size_t>(k), stream));
-  }
+  RETURN_IF_ERROR(out->absmax.SetZero(stream));
+  if (row_chunks > 1) RETURN_IF_ERROR(out->col_flags.SetZero(stream));
   FusedParams p;
   p.x = xh;
   p.m = m;

@@ -256,7 +256,8 @@ TEST_P(CudaVsCpuTest, LogitsWithinBoundAndSameGreedyTokens) {
 // the layers; we allow the worst-case fp16 bound. int8 runs with threshold 0, as the CPU runtime
 // test does: outlier columns are chosen over all rows of a call, so with decomposition on, a
 // sequence's columns (and scales) depend on its batch mates. Per-token quantization alone is
-// batch-independent; the int8 allowance still covers the small-M (alone) vs cuBLASLt (batched) paths.
+// batch-independent; the int8 allowance still covers the small-M (alone) vs cuBLASLt (batched)
+// paths.
 TEST_P(CudaVsCpuTest, BatchOfDifferentLengthsEqualsEachAlone) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const Precision p = GetParam();
