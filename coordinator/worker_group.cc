@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "coordinator/fan_out.h"
 #include "common/log.h"
+#include "coordinator/fan_out.h"
 #include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {
@@ -17,6 +17,8 @@ bool IsBatchError(grpc::StatusCode code) {
 }
 
 bool AnyFailure(const grpc::Status& s) { return !s.ok(); }
+// Probes and stats are per worker: one worker's failure says nothing about the others.
+bool NeverCancel(const grpc::Status&) { return false; }
 bool FatalFailure(const grpc::Status& s) { return !s.ok() && !IsBatchError(s.error_code()); }
 
 const char* StateName(GroupState s) {
@@ -90,6 +92,15 @@ int WorkerGroup::world_size() const {
   return static_cast<int>(members_.size());
 }
 
+std::vector<int> WorkerGroup::Unanswered() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int> out;
+  for (int i = 0; i < num_workers(); ++i) {
+    if (!workers_[i].status.healthy) out.push_back(i);
+  }
+  return out;
+}
+
 std::vector<int> WorkerGroup::Members() const {
   absl::MutexLock lock(&mu_);
   return members_;
@@ -140,7 +151,7 @@ void WorkerGroup::RefreshStats() {
   const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
   auto r = FanOut<v1::StatsResponse>(
-      n, options_.probe_timeout, AnyFailure,
+      n, options_.probe_timeout, NeverCancel,
       [&](int i, grpc::ClientContext* ctx, v1::StatsResponse* resp, auto done) {
         static const v1::StatsRequest kRequest;
         workers_[members[i]].stub->async()->Stats(ctx, &kRequest, resp, std::move(done));
@@ -163,7 +174,7 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
   }
   const int n = static_cast<int>(probed.size());
   auto r = FanOut<v1::WorkerInfoResponse>(
-      n, options_.probe_timeout, AnyFailure,
+      n, options_.probe_timeout, NeverCancel,
       [&](int k, grpc::ClientContext* ctx, v1::WorkerInfoResponse* resp, auto done) {
         static const v1::WorkerInfoRequest kRequest;
         workers_[probed[k]].stub->async()->Info(ctx, &kRequest, resp, std::move(done));
@@ -192,12 +203,18 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
   return all;
 }
 
-absl::Status WorkerGroup::Choose() {
-  std::vector<int64_t> reported(num_workers());
+absl::Status WorkerGroup::Choose(bool answered_only) {
+  std::vector<int> candidates;  // worker indices
+  std::vector<int64_t> reported;
   {
     absl::MutexLock lock(&mu_);
-    for (int i = 0; i < num_workers(); ++i) reported[i] = workers_[i].status.memory_bytes;
+    for (int i = 0; i < num_workers(); ++i) {
+      if (answered_only && !workers_[i].status.healthy) continue;
+      candidates.push_back(i);
+      reported.push_back(workers_[i].status.memory_bytes);
+    }
   }
+  if (candidates.empty()) return absl::FailedPreconditionError("no worker answered");
   GroupChoice choice;
   if (options_.config.has_value()) {
     GroupRequest request;
@@ -210,15 +227,21 @@ absl::Status WorkerGroup::Choose() {
     if (!chosen.ok()) return chosen.status();
     choice = *std::move(chosen);
   } else {
-    for (int i = 0; i < num_workers(); ++i) choice.members.push_back(i);
+    for (size_t k = 0; k < candidates.size(); ++k) choice.members.push_back(static_cast<int>(k));
     choice.summary = "no model config to plan with; all workers join";
+  }
+  if (answered_only && !choice.planned) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("not planned (", choice.summary, "): every worker must join"));
   }
   std::vector<std::string> sizes;
   for (int64_t b : reported) sizes.push_back(absl::StrCat(b));
-  LLMINT8_LOG(INFO) << "group: " << choice.summary << " (workers report "
-                    << absl::StrJoin(sizes, ", ") << " bytes)";
+  LLMINT8_LOG(INFO) << "group: " << choice.summary << " (workers "
+                    << absl::StrJoin(candidates, ", ") << " report " << absl::StrJoin(sizes, ", ")
+                    << " bytes)";
   absl::MutexLock lock(&mu_);
-  members_ = choice.members;
+  members_.clear();
+  for (int k : choice.members) members_.push_back(candidates[k]);
   for (Worker& w : workers_) w.status.rank = -1;
   for (size_t r = 0; r < members_.size(); ++r) {
     workers_[members_[r]].status.rank = static_cast<int>(r);
@@ -283,6 +306,7 @@ void WorkerGroup::MonitorLoop() {
     return !stop_;
   };
   bool waiting_logged = false;
+  absl::Time waiting_since = absl::InfiniteFuture();
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -293,16 +317,34 @@ void WorkerGroup::MonitorLoop() {
       if (!sleep(options_.probe_interval)) break;
       continue;
     }
-    if (!ProbeAll(-1)) {
-      if (!waiting_logged) {
-        LLMINT8_LOG(INFO) << "waiting for " << num_workers() << " workers to answer";
-        waiting_logged = true;
+    const bool all_answered = ProbeAll(-1);
+    absl::Status chosen;
+    if (all_answered) {
+      chosen = Choose(/*answered_only=*/false);
+    } else {
+      const absl::Time now = absl::Now();
+      if (waiting_since == absl::InfiniteFuture()) waiting_since = now;
+      const bool may_form_partial =
+          options_.policy == GroupPolicy::kSmallest && now - waiting_since >= options_.join_wait;
+      absl::Status partial = absl::UnavailableError("waiting for every worker");
+      if (may_form_partial) partial = Choose(/*answered_only=*/true);
+      if (!partial.ok()) {
+        if (!waiting_logged) {
+          const std::vector<int> missing = Unanswered();
+          LLMINT8_LOG(INFO) << "waiting for " << missing.size() << " of " << num_workers()
+                            << " workers to answer (" << absl::StrJoin(missing, ", ") << ")";
+          waiting_logged = true;
+        }
+        if (!sleep(options_.probe_interval)) break;
+        continue;
       }
-      if (!sleep(options_.probe_interval)) break;
-      continue;
+      LLMINT8_LOG(WARNING) << "forming without workers " << absl::StrJoin(Unanswered(), ", ")
+                           << " (no answer for " << absl::FormatDuration(now - waiting_since)
+                           << "); the ones that answered hold the model";
     }
     waiting_logged = false;
-    if (absl::Status chosen = Choose(); !chosen.ok()) {
+    waiting_since = absl::InfiniteFuture();
+    if (!chosen.ok()) {
       if (chosen.code() == absl::StatusCode::kFailedPrecondition) {
         SetState(GroupState::kRefused, chosen);  // logs when the reason changes
       } else {
@@ -349,10 +391,10 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request) {
       break;
     }
   }
-  absl::Status why = absl::UnavailableError(absl::StrCat(
-      "worker ", members[failed], " (", workers_[members[failed]].address,
-      ") failed during a step: ", r.statuses[failed].error_message(),
-      "; the group is re-forming, retry the request"));
+  absl::Status why = absl::UnavailableError(
+      absl::StrCat("worker ", members[failed], " (", workers_[members[failed]].address,
+                   ") failed during a step: ", r.statuses[failed].error_message(),
+                   "; the group is re-forming, retry the request"));
   Break(why);
   return why;
 }
@@ -370,9 +412,9 @@ absl::Status WorkerGroup::Release(const std::vector<uint64_t>& seq_ids) {
       });
   if (r.first_failure < 0) return absl::OkStatus();
   const int i = r.first_failure;
-  absl::Status why = absl::UnavailableError(
-      absl::StrCat("Release on worker ", members[i], " (", workers_[members[i]].address,
-                   "): ", r.statuses[i].error_message()));
+  absl::Status why = absl::UnavailableError(absl::StrCat("Release on worker ", members[i], " (",
+                                                         workers_[members[i]].address,
+                                                         "): ", r.statuses[i].error_message()));
   Break(why);
   return why;
 }

@@ -10,6 +10,10 @@
 // model (the rest stay idle, unprobed), with kAllWorkers all of them. When they cannot hold it
 // the state is kRefused and refusal() the FAILED_PRECONDITION saying what to change; the
 // monitor keeps asking the workers and forms the group once their reports allow it.
+// Forming waits for every worker to answer, but under kSmallest only for `join_wait`: after
+// it the group forms from the workers that answered when they hold the model (an idle spare
+// takes the place of a lost member, and one dead worker does not hold up the rest). A worker
+// that answers later stays idle until the group next re-forms.
 // `on_state_change` is called (from the thread that changed the state, no lock held) so the
 // server can flip its grpc.health.v1 status.
 //
@@ -21,8 +25,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,14 +59,17 @@ struct WorkerGroupOptions {
   absl::Duration probe_timeout = absl::Milliseconds(1000);
   absl::Duration step_timeout = absl::Seconds(120);
   absl::Duration load_timeout = absl::Minutes(30);
+  // kSmallest: how long forming waits for workers that do not answer before it plans with
+  // those that do. Zero: at once; InfiniteDuration: always wait for all.
+  absl::Duration join_wait = absl::Seconds(3);
 };
 
 enum class GroupState { kForming, kReady, kBroken, kRefused, kStopped };
 
 struct WorkerStatus {
   std::string address;
-  int rank = -1;                 // rank in the current group; -1: not a member (idle)
-  int64_t memory_bytes = 0;      // what the worker reported it may use (Info)
+  int rank = -1;             // rank in the current group; -1: not a member (idle)
+  int64_t memory_bytes = 0;  // what the worker reported it may use (Info)
   bool healthy = false;
   std::string device;
   int64_t weight_bytes = 0;
@@ -118,12 +125,16 @@ class WorkerGroup {
 
   void MonitorLoop();
   // Probes every worker (expected_epoch < 0) or the members (their epoch must match); true
-  // when all answered (and match).
+  // when all answered (and match). Sets each probed worker's status.healthy.
   bool ProbeAll(int64_t expected_epoch);
-  // Chooses the members from the reports; kRefused on FailedPrecondition.
-  absl::Status Choose();
+  // Chooses the members from the reports (FailedPrecondition: they cannot hold the model).
+  // `answered_only`: from the workers whose last probe answered, and only a planned choice
+  // (FailedPrecondition otherwise: without a plan every worker must join).
+  absl::Status Choose(bool answered_only);
   absl::Status Form();
   std::vector<int> Members() const;
+  // Workers whose last probe did not answer.
+  std::vector<int> Unanswered() const;
   void SetState(GroupState state, const absl::Status& why);
   void Break(const absl::Status& why);
 

@@ -40,6 +40,10 @@ ABSL_FLAG(std::string, group, "all",
           "coordinator / serve: which workers form the group, planned from the memory each "
           "reports: all (every worker; refused when they cannot hold the model) or smallest "
           "(the fewest that hold it; the rest stay idle)");
+ABSL_FLAG(absl::Duration, join_wait, absl::Seconds(3),
+          "coordinator / serve with --group=smallest: how long forming the group waits for "
+          "workers that do not answer; after it the group forms from those that did when they "
+          "hold the model (an idle worker replaces a lost one). inf: always wait for all");
 ABSL_FLAG(int64_t, reserve_sequences, 1,
           "coordinator / serve: the group plan keeps KV-cache and activation room for this "
           "many sequences of --max_context tokens per worker");

@@ -129,6 +129,9 @@ absl::Status ValidateCommonFlags() {
       !p.ok()) {
     return p.status();
   }
+  if (absl::GetFlag(FLAGS_join_wait) < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--join_wait must be >= 0 (e.g. 3s; inf waits for all)");
+  }
   if (absl::GetFlag(FLAGS_reserve_sequences) < 0) {
     return absl::InvalidArgumentError("--reserve_sequences must be >= 0");
   }
@@ -153,6 +156,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.group.policy = coordinator::ParseGroupPolicy(absl::GetFlag(FLAGS_group))
                        .value_or(coordinator::GroupPolicy::kAllWorkers);  // validated before
   o.group.reserve_sequences = absl::GetFlag(FLAGS_reserve_sequences);
+  o.group.join_wait = absl::GetFlag(FLAGS_join_wait);
   o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
