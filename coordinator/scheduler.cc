@@ -112,7 +112,8 @@ void Scheduler::ReleaseFinished() {
   running_count_ = static_cast<int>(running_.size());
 }
 
-void Scheduler::AdmitLocked(int64_t& prefill_tokens) {
+void Scheduler::AdmitLocked() {
+  int64_t prefill_tokens = 0;
   const int64_t budget = options_.kv_budget_tokens > 0
                              ? options_.kv_budget_tokens
                              : int64_t{options_.max_batch} * options_.max_context;
@@ -124,8 +125,10 @@ void Scheduler::AdmitLocked(int64_t& prefill_tokens) {
     }
     const int64_t prompt = static_cast<int64_t>(next->prompt().size());
     if (!running_.empty() && kv_in_use_ + next->max_tokens() > budget) break;
-    if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
-    prefill_tokens += prompt;
+    if (options_.prefill_chunk == 0) {  // whole prompts: admit what this step can prefill
+      if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
+      prefill_tokens += prompt;
+    }
     kv_in_use_ += next->max_tokens();
     next->MarkAdmitted();
     running_.push_back(std::move(next));
@@ -157,22 +160,35 @@ void Scheduler::Loop() {
       running_epoch_ = group_->epoch();
     }
     ReleaseFinished();
-    int64_t prefill_tokens = 0;
     {
       absl::MutexLock lock(&mu_);
-      AdmitLocked(prefill_tokens);
+      AdmitLocked();
     }
     if (running_.empty()) continue;
 
     v1::StepRequest request;
-    for (const auto& seq : running_) {
+    // running_[in_step[j]] is request.seqs(j); `partial`: more of its prompt follows.
+    std::vector<size_t> in_step;
+    std::vector<bool> partial;
+    int64_t prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
+    for (size_t i = 0; i < running_.size(); ++i) {
+      const std::shared_ptr<Sequence>& seq = running_[i];
+      const bool prefilled = seq->prefilled();
+      if (!prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) continue;
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
-      if (seq->prefilled()) {
+      if (prefilled) {
         step->add_token_ids(seq->last_token());
       } else {
-        step->mutable_token_ids()->Add(seq->prompt().begin(), seq->prompt().end());
+        const std::span<const int32_t> piece = seq->TakePrompt(
+            options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
+                                       : seq->prompt_remaining());
+        prefill_budget -= static_cast<int64_t>(piece.size());
+        step->mutable_token_ids()->Add(piece.begin(), piece.end());
+        step->set_prefill_only(!seq->prefilled());
       }
+      in_step.push_back(i);
+      partial.push_back(step->prefill_only());
       const GenerationParams& p = seq->params();
       v1::SamplingParams* sp = step->mutable_sampling();
       sp->set_temperature(p.temperature);
@@ -190,7 +206,7 @@ void Scheduler::Loop() {
     const absl::Time step_start = absl::Now();
     absl::StatusOr<v1::StepResponse> response = group_->Step(request);
     if (response.ok() && metrics_ != nullptr) {
-      metrics_->RecordStep(static_cast<int>(running_.size()), absl::Now() - step_start);
+      metrics_->RecordStep(request.seqs_size(), absl::Now() - step_start);
     }
     if (!response.ok()) {
       if (!group_->ready()) {
@@ -207,18 +223,18 @@ void Scheduler::Loop() {
       }
       continue;
     }
-    if (response->results_size() != static_cast<int>(running_.size())) {
-      FailRunning(absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
-                                                   " tokens for a batch of ", running_.size())));
+    if (response->results_size() != request.seqs_size()) {
+      FailRunning(
+          absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
+                                           " tokens for a batch of ", request.seqs_size())));
       continue;
     }
-    std::vector<std::shared_ptr<Sequence>> still_running;
-    still_running.reserve(running_.size());
-    for (size_t i = 0; i < running_.size(); ++i) {
-      auto& seq = running_[i];
-      const v1::SeqResult& r = response->results(static_cast<int>(i));
+    std::vector<bool> done(running_.size(), false);
+    for (size_t j = 0; j < in_step.size(); ++j) {
+      const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
+      const v1::SeqResult& r = response->results(static_cast<int>(j));
       bool finished = seq->cancelled();
-      if (!finished) {
+      if (!finished && !partial[j]) {
         std::optional<float> logprob;
         if (seq->params().logprobs) logprob = r.logprob();
         finished = seq->AddToken(r.token_id(), logprob, options_.eos_token_id);
@@ -226,9 +242,13 @@ void Scheduler::Loop() {
       if (finished) {
         to_release_.push_back(seq->id());
         kv_in_use_ -= seq->max_tokens();
-      } else {
-        still_running.push_back(std::move(seq));
+        done[in_step[j]] = true;
       }
+    }
+    std::vector<std::shared_ptr<Sequence>> still_running;
+    still_running.reserve(running_.size());
+    for (size_t i = 0; i < running_.size(); ++i) {
+      if (!done[i]) still_running.push_back(std::move(running_[i]));
     }
     running_.swap(still_running);
     ReleaseFinished();

@@ -4,11 +4,15 @@
 // Sequences join and leave between steps; a finished or cancelled sequence is released on
 // every worker right after the step that finished it (or at the next step boundary).
 //
-// Admission is FIFO from a bounded queue, limited by max_batch, by a KV budget (sum over
-// running sequences of prompt + max_new_tokens positions) and by the prompt tokens one step
-// may prefill. When the group breaks, running sequences fail with UNAVAILABLE and queued ones
-// wait for the group to re-form; while the group is refused (the workers cannot hold the
-// model) queued ones fail with its FAILED_PRECONDITION.
+// Admission is FIFO from a bounded queue, limited by max_batch and by a KV budget (sum over
+// running sequences of prompt + max_new_tokens positions). Prompts are prefilled in chunks
+// (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
+// prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
+// long prompt delays the other streams by a chunk's compute per step rather than by its whole
+// prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens alone)
+// and admission also waits for room in the step's prefill budget. When the group breaks, running
+// sequences fail with UNAVAILABLE and queued ones wait for the group to re-form; while the group is
+// refused (the workers cannot hold the model) queued ones fail with its FAILED_PRECONDITION.
 //
 // Thread-safety: Enqueue / Cancel / counters are safe from any thread.
 #ifndef LLMINT8_COORDINATOR_SCHEDULER_H_
@@ -33,7 +37,8 @@ struct SchedulerOptions {
   int32_t max_batch = 32;             // sequences per step
   int32_t queue_capacity = 256;       // waiting requests; more get RESOURCE_EXHAUSTED
   int64_t kv_budget_tokens = 0;       // 0: max_batch * max_context
-  int64_t max_prefill_tokens = 4096;  // prompt tokens per step (a longer prompt runs alone)
+  int64_t max_prefill_tokens = 4096;  // prompt tokens per step
+  int64_t prefill_chunk = 512;        // prompt tokens of one sequence per step; 0: whole
   int64_t max_context = 2048;
   int64_t eos_token_id = 2;
 };
@@ -60,7 +65,7 @@ class Scheduler {
 
  private:
   void Loop();
-  void AdmitLocked(int64_t& prefill_tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailRunning(const absl::Status& status);
   // Fails every queued sequence (the group was refused: waiting would not help).
   void FailQueued(const absl::Status& status);

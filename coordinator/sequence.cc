@@ -1,5 +1,6 @@
 #include "coordinator/sequence.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace llmint8::coordinator {
@@ -24,6 +25,13 @@ std::optional<absl::Status> Sequence::WaitOutput(absl::Duration timeout,
     outbox_.pop_front();
   }
   return final_;
+}
+
+std::span<const int32_t> Sequence::TakePrompt(int64_t limit) {
+  const int64_t n = std::min(prompt_remaining(), std::max<int64_t>(limit, 1));
+  std::span<const int32_t> piece(prompt_.data() + prompt_sent_, static_cast<size_t>(n));
+  prompt_sent_ += n;
+  return piece;
 }
 
 void Sequence::Fail(const absl::Status& status) {

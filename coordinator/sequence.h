@@ -11,6 +11,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -76,7 +77,11 @@ class Sequence {
   // Ends the stream with an error (the handler returns it to the client).
   void Fail(const absl::Status& status);
   void MarkAdmitted() { admitted_ = absl::Now(); }
-  bool prefilled() const { return !generated_.empty(); }
+  // Chunked prefill: the prompt goes to the workers in pieces of TakePrompt(limit) tokens
+  // (limit >= 1; the rest of the prompt when it is shorter) until prefilled().
+  std::span<const int32_t> TakePrompt(int64_t limit);
+  int64_t prompt_remaining() const { return static_cast<int64_t>(prompt_.size()) - prompt_sent_; }
+  bool prefilled() const { return prompt_remaining() == 0; }
   int32_t last_token() const { return generated_.back(); }
   int32_t num_generated() const { return static_cast<int32_t>(generated_.size()); }
 
@@ -92,6 +97,7 @@ class Sequence {
   absl::Time deadline_ = absl::InfiniteFuture();  // set before the sequence is queued
 
   // Scheduler thread only.
+  int64_t prompt_sent_ = 0;
   std::vector<int32_t> generated_;
   absl::Time arrival_ = absl::Now();
   absl::Time admitted_ = absl::InfiniteFuture();

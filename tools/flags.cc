@@ -58,6 +58,9 @@ ABSL_FLAG(int32_t, queue_capacity, 256,
           "requests that may wait for a batch slot; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_context, 0,
           "longest prompt + generation in tokens (0: the model's max_position_embeddings)");
+ABSL_FLAG(int64_t, prefill_chunk, 512,
+          "prompt tokens of one request per step: longer prompts are prefilled over several "
+          "steps while the running streams keep decoding (0: whole prompts in one step)");
 ABSL_FLAG(int64_t, kv_budget_tokens, 0,
           "KV cache positions reserved by running sequences, summed (0: max_batch * context)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20,

@@ -129,6 +129,9 @@ absl::Status ValidateCommonFlags() {
       !p.ok()) {
     return p.status();
   }
+  if (absl::GetFlag(FLAGS_prefill_chunk) < 0) {
+    return absl::InvalidArgumentError("--prefill_chunk must be >= 0 (0: whole prompts)");
+  }
   if (absl::GetFlag(FLAGS_join_wait) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--join_wait must be >= 0 (e.g. 3s; inf waits for all)");
   }
@@ -160,6 +163,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
+  o.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);

@@ -9,8 +9,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "comm/make_communicator.h"
-#include "common/status_macros.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "worker/grpc_rendezvous.h"
 #include "worker/grpc_status.h"
 #include "worker/model_spec.h"
@@ -65,9 +65,8 @@ void WorkerService::Publish() {
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest*,
                                  v1::WorkerInfoResponse* resp) {
   resp->set_device(options_.device);
-  resp->set_memory_bytes(
-      UsableMemoryBytes(options_.device, options_.cuda_device, options_.memory_limit_bytes,
-                        published_held_bytes_));
+  resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
+                                           options_.memory_limit_bytes, published_held_bytes_));
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
   resp->set_world_size(published_world_size_);
@@ -152,9 +151,9 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
       model::ShardModel::Load(opened.config, *opened.source, req.world_size(), req.rank(),
                               comm_.get(), shard_options, progress);
   if (loaded.status().code() == absl::StatusCode::kResourceExhausted) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(who, " does not fit this worker's --memory-limit=",
-                     options_.memory_limit_bytes, " bytes: ", loaded.status().message()));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        who, " does not fit this worker's --memory-limit=", options_.memory_limit_bytes,
+        " bytes: ", loaded.status().message()));
   }
   if (!loaded.ok()) return loaded.status();
   model_ = *std::move(loaded);
@@ -228,10 +227,14 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
         kept.insert(kept.end(), seq.token_ids().begin(), seq.token_ids().end());
         seen = kept;
       }
-      ASSIGN_OR_RETURN(SampledToken sampled,
-                       SampleToken(logits->row(i), seq.sampling(), seq.sample_index(), seen));
       v1::SeqResult* result = resp.add_results();
       result->set_seq_id(seq.seq_id());
+      if (seq.prefill_only()) {
+        result->set_token_id(-1);
+        continue;
+      }
+      ASSIGN_OR_RETURN(SampledToken sampled,
+                       SampleToken(logits->row(i), seq.sampling(), seq.sample_index(), seen));
       result->set_token_id(sampled.token_id);
       if (seq.logprobs()) result->set_logprob(sampled.logprob);
     }

@@ -341,5 +341,64 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
             grpc::StatusCode::DEADLINE_EXCEEDED);
 }
 
+// Chunked prefill (--prefill_chunk=5): prompts go to the workers 5 tokens a step, next to the
+// decode steps of the other streams. Every stream still equals its solo greedy run, and a
+// solo request takes ceil(prompt / 5) prefill steps plus one per further token.
+TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
+  constexpr int kChunk = 5;
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {absl::StrCat("--prefill_chunk=", kChunk)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto stub = cluster.NewStub();
+  auto worker_steps = [&] {
+    grpc::ClientContext ctx;
+    v1::StatsResponse resp;
+    EXPECT_TRUE(cluster.NewWorkerStub(0)->Stats(&ctx, v1::StatsRequest(), &resp).ok());
+    return resp.steps();
+  };
+
+  constexpr int kClients = 12;
+  std::vector<std::vector<int32_t>> prompts(kClients);
+  std::vector<int> lengths(kClients);
+  std::vector<std::vector<int32_t>> solo(kClients);
+  for (int i = 0; i < kClients; ++i) {
+    const int prompt_len = 1 + (i * 11) % 61;  // 1..61 tokens: 1 to 13 chunks
+    prompts[i].push_back(2);
+    for (int t = 1; t < prompt_len; ++t) prompts[i].push_back((i * 37 + t * 29) % kVocab);
+    lengths[i] = 3 + (i * 7) % 13;
+    auto greedy = (*ref)->Greedy(prompts[i], lengths[i]);
+    ASSERT_TRUE(greedy.ok()) << greedy.status();
+    solo[i] = *greedy;
+  }
+
+  const int longest = 10;  // 1 + 110 % 61 = 50 tokens
+  ASSERT_EQ(prompts[longest].size(), 50u);
+  const uint64_t steps_before = worker_steps();
+  Generated alone = Generate(*stub, GreedyRequest(prompts[longest], lengths[longest]));
+  ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
+  EXPECT_THAT(alone.tokens, ElementsAreArray(solo[longest]));
+  EXPECT_EQ(worker_steps() - steps_before, 50u / kChunk + lengths[longest] - 1);
+
+  std::vector<Generated> results(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = Generate(*cluster.NewStub(), GreedyRequest(prompts[i], lengths[i]), 120);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    ASSERT_TRUE(results[i].status.ok())
+        << "client " << i << ": " << results[i].status.error_message();
+    EXPECT_THAT(results[i].tokens, ElementsAreArray(solo[i])) << "client " << i;
+    EXPECT_EQ(results[i].responses.back().usage().prompt_tokens(),
+              static_cast<int>(prompts[i].size()));
+  }
+}
+
 }  // namespace
 }  // namespace llmint8::e2e
