@@ -7,8 +7,10 @@
 //                       VNNI it saturates int16 pair sums), else our AVX2 kernel, else loops.
 //                       DNNL_MAX_CPU_ISA=AVX2 in the environment forces the AVX2 kernel.
 // Shapes: a [m, k], b [n, k], c [m, n], all row-major. Thread-safe (no shared state).
-// Errors: sizes that do not match m, n, k; m, n or k <= 0. k must be <= 2^17 (int32 cannot
-// overflow below that: 127 * 127 * 2^17 < 2^31).
+// Errors: sizes that do not match m, n, k; m, n or k <= 0 (InvalidArgument); k must be <= 2^17
+// (int32 cannot overflow below that: 127 * 127 * 2^17 < 2^31; inputs are int8 in [-127, 127],
+// what the quantizers produce: -128 in both operands at k = 2^17 could reach 2^31);
+// ResourceExhausted when the AVX2 kernel's packing buffers (about 2 m k bytes) cannot be had.
 #ifndef LLMINT8_KERNELS_INT8_GEMM_H_
 #define LLMINT8_KERNELS_INT8_GEMM_H_
 
