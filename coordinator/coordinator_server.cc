@@ -11,8 +11,11 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/generation_service.h"
+#include "coordinator/http_api.h"
+#include "coordinator/http_server.h"
 #include "coordinator/metrics.h"
 #include "coordinator/metrics_server.h"
+#include "coordinator/openai_api.h"
 #include "coordinator/rendezvous_service.h"
 #include "coordinator/tokenizer.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -36,8 +39,10 @@ struct CoordinatorServer::Impl {
   int port = 0;
   std::string address;
   bool shut_down = false;
-  // Last: destroyed first, so no scrape reads the scheduler or group while they go.
+  // Last: destroyed first, so no scrape or API call reads the scheduler or group while they
+  // go (Shutdown stops the scheduler first: that ends every open stream).
   std::unique_ptr<MetricsServer> metrics_server;  // null without metrics_listen
+  std::unique_ptr<HttpServer> http_server;        // null without http_listen
 };
 
 namespace {
@@ -150,6 +155,27 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                       << impl->metrics_server->port() << ")";
   }
 
+  if (!options.http_listen.empty()) {
+    HttpApiOptions api;
+    api.model_id = openai::ModelId(options.group.model);
+    api.max_context = max_context;
+    api.max_body_bytes = options.max_message_bytes;
+    api.created = absl::ToUnixSeconds(absl::Now());
+    // A thread per open request: every batch slot and queue place can be held over HTTP.
+    const int threads =
+        std::min(options.scheduler.max_batch + options.scheduler.queue_capacity, 512);
+    GenerationService* service = impl->generation.get();
+    const WorkerGroup* group = impl->group.get();
+    ASSIGN_OR_RETURN(impl->http_server, HttpServer::Start(options.http_listen, "--http_listen",
+                                                          threads, [&](httplib::Server& server) {
+                                                            AddHttpApiRoutes(server, service, group,
+                                                                             api);
+                                                          }));
+    LLMINT8_LOG(INFO) << "OpenAI-compatible API at http://" << options.http_listen
+                      << "/v1/completions (port " << impl->http_server->port() << "; model id "
+                      << api.model_id << ")";
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -184,6 +210,9 @@ int CoordinatorServer::port() const { return impl_->port; }
 int CoordinatorServer::metrics_port() const {
   return impl_->metrics_server != nullptr ? impl_->metrics_server->port() : 0;
 }
+int CoordinatorServer::http_port() const {
+  return impl_->http_server != nullptr ? impl_->http_server->port() : 0;
+}
 const std::string& CoordinatorServer::address() const { return impl_->address; }
 
 void CoordinatorServer::Wait() { impl_->server->Wait(); }
@@ -194,6 +223,7 @@ void CoordinatorServer::Shutdown() {
   LLMINT8_LOG(INFO) << "coordinator shutting down";
   impl_->metrics_server.reset();  // no scrape reads the scheduler or group from here on
   impl_->scheduler->Stop();       // ends every stream
+  impl_->http_server.reset();     // its handlers have returned (their streams ended)
   impl_->group->Stop();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }

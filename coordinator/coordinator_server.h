@@ -1,7 +1,8 @@
 // The coordinator process: one gRPC server carrying the public Generation service, the
 // Rendezvous its workers form groups through, grpc.health.v1 (SERVING only while the worker
 // group is ready) and server reflection; plus the WorkerGroup and the Scheduler behind them, and
-// optionally a Prometheus /metrics endpoint (an HTTP server of its own).
+// optionally a Prometheus /metrics endpoint and an OpenAI-compatible HTTP API (HTTP servers of
+// their own).
 #ifndef LLMINT8_COORDINATOR_COORDINATOR_SERVER_H_
 #define LLMINT8_COORDINATOR_COORDINATOR_SERVER_H_
 
@@ -28,6 +29,8 @@ struct CoordinatorOptions {
   int max_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
   // host:port for Prometheus metrics (coordinator/metrics.h) at /metrics; empty: none.
   std::string metrics_listen;
+  // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.
+  std::string http_listen;
   // A tokenizer.json file or a directory with vocab.json + merges.txt (or tokenizer.json);
   // default: the model directory's, when it has one.
   std::string tokenizer;
@@ -42,6 +45,7 @@ class CoordinatorServer {
 
   int port() const;
   int metrics_port() const;            // 0 without metrics_listen
+  int http_port() const;               // 0 without http_listen
   const std::string& address() const;  // host:port as clients on this host reach it
   void Wait();                         // until Shutdown (from another thread)
   void Shutdown();

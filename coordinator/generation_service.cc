@@ -68,52 +68,82 @@ absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  RequestRecord record;
-  const grpc::Status status = Stream(ctx, *req, writer, record);
-  if (metrics_ != nullptr) {
-    // gRPC and absl number their status codes alike.
-    record.code = static_cast<absl::StatusCode>(status.error_code());
-    metrics_->RecordRequest(record);
+  const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
+                                  ? absl::InfiniteFuture()
+                                  : absl::FromChrono(ctx->deadline());
+  return ToGrpcStatus(Run(
+      *req, deadline, [writer](const v1::GenerateResponse& r) { return writer->Write(r); },
+      [ctx] { return ctx->IsCancelled(); }));
+}
+
+absl::Status GenerationService::Run(const v1::GenerateRequest& req, absl::Time deadline,
+                                    const std::function<bool(const v1::GenerateResponse&)>& write,
+                                    const std::function<bool()>& gone) {
+  absl::StatusOr<std::shared_ptr<Sequence>> seq = Admit(req, deadline);
+  if (!seq.ok()) return seq.status();
+  return Follow(*seq, write, gone);
+}
+
+void GenerationService::Record(absl::StatusCode code, RequestRecord& record) {
+  if (metrics_ == nullptr) return;
+  record.code = code;
+  metrics_->RecordRequest(record);
+}
+
+absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::Admit(const v1::GenerateRequest& req,
+                                                                   absl::Time deadline) {
+  absl::StatusOr<std::shared_ptr<Sequence>> seq = MakeSequence(req);
+  absl::Status admitted = seq.status();
+  // The workers cannot hold the model: say so instead of queueing forever.
+  if (admitted.ok()) admitted = group_->refusal();
+  if (admitted.ok()) {
+    (*seq)->set_deadline(deadline);
+    admitted = scheduler_->Enqueue(*seq);
   }
+  if (!admitted.ok()) {
+    RequestRecord record;
+    Record(admitted.code(), record);
+    return admitted;
+  }
+  return seq;
+}
+
+absl::Status GenerationService::Follow(
+    const std::shared_ptr<Sequence>& seq,
+    const std::function<bool(const v1::GenerateResponse&)>& write,
+    const std::function<bool()>& gone) {
+  RequestRecord record;
+  record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
+  const absl::Status status = Stream(seq, write, gone, record);
+  Record(status.code(), record);
   return status;
 }
 
-grpc::Status GenerationService::Stream(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-                                       grpc::ServerWriter<v1::GenerateResponse>* writer,
-                                       RequestRecord& record) {
-  absl::StatusOr<std::shared_ptr<Sequence>> made = MakeSequence(req);
-  if (!made.ok()) return ToGrpcStatus(made.status());
-  // The workers cannot hold the model: say so instead of queueing forever.
-  if (absl::Status refused = group_->refusal(); !refused.ok()) return ToGrpcStatus(refused);
-  std::shared_ptr<Sequence> seq = *std::move(made);
-  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
-    seq->set_deadline(absl::FromChrono(ctx->deadline()));
-  }
-  absl::Status queued = scheduler_->Enqueue(seq);
-  if (!queued.ok()) return ToGrpcStatus(queued);
-  record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
-
+absl::Status GenerationService::Stream(
+    const std::shared_ptr<Sequence>& seq,
+    const std::function<bool(const v1::GenerateResponse&)>& write,
+    const std::function<bool()>& gone, RequestRecord& record) {
   std::vector<v1::GenerateResponse> out;
   while (true) {
     out.clear();
     std::optional<absl::Status> final = seq->WaitOutput(kPollInterval, out);
     for (const v1::GenerateResponse& r : out) {
-      if (!writer->Write(r)) {
+      if (!write(r)) {
         scheduler_->Cancel(seq);
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        return absl::CancelledError("the client went away");
       }
       if (r.has_token_id()) ++record.generated_tokens;
       if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) record.final_message = r;
     }
-    if (final.has_value()) return ToGrpcStatus(*final);
-    if (ctx->IsCancelled()) {
+    if (final.has_value()) return *final;
+    const bool expired = seq->expired(absl::Now());
+    if (expired || gone()) {
       scheduler_->Cancel(seq);
-      if (std::chrono::system_clock::now() >= ctx->deadline()) {
-        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                            "the request's deadline passed; allow more time or ask for fewer "
-                            "tokens");
+      if (expired) {
+        return absl::DeadlineExceededError(
+            "the request's deadline passed; allow more time or ask for fewer tokens");
       }
-      return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the request");
+      return absl::CancelledError("the client cancelled the request");
     }
   }
 }

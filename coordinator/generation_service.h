@@ -1,7 +1,8 @@
 // The public Generation gRPC service (proto/llmint8/v1/generation.proto): validates and
 // tokenizes requests, queues them on the Scheduler and streams each sequence's tokens back.
 // A client that cancels, or whose deadline passes, has its sequence freed at the next step
-// boundary (the handler notices within ~50 ms).
+// boundary (the handler notices within ~50 ms). Run() is the same call without gRPC, for the
+// HTTP API (coordinator/http_api_server.h).
 //
 // Thread-safe: gRPC runs each call on its own thread.
 #ifndef LLMINT8_COORDINATOR_GENERATION_SERVICE_H_
@@ -9,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -37,11 +39,32 @@ class GenerationService final : public v1::Generation::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* ctx, const v1::GetModelInfoRequest* req,
                             v1::ModelInfo* resp) override;
 
+  // Generate for any transport, in two halves so an HTTP server can answer a refused request
+  // with its status before it starts a stream:
+  //   Admit   validates, tokenizes and queues the request (until `deadline`); on failure the
+  //           request is recorded in the metrics and the status returned;
+  //   Follow  hands each response to `write` (false: the client is gone, the sequence is
+  //           cancelled), polls `gone` every ~50 ms (true: the client cancelled) and cancels
+  //           the sequence at its deadline (DEADLINE_EXCEEDED); records the request.
+  // Run = Admit + Follow.
+  absl::StatusOr<std::shared_ptr<Sequence>> Admit(const v1::GenerateRequest& req,
+                                                  absl::Time deadline);
+  absl::Status Follow(const std::shared_ptr<Sequence>& seq,
+                      const std::function<bool(const v1::GenerateResponse&)>& write,
+                      const std::function<bool()>& gone);
+  absl::Status Run(const v1::GenerateRequest& req, absl::Time deadline,
+                   const std::function<bool(const v1::GenerateResponse&)>& write,
+                   const std::function<bool()>& gone);
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  int64_t max_context() const { return limits_.max_context; }
+
  private:
   absl::StatusOr<std::shared_ptr<Sequence>> MakeSequence(const v1::GenerateRequest& req);
-  // Generate without the metrics: fills `record` (tokens, the final message) as it streams.
-  grpc::Status Stream(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-                      grpc::ServerWriter<v1::GenerateResponse>* writer, RequestRecord& record);
+  // Follow without the metrics: fills `record` (tokens, the final message) as it streams.
+  absl::Status Stream(const std::shared_ptr<Sequence>& seq,
+                      const std::function<bool(const v1::GenerateResponse&)>& write,
+                      const std::function<bool()>& gone, RequestRecord& record);
+  void Record(absl::StatusCode code, RequestRecord& record);
 
   const model::OptConfig config_;
   const Tokenizer* const tokenizer_;

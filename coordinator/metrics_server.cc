@@ -1,12 +1,7 @@
 #include "coordinator/metrics_server.h"
 
-#include <sys/socket.h>
-
-#include <chrono>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
-#include "common/host_port.h"
 #include "common/status_macros.h"
 #include "httplib.h"
 
@@ -14,50 +9,16 @@ namespace llmint8::coordinator {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const std::string& listen, std::function<std::string()> render) {
-  ASSIGN_OR_RETURN(const HostPort address, ParseHostPort(listen, "--metrics_listen"));
-  const std::string& host = address.host;
-  const int port = address.port;
-  std::unique_ptr<MetricsServer> s(new MetricsServer());
-  s->server_ = std::make_unique<httplib::Server>();
-  // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default
-  // SO_REUSEPORT, which would let a second server share the port instead of failing.
-  s->server_->set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
   // Scrapes are rare and cheap: one thread answers them.
-  s->server_->new_task_queue = [] { return new httplib::ThreadPool(1); };
-  s->server_->Get("/metrics",
-                  [render = std::move(render)](const httplib::Request&, httplib::Response& res) {
-                    res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
-                  });
-  const int bound = port == 0 ? s->server_->bind_to_any_port(host)
-                              : (s->server_->bind_to_port(host, port) ? port : -1);
-  if (bound <= 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "could not serve metrics on --metrics_listen=", listen, "; pick another port"));
-  }
-  s->port_ = bound;
-  httplib::Server* server = s->server_.get();
-  s->thread_ = std::thread([server] { server->listen_after_bind(); });
-  // Until the loop runs, stop() would not reach it (and the destructor's join would hang).
-  for (int waited_ms = 0; !server->is_running(); ++waited_ms) {
-    if (waited_ms == 5000) {
-      // A loop that never started cannot be stopped: leave the thread and its server be
-      // (leaked) rather than free what the thread may still touch.
-      s->thread_.detach();
-      (void)s->server_.release();
-      return absl::UnavailableError(
-          absl::StrCat("the metrics server on ", listen, " did not start within 5 s"));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return s;
-}
-
-MetricsServer::~MetricsServer() {
-  if (server_ != nullptr) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<HttpServer> http,
+      HttpServer::Start(
+          listen, "--metrics_listen", 1, [render = std::move(render)](httplib::Server& server) {
+            server.Get("/metrics", [render](const httplib::Request&, httplib::Response& res) {
+              res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
+            });
+          }));
+  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(http)));
 }
 
 }  // namespace llmint8::coordinator

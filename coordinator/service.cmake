@@ -1,5 +1,5 @@
 # service: the Generation service, scheduler (continuous batching), worker group, rendezvous.
-llmint8_cc_library(NAME coordinator_metrics SRCS metrics.cc metrics_server.cc
+llmint8_cc_library(NAME coordinator_metrics SRCS metrics.cc metrics_server.cc http_server.cc
   DEPS llmint8::proto llmint8::host_port llmint8::common prometheus-cpp::core PkgConfig::HTTPLIB
        absl::status absl::statusor
        absl::strings absl::time Threads::Threads)
@@ -12,6 +12,8 @@ llmint8_cc_library(
     coordinator_server.cc
     generation_service.cc
     group_decision.cc
+    http_api.cc
+    openai_api.cc
     rendezvous_service.cc
     request_validation.cc
     scheduler.cc
@@ -21,11 +23,13 @@ llmint8_cc_library(
   DEPS
     llmint8::proto llmint8::grpc_status llmint8::model_spec llmint8::tokenizer llmint8::comm
     llmint8::planner llmint8::log llmint8::common llmint8::coordinator_metrics
-    gRPC::grpc++ gRPC::grpc++_reflection
+    gRPC::grpc++ gRPC::grpc++_reflection PkgConfig::HTTPLIB nlohmann_json::nlohmann_json
     absl::random_random absl::synchronization absl::time absl::strings)
 
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME openai_api_test SRCS openai_api_test.cc
+                DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
 llmint8_cc_test(NAME request_validation_test SRCS request_validation_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 # The coordinator's use of the planner at group formation (labels: service, scaleout).

@@ -8,6 +8,9 @@ ABSL_FLAG(std::string, listen, "",
 ABSL_FLAG(std::string, coordinator, "",
           "generate: the coordinator to call (default 127.0.0.1:50051). worker: the "
           "coordinator's rendezvous address, overriding the one it sends");
+ABSL_FLAG(std::string, http_listen, "",
+          "host:port for the OpenAI-compatible HTTP API (coordinator / serve): POST "
+          "/v1/completions (stream or not), GET /v1/models, GET /health; empty: off");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port for Prometheus metrics at http://<host:port>/metrics (coordinator / serve; "
           "empty: off; port 0 picks a free port)");

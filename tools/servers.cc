@@ -150,6 +150,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.listen = absl::GetFlag(FLAGS_listen).empty() ? "0.0.0.0:50051" : absl::GetFlag(FLAGS_listen);
   o.advertise = absl::GetFlag(FLAGS_advertise);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  o.http_listen = absl::GetFlag(FLAGS_http_listen);
   o.group.addresses = std::move(worker_addresses);
   o.group.backend = DefaultBackend();
   o.group.model = absl::GetFlag(FLAGS_model);

@@ -1,0 +1,102 @@
+#include "coordinator/http_api.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/openai_api.h"
+#include "httplib.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+constexpr char kJson[] = "application/json";
+
+void SendError(httplib::Response& res, const absl::Status& status) {
+  res.status = openai::HttpStatus(status.code());
+  res.set_content(openai::ErrorJson(status), kJson);
+}
+
+// Streams an admitted sequence as server-sent events.
+void StreamCompletion(httplib::Response& res, GenerationService* service,
+                      std::shared_ptr<Sequence> seq,
+                      std::shared_ptr<const openai::CompletionRequest> request, std::string id,
+                      int64_t created, std::string model_id) {
+  auto followed = std::make_shared<std::atomic<bool>>(false);
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [=](size_t, httplib::DataSink& sink) {
+        followed->store(true);
+        auto send = [&sink](const std::string& events) {
+          return sink.is_writable() && sink.write(events.data(), events.size());
+        };
+        const absl::Status status = service->Follow(
+            seq,
+            [&](const v1::GenerateResponse& r) {
+              return send(openai::CompletionChunkEvents(*request, r, id, created, model_id));
+            },
+            [&sink] { return !sink.is_writable(); });
+        if (status.ok()) {
+          send(std::string(openai::kDoneEvent));
+        } else if (status.code() != absl::StatusCode::kCancelled) {
+          send(absl::StrCat("data: ", openai::ErrorJson(status), "\n\n"));
+        }
+        sink.done();
+        return true;
+      },
+      // The client left before the stream began: cancel the queued sequence.
+      [=](bool) {
+        if (followed->load()) return;
+        (void)service->Follow(
+            seq, [](const v1::GenerateResponse&) { return false; }, [] { return true; });
+      });
+}
+
+}  // namespace
+
+void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const WorkerGroup* group,
+                      HttpApiOptions options) {
+  server.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
+  auto counter = std::make_shared<std::atomic<uint64_t>>(0);
+  const openai::ModelCard card{options.model_id, options.max_context, options.created};
+
+  server.Get("/health", [group](const httplib::Request&, httplib::Response& res) {
+    const bool ready = group->ready();
+    res.status = ready ? 200 : 503;
+    res.set_content(ready ? R"({"status":"ok"})" : R"({"status":"unavailable"})", kJson);
+  });
+  server.Get("/v1/models", [card](const httplib::Request&, httplib::Response& res) {
+    res.set_content(openai::ModelsJson(card), kJson);
+  });
+  server.Post("/v1/completions", [=](const httplib::Request& req, httplib::Response& res) {
+    absl::StatusOr<openai::CompletionRequest> parsed =
+        openai::ParseCompletionRequest(req.body, card.id);
+    if (!parsed.ok()) return SendError(res, parsed.status());
+    auto request = std::make_shared<const openai::CompletionRequest>(*std::move(parsed));
+    absl::StatusOr<std::shared_ptr<Sequence>> seq =
+        service->Admit(request->generate, absl::InfiniteFuture());
+    if (!seq.ok()) return SendError(res, seq.status());
+    std::string id = absl::StrCat("cmpl-", card.created, "-", counter->fetch_add(1));
+    const int64_t created = absl::ToUnixSeconds(absl::Now());
+    if (request->stream) {
+      return StreamCompletion(res, service, *std::move(seq), request, std::move(id), created,
+                              card.id);
+    }
+    std::vector<v1::GenerateResponse> responses;
+    const absl::Status status = service->Follow(
+        *seq,
+        [&responses](const v1::GenerateResponse& r) {
+          responses.push_back(r);
+          return true;
+        },
+        [] { return false; });
+    if (!status.ok()) return SendError(res, status);
+    res.set_content(openai::CompletionJson(*request, responses, id, created, card.id), kJson);
+  });
+}
+
+}  // namespace llmint8::coordinator

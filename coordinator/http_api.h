@@ -1,0 +1,40 @@
+// The coordinator's OpenAI-compatible HTTP API (--http_listen), on cpp-httplib:
+//   POST /v1/completions  coordinator/openai_api.h; "stream": true answers with server-sent
+//                         events ("data: {chunk}" per token, then "data: [DONE]"), else one
+//                         JSON body;
+//   GET  /v1/models       the served model;
+//   GET  /health          200 while the worker group is ready, else 503.
+// A request the service refuses (bad fields, queue full, group refused) gets the HTTP status
+// of its error before any stream starts; an error after a stream started (a worker lost) is a
+// last "data: {"error": ...}" event. A streaming client that disconnects has its sequence
+// cancelled; a non-streamed request runs to its end (this cpp-httplib cannot see the client
+// leave). Bodies over max_body_bytes get 413.
+#ifndef LLMINT8_COORDINATOR_HTTP_API_H_
+#define LLMINT8_COORDINATOR_HTTP_API_H_
+
+#include <cstdint>
+#include <string>
+
+#include "coordinator/generation_service.h"
+#include "coordinator/worker_group.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace llmint8::coordinator {
+
+struct HttpApiOptions {
+  std::string model_id;  // openai::ModelId of --model
+  int64_t max_context = 0;
+  int64_t max_body_bytes = 4 << 20;
+  int64_t created = 0;  // unix seconds, the server's start
+};
+
+// Registers the routes above; `service` and `group` outlive `server`'s handlers.
+void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const WorkerGroup* group,
+                      HttpApiOptions options);
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_HTTP_API_H_

@@ -1,0 +1,63 @@
+#include "coordinator/http_server.h"
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/host_port.h"
+#include "common/status_macros.h"
+#include "httplib.h"
+
+namespace llmint8::coordinator {
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const std::string& listen, std::string_view flag, int threads,
+    const std::function<void(httplib::Server&)>& routes) {
+  const std::string flag_name(flag);
+  ASSIGN_OR_RETURN(const HostPort address, ParseHostPort(listen, flag_name));
+  const std::string& host = address.host;
+  const int port = address.port;
+  std::unique_ptr<HttpServer> s(new HttpServer());
+  s->server_ = std::make_unique<httplib::Server>();
+  // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default
+  // SO_REUSEPORT, which would let a second server share the port instead of failing.
+  s->server_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  s->server_->new_task_queue = [threads] {
+    return new httplib::ThreadPool(static_cast<size_t>(std::max(threads, 1)));
+  };
+  routes(*s->server_);
+  const int bound = port == 0 ? s->server_->bind_to_any_port(host)
+                              : (s->server_->bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) {
+    return absl::UnavailableError(
+        absl::StrCat("could not serve HTTP on ", flag_name, "=", listen, "; pick another port"));
+  }
+  s->port_ = bound;
+  httplib::Server* server = s->server_.get();
+  s->thread_ = std::thread([server] { server->listen_after_bind(); });
+  // Until the loop runs, stop() would not reach it (and the destructor's join would hang).
+  for (int waited_ms = 0; !server->is_running(); ++waited_ms) {
+    if (waited_ms == 5000) {
+      // A loop that never started cannot be stopped: leave the thread and its server be
+      // (leaked) rather than free what the thread may still touch.
+      s->thread_.detach();
+      (void)s->server_.release();
+      return absl::UnavailableError(
+          absl::StrCat("the HTTP server on ", flag_name, "=", listen, " did not start within 5 s"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return s;
+}
+
+HttpServer::~HttpServer() {
+  if (server_ != nullptr) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,47 @@
+// An HTTP server on a thread of its own (cpp-httplib), for the coordinator's /metrics and its
+// OpenAI-compatible API.
+//
+// cpp-httplib, not prometheus-cpp's own exposer: that one runs civetweb threads with a 100 KiB
+// stack, less than the static TLS the CUDA libraries (cuBLASLt: 92 KiB) bring into this
+// process, so its threads cannot start here; std::thread's default stack has room.
+#ifndef LLMINT8_COORDINATOR_HTTP_SERVER_H_
+#define LLMINT8_COORDINATOR_HTTP_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace llmint8::coordinator {
+
+class HttpServer {
+ public:
+  // Listens on `listen` (host:port; port 0 picks a free one) with `threads` handler threads;
+  // `routes` registers the handlers (they run on those threads). `flag` names the address in
+  // errors: a malformed one (INVALID_ARGUMENT, common/host_port.h), a port that cannot be
+  // bound or a server that does not start (UNAVAILABLE).
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const std::string& listen, std::string_view flag, int threads,
+      const std::function<void(httplib::Server&)>& routes);
+  ~HttpServer();  // stops listening, waits for open requests and joins
+
+  int port() const { return port_; }
+
+ private:
+  HttpServer() = default;
+
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_HTTP_SERVER_H_

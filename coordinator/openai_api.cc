@@ -1,0 +1,356 @@
+#include "coordinator/openai_api.h"
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::coordinator::openai {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status FieldError(std::string_view field, std::string_view want) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("field '", std::string(field), "' must be ", std::string(want)));
+}
+
+// Present and not null.
+const json* Find(const json& body, const char* field) {
+  auto it = body.find(field);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+absl::StatusOr<int64_t> Integer(const json& v, const char* field) {
+  if (!v.is_number_integer()) return FieldError(field, "an integer");
+  return v.get<int64_t>();
+}
+
+absl::StatusOr<float> Number(const json& v, const char* field) {
+  if (!v.is_number()) return FieldError(field, "a number");
+  return v.get<float>();
+}
+
+absl::StatusOr<bool> Bool(const json& v, const char* field) {
+  if (!v.is_boolean()) return FieldError(field, "true or false");
+  return v.get<bool>();
+}
+
+bool IsTokenArray(const json& v) {
+  if (!v.is_array() || v.empty()) return false;
+  for (const json& t : v) {
+    if (!t.is_number_integer()) return false;
+  }
+  return true;
+}
+
+absl::Status SetPrompt(const json& prompt, v1::GenerateRequest& out) {
+  const json* p = &prompt;
+  // One prompt wrapped in a batch of one.
+  if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) {
+    p = &(*p)[0];
+  } else if (p->is_array() && !p->empty() && !IsTokenArray(*p)) {
+    return absl::InvalidArgumentError(
+        "field 'prompt' holds several prompts; send one request per prompt");
+  }
+  if (p->is_string()) {
+    out.set_text(p->get<std::string>());
+    return absl::OkStatus();
+  }
+  if (p->is_array()) {
+    for (const json& t : *p) {
+      if (!t.is_number_integer() || t.get<int64_t>() < std::numeric_limits<int32_t>::min() ||
+          t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+        return FieldError("prompt", "a string or an array of token ids");
+      }
+      out.mutable_token_ids()->add_ids(static_cast<int32_t>(t.get<int64_t>()));
+    }
+    return absl::OkStatus();
+  }
+  return FieldError("prompt", "a string or an array of token ids");
+}
+
+// Fields accepted only at their neutral value.
+absl::Status CheckUnsupported(const json& body) {
+  struct Neutral {
+    const char* field;
+    json value;
+    const char* why;
+  };
+  const Neutral neutral[] = {
+      {"n", 1, "one completion per request"},
+      {"best_of", 1, "one completion per request"},
+      {"echo", false, "the prompt is not echoed"},
+      {"presence_penalty", 0, "use repetition_penalty"},
+      {"frequency_penalty", 0, "use repetition_penalty"},
+      {"suffix", "", "no suffix (insertion) mode"},
+  };
+  for (const Neutral& n : neutral) {
+    const json* v = Find(body, n.field);
+    if (v != nullptr && *v != n.value) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("field '", n.field, "' must be ", n.value.dump(), " here: ", n.why));
+    }
+  }
+  if (const json* v = Find(body, "logit_bias"); v != nullptr && !v->empty()) {
+    return absl::InvalidArgumentError("field 'logit_bias' is not supported; leave it empty");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model_id) {
+  if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+  CompletionRequest r;
+  v1::GenerateRequest& g = r.generate;
+  if (const json* v = Find(body, "model"); v != nullptr) {
+    if (!v->is_string()) return FieldError("model", "a string");
+    if (v->get<std::string>() != model_id) {
+      return absl::NotFoundError(absl::StrCat("model '", v->get<std::string>(),
+                                              "' is not served here; this server serves '",
+                                              std::string(model_id), "' (GET /v1/models)"));
+    }
+  }
+  const json* prompt = Find(body, "prompt");
+  if (prompt == nullptr) return absl::InvalidArgumentError("field 'prompt' is required");
+  if (absl::Status s = SetPrompt(*prompt, g); !s.ok()) return s;
+  if (absl::Status s = CheckUnsupported(body); !s.ok()) return s;
+
+  g.set_max_new_tokens(16);
+  g.set_temperature(1.0f);
+  if (const json* v = Find(body, "max_tokens"); v != nullptr) {
+    absl::StatusOr<int64_t> n = Integer(*v, "max_tokens");
+    if (!n.ok()) return n.status();
+    // Out-of-range values are clamped so the service's range check reports them.
+    g.set_max_new_tokens(static_cast<int32_t>(std::clamp<int64_t>(
+        *n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
+  }
+  if (const json* v = Find(body, "temperature"); v != nullptr) {
+    absl::StatusOr<float> t = Number(*v, "temperature");
+    if (!t.ok()) return t.status();
+    g.set_temperature(*t);
+  }
+  if (const json* v = Find(body, "top_p"); v != nullptr) {
+    absl::StatusOr<float> p = Number(*v, "top_p");
+    if (!p.ok()) return p.status();
+    g.set_top_p(*p);
+  }
+  if (const json* v = Find(body, "top_k"); v != nullptr) {
+    absl::StatusOr<int64_t> k = Integer(*v, "top_k");
+    if (!k.ok()) return k.status();
+    if (*k < -1 || *k > std::numeric_limits<int32_t>::max()) {
+      return FieldError("top_k", "-1 or 0 (off) or a positive integer");
+    }
+    g.set_top_k(*k == -1 ? 0 : static_cast<int32_t>(*k));
+  }
+  if (const json* v = Find(body, "seed"); v != nullptr) {
+    if (!v->is_number_integer()) return FieldError("seed", "an integer");
+    g.set_seed(v->is_number_unsigned() ? v->get<uint64_t>()
+                                       : static_cast<uint64_t>(v->get<int64_t>()));
+  }
+  if (const json* v = Find(body, "stop"); v != nullptr) {
+    if (v->is_string()) {
+      g.add_stop(v->get<std::string>());
+    } else if (v->is_array()) {
+      for (const json& s : *v) {
+        if (!s.is_string()) return FieldError("stop", "a string or an array of strings");
+        g.add_stop(s.get<std::string>());
+      }
+    } else {
+      return FieldError("stop", "a string or an array of strings");
+    }
+  }
+  if (const json* v = Find(body, "repetition_penalty"); v != nullptr) {
+    absl::StatusOr<float> p = Number(*v, "repetition_penalty");
+    if (!p.ok()) return p.status();
+    g.set_repetition_penalty(*p);
+  }
+  if (const json* v = Find(body, "ignore_eos"); v != nullptr) {
+    absl::StatusOr<bool> b = Bool(*v, "ignore_eos");
+    if (!b.ok()) return b.status();
+    g.set_ignore_eos(*b);
+  }
+  if (const json* v = Find(body, "logprobs"); v != nullptr) {
+    // The legacy API's integer (top alternatives; only the sampled token's is returned) or
+    // the chat API's boolean.
+    if (v->is_boolean()) {
+      r.logprobs = v->get<bool>();
+    } else if (v->is_number_integer() && v->get<int64_t>() >= 0) {
+      r.logprobs = true;
+    } else {
+      return FieldError("logprobs", "an integer >= 0");
+    }
+    g.set_logprobs(r.logprobs);
+  }
+  if (const json* v = Find(body, "stream"); v != nullptr) {
+    absl::StatusOr<bool> b = Bool(*v, "stream");
+    if (!b.ok()) return b.status();
+    r.stream = *b;
+  }
+  if (const json* v = Find(body, "stream_options"); v != nullptr) {
+    if (!v->is_object()) return FieldError("stream_options", "an object");
+    if (const json* u = Find(*v, "include_usage"); u != nullptr) {
+      absl::StatusOr<bool> b = Bool(*u, "stream_options.include_usage");
+      if (!b.ok()) return b.status();
+      r.include_usage = *b;
+    }
+  }
+  if (const json* v = Find(body, "return_token_ids"); v != nullptr) {
+    absl::StatusOr<bool> b = Bool(*v, "return_token_ids");
+    if (!b.ok()) return b.status();
+    r.return_token_ids = *b;
+  }
+  return r;
+}
+
+const char* FinishReason(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_STOP:
+    case v1::FINISH_REASON_EOS:
+      return "stop";
+    default:
+      return nullptr;
+  }
+}
+
+json Usage(const v1::Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens()},
+          {"completion_tokens", u.completion_tokens()},
+          {"total_tokens", u.prompt_tokens() + u.completion_tokens()}};
+}
+
+// The choice of `responses` (all of a request, or one streamed piece).
+json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
+            const v1::GenerateResponse* end) {
+  std::string text;
+  json tokens = json::array(), token_logprobs = json::array(), offsets = json::array(),
+       token_ids = json::array();
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  for (const v1::GenerateResponse* r = begin; r != end; ++r) {
+    if (r->has_token_id()) {
+      offsets.push_back(text.size());
+      tokens.push_back(r->text());
+      token_logprobs.push_back(r->has_logprob() ? json(r->logprob()) : json(nullptr));
+      token_ids.push_back(r->token_id());
+    }
+    text += r->text();
+    if (r->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = r->finish_reason();
+  }
+  json choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr}};
+  const char* reason = FinishReason(finish);
+  choice["finish_reason"] = reason != nullptr ? json(reason) : json(nullptr);
+  if (request.logprobs) {
+    // tokens: each token's text as streamed (a piece held back, e.g. part of a UTF-8
+    // character, is attributed to the token that completes it).
+    choice["logprobs"] = {{"tokens", tokens},
+                          {"token_logprobs", token_logprobs},
+                          {"top_logprobs", nullptr},
+                          {"text_offset", offsets}};
+  }
+  if (request.return_token_ids) choice["token_ids"] = token_ids;
+  return choice;
+}
+
+json Envelope(std::string_view id, int64_t created, std::string_view model_id) {
+  return {{"id", std::string(id)},
+          {"object", "text_completion"},
+          {"created", created},
+          {"model", std::string(model_id)}};
+}
+
+}  // namespace
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
+                                                         std::string_view model_id) {
+  const json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
+  return Parse(parsed, model_id);
+}
+
+std::string ModelId(std::string_view model_spec) {
+  std::filesystem::path p(model_spec);
+  while (!p.empty() && p.filename().empty()) p = p.parent_path();  // "dir/" -> "dir"
+  if (std::filesystem::is_directory(p) && !p.filename().empty()) return p.filename().string();
+  return std::string(model_spec);
+}
+
+std::string CompletionJson(const CompletionRequest& request,
+                           const std::vector<v1::GenerateResponse>& responses,
+                           std::string_view completion_id, int64_t created,
+                           std::string_view model_id) {
+  json out = Envelope(completion_id, created, model_id);
+  out["choices"] =
+      json::array({Choice(request, responses.data(), responses.data() + responses.size())});
+  out["usage"] = responses.empty() ? json(nullptr) : Usage(responses.back().usage());
+  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string CompletionChunkEvents(const CompletionRequest& request,
+                                  const v1::GenerateResponse& response,
+                                  std::string_view completion_id, int64_t created,
+                                  std::string_view model_id) {
+  json chunk = Envelope(completion_id, created, model_id);
+  chunk["choices"] = json::array({Choice(request, &response, &response + 1)});
+  if (request.include_usage) chunk["usage"] = nullptr;
+  std::string events =
+      absl::StrCat("data: ", chunk.dump(-1, ' ', false, json::error_handler_t::replace), "\n\n");
+  if (request.include_usage && response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    json usage = Envelope(completion_id, created, model_id);
+    usage["choices"] = json::array();
+    usage["usage"] = Usage(response.usage());
+    absl::StrAppend(&events, "data: ", usage.dump(), "\n\n");
+  }
+  return events;
+}
+
+std::string ModelsJson(const ModelCard& card) {
+  const json model = {{"id", card.id},
+                      {"object", "model"},
+                      {"created", card.created},
+                      {"owned_by", "llmint8"},
+                      {"max_model_len", card.max_context}};
+  return json{{"object", "list"}, {"data", json::array({model})}}.dump();
+}
+
+int HttpStatus(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return 400;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+std::string ErrorJson(const absl::Status& status) {
+  const int http = HttpStatus(status.code());
+  const char* type = http == 429  ? "rate_limit_error"
+                     : http < 500 ? "invalid_request_error"
+                                  : "server_error";
+  return json{{"error",
+               {{"message", std::string(status.message())},
+                {"type", type},
+                {"code", absl::StatusCodeToString(status.code())}}}}
+      .dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace llmint8::coordinator::openai

@@ -1,0 +1,83 @@
+// The OpenAI-compatible completions API (POST /v1/completions, GET /v1/models) as pure
+// translations between its JSON and the Generation service's messages; the HTTP server
+// (coordinator/http_api_server.h) does the I/O.
+//
+// Request fields (https://platform.openai.com/docs/api-reference/completions):
+//   prompt        a string, an array of token ids, or an array holding one of those (one
+//                 prompt per request: batches are InvalidArgument);
+//   max_tokens    default 16; temperature default 1 (0: greedy); top_p default 1; seed; stop
+//                 (a string or an array of strings); stream; stream_options.include_usage;
+//                 logprobs (an integer >= 0: each token's logprob is returned, top_logprobs are
+//                 not); model (must be the served model's id when given);
+//   n, best_of (1), echo (false), presence_penalty, frequency_penalty (0), logit_bias ({}),
+//                 suffix (empty) are accepted only at those values; user is ignored;
+//   extensions as vLLM names them: top_k (0 or -1: off), repetition_penalty, ignore_eos,
+//                 return_token_ids (adds the generated token_ids to the choice).
+// Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
+// InvalidArgument naming it. Value checks (ranges, context length) are the service's.
+//
+// Errors map to HTTP as google.rpc does (InvalidArgument / OutOfRange / FailedPrecondition
+// 400, NotFound 404, ResourceExhausted 429, Cancelled 499, Unimplemented 501, Unavailable 503,
+// DeadlineExceeded 504, the rest 500) with an OpenAI error body.
+//
+// Thread-safe: pure functions.
+#ifndef LLMINT8_COORDINATOR_OPENAI_API_H_
+#define LLMINT8_COORDINATOR_OPENAI_API_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "llmint8/v1/generation.pb.h"
+
+namespace llmint8::coordinator::openai {
+
+struct CompletionRequest {
+  v1::GenerateRequest generate;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
+  bool logprobs = false;
+  bool return_token_ids = false;
+};
+
+// The served model as /v1/models lists it.
+struct ModelCard {
+  std::string id;           // e.g. "opt-sotu-cpu" (the model directory's name)
+  int64_t max_context = 0;  // max_model_len
+  int64_t created = 0;      // unix seconds (the server's start)
+};
+
+// `model_id`: the served model; a request naming another is NotFound.
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
+                                                         std::string_view model_id);
+
+// The model id of a --model value: a directory's last path component, else the spec itself.
+std::string ModelId(std::string_view model_spec);
+
+// The whole answer of a non-streamed request, from the responses the service streamed
+// (the last one carries the finish reason and usage).
+std::string CompletionJson(const CompletionRequest& request,
+                           const std::vector<v1::GenerateResponse>& responses,
+                           std::string_view completion_id, int64_t created,
+                           std::string_view model_id);
+
+// One server-sent event ("data: {...}\n\n") of a streamed request for one response; with
+// include_usage the finishing response is followed by a usage-only event.
+std::string CompletionChunkEvents(const CompletionRequest& request,
+                                  const v1::GenerateResponse& response,
+                                  std::string_view completion_id, int64_t created,
+                                  std::string_view model_id);
+inline constexpr std::string_view kDoneEvent = "data: [DONE]\n\n";
+
+std::string ModelsJson(const ModelCard& card);
+
+int HttpStatus(absl::StatusCode code);
+// {"error": {"message", "type", "code"}}.
+std::string ErrorJson(const absl::Status& status);
+
+}  // namespace llmint8::coordinator::openai
+
+#endif  // LLMINT8_COORDINATOR_OPENAI_API_H_

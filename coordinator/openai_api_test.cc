@@ -1,0 +1,189 @@
+#include "coordinator/openai_api.h"
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::coordinator::openai {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+constexpr char kModel[] = "opt-sotu-cpu";
+
+CompletionRequest ParseOk(const std::string& body) {
+  absl::StatusOr<CompletionRequest> r = ParseCompletionRequest(body, kModel);
+  EXPECT_TRUE(r.ok()) << body << ": " << r.status();
+  return r.ok() ? *r : CompletionRequest();
+}
+
+TEST(OpenAiApiTest, DefaultsAreOpenAis) {
+  const CompletionRequest r = ParseOk(R"({"prompt": "Hello"})");
+  EXPECT_EQ(r.generate.text(), "Hello");
+  EXPECT_EQ(r.generate.max_new_tokens(), 16);
+  EXPECT_EQ(r.generate.temperature(), 1.0f);
+  EXPECT_FALSE(r.generate.has_top_p());
+  EXPECT_FALSE(r.generate.has_seed());
+  EXPECT_FALSE(r.stream);
+  EXPECT_FALSE(r.logprobs);
+}
+
+TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
+  const CompletionRequest r = ParseOk(R"({
+      "model": "opt-sotu-cpu", "prompt": [2, 100, 7], "max_tokens": 5, "temperature": 0,
+      "top_p": 0.9, "top_k": -1, "seed": 42, "stop": ["\n", "."], "logprobs": 0,
+      "stream": true, "stream_options": {"include_usage": true}, "repetition_penalty": 1.2,
+      "ignore_eos": true, "return_token_ids": true, "n": 1, "echo": false, "user": "x",
+      "presence_penalty": 0, "logit_bias": {}, "unknown_field": [1, 2]})");
+  EXPECT_THAT(r.generate.token_ids().ids(), ElementsAre(2, 100, 7));
+  EXPECT_EQ(r.generate.max_new_tokens(), 5);
+  EXPECT_EQ(r.generate.temperature(), 0.0f);
+  EXPECT_FLOAT_EQ(r.generate.top_p(), 0.9f);
+  EXPECT_EQ(r.generate.top_k(), 0);
+  EXPECT_EQ(r.generate.seed(), 42u);
+  EXPECT_THAT(r.generate.stop(), ElementsAre("\n", "."));
+  EXPECT_TRUE(r.generate.logprobs());
+  EXPECT_FLOAT_EQ(r.generate.repetition_penalty(), 1.2f);
+  EXPECT_TRUE(r.generate.ignore_eos());
+  EXPECT_TRUE(r.stream && r.include_usage && r.logprobs && r.return_token_ids);
+
+  EXPECT_EQ(ParseOk(R"({"prompt": ["one prompt"], "stop": "\n"})").generate.text(), "one prompt");
+  EXPECT_THAT(ParseOk(R"({"prompt": [[5, 6]]})").generate.token_ids().ids(), ElementsAre(5, 6));
+  EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logprobs": true})").logprobs);
+  EXPECT_FALSE(ParseOk(R"({"prompt": "x", "logprobs": null, "seed": null})").logprobs);
+}
+
+TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
+  struct Case {
+    const char* body;
+    absl::StatusCode code;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"not json", absl::StatusCode::kInvalidArgument, "not valid JSON"},
+      {"[1, 2]", absl::StatusCode::kInvalidArgument, "JSON object"},
+      {R"({"max_tokens": 4})", absl::StatusCode::kInvalidArgument, "'prompt' is required"},
+      {R"({"prompt": 7})", absl::StatusCode::kInvalidArgument, "'prompt'"},
+      {R"({"prompt": ["a", "b"]})", absl::StatusCode::kInvalidArgument, "several prompts"},
+      {R"({"prompt": [[1], [2]]})", absl::StatusCode::kInvalidArgument, "several prompts"},
+      {R"({"prompt": [1, 99999999999]})", absl::StatusCode::kInvalidArgument, "'prompt'"},
+      {R"({"prompt": "x", "max_tokens": "5"})", absl::StatusCode::kInvalidArgument,
+       "'max_tokens' must be an integer"},
+      {R"({"prompt": "x", "temperature": "hot"})", absl::StatusCode::kInvalidArgument,
+       "'temperature' must be a number"},
+      {R"({"prompt": "x", "stop": [1]})", absl::StatusCode::kInvalidArgument, "'stop'"},
+      {R"({"prompt": "x", "stream": 1})", absl::StatusCode::kInvalidArgument, "'stream'"},
+      {R"({"prompt": "x", "top_k": -2})", absl::StatusCode::kInvalidArgument, "'top_k'"},
+      {R"({"prompt": "x", "logprobs": -1})", absl::StatusCode::kInvalidArgument, "'logprobs'"},
+      {R"({"prompt": "x", "n": 2})", absl::StatusCode::kInvalidArgument, "'n' must be 1"},
+      {R"({"prompt": "x", "echo": true})", absl::StatusCode::kInvalidArgument, "'echo'"},
+      {R"({"prompt": "x", "frequency_penalty": 0.5})", absl::StatusCode::kInvalidArgument,
+       "repetition_penalty"},
+      {R"({"prompt": "x", "logit_bias": {"50256": -100}})", absl::StatusCode::kInvalidArgument,
+       "'logit_bias'"},
+      {R"({"prompt": "x", "model": "gpt-3.5-turbo-instruct"})", absl::StatusCode::kNotFound,
+       "serves 'opt-sotu-cpu'"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<CompletionRequest> r = ParseCompletionRequest(c.body, kModel);
+    EXPECT_EQ(r.status().code(), c.code) << c.body << ": " << r.status();
+    EXPECT_THAT(r.status().message(), HasSubstr(c.says)) << c.body;
+  }
+}
+
+std::vector<v1::GenerateResponse> Responses() {
+  std::vector<v1::GenerateResponse> out(3);
+  out[0].set_token_id(10);
+  out[0].set_text(" Hel");
+  out[0].set_logprob(-0.5f);
+  out[1].set_token_id(11);  // text held back (e.g. half a UTF-8 character)
+  out[1].set_logprob(-1.0f);
+  out[2].set_token_id(12);
+  out[2].set_text("lo!");
+  out[2].set_logprob(-0.25f);
+  out[2].set_finish_reason(v1::FINISH_REASON_EOS);
+  out[2].mutable_usage()->set_prompt_tokens(4);
+  out[2].mutable_usage()->set_completion_tokens(3);
+  return out;
+}
+
+TEST(OpenAiApiTest, CompletionJsonJoinsTheStream) {
+  CompletionRequest request =
+      ParseOk(R"({"prompt": "x", "logprobs": 1, "return_token_ids": true})");
+  const json j = json::parse(CompletionJson(request, Responses(), "cmpl-1", 1700000000, kModel));
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["id"], "cmpl-1");
+  EXPECT_EQ(j["model"], kModel);
+  EXPECT_EQ(j["created"], 1700000000);
+  ASSERT_EQ(j["choices"].size(), 1u);
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["text"], " Hello!");
+  EXPECT_EQ(c["finish_reason"], "stop");  // eos, as OpenAI reports it
+  EXPECT_EQ(c["token_ids"], json({10, 11, 12}));
+  EXPECT_EQ(c["logprobs"]["tokens"], json({" Hel", "", "lo!"}));
+  EXPECT_EQ(c["logprobs"]["token_logprobs"], json({-0.5, -1.0, -0.25}));
+  EXPECT_EQ(c["logprobs"]["text_offset"], json({0, 4, 4}));
+  EXPECT_EQ(j["usage"],
+            json({{"prompt_tokens", 4}, {"completion_tokens", 3}, {"total_tokens", 7}}));
+
+  request = ParseOk(R"({"prompt": "x"})");
+  const json plain = json::parse(CompletionJson(request, Responses(), "cmpl-2", 0, kModel));
+  EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
+  EXPECT_FALSE(plain["choices"][0].contains("token_ids"));
+}
+
+TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {
+  const CompletionRequest request =
+      ParseOk(R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}})");
+  const std::vector<v1::GenerateResponse> responses = Responses();
+  const std::string first = CompletionChunkEvents(request, responses[0], "c", 1, kModel);
+  ASSERT_TRUE(first.starts_with("data: ") && first.ends_with("\n\n")) << first;
+  const json j = json::parse(first.substr(6));
+  EXPECT_EQ(j["choices"][0]["text"], " Hel");
+  EXPECT_TRUE(j["choices"][0]["finish_reason"].is_null());
+  EXPECT_TRUE(j["usage"].is_null());
+
+  const std::string last = CompletionChunkEvents(request, responses[2], "c", 1, kModel);
+  const size_t split = last.find("\n\ndata: ");
+  ASSERT_NE(split, std::string::npos) << last;
+  EXPECT_EQ(json::parse(last.substr(6, split - 6))["choices"][0]["finish_reason"], "stop");
+  const json usage = json::parse(last.substr(split + 8));
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+}
+
+TEST(OpenAiApiTest, ErrorsMapToHttpStatusesAndOpenAiBodies) {
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kOutOfRange), 400);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kFailedPrecondition), 400);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kNotFound), 404);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kResourceExhausted), 429);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kCancelled), 499);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kUnavailable), 503);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kDeadlineExceeded), 504);
+  EXPECT_EQ(HttpStatus(absl::StatusCode::kInternal), 500);
+  const json e = json::parse(ErrorJson(absl::ResourceExhaustedError("the queue is full")));
+  EXPECT_EQ(e["error"]["message"], "the queue is full");
+  EXPECT_EQ(e["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(e["error"]["code"], "RESOURCE_EXHAUSTED");
+}
+
+TEST(OpenAiApiTest, ModelIdIsTheDirectoryName) {
+  const std::string dir = ::testing::TempDir() + "/opt-test-model";
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(ModelId(dir), "opt-test-model");
+  EXPECT_EQ(ModelId(dir + "/"), "opt-test-model");
+  EXPECT_EQ(ModelId("synthetic:125m,layers=2"), "synthetic:125m,layers=2");
+  const json models = json::parse(ModelsJson({"opt-test-model", 2048, 5}));
+  EXPECT_EQ(models["data"][0]["id"], "opt-test-model");
+  EXPECT_EQ(models["data"][0]["max_model_len"], 2048);
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator::openai

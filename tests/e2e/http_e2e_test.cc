@@ -1,0 +1,224 @@
+// End-to-end: the coordinator's OpenAI-compatible HTTP API (--http_listen) in front of a
+// coordinator + 2 Gloo workers serving tests/golden/tiny-opt in fp32, called over real HTTP.
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "tests/e2e/cluster.h"
+#include "tests/e2e/reference.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+constexpr char kModelDir[] = "tests/golden/tiny-opt";
+
+class HttpE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    http_port_ = FreePort();
+    ClusterOptions options;
+    options.model = SourcePath(kModelDir);
+    options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port_),
+                                       "--max_message_bytes=65536"};
+    cluster_ = new Cluster(options);
+    ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
+    auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    reference_ = ref->release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete reference_;
+  }
+  void SetUp() override { ASSERT_NE(reference_, nullptr); }
+
+  static httplib::Client Client() {
+    httplib::Client client("127.0.0.1", http_port_);
+    client.set_read_timeout(60, 0);
+    return client;
+  }
+  static httplib::Result Post(const json& body) {
+    return Client().Post("/v1/completions", body.dump(), "application/json");
+  }
+
+  // Tokens worker 0 has run through the model (prompts and decode steps).
+  uint64_t WorkerTokens() {
+    grpc::ClientContext ctx;
+    v1::StatsResponse resp;
+    EXPECT_TRUE(cluster_->NewWorkerStub(0)->Stats(&ctx, v1::StatsRequest(), &resp).ok());
+    return resp.tokens();
+  }
+
+  // Sequences the workers hold; the scheduler frees a cancelled one at a step boundary.
+  int ActiveSequences() {
+    int total = 0;
+    for (int rank = 0; rank < 2; ++rank) {
+      grpc::ClientContext ctx;
+      v1::StatsResponse resp;
+      EXPECT_TRUE(cluster_->NewWorkerStub(rank)->Stats(&ctx, v1::StatsRequest(), &resp).ok());
+      total += resp.active_sequences();
+    }
+    return total;
+  }
+
+  static int http_port_;
+  static Cluster* cluster_;
+  static InProcessReference* reference_;
+};
+
+int HttpE2ETest::http_port_ = 0;
+Cluster* HttpE2ETest::cluster_ = nullptr;
+InProcessReference* HttpE2ETest::reference_ = nullptr;
+
+// The "data: " payloads of a server-sent-event body.
+std::vector<std::string> Events(const std::string& body) {
+  std::vector<std::string> out;
+  for (absl::string_view line : absl::StrSplit(body, "\n\n", absl::SkipEmpty())) {
+    EXPECT_TRUE(absl::StartsWith(line, "data: ")) << line;
+    out.emplace_back(line.substr(6));
+  }
+  return out;
+}
+
+TEST_F(HttpE2ETest, GreedyCompletionEqualsTheRuntime) {
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  auto expected = reference_->Greedy(prompt, 12);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const httplib::Result res = Post({{"prompt", prompt},
+                                    {"max_tokens", 12},
+                                    {"temperature", 0},
+                                    {"ignore_eos", true},
+                                    {"return_token_ids", true},
+                                    {"logprobs", 0},
+                                    {"model", "tiny-opt"}});
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "tiny-opt");
+  const json& choice = j["choices"][0];
+  EXPECT_THAT(choice["token_ids"].get<std::vector<int32_t>>(), ElementsAreArray(*expected));
+  EXPECT_EQ(choice["finish_reason"], "length");
+  EXPECT_EQ(choice["logprobs"]["token_logprobs"].size(), 12u);
+  for (const json& lp : choice["logprobs"]["token_logprobs"]) EXPECT_LE(lp.get<double>(), 0.0);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 4);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(j["usage"]["total_tokens"], 16);
+}
+
+TEST_F(HttpE2ETest, StreamedCompletionSendsOneEventPerTokenThenDone) {
+  const std::vector<int32_t> prompt = {2, 7, 8};
+  auto expected = reference_->Greedy(prompt, 9);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const httplib::Result res = Post({{"prompt", prompt},
+                                    {"max_tokens", 9},
+                                    {"temperature", 0},
+                                    {"ignore_eos", true},
+                                    {"stream", true},
+                                    {"return_token_ids", true},
+                                    {"stream_options", {{"include_usage", true}}}});
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_THAT(res->get_header_value("Content-Type"), HasSubstr("text/event-stream"));
+  const std::vector<std::string> events = Events(res->body);
+  ASSERT_EQ(events.size(), 9u + 2u);  // a token each, usage, [DONE]
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 9; ++i) {
+    const json chunk = json::parse(events[i]);
+    const json& choice = chunk["choices"][0];
+    for (const json& t : choice["token_ids"]) tokens.push_back(t.get<int32_t>());
+    EXPECT_EQ(choice["finish_reason"].is_null(), i < 8) << events[i];
+  }
+  EXPECT_THAT(tokens, ElementsAreArray(*expected));
+  EXPECT_EQ(json::parse(events[9])["usage"]["completion_tokens"], 9);
+  EXPECT_EQ(events[10], "[DONE]");
+}
+
+TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
+  struct Case {
+    json body;
+    int status;
+    const char* says;
+  };
+  const Case cases[] = {
+      {{{"prompt", {2, 5}}, {"temperature", -1}}, 400, "temperature"},
+      {{{"prompt", {2, 5}}, {"max_tokens", 0}}, 400, "max_new_tokens"},
+      {{{"prompt", {2, 5000}}}, 400, "token ids must be in [0, 1000)"},
+      {{{"prompt", std::vector<int32_t>(200, 5)}}, 400, "context"},
+      {{{"prompt", "text needs a tokenizer"}}, 400, "tokenizer"},
+      {{{"prompt", {2, 5}}, {"model", "gpt-4"}}, 404, "tiny-opt"},
+      {{{"prompt", {2, 5}}, {"stream", true}, {"top_p", 2}}, 400, "top_p"},
+  };
+  for (const Case& c : cases) {
+    const httplib::Result res = Post(c.body);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, c.status) << c.body.dump() << " -> " << res->body;
+    const json e = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(e.contains("error")) << res->body;
+    EXPECT_THAT(e["error"]["message"].get<std::string>(), HasSubstr(c.says)) << c.body.dump();
+  }
+  // Over --max_message_bytes: refused before parsing.
+  const httplib::Result big = Post({{"prompt", {2}}, {"user", std::string(100 * 1024, 'x')}});
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  // The server is still serving.
+  const httplib::Result ok = Post({{"prompt", {2, 5}}, {"max_tokens", 2}, {"temperature", 0}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  req.body = json{
+      {"prompt", {2, 9}},
+      {"max_tokens", 120},
+      {"temperature", 0},
+      {"ignore_eos", true},
+      {"stream",
+       true}}.dump();
+  int received = 0;
+  req.content_receiver = [&received](const char*, size_t, uint64_t, uint64_t) {
+    return ++received < 3;  // leave after a few pieces
+  };
+  const uint64_t tokens_before = WorkerTokens();
+  httplib::Client client = Client();
+  httplib::Result res = client.send(req);
+  EXPECT_GE(received, 3);
+  bool freed = false;
+  for (int i = 0; i < 100 && !freed; ++i) {
+    freed = ActiveSequences() == 0;
+    if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(freed) << "the abandoned stream still holds KV cache";
+  // Cancelled at the first token it could not deliver, far from its 120.
+  EXPECT_LT(WorkerTokens() - tokens_before, 60u);
+}
+
+TEST_F(HttpE2ETest, ModelsAndHealth) {
+  httplib::Client client = Client();
+  const httplib::Result models = client.Get("/v1/models");
+  ASSERT_TRUE(models);
+  ASSERT_EQ(models->status, 200);
+  const json m = json::parse(models->body);
+  EXPECT_EQ(m["data"][0]["id"], "tiny-opt");
+  EXPECT_EQ(m["data"][0]["max_model_len"], 128);
+  const httplib::Result health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+}  // namespace
+}  // namespace llmint8::e2e
