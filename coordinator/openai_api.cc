@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace llmint8::coordinator::openai {
@@ -37,6 +38,19 @@ absl::StatusOr<float> Number(const json& v, const char* field) {
 absl::StatusOr<bool> Bool(const json& v, const char* field) {
   if (!v.is_boolean()) return FieldError(field, "true or false");
   return v.get<bool>();
+}
+
+// Calls set(value) when `field` is present (and not null); a value of the wrong type is
+// InvalidArgument naming the field.
+template <typename T, typename Set>
+absl::Status IfPresent(const json& body, const char* field,
+                       absl::StatusOr<T> (*get)(const json&, const char*), Set set) {
+  const json* v = Find(body, field);
+  if (v == nullptr) return absl::OkStatus();
+  absl::StatusOr<T> value = get(*v, field);
+  if (!value.ok()) return value.status();
+  set(*value);
+  return absl::OkStatus();
 }
 
 bool IsTokenArray(const json& v) {
@@ -115,35 +129,25 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
   }
   const json* prompt = Find(body, "prompt");
   if (prompt == nullptr) return absl::InvalidArgumentError("field 'prompt' is required");
-  if (absl::Status s = SetPrompt(*prompt, g); !s.ok()) return s;
-  if (absl::Status s = CheckUnsupported(body); !s.ok()) return s;
+  RETURN_IF_ERROR(SetPrompt(*prompt, g));
+  RETURN_IF_ERROR(CheckUnsupported(body));
 
   g.set_max_new_tokens(16);
   g.set_temperature(1.0f);
-  if (const json* v = Find(body, "max_tokens"); v != nullptr) {
-    absl::StatusOr<int64_t> n = Integer(*v, "max_tokens");
-    if (!n.ok()) return n.status();
-    // Out-of-range values are clamped so the service's range check reports them.
+  // Out-of-range values are clamped so the service's range check reports them.
+  RETURN_IF_ERROR(IfPresent<int64_t>(body, "max_tokens", Integer, [&](int64_t n) {
     g.set_max_new_tokens(static_cast<int32_t>(std::clamp<int64_t>(
-        *n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
-  }
-  if (const json* v = Find(body, "temperature"); v != nullptr) {
-    absl::StatusOr<float> t = Number(*v, "temperature");
-    if (!t.ok()) return t.status();
-    g.set_temperature(*t);
-  }
-  if (const json* v = Find(body, "top_p"); v != nullptr) {
-    absl::StatusOr<float> p = Number(*v, "top_p");
-    if (!p.ok()) return p.status();
-    g.set_top_p(*p);
-  }
+        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
+  }));
+  RETURN_IF_ERROR(
+      IfPresent<float>(body, "temperature", Number, [&](float t) { g.set_temperature(t); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "top_p", Number, [&](float p) { g.set_top_p(p); }));
   if (const json* v = Find(body, "top_k"); v != nullptr) {
-    absl::StatusOr<int64_t> k = Integer(*v, "top_k");
-    if (!k.ok()) return k.status();
-    if (*k < -1 || *k > std::numeric_limits<int32_t>::max()) {
+    ASSIGN_OR_RETURN(const int64_t k, Integer(*v, "top_k"));
+    if (k < -1 || k > std::numeric_limits<int32_t>::max()) {
       return FieldError("top_k", "-1 or 0 (off) or a positive integer");
     }
-    g.set_top_k(*k == -1 ? 0 : static_cast<int32_t>(*k));
+    g.set_top_k(k == -1 ? 0 : static_cast<int32_t>(k));
   }
   if (const json* v = Find(body, "seed"); v != nullptr) {
     if (!v->is_number_integer()) return FieldError("seed", "an integer");
@@ -162,16 +166,9 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
       return FieldError("stop", "a string or an array of strings");
     }
   }
-  if (const json* v = Find(body, "repetition_penalty"); v != nullptr) {
-    absl::StatusOr<float> p = Number(*v, "repetition_penalty");
-    if (!p.ok()) return p.status();
-    g.set_repetition_penalty(*p);
-  }
-  if (const json* v = Find(body, "ignore_eos"); v != nullptr) {
-    absl::StatusOr<bool> b = Bool(*v, "ignore_eos");
-    if (!b.ok()) return b.status();
-    g.set_ignore_eos(*b);
-  }
+  RETURN_IF_ERROR(IfPresent<float>(body, "repetition_penalty", Number,
+                                   [&](float p) { g.set_repetition_penalty(p); }));
+  RETURN_IF_ERROR(IfPresent<bool>(body, "ignore_eos", Bool, [&](bool b) { g.set_ignore_eos(b); }));
   if (const json* v = Find(body, "logprobs"); v != nullptr) {
     // The legacy API's integer (top alternatives; only the sampled token's is returned) or
     // the chat API's boolean.
@@ -184,24 +181,14 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
     }
     g.set_logprobs(r.logprobs);
   }
-  if (const json* v = Find(body, "stream"); v != nullptr) {
-    absl::StatusOr<bool> b = Bool(*v, "stream");
-    if (!b.ok()) return b.status();
-    r.stream = *b;
-  }
+  RETURN_IF_ERROR(IfPresent<bool>(body, "stream", Bool, [&](bool b) { r.stream = b; }));
   if (const json* v = Find(body, "stream_options"); v != nullptr) {
     if (!v->is_object()) return FieldError("stream_options", "an object");
-    if (const json* u = Find(*v, "include_usage"); u != nullptr) {
-      absl::StatusOr<bool> b = Bool(*u, "stream_options.include_usage");
-      if (!b.ok()) return b.status();
-      r.include_usage = *b;
-    }
+    RETURN_IF_ERROR(
+        IfPresent<bool>(*v, "include_usage", Bool, [&](bool b) { r.include_usage = b; }));
   }
-  if (const json* v = Find(body, "return_token_ids"); v != nullptr) {
-    absl::StatusOr<bool> b = Bool(*v, "return_token_ids");
-    if (!b.ok()) return b.status();
-    r.return_token_ids = *b;
-  }
+  RETURN_IF_ERROR(
+      IfPresent<bool>(body, "return_token_ids", Bool, [&](bool b) { r.return_token_ids = b; }));
   return r;
 }
 
