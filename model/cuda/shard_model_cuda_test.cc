@@ -48,8 +48,8 @@ constexpr double kHalfEps = 1.0 / 2048.0;  // u = 2^-11
 constexpr double kInt8Allowance = 0.05;
 constexpr int kSteps = 32;
 
-#define SKIP_WITHOUT_CUDA_DEVICE()                                                   \
-  do {                                                                               \
+#define SKIP_WITHOUT_CUDA_DEVICE()                                                    \
+  do {                                                                                \
     const absl::Status llmint8_device_ = ::llmint8::gpu::CheckDeviceAvailable();      \
     if (!llmint8_device_.ok()) GTEST_SKIP() << "no CUDA device: " << llmint8_device_; \
   } while (0)
@@ -65,8 +65,8 @@ double MaxAbs(std::span<const float> v) {
   return m;
 }
 
-std::unique_ptr<ShardModel> LoadOn(Device d, const OptConfig& c, CheckpointSource& src,
-                                   Precision p, float threshold = 6.0f) {
+std::unique_ptr<ShardModel> LoadOn(Device d, const OptConfig& c, CheckpointSource& src, Precision p,
+                                   float threshold = 6.0f) {
   ShardOptions o;
   o.device = d;
   o.precision = p;
@@ -87,8 +87,8 @@ void ExpectSameGreedy(const std::vector<int32_t>& got, const std::vector<int32_t
     EXPECT_LT(want_margins[s], min_margin)
         << what << ": greedy token " << s << " is " << got[s] << ", reference " << want[s]
         << " with margin " << want_margins[s] << " >= 2 x tolerance " << min_margin;
-    std::printf("%s: tokens diverge at step %zu (reference margin %.4f < %.4f)\n", what.c_str(),
-                s, want_margins[s], min_margin);
+    std::printf("%s: tokens diverge at step %zu (reference margin %.4f < %.4f)\n", what.c_str(), s,
+                want_margins[s], min_margin);
     return;
   }
 }
@@ -143,10 +143,9 @@ TEST_P(GoldenCudaTest, F16LogitsAndGreedyTokens) {
     auto last = (*expected)->ReadAll(absl::StrCat("prompt", ci, ".last"));
     ASSERT_TRUE(last.ok()) << last.status();
     const double worst = WorstCaseF16Bound(c, MaxAbs(*last));
-    const double tol =
-        cs.contains("fp16_max_abs_diff_first_step")
-            ? std::min(worst, 4.0 * cs["fp16_max_abs_diff_first_step"].get<double>())
-            : worst;
+    const double tol = cs.contains("fp16_max_abs_diff_first_step")
+                           ? std::min(worst, 4.0 * cs["fp16_max_abs_diff_first_step"].get<double>())
+                           : worst;
 
     // Prefill (all positions for prompt 2) and greedy decode, one sequence at a time.
     const uint64_t id = 100 + ci;
@@ -242,8 +241,8 @@ TEST_P(CudaVsCpuTest, LogitsWithinBoundAndSameGreedyTokens) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     std::vector<double> margins;
     for (int s = 0; s < kSteps; ++s) {
-      margins.push_back(Margin(std::span<const float>(free_run->logits[s])
-                                   .subspan(i * c.vocab_size, c.vocab_size)));
+      margins.push_back(Margin(
+          std::span<const float>(free_run->logits[s]).subspan(i * c.vocab_size, c.vocab_size)));
     }
     ExpectSameGreedy(g->tokens[i], free_run->tokens[i], margins, 2 * tol,
                      absl::StrCat(std::string(PrecisionName(p)), " sequence ", i));
@@ -277,13 +276,51 @@ TEST_P(CudaVsCpuTest, BatchOfDifferentLengthsEqualsEachAlone) {
     auto alone = testing::Greedy(*alone_model, {prompts[i]}, 8, 1, &forced);
     ASSERT_TRUE(alone.ok()) << alone.status();
     for (int s = 0; s < 8; ++s) {
-      const auto row = std::span<const float>(together->logits[s])
-                           .subspan(i * c.vocab_size, c.vocab_size);
+      const auto row =
+          std::span<const float>(together->logits[s]).subspan(i * c.vocab_size, c.vocab_size);
       double tol = WorstCaseF16Bound(c, MaxAbs(row));
       if (p == Precision::kInt8) tol += kInt8Allowance;
       EXPECT_LE(MaxAbsDiff(row, alone->logits[s]), tol) << "sequence " << i << " step " << s;
     }
   }
+}
+
+// Chunked prefill on the GPU (the scheduler's --prefill_chunk): a 41-token prompt appended in
+// chunks of 16 (each crossing into a new KV page) beside another sequence's decode token gives
+// the logits of the whole prompt at once, within the batching bound of the test above.
+TEST_P(CudaVsCpuTest, ChunkedPrefillEqualsWholePrefill) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const Precision p = GetParam();
+  const OptConfig c = OutlierConfig();
+  auto src = MakeSyntheticSource(c, OutlierSynthetic());
+  ASSERT_TRUE(src.ok()) << src.status();
+  const std::vector<int32_t> prompt = RandomTokens(41, 512, 10);
+  const std::vector<int32_t> other = RandomTokens(5, 512, 11);
+  auto whole = LoadOn(Device::kCuda, c, **src, p, /*threshold=*/0.0f);
+  auto chunked = LoadOn(Device::kCuda, c, **src, p, /*threshold=*/0.0f);
+  ASSERT_TRUE(whole && chunked);
+  ShardModel::SequenceInput in{1, prompt};
+  auto expected = whole->Step({&in, 1});
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  ShardModel::SequenceInput first{2, other};
+  ASSERT_TRUE(chunked->Step({&first, 1}).ok());
+  const int32_t decode_token = 7;
+  absl::StatusOr<Logits> last;
+  for (size_t begin = 0; begin < prompt.size(); begin += 16) {
+    const size_t n = std::min<size_t>(16, prompt.size() - begin);
+    const std::vector<ShardModel::SequenceInput> batch = {
+        {1, std::span<const int32_t>(prompt).subspan(begin, n)}, {2, {&decode_token, 1}}};
+    last = chunked->Step(batch);
+    ASSERT_TRUE(last.ok()) << last.status();
+  }
+  EXPECT_EQ(chunked->ContextLength(1), 41);
+  double tol = WorstCaseF16Bound(c, MaxAbs(expected->row(0)));
+  if (p == Precision::kInt8) tol += kInt8Allowance;
+  const double d = MaxAbsDiff(last->row(0), expected->row(0));
+  std::printf("%s: chunked vs whole prefill max |diff| = %.5f (tol %.5f)\n",
+              std::string(PrecisionName(p)).c_str(), d, tol);
+  EXPECT_LE(d, tol);
 }
 
 // Bad input leaves the state unchanged; Release frees; memory is accounted.
