@@ -155,27 +155,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                       << impl->metrics_server->port() << ")";
   }
 
-  if (!options.http_listen.empty()) {
-    HttpApiOptions api;
-    api.model_id = openai::ModelId(options.group.model);
-    api.max_context = max_context;
-    api.max_body_bytes = options.max_message_bytes;
-    api.created = absl::ToUnixSeconds(absl::Now());
-    // A thread per open request: every batch slot and queue place can be held over HTTP.
-    const int threads =
-        std::min(options.scheduler.max_batch + options.scheduler.queue_capacity, 512);
-    GenerationService* service = impl->generation.get();
-    const WorkerGroup* group = impl->group.get();
-    ASSIGN_OR_RETURN(impl->http_server, HttpServer::Start(options.http_listen, "--http_listen",
-                                                          threads, [&](httplib::Server& server) {
-                                                            AddHttpApiRoutes(server, service, group,
-                                                                             api);
-                                                          }));
-    LLMINT8_LOG(INFO) << "OpenAI-compatible API at http://" << options.http_listen
-                      << "/v1/completions (port " << impl->http_server->port() << "; model id "
-                      << api.model_id << ")";
-  }
-
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -199,6 +178,30 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   impl->options = std::move(options);
   impl->scheduler->Start();
   impl->group->Start(advertise);
+  // Last, so a request it admits finds the scheduler running.
+  if (!impl->options.http_listen.empty()) {
+    HttpApiOptions api;
+    api.model_id = openai::ModelId(impl->options.group.model);
+    api.max_context = impl->options.scheduler.max_context;
+    api.max_body_bytes = impl->options.max_message_bytes;
+    api.created = absl::ToUnixSeconds(absl::Now());
+    // A thread per open request (every batch slot and queue place may be held over HTTP),
+    // plus spares so that a request past them still gets its quick 429 and /health answers.
+    const int threads =
+        std::min(impl->options.scheduler.max_batch + impl->options.scheduler.queue_capacity, 512) +
+        16;
+    GenerationService* service = impl->generation.get();
+    const WorkerGroup* group = impl->group.get();
+    ASSIGN_OR_RETURN(impl->http_server,
+                     HttpServer::Start(impl->options.http_listen, "--http_listen", threads,
+                                       [&](httplib::Server& server) {
+                                         AddHttpApiRoutes(server, service, group, api);
+                                       }));
+    LLMINT8_LOG(INFO) << "OpenAI-compatible API at http://" << impl->options.http_listen
+                      << "/v1/completions (port " << impl->http_server->port() << "; model id "
+                      << api.model_id << ")";
+  }
+
   return std::unique_ptr<CoordinatorServer>(new CoordinatorServer(std::move(impl)));
 }
 

@@ -2,7 +2,7 @@
 // tokenizes requests, queues them on the Scheduler and streams each sequence's tokens back.
 // A client that cancels, or whose deadline passes, has its sequence freed at the next step
 // boundary (the handler notices within ~50 ms). Run() is the same call without gRPC, for the
-// HTTP API (coordinator/http_api_server.h).
+// HTTP API (coordinator/http_api.h).
 //
 // Thread-safe: gRPC runs each call on its own thread.
 #ifndef LLMINT8_COORDINATOR_GENERATION_SERVICE_H_

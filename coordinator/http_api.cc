@@ -61,6 +61,19 @@ void StreamCompletion(httplib::Response& res, GenerationService* service,
 void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const WorkerGroup* group,
                       HttpApiOptions options) {
   server.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
+  // An idle keep-alive connection holds a handler thread: let it go soon.
+  server.set_keep_alive_timeout(2);
+  // Errors httplib answers itself (no route, a body over the limit) get an OpenAI body too.
+  const int64_t max_body = options.max_body_bytes;
+  server.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    absl::Status status =
+        res.status == 413 ? absl::ResourceExhaustedError(absl::StrCat(
+                                "the body is over ", max_body, " bytes (--max_message_bytes)"))
+                          : absl::NotFoundError(absl::StrCat(
+                                req.method, " ", req.path, " is not served; see /v1/completions"));
+    res.set_content(openai::ErrorJson(status), kJson);
+  });
   auto counter = std::make_shared<std::atomic<uint64_t>>(0);
   const openai::ModelCard card{options.model_id, options.max_context, options.created};
 
@@ -79,7 +92,12 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     auto request = std::make_shared<const openai::CompletionRequest>(*std::move(parsed));
     absl::StatusOr<std::shared_ptr<Sequence>> seq =
         service->Admit(request->generate, absl::InfiniteFuture());
-    if (!seq.ok()) return SendError(res, seq.status());
+    if (!seq.ok()) {
+      SendError(res, seq.status());
+      // The workers cannot hold the model: the server's state, not the request's fault.
+      if (seq.status() == group->refusal()) res.status = 503;
+      return;
+    }
     std::string id = absl::StrCat("cmpl-", card.created, "-", counter->fetch_add(1));
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     if (request->stream) {

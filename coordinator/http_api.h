@@ -5,10 +5,11 @@
 //   GET  /v1/models       the served model;
 //   GET  /health          200 while the worker group is ready, else 503.
 // A request the service refuses (bad fields, queue full, group refused) gets the HTTP status
-// of its error before any stream starts; an error after a stream started (a worker lost) is a
-// last "data: {"error": ...}" event. A streaming client that disconnects has its sequence
-// cancelled; a non-streamed request runs to its end (this cpp-httplib cannot see the client
-// leave). Bodies over max_body_bytes get 413.
+// of its error before any stream starts (a group the workers cannot hold: 503); an error after a
+// stream started (a worker lost) is a last "data: {"error": ...}" event. A streaming client that
+// disconnects has its sequence cancelled; a non-streamed request runs to its end (this cpp-httplib
+// cannot see the client leave). Bodies over max_body_bytes get 413, unknown routes 404, both with
+// an OpenAI error body.
 #ifndef LLMINT8_COORDINATOR_HTTP_API_H_
 #define LLMINT8_COORDINATOR_HTTP_API_H_
 

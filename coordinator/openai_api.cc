@@ -25,10 +25,18 @@ const json* Find(const json& body, const char* field) {
   return it == body.end() || it->is_null() ? nullptr : &*it;
 }
 
+// Integers past int64 (JSON allows them) saturate, so range checks see them as too large.
 absl::StatusOr<int64_t> Integer(const json& v, const char* field) {
   if (!v.is_number_integer()) return FieldError(field, "an integer");
+  if (v.is_number_unsigned()) {
+    return static_cast<int64_t>(
+        std::min<uint64_t>(v.get<uint64_t>(), std::numeric_limits<int64_t>::max()));
+  }
   return v.get<int64_t>();
 }
+
+// Text from the model or the file system may be invalid UTF-8: replace, never throw.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 absl::StatusOr<float> Number(const json& v, const char* field) {
   if (!v.is_number()) return FieldError(field, "a number");
@@ -273,7 +281,7 @@ std::string CompletionJson(const CompletionRequest& request,
   out["choices"] =
       json::array({Choice(request, responses.data(), responses.data() + responses.size())});
   out["usage"] = responses.empty() ? json(nullptr) : Usage(responses.back().usage());
-  return out.dump(-1, ' ', false, json::error_handler_t::replace);
+  return Dump(out);
 }
 
 std::string CompletionChunkEvents(const CompletionRequest& request,
@@ -283,13 +291,12 @@ std::string CompletionChunkEvents(const CompletionRequest& request,
   json chunk = Envelope(completion_id, created, model_id);
   chunk["choices"] = json::array({Choice(request, &response, &response + 1)});
   if (request.include_usage) chunk["usage"] = nullptr;
-  std::string events =
-      absl::StrCat("data: ", chunk.dump(-1, ' ', false, json::error_handler_t::replace), "\n\n");
+  std::string events = absl::StrCat("data: ", Dump(chunk), "\n\n");
   if (request.include_usage && response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
     json usage = Envelope(completion_id, created, model_id);
     usage["choices"] = json::array();
     usage["usage"] = Usage(response.usage());
-    absl::StrAppend(&events, "data: ", usage.dump(), "\n\n");
+    absl::StrAppend(&events, "data: ", Dump(usage), "\n\n");
   }
   return events;
 }
@@ -300,7 +307,7 @@ std::string ModelsJson(const ModelCard& card) {
                       {"created", card.created},
                       {"owned_by", "llmint8"},
                       {"max_model_len", card.max_context}};
-  return json{{"object", "list"}, {"data", json::array({model})}}.dump();
+  return Dump(json{{"object", "list"}, {"data", json::array({model})}});
 }
 
 int HttpStatus(absl::StatusCode code) {
@@ -333,11 +340,10 @@ std::string ErrorJson(const absl::Status& status) {
   const char* type = http == 429  ? "rate_limit_error"
                      : http < 500 ? "invalid_request_error"
                                   : "server_error";
-  return json{{"error",
-               {{"message", std::string(status.message())},
-                {"type", type},
-                {"code", absl::StatusCodeToString(status.code())}}}}
-      .dump(-1, ' ', false, json::error_handler_t::replace);
+  return Dump(json{{"error",
+                    {{"message", std::string(status.message())},
+                     {"type", type},
+                     {"code", absl::StatusCodeToString(status.code())}}}});
 }
 
 }  // namespace llmint8::coordinator::openai

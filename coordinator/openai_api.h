@@ -1,6 +1,6 @@
 // The OpenAI-compatible completions API (POST /v1/completions, GET /v1/models) as pure
 // translations between its JSON and the Generation service's messages; the HTTP server
-// (coordinator/http_api_server.h) does the I/O.
+// (coordinator/http_api.h) does the I/O.
 //
 // Request fields (https://platform.openai.com/docs/api-reference/completions):
 //   prompt        a string, an array of token ids, or an array holding one of those (one
@@ -8,7 +8,8 @@
 //   max_tokens    default 16; temperature default 1 (0: greedy); top_p default 1; seed; stop
 //                 (a string or an array of strings); stream; stream_options.include_usage;
 //                 logprobs (an integer >= 0: each token's logprob is returned, top_logprobs are
-//                 not); model (must be the served model's id when given);
+//                 not; text_offset counts bytes of the choice's text, per chunk when streamed);
+//                 model (must be the served model's id when given);
 //   n, best_of (1), echo (false), presence_penalty, frequency_penalty (0), logit_bias ({}),
 //                 suffix (empty) are accepted only at those values; user is ignored;
 //   extensions as vLLM names them: top_k (0 or -1: off), repetition_penalty, ignore_eos,

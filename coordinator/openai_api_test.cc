@@ -57,6 +57,10 @@ TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
   EXPECT_THAT(ParseOk(R"({"prompt": [[5, 6]]})").generate.token_ids().ids(), ElementsAre(5, 6));
   EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logprobs": true})").logprobs);
   EXPECT_FALSE(ParseOk(R"({"prompt": "x", "logprobs": null, "seed": null})").logprobs);
+  // Past int64: saturated, so the service's range check reports it (not wrapped negative).
+  EXPECT_EQ(
+      ParseOk(R"({"prompt": "x", "max_tokens": 9223372036854775808})").generate.max_new_tokens(),
+      2147483647);
 }
 
 TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
@@ -80,6 +84,8 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
       {R"({"prompt": "x", "stop": [1]})", absl::StatusCode::kInvalidArgument, "'stop'"},
       {R"({"prompt": "x", "stream": 1})", absl::StatusCode::kInvalidArgument, "'stream'"},
       {R"({"prompt": "x", "top_k": -2})", absl::StatusCode::kInvalidArgument, "'top_k'"},
+      {R"({"prompt": "x", "top_k": 18446744073709551615})", absl::StatusCode::kInvalidArgument,
+       "'top_k'"},
       {R"({"prompt": "x", "logprobs": -1})", absl::StatusCode::kInvalidArgument, "'logprobs'"},
       {R"({"prompt": "x", "n": 2})", absl::StatusCode::kInvalidArgument, "'n' must be 1"},
       {R"({"prompt": "x", "echo": true})", absl::StatusCode::kInvalidArgument, "'echo'"},
@@ -180,6 +186,8 @@ TEST(OpenAiApiTest, ModelIdIsTheDirectoryName) {
   EXPECT_EQ(ModelId(dir), "opt-test-model");
   EXPECT_EQ(ModelId(dir + "/"), "opt-test-model");
   EXPECT_EQ(ModelId("synthetic:125m,layers=2"), "synthetic:125m,layers=2");
+  // A directory name that is not UTF-8 is replaced, never a throw.
+  EXPECT_THAT(ModelsJson({"opt-\xff", 1, 1}), HasSubstr("opt-\xef\xbf\xbd"));
   const json models = json::parse(ModelsJson({"opt-test-model", 2048, 5}));
   EXPECT_EQ(models["data"][0]["id"], "opt-test-model");
   EXPECT_EQ(models["data"][0]["max_model_len"], 2048);

@@ -212,14 +212,22 @@ void Scheduler::Loop() {
       if (!group_->ready()) {
         FailRunning(absl::UnavailableError(response.status().message()));
       } else {
-        // Every rank rejected the batch alike: fail its sequences, keep the group.
+        // Every rank rejected the batch alike: fail its sequences (not those the step
+        // skipped), keep the group.
         LLMINT8_LOG(ERROR) << "step rejected by the workers: " << response.status();
-        for (const auto& seq : running_) {
-          to_release_.push_back(seq->id());
-          seq->Fail(response.status());
+        std::vector<bool> rejected(running_.size(), false);
+        for (size_t i : in_step) rejected[i] = true;
+        std::vector<std::shared_ptr<Sequence>> kept;
+        for (size_t i = 0; i < running_.size(); ++i) {
+          if (!rejected[i]) {
+            kept.push_back(std::move(running_[i]));
+            continue;
+          }
+          to_release_.push_back(running_[i]->id());
+          kv_in_use_ -= running_[i]->max_tokens();
+          running_[i]->Fail(response.status());
         }
-        running_.clear();
-        kv_in_use_ = 0;
+        running_.swap(kept);
       }
       continue;
     }

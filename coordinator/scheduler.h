@@ -9,10 +9,11 @@
 // (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
-// prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens alone)
-// and admission also waits for room in the step's prefill budget. When the group breaks, running
-// sequences fail with UNAVAILABLE and queued ones wait for the group to re-form; while the group is
-// refused (the workers cannot hold the model) queued ones fail with its FAILED_PRECONDITION.
+// prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens as the
+// step's only prompt) and admission also waits for room in the step's prefill budget. When the
+// group breaks, running sequences fail with UNAVAILABLE and queued ones wait for the group to
+// re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
+// FAILED_PRECONDITION.
 //
 // Thread-safety: Enqueue / Cancel / counters are safe from any thread.
 #ifndef LLMINT8_COORDINATOR_SCHEDULER_H_

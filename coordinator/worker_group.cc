@@ -307,6 +307,7 @@ void WorkerGroup::MonitorLoop() {
   };
   bool waiting_logged = false;
   absl::Time waiting_since = absl::InfiniteFuture();
+  std::string partial_refusal;  // why the answering workers cannot form it, last logged
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -327,7 +328,14 @@ void WorkerGroup::MonitorLoop() {
       const bool may_form_partial =
           options_.policy == GroupPolicy::kSmallest && now - waiting_since >= options_.join_wait;
       absl::Status partial = absl::UnavailableError("waiting for every worker");
-      if (may_form_partial) partial = Choose(/*answered_only=*/true);
+      if (may_form_partial) {
+        partial = Choose(/*answered_only=*/true);
+        if (!partial.ok() && partial.message() != partial_refusal) {
+          partial_refusal = std::string(partial.message());
+          LLMINT8_LOG(INFO) << "the workers that answered cannot form the group ("
+                            << partial_refusal << "); waiting for the others";
+        }
+      }
       if (!partial.ok()) {
         if (!waiting_logged) {
           const std::vector<int> missing = Unanswered();
@@ -344,6 +352,7 @@ void WorkerGroup::MonitorLoop() {
     }
     waiting_logged = false;
     waiting_since = absl::InfiniteFuture();
+    partial_refusal.clear();
     if (!chosen.ok()) {
       if (chosen.code() == absl::StatusCode::kFailedPrecondition) {
         SetState(GroupState::kRefused, chosen);  // logs when the reason changes

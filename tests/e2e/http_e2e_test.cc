@@ -171,6 +171,11 @@ TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   const httplib::Result big = Post({{"prompt", {2}}, {"user", std::string(100 * 1024, 'x')}});
   ASSERT_TRUE(big);
   EXPECT_EQ(big->status, 413);
+  EXPECT_THAT(big->body, HasSubstr("--max_message_bytes"));
+  const httplib::Result nowhere = Client().Get("/v1/chat/nothing");
+  ASSERT_TRUE(nowhere);
+  EXPECT_EQ(nowhere->status, 404);
+  EXPECT_THAT(nowhere->body, HasSubstr("is not served"));
   // The server is still serving.
   const httplib::Result ok = Post({{"prompt", {2, 5}}, {"max_tokens", 2}, {"temperature", 0}});
   ASSERT_TRUE(ok);
