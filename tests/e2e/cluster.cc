@@ -127,6 +127,19 @@ std::unique_ptr<v1::Worker::Stub> Cluster::NewWorkerStub(int rank) const {
       grpc::CreateChannel(worker_address(rank), grpc::InsecureChannelCredentials()));
 }
 
+absl::StatusOr<std::string> RunAndRead(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return absl::InternalError(absl::StrCat("cannot run: ", command));
+  std::string output;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) output.append(buf, n);
+  const int status = pclose(pipe);
+  if (status != 0) {
+    return absl::InternalError(absl::StrCat("`", command, "` exited with ", status, ": ", output));
+  }
+  return output;
+}
+
 int HealthStatus(const std::string& address) {
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);

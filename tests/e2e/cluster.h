@@ -63,6 +63,10 @@ class Cluster {
   std::vector<std::unique_ptr<Process>> workers_;
 };
 
+// Runs `command` through the shell and returns its stdout; an error (with that output) when it
+// cannot start or exits non-zero.
+absl::StatusOr<std::string> RunAndRead(const std::string& command);
+
 // grpc.health.v1.Health/Check for service "" (raw call, no generated health stubs needed):
 // 1 SERVING, 2 NOT_SERVING, -1 when the call failed.
 int HealthStatus(const std::string& address);

@@ -1,10 +1,12 @@
 // End-to-end: the coordinator's OpenAI-compatible HTTP API (--http_listen) in front of a
 // coordinator + 2 Gloo workers serving tests/golden/tiny-opt in fp32, called over real HTTP.
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -210,6 +212,38 @@ TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
   EXPECT_TRUE(freed) << "the abandoned stream still holds KV cache";
   // Cancelled at the first token it could not deliver, far from its 120.
   EXPECT_LT(WorkerTokens() - tokens_before, 60u);
+}
+
+// The official OpenAI Python SDK (scripts/openai-venv.sh installs it) against the API: the
+// same greedy tokens as the runtime, non-streamed and streamed, and its BadRequestError.
+TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
+  const char* env = std::getenv("LLMINT8_TEST_VENV");
+  const char* home = std::getenv("HOME");
+  const std::string venv = env != nullptr    ? env
+                           : home != nullptr ? absl::StrCat(home, "/.cache/llmint8/test-venv")
+                                             : "";
+  const std::string python = venv + "/bin/python";
+  if (venv.empty() || std::system((python + " -c 'import openai' 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "no virtualenv with the openai package at " << venv
+                 << " (bash scripts/openai-venv.sh makes it; scripts/test.sh runs that)";
+  }
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  auto expected = reference_->Greedy(prompt, 12);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  absl::StatusOr<std::string> output =
+      RunAndRead(absl::StrCat(python, " ", SourcePath("tests/e2e/openai_client.py"), " ",
+                              http_port_, " tiny-opt ", absl::StrJoin(prompt, ","), " 12"));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const json j = json::parse(*output);
+  EXPECT_EQ(j["models"], json({"tiny-opt"}));
+  EXPECT_THAT(j["tokens"].get<std::vector<int32_t>>(), ElementsAreArray(*expected));
+  EXPECT_THAT(j["stream_tokens"].get<std::vector<int32_t>>(), ElementsAreArray(*expected));
+  EXPECT_EQ(j["finish_reason"], "length");
+  EXPECT_EQ(j["logprobs"].size(), 12u);
+  EXPECT_EQ(j["usage"], 16);
+  EXPECT_EQ(j["stream_usage"], 12);
+  EXPECT_EQ(j["error"]["status"], 400);
+  EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr("temperature"));
 }
 
 TEST_F(HttpE2ETest, ModelsAndHealth) {

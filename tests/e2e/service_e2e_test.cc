@@ -150,13 +150,9 @@ TEST_F(ServiceE2ETest, PythonGrpcioClientGetsTheSameTokens) {
       "/usr/bin/python3 ", SourcePath("tests/e2e/python_client.py"),
       " --target=", cluster_->address(), " --proto_dir=", SourcePath("proto"),
       " --token_ids=", absl::StrJoin(c.prompt, ","), " --max_new_tokens=", c.greedy.size());
-  FILE* pipe = popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) output.append(buf, n);
-  ASSERT_EQ(pclose(pipe), 0) << output;
-  nlohmann::json j = nlohmann::json::parse(output);
+  absl::StatusOr<std::string> output = RunAndRead(cmd);
+  ASSERT_TRUE(output.ok()) << output.status();
+  nlohmann::json j = nlohmann::json::parse(*output);
   EXPECT_EQ(j["code"], "OK");
   EXPECT_EQ(j["finish_reason"], "FINISH_REASON_LENGTH");
   EXPECT_THAT(j["tokens"].get<std::vector<int32_t>>(), ElementsAreArray(c.greedy));
