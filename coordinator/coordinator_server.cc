@@ -1,6 +1,7 @@
 #include "coordinator/coordinator_server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <utility>
 
@@ -39,6 +40,7 @@ struct CoordinatorServer::Impl {
   int port = 0;
   std::string address;
   bool shut_down = false;
+  std::atomic<bool> draining{false};  // health stays NOT_SERVING once set
   // Last: destroyed first, so no scrape or API call reads the scheduler or group while they
   // go (Shutdown stops the scheduler first: that ends every open stream).
   std::unique_ptr<MetricsServer> metrics_server;  // null without metrics_listen
@@ -127,7 +129,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   impl->group = std::make_unique<WorkerGroup>(options.group, [raw](GroupState state) {
     if (raw->server == nullptr) return;
     grpc::HealthCheckServiceInterface* health = raw->server->GetHealthCheckService();
-    if (health != nullptr) health->SetServingStatus(state == GroupState::kReady);
+    if (health != nullptr && !raw->draining.load()) {
+      health->SetServingStatus(state == GroupState::kReady);
+    }
   });
   // The gauges read the scheduler and group when scraped: both exist before the metrics server
   // starts and outlive it (Shutdown stops it first).
@@ -185,6 +189,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     api.max_context = impl->options.scheduler.max_context;
     api.max_body_bytes = impl->options.max_message_bytes;
     api.created = absl::ToUnixSeconds(absl::Now());
+    Impl* state = impl.get();
+    api.serving = [state] { return state->group->ready() && !state->draining.load(); };
     // A thread per open request (every batch slot and queue place may be held over HTTP),
     // plus spares so that a request past them still gets its quick 429 and /health answers.
     const int threads =
@@ -223,6 +229,15 @@ void CoordinatorServer::Wait() { impl_->server->Wait(); }
 void CoordinatorServer::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
+  impl_->draining.store(true);
+  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  LLMINT8_LOG(INFO) << "coordinator draining: " << impl_->scheduler->running() << " running, "
+                    << impl_->scheduler->queued() << " queued; new requests are refused (up to "
+                    << absl::FormatDuration(impl_->options.drain_timeout) << ")";
+  if (!impl_->scheduler->Drain(impl_->options.drain_timeout)) {
+    LLMINT8_LOG(WARNING) << "drain timed out: " << impl_->scheduler->running() << " running and "
+                         << impl_->scheduler->queued() << " queued requests fail UNAVAILABLE";
+  }
   LLMINT8_LOG(INFO) << "coordinator shutting down";
   impl_->metrics_server.reset();  // no scrape reads the scheduler or group from here on
   impl_->scheduler->Stop();       // ends every stream

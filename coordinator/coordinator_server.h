@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/worker_group.h"
 
@@ -31,6 +32,9 @@ struct CoordinatorOptions {
   std::string metrics_listen;
   // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.
   std::string http_listen;
+  // Shutdown serves what is queued and running for up to this long (health NOT_SERVING, new
+  // requests UNAVAILABLE) before it fails what is left.
+  absl::Duration drain_timeout = absl::Seconds(20);
   // A tokenizer.json file or a directory with vocab.json + merges.txt (or tokenizer.json);
   // default: the model directory's, when it has one.
   std::string tokenizer;
@@ -48,6 +52,7 @@ class CoordinatorServer {
   int http_port() const;               // 0 without http_listen
   const std::string& address() const;  // host:port as clients on this host reach it
   void Wait();                         // until Shutdown (from another thread)
+  // Drains (see drain_timeout), then stops serving. Idempotent.
   void Shutdown();
 
  private:

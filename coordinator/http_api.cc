@@ -77,10 +77,12 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   auto counter = std::make_shared<std::atomic<uint64_t>>(0);
   const openai::ModelCard card{options.model_id, options.max_context, options.created};
 
-  server.Get("/health", [group](const httplib::Request&, httplib::Response& res) {
-    const bool ready = group->ready();
-    res.status = ready ? 200 : 503;
-    res.set_content(ready ? R"({"status":"ok"})" : R"({"status":"unavailable"})", kJson);
+  std::function<bool()> serving = options.serving;
+  if (!serving) serving = [group] { return group->ready(); };
+  server.Get("/health", [serving](const httplib::Request&, httplib::Response& res) {
+    const bool up = serving();
+    res.status = up ? 200 : 503;
+    res.set_content(up ? R"({"status":"ok"})" : R"({"status":"unavailable"})", kJson);
   });
   server.Get("/v1/models", [card](const httplib::Request&, httplib::Response& res) {
     res.set_content(openai::ModelsJson(card), kJson);

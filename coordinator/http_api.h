@@ -3,7 +3,8 @@
 //                         events ("data: {chunk}" per token, then "data: [DONE]"), else one
 //                         JSON body;
 //   GET  /v1/models       the served model;
-//   GET  /health          200 while the worker group is ready, else 503.
+//   GET  /health          200 while serving (the worker group is ready, not draining), else
+//                         503.
 // A request the service refuses (bad fields, queue full, group refused) gets the HTTP status
 // of its error before any stream starts (a group the workers cannot hold: 503); an error after a
 // stream started (a worker lost) is a last "data: {"error": ...}" event. A streaming client that
@@ -14,6 +15,7 @@
 #define LLMINT8_COORDINATOR_HTTP_API_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "coordinator/generation_service.h"
@@ -30,6 +32,8 @@ struct HttpApiOptions {
   int64_t max_context = 0;
   int64_t max_body_bytes = 4 << 20;
   int64_t created = 0;  // unix seconds, the server's start
+  // /health's answer (thread-safe); unset: the group is ready.
+  std::function<bool()> serving;
 };
 
 // Registers the routes above; `service` and `group` outlive `server`'s handlers.

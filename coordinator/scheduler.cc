@@ -29,9 +29,32 @@ void Scheduler::Stop() {
   for (auto& seq : queued) seq->Fail(down);
 }
 
+bool Scheduler::Drain(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+  }
+  while (true) {
+    // Without a group the queued requests cannot be served: no use waiting for them.
+    const bool group_ready = group_->ready();
+    absl::MutexLock lock(&mu_);
+    auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return queue_.empty() && running_count_ == 0;
+    };
+    const absl::Duration left = deadline - absl::Now();
+    if (mu_.AwaitWithTimeout(absl::Condition(&idle), std::min(left, absl::Milliseconds(100)))) {
+      return true;
+    }
+    if ((running_count_ == 0 && !group_ready) || absl::Now() >= deadline) return false;
+  }
+}
+
 absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) {
   absl::MutexLock lock(&mu_);
-  if (stop_) return absl::UnavailableError("the server is shutting down");
+  if (stop_ || draining_) {
+    return absl::UnavailableError("the server is shutting down; retry the request");
+  }
   if (static_cast<int32_t>(queue_.size()) >= options_.queue_capacity) {
     // Make room first from requests whose client is gone or whose deadline has passed
     // (their handlers may not have noticed yet).

@@ -51,10 +51,15 @@ class Scheduler {
   ~Scheduler();  // Stop()
 
   void Start();
+  // Graceful shutdown, first half: new requests are refused (UNAVAILABLE, so clients retry
+  // elsewhere) while the queued and running ones are served; returns when none is left (true),
+  // or false after `timeout` or as soon as only queued ones are left and the group is not
+  // ready (nothing would serve them). Stop() then fails whatever is left.
+  bool Drain(absl::Duration timeout);
   // Fails every queued and running sequence with UNAVAILABLE and joins the thread.
   void Stop();
 
-  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after Stop.
+  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while draining and after Stop.
   absl::Status Enqueue(std::shared_ptr<Sequence> seq);
   // Marks `seq` cancelled; a queued sequence leaves the queue at once, a running one is
   // released on the workers at the next step boundary.
@@ -79,6 +84,7 @@ class Scheduler {
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   // Owned by the scheduler thread; mirrored under mu_ for the counters.
   std::vector<std::shared_ptr<Sequence>> running_;

@@ -43,6 +43,9 @@ ABSL_FLAG(std::string, group, "all",
           "coordinator / serve: which workers form the group, planned from the memory each "
           "reports: all (every worker; refused when they cannot hold the model) or smallest "
           "(the fewest that hold it; the rest stay idle)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
+          "coordinator / serve: on SIGTERM / SIGINT, serve the queued and running requests for "
+          "up to this long (health NOT_SERVING, new requests UNAVAILABLE), then stop");
 ABSL_FLAG(absl::Duration, join_wait, absl::Seconds(3),
           "coordinator / serve with --group=smallest: how long forming the group waits for "
           "workers that do not answer; after it the group forms from those that did when they "

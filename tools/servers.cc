@@ -132,6 +132,9 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_prefill_chunk) < 0) {
     return absl::InvalidArgumentError("--prefill_chunk must be >= 0 (0: whole prompts)");
   }
+  if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)");
+  }
   if (absl::GetFlag(FLAGS_join_wait) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--join_wait must be >= 0 (e.g. 3s; inf waits for all)");
   }
@@ -151,6 +154,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.advertise = absl::GetFlag(FLAGS_advertise);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.group.addresses = std::move(worker_addresses);
   o.group.backend = DefaultBackend();
   o.group.model = absl::GetFlag(FLAGS_model);

@@ -64,6 +64,10 @@ Process::Process(std::vector<std::string> args, std::string log_path) {
 
 Process::~Process() { Kill(SIGTERM); }
 
+void Process::Signal(int signal) {
+  if (pid_ > 0) kill(pid_, signal);
+}
+
 void Process::Kill(int signal) {
   if (pid_ <= 0) return;
   kill(pid_, signal);

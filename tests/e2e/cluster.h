@@ -25,8 +25,9 @@ int FreePort();
 class Process {
  public:
   Process(std::vector<std::string> args, std::string log_path);
-  ~Process();  // Kill(SIGTERM) and reap
-  void Kill(int signal);
+  ~Process();               // Kill(SIGTERM) and reap
+  void Kill(int signal);    // signals and reaps (waits for the exit)
+  void Signal(int signal);  // signals only
   bool running() const { return pid_ > 0; }
 
  private:
@@ -50,6 +51,7 @@ class Cluster {
   std::string worker_address(int rank) const;
   void StartWorker(int rank);
   void KillWorker(int rank, int signal);
+  void SignalCoordinator(int signal) { coordinator_->Signal(signal); }
 
   std::unique_ptr<v1::Generation::Stub> NewStub() const;
   std::unique_ptr<v1::Worker::Stub> NewWorkerStub(int rank) const;

@@ -396,5 +396,40 @@ TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
   }
 }
 
+// SIGTERM drains: the stream in flight is served to its end (not cut with UNAVAILABLE), a new
+// request is refused with UNAVAILABLE, and the coordinator then exits.
+TEST(DrainE2ETest, SigtermServesTheRunningStreamAndRefusesNewOnes) {
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  const std::vector<int32_t> prompt = {2, 11, 12};
+  auto expected = (*ref)->Greedy(prompt, 100);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  auto stub = cluster.NewStub();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub->Generate(&ctx, GreedyRequest(prompt, 100));
+  std::vector<int32_t> tokens;
+  v1::GenerateResponse resp;
+  while (tokens.size() < 3 && reader->Read(&resp)) {
+    if (resp.has_token_id()) tokens.push_back(resp.token_id());
+  }
+  cluster.SignalCoordinator(SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const Generated refused = Generate(*stub, GreedyRequest(prompt, 4), 10);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << refused.status.error_message();
+  while (reader->Read(&resp)) {
+    if (resp.has_token_id()) tokens.push_back(resp.token_id());
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok()) << "the stream in flight was cut: " << status.error_message();
+  EXPECT_THAT(tokens, ElementsAreArray(*expected));
+}
+
 }  // namespace
 }  // namespace llmint8::e2e
