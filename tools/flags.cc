@@ -6,7 +6,7 @@ ABSL_FLAG(std::string, listen, "",
           "host:port to serve on (coordinator / serve default 0.0.0.0:50051; worker default "
           "127.0.0.1:50061; port 0 picks a free port)");
 ABSL_FLAG(std::string, coordinator, "",
-          "generate: the coordinator to call (default 127.0.0.1:50051). worker: the "
+          "generate / loadtest: the coordinator to call (default 127.0.0.1:50051). worker: the "
           "coordinator's rendezvous address, overriding the one it sends");
 ABSL_FLAG(std::string, http_listen, "",
           "host:port for the OpenAI-compatible HTTP API (coordinator / serve): POST "
@@ -75,14 +75,16 @@ ABSL_FLAG(bool, respawn, true, "serve: restart a worker process that exits");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
 ABSL_FLAG(std::vector<std::string>, token_ids, {},
           "generate: the prompt as comma-separated token ids (instead of --prompt)");
-ABSL_FLAG(int32_t, max_new_tokens, 32, "generate: tokens to generate");
+ABSL_FLAG(int32_t, max_new_tokens, 32, "generate / loadtest: tokens to generate");
 ABSL_FLAG(float, temperature, 0.0f, "generate: 0 is greedy; > 0 samples");
 ABSL_FLAG(int32_t, top_k, 0, "generate: keep the k most likely tokens (0: off)");
 ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus sampling mass in (0, 1]");
 ABSL_FLAG(float, repetition_penalty, 1.0f,
           "generate: > 1 discourages repeating tokens of the prompt and output (1.1 to 1.3 is "
           "usual; 1: off)");
-ABSL_FLAG(int64_t, seed, -1, "generate: sampler seed (-1: chosen by the server)");
+ABSL_FLAG(int64_t, seed, -1,
+          "generate: sampler seed (-1: chosen by the server); loadtest: seed of the random "
+          "prompts (-1: 0)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop sequences");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-sequence token");

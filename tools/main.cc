@@ -4,6 +4,7 @@
 //   llmint8 coordinator --workers=H:P,H:P ...    the front door, driving remote workers
 //   llmint8 worker --listen=H:P                  one tensor-parallel shard
 //   llmint8 generate --prompt="Hello"            stream an answer to the terminal
+//   llmint8 loadtest --concurrency=8             a serving benchmark against a coordinator
 //   llmint8 plan --model=175b --compare          GPUs needed in fp16 vs int8
 //   llmint8 quantize --model=DIR --out=DIR8      write an int8 checkpoint
 //   llmint8 eval --model=DIR --text=FILE         perplexity
@@ -53,6 +54,11 @@ const std::vector<Subcommand>& Subcommands() {
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",
         "repetition_penalty", "seed", "stop", "logprobs", "ignore_eos", "timeout"}},
+      {"loadtest",
+       "Benchmark a coordinator: concurrent Generate calls; time to first token, per token, "
+       "throughput.",
+       {"coordinator", "requests", "concurrency", "prompt_tokens", "max_new_tokens", "seed",
+        "json"}},
       // plan, quantize, eval: tools/offline_commands.cc holds their flags and help.
       {"plan", llmint8::tools::OfflineCommandSummary("plan"), {}},
       {"quantize", llmint8::tools::OfflineCommandSummary("quantize"), {}},
@@ -133,6 +139,7 @@ int main(int argc, char** argv) {
   if (name == "coordinator") return llmint8::tools::RunCoordinator();
   if (name == "serve") return llmint8::tools::RunServe(argv[0]);
   if (name == "generate") return llmint8::tools::RunGenerate();
+  if (name == "loadtest") return llmint8::tools::RunLoadtest();
   std::fprintf(stderr, "llmint8 %s: not available in this build yet\n", sub->name);
   return 1;
 }

@@ -9,6 +9,7 @@ int RunCoordinator();
 // Coordinator + --tp local worker processes (this binary re-executed as `worker`).
 int RunServe(const char* self_path);
 int RunGenerate();
+int RunLoadtest();  // tools/loadtest.cc
 
 // The offline subcommands (tools/offline_commands.h parses their flags, then calls these).
 int RunPlan();      // tools/plan_command.cc

@@ -1,0 +1,54 @@
+// `llmint8 loadtest` against a real coordinator + 2 workers (tests/golden/tiny-opt, fp32): it
+// sends what it says, every request completes, and the figures are consistent.
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/cli/run_cli.h"
+#include "tests/e2e/cluster.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+using tools::testing::RunCli;
+
+TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
+  ClusterOptions options;
+  options.model = SourcePath("tests/golden/tiny-opt");
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  const tools::testing::CliResult r =
+      RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(),
+                          " --requests=10 --concurrency=3 --prompt_tokens=5 --max_new_tokens=7 "
+                          "--seed=4 --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["requests"], 10);
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_EQ(j["generated_tokens"], 70);  // ignore_eos: every request runs to max_new_tokens
+  EXPECT_EQ(j["tensor_parallel"], 2);
+  EXPECT_NEAR(j["output_tokens_per_s"].get<double>(), 70 / j["wall_s"].get<double>(), 1e-6);
+  for (const char* name : {"ttft_ms", "tpot_ms", "latency_ms"}) {
+    const nlohmann::json& q = j[name];
+    EXPECT_GT(q["p50"].get<double>(), 0) << name;
+    EXPECT_LE(q["p50"].get<double>(), q["p90"].get<double>()) << name;
+    EXPECT_LE(q["p90"].get<double>(), q["p99"].get<double>()) << name;
+  }
+  EXPECT_LE(j["ttft_ms"]["p99"].get<double>(), j["latency_ms"]["p99"].get<double>());
+  EXPECT_LE(j["latency_ms"]["p99"].get<double>(), 1000 * j["wall_s"].get<double>());
+}
+
+TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
+  tools::testing::CliResult r = RunCli("loadtest --requests=0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("must be >= 1"));
+  r = RunCli(absl::StrCat("loadtest --coordinator=127.0.0.1:", FreePort(), " --requests=1"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("GetModelInfo"));
+}
+
+}  // namespace
+}  // namespace llmint8::e2e

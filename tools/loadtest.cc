@@ -1,0 +1,177 @@
+// loadtest: a serving benchmark. Sends --requests Generate calls to a coordinator from
+// --concurrency clients at once (each starts its next request when one ends), with random
+// token-id prompts of --prompt_tokens and --max_new_tokens each (ignore_eos, greedy), and
+// reports time to first token, time per output token, request latency (p50 / p90 / p99) and
+// the throughput of generated tokens over the wall time.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "grpcpp/grpcpp.h"
+#include "llmint8/v1/generation.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tools/flags.h"
+#include "tools/subcommands.h"
+
+ABSL_FLAG(int32_t, requests, 64, "loadtest: Generate calls in all");
+ABSL_FLAG(int32_t, concurrency, 8, "loadtest: calls in flight at once");
+ABSL_FLAG(int32_t, prompt_tokens, 32, "loadtest: prompt length (random token ids)");
+ABSL_DECLARE_FLAG(bool, json);  // tools/offline_commands.cc
+
+namespace llmint8::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Outcome {
+  grpc::Status status;
+  int tokens = 0;
+  double ttft_ms = 0;   // first token
+  double total_ms = 0;  // last message
+  double tpot_ms = 0;   // (total - ttft) / (tokens - 1)
+};
+
+Outcome Call(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
+  Outcome out;
+  grpc::ClientContext ctx;
+  const Clock::time_point start = Clock::now();
+  auto ms = [&start] {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  };
+  auto reader = stub.Generate(&ctx, req);
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+    if (!resp.has_token_id()) continue;
+    if (out.tokens++ == 0) out.ttft_ms = ms();
+  }
+  out.total_ms = ms();
+  out.status = reader->Finish();
+  if (out.tokens > 1) out.tpot_ms = (out.total_ms - out.ttft_ms) / (out.tokens - 1);
+  return out;
+}
+
+// The q-quantile (nearest rank) of `v`; 0 when empty.
+double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+  return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
+}
+
+}  // namespace
+
+int RunLoadtest() {
+  const int requests = absl::GetFlag(FLAGS_requests);
+  const int concurrency = absl::GetFlag(FLAGS_concurrency);
+  const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
+  if (requests < 1 || concurrency < 1 || prompt_tokens < 1 || max_new < 1) {
+    std::fprintf(stderr,
+                 "llmint8 loadtest: --requests, --concurrency, --prompt_tokens and "
+                 "--max_new_tokens must be >= 1\n");
+    return 2;
+  }
+  const std::string target = absl::GetFlag(FLAGS_coordinator).empty()
+                                 ? "127.0.0.1:50051"
+                                 : absl::GetFlag(FLAGS_coordinator);
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  auto stub = v1::Generation::NewStub(channel);
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) {
+      std::fprintf(stderr, "llmint8 loadtest: GetModelInfo on %s failed: %s\n", target.c_str(),
+                   s.error_message().c_str());
+      return 1;
+    }
+  }
+  // Prompts: BOS then uniform ids past the special tokens; the same for every run of a seed.
+  const int64_t seed = absl::GetFlag(FLAGS_seed);
+  std::mt19937 rng(static_cast<uint32_t>(seed < 0 ? 0 : seed));
+  std::uniform_int_distribution<int32_t> id(4, std::max(4, info.vocab_size() - 1));
+  std::vector<v1::GenerateRequest> reqs(requests);
+  for (v1::GenerateRequest& r : reqs) {
+    r.mutable_token_ids()->add_ids(info.bos_token_id());
+    for (int t = 1; t < prompt_tokens; ++t) r.mutable_token_ids()->add_ids(id(rng));
+    r.set_max_new_tokens(max_new);
+    r.set_ignore_eos(true);
+  }
+
+  std::vector<Outcome> outcomes(requests);
+  std::atomic<int> next{0};
+  const Clock::time_point start = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < std::min(concurrency, requests); ++c) {
+    clients.emplace_back([&] {
+      for (int i = next++; i < requests; i = next++) outcomes[i] = Call(*stub, reqs[i]);
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double> ttft, tpot, latency;
+  int64_t tokens = 0;
+  int failed = 0;
+  std::string first_error;
+  for (const Outcome& o : outcomes) {
+    if (!o.status.ok()) {
+      if (failed++ == 0) first_error = o.status.error_message();
+      continue;
+    }
+    tokens += o.tokens;
+    ttft.push_back(o.ttft_ms);
+    latency.push_back(o.total_ms);
+    if (o.tokens > 1) tpot.push_back(o.tpot_ms);
+  }
+  nlohmann::json j = {
+      {"model", info.model()},
+      {"dtype", info.dtype()},
+      {"tensor_parallel", info.tensor_parallel()},
+      {"requests", requests},
+      {"failed", failed},
+      {"concurrency", concurrency},
+      {"prompt_tokens", prompt_tokens},
+      {"max_new_tokens", max_new},
+      {"generated_tokens", tokens},
+      {"wall_s", wall_s},
+      {"output_tokens_per_s", tokens / wall_s},
+      {"requests_per_s", (requests - failed) / wall_s},
+  };
+  for (const auto& [name, v] : {std::pair{"ttft_ms", &ttft}, std::pair{"tpot_ms", &tpot},
+                                std::pair{"latency_ms", &latency}}) {
+    j[name] = {{"p50", Quantile(*v, 0.5)}, {"p90", Quantile(*v, 0.9)}, {"p99", Quantile(*v, 0.99)}};
+  }
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s (%s, TP %d): %d requests, %d at once, %d prompt + %d new tokens each\n",
+                info.model().c_str(), info.dtype().c_str(), info.tensor_parallel(), requests,
+                concurrency, prompt_tokens, max_new);
+    std::printf("  output %.1f tokens/s, %.2f requests/s over %.2f s; %d failed\n", tokens / wall_s,
+                (requests - failed) / wall_s, wall_s, failed);
+    for (const char* name : {"ttft_ms", "tpot_ms", "latency_ms"}) {
+      std::printf("  %-10s p50 %8.1f  p90 %8.1f  p99 %8.1f\n", name, j[name]["p50"].get<double>(),
+                  j[name]["p90"].get<double>(), j[name]["p99"].get<double>());
+    }
+  }
+  if (failed > 0) {
+    std::fprintf(stderr, "llmint8 loadtest: %d of %d requests failed; the first: %s\n", failed,
+                 requests, first_error.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace llmint8::tools
