@@ -84,12 +84,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   options.group.max_batch = options.scheduler.max_batch;
   options.group.config = impl->config;
   // A planned group (fp16 / int8) guarantees each worker room for reserve_sequences sequences
-  // of max_context tokens: admit no more KV cache, and prefill no more tokens per step, than
-  // that (unless --kv_budget_tokens says otherwise), so the workers' limits are not hit.
+  // of max_context tokens: prefill no more tokens per step than that, and admit no more KV
+  // cache when the workers do not say how much they hold (they do at LoadShard: the KV budget
+  // is then what their memory allows beyond the weights; --kv_budget_tokens overrides both).
   const bool planned = options.group.dtype == "fp16" || options.group.dtype == "int8";
   if (planned && options.group.reserve_sequences > 0) {
     const int64_t reserved = options.group.reserve_sequences * max_context;
-    if (options.scheduler.kv_budget_tokens == 0) options.scheduler.kv_budget_tokens = reserved;
+    options.scheduler.default_kv_budget_tokens = reserved;
     options.scheduler.max_prefill_tokens = std::min(options.scheduler.max_prefill_tokens, reserved);
   }
 

@@ -135,11 +135,20 @@ void Scheduler::ReleaseFinished() {
   running_count_ = static_cast<int>(running_.size());
 }
 
+int64_t Scheduler::KvBudget() const {
+  const int64_t most = int64_t{options_.max_batch} * options_.max_context;
+  int64_t budget = options_.kv_budget_tokens;
+  if (budget <= 0) budget = group_->kv_capacity_tokens();
+  if (budget <= 0) budget = options_.default_kv_budget_tokens;
+  if (budget <= 0 || budget > most) budget = most;
+  LLMINT8_LOG(INFO) << "scheduler: KV budget " << budget << " positions (up to "
+                    << options_.max_batch << " sequences of " << options_.max_context << ")";
+  return budget;
+}
+
 void Scheduler::AdmitLocked() {
   int64_t prefill_tokens = 0;
-  const int64_t budget = options_.kv_budget_tokens > 0
-                             ? options_.kv_budget_tokens
-                             : int64_t{options_.max_batch} * options_.max_context;
+  const int64_t budget = kv_budget_;
   while (!queue_.empty() && static_cast<int32_t>(running_.size()) < options_.max_batch) {
     std::shared_ptr<Sequence>& next = queue_.front();
     if (next->cancelled()) {
@@ -181,6 +190,7 @@ void Scheduler::Loop() {
       if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
       if (!group_->WaitReady(absl::Milliseconds(100))) continue;
       running_epoch_ = group_->epoch();
+      kv_budget_ = KvBudget();
     }
     ReleaseFinished();
     {

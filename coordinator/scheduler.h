@@ -5,8 +5,10 @@
 // every worker right after the step that finished it (or at the next step boundary).
 //
 // Admission is FIFO from a bounded queue, limited by max_batch and by a KV budget (sum over
-// running sequences of prompt + max_new_tokens positions). Prompts are prefilled in chunks
-// (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
+// running sequences of prompt + max_new_tokens positions): kv_budget_tokens when set, else
+// what the group's workers reported they can hold (WorkerGroup::kv_capacity_tokens), else
+// default_kv_budget_tokens; never more than max_batch * max_context. Prompts are prefilled in
+// chunks (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
 // prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens as the
@@ -35,11 +37,12 @@
 namespace llmint8::coordinator {
 
 struct SchedulerOptions {
-  int32_t max_batch = 32;             // sequences per step
-  int32_t queue_capacity = 256;       // waiting requests; more get RESOURCE_EXHAUSTED
-  int64_t kv_budget_tokens = 0;       // 0: max_batch * max_context
-  int64_t max_prefill_tokens = 4096;  // prompt tokens per step
-  int64_t prefill_chunk = 512;        // prompt tokens of one sequence per step; 0: whole
+  int32_t max_batch = 32;                // sequences per step
+  int32_t queue_capacity = 256;          // waiting requests; more get RESOURCE_EXHAUSTED
+  int64_t kv_budget_tokens = 0;          // 0: from the group (see above)
+  int64_t default_kv_budget_tokens = 0;  // 0: max_batch * max_context
+  int64_t max_prefill_tokens = 4096;     // prompt tokens per step
+  int64_t prefill_chunk = 512;           // prompt tokens of one sequence per step; 0: whole
   int64_t max_context = 2048;
   int64_t eos_token_id = 2;
 };
@@ -72,6 +75,7 @@ class Scheduler {
  private:
   void Loop();
   void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t KvBudget() const;  // for the group that just became ready
   void FailRunning(const absl::Status& status);
   // Fails every queued sequence (the group was refused: waiting would not help).
   void FailQueued(const absl::Status& status);
@@ -91,6 +95,7 @@ class Scheduler {
   int running_count_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t kv_in_use_ = 0;
+  int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
   int64_t running_epoch_ = 0;
   std::vector<uint64_t> to_release_;
   std::thread thread_;

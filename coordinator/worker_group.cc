@@ -1,5 +1,6 @@
 #include "coordinator/worker_group.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -104,6 +105,11 @@ std::vector<int> WorkerGroup::Unanswered() const {
 std::vector<int> WorkerGroup::Members() const {
   absl::MutexLock lock(&mu_);
   return members_;
+}
+
+int64_t WorkerGroup::kv_capacity_tokens() const {
+  absl::MutexLock lock(&mu_);
+  return kv_capacity_tokens_;
 }
 
 absl::Status WorkerGroup::refusal() const {
@@ -290,6 +296,14 @@ absl::Status WorkerGroup::Form() {
                           absl::StrCat("LoadShard on worker ", members[i], " (", w.address, ")"));
   }
   absl::MutexLock lock(&mu_);
+  // The least of the members' capacities; unknown (0) when any member does not know its own.
+  kv_capacity_tokens_ = r.responses[0].kv_capacity_tokens();
+  for (int i = 1; i < n; ++i) {
+    kv_capacity_tokens_ = std::min(kv_capacity_tokens_, r.responses[i].kv_capacity_tokens());
+  }
+  if (kv_capacity_tokens_ > 0) {
+    LLMINT8_LOG(INFO) << "the group holds " << kv_capacity_tokens_ << " KV cache positions";
+  }
   for (int i = 0; i < n; ++i) {
     WorkerStatus& status = workers_[members[i]].status;
     status.healthy = true;

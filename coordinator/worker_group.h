@@ -96,6 +96,9 @@ class WorkerGroup {
   // degree; num_workers() counts idle ones too.
   int world_size() const;
   int num_workers() const { return static_cast<int>(options_.addresses.size()); }
+  // KV cache positions the current group can hold (the least any member reported at
+  // LoadShard; 0: unknown), summed over sequences.
+  int64_t kv_capacity_tokens() const;
   // OK unless the state is kRefused: then FAILED_PRECONDITION with the planner's message.
   absl::Status refusal() const;
   const WorkerGroupOptions& options() const { return options_; }
@@ -147,6 +150,7 @@ class WorkerGroup {
   GroupState state_ ABSL_GUARDED_BY(mu_) = GroupState::kForming;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int> members_ ABSL_GUARDED_BY(mu_);  // worker indices, rank order
+  int64_t kv_capacity_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status refusal_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread monitor_;

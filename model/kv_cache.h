@@ -48,6 +48,7 @@ class KvCache {
   absl::Status Release(uint64_t seq_id);
 
   int64_t bytes() const { return bytes_; }
+  int64_t per_position_bytes() const { return per_position_bytes_; }
   int64_t max_context() const { return max_context_; }
 
  private:

@@ -34,6 +34,9 @@ class ShardBackend {
   virtual int64_t ContextLength(uint64_t seq_id) const = 0;
   virtual int64_t num_sequences() const = 0;
   virtual MemoryStats memory() const = 0;
+  // ShardModel::KvCapacityTokens.
+  virtual int64_t KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens, int64_t step_rows,
+                                   int64_t max_sequences) const = 0;
 };
 
 // Loads this rank's slices onto the CUDA device options.cuda_device (model/cuda). `plan` is
@@ -49,9 +52,8 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
 // token list, token id outside [0, vocab_size), a sequence over max_context (OutOfRange),
 // duplicate seq_id. `length(seq_id)` gives the cached positions (0 when unknown);
 // `sorted_ids` is scratch (reused to avoid allocating per step).
-absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
-                               int64_t vocab_size, int64_t max_context,
-                               absl::FunctionRef<int64_t(uint64_t)> length,
+absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch, int64_t vocab_size,
+                               int64_t max_context, absl::FunctionRef<int64_t(uint64_t)> length,
                                std::vector<uint64_t>* sorted_ids);
 
 }  // namespace llmint8::model

@@ -428,6 +428,18 @@ int64_t ShardModel::num_sequences() const {
   return kv_->num_sequences();
 }
 
+int64_t ShardModel::KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens,
+                                     int64_t step_rows, int64_t max_sequences) const {
+  if (backend_ != nullptr) {
+    return backend_->KvCapacityTokens(usable_bytes, step_tokens, step_rows, max_sequences);
+  }
+  const MemoryStats now = memory();
+  const int64_t fixed = now.total() - now.kv_cache - now.scratch;  // the weights
+  const int64_t room = usable_bytes - fixed - ScratchBytesFor(step_tokens, step_rows);
+  // Capacity doubles as a sequence grows (model/kv_cache.h): up to 2x its length reserved.
+  return std::max<int64_t>(0, room) / (2 * kv_->per_position_bytes());
+}
+
 MemoryStats ShardModel::memory() const {
   if (backend_ != nullptr) return backend_->memory();
   MemoryStats s;

@@ -155,6 +155,14 @@ class ShardModel {
   int64_t num_sequences() const;
 
   MemoryStats memory() const;
+  // KV cache positions this shard can hold in all, summed over sequences that each grow to
+  // their full length, when it may use `usable_bytes` (its memory limit, or what the device
+  // has free plus what the shard holds) and keeps room for the activations of a step of
+  // `step_tokens` tokens and `step_rows` logit rows. Counts the cache's own overhead (the CPU
+  // cache may reserve up to twice a sequence's length; the GPU's rounds each sequence up to a
+  // page). 0 when nothing fits.
+  int64_t KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens, int64_t step_rows,
+                           int64_t max_sequences) const;
   const OptConfig& config() const { return config_; }
   const ShardOptions& options() const { return options_; }
   int tp() const { return tp_; }

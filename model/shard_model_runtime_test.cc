@@ -229,5 +229,41 @@ TEST(ShardModelMemoryTest, AccountsBytesAndEnforcesTheLimit) {
   EXPECT_GT((*m)->memory().kv_cache, 0);
 }
 
+// The KV capacity a worker reports (what the coordinator admits up to) is safe: sequences
+// whose full lengths sum to it, stepped in chunks of at most the step size it was computed
+// for, never hit the limit; and it is not far below what fits.
+TEST(ShardModelMemoryTest, KvCapacityIsSafeToFill) {
+  const OptConfig c = SmallConfig(128, 4, 2, 512, 128);
+  auto src = Source(c);
+  ShardOptions o;
+  o.precision = Precision::kInt8;
+  auto probe = LoadModel(c, *src, o);
+  const int64_t weights = probe->memory().total() - probe->memory().scratch;
+  const int64_t kv_per_pos = c.num_hidden_layers * 2 * c.hidden_size * 4;
+  constexpr int64_t kStep = 24, kRows = 4;
+  o.memory_limit_bytes = weights + 300 * kv_per_pos + 512 * 1024;
+  auto m = LoadModel(c, *src, o);
+  const int64_t cap = m->KvCapacityTokens(o.memory_limit_bytes, kStep, kRows, kRows);
+  // Half the positions that fit beyond the weights and a step's activations (growth slack).
+  EXPECT_GT(cap, 100);
+  EXPECT_LE(cap, (300 * kv_per_pos + 512 * 1024) / (2 * kv_per_pos));
+  EXPECT_EQ(m->KvCapacityTokens(weights / 2, kStep, kRows, kRows), 0);
+
+  // kRows sequences sharing `cap` positions, grown kStep tokens a step at most.
+  const int64_t each = cap / kRows;
+  std::vector<std::vector<int32_t>> tokens(kRows, std::vector<int32_t>(each, 7));
+  for (int64_t done = 0; done < each; done += kStep / kRows) {
+    std::vector<ShardModel::SequenceInput> batch;
+    const int64_t n = std::min<int64_t>(kStep / kRows, each - done);
+    for (int s = 0; s < kRows; ++s) {
+      batch.push_back({static_cast<uint64_t>(s + 1),
+                       std::span<const int32_t>(tokens[s]).subspan(done, n)});
+    }
+    auto r = m->Step(batch);
+    ASSERT_TRUE(r.ok()) << "at " << done << " of " << each << ": " << r.status();
+  }
+  EXPECT_LE(m->memory().total(), o.memory_limit_bytes);
+}
+
 }  // namespace
 }  // namespace llmint8::model

@@ -68,7 +68,8 @@ ABSL_FLAG(int64_t, prefill_chunk, 512,
           "prompt tokens of one request per step: longer prompts are prefilled over several "
           "steps while the running streams keep decoding (0: whole prompts in one step)");
 ABSL_FLAG(int64_t, kv_budget_tokens, 0,
-          "KV cache positions reserved by running sequences, summed (0: max_batch * context)");
+          "KV cache positions reserved by running sequences, summed (0: what the workers say "
+          "they hold beyond the weights, at most max_batch * context)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20,
           "largest request the coordinator accepts (bigger: RESOURCE_EXHAUSTED)");
 ABSL_FLAG(bool, respawn, true, "serve: restart a worker process that exits");

@@ -167,8 +167,15 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   resp.set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
   resp.set_total_bytes(mem.total());
   resp.set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  const int64_t usable = UsableMemoryBytes(options_.device, options_.cuda_device,
+                                           options_.memory_limit_bytes, mem.total());
+  if (usable > 0) {
+    resp.set_kv_capacity_tokens(model_->KvCapacityTokens(
+        usable, model_->max_context() + req.max_batch(), req.max_batch(), req.max_batch()));
+  }
   LLMINT8_LOG(INFO) << who << ": loaded " << opened.source->Describe() << " as " << req.dtype()
-                    << " in " << resp.load_seconds() << " s; " << mem.DebugString();
+                    << " in " << resp.load_seconds() << " s; " << mem.DebugString() << "; room for "
+                    << resp.kv_capacity_tokens() << " KV positions";
   return absl::OkStatus();
 }
 

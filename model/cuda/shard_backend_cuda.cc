@@ -107,6 +107,8 @@ class CudaShardBackend final : public ShardBackend {
   int64_t ContextLength(uint64_t seq_id) const override { return kv_.Length(seq_id); }
   int64_t num_sequences() const override { return kv_.num_sequences(); }
   MemoryStats memory() const override;
+  int64_t KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens, int64_t step_rows,
+                           int64_t max_sequences) const override;
 
  private:
   CudaShardBackend(const OptConfig& config, const ShardPlan& plan, comm::Communicator* comm,
@@ -261,6 +263,18 @@ MemoryStats CudaShardBackend::memory() const {
               // AttentionBatchCuda: [sequences][4] int32 + the page table
               (attn_batch_sequences_ * 4 + attn_batch_pages_) * 4;
   return s;
+}
+
+int64_t CudaShardBackend::KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens,
+                                           int64_t step_rows, int64_t max_sequences) const {
+  const MemoryStats now = memory();
+  const int64_t fixed = now.total() - now.kv_cache - now.scratch;  // the weights
+  const int64_t room = usable_bytes - fixed - ScratchBytesFor(step_tokens, step_rows) -
+                       static_cast<int64_t>(lt_.workspace_bytes());
+  const int64_t pages = std::max<int64_t>(0, room) / kv_.page_bytes();
+  // Each sequence's last page may be partly empty.
+  return std::max<int64_t>(
+      0, pages * PagedKvCache::kPageSize - max_sequences * (PagedKvCache::kPageSize - 1));
 }
 
 absl::Status CudaShardBackend::CheckLimit(int64_t more_bytes, std::string_view what) const {
