@@ -13,7 +13,7 @@
 #             TP 2, the four at once                                             -> eval.log
 #   serve     llmint8 serve --device=cuda with the bundled model: int8 TP 2 over NCCL (the two
 #             ranks share the GPU, each its own NCCL_HOSTID) and fp16 TP 1, the same greedy
-#             Generate on both, then a sampled one                              -> serve.log
+#             Generate on both, then a sampled one, then a 16-client loadtest   -> serve.log
 #   bench     llmint8_kernel_bench --backend=cuda (issue 2's table), then the variants that
 #             pick defaults (small-M kernel vs cuBLASLt at M 8..32, chunked vs one-piece GEMM)
 #                                                                                -> bench.md, bench.log
@@ -146,6 +146,10 @@ for section in "${sections[@]}"; do
         timeout 90 "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
           --max_new_tokens=64 --temperature=0.8 --top_p=0.95 --seed=7 --timeout=80 >> "$log" 2>&1
         check "serve $1 tp $2 sampled generate" $?
+        echo "--- loadtest: 16 clients, 32 requests, 32 prompt + 32 new tokens" >> "$log"
+        timeout 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=32 \
+          --concurrency=16 --prompt_tokens=32 --max_new_tokens=32 --seed=1 >> "$log" 2>&1
+        check "serve $1 tp $2 loadtest" $?
       fi
       stop $server
       port=$((port + 100))
