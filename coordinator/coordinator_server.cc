@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/generation_service.h"
@@ -41,6 +42,7 @@ struct CoordinatorServer::Impl {
   std::string address;
   bool shut_down = false;
   std::atomic<bool> draining{false};  // health stays NOT_SERVING once set
+  absl::Mutex health_mu;              // orders the group's health updates with the drain's
   // Last: destroyed first, so no scrape or API call reads the scheduler or group while they
   // go (Shutdown stops the scheduler first: that ends every open stream).
   std::unique_ptr<MetricsServer> metrics_server;  // null without metrics_listen
@@ -94,6 +96,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     options.scheduler.max_prefill_tokens = std::min(options.scheduler.max_prefill_tokens, reserved);
   }
 
+  // A step carries at most a prefill budget of prompt tokens plus a decode token per sequence.
+  options.group.max_step_tokens =
+      std::max(options.scheduler.max_prefill_tokens, max_context) + options.scheduler.max_batch;
+
   TokenizerOptions tok_options;
   tok_options.bos_id = static_cast<int32_t>(impl->config.bos_token_id);
   if (!options.tokenizer.empty()) {
@@ -130,6 +136,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   impl->group = std::make_unique<WorkerGroup>(options.group, [raw](GroupState state) {
     if (raw->server == nullptr) return;
     grpc::HealthCheckServiceInterface* health = raw->server->GetHealthCheckService();
+    absl::MutexLock lock(&raw->health_mu);
     if (health != nullptr && !raw->draining.load()) {
       health->SetServingStatus(state == GroupState::kReady);
     }
@@ -230,13 +237,17 @@ void CoordinatorServer::Wait() { impl_->server->Wait(); }
 void CoordinatorServer::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
-  impl_->draining.store(true);
-  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  {
+    absl::MutexLock lock(&impl_->health_mu);
+    impl_->draining.store(true);
+    impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  }
   LLMINT8_LOG(INFO) << "coordinator draining: " << impl_->scheduler->running() << " running, "
                     << impl_->scheduler->queued() << " queued; new requests are refused (up to "
                     << absl::FormatDuration(impl_->options.drain_timeout) << ")";
   if (!impl_->scheduler->Drain(impl_->options.drain_timeout)) {
-    LLMINT8_LOG(WARNING) << "drain timed out: " << impl_->scheduler->running() << " running and "
+    LLMINT8_LOG(WARNING) << "drain ended (timeout, or no worker group to serve the queue): "
+                         << impl_->scheduler->running() << " running and "
                          << impl_->scheduler->queued() << " queued requests fail UNAVAILABLE";
   }
   LLMINT8_LOG(INFO) << "coordinator shutting down";

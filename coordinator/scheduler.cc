@@ -137,10 +137,15 @@ void Scheduler::ReleaseFinished() {
 
 int64_t Scheduler::KvBudget() const {
   const int64_t most = int64_t{options_.max_batch} * options_.max_context;
+  // A reported 0 stays 0: one sequence at a time (AdmitLocked always admits into an empty
+  // batch; the worker refuses a step that does not fit).
   int64_t budget = options_.kv_budget_tokens;
-  if (budget <= 0) budget = group_->kv_capacity_tokens();
-  if (budget <= 0) budget = options_.default_kv_budget_tokens;
-  if (budget <= 0 || budget > most) budget = most;
+  if (budget <= 0) {
+    const std::optional<int64_t> reported = group_->kv_capacity_tokens();
+    budget = reported.has_value() ? *reported : options_.default_kv_budget_tokens;
+    if (!reported.has_value() && budget <= 0) budget = most;
+  }
+  budget = std::min(budget, most);
   LLMINT8_LOG(INFO) << "scheduler: KV budget " << budget << " positions (up to "
                     << options_.max_batch << " sequences of " << options_.max_context << ")";
   return budget;

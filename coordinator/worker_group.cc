@@ -107,7 +107,7 @@ std::vector<int> WorkerGroup::Members() const {
   return members_;
 }
 
-int64_t WorkerGroup::kv_capacity_tokens() const {
+std::optional<int64_t> WorkerGroup::kv_capacity_tokens() const {
   absl::MutexLock lock(&mu_);
   return kv_capacity_tokens_;
 }
@@ -280,6 +280,7 @@ absl::Status WorkerGroup::Form() {
     req.set_rendezvous_address(rendezvous_address_);
     req.set_max_batch(options_.max_batch);
     req.set_max_context(options_.max_context);
+    req.set_max_step_tokens(options_.max_step_tokens);
   }
   auto r = FanOut<v1::LoadShardResponse>(
       n, options_.load_timeout, AnyFailure,
@@ -296,13 +297,19 @@ absl::Status WorkerGroup::Form() {
                           absl::StrCat("LoadShard on worker ", members[i], " (", w.address, ")"));
   }
   absl::MutexLock lock(&mu_);
-  // The least of the members' capacities; unknown (0) when any member does not know its own.
-  kv_capacity_tokens_ = r.responses[0].kv_capacity_tokens();
-  for (int i = 1; i < n; ++i) {
-    kv_capacity_tokens_ = std::min(kv_capacity_tokens_, r.responses[i].kv_capacity_tokens());
+  // The least of the members' capacities; unknown when any member does not know its own.
+  kv_capacity_tokens_.reset();
+  for (int i = 0; i < n; ++i) {
+    if (!r.responses[i].has_kv_capacity_tokens()) {
+      kv_capacity_tokens_.reset();
+      break;
+    }
+    const int64_t cap = r.responses[i].kv_capacity_tokens();
+    kv_capacity_tokens_ =
+        kv_capacity_tokens_.has_value() ? std::min(*kv_capacity_tokens_, cap) : cap;
   }
-  if (kv_capacity_tokens_ > 0) {
-    LLMINT8_LOG(INFO) << "the group holds " << kv_capacity_tokens_ << " KV cache positions";
+  if (kv_capacity_tokens_.has_value()) {
+    LLMINT8_LOG(INFO) << "the group holds " << *kv_capacity_tokens_ << " KV cache positions";
   }
   for (int i = 0; i < n; ++i) {
     WorkerStatus& status = workers_[members[i]].status;

@@ -51,6 +51,7 @@ struct WorkerGroupOptions {
   std::string device = "cpu";
   int32_t max_batch = 32;
   int64_t max_context = 0;
+  int64_t max_step_tokens = 0;  // LoadShardRequest.max_step_tokens
   // The model's config, for planning the group; unset: every worker joins, unplanned.
   std::optional<model::OptConfig> config;
   GroupPolicy policy = GroupPolicy::kAllWorkers;
@@ -96,9 +97,9 @@ class WorkerGroup {
   // degree; num_workers() counts idle ones too.
   int world_size() const;
   int num_workers() const { return static_cast<int>(options_.addresses.size()); }
-  // KV cache positions the current group can hold (the least any member reported at
-  // LoadShard; 0: unknown), summed over sequences.
-  int64_t kv_capacity_tokens() const;
+  // KV cache positions the current group can hold, summed over sequences: the least any member
+  // reported at LoadShard; nullopt when a member did not report one.
+  std::optional<int64_t> kv_capacity_tokens() const;
   // OK unless the state is kRefused: then FAILED_PRECONDITION with the planner's message.
   absl::Status refusal() const;
   const WorkerGroupOptions& options() const { return options_; }
@@ -150,7 +151,7 @@ class WorkerGroup {
   GroupState state_ ABSL_GUARDED_BY(mu_) = GroupState::kForming;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int> members_ ABSL_GUARDED_BY(mu_);  // worker indices, rank order
-  int64_t kv_capacity_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<int64_t> kv_capacity_tokens_ ABSL_GUARDED_BY(mu_);
   absl::Status refusal_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread monitor_;

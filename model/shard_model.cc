@@ -436,8 +436,10 @@ int64_t ShardModel::KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens,
   const MemoryStats now = memory();
   const int64_t fixed = now.total() - now.kv_cache - now.scratch;  // the weights
   const int64_t room = usable_bytes - fixed - ScratchBytesFor(step_tokens, step_rows);
-  // Capacity doubles as a sequence grows (model/kv_cache.h): up to 2x its length reserved.
-  return std::max<int64_t>(0, room) / (2 * kv_->per_position_bytes());
+  // Capacity doubles as a sequence grows (model/kv_cache.h): up to 2x its length reserved, and
+  // at least one granule.
+  return std::max<int64_t>(0, std::max<int64_t>(0, room) / (2 * kv_->per_position_bytes()) -
+                                  max_sequences * KvCache::kGranule);
 }
 
 MemoryStats ShardModel::memory() const {

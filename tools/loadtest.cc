@@ -97,6 +97,13 @@ int RunLoadtest() {
       return 1;
     }
   }
+  if (info.max_context() > 0 && prompt_tokens + max_new > info.max_context()) {
+    std::fprintf(stderr,
+                 "llmint8 loadtest: --prompt_tokens + --max_new_tokens = %d is over the served "
+                 "context of %d tokens\n",
+                 prompt_tokens + max_new, info.max_context());
+    return 2;
+  }
   // Prompts: BOS then uniform ids past the special tokens; the same for every run of a seed.
   const int64_t seed = absl::GetFlag(FLAGS_seed);
   std::mt19937 rng(static_cast<uint32_t>(seed < 0 ? 0 : seed));
@@ -141,7 +148,7 @@ int RunLoadtest() {
       {"tensor_parallel", info.tensor_parallel()},
       {"requests", requests},
       {"failed", failed},
-      {"concurrency", concurrency},
+      {"concurrency", std::min(concurrency, requests)},
       {"prompt_tokens", prompt_tokens},
       {"max_new_tokens", max_new},
       {"generated_tokens", tokens},

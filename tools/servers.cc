@@ -318,6 +318,9 @@ int RunServe(const char* argv0) {
     pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive serve
+      // Not in serve's process group: a terminal's Ctrl-C reaches serve alone, which drains
+      // its requests before it stops the workers.
+      setpgid(0, 0);
       sigset_t none;
       sigemptyset(&none);
       pthread_sigmask(SIG_SETMASK, &none, nullptr);

@@ -167,15 +167,24 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   resp.set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
   resp.set_total_bytes(mem.total());
   resp.set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
-  const int64_t usable = UsableMemoryBytes(options_.device, options_.cuda_device,
-                                           options_.memory_limit_bytes, mem.total());
+  int64_t usable = UsableMemoryBytes(std::string(model::DeviceName(device)), cuda_device,
+                                     options_.memory_limit_bytes, mem.total());
   if (usable > 0) {
-    resp.set_kv_capacity_tokens(model_->KvCapacityTokens(
-        usable, model_->max_context() + req.max_batch(), req.max_batch(), req.max_batch()));
+    if (options_.memory_limit_bytes <= 0) {
+      // Free memory is shared: the group's ranks may sit on one host or one GPU (and a
+      // neighbour may still be loading), and libraries allocate more later. Claim a share.
+      usable = usable / 10 * 9 / req.world_size();
+    }
+    const int64_t step_tokens =
+        req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();
+    resp.set_kv_capacity_tokens(
+        model_->KvCapacityTokens(usable, step_tokens, req.max_batch(), req.max_batch()));
   }
   LLMINT8_LOG(INFO) << who << ": loaded " << opened.source->Describe() << " as " << req.dtype()
                     << " in " << resp.load_seconds() << " s; " << mem.DebugString() << "; room for "
-                    << resp.kv_capacity_tokens() << " KV positions";
+                    << (resp.has_kv_capacity_tokens() ? absl::StrCat(resp.kv_capacity_tokens())
+                                                      : std::string("unknown"))
+                    << " KV positions";
   return absl::OkStatus();
 }
 

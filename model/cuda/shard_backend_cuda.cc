@@ -271,7 +271,10 @@ int64_t CudaShardBackend::KvCapacityTokens(int64_t usable_bytes, int64_t step_to
   const int64_t fixed = now.total() - now.kv_cache - now.scratch;  // the weights
   const int64_t room = usable_bytes - fixed - ScratchBytesFor(step_tokens, step_rows) -
                        static_cast<int64_t>(lt_.workspace_bytes());
-  const int64_t pages = std::max<int64_t>(0, room) / kv_.page_bytes();
+  // The pool grows by doubling and holds the old pool while it copies (Step, GrowPool): a pool
+  // of P pages can pass through 3P / 2 pages at once, and the last doubling overshoots by up to
+  // 2x. Claiming a third of the room keeps every growth within it.
+  const int64_t pages = std::max<int64_t>(0, room) / kv_.page_bytes() / 3;
   // Each sequence's last page may be partly empty.
   return std::max<int64_t>(
       0, pages * PagedKvCache::kPageSize - max_sequences * (PagedKvCache::kPageSize - 1));

@@ -406,20 +406,26 @@ TEST(DrainE2ETest, SigtermServesTheRunningStreamAndRefusesNewOnes) {
   auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
   ASSERT_TRUE(ref.ok()) << ref.status();
   const std::vector<int32_t> prompt = {2, 11, 12};
-  auto expected = (*ref)->Greedy(prompt, 100);
+  auto expected = (*ref)->Greedy(prompt, 120);
   ASSERT_TRUE(expected.ok()) << expected.status();
 
   auto stub = cluster.NewStub();
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  auto reader = stub->Generate(&ctx, GreedyRequest(prompt, 100));
+  auto reader = stub->Generate(&ctx, GreedyRequest(prompt, 120));
   std::vector<int32_t> tokens;
   v1::GenerateResponse resp;
   while (tokens.size() < 3 && reader->Read(&resp)) {
     if (resp.has_token_id()) tokens.push_back(resp.token_id());
   }
   cluster.SignalCoordinator(SIGTERM);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // Draining starts when health turns NOT_SERVING (polled closely: the drain is short).
+  int health = 1;
+  for (int i = 0; i < 1000 && health == 1; ++i) {
+    health = HealthStatus(cluster.address());
+    if (health == 1) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(health, 2) << "health never said NOT_SERVING";
   const Generated refused = Generate(*stub, GreedyRequest(prompt, 4), 10);
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << refused.status.error_message();
