@@ -77,6 +77,26 @@ inline absl::StatusOr<GreedyResult> Greedy(
   return r;
 }
 
+// Chunked prefill as the scheduler does it (--prefill_chunk): `other` (sequence 2) is
+// prefilled first, then `prompt` (sequence 1) goes `chunk` tokens a step, each step beside a
+// decode token of sequence 2. Returns the last step's logits (row 0: the prompt's last
+// position).
+inline absl::StatusOr<Logits> ChunkedPrefill(ShardModel& model, std::span<const int32_t> prompt,
+                                             size_t chunk, std::span<const int32_t> other) {
+  ShardModel::SequenceInput first{2, other};
+  RETURN_IF_ERROR(model.Step({&first, 1}).status());
+  const int32_t decode_token = 7;
+  absl::StatusOr<Logits> last = absl::InvalidArgumentError("empty prompt");
+  for (size_t begin = 0; begin < prompt.size(); begin += chunk) {
+    const std::vector<ShardModel::SequenceInput> batch = {
+        {1, prompt.subspan(begin, std::min(chunk, prompt.size() - begin))},
+        {2, {&decode_token, 1}}};
+    last = model.Step(batch);
+    if (!last.ok()) return last.status();
+  }
+  return last;
+}
+
 // The two largest values of a row (top-1, top-2).
 inline std::pair<float, float> TopTwo(std::span<const float> row) {
   float first = -INFINITY, second = -INFINITY;

@@ -113,17 +113,8 @@ TEST_P(ShardModelTest, ChunkedPrefillEqualsWholePrefill) {
   ASSERT_TRUE(expected.ok()) << expected.status();
 
   auto chunked = LoadModel(c, *src, o);
-  ShardModel::SequenceInput first{2, other};
-  ASSERT_TRUE(chunked->Step({&first, 1}).ok());
-  const int32_t decode_token = 7;
-  absl::StatusOr<Logits> last;
-  for (size_t begin = 0; begin < prompt.size(); begin += 5) {
-    const size_t n = std::min<size_t>(5, prompt.size() - begin);
-    const std::vector<ShardModel::SequenceInput> batch = {
-        {1, std::span<const int32_t>(prompt).subspan(begin, n)}, {2, {&decode_token, 1}}};
-    last = chunked->Step(batch);
-    ASSERT_TRUE(last.ok()) << last.status();
-  }
+  auto last = testing::ChunkedPrefill(*chunked, prompt, 5, other);
+  ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(chunked->ContextLength(1), 13);
   EXPECT_EQ(chunked->ContextLength(2), 4 + 3);
   // As in the test above: int8 may round a quantized value differently after a summation-order
@@ -256,8 +247,8 @@ TEST(ShardModelMemoryTest, KvCapacityIsSafeToFill) {
     std::vector<ShardModel::SequenceInput> batch;
     const int64_t n = std::min<int64_t>(kStep / kRows, each - done);
     for (int s = 0; s < kRows; ++s) {
-      batch.push_back({static_cast<uint64_t>(s + 1),
-                       std::span<const int32_t>(tokens[s]).subspan(done, n)});
+      batch.push_back(
+          {static_cast<uint64_t>(s + 1), std::span<const int32_t>(tokens[s]).subspan(done, n)});
     }
     auto r = m->Step(batch);
     ASSERT_TRUE(r.ok()) << "at " << done << " of " << each << ": " << r.status();

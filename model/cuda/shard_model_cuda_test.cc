@@ -303,17 +303,8 @@ TEST_P(CudaVsCpuTest, ChunkedPrefillEqualsWholePrefill) {
   auto expected = whole->Step({&in, 1});
   ASSERT_TRUE(expected.ok()) << expected.status();
 
-  ShardModel::SequenceInput first{2, other};
-  ASSERT_TRUE(chunked->Step({&first, 1}).ok());
-  const int32_t decode_token = 7;
-  absl::StatusOr<Logits> last;
-  for (size_t begin = 0; begin < prompt.size(); begin += 16) {
-    const size_t n = std::min<size_t>(16, prompt.size() - begin);
-    const std::vector<ShardModel::SequenceInput> batch = {
-        {1, std::span<const int32_t>(prompt).subspan(begin, n)}, {2, {&decode_token, 1}}};
-    last = chunked->Step(batch);
-    ASSERT_TRUE(last.ok()) << last.status();
-  }
+  auto last = testing::ChunkedPrefill(*chunked, prompt, 16, other);
+  ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(chunked->ContextLength(1), 41);
   double tol = WorstCaseF16Bound(c, MaxAbs(expected->row(0)));
   if (p == Precision::kInt8) tol += kInt8Allowance;
