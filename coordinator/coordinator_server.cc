@@ -35,6 +35,7 @@ struct CoordinatorServer::Impl {
   std::unique_ptr<WorkerGroup> group;
   std::unique_ptr<ServiceMetrics> metrics;
   std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<ApiKey> api_key;  // before the services that read it
   std::unique_ptr<GenerationService> generation;
   RendezvousService rendezvous;
   std::unique_ptr<grpc::Server> server;
@@ -155,9 +156,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   });
   impl->scheduler =
       std::make_unique<Scheduler>(options.scheduler, impl->group.get(), impl->metrics.get());
+  impl->api_key = std::make_unique<ApiKey>(options.api_key);
+  if (impl->api_key->required()) {
+    LLMINT8_LOG(INFO) << "API key required on Generation and /v1/ (" << kApiKeyEnv << ")";
+  }
   impl->generation = std::make_unique<GenerationService>(
       impl->config, impl->tokenizer.get(), limits, impl->scheduler.get(), impl->group.get(),
-      options.scheduler.max_batch, options.scheduler.queue_capacity, impl->metrics.get());
+      options.scheduler.max_batch, options.scheduler.queue_capacity, impl->metrics.get(),
+      impl->api_key.get());
   if (!options.metrics_listen.empty()) {
     ServiceMetrics* metrics = impl->metrics.get();
     ASSIGN_OR_RETURN(impl->metrics_server, MetricsServer::Start(options.metrics_listen, [metrics] {
@@ -199,6 +205,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     api.created = absl::ToUnixSeconds(absl::Now());
     Impl* state = impl.get();
     api.serving = [state] { return state->group->ready() && !state->draining.load(); };
+    api.api_key = impl->api_key.get();
     // A thread per open request (every batch slot and queue place may be held over HTTP),
     // plus spares so that a request past them still gets its quick 429 and /health answers.
     const int threads =

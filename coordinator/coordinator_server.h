@@ -32,6 +32,9 @@ struct CoordinatorOptions {
   std::string metrics_listen;
   // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.
   std::string http_listen;
+  // Clients must send "authorization: Bearer <api_key>" when non-empty (coordinator/api_key.h);
+  // the binary reads it from LLMINT8_API_KEY.
+  std::string api_key;
   // Shutdown serves what is queued and running for up to this long (health NOT_SERVING, new
   // requests UNAVAILABLE) before it fails what is left.
   absl::Duration drain_timeout = absl::Seconds(20);

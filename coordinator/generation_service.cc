@@ -31,7 +31,7 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
 GenerationService::GenerationService(model::OptConfig config, const Tokenizer* tokenizer,
                                      ModelLimits limits, Scheduler* scheduler, WorkerGroup* group,
                                      int32_t max_batch, int32_t queue_capacity,
-                                     ServiceMetrics* metrics)
+                                     ServiceMetrics* metrics, const ApiKey* api_key)
     : config_(std::move(config)),
       tokenizer_(tokenizer),
       limits_(limits),
@@ -39,7 +39,16 @@ GenerationService::GenerationService(model::OptConfig config, const Tokenizer* t
       group_(group),
       max_batch_(max_batch),
       queue_capacity_(queue_capacity),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      api_key_(api_key) {}
+
+absl::Status GenerationService::Authorize(const grpc::ServerContext& ctx) const {
+  if (api_key_ == nullptr || !api_key_->required()) return absl::OkStatus();
+  const auto it = ctx.client_metadata().find("authorization");
+  return api_key_->Check(it == ctx.client_metadata().end()
+                             ? std::string_view()
+                             : std::string_view(it->second.data(), it->second.size()));
+}
 
 absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
     const v1::GenerateRequest& req) {
@@ -68,6 +77,7 @@ absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  if (absl::Status auth = Authorize(*ctx); !auth.ok()) return ToGrpcStatus(auth);
   const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
                                   ? absl::InfiniteFuture()
                                   : absl::FromChrono(ctx->deadline());
@@ -148,8 +158,9 @@ absl::Status GenerationService::Stream(
   }
 }
 
-grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
+grpc::Status GenerationService::Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
                                          v1::TokenizeResponse* resp) {
+  if (absl::Status auth = Authorize(*ctx); !auth.ok()) return ToGrpcStatus(auth);
   if (tokenizer_ == nullptr) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "this model was served without a tokenizer (no vocab.json/merges.txt)");
@@ -164,8 +175,9 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::Tokeniz
   return grpc::Status::OK;
 }
 
-grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
-                                             v1::ModelInfo* resp) {
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
+                                             const v1::GetModelInfoRequest*, v1::ModelInfo* resp) {
+  if (absl::Status auth = Authorize(*ctx); !auth.ok()) return ToGrpcStatus(auth);
   const WorkerGroupOptions& o = group_->options();
   resp->set_model(o.model);
   resp->set_dtype(o.dtype);

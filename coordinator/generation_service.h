@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "coordinator/api_key.h"
 #include "coordinator/metrics.h"
 #include "coordinator/request_validation.h"
 #include "coordinator/scheduler.h"
@@ -30,7 +31,8 @@ class GenerationService final : public v1::Generation::Service {
   // service.
   GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
                     Scheduler* scheduler, WorkerGroup* group, int32_t max_batch,
-                    int32_t queue_capacity, ServiceMetrics* metrics = nullptr);
+                    int32_t queue_capacity, ServiceMetrics* metrics = nullptr,
+                    const ApiKey* api_key = nullptr);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -65,6 +67,8 @@ class GenerationService final : public v1::Generation::Service {
                       const std::function<bool(const v1::GenerateResponse&)>& write,
                       const std::function<bool()>& gone, RequestRecord& record);
   void Record(absl::StatusCode code, RequestRecord& record);
+  // OK, or UNAUTHENTICATED when the call lacks the API key (coordinator/api_key.h).
+  absl::Status Authorize(const grpc::ServerContext& ctx) const;
 
   const model::OptConfig config_;
   const Tokenizer* const tokenizer_;
@@ -74,6 +78,7 @@ class GenerationService final : public v1::Generation::Service {
   const int32_t max_batch_;
   const int32_t queue_capacity_;
   ServiceMetrics* const metrics_;
+  const ApiKey* const api_key_;  // null: no authentication
   std::atomic<uint64_t> next_seq_id_{1};
 };
 

@@ -74,6 +74,18 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
                                 req.method, " ", req.path, " is not served; see /v1/completions"));
     res.set_content(openai::ErrorJson(status), kJson);
   });
+  if (options.api_key != nullptr && options.api_key->required()) {
+    const ApiKey* key = options.api_key;
+    server.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
+      if (req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+      const absl::Status auth = key->Check(req.get_header_value("Authorization"));
+      if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer");
+      res.set_content(openai::ErrorJson(auth), kJson);
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  }
   auto counter = std::make_shared<std::atomic<uint64_t>>(0);
   const openai::ModelCard card{options.model_id, options.max_context, options.created};
 

@@ -10,7 +10,8 @@
 // stream started (a worker lost) is a last "data: {"error": ...}" event. A streaming client that
 // disconnects has its sequence cancelled; a non-streamed request runs to its end (this cpp-httplib
 // cannot see the client leave). Bodies over max_body_bytes get 413, unknown routes 404, both with
-// an OpenAI error body.
+// an OpenAI error body. With an API key, /v1/ routes without "Authorization: Bearer <key>" get
+// 401.
 #ifndef LLMINT8_COORDINATOR_HTTP_API_H_
 #define LLMINT8_COORDINATOR_HTTP_API_H_
 
@@ -18,6 +19,7 @@
 #include <functional>
 #include <string>
 
+#include "coordinator/api_key.h"
 #include "coordinator/generation_service.h"
 #include "coordinator/worker_group.h"
 
@@ -34,6 +36,8 @@ struct HttpApiOptions {
   int64_t created = 0;  // unix seconds, the server's start
   // /health's answer (thread-safe); unset: the group is ready.
   std::function<bool()> serving;
+  // Required on /v1/ routes when set and non-empty (coordinator/api_key.h); outlives the routes.
+  const ApiKey* api_key = nullptr;
 };
 
 // Registers the routes above; `service` and `group` outlive `server`'s handlers.

@@ -9,6 +9,7 @@ llmint8_cc_test(NAME metrics_test SRCS metrics_test.cc
 llmint8_cc_library(
   NAME coordinator_service
   SRCS
+    api_key.cc
     coordinator_server.cc
     generation_service.cc
     group_decision.cc
@@ -27,6 +28,8 @@ llmint8_cc_library(
     absl::random_random absl::synchronization absl::time absl::strings)
 
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME openai_api_test SRCS openai_api_test.cc
                 DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)

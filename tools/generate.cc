@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
+#include "tools/client_auth.h"
 #include "tools/flags.h"
 #include "tools/subcommands.h"
 
@@ -68,6 +69,7 @@ int RunGenerate() {
   bool has_tokenizer = true;
   {
     grpc::ClientContext ctx;
+    AddApiKey(ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::GetModelInfoRequest info_req;
     v1::ModelInfo info;
@@ -75,6 +77,8 @@ int RunGenerate() {
   }
 
   grpc::ClientContext ctx;
+
+  AddApiKey(ctx);
   const double timeout = absl::GetFlag(FLAGS_timeout);
   if (timeout > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() +

@@ -20,6 +20,7 @@
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "tools/client_auth.h"
 #include "tools/flags.h"
 #include "tools/subcommands.h"
 
@@ -44,6 +45,7 @@ struct Outcome {
 Outcome Call(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
   Outcome out;
   grpc::ClientContext ctx;
+  AddApiKey(ctx);
   const Clock::time_point start = Clock::now();
   auto ms = [&start] {
     return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -89,6 +91,7 @@ int RunLoadtest() {
   v1::ModelInfo info;
   {
     grpc::ClientContext ctx;
+    AddApiKey(ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) {

@@ -25,6 +25,7 @@
 #include "comm/shared_gpu_env.h"
 #include "common/host_port.h"
 #include "common/log.h"
+#include "coordinator/api_key.h"
 #include "coordinator/coordinator_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -154,6 +155,8 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.advertise = absl::GetFlag(FLAGS_advertise);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  const char* key = std::getenv(coordinator::kApiKeyEnv);
+  if (key != nullptr) o.api_key = key;
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.group.addresses = std::move(worker_addresses);
   o.group.backend = DefaultBackend();

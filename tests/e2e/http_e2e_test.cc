@@ -1,5 +1,7 @@
 // End-to-end: the coordinator's OpenAI-compatible HTTP API (--http_listen) in front of a
 // coordinator + 2 Gloo workers serving tests/golden/tiny-opt in fp32, called over real HTTP.
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -257,6 +259,59 @@ TEST_F(HttpE2ETest, ModelsAndHealth) {
   const httplib::Result health = client.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+}
+
+// LLMINT8_API_KEY on the coordinator: the public gRPC service and the HTTP /v1/ routes need
+// "authorization: Bearer <key>"; health stays open; the binary's clients send the key from
+// the same variable.
+TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
+  constexpr char kKey[] = "test-key-7f3a";
+  const int http_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port)};
+  setenv("LLMINT8_API_KEY", kKey, 1);  // inherited by the cluster's processes only
+  Cluster cluster(options);
+  unsetenv("LLMINT8_API_KEY");
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+
+  auto stub = cluster.NewStub();
+  const Generated without = Generate(*stub, GreedyRequest({2, 5}, 3));
+  EXPECT_EQ(without.status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << without.status.error_message();
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", absl::StrCat("Bearer ", kKey));
+    auto reader = stub->Generate(&ctx, GreedyRequest({2, 5}, 3));
+    v1::GenerateResponse resp;
+    int tokens = 0;
+    while (reader->Read(&resp)) tokens += resp.has_token_id();
+    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(tokens, 3);
+  }
+
+  httplib::Client client("127.0.0.1", http_port);
+  httplib::Result res = client.Get("/v1/models");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  EXPECT_THAT(res->body, HasSubstr("Bearer"));
+  res = client.Get("/v1/models", {{"Authorization", "Bearer wrong"}});
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  res = client.Get("/v1/models", {{"Authorization", absl::StrCat("Bearer ", kKey)}});
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  res = client.Get("/health");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+
+  // The binary's client reads the key from the environment.
+  const std::string generate =
+      absl::StrCat(LlmintBinary(), " generate --coordinator=", cluster.address(),
+                   " --token_ids=2,5 --max_new_tokens=2 >/dev/null 2>&1");
+  EXPECT_EQ(WEXITSTATUS(std::system(generate.c_str())), 1) << "without the key";
+  EXPECT_EQ(WEXITSTATUS(std::system(absl::StrCat("LLMINT8_API_KEY=", kKey, " ", generate).c_str())),
+            0);
 }
 
 }  // namespace

@@ -1,0 +1,38 @@
+// Optional shared-secret authentication of the public APIs: with a key configured (the
+// LLMINT8_API_KEY environment variable of the coordinator / serve, e.g. from a Kubernetes
+// Secret), every call of the gRPC Generation service and of the HTTP /v1/ routes must carry
+// "authorization: Bearer <key>" (gRPC metadata or HTTP header); others get UNAUTHENTICATED
+// (HTTP 401). Health checks, reflection, /metrics and the workers' internal services stay
+// open (the NetworkPolicy of deploy/ guards the latter).
+//
+// Thread-safe (immutable).
+#ifndef LLMINT8_COORDINATOR_API_KEY_H_
+#define LLMINT8_COORDINATOR_API_KEY_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace llmint8::coordinator {
+
+inline constexpr char kApiKeyEnv[] = "LLMINT8_API_KEY";
+
+class ApiKey {
+ public:
+  explicit ApiKey(std::string key) : key_(std::move(key)) {}
+  // The key of kApiKeyEnv; empty (no authentication) when unset.
+  static ApiKey FromEnvironment();
+
+  bool required() const { return !key_.empty(); }
+  // `authorization`: the header / metadata value as sent (empty when absent). OK when no key is
+  // required or it is "Bearer <key>" (compared in constant time), else UNAUTHENTICATED.
+  absl::Status Check(std::string_view authorization) const;
+
+ private:
+  std::string key_;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_API_KEY_H_
