@@ -152,6 +152,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     s.group_ready = raw->group->ready();
     s.group_size = raw->group->world_size();
     s.group_epoch = raw->group->epoch();
+    s.kv_reserved = raw->scheduler->kv_reserved();
+    s.kv_budget = raw->scheduler->kv_budget();
+    s.draining = raw->draining.load();
     return s;
   });
   impl->scheduler =

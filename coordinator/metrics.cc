@@ -76,6 +76,14 @@ class LiveGauges : public prometheus::Collectable {
           s.group_size);
     gauge("llmint8_worker_group_epoch", "Times the worker group has formed",
           static_cast<double>(s.group_epoch));
+    gauge("llmint8_kv_reserved_positions",
+          "KV cache positions the running sequences reserve (prompt + max_new_tokens each)",
+          static_cast<double>(s.kv_reserved));
+    gauge("llmint8_kv_budget_positions",
+          "KV cache positions the scheduler admits up to (what the workers can hold)",
+          static_cast<double>(s.kv_budget));
+    gauge("llmint8_draining", "1 while shutting down (serving what is left, refusing new)",
+          s.draining ? 1 : 0);
     return out;
   }
 

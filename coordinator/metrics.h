@@ -13,9 +13,10 @@
 //   llmint8_step_batch_size                   sequences in a step                 (histogram)
 //   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
 //   llmint8_queued_requests, llmint8_running_sequences,
-//   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch
+//   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch,
+//   llmint8_kv_reserved_positions, llmint8_kv_budget_positions, llmint8_draining
 //                                             (gauges)
-// The last six are read from the scheduler when scraped.
+// The last nine are read from the scheduler and the server when scraped.
 //
 // Thread-safe: records come from gRPC handler threads and the scheduler thread.
 #ifndef LLMINT8_COORDINATOR_METRICS_H_
@@ -46,6 +47,9 @@ struct LiveState {
   bool group_ready = false;
   int group_size = 0;
   int64_t group_epoch = 0;
+  int64_t kv_reserved = 0;
+  int64_t kv_budget = 0;
+  bool draining = false;
 };
 
 // One finished Generate call.

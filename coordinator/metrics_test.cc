@@ -63,7 +63,7 @@ TEST(ServiceMetricsTest, StepsFillTheStepHistograms) {
 }
 
 TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
-  LiveState state{3, 5, 1234, true, 2, 7};
+  LiveState state{3, 5, 1234, true, 2, 7, 96, 8192, false};
   ServiceMetrics m([&state] { return state; });
   std::string text = m.Text();
   EXPECT_THAT(text, HasSubstr("llmint8_queued_requests 3\n"));
@@ -72,7 +72,12 @@ TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
   EXPECT_THAT(text, HasSubstr("llmint8_worker_group_ready 1\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_worker_group_size 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_worker_group_epoch 7\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_kv_reserved_positions 96\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_kv_budget_positions 8192\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_draining 0\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE llmint8_queued_requests gauge\n"));
+  state.draining = true;
+  EXPECT_THAT(m.Text(), HasSubstr("llmint8_draining 1\n"));
   state.group_ready = false;
   state.queued = 0;
   text = m.Text();

@@ -90,6 +90,16 @@ int Scheduler::running() const {
   return running_count_;
 }
 
+int64_t Scheduler::kv_reserved() const {
+  absl::MutexLock lock(&mu_);
+  return kv_reserved_count_;
+}
+
+int64_t Scheduler::kv_budget() const {
+  absl::MutexLock lock(&mu_);
+  return kv_budget_count_;
+}
+
 uint64_t Scheduler::steps() const {
   absl::MutexLock lock(&mu_);
   return steps_;
@@ -102,6 +112,7 @@ void Scheduler::FailRunning(const absl::Status& status) {
   to_release_.clear();  // the group that held them is gone
   absl::MutexLock lock(&mu_);
   running_count_ = 0;
+  kv_reserved_count_ = 0;
 }
 
 void Scheduler::FailQueued(const absl::Status& status) {
@@ -133,6 +144,8 @@ void Scheduler::ReleaseFinished() {
   }
   absl::MutexLock lock(&mu_);
   running_count_ = static_cast<int>(running_.size());
+  kv_reserved_count_ = kv_in_use_;
+  kv_budget_count_ = kv_budget_;
 }
 
 int64_t Scheduler::KvBudget() const {
@@ -172,6 +185,8 @@ void Scheduler::AdmitLocked() {
     queue_.pop_front();
   }
   running_count_ = static_cast<int>(running_.size());
+  kv_reserved_count_ = kv_in_use_;
+  kv_budget_count_ = kv_budget_;
 }
 
 void Scheduler::Loop() {

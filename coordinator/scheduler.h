@@ -70,6 +70,10 @@ class Scheduler {
 
   int queued() const;
   int running() const;
+  // KV positions the running sequences reserve (prompt + max_new_tokens each) and the budget
+  // they may (this group's; 0 before the first group).
+  int64_t kv_reserved() const;
+  int64_t kv_budget() const;
   uint64_t steps() const;
 
  private:
@@ -93,6 +97,8 @@ class Scheduler {
   // Owned by the scheduler thread; mirrored under mu_ for the counters.
   std::vector<std::shared_ptr<Sequence>> running_;
   int running_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t kv_reserved_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t kv_budget_count_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)

@@ -90,6 +90,10 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   // The scheduler releases a finished sequence just after its client saw the last token.
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 5), 0);
   EXPECT_EQ(Sample(after, "llmint8_queued_requests"), 0);
+  // The budget the workers reported, at most max_batch (32) x the model's context (128).
+  EXPECT_EQ(Sample(after, "llmint8_kv_budget_positions"), 32 * 128);
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_kv_reserved_positions", 0, 5), 0);
+  EXPECT_EQ(Sample(after, "llmint8_draining"), 0);
 
   // A lost worker shows at the next scrape, and the group's re-forming when it is back.
   cluster.KillWorker(1, SIGKILL);
