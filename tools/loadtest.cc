@@ -62,6 +62,17 @@ Outcome Call(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
   return out;
 }
 
+// Every member of the group (rank >= 0) is healthy.
+bool GroupServes(const v1::ModelInfo& info) {
+  int members = 0;
+  for (const v1::WorkerInfo& w : info.workers()) {
+    if (w.rank() < 0) continue;
+    if (!w.healthy()) return false;
+    ++members;
+  }
+  return members > 0;
+}
+
 // The q-quantile (nearest rank) of `v`; 0 when empty.
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
@@ -88,17 +99,26 @@ int RunLoadtest() {
                                  : absl::GetFlag(FLAGS_coordinator);
   auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   auto stub = v1::Generation::NewStub(channel);
+  // Timings start once the group serves: wait (up to 60 s) until every member is healthy.
   v1::ModelInfo info;
-  {
+  for (int attempt = 0;; ++attempt) {
     grpc::ClientContext ctx;
     AddApiKey(ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    info.Clear();
     const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) {
       std::fprintf(stderr, "llmint8 loadtest: GetModelInfo on %s failed: %s\n", target.c_str(),
                    s.error_message().c_str());
       return 1;
     }
+    if (GroupServes(info)) break;
+    if (attempt == 600) {
+      std::fprintf(stderr, "llmint8 loadtest: the worker group on %s did not form in 60 s\n",
+                   target.c_str());
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (info.max_context() > 0 && prompt_tokens + max_new > info.max_context()) {
     std::fprintf(stderr,

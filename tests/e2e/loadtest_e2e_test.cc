@@ -1,6 +1,8 @@
 // `llmint8 loadtest` against a real coordinator + 2 workers (tests/golden/tiny-opt, fp32): it
 // sends what it says, every request completes, and the figures are consistent.
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -39,6 +41,30 @@ TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
   }
   EXPECT_LE(j["ttft_ms"]["p99"].get<double>(), j["latency_ms"]["p99"].get<double>());
   EXPECT_LE(j["latency_ms"]["p99"].get<double>(), 1000 * j["wall_s"].get<double>());
+}
+
+// Started before the workers, it waits for the group instead of timing the wait.
+TEST(LoadtestE2ETest, WaitsForTheGroupToForm) {
+  ClusterOptions options;
+  options.model = SourcePath("tests/golden/tiny-opt");
+  options.start_workers = false;
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 2, 30)) << "expected NOT_SERVING";
+  tools::testing::CliResult r;
+  std::thread run([&] {
+    r = RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(),
+                            " --requests=4 --concurrency=2 --prompt_tokens=3 --max_new_tokens=5 "
+                            "--json"));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  cluster.StartWorker(0);
+  cluster.StartWorker(1);
+  run.join();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["generated_tokens"], 20);
+  // The 1.5 s before the workers started is not in the wall time.
+  EXPECT_LT(j["wall_s"].get<double>(), 1.5);
 }
 
 TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
