@@ -1,5 +1,6 @@
 #include "coordinator/api_key.h"
 
+#include <cctype>
 #include <cstdlib>
 
 namespace llmint8::coordinator {
@@ -9,10 +10,35 @@ ApiKey ApiKey::FromEnvironment() {
   return ApiKey(key != nullptr ? key : "");
 }
 
+namespace {
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && IsSpace(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsSpace(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+ApiKey::ApiKey(std::string_view key) : key_(Trim(key)) {}
+
 absl::Status ApiKey::Check(std::string_view authorization) const {
   if (!required()) return absl::OkStatus();
-  constexpr std::string_view kBearer = "Bearer ";
-  if (authorization.substr(0, kBearer.size()) != kBearer) {
+  constexpr std::string_view kBearer = "Bearer ";  // the scheme is case-insensitive (RFC 7235)
+  if (!EqualsIgnoreCase(authorization.substr(0, kBearer.size()), kBearer)) {
     return absl::UnauthenticatedError(
         "this server needs an API key: send the header 'authorization: Bearer <key>'");
   }

@@ -2,8 +2,12 @@
 // LLMINT8_API_KEY environment variable of the coordinator / serve, e.g. from a Kubernetes
 // Secret), every call of the gRPC Generation service and of the HTTP /v1/ routes must carry
 // "authorization: Bearer <key>" (gRPC metadata or HTTP header); others get UNAUTHENTICATED
-// (HTTP 401). Health checks, reflection, /metrics and the workers' internal services stay
-// open (the NetworkPolicy of deploy/ guards the latter).
+// (HTTP 401). Health checks, reflection, /metrics and the internal services stay open: the
+// Rendezvous the workers form groups through listens on the same port as Generation, so
+// restrict who can reach the coordinator's port to clients and workers (the NetworkPolicy of
+// deploy/ guards the workers' ports). The key travels in clear text over plaintext gRPC and
+// HTTP: terminate TLS in front of the coordinator (an ingress or a proxy) when it crosses an
+// untrusted network.
 //
 // Thread-safe (immutable).
 #ifndef LLMINT8_COORDINATOR_API_KEY_H_
@@ -20,7 +24,9 @@ inline constexpr char kApiKeyEnv[] = "LLMINT8_API_KEY";
 
 class ApiKey {
  public:
-  explicit ApiKey(std::string key) : key_(std::move(key)) {}
+  // Surrounding whitespace is dropped (a Secret made from a file ends with a newline); empty:
+  // no authentication.
+  explicit ApiKey(std::string_view key);
   // The key of kApiKeyEnv; empty (no authentication) when unset.
   static ApiKey FromEnvironment();
 

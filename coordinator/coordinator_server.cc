@@ -162,6 +162,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   impl->api_key = std::make_unique<ApiKey>(options.api_key);
   if (impl->api_key->required()) {
     LLMINT8_LOG(INFO) << "API key required on Generation and /v1/ (" << kApiKeyEnv << ")";
+  } else if (!options.api_key.empty()) {
+    LLMINT8_LOG(WARNING) << kApiKeyEnv << " is set but blank: no API key is required";
   }
   impl->generation = std::make_unique<GenerationService>(
       impl->config, impl->tokenizer.get(), limits, impl->scheduler.get(), impl->group.get(),

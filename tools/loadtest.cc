@@ -17,11 +17,14 @@
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tools/client_auth.h"
 #include "tools/flags.h"
+#include "tools/health_client.h"
 #include "tools/subcommands.h"
 
 ABSL_FLAG(int32_t, requests, 64, "loadtest: Generate calls in all");
@@ -62,17 +65,6 @@ Outcome Call(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
   return out;
 }
 
-// Every member of the group (rank >= 0) is healthy.
-bool GroupServes(const v1::ModelInfo& info) {
-  int members = 0;
-  for (const v1::WorkerInfo& w : info.workers()) {
-    if (w.rank() < 0) continue;
-    if (!w.healthy()) return false;
-    ++members;
-  }
-  return members > 0;
-}
-
 // The q-quantile (nearest rank) of `v`; 0 when empty.
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
@@ -99,26 +91,32 @@ int RunLoadtest() {
                                  : absl::GetFlag(FLAGS_coordinator);
   auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   auto stub = v1::Generation::NewStub(channel);
-  // Timings start once the group serves: wait (up to 60 s) until every member is healthy.
+  // Timings start once the group serves: wait (up to 60 s) for grpc.health.v1 SERVING, which
+  // the coordinator reports only while its worker group is ready.
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  int health = HealthCheck(channel, absl::Seconds(5));
+  while (health != 1 && health != -1 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(100));
+    health = HealthCheck(channel, absl::Seconds(5));
+  }
+  if (health != 1) {
+    std::fprintf(stderr, "llmint8 loadtest: %s %s\n", target.c_str(),
+                 health == -1 ? "does not answer health checks"
+                              : "is not serving after 60 s (see the coordinator's log: a "
+                                "worker group that does not form, or is refused)");
+    return 1;
+  }
   v1::ModelInfo info;
-  for (int attempt = 0;; ++attempt) {
+  {
     grpc::ClientContext ctx;
     AddApiKey(ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    info.Clear();
     const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) {
       std::fprintf(stderr, "llmint8 loadtest: GetModelInfo on %s failed: %s\n", target.c_str(),
                    s.error_message().c_str());
       return 1;
     }
-    if (GroupServes(info)) break;
-    if (attempt == 600) {
-      std::fprintf(stderr, "llmint8 loadtest: the worker group on %s did not form in 60 s\n",
-                   target.c_str());
-      return 1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (info.max_context() > 0 && prompt_tokens + max_new > info.max_context()) {
     std::fprintf(stderr,

@@ -13,11 +13,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "tools/health_client.h"
+
+extern char** environ;
 
 namespace llmint8::e2e {
 
@@ -44,8 +48,16 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-Process::Process(std::vector<std::string> args, std::string log_path) {
+Process::Process(std::vector<std::string> args, std::string log_path,
+                 std::vector<std::string> env) {
   args.insert(args.begin(), LlmintBinary());
+  // Built before fork: the child of a multi-threaded process may only exec.
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).substr(0, 16) != "LLMINT8_API_KEY=") env.emplace_back(*e);
+  }
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_ = fork();
   if (pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -57,7 +69,7 @@ Process::Process(std::vector<std::string> args, std::string log_path) {
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    execv(argv[0], argv.data());
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
 }
@@ -96,7 +108,8 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
                                    absl::StrCat("--model=", options_.model),
                                    absl::StrCat("--dtype=", options_.dtype)};
   for (const std::string& f : options_.extra_coordinator_flags) args.push_back(f);
-  coordinator_ = std::make_unique<Process>(args, log_dir_ + "/coordinator.log");
+  coordinator_ =
+      std::make_unique<Process>(args, log_dir_ + "/coordinator.log", options_.coordinator_env);
   std::fprintf(stderr, "cluster logs in %s\n", log_dir_.c_str());
 }
 
@@ -145,37 +158,8 @@ absl::StatusOr<std::string> RunAndRead(const std::string& command) {
 }
 
 int HealthStatus(const std::string& address) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  grpc::Slice empty;  // HealthCheckRequest{service: ""} serializes to zero bytes
-  grpc::ByteBuffer request(&empty, 1);
-  grpc::ByteBuffer response;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
-  grpc::StubOptions options;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", options, &request, &response,
-                 [&](grpc::Status s) {
-                   std::lock_guard<std::mutex> lock(mu);
-                   status = std::move(s);
-                   done = true;
-                   cv.notify_all();
-                 });
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return done; });
-  if (!status.ok()) return -1;
-  std::vector<grpc::Slice> slices;
-  response.Dump(&slices);
-  std::string bytes;
-  for (const grpc::Slice& s : slices) {
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  }
-  // HealthCheckResponse{status = 1 (enum)}: tag 0x08 then the varint; absent means 0.
-  if (bytes.size() >= 2 && bytes[0] == 0x08) return bytes[1];
-  return 0;
+  return tools::HealthCheck(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
+                            absl::Seconds(2));
 }
 
 bool WaitForHealth(const std::string& address, int want, double seconds) {

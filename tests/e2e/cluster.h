@@ -21,10 +21,12 @@ std::string LlmintBinary();
 std::string SourcePath(const std::string& relative);
 int FreePort();
 
-// A child process running `llmint8 <args...>`, its output appended to `log_path`.
+// A child process running `llmint8 <args...>`, its output appended to `log_path`. It gets
+// this process's environment without LLMINT8_API_KEY (a key in the environment of the test
+// run would lock out the tests' clients), plus `env` ("NAME=value" entries).
 class Process {
  public:
-  Process(std::vector<std::string> args, std::string log_path);
+  Process(std::vector<std::string> args, std::string log_path, std::vector<std::string> env = {});
   ~Process();               // Kill(SIGTERM) and reap
   void Kill(int signal);    // signals and reaps (waits for the exit)
   void Signal(int signal);  // signals only
@@ -40,6 +42,7 @@ struct ClusterOptions {
   int workers = 2;
   std::vector<std::string> extra_coordinator_flags;
   bool start_workers = true;
+  std::vector<std::string> coordinator_env;  // "NAME=value" for the coordinator process
 };
 
 class Cluster {

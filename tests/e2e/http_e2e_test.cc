@@ -270,9 +270,8 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   ClusterOptions options;
   options.model = SourcePath(kModelDir);
   options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port)};
-  setenv("LLMINT8_API_KEY", kKey, 1);  // inherited by the cluster's processes only
+  options.coordinator_env = {absl::StrCat("LLMINT8_API_KEY=", kKey)};
   Cluster cluster(options);
-  unsetenv("LLMINT8_API_KEY");
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
 
   auto stub = cluster.NewStub();
@@ -309,9 +308,10 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   const std::string generate =
       absl::StrCat(LlmintBinary(), " generate --coordinator=", cluster.address(),
                    " --token_ids=2,5 --max_new_tokens=2 >/dev/null 2>&1");
-  EXPECT_EQ(WEXITSTATUS(std::system(generate.c_str())), 1) << "without the key";
-  EXPECT_EQ(WEXITSTATUS(std::system(absl::StrCat("LLMINT8_API_KEY=", kKey, " ", generate).c_str())),
-            0);
+  const std::string no_key = absl::StrCat("env -u LLMINT8_API_KEY ", generate);
+  const std::string with_key = absl::StrCat("env LLMINT8_API_KEY=", kKey, " ", generate);
+  EXPECT_EQ(WEXITSTATUS(std::system(no_key.c_str())), 1) << "without the key";
+  EXPECT_EQ(WEXITSTATUS(std::system(with_key.c_str())), 0) << "with the key";
 }
 
 }  // namespace
