@@ -143,6 +143,24 @@ void Scheduler::ReleaseFinished() {
     to_release_.clear();
   }
   absl::MutexLock lock(&mu_);
+  PublishLocked();
+}
+
+void Scheduler::Retire(const std::vector<bool>& leaving) {
+  std::vector<std::shared_ptr<Sequence>> staying;
+  staying.reserve(running_.size());
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (!leaving[i]) {
+      staying.push_back(std::move(running_[i]));
+      continue;
+    }
+    to_release_.push_back(running_[i]->id());
+    kv_in_use_ -= running_[i]->max_tokens();
+  }
+  running_.swap(staying);
+}
+
+void Scheduler::PublishLocked() {
   running_count_ = static_cast<int>(running_.size());
   kv_reserved_count_ = kv_in_use_;
   kv_budget_count_ = kv_budget_;
@@ -184,9 +202,7 @@ void Scheduler::AdmitLocked() {
     running_.push_back(std::move(next));
     queue_.pop_front();
   }
-  running_count_ = static_cast<int>(running_.size());
-  kv_reserved_count_ = kv_in_use_;
-  kv_budget_count_ = kv_budget_;
+  PublishLocked();
 }
 
 void Scheduler::Loop() {
@@ -220,9 +236,8 @@ void Scheduler::Loop() {
     if (running_.empty()) continue;
 
     v1::StepRequest request;
-    // running_[in_step[j]] is request.seqs(j); `partial`: more of its prompt follows.
+    // running_[in_step[j]] is request.seqs(j).
     std::vector<size_t> in_step;
-    std::vector<bool> partial;
     int64_t prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
@@ -241,7 +256,6 @@ void Scheduler::Loop() {
         step->set_prefill_only(!seq->prefilled());
       }
       in_step.push_back(i);
-      partial.push_back(step->prefill_only());
       const GenerationParams& p = seq->params();
       v1::SamplingParams* sp = step->mutable_sampling();
       sp->set_temperature(p.temperature);
@@ -269,18 +283,11 @@ void Scheduler::Loop() {
         // skipped), keep the group.
         LLMINT8_LOG(ERROR) << "step rejected by the workers: " << response.status();
         std::vector<bool> rejected(running_.size(), false);
-        for (size_t i : in_step) rejected[i] = true;
-        std::vector<std::shared_ptr<Sequence>> kept;
-        for (size_t i = 0; i < running_.size(); ++i) {
-          if (!rejected[i]) {
-            kept.push_back(std::move(running_[i]));
-            continue;
-          }
-          to_release_.push_back(running_[i]->id());
-          kv_in_use_ -= running_[i]->max_tokens();
+        for (size_t i : in_step) {
           running_[i]->Fail(response.status());
+          rejected[i] = true;
         }
-        running_.swap(kept);
+        Retire(rejected);
       }
       continue;
     }
@@ -295,23 +302,14 @@ void Scheduler::Loop() {
       const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
       const v1::SeqResult& r = response->results(static_cast<int>(j));
       bool finished = seq->cancelled();
-      if (!finished && !partial[j]) {
+      if (!finished && !request.seqs(static_cast<int>(j)).prefill_only()) {
         std::optional<float> logprob;
         if (seq->params().logprobs) logprob = r.logprob();
         finished = seq->AddToken(r.token_id(), logprob, options_.eos_token_id);
       }
-      if (finished) {
-        to_release_.push_back(seq->id());
-        kv_in_use_ -= seq->max_tokens();
-        done[in_step[j]] = true;
-      }
+      done[in_step[j]] = finished;
     }
-    std::vector<std::shared_ptr<Sequence>> still_running;
-    still_running.reserve(running_.size());
-    for (size_t i = 0; i < running_.size(); ++i) {
-      if (!done[i]) still_running.push_back(std::move(running_[i]));
-    }
-    running_.swap(still_running);
+    Retire(done);
     ReleaseFinished();
   }
   FailRunning(absl::UnavailableError("the server is shutting down"));

@@ -84,6 +84,11 @@ class Scheduler {
   // Fails every queued sequence (the group was refused: waiting would not help).
   void FailQueued(const absl::Status& status);
   void ReleaseFinished();
+  // Takes the running sequences flagged in `leaving` out of the batch: released on the
+  // workers at the next ReleaseFinished, their KV reservation returned.
+  void Retire(const std::vector<bool>& leaving);
+  // Mirrors the batch's size and KV figures for the counters.
+  void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SchedulerOptions options_;
   WorkerGroup* const group_;
