@@ -1,8 +1,8 @@
 // The public Generation gRPC service (proto/llmint8/v1/generation.proto): validates and
 // tokenizes requests, queues them on the Scheduler and streams each sequence's tokens back.
 // A client that cancels, or whose deadline passes, has its sequence freed at the next step
-// boundary (the handler notices within ~50 ms). Run() is the same call without gRPC, for the
-// HTTP API (coordinator/http_api.h).
+// boundary (the handler notices within ~50 ms). Admit() + Follow() are the same call without
+// gRPC, for the HTTP API (coordinator/http_api.h).
 //
 // Thread-safe: gRPC runs each call on its own thread.
 #ifndef LLMINT8_COORDINATOR_GENERATION_SERVICE_H_
