@@ -87,7 +87,9 @@ class Int8GemmCudaEdgeTest : public ::testing::Test {
 
 // The largest allowed k with all products at +127 * 127: 2^17 * 16129 < 2^31, no overflow.
 TEST_F(Int8GemmCudaEdgeTest, LargestKDoesNotOverflow) {
-  const int64_t m = 2, n = 8, k = int64_t{1} << 17;
+  // m, n = 16: cuBLASLt may have no int8 algorithm for fewer rows or columns (see the shape test
+  // above).
+  const int64_t m = 16, n = 16, k = int64_t{1} << 17;
   std::vector<int8_t> a(m * k, 127), b(n * k, 127);
   auto stream = Stream::Create();
   auto lt = CublasLt::Create();

@@ -50,6 +50,11 @@ constexpr int64_t kGemvMaxM = kernels::kDefaultGemvMaxM;
 
 int64_t RoundUp(int64_t v, int64_t g) { return (v + g - 1) / g * g; }
 
+// Columns of one rank's block in the LM head's gather buffer: its vocab rows per rank, rounded
+// up to 8 halves so that every block, the cuBLASLt output of one rank, starts 16-byte aligned
+// (a vocab slice may be odd: 50272 / 2 is even, a 510-token test vocab / 2 is not).
+int64_t LogitBlockColumns(int64_t vocab, int64_t tp) { return RoundUp((vocab + tp - 1) / tp, 8); }
+
 // Bytes of the workspace Scratch creates for an int8 linear.
 int64_t Int8WorkspaceBytes(int64_t max_m, int64_t k, int64_t n) {
   return kernels::Int8LinearCudaWorkspace::Bytes(max_m, k, n, kernels::kDefaultMaxOutlierColumns,
@@ -82,7 +87,7 @@ struct Scratch {
   gpu::DeviceBuffer<Half> embed;    // [tokens, proj] (models with project_in only)
   gpu::DeviceBuffer<Half> head_in;  // [rows, hidden]
   gpu::DeviceBuffer<Half> head_proj;  // [rows, proj] (models with project_out only)
-  gpu::DeviceBuffer<Half> logits;   // [tp, rows, rows_per_rank]
+  gpu::DeviceBuffer<Half> logits;     // [tp, rows, LogitBlockColumns]
   // kInt8: one workspace per linear shape, shared by the layers.
   kernels::Int8LinearCudaWorkspace ws_qkv, ws_out, ws_fc1, ws_fc2;
 
@@ -100,6 +105,10 @@ class CudaShardBackend final : public ShardBackend {
       const OptConfig& config, const CheckpointSource& source, const ShardPlan& plan,
       comm::Communicator* comm, const ShardOptions& options, int64_t max_context,
       const LoadProgressFn& progress);
+
+  // The device memory is freed on the shard's device, whichever device the destroying thread
+  // (a gRPC thread unloading the shard) had current.
+  ~CudaShardBackend() override { gpu::SetDevice(options_.cuda_device).IgnoreError(); }
 
   absl::StatusOr<Logits> Step(std::span<const ShardModel::SequenceInput> batch,
                               bool all_positions) override;
@@ -294,10 +303,10 @@ int64_t CudaShardBackend::ScratchBytesFor(int64_t tokens, int64_t rows) const {
   const int64_t m = RoundUp(std::max<int64_t>(tokens, 1), kTokenGranule);
   const int64_t r = RoundUp(std::max<int64_t>(rows, 1), kTokenGranule);
   const bool proj = config_.has_projections();
-  const int64_t rpr = (config_.vocab_size + tp_ - 1) / tp_;
-  int64_t halfs = m * (3 * hidden_ + 3 * local_width_ + local_width_ + local_ffn_ +
-                       (proj ? proj_ : 0)) +
-                  r * (hidden_ + (proj ? proj_ : 0) + tp_ * rpr);
+  const int64_t logit_cols = LogitBlockColumns(config_.vocab_size, tp_);
+  int64_t halfs =
+      m * (3 * hidden_ + 3 * local_width_ + local_width_ + local_ffn_ + (proj ? proj_ : 0)) +
+      r * (hidden_ + (proj ? proj_ : 0) + tp_ * logit_cols);
   int64_t b = halfs * 2 + (2 * m + r) * 4;
   if (options_.precision == Precision::kInt8) {
     b += Int8WorkspaceBytes(m, hidden_, 3 * local_width_) +
@@ -333,7 +342,7 @@ absl::Status CudaShardBackend::EnsureScratch(int64_t tokens, int64_t rows) {
   if (proj) {
     ASSIGN_OR_RETURN(n.head_proj, half(nr * proj_));
   }
-  ASSIGN_OR_RETURN(n.logits, half(tp_ * nr * weights_.rows_per_rank));
+  ASSIGN_OR_RETURN(n.logits, half(tp_ * nr * LogitBlockColumns(config_.vocab_size, tp_)));
   if (options_.precision == Precision::kInt8) {
     using kernels::Int8LinearCudaWorkspace;
     using kernels::kDefaultMaxOutlierColumns;
@@ -588,11 +597,11 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
   }
 
   // Tied LM head over this rank's vocab slice: dense [rows, owned] at this rank's block of the
-  // gather buffer (blocks are [rows, rows_per_rank] apart; the pad is never read), then
+  // gather buffer (blocks are rows * LogitBlockColumns apart; the pad is never read), then
   // all-gathered and copied to the host once.
   const int64_t vocab = config_.vocab_size;
   const int64_t rpr = w.rows_per_rank;
-  const int64_t block = rows * rpr;
+  const int64_t block = rows * LogitBlockColumns(vocab, tp_);
   Half* local = s.logits.data() + (tp_ > 1 ? rank_ * block : 0);
   if (!w.embed.empty()) RETURN_IF_ERROR(Linear(w.embed, head, rows, local, nullptr));
   if (tp_ > 1) {
