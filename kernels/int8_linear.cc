@@ -50,27 +50,23 @@ absl::Status Int8LinearReference(std::span<const float> x, int64_t m, const Int8
                                  std::span<const float> bias, float threshold, std::span<float> y) {
   RETURN_IF_ERROR(CheckShapes(x, m, w, bias, threshold, y));
   const int64_t n = w.n, k = w.k;
-  // Outlier columns.
-  std::vector<bool> outlier(k, false);
-  if (threshold > 0.0f) {
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < k; ++j) {
-        if (!(std::fabs(x[i * k + j]) < threshold)) outlier[j] = true;
-      }
-    }
-  }
-  std::vector<int64_t> outlier_cols;
-  for (int64_t j = 0; j < k; ++j) {
-    if (outlier[j]) outlier_cols.push_back(j);
-  }
+  // Outlier values (t > 0): !(|x| < t), NaN and Inf included; each token row on its own.
+  const auto outlier = [threshold](float v) {
+    return threshold > 0.0f && !(std::fabs(v) < threshold);
+  };
   std::vector<int8_t> xq(k);
+  std::vector<int64_t> outlier_cols;  // of this row
   for (int64_t i = 0; i < m; ++i) {
     const float* xrow = x.data() + i * k;
-    // Row scale over the non-outlier columns; NaN if any of them is not finite (t == 0 only).
+    // Row scale over the non-outlier values; NaN if any of them is not finite (t == 0 only).
     float amax = 0.0f;
     bool finite = true;
+    outlier_cols.clear();
     for (int64_t j = 0; j < k; ++j) {
-      if (outlier[j]) continue;
+      if (outlier(xrow[j])) {
+        outlier_cols.push_back(j);
+        continue;
+      }
       finite &= std::isfinite(xrow[j]);
       amax = std::max(amax, std::fabs(xrow[j]));
     }
@@ -79,7 +75,7 @@ absl::Status Int8LinearReference(std::span<const float> x, int64_t m, const Int8
     const float scale = quantize ? 127.0f / amax : 0.0f;
     for (int64_t j = 0; j < k; ++j) {
       xq[j] = 0;
-      if (!quantize || outlier[j]) continue;
+      if (!quantize || outlier(xrow[j])) continue;
       xq[j] = std::isfinite(scale) ? QuantizeToInt8(xrow[j], scale)
                                    : QuantizeToInt8(xrow[j] / amax, 127.0f);
     }

@@ -1,12 +1,13 @@
 // The LLM.int8() linear layer (CPU): Y = X W^T + b with vector-wise int8 and outlier decomposition.
 //
 //   Y[i, r] = C[i, r] * absmax_x[i] * absmax_w[r] / 127^2            (C = int32 Xq Wq^T)
-//           + sum_{c in O} X[i, c] * Wdq[r, c]                          (fp outlier product)
+//           + sum_{c : |X[i, c]| >= t} X[i, c] * Wdq[r, c]              (fp outlier product)
 //           + bias[r]
 // where Wdq = absmax_w * Wq / 127 (dequantized from the int8 weight; no fp16 copy is kept).
 //
 // Shapes: x [m, k] fp32, weight [n, k] int8 + absmax [n], bias [n] or empty, y [m, n] fp32.
-// Outliers and row scales follow QuantizeActivation (threshold 0 disables the decomposition).
+// Outliers and row scales follow QuantizeActivation (threshold 0 disables the decomposition):
+// per token, so a token's output does not depend on the other rows of x.
 // Errors (InvalidArgument): m, n or k <= 0, k > 2^17, any size that does not match, threshold
 // < 0 or NaN. Non-finite activations give the NaN/Inf pattern documented in
 // quantize_activation.h (t > 0: only the token rows holding them; t == 0: those whole rows NaN).

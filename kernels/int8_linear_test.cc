@@ -63,8 +63,11 @@ std::vector<double> EpilogueBound(std::span<const float> x, int64_t m, const Qua
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t r = 0; r < n; ++r) {
       double mag = std::fabs(static_cast<double>(acc[i * n + r])) * act.absmax[i] * qw.absmax[r] / (127.0 * 127.0);
-      for (int32_t c : act.outlier_cols) {
-        mag += std::fabs(double{x[i * k + c]} * qw.absmax[r] / 127.0 * qw.q[r * k + c]);
+      const int64_t n_out = static_cast<int64_t>(act.outlier_cols.size());
+      for (int64_t c = 0; c < n_out; ++c) {
+        const int32_t col = act.outlier_cols[c];
+        mag += std::fabs(double{act.outliers[i * n_out + c]} * qw.absmax[r] / 127.0 *
+                         qw.q[r * k + col]);
       }
       if (!bias.empty()) mag += std::fabs(bias[r]);
       bound[i * n + r] = units * kEps * mag + 1e-30;
@@ -74,14 +77,15 @@ std::vector<double> EpilogueBound(std::span<const float> x, int64_t m, const Qua
 }
 
 // The quantization bound against the exact product: |dW| <= sw/254 everywhere, |dX| <= sx/254 on
-// non-outlier columns (outlier columns are exact in X), plus the float bound above.
+// non-outlier values (outlier values, |x| >= t, are exact in X), plus the float bound above.
 std::vector<double> QuantizationBound(std::span<const float> x, int64_t m, const QuantizedWeight& qw,
                                       std::span<const float> bias, float threshold) {
   const int64_t n = qw.n, k = qw.k;
   QuantizedActivation act;
   EXPECT_TRUE(QuantizeActivation(x, m, k, threshold, &act).ok());
-  std::vector<bool> outlier(k, false);
-  for (int32_t c : act.outlier_cols) outlier[c] = true;
+  const auto outlier = [threshold](float v) {
+    return threshold > 0 && !(std::fabs(v) < threshold);
+  };
   std::vector<double> bound = EpilogueBound(x, m, qw, bias, threshold);
   const double slack = 1.0 + 1e-4;  // the fp32 quantizer's few-ulp excess over half a step
   for (int64_t i = 0; i < m; ++i) {
@@ -91,7 +95,7 @@ std::vector<double> QuantizationBound(std::span<const float> x, int64_t m, const
       double e = 0.0;
       for (int64_t j = 0; j < k; ++j) {
         e += std::fabs(x[i * k + j]) * dw;
-        if (!outlier[j]) e += dx * std::fabs(qw.w[r * k + j]) + dx * dw;
+        if (!outlier(x[i * k + j])) e += dx * std::fabs(qw.w[r * k + j]) + dx * dw;
       }
       bound[i * n + r] += e;
     }

@@ -9,12 +9,9 @@
 namespace llmint8::kernels {
 namespace {
 
-// Max |x| over row[begin, end). NaN is dropped by std::max; callers that can see NaN (t == 0)
-// check finiteness separately.
-float SegmentAbsMax(const float* row, int64_t begin, int64_t end, float amax) {
-  for (int64_t j = begin; j < end; ++j) amax = std::max(amax, std::fabs(row[j]));
-  return amax;
-}
+// Whether x is quantized in int8 (|x| < t) rather than carried in the fp outlier product.
+// False for |x| >= t and for NaN and +-Inf alike. With t == 0 nothing is an outlier.
+bool IsInlier(float x, float threshold) { return threshold == 0.0f || std::fabs(x) < threshold; }
 
 }  // namespace
 
@@ -40,13 +37,12 @@ absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, 
   out->absmax.resize(m);
   out->outlier_cols.clear();
 
-  // Pass 1 (t > 0): column absmax over rows -> the outlier set. `!(|v| < t)` is true for
-  // |v| >= t, +-Inf and NaN alike, so non-finite columns become outliers.
+  // Pass 1 (t > 0): the outlier columns, those holding any outlier value.
   if (threshold > 0.0f) {
     std::vector<uint8_t> is_outlier(k, 0);
     for (int64_t i = 0; i < m; ++i) {
       const float* row = x.data() + i * k;
-      for (int64_t j = 0; j < k; ++j) is_outlier[j] |= !(std::fabs(row[j]) < threshold);
+      for (int64_t j = 0; j < k; ++j) is_outlier[j] |= !IsInlier(row[j], threshold);
     }
     for (int64_t j = 0; j < k; ++j) {
       if (is_outlier[j]) out->outlier_cols.push_back(static_cast<int32_t>(j));
@@ -56,26 +52,30 @@ absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, 
   const int64_t n_out = static_cast<int64_t>(cols.size());
   out->outliers.resize(m * n_out);
 
-  // Pass 2: per row, absmax over the segments between outlier columns, then quantize.
+  // Pass 2, per row: absmax over the row's own non-outlier values, then quantize. With t > 0
+  // the outlier test is per element, so a row never depends on the others.
   for (int64_t i = 0; i < m; ++i) {
     const float* row = x.data() + i * k;
     int8_t* qrow = out->q.data() + i * k;
     float amax = 0.0f;
-    int64_t begin = 0;
-    for (int64_t c = 0; c < n_out; ++c) {
-      amax = SegmentAbsMax(row, begin, cols[c], amax);
-      out->outliers[i * n_out + c] = row[cols[c]];
-      begin = cols[c] + 1;
-    }
-    amax = SegmentAbsMax(row, begin, k, amax);
-    // std::max drops NaN when it is the second argument, so detect non-finite rows directly
-    // (possible only with t == 0; with t > 0 such columns are outliers).
-    if (threshold == 0.0f) {
+    if (threshold > 0.0f) {
+      for (int64_t j = 0; j < k; ++j) {
+        if (IsInlier(row[j], threshold)) amax = std::max(amax, std::fabs(row[j]));
+      }
+    } else {
       bool finite = true;
-      for (int64_t j = 0; j < k; ++j) finite &= std::isfinite(row[j]);
+      for (int64_t j = 0; j < k; ++j) {
+        finite &= std::isfinite(row[j]);
+        amax = std::max(amax, std::fabs(row[j]));
+      }
+      // std::max drops NaN when it is the second argument: a non-finite row is marked directly.
       if (!finite) amax = std::numeric_limits<float>::quiet_NaN();
     }
     out->absmax[i] = amax;
+    for (int64_t c = 0; c < n_out; ++c) {
+      const float v = row[cols[c]];
+      out->outliers[i * n_out + c] = IsInlier(v, threshold) ? 0.0f : v;
+    }
     if (!(amax > 0.0f) || !std::isfinite(amax)) {  // zero row, or NaN row with t == 0
       std::fill(qrow, qrow + k, int8_t{0});
       continue;
@@ -86,7 +86,11 @@ absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, 
     } else {  // subnormal absmax: 127 / absmax overflows
       for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(row[j] / amax, 127.0f);
     }
-    for (int64_t c = 0; c < n_out; ++c) qrow[cols[c]] = 0;
+    if (threshold > 0.0f) {
+      for (int64_t c = 0; c < n_out; ++c) {
+        if (!IsInlier(row[cols[c]], threshold)) qrow[cols[c]] = 0;
+      }
+    }
   }
   return absl::OkStatus();
 }

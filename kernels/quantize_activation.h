@@ -1,21 +1,31 @@
 // LLM.int8() activation quantization in one pass, with outlier column detection (CPU).
 //
-// X is [m, k] row-major (m tokens). With threshold t > 0:
-//   outlier columns O = { j : max_i |X[i, j]| >= t, or X[., j] holds NaN/Inf }     (ascending)
-//   absmax[i]         = max_{j not in O} |X[i, j]|
-//   q[i, j]           = round_half_away(X[i, j] * (127 / absmax[i])) for j not in O, 0 for j in O
+// X is [m, k] row-major (m tokens). With threshold t > 0, a value is an outlier when
+// !(|X[i, j]| < t): |X| >= t, NaN and +-Inf alike.
+//   outlier columns O = { j : X[., j] holds an outlier }                       (ascending)
+//   absmax[i]         = max |X[i, j]| over the row's values that are not outliers
+//   q[i, j]           = round_half_away(X[i, j] * (127 / absmax[i])), 0 for an outlier value
 //                       (fp32 arithmetic in exactly that order; clamped to [-127, 127]; a row
 //                       with absmax 0 is all zeros; if 127 / absmax overflows fp32, which only
 //                       subnormal absmax does, q = round_half_away((X / absmax) * 127) instead)
-//   outliers[i, c]    = X[i, O[c]]                                      ([m, |O|] row-major)
+//   outliers[i, c]    = X[i, O[c]] if that value is an outlier, else 0  ([m, |O|] row-major)
 // t == 0 disables decomposition (O is empty). t < 0, NaN t, m or k <= 0 or x.size() != m*k is
 // InvalidArgument.
 //
-// Non-finite values: with t > 0 a column holding NaN or +-Inf is an outlier column, so the
-// value flows through the floating-point outlier product and poisons only the outputs IEEE math
-// says it should, never the int8 scale of the whole token. With t == 0 a non-finite value makes
-// that row's absmax NaN (stored as quiet NaN, its q row all zeros) and so its whole output row
-// NaN. Nothing traps or crashes.
+// Per-token outliers. The paper (and bitsandbytes) moves a whole column to the fp16 product
+// for every token once any token of the batch exceeds t there; then a token's result depends on
+// which other tokens share its batch, and a server's output on the load (continuous batching
+// changes the batch every step). Here only the token's own outlier values leave the int8 path:
+// the gathered columns are the same O, the other tokens' entries in them are quantized, and
+// token i's q, absmax and outlier row depend on row i alone. The outlier product adds exact
+// zeros for them, so a token's output is the same in any batch. The accuracy is the paper's:
+// every value >= t is still carried exactly; a row's scale now also spans its values below t
+// in O's columns, which are < t by definition (docs/model.md compares the perplexity).
+//
+// Non-finite values: with t > 0 a NaN or +-Inf value is an outlier, so it flows through the
+// floating-point outlier product and poisons only the outputs IEEE math says it should, never
+// the int8 scale of the token. With t == 0 a non-finite value makes that row's absmax NaN
+// (stored as quiet NaN, its q row all zeros) and so its whole output row NaN. Nothing traps.
 //
 // Thread-compatible: concurrent calls need distinct `out` objects.
 #ifndef LLMINT8_KERNELS_QUANTIZE_ACTIVATION_H_

@@ -25,31 +25,59 @@ TEST(QuantizeActivationTest, FindsOutlierColumnsAndBoundsTheRest) {
   x[2 * k + 4] = 9.0f;
   x[16 * k + 60] = -7.5f;
   x[0 * k + 90] = 6.0f;
+  const auto is_outlier = [&](int64_t i, int64_t j) {
+    return (i == 2 && j == 4) || (i == 16 && j == 60) || (i == 0 && j == 90);
+  };
   QuantizedActivation qa;
   ASSERT_TRUE(QuantizeActivation(x, m, k, 6.0f, &qa).ok());
   ASSERT_EQ(qa.outlier_cols, (std::vector<int32_t>{4, 60, 90}));
   ASSERT_EQ(qa.outliers.size(), static_cast<size_t>(m * 3));
+  const int64_t cols[3] = {4, 60, 90};
   for (int64_t i = 0; i < m; ++i) {
+    // The row's own values below the threshold set its scale, O's columns included.
     double amax = 0.0;
     for (int64_t j = 0; j < k; ++j) {
-      if (j == 4 || j == 60 || j == 90) continue;
-      amax = std::max(amax, std::fabs(double{x[i * k + j]}));
+      if (!is_outlier(i, j)) amax = std::max(amax, std::fabs(double{x[i * k + j]}));
     }
     ASSERT_EQ(qa.absmax[i], static_cast<float>(amax)) << "row " << i;
-    EXPECT_EQ(qa.outliers[i * 3 + 0], x[i * k + 4]);
-    EXPECT_EQ(qa.outliers[i * 3 + 1], x[i * k + 60]);
-    EXPECT_EQ(qa.outliers[i * 3 + 2], x[i * k + 90]);
+    for (int c = 0; c < 3; ++c) {
+      EXPECT_EQ(qa.outliers[i * 3 + c], is_outlier(i, cols[c]) ? x[i * k + cols[c]] : 0.0f)
+          << "row " << i << " outlier column " << cols[c];
+    }
     const double step = amax / 127.0;
     for (int64_t j = 0; j < k; ++j) {
       const int8_t q = qa.q[i * k + j];
-      if (j == 4 || j == 60 || j == 90) {
-        EXPECT_EQ(q, 0) << "outlier column " << j << " must be zeroed";
+      if (is_outlier(i, j)) {
+        EXPECT_EQ(q, 0) << "outlier value " << i << ", " << j << " must be zeroed";
         continue;
       }
       ASSERT_LE(std::fabs(step * q - x[i * k + j]), kHalfStepWithRounding * step)
           << "row " << i << " col " << j;
     }
   }
+}
+
+// A token's quantization is a function of its own row: the same row gives the same q, absmax
+// and outlier values alone and in a batch whose other rows add outlier columns.
+TEST(QuantizeActivationTest, RowResultDoesNotDependOnTheBatch) {
+  const int64_t k = 64;
+  std::vector<float> row = RandomNormal(k, 11);
+  row[9] = 8.0f;
+  std::vector<float> batch = RandomNormal(3 * k, 12);
+  batch[0 * k + 20] = -30.0f;  // outlier columns only the other rows have
+  batch[2 * k + 41] = 7.0f;
+  std::copy(row.begin(), row.end(), batch.begin() + k);  // row 1
+
+  QuantizedActivation alone, in_batch;
+  ASSERT_TRUE(QuantizeActivation(row, 1, k, 6.0f, &alone).ok());
+  ASSERT_TRUE(QuantizeActivation(batch, 3, k, 6.0f, &in_batch).ok());
+  ASSERT_EQ(alone.outlier_cols, std::vector<int32_t>{9});
+  ASSERT_EQ(in_batch.outlier_cols, (std::vector<int32_t>{9, 20, 41}));
+  EXPECT_EQ(in_batch.absmax[1], alone.absmax[0]);
+  for (int64_t j = 0; j < k; ++j) EXPECT_EQ(in_batch.q[k + j], alone.q[j]) << "col " << j;
+  EXPECT_EQ(in_batch.outliers[1 * 3 + 0], 8.0f);
+  EXPECT_EQ(in_batch.outliers[1 * 3 + 1], 0.0f);
+  EXPECT_EQ(in_batch.outliers[1 * 3 + 2], 0.0f);
 }
 
 TEST(QuantizeActivationTest, ThresholdZeroDisablesDecomposition) {

@@ -30,16 +30,17 @@ using gpu::internal::WarpSum;
 // over the unit's rows, so warp w of the block is row lane w. Units are ordered column tile
 // major (unit = tile * row_chunks + chunk) and each block owns a contiguous run of them.
 //
-// Phase 1, per unit: its columns' outlier flags over its rows (any !(|x| < t); NaN and Inf
-// included). With one row chunk (m <= kChunkRows: decode) a unit sees whole columns, so its
-// flags are final and phase 2 runs on the spot; otherwise the flags are OR-ed into col_flags
-// (zeroed before the launch) and a grid.sync() makes them final.
-// Phase 2, per unit: each row's max |x| over the unit's non-outlier columns, merged into
-// absmax[i] with an integer atomicMax (valid for floats >= 0; absmax is zeroed before the
-// launch; non-outlier values are finite); the unit of chunk 0 stores its tile's outlier count.
+// Outliers are per value (!(|x| < t): |x| >= t, NaN and Inf), so a row's scale is its own:
+// Phase 1, per unit, one read of its values: its columns' outlier flags over its rows, and each
+// row's max |x| over its values below t, merged into absmax[i] with an integer atomicMax (valid
+// for floats >= 0; absmax is zeroed before the launch; values below t are finite). With one row
+// chunk (m <= kChunkRows: decode) a unit sees whole columns, so its flags are final and chunk 0
+// stores its tile's outlier column count on the spot; otherwise the flags are OR-ed into
+// col_flags (zeroed before the launch), and after a grid.sync() the units of chunk 0 count them.
 // grid.sync(): every flag, count and absmax is final.
-// Phase 3, per unit: the tile's first slot = the outlier count of all earlier tiles (ascending
-// list, as the CPU); gather the kept outlier values of the unit's rows; quantize them.
+// Phase 2, per unit: the tile's first slot = the outlier count of all earlier tiles (ascending
+// list, as the CPU); gather the unit's rows' values in the kept columns (the outliers, 0 where
+// a row's value is below t) and quantize the rest.
 // Row chunks give large m (prefill) many units in flight instead of one block walking 2048
 // rows per 32 columns. At decode sizes X is read once from device memory; the later reads of a
 // unit hit L1 / L2.
@@ -99,16 +100,19 @@ __device__ __forceinline__ Unit UnitAt(const FusedParams& p, int64_t u) {
   return t;
 }
 
-// Whether this thread's column holds an outlier in the unit's rows (every thread of the block
-// calls; each gets its own column's answer).
-__device__ __forceinline__ bool UnitColumnFlag(const FusedParams& p, const Unit& t) {
+// Phase 1 of one unit: merges each row's max |x| below t into absmax and returns whether this
+// thread's column holds an outlier in the unit's rows (every thread of the block calls; each
+// gets its own column's answer).
+__device__ __forceinline__ bool UnitScan(const FusedParams& p, const Unit& t) {
   __shared__ uint8_t partial[kRowLanes][kTileCols];
   bool outlier = false;
-  if (t.in) {
-#pragma unroll 4
-    for (int64_t i = t.row_begin + threadIdx.y; i < t.row_end; i += kRowLanes) {
-      // !(a < t) is true for a >= t and for NaN; |Inf| >= t.
-      outlier |= !(fabsf(__half2float(p.x[i * p.k + t.col])) < p.threshold);
+  for (int64_t i = t.row_begin + threadIdx.y; i < t.row_end; i += kRowLanes) {  // warp-uniform
+    const float a = t.in ? fabsf(__half2float(p.x[i * p.k + t.col])) : 0.0f;
+    const bool inlier = a < p.threshold;  // false for NaN; |Inf| >= t
+    outlier |= !inlier;
+    const float row_max = WarpMax(inlier ? a : 0.0f);
+    if (threadIdx.x == 0 && row_max > 0.0f) {
+      atomicMax(reinterpret_cast<unsigned int*>(p.absmax + i), __float_as_uint(row_max));
     }
   }
   __syncthreads();  // the previous unit may still be reading `partial`
@@ -120,18 +124,12 @@ __device__ __forceinline__ bool UnitColumnFlag(const FusedParams& p, const Unit&
   return t.in && any != 0;
 }
 
-// Phase 2 of one unit whose column flags are final.
-__device__ __forceinline__ void UnitRowMax(const FusedParams& p, const Unit& t, bool flagged) {
+// The tile's outlier column count, stored by warp 0 of the unit of chunk 0 once `flagged` (this
+// thread's column) is final.
+__device__ __forceinline__ void UnitTileCount(const FusedParams& p, const Unit& t, bool flagged) {
   if (t.chunk == 0 && threadIdx.y == 0) {
     const unsigned ballot = __ballot_sync(0xffffffffu, flagged);
     if (threadIdx.x == 0) p.tile_counts[t.tile] = __popc(ballot);
-  }
-  for (int64_t i = t.row_begin + threadIdx.y; i < t.row_end; i += kRowLanes) {  // warp-uniform
-    const float v = t.in && !flagged ? fabsf(__half2float(p.x[i * p.k + t.col])) : 0.0f;
-    const float row_max = WarpMax(v);
-    if (threadIdx.x == 0 && row_max > 0.0f) {
-      atomicMax(reinterpret_cast<unsigned int*>(p.absmax + i), __float_as_uint(row_max));
-    }
   }
 }
 
@@ -145,13 +143,13 @@ __global__ void __launch_bounds__(kFusedThreads)
   const bool whole_columns = p.row_chunks == 1;
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
 
-  // Phases 1 and 2.
+  // Phase 1.
   for (int64_t u = unit_begin; u < unit_end; ++u) {
     const Unit t = UnitAt(p, u);
-    const bool flagged = UnitColumnFlag(p, t);
+    const bool flagged = UnitScan(p, t);
     if (whole_columns) {
       if (ty == 0 && t.in) p.col_flags[t.col] = flagged ? 1 : 0;
-      UnitRowMax(p, t, flagged);
+      UnitTileCount(p, t, flagged);
     } else if (ty == 0 && flagged) {
       p.col_flags[t.col] = 1;  // racing stores of the same value
     }
@@ -160,13 +158,13 @@ __global__ void __launch_bounds__(kFusedThreads)
     grid.sync();
     for (int64_t u = unit_begin; u < unit_end; ++u) {
       const Unit t = UnitAt(p, u);
-      UnitRowMax(p, t, t.in && __ldcg(p.col_flags + t.col) != 0);
+      UnitTileCount(p, t, t.in && __ldcg(p.col_flags + t.col) != 0);
     }
   }
 
   grid.sync();
 
-  // Phase 3. base = outliers in the tiles before the current one.
+  // Phase 2. base = outliers in the tiles before the current one.
   const int64_t first_tile = unit_begin / p.row_chunks;
   int partial_base = 0;
   for (int64_t i = ty * kTileCols + tx; i < first_tile; i += kFusedThreads) {
@@ -185,11 +183,13 @@ __global__ void __launch_bounds__(kFusedThreads)
     if (t.in) {
       for (int64_t i = t.row_begin + ty; i < t.row_end; i += kRowLanes) {
         const __half h = p.x[i * p.k + t.col];
-        if (kept) p.outliers[i * p.cap + slot] = h;
+        const float v = __half2float(h);
+        const bool outlier = kept && !(fabsf(v) < p.threshold);
+        if (kept) p.outliers[i * p.cap + slot] = outlier ? h : __float2half_rn(0.0f);
         const float amax = __ldcg(p.absmax + i);
         // Outliers past the cap are quantized with the row's scale (see the header).
         p.q[i * p.k + t.col] =
-            kept || !(amax > 0.0f) ? int8_t{0} : QuantizeToInt8(__half2float(h), QuantScale(amax));
+            outlier || !(amax > 0.0f) ? int8_t{0} : QuantizeToInt8(v, QuantScale(amax));
       }
     }
   }

@@ -1,26 +1,31 @@
 // LLM.int8() activation quantization with outlier detection on the GPU: the CUDA twin of
 // kernels/quantize_activation.h, with fp16 input and no host synchronization.
 //
-// X is [m, k] row-major fp16 in device memory. With threshold t > 0:
-//   outlier columns O = { j : max_i |X[i, j]| >= t, or X[., j] holds NaN/Inf }, ascending,
-//                       of which the first `max_outliers` are kept (see "Cap" below)
-//   absmax[i]  = max_{j not in O} |X[i, j]|           (NaN if a non-outlier value is NaN/Inf)
-//   q[i, j]    = round_half_away(X[i, j] * (127 / absmax[i])) for j not in O, 0 for j in O
-//   outliers[i * max_outliers + c] = X[i, O[c]]       (fp16, for c < kept)
+// X is [m, k] row-major fp16 in device memory. With threshold t > 0 a value is an outlier when
+// !(|X[i, j]| < t) (|X| >= t, NaN, +-Inf), per token as on the CPU (a row never depends on
+// the others; see kernels/quantize_activation.h):
+//   outlier columns O = { j : X[., j] holds an outlier }, ascending, of which the first
+//                       `max_outliers` are kept (see "Cap" below)
+//   absmax[i]  = max |X[i, j]| over the row's values that are not outliers
+//   q[i, j]    = round_half_away(X[i, j] * (127 / absmax[i])), 0 for an outlier value in a kept
+//                column
+//   outliers[i * max_outliers + c] = X[i, O[c]] if that value is an outlier, else 0
+//                                    (fp16, for c < kept)
 // t == 0 disables decomposition (|O| = 0). Values are bit-identical to the CPU reference when
 // |O| <= max_outliers.
 //
 // Cap: the outlier count stays on the device (counts[0] = kept = min(found, max_outliers),
 // counts[1] = found), so later kernels read it without a host round trip.
-// Columns past the cap are quantized with the row's scale, which did not see them: clipped to
-// +-127 where |x| > absmax, 0 in a row whose absmax is 0 (defined, less accurate: such a product
-// is ~|x| / absmax too small); ReadOutlierCounts tells when that happened.
+// Outliers in columns past the cap are quantized with the row's scale, which did not see them:
+// clipped to +-127, 0 in a row whose absmax is 0 (defined, less accurate: such a product is
+// ~|x| / absmax too small; and which columns are past the cap depends on the whole batch);
+// ReadOutlierCounts tells when that happened.
 //
 // Cost, t > 0: one cooperative launch (plus memsets of absmax, and of the column flags when
-// m > 64). Each block owns a run of units of 32 columns x 64 rows; it flags the units' outlier
-// columns, merges each row's max over the other columns into absmax (atomicMax), a grid-wide
-// barrier makes flags and absmax final (two barriers when m > 64: flags, then absmax), then
-// each block writes its units' q and outliers, a tile's slot in the ascending outlier list
+// m > 64). Each block owns a run of units of 32 columns x 64 rows; one read of a unit flags its
+// outlier columns and merges each row's max below t into absmax (atomicMax); a grid-wide
+// barrier makes flags and absmax final (two when m > 64: flags, then the per-tile counts),
+// then each block writes its units' q and outliers, a tile's slot in the ascending outlier list
 // being the count of all earlier tiles. At decode sizes X is read from device memory once (the
 // later touches of a unit hit L1 / L2); at prefill sizes the row chunks keep thousands of
 // units in flight. t == 0: one launch, a block per row. Needs a device with cooperative launch

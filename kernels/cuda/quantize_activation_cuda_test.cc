@@ -161,9 +161,9 @@ TEST_F(QuantizeActivationCudaEdgeTest, CapKeepsTheFirstColumnsAndCountsAll) {
   EXPECT_EQ(counts->found, static_cast<int32_t>(cols.size()));
   const std::vector<int32_t> kept = Download(act->outlier_cols, cap, *stream);
   EXPECT_EQ(kept, std::vector<int32_t>(want.outlier_cols.begin(), want.outlier_cols.begin() + cap));
-  // Kept outlier columns are 0 and every ordinary column is the CPU's value (the row scale
-  // excludes all found outliers, as the CPU's does); the outlier columns past the cap are
-  // quantized with that scale, so they saturate.
+  // Every value of an ordinary or a kept column is the CPU's (outliers 0; the row scale
+  // excludes every outlier value, as the CPU's does); in the columns past the cap the outliers
+  // are quantized with that scale, so they saturate, and the other values are the CPU's.
   const std::vector<int8_t> q = Download(act->q, m * k, *stream);
   const std::vector<float> xf = testing::ToFloat(xh);
   for (int64_t i = 0; i < m; ++i) {
