@@ -53,7 +53,8 @@ struct ForwardScratch {
     };
     return f(ids) + f(positions) + f(embed) + f(x) + f(normed) + f(qkv) + f(attn) + f(partial) +
            f(ffn) + f(attn_scratch) + f(head_in) + f(head_proj) + f(local_logits) +
-           f(gathered) + f(int8.acc) + f(int8.outlier_w);
+           f(gathered) + f(int8.acc) + f(int8.outlier_w) + f(int8.act.q) + f(int8.act.absmax) +
+           f(int8.act.outlier_cols) + f(int8.act.outliers);
   }
 };
 
@@ -136,7 +137,16 @@ int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
   const int64_t floats = tokens * (2 + proj + 3 * h + 3 * lw + lw + lf) +
                          config_.head_dim() + max_context_ +
                          logit_rows * (h + proj + rpr + rpr * tp_);
-  return floats * 4;
+  int64_t int8 = 0;
+  if (options_.precision == Precision::kInt8) {
+    // The largest linear's quantized activations (k bytes and a scale per token), its int32
+    // accumulators (4 n per token) and the AVX2 GEMM's packing buffers (about 2 k per token,
+    // held during the call; kernels/int8_gemm.h). Outlier buffers grow with the outliers found.
+    const int64_t max_k = std::max({h, lw, lf});
+    const int64_t max_n = std::max({3 * lw, h, lf});
+    int8 = tokens * (3 * max_k + 4 + 4 * max_n);
+  }
+  return floats * 4 + int8;
 }
 
 void ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
