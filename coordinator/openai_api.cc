@@ -84,11 +84,13 @@ absl::Status SetPrompt(const json& prompt, v1::GenerateRequest& out) {
   }
   if (p->is_array()) {
     for (const json& t : *p) {
-      if (!t.is_number_integer() || t.get<int64_t>() < std::numeric_limits<int32_t>::min() ||
-          t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      // Integer() saturates: an unsigned id past int64 must not wrap into range.
+      const absl::StatusOr<int64_t> id = Integer(t, "prompt");
+      if (!id.ok() || *id < std::numeric_limits<int32_t>::min() ||
+          *id > std::numeric_limits<int32_t>::max()) {
         return FieldError("prompt", "a string or an array of token ids");
       }
-      out.mutable_token_ids()->add_ids(static_cast<int32_t>(t.get<int64_t>()));
+      out.mutable_token_ids()->add_ids(static_cast<int32_t>(*id));
     }
     return absl::OkStatus();
   }
@@ -182,7 +184,8 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
     // the chat API's boolean.
     if (v->is_boolean()) {
       r.logprobs = v->get<bool>();
-    } else if (v->is_number_integer() && v->get<int64_t>() >= 0) {
+    } else if (v->is_number_unsigned() ||  // past int64 too: get<int64_t> would wrap it
+               (v->is_number_integer() && v->get<int64_t>() >= 0)) {
       r.logprobs = true;
     } else {
       return FieldError("logprobs", "an integer >= 0");

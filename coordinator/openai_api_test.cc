@@ -103,6 +103,19 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
   }
 }
 
+// Unsigned integers past int64 (an invariant of coordinator/fuzz/openai_api_fuzzer.cc): read
+// as int64 they wrap, 2^64 - 1 to -1, which passed the int32 check as token id -1.
+TEST(OpenAiApiTest, IntegersPastInt64AreNotWrappedIntoRange) {
+  for (const char* body :
+       {R"({"prompt": [18446744073709551615]})", R"({"prompt": [[5, 18446744073709551614]]})",
+        R"({"prompt": [9223372036854775808]})"}) {
+    absl::StatusOr<CompletionRequest> r = ParseCompletionRequest(body, kModel);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << body;
+    EXPECT_THAT(r.status().message(), HasSubstr("'prompt'")) << body;
+  }
+  EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logprobs": 9223372036854775808})").logprobs);
+}
+
 std::vector<v1::GenerateResponse> Responses() {
   std::vector<v1::GenerateResponse> out(3);
   out[0].set_token_id(10);
