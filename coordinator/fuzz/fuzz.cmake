@@ -1,0 +1,44 @@
+# libFuzzer targets of the coordinator's parsers of client input (LLMINT8_FUZZ=ON, clang only).
+# The sources under test are compiled into each fuzzer so they carry the coverage and sanitizer
+# instrumentation; the generated protobuf messages come from llmint8::proto, uninstrumented.
+if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  message(FATAL_ERROR "LLMINT8_FUZZ=ON needs clang: configure with -DCMAKE_C_COMPILER=clang "
+                      "-DCMAKE_CXX_COMPILER=clang++ (Debian: apt-get install clang libclang-rt-14-dev)")
+endif()
+
+function(llmint8_coordinator_fuzzer name)
+  cmake_parse_arguments(F "" "" "SRCS;DEPS" ${ARGN})
+  add_executable(${name} ${F_SRCS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_compile_options(${name} PRIVATE
+    ${LLMINT8_WARNINGS} -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+    -fno-sanitize-recover=undefined)
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+  target_link_libraries(${name} PRIVATE ${F_DEPS})
+endfunction()
+
+# POST /v1/completions: the body parser and the JSON it answers with.
+llmint8_coordinator_fuzzer(llmint8_openai_api_fuzzer
+  SRCS fuzz/openai_api_fuzzer.cc openai_api.cc
+  DEPS llmint8::proto llmint8::common absl::status absl::statusor absl::strings
+       nlohmann_json::nlohmann_json)
+
+# The tokenizer on prompt text and on token ids; the vocabulary is the bundled model's
+# (models/opt-sotu-cpu/, or $LLMINT8_SOURCE_DIR/models/opt-sotu-cpu/ when that is set).
+find_package(ICU REQUIRED COMPONENTS uc)
+llmint8_coordinator_fuzzer(llmint8_tokenizer_fuzzer
+  SRCS fuzz/tokenizer_fuzzer.cc tokenizer.cc
+  DEPS llmint8::common absl::flat_hash_map absl::flat_hash_set absl::span absl::status
+       absl::statusor absl::strings absl::synchronization nlohmann_json::nlohmann_json ICU::uc)
+target_compile_definitions(llmint8_tokenizer_fuzzer PRIVATE
+                           LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+
+# A GenerateRequest as the gRPC server decodes it, through the checks of
+# GenerationService::MakeSequence (parameters, tokenization of a text prompt, prompt tokens).
+llmint8_coordinator_fuzzer(llmint8_request_validation_fuzzer
+  SRCS fuzz/request_validation_fuzzer.cc request_validation.cc tokenizer.cc
+  DEPS llmint8::proto llmint8::common absl::flat_hash_map absl::flat_hash_set absl::span
+       absl::status absl::statusor absl::strings absl::synchronization absl::time
+       nlohmann_json::nlohmann_json ICU::uc)
+target_compile_definitions(llmint8_request_validation_fuzzer PRIVATE
+                           LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

@@ -1,0 +1,206 @@
+// libFuzzer target: the body of POST /v1/completions (arbitrary client bytes) through
+// ParseCompletionRequest, then the JSON the server answers with: CompletionJson and
+// CompletionChunkEvents for fake responses whose text pieces are slices of the input (so may be
+// invalid UTF-8, as a piece of model output can be), and ErrorJson with the input as the
+// message. Besides "no crash, no exception, no sanitizer report", it checks:
+//   - every answer is valid JSON (text that is not UTF-8 is replaced, never thrown on) and a
+//     text that was valid UTF-8 comes back unchanged;
+//   - a token-id prompt is taken exactly: each id equals its JSON integer, and an integer
+//     outside int32 is InvalidArgument (never wrapped into range);
+//   - "logprobs" given as an integer >= 0 is accepted.
+// Build and run: coordinator/fuzz/README.md.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coordinator/openai_api.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace openai = llmint8::coordinator::openai;
+namespace v1 = llmint8::v1;
+using json = nlohmann::json;
+
+constexpr std::string_view kModel = "opt-sotu-cpu";
+constexpr std::string_view kId = "cmpl-fuzz";
+constexpr int64_t kCreated = 1700000000;
+
+void Check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "invariant broken: %s\n", what);
+    std::abort();
+  }
+}
+
+bool IsUtf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
+}
+
+json MustParse(std::string_view text) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Check(!j.is_discarded() && j.is_object(), "an answer is not a JSON object");
+  return j;
+}
+
+// "data: {...}\n\n" events, each a JSON object.
+std::vector<json> ParseEvents(std::string_view events) {
+  std::vector<json> out;
+  while (!events.empty()) {
+    Check(events.substr(0, 6) == "data: ", "an event does not start with 'data: '");
+    const size_t end = events.find("\n\n");
+    Check(end != std::string_view::npos, "an event does not end with a blank line");
+    out.push_back(MustParse(events.substr(6, end - 6)));
+    events.remove_prefix(end + 2);
+  }
+  return out;
+}
+
+// The body's prompt as the parser should read it: a token-id array, possibly wrapped in a
+// batch of one. Returns false when the prompt is not such an array.
+const json* TokenPrompt(const json& body) {
+  if (!body.is_object()) return nullptr;
+  auto it = body.find("prompt");
+  if (it == body.end()) return nullptr;
+  const json* p = &*it;
+  if (p->is_array() && p->size() == 1 && (*p)[0].is_array()) p = &(*p)[0];
+  if (!p->is_array() || p->empty()) return nullptr;
+  for (const json& t : *p) {
+    if (!t.is_number_integer()) return nullptr;
+  }
+  return p;
+}
+
+bool InInt32(const json& t) {
+  if (t.is_number_unsigned()) {
+    return t.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int32_t>::max());
+  }
+  const int64_t v = t.get<int64_t>();
+  return v >= std::numeric_limits<int32_t>::min() && v <= std::numeric_limits<int32_t>::max();
+}
+
+void CheckParse(std::string_view body, const absl::StatusOr<openai::CompletionRequest>& r) {
+  const json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    Check(!r.ok() && r.status().code() == absl::StatusCode::kInvalidArgument,
+          "a body that is not JSON was accepted");
+    return;
+  }
+  if (const json* ids = TokenPrompt(parsed); ids != nullptr) {
+    bool all_int32 = true;
+    for (const json& t : *ids) all_int32 = all_int32 && InInt32(t);
+    if (!all_int32) {
+      Check(!r.ok(), "a prompt token id outside int32 was accepted");
+    } else if (r.ok()) {
+      const auto& got = r->generate.token_ids().ids();
+      Check(got.size() == static_cast<int>(ids->size()), "the prompt has a different length");
+      for (int i = 0; i < got.size(); ++i) {
+        Check(static_cast<int64_t>(got[i]) == (*ids)[i].get<int64_t>(),
+              "a prompt token id differs from its JSON integer");
+      }
+    }
+  }
+  if (parsed.is_object() && parsed.contains("logprobs")) {
+    const json& lp = parsed["logprobs"];
+    if (lp.is_number_unsigned() || (lp.is_number_integer() && lp.get<int64_t>() >= 0)) {
+      Check(
+          r.ok() ? r->logprobs : r.status().message().find("'logprobs'") == absl::string_view::npos,
+          "an integer logprobs >= 0 was refused or did not turn logprobs on");
+    }
+  }
+}
+
+// A GenerateResponse stream as the service produces it for `request`: tokens with text pieces
+// taken from `bytes`, then the finish.
+std::vector<v1::GenerateResponse> FakeResponses(const openai::CompletionRequest& request,
+                                                std::string_view bytes) {
+  std::vector<v1::GenerateResponse> out;
+  const size_t pieces = 1 + bytes.size() % 3;
+  const size_t step = bytes.size() / pieces;
+  for (size_t i = 0; i < pieces; ++i) {
+    v1::GenerateResponse r;
+    const auto& ids = request.generate.token_ids().ids();
+    r.set_token_id(ids.empty() ? static_cast<int32_t>(i) : ids[static_cast<int>(i) % ids.size()]);
+    r.set_text(
+        std::string(i + 1 == pieces ? bytes.substr(i * step) : bytes.substr(i * step, step)));
+    if (request.logprobs) r.set_logprob(-0.25f * static_cast<float>(i));
+    out.push_back(std::move(r));
+  }
+  // The finish: on the last token, or on a message of its own (no token), by the input size.
+  static constexpr v1::FinishReason kReasons[] = {
+      v1::FINISH_REASON_LENGTH, v1::FINISH_REASON_STOP, v1::FINISH_REASON_EOS,
+      v1::FINISH_REASON_CANCELLED, v1::FINISH_REASON_UNSPECIFIED};
+  if (bytes.size() % 2 == 1) out.emplace_back();
+  v1::GenerateResponse& last = out.back();
+  last.set_finish_reason(kReasons[bytes.size() % 5]);
+  last.mutable_usage()->set_prompt_tokens(
+      request.generate.has_token_ids() ? request.generate.token_ids().ids_size()
+                                       : static_cast<int32_t>(request.generate.text().size()));
+  last.mutable_usage()->set_completion_tokens(static_cast<int32_t>(pieces));
+  return out;
+}
+
+void CheckAnswers(const openai::CompletionRequest& request, std::string_view bytes) {
+  const std::vector<v1::GenerateResponse> responses = FakeResponses(request, bytes);
+  std::string all_text;
+  for (const auto& r : responses) all_text += r.text();
+
+  const json whole = MustParse(openai::CompletionJson(request, responses, kId, kCreated, kModel));
+  Check(whole["choices"].size() == 1 && whole["choices"][0]["text"].is_string(),
+        "CompletionJson has no choice text");
+  if (IsUtf8(all_text)) {
+    Check(whole["choices"][0]["text"].get<std::string>() == all_text,
+          "CompletionJson changed valid UTF-8 text");
+  }
+  if (request.logprobs) {
+    Check(whole["choices"][0]["logprobs"]["tokens"].size() ==
+              responses.size() - (responses.back().has_token_id() ? 0 : 1),
+          "CompletionJson has a different number of logprobs tokens");
+  }
+  (void)openai::CompletionJson(request, {}, kId, kCreated, kModel);
+
+  for (const auto& r : responses) {
+    const std::vector<json> events =
+        ParseEvents(openai::CompletionChunkEvents(request, r, kId, kCreated, kModel));
+    const bool usage_event =
+        request.include_usage && r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+    Check(events.size() == (usage_event ? 2u : 1u), "a chunk has the wrong number of events");
+    if (IsUtf8(r.text())) {
+      Check(events[0]["choices"][0]["text"].get<std::string>() == r.text(),
+            "a chunk changed valid UTF-8 text");
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  const absl::StatusOr<openai::CompletionRequest> request =
+      openai::ParseCompletionRequest(bytes, kModel);
+  CheckParse(bytes, request);
+  if (request.ok()) {
+    CheckAnswers(*request, bytes);
+  } else {
+    (void)MustParse(openai::ErrorJson(request.status()));
+    Check(openai::HttpStatus(request.status().code()) / 100 == 4, "a parse error is not 4xx");
+  }
+  // Any code, with the client's bytes as the message (e.g. echoed in an error).
+  const auto code = static_cast<absl::StatusCode>(size % 17);
+  const json error =
+      MustParse(openai::ErrorJson(absl::Status(code, absl::string_view(bytes.data(), size))));
+  if (code != absl::StatusCode::kOk && IsUtf8(std::string(bytes))) {
+    Check(error["error"]["message"].get<std::string>() == bytes, "ErrorJson changed the message");
+  }
+  return 0;
+}
