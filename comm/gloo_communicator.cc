@@ -9,6 +9,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "comm/gloo_small_exchange.h"
 #include "comm/gloo_store_adapter.h"
 #include "common/status_macros.h"
 #include "gloo/allgather.h"
@@ -114,28 +115,46 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
 
   auto context = std::make_shared<gloo::rendezvous::Context>(options.rank, options.world_size);
   context->setTimeout(ToMillis(options.timeout));
+  std::unique_ptr<GlooSmallExchange> small;
   if (options.world_size > 1) {
+    // Two meshes: the main one for Gloo's collectives, a sync-mode one for small all-gathers
+    // (gloo_small_exchange.h), each under keys of its own.
     PrefixedRendezvous scoped(*options.rendezvous, options.key_prefix + "gloo/");
+    PrefixedRendezvous scoped_small(*options.rendezvous, options.key_prefix + "gloo-small/");
     GlooStoreAdapter store(scoped, options.timeout);
+    GlooStoreAdapter store_small(scoped_small, options.timeout);
     try {
       context->connectFullMesh(store, device);
+      small = std::make_unique<GlooSmallExchange>(options.rank, options.world_size, store_small,
+                                                  device, ToMillis(options.timeout));
+      // No rank sends on the small mesh before every peer has registered its buffers there.
+      gloo::BarrierOptions barrier(context);
+      barrier.setTimeout(ToMillis(options.timeout));
+      gloo::barrier(barrier);
     } catch (const std::exception& e) {
-      if (!store.first_error().ok()) {
-        return absl::Status(
-            store.first_error().code(),
-            absl::StrCat(where, ": forming the group: ", store.first_error().message()));
+      for (const GlooStoreAdapter* s : {&store, &store_small}) {
+        if (!s->first_error().ok()) {
+          return absl::Status(
+              s->first_error().code(),
+              absl::StrCat(where, ": forming the group: ", s->first_error().message()));
+        }
       }
       return absl::UnavailableError(
           absl::StrCat(where, ": forming the group (connecting to peers) failed: ", e.what()));
     }
   }
-  return std::unique_ptr<GlooCommunicator>(
-      new GlooCommunicator(options.rank, options.world_size, options.timeout, std::move(context)));
+  return std::unique_ptr<GlooCommunicator>(new GlooCommunicator(
+      options.rank, options.world_size, options.timeout, std::move(context), std::move(small)));
 }
 
 GlooCommunicator::GlooCommunicator(int rank, int size, absl::Duration timeout,
-                                   std::shared_ptr<gloo::Context> context)
-    : rank_(rank), size_(size), timeout_(timeout), context_(std::move(context)) {}
+                                   std::shared_ptr<gloo::Context> context,
+                                   std::unique_ptr<GlooSmallExchange> small)
+    : rank_(rank),
+      size_(size),
+      timeout_(timeout),
+      context_(std::move(context)),
+      small_(std::move(small)) {}
 
 GlooCommunicator::~GlooCommunicator() = default;
 
@@ -153,7 +172,9 @@ absl::Status GlooCommunicator::Run(const char* what, Op&& op) {
     return absl::OkStatus();
   } catch (const gloo::IoException& e) {
     // Timeouts and peers gone (connection reset / closed) both surface as IoException.
-    const bool timed_out = std::strstr(e.what(), "Timed out") != nullptr;
+    // "Timed out" (event-loop waits) or "Read timeout" (sync-mode reads).
+    const bool timed_out = std::strstr(e.what(), "Timed out") != nullptr ||
+                           std::strstr(e.what(), "timeout") != nullptr;
     error = absl::Status(
         timed_out ? absl::StatusCode::kDeadlineExceeded : absl::StatusCode::kUnavailable,
         absl::StrCat(
@@ -213,6 +234,9 @@ absl::Status GlooCommunicator::AllGatherImpl(const void* in, void* out, size_t c
   if (size_ == 1) {
     if (in != out) std::memmove(out, in, bytes);
     return Run("AllGather", [](uint32_t) {});
+  }
+  if (bytes <= GlooSmallExchange::kMaxBytes) {
+    return Run("AllGather", [&](uint32_t) { small_->AllGather(in, out, bytes); });
   }
   return Run("AllGather", [&](uint32_t tag) {
     gloo::AllgatherOptions opts(context_);

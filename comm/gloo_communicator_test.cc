@@ -98,22 +98,27 @@ absl::Status RunAllCollectives(int rank, int world, const std::string& dir) {
     }
   }
 
-  // All-gather, out of place and in place.
-  constexpr size_t kSlice = 1001;
-  std::vector<float> in(kSlice);
-  for (size_t j = 0; j < kSlice; ++j) in[j] = static_cast<float>(rank * 10000 + j);
-  std::vector<float> out(kSlice * world, -1.0f);
-  RETURN_IF_ERROR(comm->AllGather(std::span<const float>(in), std::span<float>(out)));
-  for (size_t i = 0; i < out.size(); ++i) {
-    const double want = static_cast<double>((i / kSlice) * 10000 + i % kSlice);
-    if (out[i] != want) return Mismatch(rank, "allgather", i, out[i], want);
-  }
-  std::vector<float> in_place(kSlice * world, -1.0f);
-  std::copy(in.begin(), in.end(), in_place.begin() + rank * kSlice);
-  std::span<float> all(in_place);
-  RETURN_IF_ERROR(comm->AllGather(std::span<const float>(all.subspan(rank * kSlice, kSlice)), all));
-  for (size_t i = 0; i < in_place.size(); ++i) {
-    if (in_place[i] != out[i]) return Mismatch(rank, "allgather in place", i, in_place[i], out[i]);
+  // All-gather, out of place and in place: 4 KB per rank (the sync-mode small exchange) and
+  // 80 KB (Gloo's ring).
+  for (const size_t kSlice : {size_t{1001}, size_t{20001}}) {
+    std::vector<float> in(kSlice);
+    for (size_t j = 0; j < kSlice; ++j) in[j] = static_cast<float>(rank * 100000 + j);
+    std::vector<float> out(kSlice * world, -1.0f);
+    RETURN_IF_ERROR(comm->AllGather(std::span<const float>(in), std::span<float>(out)));
+    for (size_t i = 0; i < out.size(); ++i) {
+      const double want = static_cast<double>((i / kSlice) * 100000 + i % kSlice);
+      if (out[i] != want) return Mismatch(rank, "allgather", i, out[i], want);
+    }
+    std::vector<float> in_place(kSlice * world, -1.0f);
+    std::copy(in.begin(), in.end(), in_place.begin() + rank * kSlice);
+    std::span<float> all(in_place);
+    RETURN_IF_ERROR(
+        comm->AllGather(std::span<const float>(all.subspan(rank * kSlice, kSlice)), all));
+    for (size_t i = 0; i < in_place.size(); ++i) {
+      if (in_place[i] != out[i]) {
+        return Mismatch(rank, "allgather in place", i, in_place[i], out[i]);
+      }
+    }
   }
 
   // Broadcast from the last rank (not 0, to catch a hard-wired root).
@@ -133,7 +138,8 @@ absl::Status RunAllCollectives(int rank, int world, const std::string& dir) {
       absl::StatusCode::kInvalidArgument) {
     return absl::InternalError("broadcast from an out-of-range root was not InvalidArgument");
   }
-  std::vector<float> short_out(kSlice);
+  const std::vector<float> in(1001, 1.0f);
+  std::vector<float> short_out(in.size());
   if (comm->AllGather(std::span<const float>(in), std::span<float>(short_out)).code() !=
       absl::StatusCode::kInvalidArgument) {
     return absl::InternalError("allgather into a short output was not InvalidArgument");
