@@ -88,4 +88,18 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
   return absl::OkStatus();
 }
 
+absl::Status AgreeOnRoom(const absl::Status& room, int rank,
+                         absl::FunctionRef<absl::StatusOr<float>(float)> sum_over_ranks) {
+  const absl::StatusOr<float> lacking = sum_over_ranks(room.ok() ? 0.0f : 1.0f);
+  if (!lacking.ok()) return lacking.status();
+  if (!room.ok()) return room;
+  if (*lacking > 0.0f) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Step: rank ", rank, " has room for the batch but ", static_cast<int>(*lacking),
+        " other rank(s) of the group do not (their logs say why); the whole group refuses it. "
+        "Release finished sequences or send a smaller batch"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace llmint8::model

@@ -56,6 +56,17 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
                                int64_t max_context, absl::FunctionRef<int64_t(uint64_t)> length,
                                std::vector<uint64_t>* sorted_ids);
 
+// The group's answer to "does this step's memory fit", for a step on which some rank may
+// allocate (a condition every rank evaluates alike: the same batch on the same history). Each
+// rank contributes `room` (OK, or why its memory does not fit); `sum_over_ranks(x)` all-reduces
+// one float over the group. Returns `room` when it is not OK, ResourceExhausted when another
+// rank lacks room, the communicator's error when the vote fails, OK when every rank has room.
+// Without the vote one rank would refuse the step while the others wait for it in their first
+// collective until the timeout breaks the group; with it every rank refuses alike and the
+// coordinator fails just that step's sequences.
+absl::Status AgreeOnRoom(const absl::Status& room, int rank,
+                         absl::FunctionRef<absl::StatusOr<float>(float)> sum_over_ranks);
+
 }  // namespace llmint8::model
 
 #endif  // LLMINT8_MODEL_SHARD_BACKEND_H_

@@ -198,19 +198,28 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
     kv_growth += kv_->GrowthBytes(in.seq_id, kv_->Length(in.seq_id) + in.tokens.size());
   }
   const int64_t rows = all_positions ? tokens : static_cast<int64_t>(batch.size());
+  const int64_t scratch_growth = std::max<int64_t>(
+      0, ScratchBytesFor(std::max(tokens, s.tokens), std::max(rows, s.logit_rows)) -
+             ScratchBytesFor(s.tokens, s.logit_rows));
+  absl::Status room = absl::OkStatus();
   if (options_.memory_limit_bytes > 0) {
     const MemoryStats now = memory();
-    const int64_t scratch_growth =
-        std::max<int64_t>(0, ScratchBytesFor(std::max(tokens, s.tokens),
-                                             std::max(rows, s.logit_rows)) -
-                                 ScratchBytesFor(s.tokens, s.logit_rows));
     if (now.total() + kv_growth + scratch_growth > options_.memory_limit_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
+      room = absl::ResourceExhaustedError(absl::StrCat(
           "Step: the batch needs ", kv_growth, " more bytes of KV cache and ", scratch_growth,
           " of activations; the shard holds ", now.DebugString(), " of memory_limit_bytes ",
           options_.memory_limit_bytes, ". Release finished sequences or send a smaller batch"));
     }
   }
+  // Growth is a function of the batch and the history, so every rank votes on the same steps.
+  if (tp_ > 1 && (kv_growth > 0 || scratch_growth > 0)) {
+    room = AgreeOnRoom(room, rank_, [this](float mine) -> absl::StatusOr<float> {
+      float sum = mine;
+      RETURN_IF_ERROR(comm_->AllReduceSum(std::span<float>(&sum, 1)));
+      return sum;
+    });
+  }
+  RETURN_IF_ERROR(room);
   EnsureScratch(tokens, rows);
   s.past.resize(batch.size());
   s.first_row.resize(batch.size() + 1);

@@ -135,6 +135,10 @@ class CudaShardBackend final : public ShardBackend {
   absl::Status Linear(const DeviceLinear& w, const Half* x, int64_t m, Half* y,
                       kernels::Int8LinearCudaWorkspace* ws);
   absl::Status AllReduce(Half* data, int64_t count);
+  // Checks the limit and allocates what the step needs (MemoryForStep), voting with the other
+  // ranks when any of them may allocate (model/shard_backend.h AgreeOnRoom).
+  absl::Status MemoryForStep(int64_t nseq, int64_t tokens, int64_t rows, int64_t pages_needed,
+                             int64_t page_entries);
 
   const OptConfig config_;
   const ShardOptions options_;
@@ -158,6 +162,10 @@ class CudaShardBackend final : public ShardBackend {
   kernels::AttentionBatchCuda attn_batch_;
   int64_t attn_batch_sequences_ = 0;
   int64_t attn_batch_pages_ = 0;
+  // The most KV pages the sequences have held at once: the same on every rank (pages count
+  // positions), unlike the pool, whose size a rank's memory limit may cap.
+  int64_t kv_pages_high_water_ = 0;
+  gpu::DeviceBuffer<float> vote_;  // tp > 1: AgreeOnRoom's all-reduce
 
   // Host-side per-step state, reused.
   std::vector<uint64_t> sorted_ids_;
@@ -236,6 +244,9 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> CudaShardBackend::Load(
   RETURN_IF_ERROR(b->LoadWeights(source, plan, progress));
   RETURN_IF_ERROR(b->EnsureScratch(1, 1));
   RETURN_IF_ERROR(b->EnsureAttentionBatch(1, 1));
+  if (tp > 1) {
+    ASSIGN_OR_RETURN(b->vote_, gpu::DeviceBuffer<float>::Allocate(1));
+  }
   RETURN_IF_ERROR(b->CheckLimit(0, "after loading"));
   return std::unique_ptr<ShardBackend>(std::move(b));
 }
@@ -399,36 +410,7 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
   }
   const int64_t rows = all_positions ? tokens : nseq;
 
-  // Memory: scratch growth (estimated from the shapes) + KV pool growth vs the limit, before
-  // any allocation. The pool doubles when it must grow, unless the limit allows less.
-  const int64_t scratch_growth =
-      std::max<int64_t>(0, ScratchBytesFor(std::max(tokens, scratch_.tokens),
-                                           std::max(rows, scratch_.rows)) -
-                               ScratchBytesFor(scratch_.tokens, scratch_.rows));
-  int64_t pool_pages = kv_.num_pages();
-  if (pages_needed > kv_.free_pages()) {
-    const int64_t min_pages = kv_.num_pages() + pages_needed - kv_.free_pages();
-    pool_pages = std::max(min_pages, 2 * kv_.num_pages());
-    if (options_.memory_limit_bytes > 0) {
-      const MemoryStats now = memory();
-      const int64_t room = options_.memory_limit_bytes - (now.total() - now.kv_cache) -
-                           scratch_growth;
-      const int64_t cap = std::max<int64_t>(0, room) / kv_.page_bytes();
-      if (min_pages > cap) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "Step: the batch needs ", (min_pages - kv_.num_pages()) * kv_.page_bytes(),
-            " more bytes of KV cache and ", scratch_growth, " of activations; the shard holds ",
-            now.DebugString(), " of memory_limit_bytes ", options_.memory_limit_bytes,
-            ". Release finished sequences or send a smaller batch"));
-      }
-      pool_pages = std::min(pool_pages, cap);
-    }
-  } else if (options_.memory_limit_bytes > 0 && scratch_growth > 0) {
-    RETURN_IF_ERROR(CheckLimit(scratch_growth, "Step: the batch's activations"));
-  }
-  RETURN_IF_ERROR(EnsureScratch(tokens, rows));
-  RETURN_IF_ERROR(EnsureAttentionBatch(nseq, page_entries));
-  RETURN_IF_ERROR(kv_.GrowPool(pool_pages, stream_));
+  RETURN_IF_ERROR(MemoryForStep(nseq, tokens, rows, pages_needed, page_entries));
 
   // Bookkeeping and KV pages; undone below if the step fails.
   past_.resize(batch.size());
@@ -458,6 +440,60 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
     kv_.SetLength(batch[i].seq_id, past_[i] + static_cast<int64_t>(batch[i].tokens.size()));
   }
   return out;
+}
+
+absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64_t rows,
+                                             int64_t pages_needed, int64_t page_entries) {
+  // Whether any rank may allocate: the same on every rank (shapes and positions only).
+  const int64_t pages_after = kv_.num_pages() - kv_.free_pages() + pages_needed;
+  const bool may_grow = RoundUp(std::max<int64_t>(tokens, 1), kTokenGranule) > scratch_.tokens ||
+                        RoundUp(std::max<int64_t>(rows, 1), kTokenGranule) > scratch_.rows ||
+                        nseq > attn_batch_sequences_ || page_entries > attn_batch_pages_ ||
+                        pages_after > kv_pages_high_water_;
+  absl::Status room = [&]() -> absl::Status {
+    // Memory: scratch growth (estimated from the shapes) + KV pool growth vs the limit, before
+    // any allocation. The pool doubles when it must grow, unless the limit allows less.
+    const int64_t scratch_growth = std::max<int64_t>(
+        0, ScratchBytesFor(std::max(tokens, scratch_.tokens), std::max(rows, scratch_.rows)) -
+               ScratchBytesFor(scratch_.tokens, scratch_.rows));
+    int64_t pool_pages = kv_.num_pages();
+    if (pages_needed > kv_.free_pages()) {
+      const int64_t min_pages = kv_.num_pages() + pages_needed - kv_.free_pages();
+      pool_pages = std::max(min_pages, 2 * kv_.num_pages());
+      if (options_.memory_limit_bytes > 0) {
+        const MemoryStats now = memory();
+        const int64_t headroom =
+            options_.memory_limit_bytes - (now.total() - now.kv_cache) - scratch_growth;
+        const int64_t cap = std::max<int64_t>(0, headroom) / kv_.page_bytes();
+        if (min_pages > cap) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "Step: the batch needs ", (min_pages - kv_.num_pages()) * kv_.page_bytes(),
+              " more bytes of KV cache and ", scratch_growth, " of activations; the shard holds ",
+              now.DebugString(), " of memory_limit_bytes ", options_.memory_limit_bytes,
+              ". Release finished sequences or send a smaller batch"));
+        }
+        pool_pages = std::min(pool_pages, cap);
+      }
+    } else if (options_.memory_limit_bytes > 0 && scratch_growth > 0) {
+      RETURN_IF_ERROR(CheckLimit(scratch_growth, "Step: the batch's activations"));
+    }
+    RETURN_IF_ERROR(EnsureScratch(tokens, rows));
+    RETURN_IF_ERROR(EnsureAttentionBatch(nseq, page_entries));
+    return kv_.GrowPool(pool_pages, stream_);
+  }();
+  if (tp_ > 1 && may_grow) {
+    room = AgreeOnRoom(room, rank_, [this](float mine) -> absl::StatusOr<float> {
+      RETURN_IF_ERROR(vote_.CopyFromHost(std::span<const float>(&mine, 1), stream_));
+      RETURN_IF_ERROR(comm_->AllReduceSum(std::span<float>(vote_.data(), 1)));
+      float sum = 0.0f;
+      RETURN_IF_ERROR(vote_.CopyToHost(std::span<float>(&sum, 1), stream_));
+      RETURN_IF_ERROR(gpu::internal::SynchronizeStream(stream_));
+      return sum;
+    });
+  }
+  RETURN_IF_ERROR(room);
+  kv_pages_high_water_ = std::max(kv_pages_high_water_, pages_after);
+  return absl::OkStatus();
 }
 
 absl::Status CudaShardBackend::Linear(const DeviceLinear& w, const Half* x, int64_t m, Half* y,
