@@ -13,7 +13,9 @@
 // Collective contract: every rank of a group calls Load, Step and Release with the same
 // arguments in the same order (the coordinator guarantees it). Validation of a Step's input is
 // deterministic and happens before any collective, so all ranks reject the same bad batch
-// without a collective mismatch.
+// without a collective mismatch. Memory is not (limits and free memory differ by rank): a step
+// on which any rank may allocate ends its checks with a vote (AgreeOnRoom in shard_backend.h),
+// so either every rank runs it or every rank returns ResourceExhausted.
 //
 // Thread-compatible: one caller at a time (the communicator is not thread-safe either).
 #ifndef LLMINT8_MODEL_SHARD_MODEL_H_
