@@ -44,6 +44,9 @@ namespace {
 // Token capacity of the activation buffers is rounded up to this, so a stream of slightly
 // different batch sizes does not reallocate every step.
 constexpr int64_t kTokenGranule = 16;
+// The attention tables' capacity in sequences and page entries is rounded up to these.
+constexpr int64_t kAttentionSequenceGranule = 16;
+constexpr int64_t kAttentionPageGranule = 64;
 // The int8 linears take the small-M kernel up to this many rows (Int8LinearCudaOptions default);
 // their int32 GEMM scratch exists only for larger workspaces.
 constexpr int64_t kGemvMaxM = kernels::kDefaultGemvMaxM;
@@ -162,8 +165,15 @@ class CudaShardBackend final : public ShardBackend {
   kernels::AttentionBatchCuda attn_batch_;
   int64_t attn_batch_sequences_ = 0;
   int64_t attn_batch_pages_ = 0;
-  // The most KV pages the sequences have held at once: the same on every rank (pages count
-  // positions), unlike the pool, whose size a rank's memory limit may cap.
+  // What every rank of the group is known to hold (raised only after the group agreed to a
+  // step, and rounded as the allocations round): within these no rank allocates, so no vote
+  // is needed; the same on every rank, unlike the buffers, which a rank with room may have
+  // grown for a step the group then refused. KV in pages in use (pages count positions; a
+  // rank's pool may be capped smaller or larger).
+  int64_t agreed_tokens_ = 0;
+  int64_t agreed_rows_ = 0;
+  int64_t agreed_sequences_ = 0;
+  int64_t agreed_page_entries_ = 0;
   int64_t kv_pages_high_water_ = 0;
   gpu::DeviceBuffer<float> vote_;  // tp > 1: AgreeOnRoom's all-reduce
 
@@ -380,8 +390,8 @@ absl::Status CudaShardBackend::EnsureAttentionBatch(int64_t sequences, int64_t p
   if (sequences <= attn_batch_sequences_ && page_entries <= attn_batch_pages_) {
     return absl::OkStatus();
   }
-  const int64_t ns = std::max(RoundUp(sequences, 16), attn_batch_sequences_);
-  const int64_t np = std::max(RoundUp(page_entries, 64), attn_batch_pages_);
+  const int64_t ns = std::max(RoundUp(sequences, kAttentionSequenceGranule), attn_batch_sequences_);
+  const int64_t np = std::max(RoundUp(page_entries, kAttentionPageGranule), attn_batch_pages_);
   RETURN_IF_ERROR(gpu::internal::SynchronizeStream(stream_));
   ASSIGN_OR_RETURN(attn_batch_, kernels::AttentionBatchCuda::Create(ns, np));
   attn_batch_sequences_ = ns;
@@ -444,12 +454,14 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
 
 absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64_t rows,
                                              int64_t pages_needed, int64_t page_entries) {
-  // Whether any rank may allocate: the same on every rank (shapes and positions only).
+  // Whether any rank may allocate: from the agreed sizes only, so the same on every rank.
   const int64_t pages_after = kv_.num_pages() - kv_.free_pages() + pages_needed;
-  const bool may_grow = RoundUp(std::max<int64_t>(tokens, 1), kTokenGranule) > scratch_.tokens ||
-                        RoundUp(std::max<int64_t>(rows, 1), kTokenGranule) > scratch_.rows ||
-                        nseq > attn_batch_sequences_ || page_entries > attn_batch_pages_ ||
-                        pages_after > kv_pages_high_water_;
+  const int64_t m = RoundUp(std::max<int64_t>(tokens, 1), kTokenGranule);
+  const int64_t r = RoundUp(std::max<int64_t>(rows, 1), kTokenGranule);
+  const int64_t ns = RoundUp(nseq, kAttentionSequenceGranule);
+  const int64_t np = RoundUp(page_entries, kAttentionPageGranule);
+  const bool may_grow = m > agreed_tokens_ || r > agreed_rows_ || ns > agreed_sequences_ ||
+                        np > agreed_page_entries_ || pages_after > kv_pages_high_water_;
   absl::Status room = [&]() -> absl::Status {
     // Memory: scratch growth (estimated from the shapes) + KV pool growth vs the limit, before
     // any allocation. The pool doubles when it must grow, unless the limit allows less.
@@ -492,6 +504,10 @@ absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64
     });
   }
   RETURN_IF_ERROR(room);
+  agreed_tokens_ = std::max(agreed_tokens_, m);
+  agreed_rows_ = std::max(agreed_rows_, r);
+  agreed_sequences_ = std::max(agreed_sequences_, ns);
+  agreed_page_entries_ = std::max(agreed_page_entries_, np);
   kv_pages_high_water_ = std::max(kv_pages_high_water_, pages_after);
   return absl::OkStatus();
 }
