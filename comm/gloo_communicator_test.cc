@@ -259,6 +259,28 @@ TEST(GlooCommunicatorTest, StalledPeerGivesDeadlineExceededWithinTheTimeout) {
   EXPECT_TRUE(outcomes[1].reported && outcomes[1].status.ok()) << outcomes[1].Describe();
 }
 
+// Ranks out of step on their collectives (a bug upstream: here rank 0 all-reduces 1 value
+// while rank 1 all-reduces 1000) break the group with an error naming the mismatch, instead
+// of summing whatever bytes the other rank sent.
+TEST(GlooCommunicatorTest, MismatchedCollectivesAreAnErrorNotWrongData) {
+  TempDir dir("gloo");
+  std::vector<RankOutcome> outcomes = ForkRanks(
+      2,
+      [&](int rank) -> absl::Status {
+        FileRendezvous rdzv(dir.path());
+        ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                         MakeCommunicator("gloo", GroupOptions(rank, 2, rdzv, absl::Seconds(5))));
+        std::vector<float> data(rank == 0 ? 1 : 1000, 1.0f);
+        return comm->AllReduceSum(std::span<float>(data));
+      },
+      kHangLimit);
+  for (const RankOutcome& o : outcomes) {
+    ASSERT_TRUE(o.reported) << o.Describe();
+    EXPECT_EQ(o.status.code(), absl::StatusCode::kUnavailable) << o.Describe();
+    EXPECT_NE(o.status.message().find("collective mismatch"), std::string::npos) << o.Describe();
+  }
+}
+
 // Runs `body` in one forked child, so that this process never starts Gloo's threads (later
 // tests fork, and fork copies only the calling thread).
 absl::Status InChild(const std::function<absl::Status()>& body) {

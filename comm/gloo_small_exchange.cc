@@ -1,8 +1,24 @@
 #include "comm/gloo_small_exchange.h"
 
 #include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "absl/strings/str_cat.h"
 
 namespace llmint8::comm {
+namespace {
+
+// Before each payload: its size and the sender's call count, so that ranks that disagree on
+// the sequence of collectives (a bug, never a client's doing) break the group instead of
+// summing stale bytes.
+struct Header {
+  uint64_t bytes;
+  uint64_t call;
+};
+constexpr size_t kHeaderBytes = sizeof(Header);
+
+}  // namespace
 
 GlooSmallExchange::GlooSmallExchange(int rank, int size, gloo::rendezvous::Store& store,
                                      std::shared_ptr<gloo::transport::Device> device,
@@ -10,7 +26,7 @@ GlooSmallExchange::GlooSmallExchange(int rank, int size, gloo::rendezvous::Store
     : rank_(rank),
       size_(size),
       context_(std::make_shared<gloo::rendezvous::Context>(rank, size)),
-      send_(kMaxBytes),
+      send_(kHeaderBytes + kMaxBytes),
       recv_(size),
       send_buffers_(size),
       recv_buffers_(size) {
@@ -20,24 +36,34 @@ GlooSmallExchange::GlooSmallExchange(int rank, int size, gloo::rendezvous::Store
     if (peer == rank_) continue;
     auto& pair = context_->getPair(peer);
     pair->setSync(/*sync=*/true, /*busyPoll=*/false);  // busy polling would starve shared cores
-    recv_[peer].resize(kMaxBytes);
+    recv_[peer].resize(kHeaderBytes + kMaxBytes);
     // Slot 0 of each pair: a send here lands in the peer's recv buffer of slot 0.
-    send_buffers_[peer] = pair->createSendBuffer(0, send_.data(), kMaxBytes);
-    recv_buffers_[peer] = pair->createRecvBuffer(0, recv_[peer].data(), kMaxBytes);
+    send_buffers_[peer] = pair->createSendBuffer(0, send_.data(), send_.size());
+    recv_buffers_[peer] = pair->createRecvBuffer(0, recv_[peer].data(), recv_[peer].size());
   }
 }
 
 void GlooSmallExchange::AllGather(const void* in, void* out, size_t bytes) {
-  std::memcpy(send_.data(), in, bytes);  // `in` may alias this rank's slice of `out`
+  const Header mine{bytes, calls_++};
+  std::memcpy(send_.data(), &mine, kHeaderBytes);
+  std::memcpy(send_.data() + kHeaderBytes, in, bytes);  // `in` may alias our slice of `out`
   for (int peer = 0; peer < size_; ++peer) {
-    if (peer != rank_) send_buffers_[peer]->send(0, bytes);
+    if (peer != rank_) send_buffers_[peer]->send(0, kHeaderBytes + bytes);
   }
   uint8_t* dst = static_cast<uint8_t*>(out);
-  std::memcpy(dst + static_cast<size_t>(rank_) * bytes, send_.data(), bytes);
+  std::memcpy(dst + static_cast<size_t>(rank_) * bytes, send_.data() + kHeaderBytes, bytes);
   for (int peer = 0; peer < size_; ++peer) {
     if (peer == rank_) continue;
     recv_buffers_[peer]->waitRecv();
-    std::memcpy(dst + static_cast<size_t>(peer) * bytes, recv_[peer].data(), bytes);
+    Header theirs;
+    std::memcpy(&theirs, recv_[peer].data(), kHeaderBytes);
+    if (theirs.bytes != mine.bytes || theirs.call != mine.call) {
+      throw std::runtime_error(absl::StrCat("collective mismatch: rank ", peer, " sent ",
+                                            theirs.bytes, " bytes for its call ", theirs.call,
+                                            " while rank ", rank_, " gathers ", mine.bytes,
+                                            " bytes in its call ", mine.call));
+    }
+    std::memcpy(dst + static_cast<size_t>(peer) * bytes, recv_[peer].data() + kHeaderBytes, bytes);
   }
   // send_ is reused by the next call: its sends must be done (in sync mode they are).
   for (int peer = 0; peer < size_; ++peer) {

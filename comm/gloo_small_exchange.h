@@ -5,11 +5,14 @@
 // its socket in the calling thread: ~20 us, the socket's own round trip. Sync mode does not
 // take unbound buffers, so it gets a mesh of its own and the large collectives keep theirs.
 //
-// Every rank sends its buffer to each peer, then reads each peer's: at most kMaxBytes is in
-// flight per socket, which the kernel's socket buffers hold without the peer reading (TCP's
-// default receive buffer alone is 128 KiB), so the simultaneous sends cannot deadlock. A read
-// waits at most the context's timeout. Failures throw Gloo's exceptions (IoException for a
-// timeout or a peer gone); the caller maps them. One caller at a time.
+// Every rank sends its buffer to each peer, then reads each peer's. The simultaneous sends
+// cannot deadlock: Gloo's send sizes the socket's send buffer to the message (the kernel
+// doubles it), so a send of up to kMaxBytes completes without the peer reading, and ranks are
+// at most one call apart, so at most two unread messages wait in either direction. A read
+// waits at most the context's timeout. Each message carries its size and the sender's call
+// count; a mismatch (ranks out of step on their collectives: a bug) throws
+// std::runtime_error instead of gathering stale bytes. Failures throw (Gloo's IoException for
+// a timeout or a peer gone); the caller maps them. One caller at a time.
 #ifndef LLMINT8_COMM_GLOO_SMALL_EXCHANGE_H_
 #define LLMINT8_COMM_GLOO_SMALL_EXCHANGE_H_
 
@@ -43,8 +46,9 @@ class GlooSmallExchange {
   int rank_;
   int size_;
   std::shared_ptr<gloo::rendezvous::Context> context_;
-  std::vector<uint8_t> send_;               // kMaxBytes: what this rank sends
-  std::vector<std::vector<uint8_t>> recv_;  // per rank: kMaxBytes from that peer
+  uint64_t calls_ = 0;
+  std::vector<uint8_t> send_;               // header + up to kMaxBytes: what this rank sends
+  std::vector<std::vector<uint8_t>> recv_;  // per rank: header + up to kMaxBytes from it
   std::vector<std::unique_ptr<gloo::transport::Buffer>> send_buffers_, recv_buffers_;  // per peer
 };
 
