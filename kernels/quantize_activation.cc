@@ -80,15 +80,15 @@ absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, 
       std::fill(qrow, qrow + k, int8_t{0});
       continue;
     }
+    // Outlier values (which may be NaN or Inf) are never converted: 0 in q.
     const float scale = 127.0f / amax;
     if (std::isfinite(scale)) {
-      for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(row[j], scale);
+      for (int64_t j = 0; j < k; ++j) {
+        qrow[j] = IsInlier(row[j], threshold) ? QuantizeToInt8(row[j], scale) : int8_t{0};
+      }
     } else {  // subnormal absmax: 127 / absmax overflows
-      for (int64_t j = 0; j < k; ++j) qrow[j] = QuantizeToInt8(row[j] / amax, 127.0f);
-    }
-    if (threshold > 0.0f) {
-      for (int64_t c = 0; c < n_out; ++c) {
-        if (!IsInlier(row[cols[c]], threshold)) qrow[cols[c]] = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        qrow[j] = IsInlier(row[j], threshold) ? QuantizeToInt8(row[j] / amax, 127.0f) : int8_t{0};
       }
     }
   }
