@@ -22,5 +22,3 @@ llmint8_cc_test(NAME shard_model_runtime_test SRCS shard_model_runtime_test.cc
                 DEPS llmint8::model LABELS model)
 llmint8_cc_test(NAME int8_agreement_runtime_test SRCS int8_agreement_runtime_test.cc
                 DEPS llmint8::model LABELS model)
-llmint8_cc_test(NAME shard_model_tp_memory_test SRCS shard_model_tp_memory_test.cc
-                DEPS llmint8::model llmint8::comm LABELS model tp)

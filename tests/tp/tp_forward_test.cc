@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/tp/tp_harness.h"
+#include "tests/tp/tp_memory_vote.h"
 
 namespace llmint8::model {
 namespace {
@@ -32,6 +33,11 @@ INSTANTIATE_TEST_SUITE_P(Precisions, TpForwardTest,
                          [](const auto& info) {
                            return std::string(PrecisionName(info.param.precision));
                          });
+
+// Ranks with different memory limits agree on every step (tests/tp/tp_memory_vote.h).
+TEST(TpMemoryVoteTest, RanksWithDifferentLimitsAgreeOnEveryStep) {
+  testing::ExpectMemoryVoteAgrees(TpBackend{Device::kCpu, "gloo", nullptr}, Precision::kInt8);
+}
 
 }  // namespace
 }  // namespace llmint8::model

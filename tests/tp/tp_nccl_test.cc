@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
 #include "tests/tp/tp_harness.h"
+#include "tests/tp/tp_memory_vote.h"
 
 namespace llmint8::model {
 namespace {
@@ -42,6 +43,15 @@ class TpNcclTest : public ::testing::TestWithParam<TpCase> {
   }
 };
 
+class TpNcclVoteTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!comm::NcclBackendBuilt()) GTEST_SKIP() << "built without the NCCL backend";
+    const absl::Status device = DeviceInChild();
+    if (!device.ok()) GTEST_SKIP() << "no CUDA device: " << device;
+  }
+};
+
 TEST_P(TpNcclTest, Tp1Tp2Tp4AgreeOnGreedyTokensAndLogits) {
   testing::ExpectTpDegreesAgree(TpBackend{Device::kCuda, "nccl", comm::ApplySharedGpuNcclEnv},
                                 GetParam());
@@ -56,6 +66,13 @@ INSTANTIATE_TEST_SUITE_P(Precisions, TpNcclTest,
                          [](const auto& info) {
                            return std::string(PrecisionName(info.param.precision));
                          });
+
+// Ranks with different memory limits agree on every step (tests/tp/tp_memory_vote.h): the
+// CUDA backend's vote, a device float all-reduced over NCCL.
+TEST_F(TpNcclVoteTest, RanksWithDifferentLimitsAgreeOnEveryStep) {
+  testing::ExpectMemoryVoteAgrees(TpBackend{Device::kCuda, "nccl", comm::ApplySharedGpuNcclEnv},
+                                  Precision::kInt8);
+}
 
 }  // namespace
 }  // namespace llmint8::model

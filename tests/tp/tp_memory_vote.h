@@ -1,0 +1,21 @@
+// Two ranks of one group whose memory limits differ (rank 0: none; rank 1: its loaded shard +
+// 64 KiB) step the same three batches, each a new sequence: 100 tokens (only rank 0 has room),
+// 40 tokens (within what rank 0 may have grown for the refused step, beyond rank 1's limit),
+// 5 tokens (fits both). The ranks must agree every time (model/shard_backend.h AgreeOnRoom):
+// the first is ResourceExhausted on both, the second ends alike on both, the third is served
+// by both with the same logits, and no step waits anywhere near the communicator's timeout.
+// Without the vote the ranks fall out of step on their collectives: a hang, or a rank that
+// finishes a step on another step's data.
+#ifndef LLMINT8_TESTS_TP_TP_MEMORY_VOTE_H_
+#define LLMINT8_TESTS_TP_TP_MEMORY_VOTE_H_
+
+#include "tests/tp/tp_harness.h"
+
+namespace llmint8::model::testing {
+
+// Records gtest failures for any disagreement (ranks in forked processes, as tp_harness.h).
+void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision);
+
+}  // namespace llmint8::model::testing
+
+#endif  // LLMINT8_TESTS_TP_TP_MEMORY_VOTE_H_
