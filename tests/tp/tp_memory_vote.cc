@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -26,6 +27,7 @@ namespace {
 constexpr int64_t kVocab = 510;
 constexpr int kSteps = 3;
 constexpr int kStepTokens[kSteps] = {100, 40, 5};
+constexpr int64_t kRank1Headroom = int64_t{96} << 10;  // over its loaded shard
 constexpr absl::Duration kCommTimeout = absl::Seconds(60);
 constexpr double kPromptSeconds = 10;  // far below kCommTimeout
 
@@ -66,10 +68,18 @@ absl::Status RunRank(const TpBackend& backend, Precision precision, int rank,
     // No collective at load: a probe shard gives this rank's size.
     ASSIGN_OR_RETURN(std::unique_ptr<ShardModel> probe,
                      ShardModel::Load(c, *src, 2, rank, comm.get(), o));
-    o.memory_limit_bytes = probe->memory().total() + (int64_t{64} << 10);
+    o.memory_limit_bytes = probe->memory().total() + kRank1Headroom;
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ShardModel> model,
                    ShardModel::Load(c, *src, 2, rank, comm.get(), o));
+  // First, an agreed step that takes KV pages for three sequences but no larger activation
+  // buffers, then released: later steps up to three pages need no new KV anywhere, so whether a
+  // rank votes on the 40-token step hangs on the activation sizes alone (the case a rank that
+  // grew its buffers for a refused step used to decide differently from its peers).
+  const std::vector<int32_t> one = {5};
+  const std::vector<ShardModel::SequenceInput> warm = {{101, one}, {102, one}, {103, one}};
+  RETURN_IF_ERROR(model->Step(warm).status());
+  for (const auto& in : warm) RETURN_IF_ERROR(model->Release(in.seq_id));
   VoteResult r;
   for (int s = 0; s < kSteps; ++s) {
     const std::vector<int32_t> tokens(kStepTokens[s], 7 + s);
@@ -109,7 +119,7 @@ void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision) {
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
   const auto outcomes = comm::ForkRanks(
-      2, [&](int rank) { return RunRank(backend, precision, rank, dir); }, absl::Seconds(240));
+      2, [&](int rank) { return RunRank(backend, precision, rank, dir); }, absl::Seconds(60));
   for (const auto& o : outcomes) {
     ASSERT_TRUE(o.reported && o.status.ok() && o.exit_code == 0) << o.Describe();
   }
@@ -127,8 +137,10 @@ void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision) {
     EXPECT_LT(r0.seconds[s], kPromptSeconds) << "rank 0, step " << s;
     EXPECT_LT(r1.seconds[s], kPromptSeconds) << "rank 1, step " << s;
   }
-  EXPECT_EQ(r0.logits.size(), static_cast<size_t>(kVocab));
-  EXPECT_EQ(r0.logits, r1.logits) << "the ranks' gathered logits differ";
+  ASSERT_EQ(r0.logits.size(), static_cast<size_t>(kVocab));
+  ASSERT_EQ(r1.logits.size(), static_cast<size_t>(kVocab));
+  EXPECT_EQ(std::memcmp(r0.logits.data(), r1.logits.data(), kVocab * sizeof(float)), 0)
+      << "the ranks' gathered logits differ";
   std::printf("%s: steps of 100 / 40 / 5 tokens: rank 0 %s / %s / %s, rank 1 %s / %s / %s\n",
               std::string(DeviceName(backend.device)).c_str(), code(r0.codes[0]).c_str(),
               code(r0.codes[1]).c_str(), code(r0.codes[2]).c_str(), code(r1.codes[0]).c_str(),
