@@ -7,8 +7,8 @@
 // AllReduceSum of up to 64 KiB (the per-layer reductions of decode) is one
 // all-gather and a local sum in rank order, the same on every rank: one exchange instead of the
 // ring's two rounds, which is most of a decode step on a few CPU cores. All-gathers of up to
-// 64 KiB per rank go over a second, sync-mode mesh (gloo_small_exchange.h: ~20 us instead of
-// ~0.4 ms per exchange on loopback). Larger buffers take Gloo's ring algorithms.
+// 64 KiB per rank go over a second, sync-mode mesh (gloo_small_exchange.h: tens of us instead
+// of hundreds per exchange; bench/README.md). Larger buffers take Gloo's ring algorithms.
 #ifndef LLMINT8_COMM_GLOO_COMMUNICATOR_H_
 #define LLMINT8_COMM_GLOO_COMMUNICATOR_H_
 
@@ -26,10 +26,8 @@ class Context;
 }  // namespace gloo
 
 namespace llmint8::comm {
-class GlooSmallExchange;
-}  // namespace llmint8::comm
 
-namespace llmint8::comm {
+class GlooSmallExchange;
 
 class GlooCommunicator : public Communicator {
  public:

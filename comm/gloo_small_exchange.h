@@ -1,8 +1,8 @@
 // The all-gather of small buffers (decode's per-layer all-reduces) over a second Gloo full mesh
 // whose pairs run in sync mode with buffers registered once. Gloo's allgather with unbound
-// buffers goes through the transport's event-loop thread and takes ~0.3-0.5 ms per 1 KiB
-// exchange on loopback (2 shared cores, measured 2026-11-29); a sync-mode pair sends and reads
-// its socket in the calling thread: ~20 us, the socket's own round trip. Sync mode does not
+// buffers goes through the transport's event-loop thread: 0.27-0.37 ms per 1 KiB exchange
+// between two ranks on loopback; a sync-mode pair sends and reads its socket in the calling
+// thread: 12-25 us (llmint8_comm_latency, bench/README.md, 2 shared cores). Sync mode does not
 // take unbound buffers, so it gets a mesh of its own and the large collectives keep theirs.
 //
 // Every rank sends its buffer to each peer, then reads each peer's. The simultaneous sends
