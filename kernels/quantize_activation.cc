@@ -58,19 +58,14 @@ absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, 
     const float* row = x.data() + i * k;
     int8_t* qrow = out->q.data() + i * k;
     float amax = 0.0f;
-    if (threshold > 0.0f) {
-      for (int64_t j = 0; j < k; ++j) {
-        if (IsInlier(row[j], threshold)) amax = std::max(amax, std::fabs(row[j]));
-      }
-    } else {
-      bool finite = true;
-      for (int64_t j = 0; j < k; ++j) {
-        finite &= std::isfinite(row[j]);
-        amax = std::max(amax, std::fabs(row[j]));
-      }
-      // std::max drops NaN when it is the second argument: a non-finite row is marked directly.
-      if (!finite) amax = std::numeric_limits<float>::quiet_NaN();
+    bool finite = true;  // stays true with t > 0: values that are not outliers are finite
+    for (int64_t j = 0; j < k; ++j) {
+      if (!IsInlier(row[j], threshold)) continue;
+      finite &= std::isfinite(row[j]);
+      amax = std::max(amax, std::fabs(row[j]));
     }
+    // std::max drops NaN when it is the second argument: a non-finite row is marked directly.
+    if (!finite) amax = std::numeric_limits<float>::quiet_NaN();
     out->absmax[i] = amax;
     for (int64_t c = 0; c < n_out; ++c) {
       const float v = row[cols[c]];
