@@ -219,11 +219,16 @@ TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
 // The official OpenAI Python SDK (scripts/openai-venv.sh installs it) against the API: the
 // same greedy tokens as the runtime, non-streamed and streamed, and its BadRequestError.
 TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
+  // Where scripts/openai-venv.sh puts it: $LLMINT8_TEST_VENV, else the user's cache directory.
   const char* env = std::getenv("LLMINT8_TEST_VENV");
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
   const char* home = std::getenv("HOME");
-  const std::string venv = env != nullptr    ? env
-                           : home != nullptr ? absl::StrCat(home, "/.cache/llmint8/test-venv")
-                                             : "";
+  const std::string cache = xdg != nullptr    ? xdg
+                            : home != nullptr ? absl::StrCat(home, "/.cache")
+                                              : "";
+  const std::string venv = env != nullptr   ? env
+                           : !cache.empty() ? absl::StrCat(cache, "/llmint8/test-venv")
+                                            : "";
   const std::string python = venv + "/bin/python";
   if (venv.empty() || std::system((python + " -c 'import openai' 2>/dev/null").c_str()) != 0) {
     GTEST_SKIP() << "no virtualenv with the openai package at " << venv
