@@ -111,8 +111,7 @@ void Scheduler::FailRunning(const absl::Status& status) {
   kv_in_use_ = 0;
   to_release_.clear();  // the group that held them is gone
   absl::MutexLock lock(&mu_);
-  running_count_ = 0;
-  kv_reserved_count_ = 0;
+  PublishLocked();
 }
 
 void Scheduler::FailQueued(const absl::Status& status) {
@@ -126,15 +125,9 @@ void Scheduler::FailQueued(const absl::Status& status) {
 
 void Scheduler::ReleaseFinished() {
   // Drop cancelled sequences from the batch.
-  for (auto it = running_.begin(); it != running_.end();) {
-    if ((*it)->cancelled()) {
-      to_release_.push_back((*it)->id());
-      kv_in_use_ -= (*it)->max_tokens();
-      it = running_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  std::vector<bool> cancelled(running_.size());
+  for (size_t i = 0; i < running_.size(); ++i) cancelled[i] = running_[i]->cancelled();
+  Retire(cancelled);
   if (!to_release_.empty()) {
     absl::Status s = group_->Release(to_release_);
     if (!s.ok()) {
