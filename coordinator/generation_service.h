@@ -48,19 +48,17 @@ class GenerationService final : public v1::Generation::Service {
   //   Follow  hands each response to `write` (false: the client is gone, the sequence is
   //           cancelled), polls `gone` every ~50 ms (true: the client cancelled) and cancels
   //           the sequence at its deadline (DEADLINE_EXCEEDED); records the request.
-  // Run = Admit + Follow.
   absl::StatusOr<std::shared_ptr<Sequence>> Admit(const v1::GenerateRequest& req,
                                                   absl::Time deadline);
   absl::Status Follow(const std::shared_ptr<Sequence>& seq,
                       const std::function<bool(const v1::GenerateResponse&)>& write,
                       const std::function<bool()>& gone);
+
+ private:
+  // Admit + Follow (Generate's body).
   absl::Status Run(const v1::GenerateRequest& req, absl::Time deadline,
                    const std::function<bool(const v1::GenerateResponse&)>& write,
                    const std::function<bool()>& gone);
-  bool has_tokenizer() const { return tokenizer_ != nullptr; }
-  int64_t max_context() const { return limits_.max_context; }
-
- private:
   absl::StatusOr<std::shared_ptr<Sequence>> MakeSequence(const v1::GenerateRequest& req);
   // Follow without the metrics: fills `record` (tokens, the final message) as it streams.
   absl::Status Stream(const std::shared_ptr<Sequence>& seq,
