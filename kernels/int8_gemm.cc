@@ -361,8 +361,9 @@ absl::Status Avx2GemmLargeM(const int8_t* a, const int8_t* b, int64_t m, int64_t
 }
 
 // Below this m the packing does not pay: each B element would be widened and transposed for
-// only a few rows of A. (Measured on a 2-core Zen 3, one thread, 4096 x 4096: equal at m = 6,
-// the packed kernel 10% faster at m = 8, 1.4x at m = 16 and 2x at m = 128.)
+// only a few rows of A. (One-off timings by hand with this constant changed, not a benchmark in
+// the repo: 2-core Zen 3, one thread, 4096 x 4096: equal at m = 6, the packed kernel 10% faster
+// at m = 8, 1.4x at m = 16 and 2x at m = 128.)
 constexpr int64_t kLargeM = 8;
 
 absl::Status Avx2Gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t n, int64_t k,
