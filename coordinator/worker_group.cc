@@ -370,6 +370,7 @@ void WorkerGroup::MonitorLoop() {
       LLMINT8_LOG(WARNING) << "forming without workers " << absl::StrJoin(Unanswered(), ", ")
                            << " (no answer for " << absl::FormatDuration(now - waiting_since)
                            << "); the ones that answered hold the model";
+      chosen = partial;  // OK here: the answering workers were chosen
     }
     waiting_logged = false;
     waiting_since = absl::InfiniteFuture();
