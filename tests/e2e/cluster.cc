@@ -144,6 +144,34 @@ std::unique_ptr<v1::Worker::Stub> Cluster::NewWorkerStub(int rank) const {
       grpc::CreateChannel(worker_address(rank), grpc::InsecureChannelCredentials()));
 }
 
+absl::StatusOr<v1::StatsResponse> Cluster::WorkerStats(int rank) const {
+  grpc::ClientContext ctx;
+  v1::StatsResponse resp;
+  const grpc::Status s = NewWorkerStub(rank)->Stats(&ctx, v1::StatsRequest(), &resp);
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat("Stats of worker ", rank, ": ", s.error_message()));
+  }
+  return resp;
+}
+
+int64_t Cluster::ActiveSequences() const {
+  int64_t total = 0;
+  for (int rank = 0; rank < options_.workers; ++rank) {
+    absl::StatusOr<v1::StatsResponse> stats = WorkerStats(rank);
+    if (!stats.ok()) return -1;
+    total += stats->active_sequences();
+  }
+  return total;
+}
+
+bool Cluster::WaitNoActiveSequences() const {
+  for (int i = 0; i < 100; ++i) {
+    if (ActiveSequences() == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
 absl::StatusOr<std::string> RunAndRead(const std::string& command) {
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return absl::InternalError(absl::StrCat("cannot run: ", command));

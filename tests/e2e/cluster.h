@@ -58,6 +58,13 @@ class Cluster {
 
   std::unique_ptr<v1::Generation::Stub> NewStub() const;
   std::unique_ptr<v1::Worker::Stub> NewWorkerStub(int rank) const;
+  // Worker `rank`'s Stats.
+  absl::StatusOr<v1::StatsResponse> WorkerStats(int rank) const;
+  // Sequences the workers hold in all, -1 when a Stats call fails.
+  int64_t ActiveSequences() const;
+  // Polls ActiveSequences for up to 5 s (the scheduler releases a finished or cancelled
+  // sequence at the next step boundary, which may come just after its client saw the end).
+  bool WaitNoActiveSequences() const;
 
  private:
   ClusterOptions options_;

@@ -57,22 +57,9 @@ class HttpE2ETest : public ::testing::Test {
 
   // Tokens worker 0 has run through the model (prompts and decode steps).
   uint64_t WorkerTokens() {
-    grpc::ClientContext ctx;
-    v1::StatsResponse resp;
-    EXPECT_TRUE(cluster_->NewWorkerStub(0)->Stats(&ctx, v1::StatsRequest(), &resp).ok());
-    return resp.tokens();
-  }
-
-  // Sequences the workers hold; the scheduler frees a cancelled one at a step boundary.
-  int ActiveSequences() {
-    int total = 0;
-    for (int rank = 0; rank < 2; ++rank) {
-      grpc::ClientContext ctx;
-      v1::StatsResponse resp;
-      EXPECT_TRUE(cluster_->NewWorkerStub(rank)->Stats(&ctx, v1::StatsRequest(), &resp).ok());
-      total += resp.active_sequences();
-    }
-    return total;
+    absl::StatusOr<v1::StatsResponse> stats = cluster_->WorkerStats(0);
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    return stats.ok() ? stats->tokens() : 0;
   }
 
   static int http_port_;
@@ -206,12 +193,7 @@ TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
   httplib::Client client = Client();
   httplib::Result res = client.send(req);
   EXPECT_GE(received, 3);
-  bool freed = false;
-  for (int i = 0; i < 100 && !freed; ++i) {
-    freed = ActiveSequences() == 0;
-    if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  EXPECT_TRUE(freed) << "the abandoned stream still holds KV cache";
+  EXPECT_TRUE(cluster_->WaitNoActiveSequences()) << "the abandoned stream still holds KV cache";
   // Cancelled at the first token it could not deliver, far from its 120.
   EXPECT_LT(WorkerTokens() - tokens_before, 60u);
 }

@@ -67,28 +67,6 @@ class ServiceE2ETest : public ::testing::Test {
     stub_ = cluster_->NewStub();
   }
 
-  int ActiveSequencesOnWorkers() {
-    int total = 0;
-    for (int rank = 0; rank < 2; ++rank) {
-      grpc::ClientContext ctx;
-      v1::StatsRequest req;
-      v1::StatsResponse resp;
-      EXPECT_TRUE(cluster_->NewWorkerStub(rank)->Stats(&ctx, req, &resp).ok());
-      total += resp.active_sequences();
-    }
-    return total;
-  }
-
-  // The scheduler releases a finished sequence right after the step that finished it, which
-  // may be just after its client saw the last token: poll briefly.
-  bool WaitNoActiveSequences() {
-    for (int i = 0; i < 100; ++i) {
-      if (ActiveSequencesOnWorkers() == 0) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-
   static Cluster* cluster_;
   static InProcessReference* reference_;
   std::unique_ptr<v1::Generation::Stub> stub_;
@@ -193,7 +171,7 @@ TEST_F(ServiceE2ETest, ConcurrentClientsEachEqualTheirSoloRun) {
         << "client " << i << ": " << results[i].status.error_message();
     EXPECT_THAT(results[i].tokens, ElementsAreArray(solo[i])) << "client " << i;
   }
-  EXPECT_TRUE(WaitNoActiveSequences()) << "finished sequences still hold KV cache";
+  EXPECT_TRUE(cluster_->WaitNoActiveSequences()) << "finished sequences still hold KV cache";
 }
 
 void ExpectCode(v1::Generation::Stub& stub, const v1::GenerateRequest& req, grpc::StatusCode code,
@@ -271,7 +249,7 @@ TEST_F(ServiceE2ETest, CancelFreesTheSequenceAndLaterRequestsWork) {
   while (reader->Read(&resp)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  EXPECT_TRUE(WaitNoActiveSequences())
+  EXPECT_TRUE(cluster_->WaitNoActiveSequences())
       << "the cancelled sequence still holds KV cache on the workers";
   const GoldenCase c = LoadGoldenCases()[0];
   Generated got = Generate(*stub_, GreedyRequest(c.prompt, 8));
@@ -350,11 +328,10 @@ TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
   auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
   ASSERT_TRUE(ref.ok()) << ref.status();
   auto stub = cluster.NewStub();
-  auto worker_steps = [&] {
-    grpc::ClientContext ctx;
-    v1::StatsResponse resp;
-    EXPECT_TRUE(cluster.NewWorkerStub(0)->Stats(&ctx, v1::StatsRequest(), &resp).ok());
-    return resp.steps();
+  auto worker_steps = [&]() -> uint64_t {
+    absl::StatusOr<v1::StatsResponse> stats = cluster.WorkerStats(0);
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    return stats.ok() ? stats->steps() : 0;
   };
 
   constexpr int kClients = 12;
