@@ -1,17 +1,14 @@
 #include "coordinator/api_key.h"
 
 #include <cctype>
-#include <cstdlib>
 
 namespace llmint8::coordinator {
 
-ApiKey ApiKey::FromEnvironment() {
-  const char* key = std::getenv(kApiKeyEnv);
-  return ApiKey(key != nullptr ? key : "");
-}
-
 namespace {
 
+// By hand rather than absl's StripAsciiWhitespace / EqualsIgnoreCase: Debian's abseil has its
+// own absl::string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0), which std::string_view does not
+// convert to implicitly.
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 std::string_view Trim(std::string_view s) {

@@ -27,8 +27,6 @@ class ApiKey {
   // Surrounding whitespace is dropped (a Secret made from a file ends with a newline); empty:
   // no authentication.
   explicit ApiKey(std::string_view key);
-  // The key of kApiKeyEnv; empty (no authentication) when unset.
-  static ApiKey FromEnvironment();
 
   bool required() const { return !key_.empty(); }
   // `authorization`: the header / metadata value as sent (empty when absent). OK when no key is
