@@ -15,13 +15,21 @@ namespace {
 
 constexpr char kJson[] = "application/json";
 
+// The status an HTTP client gets: the group's refusal (the workers cannot hold the model,
+// FAILED_PRECONDITION on gRPC) is the server's state, not the request's fault: Unavailable
+// (503, a server error body), whether Admit returned it or a queued request was failed by it.
+absl::Status ForHttp(const absl::Status& status, const WorkerGroup* group) {
+  if (!status.ok() && status == group->refusal()) return absl::UnavailableError(status.message());
+  return status;
+}
+
 void SendError(httplib::Response& res, const absl::Status& status) {
   res.status = openai::HttpStatus(status.code());
   res.set_content(openai::ErrorJson(status), kJson);
 }
 
 // Streams an admitted sequence as server-sent events.
-void StreamCompletion(httplib::Response& res, GenerationService* service,
+void StreamCompletion(httplib::Response& res, GenerationService* service, const WorkerGroup* group,
                       std::shared_ptr<Sequence> seq,
                       std::shared_ptr<const openai::CompletionRequest> request, std::string id,
                       int64_t created, std::string model_id) {
@@ -43,7 +51,7 @@ void StreamCompletion(httplib::Response& res, GenerationService* service,
         if (status.ok()) {
           send(std::string(openai::kDoneEvent));
         } else if (status.code() != absl::StatusCode::kCancelled) {
-          send(absl::StrCat("data: ", openai::ErrorJson(status), "\n\n"));
+          send(absl::StrCat("data: ", openai::ErrorJson(ForHttp(status, group)), "\n\n"));
         }
         sink.done();
         return true;
@@ -106,16 +114,11 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     auto request = std::make_shared<const openai::CompletionRequest>(*std::move(parsed));
     absl::StatusOr<std::shared_ptr<Sequence>> seq =
         service->Admit(request->generate, absl::InfiniteFuture());
-    if (!seq.ok()) {
-      SendError(res, seq.status());
-      // The workers cannot hold the model: the server's state, not the request's fault.
-      if (seq.status() == group->refusal()) res.status = 503;
-      return;
-    }
+    if (!seq.ok()) return SendError(res, ForHttp(seq.status(), group));
     std::string id = absl::StrCat("cmpl-", card.created, "-", counter->fetch_add(1));
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     if (request->stream) {
-      return StreamCompletion(res, service, *std::move(seq), request, std::move(id), created,
+      return StreamCompletion(res, service, group, *std::move(seq), request, std::move(id), created,
                               card.id);
     }
     std::vector<v1::GenerateResponse> responses;
@@ -126,7 +129,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
           return true;
         },
         [] { return false; });
-    if (!status.ok()) return SendError(res, status);
+    if (!status.ok()) return SendError(res, ForHttp(status, group));
     res.set_content(openai::CompletionJson(*request, responses, id, created, card.id), kJson);
   });
 }
