@@ -129,6 +129,13 @@ absl::Status GenerationService::Follow(
   return status;
 }
 
+void GenerationService::Abandon(const std::shared_ptr<Sequence>& seq) {
+  scheduler_->Cancel(seq);
+  RequestRecord record;
+  record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
+  Record(absl::StatusCode::kCancelled, record);
+}
+
 absl::Status GenerationService::Stream(
     const std::shared_ptr<Sequence>& seq,
     const std::function<bool(const v1::GenerateResponse&)>& write,

@@ -53,6 +53,9 @@ class GenerationService final : public v1::Generation::Service {
   absl::Status Follow(const std::shared_ptr<Sequence>& seq,
                       const std::function<bool(const v1::GenerateResponse&)>& write,
                       const std::function<bool()>& gone);
+  // For an admitted sequence whose client left before Follow began: cancels it and records
+  // the request as cancelled.
+  void Abandon(const std::shared_ptr<Sequence>& seq);
 
  private:
   // Admit + Follow (Generate's body).

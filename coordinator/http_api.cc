@@ -58,9 +58,7 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
       },
       // The client left before the stream began: cancel the queued sequence.
       [=](bool) {
-        if (followed->load()) return;
-        (void)service->Follow(
-            seq, [](const v1::GenerateResponse&) { return false; }, [] { return true; });
+        if (!followed->load()) service->Abandon(seq);
       });
 }
 
