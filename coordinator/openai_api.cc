@@ -229,12 +229,12 @@ json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
        token_ids = json::array();
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   for (const v1::GenerateResponse* r = begin; r != end; ++r) {
-    if (r->has_token_id()) {
+    if (r->has_token_id() && request.logprobs) {  // built only when asked for
       offsets.push_back(text.size());
       tokens.push_back(r->text());
       token_logprobs.push_back(r->has_logprob() ? json(r->logprob()) : json(nullptr));
-      token_ids.push_back(r->token_id());
     }
+    if (r->has_token_id() && request.return_token_ids) token_ids.push_back(r->token_id());
     text += r->text();
     if (r->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = r->finish_reason();
   }
