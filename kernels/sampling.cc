@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -137,6 +138,23 @@ void FillLogprobs(std::span<const float> logits, const SamplingParams& params, i
   }
 }
 
+absl::Status CheckPenalty(const char* name, float penalty) {
+  if (!(penalty >= -kMaxPenalty && penalty <= kMaxPenalty)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " is ", penalty, "; it must be in [",
+                                                   -kMaxPenalty, ", ", kMaxPenalty,
+                                                   "] (0 = off)"));
+  }
+  return absl::OkStatus();
+}
+
+// The id of `ids` outside [0, vocab), if any.
+std::optional<int32_t> OutsideVocabulary(std::span<const int32_t> ids, size_t vocab) {
+  for (int32_t id : ids) {
+    if (id < 0 || static_cast<size_t>(id) >= vocab) return id;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 absl::Status ValidateSamplingParams(const SamplingParams& p) {
@@ -156,6 +174,8 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return absl::InvalidArgumentError(absl::StrCat("repetition_penalty is ", p.repetition_penalty,
                                                    "; it must be finite and > 0 (1 = off)"));
   }
+  RETURN_IF_ERROR(CheckPenalty("frequency_penalty", p.frequency_penalty));
+  RETURN_IF_ERROR(CheckPenalty("presence_penalty", p.presence_penalty));
   if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
     return absl::InvalidArgumentError(absl::StrCat("top_logprobs is ", p.top_logprobs,
                                                    "; it must be in [0, ", kMaxTopLogprobs, "]"));
@@ -177,14 +197,13 @@ absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int
     return absl::InvalidArgumentError(
         absl::StrCat("repetition_penalty is ", penalty, "; it must be finite and > 0 (1 = off)"));
   }
+  if (std::optional<int32_t> bad = OutsideVocabulary(seen, logits.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "repetition penalty: token id ", *bad, " is outside the vocabulary of ", logits.size()));
+  }
   std::vector<int32_t> ids(seen.begin(), seen.end());
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  if (!ids.empty() && (ids.front() < 0 || ids.back() >= static_cast<int64_t>(logits.size()))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("repetition penalty: token id ", ids.front() < 0 ? ids.front() : ids.back(),
-                     " is outside the vocabulary of ", logits.size()));
-  }
   for (int32_t id : ids) {
     float& v = logits[static_cast<size_t>(id)];
     v = v > 0.0f ? v / penalty : v * penalty;
@@ -192,17 +211,49 @@ absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int
   return absl::OkStatus();
 }
 
+absl::Status ApplyFrequencyPresencePenalties(std::span<float> logits,
+                                             std::span<const int32_t> generated, float frequency,
+                                             float presence) {
+  RETURN_IF_ERROR(CheckPenalty("frequency_penalty", frequency));
+  RETURN_IF_ERROR(CheckPenalty("presence_penalty", presence));
+  if (std::optional<int32_t> bad = OutsideVocabulary(generated, logits.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("frequency / presence penalty: token id ", *bad,
+                     " is outside the vocabulary of ", logits.size()));
+  }
+  std::vector<int32_t> ids(generated.begin(), generated.end());
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i;
+    while (j < ids.size() && ids[j] == ids[i]) ++j;
+    // In float, as vLLM does; -inf minus a finite value stays -inf.
+    logits[static_cast<size_t>(ids[i])] -= frequency * static_cast<float>(j - i) + presence;
+    i = j;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          const SamplingParams& params, uint64_t step,
-                                         std::span<const int32_t> seen) {
+                                         std::span<const int32_t> seen,
+                                         std::span<const int32_t> generated) {
   RETURN_IF_ERROR(ValidateSamplingParams(params));
   ASSIGN_OR_RETURN(const int32_t model_argmax, CheckedArgmax(logits));
   std::span<const float> chosen_from = logits;
   std::vector<float> penalized;
   int32_t argmax = model_argmax;
-  if (params.repetition_penalty != 1.0f && !seen.empty()) {
+  const bool repetition = params.repetition_penalty != 1.0f && !seen.empty();
+  const bool counted =
+      (params.frequency_penalty != 0.0f || params.presence_penalty != 0.0f) && !generated.empty();
+  if (repetition || counted) {
     penalized.assign(logits.begin(), logits.end());
-    RETURN_IF_ERROR(ApplyRepetitionPenalty(penalized, seen, params.repetition_penalty));
+    if (repetition) {
+      RETURN_IF_ERROR(ApplyRepetitionPenalty(penalized, seen, params.repetition_penalty));
+    }
+    if (counted) {
+      RETURN_IF_ERROR(ApplyFrequencyPresencePenalties(
+          penalized, generated, params.frequency_penalty, params.presence_penalty));
+    }
     chosen_from = penalized;
     ASSIGN_OR_RETURN(argmax, CheckedArgmax(chosen_from));
   }

@@ -33,6 +33,7 @@
 namespace llmint8::kernels {
 
 inline constexpr int32_t kMaxTopLogprobs = 20;
+inline constexpr float kMaxPenalty = 2.0f;  // the OpenAI API's range of frequency / presence
 
 struct SamplingParams {
   float temperature = 1.0f;         // >= 0 and finite; 0 means greedy
@@ -42,6 +43,8 @@ struct SamplingParams {
   bool return_logprob = false;      // fill SampledToken::logprob
   int32_t top_logprobs = 0;         // 0..kMaxTopLogprobs most likely ids to report
   float repetition_penalty = 1.0f;  // > 0 and finite; 1 = off, > 1 discourages repeats
+  float frequency_penalty = 0.0f;   // in [-kMaxPenalty, kMaxPenalty]; 0 = off
+  float presence_penalty = 0.0f;    // in [-kMaxPenalty, kMaxPenalty]; 0 = off
 };
 
 // InvalidArgument naming the field and its allowed range.
@@ -74,15 +77,25 @@ absl::StatusOr<int32_t> Argmax(std::span<const float> logits);
 absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int32_t> seen,
                                     float penalty);
 
+// The frequency and presence penalties in place: logit[j] -= frequency * c[j] + presence *
+// (c[j] > 0), c[j] the count of j in `generated` (-inf stays -inf). InvalidArgument for a
+// penalty outside [-kMaxPenalty, kMaxPenalty] or an id outside [0, logits.size()).
+absl::Status ApplyFrequencyPresencePenalties(std::span<float> logits,
+                                             std::span<const int32_t> generated, float frequency,
+                                             float presence);
+
 // One sequence: logits is [vocab]; step as above; `seen` the ids the repetition penalty
-// applies to (the sequence's prompt and generated tokens; ignored when the penalty is 1).
+// applies to (the sequence's prompt and generated tokens; ignored when the penalty is 1);
+// `generated` the ids the frequency and presence penalties count (the generated tokens only;
+// ignored when both are 0).
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          const SamplingParams& params, uint64_t step,
-                                         std::span<const int32_t> seen = {});
+                                         std::span<const int32_t> seen = {},
+                                         std::span<const int32_t> generated = {});
 
 // A decode step's batch: logits is [batch, vocab] row-major; params and steps have one entry per
-// row. Row r's result equals SampleToken(row r, params[r], steps[r]) (no seen ids: no repetition
-// penalty). The error names the row.
+// row. Row r's result equals SampleToken(row r, params[r], steps[r]) (no seen or generated ids:
+// no penalty applies). The error names the row.
 absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits, int64_t batch,
                                                       int64_t vocab,
                                                       std::span<const SamplingParams> params,

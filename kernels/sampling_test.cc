@@ -58,6 +58,11 @@ TEST(SamplingTest, ValidationNamesTheField) {
       {with([](auto& p) { p.top_k = -1; }), "top_k"},
       {with([](auto& p) { p.top_logprobs = -1; }), "top_logprobs"},
       {with([](auto& p) { p.top_logprobs = kMaxTopLogprobs + 1; }), "top_logprobs"},
+      {with([](auto& p) { p.frequency_penalty = 2.01f; }), "frequency_penalty"},
+      {with([](auto& p) { p.frequency_penalty = std::nanf(""); }), "frequency_penalty"},
+      {with([](auto& p) { p.presence_penalty = -2.01f; }), "presence_penalty"},
+      {with([](auto& p) { p.presence_penalty = std::numeric_limits<float>::infinity(); }),
+       "presence_penalty"},
   };
   const std::vector<float> logits = {1, 2, 3};
   for (const Bad& b : bad) {
@@ -368,6 +373,73 @@ TEST(SamplingTest, RepetitionPenaltyChangesTheChoiceNotTheLogprobs) {
   SamplingParams bad = Params(0.0f, 0, 1.0f);
   bad.repetition_penalty = 0.0f;
   EXPECT_THAT(SampleToken(logits, bad, 0).status().message(), HasSubstr("repetition_penalty"));
+}
+
+TEST(SamplingTest, FrequencyAndPresencePenaltiesSubtractPerCountAndOnce) {
+  std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f, kNegInf};
+  // Id 0 generated three times, 1 once, 4 (masked) once; 2 and 3 never.
+  const std::vector<int32_t> generated = {0, 1, 0, 4, 0};
+  ASSERT_TRUE(ApplyFrequencyPresencePenalties(logits, generated, 0.5f, 0.25f).ok());
+  // 2 - 3 * 0.5 - 0.25 = 0.25; -1 - 0.5 - 0.25 = -1.75 (exact in float).
+  EXPECT_EQ(logits, (std::vector<float>{0.25f, -1.75f, 0.5f, 3.0f, kNegInf}));
+  // Negative penalties favour what was generated, the same formula.
+  std::vector<float> favour = {1.0f, 1.0f};
+  ASSERT_TRUE(ApplyFrequencyPresencePenalties(favour, std::vector<int32_t>{1, 1}, -2.0f, -1.0f)
+                  .ok());
+  EXPECT_EQ(favour, (std::vector<float>{1.0f, 6.0f}));
+  for (float bad : {2.5f, -2.5f, std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    EXPECT_EQ(ApplyFrequencyPresencePenalties(logits, generated, bad, 0.0f).code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+    EXPECT_EQ(ApplyFrequencyPresencePenalties(logits, generated, 0.0f, bad).code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_THAT(
+      ApplyFrequencyPresencePenalties(logits, std::vector<int32_t>{5}, 1.0f, 0.0f).message(),
+      HasSubstr("token id 5 is outside the vocabulary of 5"));
+  EXPECT_EQ(ApplyFrequencyPresencePenalties(logits, std::vector<int32_t>{-3}, 1.0f, 0.0f).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SamplingTest, PenaltiesComposeRepetitionFirstAndCountOnlyGeneratedIds) {
+  const std::vector<float> logits = {3.0f, 2.6f, 2.0f};
+  SamplingParams p = Params(0.0f, 0, 1.0f);
+  p.return_logprob = true;
+  p.top_logprobs = 3;
+  p.frequency_penalty = 0.3f;
+  // Id 0 was in the prompt only: not counted. Generated: id 0 not at all, so id 0 keeps 3.
+  const std::vector<int32_t> seen = {0, 2, 1};
+  const std::vector<int32_t> generated = {1};
+  auto out = SampleToken(logits, p, 1, seen, generated);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->token, 0);
+  // Generated twice: 3 - 2 * 0.3 = 2.4 < 2.6, id 1 wins.
+  const std::vector<int32_t> twice = {0, 0};
+  EXPECT_EQ(SampleToken(logits, p, 2, seen, twice)->token, 1);
+  // Logprobs and top_logprobs stay the model's own distribution.
+  const double lse = std::log(std::exp(3.0) + std::exp(2.6) + std::exp(2.0));
+  auto penalised = SampleToken(logits, p, 2, seen, twice);
+  EXPECT_NEAR(*penalised->logprob, 2.6 - lse, 1e-6);
+  ASSERT_EQ(penalised->top.size(), 3u);
+  EXPECT_EQ(penalised->top[0].token, 0);
+  EXPECT_NEAR(penalised->top[0].logprob, 3.0 - lse, 1e-6);
+  // Repetition first (3 / 1.25 = 2.4, 2.6 / 1.25 = 2.08), then presence 0.5 on id 0:
+  // 1.9 < 2.08 = id 1 (seen, not generated) and 2.0 (id 2, neither).
+  SamplingParams both = Params(0.0f, 0, 1.0f);
+  both.repetition_penalty = 1.25f;
+  both.presence_penalty = 0.5f;
+  const std::vector<int32_t> seen01 = {0, 1};
+  const std::vector<int32_t> gen0 = {0};
+  EXPECT_EQ(SampleToken(logits, both, 1, seen01, gen0)->token, 1);
+  // Presence alone: 3 - 0.5 = 2.5 < 2.6.
+  both.repetition_penalty = 1.0f;
+  EXPECT_EQ(SampleToken(logits, both, 1, seen01, gen0)->token, 1);
+  both.presence_penalty = 0.3f;  // 2.7 > 2.6
+  EXPECT_EQ(SampleToken(logits, both, 1, seen01, gen0)->token, 0);
+  // Nothing generated: no penalty whatever the values.
+  p.frequency_penalty = 2.0f;
+  EXPECT_EQ(SampleToken(logits, p, 0, seen)->token, 0);
 }
 
 TEST(SamplingTest, BatchShapeErrorsAndRowErrors) {
