@@ -13,14 +13,21 @@ namespace {
 
 class TokenizerTextStream : public TokenTextStream {
  public:
-  explicit TokenizerTextStream(const Tokenizer& tokenizer) : stream_(tokenizer) {}
+  explicit TokenizerTextStream(const Tokenizer& tokenizer)
+      : tokenizer_(tokenizer), stream_(tokenizer) {}
   std::string Add(int32_t token_id) override {
     absl::StatusOr<std::string> piece = stream_.Next(token_id);
     return piece.ok() ? *std::move(piece) : std::string();
   }
   std::string Flush() override { return stream_.Finish(); }
+  std::string TokenText(int32_t token_id) const override {
+    // Special tokens too ("</s>"): a candidate must say which token it is.
+    absl::StatusOr<std::string> text = tokenizer_.Decode({token_id});
+    return text.ok() ? *std::move(text) : std::string();
+  }
 
  private:
+  const Tokenizer& tokenizer_;
   DecodeStream stream_;
 };
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "coordinator/request_validation.h"
 #include "nlohmann/json.hpp"
 
 namespace llmint8::coordinator::openai {
@@ -108,8 +109,6 @@ absl::Status CheckUnsupported(const json& body) {
       {"n", 1, "one completion per request"},
       {"best_of", 1, "one completion per request"},
       {"echo", false, "the prompt is not echoed"},
-      {"presence_penalty", 0, "use repetition_penalty"},
-      {"frequency_penalty", 0, "use repetition_penalty"},
       {"suffix", "", "no suffix (insertion) mode"},
   };
   for (const Neutral& n : neutral) {
@@ -178,15 +177,25 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
   }
   RETURN_IF_ERROR(IfPresent<float>(body, "repetition_penalty", Number,
                                    [&](float p) { g.set_repetition_penalty(p); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "frequency_penalty", Number,
+                                   [&](float p) { g.set_frequency_penalty(p); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "presence_penalty", Number,
+                                   [&](float p) { g.set_presence_penalty(p); }));
   RETURN_IF_ERROR(IfPresent<bool>(body, "ignore_eos", Bool, [&](bool b) { g.set_ignore_eos(b); }));
   if (const json* v = Find(body, "logprobs"); v != nullptr) {
-    // The legacy API's integer (top alternatives; only the sampled token's is returned) or
-    // the chat API's boolean.
+    // The legacy API's integer (how many top candidates beside the sampled token) or the chat
+    // API's boolean (the sampled token's logprob only).
     if (v->is_boolean()) {
       r.logprobs = v->get<bool>();
-    } else if (v->is_number_unsigned() ||  // past int64 too: get<int64_t> would wrap it
-               (v->is_number_integer() && v->get<int64_t>() >= 0)) {
+    } else if (v->is_number_integer() && !v->is_number_unsigned() && v->get<int64_t>() < 0) {
+      return FieldError("logprobs", "an integer >= 0");
+    } else if (v->is_number_integer()) {
+      // Unsigned past int64 too: compared as unsigned, never wrapped.
+      if (v->get<uint64_t>() > static_cast<uint64_t>(kMaxTopLogprobs)) {
+        return FieldError("logprobs", absl::StrCat("an integer in [0, ", kMaxTopLogprobs, "]"));
+      }
       r.logprobs = true;
+      g.set_top_logprobs(static_cast<int32_t>(v->get<uint64_t>()));
     } else {
       return FieldError("logprobs", "an integer >= 0");
     }
@@ -221,18 +230,42 @@ json Usage(const v1::Usage& u) {
           {"total_tokens", u.prompt_tokens() + u.completion_tokens()}};
 }
 
+// A top_logprobs key: the token's text, or "token_id:<id>" (vLLM's form) where it has none
+// (a model served without a tokenizer; a sampled token whose text is held back).
+std::string CandidateKey(const std::string& text, int32_t token_id) {
+  return text.empty() ? absl::StrCat("token_id:", token_id) : text;
+}
+
+// One position's top_logprobs entry: {key: logprob} of the candidates and of the sampled
+// token (OpenAI lists it too), keyed by the sampled token's streamed text when it is not
+// among the candidates. Candidates whose keys coincide keep the likelier one.
+json Candidates(const v1::GenerateResponse& r) {
+  json out = json::object();
+  bool sampled_listed = false;
+  for (const v1::TopLogprob& c : r.top_logprobs()) {
+    const std::string key = CandidateKey(c.text(), c.token_id());
+    if (!out.contains(key)) out[key] = c.logprob();
+    sampled_listed |= c.token_id() == r.token_id();
+  }
+  const std::string sampled = CandidateKey(r.text(), r.token_id());
+  if (!sampled_listed && r.has_logprob() && !out.contains(sampled)) out[sampled] = r.logprob();
+  return out;
+}
+
 // The choice of `responses` (all of a request, or one streamed piece).
 json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
             const v1::GenerateResponse* end) {
   std::string text;
+  const bool top = request.generate.top_logprobs() > 0;
   json tokens = json::array(), token_logprobs = json::array(), offsets = json::array(),
-       token_ids = json::array();
+       top_logprobs = json::array(), token_ids = json::array();
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   for (const v1::GenerateResponse* r = begin; r != end; ++r) {
     if (r->has_token_id() && request.logprobs) {  // built only when asked for
       offsets.push_back(text.size());
       tokens.push_back(r->text());
       token_logprobs.push_back(r->has_logprob() ? json(r->logprob()) : json(nullptr));
+      if (top) top_logprobs.push_back(Candidates(*r));
     }
     if (r->has_token_id() && request.return_token_ids) token_ids.push_back(r->token_id());
     text += r->text();
@@ -246,7 +279,7 @@ json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
     // character, is attributed to the token that completes it).
     choice["logprobs"] = {{"tokens", tokens},
                           {"token_logprobs", token_logprobs},
-                          {"top_logprobs", nullptr},
+                          {"top_logprobs", top ? top_logprobs : json(nullptr)},
                           {"text_offset", offsets}};
   }
   if (request.return_token_ids) choice["token_ids"] = token_ids;

@@ -7,11 +7,15 @@
 //                 prompt per request: batches are InvalidArgument);
 //   max_tokens    default 16; temperature default 1 (0: greedy); top_p default 1; seed; stop
 //                 (a string or an array of strings); stream; stream_options.include_usage;
-//                 logprobs (an integer >= 0: each token's logprob is returned, top_logprobs are
-//                 not; text_offset counts bytes of the choice's text, per chunk when streamed);
+//                 logprobs (an integer 0..20: each token's logprob, and top_logprobs holds
+//                 that many most likely tokens' {text: logprob} per position, the sampled
+//                 token's too, as OpenAI does; a token without text is "token_id:<id>" as in
+//                 vLLM; the chat API's boolean true: logprobs only;
+//                 text_offset counts bytes of the choice's text, per chunk when streamed);
+//                 frequency_penalty, presence_penalty ([-2, 2], over the generated tokens);
 //                 model (must be the served model's id when given);
-//   n, best_of (1), echo (false), presence_penalty, frequency_penalty (0), logit_bias ({}),
-//                 suffix (empty) are accepted only at those values; user is ignored;
+//   n, best_of (1), echo (false), logit_bias ({}), suffix (empty) are accepted only at
+//                 those values; user is ignored;
 //   extensions as vLLM names them: top_k (0 or -1: off), repetition_penalty, ignore_eos,
 //                 return_token_ids (adds the generated token_ids to the choice).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is

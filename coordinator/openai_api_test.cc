@@ -40,7 +40,8 @@ TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
       "top_p": 0.9, "top_k": -1, "seed": 42, "stop": ["\n", "."], "logprobs": 0,
       "stream": true, "stream_options": {"include_usage": true}, "repetition_penalty": 1.2,
       "ignore_eos": true, "return_token_ids": true, "n": 1, "echo": false, "user": "x",
-      "presence_penalty": 0, "logit_bias": {}, "unknown_field": [1, 2]})");
+      "presence_penalty": -0.5, "frequency_penalty": 1.5, "logit_bias": {},
+      "unknown_field": [1, 2]})");
   EXPECT_THAT(r.generate.token_ids().ids(), ElementsAre(2, 100, 7));
   EXPECT_EQ(r.generate.max_new_tokens(), 5);
   EXPECT_EQ(r.generate.temperature(), 0.0f);
@@ -49,13 +50,19 @@ TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
   EXPECT_EQ(r.generate.seed(), 42u);
   EXPECT_THAT(r.generate.stop(), ElementsAre("\n", "."));
   EXPECT_TRUE(r.generate.logprobs());
+  EXPECT_EQ(r.generate.top_logprobs(), 0);
   EXPECT_FLOAT_EQ(r.generate.repetition_penalty(), 1.2f);
+  EXPECT_FLOAT_EQ(r.generate.presence_penalty(), -0.5f);
+  EXPECT_FLOAT_EQ(r.generate.frequency_penalty(), 1.5f);
   EXPECT_TRUE(r.generate.ignore_eos());
   EXPECT_TRUE(r.stream && r.include_usage && r.logprobs && r.return_token_ids);
 
   EXPECT_EQ(ParseOk(R"({"prompt": ["one prompt"], "stop": "\n"})").generate.text(), "one prompt");
   EXPECT_THAT(ParseOk(R"({"prompt": [[5, 6]]})").generate.token_ids().ids(), ElementsAre(5, 6));
   EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logprobs": true})").logprobs);
+  EXPECT_EQ(ParseOk(R"({"prompt": "x", "logprobs": true})").generate.top_logprobs(), 0);
+  EXPECT_EQ(ParseOk(R"({"prompt": "x", "logprobs": 5})").generate.top_logprobs(), 5);
+  EXPECT_EQ(ParseOk(R"({"prompt": "x", "logprobs": 20})").generate.top_logprobs(), 20);
   EXPECT_FALSE(ParseOk(R"({"prompt": "x", "logprobs": null, "seed": null})").logprobs);
   // Past int64: saturated, so the service's range check reports it (not wrapped negative).
   EXPECT_EQ(
@@ -89,8 +96,13 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
       {R"({"prompt": "x", "logprobs": -1})", absl::StatusCode::kInvalidArgument, "'logprobs'"},
       {R"({"prompt": "x", "n": 2})", absl::StatusCode::kInvalidArgument, "'n' must be 1"},
       {R"({"prompt": "x", "echo": true})", absl::StatusCode::kInvalidArgument, "'echo'"},
-      {R"({"prompt": "x", "frequency_penalty": 0.5})", absl::StatusCode::kInvalidArgument,
-       "repetition_penalty"},
+      {R"({"prompt": "x", "frequency_penalty": "high"})", absl::StatusCode::kInvalidArgument,
+       "'frequency_penalty' must be a number"},
+      {R"({"prompt": "x", "presence_penalty": [1]})", absl::StatusCode::kInvalidArgument,
+       "'presence_penalty' must be a number"},
+      {R"({"prompt": "x", "logprobs": 21})", absl::StatusCode::kInvalidArgument,
+       "'logprobs' must be an integer in [0, 20]"},
+      {R"({"prompt": "x", "logprobs": 1.5})", absl::StatusCode::kInvalidArgument, "'logprobs'"},
       {R"({"prompt": "x", "logit_bias": {"50256": -100}})", absl::StatusCode::kInvalidArgument,
        "'logit_bias'"},
       {R"({"prompt": "x", "model": "gpt-3.5-turbo-instruct"})", absl::StatusCode::kNotFound,
@@ -113,7 +125,9 @@ TEST(OpenAiApiTest, IntegersPastInt64AreNotWrappedIntoRange) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << body;
     EXPECT_THAT(r.status().message(), HasSubstr("'prompt'")) << body;
   }
-  EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logprobs": 9223372036854775808})").logprobs);
+  absl::StatusOr<CompletionRequest> huge =
+      ParseCompletionRequest(R"({"prompt": "x", "logprobs": 9223372036854775808})", kModel);
+  EXPECT_THAT(huge.status().message(), HasSubstr("'logprobs' must be an integer in [0, 20]"));
 }
 
 std::vector<v1::GenerateResponse> Responses() {
@@ -155,6 +169,49 @@ TEST(OpenAiApiTest, CompletionJsonJoinsTheStream) {
   const json plain = json::parse(CompletionJson(request, Responses(), "cmpl-2", 0, kModel));
   EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
   EXPECT_FALSE(plain["choices"][0].contains("token_ids"));
+}
+
+// logprobs = N: per position {text: logprob} of the N candidates and the sampled token.
+TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
+  std::vector<v1::GenerateResponse> responses = Responses();
+  auto candidate = [](v1::GenerateResponse& r, int32_t id, const char* text, float logprob) {
+    v1::TopLogprob* t = r.add_top_logprobs();
+    t->set_token_id(id);
+    t->set_text(text);
+    t->set_logprob(logprob);
+  };
+  candidate(responses[0], 10, " Hel", -0.5f);  // the sampled token is the likeliest
+  candidate(responses[0], 20, " He", -1.5f);
+  candidate(responses[1], 30, "\xef\xbf\xbd", -0.75f);  // sampled id 11 not among them
+  candidate(responses[1], 31, "x", -0.875f);
+  candidate(responses[2], 12, "lo!", -0.25f);
+  candidate(responses[2], 40, "lo!", -2.0f);  // the same text: the likelier one stays
+  const CompletionRequest request = ParseOk(R"({"prompt": "x", "logprobs": 2})");
+  const json j = json::parse(CompletionJson(request, responses, "cmpl-3", 0, kModel));
+  const json& top = j["choices"][0]["logprobs"]["top_logprobs"];
+  ASSERT_EQ(top.size(), 3u) << top;
+  EXPECT_EQ(top[0], json({{" Hel", -0.5}, {" He", -1.5}}));
+  EXPECT_EQ(top[1], json({{"\xef\xbf\xbd", -0.75}, {"x", -0.875}, {"token_id:11", -1.0}}));
+  EXPECT_EQ(top[2], json({{"lo!", -0.25}}));
+  // Without text (no tokenizer), keys name the ids.
+  std::vector<v1::GenerateResponse> bare(1);
+  bare[0].set_token_id(7);
+  bare[0].set_logprob(-0.5f);
+  candidate(bare[0], 7, "", -0.5f);
+  candidate(bare[0], 9, "", -2.5f);
+  const json ids = json::parse(CompletionJson(request, bare, "cmpl-4", 0, kModel));
+  EXPECT_EQ(ids["choices"][0]["logprobs"]["top_logprobs"][0],
+            json({{"token_id:7", -0.5}, {"token_id:9", -2.5}}));
+  // Streamed: each chunk holds its own position's entry.
+  const std::string event = CompletionChunkEvents(request, responses[1], "c", 1, kModel);
+  const json chunk = json::parse(event.substr(6));
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["top_logprobs"], json::array({top[1]}));
+  // logprobs 0 or true: the sampled tokens' logprobs, no candidates.
+  for (const char* body :
+       {R"({"prompt": "x", "logprobs": 0})", R"({"prompt": "x", "logprobs": true})"}) {
+    const json plain = json::parse(CompletionJson(ParseOk(body), responses, "c", 0, kModel));
+    EXPECT_TRUE(plain["choices"][0]["logprobs"]["top_logprobs"].is_null()) << body;
+  }
 }
 
 TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {

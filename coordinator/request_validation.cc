@@ -1,6 +1,7 @@
 #include "coordinator/request_validation.h"
 
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -50,6 +51,18 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         absl::StrCat("repetition_penalty is ", request.repetition_penalty(),
                      "; it must be > 0 (1 or unset disables it; 1.1 to 1.3 discourages repeats)"));
   }
+  for (const auto& [name, value] : {std::pair{"frequency_penalty", request.frequency_penalty()},
+                                    std::pair{"presence_penalty", request.presence_penalty()}}) {
+    if (!(value >= -kMaxPenalty && value <= kMaxPenalty)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " is ", value, "; it must be in [",
+                                                     -kMaxPenalty, ", ", kMaxPenalty,
+                                                     "] (0 disables it; > 0 discourages repeats)"));
+    }
+  }
+  if (request.top_logprobs() < 0 || request.top_logprobs() > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("top_logprobs is ", request.top_logprobs(),
+                                                   "; it must be in [0, ", kMaxTopLogprobs, "]"));
+  }
   if (request.stop_size() > 0 && !limits.has_tokenizer) {
     return absl::FailedPreconditionError(
         "stop sequences need a tokenizer, and this model was served without one");
@@ -76,6 +89,9 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   p.logprobs = request.logprobs();
   p.ignore_eos = request.ignore_eos();
   p.repetition_penalty = request.has_repetition_penalty() ? request.repetition_penalty() : 1.0f;
+  p.frequency_penalty = request.frequency_penalty();
+  p.presence_penalty = request.presence_penalty();
+  p.top_logprobs = request.top_logprobs();
   return p;
 }
 

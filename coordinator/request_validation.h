@@ -1,7 +1,9 @@
 // Checks a GenerateRequest against the served model before anything is queued. Every error
 // names the field and says what to change:
 //   INVALID_ARGUMENT  empty prompt, max_new_tokens <= 0, temperature < 0 or not finite,
-//                     top_k < 0, top_p outside (0, 1], a token id outside the vocabulary,
+//                     top_k < 0, top_p outside (0, 1], repetition_penalty <= 0,
+//                     frequency / presence penalty outside [-2, 2], top_logprobs outside
+//                     [0, 20], a token id outside the vocabulary,
 //                     too many / empty / too long stop sequences, prompt text not UTF-8;
 //   OUT_OF_RANGE      prompt longer than the context, or prompt + max_new_tokens beyond it;
 //   FAILED_PRECONDITION  a text prompt or stop sequences for a model without a tokenizer.
@@ -16,6 +18,10 @@
 #include "llmint8/v1/generation.pb.h"
 
 namespace llmint8::coordinator {
+
+// The API's ranges (generation.proto; the workers' sampler, kernels/sampling.h, has the same).
+inline constexpr float kMaxPenalty = 2.0f;
+inline constexpr int32_t kMaxTopLogprobs = 20;
 
 struct ModelLimits {
   int64_t vocab_size = 0;

@@ -75,6 +75,30 @@ TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
   k.set_top_k(-2);
   EXPECT_EQ(Code(k), C::kInvalidArgument);
 
+  for (float penalty : {2.01f, -2.5f, std::numeric_limits<float>::infinity(),
+                        std::numeric_limits<float>::quiet_NaN()}) {
+    v1::GenerateRequest f = Ids({2}, 4);
+    f.set_frequency_penalty(penalty);
+    EXPECT_EQ(Code(f), C::kInvalidArgument) << penalty;
+    v1::GenerateRequest q = Ids({2}, 4);
+    q.set_presence_penalty(penalty);
+    EXPECT_EQ(Code(q), C::kInvalidArgument) << penalty;
+  }
+  v1::GenerateRequest counted = Ids({2}, 4);
+  counted.set_frequency_penalty(-2.0f);
+  counted.set_presence_penalty(2.0f);
+  counted.set_top_logprobs(20);
+  absl::StatusOr<GenerationParams> cp = ValidateGenerationParams(counted, Limits());
+  ASSERT_TRUE(cp.ok()) << cp.status();
+  EXPECT_EQ(cp->frequency_penalty, -2.0f);
+  EXPECT_EQ(cp->presence_penalty, 2.0f);
+  EXPECT_EQ(cp->top_logprobs, 20);
+  for (int32_t n : {-1, 21}) {
+    v1::GenerateRequest t = Ids({2}, 4);
+    t.set_top_logprobs(n);
+    EXPECT_EQ(Code(t), C::kInvalidArgument) << n;
+  }
+
   v1::GenerateRequest s = Ids({2}, 4);
   s.add_stop("");
   EXPECT_EQ(Code(s), C::kInvalidArgument);

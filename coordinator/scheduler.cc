@@ -256,8 +256,11 @@ void Scheduler::Loop() {
       sp->set_top_p(p.top_p);
       sp->set_seed(p.seed);
       sp->set_repetition_penalty(p.repetition_penalty);
+      sp->set_frequency_penalty(p.frequency_penalty);
+      sp->set_presence_penalty(p.presence_penalty);
       step->set_sample_index(seq->num_generated());
       step->set_logprobs(p.logprobs);
+      step->set_top_logprobs(p.top_logprobs);
     }
     {
       absl::MutexLock lock(&mu_);
@@ -296,9 +299,7 @@ void Scheduler::Loop() {
       const v1::SeqResult& r = response->results(static_cast<int>(j));
       bool finished = seq->cancelled();
       if (!finished && !request.seqs(static_cast<int>(j)).prefill_only()) {
-        std::optional<float> logprob;
-        if (seq->params().logprobs) logprob = r.logprob();
-        finished = seq->AddToken(r.token_id(), logprob, options_.eos_token_id);
+        finished = seq->AddToken(r, options_.eos_token_id);
       }
       done[in_step[j]] = finished;
     }

@@ -39,13 +39,21 @@ void Sequence::Fail(const absl::Status& status) {
   if (!final_.has_value()) final_ = status;
 }
 
-bool Sequence::AddToken(int32_t token_id, std::optional<float> logprob, int64_t eos_token_id) {
+bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   const absl::Time now = absl::Now();
+  const int32_t token_id = sampled.token_id();
   if (generated_.empty()) first_token_ = now;
   generated_.push_back(token_id);
   v1::GenerateResponse response;
   response.set_token_id(token_id);
-  if (logprob.has_value()) response.set_logprob(*logprob);
+  if (params_.logprobs) response.set_logprob(sampled.logprob());
+  const int top = std::min(sampled.top_size(), params_.top_logprobs);
+  for (int i = 0; i < top; ++i) {
+    v1::TopLogprob* t = response.add_top_logprobs();
+    t->set_token_id(sampled.top(i).token_id());
+    t->set_logprob(sampled.top(i).logprob());
+    if (text_) t->set_text(text_->TokenText(t->token_id()));
+  }
 
   if (token_id == eos_token_id && !params_.ignore_eos) {
     response.set_text(stop_.Append(text_ ? text_->Flush() : "") + stop_.Flush());

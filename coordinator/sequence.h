@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "coordinator/stop_matcher.h"
 #include "llmint8/v1/generation.pb.h"
+#include "llmint8/v1/worker.pb.h"
 
 namespace llmint8::coordinator {
 
@@ -35,6 +36,9 @@ struct GenerationParams {
   bool logprobs = false;
   bool ignore_eos = false;
   float repetition_penalty = 1.0f;  // 1: off
+  float frequency_penalty = 0.0f;   // 0: off
+  float presence_penalty = 0.0f;    // 0: off
+  int32_t top_logprobs = 0;         // candidates returned per token
 };
 
 // Turns one sequence's generated token ids into complete UTF-8 text pieces.
@@ -43,6 +47,8 @@ class TokenTextStream {
   virtual ~TokenTextStream() = default;
   virtual std::string Add(int32_t token_id) = 0;
   virtual std::string Flush() = 0;  // text held back at the end (an incomplete sequence)
+  // One token's text alone, valid UTF-8 (for the top_logprobs candidates); no state changes.
+  virtual std::string TokenText(int32_t token_id) const = 0;
 };
 
 class Sequence {
@@ -71,9 +77,10 @@ class Sequence {
   bool cancelled() const { return cancelled_.load(); }
 
   // ---- Scheduler side (one thread) ----
-  // Appends a sampled token: detokenizes, applies stop / eos / length rules and pushes the
-  // response (the final one with usage and timings). Returns true when the sequence finished.
-  bool AddToken(int32_t token_id, std::optional<float> logprob, int64_t eos_token_id);
+  // Appends rank 0's sampled token: detokenizes, applies stop / eos / length rules and pushes
+  // the response (the final one with usage and timings), with the logprob and top candidates
+  // when the params ask for them. Returns true when the sequence finished.
+  bool AddToken(const v1::SeqResult& sampled, int64_t eos_token_id);
   // Ends the stream with an error (the handler returns it to the client).
   void Fail(const absl::Status& status);
   void MarkAdmitted() { admitted_ = absl::Now(); }

@@ -1,12 +1,15 @@
 #include "worker/token_sampler.h"
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
 #include "kernels/sampling.h"
 
 namespace llmint8::worker {
 
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          const v1::SamplingParams& params, int32_t sample_index,
-                                         std::span<const int32_t> seen) {
+                                         int32_t top_logprobs, std::span<const int32_t> seen) {
   kernels::SamplingParams p;
   p.temperature = params.temperature();
   p.top_k = params.top_k();
@@ -14,13 +17,29 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
   p.seed = params.seed();
   // proto default 0: off, as 1
   p.repetition_penalty = params.repetition_penalty() == 0.0f ? 1.0f : params.repetition_penalty();
+  p.frequency_penalty = params.frequency_penalty();
+  p.presence_penalty = params.presence_penalty();
   p.return_logprob = true;
+  p.top_logprobs = top_logprobs;
+  if (sample_index < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample_index is ", sample_index, "; it must be >= 0"));
+  }
+  // The generated tokens close `seen`; fewer are there only if the caller kept none.
+  const std::span<const int32_t> generated =
+      seen.last(std::min(seen.size(), static_cast<size_t>(sample_index)));
   absl::StatusOr<kernels::SampledToken> sampled =
-      kernels::SampleToken(logits, p, static_cast<uint64_t>(sample_index), seen);
+      kernels::SampleToken(logits, p, static_cast<uint64_t>(sample_index), seen, generated);
   if (!sampled.ok()) return sampled.status();
   SampledToken out;
   out.token_id = sampled->token;
   out.logprob = sampled->logprob.value_or(0.0f);
+  out.top.reserve(sampled->top.size());
+  for (const kernels::TokenLogprob& t : sampled->top) {
+    v1::TokenCandidate& c = out.top.emplace_back();
+    c.set_token_id(t.token);
+    c.set_logprob(t.logprob);
+  }
   return out;
 }
 

@@ -1,11 +1,12 @@
-// Picks the next token of one sequence from its logits row on rank 0 (repetition penalty,
-// greedy, temperature, top-k, top-p; seeded so that (seed, sample_index) reproduce the same
-// choice).
+// Picks the next token of one sequence from its logits row on rank 0 (repetition, frequency
+// and presence penalties, greedy, temperature, top-k, top-p; seeded so that (seed,
+// sample_index) reproduce the same choice), with its logprob and the top candidates.
 #ifndef LLMINT8_WORKER_TOKEN_SAMPLER_H_
 #define LLMINT8_WORKER_TOKEN_SAMPLER_H_
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "llmint8/v1/worker.pb.h"
@@ -14,13 +15,16 @@ namespace llmint8::worker {
 
 struct SampledToken {
   int32_t token_id = 0;
-  float logprob = 0.0f;  // log p(token) under the sampling distribution (kernels/sampling.h)
+  float logprob = 0.0f;  // log p(token) under the model's distribution (kernels/sampling.h)
+  std::vector<v1::TokenCandidate> top;  // `top_logprobs` candidates, most likely first
 };
 
 // `seen`: the sequence's tokens so far (prompt and generated), which the repetition penalty
-// applies to. InvalidArgument for an empty row or parameters outside their ranges.
+// applies to; its last `sample_index` are the generated ones that the frequency and presence
+// penalties count. InvalidArgument for an empty row or parameters outside their ranges.
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          const v1::SamplingParams& params, int32_t sample_index,
+                                         int32_t top_logprobs = 0,
                                          std::span<const int32_t> seen = {});
 
 }  // namespace llmint8::worker

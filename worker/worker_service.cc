@@ -235,10 +235,13 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   if (rank_ == 0) {
     for (int i = 0; i < req.seqs_size(); ++i) {
       const v1::SeqStep& seq = req.seqs(i);
-      // Only sequences that ask for a repetition penalty (0 and 1 are off) keep their tokens.
-      const float penalty = seq.sampling().repetition_penalty();
+      // Only sequences that ask for a penalty keep their tokens (repetition 0 and 1 are off,
+      // frequency and presence 0).
+      const v1::SamplingParams& sampling = seq.sampling();
+      const float repetition = sampling.repetition_penalty();
       std::span<const int32_t> seen;
-      if (penalty != 0.0f && penalty != 1.0f) {
+      if ((repetition != 0.0f && repetition != 1.0f) || sampling.frequency_penalty() != 0.0f ||
+          sampling.presence_penalty() != 0.0f) {
         std::vector<int32_t>& kept = seen_[seq.seq_id()];
         kept.insert(kept.end(), seq.token_ids().begin(), seq.token_ids().end());
         seen = kept;
@@ -249,10 +252,12 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
         result->set_token_id(-1);
         continue;
       }
-      ASSIGN_OR_RETURN(SampledToken sampled,
-                       SampleToken(logits->row(i), seq.sampling(), seq.sample_index(), seen));
+      ASSIGN_OR_RETURN(
+          SampledToken sampled,
+          SampleToken(logits->row(i), sampling, seq.sample_index(), seq.top_logprobs(), seen));
       result->set_token_id(sampled.token_id);
       if (seq.logprobs()) result->set_logprob(sampled.logprob);
+      result->mutable_top()->Add(sampled.top.begin(), sampled.top.end());
     }
   }
   resp.set_forward_ms(absl::ToDoubleMilliseconds(absl::Now() - start));

@@ -90,7 +90,7 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status broken_ ABSL_GUARDED_BY(mu_);  // first communicator error of this group
   std::unique_ptr<comm::Communicator> comm_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::ShardModel> model_ ABSL_GUARDED_BY(mu_);
-  // Rank 0: the tokens so far (prompt + those fed back) of every live sequence with a repetition
+  // Rank 0: the tokens so far (prompt + those fed back) of every live sequence with a
   // penalty; dropped on Release and with the group.
   absl::flat_hash_map<uint64_t, std::vector<int32_t>> seen_ ABSL_GUARDED_BY(mu_);
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;

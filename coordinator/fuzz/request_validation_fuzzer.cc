@@ -5,7 +5,8 @@
 // tokenizer. Besides "no crash, no sanitizer report", it checks that an accepted request keeps
 // the promises of coordinator/request_validation.h: max_new_tokens >= 1, prompt +
 // max_new_tokens within the context, every prompt id in the vocabulary, temperature finite and
-// >= 0, top_k >= 0, top_p in (0, 1], repetition_penalty finite and > 0, the stop sequences
+// >= 0, top_k >= 0, top_p in (0, 1], repetition_penalty finite and > 0, frequency and
+// presence penalties in [-2, 2], top_logprobs in [0, 20], the stop sequences
 // within their limits, and a text prompt or stop sequences only with a tokenizer.
 // Build and run: coordinator/fuzz/README.md.
 #include <cmath>
@@ -74,6 +75,11 @@ void Admit(const v1::GenerateRequest& req, const ModelLimits& limits) {
   Check(p.top_k >= 0, "top_k");
   Check(std::isfinite(p.top_p) && p.top_p > 0.0f && p.top_p <= 1.0f, "top_p");
   Check(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f, "repetition_penalty");
+  Check(p.frequency_penalty >= -kMaxPenalty && p.frequency_penalty <= kMaxPenalty,
+        "frequency_penalty");
+  Check(p.presence_penalty >= -kMaxPenalty && p.presence_penalty <= kMaxPenalty,
+        "presence_penalty");
+  Check(p.top_logprobs >= 0 && p.top_logprobs <= kMaxTopLogprobs, "top_logprobs");
   Check(static_cast<int>(p.stop.size()) <= limits.max_stop_sequences, "number of stops");
   for (const std::string& s : p.stop) {
     Check(!s.empty() && static_cast<int>(s.size()) <= limits.max_stop_bytes, "stop length");

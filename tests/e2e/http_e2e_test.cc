@@ -2,6 +2,7 @@
 // coordinator + 2 Gloo workers serving tests/golden/tiny-opt in fp32, called over real HTTP.
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -198,8 +199,58 @@ TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
   EXPECT_LT(WorkerTokens() - tokens_before, 60u);
 }
 
+// logprobs = N: per position the N likeliest tokens (keyed "token_id:<id>": tiny-opt is
+// served without a tokenizer) with the sampled one, whose logprob is token_logprobs'; greedy,
+// it is the likeliest. frequency_penalty reaches the sampler (the tokens change).
+TEST_F(HttpE2ETest, TopLogprobsAndPenaltiesOverHttp) {
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  auto greedy = reference_->Greedy(prompt, 12);
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
+  const httplib::Result res = Post({{"prompt", prompt},
+                                    {"max_tokens", 12},
+                                    {"temperature", 0},
+                                    {"ignore_eos", true},
+                                    {"return_token_ids", true},
+                                    {"logprobs", 3}});
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json choice = json::parse(res->body)["choices"][0];
+  const auto tokens = choice["token_ids"].get<std::vector<int32_t>>();
+  EXPECT_THAT(tokens, ElementsAreArray(*greedy));
+  const json& top = choice["logprobs"]["top_logprobs"];
+  ASSERT_EQ(top.size(), 12u) << choice;
+  for (size_t i = 0; i < top.size(); ++i) {
+    ASSERT_EQ(top[i].size(), 3u) << top[i];
+    const std::string sampled = absl::StrCat("token_id:", tokens[i]);
+    ASSERT_TRUE(top[i].contains(sampled)) << top[i];
+    EXPECT_EQ(top[i][sampled], choice["logprobs"]["token_logprobs"][i]);
+    double total = 0;
+    for (const auto& [key, logprob] : top[i].items()) {
+      EXPECT_LE(logprob.get<double>(), top[i][sampled].get<double>()) << key;
+      total += std::exp(logprob.get<double>());
+    }
+    EXPECT_LE(total, 1.0 + 1e-6);
+  }
+  const httplib::Result penalised = Post({{"prompt", prompt},
+                                          {"max_tokens", 12},
+                                          {"temperature", 0},
+                                          {"ignore_eos", true},
+                                          {"return_token_ids", true},
+                                          {"frequency_penalty", 2},
+                                          {"presence_penalty", 2}});
+  ASSERT_TRUE(penalised);
+  ASSERT_EQ(penalised->status, 200) << penalised->body;
+  const auto distinct = json::parse(penalised->body)["choices"][0]["token_ids"];
+  EXPECT_NE(distinct.get<std::vector<int32_t>>(), *greedy);
+  const httplib::Result bad = Post({{"prompt", prompt}, {"presence_penalty", 2.5}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_THAT(bad->body, HasSubstr("presence_penalty"));
+}
+
 // The official OpenAI Python SDK (scripts/openai-venv.sh installs it) against the API: the
-// same greedy tokens as the runtime, non-streamed and streamed, and its BadRequestError.
+// same greedy tokens as the runtime (with frequency_penalty 0.5, as the reference applies
+// it), non-streamed and streamed, top_logprobs, and its BadRequestError.
 TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
   // Where scripts/openai-venv.sh puts it: $LLMINT8_TEST_VENV, else the user's cache directory.
   const char* env = std::getenv("LLMINT8_TEST_VENV");
@@ -217,8 +268,9 @@ TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
                  << " (bash scripts/openai-venv.sh makes it; scripts/test.sh runs that)";
   }
   const std::vector<int32_t> prompt = {2, 100, 200, 300};
-  auto expected = reference_->Greedy(prompt, 12);
+  auto expected = reference_->Greedy(prompt, 12, /*frequency_penalty=*/0.5f);
   ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_NE(*expected, *reference_->Greedy(prompt, 12)) << "the penalty changes nothing here";
   absl::StatusOr<std::string> output =
       RunAndRead(absl::StrCat(python, " ", SourcePath("tests/e2e/openai_client.py"), " ",
                               http_port_, " tiny-opt ", absl::StrJoin(prompt, ","), " 12"));
@@ -229,6 +281,13 @@ TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
   EXPECT_THAT(j["stream_tokens"].get<std::vector<int32_t>>(), ElementsAreArray(*expected));
   EXPECT_EQ(j["finish_reason"], "length");
   EXPECT_EQ(j["logprobs"].size(), 12u);
+  ASSERT_EQ(j["top_logprobs"].size(), 12u);
+  for (size_t i = 0; i < 12; ++i) {
+    // The two likeliest and the sampled token, which a penalty may have moved out of them.
+    EXPECT_GE(j["top_logprobs"][i].size(), 2u);
+    EXPECT_LE(j["top_logprobs"][i].size(), 3u);
+    EXPECT_EQ(j["top_logprobs"][i][absl::StrCat("token_id:", (*expected)[i])], j["logprobs"][i]);
+  }
   EXPECT_EQ(j["usage"], 16);
   EXPECT_EQ(j["stream_usage"], 12);
   EXPECT_EQ(j["error"]["status"], 400);

@@ -2,8 +2,9 @@
 """Calls llmint8's OpenAI-compatible API with the official OpenAI Python SDK.
 
 Usage: openai_client.py PORT MODEL_ID TOKEN_IDS MAX_TOKENS
-Prints one JSON object: the token ids and text of a non-streamed and of a streamed greedy
-completion of the token-id prompt, the streamed usage, and the error a bad request raised.
+Prints one JSON object: the token ids, text, logprobs and top-2 logprobs of a non-streamed and
+the token ids and text of a streamed greedy completion of the token-id prompt (penalised by
+frequency_penalty 0.5), the streamed usage, and the error a bad request raised.
 Run by tests/e2e/http_e2e_test.cc with the interpreter of a venv that has `openai` installed
 (scripts/test.sh makes it).
 """
@@ -20,7 +21,8 @@ def main() -> None:
                            max_retries=0, timeout=60)
     extra = {"ignore_eos": True, "return_token_ids": True}
     whole = client.completions.create(model=model, prompt=ids, max_tokens=max_tokens,
-                                      temperature=0, logprobs=0, extra_body=extra)
+                                      temperature=0, logprobs=2, frequency_penalty=0.5,
+                                      extra_body=extra)
     choice = whole.choices[0]
     out = {
         "models": [m.id for m in client.models.list()],
@@ -28,11 +30,13 @@ def main() -> None:
         "text": choice.text,
         "finish_reason": choice.finish_reason,
         "logprobs": choice.logprobs.token_logprobs,
+        "top_logprobs": choice.logprobs.top_logprobs,
         "usage": whole.usage.total_tokens,
     }
     stream_tokens, stream_text, usage = [], "", None
     for chunk in client.completions.create(model=model, prompt=ids, max_tokens=max_tokens,
-                                           temperature=0, stream=True, extra_body=extra,
+                                           temperature=0, frequency_penalty=0.5,
+                                           stream=True, extra_body=extra,
                                            stream_options={"include_usage": True}):
         for c in chunk.choices:
             stream_tokens += c.model_extra["token_ids"]

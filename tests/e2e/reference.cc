@@ -20,14 +20,15 @@ absl::StatusOr<std::unique_ptr<InProcessReference>> InProcessReference::Open(
 }
 
 absl::StatusOr<std::vector<int32_t>> InProcessReference::Greedy(const std::vector<int32_t>& prompt,
-                                                                int n) {
+                                                                int n, float frequency_penalty) {
   const uint64_t id = next_id_++;
   std::vector<int32_t> out;
   std::vector<int32_t> input = prompt;
   for (int i = 0; i < n; ++i) {
     model::ShardModel::SequenceInput seq{id, input};
     ASSIGN_OR_RETURN(model::Logits logits, model_->Step({&seq, 1}));
-    std::span<const float> row = logits.row(0);
+    std::vector<float> row(logits.row(0).begin(), logits.row(0).end());
+    for (int32_t generated : out) row[generated] -= frequency_penalty;
     const int32_t next =
         static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
     out.push_back(next);

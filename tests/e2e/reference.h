@@ -17,8 +17,10 @@ class InProcessReference {
   // `precision` as in model/shard_model.h; the model is opened through worker/model_spec.h.
   static absl::StatusOr<std::unique_ptr<InProcessReference>> Open(const std::string& model,
                                                                   model::Precision precision);
-  // Greedy tokens (argmax of the logits, eos not special), `n` of them.
-  absl::StatusOr<std::vector<int32_t>> Greedy(const std::vector<int32_t>& prompt, int n);
+  // Greedy tokens (argmax of the logits, eos not special), `n` of them; with a
+  // frequency_penalty, argmax of logit[j] - frequency_penalty * (times j was generated).
+  absl::StatusOr<std::vector<int32_t>> Greedy(const std::vector<int32_t>& prompt, int n,
+                                              float frequency_penalty = 0.0f);
 
  private:
   std::unique_ptr<model::ShardModel> model_;

@@ -3,6 +3,7 @@
 // Python grpcio.
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -119,6 +120,79 @@ TEST_F(ServiceE2ETest, RepetitionPenaltyGreedyEqualsTransformers) {
               ElementsAreArray(std::vector<int32_t>(c.greedy.begin(), c.greedy.begin() + 8)));
 }
 
+nlohmann::json LoadOpenAiSamplingFixture() {
+  std::ifstream in(SourcePath(absl::StrCat(kModelDir, "/openai_sampling.json")));
+  EXPECT_TRUE(in) << "missing fixture openai_sampling.json";
+  return in ? nlohmann::json::parse(in) : nlohmann::json();
+}
+
+// frequency_penalty / presence_penalty as OpenAI defines them, applied by a transformers
+// LogitsProcessor in tests/golden/make_penalty_golden.py (fp32): the same greedy tokens. The
+// fixture's smallest processed top-1 margin is far above the fp32 forward's 1.3e-5 error.
+TEST_F(ServiceE2ETest, FrequencyAndPresencePenaltiesGreedyEqualTransformers) {
+  const nlohmann::json j = LoadOpenAiSamplingFixture();
+  int runs = 0;
+  for (const auto& run : j["penalty_runs"]) {
+    const auto prompt = run["prompt"].get<std::vector<int32_t>>();
+    const auto want = run["greedy_tokens"].get<std::vector<int32_t>>();
+    ASSERT_GT(*std::min_element(run["margins"].begin(), run["margins"].end()), 1e-3);
+    v1::GenerateRequest req = GreedyRequest(prompt, static_cast<int>(want.size()));
+    req.set_frequency_penalty(run["frequency_penalty"].get<float>());
+    req.set_presence_penalty(run["presence_penalty"].get<float>());
+    Generated got = Generate(*stub_, req);
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_THAT(got.tokens, ElementsAreArray(want))
+        << "frequency " << run["frequency_penalty"] << ", presence " << run["presence_penalty"]
+        << ", prompt " << absl::StrJoin(prompt, ",");
+    ++runs;
+  }
+  EXPECT_EQ(runs, 16);
+}
+
+// top_logprobs: per position the most likely ids and their logprobs, as torch's log_softmax
+// of transformers' logits gives them (fixture: 5 per step, 8 greedy steps per prompt). The
+// logprobs match within 1e-4 (the forward's logit error is 1.3e-5, and a logprob moves by at
+// most twice that); the ids match exactly where the fixture's 5th-to-6th gap exceeds that.
+TEST_F(ServiceE2ETest, TopLogprobsEqualTransformers) {
+  const nlohmann::json j = LoadOpenAiSamplingFixture();
+  const int top_n = j["top_n"].get<int>();
+  int positions = 0;
+  for (const auto& run : j["top_logprobs_runs"]) {
+    const auto prompt = run["prompt"].get<std::vector<int32_t>>();
+    const auto want = run["greedy_tokens"].get<std::vector<int32_t>>();
+    v1::GenerateRequest req = GreedyRequest(prompt, static_cast<int>(want.size()));
+    req.set_logprobs(true);
+    req.set_top_logprobs(top_n);
+    Generated got = Generate(*stub_, req);
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    ASSERT_THAT(got.tokens, ElementsAreArray(want));
+    int step = 0;
+    for (const v1::GenerateResponse& r : got.responses) {
+      if (!r.has_token_id()) continue;
+      const auto& expected = run["top"][step];
+      ASSERT_EQ(r.top_logprobs_size(), top_n) << "step " << step;
+      ASSERT_GT(expected["gap"].get<double>(), 1e-4);
+      for (int k = 0; k < top_n; ++k) {
+        EXPECT_EQ(r.top_logprobs(k).token_id(), expected["ids"][k].get<int32_t>())
+            << "step " << step << " rank " << k;
+        EXPECT_NEAR(r.top_logprobs(k).logprob(), expected["logprobs"][k].get<double>(), 1e-4)
+            << "step " << step << " rank " << k;
+        EXPECT_TRUE(r.top_logprobs(k).text().empty());  // tiny-opt has no tokenizer
+      }
+      // Greedy: the sampled token is the likeliest, with the same logprob.
+      EXPECT_EQ(r.top_logprobs(0).token_id(), r.token_id());
+      EXPECT_EQ(r.top_logprobs(0).logprob(), r.logprob());
+      ++step;
+      ++positions;
+    }
+  }
+  EXPECT_EQ(positions, 32);
+  // Without top_logprobs none are sent.
+  const Generated plain = Generate(*stub_, GreedyRequest({2, 5, 6}, 3));
+  ASSERT_TRUE(plain.status.ok());
+  for (const v1::GenerateResponse& r : plain.responses) EXPECT_EQ(r.top_logprobs_size(), 0);
+}
+
 TEST_F(ServiceE2ETest, PythonGrpcioClientGetsTheSameTokens) {
   if (std::system("/usr/bin/python3 -c 'import grpc' 2>/dev/null") != 0) {
     GTEST_SKIP() << "python3-grpcio is not installed (apt-get install python3-grpcio)";
@@ -218,6 +292,18 @@ TEST_F(ServiceE2ETest, TopPOutsideUnitIntervalIsInvalidArgument) {
     req.set_top_p(top_p);
     ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("top_p ", top_p));
   }
+}
+
+TEST_F(ServiceE2ETest, PenaltiesAndTopLogprobsOutOfRangeAreInvalidArgument) {
+  v1::GenerateRequest frequency = GreedyRequest({2, 5}, 4);
+  frequency.set_frequency_penalty(2.5f);
+  ExpectCode(*stub_, frequency, grpc::StatusCode::INVALID_ARGUMENT, "frequency_penalty 2.5");
+  v1::GenerateRequest presence = GreedyRequest({2, 5}, 4);
+  presence.set_presence_penalty(-3.0f);
+  ExpectCode(*stub_, presence, grpc::StatusCode::INVALID_ARGUMENT, "presence_penalty -3");
+  v1::GenerateRequest top = GreedyRequest({2, 5}, 4);
+  top.set_top_logprobs(21);
+  ExpectCode(*stub_, top, grpc::StatusCode::INVALID_ARGUMENT, "top_logprobs 21");
 }
 
 TEST_F(ServiceE2ETest, TokenIdOutsideVocabularyIsInvalidArgument) {

@@ -1,15 +1,25 @@
 #!/usr/bin/env python3
-"""Greedy continuations with a repetition penalty from Hugging Face transformers, for the
-committed tiny OPT checkpoint: the reference of llmint8's repetition_penalty (tests/e2e).
+"""Greedy continuations with sampling penalties, and top logprobs, from Hugging Face
+transformers for the committed tiny OPT checkpoint: the reference of llmint8's
+repetition_penalty, frequency_penalty / presence_penalty and top_logprobs (tests/e2e).
 
 Run by hand (needs torch + transformers), not by CI:
 
   python3 tests/golden/make_penalty_golden.py
 
-For each model directory and each prompt of its expected.json (make_golden.py), generates
-NUM_NEW_TOKENS greedy tokens with HF generate(repetition_penalty=P, no EOS stop) in fp32 for every
-P in PENALTIES, and writes <model>/repetition_penalty.json. Each step's penalised top-1 - top-2
-margin is stored too: a forward error below it cannot flip the choice.
+For each model directory and each prompt of its expected.json (make_golden.py), in fp32 with no
+EOS stop, writes
+  <model>/repetition_penalty.json: NUM_NEW_TOKENS greedy tokens of HF generate(
+      repetition_penalty=P) for every P in PENALTIES;
+  <model>/openai_sampling.json: NUM_NEW_TOKENS greedy tokens of HF generate with the OpenAI
+      frequency / presence penalties as a LogitsProcessor (logit[j] -= frequency * c[j] +
+      presence * (c[j] > 0), c[j] the count of j among the generated ids, as vLLM applies
+      them) for every pair in FREQUENCY_PRESENCE; and, for plain greedy decoding, the TOP_N
+      most likely ids and their logprobs (log_softmax of the raw logits) at each of
+      TOP_STEPS steps.
+Each penalised step's top-1 - top-2 margin of the processed scores is stored too (a forward
+error below it cannot flip the choice), and for top logprobs the gap between the TOP_N-th and
+the next logit (an error below it cannot reorder the list's membership).
 """
 
 import json
@@ -17,57 +27,109 @@ import os
 
 import torch
 import transformers
-from transformers import OPTForCausalLM, RepetitionPenaltyLogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList, OPTForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ("tiny-opt",)  # the model the service end-to-end tests serve
 PENALTIES = (1.3, 0.8)
+FREQUENCY_PRESENCE = ((0.5, 0.0), (0.0, 1.0), (1.5, -0.5), (-0.3, 0.0))
 NUM_NEW_TOKENS = 24
+TOP_N = 5
+TOP_STEPS = 8
+
+
+class OpenAiPenalties(LogitsProcessor):
+    """frequency_penalty and presence_penalty over the ids generated after the prompt."""
+
+    def __init__(self, prompt_len, frequency, presence):
+        self.prompt_len, self.frequency, self.presence = prompt_len, frequency, presence
+
+    def __call__(self, input_ids, scores):
+        generated = input_ids[:, self.prompt_len:]
+        counts = torch.zeros_like(scores).scatter_add_(
+            1, generated, torch.ones(generated.shape, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
 @torch.no_grad()
-def penalised_greedy(model, ids, penalty):
+def greedy(model, ids, **kwargs):
+    """NUM_NEW_TOKENS greedy tokens and each step's processed top-1 - top-2 margin."""
     out = model.generate(
         torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
         do_sample=False, num_beams=1, max_new_tokens=NUM_NEW_TOKENS,
         min_new_tokens=NUM_NEW_TOKENS, eos_token_id=None, pad_token_id=1,
-        repetition_penalty=penalty, output_logits=True, return_dict_in_generate=True)
+        output_scores=True, output_logits=True, return_dict_in_generate=True, **kwargs)
     tokens = out.sequences[0, len(ids):].tolist()
-    # Margins of the penalised scores, recomputed with HF's own processor.
-    proc = RepetitionPenaltyLogitsProcessor(penalty)
     margins = []
-    seq = list(ids)
-    for j, logits in enumerate(out.logits):
-        scores = proc(torch.tensor([seq]), logits.float().clone())[0]
-        top2 = torch.topk(scores, 2).values
+    for j, scores in enumerate(out.scores):
+        scores = scores[0].float()
         if int(scores.argmax()) != tokens[j]:
-            raise RuntimeError(f"step {j}: processor argmax {int(scores.argmax())} != {tokens[j]}")
+            raise RuntimeError(f"step {j}: processed argmax {int(scores.argmax())} != {tokens[j]}")
+        top2 = torch.topk(scores, 2).values
         margins.append(round(float(top2[0] - top2[1]), 6))
-        seq.append(tokens[j])
-    return tokens, margins
+    return tokens, margins, out.logits
+
+
+def top_logprobs(model, ids):
+    """Plain greedy: per step the TOP_N ids by logit (ties to the lowest id) and logprobs."""
+    tokens, _, logits = greedy(model, ids)
+    steps = []
+    for j in range(TOP_STEPS):
+        row = logits[j][0].double()
+        logprobs = torch.log_softmax(row, dim=0)
+        order = sorted(range(row.numel()), key=lambda i: (-float(row[i]), i))
+        steps.append({"ids": order[:TOP_N],
+                      "logprobs": [round(float(logprobs[i]), 7) for i in order[:TOP_N]],
+                      "gap": round(float(row[order[TOP_N - 1]] - row[order[TOP_N]]), 6)})
+    return tokens[:TOP_STEPS], steps
 
 
 def main():
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
     for name in MODELS:
         d = os.path.join(HERE, name)
         with open(os.path.join(d, "expected.json")) as f:
             prompts = [c["prompt"] for c in json.load(f)["cases"]]
         model = OPTForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+
         runs = []
         for penalty in PENALTIES:
             for prompt in prompts:
-                tokens, margins = penalised_greedy(model, prompt, penalty)
+                tokens, margins, _ = greedy(model, prompt, repetition_penalty=penalty)
                 runs.append({"penalty": penalty, "prompt": prompt, "greedy_tokens": tokens,
                              "margins": margins})
         out = {"model": name, "generated_by": "tests/golden/make_penalty_golden.py",
-               "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-               "num_new_tokens": NUM_NEW_TOKENS,
+               "versions": versions, "num_new_tokens": NUM_NEW_TOKENS,
                "notes": "greedy with HF repetition_penalty over prompt + generated ids, fp32, "
                         "no EOS stop; margins: top1 - top2 of the penalised scores per step",
                "runs": runs}
         with open(os.path.join(d, "repetition_penalty.json"), "w") as f:
             json.dump(out, f, indent=1)
-        print(f"{name}: {len(runs)} runs written")
+
+        penalty_runs = []
+        for frequency, presence in FREQUENCY_PRESENCE:
+            for prompt in prompts:
+                processor = LogitsProcessorList([OpenAiPenalties(len(prompt), frequency, presence)])
+                tokens, margins, _ = greedy(model, prompt, logits_processor=processor)
+                penalty_runs.append({"frequency_penalty": frequency, "presence_penalty": presence,
+                                     "prompt": prompt, "greedy_tokens": tokens,
+                                     "margins": margins})
+        top_runs = []
+        for prompt in prompts:
+            tokens, steps = top_logprobs(model, prompt)
+            top_runs.append({"prompt": prompt, "greedy_tokens": tokens, "top": steps})
+        out = {"model": name, "generated_by": "tests/golden/make_penalty_golden.py",
+               "versions": versions, "num_new_tokens": NUM_NEW_TOKENS, "top_n": TOP_N,
+               "notes": "fp32, no EOS stop. penalty_runs: greedy with logit[j] -= frequency * "
+                        "c[j] + presence * (c[j] > 0) over the generated ids; margins: top1 - "
+                        "top2 of the processed scores. top_logprobs_runs: plain greedy; per "
+                        "step the top_n ids by raw logit (ties to the lowest id), their "
+                        "log_softmax, and the gap from the top_n-th to the next logit",
+               "penalty_runs": penalty_runs, "top_logprobs_runs": top_runs}
+        with open(os.path.join(d, "openai_sampling.json"), "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"{name}: {len(runs)} repetition, {len(penalty_runs)} frequency / presence and "
+              f"{len(top_runs)} top-logprob runs written")
 
 
 if __name__ == "__main__":
