@@ -87,6 +87,14 @@ ABSL_FLAG(int64_t, seed, -1,
           "generate: sampler seed (-1: chosen by the server); loadtest: seed of the random "
           "prompts (-1: 0)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop sequences");
+ABSL_FLAG(float, frequency_penalty, 0.0f,
+          "generate: subtracted from a token's logit once per time it was generated, in [-2, 2] "
+          "(OpenAI semantics; 0: off)");
+ABSL_FLAG(float, presence_penalty, 0.0f,
+          "generate: subtracted from the logit of every token generated so far, in [-2, 2] "
+          "(OpenAI semantics; 0: off)");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");
+ABSL_FLAG(int32_t, top_logprobs, 0,
+          "generate: also print the N most likely tokens at each position (0 to 20)");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-sequence token");
 ABSL_FLAG(double, timeout, 0, "generate: deadline in seconds (0: none)");

@@ -5,7 +5,9 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
 #include "tools/client_auth.h"
@@ -62,7 +64,10 @@ int RunGenerate() {
   }
   if (absl::GetFlag(FLAGS_seed) >= 0) req.set_seed(absl::GetFlag(FLAGS_seed));
   for (const std::string& s : absl::GetFlag(FLAGS_stop)) req.add_stop(s);
+  req.set_frequency_penalty(absl::GetFlag(FLAGS_frequency_penalty));
+  req.set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
   req.set_logprobs(absl::GetFlag(FLAGS_logprobs));
+  req.set_top_logprobs(absl::GetFlag(FLAGS_top_logprobs));
   req.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
 
   // Whether text comes back (models served without a tokenizer stream token ids only).
@@ -94,6 +99,16 @@ int RunGenerate() {
       std::printf("%d ", resp.token_id());
     }
     if (resp.has_logprob()) std::fprintf(stderr, "[%d: %.4f]", resp.token_id(), resp.logprob());
+    if (resp.top_logprobs_size() > 0) {
+      std::fputs("{", stderr);
+      for (const v1::TopLogprob& t : resp.top_logprobs()) {
+        // Escaped, so that a candidate's newline or control byte keeps the list on one line.
+        const std::string text =
+            t.text().empty() ? std::string() : absl::StrCat(" '", absl::CHexEscape(t.text()), "'");
+        std::fprintf(stderr, " %d%s: %.4f", t.token_id(), text.c_str(), t.logprob());
+      }
+      std::fputs(" }", stderr);
+    }
     std::fflush(stdout);
     last = resp;
   }
