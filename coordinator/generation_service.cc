@@ -25,6 +25,17 @@ class TokenizerTextStream : public TokenTextStream {
     absl::StatusOr<std::string> text = tokenizer_.Decode({token_id});
     return text.ok() ? *std::move(text) : std::string();
   }
+  std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
+    DecodeStream stream(tokenizer_);
+    std::vector<std::string> pieces;
+    pieces.reserve(ids.size());
+    for (int32_t id : ids) {
+      absl::StatusOr<std::string> piece = stream.Next(id);
+      pieces.push_back(piece.ok() ? *std::move(piece) : std::string());
+    }
+    if (!pieces.empty()) pieces.back() += stream.Finish();
+    return pieces;
+  }
 
  private:
   const Tokenizer& tokenizer_;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -108,7 +109,6 @@ absl::Status CheckUnsupported(const json& body) {
   const Neutral neutral[] = {
       {"n", 1, "one completion per request"},
       {"best_of", 1, "one completion per request"},
-      {"echo", false, "the prompt is not echoed"},
       {"suffix", "", "no suffix (insertion) mode"},
   };
   for (const Neutral& n : neutral) {
@@ -209,6 +209,13 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
   }
   RETURN_IF_ERROR(
       IfPresent<bool>(body, "return_token_ids", Bool, [&](bool b) { r.return_token_ids = b; }));
+  RETURN_IF_ERROR(IfPresent<bool>(body, "echo", Bool, [&](bool b) { r.echo = b; }));
+  // The echoed prompt comes from the service as scored prompt tokens (their pieces and
+  // logprobs); max_tokens 0 then only scores the prompt.
+  g.set_prompt_logprobs(r.echo);
+  if (g.max_new_tokens() == 0 && !r.echo) {
+    return FieldError("max_tokens", "at least 1 (0 only with echo, to score the prompt)");
+  }
   return r;
 }
 
@@ -239,17 +246,22 @@ std::string CandidateKey(const std::string& text, int32_t token_id) {
 // One position's top_logprobs entry: {key: logprob} of the candidates and of the sampled
 // token (OpenAI lists it too), keyed by the sampled token's streamed text when it is not
 // among the candidates. Candidates whose keys coincide keep the likelier one.
-json Candidates(const v1::GenerateResponse& r) {
+json Candidates(const google::protobuf::RepeatedPtrField<v1::TopLogprob>& top, int32_t token_id,
+                const std::string& text, std::optional<float> logprob) {
   json out = json::object();
   bool sampled_listed = false;
-  for (const v1::TopLogprob& c : r.top_logprobs()) {
+  for (const v1::TopLogprob& c : top) {
     const std::string key = CandidateKey(c.text(), c.token_id());
     if (!out.contains(key)) out[key] = c.logprob();
-    sampled_listed |= c.token_id() == r.token_id();
+    sampled_listed |= c.token_id() == token_id;
   }
-  const std::string sampled = CandidateKey(r.text(), r.token_id());
-  if (!sampled_listed && r.has_logprob() && !out.contains(sampled)) out[sampled] = r.logprob();
+  const std::string sampled = CandidateKey(text, token_id);
+  if (!sampled_listed && logprob.has_value() && !out.contains(sampled)) out[sampled] = *logprob;
   return out;
+}
+
+std::optional<float> Logprob(const auto& token) {
+  return token.has_logprob() ? std::optional<float>(token.logprob()) : std::nullopt;
 }
 
 // The choice of `responses` (all of a request, or one streamed piece).
@@ -260,13 +272,28 @@ json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
   json tokens = json::array(), token_logprobs = json::array(), offsets = json::array(),
        top_logprobs = json::array(), token_ids = json::array();
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-  for (const v1::GenerateResponse* r = begin; r != end; ++r) {
-    if (r->has_token_id() && request.logprobs) {  // built only when asked for
-      offsets.push_back(text.size());
-      tokens.push_back(r->text());
-      token_logprobs.push_back(r->has_logprob() ? json(r->logprob()) : json(nullptr));
-      if (top) top_logprobs.push_back(Candidates(*r));
+  // One token of the choice: the echoed prompt's, then the generated ones. The first prompt
+  // token has no logprob (null, as OpenAI).
+  auto add = [&](const auto& token, const auto& candidates, const std::string& piece) {
+    if (!request.logprobs) return;  // built only when asked for
+    offsets.push_back(text.size());
+    tokens.push_back(piece);
+    const std::optional<float> logprob = Logprob(token);
+    token_logprobs.push_back(logprob.has_value() ? json(*logprob) : json(nullptr));
+    if (top) {
+      top_logprobs.push_back(logprob.has_value()
+                                 ? Candidates(candidates, token.token_id(), piece, logprob)
+                                 : json(nullptr));
     }
+  };
+  for (const v1::GenerateResponse* r = begin; r != end; ++r) {
+    if (request.echo) {
+      for (const v1::PromptToken& p : r->prompt_tokens()) {
+        add(p, p.top_logprobs(), p.text());
+        text += p.text();
+      }
+    }
+    if (r->has_token_id()) add(*r, r->top_logprobs(), r->text());
     if (r->has_token_id() && request.return_token_ids) token_ids.push_back(r->token_id());
     text += r->text();
     if (r->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = r->finish_reason();

@@ -14,8 +14,11 @@
 //                 text_offset counts bytes of the choice's text, per chunk when streamed);
 //                 frequency_penalty, presence_penalty ([-2, 2], over the generated tokens);
 //                 model (must be the served model's id when given);
-//   n, best_of (1), echo (false), logit_bias ({}), suffix (empty) are accepted only at
-//                 those values; user is ignored;
+//                 echo (the prompt's text, and with logprobs its tokens with their logprobs
+//                 given the tokens before them, null for the first, lead the choice; with
+//                 max_tokens 0 the prompt is only scored, as lm-evaluation-harness asks);
+//   n, best_of (1), logit_bias ({}), suffix (empty) are accepted only at those values; user
+//                 is ignored;
 //   extensions as vLLM names them: top_k (0 or -1: off), repetition_penalty, ignore_eos,
 //                 return_token_ids (adds the generated token_ids to the choice).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
@@ -46,6 +49,7 @@ struct CompletionRequest {
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
   bool logprobs = false;
   bool return_token_ids = false;
+  bool echo = false;  // the prompt's tokens lead the choice's text and logprobs
 };
 
 // The served model as /v1/models lists it.

@@ -1,6 +1,7 @@
 #include "coordinator/openai_api.h"
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -95,7 +96,9 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
        "'top_k'"},
       {R"({"prompt": "x", "logprobs": -1})", absl::StatusCode::kInvalidArgument, "'logprobs'"},
       {R"({"prompt": "x", "n": 2})", absl::StatusCode::kInvalidArgument, "'n' must be 1"},
-      {R"({"prompt": "x", "echo": true})", absl::StatusCode::kInvalidArgument, "'echo'"},
+      {R"({"prompt": "x", "echo": 1})", absl::StatusCode::kInvalidArgument, "'echo'"},
+      {R"({"prompt": "x", "max_tokens": 0})", absl::StatusCode::kInvalidArgument,
+       "'max_tokens' must be at least 1 (0 only with echo"},
       {R"({"prompt": "x", "frequency_penalty": "high"})", absl::StatusCode::kInvalidArgument,
        "'frequency_penalty' must be a number"},
       {R"({"prompt": "x", "presence_penalty": [1]})", absl::StatusCode::kInvalidArgument,
@@ -212,6 +215,61 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
     const json plain = json::parse(CompletionJson(ParseOk(body), responses, "c", 0, kModel));
     EXPECT_TRUE(plain["choices"][0]["logprobs"]["top_logprobs"].is_null()) << body;
   }
+}
+
+// echo: the prompt's tokens lead the text and the logprobs (null for the first), as OpenAI
+// and lm-evaluation-harness (echo, max_tokens 0, logprobs 1) expect.
+TEST(OpenAiApiTest, EchoLeadsWithThePromptsTokens) {
+  const CompletionRequest scoring =
+      ParseOk(R"({"prompt": "Hi there", "echo": true, "max_tokens": 0, "logprobs": 1})");
+  EXPECT_TRUE(scoring.echo);
+  EXPECT_TRUE(scoring.generate.prompt_logprobs());
+  EXPECT_EQ(scoring.generate.max_new_tokens(), 0);
+  EXPECT_FALSE(ParseOk(R"({"prompt": "x"})").generate.prompt_logprobs());
+
+  v1::GenerateResponse only;  // max_tokens 0: one response, no token
+  auto prompt_token = [&](int32_t id, const char* text, std::optional<float> logprob) {
+    v1::PromptToken* t = only.add_prompt_tokens();
+    t->set_token_id(id);
+    t->set_text(text);
+    if (logprob) {
+      t->set_logprob(*logprob);
+      v1::TopLogprob* c = t->add_top_logprobs();
+      c->set_token_id(99);
+      c->set_text(" best");
+      c->set_logprob(-0.125f);
+    }
+  };
+  prompt_token(2, "", std::nullopt);  // BOS: no text, no context
+  prompt_token(10, "Hi", -3.5f);
+  prompt_token(11, " there", -1.25f);
+  only.set_finish_reason(v1::FINISH_REASON_LENGTH);
+  only.mutable_usage()->set_prompt_tokens(3);
+  const json j = json::parse(CompletionJson(scoring, {only}, "c", 0, kModel));
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["text"], "Hi there");
+  EXPECT_EQ(c["logprobs"]["tokens"], json({"", "Hi", " there"}));
+  EXPECT_EQ(c["logprobs"]["token_logprobs"], json({nullptr, -3.5, -1.25}));
+  EXPECT_EQ(c["logprobs"]["text_offset"], json({0, 0, 2}));
+  EXPECT_EQ(
+      c["logprobs"]["top_logprobs"],
+      json({nullptr, {{" best", -0.125}, {"Hi", -3.5}}, {{" best", -0.125}, {" there", -1.25}}}));
+  EXPECT_EQ(c["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 0);
+
+  // Generating after the echo: the prompt first, then the tokens; without logprobs only text.
+  std::vector<v1::GenerateResponse> responses = Responses();
+  *responses[0].mutable_prompt_tokens() = only.prompt_tokens();
+  const json plain = json::parse(CompletionJson(ParseOk(R"({"prompt": "Hi there", "echo": true})"),
+                                                responses, "c", 0, kModel));
+  EXPECT_EQ(plain["choices"][0]["text"], "Hi there Hello!");
+  EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
+  const json with =
+      json::parse(CompletionJson(ParseOk(R"({"prompt": "Hi there", "echo": true, "logprobs": 0})"),
+                                 responses, "c", 0, kModel));
+  EXPECT_EQ(with["choices"][0]["logprobs"]["token_logprobs"],
+            json({nullptr, -3.5, -1.25, -0.5, -1.0, -0.25}));
+  EXPECT_EQ(with["choices"][0]["logprobs"]["text_offset"], json({0, 0, 2, 8, 12, 12}));
 }
 
 TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {

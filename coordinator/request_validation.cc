@@ -23,9 +23,11 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         "this model was served without a tokenizer (no vocab.json/merges.txt); send the "
         "prompt as token_ids");
   }
-  if (request.max_new_tokens() <= 0) {
+  if (request.max_new_tokens() < 0 ||
+      (request.max_new_tokens() == 0 && !request.prompt_logprobs())) {
     return absl::InvalidArgumentError(
-        absl::StrCat("max_new_tokens is ", request.max_new_tokens(), "; it must be at least 1"));
+        absl::StrCat("max_new_tokens is ", request.max_new_tokens(),
+                     "; it must be at least 1 (0 only with prompt_logprobs, to score the prompt)"));
   }
   if (request.max_new_tokens() >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat(
@@ -92,6 +94,7 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   p.frequency_penalty = request.frequency_penalty();
   p.presence_penalty = request.presence_penalty();
   p.top_logprobs = request.top_logprobs();
+  p.prompt_logprobs = request.prompt_logprobs();
   return p;
 }
 
@@ -108,7 +111,12 @@ absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
     }
   }
   const int64_t n = static_cast<int64_t>(prompt.size());
-  if (n >= limits.max_context) {
+  if (params.max_new_tokens == 0 && n > limits.max_context) {  // only scored
+    return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
+                                              " tokens but the context holds ", limits.max_context,
+                                              "; shorten it"));
+  }
+  if (params.max_new_tokens > 0 && n >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
                                               " tokens but the context holds ", limits.max_context,
                                               " including at least one new token; shorten it"));

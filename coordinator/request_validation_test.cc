@@ -93,6 +93,16 @@ TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
   EXPECT_EQ(cp->frequency_penalty, -2.0f);
   EXPECT_EQ(cp->presence_penalty, 2.0f);
   EXPECT_EQ(cp->top_logprobs, 20);
+  // max_new_tokens 0 only scores a prompt: allowed with prompt_logprobs alone, and then the
+  // prompt may fill the whole context.
+  v1::GenerateRequest scoring = Ids(std::vector<int32_t>(128, 3), 0);
+  EXPECT_EQ(Code(scoring), C::kInvalidArgument);
+  scoring.set_prompt_logprobs(true);
+  EXPECT_EQ(Code(scoring), C::kOk);
+  EXPECT_EQ(Code(Ids(std::vector<int32_t>(129, 3), 0)), C::kInvalidArgument);
+  v1::GenerateRequest too_long = Ids(std::vector<int32_t>(129, 3), 0);
+  too_long.set_prompt_logprobs(true);
+  EXPECT_EQ(Code(too_long), C::kOutOfRange);
   for (int32_t n : {-1, 21}) {
     v1::GenerateRequest t = Ids({2}, 4);
     t.set_top_logprobs(n);

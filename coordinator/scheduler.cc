@@ -246,7 +246,14 @@ void Scheduler::Loop() {
                                        : seq->prompt_remaining());
         prefill_budget -= static_cast<int64_t>(piece.size());
         step->mutable_token_ids()->Add(piece.begin(), piece.end());
-        step->set_prefill_only(!seq->prefilled());
+        // A prompt-only request samples nothing, even after its last chunk.
+        step->set_prefill_only(!seq->prefilled() || seq->params().max_new_tokens == 0);
+        if (seq->params().prompt_logprobs) {
+          step->set_prompt_logprobs(true);
+          if (std::optional<int32_t> next = seq->next_prompt_token()) {
+            step->set_next_prompt_token(*next);
+          }
+        }
       }
       in_step.push_back(i);
       const GenerationParams& p = seq->params();
@@ -297,9 +304,14 @@ void Scheduler::Loop() {
     for (size_t j = 0; j < in_step.size(); ++j) {
       const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
       const v1::SeqResult& r = response->results(static_cast<int>(j));
+      const v1::SeqStep& sent = request.seqs(static_cast<int>(j));
       bool finished = seq->cancelled();
-      if (!finished && !request.seqs(static_cast<int>(j)).prefill_only()) {
+      if (!finished && sent.prompt_logprobs()) seq->AddPromptScores(r);
+      if (!finished && !sent.prefill_only()) {
         finished = seq->AddToken(r, options_.eos_token_id);
+      } else if (!finished && seq->prefilled() && seq->params().max_new_tokens == 0) {
+        seq->FinishPromptOnly();
+        finished = true;
       }
       done[in_step[j]] = finished;
     }

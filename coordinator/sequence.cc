@@ -47,13 +47,8 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   v1::GenerateResponse response;
   response.set_token_id(token_id);
   if (params_.logprobs) response.set_logprob(sampled.logprob());
-  const int top = std::min(sampled.top_size(), params_.top_logprobs);
-  for (int i = 0; i < top; ++i) {
-    v1::TopLogprob* t = response.add_top_logprobs();
-    t->set_token_id(sampled.top(i).token_id());
-    t->set_logprob(sampled.top(i).logprob());
-    if (text_) t->set_text(text_->TokenText(t->token_id()));
-  }
+  AddCandidates(sampled.top(), response.mutable_top_logprobs());
+  if (generated_.size() == 1) AttachPromptTokens(response);
 
   if (token_id == eos_token_id && !params_.ignore_eos) {
     response.set_text(stop_.Append(text_ ? text_->Flush() : "") + stop_.Flush());
@@ -83,6 +78,49 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   absl::MutexLock lock(&mu_);
   outbox_.push_back(std::move(response));
   return false;
+}
+
+void Sequence::AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenCandidate>& top,
+                             google::protobuf::RepeatedPtrField<v1::TopLogprob>* out) const {
+  const int n = std::min(top.size(), params_.top_logprobs);
+  for (int i = 0; i < n; ++i) {
+    v1::TopLogprob* t = out->Add();
+    t->set_token_id(top[i].token_id());
+    t->set_logprob(top[i].logprob());
+    if (text_) t->set_text(text_->TokenText(t->token_id()));
+  }
+}
+
+void Sequence::AddPromptScores(const v1::SeqResult& prefilled) {
+  if (!params_.prompt_logprobs) return;
+  prompt_scores_.insert(prompt_scores_.end(), prefilled.prompt().begin(), prefilled.prompt().end());
+}
+
+void Sequence::AttachPromptTokens(v1::GenerateResponse& response) {
+  if (!params_.prompt_logprobs) return;
+  const std::vector<std::string> pieces =
+      text_ ? text_->Pieces(prompt_) : std::vector<std::string>();
+  for (size_t k = 0; k < prompt_.size(); ++k) {
+    v1::PromptToken* t = response.add_prompt_tokens();
+    t->set_token_id(prompt_[k]);
+    if (k < pieces.size()) t->set_text(pieces[k]);
+    // Scores arrive for tokens 1, 2, ... (token 0 has no context); all of them, unless a
+    // worker sent fewer, which leaves the rest unscored rather than misattributed.
+    if (k >= 1 && k - 1 < prompt_scores_.size()) {
+      const v1::PromptScore& score = prompt_scores_[k - 1];
+      t->set_logprob(score.logprob());
+      AddCandidates(score.top(), t->mutable_top_logprobs());
+    }
+  }
+  prompt_scores_.clear();
+  prompt_scores_.shrink_to_fit();
+}
+
+void Sequence::FinishPromptOnly() {
+  first_token_ = absl::Now();
+  v1::GenerateResponse response;
+  AttachPromptTokens(response);
+  Finish(std::move(response), v1::FINISH_REASON_LENGTH);
 }
 
 void Sequence::Finish(v1::GenerateResponse response, v1::FinishReason reason) {

@@ -39,6 +39,7 @@ struct GenerationParams {
   float frequency_penalty = 0.0f;   // 0: off
   float presence_penalty = 0.0f;    // 0: off
   int32_t top_logprobs = 0;         // candidates returned per token
+  bool prompt_logprobs = false;     // score the prompt (max_new_tokens may then be 0)
 };
 
 // Turns one sequence's generated token ids into complete UTF-8 text pieces.
@@ -49,6 +50,9 @@ class TokenTextStream {
   virtual std::string Flush() = 0;  // text held back at the end (an incomplete sequence)
   // One token's text alone, valid UTF-8 (for the top_logprobs candidates); no state changes.
   virtual std::string TokenText(int32_t token_id) const = 0;
+  // The pieces of `ids` decoded as a stream of their own (joined, the decoded text); no state
+  // changes.
+  virtual std::vector<std::string> Pieces(std::span<const int32_t> ids) const = 0;
 };
 
 class Sequence {
@@ -81,6 +85,12 @@ class Sequence {
   // the response (the final one with usage and timings), with the logprob and top candidates
   // when the params ask for them. Returns true when the sequence finished.
   bool AddToken(const v1::SeqResult& sampled, int64_t eos_token_id);
+  // Keeps the scores of prompt tokens a prefill step returned (params().prompt_logprobs); the
+  // first response carries them.
+  void AddPromptScores(const v1::SeqResult& prefilled);
+  // A prompt-only request (max_new_tokens 0) once its prompt is scored: pushes its one
+  // response, the finish with the prompt's tokens.
+  void FinishPromptOnly();
   // Ends the stream with an error (the handler returns it to the client).
   void Fail(const absl::Status& status);
   void MarkAdmitted() { admitted_ = absl::Now(); }
@@ -89,11 +99,19 @@ class Sequence {
   std::span<const int32_t> TakePrompt(int64_t limit);
   int64_t prompt_remaining() const { return static_cast<int64_t>(prompt_.size()) - prompt_sent_; }
   bool prefilled() const { return prompt_remaining() == 0; }
+  // The prompt token after those sent so far (none once prefilled).
+  std::optional<int32_t> next_prompt_token() const {
+    return prefilled() ? std::nullopt : std::optional<int32_t>(prompt_[prompt_sent_]);
+  }
   int32_t last_token() const { return generated_.back(); }
   int32_t num_generated() const { return static_cast<int32_t>(generated_.size()); }
 
  private:
   void Finish(v1::GenerateResponse response, v1::FinishReason reason);
+  // Moves the prompt's tokens and scores into the first response.
+  void AttachPromptTokens(v1::GenerateResponse& response);
+  void AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenCandidate>& top,
+                     google::protobuf::RepeatedPtrField<v1::TopLogprob>* out) const;
 
   const uint64_t id_;
   const std::vector<int32_t> prompt_;
@@ -105,6 +123,7 @@ class Sequence {
 
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;
+  std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far
   std::vector<int32_t> generated_;
   absl::Time arrival_ = absl::Now();
   absl::Time admitted_ = absl::InfiniteFuture();

@@ -267,6 +267,23 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
   return out;
 }
 
+absl::StatusOr<SampledToken> ScoreToken(std::span<const float> logits, int32_t token,
+                                        int32_t top_logprobs) {
+  SamplingParams params;
+  params.return_logprob = true;
+  params.top_logprobs = top_logprobs;
+  RETURN_IF_ERROR(ValidateSamplingParams(params));
+  ASSIGN_OR_RETURN(const int32_t argmax, CheckedArgmax(logits));
+  if (token < 0 || static_cast<size_t>(token) >= logits.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scored token id ", token, " is outside the vocabulary of ", logits.size()));
+  }
+  SampledToken out;
+  out.token = token;
+  FillLogprobs(logits, params, argmax, out);
+  return out;
+}
+
 absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits, int64_t batch,
                                                       int64_t vocab,
                                                       std::span<const SamplingParams> params,

@@ -93,6 +93,12 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          std::span<const int32_t> seen = {},
                                          std::span<const int32_t> generated = {});
 
+// A given token's logprob under log_softmax(logits) and the `top_logprobs` likeliest ids, as
+// SampleToken reports them (for scoring a prompt's tokens). InvalidArgument for a bad row, a
+// token outside [0, logits.size()) or top_logprobs outside [0, kMaxTopLogprobs].
+absl::StatusOr<SampledToken> ScoreToken(std::span<const float> logits, int32_t token,
+                                        int32_t top_logprobs);
+
 // A decode step's batch: logits is [batch, vocab] row-major; params and steps have one entry per
 // row. Row r's result equals SampleToken(row r, params[r], steps[r]) (no seen or generated ids:
 // no penalty applies). The error names the row.

@@ -442,6 +442,28 @@ TEST(SamplingTest, PenaltiesComposeRepetitionFirstAndCountOnlyGeneratedIds) {
   EXPECT_EQ(SampleToken(logits, p, 0, seen)->token, 0);
 }
 
+TEST(SamplingTest, ScoreTokenGivesTheTokensLogprobAndTheCandidates) {
+  const std::vector<float> logits = {1.0f, 3.0f, kNegInf, 2.0f};
+  const double lse = std::log(std::exp(1.0) + std::exp(3.0) + std::exp(2.0));
+  auto scored = ScoreToken(logits, 0, 2);
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_EQ(scored->token, 0);
+  EXPECT_NEAR(*scored->logprob, 1.0 - lse, 1e-6);
+  ASSERT_EQ(scored->top.size(), 2u);
+  EXPECT_EQ(scored->top[0].token, 1);
+  EXPECT_EQ(scored->top[1].token, 3);
+  EXPECT_NEAR(scored->top[1].logprob, 2.0 - lse, 1e-6);
+  EXPECT_EQ(*ScoreToken(logits, 2, 0)->logprob, kNegInf);  // a masked id: -inf, no error
+  EXPECT_TRUE(ScoreToken(logits, 3, 0)->top.empty());
+  for (int32_t bad : {-1, 4}) {
+    EXPECT_THAT(ScoreToken(logits, bad, 0).status().message(), HasSubstr("outside"));
+  }
+  EXPECT_EQ(ScoreToken(logits, 0, kMaxTopLogprobs + 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ScoreToken(std::vector<float>{std::nanf("")}, 0, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SamplingTest, BatchShapeErrorsAndRowErrors) {
   const std::vector<float> logits(6, 0.0f);
   const std::vector<SamplingParams> two(2);

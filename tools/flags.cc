@@ -94,6 +94,9 @@ ABSL_FLAG(float, presence_penalty, 0.0f,
           "generate: subtracted from the logit of every token generated so far, in [-2, 2] "
           "(OpenAI semantics; 0: off)");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");
+ABSL_FLAG(bool, prompt_logprobs, false,
+          "generate: print each prompt token's log-probability given those before it (with "
+          "--max_new_tokens=0: only score the prompt)");
 ABSL_FLAG(int32_t, top_logprobs, 0,
           "generate: also print the N most likely tokens at each position (0 to 20)");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-sequence token");

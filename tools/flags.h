@@ -52,6 +52,7 @@ ABSL_DECLARE_FLAG(float, frequency_penalty);
 ABSL_DECLARE_FLAG(float, presence_penalty);
 ABSL_DECLARE_FLAG(bool, logprobs);
 ABSL_DECLARE_FLAG(int32_t, top_logprobs);
+ABSL_DECLARE_FLAG(bool, prompt_logprobs);
 ABSL_DECLARE_FLAG(bool, ignore_eos);
 ABSL_DECLARE_FLAG(double, timeout);
 

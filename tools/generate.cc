@@ -68,6 +68,7 @@ int RunGenerate() {
   req.set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
   req.set_logprobs(absl::GetFlag(FLAGS_logprobs));
   req.set_top_logprobs(absl::GetFlag(FLAGS_top_logprobs));
+  req.set_prompt_logprobs(absl::GetFlag(FLAGS_prompt_logprobs));
   req.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
 
   // Whether text comes back (models served without a tokenizer stream token ids only).
@@ -92,7 +93,17 @@ int RunGenerate() {
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&ctx, req);
   v1::GenerateResponse resp;
   v1::GenerateResponse last;
+  double prompt_total = 0;
   while (reader->Read(&resp)) {
+    for (const v1::PromptToken& t : resp.prompt_tokens()) {
+      std::fprintf(stderr, "[prompt %d '%s': %s]", t.token_id(), absl::CHexEscape(t.text()).c_str(),
+                   t.has_logprob() ? absl::StrCat(t.logprob()).c_str() : "-");
+      prompt_total += t.logprob();
+    }
+    if (resp.prompt_tokens_size() > 0) {
+      std::fprintf(stderr, "\n[prompt logprob sum %.4f over %d tokens]\n", prompt_total,
+                   resp.prompt_tokens_size() - 1);
+    }
     if (has_tokenizer) {
       std::fputs(resp.text().c_str(), stdout);
     } else if (resp.has_token_id()) {

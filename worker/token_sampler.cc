@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "kernels/sampling.h"
 
 namespace llmint8::worker {
@@ -39,6 +40,20 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
     v1::TokenCandidate& c = out.top.emplace_back();
     c.set_token_id(t.token);
     c.set_logprob(t.logprob);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::PromptScore> ScoreToken(std::span<const float> logits, int32_t token_id,
+                                           int32_t top_logprobs) {
+  ASSIGN_OR_RETURN(kernels::SampledToken scored,
+                   kernels::ScoreToken(logits, token_id, top_logprobs));
+  v1::PromptScore out;
+  out.set_logprob(scored.logprob.value_or(0.0f));
+  for (const kernels::TokenLogprob& t : scored.top) {
+    v1::TokenCandidate* c = out.add_top();
+    c->set_token_id(t.token);
+    c->set_logprob(t.logprob);
   }
   return out;
 }

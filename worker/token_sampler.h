@@ -27,6 +27,12 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          int32_t top_logprobs = 0,
                                          std::span<const int32_t> seen = {});
 
+// The score of a given token (a prompt's next token) in its logits row: its logprob under the
+// model's distribution and the `top_logprobs` likeliest candidates. InvalidArgument for a bad
+// row or a token outside the vocabulary.
+absl::StatusOr<v1::PromptScore> ScoreToken(std::span<const float> logits, int32_t token_id,
+                                           int32_t top_logprobs);
+
 }  // namespace llmint8::worker
 
 #endif  // LLMINT8_WORKER_TOKEN_SAMPLER_H_

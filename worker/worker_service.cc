@@ -215,13 +215,17 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   std::vector<model::ShardModel::SequenceInput> batch;
   batch.reserve(req.seqs_size());
   int64_t new_tokens = 0;
+  // A prompt to score needs every position's logits; the whole step computes them then (the
+  // same on every rank: each gets the same request).
+  bool all_positions = false;
   for (const v1::SeqStep& seq : req.seqs()) {
     batch.push_back(
         {seq.seq_id(), std::span<const int32_t>(seq.token_ids().data(), seq.token_ids().size())});
     new_tokens += seq.token_ids_size();
+    all_positions |= seq.prompt_logprobs();
   }
   const absl::Time start = absl::Now();
-  absl::StatusOr<model::Logits> logits = model_->Step(batch);
+  absl::StatusOr<model::Logits> logits = model_->Step(batch, all_positions);
   if (!logits.ok()) {
     if (IsInputError(logits.status())) return logits.status();
     broken_ = logits.status();
@@ -248,13 +252,27 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
       }
       v1::SeqResult* result = resp.add_results();
       result->set_seq_id(seq.seq_id());
+      // Row j of the sequence predicts the token after its j-th new token.
+      const int64_t first_row = all_positions ? logits->row_begin[i] : i;
+      const int64_t last_row = all_positions ? logits->row_begin[i + 1] - 1 : i;
+      if (seq.prompt_logprobs()) {
+        for (int j = 1; j < seq.token_ids_size(); ++j) {
+          ASSIGN_OR_RETURN(*result->add_prompt(), ScoreToken(logits->row(first_row + j - 1),
+                                                             seq.token_ids(j), seq.top_logprobs()));
+        }
+        if (seq.has_next_prompt_token()) {
+          ASSIGN_OR_RETURN(
+              *result->add_prompt(),
+              ScoreToken(logits->row(last_row), seq.next_prompt_token(), seq.top_logprobs()));
+        }
+      }
       if (seq.prefill_only()) {
         result->set_token_id(-1);
         continue;
       }
-      ASSIGN_OR_RETURN(
-          SampledToken sampled,
-          SampleToken(logits->row(i), sampling, seq.sample_index(), seq.top_logprobs(), seen));
+      ASSIGN_OR_RETURN(SampledToken sampled,
+                       SampleToken(logits->row(last_row), sampling, seq.sample_index(),
+                                   seq.top_logprobs(), seen));
       result->set_token_id(sampled.token_id);
       if (seq.logprobs()) result->set_logprob(sampled.logprob);
       result->mutable_top()->Add(sampled.top.begin(), sampled.top.end());

@@ -7,7 +7,9 @@
 //     text that was valid UTF-8 comes back unchanged;
 //   - a token-id prompt is taken exactly: each id equals its JSON integer, and an integer
 //     outside int32 is InvalidArgument (never wrapped into range);
-//   - "logprobs" given as an integer >= 0 is accepted.
+//   - "logprobs" given as an integer in [0, 20] is accepted and asks for that many
+//     top_logprobs; a larger one is refused;
+//   - an echoed prompt leads the choice's text and its logprobs tokens.
 // Build and run: coordinator/fuzz/README.md.
 #include <cstddef>
 #include <cstdint>
@@ -112,10 +114,13 @@ void CheckParse(std::string_view body, const absl::StatusOr<openai::CompletionRe
   }
   if (parsed.is_object() && parsed.contains("logprobs")) {
     const json& lp = parsed["logprobs"];
-    if (lp.is_number_unsigned() || (lp.is_number_integer() && lp.get<int64_t>() >= 0)) {
-      Check(
-          r.ok() ? r->logprobs : r.status().message().find("'logprobs'") == absl::string_view::npos,
-          "an integer logprobs >= 0 was refused or did not turn logprobs on");
+    if (lp.is_number_unsigned() && lp.get<uint64_t>() <= 20) {
+      Check(r.ok() ? r->logprobs && r->generate.top_logprobs() ==
+                                        static_cast<int32_t>(lp.get<uint64_t>())
+                   : r.status().message().find("'logprobs'") == absl::string_view::npos,
+            "an integer logprobs in [0, 20] was refused or did not ask for its top_logprobs");
+    } else if (lp.is_number_integer()) {
+      Check(!r.ok(), "an integer logprobs outside [0, 20] was accepted");
     }
   }
 }
@@ -136,6 +141,14 @@ std::vector<v1::GenerateResponse> FakeResponses(const openai::CompletionRequest&
     if (request.logprobs) r.set_logprob(-0.25f * static_cast<float>(i));
     out.push_back(std::move(r));
   }
+  if (request.echo) {  // the service's scored prompt: its pieces join into the prompt text
+    for (int k = 0; k < 2; ++k) {
+      v1::PromptToken* t = out.front().add_prompt_tokens();
+      t->set_token_id(k);
+      t->set_text(k == 0 ? "" : std::string(bytes.substr(0, bytes.size() / 2)));
+      if (k > 0) t->set_logprob(-1.5f);
+    }
+  }
   // The finish: on the last token, or on a message of its own (no token), by the input size.
   static constexpr v1::FinishReason kReasons[] = {
       v1::FINISH_REASON_LENGTH, v1::FINISH_REASON_STOP, v1::FINISH_REASON_EOS,
@@ -153,7 +166,13 @@ std::vector<v1::GenerateResponse> FakeResponses(const openai::CompletionRequest&
 void CheckAnswers(const openai::CompletionRequest& request, std::string_view bytes) {
   const std::vector<v1::GenerateResponse> responses = FakeResponses(request, bytes);
   std::string all_text;
-  for (const auto& r : responses) all_text += r.text();
+  size_t tokens = 0;
+  for (const auto& r : responses) {
+    for (const auto& p : r.prompt_tokens()) all_text += request.echo ? p.text() : "";
+    tokens += request.echo ? r.prompt_tokens_size() : 0;
+    all_text += r.text();
+    tokens += r.has_token_id() ? 1 : 0;
+  }
 
   const json whole = MustParse(openai::CompletionJson(request, responses, kId, kCreated, kModel));
   Check(whole["choices"].size() == 1 && whole["choices"][0]["text"].is_string(),
@@ -163,8 +182,7 @@ void CheckAnswers(const openai::CompletionRequest& request, std::string_view byt
           "CompletionJson changed valid UTF-8 text");
   }
   if (request.logprobs) {
-    Check(whole["choices"][0]["logprobs"]["tokens"].size() ==
-              responses.size() - (responses.back().has_token_id() ? 0 : 1),
+    Check(whole["choices"][0]["logprobs"]["tokens"].size() == tokens,
           "CompletionJson has a different number of logprobs tokens");
   }
   (void)openai::CompletionJson(request, {}, kId, kCreated, kModel);

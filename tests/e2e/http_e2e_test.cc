@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -144,7 +145,8 @@ TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   };
   const Case cases[] = {
       {{{"prompt", {2, 5}}, {"temperature", -1}}, 400, "temperature"},
-      {{{"prompt", {2, 5}}, {"max_tokens", 0}}, 400, "max_new_tokens"},
+      {{{"prompt", {2, 5}}, {"max_tokens", -1}}, 400, "max_new_tokens"},
+      {{{"prompt", {2, 5}}, {"max_tokens", 0}}, 400, "max_tokens"},
       {{{"prompt", {2, 5000}}}, 400, "token ids must be in [0, 1000)"},
       {{{"prompt", std::vector<int32_t>(200, 5)}}, 400, "context"},
       {{{"prompt", "text needs a tokenizer"}}, 400, "tokenizer"},
@@ -248,9 +250,59 @@ TEST_F(HttpE2ETest, TopLogprobsAndPenaltiesOverHttp) {
   EXPECT_THAT(bad->body, HasSubstr("presence_penalty"));
 }
 
+// What lm-evaluation-harness sends to score a text (echo, max_tokens 0, logprobs 1): the
+// prompt's tokens with their logprobs (null first), equal to transformers' within 1e-4
+// (tests/golden/tiny-opt/openai_sampling.json); streamed, the same in the first event.
+TEST_F(HttpE2ETest, EchoWithMaxTokensZeroScoresThePrompt) {
+  std::ifstream in(SourcePath(absl::StrCat(kModelDir, "/openai_sampling.json")));
+  ASSERT_TRUE(in) << "missing fixture openai_sampling.json";
+  const json fixture = json::parse(in);
+  const json& run = fixture["top_logprobs_runs"][2];
+  const auto prompt = run["prompt"].get<std::vector<int32_t>>();
+  ASSERT_EQ(prompt.size(), 17u);
+  const json request = {
+      {"prompt", prompt}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 1}, {"temperature", 0}};
+  const httplib::Result res = Post(request);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  const json& logprobs = j["choices"][0]["logprobs"];
+  ASSERT_EQ(logprobs["token_logprobs"].size(), prompt.size()) << logprobs;
+  EXPECT_TRUE(logprobs["token_logprobs"][0].is_null());
+  EXPECT_TRUE(logprobs["top_logprobs"][0].is_null());
+  for (size_t k = 1; k < prompt.size(); ++k) {
+    const double want = run["prompt_scores"][k - 1]["logprob"].get<double>();
+    EXPECT_NEAR(logprobs["token_logprobs"][k].get<double>(), want, 1e-4) << "token " << k;
+    const json& top = logprobs["top_logprobs"][k];
+    EXPECT_GE(top.size(), 1u);
+    EXPECT_LE(top.size(), 2u);  // the likeliest and the prompt's own token
+    EXPECT_TRUE(top.contains(absl::StrCat("token_id:", prompt[k]))) << top;
+  }
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 0);
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 17);
+
+  json streamed = request;
+  streamed["stream"] = true;
+  const httplib::Result sse = Post(streamed);
+  ASSERT_TRUE(sse);
+  ASSERT_EQ(sse->status, 200) << sse->body;
+  const std::vector<std::string> events = Events(sse->body);
+  ASSERT_EQ(events.size(), 2u) << sse->body;  // the scored prompt, then [DONE]
+  EXPECT_EQ(events[1], "[DONE]");
+  EXPECT_EQ(json::parse(events[0])["choices"][0]["logprobs"]["token_logprobs"],
+            logprobs["token_logprobs"]);
+  // Without echo, max_tokens 0 is refused.
+  const httplib::Result bad = Post({{"prompt", prompt}, {"max_tokens", 0}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_THAT(bad->body, HasSubstr("echo"));
+}
+
 // The official OpenAI Python SDK (scripts/openai-venv.sh installs it) against the API: the
 // same greedy tokens as the runtime (with frequency_penalty 0.5, as the reference applies
-// it), non-streamed and streamed, top_logprobs, and its BadRequestError.
+// it), non-streamed and streamed, top_logprobs, a prompt scored with echo, and its
+// BadRequestError.
 TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
   // Where scripts/openai-venv.sh puts it: $LLMINT8_TEST_VENV, else the user's cache directory.
   const char* env = std::getenv("LLMINT8_TEST_VENV");
@@ -290,6 +342,9 @@ TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
   }
   EXPECT_EQ(j["usage"], 16);
   EXPECT_EQ(j["stream_usage"], 12);
+  ASSERT_EQ(j["echo_logprobs"].size(), prompt.size());
+  EXPECT_TRUE(j["echo_logprobs"][0].is_null());
+  for (size_t k = 1; k < prompt.size(); ++k) EXPECT_LT(j["echo_logprobs"][k].get<double>(), 0);
   EXPECT_EQ(j["error"]["status"], 400);
   EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr("temperature"));
 }

@@ -193,6 +193,53 @@ TEST_F(ServiceE2ETest, TopLogprobsEqualTransformers) {
   for (const v1::GenerateResponse& r : plain.responses) EXPECT_EQ(r.top_logprobs_size(), 0);
 }
 
+// The prompt tokens of a prompt_logprobs response against the fixture's transformers scores
+// (the same 1e-4 bound as for top_logprobs).
+void ExpectPromptScores(const v1::GenerateResponse& first, const nlohmann::json& run, int top_n) {
+  const auto prompt = run["prompt"].get<std::vector<int32_t>>();
+  const nlohmann::json& scores = run["prompt_scores"];
+  ASSERT_EQ(first.prompt_tokens_size(), static_cast<int>(prompt.size()));
+  for (int k = 0; k < first.prompt_tokens_size(); ++k) {
+    const v1::PromptToken& t = first.prompt_tokens(k);
+    EXPECT_EQ(t.token_id(), prompt[k]);
+    if (k == 0) {
+      EXPECT_FALSE(t.has_logprob());
+      EXPECT_EQ(t.top_logprobs_size(), 0);
+      continue;
+    }
+    const nlohmann::json& want = scores[k - 1];
+    ASSERT_TRUE(t.has_logprob()) << "prompt token " << k;
+    EXPECT_NEAR(t.logprob(), want["logprob"].get<double>(), 1e-4) << "prompt token " << k;
+    ASSERT_EQ(t.top_logprobs_size(), top_n) << "prompt token " << k;
+    ASSERT_GT(want["gap"].get<double>(), 1e-4);
+    for (int r = 0; r < top_n; ++r) {
+      EXPECT_EQ(t.top_logprobs(r).token_id(), want["ids"][r].get<int32_t>()) << k << "/" << r;
+      EXPECT_NEAR(t.top_logprobs(r).logprob(), want["logprobs"][r].get<double>(), 1e-4);
+    }
+  }
+}
+
+// prompt_logprobs: the first response lists the prompt's tokens with their logprobs given the
+// tokens before them (transformers' full forward in the fixture); the generation is unchanged.
+TEST_F(ServiceE2ETest, PromptLogprobsEqualTransformers) {
+  const nlohmann::json j = LoadOpenAiSamplingFixture();
+  for (const auto& run : j["top_logprobs_runs"]) {
+    const auto prompt = run["prompt"].get<std::vector<int32_t>>();
+    const auto want = run["greedy_tokens"].get<std::vector<int32_t>>();
+    v1::GenerateRequest req = GreedyRequest(prompt, 4);
+    req.set_prompt_logprobs(true);
+    req.set_top_logprobs(j["top_n"].get<int>());
+    Generated got = Generate(*stub_, req);
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_THAT(got.tokens, ElementsAreArray(want.begin(), want.begin() + 4));
+    ASSERT_FALSE(got.responses.empty());
+    ExpectPromptScores(got.responses.front(), run, j["top_n"].get<int>());
+    for (size_t i = 1; i < got.responses.size(); ++i) {
+      EXPECT_EQ(got.responses[i].prompt_tokens_size(), 0);  // the first response only
+    }
+  }
+}
+
 TEST_F(ServiceE2ETest, PythonGrpcioClientGetsTheSameTokens) {
   if (std::system("/usr/bin/python3 -c 'import grpc' 2>/dev/null") != 0) {
     GTEST_SKIP() << "python3-grpcio is not installed (apt-get install python3-grpcio)";
@@ -404,6 +451,53 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
 // Chunked prefill (--prefill_chunk=5): prompts go to the workers 5 tokens a step, next to the
 // decode steps of the other streams. Every stream still equals its solo greedy run, and a
 // solo request takes ceil(prompt / 5) prefill steps plus one per further token.
+// Prompts scored in chunks of 7 (the 17- and 40-token prompts cross 2 and 5 chunk boundaries,
+// where rank 0 scores the next chunk's first token): the same scores as one full forward;
+// max_new_tokens 0 only scores, in one response with no token and frees the sequence.
+TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {"--prefill_chunk=7"};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+  const nlohmann::json j = LoadOpenAiSamplingFixture();
+  const int top_n = j["top_n"].get<int>();
+  for (const auto& run : j["top_logprobs_runs"]) {
+    const auto prompt = run["prompt"].get<std::vector<int32_t>>();
+    for (int new_tokens : {0, 3}) {
+      v1::GenerateRequest req = GreedyRequest(prompt, new_tokens);
+      req.set_prompt_logprobs(true);
+      req.set_top_logprobs(top_n);
+      Generated got = Generate(*stub, req);
+      ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+      ASSERT_FALSE(got.responses.empty());
+      ExpectPromptScores(got.responses.front(), run, top_n);
+      const auto want = run["greedy_tokens"].get<std::vector<int32_t>>();
+      EXPECT_THAT(got.tokens, ElementsAreArray(want.begin(), want.begin() + new_tokens));
+      if (new_tokens == 0) {
+        ASSERT_EQ(got.responses.size(), 1u);
+        const v1::GenerateResponse& only = got.responses.front();
+        EXPECT_FALSE(only.has_token_id());
+        EXPECT_EQ(only.finish_reason(), v1::FINISH_REASON_LENGTH);
+        EXPECT_EQ(only.usage().prompt_tokens(), static_cast<int>(prompt.size()));
+        EXPECT_EQ(only.usage().completion_tokens(), 0);
+      }
+    }
+  }
+  EXPECT_TRUE(cluster.WaitNoActiveSequences()) << "a scored prompt still holds KV cache";
+  // max_new_tokens 0 without prompt_logprobs is still refused; a prompt that fills the
+  // whole context (128) can be scored.
+  const Generated refused = Generate(*stub, GreedyRequest({2, 5}, 0));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::GenerateRequest full = GreedyRequest(std::vector<int32_t>(kContext, 7), 0);
+  full.set_prompt_logprobs(true);
+  const Generated scored = Generate(*stub, full);
+  ASSERT_TRUE(scored.status.ok()) << scored.status.error_message();
+  ASSERT_EQ(scored.responses.size(), 1u);
+  EXPECT_EQ(scored.responses.front().prompt_tokens_size(), kContext);
+}
+
 TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
   constexpr int kChunk = 5;
   ClusterOptions options;

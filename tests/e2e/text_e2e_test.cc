@@ -70,6 +70,40 @@ TEST_F(TextE2ETest, TokenizeMatchesTheTokenizer) {
   EXPECT_EQ(resp.pieces_size(), resp.token_ids_size());
 }
 
+// prompt_logprobs with text: the prompt tokens' pieces join into the prompt, each candidate's
+// text is its token decoded alone, and the scores are those of the generated tokens' path
+// (the first generated token's logprob equals its top-1 candidate's when greedy).
+TEST_F(TextE2ETest, PromptTokensCarryTheirPiecesAndCandidateTexts) {
+  v1::GenerateRequest req = TextRequest("hello world, hello tokens", 2);
+  req.set_prompt_logprobs(true);
+  req.set_logprobs(true);
+  req.set_top_logprobs(3);
+  Generated got = Generate(*stub_, req);
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  ASSERT_FALSE(got.responses.empty());
+  const v1::GenerateResponse& first = got.responses.front();
+  auto ids = tokenizer_->Encode(req.text(), /*add_bos=*/tokenizer_->bos_id().has_value());
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(first.prompt_tokens_size(), static_cast<int>(ids->size()));
+  std::string joined;
+  for (int k = 0; k < first.prompt_tokens_size(); ++k) {
+    const v1::PromptToken& t = first.prompt_tokens(k);
+    EXPECT_EQ(t.token_id(), (*ids)[k]);
+    joined += t.text();
+    EXPECT_EQ(t.has_logprob(), k > 0);
+    EXPECT_EQ(t.top_logprobs_size(), k > 0 ? 3 : 0);
+    for (const v1::TopLogprob& c : t.top_logprobs()) {
+      EXPECT_EQ(c.text(), *tokenizer_->Decode({c.token_id()})) << "candidate " << c.token_id();
+      EXPECT_GE(c.logprob(), t.logprob() - 30.0f);  // finite
+    }
+  }
+  EXPECT_EQ(joined, req.text());
+  ASSERT_EQ(first.top_logprobs_size(), 3);
+  EXPECT_EQ(first.top_logprobs(0).token_id(), first.token_id());
+  EXPECT_EQ(first.top_logprobs(0).logprob(), first.logprob());
+  EXPECT_EQ(first.top_logprobs(0).text(), *tokenizer_->Decode({first.token_id()}));
+}
+
 TEST_F(TextE2ETest, StreamedTextIsTheDecodedTokens) {
   Generated got = Generate(*stub_, TextRequest("hello world", 24));
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();

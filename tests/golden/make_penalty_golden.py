@@ -14,9 +14,10 @@ EOS stop, writes
   <model>/openai_sampling.json: NUM_NEW_TOKENS greedy tokens of HF generate with the OpenAI
       frequency / presence penalties as a LogitsProcessor (logit[j] -= frequency * c[j] +
       presence * (c[j] > 0), c[j] the count of j among the generated ids, as vLLM applies
-      them) for every pair in FREQUENCY_PRESENCE; and, for plain greedy decoding, the TOP_N
+      them) for every pair in FREQUENCY_PRESENCE; for plain greedy decoding, the TOP_N
       most likely ids and their logprobs (log_softmax of the raw logits) at each of
-      TOP_STEPS steps.
+      TOP_STEPS steps; and each prompt token's logprob given the tokens before it, with the
+      TOP_N of its position (prompt scoring: echo / prompt_logprobs).
 Each penalised step's top-1 - top-2 margin of the processed scores is stored too (a forward
 error below it cannot flip the choice), and for top logprobs the gap between the TOP_N-th and
 the next logit (an error below it cannot reorder the list's membership).
@@ -70,18 +71,31 @@ def greedy(model, ids, **kwargs):
     return tokens, margins, out.logits
 
 
+def top_of(row):
+    """A logits row's TOP_N ids (ties to the lowest id), their logprobs and the gap to the next."""
+    row = row.double()
+    logprobs = torch.log_softmax(row, dim=0)
+    order = sorted(range(row.numel()), key=lambda i: (-float(row[i]), i))
+    return {"ids": order[:TOP_N],
+            "logprobs": [round(float(logprobs[i]), 7) for i in order[:TOP_N]],
+            "gap": round(float(row[order[TOP_N - 1]] - row[order[TOP_N]]), 6)}, logprobs
+
+
 def top_logprobs(model, ids):
-    """Plain greedy: per step the TOP_N ids by logit (ties to the lowest id) and logprobs."""
+    """Plain greedy: per step the TOP_N ids by logit and their logprobs."""
     tokens, _, logits = greedy(model, ids)
-    steps = []
-    for j in range(TOP_STEPS):
-        row = logits[j][0].double()
-        logprobs = torch.log_softmax(row, dim=0)
-        order = sorted(range(row.numel()), key=lambda i: (-float(row[i]), i))
-        steps.append({"ids": order[:TOP_N],
-                      "logprobs": [round(float(logprobs[i]), 7) for i in order[:TOP_N]],
-                      "gap": round(float(row[order[TOP_N - 1]] - row[order[TOP_N]]), 6)})
-    return tokens[:TOP_STEPS], steps
+    return tokens[:TOP_STEPS], [top_of(logits[j][0])[0] for j in range(TOP_STEPS)]
+
+
+@torch.no_grad()
+def prompt_scores(model, ids):
+    """Each prompt token after the first: its logprob given those before it, and the TOP_N."""
+    logits = model(torch.tensor([ids])).logits[0]
+    scores = []
+    for k in range(1, len(ids)):
+        top, logprobs = top_of(logits[k - 1])
+        scores.append(dict(logprob=round(float(logprobs[ids[k]]), 7), **top))
+    return scores
 
 
 def main():
@@ -117,14 +131,17 @@ def main():
         top_runs = []
         for prompt in prompts:
             tokens, steps = top_logprobs(model, prompt)
-            top_runs.append({"prompt": prompt, "greedy_tokens": tokens, "top": steps})
+            top_runs.append({"prompt": prompt, "greedy_tokens": tokens, "top": steps,
+                             "prompt_scores": prompt_scores(model, prompt)})
         out = {"model": name, "generated_by": "tests/golden/make_penalty_golden.py",
                "versions": versions, "num_new_tokens": NUM_NEW_TOKENS, "top_n": TOP_N,
                "notes": "fp32, no EOS stop. penalty_runs: greedy with logit[j] -= frequency * "
                         "c[j] + presence * (c[j] > 0) over the generated ids; margins: top1 - "
                         "top2 of the processed scores. top_logprobs_runs: plain greedy; per "
                         "step the top_n ids by raw logit (ties to the lowest id), their "
-                        "log_softmax, and the gap from the top_n-th to the next logit",
+                        "log_softmax, and the gap from the top_n-th to the next logit; "
+                        "prompt_scores: for prompt tokens 1.. the logprob given those before "
+                        "(one full forward) and the same top_n summary of that position",
                "penalty_runs": penalty_runs, "top_logprobs_runs": top_runs}
         with open(os.path.join(d, "openai_sampling.json"), "w") as f:
             json.dump(out, f, indent=1)
