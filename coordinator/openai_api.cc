@@ -14,7 +14,8 @@
 namespace llmint8::coordinator::openai {
 namespace {
 
-using json = nlohmann::json;
+// Insertion-ordered: top_logprobs entries list the likeliest first, as OpenAI and vLLM do.
+using json = nlohmann::ordered_json;
 
 absl::Status FieldError(std::string_view field, std::string_view want) {
   return absl::InvalidArgumentError(
@@ -243,20 +244,26 @@ std::string CandidateKey(const std::string& text, int32_t token_id) {
   return text.empty() ? absl::StrCat("token_id:", token_id) : text;
 }
 
-// One position's top_logprobs entry: {key: logprob} of the candidates and of the sampled
-// token (OpenAI lists it too), keyed by the sampled token's streamed text when it is not
-// among the candidates. Candidates whose keys coincide keep the likelier one.
+// A logprob as JSON can hold it: -inf (a masked id) becomes -9999, as vLLM reports it
+// (JSON has no infinity; null would break clients that expect numbers).
+double Finite(float logprob) { return std::max(static_cast<double>(logprob), -9999.0); }
+
+// One position's top_logprobs entry: {key: logprob} of the candidates, most likely first,
+// then the sampled token (OpenAI lists it too) when it is not among them, under `label`.
+// Candidates whose keys coincide keep the likelier one.
 json Candidates(const google::protobuf::RepeatedPtrField<v1::TopLogprob>& top, int32_t token_id,
-                const std::string& text, std::optional<float> logprob) {
+                const std::string& label, std::optional<float> logprob) {
   json out = json::object();
   bool sampled_listed = false;
   for (const v1::TopLogprob& c : top) {
     const std::string key = CandidateKey(c.text(), c.token_id());
-    if (!out.contains(key)) out[key] = c.logprob();
+    if (!out.contains(key)) out[key] = Finite(c.logprob());
     sampled_listed |= c.token_id() == token_id;
   }
-  const std::string sampled = CandidateKey(text, token_id);
-  if (!sampled_listed && logprob.has_value() && !out.contains(sampled)) out[sampled] = *logprob;
+  const std::string sampled = CandidateKey(label, token_id);
+  if (!sampled_listed && logprob.has_value() && !out.contains(sampled)) {
+    out[sampled] = Finite(*logprob);
+  }
   return out;
 }
 
@@ -274,15 +281,17 @@ json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   // One token of the choice: the echoed prompt's, then the generated ones. The first prompt
   // token has no logprob (null, as OpenAI).
+  // A token is listed by its text decoded alone (as its candidates are), else by its piece.
   auto add = [&](const auto& token, const auto& candidates, const std::string& piece) {
     if (!request.logprobs) return;  // built only when asked for
     offsets.push_back(text.size());
-    tokens.push_back(piece);
+    const std::string& label = token.token_text().empty() ? piece : token.token_text();
+    tokens.push_back(label);
     const std::optional<float> logprob = Logprob(token);
-    token_logprobs.push_back(logprob.has_value() ? json(*logprob) : json(nullptr));
+    token_logprobs.push_back(logprob.has_value() ? json(Finite(*logprob)) : json(nullptr));
     if (top) {
       top_logprobs.push_back(logprob.has_value()
-                                 ? Candidates(candidates, token.token_id(), piece, logprob)
+                                 ? Candidates(candidates, token.token_id(), label, logprob)
                                  : json(nullptr));
     }
   };

@@ -1,6 +1,7 @@
 #include "coordinator/openai_api.h"
 
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -196,6 +197,31 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
   EXPECT_EQ(top[0], json({{" Hel", -0.5}, {" He", -1.5}}));
   EXPECT_EQ(top[1], json({{"\xef\xbf\xbd", -0.75}, {"x", -0.875}, {"token_id:11", -1.0}}));
   EXPECT_EQ(top[2], json({{"lo!", -0.25}}));
+  // The entries list the likeliest first (not sorted by key), as OpenAI does.
+  const nlohmann::ordered_json ordered =
+      nlohmann::ordered_json::parse(CompletionJson(request, responses, "cmpl-3", 0, kModel));
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : ordered["choices"][0]["logprobs"]["top_logprobs"][1].items()) {
+    keys.push_back(key);
+  }
+  EXPECT_THAT(keys, ElementsAre("\xef\xbf\xbd", "x", "token_id:11"));
+  // With token_text (the token decoded alone), tokens[i] and the sampled token's key are it,
+  // so top_logprobs[i][tokens[i]] is the token's logprob; the text stays the streamed one.
+  std::vector<v1::GenerateResponse> labelled = responses;
+  labelled[1].set_token_text("\xef\xbf\xbd!");
+  labelled[2].set_token_text("lo!");
+  const json l = json::parse(CompletionJson(request, labelled, "cmpl-5", 0, kModel));
+  EXPECT_EQ(l["choices"][0]["text"], " Hello!");
+  EXPECT_EQ(l["choices"][0]["logprobs"]["tokens"], json({" Hel", "\xef\xbf\xbd!", "lo!"}));
+  EXPECT_EQ(l["choices"][0]["logprobs"]["top_logprobs"][1]["\xef\xbf\xbd!"], -1.0);
+  // -inf (a masked id) is -9999 as vLLM reports it: JSON has no infinity.
+  std::vector<v1::GenerateResponse> masked(1);
+  masked[0].set_token_id(3);
+  masked[0].set_logprob(-std::numeric_limits<float>::infinity());
+  candidate(masked[0], 3, "a", -std::numeric_limits<float>::infinity());
+  const json m = json::parse(CompletionJson(request, masked, "cmpl-6", 0, kModel));
+  EXPECT_EQ(m["choices"][0]["logprobs"]["token_logprobs"], json({-9999.0}));
+  EXPECT_EQ(m["choices"][0]["logprobs"]["top_logprobs"][0]["a"], -9999.0);
   // Without text (no tokenizer), keys name the ids.
   std::vector<v1::GenerateResponse> bare(1);
   bare[0].set_token_id(7);

@@ -15,14 +15,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/sampling_limits.h"
 #include "coordinator/sequence.h"
 #include "llmint8/v1/generation.pb.h"
 
 namespace llmint8::coordinator {
-
-// The API's ranges (generation.proto; the workers' sampler, kernels/sampling.h, has the same).
-inline constexpr float kMaxPenalty = 2.0f;
-inline constexpr int32_t kMaxTopLogprobs = 20;
 
 struct ModelLimits {
   int64_t vocab_size = 0;

@@ -47,6 +47,9 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   v1::GenerateResponse response;
   response.set_token_id(token_id);
   if (params_.logprobs) response.set_logprob(sampled.logprob());
+  if (text_ && (params_.logprobs || params_.top_logprobs > 0)) {
+    response.set_token_text(text_->TokenText(token_id));
+  }
   AddCandidates(sampled.top(), response.mutable_top_logprobs());
   if (generated_.size() == 1) AttachPromptTokens(response);
 
@@ -104,6 +107,7 @@ void Sequence::AttachPromptTokens(v1::GenerateResponse& response) {
     v1::PromptToken* t = response.add_prompt_tokens();
     t->set_token_id(prompt_[k]);
     if (k < pieces.size()) t->set_text(pieces[k]);
+    if (text_) t->set_token_text(text_->TokenText(prompt_[k]));
     // Scores arrive for tokens 1, 2, ... (token 0 has no context); all of them, unless a
     // worker sent fewer, which leaves the rest unscored rather than misattributed.
     if (k >= 1 && k - 1 < prompt_scores_.size()) {

@@ -29,11 +29,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/sampling_limits.h"
 
 namespace llmint8::kernels {
-
-inline constexpr int32_t kMaxTopLogprobs = 20;
-inline constexpr float kMaxPenalty = 2.0f;  // the OpenAI API's range of frequency / presence
 
 struct SamplingParams {
   float temperature = 1.0f;         // >= 0 and finite; 0 means greedy

@@ -25,9 +25,9 @@
 
 namespace {
 
+using llmint8::kMaxPenalty;
+using llmint8::kMaxTopLogprobs;
 using llmint8::coordinator::GenerationParams;
-using llmint8::coordinator::kMaxPenalty;
-using llmint8::coordinator::kMaxTopLogprobs;
 using llmint8::coordinator::ModelLimits;
 using llmint8::coordinator::Tokenizer;
 using llmint8::coordinator::TokenizerOptions;

@@ -90,6 +90,7 @@ TEST_F(TextE2ETest, PromptTokensCarryTheirPiecesAndCandidateTexts) {
     const v1::PromptToken& t = first.prompt_tokens(k);
     EXPECT_EQ(t.token_id(), (*ids)[k]);
     joined += t.text();
+    EXPECT_EQ(t.token_text(), *tokenizer_->Decode({t.token_id()}));
     EXPECT_EQ(t.has_logprob(), k > 0);
     EXPECT_EQ(t.top_logprobs_size(), k > 0 ? 3 : 0);
     for (const v1::TopLogprob& c : t.top_logprobs()) {
@@ -102,6 +103,7 @@ TEST_F(TextE2ETest, PromptTokensCarryTheirPiecesAndCandidateTexts) {
   EXPECT_EQ(first.top_logprobs(0).token_id(), first.token_id());
   EXPECT_EQ(first.top_logprobs(0).logprob(), first.logprob());
   EXPECT_EQ(first.top_logprobs(0).text(), *tokenizer_->Decode({first.token_id()}));
+  EXPECT_EQ(first.token_text(), first.top_logprobs(0).text());
 }
 
 TEST_F(TextE2ETest, StreamedTextIsTheDecodedTokens) {

@@ -1,0 +1,18 @@
+// The ranges of the sampling options: what the Generate API accepts (proto/llmint8/v1/
+// generation.proto, checked by the coordinator) and what the workers' sampler enforces
+// (kernels/sampling.h), one definition for both.
+#ifndef LLMINT8_COMMON_SAMPLING_LIMITS_H_
+#define LLMINT8_COMMON_SAMPLING_LIMITS_H_
+
+#include <cstdint>
+
+namespace llmint8 {
+
+// The most top_logprobs candidates per position (vLLM's default max_logprobs).
+inline constexpr int32_t kMaxTopLogprobs = 20;
+// frequency_penalty and presence_penalty lie in [-kMaxPenalty, kMaxPenalty] (the OpenAI API's).
+inline constexpr float kMaxPenalty = 2.0f;
+
+}  // namespace llmint8
+
+#endif  // LLMINT8_COMMON_SAMPLING_LIMITS_H_
