@@ -16,7 +16,8 @@
 //                 model (must be the served model's id when given);
 //                 echo (the prompt's text, and with logprobs its tokens with their logprobs
 //                 given the tokens before them, null for the first, lead the choice; with
-//                 max_tokens 0 the prompt is only scored, as lm-evaluation-harness asks);
+//                 max_tokens 0 the prompt is only scored; lm-evaluation-harness scores
+//                 with echo, logprobs 1 and max_tokens 1);
 //   n, best_of (1), logit_bias ({}), suffix (empty) are accepted only at those values; user
 //                 is ignored;
 //   extensions as vLLM names them: top_k (0 or -1: off), repetition_penalty, ignore_eos,

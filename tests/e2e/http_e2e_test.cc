@@ -2,6 +2,7 @@
 // coordinator + 2 Gloo workers serving tests/golden/tiny-opt in fp32, called over real HTTP.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -250,9 +251,11 @@ TEST_F(HttpE2ETest, TopLogprobsAndPenaltiesOverHttp) {
   EXPECT_THAT(bad->body, HasSubstr("presence_penalty"));
 }
 
-// What lm-evaluation-harness sends to score a text (echo, max_tokens 0, logprobs 1): the
-// prompt's tokens with their logprobs (null first), equal to transformers' within 1e-4
-// (tests/golden/tiny-opt/openai_sampling.json); streamed, the same in the first event.
+// Scoring a text (echo, max_tokens 0, logprobs 1): the prompt's tokens with their logprobs
+// (null first), equal to transformers' within 1e-4 (tests/golden/tiny-opt/
+// openai_sampling.json); streamed, the same in the first event. Then the exact body
+// lm-evaluation-harness's local-completions model sends for a loglikelihood request, read
+// the way it reads the answer.
 TEST_F(HttpE2ETest, EchoWithMaxTokensZeroScoresThePrompt) {
   std::ifstream in(SourcePath(absl::StrCat(kModelDir, "/openai_sampling.json")));
   ASSERT_TRUE(in) << "missing fixture openai_sampling.json";
@@ -292,6 +295,36 @@ TEST_F(HttpE2ETest, EchoWithMaxTokensZeroScoresThePrompt) {
   EXPECT_EQ(events[1], "[DONE]");
   EXPECT_EQ(json::parse(events[0])["choices"][0]["logprobs"]["token_logprobs"],
             logprobs["token_logprobs"]);
+  // lm_eval/models/openai_completions.py (LocalCompletionsAPI): one tokenized prompt in a
+  // list; it sums token_logprobs[ctxlen:-1] and calls the continuation greedy when each
+  // token's logprob is the max of its top_logprobs entry.
+  const httplib::Result lm_eval = Post({{"model", "tiny-opt"},
+                                        {"prompt", {prompt}},
+                                        {"temperature", 0},
+                                        {"max_tokens", 1},
+                                        {"logprobs", 1},
+                                        {"seed", 1234},
+                                        {"echo", true}});
+  ASSERT_TRUE(lm_eval);
+  ASSERT_EQ(lm_eval->status, 200) << lm_eval->body;
+  const json answer = json::parse(lm_eval->body)["choices"][0]["logprobs"];
+  ASSERT_EQ(answer["token_logprobs"].size(), prompt.size() + 1);
+  const size_t ctxlen = 10;  // the continuation: prompt tokens 10..16
+  double sum = 0;
+  bool greedy = true;
+  for (size_t k = ctxlen; k + 1 < answer["token_logprobs"].size(); ++k) {
+    const double lp = answer["token_logprobs"][k].get<double>();
+    EXPECT_NEAR(lp, run["prompt_scores"][k - 1]["logprob"].get<double>(), 1e-4);
+    sum += lp;
+    double best = -1e300;
+    for (const auto& [key, value] : answer["top_logprobs"][k].items()) {
+      best = std::max(best, value.get<double>());
+    }
+    greedy &= lp == best;
+    EXPECT_EQ(lp == best, prompt[k] == run["prompt_scores"][k - 1]["ids"][0].get<int32_t>());
+  }
+  EXPECT_LT(sum, 0.0);
+  EXPECT_FALSE(greedy);  // a random model does not predict its prompt
   // Without echo, max_tokens 0 is refused.
   const httplib::Result bad = Post({{"prompt", prompt}, {"max_tokens", 0}});
   ASSERT_TRUE(bad);
