@@ -238,8 +238,8 @@ json Usage(const v1::Usage& u) {
           {"total_tokens", u.prompt_tokens() + u.completion_tokens()}};
 }
 
-// A top_logprobs key: the token's text, or "token_id:<id>" (vLLM's form) where it has none
-// (a model served without a tokenizer; a sampled token whose text is held back).
+// A token's label in tokens[] and top_logprobs: its text, or "token_id:<id>" (vLLM's form)
+// where it has none (a model served without a tokenizer).
 std::string CandidateKey(const std::string& text, int32_t token_id) {
   return text.empty() ? absl::StrCat("token_id:", token_id) : text;
 }
@@ -285,7 +285,8 @@ json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
   auto add = [&](const auto& token, const auto& candidates, const std::string& piece) {
     if (!request.logprobs) return;  // built only when asked for
     offsets.push_back(text.size());
-    const std::string& label = token.token_text().empty() ? piece : token.token_text();
+    const std::string label =
+        CandidateKey(token.token_text().empty() ? piece : token.token_text(), token.token_id());
     tokens.push_back(label);
     const std::optional<float> logprob = Logprob(token);
     token_logprobs.push_back(logprob.has_value() ? json(Finite(*logprob)) : json(nullptr));

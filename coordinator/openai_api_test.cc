@@ -163,7 +163,8 @@ TEST(OpenAiApiTest, CompletionJsonJoinsTheStream) {
   EXPECT_EQ(c["text"], " Hello!");
   EXPECT_EQ(c["finish_reason"], "stop");  // eos, as OpenAI reports it
   EXPECT_EQ(c["token_ids"], json({10, 11, 12}));
-  EXPECT_EQ(c["logprobs"]["tokens"], json({" Hel", "", "lo!"}));
+  // A token without text (here held back, and no token_text) is labelled by its id.
+  EXPECT_EQ(c["logprobs"]["tokens"], json({" Hel", "token_id:11", "lo!"}));
   EXPECT_EQ(c["logprobs"]["token_logprobs"], json({-0.5, -1.0, -0.25}));
   EXPECT_EQ(c["logprobs"]["text_offset"], json({0, 4, 4}));
   EXPECT_EQ(j["usage"],
@@ -274,7 +275,7 @@ TEST(OpenAiApiTest, EchoLeadsWithThePromptsTokens) {
   const json j = json::parse(CompletionJson(scoring, {only}, "c", 0, kModel));
   const json& c = j["choices"][0];
   EXPECT_EQ(c["text"], "Hi there");
-  EXPECT_EQ(c["logprobs"]["tokens"], json({"", "Hi", " there"}));
+  EXPECT_EQ(c["logprobs"]["tokens"], json({"token_id:2", "Hi", " there"}));
   EXPECT_EQ(c["logprobs"]["token_logprobs"], json({nullptr, -3.5, -1.25}));
   EXPECT_EQ(c["logprobs"]["text_offset"], json({0, 0, 2}));
   EXPECT_EQ(

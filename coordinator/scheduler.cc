@@ -198,6 +198,13 @@ void Scheduler::AdmitLocked() {
   PublishLocked();
 }
 
+size_t Scheduler::NextScoredPrefill() const {
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (!running_[i]->prefilled() && running_[i]->params().prompt_logprobs) return i;
+  }
+  return running_.size();
+}
+
 void Scheduler::Loop() {
   while (true) {
     {
@@ -232,9 +239,16 @@ void Scheduler::Loop() {
     // running_[in_step[j]] is request.seqs(j).
     std::vector<size_t> in_step;
     int64_t prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
+    // A prompt being scored needs every position's logits, which the workers compute for the
+    // whole step and keep room for max_batch rows of. So its chunks, of at most max_batch
+    // tokens, go in steps of their own, every other step: they can neither fail the other
+    // sequences' steps for memory nor make them compute logits they do not need.
+    const size_t scored = NextScoredPrefill();
+    const bool scoring_step = scored < running_.size() && (score_turn_ = !score_turn_);
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
       const bool prefilled = seq->prefilled();
+      if (scoring_step ? i != scored : !prefilled && seq->params().prompt_logprobs) continue;
       if (!prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) continue;
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
@@ -242,8 +256,9 @@ void Scheduler::Loop() {
         step->add_token_ids(seq->last_token());
       } else {
         const std::span<const int32_t> piece = seq->TakePrompt(
-            options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
-                                       : seq->prompt_remaining());
+            scoring_step                 ? std::max<int64_t>(options_.max_batch, 1)
+            : options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
+                                         : seq->prompt_remaining());
         prefill_budget -= static_cast<int64_t>(piece.size());
         step->mutable_token_ids()->Add(piece.begin(), piece.end());
         // A prompt-only request samples nothing, even after its last chunk.

@@ -12,7 +12,9 @@
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
 // prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens as the
-// step's only prompt) and admission also waits for room in the step's prefill budget. When the
+// step's only prompt) and admission also waits for room in the step's prefill budget. A prompt
+// to score (prompt_logprobs) is prefilled alone, in chunks of at most max_batch tokens, every
+// other step (the workers keep logits room for max_batch rows). When the
 // group breaks, running sequences fail with UNAVAILABLE and queued ones wait for the group to
 // re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
 // FAILED_PRECONDITION.
@@ -87,6 +89,9 @@ class Scheduler {
   // Takes the running sequences flagged in `leaving` out of the batch: released on the
   // workers at the next ReleaseFinished, their KV reservation returned.
   void Retire(const std::vector<bool>& leaving);
+  // The first running sequence whose prompt is being scored and not yet prefilled
+  // (running_.size() when none).
+  size_t NextScoredPrefill() const;
   // Mirrors the batch's size and KV figures for the counters.
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -108,6 +113,7 @@ class Scheduler {
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
   int64_t running_epoch_ = 0;
+  bool score_turn_ = false;  // steps alternate between a scored prompt's chunk and the rest
   std::vector<uint64_t> to_release_;
   std::thread thread_;
 };

@@ -102,6 +102,49 @@ TEST_P(ShardModelTest, BatchOfDifferentLengthsEqualsEachAlone) {
   }
 }
 
+// all_positions over a mixed batch (what a worker runs when one sequence scores its prompt):
+// a decode token, a later prompt chunk and a whole prompt get one row per new token, in
+// batch order (row_begin), each row equal to the same sequence's row run alone.
+TEST_P(ShardModelTest, AllPositionsOfAMixedBatchEqualEachAlone) {
+  const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
+  SyntheticOptions so;
+  so.outlier_dims = {5, 40};
+  so.outlier_gain = 20.0f;
+  auto src = Source(c, so);
+  ShardOptions o;
+  o.precision = GetParam();
+  const std::vector<int32_t> a = RandomTokens(6, 300, 7), b = RandomTokens(11, 300, 8),
+                             cc = RandomTokens(5, 300, 9);
+  // Histories: a holds 5 tokens and decodes its 6th; b holds 4 and appends 7; c is new.
+  auto mixed = LoadModel(c, *src, o);
+  const std::vector<ShardModel::SequenceInput> history = {
+      {1, std::span<const int32_t>(a.data(), 5)}, {2, std::span<const int32_t>(b.data(), 4)}};
+  ASSERT_TRUE(mixed->Step(history).ok());
+  const std::vector<ShardModel::SequenceInput> batch = {
+      {1, std::span<const int32_t>(a.data() + 5, 1)},
+      {2, std::span<const int32_t>(b.data() + 4, 7)},
+      {3, cc}};
+  auto all = mixed->Step(batch, /*all_positions=*/true);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->rows, 1 + 7 + 5);
+  EXPECT_EQ(all->row_begin, (std::vector<int64_t>{0, 1, 8, 13}));
+  const double tol = GetParam() == Precision::kInt8 ? 2e-2 : kF32Tol;
+  const std::vector<std::pair<const std::vector<int32_t>*, int>> alone = {
+      {&a, 5}, {&b, 4}, {&cc, 0}};
+  for (size_t i = 0; i < alone.size(); ++i) {
+    const auto& [tokens, held] = alone[i];
+    auto solo = LoadModel(c, *src, o);
+    ShardModel::SequenceInput whole{9, *tokens};
+    auto want = solo->Step({&whole, 1}, /*all_positions=*/true);
+    ASSERT_TRUE(want.ok()) << want.status();
+    for (int64_t r = all->row_begin[i]; r < all->row_begin[i + 1]; ++r) {
+      const int64_t position = held + (r - all->row_begin[i]);
+      EXPECT_LE(MaxAbsDiff(all->row(r), want->row(position)), tol)
+          << "sequence " << i << " position " << position;
+    }
+  }
+}
+
 // Chunked prefill (the scheduler's --prefill_chunk): a prompt appended in pieces, each step
 // next to another sequence's decode token, ends with the logits of the whole prompt at once.
 TEST_P(ShardModelTest, ChunkedPrefillEqualsWholePrefill) {

@@ -1,6 +1,7 @@
 #include "worker/token_sampler.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -44,13 +45,16 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
   return out;
 }
 
-absl::StatusOr<v1::PromptScore> ScoreToken(std::span<const float> logits, int32_t token_id,
-                                           int32_t top_logprobs) {
-  ASSIGN_OR_RETURN(kernels::SampledToken scored,
-                   kernels::ScoreToken(logits, token_id, top_logprobs));
+v1::PromptScore ScoreToken(std::span<const float> logits, int32_t token_id, int32_t top_logprobs) {
   v1::PromptScore out;
-  out.set_logprob(scored.logprob.value_or(0.0f));
-  for (const kernels::TokenLogprob& t : scored.top) {
+  absl::StatusOr<kernels::SampledToken> scored =
+      kernels::ScoreToken(logits, token_id, top_logprobs);
+  if (!scored.ok()) {  // a row with NaN or +inf: this token's score is unknown
+    out.set_logprob(std::numeric_limits<float>::quiet_NaN());
+    return out;
+  }
+  out.set_logprob(scored->logprob.value_or(0.0f));
+  for (const kernels::TokenLogprob& t : scored->top) {
     v1::TokenCandidate* c = out.add_top();
     c->set_token_id(t.token);
     c->set_logprob(t.logprob);

@@ -28,10 +28,10 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          std::span<const int32_t> seen = {});
 
 // The score of a given token (a prompt's next token) in its logits row: its logprob under the
-// model's distribution and the `top_logprobs` likeliest candidates. InvalidArgument for a bad
-// row or a token outside the vocabulary.
-absl::StatusOr<v1::PromptScore> ScoreToken(std::span<const float> logits, int32_t token_id,
-                                           int32_t top_logprobs);
+// model's distribution and the `top_logprobs` likeliest candidates. Never an error: it runs on
+// rank 0 alone after the step's collectives, where an error would break the group. A row it
+// cannot score (NaN or +inf, a token outside it) gives a NaN logprob and no candidates.
+v1::PromptScore ScoreToken(std::span<const float> logits, int32_t token_id, int32_t top_logprobs);
 
 }  // namespace llmint8::worker
 

@@ -2,6 +2,7 @@
 // them, the frequency and presence penalties over the last sample_index (the generated ones).
 #include "worker/token_sampler.h"
 
+#include <cmath>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -44,18 +45,20 @@ TEST(TokenSamplerTest, FrequencyPenaltyCountsOnlyTheGeneratedTokens) {
   EXPECT_LT(present->logprob, present->top[0].logprob());
 }
 
-TEST(TokenSamplerTest, BadInputIsInvalidArgument) {
+TEST(TokenSamplerTest, BadInputIsInvalidArgumentAndUnscorableRowsAreNaN) {
   const std::vector<float> logits = {1.0f, 2.0f};
   EXPECT_EQ(SampleToken(logits, Greedy(), -1).status().code(), absl::StatusCode::kInvalidArgument);
   v1::SamplingParams p = Greedy();
   p.set_presence_penalty(3.0f);
   EXPECT_EQ(SampleToken(logits, p, 1, 0, std::vector<int32_t>{1}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ScoreToken(logits, 2, 0).status().code(), absl::StatusCode::kInvalidArgument);
-  auto scored = ScoreToken(logits, 0, 1);
-  ASSERT_TRUE(scored.ok());
-  EXPECT_LT(scored->logprob(), scored->top(0).logprob());
-  EXPECT_EQ(scored->top(0).token_id(), 1);
+  // Scoring never fails (it runs on rank 0 alone): what it cannot score is NaN.
+  EXPECT_TRUE(std::isnan(ScoreToken(logits, 2, 1).logprob()));
+  EXPECT_TRUE(std::isnan(ScoreToken(std::vector<float>{1.0f, NAN}, 0, 1).logprob()));
+  EXPECT_EQ(ScoreToken(logits, 2, 1).top_size(), 0);
+  const v1::PromptScore scored = ScoreToken(logits, 0, 1);
+  EXPECT_LT(scored.logprob(), scored.top(0).logprob());
+  EXPECT_EQ(scored.top(0).token_id(), 1);
 }
 
 }  // namespace

@@ -256,14 +256,14 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
       const int64_t first_row = all_positions ? logits->row_begin[i] : i;
       const int64_t last_row = all_positions ? logits->row_begin[i + 1] - 1 : i;
       if (seq.prompt_logprobs()) {
+        // Scores never fail the step: rank 0 alone computes them, after the collectives.
         for (int j = 1; j < seq.token_ids_size(); ++j) {
-          ASSIGN_OR_RETURN(*result->add_prompt(), ScoreToken(logits->row(first_row + j - 1),
-                                                             seq.token_ids(j), seq.top_logprobs()));
+          *result->add_prompt() =
+              ScoreToken(logits->row(first_row + j - 1), seq.token_ids(j), seq.top_logprobs());
         }
         if (seq.has_next_prompt_token()) {
-          ASSIGN_OR_RETURN(
-              *result->add_prompt(),
-              ScoreToken(logits->row(last_row), seq.next_prompt_token(), seq.top_logprobs()));
+          *result->add_prompt() =
+              ScoreToken(logits->row(last_row), seq.next_prompt_token(), seq.top_logprobs());
         }
       }
       if (seq.prefill_only()) {

@@ -451,16 +451,36 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
 // Chunked prefill (--prefill_chunk=5): prompts go to the workers 5 tokens a step, next to the
 // decode steps of the other streams. Every stream still equals its solo greedy run, and a
 // solo request takes ceil(prompt / 5) prefill steps plus one per further token.
-// Prompts scored in chunks of 7 (the 17- and 40-token prompts cross 2 and 5 chunk boundaries,
-// where rank 0 scores the next chunk's first token): the same scores as one full forward;
-// max_new_tokens 0 only scores, in one response with no token and frees the sequence.
+// Prompts scored in chunks (of max_batch 7: the 17- and 40-token prompts cross 2 and 5 chunk
+// boundaries, where rank 0 scores the next chunk's first token) while two greedy streams
+// decode: the same scores as one full forward, and the streams' own tokens; max_new_tokens 0
+// only scores, in one response with no token, and frees the sequence.
 TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   ClusterOptions options;
   options.model = SourcePath(kModelDir);
-  options.extra_coordinator_flags = {"--prefill_chunk=7"};
+  options.extra_coordinator_flags = {"--prefill_chunk=7", "--max_batch=7"};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
+  // Greedy streams decoding all along: scored prompts go in steps of their own, which must
+  // not change these streams' tokens (nor theirs).
+  auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  std::vector<std::vector<int32_t>> stream_prompts = {{2, 11, 12}, {2, 300, 301, 302, 303}};
+  std::vector<std::vector<int32_t>> stream_want;
+  for (const auto& p : stream_prompts) {
+    auto greedy = (*ref)->Greedy(p, 60);
+    ASSERT_TRUE(greedy.ok()) << greedy.status();
+    stream_want.push_back(*greedy);
+  }
+  std::vector<Generated> streams(stream_prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < stream_prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto own = cluster.NewStub();
+      streams[i] = Generate(*own, GreedyRequest(stream_prompts[i], 60));
+    });
+  }
   const nlohmann::json j = LoadOpenAiSamplingFixture();
   const int top_n = j["top_n"].get<int>();
   for (const auto& run : j["top_logprobs_runs"]) {
@@ -484,6 +504,11 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
         EXPECT_EQ(only.usage().completion_tokens(), 0);
       }
     }
+  }
+  for (std::thread& t : threads) t.join();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    ASSERT_TRUE(streams[i].status.ok()) << streams[i].status.error_message();
+    EXPECT_THAT(streams[i].tokens, ElementsAreArray(stream_want[i])) << "stream " << i;
   }
   EXPECT_TRUE(cluster.WaitNoActiveSequences()) << "a scored prompt still holds KV cache";
   // max_new_tokens 0 without prompt_logprobs is still refused; a prompt that fills the
