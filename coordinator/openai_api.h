@@ -15,7 +15,8 @@
 //                 frequency_penalty, presence_penalty ([-2, 2], over the generated tokens);
 //                 model (must be the served model's id when given);
 //                 echo (the prompt's text, and with logprobs its tokens with their logprobs
-//                 given the tokens before them, null for the first, lead the choice; with
+//                 given the tokens before them, null for the first, lead the choice; the
+//                 service scores the prompt for it, logprobs or not, in steps of its own; with
 //                 max_tokens 0 the prompt is only scored; lm-evaluation-harness scores
 //                 with echo, logprobs 1 and max_tokens 1);
 //   n, best_of (1), logit_bias ({}), suffix (empty) are accepted only at those values; user
