@@ -1,6 +1,6 @@
 // A seeded chaos run against real processes: 12 clients send 240 requests at once through gRPC
-// and the OpenAI HTTP API (complete streams, sampled or greedy with stops, logprobs and
-// penalties; cancels after a few tokens; expiring deadlines; invalid requests; HTTP streams the
+// and the OpenAI HTTP API (complete streams, sampled or greedy with stops, logprobs, top
+// logprobs and penalties, prompts scored with or without generation; cancels after a few tokens; expiring deadlines; invalid requests; HTTP streams the
 // client leaves; malformed HTTP bodies), on int8 with outlier decomposition, chunked prefill, a
 // small batch and a short queue. Each request must end with a code its action allows, a
 // greedy probe sent among them must always give the solo tokens, and afterwards nothing is
@@ -74,6 +74,15 @@ class Chaos {
       r.add_stop(std::string(1, static_cast<char>(Uniform(rng, 97, 122))));
     if (Uniform(rng, 0, 2) == 0) r.set_logprobs(true);
     if (Uniform(rng, 0, 3) == 0) r.set_repetition_penalty(Uniform(rng, 8, 13) / 10.0f);
+    if (Uniform(rng, 0, 3) == 0) {
+      r.set_frequency_penalty(Uniform(rng, -20, 20) / 10.0f);
+      r.set_presence_penalty(Uniform(rng, -20, 20) / 10.0f);
+    }
+    if (Uniform(rng, 0, 3) == 0) r.set_top_logprobs(Uniform(rng, 1, 20));
+    if (Uniform(rng, 0, 5) == 0) {  // score the prompt (in steps of its own), maybe only that
+      r.set_prompt_logprobs(true);
+      if (Uniform(rng, 0, 1) == 0) r.set_max_new_tokens(0);
+    }
     return r;
   }
 
