@@ -243,8 +243,16 @@ void Scheduler::Loop() {
     // whole step and keep room for max_batch rows of. So its chunks, of at most max_batch
     // tokens, go in steps of their own, every other step: they can neither fail the other
     // sequences' steps for memory nor make them compute logits they do not need.
+    // When nothing else could go, the scored prompt takes every step.
     const size_t scored = NextScoredPrefill();
-    const bool scoring_step = scored < running_.size() && (score_turn_ = !score_turn_);
+    bool scoring_step = false;
+    if (scored < running_.size()) {
+      score_turn_ = !score_turn_;
+      const bool others = std::any_of(running_.begin(), running_.end(), [](const auto& s) {
+        return s->prefilled() || !s->params().prompt_logprobs;
+      });
+      scoring_step = score_turn_ || !others;
+    }
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
       const bool prefilled = seq->prefilled();

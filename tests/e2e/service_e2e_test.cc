@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/e2e/cluster.h"
+#include "tests/e2e/metrics_scrape.h"
 #include "tests/e2e/reference.h"
 
 namespace llmint8::e2e {
@@ -458,7 +459,9 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
 TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   ClusterOptions options;
   options.model = SourcePath(kModelDir);
-  options.extra_coordinator_flags = {"--prefill_chunk=7", "--max_batch=7"};
+  const int metrics_port = FreePort();
+  options.extra_coordinator_flags = {"--prefill_chunk=7", "--max_batch=7",
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
@@ -521,6 +524,12 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   ASSERT_TRUE(scored.status.ok()) << scored.status.error_message();
   ASSERT_EQ(scored.responses.size(), 1u);
   EXPECT_EQ(scored.responses.front().prompt_tokens_size(), kContext);
+  // Every step the scheduler sent ran on the workers: none was empty (the last request went
+  // alone, and a scored prompt alone takes every step, not every other one) or refused.
+  absl::StatusOr<v1::StatsResponse> stats = cluster.WorkerStats(0);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_scheduler_steps_total"),
+            static_cast<double>(stats->steps()));
 }
 
 TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
