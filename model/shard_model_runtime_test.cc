@@ -30,6 +30,15 @@ std::unique_ptr<CheckpointSource> Source(const OptConfig& c, SyntheticOptions o 
   return std::move(s).value();
 }
 
+// With outlier dims in the weights (LayerNorm gains that drive activations past 6 there), so
+// that int8's outlier decomposition is at work, per token.
+std::unique_ptr<CheckpointSource> OutlierSource(const OptConfig& c) {
+  SyntheticOptions so;
+  so.outlier_dims = {5, 40};
+  so.outlier_gain = 20.0f;
+  return Source(c, so);
+}
+
 std::unique_ptr<ShardModel> LoadModel(const OptConfig& c, CheckpointSource& src,
                                       ShardOptions o = {}) {
   auto m = ShardModel::Load(c, src, 1, 0, nullptr, o);
@@ -79,10 +88,7 @@ TEST_P(ShardModelTest, PrefillEqualsDecodeStepsAndAllPositionsAgree) {
 // quantization is its own (per-token outliers), so batching does not change int8 results.
 TEST_P(ShardModelTest, BatchOfDifferentLengthsEqualsEachAlone) {
   const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
-  SyntheticOptions so;
-  so.outlier_dims = {5, 40};
-  so.outlier_gain = 20.0f;
-  auto src = Source(c, so);
+  auto src = OutlierSource(c);
   ShardOptions o;
   o.precision = GetParam();
   const std::vector<std::vector<int32_t>> prompts = {
@@ -107,10 +113,7 @@ TEST_P(ShardModelTest, BatchOfDifferentLengthsEqualsEachAlone) {
 // batch order (row_begin), each row equal to the same sequence's row run alone.
 TEST_P(ShardModelTest, AllPositionsOfAMixedBatchEqualEachAlone) {
   const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
-  SyntheticOptions so;
-  so.outlier_dims = {5, 40};
-  so.outlier_gain = 20.0f;
-  auto src = Source(c, so);
+  auto src = OutlierSource(c);
   ShardOptions o;
   o.precision = GetParam();
   const std::vector<int32_t> a = RandomTokens(6, 300, 7), b = RandomTokens(11, 300, 8),
@@ -149,10 +152,7 @@ TEST_P(ShardModelTest, AllPositionsOfAMixedBatchEqualEachAlone) {
 // next to another sequence's decode token, ends with the logits of the whole prompt at once.
 TEST_P(ShardModelTest, ChunkedPrefillEqualsWholePrefill) {
   const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
-  SyntheticOptions so;
-  so.outlier_dims = {5, 40};  // int8: outlier decomposition at work, per token
-  so.outlier_gain = 20.0f;
-  auto src = Source(c, so);
+  auto src = OutlierSource(c);
   ShardOptions o;
   o.precision = GetParam();
   const std::vector<int32_t> prompt = RandomTokens(13, 300, 5);
