@@ -240,7 +240,7 @@ void Scheduler::Loop() {
     std::vector<size_t> in_step;
     int64_t prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
     // A prompt being scored needs every position's logits, which the workers compute for the
-    // whole step and keep room for max_batch rows of. So its chunks, of at most max_batch
+    // whole step and keep room for score_chunk rows of. So its chunks, of at most score_chunk
     // tokens, go in steps of their own, every other step: they can neither fail the other
     // sequences' steps for memory nor make them compute logits they do not need.
     // When nothing else could go, the scored prompt takes every step.
@@ -264,7 +264,7 @@ void Scheduler::Loop() {
         step->add_token_ids(seq->last_token());
       } else {
         const std::span<const int32_t> piece = seq->TakePrompt(
-            scoring_step                 ? std::max<int64_t>(options_.max_batch, 1)
+            scoring_step                 ? std::max<int64_t>(options_.score_chunk, 1)
             : options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
                                          : seq->prompt_remaining());
         prefill_budget -= static_cast<int64_t>(piece.size());

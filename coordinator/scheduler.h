@@ -13,8 +13,8 @@
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
 // prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens as the
 // step's only prompt) and admission also waits for room in the step's prefill budget. A prompt
-// to score (prompt_logprobs) is prefilled alone, in chunks of at most max_batch tokens, every
-// other step (the workers keep logits room for max_batch rows). When the
+// to score (prompt_logprobs) is prefilled alone, in chunks of at most score_chunk tokens,
+// every other step (the workers keep logits room for that many rows). When the
 // group breaks, running sequences fail with UNAVAILABLE and queued ones wait for the group to
 // re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
 // FAILED_PRECONDITION.
@@ -45,6 +45,7 @@ struct SchedulerOptions {
   int64_t default_kv_budget_tokens = 0;  // 0: max_batch * max_context
   int64_t max_prefill_tokens = 4096;     // prompt tokens per step
   int64_t prefill_chunk = 512;           // prompt tokens of one sequence per step; 0: whole
+  int64_t score_chunk = 256;             // tokens per step of a prompt being scored (>= 1)
   int64_t max_context = 2048;
   int64_t eos_token_id = 2;
 };

@@ -281,6 +281,7 @@ absl::Status WorkerGroup::Form() {
     req.set_max_batch(options_.max_batch);
     req.set_max_context(options_.max_context);
     req.set_max_step_tokens(options_.max_step_tokens);
+    req.set_max_step_rows(options_.max_step_rows);
   }
   auto r = FanOut<v1::LoadShardResponse>(
       n, options_.load_timeout, AnyFailure,

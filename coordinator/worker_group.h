@@ -52,6 +52,7 @@ struct WorkerGroupOptions {
   int32_t max_batch = 32;
   int64_t max_context = 0;
   int64_t max_step_tokens = 0;  // LoadShardRequest.max_step_tokens
+  int64_t max_step_rows = 0;    // LoadShardRequest.max_step_rows
   // The model's config, for planning the group; unset: every worker joins, unplanned.
   std::optional<model::OptConfig> config;
   GroupPolicy policy = GroupPolicy::kAllWorkers;

@@ -133,6 +133,9 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_prefill_chunk) < 0) {
     return absl::InvalidArgumentError("--prefill_chunk must be >= 0 (0: whole prompts)");
   }
+  if (absl::GetFlag(FLAGS_score_chunk) < 1) {
+    return absl::InvalidArgumentError("--score_chunk must be >= 1");
+  }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)");
   }
@@ -172,6 +175,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
   o.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  o.scheduler.score_chunk = absl::GetFlag(FLAGS_score_chunk);
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);

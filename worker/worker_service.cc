@@ -1,5 +1,6 @@
 #include "worker/worker_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <span>
 #include <utility>
@@ -177,8 +178,9 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
     }
     const int64_t step_tokens =
         req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();
+    const int64_t step_rows = std::max<int64_t>(req.max_batch(), req.max_step_rows());
     resp.set_kv_capacity_tokens(
-        model_->KvCapacityTokens(usable, step_tokens, req.max_batch(), req.max_batch()));
+        model_->KvCapacityTokens(usable, step_tokens, step_rows, req.max_batch()));
   }
   LLMINT8_LOG(INFO) << who << ": loaded " << opened.source->Describe() << " as " << req.dtype()
                     << " in " << resp.load_seconds() << " s; " << mem.DebugString() << "; room for "

@@ -452,7 +452,7 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
 // Chunked prefill (--prefill_chunk=5): prompts go to the workers 5 tokens a step, next to the
 // decode steps of the other streams. Every stream still equals its solo greedy run, and a
 // solo request takes ceil(prompt / 5) prefill steps plus one per further token.
-// Prompts scored in chunks (of max_batch 7: the 17- and 40-token prompts cross 2 and 5 chunk
+// Prompts scored in chunks (--score_chunk 7: the 17- and 40-token prompts cross 2 and 5 chunk
 // boundaries, where rank 0 scores the next chunk's first token) while two greedy streams
 // decode: the same scores as one full forward, and the streams' own tokens; max_new_tokens 0
 // only scores, in one response with no token, and frees the sequence.
@@ -460,7 +460,7 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   ClusterOptions options;
   options.model = SourcePath(kModelDir);
   const int metrics_port = FreePort();
-  options.extra_coordinator_flags = {"--prefill_chunk=7", "--max_batch=7",
+  options.extra_coordinator_flags = {"--prefill_chunk=7", "--score_chunk=7",
                                      absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
