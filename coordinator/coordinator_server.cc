@@ -100,7 +100,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   // A step carries at most a prefill budget of prompt tokens plus a decode token per sequence.
   options.group.max_step_tokens =
       std::max(options.scheduler.max_prefill_tokens, max_context) + options.scheduler.max_batch;
-  // Logit rows: one per sequence, or a scored prompt's chunk (which goes alone).
+  // Logit rows: one per sequence, or a scored prompt's chunk (which goes alone and is never
+  // longer than the context).
+  options.scheduler.score_chunk =
+      std::clamp<int64_t>(options.scheduler.score_chunk, 1, max_context);
   options.group.max_step_rows =
       std::max<int64_t>(options.scheduler.max_batch, options.scheduler.score_chunk);
 

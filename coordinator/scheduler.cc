@@ -176,7 +176,14 @@ int64_t Scheduler::KvBudget() const {
 }
 
 void Scheduler::AdmitLocked() {
+  // Whole prompts still waiting for their step (a scored prompt's turn may have held them
+  // back) count against the step's prefill budget; scored prompts go in chunks of their own.
   int64_t prefill_tokens = 0;
+  if (options_.prefill_chunk == 0) {
+    for (const std::shared_ptr<Sequence>& seq : running_) {
+      if (!seq->params().prompt_logprobs) prefill_tokens += seq->prompt_remaining();
+    }
+  }
   const int64_t budget = kv_budget_;
   while (!queue_.empty() && static_cast<int32_t>(running_.size()) < options_.max_batch) {
     std::shared_ptr<Sequence>& next = queue_.front();
