@@ -1,6 +1,7 @@
 // End-to-end with text: a synthetic model whose vocabulary matches the tiny BPE tokenizer
 // fixture, served by a coordinator + 2 Gloo workers. Checks streamed text, stop sequences,
 // Tokenize, seeded sampling and logprobs.
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,10 +94,15 @@ TEST_F(TextE2ETest, PromptTokensCarryTheirPiecesAndCandidateTexts) {
     EXPECT_EQ(t.token_text(), *tokenizer_->Decode({t.token_id()}));
     EXPECT_EQ(t.has_logprob(), k > 0);
     EXPECT_EQ(t.top_logprobs_size(), k > 0 ? 3 : 0);
+    float previous = 0.0f;  // candidates come likeliest first, each a finite logprob
     for (const v1::TopLogprob& c : t.top_logprobs()) {
       EXPECT_EQ(c.text(), *tokenizer_->Decode({c.token_id()})) << "candidate " << c.token_id();
-      EXPECT_GE(c.logprob(), t.logprob() - 30.0f);  // finite
+      EXPECT_TRUE(std::isfinite(c.logprob())) << "candidate " << c.token_id();
+      EXPECT_LE(c.logprob(), previous) << "candidate " << c.token_id();
+      previous = c.logprob();
     }
+    // The token's own logprob is at most the likeliest candidate's.
+    if (k > 0) EXPECT_LE(t.logprob(), t.top_logprobs(0).logprob());
   }
   EXPECT_EQ(joined, req.text());
   ASSERT_EQ(first.top_logprobs_size(), 3);
