@@ -68,29 +68,36 @@ absl::Status GenerationService::Authorize(const grpc::ServerContext& ctx) const 
                              : std::string_view(it->second.data(), it->second.size()));
 }
 
-absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::MakeSequence(
-    const v1::GenerateRequest& req) {
-  absl::StatusOr<GenerationParams> params = ValidateGenerationParams(req, limits_);
-  if (!params.ok()) return params.status();
+absl::Status GenerationService::MakeSequences(const GenerationParams& params,
+                                              const v1::GenerateRequest& prompt_holder, int32_t n,
+                                              std::vector<std::shared_ptr<Sequence>>& out) {
+  if (absl::Status input = ValidatePromptInput(prompt_holder, limits_); !input.ok()) {
+    return input;
+  }
   std::vector<int32_t> prompt;
-  if (req.prompt_case() == v1::GenerateRequest::kText) {
+  if (prompt_holder.prompt_case() == v1::GenerateRequest::kText) {
     absl::StatusOr<std::vector<int32_t>> ids =
-        tokenizer_->Encode(req.text(), /*add_bos=*/tokenizer_->bos_id().has_value());
+        tokenizer_->Encode(prompt_holder.text(), /*add_bos=*/tokenizer_->bos_id().has_value());
     if (!ids.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("the prompt text could not be tokenized: ", ids.status().message()));
     }
     prompt = *std::move(ids);
   } else {
-    prompt.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
+    prompt.assign(prompt_holder.token_ids().ids().begin(), prompt_holder.token_ids().ids().end());
   }
-  absl::Status valid = ValidatePromptTokens(prompt, *params, limits_);
-  if (!valid.ok()) return valid;
-  if (!req.has_seed()) params->seed = absl::Uniform<uint64_t>(absl::BitGen());
-  std::unique_ptr<TokenTextStream> text;
-  if (tokenizer_ != nullptr) text = std::make_unique<TokenizerTextStream>(*tokenizer_);
-  return std::make_shared<Sequence>(next_seq_id_.fetch_add(1), std::move(prompt),
-                                    *std::move(params), std::move(text));
+  if (absl::Status valid = ValidatePromptTokens(prompt, params, limits_); !valid.ok()) {
+    return valid;
+  }
+  for (int32_t j = 0; j < n; ++j) {
+    GenerationParams p = params;
+    p.seed += static_cast<uint64_t>(j);  // wraps: any seed is valid
+    std::unique_ptr<TokenTextStream> text;
+    if (tokenizer_ != nullptr) text = std::make_unique<TokenizerTextStream>(*tokenizer_);
+    out.push_back(std::make_shared<Sequence>(next_seq_id_.fetch_add(1), prompt, std::move(p),
+                                             std::move(text)));
+  }
+  return absl::OkStatus();
 }
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
@@ -120,65 +127,147 @@ void GenerationService::Record(absl::StatusCode code, RequestRecord& record) {
 
 absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::Admit(const v1::GenerateRequest& req,
                                                                    absl::Time deadline) {
-  absl::StatusOr<std::shared_ptr<Sequence>> seq = MakeSequence(req);
-  absl::Status admitted = seq.status();
-  // The workers cannot hold the model: say so instead of queueing forever.
-  if (admitted.ok()) admitted = group_->refusal();
-  if (admitted.ok()) {
-    (*seq)->set_deadline(deadline);
-    admitted = scheduler_->Enqueue(*seq);
-  }
-  if (!admitted.ok()) {
-    RequestRecord record;
-    Record(admitted.code(), record);
-    return admitted;
-  }
-  return seq;
+  absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
+      AdmitAll(req, {&req, 1}, /*n=*/1, deadline);
+  if (!seqs.ok()) return seqs.status();
+  return std::move(seqs->front());
 }
 
 absl::Status GenerationService::Follow(
     const std::shared_ptr<Sequence>& seq,
     const std::function<bool(const v1::GenerateResponse&)>& write,
     const std::function<bool()>& gone) {
-  RequestRecord record;
-  record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
-  const absl::Status status = Stream(seq, write, gone, record);
-  Record(status.code(), record);
+  return FollowAll(
+      {&seq, 1}, [&write](size_t, const v1::GenerateResponse& r) { return write(r); }, gone);
+}
+
+void GenerationService::Abandon(const std::shared_ptr<Sequence>& seq) { AbandonAll({&seq, 1}); }
+
+absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitAll(
+    const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
+    absl::Time deadline) {
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  absl::Status admitted = [&]() -> absl::Status {
+    if (prompts.empty() || n < 1) {
+      return absl::InvalidArgumentError("a request needs at least one prompt and one sequence");
+    }
+    if (prompts.size() * static_cast<size_t>(n) > static_cast<size_t>(queue_capacity_)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("this request asks for ", prompts.size(), " prompt(s) x ", n,
+                       " sequence(s); this server queues at most ", queue_capacity_,
+                       " (--queue_capacity): send fewer prompts or a smaller n"));
+    }
+    absl::StatusOr<GenerationParams> valid = ValidateGenerationParams(params, limits_);
+    if (!valid.ok()) return valid.status();
+    const bool seeded = params.has_seed();
+    seqs.reserve(prompts.size() * static_cast<size_t>(n));
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (!seeded) valid->seed = absl::Uniform<uint64_t>(absl::BitGen());
+      absl::Status made = MakeSequences(*valid, prompts[i], n, seqs);
+      if (!made.ok() && prompts.size() > 1) {  // say which prompt of the batch
+        made = absl::Status(made.code(), absl::StrCat("prompt ", i, ": ", made.message()));
+      }
+      if (!made.ok()) return made;
+    }
+    // The workers cannot hold the model: say so instead of queueing forever.
+    if (absl::Status refusal = group_->refusal(); !refusal.ok()) return refusal;
+    auto signal = std::make_shared<OutputSignal>();
+    for (const std::shared_ptr<Sequence>& seq : seqs) {
+      seq->set_deadline(deadline);
+      seq->set_signal(signal);
+    }
+    return scheduler_->EnqueueAll(seqs);
+  }();
+  if (!admitted.ok()) {
+    RequestRecord record;
+    Record(admitted.code(), record);
+    return admitted;
+  }
+  return seqs;
+}
+
+absl::Status GenerationService::FollowAll(
+    std::span<const std::shared_ptr<Sequence>> seqs,
+    const std::function<bool(size_t, const v1::GenerateResponse&)>& write,
+    const std::function<bool()>& gone) {
+  std::vector<RequestRecord> records(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    records[i].prompt_tokens = static_cast<int64_t>(seqs[i]->prompt().size());
+  }
+  std::vector<std::optional<absl::Status>> finals(seqs.size());
+  const absl::Status status = Stream(seqs, write, gone, records, finals);
+  // A sequence that ended is recorded with its own status; the rest with the call's.
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    Record(finals[i].value_or(status).code(), records[i]);
+  }
   return status;
 }
 
-void GenerationService::Abandon(const std::shared_ptr<Sequence>& seq) {
-  scheduler_->Cancel(seq);
-  RequestRecord record;
-  record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
-  Record(absl::StatusCode::kCancelled, record);
+void GenerationService::AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs) {
+  for (const std::shared_ptr<Sequence>& seq : seqs) {
+    scheduler_->Cancel(seq);
+    RequestRecord record;
+    record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
+    Record(absl::StatusCode::kCancelled, record);
+  }
 }
 
 absl::Status GenerationService::Stream(
-    const std::shared_ptr<Sequence>& seq,
-    const std::function<bool(const v1::GenerateResponse&)>& write,
-    const std::function<bool()>& gone, RequestRecord& record) {
+    std::span<const std::shared_ptr<Sequence>> seqs,
+    const std::function<bool(size_t, const v1::GenerateResponse&)>& write,
+    const std::function<bool()>& gone, std::vector<RequestRecord>& records,
+    std::vector<std::optional<absl::Status>>& finals) {
+  // Admit gave them one signal; a sequence made elsewhere may have none: then poll.
+  const std::shared_ptr<OutputSignal> signal = seqs.front()->signal();
+  auto cancel_open = [&] {
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      if (!finals[i].has_value()) scheduler_->Cancel(seqs[i]);
+    }
+  };
   std::vector<v1::GenerateResponse> out;
   while (true) {
-    out.clear();
-    std::optional<absl::Status> final = seq->WaitOutput(kPollInterval, out);
-    for (const v1::GenerateResponse& r : out) {
-      if (!write(r)) {
-        scheduler_->Cancel(seq);
-        return absl::CancelledError("the client went away");
+    const uint64_t seen = signal != nullptr ? signal->version() : 0;
+    size_t open = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      if (finals[i].has_value()) continue;
+      out.clear();
+      // With several sequences, each is only looked at; the signal does the waiting.
+      const absl::Duration wait = seqs.size() == 1 ? kPollInterval : absl::ZeroDuration();
+      std::optional<absl::Status> final = seqs[i]->WaitOutput(wait, out);
+      for (const v1::GenerateResponse& r : out) {
+        if (!write(i, r)) {
+          cancel_open();
+          return absl::CancelledError("the client went away");
+        }
+        if (r.has_token_id()) ++records[i].generated_tokens;
+        if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) records[i].final_message = r;
       }
-      if (r.has_token_id()) ++record.generated_tokens;
-      if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) record.final_message = r;
+      if (!final.has_value()) {
+        ++open;
+        continue;
+      }
+      finals[i] = final;
+      if (!final->ok()) {
+        cancel_open();
+        return *final;
+      }
     }
-    if (final.has_value()) return *final;
-    const bool expired = seq->expired(absl::Now());
+    if (open == 0) return absl::OkStatus();
+    const bool expired = seqs.front()->expired(absl::Now());
     if (expired || gone()) {
-      scheduler_->Cancel(seq);
+      cancel_open();
       if (expired) {
         return absl::DeadlineExceededError(
             "the request's deadline passed; allow more time or ask for fewer tokens");
       }
       return absl::CancelledError("the client cancelled the request");
+    }
+    if (seqs.size() > 1) {
+      if (signal != nullptr) {
+        signal->WaitPast(seen, kPollInterval);
+      } else {
+        absl::SleepFor(absl::Milliseconds(5));
+      }
     }
   }
 }

@@ -12,7 +12,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "coordinator/api_key.h"
 #include "coordinator/metrics.h"
@@ -57,16 +60,43 @@ class GenerationService final : public v1::Generation::Service {
   // the request as cancelled.
   void Abandon(const std::shared_ptr<Sequence>& seq);
 
+  // The same for one call that asks for several sequences (the OpenAI API's prompt batches
+  // and `n`), all admitted or none:
+  //   AdmitAll   `n` sequences for each of `prompts` (requests of which only the prompt is
+  //              read), all with the parameters of `params` (its prompt is not read), in
+  //              prompt-major order: sequence i * n + j is prompt i's j-th, and samples with
+  //              the request's seed + j (each prompt's first sequence is what a request of
+  //              that prompt alone gives). More sequences than the queue holds are
+  //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED.
+  //   FollowAll  streams them together: each response with its sequence's index, in the order
+  //              they come; the first sequence to fail ends the call with its status and
+  //              cancels the rest (as does a client that leaves, or the deadline); each
+  //              sequence is recorded as a request.
+  absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> AdmitAll(
+      const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
+      absl::Time deadline);
+  absl::Status FollowAll(
+      std::span<const std::shared_ptr<Sequence>> seqs,
+      const std::function<bool(size_t index, const v1::GenerateResponse&)>& write,
+      const std::function<bool()>& gone);
+  void AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs);
+
  private:
   // Admit + Follow (Generate's body).
   absl::Status Run(const v1::GenerateRequest& req, absl::Time deadline,
                    const std::function<bool(const v1::GenerateResponse&)>& write,
                    const std::function<bool()>& gone);
-  absl::StatusOr<std::shared_ptr<Sequence>> MakeSequence(const v1::GenerateRequest& req);
-  // Follow without the metrics: fills `record` (tokens, the final message) as it streams.
-  absl::Status Stream(const std::shared_ptr<Sequence>& seq,
-                      const std::function<bool(const v1::GenerateResponse&)>& write,
-                      const std::function<bool()>& gone, RequestRecord& record);
+  // The sequences of one prompt (`prompt_holder`'s) with the validated `params`: `n` of them,
+  // seeds params.seed + j.
+  absl::Status MakeSequences(const GenerationParams& params,
+                             const v1::GenerateRequest& prompt_holder, int32_t n,
+                             std::vector<std::shared_ptr<Sequence>>& out);
+  // FollowAll without the metrics: fills `records` (tokens, the final message) as it streams
+  // and `finals` with the status of each sequence that ended.
+  absl::Status Stream(std::span<const std::shared_ptr<Sequence>> seqs,
+                      const std::function<bool(size_t, const v1::GenerateResponse&)>& write,
+                      const std::function<bool()>& gone, std::vector<RequestRecord>& records,
+                      std::vector<std::optional<absl::Status>>& finals);
   void Record(absl::StatusCode code, RequestRecord& record);
   // OK, or UNAUTHENTICATED when the call lacks the API key (coordinator/api_key.h).
   absl::Status Authorize(const grpc::ServerContext& ctx) const;

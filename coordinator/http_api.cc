@@ -28,12 +28,14 @@ void SendError(httplib::Response& res, const absl::Status& status) {
   res.set_content(openai::ErrorJson(status), kJson);
 }
 
-// Streams an admitted sequence as server-sent events.
+// Streams a request's admitted sequences (one per choice) as server-sent events.
 void StreamCompletion(httplib::Response& res, GenerationService* service, const WorkerGroup* group,
-                      std::shared_ptr<Sequence> seq,
+                      std::vector<std::shared_ptr<Sequence>> seqs,
                       std::shared_ptr<const openai::CompletionRequest> request, std::string id,
                       int64_t created, std::string model_id) {
   auto followed = std::make_shared<std::atomic<bool>>(false);
+  auto shared_seqs =
+      std::make_shared<const std::vector<std::shared_ptr<Sequence>>>(std::move(seqs));
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -42,13 +44,18 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
         auto send = [&sink](const std::string& events) {
           return sink.is_writable() && sink.write(events.data(), events.size());
         };
-        const absl::Status status = service->Follow(
-            seq,
-            [&](const v1::GenerateResponse& r) {
-              return send(openai::CompletionChunkEvents(*request, r, id, created, model_id));
+        std::vector<v1::Usage> usage(shared_seqs->size());
+        const absl::Status status = service->FollowAll(
+            *shared_seqs,
+            [&](size_t index, const v1::GenerateResponse& r) {
+              if (r.has_usage()) usage[index] = r.usage();
+              return send(openai::CompletionChunkEvent(*request, index, r, id, created, model_id));
             },
             [&sink] { return !sink.is_writable(); });
         if (status.ok()) {
+          if (request->include_usage) {
+            send(openai::UsageEvent(openai::TotalUsage(*request, usage), id, created, model_id));
+          }
           send(std::string(openai::kDoneEvent));
         } else if (status.code() != absl::StatusCode::kCancelled) {
           send(absl::StrCat("data: ", openai::ErrorJson(ForHttp(status, group)), "\n\n"));
@@ -56,9 +63,9 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
         sink.done();
         return true;
       },
-      // The client left before the stream began: cancel the queued sequence.
+      // The client left before the stream began: cancel the queued sequences.
       [=](bool) {
-        if (!followed->load()) service->Abandon(seq);
+        if (!followed->load()) service->AbandonAll(*shared_seqs);
       });
 }
 
@@ -110,25 +117,25 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
         openai::ParseCompletionRequest(req.body, card.id);
     if (!parsed.ok()) return SendError(res, parsed.status());
     auto request = std::make_shared<const openai::CompletionRequest>(*std::move(parsed));
-    absl::StatusOr<std::shared_ptr<Sequence>> seq =
-        service->Admit(request->generate, absl::InfiniteFuture());
-    if (!seq.ok()) return SendError(res, ForHttp(seq.status(), group));
+    absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
+        service->AdmitAll(request->generate, request->prompts, request->n, absl::InfiniteFuture());
+    if (!seqs.ok()) return SendError(res, ForHttp(seqs.status(), group));
     std::string id = absl::StrCat("cmpl-", card.created, "-", counter->fetch_add(1));
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     if (request->stream) {
-      return StreamCompletion(res, service, group, *std::move(seq), request, std::move(id), created,
-                              card.id);
+      return StreamCompletion(res, service, group, *std::move(seqs), request, std::move(id),
+                              created, card.id);
     }
-    std::vector<v1::GenerateResponse> responses;
-    const absl::Status status = service->Follow(
-        *seq,
-        [&responses](const v1::GenerateResponse& r) {
-          responses.push_back(r);
+    std::vector<std::vector<v1::GenerateResponse>> choices(seqs->size());
+    const absl::Status status = service->FollowAll(
+        *seqs,
+        [&choices](size_t index, const v1::GenerateResponse& r) {
+          choices[index].push_back(r);
           return true;
         },
         [] { return false; });
     if (!status.ok()) return SendError(res, ForHttp(status, group));
-    res.set_content(openai::CompletionJson(*request, responses, id, created, card.id), kJson);
+    res.set_content(openai::CompletionJson(*request, choices, id, created, card.id), kJson);
   });
 }
 

@@ -64,40 +64,41 @@ absl::Status IfPresent(const json& body, const char* field,
   return absl::OkStatus();
 }
 
-bool IsTokenArray(const json& v) {
-  if (!v.is_array() || v.empty()) return false;
-  for (const json& t : v) {
-    if (!t.is_number_integer()) return false;
+constexpr char kPromptForms[] =
+    "a string, an array of token ids, or a batch: an array of strings or of arrays of token "
+    "ids";
+
+// One prompt: a string or an array of token ids (an empty array is an empty prompt, which the
+// service refuses with its message).
+absl::Status AddPrompt(const json& p, std::vector<v1::GenerateRequest>& prompts) {
+  v1::GenerateRequest& out = prompts.emplace_back();
+  if (p.is_string()) {
+    out.set_text(p.get<std::string>());
+    return absl::OkStatus();
   }
-  return true;
+  if (!p.is_array()) return FieldError("prompt", kPromptForms);
+  out.mutable_token_ids();  // set, even when empty
+  for (const json& t : p) {
+    // Integer() saturates: an unsigned id past int64 must not wrap into range.
+    const absl::StatusOr<int64_t> id = Integer(t, "prompt");
+    if (!id.ok() || *id < std::numeric_limits<int32_t>::min() ||
+        *id > std::numeric_limits<int32_t>::max()) {
+      return FieldError("prompt", kPromptForms);
+    }
+    out.mutable_token_ids()->add_ids(static_cast<int32_t>(*id));
+  }
+  return absl::OkStatus();
 }
 
-absl::Status SetPrompt(const json& prompt, v1::GenerateRequest& out) {
-  const json* p = &prompt;
-  // One prompt wrapped in a batch of one.
-  if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array())) {
-    p = &(*p)[0];
-  } else if (p->is_array() && !p->empty() && !IsTokenArray(*p)) {
-    return absl::InvalidArgumentError(
-        "field 'prompt' holds several prompts; send one request per prompt");
+// A prompt, or a batch of them: an array of strings or of token-id arrays (not mixed).
+absl::Status SetPrompts(const json& p, std::vector<v1::GenerateRequest>& prompts) {
+  const bool batch = p.is_array() && !p.empty() && (p[0].is_string() || p[0].is_array());
+  if (!batch) return AddPrompt(p, prompts);
+  for (const json& one : p) {
+    if (one.type() != p[0].type()) return FieldError("prompt", kPromptForms);
+    RETURN_IF_ERROR(AddPrompt(one, prompts));
   }
-  if (p->is_string()) {
-    out.set_text(p->get<std::string>());
-    return absl::OkStatus();
-  }
-  if (p->is_array()) {
-    for (const json& t : *p) {
-      // Integer() saturates: an unsigned id past int64 must not wrap into range.
-      const absl::StatusOr<int64_t> id = Integer(t, "prompt");
-      if (!id.ok() || *id < std::numeric_limits<int32_t>::min() ||
-          *id > std::numeric_limits<int32_t>::max()) {
-        return FieldError("prompt", "a string or an array of token ids");
-      }
-      out.mutable_token_ids()->add_ids(static_cast<int32_t>(*id));
-    }
-    return absl::OkStatus();
-  }
-  return FieldError("prompt", "a string or an array of token ids");
+  return absl::OkStatus();
 }
 
 // Fields accepted only at their neutral value.
@@ -108,8 +109,6 @@ absl::Status CheckUnsupported(const json& body) {
     const char* why;
   };
   const Neutral neutral[] = {
-      {"n", 1, "one completion per request"},
-      {"best_of", 1, "one completion per request"},
       {"suffix", "", "no suffix (insertion) mode"},
   };
   for (const Neutral& n : neutral) {
@@ -139,8 +138,21 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
   }
   const json* prompt = Find(body, "prompt");
   if (prompt == nullptr) return absl::InvalidArgumentError("field 'prompt' is required");
-  RETURN_IF_ERROR(SetPrompt(*prompt, g));
+  RETURN_IF_ERROR(SetPrompts(*prompt, r.prompts));
+  g.MergeFrom(r.prompts.front());
   RETURN_IF_ERROR(CheckUnsupported(body));
+  if (const json* v = Find(body, "n"); v != nullptr) {
+    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "n"));
+    if (n < 1 || n > kMaxN) return FieldError("n", absl::StrCat("an integer in [1, ", kMaxN, "]"));
+    r.n = static_cast<int32_t>(n);
+  }
+  if (const json* v = Find(body, "best_of"); v != nullptr) {
+    // best_of > n asks the server to rank candidates by their logprob and drop the rest.
+    const absl::StatusOr<int64_t> best_of = Integer(*v, "best_of");
+    if (!best_of.ok() || (*best_of != 1 && *best_of != r.n)) {
+      return FieldError("best_of", "1 or n here: candidates are not ranked server-side");
+    }
+  }
 
   g.set_max_new_tokens(16);
   g.set_temperature(1.0f);
@@ -272,7 +284,7 @@ std::optional<float> Logprob(const auto& token) {
 }
 
 // The choice of `responses` (all of a request, or one streamed piece).
-json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
+json Choice(const CompletionRequest& request, size_t index, const v1::GenerateResponse* begin,
             const v1::GenerateResponse* end) {
   std::string text;
   const bool top = request.generate.top_logprobs() > 0;
@@ -308,7 +320,7 @@ json Choice(const CompletionRequest& request, const v1::GenerateResponse* begin,
     text += r->text();
     if (r->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = r->finish_reason();
   }
-  json choice = {{"index", 0}, {"text", text}, {"logprobs", nullptr}};
+  json choice = {{"index", index}, {"text", text}, {"logprobs", nullptr}};
   const char* reason = FinishReason(finish);
   choice["finish_reason"] = reason != nullptr ? json(reason) : json(nullptr);
   if (request.logprobs) {
@@ -347,31 +359,48 @@ std::string ModelId(std::string_view model_spec) {
 }
 
 std::string CompletionJson(const CompletionRequest& request,
-                           const std::vector<v1::GenerateResponse>& responses,
+                           const std::vector<std::vector<v1::GenerateResponse>>& choices,
                            std::string_view completion_id, int64_t created,
                            std::string_view model_id) {
   json out = Envelope(completion_id, created, model_id);
-  out["choices"] =
-      json::array({Choice(request, responses.data(), responses.data() + responses.size())});
-  out["usage"] = responses.empty() ? json(nullptr) : Usage(responses.back().usage());
+  out["choices"] = json::array();
+  std::vector<v1::Usage> usage;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const std::vector<v1::GenerateResponse>& responses = choices[i];
+    out["choices"].push_back(
+        Choice(request, i, responses.data(), responses.data() + responses.size()));
+    if (!responses.empty()) usage.push_back(responses.back().usage());
+  }
+  out["usage"] = usage.empty() ? json(nullptr) : Usage(TotalUsage(request, usage));
   return Dump(out);
 }
 
-std::string CompletionChunkEvents(const CompletionRequest& request,
-                                  const v1::GenerateResponse& response,
-                                  std::string_view completion_id, int64_t created,
-                                  std::string_view model_id) {
+std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
+                                 const v1::GenerateResponse& response,
+                                 std::string_view completion_id, int64_t created,
+                                 std::string_view model_id) {
   json chunk = Envelope(completion_id, created, model_id);
-  chunk["choices"] = json::array({Choice(request, &response, &response + 1)});
+  chunk["choices"] = json::array({Choice(request, index, &response, &response + 1)});
   if (request.include_usage) chunk["usage"] = nullptr;
-  std::string events = absl::StrCat("data: ", Dump(chunk), "\n\n");
-  if (request.include_usage && response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-    json usage = Envelope(completion_id, created, model_id);
-    usage["choices"] = json::array();
-    usage["usage"] = Usage(response.usage());
-    absl::StrAppend(&events, "data: ", Dump(usage), "\n\n");
+  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+}
+
+v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices) {
+  v1::Usage total;
+  const size_t n = static_cast<size_t>(std::max(request.n, 1));
+  for (size_t i = 0; i < choices.size(); ++i) {
+    if (i % n == 0) total.set_prompt_tokens(total.prompt_tokens() + choices[i].prompt_tokens());
+    total.set_completion_tokens(total.completion_tokens() + choices[i].completion_tokens());
   }
-  return events;
+  return total;
+}
+
+std::string UsageEvent(const v1::Usage& usage, std::string_view completion_id, int64_t created,
+                       std::string_view model_id) {
+  json event = Envelope(completion_id, created, model_id);
+  event["choices"] = json::array();
+  event["usage"] = Usage(usage);
+  return absl::StrCat("data: ", Dump(event), "\n\n");
 }
 
 std::string ModelsJson(const ModelCard& card) {

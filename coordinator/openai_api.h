@@ -3,8 +3,12 @@
 // (coordinator/http_api.h) does the I/O.
 //
 // Request fields (https://platform.openai.com/docs/api-reference/completions):
-//   prompt        a string, an array of token ids, or an array holding one of those (one
-//                 prompt per request: batches are InvalidArgument);
+//   prompt        a string, an array of token ids, or a batch: an array of strings or of
+//                 arrays of token ids (one choice per prompt, or n: see n);
+//   n             completions per prompt, 1..128: choice i * n + j is prompt i's j-th, sampled
+//                 with seed + j when a seed is given (so j 0 is what the prompt alone gives);
+//                 all the choices of a request are queued at once or the request is refused
+//                 (429 when the queue lacks room for them now); usage counts each prompt once;
 //   max_tokens    default 16; temperature default 1 (0: greedy); top_p default 1; seed; stop
 //                 (a string or an array of strings); stream; stream_options.include_usage;
 //                 logprobs (an integer 0..20: each token's logprob, and top_logprobs holds
@@ -19,8 +23,8 @@
 //                 service scores the prompt for it, logprobs or not, in steps of its own; with
 //                 max_tokens 0 the prompt is only scored; lm-evaluation-harness scores
 //                 with echo, logprobs 1 and max_tokens 1);
-//   n, best_of (1), logit_bias ({}), suffix (empty) are accepted only at those values; user
-//                 is ignored;
+//   best_of (1 or n), logit_bias ({}), suffix (empty) are accepted only at those values;
+//                 user is ignored;
 //   extensions as vLLM names them: top_k (0 or -1: off), repetition_penalty, ignore_eos,
 //                 return_token_ids (adds the generated token_ids to the choice).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
@@ -45,8 +49,14 @@
 
 namespace llmint8::coordinator::openai {
 
+inline constexpr int32_t kMaxN = 128;  // OpenAI's own limit on n
+
 struct CompletionRequest {
-  v1::GenerateRequest generate;
+  v1::GenerateRequest generate;  // the parameters every choice shares, with the first prompt
+  // Every prompt of the request, in order (prompts[0]'s is generate's); each holds only its
+  // prompt (text or token_ids).
+  std::vector<v1::GenerateRequest> prompts;
+  int32_t n = 1;  // choices per prompt
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
   bool logprobs = false;
@@ -68,19 +78,25 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
 // The model id of a --model value: a directory's last path component, else the spec itself.
 std::string ModelId(std::string_view model_spec);
 
-// The whole answer of a non-streamed request, from the responses the service streamed
-// (the last one carries the finish reason and usage).
+// The whole answer of a non-streamed request, from the responses the service streamed for
+// each choice (in index order; the last response of each carries its finish reason and usage).
 std::string CompletionJson(const CompletionRequest& request,
-                           const std::vector<v1::GenerateResponse>& responses,
+                           const std::vector<std::vector<v1::GenerateResponse>>& choices,
                            std::string_view completion_id, int64_t created,
                            std::string_view model_id);
 
-// One server-sent event ("data: {...}\n\n") of a streamed request for one response; with
-// include_usage the finishing response is followed by a usage-only event.
-std::string CompletionChunkEvents(const CompletionRequest& request,
-                                  const v1::GenerateResponse& response,
-                                  std::string_view completion_id, int64_t created,
-                                  std::string_view model_id);
+// One server-sent event ("data: {...}\n\n") of a streamed request: choice `index`'s
+// `response`.
+std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
+                                 const v1::GenerateResponse& response,
+                                 std::string_view completion_id, int64_t created,
+                                 std::string_view model_id);
+// The request's usage from each choice's (its final response's; index order): every choice's
+// completion tokens, each prompt's tokens once.
+v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices);
+// With stream_options.include_usage, the event after the last choice's: no choices, the usage.
+std::string UsageEvent(const v1::Usage& usage, std::string_view completion_id, int64_t created,
+                       std::string_view model_id);
 inline constexpr std::string_view kDoneEvent = "data: [DONE]\n\n";
 
 std::string ModelsJson(const ModelCard& card);

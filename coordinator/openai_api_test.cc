@@ -83,8 +83,10 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
       {"[1, 2]", absl::StatusCode::kInvalidArgument, "JSON object"},
       {R"({"max_tokens": 4})", absl::StatusCode::kInvalidArgument, "'prompt' is required"},
       {R"({"prompt": 7})", absl::StatusCode::kInvalidArgument, "'prompt'"},
-      {R"({"prompt": ["a", "b"]})", absl::StatusCode::kInvalidArgument, "several prompts"},
-      {R"({"prompt": [[1], [2]]})", absl::StatusCode::kInvalidArgument, "several prompts"},
+      {R"({"prompt": ["a", [2]]})", absl::StatusCode::kInvalidArgument, "'prompt' must be"},
+      {R"({"prompt": [[1], "b"]})", absl::StatusCode::kInvalidArgument, "'prompt' must be"},
+      {R"({"prompt": [[[1]]]})", absl::StatusCode::kInvalidArgument, "'prompt' must be"},
+      {R"({"prompt": [1, "b"]})", absl::StatusCode::kInvalidArgument, "'prompt' must be"},
       {R"({"prompt": [1, 99999999999]})", absl::StatusCode::kInvalidArgument, "'prompt'"},
       {R"({"prompt": "x", "max_tokens": "5"})", absl::StatusCode::kInvalidArgument,
        "'max_tokens' must be an integer"},
@@ -96,7 +98,12 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
       {R"({"prompt": "x", "top_k": 18446744073709551615})", absl::StatusCode::kInvalidArgument,
        "'top_k'"},
       {R"({"prompt": "x", "logprobs": -1})", absl::StatusCode::kInvalidArgument, "'logprobs'"},
-      {R"({"prompt": "x", "n": 2})", absl::StatusCode::kInvalidArgument, "'n' must be 1"},
+      {R"({"prompt": "x", "n": 0})", absl::StatusCode::kInvalidArgument,
+       "'n' must be an integer in [1, 128]"},
+      {R"({"prompt": "x", "n": 129})", absl::StatusCode::kInvalidArgument, "'n'"},
+      {R"({"prompt": "x", "n": 2.5})", absl::StatusCode::kInvalidArgument, "'n'"},
+      {R"({"prompt": "x", "n": 2, "best_of": 3})", absl::StatusCode::kInvalidArgument,
+       "'best_of' must be 1 or n"},
       {R"({"prompt": "x", "echo": 1})", absl::StatusCode::kInvalidArgument, "'echo'"},
       {R"({"prompt": "x", "max_tokens": 0})", absl::StatusCode::kInvalidArgument,
        "'max_tokens' must be at least 1 (0 only with echo"},
@@ -116,6 +123,33 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
     absl::StatusOr<CompletionRequest> r = ParseCompletionRequest(c.body, kModel);
     EXPECT_EQ(r.status().code(), c.code) << c.body << ": " << r.status();
     EXPECT_THAT(r.status().message(), HasSubstr(c.says)) << c.body;
+  }
+}
+
+// A batch of prompts and n: every prompt in order, each holding only its prompt; the
+// parameters once, in generate (with the first prompt).
+TEST(OpenAiApiTest, PromptBatchesAndNAreRead) {
+  const CompletionRequest texts =
+      ParseOk(R"({"prompt": ["a", "b c", ""], "n": 2, "best_of": 2, "max_tokens": 3})");
+  ASSERT_EQ(texts.prompts.size(), 3u);
+  EXPECT_EQ(texts.prompts[1].text(), "b c");
+  EXPECT_EQ(texts.prompts[2].text(), "");           // the service refuses it, naming prompt 2
+  EXPECT_EQ(texts.prompts[1].max_new_tokens(), 0);  // only the prompt
+  EXPECT_EQ(texts.n, 2);
+  EXPECT_EQ(texts.generate.text(), "a");
+  EXPECT_EQ(texts.generate.max_new_tokens(), 3);
+
+  const CompletionRequest ids = ParseOk(R"({"prompt": [[1, 2], [3], []]})");
+  ASSERT_EQ(ids.prompts.size(), 3u);
+  EXPECT_THAT(ids.prompts[0].token_ids().ids(), ElementsAre(1, 2));
+  EXPECT_THAT(ids.prompts[1].token_ids().ids(), ElementsAre(3));
+  EXPECT_TRUE(ids.prompts[2].has_token_ids());  // empty: the service's "empty prompt"
+  EXPECT_EQ(ids.n, 1);
+
+  // One prompt in any form: one entry.
+  for (const char* body : {R"({"prompt": "a"})", R"({"prompt": [7, 8]})", R"({"prompt": ["a"]})",
+                           R"({"prompt": [[7]]})", R"({"prompt": []})"}) {
+    EXPECT_EQ(ParseOk(body).prompts.size(), 1u) << body;
   }
 }
 
@@ -153,7 +187,7 @@ std::vector<v1::GenerateResponse> Responses() {
 TEST(OpenAiApiTest, CompletionJsonJoinsTheStream) {
   CompletionRequest request =
       ParseOk(R"({"prompt": "x", "logprobs": 1, "return_token_ids": true})");
-  const json j = json::parse(CompletionJson(request, Responses(), "cmpl-1", 1700000000, kModel));
+  const json j = json::parse(CompletionJson(request, {Responses()}, "cmpl-1", 1700000000, kModel));
   EXPECT_EQ(j["object"], "text_completion");
   EXPECT_EQ(j["id"], "cmpl-1");
   EXPECT_EQ(j["model"], kModel);
@@ -171,7 +205,7 @@ TEST(OpenAiApiTest, CompletionJsonJoinsTheStream) {
             json({{"prompt_tokens", 4}, {"completion_tokens", 3}, {"total_tokens", 7}}));
 
   request = ParseOk(R"({"prompt": "x"})");
-  const json plain = json::parse(CompletionJson(request, Responses(), "cmpl-2", 0, kModel));
+  const json plain = json::parse(CompletionJson(request, {Responses()}, "cmpl-2", 0, kModel));
   EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
   EXPECT_FALSE(plain["choices"][0].contains("token_ids"));
 }
@@ -192,7 +226,7 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
   candidate(responses[2], 12, "lo!", -0.25f);
   candidate(responses[2], 40, "lo!", -2.0f);  // the same text: the likelier one stays
   const CompletionRequest request = ParseOk(R"({"prompt": "x", "logprobs": 2})");
-  const json j = json::parse(CompletionJson(request, responses, "cmpl-3", 0, kModel));
+  const json j = json::parse(CompletionJson(request, {responses}, "cmpl-3", 0, kModel));
   const json& top = j["choices"][0]["logprobs"]["top_logprobs"];
   ASSERT_EQ(top.size(), 3u) << top;
   EXPECT_EQ(top[0], json({{" Hel", -0.5}, {" He", -1.5}}));
@@ -200,7 +234,7 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
   EXPECT_EQ(top[2], json({{"lo!", -0.25}}));
   // The entries list the likeliest first (not sorted by key), as OpenAI does.
   const nlohmann::ordered_json ordered =
-      nlohmann::ordered_json::parse(CompletionJson(request, responses, "cmpl-3", 0, kModel));
+      nlohmann::ordered_json::parse(CompletionJson(request, {responses}, "cmpl-3", 0, kModel));
   std::vector<std::string> keys;
   for (const auto& [key, value] : ordered["choices"][0]["logprobs"]["top_logprobs"][1].items()) {
     keys.push_back(key);
@@ -211,7 +245,7 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
   std::vector<v1::GenerateResponse> labelled = responses;
   labelled[1].set_token_text("\xef\xbf\xbd!");
   labelled[2].set_token_text("lo!");
-  const json l = json::parse(CompletionJson(request, labelled, "cmpl-5", 0, kModel));
+  const json l = json::parse(CompletionJson(request, {labelled}, "cmpl-5", 0, kModel));
   EXPECT_EQ(l["choices"][0]["text"], " Hello!");
   EXPECT_EQ(l["choices"][0]["logprobs"]["tokens"], json({" Hel", "\xef\xbf\xbd!", "lo!"}));
   EXPECT_EQ(l["choices"][0]["logprobs"]["top_logprobs"][1]["\xef\xbf\xbd!"], -1.0);
@@ -220,7 +254,7 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
   masked[0].set_token_id(3);
   masked[0].set_logprob(-std::numeric_limits<float>::infinity());
   candidate(masked[0], 3, "a", -std::numeric_limits<float>::infinity());
-  const json m = json::parse(CompletionJson(request, masked, "cmpl-6", 0, kModel));
+  const json m = json::parse(CompletionJson(request, {masked}, "cmpl-6", 0, kModel));
   EXPECT_EQ(m["choices"][0]["logprobs"]["token_logprobs"], json({-9999.0}));
   EXPECT_EQ(m["choices"][0]["logprobs"]["top_logprobs"][0]["a"], -9999.0);
   // Without text (no tokenizer), keys name the ids.
@@ -229,17 +263,17 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
   bare[0].set_logprob(-0.5f);
   candidate(bare[0], 7, "", -0.5f);
   candidate(bare[0], 9, "", -2.5f);
-  const json ids = json::parse(CompletionJson(request, bare, "cmpl-4", 0, kModel));
+  const json ids = json::parse(CompletionJson(request, {bare}, "cmpl-4", 0, kModel));
   EXPECT_EQ(ids["choices"][0]["logprobs"]["top_logprobs"][0],
             json({{"token_id:7", -0.5}, {"token_id:9", -2.5}}));
   // Streamed: each chunk holds its own position's entry.
-  const std::string event = CompletionChunkEvents(request, responses[1], "c", 1, kModel);
+  const std::string event = CompletionChunkEvent(request, 0, responses[1], "c", 1, kModel);
   const json chunk = json::parse(event.substr(6));
   EXPECT_EQ(chunk["choices"][0]["logprobs"]["top_logprobs"], json::array({top[1]}));
   // logprobs 0 or true: the sampled tokens' logprobs, no candidates.
   for (const char* body :
        {R"({"prompt": "x", "logprobs": 0})", R"({"prompt": "x", "logprobs": true})"}) {
-    const json plain = json::parse(CompletionJson(ParseOk(body), responses, "c", 0, kModel));
+    const json plain = json::parse(CompletionJson(ParseOk(body), {responses}, "c", 0, kModel));
     EXPECT_TRUE(plain["choices"][0]["logprobs"]["top_logprobs"].is_null()) << body;
   }
 }
@@ -272,7 +306,7 @@ TEST(OpenAiApiTest, EchoLeadsWithThePromptsTokens) {
   prompt_token(11, " there", -1.25f);
   only.set_finish_reason(v1::FINISH_REASON_LENGTH);
   only.mutable_usage()->set_prompt_tokens(3);
-  const json j = json::parse(CompletionJson(scoring, {only}, "c", 0, kModel));
+  const json j = json::parse(CompletionJson(scoring, {{only}}, "c", 0, kModel));
   const json& c = j["choices"][0];
   EXPECT_EQ(c["text"], "Hi there");
   EXPECT_EQ(c["logprobs"]["tokens"], json({"token_id:2", "Hi", " there"}));
@@ -288,33 +322,55 @@ TEST(OpenAiApiTest, EchoLeadsWithThePromptsTokens) {
   std::vector<v1::GenerateResponse> responses = Responses();
   *responses[0].mutable_prompt_tokens() = only.prompt_tokens();
   const json plain = json::parse(CompletionJson(ParseOk(R"({"prompt": "Hi there", "echo": true})"),
-                                                responses, "c", 0, kModel));
+                                                {responses}, "c", 0, kModel));
   EXPECT_EQ(plain["choices"][0]["text"], "Hi there Hello!");
   EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
   const json with =
       json::parse(CompletionJson(ParseOk(R"({"prompt": "Hi there", "echo": true, "logprobs": 0})"),
-                                 responses, "c", 0, kModel));
+                                 {responses}, "c", 0, kModel));
   EXPECT_EQ(with["choices"][0]["logprobs"]["token_logprobs"],
             json({nullptr, -3.5, -1.25, -0.5, -1.0, -0.25}));
   EXPECT_EQ(with["choices"][0]["logprobs"]["text_offset"], json({0, 0, 2, 8, 12, 12}));
+}
+
+// Several choices: each with its index, usage summed with each prompt counted once.
+TEST(OpenAiApiTest, SeveralChoicesAreIndexedAndUsageCountsEachPromptOnce) {
+  const CompletionRequest request = ParseOk(R"({"prompt": ["a", "b"], "n": 2})");
+  std::vector<std::vector<v1::GenerateResponse>> choices(4, Responses());
+  for (int i = 0; i < 4; ++i) {
+    choices[i].back().mutable_usage()->set_prompt_tokens(i < 2 ? 4 : 6);
+    choices[i].back().mutable_usage()->set_completion_tokens(3 + i);
+  }
+  const json j = json::parse(CompletionJson(request, choices, "c", 0, kModel));
+  ASSERT_EQ(j["choices"].size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_EQ(j["choices"][i]["text"], " Hello!");
+  }
+  EXPECT_EQ(j["usage"],
+            json({{"prompt_tokens", 10}, {"completion_tokens", 18}, {"total_tokens", 28}}));
+
+  const json chunk =
+      json::parse(CompletionChunkEvent(request, 3, choices[3][0], "c", 1, kModel).substr(6));
+  EXPECT_EQ(chunk["choices"][0]["index"], 3);
 }
 
 TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {
   const CompletionRequest request =
       ParseOk(R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}})");
   const std::vector<v1::GenerateResponse> responses = Responses();
-  const std::string first = CompletionChunkEvents(request, responses[0], "c", 1, kModel);
+  const std::string first = CompletionChunkEvent(request, 0, responses[0], "c", 1, kModel);
   ASSERT_TRUE(first.starts_with("data: ") && first.ends_with("\n\n")) << first;
   const json j = json::parse(first.substr(6));
   EXPECT_EQ(j["choices"][0]["text"], " Hel");
   EXPECT_TRUE(j["choices"][0]["finish_reason"].is_null());
   EXPECT_TRUE(j["usage"].is_null());
 
-  const std::string last = CompletionChunkEvents(request, responses[2], "c", 1, kModel);
-  const size_t split = last.find("\n\ndata: ");
-  ASSERT_NE(split, std::string::npos) << last;
-  EXPECT_EQ(json::parse(last.substr(6, split - 6))["choices"][0]["finish_reason"], "stop");
-  const json usage = json::parse(last.substr(split + 8));
+  const std::string last = CompletionChunkEvent(request, 0, responses[2], "c", 1, kModel);
+  EXPECT_EQ(json::parse(last.substr(6))["choices"][0]["finish_reason"], "stop");
+  const std::string usage_event = UsageEvent(responses[2].usage(), "c", 1, kModel);
+  ASSERT_TRUE(usage_event.starts_with("data: ") && usage_event.ends_with("\n\n")) << usage_event;
+  const json usage = json::parse(usage_event.substr(6));
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["total_tokens"], 7);
 }

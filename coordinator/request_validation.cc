@@ -7,9 +7,7 @@
 
 namespace llmint8::coordinator {
 
-absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
-                                                          const ModelLimits& limits) {
-  GenerationParams p;
+absl::Status ValidatePromptInput(const v1::GenerateRequest& request, const ModelLimits& limits) {
   const bool has_text =
       request.prompt_case() == v1::GenerateRequest::kText && !request.text().empty();
   const bool has_ids =
@@ -23,6 +21,13 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         "this model was served without a tokenizer (no vocab.json/merges.txt); send the "
         "prompt as token_ids");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
+                                                          const ModelLimits& limits) {
+  if (absl::Status input = ValidatePromptInput(request, limits); !input.ok()) return input;
+  GenerationParams p;
   if (request.max_new_tokens() < 0 ||
       (request.max_new_tokens() == 0 && !request.prompt_logprobs())) {
     return absl::InvalidArgumentError(

@@ -29,7 +29,11 @@ struct ModelLimits {
   int max_stop_bytes = 256;
 };
 
-// Everything except the prompt's contents (which need the tokenizer first).
+// That the request has a prompt in a form this server reads (text needs the tokenizer).
+absl::Status ValidatePromptInput(const v1::GenerateRequest& request, const ModelLimits& limits);
+
+// Everything except the prompt's contents (which need the tokenizer first); the prompt's
+// presence as ValidatePromptInput.
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
                                                           const ModelLimits& limits);
 

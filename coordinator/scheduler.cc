@@ -50,12 +50,17 @@ bool Scheduler::Drain(absl::Duration timeout) {
   }
 }
 
-absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) {
+absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) { return EnqueueAll({&seq, 1}); }
+
+absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> seqs) {
   absl::MutexLock lock(&mu_);
   if (stop_ || draining_) {
     return absl::UnavailableError("the server is shutting down; retry the request");
   }
-  if (static_cast<int32_t>(queue_.size()) >= options_.queue_capacity) {
+  const auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queue_.size() + seqs.size() <= static_cast<size_t>(options_.queue_capacity);
+  };
+  if (!fits()) {
     // Make room first from requests whose client is gone or whose deadline has passed
     // (their handlers may not have noticed yet).
     const absl::Time now = absl::Now();
@@ -63,12 +68,18 @@ absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) {
       return s->cancelled() || s->expired(now);
     });
   }
-  if (static_cast<int32_t>(queue_.size()) >= options_.queue_capacity) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the request queue is full (", options_.queue_capacity,
-                     " waiting requests); retry later with backoff"));
+  if (!fits()) {
+    if (seqs.size() == 1) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the request queue is full (", options_.queue_capacity,
+                       " waiting requests); retry later with backoff"));
+    }
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the request queue has room for ", options_.queue_capacity - queue_.size(), " of the ",
+        seqs.size(), " sequences this request asks for (", options_.queue_capacity,
+        " wait at most); retry later with backoff, or send fewer prompts"));
   }
-  queue_.push_back(std::move(seq));
+  queue_.insert(queue_.end(), seqs.begin(), seqs.end());
   return absl::OkStatus();
 }
 

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -67,6 +68,9 @@ class Scheduler {
 
   // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while draining and after Stop.
   absl::Status Enqueue(std::shared_ptr<Sequence> seq);
+  // Queues all of `seqs` (in order) or, with the same errors, none: RESOURCE_EXHAUSTED when
+  // the queue lacks room for all of them.
+  absl::Status EnqueueAll(std::span<const std::shared_ptr<Sequence>> seqs);
   // Marks `seq` cancelled; a queued sequence leaves the queue at once, a running one is
   // released on the workers at the next step boundary.
   void Cancel(const std::shared_ptr<Sequence>& seq);

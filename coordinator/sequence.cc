@@ -5,6 +5,22 @@
 
 namespace llmint8::coordinator {
 
+uint64_t OutputSignal::version() const {
+  absl::MutexLock lock(&mu_);
+  return version_;
+}
+
+void OutputSignal::Notify() {
+  absl::MutexLock lock(&mu_);
+  ++version_;
+}
+
+void OutputSignal::WaitPast(uint64_t seen, absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto changed = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return version_ != seen; };
+  mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+}
+
 Sequence::Sequence(uint64_t id, std::vector<int32_t> prompt, GenerationParams params,
                    std::unique_ptr<TokenTextStream> text)
     : id_(id),
@@ -34,9 +50,16 @@ std::span<const int32_t> Sequence::TakePrompt(int64_t limit) {
   return piece;
 }
 
-void Sequence::Fail(const absl::Status& status) {
-  absl::MutexLock lock(&mu_);
-  if (!final_.has_value()) final_ = status;
+void Sequence::Fail(const absl::Status& status) { Push(std::nullopt, status); }
+
+void Sequence::Push(std::optional<v1::GenerateResponse> response,
+                    std::optional<absl::Status> final) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (response.has_value()) outbox_.push_back(*std::move(response));
+    if (final.has_value() && !final_.has_value()) final_ = std::move(final);
+  }
+  if (signal_ != nullptr) signal_->Notify();
 }
 
 bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
@@ -78,8 +101,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
     return true;
   }
   response.set_text(std::move(emit));
-  absl::MutexLock lock(&mu_);
-  outbox_.push_back(std::move(response));
+  Push(std::move(response), std::nullopt);
   return false;
 }
 
@@ -140,9 +162,7 @@ void Sequence::Finish(v1::GenerateResponse response, v1::FinishReason reason) {
   const double decode_s = absl::ToDoubleSeconds(now - first_token_);
   t->set_decode_tokens_per_second(
       num_generated() > 1 && decode_s > 0 ? (num_generated() - 1) / decode_s : 0.0);
-  absl::MutexLock lock(&mu_);
-  outbox_.push_back(std::move(response));
-  if (!final_.has_value()) final_ = absl::OkStatus();
+  Push(std::move(response), absl::OkStatus());
 }
 
 }  // namespace llmint8::coordinator

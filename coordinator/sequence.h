@@ -55,6 +55,21 @@ class TokenTextStream {
   virtual std::vector<std::string> Pieces(std::span<const int32_t> ids) const = 0;
 };
 
+// Wakes a handler that follows several sequences at once (an OpenAI request with several
+// prompts or choices) when any of them has output: each sequence notifies it after it adds a
+// response or finishes. Thread-safe.
+class OutputSignal {
+ public:
+  uint64_t version() const;
+  void Notify();
+  // Waits up to `timeout` for a Notify after version() returned `seen`.
+  void WaitPast(uint64_t seen, absl::Duration timeout) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 class Sequence {
  public:
   Sequence(uint64_t id, std::vector<int32_t> prompt, GenerationParams params,
@@ -77,6 +92,9 @@ class Sequence {
   void Cancel() { cancelled_.store(true); }
   // The client's deadline (InfiniteFuture when none); a queued sequence past it is dropped.
   void set_deadline(absl::Time deadline) { deadline_ = deadline; }
+  // Who else to wake on output (set before the sequence is queued; may be null).
+  void set_signal(std::shared_ptr<OutputSignal> signal) { signal_ = std::move(signal); }
+  const std::shared_ptr<OutputSignal>& signal() const { return signal_; }
   bool expired(absl::Time now) const { return now >= deadline_; }
   bool cancelled() const { return cancelled_.load(); }
 
@@ -108,6 +126,9 @@ class Sequence {
 
  private:
   void Finish(v1::GenerateResponse response, v1::FinishReason reason);
+  // Adds `response` (if any) to the outbox and sets the final status (if given and none is
+  // set yet); wakes the handler.
+  void Push(std::optional<v1::GenerateResponse> response, std::optional<absl::Status> final);
   // Moves the prompt's tokens and scores into the first response.
   void AttachPromptTokens(v1::GenerateResponse& response);
   void AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenCandidate>& top,
@@ -120,6 +141,7 @@ class Sequence {
   StopMatcher stop_;
   std::atomic<bool> cancelled_{false};
   absl::Time deadline_ = absl::InfiniteFuture();  // set before the sequence is queued
+  std::shared_ptr<OutputSignal> signal_;          // set before the sequence is queued
 
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;

@@ -1,12 +1,14 @@
 // libFuzzer target: the body of POST /v1/completions (arbitrary client bytes) through
 // ParseCompletionRequest, then the JSON the server answers with: CompletionJson and
-// CompletionChunkEvents for fake responses whose text pieces are slices of the input (so may be
+// CompletionChunkEvent for fake responses whose text pieces are slices of the input (so may be
 // invalid UTF-8, as a piece of model output can be), and ErrorJson with the input as the
 // message. Besides "no crash, no exception, no sanitizer report", it checks:
 //   - every answer is valid JSON (text that is not UTF-8 is replaced, never thrown on) and a
 //     text that was valid UTF-8 comes back unchanged;
-//   - a token-id prompt is taken exactly: each id equals its JSON integer, and an integer
-//     outside int32 is InvalidArgument (never wrapped into range);
+//   - token-id prompts (one, or a batch) are taken exactly: each id equals its JSON integer,
+//     and an integer outside int32 is InvalidArgument (never wrapped into range);
+//   - the answer has one choice per prompt and n, in index order, and its usage counts every
+//     choice's completion tokens and each prompt's tokens once;
 //   - "logprobs" given as an integer in [0, 20] is accepted and asks for that many
 //     top_logprobs; a larger one is refused;
 //   - an echoed prompt leads the choice's text and its logprobs tokens.
@@ -68,19 +70,28 @@ std::vector<json> ParseEvents(std::string_view events) {
   return out;
 }
 
-// The body's prompt as the parser should read it: a token-id array, possibly wrapped in a
-// batch of one. Returns false when the prompt is not such an array.
-const json* TokenPrompt(const json& body) {
-  if (!body.is_object()) return nullptr;
-  auto it = body.find("prompt");
-  if (it == body.end()) return nullptr;
-  const json* p = &*it;
-  if (p->is_array() && p->size() == 1 && (*p)[0].is_array()) p = &(*p)[0];
-  if (!p->is_array() || p->empty()) return nullptr;
-  for (const json& t : *p) {
-    if (!t.is_number_integer()) return nullptr;
+bool IsTokenArray(const json& p) {
+  if (!p.is_array() || p.empty()) return false;
+  for (const json& t : p) {
+    if (!t.is_number_integer()) return false;
   }
-  return p;
+  return true;
+}
+
+// The body's prompts as the parser should read them when they are token ids: one array, or a
+// batch of non-empty arrays. Empty when the prompt is not of that form.
+std::vector<const json*> TokenPrompts(const json& body) {
+  if (!body.is_object()) return {};
+  auto it = body.find("prompt");
+  if (it == body.end()) return {};
+  if (IsTokenArray(*it)) return {&*it};
+  std::vector<const json*> batch;
+  if (!it->is_array()) return {};
+  for (const json& p : *it) {
+    if (!IsTokenArray(p)) return {};
+    batch.push_back(&p);
+  }
+  return batch;
 }
 
 bool InInt32(const json& t) {
@@ -98,16 +109,21 @@ void CheckParse(std::string_view body, const absl::StatusOr<openai::CompletionRe
           "a body that is not JSON was accepted");
     return;
   }
-  if (const json* ids = TokenPrompt(parsed); ids != nullptr) {
-    bool all_int32 = true;
+  const std::vector<const json*> prompts = TokenPrompts(parsed);
+  bool all_int32 = true;
+  for (const json* ids : prompts) {
     for (const json& t : *ids) all_int32 = all_int32 && InInt32(t);
-    if (!all_int32) {
-      Check(!r.ok(), "a prompt token id outside int32 was accepted");
-    } else if (r.ok()) {
-      const auto& got = r->generate.token_ids().ids();
-      Check(got.size() == static_cast<int>(ids->size()), "the prompt has a different length");
-      for (int i = 0; i < got.size(); ++i) {
-        Check(static_cast<int64_t>(got[i]) == (*ids)[i].get<int64_t>(),
+  }
+  if (!all_int32) {
+    Check(!r.ok(), "a prompt token id outside int32 was accepted");
+  } else if (r.ok() && !prompts.empty()) {
+    Check(r->prompts.size() == prompts.size(), "the batch has a different number of prompts");
+    for (size_t k = 0; k < prompts.size() && k < r->prompts.size(); ++k) {
+      const json& ids = *prompts[k];
+      const auto& got = r->prompts[k].token_ids().ids();
+      Check(got.size() == static_cast<int>(ids.size()), "a prompt has a different length");
+      for (int i = 0; i < got.size() && i < static_cast<int>(ids.size()); ++i) {
+        Check(static_cast<int64_t>(got[i]) == ids[i].get<int64_t>(),
               "a prompt token id differs from its JSON integer");
       }
     }
@@ -174,30 +190,42 @@ void CheckAnswers(const openai::CompletionRequest& request, std::string_view byt
     tokens += r.has_token_id() ? 1 : 0;
   }
 
-  const json whole = MustParse(openai::CompletionJson(request, responses, kId, kCreated, kModel));
-  Check(whole["choices"].size() == 1 && whole["choices"][0]["text"].is_string(),
-        "CompletionJson has no choice text");
-  if (IsUtf8(all_text)) {
-    Check(whole["choices"][0]["text"].get<std::string>() == all_text,
-          "CompletionJson changed valid UTF-8 text");
+  // One choice per prompt and n (the service answers each the same here).
+  const size_t num_choices = request.prompts.size() * static_cast<size_t>(request.n);
+  const std::vector<std::vector<v1::GenerateResponse>> choices(num_choices, responses);
+  const json whole = MustParse(openai::CompletionJson(request, choices, kId, kCreated, kModel));
+  Check(whole["choices"].size() == num_choices, "CompletionJson has a choice per sequence");
+  for (size_t i = 0; i < num_choices; ++i) {
+    const json& choice = whole["choices"][i];
+    Check(choice["index"] == i && choice["text"].is_string(),
+          "CompletionJson's choices are out of order or lack text");
+    if (IsUtf8(all_text)) {
+      Check(choice["text"].get<std::string>() == all_text,
+            "CompletionJson changed valid UTF-8 text");
+    }
+    if (request.logprobs) {
+      Check(choice["logprobs"]["tokens"].size() == tokens,
+            "CompletionJson has a different number of logprobs tokens");
+    }
   }
-  if (request.logprobs) {
-    Check(whole["choices"][0]["logprobs"]["tokens"].size() == tokens,
-          "CompletionJson has a different number of logprobs tokens");
-  }
+  const v1::Usage& one = responses.back().usage();
+  Check(whole["usage"]["completion_tokens"] == one.completion_tokens() * num_choices &&
+            whole["usage"]["prompt_tokens"] == one.prompt_tokens() * request.prompts.size(),
+        "usage does not count every choice's tokens and each prompt's once");
   (void)openai::CompletionJson(request, {}, kId, kCreated, kModel);
 
   for (const auto& r : responses) {
-    const std::vector<json> events =
-        ParseEvents(openai::CompletionChunkEvents(request, r, kId, kCreated, kModel));
-    const bool usage_event =
-        request.include_usage && r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-    Check(events.size() == (usage_event ? 2u : 1u), "a chunk has the wrong number of events");
+    const std::vector<json> events = ParseEvents(
+        openai::CompletionChunkEvent(request, num_choices - 1, r, kId, kCreated, kModel));
+    Check(events.size() == 1u, "a chunk has more than one event");
+    Check(events[0]["choices"][0]["index"] == num_choices - 1, "a chunk lost its index");
     if (IsUtf8(r.text())) {
       Check(events[0]["choices"][0]["text"].get<std::string>() == r.text(),
             "a chunk changed valid UTF-8 text");
     }
   }
+  Check(ParseEvents(openai::UsageEvent(one, kId, kCreated, kModel)).size() == 1u,
+        "the usage event is not one event");
 }
 
 }  // namespace

@@ -138,6 +138,92 @@ TEST_F(HttpE2ETest, StreamedCompletionSendsOneEventPerTokenThenDone) {
   EXPECT_EQ(events[10], "[DONE]");
 }
 
+// A batch of prompts with n: choice i * n + j is prompt i's j-th, sampled with seed + j, so
+// every choice equals a request of its own, streamed or not.
+TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
+  const std::vector<std::vector<int32_t>> prompts = {{2, 100, 200, 300}, {2, 7}, {2, 9, 9, 9, 9}};
+  constexpr int kN = 2, kTokens = 6;
+  auto solo = [&](const std::vector<int32_t>& prompt, uint64_t seed) {
+    const httplib::Result r = Post({{"prompt", prompt},
+                                    {"max_tokens", kTokens},
+                                    {"temperature", 1.5},
+                                    {"seed", seed},
+                                    {"ignore_eos", true},
+                                    {"return_token_ids", true}});
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+    return r ? json::parse(r->body)["choices"][0]["token_ids"] : json();
+  };
+  std::vector<json> expected;  // index order
+  for (const auto& prompt : prompts) {
+    for (int j = 0; j < kN; ++j) expected.push_back(solo(prompt, 41 + j));
+  }
+  ASSERT_NE(expected[0], expected[1]) << "the two seeds sample the same tokens";
+  const json batch = {{"prompt", prompts},
+                      {"n", kN},
+                      {"max_tokens", kTokens},
+                      {"temperature", 1.5},
+                      {"seed", 41},
+                      {"ignore_eos", true},
+                      {"return_token_ids", true},
+                      {"stream_options", {{"include_usage", true}}}};
+  const int64_t prompt_tokens = 4 + 2 + 5;
+
+  const httplib::Result whole = Post(batch);
+  ASSERT_TRUE(whole);
+  ASSERT_EQ(whole->status, 200) << whole->body;
+  const json j = json::parse(whole->body);
+  ASSERT_EQ(j["choices"].size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_EQ(j["choices"][i]["token_ids"], expected[i]) << "choice " << i;
+    EXPECT_EQ(j["choices"][i]["finish_reason"], "length");
+  }
+  EXPECT_EQ(j["usage"]["prompt_tokens"], prompt_tokens);  // each prompt once
+  EXPECT_EQ(j["usage"]["completion_tokens"], kTokens * expected.size());
+
+  json streamed_body = batch;
+  streamed_body["stream"] = true;
+  const httplib::Result streamed = Post(streamed_body);
+  ASSERT_TRUE(streamed);
+  ASSERT_EQ(streamed->status, 200) << streamed->body;
+  const std::vector<std::string> events = Events(streamed->body);
+  ASSERT_EQ(events.size(), kTokens * expected.size() + 2);  // a token each, usage, [DONE]
+  std::vector<json> tokens(expected.size(), json::array());
+  for (size_t e = 0; e + 2 < events.size(); ++e) {
+    const json chunk = json::parse(events[e]);
+    const json& choice = chunk["choices"][0];
+    for (const json& t : choice["token_ids"]) tokens[choice["index"].get<size_t>()].push_back(t);
+  }
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(tokens[i], expected[i]) << "choice " << i;
+  const json usage = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(usage["usage"]["completion_tokens"], kTokens * expected.size());
+  EXPECT_EQ(events.back(), "[DONE]");
+}
+
+// A batch is admitted whole or not at all: a bad prompt is named, one too many for the queue
+// is refused, and nothing of either runs.
+TEST_F(HttpE2ETest, ABadBatchIsRefusedWholeAndNamesItsPrompt) {
+  const uint64_t tokens_before = WorkerTokens();
+  const httplib::Result bad = Post({{"prompt", {{2, 5}, {2, 5000}}}, {"max_tokens", 3}});
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_THAT(bad->body, HasSubstr("prompt 1: prompt token 1 is 5000"));
+  const httplib::Result empty =
+      Post({{"prompt", json::array({{2, 5}, json::array()})}, {"max_tokens", 3}});
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->status, 400);
+  EXPECT_THAT(empty->body, HasSubstr("prompt 1: the prompt is empty"));
+  // Past the queue (256 here): 3 prompts x 128.
+  const httplib::Result many =
+      Post({{"prompt", {{2, 5}, {2, 6}, {2, 7}}}, {"n", 128}, {"max_tokens", 3}});
+  ASSERT_TRUE(many);
+  EXPECT_EQ(many->status, 400);
+  EXPECT_THAT(many->body, HasSubstr("--queue_capacity"));
+  EXPECT_EQ(WorkerTokens(), tokens_before);
+}
+
 TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   struct Case {
     json body;
@@ -378,6 +464,11 @@ TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
   ASSERT_EQ(j["echo_logprobs"].size(), prompt.size());
   EXPECT_TRUE(j["echo_logprobs"][0].is_null());
   for (size_t k = 1; k < prompt.size(); ++k) EXPECT_LT(j["echo_logprobs"][k].get<double>(), 0);
+  // A batch of two prompts, two choices each: prompt-major, each its prompt's greedy tokens.
+  auto expected_short = reference_->Greedy({prompt[0], prompt[1]}, 12);
+  ASSERT_TRUE(expected_short.ok()) << expected_short.status();
+  const json plain = *reference_->Greedy(prompt, 12), short_plain = *expected_short;
+  EXPECT_EQ(j["batch"], json({{0, plain}, {1, plain}, {2, short_plain}, {3, short_plain}}));
   EXPECT_EQ(j["error"]["status"], 400);
   EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr("temperature"));
 }

@@ -5,7 +5,8 @@ Usage: openai_client.py PORT MODEL_ID TOKEN_IDS MAX_TOKENS
 Prints one JSON object: the token ids, text, logprobs and top-2 logprobs of a non-streamed and
 the token ids and text of a streamed greedy completion of the token-id prompt (penalised by
 frequency_penalty 0.5), the streamed usage, the logprobs of the prompt scored with echo and
-max_tokens 0, and the error a bad request raised.
+max_tokens 0, the token ids of each choice of a greedy batch (the prompt and its first two
+tokens, n=2), and the error a bad request raised.
 Run by tests/e2e/http_e2e_test.cc with the interpreter of a venv that has `openai` installed
 (scripts/test.sh makes it).
 """
@@ -48,6 +49,9 @@ def main() -> None:
     scored = client.completions.create(model=model, prompt=ids, max_tokens=0, echo=True,
                                        logprobs=1)
     out["echo_logprobs"] = scored.choices[0].logprobs.token_logprobs
+    batch = client.completions.create(model=model, prompt=[ids, ids[:2]], n=2,
+                                      max_tokens=max_tokens, temperature=0, extra_body=extra)
+    out["batch"] = [[c.index, c.model_extra["token_ids"]] for c in batch.choices]
     try:
         client.completions.create(model=model, prompt=ids, max_tokens=4, temperature=-1)
         out["error"] = None
