@@ -100,12 +100,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   // A step carries at most a prefill budget of prompt tokens plus a decode token per sequence.
   options.group.max_step_tokens =
       std::max(options.scheduler.max_prefill_tokens, max_context) + options.scheduler.max_batch;
-  // Logit rows: one per sequence, or a scored prompt's chunk (which goes alone and is never
-  // longer than the context).
+  // Logit rows: one per sequence, and every position of the scored prompts' chunks (at most
+  // score_chunk tokens a step, never more than the context).
   options.scheduler.score_chunk =
       std::clamp<int64_t>(options.scheduler.score_chunk, 1, max_context);
-  options.group.max_step_rows =
-      std::max<int64_t>(options.scheduler.max_batch, options.scheduler.score_chunk);
+  options.group.max_step_rows = options.scheduler.max_batch + options.scheduler.score_chunk;
 
   TokenizerOptions tok_options;
   tok_options.bos_id = static_cast<int32_t>(impl->config.bos_token_id);

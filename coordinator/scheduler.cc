@@ -187,14 +187,7 @@ int64_t Scheduler::KvBudget() const {
 }
 
 void Scheduler::AdmitLocked() {
-  // Whole prompts still waiting for their step (a scored prompt's turn may have held them
-  // back) count against the step's prefill budget; scored prompts go in chunks of their own.
   int64_t prefill_tokens = 0;
-  if (options_.prefill_chunk == 0) {
-    for (const std::shared_ptr<Sequence>& seq : running_) {
-      if (!seq->params().prompt_logprobs) prefill_tokens += seq->prompt_remaining();
-    }
-  }
   const int64_t budget = kv_budget_;
   while (!queue_.empty() && static_cast<int32_t>(running_.size()) < options_.max_batch) {
     std::shared_ptr<Sequence>& next = queue_.front();
@@ -204,7 +197,8 @@ void Scheduler::AdmitLocked() {
     }
     const int64_t prompt = static_cast<int64_t>(next->prompt().size());
     if (!running_.empty() && kv_in_use_ + next->max_tokens() > budget) break;
-    if (options_.prefill_chunk == 0) {  // whole prompts: admit what this step can prefill
+    // Whole prompts: admit what this step can prefill (a prompt to score goes in chunks).
+    if (options_.prefill_chunk == 0 && !next->params().prompt_logprobs) {
       if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
       prefill_tokens += prompt;
     }
@@ -214,13 +208,6 @@ void Scheduler::AdmitLocked() {
     queue_.pop_front();
   }
   PublishLocked();
-}
-
-size_t Scheduler::NextScoredPrefill() const {
-  for (size_t i = 0; i < running_.size(); ++i) {
-    if (!running_[i]->prefilled() && running_[i]->params().prompt_logprobs) return i;
-  }
-  return running_.size();
 }
 
 void Scheduler::Loop() {
@@ -257,35 +244,28 @@ void Scheduler::Loop() {
     // running_[in_step[j]] is request.seqs(j).
     std::vector<size_t> in_step;
     int64_t prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
-    // A prompt being scored needs every position's logits, which the workers compute for the
-    // whole step and keep room for score_chunk rows of. So its chunks, of at most score_chunk
-    // tokens, go in steps of their own, every other step: they can neither fail the other
-    // sequences' steps for memory nor make them compute logits they do not need.
-    // When nothing else could go, the scored prompt takes every step.
-    const size_t scored = NextScoredPrefill();
-    bool scoring_step = false;
-    if (scored < running_.size()) {
-      score_turn_ = !score_turn_;
-      const bool others = std::any_of(running_.begin(), running_.end(), [](const auto& s) {
-        return s->prefilled() || !s->params().prompt_logprobs;
-      });
-      scoring_step = score_turn_ || !others;
-    }
+    // Prompts being scored need every position's logits: at most score_chunk of their tokens
+    // go per step, for which the workers keep logits rows.
+    int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
       const bool prefilled = seq->prefilled();
-      if (scoring_step ? i != scored : !prefilled && seq->params().prompt_logprobs) continue;
-      if (!prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) continue;
+      const bool scored = !prefilled && seq->params().prompt_logprobs;
+      if (scored ? score_budget <= 0
+                 : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
+        continue;
+      }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
       if (prefilled) {
         step->add_token_ids(seq->last_token());
       } else {
         const std::span<const int32_t> piece = seq->TakePrompt(
-            scoring_step                 ? std::max<int64_t>(options_.score_chunk, 1)
+            scored                       ? score_budget
             : options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
                                          : seq->prompt_remaining());
         prefill_budget -= static_cast<int64_t>(piece.size());
+        if (scored) score_budget -= static_cast<int64_t>(piece.size());
         step->mutable_token_ids()->Add(piece.begin(), piece.end());
         // A prompt-only request samples nothing, even after its last chunk.
         step->set_prefill_only(!seq->prefilled() || seq->params().max_new_tokens == 0);

@@ -12,9 +12,10 @@
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
 // prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens as the
-// step's only prompt) and admission also waits for room in the step's prefill budget. A prompt
-// to score (prompt_logprobs) is prefilled alone, in chunks of at most score_chunk tokens,
-// every other step (the workers keep logits room for that many rows). When the
+// step's only prompt) and admission also waits for room in the step's prefill budget. Prompts
+// to score (prompt_logprobs) need the logits of every position: they go in chunks too, at
+// most score_chunk of their tokens per step, beside the other sequences (the workers keep
+// logits room for max_batch + score_chunk rows). When the
 // group breaks, running sequences fail with UNAVAILABLE and queued ones wait for the group to
 // re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
 // FAILED_PRECONDITION.
@@ -46,7 +47,7 @@ struct SchedulerOptions {
   int64_t default_kv_budget_tokens = 0;  // 0: max_batch * max_context
   int64_t max_prefill_tokens = 4096;     // prompt tokens per step
   int64_t prefill_chunk = 512;           // prompt tokens of one sequence per step; 0: whole
-  int64_t score_chunk = 256;             // tokens per step of a prompt being scored (>= 1)
+  int64_t score_chunk = 256;             // tokens per step of prompts being scored (>= 1)
   int64_t max_context = 2048;
   int64_t eos_token_id = 2;
 };
@@ -94,9 +95,6 @@ class Scheduler {
   // Takes the running sequences flagged in `leaving` out of the batch: released on the
   // workers at the next ReleaseFinished, their KV reservation returned.
   void Retire(const std::vector<bool>& leaving);
-  // The first running sequence whose prompt is being scored and not yet prefilled
-  // (running_.size() when none).
-  size_t NextScoredPrefill() const;
   // Mirrors the batch's size and KV figures for the counters.
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -118,7 +116,6 @@ class Scheduler {
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
   int64_t running_epoch_ = 0;
-  bool score_turn_ = false;  // steps alternate between a scored prompt's chunk and the rest
   std::vector<uint64_t> to_release_;
   std::thread thread_;
 };

@@ -50,6 +50,23 @@ std::string MemoryStats::DebugString() const {
                       ", scratch ", scratch, ")");
 }
 
+int64_t PlanLogitRows(std::span<const ShardModel::SequenceInput> batch, bool all_positions,
+                      std::vector<int64_t>* row_begin, std::vector<int32_t>* source_rows) {
+  row_begin->clear();
+  source_rows->clear();
+  int32_t token_row = 0;
+  for (const ShardModel::SequenceInput& in : batch) {
+    row_begin->push_back(static_cast<int64_t>(source_rows->size()));
+    const int32_t n = static_cast<int32_t>(in.tokens.size());
+    for (int32_t j = all_positions || in.all_positions ? 0 : n - 1; j < n; ++j) {
+      source_rows->push_back(token_row + j);
+    }
+    token_row += n;
+  }
+  row_begin->push_back(static_cast<int64_t>(source_rows->size()));
+  return static_cast<int64_t>(source_rows->size());
+}
+
 absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
                                int64_t vocab_size, int64_t max_context,
                                absl::FunctionRef<int64_t(uint64_t)> length,

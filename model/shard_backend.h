@@ -56,6 +56,12 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
                                int64_t max_context, absl::FunctionRef<int64_t(uint64_t)> length,
                                std::vector<uint64_t>* sorted_ids);
 
+// The rows of a step that get logits (Logits): `row_begin` gets batch + 1 entries and
+// `source_rows` one per logits row, the step's token row it is computed from (tokens are
+// numbered in batch order). Returns the number of logits rows.
+int64_t PlanLogitRows(std::span<const ShardModel::SequenceInput> batch, bool all_positions,
+                      std::vector<int64_t>* row_begin, std::vector<int32_t>* source_rows);
+
 // The group's answer to "does this step's memory fit", for a step on which some rank may
 // allocate (a condition every rank evaluates alike: the same batch on the same history). Each
 // rank contributes `room` (OK, or why its memory does not fit); `sum_over_ranks(x)` all-reduces

@@ -42,6 +42,8 @@ struct ForwardScratch {
   std::vector<float> gathered;      // [tp, R, rows_per_rank]
   // Per-step bookkeeping, sized by the batch.
   std::vector<int64_t> first_row;   // [B + 1]
+  std::vector<int64_t> logit_row_begin;  // [B + 1]: PlanLogitRows
+  std::vector<int32_t> head_rows;        // [R]: the token row of each logits row
   std::vector<int64_t> past;        // [B]: cached positions before the step
   std::vector<uint64_t> sorted_ids;  // [B]
   std::vector<kernels::AttentionSequence> attention;  // [B]
@@ -197,7 +199,7 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
     tokens += static_cast<int64_t>(in.tokens.size());
     kv_growth += kv_->GrowthBytes(in.seq_id, kv_->Length(in.seq_id) + in.tokens.size());
   }
-  const int64_t rows = all_positions ? tokens : static_cast<int64_t>(batch.size());
+  const int64_t rows = PlanLogitRows(batch, all_positions, &s.logit_row_begin, &s.head_rows);
   const int64_t scratch_growth = std::max<int64_t>(
       0, ScratchBytesFor(std::max(tokens, s.tokens), std::max(rows, s.logit_rows)) -
              ScratchBytesFor(s.tokens, s.logit_rows));
@@ -238,7 +240,7 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
     kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
   }
   Logits out;
-  absl::Status st = Forward(batch, all_positions, &out);
+  absl::Status st = Forward(batch, &out);
   if (!st.ok()) {
     for (uint64_t id : created) kv_->Release(id).IgnoreError();
     return st;
@@ -289,8 +291,7 @@ absl::Status Lookup(std::span<const int32_t> ids, const WeightMatrix& table, int
 
 }  // namespace
 
-absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, bool all_positions,
-                                 Logits* result) {
+absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, Logits* result) {
   ForwardScratch& s = *scratch_;
   const ShardWeights& w = *weights_;
   const int64_t h = config_.hidden_size;
@@ -376,12 +377,11 @@ absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, bool all_
     if (!pre_ln) RETURN_IF_ERROR(Norm(l.ffn_norm, x, m, h, x));
   }
 
-  // Rows that get logits: the last new position of each sequence, or all of them.
-  const int64_t rows = all_positions ? m : static_cast<int64_t>(batch.size());
+  // Rows that get logits (Step planned them): each sequence's last new position, or all.
+  const int64_t rows = static_cast<int64_t>(s.head_rows.size());
   std::span<float> head_in = span_of(s.head_in, rows * h);
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t src = all_positions ? r : s.first_row[r + 1] - 1;
-    std::memcpy(head_in.data() + r * h, x.data() + src * h, h * sizeof(float));
+    std::memcpy(head_in.data() + r * h, x.data() + int64_t{s.head_rows[r]} * h, h * sizeof(float));
   }
   if (w.has_final_norm) RETURN_IF_ERROR(Norm(w.final_norm, head_in, rows, h, head_in));
   std::span<const float> head = head_in;
@@ -398,10 +398,7 @@ absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, bool all_
   result->rows = rows;
   result->vocab = vocab;
   result->values.resize(rows * vocab);
-  result->row_begin.assign(s.first_row.begin(), s.first_row.end());
-  if (!all_positions) {
-    for (size_t i = 0; i <= batch.size(); ++i) result->row_begin[i] = static_cast<int64_t>(i);
-  }
+  result->row_begin = s.logit_row_begin;
   if (tp_ == 1) {
     return w.embed.Apply(head, rows, result->values, threshold, &s.int8);
   }

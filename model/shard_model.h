@@ -100,10 +100,10 @@ struct MemoryStats {
   std::string DebugString() const;
 };
 
-// Logits of one Step, full vocabulary, row-major [rows, vocab].
-// Without all_positions: one row per sequence, in batch order (its last new position).
-// With all_positions: one row per new token; sequence i owns rows
-// [row_begin[i], row_begin[i + 1]) (row_begin has batch + 1 entries).
+// Logits of one Step, full vocabulary, row-major [rows, vocab]. Sequence i owns rows
+// [row_begin[i], row_begin[i + 1]) (row_begin has batch + 1 entries), in batch order: one row
+// per new token when it asks for all positions (SequenceInput::all_positions, or the step's
+// all_positions), else one, its last new position's.
 struct Logits {
   int64_t rows = 0;
   int64_t vocab = 0;
@@ -122,6 +122,7 @@ class ShardModel {
   struct SequenceInput {
     uint64_t seq_id = 0;
     std::span<const int32_t> tokens;  // >= 1 new tokens: a prompt (prefill) or 1 (decode)
+    bool all_positions = false;       // logits of every new position, not only the last
   };
 
   // Reads this rank's slices from `source` layer by layer (kInt8: each linear quantized as it
@@ -141,7 +142,8 @@ class ShardModel {
 
   // One forward step for a batch. Each sequence appends its new tokens to its KV cache (created
   // on first use of its seq_id) and the logits of its last position (or of all its new positions
-  // when all_positions) are returned, gathered to the full vocabulary on every rank.
+  // when it asks, or `all_positions` asks for every sequence) are returned, gathered to the full
+  // vocabulary on every rank.
   // Errors, with the model state unchanged (no cache touched):
   //   InvalidArgument: empty batch, empty token list, duplicate seq_id in the batch, token id
   //                    outside [0, vocab_size);
@@ -175,7 +177,8 @@ class ShardModel {
   ShardModel(const OptConfig& config, const ShardOptions& options, int tp, int rank,
              comm::Communicator* comm);
   absl::Status ValidateBatch(std::span<const SequenceInput> batch) const;
-  absl::Status Forward(std::span<const SequenceInput> batch, bool all_positions, Logits* out);
+  // The step Step prepared (scratch bookkeeping, logits rows planned).
+  absl::Status Forward(std::span<const SequenceInput> batch, Logits* out);
   int64_t ScratchBytesFor(int64_t tokens, int64_t logit_rows) const;
   void EnsureScratch(int64_t tokens, int64_t logit_rows);
 

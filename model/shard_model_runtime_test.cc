@@ -108,9 +108,11 @@ TEST_P(ShardModelTest, BatchOfDifferentLengthsEqualsEachAlone) {
   }
 }
 
-// all_positions over a mixed batch (what a worker runs when one sequence scores its prompt):
-// a decode token, a later prompt chunk and a whole prompt get one row per new token, in
-// batch order (row_begin), each row equal to the same sequence's row run alone.
+// all_positions over a mixed batch (what a worker runs when sequences score their prompts):
+// a decode token, a later prompt chunk and a whole prompt; the step asks for every position
+// of all of them, or sequences ask for their own. Each sequence gets its rows in batch order
+// (row_begin): every new position's when asked, else its last; each row equal to the same
+// sequence's row run alone.
 TEST_P(ShardModelTest, AllPositionsOfAMixedBatchEqualEachAlone) {
   const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
   auto src = OutlierSource(c);
@@ -119,31 +121,48 @@ TEST_P(ShardModelTest, AllPositionsOfAMixedBatchEqualEachAlone) {
   const std::vector<int32_t> a = RandomTokens(6, 300, 7), b = RandomTokens(11, 300, 8),
                              cc = RandomTokens(5, 300, 9);
   // Histories: a holds 5 tokens and decodes its 6th; b holds 4 and appends 7; c is new.
-  auto mixed = LoadModel(c, *src, o);
-  const std::vector<ShardModel::SequenceInput> history = {
-      {1, std::span<const int32_t>(a.data(), 5)}, {2, std::span<const int32_t>(b.data(), 4)}};
-  ASSERT_TRUE(mixed->Step(history).ok());
-  const std::vector<ShardModel::SequenceInput> batch = {
-      {1, std::span<const int32_t>(a.data() + 5, 1)},
-      {2, std::span<const int32_t>(b.data() + 4, 7)},
-      {3, cc}};
-  auto all = mixed->Step(batch, /*all_positions=*/true);
-  ASSERT_TRUE(all.ok()) << all.status();
-  ASSERT_EQ(all->rows, 1 + 7 + 5);
-  EXPECT_EQ(all->row_begin, (std::vector<int64_t>{0, 1, 8, 13}));
-  const double tol = GetParam() == Precision::kInt8 ? 2e-2 : kF32Tol;
   const std::vector<std::pair<const std::vector<int32_t>*, int>> alone = {
       {&a, 5}, {&b, 4}, {&cc, 0}};
-  for (size_t i = 0; i < alone.size(); ++i) {
-    const auto& [tokens, held] = alone[i];
+  const double tol = GetParam() == Precision::kInt8 ? 2e-2 : kF32Tol;
+  std::vector<std::unique_ptr<Logits>> want;  // every position of each sequence, run alone
+  for (const auto& [tokens, held] : alone) {
     auto solo = LoadModel(c, *src, o);
     ShardModel::SequenceInput whole{9, *tokens};
-    auto want = solo->Step({&whole, 1}, /*all_positions=*/true);
-    ASSERT_TRUE(want.ok()) << want.status();
-    for (int64_t r = all->row_begin[i]; r < all->row_begin[i + 1]; ++r) {
-      const int64_t position = held + (r - all->row_begin[i]);
-      EXPECT_LE(MaxAbsDiff(all->row(r), want->row(position)), tol)
-          << "sequence " << i << " position " << position;
+    auto rows = solo->Step({&whole, 1}, /*all_positions=*/true);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    want.push_back(std::make_unique<Logits>(*std::move(rows)));
+  }
+  struct Case {
+    bool step_wide;
+    std::vector<bool> asks;  // per sequence
+    std::vector<int64_t> row_begin;
+  };
+  const Case cases[] = {{true, {false, false, false}, {0, 1, 8, 13}},
+                        {false, {false, true, false}, {0, 1, 8, 9}},
+                        {false, {true, false, true}, {0, 1, 2, 7}},
+                        {false, {false, false, false}, {0, 1, 2, 3}}};
+  for (const Case& k : cases) {
+    auto mixed = LoadModel(c, *src, o);
+    const std::vector<ShardModel::SequenceInput> history = {
+        {1, std::span<const int32_t>(a.data(), 5)}, {2, std::span<const int32_t>(b.data(), 4)}};
+    ASSERT_TRUE(mixed->Step(history).ok());
+    const std::vector<ShardModel::SequenceInput> batch = {
+        {1, std::span<const int32_t>(a.data() + 5, 1), k.asks[0]},
+        {2, std::span<const int32_t>(b.data() + 4, 7), k.asks[1]},
+        {3, cc, k.asks[2]}};
+    auto got = mixed->Step(batch, k.step_wide);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->row_begin, k.row_begin);
+    ASSERT_EQ(got->rows, k.row_begin.back());
+    for (size_t i = 0; i < alone.size(); ++i) {
+      const int new_tokens = static_cast<int>(batch[i].tokens.size());
+      const int64_t first = got->row_begin[i], count = got->row_begin[i + 1] - first;
+      for (int64_t r = 0; r < count; ++r) {
+        // The last `count` new positions of the sequence.
+        const int64_t position = alone[i].second + new_tokens - count + r;
+        EXPECT_LE(MaxAbsDiff(got->row(first + r), want[i]->row(position)), tol)
+            << "step-wide " << k.step_wide << " sequence " << i << " position " << position;
+      }
     }
   }
 }

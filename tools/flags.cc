@@ -68,8 +68,9 @@ ABSL_FLAG(int64_t, prefill_chunk, 512,
           "prompt tokens of one request per step: longer prompts are prefilled over several "
           "steps while the running streams keep decoding (0: whole prompts in one step)");
 ABSL_FLAG(int64_t, score_chunk, 256,
-          "prompt tokens per step of a prompt being scored (prompt_logprobs, OpenAI echo): such "
-          "a step returns every position's logits, and the workers keep room for this many rows");
+          "prompt tokens per step of the prompts being scored (prompt_logprobs, OpenAI echo), "
+          "which need every position's logits: the workers keep room for this many rows more "
+          "than max_batch");
 ABSL_FLAG(int64_t, kv_budget_tokens, 0,
           "KV cache positions reserved by running sequences, summed (0: what the workers say "
           "they hold beyond the weights, at most max_batch * context)");

@@ -217,17 +217,16 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   std::vector<model::ShardModel::SequenceInput> batch;
   batch.reserve(req.seqs_size());
   int64_t new_tokens = 0;
-  // A prompt to score needs every position's logits; the whole step computes them then (the
-  // same on every rank: each gets the same request).
-  bool all_positions = false;
   for (const v1::SeqStep& seq : req.seqs()) {
-    batch.push_back(
-        {seq.seq_id(), std::span<const int32_t>(seq.token_ids().data(), seq.token_ids().size())});
+    // A prompt to score needs the logits of every position it brings (the same on every
+    // rank: each gets the same request); the others only their last.
+    batch.push_back({seq.seq_id(),
+                     std::span<const int32_t>(seq.token_ids().data(), seq.token_ids().size()),
+                     seq.prompt_logprobs()});
     new_tokens += seq.token_ids_size();
-    all_positions |= seq.prompt_logprobs();
   }
   const absl::Time start = absl::Now();
-  absl::StatusOr<model::Logits> logits = model_->Step(batch, all_positions);
+  absl::StatusOr<model::Logits> logits = model_->Step(batch);
   if (!logits.ok()) {
     if (IsInputError(logits.status())) return logits.status();
     broken_ = logits.status();
@@ -255,8 +254,8 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
       v1::SeqResult* result = resp.add_results();
       result->set_seq_id(seq.seq_id());
       // Row j of the sequence predicts the token after its j-th new token.
-      const int64_t first_row = all_positions ? logits->row_begin[i] : i;
-      const int64_t last_row = all_positions ? logits->row_begin[i + 1] - 1 : i;
+      const int64_t first_row = logits->row_begin[i];
+      const int64_t last_row = logits->row_begin[i + 1] - 1;
       if (seq.prompt_logprobs()) {
         // Scores never fail the step: rank 0 alone computes them, after the collectives.
         for (int j = 1; j < seq.token_ids_size(); ++j) {

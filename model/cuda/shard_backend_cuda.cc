@@ -133,8 +133,9 @@ class CudaShardBackend final : public ShardBackend {
   absl::Status EnsureScratch(int64_t tokens, int64_t rows);
   absl::Status EnsureAttentionBatch(int64_t sequences, int64_t page_entries);
   absl::Status CheckLimit(int64_t more_bytes, std::string_view what) const;
-  absl::Status Forward(std::span<const ShardModel::SequenceInput> batch, bool all_positions,
-                       int64_t tokens, int64_t rows, Logits* out);
+  // The step Step prepared (bookkeeping, KV pages, logits rows planned).
+  absl::Status Forward(std::span<const ShardModel::SequenceInput> batch, int64_t tokens,
+                       int64_t rows, Logits* out);
   absl::Status Linear(const DeviceLinear& w, const Half* x, int64_t m, Half* y,
                       kernels::Int8LinearCudaWorkspace* ws);
   absl::Status AllReduce(Half* data, int64_t count);
@@ -182,6 +183,8 @@ class CudaShardBackend final : public ShardBackend {
   std::vector<int64_t> past_;
   std::vector<int64_t> first_row_;
   std::vector<int32_t> host_ints_;
+  std::vector<int64_t> logit_row_begin_;  // PlanLogitRows
+  std::vector<int32_t> head_rows_;
   std::vector<kernels::AttentionSequenceCuda> seqs_;
   std::vector<Half> host_logits_;
 };
@@ -418,7 +421,7 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
     pages_needed += kv_.PagesNeeded(in.seq_id, len);
     page_entries += PagedKvCache::PagesFor(len);
   }
-  const int64_t rows = all_positions ? tokens : nseq;
+  const int64_t rows = PlanLogitRows(batch, all_positions, &logit_row_begin_, &head_rows_);
 
   RETURN_IF_ERROR(MemoryForStep(nseq, tokens, rows, pages_needed, page_entries));
 
@@ -438,7 +441,7 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
   first_row_[batch.size()] = row;
 
   Logits out;
-  absl::Status st = Forward(batch, all_positions, tokens, rows, &out);
+  absl::Status st = Forward(batch, tokens, rows, &out);
   if (!st.ok()) {
     // Drain what was queued before touching host state the queued copies may read.
     gpu::internal::SynchronizeStream(stream_).IgnoreError();
@@ -528,9 +531,8 @@ absl::Status CudaShardBackend::AllReduce(Half* data, int64_t count) {
   return comm_->AllReduceSum(std::span<Half>(data, static_cast<size_t>(count)));
 }
 
-absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput> batch,
-                                       bool all_positions, int64_t m, int64_t rows,
-                                       Logits* result) {
+absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput> batch, int64_t m,
+                                       int64_t rows, Logits* result) {
   Scratch& s = scratch_;
   const DeviceShardWeights& w = weights_;
   const int64_t h = hidden_;
@@ -543,16 +545,16 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
   cudaStream_t st = stream_;
 
   // Step inputs: ids [m], positions [m] (0-based; the kernel adds OPT's offset), head rows
-  // [nseq] (the last new row of each sequence), in one upload.
-  host_ints_.resize(static_cast<size_t>(2 * m + nseq));
+  // [rows] (the token row of each logits row: PlanLogitRows), in one upload.
+  host_ints_.resize(static_cast<size_t>(2 * m + rows));
   for (int64_t i = 0; i < nseq; ++i) {
     const int64_t n = first_row_[i + 1] - first_row_[i];
     for (int64_t j = 0; j < n; ++j) {
       host_ints_[first_row_[i] + j] = batch[i].tokens[j];
       host_ints_[m + first_row_[i] + j] = static_cast<int32_t>(past_[i] + j);
     }
-    host_ints_[2 * m + i] = static_cast<int32_t>(first_row_[i + 1] - 1);
   }
+  std::copy(head_rows_.begin(), head_rows_.end(), host_ints_.begin() + 2 * m);
   RETURN_IF_ERROR(s.ints.CopyFromHost(host_ints_, st));
   const int32_t* ids = s.ints.data();
   const int32_t* positions = ids + m;
@@ -629,10 +631,10 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
     }
   }
 
-  // Head rows: every new token, or the last of each sequence (a row gather, unless each
-  // sequence brought exactly one token and the rows are already in order).
+  // Head rows: a row gather, unless every token row gets logits (rows == m: then the head
+  // rows are 0..m-1 in order).
   const Half* head = x;
-  if (!all_positions && m != nseq) {
+  if (rows != m) {
     RETURN_IF_ERROR(kernels::EmbeddingLookupCuda(head_rows, rows, x, 0, m, h, s.head_in.data(),
                                                  st));
     head = s.head_in.data();
@@ -668,12 +670,7 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
   result->rows = rows;
   result->vocab = vocab;
   result->values.resize(static_cast<size_t>(rows * vocab));
-  if (all_positions) {
-    result->row_begin.assign(first_row_.begin(), first_row_.end());
-  } else {
-    result->row_begin.resize(batch.size() + 1);
-    for (size_t i = 0; i <= batch.size(); ++i) result->row_begin[i] = static_cast<int64_t>(i);
-  }
+  result->row_begin = logit_row_begin_;
   for (int p = 0; p < tp_; ++p) {
     const int64_t col0 = p * rpr;
     const int64_t ncols = std::min(rpr, vocab - col0);  // = rank p's owned rows

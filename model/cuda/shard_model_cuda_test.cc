@@ -314,43 +314,55 @@ TEST_P(CudaVsCpuTest, ChunkedPrefillEqualsWholePrefill) {
   EXPECT_LE(d, tol);
 }
 
-// all_positions over a mixed batch (a worker's step when a sequence scores its prompt): a
-// decode token, a later prompt chunk crossing a KV page and a new prompt; the CUDA rows and
-// row_begin against the CPU model's for the same steps, every row within the fp16 bound.
+// all_positions over a mixed batch (a worker's step when sequences score their prompts): a
+// decode token, a later prompt chunk crossing a KV page and a new prompt, with every position
+// asked for by the step or by some sequences (the rest get their last row: a row gather); the
+// CUDA rows and row_begin against the CPU model's for the same steps, every row within the
+// fp16 bound.
 TEST_P(CudaVsCpuTest, AllPositionsOfAMixedBatchMatchCpu) {
   SKIP_WITHOUT_CUDA_DEVICE();
   const Precision p = GetParam();
   const OptConfig c = OutlierConfig();
   auto src = MakeSyntheticSource(c, OutlierSynthetic());
   ASSERT_TRUE(src.ok()) << src.status();
-  auto gpu = LoadOn(Device::kCuda, c, **src, p);
-  auto cpu = LoadOn(Device::kCpu, c, **src, p);
-  ASSERT_TRUE(gpu && cpu);
   const std::vector<int32_t> a = RandomTokens(6, 512, 12), b = RandomTokens(30, 512, 13),
                              n = RandomTokens(9, 512, 14);
-  const std::vector<ShardModel::SequenceInput> history = {
-      {1, std::span<const int32_t>(a.data(), 5)}, {2, std::span<const int32_t>(b.data(), 12)}};
-  const std::vector<ShardModel::SequenceInput> batch = {
-      {1, std::span<const int32_t>(a.data() + 5, 1)},
-      {2, std::span<const int32_t>(b.data() + 12, 18)},
-      {3, n}};
-  for (ShardModel* m : {gpu.get(), cpu.get()}) ASSERT_TRUE(m->Step(history).ok());
-  auto g = gpu->Step(batch, /*all_positions=*/true);
-  auto want = cpu->Step(batch, /*all_positions=*/true);
-  ASSERT_TRUE(g.ok()) << g.status();
-  ASSERT_TRUE(want.ok()) << want.status();
-  ASSERT_EQ(g->rows, 1 + 18 + 9);
-  EXPECT_EQ(g->row_begin, want->row_begin);
-  double worst = 0;
-  for (int64_t r = 0; r < g->rows; ++r) {
-    double tol = WorstCaseF16Bound(c, MaxAbs(want->row(r)));
-    if (p == Precision::kInt8) tol += kInt8Allowance;
-    const double d = MaxAbsDiff(g->row(r), want->row(r));
-    worst = std::max(worst, d);
-    EXPECT_LE(d, tol) << "row " << r;
+  struct Case {
+    bool step_wide;
+    std::vector<bool> asks;
+    int64_t rows;
+  };
+  for (const Case& k : {Case{true, {false, false, false}, 1 + 18 + 9},
+                        Case{false, {false, true, false}, 1 + 18 + 1},
+                        Case{false, {true, false, true}, 1 + 1 + 9}}) {
+    auto gpu = LoadOn(Device::kCuda, c, **src, p);
+    auto cpu = LoadOn(Device::kCpu, c, **src, p);
+    ASSERT_TRUE(gpu && cpu);
+    const std::vector<ShardModel::SequenceInput> history = {
+        {1, std::span<const int32_t>(a.data(), 5)}, {2, std::span<const int32_t>(b.data(), 12)}};
+    const std::vector<ShardModel::SequenceInput> batch = {
+        {1, std::span<const int32_t>(a.data() + 5, 1), k.asks[0]},
+        {2, std::span<const int32_t>(b.data() + 12, 18), k.asks[1]},
+        {3, n, k.asks[2]}};
+    for (ShardModel* m : {gpu.get(), cpu.get()}) ASSERT_TRUE(m->Step(history).ok());
+    auto g = gpu->Step(batch, k.step_wide);
+    auto want = cpu->Step(batch, k.step_wide);
+    ASSERT_TRUE(g.ok()) << g.status();
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_EQ(g->rows, k.rows);
+    EXPECT_EQ(g->row_begin, want->row_begin);
+    double worst = 0;
+    for (int64_t r = 0; r < g->rows; ++r) {
+      double tol = WorstCaseF16Bound(c, MaxAbs(want->row(r)));
+      if (p == Precision::kInt8) tol += kInt8Allowance;
+      const double d = MaxAbsDiff(g->row(r), want->row(r));
+      worst = std::max(worst, d);
+      EXPECT_LE(d, tol) << "row " << r << " (step-wide " << k.step_wide << ")";
+    }
+    std::printf("%s: all-positions mixed batch (step-wide %d, %lld rows) max |gpu - cpu| = %.5f\n",
+                std::string(PrecisionName(p)).c_str(), k.step_wide ? 1 : 0,
+                static_cast<long long>(k.rows), worst);
   }
-  std::printf("%s: all-positions mixed batch max |gpu - cpu| = %.5f\n",
-              std::string(PrecisionName(p)).c_str(), worst);
 }
 
 // Bad input leaves the state unchanged; Release frees; memory is accounted.

@@ -452,10 +452,11 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
 // Chunked prefill (--prefill_chunk=5): prompts go to the workers 5 tokens a step, next to the
 // decode steps of the other streams. Every stream still equals its solo greedy run, and a
 // solo request takes ceil(prompt / 5) prefill steps plus one per further token.
-// Prompts scored in chunks (--score_chunk 7: the 17- and 40-token prompts cross 2 and 5 chunk
-// boundaries, where rank 0 scores the next chunk's first token) while two greedy streams
-// decode: the same scores as one full forward, and the streams' own tokens; max_new_tokens 0
-// only scores, in one response with no token, and frees the sequence.
+// Prompts scored in chunks (--score_chunk 7: the 17- and 40-token prompts cross at least 2 and
+// 5 chunk boundaries, where rank 0 scores the next chunk's first token), all at once, sharing
+// the 7 scored tokens of each step, while two greedy streams decode in the same steps: the
+// same scores as one full forward, and the streams' own tokens; max_new_tokens 0 only scores,
+// in one response with no token, and frees the sequence.
 TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   ClusterOptions options;
   options.model = SourcePath(kModelDir);
@@ -465,8 +466,8 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
-  // Greedy streams decoding all along: scored prompts go in steps of their own, which must
-  // not change these streams' tokens (nor theirs).
+  // Greedy streams decoding all along: scored prompts share their steps, which must not
+  // change these streams' tokens (nor theirs).
   auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
   ASSERT_TRUE(ref.ok()) << ref.status();
   std::vector<std::vector<int32_t>> stream_prompts = {{2, 11, 12}, {2, 300, 301, 302, 303}};
@@ -486,13 +487,29 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   }
   const nlohmann::json j = LoadOpenAiSamplingFixture();
   const int top_n = j["top_n"].get<int>();
+  std::vector<std::pair<const nlohmann::json*, int>> scorings;  // (run, new tokens)
   for (const auto& run : j["top_logprobs_runs"]) {
-    const auto prompt = run["prompt"].get<std::vector<int32_t>>();
-    for (int new_tokens : {0, 3}) {
-      v1::GenerateRequest req = GreedyRequest(prompt, new_tokens);
+    for (int new_tokens : {0, 3}) scorings.emplace_back(&run, new_tokens);
+  }
+  std::vector<Generated> scored_runs(scorings.size());
+  for (size_t k = 0; k < scorings.size(); ++k) {
+    threads.emplace_back([&, k] {
+      const auto& [run, new_tokens] = scorings[k];
+      v1::GenerateRequest req =
+          GreedyRequest((*run)["prompt"].get<std::vector<int32_t>>(), new_tokens);
       req.set_prompt_logprobs(true);
       req.set_top_logprobs(top_n);
-      Generated got = Generate(*stub, req);
+      auto own = cluster.NewStub();
+      scored_runs[k] = Generate(*own, req);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (size_t k = 0; k < scorings.size(); ++k) {
+    const nlohmann::json& run = *scorings[k].first;
+    const int new_tokens = scorings[k].second;
+    const auto prompt = run["prompt"].get<std::vector<int32_t>>();
+    {
+      const Generated& got = scored_runs[k];
       ASSERT_TRUE(got.status.ok()) << got.status.error_message();
       ASSERT_FALSE(got.responses.empty());
       ExpectPromptScores(got.responses.front(), run, top_n);
@@ -508,7 +525,6 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
       }
     }
   }
-  for (std::thread& t : threads) t.join();
   for (size_t i = 0; i < streams.size(); ++i) {
     ASSERT_TRUE(streams[i].status.ok()) << streams[i].status.error_message();
     EXPECT_THAT(streams[i].tokens, ElementsAreArray(stream_want[i])) << "stream " << i;

@@ -102,7 +102,9 @@ TEST_F(TextE2ETest, PromptTokensCarryTheirPiecesAndCandidateTexts) {
       previous = c.logprob();
     }
     // The token's own logprob is at most the likeliest candidate's.
-    if (k > 0) EXPECT_LE(t.logprob(), t.top_logprobs(0).logprob());
+    if (k > 0) {
+      EXPECT_LE(t.logprob(), t.top_logprobs(0).logprob());
+    }
   }
   EXPECT_EQ(joined, req.text());
   ASSERT_EQ(first.top_logprobs_size(), 3);
