@@ -29,6 +29,16 @@ using json = nlohmann::json;
 
 constexpr char kModelDir[] = "tests/golden/tiny-opt";
 
+// The "data: " payloads of a server-sent-event body.
+std::vector<std::string> Events(const std::string& body) {
+  std::vector<std::string> out;
+  for (absl::string_view line : absl::StrSplit(body, "\n\n", absl::SkipEmpty())) {
+    EXPECT_TRUE(absl::StartsWith(line, "data: ")) << line;
+    out.emplace_back(line.substr(6));
+  }
+  return out;
+}
+
 class HttpE2ETest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -57,6 +67,13 @@ class HttpE2ETest : public ::testing::Test {
   static httplib::Result Post(const json& body) {
     return Client().Post("/v1/completions", body.dump(), "application/json");
   }
+  // The event payloads of `body` streamed (none, and a failure, unless it is answered 200).
+  static std::vector<std::string> PostStreamed(json body) {
+    body["stream"] = true;
+    const httplib::Result res = Post(body);
+    EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+    return res && res->status == 200 ? Events(res->body) : std::vector<std::string>();
+  }
 
   // Tokens worker 0 has run through the model (prompts and decode steps).
   uint64_t WorkerTokens() {
@@ -73,16 +90,6 @@ class HttpE2ETest : public ::testing::Test {
 int HttpE2ETest::http_port_ = 0;
 Cluster* HttpE2ETest::cluster_ = nullptr;
 InProcessReference* HttpE2ETest::reference_ = nullptr;
-
-// The "data: " payloads of a server-sent-event body.
-std::vector<std::string> Events(const std::string& body) {
-  std::vector<std::string> out;
-  for (absl::string_view line : absl::StrSplit(body, "\n\n", absl::SkipEmpty())) {
-    EXPECT_TRUE(absl::StartsWith(line, "data: ")) << line;
-    out.emplace_back(line.substr(6));
-  }
-  return out;
-}
 
 TEST_F(HttpE2ETest, GreedyCompletionEqualsTheRuntime) {
   const std::vector<int32_t> prompt = {2, 100, 200, 300};
@@ -181,12 +188,7 @@ TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
   EXPECT_EQ(j["usage"]["prompt_tokens"], prompt_tokens);  // each prompt once
   EXPECT_EQ(j["usage"]["completion_tokens"], kTokens * expected.size());
 
-  json streamed_body = batch;
-  streamed_body["stream"] = true;
-  const httplib::Result streamed = Post(streamed_body);
-  ASSERT_TRUE(streamed);
-  ASSERT_EQ(streamed->status, 200) << streamed->body;
-  const std::vector<std::string> events = Events(streamed->body);
+  const std::vector<std::string> events = PostStreamed(batch);
   ASSERT_EQ(events.size(), kTokens * expected.size() + 2);  // a token each, usage, [DONE]
   std::vector<json> tokens(expected.size(), json::array());
   for (size_t e = 0; e + 2 < events.size(); ++e) {
@@ -371,13 +373,8 @@ TEST_F(HttpE2ETest, EchoWithMaxTokensZeroScoresThePrompt) {
   EXPECT_EQ(j["usage"]["completion_tokens"], 0);
   EXPECT_EQ(j["usage"]["prompt_tokens"], 17);
 
-  json streamed = request;
-  streamed["stream"] = true;
-  const httplib::Result sse = Post(streamed);
-  ASSERT_TRUE(sse);
-  ASSERT_EQ(sse->status, 200) << sse->body;
-  const std::vector<std::string> events = Events(sse->body);
-  ASSERT_EQ(events.size(), 2u) << sse->body;  // the scored prompt, then [DONE]
+  const std::vector<std::string> events = PostStreamed(request);
+  ASSERT_EQ(events.size(), 2u);  // the scored prompt, then [DONE]
   EXPECT_EQ(events[1], "[DONE]");
   EXPECT_EQ(json::parse(events[0])["choices"][0]["logprobs"]["token_logprobs"],
             logprobs["token_logprobs"]);
