@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 #include <optional>
 #include <string>
 
@@ -129,12 +128,19 @@ void FillLogprobs(std::span<const float> logits, const SamplingParams& params, i
   auto logprob = [&](int32_t id) { return static_cast<float>(logits[id] - lse); };
   if (params.return_logprob) out.logprob = logprob(out.token);
   if (params.top_logprobs > 0) {
+    // The n likeliest in one pass, kept sorted (n <= kMaxTopLogprobs): no vocab-sized buffer
+    // for each scored position.
     const size_t n = std::min<size_t>(params.top_logprobs, logits.size());
-    std::vector<int32_t> ids(logits.size());
-    std::iota(ids.begin(), ids.end(), 0);
-    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), ByLogitDesc{logits});
+    const ByLogitDesc before{logits};
+    std::vector<int32_t> top;
+    top.reserve(n + 1);
+    for (int32_t id = 0; id < static_cast<int32_t>(logits.size()); ++id) {
+      if (top.size() == n && !before(id, top.back())) continue;
+      top.insert(std::upper_bound(top.begin(), top.end(), id, before), id);
+      if (top.size() > n) top.pop_back();
+    }
     out.top.reserve(n);
-    for (size_t i = 0; i < n; ++i) out.top.push_back({ids[i], logprob(ids[i])});
+    for (int32_t id : top) out.top.push_back({id, logprob(id)});
   }
 }
 

@@ -323,6 +323,24 @@ TEST(SamplingTest, LogprobsAreLogSoftmaxOfRawLogits) {
   EXPECT_TRUE(SampleToken(logits, Params(1.0f, 0, 1.0f), 0)->top.empty());
 }
 
+// The candidates are the n first ids in (logit descending, id ascending) order, ties too: a
+// vocabulary of few distinct logits against a full sort.
+TEST(SamplingTest, TopLogprobsAreTheFirstIdsOfAFullSort) {
+  std::vector<float> logits(5003);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>((i * 7919) % 13);
+  logits[4000] = kNegInf;
+  std::vector<int32_t> sorted(logits.size());
+  for (size_t i = 0; i < sorted.size(); ++i) sorted[i] = static_cast<int32_t>(i);
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  for (int32_t n : {1, 7, kMaxTopLogprobs}) {
+    auto scored = ScoreToken(logits, 4000, n);
+    ASSERT_TRUE(scored.ok()) << scored.status();
+    ASSERT_EQ(scored->top.size(), static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) EXPECT_EQ(scored->top[i].token, sorted[i]) << "n " << n;
+  }
+}
+
 TEST(SamplingTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOnce) {
   std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f, kNegInf};
   // Ids 0, 1 and 4 seen (0 twice: penalised once), 2 and 3 not.
