@@ -7,6 +7,7 @@
 # Usage (by hand; needs `pip install lm-eval` and a server started with --http_listen):
 #   train/lm_eval/run.sh [COMPLETIONS_URL] [MODEL_DIR] [OUT_JSON]
 # Defaults: http://127.0.0.1:8000/v1/completions, models/opt-sotu-cpu, no file.
+# LM_EVAL_BATCH (default 8): windows per request (a batch of prompts; 4 requests in flight).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -31,4 +32,4 @@ context=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['max_p
 cd "$work"
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm_eval --model local-completions \
   --model_args "model=$(basename "$model_dir"),base_url=$url,tokenizer=$model_dir,tokenizer_backend=huggingface,tokenized_requests=True,max_length=$((context - 1)),num_concurrent=4,max_retries=1" \
-  --tasks sotu_heldout --include_path "$work" --batch_size 1 ${out:+--output_path "$out"}
+  --tasks sotu_heldout --include_path "$work" --batch_size "${LM_EVAL_BATCH:-8}" ${out:+--output_path "$out"}
