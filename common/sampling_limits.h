@@ -12,6 +12,12 @@ namespace llmint8 {
 inline constexpr int32_t kMaxTopLogprobs = 20;
 // frequency_penalty and presence_penalty lie in [-kMaxPenalty, kMaxPenalty] (the OpenAI API's).
 inline constexpr float kMaxPenalty = 2.0f;
+// logit_bias: at most kMaxLogitBiasTokens ids, each bias in [-kMaxLogitBias, kMaxLogitBias]
+// (the OpenAI API's range).
+inline constexpr int32_t kMaxLogitBiasTokens = 300;
+inline constexpr float kMaxLogitBias = 100.0f;
+// stop_token_ids: at most this many.
+inline constexpr int32_t kMaxStopTokenIds = 64;
 
 }  // namespace llmint8
 

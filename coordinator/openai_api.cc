@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "coordinator/request_validation.h"
@@ -118,9 +119,6 @@ absl::Status CheckUnsupported(const json& body) {
           absl::StrCat("field '", n.field, "' must be ", n.value.dump(), " here: ", n.why));
     }
   }
-  if (const json* v = Find(body, "logit_bias"); v != nullptr && !v->empty()) {
-    return absl::InvalidArgumentError("field 'logit_bias' is not supported; leave it empty");
-  }
   return absl::OkStatus();
 }
 
@@ -195,6 +193,34 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
   RETURN_IF_ERROR(IfPresent<float>(body, "presence_penalty", Number,
                                    [&](float p) { g.set_presence_penalty(p); }));
   RETURN_IF_ERROR(IfPresent<bool>(body, "ignore_eos", Bool, [&](bool b) { g.set_ignore_eos(b); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "min_p", Number, [&](float p) { g.set_min_p(p); }));
+  if (const json* v = Find(body, "min_tokens"); v != nullptr) {
+    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "min_tokens"));
+    // Saturated, so the service's range check reports it.
+    g.set_min_tokens(static_cast<int32_t>(std::clamp<int64_t>(
+        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
+  }
+  if (const json* v = Find(body, "logit_bias"); v != nullptr) {
+    // {"token id": bias}: JSON keys are strings.
+    if (!v->is_object()) return FieldError("logit_bias", "an object of token id: bias");
+    for (const auto& [key, bias] : v->items()) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(key, &id) || !bias.is_number()) {
+        return FieldError("logit_bias", "an object of token id: bias (a number)");
+      }
+      (*g.mutable_logit_bias())[id] = bias.get<float>();
+    }
+  }
+  if (const json* v = Find(body, "stop_token_ids"); v != nullptr) {
+    if (!v->is_array()) return FieldError("stop_token_ids", "an array of token ids");
+    for (const json& t : *v) {
+      const absl::StatusOr<int64_t> id = Integer(t, "stop_token_ids");
+      if (!id.ok() || *id < 0 || *id > std::numeric_limits<int32_t>::max()) {
+        return FieldError("stop_token_ids", "an array of token ids");
+      }
+      g.add_stop_token_ids(static_cast<int32_t>(*id));
+    }
+  }
   if (const json* v = Find(body, "logprobs"); v != nullptr) {
     // The legacy API's integer (how many top candidates beside the sampled token) or the chat
     // API's boolean (the sampled token's logprob only).

@@ -23,9 +23,12 @@
 //                 service scores the prompt for it, logprobs or not, in steps of its own; with
 //                 max_tokens 0 the prompt is only scored; lm-evaluation-harness scores
 //                 with echo, logprobs 1 and max_tokens 1);
-//   best_of (1 or n), logit_bias ({}), suffix (empty) are accepted only at those values;
-//                 user is ignored;
-//   extensions as vLLM names them: top_k (0 or -1: off), repetition_penalty, ignore_eos,
+//   logit_bias    {"token id": bias in [-100, 100]}, at most 300 ids: added to the logits
+//                 before sampling (logprobs stay the model's own);
+//   best_of (1 or n), suffix (empty) are accepted only at those values; user is ignored;
+//   extensions as vLLM names them: top_k (0 or -1: off), min_p, repetition_penalty,
+//                 ignore_eos, stop_token_ids (ids that end the completion, returned with it),
+//                 min_tokens (no end, by eos, stop ids or stop strings, before that many),
 //                 return_token_ids (adds the generated token_ids to the choice).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
 // InvalidArgument naming it. Value checks (ranges, context length) are the service's.

@@ -114,8 +114,17 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
       {R"({"prompt": "x", "logprobs": 21})", absl::StatusCode::kInvalidArgument,
        "'logprobs' must be an integer in [0, 20]"},
       {R"({"prompt": "x", "logprobs": 1.5})", absl::StatusCode::kInvalidArgument, "'logprobs'"},
-      {R"({"prompt": "x", "logit_bias": {"50256": -100}})", absl::StatusCode::kInvalidArgument,
+      {R"({"prompt": "x", "logit_bias": {"a": -100}})", absl::StatusCode::kInvalidArgument,
        "'logit_bias'"},
+      {R"({"prompt": "x", "logit_bias": {"5": "high"}})", absl::StatusCode::kInvalidArgument,
+       "'logit_bias'"},
+      {R"({"prompt": "x", "logit_bias": [5]})", absl::StatusCode::kInvalidArgument, "'logit_bias'"},
+      {R"({"prompt": "x", "stop_token_ids": 5})", absl::StatusCode::kInvalidArgument,
+       "'stop_token_ids'"},
+      {R"({"prompt": "x", "stop_token_ids": [-1]})", absl::StatusCode::kInvalidArgument,
+       "'stop_token_ids'"},
+      {R"({"prompt": "x", "min_tokens": "2"})", absl::StatusCode::kInvalidArgument, "'min_tokens'"},
+      {R"({"prompt": "x", "min_p": true})", absl::StatusCode::kInvalidArgument, "'min_p'"},
       {R"({"prompt": "x", "model": "gpt-3.5-turbo-instruct"})", absl::StatusCode::kNotFound,
        "serves 'opt-sotu-cpu'"},
   };
@@ -124,6 +133,20 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
     EXPECT_EQ(r.status().code(), c.code) << c.body << ": " << r.status();
     EXPECT_THAT(r.status().message(), HasSubstr(c.says)) << c.body;
   }
+}
+
+// vLLM's and OpenAI's other sampling fields reach the Generate request.
+TEST(OpenAiApiTest, LogitBiasStopTokenIdsMinTokensAndMinPAreRead) {
+  const CompletionRequest r = ParseOk(
+      R"({"prompt": "x", "logit_bias": {"50256": -100, "7": 2.5}, "stop_token_ids": [4, 9],
+          "min_tokens": 3, "min_p": 0.1, "max_tokens": 8})");
+  EXPECT_EQ(r.generate.logit_bias().size(), 2u);
+  EXPECT_EQ(r.generate.logit_bias().at(50256), -100.0f);
+  EXPECT_EQ(r.generate.logit_bias().at(7), 2.5f);
+  EXPECT_THAT(r.generate.stop_token_ids(), ElementsAre(4, 9));
+  EXPECT_EQ(r.generate.min_tokens(), 3);
+  EXPECT_FLOAT_EQ(r.generate.min_p(), 0.1f);
+  EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logit_bias": {}})").generate.logit_bias().empty());
 }
 
 // A batch of prompts and n: every prompt in order, each holding only its prompt; the

@@ -1,5 +1,6 @@
 #include "coordinator/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -88,6 +89,47 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
     }
     p.stop.push_back(s);
   }
+  if (!(request.min_p() >= 0.0f && request.min_p() <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_p is ", request.min_p(), "; it must be in [0, 1] (0 disables it)"));
+  }
+  auto in_vocabulary = [&](int32_t id) { return id >= 0 && id < limits.vocab_size; };
+  if (request.logit_bias_size() > kMaxLogitBiasTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("logit_bias has ", request.logit_bias_size(),
+                                                   " tokens; at most ", kMaxLogitBiasTokens));
+  }
+  for (const auto& [id, bias] : request.logit_bias()) {
+    if (!in_vocabulary(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logit_bias names token ", id, "; token ids must be in [0, ", limits.vocab_size, ")"));
+    }
+    if (!(bias >= -kMaxLogitBias && bias <= kMaxLogitBias)) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias of token ", id, " is ", bias,
+                                                     "; it must be in [", -kMaxLogitBias, ", ",
+                                                     kMaxLogitBias, "]"));
+    }
+    p.logit_bias.emplace_back(id, bias);
+  }
+  std::sort(p.logit_bias.begin(), p.logit_bias.end());  // a map's order is unspecified
+  if (request.stop_token_ids_size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat("there are ", request.stop_token_ids_size(),
+                                                   " stop_token_ids; at most ", kMaxStopTokenIds));
+  }
+  for (int32_t id : request.stop_token_ids()) {
+    if (!in_vocabulary(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop_token_ids has ", id, "; token ids must be in [0, ", limits.vocab_size, ")"));
+    }
+    p.stop_token_ids.push_back(id);
+  }
+  std::sort(p.stop_token_ids.begin(), p.stop_token_ids.end());
+  if (request.min_tokens() < 0 || request.min_tokens() > request.max_new_tokens()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_tokens is ", request.min_tokens(),
+                     "; it must be in [0, max_new_tokens = ", request.max_new_tokens(), "]"));
+  }
+  p.min_p = request.min_p();
+  p.min_tokens = request.min_tokens();
   p.max_new_tokens = request.max_new_tokens();
   p.temperature = request.temperature();
   p.top_k = request.top_k();

@@ -120,6 +120,54 @@ TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
   EXPECT_EQ(Code(text, Limits(/*tokenizer=*/false)), C::kFailedPrecondition);
 }
 
+// min_p, logit_bias, stop_token_ids, min_tokens: ranges, ids in the vocabulary, the caps.
+TEST(RequestValidationTest, SamplingExtensionsAreRangeChecked) {
+  using C = absl::StatusCode;
+  auto with = [](auto set) {
+    v1::GenerateRequest r = Ids({2}, 4);
+    set(r);
+    return r;
+  };
+  for (float min_p : {-0.1f, 1.5f, std::numeric_limits<float>::quiet_NaN()}) {
+    EXPECT_EQ(Code(with([&](auto& r) { r.set_min_p(min_p); })), C::kInvalidArgument) << min_p;
+  }
+  EXPECT_EQ(Code(with([](auto& r) { r.set_min_p(1.0f); })), C::kOk);
+  EXPECT_EQ(Code(with([](auto& r) { (*r.mutable_logit_bias())[1000] = 1; })), C::kInvalidArgument);
+  EXPECT_EQ(Code(with([](auto& r) { (*r.mutable_logit_bias())[-1] = 1; })), C::kInvalidArgument);
+  EXPECT_EQ(Code(with([](auto& r) { (*r.mutable_logit_bias())[5] = 100.5f; })),
+            C::kInvalidArgument);
+  EXPECT_EQ(Code(with([](auto& r) {
+              (*r.mutable_logit_bias())[5] = -std::numeric_limits<float>::infinity();
+            })),
+            C::kInvalidArgument);
+  EXPECT_EQ(Code(with([](auto& r) {
+              for (int id = 0; id <= kMaxLogitBiasTokens; ++id) (*r.mutable_logit_bias())[id] = 1;
+            })),
+            C::kInvalidArgument);
+  EXPECT_EQ(Code(with([](auto& r) { r.add_stop_token_ids(1000); })), C::kInvalidArgument);
+  EXPECT_EQ(Code(with([](auto& r) {
+              for (int i = 0; i <= kMaxStopTokenIds; ++i) r.add_stop_token_ids(i);
+            })),
+            C::kInvalidArgument);
+  EXPECT_EQ(Code(with([](auto& r) { r.set_min_tokens(5); })), C::kInvalidArgument);  // > 4
+  EXPECT_EQ(Code(with([](auto& r) { r.set_min_tokens(-1); })), C::kInvalidArgument);
+
+  v1::GenerateRequest ok = Ids({2}, 4);
+  ok.set_min_p(0.05f);
+  (*ok.mutable_logit_bias())[9] = -100;
+  (*ok.mutable_logit_bias())[3] = 2.5f;
+  ok.add_stop_token_ids(7);
+  ok.add_stop_token_ids(4);
+  ok.set_min_tokens(4);
+  absl::StatusOr<GenerationParams> p = ValidateGenerationParams(ok, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->min_p, 0.05f);
+  EXPECT_EQ(p->logit_bias,
+            (std::vector<std::pair<int32_t, float>>{{3, 2.5f}, {9, -100.0f}}));  // by id
+  EXPECT_EQ(p->stop_token_ids, (std::vector<int32_t>{4, 7}));                    // sorted
+  EXPECT_EQ(p->min_tokens, 4);
+}
+
 TEST(RequestValidationTest, MessagesSayWhatToChange) {
   absl::StatusOr<GenerationParams> p =
       ValidateGenerationParams(Ids(std::vector<int32_t>(100, 3), 50), Limits());

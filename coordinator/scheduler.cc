@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -286,6 +287,22 @@ void Scheduler::Loop() {
       sp->set_repetition_penalty(p.repetition_penalty);
       sp->set_frequency_penalty(p.frequency_penalty);
       sp->set_presence_penalty(p.presence_penalty);
+      sp->set_min_p(p.min_p);
+      for (const auto& [id, bias] : p.logit_bias) {
+        v1::TokenBias* b = sp->add_logit_bias();
+        b->set_token_id(id);
+        b->set_bias(bias);
+      }
+      if (seq->num_generated() < p.min_tokens) {
+        // Too early to end: the end-of-sequence token and the stop ids are never sampled.
+        auto ban = [sp](int64_t id) {
+          v1::TokenBias* b = sp->add_logit_bias();
+          b->set_token_id(static_cast<int32_t>(id));
+          b->set_bias(-std::numeric_limits<float>::infinity());
+        };
+        if (!p.ignore_eos && options_.eos_token_id >= 0) ban(options_.eos_token_id);
+        for (int32_t id : p.stop_token_ids) ban(id);
+      }
       step->set_sample_index(seq->num_generated());
       step->set_logprobs(p.logprobs);
       step->set_top_logprobs(p.top_logprobs);

@@ -76,20 +76,27 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   AddCandidates(sampled.top(), response.mutable_top_logprobs());
   if (generated_.size() == 1) AttachPromptTokens(response);
 
-  if (token_id == eos_token_id && !params_.ignore_eos) {
+  // Before min_tokens nothing ends the sequence (the workers never sample the end-of-sequence
+  // token or a stop id then) and stop strings are not looked for.
+  const bool may_end = num_generated() > params_.min_tokens;
+  if (token_id == eos_token_id && !params_.ignore_eos && may_end) {
     response.set_text(stop_.Append(text_ ? text_->Flush() : "") + stop_.Flush());
     Finish(std::move(response), v1::FINISH_REASON_EOS);
     return true;
   }
-  std::string piece = text_ ? text_->Add(token_id) : std::string();
-  std::string emit = stop_.Append(piece);
+  auto match = [&](std::string text) { return may_end ? stop_.Append(text) : text; };
+  std::string emit = match(text_ ? text_->Add(token_id) : std::string());
   if (stop_.stopped()) {
     response.set_text(std::move(emit));
     Finish(std::move(response), v1::FINISH_REASON_STOP);
     return true;
   }
-  if (num_generated() >= params_.max_new_tokens) {
-    if (text_) emit += stop_.Append(text_->Flush());
+  // A stop token id ends the sequence with its text, as vLLM returns a token that is not
+  // special.
+  const bool stop_token = may_end && std::binary_search(params_.stop_token_ids.begin(),
+                                                        params_.stop_token_ids.end(), token_id);
+  if (stop_token || num_generated() >= params_.max_new_tokens) {
+    if (text_) emit += match(text_->Flush());
     if (stop_.stopped()) {
       response.set_text(std::move(emit));
       Finish(std::move(response), v1::FINISH_REASON_STOP);
@@ -97,7 +104,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
     }
     emit += stop_.Flush();
     response.set_text(std::move(emit));
-    Finish(std::move(response), v1::FINISH_REASON_LENGTH);
+    Finish(std::move(response), stop_token ? v1::FINISH_REASON_STOP : v1::FINISH_REASON_LENGTH);
     return true;
   }
   response.set_text(std::move(emit));

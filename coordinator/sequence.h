@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -40,6 +41,10 @@ struct GenerationParams {
   float presence_penalty = 0.0f;    // 0: off
   int32_t top_logprobs = 0;         // candidates returned per token
   bool prompt_logprobs = false;     // score the prompt (max_new_tokens may then be 0)
+  float min_p = 0.0f;               // 0: off
+  std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias), by id
+  std::vector<int32_t> stop_token_ids;                // sorted
+  int32_t min_tokens = 0;  // no end (eos, stop ids, stop strings) before this many tokens
 };
 
 // Turns one sequence's generated token ids into complete UTF-8 text pieces.

@@ -110,6 +110,15 @@ int32_t Draw(std::span<const float> logits, const SamplingParams& params, uint64
     total = 0;
     for (size_t i = 0; i < keep; ++i) total += w[ids[i]];
   }
+  if (params.min_p > 0.0f) {
+    // p / max p is w (the argmax's w is 1, and it is kept): keep w >= min_p, in order.
+    const double min_w = static_cast<double>(params.min_p);
+    keep = static_cast<size_t>(std::stable_partition(ids.begin(), ids.begin() + keep,
+                                                     [&](int32_t id) { return w[id] >= min_w; }) -
+                               ids.begin());
+    total = 0;
+    for (size_t i = 0; i < keep; ++i) total += w[ids[i]];
+  }
   const double target = Uniform01(params.seed, step) * total;
   double acc = 0;
   for (size_t i = 0; i < keep; ++i) {
@@ -176,6 +185,10 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_k is ", p.top_k, "; it must be >= 0 (0 = no limit)"));
   }
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_p is ", p.min_p, "; it must be in [0, 1] (0 = off)"));
+  }
   if (!(p.repetition_penalty > 0.0f) || std::isinf(p.repetition_penalty)) {
     return absl::InvalidArgumentError(absl::StrCat("repetition_penalty is ", p.repetition_penalty,
                                                    "; it must be finite and > 0 (1 = off)"));
@@ -217,6 +230,22 @@ absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int
   return absl::OkStatus();
 }
 
+absl::Status ApplyLogitBias(std::span<float> logits, std::span<const TokenBias> bias) {
+  for (const TokenBias& b : bias) {
+    if (b.token < 0 || static_cast<size_t>(b.token) >= logits.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logit_bias: token id ", b.token, " is outside the vocabulary of ", logits.size()));
+    }
+    if (std::isnan(b.bias) || b.bias == std::numeric_limits<float>::infinity()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias of token ", b.token, " is ", b.bias,
+                       "; it must be finite (or -inf to ban the token)"));
+    }
+  }
+  for (const TokenBias& b : bias) logits[static_cast<size_t>(b.token)] += b.bias;
+  return absl::OkStatus();
+}
+
 absl::Status ApplyFrequencyPresencePenalties(std::span<float> logits,
                                              std::span<const int32_t> generated, float frequency,
                                              float presence) {
@@ -251,8 +280,10 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
   const bool repetition = params.repetition_penalty != 1.0f && !seen.empty();
   const bool counted =
       (params.frequency_penalty != 0.0f || params.presence_penalty != 0.0f) && !generated.empty();
-  if (repetition || counted) {
+  const bool biased = !params.logit_bias.empty();
+  if (repetition || counted || biased) {
     penalized.assign(logits.begin(), logits.end());
+    if (biased) RETURN_IF_ERROR(ApplyLogitBias(penalized, params.logit_bias));
     if (repetition) {
       RETURN_IF_ERROR(ApplyRepetitionPenalty(penalized, seen, params.repetition_penalty));
     }

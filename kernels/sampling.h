@@ -2,14 +2,17 @@
 // of a decode step): greedy, temperature, top-k, top-p (nucleus), seeded, with optional logprobs.
 //
 // Order of operations, as Hugging Face's generate and vLLM do it:
+//   logit bias: each listed id's bias added to its logit (the OpenAI API's logit_bias; -inf
+//        bans an id);
 //   repetition penalty (when != 1) over the ids the sequence has seen (prompt + generated), as
 //        Hugging Face's RepetitionPenaltyLogitsProcessor (TGI and vLLM alike): a positive logit
 //        is divided by the penalty, a negative one multiplied, once per distinct id;
 //   temperature == 0 or top_k == 1 -> greedy: argmax, ties to the lowest id;
 //   else z = logits / temperature; keep the top_k largest (0 = all; ties to the lowest id);
 //        p = softmax(z over the kept ids); keep the smallest prefix of the kept ids, by
-//        descending p, whose mass reaches top_p (always at least one id); draw from p
-//        renormalised over what is kept.
+//        descending p, whose mass reaches top_p (always at least one id); then drop the kept
+//        ids whose p is below min_p times the largest p (Hugging Face's MinPLogitsWarper;
+//        0 = off); draw from p renormalised over what is kept.
 // The draw is u = Uniform01(seed, step): a counter-based random number of the sequence's seed
 // and its step (the index of the token being generated), so a sequence gets the same tokens
 // whatever batch it is in and whatever ran before; nothing is stateful.
@@ -33,6 +36,11 @@
 
 namespace llmint8::kernels {
 
+struct TokenBias {
+  int32_t token;
+  float bias;  // finite, or -inf (the id is never sampled)
+};
+
 struct SamplingParams {
   float temperature = 1.0f;         // >= 0 and finite; 0 means greedy
   int32_t top_k = 0;                // >= 0; 0 means no limit (values above the vocabulary size too)
@@ -43,6 +51,8 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;  // > 0 and finite; 1 = off, > 1 discourages repeats
   float frequency_penalty = 0.0f;   // in [-kMaxPenalty, kMaxPenalty]; 0 = off
   float presence_penalty = 0.0f;    // in [-kMaxPenalty, kMaxPenalty]; 0 = off
+  float min_p = 0.0f;               // in [0, 1]; 0 = off
+  std::vector<TokenBias> logit_bias;  // added to the logits first; ids in the vocabulary
 };
 
 // InvalidArgument naming the field and its allowed range.
@@ -81,6 +91,10 @@ absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int
 absl::Status ApplyFrequencyPresencePenalties(std::span<float> logits,
                                              std::span<const int32_t> generated, float frequency,
                                              float presence);
+
+// Each entry's bias added to its id's logit in place. InvalidArgument for an id outside
+// [0, logits.size()) or a bias that is NaN or +inf.
+absl::Status ApplyLogitBias(std::span<float> logits, std::span<const TokenBias> bias);
 
 // One sequence: logits is [vocab]; step as above; `seen` the ids the repetition penalty
 // applies to (the sequence's prompt and generated tokens; ignored when the penalty is 1);

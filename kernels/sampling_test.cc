@@ -341,6 +341,76 @@ TEST(SamplingTest, TopLogprobsAreTheFirstIdsOfAFullSort) {
   }
 }
 
+// min_p keeps the ids whose probability (after temperature) is at least min_p times the
+// likeliest's, and draws from them renormalised: the kept set exactly, the frequencies within
+// 6 standard deviations of p / sum(kept p) over 4000 draws.
+TEST(SamplingTest, MinPKeepsTheIdsAtLeastMinPTimesTheLikeliest) {
+  const std::vector<double> p = {0.5, 0.25, 0.15, 0.07, 0.03};
+  std::vector<float> logits;
+  for (double v : p) logits.push_back(static_cast<float>(std::log(v)));
+  struct Case {
+    float temperature, min_p;
+    size_t kept;  // the first ids: (p / 0.5)^(1/T) >= min_p
+  };
+  // T 1: relative 1, .5, .3, .14, .06; T 2: their square roots 1, .71, .55, .37, .24.
+  for (const Case& c :
+       {Case{1.0f, 0.2f, 3}, Case{2.0f, 0.3f, 4}, Case{1.0f, 1.0f, 1}, Case{1.0f, 0.0f, 5}}) {
+    SamplingParams sp = Params(c.temperature, 0, 1.0f);
+    sp.min_p = c.min_p;
+    std::vector<double> w(p.size()), count(p.size(), 0);
+    double total = 0;
+    for (size_t i = 0; i < c.kept; ++i) total += w[i] = std::pow(p[i], 1.0 / c.temperature);
+    constexpr int kDraws = 4000;
+    for (uint64_t step = 0; step < kDraws; ++step) {
+      auto out = SampleToken(logits, sp, step);
+      ASSERT_TRUE(out.ok()) << out.status();
+      ASSERT_LT(static_cast<size_t>(out->token), c.kept) << "min_p " << c.min_p;
+      ++count[out->token];
+    }
+    for (size_t i = 0; i < c.kept; ++i) {
+      const double q = w[i] / total, sd = std::sqrt(q * (1 - q) / kDraws);
+      EXPECT_NEAR(count[i] / kDraws, q, 6 * sd + 1e-12) << "min_p " << c.min_p << " id " << i;
+    }
+  }
+  SamplingParams bad = Params(1.0f, 0, 1.0f);
+  bad.min_p = 1.5f;
+  EXPECT_EQ(SampleToken(logits, bad, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// logit_bias moves the choice (greedy and sampled; -inf bans) but not the logprobs, which
+// stay the model's; a bad id or value is InvalidArgument.
+TEST(SamplingTest, LogitBiasMovesTheChoiceNotTheLogprobs) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f};
+  SamplingParams greedy = Params(0.0f, 0, 1.0f);
+  greedy.return_logprob = true;
+  auto plain = SampleToken(logits, greedy, 0);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->token, 1);
+  greedy.logit_bias = {{0, 5.0f}};
+  auto up = SampleToken(logits, greedy, 0);
+  ASSERT_TRUE(up.ok()) << up.status();
+  EXPECT_EQ(up->token, 0);
+  const double lse = std::log(std::exp(1.0) + std::exp(3.0) + std::exp(2.0));
+  EXPECT_NEAR(*up->logprob, 1.0 - lse, 1e-6);  // the model's, not the biased one's
+  greedy.logit_bias = {{1, -std::numeric_limits<float>::infinity()}};
+  EXPECT_EQ(SampleToken(logits, greedy, 0)->token, 2);
+
+  SamplingParams hot = Params(5.0f, 0, 1.0f);
+  hot.logit_bias = {{1, -std::numeric_limits<float>::infinity()}, {2, -100.0f}};
+  for (uint64_t step = 0; step < 200; ++step) {
+    auto s = SampleToken(logits, hot, step);
+    ASSERT_TRUE(s.ok());
+    EXPECT_NE(s->token, 1) << "a banned id was drawn";
+  }
+  for (TokenBias b : {TokenBias{3, 1.0f}, TokenBias{-1, 1.0f},
+                      TokenBias{0, std::numeric_limits<float>::quiet_NaN()},
+                      TokenBias{0, std::numeric_limits<float>::infinity()}}) {
+    greedy.logit_bias = {b};
+    EXPECT_EQ(SampleToken(logits, greedy, 0).status().code(), absl::StatusCode::kInvalidArgument)
+        << b.token << " " << b.bias;
+  }
+}
+
 TEST(SamplingTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOnce) {
   std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f, kNegInf};
   // Ids 0, 1 and 4 seen (0 twice: penalised once), 2 and 3 not.

@@ -97,6 +97,10 @@ ABSL_FLAG(float, frequency_penalty, 0.0f,
 ABSL_FLAG(float, presence_penalty, 0.0f,
           "generate: subtracted from the logit of every token generated so far, in [-2, 2] "
           "(OpenAI semantics; 0: off)");
+ABSL_FLAG(float, min_p, 0.0f,
+          "generate: drop tokens less likely than min_p times the likeliest, in [0, 1] (0: off)");
+ABSL_FLAG(int32_t, min_tokens, 0,
+          "generate: no end (end-of-sequence token, stop sequences) before this many tokens");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");
 ABSL_FLAG(bool, prompt_logprobs, false,
           "generate: print each prompt token's log-probability given those before it (with "

@@ -50,6 +50,8 @@ ABSL_DECLARE_FLAG(float, repetition_penalty);
 ABSL_DECLARE_FLAG(int64_t, seed);
 ABSL_DECLARE_FLAG(std::vector<std::string>, stop);
 ABSL_DECLARE_FLAG(float, frequency_penalty);
+ABSL_DECLARE_FLAG(float, min_p);
+ABSL_DECLARE_FLAG(int32_t, min_tokens);
 ABSL_DECLARE_FLAG(float, presence_penalty);
 ABSL_DECLARE_FLAG(bool, logprobs);
 ABSL_DECLARE_FLAG(int32_t, top_logprobs);

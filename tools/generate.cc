@@ -66,6 +66,8 @@ int RunGenerate() {
   for (const std::string& s : absl::GetFlag(FLAGS_stop)) req.add_stop(s);
   req.set_frequency_penalty(absl::GetFlag(FLAGS_frequency_penalty));
   req.set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
+  req.set_min_p(absl::GetFlag(FLAGS_min_p));
+  req.set_min_tokens(absl::GetFlag(FLAGS_min_tokens));
   req.set_logprobs(absl::GetFlag(FLAGS_logprobs));
   req.set_top_logprobs(absl::GetFlag(FLAGS_top_logprobs));
   req.set_prompt_logprobs(absl::GetFlag(FLAGS_prompt_logprobs));

@@ -55,8 +55,8 @@ const std::vector<Subcommand>& Subcommands() {
       {"generate",
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",
-        "repetition_penalty", "frequency_penalty", "presence_penalty", "seed", "stop", "logprobs",
-        "top_logprobs", "prompt_logprobs", "ignore_eos", "timeout"}},
+        "repetition_penalty", "frequency_penalty", "presence_penalty", "min_p", "min_tokens",
+        "seed", "stop", "logprobs", "top_logprobs", "prompt_logprobs", "ignore_eos", "timeout"}},
       {"loadtest",
        "Benchmark a coordinator: concurrent Generate calls; time to first token, per token, "
        "throughput.",

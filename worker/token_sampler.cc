@@ -21,6 +21,10 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
   p.repetition_penalty = params.repetition_penalty() == 0.0f ? 1.0f : params.repetition_penalty();
   p.frequency_penalty = params.frequency_penalty();
   p.presence_penalty = params.presence_penalty();
+  p.min_p = params.min_p();
+  p.logit_bias.reserve(static_cast<size_t>(params.logit_bias_size()));
+  for (const v1::TokenBias& b : params.logit_bias())
+    p.logit_bias.push_back({b.token_id(), b.bias()});
   p.return_logprob = true;
   p.top_logprobs = top_logprobs;
   if (sample_index < 0) {

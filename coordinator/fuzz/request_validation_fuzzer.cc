@@ -3,11 +3,12 @@
 // ValidateGenerationParams, tokenization of a text prompt (the bundled OPT model's tokenizer,
 // BOS first) and ValidatePromptTokens, against the bundled model's limits with and without a
 // tokenizer. Besides "no crash, no sanitizer report", it checks that an accepted request keeps
-// the promises of coordinator/request_validation.h: max_new_tokens >= 1, prompt +
+// the promises of coordinator/request_validation.h: max_new_tokens >= 1 (0 when scoring), prompt +
 // max_new_tokens within the context, every prompt id in the vocabulary, temperature finite and
-// >= 0, top_k >= 0, top_p in (0, 1], repetition_penalty finite and > 0, frequency and
-// presence penalties in [-2, 2], top_logprobs in [0, 20], the stop sequences
-// within their limits, and a text prompt or stop sequences only with a tokenizer.
+// >= 0, top_k >= 0, top_p in (0, 1], min_p in [0, 1], repetition_penalty finite and > 0,
+// frequency and presence penalties in [-2, 2], top_logprobs in [0, 20], logit biases and stop
+// token ids in the vocabulary and their limits, min_tokens in [0, max_new_tokens], the stop
+// sequences within their limits, and a text prompt or stop sequences only with a tokenizer.
 // Build and run: coordinator/fuzz/README.md.
 #include <cmath>
 #include <cstddef>
@@ -25,7 +26,10 @@
 
 namespace {
 
+using llmint8::kMaxLogitBias;
+using llmint8::kMaxLogitBiasTokens;
 using llmint8::kMaxPenalty;
+using llmint8::kMaxStopTokenIds;
 using llmint8::kMaxTopLogprobs;
 using llmint8::coordinator::GenerationParams;
 using llmint8::coordinator::ModelLimits;
@@ -72,7 +76,8 @@ void Admit(const v1::GenerateRequest& req, const ModelLimits& limits) {
   absl::StatusOr<GenerationParams> params = ValidateGenerationParams(req, limits);
   if (!params.ok()) return;
   const GenerationParams& p = *params;
-  Check(p.max_new_tokens >= 1 && p.max_new_tokens < limits.max_context, "max_new_tokens");
+  Check(p.max_new_tokens >= (p.prompt_logprobs ? 0 : 1) && p.max_new_tokens < limits.max_context,
+        "max_new_tokens");
   Check(std::isfinite(p.temperature) && p.temperature >= 0.0f, "temperature");
   Check(p.top_k >= 0, "top_k");
   Check(std::isfinite(p.top_p) && p.top_p > 0.0f && p.top_p <= 1.0f, "top_p");
@@ -82,6 +87,17 @@ void Admit(const v1::GenerateRequest& req, const ModelLimits& limits) {
   Check(p.presence_penalty >= -kMaxPenalty && p.presence_penalty <= kMaxPenalty,
         "presence_penalty");
   Check(p.top_logprobs >= 0 && p.top_logprobs <= kMaxTopLogprobs, "top_logprobs");
+  Check(p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p");
+  Check(static_cast<int>(p.logit_bias.size()) <= kMaxLogitBiasTokens, "number of logit biases");
+  for (const auto& [id, bias] : p.logit_bias) {
+    Check(id >= 0 && id < limits.vocab_size, "logit_bias id out of range");
+    Check(bias >= -kMaxLogitBias && bias <= kMaxLogitBias, "logit_bias value out of range");
+  }
+  Check(static_cast<int>(p.stop_token_ids.size()) <= kMaxStopTokenIds, "number of stop ids");
+  for (int32_t id : p.stop_token_ids) {
+    Check(id >= 0 && id < limits.vocab_size, "stop_token_ids id out of range");
+  }
+  Check(p.min_tokens >= 0 && p.min_tokens <= p.max_new_tokens, "min_tokens");
   Check(static_cast<int>(p.stop.size()) <= limits.max_stop_sequences, "number of stops");
   for (const std::string& s : p.stop) {
     Check(!s.empty() && static_cast<int>(s.size()) <= limits.max_stop_bytes, "stop length");

@@ -204,6 +204,66 @@ TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
   EXPECT_EQ(events.back(), "[DONE]");
 }
 
+// logit_bias, stop_token_ids, min_tokens and min_p through the whole service, against the
+// runtime's greedy tokens: each changes the output as derived here.
+TEST_F(HttpE2ETest, LogitBiasStopTokenIdsMinTokensAndMinP) {
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  auto greedy = reference_->Greedy(prompt, 12);
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
+  const std::vector<int32_t>& want = *greedy;
+  auto tokens_of = [](const json& body) {
+    const httplib::Result r = Post(body);
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+    const json j = r && r->status == 200 ? json::parse(r->body) : json();
+    return std::make_pair(j.is_null() ? std::vector<int32_t>()
+                                      : j["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+                          j.is_null() ? std::string() : j["choices"][0]["finish_reason"].dump());
+  };
+  const json base = {{"prompt", prompt},
+                     {"max_tokens", 12},
+                     {"temperature", 0},
+                     {"ignore_eos", true},
+                     {"return_token_ids", true}};
+
+  // A bias of 100 on one token: greedy picks it every time.
+  json biased = base;
+  biased["logit_bias"] = {{"77", 100}};
+  EXPECT_EQ(tokens_of(biased).first, std::vector<int32_t>(12, 77));
+
+  // A stop token id: the output ends with it, finish "stop".
+  size_t k = 3;
+  while (k < want.size() &&
+         std::find(want.begin(), want.begin() + k, want[k]) != want.begin() + k) {
+    ++k;
+  }
+  ASSERT_LT(k, want.size()) << "no greedy token is new after the third";
+  json stopped = base;
+  stopped["stop_token_ids"] = {want[k]};
+  const auto [stop_tokens, stop_reason] = tokens_of(stopped);
+  EXPECT_EQ(stop_tokens, std::vector<int32_t>(want.begin(), want.begin() + k + 1));
+  EXPECT_EQ(stop_reason, "\"stop\"");
+
+  // min_tokens past it: the stop id cannot be sampled before, so greedy takes another token
+  // there, and the output is at least min_tokens long.
+  json held = stopped;
+  held["min_tokens"] = k + 2;
+  const auto [held_tokens, held_reason] = tokens_of(held);
+  ASSERT_GE(held_tokens.size(), k + 2);
+  EXPECT_EQ(std::vector<int32_t>(held_tokens.begin(), held_tokens.begin() + k),
+            std::vector<int32_t>(want.begin(), want.begin() + k));
+  for (size_t i = 0; i < k + 2; ++i) EXPECT_NE(held_tokens[i], want[k]) << "position " << i;
+  if (held_reason == "\"stop\"") {
+    EXPECT_EQ(held_tokens.back(), want[k]);
+  }
+
+  // min_p 1 keeps the likeliest token only: sampling at any temperature is greedy.
+  json sharp = base;
+  sharp["temperature"] = 1.5;
+  sharp["seed"] = 5;
+  sharp["min_p"] = 1.0;
+  EXPECT_EQ(tokens_of(sharp).first, want);
+}
+
 // A batch is admitted whole or not at all: a bad prompt is named, one too many for the queue
 // is refused, and nothing of either runs.
 TEST_F(HttpE2ETest, ABadBatchIsRefusedWholeAndNamesItsPrompt) {
