@@ -97,13 +97,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     options.scheduler.max_prefill_tokens = std::min(options.scheduler.max_prefill_tokens, reserved);
   }
 
-  // A step carries at most a prefill budget of prompt tokens plus a decode token per sequence.
-  options.group.max_step_tokens =
-      std::max(options.scheduler.max_prefill_tokens, max_context) + options.scheduler.max_batch;
   // Logit rows: one per sequence, and every position of the scored prompts' chunks (at most
   // score_chunk tokens a step, never more than the context).
   options.scheduler.score_chunk =
       std::clamp<int64_t>(options.scheduler.score_chunk, 1, max_context);
+  // A step carries at most a prefill budget of prompt tokens (or one whole prompt), the scored
+  // prompts' chunks beside them, and a decode token per sequence.
+  options.group.max_step_tokens = std::max(options.scheduler.max_prefill_tokens, max_context) +
+                                  options.scheduler.score_chunk + options.scheduler.max_batch;
   options.group.max_step_rows = options.scheduler.max_batch + options.scheduler.score_chunk;
 
   TokenizerOptions tok_options;

@@ -67,7 +67,8 @@ class GenerationService final : public v1::Generation::Service {
   //              prompt-major order: sequence i * n + j is prompt i's j-th, and samples with
   //              the request's seed + j (each prompt's first sequence is what a request of
   //              that prompt alone gives). More sequences than the queue holds are
-  //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED.
+  //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED. A refused
+  //              call is recorded as one request.
   //   FollowAll  streams them together: each response with its sequence's index, in the order
   //              they come; the first sequence to fail ends the call with its status and
   //              cancels the rest (as does a client that leaves, or the deadline); each

@@ -95,6 +95,11 @@ absl::Status AddPrompt(const json& p, std::vector<v1::GenerateRequest>& prompts)
 absl::Status SetPrompts(const json& p, std::vector<v1::GenerateRequest>& prompts) {
   const bool batch = p.is_array() && !p.empty() && (p[0].is_string() || p[0].is_array());
   if (!batch) return AddPrompt(p, prompts);
+  if (p.size() > static_cast<size_t>(kMaxPrompts)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "field 'prompt' holds ", p.size(), " prompts; send at most ", kMaxPrompts, " per request"));
+  }
+  prompts.reserve(p.size());
   for (const json& one : p) {
     if (one.type() != p[0].type()) return FieldError("prompt", kPromptForms);
     RETURN_IF_ERROR(AddPrompt(one, prompts));
@@ -390,14 +395,14 @@ std::string CompletionJson(const CompletionRequest& request,
                            std::string_view model_id) {
   json out = Envelope(completion_id, created, model_id);
   out["choices"] = json::array();
-  std::vector<v1::Usage> usage;
+  std::vector<v1::Usage> usage(choices.size());  // one per choice, so each prompt's is found
   for (size_t i = 0; i < choices.size(); ++i) {
     const std::vector<v1::GenerateResponse>& responses = choices[i];
     out["choices"].push_back(
         Choice(request, i, responses.data(), responses.data() + responses.size()));
-    if (!responses.empty()) usage.push_back(responses.back().usage());
+    if (!responses.empty()) usage[i] = responses.back().usage();
   }
-  out["usage"] = usage.empty() ? json(nullptr) : Usage(TotalUsage(request, usage));
+  out["usage"] = choices.empty() ? json(nullptr) : Usage(TotalUsage(request, usage));
   return Dump(out);
 }
 

@@ -4,7 +4,7 @@
 //
 // Request fields (https://platform.openai.com/docs/api-reference/completions):
 //   prompt        a string, an array of token ids, or a batch: an array of strings or of
-//                 arrays of token ids (one choice per prompt, or n: see n);
+//                 arrays of token ids (one choice per prompt, or n: see n), at most 1024;
 //   n             completions per prompt, 1..128: choice i * n + j is prompt i's j-th, sampled
 //                 with seed + j when a seed is given (so j 0 is what the prompt alone gives);
 //                 all the choices of a request are queued at once or the request is refused
@@ -53,6 +53,9 @@
 namespace llmint8::coordinator::openai {
 
 inline constexpr int32_t kMaxN = 128;  // OpenAI's own limit on n
+// Prompts in one request: more are refused while parsing, before a request is built for each
+// (the service then refuses more sequences than its queue holds).
+inline constexpr int32_t kMaxPrompts = 1024;
 
 struct CompletionRequest {
   v1::GenerateRequest generate;  // the parameters every choice shares, with the first prompt

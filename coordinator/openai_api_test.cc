@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -74,7 +76,7 @@ TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
 
 TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
   struct Case {
-    const char* body;
+    std::string body;
     absl::StatusCode code;
     const char* says;
   };
@@ -87,6 +89,9 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
       {R"({"prompt": [[1], "b"]})", absl::StatusCode::kInvalidArgument, "'prompt' must be"},
       {R"({"prompt": [[[1]]]})", absl::StatusCode::kInvalidArgument, "'prompt' must be"},
       {R"({"prompt": [1, "b"]})", absl::StatusCode::kInvalidArgument, "'prompt' must be"},
+      {absl::StrCat(R"({"prompt": [)", absl::StrJoin(std::vector<std::string>(1025, "[2]"), ","),
+                    "]}"),
+       absl::StatusCode::kInvalidArgument, "holds 1025 prompts; send at most 1024"},
       {R"({"prompt": [1, 99999999999]})", absl::StatusCode::kInvalidArgument, "'prompt'"},
       {R"({"prompt": "x", "max_tokens": "5"})", absl::StatusCode::kInvalidArgument,
        "'max_tokens' must be an integer"},
