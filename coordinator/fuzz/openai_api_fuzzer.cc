@@ -219,8 +219,14 @@ void CheckAnswers(const openai::CompletionRequest& request, std::string_view byt
         openai::CompletionChunkEvent(request, num_choices - 1, r, kId, kCreated, kModel));
     Check(events.size() == 1u, "a chunk has more than one event");
     Check(events[0]["choices"][0]["index"] == num_choices - 1, "a chunk lost its index");
-    if (IsUtf8(r.text())) {
-      Check(events[0]["choices"][0]["text"].get<std::string>() == r.text(),
+    // A chunk's text: the echoed prompt's pieces (on the first), then the token's.
+    std::string text;
+    if (request.echo) {
+      for (const auto& p : r.prompt_tokens()) text += p.text();
+    }
+    text += r.text();
+    if (IsUtf8(text)) {
+      Check(events[0]["choices"][0]["text"].get<std::string>() == text,
             "a chunk changed valid UTF-8 text");
     }
   }
