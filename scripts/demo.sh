@@ -29,6 +29,7 @@ for _ in $(seq 1 120); do
 done
 
 echo "--- prompt: $prompt"
-# Sampled (seeded: the same text every run), with the repetition penalty small models need.
+# Sampled (seeded: the same text every run), with the repetition penalty small models need and
+# min-p 0.05, which cuts the tail a small model's top-p still leaves (stray Moby-Dick words).
 "$bin" generate --coordinator="127.0.0.1:$port" --prompt="$prompt" --max_new_tokens=64 \
-  --temperature=0.7 --top_p=0.9 --repetition_penalty=1.3 --seed=7
+  --temperature=0.7 --top_p=0.9 --min_p=0.05 --repetition_penalty=1.3 --seed=7
