@@ -1,10 +1,12 @@
 // A seeded chaos run against real processes: 12 clients send 240 requests at once through gRPC
 // and the OpenAI HTTP API (complete streams, sampled or greedy with stops, logprobs, top
-// logprobs and penalties, prompts scored with or without generation; cancels after a few tokens; expiring deadlines; invalid requests; HTTP streams the
-// client leaves; malformed HTTP bodies), on int8 with outlier decomposition, chunked prefill, a
-// small batch and a short queue. Each request must end with a code its action allows, a
-// greedy probe sent among them must always give the solo tokens, and afterwards nothing is
-// held: no queued or running sequence, no KV reservation, no sequence on a worker.
+// logprobs, penalties, min-p, logit biases, stop ids and minimum lengths, prompts scored with
+// or without generation; cancels after a few tokens; expiring deadlines; invalid requests;
+// HTTP streams the client leaves, of one prompt or of a batch with n; malformed HTTP bodies), on
+// int8 with outlier decomposition, chunked prefill, a small batch and a short queue. Each request
+// must end with a code its action allows, a greedy probe sent among them must always give the solo
+// tokens, and afterwards nothing is held: no queued or running sequence, no KV reservation, no
+// sequence on a worker.
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -79,9 +81,23 @@ class Chaos {
       r.set_presence_penalty(Uniform(rng, -20, 20) / 10.0f);
     }
     if (Uniform(rng, 0, 3) == 0) r.set_top_logprobs(Uniform(rng, 1, 20));
-    if (Uniform(rng, 0, 5) == 0) {  // score the prompt (in steps of its own), maybe only that
+    if (Uniform(rng, 0, 4) == 0) r.set_min_p(Uniform(rng, 0, 10) / 10.0f);
+    if (Uniform(rng, 0, 4) == 0) {
+      for (int k = Uniform(rng, 1, 4); k > 0; --k) {
+        (*r.mutable_logit_bias())[Uniform(rng, 0, kVocab - 1)] = Uniform(rng, -100, 100);
+      }
+    }
+    if (Uniform(rng, 0, 4) == 0) {
+      for (int k = Uniform(rng, 1, 3); k > 0; --k)
+        r.add_stop_token_ids(Uniform(rng, 0, kVocab - 1));
+      r.set_min_tokens(Uniform(rng, 0, r.max_new_tokens()));
+    }
+    if (Uniform(rng, 0, 5) == 0) {  // score the prompt (its chunks beside the others), maybe only
       r.set_prompt_logprobs(true);
-      if (Uniform(rng, 0, 1) == 0) r.set_max_new_tokens(0);
+      if (Uniform(rng, 0, 1) == 0) {
+        r.set_max_new_tokens(0);
+        r.set_min_tokens(0);
+      }
     }
     return r;
   }
@@ -135,15 +151,19 @@ class Chaos {
           break;
       }
       NoteGrpc("invalid", Generate(stub, r).status, {Code::INVALID_ARGUMENT});
-    } else if (kind < 78) {  // an HTTP stream the client leaves
+    } else if (kind < 78) {  // an HTTP stream the client leaves: one prompt, or 2 x n 2
       const v1::GenerateRequest r = RandomRequest(rng);
       std::string ids;
       for (int32_t t : r.token_ids().ids()) absl::StrAppend(&ids, ids.empty() ? "" : ",", t);
+      const bool batch = Uniform(rng, 0, 1) == 1;
+      const std::string prompt =
+          batch ? absl::StrCat("[[", ids, "], [2, 5, 7]]") : absl::StrCat("[", ids, "]");
       httplib::Request req;
       req.method = "POST";
       req.path = "/v1/completions";
       req.set_header("Content-Type", "application/json");
-      req.body = absl::StrCat(R"({"prompt": [)", ids, R"(], "max_tokens": )", r.max_new_tokens(),
+      req.body = absl::StrCat(R"({"prompt": )", prompt, R"(, "max_tokens": )",
+                              std::max(r.max_new_tokens(), 1), batch ? R"(, "n": 2)" : "",
                               R"(, "stream": true})");
       int pieces = 0;
       const int leave_after = Uniform(rng, 1, 3);
