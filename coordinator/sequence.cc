@@ -79,9 +79,14 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   // Before min_tokens nothing ends the sequence (the workers never sample the end-of-sequence
   // token or a stop id then) and stop strings are not looked for.
   const bool may_end = num_generated() > params_.min_tokens;
-  if (token_id == eos_token_id && !params_.ignore_eos && may_end) {
+  // The end-of-sequence token and a stop token id end it without their own text (the id is
+  // returned; vLLM drops a stop token's text too), after the text held back so far.
+  const bool eos = token_id == eos_token_id && !params_.ignore_eos;
+  const bool stop_token =
+      std::binary_search(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token_id);
+  if (may_end && (eos || stop_token)) {
     response.set_text(stop_.Append(text_ ? text_->Flush() : "") + stop_.Flush());
-    Finish(std::move(response), v1::FINISH_REASON_EOS);
+    Finish(std::move(response), eos ? v1::FINISH_REASON_EOS : v1::FINISH_REASON_STOP);
     return true;
   }
   auto match = [&](std::string text) { return may_end ? stop_.Append(text) : text; };
@@ -91,11 +96,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
     Finish(std::move(response), v1::FINISH_REASON_STOP);
     return true;
   }
-  // A stop token id ends the sequence with its text, as vLLM returns a token that is not
-  // special.
-  const bool stop_token = may_end && std::binary_search(params_.stop_token_ids.begin(),
-                                                        params_.stop_token_ids.end(), token_id);
-  if (stop_token || num_generated() >= params_.max_new_tokens) {
+  if (num_generated() >= params_.max_new_tokens) {
     if (text_) emit += match(text_->Flush());
     if (stop_.stopped()) {
       response.set_text(std::move(emit));
@@ -104,7 +105,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
     }
     emit += stop_.Flush();
     response.set_text(std::move(emit));
-    Finish(std::move(response), stop_token ? v1::FINISH_REASON_STOP : v1::FINISH_REASON_LENGTH);
+    Finish(std::move(response), v1::FINISH_REASON_LENGTH);
     return true;
   }
   response.set_text(std::move(emit));

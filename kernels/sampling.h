@@ -113,7 +113,7 @@ absl::StatusOr<SampledToken> ScoreToken(std::span<const float> logits, int32_t t
 
 // A decode step's batch: logits is [batch, vocab] row-major; params and steps have one entry per
 // row. Row r's result equals SampleToken(row r, params[r], steps[r]) (no seen or generated ids:
-// no penalty applies). The error names the row.
+// no penalty applies; each row's logit_bias and min_p do). The error names the row.
 absl::StatusOr<std::vector<SampledToken>> SampleBatch(std::span<const float> logits, int64_t batch,
                                                       int64_t vocab,
                                                       std::span<const SamplingParams> params,

@@ -383,6 +383,7 @@ TEST(SamplingTest, LogitBiasMovesTheChoiceNotTheLogprobs) {
   const std::vector<float> logits = {1.0f, 3.0f, 2.0f};
   SamplingParams greedy = Params(0.0f, 0, 1.0f);
   greedy.return_logprob = true;
+  greedy.top_logprobs = 3;
   auto plain = SampleToken(logits, greedy, 0);
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ(plain->token, 1);
@@ -392,6 +393,7 @@ TEST(SamplingTest, LogitBiasMovesTheChoiceNotTheLogprobs) {
   EXPECT_EQ(up->token, 0);
   const double lse = std::log(std::exp(1.0) + std::exp(3.0) + std::exp(2.0));
   EXPECT_NEAR(*up->logprob, 1.0 - lse, 1e-6);  // the model's, not the biased one's
+  EXPECT_EQ(up->top, plain->top);              // the candidates too
   greedy.logit_bias = {{1, -std::numeric_limits<float>::infinity()}};
   EXPECT_EQ(SampleToken(logits, greedy, 0)->token, 2);
 

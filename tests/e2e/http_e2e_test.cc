@@ -244,17 +244,43 @@ TEST_F(HttpE2ETest, LogitBiasStopTokenIdsMinTokensAndMinP) {
   EXPECT_EQ(stop_reason, "\"stop\"");
 
   // min_tokens past it: the stop id cannot be sampled before, so greedy takes another token
-  // there, and the output is at least min_tokens long.
+  // there; from then on nothing is banned: the rest is the greedy continuation of what came
+  // before, up to the stop id (included) or the length.
+  ASSERT_LE(k + 2, want.size());
   json held = stopped;
   held["min_tokens"] = k + 2;
   const auto [held_tokens, held_reason] = tokens_of(held);
   ASSERT_GE(held_tokens.size(), k + 2);
-  EXPECT_EQ(std::vector<int32_t>(held_tokens.begin(), held_tokens.begin() + k),
+  const std::vector<int32_t> early(held_tokens.begin(), held_tokens.begin() + k + 2);
+  EXPECT_EQ(std::vector<int32_t>(early.begin(), early.begin() + k),
             std::vector<int32_t>(want.begin(), want.begin() + k));
-  for (size_t i = 0; i < k + 2; ++i) EXPECT_NE(held_tokens[i], want[k]) << "position " << i;
-  if (held_reason == "\"stop\"") {
-    EXPECT_EQ(held_tokens.back(), want[k]);
+  for (size_t i = 0; i < early.size(); ++i) EXPECT_NE(early[i], want[k]) << "position " << i;
+  std::vector<int32_t> context = prompt;
+  context.insert(context.end(), early.begin(), early.end());
+  auto rest = reference_->Greedy(context, static_cast<int>(want.size() - early.size()));
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  std::vector<int32_t> expected = early;
+  bool hit_stop = false;
+  for (int32_t t : *rest) {
+    expected.push_back(t);
+    if (t == want[k]) {
+      hit_stop = true;
+      break;
+    }
   }
+  EXPECT_EQ(held_tokens, expected);
+  EXPECT_EQ(held_reason, hit_stop ? "\"stop\"" : "\"length\"");
+
+  // The end-of-sequence token (id 2) all but forced by a bias of 100, not ignored: banned for
+  // the first 3 tokens (min_tokens), the 4th.
+  for (size_t i = 0; i < 3; ++i) ASSERT_NE(want[i], 2) << "greedy ends early here";
+  json eos = base;
+  eos["ignore_eos"] = false;
+  eos["logit_bias"] = {{"2", 100}};
+  eos["min_tokens"] = 3;
+  const auto [eos_tokens, eos_reason] = tokens_of(eos);
+  EXPECT_EQ(eos_tokens, (std::vector<int32_t>{want[0], want[1], want[2], 2}));
+  EXPECT_EQ(eos_reason, "\"stop\"");
 
   // min_p 1 keeps the likeliest token only: sampling at any temperature is greedy.
   json sharp = base;
