@@ -29,6 +29,8 @@ llmint8_cc_library(
 
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME openai_api_test SRCS openai_api_test.cc

@@ -1,0 +1,140 @@
+#include "coordinator/sequence.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+constexpr int64_t kEos = 2;
+
+// Token id -> text; the pieces of ids in `held` wait for the next token (as a decoder holds
+// back part of a UTF-8 character) and Flush releases them.
+class FakeText : public TokenTextStream {
+ public:
+  explicit FakeText(std::vector<int32_t> held = {}) : held_ids_(std::move(held)) {}
+  std::string Add(int32_t id) override {
+    const std::string piece = Text(id);
+    if (std::find(held_ids_.begin(), held_ids_.end(), id) != held_ids_.end()) {
+      held_ += piece;
+      return "";
+    }
+    std::string out = held_ + piece;
+    held_.clear();
+    return out;
+  }
+  std::string Flush() override { return std::exchange(held_, ""); }
+  std::string TokenText(int32_t id) const override { return Text(id); }
+  std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
+    std::vector<std::string> out;
+    for (int32_t id : ids) out.push_back(Text(id));
+    return out;
+  }
+
+ private:
+  static std::string Text(int32_t id) {
+    static const std::map<int32_t, std::string> kText = {{kEos, "</s>"}, {10, " a"},   {11, " b"},
+                                                         {12, "\n"},     {13, "STOP"}, {14, " c"}};
+    const auto it = kText.find(id);
+    return it == kText.end() ? "?" : it->second;
+  }
+  std::vector<int32_t> held_ids_;
+  std::string held_;
+};
+
+struct Outcome {
+  std::vector<v1::GenerateResponse> responses;
+  std::string text;
+  int added = 0;  // tokens the sequence took before it finished
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+};
+
+// Feeds `tokens` until the sequence finishes; collects its responses.
+Outcome Feed(GenerationParams params, const std::vector<int32_t>& tokens,
+             std::vector<int32_t> held = {}) {
+  Sequence seq(1, {2, 5}, std::move(params), std::make_unique<FakeText>(std::move(held)));
+  Outcome run;
+  for (int32_t t : tokens) {
+    v1::SeqResult r;
+    r.set_token_id(t);
+    ++run.added;
+    if (seq.AddToken(r, kEos)) break;
+  }
+  std::optional<absl::Status> final = seq.WaitOutput(absl::ZeroDuration(), run.responses);
+  EXPECT_TRUE(final.has_value() && final->ok());
+  for (const v1::GenerateResponse& r : run.responses) {
+    run.text += r.text();
+    if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) run.finish = r.finish_reason();
+  }
+  return run;
+}
+
+GenerationParams Params(int32_t max_new_tokens) {
+  GenerationParams p;
+  p.max_new_tokens = max_new_tokens;
+  return p;
+}
+
+TEST(SequenceTest, EosAndStopTokenIdsEndWithoutTheirTextAfterTheHeldBackText) {
+  // " b" is held back by the decoder when it comes; the end releases it.
+  const Outcome eos = Feed(Params(8), {10, 11, kEos, 14}, /*held=*/{11});
+  EXPECT_EQ(eos.added, 3);
+  EXPECT_EQ(eos.text, " a b");
+  EXPECT_EQ(eos.finish, v1::FINISH_REASON_EOS);
+  EXPECT_EQ(eos.responses.back().token_id(), kEos);
+
+  GenerationParams p = Params(8);
+  p.stop_token_ids = {12, 14};
+  const Outcome stop = Feed(p, {10, 11, 14, 10}, /*held=*/{11});
+  EXPECT_EQ(stop.added, 3);
+  EXPECT_EQ(stop.text, " a b");  // not " c"
+  EXPECT_EQ(stop.finish, v1::FINISH_REASON_STOP);
+  EXPECT_EQ(stop.responses.back().token_id(), 14);
+  EXPECT_EQ(stop.responses.back().usage().completion_tokens(), 3);
+}
+
+// Before min_tokens nothing ends the sequence: an end-of-sequence token or stop id there (the
+// workers never sample one) is an ordinary token, and stop strings are not looked for.
+TEST(SequenceTest, NothingEndsBeforeMinTokens) {
+  GenerationParams p = Params(8);
+  p.min_tokens = 3;
+  p.stop_token_ids = {14};
+  p.stop = {"STOP"};
+  const Outcome early = Feed(p, {14, 13, kEos, 10, 14});
+  EXPECT_EQ(early.added, 5);  // the stop id at token 5 ends it, not those at 1 to 3
+  EXPECT_EQ(early.text, " cSTOP</s> a");
+  EXPECT_EQ(early.finish, v1::FINISH_REASON_STOP);
+
+  const Outcome string_after = Feed(p, {10, 11, 10, 13, 10});
+  EXPECT_EQ(string_after.added, 4);  // "STOP" in the 4th token's text
+  EXPECT_EQ(string_after.text, " a b a");
+  EXPECT_EQ(string_after.finish, v1::FINISH_REASON_STOP);
+
+  // min_tokens == max_new_tokens: the length ends it, with the held-back text.
+  GenerationParams full = Params(3);
+  full.min_tokens = 3;
+  full.stop = {"STOP"};
+  const Outcome length = Feed(full, {13, 10, 11, 10}, /*held=*/{11});
+  EXPECT_EQ(length.added, 3);
+  EXPECT_EQ(length.text, "STOP a b");
+  EXPECT_EQ(length.finish, v1::FINISH_REASON_LENGTH);
+}
+
+TEST(SequenceTest, IgnoredEosIsAnOrdinaryToken) {
+  GenerationParams p = Params(3);
+  p.ignore_eos = true;
+  const Outcome run = Feed(p, {kEos, 10, kEos});
+  EXPECT_EQ(run.added, 3);
+  EXPECT_EQ(run.text, "</s> a</s>");
+  EXPECT_EQ(run.finish, v1::FINISH_REASON_LENGTH);
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator
