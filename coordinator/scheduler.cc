@@ -345,7 +345,12 @@ void Scheduler::Loop() {
       const v1::SeqStep& sent = request.seqs(static_cast<int>(j));
       bool finished = seq->cancelled();
       if (!finished && sent.prompt_logprobs()) seq->AddPromptScores(r);
-      if (!finished && !sent.prefill_only()) {
+      if (!finished && !sent.prefill_only() && !r.sample_error().empty()) {
+        // Rank 0 could not sample this sequence's token: it fails alone.
+        seq->Fail(absl::InvalidArgumentError(
+            absl::StrCat("the next token could not be sampled: ", r.sample_error())));
+        finished = true;
+      } else if (!finished && !sent.prefill_only()) {
         finished = seq->AddToken(r, options_.eos_token_id);
       } else if (!finished && seq->prefilled() && seq->params().max_new_tokens == 0) {
         seq->FinishPromptOnly();

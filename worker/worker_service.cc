@@ -271,9 +271,15 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
         result->set_token_id(-1);
         continue;
       }
-      ASSIGN_OR_RETURN(SampledToken sampled,
-                       SampleToken(logits->row(last_row), sampling, seq.sample_index(),
-                                   seq.top_logprobs(), seen));
+      absl::StatusOr<SampledToken> token = SampleToken(
+          logits->row(last_row), sampling, seq.sample_index(), seq.top_logprobs(), seen);
+      if (!token.ok()) {
+        // This sequence's alone: the others of the step keep their tokens.
+        result->set_token_id(-1);
+        result->set_sample_error(std::string(token.status().message()));
+        continue;
+      }
+      const SampledToken& sampled = *token;
       result->set_token_id(sampled.token_id);
       if (seq.logprobs()) result->set_logprob(sampled.logprob);
       result->mutable_top()->Add(sampled.top.begin(), sampled.top.end());

@@ -548,6 +548,56 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
             static_cast<double>(stats->steps()));
 }
 
+// A sequence rank 0 cannot sample (here a bias on an id outside the vocabulary, which the
+// coordinator never sends) fails alone: the other sequence of the same step gets its token.
+// The Step goes straight to the one worker of a TP 1 group, under ids the coordinator never
+// uses.
+TEST(WorkerStepE2ETest, ASequenceThatCannotBeSampledFailsAlone) {
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.workers = 1;
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto worker = cluster.NewWorkerStub(0);
+  v1::WorkerInfoResponse info;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(worker->Info(&ctx, v1::WorkerInfoRequest(), &info).ok());
+  }
+  v1::StepRequest step;
+  step.set_epoch(info.epoch());
+  step.set_step_id(1);
+  constexpr uint64_t kGood = uint64_t{1} << 40, kBad = kGood + 1;
+  for (uint64_t id : {kGood, kBad}) {
+    v1::SeqStep* s = step.add_seqs();
+    s->set_seq_id(id);
+    s->add_token_ids(2);
+    s->add_token_ids(id == kGood ? 5 : 7);
+    if (id == kBad) {
+      v1::TokenBias* b = s->mutable_sampling()->add_logit_bias();
+      b->set_token_id(kVocab + 3);
+      b->set_bias(1.0f);
+    }
+  }
+  grpc::ClientContext ctx;
+  v1::StepResponse resp;
+  const grpc::Status st = worker->Step(&ctx, step, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.results_size(), 2);
+  EXPECT_GE(resp.results(0).token_id(), 0);
+  EXPECT_TRUE(resp.results(0).sample_error().empty());
+  EXPECT_EQ(resp.results(1).token_id(), -1);
+  EXPECT_THAT(resp.results(1).sample_error(), ::testing::HasSubstr("outside the vocabulary"));
+  grpc::ClientContext release_ctx;
+  v1::ReleaseRequest release;
+  release.set_epoch(info.epoch());
+  release.add_seq_ids(kGood);
+  release.add_seq_ids(kBad);
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(worker->Release(&release_ctx, release, &released).ok());
+  EXPECT_TRUE(cluster.WaitNoActiveSequences());
+}
+
 TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
   constexpr int kChunk = 5;
   ClusterOptions options;
