@@ -286,15 +286,20 @@ TEST(SamplingTest, SeededDrawsDoNotDependOnBatchComposition) {
   EXPECT_GT(differ, 25);
 }
 
+// Greedy, with the chosen token's logprob and `top` candidates.
+SamplingParams GreedyWithLogprobs(int32_t top) {
+  SamplingParams p = Params(0.0f, 0, 1.0f);
+  p.return_logprob = true;
+  p.top_logprobs = top;
+  return p;
+}
+
 TEST(SamplingTest, LogprobsAreLogSoftmaxOfRawLogits) {
   const std::vector<float> logits = {1.0f, 3.0f, 3.0f, 2.0f, kNegInf, -4.0f};
   double sum = 0;
   for (float v : logits) sum += std::exp(static_cast<double>(v));
   const double lse = std::log(sum);
-  SamplingParams p = Params(0.0f, 0, 1.0f);
-  p.return_logprob = true;
-  p.top_logprobs = 4;
-  auto out = SampleToken(logits, p, 0);
+  auto out = SampleToken(logits, GreedyWithLogprobs(4), 0);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(out->token, 1);
   ASSERT_TRUE(out->logprob.has_value());
@@ -381,9 +386,7 @@ TEST(SamplingTest, MinPKeepsTheIdsAtLeastMinPTimesTheLikeliest) {
 // stay the model's; a bad id or value is InvalidArgument.
 TEST(SamplingTest, LogitBiasMovesTheChoiceNotTheLogprobs) {
   const std::vector<float> logits = {1.0f, 3.0f, 2.0f};
-  SamplingParams greedy = Params(0.0f, 0, 1.0f);
-  greedy.return_logprob = true;
-  greedy.top_logprobs = 3;
+  SamplingParams greedy = GreedyWithLogprobs(3);
   auto plain = SampleToken(logits, greedy, 0);
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ(plain->token, 1);
