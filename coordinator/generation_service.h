@@ -82,6 +82,9 @@ class GenerationService final : public v1::Generation::Service {
       const std::function<bool()>& gone);
   void AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs);
 
+  // The served model's tokenizer; null when it was served without one.
+  const Tokenizer* tokenizer() const { return tokenizer_; }
+
  private:
   // Admit + Follow (Generate's body).
   absl::Status Run(const v1::GenerateRequest& req, absl::Time deadline,

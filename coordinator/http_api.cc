@@ -90,7 +90,9 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   if (options.api_key != nullptr && options.api_key->required()) {
     const ApiKey* key = options.api_key;
     server.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
-      if (req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+      if (req.path.rfind("/v1/", 0) != 0 && req.path != "/tokenize" && req.path != "/detokenize") {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
       const absl::Status auth = key->Check(req.get_header_value("Authorization"));
       if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
       res.status = 401;
@@ -111,6 +113,28 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   });
   server.Get("/v1/models", [card](const httplib::Request&, httplib::Response& res) {
     res.set_content(openai::ModelsJson(card), kJson);
+  });
+  // vLLM's tokenizer routes (coordinator/openai_api.h).
+  const Tokenizer* tokenizer = service->tokenizer();
+  const absl::Status no_tokenizer = absl::FailedPreconditionError(
+      "this model was served without a tokenizer (no vocab.json/merges.txt)");
+  server.Post("/tokenize", [=](const httplib::Request& req, httplib::Response& res) {
+    absl::StatusOr<openai::TokenizeRequest> parsed =
+        openai::ParseTokenizeRequest(req.body, card.id);
+    if (!parsed.ok()) return SendError(res, parsed.status());
+    if (tokenizer == nullptr) return SendError(res, no_tokenizer);
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(
+        parsed->text, parsed->add_special_tokens && tokenizer->bos_id().has_value());
+    if (!ids.ok()) return SendError(res, absl::InvalidArgumentError(ids.status().message()));
+    res.set_content(openai::TokenizeJson(*ids, card.max_context), kJson);
+  });
+  server.Post("/detokenize", [=](const httplib::Request& req, httplib::Response& res) {
+    absl::StatusOr<std::vector<int32_t>> ids = openai::ParseDetokenizeRequest(req.body, card.id);
+    if (!ids.ok()) return SendError(res, ids.status());
+    if (tokenizer == nullptr) return SendError(res, no_tokenizer);
+    absl::StatusOr<std::string> text = tokenizer->Decode(*ids);
+    if (!text.ok()) return SendError(res, absl::InvalidArgumentError(text.status().message()));
+    res.set_content(openai::DetokenizeJson(*text), kJson);
   });
   server.Post("/v1/completions", [=](const httplib::Request& req, httplib::Response& res) {
     absl::StatusOr<openai::CompletionRequest> parsed =

@@ -3,6 +3,8 @@
 //                         events ("data: {chunk}" per token, then "data: [DONE]"), else one
 //                         JSON body;
 //   GET  /v1/models       the served model;
+//   POST /tokenize, /detokenize   vLLM's: text to token ids with the server's tokenizer, and
+//                         back (coordinator/openai_api.h);
 //   GET  /health          200 while serving (the worker group is ready, not draining), else
 //                         503.
 // A request the service refuses (bad fields, queue full, group refused) gets the HTTP status
@@ -10,8 +12,8 @@
 // stream started (a worker lost) is a last "data: {"error": ...}" event. A streaming client that
 // disconnects has its sequence cancelled; a non-streamed request runs to its end (this cpp-httplib
 // cannot see the client leave). Bodies over max_body_bytes get 413, unknown routes 404, both with
-// an OpenAI error body. With an API key, /v1/ routes without "Authorization: Bearer <key>" get
-// 401.
+// an OpenAI error body. With an API key, /v1/ routes and the tokenizer routes without
+// "Authorization: Bearer <key>" get 401.
 #ifndef LLMINT8_COORDINATOR_HTTP_API_H_
 #define LLMINT8_COORDINATOR_HTTP_API_H_
 

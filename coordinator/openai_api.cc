@@ -127,10 +127,11 @@ absl::Status CheckUnsupported(const json& body) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model_id) {
+// A JSON object whose "model", when given, is the served model's id.
+absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id) {
+  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
   if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
-  CompletionRequest r;
-  v1::GenerateRequest& g = r.generate;
   if (const json* v = Find(body, "model"); v != nullptr) {
     if (!v->is_string()) return FieldError("model", "a string");
     if (v->get<std::string>() != model_id) {
@@ -139,6 +140,12 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, std::string_view model
                                               std::string(model_id), "' (GET /v1/models)"));
     }
   }
+  return body;
+}
+
+absl::StatusOr<CompletionRequest> Parse(const json& body) {
+  CompletionRequest r;
+  v1::GenerateRequest& g = r.generate;
   const json* prompt = Find(body, "prompt");
   if (prompt == nullptr) return absl::InvalidArgumentError("field 'prompt' is required");
   RETURN_IF_ERROR(SetPrompts(*prompt, r.prompts));
@@ -377,9 +384,46 @@ json Envelope(std::string_view id, int64_t created, std::string_view model_id) {
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
                                                          std::string_view model_id) {
-  const json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
-  return Parse(parsed, model_id);
+  ASSIGN_OR_RETURN(const json parsed, ParseBody(body, model_id));
+  return Parse(parsed);
+}
+
+absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(std::string_view body,
+                                                     std::string_view model_id) {
+  ASSIGN_OR_RETURN(const json parsed, ParseBody(body, model_id));
+  TokenizeRequest r;
+  const json* prompt = Find(parsed, "prompt");
+  if (prompt == nullptr || !prompt->is_string()) return FieldError("prompt", "a string");
+  r.text = prompt->get<std::string>();
+  RETURN_IF_ERROR(IfPresent<bool>(parsed, "add_special_tokens", Bool,
+                                  [&](bool b) { r.add_special_tokens = b; }));
+  return r;
+}
+
+std::string TokenizeJson(const std::vector<int32_t>& ids, int64_t max_context) {
+  return Dump(json{{"count", ids.size()}, {"max_model_len", max_context}, {"tokens", ids}});
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseDetokenizeRequest(std::string_view body,
+                                                            std::string_view model_id) {
+  ASSIGN_OR_RETURN(const json parsed, ParseBody(body, model_id));
+  const json* tokens = Find(parsed, "tokens");
+  if (tokens == nullptr || !tokens->is_array())
+    return FieldError("tokens", "an array of token ids");
+  std::vector<int32_t> ids;
+  ids.reserve(tokens->size());
+  for (const json& t : *tokens) {
+    const absl::StatusOr<int64_t> id = Integer(t, "tokens");
+    if (!id.ok() || *id < 0 || *id > std::numeric_limits<int32_t>::max()) {
+      return FieldError("tokens", "an array of token ids");
+    }
+    ids.push_back(static_cast<int32_t>(*id));
+  }
+  return ids;
+}
+
+std::string DetokenizeJson(std::string_view text) {
+  return Dump(json{{"prompt", std::string(text)}});
 }
 
 std::string ModelId(std::string_view model_spec) {

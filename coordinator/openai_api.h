@@ -82,6 +82,22 @@ struct ModelCard {
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
                                                          std::string_view model_id);
 
+// vLLM's tokenizer routes, with the server's tokenizer:
+//   POST /tokenize   {"prompt": text, "add_special_tokens": true (BOS first)} ->
+//                    {"count", "max_model_len", "tokens": [ids]}
+//   POST /detokenize {"tokens": [ids]} -> {"prompt": text}
+// "model", when given, must be the served model's id (NotFound otherwise).
+struct TokenizeRequest {
+  std::string text;
+  bool add_special_tokens = true;
+};
+absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(std::string_view body,
+                                                     std::string_view model_id);
+std::string TokenizeJson(const std::vector<int32_t>& ids, int64_t max_context);
+absl::StatusOr<std::vector<int32_t>> ParseDetokenizeRequest(std::string_view body,
+                                                            std::string_view model_id);
+std::string DetokenizeJson(std::string_view text);
+
 // The model id of a --model value: a directory's last path component, else the spec itself.
 std::string ModelId(std::string_view model_spec);
 

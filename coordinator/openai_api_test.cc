@@ -154,6 +154,33 @@ TEST(OpenAiApiTest, LogitBiasStopTokenIdsMinTokensAndMinPAreRead) {
   EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logit_bias": {}})").generate.logit_bias().empty());
 }
 
+TEST(OpenAiApiTest, TokenizeAndDetokenizeBodies) {
+  absl::StatusOr<TokenizeRequest> t =
+      ParseTokenizeRequest(R"({"prompt": "hi", "add_special_tokens": false})", kModel);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->text, "hi");
+  EXPECT_FALSE(t->add_special_tokens);
+  EXPECT_TRUE(ParseTokenizeRequest(R"({"prompt": "hi"})", kModel)->add_special_tokens);
+  EXPECT_EQ(ParseTokenizeRequest(R"({"prompt": [1]})", kModel).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseTokenizeRequest(R"({"prompt": "hi", "model": "x"})", kModel).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(json::parse(TokenizeJson({2, 7}, 256)),
+            json({{"count", 2}, {"max_model_len", 256}, {"tokens", {2, 7}}}));
+
+  absl::StatusOr<std::vector<int32_t>> ids =
+      ParseDetokenizeRequest(R"({"tokens": [2, 7]})", kModel);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre(2, 7));
+  for (const char* bad : {R"({"tokens": 7})", R"({"tokens": [-1]})", R"({"tokens": ["a"]})",
+                          R"({"tokens": [18446744073709551615]})", "[]"}) {
+    EXPECT_EQ(ParseDetokenizeRequest(bad, kModel).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_EQ(json::parse(DetokenizeJson("a\xff")), json({{"prompt", "a\xef\xbf\xbd"}}));
+}
+
 // A batch of prompts and n: every prompt in order, each holding only its prompt; the
 // parameters once, in generate (with the first prompt).
 TEST(OpenAiApiTest, PromptBatchesAndNAreRead) {

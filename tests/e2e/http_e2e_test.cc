@@ -341,6 +341,12 @@ TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   ASSERT_TRUE(big);
   EXPECT_EQ(big->status, 413);
   EXPECT_THAT(big->body, HasSubstr("--max_message_bytes"));
+  // This model has no tokenizer: the tokenizer routes say so.
+  const httplib::Result no_tokenizer =
+      Client().Post("/tokenize", R"({"prompt": "x"})", "application/json");
+  ASSERT_TRUE(no_tokenizer);
+  EXPECT_EQ(no_tokenizer->status, 400);
+  EXPECT_THAT(no_tokenizer->body, HasSubstr("without a tokenizer"));
   const httplib::Result nowhere = Client().Get("/v1/chat/nothing");
   ASSERT_TRUE(nowhere);
   EXPECT_EQ(nowhere->status, 404);
@@ -611,6 +617,9 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   res = client.Get("/health");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
+  res = client.Post("/tokenize", R"({"prompt": "x"})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
 
   // The binary's client reads the key from the environment.
   const std::string generate =

@@ -10,6 +10,8 @@
 #include "coordinator/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
 #include "tests/e2e/cluster.h"
 
 namespace llmint8::e2e {
@@ -27,7 +29,9 @@ class TextE2ETest : public ::testing::Test {
     ClusterOptions options;
     options.model = kModel;
     options.dtype = "fp16";
-    options.extra_coordinator_flags = {absl::StrCat("--tokenizer=", SourcePath(kTokenizer))};
+    http_port_ = FreePort();
+    options.extra_coordinator_flags = {absl::StrCat("--tokenizer=", SourcePath(kTokenizer)),
+                                       absl::StrCat("--http_listen=127.0.0.1:", http_port_)};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
     auto tokenizer = coordinator::Tokenizer::FromTokenizerJsonFile(SourcePath(kTokenizer));
@@ -51,11 +55,24 @@ class TextE2ETest : public ::testing::Test {
     return req;
   }
 
+  static nlohmann::json PostJson(const std::string& path, const nlohmann::json& body) {
+    httplib::Client client("127.0.0.1", http_port_);
+    client.set_read_timeout(60, 0);
+    const httplib::Result res = client.Post(path, body.dump(), "application/json");
+    EXPECT_TRUE(res) << path;
+    if (!res) return nullptr;
+    nlohmann::json j = nlohmann::json::parse(res->body, nullptr, false);
+    j["http_status"] = res->status;
+    return j;
+  }
+
+  static int http_port_;
   static Cluster* cluster_;
   static coordinator::Tokenizer* tokenizer_;
   std::unique_ptr<v1::Generation::Stub> stub_;
 };
 
+int TextE2ETest::http_port_ = 0;
 Cluster* TextE2ETest::cluster_ = nullptr;
 coordinator::Tokenizer* TextE2ETest::tokenizer_ = nullptr;
 
@@ -69,6 +86,57 @@ TEST_F(TextE2ETest, TokenizeMatchesTheTokenizer) {
   ASSERT_TRUE(ids.ok()) << ids.status();
   EXPECT_THAT(resp.token_ids(), ElementsAreArray(*ids));
   EXPECT_EQ(resp.pieces_size(), resp.token_ids_size());
+}
+
+// vLLM's /tokenize and /detokenize over HTTP: the tokenizer's ids (BOS first unless
+// add_special_tokens is false) and its text back; bad input is 400.
+TEST_F(TextE2ETest, TokenizeAndDetokenizeOverHttp) {
+  const std::string text = "hello world, hello tokens";
+  auto plain = tokenizer_->Encode(text, /*add_bos=*/false);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  const nlohmann::json bare =
+      PostJson("/tokenize", {{"prompt", text}, {"add_special_tokens", false}});
+  EXPECT_EQ(bare["http_status"], 200) << bare.dump();
+  EXPECT_EQ(bare["tokens"].get<std::vector<int32_t>>(), *plain);
+  EXPECT_EQ(bare["count"], plain->size());
+  EXPECT_EQ(bare["max_model_len"], 128);
+  auto with_bos = tokenizer_->Encode(text, tokenizer_->bos_id().has_value());
+  ASSERT_TRUE(with_bos.ok());
+  EXPECT_EQ(PostJson("/tokenize", {{"prompt", text}})["tokens"].get<std::vector<int32_t>>(),
+            *with_bos);
+
+  const nlohmann::json back = PostJson("/detokenize", {{"tokens", *plain}});
+  EXPECT_EQ(back["http_status"], 200) << back.dump();
+  EXPECT_EQ(back["prompt"], text);
+
+  EXPECT_EQ(PostJson("/detokenize", {{"tokens", {1, 99999}}})["http_status"], 400);
+  EXPECT_EQ(PostJson("/tokenize", {{"prompt", 5}})["http_status"], 400);
+  EXPECT_EQ(PostJson("/tokenize", {{"prompt", "x"}, {"model", "other"}})["http_status"], 404);
+}
+
+// Text prompts over HTTP, a batch with n: each choice's text and tokens are the gRPC request's
+// of its prompt (greedy).
+TEST_F(TextE2ETest, TextPromptBatchOverHttpEqualsGrpc) {
+  const std::vector<std::string> prompts = {"hello world", "tokens of text"};
+  const nlohmann::json j = PostJson("/v1/completions", {{"prompt", prompts},
+                                                        {"n", 2},
+                                                        {"max_tokens", 6},
+                                                        {"temperature", 0},
+                                                        {"ignore_eos", true},
+                                                        {"return_token_ids", true}});
+  ASSERT_EQ(j["http_status"], 200) << j.dump();
+  ASSERT_EQ(j["choices"].size(), 4u);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Generated g = Generate(*stub_, TextRequest(prompts[i], 6));
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    std::string text;
+    for (const v1::GenerateResponse& r : g.responses) text += r.text();
+    for (size_t k = 0; k < 2; ++k) {
+      const nlohmann::json& choice = j["choices"][i * 2 + k];
+      EXPECT_EQ(choice["token_ids"].get<std::vector<int32_t>>(), g.tokens) << i << " " << k;
+      EXPECT_EQ(choice["text"], text) << i << " " << k;
+    }
+  }
 }
 
 // prompt_logprobs with text: the prompt tokens' pieces join into the prompt, each candidate's
