@@ -261,11 +261,12 @@ absl::StatusOr<CompletionRequest> Parse(const json& body) {
   RETURN_IF_ERROR(
       IfPresent<bool>(body, "return_token_ids", Bool, [&](bool b) { r.return_token_ids = b; }));
   RETURN_IF_ERROR(IfPresent<bool>(body, "echo", Bool, [&](bool b) { r.echo = b; }));
-  // The echoed prompt comes from the service as scored prompt tokens (their pieces and
-  // logprobs); max_tokens 0 then only scores the prompt.
-  g.set_prompt_logprobs(r.echo);
+  // The echoed prompt comes from the service as prompt tokens: their pieces, and with logprobs
+  // their scores; max_tokens 0 then only echoes (or scores) the prompt.
+  g.set_echo_prompt(r.echo);
+  g.set_prompt_logprobs(r.echo && r.logprobs);  // echo alone needs no scoring
   if (g.max_new_tokens() == 0 && !r.echo) {
-    return FieldError("max_tokens", "at least 1 (0 only with echo, to score the prompt)");
+    return FieldError("max_tokens", "at least 1 (0 only with echo, to echo or score the prompt)");
   }
   return r;
 }

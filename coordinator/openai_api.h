@@ -19,11 +19,11 @@
 //                 frequency_penalty, presence_penalty ([-2, 2], over the generated tokens);
 //                 model (must be the served model's id when given);
 //                 echo (the prompt's text, and with logprobs its tokens with their logprobs
-//                 given the tokens before them, null for the first, lead the choice; the
-//                 service scores the prompt for it, logprobs or not, in chunks beside the
-//                 other sequences' steps (coordinator/scheduler.h); with
-//                 max_tokens 0 the prompt is only scored; lm-evaluation-harness scores
-//                 with echo, logprobs 1 and max_tokens 1);
+//                 given the tokens before them, null for the first, lead the choice; with
+//                 logprobs the service scores the prompt, in chunks beside the other
+//                 sequences' steps (coordinator/scheduler.h), without it only returns its
+//                 tokens; with max_tokens 0 the prompt is only echoed (or scored);
+//                 lm-evaluation-harness scores with echo, logprobs 1 and max_tokens 1);
 //   logit_bias    {"token id": bias in [-100, 100]}, at most 300 ids: added to the logits
 //                 before sampling (logprobs stay the model's own);
 //   best_of (1 or n), suffix (empty) are accepted only at those values; user is ignored;

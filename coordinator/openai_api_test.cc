@@ -341,7 +341,13 @@ TEST(OpenAiApiTest, EchoLeadsWithThePromptsTokens) {
   EXPECT_TRUE(scoring.echo);
   EXPECT_TRUE(scoring.generate.prompt_logprobs());
   EXPECT_EQ(scoring.generate.max_new_tokens(), 0);
+  EXPECT_TRUE(scoring.generate.echo_prompt());
   EXPECT_FALSE(ParseOk(R"({"prompt": "x"})").generate.prompt_logprobs());
+  EXPECT_FALSE(ParseOk(R"({"prompt": "x"})").generate.echo_prompt());
+  // Echo without logprobs only returns the prompt's tokens: nothing to score.
+  const CompletionRequest echo_only = ParseOk(R"({"prompt": "x", "echo": true, "max_tokens": 0})");
+  EXPECT_TRUE(echo_only.generate.echo_prompt());
+  EXPECT_FALSE(echo_only.generate.prompt_logprobs());
 
   v1::GenerateResponse only;  // max_tokens 0: one response, no token
   auto prompt_token = [&](int32_t id, const char* text, std::optional<float> logprob) {

@@ -30,10 +30,11 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   if (absl::Status input = ValidatePromptInput(request, limits); !input.ok()) return input;
   GenerationParams p;
   if (request.max_new_tokens() < 0 ||
-      (request.max_new_tokens() == 0 && !request.prompt_logprobs())) {
+      (request.max_new_tokens() == 0 && !request.prompt_logprobs() && !request.echo_prompt())) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_new_tokens is ", request.max_new_tokens(),
-                     "; it must be at least 1 (0 only with prompt_logprobs, to score the prompt)"));
+                     "; it must be at least 1 (0 only with prompt_logprobs or echo_prompt, to "
+                     "score or echo the prompt)"));
   }
   if (request.max_new_tokens() >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat(
@@ -142,6 +143,7 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   p.presence_penalty = request.presence_penalty();
   p.top_logprobs = request.top_logprobs();
   p.prompt_logprobs = request.prompt_logprobs();
+  p.echo_prompt = request.echo_prompt();
   return p;
 }
 
@@ -158,7 +160,7 @@ absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
     }
   }
   const int64_t n = static_cast<int64_t>(prompt.size());
-  if (params.max_new_tokens == 0 && n > limits.max_context) {  // only scored
+  if (params.max_new_tokens == 0 && n > limits.max_context) {  // only scored or echoed
     return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
                                               " tokens but the context holds ", limits.max_context,
                                               "; shorten it"));

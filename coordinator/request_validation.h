@@ -1,6 +1,7 @@
 // Checks a GenerateRequest against the served model before anything is queued. Every error
 // names the field and says what to change:
-//   INVALID_ARGUMENT  empty prompt, max_new_tokens < 0 (or 0 without prompt_logprobs),
+//   INVALID_ARGUMENT  empty prompt, max_new_tokens < 0 (or 0 without prompt_logprobs or
+//                     echo_prompt),
 //                     temperature < 0 or not finite,
 //                     top_k < 0, top_p outside (0, 1], repetition_penalty <= 0,
 //                     frequency / presence penalty outside [-2, 2], top_logprobs outside

@@ -100,6 +100,9 @@ TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
   scoring.set_prompt_logprobs(true);
   EXPECT_EQ(Code(scoring), C::kOk);
   EXPECT_EQ(Code(Ids(std::vector<int32_t>(129, 3), 0)), C::kInvalidArgument);
+  v1::GenerateRequest echo = Ids({2, 5}, 0);
+  echo.set_echo_prompt(true);  // returned, not scored: max_new_tokens 0 is allowed too
+  EXPECT_EQ(Code(echo), C::kOk);
   v1::GenerateRequest too_long = Ids(std::vector<int32_t>(129, 3), 0);
   too_long.set_prompt_logprobs(true);
   EXPECT_EQ(Code(too_long), C::kOutOfRange);

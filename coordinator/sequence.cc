@@ -130,7 +130,7 @@ void Sequence::AddPromptScores(const v1::SeqResult& prefilled) {
 }
 
 void Sequence::AttachPromptTokens(v1::GenerateResponse& response) {
-  if (!params_.prompt_logprobs) return;
+  if (!params_.prompt_logprobs && !params_.echo_prompt) return;
   const std::vector<std::string> pieces =
       text_ ? text_->Pieces(prompt_) : std::vector<std::string>();
   for (size_t k = 0; k < prompt_.size(); ++k) {

@@ -41,6 +41,7 @@ struct GenerationParams {
   float presence_penalty = 0.0f;    // 0: off
   int32_t top_logprobs = 0;         // candidates returned per token
   bool prompt_logprobs = false;     // score the prompt (max_new_tokens may then be 0)
+  bool echo_prompt = false;         // return the prompt's tokens, scored or not (likewise)
   float min_p = 0.0f;               // 0: off
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias), by id
   std::vector<int32_t> stop_token_ids;                // sorted

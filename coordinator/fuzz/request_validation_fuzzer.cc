@@ -3,8 +3,9 @@
 // ValidateGenerationParams, tokenization of a text prompt (the bundled OPT model's tokenizer,
 // BOS first) and ValidatePromptTokens, against the bundled model's limits with and without a
 // tokenizer. Besides "no crash, no sanitizer report", it checks that an accepted request keeps
-// the promises of coordinator/request_validation.h: max_new_tokens >= 1 (0 when scoring), prompt +
-// max_new_tokens within the context, every prompt id in the vocabulary, temperature finite and
+// the promises of coordinator/request_validation.h: max_new_tokens >= 1 (0 when scoring or
+// echoing), prompt + max_new_tokens within the context, every prompt id in the vocabulary,
+// temperature finite and
 // >= 0, top_k >= 0, top_p in (0, 1], min_p in [0, 1], repetition_penalty finite and > 0,
 // frequency and presence penalties in [-2, 2], top_logprobs in [0, 20], logit biases and stop
 // token ids in the vocabulary and their limits, min_tokens in [0, max_new_tokens], the stop
@@ -76,7 +77,8 @@ void Admit(const v1::GenerateRequest& req, const ModelLimits& limits) {
   absl::StatusOr<GenerationParams> params = ValidateGenerationParams(req, limits);
   if (!params.ok()) return;
   const GenerationParams& p = *params;
-  Check(p.max_new_tokens >= (p.prompt_logprobs ? 0 : 1) && p.max_new_tokens < limits.max_context,
+  Check(p.max_new_tokens >= (p.prompt_logprobs || p.echo_prompt ? 0 : 1) &&
+            p.max_new_tokens < limits.max_context,
         "max_new_tokens");
   Check(std::isfinite(p.temperature) && p.temperature >= 0.0f, "temperature");
   Check(p.top_k >= 0, "top_k");

@@ -114,6 +114,35 @@ TEST_F(TextE2ETest, TokenizeAndDetokenizeOverHttp) {
   EXPECT_EQ(PostJson("/tokenize", {{"prompt", "x"}, {"model", "other"}})["http_status"], 404);
 }
 
+// echo without logprobs returns the prompt's text unscored (the service only attaches its
+// tokens), the same text the scored echo gives; then the completion follows it.
+TEST_F(TextE2ETest, EchoWithoutLogprobsReturnsThePromptText) {
+  const nlohmann::json only =
+      PostJson("/v1/completions", {{"prompt", "hello world"}, {"echo", true}, {"max_tokens", 0}});
+  ASSERT_EQ(only["http_status"], 200) << only.dump();
+  const std::string echoed = only["choices"][0]["text"];
+  EXPECT_TRUE(echoed.ends_with("hello world")) << echoed;
+  EXPECT_TRUE(only["choices"][0]["logprobs"].is_null());
+  EXPECT_EQ(only["usage"]["completion_tokens"], 0);
+  const nlohmann::json scored =
+      PostJson("/v1/completions",
+               {{"prompt", "hello world"}, {"echo", true}, {"max_tokens", 0}, {"logprobs", 0}});
+  ASSERT_EQ(scored["http_status"], 200) << scored.dump();
+  EXPECT_EQ(scored["choices"][0]["text"], echoed);
+  EXPECT_FALSE(scored["choices"][0]["logprobs"].is_null());
+  const nlohmann::json more = PostJson("/v1/completions", {{"prompt", "hello world"},
+                                                           {"echo", true},
+                                                           {"max_tokens", 4},
+                                                           {"temperature", 0},
+                                                           {"ignore_eos", true}});
+  ASSERT_EQ(more["http_status"], 200) << more.dump();
+  Generated g = Generate(*stub_, TextRequest("hello world", 4));
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  std::string generated;
+  for (const v1::GenerateResponse& r : g.responses) generated += r.text();
+  EXPECT_EQ(more["choices"][0]["text"], echoed + generated);
+}
+
 // Text prompts over HTTP, a batch with n: each choice's text and tokens are the gRPC request's
 // of its prompt (greedy).
 TEST_F(TextE2ETest, TextPromptBatchOverHttpEqualsGrpc) {
