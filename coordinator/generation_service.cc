@@ -217,8 +217,8 @@ absl::Status GenerationService::Stream(
     const std::function<bool(size_t, const v1::GenerateResponse&)>& write,
     const std::function<bool()>& gone, std::vector<RequestRecord>& records,
     std::vector<std::optional<absl::Status>>& finals) {
-  // Admit gave them one signal; a sequence made elsewhere may have none: then poll.
-  const std::shared_ptr<OutputSignal> signal = seqs.front()->signal();
+  // AdmitAll gave them one signal, notified on every output and end: the waiting is on it.
+  const OutputSignal& signal = *seqs.front()->signal();
   auto cancel_open = [&] {
     for (size_t i = 0; i < seqs.size(); ++i) {
       if (!finals[i].has_value()) scheduler_->Cancel(seqs[i]);
@@ -226,14 +226,12 @@ absl::Status GenerationService::Stream(
   };
   std::vector<v1::GenerateResponse> out;
   while (true) {
-    const uint64_t seen = signal != nullptr ? signal->version() : 0;
+    const uint64_t seen = signal.version();
     size_t open = 0;
     for (size_t i = 0; i < seqs.size(); ++i) {
       if (finals[i].has_value()) continue;
       out.clear();
-      // With several sequences, each is only looked at; the signal does the waiting.
-      const absl::Duration wait = seqs.size() == 1 ? kPollInterval : absl::ZeroDuration();
-      std::optional<absl::Status> final = seqs[i]->WaitOutput(wait, out);
+      std::optional<absl::Status> final = seqs[i]->WaitOutput(absl::ZeroDuration(), out);
       for (const v1::GenerateResponse& r : out) {
         if (!write(i, r)) {
           cancel_open();
@@ -262,13 +260,7 @@ absl::Status GenerationService::Stream(
       }
       return absl::CancelledError("the client cancelled the request");
     }
-    if (seqs.size() > 1) {
-      if (signal != nullptr) {
-        signal->WaitPast(seen, kPollInterval);
-      } else {
-        absl::SleepFor(absl::Milliseconds(5));
-      }
-    }
+    signal.WaitPast(seen, kPollInterval);
   }
 }
 

@@ -69,10 +69,11 @@ class GenerationService final : public v1::Generation::Service {
   //              that prompt alone gives). More sequences than the queue holds are
   //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED. A refused
   //              call is recorded as one request.
-  //   FollowAll  streams them together: each response with its sequence's index, in the order
-  //              they come; the first sequence to fail ends the call with its status and
-  //              cancels the rest (as does a client that leaves, or the deadline); each
-  //              sequence is recorded as a request.
+  //   FollowAll  streams AdmitAll's sequences together (waiting on the OutputSignal they
+  //              share): each response with its sequence's index, in the order they come;
+  //              the first sequence to fail ends the call with its status and cancels the
+  //              rest (as does a client that leaves, or the deadline); each sequence is
+  //              recorded as a request.
   absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> AdmitAll(
       const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
       absl::Time deadline);
