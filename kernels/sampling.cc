@@ -107,8 +107,6 @@ int32_t Draw(std::span<const float> logits, const SamplingParams& params, uint64
   size_t keep = ids.size();
   if (params.top_p < 1.0f) {
     keep = SelectNucleus(ids, w, static_cast<double>(params.top_p) * total, desc);
-    total = 0;
-    for (size_t i = 0; i < keep; ++i) total += w[ids[i]];
   }
   if (params.min_p > 0.0f) {
     // p / max p is w (the argmax's w is 1, and it is kept): keep w >= min_p, in order.
@@ -116,6 +114,8 @@ int32_t Draw(std::span<const float> logits, const SamplingParams& params, uint64
     keep = static_cast<size_t>(std::stable_partition(ids.begin(), ids.begin() + keep,
                                                      [&](int32_t id) { return w[id] >= min_w; }) -
                                ids.begin());
+  }
+  if (params.top_p < 1.0f || params.min_p > 0.0f) {  // renormalise over what they kept
     total = 0;
     for (size_t i = 0; i < keep; ++i) total += w[ids[i]];
   }
