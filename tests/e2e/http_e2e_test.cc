@@ -64,6 +64,18 @@ class HttpE2ETest : public ::testing::Test {
     client.set_read_timeout(60, 0);
     return client;
   }
+  // A greedy completion of `prompt` that returns its token ids and runs to max_tokens, with
+  // `more` fields.
+  static json GreedyBody(const std::vector<int32_t>& prompt, int max_tokens,
+                         const json& more = {}) {
+    json body = {{"prompt", prompt},
+                 {"max_tokens", max_tokens},
+                 {"temperature", 0},
+                 {"ignore_eos", true},
+                 {"return_token_ids", true}};
+    if (more.is_object()) body.update(more);
+    return body;
+  }
   static httplib::Result Post(const json& body) {
     return Client().Post("/v1/completions", body.dump(), "application/json");
   }
@@ -95,13 +107,8 @@ TEST_F(HttpE2ETest, GreedyCompletionEqualsTheRuntime) {
   const std::vector<int32_t> prompt = {2, 100, 200, 300};
   auto expected = reference_->Greedy(prompt, 12);
   ASSERT_TRUE(expected.ok()) << expected.status();
-  const httplib::Result res = Post({{"prompt", prompt},
-                                    {"max_tokens", 12},
-                                    {"temperature", 0},
-                                    {"ignore_eos", true},
-                                    {"return_token_ids", true},
-                                    {"logprobs", 0},
-                                    {"model", "tiny-opt"}});
+  const httplib::Result res =
+      Post(GreedyBody(prompt, 12, {{"logprobs", 0}, {"model", "tiny-opt"}}));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   const json j = json::parse(res->body);
@@ -121,13 +128,8 @@ TEST_F(HttpE2ETest, StreamedCompletionSendsOneEventPerTokenThenDone) {
   const std::vector<int32_t> prompt = {2, 7, 8};
   auto expected = reference_->Greedy(prompt, 9);
   ASSERT_TRUE(expected.ok()) << expected.status();
-  const httplib::Result res = Post({{"prompt", prompt},
-                                    {"max_tokens", 9},
-                                    {"temperature", 0},
-                                    {"ignore_eos", true},
-                                    {"stream", true},
-                                    {"return_token_ids", true},
-                                    {"stream_options", {{"include_usage", true}}}});
+  const httplib::Result res = Post(
+      GreedyBody(prompt, 9, {{"stream", true}, {"stream_options", {{"include_usage", true}}}}));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_THAT(res->get_header_value("Content-Type"), HasSubstr("text/event-stream"));
@@ -219,11 +221,7 @@ TEST_F(HttpE2ETest, LogitBiasStopTokenIdsMinTokensAndMinP) {
                                       : j["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
                           j.is_null() ? std::string() : j["choices"][0]["finish_reason"].dump());
   };
-  const json base = {{"prompt", prompt},
-                     {"max_tokens", 12},
-                     {"temperature", 0},
-                     {"ignore_eos", true},
-                     {"return_token_ids", true}};
+  const json base = GreedyBody(prompt, 12);
 
   // A bias of 100 on one token: greedy picks it every time.
   json biased = base;
@@ -389,12 +387,7 @@ TEST_F(HttpE2ETest, TopLogprobsAndPenaltiesOverHttp) {
   const std::vector<int32_t> prompt = {2, 100, 200, 300};
   auto greedy = reference_->Greedy(prompt, 12);
   ASSERT_TRUE(greedy.ok()) << greedy.status();
-  const httplib::Result res = Post({{"prompt", prompt},
-                                    {"max_tokens", 12},
-                                    {"temperature", 0},
-                                    {"ignore_eos", true},
-                                    {"return_token_ids", true},
-                                    {"logprobs", 3}});
+  const httplib::Result res = Post(GreedyBody(prompt, 12, {{"logprobs", 3}}));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   const json choice = json::parse(res->body)["choices"][0];
@@ -414,13 +407,8 @@ TEST_F(HttpE2ETest, TopLogprobsAndPenaltiesOverHttp) {
     }
     EXPECT_LE(total, 1.0 + 1e-6);
   }
-  const httplib::Result penalised = Post({{"prompt", prompt},
-                                          {"max_tokens", 12},
-                                          {"temperature", 0},
-                                          {"ignore_eos", true},
-                                          {"return_token_ids", true},
-                                          {"frequency_penalty", 2},
-                                          {"presence_penalty", 2}});
+  const httplib::Result penalised =
+      Post(GreedyBody(prompt, 12, {{"frequency_penalty", 2}, {"presence_penalty", 2}}));
   ASSERT_TRUE(penalised);
   ASSERT_EQ(penalised->status, 200) << penalised->body;
   const auto distinct = json::parse(penalised->body)["choices"][0]["token_ids"];
