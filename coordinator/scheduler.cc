@@ -1,13 +1,40 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
-#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 
 namespace llmint8::coordinator {
+namespace {
+
+// What rank 0 needs to sample a sequence: its parameters, and the ids min_tokens holds back
+// (the end-of-sequence token unless ignored, and the stop ids).
+void FillSampling(const GenerationParams& p, int64_t eos_token_id, v1::SamplingParams* sp) {
+  sp->set_temperature(p.temperature);
+  sp->set_top_k(p.top_k);
+  sp->set_top_p(p.top_p);
+  sp->set_seed(p.seed);
+  sp->set_repetition_penalty(p.repetition_penalty);
+  sp->set_frequency_penalty(p.frequency_penalty);
+  sp->set_presence_penalty(p.presence_penalty);
+  sp->set_min_p(p.min_p);
+  for (const auto& [id, bias] : p.logit_bias) {
+    v1::TokenBias* b = sp->add_logit_bias();
+    b->set_token_id(id);
+    b->set_bias(bias);
+  }
+  if (p.min_tokens > 0) {
+    sp->set_min_tokens(p.min_tokens);
+    if (!p.ignore_eos && eos_token_id >= 0) {
+      sp->add_min_tokens_banned(static_cast<int32_t>(eos_token_id));
+    }
+    sp->mutable_min_tokens_banned()->Add(p.stop_token_ids.begin(), p.stop_token_ids.end());
+  }
+}
+
+}  // namespace
 
 Scheduler::Scheduler(SchedulerOptions options, WorkerGroup* group, ServiceMetrics* metrics)
     : options_(std::move(options)), group_(group), metrics_(metrics) {}
@@ -258,6 +285,7 @@ void Scheduler::Loop() {
       }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
+      const bool first_step = seq->prompt_remaining() == std::ssize(seq->prompt());
       if (prefilled) {
         step->add_token_ids(seq->last_token());
       } else {
@@ -278,34 +306,11 @@ void Scheduler::Loop() {
         }
       }
       in_step.push_back(i);
-      const GenerationParams& p = seq->params();
-      v1::SamplingParams* sp = step->mutable_sampling();
-      sp->set_temperature(p.temperature);
-      sp->set_top_k(p.top_k);
-      sp->set_top_p(p.top_p);
-      sp->set_seed(p.seed);
-      sp->set_repetition_penalty(p.repetition_penalty);
-      sp->set_frequency_penalty(p.frequency_penalty);
-      sp->set_presence_penalty(p.presence_penalty);
-      sp->set_min_p(p.min_p);
-      for (const auto& [id, bias] : p.logit_bias) {
-        v1::TokenBias* b = sp->add_logit_bias();
-        b->set_token_id(id);
-        b->set_bias(bias);
-      }
-      if (seq->num_generated() < p.min_tokens) {
-        // Too early to end: the end-of-sequence token and the stop ids are never sampled.
-        auto ban = [sp](int64_t id) {
-          v1::TokenBias* b = sp->add_logit_bias();
-          b->set_token_id(static_cast<int32_t>(id));
-          b->set_bias(-std::numeric_limits<float>::infinity());
-        };
-        if (!p.ignore_eos && options_.eos_token_id >= 0) ban(options_.eos_token_id);
-        for (int32_t id : p.stop_token_ids) ban(id);
-      }
+      // Rank 0 keeps a sequence's sampling parameters from its first step on.
+      if (first_step) FillSampling(seq->params(), options_.eos_token_id, step->mutable_sampling());
       step->set_sample_index(seq->num_generated());
-      step->set_logprobs(p.logprobs);
-      step->set_top_logprobs(p.top_logprobs);
+      step->set_logprobs(seq->params().logprobs);
+      step->set_top_logprobs(seq->params().top_logprobs);
     }
     {
       absl::MutexLock lock(&mu_);

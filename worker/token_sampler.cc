@@ -9,9 +9,7 @@
 
 namespace llmint8::worker {
 
-absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
-                                         const v1::SamplingParams& params, int32_t sample_index,
-                                         int32_t top_logprobs, std::span<const int32_t> seen) {
+kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params, int32_t top_logprobs) {
   kernels::SamplingParams p;
   p.temperature = params.temperature();
   p.top_k = params.top_k();
@@ -27,6 +25,12 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
     p.logit_bias.push_back({b.token_id(), b.bias()});
   p.return_logprob = true;
   p.top_logprobs = top_logprobs;
+  return p;
+}
+
+absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
+                                         const kernels::SamplingParams& p, int32_t sample_index,
+                                         std::span<const int32_t> seen) {
   if (sample_index < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("sample_index is ", sample_index, "; it must be >= 0"));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/sampling.h"
 #include "llmint8/v1/worker.pb.h"
 
 namespace llmint8::worker {
@@ -19,13 +20,17 @@ struct SampledToken {
   std::vector<v1::TokenCandidate> top;  // `top_logprobs` candidates, most likely first
 };
 
+// The kernels' form of the parameters a sequence's first step brings (proto defaults: top_p
+// and repetition_penalty 0 are off, as 1), returning the logprob, `top_logprobs` candidates.
+// The min_tokens bans are not in it (SequenceSamplers adds them).
+kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params, int32_t top_logprobs = 0);
+
 // `seen`: the sequence's tokens so far (prompt and generated), which the repetition penalty
 // applies to; its last `sample_index` are the generated ones that the frequency and presence
 // penalties count. InvalidArgument for an empty row or parameters outside their ranges.
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
-                                         const v1::SamplingParams& params, int32_t sample_index,
-                                         int32_t top_logprobs = 0,
-                                         std::span<const int32_t> seen = {});
+                                         const kernels::SamplingParams& params,
+                                         int32_t sample_index, std::span<const int32_t> seen = {});
 
 // The score of a given token (a prompt's next token) in its logits row: its logprob under the
 // model's distribution and the `top_logprobs` likeliest candidates. Never an error: it runs on

@@ -15,7 +15,7 @@
 #include "worker/grpc_rendezvous.h"
 #include "worker/grpc_status.h"
 #include "worker/model_spec.h"
-#include "worker/token_sampler.h"
+#include "worker/sequence_samplers.h"
 #include "worker/usable_memory.h"
 
 namespace llmint8::worker {
@@ -49,7 +49,7 @@ WorkerService::~WorkerService() {
 void WorkerService::Unload() {
   model_.reset();  // the model refers to the communicator: drop it first
   comm_.reset();
-  seen_.clear();
+  samplers_.Clear();
   epoch_ = 0;
   broken_ = absl::OkStatus();
   Publish();
@@ -240,17 +240,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   if (rank_ == 0) {
     for (int i = 0; i < req.seqs_size(); ++i) {
       const v1::SeqStep& seq = req.seqs(i);
-      // Only sequences that ask for a penalty keep their tokens (repetition 0 and 1 are off,
-      // frequency and presence 0).
-      const v1::SamplingParams& sampling = seq.sampling();
-      const float repetition = sampling.repetition_penalty();
-      std::span<const int32_t> seen;
-      if ((repetition != 0.0f && repetition != 1.0f) || sampling.frequency_penalty() != 0.0f ||
-          sampling.presence_penalty() != 0.0f) {
-        std::vector<int32_t>& kept = seen_[seq.seq_id()];
-        kept.insert(kept.end(), seq.token_ids().begin(), seq.token_ids().end());
-        seen = kept;
-      }
+      samplers_.Observe(seq);
       v1::SeqResult* result = resp.add_results();
       result->set_seq_id(seq.seq_id());
       // Row j of the sequence predicts the token after its j-th new token.
@@ -271,8 +261,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
         result->set_token_id(-1);
         continue;
       }
-      absl::StatusOr<SampledToken> token = SampleToken(
-          logits->row(last_row), sampling, seq.sample_index(), seq.top_logprobs(), seen);
+      absl::StatusOr<SampledToken> token = samplers_.Sample(seq, logits->row(last_row));
       if (!token.ok()) {
         // This sequence's alone: the others of the step keep their tokens.
         result->set_token_id(-1);
@@ -296,7 +285,7 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
     return grpc::Status::OK;  // nothing of that group is held here
   }
   for (uint64_t id : req->seq_ids()) {
-    seen_.erase(id);
+    samplers_.Release(id);
     absl::Status s = model_->Release(id);
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return ToGrpcStatus(s);
   }

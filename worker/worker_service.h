@@ -25,11 +25,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "comm/communicator.h"
 #include "llmint8/v1/worker.grpc.pb.h"
 #include "model/shard_model.h"
+#include "worker/sequence_samplers.h"
 
 namespace llmint8::worker {
 
@@ -90,9 +90,8 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status broken_ ABSL_GUARDED_BY(mu_);  // first communicator error of this group
   std::unique_ptr<comm::Communicator> comm_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::ShardModel> model_ ABSL_GUARDED_BY(mu_);
-  // Rank 0: the tokens so far (prompt + those fed back) of every live sequence with a
-  // penalty; dropped on Release and with the group.
-  absl::flat_hash_map<uint64_t, std::vector<int32_t>> seen_ ABSL_GUARDED_BY(mu_);
+  // Rank 0: every live sequence's sampling parameters (and tokens, for the penalties).
+  SequenceSamplers samplers_ ABSL_GUARDED_BY(mu_);
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tokens_ ABSL_GUARDED_BY(mu_) = 0;
 };

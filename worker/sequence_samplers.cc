@@ -1,0 +1,57 @@
+#include "worker/sequence_samplers.h"
+
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::worker {
+
+SequenceSamplers::State SequenceSamplers::MakeState(const v1::SamplingParams& params) {
+  State s;
+  s.params = ToKernelParams(params);
+  s.min_tokens = params.min_tokens();
+  if (s.min_tokens > 0 && params.min_tokens_banned_size() > 0) {
+    s.early = s.params;
+    for (int32_t id : params.min_tokens_banned()) {
+      s.early.logit_bias.push_back({id, -std::numeric_limits<float>::infinity()});
+    }
+  } else {
+    s.min_tokens = 0;  // nothing to ban: `early` is never used
+  }
+  // Repetition 0 and 1 are off, frequency and presence 0.
+  const float repetition = params.repetition_penalty();
+  s.keep_tokens = (repetition != 0.0f && repetition != 1.0f) ||
+                  params.frequency_penalty() != 0.0f || params.presence_penalty() != 0.0f;
+  return s;
+}
+
+void SequenceSamplers::Observe(const v1::SeqStep& step) {
+  auto it = states_.find(step.seq_id());
+  if (it == states_.end() || step.has_sampling()) {
+    State fresh = MakeState(step.sampling());
+    if (it == states_.end()) {
+      it = states_.emplace(step.seq_id(), std::move(fresh)).first;
+    } else {
+      fresh.seen = std::move(it->second.seen);  // the tokens stay the sequence's
+      it->second = std::move(fresh);
+    }
+  }
+  State& s = it->second;
+  if (s.keep_tokens) s.seen.insert(s.seen.end(), step.token_ids().begin(), step.token_ids().end());
+}
+
+absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
+                                                      std::span<const float> logits) {
+  auto it = states_.find(step.seq_id());
+  if (it == states_.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence ", step.seq_id(), " has no sampling parameters on rank 0 (never stepped)"));
+  }
+  State& s = it->second;
+  kernels::SamplingParams& params = step.sample_index() < s.min_tokens ? s.early : s.params;
+  params.top_logprobs = step.top_logprobs();
+  return SampleToken(logits, params, step.sample_index(), s.seen);
+}
+
+}  // namespace llmint8::worker

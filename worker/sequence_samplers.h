@@ -1,0 +1,56 @@
+// Rank 0's sampling state of the live sequences: each one's sampling parameters, which the
+// coordinator sends once with the sequence's first step (SeqStep.sampling), and the tokens it
+// has seen when a penalty needs them. Dropped on Release and with the group.
+//
+//   SequenceSamplers samplers;
+//   samplers.Observe(step);                      // every step, prefill chunks too
+//   absl::StatusOr<SampledToken> t = samplers.Sample(step, logits_row);
+//   samplers.Release(step.seq_id());             // the sequence is done
+//
+// Not thread-safe (the worker calls it under its lock).
+#ifndef LLMINT8_WORKER_SEQUENCE_SAMPLERS_H_
+#define LLMINT8_WORKER_SEQUENCE_SAMPLERS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "kernels/sampling.h"
+#include "llmint8/v1/worker.pb.h"
+#include "worker/token_sampler.h"
+
+namespace llmint8::worker {
+
+class SequenceSamplers {
+ public:
+  // Takes in one step of `step.seq_id()`: its sampling parameters when the step sets them
+  // (greedy ones for a sequence that starts without), and its tokens when a penalty counts
+  // them.
+  void Observe(const v1::SeqStep& step);
+  // The sequence's next token from its logits row (the step Observe just took in), with the
+  // min_tokens bans while step.sample_index() < min_tokens. InvalidArgument as SampleToken,
+  // and for a sequence never observed.
+  absl::StatusOr<SampledToken> Sample(const v1::SeqStep& step, std::span<const float> logits);
+  void Release(uint64_t seq_id) { states_.erase(seq_id); }
+  void Clear() { states_.clear(); }
+  size_t size() const { return states_.size(); }
+
+ private:
+  struct State {
+    kernels::SamplingParams params;
+    kernels::SamplingParams early;  // params with the min_tokens bans
+    int32_t min_tokens = 0;
+    bool keep_tokens = false;   // a penalty needs `seen`
+    std::vector<int32_t> seen;  // prompt and generated tokens, when keep_tokens
+  };
+  static State MakeState(const v1::SamplingParams& params);
+
+  absl::flat_hash_map<uint64_t, State> states_;
+};
+
+}  // namespace llmint8::worker
+
+#endif  // LLMINT8_WORKER_SEQUENCE_SAMPLERS_H_

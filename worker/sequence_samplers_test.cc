@@ -1,0 +1,101 @@
+// Rank 0's per-sequence sampling state: parameters that come once with a sequence's first step
+// hold for its later steps, the min_tokens bans lift at sample_index min_tokens, the penalties
+// count the tokens of every step, and Release forgets the sequence.
+#include "worker/sequence_samplers.h"
+
+#include <cmath>
+#include <initializer_list>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::worker {
+namespace {
+
+// Ids 0..3; id 3 leads by 1, id 1 is second.
+const std::vector<float> kLogits = {0.0f, 0.5f, 0.0f, 1.5f};
+
+v1::SeqStep Step(uint64_t seq, std::initializer_list<int32_t> tokens, int32_t sample_index) {
+  v1::SeqStep s;
+  s.set_seq_id(seq);
+  s.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+  s.set_sample_index(sample_index);
+  return s;
+}
+
+int32_t Next(SequenceSamplers& samplers, const v1::SeqStep& step) {
+  samplers.Observe(step);
+  absl::StatusOr<SampledToken> t = samplers.Sample(step, kLogits);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? t->token_id : -1;
+}
+
+TEST(SequenceSamplersTest, ParametersOfTheFirstStepHoldUntilReplacedOrReleased) {
+  SequenceSamplers samplers;
+  v1::SeqStep first = Step(7, {2, 5}, 0);
+  v1::TokenBias* b = first.mutable_sampling()->add_logit_bias();
+  b->set_token_id(0);
+  b->set_bias(100.0f);
+  EXPECT_EQ(Next(samplers, first), 0);
+  EXPECT_EQ(Next(samplers, Step(7, {0}, 1)), 0);  // no parameters sent: still biased
+  EXPECT_EQ(Next(samplers, Step(8, {2}, 0)), 3);  // a sequence started without: greedy
+  EXPECT_EQ(samplers.size(), 2u);
+  // A step that sets them replaces them (here: plain greedy).
+  v1::SeqStep replaced = Step(7, {0}, 2);
+  replaced.mutable_sampling()->set_temperature(0.0f);
+  EXPECT_EQ(Next(samplers, replaced), 3);
+  samplers.Release(7);
+  EXPECT_EQ(samplers.size(), 1u);
+  const v1::SeqStep after = Step(7, {3}, 3);
+  EXPECT_EQ(samplers.Sample(after, kLogits).status().code(), absl::StatusCode::kInvalidArgument);
+  samplers.Clear();
+  EXPECT_EQ(samplers.size(), 0u);
+}
+
+// min_tokens 2 banning id 3: sample indices 0 and 1 take the runner-up (id 1), index 2 may
+// take id 3 again. The logprob is the model's own, ban or not.
+TEST(SequenceSamplersTest, MinTokensBansLiftAtSampleIndexMinTokens) {
+  SequenceSamplers samplers;
+  v1::SeqStep first = Step(1, {2}, 0);
+  first.mutable_sampling()->set_min_tokens(2);
+  first.mutable_sampling()->add_min_tokens_banned(3);
+  first.set_top_logprobs(1);
+  samplers.Observe(first);
+  absl::StatusOr<SampledToken> t0 = samplers.Sample(first, kLogits);
+  ASSERT_TRUE(t0.ok()) << t0.status();
+  EXPECT_EQ(t0->token_id, 1);
+  double z = 0.0;
+  for (float x : kLogits) z += std::exp(static_cast<double>(x));
+  EXPECT_NEAR(t0->logprob, 0.5 - std::log(z), 1e-5);
+  ASSERT_EQ(t0->top.size(), 1u);
+  EXPECT_EQ(t0->top[0].token_id(), 3);  // candidates are the model's too
+  EXPECT_EQ(Next(samplers, Step(1, {1}, 1)), 1);
+  EXPECT_EQ(Next(samplers, Step(1, {1}, 2)), 3);
+  // Bans without min_tokens, or min_tokens without bans, change nothing.
+  v1::SeqStep no_min = Step(2, {2}, 0);
+  no_min.mutable_sampling()->add_min_tokens_banned(3);
+  EXPECT_EQ(Next(samplers, no_min), 3);
+}
+
+// The tokens of every step count for the penalties, prefill chunks included, though the
+// parameters came with the first step only; replacing the parameters keeps them. Repetition
+// penalty 4 (Hugging Face's: a positive logit of a seen id is divided by 4).
+TEST(SequenceSamplersTest, PenaltiesCountTheTokensOfEveryStep) {
+  SequenceSamplers samplers;
+  v1::SeqStep chunk = Step(4, {3}, 0);  // a prompt chunk: nothing sampled
+  chunk.mutable_sampling()->set_repetition_penalty(4.0f);
+  samplers.Observe(chunk);
+  // Seen {3, 2}: id 3 falls to 0.375, below id 1's 0.5 (not kept, id 3 would win).
+  EXPECT_EQ(Next(samplers, Step(4, {2}, 0)), 1);
+  // Seen {3, 2, 1}: id 1 falls to 0.125; id 3 (0.375) leads.
+  EXPECT_EQ(Next(samplers, Step(4, {1}, 1)), 3);
+  // Replaced (the same penalty): seen {3, 2, 1, 3} still. Had the tokens been dropped with
+  // the old parameters, seen {3} would give id 1 (0.5 > 0.375).
+  v1::SeqStep replaced = Step(4, {3}, 2);
+  replaced.mutable_sampling()->set_repetition_penalty(4.0f);
+  EXPECT_EQ(Next(samplers, replaced), 3);
+}
+
+}  // namespace
+}  // namespace llmint8::worker
