@@ -30,7 +30,7 @@
 //   extensions as vLLM names them: top_k (0 or -1: off), min_p, repetition_penalty,
 //                 ignore_eos, stop_token_ids (ids that end the completion: in token_ids, not
 //                 in the text), min_tokens (no end, by eos, stop ids or stop strings, before
-//                 that many; stop strings are matched in the text after them),
+//                 that many; a stop string must end in the text after them),
 //                 return_token_ids (adds the generated token_ids to the choice).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
 // InvalidArgument naming it. Value checks (ranges, context length) are the service's.

@@ -77,7 +77,8 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   if (generated_.size() == 1) AttachPromptTokens(response);
 
   // Before min_tokens nothing ends the sequence (the workers never sample the end-of-sequence
-  // token or a stop id then) and stop strings are not looked for.
+  // token or a stop id then) and no stop string ends in its text; one may start there and end
+  // in a later token's (as in vLLM).
   const bool may_end = num_generated() > params_.min_tokens;
   // The end-of-sequence token and a stop token id end it without their own text (the id is
   // returned; vLLM drops a stop token's text too), after the text held back so far.
@@ -89,7 +90,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
     Finish(std::move(response), eos ? v1::FINISH_REASON_EOS : v1::FINISH_REASON_STOP);
     return true;
   }
-  auto match = [&](std::string text) { return may_end ? stop_.Append(text) : text; };
+  auto match = [&](const std::string& text) { return stop_.Append(text, may_end); };
   std::string emit = match(text_ ? text_->Add(token_id) : std::string());
   if (stop_.stopped()) {
     response.set_text(std::move(emit));

@@ -101,7 +101,7 @@ TEST(SequenceTest, EosAndStopTokenIdsEndWithoutTheirTextAfterTheHeldBackText) {
 }
 
 // Before min_tokens nothing ends the sequence: an end-of-sequence token or stop id there (the
-// workers never sample one) is an ordinary token, and stop strings are not looked for.
+// workers never sample one) is an ordinary token, and no stop string ends in their text.
 TEST(SequenceTest, NothingEndsBeforeMinTokens) {
   GenerationParams p = Params(8);
   p.min_tokens = 3;
@@ -116,6 +116,15 @@ TEST(SequenceTest, NothingEndsBeforeMinTokens) {
   EXPECT_EQ(string_after.added, 4);  // "STOP" in the 4th token's text
   EXPECT_EQ(string_after.text, " a b a");
   EXPECT_EQ(string_after.finish, v1::FINISH_REASON_STOP);
+
+  // A stop string that starts in the 3rd token's text and ends in the 4th's ends it there.
+  GenerationParams straddle = Params(8);
+  straddle.min_tokens = 3;
+  straddle.stop = {" b", "aSTO"};  // " b" is the 2nd token's text: too early
+  const Outcome across = Feed(straddle, {10, 11, 10, 13, 10});
+  EXPECT_EQ(across.added, 4);
+  EXPECT_EQ(across.text, " a b ");
+  EXPECT_EQ(across.finish, v1::FINISH_REASON_STOP);
 
   // min_tokens == max_new_tokens: the length ends it, with the held-back text.
   GenerationParams full = Params(3);

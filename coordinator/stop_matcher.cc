@@ -11,13 +11,16 @@ StopMatcher::StopMatcher(std::vector<std::string> stops) {
   }
 }
 
-std::string StopMatcher::Append(const std::string& text) {
+std::string StopMatcher::Append(const std::string& text, bool may_stop) {
   if (stopped_) return "";
   pending_ += text;
-  // Earliest complete stop sequence.
+  if (!may_stop) settled_ = pending_.size();
+  // Earliest complete stop sequence that ends past the settled text.
   size_t first = std::string::npos;
   for (const std::string& stop : stops_) {
-    first = std::min(first, pending_.find(stop));
+    if (!may_stop) break;
+    const size_t from = settled_ >= stop.size() ? settled_ - stop.size() + 1 : 0;
+    first = std::min(first, pending_.find(stop, from));
   }
   if (first != std::string::npos) {
     stopped_ = true;
@@ -36,7 +39,8 @@ std::string StopMatcher::Append(const std::string& text) {
     }
   }
   std::string out = pending_.substr(0, pending_.size() - hold);
-  pending_.erase(0, pending_.size() - hold);
+  pending_.erase(0, out.size());
+  settled_ -= std::min(settled_, out.size());
   return out;
 }
 

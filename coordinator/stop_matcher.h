@@ -10,6 +10,7 @@
 #ifndef LLMINT8_COORDINATOR_STOP_MATCHER_H_
 #define LLMINT8_COORDINATOR_STOP_MATCHER_H_
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,10 @@ class StopMatcher {
 
   // Adds newly decoded text; returns the text that is now final. After a stop sequence
   // completes, returns the text before it and stopped() becomes true; later calls return "".
-  std::string Append(const std::string& text);
+  // With `may_stop` false (a sequence before its min_tokens) no stop sequence may end inside
+  // `text`, but one that ends in later text may start there (as vLLM matches them), so a
+  // possible start is still held back.
+  std::string Append(const std::string& text, bool may_stop = true);
   // At the end of generation: the held-back text (empty once stopped).
   std::string Flush();
   bool stopped() const { return stopped_; }
@@ -30,6 +34,7 @@ class StopMatcher {
  private:
   std::vector<std::string> stops_;
   std::string pending_;
+  size_t settled_ = 0;  // leading bytes of pending_ that no stop sequence may end in
   bool stopped_ = false;
 };
 
