@@ -77,6 +77,18 @@ void KvCache::SetLength(uint64_t seq_id, int64_t length) {
   s.length = length;
 }
 
+void KvCache::CopyPrefix(uint64_t from, uint64_t to, int64_t length) {
+  const Sequence& src = Get(from);
+  Sequence& dst = Get(to);
+  ABSL_RAW_CHECK(length <= src.length && length <= dst.capacity,
+                 "KvCache::CopyPrefix: beyond the source's length or the target's capacity");
+  const size_t bytes = static_cast<size_t>(length * width_) * sizeof(float);
+  for (int64_t block = 0; block < 2 * num_layers_; ++block) {  // [layers][2 (k, v)]
+    std::memcpy(dst.data.data() + block * dst.capacity * width_,
+                src.data.data() + block * src.capacity * width_, bytes);
+  }
+}
+
 absl::Status KvCache::Release(uint64_t seq_id) {
   auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) {

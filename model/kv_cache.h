@@ -43,6 +43,9 @@ class KvCache {
   std::span<float> Keys(uint64_t seq_id, int64_t layer);
   std::span<float> Values(uint64_t seq_id, int64_t layer);
   void SetLength(uint64_t seq_id, int64_t length);
+  // Copies the first `length` cached positions of every layer of `from` into `to`, whose
+  // capacity holds them (Reserve first); `to`'s length is for the caller to set.
+  void CopyPrefix(uint64_t from, uint64_t to, int64_t length);
 
   // NotFound when the sequence has no cache.
   absl::Status Release(uint64_t seq_id);

@@ -42,5 +42,34 @@ TEST(KvCacheTest, GrowsGeometricallyKeepsRowsAndCountsBytes) {
   EXPECT_EQ(kv.Length(7), 0);
 }
 
+// CopyPrefix copies the first rows of every layer's K and V between sequences of different
+// capacities, and nothing past them.
+TEST(KvCacheTest, CopyPrefixCopiesTheFirstRowsOfEveryLayer) {
+  const int64_t layers = 3, width = 2;
+  KvCache kv(layers, width, 100);
+  kv.Reserve(1, 40);  // capacity 48
+  for (int64_t l = 0; l < layers; ++l) {
+    for (int64_t i = 0; i < 40 * width; ++i) {
+      kv.Keys(1, l)[i] = static_cast<float>(1000 * l + i);
+      kv.Values(1, l)[i] = static_cast<float>(-1000 * l - i);
+    }
+  }
+  kv.SetLength(1, 40);
+  kv.Reserve(2, 20);  // capacity 32
+  for (int64_t l = 0; l < layers; ++l) {
+    for (float& x : kv.Keys(2, l)) x = 0.5f;
+  }
+  kv.CopyPrefix(1, 2, 17);
+  ASSERT_EQ(kv.Capacity(2), 32);
+  for (int64_t l = 0; l < layers; ++l) {
+    for (int64_t i = 0; i < 17 * width; ++i) {
+      EXPECT_EQ(kv.Keys(2, l)[i], static_cast<float>(1000 * l + i)) << l << ", " << i;
+      EXPECT_EQ(kv.Values(2, l)[i], static_cast<float>(-1000 * l - i)) << l << ", " << i;
+    }
+    EXPECT_EQ(kv.Keys(2, l)[17 * width], 0.5f) << "row 17 of layer " << l << " was copied";
+  }
+  EXPECT_EQ(kv.Length(2), 0);  // the caller sets it
+}
+
 }  // namespace
 }  // namespace llmint8::model

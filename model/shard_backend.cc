@@ -87,7 +87,24 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
             ", outside the vocabulary [0, ", vocab_size, ")"));
       }
     }
-    const int64_t len = length(in.seq_id);
+    if (in.prefix_length < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Step: sequence ", in.seq_id, " has prefix_length ", in.prefix_length));
+    }
+    if (in.prefix_length > 0) {
+      if (const int64_t held = length(in.seq_id); held > 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Step: sequence ", in.seq_id, " already holds ", held,
+                         " positions; a prefix can only start a new sequence"));
+      }
+      const int64_t source = in.prefix_from == in.seq_id ? 0 : length(in.prefix_from);
+      if (source < in.prefix_length) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Step: sequence ", in.seq_id, " starts from ", in.prefix_length,
+                         " positions of sequence ", in.prefix_from, ", which holds ", source));
+      }
+    }
+    const int64_t len = PastLength(in, length(in.seq_id));
     const int64_t n = static_cast<int64_t>(in.tokens.size());
     if (len + n > max_context) {
       return absl::OutOfRangeError(absl::StrCat(

@@ -49,12 +49,19 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
     const LoadProgressFn& progress);
 
 // The checks of ShardModel::Step, in this order, before any state changes: empty batch, empty
-// token list, token id outside [0, vocab_size), a sequence over max_context (OutOfRange),
-// duplicate seq_id. `length(seq_id)` gives the cached positions (0 when unknown);
+// token list, token id outside [0, vocab_size), a bad prefix (negative, for a sequence that
+// exists, from itself or from one holding fewer positions), a sequence over max_context
+// (OutOfRange), duplicate seq_id. `length(seq_id)` gives the cached positions (0 when unknown);
 // `sorted_ids` is scratch (reused to avoid allocating per step).
 absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch, int64_t vocab_size,
                                int64_t max_context, absl::FunctionRef<int64_t(uint64_t)> length,
                                std::vector<uint64_t>* sorted_ids);
+
+// The positions a batch entry's sequence holds before the step: its prefix, or the `cached`
+// positions of its sequence.
+inline int64_t PastLength(const ShardModel::SequenceInput& in, int64_t cached) {
+  return in.prefix_length > 0 ? in.prefix_length : cached;
+}
 
 // The rows of a step that get logits (Logits): `row_begin` gets batch + 1 entries and
 // `source_rows` one per logits row, the step's token row it is computed from (tokens are

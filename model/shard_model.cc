@@ -197,7 +197,8 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
   int64_t kv_growth = 0;
   for (const SequenceInput& in : batch) {
     tokens += static_cast<int64_t>(in.tokens.size());
-    kv_growth += kv_->GrowthBytes(in.seq_id, kv_->Length(in.seq_id) + in.tokens.size());
+    kv_growth +=
+        kv_->GrowthBytes(in.seq_id, PastLength(in, kv_->Length(in.seq_id)) + in.tokens.size());
   }
   const int64_t rows = PlanLogitRows(batch, all_positions, &s.logit_row_begin, &s.head_rows);
   const int64_t scratch_growth = std::max<int64_t>(
@@ -229,7 +230,7 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
   // Sequences this step creates, removed again if the step fails.
   int64_t row = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    s.past[i] = kv_->Length(batch[i].seq_id);
+    s.past[i] = PastLength(batch[i], kv_->Length(batch[i].seq_id));
     s.first_row[i] = row;
     row += static_cast<int64_t>(batch[i].tokens.size());
   }
@@ -238,6 +239,9 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!kv_->Contains(batch[i].seq_id)) created.push_back(batch[i].seq_id);
     kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
+  }
+  for (const SequenceInput& in : batch) {
+    if (in.prefix_length > 0) kv_->CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length);
   }
   Logits out;
   absl::Status st = Forward(batch, &out);

@@ -123,6 +123,11 @@ class ShardModel {
     uint64_t seq_id = 0;
     std::span<const int32_t> tokens;  // >= 1 new tokens: a prompt (prefill) or 1 (decode)
     bool all_positions = false;       // logits of every new position, not only the last
+    // prefix_length > 0: a new sequence that starts from a copy of the first prefix_length
+    // cached positions of live sequence prefix_from (n choices of one prompt share its
+    // prefill); `tokens` follow them.
+    uint64_t prefix_from = 0;
+    int64_t prefix_length = 0;
   };
 
   // Reads this rank's slices from `source` layer by layer (kInt8: each linear quantized as it
@@ -146,7 +151,8 @@ class ShardModel {
   // vocabulary on every rank.
   // Errors, with the model state unchanged (no cache touched):
   //   InvalidArgument: empty batch, empty token list, duplicate seq_id in the batch, token id
-  //                    outside [0, vocab_size);
+  //                    outside [0, vocab_size), a prefix for a sequence that exists or
+  //                    from one that lacks those positions;
   //   OutOfRange: a sequence would exceed max_context;
   //   ResourceExhausted: the KV cache growth would exceed memory_limit_bytes;
   //   communicator errors (the group is then broken; the worker should report UNAVAILABLE).

@@ -192,6 +192,51 @@ TEST_P(ShardModelTest, ChunkedPrefillEqualsWholePrefill) {
   EXPECT_LE(MaxAbsDiff(last->row(0), expected->row(0)), tol);
 }
 
+// A sequence started from another's cached prefix (SequenceInput::prefix_from) equals one
+// that prefilled the same tokens itself: its first logits and, after the source is gone, its
+// next ones (the prefix is a copy). Prefixes of 20 and 7 positions of a 21-token source (the
+// cache grows in granules of 16), next to the source's own decode step.
+TEST_P(ShardModelTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
+  const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
+  auto src = OutlierSource(c);
+  ShardOptions o;
+  o.precision = GetParam();
+  const std::vector<int32_t> prompt = RandomTokens(21, 300, 7);
+  const std::vector<int32_t> tail = RandomTokens(3, 300, 8);
+  const std::vector<int32_t> next = {17};
+  auto shared = LoadModel(c, *src, o);
+  ShardModel::SequenceInput first{1, prompt};
+  ASSERT_TRUE(shared->Step({&first, 1}).ok());
+  const std::vector<int32_t> last_prompt(prompt.end() - 1, prompt.end());
+  std::vector<ShardModel::SequenceInput> forked = {
+      {1, next}, {2, last_prompt, false, 1, 20}, {3, tail, false, 1, 7}};
+  auto got = shared->Step(forked);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(shared->ContextLength(1), 22);
+  EXPECT_EQ(shared->ContextLength(2), 21);
+  EXPECT_EQ(shared->ContextLength(3), 10);
+
+  auto own = LoadModel(c, *src, o);
+  std::vector<int32_t> short_prompt(prompt.begin(), prompt.begin() + 7);
+  short_prompt.insert(short_prompt.end(), tail.begin(), tail.end());
+  std::vector<ShardModel::SequenceInput> prefilled = {{2, prompt}, {3, short_prompt}};
+  auto want = own->Step(prefilled);
+  ASSERT_TRUE(want.ok()) << want.status();
+  // As in the tests above: int8 may round a quantized value differently after a
+  // summation-order difference upstream.
+  const double tol = GetParam() == Precision::kInt8 ? 2e-2 : kF32Tol;
+  EXPECT_LE(MaxAbsDiff(got->row(1), want->row(0)), tol);
+  EXPECT_LE(MaxAbsDiff(got->row(2), want->row(1)), tol);
+
+  ASSERT_TRUE(shared->Release(1).ok());
+  ShardModel::SequenceInput step_shared{2, next}, step_own{2, next};
+  auto after = shared->Step({&step_shared, 1});
+  auto after_own = own->Step({&step_own, 1});
+  ASSERT_TRUE(after.ok() && after_own.ok());
+  EXPECT_LE(MaxAbsDiff(after->row(0), after_own->row(0)), tol);
+  EXPECT_EQ(ArgMax(after->row(0)), ArgMax(after_own->row(0)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Precisions, ShardModelTest,
                          ::testing::Values(Precision::kF32, Precision::kF16, Precision::kInt8),
                          [](const auto& info) { return std::string(PrecisionName(info.param)); });
@@ -234,7 +279,21 @@ TEST(ShardModelErrorsTest, BadInputIsRejectedAndStateStaysUsable) {
   EXPECT_EQ(m->Step({&emp, 1}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m->Step({&overflow, 1}).status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ(m->Release(42).code(), absl::StatusCode::kNotFound);
+  // Prefixes: for a sequence that exists, from an unknown one, from itself, longer than the
+  // source, negative, or over the context.
+  ShardModel::SequenceInput existing{1, one, false, 1, 2}, unknown{5, one, false, 9, 2},
+      itself{5, one, false, 5, 2}, longer{5, one, false, 1, 4},
+      negative_prefix{5, one, false, 1, -1}, past_context{5, too_long, false, 1, 3},
+      at_context{6, too_long, false, 1, 2};
+  for (const ShardModel::SequenceInput& bad :
+       {existing, unknown, itself, longer, negative_prefix}) {
+    EXPECT_EQ(m->Step({&bad, 1}).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad.seq_id << " from " << bad.prefix_from << ", " << bad.prefix_length;
+  }
+  EXPECT_EQ(m->Step({&past_context, 1}).status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ(m->num_sequences(), 1);  // sequence 2 of the rejected batch was never created
+  ASSERT_TRUE(m->Step({&at_context, 1}).ok());  // 2 + 14 <= 16
+  ASSERT_TRUE(m->Release(6).ok());
   EXPECT_EQ(m->ContextLength(1), 3);
 
   ShardModel::SequenceInput next{1, one};

@@ -31,6 +31,16 @@ void SequenceSamplers::Observe(const v1::SeqStep& step) {
   if (it == states_.end() || step.has_sampling()) {
     State fresh = MakeState(step.sampling());
     if (it == states_.end()) {
+      if (step.prefix_length() > 0 && fresh.keep_tokens) {
+        // The sequence starts from another's first prefix_length positions: their tokens.
+        auto from = states_.find(step.prefix_from());
+        const size_t n = static_cast<size_t>(step.prefix_length());
+        if (from != states_.end() && from->second.seen.size() >= n) {
+          fresh.seen.assign(from->second.seen.begin(), from->second.seen.begin() + n);
+        } else {
+          fresh.prefix_unknown = true;
+        }
+      }
       it = states_.emplace(step.seq_id(), std::move(fresh)).first;
     } else {
       fresh.seen = std::move(it->second.seen);  // the tokens stay the sequence's
@@ -49,6 +59,13 @@ absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
         "sequence ", step.seq_id(), " has no sampling parameters on rank 0 (never stepped)"));
   }
   State& s = it->second;
+  if (s.prefix_unknown) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", step.seq_id(),
+                     " needs its prefix's tokens for a penalty, but rank 0 has "
+                     "not kept them for sequence ",
+                     step.prefix_from(), " (it has no penalty)"));
+  }
   kernels::SamplingParams& params = step.sample_index() < s.min_tokens ? s.early : s.params;
   params.top_logprobs = step.top_logprobs();
   return SampleToken(logits, params, step.sample_index(), s.seen);

@@ -28,11 +28,13 @@ class SequenceSamplers {
  public:
   // Takes in one step of `step.seq_id()`: its sampling parameters when the step sets them
   // (greedy ones for a sequence that starts without), and its tokens when a penalty counts
-  // them.
+  // them; a sequence that starts from another's prefix (SeqStep.prefix_from) takes that
+  // one's first prefix_length tokens.
   void Observe(const v1::SeqStep& step);
   // The sequence's next token from its logits row (the step Observe just took in), with the
   // min_tokens bans while step.sample_index() < min_tokens. InvalidArgument as SampleToken,
-  // and for a sequence never observed.
+  // for a sequence never observed, and for one whose penalty needs a prefix's tokens that
+  // were not kept.
   absl::StatusOr<SampledToken> Sample(const v1::SeqStep& step, std::span<const float> logits);
   void Release(uint64_t seq_id) { states_.erase(seq_id); }
   void Clear() { states_.clear(); }
@@ -45,6 +47,8 @@ class SequenceSamplers {
     int32_t min_tokens = 0;
     bool keep_tokens = false;   // a penalty needs `seen`
     std::vector<int32_t> seen;  // prompt and generated tokens, when keep_tokens
+    // Started from a prefix (SeqStep.prefix_from) whose tokens rank 0 did not keep.
+    bool prefix_unknown = false;
   };
   static State MakeState(const v1::SamplingParams& params);
 

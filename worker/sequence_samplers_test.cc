@@ -97,5 +97,37 @@ TEST(SequenceSamplersTest, PenaltiesCountTheTokensOfEveryStep) {
   EXPECT_EQ(Next(samplers, replaced), 3);
 }
 
+// A sequence started from another's prefix (SeqStep.prefix_from) counts that one's first
+// prefix_length tokens for its penalties; when rank 0 did not keep them (the source has no
+// penalty) its sampling fails rather than count too few.
+TEST(SequenceSamplersTest, APrefixBringsItsTokensForThePenalties) {
+  SequenceSamplers samplers;
+  v1::SeqStep source = Step(1, {3, 2}, 0);
+  source.mutable_sampling()->set_repetition_penalty(4.0f);
+  EXPECT_EQ(Next(samplers, source), 1);  // seen {3, 2}: as in the test above
+  EXPECT_EQ(Next(samplers, Step(1, {1}, 1)), 3);
+  // Started from the first position ({3}), then {2}: seen {3, 2}, not {2} (id 3 would win)
+  // nor the source's {3, 2, 1} (id 3 would win too).
+  v1::SeqStep fork = Step(2, {2}, 0);
+  fork.set_prefix_from(1);
+  fork.set_prefix_length(1);
+  fork.mutable_sampling()->set_repetition_penalty(4.0f);
+  EXPECT_EQ(Next(samplers, fork), 1);
+
+  v1::SeqStep plain = Step(3, {3, 2}, 0);  // no penalty: no tokens kept
+  EXPECT_EQ(Next(samplers, plain), 3);
+  v1::SeqStep unknown = Step(4, {2}, 0);
+  unknown.set_prefix_from(3);
+  unknown.set_prefix_length(1);
+  unknown.mutable_sampling()->set_repetition_penalty(4.0f);
+  samplers.Observe(unknown);
+  EXPECT_EQ(samplers.Sample(unknown, kLogits).status().code(), absl::StatusCode::kInvalidArgument);
+  // Without a penalty of its own the prefix's tokens are not needed.
+  v1::SeqStep greedy_fork = Step(5, {2}, 0);
+  greedy_fork.set_prefix_from(3);
+  greedy_fork.set_prefix_length(1);
+  EXPECT_EQ(Next(samplers, greedy_fork), 3);
+}
+
 }  // namespace
 }  // namespace llmint8::worker

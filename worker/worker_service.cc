@@ -222,7 +222,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
     // rank: each gets the same request); the others only their last.
     batch.push_back({seq.seq_id(),
                      std::span<const int32_t>(seq.token_ids().data(), seq.token_ids().size()),
-                     seq.prompt_logprobs()});
+                     seq.prompt_logprobs(), seq.prefix_from(), seq.prefix_length()});
     new_tokens += seq.token_ids_size();
   }
   const absl::Time start = absl::Now();

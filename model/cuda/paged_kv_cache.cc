@@ -72,6 +72,24 @@ void PagedKvCache::SetLength(uint64_t seq_id, int64_t length) {
   it->second.length = length;
 }
 
+absl::Status PagedKvCache::CopyPrefix(uint64_t from, uint64_t to, int64_t length,
+                                      cudaStream_t stream) {
+  const std::span<const int32_t> src = Pages(from);
+  const std::span<const int32_t> dst = Pages(to);
+  const int64_t pages = PagesFor(length);
+  ABSL_RAW_CHECK(length <= Length(from) && pages <= static_cast<int64_t>(dst.size()),
+                 "PagedKvCache::CopyPrefix: beyond the source's length or the target's pages");
+  for (int64_t p = 0; p < pages;) {
+    int64_t run = 1;
+    while (p + run < pages && src[p + run] == src[p] + run && dst[p + run] == dst[p] + run) ++run;
+    RETURN_IF_ERROR(gpu::internal::CopyDeviceToDevice(
+        pool_.data() + dst[p] * page_elems_, pool_.data() + src[p] * page_elems_,
+        static_cast<size_t>(run * page_bytes()), stream));
+    p += run;
+  }
+  return absl::OkStatus();
+}
+
 void PagedKvCache::Trim(uint64_t seq_id) {
   auto it = seqs_.find(seq_id);
   if (it == seqs_.end()) return;

@@ -59,6 +59,10 @@ class PagedKvCache {
   // The page list of a known sequence (at least PagesFor(Length) entries).
   std::span<const int32_t> Pages(uint64_t seq_id) const;
   void SetLength(uint64_t seq_id, int64_t length);
+  // Copies the pages holding the first `length` positions of `from` (all layers) over the
+  // first pages of `to` (reserved for at least `length`), on `stream`; runs of consecutive
+  // pages go in one copy. `to`'s length is for the caller to set.
+  absl::Status CopyPrefix(uint64_t from, uint64_t to, int64_t length, cudaStream_t stream);
   // Returns the pages beyond PagesFor(Length(seq_id)) to the free list.
   void Trim(uint64_t seq_id);
   // NotFound when the sequence has no cache.

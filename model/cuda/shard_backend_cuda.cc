@@ -416,7 +416,7 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
   int64_t page_entries = 0;
   for (const ShardModel::SequenceInput& in : batch) {
     const int64_t n = static_cast<int64_t>(in.tokens.size());
-    const int64_t len = kv_.Length(in.seq_id) + n;
+    const int64_t len = PastLength(in, kv_.Length(in.seq_id)) + n;
     tokens += n;
     pages_needed += kv_.PagesNeeded(in.seq_id, len);
     page_entries += PagedKvCache::PagesFor(len);
@@ -432,7 +432,7 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
   int64_t row = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const uint64_t id = batch[i].seq_id;
-    past_[i] = kv_.Length(id);
+    past_[i] = PastLength(batch[i], kv_.Length(id));
     first_row_[i] = row;
     row += static_cast<int64_t>(batch[i].tokens.size());
     if (!kv_.Contains(id)) created.push_back(id);
@@ -441,7 +441,13 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
   first_row_[batch.size()] = row;
 
   Logits out;
-  absl::Status st = Forward(batch, tokens, rows, &out);
+  absl::Status st = absl::OkStatus();
+  for (const ShardModel::SequenceInput& in : batch) {
+    if (in.prefix_length > 0 && st.ok()) {
+      st = kv_.CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length, stream_);
+    }
+  }
+  if (st.ok()) st = Forward(batch, tokens, rows, &out);
   if (!st.ok()) {
     // Drain what was queued before touching host state the queued copies may read.
     gpu::internal::SynchronizeStream(stream_).IgnoreError();

@@ -314,6 +314,54 @@ TEST_P(CudaVsCpuTest, ChunkedPrefillEqualsWholePrefill) {
   EXPECT_LE(d, tol);
 }
 
+// Sequences started from a cached prefix (SequenceInput::prefix_from: the KV pages copied)
+// against the same tokens prefilled on the device: prefixes of 40 positions (three pages, the
+// last partial) and 17 (a page and one row) of a 41-token source, beside its decode step;
+// then a decode step of the copy after the source is released.
+TEST_P(CudaVsCpuTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const Precision p = GetParam();
+  const OptConfig c = OutlierConfig();
+  auto src = MakeSyntheticSource(c, OutlierSynthetic());
+  ASSERT_TRUE(src.ok()) << src.status();
+  const std::vector<int32_t> prompt = RandomTokens(41, 512, 12);
+  const std::vector<int32_t> tail = RandomTokens(3, 512, 13);
+  const std::vector<int32_t> next = {17};
+  auto shared = LoadOn(Device::kCuda, c, **src, p, /*threshold=*/0.0f);
+  auto own = LoadOn(Device::kCuda, c, **src, p, /*threshold=*/0.0f);
+  ASSERT_TRUE(shared && own);
+  ShardModel::SequenceInput first{1, prompt};
+  ASSERT_TRUE(shared->Step({&first, 1}).ok());
+  const std::vector<int32_t> last_prompt(prompt.end() - 1, prompt.end());
+  std::vector<ShardModel::SequenceInput> forked = {
+      {1, next}, {2, last_prompt, false, 1, 40}, {3, tail, false, 1, 17}};
+  auto got = shared->Step(forked);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(shared->ContextLength(2), 41);
+  EXPECT_EQ(shared->ContextLength(3), 20);
+
+  std::vector<int32_t> short_prompt(prompt.begin(), prompt.begin() + 17);
+  short_prompt.insert(short_prompt.end(), tail.begin(), tail.end());
+  std::vector<ShardModel::SequenceInput> prefilled = {{2, prompt}, {3, short_prompt}};
+  auto want = own->Step(prefilled);
+  ASSERT_TRUE(want.ok()) << want.status();
+  double tol = WorstCaseF16Bound(c, MaxAbs(want->row(0)));
+  if (p == Precision::kInt8) tol += kInt8Allowance;
+  const double d2 = MaxAbsDiff(got->row(1), want->row(0));
+  const double d3 = MaxAbsDiff(got->row(2), want->row(1));
+  std::printf("%s: prefix copies vs own prefill max |diff| = %.5f, %.5f (tol %.5f)\n",
+              std::string(PrecisionName(p)).c_str(), d2, d3, tol);
+  EXPECT_LE(d2, tol);
+  EXPECT_LE(d3, tol);
+
+  ASSERT_TRUE(shared->Release(1).ok());
+  ShardModel::SequenceInput step_shared{2, next}, step_own{2, next};
+  auto after = shared->Step({&step_shared, 1});
+  auto after_own = own->Step({&step_own, 1});
+  ASSERT_TRUE(after.ok() && after_own.ok());
+  EXPECT_LE(MaxAbsDiff(after->row(0), after_own->row(0)), tol);
+}
+
 // all_positions over a mixed batch (a worker's step when sequences score their prompts): a
 // decode token, a later prompt chunk crossing a KV page and a new prompt, with every position
 // asked for by the step or by some sequences (the rest get their last row: a row gather); the
