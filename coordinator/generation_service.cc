@@ -89,6 +89,11 @@ absl::Status GenerationService::MakeSequences(const GenerationParams& params,
   if (absl::Status valid = ValidatePromptTokens(prompt, params, limits_); !valid.ok()) {
     return valid;
   }
+  // Choices after the first start from its cached prompt, all but the last token (which
+  // gives each its own first logits), when they sample at all and need no prompt scores.
+  const bool share_prompt =
+      n > 1 && prompt.size() >= 2 && params.max_new_tokens > 0 && !params.prompt_logprobs;
+  const size_t first = out.size();
   for (int32_t j = 0; j < n; ++j) {
     GenerationParams p = params;
     p.seed += static_cast<uint64_t>(j);  // wraps: any seed is valid
@@ -96,6 +101,7 @@ absl::Status GenerationService::MakeSequences(const GenerationParams& params,
     if (tokenizer_ != nullptr) text = std::make_unique<TokenizerTextStream>(*tokenizer_);
     out.push_back(std::make_shared<Sequence>(next_seq_id_.fetch_add(1), prompt, std::move(p),
                                              std::move(text)));
+    if (share_prompt && j > 0) out.back()->set_prefix_source(out[first]);
   }
   return absl::OkStatus();
 }

@@ -145,7 +145,10 @@ uint64_t Scheduler::steps() const {
 }
 
 void Scheduler::FailRunning(const absl::Status& status) {
-  for (auto& seq : running_) seq->Fail(status);
+  for (auto& seq : running_) {
+    seq->set_on_workers(false);
+    seq->Fail(status);
+  }
   running_.clear();
   kv_in_use_ = 0;
   to_release_.clear();  // the group that held them is gone
@@ -186,6 +189,7 @@ void Scheduler::Retire(const std::vector<bool>& leaving) {
       staying.push_back(std::move(running_[i]));
       continue;
     }
+    running_[i]->set_on_workers(false);
     to_release_.push_back(running_[i]->id());
     kv_in_use_ -= running_[i]->max_tokens();
   }
@@ -232,6 +236,7 @@ void Scheduler::AdmitLocked() {
     }
     kv_in_use_ += next->max_tokens();
     next->MarkAdmitted();
+    next->set_on_workers(true);
     running_.push_back(std::move(next));
     queue_.pop_front();
   }
@@ -277,6 +282,12 @@ void Scheduler::Loop() {
     int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
+      const bool first_step = seq->prompt_remaining() == std::ssize(seq->prompt());
+      // A later choice of a prompt starts from the first choice's cached prompt while the
+      // workers hold it, once they do (it has sampled); else it prefills its own.
+      std::shared_ptr<Sequence> source = first_step ? seq->prefix_source() : nullptr;
+      if (source != nullptr && !source->on_workers()) source = nullptr;
+      if (source != nullptr && source->num_generated() == 0) continue;
       const bool prefilled = seq->prefilled();
       const bool scored = !prefilled && seq->params().prompt_logprobs;
       if (scored ? score_budget <= 0
@@ -285,10 +296,15 @@ void Scheduler::Loop() {
       }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
-      const bool first_step = seq->prompt_remaining() == std::ssize(seq->prompt());
       if (prefilled) {
         step->add_token_ids(seq->last_token());
       } else {
+        if (source != nullptr) {
+          const int64_t prefix = std::ssize(seq->prompt()) - 1;
+          seq->SkipPrompt(prefix);
+          step->set_prefix_from(source->id());
+          step->set_prefix_length(prefix);
+        }
         const std::span<const int32_t> piece = seq->TakePrompt(
             scored                       ? score_budget
             : options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
@@ -312,6 +328,7 @@ void Scheduler::Loop() {
       step->set_logprobs(seq->params().logprobs);
       step->set_top_logprobs(seq->params().top_logprobs);
     }
+    if (request.seqs_size() == 0) continue;  // every sequence waits (not expected)
     {
       absl::MutexLock lock(&mu_);
       request.set_step_id(++steps_);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/base/internal/raw_logging.h"
+
 namespace llmint8::coordinator {
 
 uint64_t OutputSignal::version() const {
@@ -48,6 +50,12 @@ std::span<const int32_t> Sequence::TakePrompt(int64_t limit) {
   std::span<const int32_t> piece(prompt_.data() + prompt_sent_, static_cast<size_t>(n));
   prompt_sent_ += n;
   return piece;
+}
+
+void Sequence::SkipPrompt(int64_t n) {
+  ABSL_RAW_CHECK(prompt_sent_ == 0 && n >= 0 && n < static_cast<int64_t>(prompt_.size()),
+                 "Sequence::SkipPrompt: only the start of an unsent prompt, not all of it");
+  prompt_sent_ = n;
 }
 
 void Sequence::Fail(const absl::Status& status) { Push(std::nullopt, status); }

@@ -101,6 +101,11 @@ class Sequence {
   // Who else to wake on output (set before the sequence is queued; may be null).
   void set_signal(std::shared_ptr<OutputSignal> signal) { signal_ = std::move(signal); }
   const std::shared_ptr<OutputSignal>& signal() const { return signal_; }
+  // Another sequence of the same prompt and parameters but the seed (choice 0 of n) whose
+  // cached prompt this one may start from instead of prefilling it again (set before the
+  // sequence is queued).
+  void set_prefix_source(std::weak_ptr<Sequence> source) { prefix_source_ = std::move(source); }
+  std::shared_ptr<Sequence> prefix_source() const { return prefix_source_.lock(); }
   bool expired(absl::Time now) const { return now >= deadline_; }
   bool cancelled() const { return cancelled_.load(); }
 
@@ -127,6 +132,13 @@ class Sequence {
   std::optional<int32_t> next_prompt_token() const {
     return prefilled() ? std::nullopt : std::optional<int32_t>(prompt_[prompt_sent_]);
   }
+  // Marks the prompt's first `n` tokens sent without sending them: the workers copy their
+  // cache from the prefix source (SeqStep.prefix_from). Only before any is sent.
+  void SkipPrompt(int64_t n);
+  // Whether the workers hold this sequence's cache: from admission until the scheduler retires
+  // it (then it is released) or the group is lost.
+  bool on_workers() const { return on_workers_; }
+  void set_on_workers(bool on) { on_workers_ = on; }
   int32_t last_token() const { return generated_.back(); }
   int32_t num_generated() const { return static_cast<int32_t>(generated_.size()); }
 
@@ -148,9 +160,11 @@ class Sequence {
   std::atomic<bool> cancelled_{false};
   absl::Time deadline_ = absl::InfiniteFuture();  // set before the sequence is queued
   std::shared_ptr<OutputSignal> signal_;          // set before the sequence is queued
+  std::weak_ptr<Sequence> prefix_source_;         // likewise
 
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;
+  bool on_workers_ = false;
   std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far
   std::vector<int32_t> generated_;
   absl::Time arrival_ = absl::Now();

@@ -149,6 +149,9 @@ TEST_F(HttpE2ETest, StreamedCompletionSendsOneEventPerTokenThenDone) {
 
 // A batch of prompts with n: choice i * n + j is prompt i's j-th, sampled with seed + j, so
 // every choice equals a request of its own, streamed or not.
+// The second choice of each prompt starts from the first's cached prompt (its last token
+// recomputed), with the prompt's tokens for its repetition penalty: the same tokens as its
+// own request, for fewer tokens through the model.
 TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
   const std::vector<std::vector<int32_t>> prompts = {{2, 100, 200, 300}, {2, 7}, {2, 9, 9, 9, 9}};
   constexpr int kN = 2, kTokens = 6;
@@ -156,6 +159,7 @@ TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
     const httplib::Result r = Post({{"prompt", prompt},
                                     {"max_tokens", kTokens},
                                     {"temperature", 1.5},
+                                    {"repetition_penalty", 1.3},
                                     {"seed", seed},
                                     {"ignore_eos", true},
                                     {"return_token_ids", true}});
@@ -171,13 +175,18 @@ TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
                       {"n", kN},
                       {"max_tokens", kTokens},
                       {"temperature", 1.5},
+                      {"repetition_penalty", 1.3},
                       {"seed", 41},
                       {"ignore_eos", true},
                       {"return_token_ids", true},
                       {"stream_options", {{"include_usage", true}}}};
   const int64_t prompt_tokens = 4 + 2 + 5;
 
+  const uint64_t tokens_before = WorkerTokens();
   const httplib::Result whole = Post(batch);
+  // Each prompt once, a token for each later choice's first logits, then the decode tokens.
+  EXPECT_EQ(WorkerTokens() - tokens_before,
+            prompt_tokens + prompts.size() * (kN - 1) + expected.size() * (kTokens - 1));
   ASSERT_TRUE(whole);
   ASSERT_EQ(whole->status, 200) << whole->body;
   const json j = json::parse(whole->body);
@@ -204,6 +213,23 @@ TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
   EXPECT_EQ(usage["usage"]["prompt_tokens"], prompt_tokens);
   EXPECT_EQ(usage["usage"]["completion_tokens"], kTokens * expected.size());
   EXPECT_EQ(events.back(), "[DONE]");
+
+  // One token each: the first choice is done (its cache released) before the others could
+  // start from it, so each prefills its own prompt, and still gets its own request's token.
+  json one = batch;
+  one["prompt"] = prompts[0];
+  one["n"] = 3;
+  one["max_tokens"] = 1;
+  one.erase("stream_options");
+  const uint64_t one_before = WorkerTokens();
+  const httplib::Result short_choices = Post(one);
+  EXPECT_EQ(WorkerTokens() - one_before, 3 * prompts[0].size());
+  ASSERT_TRUE(short_choices && short_choices->status == 200);
+  const json c = json::parse(short_choices->body)["choices"];
+  ASSERT_EQ(c.size(), 3u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(c[i]["token_ids"], json::array({expected[i][0]})) << "choice " << i;
+  }
 }
 
 // logit_bias, stop_token_ids, min_tokens and min_p through the whole service, against the
