@@ -160,6 +160,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     s.group_epoch = raw->group->epoch();
     s.kv_reserved = raw->scheduler->kv_reserved();
     s.kv_budget = raw->scheduler->kv_budget();
+    s.prefix_cached = raw->scheduler->prefix_cached_positions();
+    s.prefix_cached_sequences = raw->scheduler->prefix_cached_sequences();
+    s.prefix_hit_tokens = raw->scheduler->prefix_hit_tokens();
     s.draining = raw->draining.load();
     return s;
   });

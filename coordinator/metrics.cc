@@ -82,6 +82,15 @@ class LiveGauges : public prometheus::Collectable {
     gauge("llmint8_kv_budget_positions",
           "KV cache positions the scheduler admits up to (what the workers can hold)",
           static_cast<double>(s.kv_budget));
+    gauge("llmint8_prefix_cache_positions",
+          "KV cache positions finished sequences keep for prompts that start alike",
+          static_cast<double>(s.prefix_cached));
+    gauge("llmint8_prefix_cache_sequences",
+          "Finished sequences whose KV cache the workers keep (the prefix cache)",
+          s.prefix_cached_sequences);
+    add(prometheus::MetricType::Counter, "llmint8_prefix_cache_hit_tokens_total",
+        "Prompt tokens copied from a cached prefix instead of prefilled",
+        static_cast<double>(s.prefix_hit_tokens));
     gauge("llmint8_draining", "1 while shutting down (serving what is left, refusing new)",
           s.draining ? 1 : 0);
     return out;

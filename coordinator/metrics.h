@@ -49,6 +49,9 @@ struct LiveState {
   int64_t group_epoch = 0;
   int64_t kv_reserved = 0;
   int64_t kv_budget = 0;
+  int64_t prefix_cached = 0;        // KV positions parked sequences hold (prefix cache)
+  int prefix_cached_sequences = 0;  // parked sequences
+  uint64_t prefix_hit_tokens = 0;   // prompt positions copied from the prefix cache
   bool draining = false;
 };
 

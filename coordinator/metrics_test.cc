@@ -63,7 +63,7 @@ TEST(ServiceMetricsTest, StepsFillTheStepHistograms) {
 }
 
 TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
-  LiveState state{3, 5, 1234, true, 2, 7, 96, 8192, false};
+  LiveState state{3, 5, 1234, true, 2, 7, 96, 8192, 48, 2, 300, false};
   ServiceMetrics m([&state] { return state; });
   std::string text = m.Text();
   EXPECT_THAT(text, HasSubstr("llmint8_queued_requests 3\n"));
@@ -74,6 +74,9 @@ TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
   EXPECT_THAT(text, HasSubstr("llmint8_worker_group_epoch 7\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_kv_reserved_positions 96\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_kv_budget_positions 8192\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_prefix_cache_positions 48\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_prefix_cache_sequences 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_prefix_cache_hit_tokens_total 300\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_draining 0\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE llmint8_queued_requests gauge\n"));
   state.draining = true;

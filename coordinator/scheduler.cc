@@ -37,7 +37,11 @@ void FillSampling(const GenerationParams& p, int64_t eos_token_id, v1::SamplingP
 }  // namespace
 
 Scheduler::Scheduler(SchedulerOptions options, WorkerGroup* group, ServiceMetrics* metrics)
-    : options_(std::move(options)), group_(group), metrics_(metrics) {}
+    : options_(std::move(options)),
+      group_(group),
+      metrics_(metrics),
+      prefix_cache_({.max_entries = static_cast<size_t>(std::max(options_.prefix_cache_entries, 0)),
+                     .min_prefix = std::max<int64_t>(options_.min_shared_prefix, 1)}) {}
 
 Scheduler::~Scheduler() { Stop(); }
 
@@ -144,6 +148,21 @@ uint64_t Scheduler::steps() const {
   return steps_;
 }
 
+int64_t Scheduler::prefix_cached_positions() const {
+  absl::MutexLock lock(&mu_);
+  return prefix_cached_count_;
+}
+
+int Scheduler::prefix_cached_sequences() const {
+  absl::MutexLock lock(&mu_);
+  return prefix_cached_sequences_;
+}
+
+uint64_t Scheduler::prefix_hit_tokens() const {
+  absl::MutexLock lock(&mu_);
+  return prefix_hit_tokens_;
+}
+
 void Scheduler::FailRunning(const absl::Status& status) {
   for (auto& seq : running_) {
     seq->set_on_workers(false);
@@ -152,6 +171,7 @@ void Scheduler::FailRunning(const absl::Status& status) {
   running_.clear();
   kv_in_use_ = 0;
   to_release_.clear();  // the group that held them is gone
+  prefix_cache_.Clear();
   absl::MutexLock lock(&mu_);
   PublishLocked();
 }
@@ -181,7 +201,7 @@ void Scheduler::ReleaseFinished() {
   PublishLocked();
 }
 
-void Scheduler::Retire(const std::vector<bool>& leaving) {
+void Scheduler::Retire(const std::vector<bool>& leaving, const std::vector<bool>* park) {
   std::vector<std::shared_ptr<Sequence>> staying;
   staying.reserve(running_.size());
   for (size_t i = 0; i < running_.size(); ++i) {
@@ -189,14 +209,25 @@ void Scheduler::Retire(const std::vector<bool>& leaving) {
       staying.push_back(std::move(running_[i]));
       continue;
     }
+    const Sequence& seq = *running_[i];
     running_[i]->set_on_workers(false);
-    to_release_.push_back(running_[i]->id());
-    kv_in_use_ -= running_[i]->max_tokens();
+    kv_in_use_ -= seq.max_tokens();
+    if (park != nullptr && (*park)[i]) {
+      // Its cache stays for later prompts that start alike (what it evicts goes instead).
+      for (uint64_t id :
+           prefix_cache_.Park(seq.id(), seq.cached_tokens(), seq.params().counts_tokens())) {
+        to_release_.push_back(id);
+      }
+      continue;
+    }
+    to_release_.push_back(seq.id());
   }
   running_.swap(staying);
 }
 
 void Scheduler::PublishLocked() {
+  prefix_cached_count_ = prefix_cache_.positions();
+  prefix_cached_sequences_ = static_cast<int>(prefix_cache_.size());
   running_count_ = static_cast<int>(running_.size());
   kv_reserved_count_ = kv_in_use_;
   kv_budget_count_ = kv_budget_;
@@ -229,6 +260,17 @@ void Scheduler::AdmitLocked() {
     }
     const int64_t prompt = static_cast<int64_t>(next->prompt().size());
     if (!running_.empty() && kv_in_use_ + next->max_tokens() > budget) break;
+    // Parked sequences give their room back, least recently used first (released before the
+    // step is sent), but for the one this prompt may start from: looking it up marks it used.
+    if (kv_in_use_ + prefix_cache_.positions() + next->max_tokens() > budget &&
+        !next->params().prompt_logprobs) {
+      prefix_cache_.Find(next->prompt(), next->params().counts_tokens());
+    }
+    while (kv_in_use_ + prefix_cache_.positions() + next->max_tokens() > budget) {
+      const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
+      if (!evicted.has_value()) break;
+      to_release_.push_back(*evicted);
+    }
     // Whole prompts: admit what this step can prefill (a prompt to score goes in chunks).
     if (options_.prefill_chunk == 0 && !next->params().prompt_logprobs) {
       if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
@@ -271,6 +313,8 @@ void Scheduler::Loop() {
       absl::MutexLock lock(&mu_);
       AdmitLocked();
     }
+    // What admission evicted from the prefix cache leaves the workers before the step grows.
+    if (!to_release_.empty()) ReleaseFinished();
     if (running_.empty()) continue;
 
     v1::StepRequest request;
@@ -280,6 +324,7 @@ void Scheduler::Loop() {
     // Prompts being scored need every position's logits: at most score_chunk of their tokens
     // go per step, for which the workers keep logits rows.
     int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
+    uint64_t hit_tokens = 0;
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
       const bool first_step = seq->prompt_remaining() == std::ssize(seq->prompt());
@@ -294,6 +339,11 @@ void Scheduler::Loop() {
                  : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
         continue;
       }
+      // Else a parked sequence's cached prefix, for a prompt not being scored.
+      std::optional<PrefixCache::Match> cached;
+      if (first_step && source == nullptr && !scored) {
+        cached = prefix_cache_.Find(seq->prompt(), seq->params().counts_tokens());
+      }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
       if (prefilled) {
@@ -304,6 +354,11 @@ void Scheduler::Loop() {
           seq->SkipPrompt(prefix);
           step->set_prefix_from(source->id());
           step->set_prefix_length(prefix);
+        } else if (cached.has_value()) {
+          seq->SkipPrompt(cached->length);
+          step->set_prefix_from(cached->id);
+          step->set_prefix_length(cached->length);
+          hit_tokens += static_cast<uint64_t>(cached->length);
         }
         const std::span<const int32_t> piece = seq->TakePrompt(
             scored                       ? score_budget
@@ -332,6 +387,7 @@ void Scheduler::Loop() {
     {
       absl::MutexLock lock(&mu_);
       request.set_step_id(++steps_);
+      prefix_hit_tokens_ += hit_tokens;
     }
     const absl::Time step_start = absl::Now();
     absl::StatusOr<v1::StepResponse> response = group_->Step(request);
@@ -361,6 +417,7 @@ void Scheduler::Loop() {
       continue;
     }
     std::vector<bool> done(running_.size(), false);
+    std::vector<bool> ended(running_.size(), false);  // finished normally: may be parked
     for (size_t j = 0; j < in_step.size(); ++j) {
       const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
       const v1::SeqResult& r = response->results(static_cast<int>(j));
@@ -374,13 +431,15 @@ void Scheduler::Loop() {
         finished = true;
       } else if (!finished && !sent.prefill_only()) {
         finished = seq->AddToken(r, options_.eos_token_id);
+        ended[in_step[j]] = finished;
       } else if (!finished && seq->prefilled() && seq->params().max_new_tokens == 0) {
         seq->FinishPromptOnly();
         finished = true;
+        ended[in_step[j]] = true;
       }
       done[in_step[j]] = finished;
     }
-    Retire(done);
+    Retire(done, &ended);
     ReleaseFinished();
   }
   FailRunning(absl::UnavailableError("the server is shutting down"));

@@ -15,7 +15,11 @@
 // step's only prompt) and admission also waits for room in the step's prefill budget. Prompts
 // to score (prompt_logprobs) need the logits of every position: they go in chunks too, at
 // most score_chunk of their tokens per step, beside the other sequences (the workers keep
-// logits room for max_batch + score_chunk rows). When the
+// logits room for max_batch + score_chunk rows). A sequence that finished normally may stay
+// on the workers in the prefix cache (coordinator/prefix_cache.h) while no running sequence
+// needs its KV room: a later prompt that starts with its tokens copies those positions
+// (SeqStep.prefix_from) and prefills only the rest; the later choices of a prompt asked with
+// n start from the first choice's cached prompt likewise. When the
 // group breaks, running sequences fail with UNAVAILABLE and queued ones wait for the group to
 // re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
 // FAILED_PRECONDITION.
@@ -35,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/metrics.h"
+#include "coordinator/prefix_cache.h"
 #include "coordinator/sequence.h"
 #include "coordinator/worker_group.h"
 
@@ -50,6 +55,12 @@ struct SchedulerOptions {
   int64_t score_chunk = 256;             // tokens per step of prompts being scored (>= 1)
   int64_t max_context = 2048;
   int64_t eos_token_id = 2;
+  // Automatic prefix caching (coordinator/prefix_cache.h): at most this many finished
+  // sequences stay on the workers for later prompts that start with the same tokens (at least
+  // min_shared_prefix of them); 0: off. They use KV room no running sequence reserves, and
+  // give it back, least recently used first, when admission needs it.
+  int32_t prefix_cache_entries = 256;
+  int64_t min_shared_prefix = 16;
 };
 
 class Scheduler {
@@ -83,6 +94,11 @@ class Scheduler {
   int64_t kv_reserved() const;
   int64_t kv_budget() const;
   uint64_t steps() const;
+  // KV positions parked sequences hold (within kv_budget), and prompt positions copied from a
+  // cached prefix instead of prefilled, since start.
+  int64_t prefix_cached_positions() const;
+  int prefix_cached_sequences() const;
+  uint64_t prefix_hit_tokens() const;
 
  private:
   void Loop();
@@ -93,8 +109,9 @@ class Scheduler {
   void FailQueued(const absl::Status& status);
   void ReleaseFinished();
   // Takes the running sequences flagged in `leaving` out of the batch: released on the
-  // workers at the next ReleaseFinished, their KV reservation returned.
-  void Retire(const std::vector<bool>& leaving);
+  // workers at the next ReleaseFinished (or parked in the prefix cache when flagged in
+  // `park`), their KV reservation returned.
+  void Retire(const std::vector<bool>& leaving, const std::vector<bool>* park = nullptr);
   // Mirrors the batch's size and KV figures for the counters.
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -113,6 +130,10 @@ class Scheduler {
   int64_t kv_reserved_count_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t kv_budget_count_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t prefix_cached_count_ ABSL_GUARDED_BY(mu_) = 0;
+  int prefix_cached_sequences_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t prefix_hit_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
   int64_t running_epoch_ = 0;

@@ -58,6 +58,12 @@ void Sequence::SkipPrompt(int64_t n) {
   prompt_sent_ = n;
 }
 
+std::vector<int32_t> Sequence::cached_tokens() const {
+  std::vector<int32_t> tokens(prompt_.begin(), prompt_.begin() + prompt_sent_);
+  if (!generated_.empty()) tokens.insert(tokens.end(), generated_.begin(), generated_.end() - 1);
+  return tokens;
+}
+
 void Sequence::Fail(const absl::Status& status) { Push(std::nullopt, status); }
 
 void Sequence::Push(std::optional<v1::GenerateResponse> response,

@@ -46,6 +46,11 @@ struct GenerationParams {
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias), by id
   std::vector<int32_t> stop_token_ids;                // sorted
   int32_t min_tokens = 0;  // no end (eos, stop ids, stop strings) before this many tokens
+
+  // Whether a penalty counts the sequence's tokens (rank 0 then keeps them).
+  bool counts_tokens() const {
+    return repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f;
+  }
 };
 
 // Turns one sequence's generated token ids into complete UTF-8 text pieces.
@@ -140,6 +145,9 @@ class Sequence {
   bool on_workers() const { return on_workers_; }
   void set_on_workers(bool on) { on_workers_ = on; }
   int32_t last_token() const { return generated_.back(); }
+  // The tokens whose positions the workers have cached: the prompt sent so far and every
+  // generated token but the last (which was never fed back).
+  std::vector<int32_t> cached_tokens() const;
   int32_t num_generated() const { return static_cast<int32_t>(generated_.size()); }
 
  private:

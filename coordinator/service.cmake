@@ -15,6 +15,7 @@ llmint8_cc_library(
     group_decision.cc
     http_api.cc
     openai_api.cc
+    prefix_cache.cc
     rendezvous_service.cc
     request_validation.cc
     scheduler.cc
@@ -30,6 +31,8 @@ llmint8_cc_library(
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME prefix_cache_test SRCS prefix_cache_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
                 DEPS llmint8::coordinator_service LABELS service)

@@ -74,6 +74,10 @@ ABSL_FLAG(int64_t, score_chunk, 256,
 ABSL_FLAG(int64_t, kv_budget_tokens, 0,
           "KV cache positions reserved by running sequences, summed (0: what the workers say "
           "they hold beyond the weights, at most max_batch * context)");
+ABSL_FLAG(int32_t, prefix_cache_entries, 256,
+          "finished sequences whose KV cache the workers keep, so that later prompts starting "
+          "with the same tokens (at least 16) copy it instead of prefilling them; they use KV "
+          "room no running sequence reserves and give it back when needed (0: off)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20,
           "largest request the coordinator accepts (bigger: RESOURCE_EXHAUSTED)");
 ABSL_FLAG(bool, respawn, true, "serve: restart a worker process that exits");

@@ -133,6 +133,9 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_prefill_chunk) < 0) {
     return absl::InvalidArgumentError("--prefill_chunk must be >= 0 (0: whole prompts)");
   }
+  if (absl::GetFlag(FLAGS_prefix_cache_entries) < 0) {
+    return absl::InvalidArgumentError("--prefix_cache_entries must be >= 0 (0: off)");
+  }
   if (absl::GetFlag(FLAGS_score_chunk) < 1) {
     return absl::InvalidArgumentError("--score_chunk must be >= 1");
   }
@@ -176,6 +179,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
   o.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.scheduler.score_chunk = absl::GetFlag(FLAGS_score_chunk);
+  o.scheduler.prefix_cache_entries = absl::GetFlag(FLAGS_prefix_cache_entries);
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);

@@ -52,6 +52,9 @@ class ServiceE2ETest : public ::testing::Test {
     options.model = SourcePath(kModelDir);
     options.dtype = "fp32";
     options.workers = 2;
+    // These tests check that a finished or cancelled sequence leaves the workers at once: no
+    // prefix cache keeps finished ones (PrefixCacheE2ETest covers it).
+    options.extra_coordinator_flags = {"--prefix_cache_entries=0"};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60))
         << "the coordinator never reported SERVING";
@@ -529,7 +532,10 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
     ASSERT_TRUE(streams[i].status.ok()) << streams[i].status.error_message();
     EXPECT_THAT(streams[i].tokens, ElementsAreArray(stream_want[i])) << "stream " << i;
   }
-  EXPECT_TRUE(cluster.WaitNoActiveSequences()) << "a scored prompt still holds KV cache";
+  // Every worker holds just the sequences the prefix cache keeps (scored prompts among them).
+  const double parked = Sample(Scrape(metrics_port), "llmint8_prefix_cache_sequences");
+  EXPECT_EQ(cluster.ActiveSequences(), static_cast<int64_t>(2 * parked))
+      << "a scored prompt still holds KV cache beyond the prefix cache";
   // max_new_tokens 0 without prompt_logprobs is still refused; a prompt that fills the
   // whole context (128) can be scored.
   const Generated refused = Generate(*stub, GreedyRequest({2, 5}, 0));
@@ -596,6 +602,70 @@ TEST(WorkerStepE2ETest, ASequenceThatCannotBeSampledFailsAlone) {
   v1::ReleaseResponse released;
   ASSERT_TRUE(worker->Release(&release_ctx, release, &released).ok());
   EXPECT_TRUE(cluster.WaitNoActiveSequences());
+}
+
+// Automatic prefix caching under a KV budget of 128 positions, greedy 8 tokens each (a
+// request reserves prompt + 8): prompts that share 30 tokens with a finished one, repeat it,
+// or extend it into its generated tokens copy those positions (the worker runs only the
+// rest) and give the runtime's own tokens; admission evicts the least recently used finished
+// sequence, not the one the new prompt starts from; the workers hold nothing else.
+TEST(PrefixCacheE2ETest, PromptsStartFromFinishedSequencesCachesAndEvictionKeepsTheirMatch) {
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  const int metrics_port = FreePort();
+  options.extra_coordinator_flags = {"--kv_budget_tokens=128",
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto stub = cluster.NewStub();
+  auto worker_tokens = [&]() -> uint64_t {
+    absl::StatusOr<v1::StatsResponse> stats = cluster.WorkerStats(0);
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    return stats.ok() ? stats->tokens() : 0;
+  };
+  constexpr int kTokens = 8;
+  // Runs `prompt`, checks its tokens against the runtime's, returns the tokens worker 0 ran.
+  auto run = [&](const std::vector<int32_t>& prompt) -> uint64_t {
+    auto want = (*ref)->Greedy(prompt, kTokens);
+    EXPECT_TRUE(want.ok()) << want.status();
+    const uint64_t before = worker_tokens();
+    const Generated got = Generate(*stub, GreedyRequest(prompt, kTokens));
+    EXPECT_TRUE(got.status.ok()) << got.status.error_message();
+    if (want.ok()) EXPECT_THAT(got.tokens, ElementsAreArray(*want));
+    return worker_tokens() - before;
+  };
+  auto hits = [&] { return Sample(Scrape(metrics_port), "llmint8_prefix_cache_hit_tokens_total"); };
+
+  std::vector<int32_t> a = {2};
+  for (int t = 1; t < 40; ++t) a.push_back((t * 37 + 11) % kVocab);
+  EXPECT_EQ(run(a), 40u + kTokens - 1);
+  EXPECT_EQ(hits(), 0);
+  std::vector<int32_t> b(a.begin(), a.begin() + 30);
+  for (int t = 0; t < 10; ++t) b.push_back((t * 53 + 7) % kVocab);
+  ASSERT_NE(b[30], a[30]);
+  EXPECT_EQ(run(b), 10u + kTokens - 1);  // 30 positions copied
+  EXPECT_EQ(hits(), 30);
+  // A again: 48 + 48 parked + 48 more is over 128, so one goes: B (A was just used), and A's
+  // prompt but its last token is copied.
+  EXPECT_EQ(run(a), 1u + kTokens - 1);
+  EXPECT_EQ(hits(), 30 + 39);
+  // A, then 5 of its generated tokens (cached too: decode positions), then another token.
+  auto a_out = (*ref)->Greedy(a, kTokens);
+  ASSERT_TRUE(a_out.ok());
+  std::vector<int32_t> d = a;
+  d.insert(d.end(), a_out->begin(), a_out->begin() + 5);
+  d.push_back(((*a_out)[5] + 1) % kVocab);
+  EXPECT_EQ(run(d), 1u + kTokens - 1);  // 45 positions copied
+  EXPECT_EQ(hits(), 30 + 39 + 45);
+
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 10), 0);
+  // D (54 positions) evicted A and kept the second A it started from: that one (47 cached
+  // positions: 48 in granules of 16) and D (53: 64) are left.
+  EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_prefix_cache_sequences"), 2);
+  EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_prefix_cache_positions"), 48 + 64);
+  EXPECT_EQ(cluster.ActiveSequences(), options.workers * 2);
 }
 
 TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
