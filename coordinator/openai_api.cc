@@ -286,7 +286,8 @@ const char* FinishReason(v1::FinishReason reason) {
 json Usage(const v1::Usage& u) {
   return {{"prompt_tokens", u.prompt_tokens()},
           {"completion_tokens", u.completion_tokens()},
-          {"total_tokens", u.prompt_tokens() + u.completion_tokens()}};
+          {"total_tokens", u.prompt_tokens() + u.completion_tokens()},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens()}}}};
 }
 
 // A token's label in tokens[] and top_logprobs: its text, or "token_id:<id>" (vLLM's form)
@@ -465,7 +466,11 @@ v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usa
   v1::Usage total;
   const size_t n = static_cast<size_t>(std::max(request.n, 1));
   for (size_t i = 0; i < choices.size(); ++i) {
-    if (i % n == 0) total.set_prompt_tokens(total.prompt_tokens() + choices[i].prompt_tokens());
+    if (i % n == 0) {  // each prompt once, as its first choice ran it
+      total.set_prompt_tokens(total.prompt_tokens() + choices[i].prompt_tokens());
+      total.set_cached_prompt_tokens(total.cached_prompt_tokens() +
+                                     choices[i].cached_prompt_tokens());
+    }
     total.set_completion_tokens(total.completion_tokens() + choices[i].completion_tokens());
   }
   return total;

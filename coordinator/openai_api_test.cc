@@ -256,8 +256,10 @@ TEST(OpenAiApiTest, CompletionJsonJoinsTheStream) {
   EXPECT_EQ(c["logprobs"]["tokens"], json({" Hel", "token_id:11", "lo!"}));
   EXPECT_EQ(c["logprobs"]["token_logprobs"], json({-0.5, -1.0, -0.25}));
   EXPECT_EQ(c["logprobs"]["text_offset"], json({0, 4, 4}));
-  EXPECT_EQ(j["usage"],
-            json({{"prompt_tokens", 4}, {"completion_tokens", 3}, {"total_tokens", 7}}));
+  EXPECT_EQ(j["usage"], json({{"prompt_tokens", 4},
+                              {"completion_tokens", 3},
+                              {"total_tokens", 7},
+                              {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
 
   request = ParseOk(R"({"prompt": "x"})");
   const json plain = json::parse(CompletionJson(request, {Responses()}, "cmpl-2", 0, kModel));
@@ -401,6 +403,8 @@ TEST(OpenAiApiTest, SeveralChoicesAreIndexedAndUsageCountsEachPromptOnce) {
   for (int i = 0; i < 4; ++i) {
     choices[i].back().mutable_usage()->set_prompt_tokens(i < 2 ? 4 : 6);
     choices[i].back().mutable_usage()->set_completion_tokens(3 + i);
+    // The second choice of each prompt started from the first's cache (n 2).
+    choices[i].back().mutable_usage()->set_cached_prompt_tokens(i % 2 == 1 ? 3 : i);
   }
   const json j = json::parse(CompletionJson(request, choices, "c", 0, kModel));
   ASSERT_EQ(j["choices"].size(), 4u);
@@ -408,8 +412,11 @@ TEST(OpenAiApiTest, SeveralChoicesAreIndexedAndUsageCountsEachPromptOnce) {
     EXPECT_EQ(j["choices"][i]["index"], i);
     EXPECT_EQ(j["choices"][i]["text"], " Hello!");
   }
-  EXPECT_EQ(j["usage"],
-            json({{"prompt_tokens", 10}, {"completion_tokens", 18}, {"total_tokens", 28}}));
+  // Each prompt once, as its first choice ran it (cached 0 and 2).
+  EXPECT_EQ(j["usage"], json({{"prompt_tokens", 10},
+                              {"completion_tokens", 18},
+                              {"total_tokens", 28},
+                              {"prompt_tokens_details", {{"cached_tokens", 2}}}}));
 
   const json chunk =
       json::parse(CompletionChunkEvent(request, 3, choices[3][0], "c", 1, kModel).substr(6));

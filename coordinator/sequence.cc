@@ -56,6 +56,7 @@ void Sequence::SkipPrompt(int64_t n) {
   ABSL_RAW_CHECK(prompt_sent_ == 0 && n >= 0 && n < static_cast<int64_t>(prompt_.size()),
                  "Sequence::SkipPrompt: only the start of an unsent prompt, not all of it");
   prompt_sent_ = n;
+  prompt_cached_ = n;
 }
 
 std::vector<int32_t> Sequence::cached_tokens() const {
@@ -177,6 +178,7 @@ void Sequence::Finish(v1::GenerateResponse response, v1::FinishReason reason) {
   response.set_finish_reason(reason);
   response.mutable_usage()->set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
   response.mutable_usage()->set_completion_tokens(num_generated());
+  response.mutable_usage()->set_cached_prompt_tokens(static_cast<int32_t>(prompt_cached_));
   v1::Timings* t = response.mutable_timings();
   const absl::Time admitted = std::min(admitted_, now);
   t->set_queue_ms(absl::ToDoubleMilliseconds(admitted - arrival_));

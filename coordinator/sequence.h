@@ -172,6 +172,7 @@ class Sequence {
 
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;
+  int64_t prompt_cached_ = 0;  // of them, skipped (copied from a prefix)
   bool on_workers_ = false;
   std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far
   std::vector<int32_t> generated_;

@@ -133,10 +133,12 @@ int RunGenerate() {
                  status.error_message().c_str());
     return 1;
   }
+  const int cached = last.usage().cached_prompt_tokens();
   std::fprintf(stderr,
-               "[finish: %s; %d prompt + %d generated tokens; first token %.1f ms, total "
+               "[finish: %s; %d prompt%s + %d generated tokens; first token %.1f ms, total "
                "%.1f ms, %.1f tokens/s]\n",
                FinishName(last.finish_reason()), last.usage().prompt_tokens(),
+               cached > 0 ? absl::StrCat(" (", cached, " cached)").c_str() : "",
                last.usage().completion_tokens(), last.timings().time_to_first_token_ms(),
                last.timings().total_ms(), last.timings().decode_tokens_per_second());
   return 0;

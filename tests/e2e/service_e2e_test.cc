@@ -626,30 +626,36 @@ TEST(PrefixCacheE2ETest, PromptsStartFromFinishedSequencesCachesAndEvictionKeeps
     return stats.ok() ? stats->tokens() : 0;
   };
   constexpr int kTokens = 8;
-  // Runs `prompt`, checks its tokens against the runtime's, returns the tokens worker 0 ran.
-  auto run = [&](const std::vector<int32_t>& prompt) -> uint64_t {
+  // Runs `prompt`, checks its tokens against the runtime's and that its usage reports
+  // `cached` prompt tokens, returns the tokens worker 0 ran.
+  auto run = [&](const std::vector<int32_t>& prompt, int cached) -> uint64_t {
     auto want = (*ref)->Greedy(prompt, kTokens);
     EXPECT_TRUE(want.ok()) << want.status();
     const uint64_t before = worker_tokens();
     const Generated got = Generate(*stub, GreedyRequest(prompt, kTokens));
     EXPECT_TRUE(got.status.ok()) << got.status.error_message();
     if (want.ok()) EXPECT_THAT(got.tokens, ElementsAreArray(*want));
+    EXPECT_TRUE(!got.responses.empty() &&
+                got.responses.back().usage().cached_prompt_tokens() == cached)
+        << "cached_prompt_tokens: "
+        << (got.responses.empty() ? -1 : got.responses.back().usage().cached_prompt_tokens())
+        << ", want " << cached;
     return worker_tokens() - before;
   };
   auto hits = [&] { return Sample(Scrape(metrics_port), "llmint8_prefix_cache_hit_tokens_total"); };
 
   std::vector<int32_t> a = {2};
   for (int t = 1; t < 40; ++t) a.push_back((t * 37 + 11) % kVocab);
-  EXPECT_EQ(run(a), 40u + kTokens - 1);
+  EXPECT_EQ(run(a, 0), 40u + kTokens - 1);
   EXPECT_EQ(hits(), 0);
   std::vector<int32_t> b(a.begin(), a.begin() + 30);
   for (int t = 0; t < 10; ++t) b.push_back((t * 53 + 7) % kVocab);
   ASSERT_NE(b[30], a[30]);
-  EXPECT_EQ(run(b), 10u + kTokens - 1);  // 30 positions copied
+  EXPECT_EQ(run(b, 30), 10u + kTokens - 1);  // 30 positions copied
   EXPECT_EQ(hits(), 30);
   // A again: 48 + 48 parked + 48 more is over 128, so one goes: B (A was just used), and A's
   // prompt but its last token is copied.
-  EXPECT_EQ(run(a), 1u + kTokens - 1);
+  EXPECT_EQ(run(a, 39), 1u + kTokens - 1);
   EXPECT_EQ(hits(), 30 + 39);
   // A, then 5 of its generated tokens (cached too: decode positions), then another token.
   auto a_out = (*ref)->Greedy(a, kTokens);
@@ -657,7 +663,7 @@ TEST(PrefixCacheE2ETest, PromptsStartFromFinishedSequencesCachesAndEvictionKeeps
   std::vector<int32_t> d = a;
   d.insert(d.end(), a_out->begin(), a_out->begin() + 5);
   d.push_back(((*a_out)[5] + 1) % kVocab);
-  EXPECT_EQ(run(d), 1u + kTokens - 1);  // 45 positions copied
+  EXPECT_EQ(run(d, 45), 1u + kTokens - 1);  // 45 positions copied
   EXPECT_EQ(hits(), 30 + 39 + 45);
 
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 10), 0);
