@@ -97,6 +97,42 @@ inline absl::StatusOr<Logits> ChunkedPrefill(ShardModel& model, std::span<const 
   return last;
 }
 
+// The logits of the prefix tests (SequenceInput::prefix_from), CPU and CUDA alike.
+struct PrefixStepLogits {
+  Logits shared;                   // rows 1, 2: sequences 2, 3 started from sequence 1's prefixes
+  Logits own;                      // rows 0, 1: the same sequences prefilled in full
+  Logits shared_after, own_after;  // sequence 2's next decode step, sequence 1 released
+};
+
+// `shared` prefills `prompt` as sequence 1, then in one step decodes a token for it while
+// sequence 2 starts from its first prompt.size() - 1 positions (with the prompt's last token)
+// and sequence 3 from its first `short_prefix` (with `tail`); `own` prefills those tokens in
+// full as sequences 2 and 3. Then sequence 1 is released and sequence 2 decodes a token on
+// both.
+inline absl::StatusOr<PrefixStepLogits> PrefixSteps(ShardModel& shared, ShardModel& own,
+                                                    std::span<const int32_t> prompt,
+                                                    std::span<const int32_t> tail,
+                                                    int64_t short_prefix) {
+  const int32_t next = 17;
+  const int64_t long_prefix = static_cast<int64_t>(prompt.size()) - 1;
+  ShardModel::SequenceInput first{1, prompt};
+  RETURN_IF_ERROR(shared.Step({&first, 1}).status());
+  const std::vector<ShardModel::SequenceInput> forked = {{1, {&next, 1}},
+                                                         {2, prompt.last(1), false, 1, long_prefix},
+                                                         {3, tail, false, 1, short_prefix}};
+  PrefixStepLogits out;
+  ASSIGN_OR_RETURN(out.shared, shared.Step(forked));
+  std::vector<int32_t> short_prompt(prompt.begin(), prompt.begin() + short_prefix);
+  short_prompt.insert(short_prompt.end(), tail.begin(), tail.end());
+  const std::vector<ShardModel::SequenceInput> prefilled = {{2, prompt}, {3, short_prompt}};
+  ASSIGN_OR_RETURN(out.own, own.Step(prefilled));
+  RETURN_IF_ERROR(shared.Release(1));
+  const ShardModel::SequenceInput step{2, {&next, 1}};
+  ASSIGN_OR_RETURN(out.shared_after, shared.Step({&step, 1}));
+  ASSIGN_OR_RETURN(out.own_after, own.Step({&step, 1}));
+  return out;
+}
+
 // The two largest values of a row (top-1, top-2).
 inline std::pair<float, float> TopTwo(std::span<const float> row) {
   float first = -INFINITY, second = -INFINITY;

@@ -203,38 +203,19 @@ TEST_P(ShardModelTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
   o.precision = GetParam();
   const std::vector<int32_t> prompt = RandomTokens(21, 300, 7);
   const std::vector<int32_t> tail = RandomTokens(3, 300, 8);
-  const std::vector<int32_t> next = {17};
   auto shared = LoadModel(c, *src, o);
-  ShardModel::SequenceInput first{1, prompt};
-  ASSERT_TRUE(shared->Step({&first, 1}).ok());
-  const std::vector<int32_t> last_prompt(prompt.end() - 1, prompt.end());
-  std::vector<ShardModel::SequenceInput> forked = {
-      {1, next}, {2, last_prompt, false, 1, 20}, {3, tail, false, 1, 7}};
-  auto got = shared->Step(forked);
-  ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(shared->ContextLength(1), 22);
-  EXPECT_EQ(shared->ContextLength(2), 21);
-  EXPECT_EQ(shared->ContextLength(3), 10);
-
   auto own = LoadModel(c, *src, o);
-  std::vector<int32_t> short_prompt(prompt.begin(), prompt.begin() + 7);
-  short_prompt.insert(short_prompt.end(), tail.begin(), tail.end());
-  std::vector<ShardModel::SequenceInput> prefilled = {{2, prompt}, {3, short_prompt}};
-  auto want = own->Step(prefilled);
-  ASSERT_TRUE(want.ok()) << want.status();
+  auto got = testing::PrefixSteps(*shared, *own, prompt, tail, /*short_prefix=*/7);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(shared->ContextLength(2), 22);
+  EXPECT_EQ(shared->ContextLength(3), 10);
   // As in the tests above: int8 may round a quantized value differently after a
   // summation-order difference upstream.
   const double tol = GetParam() == Precision::kInt8 ? 2e-2 : kF32Tol;
-  EXPECT_LE(MaxAbsDiff(got->row(1), want->row(0)), tol);
-  EXPECT_LE(MaxAbsDiff(got->row(2), want->row(1)), tol);
-
-  ASSERT_TRUE(shared->Release(1).ok());
-  ShardModel::SequenceInput step_shared{2, next}, step_own{2, next};
-  auto after = shared->Step({&step_shared, 1});
-  auto after_own = own->Step({&step_own, 1});
-  ASSERT_TRUE(after.ok() && after_own.ok());
-  EXPECT_LE(MaxAbsDiff(after->row(0), after_own->row(0)), tol);
-  EXPECT_EQ(ArgMax(after->row(0)), ArgMax(after_own->row(0)));
+  EXPECT_LE(MaxAbsDiff(got->shared.row(1), got->own.row(0)), tol);
+  EXPECT_LE(MaxAbsDiff(got->shared.row(2), got->own.row(1)), tol);
+  EXPECT_LE(MaxAbsDiff(got->shared_after.row(0), got->own_after.row(0)), tol);
+  EXPECT_EQ(ArgMax(got->shared_after.row(0)), ArgMax(got->own_after.row(0)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, ShardModelTest,

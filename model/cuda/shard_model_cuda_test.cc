@@ -326,40 +326,22 @@ TEST_P(CudaVsCpuTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
   ASSERT_TRUE(src.ok()) << src.status();
   const std::vector<int32_t> prompt = RandomTokens(41, 512, 12);
   const std::vector<int32_t> tail = RandomTokens(3, 512, 13);
-  const std::vector<int32_t> next = {17};
   auto shared = LoadOn(Device::kCuda, c, **src, p, /*threshold=*/0.0f);
   auto own = LoadOn(Device::kCuda, c, **src, p, /*threshold=*/0.0f);
   ASSERT_TRUE(shared && own);
-  ShardModel::SequenceInput first{1, prompt};
-  ASSERT_TRUE(shared->Step({&first, 1}).ok());
-  const std::vector<int32_t> last_prompt(prompt.end() - 1, prompt.end());
-  std::vector<ShardModel::SequenceInput> forked = {
-      {1, next}, {2, last_prompt, false, 1, 40}, {3, tail, false, 1, 17}};
-  auto got = shared->Step(forked);
+  auto got = testing::PrefixSteps(*shared, *own, prompt, tail, /*short_prefix=*/17);
   ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(shared->ContextLength(2), 41);
+  EXPECT_EQ(shared->ContextLength(2), 42);
   EXPECT_EQ(shared->ContextLength(3), 20);
-
-  std::vector<int32_t> short_prompt(prompt.begin(), prompt.begin() + 17);
-  short_prompt.insert(short_prompt.end(), tail.begin(), tail.end());
-  std::vector<ShardModel::SequenceInput> prefilled = {{2, prompt}, {3, short_prompt}};
-  auto want = own->Step(prefilled);
-  ASSERT_TRUE(want.ok()) << want.status();
-  double tol = WorstCaseF16Bound(c, MaxAbs(want->row(0)));
+  double tol = WorstCaseF16Bound(c, MaxAbs(got->own.row(0)));
   if (p == Precision::kInt8) tol += kInt8Allowance;
-  const double d2 = MaxAbsDiff(got->row(1), want->row(0));
-  const double d3 = MaxAbsDiff(got->row(2), want->row(1));
+  const double d2 = MaxAbsDiff(got->shared.row(1), got->own.row(0));
+  const double d3 = MaxAbsDiff(got->shared.row(2), got->own.row(1));
   std::printf("%s: prefix copies vs own prefill max |diff| = %.5f, %.5f (tol %.5f)\n",
               std::string(PrecisionName(p)).c_str(), d2, d3, tol);
   EXPECT_LE(d2, tol);
   EXPECT_LE(d3, tol);
-
-  ASSERT_TRUE(shared->Release(1).ok());
-  ShardModel::SequenceInput step_shared{2, next}, step_own{2, next};
-  auto after = shared->Step({&step_shared, 1});
-  auto after_own = own->Step({&step_own, 1});
-  ASSERT_TRUE(after.ok() && after_own.ok());
-  EXPECT_LE(MaxAbsDiff(after->row(0), after_own->row(0)), tol);
+  EXPECT_LE(MaxAbsDiff(got->shared_after.row(0), got->own_after.row(0)), tol);
 }
 
 // all_positions over a mixed batch (a worker's step when sequences score their prompts): a
