@@ -63,6 +63,16 @@ std::optional<uint64_t> PrefixCache::EvictOldest() {
   return id;
 }
 
+bool PrefixCache::Evict(uint64_t id) {
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (entries_[i].id == id) {
+      Remove(i);
+      return true;
+    }
+  }
+  return false;
+}
+
 void PrefixCache::Clear() {
   entries_.clear();
   positions_ = 0;

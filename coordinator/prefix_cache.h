@@ -50,6 +50,8 @@ class PrefixCache {
 
   // The least recently used (or parked) entry, removed; nullopt when empty.
   std::optional<uint64_t> EvictOldest();
+  // Removes entry `id`; false when there is none.
+  bool Evict(uint64_t id);
   // Forgets every entry without releasing (the group that held them is gone).
   void Clear();
 

@@ -73,9 +73,20 @@ TEST(PrefixCacheTest, EvictsTheLeastRecentlyUsedAndKeepsItsCap) {
   EXPECT_EQ(cache.positions(), 16 + 16 + 48);
   ASSERT_TRUE(cache.Find(Range(0, 5), false).has_value());  // entry 1 used: 2 is oldest
   EXPECT_THAT(cache.Park(4, Range(30, 4), false), ElementsAre(2u));
-  EXPECT_EQ(cache.EvictOldest(), 3u);
+  EXPECT_TRUE(cache.Evict(3));
+  EXPECT_FALSE(cache.Evict(3));
+  cache.Park(3, Range(20, 40), false);  // now the newest
   EXPECT_EQ(cache.EvictOldest(), 1u);
   EXPECT_EQ(cache.EvictOldest(), 4u);
+  EXPECT_EQ(cache.EvictOldest(), 3u);
+  EXPECT_FALSE(cache.EvictOldest().has_value());
+  cache.Park(1, Range(0, 4), false);
+  cache.Park(4, Range(30, 4), false);
+  cache.Park(3, Range(20, 40), false);
+  cache.Find(Range(0, 5), false);  // 4 is the oldest now, then 3, then 1
+  EXPECT_EQ(cache.EvictOldest(), 4u);
+  EXPECT_EQ(cache.EvictOldest(), 3u);
+  EXPECT_EQ(cache.EvictOldest(), 1u);
   EXPECT_FALSE(cache.EvictOldest().has_value());
   EXPECT_EQ(cache.positions(), 0);
 

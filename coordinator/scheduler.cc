@@ -170,7 +170,11 @@ void Scheduler::FailRunning(const absl::Status& status) {
   }
   running_.clear();
   kv_in_use_ = 0;
-  to_release_.clear();  // the group that held them is gone
+  ForgetGroupState();
+}
+
+void Scheduler::ForgetGroupState() {
+  to_release_.clear();
   prefix_cache_.Clear();
   absl::MutexLock lock(&mu_);
   PublishLocked();
@@ -260,6 +264,11 @@ void Scheduler::AdmitLocked() {
     }
     const int64_t prompt = static_cast<int64_t>(next->prompt().size());
     if (!running_.empty() && kv_in_use_ + next->max_tokens() > budget) break;
+    // Whole prompts: admit what this step can prefill (a prompt to score goes in chunks).
+    if (options_.prefill_chunk == 0 && !next->params().prompt_logprobs) {
+      if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
+      prefill_tokens += prompt;
+    }
     // Parked sequences give their room back, least recently used first (released before the
     // step is sent), but for the one this prompt may start from: looking it up marks it used.
     if (kv_in_use_ + prefix_cache_.positions() + next->max_tokens() > budget &&
@@ -270,11 +279,6 @@ void Scheduler::AdmitLocked() {
       const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
       if (!evicted.has_value()) break;
       to_release_.push_back(*evicted);
-    }
-    // Whole prompts: admit what this step can prefill (a prompt to score goes in chunks).
-    if (options_.prefill_chunk == 0 && !next->params().prompt_logprobs) {
-      if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
-      prefill_tokens += prompt;
     }
     kv_in_use_ += next->max_tokens();
     next->MarkAdmitted();
@@ -303,6 +307,7 @@ void Scheduler::Loop() {
             "a worker was lost while this request was running; the group is re-forming, "
             "retry the request"));
       }
+      ForgetGroupState();  // parked sequences went with the group, idle or not
       if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
       if (!group_->WaitReady(absl::Milliseconds(100))) continue;
       running_epoch_ = group_->epoch();
@@ -354,6 +359,7 @@ void Scheduler::Loop() {
           seq->SkipPrompt(prefix);
           step->set_prefix_from(source->id());
           step->set_prefix_length(prefix);
+          hit_tokens += static_cast<uint64_t>(prefix);
         } else if (cached.has_value()) {
           seq->SkipPrompt(cached->length);
           step->set_prefix_from(cached->id);
@@ -401,6 +407,12 @@ void Scheduler::Loop() {
         // Every rank rejected the batch alike: fail its sequences (not those the step
         // skipped), keep the group.
         LLMINT8_LOG(ERROR) << "step rejected by the workers: " << response.status();
+        // A cached prefix the step started from may be what the workers refused: it goes.
+        for (const v1::SeqStep& s : request.seqs()) {
+          if (s.prefix_length() > 0 && prefix_cache_.Evict(s.prefix_from())) {
+            to_release_.push_back(s.prefix_from());
+          }
+        }
         std::vector<bool> rejected(running_.size(), false);
         for (size_t i : in_step) {
           running_[i]->Fail(response.status());
@@ -411,6 +423,10 @@ void Scheduler::Loop() {
       continue;
     }
     if (response->results_size() != request.seqs_size()) {
+      // The group stays: first free what it holds for this scheduler.
+      for (const std::shared_ptr<Sequence>& seq : running_) to_release_.push_back(seq->id());
+      while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) to_release_.push_back(*id);
+      group_->Release(to_release_).IgnoreError();
       FailRunning(
           absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
                                            " tokens for a batch of ", request.seqs_size())));

@@ -95,7 +95,8 @@ class Scheduler {
   int64_t kv_budget() const;
   uint64_t steps() const;
   // KV positions parked sequences hold (within kv_budget), and prompt positions copied from a
-  // cached prefix instead of prefilled, since start.
+  // cached prefix (a parked sequence's or the first choice's of n) instead of prefilled, since
+  // start.
   int64_t prefix_cached_positions() const;
   int prefix_cached_sequences() const;
   uint64_t prefix_hit_tokens() const;
@@ -105,6 +106,9 @@ class Scheduler {
   void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t KvBudget() const;  // for the group that just became ready
   void FailRunning(const absl::Status& status);
+  // Forgets what the group held for this scheduler (parked sequences, pending releases):
+  // the group is gone, or re-formed without them.
+  void ForgetGroupState();
   // Fails every queued sequence (the group was refused: waiting would not help).
   void FailQueued(const absl::Status& status);
   void ReleaseFinished();

@@ -532,7 +532,9 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
     ASSERT_TRUE(streams[i].status.ok()) << streams[i].status.error_message();
     EXPECT_THAT(streams[i].tokens, ElementsAreArray(stream_want[i])) << "stream " << i;
   }
-  // Every worker holds just the sequences the prefix cache keeps (scored prompts among them).
+  // Every worker holds just the sequences the prefix cache keeps (scored prompts among them),
+  // once the last one has left the batch (its final response comes before).
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 10), 0);
   const double parked = Sample(Scrape(metrics_port), "llmint8_prefix_cache_sequences");
   EXPECT_EQ(cluster.ActiveSequences(), static_cast<int64_t>(2 * parked))
       << "a scored prompt still holds KV cache beyond the prefix cache";

@@ -66,6 +66,41 @@ TEST(WorkerFailureE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
   EXPECT_THAT(again.tokens, ElementsAreArray(*expected));
 }
 
+// A worker killed while the server is idle, with a finished sequence kept for its prefix
+// (the prefix cache): the re-formed group holds none of it, so a prompt that starts alike is
+// prefilled in full, with the runtime's tokens, and not sent to start from a sequence the new
+// group never had.
+TEST(WorkerFailureE2ETest, ReformedGroupForgetsTheCachedPrefixes) {
+  const std::string model = SourcePath("tests/golden/tiny-opt");
+  auto ref = InProcessReference::Open(model, model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  std::vector<int32_t> prompt = {2};
+  for (int t = 1; t < 30; ++t) prompt.push_back((t * 41 + 3) % 1000);
+  auto expected = (*ref)->Greedy(prompt, 6);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  ClusterOptions options;
+  options.model = model;
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+  Generated first = Generate(*stub, GreedyRequest(prompt, 6));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  Generated cached = Generate(*stub, GreedyRequest(prompt, 6));
+  ASSERT_TRUE(cached.status.ok()) << cached.status.error_message();
+  EXPECT_THAT(cached.tokens, ElementsAreArray(*expected));
+  ASSERT_EQ(cached.responses.back().usage().cached_prompt_tokens(), 29);
+
+  cluster.KillWorker(1, SIGKILL);
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
+  cluster.StartWorker(1);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the group never re-formed";
+  Generated after = Generate(*stub, GreedyRequest(prompt, 6));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_THAT(after.tokens, ElementsAreArray(*expected));
+  EXPECT_EQ(after.responses.back().usage().cached_prompt_tokens(), 0);
+}
+
 v1::ModelInfo ModelInfo(v1::Generation::Stub& stub) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
