@@ -34,6 +34,28 @@ void FillSampling(const GenerationParams& p, int64_t eos_token_id, v1::SamplingP
   }
 }
 
+// The running sequence (other than `seq`) whose prompt positions on the workers share the
+// longest start with `seq`'s prompt, at most all but its last token and at least min_prefix,
+// and kept its tokens on rank 0 when `seq` counts them: a prefix source as a parked one is.
+std::optional<PrefixCache::Match> LongestRunningPrefix(
+    std::span<const std::shared_ptr<Sequence>> running, const Sequence& seq, int64_t min_prefix) {
+  const std::span<const int32_t> prompt = seq.prompt();
+  const size_t most = prompt.size() - 1;
+  std::optional<PrefixCache::Match> best;
+  for (const std::shared_ptr<Sequence>& other : running) {
+    if (other.get() == &seq || !other->on_workers()) continue;
+    if (seq.params().counts_tokens() && !other->params().counts_tokens()) continue;
+    const std::span<const int32_t> held = other->prompt_on_workers();
+    const size_t n = std::min(held.size(), most);
+    const int64_t shared =
+        std::mismatch(prompt.begin(), prompt.begin() + n, held.begin()).first - prompt.begin();
+    if (shared >= min_prefix && (!best.has_value() || shared > best->length)) {
+      best = PrefixCache::Match{other->id(), shared};
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
 Scheduler::Scheduler(SchedulerOptions options, WorkerGroup* group, ServiceMetrics* metrics)
@@ -344,10 +366,16 @@ void Scheduler::Loop() {
                  : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
         continue;
       }
-      // Else a parked sequence's cached prefix, for a prompt not being scored.
+      // Else the longest cached prefix of a parked or running sequence, for a prompt not being
+      // scored.
       std::optional<PrefixCache::Match> cached;
       if (first_step && source == nullptr && !scored) {
         cached = prefix_cache_.Find(seq->prompt(), seq->params().counts_tokens());
+        const std::optional<PrefixCache::Match> running =
+            LongestRunningPrefix(running_, *seq, std::max<int64_t>(options_.min_shared_prefix, 1));
+        if (running.has_value() && (!cached.has_value() || running->length > cached->length)) {
+          cached = running;
+        }
       }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
@@ -432,6 +460,7 @@ void Scheduler::Loop() {
                                            " tokens for a batch of ", request.seqs_size())));
       continue;
     }
+    for (size_t i : in_step) running_[i]->MarkStepRan();
     std::vector<bool> done(running_.size(), false);
     std::vector<bool> ended(running_.size(), false);  // finished normally: may be parked
     for (size_t j = 0; j < in_step.size(); ++j) {

@@ -140,6 +140,12 @@ class Sequence {
   // Marks the prompt's first `n` tokens sent without sending them: the workers copy their
   // cache from the prefix source (SeqStep.prefix_from). Only before any is sent.
   void SkipPrompt(int64_t n);
+  // The prompt's tokens whose positions the workers hold: those of the steps that ran
+  // (MarkStepRan after each).
+  std::span<const int32_t> prompt_on_workers() const {
+    return std::span<const int32_t>(prompt_).first(static_cast<size_t>(prompt_on_workers_));
+  }
+  void MarkStepRan() { prompt_on_workers_ = prompt_sent_; }
   // Whether the workers hold this sequence's cache: from admission until the scheduler retires
   // it (then it is released) or the group is lost.
   bool on_workers() const { return on_workers_; }
@@ -173,6 +179,7 @@ class Sequence {
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;
   int64_t prompt_cached_ = 0;  // of them, skipped (copied from a prefix)
+  int64_t prompt_on_workers_ = 0;  // of them, in steps that ran
   bool on_workers_ = false;
   std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far
   std::vector<int32_t> generated_;

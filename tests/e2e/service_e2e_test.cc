@@ -636,7 +636,9 @@ TEST(PrefixCacheE2ETest, PromptsStartFromFinishedSequencesCachesAndEvictionKeeps
     const uint64_t before = worker_tokens();
     const Generated got = Generate(*stub, GreedyRequest(prompt, kTokens));
     EXPECT_TRUE(got.status.ok()) << got.status.error_message();
-    if (want.ok()) EXPECT_THAT(got.tokens, ElementsAreArray(*want));
+    if (want.ok()) {
+      EXPECT_THAT(got.tokens, ElementsAreArray(*want));
+    }
     EXPECT_TRUE(!got.responses.empty() &&
                 got.responses.back().usage().cached_prompt_tokens() == cached)
         << "cached_prompt_tokens: "
@@ -674,6 +676,52 @@ TEST(PrefixCacheE2ETest, PromptsStartFromFinishedSequencesCachesAndEvictionKeeps
   EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_prefix_cache_sequences"), 2);
   EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_prefix_cache_positions"), 48 + 64);
   EXPECT_EQ(cluster.ActiveSequences(), options.workers * 2);
+}
+
+// A prompt that starts like a running sequence's copies those prompt positions too: B,
+// sent once A has its first token and while A decodes 80 more, shares A's first 30 tokens.
+// Both get the runtime's tokens; B ends before A does.
+TEST(PrefixCacheE2ETest, APromptStartsFromARunningSequencesPrompt) {
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  std::vector<int32_t> a = {2};
+  for (int t = 1; t < 40; ++t) a.push_back((t * 29 + 5) % kVocab);
+  std::vector<int32_t> b(a.begin(), a.begin() + 30);
+  for (int t = 0; t < 6; ++t) b.push_back((t * 17 + 900) % kVocab);
+  auto a_want = (*ref)->Greedy(a, 80);
+  auto b_want = (*ref)->Greedy(b, 6);
+  ASSERT_TRUE(a_want.ok() && b_want.ok());
+
+  auto stub = cluster.NewStub();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  const auto a_sent = std::chrono::steady_clock::now();
+  auto reader = stub->Generate(&ctx, GreedyRequest(a, 80));
+  std::vector<int32_t> a_tokens;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(reader->Read(&resp));  // A's prompt is on the workers
+  a_tokens.push_back(resp.token_id());
+  const Generated got = Generate(*cluster.NewStub(), GreedyRequest(b, 6));
+  const double b_done_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a_sent).count();
+  double a_total_ms = 0;
+  while (reader->Read(&resp)) {
+    if (resp.has_token_id()) a_tokens.push_back(resp.token_id());
+    if (resp.has_timings()) a_total_ms = resp.timings().total_ms();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_THAT(got.tokens, ElementsAreArray(*b_want));
+  EXPECT_THAT(a_tokens, ElementsAreArray(*a_want));
+  EXPECT_EQ(got.responses.back().usage().cached_prompt_tokens(), 30);
+  // A ended (arrival + total, arrival after a_sent) after B did: B started from A running, not
+  // from A parked.
+  EXPECT_GT(a_total_ms, b_done_ms) << "A ended first: a parked A was the source";
+  std::fprintf(stderr, "A total %.1f ms, B done %.1f ms after A was sent\n", a_total_ms, b_done_ms);
 }
 
 TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
