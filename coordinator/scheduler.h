@@ -17,9 +17,9 @@
 // most score_chunk of their tokens per step, beside the other sequences (the workers keep
 // logits room for max_batch + score_chunk rows). A sequence that finished normally may stay
 // on the workers in the prefix cache (coordinator/prefix_cache.h) while no running sequence
-// needs its KV room: a later prompt that starts with its tokens copies those positions
-// (SeqStep.prefix_from) and prefills only the rest; the later choices of a prompt asked with
-// n start from the first choice's cached prompt likewise. When the
+// needs its KV room: a later prompt that starts with its tokens (or with a running sequence's
+// prompt) copies those positions (SeqStep.prefix_from) and prefills only the rest; the later
+// choices of a prompt asked with n start from the first choice's cached prompt likewise. When the
 // group breaks, running sequences fail with UNAVAILABLE and queued ones wait for the group to
 // re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
 // FAILED_PRECONDITION.
