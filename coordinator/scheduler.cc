@@ -369,7 +369,7 @@ void Scheduler::Loop() {
       // Else the longest cached prefix of a parked or running sequence, for a prompt not being
       // scored.
       std::optional<PrefixCache::Match> cached;
-      if (first_step && source == nullptr && !scored) {
+      if (first_step && source == nullptr && !scored && options_.prefix_cache_entries > 0) {
         cached = prefix_cache_.Find(seq->prompt(), seq->params().counts_tokens());
         const std::optional<PrefixCache::Match> running =
             LongestRunningPrefix(running_, *seq, std::max<int64_t>(options_.min_shared_prefix, 1));

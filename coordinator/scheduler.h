@@ -57,8 +57,10 @@ struct SchedulerOptions {
   int64_t eos_token_id = 2;
   // Automatic prefix caching (coordinator/prefix_cache.h): at most this many finished
   // sequences stay on the workers for later prompts that start with the same tokens (at least
-  // min_shared_prefix of them); 0: off. They use KV room no running sequence reserves, and
-  // give it back, least recently used first, when admission needs it.
+  // min_shared_prefix of them), and prompts start from running sequences' prompts alike; 0:
+  // off (but for the choices of one request's prompt). Parked sequences use KV room no
+  // running sequence reserves, and give it back, least recently used first, when admission
+  // needs it.
   int32_t prefix_cache_entries = 256;
   int64_t min_shared_prefix = 16;
 };

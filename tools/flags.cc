@@ -77,7 +77,8 @@ ABSL_FLAG(int64_t, kv_budget_tokens, 0,
 ABSL_FLAG(int32_t, prefix_cache_entries, 256,
           "finished sequences whose KV cache the workers keep, so that later prompts starting "
           "with the same tokens (at least 16) copy it instead of prefilling them; they use KV "
-          "room no running sequence reserves and give it back when needed (0: off)");
+          "room no running sequence reserves and give it back when needed; prompts start from "
+          "running sequences' prompts alike (0: off, but for the n choices of one prompt)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20,
           "largest request the coordinator accepts (bigger: RESOURCE_EXHAUSTED)");
 ABSL_FLAG(bool, respawn, true, "serve: restart a worker process that exits");

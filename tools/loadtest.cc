@@ -1,8 +1,10 @@
 // loadtest: a serving benchmark. Sends --requests Generate calls to a coordinator from
 // --concurrency clients at once (each starts its next request when one ends), with random
-// token-id prompts of --prompt_tokens and --max_new_tokens each (ignore_eos, greedy), and
-// reports time to first token, time per output token, request latency (p50 / p90 / p99) and
-// the throughput of generated tokens over the wall time.
+// token-id prompts of --prompt_tokens (the first --shared_prefix_tokens the same in all, as a
+// shared system or few-shot prefix) and --max_new_tokens each (ignore_eos, greedy), and
+// reports time to first token, time per output token, request latency (p50 / p90 / p99), the
+// throughput of generated tokens over the wall time, and the prompt tokens the server copied
+// from its prefix cache.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -30,6 +32,9 @@
 ABSL_FLAG(int32_t, requests, 64, "loadtest: Generate calls in all");
 ABSL_FLAG(int32_t, concurrency, 8, "loadtest: calls in flight at once");
 ABSL_FLAG(int32_t, prompt_tokens, 32, "loadtest: prompt length (random token ids)");
+ABSL_FLAG(int32_t, shared_prefix_tokens, 0,
+          "loadtest: the first this many prompt tokens are the same in every request (a shared "
+          "system prompt), the rest random per request");
 ABSL_DECLARE_FLAG(bool, json);  // tools/offline_commands.cc
 
 namespace llmint8::tools {
@@ -43,6 +48,7 @@ struct Outcome {
   double ttft_ms = 0;   // first token
   double total_ms = 0;  // last message
   double tpot_ms = 0;   // (total - ttft) / (tokens - 1)
+  int cached_prompt_tokens = 0;  // the final usage's
 };
 
 Outcome Call(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
@@ -56,6 +62,7 @@ Outcome Call(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
   auto reader = stub.Generate(&ctx, req);
   v1::GenerateResponse resp;
   while (reader->Read(&resp)) {
+    if (resp.has_usage()) out.cached_prompt_tokens = resp.usage().cached_prompt_tokens();
     if (!resp.has_token_id()) continue;
     if (out.tokens++ == 0) out.ttft_ms = ms();
   }
@@ -79,7 +86,14 @@ int RunLoadtest() {
   const int requests = absl::GetFlag(FLAGS_requests);
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  const int shared_prefix = absl::GetFlag(FLAGS_shared_prefix_tokens);
   const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
+  if (shared_prefix < 0 || shared_prefix > prompt_tokens) {
+    std::fprintf(stderr,
+                 "llmint8 loadtest: --shared_prefix_tokens must be in [0, "
+                 "--prompt_tokens]\n");
+    return 2;
+  }
   if (requests < 1 || concurrency < 1 || prompt_tokens < 1 || max_new < 1) {
     std::fprintf(stderr,
                  "llmint8 loadtest: --requests, --concurrency, --prompt_tokens and "
@@ -125,14 +139,19 @@ int RunLoadtest() {
                  prompt_tokens + max_new, info.max_context());
     return 2;
   }
-  // Prompts: BOS then uniform ids past the special tokens; the same for every run of a seed.
+  // Prompts: BOS then uniform ids past the special tokens, the shared prefix's the same in
+  // every prompt; the same for every run of a seed.
   const int64_t seed = absl::GetFlag(FLAGS_seed);
   std::mt19937 rng(static_cast<uint32_t>(seed < 0 ? 0 : seed));
   std::uniform_int_distribution<int32_t> id(4, std::max(4, info.vocab_size() - 1));
+  std::vector<int32_t> prefix = {info.bos_token_id()};
+  while (static_cast<int>(prefix.size()) < shared_prefix) prefix.push_back(id(rng));
   std::vector<v1::GenerateRequest> reqs(requests);
   for (v1::GenerateRequest& r : reqs) {
     r.mutable_token_ids()->add_ids(info.bos_token_id());
-    for (int t = 1; t < prompt_tokens; ++t) r.mutable_token_ids()->add_ids(id(rng));
+    for (int t = 1; t < prompt_tokens; ++t) {
+      r.mutable_token_ids()->add_ids(t < shared_prefix ? prefix[t] : id(rng));
+    }
     r.set_max_new_tokens(max_new);
     r.set_ignore_eos(true);
   }
@@ -151,6 +170,7 @@ int RunLoadtest() {
 
   std::vector<double> ttft, tpot, latency;
   int64_t tokens = 0;
+  int64_t cached = 0;
   int failed = 0;
   std::string first_error;
   for (const Outcome& o : outcomes) {
@@ -159,6 +179,7 @@ int RunLoadtest() {
       continue;
     }
     tokens += o.tokens;
+    cached += o.cached_prompt_tokens;
     ttft.push_back(o.ttft_ms);
     latency.push_back(o.total_ms);
     if (o.tokens > 1) tpot.push_back(o.tpot_ms);
@@ -171,6 +192,8 @@ int RunLoadtest() {
       {"failed", failed},
       {"concurrency", std::min(concurrency, requests)},
       {"prompt_tokens", prompt_tokens},
+      {"shared_prefix_tokens", shared_prefix},
+      {"cached_prompt_tokens", cached},
       {"max_new_tokens", max_new},
       {"generated_tokens", tokens},
       {"wall_s", wall_s},
@@ -189,6 +212,9 @@ int RunLoadtest() {
                 concurrency, prompt_tokens, max_new);
     std::printf("  output %.1f tokens/s, %.2f requests/s over %.2f s; %d failed\n", tokens / wall_s,
                 (requests - failed) / wall_s, wall_s, failed);
+    std::printf("  prompt tokens copied from the server's prefix cache: %lld of %lld\n",
+                static_cast<long long>(cached),
+                static_cast<long long>(prompt_tokens) * (requests - failed));
     for (const char* name : {"ttft_ms", "tpot_ms", "latency_ms"}) {
       std::printf("  %-10s p50 %8.1f  p90 %8.1f  p99 %8.1f\n", name, j[name]["p50"].get<double>(),
                   j[name]["p90"].get<double>(), j[name]["p99"].get<double>());

@@ -61,7 +61,7 @@ const std::vector<Subcommand>& Subcommands() {
       {"loadtest",
        "Benchmark a coordinator: concurrent Generate calls; time to first token, per token, "
        "throughput.",
-       {"coordinator", "requests", "concurrency", "prompt_tokens", "max_new_tokens", "seed",
+       {"coordinator", "requests", "concurrency", "prompt_tokens", "shared_prefix_tokens", "max_new_tokens", "seed",
         "json"}},
       // plan, quantize, eval: tools/offline_commands.cc holds their flags and help.
       {"plan", llmint8::tools::OfflineCommandSummary("plan"), {}},

@@ -43,6 +43,30 @@ TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
   EXPECT_LE(j["latency_ms"]["p99"].get<double>(), 1000 * j["wall_s"].get<double>());
 }
 
+// --shared_prefix_tokens: every prompt starts with the same 20 tokens. One request at a time,
+// each after the first copies them from the server's prefix cache (at least; more only where
+// the random rest happens to match too), and the count comes back.
+TEST(LoadtestE2ETest, SharedPrefixesAreCopiedFromThePrefixCache) {
+  ClusterOptions options;
+  options.model = SourcePath("tests/golden/tiny-opt");
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  const tools::testing::CliResult r =
+      RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(),
+                          " --requests=5 --concurrency=1 --prompt_tokens=28 "
+                          "--shared_prefix_tokens=20 --max_new_tokens=4 --seed=4 --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_EQ(j["shared_prefix_tokens"], 20);
+  EXPECT_GE(j["cached_prompt_tokens"].get<int>(), 4 * 20);
+  EXPECT_LE(j["cached_prompt_tokens"].get<int>(), 4 * 27);
+  const tools::testing::CliResult bad = RunCli(absl::StrCat(
+      "loadtest --coordinator=", cluster.address(), " --prompt_tokens=8 --shared_prefix_tokens=9"));
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--shared_prefix_tokens must be in [0, --prompt_tokens]"));
+}
+
 // Started before the workers, it waits for the group instead of timing the wait.
 TEST(LoadtestE2ETest, WaitsForTheGroupToForm) {
   ClusterOptions options;
