@@ -89,8 +89,8 @@ class LiveGauges : public prometheus::Collectable {
           "Finished sequences whose KV cache the workers keep (the prefix cache)",
           s.prefix_cached_sequences);
     add(prometheus::MetricType::Counter, "llmint8_prefix_cache_hit_tokens_total",
-        "Prompt tokens copied from a cached prefix (a finished sequence's, or the first "
-        "choice's of n) instead of prefilled",
+        "Prompt tokens copied from a cached prefix (a finished or running sequence's, or "
+        "the first choice's of n) instead of prefilled",
         static_cast<double>(s.prefix_hit_tokens));
     gauge("llmint8_draining", "1 while shutting down (serving what is left, refusing new)",
           s.draining ? 1 : 0);

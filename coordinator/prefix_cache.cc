@@ -31,12 +31,12 @@ std::vector<uint64_t> PrefixCache::Park(uint64_t id, std::vector<int32_t> tokens
 }
 
 std::optional<PrefixCache::Match> PrefixCache::Find(std::span<const int32_t> prompt,
-                                                    bool need_tokens) {
+                                                    bool need_tokens) const {
   const int64_t most = static_cast<int64_t>(prompt.size()) - 1;
   if (most < std::max<int64_t>(options_.min_prefix, 1)) return std::nullopt;
-  Entry* best = nullptr;
+  const Entry* best = nullptr;
   int64_t best_length = 0;
-  for (Entry& e : entries_) {
+  for (const Entry& e : entries_) {
     if (need_tokens && !e.tokens_kept) continue;
     const size_t n = std::min(e.tokens.size(), static_cast<size_t>(most));
     const auto [a, b] = std::mismatch(prompt.begin(), prompt.begin() + n, e.tokens.begin());
@@ -49,8 +49,13 @@ std::optional<PrefixCache::Match> PrefixCache::Find(std::span<const int32_t> pro
     }
   }
   if (best == nullptr || best_length < options_.min_prefix) return std::nullopt;
-  best->last_used = ++clock_;
   return Match{best->id, best_length};
+}
+
+void PrefixCache::MarkUsed(uint64_t id) {
+  for (Entry& e : entries_) {
+    if (e.id == id) e.last_used = ++clock_;
+  }
 }
 
 std::optional<uint64_t> PrefixCache::EvictOldest() {

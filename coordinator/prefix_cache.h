@@ -7,7 +7,9 @@
 //
 //   PrefixCache cache({});
 //   std::vector<uint64_t> evicted = cache.Park(7, {2, 5, 9, ...}, /*tokens_kept=*/false);
-//   if (auto m = cache.Find(prompt, /*need_tokens=*/false)) { /* prefix_from m->id ... */ }
+//   if (auto m = cache.Find(prompt, /*need_tokens=*/false)) {
+//     cache.MarkUsed(m->id);  // prefix_from m->id, prefix_length m->length
+//   }
 //
 // Not thread-safe (the scheduler thread's).
 #ifndef LLMINT8_COORDINATOR_PREFIX_CACHE_H_
@@ -45,8 +47,10 @@ class PrefixCache {
   };
   // The longest cached prefix of `prompt` a new sequence can start from: at most
   // prompt.size() - 1 positions (its last token gives its first logits), at least min_prefix,
-  // from an entry whose tokens rank 0 kept when `need_tokens`. Marks that entry used.
-  std::optional<Match> Find(std::span<const int32_t> prompt, bool need_tokens);
+  // from an entry whose tokens rank 0 kept when `need_tokens`.
+  std::optional<Match> Find(std::span<const int32_t> prompt, bool need_tokens) const;
+  // Marks entry `id` used now (the last to be evicted); no-op when there is none.
+  void MarkUsed(uint64_t id);
 
   // The least recently used (or parked) entry, removed; nullopt when empty.
   std::optional<uint64_t> EvictOldest();

@@ -71,7 +71,9 @@ TEST(PrefixCacheTest, EvictsTheLeastRecentlyUsedAndKeepsItsCap) {
   cache.Park(2, Range(10, 4), false);
   cache.Park(3, Range(20, 40), false);
   EXPECT_EQ(cache.positions(), 16 + 16 + 48);
-  ASSERT_TRUE(cache.Find(Range(0, 5), false).has_value());  // entry 1 used: 2 is oldest
+  ASSERT_TRUE(cache.Find(Range(0, 5), false).has_value());  // finding marks nothing
+  cache.MarkUsed(1);                                        // 2 is the oldest now
+  cache.MarkUsed(42);                                       // none: no-op
   EXPECT_THAT(cache.Park(4, Range(30, 4), false), ElementsAre(2u));
   EXPECT_TRUE(cache.Evict(3));
   EXPECT_FALSE(cache.Evict(3));
@@ -83,7 +85,7 @@ TEST(PrefixCacheTest, EvictsTheLeastRecentlyUsedAndKeepsItsCap) {
   cache.Park(1, Range(0, 4), false);
   cache.Park(4, Range(30, 4), false);
   cache.Park(3, Range(20, 40), false);
-  cache.Find(Range(0, 5), false);  // 4 is the oldest now, then 3, then 1
+  cache.MarkUsed(1);  // 4 is the oldest now, then 3, then 1
   EXPECT_EQ(cache.EvictOldest(), 4u);
   EXPECT_EQ(cache.EvictOldest(), 3u);
   EXPECT_EQ(cache.EvictOldest(), 1u);

@@ -295,7 +295,10 @@ void Scheduler::AdmitLocked() {
     // step is sent), but for the one this prompt may start from: looking it up marks it used.
     if (kv_in_use_ + prefix_cache_.positions() + next->max_tokens() > budget &&
         !next->params().prompt_logprobs) {
-      prefix_cache_.Find(next->prompt(), next->params().counts_tokens());
+      if (const std::optional<PrefixCache::Match> m =
+              prefix_cache_.Find(next->prompt(), next->params().counts_tokens())) {
+        prefix_cache_.MarkUsed(m->id);
+      }
     }
     while (kv_in_use_ + prefix_cache_.positions() + next->max_tokens() > budget) {
       const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
@@ -375,6 +378,8 @@ void Scheduler::Loop() {
             LongestRunningPrefix(running_, *seq, std::max<int64_t>(options_.min_shared_prefix, 1));
         if (running.has_value() && (!cached.has_value() || running->length > cached->length)) {
           cached = running;
+        } else if (cached.has_value()) {
+          prefix_cache_.MarkUsed(cached->id);
         }
       }
       v1::SeqStep* step = request.add_seqs();
@@ -421,7 +426,6 @@ void Scheduler::Loop() {
     {
       absl::MutexLock lock(&mu_);
       request.set_step_id(++steps_);
-      prefix_hit_tokens_ += hit_tokens;
     }
     const absl::Time step_start = absl::Now();
     absl::StatusOr<v1::StepResponse> response = group_->Step(request);
@@ -461,6 +465,10 @@ void Scheduler::Loop() {
       continue;
     }
     for (size_t i : in_step) running_[i]->MarkStepRan();
+    {
+      absl::MutexLock lock(&mu_);
+      prefix_hit_tokens_ += hit_tokens;  // the copies of a step that ran
+    }
     std::vector<bool> done(running_.size(), false);
     std::vector<bool> ended(running_.size(), false);  // finished normally: may be parked
     for (size_t j = 0; j < in_step.size(); ++j) {

@@ -97,8 +97,8 @@ class Scheduler {
   int64_t kv_budget() const;
   uint64_t steps() const;
   // KV positions parked sequences hold (within kv_budget), and prompt positions copied from a
-  // cached prefix (a parked sequence's or the first choice's of n) instead of prefilled, since
-  // start.
+  // cached prefix (a parked or running sequence's, or the first choice's of n) instead of
+  // prefilled, in steps that ran, since start.
   int64_t prefix_cached_positions() const;
   int prefix_cached_sequences() const;
   uint64_t prefix_hit_tokens() const;
