@@ -62,7 +62,13 @@ class Chaos {
 
   v1::GenerateRequest RandomRequest(std::mt19937& rng) {
     std::vector<int32_t> prompt = {2};
-    const int len = Uniform(rng, 0, 60);
+    // Half the prompts start with one of three shared 24-token prefixes (as a system prompt),
+    // which the prefix cache copies from finished or running sequences.
+    if (Uniform(rng, 0, 1) == 1) {
+      const int which = Uniform(rng, 0, 2);
+      for (int i = 1; i < 24; ++i) prompt.push_back(3 + (which * 331 + i * 17) % (kVocab - 3));
+    }
+    const int len = Uniform(rng, 0, 60 - static_cast<int>(prompt.size()) + 1);
     for (int i = 0; i < len; ++i) prompt.push_back(Uniform(rng, 3, kVocab - 1));
     v1::GenerateRequest r = GreedyRequest(prompt, Uniform(rng, 1, 24));
     r.set_ignore_eos(Uniform(rng, 0, 1) == 1);
@@ -238,8 +244,13 @@ TEST(ChaosE2ETest, EveryRequestEndsCleanlyAndNothingLeaks) {
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_queued_requests", 0, 10), 0);
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 10), 0);
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_kv_reserved_positions", 0, 10), 0);
-  // The workers hold only what the prefix cache keeps (finished sequences), each of them.
-  const double parked = Sample(Scrape(metrics_port), "llmint8_prefix_cache_sequences");
+  // The workers hold only what the prefix cache keeps (finished sequences), each of them; the
+  // shared prefixes were copied along the way.
+  const std::string scraped = Scrape(metrics_port);
+  const double parked = Sample(scraped, "llmint8_prefix_cache_sequences");
+  const double copied = Sample(scraped, "llmint8_prefix_cache_hit_tokens_total");
+  RecordProperty("prefix_cache_hit_tokens", static_cast<int>(copied));
+  EXPECT_GT(copied, 0) << "no prompt started from a cached prefix";
   EXPECT_EQ(cluster.ActiveSequences(), static_cast<int64_t>(options.workers * parked));
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_worker_group_epoch", 1, 1), 1)
       << "the group re-formed: a worker failed under the load";
