@@ -34,23 +34,38 @@ void FillSampling(const GenerationParams& p, int64_t eos_token_id, v1::SamplingP
   }
 }
 
-// The running sequence (other than `seq`) whose prompt positions on the workers share the
-// longest start with `seq`'s prompt, at most all but its last token and at least min_prefix,
-// and kept its tokens on rank 0 when `seq` counts them: a prefix source as a parked one is.
-std::optional<PrefixCache::Match> LongestRunningPrefix(
-    std::span<const std::shared_ptr<Sequence>> running, const Sequence& seq, int64_t min_prefix) {
-  const std::span<const int32_t> prompt = seq.prompt();
-  const size_t most = prompt.size() - 1;
-  std::optional<PrefixCache::Match> best;
-  for (const std::shared_ptr<Sequence>& other : running) {
-    if (other.get() == &seq || !other->on_workers()) continue;
-    if (seq.params().counts_tokens() && !other->params().counts_tokens()) continue;
-    const std::span<const int32_t> held = other->prompt_on_workers();
-    const size_t n = std::min(held.size(), most);
-    const int64_t shared =
-        std::mismatch(prompt.begin(), prompt.begin() + n, held.begin()).first - prompt.begin();
-    if (shared >= min_prefix && (!best.has_value() || shared > best->length)) {
-      best = PrefixCache::Match{other->id(), shared};
+// The tokens `a` and `b` start with alike, at most `most`.
+int64_t SharedStart(std::span<const int32_t> a, std::span<const int32_t> b, size_t most) {
+  const size_t n = std::min({a.size(), b.size(), most});
+  return std::mismatch(a.begin(), a.begin() + n, b.begin()).first - a.begin();
+}
+
+struct RunningPrefix {
+  // The running sequence whose prompt positions on the workers share the longest start with
+  // the prompt (at least min_prefix): a prefix source as a parked one is.
+  std::optional<PrefixCache::Match> now;
+  // The longest start shared with the whole prompt of a sequence ahead in the batch that is
+  // still prefilling it: what waiting for its prefill would give.
+  int64_t coming = 0;
+};
+
+// Sources among the running sequences for running[index]'s prompt: at most all but its last
+// token, from sequences whose tokens rank 0 kept when it counts them.
+RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> running, size_t index,
+                                int64_t min_prefix) {
+  const Sequence& seq = *running[index];
+  const size_t most = seq.prompt().size() - 1;
+  RunningPrefix best;
+  for (size_t j = 0; j < running.size(); ++j) {
+    const Sequence& other = *running[j];
+    if (j == index || !other.on_workers()) continue;
+    if (seq.params().counts_tokens() && !other.params().counts_tokens()) continue;
+    const int64_t shared = SharedStart(seq.prompt(), other.prompt_on_workers(), most);
+    if (shared >= min_prefix && (!best.now.has_value() || shared > best.now->length)) {
+      best.now = PrefixCache::Match{other.id(), shared};
+    }
+    if (j < index && other.prompt_on_workers().size() < other.prompt().size()) {
+      best.coming = std::max(best.coming, SharedStart(seq.prompt(), other.prompt(), most));
     }
   }
   return best;
@@ -373,14 +388,19 @@ void Scheduler::Loop() {
       // scored.
       std::optional<PrefixCache::Match> cached;
       if (first_step && source == nullptr && !scored && options_.prefix_cache_entries > 0) {
-        cached = prefix_cache_.Find(seq->prompt(), seq->params().counts_tokens());
-        const std::optional<PrefixCache::Match> running =
-            LongestRunningPrefix(running_, *seq, std::max<int64_t>(options_.min_shared_prefix, 1));
-        if (running.has_value() && (!cached.has_value() || running->length > cached->length)) {
-          cached = running;
-        } else if (cached.has_value()) {
-          prefix_cache_.MarkUsed(cached->id);
+        const int64_t min_prefix = std::max<int64_t>(options_.min_shared_prefix, 1);
+        const std::optional<PrefixCache::Match> parked =
+            prefix_cache_.Find(seq->prompt(), seq->params().counts_tokens());
+        const RunningPrefix running = FindRunningPrefix(running_, i, min_prefix);
+        cached = parked;
+        if (running.now.has_value() &&
+            (!parked.has_value() || running.now->length > parked->length)) {
+          cached = running.now;
         }
+        // A sequence ahead is prefilling at least min_prefix more of this prompt's start (a
+        // burst of requests with one system prompt): wait for it rather than compute it too.
+        if (running.coming >= (cached.has_value() ? cached->length : 0) + min_prefix) continue;
+        if (parked.has_value() && cached->id == parked->id) prefix_cache_.MarkUsed(parked->id);
       }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());

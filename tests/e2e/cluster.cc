@@ -164,9 +164,9 @@ int64_t Cluster::ActiveSequences() const {
   return total;
 }
 
-bool Cluster::WaitNoActiveSequences() const {
+bool Cluster::WaitActiveSequences(int64_t n) const {
   for (int i = 0; i < 100; ++i) {
-    if (ActiveSequences() == 0) return true;
+    if (ActiveSequences() == n) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;

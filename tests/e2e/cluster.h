@@ -64,7 +64,9 @@ class Cluster {
   int64_t ActiveSequences() const;
   // Polls ActiveSequences for up to 5 s (the scheduler releases a finished or cancelled
   // sequence at the next step boundary, which may come just after its client saw the end).
-  bool WaitNoActiveSequences() const;
+  bool WaitNoActiveSequences() const { return WaitActiveSequences(0); }
+  // Waits up to 5 s until the workers hold `n` sequences in all.
+  bool WaitActiveSequences(int64_t n) const;
 
  private:
   ClusterOptions options_;

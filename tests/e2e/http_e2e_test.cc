@@ -232,6 +232,33 @@ TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
   }
 }
 
+// A burst of prompts with one 40-token start (here a batch, admitted together): the first
+// prefills it, the others wait a step and copy it, each with the runtime's greedy tokens.
+TEST_F(HttpE2ETest, PromptsArrivingTogetherPrefillTheirSharedStartOnce) {
+  std::vector<int32_t> start = {2};
+  for (int t = 1; t < 40; ++t) start.push_back(500 + (t * 7) % 400);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int p = 0; p < 4; ++p) {
+    std::vector<int32_t> prompt = start;
+    for (int t = 0; t < 5; ++t) prompt.push_back(10 + 40 * p + t);
+    prompts.push_back(prompt);
+  }
+  constexpr int kTokens = 4;
+  const uint64_t before = WorkerTokens();
+  const httplib::Result r = Post(GreedyBody({}, kTokens, {{"prompt", prompts}}));
+  ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no answer");
+  // 45 + 3 x 5 prompt tokens, then 3 more tokens each.
+  EXPECT_EQ(WorkerTokens() - before, 45u + 3 * 5 + 4 * (kTokens - 1));
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 3 * 40);
+  ASSERT_EQ(j["choices"].size(), prompts.size());
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    auto want = reference_->Greedy(prompts[p], kTokens);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(j["choices"][p]["token_ids"].get<std::vector<int32_t>>(), *want) << "prompt " << p;
+  }
+}
+
 // logit_bias, stop_token_ids, min_tokens and min_p through the whole service, against the
 // runtime's greedy tokens: each changes the output as derived here.
 TEST_F(HttpE2ETest, LogitBiasStopTokenIdsMinTokensAndMinP) {
@@ -398,10 +425,13 @@ TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
     return ++received < 3;  // leave after a few pieces
   };
   const uint64_t tokens_before = WorkerTokens();
+  // What the workers hold before: finished sequences of earlier tests the prefix cache keeps.
+  const int64_t held_before = cluster_->ActiveSequences();
   httplib::Client client = Client();
   httplib::Result res = client.send(req);
   EXPECT_GE(received, 3);
-  EXPECT_TRUE(cluster_->WaitNoActiveSequences()) << "the abandoned stream still holds KV cache";
+  EXPECT_TRUE(cluster_->WaitActiveSequences(held_before))
+      << "the abandoned stream still holds KV cache";
   // Cancelled at the first token it could not deliver, far from its 120.
   EXPECT_LT(WorkerTokens() - tokens_before, 60u);
 }
