@@ -154,6 +154,16 @@ absl::StatusOr<v1::StatsResponse> Cluster::WorkerStats(int rank) const {
   return resp;
 }
 
+int64_t Cluster::WorkerTokens() const {
+  const absl::StatusOr<v1::StatsResponse> stats = WorkerStats(0);
+  return stats.ok() ? static_cast<int64_t>(stats->tokens()) : -1;
+}
+
+int64_t Cluster::WorkerSteps() const {
+  const absl::StatusOr<v1::StatsResponse> stats = WorkerStats(0);
+  return stats.ok() ? static_cast<int64_t>(stats->steps()) : -1;
+}
+
 int64_t Cluster::ActiveSequences() const {
   int64_t total = 0;
   for (int rank = 0; rank < options_.workers; ++rank) {

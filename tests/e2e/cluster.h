@@ -62,6 +62,10 @@ class Cluster {
   absl::StatusOr<v1::StatsResponse> WorkerStats(int rank) const;
   // Sequences the workers hold in all, -1 when a Stats call fails.
   int64_t ActiveSequences() const;
+  // Tokens and steps worker 0 has run through its model since it loaded (Stats), -1 when the
+  // call fails.
+  int64_t WorkerTokens() const;
+  int64_t WorkerSteps() const;
   // Polls ActiveSequences for up to 5 s (the scheduler releases a finished or cancelled
   // sequence at the next step boundary, which may come just after its client saw the end).
   bool WaitNoActiveSequences() const { return WaitActiveSequences(0); }

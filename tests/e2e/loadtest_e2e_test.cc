@@ -17,17 +17,29 @@ namespace {
 using ::testing::HasSubstr;
 using tools::testing::RunCli;
 
-TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
+// `loadtest --json` with `flags` against a served tiny-opt: its report (null, and a failure,
+// when it does not exit 0).
+nlohmann::json LoadtestReport(const std::string& flags) {
   ClusterOptions options;
   options.model = SourcePath("tests/golden/tiny-opt");
   Cluster cluster(options);
-  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  if (!WaitForHealth(cluster.address(), 1, 60)) {
+    ADD_FAILURE() << "never SERVING";
+    return nullptr;
+  }
   const tools::testing::CliResult r =
-      RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(),
-                          " --requests=10 --concurrency=3 --prompt_tokens=5 --max_new_tokens=7 "
-                          "--seed=4 --json"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const nlohmann::json j = nlohmann::json::parse(r.out);
+      RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(), " ", flags, " --json"));
+  if (r.exit_code != 0) {
+    ADD_FAILURE() << "loadtest exited " << r.exit_code << ": " << r.err;
+    return nullptr;
+  }
+  return nlohmann::json::parse(r.out);
+}
+
+TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
+  const nlohmann::json j =
+      LoadtestReport("--requests=10 --concurrency=3 --prompt_tokens=5 --max_new_tokens=7 --seed=4");
+  ASSERT_FALSE(j.is_null());
   EXPECT_EQ(j["requests"], 10);
   EXPECT_EQ(j["failed"], 0);
   EXPECT_EQ(j["generated_tokens"], 70);  // ignore_eos: every request runs to max_new_tokens
@@ -47,22 +59,16 @@ TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
 // each after the first copies them from the server's prefix cache (at least; more only where
 // the random rest happens to match too), and the count comes back.
 TEST(LoadtestE2ETest, SharedPrefixesAreCopiedFromThePrefixCache) {
-  ClusterOptions options;
-  options.model = SourcePath("tests/golden/tiny-opt");
-  Cluster cluster(options);
-  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
-  const tools::testing::CliResult r =
-      RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(),
-                          " --requests=5 --concurrency=1 --prompt_tokens=28 "
-                          "--shared_prefix_tokens=20 --max_new_tokens=4 --seed=4 --json"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const nlohmann::json j = nlohmann::json::parse(r.out);
+  const nlohmann::json j = LoadtestReport(
+      "--requests=5 --concurrency=1 --prompt_tokens=28 --shared_prefix_tokens=20 "
+      "--max_new_tokens=4 --seed=4");
+  ASSERT_FALSE(j.is_null());
   EXPECT_EQ(j["failed"], 0);
   EXPECT_EQ(j["shared_prefix_tokens"], 20);
   EXPECT_GE(j["cached_prompt_tokens"].get<int>(), 4 * 20);
   EXPECT_LE(j["cached_prompt_tokens"].get<int>(), 4 * 27);
-  const tools::testing::CliResult bad = RunCli(absl::StrCat(
-      "loadtest --coordinator=", cluster.address(), " --prompt_tokens=8 --shared_prefix_tokens=9"));
+  const tools::testing::CliResult bad =
+      RunCli("loadtest --prompt_tokens=8 --shared_prefix_tokens=9");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, HasSubstr("--shared_prefix_tokens must be in [0, --prompt_tokens]"));
 }

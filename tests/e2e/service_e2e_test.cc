@@ -550,10 +550,8 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
   EXPECT_EQ(scored.responses.front().prompt_tokens_size(), kContext);
   // Every step the scheduler sent ran on the workers: none was empty (the last request went
   // alone, and a scored prompt alone takes every step, not every other one) or refused.
-  absl::StatusOr<v1::StatsResponse> stats = cluster.WorkerStats(0);
-  ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_scheduler_steps_total"),
-            static_cast<double>(stats->steps()));
+            static_cast<double>(cluster.WorkerSteps()));
 }
 
 // A sequence rank 0 cannot sample (here a bias on an id outside the vocabulary, which the
@@ -622,18 +620,13 @@ TEST(PrefixCacheE2ETest, PromptsStartFromFinishedSequencesCachesAndEvictionKeeps
   auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
   ASSERT_TRUE(ref.ok()) << ref.status();
   auto stub = cluster.NewStub();
-  auto worker_tokens = [&]() -> uint64_t {
-    absl::StatusOr<v1::StatsResponse> stats = cluster.WorkerStats(0);
-    EXPECT_TRUE(stats.ok()) << stats.status();
-    return stats.ok() ? stats->tokens() : 0;
-  };
   constexpr int kTokens = 8;
   // Runs `prompt`, checks its tokens against the runtime's and that its usage reports
   // `cached` prompt tokens, returns the tokens worker 0 ran.
   auto run = [&](const std::vector<int32_t>& prompt, int cached) -> uint64_t {
     auto want = (*ref)->Greedy(prompt, kTokens);
     EXPECT_TRUE(want.ok()) << want.status();
-    const uint64_t before = worker_tokens();
+    const int64_t before = cluster.WorkerTokens();
     const Generated got = Generate(*stub, GreedyRequest(prompt, kTokens));
     EXPECT_TRUE(got.status.ok()) << got.status.error_message();
     if (want.ok()) {
@@ -644,7 +637,7 @@ TEST(PrefixCacheE2ETest, PromptsStartFromFinishedSequencesCachesAndEvictionKeeps
         << "cached_prompt_tokens: "
         << (got.responses.empty() ? -1 : got.responses.back().usage().cached_prompt_tokens())
         << ", want " << cached;
-    return worker_tokens() - before;
+    return cluster.WorkerTokens() - before;
   };
   auto hits = [&] { return Sample(Scrape(metrics_port), "llmint8_prefix_cache_hit_tokens_total"); };
 
@@ -734,11 +727,6 @@ TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
   auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
   ASSERT_TRUE(ref.ok()) << ref.status();
   auto stub = cluster.NewStub();
-  auto worker_steps = [&]() -> uint64_t {
-    absl::StatusOr<v1::StatsResponse> stats = cluster.WorkerStats(0);
-    EXPECT_TRUE(stats.ok()) << stats.status();
-    return stats.ok() ? stats->steps() : 0;
-  };
 
   constexpr int kClients = 12;
   std::vector<std::vector<int32_t>> prompts(kClients);
@@ -756,11 +744,11 @@ TEST(ChunkedPrefillE2ETest, ChunkedPromptsGiveTheSoloTokens) {
 
   const int longest = 10;  // 1 + 110 % 61 = 50 tokens
   ASSERT_EQ(prompts[longest].size(), 50u);
-  const uint64_t steps_before = worker_steps();
+  const int64_t steps_before = cluster.WorkerSteps();
   Generated alone = Generate(*stub, GreedyRequest(prompts[longest], lengths[longest]));
   ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
   EXPECT_THAT(alone.tokens, ElementsAreArray(solo[longest]));
-  EXPECT_EQ(worker_steps() - steps_before, 50u / kChunk + lengths[longest] - 1);
+  EXPECT_EQ(cluster.WorkerSteps() - steps_before, 50 / kChunk + lengths[longest] - 1);
 
   std::vector<Generated> results(kClients);
   std::vector<std::thread> threads;
