@@ -329,6 +329,33 @@ void Scheduler::AdmitLocked() {
   PublishLocked();
 }
 
+Scheduler::PrefixChoice Scheduler::ChoosePrefix(size_t i) {
+  const Sequence& seq = *running_[i];
+  // A later choice of a prompt starts from the first choice's cached prompt while the workers
+  // hold it, once they do (it has sampled): all but the last token.
+  if (std::shared_ptr<Sequence> source = seq.prefix_source();
+      source != nullptr && source->on_workers()) {
+    if (source->num_generated() == 0) return {.wait = true, .from = std::nullopt};
+    return {.wait = false, .from = PrefixCache::Match{source->id(), std::ssize(seq.prompt()) - 1}};
+  }
+  // Else the longest cached prefix of a parked or running sequence, for a prompt not scored.
+  if (seq.params().prompt_logprobs || options_.prefix_cache_entries <= 0) return {};
+  const int64_t min_prefix = std::max<int64_t>(options_.min_shared_prefix, 1);
+  const std::optional<PrefixCache::Match> parked =
+      prefix_cache_.Find(seq.prompt(), seq.params().counts_tokens());
+  const RunningPrefix running = FindRunningPrefix(running_, i, min_prefix);
+  std::optional<PrefixCache::Match> from = parked;
+  if (running.now.has_value() && (!parked.has_value() || running.now->length > parked->length)) {
+    from = running.now;
+  }
+  // A sequence ahead is prefilling at least min_prefix more of this prompt's start (a burst of
+  // requests with one system prompt): wait for it rather than compute it too.
+  if (running.coming >= (from.has_value() ? from->length : 0) + min_prefix)
+    return {.wait = true, .from = std::nullopt};
+  if (parked.has_value() && from->id == parked->id) prefix_cache_.MarkUsed(parked->id);
+  return {.wait = false, .from = from};
+}
+
 void Scheduler::Loop() {
   while (true) {
     {
@@ -373,51 +400,28 @@ void Scheduler::Loop() {
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
       const bool first_step = seq->prompt_remaining() == std::ssize(seq->prompt());
-      // A later choice of a prompt starts from the first choice's cached prompt while the
-      // workers hold it, once they do (it has sampled); else it prefills its own.
-      std::shared_ptr<Sequence> source = first_step ? seq->prefix_source() : nullptr;
-      if (source != nullptr && !source->on_workers()) source = nullptr;
-      if (source != nullptr && source->num_generated() == 0) continue;
       const bool prefilled = seq->prefilled();
       const bool scored = !prefilled && seq->params().prompt_logprobs;
       if (scored ? score_budget <= 0
                  : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
         continue;
       }
-      // Else the longest cached prefix of a parked or running sequence, for a prompt not being
-      // scored.
-      std::optional<PrefixCache::Match> cached;
-      if (first_step && source == nullptr && !scored && options_.prefix_cache_entries > 0) {
-        const int64_t min_prefix = std::max<int64_t>(options_.min_shared_prefix, 1);
-        const std::optional<PrefixCache::Match> parked =
-            prefix_cache_.Find(seq->prompt(), seq->params().counts_tokens());
-        const RunningPrefix running = FindRunningPrefix(running_, i, min_prefix);
-        cached = parked;
-        if (running.now.has_value() &&
-            (!parked.has_value() || running.now->length > parked->length)) {
-          cached = running.now;
-        }
-        // A sequence ahead is prefilling at least min_prefix more of this prompt's start (a
-        // burst of requests with one system prompt): wait for it rather than compute it too.
-        if (running.coming >= (cached.has_value() ? cached->length : 0) + min_prefix) continue;
-        if (parked.has_value() && cached->id == parked->id) prefix_cache_.MarkUsed(parked->id);
+      std::optional<PrefixCache::Match> prefix;
+      if (first_step) {
+        const PrefixChoice choice = ChoosePrefix(i);
+        if (choice.wait) continue;
+        prefix = choice.from;
       }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());
       if (prefilled) {
         step->add_token_ids(seq->last_token());
       } else {
-        if (source != nullptr) {
-          const int64_t prefix = std::ssize(seq->prompt()) - 1;
-          seq->SkipPrompt(prefix);
-          step->set_prefix_from(source->id());
-          step->set_prefix_length(prefix);
-          hit_tokens += static_cast<uint64_t>(prefix);
-        } else if (cached.has_value()) {
-          seq->SkipPrompt(cached->length);
-          step->set_prefix_from(cached->id);
-          step->set_prefix_length(cached->length);
-          hit_tokens += static_cast<uint64_t>(cached->length);
+        if (prefix.has_value()) {
+          seq->SkipPrompt(prefix->length);
+          step->set_prefix_from(prefix->id);
+          step->set_prefix_length(prefix->length);
+          hit_tokens += static_cast<uint64_t>(prefix->length);
         }
         const std::span<const int32_t> piece = seq->TakePrompt(
             scored                       ? score_budget

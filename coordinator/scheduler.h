@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <thread>
 #include <vector>
@@ -118,6 +119,13 @@ class Scheduler {
   // workers at the next ReleaseFinished (or parked in the prefix cache when flagged in
   // `park`), their KV reservation returned.
   void Retire(const std::vector<bool>& leaving, const std::vector<bool>* park = nullptr);
+  // Where running_[i]'s first step starts: wait (a source it will copy from is still
+  // prefilling), from a copy of another sequence's cached prefix, or (neither) its own prefill.
+  struct PrefixChoice {
+    bool wait = false;
+    std::optional<PrefixCache::Match> from;
+  };
+  PrefixChoice ChoosePrefix(size_t i);
   // Mirrors the batch's size and KV figures for the counters.
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
