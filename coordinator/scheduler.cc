@@ -73,7 +73,7 @@ RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> runni
 
 }  // namespace
 
-Scheduler::Scheduler(SchedulerOptions options, WorkerGroup* group, ServiceMetrics* metrics)
+Scheduler::Scheduler(SchedulerOptions options, StepGroup* group, ServiceMetrics* metrics)
     : options_(std::move(options)),
       group_(group),
       metrics_(metrics),

@@ -1,12 +1,13 @@
 // Continuous batching: one thread forms a batch every step from the running sequences (one
 // new token each) and newly admitted ones (their whole prompt: prefill), sends it to every
-// worker through the WorkerGroup, and feeds the sampled tokens back to the sequences.
+// worker through the StepGroup (coordinator/step_group.h: the service's WorkerGroup), and feeds
+// the sampled tokens back to the sequences.
 // Sequences join and leave between steps; a finished or cancelled sequence is released on
 // every worker right after the step that finished it (or at the next step boundary).
 //
 // Admission is FIFO from a bounded queue, limited by max_batch and by a KV budget (sum over
 // running sequences of prompt + max_new_tokens positions): kv_budget_tokens when set, else
-// what the group's workers reported they can hold (WorkerGroup::kv_capacity_tokens), else
+// what the group's workers reported they can hold (StepGroup::kv_capacity_tokens), else
 // default_kv_budget_tokens; never more than max_batch * max_context. Prompts are prefilled in
 // chunks (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
@@ -42,7 +43,7 @@
 #include "coordinator/metrics.h"
 #include "coordinator/prefix_cache.h"
 #include "coordinator/sequence.h"
-#include "coordinator/worker_group.h"
+#include "coordinator/step_group.h"
 
 namespace llmint8::coordinator {
 
@@ -69,7 +70,7 @@ struct SchedulerOptions {
 class Scheduler {
  public:
   // `group` and `metrics` (may be null) outlive this.
-  Scheduler(SchedulerOptions options, WorkerGroup* group, ServiceMetrics* metrics = nullptr);
+  Scheduler(SchedulerOptions options, StepGroup* group, ServiceMetrics* metrics = nullptr);
   ~Scheduler();  // Stop()
 
   void Start();
@@ -130,7 +131,7 @@ class Scheduler {
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SchedulerOptions options_;
-  WorkerGroup* const group_;
+  StepGroup* const group_;
   ServiceMetrics* const metrics_;
 
   mutable absl::Mutex mu_;

@@ -37,6 +37,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "coordinator/group_decision.h"
+#include "coordinator/step_group.h"
 #include "llmint8/v1/worker.grpc.pb.h"
 #include "model/config.h"
 
@@ -79,10 +80,10 @@ struct WorkerStatus {
   int64_t total_bytes = 0;
 };
 
-class WorkerGroup {
+class WorkerGroup : public StepGroup {
  public:
   WorkerGroup(WorkerGroupOptions options, std::function<void(GroupState)> on_state_change);
-  ~WorkerGroup();  // stops the monitor
+  ~WorkerGroup() override;  // stops the monitor
   WorkerGroup(const WorkerGroup&) = delete;
   WorkerGroup& operator=(const WorkerGroup&) = delete;
 
@@ -92,28 +93,28 @@ class WorkerGroup {
   void Stop();
 
   GroupState state() const;
-  bool ready() const { return state() == GroupState::kReady; }
-  int64_t epoch() const;
+  bool ready() const override { return state() == GroupState::kReady; }
+  int64_t epoch() const override;
   // Members of the current (or, before the first formation, the intended) group = its TP
   // degree; num_workers() counts idle ones too.
   int world_size() const;
   int num_workers() const { return static_cast<int>(options_.addresses.size()); }
   // KV cache positions the current group can hold, summed over sequences: the least any member
   // reported at LoadShard; nullopt when a member did not report one.
-  std::optional<int64_t> kv_capacity_tokens() const;
+  std::optional<int64_t> kv_capacity_tokens() const override;
   // OK unless the state is kRefused: then FAILED_PRECONDITION with the planner's message.
-  absl::Status refusal() const;
+  absl::Status refusal() const override;
   const WorkerGroupOptions& options() const { return options_; }
   // Blocks until kReady or `timeout`; true when ready.
-  bool WaitReady(absl::Duration timeout) const;
+  bool WaitReady(absl::Duration timeout) const override;
 
   // Sends `request` (its epoch is filled in) to every worker, waits for all, and returns
   // rank 0's response. Any failure breaks the group and returns UNAVAILABLE naming the worker,
   // except an INVALID_ARGUMENT / OUT_OF_RANGE / RESOURCE_EXHAUSTED that every rank agrees on
   // (the batch was bad, the group is fine).
-  absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request);
+  absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request) override;
   // Frees sequences on every worker; failures break the group.
-  absl::Status Release(const std::vector<uint64_t>& seq_ids);
+  absl::Status Release(const std::vector<uint64_t>& seq_ids) override;
 
   // One entry per worker, members first in rank order, then idle ones (memory figures from
   // its last LoadShard / Stats).

@@ -1,0 +1,47 @@
+// What the scheduler drives: a tensor-parallel group that runs batched steps in lockstep and
+// holds the sequences' KV caches between them. WorkerGroup (coordinator/worker_group.h) is the
+// real one, over gRPC; coordinator/scheduler_test.cc has an in-memory one that checks every
+// step as a worker would.
+//
+// Thread-safety: Step and Release are called by one thread at a time (the scheduler); the
+// queries are safe from any thread.
+#ifndef LLMINT8_COORDINATOR_STEP_GROUP_H_
+#define LLMINT8_COORDINATOR_STEP_GROUP_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "llmint8/v1/worker.pb.h"
+
+namespace llmint8::coordinator {
+
+class StepGroup {
+ public:
+  virtual ~StepGroup() = default;
+
+  // Whether Step and Release are accepted now.
+  virtual bool ready() const = 0;
+  // Changes each time the group (re-)forms: what a group of an older epoch held is gone.
+  virtual int64_t epoch() const = 0;
+  // Blocks until ready() or `timeout`; true when ready.
+  virtual bool WaitReady(absl::Duration timeout) const = 0;
+  // OK, or FAILED_PRECONDITION while the workers cannot hold the model (waiting does not help).
+  virtual absl::Status refusal() const = 0;
+  // KV cache positions the group can hold, summed over sequences; nullopt when unknown.
+  virtual std::optional<int64_t> kv_capacity_tokens() const = 0;
+
+  // Runs one step (its epoch is filled in) and returns rank 0's response. A failure leaves the
+  // group not ready (UNAVAILABLE), except a batch every rank refused alike (INVALID_ARGUMENT,
+  // OUT_OF_RANGE, RESOURCE_EXHAUSTED): then the group stays ready and holds what it held.
+  virtual absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request) = 0;
+  // Frees sequences' caches (ids it does not hold are ignored); a failure breaks the group.
+  virtual absl::Status Release(const std::vector<uint64_t>& seq_ids) = 0;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_STEP_GROUP_H_
