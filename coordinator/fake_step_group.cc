@@ -1,0 +1,204 @@
+#include "coordinator/fake_step_group.h"
+
+#include <algorithm>
+#include <iterator>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::coordinator::testing {
+
+int32_t FakeNextToken(std::span<const int32_t> tokens) {
+  uint32_t h = 17;
+  for (int32_t t : tokens) h = h * 31 + static_cast<uint32_t>(t);
+  return 10 + static_cast<int32_t>(h % 1000);
+}
+
+std::vector<int32_t> FakeGreedy(std::vector<int32_t> prompt, int count) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < count; ++i) {
+    out.push_back(FakeNextToken(prompt));
+    prompt.push_back(out.back());
+  }
+  return out;
+}
+
+float FakePromptLogprob(int64_t index) { return -0.125f * static_cast<float>(index); }
+
+bool FakeStepGroup::ready() const {
+  absl::MutexLock lock(&mu_);
+  return state_ == State::kReady;
+}
+
+int64_t FakeStepGroup::epoch() const {
+  absl::MutexLock lock(&mu_);
+  return epoch_;
+}
+
+bool FakeStepGroup::WaitReady(absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_ == State::kReady; };
+  return mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+}
+
+absl::Status FakeStepGroup::refusal() const {
+  absl::MutexLock lock(&mu_);
+  return state_ == State::kRefused ? refusal_ : absl::OkStatus();
+}
+
+std::optional<int64_t> FakeStepGroup::kv_capacity_tokens() const { return options_.kv_capacity; }
+
+void FakeStepGroup::Violation(std::string what) { violations_.push_back(std::move(what)); }
+
+absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request) {
+  std::function<void()> before;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kReady) return absl::UnavailableError("the fake group is not ready");
+    const int number = static_cast<int>(steps_.size()) + 1;
+    if (auto it = before_.find(number); it != before_.end()) {
+      before = std::move(it->second);
+      before_.erase(it);
+    }
+  }
+  if (before) before();
+
+  absl::MutexLock lock(&mu_);
+  if (state_ != State::kReady) return absl::UnavailableError("the fake group is not ready");
+  request.set_epoch(epoch_);
+  steps_.push_back(request);
+  const int number = static_cast<int>(steps_.size());
+  if (auto it = failures_.find(number); it != failures_.end()) {
+    const Failure failure = std::move(it->second);
+    failures_.erase(it);
+    if (failure.breaks) {
+      state_ = State::kBroken;
+      held_.clear();
+    }
+    return failure.status;
+  }
+
+  // The step applies whole or not at all, as on a worker.
+  std::map<uint64_t, std::vector<int32_t>> held = held_;
+  std::set<uint64_t> in_step;
+  v1::StepResponse response;
+  for (const v1::SeqStep& s : request.seqs()) {
+    const uint64_t id = s.seq_id();
+    const std::string where = absl::StrCat("step ", number, ", sequence ", id, ": ");
+    if (!in_step.insert(id).second) Violation(where + "twice in one step");
+    if (s.token_ids().empty()) Violation(where + "no tokens");
+    auto it = held.find(id);
+    if (it == held.end()) {
+      std::vector<int32_t> tokens;
+      if (s.prefix_length() > 0) {
+        // The source's positions as the workers held them before this step.
+        const auto source = held_.find(s.prefix_from());
+        if (source == held_.end() || std::ssize(source->second) < s.prefix_length()) {
+          Violation(absl::StrCat(where, "prefix ", s.prefix_length(), " of sequence ",
+                                 s.prefix_from(), ", which holds ",
+                                 source == held_.end() ? 0 : std::ssize(source->second)));
+          return absl::InvalidArgumentError(where + "no such prefix");
+        }
+        tokens.assign(source->second.begin(), source->second.begin() + s.prefix_length());
+      }
+      it = held.emplace(id, std::move(tokens)).first;
+    } else {
+      if (s.prefix_length() > 0) Violation(where + "a prefix for a live sequence");
+      if (s.has_sampling()) Violation(where + "sampling parameters sent again");
+    }
+    std::vector<int32_t>& tokens = it->second;
+    const int64_t past = std::ssize(tokens);
+    tokens.insert(tokens.end(), s.token_ids().begin(), s.token_ids().end());
+    v1::SeqResult* result = response.add_results();
+    result->set_seq_id(id);
+    if (s.prompt_logprobs()) {
+      // The positions after this step's first token, then the next chunk's first.
+      for (int64_t k = past + 1; k < std::ssize(tokens); ++k) {
+        result->add_prompt()->set_logprob(FakePromptLogprob(k));
+      }
+      if (s.has_next_prompt_token()) {
+        result->add_prompt()->set_logprob(FakePromptLogprob(std::ssize(tokens)));
+      }
+    }
+    result->set_token_id(s.prefill_only() ? -1 : FakeNextToken(tokens));
+  }
+  int64_t positions = 0;
+  for (const auto& [id, tokens] : held) positions += std::ssize(tokens);
+  if (options_.kv_capacity.has_value() && positions > *options_.kv_capacity) {
+    Violation(absl::StrCat("step ", number, ": ", positions, " positions, capacity ",
+                           *options_.kv_capacity));
+    return absl::ResourceExhaustedError("the step does not fit in the KV cache");
+  }
+  held_ = std::move(held);
+  peak_positions_ = std::max(peak_positions_, positions);
+  if (std::find(short_.begin(), short_.end(), number) != short_.end()) {
+    response.mutable_results()->RemoveLast();
+  }
+  return response;
+}
+
+absl::Status FakeStepGroup::Release(const std::vector<uint64_t>& seq_ids) {
+  absl::MutexLock lock(&mu_);
+  if (state_ != State::kReady) return absl::OkStatus();  // nothing of it is held
+  for (uint64_t id : seq_ids) held_.erase(id);
+  return absl::OkStatus();
+}
+
+void FakeStepGroup::FailStep(int step, absl::Status status, bool breaks) {
+  absl::MutexLock lock(&mu_);
+  failures_[step] = Failure{.status = std::move(status), .breaks = breaks};
+}
+
+void FakeStepGroup::AnswerShort(int step) {
+  absl::MutexLock lock(&mu_);
+  short_.push_back(step);
+}
+
+void FakeStepGroup::BeforeStep(int step, std::function<void()> fn) {
+  absl::MutexLock lock(&mu_);
+  before_[step] = std::move(fn);
+}
+
+void FakeStepGroup::Break() {
+  absl::MutexLock lock(&mu_);
+  state_ = State::kBroken;
+  held_.clear();
+}
+
+void FakeStepGroup::Reform() {
+  absl::MutexLock lock(&mu_);
+  ++epoch_;
+  state_ = State::kReady;
+  refusal_ = absl::OkStatus();
+  held_.clear();
+}
+
+void FakeStepGroup::Refuse(absl::Status why) {
+  absl::MutexLock lock(&mu_);
+  state_ = State::kRefused;
+  refusal_ = std::move(why);
+  held_.clear();
+}
+
+std::vector<v1::StepRequest> FakeStepGroup::steps() const {
+  absl::MutexLock lock(&mu_);
+  return steps_;
+}
+
+std::map<uint64_t, std::vector<int32_t>> FakeStepGroup::held() const {
+  absl::MutexLock lock(&mu_);
+  return held_;
+}
+
+int64_t FakeStepGroup::peak_positions() const {
+  absl::MutexLock lock(&mu_);
+  return peak_positions_;
+}
+
+std::vector<std::string> FakeStepGroup::violations() const {
+  absl::MutexLock lock(&mu_);
+  return violations_;
+}
+
+}  // namespace llmint8::coordinator::testing

@@ -1,0 +1,524 @@
+// The scheduler's decisions step by step, against a group in memory that checks every step as
+// a worker does (coordinator/fake_step_group.h): chunked prefill, the KV budget, the prefix
+// cache, n choices, and what a lost worker, a refused batch, a short answer, a cancel and a
+// refused group do. The service end to end is tests/e2e/.
+#include "coordinator/scheduler.h"
+
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "coordinator/fake_step_group.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+using testing::FakeGreedy;
+using testing::FakePromptLogprob;
+using testing::FakeStepGroup;
+
+// `n` prompt tokens: start, start + 1, ...
+std::vector<int32_t> Tokens(int n, int32_t start) {
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  std::iota(out.begin(), out.end(), start);
+  return out;
+}
+
+std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+std::shared_ptr<Sequence> MakeSeq(uint64_t id, std::vector<int32_t> prompt, int max_new,
+                                  GenerationParams params = {}) {
+  params.max_new_tokens = max_new;
+  return std::make_shared<Sequence>(id, std::move(prompt), std::move(params), nullptr);
+}
+
+struct Outcome {
+  absl::Status status = absl::DeadlineExceededError("the sequence did not finish in time");
+  std::vector<int32_t> tokens;
+  std::vector<v1::GenerateResponse> responses;
+};
+
+Outcome Await(Sequence& seq, absl::Duration timeout = absl::Seconds(20)) {
+  Outcome out;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    std::vector<v1::GenerateResponse> got;
+    const std::optional<absl::Status> final = seq.WaitOutput(absl::Milliseconds(50), got);
+    for (v1::GenerateResponse& r : got) {
+      if (r.has_token_id()) out.tokens.push_back(r.token_id());
+      out.responses.push_back(std::move(r));
+    }
+    if (final.has_value()) {
+      out.status = *final;
+      break;
+    }
+  }
+  return out;
+}
+
+// The steps that carry sequence `id`: (step index, its SeqStep).
+std::vector<std::pair<size_t, v1::SeqStep>> StepsOf(const std::vector<v1::StepRequest>& steps,
+                                                    uint64_t id) {
+  std::vector<std::pair<size_t, v1::SeqStep>> out;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    for (const v1::SeqStep& s : steps[i].seqs()) {
+      if (s.seq_id() == id) out.emplace_back(i, s);
+    }
+  }
+  return out;
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  // Options for a scheduler whose decisions the tests can predict: no prefix cache unless a
+  // test turns it on.
+  static SchedulerOptions Options() {
+    SchedulerOptions o;
+    o.max_batch = 8;
+    o.max_context = 256;
+    o.prefix_cache_entries = 0;
+    return o;
+  }
+
+  void Start(SchedulerOptions options, std::optional<int64_t> kv_capacity = std::nullopt) {
+    group_ = std::make_unique<FakeStepGroup>(FakeStepGroup::Options{.kv_capacity = kv_capacity});
+    scheduler_ = std::make_unique<Scheduler>(std::move(options), group_.get());
+  }
+
+  void TearDown() override {
+    if (scheduler_ != nullptr) scheduler_->Stop();
+    if (group_ != nullptr) {
+      EXPECT_EQ(group_->violations(), std::vector<std::string>());
+    }
+  }
+
+  // Waits until the scheduler has released (or parked) everything it ran.
+  void AwaitIdle() {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (scheduler_->running() > 0 && absl::Now() < deadline)
+      absl::SleepFor(absl::Milliseconds(5));
+    absl::SleepFor(absl::Milliseconds(20));  // the release after the last step
+  }
+
+  std::unique_ptr<FakeStepGroup> group_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(SchedulerTest, LongPromptsArePrefilledInChunksBesideDecoding) {
+  SchedulerOptions o = Options();
+  o.prefill_chunk = 16;
+  o.max_prefill_tokens = 24;
+  Start(o);
+  auto a = MakeSeq(1, Tokens(4, 100), 8);
+  auto b = MakeSeq(2, Tokens(40, 200), 2);
+  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b}}).ok());
+  scheduler_->Start();
+  const Outcome out_a = Await(*a);
+  const Outcome out_b = Await(*b);
+  ASSERT_TRUE(out_a.status.ok()) << out_a.status;
+  ASSERT_TRUE(out_b.status.ok()) << out_b.status;
+  EXPECT_EQ(out_a.tokens, FakeGreedy(a->prompt(), 8));
+  EXPECT_EQ(out_b.tokens, FakeGreedy(b->prompt(), 2));
+
+  // b: 16 of the step's 24 prompt tokens once a's 4 went (a chunk at most), then 16 and the
+  // last 8; only its last chunk samples. a decodes one token a step meanwhile.
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  const auto b_steps = StepsOf(steps, 2);
+  ASSERT_EQ(b_steps.size(), 4u);
+  const std::vector<int> sizes = {16, 16, 8, 1};
+  const std::vector<bool> prefill_only = {true, true, false, false};
+  for (size_t k = 0; k < b_steps.size(); ++k) {
+    EXPECT_EQ(b_steps[k].first, k) << "b goes in every step from the first";
+    EXPECT_EQ(b_steps[k].second.token_ids_size(), sizes[k]) << "b's step " << k;
+    EXPECT_EQ(b_steps[k].second.prefill_only(), prefill_only[k]) << "b's step " << k;
+  }
+  const auto a_steps = StepsOf(steps, 1);
+  ASSERT_EQ(a_steps.size(), 8u);
+  for (size_t k = 0; k < a_steps.size(); ++k) {
+    EXPECT_EQ(a_steps[k].first, k);
+    EXPECT_EQ(a_steps[k].second.token_ids_size(), k == 0 ? 4 : 1);
+  }
+  // Sampling parameters go with a sequence's first step only (the fake checks the rest).
+  EXPECT_TRUE(a_steps[0].second.has_sampling());
+  EXPECT_TRUE(b_steps[0].second.has_sampling());
+
+  AwaitIdle();
+  EXPECT_TRUE(group_->held().empty()) << "finished sequences are released";
+}
+
+TEST_F(SchedulerTest, WholePromptsWaitForRoomInTheStepsPrefillBudget) {
+  SchedulerOptions o = Options();
+  o.prefill_chunk = 0;
+  o.max_prefill_tokens = 50;
+  Start(o);
+  auto a = MakeSeq(1, Tokens(30, 100), 3);
+  auto b = MakeSeq(2, Tokens(30, 200), 3);
+  auto c = MakeSeq(3, Tokens(70, 300), 1);  // longer than the budget: alone in its step
+  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b, c}}).ok());
+  scheduler_->Start();
+  for (auto* seq : {a.get(), b.get(), c.get()}) {
+    const Outcome out = Await(*seq);
+    ASSERT_TRUE(out.status.ok()) << out.status;
+    EXPECT_EQ(out.tokens, FakeGreedy(seq->prompt(), seq->params().max_new_tokens));
+  }
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  int64_t most = 0;
+  for (const v1::StepRequest& step : steps) {
+    int64_t prompt_tokens = 0;
+    for (const v1::SeqStep& s : step.seqs()) {
+      if (s.token_ids_size() > 1) prompt_tokens += s.token_ids_size();
+    }
+    if (prompt_tokens != 70) most = std::max(most, prompt_tokens);
+  }
+  EXPECT_EQ(most, 30) << "two 30-token prompts never share a 50-token budget";
+  EXPECT_EQ(StepsOf(steps, 1)[0].second.token_ids_size(), 30) << "whole, not chunked";
+  EXPECT_EQ(StepsOf(steps, 3)[0].second.token_ids_size(), 70);
+}
+
+TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
+  // The group reports room for 100 positions; each sequence may take 20 + 30.
+  Start(Options(), /*kv_capacity=*/100);
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
+  }
+  ASSERT_TRUE(scheduler_->EnqueueAll(seqs).ok());
+  scheduler_->Start();
+  for (auto& seq : seqs) {
+    const Outcome out = Await(*seq);
+    ASSERT_TRUE(out.status.ok()) << out.status;
+    EXPECT_EQ(out.tokens, FakeGreedy(seq->prompt(), 30));
+  }
+  EXPECT_EQ(scheduler_->kv_budget(), 100);
+  EXPECT_LE(group_->peak_positions(), 100);
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  const auto first = StepsOf(steps, 1);
+  const auto third = StepsOf(steps, 3);
+  EXPECT_EQ(StepsOf(steps, 2)[0].first, 0u) << "two fit at once";
+  EXPECT_GT(third.front().first, first.back().first) << "the third waits for room";
+}
+
+TEST_F(SchedulerTest, PromptsBeingScoredGoInScoreChunks) {
+  SchedulerOptions o = Options();
+  o.score_chunk = 16;
+  Start(o);
+  GenerationParams p;
+  p.prompt_logprobs = true;
+  auto seq = MakeSeq(1, Tokens(40, 100), 1, p);
+  ASSERT_TRUE(scheduler_->Enqueue(seq).ok());
+  scheduler_->Start();
+  const Outcome out = Await(*seq);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  const auto steps = StepsOf(group_->steps(), 1);
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0].second.token_ids_size(), 16);
+  EXPECT_EQ(steps[0].second.next_prompt_token(), 116);
+  EXPECT_EQ(steps[1].second.token_ids_size(), 16);
+  EXPECT_EQ(steps[2].second.token_ids_size(), 8);
+  EXPECT_FALSE(steps[2].second.has_next_prompt_token());
+  // Every prompt token after the first is scored, each with its own position's score.
+  ASSERT_FALSE(out.responses.empty());
+  const v1::GenerateResponse& first = out.responses.front();
+  ASSERT_EQ(first.prompt_tokens_size(), 40);
+  EXPECT_FALSE(first.prompt_tokens(0).has_logprob());
+  for (int k = 1; k < 40; ++k) {
+    EXPECT_EQ(first.prompt_tokens(k).logprob(), FakePromptLogprob(k)) << "prompt token " << k;
+  }
+}
+
+TEST_F(SchedulerTest, LaterChoicesOfAPromptCopyTheFirstChoicesPrefill) {
+  Start(Options());  // works with the prefix cache off too
+  const std::vector<int32_t> prompt = Tokens(20, 100);
+  auto c0 = MakeSeq(1, prompt, 4);
+  auto c1 = MakeSeq(2, prompt, 4);
+  c1->set_prefix_source(c0);
+  ASSERT_TRUE(scheduler_->EnqueueAll({{c0, c1}}).ok());
+  scheduler_->Start();
+  const Outcome out0 = Await(*c0);
+  const Outcome out1 = Await(*c1);
+  ASSERT_TRUE(out0.status.ok()) << out0.status;
+  ASSERT_TRUE(out1.status.ok()) << out1.status;
+  EXPECT_EQ(out1.tokens, out0.tokens);  // the fake samples greedily
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  const auto s1 = StepsOf(steps, 2);
+  ASSERT_FALSE(s1.empty());
+  EXPECT_EQ(s1[0].first, 1u) << "choice 1 waits for choice 0 to sample";
+  EXPECT_EQ(s1[0].second.prefix_from(), 1u);
+  EXPECT_EQ(s1[0].second.prefix_length(), 19);
+  EXPECT_EQ(s1[0].second.token_ids_size(), 1);
+  EXPECT_EQ(out1.responses.back().usage().cached_prompt_tokens(), 19);
+}
+
+TEST_F(SchedulerTest, APromptStartsFromAParkedSequencesCache) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  Start(o);
+  const std::vector<int32_t> shared = Tokens(35, 100);
+  auto a = MakeSeq(1, Concat(shared, Tokens(5, 500)), 4);
+  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
+  scheduler_->Start();
+  ASSERT_TRUE(Await(*a).status.ok());
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 1);
+  EXPECT_EQ(group_->held().count(1), 1u) << "a stays on the workers, parked";
+
+  auto b = MakeSeq(2, Concat(shared, Tokens(5, 600)), 4);  // starts like a
+  auto again = MakeSeq(3, a->prompt(), 4);                 // a's prompt again
+  ASSERT_TRUE(scheduler_->Enqueue(b).ok());
+  const Outcome out_b = Await(*b);
+  ASSERT_TRUE(out_b.status.ok()) << out_b.status;
+  EXPECT_EQ(out_b.tokens, FakeGreedy(b->prompt(), 4)) << "as if prefilled whole";
+  ASSERT_TRUE(scheduler_->Enqueue(again).ok());
+  const Outcome out_again = Await(*again);
+  ASSERT_TRUE(out_again.status.ok()) << out_again.status;
+  EXPECT_EQ(out_again.tokens, FakeGreedy(a->prompt(), 4));
+
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  const v1::SeqStep& b_first = StepsOf(steps, 2)[0].second;
+  EXPECT_EQ(b_first.prefix_from(), 1u);
+  EXPECT_EQ(b_first.prefix_length(), 35);
+  EXPECT_EQ(b_first.token_ids_size(), 5);
+  const v1::SeqStep& again_first = StepsOf(steps, 3)[0].second;
+  EXPECT_EQ(again_first.prefix_length(), 39) << "all but the prompt's last token";
+  EXPECT_EQ(again_first.token_ids_size(), 1);
+  EXPECT_EQ(scheduler_->prefix_hit_tokens(), 35u + 39u);
+  AwaitIdle();
+  EXPECT_EQ(group_->held().size(), 3u) << "every finished sequence parked, nothing leaked";
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 3);
+}
+
+TEST_F(SchedulerTest, ParkedSequencesGiveBackTheirRoomLeastRecentlyUsedFirst) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 8;
+  Start(o, /*kv_capacity=*/128);
+  // Each takes 40 + 8 positions while running and parks 47 (48 counted, in granules of 16).
+  auto a = MakeSeq(1, Tokens(40, 100), 8);
+  auto b = MakeSeq(2, Tokens(40, 200), 8);
+  scheduler_->Start();
+  for (auto& seq : {a, b}) {
+    ASSERT_TRUE(scheduler_->Enqueue(seq).ok());
+    ASSERT_TRUE(Await(*seq).status.ok());
+  }
+  AwaitIdle();
+  ASSERT_EQ(scheduler_->prefix_cached_sequences(), 2);
+  // A prompt starting like a (the older) needs 48 + 8 positions: b goes, a stays.
+  auto c = MakeSeq(3, Concat(Tokens(40, 100), Tokens(8, 700)), 8);
+  ASSERT_TRUE(scheduler_->Enqueue(c).ok());
+  const Outcome out = Await(*c);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  EXPECT_EQ(out.tokens, FakeGreedy(c->prompt(), 8));
+  EXPECT_EQ(StepsOf(group_->steps(), 3)[0].second.prefix_from(), 1u);
+  EXPECT_LE(group_->peak_positions(), 128);
+  AwaitIdle();
+  EXPECT_EQ(group_->held().count(2), 0u) << "b was evicted and released";
+  EXPECT_EQ(group_->held().count(1), 1u);
+}
+
+TEST_F(SchedulerTest, PromptsArrivingTogetherWaitForTheOneAheadToPrefillTheirStart) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  Start(o);
+  const std::vector<int32_t> system = Tokens(32, 100);
+  auto a = MakeSeq(1, Concat(system, Tokens(4, 500)), 3);
+  auto b = MakeSeq(2, Concat(system, Tokens(4, 600)), 3);
+  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b}}).ok());
+  scheduler_->Start();
+  ASSERT_TRUE(Await(*a).status.ok());
+  const Outcome out_b = Await(*b);
+  ASSERT_TRUE(out_b.status.ok()) << out_b.status;
+  EXPECT_EQ(out_b.tokens, FakeGreedy(b->prompt(), 3));
+  const auto b_steps = StepsOf(group_->steps(), 2);
+  EXPECT_EQ(b_steps[0].first, 1u) << "b waits a step";
+  EXPECT_EQ(b_steps[0].second.prefix_from(), 1u) << "then copies from a, still running";
+  EXPECT_EQ(b_steps[0].second.prefix_length(), 32);
+}
+
+TEST_F(SchedulerTest, ALostWorkerFailsTheRunningAndTheQueuedAreServedByTheNewGroup) {
+  SchedulerOptions o = Options();
+  o.max_batch = 1;
+  o.prefix_cache_entries = 4;
+  Start(o);
+  const std::vector<int32_t> prompt = Tokens(30, 100);
+  auto parked = MakeSeq(1, prompt, 2);
+  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
+  scheduler_->Start();
+  ASSERT_TRUE(Await(*parked).status.ok());
+  AwaitIdle();
+  ASSERT_EQ(scheduler_->prefix_cached_sequences(), 1);
+
+  const int next_step = static_cast<int>(group_->steps().size()) + 1;
+  group_->FailStep(next_step + 2, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
+  auto running = MakeSeq(2, Tokens(10, 300), 50);
+  auto queued = MakeSeq(3, prompt, 3);  // would have started from the parked sequence
+  ASSERT_TRUE(scheduler_->EnqueueAll({{running, queued}}).ok());
+  const Outcome lost = Await(*running);
+  EXPECT_EQ(lost.status.code(), absl::StatusCode::kUnavailable) << lost.status;
+  EXPECT_EQ(lost.tokens.size(), 2u) << "the two steps before the loss";
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0) << "parked sequences went with the group";
+
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(scheduler_->queued(), 1) << "the queued request waits for the group";
+  group_->Reform();
+  const Outcome served = Await(*queued);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(prompt, 3));
+  const v1::SeqStep& first = StepsOf(group_->steps(), 3)[0].second;
+  EXPECT_EQ(first.prefix_length(), 0) << "nothing of the old group is copied";
+  EXPECT_EQ(first.token_ids_size(), 30);
+}
+
+TEST_F(SchedulerTest, AGroupReformedWhileIdleForgetsItsParkedSequences) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  Start(o);
+  const std::vector<int32_t> prompt = Tokens(30, 100);
+  auto parked = MakeSeq(1, prompt, 2);
+  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
+  scheduler_->Start();
+  ASSERT_TRUE(Await(*parked).status.ok());
+  AwaitIdle();
+  ASSERT_EQ(scheduler_->prefix_cached_sequences(), 1);
+
+  group_->Break();  // no step was running
+  group_->Reform();
+  auto later = MakeSeq(2, prompt, 2);
+  ASSERT_TRUE(scheduler_->Enqueue(later).ok());
+  const Outcome out = Await(*later);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  EXPECT_EQ(out.tokens, FakeGreedy(prompt, 2));
+  EXPECT_EQ(StepsOf(group_->steps(), 2)[0].second.prefix_length(), 0)
+      << "the new group never held the parked sequence";
+}
+
+TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  Start(o);
+  const std::vector<int32_t> prompt = Tokens(30, 100);
+  auto parked = MakeSeq(1, prompt, 2);
+  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
+  scheduler_->Start();
+  ASSERT_TRUE(Await(*parked).status.ok());
+  AwaitIdle();
+
+  // The next step starts from the parked sequence and is refused: both go.
+  const int next_step = static_cast<int>(group_->steps().size()) + 1;
+  group_->FailStep(next_step, absl::InvalidArgumentError("bad batch"), /*breaks=*/false);
+  auto refused = MakeSeq(2, prompt, 2);
+  ASSERT_TRUE(scheduler_->Enqueue(refused).ok());
+  const Outcome out = Await(*refused);
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kInvalidArgument) << out.status;
+  EXPECT_EQ(StepsOf(group_->steps(), 2)[0].second.prefix_from(), 1u);
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
+  EXPECT_TRUE(group_->held().empty()) << "the prefix it used was released";
+
+  auto later = MakeSeq(3, prompt, 2);
+  ASSERT_TRUE(scheduler_->Enqueue(later).ok());
+  const Outcome served = Await(*later);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(prompt, 2));
+  EXPECT_EQ(StepsOf(group_->steps(), 3)[0].second.prefix_length(), 0);
+}
+
+TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  Start(o);
+  auto parked = MakeSeq(1, Tokens(30, 100), 2);
+  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
+  scheduler_->Start();
+  ASSERT_TRUE(Await(*parked).status.ok());
+  AwaitIdle();
+  ASSERT_EQ(group_->held().size(), 1u);
+
+  group_->AnswerShort(static_cast<int>(group_->steps().size()) + 2);
+  auto a = MakeSeq(2, Tokens(5, 300), 10);
+  auto b = MakeSeq(3, Tokens(5, 400), 10);
+  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b}}).ok());
+  for (auto* seq : {a.get(), b.get()}) {
+    const Outcome out = Await(*seq);
+    EXPECT_EQ(out.status.code(), absl::StatusCode::kInternal) << out.status;
+  }
+  AwaitIdle();
+  EXPECT_TRUE(group_->held().empty());
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
+}
+
+TEST_F(SchedulerTest, ACancelledSequenceLeavesTheBatchAtTheNextStep) {
+  Start(Options());
+  auto a = MakeSeq(1, Tokens(5, 100), 100);
+  auto b = MakeSeq(2, Tokens(5, 200), 12);
+  group_->BeforeStep(4, [this, a] { scheduler_->Cancel(a); });
+  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b}}).ok());
+  scheduler_->Start();
+  const Outcome out_b = Await(*b);
+  ASSERT_TRUE(out_b.status.ok()) << out_b.status;
+  EXPECT_EQ(out_b.tokens, FakeGreedy(b->prompt(), 12)) << "b is not disturbed";
+  const auto a_steps = StepsOf(group_->steps(), 1);
+  ASSERT_EQ(a_steps.size(), 4u) << "the step it was cancelled in runs; no later one has it";
+  AwaitIdle();
+  EXPECT_TRUE(group_->held().empty());
+}
+
+TEST_F(SchedulerTest, ARefusedGroupFailsTheQueuedWithItsReason) {
+  Start(Options());
+  group_->Refuse(absl::FailedPreconditionError("fp16 needs 4 workers, 2 joined"));
+  scheduler_->Start();
+  auto seq = MakeSeq(1, Tokens(5, 100), 4);
+  ASSERT_TRUE(scheduler_->Enqueue(seq).ok());
+  const Outcome out = Await(*seq, absl::Seconds(5));
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kFailedPrecondition) << out.status;
+  EXPECT_NE(out.status.message().find("fp16 needs 4 workers"), std::string::npos);
+  EXPECT_TRUE(group_->steps().empty());
+}
+
+TEST_F(SchedulerTest, TheQueueIsBoundedAndABatchQueuesWholeOrNotAtAll) {
+  SchedulerOptions o = Options();
+  o.queue_capacity = 3;
+  Start(o);  // not started: nothing leaves the queue
+  ASSERT_TRUE(scheduler_->Enqueue(MakeSeq(1, Tokens(5, 100), 4)).ok());
+  ASSERT_TRUE(scheduler_->Enqueue(MakeSeq(2, Tokens(5, 100), 4)).ok());
+  const std::vector<std::shared_ptr<Sequence>> two = {MakeSeq(3, Tokens(5, 100), 4),
+                                                      MakeSeq(4, Tokens(5, 100), 4)};
+  EXPECT_EQ(scheduler_->EnqueueAll(two).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(scheduler_->queued(), 2) << "none of the two was queued";
+  auto cancelled = MakeSeq(5, Tokens(5, 100), 4);
+  ASSERT_TRUE(scheduler_->Enqueue(cancelled).ok());
+  EXPECT_EQ(scheduler_->Enqueue(MakeSeq(6, Tokens(5, 100), 4)).code(),
+            absl::StatusCode::kResourceExhausted);
+  cancelled->Cancel();  // its handler saw the client leave: its place is free
+  EXPECT_TRUE(scheduler_->Enqueue(MakeSeq(7, Tokens(5, 100), 4)).ok());
+}
+
+TEST_F(SchedulerTest, DrainServesWhatIsQueuedAndRefusesNewRequests) {
+  SchedulerOptions o = Options();
+  o.max_batch = 1;
+  Start(o);
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  for (uint64_t id = 1; id <= 3; ++id) seqs.push_back(MakeSeq(id, Tokens(5, 100), 6));
+  ASSERT_TRUE(scheduler_->EnqueueAll(seqs).ok());
+  scheduler_->Start();
+  EXPECT_TRUE(scheduler_->Drain(absl::Seconds(20)));
+  for (auto& seq : seqs) {
+    const Outcome out = Await(*seq, absl::Seconds(1));
+    EXPECT_TRUE(out.status.ok()) << out.status;
+    EXPECT_EQ(out.tokens.size(), 6u);
+  }
+  EXPECT_EQ(scheduler_->Enqueue(MakeSeq(9, Tokens(5, 100), 4)).code(),
+            absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator
