@@ -110,6 +110,20 @@ class SchedulerTest : public ::testing::Test {
     absl::SleepFor(absl::Milliseconds(20));  // the release after the last step
   }
 
+  // Starts a scheduler with the prefix cache on (and `options`' other settings), and runs
+  // sequence 1 on `prompt` to its end: the group then holds it, parked.
+  void StartWithAParkedSequence(SchedulerOptions options, const std::vector<int32_t>& prompt) {
+    options.prefix_cache_entries = 4;
+    Start(std::move(options));
+    auto parked = MakeSeq(1, prompt, 2);
+    ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
+    scheduler_->Start();
+    ASSERT_TRUE(Await(*parked).status.ok());
+    AwaitIdle();
+    ASSERT_EQ(scheduler_->prefix_cached_sequences(), 1);
+    ASSERT_EQ(group_->held().count(1), 1u);
+  }
+
   std::unique_ptr<FakeStepGroup> group_;
   std::unique_ptr<Scheduler> scheduler_;
 };
@@ -346,15 +360,8 @@ TEST_F(SchedulerTest, PromptsArrivingTogetherWaitForTheOneAheadToPrefillTheirSta
 TEST_F(SchedulerTest, ALostWorkerFailsTheRunningAndTheQueuedAreServedByTheNewGroup) {
   SchedulerOptions o = Options();
   o.max_batch = 1;
-  o.prefix_cache_entries = 4;
-  Start(o);
   const std::vector<int32_t> prompt = Tokens(30, 100);
-  auto parked = MakeSeq(1, prompt, 2);
-  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
-  scheduler_->Start();
-  ASSERT_TRUE(Await(*parked).status.ok());
-  AwaitIdle();
-  ASSERT_EQ(scheduler_->prefix_cached_sequences(), 1);
+  ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(o, prompt));
 
   const int next_step = static_cast<int>(group_->steps().size()) + 1;
   group_->FailStep(next_step + 2, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
@@ -379,16 +386,8 @@ TEST_F(SchedulerTest, ALostWorkerFailsTheRunningAndTheQueuedAreServedByTheNewGro
 }
 
 TEST_F(SchedulerTest, AGroupReformedWhileIdleForgetsItsParkedSequences) {
-  SchedulerOptions o = Options();
-  o.prefix_cache_entries = 4;
-  Start(o);
   const std::vector<int32_t> prompt = Tokens(30, 100);
-  auto parked = MakeSeq(1, prompt, 2);
-  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
-  scheduler_->Start();
-  ASSERT_TRUE(Await(*parked).status.ok());
-  AwaitIdle();
-  ASSERT_EQ(scheduler_->prefix_cached_sequences(), 1);
+  ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), prompt));
 
   group_->Break();  // no step was running
   group_->Reform();
@@ -402,15 +401,8 @@ TEST_F(SchedulerTest, AGroupReformedWhileIdleForgetsItsParkedSequences) {
 }
 
 TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
-  SchedulerOptions o = Options();
-  o.prefix_cache_entries = 4;
-  Start(o);
   const std::vector<int32_t> prompt = Tokens(30, 100);
-  auto parked = MakeSeq(1, prompt, 2);
-  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
-  scheduler_->Start();
-  ASSERT_TRUE(Await(*parked).status.ok());
-  AwaitIdle();
+  ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), prompt));
 
   // The next step starts from the parked sequence and is refused: both go.
   const int next_step = static_cast<int>(group_->steps().size()) + 1;
@@ -433,15 +425,7 @@ TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
 }
 
 TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold) {
-  SchedulerOptions o = Options();
-  o.prefix_cache_entries = 4;
-  Start(o);
-  auto parked = MakeSeq(1, Tokens(30, 100), 2);
-  ASSERT_TRUE(scheduler_->Enqueue(parked).ok());
-  scheduler_->Start();
-  ASSERT_TRUE(Await(*parked).status.ok());
-  AwaitIdle();
-  ASSERT_EQ(group_->held().size(), 1u);
+  ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), Tokens(30, 100)));
 
   group_->AnswerShort(static_cast<int>(group_->steps().size()) + 2);
   auto a = MakeSeq(2, Tokens(5, 300), 10);
