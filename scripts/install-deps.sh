@@ -9,7 +9,8 @@ pkgs=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev libdnnl-dev nlohmann-json3-dev
   ocl-icd-opencl-dev prometheus-cpp-dev libcpp-httplib-dev
-  libicu-dev python3-venv python3-grpcio python3-protobuf python3-numpy iproute2 xz-utils
+  libicu-dev libssl-dev python3-venv python3-grpcio python3-protobuf python3-numpy iproute2
+  xz-utils
 )
 missing=()
 for p in "${pkgs[@]}"; do

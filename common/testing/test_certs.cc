@@ -1,0 +1,117 @@
+#include "common/testing/test_certs.h"
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::testing {
+namespace {
+
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using Cert = std::unique_ptr<X509, X509Free>;
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+Pkey NewKey() { return Pkey(EVP_EC_gen("P-256")); }
+
+bool AddExtension(X509* cert, X509* issuer, int nid, const char* value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+  if (ext == nullptr) return false;
+  const bool ok = X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+// A certificate for `key` named `cn`, signed by (issuer, issuer_key), or self-signed when
+// issuer is null; valid from `from_days` to `to_days` days from now.
+Cert MakeCert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_key, bool ca,
+              const char* san, long from_days, long to_days, long serial) {
+  Cert cert(X509_new());
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial);
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), from_days * 86400);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), to_days * 86400);
+  X509_set_pubkey(cert.get(), key);
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn),
+                             -1, -1, 0);
+  X509* signer = issuer != nullptr ? issuer : cert.get();
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(signer));
+  bool ok =
+      AddExtension(cert.get(), signer, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
+  if (ca) ok = ok && AddExtension(cert.get(), signer, NID_key_usage, "critical,keyCertSign");
+  if (san != nullptr) ok = ok && AddExtension(cert.get(), signer, NID_subject_alt_name, san);
+  ok = ok && X509_sign(cert.get(), issuer_key != nullptr ? issuer_key : key, EVP_sha256()) > 0;
+  return ok ? std::move(cert) : nullptr;
+}
+
+absl::Status WritePem(const std::string& path, X509* cert, EVP_PKEY* key) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
+  const bool ok = cert != nullptr
+                      ? PEM_write_X509(f, cert) == 1
+                      : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  std::fclose(f);
+  return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write PEM ", path));
+}
+
+}  // namespace
+
+absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
+  Pkey ca_key = NewKey(), server_key = NewKey(), client_key = NewKey(), other_key = NewKey();
+  if (!ca_key || !server_key || !client_key || !other_key) {
+    return absl::InternalError("OpenSSL could not make a P-256 key");
+  }
+  Cert ca = MakeCert(ca_key.get(), "llmint8 test CA", nullptr, nullptr, true, nullptr, -1, 30, 1);
+  Cert other = MakeCert(other_key.get(), "another CA", nullptr, nullptr, true, nullptr, -1, 30, 2);
+  if (!ca || !other) return absl::InternalError("OpenSSL could not make the test CAs");
+  const char* san = "IP:127.0.0.1,DNS:localhost";
+  Cert server =
+      MakeCert(server_key.get(), "localhost", ca.get(), ca_key.get(), false, san, -1, 30, 3);
+  Cert client = MakeCert(client_key.get(), "llmint8 test client", ca.get(), ca_key.get(), false,
+                         nullptr, -1, 30, 4);
+  Cert expired =
+      MakeCert(server_key.get(), "localhost", ca.get(), ca_key.get(), false, san, -3, -1, 5);
+  if (!server || !client || !expired) {
+    return absl::InternalError("OpenSSL could not sign the test certificates");
+  }
+  TestCerts out{.ca = dir + "/ca.pem",
+                .server_cert = dir + "/server.pem",
+                .server_key = dir + "/server.key",
+                .client_cert = dir + "/client.pem",
+                .client_key = dir + "/client.key",
+                .expired_cert = dir + "/expired.pem",
+                .other_ca = dir + "/other-ca.pem"};
+  struct File {
+    const std::string& path;
+    X509* cert;  // or
+    EVP_PKEY* key;
+  };
+  const File files[] = {{out.ca, ca.get(), nullptr},
+                        {out.server_cert, server.get(), nullptr},
+                        {out.server_key, nullptr, server_key.get()},
+                        {out.client_cert, client.get(), nullptr},
+                        {out.client_key, nullptr, client_key.get()},
+                        {out.expired_cert, expired.get(), nullptr},
+                        {out.other_ca, other.get(), nullptr}};
+  for (const File& f : files) {
+    if (absl::Status s = WritePem(f.path, f.cert, f.key); !s.ok()) return s;
+  }
+  return out;
+}
+
+}  // namespace llmint8::testing
