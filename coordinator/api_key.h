@@ -6,8 +6,9 @@
 // Rendezvous the workers form groups through listens on the same port as Generation, so
 // restrict who can reach the coordinator's port to clients and workers (the NetworkPolicy of
 // deploy/ guards the workers' ports). The key travels in clear text over plaintext gRPC and
-// HTTP: terminate TLS in front of the coordinator (an ingress or a proxy) when it crosses an
-// untrusted network.
+// HTTP: serve TLS (--tls_cert_file, common/tls.h; --tls_client_ca_file also authenticates the
+// workers and clients by certificate) or terminate it in front of the coordinator (an ingress
+// or a proxy) when it crosses an untrusted network.
 //
 // Thread-safe (immutable).
 #ifndef LLMINT8_COORDINATOR_API_KEY_H_

@@ -66,6 +66,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (options.group.addresses.empty()) {
     return absl::InvalidArgumentError("no workers given; pass --workers=host:port,...");
   }
+  ASSIGN_OR_RETURN(const std::optional<TlsServerPem> tls, LoadTlsServer(options.tls));
   ASSIGN_OR_RETURN(impl->config, worker::LoadModelSpecConfig(options.group.model));
   const std::vector<int> valid_tp = model::ValidTpDegrees(impl->config);
   const int tp = static_cast<int>(options.group.addresses.size());
@@ -190,7 +191,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &impl->port);
+  builder.AddListeningPort(options.listen, GrpcServerCredentials(tls), &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.RegisterService(impl->generation.get());
   builder.RegisterService(&impl->rendezvous);
@@ -203,6 +204,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   impl->address = absl::StrCat("127.0.0.1:", impl->port);
   std::string advertise = options.advertise.empty() ? impl->address : options.advertise;
   LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
+                    << (!tls.has_value()            ? ""
+                        : tls->client_roots.empty() ? ", TLS"
+                                                    : ", TLS with client certificates")
                     << "); model " << options.group.model << ", " << options.group.dtype << ", "
                     << options.group.addresses.size()
                     << " workers (group: " << GroupPolicyName(options.group.policy) << ") over "
@@ -227,14 +231,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
         16;
     GenerationService* service = impl->generation.get();
     const WorkerGroup* group = impl->group.get();
-    ASSIGN_OR_RETURN(impl->http_server,
-                     HttpServer::Start(impl->options.http_listen, "--http_listen", threads,
-                                       [&](httplib::Server& server) {
-                                         AddHttpApiRoutes(server, service, group, api);
-                                       }));
-    LLMINT8_LOG(INFO) << "OpenAI-compatible API at http://" << impl->options.http_listen
-                      << "/v1/completions (port " << impl->http_server->port() << "; model id "
-                      << api.model_id << ")";
+    ASSIGN_OR_RETURN(impl->http_server, HttpServer::Start(
+                                            impl->options.http_listen, "--http_listen", threads,
+                                            [&](httplib::Server& server) {
+                                              AddHttpApiRoutes(server, service, group, api);
+                                            },
+                                            impl->options.tls));
+    LLMINT8_LOG(INFO) << "OpenAI-compatible API at " << (tls.has_value() ? "https://" : "http://")
+                      << impl->options.http_listen << "/v1/completions (port "
+                      << impl->http_server->port() << "; model id " << api.model_id << ")";
   }
 
   return std::unique_ptr<CoordinatorServer>(new CoordinatorServer(std::move(impl)));

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/worker_group.h"
 
@@ -32,6 +33,10 @@ struct CoordinatorOptions {
   std::string metrics_listen;
   // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.
   std::string http_listen;
+  // TLS on the gRPC port (Generation, health, reflection, and the workers' rendezvous) and
+  // the HTTP API, with client certificates when tls.client_ca_file is set (common/tls.h).
+  // Metrics stay plain HTTP (scraped inside the cluster).
+  TlsServerConfig tls;
   // Clients must send "authorization: Bearer <api_key>" when non-empty (coordinator/api_key.h);
   // the binary reads it from LLMINT8_API_KEY.
   std::string api_key;

@@ -14,13 +14,26 @@ namespace llmint8::coordinator {
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const std::string& listen, std::string_view flag, int threads,
-    const std::function<void(httplib::Server&)>& routes) {
+    const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls) {
   const std::string flag_name(flag);
   ASSIGN_OR_RETURN(const HostPort address, ParseHostPort(listen, flag_name));
   const std::string& host = address.host;
   const int port = address.port;
   std::unique_ptr<HttpServer> s(new HttpServer());
-  s->server_ = std::make_unique<httplib::Server>();
+  if (tls.enabled()) {
+    // The files were checked (LoadTlsServer); httplib reads them again for its SSL context.
+    auto https = std::make_unique<httplib::SSLServer>(
+        tls.cert_file.c_str(), tls.key_file.c_str(),
+        tls.client_ca_file.empty() ? nullptr : tls.client_ca_file.c_str());
+    if (!https->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "HTTPS on ", flag_name, "=", listen, ": OpenSSL refused --tls_cert_file=", tls.cert_file,
+          " / --tls_key_file=", tls.key_file));
+    }
+    s->server_ = std::move(https);
+  } else {
+    s->server_ = std::make_unique<httplib::Server>();
+  }
   // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default
   // SO_REUSEPORT, which would let a second server share the port instead of failing.
   s->server_->set_socket_options([](socket_t sock) {

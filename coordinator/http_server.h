@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/tls.h"
 
 namespace httplib {
 class Server;
@@ -26,10 +27,12 @@ class HttpServer {
   // Listens on `listen` (host:port; port 0 picks a free one) with `threads` handler threads;
   // `routes` registers the handlers (they run on those threads). `flag` names the address in
   // errors: a malformed one (INVALID_ARGUMENT, common/host_port.h), a port that cannot be
-  // bound or a server that does not start (UNAVAILABLE).
+  // bound or a server that does not start (UNAVAILABLE). With `tls` enabled it serves HTTPS
+  // (common/tls.h; files checked by LoadTlsServer first), requiring client certificates when
+  // tls.client_ca_file is set.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const std::string& listen, std::string_view flag, int threads,
-      const std::function<void(httplib::Server&)>& routes);
+      const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls = {});
   ~HttpServer();  // stops listening, waits for open requests and joins
 
   int port() const { return port_; }

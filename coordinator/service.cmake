@@ -1,6 +1,7 @@
 # service: the Generation service, scheduler (continuous batching), worker group, rendezvous.
 llmint8_cc_library(NAME coordinator_metrics SRCS metrics.cc metrics_server.cc http_server.cc
-  DEPS llmint8::proto llmint8::host_port llmint8::common prometheus-cpp::core PkgConfig::HTTPLIB
+  DEPS llmint8::proto llmint8::host_port llmint8::common llmint8::tls prometheus-cpp::core
+       PkgConfig::HTTPLIB
        absl::status absl::statusor
        absl::strings absl::time Threads::Threads)
 llmint8_cc_test(NAME metrics_test SRCS metrics_test.cc

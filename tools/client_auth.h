@@ -1,13 +1,19 @@
-// The clients of the binary (generate, loadtest) send the API key of LLMINT8_API_KEY when it
-// is set, as the coordinator expects it (coordinator/api_key.h).
+// The clients of the binary (generate, loadtest, and workers calling the rendezvous) reach the
+// coordinator over TLS when --tls_ca_file is set (with this client's certificate when
+// --tls_cert_file is: common/tls.h), and send the API key of LLMINT8_API_KEY when it is set, as
+// the coordinator expects it (coordinator/api_key.h).
 #ifndef LLMINT8_TOOLS_CLIENT_AUTH_H_
 #define LLMINT8_TOOLS_CLIENT_AUTH_H_
 
 #include <cstdlib>
+#include <memory>
 #include <string>
 
+#include "absl/flags/flag.h"
+#include "common/tls.h"
 #include "coordinator/api_key.h"
 #include "grpcpp/client_context.h"
+#include "tools/flags.h"
 
 namespace llmint8::tools {
 
@@ -15,6 +21,13 @@ inline void AddApiKey(grpc::ClientContext& ctx) {
   const char* key = std::getenv(coordinator::kApiKeyEnv);
   if (key != nullptr && *key != '\0')
     ctx.AddMetadata("authorization", std::string("Bearer ") + key);
+}
+
+// INVALID_ARGUMENT naming the flag for a file that will not do.
+inline absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentialsFromFlags() {
+  return GrpcChannelCredentials({.ca_file = absl::GetFlag(FLAGS_tls_ca_file),
+                                 .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                                 .key_file = absl::GetFlag(FLAGS_tls_key_file)});
 }
 
 }  // namespace llmint8::tools

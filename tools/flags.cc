@@ -14,6 +14,18 @@ ABSL_FLAG(std::string, http_listen, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port for Prometheus metrics at http://<host:port>/metrics (coordinator / serve; "
           "empty: off; port 0 picks a free port)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain. coordinator / serve: the server's, for TLS on the gRPC port and "
+          "the HTTP API (with --tls_key_file); generate / loadtest / worker: this client's, for "
+          "a coordinator that asks for client certificates");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file (unencrypted)");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "coordinator / serve: PEM roots; clients (and workers) must present a certificate they "
+          "signed (mutual TLS)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "generate / loadtest / worker: PEM roots of the coordinator's certificate: call it over "
+          "TLS. serve: what its workers trust (default: --tls_cert_file itself, for a "
+          "self-signed one)");
 ABSL_FLAG(std::string, advertise, "",
           "host:port workers reach this coordinator at (default 127.0.0.1:<port>)");
 ABSL_FLAG(std::vector<std::string>, workers, {},

@@ -103,7 +103,13 @@ int RunLoadtest() {
   const std::string target = absl::GetFlag(FLAGS_coordinator).empty()
                                  ? "127.0.0.1:50051"
                                  : absl::GetFlag(FLAGS_coordinator);
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ClientCredentialsFromFlags();
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "llmint8 loadtest: %s\n", credentials.status().ToString().c_str());
+    return 2;
+  }
+  auto channel = grpc::CreateChannel(target, *credentials);
   auto stub = v1::Generation::NewStub(channel);
   // Timings start once the group serves: wait (up to 60 s) for grpc.health.v1 SERVING, which
   // the coordinator reports only while its worker group is ready.

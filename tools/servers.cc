@@ -32,6 +32,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "model/shard_model.h"
 #include "tools/bundled_model.h"
+#include "tools/client_auth.h"
 #include "tools/flags.h"
 #include "tools/gpu_placement.h"
 #include "tools/subcommands.h"
@@ -161,6 +162,9 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.advertise = absl::GetFlag(FLAGS_advertise);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
+  o.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+           .key_file = absl::GetFlag(FLAGS_tls_key_file),
+           .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
   const char* key = std::getenv(coordinator::kApiKeyEnv);
   if (key != nullptr) o.api_key = key;
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
@@ -204,6 +208,10 @@ int RunWorker() {
   options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
   options.gloo_hostname = absl::GetFlag(FLAGS_gloo_hostname);
   options.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ClientCredentialsFromFlags();
+  if (!credentials.ok()) return Fail(credentials.status());
+  options.coordinator_credentials = *std::move(credentials);
   const std::string listen =
       absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50061" : absl::GetFlag(FLAGS_listen);
   SetLogPrefix(absl::StrCat("worker ", listen));
@@ -306,6 +314,18 @@ int RunServe(const char* argv0) {
 
   std::vector<std::string> addresses;
   for (int i = 0; i < tp; ++i) addresses.push_back(absl::StrCat("127.0.0.1:", base_port + i));
+  // With TLS the workers reach the rendezvous at 127.0.0.1:<port> over it: they trust
+  // --tls_ca_file (default: the certificate itself, for a self-signed one) and, when clients
+  // must present a certificate, present the server's.
+  std::vector<std::string> worker_tls;
+  if (const std::string cert = absl::GetFlag(FLAGS_tls_cert_file); !cert.empty()) {
+    const std::string ca = absl::GetFlag(FLAGS_tls_ca_file);
+    worker_tls.push_back(absl::StrCat("--tls_ca_file=", ca.empty() ? cert : ca));
+    if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty()) {
+      worker_tls.push_back(absl::StrCat("--tls_cert_file=", cert));
+      worker_tls.push_back(absl::StrCat("--tls_key_file=", absl::GetFlag(FLAGS_tls_key_file)));
+    }
+  }
 
   std::mutex mu;
   std::map<pid_t, int> children;  // pid -> rank
@@ -319,6 +339,7 @@ int RunServe(const char* argv0) {
         absl::StrCat("--cuda_device=",
                      cuda_devices > 0 ? PlaceRank(rank, tp, cuda_devices).cuda_device : 0),
         absl::StrCat("--memory_limit=", *memory_limit)};
+    for (std::string& flag : worker_tls) args.push_back(flag);
     std::vector<std::string> env = worker_env(rank);
     std::vector<char*> envp;
     for (std::string& e : env) envp.push_back(e.data());

@@ -1,6 +1,7 @@
 #include "worker/grpc_rendezvous.h"
 
 #include <chrono>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
@@ -17,10 +18,12 @@ void SetDeadline(grpc::ClientContext& ctx, std::chrono::milliseconds extra) {
 
 }  // namespace
 
-GrpcRendezvous::GrpcRendezvous(const std::string& address)
+GrpcRendezvous::GrpcRendezvous(const std::string& address,
+                               std::shared_ptr<grpc::ChannelCredentials> credentials)
     : address_(address),
-      stub_(v1::Rendezvous::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+      stub_(v1::Rendezvous::NewStub(grpc::CreateChannel(
+          address,
+          credentials != nullptr ? std::move(credentials) : grpc::InsecureChannelCredentials()))) {}
 
 absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
   grpc::ClientContext ctx;

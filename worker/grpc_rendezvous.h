@@ -8,14 +8,16 @@
 #include <string>
 
 #include "comm/rendezvous.h"
+#include "grpcpp/security/credentials.h"
 #include "llmint8/v1/rendezvous.grpc.pb.h"
 
 namespace llmint8::worker {
 
 class GrpcRendezvous : public comm::Rendezvous {
  public:
-  // `address`: host:port of the coordinator. No connection is made until the first call.
-  explicit GrpcRendezvous(const std::string& address);
+  // `address`: host:port of the coordinator; `credentials`: TLS to reach it (null: plaintext).
+  // No connection is made until the first call.
+  GrpcRendezvous(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials);
 
   absl::Status Set(std::string_view key, std::string_view value) override;
   absl::StatusOr<std::string> Get(std::string_view key, absl::Duration timeout) override;

@@ -118,7 +118,7 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   LLMINT8_LOG(INFO) << who << ": joining group epoch " << req.epoch() << " over " << backend
                     << (req.world_size() > 1 ? " via rendezvous at " + rendezvous_address
                                              : std::string());
-  GrpcRendezvous rendezvous(rendezvous_address);
+  GrpcRendezvous rendezvous(rendezvous_address, options_.coordinator_credentials);
   comm::CommOptions comm_options;
   comm_options.rank = req.rank();
   comm_options.world_size = req.world_size();

@@ -27,6 +27,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "comm/communicator.h"
+#include "grpcpp/security/credentials.h"
 #include "llmint8/v1/worker.grpc.pb.h"
 #include "model/shard_model.h"
 #include "worker/sequence_samplers.h"
@@ -41,6 +42,8 @@ struct WorkerOptions {
   // When set, used instead of LoadShardRequest.rendezvous_address (the coordinator as seen
   // from this worker, e.g. across a NAT or a Kubernetes service).
   std::string coordinator_address;
+  // TLS to the coordinator's rendezvous when it serves TLS (common/tls.h); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> coordinator_credentials;
   // Address other ranks reach this worker's Gloo transport at; with gloo_interface set
   // (e.g. "eth0"), that interface's address instead (comm/comm_options.h).
   std::string gloo_hostname = "127.0.0.1";
