@@ -123,9 +123,9 @@ std::string Cluster::worker_address(int rank) const {
 }
 
 void Cluster::StartWorker(int rank) {
-  workers_[rank] = std::make_unique<Process>(
-      std::vector<std::string>{"worker", absl::StrCat("--listen=", worker_address(rank))},
-      absl::StrCat(log_dir_, "/worker", rank, ".log"));
+  std::vector<std::string> args = {"worker", absl::StrCat("--listen=", worker_address(rank))};
+  for (const std::string& f : options_.extra_worker_flags) args.push_back(f);
+  workers_[rank] = std::make_unique<Process>(args, absl::StrCat(log_dir_, "/worker", rank, ".log"));
 }
 
 void Cluster::KillWorker(int rank, int signal) {
@@ -195,16 +195,18 @@ absl::StatusOr<std::string> RunAndRead(const std::string& command) {
   return output;
 }
 
-int HealthStatus(const std::string& address) {
-  return tools::HealthCheck(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
-                            absl::Seconds(2));
+int HealthStatus(const std::string& address,
+                 std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  return tools::HealthCheck(grpc::CreateChannel(address, credentials), absl::Seconds(2));
 }
 
-bool WaitForHealth(const std::string& address, int want, double seconds) {
+bool WaitForHealth(const std::string& address, int want, double seconds,
+                   std::shared_ptr<grpc::ChannelCredentials> credentials) {
   const auto end = std::chrono::steady_clock::now() +
                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
   while (std::chrono::steady_clock::now() < end) {
-    if (HealthStatus(address) == want) return true;
+    if (HealthStatus(address, credentials) == want) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;

@@ -41,6 +41,7 @@ struct ClusterOptions {
   std::string dtype = "fp32";
   int workers = 2;
   std::vector<std::string> extra_coordinator_flags;
+  std::vector<std::string> extra_worker_flags;
   bool start_workers = true;
   std::vector<std::string> coordinator_env;  // "NAME=value" for the coordinator process
 };
@@ -86,10 +87,12 @@ class Cluster {
 absl::StatusOr<std::string> RunAndRead(const std::string& command);
 
 // grpc.health.v1.Health/Check for service "" (raw call, no generated health stubs needed):
-// 1 SERVING, 2 NOT_SERVING, -1 when the call failed.
-int HealthStatus(const std::string& address);
+// 1 SERVING, 2 NOT_SERVING, -1 when the call failed. `credentials`: null for plaintext.
+int HealthStatus(const std::string& address,
+                 std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 // Polls until HealthStatus == want or `seconds` pass; true on success.
-bool WaitForHealth(const std::string& address, int want, double seconds);
+bool WaitForHealth(const std::string& address, int want, double seconds,
+                   std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // The service names a server lists through grpc.reflection.v1alpha.ServerReflection (raw
 // call, as stock tools like grpcurl make it); empty when the call failed.

@@ -1,0 +1,177 @@
+// TLS end to end: a coordinator serving gRPC and the HTTP API over TLS that requires client
+// certificates, its 2 Gloo workers reaching its rendezvous over the same TLS with theirs;
+// clients with and without the right roots and certificate; the CLI; `serve` passing TLS on to
+// its workers; a key that is not the certificate's refused at start.
+#include <stdlib.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/testing/test_certs.h"
+#include "common/tls.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "tests/e2e/cluster.h"
+#include "tests/e2e/reference.h"
+
+namespace llmint8::e2e {
+namespace {
+
+constexpr char kModel[] =
+    "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400,positions=128,seed=5";
+
+std::shared_ptr<grpc::ChannelCredentials> Credentials(const TlsClientConfig& config) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = GrpcChannelCredentials(config);
+  EXPECT_TRUE(creds.ok()) << creds.status();
+  return creds.ok() ? *creds : grpc::InsecureChannelCredentials();
+}
+
+class TlsE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string dir = ::testing::TempDir() + "/llmint8-tls-e2e-XXXXXX";
+    ASSERT_NE(mkdtemp(dir.data()), nullptr);
+    absl::StatusOr<testing::TestCerts> certs = testing::WriteTestCerts(dir);
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = new testing::TestCerts(*certs);
+    http_port_ = FreePort();
+    ClusterOptions options;
+    options.model = kModel;
+    options.dtype = "fp32";
+    options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port_),
+                                       "--tls_cert_file=" + certs_->server_cert,
+                                       "--tls_key_file=" + certs_->server_key,
+                                       "--tls_client_ca_file=" + certs_->ca};
+    options.extra_worker_flags = {"--tls_ca_file=" + certs_->ca,
+                                  "--tls_cert_file=" + certs_->client_cert,
+                                  "--tls_key_file=" + certs_->client_key};
+    cluster_ = new Cluster(options);
+    ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60, Credentials(Client())))
+        << "never SERVING over mutual TLS";
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete certs_;
+  }
+
+  // A client this coordinator accepts.
+  static TlsClientConfig Client() {
+    return {
+        .ca_file = certs_->ca, .cert_file = certs_->client_cert, .key_file = certs_->client_key};
+  }
+  static std::unique_ptr<v1::Generation::Stub> Stub(const TlsClientConfig& config) {
+    return v1::Generation::NewStub(grpc::CreateChannel(cluster_->address(), Credentials(config)));
+  }
+
+  static testing::TestCerts* certs_;
+  static int http_port_;
+  static Cluster* cluster_;
+};
+
+testing::TestCerts* TlsE2ETest::certs_ = nullptr;
+int TlsE2ETest::http_port_ = 0;
+Cluster* TlsE2ETest::cluster_ = nullptr;
+
+TEST_F(TlsE2ETest, GenerateOverMutualTlsMatchesTheInProcessRuntime) {
+  const std::vector<int32_t> prompt = {2, 17, 93, 5, 250, 61};
+  auto ref = InProcessReference::Open(kModel, model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  absl::StatusOr<std::vector<int32_t>> want = (*ref)->Greedy(prompt, 12);
+  ASSERT_TRUE(want.ok()) << want.status();
+  auto stub = Stub(Client());
+  const Generated got = Generate(*stub, GreedyRequest(prompt, 12));
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.tokens, *want);
+}
+
+TEST_F(TlsE2ETest, ClientsWithoutTheRightRootsOrCertificateAreRefused) {
+  const v1::GenerateRequest request = GreedyRequest({2, 17, 93}, 2);
+  const TlsClientConfig no_certificate = {.ca_file = certs_->ca};
+  const TlsClientConfig wrong_roots = {.ca_file = certs_->other_ca,
+                                       .cert_file = certs_->client_cert,
+                                       .key_file = certs_->client_key};
+  for (const TlsClientConfig& config : {no_certificate, wrong_roots}) {
+    auto stub = Stub(config);
+    EXPECT_EQ(Generate(*stub, request, 5).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  auto plaintext = v1::Generation::NewStub(
+      grpc::CreateChannel(cluster_->address(), grpc::InsecureChannelCredentials()));
+  EXPECT_EQ(Generate(*plaintext, request, 5).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  // The coordinator still serves the client it accepts.
+  auto stub = Stub(Client());
+  EXPECT_TRUE(Generate(*stub, request).status.ok());
+}
+
+TEST_F(TlsE2ETest, TheHttpApiIsHttpsWithClientCertificates) {
+  httplib::SSLClient client("127.0.0.1", http_port_, certs_->client_cert, certs_->client_key);
+  client.set_ca_cert_path(certs_->ca.c_str());
+  client.enable_server_certificate_verification(true);
+  client.set_read_timeout(60, 0);
+  const httplib::Result health = client.Get("/health");
+  ASSERT_TRUE(health) << httplib::to_string(health.error());
+  EXPECT_EQ(health->status, 200);
+  const httplib::Result completion = client.Post(
+      "/v1/completions", R"({"prompt": [2, 17, 93], "max_tokens": 3, "temperature": 0})",
+      "application/json");
+  ASSERT_TRUE(completion) << httplib::to_string(completion.error());
+  EXPECT_EQ(completion->status, 200) << completion->body;
+
+  httplib::SSLClient no_certificate("127.0.0.1", http_port_);
+  no_certificate.set_ca_cert_path(certs_->ca.c_str());
+  no_certificate.enable_server_certificate_verification(true);
+  EXPECT_FALSE(no_certificate.Get("/health")) << "a client without a certificate";
+  httplib::Client plaintext("127.0.0.1", http_port_);
+  const httplib::Result plain = plaintext.Get("/health");
+  EXPECT_TRUE(!plain || plain->status != 200) << "plain HTTP on the HTTPS port";
+}
+
+TEST_F(TlsE2ETest, TheGenerateCommandCallsOverTls) {
+  const std::string base =
+      absl::StrCat(LlmintBinary(), " generate --coordinator=", cluster_->address(),
+                   " --token_ids=2,17,93 "
+                   "--max_new_tokens=3 --tls_ca_file=",
+                   certs_->ca);
+  absl::StatusOr<std::string> out =
+      RunAndRead(absl::StrCat(base, " --tls_cert_file=", certs_->client_cert,
+                              " --tls_key_file=", certs_->client_key, " 2>&1"));
+  EXPECT_TRUE(out.ok()) << out.status();
+  absl::StatusOr<std::string> wrong_key =
+      RunAndRead(absl::StrCat(base, " --tls_cert_file=", certs_->client_cert,
+                              " --tls_key_file=", certs_->server_key, " 2>&1"));
+  ASSERT_FALSE(wrong_key.ok());
+  EXPECT_NE(wrong_key.status().message().find("does not belong to the certificate"),
+            std::string::npos)
+      << wrong_key.status();
+}
+
+TEST_F(TlsE2ETest, ACoordinatorWithAKeyThatIsNotItsCertificatesDoesNotStart) {
+  const absl::StatusOr<std::string> out = RunAndRead(absl::StrCat(
+      "timeout 30 ", LlmintBinary(), " coordinator --listen=127.0.0.1:", FreePort(),
+      " --workers=127.0.0.1:", FreePort(), " --model=", kModel,
+      " --tls_cert_file=", certs_->server_cert, " --tls_key_file=", certs_->client_key, " 2>&1"));
+  ASSERT_FALSE(out.ok()) << "started";
+  EXPECT_NE(out.status().message().find("--tls_key_file=" + certs_->client_key +
+                                        ": the key does not belong to the certificate"),
+            std::string::npos)
+      << out.status();
+}
+
+TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndItsCertificate) {
+  const int port = FreePort();
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  Process serve({"serve", "--tp=2", absl::StrCat("--model=", kModel), "--dtype=fp32",
+                 "--listen=" + address, absl::StrCat("--worker_base_port=", FreePort()),
+                 "--tls_cert_file=" + certs_->server_cert, "--tls_key_file=" + certs_->server_key,
+                 "--tls_ca_file=" + certs_->ca, "--tls_client_ca_file=" + certs_->ca},
+                ::testing::TempDir() + "/llmint8-tls-serve.log");
+  // Serving means both workers joined the group through the rendezvous, over mutual TLS.
+  ASSERT_TRUE(WaitForHealth(address, 1, 60, Credentials(Client())))
+      << "never SERVING; see " << ::testing::TempDir() << "/llmint8-tls-serve.log";
+  auto stub = v1::Generation::NewStub(grpc::CreateChannel(address, Credentials(Client())));
+  EXPECT_TRUE(Generate(*stub, GreedyRequest({2, 17, 93}, 3)).status.ok());
+}
+
+}  // namespace
+}  // namespace llmint8::e2e
