@@ -97,23 +97,27 @@ inline absl::StatusOr<Logits> ChunkedPrefill(ShardModel& model, std::span<const 
   return last;
 }
 
-// The logits of the prefix tests (SequenceInput::prefix_from), CPU and CUDA alike.
+// The logits of the prefix tests (SequenceInput::prefix_from), CPU and CUDA alike; in each
+// pair the rows are the same sequences' (compare shared.row(i) with own.row(i)).
 struct PrefixStepLogits {
-  Logits shared;                   // rows 1, 2: sequences 2, 3 started from sequence 1's prefixes
-  Logits own;                      // rows 0, 1: the same sequences prefilled in full
-  Logits shared_after, own_after;  // sequence 2's next decode step, sequence 1 released
+  Logits shared;  // sequence 1's decode step; sequences 2, 3 started from its prefixes
+  Logits own;     // the same three prefilled in full
+  Logits shared_after, own_after;  // sequence 2's next decode; sequence 4 prefilled beside it
 };
 
 // `shared` prefills `prompt` as sequence 1, then in one step decodes a token for it while
 // sequence 2 starts from its first prompt.size() - 1 positions (with the prompt's last token)
-// and sequence 3 from its first `short_prefix` (with `tail`); `own` prefills those tokens in
-// full as sequences 2 and 3. Then sequence 1 is released and sequence 2 decodes a token on
-// both.
+// and sequence 3 from its first `short_prefix` (with `tail`): a source's own new token must go
+// to its cache, the others' to their copies. `own` prefills the same tokens in full. Then
+// sequence 1 is released and, in one step, sequence 2 decodes a token other than the one
+// sequence 1 decoded at that position while a new sequence 4 prefills `fresh`: on the GPU it
+// takes the KV pages sequence 1 gave back, so a "copy" that shared them would show.
 inline absl::StatusOr<PrefixStepLogits> PrefixSteps(ShardModel& shared, ShardModel& own,
                                                     std::span<const int32_t> prompt,
                                                     std::span<const int32_t> tail,
-                                                    int64_t short_prefix) {
-  const int32_t next = 17;
+                                                    int64_t short_prefix,
+                                                    std::span<const int32_t> fresh) {
+  const int32_t next = 17, other = 23;
   const int64_t long_prefix = static_cast<int64_t>(prompt.size()) - 1;
   ShardModel::SequenceInput first{1, prompt};
   RETURN_IF_ERROR(shared.Step({&first, 1}).status());
@@ -122,14 +126,19 @@ inline absl::StatusOr<PrefixStepLogits> PrefixSteps(ShardModel& shared, ShardMod
                                                          {3, tail, false, 1, short_prefix}};
   PrefixStepLogits out;
   ASSIGN_OR_RETURN(out.shared, shared.Step(forked));
+  std::vector<int32_t> source(prompt.begin(), prompt.end());
+  source.push_back(next);
   std::vector<int32_t> short_prompt(prompt.begin(), prompt.begin() + short_prefix);
   short_prompt.insert(short_prompt.end(), tail.begin(), tail.end());
-  const std::vector<ShardModel::SequenceInput> prefilled = {{2, prompt}, {3, short_prompt}};
+  const std::vector<ShardModel::SequenceInput> prefilled = {
+      {1, source}, {2, prompt}, {3, short_prompt}};
   ASSIGN_OR_RETURN(out.own, own.Step(prefilled));
-  RETURN_IF_ERROR(shared.Release(1));
-  const ShardModel::SequenceInput step{2, {&next, 1}};
-  ASSIGN_OR_RETURN(out.shared_after, shared.Step({&step, 1}));
-  ASSIGN_OR_RETURN(out.own_after, own.Step({&step, 1}));
+  const std::vector<ShardModel::SequenceInput> after = {{2, {&other, 1}}, {4, fresh}};
+  for (ShardModel* m : {&shared, &own}) {
+    RETURN_IF_ERROR(m->Release(1));
+    ASSIGN_OR_RETURN(Logits logits, m->Step(after));
+    (m == &shared ? out.shared_after : out.own_after) = std::move(logits);
+  }
   return out;
 }
 

@@ -11,8 +11,10 @@
 // cudaMalloc'ed for it. Page ids stay valid across growth.
 //
 // Usage per step: PagesNeeded() for every sequence, GrowPool() when free_pages() is short,
-// Reserve() (creates unknown sequences), run the step, then SetLength(), or on failure
-// Release() the sequences the step created and Trim() the others.
+// Reserve() (creates unknown sequences), CopyPrefix() for a new sequence that starts from
+// another's cached positions (queued on the step's stream, before the forward), run the step,
+// then SetLength(), or on failure Release() the sequences the step created and Trim() the
+// others.
 // Thread-compatible.
 #ifndef LLMINT8_MODEL_CUDA_PAGED_KV_CACHE_H_
 #define LLMINT8_MODEL_CUDA_PAGED_KV_CACHE_H_
