@@ -67,6 +67,8 @@ absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
                      step.prefix_from(), " (it has no penalty)"));
   }
   kernels::SamplingParams& params = step.sample_index() < s.min_tokens ? s.early : s.params;
+  // A logprob costs an exp per vocabulary entry (a log-sum-exp over the row): only when asked.
+  params.return_logprob = step.logprobs();
   params.top_logprobs = step.top_logprobs();
   return SampleToken(logits, params, step.sample_index(), s.seen);
 }

@@ -60,6 +60,7 @@ TEST(SequenceSamplersTest, MinTokensBansLiftAtSampleIndexMinTokens) {
   v1::SeqStep first = Step(1, {2}, 0);
   first.mutable_sampling()->set_min_tokens(2);
   first.mutable_sampling()->add_min_tokens_banned(3);
+  first.set_logprobs(true);
   first.set_top_logprobs(1);
   samplers.Observe(first);
   absl::StatusOr<SampledToken> t0 = samplers.Sample(first, kLogits);
@@ -76,6 +77,28 @@ TEST(SequenceSamplersTest, MinTokensBansLiftAtSampleIndexMinTokens) {
   v1::SeqStep no_min = Step(2, {2}, 0);
   no_min.mutable_sampling()->add_min_tokens_banned(3);
   EXPECT_EQ(Next(samplers, no_min), 3);
+}
+
+// The logprob comes with the steps that ask for it (SeqStep.logprobs): computing it reads the
+// whole row again with an exp each, which greedy decoding without logprobs does not pay.
+TEST(SequenceSamplersTest, TheLogprobComesOnlyWithTheStepsThatAskForIt) {
+  SequenceSamplers samplers;
+  double z = 0.0;
+  for (float x : kLogits) z += std::exp(static_cast<double>(x));
+  v1::SeqStep asked = Step(5, {2}, 0);
+  asked.set_logprobs(true);
+  samplers.Observe(asked);
+  absl::StatusOr<SampledToken> with = samplers.Sample(asked, kLogits);
+  ASSERT_TRUE(with.ok()) << with.status();
+  EXPECT_EQ(with->token_id, 3);
+  EXPECT_NEAR(with->logprob, 1.5 - std::log(z), 1e-5);
+  const v1::SeqStep not_asked = Step(5, {3}, 1);
+  samplers.Observe(not_asked);
+  absl::StatusOr<SampledToken> without = samplers.Sample(not_asked, kLogits);
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_EQ(without->token_id, 3);
+  EXPECT_EQ(without->logprob, 0.0f);
+  EXPECT_TRUE(without->top.empty());
 }
 
 // The tokens of every step count for the penalties, prefill chunks included, though the

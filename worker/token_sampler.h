@@ -22,7 +22,8 @@ struct SampledToken {
 
 // The kernels' form of the parameters a sequence's first step brings (proto defaults: top_p
 // and repetition_penalty 0 are off, as 1), returning the logprob, `top_logprobs` candidates.
-// The min_tokens bans are not in it (SequenceSamplers adds them).
+// The min_tokens bans are not in it (SequenceSamplers adds them, and sets the logprob and
+// candidates each step asks for).
 kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params, int32_t top_logprobs = 0);
 
 // `seen`: the sequence's tokens so far (prompt and generated), which the repetition penalty
