@@ -181,11 +181,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       impl->api_key.get());
   if (!options.metrics_listen.empty()) {
     ServiceMetrics* metrics = impl->metrics.get();
-    ASSIGN_OR_RETURN(impl->metrics_server, MetricsServer::Start(options.metrics_listen, [metrics] {
-                       return metrics->Text();
-                     }));
-    LLMINT8_LOG(INFO) << "metrics at http://" << options.metrics_listen << "/metrics (port "
-                      << impl->metrics_server->port() << ")";
+    Impl* state = impl.get();
+    ASSIGN_OR_RETURN(impl->metrics_server,
+                     MetricsServer::Start(
+                         options.metrics_listen, [metrics] { return metrics->Text(); },
+                         [state] { return state->group->ready() && !state->draining.load(); }));
+    LLMINT8_LOG(INFO) << "metrics at http://" << options.metrics_listen
+                      << "/metrics and /health (port " << impl->metrics_server->port() << ")";
   }
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -1,5 +1,8 @@
-// A small HTTP server for Prometheus scrapes: GET /metrics answers with a text the caller
-// renders (ServiceMetrics::Text), in the Prometheus text format (coordinator/http_server.h).
+// A small plain-HTTP server for Prometheus scrapes: GET /metrics answers with a text the caller
+// renders (ServiceMetrics::Text), in the Prometheus text format (coordinator/http_server.h);
+// GET /health answers 200 while the coordinator serves (its group is ready and it is not
+// draining), else 503: what grpc.health.v1 says on the gRPC port, for probes that cannot
+// speak gRPC over TLS (the kubelet's gRPC probes cannot) when that port serves TLS.
 #ifndef LLMINT8_COORDINATOR_METRICS_SERVER_H_
 #define LLMINT8_COORDINATOR_METRICS_SERVER_H_
 
@@ -14,10 +17,12 @@ namespace llmint8::coordinator {
 
 class MetricsServer {
  public:
-  // Listens on `listen` (host:port; port 0 picks a free one). `render` runs on the server's
-  // thread for every scrape and must be thread-safe. Errors as HttpServer::Start's.
+  // Listens on `listen` (host:port; port 0 picks a free one). `render` and `serving` run on
+  // the server's thread for every request and must be thread-safe. Errors as
+  // HttpServer::Start's.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen,
-                                                              std::function<std::string()> render);
+                                                              std::function<std::string()> render,
+                                                              std::function<bool()> serving);
 
   int port() const { return http_->port(); }
 

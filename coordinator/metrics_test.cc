@@ -1,5 +1,6 @@
 #include "coordinator/metrics.h"
 
+#include <atomic>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -88,12 +89,16 @@ TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
   EXPECT_THAT(text, HasSubstr("llmint8_queued_requests 0\n"));
 }
 
-TEST(MetricsServerTest, ServesTheRenderedTextAtSlashMetrics) {
+TEST(MetricsServerTest, ServesTheRenderedTextAtSlashMetricsAndHealthAtSlashHealth) {
   int scrapes = 0;
-  auto server = MetricsServer::Start("127.0.0.1:0", [&scrapes] {
-    ++scrapes;  // one server thread: no race
-    return std::string("llmint8_x 1\n");
-  });
+  std::atomic<bool> serving{true};
+  auto server = MetricsServer::Start(
+      "127.0.0.1:0",
+      [&scrapes] {
+        ++scrapes;  // one server thread: no race
+        return std::string("llmint8_x 1\n");
+      },
+      [&serving] { return serving.load(); });
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_GT((*server)->port(), 0);
   httplib::Client client("127.0.0.1", (*server)->port());
@@ -106,18 +111,32 @@ TEST(MetricsServerTest, ServesTheRenderedTextAtSlashMetrics) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 404);
   EXPECT_EQ(scrapes, 1);
+  res = client.Get("/health");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "SERVING\n");
+  serving = false;
+  res = client.Get("/health");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->body, "NOT_SERVING\n");
 }
 
 TEST(MetricsServerTest, BadAddressesAreClearErrors) {
   for (const char* listen : {"9090", "localhost:", "host:port", "127.0.0.1:70000"}) {
-    EXPECT_EQ(MetricsServer::Start(listen, [] { return std::string(); }).status().code(),
+    EXPECT_EQ(MetricsServer::Start(
+                  listen, [] { return std::string(); }, [] { return true; })
+                  .status()
+                  .code(),
               absl::StatusCode::kInvalidArgument)
         << listen;
   }
-  auto first = MetricsServer::Start("127.0.0.1:0", [] { return std::string(); });
+  auto first = MetricsServer::Start(
+      "127.0.0.1:0", [] { return std::string(); }, [] { return true; });
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second = MetricsServer::Start(absl::StrCat("127.0.0.1:", (*first)->port()),
-                                     [] { return std::string(); });
+  auto second = MetricsServer::Start(
+      absl::StrCat("127.0.0.1:", (*first)->port()), [] { return std::string(); },
+      [] { return true; });
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(second.status().message(), HasSubstr("pick another port"));
 }

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/metrics_scrape.h"
 
@@ -14,6 +15,13 @@ namespace llmint8::e2e {
 namespace {
 
 constexpr char kModelDir[] = "tests/golden/tiny-opt";
+
+// GET /health on the metrics port: its HTTP status, -1 without an answer.
+int HealthCode(int port) {
+  httplib::Client client("127.0.0.1", port);
+  const httplib::Result res = client.Get("/health");
+  return res ? res->status : -1;
+}
 
 TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   const int metrics_port = FreePort();
@@ -28,6 +36,7 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   EXPECT_EQ(Sample(before, "llmint8_worker_group_size"), 2);
   EXPECT_EQ(Sample(before, "llmint8_generated_tokens_total"), 0);
   EXPECT_EQ(Sample(before, "llmint8_scheduler_steps_total"), 0);
+  EXPECT_EQ(HealthCode(metrics_port), 200);
 
   auto stub = cluster.NewStub();
   const Generated ok = Generate(*stub, GreedyRequest({2, 17, 300}, 5));
@@ -59,8 +68,10 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   // A lost worker shows at the next scrape, and the group's re-forming when it is back.
   cluster.KillWorker(1, SIGKILL);
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_worker_group_ready", 0, 10), 0);
+  EXPECT_EQ(HealthCode(metrics_port), 503) << "/health follows the group";
   cluster.StartWorker(1);
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_worker_group_ready", 1, 60), 1);
+  EXPECT_EQ(HealthCode(metrics_port), 200);
   EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_worker_group_epoch"), 2);
 }
 

@@ -37,10 +37,12 @@ class TlsE2ETest : public ::testing::Test {
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = new testing::TestCerts(*certs);
     http_port_ = FreePort();
+    metrics_port_ = FreePort();
     ClusterOptions options;
     options.model = kModel;
     options.dtype = "fp32";
     options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port_),
+                                       absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_),
                                        "--tls_cert_file=" + certs_->server_cert,
                                        "--tls_key_file=" + certs_->server_key,
                                        "--tls_client_ca_file=" + certs_->ca};
@@ -67,11 +69,13 @@ class TlsE2ETest : public ::testing::Test {
 
   static testing::TestCerts* certs_;
   static int http_port_;
+  static int metrics_port_;
   static Cluster* cluster_;
 };
 
 testing::TestCerts* TlsE2ETest::certs_ = nullptr;
 int TlsE2ETest::http_port_ = 0;
+int TlsE2ETest::metrics_port_ = 0;
 Cluster* TlsE2ETest::cluster_ = nullptr;
 
 TEST_F(TlsE2ETest, GenerateOverMutualTlsMatchesTheInProcessRuntime) {
@@ -125,6 +129,19 @@ TEST_F(TlsE2ETest, TheHttpApiIsHttpsWithClientCertificates) {
   httplib::Client plaintext("127.0.0.1", http_port_);
   const httplib::Result plain = plaintext.Get("/health");
   EXPECT_TRUE(!plain || plain->status != 200) << "plain HTTP on the HTTPS port";
+}
+
+// What a Kubernetes probe can reach when the gRPC port serves TLS: /health on the metrics port,
+// plain HTTP, following the group as grpc.health.v1 does.
+TEST_F(TlsE2ETest, MetricsAndHealthStayPlainHttp) {
+  httplib::Client client("127.0.0.1", metrics_port_);
+  const httplib::Result health = client.Get("/health");
+  ASSERT_TRUE(health) << httplib::to_string(health.error());
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->body, "SERVING\n");
+  const httplib::Result metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("llmint8_worker_group_ready 1"), std::string::npos);
 }
 
 TEST_F(TlsE2ETest, TheGenerateCommandCallsOverTls) {
