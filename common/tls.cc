@@ -1,37 +1,34 @@
 #include "common/tls.h"
 
-#include <openssl/bio.h>
-#include <openssl/evp.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/openssl_ptr.h"
 #include "common/status_macros.h"
 
 namespace llmint8 {
 namespace {
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using Bio = std::unique_ptr<BIO, BioFree>;
-using Cert = std::unique_ptr<X509, X509Free>;
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using openssl::Bio;
+using openssl::Cert;
+using openssl::Pkey;
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": cannot be read"));
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, "=", path, ": cannot be read (", std::strerror(errno), ")"));
+  }
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
@@ -41,24 +38,40 @@ Bio MemoryBio(const std::string& pem) {
   return Bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
 }
 
-// The first certificate of `pem`, checked to be valid now.
-absl::StatusOr<Cert> FirstCertificate(const std::string& pem, const std::string& path,
-                                      const char* flag) {
+// Every certificate in `pem`, in order; an error when there is none.
+absl::StatusOr<std::vector<Cert>> Certificates(const std::string& pem, const std::string& path,
+                                               const char* flag) {
   Bio bio = MemoryBio(pem);
-  Cert cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (cert == nullptr) {
+  std::vector<Cert> certs;
+  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+    certs.emplace_back(cert);
+  }
+  ERR_clear_error();  // the read past the last one
+  if (certs.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         flag, "=", path, ": no PEM certificate (\"-----BEGIN CERTIFICATE-----\") in it"));
   }
-  if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, "=", path, ": the certificate has expired; renew it"));
+  return certs;
+}
+
+// Why `cert` is not valid now; empty when it is.
+std::string NotValidNow(X509* cert) {
+  if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) return "has expired; renew it";
+  if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
+    return "is not valid yet (check the clock)";
   }
-  if (X509_cmp_current_time(X509_get0_notBefore(cert.get())) > 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, "=", path, ": the certificate is not valid yet (check the clock)"));
+  return "";
+}
+
+// The certificate chain of `path`: its first certificate valid now.
+absl::StatusOr<std::vector<Cert>> LoadChain(const std::string& path, const char* flag,
+                                            std::string* pem) {
+  ASSIGN_OR_RETURN(*pem, ReadFile(path, flag));
+  ASSIGN_OR_RETURN(std::vector<Cert> chain, Certificates(*pem, path, flag));
+  if (const std::string why = NotValidNow(chain.front().get()); !why.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, "=", path, ": the certificate ", why));
   }
-  return cert;
+  return chain;
 }
 
 // Reads a certificate chain and its key, checks they belong together.
@@ -69,17 +82,19 @@ absl::Status LoadPair(const std::string& cert_file, const std::string& key_file,
     return absl::InvalidArgumentError(
         absl::StrCat("set both ", cert_flag, " and ", key_flag, " (a certificate and its key)"));
   }
-  ASSIGN_OR_RETURN(cert_pem, ReadFile(cert_file, cert_flag));
+  ASSIGN_OR_RETURN(std::vector<Cert> chain, LoadChain(cert_file, cert_flag, &cert_pem));
   ASSIGN_OR_RETURN(key_pem, ReadFile(key_file, key_flag));
-  ASSIGN_OR_RETURN(Cert cert, FirstCertificate(cert_pem, cert_file, cert_flag));
   Bio bio = MemoryBio(key_pem);
+  // An empty passphrase, so that an encrypted key fails here rather than prompting.
   Pkey key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>("")));
+  ERR_clear_error();
   if (key == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(key_flag, "=", key_file,
                      ": no unencrypted PEM private key in it (decrypt it with `openssl pkey`)"));
   }
-  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+  if (X509_check_private_key(chain.front().get(), key.get()) != 1) {
+    ERR_clear_error();
     return absl::InvalidArgumentError(
         absl::StrCat(key_flag, "=", key_file, ": the key does not belong to the certificate in ",
                      cert_flag, "=", cert_file));
@@ -87,10 +102,17 @@ absl::Status LoadPair(const std::string& cert_file, const std::string& key_file,
   return absl::OkStatus();
 }
 
+// A bundle of roots: at least one of them valid now (the others are ignored, as by a client).
 absl::StatusOr<std::string> LoadRoots(const std::string& path, const char* flag) {
   ASSIGN_OR_RETURN(std::string pem, ReadFile(path, flag));
-  RETURN_IF_ERROR(FirstCertificate(pem, path, flag).status());
-  return pem;
+  ASSIGN_OR_RETURN(std::vector<Cert> roots, Certificates(pem, path, flag));
+  std::string why;
+  for (const Cert& root : roots) {
+    why = NotValidNow(root.get());
+    if (why.empty()) return pem;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, "=", path, roots.size() == 1 ? ": the certificate " : ": every certificate ", why));
 }
 
 }  // namespace
@@ -140,6 +162,51 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> GrpcChannelCredentials
                              options.pem_cert_chain, options.pem_private_key));
   }
   return grpc::SslCredentials(options);
+}
+
+absl::Status CheckCertificateNames(const std::string& cert_file, const std::string& host) {
+  std::string pem;
+  ASSIGN_OR_RETURN(std::vector<Cert> chain, LoadChain(cert_file, "--tls_cert_file", &pem));
+  X509* leaf = chain.front().get();
+  const bool named = X509_check_ip_asc(leaf, host.c_str(), 0) == 1 ||
+                     X509_check_host(leaf, host.data(), host.size(), 0, nullptr) == 1;
+  ERR_clear_error();
+  if (!named) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert_file=", cert_file, ": the certificate does not name ", host,
+                     " (its subjectAltName), the address its clients dial"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCertificateSignedBy(const std::string& cert_file, const std::string& roots_file,
+                                      const char* roots_flag) {
+  std::string cert_pem;
+  ASSIGN_OR_RETURN(std::vector<Cert> chain, LoadChain(cert_file, "--tls_cert_file", &cert_pem));
+  ASSIGN_OR_RETURN(const std::string roots_pem, ReadFile(roots_file, roots_flag));
+  ASSIGN_OR_RETURN(std::vector<Cert> roots, Certificates(roots_pem, roots_file, roots_flag));
+  openssl::Store store(X509_STORE_new());
+  for (const Cert& root : roots) X509_STORE_add_cert(store.get(), root.get());
+  openssl::CertStack untrusted(sk_X509_new_null());
+  for (size_t i = 1; i < chain.size(); ++i) {
+    X509_up_ref(chain[i].get());
+    sk_X509_push(untrusted.get(), chain[i].get());
+  }
+  openssl::StoreCtx ctx(X509_STORE_CTX_new());
+  if (store == nullptr || untrusted == nullptr || ctx == nullptr ||
+      X509_STORE_CTX_init(ctx.get(), store.get(), chain.front().get(), untrusted.get()) != 1) {
+    ERR_clear_error();
+    return absl::InternalError("OpenSSL could not set up a certificate check");
+  }
+  const bool ok = X509_verify_cert(ctx.get()) == 1;
+  const int error = X509_STORE_CTX_get_error(ctx.get());
+  ERR_clear_error();
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert_file=", cert_file, " is not signed by ", roots_flag, "=",
+                     roots_file, ": ", X509_verify_cert_error_string(error)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace llmint8

@@ -3,6 +3,9 @@
 #include <stdlib.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 
@@ -23,6 +26,11 @@ class TlsTest : public ::testing::Test {
     absl::StatusOr<testing::TestCerts> certs = testing::WriteTestCerts(*dir_);
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = new testing::TestCerts(*certs);
+  }
+  static void TearDownTestSuite() {
+    if (dir_ != nullptr) std::filesystem::remove_all(*dir_);  // the test keys
+    delete dir_;
+    delete certs_;
   }
 
   static void ExpectInvalid(const absl::Status& status, const std::string& says) {
@@ -81,6 +89,14 @@ TEST_F(TlsTest, BadServerFilesAreClearErrors) {
   config.key_file = certs().client_key;
   ExpectInvalid(LoadTlsServer(config).status(), "the key does not belong to the certificate");
   config = Server();
+  config.key_file = certs().encrypted_key;  // refused without a prompt for its passphrase
+  {
+    std::ifstream key(certs().encrypted_key);
+    const std::string text((std::istreambuf_iterator<char>(key)), std::istreambuf_iterator<char>());
+    ASSERT_NE(text.find("ENCRYPTED PRIVATE KEY"), std::string::npos) << text;
+  }
+  ExpectInvalid(LoadTlsServer(config).status(), "no unencrypted PEM private key");
+  config = Server();
   config.cert_file = certs().expired_cert;
   ExpectInvalid(LoadTlsServer(config).status(), "the certificate has expired");
   ExpectInvalid(LoadTlsServer({.client_ca_file = certs().ca}).status(),
@@ -105,6 +121,24 @@ TEST_F(TlsTest, BadClientFilesAreClearErrors) {
           {.ca_file = certs().ca, .cert_file = certs().client_cert, .key_file = certs().server_key})
           .status(),
       "does not belong");
+}
+
+TEST_F(TlsTest, ChecksWhatACertificateNamesAndWhoSignedIt) {
+  EXPECT_TRUE(CheckCertificateNames(certs().server_cert, "127.0.0.1").ok());
+  EXPECT_TRUE(CheckCertificateNames(certs().server_cert, "localhost").ok());
+  ExpectInvalid(CheckCertificateNames(certs().elsewhere_cert, "127.0.0.1"),
+                "the certificate does not name 127.0.0.1");
+  EXPECT_TRUE(CheckCertificateNames(certs().elsewhere_cert, "example.com").ok());
+
+  EXPECT_TRUE(CheckCertificateSignedBy(certs().server_cert, certs().ca, "--tls_ca_file").ok());
+  ExpectInvalid(CheckCertificateSignedBy(certs().server_cert, certs().other_ca, "--tls_ca_file"),
+                "is not signed by --tls_ca_file=" + certs().other_ca);
+  // A certificate a CA signed does not vouch for itself; a self-signed one does.
+  ExpectInvalid(CheckCertificateSignedBy(certs().server_cert, certs().server_cert, "--tls_ca_file"),
+                "is not signed by");
+  EXPECT_TRUE(
+      CheckCertificateSignedBy(certs().self_signed_cert, certs().self_signed_cert, "--tls_ca_file")
+          .ok());
 }
 
 // A gRPC server with these credentials on a free loopback port; whether a client with

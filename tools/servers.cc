@@ -316,15 +316,44 @@ int RunServe(const char* argv0) {
   for (int i = 0; i < tp; ++i) addresses.push_back(absl::StrCat("127.0.0.1:", base_port + i));
   // With TLS the workers reach the rendezvous at 127.0.0.1:<port> over it: they trust
   // --tls_ca_file (default: the certificate itself, for a self-signed one) and, when clients
-  // must present a certificate, present the server's.
+  // must present a certificate, present the server's. Checked here, or the group would never
+  // form and say only that the rendezvous timed out.
   std::vector<std::string> worker_tls;
   if (const std::string cert = absl::GetFlag(FLAGS_tls_cert_file); !cert.empty()) {
     const std::string ca = absl::GetFlag(FLAGS_tls_ca_file);
+    const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca_file);
+    // The files themselves first (the coordinator checks them again when it starts).
+    if (absl::StatusOr<std::optional<TlsServerPem>> pem =
+            LoadTlsServer({.cert_file = cert,
+                           .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                           .client_ca_file = client_ca});
+        !pem.ok()) {
+      return Fail(pem.status());
+    }
+    for (absl::Status s :
+         {CheckCertificateNames(cert, "127.0.0.1"),
+          ca.empty() ? CheckCertificateSignedBy(cert, cert, "--tls_cert_file (self-signed?)")
+                     : CheckCertificateSignedBy(cert, ca, "--tls_ca_file"),
+          client_ca.empty() ? absl::OkStatus()
+                            : CheckCertificateSignedBy(cert, client_ca, "--tls_client_ca_file")}) {
+      if (!s.ok()) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            "serve: its workers reach the coordinator at 127.0.0.1 over TLS, trusting "
+            "--tls_ca_file (default: the certificate itself) and, with --tls_client_ca_file, "
+            "presenting the server's certificate as theirs: ",
+            s.message(),
+            ". Or run `llmint8 coordinator` and `llmint8 worker` with their own flags")));
+      }
+    }
     worker_tls.push_back(absl::StrCat("--tls_ca_file=", ca.empty() ? cert : ca));
-    if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty()) {
+    if (!client_ca.empty()) {
       worker_tls.push_back(absl::StrCat("--tls_cert_file=", cert));
       worker_tls.push_back(absl::StrCat("--tls_key_file=", absl::GetFlag(FLAGS_tls_key_file)));
     }
+  } else if (!absl::GetFlag(FLAGS_tls_ca_file).empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "serve: --tls_ca_file is what its workers trust when it serves TLS: set --tls_cert_file "
+        "and --tls_key_file too"));
   }
 
   std::mutex mu;

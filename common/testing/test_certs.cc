@@ -6,22 +6,18 @@
 #include <openssl/x509v3.h>
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/openssl_ptr.h"
 
 namespace llmint8::testing {
 namespace {
 
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using Cert = std::unique_ptr<X509, X509Free>;
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using openssl::Cert;
+using openssl::Pkey;
 
 Pkey NewKey() { return Pkey(EVP_EC_gen("P-256")); }
 
@@ -59,12 +55,18 @@ Cert MakeCert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_key,
   return ok ? std::move(cert) : nullptr;
 }
 
-absl::Status WritePem(const std::string& path, X509* cert, EVP_PKEY* key) {
+// A certificate, or a key (encrypted with `passphrase` when it is not null).
+absl::Status WritePem(const std::string& path, X509* cert, EVP_PKEY* key,
+                      const char* passphrase = nullptr) {
   FILE* f = std::fopen(path.c_str(), "w");
   if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
-  const bool ok = cert != nullptr
-                      ? PEM_write_X509(f, cert) == 1
-                      : PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  const EVP_CIPHER* cipher = passphrase != nullptr ? EVP_aes_128_cbc() : nullptr;
+  const int length = passphrase != nullptr ? static_cast<int>(std::strlen(passphrase)) : 0;
+  const bool ok =
+      cert != nullptr
+          ? PEM_write_X509(f, cert) == 1
+          : PEM_write_PrivateKey(f, key, cipher, reinterpret_cast<const unsigned char*>(passphrase),
+                                 length, nullptr, nullptr) == 1;
   std::fclose(f);
   return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write PEM ", path));
 }
@@ -86,7 +88,11 @@ absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
                          nullptr, -1, 30, 4);
   Cert expired =
       MakeCert(server_key.get(), "localhost", ca.get(), ca_key.get(), false, san, -3, -1, 5);
-  if (!server || !client || !expired) {
+  Cert elsewhere = MakeCert(server_key.get(), "example.com", ca.get(), ca_key.get(), false,
+                            "DNS:example.com", -1, 30, 6);
+  Cert self_signed =
+      MakeCert(server_key.get(), "localhost", nullptr, nullptr, false, san, -1, 30, 7);
+  if (!server || !client || !expired || !elsewhere || !self_signed) {
     return absl::InternalError("OpenSSL could not sign the test certificates");
   }
   TestCerts out{.ca = dir + "/ca.pem",
@@ -95,11 +101,15 @@ absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
                 .client_cert = dir + "/client.pem",
                 .client_key = dir + "/client.key",
                 .expired_cert = dir + "/expired.pem",
-                .other_ca = dir + "/other-ca.pem"};
+                .other_ca = dir + "/other-ca.pem",
+                .encrypted_key = dir + "/encrypted.key",
+                .elsewhere_cert = dir + "/elsewhere.pem",
+                .self_signed_cert = dir + "/self-signed.pem"};
   struct File {
     const std::string& path;
     X509* cert;  // or
     EVP_PKEY* key;
+    const char* passphrase = nullptr;
   };
   const File files[] = {{out.ca, ca.get(), nullptr},
                         {out.server_cert, server.get(), nullptr},
@@ -107,9 +117,12 @@ absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
                         {out.client_cert, client.get(), nullptr},
                         {out.client_key, nullptr, client_key.get()},
                         {out.expired_cert, expired.get(), nullptr},
-                        {out.other_ca, other.get(), nullptr}};
+                        {out.other_ca, other.get(), nullptr},
+                        {out.encrypted_key, nullptr, server_key.get(), "secret"},
+                        {out.elsewhere_cert, elsewhere.get(), nullptr},
+                        {out.self_signed_cert, self_signed.get(), nullptr}};
   for (const File& f : files) {
-    if (absl::Status s = WritePem(f.path, f.cert, f.key); !s.ok()) return s;
+    if (absl::Status s = WritePem(f.path, f.cert, f.key, f.passphrase); !s.ok()) return s;
   }
   return out;
 }

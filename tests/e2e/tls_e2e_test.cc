@@ -2,8 +2,10 @@
 // certificates, its 2 Gloo workers reaching its rendezvous over the same TLS with theirs;
 // clients with and without the right roots and certificate; the CLI; `serve` passing TLS on to
 // its workers; a key that is not the certificate's refused at start.
+#include <signal.h>
 #include <stdlib.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,8 +33,12 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(const TlsClientConfig& con
 class TlsE2ETest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    // A server that refuses this client's handshake closes the socket under its next write:
+    // that must be an error return, not a SIGPIPE that ends the test binary.
+    signal(SIGPIPE, SIG_IGN);
     std::string dir = ::testing::TempDir() + "/llmint8-tls-e2e-XXXXXX";
     ASSERT_NE(mkdtemp(dir.data()), nullptr);
+    dir_ = new std::string(dir);
     absl::StatusOr<testing::TestCerts> certs = testing::WriteTestCerts(dir);
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = new testing::TestCerts(*certs);
@@ -56,6 +62,8 @@ class TlsE2ETest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete cluster_;
     delete certs_;
+    if (dir_ != nullptr) std::filesystem::remove_all(*dir_);  // the test keys
+    delete dir_;
   }
 
   // A client this coordinator accepts.
@@ -67,12 +75,14 @@ class TlsE2ETest : public ::testing::Test {
     return v1::Generation::NewStub(grpc::CreateChannel(cluster_->address(), Credentials(config)));
   }
 
+  static std::string* dir_;
   static testing::TestCerts* certs_;
   static int http_port_;
   static int metrics_port_;
   static Cluster* cluster_;
 };
 
+std::string* TlsE2ETest::dir_ = nullptr;
 testing::TestCerts* TlsE2ETest::certs_ = nullptr;
 int TlsE2ETest::http_port_ = 0;
 int TlsE2ETest::metrics_port_ = 0;
@@ -173,6 +183,31 @@ TEST_F(TlsE2ETest, ACoordinatorWithAKeyThatIsNotItsCertificatesDoesNotStart) {
                                         ": the key does not belong to the certificate"),
             std::string::npos)
       << out.status();
+}
+
+// serve's workers dial 127.0.0.1 trusting --tls_ca_file (default: the certificate itself):
+// a certificate that would leave them outside is refused at start, saying why.
+TEST_F(TlsE2ETest, ServeRefusesACertificateItsWorkersCouldNotAccept) {
+  const auto serve = [](const std::string& flags) {
+    return RunAndRead(absl::StrCat("timeout 30 ", LlmintBinary(), " serve --tp=2 --model=", kModel,
+                                   " --listen=127.0.0.1:", FreePort(), " ", flags, " 2>&1"));
+  };
+  const absl::StatusOr<std::string> elsewhere =
+      serve(absl::StrCat("--tls_cert_file=", certs_->elsewhere_cert,
+                         " --tls_key_file=", certs_->server_key, " --tls_ca_file=", certs_->ca));
+  ASSERT_FALSE(elsewhere.ok());
+  EXPECT_NE(elsewhere.status().message().find("does not name 127.0.0.1"), std::string::npos)
+      << elsewhere.status();
+  const absl::StatusOr<std::string> no_roots = serve(absl::StrCat(
+      "--tls_cert_file=", certs_->server_cert, " --tls_key_file=", certs_->server_key));
+  ASSERT_FALSE(no_roots.ok());
+  EXPECT_NE(no_roots.status().message().find("is not signed by --tls_cert_file"), std::string::npos)
+      << no_roots.status();
+  const absl::StatusOr<std::string> roots_alone = serve(absl::StrCat("--tls_ca_file=", certs_->ca));
+  ASSERT_FALSE(roots_alone.ok());
+  EXPECT_NE(roots_alone.status().message().find("set --tls_cert_file and --tls_key_file too"),
+            std::string::npos)
+      << roots_alone.status();
 }
 
 TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndItsCertificate) {
