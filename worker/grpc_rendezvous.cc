@@ -21,9 +21,25 @@ void SetDeadline(grpc::ClientContext& ctx, std::chrono::milliseconds extra) {
 GrpcRendezvous::GrpcRendezvous(const std::string& address,
                                std::shared_ptr<grpc::ChannelCredentials> credentials)
     : address_(address),
-      stub_(v1::Rendezvous::NewStub(grpc::CreateChannel(
-          address,
-          credentials != nullptr ? std::move(credentials) : grpc::InsecureChannelCredentials()))) {}
+      channel_(grpc::CreateChannel(address, credentials != nullptr
+                                                ? std::move(credentials)
+                                                : grpc::InsecureChannelCredentials())),
+      stub_(v1::Rendezvous::NewStub(channel_)) {}
+
+absl::Status GrpcRendezvous::Result(const grpc::Status& status, const char* call) const {
+  absl::Status out = FromGrpcStatus(status, absl::StrCat("rendezvous ", call, " at ", address_));
+  // The calls wait for the channel: a coordinator never reached (wrong address, or a TLS
+  // handshake that fails) ends as a deadline, which alone would not say so.
+  if (out.code() == absl::StatusCode::kDeadlineExceeded &&
+      channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
+    out = absl::DeadlineExceededError(
+        absl::StrCat(out.message(),
+                     " (the coordinator was never reached: check the address and, when it "
+                     "serves TLS, this worker's --tls_ca_file / --tls_cert_file / "
+                     "--tls_key_file against its certificate)"));
+  }
+  return out;
+}
 
 absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
   grpc::ClientContext ctx;
@@ -33,7 +49,7 @@ absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
   req.set_key(std::string(key));
   req.set_value(std::string(value));
   v1::SetResponse resp;
-  return FromGrpcStatus(stub_->Set(&ctx, req, &resp), absl::StrCat("rendezvous Set at ", address_));
+  return Result(stub_->Set(&ctx, req, &resp), "Set");
 }
 
 absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Duration timeout) {
@@ -45,8 +61,7 @@ absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Dura
   req.add_keys(std::string(key));
   req.set_timeout_ms(ms.count());
   v1::GetResponse resp;
-  absl::Status status =
-      FromGrpcStatus(stub_->Get(&ctx, req, &resp), absl::StrCat("rendezvous Get at ", address_));
+  absl::Status status = Result(stub_->Get(&ctx, req, &resp), "Get");
   if (!status.ok()) return status;
   if (resp.values_size() != 1) {
     return absl::InternalError(absl::StrCat("rendezvous at ", address_, " returned ",
@@ -63,8 +78,7 @@ absl::StatusOr<int64_t> GrpcRendezvous::Add(std::string_view key, int64_t delta)
   req.set_key(std::string(key));
   req.set_delta(delta);
   v1::AddResponse resp;
-  absl::Status status =
-      FromGrpcStatus(stub_->Add(&ctx, req, &resp), absl::StrCat("rendezvous Add at ", address_));
+  absl::Status status = Result(stub_->Add(&ctx, req, &resp), "Add");
   if (!status.ok()) return status;
   return resp.value();
 }

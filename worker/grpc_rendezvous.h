@@ -8,6 +8,7 @@
 #include <string>
 
 #include "comm/rendezvous.h"
+#include "grpcpp/channel.h"
 #include "grpcpp/security/credentials.h"
 #include "llmint8/v1/rendezvous.grpc.pb.h"
 
@@ -24,7 +25,11 @@ class GrpcRendezvous : public comm::Rendezvous {
   absl::StatusOr<int64_t> Add(std::string_view key, int64_t delta) override;
 
  private:
+  // `status` of `call` as an absl::Status naming the coordinator.
+  absl::Status Result(const grpc::Status& status, const char* call) const;
+
   std::string address_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Rendezvous::Stub> stub_;
 };
 
