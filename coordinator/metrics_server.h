@@ -1,8 +1,9 @@
 // A small plain-HTTP server for Prometheus scrapes: GET /metrics answers with a text the caller
 // renders (ServiceMetrics::Text), in the Prometheus text format (coordinator/http_server.h);
 // GET /health answers 200 while the coordinator serves (its group is ready and it is not
-// draining), else 503: what grpc.health.v1 says on the gRPC port, for probes that cannot
-// speak gRPC over TLS (the kubelet's gRPC probes cannot) when that port serves TLS.
+// draining), else 503: the Generation service's grpc.health.v1 status on the gRPC port, for
+// readiness probes that cannot speak gRPC over TLS (the kubelet's cannot) when that port
+// serves TLS. Not for liveness: a lost worker turns it 503 without anything to restart.
 #ifndef LLMINT8_COORDINATOR_METRICS_SERVER_H_
 #define LLMINT8_COORDINATOR_METRICS_SERVER_H_
 

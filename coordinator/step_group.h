@@ -1,7 +1,7 @@
 // What the scheduler drives: a tensor-parallel group that runs batched steps in lockstep and
 // holds the sequences' KV caches between them. WorkerGroup (coordinator/worker_group.h) is the
-// real one, over gRPC; coordinator/scheduler_test.cc has an in-memory one that checks every
-// step as a worker would.
+// real one, over gRPC; coordinator/fake_step_group.h is an in-memory one for the scheduler's
+// tests that checks every step as a worker would.
 //
 // Thread-safety: Step and Release are called by one thread at a time (the scheduler); the
 // queries are safe from any thread.
