@@ -78,6 +78,26 @@ std::vector<std::pair<size_t, v1::SeqStep>> StepsOf(const std::vector<v1::StepRe
   return out;
 }
 
+// Sequence `id`'s first step (a test failure and an empty step when it has none).
+v1::SeqStep FirstStep(const std::vector<v1::StepRequest>& steps, uint64_t id) {
+  const auto of = StepsOf(steps, id);
+  if (of.empty()) {
+    ADD_FAILURE() << "sequence " << id << " never went to the workers";
+    return v1::SeqStep();
+  }
+  return of.front().second;
+}
+
+// Its index among the steps (-1 and a test failure when it has none).
+int64_t FirstStepIndex(const std::vector<v1::StepRequest>& steps, uint64_t id) {
+  const auto of = StepsOf(steps, id);
+  if (of.empty()) {
+    ADD_FAILURE() << "sequence " << id << " never went to the workers";
+    return -1;
+  }
+  return static_cast<int64_t>(of.front().first);
+}
+
 class SchedulerTest : public ::testing::Test {
  protected:
   // Options for a scheduler whose decisions the tests can predict: no prefix cache unless a
@@ -102,12 +122,17 @@ class SchedulerTest : public ::testing::Test {
     }
   }
 
-  // Waits until the scheduler has released (or parked) everything it ran.
+  // Waits until the scheduler has released (or parked) everything it ran: it publishes its
+  // running count after the step's releases.
   void AwaitIdle() {
     const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (scheduler_->running() > 0 && absl::Now() < deadline)
+    while (scheduler_->running() > 0) {
+      if (absl::Now() > deadline) {
+        ADD_FAILURE() << scheduler_->running() << " sequences still running after 10 s";
+        return;
+      }
       absl::SleepFor(absl::Milliseconds(5));
-    absl::SleepFor(absl::Milliseconds(20));  // the release after the last step
+    }
   }
 
   // Starts a scheduler with the prefix cache on (and `options`' other settings), and runs
@@ -195,8 +220,8 @@ TEST_F(SchedulerTest, WholePromptsWaitForRoomInTheStepsPrefillBudget) {
     if (prompt_tokens != 70) most = std::max(most, prompt_tokens);
   }
   EXPECT_EQ(most, 30) << "two 30-token prompts never share a 50-token budget";
-  EXPECT_EQ(StepsOf(steps, 1)[0].second.token_ids_size(), 30) << "whole, not chunked";
-  EXPECT_EQ(StepsOf(steps, 3)[0].second.token_ids_size(), 70);
+  EXPECT_EQ(FirstStep(steps, 1).token_ids_size(), 30) << "whole, not chunked";
+  EXPECT_EQ(FirstStep(steps, 3).token_ids_size(), 70);
 }
 
 TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
@@ -218,7 +243,8 @@ TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
   const std::vector<v1::StepRequest> steps = group_->steps();
   const auto first = StepsOf(steps, 1);
   const auto third = StepsOf(steps, 3);
-  EXPECT_EQ(StepsOf(steps, 2)[0].first, 0u) << "two fit at once";
+  ASSERT_FALSE(first.empty() || third.empty());
+  EXPECT_EQ(FirstStepIndex(steps, 2), 0) << "two fit at once";
   EXPECT_GT(third.front().first, first.back().first) << "the third waits for room";
 }
 
@@ -298,11 +324,11 @@ TEST_F(SchedulerTest, APromptStartsFromAParkedSequencesCache) {
   EXPECT_EQ(out_again.tokens, FakeGreedy(a->prompt(), 4));
 
   const std::vector<v1::StepRequest> steps = group_->steps();
-  const v1::SeqStep& b_first = StepsOf(steps, 2)[0].second;
+  const v1::SeqStep& b_first = FirstStep(steps, 2);
   EXPECT_EQ(b_first.prefix_from(), 1u);
   EXPECT_EQ(b_first.prefix_length(), 35);
   EXPECT_EQ(b_first.token_ids_size(), 5);
-  const v1::SeqStep& again_first = StepsOf(steps, 3)[0].second;
+  const v1::SeqStep& again_first = FirstStep(steps, 3);
   EXPECT_EQ(again_first.prefix_length(), 39) << "all but the prompt's last token";
   EXPECT_EQ(again_first.token_ids_size(), 1);
   EXPECT_EQ(scheduler_->prefix_hit_tokens(), 35u + 39u);
@@ -331,7 +357,7 @@ TEST_F(SchedulerTest, ParkedSequencesGiveBackTheirRoomLeastRecentlyUsedFirst) {
   const Outcome out = Await(*c);
   ASSERT_TRUE(out.status.ok()) << out.status;
   EXPECT_EQ(out.tokens, FakeGreedy(c->prompt(), 8));
-  EXPECT_EQ(StepsOf(group_->steps(), 3)[0].second.prefix_from(), 1u);
+  EXPECT_EQ(FirstStep(group_->steps(), 3).prefix_from(), 1u);
   EXPECT_LE(group_->peak_positions(), 128);
   AwaitIdle();
   EXPECT_EQ(group_->held().count(2), 0u) << "b was evicted and released";
@@ -352,6 +378,7 @@ TEST_F(SchedulerTest, PromptsArrivingTogetherWaitForTheOneAheadToPrefillTheirSta
   ASSERT_TRUE(out_b.status.ok()) << out_b.status;
   EXPECT_EQ(out_b.tokens, FakeGreedy(b->prompt(), 3));
   const auto b_steps = StepsOf(group_->steps(), 2);
+  ASSERT_FALSE(b_steps.empty());
   EXPECT_EQ(b_steps[0].first, 1u) << "b waits a step";
   EXPECT_EQ(b_steps[0].second.prefix_from(), 1u) << "then copies from a, still running";
   EXPECT_EQ(b_steps[0].second.prefix_length(), 32);
@@ -380,7 +407,7 @@ TEST_F(SchedulerTest, ALostWorkerFailsTheRunningAndTheQueuedAreServedByTheNewGro
   const Outcome served = Await(*queued);
   ASSERT_TRUE(served.status.ok()) << served.status;
   EXPECT_EQ(served.tokens, FakeGreedy(prompt, 3));
-  const v1::SeqStep& first = StepsOf(group_->steps(), 3)[0].second;
+  const v1::SeqStep& first = FirstStep(group_->steps(), 3);
   EXPECT_EQ(first.prefix_length(), 0) << "nothing of the old group is copied";
   EXPECT_EQ(first.token_ids_size(), 30);
 }
@@ -396,7 +423,7 @@ TEST_F(SchedulerTest, AGroupReformedWhileIdleForgetsItsParkedSequences) {
   const Outcome out = Await(*later);
   ASSERT_TRUE(out.status.ok()) << out.status;
   EXPECT_EQ(out.tokens, FakeGreedy(prompt, 2));
-  EXPECT_EQ(StepsOf(group_->steps(), 2)[0].second.prefix_length(), 0)
+  EXPECT_EQ(FirstStep(group_->steps(), 2).prefix_length(), 0)
       << "the new group never held the parked sequence";
 }
 
@@ -411,7 +438,7 @@ TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
   ASSERT_TRUE(scheduler_->Enqueue(refused).ok());
   const Outcome out = Await(*refused);
   EXPECT_EQ(out.status.code(), absl::StatusCode::kInvalidArgument) << out.status;
-  EXPECT_EQ(StepsOf(group_->steps(), 2)[0].second.prefix_from(), 1u);
+  EXPECT_EQ(FirstStep(group_->steps(), 2).prefix_from(), 1u);
   AwaitIdle();
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
   EXPECT_TRUE(group_->held().empty()) << "the prefix it used was released";
@@ -421,7 +448,7 @@ TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
   const Outcome served = Await(*later);
   ASSERT_TRUE(served.status.ok()) << served.status;
   EXPECT_EQ(served.tokens, FakeGreedy(prompt, 2));
-  EXPECT_EQ(StepsOf(group_->steps(), 3)[0].second.prefix_length(), 0);
+  EXPECT_EQ(FirstStep(group_->steps(), 3).prefix_length(), 0);
 }
 
 TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold) {
