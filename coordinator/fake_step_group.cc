@@ -141,6 +141,12 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request) {
 absl::Status FakeStepGroup::Release(const std::vector<uint64_t>& seq_ids) {
   absl::MutexLock lock(&mu_);
   if (state_ != State::kReady) return absl::OkStatus();  // nothing of it is held
+  if (fail_release_ && !seq_ids.empty()) {
+    fail_release_ = false;
+    state_ = State::kBroken;
+    held_.clear();
+    return absl::UnavailableError("Release on worker 1: the worker is gone");
+  }
   for (uint64_t id : seq_ids) held_.erase(id);
   return absl::OkStatus();
 }
@@ -153,6 +159,11 @@ void FakeStepGroup::FailStep(int step, absl::Status status, bool breaks) {
 void FakeStepGroup::AnswerShort(int step) {
   absl::MutexLock lock(&mu_);
   short_.push_back(step);
+}
+
+void FakeStepGroup::FailNextRelease() {
+  absl::MutexLock lock(&mu_);
+  fail_release_ = true;
 }
 
 void FakeStepGroup::BeforeStep(int step, std::function<void()> fn) {

@@ -57,6 +57,9 @@ class FakeStepGroup : public StepGroup {
   void FailStep(int step, absl::Status status, bool breaks);
   // Step number `step` returns one result fewer than the batch has.
   void AnswerShort(int step);
+  // The next Release that frees something fails as a lost worker's: UNAVAILABLE, the group
+  // not ready afterwards and holding nothing.
+  void FailNextRelease();
   // Called inside Step number `step`, before it runs (no lock held): e.g. to cancel.
   void BeforeStep(int step, std::function<void()> fn);
   // A lost worker between steps: not ready; what the group held is gone.
@@ -94,6 +97,7 @@ class FakeStepGroup : public StepGroup {
   std::map<int, Failure> failures_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::function<void()>> before_ ABSL_GUARDED_BY(mu_);
   std::vector<int> short_ ABSL_GUARDED_BY(mu_);
+  bool fail_release_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace llmint8::coordinator::testing

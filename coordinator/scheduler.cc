@@ -381,6 +381,9 @@ void Scheduler::Loop() {
       kv_budget_ = KvBudget();
     }
     ReleaseFinished();
+    // A release that failed broke the group: queued requests wait for the next one rather
+    // than be admitted into a step that cannot run.
+    if (!group_->ready()) continue;
     {
       absl::MutexLock lock(&mu_);
       AdmitLocked();

@@ -412,6 +412,59 @@ TEST_F(SchedulerTest, ALostWorkerFailsTheRunningAndTheQueuedAreServedByTheNewGro
   EXPECT_EQ(first.token_ids_size(), 30);
 }
 
+TEST_F(SchedulerTest, AReleaseThatFailsFailsTheRunningAndTheNewGroupServesTheRest) {
+  SchedulerOptions o = Options();
+  o.max_batch = 2;
+  Start(o);
+  auto short_one = MakeSeq(1, Tokens(5, 100), 2);
+  auto long_one = MakeSeq(2, Tokens(5, 200), 50);
+  auto queued = MakeSeq(3, Tokens(5, 300), 3);
+  group_->FailNextRelease();  // the release of short_one, after its last step
+  ASSERT_TRUE(scheduler_->EnqueueAll({{short_one, long_one, queued}}).ok());
+  scheduler_->Start();
+  const Outcome done = Await(*short_one);
+  EXPECT_TRUE(done.status.ok()) << "it had finished: " << done.status;
+  const Outcome lost = Await(*long_one);
+  EXPECT_EQ(lost.status.code(), absl::StatusCode::kUnavailable) << lost.status;
+  EXPECT_LT(lost.tokens.size(), 50u);
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->queued(), 1) << "the queued request waits for the group";
+  group_->Reform();
+  const Outcome served = Await(*queued);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(queued->prompt(), 3));
+}
+
+// The release of a sequence cancelled while it waited (outside the step) fails: the running
+// one fails, and the queued request waits for the re-formed group, not admitted into a broken
+// one.
+TEST_F(SchedulerTest, AFailedReleaseOfACancelledSequenceLeavesTheQueuedWaiting) {
+  SchedulerOptions o = Options();
+  o.max_batch = 2;
+  o.prefix_cache_entries = 4;
+  Start(o);
+  const std::vector<int32_t> system = Tokens(32, 100);
+  auto a = MakeSeq(1, Concat(system, Tokens(4, 500)), 20);
+  auto b = MakeSeq(2, Concat(system, Tokens(4, 600)), 20);  // waits a step for a's prefill
+  auto queued = MakeSeq(3, Tokens(5, 300), 3);
+  group_->BeforeStep(1, [this, b] {
+    scheduler_->Cancel(b);
+    group_->FailNextRelease();
+  });
+  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b, queued}}).ok());
+  scheduler_->Start();
+  const Outcome lost = Await(*a);
+  EXPECT_EQ(lost.status.code(), absl::StatusCode::kUnavailable) << lost.status;
+  AwaitIdle();
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(scheduler_->queued(), 1) << "the queued request waits for the group";
+  EXPECT_TRUE(StepsOf(group_->steps(), 3).empty());
+  group_->Reform();
+  const Outcome served = Await(*queued);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(queued->prompt(), 3));
+}
+
 TEST_F(SchedulerTest, AGroupReformedWhileIdleForgetsItsParkedSequences) {
   const std::vector<int32_t> prompt = Tokens(30, 100);
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), prompt));
