@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "coordinator/openai_api.h"
+#include "coordinator/peer_watch.h"
 #include "httplib.h"
 
 namespace llmint8::coordinator {
@@ -151,13 +152,16 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
                               created, card.id);
     }
     std::vector<std::vector<v1::GenerateResponse>> choices(seqs->size());
+    // Nothing is written before the end: whether the client is still there is asked of the
+    // kernel's connection table, so a client that gave up frees its batch slots at once.
+    PeerWatch peer(req.local_port, req.remote_port);
     const absl::Status status = service->FollowAll(
         *seqs,
         [&choices](size_t index, const v1::GenerateResponse& r) {
           choices[index].push_back(r);
           return true;
         },
-        [] { return false; });
+        [&peer] { return peer.Gone(); });
     if (!status.ok()) return SendError(res, ForHttp(status, group));
     res.set_content(openai::CompletionJson(*request, choices, id, created, card.id), kJson);
   });

@@ -16,6 +16,7 @@ llmint8_cc_library(
     group_decision.cc
     http_api.cc
     openai_api.cc
+    peer_watch.cc
     prefix_cache.cc
     rendezvous_service.cc
     request_validation.cc
@@ -34,6 +35,8 @@ llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
 llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME prefix_cache_test SRCS prefix_cache_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME peer_watch_test SRCS peer_watch_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 # The scheduler against an in-memory group that checks every step as a worker does.
 llmint8_cc_test(NAME scheduler_test SRCS scheduler_test.cc fake_step_group.cc

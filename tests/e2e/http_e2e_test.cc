@@ -18,6 +18,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/e2e/cluster.h"
+#include "tests/e2e/metrics_scrape.h"
 #include "tests/e2e/reference.h"
 
 namespace llmint8::e2e {
@@ -673,6 +674,30 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   const std::string with_key = absl::StrCat("env LLMINT8_API_KEY=", kKey, " ", generate);
   EXPECT_EQ(WEXITSTATUS(std::system(no_key.c_str())), 1) << "without the key";
   EXPECT_EQ(WEXITSTATUS(std::system(with_key.c_str())), 0) << "with the key";
+}
+
+// A client that gives up on a non-streamed completion (which writes nothing before its end)
+// frees the request at once, not at max_tokens: the handler asks the kernel's connection table
+// whether the client is still there (coordinator/peer_watch.h). A long context (1,600 tokens
+// of a tiny synthetic model) makes "at once" and "at the end" far apart.
+TEST(HttpDisconnectE2ETest, AClientThatGivesUpOnACompletionHasItCancelled) {
+  const int http_port = FreePort(), metrics_port = FreePort();
+  ClusterOptions options;
+  options.model =
+      "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400,positions=2048,seed=4";
+  options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port),
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  httplib::Client client("127.0.0.1", http_port);
+  client.set_read_timeout(0, 300 * 1000);  // gives up after 0.3 s
+  const json body = {{"prompt", {2, 9, 40}}, {"max_tokens", 1600}, {"ignore_eos", true}};
+  const httplib::Result res = client.Post("/v1/completions", body.dump(), "application/json");
+  EXPECT_FALSE(res) << "answered within 0.3 s: the test needs a longer generation";
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_requests_total{code=\"CANCELLED\"}", 1, 10), 1);
+  EXPECT_TRUE(cluster.WaitNoActiveSequences());
+  EXPECT_LT(Sample(Scrape(metrics_port), "llmint8_generated_tokens_total"), 1000)
+      << "cancelled long before its 1,600 tokens";
 }
 
 }  // namespace
