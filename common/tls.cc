@@ -168,8 +168,10 @@ absl::Status CheckCertificateNames(const std::string& cert_file, const std::stri
   std::string pem;
   ASSIGN_OR_RETURN(std::vector<Cert> chain, LoadChain(cert_file, "--tls_cert_file", &pem));
   X509* leaf = chain.front().get();
+  // The subjectAltName only, as gRPC matches it: never the subject's common name.
   const bool named = X509_check_ip_asc(leaf, host.c_str(), 0) == 1 ||
-                     X509_check_host(leaf, host.data(), host.size(), 0, nullptr) == 1;
+                     X509_check_host(leaf, host.data(), host.size(),
+                                     X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) == 1;
   ERR_clear_error();
   if (!named) {
     return absl::InvalidArgumentError(
@@ -180,7 +182,7 @@ absl::Status CheckCertificateNames(const std::string& cert_file, const std::stri
 }
 
 absl::Status CheckCertificateSignedBy(const std::string& cert_file, const std::string& roots_file,
-                                      const char* roots_flag) {
+                                      const char* roots_flag, CertificateUse use) {
   std::string cert_pem;
   ASSIGN_OR_RETURN(std::vector<Cert> chain, LoadChain(cert_file, "--tls_cert_file", &cert_pem));
   ASSIGN_OR_RETURN(const std::string roots_pem, ReadFile(roots_file, roots_flag));
@@ -188,13 +190,19 @@ absl::Status CheckCertificateSignedBy(const std::string& cert_file, const std::s
   openssl::Store store(X509_STORE_new());
   for (const Cert& root : roots) X509_STORE_add_cert(store.get(), root.get());
   openssl::CertStack untrusted(sk_X509_new_null());
-  for (size_t i = 1; i < chain.size(); ++i) {
-    X509_up_ref(chain[i].get());
-    sk_X509_push(untrusted.get(), chain[i].get());
+  bool built = store != nullptr && untrusted != nullptr;
+  for (size_t i = 1; built && i < chain.size(); ++i) {
+    // The stack owns what it holds (freed with it): one reference each, given on success.
+    built = sk_X509_push(untrusted.get(), chain[i].get()) > 0;
+    if (built) X509_up_ref(chain[i].get());
   }
   openssl::StoreCtx ctx(X509_STORE_CTX_new());
-  if (store == nullptr || untrusted == nullptr || ctx == nullptr ||
-      X509_STORE_CTX_init(ctx.get(), store.get(), chain.front().get(), untrusted.get()) != 1) {
+  built = built && ctx != nullptr &&
+          X509_STORE_CTX_init(ctx.get(), store.get(), chain.front().get(), untrusted.get()) == 1 &&
+          X509_STORE_CTX_set_purpose(ctx.get(), use == CertificateUse::kServer
+                                                    ? X509_PURPOSE_SSL_SERVER
+                                                    : X509_PURPOSE_SSL_CLIENT) == 1;
+  if (!built) {
     ERR_clear_error();
     return absl::InternalError("OpenSSL could not set up a certificate check");
   }
@@ -202,9 +210,10 @@ absl::Status CheckCertificateSignedBy(const std::string& cert_file, const std::s
   const int error = X509_STORE_CTX_get_error(ctx.get());
   ERR_clear_error();
   if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--tls_cert_file=", cert_file, " is not signed by ", roots_flag, "=",
-                     roots_file, ": ", X509_verify_cert_error_string(error)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_cert_file=", cert_file, " is not accepted as a ",
+        use == CertificateUse::kServer ? "server" : "client", " certificate by the roots of ",
+        roots_flag, "=", roots_file, ": ", X509_verify_cert_error_string(error)));
   }
   return absl::OkStatus();
 }

@@ -59,11 +59,12 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> GrpcChannelCredentials
 // Checks for a certificate that one process uses for another (serve hands its own to its
 // workers): OK when the certificate in cert_file names `host` (an IP address or a DNS name, in
 // its subjectAltName), so that a client dialing `host` accepts it; and when it chains to the
-// roots in roots_file (named `roots_flag` in the error), so that a peer trusting them accepts
-// it. INVALID_ARGUMENT saying why not.
+// roots in roots_file (named `roots_flag` in the error) for `use` (its extendedKeyUsage
+// allows it), so that a peer trusting them accepts it there. INVALID_ARGUMENT saying why not.
+enum class CertificateUse { kServer, kClient };
 absl::Status CheckCertificateNames(const std::string& cert_file, const std::string& host);
 absl::Status CheckCertificateSignedBy(const std::string& cert_file, const std::string& roots_file,
-                                      const char* roots_flag);
+                                      const char* roots_flag, CertificateUse use);
 
 }  // namespace llmint8
 

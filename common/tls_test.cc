@@ -130,14 +130,28 @@ TEST_F(TlsTest, ChecksWhatACertificateNamesAndWhoSignedIt) {
                 "the certificate does not name 127.0.0.1");
   EXPECT_TRUE(CheckCertificateNames(certs().elsewhere_cert, "example.com").ok());
 
-  EXPECT_TRUE(CheckCertificateSignedBy(certs().server_cert, certs().ca, "--tls_ca_file").ok());
-  ExpectInvalid(CheckCertificateSignedBy(certs().server_cert, certs().other_ca, "--tls_ca_file"),
-                "is not signed by --tls_ca_file=" + certs().other_ca);
-  // A certificate a CA signed does not vouch for itself; a self-signed one does.
-  ExpectInvalid(CheckCertificateSignedBy(certs().server_cert, certs().server_cert, "--tls_ca_file"),
-                "is not signed by");
+  constexpr CertificateUse kServer = CertificateUse::kServer, kClient = CertificateUse::kClient;
   EXPECT_TRUE(
-      CheckCertificateSignedBy(certs().self_signed_cert, certs().self_signed_cert, "--tls_ca_file")
+      CheckCertificateSignedBy(certs().server_cert, certs().ca, "--tls_ca_file", kServer).ok());
+  ExpectInvalid(
+      CheckCertificateSignedBy(certs().server_cert, certs().other_ca, "--tls_ca_file", kServer),
+      "is not accepted as a server certificate by the roots of --tls_ca_file=" + certs().other_ca);
+  // A certificate a CA signed does not vouch for itself; a self-signed one does.
+  ExpectInvalid(
+      CheckCertificateSignedBy(certs().server_cert, certs().server_cert, "--tls_ca_file", kServer),
+      "is not accepted");
+  EXPECT_TRUE(CheckCertificateSignedBy(certs().self_signed_cert, certs().self_signed_cert,
+                                       "--tls_ca_file", kServer)
+                  .ok());
+  // The extendedKeyUsage decides the use: serverAuth alone is no client certificate.
+  EXPECT_TRUE(
+      CheckCertificateSignedBy(certs().client_cert, certs().ca, "--tls_client_ca_file", kClient)
+          .ok());
+  ExpectInvalid(CheckCertificateSignedBy(certs().server_only_cert, certs().ca,
+                                         "--tls_client_ca_file", kClient),
+                "is not accepted as a client certificate");
+  EXPECT_TRUE(
+      CheckCertificateSignedBy(certs().server_only_cert, certs().ca, "--tls_ca_file", kServer)
           .ok());
 }
 

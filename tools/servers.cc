@@ -332,10 +332,12 @@ int RunServe(const char* argv0) {
     }
     for (absl::Status s :
          {CheckCertificateNames(cert, "127.0.0.1"),
-          ca.empty() ? CheckCertificateSignedBy(cert, cert, "--tls_cert_file (self-signed?)")
-                     : CheckCertificateSignedBy(cert, ca, "--tls_ca_file"),
+          ca.empty() ? CheckCertificateSignedBy(cert, cert, "--tls_cert_file (as its own root)",
+                                                CertificateUse::kServer)
+                     : CheckCertificateSignedBy(cert, ca, "--tls_ca_file", CertificateUse::kServer),
           client_ca.empty() ? absl::OkStatus()
-                            : CheckCertificateSignedBy(cert, client_ca, "--tls_client_ca_file")}) {
+                            : CheckCertificateSignedBy(cert, client_ca, "--tls_client_ca_file",
+                                                       CertificateUse::kClient)}) {
       if (!s.ok()) {
         return Fail(absl::InvalidArgumentError(absl::StrCat(
             "serve: its workers reach the coordinator at 127.0.0.1 over TLS, trusting "

@@ -35,7 +35,8 @@ bool AddExtension(X509* cert, X509* issuer, int nid, const char* value) {
 // A certificate for `key` named `cn`, signed by (issuer, issuer_key), or self-signed when
 // issuer is null; valid from `from_days` to `to_days` days from now.
 Cert MakeCert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_key, bool ca,
-              const char* san, long from_days, long to_days, long serial) {
+              const char* san, long from_days, long to_days, long serial,
+              const char* extended_usage = nullptr) {
   Cert cert(X509_new());
   X509_set_version(cert.get(), 2);
   ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial);
@@ -51,6 +52,9 @@ Cert MakeCert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_key,
       AddExtension(cert.get(), signer, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
   if (ca) ok = ok && AddExtension(cert.get(), signer, NID_key_usage, "critical,keyCertSign");
   if (san != nullptr) ok = ok && AddExtension(cert.get(), signer, NID_subject_alt_name, san);
+  if (extended_usage != nullptr) {
+    ok = ok && AddExtension(cert.get(), signer, NID_ext_key_usage, extended_usage);
+  }
   ok = ok && X509_sign(cert.get(), issuer_key != nullptr ? issuer_key : key, EVP_sha256()) > 0;
   return ok ? std::move(cert) : nullptr;
 }
@@ -92,7 +96,9 @@ absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
                             "DNS:example.com", -1, 30, 6);
   Cert self_signed =
       MakeCert(server_key.get(), "localhost", nullptr, nullptr, false, san, -1, 30, 7);
-  if (!server || !client || !expired || !elsewhere || !self_signed) {
+  Cert server_only = MakeCert(server_key.get(), "localhost", ca.get(), ca_key.get(), false, san, -1,
+                              30, 8, "serverAuth");
+  if (!server || !client || !expired || !elsewhere || !self_signed || !server_only) {
     return absl::InternalError("OpenSSL could not sign the test certificates");
   }
   TestCerts out{.ca = dir + "/ca.pem",
@@ -104,7 +110,8 @@ absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
                 .other_ca = dir + "/other-ca.pem",
                 .encrypted_key = dir + "/encrypted.key",
                 .elsewhere_cert = dir + "/elsewhere.pem",
-                .self_signed_cert = dir + "/self-signed.pem"};
+                .self_signed_cert = dir + "/self-signed.pem",
+                .server_only_cert = dir + "/server-only.pem"};
   struct File {
     const std::string& path;
     X509* cert;  // or
@@ -120,7 +127,8 @@ absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
                         {out.other_ca, other.get(), nullptr},
                         {out.encrypted_key, nullptr, server_key.get(), "secret"},
                         {out.elsewhere_cert, elsewhere.get(), nullptr},
-                        {out.self_signed_cert, self_signed.get(), nullptr}};
+                        {out.self_signed_cert, self_signed.get(), nullptr},
+                        {out.server_only_cert, server_only.get(), nullptr}};
   for (const File& f : files) {
     if (absl::Status s = WritePem(f.path, f.cert, f.key, f.passphrase); !s.ok()) return s;
   }

@@ -22,6 +22,7 @@ struct TestCerts {
   std::string encrypted_key;     // server_key, encrypted (AES-128-CBC, passphrase "secret")
   std::string elsewhere_cert;    // server_key's, signed by ca, for DNS example.com only
   std::string self_signed_cert;  // server_key's, self-signed, for 127.0.0.1 / localhost
+  std::string server_only_cert;  // server_key's, signed by ca, extendedKeyUsage serverAuth
 };
 
 absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir);
