@@ -154,7 +154,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     std::vector<std::vector<v1::GenerateResponse>> choices(seqs->size());
     // Nothing is written before the end: whether the client is still there is asked of the
     // kernel's connection table, so a client that gave up frees its batch slots at once.
-    PeerWatch peer(req.local_port, req.remote_port);
+    PeerWatch peer(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
     const absl::Status status = service->FollowAll(
         *seqs,
         [&choices](size_t index, const v1::GenerateResponse& r) {

@@ -43,7 +43,8 @@ struct Connection {
     }
   }
   PeerWatch Watch() const {
-    return PeerWatch(Port(server, false), Port(server, true), absl::ZeroDuration());
+    return PeerWatch("127.0.0.1", Port(server, false), "127.0.0.1", Port(server, true),
+                     absl::ZeroDuration());
   }
 };
 
@@ -82,10 +83,23 @@ TEST(PeerWatchTest, AResetConnectionIsGone) {
 }
 
 TEST(PeerWatchTest, AConnectionTheTableNeverHadIsNotGone) {
-  PeerWatch never(1, 1, absl::ZeroDuration());  // no such connection
+  PeerWatch never("127.0.0.1", 1, "127.0.0.1", 1, absl::ZeroDuration());  // no such connection
   EXPECT_FALSE(never.Gone());
-  PeerWatch unknown(-1, -1);  // ports httplib could not tell
-  EXPECT_FALSE(unknown.Gone());
+  EXPECT_FALSE(PeerWatch("", -1, "", -1).Gone()) << "what httplib could not tell";
+  EXPECT_FALSE(PeerWatch("not an address", 80, "127.0.0.1", 5000).Gone());
+}
+
+// Another client with the same source port, from another address, closing: not this one.
+TEST(PeerWatchTest, AnotherClientOnTheSamePortsIsNotThisOne) {
+  Connection c;
+  ASSERT_GE(c.server, 0);
+  PeerWatch other("127.0.0.1", Port(c.server, false), "127.0.0.2", Port(c.server, true),
+                  absl::ZeroDuration());
+  PeerWatch mine = c.Watch();
+  close(c.client);
+  c.client = -1;
+  EXPECT_TRUE(GoneWithin2s(mine));
+  EXPECT_FALSE(other.Gone()) << "never seen: the addresses differ";
 }
 
 }  // namespace

@@ -383,7 +383,7 @@ void Scheduler::Loop() {
     ReleaseFinished();
     // A release that failed broke the group: queued requests wait for the next one rather
     // than be admitted into a step that cannot run.
-    if (!group_->ready()) continue;
+    if (!group_->ready() || group_->epoch() != running_epoch_) continue;
     {
       absl::MutexLock lock(&mu_);
       AdmitLocked();
