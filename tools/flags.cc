@@ -26,6 +26,9 @@ ABSL_FLAG(std::string, tls_ca_file, "",
           "generate / loadtest / worker: PEM roots of the coordinator's certificate: call it over "
           "TLS. serve: what its workers trust (default: --tls_cert_file itself, for a "
           "self-signed one)");
+ABSL_FLAG(bool, check_flags, false,
+          "serve / coordinator / worker: check the flags and their values (not the files they "
+          "name), say OK and exit 0, or say what is wrong and exit 1; starts nothing");
 ABSL_FLAG(std::string, advertise, "",
           "host:port workers reach this coordinator at (default 127.0.0.1:<port>)");
 ABSL_FLAG(std::vector<std::string>, workers, {},
@@ -50,7 +53,8 @@ ABSL_FLAG(int32_t, cuda_device, -1,
 ABSL_FLAG(std::string, backend, "",
           "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda)");
 ABSL_FLAG(std::string, memory_limit, "0",
-          "bytes each worker may use, with an optional K/M/G suffix (0: unlimited)");
+          "bytes each worker may use, with an optional K/M/G/T suffix (powers of 1024; 16G, "
+          "16GB, 16GiB and 16Gi alike; 0: unlimited)");
 ABSL_FLAG(std::string, group, "all",
           "coordinator / serve: which workers form the group, planned from the memory each "
           "reports: all (every worker; refused when they cannot hold the model) or smallest "

@@ -43,7 +43,7 @@ const std::vector<Subcommand>& Subcommands() {
         "device", "backend", "memory_limit", "worker_base_port", "respawn", "max_batch",
         "queue_capacity", "max_context", "prefill_chunk", "score_chunk", "kv_budget_tokens",
         "prefix_cache_entries", "max_message_bytes", "group", "join_wait", "reserve_sequences",
-        "drain_timeout"}},
+        "drain_timeout", "check_flags"}},
       {"coordinator",
        "Serve the Generation API, driving the workers listed in --workers.",
        {"listen", "metrics_listen", "http_listen", "tls_cert_file", "tls_key_file",
@@ -51,11 +51,11 @@ const std::vector<Subcommand>& Subcommands() {
         "dtype", "threshold", "device", "backend", "max_batch", "queue_capacity", "max_context",
         "prefill_chunk", "score_chunk", "kv_budget_tokens", "prefix_cache_entries",
         "max_message_bytes", "group",
-        "join_wait", "reserve_sequences", "drain_timeout"}},
+        "join_wait", "reserve_sequences", "drain_timeout", "check_flags"}},
       {"worker",
        "Serve one tensor-parallel shard; the coordinator assigns its rank and model.",
        {"listen", "coordinator", "device", "cuda_device", "memory_limit", "gloo_hostname",
-        "gloo_interface", "tls_ca_file", "tls_cert_file", "tls_key_file"}},
+        "gloo_interface", "tls_ca_file", "tls_cert_file", "tls_key_file", "check_flags"}},
       {"generate",
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",
@@ -129,6 +129,23 @@ int main(int argc, char** argv) {
       if (end == std::string::npos) end = a.size();
       for (size_t j = 2; j < end; ++j) {
         if (a[j] == '-') a[j] = '_';
+      }
+      // Only the subcommand's own flags: another's would be ignored (a manifest passing
+      // --tp to the coordinator, or --rank to a worker, should fail at once, not mislead).
+      const std::string flag = a.substr(2, end - 2);
+      auto known = [sub](const std::string& f) {
+        for (const char* name : sub->flags) {
+          if (f == name) return true;
+        }
+        return false;
+      };
+      const bool negated_bool = flag.rfind("no", 0) == 0 && known(flag.substr(2));
+      if (!flag.empty() && !known(flag) && !negated_bool) {
+        std::fprintf(stderr,
+                     "llmint8 %s: --%s is not a flag of this subcommand; 'llmint8 %s --help' "
+                     "lists them\n",
+                     sub->name, flag.c_str(), sub->name);
+        return 2;
       }
     }
     args.push_back(std::move(a));

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -14,7 +15,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -25,6 +28,7 @@
 #include "comm/shared_gpu_env.h"
 #include "common/host_port.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "coordinator/api_key.h"
 #include "coordinator/coordinator_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -61,7 +65,12 @@ int WaitSignal(const sigset_t& set) {
 absl::StatusOr<int64_t> ParseBytes(std::string text) {
   text = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(text));
   int64_t scale = 1;
+  // 16G, 16GB, 16GiB and Kubernetes' 16Gi alike: powers of 1024.
   if (!text.empty() && text.back() == 'B') text.pop_back();
+  if (text.size() >= 2 && text.back() == 'I' &&
+      std::string_view("KMGT").find(text[text.size() - 2]) != std::string_view::npos) {
+    text.pop_back();
+  }
   if (!text.empty()) {
     switch (text.back()) {
       case 'K':
@@ -85,7 +94,7 @@ absl::StatusOr<int64_t> ParseBytes(std::string text) {
   if (!absl::SimpleAtod(text, &value) || value < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--memory_limit '", absl::GetFlag(FLAGS_memory_limit),
-                     "' is not a size; write e.g. 16G, 512M or 0 for unlimited"));
+                     "' is not a size; write e.g. 16G, 16GiB, 512Mi or 0 for unlimited"));
   }
   return static_cast<int64_t>(value * static_cast<double>(scale));
 }
@@ -195,6 +204,21 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// --check_flags: the flags passed; nothing is started.
+int FlagsOk(const char* subcommand) {
+  std::printf("llmint8 %s: flags OK\n", subcommand);
+  return 0;
+}
+
+// Each (flag, host:port) that is set parses (common/host_port.h).
+absl::Status CheckAddresses(const std::vector<std::pair<std::string, std::string>>& addresses) {
+  for (const auto& [flag, address] : addresses) {
+    if (address.empty()) continue;
+    RETURN_IF_ERROR(ParseHostPort(address, flag).status());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RunWorker() {
@@ -208,12 +232,18 @@ int RunWorker() {
   options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
   options.gloo_hostname = absl::GetFlag(FLAGS_gloo_hostname);
   options.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
+  const std::string listen =
+      absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50061" : absl::GetFlag(FLAGS_listen);
+  if (absl::Status s = CheckAddresses(
+          {{"--listen", listen}, {"--coordinator", absl::GetFlag(FLAGS_coordinator)}});
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("worker");
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       ClientCredentialsFromFlags();
   if (!credentials.ok()) return Fail(credentials.status());
   options.coordinator_credentials = *std::move(credentials);
-  const std::string listen =
-      absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50061" : absl::GetFlag(FLAGS_listen);
   SetLogPrefix(absl::StrCat("worker ", listen));
   worker::WorkerService service(options);
 
@@ -246,6 +276,14 @@ int RunCoordinator() {
         "--workers is required: the worker addresses in rank order, e.g. "
         "--workers=10.0.0.1:50061,10.0.0.2:50061"));
   }
+  std::vector<std::pair<std::string, std::string>> addresses = {
+      {"--listen", absl::GetFlag(FLAGS_listen)},
+      {"--metrics_listen", absl::GetFlag(FLAGS_metrics_listen)},
+      {"--http_listen", absl::GetFlag(FLAGS_http_listen)},
+      {"--advertise", absl::GetFlag(FLAGS_advertise)}};
+  for (const std::string& w : absl::GetFlag(FLAGS_workers)) addresses.push_back({"--workers", w});
+  if (absl::Status s = CheckAddresses(addresses); !s.ok()) return Fail(s);
+  if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("coordinator");
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
       coordinator::CoordinatorServer::Start(
           CoordinatorOptionsFromFlags(absl::GetFlag(FLAGS_workers)));
@@ -268,6 +306,12 @@ int RunServe(const char* argv0) {
       absl::GetFlag(FLAGS_listen).empty() ? "0.0.0.0:50051" : absl::GetFlag(FLAGS_listen);
   const absl::StatusOr<HostPort> listen_address = ParseHostPort(listen, "--listen");
   if (!listen_address.ok()) return Fail(listen_address.status());
+  if (absl::Status s = CheckAddresses({{"--metrics_listen", absl::GetFlag(FLAGS_metrics_listen)},
+                                       {"--http_listen", absl::GetFlag(FLAGS_http_listen)}});
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("serve");
   const int listen_port = listen_address->port;
   int base_port = absl::GetFlag(FLAGS_worker_base_port);
   if (base_port == 0) {
