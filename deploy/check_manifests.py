@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Checks what the Kubernetes schemas cannot: that a rendered llmint8 overlay hangs together.
 
-Usage: check_manifests.py RENDERED.yaml [--name OVERLAY]
+Usage: check_manifests.py RENDERED.yaml [--name OVERLAY] [--binary PATH/TO/llmint8]
 
 The schemas (kubernetes-validate) say each object is well-formed; this says the objects agree
 with each other and with llmint8's deployment rules:
   - every namespaced object is in the overlay's one namespace;
   - Services, the NetworkPolicy and the PodDisruptionBudget select the pods they are meant for;
   - the coordinator serves gRPC on 50051 with grpc.health.v1 liveness/readiness probes;
-  - the workers are a StatefulSet behind a headless Service, ranked by pod ordinal, and
-    LLMINT8_TP == replicas == the number of LLMINT8_WORKERS addresses, named in rank order;
+  - the workers are a StatefulSet behind a headless Service, and LLMINT8_TP == replicas ==
+    the number of LLMINT8_WORKERS addresses, named in rank order; over Gloo each worker
+    advertises its pod IP (--gloo_hostname=$(POD_IP) from status.podIP);
+  - with --binary: the coordinator's and the workers' command lines, their $(VAR)s expanded
+    from the container's env and ConfigMaps, are accepted by that llmint8 (--check_flags:
+    every flag the subcommand's, every value valid);
   - every pod runs as non-root with no privilege escalation, every container has CPU/memory
     requests and limits;
   - referenced ConfigMaps, PVCs and the ServiceAccount exist;
@@ -21,6 +25,7 @@ Prints one line per failed check; exits 1 if any failed.
 import argparse
 import json
 import re
+import subprocess
 import sys
 
 import yaml
@@ -177,9 +182,16 @@ def check_workers(c, objects, workers, cfg):
     ctr = container(template, "worker")
     if not c.expect(ctr is not None, "worker container missing"):
         return
-    argv = " ".join(ctr.get("command", []) + ctr.get("args", []))
-    c.expect("--coordinator=" in argv, "worker command lacks --coordinator=")
-    c.expect("${HOSTNAME##*-}" in argv, "worker rank must come from the pod ordinal")
+    argv = ctr.get("command", []) + ctr.get("args", [])
+    c.expect(any(a.startswith("--coordinator=") for a in argv), "worker command lacks --coordinator=")
+    if cfg.get("LLMINT8_BACKEND", "gloo") == "gloo":
+        # Gloo's transport is reached at the address the worker advertises: its pod's.
+        pod_ip = [e["name"] for e in ctr.get("env", [])
+                  if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP"]
+        c.expect(any(a == f"--gloo_hostname=$({n})" for n in pod_ip for a in argv) or
+                 any(a.startswith("--gloo_interface=") for a in argv),
+                 "Gloo workers must advertise their pod IP (--gloo_hostname=$(POD_IP) from "
+                 "status.podIP) or name --gloo_interface")
     c.expect(workers["spec"].get("podManagementPolicy") == "Parallel",
              "workers must start in parallel (a group needs every rank)")
     # Config: TP == replicas == addresses, in rank order.
@@ -223,6 +235,47 @@ def check_workers(c, objects, workers, cfg):
                  "nvidia.com/gpu requests must equal limits")
 
 
+def container_env(objects, ctr):
+    """The variables $(NAME) expands to in a container: its ConfigMaps', then its env's (a
+    pod IP stands in for status.podIP)."""
+    env = {}
+    for src in ctr.get("envFrom", []):
+        name = src.get("configMapRef", {}).get("name")
+        for cm in by_kind(objects, "ConfigMap"):
+            if cm["metadata"]["name"] == name:
+                env.update(cm.get("data", {}))
+    for e in ctr.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP":
+            env[e["name"]] = "10.0.0.17"
+    return env
+
+
+def check_flags(c, objects, owner, name, binary):
+    """The container's command line, as the kubelet expands it, passes `llmint8 --check_flags`."""
+    ctr = container(owner["spec"]["template"], name)
+    if ctr is None:
+        return
+    argv = ctr.get("command", []) + ctr.get("args", [])
+    # The image's ENTRYPOINT is the binary: args alone, or a command naming it.
+    if argv and argv[0].endswith("/llmint8"):
+        argv = argv[1:]
+    env = container_env(objects, ctr)
+    argv = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in argv]
+    unexpanded = [a for a in argv if "$(" in a]
+    if not c.expect(not unexpanded, f"{name}: {unexpanded} name variables the container lacks"):
+        return
+    try:
+        run = subprocess.run([binary] + argv + ["--check_flags"], capture_output=True, text=True,
+                             timeout=60)
+        said = (run.stderr.strip() or run.stdout.strip()).splitlines()
+        c.expect(run.returncode == 0, f"{name}: `llmint8 {' '.join(argv)}` is refused: "
+                                      f"{said[-1] if said else run.returncode}")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        c.expect(False, f"{name}: could not run {binary}: {e}")
+
+
 def check_plan(c, objects, cfg):
     plans = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].startswith("llmint8-plan")]
     if not plans:
@@ -251,6 +304,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rendered")
     parser.add_argument("--name", default=None)
+    parser.add_argument("--binary", default=None,
+                        help="an llmint8 binary to check the command lines with")
     args = parser.parse_args()
     with open(args.rendered) as f:
         objects = [o for o in yaml.safe_load_all(f) if o]
@@ -267,6 +322,11 @@ def main():
     if workers:
         check_workers(c, objects, workers, cfg)
     check_plan(c, objects, cfg)
+    if args.binary:
+        if coordinator:
+            check_flags(c, objects, coordinator, "coordinator", args.binary)
+        if workers:
+            check_flags(c, objects, workers, "worker", args.binary)
     for failure in c.failures:
         print(f"  FAIL {c.name}: {failure}")
     print(f"  {c.name}: {len(objects)} objects, {c.checks - len(c.failures)}/{c.checks} "

@@ -13,7 +13,9 @@
 #
 # Environment: K8S_VERSIONS (default "1.28.0 1.37.0": the oldest with the grpc probe GA
 # behaviour we rely on, and the newest the validator ships); LLMINT8_DEPLOY_VENV (virtualenv
-# location, default ~/.cache/llmint8/deploy-venv).
+# location, default ~/.cache/llmint8/deploy-venv); LLMINT8_BINARY (an llmint8 binary, default
+# build/tools/llmint8 when it exists: the containers' command lines must pass its
+# --check_flags; without one that check is skipped, and said so).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -65,6 +67,14 @@ if ! "$venv/bin/python" -c "import kubernetes_validate, yaml, dockerfile" >/dev/
     "kubernetes-validate==$validator_version" "dockerfile==$dockerfile_parser_version"
 fi
 log "validator: kubernetes-validate $validator_version, Kubernetes $k8s_versions"
+binary=${LLMINT8_BINARY:-$here/../build/tools/llmint8}
+binary_args=()
+if [ -x "$binary" ]; then
+  binary_args=(--binary "$binary")
+  log "command lines: checked with $binary --check_flags"
+else
+  log "command lines: NOT checked (no llmint8 binary at $binary; set LLMINT8_BINARY)"
+fi
 
 # --- 3. render + validate each overlay ------------------------------------------------------
 work=$(mktemp -d)
@@ -101,7 +111,7 @@ for dir in "${overlays[@]}"; do
   done
 
   consistency="ok"
-  if ! "$venv/bin/python" "$here/check_manifests.py" "$out" --name "$name"; then
+  if ! "$venv/bin/python" "$here/check_manifests.py" "$out" --name "$name" "${binary_args[@]}"; then
     consistency="FAILED"
   fi
 

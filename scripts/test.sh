@@ -10,5 +10,5 @@ build=${LLMINT8_BUILD_DIR:-build}
 bash scripts/openai-venv.sh || echo "test: could not install the openai client; its test skips"
 ctest --test-dir "$build" --output-on-failure -j "${LLMINT8_TEST_JOBS:-2}" --timeout 900
 if [ -f deploy/validate.sh ]; then
-  bash deploy/validate.sh
+  LLMINT8_BINARY="$build/tools/llmint8" bash deploy/validate.sh
 fi
