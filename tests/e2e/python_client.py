@@ -7,6 +7,8 @@ grpc_python_plugin, so nothing generated is checked in.
   python_client.py --target 127.0.0.1:50051 --proto_dir proto --token_ids 2,100,200 \
       --max_new_tokens 8
 prints one JSON object: {"tokens": [...], "text": "...", "finish_reason": "...", "code": "OK"}.
+With --tls_ca_file (and --tls_cert_file / --tls_key_file for mutual TLS) it calls over TLS, as
+any grpcio client of a coordinator run with --tls_cert_file would.
 """
 import argparse
 import json
@@ -37,6 +39,9 @@ def main():
     parser.add_argument("--text", default="")
     parser.add_argument("--max_new_tokens", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--tls_ca_file", default="")
+    parser.add_argument("--tls_cert_file", default="")
+    parser.add_argument("--tls_key_file", default="")
     args = parser.parse_args()
 
     import grpc  # noqa: E402  (after argparse so --help works without grpcio)
@@ -51,7 +56,18 @@ def main():
             request.token_ids.ids.extend(int(t) for t in args.token_ids.split(","))
         else:
             request.text = args.text
-        with grpc.insecure_channel(args.target) as channel:
+        if args.tls_ca_file:
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read(args.tls_ca_file),
+                private_key=read(args.tls_key_file) if args.tls_key_file else None,
+                certificate_chain=read(args.tls_cert_file) if args.tls_cert_file else None)
+            channel = grpc.secure_channel(args.target, credentials)
+        else:
+            channel = grpc.insecure_channel(args.target)
+        with channel:
             stub = generation_pb2_grpc.GenerationStub(channel)
             tokens, text, finish, code = [], "", "", "OK"
             try:

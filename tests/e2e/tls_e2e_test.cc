@@ -5,16 +5,19 @@
 #include <signal.h>
 #include <stdlib.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/testing/test_certs.h"
 #include "common/tls.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "nlohmann/json.hpp"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/reference.h"
 
@@ -98,6 +101,32 @@ TEST_F(TlsE2ETest, GenerateOverMutualTlsMatchesTheInProcessRuntime) {
   const Generated got = Generate(*stub, GreedyRequest(prompt, 12));
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
   EXPECT_EQ(got.tokens, *want);
+}
+
+// A stock Python grpcio client (Debian python3-grpcio) with the roots and its certificate.
+TEST_F(TlsE2ETest, PythonGrpcioCallsOverMutualTls) {
+  if (std::system("/usr/bin/python3 -c 'import grpc' 2>/dev/null") != 0) {
+    GTEST_SKIP() << "python3-grpcio is not installed (apt-get install python3-grpcio)";
+  }
+  const std::vector<int32_t> prompt = {2, 17, 93, 5, 250, 61};
+  auto ref = InProcessReference::Open(kModel, model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  absl::StatusOr<std::vector<int32_t>> want = (*ref)->Greedy(prompt, 8);
+  ASSERT_TRUE(want.ok()) << want.status();
+  const std::string client =
+      absl::StrCat("/usr/bin/python3 ", SourcePath("tests/e2e/python_client.py"),
+                   " --target=", cluster_->address(), " --proto_dir=", SourcePath("proto"),
+                   " --token_ids=", absl::StrJoin(prompt, ","), " --max_new_tokens=8 --timeout=30",
+                   " --tls_ca_file=", certs_->ca);
+  absl::StatusOr<std::string> out = RunAndRead(absl::StrCat(
+      client, " --tls_cert_file=", certs_->client_cert, " --tls_key_file=", certs_->client_key));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const nlohmann::json j = nlohmann::json::parse(*out);
+  EXPECT_EQ(j["code"], "OK");
+  EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(), *want);
+  absl::StatusOr<std::string> refused = RunAndRead(client + " 2>/dev/null");  // no certificate
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(nlohmann::json::parse(*refused)["code"], "UNAVAILABLE");
 }
 
 TEST_F(TlsE2ETest, ClientsWithoutTheRightRootsOrCertificateAreRefused) {
