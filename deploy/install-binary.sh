@@ -16,4 +16,4 @@ fi
 mkdir -p "$out"
 install -m 0755 "$bin" "$out/llmint8"
 bash "$here/collect-runtime-packages.sh" "$out/llmint8" > "$out/runtime-packages"
-echo "install-binary: $bin -> $out/llmint8; runtime packages:" $(cat "$out/runtime-packages")
+echo "install-binary: $bin -> $out/llmint8; runtime packages: $(tr '\n' ' ' < "$out/runtime-packages")"

@@ -22,7 +22,7 @@
 # plus summary.txt (the machine, then one PASS / FAIL line per check, with seconds). Exit
 # status: 0 when every check passed. At most 8 files come back from $OUT: keep it that way.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-out/gpu}
 mkdir -p "$out"
 sections=("$@")
