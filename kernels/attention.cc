@@ -1,12 +1,84 @@
 #include "kernels/attention.h"
 
+#include <immintrin.h>
+#include <omp.h>
+
 #include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/softmax.h"
 
 namespace llmint8::kernels {
 namespace {
+
+// The two inner loops of one query row and head, over head_dim floats: q' . k[t] and
+// out += p[t] v[t]. With AVX2 + FMA (checked at run time) eight lanes at a time; the order of
+// a row's sums depends only on head_dim, never on the batch or the thread.
+struct RowLoops {
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float p, const float* x, float* y, int64_t n);
+};
+
+__attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
+  }
+  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  float sum = _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)));
+  for (; j < n; ++j) sum += a[j] * b[j];
+  return sum;
+}
+
+__attribute__((target("avx2,fma"))) void AxpyAvx2(float p, const float* x, float* y, int64_t n) {
+  const __m256 pv = _mm256_set1_ps(p);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+  }
+  for (; j < n; ++j) y[j] += p * x[j];
+}
+
+float DotPlain(const float* a, const float* b, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
+  return acc;
+}
+
+void AxpyPlain(float p, const float* x, float* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] += p * x[j];
+}
+
+const RowLoops& Loops() {
+  static const RowLoops loops = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                    ? RowLoops{DotAvx2, AxpyAvx2}
+                                    : RowLoops{DotPlain, AxpyPlain};
+  return loops;
+}
+
+// Query row `i` of `seq` (at position context - num_new + i), head `h`; `scratch` holds
+// head_dim + context floats.
+void AttendRow(std::span<const float> q, const AttentionShape& s, const AttentionSequence& seq,
+               int64_t i, int64_t h, std::span<float> out, float* scratch) {
+  const RowLoops& loops = Loops();
+  const int64_t d = s.head_dim;
+  const int64_t row = seq.q_row + i;
+  const int64_t n_keys = seq.context - seq.num_new + i + 1;
+  float* qs = scratch;          // [head_dim]: the scaled query
+  float* scores = scratch + d;  // [n_keys]
+  const float* qh = q.data() + row * s.q_stride + h * d;
+  for (int64_t j = 0; j < d; ++j) qs[j] = qh[j] * s.scale;
+  const float* kh = seq.k.data() + h * d;
+  for (int64_t t = 0; t < n_keys; ++t) scores[t] = loops.dot(qs, kh + t * s.kv_stride, d);
+  SoftmaxRowInPlace(std::span<float>(scores, n_keys));
+  float* oh = out.data() + row * s.out_stride + h * d;
+  std::fill(oh, oh + d, 0.0f);
+  const float* vh = seq.v.data() + h * d;
+  for (int64_t t = 0; t < n_keys; ++t) loops.axpy(scores[t], vh + t * s.kv_stride, oh, d);
+}
 
 absl::Status CheckSequence(const AttentionShape& s, const AttentionSequence& seq, size_t i,
                            size_t q_size, size_t out_size, size_t scratch_size) {
@@ -50,35 +122,30 @@ absl::Status CausalAttention(std::span<const float> q, const AttentionShape& s,
     absl::Status st = CheckSequence(s, seqs[i], i, q.size(), out.size(), scratch.size());
     if (!st.ok()) return st;
   }
-  const int64_t d = s.head_dim;
-  float* qs = scratch.data();           // [head_dim]: scaled query of one head
-  float* scores = scratch.data() + d;   // [context]
+  // Every (query row, head) is independent: they are spread over the OpenMP threads when the
+  // step is large enough to pay for it. Thread 0 uses `scratch`, the others a buffer of their
+  // own (kept across calls).
+  int64_t tasks = 0, work = 0, max_context = 0;
   for (const AttentionSequence& seq : seqs) {
-    const int64_t first_pos = seq.context - seq.num_new;
-    for (int64_t i = 0; i < seq.num_new; ++i) {
-      const int64_t row = seq.q_row + i;
-      const int64_t n_keys = first_pos + i + 1;
-      for (int64_t h = 0; h < s.num_heads; ++h) {
-        const float* qh = q.data() + row * s.q_stride + h * d;
-        for (int64_t j = 0; j < d; ++j) qs[j] = qh[j] * s.scale;
-        const float* kh = seq.k.data() + h * d;
-        for (int64_t t = 0; t < n_keys; ++t) {
-          const float* kt = kh + t * s.kv_stride;
-          float acc = 0.0f;
-          for (int64_t j = 0; j < d; ++j) acc += qs[j] * kt[j];
-          scores[t] = acc;
-        }
-        SoftmaxRowInPlace(std::span<float>(scores, n_keys));
-        float* oh = out.data() + row * s.out_stride + h * d;
-        std::fill(oh, oh + d, 0.0f);
-        const float* vh = seq.v.data() + h * d;
-        for (int64_t t = 0; t < n_keys; ++t) {
-          const float p = scores[t];
-          const float* vt = vh + t * s.kv_stride;
-          for (int64_t j = 0; j < d; ++j) oh[j] += p * vt[j];
-        }
-      }
+    tasks += seq.num_new * s.num_heads;
+    work += seq.num_new * s.num_heads * seq.context * s.head_dim;
+    max_context = std::max(max_context, seq.context);
+  }
+#pragma omp parallel for schedule(dynamic, 4) if (work >= (int64_t{1} << 18))
+  for (int64_t task = 0; task < tasks; ++task) {
+    // Task -> (sequence, row, head): rows of a sequence in order, heads within a row.
+    int64_t rest = task / s.num_heads;
+    const int64_t h = task % s.num_heads;
+    size_t k = 0;
+    while (rest >= seqs[k].num_new) rest -= seqs[k++].num_new;
+    float* buffer = scratch.data();
+    if (omp_get_thread_num() != 0) {
+      thread_local std::vector<float> own;
+      const size_t need = static_cast<size_t>(AttentionScratchFloats(s, max_context));
+      if (own.size() < need) own.resize(need);
+      buffer = own.data();
     }
+    AttendRow(q, s, seqs[k], rest, h, out, buffer);
   }
   return absl::OkStatus();
 }

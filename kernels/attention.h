@@ -11,7 +11,11 @@
 // model/kv_cache.h); the new tokens' keys and values must already be in the cache.
 // Strides are in floats and allow q to be a column block of a fused QKV output.
 //
-// Thread-compatible; no allocation: `scratch` holds AttentionScratchFloats(...) floats.
+// The (query row, head) pairs run in parallel on the OpenMP threads for large enough steps,
+// each row's sums in an order that depends only on head_dim (so a row's result does not depend
+// on the batch it came in). `scratch` holds AttentionScratchFloats(...) floats for the calling
+// thread; each other OpenMP thread keeps a buffer of its own, grown to the longest context
+// seen. Thread-compatible.
 #ifndef LLMINT8_KERNELS_ATTENTION_H_
 #define LLMINT8_KERNELS_ATTENTION_H_
 

@@ -1,5 +1,6 @@
 #include "kernels/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -67,6 +68,60 @@ TEST(AttentionTest, BatchOfDifferentLengthsMatchesDoubleReference) {
         for (int64_t j = 0; j < d; ++j) {
           // Output is a convex combination of |v| <~ 8: fp32 accumulation error well below 1e-5.
           EXPECT_NEAR(out[row * width + h * d + j], ref[j], 2e-5) << row << " " << h << " " << j;
+        }
+      }
+    }
+  }
+}
+
+// A step large enough to run on several OpenMP threads (a 300-token prefill beside decode
+// steps, head_dim 64 with a tail past the 8-lane loops: 68): every row against the double
+// reference, and bit for bit equal to the same sequence attended alone (serially), so a row
+// does not depend on its batch or its thread.
+TEST(AttentionTest, ALargeStepOnSeveralThreadsEqualsEachSequenceAlone) {
+  const int64_t heads = 4, d = 68, width = heads * d;
+  AttentionShape shape{heads, d, width, width, width, static_cast<float>(1.0 / std::sqrt(d))};
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const std::vector<std::pair<int64_t, int64_t>> cfg = {{300, 300}, {1, 250}, {1, 40}, {7, 90}};
+  std::vector<std::vector<float>> ks, vs, qs;
+  std::vector<AttentionSequence> seqs;
+  int64_t rows = 0, longest = 0;
+  for (auto [n, ctx] : cfg) {
+    ks.emplace_back(ctx * width);
+    vs.emplace_back(ctx * width);
+    for (float& x : ks.back()) x = nd(rng);
+    for (float& x : vs.back()) x = nd(rng);
+    seqs.push_back({rows, n, ctx, {}, {}});
+    rows += n;
+    longest = std::max(longest, ctx);
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    seqs[i].k = ks[i];
+    seqs[i].v = vs[i];
+  }
+  std::vector<float> q(rows * width), out(rows * width, -1.0f);
+  for (float& x : q) x = nd(rng);
+  std::vector<float> scratch(AttentionScratchFloats(shape, longest));
+  ASSERT_TRUE(CausalAttention(q, shape, seqs, out, scratch).ok());
+  for (const AttentionSequence& s : seqs) {
+    // Alone: its rows moved to the front of q and out.
+    AttentionSequence alone = s;
+    alone.q_row = 0;
+    std::vector<float> q_alone(q.begin() + s.q_row * width,
+                               q.begin() + (s.q_row + s.num_new) * width);
+    std::vector<float> out_alone(s.num_new * width, -1.0f);
+    ASSERT_TRUE(CausalAttention(q_alone, shape, {&alone, 1}, out_alone, scratch).ok());
+    for (int64_t i = 0; i < s.num_new; ++i) {
+      const int64_t row = s.q_row + i;
+      for (int64_t h = 0; h < heads; ++h) {
+        std::vector<double> ref =
+            RefHead(q.data() + row * width + h * d, s.k.data() + h * d, s.v.data() + h * d,
+                    s.context - s.num_new + i + 1, d, width, shape.scale);
+        for (int64_t j = 0; j < d; ++j) {
+          const float got = out[row * width + h * d + j];
+          ASSERT_NEAR(got, ref[j], 2e-5) << row << " " << h << " " << j;
+          ASSERT_EQ(got, out_alone[i * width + h * d + j]) << "row " << row << " head " << h;
         }
       }
     }

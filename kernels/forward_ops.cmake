@@ -5,6 +5,8 @@ target_sources(llmint8_kernels PRIVATE
   embedding.cc
   layer_norm.cc
   softmax.cc)
+# Attention spreads its (row, head) pairs over OpenMP threads (found by int8.cmake).
+set_source_files_properties(attention.cc PROPERTIES COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
 
 foreach(_op activation attention embedding layer_norm softmax)
   llmint8_cc_test(NAME ${_op}_test SRCS ${_op}_test.cc DEPS llmint8::kernels LABELS kernels)
