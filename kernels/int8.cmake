@@ -8,7 +8,8 @@ target_sources(llmint8_kernels PRIVATE
   int8_gemm.cc
   int8_linear.cc
   linear.cc)
-set_source_files_properties(quantize_weight.cc int8_gemm.cc int8_linear.cc linear.cc PROPERTIES
+set_source_files_properties(quantize_weight.cc quantize_activation.cc int8_gemm.cc int8_linear.cc
+                            linear.cc PROPERTIES
                             COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
 target_link_libraries(llmint8_kernels PRIVATE ${OpenMP_CXX_LIBRARIES})
 

@@ -53,7 +53,9 @@ absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, 
   out->outliers.resize(m * n_out);
 
   // Pass 2, per row: absmax over the row's own non-outlier values, then quantize. With t > 0
-  // the outlier test is per element, so a row never depends on the others.
+  // the outlier test is per element, so a row never depends on the others: rows spread over
+  // the OpenMP threads of a large step, each computed as alone.
+#pragma omp parallel for schedule(static) if (mk >= (int64_t{1} << 16))
   for (int64_t i = 0; i < m; ++i) {
     const float* row = x.data() + i * k;
     int8_t* qrow = out->q.data() + i * k;
