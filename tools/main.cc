@@ -9,6 +9,7 @@
 //   llmint8 quantize --model=DIR --out=DIR8      write an int8 checkpoint
 //   llmint8 eval --model=DIR --text=FILE         perplexity
 //   llmint8 <subcommand> --help                  the flags of one subcommand
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -124,15 +125,23 @@ int main(int argc, char** argv) {
       PrintHelp(*sub);
       return 0;
     }
-    if (a.rfind("--", 0) == 0) {
+    // absl takes -name as --name too.
+    // (A negative number is a value: `--seed -1`.)
+    const bool number = a.size() > 1 && a[0] == '-' &&
+                        (std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.');
+    const size_t dashes = number                  ? 0
+                          : a.rfind("--", 0) == 0 ? 2
+                                                  : (a.size() > 1 && a[0] == '-' ? 1 : 0);
+    if (dashes > 0 && a != "--") {
       size_t end = a.find('=');
       if (end == std::string::npos) end = a.size();
-      for (size_t j = 2; j < end; ++j) {
+      for (size_t j = dashes; j < end; ++j) {
         if (a[j] == '-') a[j] = '_';
       }
       // Only the subcommand's own flags: another's would be ignored (a manifest passing
       // --tp to the coordinator, or --rank to a worker, should fail at once, not mislead).
-      const std::string flag = a.substr(2, end - 2);
+      // absl's own --flagfile / --fromenv are not taken either: they would bypass this.
+      const std::string flag = a.substr(dashes, end - dashes);
       auto known = [sub](const std::string& f) {
         for (const char* name : sub->flags) {
           if (f == name) return true;

@@ -91,7 +91,9 @@ absl::StatusOr<int64_t> ParseBytes(std::string text) {
     if (scale != 1) text.pop_back();
   }
   double value = 0;
-  if (!absl::SimpleAtod(text, &value) || value < 0) {
+  // Not NaN or infinite, and within int64 once scaled (the cast would be undefined).
+  if (!absl::SimpleAtod(text, &value) || !(value >= 0) ||
+      !(value * static_cast<double>(scale) < 9.0e18)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--memory_limit '", absl::GetFlag(FLAGS_memory_limit),
                      "' is not a size; write e.g. 16G, 16GiB, 512Mi or 0 for unlimited"));
@@ -225,6 +227,10 @@ int RunWorker() {
   const sigset_t signals = BlockShutdownSignals();
   absl::StatusOr<int64_t> memory_limit = ParseBytes(absl::GetFlag(FLAGS_memory_limit));
   if (!memory_limit.ok()) return Fail(memory_limit.status());
+  if (const std::string device = absl::GetFlag(FLAGS_device); device != "cpu" && device != "cuda") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--device=", device, " is not supported; use cpu or cuda")));
+  }
   worker::WorkerOptions options;
   options.device = absl::GetFlag(FLAGS_device);
   options.cuda_device = absl::GetFlag(FLAGS_cuda_device);
@@ -311,6 +317,11 @@ int RunServe(const char* argv0) {
       !s.ok()) {
     return Fail(s);
   }
+  if (absl::GetFlag(FLAGS_tls_cert_file).empty() && !absl::GetFlag(FLAGS_tls_ca_file).empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "serve: --tls_ca_file is what its workers trust when it serves TLS: set --tls_cert_file "
+        "and --tls_key_file too"));
+  }
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("serve");
   const int listen_port = listen_address->port;
   int base_port = absl::GetFlag(FLAGS_worker_base_port);
@@ -396,10 +407,6 @@ int RunServe(const char* argv0) {
       worker_tls.push_back(absl::StrCat("--tls_cert_file=", cert));
       worker_tls.push_back(absl::StrCat("--tls_key_file=", absl::GetFlag(FLAGS_tls_key_file)));
     }
-  } else if (!absl::GetFlag(FLAGS_tls_ca_file).empty()) {
-    return Fail(absl::InvalidArgumentError(
-        "serve: --tls_ca_file is what its workers trust when it serves TLS: set --tls_cert_file "
-        "and --tls_key_file too"));
   }
 
   std::mutex mu;

@@ -1,0 +1,63 @@
+// The serving subcommands' flags as a user (or a Kubernetes manifest) passes them: only the
+// subcommand's own, sizes as 16G / 16GiB / 16Gi, and --check_flags, which checks a command
+// line without starting anything (deploy/validate.sh runs the manifests' through it).
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/cli/run_cli.h"
+
+namespace llmint8::tools::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ServingFlagsCliTest, AnotherSubcommandsFlagIsRefusedNamingIt) {
+  for (const char* args :
+       {"worker --rank=0 --check_flags", "coordinator --workers=a:1 --tp=2 --check_flags",
+        "coordinator --workers=a:1 -tp=2 --check_flags",  // absl's -name
+        "worker --flagfile=/dev/null --check_flags"}) {
+    const CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_THAT(r.err, HasSubstr("is not a flag of this subcommand")) << args;
+    EXPECT_THAT(r.err, HasSubstr("--help")) << args;
+  }
+}
+
+TEST(ServingFlagsCliTest, CheckFlagsSaysOkForAGoodCommandLineAndStartsNothing) {
+  for (const char* args :
+       {"worker --listen=0.0.0.0:50052 --coordinator=llmint8-coordinator:50051 --device=cpu "
+        "--memory_limit=16Gi --gloo_hostname=10.0.0.17 --check_flags",
+        "worker --memory-limit=1GiB --check_flags",  // dashes in names, as the help says
+        "worker --memory_limit=512M --nocheck_flags --check_flags",  // absl's --noname
+        "coordinator --listen=0.0.0.0:50051 --metrics_listen=0.0.0.0:9090 "
+        "--workers=w-0.ws:50052,w-1.ws:50052 --model=synthetic:125m --dtype=int8 --check_flags",
+        "serve --tp=2 --listen=127.0.0.1:0 --worker_base_port=1 --check_flags"}) {
+    const CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.err;
+    EXPECT_THAT(r.out, HasSubstr("flags OK")) << args;
+  }
+}
+
+TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
+  struct Case {
+    const char* args;
+    const char* says;
+  };
+  for (const Case& c : {Case{"worker --device=gpu --check_flags", "--device=gpu is not supported"},
+                        Case{"worker --memory_limit=nan --check_flags", "is not a size"},
+                        Case{"worker --memory_limit=1e30 --check_flags", "is not a size"},
+                        Case{"worker --memory_limit=16X --check_flags", "is not a size"},
+                        Case{"worker --listen=50052 --check_flags", "--listen=50052"},
+                        Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
+                        Case{"coordinator --check_flags", "--workers is required"},
+                        Case{"serve --tls_ca_file=/x --check_flags", "set --tls_cert_file"}}) {
+    const CliResult r = RunCli(c.args);
+    EXPECT_EQ(r.exit_code, 1) << c.args;
+    EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args;
+    EXPECT_THAT(r.out, ::testing::Not(HasSubstr("flags OK"))) << c.args;
+  }
+}
+
+}  // namespace
+}  // namespace llmint8::tools::testing
