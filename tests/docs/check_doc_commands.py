@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Every `llmint8 <subcommand> --flag ...` written in the docs and scripts names flags that
-subcommand has, as its --help lists them: commands in prose and runbooks drift from the binary
-otherwise (the GPU runbook, scripts/gpu-check.sh, runs only where no CI looks).
+"""Every `llmint8 <subcommand> --flag ...` written in the docs' code (fenced blocks and inline
+`code`, which may wrap across lines) and in the scripts names flags that subcommand has, as its
+--help lists them: commands in docs and runbooks drift from the binary otherwise (the GPU
+runbook, scripts/gpu-check.sh, runs only where no CI looks). <placeholders>, a|b alternatives
+and quoted values are values, not the end of a command.
 
 Usage: check_doc_commands.py --binary build/tools/llmint8 --root .
 Prints each unknown flag as FILE:LINE; exits 1 if there is any.
@@ -14,9 +16,9 @@ import sys
 
 SUBCOMMANDS = ("serve", "coordinator", "worker", "generate", "loadtest", "plan", "quantize",
                "eval")
-# `llmint8 <sub>` (also build/tools/llmint8, "$bin/llmint8", $bin) then its words up to the end
-# of the command: a closing backtick, a pipe, ;, &&, a redirection or the line's end.
-COMMAND = re.compile(r'(?:llmint8"?|\$bin"?)\s+(' + "|".join(SUBCOMMANDS) + r')\b([^`|;&<>\n]*)')
+# `llmint8 <sub>` (also build/tools/llmint8, "$bin/llmint8", $bin, $LLMINT8) and the words after.
+COMMAND = re.compile(r'(?:llmint8"?|\$\{?bin\}?"?|\$\{?LLMINT8\}?"?)\s+(' + "|".join(SUBCOMMANDS) +
+                     r")\b(.*)")
 FLAG = re.compile(r"(?<![\w-])--([A-Za-z][\w-]*)")
 
 
@@ -25,10 +27,10 @@ def known_flags(binary, sub):
     return set(re.findall(r"^  --(\w+) \(default", out.stdout, re.M))
 
 
-def logical_lines(text):
-    """(first line number, line) with backslash continuations joined."""
-    number, pending, start = 0, "", 0
-    for number, line in enumerate(text.splitlines(), 1):
+def shell_lines(lines, first=1):
+    """(line number, text) with backslash continuations joined."""
+    pending, start = "", first
+    for number, line in enumerate(lines, first):
         if not pending:
             start = number
         if line.rstrip().endswith("\\"):
@@ -38,6 +40,39 @@ def logical_lines(text):
         pending = ""
     if pending:
         yield start, pending
+
+
+def markdown_candidates(text):
+    """Code: fenced blocks line by line (continuations joined), and inline `code` spans, which
+    may wrap across the lines of a paragraph or list item. Prose outside them is not read."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].lstrip().startswith("```"):
+                j += 1
+            yield from shell_lines(lines[i + 1:j], i + 2)
+            i = j + 1
+            continue
+        # A paragraph: up to a blank line, a fence or the next list item.
+        j = i + 1
+        while (j < len(lines) and lines[j].strip() and not lines[j].lstrip().startswith("```")
+               and not re.match(r"\s*([-*]|\d+\.)\s", lines[j])):
+            j += 1
+        paragraph = " ".join(l.strip() for l in lines[i:j])
+        for span in re.findall(r"`([^`]+)`", paragraph):
+            yield i + 1, span
+        i = j
+
+
+def command_flags(text):
+    """(subcommand, [flags]) of each llmint8 command in a piece of code."""
+    text = re.sub(r"<[^<>]*>", "X", text)  # <placeholders>
+    for m in COMMAND.finditer(text):
+        rest = re.sub(r"\"[^\"]*\"|'[^']*'", '""', m.group(2))  # quoted values
+        rest = re.split(r"\s\|\s|\|\||&&|;|>|`|\)", rest)[0]  # to a pipe, list, redirect
+        yield m.group(1), FLAG.findall(rest)
 
 
 def main():
@@ -53,14 +88,17 @@ def main():
             return 1
     files = sorted(set(root.glob("*.md")) | set(root.glob("docs/*.md")) |
                    set(root.glob("*/README.md")) | set(root.glob("*/*/README.md")) |
-                   set(root.glob("scripts/*.sh")) | set(root.glob("deploy/*.md")))
+                   set(root.glob("deploy/*.md")) | set(root.glob("scripts/*.sh")) |
+                   set(root.glob("train/**/*.sh")) | set(root.glob("deploy/*.sh")))
     bad, commands = [], 0
     for path in files:
-        for number, line in logical_lines(path.read_text(errors="replace")):
-            for m in COMMAND.finditer(line):
+        text = path.read_text(errors="replace")
+        pieces = (markdown_candidates(text) if path.suffix == ".md"
+                  else shell_lines(text.splitlines()))
+        for number, piece in pieces:
+            for sub, found in command_flags(piece):
                 commands += 1
-                sub = m.group(1)
-                for flag in FLAG.findall(m.group(2)):
+                for flag in found:
                     name = flag.replace("-", "_")
                     if name in ("help", "helpfull") or name in flags[sub]:
                         continue
