@@ -12,8 +12,9 @@
 // Strides are in floats and allow q to be a column block of a fused QKV output.
 //
 // The (query row, head) pairs run in parallel on the OpenMP threads for large enough steps,
-// each row's sums in an order that depends only on head_dim (so a row's result does not depend
-// on the batch it came in). `scratch` holds AttentionScratchFloats(...) floats for the calling
+// each row's sums in an order that depends only on head_dim and on the CPU (8 lanes with AVX2
+// + FMA, else one at a time), so on one machine a row's result does not depend on the batch it
+// came in or the threads. `scratch` holds AttentionScratchFloats(...) floats for the calling
 // thread; each other OpenMP thread keeps a buffer of its own, grown to the longest context
 // seen. Thread-compatible.
 #ifndef LLMINT8_KERNELS_ATTENTION_H_

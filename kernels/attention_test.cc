@@ -1,5 +1,7 @@
 #include "kernels/attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -75,10 +77,11 @@ TEST(AttentionTest, BatchOfDifferentLengthsMatchesDoubleReference) {
 }
 
 // A step large enough to run on several OpenMP threads (a 300-token prefill beside decode
-// steps, head_dim 64 with a tail past the 8-lane loops: 68): every row against the double
-// reference, and bit for bit equal to the same sequence attended alone (serially), so a row
-// does not depend on its batch or its thread.
+// steps, head_dim 64 with a tail past the 8-lane loops: 68), on 4 threads: every row against
+// the double reference, and bit for bit equal to the same sequence attended alone on one
+// thread, so a row does not depend on its batch or on the threads.
 TEST(AttentionTest, ALargeStepOnSeveralThreadsEqualsEachSequenceAlone) {
+  const int threads_before = omp_get_max_threads();
   const int64_t heads = 4, d = 68, width = heads * d;
   AttentionShape shape{heads, d, width, width, width, static_cast<float>(1.0 / std::sqrt(d))};
   std::mt19937 rng(11);
@@ -103,7 +106,9 @@ TEST(AttentionTest, ALargeStepOnSeveralThreadsEqualsEachSequenceAlone) {
   std::vector<float> q(rows * width), out(rows * width, -1.0f);
   for (float& x : q) x = nd(rng);
   std::vector<float> scratch(AttentionScratchFloats(shape, longest));
+  omp_set_num_threads(4);
   ASSERT_TRUE(CausalAttention(q, shape, seqs, out, scratch).ok());
+  omp_set_num_threads(1);
   for (const AttentionSequence& s : seqs) {
     // Alone: its rows moved to the front of q and out.
     AttentionSequence alone = s;
@@ -126,6 +131,7 @@ TEST(AttentionTest, ALargeStepOnSeveralThreadsEqualsEachSequenceAlone) {
       }
     }
   }
+  omp_set_num_threads(threads_before);
 }
 
 TEST(AttentionTest, FirstPositionCopiesItsValue) {
