@@ -262,8 +262,11 @@ def check_flags(c, objects, owner, name, binary):
     if argv and argv[0].endswith("/llmint8"):
         argv = argv[1:]
     env = container_env(objects, ctr)
-    argv = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in argv]
-    unexpanded = [a for a in argv if "$(" in a]
+    # $(NAME) expands; $$(NAME) is the kubelet's escape for a literal $(NAME).
+    argv = [re.sub(r"\$(\$?)\((\w+)\)",
+                   lambda m: f"$({m.group(2)})" if m.group(1) else env.get(m.group(2), m.group(0)),
+                   a) for a in argv]
+    unexpanded = [a for a in argv if re.search(r"(?<!\$)\$\(\w+\)", a)]
     if not c.expect(not unexpanded, f"{name}: {unexpanded} name variables the container lacks"):
         return
     try:

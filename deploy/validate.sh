@@ -69,6 +69,9 @@ fi
 log "validator: kubernetes-validate $validator_version, Kubernetes $k8s_versions"
 binary=${LLMINT8_BINARY:-$here/../build/tools/llmint8}
 binary_args=()
+if [ -n "${LLMINT8_BINARY:-}" ] && [ ! -x "$binary" ]; then
+  die "LLMINT8_BINARY=$binary is not an executable llmint8"
+fi
 if [ -x "$binary" ]; then
   binary_args=(--binary "$binary")
   log "command lines: checked with $binary --check_flags"
