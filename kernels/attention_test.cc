@@ -32,6 +32,31 @@ std::vector<double> RefHead(const float* q, const float* k, const float* v, int6
   return out;
 }
 
+// Random keys and values for sequences of (num_new, context), their query rows one after
+// another.
+struct RandomBatch {
+  std::vector<std::vector<float>> ks, vs;
+  std::vector<AttentionSequence> seqs;
+  int64_t rows = 0, longest = 0;
+
+  RandomBatch(const std::vector<std::pair<int64_t, int64_t>>& cfg, int64_t width, std::mt19937& rng,
+              std::normal_distribution<float>& nd) {
+    for (auto [n, ctx] : cfg) {
+      ks.emplace_back(ctx * width);
+      vs.emplace_back(ctx * width);
+      for (float& x : ks.back()) x = nd(rng);
+      for (float& x : vs.back()) x = nd(rng);
+      seqs.push_back({rows, n, ctx, {}, {}});
+      rows += n;
+      longest = std::max(longest, ctx);
+    }
+    for (size_t i = 0; i < seqs.size(); ++i) {  // spans once the vectors stay put
+      seqs[i].k = ks[i];
+      seqs[i].v = vs[i];
+    }
+  }
+};
+
 TEST(AttentionTest, BatchOfDifferentLengthsMatchesDoubleReference) {
   const int64_t heads = 3, d = 8, width = heads * d;
   AttentionShape shape{heads, d, /*q_stride=*/3 * width, /*kv_stride=*/width,
@@ -39,22 +64,9 @@ TEST(AttentionTest, BatchOfDifferentLengthsMatchesDoubleReference) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.5f);
   // (num_new, context): a prefill, a decode step deep into a context, a partial prefill.
-  const std::vector<std::pair<int64_t, int64_t>> cfg = {{5, 5}, {1, 17}, {3, 9}};
-  std::vector<std::vector<float>> ks, vs;
-  std::vector<AttentionSequence> seqs;
-  int64_t rows = 0;
-  for (auto [n, ctx] : cfg) {
-    ks.emplace_back(ctx * width);
-    vs.emplace_back(ctx * width);
-    for (float& x : ks.back()) x = nd(rng);
-    for (float& x : vs.back()) x = nd(rng);
-    seqs.push_back({rows, n, ctx, {}, {}});
-    rows += n;
-  }
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    seqs[i].k = ks[i];
-    seqs[i].v = vs[i];
-  }
+  RandomBatch batch({{5, 5}, {1, 17}, {3, 9}}, width, rng, nd);
+  const std::vector<AttentionSequence>& seqs = batch.seqs;
+  const int64_t rows = batch.rows;
   std::vector<float> q(rows * shape.q_stride), out(rows * width, -1.0f);
   for (float& x : q) x = nd(rng);
   std::vector<float> scratch(AttentionScratchFloats(shape, 17));
@@ -86,23 +98,9 @@ TEST(AttentionTest, ALargeStepOnSeveralThreadsEqualsEachSequenceAlone) {
   AttentionShape shape{heads, d, width, width, width, static_cast<float>(1.0 / std::sqrt(d))};
   std::mt19937 rng(11);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  const std::vector<std::pair<int64_t, int64_t>> cfg = {{300, 300}, {1, 250}, {1, 40}, {7, 90}};
-  std::vector<std::vector<float>> ks, vs, qs;
-  std::vector<AttentionSequence> seqs;
-  int64_t rows = 0, longest = 0;
-  for (auto [n, ctx] : cfg) {
-    ks.emplace_back(ctx * width);
-    vs.emplace_back(ctx * width);
-    for (float& x : ks.back()) x = nd(rng);
-    for (float& x : vs.back()) x = nd(rng);
-    seqs.push_back({rows, n, ctx, {}, {}});
-    rows += n;
-    longest = std::max(longest, ctx);
-  }
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    seqs[i].k = ks[i];
-    seqs[i].v = vs[i];
-  }
+  RandomBatch batch({{300, 300}, {1, 250}, {1, 40}, {7, 90}}, width, rng, nd);
+  const std::vector<AttentionSequence>& seqs = batch.seqs;
+  const int64_t rows = batch.rows, longest = batch.longest;
   std::vector<float> q(rows * width), out(rows * width, -1.0f);
   for (float& x : q) x = nd(rng);
   std::vector<float> scratch(AttentionScratchFloats(shape, longest));
