@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/avx2_sum.h"
 #include "kernels/softmax.h"
 
 namespace llmint8::kernels {
@@ -26,9 +27,7 @@ __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b
   for (; j + 8 <= n; j += 8) {
     acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
   }
-  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
-  float sum = _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)));
+  float sum = internal::HorizontalSum(acc);
   for (; j < n; ++j) sum += a[j] * b[j];
   return sum;
 }
@@ -61,9 +60,9 @@ const RowLoops& Loops() {
 
 // Query row `i` of `seq` (at position context - num_new + i), head `h`; `scratch` holds
 // head_dim + context floats.
-void AttendRow(std::span<const float> q, const AttentionShape& s, const AttentionSequence& seq,
-               int64_t i, int64_t h, std::span<float> out, float* scratch) {
-  const RowLoops& loops = Loops();
+void AttendRow(const RowLoops& loops, std::span<const float> q, const AttentionShape& s,
+               const AttentionSequence& seq, int64_t i, int64_t h, std::span<float> out,
+               float* scratch) {
   const int64_t d = s.head_dim;
   const int64_t row = seq.q_row + i;
   const int64_t n_keys = seq.context - seq.num_new + i + 1;
@@ -123,21 +122,16 @@ absl::Status CausalAttention(std::span<const float> q, const AttentionShape& s,
     if (!st.ok()) return st;
   }
   // Every (query row, head) is independent: they are spread over the OpenMP threads when the
-  // step is large enough to pay for it. Thread 0 uses `scratch`, the others a buffer of their
-  // own (kept across calls).
-  int64_t tasks = 0, work = 0, max_context = 0;
+  // step is large enough to pay for it, a sequence's pairs at a time. Thread 0 uses `scratch`,
+  // the others a buffer of their own (kept across calls).
+  int64_t work = 0, max_context = 0;
   for (const AttentionSequence& seq : seqs) {
-    tasks += seq.num_new * s.num_heads;
     work += seq.num_new * s.num_heads * seq.context * s.head_dim;
     max_context = std::max(max_context, seq.context);
   }
-#pragma omp parallel for schedule(dynamic, 4) if (work >= (int64_t{1} << 18))
-  for (int64_t task = 0; task < tasks; ++task) {
-    // Task -> (sequence, row, head): rows of a sequence in order, heads within a row.
-    int64_t rest = task / s.num_heads;
-    const int64_t h = task % s.num_heads;
-    size_t k = 0;
-    while (rest >= seqs[k].num_new) rest -= seqs[k++].num_new;
+  const RowLoops& loops = Loops();
+#pragma omp parallel if (work >= (int64_t{1} << 18))
+  {
     float* buffer = scratch.data();
     if (omp_get_thread_num() != 0) {
       thread_local std::vector<float> own;
@@ -145,7 +139,12 @@ absl::Status CausalAttention(std::span<const float> q, const AttentionShape& s,
       if (own.size() < need) own.resize(need);
       buffer = own.data();
     }
-    AttendRow(q, s, seqs[k], rest, h, out, buffer);
+    for (const AttentionSequence& seq : seqs) {
+#pragma omp for schedule(dynamic, 4) nowait
+      for (int64_t task = 0; task < seq.num_new * s.num_heads; ++task) {
+        AttendRow(loops, q, s, seq, task / s.num_heads, task % s.num_heads, out, buffer);
+      }
+    }
   }
   return absl::OkStatus();
 }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/avx2_sum.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -82,12 +83,6 @@ void HalfToFloatBlock(const Half* src, int64_t size, float* dst) {
 // traffic instead of a 4-byte fp32 copy written and read again by the block path.
 constexpr int64_t kDirectMaxRows = 8;
 
-__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 h = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
-}
-
 template <int M>
 __attribute__((target("avx2,fma,f16c"))) void LinearF16DirectRows(const float* x, const Half* w,
                                                                      int64_t n, int64_t k,
@@ -105,7 +100,7 @@ __attribute__((target("avx2,fma,f16c"))) void LinearF16DirectRows(const float* x
       }
     }
     for (int i = 0; i < M; ++i) {
-      float s = HorizontalSum(acc[i]);
+      float s = internal::HorizontalSum(acc[i]);
       for (int64_t t = j; t < k; ++t) s += x[i * k + t] * HalfToFloat(row[t]);
       y[i * n + r] = bias != nullptr ? s + bias[r] : s;
     }
