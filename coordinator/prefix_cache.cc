@@ -30,6 +30,11 @@ std::vector<uint64_t> PrefixCache::Park(uint64_t id, std::vector<int32_t> tokens
   return evicted;
 }
 
+int64_t SharedStart(std::span<const int32_t> a, std::span<const int32_t> b, size_t most) {
+  const size_t n = std::min({a.size(), b.size(), most});
+  return std::mismatch(a.begin(), a.begin() + n, b.begin()).first - a.begin();
+}
+
 std::optional<PrefixCache::Match> PrefixCache::Find(std::span<const int32_t> prompt,
                                                     bool need_tokens) const {
   const int64_t most = static_cast<int64_t>(prompt.size()) - 1;
@@ -38,9 +43,7 @@ std::optional<PrefixCache::Match> PrefixCache::Find(std::span<const int32_t> pro
   int64_t best_length = 0;
   for (const Entry& e : entries_) {
     if (need_tokens && !e.tokens_kept) continue;
-    const size_t n = std::min(e.tokens.size(), static_cast<size_t>(most));
-    const auto [a, b] = std::mismatch(prompt.begin(), prompt.begin() + n, e.tokens.begin());
-    const int64_t shared = a - prompt.begin();
+    const int64_t shared = SharedStart(prompt, e.tokens, static_cast<size_t>(most));
     // Longest first; among equals the most recently used (likeliest to stay).
     if (shared > best_length ||
         (shared == best_length && best != nullptr && e.last_used > best->last_used)) {

@@ -23,6 +23,9 @@
 
 namespace llmint8::coordinator {
 
+// How many tokens `a` and `b` start with alike, at most `most`.
+int64_t SharedStart(std::span<const int32_t> a, std::span<const int32_t> b, size_t most);
+
 class PrefixCache {
  public:
   struct Options {

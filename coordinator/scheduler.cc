@@ -34,12 +34,6 @@ void FillSampling(const GenerationParams& p, int64_t eos_token_id, v1::SamplingP
   }
 }
 
-// The tokens `a` and `b` start with alike, at most `most`.
-int64_t SharedStart(std::span<const int32_t> a, std::span<const int32_t> b, size_t most) {
-  const size_t n = std::min({a.size(), b.size(), most});
-  return std::mismatch(a.begin(), a.begin() + n, b.begin()).first - a.begin();
-}
-
 struct RunningPrefix {
   // The running sequence whose prompt positions on the workers share the longest start with
   // the prompt (at least min_prefix): a prefix source as a parked one is.
@@ -58,7 +52,7 @@ RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> runni
   RunningPrefix best;
   for (size_t j = 0; j < running.size(); ++j) {
     const Sequence& other = *running[j];
-    if (j == index || !other.on_workers()) continue;
+    if (j == index) continue;  // (the running sequences are all on the workers)
     if (seq.params().counts_tokens() && !other.params().counts_tokens()) continue;
     const int64_t shared = SharedStart(seq.prompt(), other.prompt_on_workers(), most);
     if (shared >= min_prefix && (!best.now.has_value() || shared > best.now->length)) {
