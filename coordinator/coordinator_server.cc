@@ -179,13 +179,16 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       impl->config, impl->tokenizer.get(), limits, impl->scheduler.get(), impl->group.get(),
       options.scheduler.max_batch, options.scheduler.queue_capacity, impl->metrics.get(),
       impl->api_key.get());
+  // What /health says on the HTTP ports: the group is ready and the coordinator not draining.
+  Impl* const state = impl.get();
+  const std::function<bool()> serving = [state] {
+    return state->group->ready() && !state->draining.load();
+  };
   if (!options.metrics_listen.empty()) {
     ServiceMetrics* metrics = impl->metrics.get();
-    Impl* state = impl.get();
     ASSIGN_OR_RETURN(impl->metrics_server,
                      MetricsServer::Start(
-                         options.metrics_listen, [metrics] { return metrics->Text(); },
-                         [state] { return state->group->ready() && !state->draining.load(); }));
+                         options.metrics_listen, [metrics] { return metrics->Text(); }, serving));
     LLMINT8_LOG(INFO) << "metrics at http://" << options.metrics_listen
                       << "/metrics and /health (port " << impl->metrics_server->port() << ")";
   }
@@ -223,8 +226,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     api.max_context = impl->options.scheduler.max_context;
     api.max_body_bytes = impl->options.max_message_bytes;
     api.created = absl::ToUnixSeconds(absl::Now());
-    Impl* state = impl.get();
-    api.serving = [state] { return state->group->ready() && !state->draining.load(); };
+    api.serving = serving;
     api.api_key = impl->api_key.get();
     // A thread per open request (every batch slot and queue place may be held over HTTP),
     // plus spares so that a request past them still gets its quick 429 and /health answers.
