@@ -19,10 +19,7 @@ SequenceSamplers::State SequenceSamplers::MakeState(const v1::SamplingParams& pa
   } else {
     s.min_tokens = 0;  // nothing to ban: `early` is never used
   }
-  // Repetition 0 and 1 are off, frequency and presence 0.
-  const float repetition = params.repetition_penalty();
-  s.keep_tokens = (repetition != 0.0f && repetition != 1.0f) ||
-                  params.frequency_penalty() != 0.0f || params.presence_penalty() != 0.0f;
+  s.keep_tokens = CountsTokens(s.params);
   return s;
 }
 

@@ -9,7 +9,7 @@
 
 namespace llmint8::worker {
 
-kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params, int32_t top_logprobs) {
+kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params) {
   kernels::SamplingParams p;
   p.temperature = params.temperature();
   p.top_k = params.top_k();
@@ -23,9 +23,12 @@ kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params, int32_t
   p.logit_bias.reserve(static_cast<size_t>(params.logit_bias_size()));
   for (const v1::TokenBias& b : params.logit_bias())
     p.logit_bias.push_back({b.token_id(), b.bias()});
-  p.return_logprob = true;
-  p.top_logprobs = top_logprobs;
   return p;
+}
+
+bool CountsTokens(const kernels::SamplingParams& params) {
+  return params.repetition_penalty != 1.0f || params.frequency_penalty != 0.0f ||
+         params.presence_penalty != 0.0f;
 }
 
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,

@@ -21,10 +21,13 @@ struct SampledToken {
 };
 
 // The kernels' form of the parameters a sequence's first step brings (proto defaults: top_p
-// and repetition_penalty 0 are off, as 1), returning the logprob, `top_logprobs` candidates.
-// The min_tokens bans are not in it (SequenceSamplers adds them, and sets the logprob and
-// candidates each step asks for).
-kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params, int32_t top_logprobs = 0);
+// and repetition_penalty 0 are off, as 1). What a step returns beside the token (its logprob,
+// candidates) and the min_tokens bans are not in it: SequenceSamplers sets them.
+kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params);
+// Whether `params` count the sequence's tokens (a repetition, frequency or presence penalty):
+// rank 0 then keeps them, and a prefix copy needs its source's (coordinator/sequence.h's
+// GenerationParams::counts_tokens is the same rule before conversion).
+bool CountsTokens(const kernels::SamplingParams& params);
 
 // `seen`: the sequence's tokens so far (prompt and generated), which the repetition penalty
 // applies to; its last `sample_index` are the generated ones that the frequency and presence

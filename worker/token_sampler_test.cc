@@ -23,21 +23,24 @@ TEST(TokenSamplerTest, FrequencyPenaltyCountsOnlyTheGeneratedTokens) {
   const std::vector<float> logits = {1.0f, 1.0f, 1.0f, 1.5f};
   const std::vector<int32_t> kept = {1, 2, 3};
   v1::SamplingParams p = Greedy();
-  ASSERT_EQ(SampleToken(logits, ToKernelParams(p, 0), 1, kept)->token_id, 3);
+  ASSERT_EQ(SampleToken(logits, ToKernelParams(p), 1, kept)->token_id, 3);
   p.set_frequency_penalty(1.0f);
   // Counting the prompt too would leave id 0 alone as well; dropping the newest generated
   // token would leave id 3 first.
-  auto first_generated = SampleToken(logits, ToKernelParams(p, 0), 1, kept);
+  auto first_generated = SampleToken(logits, ToKernelParams(p), 1, kept);
   ASSERT_TRUE(first_generated.ok()) << first_generated.status();
   EXPECT_EQ(first_generated->token_id, 0);
   // Prompt ids are not counted: with id 0 in the prompt and 3 penalised, 0 still wins.
-  EXPECT_EQ(SampleToken(logits, ToKernelParams(p, 0), 1, std::vector<int32_t>{0, 3})->token_id, 0);
+  EXPECT_EQ(SampleToken(logits, ToKernelParams(p), 1, std::vector<int32_t>{0, 3})->token_id, 0);
   // sample_index 0 (nothing generated yet): no penalty.
-  EXPECT_EQ(SampleToken(logits, ToKernelParams(p, 0), 0, kept)->token_id, 3);
+  EXPECT_EQ(SampleToken(logits, ToKernelParams(p), 0, kept)->token_id, 3);
   // Presence alike; the logprob is the model's own.
   v1::SamplingParams presence = Greedy();
   presence.set_presence_penalty(1.0f);
-  auto present = SampleToken(logits, ToKernelParams(presence, 2), 1, kept);
+  kernels::SamplingParams with_top = ToKernelParams(presence);
+  with_top.return_logprob = true;
+  with_top.top_logprobs = 2;
+  auto present = SampleToken(logits, with_top, 1, kept);
   ASSERT_TRUE(present.ok());
   EXPECT_EQ(present->token_id, 0);
   ASSERT_EQ(present->top.size(), 2u);
@@ -51,7 +54,7 @@ TEST(TokenSamplerTest, BadInputIsInvalidArgumentAndUnscorableRowsAreNaN) {
             absl::StatusCode::kInvalidArgument);
   v1::SamplingParams p = Greedy();
   p.set_presence_penalty(3.0f);
-  EXPECT_EQ(SampleToken(logits, ToKernelParams(p, 0), 1, std::vector<int32_t>{1}).status().code(),
+  EXPECT_EQ(SampleToken(logits, ToKernelParams(p), 1, std::vector<int32_t>{1}).status().code(),
             absl::StatusCode::kInvalidArgument);
   // Scoring never fails (it runs on rank 0 alone): what it cannot score is NaN.
   EXPECT_TRUE(std::isnan(ScoreToken(logits, 2, 1).logprob()));
