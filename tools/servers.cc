@@ -107,17 +107,22 @@ std::string DefaultBackend() {
   return absl::GetFlag(FLAGS_device) == "cuda" ? "nccl" : "gloo";
 }
 
+absl::Status ValidateDevice() {
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device=", device, " is not supported; use cpu or cuda"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateCommonFlags() {
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
   if (dtype != "fp16" && dtype != "int8" && dtype != "fp32") {
     return absl::InvalidArgumentError(
         absl::StrCat("--dtype=", dtype, " is not supported; use fp16, int8 or fp32"));
   }
-  const std::string device = absl::GetFlag(FLAGS_device);
-  if (device != "cpu" && device != "cuda") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device=", device, " is not supported; use cpu or cuda"));
-  }
+  RETURN_IF_ERROR(ValidateDevice());
   const std::string backend = DefaultBackend();
   if (backend != "gloo" && backend != "nccl" && backend != "local") {
     return absl::InvalidArgumentError(
@@ -227,10 +232,7 @@ int RunWorker() {
   const sigset_t signals = BlockShutdownSignals();
   absl::StatusOr<int64_t> memory_limit = ParseBytes(absl::GetFlag(FLAGS_memory_limit));
   if (!memory_limit.ok()) return Fail(memory_limit.status());
-  if (const std::string device = absl::GetFlag(FLAGS_device); device != "cpu" && device != "cuda") {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--device=", device, " is not supported; use cpu or cuda")));
-  }
+  if (absl::Status s = ValidateDevice(); !s.ok()) return Fail(s);
   worker::WorkerOptions options;
   options.device = absl::GetFlag(FLAGS_device);
   options.cuda_device = absl::GetFlag(FLAGS_cuda_device);
