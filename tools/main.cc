@@ -119,22 +119,30 @@ int main(int argc, char** argv) {
   // argv for absl: program name, then the subcommand's flags, with dashes in flag names
   // turned into underscores.
   std::vector<std::string> args = {argv[0]};
+  auto known = [sub](const std::string& f) {
+    for (const char* name : sub->flags) {
+      if (f == name) return true;
+    }
+    return false;
+  };
+  bool value_next = false;  // the previous word was `--name` of a non-bool flag: its value
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
+    if (value_next) {  // a value, whatever it starts with: `--seed -1`, `--prompt "-x"`
+      value_next = false;
+      args.push_back(std::move(a));
+      continue;
+    }
     if (a == "--help" || a == "-h" || a == "--helpfull") {
       PrintHelp(*sub);
       return 0;
     }
     // absl takes -name as --name too.
-    // (A negative number is a value: `--seed -1`.)
-    const bool number = a.size() > 1 && a[0] == '-' &&
-                        (std::isdigit(static_cast<unsigned char>(a[1])) || a[1] == '.');
-    const size_t dashes = number                  ? 0
-                          : a.rfind("--", 0) == 0 ? 2
-                                                  : (a.size() > 1 && a[0] == '-' ? 1 : 0);
+    const size_t dashes = a.rfind("--", 0) == 0 ? 2 : (a.size() > 1 && a[0] == '-' ? 1 : 0);
     if (dashes > 0 && a != "--") {
       size_t end = a.find('=');
-      if (end == std::string::npos) end = a.size();
+      const bool has_value = end != std::string::npos;
+      if (!has_value) end = a.size();
       for (size_t j = dashes; j < end; ++j) {
         if (a[j] == '-') a[j] = '_';
       }
@@ -142,12 +150,6 @@ int main(int argc, char** argv) {
       // --tp to the coordinator, or --rank to a worker, should fail at once, not mislead).
       // absl's own --flagfile / --fromenv are not taken either: they would bypass this.
       const std::string flag = a.substr(dashes, end - dashes);
-      auto known = [sub](const std::string& f) {
-        for (const char* name : sub->flags) {
-          if (f == name) return true;
-        }
-        return false;
-      };
       const bool negated_bool = flag.rfind("no", 0) == 0 && known(flag.substr(2));
       if (!flag.empty() && !known(flag) && !negated_bool) {
         std::fprintf(stderr,
@@ -156,6 +158,8 @@ int main(int argc, char** argv) {
                      sub->name, flag.c_str(), sub->name);
         return 2;
       }
+      const absl::CommandLineFlag* f = absl::FindCommandLineFlag(flag);
+      value_next = !has_value && !negated_bool && f != nullptr && !f->IsOfType<bool>();
     }
     args.push_back(std::move(a));
   }

@@ -30,6 +30,8 @@ TEST(ServingFlagsCliTest, CheckFlagsSaysOkForAGoodCommandLineAndStartsNothing) {
         "--memory_limit=16Gi --gloo_hostname=10.0.0.17 --check_flags",
         "worker --memory-limit=1GiB --check_flags",  // dashes in names, as the help says
         "worker --memory_limit=512M --nocheck_flags --check_flags",  // absl's --noname
+        // Values as separate words, one starting with a dash: a value, not a flag.
+        "worker --memory_limit 16Gi --gloo_hostname -odd-but-a-value --check_flags",
         "coordinator --listen=0.0.0.0:50051 --metrics_listen=0.0.0.0:9090 "
         "--workers=w-0.ws:50052,w-1.ws:50052 --model=synthetic:125m --dtype=int8 --check_flags",
         "serve --tp=2 --listen=127.0.0.1:0 --worker_base_port=1 --check_flags"}) {
