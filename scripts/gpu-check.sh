@@ -150,6 +150,13 @@ for section in "${sections[@]}"; do
         timeout 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=32 \
           --concurrency=16 --prompt_tokens=32 --max_new_tokens=32 --seed=1 >> "$log" 2>&1
         check "serve $1 tp $2 loadtest" $?
+        # Prompts that share their first 24 tokens: the later ones start from a copy of a
+        # cached prefix (PagedKvCache::CopyPrefix, SeqStep.prefix_from) on the device.
+        echo "--- loadtest: 8 clients, 16 requests, 32 prompt (24 shared) + 16 new tokens" >> "$log"
+        timeout 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=16 \
+          --concurrency=8 --prompt_tokens=32 --shared_prefix_tokens=24 --max_new_tokens=16 \
+          --seed=2 >> "$log" 2>&1
+        check "serve $1 tp $2 shared-prefix loadtest" $?
       fi
       stop $server
       port=$((port + 100))
