@@ -43,11 +43,7 @@ void KvCache::Reserve(uint64_t seq_id, int64_t length) {
   const int64_t cap = CapacityFor(s.capacity, length);
   if (cap == s.capacity) return;
   std::vector<float> data(static_cast<size_t>(num_layers_ * 2 * cap * width_));
-  const int64_t keep = s.length * width_;
-  for (int64_t b = 0; b < num_layers_ * 2 && keep > 0; ++b) {
-    std::memcpy(data.data() + b * cap * width_, s.data.data() + b * s.capacity * width_,
-                static_cast<size_t>(keep) * sizeof(float));
-  }
+  CopyPositions(s.data.data(), s.capacity, data.data(), cap, s.length);
   bytes_ += BytesFor(cap) - BytesFor(s.capacity);
   s.data = std::move(data);
   s.capacity = cap;
@@ -82,10 +78,15 @@ void KvCache::CopyPrefix(uint64_t from, uint64_t to, int64_t length) {
   Sequence& dst = Get(to);
   ABSL_RAW_CHECK(length <= src.length && length <= dst.capacity,
                  "KvCache::CopyPrefix: beyond the source's length or the target's capacity");
+  CopyPositions(src.data.data(), src.capacity, dst.data.data(), dst.capacity, length);
+}
+
+void KvCache::CopyPositions(const float* src, int64_t src_capacity, float* dst,
+                            int64_t dst_capacity, int64_t length) const {
+  if (length <= 0) return;
   const size_t bytes = static_cast<size_t>(length * width_) * sizeof(float);
   for (int64_t block = 0; block < 2 * num_layers_; ++block) {  // [layers][2 (k, v)]
-    std::memcpy(dst.data.data() + block * dst.capacity * width_,
-                src.data.data() + block * src.capacity * width_, bytes);
+    std::memcpy(dst + block * dst_capacity * width_, src + block * src_capacity * width_, bytes);
   }
 }
 

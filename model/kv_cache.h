@@ -63,6 +63,9 @@ class KvCache {
   int64_t CapacityFor(int64_t old_capacity, int64_t length) const;
   int64_t BytesFor(int64_t capacity) const { return capacity * per_position_bytes_; }
   Sequence& Get(uint64_t seq_id);
+  // The first `length` positions of every layer's k and v, between buffers of two capacities.
+  void CopyPositions(const float* src, int64_t src_capacity, float* dst, int64_t dst_capacity,
+                     int64_t length) const;
 
   int64_t num_layers_;
   int64_t width_;
