@@ -443,9 +443,9 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
   Logits out;
   absl::Status st = absl::OkStatus();
   for (const ShardModel::SequenceInput& in : batch) {
-    if (in.prefix_length > 0 && st.ok()) {
-      st = kv_.CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length, stream_);
-    }
+    if (in.prefix_length == 0) continue;
+    st = kv_.CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length, stream_);
+    if (!st.ok()) break;  // the rest is undone below with the step
   }
   if (st.ok()) st = Forward(batch, tokens, rows, &out);
   if (!st.ok()) {
