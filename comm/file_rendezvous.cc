@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file.h"
 #include "common/status_macros.h"
 
 namespace llmint8::comm {
@@ -36,30 +37,6 @@ absl::Status WriteAll(int fd, std::string_view data, std::string_view path) {
     data.remove_prefix(static_cast<size_t>(n));
   }
   return absl::OkStatus();
-}
-
-// The whole file; NotFound when it does not exist.
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return absl::NotFoundError(path);
-    return ErrnoError("open", path);
-  }
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      absl::Status s = ErrnoError("read", path);
-      ::close(fd);
-      return s;
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
 }
 
 // Writes `value` to a temporary file beside `path` and renames it over `path`.
@@ -102,7 +79,7 @@ absl::StatusOr<std::string> FileRendezvous::Get(std::string_view key, absl::Dura
   const absl::Time deadline = absl::Now() + timeout;
   absl::Duration backoff = absl::Milliseconds(1);
   for (;;) {
-    absl::StatusOr<std::string> value = ReadFile(path);
+    absl::StatusOr<std::string> value = ReadFileToString(path);
     if (value.ok() || !absl::IsNotFound(value.status())) return value;
     const absl::Time now = absl::Now();
     if (now >= deadline) {
@@ -130,7 +107,7 @@ absl::StatusOr<int64_t> FileRendezvous::Add(std::string_view key, int64_t delta)
   }
   absl::StatusOr<int64_t> result = [&]() -> absl::StatusOr<int64_t> {
     int64_t value = 0;
-    absl::StatusOr<std::string> old = ReadFile(path);
+    absl::StatusOr<std::string> old = ReadFileToString(path);
     if (old.ok()) {
       if (!absl::SimpleAtoi(*old, &value)) {
         return absl::FailedPreconditionError(absl::StrCat("rendezvous key '", std::string(key),

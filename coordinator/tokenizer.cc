@@ -5,14 +5,13 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
-#include <fstream>
 #include <queue>
-#include <sstream>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -173,15 +172,6 @@ size_t MatchPiece(const std::vector<char32_t>& cps, size_t i) {
   while (j < n && IsSpace(cps[j])) ++j;
   if (j == n || j - i == 1) return j;
   return j - 1;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
-  return std::move(ss).str();
 }
 
 absl::StatusOr<json> ParseJson(std::string_view text, std::string_view what) {
@@ -402,14 +392,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromTokenizerJson(
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocabAndMergesFiles(
     const std::string& vocab_json_path, const std::string& merges_txt_path,
     TokenizerOptions options) {
-  ASSIGN_OR_RETURN(std::string vocab, ReadFile(vocab_json_path));
-  ASSIGN_OR_RETURN(std::string merges, ReadFile(merges_txt_path));
+  ASSIGN_OR_RETURN(std::string vocab, ReadFileToString(vocab_json_path));
+  ASSIGN_OR_RETURN(std::string merges, ReadFileToString(merges_txt_path));
   return FromVocabAndMerges(vocab, merges, std::move(options));
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromTokenizerJsonFile(
     const std::string& path, TokenizerOptions options) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   return FromTokenizerJson(text, std::move(options));
 }
 

@@ -5,7 +5,7 @@ find_package(ICU REQUIRED COMPONENTS uc)
 
 llmint8_cc_library(NAME tokenizer
   SRCS tokenizer.cc
-  DEPS llmint8::common absl::flat_hash_map absl::flat_hash_set absl::span absl::status
+  DEPS llmint8::common llmint8::file absl::flat_hash_map absl::flat_hash_set absl::span absl::status
        absl::statusor absl::strings absl::synchronization nlohmann_json::nlohmann_json ICU::uc)
 
 # Fixtures: tests/fixtures/tokenizer/ (cases.json from make_cases.py, the GPT-2 vocabulary).

@@ -1,8 +1,6 @@
 #include "model/config.h"
 
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -188,11 +187,8 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
 }
 
 absl::StatusOr<OptConfig> LoadOptConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open config file ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto c = ParseOptConfig(ss.str());
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  auto c = ParseOptConfig(text);
   if (!c.ok()) {
     return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
   }

@@ -8,7 +8,7 @@ llmint8_cc_library(
        safetensors.cc
        synthetic.cc
        int8_checkpoint.cc
-  DEPS llmint8::common llmint8::kernels absl::status absl::statusor absl::strings
+  DEPS llmint8::common llmint8::file llmint8::kernels absl::status absl::statusor absl::strings
        nlohmann_json::nlohmann_json)
 
 # Synthetic weights are generated on all cores (OpenMP, as the kernels' GEMMs): a 66B-shaped

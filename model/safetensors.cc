@@ -15,7 +15,6 @@
 #include <memory>
 #include <set>
 #include <span>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -24,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file.h"
 #include "common/half.h"
 #include "common/status_macros.h"
 #include "model/tensor_names.h"
@@ -382,16 +382,8 @@ absl::Status CheckQuantizedCompanions(const std::map<std::string, SafetensorsSou
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenIndex(const std::string& index_path) {
-  ASSIGN_OR_RETURN(std::string text, ReadTextFile(index_path));
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(index_path, ": not a JSON object"));

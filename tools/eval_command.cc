@@ -16,7 +16,6 @@
 #include <fstream>
 #include <memory>
 #include <span>
-#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -36,6 +35,7 @@
 #include "comm/fork_ranks.h"
 #include "comm/make_communicator.h"
 #include "comm/shared_gpu_env.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
@@ -180,13 +180,11 @@ absl::StatusOr<std::vector<int32_t>> Tokenize(const EvalArgs& a, const model::Op
     return absl::Status(tokenizer.status().code(), absl::StrCat("tokenizer ", a.tokenizer, ": ",
                                                                 tokenizer.status().message()));
   }
-  std::ifstream in(a.text, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in.good() && !in.eof()) {
-    return absl::NotFoundError(absl::StrCat("cannot read --text=", a.text));
+  absl::StatusOr<std::string> text = ReadFileToString(a.text);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(), absl::StrCat("--text=", text.status().message()));
   }
-  absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode(text.str(), /*add_bos=*/true);
+  absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode(*text, /*add_bos=*/true);
   if (!ids.ok()) {
     return absl::Status(ids.status().code(),
                         absl::StrCat("--text=", a.text, ": ", ids.status().message()));

@@ -1,12 +1,11 @@
 #include "worker/usable_memory.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/file.h"
+#include "common/status_macros.h"
 #include "model/shard_model.h"
 
 namespace llmint8::worker {
@@ -30,11 +29,8 @@ absl::StatusOr<int64_t> ParseMemAvailableBytes(std::string_view meminfo) {
 }
 
 absl::StatusOr<int64_t> ReadMemAvailableBytes() {
-  std::ifstream in("/proc/meminfo");
-  if (!in) return absl::UnavailableError("cannot read /proc/meminfo");
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseMemAvailableBytes(text.str());
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString("/proc/meminfo"));
+  return ParseMemAvailableBytes(text);
 }
 
 int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t memory_limit_bytes,
