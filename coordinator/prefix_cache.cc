@@ -1,6 +1,7 @@
 #include "coordinator/prefix_cache.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace llmint8::coordinator {
@@ -32,7 +33,16 @@ std::vector<uint64_t> PrefixCache::Park(uint64_t id, std::vector<int32_t> tokens
 
 int64_t SharedStart(std::span<const int32_t> a, std::span<const int32_t> b, size_t most) {
   const size_t n = std::min({a.size(), b.size(), most});
-  return std::mismatch(a.begin(), a.begin() + n, b.begin()).first - a.begin();
+  // Whole blocks by memcmp (vectorized), then the first differing block token by token:
+  // the scheduler compares long shared system prompts pairwise, and std::mismatch's
+  // early-exit loop is not vectorized (5x slower, prefix_cache_benchmark).
+  constexpr size_t kBlock = 64;
+  size_t i = 0;
+  while (i + kBlock <= n &&
+         std::memcmp(a.data() + i, b.data() + i, kBlock * sizeof(int32_t)) == 0) {
+    i += kBlock;
+  }
+  return std::mismatch(a.begin() + i, a.begin() + n, b.begin() + i).first - a.begin();
 }
 
 std::optional<PrefixCache::Match> PrefixCache::Find(std::span<const int32_t> prompt,

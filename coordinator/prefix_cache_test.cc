@@ -26,6 +26,22 @@ std::vector<int32_t> Join(std::vector<int32_t> a, const std::vector<int32_t>& b)
   return a;
 }
 
+TEST(SharedStartTest, CountsUpToTheFirstDifferenceOrTheBound) {
+  const std::vector<int32_t> a = Range(0, 300);
+  // A difference in and at the edges of the compared blocks, and none.
+  for (int32_t at : {0, 1, 63, 64, 65, 127, 128, 200, 299}) {
+    std::vector<int32_t> b = a;
+    b[static_cast<size_t>(at)] = -1;
+    EXPECT_EQ(SharedStart(a, b, a.size()), at) << "difference at " << at;
+    EXPECT_EQ(SharedStart(b, a, 100), std::min(at, 100)) << "difference at " << at;
+  }
+  EXPECT_EQ(SharedStart(a, a, a.size()), 300);
+  EXPECT_EQ(SharedStart(a, a, 129), 129);
+  EXPECT_EQ(SharedStart(a, Range(0, 130), 1000), 130);  // the shorter one's length
+  EXPECT_EQ(SharedStart(Range(0, 70), a, 1000), 70);
+  EXPECT_EQ(SharedStart({}, a, 1000), 0);
+}
+
 TEST(PrefixCacheTest, FindsTheLongestSharedPrefixWithinItsBounds) {
   PrefixCache cache({.max_entries = 8, .min_prefix = 4});
   EXPECT_THAT(cache.Park(1, Range(0, 10), false), IsEmpty());

@@ -36,6 +36,8 @@ llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME prefix_cache_test SRCS prefix_cache_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_binary(NAME prefix_cache_benchmark SRCS prefix_cache_benchmark.cc
+                  DEPS llmint8::coordinator_service benchmark::benchmark)
 llmint8_cc_test(NAME peer_watch_test SRCS peer_watch_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 # The scheduler against an in-memory group that checks every step as a worker does.
