@@ -222,9 +222,11 @@ void Scheduler::FailQueued(const absl::Status& status) {
 
 void Scheduler::ReleaseFinished() {
   // Drop cancelled sequences from the batch.
-  std::vector<bool> cancelled(running_.size());
-  for (size_t i = 0; i < running_.size(); ++i) cancelled[i] = running_[i]->cancelled();
-  Retire(cancelled);
+  std::vector<Exit> exits(running_.size(), Exit::kStays);
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i]->cancelled()) exits[i] = Exit::kRelease;
+  }
+  Retire(exits);
   if (!to_release_.empty()) {
     absl::Status s = group_->Release(to_release_);
     if (!s.ok()) {
@@ -236,18 +238,18 @@ void Scheduler::ReleaseFinished() {
   PublishLocked();
 }
 
-void Scheduler::Retire(const std::vector<bool>& leaving, const std::vector<bool>* park) {
+void Scheduler::Retire(const std::vector<Exit>& exits) {
   std::vector<std::shared_ptr<Sequence>> staying;
   staying.reserve(running_.size());
   for (size_t i = 0; i < running_.size(); ++i) {
-    if (!leaving[i]) {
+    if (exits[i] == Exit::kStays) {
       staying.push_back(std::move(running_[i]));
       continue;
     }
     const Sequence& seq = *running_[i];
     running_[i]->set_on_workers(false);
     kv_in_use_ -= seq.max_tokens();
-    if (park != nullptr && (*park)[i]) {
+    if (exits[i] == Exit::kPark) {
       // Its cache stays for later prompts that start alike (what it evicts goes instead).
       for (uint64_t id :
            prefix_cache_.Park(seq.id(), seq.cached_tokens(), seq.params().counts_tokens())) {
@@ -363,12 +365,14 @@ void Scheduler::Loop() {
       if (stop_) break;
     }
     if (!group_->ready() || group_->epoch() != running_epoch_) {
+      // Parked sequences and pending releases went with the group, idle or not.
       if (!running_.empty()) {
         FailRunning(absl::UnavailableError(
             "a worker was lost while this request was running; the group is re-forming, "
-            "retry the request"));
+            "retry the request"));  // forgets the group's state too
+      } else {
+        ForgetGroupState();
       }
-      ForgetGroupState();  // parked sequences went with the group, idle or not
       if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
       if (!group_->WaitReady(absl::Milliseconds(100))) continue;
       running_epoch_ = group_->epoch();
@@ -466,12 +470,12 @@ void Scheduler::Loop() {
             to_release_.push_back(s.prefix_from());
           }
         }
-        std::vector<bool> rejected(running_.size(), false);
+        std::vector<Exit> exits(running_.size(), Exit::kStays);
         for (size_t i : in_step) {
           running_[i]->Fail(response.status());
-          rejected[i] = true;
+          exits[i] = Exit::kRelease;
         }
-        Retire(rejected);
+        Retire(exits);
       }
       continue;
     }
@@ -490,30 +494,30 @@ void Scheduler::Loop() {
       absl::MutexLock lock(&mu_);
       prefix_hit_tokens_ += hit_tokens;  // the copies of a step that ran
     }
-    std::vector<bool> done(running_.size(), false);
-    std::vector<bool> ended(running_.size(), false);  // finished normally: may be parked
+    std::vector<Exit> exits(running_.size(), Exit::kStays);
     for (size_t j = 0; j < in_step.size(); ++j) {
       const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
       const v1::SeqResult& r = response->results(static_cast<int>(j));
       const v1::SeqStep& sent = request.seqs(static_cast<int>(j));
-      bool finished = seq->cancelled();
-      if (!finished && sent.prompt_logprobs()) seq->AddPromptScores(r);
-      if (!finished && !sent.prefill_only() && !r.sample_error().empty()) {
+      Exit& exit = exits[in_step[j]];
+      if (seq->cancelled()) {
+        exit = Exit::kRelease;
+        continue;
+      }
+      if (sent.prompt_logprobs()) seq->AddPromptScores(r);
+      if (!sent.prefill_only() && !r.sample_error().empty()) {
         // Rank 0 could not sample this sequence's token: it fails alone.
         seq->Fail(absl::InvalidArgumentError(
             absl::StrCat("the next token could not be sampled: ", r.sample_error())));
-        finished = true;
-      } else if (!finished && !sent.prefill_only()) {
-        finished = seq->AddToken(r, options_.eos_token_id);
-        ended[in_step[j]] = finished;
-      } else if (!finished && seq->prefilled() && seq->params().max_new_tokens == 0) {
+        exit = Exit::kRelease;
+      } else if (!sent.prefill_only()) {
+        if (seq->AddToken(r, options_.eos_token_id)) exit = Exit::kPark;
+      } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {
         seq->FinishPromptOnly();
-        finished = true;
-        ended[in_step[j]] = true;
+        exit = Exit::kPark;
       }
-      done[in_step[j]] = finished;
     }
-    Retire(done, &ended);
+    Retire(exits);
     ReleaseFinished();
   }
   FailRunning(absl::UnavailableError("the server is shutting down"));

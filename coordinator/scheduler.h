@@ -116,10 +116,15 @@ class Scheduler {
   // Fails every queued sequence (the group was refused: waiting would not help).
   void FailQueued(const absl::Status& status);
   void ReleaseFinished();
-  // Takes the running sequences flagged in `leaving` out of the batch: released on the
-  // workers at the next ReleaseFinished (or parked in the prefix cache when flagged in
-  // `park`), their KV reservation returned.
-  void Retire(const std::vector<bool>& leaving, const std::vector<bool>* park = nullptr);
+  // What becomes of running_[i] after a step.
+  enum class Exit : uint8_t {
+    kStays,
+    kRelease,  // released on the workers at the next ReleaseFinished
+    kPark,     // finished normally: kept in the prefix cache (what it evicts is released)
+  };
+  // Takes the running sequences whose exit is not kStays out of the batch, their KV
+  // reservation returned.
+  void Retire(const std::vector<Exit>& exits);
   // Where running_[i]'s first step starts: wait (a source it will copy from is still
   // prefilling), from a copy of another sequence's cached prefix, or (neither) its own prefill.
   struct PrefixChoice {
