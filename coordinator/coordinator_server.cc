@@ -177,8 +177,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   impl->generation = std::make_unique<GenerationService>(
       impl->config, impl->tokenizer.get(), limits, impl->scheduler.get(), impl->group.get(),
-      options.scheduler.max_batch, options.scheduler.queue_capacity, impl->metrics.get(),
-      impl->api_key.get());
+      GenerationService::Options{.max_batch = options.scheduler.max_batch,
+                                 .queue_capacity = options.scheduler.queue_capacity,
+                                 .metrics = impl->metrics.get(),
+                                 .api_key = impl->api_key.get(),
+                                 .log_requests = options.log_requests});
   // What /health says on the HTTP ports: the group is ready and the coordinator not draining.
   Impl* const state = impl.get();
   const std::function<bool()> serving = [state] {

@@ -43,6 +43,9 @@ struct CoordinatorOptions {
   // Shutdown serves what is queued and running for up to this long (health NOT_SERVING, new
   // requests UNAVAILABLE) before it fails what is left.
   absl::Duration drain_timeout = absl::Seconds(20);
+  // A log line per finished request: id, status, finish reason, token counts, queue /
+  // first-token / total time (coordinator/request_log.h); never the text.
+  bool log_requests = true;
   // A tokenizer.json file or a directory with vocab.json + merges.txt (or tokenizer.json);
   // default: the model directory's, when it has one.
   std::string tokenizer;

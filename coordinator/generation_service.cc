@@ -6,6 +6,8 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "coordinator/request_log.h"
 #include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {
@@ -48,24 +50,20 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
 
 GenerationService::GenerationService(model::OptConfig config, const Tokenizer* tokenizer,
                                      ModelLimits limits, Scheduler* scheduler, WorkerGroup* group,
-                                     int32_t max_batch, int32_t queue_capacity,
-                                     ServiceMetrics* metrics, const ApiKey* api_key)
+                                     Options options)
     : config_(std::move(config)),
       tokenizer_(tokenizer),
       limits_(limits),
       scheduler_(scheduler),
       group_(group),
-      max_batch_(max_batch),
-      queue_capacity_(queue_capacity),
-      metrics_(metrics),
-      api_key_(api_key) {}
+      options_(options) {}
 
 absl::Status GenerationService::Authorize(const grpc::ServerContext& ctx) const {
-  if (api_key_ == nullptr || !api_key_->required()) return absl::OkStatus();
+  if (options_.api_key == nullptr || !options_.api_key->required()) return absl::OkStatus();
   const auto it = ctx.client_metadata().find("authorization");
-  return api_key_->Check(it == ctx.client_metadata().end()
-                             ? std::string_view()
-                             : std::string_view(it->second.data(), it->second.size()));
+  return options_.api_key->Check(it == ctx.client_metadata().end()
+                                     ? std::string_view()
+                                     : std::string_view(it->second.data(), it->second.size()));
 }
 
 absl::Status GenerationService::MakeSequences(const GenerationParams& params,
@@ -125,10 +123,15 @@ absl::Status GenerationService::Run(const v1::GenerateRequest& req, absl::Time d
   return Follow(*seq, write, gone);
 }
 
-void GenerationService::Record(absl::StatusCode code, RequestRecord& record) {
-  if (metrics_ == nullptr) return;
-  record.code = code;
-  metrics_->RecordRequest(record);
+void GenerationService::Record(const absl::Status& status, RequestRecord& record) {
+  record.code = status.code();
+  if (options_.metrics != nullptr) options_.metrics->RecordRequest(record);
+  if (!options_.log_requests) return;
+  if (IsServerError(status.code())) {
+    LLMINT8_LOG(WARNING) << RequestLogLine(record, status);
+  } else {
+    LLMINT8_LOG(INFO) << RequestLogLine(record, status);
+  }
 }
 
 absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::Admit(const v1::GenerateRequest& req,
@@ -157,10 +160,10 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
     if (prompts.empty() || n < 1) {
       return absl::InvalidArgumentError("a request needs at least one prompt and one sequence");
     }
-    if (prompts.size() * static_cast<size_t>(n) > static_cast<size_t>(queue_capacity_)) {
+    if (prompts.size() * static_cast<size_t>(n) > static_cast<size_t>(options_.queue_capacity)) {
       return absl::InvalidArgumentError(
           absl::StrCat("this request asks for ", prompts.size(), " prompt(s) x ", n,
-                       " sequence(s); this server queues at most ", queue_capacity_,
+                       " sequence(s); this server queues at most ", options_.queue_capacity,
                        " (--queue_capacity): send fewer prompts or a smaller n"));
     }
     absl::StatusOr<GenerationParams> valid = ValidateGenerationParams(params, limits_);
@@ -186,7 +189,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
   }();
   if (!admitted.ok()) {
     RequestRecord record;
-    Record(admitted.code(), record);
+    Record(admitted, record);
     return admitted;
   }
   return seqs;
@@ -198,13 +201,14 @@ absl::Status GenerationService::FollowAll(
     const std::function<bool()>& gone) {
   std::vector<RequestRecord> records(seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i) {
+    records[i].sequence_id = seqs[i]->id();
     records[i].prompt_tokens = static_cast<int64_t>(seqs[i]->prompt().size());
   }
   std::vector<std::optional<absl::Status>> finals(seqs.size());
   const absl::Status status = Stream(seqs, write, gone, records, finals);
   // A sequence that ended is recorded with its own status; the rest with the call's.
   for (size_t i = 0; i < seqs.size(); ++i) {
-    Record(finals[i].value_or(status).code(), records[i]);
+    Record(finals[i].value_or(status), records[i]);
   }
   return status;
 }
@@ -213,8 +217,9 @@ void GenerationService::AbandonAll(std::span<const std::shared_ptr<Sequence>> se
   for (const std::shared_ptr<Sequence>& seq : seqs) {
     scheduler_->Cancel(seq);
     RequestRecord record;
+    record.sequence_id = seq->id();
     record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
-    Record(absl::StatusCode::kCancelled, record);
+    Record(absl::CancelledError("the client went away before its stream began"), record);
   }
 }
 
@@ -302,8 +307,8 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
   resp->set_bos_token_id(static_cast<int32_t>(config_.bos_token_id));
   resp->set_has_tokenizer(tokenizer_ != nullptr);
   resp->set_num_parameters(config_.NumParameters());
-  resp->set_max_batch(max_batch_);
-  resp->set_queue_capacity(queue_capacity_);
+  resp->set_max_batch(options_.max_batch);
+  resp->set_queue_capacity(options_.queue_capacity);
   group_->RefreshStats();
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {

@@ -30,12 +30,16 @@ namespace llmint8::coordinator {
 
 class GenerationService final : public v1::Generation::Service {
  public:
-  // `tokenizer` may be null (token-id prompts only), `metrics` too. All pointers outlive the
-  // service.
+  struct Options {
+    int32_t max_batch = 1;              // what GetModelInfo reports
+    int32_t queue_capacity = 1;         // the most sequences one call may ask for
+    ServiceMetrics* metrics = nullptr;  // null: none
+    const ApiKey* api_key = nullptr;    // null: no authentication
+    bool log_requests = false;          // a log line per finished sequence (request_log.h)
+  };
+  // `tokenizer` may be null (token-id prompts only). All pointers outlive the service.
   GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
-                    Scheduler* scheduler, WorkerGroup* group, int32_t max_batch,
-                    int32_t queue_capacity, ServiceMetrics* metrics = nullptr,
-                    const ApiKey* api_key = nullptr);
+                    Scheduler* scheduler, WorkerGroup* group, Options options);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -102,7 +106,8 @@ class GenerationService final : public v1::Generation::Service {
                       const std::function<bool(size_t, const v1::GenerateResponse&)>& write,
                       const std::function<bool()>& gone, std::vector<RequestRecord>& records,
                       std::vector<std::optional<absl::Status>>& finals);
-  void Record(absl::StatusCode code, RequestRecord& record);
+  // Counts the request in the metrics and logs it (Options::log_requests).
+  void Record(const absl::Status& status, RequestRecord& record);
   // OK, or UNAUTHENTICATED when the call lacks the API key (coordinator/api_key.h).
   absl::Status Authorize(const grpc::ServerContext& ctx) const;
 
@@ -111,10 +116,7 @@ class GenerationService final : public v1::Generation::Service {
   const ModelLimits limits_;
   Scheduler* const scheduler_;
   WorkerGroup* const group_;
-  const int32_t max_batch_;
-  const int32_t queue_capacity_;
-  ServiceMetrics* const metrics_;
-  const ApiKey* const api_key_;  // null: no authentication
+  const Options options_;
   std::atomic<uint64_t> next_seq_id_{1};
 };
 

@@ -36,12 +36,6 @@ const Histogram::BucketBoundaries& BatchBuckets() {
 }
 
 // "length", "stop", "eos", "cancelled"; empty for UNSPECIFIED.
-std::string ReasonLabel(v1::FinishReason reason) {
-  std::string name = v1::FinishReason_Name(reason);
-  constexpr std::string_view kPrefix = "FINISH_REASON_";
-  if (reason == v1::FINISH_REASON_UNSPECIFIED || name.rfind(kPrefix, 0) != 0) return "";
-  return absl::AsciiStrToLower(name.substr(kPrefix.size()));
-}
 
 class LiveGauges : public prometheus::Collectable {
  public:
@@ -103,6 +97,13 @@ class LiveGauges : public prometheus::Collectable {
 
 }  // namespace
 
+std::string FinishReasonLabel(v1::FinishReason reason) {
+  std::string name = v1::FinishReason_Name(reason);
+  constexpr std::string_view kPrefix = "FINISH_REASON_";
+  if (reason == v1::FINISH_REASON_UNSPECIFIED || name.rfind(kPrefix, 0) != 0) return "";
+  return absl::AsciiStrToLower(name.substr(kPrefix.size()));
+}
+
 ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
     : registry_(std::make_shared<prometheus::Registry>()),
       live_(std::make_shared<LiveGauges>(std::move(live))),
@@ -156,7 +157,7 @@ void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   prompt_tokens_.Increment(static_cast<double>(r.prompt_tokens));
   generated_tokens_.Increment(static_cast<double>(r.generated_tokens));
   if (!r.final_message.has_value()) return;
-  const std::string reason = ReasonLabel(r.final_message->finish_reason());
+  const std::string reason = FinishReasonLabel(r.final_message->finish_reason());
   if (!reason.empty()) finished_.Add({{"reason", reason}}).Increment();
   const v1::Timings& t = r.final_message->timings();
   queue_seconds_.Observe(t.queue_ms() / 1e3);

@@ -62,7 +62,11 @@ struct RequestRecord {
   int64_t generated_tokens = 0;  // tokens streamed, also of a cancelled or failed stream
   // The stream's last message when it finished normally (finish reason, timings).
   std::optional<v1::GenerateResponse> final_message;
+  uint64_t sequence_id = 0;  // 0: refused before it was queued
 };
+
+// "length", "stop", "eos", "cancelled" ("" for UNSPECIFIED): the metrics' reason label.
+std::string FinishReasonLabel(v1::FinishReason reason);
 
 class ServiceMetrics {
  public:

@@ -19,6 +19,7 @@ llmint8_cc_library(
     peer_watch.cc
     prefix_cache.cc
     rendezvous_service.cc
+    request_log.cc
     request_validation.cc
     scheduler.cc
     sequence.cc
@@ -47,6 +48,8 @@ llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME openai_api_test SRCS openai_api_test.cc
                 DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
+llmint8_cc_test(NAME request_log_test SRCS request_log_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME request_validation_test SRCS request_validation_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 # The coordinator's use of the planner at group formation (labels: service, scaleout).

@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, group, "all",
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
           "coordinator / serve: on SIGTERM / SIGINT, serve the queued and running requests for "
           "up to this long (health NOT_SERVING, new requests UNAVAILABLE), then stop");
+ABSL_FLAG(bool, log_requests, true,
+          "coordinator / serve: log a line per finished request (status, finish reason, token "
+          "counts, queue / first-token / total time; never the prompt or the text)");
 ABSL_FLAG(absl::Duration, join_wait, absl::Seconds(3),
           "coordinator / serve with --group=smallest: how long forming the group waits for "
           "workers that do not answer; after it the group forms from those that did when they "

@@ -184,6 +184,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   const char* key = std::getenv(coordinator::kApiKeyEnv);
   if (key != nullptr) o.api_key = key;
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  o.log_requests = absl::GetFlag(FLAGS_log_requests);
   o.group.addresses = std::move(worker_addresses);
   o.group.backend = DefaultBackend();
   o.group.model = absl::GetFlag(FLAGS_model);

@@ -1,0 +1,70 @@
+#include "coordinator/request_log.h"
+
+#include <optional>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+constexpr size_t kMaxMessageBytes = 300;
+
+}  // namespace
+
+std::string RequestLogLine(const RequestRecord& record, const absl::Status& status) {
+  std::vector<std::string> fields;
+  const std::optional<v1::GenerateResponse>& last = record.final_message;
+  if (last.has_value())
+    fields.push_back(absl::StrCat("finish=", FinishReasonLabel(last->finish_reason())));
+  if (record.sequence_id != 0) {
+    fields.push_back(absl::StrCat("prompt=", record.prompt_tokens));
+    if (last.has_value() && last->usage().cached_prompt_tokens() > 0) {
+      fields.push_back(absl::StrCat("cached=", last->usage().cached_prompt_tokens()));
+    }
+    fields.push_back(absl::StrCat("generated=", record.generated_tokens));
+  }
+  if (last.has_value()) {
+    const v1::Timings& t = last->timings();
+    fields.push_back(absl::StrFormat("queue=%.1fms ttft=%.1fms total=%.1fms", t.queue_ms(),
+                                     t.time_to_first_token_ms(), t.total_ms()));
+    if (t.decode_tokens_per_second() > 0) {
+      fields.push_back(absl::StrFormat("decode=%.1ftok/s", t.decode_tokens_per_second()));
+    }
+  }
+  std::string line = absl::StrCat(
+      "seq ", record.sequence_id == 0 ? std::string("-") : absl::StrCat(record.sequence_id), " ",
+      absl::StatusCodeToString(status.code()));
+  if (!fields.empty()) absl::StrAppend(&line, ": ", absl::StrJoin(fields, " "));
+  if (!status.ok()) {
+    absl::string_view message = status.message();
+    const bool cut = message.size() > kMaxMessageBytes;
+    if (cut) {
+      size_t end = kMaxMessageBytes;  // not inside a UTF-8 character
+      while (end > 0 && (static_cast<unsigned char>(message[end]) & 0xC0) == 0x80) --end;
+      message = message.substr(0, end);
+    }
+    absl::StrAppend(&line, ": ", absl::StrReplaceAll(message, {{"\n", "\\n"}, {"\r", "\\r"}}),
+                    cut ? "..." : "");
+  }
+  return line;
+}
+
+bool IsServerError(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnimplemented:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace llmint8::coordinator
