@@ -21,6 +21,8 @@
 #include <span>
 #include <vector>
 
+#include "model/kv_granule.h"
+
 namespace llmint8::coordinator {
 
 // How many tokens `a` and `b` start with alike, at most `most`.
@@ -34,7 +36,7 @@ class PrefixCache {
   };
   // A parked sequence's KV is counted in positions rounded up to this (the CPU cache's
   // granule and the GPU cache's page), what it may hold on the workers.
-  static constexpr int64_t kGranule = 16;
+  static constexpr int64_t kGranule = model::kKvGranule;
 
   explicit PrefixCache(Options options) : options_(options) {}
 

@@ -20,12 +20,13 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "model/kv_granule.h"
 
 namespace llmint8::model {
 
 class KvCache {
  public:
-  static constexpr int64_t kGranule = 16;
+  static constexpr int64_t kGranule = kKvGranule;
 
   KvCache(int64_t num_layers, int64_t width, int64_t max_context);
 

@@ -29,12 +29,13 @@
 #include "kernels/cuda/attention_cuda.h"
 #include "kernels/cuda/cuda_types.h"
 #include "kernels/cuda/device.h"
+#include "model/kv_granule.h"
 
 namespace llmint8::model::cuda {
 
 class PagedKvCache {
  public:
-  static constexpr int64_t kPageSize = 16;
+  static constexpr int64_t kPageSize = kKvGranule;
 
   PagedKvCache(int64_t num_layers, int64_t width);
 
