@@ -235,6 +235,15 @@ absl::Status GenerationService::Stream(
       if (!finals[i].has_value()) scheduler_->Cancel(seqs[i]);
     }
   };
+  // Past the deadline gRPC cancels the call too (a write fails, the context reads cancelled):
+  // the deadline is the reason then, in the metrics and the log.
+  auto client_stopped = [&seqs](absl::string_view cancelled) {
+    if (seqs.front()->expired(absl::Now())) {
+      return absl::DeadlineExceededError(
+          "the request's deadline passed; allow more time or ask for fewer tokens");
+    }
+    return absl::CancelledError(cancelled);
+  };
   std::vector<v1::GenerateResponse> out;
   while (true) {
     const uint64_t seen = signal.version();
@@ -246,7 +255,7 @@ absl::Status GenerationService::Stream(
       for (const v1::GenerateResponse& r : out) {
         if (!write(i, r)) {
           cancel_open();
-          return absl::CancelledError("the client went away");
+          return client_stopped("the client went away");
         }
         if (r.has_token_id()) ++records[i].generated_tokens;
         if (r.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) records[i].final_message = r;
@@ -262,14 +271,9 @@ absl::Status GenerationService::Stream(
       }
     }
     if (open == 0) return absl::OkStatus();
-    const bool expired = seqs.front()->expired(absl::Now());
-    if (expired || gone()) {
+    if (seqs.front()->expired(absl::Now()) || gone()) {
       cancel_open();
-      if (expired) {
-        return absl::DeadlineExceededError(
-            "the request's deadline passed; allow more time or ask for fewer tokens");
-      }
-      return absl::CancelledError("the client cancelled the request");
+      return client_stopped("the client cancelled the request");
     }
     signal.WaitPast(seen, kPollInterval);
   }

@@ -54,7 +54,9 @@ class ServiceE2ETest : public ::testing::Test {
     options.workers = 2;
     // These tests check that a finished or cancelled sequence leaves the workers at once: no
     // prefix cache keeps finished ones (PrefixCacheE2ETest covers it).
-    options.extra_coordinator_flags = {"--prefix_cache_entries=0"};
+    metrics_port_ = FreePort();
+    options.extra_coordinator_flags = {"--prefix_cache_entries=0",
+                                       absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_)};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60))
         << "the coordinator never reported SERVING";
@@ -74,10 +76,12 @@ class ServiceE2ETest : public ::testing::Test {
 
   static Cluster* cluster_;
   static InProcessReference* reference_;
+  static int metrics_port_;
   std::unique_ptr<v1::Generation::Stub> stub_;
 };
 
 Cluster* ServiceE2ETest::cluster_ = nullptr;
+int ServiceE2ETest::metrics_port_ = 0;
 InProcessReference* ServiceE2ETest::reference_ = nullptr;
 
 TEST_F(ServiceE2ETest, GreedyTokensEqualInProcessRuntimeAndTransformers) {
@@ -393,6 +397,31 @@ TEST_F(ServiceE2ETest, CancelFreesTheSequenceAndLaterRequestsWork) {
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
   EXPECT_THAT(got.tokens,
               ElementsAreArray(std::vector<int32_t>(c.greedy.begin(), c.greedy.begin() + 8)));
+}
+
+// A deadline that passes mid-stream (126 tokens take ~100 ms here; the deadline is 40 ms):
+// DEADLINE_EXCEEDED for the client, the sequence freed, and the server counts (and logs) it as
+// DEADLINE_EXCEEDED too: gRPC cancels the call at its deadline, so a failed write there must not
+// read as a client that left (CANCELLED).
+TEST_F(ServiceE2ETest, DeadlineMidStreamFreesTheSequenceAndIsCountedAsDeadline) {
+  const std::string deadline = "llmint8_requests_total{code=\"DEADLINE_EXCEEDED\"}";
+  const std::string cancelled = "llmint8_requests_total{code=\"CANCELLED\"}";
+  const std::string before = Scrape(metrics_port_);
+  ASSERT_FALSE(before.empty()) << "no metrics on port " << metrics_port_;
+  const double deadlines = std::max(0.0, Sample(before, deadline));
+  const double cancels = std::max(0.0, Sample(before, cancelled));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(40));
+  auto reader = stub_->Generate(&ctx, GreedyRequest({2, 7}, 126));
+  v1::GenerateResponse resp;
+  int tokens = 0;
+  while (reader->Read(&resp)) tokens += resp.has_token_id();
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << "after " << tokens << " tokens";
+  EXPECT_TRUE(cluster_->WaitNoActiveSequences())
+      << "the expired sequence still holds KV cache on the workers";
+  EXPECT_EQ(WaitForSample(metrics_port_, deadline, deadlines + 1, 10), deadlines + 1);
+  EXPECT_EQ(Sample(Scrape(metrics_port_), cancelled), cancels == 0 ? -1 : cancels);
 }
 
 TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
