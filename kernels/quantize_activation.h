@@ -57,10 +57,13 @@ absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, 
                                 QuantizedActivation* out);
 
 // The fp32 math of one element, shared by every CPU implementation so they agree bit for bit:
-// round_half_away(x * scale) clamped to [-127, 127], where scale = 127 / absmax. x * scale must
-// not be NaN (callers skip rows whose absmax is 0 or non-finite).
+// round_half_away(x * scale) clamped to [-127, 127], where scale = 127 / absmax, and NaN to 0
+// as on the GPU (callers skip rows whose absmax is 0 or non-finite, so only the GPU's columns
+// past its outlier cap can meet NaN).
 inline int8_t QuantizeToInt8(float x, float scale) {
-  return static_cast<int8_t>(std::clamp(std::round(x * scale), -127.0f, 127.0f));
+  const float r = std::round(x * scale);
+  if (std::isnan(r)) return 0;  // (casting NaN to an integer is undefined)
+  return static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
 }
 
 }  // namespace llmint8::kernels

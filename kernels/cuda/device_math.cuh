@@ -18,9 +18,11 @@ inline constexpr int kWarpSize = 32;
 // 127 / absmax with IEEE division (what the CPU computes).
 __device__ __forceinline__ float QuantScale(float absmax) { return __fdiv_rn(127.0f, absmax); }
 
-// round_half_away(x * scale) clamped to [-127, 127]; roundf rounds halves away from zero.
+// round_half_away(x * scale) clamped to [-127, 127], NaN to 0; roundf rounds halves away from
+// zero. (fmaxf would turn NaN into -127.)
 __device__ __forceinline__ int8_t QuantizeToInt8(float x, float scale) {
   const float r = roundf(__fmul_rn(x, scale));
+  if (isnan(r)) return 0;
   return static_cast<int8_t>(fminf(fmaxf(r, -127.0f), 127.0f));
 }
 
