@@ -2,6 +2,9 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
+#include <string_view>
+
 #include "absl/strings/str_cat.h"
 
 namespace llmint8::comm {
@@ -11,6 +14,17 @@ std::vector<std::string> SharedGpuNcclEnv(int rank) {
   if (::getenv("NCCL_SOCKET_IFNAME") == nullptr) env.push_back("NCCL_SOCKET_IFNAME=lo");
   if (::getenv("NCCL_IB_DISABLE") == nullptr) env.push_back("NCCL_IB_DISABLE=1");
   return env;
+}
+
+std::vector<std::string> WithSharedGpuNcclEnv(std::vector<std::string> environment, int rank) {
+  const std::vector<std::string> ours = SharedGpuNcclEnv(rank);
+  std::erase_if(environment, [&ours](const std::string& e) {
+    const std::string_view name = std::string_view(e).substr(0, e.find('=') + 1);  // "NAME="
+    return std::any_of(ours.begin(), ours.end(),
+                       [name](const std::string& o) { return o.starts_with(name); });
+  });
+  environment.insert(environment.end(), ours.begin(), ours.end());
+  return environment;
 }
 
 void ApplySharedGpuNcclEnv(int rank) {

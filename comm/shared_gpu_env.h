@@ -15,6 +15,11 @@ namespace llmint8::comm {
 // this host: loopback sockets).
 std::vector<std::string> SharedGpuNcclEnv(int rank);
 
+// `environment` ("NAME=value" entries, e.g. a copy of environ) with SharedGpuNcclEnv(rank) in
+// it: an inherited NCCL_HOSTID is replaced (getenv reads the first of a name, so an appended
+// one would lose and every rank would share the inherited id: "duplicate GPU").
+std::vector<std::string> WithSharedGpuNcclEnv(std::vector<std::string> environment, int rank);
+
 // setenv of every entry of SharedGpuNcclEnv(rank). Only where no other thread runs (e.g. right
 // after fork, before NCCL or CUDA start): setenv is not thread-safe.
 void ApplySharedGpuNcclEnv(int rank);

@@ -361,7 +361,7 @@ int RunServe(const char* argv0) {
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
     if (cuda_devices > 0 && PlaceRank(rank, tp, cuda_devices).shares_gpu) {
-      for (std::string& e : comm::SharedGpuNcclEnv(rank)) env.push_back(std::move(e));
+      env = comm::WithSharedGpuNcclEnv(std::move(env), rank);
     }
     return env;
   };
