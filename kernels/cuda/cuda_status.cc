@@ -15,8 +15,9 @@ absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* 
     case cudaErrorInsufficientDriver:
     case cudaErrorDevicesUnavailable:
       return absl::UnavailableError(msg);
-    case cudaErrorInvalidValue:
-      return absl::InvalidArgumentError(msg);
+    // cudaErrorInvalidValue included: our own checks catch bad input before any CUDA call, so
+    // an invalid value here is a bug, and the worker must not read it as the client's input
+    // error (which keeps the group: worker_service.cc IsInputError).
     default:
       return absl::InternalError(msg);
   }

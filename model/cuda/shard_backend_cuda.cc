@@ -347,8 +347,11 @@ absl::Status CudaShardBackend::EnsureScratch(int64_t tokens, int64_t rows) {
   if (m <= s.tokens && r <= s.rows) return absl::OkStatus();
   const int64_t nm = std::max(m, s.tokens);
   const int64_t nr = std::max(r, s.rows);
-  // Buffers still in use by queued work must not be freed under it.
+  // Buffers still in use by queued work must not be freed under it. Then the old buffers go
+  // before the new ones are allocated, so the device never holds both (if an allocation
+  // fails, the scratch is empty and the next step allocates it again).
   RETURN_IF_ERROR(gpu::internal::SynchronizeStream(stream_));
+  scratch_ = Scratch{};
   auto half = [](int64_t n) { return gpu::DeviceBuffer<Half>::Allocate(static_cast<size_t>(n)); };
   const bool proj = config_.has_projections();
   Scratch n;
@@ -474,12 +477,18 @@ absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64
   absl::Status room = [&]() -> absl::Status {
     // Memory: scratch growth (estimated from the shapes) + KV pool growth vs the limit, before
     // any allocation. The pool doubles when it must grow, unless the limit allows less.
-    const int64_t scratch_growth = std::max<int64_t>(
-        0, ScratchBytesFor(std::max(tokens, scratch_.tokens), std::max(rows, scratch_.rows)) -
-               ScratchBytesFor(scratch_.tokens, scratch_.rows));
+    // (The attention tables too: [sequences][4] int32 + the page table, as memory() counts.)
+    const int64_t table_growth = (std::max<int64_t>(0, ns - attn_batch_sequences_) * 4 +
+                                  std::max<int64_t>(0, np - attn_batch_pages_)) *
+                                 4;
+    const int64_t scratch_growth =
+        table_growth + std::max<int64_t>(0, ScratchBytesFor(std::max(tokens, scratch_.tokens),
+                                                            std::max(rows, scratch_.rows)) -
+                                                ScratchBytesFor(scratch_.tokens, scratch_.rows));
     int64_t pool_pages = kv_.num_pages();
+    int64_t min_pages = kv_.num_pages();
     if (pages_needed > kv_.free_pages()) {
-      const int64_t min_pages = kv_.num_pages() + pages_needed - kv_.free_pages();
+      min_pages = kv_.num_pages() + pages_needed - kv_.free_pages();
       pool_pages = std::max(min_pages, 2 * kv_.num_pages());
       if (options_.memory_limit_bytes > 0) {
         const MemoryStats now = memory();
@@ -500,7 +509,13 @@ absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64
     }
     RETURN_IF_ERROR(EnsureScratch(tokens, rows));
     RETURN_IF_ERROR(EnsureAttentionBatch(nseq, page_entries));
-    return kv_.GrowPool(pool_pages, stream_);
+    // Doubling may not fit on the device (the old pool is held during the copy) where the
+    // pages this batch needs do: then only those.
+    absl::Status grown = kv_.GrowPool(pool_pages, stream_);
+    if (absl::IsResourceExhausted(grown) && pool_pages > min_pages) {
+      grown = kv_.GrowPool(min_pages, stream_);
+    }
+    return grown;
   }();
   if (tp_ > 1 && may_grow) {
     room = AgreeOnRoom(room, rank_, [this](float mine) -> absl::StatusOr<float> {
