@@ -29,6 +29,9 @@ ncclDataType_t ToNccl(DataType type) {
 }
 
 absl::Status CudaError(const std::string& where, const char* what, cudaError_t err) {
+  // Handled here: cleared from the thread's last error, which the model's next kernel launch
+  // check reads (kernels/cuda/cuda_status.h).
+  (void)cudaGetLastError();
   return absl::InternalError(absl::StrCat(where, ": ", what, ": CUDA error ", cudaGetErrorName(err),
                                           ": ", cudaGetErrorString(err)));
 }
@@ -86,7 +89,9 @@ class NcclCommHandle {
 };
 
 struct DeviceFree {
-  void operator()(void* p) const { cudaFree(p); }
+  void operator()(void* p) const {
+    if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();  // at teardown: nothing to act on
+  }
 };
 
 class NcclCommunicator : public Communicator {
@@ -102,6 +107,7 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override {
     cudaSetDevice(device_);
     if (event_ != nullptr) cudaEventDestroy(event_);
+    (void)cudaGetLastError();  // nothing to act on at teardown; leave no error behind
     if (!broken_.ok()) comm_.Abort();
   }
 
@@ -250,6 +256,9 @@ class NcclCommunicator : public Communicator {
       const cudaError_t e = cudaEventQuery(event_);
       if (e == cudaSuccess) return absl::OkStatus();
       if (e != cudaErrorNotReady) return Broken(CudaError(where_, what, e));
+      // Not ready sets the thread's last error too: left there, the model's next kernel launch
+      // check (cudaGetLastError) would report it as a failed launch after every collective.
+      (void)cudaGetLastError();
       RETURN_IF_ERROR(WaitForCommOnce(what, deadline));
       std::this_thread::yield();
     }

@@ -6,6 +6,7 @@ namespace llmint8::gpu {
 
 absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* file, int line) {
   if (error == cudaSuccess) return absl::OkStatus();
+  (void)cudaGetLastError();  // reported here: not again by the next launch check (see header)
   const std::string msg = absl::StrCat(cudaGetErrorName(error), " (", cudaGetErrorString(error),
                                        ") in ", expr, " at ", file, ":", line);
   switch (error) {
@@ -43,6 +44,10 @@ absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const 
     default:
       return absl::InternalError(msg);
   }
+}
+
+void IgnoreCudaError(cudaError_t error) {
+  if (error != cudaSuccess) (void)cudaGetLastError();
 }
 
 absl::Status LastLaunchStatus(const char* kernel, const char* file, int line) {

@@ -6,8 +6,13 @@
 //   RETURN_IF_ERROR(LastLaunchStatus("QuantizeRows", __FILE__, __LINE__));   // after <<<...>>>
 //
 // Codes: out of memory -> RESOURCE_EXHAUSTED; no device / driver too old -> UNAVAILABLE;
-// invalid value -> INVALID_ARGUMENT (a bug in our checks, but reported, never aborted);
-// cuBLAS NOT_SUPPORTED -> UNIMPLEMENTED; anything else -> INTERNAL.
+// cuBLAS NOT_SUPPORTED -> UNIMPLEMENTED, cuBLAS INVALID_VALUE -> INVALID_ARGUMENT; anything else
+// (a CUDA invalid value too: input is checked before any CUDA call) -> INTERNAL.
+//
+// The runtime keeps one "last error" per host thread that every failing call sets
+// (cudaErrorNotReady from a query too) and only cudaGetLastError resets, and the launch check reads
+// it. So every CUDA failure that is handled (converted here, or ignored with IgnoreCudaError) is
+// also cleared, or the next kernel launch would report it as its own.
 #ifndef LLMINT8_KERNELS_CUDA_CUDA_STATUS_H_
 #define LLMINT8_KERNELS_CUDA_CUDA_STATUS_H_
 
@@ -24,6 +29,9 @@ absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const 
 
 // Status of the last kernel launch on this thread (cudaGetLastError), naming `kernel`.
 absl::Status LastLaunchStatus(const char* kernel, const char* file, int line);
+
+// For a failure nobody acts on (a free or destroy at exit): clears the thread's last error.
+void IgnoreCudaError(cudaError_t error);
 
 }  // namespace llmint8::gpu
 

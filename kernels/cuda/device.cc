@@ -42,7 +42,7 @@ absl::StatusOr<void*> Malloc(size_t bytes) {
 }
 
 void Free(void* ptr) {
-  if (ptr != nullptr) (void)cudaFree(ptr);
+  if (ptr != nullptr) IgnoreCudaError(cudaFree(ptr));
 }
 
 absl::Status CopyHostToDevice(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
@@ -84,14 +84,14 @@ absl::StatusOr<Stream> Stream::Create() {
 
 Stream& Stream::operator=(Stream&& other) noexcept {
   if (this != &other) {
-    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    if (stream_ != nullptr) IgnoreCudaError(cudaStreamDestroy(stream_));
     stream_ = std::exchange(other.stream_, nullptr);
   }
   return *this;
 }
 
 Stream::~Stream() {
-  if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+  if (stream_ != nullptr) IgnoreCudaError(cudaStreamDestroy(stream_));
 }
 
 absl::StatusOr<Event> Event::Create() {
@@ -102,14 +102,14 @@ absl::StatusOr<Event> Event::Create() {
 
 Event& Event::operator=(Event&& other) noexcept {
   if (this != &other) {
-    if (event_ != nullptr) (void)cudaEventDestroy(event_);
+    if (event_ != nullptr) IgnoreCudaError(cudaEventDestroy(event_));
     event_ = std::exchange(other.event_, nullptr);
   }
   return *this;
 }
 
 Event::~Event() {
-  if (event_ != nullptr) (void)cudaEventDestroy(event_);
+  if (event_ != nullptr) IgnoreCudaError(cudaEventDestroy(event_));
 }
 
 absl::Status Event::Record(cudaStream_t stream) {
