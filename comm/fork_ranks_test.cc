@@ -1,9 +1,7 @@
 #include "comm/fork_ranks.h"
 
-#include <stdlib.h>
 #include <unistd.h>
 
-#include "comm/shared_gpu_env.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -31,26 +29,6 @@ TEST(ValueInChildTest, AChildThatDiesIsUnavailable) {
   auto died = ValueInChild([]() -> absl::StatusOr<int64_t> { ::_exit(3); }, absl::Seconds(30));
   EXPECT_EQ(died.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(died.status().message(), HasSubstr("exit code 3"));
-}
-
-TEST(SharedGpuNcclEnvTest, EachRankGetsItsOwnHostIdAndLoopbackUnlessSet) {
-  ::unsetenv("NCCL_SOCKET_IFNAME");
-  ::unsetenv("NCCL_IB_DISABLE");
-  EXPECT_EQ(SharedGpuNcclEnv(0),
-            (std::vector<std::string>{"NCCL_HOSTID=llmint8-rank-0", "NCCL_SOCKET_IFNAME=lo",
-                                      "NCCL_IB_DISABLE=1"}));
-  EXPECT_EQ(SharedGpuNcclEnv(1)[0], "NCCL_HOSTID=llmint8-rank-1");
-  ::setenv("NCCL_SOCKET_IFNAME", "eth0", 1);  // the user's choices are kept
-  ::setenv("NCCL_IB_DISABLE", "0", 1);
-  EXPECT_EQ(SharedGpuNcclEnv(0), (std::vector<std::string>{"NCCL_HOSTID=llmint8-rank-0"}));
-  ::unsetenv("NCCL_IB_DISABLE");
-  ApplySharedGpuNcclEnv(4);
-  EXPECT_STREQ(::getenv("NCCL_HOSTID"), "llmint8-rank-4");
-  EXPECT_STREQ(::getenv("NCCL_SOCKET_IFNAME"), "eth0");
-  EXPECT_STREQ(::getenv("NCCL_IB_DISABLE"), "1");
-  ::unsetenv("NCCL_HOSTID");
-  ::unsetenv("NCCL_SOCKET_IFNAME");
-  ::unsetenv("NCCL_IB_DISABLE");
 }
 
 }  // namespace

@@ -13,6 +13,8 @@ std::vector<std::string> SharedGpuNcclEnv(int rank) {
   std::vector<std::string> env = {absl::StrCat("NCCL_HOSTID=llmint8-rank-", rank)};
   if (::getenv("NCCL_SOCKET_IFNAME") == nullptr) env.push_back("NCCL_SOCKET_IFNAME=lo");
   if (::getenv("NCCL_IB_DISABLE") == nullptr) env.push_back("NCCL_IB_DISABLE=1");
+  // Sockets even where the image has a network plugin (libnccl-net.so) NCCL_IB_DISABLE misses.
+  if (::getenv("NCCL_NET") == nullptr) env.push_back("NCCL_NET=Socket");
   return env;
 }
 

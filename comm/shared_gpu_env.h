@@ -11,8 +11,8 @@
 namespace llmint8::comm {
 
 // "NAME=value" entries for rank `rank`: NCCL_HOSTID=llmint8-rank-<rank>, and, unless the
-// environment already sets them, NCCL_SOCKET_IFNAME=lo and NCCL_IB_DISABLE=1 (the ranks are on
-// this host: loopback sockets).
+// environment already sets them, NCCL_SOCKET_IFNAME=lo, NCCL_IB_DISABLE=1 and NCCL_NET=Socket
+// (the ranks are on this host: loopback sockets, even where a network plugin is installed).
 std::vector<std::string> SharedGpuNcclEnv(int rank);
 
 // `environment` ("NAME=value" entries, e.g. a copy of environ) with SharedGpuNcclEnv(rank) in
