@@ -12,12 +12,14 @@
 // 2 layers). The observed error of a same-precision forward is far below this worst case:
 // transformers' own fp16 forward of the golden models differs from fp32 by 0.016 .. 0.032
 // (expected.json fp16_max_abs_diff_first_step). We assert min(worst case, 4 x that reference
-// figure) where the fixture gives it, the worst case elsewhere.
+// figure) where the fixture gives it (it is measured on the last prompt position), the worst
+// case elsewhere (every position of a prompt, where the figure says nothing).
 // Greedy tokens: equal to the reference until a step whose reference top-1/top-2 margin is
 // below 2 x tolerance (there an argmax may legitimately flip); a flip at a wider margin fails.
 // int8 vs the CPU int8: the GPU quantizes the fp16 activations, the CPU the fp32 ones, so
-// single int8 values may round differently by one step; tests/tp accepts 0.05 between int8
-// forwards whose quantization differs (local vs global scales), added to the fp16 bound here.
+// single int8 values may round differently by one step and a row's absmax move; tests/tp
+// accepts 0.1 between int8 forwards whose quantization differs (local vs global scales,
+// measured up to ~0.04 on logits of spread ~0.9), added to the fp16 bound here.
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -45,7 +47,7 @@ using testing::Margin;
 using testing::MaxAbsDiff;
 
 constexpr double kHalfEps = 1.0 / 2048.0;  // u = 2^-11
-constexpr double kInt8Allowance = 0.05;
+constexpr double kInt8Allowance = 0.1;
 constexpr int kSteps = 32;
 
 #define SKIP_WITHOUT_CUDA_DEVICE()                                                    \
@@ -161,7 +163,10 @@ TEST_P(GoldenCudaTest, F16LogitsAndGreedyTokens) {
     if (all) {
       auto all_ref = (*expected)->ReadAll(absl::StrCat("prompt", ci, ".all"));
       ASSERT_TRUE(all_ref.ok());
-      EXPECT_LE(MaxAbsDiff(first->values, *all_ref), tol) << name << " all positions";
+      const double d_all = MaxAbsDiff(first->values, *all_ref);
+      std::printf("%s: all positions max |gpu f16 - hf f32| = %.5f (worst-case bound %.5f)\n",
+                  name.c_str(), d_all, worst);
+      EXPECT_LE(d_all, worst) << name << " all positions";
     }
     std::vector<int32_t> tokens{ArgMax(last_row)};
     for (int s = 1; s < kSteps; ++s) {
