@@ -9,8 +9,8 @@
 #
 # The device tool sends the working tree plus carried paths, 64 MiB in all: the bundled model is
 # ~35 MiB of the tree, so the archive is xz-compressed (~16 MiB; ICU's data library is left
-# out, see below) and this script refuses to leave an archive that would not fit. Then, with the device tool:
-#   run(carry=[".bundle"], command="bash scripts/gpu-check.sh")
+# out, see below) and this script refuses to leave an archive that would not fit. Then, with the
+# device tool, the two calls of docs/gpu-checks.md (scripts/gpu-check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${LLMINT8_BUILD_DIR:-build}
@@ -56,8 +56,9 @@ tar -C .bundle -cf - gpu | xz -9 -T"$(nproc)" > .bundle/gpu.tar.xz
 rm -rf "$stage"
 
 # What the device tool would send: tracked + untracked-not-ignored files, plus the archive.
-tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null \
-  | awk '{s += $1} END {print s + 0}')
+# (A tracked file deleted in the working tree is not sent: stat fails on it, which is fine.)
+tree_bytes=$( (git ls-files -z --cached --others --exclude-standard \
+  | xargs -0 stat -c %s 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')
 archive_bytes=$(stat -c %s .bundle/gpu.tar.xz)
 total_mib=$(( (tree_bytes + archive_bytes) / 1048576 ))
 echo "gpu-bundle: .bundle/gpu.tar.xz $(( archive_bytes / 1048576 )) MiB (${#bins[@]} binaries);" \

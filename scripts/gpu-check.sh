@@ -3,8 +3,13 @@
 # scripts/gpu-bundle.sh made here. A session has 15 minutes of device time and one command may
 # run 10, so the sections go in two calls sent back to back (docs/gpu-checks.md):
 #
-#   run(carry=[".bundle"], timeout_s=600, command="timeout 580 bash scripts/gpu-check.sh tests eval serve bench")
-#   run(carry=[".bundle"], timeout_s=600, command="timeout 580 bash scripts/gpu-check.sh scaleout")
+#   run(carry=[".bundle"], timeout_s=520, command="GPU_CHECK_SECONDS=480 timeout 500 bash scripts/gpu-check.sh tests eval serve bench")
+#   run(carry=[".bundle"], timeout_s=S+40, command="GPU_CHECK_SECONDS=S timeout $((S+20)) bash scripts/gpu-check.sh scaleout")
+#
+# GPU_CHECK_SECONDS (default 560) is this call's whole budget: every timeout below is cut to
+# what is left of it (a section or test that cannot start is reported SKIP ... no time, a
+# failure), so the results come back before the device tool's limit. For the second call,
+# S = status's budget_left_s - 40. Child timeouts send SIGKILL 10 s after SIGTERM.
 #
 # Sections, each bounded by its own timeouts, in the order given:
 #   tests     every GPU test binary (ctest label gpu), one after another       -> tests.log
@@ -33,7 +38,28 @@ summary=$out/summary.txt
 : > "$summary"
 status=0
 t0=$SECONDS
+deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-560}))
 note() { echo "[$((SECONDS - t0)) s] $*" | tee -a "$summary"; }
+# lim N: N seconds, or what is left of the budget (keeping 10 s to write the results), >= 1.
+lim() {
+  local left=$((deadline - SECONDS - 10))
+  [ "$left" -lt 1 ] && left=1
+  echo $(($1 < left ? $1 : left))
+}
+# bounded N CMD...: CMD under timeout lim(N), SIGKILL 10 s after SIGTERM.
+bounded() {
+  local n
+  n=$(lim "$1")
+  shift
+  timeout -k 10 "$n" "$@"
+}
+# time_for N: whether N seconds of the budget are left (else notes the skip, a failure).
+time_for() {
+  if [ $((deadline - SECONDS)) -ge "$1" ]; then return 0; fi
+  note "SKIP $2 (no time left of GPU_CHECK_SECONDS)"
+  status=1
+  return 1
+}
 check() {  # check NAME RC
   if [ "$2" -eq 0 ]; then note "PASS $1"; else note "FAIL $1 (exit $2)"; status=1; fi
 }
@@ -53,20 +79,31 @@ if ! unpack | tar -C "$root" -xf -; then
 fi
 bin=$root/gpu/bin
 export LD_LIBRARY_PATH=$root/gpu/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export OMP_WAIT_POLICY=PASSIVE  # as ctest runs the tests
+# CUDA runtime, cuBLASLt and NCCL come from the machine. Where the system has no NCCL (or
+# cuBLASLt), Python's NVIDIA wheels (torch's) may: their lib folders go last in the path.
+if ldd "$bin/llmint8" "$bin/llmint8_kernel_bench" | grep -q 'not found'; then
+  wheels=$(timeout 30 python3 -c 'import glob, os, nvidia
+for p in nvidia.__path__:
+    for d in sorted(glob.glob(os.path.join(p, "*", "lib")) + glob.glob(os.path.join(p, "*", "*", "lib"))):
+        print(d)' 2> /dev/null | paste -sd: -)
+  [ -n "$wheels" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$wheels
+fi
 export LLMINT8_SOURCE_DIR=$PWD
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 model=${LLMINT8_MODEL:-models/opt-sotu-cpu}  # the bundled model (tools/bundled_model.h)
 {
   date -u +%FT%TZ
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+  timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
   nvcc --version 2> /dev/null | tail -1
   df -h /dev/shm | tail -1
   echo "cores: $(nproc)"
 } >> "$summary" 2>&1
-if ldd "$bin/llmint8" | grep 'not found' >> "$summary"; then
+if ldd "$bin/llmint8" "$bin/llmint8_kernel_bench" | grep 'not found' >> "$summary"; then
   note "FAIL shared libraries missing (above)"
   exit 2
 fi
+ldd "$bin/llmint8" | grep -E 'cudart|cublas|nccl' >> "$summary"  # which ones were found
 
 # ready ADDRESS SECONDS [PID]: a one-token Generate succeeds within SECONDS (and PID, the
 # server, is still running while we wait).
@@ -92,18 +129,27 @@ for section in "${sections[@]}"; do
   tests)
     log=$out/tests.log
     : > "$log"
+    timeouts=0
     while read -r t; do
-      case $t in nccl_* | tp_*) limit=150 ;; *) limit=90 ;; esac
+      time_for 20 "test $t" || continue
+      case $t in nccl_* | tp_*) limit=200 ;; *) limit=90 ;; esac
       echo "=== $t (limit $limit s)" >> "$log"
       start=$SECONDS
-      timeout $limit "$bin/llmint8_$t" < /dev/null >> "$log" 2>&1
+      bounded $limit "$bin/llmint8_$t" < /dev/null >> "$log" 2>&1
       rc=$?
       echo "=== $t: exit $rc in $((SECONDS - start)) s" >> "$log"
       [ "$rc" -eq 77 ] && note "SKIPPED-ON-GPU $t (a failure here)"
       check "test $t ($((SECONDS - start)) s)" "$rc"
+      if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then timeouts=$((timeouts + 1)); else timeouts=0; fi
+      if [ "$timeouts" -ge 2 ]; then
+        note "FAIL tests: two timed out in a row (a hung GPU?); the rest not run"
+        status=1
+        break
+      fi
     done < "$root/gpu/gpu-tests.txt"
     ;;
   eval)
+    time_for 60 "section eval" || continue
     log=$out/eval.log
     : > "$log"
     text=tests/data/heldout/sotu-2010-2021.txt
@@ -112,7 +158,7 @@ for section in "${sections[@]}"; do
     pids=()
     for i in "${!runs[@]}"; do
       # shellcheck disable=SC2086
-      timeout 240 "$bin/llmint8" eval --model="$model" --text=$text --device=cuda ${runs[$i]} \
+      bounded 240 "$bin/llmint8" eval --model="$model" --text=$text --device=cuda ${runs[$i]} \
         --json > "$root/eval$i.out" 2>&1 &
       pids+=($!)
     done
@@ -124,36 +170,39 @@ for section in "${sections[@]}"; do
     done
     ;;
   serve)
+    time_for 90 "section serve" || continue
     log=$out/serve.log
     : > "$log"
     port=50051
     for run in "int8 2" "fp16 1"; do
       set -- $run
+      time_for 60 "serve $1 tp $2" || continue
       echo "=== serve --dtype=$1 --tp=$2 --device=cuda ($model)" >> "$log"
+      # --respawn=false: a worker that crashes fails the run instead of loading again.
       "$bin/llmint8" serve --model="$model" --dtype="$1" --tp="$2" --device=cuda \
-        --listen=127.0.0.1:$port >> "$log" 2>&1 &
+        --respawn=false --listen=127.0.0.1:$port >> "$log" 2>&1 &
       server=$!
       ready 127.0.0.1:$port 90 $server
       rc=$?
       check "serve $1 tp $2 ready" $rc
       if [ $rc -eq 0 ]; then
         echo "--- greedy, 64 tokens" >> "$log"
-        timeout 90 "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
+        bounded 90 "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
           --max_new_tokens=64 --timeout=80 > "$root/greedy-$1-$2.txt" 2>> "$log"
         check "serve $1 tp $2 greedy generate" $?
         cat "$root/greedy-$1-$2.txt" >> "$log"
         echo "--- temperature 0.8, top_p 0.95, seed 7" >> "$log"
-        timeout 90 "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
+        bounded 90 "$bin/llmint8" generate --coordinator=127.0.0.1:$port --prompt="$prompt" \
           --max_new_tokens=64 --temperature=0.8 --top_p=0.95 --seed=7 --timeout=80 >> "$log" 2>&1
         check "serve $1 tp $2 sampled generate" $?
         echo "--- loadtest: 16 clients, 32 requests, 32 prompt + 32 new tokens" >> "$log"
-        timeout 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=32 \
+        bounded 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=32 \
           --concurrency=16 --prompt_tokens=32 --max_new_tokens=32 --seed=1 >> "$log" 2>&1
         check "serve $1 tp $2 loadtest" $?
         # Prompts that share their first 24 tokens: the later ones start from a copy of a
         # cached prefix (PagedKvCache::CopyPrefix, SeqStep.prefix_from) on the device.
         echo "--- loadtest: 8 clients, 16 requests, 32 prompt (24 shared) + 16 new tokens" >> "$log"
-        timeout 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=16 \
+        bounded 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=16 \
           --concurrency=8 --prompt_tokens=32 --shared_prefix_tokens=24 --max_new_tokens=16 \
           --seed=2 >> "$log" 2>&1
         check "serve $1 tp $2 shared-prefix loadtest" $?
@@ -171,36 +220,39 @@ for section in "${sections[@]}"; do
     fi
     ;;
   bench)
+    time_for 60 "section bench" || continue
     table=$out/bench.md
     log=$out/bench.log
     : > "$table"
     : > "$log"
-    timeout 200 "$bin/llmint8_kernel_bench" --backend=cuda >> "$table" 2>> "$log"
+    bounded 200 "$bin/llmint8_kernel_bench" --backend=cuda >> "$table" 2>> "$log"
     check "bench llmint8_kernel_bench --backend=cuda" $?
     # Variants on the fc1 shape: where the small-M kernel should hand over to cuBLASLt, and what
     # the L2-sized GEMM chunks buy over one GEMM whose int32 scratch goes through HBM.
     for flags in "--m=8,16,32 --gemv_max_m=32" "--m=8,16,32 --gemv_max_m=4" \
                  "--m=512,2048 --gemm_chunk_n=0" "--m=512,2048 --gemm_chunk_n=4096" \
                  "--m=512,2048 --gemm_chunk_n=1000000"; do
+      time_for 30 "bench variant $flags" || continue
       # shellcheck disable=SC2086
       { echo; echo "llmint8_kernel_bench --backend=cuda --shapes=12288x49152 $flags"; echo; } >> "$table"
       # shellcheck disable=SC2086
-      timeout 90 "$bin/llmint8_kernel_bench" --backend=cuda --shapes=12288x49152 $flags \
+      bounded 90 "$bin/llmint8_kernel_bench" --backend=cuda --shapes=12288x49152 $flags \
         >> "$table" 2>> "$log"
       check "bench variant $flags" $?
     done
     ;;
   scaleout)
+    time_for 120 "section scaleout" || continue
     log=$out/scaleout.log
     : > "$log"
     # Overridable to rehearse the flow on a CPU machine with small models and caps.
     m13=${LLMINT8_SCALEOUT_13B:-synthetic:13b}
-    cap13=${LLMINT8_SCALEOUT_13B_CAP:-12G}
+    cap13=${LLMINT8_SCALEOUT_13B_CAP:-12GiB}
     m66=${LLMINT8_SCALEOUT_66B:-synthetic:66b}
-    cap66=${LLMINT8_SCALEOUT_66B_CAP:-80G}
+    cap66=${LLMINT8_SCALEOUT_66B_CAP:-80GiB}
     dev=${LLMINT8_SCALEOUT_DEVICE:-cuda}
     if [ "$dev" = cuda ]; then tp=nccl devflags=--cuda_device=0; else tp=gloo devflags=; fi
-    for spec in "13b fp16 12G" "13b int8 12G" "66b int8 80G" "66b fp16 80G"; do
+    for spec in "13b fp16 $cap13" "13b int8 $cap13" "66b int8 $cap66" "66b fp16 $cap66"; do
       set -- $spec
       echo "--- llmint8 plan --model=$1 --dtype=$2 --gpu_memory=$3" >> "$log"
       "$bin/llmint8" plan --model="$1" --dtype="$2" --gpu_memory="$3" 2>&1 | head -2 >> "$log"
@@ -217,21 +269,28 @@ for section in "${sections[@]}"; do
     # generate_32 NAME ADDRESS SERVER_PID LIMIT LOGS...: ready within LIMIT s, 32 tokens, the GPU
     # memory per process and what the logs say about the group and the shards.
     generate_32() {
-      local name=$1 address=$2 server=$3 limit=$4
+      local name=$1 address=$2 server=$3 limit=$4 rc
       shift 4
-      ready "$address" "$limit" "$server"
-      check "scaleout $name ready" $?
-      timeout 120 "$bin/llmint8" generate --coordinator="$address" --token_ids=2,100,200,300 \
-        --max_new_tokens=32 --ignore_eos --timeout=110 >> "$log" 2>&1
-      check "scaleout $name generate" $?
-      nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$log" 2>&1
+      ready "$address" "$(lim "$limit")" "$server"
+      rc=$?
+      check "scaleout $name ready" $rc
+      if [ $rc -eq 0 ]; then
+        bounded 120 "$bin/llmint8" generate --coordinator="$address" --token_ids=2,100,200,300 \
+          --max_new_tokens=32 --ignore_eos --timeout=110 >> "$log" 2>&1
+        rc=$?
+        check "scaleout $name generate" $rc
+      fi
+      timeout 20 nvidia-smi --query-compute-apps=pid,used_memory --format=csv >> "$log" 2>&1
       grep -h -i "group\|loaded\|fits\|needs" "$@" >> "$log"
+      if [ $rc -ne 0 ]; then  # the processes' own words: what failed, in the one log that returns
+        for f in "$@"; do { echo "--- tail of $(basename "$f")"; tail -n 40 "$f"; } >> "$log"; done
+      fi
     }
     workers=127.0.0.1:52061,127.0.0.1:52062,127.0.0.1:52063,127.0.0.1:52064
     start_workers() {  # four ranks on the one GPU, each its own NCCL host and a 12 GiB cap
       wpids=()
       for i in 0 1 2 3; do
-        NCCL_HOSTID=llmint8-rank-$i NCCL_SOCKET_IFNAME=lo NCCL_IB_DISABLE=1 \
+        NCCL_HOSTID=llmint8-rank-$i NCCL_SOCKET_IFNAME=lo NCCL_IB_DISABLE=1 NCCL_NET=Socket \
           "$bin/llmint8" worker --listen=127.0.0.1:$((52061 + i)) --device=$dev $devflags \
           --memory_limit=$cap13 > "$root/w$1-$i.log" 2>&1 &
         wpids+=($!)
@@ -254,17 +313,22 @@ for section in "${sections[@]}"; do
     cref=$!
     # A Generate sent before the refusal waits in the queue and fails with it.
     refused=1
-    for _ in $(seq 1 60); do
-      if timeout 30 "$bin/llmint8" generate --coordinator=127.0.0.1:52051 --token_ids=2 \
+    end=$((SECONDS + $(lim 90)))
+    while [ $SECONDS -lt $end ] && kill -0 $cref 2> /dev/null; do
+      if bounded 30 "$bin/llmint8" generate --coordinator=127.0.0.1:52051 --token_ids=2 \
            --max_new_tokens=1 --timeout=25 > "$root/refuse.out" 2>&1; then
         break  # served: wrong
       fi
-      if grep -q "int8 fits in 2" "$root/refuse.out"; then refused=0; break; fi
+      if grep -q "int8 fits in 2" "$root/refuse.out" "$root/c13-refuse.log"; then
+        refused=0
+        break
+      fi
       sleep 1
     done
     cat "$root/refuse.out" >> "$log"
     stop $cref "${wpids[@]}"
     check "scaleout 13b fp16 on 2 refused" $refused
+    [ $refused -ne 0 ] && { echo "--- tail of c13-refuse.log"; tail -n 40 "$root/c13-refuse.log"; } >> "$log"
     echo "=== $m66 int8 on 1 worker capped at $cap66" >> "$log"
     generate_32 "66b int8" 127.0.0.1:53051 $c66 240 "$root/c66.log" "$root/w66.log"
     stop $c66 $w66
