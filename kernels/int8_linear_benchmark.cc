@@ -87,7 +87,16 @@ void Shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// The bundled model's LM head at TP 2 (25136 vocabulary rows of 256) over decode batches:
+// where the direct kernel hands over to the blocked SGEMM.
+void LmHeadShapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n", "k"});
+  for (int64_t m : {1, 8, 16, 32, 64, 128}) b->Args({m, 25136, 256});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 BENCHMARK(BM_LinearF16)->Apply(Shapes);
+BENCHMARK(BM_LinearF16)->Apply(LmHeadShapes);
 BENCHMARK(BM_Int8Linear)->Apply(Shapes);
 BENCHMARK(BM_Int8Gemm)->Apply(Shapes);
 

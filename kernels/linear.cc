@@ -78,47 +78,61 @@ void HalfToFloatBlock(const Half* src, int64_t size, float* dst) {
   }
 }
 
-// Decode-size fp16 linear: each weight row is read once, widened in registers (F16C) and dotted
-// with the M rows of x (FMA, 8 lanes, fp32), so the weight costs its 2 bytes/param of memory
-// traffic instead of a 4-byte fp32 copy written and read again by the block path.
-constexpr int64_t kDirectMaxRows = 8;
+// Decode-size fp16 linear: each weight row is read from memory once, widened in registers
+// (F16C) and dotted with every row of x (FMA, 8 lanes, fp32), eight rows of x at a time while
+// the weight row stays in L1; so the weight costs its 2 bytes/param of memory traffic instead
+// of a 4-byte fp32 copy written and read again by the block path. Up to kDirectMaxRows rows of
+// x, a decode batch: beyond, the blocked SGEMM wins (int8_linear_benchmark's LM-head shapes,
+// bench/README.md: equal at 16 rows, SGEMM 1.5x at 32).
+constexpr int64_t kDirectMaxRows = 16;
+constexpr int kGroupRows = 8;
 
-template <int M>
-__attribute__((target("avx2,fma,f16c"))) void LinearF16DirectRows(const float* x, const Half* w,
-                                                                     int64_t n, int64_t k,
-                                                                     const float* bias, float* y) {
-#pragma omp parallel for schedule(static) if (n * k >= (int64_t{1} << 16))
-  for (int64_t r = 0; r < n; ++r) {
-    const Half* row = w + r * k;
-    __m256 acc[M];
-    for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 8 <= k; j += 8) {
-      const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
-      for (int i = 0; i < M; ++i) {
-        acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + j), wv, acc[i]);
-      }
-    }
-    for (int i = 0; i < M; ++i) {
-      float s = internal::HorizontalSum(acc[i]);
-      for (int64_t t = j; t < k; ++t) s += x[i * k + t] * HalfToFloat(row[t]);
-      y[i * n + r] = bias != nullptr ? s + bias[r] : s;
-    }
+// y[i * n] = x_i . row (+ bias) for the G rows x_0 .. x_{G-1} of x (k floats apart). The loops
+// over the G accumulators are unrolled so that they stay in registers (2.4x at G = 8).
+template <int G>
+__attribute__((target("avx2,fma,f16c"))) void DotRows(const float* x, const Half* row, int64_t n,
+                                                      int64_t k, const float* bias, float* y) {
+  __m256 acc[G];
+#pragma GCC unroll 8
+  for (int i = 0; i < G; ++i) acc[i] = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= k; j += 8) {
+    const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
+#pragma GCC unroll 8
+    for (int i = 0; i < G; ++i)
+      acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + j), wv, acc[i]);
+  }
+  for (int i = 0; i < G; ++i) {
+    float s = internal::HorizontalSum(acc[i]);
+    for (int64_t t = j; t < k; ++t) s += x[i * k + t] * HalfToFloat(row[t]);
+    y[i * n] = bias != nullptr ? s + *bias : s;
   }
 }
 
-using DirectFn = void (*)(const float*, const Half*, int64_t, int64_t, const float*, float*);
+using DotRowsFn = void (*)(const float*, const Half*, int64_t, int64_t, const float*, float*);
+constexpr DotRowsFn kDotRows[kGroupRows] = {DotRows<1>, DotRows<2>, DotRows<3>, DotRows<4>,
+                                            DotRows<5>, DotRows<6>, DotRows<7>, DotRows<8>};
 
-// The kernel for m rows, or null when m is too large or the CPU lacks AVX2 / FMA / F16C.
-DirectFn DirectKernel(int64_t m) {
+void LinearF16Direct(const float* x, int64_t m, const Half* w, int64_t n, int64_t k,
+                     const float* bias, float* y) {
+  const DotRowsFn tail = m % kGroupRows != 0 ? kDotRows[m % kGroupRows - 1] : nullptr;
+#pragma omp parallel for schedule(static) if (n * k >= (int64_t{1} << 16))
+  for (int64_t r = 0; r < n; ++r) {
+    const Half* row = w + r * k;
+    const float* b = bias != nullptr ? bias + r : nullptr;
+    int64_t i = 0;
+    for (; i + kGroupRows <= m; i += kGroupRows) {
+      DotRows<kGroupRows>(x + i * k, row, n, k, b, y + i * n + r);
+    }
+    if (tail != nullptr) tail(x + i * k, row, n, k, b, y + i * n + r);
+  }
+}
+
+// Whether the direct kernel takes m rows: few enough, and the CPU has AVX2 / FMA / F16C.
+bool UseDirect(int64_t m) {
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                                 __builtin_cpu_supports("f16c");
-  if (!supported) return nullptr;
-  static constexpr DirectFn kByRows[kDirectMaxRows] = {
-      LinearF16DirectRows<1>, LinearF16DirectRows<2>, LinearF16DirectRows<3>,
-      LinearF16DirectRows<4>, LinearF16DirectRows<5>, LinearF16DirectRows<6>,
-      LinearF16DirectRows<7>, LinearF16DirectRows<8>};
-  return m >= 1 && m <= kDirectMaxRows ? kByRows[m - 1] : nullptr;
+  return supported && m >= 1 && m <= kDirectMaxRows;
 }
 
 }  // namespace
@@ -133,8 +147,8 @@ absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const floa
 absl::Status LinearF16(std::span<const float> x, int64_t m, std::span<const Half> w, int64_t n,
                        int64_t k, std::span<const float> bias, std::span<float> y) {
   RETURN_IF_ERROR(CheckShapes("LinearF16", x.size(), m, w.size(), n, k, bias.size(), y.size()));
-  if (const DirectFn direct = DirectKernel(m); direct != nullptr) {
-    direct(x.data(), w.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
+  if (UseDirect(m)) {
+    LinearF16Direct(x.data(), m, w.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
     return absl::OkStatus();
   }
   const float beta = PrepareOutput(bias, m, n, y);

@@ -63,10 +63,40 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearShapeTest,
                          ::testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 300, 77),
                                            std::make_tuple(3, 33, 1000),
                                            std::make_tuple(17, 129, 65),
+                                           // the direct kernel: a whole group of 8 rows of x,
+                                           // a group and a tail, its largest batch
+                                           std::make_tuple(8, 40, 64), std::make_tuple(13, 40, 37),
+                                           std::make_tuple(16, 40, 64),
                                            // k > the 2^20-value block: one row per block.
                                            std::make_tuple(2, 3, (1 << 20) + 9),
                                            // several blocks of rows, last one partial.
                                            std::make_tuple(5, 2500, 1000)));
+
+// Decode batches (up to 16 rows) take the direct kernel, which computes each row of x alone:
+// a sequence's output does not depend on what else is in its batch, to the bit.
+TEST(LinearTest, F16DecodeRowsDoNotDependOnTheBatch) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
+      !__builtin_cpu_supports("f16c")) {
+    GTEST_SKIP() << "no AVX2 / FMA / F16C: every batch takes the blocked SGEMM";
+  }
+  constexpr int64_t kN = 50, kK = 83;
+  const std::vector<Half> wh = ToHalf(RandomNormal(kN * kK, 41, 0.05f));
+  const std::vector<float> bias = RandomNormal(kN, 42);
+  for (int64_t m : {1, 7, 8, 9, 13, 16}) {
+    const std::vector<float> x = RandomNormal(m * kK, 43);
+    std::vector<float> batch(m * kN);
+    ASSERT_TRUE(LinearF16(x, m, wh, kN, kK, bias, batch).ok());
+    for (int64_t i = 0; i < m; ++i) {
+      std::vector<float> alone(kN);
+      ASSERT_TRUE(
+          LinearF16(std::span<const float>(x).subspan(i * kK, kK), 1, wh, kN, kK, bias, alone)
+              .ok());
+      for (int64_t r = 0; r < kN; ++r) {
+        ASSERT_EQ(batch[i * kN + r], alone[r]) << "m " << m << " row " << i << " col " << r;
+      }
+    }
+  }
+}
 
 TEST(LinearTest, RejectsBadShapes) {
   std::vector<float> x(6, 1.0f), w(6, 1.0f), y(4), bias(2, 1.0f);
