@@ -56,19 +56,25 @@ bool OneDnnGemmIsExact() {
 template <int MR, int NR>
 __attribute__((target("avx2"))) void Avx2Tile(const int8_t* a, const int8_t* b, int64_t n,
                                               int64_t k, int32_t* c) {
+  // (The loops over the accumulators are unrolled so that they stay in registers.)
   __m256i acc[MR][NR];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) acc[i][r] = _mm256_setzero_si256();
   int64_t j = 0;
   for (; j + 16 <= k; j += 16) {
     __m256i av[MR];
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       av[i] =
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i * k + j)));
     }
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
       const __m256i bv =
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + r * k + j)));
+#pragma GCC unroll 8
       for (int i = 0; i < MR; ++i)
         acc[i][r] = _mm256_add_epi32(acc[i][r], _mm256_madd_epi16(av[i], bv));
     }
