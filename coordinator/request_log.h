@@ -4,7 +4,7 @@
 //   seq 17 OK: finish=stop prompt=204 cached=180 generated=16 queue=0.3ms ttft=45.2ms
 //       total=310.0ms decode=52.1tok/s
 //   seq 18 CANCELLED: prompt=12 generated=3: the client went away
-//   seq - INVALID_ARGUMENT: temperature must be >= 0, got -1        (refused before queueing)
+//   seq - INVALID_ARGUMENT: temperature is -1; it must be >= 0 ...  (refused before queueing)
 //
 // Neither the prompt nor the output text is logged, only counts and times.
 #ifndef LLMINT8_COORDINATOR_REQUEST_LOG_H_

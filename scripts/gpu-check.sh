@@ -4,12 +4,13 @@
 # run 10, so the sections go in two calls sent back to back (docs/gpu-checks.md):
 #
 #   run(carry=[".bundle"], timeout_s=520, command="GPU_CHECK_SECONDS=480 timeout 500 bash scripts/gpu-check.sh tests eval serve bench")
-#   run(carry=[".bundle"], timeout_s=S+40, command="GPU_CHECK_SECONDS=S timeout $((S+20)) bash scripts/gpu-check.sh scaleout")
+#   run(carry=[".bundle"], timeout_s=S+40, command="GPU_CHECK_SECONDS=S timeout T bash scripts/gpu-check.sh scaleout")
 #
 # GPU_CHECK_SECONDS (default 560) is this call's whole budget: every timeout below is cut to
 # what is left of it (a section or test that cannot start is reported SKIP ... no time, a
 # failure), so the results come back before the device tool's limit. For the second call,
-# S = status's budget_left_s - 40. Child timeouts send SIGKILL 10 s after SIGTERM.
+# S = the first reply's budget_left_s - 60 (- 180 more when the machine is no longer warm) and
+# T = S + 20, both written as numbers. Child timeouts send SIGKILL 10 s after SIGTERM.
 #
 # Sections, each bounded by its own timeouts, in the order given:
 #   tests     every GPU test binary (ctest label gpu), one after another       -> tests.log
@@ -182,7 +183,7 @@ for section in "${sections[@]}"; do
       "$bin/llmint8" serve --model="$model" --dtype="$1" --tp="$2" --device=cuda \
         --respawn=false --listen=127.0.0.1:$port >> "$log" 2>&1 &
       server=$!
-      ready 127.0.0.1:$port 90 $server
+      ready 127.0.0.1:$port "$(lim 90)" $server
       rc=$?
       check "serve $1 tp $2 ready" $rc
       if [ $rc -eq 0 ]; then

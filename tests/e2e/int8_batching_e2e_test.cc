@@ -37,7 +37,7 @@ TEST(Int8BatchingE2ETest, ConcurrentStreamsEqualTheirSoloRuns) {
   ClusterOptions options;
   options.model = kModel;
   options.dtype = "int8";
-  // max_batch 8: the fp16 LM head takes one CPU kernel up to 8 rows and oneDNN above, whose
+  // max_batch 8: the fp16 LM head takes one CPU kernel up to 16 rows and oneDNN above, whose
   // float sums may differ in the last bits; within one kernel a row's logits are bitwise the
   // same in any batch, so a near-tie cannot flip this test.
   options.extra_coordinator_flags = {"--prefill_chunk=5", "--max_batch=8"};
