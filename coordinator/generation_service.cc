@@ -236,9 +236,13 @@ absl::Status GenerationService::Stream(
     }
   };
   // Past the deadline gRPC cancels the call too (a write fails, the context reads cancelled):
-  // the deadline is the reason then, in the metrics and the log.
-  auto client_stopped = [&seqs](absl::string_view cancelled) {
-    if (seqs.front()->expired(absl::Now())) {
+  // the deadline is the reason then, in the metrics and the log. The client's timer fires
+  // first and its cancel can arrive before the server's copy of the deadline (set on arrival,
+  // so later by the transit time) has passed: a stop within kDeadlineSlack of it is the
+  // deadline.
+  constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(50);
+  auto client_stopped = [&seqs, kDeadlineSlack](absl::string_view cancelled) {
+    if (seqs.front()->expired(absl::Now() + kDeadlineSlack)) {
       return absl::DeadlineExceededError(
           "the request's deadline passed; allow more time or ask for fewer tokens");
     }
