@@ -53,6 +53,12 @@ constexpr int64_t kGemvMaxM = kernels::kDefaultGemvMaxM;
 
 int64_t RoundUp(int64_t v, int64_t g) { return (v + g - 1) / g * g; }
 
+// Bytes of an AttentionBatchCuda for `sequences` and `page_entries`: [sequences][4] int32 + the
+// page table.
+int64_t AttentionTableBytes(int64_t sequences, int64_t page_entries) {
+  return (sequences * 4 + page_entries) * 4;
+}
+
 // Columns of one rank's block in the LM head's gather buffer: its vocab rows per rank, rounded
 // up to 8 halves so that every block, the cuBLASLt output of one rank, starts 16-byte aligned
 // (a vocab slice may be odd: 50272 / 2 is even, a 510-token test vocab / 2 is not).
@@ -293,8 +299,7 @@ MemoryStats CudaShardBackend::memory() const {
   weights_.AddBytes(&s);
   s.kv_cache = kv_.bytes();
   s.scratch = scratch_.bytes() + static_cast<int64_t>(lt_.workspace_bytes()) +
-              // AttentionBatchCuda: [sequences][4] int32 + the page table
-              (attn_batch_sequences_ * 4 + attn_batch_pages_) * 4;
+              AttentionTableBytes(attn_batch_sequences_, attn_batch_pages_);
   return s;
 }
 
@@ -477,10 +482,10 @@ absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64
   absl::Status room = [&]() -> absl::Status {
     // Memory: scratch growth (estimated from the shapes) + KV pool growth vs the limit, before
     // any allocation. The pool doubles when it must grow, unless the limit allows less.
-    // (The attention tables too: [sequences][4] int32 + the page table, as memory() counts.)
-    const int64_t table_growth = (std::max<int64_t>(0, ns - attn_batch_sequences_) * 4 +
-                                  std::max<int64_t>(0, np - attn_batch_pages_)) *
-                                 4;
+    // (The attention tables too, as memory() counts them.)
+    const int64_t table_growth =
+        AttentionTableBytes(std::max<int64_t>(0, ns - attn_batch_sequences_),
+                            std::max<int64_t>(0, np - attn_batch_pages_));
     const int64_t scratch_growth =
         table_growth + std::max<int64_t>(0, ScratchBytesFor(std::max(tokens, scratch_.tokens),
                                                             std::max(rows, scratch_.rows)) -
@@ -527,7 +532,13 @@ absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64
       return sum;
     });
   }
-  RETURN_IF_ERROR(room);
+  if (!room.ok()) {
+    // Every rank sees this outcome where it was voted on above. A rank may have freed its
+    // scratch before a failed allocation (EnsureScratch), so no earlier size counts as held
+    // any more: the next step votes again whatever its size.
+    agreed_tokens_ = agreed_rows_ = 0;
+    return room;
+  }
   agreed_tokens_ = std::max(agreed_tokens_, m);
   agreed_rows_ = std::max(agreed_rows_, r);
   agreed_sequences_ = std::max(agreed_sequences_, ns);
