@@ -21,7 +21,9 @@ std::vector<std::string> SharedGpuNcclEnv(int rank) {
 std::vector<std::string> WithSharedGpuNcclEnv(std::vector<std::string> environment, int rank) {
   const std::vector<std::string> ours = SharedGpuNcclEnv(rank);
   std::erase_if(environment, [&ours](const std::string& e) {
-    const std::string_view name = std::string_view(e).substr(0, e.find('=') + 1);  // "NAME="
+    const size_t eq = e.find('=');
+    if (eq == std::string::npos) return false;  // not an entry: left as it is
+    const std::string_view name = std::string_view(e).substr(0, eq + 1);  // "NAME="
     return std::any_of(ours.begin(), ours.end(),
                        [name](const std::string& o) { return o.starts_with(name); });
   });

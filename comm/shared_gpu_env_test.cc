@@ -45,9 +45,10 @@ TEST(SharedGpuNcclEnvTest, ReplacesAnInheritedHostIdAndKeepsTheRest) {
   ::unsetenv("NCCL_IB_DISABLE");
   ::unsetenv("NCCL_NET");
   const std::vector<std::string> env = WithSharedGpuNcclEnv(
-      {"PATH=/usr/bin", "NCCL_HOSTID=node-a", "NCCL_HOSTIDX=1", "NCCL_SOCKET_IFNAME=eth0"}, 3);
+      {"PATH=/usr/bin", "NCCL_HOSTID=node-a", "NCCL_HOSTIDX=1", "NCCL_SOCKET_IFNAME=eth0", "junk"},
+      3);
   EXPECT_THAT(env,
-              ElementsAre("PATH=/usr/bin", "NCCL_HOSTIDX=1", "NCCL_SOCKET_IFNAME=eth0",
+              ElementsAre("PATH=/usr/bin", "NCCL_HOSTIDX=1", "NCCL_SOCKET_IFNAME=eth0", "junk",
                           "NCCL_HOSTID=llmint8-rank-3", "NCCL_IB_DISABLE=1", "NCCL_NET=Socket"));
   ::unsetenv("NCCL_SOCKET_IFNAME");
   EXPECT_THAT(WithSharedGpuNcclEnv({}, 0),

@@ -35,8 +35,6 @@ const Histogram::BucketBoundaries& BatchBuckets() {
   return *b;
 }
 
-// "length", "stop", "eos", "cancelled"; empty for UNSPECIFIED.
-
 class LiveGauges : public prometheus::Collectable {
  public:
   explicit LiveGauges(std::function<LiveState()> live) : live_(std::move(live)) {}

@@ -6,7 +6,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 
 namespace llmint8::coordinator {
@@ -14,13 +13,34 @@ namespace {
 
 constexpr size_t kMaxMessageBytes = 300;
 
+// `text` with its control characters escaped (\n, \r, \x1b, ...), UTF-8 kept: a message that
+// quotes client input can neither split the line nor drive the terminal.
+std::string OneLine(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (u < 0x20 || u == 0x7f) {
+      absl::StrAppendFormat(&out, "\\x%02x", u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string RequestLogLine(const RequestRecord& record, const absl::Status& status) {
   std::vector<std::string> fields;
   const std::optional<v1::GenerateResponse>& last = record.final_message;
-  if (last.has_value())
+  if (last.has_value()) {
     fields.push_back(absl::StrCat("finish=", FinishReasonLabel(last->finish_reason())));
+  }
   if (record.sequence_id != 0) {
     fields.push_back(absl::StrCat("prompt=", record.prompt_tokens));
     if (last.has_value() && last->usage().cached_prompt_tokens() > 0) {
@@ -48,8 +68,7 @@ std::string RequestLogLine(const RequestRecord& record, const absl::Status& stat
       while (end > 0 && (static_cast<unsigned char>(message[end]) & 0xC0) == 0x80) --end;
       message = message.substr(0, end);
     }
-    absl::StrAppend(&line, ": ", absl::StrReplaceAll(message, {{"\n", "\\n"}, {"\r", "\\r"}}),
-                    cut ? "..." : "");
+    absl::StrAppend(&line, ": ", OneLine(message), cut ? "..." : "");
   }
   return line;
 }

@@ -50,6 +50,9 @@ TEST(RequestLogTest, FailedAndRefusedRequestsGiveTheirStatus) {
 TEST(RequestLogTest, MessagesStayOnOneShortLine) {
   const std::string line = RequestLogLine(
       RequestRecord{}, absl::InvalidArgumentError("a\nb\rc" + std::string(1000, 'x')));
+  EXPECT_EQ(RequestLogLine(RequestRecord{},
+                           absl::InvalidArgumentError("stop \"\x1b[31m\" \xc3\xa9\t\x7f")),
+            "seq - INVALID_ARGUMENT: stop \"\\x1b[31m\" \xc3\xa9\\x09\\x7f");
   EXPECT_EQ(line.find('\n'), std::string::npos);
   EXPECT_EQ(line.find('\r'), std::string::npos);
   EXPECT_EQ(line.rfind("seq - INVALID_ARGUMENT: a\\nb\\rc", 0), 0u) << line;

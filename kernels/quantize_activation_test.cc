@@ -108,6 +108,11 @@ TEST(QuantizeActivationTest, RoundsHalfAwayFromZeroAndClamps) {
   ASSERT_TRUE(QuantizeActivation(zeros, 1, 5, 6.0f, &qa).ok());
   EXPECT_EQ(qa.absmax[0], 0.0f);
   EXPECT_EQ(qa.q, std::vector<int8_t>(5, 0));
+  // The element math itself: clamped at +-127, NaN to 0 (the GPU's past-cap columns).
+  EXPECT_EQ(QuantizeToInt8(1000.0f, 1.0f), 127);
+  EXPECT_EQ(QuantizeToInt8(-std::numeric_limits<float>::infinity(), 1.0f), -127);
+  EXPECT_EQ(QuantizeToInt8(std::numeric_limits<float>::quiet_NaN(), 1.0f), 0);
+  EXPECT_EQ(QuantizeToInt8(1.0f, std::numeric_limits<float>::quiet_NaN()), 0);
 }
 
 TEST(QuantizeActivationTest, NonFiniteColumnsAreOutliersWhenThresholdPositive) {

@@ -380,8 +380,9 @@ int RunEval() {
   absl::StatusOr<std::vector<int32_t>> ids = Tokenize(a, config);
   if (!ids.ok()) {
     std::fprintf(stderr, "llmint8 eval: %s\n", std::string(ids.status().message()).c_str());
-    return ids.status().code() == absl::StatusCode::kInvalidArgument ||
-                   ids.status().code() == absl::StatusCode::kNotFound
+    const absl::StatusCode code = ids.status().code();
+    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ||
+                   code == absl::StatusCode::kPermissionDenied
                ? kExitBadFlags
                : kExitFailed;
   }

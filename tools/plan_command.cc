@@ -79,9 +79,11 @@ int RunPlan() {
   absl::StatusOr<std::string> text = RunPlanFlags();
   if (!text.ok()) {
     std::fprintf(stderr, "llmint8 plan: %s\n", std::string(text.status().message()).c_str());
-    // A model that does not fit (FailedPrecondition) is an answer, not a typo.
+    // A model that does not fit (FailedPrecondition) is an answer, not a typo; a config that
+    // is missing or may not be read is the command line's.
     const absl::StatusCode code = text.status().code();
-    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound
+    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ||
+                   code == absl::StatusCode::kPermissionDenied
                ? kExitBadFlags
                : kExitFailed;
   }

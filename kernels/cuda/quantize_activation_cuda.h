@@ -17,9 +17,9 @@
 // Cap: the outlier count stays on the device (counts[0] = kept = min(found, max_outliers),
 // counts[1] = found), so later kernels read it without a host round trip.
 // Outliers in columns past the cap are quantized with the row's scale, which did not see them:
-// clipped to +-127 (NaN to 0), 0 in a row whose absmax is 0 (defined, less accurate: such a product
-// is
-// ~|x| / absmax too small; and which columns are past the cap depends on the whole batch);
+// clipped to +-127 (NaN to 0), 0 in a row whose absmax is 0 (defined, less accurate: such a
+// product is ~|x| / absmax too small; and which columns are past the cap depends on the whole
+// batch);
 // ReadOutlierCounts tells when that happened.
 //
 // Cost, t > 0: one cooperative launch (plus memsets of absmax, and of the column flags when
