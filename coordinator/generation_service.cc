@@ -110,15 +110,23 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::Gen
   const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
                                   ? absl::InfiniteFuture()
                                   : absl::FromChrono(ctx->deadline());
+  // The client's request id, if it sent one: logged with the request and sent back.
+  std::string request_id;
+  if (auto it = ctx->client_metadata().find(kRequestIdKey); it != ctx->client_metadata().end()) {
+    request_id = SanitizeRequestId(std::string_view(it->second.data(), it->second.size()));
+    ctx->AddInitialMetadata(kRequestIdKey, request_id);
+  }
   return ToGrpcStatus(Run(
-      *req, deadline, [writer](const v1::GenerateResponse& r) { return writer->Write(r); },
+      *req, deadline, request_id,
+      [writer](const v1::GenerateResponse& r) { return writer->Write(r); },
       [ctx] { return ctx->IsCancelled(); }));
 }
 
 absl::Status GenerationService::Run(const v1::GenerateRequest& req, absl::Time deadline,
+                                    std::string_view request_id,
                                     const std::function<bool(const v1::GenerateResponse&)>& write,
                                     const std::function<bool()>& gone) {
-  absl::StatusOr<std::shared_ptr<Sequence>> seq = Admit(req, deadline);
+  absl::StatusOr<std::shared_ptr<Sequence>> seq = Admit(req, deadline, request_id);
   if (!seq.ok()) return seq.status();
   return Follow(*seq, write, gone);
 }
@@ -135,9 +143,10 @@ void GenerationService::Record(const absl::Status& status, RequestRecord& record
 }
 
 absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::Admit(const v1::GenerateRequest& req,
-                                                                   absl::Time deadline) {
+                                                                   absl::Time deadline,
+                                                                   std::string_view request_id) {
   absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
-      AdmitAll(req, {&req, 1}, /*n=*/1, deadline);
+      AdmitAll(req, {&req, 1}, /*n=*/1, deadline, request_id);
   if (!seqs.ok()) return seqs.status();
   return std::move(seqs->front());
 }
@@ -154,7 +163,8 @@ void GenerationService::Abandon(const std::shared_ptr<Sequence>& seq) { AbandonA
 
 absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitAll(
     const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
-    absl::Time deadline) {
+    absl::Time deadline, std::string_view request_id) {
+  const std::string id = SanitizeRequestId(request_id);
   std::vector<std::shared_ptr<Sequence>> seqs;
   absl::Status admitted = [&]() -> absl::Status {
     if (prompts.empty() || n < 1) {
@@ -184,11 +194,13 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
     for (const std::shared_ptr<Sequence>& seq : seqs) {
       seq->set_deadline(deadline);
       seq->set_signal(signal);
+      seq->set_request_id(id);
     }
     return scheduler_->EnqueueAll(seqs);
   }();
   if (!admitted.ok()) {
     RequestRecord record;
+    record.request_id = id;
     Record(admitted, record);
     return admitted;
   }
@@ -202,6 +214,7 @@ absl::Status GenerationService::FollowAll(
   std::vector<RequestRecord> records(seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i) {
     records[i].sequence_id = seqs[i]->id();
+    records[i].request_id = seqs[i]->request_id();
     records[i].prompt_tokens = static_cast<int64_t>(seqs[i]->prompt().size());
   }
   std::vector<std::optional<absl::Status>> finals(seqs.size());
@@ -218,6 +231,7 @@ void GenerationService::AbandonAll(std::span<const std::shared_ptr<Sequence>> se
     scheduler_->Cancel(seq);
     RequestRecord record;
     record.sequence_id = seq->id();
+    record.request_id = seq->request_id();
     record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
     Record(absl::CancelledError("the client went away before its stream began"), record);
   }

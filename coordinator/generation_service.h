@@ -28,6 +28,10 @@
 
 namespace llmint8::coordinator {
 
+// The gRPC metadata key / HTTP header of a client's request id ("x-request-id"): logged with
+// each of the request's sequences (request_log.h) and sent back (initial metadata / header).
+inline constexpr char kRequestIdKey[] = "x-request-id";
+
 class GenerationService final : public v1::Generation::Service {
  public:
   struct Options {
@@ -50,13 +54,15 @@ class GenerationService final : public v1::Generation::Service {
 
   // Generate for any transport, in two halves so an HTTP server can answer a refused request
   // with its status before it starts a stream:
-  //   Admit   validates, tokenizes and queues the request (until `deadline`); on failure the
+  //   Admit   validates, tokenizes and queues the request (until `deadline`; `request_id`,
+  //           the client's id for it, sanitized into the request log); on failure the
   //           request is recorded in the metrics and the status returned;
   //   Follow  hands each response to `write` (false: the client is gone, the sequence is
   //           cancelled), polls `gone` every ~50 ms (true: the client cancelled) and cancels
   //           the sequence at its deadline (DEADLINE_EXCEEDED); records the request.
   absl::StatusOr<std::shared_ptr<Sequence>> Admit(const v1::GenerateRequest& req,
-                                                  absl::Time deadline);
+                                                  absl::Time deadline,
+                                                  std::string_view request_id = {});
   absl::Status Follow(const std::shared_ptr<Sequence>& seq,
                       const std::function<bool(const v1::GenerateResponse&)>& write,
                       const std::function<bool()>& gone);
@@ -80,7 +86,7 @@ class GenerationService final : public v1::Generation::Service {
   //              recorded as a request.
   absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> AdmitAll(
       const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
-      absl::Time deadline);
+      absl::Time deadline, std::string_view request_id = {});
   absl::Status FollowAll(
       std::span<const std::shared_ptr<Sequence>> seqs,
       const std::function<bool(size_t index, const v1::GenerateResponse&)>& write,
@@ -92,7 +98,7 @@ class GenerationService final : public v1::Generation::Service {
 
  private:
   // Admit + Follow (Generate's body).
-  absl::Status Run(const v1::GenerateRequest& req, absl::Time deadline,
+  absl::Status Run(const v1::GenerateRequest& req, absl::Time deadline, std::string_view request_id,
                    const std::function<bool(const v1::GenerateResponse&)>& write,
                    const std::function<bool()>& gone);
   // The sequences of one prompt (`prompt_holder`'s) with the validated `params`: `n` of them,

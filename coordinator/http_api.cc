@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/peer_watch.h"
+#include "coordinator/request_log.h"
 #include "httplib.h"
 
 namespace llmint8::coordinator {
@@ -142,10 +143,15 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
         openai::ParseCompletionRequest(req.body, card.id);
     if (!parsed.ok()) return SendError(res, parsed.status());
     auto request = std::make_shared<const openai::CompletionRequest>(*std::move(parsed));
-    absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
-        service->AdmitAll(request->generate, request->prompts, request->n, absl::InfiniteFuture());
-    if (!seqs.ok()) return SendError(res, ForHttp(seqs.status(), group));
     std::string id = absl::StrCat("cmpl-", card.created, "-", counter->fetch_add(1));
+    // The client's request id (X-Request-Id), else the completion's: in the request log and
+    // sent back.
+    const std::string client_id = req.get_header_value(kRequestIdKey);
+    const std::string request_id = SanitizeRequestId(client_id.empty() ? id : client_id);
+    res.set_header("X-Request-Id", request_id);
+    absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs = service->AdmitAll(
+        request->generate, request->prompts, request->n, absl::InfiniteFuture(), request_id);
+    if (!seqs.ok()) return SendError(res, ForHttp(seqs.status(), group));
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     if (request->stream) {
       return StreamCompletion(res, service, group, *std::move(seqs), request, std::move(id),

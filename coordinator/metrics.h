@@ -63,6 +63,7 @@ struct RequestRecord {
   // The stream's last message when it finished normally (finish reason, timings).
   std::optional<v1::GenerateResponse> final_message;
   uint64_t sequence_id = 0;  // 0: refused before it was queued
+  std::string request_id = {};  // the client's (x-request-id), sanitized; may be empty
 };
 
 // "length", "stop", "eos", "cancelled" ("" for UNSPECIFIED): the metrics' reason label.

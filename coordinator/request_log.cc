@@ -3,6 +3,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -57,7 +58,8 @@ std::string RequestLogLine(const RequestRecord& record, const absl::Status& stat
     }
   }
   std::string line = absl::StrCat(
-      "seq ", record.sequence_id == 0 ? std::string("-") : absl::StrCat(record.sequence_id), " ",
+      "seq ", record.sequence_id == 0 ? std::string("-") : absl::StrCat(record.sequence_id),
+      record.request_id.empty() ? "" : " id=", record.request_id, " ",
       absl::StatusCodeToString(status.code()));
   if (!fields.empty()) absl::StrAppend(&line, ": ", absl::StrJoin(fields, " "));
   if (!status.ok()) {
@@ -71,6 +73,17 @@ std::string RequestLogLine(const RequestRecord& record, const absl::Status& stat
     absl::StrAppend(&line, ": ", OneLine(message), cut ? "..." : "");
   }
   return line;
+}
+
+std::string SanitizeRequestId(std::string_view id) {
+  constexpr size_t kMaxBytes = 128;
+  std::string out(id.substr(0, kMaxBytes));
+  for (char& c : out) {
+    const bool keep = absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+                      std::string_view("._:/+=-").find(c) != std::string_view::npos;
+    if (!keep) c = '_';
+  }
+  return out;
 }
 
 bool IsServerError(absl::StatusCode code) {

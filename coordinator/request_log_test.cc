@@ -65,6 +65,20 @@ TEST(RequestLogTest, MessagesStayOnOneShortLine) {
   EXPECT_EQ(utf8, "seq - INVALID_ARGUMENT: " + std::string(299, 'x') + "...");
 }
 
+TEST(RequestLogTest, TheClientsRequestIdNamesTheLineSanitized) {
+  RequestRecord r;
+  r.sequence_id = 5;
+  r.prompt_tokens = 2;
+  r.generated_tokens = 1;
+  r.request_id = SanitizeRequestId("job-7/a b\n\x1b");
+  EXPECT_EQ(r.request_id, "job-7/a_b__");
+  EXPECT_EQ(RequestLogLine(r, absl::CancelledError("gone")),
+            "seq 5 id=job-7/a_b__ CANCELLED: prompt=2 generated=1: gone");
+  EXPECT_EQ(SanitizeRequestId("cmpl-1700000000-3"), "cmpl-1700000000-3");
+  EXPECT_EQ(SanitizeRequestId("a.b:c+d=e_f"), "a.b:c+d=e_f");
+  EXPECT_EQ(SanitizeRequestId(std::string(500, 'x')), std::string(128, 'x'));
+}
+
 TEST(RequestLogTest, OnlyServerFaultsAreServerErrors) {
   for (absl::StatusCode code : {absl::StatusCode::kInternal, absl::StatusCode::kUnavailable,
                                 absl::StatusCode::kDataLoss, absl::StatusCode::kUnknown}) {

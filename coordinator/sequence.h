@@ -103,6 +103,10 @@ class Sequence {
   void Cancel() { cancelled_.store(true); }
   // The client's deadline (InfiniteFuture when none); a queued sequence past it is dropped.
   void set_deadline(absl::Time deadline) { deadline_ = deadline; }
+  // The client's id for its request (x-request-id; set before the sequence is queued), for the
+  // request log; may be empty.
+  void set_request_id(std::string id) { request_id_ = std::move(id); }
+  const std::string& request_id() const { return request_id_; }
   // Who else to wake on output (set before the sequence is queued; may be null).
   void set_signal(std::shared_ptr<OutputSignal> signal) { signal_ = std::move(signal); }
   const std::shared_ptr<OutputSignal>& signal() const { return signal_; }
@@ -173,6 +177,7 @@ class Sequence {
   StopMatcher stop_;
   std::atomic<bool> cancelled_{false};
   absl::Time deadline_ = absl::InfiniteFuture();  // set before the sequence is queued
+  std::string request_id_;                        // likewise
   std::shared_ptr<OutputSignal> signal_;          // set before the sequence is queued
   std::weak_ptr<Sequence> prefix_source_;         // likewise
 

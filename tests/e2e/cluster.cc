@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "tools/health_client.h"
 
@@ -162,6 +163,10 @@ int64_t Cluster::WorkerTokens() const {
 int64_t Cluster::WorkerSteps() const {
   const absl::StatusOr<v1::StatsResponse> stats = WorkerStats(0);
   return stats.ok() ? static_cast<int64_t>(stats->steps()) : -1;
+}
+
+std::string Cluster::CoordinatorLog() const {
+  return ReadFileToString(log_dir_ + "/coordinator.log").value_or("");
 }
 
 int64_t Cluster::ActiveSequences() const {

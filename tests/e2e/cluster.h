@@ -67,6 +67,8 @@ class Cluster {
   // call fails.
   int64_t WorkerTokens() const;
   int64_t WorkerSteps() const;
+  // The coordinator's log so far (stderr of its process).
+  std::string CoordinatorLog() const;
   // Polls ActiveSequences for up to 5 s (the scheduler releases a finished or cancelled
   // sequence at the next step boundary, which may come just after its client saw the end).
   bool WaitNoActiveSequences() const { return WaitActiveSequences(0); }

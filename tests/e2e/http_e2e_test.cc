@@ -364,6 +364,24 @@ TEST_F(HttpE2ETest, ABadBatchIsRefusedWholeAndNamesItsPrompt) {
   EXPECT_EQ(WorkerTokens(), tokens_before);
 }
 
+// X-Request-Id: the client's comes back (sanitized), else the completion's id; refused
+// requests carry it too.
+TEST_F(HttpE2ETest, RequestIdHeaderIsTheClientsOrTheCompletions) {
+  const json body = {{"prompt", {2, 5}}, {"max_tokens", 2}, {"temperature", 0}};
+  httplib::Result mine = Client().Post("/v1/completions", {{"X-Request-Id", "trace 42"}},
+                                       body.dump(), "application/json");
+  ASSERT_TRUE(mine && mine->status == 200) << (mine ? mine->body : "no answer");
+  EXPECT_EQ(mine->get_header_value("X-Request-Id"), "trace_42");
+  const httplib::Result own = Post(body);
+  ASSERT_TRUE(own && own->status == 200);
+  EXPECT_EQ(own->get_header_value("X-Request-Id"), json::parse(own->body)["id"]);
+  const httplib::Result refused =
+      Client().Post("/v1/completions", {{"X-Request-Id", "bad-1"}},
+                    R"({"prompt": [2], "max_tokens": 2, "temperature": -1})", "application/json");
+  ASSERT_TRUE(refused && refused->status == 400);
+  EXPECT_EQ(refused->get_header_value("X-Request-Id"), "bad-1");
+}
+
 TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   struct Case {
     json body;

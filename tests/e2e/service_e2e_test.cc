@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -424,6 +425,31 @@ TEST_F(ServiceE2ETest, DeadlineMidStreamFreesTheSequenceAndIsCountedAsDeadline) 
       << "the expired sequence still holds KV cache on the workers";
   EXPECT_EQ(WaitForSample(metrics_port_, deadline, deadlines + 1, 10), deadlines + 1);
   EXPECT_EQ(Sample(Scrape(metrics_port_), cancelled), cancels == 0 ? -1 : cancels);
+}
+
+// A client's x-request-id comes back in the initial metadata, sanitized, and names the
+// request in the coordinator's log line.
+TEST_F(ServiceE2ETest, RequestIdIsSentBackAndLogged) {
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("x-request-id", "job-7/a b");
+  auto reader = stub_->Generate(&ctx, GreedyRequest({2, 7}, 3));
+  v1::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  const auto& md = ctx.GetServerInitialMetadata();
+  const auto it = md.find("x-request-id");
+  ASSERT_NE(it, md.end());
+  EXPECT_EQ(std::string(it->second.data(), it->second.size()), "job-7/a_b");
+  // The line is written as the handler records the request, just before the call ends.
+  bool logged = false;
+  for (int i = 0; i < 50 && !logged; ++i) {
+    logged = cluster_->CoordinatorLog().find(
+                 " id=job-7/a_b OK: finish=length prompt=2 "
+                 "generated=3") != std::string::npos;
+    if (!logged) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(logged) << "no request log line for job-7/a_b";
 }
 
 TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
