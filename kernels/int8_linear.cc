@@ -109,6 +109,8 @@ absl::Status Int8Linear(std::span<const float> x, int64_t m, const Int8WeightVie
   const int64_t n_out = static_cast<int64_t>(act.outlier_cols.size());
   scratch->outlier_w.resize(n_out * n);
   float* ow = scratch->outlier_w.data();
+  // One strided read per (row, outlier): latency-bound on large weights, so on every core.
+#pragma omp parallel for schedule(static) if (n * n_out >= (int64_t{1} << 14))
   for (int64_t r = 0; r < n; ++r) {
     const float wscale = w.absmax[r] / 127.0f;
     const int8_t* wrow = w.q.data() + r * k;
