@@ -135,6 +135,24 @@ class SchedulerTest : public ::testing::Test {
     }
   }
 
+  // Queues `seqs` together, starts the scheduler and waits for each to end: their outcomes, in
+  // order. A sequence that could not be queued or did not end OK fails the test (callers
+  // stop on HasFailure()).
+  std::vector<Outcome> RunToEnd(const std::vector<std::shared_ptr<Sequence>>& seqs) {
+    std::vector<Outcome> outs;
+    if (const absl::Status queued = scheduler_->EnqueueAll(seqs); !queued.ok()) {
+      ADD_FAILURE() << "EnqueueAll: " << queued;
+      return outs;
+    }
+    scheduler_->Start();
+    for (const std::shared_ptr<Sequence>& seq : seqs) {
+      outs.push_back(Await(*seq));
+      EXPECT_TRUE(outs.back().status.ok())
+          << "sequence " << seq->id() << ": " << outs.back().status;
+    }
+    return outs;
+  }
+
   // Starts a scheduler with the prefix cache on (and `options`' other settings), and runs
   // sequence 1 on `prompt` to its end: the group then holds it, parked.
   void StartWithAParkedSequence(SchedulerOptions options, const std::vector<int32_t>& prompt) {
@@ -160,14 +178,10 @@ TEST_F(SchedulerTest, LongPromptsArePrefilledInChunksBesideDecoding) {
   Start(o);
   auto a = MakeSeq(1, Tokens(4, 100), 8);
   auto b = MakeSeq(2, Tokens(40, 200), 2);
-  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b}}).ok());
-  scheduler_->Start();
-  const Outcome out_a = Await(*a);
-  const Outcome out_b = Await(*b);
-  ASSERT_TRUE(out_a.status.ok()) << out_a.status;
-  ASSERT_TRUE(out_b.status.ok()) << out_b.status;
-  EXPECT_EQ(out_a.tokens, FakeGreedy(a->prompt(), 8));
-  EXPECT_EQ(out_b.tokens, FakeGreedy(b->prompt(), 2));
+  const std::vector<Outcome> out = RunToEnd({a, b});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(a->prompt(), 8));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 2));
 
   // b: 16 of the step's 24 prompt tokens once a's 4 went (a chunk at most), then 16 and the
   // last 8; only its last chunk samples. a decodes one token a step meanwhile.
@@ -203,13 +217,11 @@ TEST_F(SchedulerTest, WholePromptsWaitForRoomInTheStepsPrefillBudget) {
   auto a = MakeSeq(1, Tokens(30, 100), 3);
   auto b = MakeSeq(2, Tokens(30, 200), 3);
   auto c = MakeSeq(3, Tokens(70, 300), 1);  // longer than the budget: alone in its step
-  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b, c}}).ok());
-  scheduler_->Start();
-  for (auto* seq : {a.get(), b.get(), c.get()}) {
-    const Outcome out = Await(*seq);
-    ASSERT_TRUE(out.status.ok()) << out.status;
-    EXPECT_EQ(out.tokens, FakeGreedy(seq->prompt(), seq->params().max_new_tokens));
-  }
+  const std::vector<Outcome> out = RunToEnd({a, b, c});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(a->prompt(), 3));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 3));
+  EXPECT_EQ(out[2].tokens, FakeGreedy(c->prompt(), 1));
   const std::vector<v1::StepRequest> steps = group_->steps();
   int64_t most = 0;
   for (const v1::StepRequest& step : steps) {
@@ -231,12 +243,10 @@ TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
   for (uint64_t id = 1; id <= 3; ++id) {
     seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
   }
-  ASSERT_TRUE(scheduler_->EnqueueAll(seqs).ok());
-  scheduler_->Start();
-  for (auto& seq : seqs) {
-    const Outcome out = Await(*seq);
-    ASSERT_TRUE(out.status.ok()) << out.status;
-    EXPECT_EQ(out.tokens, FakeGreedy(seq->prompt(), 30));
+  const std::vector<Outcome> out = RunToEnd(seqs);
+  ASSERT_FALSE(HasFailure());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    EXPECT_EQ(out[i].tokens, FakeGreedy(seqs[i]->prompt(), 30));
   }
   EXPECT_EQ(scheduler_->kv_budget(), 100);
   EXPECT_LE(group_->peak_positions(), 100);
@@ -255,10 +265,9 @@ TEST_F(SchedulerTest, PromptsBeingScoredGoInScoreChunks) {
   GenerationParams p;
   p.prompt_logprobs = true;
   auto seq = MakeSeq(1, Tokens(40, 100), 1, p);
-  ASSERT_TRUE(scheduler_->Enqueue(seq).ok());
-  scheduler_->Start();
-  const Outcome out = Await(*seq);
-  ASSERT_TRUE(out.status.ok()) << out.status;
+  const std::vector<Outcome> outs = RunToEnd({seq});
+  ASSERT_FALSE(HasFailure());
+  const Outcome& out = outs[0];
   const auto steps = StepsOf(group_->steps(), 1);
   ASSERT_EQ(steps.size(), 3u);
   EXPECT_EQ(steps[0].second.token_ids_size(), 16);
@@ -282,13 +291,10 @@ TEST_F(SchedulerTest, LaterChoicesOfAPromptCopyTheFirstChoicesPrefill) {
   auto c0 = MakeSeq(1, prompt, 4);
   auto c1 = MakeSeq(2, prompt, 4);
   c1->set_prefix_source(c0);
-  ASSERT_TRUE(scheduler_->EnqueueAll({{c0, c1}}).ok());
-  scheduler_->Start();
-  const Outcome out0 = Await(*c0);
-  const Outcome out1 = Await(*c1);
-  ASSERT_TRUE(out0.status.ok()) << out0.status;
-  ASSERT_TRUE(out1.status.ok()) << out1.status;
-  EXPECT_EQ(out1.tokens, out0.tokens);  // the fake samples greedily
+  const std::vector<Outcome> out = RunToEnd({c0, c1});
+  ASSERT_FALSE(HasFailure());
+  const Outcome& out1 = out[1];
+  EXPECT_EQ(out1.tokens, out[0].tokens);  // the fake samples greedily
   const std::vector<v1::StepRequest> steps = group_->steps();
   const auto s1 = StepsOf(steps, 2);
   ASSERT_FALSE(s1.empty());
@@ -371,12 +377,9 @@ TEST_F(SchedulerTest, PromptsArrivingTogetherWaitForTheOneAheadToPrefillTheirSta
   const std::vector<int32_t> system = Tokens(32, 100);
   auto a = MakeSeq(1, Concat(system, Tokens(4, 500)), 3);
   auto b = MakeSeq(2, Concat(system, Tokens(4, 600)), 3);
-  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b}}).ok());
-  scheduler_->Start();
-  ASSERT_TRUE(Await(*a).status.ok());
-  const Outcome out_b = Await(*b);
-  ASSERT_TRUE(out_b.status.ok()) << out_b.status;
-  EXPECT_EQ(out_b.tokens, FakeGreedy(b->prompt(), 3));
+  const std::vector<Outcome> out = RunToEnd({a, b});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 3));
   const auto b_steps = StepsOf(group_->steps(), 2);
   ASSERT_FALSE(b_steps.empty());
   EXPECT_EQ(b_steps[0].first, 1u) << "b waits a step";
