@@ -194,12 +194,23 @@ uint64_t Scheduler::prefix_hit_tokens() const {
   return prefix_hit_tokens_;
 }
 
-void Scheduler::FailRunning(const absl::Status& status) {
+void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
+  std::vector<std::shared_ptr<Sequence>> unsent;
   for (auto& seq : running_) {
     seq->set_on_workers(false);
-    seq->Fail(status);
+    const bool sent =
+        seq->prompt_remaining() < std::ssize(seq->prompt()) || seq->num_generated() > 0;
+    if (requeue_unsent && !sent && !seq->cancelled()) {
+      unsent.push_back(std::move(seq));
+    } else {
+      seq->Fail(status);
+    }
   }
   running_.clear();
+  if (!unsent.empty()) {
+    absl::MutexLock lock(&mu_);
+    queue_.insert(queue_.begin(), unsent.begin(), unsent.end());
+  }
   kv_in_use_ = 0;
   ForgetGroupState();
 }
@@ -230,7 +241,7 @@ void Scheduler::ReleaseFinished() {
   if (!to_release_.empty()) {
     absl::Status s = group_->Release(to_release_);
     if (!s.ok()) {
-      FailRunning(absl::UnavailableError(s.message()));
+      FailRunning(absl::UnavailableError(s.message()), /*requeue_unsent=*/true);
     }
     to_release_.clear();
   }
@@ -365,14 +376,12 @@ void Scheduler::Loop() {
       if (stop_) break;
     }
     if (!group_->ready() || group_->epoch() != running_epoch_) {
-      // Parked sequences and pending releases went with the group, idle or not.
-      if (!running_.empty()) {
-        FailRunning(absl::UnavailableError(
-            "a worker was lost while this request was running; the group is re-forming, "
-            "retry the request"));  // forgets the group's state too
-      } else {
-        ForgetGroupState();
-      }
+      // The running sequences fail (or go back to the queue), and parked sequences and
+      // pending releases went with the group, idle or not.
+      FailRunning(
+          absl::UnavailableError("a worker was lost while this request was running; the group is "
+                                 "re-forming, retry the request"),
+          /*requeue_unsent=*/true);
       if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
       if (!group_->WaitReady(absl::Milliseconds(100))) continue;
       running_epoch_ = group_->epoch();
@@ -459,7 +468,7 @@ void Scheduler::Loop() {
     }
     if (!response.ok()) {
       if (!group_->ready()) {
-        FailRunning(absl::UnavailableError(response.status().message()));
+        FailRunning(absl::UnavailableError(response.status().message()), /*requeue_unsent=*/true);
       } else {
         // Every rank rejected the batch alike: fail its sequences (not those the step
         // skipped), keep the group.
@@ -484,9 +493,9 @@ void Scheduler::Loop() {
       for (const std::shared_ptr<Sequence>& seq : running_) to_release_.push_back(seq->id());
       while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) to_release_.push_back(*id);
       group_->Release(to_release_).IgnoreError();
-      FailRunning(
-          absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
-                                           " tokens for a batch of ", request.seqs_size())));
+      FailRunning(absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
+                                                   " tokens for a batch of ", request.seqs_size())),
+                  /*requeue_unsent=*/false);
       continue;
     }
     for (size_t i : in_step) running_[i]->MarkStepRan();
@@ -520,7 +529,7 @@ void Scheduler::Loop() {
     Retire(exits);
     ReleaseFinished();
   }
-  FailRunning(absl::UnavailableError("the server is shutting down"));
+  FailRunning(absl::UnavailableError("the server is shutting down"), /*requeue_unsent=*/false);
 }
 
 }  // namespace llmint8::coordinator

@@ -109,7 +109,10 @@ class Scheduler {
   void Loop();
   void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t KvBudget() const;  // for the group that just became ready
-  void FailRunning(const absl::Status& status);
+  // Ends the batch: its sequences fail with `status`, but with `requeue_unsent` (the group was
+  // lost) those of which nothing went to the workers yet go back to the head of the queue,
+  // for the next group.
+  void FailRunning(const absl::Status& status, bool requeue_unsent);
   // Forgets what the group held for this scheduler (parked sequences, pending releases):
   // the group is gone, or re-formed without them.
   void ForgetGroupState();

@@ -468,6 +468,25 @@ TEST_F(SchedulerTest, AFailedReleaseOfACancelledSequenceLeavesTheQueuedWaiting) 
   EXPECT_EQ(served.tokens, FakeGreedy(queued->prompt(), 3));
 }
 
+// Admission evicts a parked sequence to make room, and that release fails: the group is lost
+// before the admitted request took a step, so it goes back to the queue and is served by the
+// re-formed group instead of failing.
+TEST_F(SchedulerTest, ARequestAdmittedIntoAGroupLostBeforeItsFirstStepIsServedLater) {
+  SchedulerOptions o = Options();
+  o.kv_budget_tokens = 60;  // the parked 32 positions and a 40-position request do not fit
+  ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(o, Tokens(30, 100)));
+  group_->FailNextRelease();  // the eviction's
+  auto later = MakeSeq(2, Tokens(20, 500), 20);
+  ASSERT_TRUE(scheduler_->Enqueue(later).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (group_->ready() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_FALSE(group_->ready()) << "the eviction's release never failed";
+  group_->Reform();
+  const Outcome out = Await(*later);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  EXPECT_EQ(out.tokens, FakeGreedy(later->prompt(), 20));
+}
+
 TEST_F(SchedulerTest, AGroupReformedWhileIdleForgetsItsParkedSequences) {
   const std::vector<int32_t> prompt = Tokens(30, 100);
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), prompt));
