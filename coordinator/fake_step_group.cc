@@ -125,13 +125,15 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request) {
   }
   int64_t positions = 0;
   for (const auto& [id, tokens] : held) positions += std::ssize(tokens);
+  // The peak counts what each step asked for, also a step refused for it (the tests compare
+  // it with the capacity).
+  peak_positions_ = std::max(peak_positions_, positions);
   if (options_.kv_capacity.has_value() && positions > *options_.kv_capacity) {
     Violation(absl::StrCat("step ", number, ": ", positions, " positions, capacity ",
                            *options_.kv_capacity));
     return absl::ResourceExhaustedError("the step does not fit in the KV cache");
   }
   held_ = std::move(held);
-  peak_positions_ = std::max(peak_positions_, positions);
   if (std::find(short_.begin(), short_.end(), number) != short_.end()) {
     response.mutable_results()->RemoveLast();
   }

@@ -73,6 +73,7 @@ class FakeStepGroup : public StepGroup {
   std::vector<v1::StepRequest> steps() const;
   // Live sequences: id -> cached tokens.
   std::map<uint64_t, std::vector<int32_t>> held() const;
+  // The most KV positions a step asked for (a step refused for want of room included).
   int64_t peak_positions() const;
   std::vector<std::string> violations() const;
 
