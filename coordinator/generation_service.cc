@@ -164,7 +164,7 @@ void GenerationService::Abandon(const std::shared_ptr<Sequence>& seq) { AbandonA
 absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitAll(
     const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
     absl::Time deadline, std::string_view request_id) {
-  const std::string id = SanitizeRequestId(request_id);
+  const std::string id(request_id);
   std::vector<std::shared_ptr<Sequence>> seqs;
   absl::Status admitted = [&]() -> absl::Status {
     if (prompts.empty() || n < 1) {

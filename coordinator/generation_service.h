@@ -54,15 +54,14 @@ class GenerationService final : public v1::Generation::Service {
 
   // Generate for any transport, in two halves so an HTTP server can answer a refused request
   // with its status before it starts a stream:
-  //   Admit   validates, tokenizes and queues the request (until `deadline`; `request_id`,
-  //           the client's id for it, sanitized into the request log); on failure the
+  //   Admit   validates, tokenizes and queues the request (until `deadline`; `request_id`:
+  //           the client's id for it, SanitizeRequestId'd, for the request log); on failure the
   //           request is recorded in the metrics and the status returned;
   //   Follow  hands each response to `write` (false: the client is gone, the sequence is
   //           cancelled), polls `gone` every ~50 ms (true: the client cancelled) and cancels
   //           the sequence at its deadline (DEADLINE_EXCEEDED); records the request.
   absl::StatusOr<std::shared_ptr<Sequence>> Admit(const v1::GenerateRequest& req,
-                                                  absl::Time deadline,
-                                                  std::string_view request_id = {});
+                                                  absl::Time deadline, std::string_view request_id);
   absl::Status Follow(const std::shared_ptr<Sequence>& seq,
                       const std::function<bool(const v1::GenerateResponse&)>& write,
                       const std::function<bool()>& gone);
@@ -86,7 +85,7 @@ class GenerationService final : public v1::Generation::Service {
   //              recorded as a request.
   absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> AdmitAll(
       const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
-      absl::Time deadline, std::string_view request_id = {});
+      absl::Time deadline, std::string_view request_id);
   absl::Status FollowAll(
       std::span<const std::shared_ptr<Sequence>> seqs,
       const std::function<bool(size_t index, const v1::GenerateResponse&)>& write,

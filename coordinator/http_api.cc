@@ -148,7 +148,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     // sent back.
     const std::string client_id = req.get_header_value(kRequestIdKey);
     const std::string request_id = SanitizeRequestId(client_id.empty() ? id : client_id);
-    res.set_header("X-Request-Id", request_id);
+    res.set_header(kRequestIdKey, request_id);
     absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs = service->AdmitAll(
         request->generate, request->prompts, request->n, absl::InfiniteFuture(), request_id);
     if (!seqs.ok()) return SendError(res, ForHttp(seqs.status(), group));
