@@ -24,7 +24,15 @@ int64_t PagedKvCache::PagesNeeded(uint64_t seq_id, int64_t length) const {
   return std::max<int64_t>(0, PagesFor(length) - held);
 }
 
-absl::Status PagedKvCache::GrowPool(int64_t num_pages, cudaStream_t stream) {
+absl::Status PagedKvCache::GrowPool(int64_t min_pages, int64_t want_pages, cudaStream_t stream) {
+  absl::Status grown = GrowPoolTo(std::max(min_pages, want_pages), stream);
+  if (absl::IsResourceExhausted(grown) && want_pages > min_pages) {
+    grown = GrowPoolTo(min_pages, stream);
+  }
+  return grown;
+}
+
+absl::Status PagedKvCache::GrowPoolTo(int64_t num_pages, cudaStream_t stream) {
   if (num_pages <= num_pages_) return absl::OkStatus();
   if (num_pages > std::numeric_limits<int32_t>::max()) {
     return absl::ResourceExhaustedError(

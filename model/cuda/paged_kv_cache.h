@@ -51,10 +51,11 @@ class PagedKvCache {
   int64_t page_bytes() const { return page_elems_ * static_cast<int64_t>(sizeof(Half)); }
   int64_t bytes() const { return num_pages_ * page_bytes(); }
 
-  // Grows the pool to `num_pages` pages (no-op when it has that many), keeping the cached
-  // pages; synchronizes `stream` before freeing the old pool. Errors: out of device memory
-  // (the old pool is kept), num_pages >= 2^31.
-  absl::Status GrowPool(int64_t num_pages, cudaStream_t stream);
+  // Grows the pool to `want_pages` pages, or to `min_pages` (<= want_pages) where that many do
+  // not fit on the device (the old pool is held during the copy); no-op when it has them.
+  // Keeps the cached pages; synchronizes `stream` before freeing the old pool. Errors: out of
+  // device memory for min_pages too (the old pool is kept), a size >= 2^31 pages.
+  absl::Status GrowPool(int64_t min_pages, int64_t want_pages, cudaStream_t stream);
 
   // Gives `seq_id` pages for `length` positions (creating it empty when unknown). Requires
   // PagesNeeded(seq_id, length) <= free_pages() (checked by the caller).
@@ -75,6 +76,7 @@ class PagedKvCache {
   kernels::PagedKvCudaView Layer(int64_t layer) const;
 
  private:
+  absl::Status GrowPoolTo(int64_t num_pages, cudaStream_t stream);
   struct Sequence {
     int64_t length = 0;
     std::vector<int32_t> pages;

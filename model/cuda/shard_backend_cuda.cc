@@ -514,13 +514,7 @@ absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64
     }
     RETURN_IF_ERROR(EnsureScratch(tokens, rows));
     RETURN_IF_ERROR(EnsureAttentionBatch(nseq, page_entries));
-    // Doubling may not fit on the device (the old pool is held during the copy) where the
-    // pages this batch needs do: then only those.
-    absl::Status grown = kv_.GrowPool(pool_pages, stream_);
-    if (absl::IsResourceExhausted(grown) && pool_pages > min_pages) {
-      grown = kv_.GrowPool(min_pages, stream_);
-    }
-    return grown;
+    return kv_.GrowPool(min_pages, pool_pages, stream_);
   }();
   if (tp_ > 1 && may_grow) {
     room = AgreeOnRoom(room, rank_, [this](float mine) -> absl::StatusOr<float> {
