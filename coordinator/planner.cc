@@ -95,13 +95,6 @@ int64_t Add(int64_t a, int64_t b) { return std::min(kSaturated, a + b); }
 
 std::string JoinTp(const std::vector<int>& tps) { return absl::StrJoin(tps, ", "); }
 
-std::string Trimmed(double value) {
-  std::string s = absl::StrFormat("%.2f", value);
-  while (!s.empty() && s.back() == '0') s.pop_back();
-  if (!s.empty() && s.back() == '.') s.pop_back();
-  return s;
-}
-
 std::string FitFailureDetail(const OptConfig& c, const MemoryBreakdown& m) {
   return absl::StrCat("per GPU ", FormatBytes(m.Total()), ": weights ", FormatBytes(m.weights),
                       ", scales ", FormatBytes(m.int8_scales), ", fp16 tensors ",
@@ -366,49 +359,16 @@ absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dty
   return absl::FailedPreconditionError(message);
 }
 
-std::string FormatBytes(int64_t bytes) {
-  const int64_t a = bytes < 0 ? -bytes : bytes;
-  // A size typed in decimal GB (and not a whole number of MiB) reads back as typed.
-  if (a >= kGB && a % kGB == 0 && a % kMiB != 0) return absl::StrCat(bytes / kGB, " GB");
-  if (a >= kGiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kGiB), " GiB");
-  if (a >= kMiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kMiB), " MiB");
-  if (a >= kKiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kKiB), " KiB");
-  return absl::StrCat(bytes, " B");
-}
-
-absl::StatusOr<int64_t> ParseByteSize(std::string_view text_in) {
-  const absl::string_view text = Av(text_in);
-  const absl::string_view s = absl::StripAsciiWhitespace(text);
-  size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  const absl::string_view number = s.substr(0, i);
-  const std::string unit = absl::AsciiStrToLower(absl::StripAsciiWhitespace(s.substr(i)));
-  double value = 0;
-  if (number.empty() || !absl::SimpleAtod(number, &value)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bad memory size \"", text, "\": use e.g. 80GiB, 24GB (decimal), 512MiB or 80 (GiB)"));
-  }
-  static const std::pair<const char*, int64_t> kUnits[] = {
-      {"", kGiB},          {"b", 1},
-      {"k", 1000},         {"kb", 1000},         {"ki", kKiB},        {"kib", kKiB},
-      {"m", 1000 * 1000},  {"mb", 1000 * 1000},  {"mi", kMiB},        {"mib", kMiB},
-      {"g", kGB},          {"gb", kGB},          {"gi", kGiB},        {"gib", kGiB},
-      {"t", 1000 * kGB},   {"tb", 1000 * kGB},   {"ti", 1024 * kGiB}, {"tib", 1024 * kGiB},
-  };
-  for (const auto& [name, scale] : kUnits) {
-    if (unit != name) continue;
-    const double bytes = value * static_cast<double>(scale);
-    if (!(bytes >= 1) || bytes > 9.0e18) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("memory size \"", text, "\" must be between 1 byte and 8 EiB"));
-    }
-    return static_cast<int64_t>(std::llround(bytes));
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown unit in \"", text, "\": use B, KB/MB/GB/TB (decimal) or KiB/MiB/GiB/TiB"));
-}
-
 // --- Rendering ------------------------------------------------------------------------------
+
+absl::StatusOr<int64_t> ParseGpuMemory(std::string_view text) {
+  absl::StatusOr<int64_t> bytes = ParseByteSize(text, kGiB);
+  if (!bytes.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--gpu-memory: ", bytes.status().message()));
+  }
+  if (*bytes <= 0) return absl::InvalidArgumentError("--gpu-memory must be more than 0");
+  return *bytes;
+}
 
 namespace {
 
@@ -537,7 +497,7 @@ absl::StatusOr<std::string> RunPlanCommand(const PlanCommand& command) {
     return command.json ? CompareToJson(table).dump(2) + "\n" : CompareToText(table);
   }
   ASSIGN_OR_RETURN(const WeightDType dtype, ParseWeightDType(command.dtype));
-  ASSIGN_OR_RETURN(const int64_t gpu_bytes, ParseByteSize(command.gpu_memory));
+  ASSIGN_OR_RETURN(const int64_t gpu_bytes, ParseGpuMemory(command.gpu_memory));
   if (command.gpus < 0) return absl::InvalidArgumentError("--gpus must be >= 0");
   PlanOptions options;
   options.available_gpus = command.gpus;

@@ -3,7 +3,7 @@
 llmint8_cc_library(
   NAME planner
   SRCS planner.cc
-  DEPS llmint8::model_io llmint8::common absl::status absl::statusor absl::strings
+  DEPS llmint8::model_io llmint8::common llmint8::byte_size absl::status absl::statusor absl::strings
        absl::str_format nlohmann_json::nlohmann_json)
 
 # Pins the LLM.int8() paper's Table 2 (8 x 24 GB, 80 GB) and the byte accounting.

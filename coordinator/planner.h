@@ -35,15 +35,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/byte_size.h"
 #include "model/config.h"
 #include "nlohmann/json_fwd.hpp"
 
 namespace llmint8::coordinator {
-
-inline constexpr int64_t kKiB = int64_t{1} << 10;
-inline constexpr int64_t kMiB = int64_t{1} << 20;
-inline constexpr int64_t kGiB = int64_t{1} << 30;
-inline constexpr int64_t kGB = 1000 * 1000 * 1000;
 
 // Per-GPU memory the planner sets aside for the runtime itself: CUDA context with cuBLAS /
 // cuBLASLt loaded (~0.5 GiB on an H100), NCCL channel buffers (~0.2 GiB for a TP group), the
@@ -168,13 +164,8 @@ absl::StatusOr<GroupDecision> PlanGroup(const model::OptConfig& config, WeightDT
 
 // --- Rendering ------------------------------------------------------------------------------
 
-// Binary units, two decimals at most: "80 GiB", "1.5 GiB", "512 MiB", "1000 B"; a whole number
-// of decimal GB that is not a whole number of MiB prints as typed: "24 GB".
-std::string FormatBytes(int64_t bytes);
-// "80GiB", "80 GiB", "24GB" (decimal), "512MiB", "1.5TiB", "80" (= 80 GiB), "123456B".
-// InvalidArgument on anything else or a non-positive size.
-absl::StatusOr<int64_t> ParseByteSize(std::string_view text);
-
+// `--gpu-memory`: common/byte_size.h's syntax, a bare number in GiB ("80" = 80 GiB); more than 0.
+absl::StatusOr<int64_t> ParseGpuMemory(std::string_view text);
 std::string PlanToText(const PlanResult& plan);
 nlohmann::json PlanToJson(const PlanResult& plan);
 std::string CompareToText(const CompareTable& table);
@@ -187,7 +178,7 @@ struct PlanCommand {
   std::string model;                // preset ("175b", "opt-66b", "facebook/opt-13b") or a path
                                     // to a config.json (anything containing '/' or ".json")
   std::string dtype = "int8";       // fp16 | int8 (ignored with compare)
-  std::string gpu_memory = "80GiB"; // ParseByteSize syntax (ignored with compare)
+  std::string gpu_memory = "80GiB";  // ParseGpuMemory syntax (ignored with compare)
   int gpus = 0;                     // available GPUs; 0 = as many as needed
   int64_t batch = 1;
   int64_t context = 0;              // 0 = the model's max_position_embeddings

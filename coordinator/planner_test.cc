@@ -339,26 +339,15 @@ TEST(PlanGroupErrorTest, BadReportsAreInvalidArgument) {
 
 // ---- Units, rendering, command -----------------------------------------------------------
 
-TEST(PlannerUnitsTest, ParseByteSize) {
-  EXPECT_EQ(*ParseByteSize("80GiB"), 80 * kGiB);
-  EXPECT_EQ(*ParseByteSize("80 gib"), 80 * kGiB);
-  EXPECT_EQ(*ParseByteSize("80Gi"), 80 * kGiB);
-  EXPECT_EQ(*ParseByteSize("80"), 80 * kGiB);
-  EXPECT_EQ(*ParseByteSize("24GB"), 24 * kGB);
-  EXPECT_EQ(*ParseByteSize("1.5GiB"), 3 * kGiB / 2);
-  EXPECT_EQ(*ParseByteSize("512MiB"), 512 * kMiB);
-  EXPECT_EQ(*ParseByteSize("4096B"), 4096);
-  for (const char* bad : {"", "abc", "-1GiB", "0", "10XB", "1..2GiB", "GiB"}) {
-    EXPECT_EQ(ParseByteSize(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+TEST(PlannerUnitsTest, ParseGpuMemory) {
+  EXPECT_EQ(*ParseGpuMemory("80GiB"), 80 * kGiB);
+  EXPECT_EQ(*ParseGpuMemory("80"), 80 * kGiB) << "a bare number is GiB";
+  EXPECT_EQ(*ParseGpuMemory("24GB"), 24 * kGB);
+  for (const char* bad : {"", "abc", "-1GiB", "0", "0GiB", "10XB"}) {
+    const absl::Status status = ParseGpuMemory(bad).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(status.message().find("--gpu-memory"), std::string_view::npos) << status;
   }
-}
-
-TEST(PlannerUnitsTest, FormatBytes) {
-  EXPECT_EQ(FormatBytes(80 * kGiB), "80 GiB");
-  EXPECT_EQ(FormatBytes(3 * kGiB / 2), "1.5 GiB");
-  EXPECT_EQ(FormatBytes(512 * kMiB), "512 MiB");
-  EXPECT_EQ(FormatBytes(1000), "1000 B");
-  EXPECT_EQ(FormatBytes(24 * kGB), "24 GB");  // typed in decimal, read back in decimal
 }
 
 TEST(PlannerUnitsTest, ParseWeightDType) {

@@ -53,8 +53,8 @@ ABSL_FLAG(int32_t, cuda_device, -1,
 ABSL_FLAG(std::string, backend, "",
           "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda)");
 ABSL_FLAG(std::string, memory_limit, "0",
-          "bytes each worker may use, with an optional K/M/G/T suffix (powers of 1024; 16G, "
-          "16GB, 16GiB and 16Gi alike; 0: unlimited)");
+          "bytes each worker may use: 16Gi or 16GiB (powers of 1024), 16G or 16GB (powers "
+          "of 1000, as Kubernetes reads them), 512Mi, a number of bytes; 0: unlimited");
 ABSL_FLAG(std::string, group, "all",
           "coordinator / serve: which workers form the group, planned from the memory each "
           "reports: all (every worker; refused when they cannot hold the model) or smallest "

@@ -34,7 +34,7 @@ absl::StatusOr<std::string> PlanConfig(const model::OptConfig& config, const Pla
                     : coordinator::CompareToText(table);
   }
   ASSIGN_OR_RETURN(const coordinator::WeightDType dtype, coordinator::ParseWeightDType(cmd.dtype));
-  ASSIGN_OR_RETURN(const int64_t gpu_bytes, coordinator::ParseByteSize(cmd.gpu_memory));
+  ASSIGN_OR_RETURN(const int64_t gpu_bytes, coordinator::ParseGpuMemory(cmd.gpu_memory));
   coordinator::PlanOptions options;
   options.available_gpus = cmd.gpus;
   ASSIGN_OR_RETURN(const coordinator::PlanResult plan,

@@ -22,10 +22,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "comm/shared_gpu_env.h"
+#include "common/byte_size.h"
 #include "common/host_port.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -62,43 +61,12 @@ int WaitSignal(const sigset_t& set) {
   return sig;
 }
 
-absl::StatusOr<int64_t> ParseBytes(std::string text) {
-  text = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(text));
-  int64_t scale = 1;
-  // 16G, 16GB, 16GiB and Kubernetes' 16Gi alike: powers of 1024.
-  if (!text.empty() && text.back() == 'B') text.pop_back();
-  if (text.size() >= 2 && text.back() == 'I' &&
-      std::string_view("KMGT").find(text[text.size() - 2]) != std::string_view::npos) {
-    text.pop_back();
-  }
-  if (!text.empty()) {
-    switch (text.back()) {
-      case 'K':
-        scale = int64_t{1} << 10;
-        break;
-      case 'M':
-        scale = int64_t{1} << 20;
-        break;
-      case 'G':
-        scale = int64_t{1} << 30;
-        break;
-      case 'T':
-        scale = int64_t{1} << 40;
-        break;
-      default:
-        break;
-    }
-    if (scale != 1) text.pop_back();
-  }
-  double value = 0;
-  // Not NaN or infinite, and within int64 once scaled (the cast would be undefined).
-  if (!absl::SimpleAtod(text, &value) || !(value >= 0) ||
-      !(value * static_cast<double>(scale) < 9.0e18)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--memory_limit '", absl::GetFlag(FLAGS_memory_limit),
-                     "' is not a size; write e.g. 16G, 16GiB, 512Mi or 0 for unlimited"));
-  }
-  return static_cast<int64_t>(value * static_cast<double>(scale));
+// --memory_limit: common/byte_size.h's syntax; 0 (the default) is no limit.
+absl::StatusOr<int64_t> ParseMemoryLimit() {
+  absl::StatusOr<int64_t> bytes = ParseByteSize(absl::GetFlag(FLAGS_memory_limit));
+  if (bytes.ok()) return bytes;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--memory_limit: ", bytes.status().message(), "; 0 is no limit"));
 }
 
 std::string DefaultBackend() {
@@ -231,7 +199,7 @@ absl::Status CheckAddresses(const std::vector<std::pair<std::string, std::string
 
 int RunWorker() {
   const sigset_t signals = BlockShutdownSignals();
-  absl::StatusOr<int64_t> memory_limit = ParseBytes(absl::GetFlag(FLAGS_memory_limit));
+  absl::StatusOr<int64_t> memory_limit = ParseMemoryLimit();
   if (!memory_limit.ok()) return Fail(memory_limit.status());
   if (absl::Status s = ValidateDevice(); !s.ok()) return Fail(s);
   worker::WorkerOptions options;
@@ -307,7 +275,7 @@ int RunServe(const char* argv0) {
   const sigset_t signals = BlockShutdownSignals();
   SetLogPrefix("serve");
   if (absl::Status s = ValidateCommonFlags(); !s.ok()) return Fail(s);
-  absl::StatusOr<int64_t> memory_limit = ParseBytes(absl::GetFlag(FLAGS_memory_limit));
+  absl::StatusOr<int64_t> memory_limit = ParseMemoryLimit();
   if (!memory_limit.ok()) return Fail(memory_limit.status());
   const int tp = absl::GetFlag(FLAGS_tp);
   if (tp < 1) return Fail(absl::InvalidArgumentError("--tp must be >= 1"));
