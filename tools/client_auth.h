@@ -13,6 +13,7 @@
 #include "common/tls.h"
 #include "coordinator/api_key.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
 #include "tools/flags.h"
 
 namespace llmint8::tools {
@@ -28,6 +29,20 @@ inline absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentia
   return GrpcChannelCredentials({.ca_file = absl::GetFlag(FLAGS_tls_ca_file),
                                  .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
                                  .key_file = absl::GetFlag(FLAGS_tls_key_file)});
+}
+
+// Where `generate` and `loadtest` call the coordinator: --coordinator, default 127.0.0.1:50051.
+inline std::string CoordinatorTargetFromFlags() {
+  const std::string flag = absl::GetFlag(FLAGS_coordinator);
+  return flag.empty() ? "127.0.0.1:50051" : flag;
+}
+
+// A channel to that target with the credentials above.
+inline absl::StatusOr<std::shared_ptr<grpc::Channel>> CoordinatorChannelFromFlags() {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ClientCredentialsFromFlags();
+  if (!credentials.ok()) return credentials.status();
+  return grpc::CreateChannel(CoordinatorTargetFromFlags(), *credentials);
 }
 
 }  // namespace llmint8::tools

@@ -35,16 +35,12 @@ const char* FinishName(v1::FinishReason r) {
 }  // namespace
 
 int RunGenerate() {
-  const std::string target = absl::GetFlag(FLAGS_coordinator).empty()
-                                 ? "127.0.0.1:50051"
-                                 : absl::GetFlag(FLAGS_coordinator);
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ClientCredentialsFromFlags();
-  if (!credentials.ok()) {
-    std::fprintf(stderr, "llmint8 generate: %s\n", credentials.status().ToString().c_str());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CoordinatorChannelFromFlags();
+  if (!channel.ok()) {
+    std::fprintf(stderr, "llmint8 generate: %s\n", channel.status().ToString().c_str());
     return 2;
   }
-  auto stub = v1::Generation::NewStub(grpc::CreateChannel(target, *credentials));
+  auto stub = v1::Generation::NewStub(*channel);
 
   v1::GenerateRequest req;
   if (!absl::GetFlag(FLAGS_token_ids).empty()) {

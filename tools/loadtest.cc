@@ -100,16 +100,13 @@ int RunLoadtest() {
                  "--max_new_tokens must be >= 1\n");
     return 2;
   }
-  const std::string target = absl::GetFlag(FLAGS_coordinator).empty()
-                                 ? "127.0.0.1:50051"
-                                 : absl::GetFlag(FLAGS_coordinator);
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ClientCredentialsFromFlags();
-  if (!credentials.ok()) {
-    std::fprintf(stderr, "llmint8 loadtest: %s\n", credentials.status().ToString().c_str());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel_or = CoordinatorChannelFromFlags();
+  if (!channel_or.ok()) {
+    std::fprintf(stderr, "llmint8 loadtest: %s\n", channel_or.status().ToString().c_str());
     return 2;
   }
-  auto channel = grpc::CreateChannel(target, *credentials);
+  std::shared_ptr<grpc::Channel> channel = *std::move(channel_or);
+  const std::string target = CoordinatorTargetFromFlags();
   auto stub = v1::Generation::NewStub(channel);
   // Timings start once the group serves: wait (up to 60 s) for grpc.health.v1 SERVING, which
   // the coordinator reports only while its worker group is ready.
