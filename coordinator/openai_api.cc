@@ -9,61 +9,26 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "coordinator/openai_fields.h"
 #include "coordinator/request_validation.h"
-#include "nlohmann/json.hpp"
 
 namespace llmint8::coordinator::openai {
 namespace {
 
-// Insertion-ordered: top_logprobs entries list the likeliest first, as OpenAI and vLLM do.
-using json = nlohmann::ordered_json;
-
-absl::Status FieldError(std::string_view field, std::string_view want) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("field '", std::string(field), "' must be ", std::string(want)));
-}
-
-// Present and not null.
-const json* Find(const json& body, const char* field) {
-  auto it = body.find(field);
-  return it == body.end() || it->is_null() ? nullptr : &*it;
-}
-
-// Integers past int64 (JSON allows them) saturate, so range checks see them as too large.
-absl::StatusOr<int64_t> Integer(const json& v, const char* field) {
-  if (!v.is_number_integer()) return FieldError(field, "an integer");
-  if (v.is_number_unsigned()) {
-    return static_cast<int64_t>(
-        std::min<uint64_t>(v.get<uint64_t>(), std::numeric_limits<int64_t>::max()));
-  }
-  return v.get<int64_t>();
-}
-
-// Text from the model or the file system may be invalid UTF-8: replace, never throw.
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-absl::StatusOr<float> Number(const json& v, const char* field) {
-  if (!v.is_number()) return FieldError(field, "a number");
-  return v.get<float>();
-}
-
-absl::StatusOr<bool> Bool(const json& v, const char* field) {
-  if (!v.is_boolean()) return FieldError(field, "true or false");
-  return v.get<bool>();
-}
-
-// Calls set(value) when `field` is present (and not null); a value of the wrong type is
-// InvalidArgument naming the field.
-template <typename T, typename Set>
-absl::Status IfPresent(const json& body, const char* field,
-                       absl::StatusOr<T> (*get)(const json&, const char*), Set set) {
-  const json* v = Find(body, field);
-  if (v == nullptr) return absl::OkStatus();
-  absl::StatusOr<T> value = get(*v, field);
-  if (!value.ok()) return value.status();
-  set(*value);
-  return absl::OkStatus();
-}
+using internal::Bool;
+using internal::CandidateKey;
+using internal::Dump;
+using internal::FieldError;
+using internal::Find;
+using internal::FinishReason;
+using internal::Finite;
+using internal::IfPresent;
+using internal::Integer;
+using internal::json;
+using internal::Logprob;
+using internal::ParseBody;
+using internal::ParseSharedFields;
+using internal::UsageJson;
 
 constexpr char kPromptForms[] =
     "a string, an array of token ids, or a batch: an array of strings or of arrays of token "
@@ -127,22 +92,6 @@ absl::Status CheckUnsupported(const json& body) {
   return absl::OkStatus();
 }
 
-// A JSON object whose "model", when given, is the served model's id.
-absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id) {
-  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
-  if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
-  if (const json* v = Find(body, "model"); v != nullptr) {
-    if (!v->is_string()) return FieldError("model", "a string");
-    if (v->get<std::string>() != model_id) {
-      return absl::NotFoundError(absl::StrCat("model '", v->get<std::string>(),
-                                              "' is not served here; this server serves '",
-                                              std::string(model_id), "' (GET /v1/models)"));
-    }
-  }
-  return body;
-}
-
 absl::StatusOr<CompletionRequest> Parse(const json& body) {
   CompletionRequest r;
   v1::GenerateRequest& g = r.generate;
@@ -151,88 +100,7 @@ absl::StatusOr<CompletionRequest> Parse(const json& body) {
   RETURN_IF_ERROR(SetPrompts(*prompt, r.prompts));
   g.MergeFrom(r.prompts.front());
   RETURN_IF_ERROR(CheckUnsupported(body));
-  if (const json* v = Find(body, "n"); v != nullptr) {
-    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "n"));
-    if (n < 1 || n > kMaxN) return FieldError("n", absl::StrCat("an integer in [1, ", kMaxN, "]"));
-    r.n = static_cast<int32_t>(n);
-  }
-  if (const json* v = Find(body, "best_of"); v != nullptr) {
-    // best_of > n asks the server to rank candidates by their logprob and drop the rest.
-    const absl::StatusOr<int64_t> best_of = Integer(*v, "best_of");
-    if (!best_of.ok() || (*best_of != 1 && *best_of != r.n)) {
-      return FieldError("best_of", "1 or n here: candidates are not ranked server-side");
-    }
-  }
-
-  g.set_max_new_tokens(16);
-  g.set_temperature(1.0f);
-  // Out-of-range values are clamped so the service's range check reports them.
-  RETURN_IF_ERROR(IfPresent<int64_t>(body, "max_tokens", Integer, [&](int64_t n) {
-    g.set_max_new_tokens(static_cast<int32_t>(std::clamp<int64_t>(
-        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
-  }));
-  RETURN_IF_ERROR(
-      IfPresent<float>(body, "temperature", Number, [&](float t) { g.set_temperature(t); }));
-  RETURN_IF_ERROR(IfPresent<float>(body, "top_p", Number, [&](float p) { g.set_top_p(p); }));
-  if (const json* v = Find(body, "top_k"); v != nullptr) {
-    ASSIGN_OR_RETURN(const int64_t k, Integer(*v, "top_k"));
-    if (k < -1 || k > std::numeric_limits<int32_t>::max()) {
-      return FieldError("top_k", "-1 or 0 (off) or a positive integer");
-    }
-    g.set_top_k(k == -1 ? 0 : static_cast<int32_t>(k));
-  }
-  if (const json* v = Find(body, "seed"); v != nullptr) {
-    if (!v->is_number_integer()) return FieldError("seed", "an integer");
-    g.set_seed(v->is_number_unsigned() ? v->get<uint64_t>()
-                                       : static_cast<uint64_t>(v->get<int64_t>()));
-  }
-  if (const json* v = Find(body, "stop"); v != nullptr) {
-    if (v->is_string()) {
-      g.add_stop(v->get<std::string>());
-    } else if (v->is_array()) {
-      for (const json& s : *v) {
-        if (!s.is_string()) return FieldError("stop", "a string or an array of strings");
-        g.add_stop(s.get<std::string>());
-      }
-    } else {
-      return FieldError("stop", "a string or an array of strings");
-    }
-  }
-  RETURN_IF_ERROR(IfPresent<float>(body, "repetition_penalty", Number,
-                                   [&](float p) { g.set_repetition_penalty(p); }));
-  RETURN_IF_ERROR(IfPresent<float>(body, "frequency_penalty", Number,
-                                   [&](float p) { g.set_frequency_penalty(p); }));
-  RETURN_IF_ERROR(IfPresent<float>(body, "presence_penalty", Number,
-                                   [&](float p) { g.set_presence_penalty(p); }));
-  RETURN_IF_ERROR(IfPresent<bool>(body, "ignore_eos", Bool, [&](bool b) { g.set_ignore_eos(b); }));
-  RETURN_IF_ERROR(IfPresent<float>(body, "min_p", Number, [&](float p) { g.set_min_p(p); }));
-  if (const json* v = Find(body, "min_tokens"); v != nullptr) {
-    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "min_tokens"));
-    // Saturated, so the service's range check reports it.
-    g.set_min_tokens(static_cast<int32_t>(std::clamp<int64_t>(
-        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
-  }
-  if (const json* v = Find(body, "logit_bias"); v != nullptr) {
-    // {"token id": bias}: JSON keys are strings.
-    if (!v->is_object()) return FieldError("logit_bias", "an object of token id: bias");
-    for (const auto& [key, bias] : v->items()) {
-      int32_t id = 0;
-      if (!absl::SimpleAtoi(key, &id) || !bias.is_number()) {
-        return FieldError("logit_bias", "an object of token id: bias (a number)");
-      }
-      (*g.mutable_logit_bias())[id] = bias.get<float>();
-    }
-  }
-  if (const json* v = Find(body, "stop_token_ids"); v != nullptr) {
-    if (!v->is_array()) return FieldError("stop_token_ids", "an array of token ids");
-    for (const json& t : *v) {
-      const absl::StatusOr<int64_t> id = Integer(t, "stop_token_ids");
-      if (!id.ok() || *id < 0 || *id > std::numeric_limits<int32_t>::max()) {
-        return FieldError("stop_token_ids", "an array of token ids");
-      }
-      g.add_stop_token_ids(static_cast<int32_t>(*id));
-    }
-  }
+  RETURN_IF_ERROR(ParseSharedFields(body, r));
   if (const json* v = Find(body, "logprobs"); v != nullptr) {
     // The legacy API's integer (how many top candidates beside the sampled token) or the chat
     // API's boolean (the sampled token's logprob only).
@@ -252,14 +120,6 @@ absl::StatusOr<CompletionRequest> Parse(const json& body) {
     }
     g.set_logprobs(r.logprobs);
   }
-  RETURN_IF_ERROR(IfPresent<bool>(body, "stream", Bool, [&](bool b) { r.stream = b; }));
-  if (const json* v = Find(body, "stream_options"); v != nullptr) {
-    if (!v->is_object()) return FieldError("stream_options", "an object");
-    RETURN_IF_ERROR(
-        IfPresent<bool>(*v, "include_usage", Bool, [&](bool b) { r.include_usage = b; }));
-  }
-  RETURN_IF_ERROR(
-      IfPresent<bool>(body, "return_token_ids", Bool, [&](bool b) { r.return_token_ids = b; }));
   RETURN_IF_ERROR(IfPresent<bool>(body, "echo", Bool, [&](bool b) { r.echo = b; }));
   // The echoed prompt comes from the service as prompt tokens: their pieces, and with logprobs
   // their scores; max_tokens 0 then only echoes (or scores) the prompt.
@@ -270,35 +130,6 @@ absl::StatusOr<CompletionRequest> Parse(const json& body) {
   }
   return r;
 }
-
-const char* FinishReason(v1::FinishReason reason) {
-  switch (reason) {
-    case v1::FINISH_REASON_LENGTH:
-      return "length";
-    case v1::FINISH_REASON_STOP:
-    case v1::FINISH_REASON_EOS:
-      return "stop";
-    default:
-      return nullptr;
-  }
-}
-
-json Usage(const v1::Usage& u) {
-  return {{"prompt_tokens", u.prompt_tokens()},
-          {"completion_tokens", u.completion_tokens()},
-          {"total_tokens", u.prompt_tokens() + u.completion_tokens()},
-          {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens()}}}};
-}
-
-// A token's label in tokens[] and top_logprobs: its text, or "token_id:<id>" (vLLM's form)
-// where it has none (a model served without a tokenizer).
-std::string CandidateKey(const std::string& text, int32_t token_id) {
-  return text.empty() ? absl::StrCat("token_id:", token_id) : text;
-}
-
-// A logprob as JSON can hold it: -inf (a masked id) becomes -9999, as vLLM reports it
-// (JSON has no infinity; null would break clients that expect numbers).
-double Finite(float logprob) { return std::max(static_cast<double>(logprob), -9999.0); }
 
 // One position's top_logprobs entry: {key: logprob} of the candidates, most likely first,
 // then the sampled token (OpenAI lists it too) when it is not among them, under `label`.
@@ -317,10 +148,6 @@ json Candidates(const google::protobuf::RepeatedPtrField<v1::TopLogprob>& top, i
     out[sampled] = Finite(*logprob);
   }
   return out;
-}
-
-std::optional<float> Logprob(const auto& token) {
-  return token.has_logprob() ? std::optional<float>(token.logprob()) : std::nullopt;
 }
 
 // The choice of `responses` (all of a request, or one streamed piece).
@@ -373,13 +200,6 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
   }
   if (request.return_token_ids) choice["token_ids"] = token_ids;
   return choice;
-}
-
-json Envelope(std::string_view id, int64_t created, std::string_view model_id) {
-  return {{"id", std::string(id)},
-          {"object", "text_completion"},
-          {"created", created},
-          {"model", std::string(model_id)}};
 }
 
 }  // namespace
@@ -439,7 +259,7 @@ std::string CompletionJson(const CompletionRequest& request,
                            const std::vector<std::vector<v1::GenerateResponse>>& choices,
                            std::string_view completion_id, int64_t created,
                            std::string_view model_id) {
-  json out = Envelope(completion_id, created, model_id);
+  json out = internal::Envelope(completion_id, "text_completion", created, model_id);
   out["choices"] = json::array();
   std::vector<v1::Usage> usage(choices.size());  // one per choice, so each prompt's is found
   for (size_t i = 0; i < choices.size(); ++i) {
@@ -448,7 +268,7 @@ std::string CompletionJson(const CompletionRequest& request,
         Choice(request, i, responses.data(), responses.data() + responses.size()));
     if (!responses.empty()) usage[i] = responses.back().usage();
   }
-  out["usage"] = choices.empty() ? json(nullptr) : Usage(TotalUsage(request, usage));
+  out["usage"] = choices.empty() ? json(nullptr) : UsageJson(TotalUsage(request, usage));
   return Dump(out);
 }
 
@@ -456,7 +276,7 @@ std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
                                  std::string_view model_id) {
-  json chunk = Envelope(completion_id, created, model_id);
+  json chunk = internal::Envelope(completion_id, "text_completion", created, model_id);
   chunk["choices"] = json::array({Choice(request, index, &response, &response + 1)});
   if (request.include_usage) chunk["usage"] = nullptr;
   return absl::StrCat("data: ", Dump(chunk), "\n\n");
@@ -478,9 +298,9 @@ v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usa
 
 std::string UsageEvent(const v1::Usage& usage, std::string_view completion_id, int64_t created,
                        std::string_view model_id) {
-  json event = Envelope(completion_id, created, model_id);
+  json event = internal::Envelope(completion_id, "text_completion", created, model_id);
   event["choices"] = json::array();
-  event["usage"] = Usage(usage);
+  event["usage"] = UsageJson(usage);
   return absl::StrCat("data: ", Dump(event), "\n\n");
 }
 

@@ -16,6 +16,7 @@ llmint8_cc_library(
     group_decision.cc
     http_api.cc
     openai_api.cc
+    openai_fields.cc
     peer_watch.cc
     prefix_cache.cc
     rendezvous_service.cc

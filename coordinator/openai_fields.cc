@@ -1,0 +1,186 @@
+#include "coordinator/openai_fields.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace llmint8::coordinator::openai::internal {
+
+absl::Status FieldError(std::string_view field, std::string_view want) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("field '", std::string(field), "' must be ", std::string(want)));
+}
+
+const json* Find(const json& body, const char* field) {
+  auto it = body.find(field);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+absl::StatusOr<int64_t> Integer(const json& v, const char* field) {
+  if (!v.is_number_integer()) return FieldError(field, "an integer");
+  if (v.is_number_unsigned()) {
+    return static_cast<int64_t>(
+        std::min<uint64_t>(v.get<uint64_t>(), std::numeric_limits<int64_t>::max()));
+  }
+  return v.get<int64_t>();
+}
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+absl::StatusOr<float> Number(const json& v, const char* field) {
+  if (!v.is_number()) return FieldError(field, "a number");
+  return v.get<float>();
+}
+
+absl::StatusOr<bool> Bool(const json& v, const char* field) {
+  if (!v.is_boolean()) return FieldError(field, "true or false");
+  return v.get<bool>();
+}
+
+absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id) {
+  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
+  if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+  if (const json* v = Find(body, "model"); v != nullptr) {
+    if (!v->is_string()) return FieldError("model", "a string");
+    if (v->get<std::string>() != model_id) {
+      return absl::NotFoundError(absl::StrCat("model '", v->get<std::string>(),
+                                              "' is not served here; this server serves '",
+                                              std::string(model_id), "' (GET /v1/models)"));
+    }
+  }
+  return body;
+}
+
+const char* FinishReason(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_STOP:
+    case v1::FINISH_REASON_EOS:
+      return "stop";
+    default:
+      return nullptr;
+  }
+}
+
+json UsageJson(const v1::Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens()},
+          {"completion_tokens", u.completion_tokens()},
+          {"total_tokens", u.prompt_tokens() + u.completion_tokens()},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens()}}}};
+}
+
+std::string CandidateKey(const std::string& text, int32_t token_id) {
+  return text.empty() ? absl::StrCat("token_id:", token_id) : text;
+}
+
+double Finite(float logprob) { return std::max(static_cast<double>(logprob), -9999.0); }
+
+json Envelope(std::string_view id, std::string_view object, int64_t created,
+              std::string_view model_id) {
+  return {{"id", std::string(id)},
+          {"object", std::string(object)},
+          {"created", created},
+          {"model", std::string(model_id)}};
+}
+
+absl::Status ParseSharedFields(const json& body, CompletionRequest& r) {
+  v1::GenerateRequest& g = r.generate;
+  if (const json* v = Find(body, "n"); v != nullptr) {
+    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "n"));
+    if (n < 1 || n > kMaxN) return FieldError("n", absl::StrCat("an integer in [1, ", kMaxN, "]"));
+    r.n = static_cast<int32_t>(n);
+  }
+  if (const json* v = Find(body, "best_of"); v != nullptr) {
+    // best_of > n asks the server to rank candidates by their logprob and drop the rest.
+    const absl::StatusOr<int64_t> best_of = Integer(*v, "best_of");
+    if (!best_of.ok() || (*best_of != 1 && *best_of != r.n)) {
+      return FieldError("best_of", "1 or n here: candidates are not ranked server-side");
+    }
+  }
+
+  g.set_max_new_tokens(16);
+  g.set_temperature(1.0f);
+  // Out-of-range values are clamped so the service's range check reports them.
+  RETURN_IF_ERROR(IfPresent<int64_t>(body, "max_tokens", Integer, [&](int64_t n) {
+    g.set_max_new_tokens(static_cast<int32_t>(std::clamp<int64_t>(
+        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
+  }));
+  RETURN_IF_ERROR(
+      IfPresent<float>(body, "temperature", Number, [&](float t) { g.set_temperature(t); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "top_p", Number, [&](float p) { g.set_top_p(p); }));
+  if (const json* v = Find(body, "top_k"); v != nullptr) {
+    ASSIGN_OR_RETURN(const int64_t k, Integer(*v, "top_k"));
+    if (k < -1 || k > std::numeric_limits<int32_t>::max()) {
+      return FieldError("top_k", "-1 or 0 (off) or a positive integer");
+    }
+    g.set_top_k(k == -1 ? 0 : static_cast<int32_t>(k));
+  }
+  if (const json* v = Find(body, "seed"); v != nullptr) {
+    if (!v->is_number_integer()) return FieldError("seed", "an integer");
+    g.set_seed(v->is_number_unsigned() ? v->get<uint64_t>()
+                                       : static_cast<uint64_t>(v->get<int64_t>()));
+  }
+  if (const json* v = Find(body, "stop"); v != nullptr) {
+    if (v->is_string()) {
+      g.add_stop(v->get<std::string>());
+    } else if (v->is_array()) {
+      for (const json& s : *v) {
+        if (!s.is_string()) return FieldError("stop", "a string or an array of strings");
+        g.add_stop(s.get<std::string>());
+      }
+    } else {
+      return FieldError("stop", "a string or an array of strings");
+    }
+  }
+  RETURN_IF_ERROR(IfPresent<float>(body, "repetition_penalty", Number,
+                                   [&](float p) { g.set_repetition_penalty(p); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "frequency_penalty", Number,
+                                   [&](float p) { g.set_frequency_penalty(p); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "presence_penalty", Number,
+                                   [&](float p) { g.set_presence_penalty(p); }));
+  RETURN_IF_ERROR(IfPresent<bool>(body, "ignore_eos", Bool, [&](bool b) { g.set_ignore_eos(b); }));
+  RETURN_IF_ERROR(IfPresent<float>(body, "min_p", Number, [&](float p) { g.set_min_p(p); }));
+  if (const json* v = Find(body, "min_tokens"); v != nullptr) {
+    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "min_tokens"));
+    // Saturated, so the service's range check reports it.
+    g.set_min_tokens(static_cast<int32_t>(std::clamp<int64_t>(
+        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
+  }
+  if (const json* v = Find(body, "logit_bias"); v != nullptr) {
+    // {"token id": bias}: JSON keys are strings.
+    if (!v->is_object()) return FieldError("logit_bias", "an object of token id: bias");
+    for (const auto& [key, bias] : v->items()) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(key, &id) || !bias.is_number()) {
+        return FieldError("logit_bias", "an object of token id: bias (a number)");
+      }
+      (*g.mutable_logit_bias())[id] = bias.get<float>();
+    }
+  }
+  if (const json* v = Find(body, "stop_token_ids"); v != nullptr) {
+    if (!v->is_array()) return FieldError("stop_token_ids", "an array of token ids");
+    for (const json& t : *v) {
+      const absl::StatusOr<int64_t> id = Integer(t, "stop_token_ids");
+      if (!id.ok() || *id < 0 || *id > std::numeric_limits<int32_t>::max()) {
+        return FieldError("stop_token_ids", "an array of token ids");
+      }
+      g.add_stop_token_ids(static_cast<int32_t>(*id));
+    }
+  }
+  RETURN_IF_ERROR(IfPresent<bool>(body, "stream", Bool, [&](bool b) { r.stream = b; }));
+  if (const json* v = Find(body, "stream_options"); v != nullptr) {
+    if (!v->is_object()) return FieldError("stream_options", "an object");
+    RETURN_IF_ERROR(
+        IfPresent<bool>(*v, "include_usage", Bool, [&](bool b) { r.include_usage = b; }));
+  }
+  RETURN_IF_ERROR(
+      IfPresent<bool>(body, "return_token_ids", Bool, [&](bool b) { r.return_token_ids = b; }));
+  return absl::OkStatus();
+}
+
+}  // namespace llmint8::coordinator::openai::internal
