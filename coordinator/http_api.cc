@@ -1,5 +1,6 @@
 #include "coordinator/http_api.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -8,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "coordinator/openai_api.h"
+#include "coordinator/openai_chat.h"
 #include "coordinator/peer_watch.h"
 #include "coordinator/request_log.h"
 #include "httplib.h"
@@ -47,16 +49,24 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
           return sink.is_writable() && sink.write(events.data(), events.size());
         };
         std::vector<v1::Usage> usage(shared_seqs->size());
+        std::vector<bool> started(shared_seqs->size(), false);
         const absl::Status status = service->FollowAll(
             *shared_seqs,
             [&](size_t index, const v1::GenerateResponse& r) {
               if (r.has_usage()) usage[index] = r.usage();
-              return send(openai::CompletionChunkEvent(*request, index, r, id, created, model_id));
+              if (!request->chat) {
+                return send(
+                    openai::CompletionChunkEvent(*request, index, r, id, created, model_id));
+              }
+              const bool first = !started[index];
+              started[index] = true;
+              return send(openai::ChatChunkEvent(*request, index, r, first, id, created, model_id));
             },
             [&sink] { return !sink.is_writable(); });
         if (status.ok()) {
           if (request->include_usage) {
-            send(openai::UsageEvent(openai::TotalUsage(*request, usage), id, created, model_id));
+            send(openai::UsageEvent(*request, openai::TotalUsage(*request, usage), id, created,
+                                    model_id));
           }
           send(std::string(openai::kDoneEvent));
         } else if (status.code() != absl::StatusCode::kCancelled) {
@@ -138,12 +148,21 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     if (!text.ok()) return SendError(res, absl::InvalidArgumentError(text.status().message()));
     res.set_content(openai::DetokenizeJson(*text), kJson);
   });
-  server.Post("/v1/completions", [=](const httplib::Request& req, httplib::Response& res) {
-    absl::StatusOr<openai::CompletionRequest> parsed =
-        openai::ParseCompletionRequest(req.body, card.id);
-    if (!parsed.ok()) return SendError(res, parsed.status());
-    auto request = std::make_shared<const openai::CompletionRequest>(*std::move(parsed));
-    std::string id = absl::StrCat("cmpl-", card.created, "-", counter->fetch_add(1));
+  // The two generation routes share the admission, streaming and answer code.
+  auto complete = [=](const httplib::Request& req, httplib::Response& res,
+                      openai::CompletionRequest parsed) {
+    if (parsed.fill_context) {
+      // A chat reply without max_tokens may fill the context: what the prompt leaves of it.
+      if (tokenizer == nullptr) return SendError(res, no_tokenizer);
+      absl::StatusOr<std::vector<int32_t>> ids =
+          tokenizer->Encode(parsed.generate.text(), tokenizer->bos_id().has_value());
+      if (!ids.ok()) return SendError(res, absl::InvalidArgumentError(ids.status().message()));
+      parsed.generate.set_max_new_tokens(static_cast<int32_t>(
+          std::max<int64_t>(1, card.max_context - static_cast<int64_t>(ids->size()))));
+    }
+    auto request = std::make_shared<const openai::CompletionRequest>(std::move(parsed));
+    std::string id = absl::StrCat(request->chat ? "chatcmpl-" : "cmpl-", card.created, "-",
+                                  counter->fetch_add(1));
     // The client's request id (X-Request-Id), else the completion's: in the request log and
     // sent back.
     const std::string client_id = req.get_header_value(kRequestIdKey);
@@ -169,7 +188,24 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
         },
         [&peer] { return peer.Gone(); });
     if (!status.ok()) return SendError(res, ForHttp(status, group));
-    res.set_content(openai::CompletionJson(*request, choices, id, created, card.id), kJson);
+    res.set_content(request->chat
+                        ? openai::ChatCompletionJson(*request, choices, id, created, card.id)
+                        : openai::CompletionJson(*request, choices, id, created, card.id),
+                    kJson);
+  };
+  server.Post("/v1/completions", [=](const httplib::Request& req, httplib::Response& res) {
+    absl::StatusOr<openai::CompletionRequest> parsed =
+        openai::ParseCompletionRequest(req.body, card.id);
+    if (!parsed.ok()) return SendError(res, parsed.status());
+    complete(req, res, *std::move(parsed));
+  });
+  server.Post("/v1/chat/completions", [=](const httplib::Request& req, httplib::Response& res) {
+    absl::StatusOr<openai::CompletionRequest> parsed =
+        openai::ParseChatCompletionRequest(req.body, card.id);
+    if (!parsed.ok()) return SendError(res, parsed.status());
+    // The messages become a text prompt: without a tokenizer there is nothing to run.
+    if (tokenizer == nullptr) return SendError(res, no_tokenizer);
+    complete(req, res, *std::move(parsed));
   });
 }
 

@@ -2,6 +2,7 @@
 //   POST /v1/completions  coordinator/openai_api.h; "stream": true answers with server-sent
 //                         events ("data: {chunk}" per token, then "data: [DONE]"), else one
 //                         JSON body;
+//   POST /v1/chat/completions   coordinator/openai_chat.h, the same way (needs a tokenizer);
 //   GET  /v1/models       the served model;
 //   POST /tokenize, /detokenize   vLLM's: text to token ids with the server's tokenizer, and
 //                         back (coordinator/openai_api.h);
@@ -9,11 +10,11 @@
 //                         503.
 // A request the service refuses (bad fields, queue full, group refused) gets the HTTP status
 // of its error before any stream starts (a group the workers cannot hold: 503); an error after a
-// stream started (a worker lost) is a last "data: {"error": ...}" event. A streaming client that
-// disconnects has its sequence cancelled; a non-streamed request runs to its end (this cpp-httplib
-// cannot see the client leave). Bodies over max_body_bytes get 413, unknown routes 404, both with
-// an OpenAI error body. With an API key, /v1/ routes and the tokenizer routes without
-// "Authorization: Bearer <key>" get 401.
+// stream started (a worker lost) is a last "data: {"error": ...}" event. A client that
+// disconnects has its sequences cancelled: a streaming one when a write fails, a non-streamed one
+// when the kernel's connection table says it left (coordinator/peer_watch.h). Bodies over
+// max_body_bytes get 413, unknown routes 404, both with an OpenAI error body. With an API key, /v1/
+// routes and the tokenizer routes without "Authorization: Bearer <key>" get 401.
 #ifndef LLMINT8_COORDINATOR_HTTP_API_H_
 #define LLMINT8_COORDINATOR_HTTP_API_H_
 

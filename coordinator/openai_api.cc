@@ -296,9 +296,10 @@ v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usa
   return total;
 }
 
-std::string UsageEvent(const v1::Usage& usage, std::string_view completion_id, int64_t created,
-                       std::string_view model_id) {
-  json event = internal::Envelope(completion_id, "text_completion", created, model_id);
+std::string UsageEvent(const CompletionRequest& request, const v1::Usage& usage,
+                       std::string_view completion_id, int64_t created, std::string_view model_id) {
+  json event = internal::Envelope(
+      completion_id, request.chat ? "chat.completion.chunk" : "text_completion", created, model_id);
   event["choices"] = json::array();
   event["usage"] = UsageJson(usage);
   return absl::StrCat("data: ", Dump(event), "\n\n");

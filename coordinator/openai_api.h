@@ -70,6 +70,11 @@ struct CompletionRequest {
   bool logprobs = false;
   bool return_token_ids = false;
   bool echo = false;  // the prompt's tokens lead the choice's text and logprobs
+  // POST /v1/chat/completions (coordinator/openai_chat.h): answered as chat.completion objects.
+  bool chat = false;
+  // No max_tokens was given to the chat API: the reply may fill the context (the HTTP server
+  // sets generate.max_new_tokens to what the prompt leaves).
+  bool fill_context = false;
 };
 
 // The served model as /v1/models lists it.
@@ -118,9 +123,10 @@ std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
 // The request's usage from each choice's (its final response's; index order): every choice's
 // completion tokens, each prompt's tokens once.
 v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices);
-// With stream_options.include_usage, the event after the last choice's: no choices, the usage.
-std::string UsageEvent(const v1::Usage& usage, std::string_view completion_id, int64_t created,
-                       std::string_view model_id);
+// With stream_options.include_usage, the event after the last choice's: no choices, the usage
+// (a chat.completion.chunk for the chat API).
+std::string UsageEvent(const CompletionRequest& request, const v1::Usage& usage,
+                       std::string_view completion_id, int64_t created, std::string_view model_id);
 inline constexpr std::string_view kDoneEvent = "data: [DONE]\n\n";
 
 std::string ModelsJson(const ModelCard& card);

@@ -436,7 +436,7 @@ TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {
 
   const std::string last = CompletionChunkEvent(request, 0, responses[2], "c", 1, kModel);
   EXPECT_EQ(json::parse(last.substr(6))["choices"][0]["finish_reason"], "stop");
-  const std::string usage_event = UsageEvent(responses[2].usage(), "c", 1, kModel);
+  const std::string usage_event = UsageEvent(request, responses[2].usage(), "c", 1, kModel);
   ASSERT_TRUE(usage_event.starts_with("data: ") && usage_event.ends_with("\n\n")) << usage_event;
   const json usage = json::parse(usage_event.substr(6));
   EXPECT_TRUE(usage["choices"].empty());

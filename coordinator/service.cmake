@@ -16,6 +16,7 @@ llmint8_cc_library(
     group_decision.cc
     http_api.cc
     openai_api.cc
+    openai_chat.cc
     openai_fields.cc
     peer_watch.cc
     prefix_cache.cc
@@ -48,6 +49,8 @@ llmint8_cc_test(NAME scheduler_test SRCS scheduler_test.cc fake_step_group.cc
 llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME openai_api_test SRCS openai_api_test.cc
+                DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
+llmint8_cc_test(NAME openai_chat_test SRCS openai_chat_test.cc
                 DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
 llmint8_cc_test(NAME request_log_test SRCS request_log_test.cc
                 DEPS llmint8::coordinator_service LABELS service)

@@ -17,9 +17,9 @@ function(llmint8_coordinator_fuzzer name)
   target_link_libraries(${name} PRIVATE ${F_DEPS})
 endfunction()
 
-# POST /v1/completions: the body parser and the JSON it answers with.
+# POST /v1/completions and /v1/chat/completions: the body parsers and the JSON they answer with.
 llmint8_coordinator_fuzzer(llmint8_openai_api_fuzzer
-  SRCS fuzz/openai_api_fuzzer.cc openai_api.cc
+  SRCS fuzz/openai_api_fuzzer.cc openai_api.cc openai_chat.cc openai_fields.cc
   DEPS llmint8::proto llmint8::common absl::status absl::statusor absl::strings
        nlohmann_json::nlohmann_json)
 

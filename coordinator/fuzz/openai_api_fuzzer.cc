@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "coordinator/openai_api.h"
+#include "coordinator/openai_chat.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -130,9 +131,14 @@ void CheckParse(std::string_view body, const absl::StatusOr<openai::CompletionRe
   }
   if (parsed.is_object() && parsed.contains("logprobs")) {
     const json& lp = parsed["logprobs"];
-    if (lp.is_number_unsigned() && lp.get<uint64_t>() <= 20) {
-      Check(r.ok() ? r->logprobs && r->generate.top_logprobs() ==
-                                        static_cast<int32_t>(lp.get<uint64_t>())
+    // "-0" is a signed integer whose value is 0: in range too.
+    const bool in_range = lp.is_number_unsigned() ? lp.get<uint64_t>() <= 20
+                          : lp.is_number_integer()
+                              ? lp.get<int64_t>() >= 0 && lp.get<int64_t>() <= 20
+                              : false;
+    if (in_range) {
+      Check(r.ok() ? r->logprobs &&
+                         r->generate.top_logprobs() == static_cast<int32_t>(lp.get<int64_t>())
                    : r.status().message().find("'logprobs'") == absl::string_view::npos,
             "an integer logprobs in [0, 20] was refused or did not ask for its top_logprobs");
     } else if (lp.is_number_integer()) {
@@ -230,8 +236,36 @@ void CheckAnswers(const openai::CompletionRequest& request, std::string_view byt
             "a chunk changed valid UTF-8 text");
     }
   }
-  Check(ParseEvents(openai::UsageEvent(one, kId, kCreated, kModel)).size() == 1u,
+  Check(ParseEvents(openai::UsageEvent(request, one, kId, kCreated, kModel)).size() == 1u,
         "the usage event is not one event");
+}
+
+// The chat API's answers for a parsed chat request: valid JSON, the text kept, one event per
+// chunk with the role in the first only.
+void CheckChatAnswers(const openai::CompletionRequest& request, std::string_view bytes) {
+  const std::vector<v1::GenerateResponse> responses = FakeResponses(request, bytes);
+  std::string all_text;
+  for (const auto& r : responses) all_text += r.text();
+  const size_t num_choices = static_cast<size_t>(request.n);
+  const std::vector<std::vector<v1::GenerateResponse>> choices(num_choices, responses);
+  const json whole = MustParse(openai::ChatCompletionJson(request, choices, kId, kCreated, kModel));
+  Check(whole["choices"].size() == num_choices, "ChatCompletionJson has a choice per sequence");
+  for (size_t i = 0; i < num_choices; ++i) {
+    const json& message = whole["choices"][i]["message"];
+    Check(message["role"] == "assistant" && message["content"].is_string(),
+          "ChatCompletionJson's message lacks its role or content");
+    if (IsUtf8(all_text)) {
+      Check(message["content"].get<std::string>() == all_text,
+            "ChatCompletionJson changed valid UTF-8 text");
+    }
+  }
+  for (size_t i = 0; i < responses.size(); ++i) {
+    const std::vector<json> events = ParseEvents(
+        openai::ChatChunkEvent(request, 0, responses[i], i == 0, kId, kCreated, kModel));
+    Check(events.size() == 1u, "a chat chunk has more than one event");
+    Check(events[0]["choices"][0]["delta"].contains("role") == (i == 0),
+          "the role is not in the first chat chunk only");
+  }
 }
 
 }  // namespace
@@ -246,6 +280,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     (void)MustParse(openai::ErrorJson(request.status()));
     Check(openai::HttpStatus(request.status().code()) / 100 == 4, "a parse error is not 4xx");
+  }
+  // The same bytes as a chat request body.
+  const absl::StatusOr<openai::CompletionRequest> chat =
+      openai::ParseChatCompletionRequest(bytes, kModel);
+  if (chat.ok()) {
+    Check(chat->chat && chat->prompts.size() == 1u && chat->generate.has_text() == true,
+          "a chat request is not one text prompt");
+    CheckChatAnswers(*chat, bytes);
+  } else {
+    Check(openai::HttpStatus(chat.status().code()) / 100 == 4, "a chat parse error is not 4xx");
   }
   // Any code, with the client's bytes as the message (e.g. echoed in an error).
   const auto code = static_cast<absl::StatusCode>(size % 17);

@@ -200,6 +200,25 @@ absl::StatusOr<std::string> RunAndRead(const std::string& command) {
   return output;
 }
 
+absl::StatusOr<std::string> OpenAiSdkPython() {
+  const char* env = std::getenv("LLMINT8_TEST_VENV");
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const std::string cache = xdg != nullptr    ? xdg
+                            : home != nullptr ? absl::StrCat(home, "/.cache")
+                                              : "";
+  const std::string venv = env != nullptr   ? env
+                           : !cache.empty() ? absl::StrCat(cache, "/llmint8/test-venv")
+                                            : "";
+  const std::string python = venv + "/bin/python";
+  if (venv.empty() || std::system((python + " -c 'import openai' 2>/dev/null").c_str()) != 0) {
+    return absl::NotFoundError(
+        absl::StrCat("no virtualenv with the openai package at ", venv,
+                     " (bash scripts/openai-venv.sh makes it; scripts/test.sh runs that)"));
+  }
+  return python;
+}
+
 int HealthStatus(const std::string& address,
                  std::shared_ptr<grpc::ChannelCredentials> credentials) {
   if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();

@@ -88,6 +88,11 @@ class Cluster {
 // cannot start or exits non-zero.
 absl::StatusOr<std::string> RunAndRead(const std::string& command);
 
+// The python of the virtualenv with the official OpenAI SDK that scripts/openai-venv.sh makes
+// ($LLMINT8_TEST_VENV, else $XDG_CACHE_HOME or ~/.cache, then llmint8/test-venv); NotFound,
+// saying how to make it, when there is none.
+absl::StatusOr<std::string> OpenAiSdkPython();
+
 // grpc.health.v1.Health/Check for service "" (raw call, no generated health stubs needed):
 // 1 SERVING, 2 NOT_SERVING, -1 when the call failed. `credentials`: null for plaintext.
 int HealthStatus(const std::string& address,

@@ -575,27 +575,14 @@ TEST_F(HttpE2ETest, EchoWithMaxTokensZeroScoresThePrompt) {
 // it), non-streamed and streamed, top_logprobs, a prompt scored with echo, and its
 // BadRequestError.
 TEST_F(HttpE2ETest, OfficialOpenAiPythonClientGetsTheRuntimeTokens) {
-  // Where scripts/openai-venv.sh puts it: $LLMINT8_TEST_VENV, else the user's cache directory.
-  const char* env = std::getenv("LLMINT8_TEST_VENV");
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  const std::string cache = xdg != nullptr    ? xdg
-                            : home != nullptr ? absl::StrCat(home, "/.cache")
-                                              : "";
-  const std::string venv = env != nullptr   ? env
-                           : !cache.empty() ? absl::StrCat(cache, "/llmint8/test-venv")
-                                            : "";
-  const std::string python = venv + "/bin/python";
-  if (venv.empty() || std::system((python + " -c 'import openai' 2>/dev/null").c_str()) != 0) {
-    GTEST_SKIP() << "no virtualenv with the openai package at " << venv
-                 << " (bash scripts/openai-venv.sh makes it; scripts/test.sh runs that)";
-  }
+  const absl::StatusOr<std::string> python = OpenAiSdkPython();
+  if (!python.ok()) GTEST_SKIP() << python.status().message();
   const std::vector<int32_t> prompt = {2, 100, 200, 300};
   auto expected = reference_->Greedy(prompt, 12, /*frequency_penalty=*/0.5f);
   ASSERT_TRUE(expected.ok()) << expected.status();
   ASSERT_NE(*expected, *reference_->Greedy(prompt, 12)) << "the penalty changes nothing here";
   absl::StatusOr<std::string> output =
-      RunAndRead(absl::StrCat(python, " ", SourcePath("tests/e2e/openai_client.py"), " ",
+      RunAndRead(absl::StrCat(*python, " ", SourcePath("tests/e2e/openai_client.py"), " ",
                               http_port_, " tiny-opt ", absl::StrJoin(prompt, ","), " 12"));
   ASSERT_TRUE(output.ok()) << output.status();
   const json j = json::parse(*output);

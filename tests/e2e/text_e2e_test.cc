@@ -241,6 +241,113 @@ TEST_F(TextE2ETest, StopSequenceEndsTheStreamBeforeIt) {
   EXPECT_LT(cut.tokens.size(), full.tokens.size());
 }
 
+// /v1/chat/completions runs the messages' transcript (coordinator/openai_chat.h) as a text
+// prompt that stops at the next user turn: the same tokens as Generate on that text, whole
+// and streamed (the role in each choice's first delta, the pieces joining into the content).
+TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
+  const nlohmann::json messages = {{{"role", "system"}, {"content", "Be brief."}},
+                                   {{"role", "user"}, {"content", "hello world"}}};
+  v1::GenerateRequest grpc_request = TextRequest("Be brief.\n\nUser: hello world\n\nAssistant:", 8);
+  grpc_request.add_stop("\nUser:");
+  const Generated want = Generate(*stub_, grpc_request);
+  ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+  ASSERT_FALSE(want.text.empty());
+  const nlohmann::json body = {{"messages", messages},     {"max_completion_tokens", 8},
+                               {"temperature", 0},         {"ignore_eos", true},
+                               {"return_token_ids", true}, {"n", 2}};
+  const nlohmann::json j = PostJson("/v1/chat/completions", body);
+  ASSERT_EQ(j["http_status"], 200) << j.dump();
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_TRUE(j["id"].get<std::string>().starts_with("chatcmpl-")) << j["id"];
+  ASSERT_EQ(j["choices"].size(), 2u);
+  for (const nlohmann::json& choice : j["choices"]) {
+    EXPECT_EQ(choice["message"]["role"], "assistant");
+    EXPECT_EQ(choice["message"]["content"], want.text);
+    EXPECT_EQ(choice["token_ids"].get<std::vector<int32_t>>(), want.tokens);
+  }
+  EXPECT_EQ(j["usage"]["completion_tokens"], 2 * want.tokens.size());
+
+  nlohmann::json streamed = body;
+  streamed["stream"] = true;
+  streamed["n"] = 1;
+  httplib::Client client("127.0.0.1", http_port_);
+  client.set_read_timeout(60, 0);
+  const httplib::Result res =
+      client.Post("/v1/chat/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  std::string content;
+  int events = 0;
+  std::string finish;
+  for (size_t at = 0; (at = res->body.find("data: ", at)) != std::string::npos; at += 6) {
+    const std::string data = res->body.substr(at + 6, res->body.find("\n\n", at) - at - 6);
+    if (data == "[DONE]") break;
+    const nlohmann::json chunk = nlohmann::json::parse(data);
+    EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+    const nlohmann::json& delta = chunk["choices"][0]["delta"];
+    EXPECT_EQ(delta.contains("role"), events == 0) << data;
+    content += delta.value("content", "");
+    if (!chunk["choices"][0]["finish_reason"].is_null())
+      finish = chunk["choices"][0]["finish_reason"];
+    ++events;
+  }
+  EXPECT_EQ(content, want.text);
+  EXPECT_EQ(finish,
+            want.responses.back().finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop");
+  EXPECT_TRUE(res->body.ends_with("data: [DONE]\n\n"));
+}
+
+// Without max_tokens a chat reply may fill the context; tools are refused with 400.
+TEST_F(TextE2ETest, ChatWithoutMaxTokensFillsTheContextAndRefusesTools) {
+  const nlohmann::json messages = {{{"role", "user"}, {"content", "hello"}}};
+  const nlohmann::json j = PostJson(
+      "/v1/chat/completions", {{"messages", messages}, {"temperature", 0}, {"ignore_eos", true}});
+  ASSERT_EQ(j["http_status"], 200) << j.dump();
+  // This model never writes "\nUser:" greedily here, so the reply runs to the context's end.
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length") << j.dump();
+  EXPECT_EQ(j["usage"]["total_tokens"], 128) << "the whole context: " << j["usage"].dump();
+  const nlohmann::json tools = PostJson(
+      "/v1/chat/completions", {{"messages", messages}, {"tools", {{{"type", "function"}}}}});
+  EXPECT_EQ(tools["http_status"], 400) << tools.dump();
+  EXPECT_NE(tools["error"]["message"].get<std::string>().find("tools"), std::string::npos);
+}
+
+// The official OpenAI Python SDK (scripts/openai-venv.sh installs it) reads the chat answers:
+// the transcript's greedy reply whole (logprobs with two alternatives) and streamed, and the
+// BadRequestError a request with tools gets.
+TEST_F(TextE2ETest, OfficialOpenAiPythonClientChats) {
+  const absl::StatusOr<std::string> python = OpenAiSdkPython();
+  if (!python.ok()) GTEST_SKIP() << python.status().message();
+  v1::GenerateRequest grpc_request = TextRequest("Be brief.\n\nUser: hello world\n\nAssistant:", 8);
+  grpc_request.add_stop("\nUser:");
+  grpc_request.set_logprobs(true);
+  const Generated want = Generate(*stub_, grpc_request);
+  ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+  const absl::StatusOr<std::string> output =
+      RunAndRead(absl::StrCat(*python, " ", SourcePath("tests/e2e/openai_chat_client.py"), " ",
+                              http_port_, " ", kModel, " 8"));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const nlohmann::json j = nlohmann::json::parse(*output);
+  EXPECT_EQ(j["role"], "assistant");
+  EXPECT_EQ(j["content"], want.text);
+  EXPECT_EQ(j["stream_content"], want.text);
+  EXPECT_EQ(j["stream_roles"], nlohmann::json({"assistant"}));
+  const std::string finish =
+      want.responses.back().finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
+  EXPECT_EQ(j["finish_reason"], finish);
+  EXPECT_EQ(j["stream_finish_reason"], finish);
+  EXPECT_EQ(j["usage"], want.tokens.size());
+  ASSERT_EQ(j["logprobs"].size(), want.tokens.size());
+  for (size_t i = 0; i < want.tokens.size(); ++i) {
+    EXPECT_NEAR(j["logprobs"][i].get<double>(), want.responses[i].logprob(), 1e-6) << i;
+    ASSERT_EQ(j["top_logprobs"][i].size(), 2u) << i;
+    // Greedy: the chosen token is the likeliest.
+    EXPECT_NEAR(j["top_logprobs"][i][0].get<double>(), want.responses[i].logprob(), 1e-6) << i;
+  }
+  EXPECT_EQ(j["error"]["status"], 400);
+  EXPECT_NE(j["error"]["message"].get<std::string>().find("tools"), std::string::npos);
+}
+
 TEST_F(TextE2ETest, SeededSamplingIsReproducibleAndLogprobsAreReturned) {
   v1::GenerateRequest req = TextRequest("hello", 16);
   req.set_temperature(0.9f);

@@ -1,0 +1,252 @@
+#include "coordinator/openai_chat.h"
+
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/sampling_limits.h"
+#include "common/status_macros.h"
+#include "coordinator/openai_fields.h"
+
+namespace llmint8::coordinator::openai {
+namespace {
+
+using internal::Bool;
+using internal::CandidateKey;
+using internal::Dump;
+using internal::FieldError;
+using internal::Find;
+using internal::FinishReason;
+using internal::Finite;
+using internal::IfPresent;
+using internal::Integer;
+using internal::json;
+using internal::Logprob;
+
+constexpr char kContentForms[] =
+    "a string or an array of {\"type\": \"text\", \"text\": ...} parts (only text is read here)";
+
+// A message's text: its content string, or its text parts joined.
+absl::StatusOr<std::string> ContentText(const json& message, const std::string& where) {
+  const std::string field = absl::StrCat(where, ".content");
+  const json* content = Find(message, "content");
+  if (content == nullptr) return FieldError(field, kContentForms);
+  if (content->is_string()) return content->get<std::string>();
+  if (!content->is_array()) return FieldError(field, kContentForms);
+  std::string text;
+  for (const json& part : *content) {
+    const json* type = part.is_object() ? Find(part, "type") : nullptr;
+    const json* part_text = part.is_object() ? Find(part, "text") : nullptr;
+    if (type == nullptr || *type != "text" || part_text == nullptr || !part_text->is_string()) {
+      return FieldError(field, kContentForms);
+    }
+    text += part_text->get<std::string>();
+  }
+  return text;
+}
+
+absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
+  const json* messages = Find(body, "messages");
+  if (messages == nullptr) return absl::InvalidArgumentError("field 'messages' is required");
+  if (!messages->is_array() || messages->empty()) {
+    return FieldError("messages", "a non-empty array of {\"role\", \"content\"} objects");
+  }
+  std::vector<ChatMessage> out;
+  out.reserve(messages->size());
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string where = absl::StrCat("messages[", i, "]");
+    if (!m.is_object()) return FieldError(where, "an object with \"role\" and \"content\"");
+    const json* role = Find(m, "role");
+    if (role == nullptr || !role->is_string()) {
+      return FieldError(absl::StrCat(where, ".role"), "system, developer, user or assistant");
+    }
+    ChatMessage& message = out.emplace_back();
+    message.role = role->get<std::string>();
+    if (message.role == "tool" || message.role == "function") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ".role '", message.role, "' is not supported: this server does not call tools"));
+    }
+    if (message.role != "system" && message.role != "developer" && message.role != "user" &&
+        message.role != "assistant") {
+      return FieldError(absl::StrCat(where, ".role"), "system, developer, user or assistant");
+    }
+    if (const json* calls = Find(m, "tool_calls"); calls != nullptr && !calls->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".tool_calls: this server does not call tools"));
+    }
+    ASSIGN_OR_RETURN(message.content, ContentText(m, where));
+  }
+  return out;
+}
+
+// Tools, function calls and structured output are not served: refused unless empty or off.
+absl::Status CheckNoTools(const json& body) {
+  for (const char* field : {"tools", "functions"}) {
+    const json* v = Find(body, field);
+    if (v != nullptr && !(v->is_array() && v->empty())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("field '", field, "': this server does not call tools; send none"));
+    }
+  }
+  for (const char* field : {"tool_choice", "function_call"}) {
+    const json* v = Find(body, field);
+    if (v != nullptr && *v != "none") return FieldError(field, "\"none\" here: no tool calling");
+  }
+  if (const json* v = Find(body, "response_format"); v != nullptr) {
+    const json* type = v->is_object() ? Find(*v, "type") : nullptr;
+    if (type == nullptr || *type != "text") {
+      return FieldError("response_format", "{\"type\": \"text\"} here: no JSON mode or schema");
+    }
+  }
+  return absl::OkStatus();
+}
+
+int32_t Saturated(int64_t n) {
+  return static_cast<int32_t>(std::clamp<int64_t>(n, std::numeric_limits<int32_t>::min(),
+                                                  std::numeric_limits<int32_t>::max()));
+}
+
+absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
+  CompletionRequest r;
+  r.chat = true;
+  v1::GenerateRequest& g = r.generate;
+  ASSIGN_OR_RETURN(const std::vector<ChatMessage> messages, ParseMessages(body));
+  RETURN_IF_ERROR(CheckNoTools(body));
+  RETURN_IF_ERROR(internal::ParseSharedFields(body, r));
+  g.set_text(ChatTranscript(messages));
+  r.prompts.emplace_back().set_text(g.text());
+  g.add_stop(std::string(kChatTurnStop));
+  // max_completion_tokens replaced max_tokens in the chat API; either bounds the reply.
+  if (const json* v = Find(body, "max_completion_tokens"); v != nullptr) {
+    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "max_completion_tokens"));
+    g.set_max_new_tokens(Saturated(n));
+  } else if (Find(body, "max_tokens") == nullptr) {
+    r.fill_context = true;
+  }
+  if (!r.fill_context && g.max_new_tokens() == 0) {
+    return FieldError("max_completion_tokens", "at least 1");
+  }
+  RETURN_IF_ERROR(IfPresent<bool>(body, "logprobs", Bool, [&](bool b) { r.logprobs = b; }));
+  g.set_logprobs(r.logprobs);
+  if (const json* v = Find(body, "top_logprobs"); v != nullptr) {
+    ASSIGN_OR_RETURN(const int64_t k, Integer(*v, "top_logprobs"));
+    if (k < 0 || k > kMaxTopLogprobs) {
+      return FieldError("top_logprobs", absl::StrCat("an integer in [0, ", kMaxTopLogprobs, "]"));
+    }
+    if (k > 0 && !r.logprobs) return FieldError("top_logprobs", "used with logprobs true only");
+    g.set_top_logprobs(static_cast<int32_t>(k));
+  }
+  return r;
+}
+
+// {"token", "logprob", "bytes"}: bytes are the UTF-8 of the token's text.
+json TokenLogprob(const std::string& label, float logprob) {
+  json bytes = json::array();
+  for (const char c : label) bytes.push_back(static_cast<unsigned char>(c));
+  return {{"token", label}, {"logprob", Finite(logprob)}, {"bytes", std::move(bytes)}};
+}
+
+// What the responses [begin, end) of one choice add to it.
+struct ChoicePart {
+  std::string text;
+  json logprobs = json::array();  // logprobs.content entries
+  json token_ids = json::array();
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+};
+
+ChoicePart Collect(const CompletionRequest& request, const v1::GenerateResponse* begin,
+                   const v1::GenerateResponse* end) {
+  ChoicePart part;
+  for (const v1::GenerateResponse* r = begin; r != end; ++r) {
+    if (r->has_token_id()) {
+      if (request.logprobs) {
+        const std::string label =
+            CandidateKey(r->token_text().empty() ? r->text() : r->token_text(), r->token_id());
+        json entry = TokenLogprob(label, Logprob(*r).value_or(0.0f));
+        json top = json::array();
+        for (const v1::TopLogprob& c : r->top_logprobs()) {
+          top.push_back(TokenLogprob(CandidateKey(c.text(), c.token_id()), c.logprob()));
+        }
+        entry["top_logprobs"] = std::move(top);
+        part.logprobs.push_back(std::move(entry));
+      }
+      if (request.return_token_ids) part.token_ids.push_back(r->token_id());
+    }
+    part.text += r->text();
+    if (r->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) part.finish = r->finish_reason();
+  }
+  return part;
+}
+
+// The fields every choice has beside its message or delta.
+void AddChoiceFields(const CompletionRequest& request, ChoicePart& part, json& choice) {
+  choice["logprobs"] =
+      request.logprobs ? json{{"content", std::move(part.logprobs)}} : json(nullptr);
+  const char* reason = FinishReason(part.finish);
+  choice["finish_reason"] = reason != nullptr ? json(reason) : json(nullptr);
+  if (request.return_token_ids) choice["token_ids"] = std::move(part.token_ids);
+}
+
+}  // namespace
+
+std::string ChatTranscript(const std::vector<ChatMessage>& messages) {
+  std::string out;
+  for (const ChatMessage& m : messages) {
+    if (m.role == "user") {
+      absl::StrAppend(&out, "User: ", m.content, "\n\n");
+    } else if (m.role == "assistant") {
+      absl::StrAppend(&out, "Assistant: ", m.content, "\n\n");
+    } else {
+      absl::StrAppend(&out, m.content, "\n\n");
+    }
+  }
+  out += "Assistant:";
+  return out;
+}
+
+absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body,
+                                                             std::string_view model_id) {
+  ASSIGN_OR_RETURN(const json parsed, internal::ParseBody(body, model_id));
+  return ParseChat(parsed);
+}
+
+std::string ChatCompletionJson(const CompletionRequest& request,
+                               const std::vector<std::vector<v1::GenerateResponse>>& choices,
+                               std::string_view completion_id, int64_t created,
+                               std::string_view model_id) {
+  json out = internal::Envelope(completion_id, "chat.completion", created, model_id);
+  out["choices"] = json::array();
+  std::vector<v1::Usage> usage(choices.size());
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const std::vector<v1::GenerateResponse>& responses = choices[i];
+    ChoicePart part = Collect(request, responses.data(), responses.data() + responses.size());
+    json choice = {{"index", i},
+                   {"message", {{"role", "assistant"}, {"content", std::move(part.text)}}}};
+    AddChoiceFields(request, part, choice);
+    out["choices"].push_back(std::move(choice));
+    if (!responses.empty()) usage[i] = responses.back().usage();
+  }
+  out["usage"] = choices.empty() ? json(nullptr) : internal::UsageJson(TotalUsage(request, usage));
+  return Dump(out);
+}
+
+std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
+                           const v1::GenerateResponse& response, bool first,
+                           std::string_view completion_id, int64_t created,
+                           std::string_view model_id) {
+  ChoicePart part = Collect(request, &response, &response + 1);
+  json delta = json::object();
+  if (first) delta["role"] = "assistant";
+  if (first || !part.text.empty()) delta["content"] = std::move(part.text);
+  json choice = {{"index", index}, {"delta", std::move(delta)}};
+  AddChoiceFields(request, part, choice);
+  json chunk = internal::Envelope(completion_id, "chat.completion.chunk", created, model_id);
+  chunk["choices"] = json::array({std::move(choice)});
+  if (request.include_usage) chunk["usage"] = nullptr;
+  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+}
+
+}  // namespace llmint8::coordinator::openai

@@ -1,0 +1,71 @@
+// The OpenAI chat completions API (POST /v1/chat/completions) as pure translations, beside the
+// completions API of coordinator/openai_api.h, whose request type, sampling fields, usage and
+// errors it shares.
+//
+// The messages become one text prompt. OPT checkpoints are base models and carry no chat
+// template, so the prompt is a plain transcript (ChatTranscript):
+//   system and developer messages: their text, then a blank line;
+//   user messages: "User: <text>" and assistant messages "Assistant: <text>", each followed by
+//   a blank line;
+//   last "Assistant:", which the model continues. The reply ends where the model starts the
+//   next turn: "\nUser:" is added to the request's stop strings (and is not in the reply).
+// A message's content is a string or an array of {"type": "text", "text": ...} parts (joined);
+// other parts (images, audio), tool messages and tool calls are refused: InvalidArgument
+// naming the field.
+//
+// Request fields beside messages: those of the completions API (openai_api.h: n, temperature,
+// top_p, seed, stop, stream, stream_options, penalties, logit_bias and vLLM's extensions), and
+//   max_completion_tokens (or the older max_tokens; neither: the rest of the context);
+//   logprobs (true/false) and top_logprobs (0..20, with logprobs true);
+//   tools / tool_choice only empty / "none"; response_format only {"type": "text"}.
+//
+// Answers: a chat.completion object (choices[i].message {role, content}, logprobs {content:
+// [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),
+// or chat.completion.chunk events whose choices carry a delta (the role in each choice's first).
+//
+// Thread-safe: pure functions.
+#ifndef LLMINT8_COORDINATOR_OPENAI_CHAT_H_
+#define LLMINT8_COORDINATOR_OPENAI_CHAT_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/openai_api.h"
+#include "llmint8/v1/generation.pb.h"
+
+namespace llmint8::coordinator::openai {
+
+// The stop string that ends a reply at the transcript's next user turn.
+inline constexpr std::string_view kChatTurnStop = "\nUser:";
+
+struct ChatMessage {
+  std::string role;  // system, developer, user, assistant
+  std::string content;
+};
+// The prompt for `messages`, as above.
+std::string ChatTranscript(const std::vector<ChatMessage>& messages);
+
+// `model_id`: the served model; a request naming another is NotFound. The request has
+// chat = true and one text prompt.
+absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body,
+                                                             std::string_view model_id);
+
+// The whole answer of a non-streamed request, from each choice's responses (index order).
+std::string ChatCompletionJson(const CompletionRequest& request,
+                               const std::vector<std::vector<v1::GenerateResponse>>& choices,
+                               std::string_view completion_id, int64_t created,
+                               std::string_view model_id);
+
+// One server-sent event of a streamed request: choice `index`'s `response`; `first` for the
+// choice's first event (its delta carries the role).
+std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
+                           const v1::GenerateResponse& response, bool first,
+                           std::string_view completion_id, int64_t created,
+                           std::string_view model_id);
+
+}  // namespace llmint8::coordinator::openai
+
+#endif  // LLMINT8_COORDINATOR_OPENAI_CHAT_H_

@@ -1,0 +1,215 @@
+#include "coordinator/openai_chat.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::coordinator::openai {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kModel[] = "opt-sotu-cpu";
+
+CompletionRequest ParseOk(const std::string& body) {
+  absl::StatusOr<CompletionRequest> r = ParseChatCompletionRequest(body, kModel);
+  EXPECT_TRUE(r.ok()) << r.status() << " for " << body;
+  return r.ok() ? *r : CompletionRequest{};
+}
+
+absl::Status ParseError(const std::string& body) {
+  return ParseChatCompletionRequest(body, kModel).status();
+}
+
+TEST(ChatTranscriptTest, RolesBecomeATranscriptThatEndsOnTheAssistantsTurn) {
+  EXPECT_EQ(
+      ChatTranscript(
+          {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello."}, {"user", "And now?"}}),
+      "Be brief.\n\nUser: Hi\n\nAssistant: Hello.\n\nUser: And now?\n\nAssistant:");
+  EXPECT_EQ(ChatTranscript({{"developer", "Rules"}, {"user", "Q"}}),
+            "Rules\n\nUser: Q\n\nAssistant:");
+}
+
+TEST(ChatParseTest, MessagesBecomeOneTextPromptThatStopsAtTheNextTurn) {
+  const CompletionRequest r = ParseOk(R"({
+      "model": "opt-sotu-cpu",
+      "messages": [{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": [{"type": "text", "text": "Hello, "},
+                                                {"type": "text", "text": "Congress."}]}],
+      "stop": ["\n\n"], "temperature": 0.7, "seed": 5, "n": 2})");
+  EXPECT_TRUE(r.chat);
+  ASSERT_EQ(r.prompts.size(), 1u);
+  const std::string transcript = "Be brief.\n\nUser: Hello, Congress.\n\nAssistant:";
+  EXPECT_EQ(r.prompts[0].text(), transcript);
+  EXPECT_EQ(r.generate.text(), transcript);
+  ASSERT_EQ(r.generate.stop_size(), 2);
+  EXPECT_EQ(r.generate.stop(0), "\n\n");
+  EXPECT_EQ(r.generate.stop(1), kChatTurnStop) << "the client's stops, then the turn's";
+  EXPECT_FLOAT_EQ(r.generate.temperature(), 0.7f);
+  EXPECT_EQ(r.generate.seed(), 5u);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_TRUE(r.fill_context) << "no max_tokens: the reply may fill the context";
+  EXPECT_FALSE(r.logprobs);
+  EXPECT_FALSE(r.generate.echo_prompt());
+}
+
+TEST(ChatParseTest, MaxCompletionTokensWinsOverMaxTokens) {
+  CompletionRequest r = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9,
+          "max_completion_tokens": 12})");
+  EXPECT_EQ(r.generate.max_new_tokens(), 12);
+  EXPECT_FALSE(r.fill_context);
+  r = ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9})");
+  EXPECT_EQ(r.generate.max_new_tokens(), 9);
+  EXPECT_FALSE(r.fill_context);
+  EXPECT_EQ(ParseError(R"({"messages": [{"role": "user", "content": "x"}],
+                           "max_completion_tokens": 0})")
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ChatParseTest, LogprobsIsABooleanAndTopLogprobsNeedsIt) {
+  const CompletionRequest r = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 3})");
+  EXPECT_TRUE(r.logprobs);
+  EXPECT_TRUE(r.generate.logprobs());
+  EXPECT_EQ(r.generate.top_logprobs(), 3);
+  EXPECT_NE(ParseError(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3})")
+                .message()
+                .find("top_logprobs"),
+            std::string::npos);
+  EXPECT_EQ(ParseError(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+                           "top_logprobs": 21})")
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
+  const struct {
+    const char* body;
+    const char* names;
+    absl::StatusCode code = absl::StatusCode::kInvalidArgument;
+  } cases[] = {
+      {R"({})", "messages"},
+      {R"({"messages": []})", "messages"},
+      {R"({"messages": "hi"})", "messages"},
+      {R"({"messages": [3]})", "messages[0]"},
+      {R"({"messages": [{"content": "x"}]})", "messages[0].role"},
+      {R"({"messages": [{"role": "wizard", "content": "x"}]})", "messages[0].role"},
+      {R"({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "4"}]})",
+       "messages[1].role 'tool'"},
+      {R"({"messages": [{"role": "user"}]})", "messages[0].content"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url",
+            "image_url": {"url": "x"}}]}]})",
+       "messages[0].content"},
+      {R"({"messages": [{"role": "assistant", "content": null,
+            "tool_calls": [{"id": "1"}]}]})",
+       "tool_calls"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})",
+       "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}],
+           "response_format": {"type": "json_object"}})",
+       "response_format"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"})", "temperature"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "model": "gpt-4o"})", "gpt-4o",
+       absl::StatusCode::kNotFound},
+      {R"({"messages": [{"role": "user", "content": "x"}], "n": 0})", "'n'"},
+  };
+  for (const auto& c : cases) {
+    const absl::Status status = ParseError(c.body);
+    EXPECT_EQ(status.code(), c.code) << c.body << " -> " << status;
+    EXPECT_NE(status.message().find(c.names), std::string::npos) << c.body << " -> " << status;
+  }
+  // What is neutral passes: no tools, tool_choice none, plain text format.
+  ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "tools": [], "tool_choice": "none",
+              "response_format": {"type": "text"}})");
+}
+
+std::vector<v1::GenerateResponse> Responses() {
+  std::vector<v1::GenerateResponse> out(3);
+  out[0].set_token_id(10);
+  out[0].set_text(" Hel");
+  out[0].set_logprob(-0.5f);
+  auto* top = out[0].add_top_logprobs();
+  top->set_token_id(10);
+  top->set_text(" Hel");
+  top->set_logprob(-0.5f);
+  out[1].set_token_id(11);  // text held back (e.g. half a UTF-8 character)
+  out[1].set_logprob(-1.0f);
+  out[2].set_token_id(12);
+  out[2].set_text("lo!");
+  out[2].set_logprob(-0.25f);
+  out[2].set_finish_reason(v1::FINISH_REASON_STOP);
+  out[2].mutable_usage()->set_prompt_tokens(4);
+  out[2].mutable_usage()->set_completion_tokens(3);
+  return out;
+}
+
+TEST(ChatAnswerTest, CompletionJsonHoldsTheAssistantsMessage) {
+  const CompletionRequest request = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 1,
+          "return_token_ids": true})");
+  const json j =
+      json::parse(ChatCompletionJson(request, {Responses()}, "chatcmpl-1", 1700000000, kModel));
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["id"], "chatcmpl-1");
+  EXPECT_EQ(j["model"], kModel);
+  ASSERT_EQ(j["choices"].size(), 1u);
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["index"], 0);
+  EXPECT_EQ(c["message"], json({{"role", "assistant"}, {"content", " Hello!"}}));
+  EXPECT_EQ(c["finish_reason"], "stop");
+  EXPECT_EQ(c["token_ids"], json({10, 11, 12}));
+  const json& content = c["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 3u);
+  EXPECT_EQ(content[0]["token"], " Hel");
+  EXPECT_EQ(content[0]["logprob"], -0.5);
+  EXPECT_EQ(content[0]["bytes"], json({32, 72, 101, 108}));
+  EXPECT_EQ(content[0]["top_logprobs"],
+            json::array({{{"token", " Hel"}, {"logprob", -0.5}, {"bytes", {32, 72, 101, 108}}}}));
+  EXPECT_EQ(content[1]["token"], "token_id:11");
+  EXPECT_EQ(content[1]["top_logprobs"], json::array());
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 4);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 3);
+  EXPECT_EQ(j["usage"]["total_tokens"], 7);
+}
+
+TEST(ChatAnswerTest, NoLogprobsAskedNoneGiven) {
+  const CompletionRequest request = ParseOk(R"({"messages": [{"role": "user", "content": "x"}]})");
+  const json j = json::parse(ChatCompletionJson(request, {Responses()}, "c", 1, kModel));
+  EXPECT_TRUE(j["choices"][0]["logprobs"].is_null());
+  EXPECT_FALSE(j["choices"][0].contains("token_ids"));
+}
+
+json Event(const std::string& event) {
+  EXPECT_TRUE(event.starts_with("data: ") && event.ends_with("\n\n")) << event;
+  return json::parse(event.substr(6));
+}
+
+TEST(ChatAnswerTest, StreamedDeltasCarryTheRoleFirstThenPieces) {
+  const CompletionRequest request = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "stream": true,
+          "stream_options": {"include_usage": true}})");
+  const std::vector<v1::GenerateResponse> r = Responses();
+  const json first = Event(ChatChunkEvent(request, 1, r[0], true, "c", 1, kModel));
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["index"], 1);
+  EXPECT_EQ(first["choices"][0]["delta"], json({{"role", "assistant"}, {"content", " Hel"}}));
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  EXPECT_TRUE(first["usage"].is_null());
+  const json held = Event(ChatChunkEvent(request, 1, r[1], false, "c", 1, kModel));
+  EXPECT_EQ(held["choices"][0]["delta"], json::object()) << "nothing to add yet";
+  const json last = Event(ChatChunkEvent(request, 1, r[2], false, "c", 1, kModel));
+  EXPECT_EQ(last["choices"][0]["delta"], json({{"content", "lo!"}}));
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  const json usage = Event(UsageEvent(request, r[2].usage(), "c", 1, kModel));
+  EXPECT_EQ(usage["object"], "chat.completion.chunk");
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator::openai
