@@ -53,8 +53,12 @@ struct QuantizedActivation {
   std::vector<float> outliers;         // m * |O|
 };
 
+// With AVX2 where the CPU has it; the same bits as the reference below.
 absl::Status QuantizeActivation(std::span<const float> x, int64_t m, int64_t k, float threshold,
                                 QuantizedActivation* out);
+// Plain loops, the ground truth QuantizeActivation is tested against.
+absl::Status QuantizeActivationReference(std::span<const float> x, int64_t m, int64_t k,
+                                         float threshold, QuantizedActivation* out);
 
 // The fp32 math of one element, shared by every CPU implementation so they agree bit for bit:
 // round_half_away(x * scale) clamped to [-127, 127], where scale = 127 / absmax, and NaN to 0

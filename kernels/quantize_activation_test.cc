@@ -1,9 +1,11 @@
 #include "kernels/quantize_activation.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/int8_test_util.h"
 
@@ -161,6 +163,48 @@ TEST(QuantizeActivationTest, RejectsBadInput) {
   EXPECT_EQ(QuantizeActivation(x, 3, 4, kNaN, &qa).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(QuantizeActivation(x, 3, 4, 6.0f, nullptr).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+uint32_t Bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof(b));
+  return b;
+}
+
+// The fast path (AVX2 where the CPU has it) gives the reference's bits: the same outlier
+// columns, row scales (NaN rows too), int8 values and outlier values, on widths around the
+// vector length, ties at .5, values at and past the threshold, non-finite values, zero rows
+// and a subnormal row scale.
+TEST(QuantizeActivationTest, FastPathEqualsTheReferenceBitForBit) {
+  const int64_t m = 9;
+  for (const int64_t k : {1, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 256, 1027}) {
+    std::vector<float> x = RandomNormal(m * k, 100 + static_cast<uint32_t>(k), 2.5f);
+    // Row 1: absmax 127 so the scale is 1 and these values are exact ties.
+    x[1 * k] = 127.0f;
+    for (int64_t j = 1; j < k; ++j) x[1 * k + j] = static_cast<float>(j % 41) - 20.5f;
+    std::fill(x.begin() + 2 * k, x.begin() + 3 * k, 0.0f);  // row 2: zeros
+    x[3 * k + (k - 1)] = 6.0f;                              // row 3: at the threshold
+    x[4 * k + k / 2] = kNaN;                                // row 4: NaN
+    x[5 * k] = -kInf;                                       // row 5: -Inf
+    for (int64_t j = 0; j < k; ++j) x[6 * k + j] = 1e-40f * static_cast<float>(j % 3);  // subnormal
+    x[7 * k + k / 3] = -31.0f;  // row 7: a large outlier
+    for (const float t : {0.0f, 6.0f, 0.5f}) {
+      QuantizedActivation fast, ref;
+      ASSERT_TRUE(QuantizeActivation(x, m, k, t, &fast).ok());
+      ASSERT_TRUE(QuantizeActivationReference(x, m, k, t, &ref).ok());
+      const std::string where = absl::StrCat("k=", k, " t=", t);
+      EXPECT_EQ(fast.outlier_cols, ref.outlier_cols) << where;
+      EXPECT_EQ(fast.q, ref.q) << where;
+      ASSERT_EQ(fast.absmax.size(), ref.absmax.size());
+      for (int64_t i = 0; i < m; ++i) {
+        EXPECT_EQ(Bits(fast.absmax[i]), Bits(ref.absmax[i])) << where << " row " << i;
+      }
+      ASSERT_EQ(fast.outliers.size(), ref.outliers.size()) << where;
+      for (size_t i = 0; i < ref.outliers.size(); ++i) {
+        EXPECT_EQ(Bits(fast.outliers[i]), Bits(ref.outliers[i])) << where << " outlier " << i;
+      }
+    }
+  }
 }
 
 }  // namespace
