@@ -136,6 +136,9 @@ absl::Status Int8Linear(std::span<const float> x, int64_t m, const Int8WeightVie
     }
     for (int64_t c = 0; c < n_out; ++c) {
       const float v = xo[i * n_out + c];
+      // O is every row's outlier columns; this token's own are few, the rest hold exact
+      // zeros, whose products would add nothing (the reference adds only the token's own).
+      if (v == 0.0f) continue;
       const float* owc = ow + c * n;
       for (int64_t r = 0; r < n; ++r) yrow[r] += v * owc[r];
     }
