@@ -13,56 +13,17 @@
 namespace llmint8::kernels {
 namespace {
 
-// The two inner loops of one query row and head, over head_dim floats: q' . k[t] and
-// out += p[t] v[t]. With AVX2 + FMA (checked at run time) eight lanes at a time; the order of
-// a row's sums depends only on head_dim, never on the batch or the thread.
-struct RowLoops {
-  float (*dot)(const float* a, const float* b, int64_t n);
-  void (*axpy)(float p, const float* x, float* y, int64_t n);
-};
+// One query row `i` of `seq` (at position context - num_new + i) and head `h`: its scores,
+// their softmax and the weighted sum of the values. `scratch` holds head_dim + context floats.
+// Each implementation sums a row in an order that depends only on head_dim, never on the batch
+// or the thread.
+using AttendRowFn = void (*)(std::span<const float> q, const AttentionShape& s,
+                             const AttentionSequence& seq, int64_t i, int64_t h,
+                             std::span<float> out, float* scratch);
 
-__attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
-  }
-  float sum = internal::HorizontalSum(acc);
-  for (; j < n; ++j) sum += a[j] * b[j];
-  return sum;
-}
-
-__attribute__((target("avx2,fma"))) void AxpyAvx2(float p, const float* x, float* y, int64_t n) {
-  const __m256 pv = _mm256_set1_ps(p);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
-  }
-  for (; j < n; ++j) y[j] += p * x[j];
-}
-
-float DotPlain(const float* a, const float* b, int64_t n) {
-  float acc = 0.0f;
-  for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
-  return acc;
-}
-
-void AxpyPlain(float p, const float* x, float* y, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) y[j] += p * x[j];
-}
-
-const RowLoops& Loops() {
-  static const RowLoops loops = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                                    ? RowLoops{DotAvx2, AxpyAvx2}
-                                    : RowLoops{DotPlain, AxpyPlain};
-  return loops;
-}
-
-// Query row `i` of `seq` (at position context - num_new + i), head `h`; `scratch` holds
-// head_dim + context floats.
-void AttendRow(const RowLoops& loops, std::span<const float> q, const AttentionShape& s,
-               const AttentionSequence& seq, int64_t i, int64_t h, std::span<float> out,
-               float* scratch) {
+// Plain loops, for CPUs without AVX2 + FMA.
+void AttendRowPlain(std::span<const float> q, const AttentionShape& s, const AttentionSequence& seq,
+                    int64_t i, int64_t h, std::span<float> out, float* scratch) {
   const int64_t d = s.head_dim;
   const int64_t row = seq.q_row + i;
   const int64_t n_keys = seq.context - seq.num_new + i + 1;
@@ -71,12 +32,128 @@ void AttendRow(const RowLoops& loops, std::span<const float> q, const AttentionS
   const float* qh = q.data() + row * s.q_stride + h * d;
   for (int64_t j = 0; j < d; ++j) qs[j] = qh[j] * s.scale;
   const float* kh = seq.k.data() + h * d;
-  for (int64_t t = 0; t < n_keys; ++t) scores[t] = loops.dot(qs, kh + t * s.kv_stride, d);
+  for (int64_t t = 0; t < n_keys; ++t) {
+    const float* kt = kh + t * s.kv_stride;
+    float acc = 0.0f;
+    for (int64_t j = 0; j < d; ++j) acc += qs[j] * kt[j];
+    scores[t] = acc;
+  }
   SoftmaxRowInPlace(std::span<float>(scores, n_keys));
   float* oh = out.data() + row * s.out_stride + h * d;
   std::fill(oh, oh + d, 0.0f);
   const float* vh = seq.v.data() + h * d;
-  for (int64_t t = 0; t < n_keys; ++t) loops.axpy(scores[t], vh + t * s.kv_stride, oh, d);
+  for (int64_t t = 0; t < n_keys; ++t) {
+    for (int64_t j = 0; j < d; ++j) oh[j] += scores[t] * vh[t * s.kv_stride + j];
+  }
+}
+
+// q' . k[t] for KEYS keys at once, k[t] = k + t * stride: eight lanes per key, the lanes
+// summed, then the tail of head_dim past a multiple of 8 one element at a time; a key's sum is
+// the same whichever group it is computed in.
+template <int KEYS>
+__attribute__((target("avx2,fma"), always_inline)) inline void DotKeys(const float* qs,
+                                                                       const float* k,
+                                                                       int64_t stride, int64_t d,
+                                                                       float* scores) {
+  __m256 acc[KEYS];
+#pragma GCC unroll 4
+  for (int t = 0; t < KEYS; ++t) acc[t] = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    const __m256 qv = _mm256_loadu_ps(qs + j);
+#pragma GCC unroll 4
+    for (int t = 0; t < KEYS; ++t) {
+      acc[t] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + t * stride + j), acc[t]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < KEYS; ++t) {
+    float sum = internal::HorizontalSum(acc[t]);
+    for (int64_t r = j; r < d; ++r) sum += qs[r] * k[t * stride + r];
+    scores[t] = sum;
+  }
+}
+
+// out[0, 8 * CHUNKS) = sum over t of p[t] v[t][0, 8 * CHUNKS), the sums kept in registers.
+template <int CHUNKS>
+__attribute__((target("avx2,fma"), always_inline)) inline void WeightedSumBlock(
+    const float* p, int64_t n_keys, const float* v, int64_t stride, float* out) {
+  __m256 acc[CHUNKS];
+#pragma GCC unroll 8
+  for (int c = 0; c < CHUNKS; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t t = 0; t < n_keys; ++t) {
+    const __m256 pv = _mm256_set1_ps(p[t]);
+    const float* vt = v + t * stride;
+#pragma GCC unroll 8
+    for (int c = 0; c < CHUNKS; ++c) {
+      acc[c] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vt + 8 * c), acc[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < CHUNKS; ++c) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
+__attribute__((target("avx2,fma"))) void WeightedSumChunks(int chunks, const float* p,
+                                                           int64_t n_keys, const float* v,
+                                                           int64_t stride, float* out) {
+  switch (chunks) {
+    case 8:
+      return WeightedSumBlock<8>(p, n_keys, v, stride, out);
+    case 7:
+      return WeightedSumBlock<7>(p, n_keys, v, stride, out);
+    case 6:
+      return WeightedSumBlock<6>(p, n_keys, v, stride, out);
+    case 5:
+      return WeightedSumBlock<5>(p, n_keys, v, stride, out);
+    case 4:
+      return WeightedSumBlock<4>(p, n_keys, v, stride, out);
+    case 3:
+      return WeightedSumBlock<3>(p, n_keys, v, stride, out);
+    case 2:
+      return WeightedSumBlock<2>(p, n_keys, v, stride, out);
+    default:
+      return WeightedSumBlock<1>(p, n_keys, v, stride, out);
+  }
+}
+
+// AVX2 + FMA: scores four keys at a time (four independent sums), and the weighted sum of the
+// values 64 dimensions at a time with the sums in registers.
+__attribute__((target("avx2,fma"))) void AttendRowAvx2(std::span<const float> q,
+                                                       const AttentionShape& s,
+                                                       const AttentionSequence& seq, int64_t i,
+                                                       int64_t h, std::span<float> out,
+                                                       float* scratch) {
+  const int64_t d = s.head_dim;
+  const int64_t row = seq.q_row + i;
+  const int64_t n_keys = seq.context - seq.num_new + i + 1;
+  float* qs = scratch;          // [head_dim]: the scaled query
+  float* scores = scratch + d;  // [n_keys]
+  const float* qh = q.data() + row * s.q_stride + h * d;
+  for (int64_t j = 0; j < d; ++j) qs[j] = qh[j] * s.scale;
+  const float* kh = seq.k.data() + h * d;
+  int64_t t = 0;
+  for (; t + 4 <= n_keys; t += 4) DotKeys<4>(qs, kh + t * s.kv_stride, s.kv_stride, d, scores + t);
+  for (; t < n_keys; ++t) DotKeys<1>(qs, kh + t * s.kv_stride, s.kv_stride, d, scores + t);
+  SoftmaxRowInPlace(std::span<float>(scores, n_keys));
+  float* oh = out.data() + row * s.out_stride + h * d;
+  const float* vh = seq.v.data() + h * d;
+  const int64_t vector_dims = d / 8 * 8;
+  for (int64_t j0 = 0; j0 < vector_dims; j0 += 64) {
+    const int chunks = static_cast<int>(std::min<int64_t>(64, vector_dims - j0) / 8);
+    WeightedSumChunks(chunks, scores, n_keys, vh + j0, s.kv_stride, oh + j0);
+  }
+  for (int64_t j = vector_dims; j < d; ++j) {
+    float acc = 0.0f;
+    for (int64_t k = 0; k < n_keys; ++k) acc += scores[k] * vh[k * s.kv_stride + j];
+    oh[j] = acc;
+  }
+}
+
+AttendRowFn BestAttendRow() {
+  static const AttendRowFn fn = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                    ? AttendRowAvx2
+                                    : AttendRowPlain;
+  return fn;
 }
 
 absl::Status CheckSequence(const AttentionShape& s, const AttentionSequence& seq, size_t i,
@@ -129,7 +206,7 @@ absl::Status CausalAttention(std::span<const float> q, const AttentionShape& s,
     work += seq.num_new * s.num_heads * seq.context * s.head_dim;
     max_context = std::max(max_context, seq.context);
   }
-  const RowLoops& loops = Loops();
+  const AttendRowFn attend_row = BestAttendRow();
 #pragma omp parallel if (work >= (int64_t{1} << 18))
   {
     float* buffer = scratch.data();
@@ -142,7 +219,7 @@ absl::Status CausalAttention(std::span<const float> q, const AttentionShape& s,
     for (const AttentionSequence& seq : seqs) {
 #pragma omp for schedule(dynamic, 4) nowait
       for (int64_t task = 0; task < seq.num_new * s.num_heads; ++task) {
-        AttendRow(loops, q, s, seq, task / s.num_heads, task % s.num_heads, out, buffer);
+        attend_row(q, s, seq, task / s.num_heads, task % s.num_heads, out, buffer);
       }
     }
   }

@@ -12,10 +12,11 @@
 // Strides are in floats and allow q to be a column block of a fused QKV output.
 //
 // The (query row, head) pairs run in parallel on the OpenMP threads for large enough steps,
-// each row's sums in an order that depends only on head_dim and on the CPU (8 lanes with AVX2
-// + FMA, else one at a time), so on one machine a row's result does not depend on the batch it
-// came in or the threads. `scratch` holds AttentionScratchFloats(...) floats for the calling
-// thread; each other OpenMP thread keeps a buffer of its own, grown to the longest context
+// each row's sums in an order that depends only on head_dim and on the CPU (with AVX2 + FMA:
+// scores four keys at a time, eight lanes each, and the value sums 64 dimensions at a time in
+// registers; else one element at a time), so on one machine a row's result does not depend on
+// the batch it came in or the threads. `scratch` holds AttentionScratchFloats(...) floats for the
+// calling thread; each other OpenMP thread keeps a buffer of its own, grown to the longest context
 // seen. Thread-compatible.
 #ifndef LLMINT8_KERNELS_ATTENTION_H_
 #define LLMINT8_KERNELS_ATTENTION_H_

@@ -88,6 +88,38 @@ TEST(AttentionTest, BatchOfDifferentLengthsMatchesDoubleReference) {
   }
 }
 
+// Head sizes around the AVX2 path's blocks: under one vector (4), OPT's 64, 80 and 128, and
+// past two value blocks of 64 with a tail (136); a prefill and a decode step, every row
+// against the double reference.
+TEST(AttentionTest, HeadSizesAroundTheVectorBlocksMatchDoubleReference) {
+  for (const int64_t d : {4, 64, 80, 128, 136}) {
+    const int64_t heads = 2, width = heads * d;
+    AttentionShape shape{heads, d, width, width, width, static_cast<float>(1.0 / std::sqrt(d))};
+    std::mt19937 rng(static_cast<uint32_t>(d));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    RandomBatch batch({{7, 7}, {1, 13}}, width, rng, nd);
+    std::vector<float> q(batch.rows * width), out(batch.rows * width, -1.0f);
+    for (float& x : q) x = nd(rng);
+    std::vector<float> scratch(AttentionScratchFloats(shape, batch.longest));
+    ASSERT_TRUE(CausalAttention(q, shape, batch.seqs, out, scratch).ok());
+    for (const AttentionSequence& s : batch.seqs) {
+      for (int64_t i = 0; i < s.num_new; ++i) {
+        const int64_t row = s.q_row + i;
+        const int64_t n_keys = s.context - s.num_new + i + 1;
+        for (int64_t h = 0; h < heads; ++h) {
+          const std::vector<double> ref =
+              RefHead(q.data() + row * width + h * d, s.k.data() + h * d, s.v.data() + h * d,
+                      n_keys, d, width, shape.scale);
+          for (int64_t j = 0; j < d; ++j) {
+            EXPECT_NEAR(out[row * width + h * d + j], ref[j], 2e-5)
+                << "d=" << d << " row " << row << " head " << h << " dim " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 // A step large enough to run on several OpenMP threads (a 300-token prefill beside decode
 // steps, head_dim 64 with a tail past the 8-lane loops: 68), on 4 threads: every row against
 // the double reference, and bit for bit equal to the same sequence attended alone on one
