@@ -49,39 +49,26 @@ absl::Status NcclError(const std::string& where, const char* what, ncclResult_t 
   return absl::Status(code, absl::StrCat(where, ": ", what, ": ", ncclGetErrorString(r), detail));
 }
 
-// Owns an ncclComm_t: destroyed normally, aborted when the group is broken.
+// Owns an ncclComm_t, aborted when dropped (below).
 class NcclCommHandle {
  public:
   NcclCommHandle() = default;
   NcclCommHandle(const NcclCommHandle&) = delete;
   NcclCommHandle& operator=(const NcclCommHandle&) = delete;
-  ~NcclCommHandle() { Reset(); }
+  // A communicator goes when its group is dissolved: a new LoadShard re-forms the group (often
+  // because a peer was lost), a load failed, or the process ends. No collective is in flight
+  // then (the worker runs one step at a time and waits for it), and the peers may be gone, so
+  // ncclCommFinalize, which synchronizes with them, would wait for ranks that never come:
+  // abort, which frees this rank's resources without them.
+  ~NcclCommHandle() { Abort(); }
 
   ncclComm_t get() const { return comm_; }
   ncclComm_t* out() { return &comm_; }
 
-  // Abort: never blocks on peers; safe after a failure.
+  // Never blocks on peers; safe after a failure.
   void Abort() {
     if (comm_ != nullptr) ncclCommAbort(comm_);
     comm_ = nullptr;
-  }
-  // Orderly teardown, bounded by `timeout`; aborts if the peers do not finish in time.
-  void Reset(absl::Duration timeout = absl::Seconds(10)) {
-    if (comm_ == nullptr) return;
-    ncclResult_t r = ncclCommFinalize(comm_);
-    const absl::Time deadline = absl::Now() + timeout;
-    while (r == ncclSuccess || r == ncclInProgress) {
-      ncclResult_t state = ncclSuccess;
-      if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess) break;
-      if (state == ncclSuccess) {
-        ncclCommDestroy(comm_);
-        comm_ = nullptr;
-        return;
-      }
-      if (state != ncclInProgress || absl::Now() > deadline) break;
-      std::this_thread::yield();
-    }
-    Abort();
   }
 
  private:
@@ -108,8 +95,7 @@ class NcclCommunicator : public Communicator {
     cudaSetDevice(device_);
     if (event_ != nullptr) cudaEventDestroy(event_);
     (void)cudaGetLastError();  // nothing to act on at teardown; leave no error behind
-    if (!broken_.ok()) comm_.Abort();
-  }
+  }                            // comm_ aborts itself
 
   absl::Status Init(Rendezvous* rendezvous, const std::string& key_prefix) {
     if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
