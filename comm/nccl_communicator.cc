@@ -93,9 +93,10 @@ class NcclCommunicator : public Communicator {
 
   ~NcclCommunicator() override {
     cudaSetDevice(device_);
+    comm_.Abort();  // before the clear below, so no error it leaves stays on this thread
     if (event_ != nullptr) cudaEventDestroy(event_);
     (void)cudaGetLastError();  // nothing to act on at teardown; leave no error behind
-  }                            // comm_ aborts itself
+  }
 
   absl::Status Init(Rendezvous* rendezvous, const std::string& key_prefix) {
     if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {

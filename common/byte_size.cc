@@ -64,20 +64,22 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text, int64_t bare_unit) 
                      "(powers of 1000), 512Mi or 4096B"));
   }
   const double bytes = std::round(value * static_cast<double>(scale));
-  if (!(bytes < 9.0e18)) {
+  if (!(bytes < 9.2e18)) {  // just under 2^63 bytes, 8 EiB
     return absl::InvalidArgumentError(
-        absl::StrCat("size \"", Av(text), "\" is too large (8 EiB at most)"));
+        absl::StrCat("size \"", Av(text), "\" is too large: it must be under 8 EiB"));
   }
   return static_cast<int64_t>(bytes);
 }
 
 std::string FormatBytes(int64_t bytes) {
-  const int64_t a = bytes < 0 ? -bytes : bytes;
+  // The magnitude as unsigned: -INT64_MIN does not fit an int64.
+  const uint64_t a = bytes < 0 ? 0 - static_cast<uint64_t>(bytes) : static_cast<uint64_t>(bytes);
   // A size typed in decimal GB (and not a whole number of MiB) reads back as typed.
-  if (a >= kGB && a % kGB == 0 && a % kMiB != 0) return absl::StrCat(bytes / kGB, " GB");
-  if (a >= kGiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kGiB), " GiB");
-  if (a >= kMiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kMiB), " MiB");
-  if (a >= kKiB) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kKiB), " KiB");
+  const auto at_least = [a](int64_t unit) { return a >= static_cast<uint64_t>(unit); };
+  if (at_least(kGB) && a % kGB == 0 && a % kMiB != 0) return absl::StrCat(bytes / kGB, " GB");
+  if (at_least(kGiB)) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kGiB), " GiB");
+  if (at_least(kMiB)) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kMiB), " MiB");
+  if (at_least(kKiB)) return absl::StrCat(Trimmed(static_cast<double>(bytes) / kKiB), " KiB");
   return absl::StrCat(bytes, " B");
 }
 

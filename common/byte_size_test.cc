@@ -1,5 +1,6 @@
 #include "common/byte_size.h"
 
+#include <limits>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -50,6 +51,7 @@ TEST(FormatBytesTest, BinaryUnitsTwoDecimals) {
   EXPECT_EQ(FormatBytes(1000), "1000 B");
   EXPECT_EQ(FormatBytes(24 * kGB), "24 GB") << "typed in decimal, read back in decimal";
   EXPECT_EQ(FormatBytes(-2 * kGiB), "-2 GiB");
+  EXPECT_EQ(FormatBytes(std::numeric_limits<int64_t>::min()), "-8589934592 GiB");
 }
 
 TEST(FormatBytesTest, ReadsBackWhatItPrints) {

@@ -18,6 +18,9 @@ inline constexpr int32_t kMaxLogitBiasTokens = 300;
 inline constexpr float kMaxLogitBias = 100.0f;
 // stop_token_ids: at most this many.
 inline constexpr int32_t kMaxStopTokenIds = 64;
+// stop strings: at most this many, each of 1 to kMaxStopBytes bytes.
+inline constexpr int32_t kMaxStopSequences = 16;
+inline constexpr int32_t kMaxStopBytes = 256;
 
 }  // namespace llmint8
 

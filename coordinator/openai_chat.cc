@@ -1,6 +1,7 @@
 #include "coordinator/openai_chat.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -118,17 +119,23 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
   RETURN_IF_ERROR(internal::ParseSharedFields(body, r));
   g.set_text(ChatTranscript(messages));
   r.prompts.emplace_back().set_text(g.text());
-  g.add_stop(std::string(kChatTurnStop));
+  constexpr int kTurnStops = static_cast<int>(std::size(kChatTurnStops));
+  if (g.stop_size() > kMaxStopSequences - kTurnStops) {
+    return FieldError("stop", absl::StrCat("at most ", kMaxStopSequences - kTurnStops,
+                                           " strings here (the transcript's next turn takes ",
+                                           kTurnStops, " of the ", kMaxStopSequences, ")"));
+  }
+  for (const std::string_view stop : kChatTurnStops) g.add_stop(std::string(stop));
   // max_completion_tokens replaced max_tokens in the chat API; either bounds the reply.
+  const char* limit_field = "max_tokens";
   if (const json* v = Find(body, "max_completion_tokens"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "max_completion_tokens"));
     g.set_max_new_tokens(Saturated(n));
+    limit_field = "max_completion_tokens";
   } else if (Find(body, "max_tokens") == nullptr) {
     r.fill_context = true;
   }
-  if (!r.fill_context && g.max_new_tokens() == 0) {
-    return FieldError("max_completion_tokens", "at least 1");
-  }
+  if (!r.fill_context && g.max_new_tokens() == 0) return FieldError(limit_field, "at least 1");
   RETURN_IF_ERROR(IfPresent<bool>(body, "logprobs", Bool, [&](bool b) { r.logprobs = b; }));
   g.set_logprobs(r.logprobs);
   if (const json* v = Find(body, "top_logprobs"); v != nullptr) {

@@ -8,14 +8,16 @@
 //   user messages: "User: <text>" and assistant messages "Assistant: <text>", each followed by
 //   a blank line;
 //   last "Assistant:", which the model continues. The reply ends where the model starts the
-//   next turn: "\nUser:" is added to the request's stop strings (and is not in the reply).
+//   next turn: "\n\nUser:" and "\nUser:" are added to the request's stop strings (and are
+//   not in the reply), so a request may carry two fewer stop strings than /v1/completions.
 // A message's content is a string or an array of {"type": "text", "text": ...} parts (joined);
 // other parts (images, audio), tool messages and tool calls are refused: InvalidArgument
 // naming the field.
 //
 // Request fields beside messages: those of the completions API (openai_api.h: n, temperature,
 // top_p, seed, stop, stream, stream_options, penalties, logit_bias and vLLM's extensions), and
-//   max_completion_tokens (or the older max_tokens; neither: the rest of the context);
+//   max_completion_tokens (or the older max_tokens; neither: the rest of the context, all of
+//   which the scheduler reserves in KV cache, as it reserves any max_tokens);
 //   logprobs (true/false) and top_logprobs (0..20, with logprobs true);
 //   tools / tool_choice only empty / "none"; response_format only {"type": "text"}.
 //
@@ -38,8 +40,10 @@
 
 namespace llmint8::coordinator::openai {
 
-// The stop string that ends a reply at the transcript's next user turn.
-inline constexpr std::string_view kChatTurnStop = "\nUser:";
+// The stop strings that end a reply at the transcript's next user turn, after one newline or
+// the blank line the transcript puts between turns (the earlier match cuts, so a reply that
+// ends in a blank line and a turn keeps neither).
+inline constexpr std::string_view kChatTurnStops[] = {"\n\nUser:", "\nUser:"};
 
 struct ChatMessage {
   std::string role;  // system, developer, user, assistant

@@ -44,9 +44,10 @@ TEST(ChatParseTest, MessagesBecomeOneTextPromptThatStopsAtTheNextTurn) {
   const std::string transcript = "Be brief.\n\nUser: Hello, Congress.\n\nAssistant:";
   EXPECT_EQ(r.prompts[0].text(), transcript);
   EXPECT_EQ(r.generate.text(), transcript);
-  ASSERT_EQ(r.generate.stop_size(), 2);
+  ASSERT_EQ(r.generate.stop_size(), 3);
   EXPECT_EQ(r.generate.stop(0), "\n\n");
-  EXPECT_EQ(r.generate.stop(1), kChatTurnStop) << "the client's stops, then the turn's";
+  EXPECT_EQ(r.generate.stop(1), "\n\nUser:") << "the client's stops, then the turn's";
+  EXPECT_EQ(r.generate.stop(2), "\nUser:");
   EXPECT_FLOAT_EQ(r.generate.temperature(), 0.7f);
   EXPECT_EQ(r.generate.seed(), 5u);
   EXPECT_EQ(r.n, 2);
@@ -68,6 +69,23 @@ TEST(ChatParseTest, MaxCompletionTokensWinsOverMaxTokens) {
                            "max_completion_tokens": 0})")
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  // The error names the field the client sent.
+  EXPECT_NE(ParseError(R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0})")
+                .message()
+                .find("'max_tokens'"),
+            std::string::npos);
+}
+
+TEST(ChatParseTest, TheTurnStopsLeaveRoomForFourteenOfTheClients) {
+  auto body = [](int stops) {
+    json j = {{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"stop", json::array()}};
+    for (int i = 0; i < stops; ++i) j["stop"].push_back("s" + std::to_string(i));
+    return j.dump();
+  };
+  EXPECT_EQ(ParseOk(body(14)).generate.stop_size(), 16);
+  const absl::Status status = ParseError(body(15));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("at most 14"), std::string::npos) << status;
 }
 
 TEST(ChatParseTest, LogprobsIsABooleanAndTopLogprobsNeedsIt) {

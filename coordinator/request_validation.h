@@ -26,8 +26,8 @@ struct ModelLimits {
   int64_t vocab_size = 0;
   int64_t max_context = 0;  // prompt + generated tokens
   bool has_tokenizer = false;
-  int max_stop_sequences = 16;
-  int max_stop_bytes = 256;
+  int max_stop_sequences = kMaxStopSequences;
+  int max_stop_bytes = kMaxStopBytes;
 };
 
 // That the request has a prompt in a form this server reads (text needs the tokenizer).

@@ -429,6 +429,7 @@ TEST_F(ServiceE2ETest, DeadlineMidStreamFreesTheSequenceAndIsCountedAsDeadline) 
   ASSERT_EQ(finished.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << "after " << tokens << " of 126 tokens; the whole run takes "
       << std::chrono::duration<double, std::milli>(full_run).count() << " ms here";
+  EXPECT_GT(tokens, 0) << "the deadline passed before the stream began, not mid-stream";
   EXPECT_TRUE(cluster_->WaitNoActiveSequences())
       << "the expired sequence still holds KV cache on the workers";
   EXPECT_EQ(WaitForSample(metrics_port_, deadline, deadlines + 1, 10), deadlines + 1);

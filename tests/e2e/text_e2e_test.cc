@@ -248,6 +248,7 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
   const nlohmann::json messages = {{{"role", "system"}, {"content", "Be brief."}},
                                    {{"role", "user"}, {"content", "hello world"}}};
   v1::GenerateRequest grpc_request = TextRequest("Be brief.\n\nUser: hello world\n\nAssistant:", 8);
+  grpc_request.add_stop("\n\nUser:");
   grpc_request.add_stop("\nUser:");
   const Generated want = Generate(*stub_, grpc_request);
   ASSERT_TRUE(want.status.ok()) << want.status.error_message();
@@ -319,6 +320,7 @@ TEST_F(TextE2ETest, OfficialOpenAiPythonClientChats) {
   const absl::StatusOr<std::string> python = OpenAiSdkPython();
   if (!python.ok()) GTEST_SKIP() << python.status().message();
   v1::GenerateRequest grpc_request = TextRequest("Be brief.\n\nUser: hello world\n\nAssistant:", 8);
+  grpc_request.add_stop("\n\nUser:");
   grpc_request.add_stop("\nUser:");
   grpc_request.set_logprobs(true);
   const Generated want = Generate(*stub_, grpc_request);
