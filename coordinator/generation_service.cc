@@ -27,6 +27,10 @@ class TokenizerTextStream : public TokenTextStream {
     absl::StatusOr<std::string> text = tokenizer_.Decode({token_id});
     return text.ok() ? *std::move(text) : std::string();
   }
+  std::string TokenBytes(int32_t token_id) const override {
+    absl::StatusOr<std::string> bytes = tokenizer_.DecodeBytes({token_id});
+    return bytes.ok() ? *std::move(bytes) : std::string();
+  }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
     DecodeStream stream(tokenizer_);
     std::vector<std::string> pieces;

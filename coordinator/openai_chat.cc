@@ -149,10 +149,11 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
   return r;
 }
 
-// {"token", "logprob", "bytes"}: bytes are the UTF-8 of the token's text.
-json TokenLogprob(const std::string& label, float logprob) {
-  json bytes = json::array();
-  for (const char c : label) bytes.push_back(static_cast<unsigned char>(c));
+// {"token", "logprob", "bytes"}: bytes are the token's own, raw (those of tokens that split a
+// UTF-8 character join into it, where the label shows U+FFFD); null without a tokenizer.
+json TokenLogprob(const std::string& label, float logprob, const std::string& raw) {
+  json bytes = raw.empty() ? json(nullptr) : json::array();
+  for (const char c : raw) bytes.push_back(static_cast<unsigned char>(c));
   return {{"token", label}, {"logprob", Finite(logprob)}, {"bytes", std::move(bytes)}};
 }
 
@@ -172,10 +173,10 @@ ChoicePart Collect(const CompletionRequest& request, const v1::GenerateResponse*
       if (request.logprobs) {
         const std::string label =
             CandidateKey(r->token_text().empty() ? r->text() : r->token_text(), r->token_id());
-        json entry = TokenLogprob(label, Logprob(*r).value_or(0.0f));
+        json entry = TokenLogprob(label, Logprob(*r).value_or(0.0f), r->token_bytes());
         json top = json::array();
         for (const v1::TopLogprob& c : r->top_logprobs()) {
-          top.push_back(TokenLogprob(CandidateKey(c.text(), c.token_id()), c.logprob()));
+          top.push_back(TokenLogprob(CandidateKey(c.text(), c.token_id()), c.logprob(), c.bytes()));
         }
         entry["top_logprobs"] = std::move(top);
         part.logprobs.push_back(std::move(entry));

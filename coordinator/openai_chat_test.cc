@@ -150,12 +150,17 @@ std::vector<v1::GenerateResponse> Responses() {
   std::vector<v1::GenerateResponse> out(3);
   out[0].set_token_id(10);
   out[0].set_text(" Hel");
+  out[0].set_token_text(" Hel");
+  out[0].set_token_bytes(" Hel");
   out[0].set_logprob(-0.5f);
   auto* top = out[0].add_top_logprobs();
   top->set_token_id(10);
   top->set_text(" Hel");
+  top->set_bytes(" Hel");
   top->set_logprob(-0.5f);
-  out[1].set_token_id(11);  // text held back (e.g. half a UTF-8 character)
+  out[1].set_token_id(11);  // text held back: the first of the two bytes of "é"
+  out[1].set_token_text("\xEF\xBF\xBD");
+  out[1].set_token_bytes("\xC3");
   out[1].set_logprob(-1.0f);
   out[2].set_token_id(12);
   out[2].set_text("lo!");
@@ -188,8 +193,11 @@ TEST(ChatAnswerTest, CompletionJsonHoldsTheAssistantsMessage) {
   EXPECT_EQ(content[0]["bytes"], json({32, 72, 101, 108}));
   EXPECT_EQ(content[0]["top_logprobs"],
             json::array({{{"token", " Hel"}, {"logprob", -0.5}, {"bytes", {32, 72, 101, 108}}}}));
-  EXPECT_EQ(content[1]["token"], "token_id:11");
+  EXPECT_EQ(content[1]["token"], "\xEF\xBF\xBD") << "the token's own text: U+FFFD";
+  EXPECT_EQ(content[1]["bytes"], json({0xC3})) << "its raw byte, to join with the next token's";
   EXPECT_EQ(content[1]["top_logprobs"], json::array());
+  EXPECT_TRUE(content[2]["bytes"].is_null()) << "no bytes known (no tokenizer)";
+  EXPECT_EQ(content[2]["token"], "lo!") << "labelled by its streamed piece";
   EXPECT_EQ(j["usage"]["prompt_tokens"], 4);
   EXPECT_EQ(j["usage"]["completion_tokens"], 3);
   EXPECT_EQ(j["usage"]["total_tokens"], 7);

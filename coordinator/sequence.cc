@@ -87,6 +87,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   if (params_.logprobs) response.set_logprob(sampled.logprob());
   if (text_ && (params_.logprobs || params_.top_logprobs > 0)) {
     response.set_token_text(text_->TokenText(token_id));
+    response.set_token_bytes(text_->TokenBytes(token_id));
   }
   AddCandidates(sampled.top(), response.mutable_top_logprobs());
   if (generated_.size() == 1) AttachPromptTokens(response);
@@ -136,7 +137,10 @@ void Sequence::AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenC
     v1::TopLogprob* t = out->Add();
     t->set_token_id(top[i].token_id());
     t->set_logprob(top[i].logprob());
-    if (text_) t->set_text(text_->TokenText(t->token_id()));
+    if (text_) {
+      t->set_text(text_->TokenText(t->token_id()));
+      t->set_bytes(text_->TokenBytes(t->token_id()));
+    }
   }
 }
 

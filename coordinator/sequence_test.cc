@@ -32,6 +32,7 @@ class FakeText : public TokenTextStream {
   }
   std::string Flush() override { return std::exchange(held_, ""); }
   std::string TokenText(int32_t id) const override { return Text(id); }
+  std::string TokenBytes(int32_t id) const override { return Text(id); }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
     std::vector<std::string> out;
     for (int32_t id : ids) out.push_back(Text(id));

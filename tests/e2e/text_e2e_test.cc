@@ -255,16 +255,27 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
   ASSERT_FALSE(want.text.empty());
   const nlohmann::json body = {{"messages", messages},     {"max_completion_tokens", 8},
                                {"temperature", 0},         {"ignore_eos", true},
-                               {"return_token_ids", true}, {"n", 2}};
+                               {"return_token_ids", true}, {"n", 2},
+                               {"logprobs", true}};
   const nlohmann::json j = PostJson("/v1/chat/completions", body);
   ASSERT_EQ(j["http_status"], 200) << j.dump();
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_TRUE(j["id"].get<std::string>().starts_with("chatcmpl-")) << j["id"];
   ASSERT_EQ(j["choices"].size(), 2u);
+  // The tokens' raw bytes join into the reply's bytes, where a token's own text shows U+FFFD
+  // for the part of a character it holds.
+  const absl::StatusOr<std::string> raw = tokenizer_->DecodeBytes(want.tokens);
+  ASSERT_TRUE(raw.ok()) << raw.status();
   for (const nlohmann::json& choice : j["choices"]) {
     EXPECT_EQ(choice["message"]["role"], "assistant");
     EXPECT_EQ(choice["message"]["content"], want.text);
     EXPECT_EQ(choice["token_ids"].get<std::vector<int32_t>>(), want.tokens);
+    std::string joined;
+    ASSERT_EQ(choice["logprobs"]["content"].size(), want.tokens.size());
+    for (const nlohmann::json& t : choice["logprobs"]["content"]) {
+      for (const int b : t["bytes"].get<std::vector<int>>()) joined.push_back(static_cast<char>(b));
+    }
+    EXPECT_EQ(joined, *raw);
   }
   EXPECT_EQ(j["usage"]["completion_tokens"], 2 * want.tokens.size());
 
