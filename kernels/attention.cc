@@ -13,37 +13,57 @@
 namespace llmint8::kernels {
 namespace {
 
-// One query row `i` of `seq` (at position context - num_new + i) and head `h`: its scores,
-// their softmax and the weighted sum of the values. `scratch` holds head_dim + context floats.
-// Each implementation sums a row in an order that depends only on head_dim, never on the batch
-// or the thread.
-using AttendRowFn = void (*)(std::span<const float> q, const AttentionShape& s,
-                             const AttentionSequence& seq, int64_t i, int64_t h,
-                             std::span<float> out, float* scratch);
+// What one query row `i` of `seq` (at position context - num_new + i) and head `h` reads and
+// writes: its scaled query and scores in scratch (head_dim + context floats), the head's keys
+// and values (row t at t * stride), its output.
+struct HeadRow {
+  int64_t d = 0, n_keys = 0, stride = 0;
+  float* qs = nullptr;      // [d]: the scaled query
+  float* scores = nullptr;  // [n_keys]
+  const float* k = nullptr;
+  const float* v = nullptr;
+  float* out = nullptr;  // [d]
+};
+
+HeadRow PrepareRow(std::span<const float> q, const AttentionShape& s, const AttentionSequence& seq,
+                   int64_t i, int64_t h, std::span<float> out, float* scratch) {
+  HeadRow r;
+  r.d = s.head_dim;
+  r.n_keys = seq.context - seq.num_new + i + 1;
+  r.stride = s.kv_stride;
+  r.qs = scratch;
+  r.scores = scratch + r.d;
+  r.k = seq.k.data() + h * r.d;
+  r.v = seq.v.data() + h * r.d;
+  const int64_t row = seq.q_row + i;
+  r.out = out.data() + row * s.out_stride + h * r.d;
+  const float* qh = q.data() + row * s.q_stride + h * r.d;
+  for (int64_t j = 0; j < r.d; ++j) r.qs[j] = qh[j] * s.scale;
+  return r;
+}
+
+// The two loops of a row: scores[t] = q' . k[t], and out = sum over t of p[t] v[t] (the
+// scores softmaxed in place between them). Each implementation sums a row in an order that
+// depends only on head_dim, never on the batch or the thread.
+struct RowLoops {
+  void (*scores)(const HeadRow& r);
+  void (*weighted_sum)(const HeadRow& r);
+};
 
 // Plain loops, for CPUs without AVX2 + FMA.
-void AttendRowPlain(std::span<const float> q, const AttentionShape& s, const AttentionSequence& seq,
-                    int64_t i, int64_t h, std::span<float> out, float* scratch) {
-  const int64_t d = s.head_dim;
-  const int64_t row = seq.q_row + i;
-  const int64_t n_keys = seq.context - seq.num_new + i + 1;
-  float* qs = scratch;          // [head_dim]: the scaled query
-  float* scores = scratch + d;  // [n_keys]
-  const float* qh = q.data() + row * s.q_stride + h * d;
-  for (int64_t j = 0; j < d; ++j) qs[j] = qh[j] * s.scale;
-  const float* kh = seq.k.data() + h * d;
-  for (int64_t t = 0; t < n_keys; ++t) {
-    const float* kt = kh + t * s.kv_stride;
+void ScoresPlain(const HeadRow& r) {
+  for (int64_t t = 0; t < r.n_keys; ++t) {
+    const float* kt = r.k + t * r.stride;
     float acc = 0.0f;
-    for (int64_t j = 0; j < d; ++j) acc += qs[j] * kt[j];
-    scores[t] = acc;
+    for (int64_t j = 0; j < r.d; ++j) acc += r.qs[j] * kt[j];
+    r.scores[t] = acc;
   }
-  SoftmaxRowInPlace(std::span<float>(scores, n_keys));
-  float* oh = out.data() + row * s.out_stride + h * d;
-  std::fill(oh, oh + d, 0.0f);
-  const float* vh = seq.v.data() + h * d;
-  for (int64_t t = 0; t < n_keys; ++t) {
-    for (int64_t j = 0; j < d; ++j) oh[j] += scores[t] * vh[t * s.kv_stride + j];
+}
+
+void WeightedSumPlain(const HeadRow& r) {
+  std::fill(r.out, r.out + r.d, 0.0f);
+  for (int64_t t = 0; t < r.n_keys; ++t) {
+    for (int64_t j = 0; j < r.d; ++j) r.out[j] += r.scores[t] * r.v[t * r.stride + j];
   }
 }
 
@@ -118,42 +138,42 @@ __attribute__((target("avx2,fma"))) void WeightedSumChunks(int chunks, const flo
 
 // AVX2 + FMA: scores four keys at a time (four independent sums), and the weighted sum of the
 // values 64 dimensions at a time with the sums in registers.
-__attribute__((target("avx2,fma"))) void AttendRowAvx2(std::span<const float> q,
-                                                       const AttentionShape& s,
-                                                       const AttentionSequence& seq, int64_t i,
-                                                       int64_t h, std::span<float> out,
-                                                       float* scratch) {
-  const int64_t d = s.head_dim;
-  const int64_t row = seq.q_row + i;
-  const int64_t n_keys = seq.context - seq.num_new + i + 1;
-  float* qs = scratch;          // [head_dim]: the scaled query
-  float* scores = scratch + d;  // [n_keys]
-  const float* qh = q.data() + row * s.q_stride + h * d;
-  for (int64_t j = 0; j < d; ++j) qs[j] = qh[j] * s.scale;
-  const float* kh = seq.k.data() + h * d;
+__attribute__((target("avx2,fma"))) void ScoresAvx2(const HeadRow& r) {
+  const HeadRow row = r;  // in registers for the loops
   int64_t t = 0;
-  for (; t + 4 <= n_keys; t += 4) DotKeys<4>(qs, kh + t * s.kv_stride, s.kv_stride, d, scores + t);
-  for (; t < n_keys; ++t) DotKeys<1>(qs, kh + t * s.kv_stride, s.kv_stride, d, scores + t);
-  SoftmaxRowInPlace(std::span<float>(scores, n_keys));
-  float* oh = out.data() + row * s.out_stride + h * d;
-  const float* vh = seq.v.data() + h * d;
-  const int64_t vector_dims = d / 8 * 8;
-  for (int64_t j0 = 0; j0 < vector_dims; j0 += 64) {
-    const int chunks = static_cast<int>(std::min<int64_t>(64, vector_dims - j0) / 8);
-    WeightedSumChunks(chunks, scores, n_keys, vh + j0, s.kv_stride, oh + j0);
+  for (; t + 4 <= row.n_keys; t += 4) {
+    DotKeys<4>(row.qs, row.k + t * row.stride, row.stride, row.d, row.scores + t);
   }
-  for (int64_t j = vector_dims; j < d; ++j) {
-    float acc = 0.0f;
-    for (int64_t k = 0; k < n_keys; ++k) acc += scores[k] * vh[k * s.kv_stride + j];
-    oh[j] = acc;
+  for (; t < row.n_keys; ++t) {
+    DotKeys<1>(row.qs, row.k + t * row.stride, row.stride, row.d, row.scores + t);
   }
 }
 
-AttendRowFn BestAttendRow() {
-  static const AttendRowFn fn = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                                    ? AttendRowAvx2
-                                    : AttendRowPlain;
-  return fn;
+__attribute__((target("avx2,fma"))) void WeightedSumAvx2(const HeadRow& r) {
+  const HeadRow row = r;
+  const int64_t vector_dims = row.d / 8 * 8;
+  for (int64_t j0 = 0; j0 < vector_dims; j0 += 64) {
+    const int chunks = static_cast<int>(std::min<int64_t>(64, vector_dims - j0) / 8);
+    WeightedSumChunks(chunks, row.scores, row.n_keys, row.v + j0, row.stride, row.out + j0);
+  }
+  for (int64_t j = vector_dims; j < row.d; ++j) {
+    float acc = 0.0f;
+    for (int64_t t = 0; t < row.n_keys; ++t) acc += row.scores[t] * row.v[t * row.stride + j];
+    row.out[j] = acc;
+  }
+}
+
+const RowLoops& Loops() {
+  static const RowLoops loops = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                    ? RowLoops{ScoresAvx2, WeightedSumAvx2}
+                                    : RowLoops{ScoresPlain, WeightedSumPlain};
+  return loops;
+}
+
+void AttendRow(const RowLoops& loops, const HeadRow& r) {
+  loops.scores(r);
+  SoftmaxRowInPlace(std::span<float>(r.scores, r.n_keys));
+  loops.weighted_sum(r);
 }
 
 absl::Status CheckSequence(const AttentionShape& s, const AttentionSequence& seq, size_t i,
@@ -206,7 +226,7 @@ absl::Status CausalAttention(std::span<const float> q, const AttentionShape& s,
     work += seq.num_new * s.num_heads * seq.context * s.head_dim;
     max_context = std::max(max_context, seq.context);
   }
-  const AttendRowFn attend_row = BestAttendRow();
+  const RowLoops& loops = Loops();
 #pragma omp parallel if (work >= (int64_t{1} << 18))
   {
     float* buffer = scratch.data();
@@ -219,7 +239,8 @@ absl::Status CausalAttention(std::span<const float> q, const AttentionShape& s,
     for (const AttentionSequence& seq : seqs) {
 #pragma omp for schedule(dynamic, 4) nowait
       for (int64_t task = 0; task < seq.num_new * s.num_heads; ++task) {
-        attend_row(q, s, seq, task / s.num_heads, task % s.num_heads, out, buffer);
+        AttendRow(loops,
+                  PrepareRow(q, s, seq, task / s.num_heads, task % s.num_heads, out, buffer));
       }
     }
   }

@@ -11,3 +11,5 @@ set_source_files_properties(attention.cc PROPERTIES COMPILE_OPTIONS "${OpenMP_CX
 foreach(_op activation attention embedding layer_norm softmax)
   llmint8_cc_test(NAME ${_op}_test SRCS ${_op}_test.cc DEPS llmint8::kernels LABELS kernels)
 endforeach()
+llmint8_cc_binary(NAME attention_benchmark SRCS attention_benchmark.cc
+                  DEPS llmint8::kernels benchmark::benchmark)
