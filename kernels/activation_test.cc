@@ -1,6 +1,10 @@
 #include "kernels/activation.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <limits>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -31,6 +35,35 @@ TEST(ActivationTest, Relu) {
   std::vector<float> x = {-2.0f, -0.0f, 0.0f, 1.5f, 1e30f};
   ReluInPlace(x);
   EXPECT_EQ(x, (std::vector<float>{0.0f, 0.0f, 0.0f, 1.5f, 1e30f}));
+}
+
+// Every value, in the vector loop and the tail alike, is exactly v > 0 ? v : 0: NaN and -0
+// become +0, infinities and subnormals keep their sign's rule.
+TEST(ActivationTest, ReluIsExactlyTheComparisonForEveryValue) {
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            -0.0f,
+                            0.0f,
+                            1e-45f,
+                            -1e-45f,
+                            3.0f,
+                            -3.0f,
+                            std::numeric_limits<float>::max()};
+  for (size_t n = 1; n <= 2 * std::size(specials) + 3; ++n) {
+    std::vector<float> x(n);
+    for (size_t i = 0; i < n; ++i) x[i] = specials[(i * 7 + n) % std::size(specials)];
+    std::vector<float> y = x;
+    ReluInPlace(y);
+    for (size_t i = 0; i < n; ++i) {
+      const float want = x[i] > 0.0f ? x[i] : 0.0f;
+      uint32_t got_bits, want_bits;
+      std::memcpy(&got_bits, &y[i], 4);
+      std::memcpy(&want_bits, &want, 4);
+      EXPECT_EQ(got_bits, want_bits) << "n=" << n << " i=" << i << " x=" << x[i];
+    }
+  }
 }
 
 }  // namespace
