@@ -64,7 +64,7 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text, int64_t bare_unit) 
                      "(powers of 1000), 512Mi or 4096B"));
   }
   const double bytes = std::round(value * static_cast<double>(scale));
-  if (!(bytes < 9.2e18)) {  // just under 2^63 bytes, 8 EiB
+  if (!(bytes < 0x1p63)) {  // 2^63 bytes, 8 EiB: the largest double below it fits an int64
     return absl::InvalidArgumentError(
         absl::StrCat("size \"", Av(text), "\" is too large: it must be under 8 EiB"));
   }

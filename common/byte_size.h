@@ -24,7 +24,7 @@ inline constexpr int64_t kGB = 1000 * 1000 * 1000;
 //   Ki, KiB, Mi, MiB, Gi, GiB, Ti, TiB: powers of 1024;
 //   no unit: the number times `bare_unit` (bytes unless the caller says otherwise).
 // Rounds to whole bytes. InvalidArgument, saying what is accepted, for anything else, a negative
-// size or one of about 8 EiB (9.2e18 bytes) or more. Zero parses; a caller for whom it means
+// size or one of 8 EiB (2^63 bytes) or more. Zero parses; a caller for whom it means
 // nothing refuses it.
 absl::StatusOr<int64_t> ParseByteSize(std::string_view text, int64_t bare_unit = 1);
 

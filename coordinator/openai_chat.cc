@@ -135,7 +135,7 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
   } else if (Find(body, "max_tokens") == nullptr) {
     r.fill_context = true;
   }
-  if (!r.fill_context && g.max_new_tokens() == 0) return FieldError(limit_field, "at least 1");
+  if (!r.fill_context && g.max_new_tokens() <= 0) return FieldError(limit_field, "at least 1");
   RETURN_IF_ERROR(IfPresent<bool>(body, "logprobs", Bool, [&](bool b) { r.logprobs = b; }));
   g.set_logprobs(r.logprobs);
   if (const json* v = Find(body, "top_logprobs"); v != nullptr) {

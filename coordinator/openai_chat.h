@@ -24,6 +24,10 @@
 // Answers: a chat.completion object (choices[i].message {role, content}, logprobs {content:
 // [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),
 // or chat.completion.chunk events whose choices carry a delta (the role in each choice's first).
+// A token's "token" is its text alone (U+FFFD for part of a character), its "bytes" its raw
+// bytes: the generated tokens' bytes join into their decoded bytes, the characters they split
+// included (which is the reply's content unless a stop string cut it or an ignored end token
+// was generated); null without a tokenizer.
 //
 // Thread-safe: pure functions.
 #ifndef LLMINT8_COORDINATOR_OPENAI_CHAT_H_

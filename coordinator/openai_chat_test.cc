@@ -74,6 +74,11 @@ TEST(ChatParseTest, MaxCompletionTokensWinsOverMaxTokens) {
                 .message()
                 .find("'max_tokens'"),
             std::string::npos);
+  EXPECT_NE(ParseError(R"({"messages": [{"role": "user", "content": "x"}],
+                           "max_completion_tokens": -1})")
+                .message()
+                .find("'max_completion_tokens'"),
+            std::string::npos);
 }
 
 TEST(ChatParseTest, TheTurnStopsLeaveRoomForFourteenOfTheClients) {
@@ -162,8 +167,10 @@ std::vector<v1::GenerateResponse> Responses() {
   out[1].set_token_text("\xEF\xBF\xBD");
   out[1].set_token_bytes("\xC3");
   out[1].set_logprob(-1.0f);
-  out[2].set_token_id(12);
-  out[2].set_text("lo!");
+  out[2].set_token_id(12);  // the second byte of "é", then "lo!"
+  out[2].set_text("\xC3\xA9lo!");
+  out[2].set_token_text("\xEF\xBF\xBDlo!");
+  out[2].set_token_bytes("\xA9lo!");
   out[2].set_logprob(-0.25f);
   out[2].set_finish_reason(v1::FINISH_REASON_STOP);
   out[2].mutable_usage()->set_prompt_tokens(4);
@@ -183,7 +190,7 @@ TEST(ChatAnswerTest, CompletionJsonHoldsTheAssistantsMessage) {
   ASSERT_EQ(j["choices"].size(), 1u);
   const json& c = j["choices"][0];
   EXPECT_EQ(c["index"], 0);
-  EXPECT_EQ(c["message"], json({{"role", "assistant"}, {"content", " Hello!"}}));
+  EXPECT_EQ(c["message"], json({{"role", "assistant"}, {"content", " Hel\xC3\xA9lo!"}}));
   EXPECT_EQ(c["finish_reason"], "stop");
   EXPECT_EQ(c["token_ids"], json({10, 11, 12}));
   const json& content = c["logprobs"]["content"];
@@ -196,11 +203,31 @@ TEST(ChatAnswerTest, CompletionJsonHoldsTheAssistantsMessage) {
   EXPECT_EQ(content[1]["token"], "\xEF\xBF\xBD") << "the token's own text: U+FFFD";
   EXPECT_EQ(content[1]["bytes"], json({0xC3})) << "its raw byte, to join with the next token's";
   EXPECT_EQ(content[1]["top_logprobs"], json::array());
-  EXPECT_TRUE(content[2]["bytes"].is_null()) << "no bytes known (no tokenizer)";
-  EXPECT_EQ(content[2]["token"], "lo!") << "labelled by its streamed piece";
+  EXPECT_EQ(content[2]["token"], "\xEF\xBF\xBDlo!");
+  EXPECT_EQ(content[2]["bytes"], json({0xA9, 'l', 'o', '!'}));
+  // The tokens' bytes join into the reply, the character they split included.
+  std::string joined;
+  for (const json& t : content) {
+    for (const int b : t["bytes"].get<std::vector<int>>()) joined.push_back(static_cast<char>(b));
+  }
+  EXPECT_EQ(joined, " Hel\xC3\xA9lo!");
   EXPECT_EQ(j["usage"]["prompt_tokens"], 4);
   EXPECT_EQ(j["usage"]["completion_tokens"], 3);
   EXPECT_EQ(j["usage"]["total_tokens"], 7);
+}
+
+// A token without text or bytes (a model served without a tokenizer): labelled by its id,
+// bytes null.
+TEST(ChatAnswerTest, ATokenWithoutBytesHasNullBytes) {
+  const CompletionRequest request =
+      ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})");
+  v1::GenerateResponse r;
+  r.set_token_id(7);
+  r.set_logprob(-1.0f);
+  const json j = json::parse(ChatCompletionJson(request, {{r}}, "c", 1, kModel));
+  const json& entry = j["choices"][0]["logprobs"]["content"][0];
+  EXPECT_EQ(entry["token"], "token_id:7");
+  EXPECT_TRUE(entry["bytes"].is_null());
 }
 
 TEST(ChatAnswerTest, NoLogprobsAskedNoneGiven) {
@@ -229,7 +256,7 @@ TEST(ChatAnswerTest, StreamedDeltasCarryTheRoleFirstThenPieces) {
   const json held = Event(ChatChunkEvent(request, 1, r[1], false, "c", 1, kModel));
   EXPECT_EQ(held["choices"][0]["delta"], json::object()) << "nothing to add yet";
   const json last = Event(ChatChunkEvent(request, 1, r[2], false, "c", 1, kModel));
-  EXPECT_EQ(last["choices"][0]["delta"], json({{"content", "lo!"}}));
+  EXPECT_EQ(last["choices"][0]["delta"], json({{"content", "\xC3\xA9lo!"}}));
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
   const json usage = Event(UsageEvent(request, r[2].usage(), "c", 1, kModel));
   EXPECT_EQ(usage["object"], "chat.completion.chunk");

@@ -32,7 +32,8 @@ class FakeText : public TokenTextStream {
   }
   std::string Flush() override { return std::exchange(held_, ""); }
   std::string TokenText(int32_t id) const override { return Text(id); }
-  std::string TokenBytes(int32_t id) const override { return Text(id); }
+  // Not the text, so a test sees which of the two a field carries.
+  std::string TokenBytes(int32_t id) const override { return "raw" + Text(id); }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
     std::vector<std::string> out;
     for (int32_t id : ids) out.push_back(Text(id));
@@ -135,6 +136,30 @@ TEST(SequenceTest, NothingEndsBeforeMinTokens) {
   EXPECT_EQ(length.added, 3);
   EXPECT_EQ(length.text, "STOP a b");
   EXPECT_EQ(length.finish, v1::FINISH_REASON_LENGTH);
+}
+
+// With logprobs a token carries its text and its raw bytes alone, and so does each candidate.
+TEST(SequenceTest, LogprobsCarryEachTokensTextAndRawBytes) {
+  GenerationParams p = Params(1);
+  p.logprobs = true;
+  p.top_logprobs = 1;
+  Sequence seq(1, {2, 5}, p, std::make_unique<FakeText>());
+  v1::SeqResult r;
+  r.set_token_id(10);
+  r.set_logprob(-0.5f);
+  v1::TokenCandidate* top = r.add_top();
+  top->set_token_id(11);
+  top->set_logprob(-0.25f);
+  seq.AddToken(r, kEos);
+  std::vector<v1::GenerateResponse> responses;
+  ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value());
+  ASSERT_FALSE(responses.empty());
+  const v1::GenerateResponse& first = responses.front();
+  EXPECT_EQ(first.token_text(), " a");
+  EXPECT_EQ(first.token_bytes(), "raw a");
+  ASSERT_EQ(first.top_logprobs_size(), 1);
+  EXPECT_EQ(first.top_logprobs(0).text(), " b");
+  EXPECT_EQ(first.top_logprobs(0).bytes(), "raw b");
 }
 
 TEST(SequenceTest, IgnoredEosIsAnOrdinaryToken) {

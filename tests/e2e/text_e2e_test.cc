@@ -256,7 +256,7 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
   const nlohmann::json body = {{"messages", messages},     {"max_completion_tokens", 8},
                                {"temperature", 0},         {"ignore_eos", true},
                                {"return_token_ids", true}, {"n", 2},
-                               {"logprobs", true}};
+                               {"logprobs", true},         {"top_logprobs", 2}};
   const nlohmann::json j = PostJson("/v1/chat/completions", body);
   ASSERT_EQ(j["http_status"], 200) << j.dump();
   EXPECT_EQ(j["object"], "chat.completion");
@@ -276,6 +276,25 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
       for (const int b : t["bytes"].get<std::vector<int>>()) joined.push_back(static_cast<char>(b));
     }
     EXPECT_EQ(joined, *raw);
+    // Each candidate's bytes are its token's own: its text where that is whole characters,
+    // else raw bytes where its text shows U+FFFD (this model's candidates include some).
+    int split = 0;
+    for (const nlohmann::json& t : choice["logprobs"]["content"]) {
+      ASSERT_EQ(t["top_logprobs"].size(), 2u);
+      for (const nlohmann::json& c : t["top_logprobs"]) {
+        std::string bytes;
+        for (const int b : c["bytes"].get<std::vector<int>>())
+          bytes.push_back(static_cast<char>(b));
+        const std::string label = c["token"];
+        if (label.find("\xEF\xBF\xBD") == std::string::npos) {
+          EXPECT_EQ(bytes, label);
+        } else {
+          EXPECT_NE(bytes, label) << "raw bytes, not the replacement character";
+          ++split;
+        }
+      }
+    }
+    EXPECT_GT(split, 0) << "no candidate holds part of a character here";
   }
   EXPECT_EQ(j["usage"]["completion_tokens"], 2 * want.tokens.size());
 
