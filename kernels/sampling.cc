@@ -1,5 +1,7 @@
 #include "kernels/sampling.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -21,12 +23,56 @@ uint64_t Mix64(uint64_t x) {  // SplitMix64's finaliser (a bijection with full a
   return x;
 }
 
+// The argmax of a row (ties to the lowest id; -1 when every value is -inf) eight lanes at a
+// time: the row's max in one pass, then the first id holding it. nullopt when the row holds a
+// NaN or +inf, which the scalar loop below then reports by id.
+__attribute__((target("avx2"))) std::optional<int32_t> ArgmaxAvx2(const float* x, size_t n) {
+  const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 bad = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    bad = _mm256_or_ps(
+        bad, _mm256_or_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(v, inf, _CMP_EQ_OQ)));
+    mx = _mm256_max_ps(mx, v);
+  }
+  if (_mm256_movemask_ps(bad) != 0) return std::nullopt;
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, mx);
+  float m = -std::numeric_limits<float>::infinity();
+  for (const float v : lanes) m = std::max(m, v);
+  for (size_t j = i; j < n; ++j) {
+    if (std::isnan(x[j]) || x[j] == std::numeric_limits<float>::infinity()) return std::nullopt;
+    m = std::max(m, x[j]);
+  }
+  if (m == -std::numeric_limits<float>::infinity()) return -1;
+  // The first id equal to the max (-0 and +0 compare equal, as the scalar loop's > treats them).
+  const __m256 mv = _mm256_set1_ps(m);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), mv, _CMP_EQ_OQ));
+    if (mask != 0) return static_cast<int32_t>(i + static_cast<size_t>(__builtin_ctz(mask)));
+  }
+  for (; i < n; ++i) {
+    if (x[i] == m) return static_cast<int32_t>(i);
+  }
+  return -1;  // not reached: m is one of the values
+}
+
 // Checks the row and returns its argmax (ties to the lowest id).
 absl::StatusOr<int32_t> CheckedArgmax(std::span<const float> logits) {
   if (logits.empty()) return absl::InvalidArgumentError("logits row is empty");
   if (logits.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     return absl::InvalidArgumentError("logits row is longer than the int32 id range");
   }
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    if (const std::optional<int32_t> best = ArgmaxAvx2(logits.data(), logits.size())) {
+      if (*best < 0) return absl::InvalidArgumentError("every logit is -inf: no id can be chosen");
+      return *best;
+    }
+  }
+  // Plain loop: without AVX2, and to name the first NaN or +inf.
   int32_t best = -1;
   float best_value = -std::numeric_limits<float>::infinity();
   for (size_t i = 0; i < logits.size(); ++i) {

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -96,6 +97,44 @@ TEST(SamplingTest, GreedyTiesGoToLowestId) {
     EXPECT_EQ(SampleToken(logits, Params(1.0f, 0, 1e-7f), step)->token, 1);  // top_p tiny
   }
   EXPECT_EQ(*Argmax(std::vector<float>{kNegInf, kNegInf, -1e30f}), 2);
+}
+
+// Argmax (eight lanes at a time where the CPU has AVX2) is the first id of the largest value,
+// as a plain scan finds it: rows of every length around the vector width, ties, signed zeros,
+// -inf, the max in the tail; a NaN or +inf anywhere is an error naming its id.
+TEST(SamplingTest, ArgmaxIsTheFirstLargestIdForEveryLength) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> pick(0, 5);
+  for (size_t n = 1; n <= 41; ++n) {
+    for (int trial = 0; trial < 30; ++trial) {
+      std::vector<float> row(n);
+      for (float& v : row) {
+        static const float kValues[] = {-1.0f, 2.0f, 2.0f, -0.0f, 0.0f, kNegInf};
+        v = kValues[pick(rng)];
+      }
+      size_t want = n;
+      float best = kNegInf;
+      for (size_t i = 0; i < n; ++i) {
+        if (row[i] > best) best = row[i], want = i;
+      }
+      const absl::StatusOr<int32_t> got = Argmax(row);
+      if (want == n) {
+        EXPECT_FALSE(got.ok()) << "all -inf, n=" << n;
+        continue;
+      }
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, static_cast<int32_t>(want)) << "n=" << n << " trial " << trial;
+      std::vector<float> with_nan = row;
+      with_nan[trial % n] = std::nanf("");
+      const absl::Status nan = Argmax(with_nan).status();
+      EXPECT_NE(nan.message().find(absl::StrCat("id ", trial % n, " ")), std::string::npos) << nan;
+    }
+  }
+  std::vector<float> vocab = RandomLogits(50275, 9);  // 3 past the last full vector
+  vocab[50274] = 100.0f;
+  EXPECT_EQ(*Argmax(vocab), 50274);
+  vocab[12345] = std::numeric_limits<float>::infinity();
+  EXPECT_NE(Argmax(vocab).status().message().find("id 12345 "), std::string::npos);
 }
 
 // top_k = 1, a tiny top_p and a tiny temperature are all greedy, for any seed and step.
