@@ -18,6 +18,13 @@ inline constexpr int32_t kMaxLogitBiasTokens = 300;
 inline constexpr float kMaxLogitBias = 100.0f;
 // stop_token_ids: at most this many.
 inline constexpr int32_t kMaxStopTokenIds = 64;
+// Whether these penalties count a sequence's tokens (a repetition, frequency or presence
+// penalty is on): the coordinator's scheduler and prefix cache and the worker's sampler decide
+// by this one rule whether a sequence's tokens are kept and a prefix copy needs its source's.
+inline bool PenaltiesCountTokens(float repetition_penalty, float frequency_penalty,
+                                 float presence_penalty) {
+  return repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f;
+}
 // stop strings: at most this many, each of 1 to kMaxStopBytes bytes.
 inline constexpr int32_t kMaxStopSequences = 16;
 inline constexpr int32_t kMaxStopBytes = 256;

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/sampling_limits.h"
 #include "coordinator/stop_matcher.h"
 #include "llmint8/v1/generation.pb.h"
 #include "llmint8/v1/worker.pb.h"
@@ -49,7 +50,7 @@ struct GenerationParams {
 
   // Whether a penalty counts the sequence's tokens (rank 0 then keeps them).
   bool counts_tokens() const {
-    return repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f;
+    return PenaltiesCountTokens(repetition_penalty, frequency_penalty, presence_penalty);
   }
 };
 

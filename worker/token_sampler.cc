@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/sampling_limits.h"
 #include "common/status_macros.h"
 #include "kernels/sampling.h"
 
@@ -27,8 +28,8 @@ kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params) {
 }
 
 bool CountsTokens(const kernels::SamplingParams& params) {
-  return params.repetition_penalty != 1.0f || params.frequency_penalty != 0.0f ||
-         params.presence_penalty != 0.0f;
+  return PenaltiesCountTokens(params.repetition_penalty, params.frequency_penalty,
+                              params.presence_penalty);
 }
 
 absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,

@@ -25,8 +25,8 @@ struct SampledToken {
 // candidates) and the min_tokens bans are not in it: SequenceSamplers sets them.
 kernels::SamplingParams ToKernelParams(const v1::SamplingParams& params);
 // Whether `params` count the sequence's tokens (a repetition, frequency or presence penalty):
-// rank 0 then keeps them, and a prefix copy needs its source's (coordinator/sequence.h's
-// GenerationParams::counts_tokens is the same rule before conversion).
+// rank 0 then keeps them, and a prefix copy needs its source's (common/sampling_limits.h's
+// PenaltiesCountTokens, the coordinator's rule too).
 bool CountsTokens(const kernels::SamplingParams& params);
 
 // `seen`: the sequence's tokens so far (prompt and generated), which the repetition penalty
