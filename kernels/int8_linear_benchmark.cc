@@ -87,6 +87,19 @@ void Shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// Decode batches around the switch from the streaming kernel to the packed one (kLargeM in
+// int8_gemm.cc): the bundled model's QKV (768 x 256) and FC2 (256 x 1024) at TP 1, and a
+// 2048 x 2048 layer.
+void DecodeBatchShapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n", "k"});
+  for (int64_t m : {4, 6, 8, 12, 16, 24, 32}) {
+    b->Args({m, 768, 256});
+    b->Args({m, 256, 1024});
+    b->Args({m, 2048, 2048});
+  }
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 // The bundled model's LM head at TP 2 (25136 vocabulary rows of 256) over decode batches:
 // where the direct kernel hands over to the blocked SGEMM.
 void LmHeadShapes(benchmark::internal::Benchmark* b) {
@@ -99,6 +112,7 @@ BENCHMARK(BM_LinearF16)->Apply(Shapes);
 BENCHMARK(BM_LinearF16)->Apply(LmHeadShapes);
 BENCHMARK(BM_Int8Linear)->Apply(Shapes);
 BENCHMARK(BM_Int8Gemm)->Apply(Shapes);
+BENCHMARK(BM_Int8Gemm)->Apply(DecodeBatchShapes);
 
 }  // namespace
 }  // namespace llmint8::kernels
