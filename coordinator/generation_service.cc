@@ -1,5 +1,6 @@
 #include "coordinator/generation_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 #include <vector>
@@ -70,8 +71,9 @@ absl::Status GenerationService::Authorize(const grpc::ServerContext& ctx) const 
                                      : std::string_view(it->second.data(), it->second.size()));
 }
 
-absl::Status GenerationService::MakeSequences(const GenerationParams& params,
+absl::Status GenerationService::MakeSequences(GenerationParams params,
                                               const v1::GenerateRequest& prompt_holder, int32_t n,
+                                              bool fill_context,
                                               std::vector<std::shared_ptr<Sequence>>& out) {
   if (absl::Status input = ValidatePromptInput(prompt_holder, limits_); !input.ok()) {
     return input;
@@ -87,6 +89,10 @@ absl::Status GenerationService::MakeSequences(const GenerationParams& params,
     prompt = *std::move(ids);
   } else {
     prompt.assign(prompt_holder.token_ids().ids().begin(), prompt_holder.token_ids().ids().end());
+  }
+  if (fill_context) {  // at least 1, so a prompt that fills the context is refused as too long
+    params.max_new_tokens = static_cast<int32_t>(
+        std::max<int64_t>(1, limits_.max_context - static_cast<int64_t>(prompt.size())));
   }
   if (absl::Status valid = ValidatePromptTokens(prompt, params, limits_); !valid.ok()) {
     return valid;
@@ -167,7 +173,7 @@ void GenerationService::Abandon(const std::shared_ptr<Sequence>& seq) { AbandonA
 
 absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitAll(
     const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
-    absl::Time deadline, std::string_view request_id) {
+    absl::Time deadline, std::string_view request_id, bool fill_context) {
   const std::string id(request_id);
   std::vector<std::shared_ptr<Sequence>> seqs;
   absl::Status admitted = [&]() -> absl::Status {
@@ -186,7 +192,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
     seqs.reserve(prompts.size() * static_cast<size_t>(n));
     for (size_t i = 0; i < prompts.size(); ++i) {
       if (!seeded) valid->seed = absl::Uniform<uint64_t>(absl::BitGen());
-      absl::Status made = MakeSequences(*valid, prompts[i], n, seqs);
+      absl::Status made = MakeSequences(*valid, prompts[i], n, fill_context, seqs);
       if (!made.ok() && prompts.size() > 1) {  // say which prompt of the batch
         made = absl::Status(made.code(), absl::StrCat("prompt ", i, ": ", made.message()));
       }

@@ -77,7 +77,9 @@ class GenerationService final : public v1::Generation::Service {
   //              the request's seed + j (each prompt's first sequence is what a request of
   //              that prompt alone gives). More sequences than the queue holds are
   //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED. A refused
-  //              call is recorded as one request.
+  //              call is recorded as one request. With `fill_context` each prompt's sequences
+  //              may generate up to the end of the context (params' max_new_tokens is then
+  //              replaced by what the prompt, once tokenized, leaves).
   //   FollowAll  streams AdmitAll's sequences together (waiting on the OutputSignal they
   //              share): each response with its sequence's index, in the order they come;
   //              the first sequence to fail ends the call with its status and cancels the
@@ -85,7 +87,7 @@ class GenerationService final : public v1::Generation::Service {
   //              recorded as a request.
   absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> AdmitAll(
       const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
-      absl::Time deadline, std::string_view request_id);
+      absl::Time deadline, std::string_view request_id, bool fill_context = false);
   absl::Status FollowAll(
       std::span<const std::shared_ptr<Sequence>> seqs,
       const std::function<bool(size_t index, const v1::GenerateResponse&)>& write,
@@ -101,9 +103,9 @@ class GenerationService final : public v1::Generation::Service {
                    const std::function<bool(const v1::GenerateResponse&)>& write,
                    const std::function<bool()>& gone);
   // The sequences of one prompt (`prompt_holder`'s) with the validated `params`: `n` of them,
-  // seeds params.seed + j.
-  absl::Status MakeSequences(const GenerationParams& params,
-                             const v1::GenerateRequest& prompt_holder, int32_t n,
+  // seeds params.seed + j; with `fill_context`, max_new_tokens what the prompt leaves.
+  absl::Status MakeSequences(GenerationParams params, const v1::GenerateRequest& prompt_holder,
+                             int32_t n, bool fill_context,
                              std::vector<std::shared_ptr<Sequence>>& out);
   // FollowAll without the metrics: fills `records` (tokens, the final message) as it streams
   // and `finals` with the status of each sequence that ended.

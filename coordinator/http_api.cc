@@ -1,6 +1,5 @@
 #include "coordinator/http_api.h"
 
-#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -151,15 +150,6 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   // The two generation routes share the admission, streaming and answer code.
   auto complete = [=](const httplib::Request& req, httplib::Response& res,
                       openai::CompletionRequest parsed) {
-    if (parsed.fill_context) {
-      // A chat reply without max_tokens may fill the context: what the prompt leaves of it.
-      if (tokenizer == nullptr) return SendError(res, no_tokenizer);
-      absl::StatusOr<std::vector<int32_t>> ids =
-          tokenizer->Encode(parsed.generate.text(), tokenizer->bos_id().has_value());
-      if (!ids.ok()) return SendError(res, absl::InvalidArgumentError(ids.status().message()));
-      parsed.generate.set_max_new_tokens(static_cast<int32_t>(
-          std::max<int64_t>(1, card.max_context - static_cast<int64_t>(ids->size()))));
-    }
     auto request = std::make_shared<const openai::CompletionRequest>(std::move(parsed));
     std::string id = absl::StrCat(request->chat ? "chatcmpl-" : "cmpl-", card.created, "-",
                                   counter->fetch_add(1));
@@ -168,8 +158,9 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     const std::string client_id = req.get_header_value(kRequestIdKey);
     const std::string request_id = SanitizeRequestId(client_id.empty() ? id : client_id);
     res.set_header(kRequestIdKey, request_id);
-    absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs = service->AdmitAll(
-        request->generate, request->prompts, request->n, absl::InfiniteFuture(), request_id);
+    absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
+        service->AdmitAll(request->generate, request->prompts, request->n, absl::InfiniteFuture(),
+                          request_id, request->fill_context);
     if (!seqs.ok()) return SendError(res, ForHttp(seqs.status(), group));
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     if (request->stream) {

@@ -72,8 +72,8 @@ struct CompletionRequest {
   bool echo = false;  // the prompt's tokens lead the choice's text and logprobs
   // POST /v1/chat/completions (coordinator/openai_chat.h): answered as chat.completion objects.
   bool chat = false;
-  // No max_tokens was given to the chat API: the reply may fill the context (the HTTP server
-  // sets generate.max_new_tokens to what the prompt leaves).
+  // No max_tokens was given to the chat API: the reply may fill the context (the service sets
+  // each sequence's max_new_tokens to what its prompt leaves; GenerationService::AdmitAll).
   bool fill_context = false;
 };
 
