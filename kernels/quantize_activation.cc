@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/avx2_sum.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -87,11 +88,8 @@ __attribute__((target("avx2"))) float InlierAbsmaxAvx2(const float* x, int64_t k
                               _mm256_andnot_ps(_mm256_cmp_ps(ax, max_finite, _CMP_LE_OQ), inlier));
   }
   if (_mm256_movemask_ps(not_finite) != 0) *finite = false;
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, amax);
-  float m = 0.0f;
-  for (const float v : lanes) m = std::max(m, v);
-  return std::max(m, InlierAbsmaxPlain(x + j, k - j, t, finite));
+  // The lanes hold no NaN (masked to +0 above).
+  return std::max(internal::HorizontalMax(amax), InlierAbsmaxPlain(x + j, k - j, t, finite));
 }
 
 __attribute__((target("avx2"))) void QuantizeAvx2(const float* x, int64_t k, float t, float scale,

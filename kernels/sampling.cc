@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/avx2_sum.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -23,9 +24,9 @@ uint64_t Mix64(uint64_t x) {  // SplitMix64's finaliser (a bijection with full a
   return x;
 }
 
-// The argmax of a row (ties to the lowest id; -1 when every value is -inf) eight lanes at a
-// time: the row's max in one pass, then the first id holding it. nullopt when the row holds a
-// NaN or +inf, which the scalar loop below then reports by id.
+// The argmax of a row (ties to the lowest id) eight lanes at a time: the row's max in one pass,
+// then the first id holding it. nullopt when the row holds a NaN or +inf or is all -inf, which
+// the scalar loop below then reports.
 __attribute__((target("avx2"))) std::optional<int32_t> ArgmaxAvx2(const float* x, size_t n) {
   const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
   __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
@@ -38,15 +39,12 @@ __attribute__((target("avx2"))) std::optional<int32_t> ArgmaxAvx2(const float* x
     mx = _mm256_max_ps(mx, v);
   }
   if (_mm256_movemask_ps(bad) != 0) return std::nullopt;
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, mx);
-  float m = -std::numeric_limits<float>::infinity();
-  for (const float v : lanes) m = std::max(m, v);
+  float m = internal::HorizontalMax(mx);  // no NaN lanes: checked above
   for (size_t j = i; j < n; ++j) {
     if (std::isnan(x[j]) || x[j] == std::numeric_limits<float>::infinity()) return std::nullopt;
     m = std::max(m, x[j]);
   }
-  if (m == -std::numeric_limits<float>::infinity()) return -1;
+  if (m == -std::numeric_limits<float>::infinity()) return std::nullopt;
   // The first id equal to the max (-0 and +0 compare equal, as the scalar loop's > treats them).
   const __m256 mv = _mm256_set1_ps(m);
   for (i = 0; i + 8 <= n; i += 8) {
@@ -56,7 +54,7 @@ __attribute__((target("avx2"))) std::optional<int32_t> ArgmaxAvx2(const float* x
   for (; i < n; ++i) {
     if (x[i] == m) return static_cast<int32_t>(i);
   }
-  return -1;  // not reached: m is one of the values
+  return std::nullopt;  // not reached: m is one of the values
 }
 
 // Checks the row and returns its argmax (ties to the lowest id).
@@ -67,12 +65,9 @@ absl::StatusOr<int32_t> CheckedArgmax(std::span<const float> logits) {
   }
   static const bool avx2 = __builtin_cpu_supports("avx2");
   if (avx2) {
-    if (const std::optional<int32_t> best = ArgmaxAvx2(logits.data(), logits.size())) {
-      if (*best < 0) return absl::InvalidArgumentError("every logit is -inf: no id can be chosen");
-      return *best;
-    }
+    if (const std::optional<int32_t> best = ArgmaxAvx2(logits.data(), logits.size())) return *best;
   }
-  // Plain loop: without AVX2, and to name the first NaN or +inf.
+  // Plain loop: without AVX2, and to say what is wrong with a row the AVX2 pass refused.
   int32_t best = -1;
   float best_value = -std::numeric_limits<float>::infinity();
   for (size_t i = 0; i < logits.size(); ++i) {
