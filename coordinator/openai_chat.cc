@@ -1,8 +1,6 @@
 #include "coordinator/openai_chat.h"
 
-#include <algorithm>
 #include <iterator>
-#include <limits>
 #include <optional>
 #include <utility>
 
@@ -105,11 +103,6 @@ absl::Status CheckNoTools(const json& body) {
   return absl::OkStatus();
 }
 
-int32_t Saturated(int64_t n) {
-  return static_cast<int32_t>(std::clamp<int64_t>(n, std::numeric_limits<int32_t>::min(),
-                                                  std::numeric_limits<int32_t>::max()));
-}
-
 absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
   CompletionRequest r;
   r.chat = true;
@@ -130,7 +123,7 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
   const char* limit_field = "max_tokens";
   if (const json* v = Find(body, "max_completion_tokens"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "max_completion_tokens"));
-    g.set_max_new_tokens(Saturated(n));
+    g.set_max_new_tokens(internal::SaturatedInt32(n));
     limit_field = "max_completion_tokens";
   } else if (Find(body, "max_tokens") == nullptr) {
     r.fill_context = true;

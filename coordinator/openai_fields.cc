@@ -40,6 +40,11 @@ absl::StatusOr<bool> Bool(const json& v, const char* field) {
   return v.get<bool>();
 }
 
+int32_t SaturatedInt32(int64_t n) {
+  return static_cast<int32_t>(std::clamp<int64_t>(n, std::numeric_limits<int32_t>::min(),
+                                                  std::numeric_limits<int32_t>::max()));
+}
+
 absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id) {
   json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
@@ -106,10 +111,8 @@ absl::Status ParseSharedFields(const json& body, CompletionRequest& r) {
   g.set_max_new_tokens(16);
   g.set_temperature(1.0f);
   // Out-of-range values are clamped so the service's range check reports them.
-  RETURN_IF_ERROR(IfPresent<int64_t>(body, "max_tokens", Integer, [&](int64_t n) {
-    g.set_max_new_tokens(static_cast<int32_t>(std::clamp<int64_t>(
-        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
-  }));
+  RETURN_IF_ERROR(IfPresent<int64_t>(body, "max_tokens", Integer,
+                                     [&](int64_t n) { g.set_max_new_tokens(SaturatedInt32(n)); }));
   RETURN_IF_ERROR(
       IfPresent<float>(body, "temperature", Number, [&](float t) { g.set_temperature(t); }));
   RETURN_IF_ERROR(IfPresent<float>(body, "top_p", Number, [&](float p) { g.set_top_p(p); }));
@@ -147,9 +150,7 @@ absl::Status ParseSharedFields(const json& body, CompletionRequest& r) {
   RETURN_IF_ERROR(IfPresent<float>(body, "min_p", Number, [&](float p) { g.set_min_p(p); }));
   if (const json* v = Find(body, "min_tokens"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "min_tokens"));
-    // Saturated, so the service's range check reports it.
-    g.set_min_tokens(static_cast<int32_t>(std::clamp<int64_t>(
-        n, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max())));
+    g.set_min_tokens(SaturatedInt32(n));
   }
   if (const json* v = Find(body, "logit_bias"); v != nullptr) {
     // {"token id": bias}: JSON keys are strings.

@@ -29,6 +29,8 @@ const json* Find(const json& body, const char* field);
 absl::StatusOr<int64_t> Integer(const json& v, const char* field);
 absl::StatusOr<float> Number(const json& v, const char* field);
 absl::StatusOr<bool> Bool(const json& v, const char* field);
+// An integer field's value clamped to int32, so the service's range check reports it.
+int32_t SaturatedInt32(int64_t n);
 
 // Calls set(value) when `field` is present (and not null); a value of the wrong type is
 // InvalidArgument naming the field.
