@@ -1,8 +1,6 @@
 #include "coordinator/planner.h"
 
 #include <algorithm>
-#include <cctype>
-#include <cmath>
 #include <filesystem>
 #include <numeric>
 #include <utility>
@@ -359,8 +357,6 @@ absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dty
   return absl::FailedPreconditionError(message);
 }
 
-// --- Rendering ------------------------------------------------------------------------------
-
 absl::StatusOr<int64_t> ParseGpuMemory(std::string_view text) {
   absl::StatusOr<int64_t> bytes = ParseByteSize(text, kGiB);
   if (!bytes.ok()) {
@@ -369,6 +365,8 @@ absl::StatusOr<int64_t> ParseGpuMemory(std::string_view text) {
   if (*bytes <= 0) return absl::InvalidArgumentError("--gpu-memory must be more than 0");
   return *bytes;
 }
+
+// --- Rendering ------------------------------------------------------------------------------
 
 namespace {
 

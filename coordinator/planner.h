@@ -162,10 +162,11 @@ absl::StatusOr<GroupDecision> PlanGroup(const model::OptConfig& config, WeightDT
                                         std::span<const int64_t> worker_bytes,
                                         const Reserve& reserve, const PlanOptions& options = {});
 
-// --- Rendering ------------------------------------------------------------------------------
-
 // `--gpu-memory`: common/byte_size.h's syntax, a bare number in GiB ("80" = 80 GiB); more than 0.
 absl::StatusOr<int64_t> ParseGpuMemory(std::string_view text);
+
+// --- Rendering ------------------------------------------------------------------------------
+
 std::string PlanToText(const PlanResult& plan);
 nlohmann::json PlanToJson(const PlanResult& plan);
 std::string CompareToText(const CompareTable& table);
