@@ -28,9 +28,11 @@ class TokenizerTextStream : public TokenTextStream {
     absl::StatusOr<std::string> text = tokenizer_.Decode({token_id});
     return text.ok() ? *std::move(text) : std::string();
   }
-  std::string TokenBytes(int32_t token_id) const override {
+  TextAndBytes TokenTextAndBytes(int32_t token_id) const override {
     absl::StatusOr<std::string> bytes = tokenizer_.DecodeBytes({token_id});
-    return bytes.ok() ? *std::move(bytes) : std::string();
+    if (!bytes.ok()) return {};
+    std::string text = SanitizeUtf8(*bytes);  // what Decode({token_id}) gives
+    return {std::move(text), *std::move(bytes)};
   }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
     DecodeStream stream(tokenizer_);

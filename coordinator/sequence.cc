@@ -86,8 +86,9 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   response.set_token_id(token_id);
   if (params_.logprobs) response.set_logprob(sampled.logprob());
   if (text_ && (params_.logprobs || params_.top_logprobs > 0)) {
-    response.set_token_text(text_->TokenText(token_id));
-    response.set_token_bytes(text_->TokenBytes(token_id));
+    TokenTextStream::TextAndBytes forms = text_->TokenTextAndBytes(token_id);
+    response.set_token_text(std::move(forms.text));
+    response.set_token_bytes(std::move(forms.bytes));
   }
   AddCandidates(sampled.top(), response.mutable_top_logprobs());
   if (generated_.size() == 1) AttachPromptTokens(response);
@@ -138,8 +139,9 @@ void Sequence::AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenC
     t->set_token_id(top[i].token_id());
     t->set_logprob(top[i].logprob());
     if (text_) {
-      t->set_text(text_->TokenText(t->token_id()));
-      t->set_bytes(text_->TokenBytes(t->token_id()));
+      TokenTextStream::TextAndBytes forms = text_->TokenTextAndBytes(t->token_id());
+      t->set_text(std::move(forms.text));
+      t->set_bytes(std::move(forms.bytes));
     }
   }
 }

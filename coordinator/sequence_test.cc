@@ -32,8 +32,8 @@ class FakeText : public TokenTextStream {
   }
   std::string Flush() override { return std::exchange(held_, ""); }
   std::string TokenText(int32_t id) const override { return Text(id); }
-  // Not the text, so a test sees which of the two a field carries.
-  std::string TokenBytes(int32_t id) const override { return "raw" + Text(id); }
+  // Bytes unlike the text, so a test sees which of the two a field carries.
+  TextAndBytes TokenTextAndBytes(int32_t id) const override { return {Text(id), "raw" + Text(id)}; }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
     std::vector<std::string> out;
     for (int32_t id : ids) out.push_back(Text(id));
