@@ -13,3 +13,5 @@ foreach(_op activation attention embedding layer_norm softmax)
 endforeach()
 llmint8_cc_binary(NAME attention_benchmark SRCS attention_benchmark.cc
                   DEPS llmint8::kernels benchmark::benchmark)
+llmint8_cc_binary(NAME row_ops_benchmark SRCS row_ops_benchmark.cc
+                  DEPS llmint8::kernels benchmark::benchmark)
