@@ -181,7 +181,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                                  .queue_capacity = options.scheduler.queue_capacity,
                                  .metrics = impl->metrics.get(),
                                  .api_key = impl->api_key.get(),
-                                 .log_requests = options.log_requests});
+                                 .log_requests = options.log_requests,
+                                 .default_max_tokens = options.default_max_tokens});
   // What /health says on the HTTP ports: the group is ready and the coordinator not draining.
   Impl* const state = impl.get();
   const std::function<bool()> serving = [state] {

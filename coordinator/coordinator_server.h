@@ -29,6 +29,9 @@ struct CoordinatorOptions {
   SchedulerOptions scheduler;       // max_context / eos are filled from the model
   int64_t max_context = 0;          // 0: the model's max_position_embeddings
   int max_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
+  // Chat completions that set no max_completion_tokens / max_tokens generate up to this many
+  // tokens (0: to the end of the context; each reserves KV room for its whole limit).
+  int32_t default_max_tokens = 0;
   // host:port for Prometheus metrics (coordinator/metrics.h) at /metrics; empty: none.
   std::string metrics_listen;
   // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.

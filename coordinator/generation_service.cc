@@ -93,8 +93,10 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
     prompt.assign(prompt_holder.token_ids().ids().begin(), prompt_holder.token_ids().ids().end());
   }
   if (fill_context) {  // at least 1, so a prompt that fills the context is refused as too long
-    params.max_new_tokens = static_cast<int32_t>(
-        std::max<int64_t>(1, limits_.max_context - static_cast<int64_t>(prompt.size())));
+    int64_t left = limits_.max_context - static_cast<int64_t>(prompt.size());
+    if (options_.default_max_tokens > 0)
+      left = std::min<int64_t>(left, options_.default_max_tokens);
+    params.max_new_tokens = static_cast<int32_t>(std::max<int64_t>(1, left));
   }
   if (absl::Status valid = ValidatePromptTokens(prompt, params, limits_); !valid.ok()) {
     return valid;

@@ -40,6 +40,10 @@ class GenerationService final : public v1::Generation::Service {
     ServiceMetrics* metrics = nullptr;  // null: none
     const ApiKey* api_key = nullptr;    // null: no authentication
     bool log_requests = false;          // a log line per finished sequence (request_log.h)
+    // The most tokens a `fill_context` request generates (0: up to the end of the context).
+    // Each running sequence reserves KV room for its whole limit, so this bounds what a chat
+    // request without max_completion_tokens holds.
+    int32_t default_max_tokens = 0;
   };
   // `tokenizer` may be null (token-id prompts only). All pointers outlive the service.
   GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
@@ -78,8 +82,9 @@ class GenerationService final : public v1::Generation::Service {
   //              that prompt alone gives). More sequences than the queue holds are
   //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED. A refused
   //              call is recorded as one request. With `fill_context` each prompt's sequences
-  //              may generate up to the end of the context (params' max_new_tokens is then
-  //              replaced by what the prompt, once tokenized, leaves).
+  //              may generate up to the end of the context, or options' default_max_tokens
+  //              (params' max_new_tokens is then replaced by what the prompt, once
+  //              tokenized, leaves).
   //   FollowAll  streams AdmitAll's sequences together (waiting on the OutputSignal they
   //              share): each response with its sequence's index, in the order they come;
   //              the first sequence to fail ends the call with its status and cancels the
@@ -103,7 +108,8 @@ class GenerationService final : public v1::Generation::Service {
                    const std::function<bool(const v1::GenerateResponse&)>& write,
                    const std::function<bool()>& gone);
   // The sequences of one prompt (`prompt_holder`'s) with the validated `params`: `n` of them,
-  // seeds params.seed + j; with `fill_context`, max_new_tokens what the prompt leaves.
+  // seeds params.seed + j; with `fill_context`, max_new_tokens what the prompt leaves (at most
+  // options_.default_max_tokens when that is set).
   absl::Status MakeSequences(GenerationParams params, const v1::GenerateRequest& prompt_holder,
                              int32_t n, bool fill_context,
                              std::vector<std::shared_ptr<Sequence>>& out);

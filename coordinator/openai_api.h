@@ -73,7 +73,8 @@ struct CompletionRequest {
   // POST /v1/chat/completions (coordinator/openai_chat.h): answered as chat.completion objects.
   bool chat = false;
   // No max_tokens was given to the chat API: the reply may fill the context (the service sets
-  // each sequence's max_new_tokens to what its prompt leaves; GenerationService::AdmitAll).
+  // each sequence's max_new_tokens to what its prompt leaves, at most its default_max_tokens;
+  // GenerationService::AdmitAll).
   bool fill_context = false;
 };
 

@@ -83,6 +83,10 @@ ABSL_FLAG(int32_t, queue_capacity, 256,
           "requests that may wait for a batch slot; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_context, 0,
           "longest prompt + generation in tokens (0: the model's max_position_embeddings)");
+ABSL_FLAG(int32_t, default_max_tokens, 0,
+          "HTTP chat completions without max_completion_tokens or max_tokens: reply with at "
+          "most this many tokens (0: to the end of the context, as OpenAI does; each such "
+          "request reserves KV cache room for its whole limit while it runs)");
 ABSL_FLAG(int64_t, prefill_chunk, 512,
           "prompt tokens of one request per step: longer prompts are prefilled over several "
           "steps while the running streams keep decoding (0: whole prompts in one step)");

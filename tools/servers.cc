@@ -121,6 +121,9 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_prefix_cache_entries) < 0) {
     return absl::InvalidArgumentError("--prefix_cache_entries must be >= 0 (0: off)");
   }
+  if (absl::GetFlag(FLAGS_default_max_tokens) < 0) {
+    return absl::InvalidArgumentError("--default_max_tokens must be >= 0 (0: fill the context)");
+  }
   if (absl::GetFlag(FLAGS_score_chunk) < 1) {
     return absl::InvalidArgumentError("--score_chunk must be >= 1");
   }
@@ -171,6 +174,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.prefix_cache_entries = absl::GetFlag(FLAGS_prefix_cache_entries);
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   return o;
 }

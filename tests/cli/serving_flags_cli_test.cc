@@ -46,14 +46,16 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
     const char* args;
     const char* says;
   };
-  for (const Case& c : {Case{"worker --device=gpu --check_flags", "--device=gpu is not supported"},
-                        Case{"worker --memory_limit=nan --check_flags", "is not a size"},
-                        Case{"worker --memory_limit=1e30 --check_flags", "is not a size"},
-                        Case{"worker --memory_limit=16X --check_flags", "is not a size"},
-                        Case{"worker --listen=50052 --check_flags", "--listen=50052"},
-                        Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
-                        Case{"coordinator --check_flags", "--workers is required"},
-                        Case{"serve --tls_ca_file=/x --check_flags", "set --tls_cert_file"}}) {
+  for (const Case& c :
+       {Case{"worker --device=gpu --check_flags", "--device=gpu is not supported"},
+        Case{"worker --memory_limit=nan --check_flags", "is not a size"},
+        Case{"worker --memory_limit=1e30 --check_flags", "is not a size"},
+        Case{"worker --memory_limit=16X --check_flags", "is not a size"},
+        Case{"worker --listen=50052 --check_flags", "--listen=50052"},
+        Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
+        Case{"coordinator --check_flags", "--workers is required"},
+        Case{"serve --tls_ca_file=/x --check_flags", "set --tls_cert_file"},
+        Case{"serve --default_max_tokens=-1 --check_flags", "--default_max_tokens must be >= 0"}}) {
     const CliResult r = RunCli(c.args);
     EXPECT_EQ(r.exit_code, 1) << c.args;
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args;

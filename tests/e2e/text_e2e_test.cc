@@ -22,6 +22,8 @@ using ::testing::ElementsAreArray;
 constexpr char kModel[] =
     "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400,positions=128,seed=3";
 constexpr char kTokenizer[] = "tests/fixtures/tokenizer/tiny-bpe/tokenizer.json";
+// A chat reply without a limit stops here, or at the end of the model's 128 positions.
+constexpr int kDefaultMaxTokens = 100;
 
 class TextE2ETest : public ::testing::Test {
  protected:
@@ -31,7 +33,8 @@ class TextE2ETest : public ::testing::Test {
     options.dtype = "fp16";
     http_port_ = FreePort();
     options.extra_coordinator_flags = {absl::StrCat("--tokenizer=", SourcePath(kTokenizer)),
-                                       absl::StrCat("--http_listen=127.0.0.1:", http_port_)};
+                                       absl::StrCat("--http_listen=127.0.0.1:", http_port_),
+                                       absl::StrCat("--default_max_tokens=", kDefaultMaxTokens)};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
     auto tokenizer = coordinator::Tokenizer::FromTokenizerJsonFile(SourcePath(kTokenizer));
@@ -328,15 +331,29 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
   EXPECT_TRUE(res->body.ends_with("data: [DONE]\n\n"));
 }
 
-// Without max_tokens a chat reply may fill the context; tools are refused with 400.
+// Without max_tokens a chat reply may fill the context, up to --default_max_tokens; tools
+// are refused with 400.
 TEST_F(TextE2ETest, ChatWithoutMaxTokensFillsTheContextAndRefusesTools) {
+  const auto reply = [](const std::string& content) {
+    const nlohmann::json messages = {{{"role", "user"}, {"content", content}}};
+    return PostJson("/v1/chat/completions",
+                    {{"messages", messages}, {"temperature", 0}, {"ignore_eos", true}});
+  };
+  // This model never writes "\nUser:" greedily here, so each reply runs to its limit.
+  const nlohmann::json capped = reply("hello");
+  ASSERT_EQ(capped["http_status"], 200) << capped.dump();
+  EXPECT_EQ(capped["choices"][0]["finish_reason"], "length") << capped.dump();
+  ASSERT_LT(capped["usage"]["prompt_tokens"].get<int>(), 128 - kDefaultMaxTokens);
+  EXPECT_EQ(capped["usage"]["completion_tokens"], kDefaultMaxTokens) << capped["usage"].dump();
+  // A prompt that leaves fewer positions than the flag: the reply fills the context.
+  std::string longer;
+  for (int i = 0; i < 12; ++i) longer += "hello world ";
+  const nlohmann::json filled = reply(longer);
+  ASSERT_EQ(filled["http_status"], 200) << filled.dump();
+  EXPECT_EQ(filled["choices"][0]["finish_reason"], "length") << filled.dump();
+  ASSERT_GT(filled["usage"]["prompt_tokens"].get<int>(), 128 - kDefaultMaxTokens);
+  EXPECT_EQ(filled["usage"]["total_tokens"], 128) << "the whole context: " << filled["usage"];
   const nlohmann::json messages = {{{"role", "user"}, {"content", "hello"}}};
-  const nlohmann::json j = PostJson(
-      "/v1/chat/completions", {{"messages", messages}, {"temperature", 0}, {"ignore_eos", true}});
-  ASSERT_EQ(j["http_status"], 200) << j.dump();
-  // This model never writes "\nUser:" greedily here, so the reply runs to the context's end.
-  EXPECT_EQ(j["choices"][0]["finish_reason"], "length") << j.dump();
-  EXPECT_EQ(j["usage"]["total_tokens"], 128) << "the whole context: " << j["usage"].dump();
   const nlohmann::json tools = PostJson(
       "/v1/chat/completions", {{"messages", messages}, {"tools", {{{"type", "function"}}}}});
   EXPECT_EQ(tools["http_status"], 400) << tools.dump();
