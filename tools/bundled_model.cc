@@ -10,7 +10,7 @@ namespace fs = std::filesystem;
 std::vector<std::string> BundledModelCandidates(const std::string& exe) {
   const fs::path dir = fs::path(exe).parent_path();
   return {(dir / ".." / "share" / "llmint8" / "models" / kBundledModelName).lexically_normal(),
-          (dir / ".." / ".." / "models" / kBundledModelName).lexically_normal(),
+          (dir / ".." / "models" / kBundledModelName).lexically_normal(),
           (fs::path("models") / kBundledModelName).string()};
 }
 

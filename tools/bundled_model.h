@@ -13,7 +13,8 @@ inline constexpr char kBundledModelName[] = "opt-sotu-cpu";
 
 // Where the bundled model may be, in order, for the executable at `exe` (an absolute path):
 // <exe dir>/../share/llmint8/models/<name> (an install, e.g. the container image),
-// <exe dir>/../../models/<name> (the build tree, build/tools/llmint8), ./models/<name>.
+// <exe dir>/../models/<name> (the build tree: <build>/tools/llmint8, where <build>/models links
+// to the source tree's), ./models/<name>.
 std::vector<std::string> BundledModelCandidates(const std::string& exe);
 
 // The first candidate holding a config.json, or nullopt.

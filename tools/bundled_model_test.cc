@@ -17,7 +17,7 @@ TEST(BundledModelTest, CandidatesAreTheInstallTheBuildTreeAndTheWorkingDirectory
   const auto c = BundledModelCandidates("/opt/llmint8/bin/llmint8");
   ASSERT_EQ(c.size(), 3u);
   EXPECT_EQ(c[0], "/opt/llmint8/share/llmint8/models/opt-sotu-cpu");
-  EXPECT_EQ(c[1], "/opt/models/opt-sotu-cpu");
+  EXPECT_EQ(c[1], "/opt/llmint8/models/opt-sotu-cpu");
   EXPECT_EQ(c[2], "models/opt-sotu-cpu");
 }
 
@@ -35,12 +35,14 @@ TEST(BundledModelTest, FindsTheFirstDirectoryWithAConfig) {
   fs::remove_all(root);
 }
 
-TEST(BundledModelTest, TheSourceTreeShipsIt) {
-  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
-  ASSERT_NE(src, nullptr) << "run through ctest (it sets LLMINT8_SOURCE_DIR)";
-  // As the build tree's binary sees it: <source>/build/tools/llmint8.
-  const auto found = FindBundledModel(std::string(src) + "/build/tools/llmint8");
+TEST(BundledModelTest, TheBuildTreeFindsTheSourceTreesModel) {
+  const char* build = std::getenv("LLMINT8_BINARY_DIR");
+  ASSERT_NE(build, nullptr) << "run through ctest (it sets LLMINT8_BINARY_DIR)";
+  // As the build tree's binary sees it, wherever the build directory is: through
+  // <build>/models, the link the configure step makes to the source tree's models/.
+  const auto found = FindBundledModel(std::string(build) + "/tools/llmint8");
   ASSERT_TRUE(found.has_value());
+  EXPECT_TRUE(found->starts_with(build)) << *found;
   EXPECT_TRUE(fs::exists(fs::path(*found) / "model.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(*found) / "vocab.json"));
 }
