@@ -53,6 +53,10 @@ absl::Status ValidateConfig(const OptConfig& c) {
   if (c.word_embed_proj_dim < 0) {
     return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": word_embed_proj_dim < 0"));
   }
+  // Bounded sizes: the byte counts below multiply dimensions without overflow checks.
+  if (absl::Status size = model::CheckOptConfigSize(c); !size.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": ", size.message()));
+  }
   return absl::OkStatus();
 }
 

@@ -258,6 +258,16 @@ TEST(PlannerErrorTest, BadInputIsInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(BytesPerGpu(c, WeightDType::kInt8, 0, kOneFullSequence).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // Sizes whose byte counts would overflow int64_t (a config.json's, or built in code) are
+  // refused before anything is multiplied.
+  OptConfig huge = c;
+  huge.hidden_size = huge.ffn_dim = huge.num_hidden_layers = int64_t{1} << 40;
+  huge.num_attention_heads = 1;
+  huge.word_embed_proj_dim = 0;
+  const absl::StatusOr<MemoryBreakdown> bytes =
+      BytesPerGpu(huge, WeightDType::kF16, 1, Reserve::Bytes(0));
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bytes.status().message(), HasSubstr("2^48"));
 }
 
 TEST(PlannerErrorTest, NothingFitsIsFailedPrecondition) {

@@ -3,8 +3,10 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "absl/numeric/int128.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
@@ -119,6 +121,39 @@ constexpr PresetShape kPresets[] = {
 
 }  // namespace
 
+absl::Status CheckOptConfigSize(const OptConfig& c) {
+  const int64_t proj = c.word_embed_proj_dim == 0 ? c.hidden_size : c.word_embed_proj_dim;
+  const std::pair<const char*, int64_t> dims[] = {
+      {"hidden_size", c.hidden_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"ffn_dim", c.ffn_dim},
+      {"vocab_size", c.vocab_size},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"word_embed_proj_dim", proj},
+  };
+  for (const auto& [field, value] : dims) {
+    if (value < 1 || value > kMaxConfigDimension) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " must be in [1, 2^40], got ", value));
+    }
+  }
+  // An upper bound of NumParameters (every bias, LayerNorm and projection counted) in 128 bits:
+  // each product of two dimensions is below 2^80, the layers' sum below 2^125.
+  const absl::int128 h = c.hidden_size, e = proj, ffn = c.ffn_dim;
+  const absl::int128 per_layer = 4 * (h * h + h) + 2 * h * ffn + ffn + h + 4 * h;
+  const absl::int128 params = absl::int128(c.vocab_size) * e +
+                              absl::int128(c.max_position_embeddings + 2) * h + 2 * h * e + 2 * h +
+                              absl::int128(c.num_hidden_layers) * per_layer;
+  if (params > kMaxParameters) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model would have about ", static_cast<double>(params),
+                     " parameters, more than llmint8's bound of 2^48; check hidden_size (",
+                     c.hidden_size, "), num_hidden_layers (", c.num_hidden_layers, "), ffn_dim (",
+                     c.ffn_dim, ") and vocab_size (", c.vocab_size, ")"));
+  }
+  return absl::OkStatus();
+}
+
 int64_t OptConfig::NumParameters() const {
   const int64_t h = hidden_size;
   const int64_t bias = enable_bias ? 1 : 0;
@@ -182,6 +217,9 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
     if (id >= c.vocab_size) {
       return FieldError(field, absl::StrCat(id, " is not below vocab_size ", c.vocab_size));
     }
+  }
+  if (absl::Status size = CheckOptConfigSize(c); !size.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", size.message()));
   }
   return c;
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -142,6 +143,37 @@ TEST(ConfigTest, ParameterCountsMatchTheReleasedModels) {
     const double n = static_cast<double>(OptPreset(s.name)->NumParameters());
     EXPECT_NEAR(n / s.params, 1.0, s.tol) << s.name << ": " << n;
   }
+}
+
+// Sizes are bounded so that no count computed from a config overflows int64_t.
+TEST(ConfigTest, SizesAreBoundedSoNoCountOverflows) {
+  const auto config = [](int64_t hidden, int64_t layers, int64_t ffn, int64_t vocab) {
+    return absl::StrCat(R"({"hidden_size": )", hidden, R"(, "num_hidden_layers": )", layers,
+                        R"(, "num_attention_heads": 1, "ffn_dim": )", ffn, R"(, "vocab_size": )",
+                        vocab, R"(, "max_position_embeddings": 8})");
+  };
+  constexpr int64_t k2e40 = int64_t{1} << 40;
+  // Each product of two of these overflows int64_t; the count is refused, not computed.
+  for (const std::string& json :
+       {config(k2e40, k2e40, k2e40, k2e40), config(1 << 24, 1 << 24, 1, 3),
+        config(1 << 20, 1, 1 << 30, 3), config(1 << 20, 1 << 17, 1, 3)}) {
+    const absl::StatusOr<OptConfig> c = ParseOptConfig(json);
+    ASSERT_FALSE(c.ok()) << json;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr("2^48")) << json;
+  }
+  EXPECT_THAT(std::string(ParseOptConfig(config(k2e40 + 1, 1, 1, 3)).status().message()),
+              HasSubstr("hidden_size"));
+  // At the bounds: a 2^40-row vocabulary of width 1 is 2^40 parameters, counted exactly.
+  const absl::StatusOr<OptConfig> wide = ParseOptConfig(config(1, 1, 1, k2e40));
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  // + positions (8 + 2), final LayerNorm 2, per layer: attention 4 x 2, FFN 2 + 2, norms 4.
+  EXPECT_EQ(wide->NumParameters(), k2e40 + 10 + 2 + 8 + 4 + 4);
+  for (const std::string& name : OptPresetNames()) {
+    EXPECT_TRUE(CheckOptConfigSize(*OptPreset(name)).ok()) << name;
+  }
+  OptConfig unset;  // all zero: refused, naming the first field
+  EXPECT_THAT(std::string(CheckOptConfigSize(unset).message()), HasSubstr("hidden_size"));
 }
 
 }  // namespace

@@ -63,6 +63,9 @@ absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
                        "'; use layers, hidden, heads, ffn, vocab, positions, seed or outliers"));
     }
   }
+  if (absl::Status size = model::CheckOptConfigSize(out.config); !size.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("model spec '", spec, "': ", size.message()));
+  }
   if (out.config.hidden_size % out.config.num_attention_heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("model spec '", spec, "': hidden (", out.config.hidden_size,
