@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
+#include "model/shard_plan.h"
 #include "nlohmann/json.hpp"
 
 namespace llmint8::coordinator {
@@ -120,17 +121,6 @@ absl::StatusOr<WeightDType> ParseWeightDType(std::string_view name) {
       absl::StrCat("unknown dtype \"", Av(name), "\": use fp16 or int8"));
 }
 
-std::vector<int> ValidTpDegrees(const OptConfig& config) {
-  std::vector<int> out;
-  if (config.num_attention_heads <= 0 || config.ffn_dim <= 0) return out;
-  for (int64_t t = 1; t <= config.num_attention_heads; ++t) {
-    if (config.num_attention_heads % t == 0 && config.ffn_dim % t == 0) {
-      out.push_back(static_cast<int>(t));
-    }
-  }
-  return out;
-}
-
 absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtype, int tp,
                                             const Reserve& reserve,
                                             int64_t runtime_overhead_bytes) {
@@ -213,7 +203,7 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
   result.gpu_bytes = gpu_bytes;
   result.batch = tokens.batch;
   result.context = tokens.context;
-  result.valid_tp = ValidTpDegrees(config);
+  result.valid_tp = model::ValidTpDegrees(config);
 
   // Fewest GPUs by memory alone (tp may be any integer up to the head count).
   for (int t = 1; t <= config.num_attention_heads; ++t) {
@@ -314,7 +304,7 @@ absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dty
                    [&](int a, int b) { return worker_bytes[a] > worker_bytes[b]; });
 
   auto try_fit = [&](WeightDType d) -> absl::StatusOr<std::optional<GroupDecision>> {
-    for (int t : ValidTpDegrees(config)) {
+    for (int t : model::ValidTpDegrees(config)) {
       if (t > joined) break;
       const int64_t capacity = worker_bytes[order[t - 1]];
       ASSIGN_OR_RETURN(const MemoryBreakdown m,

@@ -105,10 +105,7 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const model::OptConfig& config, Weig
                                             int tp, const Reserve& reserve,
                                             int64_t runtime_overhead_bytes = kRuntimeOverheadBytes);
 
-// Every TP degree that divides both num_attention_heads and ffn_dim, ascending.
-std::vector<int> ValidTpDegrees(const model::OptConfig& config);
-
-// The smallest valid TP degree whose per-GPU bytes fit in gpu_bytes.
+// The smallest valid TP degree (model::ValidTpDegrees) whose per-GPU bytes fit in gpu_bytes.
 // Errors: InvalidArgument (bad config, gpu_bytes <= 0, bad reserve);
 // FailedPrecondition when no TP degree fits at all, or it needs more than
 // options.available_gpus; the message names the need, e.g.

@@ -1,5 +1,7 @@
 #include "coordinator/planner.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -7,11 +9,10 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/config.h"
+#include "model/shard_plan.h"
 #include "nlohmann/json.hpp"
 
 namespace llmint8::coordinator {
@@ -191,9 +192,9 @@ TEST(PlannerBytesTest, KvCacheIsTwoLayersBatchContextHiddenOverTpFp16) {
 
 TEST(PlannerBytesTest, ShardsPartitionTheSplitTensorsExactly) {
   const OptConfig c = Preset("30b");  // 56 heads, ffn 28672: valid TP 1 2 4 7 8 14 28 56
-  EXPECT_EQ(ValidTpDegrees(c), (std::vector<int>{1, 2, 4, 7, 8, 14, 28, 56}));
+  EXPECT_EQ(model::ValidTpDegrees(c), (std::vector<int>{1, 2, 4, 7, 8, 14, 28, 56}));
   const MemoryBreakdown one = *BytesPerGpu(c, WeightDType::kInt8, 1, kOneFullSequence);
-  for (int tp : ValidTpDegrees(c)) {
+  for (int tp : model::ValidTpDegrees(c)) {
     const MemoryBreakdown m = *BytesPerGpu(c, WeightDType::kInt8, tp, kOneFullSequence);
     EXPECT_EQ(m.weights * tp, one.weights) << tp;
     EXPECT_EQ(m.kv_cache * tp, one.kv_cache) << tp;
@@ -261,7 +262,7 @@ TEST(PlannerErrorTest, BadInputIsInvalidArgument) {
   // Sizes whose byte counts would overflow int64_t (a config.json's, or built in code) are
   // refused before anything is multiplied.
   OptConfig huge = c;
-  huge.hidden_size = huge.ffn_dim = huge.num_hidden_layers = int64_t{1} << 40;
+  huge.hidden_size = huge.ffn_dim = int64_t{1} << 40;
   huge.num_attention_heads = 1;
   huge.word_embed_proj_dim = 0;
   const absl::StatusOr<MemoryBreakdown> bytes =

@@ -137,6 +137,11 @@ absl::Status CheckOptConfigSize(const OptConfig& c) {
       return absl::InvalidArgumentError(absl::StrCat(field, " must be in [1, 2^40], got ", value));
     }
   }
+  for (const auto& [field, value] : {dims[1], dims[2]}) {
+    if (value > kMaxLayersOrHeads) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " must be at most 65536, got ", value));
+    }
+  }
   // An upper bound of NumParameters (every bias, LayerNorm and projection counted) in 128 bits:
   // each product of two dimensions is below 2^80, the layers' sum below 2^125.
   const absl::int128 h = c.hidden_size, e = proj, ffn = c.ffn_dim;

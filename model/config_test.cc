@@ -154,9 +154,8 @@ TEST(ConfigTest, SizesAreBoundedSoNoCountOverflows) {
   };
   constexpr int64_t k2e40 = int64_t{1} << 40;
   // Each product of two of these overflows int64_t; the count is refused, not computed.
-  for (const std::string& json :
-       {config(k2e40, k2e40, k2e40, k2e40), config(1 << 24, 1 << 24, 1, 3),
-        config(1 << 20, 1, 1 << 30, 3), config(1 << 20, 1 << 17, 1, 3)}) {
+  for (const std::string& json : {config(k2e40, 1, k2e40, k2e40), config(1 << 24, 1 << 16, 1, 3),
+                                  config(1 << 20, 1, 1 << 30, 3), config(1 << 22, 1 << 10, 1, 3)}) {
     const absl::StatusOr<OptConfig> c = ParseOptConfig(json);
     ASSERT_FALSE(c.ok()) << json;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
@@ -164,6 +163,10 @@ TEST(ConfigTest, SizesAreBoundedSoNoCountOverflows) {
   }
   EXPECT_THAT(std::string(ParseOptConfig(config(k2e40 + 1, 1, 1, 3)).status().message()),
               HasSubstr("hidden_size"));
+  // Layers are bounded on their own: a checkpoint is checked tensor by tensor, layer by layer.
+  EXPECT_THAT(std::string(ParseOptConfig(config(1, 65537, 1, 3)).status().message()),
+              HasSubstr("num_hidden_layers must be at most 65536"));
+  EXPECT_TRUE(ParseOptConfig(config(1, 65536, 1, 3)).ok());
   // At the bounds: a 2^40-row vocabulary of width 1 is 2^40 parameters, counted exactly.
   const absl::StatusOr<OptConfig> wide = ParseOptConfig(config(1, 1, 1, k2e40));
   ASSERT_TRUE(wide.ok()) << wide.status();

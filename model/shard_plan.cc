@@ -22,11 +22,12 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 
 std::vector<int> ValidTpDegrees(const OptConfig& config) {
   std::vector<int> out;
-  if (config.num_attention_heads <= 0 || config.ffn_dim <= 0) return out;
-  for (int64_t tp = 1; tp <= config.num_attention_heads; ++tp) {
-    if (config.num_attention_heads % tp == 0 && config.ffn_dim % tp == 0) {
-      out.push_back(static_cast<int>(tp));
-    }
+  if (config.num_attention_heads <= 0 || config.ffn_dim <= 0 ||
+      config.num_attention_heads > kMaxLayersOrHeads) {
+    return out;
+  }
+  for (int tp = 1; tp <= config.num_attention_heads; ++tp) {
+    if (config.num_attention_heads % tp == 0 && config.ffn_dim % tp == 0) out.push_back(tp);
   }
   return out;
 }

@@ -71,7 +71,8 @@ struct ShardPlan {
 // 8, 10, 20, 40") or rank is out of [0, tp).
 absl::StatusOr<ShardPlan> MakeShardPlan(const OptConfig& config, int tp, int rank);
 
-// Every TP degree that divides both num_attention_heads and ffn_dim, ascending.
+// Every TP degree that divides both num_attention_heads and ffn_dim, ascending (none for a
+// config beyond CheckOptConfigSize's kMaxLayersOrHeads heads).
 std::vector<int> ValidTpDegrees(const OptConfig& config);
 
 }  // namespace llmint8::model
