@@ -42,3 +42,11 @@ llmint8_coordinator_fuzzer(llmint8_request_validation_fuzzer
        nlohmann_json::nlohmann_json ICU::uc)
 target_compile_definitions(llmint8_request_validation_fuzzer PRIVATE
                            LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+
+# A model's config.json through what is computed from it before any weight is read: the
+# parameter count, the expected tensors and their shard slices, and the planner.
+llmint8_coordinator_fuzzer(llmint8_model_config_fuzzer
+  SRCS fuzz/model_config_fuzzer.cc planner.cc ../model/config.cc ../model/shard_plan.cc
+       ../model/tensor_names.cc
+  DEPS llmint8::common llmint8::file llmint8::byte_size absl::int128 absl::status
+       absl::statusor absl::strings absl::str_format nlohmann_json::nlohmann_json)
