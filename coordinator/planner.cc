@@ -54,7 +54,7 @@ absl::Status ValidateConfig(const OptConfig& c) {
   if (c.word_embed_proj_dim < 0) {
     return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": word_embed_proj_dim < 0"));
   }
-  // Bounded sizes: the byte counts below multiply dimensions without overflow checks.
+  // Bounded sizes: the byte counts below multiply some dimensions unchecked (4 * attn * h, ...).
   if (absl::Status size = model::CheckOptConfigSize(c); !size.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": ", size.message()));
   }
@@ -94,7 +94,7 @@ int64_t Mul(int64_t a, int64_t b) {
   if (a > kSaturated / b) return kSaturated;
   return a * b;
 }
-int64_t Add(int64_t a, int64_t b) { return std::min(kSaturated, a + b); }
+int64_t Add(int64_t a, int64_t b) { return a > kSaturated - b ? kSaturated : a + b; }
 
 std::string JoinTp(const std::vector<int>& tps) { return absl::StrJoin(tps, ", "); }
 

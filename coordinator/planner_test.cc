@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -269,6 +270,14 @@ TEST(PlannerErrorTest, BadInputIsInvalidArgument) {
       BytesPerGpu(huge, WeightDType::kF16, 1, Reserve::Bytes(0));
   EXPECT_EQ(bytes.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bytes.status().message(), HasSubstr("2^48"));
+  // Sums saturate rather than wrap: a reserve of INT64_MAX bytes does not come out as "fits".
+  const absl::StatusOr<MemoryBreakdown> all =
+      BytesPerGpu(c, WeightDType::kF16, 1, Reserve::Bytes(std::numeric_limits<int64_t>::max()));
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->Total(), int64_t{1} << 62);
+  EXPECT_FALSE(Plan(c, WeightDType::kF16, std::numeric_limits<int64_t>::max() / 2,
+                    Reserve::Bytes(std::numeric_limits<int64_t>::max()))
+                   .ok());
 }
 
 TEST(PlannerErrorTest, NothingFitsIsFailedPrecondition) {

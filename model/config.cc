@@ -149,6 +149,18 @@ absl::Status CheckOptConfigSize(const OptConfig& c) {
   const absl::int128 params = absl::int128(c.vocab_size) * e +
                               absl::int128(c.max_position_embeddings + 2) * h + 2 * h * e + 2 * h +
                               absl::int128(c.num_hidden_layers) * per_layer;
+  // One sequence of the whole context: K and V of every layer, the widest activations of a
+  // prefill of it, and one layer's attention scores (heads x positions^2); below 2^97.
+  const absl::int128 positions = c.max_position_embeddings;
+  const absl::int128 sequence =
+      positions * (2 * absl::int128(c.num_hidden_layers) * h + 8 * h + ffn + e) +
+      absl::int128(c.num_attention_heads) * positions * positions;
+  if (sequence > kMaxSequenceValues) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "one sequence of max_position_embeddings (", c.max_position_embeddings,
+        ") tokens would hold about ", static_cast<double>(sequence),
+        " values (KV cache, activations, attention scores), more than llmint8's bound of 2^48"));
+  }
   if (params > kMaxParameters) {
     return absl::InvalidArgumentError(
         absl::StrCat("the model would have about ", static_cast<double>(params),

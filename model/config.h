@@ -48,20 +48,24 @@ struct OptConfig {
   friend bool operator==(const OptConfig&, const OptConfig&) = default;
 };
 
-// Bounds on what a config may describe, so that every size the runtime and the planner compute
-// from one (a tensor's elements, a layer's, the model's, times a small constant) fits in
-// int64_t: each dimension at most 2^40, and at most 2^48 parameters (~281 T, 1,600 x OPT-175B);
-// and so that what is done per layer or per head (the tensor list a checkpoint is checked
-// against, the planner's search over TP degrees) stays small: at most 2^16 of each (OPT-175B
-// has 96).
+// Bounds on what a config may describe, so that the sizes the runtime and the planner compute
+// from one (a tensor's elements, a layer's, the model's; one full-context sequence's KV cache,
+// activations and attention scores; times a small constant) fit in int64_t: each dimension at
+// most 2^40, at most 2^48 parameters (~281 T, 1,600 x OPT-175B) and 2^48 values for one
+// sequence of max_position_embeddings tokens (OPT-175B: 2.9e9); and so that what is done per
+// layer or per head (the tensor list a checkpoint is checked against, the planner's search
+// over TP degrees) stays small: at most 2^16 of each (OPT-175B has 96). Sizes that also scale
+// with serving flags (batch, chunk sizes) are the flags' to bound.
 inline constexpr int64_t kMaxConfigDimension = int64_t{1} << 40;
 inline constexpr int64_t kMaxLayersOrHeads = int64_t{1} << 16;
 inline constexpr int64_t kMaxParameters = int64_t{1} << 48;
+inline constexpr int64_t kMaxSequenceValues = int64_t{1} << 48;
 
 // InvalidArgument naming the field when a dimension (hidden_size, num_hidden_layers,
 // num_attention_heads, ffn_dim, vocab_size, max_position_embeddings, word_embed_proj_dim, which
 // may be 0 for "as hidden_size") is outside [1, kMaxConfigDimension], layers or heads above
-// kMaxLayersOrHeads, or when the model has more than kMaxParameters parameters. ParseOptConfig and
+// kMaxLayersOrHeads, or when the model has more than kMaxParameters parameters or a
+// full-context sequence more than kMaxSequenceValues values. ParseOptConfig and
 // the synthetic model specs check it; the planner checks it of any config it is given.
 absl::Status CheckOptConfigSize(const OptConfig& config);
 

@@ -153,7 +153,8 @@ TEST(ConfigTest, SizesAreBoundedSoNoCountOverflows) {
                         vocab, R"(, "max_position_embeddings": 8})");
   };
   constexpr int64_t k2e40 = int64_t{1} << 40;
-  // Each product of two of these overflows int64_t; the count is refused, not computed.
+  // Models of more than 2^48 parameters (of which the first's products overflow int64_t) are
+  // refused before anything is counted in 64 bits.
   for (const std::string& json : {config(k2e40, 1, k2e40, k2e40), config(1 << 24, 1 << 16, 1, 3),
                                   config(1 << 20, 1, 1 << 30, 3), config(1 << 22, 1 << 10, 1, 3)}) {
     const absl::StatusOr<OptConfig> c = ParseOptConfig(json);
@@ -167,6 +168,19 @@ TEST(ConfigTest, SizesAreBoundedSoNoCountOverflows) {
   EXPECT_THAT(std::string(ParseOptConfig(config(1, 65537, 1, 3)).status().message()),
               HasSubstr("num_hidden_layers must be at most 65536"));
   EXPECT_TRUE(ParseOptConfig(config(1, 65536, 1, 3)).ok());
+  EXPECT_THAT(std::string(ParseOptConfig(R"({"hidden_size": 65537, "num_hidden_layers": 1,
+    "num_attention_heads": 65537, "ffn_dim": 1, "vocab_size": 3, "max_position_embeddings": 8})")
+                              .status()
+                              .message()),
+              HasSubstr("num_attention_heads must be at most 65536"));
+  // A context whose KV cache, activations or attention scores would pass 2^48 values: here a
+  // tiny model (2^33 parameters in its FFN) with 2^31 positions.
+  const absl::StatusOr<OptConfig> long_context = ParseOptConfig(R"({"hidden_size": 1,
+    "num_hidden_layers": 1, "num_attention_heads": 1, "ffn_dim": 2147483648, "vocab_size": 3,
+    "max_position_embeddings": 2147483648})");
+  ASSERT_FALSE(long_context.ok());
+  EXPECT_THAT(std::string(long_context.status().message()),
+              HasSubstr("one sequence of max_position_embeddings (2147483648) tokens"));
   // At the bounds: a 2^40-row vocabulary of width 1 is 2^40 parameters, counted exactly.
   const absl::StatusOr<OptConfig> wide = ParseOptConfig(config(1, 1, 1, k2e40));
   ASSERT_TRUE(wide.ok()) << wide.status();
