@@ -43,7 +43,8 @@ void Check(bool ok, const char* what) {
 void CheckShards(const OptConfig& c, int tp) {
   const std::vector<llmint8::model::ExpectedTensor> tensors = llmint8::model::ExpectedTensors(c);
   for (const int rank : {0, tp - 1}) {
-    const absl::StatusOr<llmint8::model::ShardPlan> plan = llmint8::model::MakeShardPlan(c, tp, rank);
+    const absl::StatusOr<llmint8::model::ShardPlan> plan =
+        llmint8::model::MakeShardPlan(c, tp, rank);
     Check(plan.ok(), "a valid TP degree has a shard plan");
     for (const llmint8::model::ExpectedTensor& t : tensors) {
       Check(llmint8::model::ExpectedShape(c, t.name) == t.shape, "ExpectedShape agrees");
