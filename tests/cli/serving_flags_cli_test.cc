@@ -1,10 +1,14 @@
 // The serving subcommands' flags as a user (or a Kubernetes manifest) passes them: only the
 // subcommand's own, sizes as 16G / 16GiB / 16Gi, and --check_flags, which checks a command
 // line without starting anything (deploy/validate.sh runs the manifests' through it).
+#include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "llmint8/v1/generation.grpc.pb.h"
 #include "tests/cli/run_cli.h"
 
 namespace llmint8::tools::testing {
@@ -61,6 +65,28 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args;
     EXPECT_THAT(r.out, ::testing::Not(HasSubstr("flags OK"))) << c.args;
   }
+}
+
+// A port another gRPC server holds (with gRPC's default SO_REUSEPORT) is refused: the
+// coordinator and the worker must not share it and split its connections with that server.
+TEST(ServingFlagsCliTest, APortAnotherServerHoldsIsRefused) {
+  v1::Generation::Service unimplemented;  // a server needs a service to start
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&unimplemented);
+  const std::unique_ptr<grpc::Server> holder = builder.BuildAndStart();
+  ASSERT_NE(holder, nullptr);
+  ASSERT_GT(port, 0);
+  const std::string listen = absl::StrCat("--listen=127.0.0.1:", port);
+  const CliResult coordinator =
+      RunCli(absl::StrCat("coordinator ", listen, " --workers=127.0.0.1:1 --model=synthetic:125m"));
+  EXPECT_EQ(coordinator.exit_code, 1) << coordinator.err;
+  EXPECT_THAT(coordinator.err, HasSubstr("could not listen on 127.0.0.1:")) << coordinator.err;
+  const CliResult worker = RunCli(absl::StrCat("worker ", listen));
+  EXPECT_EQ(worker.exit_code, 1) << worker.err;
+  EXPECT_THAT(worker.err, HasSubstr("could not listen on 127.0.0.1:")) << worker.err;
+  holder->Shutdown();
 }
 
 }  // namespace
