@@ -38,7 +38,7 @@ function(llmint8_cc_binary)
 endfunction()
 
 # Tests are registered with ctest; LABELS picks the suites (kernels, gpu, model, comm,
-# service, scaleout, ...). TIMEOUT defaults to 300 s. OpenMP threads sleep when idle
+# service, scaleout, ...). TIMEOUT defaults to 300 s (x3 under LLMINT8_SANITIZE). OpenMP threads sleep when idle
 # (OMP_WAIT_POLICY=PASSIVE) so multi-process tests on few cores do not spin against each other.
 function(llmint8_cc_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS;ARGS" ${ARGN})
@@ -58,6 +58,9 @@ function(llmint8_cc_test)
   add_test(NAME ${T_NAME} COMMAND ${_t} ${T_ARGS})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
+  endif()
+  if(LLMINT8_SANITIZE)  # instrumented code at -O1 runs a few times slower
+    math(EXPR T_TIMEOUT "${T_TIMEOUT} * 3")
   endif()
   set_tests_properties(${T_NAME} PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
                        ENVIRONMENT "LLMINT8_SOURCE_DIR=${PROJECT_SOURCE_DIR};LLMINT8_BINARY_DIR=${PROJECT_BINARY_DIR};OMP_WAIT_POLICY=PASSIVE")
