@@ -32,31 +32,15 @@ std::string ModelName(const OptConfig& config) {
 }
 
 absl::Status ValidateConfig(const OptConfig& c) {
-  const std::pair<const char*, int64_t> fields[] = {
-      {"hidden_size", c.hidden_size},
-      {"num_hidden_layers", c.num_hidden_layers},
-      {"num_attention_heads", c.num_attention_heads},
-      {"ffn_dim", c.ffn_dim},
-      {"vocab_size", c.vocab_size},
-      {"max_position_embeddings", c.max_position_embeddings},
-  };
-  for (const auto& [name, value] : fields) {
-    if (value <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(ModelName(c), ": ", name, " must be > 0, got ", value));
-    }
+  // Every size positive and bounded: the byte counts below multiply some dimensions unchecked
+  // (4 * attn * h, ...).
+  if (absl::Status size = model::CheckOptConfigSize(c); !size.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": ", size.message()));
   }
   if (c.hidden_size % c.num_attention_heads != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(ModelName(c), ": hidden_size ", c.hidden_size,
                      " is not a multiple of num_attention_heads ", c.num_attention_heads));
-  }
-  if (c.word_embed_proj_dim < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": word_embed_proj_dim < 0"));
-  }
-  // Bounded sizes: the byte counts below multiply some dimensions unchecked (4 * attn * h, ...).
-  if (absl::Status size = model::CheckOptConfigSize(c); !size.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": ", size.message()));
   }
   return absl::OkStatus();
 }
