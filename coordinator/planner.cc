@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <initializer_list>
 #include <numeric>
 #include <utility>
 
@@ -103,6 +104,14 @@ absl::StatusOr<WeightDType> ParseWeightDType(std::string_view name) {
   if (n == "fp16" || n == "f16" || n == "float16" || n == "half") return WeightDType::kF16;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown dtype \"", Av(name), "\": use fp16 or int8"));
+}
+
+int64_t MemoryBreakdown::Total() const {
+  int64_t sum = 0;
+  for (const int64_t part : {weights, int8_scales, fp16_tensors, kv_cache, workspace, runtime}) {
+    sum = Add(sum, part);
+  }
+  return sum;
 }
 
 absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtype, int tp,

@@ -27,7 +27,6 @@
 #define LLMINT8_COORDINATOR_PLANNER_H_
 
 #include <cstdint>
-#include <initializer_list>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -80,14 +79,7 @@ struct MemoryBreakdown {
   int64_t workspace = 0;
   int64_t runtime = 0;
   // The sum, saturating at 2^62 as each part does for absurd sizes (none is negative).
-  int64_t Total() const {
-    constexpr int64_t kSaturated = int64_t{1} << 62;
-    int64_t sum = 0;
-    for (const int64_t part : {weights, int8_scales, fp16_tensors, kv_cache, workspace, runtime}) {
-      sum = part > kSaturated - sum ? kSaturated : sum + part;
-    }
-    return sum;
-  }
+  int64_t Total() const;
 };
 
 struct PlanResult {
