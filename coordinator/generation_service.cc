@@ -93,10 +93,11 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
     prompt.assign(prompt_holder.token_ids().ids().begin(), prompt_holder.token_ids().ids().end());
   }
   if (fill_context) {  // at least 1, so a prompt that fills the context is refused as too long
-    int64_t left = limits_.max_context - static_cast<int64_t>(prompt.size());
-    if (options_.default_max_tokens > 0)
-      left = std::min<int64_t>(left, options_.default_max_tokens);
-    params.max_new_tokens = static_cast<int32_t>(std::max<int64_t>(1, left));
+    const int64_t left = limits_.max_context - static_cast<int64_t>(prompt.size());
+    params.max_new_tokens =
+        static_cast<int32_t>(std::max<int64_t>(1, std::min<int64_t>(params.max_new_tokens, left)));
+    // The client asked for a minimum, not for this limit: the context's end comes first.
+    params.min_tokens = std::min(params.min_tokens, params.max_new_tokens);
   }
   if (absl::Status valid = ValidatePromptTokens(prompt, params, limits_); !valid.ok()) {
     return valid;
@@ -190,7 +191,19 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
                        " sequence(s); this server queues at most ", options_.queue_capacity,
                        " (--queue_capacity): send fewer prompts or a smaller n"));
     }
-    absl::StatusOr<GenerationParams> valid = ValidateGenerationParams(params, limits_);
+    // Filling the context: the fields are checked against the most a reply may take (the
+    // context less a prompt token, or default_max_tokens); each prompt's sequences then get
+    // what that prompt leaves (MakeSequences).
+    v1::GenerateRequest filled;
+    if (fill_context) {
+      filled = params;
+      int64_t most = limits_.max_context - 1;
+      if (options_.default_max_tokens > 0)
+        most = std::min<int64_t>(most, options_.default_max_tokens);
+      filled.set_max_new_tokens(static_cast<int32_t>(std::max<int64_t>(1, most)));
+    }
+    absl::StatusOr<GenerationParams> valid =
+        ValidateGenerationParams(fill_context ? filled : params, limits_);
     if (!valid.ok()) return valid.status();
     const bool seeded = params.has_seed();
     seqs.reserve(prompts.size() * static_cast<size_t>(n));

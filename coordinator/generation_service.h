@@ -108,8 +108,8 @@ class GenerationService final : public v1::Generation::Service {
                    const std::function<bool(const v1::GenerateResponse&)>& write,
                    const std::function<bool()>& gone);
   // The sequences of one prompt (`prompt_holder`'s) with the validated `params`: `n` of them,
-  // seeds params.seed + j; with `fill_context`, max_new_tokens what the prompt leaves (at most
-  // options_.default_max_tokens when that is set).
+  // seeds params.seed + j; with `fill_context`, max_new_tokens at most what the prompt leaves
+  // (and min_tokens at most that).
   absl::Status MakeSequences(GenerationParams params, const v1::GenerateRequest& prompt_holder,
                              int32_t n, bool fill_context,
                              std::vector<std::shared_ptr<Sequence>>& out);

@@ -334,10 +334,12 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
 // Without max_tokens a chat reply may fill the context, up to --default_max_tokens; tools
 // are refused with 400.
 TEST_F(TextE2ETest, ChatWithoutMaxTokensFillsTheContextAndRefusesTools) {
-  const auto reply = [](const std::string& content) {
+  const auto reply = [](const std::string& content, int min_tokens = 0) {
     const nlohmann::json messages = {{{"role", "user"}, {"content", content}}};
-    return PostJson("/v1/chat/completions",
-                    {{"messages", messages}, {"temperature", 0}, {"ignore_eos", true}});
+    return PostJson("/v1/chat/completions", {{"messages", messages},
+                                             {"temperature", 0},
+                                             {"ignore_eos", true},
+                                             {"min_tokens", min_tokens}});
   };
   // This model never writes "\nUser:" greedily here, so each reply runs to its limit.
   const nlohmann::json capped = reply("hello");
@@ -350,6 +352,13 @@ TEST_F(TextE2ETest, ChatWithoutMaxTokensFillsTheContextAndRefusesTools) {
   for (int i = 0; i < 12; ++i) longer += "hello world ";
   const nlohmann::json filled = reply(longer);
   ASSERT_EQ(filled["http_status"], 200) << filled.dump();
+  // min_tokens is checked against the reply's limit, not a placeholder, and the context's end
+  // still comes first: the same reply with a minimum beyond what the prompt leaves.
+  EXPECT_EQ(reply("hello", 50)["usage"]["completion_tokens"], kDefaultMaxTokens);
+  const nlohmann::json at_least = reply(longer, kDefaultMaxTokens);
+  ASSERT_EQ(at_least["http_status"], 200) << at_least.dump();
+  EXPECT_EQ(at_least["choices"][0]["message"]["content"],
+            filled["choices"][0]["message"]["content"]);
   EXPECT_EQ(filled["choices"][0]["finish_reason"], "length") << filled.dump();
   ASSERT_GT(filled["usage"]["prompt_tokens"].get<int>(), 128 - kDefaultMaxTokens);
   EXPECT_EQ(filled["usage"]["total_tokens"], 128) << "the whole context: " << filled["usage"];
