@@ -28,6 +28,7 @@ using internal::json;
 using internal::Logprob;
 using internal::ParseBody;
 using internal::ParseSharedFields;
+using internal::TokenKey;
 using internal::UsageJson;
 
 constexpr char kPromptForms[] =
@@ -164,8 +165,7 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
   auto add = [&](const auto& token, const auto& candidates, const std::string& piece) {
     if (!request.logprobs) return;  // built only when asked for
     offsets.push_back(text.size());
-    const std::string label =
-        CandidateKey(token.token_text().empty() ? piece : token.token_text(), token.token_id());
+    const std::string label = TokenKey(token.token_text(), piece, token.token_id());
     tokens.push_back(label);
     const std::optional<float> logprob = Logprob(token);
     token_logprobs.push_back(logprob.has_value() ? json(Finite(*logprob)) : json(nullptr));

@@ -23,6 +23,7 @@ using internal::IfPresent;
 using internal::Integer;
 using internal::json;
 using internal::Logprob;
+using internal::TokenKey;
 
 constexpr char kContentForms[] =
     "a string or an array of {\"type\": \"text\", \"text\": ...} parts (only text is read here)";
@@ -164,8 +165,7 @@ ChoicePart Collect(const CompletionRequest& request, const v1::GenerateResponse*
   for (const v1::GenerateResponse* r = begin; r != end; ++r) {
     if (r->has_token_id()) {
       if (request.logprobs) {
-        const std::string label =
-            CandidateKey(r->token_text().empty() ? r->text() : r->token_text(), r->token_id());
+        const std::string label = TokenKey(r->token_text(), r->text(), r->token_id());
         json entry = TokenLogprob(label, Logprob(*r).value_or(0.0f), r->token_bytes());
         json top = json::array();
         for (const v1::TopLogprob& c : r->top_logprobs()) {

@@ -83,6 +83,10 @@ std::string CandidateKey(const std::string& text, int32_t token_id) {
   return text.empty() ? absl::StrCat("token_id:", token_id) : text;
 }
 
+std::string TokenKey(const std::string& token_text, const std::string& piece, int32_t token_id) {
+  return CandidateKey(token_text.empty() ? piece : token_text, token_id);
+}
+
 double Finite(float logprob) { return std::max(static_cast<double>(logprob), -9999.0); }
 
 json Envelope(std::string_view id, std::string_view object, int64_t created,

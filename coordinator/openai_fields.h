@@ -62,6 +62,9 @@ json UsageJson(const v1::Usage& u);
 // A token's label: its text, or "token_id:<id>" (vLLM's form) where it has none (a model
 // served without a tokenizer).
 std::string CandidateKey(const std::string& text, int32_t token_id);
+// A chosen token's label: its text decoded alone (as its candidates' are), else its piece of
+// the streamed text, keyed as CandidateKey.
+std::string TokenKey(const std::string& token_text, const std::string& piece, int32_t token_id);
 // A logprob as JSON can hold it: -inf (a masked id) becomes -9999, as vLLM reports it
 // (JSON has no infinity; null would break clients that expect numbers).
 double Finite(float logprob);
