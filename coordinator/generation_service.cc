@@ -23,12 +23,8 @@ class TokenizerTextStream : public TokenTextStream {
     return piece.ok() ? *std::move(piece) : std::string();
   }
   std::string Flush() override { return stream_.Finish(); }
-  std::string TokenText(int32_t token_id) const override {
-    // Special tokens too ("</s>"): a candidate must say which token it is.
-    absl::StatusOr<std::string> text = tokenizer_.Decode({token_id});
-    return text.ok() ? *std::move(text) : std::string();
-  }
   TextAndBytes TokenTextAndBytes(int32_t token_id) const override {
+    // Special tokens too ("</s>"): a candidate must say which token it is.
     absl::StatusOr<std::string> bytes = tokenizer_.DecodeBytes({token_id});
     if (!bytes.ok()) return {};
     std::string text = SanitizeUtf8(*bytes);  // what Decode({token_id}) gives

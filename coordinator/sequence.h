@@ -60,15 +60,15 @@ class TokenTextStream {
   virtual ~TokenTextStream() = default;
   virtual std::string Add(int32_t token_id) = 0;
   virtual std::string Flush() = 0;  // text held back at the end (an incomplete sequence)
-  // One token's text alone, valid UTF-8 (for the top_logprobs candidates); no state changes.
-  virtual std::string TokenText(int32_t token_id) const = 0;
-  // The same text and the token's raw bytes (part of a UTF-8 character stays as it is), from
-  // one decode; no state changes.
+  // One token's text alone, valid UTF-8 (special tokens too: "</s>"), and its raw bytes (part
+  // of a UTF-8 character stays as it is), from one decode; no state changes.
   struct TextAndBytes {
     std::string text;
     std::string bytes;
   };
   virtual TextAndBytes TokenTextAndBytes(int32_t token_id) const = 0;
+  // The text alone (a prompt token's label).
+  std::string TokenText(int32_t token_id) const { return TokenTextAndBytes(token_id).text; }
   // The pieces of `ids` decoded as a stream of their own (joined, the decoded text); no state
   // changes.
   virtual std::vector<std::string> Pieces(std::span<const int32_t> ids) const = 0;

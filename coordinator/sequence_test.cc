@@ -31,7 +31,6 @@ class FakeText : public TokenTextStream {
     return out;
   }
   std::string Flush() override { return std::exchange(held_, ""); }
-  std::string TokenText(int32_t id) const override { return Text(id); }
   // Bytes unlike the text, so a test sees which of the two a field carries.
   TextAndBytes TokenTextAndBytes(int32_t id) const override { return {Text(id), "raw" + Text(id)}; }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
