@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <limits>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -259,27 +260,20 @@ std::string CompletionJson(const CompletionRequest& request,
                            const std::vector<std::vector<v1::GenerateResponse>>& choices,
                            std::string_view completion_id, int64_t created,
                            std::string_view model_id) {
-  json out = internal::Envelope(completion_id, "text_completion", created, model_id);
-  out["choices"] = json::array();
-  std::vector<v1::Usage> usage(choices.size());  // one per choice, so each prompt's is found
-  for (size_t i = 0; i < choices.size(); ++i) {
-    const std::vector<v1::GenerateResponse>& responses = choices[i];
-    out["choices"].push_back(
-        Choice(request, i, responses.data(), responses.data() + responses.size()));
-    if (!responses.empty()) usage[i] = responses.back().usage();
-  }
-  out["usage"] = choices.empty() ? json(nullptr) : UsageJson(TotalUsage(request, usage));
-  return Dump(out);
+  return internal::AnswerJson(request, choices, "text_completion", completion_id, created, model_id,
+                              [&](size_t i, std::span<const v1::GenerateResponse> responses) {
+                                return Choice(request, i, responses.data(),
+                                              responses.data() + responses.size());
+                              });
 }
 
 std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
                                  std::string_view model_id) {
-  json chunk = internal::Envelope(completion_id, "text_completion", created, model_id);
-  chunk["choices"] = json::array({Choice(request, index, &response, &response + 1)});
-  if (request.include_usage) chunk["usage"] = nullptr;
-  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+  return internal::ChunkEvent(request, "text_completion",
+                              Choice(request, index, &response, &response + 1), completion_id,
+                              created, model_id);
 }
 
 v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices) {

@@ -2,6 +2,7 @@
 
 #include <iterator>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -14,7 +15,6 @@ namespace {
 
 using internal::Bool;
 using internal::CandidateKey;
-using internal::Dump;
 using internal::FieldError;
 using internal::Find;
 using internal::FinishReason;
@@ -218,20 +218,15 @@ std::string ChatCompletionJson(const CompletionRequest& request,
                                const std::vector<std::vector<v1::GenerateResponse>>& choices,
                                std::string_view completion_id, int64_t created,
                                std::string_view model_id) {
-  json out = internal::Envelope(completion_id, "chat.completion", created, model_id);
-  out["choices"] = json::array();
-  std::vector<v1::Usage> usage(choices.size());
-  for (size_t i = 0; i < choices.size(); ++i) {
-    const std::vector<v1::GenerateResponse>& responses = choices[i];
-    ChoicePart part = Collect(request, responses.data(), responses.data() + responses.size());
-    json choice = {{"index", i},
-                   {"message", {{"role", "assistant"}, {"content", std::move(part.text)}}}};
-    AddChoiceFields(request, part, choice);
-    out["choices"].push_back(std::move(choice));
-    if (!responses.empty()) usage[i] = responses.back().usage();
-  }
-  out["usage"] = choices.empty() ? json(nullptr) : internal::UsageJson(TotalUsage(request, usage));
-  return Dump(out);
+  return internal::AnswerJson(
+      request, choices, "chat.completion", completion_id, created, model_id,
+      [&](size_t i, std::span<const v1::GenerateResponse> responses) {
+        ChoicePart part = Collect(request, responses.data(), responses.data() + responses.size());
+        json choice = {{"index", i},
+                       {"message", {{"role", "assistant"}, {"content", std::move(part.text)}}}};
+        AddChoiceFields(request, part, choice);
+        return choice;
+      });
 }
 
 std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
@@ -244,10 +239,8 @@ std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
   if (first || !part.text.empty()) delta["content"] = std::move(part.text);
   json choice = {{"index", index}, {"delta", std::move(delta)}};
   AddChoiceFields(request, part, choice);
-  json chunk = internal::Envelope(completion_id, "chat.completion.chunk", created, model_id);
-  chunk["choices"] = json::array({std::move(choice)});
-  if (request.include_usage) chunk["usage"] = nullptr;
-  return absl::StrCat("data: ", Dump(chunk), "\n\n");
+  return internal::ChunkEvent(request, "chat.completion.chunk", std::move(choice), completion_id,
+                              created, model_id);
 }
 
 }  // namespace llmint8::coordinator::openai

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -95,6 +96,30 @@ json Envelope(std::string_view id, std::string_view object, int64_t created,
           {"object", std::string(object)},
           {"created", created},
           {"model", std::string(model_id)}};
+}
+
+std::string AnswerJson(
+    const CompletionRequest& request, const std::vector<std::vector<v1::GenerateResponse>>& choices,
+    std::string_view object, std::string_view completion_id, int64_t created,
+    std::string_view model_id,
+    const std::function<json(size_t, std::span<const v1::GenerateResponse>)>& choice) {
+  json out = Envelope(completion_id, object, created, model_id);
+  out["choices"] = json::array();
+  std::vector<v1::Usage> usage(choices.size());  // one per choice, so each prompt's is found
+  for (size_t i = 0; i < choices.size(); ++i) {
+    out["choices"].push_back(choice(i, choices[i]));
+    if (!choices[i].empty()) usage[i] = choices[i].back().usage();
+  }
+  out["usage"] = choices.empty() ? json(nullptr) : UsageJson(TotalUsage(request, usage));
+  return Dump(out);
+}
+
+std::string ChunkEvent(const CompletionRequest& request, std::string_view object, json choice,
+                       std::string_view completion_id, int64_t created, std::string_view model_id) {
+  json chunk = Envelope(completion_id, object, created, model_id);
+  chunk["choices"] = json::array({std::move(choice)});
+  if (request.include_usage) chunk["usage"] = nullptr;
+  return absl::StrCat("data: ", Dump(chunk), "\n\n");
 }
 
 absl::Status ParseSharedFields(const json& body, CompletionRequest& r) {

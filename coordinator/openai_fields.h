@@ -6,9 +6,12 @@
 #define LLMINT8_COORDINATOR_OPENAI_FIELDS_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -75,6 +78,18 @@ std::optional<float> Logprob(const Token& token) {
 // {"id", "object", "created", "model"}.
 json Envelope(std::string_view id, std::string_view object, int64_t created,
               std::string_view model_id);
+// A whole answer (text_completion or chat.completion): the envelope, choice i built by
+// `choice(i, its responses)`, and the usage summed over the choices (TotalUsage; null
+// without choices).
+std::string AnswerJson(
+    const CompletionRequest& request, const std::vector<std::vector<v1::GenerateResponse>>& choices,
+    std::string_view object, std::string_view completion_id, int64_t created,
+    std::string_view model_id,
+    const std::function<json(size_t, std::span<const v1::GenerateResponse>)>& choice);
+// One server-sent event of `object` chunks holding `choice` (usage null while the client waits
+// for its usage event).
+std::string ChunkEvent(const CompletionRequest& request, std::string_view object, json choice,
+                       std::string_view completion_id, int64_t created, std::string_view model_id);
 
 }  // namespace llmint8::coordinator::openai::internal
 
