@@ -3,13 +3,16 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -36,17 +39,82 @@ std::string SourcePath(const std::string& relative) {
   return absl::StrCat(dir != nullptr ? dir : ".", "/", relative);
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+
+// Tests that run in parallel (ctest -j) each pick ports. Asking the kernel for an ephemeral
+// port and closing it lets another test, or any process's outgoing connection, take the same
+// port before our server binds it. So ports come from below the ephemeral range, and each is
+// reserved for the life of this process by an flock on <tmp>/llmint8-ports/<port>: every
+// test process skips a port another holds (the lock goes when its holder exits).
+constexpr int kFirstPort = 20000;
+
+int EphemeralLow() {
+  int low = 32768;
+  std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f != nullptr) {
+    if (std::fscanf(f, "%d", &low) != 1) low = 32768;
+    std::fclose(f);
+  }
+  return low;
+}
+
+bool CanBind(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+// Takes the lock of `port` for this process's lifetime; false if another process holds it.
+bool Reserve(const std::filesystem::path& dir, int port) {
+  const std::string path = dir / std::to_string(port);
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return false;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return false;
+  }
+  return true;  // fd stays open: the lock is held until this process exits
+}
+
+// The kernel's pick, unreserved: the fallback when no range below the ephemeral ports exists.
+int KernelPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   socklen_t len = sizeof(addr);
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+}  // namespace
+
+int FreePort(int count) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  const int end = std::min(EphemeralLow(), 65536) - count;
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "llmint8-ports";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (end <= kFirstPort || ec) return KernelPort();
+  // Parallel test processes start their search at different places.
+  static int next = kFirstPort + static_cast<int>(getpid() * 7919L % (end - kFirstPort));
+  for (int tries = 0; tries < end - kFirstPort; ++tries) {
+    const int first = next;
+    next = next + count >= end ? kFirstPort : next + count;
+    bool ok = true;
+    for (int p = first; p < first + count && ok; ++p) ok = Reserve(dir, p) && CanBind(p);
+    if (ok) return first;
+  }
+  return KernelPort();
 }
 
 Process::Process(std::vector<std::string> args, std::string log_path,

@@ -19,7 +19,9 @@ namespace llmint8::e2e {
 // ${LLMINT8_BINARY_DIR}/tools/llmint8 and ${LLMINT8_SOURCE_DIR}/<relative>.
 std::string LlmintBinary();
 std::string SourcePath(const std::string& relative);
-int FreePort();
+// The first of `count` consecutive loopback ports that are free now and reserved for this
+// process (no other test process picks them while it lives).
+int FreePort(int count = 1);
 
 // A child process running `llmint8 <args...>`, its output appended to `log_path`. It gets
 // this process's environment without LLMINT8_API_KEY (a key in the environment of the test

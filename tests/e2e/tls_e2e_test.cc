@@ -245,7 +245,7 @@ TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndItsCertificate) {
   const int port = FreePort();
   const std::string address = absl::StrCat("127.0.0.1:", port);
   Process serve({"serve", "--tp=2", absl::StrCat("--model=", kModel), "--dtype=fp32",
-                 "--listen=" + address, absl::StrCat("--worker_base_port=", FreePort()),
+                 "--listen=" + address, absl::StrCat("--worker_base_port=", FreePort(2)),
                  "--tls_cert_file=" + certs_->server_cert, "--tls_key_file=" + certs_->server_key,
                  "--tls_ca_file=" + certs_->ca, "--tls_client_ca_file=" + certs_->ca},
                 ::testing::TempDir() + "/llmint8-tls-serve.log");
