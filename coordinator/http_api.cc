@@ -48,7 +48,7 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
           return sink.is_writable() && sink.write(events.data(), events.size());
         };
         std::vector<v1::Usage> usage(shared_seqs->size());
-        std::vector<bool> started(shared_seqs->size(), false);
+        std::vector<openai::ChatStream> chat(shared_seqs->size());
         const absl::Status status = service->FollowAll(
             *shared_seqs,
             [&](size_t index, const v1::GenerateResponse& r) {
@@ -57,9 +57,8 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
                 return send(
                     openai::CompletionChunkEvent(*request, index, r, id, created, model_id));
               }
-              const bool first = !started[index];
-              started[index] = true;
-              return send(openai::ChatChunkEvent(*request, index, r, first, id, created, model_id));
+              return send(
+                  openai::ChatChunkEvent(*request, index, r, chat[index], id, created, model_id));
             },
             [&sink] { return !sink.is_writable(); });
         if (status.ok()) {

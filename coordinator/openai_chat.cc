@@ -5,6 +5,7 @@
 #include <span>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/sampling_limits.h"
 #include "common/status_macros.h"
@@ -182,6 +183,15 @@ ChoicePart Collect(const CompletionRequest& request, const v1::GenerateResponse*
   return part;
 }
 
+// The reply's content starts at its first non-whitespace character: the transcript ends with
+// "Assistant:", so the model's first token usually brings the space after it. `started` says
+// whether earlier text of the reply got past that; this text's lead is dropped until it does.
+void TrimReplyStart(std::string& text, bool& started) {
+  if (started) return;
+  text.erase(0, text.size() - absl::StripLeadingAsciiWhitespace(text).size());
+  started = !text.empty();
+}
+
 // The fields every choice has beside its message or delta.
 void AddChoiceFields(const CompletionRequest& request, ChoicePart& part, json& choice) {
   choice["logprobs"] =
@@ -222,6 +232,8 @@ std::string ChatCompletionJson(const CompletionRequest& request,
       request, choices, "chat.completion", completion_id, created, model_id,
       [&](size_t i, std::span<const v1::GenerateResponse> responses) {
         ChoicePart part = Collect(request, responses.data(), responses.data() + responses.size());
+        bool started = false;
+        TrimReplyStart(part.text, started);
         json choice = {{"index", i},
                        {"message", {{"role", "assistant"}, {"content", std::move(part.text)}}}};
         AddChoiceFields(request, part, choice);
@@ -230,10 +242,13 @@ std::string ChatCompletionJson(const CompletionRequest& request,
 }
 
 std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
-                           const v1::GenerateResponse& response, bool first,
+                           const v1::GenerateResponse& response, ChatStream& stream,
                            std::string_view completion_id, int64_t created,
                            std::string_view model_id) {
   ChoicePart part = Collect(request, &response, &response + 1);
+  TrimReplyStart(part.text, stream.content_started);
+  const bool first = !stream.role_sent;
+  stream.role_sent = true;
   json delta = json::object();
   if (first) delta["role"] = "assistant";
   if (first || !part.text.empty()) delta["content"] = std::move(part.text);

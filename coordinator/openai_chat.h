@@ -25,10 +25,12 @@
 // Answers: a chat.completion object (choices[i].message {role, content}, logprobs {content:
 // [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),
 // or chat.completion.chunk events whose choices carry a delta (the role in each choice's first).
+// The content is the reply's text from its first non-whitespace character (the model's space
+// after the transcript's "Assistant:" is not part of it).
 // A token's "token" is its text alone (U+FFFD for part of a character), its "bytes" its raw
 // bytes: the generated tokens' bytes join into their decoded bytes, the characters they split
-// included (which is the reply's content unless a stop string cut it or an ignored end token
-// was generated); null without a tokenizer.
+// included (which is the reply's content, its leading whitespace included, unless a stop string
+// cut it or an ignored end token was generated); null without a tokenizer.
 //
 // Thread-safe: pure functions.
 #ifndef LLMINT8_COORDINATOR_OPENAI_CHAT_H_
@@ -68,10 +70,17 @@ std::string ChatCompletionJson(const CompletionRequest& request,
                                std::string_view completion_id, int64_t created,
                                std::string_view model_id);
 
-// One server-sent event of a streamed request: choice `index`'s `response`; `first` for the
-// choice's first event (its delta carries the role).
+// Where one streamed choice stands: its first event's delta carries the role, and the reply's
+// leading whitespace is dropped until its content begins.
+struct ChatStream {
+  bool role_sent = false;
+  bool content_started = false;
+};
+
+// One server-sent event of a streamed request: choice `index`'s `response`, `stream` that
+// choice's state (updated).
 std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
-                           const v1::GenerateResponse& response, bool first,
+                           const v1::GenerateResponse& response, ChatStream& stream,
                            std::string_view completion_id, int64_t created,
                            std::string_view model_id);
 

@@ -190,7 +190,8 @@ TEST(ChatAnswerTest, CompletionJsonHoldsTheAssistantsMessage) {
   ASSERT_EQ(j["choices"].size(), 1u);
   const json& c = j["choices"][0];
   EXPECT_EQ(c["index"], 0);
-  EXPECT_EQ(c["message"], json({{"role", "assistant"}, {"content", " Hel\xC3\xA9lo!"}}));
+  // The model's space after "Assistant:" is not part of the content.
+  EXPECT_EQ(c["message"], json({{"role", "assistant"}, {"content", "Hel\xC3\xA9lo!"}}));
   EXPECT_EQ(c["finish_reason"], "stop");
   EXPECT_EQ(c["token_ids"], json({10, 11, 12}));
   const json& content = c["logprobs"]["content"];
@@ -205,7 +206,7 @@ TEST(ChatAnswerTest, CompletionJsonHoldsTheAssistantsMessage) {
   EXPECT_EQ(content[1]["top_logprobs"], json::array());
   EXPECT_EQ(content[2]["token"], "\xEF\xBF\xBDlo!");
   EXPECT_EQ(content[2]["bytes"], json({0xA9, 'l', 'o', '!'}));
-  // The tokens' bytes join into the reply, the character they split included.
+  // The tokens' bytes join into the reply, the character they split and its lead included.
   std::string joined;
   for (const json& t : content) {
     for (const int b : t["bytes"].get<std::vector<int>>()) joined.push_back(static_cast<char>(b));
@@ -247,21 +248,48 @@ TEST(ChatAnswerTest, StreamedDeltasCarryTheRoleFirstThenPieces) {
       R"({"messages": [{"role": "user", "content": "x"}], "stream": true,
           "stream_options": {"include_usage": true}})");
   const std::vector<v1::GenerateResponse> r = Responses();
-  const json first = Event(ChatChunkEvent(request, 1, r[0], true, "c", 1, kModel));
+  ChatStream stream;
+  const json first = Event(ChatChunkEvent(request, 1, r[0], stream, "c", 1, kModel));
   EXPECT_EQ(first["object"], "chat.completion.chunk");
   EXPECT_EQ(first["choices"][0]["index"], 1);
-  EXPECT_EQ(first["choices"][0]["delta"], json({{"role", "assistant"}, {"content", " Hel"}}));
+  EXPECT_EQ(first["choices"][0]["delta"], json({{"role", "assistant"}, {"content", "Hel"}}));
   EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
   EXPECT_TRUE(first["usage"].is_null());
-  const json held = Event(ChatChunkEvent(request, 1, r[1], false, "c", 1, kModel));
+  const json held = Event(ChatChunkEvent(request, 1, r[1], stream, "c", 1, kModel));
   EXPECT_EQ(held["choices"][0]["delta"], json::object()) << "nothing to add yet";
-  const json last = Event(ChatChunkEvent(request, 1, r[2], false, "c", 1, kModel));
+  const json last = Event(ChatChunkEvent(request, 1, r[2], stream, "c", 1, kModel));
   EXPECT_EQ(last["choices"][0]["delta"], json({{"content", "\xC3\xA9lo!"}}));
   EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
   const json usage = Event(UsageEvent(request, r[2].usage(), "c", 1, kModel));
   EXPECT_EQ(usage["object"], "chat.completion.chunk");
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+}
+
+// Whitespace before the reply's first other character is dropped, however many tokens it
+// spans; whitespace after it is content.
+TEST(ChatAnswerTest, TheReplyStartsAtItsFirstNonWhitespaceCharacter) {
+  const CompletionRequest request =
+      ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "stream": true})");
+  std::vector<v1::GenerateResponse> r(4);
+  const char* pieces[] = {" ", "\n\t ", " Hi", "  there\n"};
+  for (int i = 0; i < 4; ++i) {
+    r[i].set_token_id(20 + i);
+    r[i].set_text(pieces[i]);
+  }
+  EXPECT_EQ(json::parse(ChatCompletionJson(request, {r}, "c", 1,
+                                           kModel))["choices"][0]["message"]["content"],
+            "Hi  there\n");
+  ChatStream stream;
+  std::vector<json> deltas;
+  for (const v1::GenerateResponse& response : r) {
+    deltas.push_back(
+        Event(ChatChunkEvent(request, 0, response, stream, "c", 1, kModel))["choices"][0]["delta"]);
+  }
+  EXPECT_EQ(deltas[0], json({{"role", "assistant"}, {"content", ""}}));
+  EXPECT_EQ(deltas[1], json::object());
+  EXPECT_EQ(deltas[2], json({{"content", "Hi"}}));
+  EXPECT_EQ(deltas[3], json({{"content", "  there\n"}}));
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/openai_chat.h"
 #include "nlohmann/json.hpp"
@@ -255,16 +256,23 @@ void CheckChatAnswers(const openai::CompletionRequest& request, std::string_view
     Check(message["role"] == "assistant" && message["content"].is_string(),
           "ChatCompletionJson's message lacks its role or content");
     if (IsUtf8(all_text)) {
-      Check(message["content"].get<std::string>() == all_text,
-            "ChatCompletionJson changed valid UTF-8 text");
+      Check(message["content"].get<std::string>() == absl::StripLeadingAsciiWhitespace(all_text),
+            "ChatCompletionJson's content is not the valid UTF-8 text from its first non-space");
     }
   }
+  openai::ChatStream stream;
+  std::string streamed;
   for (size_t i = 0; i < responses.size(); ++i) {
     const std::vector<json> events = ParseEvents(
-        openai::ChatChunkEvent(request, 0, responses[i], i == 0, kId, kCreated, kModel));
+        openai::ChatChunkEvent(request, 0, responses[i], stream, kId, kCreated, kModel));
     Check(events.size() == 1u, "a chat chunk has more than one event");
-    Check(events[0]["choices"][0]["delta"].contains("role") == (i == 0),
-          "the role is not in the first chat chunk only");
+    const json& delta = events[0]["choices"][0]["delta"];
+    Check(delta.contains("role") == (i == 0), "the role is not in the first chat chunk only");
+    if (delta.contains("content")) streamed += delta["content"].get<std::string>();
+  }
+  if (IsUtf8(all_text)) {
+    Check(streamed == whole["choices"][0]["message"]["content"],
+          "the streamed deltas do not join into the whole answer's content");
   }
 }
 

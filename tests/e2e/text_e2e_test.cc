@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/tokenizer.h"
 #include "gmock/gmock.h"
@@ -246,7 +247,8 @@ TEST_F(TextE2ETest, StopSequenceEndsTheStreamBeforeIt) {
 
 // /v1/chat/completions runs the messages' transcript (coordinator/openai_chat.h) as a text
 // prompt that stops at the next user turn: the same tokens as Generate on that text, whole
-// and streamed (the role in each choice's first delta, the pieces joining into the content).
+// and streamed (the role in each choice's first delta, the pieces joining into the content,
+// which starts at the reply's first non-whitespace character).
 TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
   const nlohmann::json messages = {{{"role", "system"}, {"content", "Be brief."}},
                                    {{"role", "user"}, {"content", "hello world"}}};
@@ -256,6 +258,7 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
   const Generated want = Generate(*stub_, grpc_request);
   ASSERT_TRUE(want.status.ok()) << want.status.error_message();
   ASSERT_FALSE(want.text.empty());
+  const std::string reply(absl::StripLeadingAsciiWhitespace(want.text));
   const nlohmann::json body = {{"messages", messages},     {"max_completion_tokens", 8},
                                {"temperature", 0},         {"ignore_eos", true},
                                {"return_token_ids", true}, {"n", 2},
@@ -271,7 +274,7 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
   ASSERT_TRUE(raw.ok()) << raw.status();
   for (const nlohmann::json& choice : j["choices"]) {
     EXPECT_EQ(choice["message"]["role"], "assistant");
-    EXPECT_EQ(choice["message"]["content"], want.text);
+    EXPECT_EQ(choice["message"]["content"], reply);
     EXPECT_EQ(choice["token_ids"].get<std::vector<int32_t>>(), want.tokens);
     std::string joined;
     ASSERT_EQ(choice["logprobs"]["content"].size(), want.tokens.size());
@@ -325,7 +328,7 @@ TEST_F(TextE2ETest, ChatCompletionIsGenerateOnTheTranscript) {
       finish = chunk["choices"][0]["finish_reason"];
     ++events;
   }
-  EXPECT_EQ(content, want.text);
+  EXPECT_EQ(content, reply);
   EXPECT_EQ(finish,
             want.responses.back().finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop");
   EXPECT_TRUE(res->body.ends_with("data: [DONE]\n\n"));
@@ -387,8 +390,9 @@ TEST_F(TextE2ETest, OfficialOpenAiPythonClientChats) {
   ASSERT_TRUE(output.ok()) << output.status();
   const nlohmann::json j = nlohmann::json::parse(*output);
   EXPECT_EQ(j["role"], "assistant");
-  EXPECT_EQ(j["content"], want.text);
-  EXPECT_EQ(j["stream_content"], want.text);
+  const std::string reply(absl::StripLeadingAsciiWhitespace(want.text));
+  EXPECT_EQ(j["content"], reply);
+  EXPECT_EQ(j["stream_content"], reply);
   EXPECT_EQ(j["stream_roles"], nlohmann::json({"assistant"}));
   const std::string finish =
       want.responses.back().finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
