@@ -172,14 +172,20 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
   if (options_.start_workers) {
     for (int i = 0; i < options_.workers; ++i) StartWorker(i);
   }
-  std::vector<std::string> args = {"coordinator", absl::StrCat("--listen=", address_),
-                                   absl::StrCat("--workers=", absl::StrJoin(addresses, ",")),
-                                   absl::StrCat("--model=", options_.model),
-                                   absl::StrCat("--dtype=", options_.dtype)};
-  for (const std::string& f : options_.extra_coordinator_flags) args.push_back(f);
-  coordinator_ =
-      std::make_unique<Process>(args, log_dir_ + "/coordinator.log", options_.coordinator_env);
+  coordinator_args_ = {"coordinator", absl::StrCat("--listen=", address_),
+                       absl::StrCat("--workers=", absl::StrJoin(addresses, ",")),
+                       absl::StrCat("--model=", options_.model),
+                       absl::StrCat("--dtype=", options_.dtype)};
+  for (const std::string& f : options_.extra_coordinator_flags) coordinator_args_.push_back(f);
+  coordinator_ = std::make_unique<Process>(coordinator_args_, log_dir_ + "/coordinator.log",
+                                           options_.coordinator_env);
   std::fprintf(stderr, "cluster logs in %s\n", log_dir_.c_str());
+}
+
+void Cluster::RestartCoordinator(int signal) {
+  coordinator_->Kill(signal);
+  coordinator_ = std::make_unique<Process>(coordinator_args_, log_dir_ + "/coordinator.log",
+                                           options_.coordinator_env);
 }
 
 Cluster::~Cluster() {

@@ -58,6 +58,9 @@ class Cluster {
   void StartWorker(int rank);
   void KillWorker(int rank, int signal);
   void SignalCoordinator(int signal) { coordinator_->Signal(signal); }
+  // Ends the coordinator with `signal` (and reaps it), then starts a new one with the same
+  // flags and address; its output joins the same log. The workers keep running.
+  void RestartCoordinator(int signal);
 
   std::unique_ptr<v1::Generation::Stub> NewStub() const;
   std::unique_ptr<v1::Worker::Stub> NewWorkerStub(int rank) const;
@@ -82,6 +85,7 @@ class Cluster {
   std::string log_dir_;
   std::string address_;
   std::vector<int> worker_ports_;
+  std::vector<std::string> coordinator_args_;
   std::unique_ptr<Process> coordinator_;
   std::vector<std::unique_ptr<Process>> workers_;
 };
