@@ -1,11 +1,14 @@
-// A worker killed mid-stream: the in-flight stream ends with UNAVAILABLE, health turns
-// NOT_SERVING, a request sent meanwhile waits in the queue, and when the worker is back the
-// group re-forms, the queued request is served and new ones succeed. With --group=smallest an
-// idle worker takes the lost member's place without waiting for it to come back.
+// Failover. A worker killed mid-stream: the in-flight stream ends with UNAVAILABLE, health
+// turns NOT_SERVING, a request sent meanwhile waits in the queue, and when the worker is back
+// the group re-forms, the queued request is served and new ones succeed. With --group=smallest
+// an idle worker takes the lost member's place without waiting for it to come back. The
+// coordinator killed while its workers keep running (a rescheduled coordinator pod): its
+// streams end UNAVAILABLE, and a new coordinator at the same address forms the group again.
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -19,31 +22,57 @@ namespace {
 
 using ::testing::ElementsAreArray;
 
+constexpr char kTinyModel[] = "tests/golden/tiny-opt";
+
+// The in-process runtime's greedy tokens on the tiny golden model (fp32), as the service
+// must give them.
+absl::StatusOr<std::vector<int32_t>> ReferenceGreedy(const std::vector<int32_t>& prompt, int n) {
+  auto ref = InProcessReference::Open(SourcePath(kTinyModel), model::Precision::kF32);
+  if (!ref.ok()) return ref.status();
+  return (*ref)->Greedy(prompt, n);
+}
+
+// A 120-token greedy stream that has delivered its first tokens (null if it did not).
+struct LongStream {
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+
+  static std::unique_ptr<LongStream> Start(v1::Generation::Stub& stub) {
+    auto stream = std::make_unique<LongStream>();
+    stream->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    stream->reader = stub.Generate(&stream->ctx, GreedyRequest({2, 7}, 120));
+    v1::GenerateResponse resp;
+    for (int i = 0; i < 3; ++i) {
+      if (!stream->reader->Read(&resp)) return nullptr;
+    }
+    return stream;
+  }
+  // Reads the rest: the stream's status.
+  grpc::Status Finish() {
+    v1::GenerateResponse resp;
+    while (reader->Read(&resp)) {
+    }
+    return reader->Finish();
+  }
+};
+
 TEST(WorkerFailureE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
-  const std::string model = SourcePath("tests/golden/tiny-opt");
-  auto ref = InProcessReference::Open(model, model::Precision::kF32);
-  ASSERT_TRUE(ref.ok()) << ref.status();
   const std::vector<int32_t> prompt = {2, 100, 200, 300};
-  auto expected = (*ref)->Greedy(prompt, 16);
+  auto expected = ReferenceGreedy(prompt, 16);
   ASSERT_TRUE(expected.ok()) << expected.status();
 
   ClusterOptions options;
-  options.model = model;
+  options.model = SourcePath(kTinyModel);
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
 
-  // A long stream, killed after its first tokens.
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  auto reader = stub->Generate(&ctx, GreedyRequest({2, 7}, 120));
-  v1::GenerateResponse resp;
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(reader->Read(&resp));
+  // A long stream, its worker killed after its first tokens.
+  auto stream = LongStream::Start(*stub);
+  ASSERT_NE(stream, nullptr);
   const auto killed_at = std::chrono::steady_clock::now();
   cluster.KillWorker(1, SIGKILL);
-  while (reader->Read(&resp)) {
-  }
-  const grpc::Status status = reader->Finish();
+  const grpc::Status status = stream->Finish();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
   std::fprintf(stderr, "stream ended %.3f s after the kill: %s\n", seconds,
@@ -71,16 +100,13 @@ TEST(WorkerFailureE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
 // prefilled in full, with the runtime's tokens, and not sent to start from a sequence the new
 // group never had.
 TEST(WorkerFailureE2ETest, ReformedGroupForgetsTheCachedPrefixes) {
-  const std::string model = SourcePath("tests/golden/tiny-opt");
-  auto ref = InProcessReference::Open(model, model::Precision::kF32);
-  ASSERT_TRUE(ref.ok()) << ref.status();
   std::vector<int32_t> prompt = {2};
   for (int t = 1; t < 30; ++t) prompt.push_back((t * 41 + 3) % 1000);
-  auto expected = (*ref)->Greedy(prompt, 6);
+  auto expected = ReferenceGreedy(prompt, 6);
   ASSERT_TRUE(expected.ok()) << expected.status();
 
   ClusterOptions options;
-  options.model = model;
+  options.model = SourcePath(kTinyModel);
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
@@ -126,7 +152,7 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   // The tiny model fits one worker: --group=smallest forms TP = 1 and leaves two idle.
   constexpr int kWorkers = 3;
   ClusterOptions options;
-  options.model = SourcePath("tests/golden/tiny-opt");
+  options.model = SourcePath(kTinyModel);
   options.dtype = "fp16";  // planned (fp32 is not): the group is chosen from memory reports
   options.workers = kWorkers;
   options.extra_coordinator_flags = {"--group=smallest", "--join_wait=1s"};
@@ -156,6 +182,42 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   Generated after = Generate(*stub, GreedyRequest(prompt, 16));
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_THAT(after.tokens, ElementsAreArray(before.tokens));  // the same model, TP and dtype
+}
+
+TEST(CoordinatorFailureE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWorkers) {
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  auto expected = ReferenceGreedy(prompt, 16);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  {
+    auto stub = cluster.NewStub();
+    const Generated before = Generate(*stub, GreedyRequest(prompt, 16));
+    ASSERT_TRUE(before.status.ok()) << before.status.error_message();
+    EXPECT_THAT(before.tokens, ElementsAreArray(*expected));
+
+    // A long stream, its coordinator killed after its first tokens.
+    auto stream = LongStream::Start(*stub);
+    ASSERT_NE(stream, nullptr);
+    ASSERT_GT(cluster.ActiveSequences(), 0) << "the stream's sequence is on the workers";
+    cluster.RestartCoordinator(SIGKILL);
+    const grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  }
+
+  const auto restarted_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the new coordinator never SERVING";
+  std::fprintf(
+      stderr, "the new coordinator served %.3f s after its start\n",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted_at).count());
+  EXPECT_EQ(cluster.ActiveSequences(), 0) << "a sequence of the old group survived";
+  auto stub = cluster.NewStub();
+  const Generated after = Generate(*stub, GreedyRequest(prompt, 16));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_THAT(after.tokens, ElementsAreArray(*expected));
 }
 
 }  // namespace
