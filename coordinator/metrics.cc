@@ -23,7 +23,8 @@ const Histogram::BucketBoundaries& LatencyBuckets() {
   return *b;
 }
 
-// One batch step (a decode step is the inter-token latency): 1 ms .. 5 s.
+// One batch step (a decode step is the inter-token latency), and the time per output token:
+// 1 ms .. 5 s.
 const Histogram::BucketBoundaries& StepBuckets() {
   static const auto* b = new Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                          0.1,   0.25,   0.5,   1,    2.5,   5};
@@ -138,6 +139,12 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
                             .Help("Time from arrival to the last generated token")
                             .Register(*registry_)
                             .Add({}, LatencyBuckets())),
+      per_output_token_seconds_(BuildHistogram()
+                                    .Name("llmint8_time_per_output_token_seconds")
+                                    .Help("Time from a stream's first to its last token over "
+                                          "the tokens after the first (streams of 2 or more)")
+                                    .Register(*registry_)
+                                    .Add({}, StepBuckets())),
       step_seconds_(BuildHistogram()
                         .Name("llmint8_step_seconds")
                         .Help("One batch step on every worker (prefill and/or one decode "
@@ -161,6 +168,10 @@ void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   queue_seconds_.Observe(t.queue_ms() / 1e3);
   first_token_seconds_.Observe(t.time_to_first_token_ms() / 1e3);
   duration_seconds_.Observe(t.total_ms() / 1e3);
+  if (r.generated_tokens >= 2) {
+    per_output_token_seconds_.Observe((t.total_ms() - t.time_to_first_token_ms()) / 1e3 /
+                                      static_cast<double>(r.generated_tokens - 1));
+  }
 }
 
 void ServiceMetrics::RecordStep(int batch_size, absl::Duration duration) {

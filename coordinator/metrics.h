@@ -9,6 +9,8 @@
 //   llmint8_request_queue_seconds             arrival -> admitted to a batch      (histogram)
 //   llmint8_time_to_first_token_seconds       arrival -> first token              (histogram)
 //   llmint8_request_duration_seconds          arrival -> last token               (histogram)
+//   llmint8_time_per_output_token_seconds     first -> last token over the tokens after the
+//                                             first, per stream of 2 or more      (histogram)
 //   llmint8_step_seconds                      one batch step on every worker      (histogram)
 //   llmint8_step_batch_size                   sequences in a step                 (histogram)
 //   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
@@ -91,6 +93,7 @@ class ServiceMetrics {
   prometheus::Histogram& queue_seconds_;
   prometheus::Histogram& first_token_seconds_;
   prometheus::Histogram& duration_seconds_;
+  prometheus::Histogram& per_output_token_seconds_;
   prometheus::Histogram& step_seconds_;
   prometheus::Histogram& batch_size_;
 };

@@ -48,6 +48,20 @@ TEST(ServiceMetricsTest, CountsRequestsByCodeAndReasonAndTokens) {
   EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_bucket{le=\"0.5\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_request_duration_seconds_sum 3.4\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_request_queue_seconds_sum 0.022\n"));
+  // Per output token after the first: (0.4 - 0.03) s / 15 and (3 - 0.3) s / 2.
+  EXPECT_THAT(text, HasSubstr("llmint8_time_per_output_token_seconds_count 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_per_output_token_seconds_bucket{le=\"0.025\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_per_output_token_seconds_bucket{le=\"1\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_per_output_token_seconds_bucket{le=\"2.5\"} 2\n"));
+}
+
+// A stream of one token has no time between tokens: it is left out of that histogram.
+TEST(ServiceMetricsTest, OneTokenStreamsHaveNoTimePerOutputToken) {
+  ServiceMetrics m([] { return LiveState{}; });
+  m.RecordRequest({absl::StatusCode::kOk, 3, 1, Final(v1::FINISH_REASON_LENGTH, 1, 20, 20)});
+  const std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_count 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_time_per_output_token_seconds_count 0\n"));
 }
 
 TEST(ServiceMetricsTest, StepsFillTheStepHistograms) {

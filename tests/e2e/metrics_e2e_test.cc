@@ -57,6 +57,8 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   EXPECT_EQ(Sample(after, "llmint8_step_batch_size_sum"), 5);
   EXPECT_EQ(Sample(after, "llmint8_time_to_first_token_seconds_count"), 1);
   EXPECT_GT(Sample(after, "llmint8_request_duration_seconds_sum"), 0);
+  EXPECT_EQ(Sample(after, "llmint8_time_per_output_token_seconds_count"), 1);
+  EXPECT_GT(Sample(after, "llmint8_time_per_output_token_seconds_sum"), 0);
   // The scheduler releases a finished sequence just after its client saw the last token.
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 5), 0);
   EXPECT_EQ(Sample(after, "llmint8_queued_requests"), 0);
