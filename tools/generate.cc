@@ -13,6 +13,7 @@
 #include "tools/client_auth.h"
 #include "tools/flags.h"
 #include "tools/subcommands.h"
+#include "worker/grpc_status.h"
 
 namespace llmint8::tools {
 namespace {
@@ -130,8 +131,11 @@ int RunGenerate() {
   std::printf("\n");
   std::fflush(stdout);  // the text's end before the summary on stderr, also through a pipe
   if (!status.ok()) {
-    std::fprintf(stderr, "llmint8 generate: error %d: %s\n", status.error_code(),
-                 status.error_message().c_str());
+    // e.g. "UNAVAILABLE: Generate on 127.0.0.1:50051: failed to connect ...".
+    std::fprintf(stderr, "llmint8 generate: %s\n",
+                 FromGrpcStatus(status, absl::StrCat("Generate on ", CoordinatorTargetFromFlags()))
+                     .ToString()
+                     .c_str());
     return 1;
   }
   const int cached = last.usage().cached_prompt_tokens();
