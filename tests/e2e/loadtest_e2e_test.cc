@@ -97,6 +97,7 @@ TEST(LoadtestE2ETest, WaitsForTheGroupToForm) {
   EXPECT_LT(j["wall_s"].get<double>(), 1.5);
 }
 
+// loadtest and generate.
 TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
   tools::testing::CliResult r = RunCli("loadtest --requests=0");
   EXPECT_EQ(r.exit_code, 2);
@@ -104,6 +105,11 @@ TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
   r = RunCli(absl::StrCat("loadtest --coordinator=127.0.0.1:", FreePort(), " --requests=1"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("does not answer health checks"));
+  // generate names the gRPC code and the coordinator it called.
+  const std::string target = absl::StrCat("127.0.0.1:", FreePort());
+  r = RunCli(absl::StrCat("generate --coordinator=", target, " --prompt=hi --timeout=5"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr(absl::StrCat("UNAVAILABLE: Generate on ", target, ": ")));
 }
 
 }  // namespace
