@@ -478,11 +478,9 @@ int RunServe(const char* argv0) {
     std::lock_guard<std::mutex> lock(mu);
     stopping = true;
     for (const auto& [pid, rank] : children) kill(pid, SIGTERM);
-    if (children.empty()) {
-      supervisor.detach();
-      return code;
-    }
   }
+  // Joined even when no worker is left: the supervisor uses this frame's locals. Without
+  // children its waitpid fails at once and it returns on `stopping` (within 200 ms).
   supervisor.join();
   return code;
 }
