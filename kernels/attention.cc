@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/avx2_sum.h"
+#include "kernels/cpu_features.h"
 #include "kernels/softmax.h"
 
 namespace llmint8::kernels {
@@ -164,9 +165,8 @@ __attribute__((target("avx2,fma"))) void WeightedSumAvx2(const HeadRow& r) {
 }
 
 const RowLoops& Loops() {
-  static const RowLoops loops = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                                    ? RowLoops{ScoresAvx2, WeightedSumAvx2}
-                                    : RowLoops{ScoresPlain, WeightedSumPlain};
+  static const RowLoops loops = Cpu().avx2 && Cpu().fma ? RowLoops{ScoresAvx2, WeightedSumAvx2}
+                                                        : RowLoops{ScoresPlain, WeightedSumPlain};
   return loops;
 }
 

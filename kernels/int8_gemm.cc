@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_features.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -411,7 +412,7 @@ absl::Status Int8Gemm(std::span<const int8_t> a, std::span<const int8_t> b, int6
                       int64_t k, std::span<int32_t> c) {
   if (auto s = CheckShapes(a.size(), b.size(), m, n, k, c.size()); !s.ok()) return s;
   if (!OneDnnGemmIsExact()) {
-    if (__builtin_cpu_supports("avx2")) return Avx2Gemm(a.data(), b.data(), m, n, k, c.data());
+    if (Cpu().avx2) return Avx2Gemm(a.data(), b.data(), m, n, k, c.data());
     ScalarGemm(a.data(), b.data(), m, n, k, c.data());
     return absl::OkStatus();
   }

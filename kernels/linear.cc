@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/avx2_sum.h"
+#include "kernels/cpu_features.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -65,7 +66,7 @@ __attribute__((target("avx,f16c"))) void HalfToFloatF16c(const Half* src, int64_
 }
 
 void HalfToFloatBlock(const Half* src, int64_t size, float* dst) {
-  static const bool has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool has_f16c = Cpu().f16c;
   constexpr int64_t kChunk = 1 << 14;
 #pragma omp parallel for schedule(static) if (size >= 4 * kChunk)
   for (int64_t c = 0; c < size; c += kChunk) {
@@ -131,8 +132,7 @@ void LinearF16Direct(const float* x, int64_t m, const Half* w, int64_t n, int64_
 
 // Whether the direct kernel takes m rows: few enough, and the CPU has AVX2 / FMA / F16C.
 bool UseDirect(int64_t m) {
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                                __builtin_cpu_supports("f16c");
+  static const bool supported = Cpu().avx2_fma_f16c();
   return supported && m >= 1 && m <= kDirectMaxRows;
 }
 

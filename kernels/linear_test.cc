@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu_features.h"
 #include "kernels/int8_test_util.h"
 
 namespace llmint8::kernels {
@@ -75,8 +76,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearShapeTest,
 // Decode batches (up to 16 rows) take the direct kernel, which computes each row of x alone:
 // a sequence's output does not depend on what else is in its batch, to the bit.
 TEST(LinearTest, F16DecodeRowsDoNotDependOnTheBatch) {
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
-      !__builtin_cpu_supports("f16c")) {
+  if (!Cpu().avx2_fma_f16c()) {
     GTEST_SKIP() << "no AVX2 / FMA / F16C: every batch takes the blocked SGEMM";
   }
   constexpr int64_t kN = 50, kK = 83;

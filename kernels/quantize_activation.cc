@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/avx2_sum.h"
+#include "kernels/cpu_features.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -121,9 +122,8 @@ __attribute__((target("avx2"))) void QuantizeAvx2(const float* x, int64_t k, flo
 constexpr RowLoops kPlainLoops = {MarkOutliersPlain, InlierAbsmaxPlain, QuantizePlain};
 
 const RowLoops& FastLoops() {
-  static const RowLoops loops = __builtin_cpu_supports("avx2")
-                                    ? RowLoops{MarkOutliersAvx2, InlierAbsmaxAvx2, QuantizeAvx2}
-                                    : kPlainLoops;
+  static const RowLoops loops =
+      Cpu().avx2 ? RowLoops{MarkOutliersAvx2, InlierAbsmaxAvx2, QuantizeAvx2} : kPlainLoops;
   return loops;
 }
 

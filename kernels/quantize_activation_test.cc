@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu_features.h"
 #include "kernels/int8_test_util.h"
 
 namespace llmint8::kernels {
@@ -176,7 +177,7 @@ uint32_t Bits(float v) {
 // vector length, ties at .5, values at and past the threshold, non-finite values, zero rows
 // and a subnormal row scale.
 TEST(QuantizeActivationTest, FastPathEqualsTheReferenceBitForBit) {
-  if (!__builtin_cpu_supports("avx2")) {
+  if (!Cpu().avx2) {
     GTEST_SKIP() << "this CPU has no AVX2: the fast path is the reference itself";
   }
   const int64_t m = 9;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/avx2_sum.h"
+#include "kernels/cpu_features.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -63,7 +64,7 @@ absl::StatusOr<int32_t> CheckedArgmax(std::span<const float> logits) {
   if (logits.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     return absl::InvalidArgumentError("logits row is longer than the int32 id range");
   }
-  static const bool avx2 = __builtin_cpu_supports("avx2");
+  static const bool avx2 = Cpu().avx2;
   if (avx2) {
     if (const std::optional<int32_t> best = ArgmaxAvx2(logits.data(), logits.size())) return *best;
   }

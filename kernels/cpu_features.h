@@ -1,0 +1,25 @@
+// What the CPU this process runs on can do, for the CPU kernels' runtime dispatch: read once
+// from CPUID (and XGETBV: an AVX feature counts only when the OS saves the YMM registers, as
+// GCC's __builtin_cpu_supports decides). One place instead of a __builtin_cpu_supports per
+// kernel, which clang 14 does not accept for "f16c".
+//
+// Thread-safe: Cpu() reads a function-local static.
+#ifndef LLMINT8_KERNELS_CPU_FEATURES_H_
+#define LLMINT8_KERNELS_CPU_FEATURES_H_
+
+namespace llmint8::kernels {
+
+struct CpuFeatures {
+  bool avx = false;
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  // The set the AVX2 kernels use (8-wide fp32 FMA, fp16 <-> fp32 conversions).
+  bool avx2_fma_f16c() const { return avx2 && fma && f16c; }
+};
+
+const CpuFeatures& Cpu();
+
+}  // namespace llmint8::kernels
+
+#endif  // LLMINT8_KERNELS_CPU_FEATURES_H_

@@ -1,0 +1,32 @@
+#include "kernels/cpu_features.h"
+
+#include <cstdio>
+
+#include "gtest/gtest.h"
+
+namespace llmint8::kernels {
+namespace {
+
+// CPUID read by hand agrees with the compiler's own test (GCC's; clang 14 knows no "f16c").
+TEST(CpuFeaturesTest, AgreesWithTheCompilersBuiltin) {
+  const CpuFeatures& cpu = Cpu();
+  EXPECT_EQ(cpu.avx, __builtin_cpu_supports("avx") != 0);
+  EXPECT_EQ(cpu.avx2, __builtin_cpu_supports("avx2") != 0);
+  EXPECT_EQ(cpu.fma, __builtin_cpu_supports("fma") != 0);
+#if !defined(__clang__)
+  EXPECT_EQ(cpu.f16c, __builtin_cpu_supports("f16c") != 0);
+#endif
+  EXPECT_EQ(cpu.avx2_fma_f16c(), cpu.avx2 && cpu.fma && cpu.f16c);
+  std::printf("avx %d avx2 %d fma %d f16c %d\n", cpu.avx, cpu.avx2, cpu.fma, cpu.f16c);
+}
+
+TEST(CpuFeaturesTest, AvxExtensionsImplyAvx) {
+  const CpuFeatures& cpu = Cpu();
+  if (cpu.avx2 || cpu.fma || cpu.f16c) {
+    EXPECT_TRUE(cpu.avx);
+  }
+  EXPECT_EQ(&Cpu(), &cpu) << "read once";
+}
+
+}  // namespace
+}  // namespace llmint8::kernels
