@@ -45,7 +45,8 @@ namespace {
 // port and closing it lets another test, or any process's outgoing connection, take the same
 // port before our server binds it. So ports come from below the ephemeral range, and each is
 // reserved for the life of this process by an flock on <tmp>/llmint8-ports/<port>: every
-// test process skips a port another holds (the lock goes when its holder exits).
+// test process skips a port another holds (the lock goes when its holder exits; the empty
+// files stay, as removing one could race with a process about to lock it).
 constexpr int kFirstPort = 20000;
 
 int EphemeralLow() {
@@ -70,29 +71,44 @@ bool CanBind(int port) {
   return ok;
 }
 
-// Takes the lock of `port` for this process's lifetime; false if another process holds it.
-bool Reserve(const std::filesystem::path& dir, int port) {
+// The lock of `port`, held while the returned descriptor is open; -1 if another process
+// holds it (or the file cannot be opened).
+int Reserve(const std::filesystem::path& dir, int port) {
   const std::string path = dir / std::to_string(port);
-  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-  if (fd < 0) return false;
+  // Read-only is enough for flock, and lets another user's tests lock a file made by ours.
+  const int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return -1;
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     close(fd);
-    return false;
+    return -1;
   }
-  return true;  // fd stays open: the lock is held until this process exits
+  return fd;
+}
+
+// Whether `count` ports from `first` can be bound now (nothing reserves them).
+bool CanBindAll(int first, int count) {
+  for (int p = first; p < first + count; ++p) {
+    if (p > 65535 || !CanBind(p)) return false;
+  }
+  return true;
 }
 
 // The kernel's pick, unreserved: the fallback when no range below the ephemeral ports exists.
-int KernelPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+// For count > 1 the ports after it must be free too; -1 when 100 picks had no such run.
+int KernelPort(int count) {
+  for (int tries = 0; tries < 100; ++tries) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    socklen_t len = sizeof(addr);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    close(fd);
+    const int port = ntohs(addr.sin_port);
+    if (CanBindAll(port, count)) return port;
+  }
+  return -1;
 }
 
 }  // namespace
@@ -100,21 +116,34 @@ int KernelPort() {
 int FreePort(int count) {
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
-  const int end = std::min(EphemeralLow(), 65536) - count;
+  const int end = std::min(EphemeralLow(), 65536);  // the first port past the range
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "llmint8-ports";
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (end <= kFirstPort || ec) return KernelPort();
-  // Parallel test processes start their search at different places.
-  static int next = kFirstPort + static_cast<int>(getpid() * 7919L % (end - kFirstPort));
-  for (int tries = 0; tries < end - kFirstPort; ++tries) {
-    const int first = next;
-    next = next + count >= end ? kFirstPort : next + count;
-    bool ok = true;
-    for (int p = first; p < first + count && ok; ++p) ok = Reserve(dir, p) && CanBind(p);
-    if (ok) return first;
+  // Shared by every user's tests, like /tmp itself (fails harmlessly if another user made it).
+  std::filesystem::permissions(
+      dir, std::filesystem::perms::all | std::filesystem::perms::sticky_bit, ec);
+  if (count < 1 || end - count <= kFirstPort || !std::filesystem::is_directory(dir)) {
+    return KernelPort(count);
   }
-  return KernelPort();
+  // Parallel test processes start their search at different places (a prime stride spreads
+  // consecutive pids over the range).
+  static int next = kFirstPort + static_cast<int>(getpid() * 7919L % (end - kFirstPort));
+  for (int tries = 0; tries < end - kFirstPort; tries += count) {
+    if (next + count > end) next = kFirstPort;
+    const int first = next;
+    next += count;
+    std::vector<int> held;
+    bool ok = true;
+    for (int p = first; p < first + count && ok; ++p) {
+      const int fd = Reserve(dir, p);
+      if (fd >= 0) held.push_back(fd);
+      ok = fd >= 0 && CanBind(p);
+    }
+    if (ok) return first;  // the descriptors stay open: the locks last as long as this process
+    for (const int fd : held) close(fd);  // a block that failed frees what it locked
+  }
+  return KernelPort(count);
 }
 
 Process::Process(std::vector<std::string> args, std::string log_path,

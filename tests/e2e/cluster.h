@@ -20,7 +20,8 @@ namespace llmint8::e2e {
 std::string LlmintBinary();
 std::string SourcePath(const std::string& relative);
 // The first of `count` consecutive loopback ports that are free now and reserved for this
-// process (no other test process picks them while it lives).
+// process (no other test process picks them while it lives). Where no port range lies below
+// the ephemeral ports, the kernel's pick instead, free now but unreserved (-1 if none).
 int FreePort(int count = 1);
 
 // A child process running `llmint8 <args...>`, its output appended to `log_path`. It gets
