@@ -25,14 +25,15 @@
 // Answers: a chat.completion object (choices[i].message {role, content}, logprobs {content:
 // [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),
 // or chat.completion.chunk events whose choices carry a delta (the role in each choice's first).
-// The content is the reply's text from its first non-whitespace character (the model's space
-// after the transcript's "Assistant:" is not part of it).
+// The content is the reply's text from its first character that is not ASCII whitespace (the
+// model's space or newline after the transcript's "Assistant:" is not part of it).
 // A token's "token" is its text alone (U+FFFD for part of a character), its "bytes" its raw
 // bytes: the generated tokens' bytes join into their decoded bytes, the characters they split
 // included (which is the reply's content, its leading whitespace included, unless a stop string
 // cut it or an ignored end token was generated); null without a tokenizer.
 //
-// Thread-safe: pure functions.
+// Thread-safe: pure functions, except that ChatChunkEvent updates its ChatStream (one per
+// streamed choice, used by one thread).
 #ifndef LLMINT8_COORDINATOR_OPENAI_CHAT_H_
 #define LLMINT8_COORDINATOR_OPENAI_CHAT_H_
 
