@@ -39,6 +39,7 @@
 #include "tools/flags.h"
 #include "tools/gpu_placement.h"
 #include "tools/subcommands.h"
+#include "worker/model_spec.h"
 #include "worker/worker_service.h"
 
 namespace llmint8::tools {
@@ -345,6 +346,14 @@ int RunServe(const char* argv0) {
 
   std::vector<std::string> addresses;
   for (int i = 0; i < tp; ++i) addresses.push_back(absl::StrCat("127.0.0.1:", base_port + i));
+  coordinator::CoordinatorOptions coordinator_options = CoordinatorOptionsFromFlags(addresses);
+  // A model that cannot be read is refused before any worker starts (the coordinator would
+  // refuse it too, after the workers had started and were stopped again).
+  if (absl::StatusOr<model::OptConfig> config =
+          worker::LoadModelSpecConfig(coordinator_options.group.model);
+      !config.ok()) {
+    return Fail(config.status());
+  }
   // With TLS the workers reach the rendezvous at 127.0.0.1:<port> over it: they trust
   // --tls_ca_file (default: the certificate itself, for a self-signed one) and, when clients
   // must present a certificate, present the server's. Checked here, or the group would never
@@ -465,7 +474,7 @@ int RunServe(const char* argv0) {
   });
 
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
-      coordinator::CoordinatorServer::Start(CoordinatorOptionsFromFlags(addresses));
+      coordinator::CoordinatorServer::Start(std::move(coordinator_options));
   int code = 0;
   if (!server.ok()) {
     code = Fail(server.status());

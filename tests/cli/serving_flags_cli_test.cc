@@ -89,5 +89,16 @@ TEST(ServingFlagsCliTest, APortAnotherServerHoldsIsRefused) {
   holder->Shutdown();
 }
 
+// A model serve cannot read is refused before it starts any worker process. (The port is
+// never bound: the refusal comes first.)
+TEST(ServingFlagsCliTest, AnUnreadableModelIsRefusedBeforeAnyWorkerStarts) {
+  for (const char* model : {"/nonexistent-llmint8-model", "synthetic:bogus"}) {
+    const CliResult r = RunCli(absl::StrCat("serve --tp=2 --listen=127.0.0.1:1 --model=", model));
+    EXPECT_EQ(r.exit_code, 1) << model;
+    EXPECT_THAT(r.err, HasSubstr(model[0] == '/' ? "config.json" : "bogus")) << r.err;
+    EXPECT_THAT(r.err, ::testing::Not(HasSubstr("started worker"))) << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace llmint8::tools::testing
