@@ -183,8 +183,8 @@ ChoicePart Collect(const CompletionRequest& request, const v1::GenerateResponse*
   return part;
 }
 
-// The reply's content starts at its first non-whitespace character: the transcript ends with
-// "Assistant:", so the model's first token usually brings the space after it. `started` says
+// The reply's content starts at its first character that is not ASCII whitespace: the
+// transcript ends with "Assistant:", so the model's first token usually brings a space. `started` says
 // whether earlier text of the reply got past that; this text's lead is dropped until it does.
 void TrimReplyStart(std::string& text, bool& started) {
   if (started) return;
