@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/random/distributions.h"
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
@@ -42,7 +44,9 @@ const char* StateName(GroupState s) {
 
 WorkerGroup::WorkerGroup(WorkerGroupOptions options,
                          std::function<void(GroupState)> on_state_change)
-    : options_(std::move(options)), on_state_change_(std::move(on_state_change)) {
+    : options_(std::move(options)),
+      on_state_change_(std::move(on_state_change)),
+      instance_(absl::Uniform<int64_t>(absl::BitGen(), 1, int64_t{1} << 30) << 32) {
   for (const std::string& address : options_.addresses) {
     grpc::ChannelArguments args;
     // Reconnect quickly to a restarted worker.
@@ -190,18 +194,23 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
   for (int k = 0; k < n; ++k) {
     const int i = probed[k];
     bool healthy = r.statuses[k].ok();
+    const int64_t theirs = healthy ? r.responses[k].epoch() : 0;
     if (healthy && expected_epoch >= 0) {
-      healthy = r.responses[k].epoch() == expected_epoch && r.responses[k].loaded();
+      healthy = theirs == WireEpoch(expected_epoch) && r.responses[k].loaded();
     }
     if (r.statuses[k].ok()) {
       workers_[i].status.device = r.responses[k].device();
       workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
     }
     if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
+      // A group epoch whose high bits are not this coordinator's was formed by another one.
+      const bool taken = theirs != 0 && (theirs & ~int64_t{0xffffffff}) != instance_;
       LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address << ") "
-                           << (r.statuses[k].ok()
-                                   ? "left the group"
-                                   : "is unreachable: " + r.statuses[k].error_message());
+                           << (!r.statuses[k].ok()
+                                   ? "is unreachable: " + r.statuses[k].error_message()
+                               : taken ? std::string("joined a group another coordinator formed: "
+                                                     "do two coordinators drive these workers?")
+                                       : std::string("left the group"));
     }
     workers_[i].status.healthy = healthy;
     all = all && healthy;
@@ -269,7 +278,7 @@ absl::Status WorkerGroup::Form() {
   std::vector<v1::LoadShardRequest> requests(n);
   for (int i = 0; i < n; ++i) {
     v1::LoadShardRequest& req = requests[i];
-    req.set_epoch(epoch);
+    req.set_epoch(WireEpoch(epoch));
     req.set_rank(i);
     req.set_world_size(n);
     req.set_backend(options_.backend);
@@ -402,7 +411,7 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request) {
   if (!ready()) return absl::UnavailableError("the worker group is not ready");
   const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
-  request.set_epoch(epoch);
+  request.set_epoch(WireEpoch(epoch));
   auto r = FanOut<v1::StepResponse>(
       n, options_.step_timeout, FatalFailure,
       [&](int i, grpc::ClientContext* ctx, v1::StepResponse* resp, auto done) {
@@ -434,7 +443,7 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request) {
 absl::Status WorkerGroup::Release(const std::vector<uint64_t>& seq_ids) {
   if (seq_ids.empty() || !ready()) return absl::OkStatus();
   v1::ReleaseRequest request;
-  request.set_epoch(epoch());
+  request.set_epoch(WireEpoch(epoch()));
   for (uint64_t id : seq_ids) request.add_seq_ids(id);
   const std::vector<int> members = Members();
   auto r = FanOut<v1::ReleaseResponse>(

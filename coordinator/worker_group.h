@@ -144,8 +144,16 @@ class WorkerGroup : public StepGroup {
   void SetState(GroupState state, const absl::Status& why);
   void Break(const absl::Status& why);
 
+  // The epoch a group's messages carry: this coordinator's instance in the high 32 bits, the
+  // count of groups it formed (epoch_) below. Another coordinator (a restarted one, or a
+  // second one started by mistake against the same workers) sends other epochs (the odds of
+  // the same instance are 2^-30), so a worker refuses its steps and each sees the other's
+  // group as lost, instead of both driving one group with colliding sequence ids.
+  int64_t WireEpoch(int64_t count) const { return instance_ + count; }
+
   const WorkerGroupOptions options_;
   const std::function<void(GroupState)> on_state_change_;
+  const int64_t instance_;  // random in [1, 2^30) << 32
   std::vector<Worker> workers_;
   std::string rendezvous_address_;  // set by Start
 

@@ -6,12 +6,14 @@
 // streams end UNAVAILABLE, and a new coordinator at the same address forms the group again.
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/cluster.h"
@@ -218,6 +220,64 @@ TEST(CoordinatorFailureE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWork
   const Generated after = Generate(*stub, GreedyRequest(prompt, 16));
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_THAT(after.tokens, ElementsAreArray(*expected));
+}
+
+// A second coordinator started by mistake against the same workers: each group epoch carries
+// its coordinator's instance, so the two never drive one group together (their sequence ids
+// would collide in the workers' KV caches). Each sees the other's group as a lost one and says
+// so; a request through either fails (UNAVAILABLE) or gets the runtime's tokens, never others.
+TEST(CoordinatorFailureE2ETest, TwoCoordinatorsOnOneGroupNeverMixTheirSequences) {
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  auto expected = ReferenceGreedy(prompt, 16);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+
+  const std::string second = absl::StrCat("127.0.0.1:", FreePort());
+  const std::string log = ::testing::TempDir() + "/llmint8-second-coordinator.log";
+  Process other(
+      {"coordinator", "--listen=" + second,
+       absl::StrCat("--workers=", cluster.worker_address(0), ",", cluster.worker_address(1)),
+       "--model=" + options.model, "--dtype=fp32"},
+      log);
+  ASSERT_TRUE(WaitForHealth(second, 1, 60)) << "the second coordinator never formed its group";
+
+  // Requests through both at once; every answer is an error or the runtime's tokens.
+  std::atomic<int> served{0}, refused{0}, wrong{0};
+  std::vector<std::thread> clients;
+  for (const std::string& address : {cluster.address(), second}) {
+    for (int c = 0; c < 2; ++c) {
+      clients.emplace_back([&, address] {
+        auto stub = v1::Generation::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        for (int i = 0; i < 4; ++i) {
+          const Generated g = Generate(*stub, GreedyRequest(prompt, 16), 30);
+          if (!g.status.ok()) {
+            ++refused;
+          } else if (g.tokens == *expected) {
+            ++served;
+          } else {
+            ++wrong;
+          }
+        }
+      });
+    }
+  }
+  for (std::thread& t : clients) t.join();
+  std::fprintf(stderr, "%d served, %d refused, %d with other tokens\n", served.load(),
+               refused.load(), wrong.load());
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(served + refused + wrong, 16);
+  // The first coordinator's probes saw its workers in the other's group, and said so.
+  bool said = false;
+  for (int i = 0; i < 100 && !said; ++i) {
+    said = cluster.CoordinatorLog().find("do two coordinators drive these workers?") !=
+           std::string::npos;
+    if (!said) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(said) << cluster.CoordinatorLog();
 }
 
 }  // namespace
