@@ -58,15 +58,27 @@ struct LongStream {
   }
 };
 
-TEST(WorkerFailureE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
-  const std::vector<int32_t> prompt = {2, 100, 200, 300};
-  auto expected = ReferenceGreedy(prompt, 16);
-  ASSERT_TRUE(expected.ok()) << expected.status();
+// The tiny model served by a coordinator and 2 workers, and the runtime's greedy tokens for
+// prompt_.
+class TinyGroupE2ETest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::vector<int32_t>> expected = ReferenceGreedy(prompt_, 16);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    expected_ = *std::move(expected);
+    ClusterOptions options;
+    options.model = SourcePath(kTinyModel);
+    cluster_ = std::make_unique<Cluster>(options);
+    ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
+  }
 
-  ClusterOptions options;
-  options.model = SourcePath(kTinyModel);
-  Cluster cluster(options);
-  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  const std::vector<int32_t> prompt_ = {2, 100, 200, 300};
+  std::vector<int32_t> expected_;
+  std::unique_ptr<Cluster> cluster_;
+};
+
+TEST_F(TinyGroupE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
+  Cluster& cluster = *cluster_;
   auto stub = cluster.NewStub();
 
   // A long stream, its worker killed after its first tokens.
@@ -84,17 +96,18 @@ TEST(WorkerFailureE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
 
   // Sent while the group is down: it waits in the queue.
   Generated queued;
-  std::thread waiter([&] { queued = Generate(*cluster.NewStub(), GreedyRequest(prompt, 16), 60); });
+  std::thread waiter(
+      [&] { queued = Generate(*cluster.NewStub(), GreedyRequest(prompt_, 16), 60); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   cluster.StartWorker(1);
   EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the group never re-formed";
   waiter.join();
   ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
-  EXPECT_THAT(queued.tokens, ElementsAreArray(*expected));
+  EXPECT_THAT(queued.tokens, ElementsAreArray(expected_));
 
-  Generated again = Generate(*stub, GreedyRequest(prompt, 16));
+  Generated again = Generate(*stub, GreedyRequest(prompt_, 16));
   ASSERT_TRUE(again.status.ok()) << again.status.error_message();
-  EXPECT_THAT(again.tokens, ElementsAreArray(*expected));
+  EXPECT_THAT(again.tokens, ElementsAreArray(expected_));
 }
 
 // A worker killed while the server is idle, with a finished sequence kept for its prefix
@@ -186,20 +199,13 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   EXPECT_THAT(after.tokens, ElementsAreArray(before.tokens));  // the same model, TP and dtype
 }
 
-TEST(CoordinatorFailureE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWorkers) {
-  const std::vector<int32_t> prompt = {2, 100, 200, 300};
-  auto expected = ReferenceGreedy(prompt, 16);
-  ASSERT_TRUE(expected.ok()) << expected.status();
-
-  ClusterOptions options;
-  options.model = SourcePath(kTinyModel);
-  Cluster cluster(options);
-  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+TEST_F(TinyGroupE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWorkers) {
+  Cluster& cluster = *cluster_;
   {
     auto stub = cluster.NewStub();
-    const Generated before = Generate(*stub, GreedyRequest(prompt, 16));
+    const Generated before = Generate(*stub, GreedyRequest(prompt_, 16));
     ASSERT_TRUE(before.status.ok()) << before.status.error_message();
-    EXPECT_THAT(before.tokens, ElementsAreArray(*expected));
+    EXPECT_THAT(before.tokens, ElementsAreArray(expected_));
 
     // A long stream, its coordinator killed after its first tokens.
     auto stream = LongStream::Start(*stub);
@@ -217,30 +223,24 @@ TEST(CoordinatorFailureE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWork
       std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted_at).count());
   EXPECT_EQ(cluster.ActiveSequences(), 0) << "a sequence of the old group survived";
   auto stub = cluster.NewStub();
-  const Generated after = Generate(*stub, GreedyRequest(prompt, 16));
+  const Generated after = Generate(*stub, GreedyRequest(prompt_, 16));
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
-  EXPECT_THAT(after.tokens, ElementsAreArray(*expected));
+  EXPECT_THAT(after.tokens, ElementsAreArray(expected_));
 }
 
 // A second coordinator started by mistake against the same workers: each group epoch carries
 // its coordinator's instance, so the two never drive one group together (their sequence ids
 // would collide in the workers' KV caches). Each sees the other's group as a lost one and says
 // so; a request through either fails (UNAVAILABLE) or gets the runtime's tokens, never others.
-TEST(CoordinatorFailureE2ETest, TwoCoordinatorsOnOneGroupNeverMixTheirSequences) {
-  const std::vector<int32_t> prompt = {2, 100, 200, 300};
-  auto expected = ReferenceGreedy(prompt, 16);
-  ASSERT_TRUE(expected.ok()) << expected.status();
-  ClusterOptions options;
-  options.model = SourcePath(kTinyModel);
-  Cluster cluster(options);
-  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+TEST_F(TinyGroupE2ETest, TwoCoordinatorsOnOneGroupNeverMixTheirSequences) {
+  Cluster& cluster = *cluster_;
 
   const std::string second = absl::StrCat("127.0.0.1:", FreePort());
   const std::string log = ::testing::TempDir() + "/llmint8-second-coordinator.log";
   Process other(
       {"coordinator", "--listen=" + second,
        absl::StrCat("--workers=", cluster.worker_address(0), ",", cluster.worker_address(1)),
-       "--model=" + options.model, "--dtype=fp32"},
+       "--model=" + SourcePath(kTinyModel), "--dtype=fp32"},
       log);
   ASSERT_TRUE(WaitForHealth(second, 1, 60)) << "the second coordinator never formed its group";
 
@@ -253,10 +253,10 @@ TEST(CoordinatorFailureE2ETest, TwoCoordinatorsOnOneGroupNeverMixTheirSequences)
         auto stub = v1::Generation::NewStub(
             grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
         for (int i = 0; i < 4; ++i) {
-          const Generated g = Generate(*stub, GreedyRequest(prompt, 16), 30);
+          const Generated g = Generate(*stub, GreedyRequest(prompt_, 16), 30);
           if (!g.status.ok()) {
             ++refused;
-          } else if (g.tokens == *expected) {
+          } else if (g.tokens == expected_) {
             ++served;
           } else {
             ++wrong;
