@@ -4,6 +4,7 @@
 // an idle worker takes the lost member's place without waiting for it to come back. The
 // coordinator killed while its workers keep running (a rescheduled coordinator pod): its
 // streams end UNAVAILABLE, and a new coordinator at the same address forms the group again.
+// Two coordinators against the same workers never drive one group together.
 #include <signal.h>
 
 #include <atomic>
