@@ -272,9 +272,10 @@ absl::Status WorkerGroup::Form() {
   }
   const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
-  LLMINT8_LOG(INFO) << "forming worker group epoch " << epoch << ": " << n << " of "
-                    << num_workers() << " workers, " << options_.backend << ", model "
-                    << options_.model << " (" << options_.dtype << ")";
+  LLMINT8_LOG(INFO) << "forming worker group epoch " << epoch << " (" << WireEpoch(epoch)
+                    << " on the workers): " << n << " of " << num_workers() << " workers, "
+                    << options_.backend << ", model " << options_.model << " (" << options_.dtype
+                    << ")";
   std::vector<v1::LoadShardRequest> requests(n);
   for (int i = 0; i < n; ++i) {
     v1::LoadShardRequest& req = requests[i];

@@ -101,6 +101,10 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
                    model::ParseDevice(req.device().empty() ? "cpu" : req.device()));
   const int cuda_device = options_.cuda_device >= 0 ? options_.cuda_device : req.rank();
   Unload();
+  // Info shows the epoch being loaded (not yet `loaded`; steps still need the load to finish):
+  // a coordinator whose probe finds another coordinator's epoch here knows it was taken over,
+  // which it could not tell from the 0 a long load would otherwise show.
+  published_epoch_ = req.epoch();
   const absl::Time start = absl::Now();
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
 
