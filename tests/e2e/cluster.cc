@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -75,8 +76,11 @@ bool CanBind(int port) {
 // holds it (or the file cannot be opened).
 int Reserve(const std::filesystem::path& dir, int port) {
   const std::string path = dir / std::to_string(port);
-  // Read-only is enough for flock, and lets another user's tests lock a file made by ours.
-  const int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
+  // Read-only is enough for flock, and lets another user's tests lock a file made by ours. An
+  // existing file is opened without O_CREAT: with fs.protected_regular, O_CREAT on another
+  // user's file in a sticky directory fails even read-only.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
   if (fd < 0) return -1;
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     close(fd);
@@ -111,9 +115,8 @@ int KernelPort(int count) {
   return -1;
 }
 
-}  // namespace
-
-int FreePort(int count) {
+// FreePort without the abort: -1 when there are no such ports.
+int PickPort(int count) {
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
   const int end = std::min(EphemeralLow(), 65536);  // the first port past the range
@@ -144,6 +147,17 @@ int FreePort(int count) {
     for (const int fd : held) close(fd);  // a block that failed frees what it locked
   }
   return KernelPort(count);
+}
+
+}  // namespace
+
+int FreePort(int count) {
+  const int port = PickPort(count);
+  if (port < 0) {
+    std::fprintf(stderr, "FreePort: no %d free consecutive loopback port(s)\n", count);
+    std::abort();  // a test cannot run without its ports
+  }
+  return port;
 }
 
 Process::Process(std::vector<std::string> args, std::string log_path,

@@ -21,7 +21,8 @@ std::string LlmintBinary();
 std::string SourcePath(const std::string& relative);
 // The first of `count` consecutive loopback ports that are free now and reserved for this
 // process (no other test process picks them while it lives). Where no port range lies below
-// the ephemeral ports, the kernel's pick instead, free now but unreserved (-1 if none).
+// the ephemeral ports, the kernel's pick instead, free now but unreserved. Aborts the test
+// when there are none.
 int FreePort(int count = 1);
 
 // A child process running `llmint8 <args...>`, its output appended to `log_path`. It gets
@@ -55,6 +56,7 @@ class Cluster {
   ~Cluster();
 
   const std::string& address() const { return address_; }
+  const std::string& log_dir() const { return log_dir_; }  // the processes' logs
   std::string worker_address(int rank) const;
   void StartWorker(int rank);
   void KillWorker(int rank, int signal);
