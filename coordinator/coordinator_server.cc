@@ -60,15 +60,9 @@ bool HasTokenizerFiles(const std::string& dir) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
-    CoordinatorOptions options) {
-  auto impl = std::make_unique<Impl>();
-  if (options.group.addresses.empty()) {
-    return absl::InvalidArgumentError("no workers given; pass --workers=host:port,...");
-  }
-  ASSIGN_OR_RETURN(const std::optional<TlsServerPem> tls, LoadTlsServer(options.tls));
-  ASSIGN_OR_RETURN(impl->config, worker::LoadModelSpecConfig(options.group.model));
-  const std::vector<int> valid_tp = model::ValidTpDegrees(impl->config);
+absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& options) {
+  ASSIGN_OR_RETURN(model::OptConfig config, worker::LoadModelSpecConfig(options.group.model));
+  const std::vector<int> valid_tp = model::ValidTpDegrees(config);
   const int tp = static_cast<int>(options.group.addresses.size());
   // --group=smallest may leave workers idle: it needs one valid degree within the workers.
   const bool usable = options.group.policy == GroupPolicy::kSmallest
@@ -77,9 +71,20 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (!usable) {
     return absl::InvalidArgumentError(
         absl::StrCat(tp, " workers cannot split ", options.group.model, " (",
-                     impl->config.num_attention_heads, " heads, FFN ", impl->config.ffn_dim,
-                     "): use one of ", absl::StrJoin(valid_tp, ", "), " workers"));
+                     config.num_attention_heads, " heads, FFN ", config.ffn_dim, "): use one of ",
+                     absl::StrJoin(valid_tp, ", "), " workers"));
   }
+  return config;
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    CoordinatorOptions options) {
+  auto impl = std::make_unique<Impl>();
+  if (options.group.addresses.empty()) {
+    return absl::InvalidArgumentError("no workers given; pass --workers=host:port,...");
+  }
+  ASSIGN_OR_RETURN(const std::optional<TlsServerPem> tls, LoadTlsServer(options.tls));
+  ASSIGN_OR_RETURN(impl->config, CheckModelForGroup(options));
   int64_t max_context = impl->config.max_position_embeddings;
   if (options.max_context > 0) max_context = std::min(max_context, options.max_context);
   options.group.max_context = max_context;

@@ -15,6 +15,7 @@
 #include "common/tls.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/worker_group.h"
+#include "model/config.h"
 
 namespace llmint8::coordinator {
 
@@ -53,6 +54,11 @@ struct CoordinatorOptions {
   // default: the model directory's, when it has one.
   std::string tokenizer;
 };
+
+// The model's config, if the workers of `options.group` can split it (their number is a
+// valid TP degree, or with --group=smallest at least the smallest one); else the error Start
+// would give. Reads config.json only: `serve` calls it before it starts its workers.
+absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& options);
 
 class CoordinatorServer {
  public:

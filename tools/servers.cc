@@ -39,7 +39,6 @@
 #include "tools/flags.h"
 #include "tools/gpu_placement.h"
 #include "tools/subcommands.h"
-#include "worker/model_spec.h"
 #include "worker/worker_service.h"
 
 namespace llmint8::tools {
@@ -347,10 +346,10 @@ int RunServe(const char* argv0) {
   std::vector<std::string> addresses;
   for (int i = 0; i < tp; ++i) addresses.push_back(absl::StrCat("127.0.0.1:", base_port + i));
   coordinator::CoordinatorOptions coordinator_options = CoordinatorOptionsFromFlags(addresses);
-  // A model that cannot be read is refused before any worker starts (the coordinator would
-  // refuse it too, after the workers had started and were stopped again).
+  // A model that cannot be read, or that --tp workers cannot split, is refused before any
+  // worker starts (the coordinator would refuse it too, after the workers had started).
   if (absl::StatusOr<model::OptConfig> config =
-          worker::LoadModelSpecConfig(coordinator_options.group.model);
+          coordinator::CheckModelForGroup(coordinator_options);
       !config.ok()) {
     return Fail(config.status());
   }

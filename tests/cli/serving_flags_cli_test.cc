@@ -89,13 +89,21 @@ TEST(ServingFlagsCliTest, APortAnotherServerHoldsIsRefused) {
   holder->Shutdown();
 }
 
-// A model serve cannot read is refused before it starts any worker process. (The port is
-// never bound: the refusal comes first.)
-TEST(ServingFlagsCliTest, AnUnreadableModelIsRefusedBeforeAnyWorkerStarts) {
-  for (const char* model : {"/nonexistent-llmint8-model", "synthetic:bogus"}) {
-    const CliResult r = RunCli(absl::StrCat("serve --tp=2 --listen=127.0.0.1:1 --model=", model));
-    EXPECT_EQ(r.exit_code, 1) << model;
-    EXPECT_THAT(r.err, HasSubstr(model[0] == '/' ? "config.json" : "bogus")) << r.err;
+// A model serve cannot read, or that its --tp workers cannot split, is refused before it
+// starts any worker process. (The port is never bound: the refusal comes first.)
+TEST(ServingFlagsCliTest, AModelTheWorkersCannotServeIsRefusedBeforeAnyWorkerStarts) {
+  struct Case {
+    std::string args;
+    std::string says;
+  };
+  for (const Case& c :
+       {Case{"--tp=2 --model=/nonexistent-llmint8-model", "config.json"},
+        Case{"--tp=2 --model=synthetic:bogus", "bogus"},
+        Case{"--tp=3 --model=synthetic:125m,layers=1,hidden=64,heads=4,ffn=256,vocab=100",
+             "(4 heads, FFN 256): use one of 1, 2, 4 workers"}}) {
+    const CliResult r = RunCli(absl::StrCat("serve --listen=127.0.0.1:1 ", c.args));
+    EXPECT_EQ(r.exit_code, 1) << c.args;
+    EXPECT_THAT(r.err, HasSubstr(c.says)) << r.err;
     EXPECT_THAT(r.err, ::testing::Not(HasSubstr("started worker"))) << r.err;
   }
 }
