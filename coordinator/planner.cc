@@ -35,13 +35,8 @@ std::string ModelName(const OptConfig& config) {
 absl::Status ValidateConfig(const OptConfig& c) {
   // Every size positive and bounded: the byte counts below multiply some dimensions unchecked
   // (4 * attn * h, ...).
-  if (absl::Status size = model::CheckOptConfigSize(c); !size.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": ", size.message()));
-  }
-  if (c.hidden_size % c.num_attention_heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ModelName(c), ": hidden_size ", c.hidden_size,
-                     " is not a multiple of num_attention_heads ", c.num_attention_heads));
+  if (absl::Status shape = model::CheckOptConfigShape(c); !shape.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(ModelName(c), ": ", shape.message()));
   }
   return absl::OkStatus();
 }

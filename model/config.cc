@@ -121,7 +121,7 @@ constexpr PresetShape kPresets[] = {
 
 }  // namespace
 
-absl::Status CheckOptConfigSize(const OptConfig& c) {
+absl::Status CheckOptConfigShape(const OptConfig& c) {
   const int64_t proj = c.word_embed_proj_dim == 0 ? c.hidden_size : c.word_embed_proj_dim;
   const std::pair<const char*, int64_t> dims[] = {
       {"hidden_size", c.hidden_size},
@@ -141,6 +141,10 @@ absl::Status CheckOptConfigSize(const OptConfig& c) {
     if (value > kMaxLayersOrHeads) {
       return absl::InvalidArgumentError(absl::StrCat(field, " must be at most 65536, got ", value));
     }
+  }
+  if (c.hidden_size % c.num_attention_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_attention_heads ", c.num_attention_heads,
+                                                   " does not divide hidden_size ", c.hidden_size));
   }
   // An upper bound of NumParameters (every bias, LayerNorm and projection counted) in 128 bits:
   // each product of two dimensions is below 2^80, the layers' sum below 2^125.
@@ -223,11 +227,6 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
   if (dtype.empty()) dtype = "float32";  // transformers loads such a checkpoint as fp32
   ASSIGN_OR_RETURN(c.torch_dtype, ParseDType(dtype));
 
-  if (c.hidden_size % c.num_attention_heads != 0) {
-    return FieldError("num_attention_heads",
-                      absl::StrCat(c.num_attention_heads, " does not divide hidden_size ",
-                                   c.hidden_size));
-  }
   for (const char* field : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
     int64_t id = 0;
     RETURN_IF_ERROR(GetInt(j, field, false, 0, &id));
@@ -235,8 +234,8 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
       return FieldError(field, absl::StrCat(id, " is not below vocab_size ", c.vocab_size));
     }
   }
-  if (absl::Status size = CheckOptConfigSize(c); !size.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: ", size.message()));
+  if (absl::Status shape = CheckOptConfigShape(c); !shape.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", shape.message()));
   }
   return c;
 }

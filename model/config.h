@@ -64,10 +64,11 @@ inline constexpr int64_t kMaxSequenceValues = int64_t{1} << 48;
 // InvalidArgument naming the field when a dimension (hidden_size, num_hidden_layers,
 // num_attention_heads, ffn_dim, vocab_size, max_position_embeddings, word_embed_proj_dim, which
 // may be 0 for "as hidden_size") is outside [1, kMaxConfigDimension], layers or heads above
-// kMaxLayersOrHeads, or when the model has more than kMaxParameters parameters or a
-// full-context sequence more than kMaxSequenceValues values. ParseOptConfig and
-// the synthetic model specs check it; the planner checks it of any config it is given.
-absl::Status CheckOptConfigSize(const OptConfig& config);
+// kMaxLayersOrHeads, num_attention_heads does not divide hidden_size, or when the model has
+// more than kMaxParameters parameters or a full-context sequence more than kMaxSequenceValues
+// values. ParseOptConfig and the synthetic model specs check it; the planner checks it of any
+// config it is given.
+absl::Status CheckOptConfigShape(const OptConfig& config);
 
 absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json);
 absl::StatusOr<OptConfig> LoadOptConfig(const std::string& path);  // path to config.json

@@ -187,10 +187,15 @@ TEST(ConfigTest, SizesAreBoundedSoNoCountOverflows) {
   // + positions (8 + 2), final LayerNorm 2, per layer: attention 4 x 2, FFN 2 + 2, norms 4.
   EXPECT_EQ(wide->NumParameters(), k2e40 + 10 + 2 + 8 + 4 + 4);
   for (const std::string& name : OptPresetNames()) {
-    EXPECT_TRUE(CheckOptConfigSize(*OptPreset(name)).ok()) << name;
+    EXPECT_TRUE(CheckOptConfigShape(*OptPreset(name)).ok()) << name;
   }
   OptConfig unset;  // all zero: refused, naming the first field
-  EXPECT_THAT(std::string(CheckOptConfigSize(unset).message()), HasSubstr("hidden_size"));
+  EXPECT_THAT(std::string(CheckOptConfigShape(unset).message()), HasSubstr("hidden_size"));
+  // Heads that do not divide the width: config.json, the planner and model specs alike.
+  OptConfig split = *OptPreset("125m");
+  split.num_attention_heads = 5;
+  EXPECT_THAT(std::string(CheckOptConfigShape(split).message()),
+              HasSubstr("num_attention_heads 5 does not divide hidden_size 768"));
 }
 
 }  // namespace

@@ -72,7 +72,7 @@ struct ShardPlan {
 absl::StatusOr<ShardPlan> MakeShardPlan(const OptConfig& config, int tp, int rank);
 
 // Every TP degree that divides both num_attention_heads and ffn_dim, ascending (none for a
-// config beyond CheckOptConfigSize's kMaxLayersOrHeads heads).
+// config beyond CheckOptConfigShape's kMaxLayersOrHeads heads).
 std::vector<int> ValidTpDegrees(const OptConfig& config);
 
 }  // namespace llmint8::model

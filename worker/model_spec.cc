@@ -63,13 +63,8 @@ absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
                        "'; use layers, hidden, heads, ffn, vocab, positions, seed or outliers"));
     }
   }
-  if (absl::Status size = model::CheckOptConfigSize(out.config); !size.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("model spec '", spec, "': ", size.message()));
-  }
-  if (out.config.hidden_size % out.config.num_attention_heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model spec '", spec, "': hidden (", out.config.hidden_size,
-                     ") must be a multiple of heads (", out.config.num_attention_heads, ")"));
+  if (absl::Status shape = model::CheckOptConfigShape(out.config); !shape.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("model spec '", spec, "': ", shape.message()));
   }
   if (outliers >= out.config.hidden_size) {
     return absl::InvalidArgumentError(absl::StrCat("model spec '", spec, "': outliers (", outliers,

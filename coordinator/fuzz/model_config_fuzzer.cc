@@ -4,7 +4,7 @@
 // and their shapes, the shard plan of every valid TP degree (first and last rank, each tensor's
 // slice), and the planner (bytes per GPU, Plan, the fp16-vs-int8 table, a group decision).
 // Besides "no crash, no sanitizer report" (signed overflow included: -fsanitize=undefined), it
-// checks that an accepted config is within CheckOptConfigSize's bounds, reads back equal from
+// checks that an accepted config is within CheckOptConfigShape's bounds, reads back equal from
 // OptConfigToJson, counts positive bytes, and shards each tensor within its shape.
 // Build and run: coordinator/fuzz/README.md.
 #include <cstddef>
@@ -83,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::StatusOr<OptConfig> c =
       llmint8::model::ParseOptConfig(std::string_view(reinterpret_cast<const char*>(data), size));
   if (!c.ok()) return 0;
-  Check(llmint8::model::CheckOptConfigSize(*c).ok(), "an accepted config is within bounds");
+  Check(llmint8::model::CheckOptConfigShape(*c).ok(), "an accepted config is within bounds");
   const int64_t params = c->NumParameters();
   Check(params > 0 && params <= llmint8::model::kMaxParameters, "parameter count bounded");
   const absl::StatusOr<OptConfig> back =
