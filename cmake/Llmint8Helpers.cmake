@@ -38,8 +38,9 @@ function(llmint8_cc_binary)
 endfunction()
 
 # Tests are registered with ctest; LABELS picks the suites (kernels, gpu, model, comm,
-# service, scaleout, ...). TIMEOUT defaults to 300 s (x3 under LLMINT8_SANITIZE). OpenMP threads sleep when idle
-# (OMP_WAIT_POLICY=PASSIVE) so multi-process tests on few cores do not spin against each other.
+# service, scaleout, ...). TIMEOUT defaults to 300 s (x3 under LLMINT8_SANITIZE). OpenMP
+# threads sleep when idle (OMP_WAIT_POLICY=PASSIVE) so multi-process tests on few cores do not
+# spin against each other.
 function(llmint8_cc_test)
   cmake_parse_arguments(T "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS;ARGS" ${ARGN})
   if(NOT BUILD_TESTING)

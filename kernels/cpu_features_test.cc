@@ -16,7 +16,6 @@ TEST(CpuFeaturesTest, AgreesWithTheCompilersBuiltin) {
 #if !defined(__clang__)
   EXPECT_EQ(cpu.f16c, __builtin_cpu_supports("f16c") != 0);
 #endif
-  EXPECT_EQ(cpu.avx2_fma_f16c(), cpu.avx2 && cpu.fma && cpu.f16c);
   std::printf("avx %d avx2 %d fma %d f16c %d\n", cpu.avx, cpu.avx2, cpu.fma, cpu.f16c);
 }
 
@@ -25,7 +24,6 @@ TEST(CpuFeaturesTest, AvxExtensionsImplyAvx) {
   if (cpu.avx2 || cpu.fma || cpu.f16c) {
     EXPECT_TRUE(cpu.avx);
   }
-  EXPECT_EQ(&Cpu(), &cpu) << "read once";
 }
 
 }  // namespace
