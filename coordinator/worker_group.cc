@@ -75,11 +75,35 @@ void WorkerGroup::Start(std::string rendezvous_address) {
 }
 
 void WorkerGroup::Stop() {
+  bool first;
   {
     absl::MutexLock lock(&mu_);
+    first = !stop_;
     stop_ = true;
   }
   if (monitor_.joinable()) monitor_.join();
+  if (first) EndLease();
+}
+
+void WorkerGroup::EndLease() {
+  if (epoch() == 0) return;  // never formed one
+  const std::vector<int> members = Members();
+  v1::ReleaseRequest request;
+  request.set_epoch(WireEpoch(epoch()));
+  request.set_end_lease(true);
+  auto r = FanOut<v1::ReleaseResponse>(
+      static_cast<int>(members.size()), options_.probe_timeout, NeverCancel,
+      [&](int i, grpc::ClientContext* ctx, v1::ReleaseResponse* resp, auto done) {
+        workers_[members[i]].stub->async()->Release(ctx, &request, resp, std::move(done));
+      });
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (r.statuses[i].ok()) continue;
+    LLMINT8_LOG(WARNING) << "could not let worker " << members[i] << " ("
+                         << workers_[members[i]].address
+                         << ") go; another coordinator can take it when the lease of "
+                         << absl::FormatDuration(options_.lease)
+                         << " lapses: " << r.statuses[i].error_message();
+  }
 }
 
 GroupState WorkerGroup::state() const {
@@ -102,6 +126,23 @@ std::vector<int> WorkerGroup::Unanswered() const {
   std::vector<int> out;
   for (int i = 0; i < num_workers(); ++i) {
     if (!workers_[i].status.healthy) out.push_back(i);
+  }
+  return out;
+}
+
+std::string WorkerGroup::WaitingFor() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int> silent, held;
+  for (int i = 0; i < num_workers(); ++i) {
+    if (workers_[i].status.healthy) continue;
+    (workers_[i].status.held_by_another ? held : silent).push_back(i);
+  }
+  if (silent.empty() && held.empty()) return "";
+  std::string out = absl::StrCat(silent.size() + held.size(), " of ", num_workers(), " workers");
+  if (!silent.empty()) absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
+  if (!held.empty()) {
+    absl::StrAppend(&out, "; another coordinator's group holds ", absl::StrJoin(held, ", "),
+                    " (do two coordinators drive these workers?)");
   }
   return out;
 }
@@ -183,11 +224,12 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
     for (int i = 0; i < num_workers(); ++i) probed[i] = i;
   }
   const int n = static_cast<int>(probed.size());
+  v1::WorkerInfoRequest request;  // our epoch renews our lease on the members
+  request.set_epoch(WireEpoch(epoch()));
   auto r = FanOut<v1::WorkerInfoResponse>(
       n, options_.probe_timeout, NeverCancel,
       [&](int k, grpc::ClientContext* ctx, v1::WorkerInfoResponse* resp, auto done) {
-        static const v1::WorkerInfoRequest kRequest;
-        workers_[probed[k]].stub->async()->Info(ctx, &kRequest, resp, std::move(done));
+        workers_[probed[k]].stub->async()->Info(ctx, &request, resp, std::move(done));
       });
   bool all = true;
   absl::MutexLock lock(&mu_);
@@ -195,9 +237,12 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
     const int i = probed[k];
     bool healthy = r.statuses[k].ok();
     const int64_t theirs = healthy ? r.responses[k].epoch() : 0;
+    const bool held = healthy && r.responses[k].held_by_another();
     if (healthy && expected_epoch >= 0) {
       healthy = theirs == WireEpoch(expected_epoch) && r.responses[k].loaded();
     }
+    healthy = healthy && !held;
+    workers_[i].status.held_by_another = held;
     if (r.statuses[k].ok()) {
       workers_[i].status.device = r.responses[k].device();
       workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
@@ -292,6 +337,7 @@ absl::Status WorkerGroup::Form() {
     req.set_max_context(options_.max_context);
     req.set_max_step_tokens(options_.max_step_tokens);
     req.set_max_step_rows(options_.max_step_rows);
+    req.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
   }
   auto r = FanOut<v1::LoadShardResponse>(
       n, options_.load_timeout, AnyFailure,
@@ -337,7 +383,7 @@ void WorkerGroup::MonitorLoop() {
     mu_.AwaitWithTimeout(absl::Condition(&stop_), d);
     return !stop_;
   };
-  bool waiting_logged = false;
+  std::string waiting_logged;  // what forming waits for, last logged
   absl::Time waiting_since = absl::InfiniteFuture();
   std::string partial_refusal;  // why the answering workers cannot form it, last logged
   while (true) {
@@ -369,11 +415,9 @@ void WorkerGroup::MonitorLoop() {
         }
       }
       if (!partial.ok()) {
-        if (!waiting_logged) {
-          const std::vector<int> missing = Unanswered();
-          LLMINT8_LOG(INFO) << "waiting for " << missing.size() << " of " << num_workers()
-                            << " workers to answer (" << absl::StrJoin(missing, ", ") << ")";
-          waiting_logged = true;
+        if (std::string waiting = WaitingFor(); waiting != waiting_logged) {
+          LLMINT8_LOG(INFO) << "waiting for " << waiting;
+          waiting_logged = std::move(waiting);
         }
         if (!sleep(options_.probe_interval)) break;
         continue;
@@ -383,7 +427,7 @@ void WorkerGroup::MonitorLoop() {
                            << "); the ones that answered hold the model";
       chosen = partial;  // OK here: the answering workers were chosen
     }
-    waiting_logged = false;
+    waiting_logged.clear();
     waiting_since = absl::InfiniteFuture();
     partial_refusal.clear();
     if (!chosen.ok()) {

@@ -14,6 +14,10 @@
 // it the group forms from the workers that answered when they hold the model (an idle spare
 // takes the place of a lost member, and one dead worker does not hold up the rest). A worker
 // that answers later stays idle until the group next re-forms.
+// Workers that another coordinator's group holds (worker/coordinator_lease.h) count as not
+// answering, and forming waits for them. This coordinator's own lease on its members is
+// renewed by every probe, step and release, and ended by Stop(), so that a successor takes
+// them at once.
 // `on_state_change` is called (from the thread that changed the state, no lock held) so the
 // server can flip its grpc.health.v1 status.
 //
@@ -65,6 +69,10 @@ struct WorkerGroupOptions {
   // kSmallest: how long forming waits for workers that do not answer before it plans with
   // those that do. Zero: at once; InfiniteDuration: always wait for all.
   absl::Duration join_wait = absl::Seconds(3);
+  // How long a worker stays this coordinator's after its last contact
+  // (LoadShardRequest.lease_ms): longer than probe_interval + probe_timeout, so that a live
+  // coordinator never loses its workers to a second one started by mistake.
+  absl::Duration lease = absl::Seconds(3);
 };
 
 enum class GroupState { kForming, kReady, kBroken, kRefused, kStopped };
@@ -74,6 +82,8 @@ struct WorkerStatus {
   int rank = -1;             // rank in the current group; -1: not a member (idle)
   int64_t memory_bytes = 0;  // what the worker reported it may use (Info)
   bool healthy = false;
+  // Another coordinator's group holds the worker (its lease runs): this one cannot take it.
+  bool held_by_another = false;
   std::string device;
   int64_t weight_bytes = 0;
   int64_t kv_cache_bytes = 0;
@@ -90,6 +100,8 @@ class WorkerGroup : public StepGroup {
   // Starts the monitor thread (which forms the group as soon as all workers answer).
   // `rendezvous_address`: this coordinator's Rendezvous service, as workers reach it.
   void Start(std::string rendezvous_address);
+  // Stops the monitor and lets the members go (ReleaseRequest.end_lease). Steps must have
+  // ended.
   void Stop();
 
   GroupState state() const;
@@ -130,6 +142,12 @@ class WorkerGroup : public StepGroup {
   };
 
   void MonitorLoop();
+  // What forming waits for: the workers that did not answer, or answered that another
+  // coordinator holds them; empty when none.
+  std::string WaitingFor() const;
+  // Tells the last group's members that this coordinator lets them go (bounded by
+  // probe_timeout; failures only logged).
+  void EndLease();
   // Probes every worker (expected_epoch < 0) or the members (their epoch must match); true
   // when all answered (and match). Sets each probed worker's status.healthy.
   bool ProbeAll(int64_t expected_epoch);

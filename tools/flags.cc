@@ -69,6 +69,10 @@ ABSL_FLAG(absl::Duration, join_wait, absl::Seconds(3),
           "coordinator / serve with --group=smallest: how long forming the group waits for "
           "workers that do not answer; after it the group forms from those that did when they "
           "hold the model (an idle worker replaces a lost one). inf: always wait for all");
+ABSL_FLAG(absl::Duration, worker_lease, absl::Seconds(3),
+          "coordinator / serve: how long a worker stays this coordinator's after its last "
+          "contact; until then a second coordinator cannot take it (at least 2s: probes renew "
+          "it every 250ms and may wait 1s). A stopping coordinator ends it at once");
 ABSL_FLAG(int64_t, reserve_sequences, 1,
           "coordinator / serve: the group plan keeps KV-cache and activation room for this "
           "many sequences of --max_context tokens per worker");

@@ -133,6 +133,10 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_join_wait) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--join_wait must be >= 0 (e.g. 3s; inf waits for all)");
   }
+  if (absl::GetFlag(FLAGS_worker_lease) < absl::Seconds(2)) {
+    return absl::InvalidArgumentError(
+        "--worker_lease must be at least 2s: probes renew it every 250ms and may wait 1s");
+  }
   if (absl::GetFlag(FLAGS_reserve_sequences) < 0) {
     return absl::InvalidArgumentError("--reserve_sequences must be >= 0");
   }
@@ -166,6 +170,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
                        .value_or(coordinator::GroupPolicy::kAllWorkers);  // validated before
   o.group.reserve_sequences = absl::GetFlag(FLAGS_reserve_sequences);
   o.group.join_wait = absl::GetFlag(FLAGS_join_wait);
+  o.group.lease = absl::GetFlag(FLAGS_worker_lease);
   o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);

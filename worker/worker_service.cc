@@ -52,6 +52,7 @@ void WorkerService::Unload() {
   samplers_.Clear();
   epoch_ = 0;
   broken_ = absl::OkStatus();
+  lease_.Clear();
   Publish();
 }
 
@@ -63,8 +64,11 @@ void WorkerService::Publish() {
   published_held_bytes_ = model_ != nullptr ? model_->memory().total() : 0;
 }
 
-grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest*,
+grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest* req,
                                  v1::WorkerInfoResponse* resp) {
+  const absl::Time now = absl::Now();
+  lease_.Renew(req->epoch(), now);
+  resp->set_held_by_another(lease_.HeldByAnother(req->epoch(), now));
   resp->set_device(options_.device);
   resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
                                            options_.memory_limit_bytes, published_held_bytes_));
@@ -78,6 +82,12 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
 grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardRequest* req,
                                       v1::LoadShardResponse* resp) {
   absl::MutexLock lock(&mu_);
+  // Checked under mu_: a load in progress (its coordinator's) finishes before this one is
+  // judged. A refusal leaves that group as it is.
+  if (absl::Status held = lease_.CheckTake(req->epoch(), absl::Now()); !held.ok()) {
+    LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << held;
+    return ToGrpcStatus(held);
+  }
   absl::Status status = DoLoadShard(*req, *resp);
   if (!status.ok()) {
     LLMINT8_LOG(ERROR) << "LoadShard (epoch " << req->epoch() << ", rank " << req->rank() << "/"
@@ -106,6 +116,7 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   // which it could not tell from the 0 a long load would otherwise show.
   published_epoch_ = req.epoch();
   const absl::Time start = absl::Now();
+  lease_.Grant(req.epoch(), absl::Milliseconds(std::max<int64_t>(req.lease_ms(), 0)), start);
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
 
   ASSIGN_OR_RETURN(model::OpenedModel opened, OpenModelSpec(req.model()));
@@ -167,6 +178,7 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   world_size_ = req.world_size();
   steps_ = 0;
   tokens_ = 0;
+  lease_.Renew(epoch_, absl::Now());  // a long load counts as contact
   Publish();
   const model::MemoryStats mem = model_->memory();
   resp.set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
@@ -217,6 +229,7 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
 
 absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse& resp) {
   RETURN_IF_ERROR(CheckEpoch(req.epoch()));
+  lease_.Renew(epoch_, absl::Now());
   if (req.seqs_size() == 0) return absl::InvalidArgumentError("Step has no sequences");
   std::vector<model::ShardModel::SequenceInput> batch;
   batch.reserve(req.seqs_size());
@@ -287,6 +300,13 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
   absl::MutexLock lock(&mu_);
   if (model_ == nullptr || req->epoch() != epoch_) {
     return grpc::Status::OK;  // nothing of that group is held here
+  }
+  if (req->end_lease()) {
+    lease_.End(epoch_);
+    LLMINT8_LOG(INFO) << "the coordinator of group epoch " << epoch_
+                      << " let this worker go; another may take it";
+  } else {
+    lease_.Renew(epoch_, absl::Now());
   }
   for (uint64_t id : req->seq_ids()) {
     samplers_.Release(id);

@@ -8,6 +8,10 @@
 // FAILED_PRECONDITION (the coordinator re-forms the group). A communicator error breaks the
 // group: Step then answers UNAVAILABLE until the next LoadShard.
 //
+// The coordinator that formed the group holds the worker (worker/coordinator_lease.h): a
+// LoadShard from another coordinator is refused FAILED_PRECONDITION, and leaves the group and
+// model as they are, until the holder has been silent for its lease or ended it.
+//
 // Info reports the memory this worker may use (worker/usable_memory.h), which the coordinator
 // plans the group with. With WorkerOptions::memory_limit_bytes, LoadShard refuses a shard that
 // does not fit with RESOURCE_EXHAUSTED (the shard's own accounting, with the numbers), and
@@ -30,6 +34,7 @@
 #include "grpcpp/security/credentials.h"
 #include "llmint8/v1/worker.grpc.pb.h"
 #include "model/shard_model.h"
+#include "worker/coordinator_lease.h"
 #include "worker/sequence_samplers.h"
 
 namespace llmint8::worker {
@@ -85,6 +90,7 @@ class WorkerService final : public v1::Worker::Service {
   std::atomic<int> published_rank_{0};
   std::atomic<int> published_world_size_{0};
   std::atomic<int64_t> published_held_bytes_{0};  // the loaded shard's MemoryStats::total()
+  CoordinatorLease lease_;  // its own lock: probes renew it while a Step holds mu_
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

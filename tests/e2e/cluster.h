@@ -61,6 +61,8 @@ class Cluster {
   void StartWorker(int rank);
   void KillWorker(int rank, int signal);
   void SignalCoordinator(int signal) { coordinator_->Signal(signal); }
+  // Ends the coordinator with `signal` and waits for it to exit (SIGTERM: after its drain).
+  void StopCoordinator(int signal) { coordinator_->Kill(signal); }
   // Ends the coordinator with `signal` (and reaps it), then starts a new one with the same
   // flags and address; its output joins the same log. The workers keep running.
   void RestartCoordinator(int signal);

@@ -3,13 +3,16 @@
 // the group re-forms, the queued request is served and new ones succeed. With --group=smallest
 // an idle worker takes the lost member's place without waiting for it to come back. The
 // coordinator killed while its workers keep running (a rescheduled coordinator pod): its
-// streams end UNAVAILABLE, and a new coordinator at the same address forms the group again.
-// Two coordinators against the same workers never drive one group together.
+// streams end UNAVAILABLE, and a new coordinator at the same address forms the group again
+// once the dead one's lease on the workers lapses. A second coordinator against the same
+// workers waits until the first lets them go.
 #include <signal.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -229,12 +232,32 @@ TEST_F(TinyGroupE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWorkers) {
   EXPECT_THAT(after.tokens, ElementsAreArray(expected_));
 }
 
-// A second coordinator started by mistake against the same workers: each group epoch carries
-// its coordinator's instance, so the two never drive one group together (their sequence ids
-// would collide in the workers' KV caches). Each sees the other's group as a lost one and says
-// so; a request through either fails (UNAVAILABLE) or gets the runtime's tokens, never others.
-TEST_F(TinyGroupE2ETest, TwoCoordinatorsOnOneGroupNeverMixTheirSequences) {
-  Cluster& cluster = *cluster_;
+// Polls `path` for up to `seconds` until it contains `text`.
+bool WaitForLogLine(const std::string& path, const std::string& text, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    std::ifstream in(path);
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (log.find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// A second coordinator started by mistake against the same workers: the first one's lease
+// keeps the workers (worker/coordinator_lease.h), so the second waits, NOT_SERVING, and says
+// why, while the first serves on undisturbed. When the first stops (SIGTERM) it lets the
+// workers go, and the second forms its group at once (the first's lease is 120 s, so only
+// that release lets it in within the test's wait) and serves the request queued with it.
+TEST(TwoCoordinatorsE2ETest, TheSecondWaitsForTheFirstToLetGo) {
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  absl::StatusOr<std::vector<int32_t>> expected = ReferenceGreedy(prompt, 16);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  options.extra_coordinator_flags = {"--worker_lease=120s"};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
 
   const std::string second = absl::StrCat("127.0.0.1:", FreePort());
   const std::string log = cluster.log_dir() + "/second-coordinator.log";
@@ -243,41 +266,41 @@ TEST_F(TinyGroupE2ETest, TwoCoordinatorsOnOneGroupNeverMixTheirSequences) {
        absl::StrCat("--workers=", cluster.worker_address(0), ",", cluster.worker_address(1)),
        "--model=" + SourcePath(kTinyModel), "--dtype=fp32"},
       log);
-  ASSERT_TRUE(WaitForHealth(second, 1, 60)) << "the second coordinator never formed its group";
+  ASSERT_TRUE(WaitForLogLine(log, "another coordinator's group holds 0, 1", 30))
+      << "the second coordinator never said the workers are held";
+  EXPECT_TRUE(WaitForHealth(second, 2, 10)) << "the second coordinator is not NOT_SERVING";
 
-  // Requests through both at once; every answer is an error or the runtime's tokens.
-  std::atomic<int> served{0}, refused{0}, wrong{0};
+  // A request to the second waits in its queue; the first serves every one of its own.
+  std::atomic<bool> queued_done{false};
+  Generated queued;
+  std::thread waiter([&] {
+    auto stub =
+        v1::Generation::NewStub(grpc::CreateChannel(second, grpc::InsecureChannelCredentials()));
+    queued = Generate(*stub, GreedyRequest(prompt, 16), 60);
+    queued_done = true;
+  });
   std::vector<std::thread> clients;
-  for (const std::string& address : {cluster.address(), second}) {
-    for (int c = 0; c < 2; ++c) {
-      clients.emplace_back([&, address] {
-        auto stub = v1::Generation::NewStub(
-            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-        for (int i = 0; i < 4; ++i) {
-          const Generated g = Generate(*stub, GreedyRequest(prompt_, 16), 30);
-          if (!g.status.ok()) {
-            ++refused;
-          } else if (g.tokens == expected_) {
-            ++served;
-          } else {
-            ++wrong;
-          }
-        }
-      });
-    }
+  std::vector<Generated> served(8);
+  for (size_t c = 0; c < served.size(); ++c) {
+    clients.emplace_back(
+        [&, c] { served[c] = Generate(*cluster.NewStub(), GreedyRequest(prompt, 16), 30); });
   }
   for (std::thread& t : clients) t.join();
-  std::fprintf(stderr, "%d served, %d refused, %d with other tokens\n", served.load(),
-               refused.load(), wrong.load());
-  EXPECT_EQ(wrong.load(), 0);
-  // The first coordinator's probes saw its workers in the other's group, and said so.
-  bool said = false;
-  for (int i = 0; i < 100 && !said; ++i) {
-    said = cluster.CoordinatorLog().find("do two coordinators drive these workers?") !=
-           std::string::npos;
-    if (!said) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (const Generated& g : served) {
+    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+    EXPECT_THAT(g.tokens, ElementsAreArray(*expected));
   }
-  EXPECT_TRUE(said) << cluster.CoordinatorLog();
+  EXPECT_FALSE(queued_done.load()) << "the second coordinator served while the first held";
+
+  const auto stopped_at = std::chrono::steady_clock::now();
+  cluster.StopCoordinator(SIGTERM);
+  EXPECT_TRUE(WaitForHealth(second, 1, 30)) << "the second never took the workers";
+  std::fprintf(
+      stderr, "the second coordinator served %.3f s after the first was stopped\n",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count());
+  waiter.join();
+  ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
+  EXPECT_THAT(queued.tokens, ElementsAreArray(*expected));
 }
 
 }  // namespace

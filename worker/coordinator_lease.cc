@@ -1,0 +1,53 @@
+#include "worker/coordinator_lease.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace llmint8::worker {
+
+int64_t CoordinatorInstance(int64_t epoch) {
+  return static_cast<int64_t>(static_cast<uint64_t>(epoch) & ~uint64_t{0xffffffff});
+}
+
+void CoordinatorLease::Grant(int64_t epoch, absl::Duration lease, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  epoch_ = epoch;
+  lease_ = lease;
+  last_contact_ = now;
+}
+
+void CoordinatorLease::Clear() {
+  absl::MutexLock lock(&mu_);
+  epoch_ = 0;
+  last_contact_ = absl::InfinitePast();
+}
+
+void CoordinatorLease::Renew(int64_t epoch, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (epoch != 0 && epoch == epoch_) last_contact_ = std::max(last_contact_, now);
+}
+
+void CoordinatorLease::End(int64_t epoch) {
+  absl::MutexLock lock(&mu_);
+  if (epoch != 0 && epoch == epoch_) last_contact_ = absl::InfinitePast();
+}
+
+bool CoordinatorLease::HeldByAnother(int64_t epoch, absl::Time now) const {
+  return !CheckTake(epoch, now).ok();
+}
+
+absl::Status CoordinatorLease::CheckTake(int64_t epoch, absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  if (epoch_ == 0 || CoordinatorInstance(epoch) == CoordinatorInstance(epoch_) ||
+      now - last_contact_ >= lease_) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "this worker is in group epoch ", epoch_, ", which another coordinator formed and keeps ",
+      "(lease ", absl::FormatDuration(lease_), " from its last contact): two coordinators must ",
+      "not drive the same workers; stop one of them, and the other takes the workers once ",
+      "the lease lapses"));
+}
+
+}  // namespace llmint8::worker
