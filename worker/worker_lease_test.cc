@@ -1,0 +1,87 @@
+// The coordinator lease as a WorkerService applies it: an in-process worker holding a one-rank
+// group refuses another coordinator's LoadShard and keeps its group, tells that coordinator's
+// probes it is held, and lets it in once the holder ends the lease.
+#include <cstdint>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "llmint8/v1/worker.pb.h"
+#include "worker/worker_service.h"
+
+namespace llmint8::worker {
+namespace {
+
+constexpr int64_t kFirst = int64_t{3} << 32;  // two coordinator instances' first epochs
+constexpr int64_t kSecond = int64_t{5} << 32;
+
+v1::LoadShardRequest OneRank(int64_t epoch, int64_t lease_ms) {
+  v1::LoadShardRequest req;
+  req.set_epoch(epoch + 1);
+  req.set_rank(0);
+  req.set_world_size(1);
+  req.set_model("synthetic:125m,layers=1,hidden=64,heads=4,ffn=128,vocab=256,positions=64");
+  req.set_dtype("fp16");
+  req.set_lease_ms(lease_ms);
+  return req;
+}
+
+v1::WorkerInfoResponse Probe(WorkerService& service, int64_t epoch) {
+  v1::WorkerInfoRequest req;
+  req.set_epoch(epoch);
+  v1::WorkerInfoResponse resp;
+  EXPECT_TRUE(service.Info(nullptr, &req, &resp).ok());
+  return resp;
+}
+
+grpc::Status Load(WorkerService& service, const v1::LoadShardRequest& req) {
+  v1::LoadShardResponse resp;
+  return service.LoadShard(nullptr, &req, &resp);
+}
+
+TEST(WorkerLeaseTest, AnotherCoordinatorIsRefusedAndTheGroupStays) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
+  ASSERT_TRUE(Load(service, first).ok());
+
+  EXPECT_TRUE(Probe(service, kSecond).held_by_another());
+  EXPECT_FALSE(Probe(service, first.epoch()).held_by_another());
+  const grpc::Status refused = Load(service, OneRank(kSecond, 600'000));
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.error_message().find("another coordinator"), std::string::npos)
+      << refused.error_message();
+  const v1::WorkerInfoResponse after = Probe(service, first.epoch());
+  EXPECT_EQ(after.epoch(), first.epoch());
+  EXPECT_TRUE(after.loaded());
+
+  // The same coordinator re-forms at will.
+  EXPECT_TRUE(Load(service, OneRank(kFirst + 1, 600'000)).ok());
+}
+
+TEST(WorkerLeaseTest, EndLeaseLetsTheNextCoordinatorInAtOnce) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
+  ASSERT_TRUE(Load(service, first).ok());
+  v1::ReleaseRequest release;
+  release.set_epoch(kSecond + 1);  // not the holder: changes nothing
+  release.set_end_lease(true);
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  EXPECT_TRUE(Probe(service, kSecond).held_by_another());
+
+  release.set_epoch(first.epoch());
+  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  EXPECT_FALSE(Probe(service, kSecond).held_by_another());
+  const v1::LoadShardRequest second = OneRank(kSecond, 600'000);
+  ASSERT_TRUE(Load(service, second).ok());
+  EXPECT_EQ(Probe(service, second.epoch()).epoch(), second.epoch());
+}
+
+TEST(WorkerLeaseTest, ACoordinatorThatAsksForNoLeaseKeepsNothing) {
+  WorkerService service(WorkerOptions{});
+  ASSERT_TRUE(Load(service, OneRank(kFirst, 0)).ok());
+  EXPECT_FALSE(Probe(service, kSecond).held_by_another());
+  EXPECT_TRUE(Load(service, OneRank(kSecond, 0)).ok());
+}
+
+}  // namespace
+}  // namespace llmint8::worker
