@@ -36,6 +36,16 @@ int64_t FakeStepGroup::epoch() const {
   return epoch_;
 }
 
+bool FakeStepGroup::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+void FakeStepGroup::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
 bool FakeStepGroup::WaitReady(absl::Duration timeout) const {
   absl::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return state_ == State::kReady; };
@@ -183,6 +193,7 @@ void FakeStepGroup::Reform() {
   absl::MutexLock lock(&mu_);
   ++epoch_;
   state_ = State::kReady;
+  draining_ = false;
   refusal_ = absl::OkStatus();
   held_.clear();
 }

@@ -44,6 +44,7 @@ class FakeStepGroup : public StepGroup {
 
   bool ready() const override;
   int64_t epoch() const override;
+  bool draining() const override;
   bool WaitReady(absl::Duration timeout) const override;
   absl::Status refusal() const override;
   std::optional<int64_t> kv_capacity_tokens() const override;
@@ -66,6 +67,8 @@ class FakeStepGroup : public StepGroup {
   void Break();
   // The group re-forms (a new epoch, ready, holding nothing).
   void Reform();
+  // A member starts shutting down: draining() until Reform.
+  void Drain();
   // The workers cannot hold the model: not ready, refusal() is `why` until Reform.
   void Refuse(absl::Status why);
 
@@ -86,6 +89,7 @@ class FakeStepGroup : public StepGroup {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kReady;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status refusal_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::vector<int32_t>> held_ ABSL_GUARDED_BY(mu_);
   int64_t peak_positions_ ABSL_GUARDED_BY(mu_) = 0;

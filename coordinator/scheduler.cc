@@ -368,8 +368,10 @@ void Scheduler::Loop() {
     {
       absl::MutexLock lock(&mu_);
       const bool have_running = !running_.empty();
-      auto has_work = [this, have_running]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stop_ || wake_ || have_running || !queue_.empty();
+      // A draining group takes nothing from the queue: its requests wait for the next group.
+      const bool admitting = !group_->draining();
+      auto has_work = [this, have_running, admitting]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return stop_ || wake_ || have_running || (admitting && !queue_.empty());
       };
       mu_.AwaitWithTimeout(absl::Condition(&has_work), absl::Milliseconds(100));
       wake_ = false;
@@ -391,7 +393,11 @@ void Scheduler::Loop() {
     // A release that failed broke the group: queued requests wait for the next one rather
     // than be admitted into a step that cannot run.
     if (!group_->ready() || group_->epoch() != running_epoch_) continue;
-    {
+    if (group_->draining()) {
+      // A member is shutting down once the group holds no sequence: the parked ones go now,
+      // the running ones when they finish, and nothing new is admitted.
+      while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) to_release_.push_back(*id);
+    } else {
       absl::MutexLock lock(&mu_);
       AdmitLocked();
     }

@@ -415,6 +415,37 @@ TEST_F(SchedulerTest, ALostWorkerFailsTheRunningAndTheQueuedAreServedByTheNewGro
   EXPECT_EQ(first.token_ids_size(), 30);
 }
 
+TEST_F(SchedulerTest, ADrainingGroupFinishesItsRunningAndAdmitsNothingUntilItReforms) {
+  const std::vector<int32_t> prompt = Tokens(30, 100);
+  ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), prompt));
+
+  // A member starts shutting down two steps into a long sequence; a request comes meanwhile.
+  const int next_step = static_cast<int>(group_->steps().size()) + 1;
+  auto running = MakeSeq(2, Tokens(10, 300), 20);
+  auto queued = MakeSeq(3, prompt, 3);
+  group_->BeforeStep(next_step + 2, [&] {
+    group_->Drain();
+    ASSERT_TRUE(scheduler_->Enqueue(queued).ok());
+  });
+  ASSERT_TRUE(scheduler_->Enqueue(running).ok());
+  const Outcome finished = Await(*running);
+  ASSERT_TRUE(finished.status.ok()) << finished.status;
+  EXPECT_EQ(finished.tokens, FakeGreedy(Tokens(10, 300), 20)) << "served to its end";
+  AwaitIdle();
+  // The group is left empty, so the member can go: nothing parked, the queued one not started.
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_TRUE(group_->held().empty());
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
+  EXPECT_EQ(scheduler_->queued(), 1);
+  EXPECT_TRUE(StepsOf(group_->steps(), 3).empty()) << "the queued request went to the group";
+
+  group_->Break();  // the member has gone
+  group_->Reform();
+  const Outcome served = Await(*queued);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(prompt, 3));
+}
+
 TEST_F(SchedulerTest, AReleaseThatFailsFailsTheRunningAndTheNewGroupServesTheRest) {
   SchedulerOptions o = Options();
   o.max_batch = 2;

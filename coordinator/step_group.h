@@ -27,6 +27,10 @@ class StepGroup {
   virtual bool ready() const = 0;
   // Changes each time the group (re-)forms: what a group of an older epoch held is gone.
   virtual int64_t epoch() const = 0;
+  // A member is shutting down: the sequences running go on to their end, but nothing new may
+  // start in this group (it breaks once the member has gone, and re-forms without it or when
+  // it is back).
+  virtual bool draining() const = 0;
   // Blocks until ready() or `timeout`; true when ready.
   virtual bool WaitReady(absl::Duration timeout) const = 0;
   // OK, or FAILED_PRECONDITION while the workers cannot hold the model (waiting does not help).

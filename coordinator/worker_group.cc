@@ -116,6 +116,11 @@ int64_t WorkerGroup::epoch() const {
   return epoch_;
 }
 
+bool WorkerGroup::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
 int WorkerGroup::world_size() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(members_.size());
@@ -243,6 +248,16 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
     }
     healthy = healthy && !held;
     workers_[i].status.held_by_another = held;
+    // A member shutting down: it serves the running sequences, then goes; nothing new starts.
+    // An idle worker shutting down cannot join (forming counts it as not answering).
+    const bool draining = r.statuses[k].ok() && r.responses[k].draining();
+    if (expected_epoch < 0) healthy = healthy && !draining;
+    if (draining && expected_epoch >= 0 && !draining_) {
+      draining_ = true;
+      LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address
+                           << ") is shutting down: the running requests finish, new ones wait "
+                              "until the group re-forms";
+    }
     if (r.statuses[k].ok()) {
       workers_[i].status.device = r.responses[k].device();
       workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
@@ -368,6 +383,7 @@ absl::Status WorkerGroup::Form() {
   if (kv_capacity_tokens_.has_value()) {
     LLMINT8_LOG(INFO) << "the group holds " << *kv_capacity_tokens_ << " KV cache positions";
   }
+  draining_ = false;
   for (int i = 0; i < n; ++i) {
     WorkerStatus& status = workers_[members[i]].status;
     status.healthy = true;

@@ -17,7 +17,8 @@
 // Workers that another coordinator's group holds (worker/coordinator_lease.h) count as not
 // answering, and forming waits for them. This coordinator's own lease on its members is
 // renewed by every probe, step and release, and ended by Stop(), so that a successor takes
-// them at once.
+// them at once. A member whose probe says it is shutting down makes the group draining()
+// until it re-forms (the worker waits for its running sequences, then goes).
 // `on_state_change` is called (from the thread that changed the state, no lock held) so the
 // server can flip its grpc.health.v1 status.
 //
@@ -107,6 +108,7 @@ class WorkerGroup : public StepGroup {
   GroupState state() const;
   bool ready() const override { return state() == GroupState::kReady; }
   int64_t epoch() const override;
+  bool draining() const override;
   // Members of the current (or, before the first formation, the intended) group = its TP
   // degree; num_workers() counts idle ones too.
   int world_size() const;
@@ -165,8 +167,9 @@ class WorkerGroup : public StepGroup {
   // The epoch a group's messages carry: this coordinator's instance in the high 32 bits, the
   // count of groups it formed (epoch_) below. Another coordinator (a restarted one, or a
   // second one started by mistake against the same workers) sends other epochs (the odds of
-  // the same instance are 2^-30), so a worker refuses its steps and each sees the other's
-  // group as lost, instead of both driving one group with colliding sequence ids.
+  // the same instance are 2^-30), so a worker refuses its steps rather than let both drive
+  // one group with colliding sequence ids, and keeps the workers for the coordinator that
+  // formed the group while its lease runs (worker/coordinator_lease.h).
   int64_t WireEpoch(int64_t count) const { return instance_ + count; }
 
   const WorkerGroupOptions options_;
@@ -181,6 +184,7 @@ class WorkerGroup : public StepGroup {
   std::vector<int> members_ ABSL_GUARDED_BY(mu_);  // worker indices, rank order
   std::optional<int64_t> kv_capacity_tokens_ ABSL_GUARDED_BY(mu_);
   absl::Status refusal_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;  // a member said it is shutting down
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread monitor_;
 };

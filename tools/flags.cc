@@ -61,7 +61,9 @@ ABSL_FLAG(std::string, group, "all",
           "(the fewest that hold it; the rest stay idle)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
           "coordinator / serve: on SIGTERM / SIGINT, serve the queued and running requests for "
-          "up to this long (health NOT_SERVING, new requests UNAVAILABLE), then stop");
+          "up to this long (health NOT_SERVING, new requests UNAVAILABLE), then stop. worker: "
+          "let its group's running requests finish for up to this long (the coordinator admits "
+          "no new ones), then stop");
 ABSL_FLAG(bool, log_requests, true,
           "coordinator / serve: log a line per finished request (status, finish reason, token "
           "counts, queue / first-token / total time; never the prompt or the text)");

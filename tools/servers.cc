@@ -61,6 +61,13 @@ int WaitSignal(const sigset_t& set) {
   return sig;
 }
 
+// A signal of `set` if one comes within `timeout`, else 0.
+int WaitSignalFor(const sigset_t& set, absl::Duration timeout) {
+  const timespec ts = absl::ToTimespec(timeout);
+  const int sig = sigtimedwait(&set, nullptr, &ts);
+  return sig > 0 ? sig : 0;
+}
+
 // --memory_limit: common/byte_size.h's syntax; 0 (the default) is no limit.
 absl::StatusOr<int64_t> ParseMemoryLimit() {
   absl::StatusOr<int64_t> bytes = ParseByteSize(absl::GetFlag(FLAGS_memory_limit));
@@ -225,6 +232,9 @@ int RunWorker() {
       !s.ok()) {
     return Fail(s);
   }
+  if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)"));
+  }
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("worker");
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       ClientCredentialsFromFlags();
@@ -249,7 +259,25 @@ int RunWorker() {
   LLMINT8_LOG(INFO) << "worker listening on " << listen << " (port " << port << "), device "
                     << options.device << "; waiting for the coordinator";
   const int sig = WaitSignal(signals);
-  LLMINT8_LOG(INFO) << "worker: " << strsignal(sig) << ", shutting down";
+  // The group's running requests finish first (the coordinator admits no new ones once its
+  // probe sees the drain); a second signal, or --drain_timeout, ends the wait.
+  service.Drain();
+  const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  const absl::Time drain_end = absl::Now() + drain_timeout;
+  if (!service.Drained()) {
+    LLMINT8_LOG(INFO) << "worker: " << strsignal(sig)
+                      << ", draining: its group's running requests finish first (up to "
+                      << absl::FormatDuration(drain_timeout) << "; a second signal stops now)";
+  }
+  int again = 0;
+  while (!service.Drained() && absl::Now() < drain_end && again == 0) {
+    again = WaitSignalFor(signals, absl::Milliseconds(50));
+  }
+  LLMINT8_LOG(INFO) << "worker: "
+                    << (again != 0           ? std::string(strsignal(again)) + ", "
+                        : !service.Drained() ? std::string("drain timed out, ")
+                                             : std::string())
+                    << "shutting down";
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return 0;
 }

@@ -33,6 +33,11 @@ void CoordinatorLease::End(int64_t epoch) {
   if (epoch != 0 && epoch == epoch_) last_contact_ = absl::InfinitePast();
 }
 
+bool CoordinatorLease::Live(absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  return epoch_ != 0 && now - last_contact_ < lease_;
+}
+
 bool CoordinatorLease::HeldByAnother(int64_t epoch, absl::Time now) const {
   return !CheckTake(epoch, now).ok();
 }

@@ -35,6 +35,8 @@ class CoordinatorLease {
   // The held group's coordinator lets go: the lease has lapsed from now on.
   void End(int64_t epoch);
 
+  // Whether a coordinator holds this worker at `now` (a group, and its lease runs).
+  bool Live(absl::Time now) const;
   // Whether another coordinator than `epoch`'s holds this worker at `now`.
   bool HeldByAnother(int64_t epoch, absl::Time now) const;
   // OK when `epoch`'s coordinator may form a group with this worker at `now`: no group is

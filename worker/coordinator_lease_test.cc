@@ -31,6 +31,8 @@ TEST(CoordinatorLeaseTest, AnotherCoordinatorWaitsUntilTheLeaseLapses) {
   EXPECT_NE(refused.message().find(absl::StrCat("group epoch ", kA + 1)), std::string::npos)
       << refused;
   EXPECT_TRUE(lease.HeldByAnother(kB + 1, kT0));
+  EXPECT_TRUE(lease.Live(kT0 + kLease - absl::Nanoseconds(1)));
+  EXPECT_FALSE(lease.Live(kT0 + kLease));
   EXPECT_TRUE(lease.CheckTake(kB + 1, kT0 + kLease).ok());
   EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0 + kLease));
 }
@@ -61,6 +63,7 @@ TEST(CoordinatorLeaseTest, EndLetsGoAtOnceButOnlyFromTheHolder) {
   EXPECT_TRUE(lease.HeldByAnother(kB + 1, kT0));
   lease.End(kA + 1);
   EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0));
+  EXPECT_FALSE(lease.Live(kT0));
 }
 
 TEST(CoordinatorLeaseTest, AZeroLeaseKeepsNothingAndClearFreesTheWorker) {
@@ -70,6 +73,7 @@ TEST(CoordinatorLeaseTest, AZeroLeaseKeepsNothingAndClearFreesTheWorker) {
   lease.Grant(kA + 1, kLease, kT0);
   lease.Clear();
   EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0));
+  EXPECT_FALSE(lease.Live(kT0));
 }
 
 }  // namespace

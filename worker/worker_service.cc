@@ -69,6 +69,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
   const absl::Time now = absl::Now();
   lease_.Renew(req->epoch(), now);
   resp->set_held_by_another(lease_.HeldByAnother(req->epoch(), now));
+  resp->set_draining(draining_);
   resp->set_device(options_.device);
   resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
                                            options_.memory_limit_bytes, published_held_bytes_));
@@ -82,6 +83,10 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
 grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardRequest* req,
                                       v1::LoadShardResponse* resp) {
   absl::MutexLock lock(&mu_);
+  if (draining_) {
+    return ToGrpcStatus(absl::UnavailableError(
+        "this worker is shutting down (draining its running sequences); it joins no group"));
+  }
   // Checked under mu_: a load in progress (its coordinator's) finishes before this one is
   // judged. A refusal leaves that group as it is.
   if (absl::Status held = lease_.CheckTake(req->epoch(), absl::Now()); !held.ok()) {
@@ -314,6 +319,14 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return ToGrpcStatus(s);
   }
   return grpc::Status::OK;
+}
+
+void WorkerService::Drain() { draining_ = true; }
+
+bool WorkerService::Drained() const {
+  absl::MutexLock lock(&mu_);
+  return model_ == nullptr || !broken_.ok() || model_->num_sequences() == 0 ||
+         !lease_.Live(absl::Now());
 }
 
 grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,

@@ -12,6 +12,9 @@
 // LoadShard from another coordinator is refused FAILED_PRECONDITION, and leaves the group and
 // model as they are, until the holder has been silent for its lease or ended it.
 //
+// Drain() (the process got SIGTERM) makes Info say `draining` and LoadShard refuse
+// (UNAVAILABLE); the group's running sequences go on until Drained().
+//
 // Info reports the memory this worker may use (worker/usable_memory.h), which the coordinator
 // plans the group with. With WorkerOptions::memory_limit_bytes, LoadShard refuses a shard that
 // does not fit with RESOURCE_EXHAUSTED (the shard's own accounting, with the numbers), and
@@ -73,6 +76,12 @@ class WorkerService final : public v1::Worker::Service {
   grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
                      v1::StatsResponse* resp) override;
 
+  // Shutting down: see the header comment.
+  void Drain();
+  // Whether the worker may stop now without failing a request: no group, a broken one, no
+  // sequence left in it, or no coordinator holding it (it stopped, or its lease lapsed).
+  bool Drained() const;
+
  private:
   absl::Status DoLoadShard(const v1::LoadShardRequest& req, v1::LoadShardResponse& resp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -91,6 +100,7 @@ class WorkerService final : public v1::Worker::Service {
   std::atomic<int> published_world_size_{0};
   std::atomic<int64_t> published_held_bytes_{0};  // the loaded shard's MemoryStats::total()
   CoordinatorLease lease_;  // its own lock: probes renew it while a Step holds mu_
+  std::atomic<bool> draining_{false};
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

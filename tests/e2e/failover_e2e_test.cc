@@ -1,6 +1,7 @@
 // Failover. A worker killed mid-stream: the in-flight stream ends with UNAVAILABLE, health
 // turns NOT_SERVING, a request sent meanwhile waits in the queue, and when the worker is back
-// the group re-forms, the queued request is served and new ones succeed. With --group=smallest
+// the group re-forms, the queued request is served and new ones succeed. A worker stopped
+// with SIGTERM lets its group's running request finish first. With --group=smallest
 // an idle worker takes the lost member's place without waiting for it to come back. The
 // coordinator killed while its workers keep running (a rescheduled coordinator pod): its
 // streams end UNAVAILABLE, and a new coordinator at the same address forms the group again
@@ -36,6 +37,18 @@ absl::StatusOr<std::vector<int32_t>> ReferenceGreedy(const std::vector<int32_t>&
   auto ref = InProcessReference::Open(SourcePath(kTinyModel), model::Precision::kF32);
   if (!ref.ok()) return ref.status();
   return (*ref)->Greedy(prompt, n);
+}
+
+// Polls `path` for up to `seconds` until it contains `text`.
+bool WaitForLogLine(const std::string& path, const std::string& text, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    std::ifstream in(path);
+    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (log.find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
 }
 
 // A 120-token greedy stream that has delivered its first tokens (null if it did not).
@@ -112,6 +125,43 @@ TEST_F(TinyGroupE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
   Generated again = Generate(*stub, GreedyRequest(prompt_, 16));
   ASSERT_TRUE(again.status.ok()) << again.status.error_message();
   EXPECT_THAT(again.tokens, ElementsAreArray(expected_));
+}
+
+// A worker stopped with SIGTERM (a Kubernetes rolling update) drains: the stream running on
+// its group goes on to its last token, a request sent meanwhile waits in the coordinator's
+// queue, and the worker exits once its group holds nothing; back, it re-forms the group and
+// the queued request is served.
+TEST_F(TinyGroupE2ETest, AWorkerStoppedWithSigtermLetsItsRunningRequestFinish) {
+  Cluster& cluster = *cluster_;
+  absl::StatusOr<std::vector<int32_t>> long_expected = ReferenceGreedy({2, 7}, 120);
+  ASSERT_TRUE(long_expected.ok()) << long_expected.status();
+  auto stub = cluster.NewStub();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub->Generate(&ctx, GreedyRequest({2, 7}, 120));
+  std::vector<int32_t> tokens;
+  v1::GenerateResponse resp;
+  while (tokens.size() < 3 && reader->Read(&resp)) tokens.push_back(resp.token_id());
+  ASSERT_EQ(tokens.size(), 3u);
+
+  std::thread stopper([&] { cluster.KillWorker(1, SIGTERM); });  // returns once it exited
+  ASSERT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "is shutting down", 10));
+  Generated queued;
+  std::thread waiter(
+      [&] { queued = Generate(*cluster.NewStub(), GreedyRequest(prompt_, 16), 60); });
+
+  while (reader->Read(&resp)) tokens.push_back(resp.token_id());
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(tokens, ElementsAreArray(*long_expected)) << "served to its end";
+  stopper.join();
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
+
+  cluster.StartWorker(1);
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the group never re-formed";
+  waiter.join();
+  ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
+  EXPECT_THAT(queued.tokens, ElementsAreArray(expected_));
 }
 
 // A worker killed while the server is idle, with a finished sequence kept for its prefix
@@ -230,18 +280,6 @@ TEST_F(TinyGroupE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWorkers) {
   const Generated after = Generate(*stub, GreedyRequest(prompt_, 16));
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_THAT(after.tokens, ElementsAreArray(expected_));
-}
-
-// Polls `path` for up to `seconds` until it contains `text`.
-bool WaitForLogLine(const std::string& path, const std::string& text, double seconds) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) {
-    std::ifstream in(path);
-    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (log.find(text) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
 }
 
 // A second coordinator started by mistake against the same workers: the first one's lease
