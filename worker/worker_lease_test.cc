@@ -1,6 +1,7 @@
 // The coordinator lease as a WorkerService applies it: an in-process worker holding a one-rank
 // group refuses another coordinator's LoadShard and keeps its group, tells that coordinator's
-// probes it is held, and lets it in once the holder ends the lease.
+// probes it is held, and lets it in once the holder ends the lease. And a draining worker
+// (SIGTERM) is Drained() only once its group holds nothing or its coordinator is gone.
 #include <cstdint>
 #include <string>
 
@@ -81,6 +82,54 @@ TEST(WorkerLeaseTest, ACoordinatorThatAsksForNoLeaseKeepsNothing) {
   ASSERT_TRUE(Load(service, OneRank(kFirst, 0)).ok());
   EXPECT_FALSE(Probe(service, kSecond).held_by_another());
   EXPECT_TRUE(Load(service, OneRank(kSecond, 0)).ok());
+}
+
+// One step that starts sequence `id` in group `epoch`.
+grpc::Status StartSequence(WorkerService& service, int64_t epoch, uint64_t id) {
+  v1::StepRequest req;
+  req.set_epoch(epoch);
+  req.set_step_id(1);
+  v1::SeqStep* seq = req.add_seqs();
+  seq->set_seq_id(id);
+  seq->add_token_ids(2);
+  seq->add_token_ids(7);
+  v1::StepResponse resp;
+  return service.Step(nullptr, &req, &resp);
+}
+
+TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
+  WorkerService service(WorkerOptions{});
+  EXPECT_TRUE(service.Drained()) << "no group";
+  const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
+  ASSERT_TRUE(Load(service, first).ok());
+  ASSERT_TRUE(StartSequence(service, first.epoch(), 1).ok());
+
+  service.Drain();
+  EXPECT_TRUE(Probe(service, first.epoch()).draining());
+  EXPECT_FALSE(service.Drained()) << "sequence 1 is running";
+  EXPECT_EQ(Load(service, OneRank(kFirst + 1, 600'000)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  v1::ReleaseRequest release;
+  release.set_epoch(first.epoch());
+  release.add_seq_ids(1);
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  EXPECT_TRUE(service.Drained());
+}
+
+TEST(WorkerDrainTest, DrainedWhenNoCoordinatorHoldsTheGroupAnyMore) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
+  ASSERT_TRUE(Load(service, first).ok());
+  ASSERT_TRUE(StartSequence(service, first.epoch(), 1).ok());
+  service.Drain();
+  EXPECT_FALSE(service.Drained());
+  v1::ReleaseRequest release;  // the coordinator stops: nobody will release sequence 1
+  release.set_epoch(first.epoch());
+  release.set_end_lease(true);
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  EXPECT_TRUE(service.Drained());
 }
 
 }  // namespace
