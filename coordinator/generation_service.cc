@@ -365,6 +365,8 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
     w->set_kv_cache_bytes(workers[i].kv_cache_bytes);
     w->set_total_bytes(workers[i].total_bytes);
     w->set_healthy(workers[i].healthy);
+    w->set_held_by_another(workers[i].held_by_another);
+    w->set_draining(workers[i].draining);
   }
   return grpc::Status::OK;
 }

@@ -433,7 +433,8 @@ TEST_F(SchedulerTest, ADrainingGroupFinishesItsRunningAndAdmitsNothingUntilItRef
   EXPECT_EQ(finished.tokens, FakeGreedy(Tokens(10, 300), 20)) << "served to its end";
   AwaitIdle();
   // The group is left empty, so the member can go: nothing parked, the queued one not started.
-  absl::SleepFor(absl::Milliseconds(200));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!group_->held().empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
   EXPECT_TRUE(group_->held().empty());
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
   EXPECT_EQ(scheduler_->queued(), 1);

@@ -82,27 +82,37 @@ void WorkerGroup::Stop() {
     stop_ = true;
   }
   if (monitor_.joinable()) monitor_.join();
-  if (first) EndLease();
+  if (first && epoch() > 0) EndLease(Members(), WireEpoch(epoch()));
 }
 
-void WorkerGroup::EndLease() {
-  if (epoch() == 0) return;  // never formed one
-  const std::vector<int> members = Members();
+void WorkerGroup::EndLease(const std::vector<int>& workers, int64_t wire_epoch) {
   v1::ReleaseRequest request;
-  request.set_epoch(WireEpoch(epoch()));
+  request.set_epoch(wire_epoch);
   request.set_end_lease(true);
   auto r = FanOut<v1::ReleaseResponse>(
-      static_cast<int>(members.size()), options_.probe_timeout, NeverCancel,
+      static_cast<int>(workers.size()), options_.probe_timeout, NeverCancel,
       [&](int i, grpc::ClientContext* ctx, v1::ReleaseResponse* resp, auto done) {
-        workers_[members[i]].stub->async()->Release(ctx, &request, resp, std::move(done));
+        workers_[workers[i]].stub->async()->Release(ctx, &request, resp, std::move(done));
       });
-  for (size_t i = 0; i < members.size(); ++i) {
+  for (size_t i = 0; i < workers.size(); ++i) {
     if (r.statuses[i].ok()) continue;
-    LLMINT8_LOG(WARNING) << "could not let worker " << members[i] << " ("
-                         << workers_[members[i]].address
-                         << ") go; another coordinator can take it when the lease of "
+    LLMINT8_LOG(WARNING) << "could not let worker " << workers[i] << " ("
+                         << workers_[workers[i]].address << ") go; it is free when the lease of "
                          << absl::FormatDuration(options_.lease)
                          << " lapses: " << r.statuses[i].error_message();
+  }
+}
+
+void WorkerGroup::RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
+                             absl::Notification& done) {
+  v1::WorkerInfoRequest request;
+  request.set_epoch(wire_epoch);
+  while (!done.WaitForNotificationWithTimeout(options_.probe_interval)) {
+    FanOut<v1::WorkerInfoResponse>(
+        static_cast<int>(workers.size()), options_.probe_timeout, NeverCancel,
+        [&](int i, grpc::ClientContext* ctx, v1::WorkerInfoResponse* resp, auto done) {
+          workers_[workers[i]].stub->async()->Info(ctx, &request, resp, std::move(done));
+        });
   }
 }
 
@@ -137,14 +147,19 @@ std::vector<int> WorkerGroup::Unanswered() const {
 
 std::string WorkerGroup::WaitingFor() const {
   absl::MutexLock lock(&mu_);
-  std::vector<int> silent, held;
+  std::vector<int> silent, held, draining;
   for (int i = 0; i < num_workers(); ++i) {
-    if (workers_[i].status.healthy) continue;
-    (workers_[i].status.held_by_another ? held : silent).push_back(i);
+    const WorkerStatus& s = workers_[i].status;
+    if (s.healthy) continue;
+    (s.held_by_another ? held : s.draining ? draining : silent).push_back(i);
   }
-  if (silent.empty() && held.empty()) return "";
-  std::string out = absl::StrCat(silent.size() + held.size(), " of ", num_workers(), " workers");
+  const size_t waiting = silent.size() + held.size() + draining.size();
+  if (waiting == 0) return "";
+  std::string out = absl::StrCat(waiting, " of ", num_workers(), " workers");
   if (!silent.empty()) absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
+  if (!draining.empty()) {
+    absl::StrAppend(&out, "; shutting down: ", absl::StrJoin(draining, ", "));
+  }
   if (!held.empty()) {
     absl::StrAppend(&out, "; another coordinator's group holds ", absl::StrJoin(held, ", "),
                     " (do two coordinators drive these workers?)");
@@ -237,44 +252,52 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
         workers_[probed[k]].stub->async()->Info(ctx, &request, resp, std::move(done));
       });
   bool all = true;
-  absl::MutexLock lock(&mu_);
-  for (int k = 0; k < n; ++k) {
-    const int i = probed[k];
-    bool healthy = r.statuses[k].ok();
-    const int64_t theirs = healthy ? r.responses[k].epoch() : 0;
-    const bool held = healthy && r.responses[k].held_by_another();
-    if (healthy && expected_epoch >= 0) {
-      healthy = theirs == WireEpoch(expected_epoch) && r.responses[k].loaded();
+  std::vector<int> let_go;  // shutting down while still in our broken group
+  {
+    absl::MutexLock lock(&mu_);
+    for (int k = 0; k < n; ++k) {
+      const int i = probed[k];
+      bool healthy = r.statuses[k].ok();
+      const int64_t theirs = healthy ? r.responses[k].epoch() : 0;
+      const bool held = healthy && r.responses[k].held_by_another();
+      if (healthy && expected_epoch >= 0) {
+        healthy = theirs == WireEpoch(expected_epoch) && r.responses[k].loaded();
+      }
+      healthy = healthy && !held;
+      workers_[i].status.held_by_another = held;
+      // A member shutting down: it serves the running sequences, then goes; nothing new starts.
+      // An idle worker shutting down cannot join (forming counts it as not answering).
+      const bool draining = r.statuses[k].ok() && r.responses[k].draining();
+      workers_[i].status.draining = draining;
+      if (expected_epoch < 0) healthy = healthy && !draining;
+      if (draining && expected_epoch < 0 && theirs == request.epoch() && epoch_ > 0) {
+        let_go.push_back(i);
+      }
+      if (draining && expected_epoch >= 0 && !draining_) {
+        draining_ = true;
+        LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address
+                             << ") is shutting down: the running requests finish, new ones wait "
+                                "until the group re-forms";
+      }
+      if (r.statuses[k].ok()) {
+        workers_[i].status.device = r.responses[k].device();
+        workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
+      }
+      if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
+        // A group epoch whose high bits are not this coordinator's was formed by another one.
+        const bool taken = theirs != 0 && (theirs & ~int64_t{0xffffffff}) != instance_;
+        LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address << ") "
+                             << (!r.statuses[k].ok()
+                                     ? "is unreachable: " + r.statuses[k].error_message()
+                                 : taken ? std::string("joined a group another coordinator formed: "
+                                                       "do two coordinators drive these workers?")
+                                         : std::string("left the group"));
+      }
+      workers_[i].status.healthy = healthy;
+      all = all && healthy;
     }
-    healthy = healthy && !held;
-    workers_[i].status.held_by_another = held;
-    // A member shutting down: it serves the running sequences, then goes; nothing new starts.
-    // An idle worker shutting down cannot join (forming counts it as not answering).
-    const bool draining = r.statuses[k].ok() && r.responses[k].draining();
-    if (expected_epoch < 0) healthy = healthy && !draining;
-    if (draining && expected_epoch >= 0 && !draining_) {
-      draining_ = true;
-      LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address
-                           << ") is shutting down: the running requests finish, new ones wait "
-                              "until the group re-forms";
-    }
-    if (r.statuses[k].ok()) {
-      workers_[i].status.device = r.responses[k].device();
-      workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
-    }
-    if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
-      // A group epoch whose high bits are not this coordinator's was formed by another one.
-      const bool taken = theirs != 0 && (theirs & ~int64_t{0xffffffff}) != instance_;
-      LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address << ") "
-                           << (!r.statuses[k].ok()
-                                   ? "is unreachable: " + r.statuses[k].error_message()
-                               : taken ? std::string("joined a group another coordinator formed: "
-                                                     "do two coordinators drive these workers?")
-                                       : std::string("left the group"));
-    }
-    workers_[i].status.healthy = healthy;
-    all = all && healthy;
   }
+  if (!let_go.empty()) EndLease(let_go, request.epoch());
   return all;
 }
 
@@ -354,11 +377,15 @@ absl::Status WorkerGroup::Form() {
     req.set_max_step_rows(options_.max_step_rows);
     req.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
   }
+  absl::Notification loaded;
+  std::thread renewer([&] { RenewUntil(members, WireEpoch(epoch), loaded); });
   auto r = FanOut<v1::LoadShardResponse>(
       n, options_.load_timeout, AnyFailure,
       [&](int i, grpc::ClientContext* ctx, v1::LoadShardResponse* resp, auto done) {
         workers_[members[i]].stub->async()->LoadShard(ctx, &requests[i], resp, std::move(done));
       });
+  loaded.Notify();
+  renewer.join();
   if (r.first_failure >= 0) {
     int i = r.first_failure;
     for (int k = 0; k < n; ++k) {  // prefer the root cause over a peer's timeout

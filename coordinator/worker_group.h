@@ -85,6 +85,7 @@ struct WorkerStatus {
   bool healthy = false;
   // Another coordinator's group holds the worker (its lease runs): this one cannot take it.
   bool held_by_another = false;
+  bool draining = false;  // shutting down (its Info said so)
   std::string device;
   int64_t weight_bytes = 0;
   int64_t kv_cache_bytes = 0;
@@ -147,11 +148,16 @@ class WorkerGroup : public StepGroup {
   // What forming waits for: the workers that did not answer, or answered that another
   // coordinator holds them; empty when none.
   std::string WaitingFor() const;
-  // Tells the last group's members that this coordinator lets them go (bounded by
-  // probe_timeout; failures only logged).
-  void EndLease();
+  // Tells `workers` (indices) that this coordinator lets go of its group `wire_epoch` on them
+  // (bounded by probe_timeout; failures only logged).
+  void EndLease(const std::vector<int>& workers, int64_t wire_epoch);
+  // Probes `workers` with `wire_epoch` every probe_interval until `done`: keeps the lease on
+  // members whose LoadShard finished while the others' still run.
+  void RenewUntil(const std::vector<int>& workers, int64_t wire_epoch, absl::Notification& done);
   // Probes every worker (expected_epoch < 0) or the members (their epoch must match); true
-  // when all answered (and match). Sets each probed worker's status.healthy.
+  // when all answered (and match). Sets each probed worker's status.healthy: false too for
+  // one that another coordinator holds and, when forming, for one shutting down (which is let
+  // go at once if it still holds this coordinator's broken group: nothing will run on it).
   bool ProbeAll(int64_t expected_epoch);
   // Chooses the members from the reports (FailedPrecondition: they cannot hold the model).
   // `answered_only`: from the workers whose last probe answered, and only a planned choice

@@ -264,20 +264,22 @@ int RunWorker() {
   service.Drain();
   const absl::Duration drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   const absl::Time drain_end = absl::Now() + drain_timeout;
-  if (!service.Drained()) {
+  if (service.Drained()) {
+    LLMINT8_LOG(INFO) << "worker: " << strsignal(sig) << ", shutting down";
+  } else {
     LLMINT8_LOG(INFO) << "worker: " << strsignal(sig)
                       << ", draining: its group's running requests finish first (up to "
                       << absl::FormatDuration(drain_timeout) << "; a second signal stops now)";
+    int again = 0;
+    while (!service.Drained() && absl::Now() < drain_end && again == 0) {
+      again = WaitSignalFor(signals, absl::Milliseconds(50));
+    }
+    LLMINT8_LOG(INFO) << "worker: "
+                      << (again != 0          ? std::string(strsignal(again)) + ", "
+                          : service.Drained() ? std::string("drained, ")
+                                              : std::string("drain timed out, "))
+                      << "shutting down";
   }
-  int again = 0;
-  while (!service.Drained() && absl::Now() < drain_end && again == 0) {
-    again = WaitSignalFor(signals, absl::Milliseconds(50));
-  }
-  LLMINT8_LOG(INFO) << "worker: "
-                    << (again != 0           ? std::string(strsignal(again)) + ", "
-                        : !service.Drained() ? std::string("drain timed out, ")
-                                             : std::string())
-                    << "shutting down";
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return 0;
 }

@@ -15,27 +15,33 @@ void CoordinatorLease::Grant(int64_t epoch, absl::Duration lease, absl::Time now
   epoch_ = epoch;
   lease_ = lease;
   last_contact_ = now;
+  ended_ = false;
 }
 
 void CoordinatorLease::Clear() {
   absl::MutexLock lock(&mu_);
   epoch_ = 0;
   last_contact_ = absl::InfinitePast();
+  ended_ = false;
 }
 
 void CoordinatorLease::Renew(int64_t epoch, absl::Time now) {
   absl::MutexLock lock(&mu_);
-  if (epoch != 0 && epoch == epoch_) last_contact_ = std::max(last_contact_, now);
+  if (epoch != 0 && epoch == epoch_ && !ended_) last_contact_ = std::max(last_contact_, now);
 }
 
 void CoordinatorLease::End(int64_t epoch) {
   absl::MutexLock lock(&mu_);
-  if (epoch != 0 && epoch == epoch_) last_contact_ = absl::InfinitePast();
+  if (epoch != 0 && epoch == epoch_) {
+    last_contact_ = absl::InfinitePast();
+    ended_ = true;
+  }
 }
 
-bool CoordinatorLease::Live(absl::Time now) const {
+bool CoordinatorLease::Gone(absl::Time now) const {
   absl::MutexLock lock(&mu_);
-  return epoch_ != 0 && now - last_contact_ < lease_;
+  return epoch_ != 0 &&
+         (ended_ || (lease_ > absl::ZeroDuration() && now - last_contact_ >= lease_));
 }
 
 bool CoordinatorLease::HeldByAnother(int64_t epoch, absl::Time now) const {

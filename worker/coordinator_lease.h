@@ -32,11 +32,13 @@ class CoordinatorLease {
   void Clear();
   // A contact from group `epoch`'s coordinator: renews the lease when it is the held group.
   void Renew(int64_t epoch, absl::Time now);
-  // The held group's coordinator lets go: the lease has lapsed from now on.
+  // The held group's coordinator lets go: the lease has lapsed from now on (a contact that
+  // arrives later, e.g. a probe that was under way, does not renew it).
   void End(int64_t epoch);
 
-  // Whether a coordinator holds this worker at `now` (a group, and its lease runs).
-  bool Live(absl::Time now) const;
+  // Whether the coordinator of the held group has let it go, or been silent for a (non-zero)
+  // lease: nobody will finish what the group runs. False without a group.
+  bool Gone(absl::Time now) const;
   // Whether another coordinator than `epoch`'s holds this worker at `now`.
   bool HeldByAnother(int64_t epoch, absl::Time now) const;
   // OK when `epoch`'s coordinator may form a group with this worker at `now`: no group is
@@ -49,6 +51,7 @@ class CoordinatorLease {
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration lease_ ABSL_GUARDED_BY(mu_);
   absl::Time last_contact_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // End() for epoch_
 };
 
 }  // namespace llmint8::worker

@@ -31,8 +31,8 @@ TEST(CoordinatorLeaseTest, AnotherCoordinatorWaitsUntilTheLeaseLapses) {
   EXPECT_NE(refused.message().find(absl::StrCat("group epoch ", kA + 1)), std::string::npos)
       << refused;
   EXPECT_TRUE(lease.HeldByAnother(kB + 1, kT0));
-  EXPECT_TRUE(lease.Live(kT0 + kLease - absl::Nanoseconds(1)));
-  EXPECT_FALSE(lease.Live(kT0 + kLease));
+  EXPECT_FALSE(lease.Gone(kT0 + kLease - absl::Nanoseconds(1)));
+  EXPECT_TRUE(lease.Gone(kT0 + kLease));
   EXPECT_TRUE(lease.CheckTake(kB + 1, kT0 + kLease).ok());
   EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0 + kLease));
 }
@@ -63,17 +63,21 @@ TEST(CoordinatorLeaseTest, EndLetsGoAtOnceButOnlyFromTheHolder) {
   EXPECT_TRUE(lease.HeldByAnother(kB + 1, kT0));
   lease.End(kA + 1);
   EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0));
-  EXPECT_FALSE(lease.Live(kT0));
+  EXPECT_TRUE(lease.Gone(kT0));
+  lease.Renew(kA + 1, kT0 + absl::Seconds(1));  // a probe that was under way
+  EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0 + absl::Seconds(1)));
+  EXPECT_TRUE(lease.Gone(kT0 + absl::Seconds(1)));
 }
 
 TEST(CoordinatorLeaseTest, AZeroLeaseKeepsNothingAndClearFreesTheWorker) {
   CoordinatorLease lease;
   lease.Grant(kA + 1, absl::ZeroDuration(), kT0);  // a coordinator that asks for no lease
   EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0));
+  EXPECT_FALSE(lease.Gone(kT0 + absl::Hours(1))) << "silence says nothing without a lease";
   lease.Grant(kA + 1, kLease, kT0);
   lease.Clear();
   EXPECT_FALSE(lease.HeldByAnother(kB + 1, kT0));
-  EXPECT_FALSE(lease.Live(kT0));
+  EXPECT_FALSE(lease.Gone(kT0));
 }
 
 }  // namespace

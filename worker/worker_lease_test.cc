@@ -117,6 +117,19 @@ TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
   EXPECT_TRUE(service.Drained());
 }
 
+TEST(WorkerDrainTest, AnIdleGroupIsDrainedOnlyOnceItsCoordinatorWasTold) {
+  // Else a request admitted before the coordinator's next probe would find the worker gone.
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
+  ASSERT_TRUE(Load(service, first).ok());
+  service.Drain();
+  EXPECT_FALSE(service.Drained());
+  EXPECT_TRUE(Probe(service, kSecond).draining());  // another coordinator's probe
+  EXPECT_FALSE(service.Drained());
+  EXPECT_TRUE(Probe(service, first.epoch()).draining());
+  EXPECT_TRUE(service.Drained());
+}
+
 TEST(WorkerDrainTest, DrainedWhenNoCoordinatorHoldsTheGroupAnyMore) {
   WorkerService service(WorkerOptions{});
   const v1::LoadShardRequest first = OneRank(kFirst, 600'000);

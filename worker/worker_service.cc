@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -62,6 +63,7 @@ void WorkerService::Publish() {
   published_rank_ = rank_;
   published_world_size_ = world_size_;
   published_held_bytes_ = model_ != nullptr ? model_->memory().total() : 0;
+  published_sequences_ = model_ != nullptr ? model_->num_sequences() : 0;
 }
 
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest* req,
@@ -70,6 +72,8 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
   lease_.Renew(req->epoch(), now);
   resp->set_held_by_another(lease_.HeldByAnother(req->epoch(), now));
   resp->set_draining(draining_);
+  // The holder's probe learns of the drain: from its next step on it admits nothing new.
+  if (draining_ && req->epoch() != 0 && req->epoch() == published_epoch_) drain_seen_ = true;
   resp->set_device(options_.device);
   resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
                                            options_.memory_limit_bytes, published_held_bytes_));
@@ -138,11 +142,13 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   LLMINT8_LOG(INFO) << who << ": joining group epoch " << req.epoch() << " over " << backend
                     << (req.world_size() > 1 ? " via rendezvous at " + rendezvous_address
                                              : std::string());
-  GrpcRendezvous rendezvous(rendezvous_address, options_.coordinator_credentials);
+  std::optional<GrpcRendezvous> rendezvous;  // one rank needs none
+  if (req.world_size() > 1)
+    rendezvous.emplace(rendezvous_address, options_.coordinator_credentials);
   comm::CommOptions comm_options;
   comm_options.rank = req.rank();
   comm_options.world_size = req.world_size();
-  comm_options.rendezvous = req.world_size() > 1 ? &rendezvous : nullptr;
+  comm_options.rendezvous = rendezvous.has_value() ? &*rendezvous : nullptr;
   comm_options.key_prefix = absl::StrCat("epoch/", req.epoch(), "/", backend, "/");
   comm_options.timeout = absl::Milliseconds(options_.comm_timeout_ms);
   comm_options.gloo_hostname = options_.gloo_hostname;
@@ -229,7 +235,9 @@ absl::Status WorkerService::CheckEpoch(int64_t epoch) const {
 grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* req,
                                  v1::StepResponse* resp) {
   absl::MutexLock lock(&mu_);
-  return ToGrpcStatus(DoStep(*req, *resp));
+  const absl::Status status = DoStep(*req, *resp);
+  if (model_ != nullptr) published_sequences_ = model_->num_sequences();
+  return ToGrpcStatus(status);
 }
 
 absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse& resp) {
@@ -313,20 +321,24 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
   } else {
     lease_.Renew(epoch_, absl::Now());
   }
+  absl::Status status;
   for (uint64_t id : req->seq_ids()) {
     samplers_.Release(id);
     absl::Status s = model_->Release(id);
-    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return ToGrpcStatus(s);
+    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) {
+      status = s;
+      break;
+    }
   }
-  return grpc::Status::OK;
+  published_sequences_ = model_->num_sequences();
+  return ToGrpcStatus(status);
 }
 
 void WorkerService::Drain() { draining_ = true; }
 
 bool WorkerService::Drained() const {
-  absl::MutexLock lock(&mu_);
-  return model_ == nullptr || !broken_.ok() || model_->num_sequences() == 0 ||
-         !lease_.Live(absl::Now());
+  return !published_loaded_ || lease_.Gone(absl::Now()) ||
+         (drain_seen_ && published_sequences_ == 0);
 }
 
 grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,

@@ -78,8 +78,10 @@ class WorkerService final : public v1::Worker::Service {
 
   // Shutting down: see the header comment.
   void Drain();
-  // Whether the worker may stop now without failing a request: no group, a broken one, no
-  // sequence left in it, or no coordinator holding it (it stopped, or its lease lapsed).
+  // Whether the worker may stop now without failing a request: no group (or one loading, or
+  // broken), its coordinator gone (it let the worker go, or its lease lapsed), or, once that
+  // coordinator has seen the drain (a probe answered `draining`), no sequence left in it.
+  // Never waits for a Step or LoadShard in progress.
   bool Drained() const;
 
  private:
@@ -99,8 +101,10 @@ class WorkerService final : public v1::Worker::Service {
   std::atomic<int> published_rank_{0};
   std::atomic<int> published_world_size_{0};
   std::atomic<int64_t> published_held_bytes_{0};  // the loaded shard's MemoryStats::total()
+  std::atomic<int64_t> published_sequences_{0};   // the loaded shard's live sequences
   CoordinatorLease lease_;  // its own lock: probes renew it while a Step holds mu_
   std::atomic<bool> draining_{false};
+  std::atomic<bool> drain_seen_{false};  // the group's coordinator was told of the drain
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

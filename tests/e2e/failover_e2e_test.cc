@@ -144,15 +144,16 @@ TEST_F(TinyGroupE2ETest, AWorkerStoppedWithSigtermLetsItsRunningRequestFinish) {
   while (tokens.size() < 3 && reader->Read(&resp)) tokens.push_back(resp.token_id());
   ASSERT_EQ(tokens.size(), 3u);
 
+  // EXPECT, not ASSERT, while the threads run: they must be joined.
   std::thread stopper([&] { cluster.KillWorker(1, SIGTERM); });  // returns once it exited
-  ASSERT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "is shutting down", 10));
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "is shutting down", 10));
   Generated queued;
   std::thread waiter(
       [&] { queued = Generate(*cluster.NewStub(), GreedyRequest(prompt_, 16), 60); });
 
   while (reader->Read(&resp)) tokens.push_back(resp.token_id());
   const grpc::Status status = reader->Finish();
-  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_THAT(tokens, ElementsAreArray(*long_expected)) << "served to its end";
   stopper.join();
   EXPECT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
@@ -162,6 +163,32 @@ TEST_F(TinyGroupE2ETest, AWorkerStoppedWithSigtermLetsItsRunningRequestFinish) {
   waiter.join();
   ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
   EXPECT_THAT(queued.tokens, ElementsAreArray(expected_));
+}
+
+// A worker that gets SIGTERM while its group is already broken (its peer died) still holds a
+// cached sequence of that group, which nobody will release: the re-forming coordinator lets
+// it go at its first probe, so it exits at once rather than after its 120 s drain timeout.
+TEST(WorkerDrainE2ETest, ADrainingWorkerOfABrokenGroupIsLetGoAtOnce) {
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  options.extra_worker_flags = {"--drain_timeout=120s"};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  std::vector<int32_t> prompt = {2};  // long enough for the prefix cache to keep
+  for (int t = 1; t < 30; ++t) prompt.push_back((t * 41 + 3) % 1000);
+  const Generated cached = Generate(*cluster.NewStub(), GreedyRequest(prompt, 4));
+  ASSERT_TRUE(cached.status.ok()) << cached.status.error_message();
+  ASSERT_TRUE(cluster.WaitActiveSequences(2)) << "the finished sequence stays cached on both";
+
+  cluster.KillWorker(0, SIGKILL);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
+  const auto stopped_at = std::chrono::steady_clock::now();
+  cluster.KillWorker(1, SIGTERM);  // returns once it exited
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+  std::fprintf(stderr, "the draining worker exited %.3f s after SIGTERM\n", seconds);
+  EXPECT_LT(seconds, 30) << "it waited for its drain timeout";
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/worker1.log", "let this worker go", 1));
 }
 
 // A worker killed while the server is idle, with a finished sequence kept for its prefix
@@ -307,6 +334,16 @@ TEST(TwoCoordinatorsE2ETest, TheSecondWaitsForTheFirstToLetGo) {
   ASSERT_TRUE(WaitForLogLine(log, "another coordinator's group holds 0, 1", 30))
       << "the second coordinator never said the workers are held";
   EXPECT_TRUE(WaitForHealth(second, 2, 10)) << "the second coordinator is not NOT_SERVING";
+  {
+    auto stub =
+        v1::Generation::NewStub(grpc::CreateChannel(second, grpc::InsecureChannelCredentials()));
+    const v1::ModelInfo info = ModelInfo(*stub);
+    ASSERT_EQ(info.workers_size(), 2);
+    for (const v1::WorkerInfo& w : info.workers()) {
+      EXPECT_TRUE(w.held_by_another()) << w.address();
+      EXPECT_FALSE(w.healthy()) << w.address();
+    }
+  }
 
   // A request to the second waits in its queue; the first serves every one of its own.
   std::atomic<bool> queued_done{false};
@@ -324,8 +361,8 @@ TEST(TwoCoordinatorsE2ETest, TheSecondWaitsForTheFirstToLetGo) {
         [&, c] { served[c] = Generate(*cluster.NewStub(), GreedyRequest(prompt, 16), 30); });
   }
   for (std::thread& t : clients) t.join();
-  for (const Generated& g : served) {
-    ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  for (const Generated& g : served) {  // EXPECT: the waiter must be joined
+    EXPECT_TRUE(g.status.ok()) << g.status.error_message();
     EXPECT_THAT(g.tokens, ElementsAreArray(*expected));
   }
   EXPECT_FALSE(queued_done.load()) << "the second coordinator served while the first held";
