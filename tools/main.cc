@@ -69,6 +69,9 @@ const std::vector<Subcommand>& Subcommands() {
        "throughput.",
        {"coordinator", "requests", "concurrency", "prompt_tokens", "shared_prefix_tokens",
         "max_new_tokens", "seed", "json", "tls_ca_file", "tls_cert_file", "tls_key_file"}},
+      {"status",
+       "What a coordinator serves and each worker's state (exit 0 while SERVING).",
+       {"coordinator", "json", "tls_ca_file", "tls_cert_file", "tls_key_file"}},
       // plan, quantize, eval: tools/offline_commands.cc holds their flags and help.
       {"plan", llmint8::tools::OfflineCommandSummary("plan"), {}},
       {"quantize", llmint8::tools::OfflineCommandSummary("quantize"), {}},
@@ -180,6 +183,7 @@ int main(int argc, char** argv) {
   if (name == "serve") return llmint8::tools::RunServe(argv[0]);
   if (name == "generate") return llmint8::tools::RunGenerate();
   if (name == "loadtest") return llmint8::tools::RunLoadtest();
+  if (name == "status") return llmint8::tools::RunStatus();
   std::fprintf(stderr, "llmint8 %s: not available in this build yet\n", sub->name);
   return 1;
 }

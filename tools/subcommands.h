@@ -10,6 +10,7 @@ int RunCoordinator();
 int RunServe(const char* self_path);
 int RunGenerate();
 int RunLoadtest();  // tools/loadtest.cc
+int RunStatus();    // tools/status_command.cc
 
 // The offline subcommands (tools/offline_commands.h parses their flags, then calls these).
 int RunPlan();      // tools/plan_command.cc

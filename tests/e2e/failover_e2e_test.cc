@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -21,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/reference.h"
 
@@ -334,16 +336,23 @@ TEST(TwoCoordinatorsE2ETest, TheSecondWaitsForTheFirstToLetGo) {
   ASSERT_TRUE(WaitForLogLine(log, "another coordinator's group holds 0, 1", 30))
       << "the second coordinator never said the workers are held";
   EXPECT_TRUE(WaitForHealth(second, 2, 10)) << "the second coordinator is not NOT_SERVING";
-  {
-    auto stub =
-        v1::Generation::NewStub(grpc::CreateChannel(second, grpc::InsecureChannelCredentials()));
-    const v1::ModelInfo info = ModelInfo(*stub);
-    ASSERT_EQ(info.workers_size(), 2);
-    for (const v1::WorkerInfo& w : info.workers()) {
-      EXPECT_TRUE(w.held_by_another()) << w.address();
-      EXPECT_FALSE(w.healthy()) << w.address();
-    }
+  // `llmint8 status` says so: exit 1 (not serving), each worker held by another coordinator.
+  const std::string status = absl::StrCat(LlmintBinary(), " status --coordinator=", second);
+  EXPECT_EQ(WEXITSTATUS(std::system((status + " > /dev/null").c_str())), 1);
+  absl::StatusOr<std::string> json_status = RunAndRead(status + " --json || true");
+  ASSERT_TRUE(json_status.ok()) << json_status.status();
+  const nlohmann::json j = nlohmann::json::parse(*json_status, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(j.is_discarded()) << *json_status;
+  EXPECT_EQ(j.value("health", ""), "NOT_SERVING") << *json_status;
+  ASSERT_EQ(j["model_info"]["workers"].size(), 2u) << *json_status;
+  for (const nlohmann::json& w : j["model_info"]["workers"]) {
+    EXPECT_TRUE(w.value("held_by_another", false)) << w.dump();
+    EXPECT_FALSE(w.value("healthy", true)) << w.dump();
   }
+  absl::StatusOr<std::string> first_status =
+      RunAndRead(absl::StrCat(LlmintBinary(), " status --coordinator=", cluster.address()));
+  ASSERT_TRUE(first_status.ok()) << first_status.status();  // exit 0: SERVING
+  EXPECT_NE(first_status->find(": SERVING\n"), std::string::npos) << *first_status;
 
   // A request to the second waits in its queue; the first serves every one of its own.
   std::atomic<bool> queued_done{false};

@@ -1,0 +1,109 @@
+// status: what a running coordinator serves and the state of each of its workers, for an
+// operator (text) or a script (--json). Exit code 0 while the coordinator is SERVING, 1 when it
+// is not (or cannot be reached), 2 for bad flags.
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/byte_size.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
+#include "llmint8/v1/generation.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tools/client_auth.h"
+#include "tools/health_client.h"
+#include "tools/offline_commands.h"
+#include "tools/subcommands.h"
+#include "worker/grpc_status.h"
+
+namespace llmint8::tools {
+namespace {
+
+const char* HealthName(int health) {
+  switch (health) {
+    case 1:
+      return "SERVING";
+    case 2:
+      return "NOT_SERVING";
+    case 0:
+      return "UNKNOWN";
+    default:
+      return "UNREACHABLE";
+  }
+}
+
+// Why a worker is not serving, or what it does beside serving; empty for a healthy member.
+std::string WorkerNote(const v1::WorkerInfo& w) {
+  if (w.held_by_another()) return "held by another coordinator's group";
+  if (w.draining()) return "shutting down (draining)";
+  if (w.rank() < 0) return w.healthy() ? "idle (spare)" : "idle, not answering";
+  return w.healthy() ? "" : "not answering, or not in the group";
+}
+
+void PrintText(const std::string& target, int health, const v1::ModelInfo& info) {
+  std::printf("coordinator %s: %s\n", target.c_str(), HealthName(health));
+  std::printf("model    %s: %s", info.model().c_str(), info.dtype().c_str());
+  if (info.dtype() == "int8") std::printf(" (outlier threshold %g)", info.threshold());
+  std::printf(", %d-way tensor parallel over %s\n", info.tensor_parallel(), info.backend().c_str());
+  std::printf("         %lld parameters, vocabulary %d, context %d tokens, %s\n",
+              static_cast<long long>(info.num_parameters()), info.vocab_size(), info.max_context(),
+              info.has_tokenizer() ? "tokenizer" : "token ids only");
+  std::printf("batching up to %d sequences per step, queue of %d requests\n", info.max_batch(),
+              info.queue_capacity());
+  std::printf("workers\n  %-4s  %-24s  %-7s  %-10s  %-10s  %-10s  %s\n", "rank", "address",
+              "device", "weights", "KV cache", "total", "state");
+  for (const v1::WorkerInfo& w : info.workers()) {
+    const std::string note = WorkerNote(w);
+    std::printf("  %-4s  %-24s  %-7s  %-10s  %-10s  %-10s  %s\n",
+                w.rank() >= 0 ? absl::StrCat(w.rank()).c_str() : "-", w.address().c_str(),
+                w.device().empty() ? "?" : w.device().c_str(),
+                FormatBytes(w.weight_bytes()).c_str(), FormatBytes(w.kv_cache_bytes()).c_str(),
+                FormatBytes(w.total_bytes()).c_str(), note.empty() ? "serving" : note.c_str());
+  }
+}
+
+}  // namespace
+
+int RunStatus() {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CoordinatorChannelFromFlags();
+  if (!channel.ok()) {
+    std::fprintf(stderr, "llmint8 status: %s\n", channel.status().ToString().c_str());
+    return 2;
+  }
+  const std::string target = CoordinatorTargetFromFlags();
+  const int health = HealthCheck(*channel, absl::Seconds(10));
+  auto stub = v1::Generation::NewStub(*channel);
+  grpc::ClientContext ctx;
+  AddApiKey(ctx);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ModelInfo info;
+  const grpc::Status status = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+  if (!status.ok()) {
+    std::fprintf(
+        stderr, "llmint8 status: %s\n",
+        FromGrpcStatus(status, absl::StrCat("GetModelInfo on ", target)).ToString().c_str());
+    return 1;
+  }
+  if (absl::GetFlag(FLAGS_json)) {
+    std::string model_info;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    options.always_print_primitive_fields = true;
+    if (!google::protobuf::util::MessageToJsonString(info, &model_info, options).ok()) {
+      std::fprintf(stderr, "llmint8 status: cannot print the model info as JSON\n");
+      return 1;
+    }
+    const nlohmann::ordered_json out = {{"coordinator", target},
+                                        {"health", HealthName(health)},
+                                        {"model_info", nlohmann::ordered_json::parse(model_info)}};
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    PrintText(target, health, info);
+  }
+  return health == 1 ? 0 : 1;
+}
+
+}  // namespace llmint8::tools
