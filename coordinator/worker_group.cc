@@ -82,38 +82,56 @@ void WorkerGroup::Stop() {
     stop_ = true;
   }
   if (monitor_.joinable()) monitor_.join();
-  if (first && epoch() > 0) EndLease(Members(), WireEpoch(epoch()));
+  if (first && epoch() > 0) {
+    std::vector<HeldGroup> held;
+    for (int i : Members()) held.push_back({i, WireEpoch(epoch())});
+    EndLease(held);
+  }
 }
 
-void WorkerGroup::EndLease(const std::vector<int>& workers, int64_t wire_epoch) {
-  v1::ReleaseRequest request;
-  request.set_epoch(wire_epoch);
-  request.set_end_lease(true);
+void WorkerGroup::EndLease(const std::vector<HeldGroup>& held) {
+  std::vector<v1::ReleaseRequest> requests(held.size());
+  for (size_t i = 0; i < held.size(); ++i) {
+    requests[i].set_epoch(held[i].wire_epoch);
+    requests[i].set_end_lease(true);
+  }
   auto r = FanOut<v1::ReleaseResponse>(
-      static_cast<int>(workers.size()), options_.probe_timeout, NeverCancel,
+      static_cast<int>(held.size()), options_.probe_timeout, NeverCancel,
       [&](int i, grpc::ClientContext* ctx, v1::ReleaseResponse* resp, auto done) {
-        workers_[workers[i]].stub->async()->Release(ctx, &request, resp, std::move(done));
+        workers_[held[i].worker].stub->async()->Release(ctx, &requests[i], resp, std::move(done));
       });
-  for (size_t i = 0; i < workers.size(); ++i) {
+  for (size_t i = 0; i < held.size(); ++i) {
     if (r.statuses[i].ok()) continue;
-    LLMINT8_LOG(WARNING) << "could not let worker " << workers[i] << " ("
-                         << workers_[workers[i]].address << ") go; it is free when the lease of "
+    const int w = held[i].worker;
+    LLMINT8_LOG(WARNING) << "could not let worker " << w << " (" << workers_[w].address
+                         << ") go; it is free when the lease of "
                          << absl::FormatDuration(options_.lease)
                          << " lapses: " << r.statuses[i].error_message();
   }
 }
 
-void WorkerGroup::RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
-                             absl::Notification& done) {
+absl::Status WorkerGroup::RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
+                                     absl::Notification& done) {
   v1::WorkerInfoRequest request;
   request.set_epoch(wire_epoch);
+  absl::Status lost;
   while (!done.WaitForNotificationWithTimeout(options_.probe_interval)) {
-    FanOut<v1::WorkerInfoResponse>(
+    auto r = FanOut<v1::WorkerInfoResponse>(
         static_cast<int>(workers.size()), options_.probe_timeout, NeverCancel,
         [&](int i, grpc::ClientContext* ctx, v1::WorkerInfoResponse* resp, auto done) {
           workers_[workers[i]].stub->async()->Info(ctx, &request, resp, std::move(done));
         });
+    for (size_t i = 0; i < workers.size() && lost.ok(); ++i) {
+      if (!r.statuses[i].ok()) continue;  // a lost member fails its LoadShard
+      const v1::WorkerInfoResponse& info = r.responses[i];
+      if (!info.draining() && !info.held_by_another()) continue;
+      lost = absl::UnavailableError(
+          absl::StrCat("worker ", workers[i], " (", workers_[workers[i]].address, ") ",
+                       info.draining() ? "began shutting down" : "was taken by another coordinator",
+                       " while the group formed"));
+    }
   }
+  return lost;
 }
 
 GroupState WorkerGroup::state() const {
@@ -252,7 +270,7 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
         workers_[probed[k]].stub->async()->Info(ctx, &request, resp, std::move(done));
       });
   bool all = true;
-  std::vector<int> let_go;  // shutting down while still in our broken group
+  std::vector<HeldGroup> let_go;  // shutting down while still in a group of ours, broken
   {
     absl::MutexLock lock(&mu_);
     for (int k = 0; k < n; ++k) {
@@ -270,8 +288,10 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
       const bool draining = r.statuses[k].ok() && r.responses[k].draining();
       workers_[i].status.draining = draining;
       if (expected_epoch < 0) healthy = healthy && !draining;
-      if (draining && expected_epoch < 0 && theirs == request.epoch() && epoch_ > 0) {
-        let_go.push_back(i);
+      // Forming (never while ready), so any group of ours it holds is one we left.
+      if (draining && expected_epoch < 0 && theirs != 0 &&
+          (theirs & ~int64_t{0xffffffff}) == instance_) {
+        let_go.push_back({i, theirs});
       }
       if (draining && expected_epoch >= 0 && !draining_) {
         draining_ = true;
@@ -297,7 +317,7 @@ bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
       all = all && healthy;
     }
   }
-  if (!let_go.empty()) EndLease(let_go, request.epoch());
+  if (!let_go.empty()) EndLease(let_go);
   return all;
 }
 
@@ -378,7 +398,8 @@ absl::Status WorkerGroup::Form() {
     req.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
   }
   absl::Notification loaded;
-  std::thread renewer([&] { RenewUntil(members, WireEpoch(epoch), loaded); });
+  absl::Status lost_while_loading;
+  std::thread renewer([&] { lost_while_loading = RenewUntil(members, WireEpoch(epoch), loaded); });
   auto r = FanOut<v1::LoadShardResponse>(
       n, options_.load_timeout, AnyFailure,
       [&](int i, grpc::ClientContext* ctx, v1::LoadShardResponse* resp, auto done) {
@@ -395,6 +416,9 @@ absl::Status WorkerGroup::Form() {
     return FromGrpcStatus(r.statuses[i],
                           absl::StrCat("LoadShard on worker ", members[i], " (", w.address, ")"));
   }
+  // A member that began shutting down while the others loaded goes when it is idle: the group
+  // re-forms (without it, or when it is back) rather than admit requests it would fail.
+  if (!lost_while_loading.ok()) return lost_while_loading;
   absl::MutexLock lock(&mu_);
   // The least of the members' capacities; unknown when any member does not know its own.
   kv_capacity_tokens_.reset();

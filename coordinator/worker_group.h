@@ -14,13 +14,14 @@
 // it the group forms from the workers that answered when they hold the model (an idle spare
 // takes the place of a lost member, and one dead worker does not hold up the rest). A worker
 // that answers later stays idle until the group next re-forms.
-// Workers that another coordinator's group holds (worker/coordinator_lease.h) count as not
-// answering, and forming waits for them. This coordinator's own lease on its members is
-// renewed by every probe, step and release, and ended by Stop(), so that a successor takes
-// them at once. A member whose probe says it is shutting down makes the group draining()
-// until it re-forms (the worker waits for its running sequences, then goes).
-// `on_state_change` is called (from the thread that changed the state, no lock held) so the
-// server can flip its grpc.health.v1 status.
+// Workers that another coordinator's group holds (worker/coordinator_lease.h), or that are
+// shutting down, count as not answering, and forming waits for them. This coordinator's own
+// lease on its members is renewed by every probe, step and release (and while a group loads),
+// and ended by Stop(), so that a successor takes them at once, and for a worker shutting down
+// that still holds a group of ours that broke (nothing will run on it: it may go at once). A member
+// whose probe says it is shutting down makes the group draining() until it re-forms (the worker
+// waits for its running sequences, then goes). `on_state_change` is called (from the thread that
+// changed the state, no lock held) so the server can flip its grpc.health.v1 status.
 //
 // Thread-safety: Step and Release are called by one thread at a time (the scheduler); the
 // monitor runs on its own thread; state queries are safe from any thread.
@@ -145,15 +146,22 @@ class WorkerGroup : public StepGroup {
   };
 
   void MonitorLoop();
-  // What forming waits for: the workers that did not answer, or answered that another
-  // coordinator holds them; empty when none.
+  // What forming waits for: the workers that did not answer, answered that another
+  // coordinator holds them, or that they are shutting down; empty when none.
   std::string WaitingFor() const;
-  // Tells `workers` (indices) that this coordinator lets go of its group `wire_epoch` on them
-  // (bounded by probe_timeout; failures only logged).
-  void EndLease(const std::vector<int>& workers, int64_t wire_epoch);
+  // A worker and the group of ours (its wire epoch) that it holds.
+  struct HeldGroup {
+    int worker;
+    int64_t wire_epoch;
+  };
+  // Tells each worker that this coordinator lets go of that group (bounded by probe_timeout;
+  // failures only logged).
+  void EndLease(const std::vector<HeldGroup>& held);
   // Probes `workers` with `wire_epoch` every probe_interval until `done`: keeps the lease on
-  // members whose LoadShard finished while the others' still run.
-  void RenewUntil(const std::vector<int>& workers, int64_t wire_epoch, absl::Notification& done);
+  // members whose LoadShard finished while the others' still run. UNAVAILABLE, naming it, when
+  // a member said it is shutting down or another coordinator holds it.
+  absl::Status RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
+                          absl::Notification& done);
   // Probes every worker (expected_epoch < 0) or the members (their epoch must match); true
   // when all answered (and match). Sets each probed worker's status.healthy: false too for
   // one that another coordinator holds and, when forming, for one shutting down (which is let

@@ -1,6 +1,8 @@
 // status: what a running coordinator serves and the state of each of its workers, for an
-// operator (text) or a script (--json). Exit code 0 while the coordinator is SERVING, 1 when it
-// is not (or cannot be reached), 2 for bad flags.
+// operator (text) or a script (--json: ModelInfo in proto3's JSON mapping, so 64-bit counts
+// are strings). Exit code 0 while the coordinator is SERVING, 1 when it is not (or cannot be
+// reached; --json then prints the error), 2 for bad flags. An idle spare's state is as of the
+// coordinator's last probe of it (it probes spares only while the group forms).
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -30,6 +32,8 @@ const char* HealthName(int health) {
       return "NOT_SERVING";
     case 0:
       return "UNKNOWN";
+    case 3:
+      return "SERVICE_UNKNOWN";
     default:
       return "UNREACHABLE";
   }
@@ -74,20 +78,33 @@ int RunStatus() {
     return 2;
   }
   const std::string target = CoordinatorTargetFromFlags();
-  const int health = HealthCheck(*channel, absl::Seconds(10));
-  auto stub = v1::Generation::NewStub(*channel);
-  grpc::ClientContext ctx;
-  AddApiKey(ctx);
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  const bool json = absl::GetFlag(FLAGS_json);
+  // Both calls share one 10 s budget; an unreachable coordinator is not asked twice.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  const int health = HealthCheck(*channel, deadline - absl::Now());
+  grpc::Status status;
   v1::ModelInfo info;
-  const grpc::Status status = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
-  if (!status.ok()) {
-    std::fprintf(
-        stderr, "llmint8 status: %s\n",
-        FromGrpcStatus(status, absl::StrCat("GetModelInfo on ", target)).ToString().c_str());
+  if (health >= 0) {
+    auto stub = v1::Generation::NewStub(*channel);
+    grpc::ClientContext ctx;
+    AddApiKey(ctx);
+    ctx.set_deadline(absl::ToChronoTime(deadline));
+    status = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+  }
+  if (health < 0 || !status.ok()) {
+    const std::string error =
+        health < 0 ? absl::StrCat("UNAVAILABLE: no coordinator answered the health check at ",
+                                  target, " (is it running? is --coordinator right?)")
+                   : FromGrpcStatus(status, absl::StrCat("GetModelInfo on ", target)).ToString();
+    if (json) {  // a script reads what went wrong from stdout too
+      const nlohmann::ordered_json out = {
+          {"coordinator", target}, {"health", HealthName(health)}, {"error", error}};
+      std::printf("%s\n", out.dump(2).c_str());
+    }
+    std::fprintf(stderr, "llmint8 status: %s\n", error.c_str());
     return 1;
   }
-  if (absl::GetFlag(FLAGS_json)) {
+  if (json) {
     std::string model_info;
     google::protobuf::util::JsonPrintOptions options;
     options.preserve_proto_field_names = true;

@@ -30,12 +30,12 @@ void CoordinatorLease::Renew(int64_t epoch, absl::Time now) {
   if (epoch != 0 && epoch == epoch_ && !ended_) last_contact_ = std::max(last_contact_, now);
 }
 
-void CoordinatorLease::End(int64_t epoch) {
+bool CoordinatorLease::End(int64_t epoch) {
   absl::MutexLock lock(&mu_);
-  if (epoch != 0 && epoch == epoch_) {
-    last_contact_ = absl::InfinitePast();
-    ended_ = true;
-  }
+  if (epoch == 0 || epoch != epoch_) return false;
+  last_contact_ = absl::InfinitePast();
+  ended_ = true;
+  return true;
 }
 
 bool CoordinatorLease::Gone(absl::Time now) const {

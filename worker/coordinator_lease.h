@@ -33,8 +33,9 @@ class CoordinatorLease {
   // A contact from group `epoch`'s coordinator: renews the lease when it is the held group.
   void Renew(int64_t epoch, absl::Time now);
   // The held group's coordinator lets go: the lease has lapsed from now on (a contact that
-  // arrives later, e.g. a probe that was under way, does not renew it).
-  void End(int64_t epoch);
+  // arrives later, e.g. a probe that was under way, does not renew it). False when `epoch` is
+  // not the held group (nothing changes).
+  bool End(int64_t epoch);
 
   // Whether the coordinator of the held group has let it go, or been silent for a (non-zero)
   // lease: nobody will finish what the group runs. False without a group.

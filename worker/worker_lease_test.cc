@@ -106,6 +106,7 @@ TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
 
   service.Drain();
   EXPECT_TRUE(Probe(service, first.epoch()).draining());
+  EXPECT_TRUE(Probe(service, first.epoch()).draining());
   EXPECT_FALSE(service.Drained()) << "sequence 1 is running";
   EXPECT_EQ(Load(service, OneRank(kFirst + 1, 600'000)).error_code(),
             grpc::StatusCode::UNAVAILABLE);
@@ -125,6 +126,10 @@ TEST(WorkerDrainTest, AnIdleGroupIsDrainedOnlyOnceItsCoordinatorWasTold) {
   service.Drain();
   EXPECT_FALSE(service.Drained());
   EXPECT_TRUE(Probe(service, kSecond).draining());  // another coordinator's probe
+  EXPECT_FALSE(service.Drained());
+  // The first answer may still be on its way when a step is sent; after the second it has
+  // arrived (the coordinator probes one at a time).
+  EXPECT_TRUE(Probe(service, first.epoch()).draining());
   EXPECT_FALSE(service.Drained());
   EXPECT_TRUE(Probe(service, first.epoch()).draining());
   EXPECT_TRUE(service.Drained());

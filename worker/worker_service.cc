@@ -38,6 +38,12 @@ bool IsInputError(const absl::Status& s) {
          s.code() == absl::StatusCode::kResourceExhausted;
 }
 
+// The lease's clock: monotonic, so that a step of the wall clock neither ends nor stretches a
+// lease.
+absl::Time LeaseNow() {
+  return absl::UnixEpoch() + absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
+
 }  // namespace
 
 WorkerService::WorkerService(WorkerOptions options) : options_(std::move(options)) {}
@@ -68,12 +74,18 @@ void WorkerService::Publish() {
 
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest* req,
                                  v1::WorkerInfoResponse* resp) {
-  const absl::Time now = absl::Now();
+  const absl::Time now = LeaseNow();
   lease_.Renew(req->epoch(), now);
   resp->set_held_by_another(lease_.HeldByAnother(req->epoch(), now));
   resp->set_draining(draining_);
-  // The holder's probe learns of the drain: from its next step on it admits nothing new.
-  if (draining_ && req->epoch() != 0 && req->epoch() == published_epoch_) drain_seen_ = true;
+  // The holder's probes learn of the drain (Drained() counts them).
+  if (draining_ && req->epoch() != 0 && req->epoch() == published_epoch_) {
+    if (drain_seen_epoch_.exchange(req->epoch()) != req->epoch()) {
+      drain_probes_ = 1;
+    } else {
+      ++drain_probes_;
+    }
+  }
   resp->set_device(options_.device);
   resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
                                            options_.memory_limit_bytes, published_held_bytes_));
@@ -93,7 +105,7 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardR
   }
   // Checked under mu_: a load in progress (its coordinator's) finishes before this one is
   // judged. A refusal leaves that group as it is.
-  if (absl::Status held = lease_.CheckTake(req->epoch(), absl::Now()); !held.ok()) {
+  if (absl::Status held = lease_.CheckTake(req->epoch(), LeaseNow()); !held.ok()) {
     LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << held;
     return ToGrpcStatus(held);
   }
@@ -125,7 +137,7 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   // which it could not tell from the 0 a long load would otherwise show.
   published_epoch_ = req.epoch();
   const absl::Time start = absl::Now();
-  lease_.Grant(req.epoch(), absl::Milliseconds(std::max<int64_t>(req.lease_ms(), 0)), start);
+  lease_.Grant(req.epoch(), absl::Milliseconds(std::max<int64_t>(req.lease_ms(), 0)), LeaseNow());
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
 
   ASSIGN_OR_RETURN(model::OpenedModel opened, OpenModelSpec(req.model()));
@@ -189,7 +201,7 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   world_size_ = req.world_size();
   steps_ = 0;
   tokens_ = 0;
-  lease_.Renew(epoch_, absl::Now());  // a long load counts as contact
+  lease_.Renew(epoch_, LeaseNow());  // a long load counts as contact
   Publish();
   const model::MemoryStats mem = model_->memory();
   resp.set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
@@ -234,15 +246,17 @@ absl::Status WorkerService::CheckEpoch(int64_t epoch) const {
 
 grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* req,
                                  v1::StepResponse* resp) {
+  ++steps_in_flight_;  // before the lock: Drained() must not miss a step waiting for it
   absl::MutexLock lock(&mu_);
   const absl::Status status = DoStep(*req, *resp);
   if (model_ != nullptr) published_sequences_ = model_->num_sequences();
+  --steps_in_flight_;
   return ToGrpcStatus(status);
 }
 
 absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse& resp) {
   RETURN_IF_ERROR(CheckEpoch(req.epoch()));
-  lease_.Renew(epoch_, absl::Now());
+  lease_.Renew(epoch_, LeaseNow());
   if (req.seqs_size() == 0) return absl::InvalidArgumentError("Step has no sequences");
   std::vector<model::ShardModel::SequenceInput> batch;
   batch.reserve(req.seqs_size());
@@ -310,17 +324,16 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
 
 grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseRequest* req,
                                     v1::ReleaseResponse*) {
+  // Before the model lock: a long step or a stuck collective must not hold up the let-go.
+  if (req->end_lease() && lease_.End(req->epoch())) {
+    LLMINT8_LOG(INFO) << "the coordinator of group epoch " << req->epoch()
+                      << " let this worker go; another may take it";
+  }
   absl::MutexLock lock(&mu_);
   if (model_ == nullptr || req->epoch() != epoch_) {
     return grpc::Status::OK;  // nothing of that group is held here
   }
-  if (req->end_lease()) {
-    lease_.End(epoch_);
-    LLMINT8_LOG(INFO) << "the coordinator of group epoch " << epoch_
-                      << " let this worker go; another may take it";
-  } else {
-    lease_.Renew(epoch_, absl::Now());
-  }
+  if (!req->end_lease()) lease_.Renew(epoch_, LeaseNow());
   absl::Status status;
   for (uint64_t id : req->seq_ids()) {
     samplers_.Release(id);
@@ -337,8 +350,9 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
 void WorkerService::Drain() { draining_ = true; }
 
 bool WorkerService::Drained() const {
-  return !published_loaded_ || lease_.Gone(absl::Now()) ||
-         (drain_seen_ && published_sequences_ == 0);
+  if (!published_loaded_ || lease_.Gone(LeaseNow())) return true;
+  return drain_seen_epoch_ == published_epoch_ && drain_probes_ >= 2 && steps_in_flight_ == 0 &&
+         published_sequences_ == 0;
 }
 
 grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,

@@ -80,8 +80,8 @@ class WorkerService final : public v1::Worker::Service {
   void Drain();
   // Whether the worker may stop now without failing a request: no group (or one loading, or
   // broken), its coordinator gone (it let the worker go, or its lease lapsed), or, once that
-  // coordinator has seen the drain (a probe answered `draining`), no sequence left in it.
-  // Never waits for a Step or LoadShard in progress.
+  // coordinator has seen the drain (two of its probes answered `draining`), no sequence left
+  // in it and no Step under way. Never waits for the model lock.
   bool Drained() const;
 
  private:
@@ -104,7 +104,12 @@ class WorkerService final : public v1::Worker::Service {
   std::atomic<int64_t> published_sequences_{0};   // the loaded shard's live sequences
   CoordinatorLease lease_;  // its own lock: probes renew it while a Step holds mu_
   std::atomic<bool> draining_{false};
-  std::atomic<bool> drain_seen_{false};  // the group's coordinator was told of the drain
+  // The group whose coordinator's probes were told of the drain, and how many such probes:
+  // after the second, the first answer has reached the coordinator (it probes one at a time),
+  // which admits nothing new from then on.
+  std::atomic<int64_t> drain_seen_epoch_{0};
+  std::atomic<int> drain_probes_{0};
+  std::atomic<int> steps_in_flight_{0};  // Step calls begun and not yet published
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
