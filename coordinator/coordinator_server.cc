@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -170,6 +171,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     s.prefix_cached_sequences = raw->scheduler->prefix_cached_sequences();
     s.prefix_hit_tokens = raw->scheduler->prefix_hit_tokens();
     s.draining = raw->draining.load();
+    for (const char* state : kWorkerStateNames) s.workers.emplace_back(state, 0);
+    for (const WorkerStatus& w : raw->group->Workers()) {
+      const std::string_view state = WorkerStateName(w);
+      for (auto& [name, count] : s.workers) count += name == state ? 1 : 0;
+    }
     return s;
   });
   impl->scheduler =

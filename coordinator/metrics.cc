@@ -87,6 +87,18 @@ class LiveGauges : public prometheus::Collectable {
         static_cast<double>(s.prefix_hit_tokens));
     gauge("llmint8_draining", "1 while shutting down (serving what is left, refusing new)",
           s.draining ? 1 : 0);
+    MetricFamily workers;
+    workers.name = "llmint8_workers";
+    workers.help =
+        "Workers by state: serving (group member), idle (spare), draining (shutting down), "
+        "held_by_another (another coordinator's group has it), not_answering";
+    workers.type = prometheus::MetricType::Gauge;
+    for (const auto& [state, count] : s.workers) {
+      prometheus::ClientMetric& m = workers.metric.emplace_back();
+      m.label.push_back({"state", state});
+      m.gauge.value = count;
+    }
+    out.push_back(std::move(workers));
     return out;
   }
 

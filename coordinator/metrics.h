@@ -29,6 +29,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -55,6 +57,8 @@ struct LiveState {
   int prefix_cached_sequences = 0;  // parked sequences
   uint64_t prefix_hit_tokens = 0;   // prompt positions copied from the prefix cache
   bool draining = false;
+  // Workers by state (coordinator/worker_group.h WorkerStateName), every state present.
+  std::vector<std::pair<std::string, int>> workers;
 };
 
 // One finished Generate call.

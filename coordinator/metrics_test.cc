@@ -78,7 +78,19 @@ TEST(ServiceMetricsTest, StepsFillTheStepHistograms) {
 }
 
 TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
-  LiveState state{3, 5, 1234, true, 2, 7, 96, 8192, 48, 2, 300, false};
+  LiveState state{3,
+                  5,
+                  1234,
+                  true,
+                  2,
+                  7,
+                  96,
+                  8192,
+                  48,
+                  2,
+                  300,
+                  false,
+                  {{"serving", 2}, {"held_by_another", 0}}};
   ServiceMetrics m([&state] { return state; });
   std::string text = m.Text();
   EXPECT_THAT(text, HasSubstr("llmint8_queued_requests 3\n"));
@@ -93,6 +105,8 @@ TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
   EXPECT_THAT(text, HasSubstr("llmint8_prefix_cache_sequences 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_prefix_cache_hit_tokens_total 300\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_draining 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_workers{state=\"serving\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_workers{state=\"held_by_another\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE llmint8_queued_requests gauge\n"));
   state.draining = true;
   EXPECT_THAT(m.Text(), HasSubstr("llmint8_draining 1\n"));

@@ -42,6 +42,13 @@ const char* StateName(GroupState s) {
 
 }  // namespace
 
+const char* WorkerStateName(const WorkerStatus& w) {
+  if (w.held_by_another) return "held_by_another";
+  if (w.draining) return "draining";
+  if (!w.healthy) return "not_answering";
+  return w.rank >= 0 ? "serving" : "idle";
+}
+
 WorkerGroup::WorkerGroup(WorkerGroupOptions options,
                          std::function<void(GroupState)> on_state_change)
     : options_(std::move(options)),

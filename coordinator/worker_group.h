@@ -93,6 +93,13 @@ struct WorkerStatus {
   int64_t total_bytes = 0;
 };
 
+// What a worker is doing, for the metrics (llmint8_workers{state}) and the logs: a member
+// serving, an idle spare, shutting down, held by another coordinator's group, or not
+// answering (unreachable, or a member not in the group it should be in).
+const char* WorkerStateName(const WorkerStatus& w);
+inline constexpr const char* kWorkerStateNames[] = {"serving", "idle", "draining",
+                                                    "held_by_another", "not_answering"};
+
 class WorkerGroup : public StepGroup {
  public:
   WorkerGroup(WorkerGroupOptions options, std::function<void(GroupState)> on_state_change);

@@ -34,6 +34,8 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   ASSERT_FALSE(before.empty()) << "no answer from http://127.0.0.1:" << metrics_port << "/metrics";
   EXPECT_EQ(Sample(before, "llmint8_worker_group_ready"), 1);
   EXPECT_EQ(Sample(before, "llmint8_worker_group_size"), 2);
+  EXPECT_EQ(Sample(before, "llmint8_workers{state=\"serving\"}"), 2);
+  EXPECT_EQ(Sample(before, "llmint8_workers{state=\"held_by_another\"}"), 0);
   EXPECT_EQ(Sample(before, "llmint8_generated_tokens_total"), 0);
   EXPECT_EQ(Sample(before, "llmint8_scheduler_steps_total"), 0);
   EXPECT_EQ(HealthCode(metrics_port), 200);
