@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -98,6 +99,8 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
 
 grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardRequest* req,
                                       v1::LoadShardResponse* resp) {
+  ++calls_in_flight_;  // as in Step
+  absl::Cleanup done = [this] { --calls_in_flight_; };
   absl::MutexLock lock(&mu_);
   if (draining_) {
     return ToGrpcStatus(absl::UnavailableError(
@@ -246,11 +249,11 @@ absl::Status WorkerService::CheckEpoch(int64_t epoch) const {
 
 grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* req,
                                  v1::StepResponse* resp) {
-  ++steps_in_flight_;  // before the lock: Drained() must not miss a step waiting for it
+  ++calls_in_flight_;  // before the lock: Drained() must not miss a call waiting for it
   absl::MutexLock lock(&mu_);
   const absl::Status status = DoStep(*req, *resp);
   if (model_ != nullptr) published_sequences_ = model_->num_sequences();
-  --steps_in_flight_;
+  --calls_in_flight_;
   return ToGrpcStatus(status);
 }
 
@@ -350,9 +353,10 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
 void WorkerService::Drain() { draining_ = true; }
 
 bool WorkerService::Drained() const {
-  if (!published_loaded_ || lease_.Gone(LeaseNow())) return true;
-  return drain_seen_epoch_ == published_epoch_ && drain_probes_ >= 2 && steps_in_flight_ == 0 &&
-         published_sequences_ == 0;
+  if (lease_.Gone(LeaseNow())) return true;  // nobody will step or release what it holds
+  if (calls_in_flight_ > 0) return false;    // a group loading is one about to be stepped
+  if (!published_loaded_) return true;       // no group, or a broken one
+  return drain_seen_epoch_ == published_epoch_ && drain_probes_ >= 2 && published_sequences_ == 0;
 }
 
 grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,

@@ -43,7 +43,7 @@
 namespace llmint8::worker {
 
 struct WorkerOptions {
-  std::string device = "cpu";      // "cpu" or "cuda"
+  std::string device = "cpu";  // "cpu" or "cuda"
   // CUDA device index of this worker; -1: its rank (one process per GPU on one host).
   int cuda_device = -1;
   int64_t memory_limit_bytes = 0;  // 0: unlimited
@@ -78,10 +78,10 @@ class WorkerService final : public v1::Worker::Service {
 
   // Shutting down: see the header comment.
   void Drain();
-  // Whether the worker may stop now without failing a request: no group (or one loading, or
-  // broken), its coordinator gone (it let the worker go, or its lease lapsed), or, once that
-  // coordinator has seen the drain (two of its probes answered `draining`), no sequence left
-  // in it and no Step under way. Never waits for the model lock.
+  // Whether the worker may stop now without failing a request: its coordinator gone (it let
+  // the worker go, or its lease lapsed); else, with no LoadShard or Step under way, no group
+  // (or a broken one), or, once that coordinator has seen the drain (two of its probes
+  // answered `draining`), no sequence left in it. Never waits for the model lock.
   bool Drained() const;
 
  private:
@@ -109,7 +109,9 @@ class WorkerService final : public v1::Worker::Service {
   // which admits nothing new from then on.
   std::atomic<int64_t> drain_seen_epoch_{0};
   std::atomic<int> drain_probes_{0};
-  std::atomic<int> steps_in_flight_{0};  // Step calls begun and not yet published
+  // LoadShard and Step calls begun and not yet published: a drain waits for them (a group
+  // that finishes loading is one the coordinator will step at once).
+  std::atomic<int> calls_in_flight_{0};
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,12 +1,12 @@
-// Failover. A worker killed mid-stream: the in-flight stream ends with UNAVAILABLE, health
-// turns NOT_SERVING, a request sent meanwhile waits in the queue, and when the worker is back
-// the group re-forms, the queued request is served and new ones succeed. A worker stopped
-// with SIGTERM lets its group's running request finish first. With --group=smallest
-// an idle worker takes the lost member's place without waiting for it to come back. The
-// coordinator killed while its workers keep running (a rescheduled coordinator pod): its
-// streams end UNAVAILABLE, and a new coordinator at the same address forms the group again
-// once the dead one's lease on the workers lapses. A second coordinator against the same
-// workers waits until the first lets them go.
+// Failover. A worker killed mid-stream: the in-flight stream ends with UNAVAILABLE, health turns
+// NOT_SERVING, a request sent meanwhile waits in the queue, and when the worker is back the group
+// re-forms, the queued request is served and new ones succeed. A worker stopped with SIGTERM lets
+// its group's running request finish first, and a rolling restart of the workers under load fails
+// no request. With --group=smallest an idle worker takes the lost member's place without waiting
+// for it to come back. The coordinator killed while its workers keep running (a rescheduled
+// coordinator pod): its streams end UNAVAILABLE, and a new coordinator at the same address forms
+// the group again once the dead one's lease on the workers lapses. A second coordinator against the
+// same workers waits until the first lets them go.
 #include <signal.h>
 
 #include <atomic>
@@ -165,6 +165,46 @@ TEST_F(TinyGroupE2ETest, AWorkerStoppedWithSigtermLetsItsRunningRequestFinish) {
   waiter.join();
   ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
   EXPECT_THAT(queued.tokens, ElementsAreArray(expected_));
+}
+
+// A rolling restart (what a Kubernetes rollout of the worker StatefulSet does): each worker in
+// turn gets SIGTERM, drains, exits and comes back, while clients keep sending requests. No
+// request fails, and every one gets the runtime's tokens.
+TEST_F(TinyGroupE2ETest, ARollingRestartOfTheWorkersFailsNoRequest) {
+  Cluster& cluster = *cluster_;
+  std::atomic<bool> stop{false};
+  std::atomic<int> served{0}, failed{0}, wrong{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      auto stub = cluster.NewStub();
+      while (!stop) {
+        const Generated g = Generate(*stub, GreedyRequest(prompt_, 16), 60);
+        if (!g.status.ok()) {
+          ++failed;
+          std::fprintf(stderr, "failed: %s\n", g.status.error_message().c_str());
+        } else if (g.tokens != expected_) {
+          ++wrong;
+        } else {
+          ++served;
+        }
+      }
+    });
+  }
+  for (int rank = 0; rank < 2; ++rank) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cluster.KillWorker(rank, SIGTERM);  // returns once it drained and exited
+    cluster.StartWorker(rank);
+    EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "no group after restarting " << rank;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  for (std::thread& t : clients) t.join();
+  std::fprintf(stderr, "%d served, %d failed, %d with other tokens\n", served.load(), failed.load(),
+               wrong.load());
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(served.load(), 8);
 }
 
 // A worker that gets SIGTERM while its group is already broken (its peer died) still holds a
