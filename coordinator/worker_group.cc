@@ -262,12 +262,23 @@ void WorkerGroup::RefreshStats() {
   }
 }
 
-bool WorkerGroup::ProbeAll(int64_t expected_epoch) {
-  std::vector<int> probed = Members();
-  if (expected_epoch < 0) {
-    probed.resize(num_workers());
-    for (int i = 0; i < num_workers(); ++i) probed[i] = i;
+std::vector<int> WorkerGroup::All() const {
+  std::vector<int> all(num_workers());
+  for (int i = 0; i < num_workers(); ++i) all[i] = i;
+  return all;
+}
+
+std::vector<int> WorkerGroup::Idle() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int> idle;
+  for (int i = 0; i < num_workers(); ++i) {
+    if (workers_[i].status.rank < 0) idle.push_back(i);
   }
+  return idle;
+}
+
+bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) {
+  if (probed.empty()) return true;
   const int n = static_cast<int>(probed.size());
   v1::WorkerInfoRequest request;  // our epoch renews our lease on the members
   request.set_epoch(WireEpoch(epoch()));
@@ -460,17 +471,21 @@ void WorkerGroup::MonitorLoop() {
   std::string waiting_logged;  // what forming waits for, last logged
   absl::Time waiting_since = absl::InfiniteFuture();
   std::string partial_refusal;  // why the answering workers cannot form it, last logged
+  // Idle spares are probed every this many rounds while the group is ready (2 s by default).
+  constexpr int kIdleProbeRounds = 8;
+  int64_t ready_rounds = 0;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
       if (stop_) break;
     }
     if (state() == GroupState::kReady) {
-      if (!ProbeAll(epoch())) Break(absl::UnavailableError("a worker left the group"));
+      if (!Probe(Members(), epoch())) Break(absl::UnavailableError("a worker left the group"));
+      if (++ready_rounds % kIdleProbeRounds == 0) Probe(Idle(), -1);
       if (!sleep(options_.probe_interval)) break;
       continue;
     }
-    const bool all_answered = ProbeAll(-1);
+    const bool all_answered = Probe(All(), -1);
     absl::Status chosen;
     if (all_answered) {
       chosen = Choose(/*answered_only=*/false);

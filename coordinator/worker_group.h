@@ -7,21 +7,23 @@
 // (a Step failed, or a health probe did) -> kForming ... Only kReady accepts Step / Release.
 // Before loading, the group is chosen from the memory every worker reports
 // (coordinator/group_decision.h): with `policy` kSmallest the fewest workers that hold the
-// model (the rest stay idle, unprobed), with kAllWorkers all of them. When they cannot hold it
+// model (the rest stay idle), with kAllWorkers all of them. When they cannot hold it
 // the state is kRefused and refusal() the FAILED_PRECONDITION saying what to change; the
 // monitor keeps asking the workers and forms the group once their reports allow it.
 // Forming waits for every worker to answer, but under kSmallest only for `join_wait`: after
 // it the group forms from the workers that answered when they hold the model (an idle spare
 // takes the place of a lost member, and one dead worker does not hold up the rest). A worker
 // that answers later stays idle until the group next re-forms.
-// Workers that another coordinator's group holds (worker/coordinator_lease.h), or that are
-// shutting down, count as not answering, and forming waits for them. This coordinator's own
-// lease on its members is renewed by every probe, step and release (and while a group loads),
-// and ended by Stop(), so that a successor takes them at once, and for a worker shutting down
-// that still holds a group of ours that broke (nothing will run on it: it may go at once). A member
-// whose probe says it is shutting down makes the group draining() until it re-forms (the worker
-// waits for its running sequences, then goes). `on_state_change` is called (from the thread that
-// changed the state, no lock held) so the server can flip its grpc.health.v1 status.
+// Workers that another coordinator's group holds (worker/coordinator_lease.h), or that are shutting
+// down, count as not answering, and forming waits for them. This coordinator's own lease on its
+// members is renewed by every probe, step and release (and while a group loads), and ended by
+// Stop(), so that a successor takes them at once, and for a worker shutting down that still holds a
+// group of ours that we left (nothing will run on it: it may go at once). A member whose probe says
+// it is shutting down makes the group draining() until it re-forms (the worker waits for its
+// running sequences, then goes). While the group is ready the idle spares are probed too, every 8th
+// round, so that their state (Workers(), the metrics) stays current. `on_state_change` is called
+// (from the thread that changed the state, no lock held) so the server can flip its grpc.health.v1
+// status.
 //
 // Thread-safety: Step and Release are called by one thread at a time (the scheduler); the
 // monitor runs on its own thread; state queries are safe from any thread.
@@ -169,11 +171,16 @@ class WorkerGroup : public StepGroup {
   // a member said it is shutting down or another coordinator holds it.
   absl::Status RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
                           absl::Notification& done);
-  // Probes every worker (expected_epoch < 0) or the members (their epoch must match); true
-  // when all answered (and match). Sets each probed worker's status.healthy: false too for
-  // one that another coordinator holds and, when forming, for one shutting down (which is let
-  // go at once if it still holds this coordinator's broken group: nothing will run on it).
-  bool ProbeAll(int64_t expected_epoch);
+  // Probes the workers `probed` (indices): the members of the ready group with their epoch
+  // (expected_epoch >= 0: each must be in it), or, while forming or for the idle spares, with
+  // expected_epoch < 0. True when all answered (and match). Sets each probed worker's status:
+  // healthy is false too for one that another coordinator holds and, with expected_epoch < 0,
+  // for one shutting down (which is let go at once if it still holds a group of ours that we
+  // left: nothing will run on it).
+  bool Probe(const std::vector<int>& probed, int64_t expected_epoch);
+  // Every worker, and the ones not in the group (idle spares).
+  std::vector<int> All() const;
+  std::vector<int> Idle() const;
   // Chooses the members from the reports (FailedPrecondition: they cannot hold the model).
   // `answered_only`: from the workers whose last probe answered, and only a planned choice
   // (FailedPrecondition otherwise: without a plan every worker must join).

@@ -2,7 +2,7 @@
 // operator (text) or a script (--json: ModelInfo in proto3's JSON mapping, so 64-bit counts
 // are strings). Exit code 0 while the coordinator is SERVING, 1 when it is not (or cannot be
 // reached; --json then prints the error), 2 for bad flags. An idle spare's state is as of the
-// coordinator's last probe of it (it probes spares only while the group forms).
+// coordinator's last probe of it (every 2 s while the group serves).
 #include <chrono>
 #include <cstdio>
 #include <string>

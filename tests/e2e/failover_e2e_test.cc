@@ -322,6 +322,43 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   EXPECT_THAT(after.tokens, ElementsAreArray(before.tokens));  // the same model, TP and dtype
 }
 
+// Whether worker `index`'s healthy flag in GetModelInfo becomes `want` within 10 s.
+bool WaitWorkerHealthy(const Cluster& cluster, int index, bool want) {
+  auto stub = cluster.NewStub();
+  for (int i = 0; i < 100; ++i) {
+    const v1::ModelInfo info = ModelInfo(*stub);
+    for (const v1::WorkerInfo& w : info.workers()) {
+      if (w.address() == cluster.worker_address(index) && w.healthy() == want) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// The spares' state stays current while the group serves (they are probed too, every 2 s):
+// a spare that dies shows as not answering, and healthy again once it is back.
+TEST(WorkerFailureE2ETest, ASparesStateIsKeptCurrentWhileTheGroupServes) {
+  constexpr int kWorkers = 3;
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  options.dtype = "fp16";
+  options.workers = kWorkers;
+  options.extra_coordinator_flags = {"--group=smallest", "--join_wait=1s"};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+  const int member = SoleMember(cluster, ModelInfo(*stub), kWorkers);
+  ASSERT_GE(member, 0);
+  const int spare = (member + 1) % kWorkers;
+  ASSERT_TRUE(WaitWorkerHealthy(cluster, spare, true));
+
+  cluster.KillWorker(spare, SIGKILL);
+  EXPECT_TRUE(WaitWorkerHealthy(cluster, spare, false)) << "the dead spare still looks healthy";
+  cluster.StartWorker(spare);
+  EXPECT_TRUE(WaitWorkerHealthy(cluster, spare, true)) << "the spare back never looked healthy";
+  EXPECT_EQ(SoleMember(cluster, ModelInfo(*stub), kWorkers), member) << "the group stayed";
+}
+
 TEST_F(TinyGroupE2ETest, ANewCoordinatorReformsTheGroupFromTheRunningWorkers) {
   Cluster& cluster = *cluster_;
   {
