@@ -286,15 +286,20 @@ int SoleMember(const Cluster& cluster, const v1::ModelInfo& info, int workers) {
   return -1;
 }
 
-TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
-  // The tiny model fits one worker: --group=smallest forms TP = 1 and leaves two idle.
-  constexpr int kWorkers = 3;
+// Three workers of which --group=smallest takes one: the tiny model fits one worker, so the
+// group is TP = 1 and leaves two idle.
+constexpr int kWorkers = 3;
+ClusterOptions SmallestGroupOfThree() {
   ClusterOptions options;
   options.model = SourcePath(kTinyModel);
   options.dtype = "fp16";  // planned (fp32 is not): the group is chosen from memory reports
   options.workers = kWorkers;
   options.extra_coordinator_flags = {"--group=smallest", "--join_wait=1s"};
-  Cluster cluster(options);
+  return options;
+}
+
+TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
+  Cluster cluster(SmallestGroupOfThree());
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
   const int first = SoleMember(cluster, ModelInfo(*stub), kWorkers);
@@ -338,13 +343,7 @@ bool WaitWorkerHealthy(const Cluster& cluster, int index, bool want) {
 // The spares' state stays current while the group serves (they are probed too, every 2 s):
 // a spare that dies shows as not answering, and healthy again once it is back.
 TEST(WorkerFailureE2ETest, ASparesStateIsKeptCurrentWhileTheGroupServes) {
-  constexpr int kWorkers = 3;
-  ClusterOptions options;
-  options.model = SourcePath(kTinyModel);
-  options.dtype = "fp16";
-  options.workers = kWorkers;
-  options.extra_coordinator_flags = {"--group=smallest", "--join_wait=1s"};
-  Cluster cluster(options);
+  Cluster cluster(SmallestGroupOfThree());
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
   const int member = SoleMember(cluster, ModelInfo(*stub), kWorkers);
