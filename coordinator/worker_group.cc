@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "coordinator/fan_out.h"
+#include "worker/group_epoch.h"
 #include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {
@@ -308,7 +309,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
       if (expected_epoch < 0) healthy = healthy && !draining;
       // Forming (never while ready), so any group of ours it holds is one we left.
       if (draining && expected_epoch < 0 && theirs != 0 &&
-          (theirs & ~int64_t{0xffffffff}) == instance_) {
+          worker::CoordinatorInstance(theirs) == instance_) {
         let_go.push_back({i, theirs});
       }
       if (draining && expected_epoch >= 0 && !draining_) {
@@ -323,7 +324,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
       }
       if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
         // A group epoch whose high bits are not this coordinator's was formed by another one.
-        const bool taken = theirs != 0 && (theirs & ~int64_t{0xffffffff}) != instance_;
+        const bool taken = theirs != 0 && worker::CoordinatorInstance(theirs) != instance_;
         LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address << ") "
                              << (!r.statuses[k].ok()
                                      ? "is unreachable: " + r.statuses[k].error_message()

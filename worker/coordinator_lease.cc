@@ -6,10 +6,6 @@
 
 namespace llmint8::worker {
 
-int64_t CoordinatorInstance(int64_t epoch) {
-  return static_cast<int64_t>(static_cast<uint64_t>(epoch) & ~uint64_t{0xffffffff});
-}
-
 void CoordinatorLease::Grant(int64_t epoch, absl::Duration lease, absl::Time now) {
   absl::MutexLock lock(&mu_);
   epoch_ = epoch;

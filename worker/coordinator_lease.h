@@ -17,11 +17,9 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "worker/group_epoch.h"
 
 namespace llmint8::worker {
-
-// The coordinator instance of a group epoch (its high 32 bits); 0 for epoch 0 (no group).
-int64_t CoordinatorInstance(int64_t epoch);
 
 class CoordinatorLease {
  public:
