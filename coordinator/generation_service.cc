@@ -367,6 +367,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
     w->set_healthy(workers[i].healthy);
     w->set_held_by_another(workers[i].held_by_another);
     w->set_draining(workers[i].draining);
+    w->set_state(WorkerStateName(workers[i]));
   }
   return grpc::Status::OK;
 }

@@ -39,14 +39,6 @@ const char* HealthName(int health) {
   }
 }
 
-// Why a worker is not serving, or what it does beside serving; empty for a healthy member.
-std::string WorkerNote(const v1::WorkerInfo& w) {
-  if (w.held_by_another()) return "held by another coordinator's group";
-  if (w.draining()) return "shutting down (draining)";
-  if (w.rank() < 0) return w.healthy() ? "idle (spare)" : "idle, not answering";
-  return w.healthy() ? "" : "not answering, or not in the group";
-}
-
 void PrintText(const std::string& target, int health, const v1::ModelInfo& info) {
   std::printf("coordinator %s: %s\n", target.c_str(), HealthName(health));
   std::printf("model    %s: %s", info.model().c_str(), info.dtype().c_str());
@@ -60,12 +52,11 @@ void PrintText(const std::string& target, int health, const v1::ModelInfo& info)
   std::printf("workers\n  %-4s  %-24s  %-7s  %-10s  %-10s  %-10s  %s\n", "rank", "address",
               "device", "weights", "KV cache", "total", "state");
   for (const v1::WorkerInfo& w : info.workers()) {
-    const std::string note = WorkerNote(w);
     std::printf("  %-4s  %-24s  %-7s  %-10s  %-10s  %-10s  %s\n",
                 w.rank() >= 0 ? absl::StrCat(w.rank()).c_str() : "-", w.address().c_str(),
                 w.device().empty() ? "?" : w.device().c_str(),
                 FormatBytes(w.weight_bytes()).c_str(), FormatBytes(w.kv_cache_bytes()).c_str(),
-                FormatBytes(w.total_bytes()).c_str(), note.empty() ? "serving" : note.c_str());
+                FormatBytes(w.total_bytes()).c_str(), w.state().c_str());
   }
 }
 

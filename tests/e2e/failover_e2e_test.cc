@@ -423,6 +423,7 @@ TEST(TwoCoordinatorsE2ETest, TheSecondWaitsForTheFirstToLetGo) {
   ASSERT_EQ(j["model_info"]["workers"].size(), 2u) << *json_status;
   for (const nlohmann::json& w : j["model_info"]["workers"]) {
     EXPECT_TRUE(w.value("held_by_another", false)) << w.dump();
+    EXPECT_EQ(w.value("state", ""), "held_by_another") << w.dump();
     EXPECT_FALSE(w.value("healthy", true)) << w.dump();
   }
   absl::StatusOr<std::string> first_status =
