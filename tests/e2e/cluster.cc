@@ -282,6 +282,15 @@ int64_t Cluster::WorkerSteps() const {
   return stats.ok() ? static_cast<int64_t>(stats->steps()) : -1;
 }
 
+bool WaitForLogLine(const std::string& path, const std::string& text, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (true) {
+    if (ReadFileToString(path).value_or("").find(text) != std::string::npos) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 std::string Cluster::CoordinatorLog() const {
   return ReadFileToString(log_dir_ + "/coordinator.log").value_or("");
 }

@@ -108,6 +108,8 @@ absl::StatusOr<std::string> OpenAiSdkPython();
 // 1 SERVING, 2 NOT_SERVING, -1 when the call failed. `credentials`: null for plaintext.
 int HealthStatus(const std::string& address,
                  std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+// Polls the file at `path` (a process's log) for up to `seconds` until it contains `text`.
+bool WaitForLogLine(const std::string& path, const std::string& text, double seconds);
 // Polls until HealthStatus == want or `seconds` pass; true on success.
 bool WaitForHealth(const std::string& address, int want, double seconds,
                    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);

@@ -13,8 +13,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -39,18 +37,6 @@ absl::StatusOr<std::vector<int32_t>> ReferenceGreedy(const std::vector<int32_t>&
   auto ref = InProcessReference::Open(SourcePath(kTinyModel), model::Precision::kF32);
   if (!ref.ok()) return ref.status();
   return (*ref)->Greedy(prompt, n);
-}
-
-// Polls `path` for up to `seconds` until it contains `text`.
-bool WaitForLogLine(const std::string& path, const std::string& text, double seconds) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) {
-    std::ifstream in(path);
-    const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (log.find(text) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
 }
 
 // A 120-token greedy stream that has delivered its first tokens (null if it did not).

@@ -451,14 +451,9 @@ TEST_F(ServiceE2ETest, RequestIdIsSentBackAndLogged) {
   ASSERT_NE(it, md.end());
   EXPECT_EQ(std::string(it->second.data(), it->second.size()), "job-7/a_b");
   // The line is written as the handler records the request, just before the call ends.
-  bool logged = false;
-  for (int i = 0; i < 50 && !logged; ++i) {
-    logged = cluster_->CoordinatorLog().find(
-                 " id=job-7/a_b OK: finish=length prompt=2 "
-                 "generated=3") != std::string::npos;
-    if (!logged) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  EXPECT_TRUE(logged) << "no request log line for job-7/a_b";
+  EXPECT_TRUE(WaitForLogLine(cluster_->log_dir() + "/coordinator.log",
+                             " id=job-7/a_b OK: finish=length prompt=2 generated=3", 5))
+      << "no request log line for job-7/a_b";
 }
 
 TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
