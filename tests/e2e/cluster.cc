@@ -60,17 +60,23 @@ int EphemeralLow() {
   return low;
 }
 
-bool CanBind(int port) {
+// Binds a loopback TCP socket to `port` (0: the kernel's pick), closes it and returns the
+// port it got; -1 when it cannot bind.
+int BindLoopback(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  socklen_t len = sizeof(addr);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
   close(fd);
-  return ok;
+  return ok ? ntohs(addr.sin_port) : -1;
 }
+
+bool CanBind(int port) { return BindLoopback(port) == port; }
 
 // The lock of `port`, held while the returned descriptor is open; -1 if another process
 // holds it (or the file cannot be opened).
@@ -101,16 +107,8 @@ bool CanBindAll(int first, int count) {
 // For count > 1 the ports after it must be free too; -1 when 100 picks had no such run.
 int KernelPort(int count) {
   for (int tries = 0; tries < 100; ++tries) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    close(fd);
-    const int port = ntohs(addr.sin_port);
-    if (CanBindAll(port, count)) return port;
+    const int port = BindLoopback(0);
+    if (port > 0 && CanBindAll(port, count)) return port;
   }
   return -1;
 }
