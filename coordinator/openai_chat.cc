@@ -184,8 +184,9 @@ ChoicePart Collect(const CompletionRequest& request, const v1::GenerateResponse*
 }
 
 // The reply's content starts at its first character that is not ASCII whitespace: the
-// transcript ends with "Assistant:", so the model's first token usually brings a space. `started` says
-// whether earlier text of the reply got past that; this text's lead is dropped until it does.
+// transcript ends with "Assistant:", so the model's first token usually brings a space.
+// `started` says whether earlier text of the reply got past that; this text's lead is dropped
+// until it does.
 void TrimReplyStart(std::string& text, bool& started) {
   if (started) return;
   text.erase(0, text.size() - absl::StripLeadingAsciiWhitespace(text).size());
