@@ -212,7 +212,8 @@ TEST(PlannerBytesTest, UntiedLmHeadIsAnotherVocabShard) {
   OptConfig untied = Preset("13b");
   untied.tie_word_embeddings = false;
   for (int tp : {1, 2, 8}) {
-    const MemoryBreakdown tied = *BytesPerGpu(Preset("13b"), WeightDType::kInt8, tp, kOneFullSequence);
+    const MemoryBreakdown tied =
+        *BytesPerGpu(Preset("13b"), WeightDType::kInt8, tp, kOneFullSequence);
     const MemoryBreakdown m = *BytesPerGpu(untied, WeightDType::kInt8, tp, kOneFullSequence);
     EXPECT_EQ(m.fp16_tensors - tied.fp16_tensors, 2 * ((50272 + tp - 1) / tp) * int64_t{5120});
   }

@@ -29,7 +29,7 @@ constexpr size_t kMaxCachedPieceBytes = 128;
 constexpr int64_t kMaxVocabId = 1 << 24;
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
-// ---- UTF-8 -------------------------------------------------------------------------------------
+// ---- UTF-8 --------------------------------------------------------------------------------------
 
 struct Utf8Seq {
   enum Kind { kValid, kInvalid, kTruncated } kind;
@@ -88,7 +88,7 @@ void AppendUtf8(char32_t cp, std::string& out) {
   }
 }
 
-// ---- GPT-2's byte <-> printable character map ----------------------------------------------------
+// ---- GPT-2's byte <-> printable character map ---------------------------------------------------
 
 struct ByteMap {
   std::array<char32_t, 256> to_char;  // byte -> code point (all < 324)
@@ -133,7 +133,7 @@ std::string ByteToVocabString(uint8_t b) {
   return s;
 }
 
-// ---- GPT-2 pre-tokenization ----------------------------------------------------------------------
+// ---- GPT-2 pre-tokenization ---------------------------------------------------------------------
 
 bool IsLetter(char32_t c) { return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_L_MASK) != 0; }
 bool IsNumber(char32_t c) { return (U_GET_GC_MASK(static_cast<UChar32>(c)) & U_GC_N_MASK) != 0; }
@@ -176,7 +176,8 @@ size_t MatchPiece(const std::vector<char32_t>& cps, size_t i) {
 
 absl::StatusOr<json> ParseJson(std::string_view text, std::string_view what) {
   json j = json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(Av(what), " is not valid JSON"));
+  if (j.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(Av(what), " is not valid JSON"));
   return j;
 }
 
@@ -238,7 +239,8 @@ class TokenizerBuilder {
           absl::StrCat("merge ", line, " ('", left, "' + '", right,
                        "'): a part or the merged token is not in the vocabulary"));
     }
-    const uint64_t key = (static_cast<uint64_t>(l->second) << 32) | static_cast<uint32_t>(r->second);
+    const uint64_t key =
+        (static_cast<uint64_t>(l->second) << 32) | static_cast<uint32_t>(r->second);
     tok_->merges_.emplace(key, std::make_pair(static_cast<int32_t>(rank_++), m->second));
     return absl::OkStatus();
   }
@@ -307,7 +309,8 @@ class TokenizerBuilder {
       }
     }
     if (root.contains("normalizer") && !root["normalizer"].is_null()) {
-      return absl::InvalidArgumentError("tokenizer.json has a normalizer; GPT-2 style BPE has none");
+      return absl::InvalidArgumentError(
+          "tokenizer.json has a normalizer; GPT-2 style BPE has none");
     }
     const json* pre = root.contains("pre_tokenizer") ? &root["pre_tokenizer"] : nullptr;
     if (pre != nullptr && pre->is_object() && pre->value("type", "") == "ByteLevel") {
@@ -322,7 +325,8 @@ class TokenizerBuilder {
     }
     TokenizerBuilder b(std::move(options));
     b.tok_->ignore_merges_ = model.value("ignore_merges", false);
-    if (!model.contains("vocab")) return absl::InvalidArgumentError("tokenizer.json lacks model.vocab");
+    if (!model.contains("vocab"))
+      return absl::InvalidArgumentError("tokenizer.json lacks model.vocab");
     RETURN_IF_ERROR(b.AddVocab(model["vocab"]));
     if (root.contains("added_tokens")) {
       if (!root["added_tokens"].is_array()) {
@@ -340,7 +344,8 @@ class TokenizerBuilder {
       }
     }
     const json merges = model.value("merges", json::array());
-    if (!merges.is_array()) return absl::InvalidArgumentError("tokenizer.json model.merges must be an array");
+    if (!merges.is_array())
+      return absl::InvalidArgumentError("tokenizer.json model.merges must be an array");
     size_t n = 0;
     for (const json& m : merges) {
       ++n;
@@ -355,8 +360,9 @@ class TokenizerBuilder {
       } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
         RETURN_IF_ERROR(b.AddMerge(m[0].get<std::string>(), m[1].get<std::string>(), n));
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tokenizer.json merge ", n, " must be \"left right\" or [left, right], got ", m.dump()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tokenizer.json merge ", n,
+                         " must be \"left right\" or [left, right], got ", m.dump()));
       }
     }
     return b.Finish();
@@ -367,7 +373,7 @@ class TokenizerBuilder {
   size_t rank_ = 0;
 };
 
-// ---- Loading -------------------------------------------------------------------------------------
+// ---- Loading ------------------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocabAndMerges(
     std::string_view vocab_json, std::string_view merges_txt, TokenizerOptions options) {
@@ -418,7 +424,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::s
                                  std::move(options));
 }
 
-// ---- Encoding ------------------------------------------------------------------------------------
+// ---- Encoding -----------------------------------------------------------------------------------
 
 std::vector<int32_t> Tokenizer::MergePiece(std::string_view piece) const {
   const size_t n = piece.size();
@@ -535,7 +541,7 @@ std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
   return it->second;
 }
 
-// ---- Decoding ------------------------------------------------------------------------------------
+// ---- Decoding -----------------------------------------------------------------------------------
 
 absl::StatusOr<std::string> Tokenizer::DecodeBytes(absl::Span<const int32_t> ids,
                                                    bool skip_special_tokens) const {

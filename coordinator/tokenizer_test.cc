@@ -20,7 +20,8 @@ using ::testing::HasSubstr;
 
 std::string FixtureDir() {
   const char* src = std::getenv("LLMINT8_SOURCE_DIR");
-  return std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/tests/fixtures/tokenizer";
+  return std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) +
+         "/tests/fixtures/tokenizer";
 }
 
 std::string ReadAll(const std::string& path) {
@@ -234,7 +235,8 @@ TEST_F(Gpt2TokenizerTest, ConcurrentEncodeAgrees) {
   for (int t = 0; t < 2; ++t) {
     threads.emplace_back([&, t] {
       for (int rep = 0; rep < 3; ++rep) {
-        for (const json& c : encode) results[t].push_back(*tok().Encode(c["text"].get<std::string>()));
+        for (const json& c : encode)
+          results[t].push_back(*tok().Encode(c["text"].get<std::string>()));
       }
     });
   }

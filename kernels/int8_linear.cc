@@ -130,7 +130,8 @@ absl::Status Int8Linear(std::span<const float> x, int64_t m, const Int8WeightVie
     const int32_t* arow = acc + i * n;
     float* yrow = out + i * n;
     if (b != nullptr) {
-      for (int64_t r = 0; r < n; ++r) yrow[r] = static_cast<float>(arow[r]) * row_scale * sw[r] + b[r];
+      for (int64_t r = 0; r < n; ++r)
+        yrow[r] = static_cast<float>(arow[r]) * row_scale * sw[r] + b[r];
     } else {
       for (int64_t r = 0; r < n; ++r) yrow[r] = static_cast<float>(arow[r]) * row_scale * sw[r];
     }

@@ -62,7 +62,8 @@ std::vector<double> EpilogueBound(std::span<const float> x, int64_t m, const Qua
   std::vector<double> bound(m * n);
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t r = 0; r < n; ++r) {
-      double mag = std::fabs(static_cast<double>(acc[i * n + r])) * act.absmax[i] * qw.absmax[r] / (127.0 * 127.0);
+      double mag = std::fabs(static_cast<double>(acc[i * n + r])) * act.absmax[i] * qw.absmax[r] /
+                   (127.0 * 127.0);
       const int64_t n_out = static_cast<int64_t>(act.outlier_cols.size());
       for (int64_t c = 0; c < n_out; ++c) {
         const int32_t col = act.outlier_cols[c];
@@ -78,8 +79,9 @@ std::vector<double> EpilogueBound(std::span<const float> x, int64_t m, const Qua
 
 // The quantization bound against the exact product: |dW| <= sw/254 everywhere, |dX| <= sx/254 on
 // non-outlier values (outlier values, |x| >= t, are exact in X), plus the float bound above.
-std::vector<double> QuantizationBound(std::span<const float> x, int64_t m, const QuantizedWeight& qw,
-                                      std::span<const float> bias, float threshold) {
+std::vector<double> QuantizationBound(std::span<const float> x, int64_t m,
+                                      const QuantizedWeight& qw, std::span<const float> bias,
+                                      float threshold) {
   const int64_t n = qw.n, k = qw.k;
   QuantizedActivation act;
   EXPECT_TRUE(QuantizeActivation(x, m, k, threshold, &act).ok());
@@ -140,7 +142,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(Int8LinearTest, ScratchIsReusableAcrossShapes) {
   Int8LinearScratch scratch;
-  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{64, 96, 200}, {1, 7, 40}, {5, 96, 200}}) {
+  for (auto [m, n, k] :
+       {std::tuple<int64_t, int64_t, int64_t>{64, 96, 200}, {1, 7, 40}, {5, 96, 200}}) {
     const QuantizedWeight qw = MakeWeight(n, k, 51);
     const std::vector<int64_t> cols = {3};
     const std::vector<float> x = MakeActivations(m, k, cols, 10.0f, 52);

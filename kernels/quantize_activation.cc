@@ -140,8 +140,8 @@ absl::Status Quantize(const RowLoops& loops, std::span<const float> x, int64_t m
   }
   int64_t mk = 0;
   if (__builtin_mul_overflow(m, k, &mk) || x.size() != static_cast<size_t>(mk)) {
-    return absl::InvalidArgumentError(absl::StrCat("activation [", m, ", ", k, "] needs m*k values, got ",
-                                                   x.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation [", m, ", ", k, "] needs m*k values, got ", x.size()));
   }
   out->m = m;
   out->k = k;

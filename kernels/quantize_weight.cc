@@ -11,7 +11,8 @@ namespace {
 
 absl::Status CheckSizes(int64_t n, int64_t k, size_t w_size, size_t q_size, size_t absmax_size) {
   if (n <= 0 || k <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("weight shape must be positive, got [", n, ", ", k, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight shape must be positive, got [", n, ", ", k, "]"));
   }
   const size_t nk = static_cast<size_t>(n) * static_cast<size_t>(k);
   if (w_size != nk || q_size != nk || absmax_size != static_cast<size_t>(n)) {

@@ -22,7 +22,8 @@ void ExpectWithinHalfStep(std::span<const float> w, std::span<const int8_t> q,
                           std::span<const float> absmax, int64_t n, int64_t k) {
   for (int64_t r = 0; r < n; ++r) {
     double want_amax = 0.0;
-    for (int64_t j = 0; j < k; ++j) want_amax = std::max(want_amax, std::fabs(double{w[r * k + j]}));
+    for (int64_t j = 0; j < k; ++j)
+      want_amax = std::max(want_amax, std::fabs(double{w[r * k + j]}));
     ASSERT_EQ(absmax[r], static_cast<float>(want_amax)) << "row " << r;
     const double step = want_amax / 127.0;
     for (int64_t j = 0; j < k; ++j) {

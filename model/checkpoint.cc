@@ -69,9 +69,10 @@ absl::Status CheckpointSource::ReadSliceHalf(std::string_view name, Range rows, 
 absl::Status CheckpointSource::ReadInt8Slice(std::string_view name, Range, Range,
                                              std::span<int8_t>, std::span<float>) const {
   ASSIGN_OR_RETURN(TensorInfo info, Info(name));
-  return absl::FailedPreconditionError(absl::StrCat(
-      Describe(), ": tensor \"", std::string(name), "\" is ", std::string(TensorDTypeName(info.dtype)),
-      ", not a pre-quantized int8 tensor; read it with ReadSlice and quantize it"));
+  return absl::FailedPreconditionError(
+      absl::StrCat(Describe(), ": tensor \"", std::string(name), "\" is ",
+                   std::string(TensorDTypeName(info.dtype)),
+                   ", not a pre-quantized int8 tensor; read it with ReadSlice and quantize it"));
 }
 
 absl::StatusOr<std::vector<float>> CheckpointSource::ReadAll(std::string_view name) const {

@@ -22,7 +22,8 @@ namespace {
 using Json = nlohmann::json;
 
 absl::Status FieldError(std::string_view field, std::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("config.json field \"", std::string(field), "\": ", std::string(what)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("config.json field \"", std::string(field), "\": ", std::string(what)));
 }
 
 // Reads an integer field. Missing + required -> InvalidArgument; missing + optional -> keeps
@@ -54,7 +55,8 @@ absl::Status GetInt(const Json& j, std::string_view field, bool required, int64_
 absl::Status GetBool(const Json& j, std::string_view field, bool* out) {
   auto it = j.find(std::string(field));
   if (it == j.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_boolean()) return FieldError(field, absl::StrCat("must be true/false, got ", it->dump()));
+  if (!it->is_boolean())
+    return FieldError(field, absl::StrCat("must be true/false, got ", it->dump()));
   *out = it->get<bool>();
   return absl::OkStatus();
 }
@@ -62,7 +64,8 @@ absl::Status GetBool(const Json& j, std::string_view field, bool* out) {
 absl::StatusOr<std::string> GetString(const Json& j, std::string_view field) {
   auto it = j.find(std::string(field));
   if (it == j.end() || it->is_null()) return std::string();
-  if (!it->is_string()) return FieldError(field, absl::StrCat("must be a string, got ", it->dump()));
+  if (!it->is_string())
+    return FieldError(field, absl::StrCat("must be a string, got ", it->dump()));
   return it->get<std::string>();
 }
 
@@ -70,9 +73,10 @@ absl::StatusOr<Activation> ParseActivation(std::string_view s) {
   if (s == "relu") return Activation::kRelu;
   if (s == "gelu") return Activation::kGelu;
   if (s == "gelu_new" || s == "gelu_pytorch_tanh" || s == "gelu_fast") return Activation::kGeluTanh;
-  return FieldError("activation_function",
-                    absl::StrCat("unsupported value \"", std::string(s),
-                                 "\"; supported: relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast"));
+  return FieldError(
+      "activation_function",
+      absl::StrCat("unsupported value \"", std::string(s),
+                   "\"; supported: relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast"));
 }
 
 std::string_view ActivationName(Activation a) {
@@ -196,7 +200,8 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
 
   ASSIGN_OR_RETURN(std::string model_type, GetString(j, "model_type"));
   if (!model_type.empty() && model_type != "opt") {
-    return FieldError("model_type", absl::StrCat("\"", model_type, "\" is not supported; only \"opt\""));
+    return FieldError("model_type",
+                      absl::StrCat("\"", model_type, "\" is not supported; only \"opt\""));
   }
   OptConfig c;
   ASSIGN_OR_RETURN(c.name, GetString(j, "_name_or_path"));
@@ -297,8 +302,9 @@ absl::StatusOr<OptConfig> OptPreset(std::string_view name) {
     c.torch_dtype = DType::kF16;
     return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown OPT preset \"", std::string(name), "\"; known: ",
-                                                 absl::StrJoin(OptPresetNames(), ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown OPT preset \"", std::string(name),
+                   "\"; known: ", absl::StrJoin(OptPresetNames(), ", ")));
 }
 
 std::vector<std::string> OptPresetNames() {

@@ -40,9 +40,9 @@ absl::Status WeightMatrix::LoadRows(const CheckpointSource& source, std::string_
                                     Range rows, Range cols, int64_t row_offset,
                                     std::vector<float>* tmp) {
   if (cols.size() != k_ || row_offset < 0 || row_offset + rows.size() > n_) {
-    return absl::InternalError(absl::StrCat("loading ", std::string(name), ": slice rows ", rows.size(),
-                                            " cols ", cols.size(), " at row ", row_offset,
-                                            " does not fit [", n_, ", ", k_, "]"));
+    return absl::InternalError(absl::StrCat("loading ", std::string(name), ": slice rows ",
+                                            rows.size(), " cols ", cols.size(), " at row ",
+                                            row_offset, " does not fit [", n_, ", ", k_, "]"));
   }
   const int64_t begin = row_offset * k_;
   const int64_t count = rows.size() * k_;
@@ -60,7 +60,8 @@ absl::Status WeightMatrix::LoadRows(const CheckpointSource& source, std::string_
       RETURN_IF_ERROR(source.ReadSlice(name, rows, cols, *tmp));
       absl::Status st = kernels::QuantizeWeight(*tmp, rows.size(), k_, q, absmax);
       if (!st.ok()) {
-        return absl::Status(st.code(), absl::StrCat("quantizing ", std::string(name), ": ", st.message()));
+        return absl::Status(st.code(),
+                            absl::StrCat("quantizing ", std::string(name), ": ", st.message()));
       }
       return absl::OkStatus();
     }
@@ -71,7 +72,8 @@ absl::Status WeightMatrix::LoadRows(const CheckpointSource& source, std::string_
 absl::Status WeightMatrix::LoadBias(const CheckpointSource& source, std::string_view name,
                                     Range rows, int64_t row_offset) {
   if (row_offset < 0 || row_offset + rows.size() > static_cast<int64_t>(bias_.size())) {
-    return absl::InternalError(absl::StrCat("loading ", std::string(name), ": bias slice does not fit"));
+    return absl::InternalError(
+        absl::StrCat("loading ", std::string(name), ": bias slice does not fit"));
   }
   std::span<float> out = std::span<float>(bias_).subspan(row_offset, rows.size());
   RETURN_IF_ERROR(source.ReadSlice(name, rows, Range{0, 1}, out));

@@ -94,7 +94,8 @@ absl::Status WriteInt8Checkpoint(const CheckpointSource& source, const OptConfig
   RETURN_IF_ERROR(ValidateCheckpoint(source, config));
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
 
   const std::vector<ExpectedTensor> all = ExpectedTensors(config);
   const int64_t layers = config.num_hidden_layers;

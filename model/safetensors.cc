@@ -81,8 +81,9 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(std::string_view file, const std::st
   if (dt == v.end() || !dt->is_string()) return TensorError(file, name, "missing string \"dtype\"");
   const std::string dtype = dt->get<std::string>();
   if (!ParseDTypeString(dtype, &e.dtype)) {
-    return TensorError(file, name,
-                       absl::StrCat("unsupported dtype \"", dtype, "\" (supported: F16, BF16, F32, I8)"));
+    return TensorError(
+        file, name,
+        absl::StrCat("unsupported dtype \"", dtype, "\" (supported: F16, BF16, F32, I8)"));
   }
   auto sh = v.find("shape");
   if (sh == v.end() || !sh->is_array()) return TensorError(file, name, "missing array \"shape\"");
@@ -96,7 +97,8 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(std::string_view file, const std::st
   for (const Json& d : *sh) {
     int64_t dim = 0;
     if (!GetNonNegative(d, &dim)) {
-      return TensorError(file, name, absl::StrCat("shape dim ", d.dump(), " is not a non-negative integer"));
+      return TensorError(file, name,
+                         absl::StrCat("shape dim ", d.dump(), " is not a non-negative integer"));
     }
     e.shape.push_back(dim);
     if (dim == 0) {
@@ -112,7 +114,8 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(std::string_view file, const std::st
   auto off = v.find("data_offsets");
   if (off == v.end() || !off->is_array() || off->size() != 2 ||
       !GetNonNegative((*off)[0], &e.begin) || !GetNonNegative((*off)[1], &e.end)) {
-    return TensorError(file, name, "\"data_offsets\" must be [begin, end] of non-negative integers");
+    return TensorError(file, name,
+                       "\"data_offsets\" must be [begin, end] of non-negative integers");
   }
   if (e.begin > e.end) {
     return TensorError(file, name, absl::StrCat("data_offsets [", e.begin, ", ", e.end,
@@ -198,7 +201,8 @@ class MappedFile {
       void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (p == MAP_FAILED) {
         ::close(fd);
-        return absl::InternalError(absl::StrCat("mmap of ", path, " failed: ", std::strerror(errno)));
+        return absl::InternalError(
+            absl::StrCat("mmap of ", path, " failed: ", std::strerror(errno)));
       }
       f->data_ = static_cast<const uint8_t*>(p);
     }
@@ -502,9 +506,10 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
                                       h.entries[i - 1].name, "\""));
     }
     if (e.begin > expect) {
-      return TensorError(file_label, e.name,
-                         absl::StrCat("data_offsets begin at ", e.begin, ", leaving a hole after byte ",
-                                      expect, " of the data buffer"));
+      return TensorError(
+          file_label, e.name,
+          absl::StrCat("data_offsets begin at ", e.begin, ", leaving a hole after byte ", expect,
+                       " of the data buffer"));
     }
     expect = e.end;
   }
@@ -533,9 +538,11 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensorsDir(const std::
   if (std::filesystem::exists(index)) return OpenIndex(index);
   const std::string single = dir + "/model.safetensors";
   if (std::filesystem::exists(single)) return OpenSafetensors(single);
-  return absl::NotFoundError(absl::StrCat(
-      dir, " holds neither model.safetensors nor model.safetensors.index.json (convert "
-           "pytorch_model.bin checkpoints with transformers' save_pretrained(safe_serialization=True))"));
+  return absl::NotFoundError(
+      absl::StrCat(dir,
+                   " holds neither model.safetensors nor model.safetensors.index.json (convert "
+                   "pytorch_model.bin checkpoints with transformers' "
+                   "save_pretrained(safe_serialization=True))"));
 }
 
 std::map<std::string, std::string> SafetensorsMetadata(const CheckpointSource& source) {
@@ -553,7 +560,8 @@ absl::Status SafetensorsWriter::Add(std::string name, TensorDType dtype, std::ve
                                     std::span<const uint8_t> bytes) {
   int64_t elements = 1;
   for (int64_t d : shape) {
-    if (d < 0) return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\": negative dim"));
+    if (d < 0)
+      return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\": negative dim"));
     elements *= d;
   }
   if (static_cast<int64_t>(bytes.size()) != elements * TensorDTypeSize(dtype)) {
@@ -618,7 +626,8 @@ absl::Status SafetensorsWriter::Finish(const std::string& path) const {
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
   out.write(reinterpret_cast<const char*>(len), 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  out.write(reinterpret_cast<const char*>(data_.data()), static_cast<std::streamsize>(data_.size()));
+  out.write(reinterpret_cast<const char*>(data_.data()),
+            static_cast<std::streamsize>(data_.size()));
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed (disk full?)"));
   return absl::OkStatus();

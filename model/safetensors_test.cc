@@ -158,11 +158,9 @@ TEST(SafetensorsTest, BadFilesGiveStatusNamingTheTensor) {
        "\"w\""},
       {"begin after end", R"({"w":{"dtype":"I8","shape":[0],"data_offsets":[8,0]}})", 8, "\"w\""},
       {"hole", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[4,8]}})", 8, "\"w\""},
-      {"trailing bytes", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 8,
-       "trailing"},
+      {"trailing bytes", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 8, "trailing"},
       {"negative dim", R"({"w":{"dtype":"I8","shape":[-4],"data_offsets":[0,4]}})", 4, "\"w\""},
-      {"float offsets", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0.0,4.5]}})", 4,
-       "\"w\""},
+      {"float offsets", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0.0,4.5]}})", 4, "\"w\""},
       {"huge offsets",
        R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[18446744073709551615,4]}})", 4, "\"w\""},
       {"overflowing shape",
@@ -184,7 +182,8 @@ TEST(SafetensorsTest, BadFilesGiveStatusNamingTheTensor) {
     auto src = OpenSafetensors(path);
     ASSERT_FALSE(src.ok()) << bc.what;
     EXPECT_NE(src.status().code(), absl::StatusCode::kOk);
-    EXPECT_THAT(std::string(src.status().message()), AllOf(HasSubstr(path), HasSubstr(bc.must_mention)))
+    EXPECT_THAT(std::string(src.status().message()),
+                AllOf(HasSubstr(path), HasSubstr(bc.must_mention)))
         << bc.what;
   }
 }

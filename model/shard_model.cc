@@ -51,7 +51,8 @@ struct ForwardScratch {
 
   int64_t bytes() const {
     auto f = [](const auto& v) {
-      return static_cast<int64_t>(v.capacity() * sizeof(typename std::decay_t<decltype(v)>::value_type));
+      return static_cast<int64_t>(v.capacity() *
+                                  sizeof(typename std::decay_t<decltype(v)>::value_type));
     };
     return f(ids) + f(positions) + f(embed) + f(x) + f(normed) + f(qkv) + f(attn) + f(partial) +
            f(ffn) + f(attn_scratch) + f(head_in) + f(head_proj) + f(local_logits) +
@@ -116,10 +117,11 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
     MemoryStats need = EstimateShardWeightBytes(config, plan, options.precision);
     need.scratch = m->ScratchBytesFor(1, 1);
     if (need.total() > options.memory_limit_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "shard ", rank, "/", tp, " of ", config.name, " in ", std::string(PrecisionName(options.precision)),
-          " needs ", need.DebugString(), " before any KV cache; memory_limit_bytes is ",
-          options.memory_limit_bytes, ". Use a higher TP degree, int8, or more memory"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("shard ", rank, "/", tp, " of ", config.name, " in ",
+                       std::string(PrecisionName(options.precision)), " needs ", need.DebugString(),
+                       " before any KV cache; memory_limit_bytes is ", options.memory_limit_bytes,
+                       ". Use a higher TP degree, int8, or more memory"));
     }
   }
   ASSIGN_OR_RETURN(m->weights_,

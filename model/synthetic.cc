@@ -43,7 +43,8 @@ float NormalAt(uint64_t name_hash, int64_t r, int64_t c) {
   uint64_t x = SplitMix(name_hash ^ SplitMix(static_cast<uint64_t>(r)));
   x = SplitMix(x + static_cast<uint64_t>(c) * 0xd1b54a32d192ed03ull);
   float sum = 0.0f;
-  for (int i = 0; i < 4; ++i) sum += (static_cast<float>((x >> (16 * i)) & 0xffffu) + 0.5f) / 65536.0f;
+  for (int i = 0; i < 4; ++i)
+    sum += (static_cast<float>((x >> (16 * i)) & 0xffffu) + 0.5f) / 65536.0f;
   return (sum - 2.0f) * 1.7320508f;  // var of the sum is 4/12
 }
 
@@ -121,7 +122,8 @@ class SyntheticSource final : public CheckpointSource {
 #pragma omp parallel for schedule(static) if (rows.size() * width >= (int64_t{1} << 20))
     for (int64_t r = rows.begin; r < rows.end; ++r) {
       float* o = out.data() + (r - rows.begin) * width;
-      for (int64_t c = cols.begin; c < cols.end; ++c) *o++ = RoundTo(options_.dtype, Value(kind, h, r, c));
+      for (int64_t c = cols.begin; c < cols.end; ++c)
+        *o++ = RoundTo(options_.dtype, Value(kind, h, r, c));
     }
     return absl::OkStatus();
   }

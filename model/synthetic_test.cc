@@ -29,7 +29,8 @@ OptConfig Tiny() {
   return *c;
 }
 
-std::vector<float> Read(const CheckpointSource& s, const std::string& name, Range rows, Range cols) {
+std::vector<float> Read(const CheckpointSource& s, const std::string& name, Range rows,
+                        Range cols) {
   std::vector<float> out(static_cast<size_t>(rows.size() * cols.size()));
   absl::Status st = s.ReadSlice(name, rows, cols, out);
   EXPECT_TRUE(st.ok()) << st;
@@ -103,7 +104,8 @@ TEST(SyntheticTest, ValuesLookLikeOptInit) {
   for (float v : Read(**src, LayerTensorName(0, LayerTensor::kFc1Bias), {0, 256}, {0, 1})) {
     EXPECT_EQ(v, 0.0f);
   }
-  for (float v : Read(**src, std::string(kFinalLayerNormWeight), {0, 64}, {0, 1})) EXPECT_EQ(v, 1.0f);
+  for (float v : Read(**src, std::string(kFinalLayerNormWeight), {0, 64}, {0, 1}))
+    EXPECT_EQ(v, 1.0f);
   EXPECT_FALSE((*src)->Has(kLmHead));  // tied
   EXPECT_EQ((*src)->Info("model.decoder.nope").status().code(), absl::StatusCode::kNotFound);
 }

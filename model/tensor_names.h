@@ -6,8 +6,8 @@
 //
 //   model.decoder.embed_tokens.weight        [vocab, word_embed_proj_dim]
 //   model.decoder.embed_positions.weight     [max_position_embeddings + 2, hidden]  (offset 2)
-//   model.decoder.project_in.weight          [hidden, word_embed_proj_dim]  (only if proj != hidden)
-//   model.decoder.project_out.weight         [word_embed_proj_dim, hidden]  (only if proj != hidden)
+//   model.decoder.project_in.weight          [hidden, word_embed_proj_dim]  (if proj != hidden)
+//   model.decoder.project_out.weight         [word_embed_proj_dim, hidden]  (if proj != hidden)
 //   model.decoder.final_layer_norm.{weight,bias}  [hidden]  (absent when do_layer_norm_before is
 //                                                           false, as in opt-350m)
 //   model.decoder.layers.{i}.self_attn.{q,k,v,out}_proj.{weight [hidden, hidden], bias [hidden]}

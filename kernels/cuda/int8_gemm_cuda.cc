@@ -39,7 +39,8 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
                                                                : Int8GemmAlgo::kCublasLt;
   }
   if (algo == Int8GemmAlgo::kCublasLt) {
-    if (lt == nullptr) return absl::InvalidArgumentError("Int8GemmCuda: kCublasLt needs a CublasLt");
+    if (lt == nullptr)
+      return absl::InvalidArgumentError("Int8GemmCuda: kCublasLt needs a CublasLt");
     if (!lt_ok) {
       return absl::InvalidArgumentError(absl::StrCat(
           "Int8GemmCuda: cuBLASLt int8 needs k % 4 == 0, n % 4 == 0 and 4-byte aligned "

@@ -137,7 +137,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarpSize)
     for (int i = 0; i < MT; ++i) {
       if (lane == (r * MT + i) % kWarpSize && i < m && r0 + r < p.n) {
         const float b = bias != nullptr ? __half2float(bias[r0 + r]) : 0.0f;
-        y[i * p.n + r0 + r] = __float2half_rn(Int8Epilogue(acc[r][i], p.sx[i], sw[r], osum[r][i], b));
+        y[i * p.n + r0 + r] =
+            __float2half_rn(Int8Epilogue(acc[r][i], p.sx[i], sw[r], osum[r][i], b));
       }
     }
   }

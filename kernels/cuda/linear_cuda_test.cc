@@ -73,7 +73,8 @@ TEST_P(LinearF16CudaTest, MatchesCpuWithinDerivedBound) {
         for (int64_t j = 0; j < k; ++j) s_abs += std::fabs(double{xf[i * k + j]} * wf[r * k + j]);
         const double y = want[i * n + r];
         const double acc_err = 2.0 * k * u * s_abs;
-        const double bound = 2.0 * h * (std::fabs(y) + b + acc_err) + acc_err + std::ldexp(1.0, -25);
+        const double bound =
+            2.0 * h * (std::fabs(y) + b + acc_err) + acc_err + std::ldexp(1.0, -25);
         ASSERT_LE(std::fabs(HalfToFloat(got[i * n + r]) - y), bound) << "at " << i << ", " << r;
       }
     }

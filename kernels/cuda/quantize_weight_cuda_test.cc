@@ -86,7 +86,8 @@ TEST_F(QuantizeWeightCudaErrorsTest, NonFiniteWeightNamesTheRow) {
   auto q = DeviceBuffer<int8_t>::Allocate(n * k);
   auto absmax = DeviceBuffer<float>::Allocate(n);
   ASSERT_TRUE(q.ok() && absmax.ok());
-  const absl::Status s = QuantizeWeightCuda(w.data(), n, k, q->data(), absmax->data(), stream->get());
+  const absl::Status s =
+      QuantizeWeightCuda(w.data(), n, k, q->data(), absmax->data(), stream->get());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("row 2"), std::string::npos) << s;
 }

@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& e : header->entries) {
     int64_t elements = 1;
     for (int64_t d : e.shape) elements *= d;  // cannot overflow: checked by the parser
-    if (e.begin != expect || e.end - e.begin != elements * llmint8::model::TensorDTypeSize(e.dtype)) {
+    if (e.begin != expect ||
+        e.end - e.begin != elements * llmint8::model::TensorDTypeSize(e.dtype)) {
       std::abort();
     }
     expect = e.end;
