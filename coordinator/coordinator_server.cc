@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "common/health.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/generation_service.h"
@@ -23,7 +24,6 @@
 #include "coordinator/tokenizer.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "model/shard_plan.h"
 #include "worker/model_spec.h"
 
@@ -57,6 +57,11 @@ bool HasTokenizerFiles(const std::string& dir) {
   namespace fs = std::filesystem;
   return fs::exists(fs::path(dir) / "tokenizer.json") ||
          (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
+}
+
+// Readiness ("" and the Generation service) follows the group; "liveness" stays SERVING.
+void SetCoordinatorHealth(grpc::Server& server, bool ready) {
+  SetHealth(server, ready, {v1::Generation::service_full_name()});
 }
 
 }  // namespace
@@ -149,11 +154,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   Impl* raw = impl.get();
   impl->group = std::make_unique<WorkerGroup>(options.group, [raw](GroupState state) {
     if (raw->server == nullptr) return;
-    grpc::HealthCheckServiceInterface* health = raw->server->GetHealthCheckService();
     absl::MutexLock lock(&raw->health_mu);
-    if (health != nullptr && !raw->draining.load()) {
-      health->SetServingStatus(state == GroupState::kReady);
-    }
+    if (!raw->draining.load()) SetCoordinatorHealth(*raw->server, state == GroupState::kReady);
   });
   // The gauges read the scheduler and group when scraped: both exist before the metrics server
   // starts and outlive it (Shutdown stops it first).
@@ -223,7 +225,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     return absl::UnavailableError(
         absl::StrCat("could not listen on ", options.listen, "; pick another --listen port"));
   }
-  impl->server->GetHealthCheckService()->SetServingStatus(false);
+  SetCoordinatorHealth(*impl->server, false);
   impl->address = absl::StrCat("127.0.0.1:", impl->port);
   std::string advertise = options.advertise.empty() ? impl->address : options.advertise;
   LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
@@ -288,7 +290,7 @@ void CoordinatorServer::Shutdown() {
   {
     absl::MutexLock lock(&impl_->health_mu);
     impl_->draining.store(true);
-    impl_->server->GetHealthCheckService()->SetServingStatus(false);
+    SetCoordinatorHealth(*impl_->server, false);
   }
   LLMINT8_LOG(INFO) << "coordinator draining: " << impl_->scheduler->running() << " running, "
                     << impl_->scheduler->queued() << " queued; new requests are refused (up to "

@@ -9,12 +9,27 @@
 
 namespace llmint8::tools {
 
-int HealthCheck(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout) {
+int HealthCheck(const std::shared_ptr<grpc::Channel>& channel, absl::Duration timeout,
+                std::string_view service) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  grpc::Slice empty;  // HealthCheckRequest{service: ""} serializes to zero bytes
-  grpc::ByteBuffer request(&empty, 1);
+  // HealthCheckRequest{string service = 1}: tag 0x0a, the varint length, the bytes ("" is no
+  // field at all, zero bytes).
+  std::string encoded;
+  if (!service.empty()) {
+    encoded.push_back(0x0a);
+    for (size_t n = service.size();; n >>= 7) {
+      if (n < 0x80) {
+        encoded.push_back(static_cast<char>(n));
+        break;
+      }
+      encoded.push_back(static_cast<char>((n & 0x7f) | 0x80));
+    }
+    encoded.append(service);
+  }
+  grpc::Slice slice(encoded);
+  grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer response;
   std::mutex mu;
   std::condition_variable cv;

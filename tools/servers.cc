@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "comm/shared_gpu_env.h"
 #include "common/byte_size.h"
+#include "common/health.h"
 #include "common/host_port.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -32,7 +33,6 @@
 #include "coordinator/coordinator_server.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "model/shard_model.h"
 #include "tools/bundled_model.h"
 #include "tools/client_auth.h"
@@ -256,9 +256,11 @@ int RunWorker() {
     return Fail(absl::UnavailableError(
         absl::StrCat("could not listen on ", listen, "; pick another --listen address")));
   }
+  SetHealth(*server, true);  // ready to join a group until it drains
   LLMINT8_LOG(INFO) << "worker listening on " << listen << " (port " << port << "), device "
                     << options.device << "; waiting for the coordinator";
   const int sig = WaitSignal(signals);
+  SetHealth(*server, false);  // readiness off: it joins no new group
   // The group's running requests finish first (the coordinator admits no new ones once its
   // probe sees the drain); a second signal, or --drain_timeout, ends the wait.
   service.Drain();

@@ -343,10 +343,10 @@ absl::StatusOr<std::string> OpenAiSdkPython() {
   return python;
 }
 
-int HealthStatus(const std::string& address,
-                 std::shared_ptr<grpc::ChannelCredentials> credentials) {
+int HealthStatus(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials,
+                 const std::string& service) {
   if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
-  return tools::HealthCheck(grpc::CreateChannel(address, credentials), absl::Seconds(2));
+  return tools::HealthCheck(grpc::CreateChannel(address, credentials), absl::Seconds(2), service);
 }
 
 bool WaitForHealth(const std::string& address, int want, double seconds,

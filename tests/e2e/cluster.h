@@ -104,10 +104,12 @@ absl::StatusOr<std::string> RunAndRead(const std::string& command);
 // saying how to make it, when there is none.
 absl::StatusOr<std::string> OpenAiSdkPython();
 
-// grpc.health.v1.Health/Check for service "" (raw call, no generated health stubs needed):
-// 1 SERVING, 2 NOT_SERVING, -1 when the call failed. `credentials`: null for plaintext.
+// grpc.health.v1.Health/Check for `service` ("": the server; raw call, no generated health
+// stubs needed): 1 SERVING, 2 NOT_SERVING, -1 when the call failed (or the name is unknown).
+// `credentials`: null for plaintext.
 int HealthStatus(const std::string& address,
-                 std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
+                 std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+                 const std::string& service = "");
 // Polls the file at `path` (a process's log) for up to `seconds` until it contains `text`.
 bool WaitForLogLine(const std::string& path, const std::string& text, double seconds);
 // Polls until HealthStatus == want or `seconds` pass; true on success.

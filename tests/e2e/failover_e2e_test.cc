@@ -98,6 +98,8 @@ TEST_F(TinyGroupE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
                status.error_message().c_str());
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   EXPECT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
+  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "llmint8.v1.Generation"), 2);
+  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "liveness"), 1) << "alive without a group";
 
   // Sent while the group is down: it waits in the queue.
   Generated queued;
@@ -106,6 +108,7 @@ TEST_F(TinyGroupE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   cluster.StartWorker(1);
   EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the group never re-formed";
+  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "llmint8.v1.Generation"), 1);
   waiter.join();
   ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
   EXPECT_THAT(queued.tokens, ElementsAreArray(expected_));
@@ -133,7 +136,12 @@ TEST_F(TinyGroupE2ETest, AWorkerStoppedWithSigtermLetsItsRunningRequestFinish) {
   ASSERT_EQ(tokens.size(), 3u);
 
   // EXPECT, not ASSERT, while the threads run: they must be joined.
+  const std::string worker = cluster.worker_address(1);
   std::thread stopper([&] { cluster.KillWorker(1, SIGTERM); });  // returns once it exited
+  // Draining: not ready (it joins no new group), still alive. It cannot exit before the
+  // coordinator has probed it twice more, so the window is >= 2 probe rounds.
+  EXPECT_TRUE(WaitForHealth(worker, 2, 10)) << "the draining worker still says ready";
+  EXPECT_EQ(HealthStatus(worker, nullptr, "liveness"), 1);
   EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "is shutting down", 10));
   Generated queued;
   std::thread waiter(

@@ -476,7 +476,17 @@ TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
 TEST_F(ServiceE2ETest, ReflectionListsTheServicesAndHealthIsServing) {
   EXPECT_THAT(ReflectionServices(cluster_->address()),
               ::testing::IsSupersetOf({"llmint8.v1.Generation", "grpc.health.v1.Health"}));
-  EXPECT_EQ(HealthStatus(cluster_->address()), 1);
+  // Readiness under "" and the API's name, liveness under "liveness" (Kubernetes probes ask
+  // them by name); a name no server sets is NOT_FOUND (-1).
+  const std::string& a = cluster_->address();
+  EXPECT_EQ(HealthStatus(a), 1);
+  EXPECT_EQ(HealthStatus(a, nullptr, "llmint8.v1.Generation"), 1);
+  EXPECT_EQ(HealthStatus(a, nullptr, "liveness"), 1);
+  EXPECT_EQ(HealthStatus(a, nullptr, "llmint8.v1.Nothing"), -1);
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(HealthStatus(cluster_->worker_address(rank)), 1) << "worker " << rank;
+    EXPECT_EQ(HealthStatus(cluster_->worker_address(rank), nullptr, "liveness"), 1);
+  }
 }
 
 // A coordinator whose workers never come up: requests wait in the queue, so its capacity
@@ -488,6 +498,9 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
   options.extra_coordinator_flags = {"--queue_capacity=1"};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 2, 30)) << "expected NOT_SERVING";
+  // Not ready, yet alive: a liveness probe must not restart a coordinator that waits.
+  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "llmint8.v1.Generation"), 2);
+  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "liveness"), 1);
   auto stub = cluster.NewStub();
   // One request waits in the single queue slot (until its deadline); short probes around
   // it are refused while it is there. Which of them takes the slot first is up to timing.
