@@ -7,7 +7,13 @@ The schemas (kubernetes-validate) say each object is well-formed; this says the 
 with each other and with llmint8's deployment rules:
   - every namespaced object is in the overlay's one namespace;
   - Services, the NetworkPolicy and the PodDisruptionBudget select the pods they are meant for;
-  - the coordinator serves gRPC on 50051 with grpc.health.v1 liveness/readiness probes;
+  - the coordinator serves gRPC on 50051 with grpc.health.v1 probes: liveness asks the
+    "liveness" service (up while the process runs), readiness "" or llmint8.v1.Generation
+    (up while the group serves); the workers' liveness asks "liveness" too;
+  - the workers reach the Rendezvous (--coordinator=, the coordinator's --advertise=) through
+    a headless Service that publishes the coordinator before it is ready (it is ready only
+    once the group has formed through the Rendezvous);
+  - each pod's terminationGracePeriodSeconds leaves its --drain_timeout 10 s or more;
   - the workers are a StatefulSet behind a headless Service, and LLMINT8_TP == replicas ==
     the number of LLMINT8_WORKERS addresses, named in rank order; over Gloo each worker
     advertises its pod IP (--gloo_hostname=$(POD_IP) from status.podIP);
@@ -17,8 +23,9 @@ with each other and with llmint8's deployment rules:
   - every pod runs as non-root with no privilege escalation, every container has CPU/memory
     requests and limits;
   - referenced ConfigMaps, PVCs and the ServiceAccount exist;
-  - on GPU (LLMINT8_DEVICE=cuda) each worker gets nvidia.com/gpu, and the plan shipped in
-    llmint8-plan (plan.json from `llmint8 plan --json`) agrees with the config.
+  - on GPU (LLMINT8_DEVICE=cuda) each worker gets nvidia.com/gpu and --cuda_device=0 (a pod
+    sees its own GPU as device 0), and the plan shipped in llmint8-plan (plan.json from
+    `llmint8 plan --json`) agrees with the config.
 Prints one line per failed check; exits 1 if any failed.
 """
 
@@ -142,9 +149,13 @@ def check_services(c, objects, coordinator, workers):
     coord_svc = [s for s in by_kind(objects, "Service")
                  if coordinator and labels_match(s["spec"].get("selector"),
                                                  coordinator["spec"]["template"]["metadata"]["labels"])]
-    if c.expect(len(coord_svc) == 1, "no Service selects the coordinator"):
-        ports = [p["port"] for p in coord_svc[0]["spec"]["ports"]]
+    public = [s for s in coord_svc if s["spec"].get("clusterIP") != "None"]
+    if c.expect(len(public) == 1, f"expected one non-headless Service for the coordinator's "
+                                  f"clients, got {len(public)}"):
+        ports = [p["port"] for p in public[0]["spec"]["ports"]]
         c.expect(COORDINATOR_PORT in ports, f"coordinator Service ports {ports} lack 50051")
+    if coordinator and workers:
+        check_rendezvous(c, coordinator, workers, coord_svc)
     if workers:
         headless = [s for s in by_kind(objects, "Service")
                     if s["metadata"]["name"] == workers["spec"].get("serviceName")]
@@ -153,16 +164,73 @@ def check_services(c, objects, coordinator, workers):
                      "the workers' Service must be headless (clusterIP: None)")
 
 
+def flag_value(argv, flag):
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")]
+    return values[-1] if values else None
+
+
+def check_rendezvous(c, coordinator, workers, coord_svc):
+    """Workers dial the Rendezvous while the group forms, before the coordinator is ready: the
+    name they dial must be a headless Service that publishes not-ready pods."""
+    cctr = container(coordinator["spec"]["template"], "coordinator")
+    wctr = container(workers["spec"]["template"], "worker")
+    if cctr is None or wctr is None:
+        return
+    dial = flag_value(wctr.get("command", []) + wctr.get("args", []), "coordinator")
+    advertise = flag_value(cctr.get("command", []) + cctr.get("args", []), "advertise")
+    if not c.expect(dial is not None, "worker command lacks --coordinator="):
+        return
+    c.expect(advertise in (None, dial),
+             f"the coordinator advertises {advertise} but the workers dial {dial}")
+    host, _, port = dial.rpartition(":")
+    named = [s for s in coord_svc if s["metadata"]["name"] == host.split(".")[0]]
+    if not c.expect(len(named) == 1,
+                    f"the workers' --coordinator={dial} names no Service of the coordinator"):
+        return
+    spec = named[0]["spec"]
+    c.expect(spec.get("clusterIP") == "None" and spec.get("publishNotReadyAddresses") is True,
+             f"Service/{host}: the Rendezvous is needed before the coordinator is ready, so its "
+             "Service must be headless with publishNotReadyAddresses: true")
+    c.expect(port.isdigit() and int(port) in [p["port"] for p in spec.get("ports", [])],
+             f"Service/{host} lacks port {port}")
+
+
+def seconds(duration):
+    """An absl duration flag value ("60s", "1m30s", "500ms") in seconds, None if unparsed."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        return None
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def check_grace(c, owner, ctr):
+    """SIGTERM drains for up to --drain_timeout (default 20 s); the kubelet must not kill the
+    process before: the grace period leaves 10 s more."""
+    what = f"{owner['kind']}/{owner['metadata']['name']}"
+    drain = flag_value(ctr.get("command", []) + ctr.get("args", []), "drain_timeout")
+    drain_s = 20.0 if drain is None else seconds(drain)
+    if not c.expect(drain_s is not None, f"{what}: --drain_timeout={drain} does not parse"):
+        return
+    grace = owner["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    c.expect(grace >= drain_s + 10,
+             f"{what}: terminationGracePeriodSeconds {grace} must be >= --drain_timeout "
+             f"({drain_s:g} s) + 10")
+
+
 def check_coordinator(c, coordinator):
     ctr = container(coordinator["spec"]["template"], "coordinator")
     if not c.expect(ctr is not None, "coordinator container missing"):
         return
     ports = [p["containerPort"] for p in ctr.get("ports", [])]
     c.expect(COORDINATOR_PORT in ports, f"coordinator containerPorts {ports} lack 50051")
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe, services in (("livenessProbe", ("liveness",)),
+                            ("readinessProbe", ("", "llmint8.v1.Generation"))):
         grpc = ctr.get(probe, {}).get("grpc", {})
-        c.expect(grpc.get("port") == COORDINATOR_PORT,
-                 f"coordinator {probe} must be grpc on port 50051 (grpc.health.v1)")
+        c.expect(grpc.get("port") == COORDINATOR_PORT and grpc.get("service", "") in services,
+                 f"coordinator {probe} must be grpc on port 50051 asking for "
+                 f"{' or '.join(repr(s) for s in services)} (common/health.h)")
+    check_grace(c, coordinator, ctr)
     c.expect(coordinator["spec"].get("replicas") == 1, "exactly one coordinator replica")
     # --metrics_listen=host:P: P is a containerPort, and the scrape annotation (if any) names it.
     for arg in ctr.get("args", []):
@@ -184,6 +252,10 @@ def check_workers(c, objects, workers, cfg):
         return
     argv = ctr.get("command", []) + ctr.get("args", [])
     c.expect(any(a.startswith("--coordinator=") for a in argv), "worker command lacks --coordinator=")
+    liveness = ctr.get("livenessProbe", {}).get("grpc", {})
+    c.expect(liveness.get("service") == "liveness",
+             "worker livenessProbe must be grpc asking for 'liveness' (common/health.h)")
+    check_grace(c, workers, ctr)
     if cfg.get("LLMINT8_BACKEND", "gloo") == "gloo":
         # Gloo's transport is reached at the address the worker advertises: its pod's.
         pod_ip = [e["name"] for e in ctr.get("env", [])
@@ -233,6 +305,9 @@ def check_workers(c, objects, workers, cfg):
         c.expect(gpus is not None and int(gpus) >= 1, "GPU workers must limit nvidia.com/gpu")
         c.expect(res.get("requests", {}).get("nvidia.com/gpu") == gpus,
                  "nvidia.com/gpu requests must equal limits")
+        c.expect(flag_value(argv, "cuda_device") == "0",
+                 "GPU workers need --cuda_device=0: a pod sees its GPU as device 0, and without "
+                 "the flag a worker takes the device numbered as its rank")
 
 
 def container_env(objects, ctr):
