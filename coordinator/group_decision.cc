@@ -1,5 +1,6 @@
 #include "coordinator/group_decision.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,15 @@ absl::StatusOr<GroupPolicy> ParseGroupPolicy(std::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat(
       "--group=", Av(name), " is not a group policy; use all (every worker) or smallest (the "
       "fewest workers that hold the model)"));
+}
+
+std::vector<int> MemorySharers(std::span<const std::string> pools) {
+  std::vector<int> sharers(pools.size(), 1);
+  for (size_t i = 0; i < pools.size(); ++i) {
+    if (pools[i].empty()) continue;
+    sharers[i] = static_cast<int>(std::count(pools.begin(), pools.end(), pools[i]));
+  }
+  return sharers;
 }
 
 absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,

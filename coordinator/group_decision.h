@@ -2,8 +2,10 @@
 // memory planner (coordinator/planner.h) at group formation.
 //
 // Each worker reports the memory it may use (WorkerInfoResponse.memory_bytes: its
-// --memory-limit, MemAvailable on CPU; see worker/usable_memory.h). With every report known,
-// PlanGroup decides:
+// --memory-limit, MemAvailable on CPU; see worker/usable_memory.h). Workers that report the
+// free memory of one host or GPU (the same memory_pool) each count for their part of it
+// (MemorySharers; the coordinator divides before it calls ChooseGroup). With every report
+// known, PlanGroup decides:
 //   kSmallest    the smallest valid TP degree whose that-many largest workers each hold a
 //                shard; the other workers stay idle (int8 on 4 "GPUs" that fit it in 2: TP=2);
 //   kAllWorkers  every worker (TP = their count, the service's original behaviour), provided
@@ -49,6 +51,11 @@ struct GroupChoice {
   int64_t bytes_per_worker = 0;  // the plan's bytes per worker (planned only)
   std::string summary;       // for the log, e.g. "int8 fits in 2 of 4 workers (TP=2)"
 };
+
+// How many of the workers share each one's memory pool (WorkerInfoResponse.memory_pool, e.g.
+// "gpu:GPU-..." for ranks on one GPU): for each index the number of entries equal to its pool,
+// itself included; 1 for an empty pool (its own --memory_limit, or not known).
+std::vector<int> MemorySharers(std::span<const std::string> pools);
 
 // Errors: FailedPrecondition (the workers cannot hold the model; the planner's message),
 // InvalidArgument (no reports, bad dtype / reserve / config).

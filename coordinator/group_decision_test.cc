@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "coordinator/planner.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/config.h"
 
@@ -32,6 +33,14 @@ int64_t Need(const model::OptConfig& c, WeightDType d, int tp) {
 // A cap where fp16 needs 4 workers and int8 fits in 2 (not 1).
 int64_t Cap(const model::OptConfig& c) {
   return std::max(Need(c, WeightDType::kF16, 4), Need(c, WeightDType::kInt8, 2));
+}
+
+// Ranks on one GPU (or host) each count for their part of its free memory; a worker with its
+// own limit (empty pool) shares with nobody, even with another empty one.
+TEST(GroupDecisionTest, MemorySharersCountsTheWorkersOfEachPool) {
+  const std::vector<std::string> pools = {"gpu:GPU-a", "gpu:GPU-a", "", "host:b", "gpu:GPU-a", ""};
+  EXPECT_THAT(MemorySharers(pools), ::testing::ElementsAre(3, 3, 1, 1, 3, 1));
+  EXPECT_TRUE(MemorySharers({}).empty());
 }
 
 TEST(GroupDecisionTest, CapSeparatesFp16FromInt8) {

@@ -7,6 +7,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/byte_size.h"
 #include "common/log.h"
 #include "coordinator/fan_out.h"
 #include "worker/group_epoch.h"
@@ -321,6 +322,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
       if (r.statuses[k].ok()) {
         workers_[i].status.device = r.responses[k].device();
         workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
+        workers_[i].status.memory_pool = r.responses[k].memory_pool();
       }
       if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
         // A group epoch whose high bits are not this coordinator's was formed by another one.
@@ -343,15 +345,21 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
 absl::Status WorkerGroup::Choose(bool answered_only) {
   std::vector<int> candidates;  // worker indices
   std::vector<int64_t> reported;
+  std::vector<std::string> pools;
   {
     absl::MutexLock lock(&mu_);
     for (int i = 0; i < num_workers(); ++i) {
       if (answered_only && !workers_[i].status.healthy) continue;
       candidates.push_back(i);
       reported.push_back(workers_[i].status.memory_bytes);
+      pools.push_back(workers_[i].status.memory_pool);
     }
   }
   if (candidates.empty()) return absl::FailedPreconditionError("no worker answered");
+  // Candidates reporting the free memory of one GPU or host each plan with their part of it
+  // (all of them count, members or not: a conservative plan for --group=smallest).
+  const std::vector<int> sharers = MemorySharers(pools);
+  for (size_t k = 0; k < reported.size(); ++k) reported[k] /= sharers[k];
   GroupChoice choice;
   if (options_.config.has_value()) {
     GroupRequest request;
@@ -372,10 +380,13 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
         absl::StrCat("not planned (", choice.summary, "): every worker must join"));
   }
   std::vector<std::string> sizes;
-  for (int64_t b : reported) sizes.push_back(absl::StrCat(b));
+  for (size_t k = 0; k < reported.size(); ++k) {
+    sizes.push_back(FormatBytes(reported[k]));
+    if (sharers[k] > 1) absl::StrAppend(&sizes.back(), " (1/", sharers[k], " of a shared pool)");
+  }
   LLMINT8_LOG(INFO) << "group: " << choice.summary << " (workers "
-                    << absl::StrJoin(candidates, ", ") << " report " << absl::StrJoin(sizes, ", ")
-                    << " bytes)";
+                    << absl::StrJoin(candidates, ", ") << " have " << absl::StrJoin(sizes, ", ")
+                    << ")";
   absl::MutexLock lock(&mu_);
   members_.clear();
   for (int k : choice.members) members_.push_back(candidates[k]);
@@ -398,6 +409,12 @@ absl::Status WorkerGroup::Form() {
                     << " on the workers): " << n << " of " << num_workers() << " workers, "
                     << options_.backend << ", model " << options_.model << " (" << options_.dtype
                     << ")";
+  std::vector<std::string> pools(n);
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < n; ++i) pools[i] = workers_[members[i]].status.memory_pool;
+  }
+  const std::vector<int> sharers = MemorySharers(pools);
   std::vector<v1::LoadShardRequest> requests(n);
   for (int i = 0; i < n; ++i) {
     v1::LoadShardRequest& req = requests[i];
@@ -415,6 +432,7 @@ absl::Status WorkerGroup::Form() {
     req.set_max_step_tokens(options_.max_step_tokens);
     req.set_max_step_rows(options_.max_step_rows);
     req.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
+    req.set_memory_sharers(sharers[i]);
   }
   absl::Notification loaded;
   absl::Status lost_while_loading;

@@ -85,6 +85,7 @@ struct WorkerStatus {
   std::string address;
   int rank = -1;             // rank in the current group; -1: not a member (idle)
   int64_t memory_bytes = 0;  // what the worker reported it may use (Info)
+  std::string memory_pool;   // what memory_bytes is the free memory of ("": its own limit)
   bool healthy = false;
   // Another coordinator's group holds the worker (its lease runs): this one cannot take it.
   bool held_by_another = false;

@@ -205,6 +205,10 @@ class ShardModel {
 // Unimplemented in a build without CUDA. Implemented by the CUDA backend (model/cuda).
 absl::StatusOr<int64_t> CudaFreeMemoryBytes(int cuda_device);
 
+// The UUID of CUDA device `cuda_device` (< 0: device 0), "GPU-...", as nvidia-smi shows it:
+// which physical GPU a worker's memory comes from. Unimplemented without CUDA.
+absl::StatusOr<std::string> CudaDeviceUuid(int cuda_device);
+
 // Number of visible CUDA devices (cudaGetDeviceCount); Unimplemented in a build without CUDA,
 // Unavailable when the driver cannot be used (e.g. no GPU).
 absl::StatusOr<int> CudaDeviceCount();

@@ -46,4 +46,16 @@ int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t me
   return *available + held_bytes;
 }
 
+std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes) {
+  if (memory_limit_bytes > 0) return "";
+  if (device != "cpu") {
+    absl::StatusOr<std::string> uuid = model::CudaDeviceUuid(cuda_device);
+    return uuid.ok() ? absl::StrCat("gpu:", *uuid) : "";
+  }
+  absl::StatusOr<std::string> boot_id = ReadFileToString("/proc/sys/kernel/random/boot_id");
+  if (!boot_id.ok()) return "";
+  const absl::string_view id = absl::StripAsciiWhitespace(*boot_id);
+  return id.empty() ? "" : absl::StrCat("host:", id);
+}
+
 }  // namespace llmint8::worker

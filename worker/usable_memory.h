@@ -9,7 +9,12 @@
 //                        holds; 0 = unknown when it cannot be read (the coordinator then skips
 //                        planning and uses every worker).
 //
-// Pure functions apart from ReadMemAvailableBytes (reads /proc/meminfo); thread-safe.
+// Without a limit that figure is the free memory of something other processes may use too: a
+// host, a GPU. MemoryPool names it, so that the coordinator can count the group's ranks that
+// share one and give each its part (LoadShardRequest.memory_sharers).
+//
+// Pure functions apart from ReadMemAvailableBytes (reads /proc/meminfo) and MemoryPool (reads
+// the boot id, asks CUDA); thread-safe.
 #ifndef LLMINT8_WORKER_USABLE_MEMORY_H_
 #define LLMINT8_WORKER_USABLE_MEMORY_H_
 
@@ -33,6 +38,13 @@ absl::StatusOr<int64_t> ReadMemAvailableBytes();
 // `cuda_device` is the worker's --cuda_device (< 0: device 0).
 int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t memory_limit_bytes,
                           int64_t held_bytes);
+
+// What UsableMemoryBytes' figure is the free memory of (WorkerInfoResponse.memory_pool):
+// "" with a limit (the worker's own, shared with nobody) or when it cannot be told;
+// "host:<boot id>" on CPU (/proc/sys/kernel/random/boot_id: one per running kernel, the same
+// in every container on a node, as their memory is); "gpu:<UUID>" on CUDA (the physical GPU,
+// or MIG instance, whichever process sees it and under whatever device number).
+std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes);
 
 }  // namespace llmint8::worker
 

@@ -3,9 +3,11 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/strings/strip.h"
+#include "common/file.h"
 #include "gtest/gtest.h"
-#include "model/shard_model.h"
 #include "llmint8/v1/worker.pb.h"
+#include "model/shard_model.h"
 #include "worker/usable_memory.h"
 #include "worker/worker_service.h"
 
@@ -61,6 +63,25 @@ TEST(UsableMemoryTest, LimitWinsElseMemAvailableOnCpuElseUnknown) {
   EXPECT_LT(reported, (int64_t{1} << 40) + 4 * *available + (int64_t{1} << 30));
 }
 
+// The pool names what the unlimited figure is the free memory of: the host's boot id (the
+// same for every process and container on it), the GPU's UUID; nothing with a limit.
+TEST(UsableMemoryTest, PoolIsTheHostOrTheGpuAndNothingWithALimit) {
+  EXPECT_EQ(MemoryPool("cpu", -1, 5), "");
+  EXPECT_EQ(MemoryPool("cuda", 0, 5), "");
+  absl::StatusOr<std::string> boot_id = ReadFileToString("/proc/sys/kernel/random/boot_id");
+  ASSERT_TRUE(boot_id.ok()) << boot_id.status();
+  EXPECT_EQ(MemoryPool("cpu", -1, 0), "host:" + std::string(absl::StripAsciiWhitespace(*boot_id)));
+  EXPECT_EQ(MemoryPool("cpu", -1, 0).size(), 5u + 36u) << "a boot id is a 36-character UUID";
+  absl::StatusOr<std::string> uuid = model::CudaDeviceUuid(0);
+  if (uuid.ok()) {
+    EXPECT_EQ(MemoryPool("cuda", 0, 0), "gpu:" + *uuid);
+    EXPECT_EQ(uuid->rfind("GPU-", 0), 0u) << *uuid;
+    EXPECT_EQ(uuid->size(), 4u + 36u) << *uuid;
+  } else {
+    EXPECT_EQ(MemoryPool("cuda", 0, 0), "") << "no GPU: cannot be told";
+  }
+}
+
 TEST(WorkerMemoryTest, InfoReportsTheLimit) {
   WorkerOptions options;
   options.memory_limit_bytes = 3 << 20;
@@ -69,6 +90,36 @@ TEST(WorkerMemoryTest, InfoReportsTheLimit) {
   v1::WorkerInfoResponse resp;
   ASSERT_TRUE(service.Info(nullptr, &req, &resp).ok());
   EXPECT_EQ(resp.memory_bytes(), 3 << 20);
+  EXPECT_EQ(resp.memory_pool(), "") << "its own limit is shared with nobody";
+
+  WorkerService unlimited{WorkerOptions{}};
+  ASSERT_TRUE(unlimited.Info(nullptr, &req, &resp).ok());
+  EXPECT_EQ(resp.memory_pool(), MemoryPool("cpu", -1, 0));
+  EXPECT_EQ(resp.memory_pool().rfind("host:", 0), 0u) << resp.memory_pool();
+}
+
+// Without a limit a rank claims its part of the free memory it finds: 1 / memory_sharers (the
+// coordinator's count of ranks on its host or GPU), else 1 / world_size. Four sharers leave
+// about a quarter of one's KV capacity (MemAvailable moves between the loads: within 2x).
+TEST(WorkerMemoryTest, KvCapacityIsThePartOfTheSharedMemory) {
+  auto capacity = [](int sharers) {
+    WorkerService service(WorkerOptions{});
+    v1::LoadShardRequest req = OneRank("int8");
+    req.set_memory_sharers(sharers);
+    v1::LoadShardResponse resp;
+    grpc::Status s = service.LoadShard(nullptr, &req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(resp.has_kv_capacity_tokens());
+    return resp.kv_capacity_tokens();
+  };
+  const int64_t alone = capacity(1);
+  const int64_t unknown = capacity(0);  // world_size 1: alone too
+  const int64_t quarter = capacity(4);
+  ASSERT_GT(alone, 1000);
+  EXPECT_GT(unknown, alone / 2);
+  EXPECT_LT(unknown, alone * 2);
+  EXPECT_GT(quarter, alone / 8);
+  EXPECT_LT(quarter, alone / 2);
 }
 
 TEST(WorkerMemoryTest, LoadBeyondTheLimitIsResourceExhaustedWithNumbers) {

@@ -47,7 +47,10 @@ absl::Time LeaseNow() {
 
 }  // namespace
 
-WorkerService::WorkerService(WorkerOptions options) : options_(std::move(options)) {}
+WorkerService::WorkerService(WorkerOptions options)
+    : options_(std::move(options)),
+      memory_pool_(MemoryPool(options_.device, options_.cuda_device, options_.memory_limit_bytes)) {
+}
 
 WorkerService::~WorkerService() {
   absl::MutexLock lock(&mu_);
@@ -90,6 +93,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
   resp->set_device(options_.device);
   resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
                                            options_.memory_limit_bytes, published_held_bytes_));
+  resp->set_memory_pool(memory_pool_);
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
   resp->set_world_size(published_world_size_);
@@ -214,9 +218,11 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
                                      options_.memory_limit_bytes, mem.total());
   if (usable > 0) {
     if (options_.memory_limit_bytes <= 0) {
-      // Free memory is shared: the group's ranks may sit on one host or one GPU (and a
-      // neighbour may still be loading), and libraries allocate more later. Claim a share.
-      usable = usable / 10 * 9 / req.world_size();
+      // Free memory may be shared: by the group's ranks on this host or GPU (the coordinator
+      // counts them from their memory_pool; a neighbour may still be loading), and libraries
+      // allocate more later. Claim this rank's part of 90%.
+      const int sharers = req.memory_sharers() > 0 ? req.memory_sharers() : req.world_size();
+      usable = usable / 10 * 9 / sharers;
     }
     const int64_t step_tokens =
         req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();

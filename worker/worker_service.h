@@ -95,6 +95,7 @@ class WorkerService final : public v1::Worker::Service {
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerOptions options_;
+  const std::string memory_pool_;  // MemoryPool of the options, read once (Info)
   // What Info reports, readable while a long Step holds mu_ (health probes must not wait).
   std::atomic<int64_t> published_epoch_{0};
   std::atomic<bool> published_loaded_{false};

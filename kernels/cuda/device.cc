@@ -33,6 +33,20 @@ absl::StatusOr<int64_t> FreeMemoryBytes(int device) {
   return static_cast<int64_t>(free_bytes);
 }
 
+absl::StatusOr<std::string> DeviceUuid(int device) {
+  cudaDeviceProp prop{};
+  RETURN_IF_CUDA_ERROR(cudaGetDeviceProperties(&prop, device));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "GPU-";
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    const auto byte = static_cast<unsigned char>(prop.uuid.bytes[i]);
+    out.push_back(kHex[byte >> 4]);
+    out.push_back(kHex[byte & 15]);
+  }
+  return out;
+}
+
 namespace internal {
 
 absl::StatusOr<void*> Malloc(size_t bytes) {

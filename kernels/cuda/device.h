@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -34,6 +35,11 @@ absl::Status SetDevice(int device);
 
 // Free bytes on `device` as cudaMemGetInfo reports them (what a new allocation can still get).
 absl::StatusOr<int64_t> FreeMemoryBytes(int device);
+
+// The device's UUID in nvidia-smi's form, "GPU-" then 32 hex digits in groups 8-4-4-4-12
+// (cudaDeviceProp::uuid; a MIG instance has its own): the same physical device wherever it is
+// seen from, so processes can tell whether they share one.
+absl::StatusOr<std::string> DeviceUuid(int device);
 
 namespace internal {
 absl::StatusOr<void*> Malloc(size_t bytes);

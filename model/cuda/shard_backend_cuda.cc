@@ -725,6 +725,10 @@ absl::StatusOr<int64_t> CudaFreeMemoryBytes(int cuda_device) {
   return gpu::FreeMemoryBytes(cuda_device < 0 ? 0 : cuda_device);
 }
 
+absl::StatusOr<std::string> CudaDeviceUuid(int cuda_device) {
+  return gpu::DeviceUuid(cuda_device < 0 ? 0 : cuda_device);
+}
+
 absl::StatusOr<int> CudaDeviceCount() { return gpu::DeviceCount(); }
 
 }  // namespace llmint8::model

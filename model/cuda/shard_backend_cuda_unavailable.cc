@@ -15,6 +15,10 @@ absl::StatusOr<int64_t> CudaFreeMemoryBytes(int) {
   return absl::UnimplementedError("this build has no CUDA support: no device memory to report");
 }
 
+absl::StatusOr<std::string> CudaDeviceUuid(int) {
+  return absl::UnimplementedError("this build has no CUDA support: no device to name");
+}
+
 absl::StatusOr<int> CudaDeviceCount() {
   return absl::UnimplementedError(
       "this build has no CUDA support (configure with the CUDA "
