@@ -68,6 +68,12 @@ void SetCoordinatorHealth(grpc::Server& server, bool ready) {
 
 absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& options) {
   ASSIGN_OR_RETURN(model::OptConfig config, worker::LoadModelSpecConfig(options.group.model));
+  if (options.max_context > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_context=", options.max_context, " is beyond ", options.group.model,
+                     "'s max_position_embeddings (", config.max_position_embeddings,
+                     "): its learned positions end there; pass at most that, or 0 for all of it"));
+  }
   const std::vector<int> valid_tp = model::ValidTpDegrees(config);
   const int tp = static_cast<int>(options.group.addresses.size());
   // --group=smallest may leave workers idle: it needs one valid degree within the workers.

@@ -90,11 +90,13 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
         absl::StrCat("max_context ", options.max_context, " must be in [0, ",
                      config.max_position_embeddings, "] (max_position_embeddings)"));
   }
-  if (!(options.threshold >= 0.0f) || options.memory_limit_bytes < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("threshold (", options.threshold,
-                                                   ") and memory_limit_bytes (",
-                                                   options.memory_limit_bytes,
-                                                   ") must be >= 0"));
+  if (!(options.threshold >= 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threshold ", options.threshold, " must be >= 0 (0: no outliers)"));
+  }
+  if (options.memory_limit_bytes < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory_limit_bytes ", options.memory_limit_bytes, " must be >= 0 (0: no limit)"));
   }
   if (config.activation != Activation::kRelu && config.activation != Activation::kGelu) {
     // The tanh approximation (gelu_new) would silently run as exact gelu: refuse it instead.

@@ -2,12 +2,14 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "coordinator/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
 #include "tools/client_auth.h"
@@ -35,7 +37,25 @@ const char* FinishName(v1::FinishReason r) {
 
 }  // namespace
 
+// The prompt flags, checked before anything is sent; empty when they are fine.
+std::string PromptFlagsError() {
+  const std::string& prompt = absl::GetFlag(FLAGS_prompt);
+  if (!prompt.empty() && !absl::GetFlag(FLAGS_token_ids).empty()) {
+    return "pass --prompt or --token_ids, not both";
+  }
+  if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(prompt); bad.has_value()) {
+    return absl::StrCat("--prompt is not valid UTF-8 (byte ", *bad,
+                        "); pass text, or the ids with --token_ids");
+  }
+  if (absl::GetFlag(FLAGS_timeout) < 0) return "--timeout must be >= 0 seconds (0: none)";
+  return "";
+}
+
 int RunGenerate() {
+  if (const std::string error = PromptFlagsError(); !error.empty()) {
+    std::fprintf(stderr, "llmint8 generate: %s\n", error.c_str());
+    return 2;
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CoordinatorChannelFromFlags();
   if (!channel.ok()) {
     std::fprintf(stderr, "llmint8 generate: %s\n", channel.status().ToString().c_str());

@@ -60,7 +60,9 @@ absl::StatusOr<std::string> RunPlanFlags() {
     return absl::InvalidArgumentError("--context must be >= 0 (0: max_position_embeddings)");
   }
   std::error_code ec;
-  if (absl::StrContains(cmd.model, '/') && !std::filesystem::exists(cmd.model, ec)) {
+  // A name with a slash is a path unless it is a preset ("facebook/opt-13b").
+  if (absl::StrContains(cmd.model, '/') && !std::filesystem::exists(cmd.model, ec) &&
+      !model::OptPreset(cmd.model).ok()) {
     return absl::NotFoundError(
         absl::StrCat("--model=", cmd.model, " does not exist; pass a preset (",
                      absl::StrJoin(model::OptPresetNames(), ", "),

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -130,6 +131,12 @@ absl::Status ValidateCommonFlags() {
   }
   if (absl::GetFlag(FLAGS_default_max_tokens) < 0) {
     return absl::InvalidArgumentError("--default_max_tokens must be >= 0 (0: fill the context)");
+  }
+  if (const float t = absl::GetFlag(FLAGS_threshold); !(t >= 0.0f) || std::isinf(t)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--threshold=", t,
+                     " must be a finite value >= 0 (LLM.int8()'s outlier threshold: 6 as in "
+                     "the paper; 0 quantizes every column)"));
   }
   if (absl::GetFlag(FLAGS_score_chunk) < 1) {
     return absl::InvalidArgumentError("--score_chunk must be >= 1");

@@ -69,6 +69,12 @@ TEST(PlanCliTest, SinglePlanJsonDefaultsToInt8On80GiB) {
   const testing::CliResult f16 = RunCli("plan --model=175b --dtype fp16 --gpu-memory=80GiB --json");
   ASSERT_EQ(f16.exit_code, 0) << f16.err;
   EXPECT_EQ(nlohmann::json::parse(f16.out)["tp"], 6);
+
+  // The Hugging Face name, as --help lists it: a preset, not a path.
+  const testing::CliResult hf = RunCli("plan --model=facebook/opt-175b --json");
+  ASSERT_EQ(hf.exit_code, 0) << hf.err;
+  EXPECT_EQ(nlohmann::json::parse(hf.out)["tp"], 3);
+  EXPECT_EQ(RunCli("plan --model=facebook/opt-13b").exit_code, 0);
 }
 
 TEST(PlanCliTest, ModelDirectoryConfigJsonAndSyntheticSpec) {

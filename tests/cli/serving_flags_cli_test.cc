@@ -59,7 +59,9 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
         Case{"coordinator --check_flags", "--workers is required"},
         Case{"serve --tls_ca_file=/x --check_flags", "set --tls_cert_file"},
-        Case{"serve --default_max_tokens=-1 --check_flags", "--default_max_tokens must be >= 0"}}) {
+        Case{"serve --default_max_tokens=-1 --check_flags", "--default_max_tokens must be >= 0"},
+        Case{"serve --threshold=-1 --check_flags", "--threshold=-1 must be a finite value >= 0"},
+        Case{"coordinator --workers=a:1 --threshold=nan --check_flags", "--threshold=nan"}}) {
     const CliResult r = RunCli(c.args);
     EXPECT_EQ(r.exit_code, 1) << c.args;
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args;
@@ -100,7 +102,10 @@ TEST(ServingFlagsCliTest, AModelTheWorkersCannotServeIsRefusedBeforeAnyWorkerSta
        {Case{"--tp=2 --model=/nonexistent-llmint8-model", "config.json"},
         Case{"--tp=2 --model=synthetic:bogus", "bogus"},
         Case{"--tp=3 --model=synthetic:125m,layers=1,hidden=64,heads=4,ffn=256,vocab=100",
-             "(4 heads, FFN 256): use one of 1, 2, 4 workers"}}) {
+             "(4 heads, FFN 256): use one of 1, 2, 4 workers"},
+        Case{"--tp=1 --model=synthetic:125m,layers=1,hidden=64,heads=4,ffn=256,vocab=100,"
+             "positions=64 --max_context=65",
+             "--max_context=65 is beyond"}}) {
     const CliResult r = RunCli(absl::StrCat("serve --listen=127.0.0.1:1 ", c.args));
     EXPECT_EQ(r.exit_code, 1) << c.args;
     EXPECT_THAT(r.err, HasSubstr(c.says)) << r.err;

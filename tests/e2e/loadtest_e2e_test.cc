@@ -110,6 +110,19 @@ TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
   r = RunCli(absl::StrCat("generate --coordinator=", target, " --prompt=hi --timeout=5"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr(absl::StrCat("UNAVAILABLE: Generate on ", target, ": ")));
+  // Prompt flags that cannot be sent are refused before any call (exit 2, nothing dialled).
+  struct Case {
+    std::string flags;
+    std::string says;
+  };
+  for (const Case& c : {Case{"--prompt=hi --token_ids=2,3", "--prompt or --token_ids, not both"},
+                        // sh's printf writes the byte 0xff.
+                        Case{"--prompt=\"$(printf 'ab\\377')\"", "not valid UTF-8 (byte 2)"},
+                        Case{"--prompt=hi --timeout=-1", "--timeout must be >= 0"}}) {
+    r = RunCli(absl::StrCat("generate --coordinator=", target, " ", c.flags));
+    EXPECT_EQ(r.exit_code, 2) << c.flags << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.says)) << c.flags;
+  }
 }
 
 }  // namespace
