@@ -3,10 +3,12 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/openai_chat.h"
 #include "coordinator/peer_watch.h"
@@ -31,6 +33,64 @@ void SendError(httplib::Response& res, const absl::Status& status) {
   res.set_content(openai::ErrorJson(status), kJson);
 }
 
+struct Route {
+  const char* method;
+  const char* path;  // a prefix when it ends in '/'
+};
+// Every route AddHttpApiRoutes serves, for the answers to the requests it does not.
+constexpr Route kRoutes[] = {{"POST", "/v1/completions"}, {"POST", "/v1/chat/completions"},
+                             {"GET", "/v1/models"},       {"GET", "/v1/models/"},
+                             {"GET", "/health"},          {"POST", "/tokenize"},
+                             {"POST", "/detokenize"}};
+
+bool RouteMatches(const Route& r, const std::string& path) {
+  const std::string_view p = r.path;
+  return p.ends_with('/') ? path.starts_with(p) && path.size() > p.size() : path == p;
+}
+
+// httplib's own refusals (no route, a body over the limit, a request it could not read) with
+// an OpenAI error body: 405 and Allow for a served path asked with another method, 413 for a
+// body over the limit (an invalid request, not a rate limit), else what httplib said.
+void AnswerUnrouted(const httplib::Request& req, httplib::Response& res, int64_t max_body) {
+  std::vector<std::string> allowed;
+  for (const Route& r : kRoutes) {
+    if (RouteMatches(r, req.path) && req.method != r.method) allowed.push_back(r.method);
+  }
+  if (res.status != 413 && !allowed.empty()) {
+    res.status = 405;
+    res.set_header("Allow", absl::StrJoin(allowed, ", "));
+    res.set_content(openai::ErrorJson(absl::InvalidArgumentError(
+                        absl::StrCat(req.method, " ", req.path, " is not served; ", req.path,
+                                     " takes ", absl::StrJoin(allowed, ", ")))),
+                    kJson);
+    return;
+  }
+  if (res.status == 413) {
+    res.set_content(openai::ErrorJson(absl::InvalidArgumentError(absl::StrCat(
+                                          "the body is over ", max_body,
+                                          " bytes (the server's --max_message_bytes)")),
+                                      "invalid_request_error"),
+                    kJson);
+    return;
+  }
+  if (res.status == 404) {
+    std::vector<std::string> routes;
+    for (const Route& r : kRoutes) {
+      routes.push_back(absl::StrCat(r.method, " ", r.path,
+                                    std::string_view(r.path).ends_with('/') ? "{model}" : ""));
+    }
+    res.set_content(
+        openai::ErrorJson(absl::NotFoundError(absl::StrCat(
+            req.method, " ", req.path, " is not served; the API: ", absl::StrJoin(routes, ", ")))),
+        kJson);
+    return;
+  }
+  res.set_content(openai::ErrorJson(absl::InvalidArgumentError(
+                      absl::StrCat("the server could not read the request (HTTP ", res.status,
+                                   "); a POST needs a Content-Length or a chunked body"))),
+                  kJson);
+}
+
 // Streams a request's admitted sequences (one per choice) as server-sent events.
 void StreamCompletion(httplib::Response& res, GenerationService* service, const WorkerGroup* group,
                       std::vector<std::shared_ptr<Sequence>> seqs,
@@ -49,13 +109,14 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
         };
         std::vector<v1::Usage> usage(shared_seqs->size());
         std::vector<openai::ChatStream> chat(shared_seqs->size());
+        std::vector<size_t> streamed_bytes(shared_seqs->size());  // logprobs' text_offset
         const absl::Status status = service->FollowAll(
             *shared_seqs,
             [&](size_t index, const v1::GenerateResponse& r) {
               if (r.has_usage()) usage[index] = r.usage();
               if (!request->chat) {
-                return send(
-                    openai::CompletionChunkEvent(*request, index, r, id, created, model_id));
+                return send(openai::CompletionChunkEvent(*request, index, r, id, created, model_id,
+                                                         &streamed_bytes[index]));
               }
               return send(
                   openai::ChatChunkEvent(*request, index, r, chat[index], id, created, model_id));
@@ -89,13 +150,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   // Errors httplib answers itself (no route, a body over the limit) get an OpenAI body too.
   const int64_t max_body = options.max_body_bytes;
   server.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    absl::Status status =
-        res.status == 413 ? absl::ResourceExhaustedError(absl::StrCat(
-                                "the body is over ", max_body, " bytes (--max_message_bytes)"))
-                          : absl::NotFoundError(absl::StrCat(
-                                req.method, " ", req.path, " is not served; see /v1/completions"));
-    res.set_content(openai::ErrorJson(status), kJson);
+    if (res.body.empty()) AnswerUnrouted(req, res, max_body);
   });
   if (options.api_key != nullptr && options.api_key->required()) {
     const ApiKey* key = options.api_key;
@@ -123,6 +178,15 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   });
   server.Get("/v1/models", [card](const httplib::Request&, httplib::Response& res) {
     res.set_content(openai::ModelsJson(card), kJson);
+  });
+  server.Get("/v1/models/(.+)", [card](const httplib::Request& req, httplib::Response& res) {
+    if (req.matches[1] != card.id) {
+      return SendError(res, absl::NotFoundError(absl::StrCat("the model '", req.matches[1].str(),
+                                                             "' is not served; this "
+                                                             "server serves '",
+                                                             card.id, "'")));
+    }
+    res.set_content(openai::ModelJson(card), kJson);
   });
   // vLLM's tokenizer routes (coordinator/openai_api.h).
   const Tokenizer* tokenizer = service->tokenizer();

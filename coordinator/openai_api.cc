@@ -152,9 +152,10 @@ json Candidates(const google::protobuf::RepeatedPtrField<v1::TopLogprob>& top, i
   return out;
 }
 
-// The choice of `responses` (all of a request, or one streamed piece).
+// The choice of `responses` (all of a request, or one streamed piece, whose text starts
+// `offset` bytes into the choice's).
 json Choice(const CompletionRequest& request, size_t index, const v1::GenerateResponse* begin,
-            const v1::GenerateResponse* end) {
+            const v1::GenerateResponse* end, size_t offset = 0) {
   std::string text;
   const bool top = request.generate.top_logprobs() > 0;
   json tokens = json::array(), token_logprobs = json::array(), offsets = json::array(),
@@ -165,7 +166,7 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
   // A token is listed by its text decoded alone (as its candidates are), else by its piece.
   auto add = [&](const auto& token, const auto& candidates, const std::string& piece) {
     if (!request.logprobs) return;  // built only when asked for
-    offsets.push_back(text.size());
+    offsets.push_back(offset + text.size());
     const std::string label = TokenKey(token.token_text(), piece, token.token_id());
     tokens.push_back(label);
     const std::optional<float> logprob = Logprob(token);
@@ -270,10 +271,12 @@ std::string CompletionJson(const CompletionRequest& request,
 std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
-                                 std::string_view model_id) {
-  return internal::ChunkEvent(request, "text_completion",
-                              Choice(request, index, &response, &response + 1), completion_id,
-                              created, model_id);
+                                 std::string_view model_id, size_t* streamed_bytes) {
+  json choice = Choice(request, index, &response, &response + 1,
+                       streamed_bytes != nullptr ? *streamed_bytes : 0);
+  if (streamed_bytes != nullptr) *streamed_bytes += choice["text"].get_ref<std::string&>().size();
+  return internal::ChunkEvent(request, "text_completion", std::move(choice), completion_id, created,
+                              model_id);
 }
 
 v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices) {
@@ -299,14 +302,23 @@ std::string UsageEvent(const CompletionRequest& request, const v1::Usage& usage,
   return absl::StrCat("data: ", Dump(event), "\n\n");
 }
 
-std::string ModelsJson(const ModelCard& card) {
-  const json model = {{"id", card.id},
-                      {"object", "model"},
-                      {"created", card.created},
-                      {"owned_by", "llmint8"},
-                      {"max_model_len", card.max_context}};
-  return Dump(json{{"object", "list"}, {"data", json::array({model})}});
+namespace {
+
+json Model(const ModelCard& card) {
+  return {{"id", card.id},
+          {"object", "model"},
+          {"created", card.created},
+          {"owned_by", "llmint8"},
+          {"max_model_len", card.max_context}};
 }
+
+}  // namespace
+
+std::string ModelsJson(const ModelCard& card) {
+  return Dump(json{{"object", "list"}, {"data", json::array({Model(card)})}});
+}
+
+std::string ModelJson(const ModelCard& card) { return Dump(Model(card)); }
 
 int HttpStatus(absl::StatusCode code) {
   switch (code) {
@@ -335,14 +347,14 @@ int HttpStatus(absl::StatusCode code) {
   }
 }
 
-std::string ErrorJson(const absl::Status& status) {
+std::string ErrorJson(const absl::Status& status, std::string_view type) {
   const int http = HttpStatus(status.code());
-  const char* type = http == 429  ? "rate_limit_error"
-                     : http < 500 ? "invalid_request_error"
-                                  : "server_error";
+  if (type.empty()) {
+    type = http == 429 ? "rate_limit_error" : http < 500 ? "invalid_request_error" : "server_error";
+  }
   return Dump(json{{"error",
                     {{"message", std::string(status.message())},
-                     {"type", type},
+                     {"type", std::string(type)},
                      {"code", absl::StatusCodeToString(status.code())}}}});
 }
 

@@ -116,11 +116,13 @@ std::string CompletionJson(const CompletionRequest& request,
                            std::string_view model_id);
 
 // One server-sent event ("data: {...}\n\n") of a streamed request: choice `index`'s
-// `response`.
+// `response`. `streamed_bytes`: the bytes of this choice's text sent in its earlier events,
+// advanced past this one's, so that logprobs' text_offset counts from the start of the choice's
+// text as a non-streamed answer's does (null: from this event's text).
 std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
-                                 std::string_view model_id);
+                                 std::string_view model_id, size_t* streamed_bytes = nullptr);
 // The request's usage from each choice's (its final response's; index order): every choice's
 // completion tokens, each prompt's tokens once.
 v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices);
@@ -131,10 +133,13 @@ std::string UsageEvent(const CompletionRequest& request, const v1::Usage& usage,
 inline constexpr std::string_view kDoneEvent = "data: [DONE]\n\n";
 
 std::string ModelsJson(const ModelCard& card);
+// GET /v1/models/{id}: the model object alone (OpenAI's models.retrieve).
+std::string ModelJson(const ModelCard& card);
 
 int HttpStatus(absl::StatusCode code);
-// {"error": {"message", "type", "code"}}.
-std::string ErrorJson(const absl::Status& status);
+// {"error": {"message", "type", "code"}}. The type follows the HTTP status (429
+// rate_limit_error, other 4xx invalid_request_error, 5xx server_error) unless `type` is given.
+std::string ErrorJson(const absl::Status& status, std::string_view type = "");
 
 }  // namespace llmint8::coordinator::openai
 

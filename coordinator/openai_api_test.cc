@@ -423,6 +423,21 @@ TEST(OpenAiApiTest, SeveralChoicesAreIndexedAndUsageCountsEachPromptOnce) {
   EXPECT_EQ(chunk["choices"][0]["index"], 3);
 }
 
+// Streamed, each event's text_offset counts from the start of the choice's text, as the
+// joined answer's do ({0, 4, 4} above), not from the event's own text.
+TEST(OpenAiApiTest, StreamedTextOffsetsCountFromTheStartOfTheChoice) {
+  const CompletionRequest request = ParseOk(R"({"prompt": "x", "stream": true, "logprobs": 0})");
+  size_t streamed = 0;
+  std::vector<int> offsets;
+  for (const v1::GenerateResponse& r : Responses()) {
+    const json j =
+        json::parse(CompletionChunkEvent(request, 0, r, "c", 1, kModel, &streamed).substr(6));
+    for (const json& o : j["choices"][0]["logprobs"]["text_offset"]) offsets.push_back(o);
+  }
+  EXPECT_THAT(offsets, ::testing::ElementsAre(0, 4, 4));
+  EXPECT_EQ(streamed, std::string(" Hello!").size());
+}
+
 TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {
   const CompletionRequest request =
       ParseOk(R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}})");

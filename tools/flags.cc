@@ -10,7 +10,8 @@ ABSL_FLAG(std::string, coordinator, "",
           "worker: the coordinator's rendezvous address, overriding the one it sends");
 ABSL_FLAG(std::string, http_listen, "",
           "host:port for the OpenAI-compatible HTTP API (coordinator / serve): POST "
-          "/v1/completions (stream or not), GET /v1/models, GET /health; empty: off");
+          "/v1/completions and /v1/chat/completions (streamed or not), GET /v1/models[/{id}], "
+          "GET /health, POST /tokenize and /detokenize; empty: off");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port for Prometheus metrics at http://<host:port>/metrics (coordinator / serve; "
           "empty: off; port 0 picks a free port)");

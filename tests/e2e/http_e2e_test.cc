@@ -411,6 +411,7 @@ TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   ASSERT_TRUE(big);
   EXPECT_EQ(big->status, 413);
   EXPECT_THAT(big->body, HasSubstr("--max_message_bytes"));
+  EXPECT_EQ(json::parse(big->body)["error"]["type"], "invalid_request_error") << "not a rate limit";
   // This model has no tokenizer: the tokenizer routes say so.
   const httplib::Result no_tokenizer =
       Client().Post("/tokenize", R"({"prompt": "x"})", "application/json");
@@ -420,7 +421,18 @@ TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   const httplib::Result nowhere = Client().Get("/v1/chat/nothing");
   ASSERT_TRUE(nowhere);
   EXPECT_EQ(nowhere->status, 404);
-  EXPECT_THAT(nowhere->body, HasSubstr("is not served"));
+  EXPECT_THAT(nowhere->body, HasSubstr("is not served; the API: POST /v1/completions"));
+  // A served path asked with another method: 405, and Allow names the method it takes.
+  for (const auto& [res, allow] :
+       {std::pair{Client().Get("/v1/completions"), "POST"},
+        std::pair{Client().Delete("/v1/chat/completions"), "POST"},
+        std::pair{Client().Post("/v1/models", "{}", "application/json"), "GET"},
+        std::pair{Client().Post("/health", "", "text/plain"), "GET"}}) {
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 405) << res->body;
+    EXPECT_EQ(res->get_header_value("Allow"), allow);
+    EXPECT_THAT(res->body, HasSubstr(absl::StrCat("takes ", allow))) << res->body;
+  }
   // The server is still serving.
   const httplib::Result ok = Post({{"prompt", {2, 5}}, {"max_tokens", 2}, {"temperature", 0}});
   ASSERT_TRUE(ok);
@@ -620,6 +632,15 @@ TEST_F(HttpE2ETest, ModelsAndHealth) {
   const json m = json::parse(models->body);
   EXPECT_EQ(m["data"][0]["id"], "tiny-opt");
   EXPECT_EQ(m["data"][0]["max_model_len"], 128);
+  // One model by its id (the OpenAI SDK's models.retrieve); another id is not served.
+  const httplib::Result one = client.Get("/v1/models/tiny-opt");
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->status, 200) << one->body;
+  EXPECT_EQ(json::parse(one->body), m["data"][0]);
+  const httplib::Result other = client.Get("/v1/models/gpt-4");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  EXPECT_THAT(other->body, HasSubstr("'gpt-4' is not served"));
   const httplib::Result health = client.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
