@@ -290,6 +290,10 @@ const std::string& CoordinatorServer::address() const { return impl_->address; }
 
 void CoordinatorServer::Wait() { impl_->server->Wait(); }
 
+bool CoordinatorServer::ready() const { return impl_->group->ready(); }
+
+absl::Status CoordinatorServer::refusal() const { return impl_->group->refusal(); }
+
 void CoordinatorServer::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;

@@ -72,6 +72,10 @@ class CoordinatorServer {
   int http_port() const;               // 0 without http_listen
   const std::string& address() const;  // host:port as clients on this host reach it
   void Wait();                         // until Shutdown (from another thread)
+  // Whether the worker group serves now; why it refuses to form (the workers cannot hold or
+  // load the model: FailedPrecondition), OK when it does not (coordinator/worker_group.h).
+  bool ready() const;
+  absl::Status refusal() const;
   // Drains (see drain_timeout), then stops serving. Idempotent.
   void Shutdown();
 

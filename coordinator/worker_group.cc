@@ -16,6 +16,25 @@
 namespace llmint8::coordinator {
 namespace {
 
+// LoadShard failures that trying again at once cannot mend: the checkpoint or the config is
+// bad (InvalidArgument, NotFound, DataLoss, OutOfRange, PermissionDenied, Unimplemented) or the
+// shard does not fit (ResourceExhausted). Not FailedPrecondition (another coordinator's lease,
+// a worker that has not loaded yet) nor Unavailable / DeadlineExceeded (a worker went away).
+bool IsModelLoadError(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kResourceExhausted:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool IsBatchError(grpc::StatusCode code) {
   return code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::OUT_OF_RANGE ||
          code == grpc::StatusCode::RESOURCE_EXHAUSTED;
@@ -493,6 +512,7 @@ void WorkerGroup::MonitorLoop() {
   // Idle spares are probed every this many rounds while the group is ready (2 s by default).
   constexpr int kIdleProbeRounds = 8;
   int64_t ready_rounds = 0;
+  int load_failures = 0;  // consecutive Form()s that failed to load the model
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -550,7 +570,21 @@ void WorkerGroup::MonitorLoop() {
     SetState(GroupState::kForming, absl::OkStatus());
     absl::Status formed = Form();
     if (formed.ok()) {
+      load_failures = 0;
       SetState(GroupState::kReady, absl::OkStatus());
+    } else if (IsModelLoadError(formed.code())) {
+      // The model itself does not load (a bad or missing file, a config its weights do not
+      // match, too little memory): trying again at once would fail alike, and requests would
+      // wait for ever. Refuse them with the reason, and try again after 1, 2, 4 ... 30 s, in
+      // case the files or the memory change.
+      ++load_failures;
+      SetState(GroupState::kRefused,
+               absl::FailedPreconditionError(
+                   absl::StrCat("the workers cannot load ", options_.model, ": ", formed.message(),
+                                " (the coordinator tries again, at least every 30 s)")));
+      const absl::Duration backoff = std::min(
+          absl::Seconds(1) * (int64_t{1} << std::min(load_failures - 1, 5)), absl::Seconds(30));
+      if (!sleep(backoff)) break;
     } else {
       Break(formed);
       if (!sleep(absl::Seconds(1))) break;

@@ -522,8 +522,21 @@ int RunServe(const char* argv0) {
   if (!server.ok()) {
     code = Fail(server.status());
   } else {
-    const int sig = WaitSignal(signals);
-    LLMINT8_LOG(INFO) << strsignal(sig);
+    // Until a signal; or, when the group is refused before it ever served (the workers this
+    // command started cannot load or hold the model: nothing here will change that), with
+    // the reason and exit status 1 rather than refusing every request for ever.
+    bool served = false;
+    int sig = 0;
+    while (sig == 0) {
+      sig = WaitSignalFor(signals, absl::Milliseconds(200));
+      served = served || (*server)->ready();
+      if (const absl::Status refused = (*server)->refusal(); sig == 0 && !served && !refused.ok()) {
+        code = Fail(
+            absl::Status(refused.code(), absl::StrCat("serve: ", refused.message(), "; stopping")));
+        break;
+      }
+    }
+    if (sig != 0) LLMINT8_LOG(INFO) << strsignal(sig);
     (*server)->Shutdown();
   }
   {

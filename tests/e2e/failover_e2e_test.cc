@@ -13,14 +13,18 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/run_cli.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/reference.h"
 
@@ -456,6 +460,81 @@ TEST(TwoCoordinatorsE2ETest, TheSecondWaitsForTheFirstToLetGo) {
   waiter.join();
   ASSERT_TRUE(queued.status.ok()) << queued.status.error_message();
   EXPECT_THAT(queued.tokens, ElementsAreArray(*expected));
+}
+
+// A model the workers cannot load (here a truncated safetensors file) is refused, not waited
+// for: requests fail FAILED_PRECONDITION with the workers' reason at once instead of waiting
+// in the queue for ever, and health stays NOT_SERVING. The coordinator keeps trying (after 1,
+// 2, 4 ... s), so once the file is mended the group forms and serves.
+// A copy of the tiny model whose model.safetensors is cut in half: its header promises
+// tensors past the file's end. Empty on failure.
+std::string TruncatedTinyModel() {
+  std::string dir = ::testing::TempDir() + "/llmint8-broken-model-XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) return "";
+  const std::string good = SourcePath(kTinyModel);
+  std::error_code ec;
+  std::filesystem::copy_file(good + "/config.json", dir + "/config.json", ec);
+  absl::StatusOr<std::string> weights = ReadFileToString(good + "/model.safetensors");
+  if (ec || !weights.ok()) return "";
+  std::ofstream(dir + "/model.safetensors", std::ios::binary)
+      << weights->substr(0, weights->size() / 2);
+  return dir;
+}
+
+TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
+  const std::string dir = TruncatedTinyModel();
+  ASSERT_FALSE(dir.empty());
+  absl::StatusOr<std::string> weights =
+      ReadFileToString(SourcePath(kTinyModel) + "/model.safetensors");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+
+  ClusterOptions options;
+  options.model = dir;
+  Cluster cluster(options);
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "worker group: refused", 30));
+  const std::vector<int32_t> prompt = {2, 100, 200, 300};
+  const auto sent = std::chrono::steady_clock::now();
+  Generated refused = Generate(*cluster.NewStub(), GreedyRequest(prompt, 4), 60);
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(), ::testing::HasSubstr("the workers cannot load"));
+  EXPECT_THAT(refused.status.error_message(), ::testing::HasSubstr("model.safetensors"));
+  EXPECT_LT(waited, 40.0) << "refused within one retry, not left in the queue";
+  EXPECT_EQ(HealthStatus(cluster.address()), 2);
+  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "liveness"), 1);
+
+  // Mended (a new file renamed over the old, as a copy tool does).
+  std::ofstream(dir + "/model.safetensors.new", std::ios::binary) << *weights;
+  std::filesystem::rename(dir + "/model.safetensors.new", dir + "/model.safetensors");
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never formed after the fix";
+  absl::StatusOr<std::vector<int32_t>> expected = ReferenceGreedy(prompt, 16);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  Generated served = Generate(*cluster.NewStub(), GreedyRequest(prompt, 16));
+  ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+  EXPECT_THAT(served.tokens, ElementsAreArray(*expected));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
+// `serve` started the workers itself, so nothing will mend a model they cannot load: it says
+// why and exits 1 instead of refusing every request for ever.
+TEST(BrokenModelE2ETest, ServeExitsWhenItsWorkersCannotLoadTheModel) {
+  const std::string dir = TruncatedTinyModel();
+  ASSERT_FALSE(dir.empty());
+  const auto start = std::chrono::steady_clock::now();
+  const tools::testing::CliResult r =
+      tools::testing::RunCli(absl::StrCat("serve --tp=2 --listen=127.0.0.1:", FreePort(),
+                                          " --worker_base_port=", FreePort(2), " --model=", dir));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, ::testing::HasSubstr("serve: the workers cannot load " + dir));
+  EXPECT_THAT(r.err, ::testing::HasSubstr("(file truncated?)"));
+  EXPECT_LT(seconds, 30.0);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace
