@@ -1,6 +1,9 @@
 // worker, coordinator and serve: the long-running subcommands.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -218,6 +221,22 @@ absl::Status CheckAddresses(const std::vector<std::pair<std::string, std::string
   return absl::OkStatus();
 }
 
+// Whether a server could listen on 127.0.0.1:`port` now: a bind with SO_REUSEADDR, as gRPC's
+// (so a port another process listens on fails, one in TIME_WAIT does not).
+bool LoopbackPortFree(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return true;  // cannot tell: let the worker try
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool free = bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return free;
+}
+
 }  // namespace
 
 int RunWorker() {
@@ -350,6 +369,16 @@ int RunServe(const char* argv0) {
       return Fail(absl::InvalidArgumentError("with --listen port 0, set --worker_base_port"));
     }
     base_port = listen_port + 10;
+  }
+  // The workers' ports are checked here: a worker that cannot listen would be restarted over
+  // and over, and the coordinator could reach another serve's worker on that port instead.
+  for (int rank = 0; rank < tp; ++rank) {
+    if (base_port + rank > 65535 || !LoopbackPortFree(base_port + rank)) {
+      return Fail(absl::UnavailableError(absl::StrCat(
+          "serve: worker ", rank, "'s port 127.0.0.1:", base_port + rank,
+          " is taken (another serve's workers?); workers listen on --worker_base_port + 0..",
+          tp - 1, " (default: the --listen port + 10): pick free ports with --worker_base_port")));
+    }
   }
   // CPU workers share this machine's cores: give each its share of OpenMP threads (oneDNN's
   // GEMMs) and let idle threads sleep, or ranks spin against each other in every all-reduce.

@@ -88,6 +88,14 @@ TEST(ServingFlagsCliTest, APortAnotherServerHoldsIsRefused) {
   const CliResult worker = RunCli(absl::StrCat("worker ", listen));
   EXPECT_EQ(worker.exit_code, 1) << worker.err;
   EXPECT_THAT(worker.err, HasSubstr("could not listen on 127.0.0.1:")) << worker.err;
+  // serve's workers on a taken port (another serve's workers): refused before any starts,
+  // naming the flag that moves them.
+  const CliResult serve =
+      RunCli(absl::StrCat("serve --tp=2 --listen=127.0.0.1:1 ", "--worker_base_port=", port - 1));
+  EXPECT_EQ(serve.exit_code, 1) << serve.err;
+  EXPECT_THAT(serve.err, HasSubstr(absl::StrCat("worker 1's port 127.0.0.1:", port, " is taken")));
+  EXPECT_THAT(serve.err, HasSubstr("pick free ports with --worker_base_port"));
+  EXPECT_THAT(serve.err, ::testing::Not(HasSubstr("started worker"))) << serve.err;
   holder->Shutdown();
 }
 
