@@ -14,6 +14,7 @@
 #include "comm/make_communicator.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "model/tensor_names.h"
 #include "worker/grpc_rendezvous.h"
 #include "worker/grpc_status.h"
 #include "worker/model_spec.h"
@@ -148,6 +149,16 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
 
   ASSIGN_OR_RETURN(model::OpenedModel opened, OpenModelSpec(req.model()));
+  if (precision != model::Precision::kInt8 && opened.config.num_hidden_layers > 0) {
+    absl::StatusOr<model::TensorInfo> q =
+        opened.source->Info(model::LayerTensorName(0, model::LayerTensor::kQProjWeight));
+    if (q.ok() && q->dtype == model::TensorDType::kI8) {
+      LLMINT8_LOG(WARNING) << who << ": " << req.model() << " is a pre-quantized int8 checkpoint "
+                           << "(llmint8 quantize) served as " << req.dtype()
+                           << ": its weights are dequantized, twice int8's memory and none of "
+                              "the precision back; serve it with --dtype=int8";
+    }
+  }
 
   std::string rendezvous_address = options_.coordinator_address.empty()
                                        ? req.rendezvous_address()
