@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/openai_chat.h"
 #include "coordinator/peer_watch.h"
@@ -26,6 +27,22 @@ constexpr char kJson[] = "application/json";
 absl::Status ForHttp(const absl::Status& status, const WorkerGroup* group) {
   if (!status.ok() && status == group->refusal()) return absl::UnavailableError(status.message());
   return status;
+}
+
+// A refusal of the request's parameters in the names of the API the client used: the
+// validation (coordinator/request_validation.h) speaks GenerateRequest's.
+absl::Status InApiNames(const absl::Status& status, const openai::CompletionRequest& request) {
+  if (status.code() != absl::StatusCode::kInvalidArgument &&
+      status.code() != absl::StatusCode::kOutOfRange) {
+    return status;
+  }
+  const char* max_tokens = request.chat ? "max_completion_tokens" : "max_tokens";
+  std::string message = absl::StrReplaceAll(
+      status.message(), {{"set GenerateRequest.text or GenerateRequest.token_ids.ids",
+                          request.chat ? "send messages with content" : "send a prompt"},
+                         {"prompt_logprobs or echo_prompt", "echo"},
+                         {"max_new_tokens", max_tokens}});
+  return absl::Status(status.code(), message);
 }
 
 void SendError(httplib::Response& res, const absl::Status& status) {
@@ -224,7 +241,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
         service->AdmitAll(request->generate, request->prompts, request->n, absl::InfiniteFuture(),
                           request_id, request->fill_context);
-    if (!seqs.ok()) return SendError(res, ForHttp(seqs.status(), group));
+    if (!seqs.ok()) return SendError(res, ForHttp(InApiNames(seqs.status(), *request), group));
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     if (request->stream) {
       return StreamCompletion(res, service, group, *std::move(seqs), request, std::move(id),

@@ -43,6 +43,9 @@ std::string PromptFlagsError() {
   if (!prompt.empty() && !absl::GetFlag(FLAGS_token_ids).empty()) {
     return "pass --prompt or --token_ids, not both";
   }
+  if (prompt.empty() && absl::GetFlag(FLAGS_token_ids).empty()) {
+    return "pass the prompt: --prompt=TEXT, or --token_ids=ID,ID,...";
+  }
   if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(prompt); bad.has_value()) {
     return absl::StrCat("--prompt is not valid UTF-8 (byte ", *bad,
                         "); pass text, or the ids with --token_ids");

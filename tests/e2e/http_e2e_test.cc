@@ -390,8 +390,12 @@ TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
   };
   const Case cases[] = {
       {{{"prompt", {2, 5}}, {"temperature", -1}}, 400, "temperature"},
-      {{{"prompt", {2, 5}}, {"max_tokens", -1}}, 400, "max_new_tokens"},
+      // In the API's own names, not GenerateRequest's (max_new_tokens, echo_prompt).
+      {{{"prompt", {2, 5}}, {"max_tokens", -1}},
+       400,
+       "max_tokens is -1; it must be at least 1 (0 only with echo"},
       {{{"prompt", {2, 5}}, {"max_tokens", 0}}, 400, "max_tokens"},
+      {{{"prompt", {2, 5}}, {"max_tokens", 100000}}, 400, "max_tokens is 100000 but"},
       {{{"prompt", {2, 5000}}}, 400, "token ids must be in [0, 1000)"},
       {{{"prompt", std::vector<int32_t>(200, 5)}}, 400, "context"},
       {{{"prompt", "text needs a tokenizer"}}, 400, "tokenizer"},
@@ -405,6 +409,7 @@ TEST_F(HttpE2ETest, RefusedRequestsGetTheirHttpStatusAndAnOpenAiError) {
     const json e = json::parse(res->body, nullptr, false);
     ASSERT_TRUE(e.contains("error")) << res->body;
     EXPECT_THAT(e["error"]["message"].get<std::string>(), HasSubstr(c.says)) << c.body.dump();
+    EXPECT_THAT(res->body, ::testing::Not(HasSubstr("max_new_tokens"))) << res->body;
   }
   // Over --max_message_bytes: refused before parsing.
   const httplib::Result big = Post({{"prompt", {2}}, {"user", std::string(100 * 1024, 'x')}});

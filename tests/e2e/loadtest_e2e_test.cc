@@ -115,7 +115,8 @@ TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
     std::string flags;
     std::string says;
   };
-  for (const Case& c : {Case{"--prompt=hi --token_ids=2,3", "--prompt or --token_ids, not both"},
+  for (const Case& c : {Case{"", "pass the prompt: --prompt=TEXT, or --token_ids"},
+                        Case{"--prompt=hi --token_ids=2,3", "--prompt or --token_ids, not both"},
                         // sh's printf writes the byte 0xff.
                         Case{"--prompt=\"$(printf 'ab\\377')\"", "not valid UTF-8 (byte 2)"},
                         Case{"--prompt=hi --timeout=-1", "--timeout must be >= 0"}}) {
