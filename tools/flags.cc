@@ -124,7 +124,7 @@ ABSL_FLAG(float, repetition_penalty, 1.0f,
           "usual; 1: off)");
 ABSL_FLAG(int64_t, seed, -1,
           "generate: sampler seed (-1: chosen by the server); loadtest: seed of the random "
-          "prompts (-1: 0)");
+          "prompts (-1: a new one each run, named in the report)");
 ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop sequences");
 ABSL_FLAG(float, frequency_penalty, 0.0f,
           "generate: subtracted from a token's logit once per time it was generated, in [-2, 2] "

@@ -143,9 +143,13 @@ int RunLoadtest() {
     return 2;
   }
   // Prompts: BOS then uniform ids past the special tokens, the shared prefix's the same in
-  // every prompt; the same for every run of a seed.
-  const int64_t seed = absl::GetFlag(FLAGS_seed);
-  std::mt19937 rng(static_cast<uint32_t>(seed < 0 ? 0 : seed));
+  // every prompt; the same for every run of a seed. Without --seed each run draws new ones:
+  // the prompts of the run before are in the server's prefix cache, and a second run on them
+  // would time prefills that copy instead of compute. The report names the seed.
+  const int64_t seed = absl::GetFlag(FLAGS_seed) >= 0
+                           ? absl::GetFlag(FLAGS_seed)
+                           : static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
   std::uniform_int_distribution<int32_t> id(4, std::max(4, info.vocab_size() - 1));
   std::vector<int32_t> prefix = {info.bos_token_id()};
   while (static_cast<int>(prefix.size()) < shared_prefix) prefix.push_back(id(rng));
@@ -192,6 +196,7 @@ int RunLoadtest() {
       {"dtype", info.dtype()},
       {"tensor_parallel", info.tensor_parallel()},
       {"requests", requests},
+      {"seed", seed},
       {"failed", failed},
       {"concurrency", std::min(concurrency, requests)},
       {"prompt_tokens", prompt_tokens},
@@ -210,9 +215,10 @@ int RunLoadtest() {
   if (absl::GetFlag(FLAGS_json)) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s (%s, TP %d): %d requests, %d at once, %d prompt + %d new tokens each\n",
-                info.model().c_str(), info.dtype().c_str(), info.tensor_parallel(), requests,
-                concurrency, prompt_tokens, max_new);
+    std::printf(
+        "%s (%s, TP %d): %d requests, %d at once, %d prompt + %d new tokens each (--seed=%lld)\n",
+        info.model().c_str(), info.dtype().c_str(), info.tensor_parallel(), requests,
+        std::min(concurrency, requests), prompt_tokens, max_new, static_cast<long long>(seed));
     std::printf("  output %.1f tokens/s, %.2f requests/s over %.2f s; %d failed\n", tokens / wall_s,
                 (requests - failed) / wall_s, wall_s, failed);
     std::printf("  prompt tokens copied from the server's prefix cache: %lld of %lld\n",

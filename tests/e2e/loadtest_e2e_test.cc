@@ -41,6 +41,7 @@ TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
       LoadtestReport("--requests=10 --concurrency=3 --prompt_tokens=5 --max_new_tokens=7 --seed=4");
   ASSERT_FALSE(j.is_null());
   EXPECT_EQ(j["requests"], 10);
+  EXPECT_EQ(j["seed"], 4);
   EXPECT_EQ(j["failed"], 0);
   EXPECT_EQ(j["generated_tokens"], 70);  // ignore_eos: every request runs to max_new_tokens
   EXPECT_EQ(j["tensor_parallel"], 2);
@@ -71,6 +72,27 @@ TEST(LoadtestE2ETest, SharedPrefixesAreCopiedFromThePrefixCache) {
       RunCli("loadtest --prompt_tokens=8 --shared_prefix_tokens=9");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, HasSubstr("--shared_prefix_tokens must be in [0, --prompt_tokens]"));
+}
+
+// Without --seed each run draws new prompts (the last run's are in the prefix cache), and
+// the report names the seed that repeats them.
+TEST(LoadtestE2ETest, EachRunWithoutASeedDrawsNewPromptsAndNamesItsSeed) {
+  ClusterOptions options;
+  options.model = SourcePath("tests/golden/tiny-opt");
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  std::vector<int64_t> seeds;
+  for (int run = 0; run < 2; ++run) {
+    const tools::testing::CliResult r =
+        RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(),
+                            " --requests=2 --concurrency=1 --prompt_tokens=5 --max_new_tokens=2"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const size_t at = r.out.find("(--seed=");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    seeds.push_back(std::stoll(r.out.substr(at + 9)));
+    EXPECT_THAT(r.out, HasSubstr("2 requests, 1 at once")) << r.out;
+  }
+  EXPECT_NE(seeds[0], seeds[1]) << "two runs drew the same prompts";
 }
 
 // Started before the workers, it waits for the group instead of timing the wait.
