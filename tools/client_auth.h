@@ -24,6 +24,16 @@ inline void AddApiKey(grpc::ClientContext& ctx) {
     ctx.AddMetadata("authorization", std::string("Bearer ") + key);
 }
 
+// What a client adds to an UNAUTHENTICATED answer (the server asks for its API key): where the
+// key it sends comes from. Empty for other codes.
+inline std::string ApiKeyHint(grpc::StatusCode code) {
+  if (code != grpc::StatusCode::UNAUTHENTICATED) return "";
+  const char* key = std::getenv(coordinator::kApiKeyEnv);
+  return key != nullptr && *key != '\0'
+             ? " (the key in LLMINT8_API_KEY was refused)"
+             : " (this command sends the key in LLMINT8_API_KEY: set it to the server's key)";
+}
+
 // INVALID_ARGUMENT naming the flag for a file that will not do.
 inline absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentialsFromFlags() {
   return GrpcChannelCredentials({.ca_file = absl::GetFlag(FLAGS_tls_ca_file),

@@ -259,12 +259,11 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
 // Visible CUDA devices, counted in a forked child: this process must stay CUDA-free until it
 // forks the ranks (a CUDA context does not survive fork).
 absl::StatusOr<int> CudaDeviceCountInChild() {
-  ASSIGN_OR_RETURN(
-      const int64_t n,
-      comm::ValueInChild([]() -> absl::StatusOr<int64_t> { return model::CudaDeviceCount(); },
-                         absl::Seconds(60)));
-  if (n == 0) return absl::FailedPreconditionError("--device=cuda: no CUDA device");
-  return static_cast<int>(n);
+  const absl::StatusOr<int64_t> n = comm::ValueInChild(
+      []() -> absl::StatusOr<int64_t> { return model::CudaDeviceCount(); }, absl::Seconds(60));
+  if (!n.ok()) return NoUsableGpu(n.status().ToString());
+  if (*n == 0) return NoUsableGpu("no device is visible");
+  return static_cast<int>(*n);
 }
 
 // Runs the ranks as forked processes of this one; rank 0 writes the result into `dir`.
@@ -398,6 +397,14 @@ int RunEval() {
   const absl::Time start = absl::Now();
   absl::StatusOr<model::PerplexityResult> result;
   if (a.tp == 1) {
+    // No usable GPU is said plainly here, not as the first CUDA call's error deep in the load.
+    if (a.device == model::Device::kCuda) {
+      absl::StatusOr<int> devices = CudaDeviceCountInChild();
+      if (!devices.ok()) {
+        std::fprintf(stderr, "llmint8 eval: %s\n", devices.status().ToString().c_str());
+        return kExitFailed;
+      }
+    }
     result = RunRank(a, *ids, 0, /*cuda_devices=*/1, nullptr);
   } else {
     // A private rendezvous directory for this run's ranks, removed afterwards.

@@ -6,8 +6,9 @@ ABSL_FLAG(std::string, listen, "",
           "host:port to serve on (coordinator / serve default 0.0.0.0:50051; worker default "
           "127.0.0.1:50061; port 0 picks a free port)");
 ABSL_FLAG(std::string, coordinator, "",
-          "generate / loadtest / status: the coordinator to call (default 127.0.0.1:50051). "
-          "worker: the coordinator's rendezvous address, overriding the one it sends");
+          "generate / loadtest / status: the coordinator to call (default 127.0.0.1:50051; "
+          "they send the API key in $LLMINT8_API_KEY when it is set). worker: the "
+          "coordinator's rendezvous address, overriding the one it sends");
 ABSL_FLAG(std::string, http_listen, "",
           "host:port for the OpenAI-compatible HTTP API (coordinator / serve): POST "
           "/v1/completions and /v1/chat/completions (streamed or not), GET /v1/models[/{id}], "

@@ -155,10 +155,11 @@ int RunGenerate() {
   std::fflush(stdout);  // the text's end before the summary on stderr, also through a pipe
   if (!status.ok()) {
     // e.g. "UNAVAILABLE: Generate on 127.0.0.1:50051: failed to connect ...".
-    std::fprintf(stderr, "llmint8 generate: %s\n",
+    std::fprintf(stderr, "llmint8 generate: %s%s\n",
                  FromGrpcStatus(status, absl::StrCat("Generate on ", CoordinatorTargetFromFlags()))
                      .ToString()
-                     .c_str());
+                     .c_str(),
+                 ApiKeyHint(status.error_code()).c_str());
     return 1;
   }
   const int cached = last.usage().cached_prompt_tokens();

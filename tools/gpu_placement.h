@@ -6,6 +6,10 @@
 #ifndef LLMINT8_TOOLS_GPU_PLACEMENT_H_
 #define LLMINT8_TOOLS_GPU_PLACEMENT_H_
 
+#include <string_view>
+
+#include "absl/status/status.h"
+
 namespace llmint8::tools {
 
 struct GpuPlacement {
@@ -15,6 +19,11 @@ struct GpuPlacement {
 
 // devices >= 1, 0 <= rank < tp.
 GpuPlacement PlaceRank(int rank, int tp, int devices);
+
+// The error of serve and eval when --device=cuda finds no GPU it can use: FailedPrecondition
+// saying so, with `reason` (the driver's, e.g. cudaErrorInsufficientDriver; or that no device
+// is visible) and the way out.
+absl::Status NoUsableGpu(std::string_view reason);
 
 }  // namespace llmint8::tools
 

@@ -20,5 +20,13 @@ TEST(GpuPlacementTest, RanksWrapAroundAndShareWhenGpusAreFewer) {
   EXPECT_TRUE(PlaceRank(2, 4, 2).shares_gpu);
 }
 
+TEST(GpuPlacementTest, NoUsableGpuSaysSoWithTheReasonAndTheWayOut) {
+  const absl::Status s = NoUsableGpu("cudaErrorNoDevice");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            "--device=cuda: no usable CUDA GPU on this machine (cudaErrorNoDevice); check the GPU "
+            "and its driver (nvidia-smi), or run with --device=cpu");
+}
+
 }  // namespace
 }  // namespace llmint8::tools

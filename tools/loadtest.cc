@@ -130,8 +130,8 @@ int RunLoadtest() {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
     if (!s.ok()) {
-      std::fprintf(stderr, "llmint8 loadtest: GetModelInfo on %s failed: %s\n", target.c_str(),
-                   s.error_message().c_str());
+      std::fprintf(stderr, "llmint8 loadtest: GetModelInfo on %s failed: %s%s\n", target.c_str(),
+                   s.error_message().c_str(), ApiKeyHint(s.error_code()).c_str());
       return 1;
     }
   }

@@ -393,8 +393,8 @@ int RunServe(const char* argv0) {
   int cuda_devices = 0;
   if (absl::GetFlag(FLAGS_device) == "cuda") {
     absl::StatusOr<int> count = model::CudaDeviceCount();
-    if (!count.ok()) return Fail(count.status());
-    if (*count == 0) return Fail(absl::FailedPreconditionError("--device=cuda: no CUDA device"));
+    if (!count.ok()) return Fail(NoUsableGpu(count.status().ToString()));
+    if (*count == 0) return Fail(NoUsableGpu("no device is visible"));
     cuda_devices = *count;
     if (tp > cuda_devices) {
       LLMINT8_LOG(WARNING) << tp << " workers on " << cuda_devices

@@ -86,7 +86,8 @@ int RunStatus() {
     const std::string error =
         health < 0 ? absl::StrCat("UNAVAILABLE: no coordinator answered the health check at ",
                                   target, " (is it running? is --coordinator right?)")
-                   : FromGrpcStatus(status, absl::StrCat("GetModelInfo on ", target)).ToString();
+                   : FromGrpcStatus(status, absl::StrCat("GetModelInfo on ", target)).ToString() +
+                         ApiKeyHint(status.error_code());
     if (json) {  // a script reads what went wrong from stdout too
       const nlohmann::ordered_json out = {
           {"coordinator", target}, {"health", HealthName(health)}, {"error", error}};

@@ -140,6 +140,19 @@ TEST_F(EvalCliTest, CpuRanksRestartWithPassiveOpenMpThreads) {
   EXPECT_EQ(j["tp"], 2);
 }
 
+// Without a usable GPU, --device=cuda says so plainly at TP 1 and 2 (not as the first CUDA
+// call's error deep in a load); on a machine with one it runs.
+TEST_F(EvalCliTest, CudaWithoutAUsableGpuSaysSo) {
+  for (const char* tp : {"--tp=1", "--tp=2"}) {
+    const testing::CliResult r = RunCli(
+        absl::StrCat("eval --model=", Model(), " --tokenizer=", Tokenizer(), " --text=", TextFile(),
+                     " --window=64 --dtype=fp16 --device=cuda ", tp));
+    if (r.exit_code == 0) continue;  // a GPU is here
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--device=cuda: no usable CUDA GPU on this machine")) << tp;
+  }
+}
+
 TEST_F(EvalCliTest, BadFlagsExitTwoAndSayWhatToChange) {
   const std::string base =
       absl::StrCat("eval --model=", Model(), " --tokenizer=", Tokenizer(), " --text=", TextFile());

@@ -705,6 +705,12 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   const std::string with_key = absl::StrCat("env LLMINT8_API_KEY=", kKey, " ", generate);
   EXPECT_EQ(WEXITSTATUS(std::system(no_key.c_str())), 1) << "without the key";
   EXPECT_EQ(WEXITSTATUS(std::system(with_key.c_str())), 0) << "with the key";
+  // Refused, it says where the key it sends comes from.
+  const absl::StatusOr<std::string> said = RunAndRead(absl::StrCat(
+      "env -u LLMINT8_API_KEY ", LlmintBinary(), " generate --coordinator=", cluster.address(),
+      " --token_ids=2,5 --max_new_tokens=2 2>&1"));
+  ASSERT_FALSE(said.ok()) << "exit 1 expected";
+  EXPECT_THAT(std::string(said.status().message()), HasSubstr("set it to the server's key"));
 }
 
 // A client that gives up on a non-streamed completion (which writes nothing before its end)
