@@ -39,6 +39,8 @@ struct CoordinatorServer::Impl {
   std::unique_ptr<ApiKey> api_key;  // before the services that read it
   std::unique_ptr<GenerationService> generation;
   RendezvousService rendezvous;
+  std::unique_ptr<grpc::Server> rendezvous_server;  // null without rendezvous_listen
+  int rendezvous_port = 0;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
   std::string address;
@@ -225,7 +227,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddListeningPort(options.listen, GrpcServerCredentials(tls), &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.RegisterService(impl->generation.get());
-  builder.RegisterService(&impl->rendezvous);
+  if (options.rendezvous_listen.empty()) builder.RegisterService(&impl->rendezvous);
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
     return absl::UnavailableError(
@@ -233,7 +235,25 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   SetCoordinatorHealth(*impl->server, false);
   impl->address = absl::StrCat("127.0.0.1:", impl->port);
-  std::string advertise = options.advertise.empty() ? impl->address : options.advertise;
+  impl->rendezvous_port = impl->port;
+  if (!options.rendezvous_listen.empty()) {
+    grpc::ServerBuilder rendezvous;
+    rendezvous.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    rendezvous.AddListeningPort(options.rendezvous_listen, GrpcServerCredentials(tls),
+                                &impl->rendezvous_port);
+    rendezvous.RegisterService(&impl->rendezvous);
+    impl->rendezvous_server = rendezvous.BuildAndStart();
+    if (impl->rendezvous_server == nullptr || impl->rendezvous_port == 0) {
+      impl->server->Shutdown();
+      return absl::UnavailableError(absl::StrCat("could not listen on ", options.rendezvous_listen,
+                                                 "; pick another --rendezvous_listen port"));
+    }
+    LLMINT8_LOG(INFO) << "workers' rendezvous on " << options.rendezvous_listen << " (port "
+                      << impl->rendezvous_port << ")";
+  }
+  std::string advertise = !options.advertise.empty()
+                              ? options.advertise
+                              : absl::StrCat("127.0.0.1:", impl->rendezvous_port);
   LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
                     << (!tls.has_value()            ? ""
                         : tls->client_roots.empty() ? ", TLS"
@@ -286,6 +306,8 @@ int CoordinatorServer::metrics_port() const {
 int CoordinatorServer::http_port() const {
   return impl_->http_server != nullptr ? impl_->http_server->port() : 0;
 }
+
+int CoordinatorServer::rendezvous_port() const { return impl_->rendezvous_port; }
 const std::string& CoordinatorServer::address() const { return impl_->address; }
 
 void CoordinatorServer::Wait() { impl_->server->Wait(); }
@@ -316,6 +338,9 @@ void CoordinatorServer::Shutdown() {
   impl_->http_server.reset();     // its handlers have returned (their streams ended)
   impl_->group->Stop();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (impl_->rendezvous_server != nullptr) {
+    impl_->rendezvous_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
 }
 
 }  // namespace llmint8::coordinator

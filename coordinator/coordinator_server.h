@@ -21,8 +21,13 @@ namespace llmint8::coordinator {
 
 struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";  // port 0 picks a free port (see port())
-  // Address workers reach the rendezvous at; default 127.0.0.1:<port> (one host).
+  // Address workers reach the rendezvous at; default 127.0.0.1:<port> (one host; the
+  // rendezvous port when rendezvous_listen is set).
   std::string advertise;
+  // host:port of a second gRPC port that serves only the workers' Rendezvous (NCCL unique id,
+  // Gloo store), with the same TLS; the --listen port then no longer does, so a network policy
+  // can keep it to the workers while clients reach --listen. Empty: --listen serves both.
+  std::string rendezvous_listen;
   // addresses, model, dtype, backend, group policy and plan reserve. With fp16 / int8 the
   // scheduler's KV budget (when 0) and prefill tokens per step are capped at the plan's reserve,
   // group.reserve_sequences x max_context tokens.
@@ -70,6 +75,8 @@ class CoordinatorServer {
   int port() const;
   int metrics_port() const;            // 0 without metrics_listen
   int http_port() const;               // 0 without http_listen
+  int rendezvous_port() const;         // the port serving the Rendezvous (port() without
+                                       // rendezvous_listen)
   const std::string& address() const;  // host:port as clients on this host reach it
   void Wait();                         // until Shutdown (from another thread)
   // Whether the worker group serves now; why it refuses to form (the workers cannot hold or

@@ -12,7 +12,8 @@ with each other and with llmint8's deployment rules:
     (up while the group serves); the workers' liveness asks "liveness" too;
   - the workers reach the Rendezvous (--coordinator=, the coordinator's --advertise=) through
     a headless Service that publishes the coordinator before it is ready (it is ready only
-    once the group has formed through the Rendezvous);
+    once the group has formed through the Rendezvous); with --rendezvous_listen that Service
+    leads to its port, and a NetworkPolicy on the coordinator lets only the workers reach it;
   - each pod's terminationGracePeriodSeconds leaves its --drain_timeout 10 s or more;
   - the workers are a StatefulSet behind a headless Service, and LLMINT8_TP == replicas ==
     the number of LLMINT8_WORKERS addresses, named in rank order; over Gloo each worker
@@ -41,10 +42,14 @@ COORDINATOR_PORT = 50051
 
 
 class Checker:
-    def __init__(self, name):
+    def __init__(self, name, objects=()):
         self.name = name
+        self.objects = list(objects)
         self.failures = []
         self.checks = 0
+
+    def objects_of(self, kind):
+        return [o for o in self.objects if o["kind"] == kind]
 
     def expect(self, ok, message):
         self.checks += 1
@@ -193,6 +198,40 @@ def check_rendezvous(c, coordinator, workers, coord_svc):
              "Service must be headless with publishNotReadyAddresses: true")
     c.expect(port.isdigit() and int(port) in [p["port"] for p in spec.get("ports", [])],
              f"Service/{host} lacks port {port}")
+    # With --rendezvous_listen the Rendezvous has its own port: the Service's must lead there,
+    # and a NetworkPolicy on the coordinator lets only the workers reach it.
+    listen = flag_value(cctr.get("command", []) + cctr.get("args", []), "rendezvous_listen")
+    if listen is None:
+        return
+    own = int(listen.rpartition(":")[2])
+    named_ports = {p.get("name"): p["containerPort"] for p in cctr.get("ports", [])}
+    c.expect(own in named_ports.values(), f"--rendezvous_listen port {own} is not a containerPort")
+    for p in spec.get("ports", []):
+        if port.isdigit() and p["port"] == int(port):
+            target = p.get("targetPort", p["port"])
+            c.expect(named_ports.get(target, target) == own,
+                     f"Service/{host} port {port} leads to {target}, not the Rendezvous' {own}")
+    check_coordinator_policy(c, coordinator, workers, own)
+
+
+def check_coordinator_policy(c, coordinator, workers, rendezvous_port):
+    labels = coordinator["spec"]["template"]["metadata"].get("labels", {})
+    worker_labels = workers["spec"]["template"]["metadata"].get("labels", {})
+    policies = [p for p in c.objects_of("NetworkPolicy")
+                if labels_match(p["spec"]["podSelector"].get("matchLabels"), labels)]
+    if not c.expect(len(policies) == 1, "no NetworkPolicy selects the coordinator (its "
+                                        "Rendezvous port must be kept to the workers)"):
+        return
+    for rule in policies[0]["spec"].get("ingress", []):
+        ports = [p.get("port") for p in rule.get("ports", [])]
+        if rendezvous_port not in ports and ports:
+            continue
+        sources = rule.get("from", [])
+        c.expect(sources and all(set(f) == {"podSelector"} and
+                                 labels_match(f["podSelector"].get("matchLabels"), worker_labels)
+                                 for f in sources),
+                 f"the coordinator's NetworkPolicy lets more than the workers reach its "
+                 f"Rendezvous port {rendezvous_port}")
 
 
 def seconds(duration):
@@ -387,7 +426,7 @@ def main():
     args = parser.parse_args()
     with open(args.rendered) as f:
         objects = [o for o in yaml.safe_load_all(f) if o]
-    c = Checker(args.name or args.rendered)
+    c = Checker(args.name or args.rendered, objects)
     check_namespaces(c, objects)
     check_security(c, objects)
     check_references(c, objects)

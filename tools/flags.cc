@@ -13,6 +13,10 @@ ABSL_FLAG(std::string, http_listen, "",
           "host:port for the OpenAI-compatible HTTP API (coordinator / serve): POST "
           "/v1/completions and /v1/chat/completions (streamed or not), GET /v1/models[/{id}], "
           "GET /health, POST /tokenize and /detokenize; empty: off");
+ABSL_FLAG(std::string, rendezvous_listen, "",
+          "coordinator: host:port of a second gRPC port serving only the workers' Rendezvous "
+          "(group formation), so a network policy can keep it to the workers; --listen then "
+          "serves clients only. Empty: --listen serves both. Point --advertise at it");
 ABSL_FLAG(std::string, metrics_listen, "",
           "host:port for Prometheus metrics at http://<host:port>/metrics (coordinator / serve; "
           "empty: off; port 0 picks a free port)");

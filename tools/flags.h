@@ -18,6 +18,7 @@ ABSL_DECLARE_FLAG(std::string, tls_client_ca_file);
 ABSL_DECLARE_FLAG(std::string, tls_ca_file);
 ABSL_DECLARE_FLAG(bool, check_flags);
 ABSL_DECLARE_FLAG(std::string, advertise);
+ABSL_DECLARE_FLAG(std::string, rendezvous_listen);
 ABSL_DECLARE_FLAG(std::string, metrics_listen);
 ABSL_DECLARE_FLAG(std::string, http_listen);
 ABSL_DECLARE_FLAG(std::vector<std::string>, workers);

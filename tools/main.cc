@@ -48,7 +48,7 @@ const std::vector<Subcommand>& Subcommands() {
       {"coordinator",
        "Serve the Generation API, driving the workers listed in --workers.",
        {"listen", "metrics_listen", "http_listen", "tls_cert_file", "tls_key_file",
-        "tls_client_ca_file", "advertise", "workers", "model", "tokenizer",
+        "tls_client_ca_file", "advertise", "rendezvous_listen", "workers", "model", "tokenizer",
         "dtype", "threshold", "device", "backend", "max_batch", "queue_capacity", "max_context",
         "default_max_tokens", "prefill_chunk", "score_chunk", "kv_budget_tokens",
         "prefix_cache_entries", "max_message_bytes", "group", "join_wait", "worker_lease",

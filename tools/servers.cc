@@ -168,6 +168,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   coordinator::CoordinatorOptions o;
   o.listen = absl::GetFlag(FLAGS_listen).empty() ? "0.0.0.0:50051" : absl::GetFlag(FLAGS_listen);
   o.advertise = absl::GetFlag(FLAGS_advertise);
+  o.rendezvous_listen = absl::GetFlag(FLAGS_rendezvous_listen);
   o.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   o.http_listen = absl::GetFlag(FLAGS_http_listen);
   o.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
@@ -325,7 +326,8 @@ int RunCoordinator() {
       {"--listen", absl::GetFlag(FLAGS_listen)},
       {"--metrics_listen", absl::GetFlag(FLAGS_metrics_listen)},
       {"--http_listen", absl::GetFlag(FLAGS_http_listen)},
-      {"--advertise", absl::GetFlag(FLAGS_advertise)}};
+      {"--advertise", absl::GetFlag(FLAGS_advertise)},
+      {"--rendezvous_listen", absl::GetFlag(FLAGS_rendezvous_listen)}};
   for (const std::string& w : absl::GetFlag(FLAGS_workers)) addresses.push_back({"--workers", w});
   if (absl::Status s = CheckAddresses(addresses); !s.ok()) return Fail(s);
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("coordinator");

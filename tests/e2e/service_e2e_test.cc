@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "llmint8/v1/rendezvous.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/metrics_scrape.h"
@@ -486,6 +487,39 @@ TEST_F(ServiceE2ETest, ReflectionListsTheServicesAndHealthIsServing) {
   for (int rank = 0; rank < 2; ++rank) {
     EXPECT_EQ(HealthStatus(cluster_->worker_address(rank)), 1) << "worker " << rank;
     EXPECT_EQ(HealthStatus(cluster_->worker_address(rank), nullptr, "liveness"), 1);
+  }
+}
+
+// --rendezvous_listen: the workers form their group through a second port that serves only
+// the Rendezvous (the --advertise default follows it), and the public port no longer serves
+// it, so a network policy can keep group formation to the workers.
+TEST(RendezvousPortE2ETest, TheGroupFormsThroughItsOwnPortAndThePublicOneHasNoRendezvous) {
+  const int rendezvous_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {
+      absl::StrCat("--rendezvous_listen=127.0.0.1:", rendezvous_port)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "the group never formed";
+  Generated g = Generate(*cluster.NewStub(), GreedyRequest({2, 5, 9}, 4));
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_EQ(g.tokens.size(), 4u);
+
+  EXPECT_THAT(ReflectionServices(cluster.address()),
+              ::testing::Not(::testing::Contains("llmint8.v1.Rendezvous")));
+  v1::AddRequest add;  // a counter no group uses
+  add.set_key("rendezvous-port-test");
+  add.set_delta(1);
+  for (const auto& [address, want] :
+       {std::pair{cluster.address(), grpc::StatusCode::UNIMPLEMENTED},
+        std::pair{absl::StrCat("127.0.0.1:", rendezvous_port), grpc::StatusCode::OK}}) {
+    auto stub =
+        v1::Rendezvous::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::AddResponse resp;
+    const grpc::Status s = stub->Add(&ctx, add, &resp);
+    EXPECT_EQ(s.error_code(), want) << address << ": " << s.error_message();
   }
 }
 
