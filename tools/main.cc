@@ -129,11 +129,21 @@ int main(int argc, char** argv) {
     }
     return false;
   };
-  bool value_next = false;  // the previous word was `--name` of a non-bool flag: its value
+  // A value that does not parse is refused here, exit 2 as for an unknown flag, in the words
+  // the offline commands use (absl would print its own line and exit 1).
+  auto bad_value = [sub](absl::CommandLineFlag* f, const std::string& value) {
+    std::string error;
+    if (f == nullptr || f->ParseFrom(value, &error)) return false;
+    std::fprintf(stderr, "llmint8 %s: --%s=%s: %s\n", sub->name, std::string(f->Name()).c_str(),
+                 value.c_str(), error.c_str());
+    return true;
+  };
+  absl::CommandLineFlag* value_next = nullptr;  // `--name` of a non-bool flag: its value next
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
-    if (value_next) {  // a value, whatever it starts with: `--seed -1`, `--prompt "-x"`
-      value_next = false;
+    if (value_next != nullptr) {  // a value, whatever it starts with: `--seed -1`, `--prompt -x`
+      if (bad_value(value_next, a)) return 2;
+      value_next = nullptr;
       args.push_back(std::move(a));
       continue;
     }
@@ -162,8 +172,10 @@ int main(int argc, char** argv) {
                      sub->name, flag.c_str(), sub->name);
         return 2;
       }
-      const absl::CommandLineFlag* f = absl::FindCommandLineFlag(flag);
-      value_next = !has_value && !negated_bool && f != nullptr && !f->IsOfType<bool>();
+      absl::CommandLineFlag* f = absl::FindCommandLineFlag(flag);
+      if (has_value && !negated_bool && bad_value(f, a.substr(end + 1))) return 2;
+      value_next =
+          !has_value && !negated_bool && f != nullptr && !f->IsOfType<bool>() ? f : nullptr;
     }
     args.push_back(std::move(a));
   }

@@ -69,6 +69,18 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
   }
 }
 
+// A value a flag's type cannot take is refused as an unknown flag is: exit 2, naming it, with
+// `--name=value` and `--name value` alike, before anything starts.
+TEST(ServingFlagsCliTest, AValueOfTheWrongTypeIsExitTwoNamingTheFlag) {
+  for (const char* args : {"serve --tp=abc --check_flags", "coordinator --drain_timeout=soon",
+                           "generate --max_new_tokens abc", "worker --check_flags=maybe"}) {
+    const CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_THAT(r.err, ::testing::MatchesRegex("llmint8 [a-z]+: --[a-z_]+=[a-z]+: Illegal value.*"))
+        << args;
+  }
+}
+
 // A port another gRPC server holds (with gRPC's default SO_REUSEPORT) is refused: the
 // coordinator and the worker must not share it and split its connections with that server.
 TEST(ServingFlagsCliTest, APortAnotherServerHoldsIsRefused) {
