@@ -9,6 +9,7 @@
 //   llmint8 quantize --model=DIR --out=DIR8      write an int8 checkpoint
 //   llmint8 eval --model=DIR --text=FILE         perplexity
 //   llmint8 <subcommand> --help                  the flags of one subcommand
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -97,7 +98,15 @@ void PrintHelp(const Subcommand& s) {
     std::printf("  --%s (default: \"%s\")\n      %s\n", name, flag->DefaultValue().c_str(),
                 flag->Help().c_str());
   }
-  std::printf("\nFlag names accept dashes too (--memory-limit = --memory_limit).\n");
+  // The example is one of this subcommand's own flags.
+  for (std::string_view name : s.flags) {
+    if (name.find('_') == std::string_view::npos) continue;
+    std::string dashed(name);
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    std::printf("\nFlag names accept dashes too (--%s = --%.*s).\n", dashed.c_str(),
+                static_cast<int>(name.size()), name.data());
+    break;
+  }
 }
 
 }  // namespace

@@ -143,9 +143,19 @@ void PrintHelp(const OfflineCommand& cmd) {
     }
     std::printf("  --%s (default: \"%s\")\n      %s\n", f.name, def.c_str(), help.c_str());
   }
+  std::string example;  // one of this command's own flags, if it has one with an underscore
+  for (const FlagUse& f : cmd.flags) {
+    const std::string name = f.name;
+    if (name.find('_') == std::string::npos) continue;
+    std::string dashed = name;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    example = absl::StrCat(" (--", dashed, " = --", name, ")");
+    break;
+  }
   std::printf(
-      "\nFlag names accept dashes too (--gpu-memory = --gpu_memory); booleans take --name, "
-      "--name=false or --noname.\nExit codes: 0 done, 1 the work failed, 2 bad flags.\n");
+      "\nFlag names accept dashes too%s; booleans take --name, --name=false or --noname.\n"
+      "Exit codes: 0 done, 1 the work failed, 2 bad flags.\n",
+      example.c_str());
 }
 
 const FlagUse* FindUse(const OfflineCommand& cmd, std::string_view name) {
