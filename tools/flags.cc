@@ -1,5 +1,7 @@
 #include "tools/flags.h"
 
+#include <algorithm>
+
 #include "absl/flags/flag.h"
 
 ABSL_FLAG(std::string, listen, "",
@@ -149,3 +151,17 @@ ABSL_FLAG(int32_t, top_logprobs, 0,
           "generate: also print the N most likely tokens at each position (0 to 20)");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-sequence token");
 ABSL_FLAG(double, timeout, 0, "generate: deadline in seconds (0: none)");
+
+namespace llmint8::tools {
+
+std::string DashedFlagExample(const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    if (name.find('_') == std::string::npos) continue;
+    std::string dashed = name;
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    return "--" + dashed + " = --" + name;
+  }
+  return "";
+}
+
+}  // namespace llmint8::tools

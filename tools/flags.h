@@ -69,4 +69,12 @@ ABSL_DECLARE_FLAG(bool, prompt_logprobs);
 ABSL_DECLARE_FLAG(bool, ignore_eos);
 ABSL_DECLARE_FLAG(double, timeout);
 
+namespace llmint8::tools {
+
+// For a subcommand's --help: "--max-new-tokens = --max_new_tokens" for the first of `names`
+// with an underscore (flag names accept dashes too), "" when none has one.
+std::string DashedFlagExample(const std::vector<std::string>& names);
+
+}  // namespace llmint8::tools
+
 #endif  // LLMINT8_TOOLS_FLAGS_H_

@@ -9,7 +9,6 @@
 //   llmint8 quantize --model=DIR --out=DIR8      write an int8 checkpoint
 //   llmint8 eval --model=DIR --text=FILE         perplexity
 //   llmint8 <subcommand> --help                  the flags of one subcommand
-#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -98,15 +97,9 @@ void PrintHelp(const Subcommand& s) {
     std::printf("  --%s (default: \"%s\")\n      %s\n", name, flag->DefaultValue().c_str(),
                 flag->Help().c_str());
   }
-  // The example is one of this subcommand's own flags.
-  for (std::string_view name : s.flags) {
-    if (name.find('_') == std::string_view::npos) continue;
-    std::string dashed(name);
-    std::replace(dashed.begin(), dashed.end(), '_', '-');
-    std::printf("\nFlag names accept dashes too (--%s = --%.*s).\n", dashed.c_str(),
-                static_cast<int>(name.size()), name.data());
-    break;
-  }
+  const std::string example =
+      llmint8::tools::DashedFlagExample(std::vector<std::string>(s.flags.begin(), s.flags.end()));
+  if (!example.empty()) std::printf("\nFlag names accept dashes too (%s).\n", example.c_str());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "tools/flags.h"
 #include "tools/subcommands.h"
 
 ABSL_FLAG(std::string, gpu_memory, "80GiB",
@@ -143,15 +144,10 @@ void PrintHelp(const OfflineCommand& cmd) {
     }
     std::printf("  --%s (default: \"%s\")\n      %s\n", f.name, def.c_str(), help.c_str());
   }
-  std::string example;  // one of this command's own flags, if it has one with an underscore
-  for (const FlagUse& f : cmd.flags) {
-    const std::string name = f.name;
-    if (name.find('_') == std::string::npos) continue;
-    std::string dashed = name;
-    std::replace(dashed.begin(), dashed.end(), '_', '-');
-    example = absl::StrCat(" (--", dashed, " = --", name, ")");
-    break;
-  }
+  std::vector<std::string> names;
+  for (const FlagUse& f : cmd.flags) names.push_back(f.name);
+  std::string example = DashedFlagExample(names);
+  if (!example.empty()) example = absl::StrCat(" (", example, ")");
   std::printf(
       "\nFlag names accept dashes too%s; booleans take --name, --name=false or --noname.\n"
       "Exit codes: 0 done, 1 the work failed, 2 bad flags.\n",
