@@ -160,10 +160,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   limits.has_tokenizer = impl->tokenizer != nullptr;
 
   Impl* raw = impl.get();
-  impl->group = std::make_unique<WorkerGroup>(options.group, [raw](GroupState state) {
+  impl->group = std::make_unique<WorkerGroup>(options.group, [raw](GroupState) {
     if (raw->server == nullptr) return;
+    // The group's state now, under the lock, not the one passed: a callback delayed past a
+    // later change must not write its older state last.
     absl::MutexLock lock(&raw->health_mu);
-    if (!raw->draining.load()) SetCoordinatorHealth(*raw->server, state == GroupState::kReady);
+    if (!raw->draining.load()) SetCoordinatorHealth(*raw->server, raw->group->ready());
   });
   // The gauges read the scheduler and group when scraped: both exist before the metrics server
   // starts and outlive it (Shutdown stops it first).

@@ -35,6 +35,25 @@ std::vector<int> MemorySharers(std::span<const std::string> pools) {
   return sharers;
 }
 
+std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
+                                      std::span<const int64_t> held,
+                                      std::span<const std::string> pools) {
+  std::vector<int64_t> out(reported.begin(), reported.end());
+  const std::vector<int> sharers = MemorySharers(pools);
+  for (size_t i = 0; i < pools.size(); ++i) {
+    if (pools[i].empty() || reported[i] <= 0) continue;  // 0: unknown stays unknown
+    int64_t free = 0;
+    int64_t held_in_pool = 0;
+    for (size_t j = 0; j < pools.size(); ++j) {
+      if (pools[j] != pools[i]) continue;
+      free = std::max(free, reported[j] - held[j]);
+      held_in_pool += held[j];
+    }
+    out[i] = (free + held_in_pool) / sharers[i];
+  }
+  return out;
+}
+
 absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
                                         const GroupRequest& request,
                                         std::span<const int64_t> reported_bytes) {

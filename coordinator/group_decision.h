@@ -4,7 +4,7 @@
 // Each worker reports the memory it may use (WorkerInfoResponse.memory_bytes: its
 // --memory-limit, MemAvailable on CPU; see worker/usable_memory.h). Workers that report the
 // free memory of one host or GPU (the same memory_pool) each count for their part of it
-// (MemorySharers; the coordinator divides before it calls ChooseGroup). With every report
+// (MemoryPoolShares; the coordinator divides before it calls ChooseGroup). With every report
 // known, PlanGroup decides:
 //   kSmallest    the smallest valid TP degree whose that-many largest workers each hold a
 //                shard; the other workers stay idle (int8 on 4 "GPUs" that fit it in 2: TP=2);
@@ -56,6 +56,15 @@ struct GroupChoice {
 // "gpu:GPU-..." for ranks on one GPU): for each index the number of entries equal to its pool,
 // itself included; 1 for an empty pool (its own --memory_limit, or not known).
 std::vector<int> MemorySharers(std::span<const std::string> pools);
+
+// What each worker plans with (WorkerGroup::Choose): its own report when its pool is empty;
+// otherwise an equal part of the pool, whose size is its free memory (a member's report less
+// what that member holds; the largest, as the members read it at different moments) plus
+// what every member holds. So shards still loaded from a group that broke count once, not
+// against each member again. `reported`, `held` and `pools` are parallel.
+std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
+                                      std::span<const int64_t> held,
+                                      std::span<const std::string> pools);
 
 // Errors: FailedPrecondition (the workers cannot hold the model; the planner's message),
 // InvalidArgument (no reports, bad dtype / reserve / config).

@@ -43,6 +43,29 @@ TEST(GroupDecisionTest, MemorySharersCountsTheWorkersOfEachPool) {
   EXPECT_TRUE(MemorySharers({}).empty());
 }
 
+// Two ranks on one GPU of F bytes free before they load W each: at first each reports F
+// (free, holding nothing) and plans with F / 2; once loaded each reports F - 2W free plus
+// its own W, and the pool is still F, so a group that broke re-plans as it first did (each
+// member's shard counted once, not against every member). Unknown (0) stays unknown; a
+// worker with no pool keeps its report.
+TEST(GroupDecisionTest, MemoryPoolSharesCountTheHeldBytesOnce) {
+  constexpr int64_t F = 1000, W = 300;
+  const std::vector<std::string> pools = {"gpu:a", "gpu:a", ""};
+  EXPECT_THAT(
+      MemoryPoolShares(std::vector<int64_t>{F, F, 77}, std::vector<int64_t>{0, 0, 5}, pools),
+      ::testing::ElementsAre(F / 2, F / 2, 77));
+  EXPECT_THAT(MemoryPoolShares(std::vector<int64_t>{F - W, F - W, 77},
+                               std::vector<int64_t>{W, W, 5}, pools),
+              ::testing::ElementsAre(F / 2, F / 2, 77));
+  // Read at different moments: the larger free figure is the pool's.
+  EXPECT_THAT(MemoryPoolShares(std::vector<int64_t>{F - W, F - W - 10, 77},
+                               std::vector<int64_t>{W, W, 5}, pools),
+              ::testing::ElementsAre(F / 2, F / 2, 77));
+  EXPECT_THAT(
+      MemoryPoolShares(std::vector<int64_t>{0, F, 77}, std::vector<int64_t>{0, 0, 0}, pools),
+      ::testing::ElementsAre(0, F / 2, 77));
+}
+
 TEST(GroupDecisionTest, CapSeparatesFp16FromInt8) {
   const model::OptConfig c = SmallConfig();
   const int64_t cap = Cap(c);

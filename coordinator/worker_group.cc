@@ -342,6 +342,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
         workers_[i].status.device = r.responses[k].device();
         workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
         workers_[i].status.memory_pool = r.responses[k].memory_pool();
+        workers_[i].status.held_bytes = r.responses[k].held_bytes();
       }
       if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
         // A group epoch whose high bits are not this coordinator's was formed by another one.
@@ -364,6 +365,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
 absl::Status WorkerGroup::Choose(bool answered_only) {
   std::vector<int> candidates;  // worker indices
   std::vector<int64_t> reported;
+  std::vector<int64_t> held;
   std::vector<std::string> pools;
   {
     absl::MutexLock lock(&mu_);
@@ -371,6 +373,7 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
       if (answered_only && !workers_[i].status.healthy) continue;
       candidates.push_back(i);
       reported.push_back(workers_[i].status.memory_bytes);
+      held.push_back(workers_[i].status.held_bytes);
       pools.push_back(workers_[i].status.memory_pool);
     }
   }
@@ -378,7 +381,7 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
   // Candidates reporting the free memory of one GPU or host each plan with their part of it
   // (all of them count, members or not: a conservative plan for --group=smallest).
   const std::vector<int> sharers = MemorySharers(pools);
-  for (size_t k = 0; k < reported.size(); ++k) reported[k] /= sharers[k];
+  reported = MemoryPoolShares(reported, held, pools);
   GroupChoice choice;
   if (options_.config.has_value()) {
     GroupRequest request;
@@ -451,7 +454,8 @@ absl::Status WorkerGroup::Form() {
     req.set_max_step_tokens(options_.max_step_tokens);
     req.set_max_step_rows(options_.max_step_rows);
     req.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
-    req.set_memory_sharers(sharers[i]);
+    // 0 for a worker that named no pool: it keeps its old, conservative share.
+    req.set_memory_sharers(pools[i].empty() ? 0 : sharers[i]);
   }
   absl::Notification loaded;
   absl::Status lost_while_loading;
@@ -543,6 +547,11 @@ void WorkerGroup::MonitorLoop() {
         }
       }
       if (!partial.ok()) {
+        // A refusal (the model did not load, or did not fit) is stale once a worker is gone:
+        // the requests wait for the workers again instead of failing with it.
+        if (state() == GroupState::kRefused) {
+          Break(absl::UnavailableError(absl::StrCat("waiting for ", WaitingFor())));
+        }
         if (std::string waiting = WaitingFor(); waiting != waiting_logged) {
           LLMINT8_LOG(INFO) << "waiting for " << waiting;
           waiting_logged = std::move(waiting);
@@ -559,6 +568,7 @@ void WorkerGroup::MonitorLoop() {
     waiting_since = absl::InfiniteFuture();
     partial_refusal.clear();
     if (!chosen.ok()) {
+      load_failures = 0;  // the backoff is for the same model error again and again
       if (chosen.code() == absl::StatusCode::kFailedPrecondition) {
         SetState(GroupState::kRefused, chosen);  // logs when the reason changes
       } else {
@@ -586,6 +596,7 @@ void WorkerGroup::MonitorLoop() {
           absl::Seconds(1) * (int64_t{1} << std::min(load_failures - 1, 5)), absl::Seconds(30));
       if (!sleep(backoff)) break;
     } else {
+      load_failures = 0;
       Break(formed);
       if (!sleep(absl::Seconds(1))) break;
     }

@@ -9,7 +9,11 @@
 // (coordinator/group_decision.h): with `policy` kSmallest the fewest workers that hold the
 // model (the rest stay idle), with kAllWorkers all of them. When they cannot hold it
 // the state is kRefused and refusal() the FAILED_PRECONDITION saying what to change; the
-// monitor keeps asking the workers and forms the group once their reports allow it.
+// monitor keeps asking the workers and forms the group once their reports allow it. A
+// LoadShard that fails for a reason an immediate retry cannot mend (the checkpoint or config
+// is bad, the shard does not fit: IsModelLoadError) refuses the group the same way, with the
+// workers' reason, and is tried again after 1, 2, 4 ... 30 s. Either refusal gives way to
+// kBroken (requests wait again) when a worker stops answering.
 // Forming waits for every worker to answer, but under kSmallest only for `join_wait`: after
 // it the group forms from the workers that answered when they hold the model (an idle spare
 // takes the place of a lost member, and one dead worker does not hold up the rest). A worker
@@ -86,6 +90,7 @@ struct WorkerStatus {
   int rank = -1;             // rank in the current group; -1: not a member (idle)
   int64_t memory_bytes = 0;  // what the worker reported it may use (Info)
   std::string memory_pool;   // what memory_bytes is the free memory of ("": its own limit)
+  int64_t held_bytes = 0;    // what its loaded shard holds (Info), part of memory_bytes
   bool healthy = false;
   // Another coordinator's group holds the worker (its lease runs): this one cannot take it.
   bool held_by_another = false;

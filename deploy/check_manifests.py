@@ -170,8 +170,21 @@ def check_services(c, objects, coordinator, workers):
 
 
 def flag_value(argv, flag):
-    values = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")]
-    return values[-1] if values else None
+    """The last value of --flag in argv, as the binary reads it: dashes or underscores in the
+    name, one or two leading dashes, `--name=value` or `--name value`."""
+    value = None
+    names = {flag, flag.replace("_", "-")}
+    for i, a in enumerate(argv):
+        if not a.startswith("-"):
+            continue
+        name, eq, rest = a.lstrip("-").partition("=")
+        if name not in names:
+            continue
+        if eq:
+            value = rest
+        elif i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
 
 
 def check_rendezvous(c, coordinator, workers, coord_svc):
@@ -214,24 +227,56 @@ def check_rendezvous(c, coordinator, workers, coord_svc):
     check_coordinator_policy(c, coordinator, workers, own)
 
 
+def selects(policy, labels):
+    """Whether a NetworkPolicy's podSelector may select pods with `labels`: matchLabels that
+    match, or a selector this check cannot read (matchExpressions, empty: every pod)."""
+    selector = policy["spec"].get("podSelector", {})
+    if selector.get("matchExpressions") or not selector.get("matchLabels"):
+        return True
+    return labels_match(selector["matchLabels"], labels)
+
+
+def rule_covers(rule, port, port_names):
+    """Whether an ingress rule opens `port`: no ports (all), the number, its containerPort
+    name, or a range (endPort) around it."""
+    entries = rule.get("ports")
+    if not entries:
+        return True
+    for p in entries:
+        number = port_names.get(p.get("port"), p.get("port"))
+        if number is None:
+            return True  # a protocol alone: every port
+        if number == port or (isinstance(number, int) and number <= port <= p.get("endPort", -1)):
+            return True
+    return False
+
+
 def check_coordinator_policy(c, coordinator, workers, rendezvous_port):
+    """Every NetworkPolicy that may select the coordinator limits Ingress, and each rule that
+    opens the Rendezvous port admits the workers' pods only (policies add up: one open rule
+    anywhere opens it)."""
     labels = coordinator["spec"]["template"]["metadata"].get("labels", {})
     worker_labels = workers["spec"]["template"]["metadata"].get("labels", {})
-    policies = [p for p in c.objects_of("NetworkPolicy")
-                if labels_match(p["spec"]["podSelector"].get("matchLabels"), labels)]
-    if not c.expect(len(policies) == 1, "no NetworkPolicy selects the coordinator (its "
-                                        "Rendezvous port must be kept to the workers)"):
+    ctr = container(coordinator["spec"]["template"], "coordinator") or {}
+    port_names = {p.get("name"): p["containerPort"] for p in ctr.get("ports", [])}
+    policies = [p for p in c.objects_of("NetworkPolicy") if selects(p, labels)]
+    if not c.expect(policies, "no NetworkPolicy selects the coordinator (its Rendezvous port "
+                              "must be kept to the workers)"):
         return
-    for rule in policies[0]["spec"].get("ingress", []):
-        ports = [p.get("port") for p in rule.get("ports", [])]
-        if rendezvous_port not in ports and ports:
-            continue
-        sources = rule.get("from", [])
-        c.expect(sources and all(set(f) == {"podSelector"} and
-                                 labels_match(f["podSelector"].get("matchLabels"), worker_labels)
-                                 for f in sources),
-                 f"the coordinator's NetworkPolicy lets more than the workers reach its "
-                 f"Rendezvous port {rendezvous_port}")
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        c.expect("Ingress" in policy["spec"].get("policyTypes", ["Ingress"]),
+                 f"NetworkPolicy/{name} selects the coordinator but does not limit Ingress")
+        for rule in policy["spec"].get("ingress", []):
+            if not rule_covers(rule, rendezvous_port, port_names):
+                continue
+            sources = rule.get("from", [])
+            c.expect(sources and all(set(f) == {"podSelector"} and
+                                     labels_match(f["podSelector"].get("matchLabels"),
+                                                  worker_labels)
+                                     for f in sources),
+                     f"NetworkPolicy/{name} lets more than the workers reach the coordinator's "
+                     f"Rendezvous port {rendezvous_port}")
 
 
 def seconds(duration):

@@ -372,6 +372,11 @@ int RunServe(const char* argv0) {
     }
     base_port = listen_port + 10;
   }
+  if (base_port < 1 || base_port + tp - 1 > 65535) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("workers would listen on ports ", base_port, "..", base_port + tp - 1,
+                     "; pick --worker_base_port (or --listen) so that they lie in 1..65535")));
+  }
   // The workers' ports are checked here: a worker that cannot listen would be restarted over
   // and over, and the coordinator could reach another serve's worker on that port instead.
   for (int rank = 0; rank < tp; ++rank) {

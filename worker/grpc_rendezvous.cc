@@ -28,6 +28,15 @@ GrpcRendezvous::GrpcRendezvous(const std::string& address,
 
 absl::Status GrpcRendezvous::Result(const grpc::Status& status, const char* call) const {
   absl::Status out = FromGrpcStatus(status, absl::StrCat("rendezvous ", call, " at ", address_));
+  // A server there that does not serve the Rendezvous (a coordinator's public port when it
+  // serves it on --rendezvous_listen; a worker mid-rollout dialling the old port) is a wrong
+  // address, not a bad model: Unavailable, so the coordinator retries rather than refuses.
+  if (out.code() == absl::StatusCode::kUnimplemented) {
+    out = absl::UnavailableError(
+        absl::StrCat(out.message(),
+                     " (no Rendezvous there: is it the coordinator's --rendezvous_listen "
+                     "port, when it has one?)"));
+  }
   // The calls wait for the channel: a coordinator never reached (wrong address, or a TLS
   // handshake that fails) ends as a deadline, which alone would not say so.
   if (out.code() == absl::StatusCode::kDeadlineExceeded &&

@@ -49,6 +49,8 @@ int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t me
 std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes) {
   if (memory_limit_bytes > 0) return "";
   if (device != "cpu") {
+    // Without --cuda_device the device is the rank's, known only once the group forms.
+    if (cuda_device < 0) return "";
     absl::StatusOr<std::string> uuid = model::CudaDeviceUuid(cuda_device);
     return uuid.ok() ? absl::StrCat("gpu:", *uuid) : "";
   }

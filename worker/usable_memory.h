@@ -42,8 +42,9 @@ int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t me
 // What UsableMemoryBytes' figure is the free memory of (WorkerInfoResponse.memory_pool):
 // "" with a limit (the worker's own, shared with nobody) or when it cannot be told;
 // "host:<boot id>" on CPU (/proc/sys/kernel/random/boot_id: one per running kernel, the same
-// in every container on a node, as their memory is); "gpu:<UUID>" on CUDA (the physical GPU,
-// or MIG instance, whichever process sees it and under whatever device number).
+// in every container on a node, as their memory is); "gpu:<UUID>" on CUDA with a
+// --cuda_device (the physical GPU, or MIG instance, whichever process sees it and under
+// whatever device number; without one the device is the rank's, not known before it loads).
 std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes);
 
 }  // namespace llmint8::worker

@@ -72,6 +72,7 @@ TEST(UsableMemoryTest, PoolIsTheHostOrTheGpuAndNothingWithALimit) {
   ASSERT_TRUE(boot_id.ok()) << boot_id.status();
   EXPECT_EQ(MemoryPool("cpu", -1, 0), "host:" + std::string(absl::StripAsciiWhitespace(*boot_id)));
   EXPECT_EQ(MemoryPool("cpu", -1, 0).size(), 5u + 36u) << "a boot id is a 36-character UUID";
+  EXPECT_EQ(MemoryPool("cuda", -1, 0), "") << "no --cuda_device: the rank's device, not known";
   absl::StatusOr<std::string> uuid = model::CudaDeviceUuid(0);
   if (uuid.ok()) {
     EXPECT_EQ(MemoryPool("cuda", 0, 0), "gpu:" + *uuid);
@@ -96,6 +97,13 @@ TEST(WorkerMemoryTest, InfoReportsTheLimit) {
   ASSERT_TRUE(unlimited.Info(nullptr, &req, &resp).ok());
   EXPECT_EQ(resp.memory_pool(), MemoryPool("cpu", -1, 0));
   EXPECT_EQ(resp.memory_pool().rfind("host:", 0), 0u) << resp.memory_pool();
+  EXPECT_EQ(resp.held_bytes(), 0);
+  // Loaded, it reports what its shard holds (the coordinator counts it once per pool).
+  const v1::LoadShardRequest load = OneRank("int8");
+  v1::LoadShardResponse loaded;
+  ASSERT_TRUE(unlimited.LoadShard(nullptr, &load, &loaded).ok());
+  ASSERT_TRUE(unlimited.Info(nullptr, &req, &resp).ok());
+  EXPECT_EQ(resp.held_bytes(), loaded.total_bytes());
 }
 
 // Without a limit a rank claims its part of the free memory it finds: 1 / memory_sharers (the

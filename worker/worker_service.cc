@@ -95,6 +95,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
   resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
                                            options_.memory_limit_bytes, published_held_bytes_));
   resp->set_memory_pool(memory_pool_);
+  resp->set_held_bytes(published_held_bytes_);
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
   resp->set_world_size(published_world_size_);
@@ -207,10 +208,15 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   absl::StatusOr<std::unique_ptr<model::ShardModel>> loaded =
       model::ShardModel::Load(opened.config, *opened.source, req.world_size(), req.rank(),
                               comm_.get(), shard_options, progress);
-  if (loaded.status().code() == absl::StatusCode::kResourceExhausted) {
+  if (loaded.status().code() == absl::StatusCode::kResourceExhausted &&
+      options_.memory_limit_bytes > 0) {
     return absl::ResourceExhaustedError(absl::StrCat(
         who, " does not fit this worker's --memory-limit=", options_.memory_limit_bytes,
         " bytes: ", loaded.status().message()));
+  }
+  if (loaded.status().code() == absl::StatusCode::kResourceExhausted) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(who, " does not fit the memory this worker has: ", loaded.status().message()));
   }
   if (!loaded.ok()) return loaded.status();
   model_ = *std::move(loaded);

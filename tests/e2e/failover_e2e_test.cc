@@ -505,6 +505,16 @@ TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
   EXPECT_EQ(HealthStatus(cluster.address()), 2);
   EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "liveness"), 1);
 
+  // A worker gone (restarted to mend its volume, say): the refusal is stale, and requests
+  // wait for the workers again (here until their deadline) rather than fail with it.
+  cluster.KillWorker(1, SIGKILL);
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log",
+                             "worker group: broken: UNAVAILABLE: waiting for", 40));
+  Generated waited_for = Generate(*cluster.NewStub(), GreedyRequest(prompt, 4), 1.0);
+  EXPECT_EQ(waited_for.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << waited_for.status.error_message();
+  cluster.StartWorker(1);
+
   // Mended (a new file renamed over the old, as a copy tool does).
   std::ofstream(dir + "/model.safetensors.new", std::ios::binary) << *weights;
   std::filesystem::rename(dir + "/model.safetensors.new", dir + "/model.safetensors");
