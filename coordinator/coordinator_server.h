@@ -85,6 +85,9 @@ class CoordinatorServer {
   absl::Status refusal() const;
   // Drains (see drain_timeout), then stops serving. Idempotent.
   void Shutdown();
+  // Ends a Shutdown's drain now (from another thread): what is queued or running fails
+  // UNAVAILABLE. For a second shutdown signal.
+  void EndDrain();
 
  private:
   struct Impl;

@@ -103,14 +103,19 @@ bool Scheduler::Drain(absl::Duration timeout) {
     const bool group_ready = group_->ready();
     absl::MutexLock lock(&mu_);
     auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-      return queue_.empty() && running_count_ == 0;
+      return (queue_.empty() && running_count_ == 0) || drain_ended_;
     };
     const absl::Duration left = deadline - absl::Now();
     if (mu_.AwaitWithTimeout(absl::Condition(&idle), std::min(left, absl::Milliseconds(100)))) {
-      return true;
+      return !drain_ended_;
     }
     if ((running_count_ == 0 && !group_ready) || absl::Now() >= deadline) return false;
   }
+}
+
+void Scheduler::EndDrain() {
+  absl::MutexLock lock(&mu_);
+  drain_ended_ = true;
 }
 
 absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) { return EnqueueAll({&seq, 1}); }

@@ -79,6 +79,8 @@ class Scheduler {
   // or false after `timeout` or as soon as only queued ones are left and the group is not
   // ready (nothing would serve them). Stop() then fails whatever is left.
   bool Drain(absl::Duration timeout);
+  // Makes a Drain in progress (or the next) return false at once: a second shutdown signal.
+  void EndDrain();
   // Fails every queued and running sequence with UNAVAILABLE and joins the thread.
   void Stop();
 
@@ -146,6 +148,7 @@ class Scheduler {
   std::deque<std::shared_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool drain_ended_ ABSL_GUARDED_BY(mu_) = false;  // EndDrain: stop draining now
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   // Owned by the scheduler thread; mirrored under mu_ for the counters.
   std::vector<std::shared_ptr<Sequence>> running_;

@@ -72,6 +72,24 @@ int WaitSignalFor(const sigset_t& set, absl::Duration timeout) {
   return sig > 0 ? sig : 0;
 }
 
+// Shuts `server` down after the first signal: drains, unless a second signal comes first,
+// which ends the drain at once (the requests left fail UNAVAILABLE), as a worker's does.
+void ShutdownUnlessSignalledAgain(coordinator::CoordinatorServer& server, const sigset_t& signals) {
+  std::atomic<bool> done{false};
+  std::thread shutdown([&] {
+    server.Shutdown();
+    done = true;
+  });
+  while (!done) {
+    if (const int again = WaitSignalFor(signals, absl::Milliseconds(100)); again != 0) {
+      LLMINT8_LOG(WARNING) << strsignal(again) << " again: stopping now, without the drain";
+      server.EndDrain();
+      break;
+    }
+  }
+  shutdown.join();
+}
+
 // --memory_limit: common/byte_size.h's syntax; 0 (the default) is no limit.
 absl::StatusOr<int64_t> ParseMemoryLimit() {
   absl::StatusOr<int64_t> bytes = ParseByteSize(absl::GetFlag(FLAGS_memory_limit));
@@ -337,7 +355,7 @@ int RunCoordinator() {
   if (!server.ok()) return Fail(server.status());
   const int sig = WaitSignal(signals);
   LLMINT8_LOG(INFO) << strsignal(sig);
-  (*server)->Shutdown();
+  ShutdownUnlessSignalledAgain(**server, signals);
   return 0;
 }
 
@@ -573,7 +591,7 @@ int RunServe(const char* argv0) {
       }
     }
     if (sig != 0) LLMINT8_LOG(INFO) << strsignal(sig);
-    (*server)->Shutdown();
+    ShutdownUnlessSignalledAgain(**server, signals);
   }
   {
     std::lock_guard<std::mutex> lock(mu);

@@ -916,5 +916,41 @@ TEST(DrainE2ETest, SigtermServesTheRunningStreamAndRefusesNewOnes) {
   EXPECT_THAT(tokens, ElementsAreArray(*expected));
 }
 
+// A second SIGTERM during the drain (an impatient operator's second Ctrl-C) ends it at once:
+// the coordinator exits without serving the queue, whose requests fail UNAVAILABLE, well
+// within a --drain_timeout that would otherwise have let them all run.
+TEST(DrainE2ETest, ASecondSigtermEndsTheDrainAtOnce) {
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {"--drain_timeout=120s", "--max_batch=1"};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  constexpr int kRequests = 60;  // one at a time, 100 tokens each: seconds of work queued
+  std::vector<Generated> results(kRequests);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&, i] {
+      results[i] = Generate(*cluster.NewStub(), GreedyRequest({2, 11, 12}, 100), 120);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few served, most queued
+  cluster.SignalCoordinator(SIGTERM);
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "coordinator draining", 10));
+  const auto second = std::chrono::steady_clock::now();
+  cluster.StopCoordinator(SIGTERM);  // the second signal; returns once it exited
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - second).count();
+  for (std::thread& t : clients) t.join();
+  EXPECT_LT(seconds, 10.0) << "the drain went on after the second signal";
+  int cut = 0;
+  for (const Generated& r : results) {
+    if (r.status.ok()) continue;
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE) << r.status.error_message();
+    ++cut;
+  }
+  EXPECT_GT(cut, 0) << "every request was served: the drain was not ended";
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "again: stopping now", 1));
+}
+
 }  // namespace
 }  // namespace llmint8::e2e
