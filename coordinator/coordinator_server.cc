@@ -312,6 +312,7 @@ int CoordinatorServer::http_port() const {
 int CoordinatorServer::rendezvous_port() const { return impl_->rendezvous_port; }
 
 void CoordinatorServer::EndDrain() { impl_->scheduler->EndDrain(); }
+
 const std::string& CoordinatorServer::address() const { return impl_->address; }
 
 void CoordinatorServer::Wait() { impl_->server->Wait(); }
