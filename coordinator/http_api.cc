@@ -69,24 +69,23 @@ bool RouteMatches(const Route& r, const std::string& path) {
 // an OpenAI error body: 405 and Allow for a served path asked with another method, 413 for a
 // body over the limit (an invalid request, not a rate limit), else what httplib said.
 void AnswerUnrouted(const httplib::Request& req, httplib::Response& res, int64_t max_body) {
+  if (res.status == 413) {  // an invalid request (InvalidArgument's type), not a rate limit
+    res.set_content(
+        openai::ErrorJson(absl::InvalidArgumentError(absl::StrCat(
+            "the body is over ", max_body, " bytes (the server's --max_message_bytes)"))),
+        kJson);
+    return;
+  }
   std::vector<std::string> allowed;
   for (const Route& r : kRoutes) {
     if (RouteMatches(r, req.path) && req.method != r.method) allowed.push_back(r.method);
   }
-  if (res.status != 413 && !allowed.empty()) {
+  if (!allowed.empty()) {
     res.status = 405;
     res.set_header("Allow", absl::StrJoin(allowed, ", "));
     res.set_content(openai::ErrorJson(absl::InvalidArgumentError(
                         absl::StrCat(req.method, " ", req.path, " is not served; ", req.path,
                                      " takes ", absl::StrJoin(allowed, ", ")))),
-                    kJson);
-    return;
-  }
-  if (res.status == 413) {
-    res.set_content(openai::ErrorJson(absl::InvalidArgumentError(absl::StrCat(
-                                          "the body is over ", max_body,
-                                          " bytes (the server's --max_message_bytes)")),
-                                      "invalid_request_error"),
                     kJson);
     return;
   }

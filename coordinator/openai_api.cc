@@ -347,14 +347,14 @@ int HttpStatus(absl::StatusCode code) {
   }
 }
 
-std::string ErrorJson(const absl::Status& status, std::string_view type) {
+std::string ErrorJson(const absl::Status& status) {
   const int http = HttpStatus(status.code());
-  if (type.empty()) {
-    type = http == 429 ? "rate_limit_error" : http < 500 ? "invalid_request_error" : "server_error";
-  }
+  const char* type = http == 429  ? "rate_limit_error"
+                     : http < 500 ? "invalid_request_error"
+                                  : "server_error";
   return Dump(json{{"error",
                     {{"message", std::string(status.message())},
-                     {"type", std::string(type)},
+                     {"type", type},
                      {"code", absl::StatusCodeToString(status.code())}}}});
 }
 

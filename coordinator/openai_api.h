@@ -137,9 +137,9 @@ std::string ModelsJson(const ModelCard& card);
 std::string ModelJson(const ModelCard& card);
 
 int HttpStatus(absl::StatusCode code);
-// {"error": {"message", "type", "code"}}. The type follows the HTTP status (429
-// rate_limit_error, other 4xx invalid_request_error, 5xx server_error) unless `type` is given.
-std::string ErrorJson(const absl::Status& status, std::string_view type = "");
+// {"error": {"message", "type", "code"}}. The type follows the HTTP status: 429
+// rate_limit_error, other 4xx invalid_request_error, 5xx server_error.
+std::string ErrorJson(const absl::Status& status);
 
 }  // namespace llmint8::coordinator::openai
 

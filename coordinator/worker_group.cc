@@ -547,12 +547,13 @@ void WorkerGroup::MonitorLoop() {
         }
       }
       if (!partial.ok()) {
+        std::string waiting = WaitingFor();
         // A refusal (the model did not load, or did not fit) is stale once a worker is gone:
         // the requests wait for the workers again instead of failing with it.
         if (state() == GroupState::kRefused) {
-          Break(absl::UnavailableError(absl::StrCat("waiting for ", WaitingFor())));
+          Break(absl::UnavailableError(absl::StrCat("waiting for ", waiting)));
         }
-        if (std::string waiting = WaitingFor(); waiting != waiting_logged) {
+        if (waiting != waiting_logged) {
           LLMINT8_LOG(INFO) << "waiting for " << waiting;
           waiting_logged = std::move(waiting);
         }

@@ -398,7 +398,7 @@ int RunServe(const char* argv0) {
   // The workers' ports are checked here: a worker that cannot listen would be restarted over
   // and over, and the coordinator could reach another serve's worker on that port instead.
   for (int rank = 0; rank < tp; ++rank) {
-    if (base_port + rank > 65535 || !LoopbackPortFree(base_port + rank)) {
+    if (!LoopbackPortFree(base_port + rank)) {
       return Fail(absl::UnavailableError(absl::StrCat(
           "serve: worker ", rank, "'s port 127.0.0.1:", base_port + rank,
           " is taken (another serve's workers?); workers listen on --worker_base_port + 0..",

@@ -208,15 +208,13 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   absl::StatusOr<std::unique_ptr<model::ShardModel>> loaded =
       model::ShardModel::Load(opened.config, *opened.source, req.world_size(), req.rank(),
                               comm_.get(), shard_options, progress);
-  if (loaded.status().code() == absl::StatusCode::kResourceExhausted &&
-      options_.memory_limit_bytes > 0) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        who, " does not fit this worker's --memory-limit=", options_.memory_limit_bytes,
-        " bytes: ", loaded.status().message()));
-  }
   if (loaded.status().code() == absl::StatusCode::kResourceExhausted) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(who, " does not fit the memory this worker has: ", loaded.status().message()));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        who, " does not fit ",
+        options_.memory_limit_bytes > 0
+            ? absl::StrCat("this worker's --memory-limit=", options_.memory_limit_bytes, " bytes")
+            : std::string("the memory this worker has"),
+        ": ", loaded.status().message()));
   }
   if (!loaded.ok()) return loaded.status();
   model_ = *std::move(loaded);
