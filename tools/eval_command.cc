@@ -259,11 +259,8 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
 // Visible CUDA devices, counted in a forked child: this process must stay CUDA-free until it
 // forks the ranks (a CUDA context does not survive fork).
 absl::StatusOr<int> CudaDeviceCountInChild() {
-  const absl::StatusOr<int64_t> n = comm::ValueInChild(
-      []() -> absl::StatusOr<int64_t> { return model::CudaDeviceCount(); }, absl::Seconds(60));
-  if (!n.ok()) return NoUsableGpu(n.status().ToString());
-  if (*n == 0) return NoUsableGpu("no device is visible");
-  return static_cast<int>(*n);
+  return UsableGpus(comm::ValueInChild(
+      []() -> absl::StatusOr<int64_t> { return model::CudaDeviceCount(); }, absl::Seconds(60)));
 }
 
 // Runs the ranks as forked processes of this one; rank 0 writes the result into `dir`.
@@ -273,11 +270,8 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<c
   int cuda_devices = 0;
   if (a.device == model::Device::kCuda) {
     ASSIGN_OR_RETURN(cuda_devices, CudaDeviceCountInChild());
-    if (a.tp > cuda_devices) {
-      LLMINT8_LOG(WARNING) << a.tp << " ranks on " << cuda_devices
-                           << " GPU(s): ranks share a GPU, each with its own NCCL_HOSTID "
-                              "(NCCL over sockets)";
-    }
+    const std::string shared = SharedGpuWarning(a.tp, cuda_devices);
+    if (!shared.empty()) LLMINT8_LOG(WARNING) << shared;
   }
   const std::vector<comm::RankOutcome> outcomes = comm::ForkRanks(
       a.tp,

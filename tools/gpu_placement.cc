@@ -15,4 +15,17 @@ absl::Status NoUsableGpu(std::string_view reason) {
                    "); check the GPU and its driver (nvidia-smi), or run with --device=cpu"));
 }
 
+absl::StatusOr<int> UsableGpus(const absl::StatusOr<int64_t>& count) {
+  if (!count.ok()) return NoUsableGpu(count.status().ToString());
+  if (*count <= 0) return NoUsableGpu("no device is visible");
+  return static_cast<int>(*count);
+}
+
+std::string SharedGpuWarning(int tp, int devices) {
+  if (tp <= devices) return "";
+  return absl::StrCat(tp, " ranks on ", devices,
+                      " GPU(s): ranks share a GPU, each with its own NCCL_HOSTID (NCCL over "
+                      "sockets)");
+}
+
 }  // namespace llmint8::tools

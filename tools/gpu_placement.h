@@ -6,9 +6,12 @@
 #ifndef LLMINT8_TOOLS_GPU_PLACEMENT_H_
 #define LLMINT8_TOOLS_GPU_PLACEMENT_H_
 
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace llmint8::tools {
 
@@ -24,6 +27,13 @@ GpuPlacement PlaceRank(int rank, int tp, int devices);
 // saying so, with `reason` (the driver's, e.g. cudaErrorInsufficientDriver; or that no device
 // is visible) and the way out.
 absl::Status NoUsableGpu(std::string_view reason);
+
+// The devices --device=cuda places ranks on, from `count` (the driver's device count):
+// NoUsableGpu when the count failed or is 0.
+absl::StatusOr<int> UsableGpus(const absl::StatusOr<int64_t>& count);
+
+// What serve and eval log when `tp` ranks run on fewer `devices`; "" when each has its own.
+std::string SharedGpuWarning(int tp, int devices);
 
 }  // namespace llmint8::tools
 

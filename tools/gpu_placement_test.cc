@@ -28,5 +28,26 @@ TEST(GpuPlacementTest, NoUsableGpuSaysSoWithTheReasonAndTheWayOut) {
             "and its driver (nvidia-smi), or run with --device=cpu");
 }
 
+TEST(GpuPlacementTest, UsableGpusPassesACountAndRefusesNoneOrAFailure) {
+  EXPECT_EQ(UsableGpus(int64_t{2}).value(), 2);
+  const absl::Status none = UsableGpus(int64_t{0}).status();
+  EXPECT_EQ(none.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(none.message().find("(no device is visible)"), absl::string_view::npos)
+      << none.message();
+  const absl::Status failed =
+      UsableGpus(absl::InternalError("cudaErrorInsufficientDriver")).status();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(failed.message().find("cudaErrorInsufficientDriver"), absl::string_view::npos)
+      << failed.message();
+}
+
+TEST(GpuPlacementTest, SharedGpuWarningOnlyWhenRanksOutnumberGpus) {
+  EXPECT_EQ(SharedGpuWarning(2, 2), "");
+  EXPECT_EQ(SharedGpuWarning(1, 8), "");
+  EXPECT_EQ(SharedGpuWarning(4, 1),
+            "4 ranks on 1 GPU(s): ranks share a GPU, each with its own NCCL_HOSTID (NCCL over "
+            "sockets)");
+}
+
 }  // namespace
 }  // namespace llmint8::tools

@@ -417,15 +417,11 @@ int RunServe(const char* argv0) {
   // share a device get their own NCCL_HOSTID.
   int cuda_devices = 0;
   if (absl::GetFlag(FLAGS_device) == "cuda") {
-    absl::StatusOr<int> count = model::CudaDeviceCount();
-    if (!count.ok()) return Fail(NoUsableGpu(count.status().ToString()));
-    if (*count == 0) return Fail(NoUsableGpu("no device is visible"));
-    cuda_devices = *count;
-    if (tp > cuda_devices) {
-      LLMINT8_LOG(WARNING) << tp << " workers on " << cuda_devices
-                           << " GPU(s): ranks share a GPU, each with its own NCCL_HOSTID "
-                              "(NCCL over sockets)";
-    }
+    const absl::StatusOr<int> usable = UsableGpus(model::CudaDeviceCount());
+    if (!usable.ok()) return Fail(usable.status());
+    cuda_devices = *usable;
+    const std::string shared = SharedGpuWarning(tp, cuda_devices);
+    if (!shared.empty()) LLMINT8_LOG(WARNING) << shared;
   }
   // Environment of worker `rank` (built here: the child only calls async-signal-safe execve).
   auto worker_env = [&](int rank) {

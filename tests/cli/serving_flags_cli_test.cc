@@ -133,5 +133,18 @@ TEST(ServingFlagsCliTest, AModelTheWorkersCannotServeIsRefusedBeforeAnyWorkerSta
   }
 }
 
+// --device=cuda where no GPU is usable (CUDA_VISIBLE_DEVICES hides any, so the GPU host runs it
+// the same): refused with the reason and the way out, before any worker starts.
+TEST(ServingFlagsCliTest, CudaWithoutAUsableGpuIsRefusedBeforeAnyWorkerStarts) {
+  const CliResult r = RunCli(
+      "serve --listen=127.0.0.1:1 --tp=2 --device=cuda "
+      "--model=synthetic:125m,layers=1,hidden=64,heads=4,ffn=256,vocab=100",
+      "env CUDA_VISIBLE_DEVICES=");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--device=cuda: no usable CUDA GPU on this machine")) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("or run with --device=cpu")) << r.err;
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("started worker"))) << r.err;
+}
+
 }  // namespace
 }  // namespace llmint8::tools::testing
