@@ -132,7 +132,9 @@ ABSL_FLAG(float, repetition_penalty, 1.0f,
 ABSL_FLAG(int64_t, seed, -1,
           "generate: sampler seed (-1: chosen by the server); loadtest: seed of the random "
           "prompts (-1: a new one each run, named in the report)");
-ABSL_FLAG(std::vector<std::string>, stop, {}, "generate: comma-separated stop sequences");
+ABSL_FLAG(llmint8::tools::StopSequences, stop, {},
+          "generate: comma-separated stop sequences; \\, is a comma inside one, and \\n, \\t, "
+          "\\\\ are read as in C (--stop='\\n\\n,\\, and')");
 ABSL_FLAG(float, frequency_penalty, 0.0f,
           "generate: subtracted from a token's logit once per time it was generated, in [-2, 2] "
           "(OpenAI semantics; 0: off)");

@@ -9,6 +9,7 @@
 
 #include "absl/flags/declare.h"
 #include "absl/time/time.h"
+#include "tools/stop_flag.h"
 
 ABSL_DECLARE_FLAG(std::string, listen);
 ABSL_DECLARE_FLAG(std::string, coordinator);
@@ -58,7 +59,7 @@ ABSL_DECLARE_FLAG(int32_t, top_k);
 ABSL_DECLARE_FLAG(float, top_p);
 ABSL_DECLARE_FLAG(float, repetition_penalty);
 ABSL_DECLARE_FLAG(int64_t, seed);
-ABSL_DECLARE_FLAG(std::vector<std::string>, stop);
+ABSL_DECLARE_FLAG(llmint8::tools::StopSequences, stop);
 ABSL_DECLARE_FLAG(float, frequency_penalty);
 ABSL_DECLARE_FLAG(float, min_p);
 ABSL_DECLARE_FLAG(int32_t, min_tokens);

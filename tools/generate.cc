@@ -88,7 +88,7 @@ int RunGenerate() {
     req.set_repetition_penalty(absl::GetFlag(FLAGS_repetition_penalty));
   }
   if (absl::GetFlag(FLAGS_seed) >= 0) req.set_seed(absl::GetFlag(FLAGS_seed));
-  for (const std::string& s : absl::GetFlag(FLAGS_stop)) req.add_stop(s);
+  for (const std::string& s : absl::GetFlag(FLAGS_stop).values) req.add_stop(s);
   req.set_frequency_penalty(absl::GetFlag(FLAGS_frequency_penalty));
   req.set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
   req.set_min_p(absl::GetFlag(FLAGS_min_p));

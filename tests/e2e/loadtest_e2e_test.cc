@@ -141,7 +141,8 @@ TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
                         Case{"--prompt=hi --token_ids=2,3", "--prompt or --token_ids, not both"},
                         // sh's printf writes the byte 0xff.
                         Case{"--prompt=\"$(printf 'ab\\377')\"", "not valid UTF-8 (byte 2)"},
-                        Case{"--prompt=hi --timeout=-1", "--timeout must be >= 0"}}) {
+                        Case{"--prompt=hi --timeout=-1", "--timeout must be >= 0"},
+                        Case{"--prompt=hi --stop=a,,b", "stop sequence 2 is empty"}}) {
     r = RunCli(absl::StrCat("generate --coordinator=", target, " ", c.flags));
     EXPECT_EQ(r.exit_code, 2) << c.flags << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.flags;
