@@ -262,7 +262,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                                                     : ", TLS with client certificates")
                     << "); model " << options.group.model << ", " << options.group.dtype << ", "
                     << options.group.addresses.size()
-                    << " workers (group: " << GroupPolicyName(options.group.policy) << ") over "
+                    << (options.group.addresses.size() == 1 ? " worker" : " workers")
+                    << " (group: " << GroupPolicyName(options.group.policy) << ") over "
                     << options.group.backend << ", context " << max_context;
   impl->options = std::move(options);
   impl->scheduler->Start();

@@ -63,13 +63,15 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
   all.members.resize(joined);
   std::iota(all.members.begin(), all.members.end(), 0);
   if (request.dtype == "fp32" || request.dtype == "f32") {
-    all.summary = absl::StrCat("fp32 is not planned; all ", joined, " workers join");
+    all.summary = joined == 1 ? "fp32 is not planned; the one worker joins"
+                              : absl::StrCat("fp32 is not planned; all ", joined, " workers join");
     return all;
   }
   for (int i = 0; i < joined; ++i) {
     if (reported_bytes[i] <= 0) {
-      all.summary = absl::StrCat("worker ", i, " reports no memory size; all ", joined,
-                                 " workers join unplanned");
+      all.summary = absl::StrCat(
+          "worker ", i, " reports no memory size; ",
+          joined == 1 ? "it joins" : absl::StrCat("all ", joined, " workers join"), " unplanned");
       return all;
     }
   }
