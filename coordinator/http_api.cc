@@ -36,12 +36,11 @@ absl::Status InApiNames(const absl::Status& status, const openai::CompletionRequ
       status.code() != absl::StatusCode::kOutOfRange) {
     return status;
   }
-  const char* max_tokens = request.chat ? "max_completion_tokens" : "max_tokens";
   std::string message = absl::StrReplaceAll(
       status.message(), {{"set GenerateRequest.text or GenerateRequest.token_ids.ids",
                           request.chat ? "send messages with content" : "send a prompt"},
                          {"prompt_logprobs or echo_prompt", "echo"},
-                         {"max_new_tokens", max_tokens}});
+                         {"max_new_tokens", request.max_tokens_field}});
   return absl::Status(status.code(), message);
 }
 

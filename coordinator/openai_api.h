@@ -76,6 +76,9 @@ struct CompletionRequest {
   // each sequence's max_new_tokens to what its prompt leaves, at most its default_max_tokens;
   // GenerationService::AdmitAll).
   bool fill_context = false;
+  // The field that set generate.max_new_tokens, for errors in the client's words: the chat API
+  // takes max_completion_tokens or the older max_tokens.
+  std::string max_tokens_field = "max_tokens";
 };
 
 // The served model as /v1/models lists it.

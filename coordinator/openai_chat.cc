@@ -122,15 +122,16 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
   }
   for (const std::string_view stop : kChatTurnStops) g.add_stop(std::string(stop));
   // max_completion_tokens replaced max_tokens in the chat API; either bounds the reply.
-  const char* limit_field = "max_tokens";
   if (const json* v = Find(body, "max_completion_tokens"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "max_completion_tokens"));
     g.set_max_new_tokens(internal::SaturatedInt32(n));
-    limit_field = "max_completion_tokens";
+    r.max_tokens_field = "max_completion_tokens";
   } else if (Find(body, "max_tokens") == nullptr) {
     r.fill_context = true;
   }
-  if (!r.fill_context && g.max_new_tokens() <= 0) return FieldError(limit_field, "at least 1");
+  if (!r.fill_context && g.max_new_tokens() <= 0) {
+    return FieldError(r.max_tokens_field, "at least 1");
+  }
   RETURN_IF_ERROR(IfPresent<bool>(body, "logprobs", Bool, [&](bool b) { r.logprobs = b; }));
   g.set_logprobs(r.logprobs);
   if (const json* v = Find(body, "top_logprobs"); v != nullptr) {

@@ -370,6 +370,16 @@ TEST_F(TextE2ETest, ChatWithoutMaxTokensFillsTheContextAndRefusesTools) {
       "/v1/chat/completions", {{"messages", messages}, {"tools", {{{"type", "function"}}}}});
   EXPECT_EQ(tools["http_status"], 400) << tools.dump();
   EXPECT_NE(tools["error"]["message"].get<std::string>().find("tools"), std::string::npos);
+  // A limit beyond the context is refused in the name of the field the client sent.
+  for (const char* field : {"max_tokens", "max_completion_tokens"}) {
+    const nlohmann::json over =
+        PostJson("/v1/chat/completions", {{"messages", messages}, {field, 100000}});
+    EXPECT_EQ(over["http_status"], 400) << over.dump();
+    EXPECT_EQ(over["error"]["message"].get<std::string>().rfind(
+                  absl::StrCat(field, " is 100000 but the model's context holds 128"), 0),
+              0)
+        << over.dump();
+  }
 }
 
 // The official OpenAI Python SDK (scripts/openai-venv.sh installs it) reads the chat answers:
