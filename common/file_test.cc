@@ -1,5 +1,8 @@
 #include "common/file.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -55,8 +58,39 @@ TEST_F(ReadFileToStringTest, ErrorsNameThePathAndTheReason) {
   s = ReadFileToString(Write("file", "x") + "/below").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   s = ReadFileToString(dir_).status();
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(s.message(), dir_ + ": cannot be read (Is a directory)");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), dir_ + ": cannot be read (not a regular file but a directory)");
+}
+
+// A FIFO (no writer: a blocking open would wait forever) and a device are refused at once.
+TEST_F(ReadFileToStringTest, RefusesFifosAndDevicesWithoutWaiting) {
+  const std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  absl::Status s = ReadFileToString(fifo).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), fifo + ": cannot be read (not a regular file but a FIFO)");
+  s = ReadFileToString("/dev/zero").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("not a regular file but a device or socket"));
+}
+
+// Over the cap: refused from its size before any read (a sparse 1 TiB config.json must not
+// be allocated), and while reading a file that reports no size.
+TEST_F(ReadFileToStringTest, RefusesFilesOverTheCap) {
+  const std::string path = Write("big.json", std::string(100, 'x'));
+  EXPECT_TRUE(ReadFileToString(path, 100).ok());
+  absl::Status s = ReadFileToString(path, 99).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            path + ": cannot be read (100 bytes or more, over the 99 this file may hold)");
+  const std::string sparse = dir_ + "/sparse.json";
+  ASSERT_EQ(::truncate(Write("sparse.json", "").c_str(), int64_t{1} << 40), 0);
+  s = ReadFileToString(sparse).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("1099511627776 bytes or more, over the 67108864"));
+  s = ReadFileToString("/proc/self/status", 10).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("over the 10 this file may hold"));
 }
 
 }  // namespace

@@ -86,8 +86,8 @@ absl::Status ValidateCheckpoint(const CheckpointSource& source, const OptConfig&
   for (const ExpectedTensor& t : ExpectedTensors(config)) {
     if (!source.Has(t.name)) {
       return absl::NotFoundError(absl::StrCat(source.Describe(), ": tensor \"", t.name,
-                                              "\" is missing (required by the config of ",
-                                              config.name, ")"));
+                                              "\" is missing (the model's config of ",
+                                              config.num_hidden_layers, " layers needs it)"));
     }
     ASSIGN_OR_RETURN(TensorInfo info, source.Info(t.name));
     if (info.shape != t.shape) {

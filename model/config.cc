@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -218,6 +220,14 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
   RETURN_IF_ERROR(GetBool(j, "layer_norm_elementwise_affine", &c.layer_norm_elementwise_affine));
   RETURN_IF_ERROR(GetBool(j, "_remove_final_layer_norm", &c.remove_final_layer_norm));
   RETURN_IF_ERROR(GetBool(j, "tie_word_embeddings", &c.tie_word_embeddings));
+  if (!c.tie_word_embeddings) {
+    // Every OPT checkpoint ties them; the forward (CPU and CUDA) computes the LM head from
+    // embed_tokens, so a separate lm_head.weight would be loaded and never used.
+    return absl::UnimplementedError(
+        "tie_word_embeddings is false (a separate lm_head.weight), which llmint8 "
+        "does not support: its LM head is model.decoder.embed_tokens.weight, as in every OPT "
+        "checkpoint");
+  }
   RETURN_IF_ERROR(GetInt(j, "bos_token_id", false, 0, &c.bos_token_id));
   RETURN_IF_ERROR(GetInt(j, "eos_token_id", false, 0, &c.eos_token_id));
   RETURN_IF_ERROR(GetInt(j, "pad_token_id", false, 0, &c.pad_token_id));
@@ -251,7 +261,11 @@ absl::StatusOr<OptConfig> LoadOptConfig(const std::string& path) {
   if (!c.ok()) {
     return absl::Status(c.status().code(), absl::StrCat(path, ": ", c.status().message()));
   }
-  if (c->name.empty()) c->name = path;
+  // No _name_or_path: the model's directory, as transformers names a model loaded from one.
+  if (c->name.empty()) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    c->name = dir.empty() ? path : dir;
+  }
   return c;
 }
 
@@ -278,7 +292,7 @@ std::string OptConfigToJson(const OptConfig& c) {
       {"eos_token_id", c.eos_token_id},
       {"pad_token_id", c.pad_token_id},
   };
-  return j.dump(2);
+  return JsonText(j, 2);
 }
 
 absl::StatusOr<OptConfig> OptPreset(std::string_view name) {

@@ -31,7 +31,9 @@ struct OptConfig {
   bool enable_bias = true;
   bool layer_norm_elementwise_affine = true;
   bool remove_final_layer_norm = false;  // "_remove_final_layer_norm" (legacy OPT flag)
-  bool tie_word_embeddings = true;       // false: lm_head.weight is a separate tensor
+  // false (lm_head.weight a separate tensor) is refused by ParseOptConfig: the forward's LM
+  // head is embed_tokens. The planner and the tensor lists still count such a head.
+  bool tie_word_embeddings = true;
   Activation activation = Activation::kRelu;
   DType torch_dtype = DType::kF16;  // "torch_dtype" (or "dtype", transformers >= 4.56)
   int64_t bos_token_id = 2;
@@ -71,7 +73,8 @@ inline constexpr int64_t kMaxSequenceValues = int64_t{1} << 48;
 absl::Status CheckOptConfigShape(const OptConfig& config);
 
 absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json);
-absl::StatusOr<OptConfig> LoadOptConfig(const std::string& path);  // path to config.json
+// `path`: a config.json. The config's name is its _name_or_path, else the file's directory.
+absl::StatusOr<OptConfig> LoadOptConfig(const std::string& path);
 // A config.json that ParseOptConfig reads back to an equal config (model_type "opt").
 std::string OptConfigToJson(const OptConfig& config);
 

@@ -107,6 +107,18 @@ TEST(ConfigTest, ErrorsNameTheField) {
   EXPECT_FALSE(ParseOptConfig("").ok());
 }
 
+// A separate LM head would be loaded and never used (the forward's is embed_tokens): refused.
+TEST(ConfigTest, UntiedWordEmbeddingsAreRefused) {
+  const std::string base = R"({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "ffn_dim": 256, "vocab_size": 1000, "max_position_embeddings": 128, )";
+  const absl::StatusOr<OptConfig> untied =
+      ParseOptConfig(base + R"("tie_word_embeddings": false})");
+  EXPECT_EQ(untied.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(untied.status().message()),
+              HasSubstr("tie_word_embeddings is false (a separate lm_head.weight)"));
+  EXPECT_TRUE(ParseOptConfig(base + R"("tie_word_embeddings": true})").ok());
+}
+
 TEST(ConfigTest, JsonRoundTrip) {
   for (const std::string& name : OptPresetNames()) {
     auto p = OptPreset(name);

@@ -1,6 +1,7 @@
 #include "model/int8_checkpoint.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file.h"
 #include "common/half.h"
 #include "common/status_macros.h"
 #include "kernels/quantize_weight.h"
@@ -79,11 +81,12 @@ absl::Status AddTensor(const CheckpointSource& source, const ExpectedTensor& t,
 }
 
 absl::Status WriteText(const std::string& path, const std::string& text) {
+  errno = 0;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create ", path));
+  if (!out) return WriteFailed(path, errno);
   out << text;
   out.close();
-  if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed"));
+  if (!out) return WriteFailed(path, errno);
   return absl::OkStatus();
 }
 
@@ -94,8 +97,7 @@ absl::Status WriteInt8Checkpoint(const CheckpointSource& source, const OptConfig
   RETURN_IF_ERROR(ValidateCheckpoint(source, config));
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
-  if (ec)
-    return absl::PermissionDeniedError(absl::StrCat("cannot create ", out_dir, ": ", ec.message()));
+  if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("creating ", out_dir));
 
   const std::vector<ExpectedTensor> all = ExpectedTensors(config);
   const int64_t layers = config.num_hidden_layers;

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -184,7 +186,8 @@ void ConvertRow(TensorDType dtype, const uint8_t* src, int64_t n, float* dst) {
 class MappedFile {
  public:
   static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO named by an index must not wait for a writer (refused below).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       return absl::NotFoundError(absl::StrCat("cannot open safetensors file ", path, ": ",
                                               std::strerror(errno)));
@@ -312,8 +315,16 @@ class SafetensorsSource final : public CheckpointSource {
     }
     const int64_t ncols = t->info.cols();
     for (int64_t r = rows.begin; r < rows.end; ++r) {
-      std::memcpy(q.data() + (r - rows.begin) * cols.size(), t->data + r * ncols + cols.begin,
-                  static_cast<size_t>(cols.size()));
+      int8_t* dst = q.data() + (r - rows.begin) * cols.size();
+      std::memcpy(dst, t->data + r * ncols + cols.begin, static_cast<size_t>(cols.size()));
+      // llmint8 quantize writes [-127, 127] (kernels/int8_gemm.h's promise); -128 is damage.
+      if (const void* at = std::memchr(dst, 0x80, static_cast<size_t>(cols.size()))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            label_, ": tensor \"", std::string(name), "\": row ", r, " column ",
+            cols.begin + (static_cast<const int8_t*>(at) - dst),
+            " is -128; int8 weights are in [-127, 127] (the checkpoint is damaged: quantize it "
+            "again)"));
+      }
     }
     return ReadAbsmax(*t, rows, row_absmax);
   }
@@ -328,10 +339,19 @@ class SafetensorsSource final : public CheckpointSource {
     return &it->second;
   }
 
-  // The absmax companion was checked at open: F32 [rows].
+  // The absmax companion was checked at open: F32 [rows]. Its values are checked here, as
+  // they are read: finite and >= 0 (NaN would silently zero a row's products).
   absl::Status ReadAbsmax(const Tensor& t, Range rows, std::span<float> out) const {
     ASSIGN_OR_RETURN(const Tensor* s, Find(t.entry.name + "_absmax"));
     std::memcpy(out.data(), s->data + rows.begin * 4, static_cast<size_t>(rows.size()) * 4);
+    for (int64_t r = 0; r < rows.size(); ++r) {
+      if (std::isfinite(out[r]) && out[r] >= 0.0f) continue;
+      return absl::InvalidArgumentError(
+          absl::StrCat(label_, ": tensor \"", s->entry.name, "\": the scale of row ",
+                       rows.begin + r, " is ", out[r],
+                       "; row scales are finite and >= 0 (the checkpoint is damaged: quantize it "
+                       "again)"));
+    }
     return absl::OkStatus();
   }
 
@@ -619,8 +639,9 @@ absl::Status SafetensorsWriter::Finish(const std::string& path) const {
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
+  errno = 0;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create ", path));
+  if (!out) return WriteFailed(path, errno);
   uint8_t len[8];
   uint64_t n = text.size();
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
@@ -629,7 +650,7 @@ absl::Status SafetensorsWriter::Finish(const std::string& path) const {
   out.write(reinterpret_cast<const char*>(data_.data()),
             static_cast<std::streamsize>(data_.size()));
   out.close();
-  if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed (disk full?)"));
+  if (!out) return WriteFailed(path, errno);
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 //   llmint8 quantize --model=DIR --out=DIR8      write an int8 checkpoint
 //   llmint8 eval --model=DIR --text=FILE         perplexity
 //   llmint8 <subcommand> --help                  the flags of one subcommand
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -144,6 +145,16 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (value_next != nullptr) {  // a value, whatever it starts with: `--seed -1`, `--prompt -x`
+      // ... but not one of this subcommand's flags: `--prompt --max_new_tokens=5` forgot the
+      // prompt.
+      std::string as_flag = a.rfind("--", 0) == 0 ? a.substr(2, a.find('=') - 2) : "";
+      std::replace(as_flag.begin(), as_flag.end(), '-', '_');
+      if (known(as_flag)) {
+        const std::string name(value_next->Name());
+        std::fprintf(stderr, "llmint8 %s: --%s needs a value: --%s=<value> (%s is a flag)\n",
+                     sub->name, name.c_str(), name.c_str(), a.c_str());
+        return 2;
+      }
       if (bad_value(value_next, a)) return 2;
       value_next = nullptr;
       args.push_back(std::move(a));

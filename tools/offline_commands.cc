@@ -28,13 +28,17 @@ ABSL_FLAG(bool, compare, false,
           "--gpu_memory)");
 ABSL_FLAG(bool, json, false, "print the result as JSON instead of text");
 ABSL_FLAG(std::string, out, "", "quantize: directory to write the int8 checkpoint to");
-ABSL_FLAG(bool, overwrite, false,
-          "quantize: write into a non-empty --out, replacing files of the same names");
+ABSL_FLAG(
+    bool, overwrite, false,
+    "quantize: write into a non-empty --out, replacing the checkpoint there (its config.json, "
+    "*.safetensors, index and tokenizer files; other files stay)");
 ABSL_FLAG(std::string, text, "", "eval: UTF-8 text file to compute the perplexity of");
 ABSL_FLAG(int64_t, window, 0, "eval: tokens per window (0: the model's max_position_embeddings)");
 ABSL_FLAG(int64_t, stride, 0,
-          "eval: tokens between window starts, in [1, window] (0: window / 2); each token is "
-          "scored once, with at least window - stride tokens of context");
+          "eval: tokens between window starts, in [1, window] (0: window / 2). With stride < "
+          "window each token after the BOS is scored once, past the first window with at least "
+          "window - stride tokens of context; with stride = window no window's first token is "
+          "scored");
 ABSL_FLAG(int64_t, max_ids, 0,
           "eval: evaluate only the first N token ids, BOS included (0: the whole text)");
 
@@ -161,6 +165,17 @@ const FlagUse* FindUse(const OfflineCommand& cmd, std::string_view name) {
   return nullptr;
 }
 
+// Whether `arg` is one of `cmd`'s flags (--name, --name=value, dashes or underscores): after a
+// flag that needs a value, it is a forgotten value, not the value (`--out --overwrite`).
+bool NamesFlagOf(const OfflineCommand& cmd, std::string_view arg) {
+  if (arg.size() < 3 || arg.substr(0, 2) != "--") return false;
+  std::string name(arg.substr(2, arg.find('=') - 2));
+  for (char& c : name) {
+    if (c == '-') c = '_';
+  }
+  return FindUse(cmd, name) != nullptr;
+}
+
 // Sets every flag of `cmd` to its default for this subcommand, then applies `args`.
 absl::Status ParseFlags(const OfflineCommand& cmd, std::span<char* const> args) {
   std::string error;
@@ -208,7 +223,7 @@ absl::Status ParseFlags(const OfflineCommand& cmd, std::span<char* const> args) 
     if (!has_value) {
       if (flag->IsOfType<bool>()) {
         value = "true";
-      } else if (i + 1 < args.size()) {
+      } else if (i + 1 < args.size() && !NamesFlagOf(cmd, args[i + 1])) {
         value = args[++i];
       } else {
         return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value: --", name,

@@ -1,11 +1,15 @@
 // `llmint8 quantize`: model/int8_checkpoint.h WriteInt8Checkpoint on the command line, with the
 // tokenizer files copied beside the checkpoint so that serve and eval find them.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -20,7 +24,9 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "coordinator/tokenizer.h"
 #include "model/checkpoint.h"
+#include "model/config.h"
 #include "model/int8_checkpoint.h"
 #include "tools/flags.h"
 #include "tools/offline_commands.h"
@@ -82,7 +88,7 @@ class ProgressSource : public model::CheckpointSource {
     absl::MutexLock lock(&mu_);
     if (layer <= last_layer_) return;
     last_layer_ = layer;
-    const int64_t done = 20 * layer / std::max<int64_t>(layers_, 1);
+    const int64_t done = 20 * (layer + 1) / std::max<int64_t>(layers_, 1);
     LLMINT8_LOG(INFO) << "quantizing layer " << layer + 1 << "/" << layers_ << " ["
                       << std::string(done, '#') << std::string(20 - done, '.') << "]";
   }
@@ -99,6 +105,65 @@ struct QuantizeArgs {
   std::string tokenizer;  // file or directory; empty: the model directory
 };
 
+// Where the tokenizer comes from: --tokenizer (a directory or a tokenizer.json), else the model
+// directory; "" for none (a synthetic model without --tokenizer).
+std::string TokenizerSource(const QuantizeArgs& a) {
+  if (!a.tokenizer.empty()) return a.tokenizer;
+  return worker::ModelSpecDirectory(a.model).value_or("");
+}
+
+// The tokenizer files of `from` (a directory, or one tokenizer.json) and the name each has in
+// the checkpoint.
+std::vector<std::pair<fs::path, std::string>> TokenizerFiles(const std::string& from) {
+  std::vector<std::pair<fs::path, std::string>> files;
+  std::error_code ec;
+  if (fs::is_regular_file(from, ec)) {
+    files.push_back({from, "tokenizer.json"});  // a lone tokenizer file keeps its role
+    return files;
+  }
+  for (const char* name : kTokenizerFiles) {
+    const fs::path p = fs::path(from) / name;
+    if (fs::is_regular_file(p, ec)) files.push_back({p, name});
+  }
+  return files;
+}
+
+// The tokenizer the checkpoint will carry loads as serve loads it, and its ids fit the model's
+// vocabulary: checked before any weight is read, so that a wrong --tokenizer costs nothing.
+absl::Status CheckTokenizer(const QuantizeArgs& a, const model::OptConfig& config) {
+  const std::string from = TokenizerSource(a);
+  if (from.empty()) return absl::OkStatus();
+  std::error_code ec;
+  const bool file = fs::is_regular_file(from, ec);
+  if (TokenizerFiles(from).empty()) {
+    if (a.tokenizer.empty()) return absl::OkStatus();  // the model has none: a warning later
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tokenizer=", a.tokenizer,
+                     " holds no tokenizer files (vocab.json + merges.txt, or "
+                     "tokenizer.json)"));
+  }
+  if (file && !absl::EndsWith(from, ".json")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tokenizer=", from,
+                     " is a file but not a tokenizer.json; pass a tokenizer.json or "
+                     "a directory with vocab.json + merges.txt"));
+  }
+  absl::StatusOr<std::unique_ptr<coordinator::Tokenizer>> tokenizer =
+      file ? coordinator::Tokenizer::FromTokenizerJsonFile(from)
+           : coordinator::Tokenizer::FromDirectory(from);
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the tokenizer of ", from, " does not load: ", tokenizer.status().message()));
+  }
+  if ((*tokenizer)->vocab_size() > config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the tokenizer of ", from, " has ids up to ", (*tokenizer)->vocab_size() - 1,
+        " but the model's vocabulary has ", config.vocab_size,
+        " entries: it is another model's tokenizer; pass this model's with --tokenizer"));
+  }
+  return absl::OkStatus();
+}
+
 // Checks the flags without touching the model's weights. InvalidArgument / NotFound say what to
 // change.
 absl::Status ValidateArgs(const QuantizeArgs& a, bool overwrite) {
@@ -113,13 +178,17 @@ absl::Status ValidateArgs(const QuantizeArgs& a, bool overwrite) {
   }
   std::error_code ec;
   const bool synthetic = absl::StartsWith(a.model, "synthetic:");
-  if (synthetic) {
-    RETURN_IF_ERROR(worker::LoadModelSpecConfig(a.model).status());
-  } else if (!fs::is_regular_file(fs::path(a.model) / "config.json", ec)) {
+  if (!synthetic && !fs::is_regular_file(fs::path(a.model) / "config.json", ec)) {
     return absl::NotFoundError(
         absl::StrCat("--model=", a.model,
                      " is not a model directory (no config.json in it); pass a Hugging "
                      "Face OPT directory or synthetic:<preset>"));
+  }
+  ASSIGN_OR_RETURN(const model::OptConfig config, worker::LoadModelSpecConfig(a.model));
+  if (fs::is_symlink(a.out, ec) && !fs::exists(a.out, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("--out=", a.out, " is a link to ",
+                                                   fs::read_symlink(a.out, ec).string(),
+                                                   ", which does not exist"));
   }
   if (fs::exists(a.out, ec)) {
     if (!fs::is_directory(a.out, ec)) {
@@ -140,38 +209,95 @@ absl::Status ValidateArgs(const QuantizeArgs& a, bool overwrite) {
   if (!a.tokenizer.empty() && !fs::exists(a.tokenizer, ec)) {
     return absl::NotFoundError(absl::StrCat("--tokenizer=", a.tokenizer, " does not exist"));
   }
-  return absl::OkStatus();
+  return CheckTokenizer(a, config);
 }
 
-// Copies the tokenizer files of `from` (a directory, or one tokenizer.json) into `out_dir`.
+// Copies the tokenizer files of `from` into `out_dir`; returns their names there.
 absl::StatusOr<std::vector<std::string>> CopyTokenizer(const std::string& from,
-                                                       const std::string& out_dir) {
-  std::vector<fs::path> sources;
-  std::error_code ec;
-  if (fs::is_regular_file(from, ec)) {
-    sources.push_back(from);
-  } else {
-    for (const char* name : kTokenizerFiles) {
-      const fs::path p = fs::path(from) / name;
-      if (fs::is_regular_file(p, ec)) sources.push_back(p);
-    }
-  }
+                                                       const fs::path& out_dir) {
   std::vector<std::string> copied;
-  for (const fs::path& p : sources) {
-    // A lone tokenizer file keeps its role: tokenizer.json under that name.
-    const fs::path target = fs::path(out_dir) / (fs::is_regular_file(from, ec) && p == from &&
-                                                         absl::EndsWith(from, ".json")
-                                                     ? fs::path("tokenizer.json")
-                                                     : p.filename());
-    fs::copy_file(p, target, fs::copy_options::overwrite_existing, ec);
+  for (const auto& [source, name] : TokenizerFiles(from)) {
+    std::error_code ec;
+    fs::copy_file(source, out_dir / name, fs::copy_options::overwrite_existing, ec);
     if (ec) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("copying ", p.string(), " to ", target.string(), ": ", ec.message()));
+      return absl::ErrnoToStatus(
+          ec.value(), absl::StrCat("copying ", source.string(), " to ", (out_dir / name).string()));
     }
-    copied.push_back(target.filename().string());
+    copied.push_back(name);
   }
   return copied;
 }
+
+// Whether `name` is a file a checkpoint directory is read from (config, weights, index,
+// tokenizer): what --overwrite replaces, so that no stale one is read beside the new ones.
+bool IsCheckpointFile(const std::string& name) {
+  if (name == "config.json" || absl::EndsWith(name, ".safetensors") ||
+      name == "model.safetensors.index.json") {
+    return true;
+  }
+  return std::find(std::begin(kTokenizerFiles), std::end(kTokenizerFiles), name) !=
+         std::end(kTokenizerFiles);
+}
+
+// --out without trailing slashes ("q/" is "q"), so that its parent and name are the directory's.
+fs::path OutPath(std::string out) {
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return fs::path(out);
+}
+
+// The directory a run writes into: beside --out (one file system, so that moving it into place
+// is a rename), hidden, named for this process. Removed unless Publish moved it.
+class Staging {
+ public:
+  explicit Staging(const fs::path& out)
+      : path_((out.has_parent_path() ? out.parent_path() : fs::path(".")) /
+              absl::StrCat(".", out.filename().string(), ".quantizing-", getpid())) {}
+  ~Staging() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+
+  const fs::path& path() const { return path_; }
+
+  // Puts the written checkpoint at `out`: the whole directory by one rename when `out` is
+  // missing or empty; else (--overwrite) `out`'s checkpoint files are removed and the new ones
+  // moved in, config.json last, so that an interrupted replace leaves no config.json (a clear
+  // error) rather than a mix of two checkpoints.
+  absl::Status Publish(const fs::path& out) {
+    std::error_code ec;
+    if (!fs::exists(out, ec) || fs::is_empty(out, ec)) {
+      fs::rename(path_, out, ec);
+      if (ec)
+        return absl::ErrnoToStatus(ec.value(),
+                                   absl::StrCat("moving the checkpoint to ", out.string()));
+      return absl::OkStatus();
+    }
+    for (const fs::directory_entry& e : fs::directory_iterator(out, ec)) {
+      if (!IsCheckpointFile(e.path().filename().string())) continue;
+      std::error_code rm;
+      fs::remove(e.path(), rm);
+      if (rm) return absl::ErrnoToStatus(rm.value(), absl::StrCat("removing ", e.path().string()));
+    }
+    if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("listing ", out.string()));
+    std::vector<fs::path> files;
+    for (const fs::directory_entry& e : fs::directory_iterator(path_, ec))
+      files.push_back(e.path());
+    std::stable_partition(files.begin(), files.end(),
+                          [](const fs::path& f) { return f.filename() != "config.json"; });
+    for (const fs::path& f : files) {
+      fs::rename(f, out / f.filename(), ec);
+      if (ec)
+        return absl::ErrnoToStatus(ec.value(),
+                                   absl::StrCat("moving ", f.string(), " to ", out.string()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  fs::path path_;
+};
 
 int64_t DirectoryBytes(const std::string& dir) {
   int64_t total = 0;
@@ -189,13 +315,19 @@ absl::Status Quantize(const QuantizeArgs& a) {
   LLMINT8_LOG(INFO) << "quantizing " << opened.source->Describe() << " (" << c.num_hidden_layers
                     << " layers, hidden " << c.hidden_size << ", vocab " << c.vocab_size << ") to "
                     << a.out;
+  // Everything is written into a staging directory and moved into place at the end: a failed or
+  // interrupted run leaves --out as it was (Staging).
+  const fs::path out = OutPath(a.out);
+  Staging staging(out);
+  std::error_code ec;
+  fs::remove_all(staging.path(), ec);  // a leftover of a killed run of the same pid
   ProgressSource progress(*opened.source, c.num_hidden_layers);
-  RETURN_IF_ERROR(model::WriteInt8Checkpoint(progress, c, a.out));
+  RETURN_IF_ERROR(model::WriteInt8Checkpoint(progress, c, staging.path().string()));
 
-  std::string tokenizer_from = a.tokenizer;
-  if (tokenizer_from.empty()) tokenizer_from = worker::ModelSpecDirectory(a.model).value_or("");
+  const std::string tokenizer_from = TokenizerSource(a);
   if (!tokenizer_from.empty()) {
-    ASSIGN_OR_RETURN(const std::vector<std::string> copied, CopyTokenizer(tokenizer_from, a.out));
+    ASSIGN_OR_RETURN(const std::vector<std::string> copied,
+                     CopyTokenizer(tokenizer_from, staging.path()));
     if (copied.empty()) {
       LLMINT8_LOG(WARNING) << "no tokenizer files in " << tokenizer_from
                            << ": prompts to this checkpoint must be token ids (or pass "
@@ -206,6 +338,7 @@ absl::Status Quantize(const QuantizeArgs& a) {
   } else {
     LLMINT8_LOG(INFO) << "no tokenizer copied (synthetic model; pass --tokenizer to add one)";
   }
+  RETURN_IF_ERROR(staging.Publish(out));
   LLMINT8_LOG(INFO) << "wrote " << a.out << ": "
                     << absl::StrFormat("%.1f MiB",
                                        static_cast<double>(DirectoryBytes(a.out)) / (1 << 20))

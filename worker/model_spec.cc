@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "model/synthetic.h"
+#include "model/tensor_names.h"
 
 namespace llmint8::worker {
 namespace {
@@ -116,6 +117,19 @@ absl::StatusOr<model::OpenedModel> OpenModelSpec(const std::string& spec) {
 std::optional<std::string> ModelSpecDirectory(const std::string& spec) {
   if (absl::StartsWith(spec, kSyntheticPrefix) || spec.empty()) return std::nullopt;
   return spec;
+}
+
+bool IsPreQuantized(const model::OpenedModel& opened) {
+  if (opened.config.num_hidden_layers <= 0) return false;
+  const absl::StatusOr<model::TensorInfo> q =
+      opened.source->Info(model::LayerTensorName(0, model::LayerTensor::kQProjWeight));
+  return q.ok() && q->dtype == model::TensorDType::kI8;
+}
+
+std::string PreQuantizedAsWarning(const std::string& spec, const std::string& dtype) {
+  return absl::StrCat(spec, " is a pre-quantized int8 checkpoint (llmint8 quantize) run as ", dtype,
+                      ": its weights are dequantized, twice int8's memory and none of the "
+                      "precision back; pass --dtype=int8");
 }
 
 }  // namespace llmint8::worker

@@ -34,6 +34,13 @@ absl::StatusOr<model::OpenedModel> OpenModelSpec(const std::string& spec);
 // The directory holding vocab.json + merges.txt, or nullopt for synthetic models.
 std::optional<std::string> ModelSpecDirectory(const std::string& spec);
 
+// Whether `opened` is a pre-quantized int8 checkpoint (`llmint8 quantize`: I8 layer weights).
+bool IsPreQuantized(const model::OpenedModel& opened);
+
+// The warning of serve and eval when a pre-quantized checkpoint runs in another `dtype`: its
+// weights are dequantized, at twice int8's memory and with none of the precision back.
+std::string PreQuantizedAsWarning(const std::string& spec, const std::string& dtype);
+
 }  // namespace llmint8::worker
 
 #endif  // LLMINT8_WORKER_MODEL_SPEC_H_

@@ -150,15 +150,8 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
 
   ASSIGN_OR_RETURN(model::OpenedModel opened, OpenModelSpec(req.model()));
-  if (precision != model::Precision::kInt8 && opened.config.num_hidden_layers > 0) {
-    absl::StatusOr<model::TensorInfo> q =
-        opened.source->Info(model::LayerTensorName(0, model::LayerTensor::kQProjWeight));
-    if (q.ok() && q->dtype == model::TensorDType::kI8) {
-      LLMINT8_LOG(WARNING) << who << ": " << req.model() << " is a pre-quantized int8 checkpoint "
-                           << "(llmint8 quantize) served as " << req.dtype()
-                           << ": its weights are dequantized, twice int8's memory and none of "
-                              "the precision back; serve it with --dtype=int8";
-    }
+  if (precision != model::Precision::kInt8 && IsPreQuantized(opened)) {
+    LLMINT8_LOG(WARNING) << who << ": " << PreQuantizedAsWarning(req.model(), req.dtype());
   }
 
   std::string rendezvous_address = options_.coordinator_address.empty()

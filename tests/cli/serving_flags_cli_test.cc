@@ -81,6 +81,19 @@ TEST(ServingFlagsCliTest, AValueOfTheWrongTypeIsExitTwoNamingTheFlag) {
   }
 }
 
+// `--name` followed by another of the subcommand's flags forgot its value: refused, not taken
+// as the value (`--prompt --max_new_tokens=5` is no prompt). `--seed -1` stays a value.
+TEST(ServingFlagsCliTest, AFlagWhereAValueShouldBeIsRefused) {
+  for (const char* args : {"generate --prompt --max_new_tokens=5", "serve --model --tp=2",
+                           "coordinator --advertise --check-flags"}) {
+    const CliResult r = RunCli(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(" needs a value: --")) << args;
+  }
+  const CliResult seed = RunCli("generate --seed -1 --prompt=x --timeout=-1");
+  EXPECT_THAT(seed.err, HasSubstr("--timeout must be >= 0")) << seed.err;  // past the flags
+}
+
 // A port another gRPC server holds (with gRPC's default SO_REUSEPORT) is refused: the
 // coordinator and the worker must not share it and split its connections with that server.
 TEST(ServingFlagsCliTest, APortAnotherServerHoldsIsRefused) {
