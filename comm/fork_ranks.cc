@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,7 +29,12 @@ void WriteAll(int fd, const std::string& data) {
 }
 
 // Child side: "<status code int>\n<message>".
-[[noreturn]] void RunChild(int rank, int fd, const std::function<absl::Status(int)>& body) {
+[[noreturn]] void RunChild(int rank, int fd, pid_t parent,
+                           const std::function<absl::Status(int)>& body) {
+  // A rank outlives no parent: killed with it (`llmint8 eval --tp=2` stopped by Ctrl-C or
+  // SIGTERM must not leave its ranks computing). The parent may have died before the prctl.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(1);
   absl::Status status = body(rank);
   WriteAll(fd, absl::StrCat(static_cast<int>(status.code()), "\n", status.message()));
   ::close(fd);
@@ -65,13 +71,14 @@ std::vector<RankOutcome> ForkRanks(int num_processes,
       outcomes[r].status = absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
       continue;
     }
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::close(pipe_fds[0]);
       for (int q = 0; q < r; ++q) {
         if (fds[q] >= 0) ::close(fds[q]);  // siblings' read ends
       }
-      RunChild(r, pipe_fds[1], body);
+      RunChild(r, pipe_fds[1], parent, body);
     }
     ::close(pipe_fds[1]);
     if (pid < 0) {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 
 namespace llmint8::coordinator::openai::internal {
@@ -29,7 +30,7 @@ absl::StatusOr<int64_t> Integer(const json& v, const char* field) {
   return v.get<int64_t>();
 }
 
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string Dump(const json& j) { return JsonText(j); }
 
 absl::StatusOr<float> Number(const json& v, const char* field) {
   if (!v.is_number()) return FieldError(field, "a number");

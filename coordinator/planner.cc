@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "model/shard_plan.h"
 #include "nlohmann/json.hpp"
@@ -78,13 +79,17 @@ int64_t Add(int64_t a, int64_t b) { return a > kSaturated - b ? kSaturated : a +
 
 std::string JoinTp(const std::vector<int>& tps) { return absl::StrJoin(tps, ", "); }
 
+// A size that may have saturated: past the cap it is no real figure.
+std::string SizeText(int64_t bytes) {
+  return bytes >= kSaturated ? "more than 4 EiB" : FormatBytes(bytes);
+}
+
 std::string FitFailureDetail(const OptConfig& c, const MemoryBreakdown& m) {
-  return absl::StrCat("per GPU ", FormatBytes(m.Total()), ": weights ", FormatBytes(m.weights),
-                      ", scales ", FormatBytes(m.int8_scales), ", fp16 tensors ",
-                      FormatBytes(m.fp16_tensors), ", KV cache ", FormatBytes(m.kv_cache),
-                      ", workspace ", FormatBytes(m.workspace), ", runtime ",
-                      FormatBytes(m.runtime), "; TP must divide ", c.num_attention_heads,
-                      " heads and ffn_dim ", c.ffn_dim);
+  return absl::StrCat("per GPU ", SizeText(m.Total()), ": weights ", SizeText(m.weights),
+                      ", scales ", SizeText(m.int8_scales), ", fp16 tensors ",
+                      SizeText(m.fp16_tensors), ", KV cache ", SizeText(m.kv_cache), ", workspace ",
+                      SizeText(m.workspace), ", runtime ", SizeText(m.runtime), "; TP must divide ",
+                      c.num_attention_heads, " heads and ffn_dim ", c.ffn_dim);
 }
 
 }  // namespace
@@ -372,9 +377,9 @@ std::string Cell(const std::optional<PlanResult>& plan) {
 }  // namespace
 
 std::string PlanToText(const PlanResult& p) {
-  std::string out = absl::StrFormat(
-      "%s %s on %s GPUs: TP=%d (%d GPUs)\n", p.model, WeightDTypeName(p.dtype),
-      FormatBytes(p.gpu_bytes), p.tp, p.tp);
+  std::string out =
+      absl::StrFormat("%s %s on %s GPUs: TP=%d (%d %s)\n", p.model, WeightDTypeName(p.dtype),
+                      FormatBytes(p.gpu_bytes), p.tp, p.tp, p.tp == 1 ? "GPU" : "GPUs");
   if (p.min_gpus_by_memory != p.tp) {
     absl::StrAppendFormat(&out, "  %d GPUs would hold it, but TP must be one of: %s\n",
                           p.min_gpus_by_memory, JoinTp(p.valid_tp));
@@ -474,7 +479,7 @@ absl::StatusOr<std::string> RunPlanCommand(const PlanCommand& command) {
   if (command.compare) {
     const std::vector<GpuSize> gpus = DefaultCompareGpuSizes();
     ASSIGN_OR_RETURN(const CompareTable table, Compare(config, gpus, reserve));
-    return command.json ? CompareToJson(table).dump(2) + "\n" : CompareToText(table);
+    return command.json ? JsonText(CompareToJson(table), 2) + "\n" : CompareToText(table);
   }
   ASSIGN_OR_RETURN(const WeightDType dtype, ParseWeightDType(command.dtype));
   ASSIGN_OR_RETURN(const int64_t gpu_bytes, ParseGpuMemory(command.gpu_memory));
@@ -482,7 +487,7 @@ absl::StatusOr<std::string> RunPlanCommand(const PlanCommand& command) {
   PlanOptions options;
   options.available_gpus = command.gpus;
   ASSIGN_OR_RETURN(const PlanResult plan, Plan(config, dtype, gpu_bytes, reserve, options));
-  return command.json ? PlanToJson(plan).dump(2) + "\n" : PlanToText(plan);
+  return command.json ? JsonText(PlanToJson(plan), 2) + "\n" : PlanToText(plan);
 }
 
 absl::StatusOr<PlanCommand> ParsePlanArgs(std::span<const std::string_view> args) {

@@ -36,6 +36,7 @@
 #include "comm/make_communicator.h"
 #include "comm/shared_gpu_env.h"
 #include "common/file.h"
+#include "common/json_text.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
@@ -189,11 +190,16 @@ absl::StatusOr<std::vector<int32_t>> Tokenize(const EvalArgs& a, const model::Op
     return absl::Status(ids.status().code(),
                         absl::StrCat("--text=", a.text, ": ", ids.status().message()));
   }
+  if (a.max_ids > 0 && a.max_ids < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_ids=", a.max_ids, " keeps only the BOS; perplexity needs at least 2 ids"));
+  }
   if (a.max_ids > 0 && static_cast<int64_t>(ids->size()) > a.max_ids) ids->resize(a.max_ids);
   if (ids->size() < 2) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--text=", a.text, " gives ", ids->size(),
-                     " token ids (BOS included); perplexity needs at least 2"));
+        absl::StrCat("--text=", a.text,
+                     " gives no token (only the BOS); perplexity needs at "
+                     "least one after it"));
   }
   for (size_t i = 0; i < ids->size(); ++i) {
     if ((*ids)[i] >= config.vocab_size) {
@@ -213,6 +219,9 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
                                                 comm::Rendezvous* rendezvous) {
   const std::string who = absl::StrCat("shard ", rank + 1, "/", a.tp);
   ASSIGN_OR_RETURN(model::OpenedModel opened, worker::OpenModelSpec(a.model));
+  if (rank == 0 && a.dtype != "int8" && worker::IsPreQuantized(opened)) {
+    LLMINT8_LOG(WARNING) << worker::PreQuantizedAsWarning(a.model, a.dtype);
+  }
   const bool cuda = a.device == model::Device::kCuda;
   const GpuPlacement place = PlaceRank(rank, a.tp, std::max(cuda_devices, 1));
   void* const cuda_stream = model::TensorParallelCudaStream(a.device, a.tp);
@@ -288,7 +297,7 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<c
         const nlohmann::json j = {
             {"nll_sum", r.nll_sum}, {"tokens", r.tokens}, {"ppl", r.ppl}, {"windows", r.windows}};
         std::ofstream out(result_path, std::ios::trunc);
-        out << j.dump();
+        out << JsonText(j);
         out.close();
         if (!out) return absl::DataLossError(absl::StrCat("cannot write ", result_path));
         return absl::OkStatus();
@@ -395,7 +404,7 @@ int RunEval() {
     if (a.device == model::Device::kCuda) {
       absl::StatusOr<int> devices = CudaDeviceCountInChild();
       if (!devices.ok()) {
-        std::fprintf(stderr, "llmint8 eval: %s\n", devices.status().ToString().c_str());
+        std::fprintf(stderr, "llmint8 eval: %s\n", std::string(devices.status().message()).c_str());
         return kExitFailed;
       }
     }
@@ -434,7 +443,7 @@ int RunEval() {
         {"seconds", std::round(seconds * 10) / 10},
     };
     if (a.precision == model::Precision::kInt8) j["threshold"] = a.threshold;
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", JsonText(j, 2).c_str());
   } else {
     std::printf("model     %s\n", a.model.c_str());
     std::printf("text      %s (%zu token ids, BOS first)\n", a.text.c_str(), ids->size());

@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/json_text.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -213,7 +214,7 @@ int RunLoadtest() {
     j[name] = {{"p50", Quantile(*v, 0.5)}, {"p90", Quantile(*v, 0.9)}, {"p99", Quantile(*v, 0.99)}};
   }
   if (absl::GetFlag(FLAGS_json)) {
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", JsonText(j, 2).c_str());
   } else {
     std::printf(
         "%s (%s, TP %d): %d requests, %d at once, %d prompt + %d new tokens each (--seed=%lld)\n",

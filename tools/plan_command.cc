@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "coordinator/planner.h"
 #include "nlohmann/json.hpp"
@@ -30,7 +31,7 @@ absl::StatusOr<std::string> PlanConfig(const model::OptConfig& config, const Pla
     const std::vector<coordinator::GpuSize> gpus = coordinator::DefaultCompareGpuSizes();
     ASSIGN_OR_RETURN(const coordinator::CompareTable table,
                      coordinator::Compare(config, gpus, reserve));
-    return cmd.json ? coordinator::CompareToJson(table).dump(2) + "\n"
+    return cmd.json ? JsonText(coordinator::CompareToJson(table), 2) + "\n"
                     : coordinator::CompareToText(table);
   }
   ASSIGN_OR_RETURN(const coordinator::WeightDType dtype, coordinator::ParseWeightDType(cmd.dtype));
@@ -39,7 +40,8 @@ absl::StatusOr<std::string> PlanConfig(const model::OptConfig& config, const Pla
   options.available_gpus = cmd.gpus;
   ASSIGN_OR_RETURN(const coordinator::PlanResult plan,
                    coordinator::Plan(config, dtype, gpu_bytes, reserve, options));
-  return cmd.json ? coordinator::PlanToJson(plan).dump(2) + "\n" : coordinator::PlanToText(plan);
+  return cmd.json ? JsonText(coordinator::PlanToJson(plan), 2) + "\n"
+                  : coordinator::PlanToText(plan);
 }
 
 absl::StatusOr<std::string> RunPlanFlags() {
@@ -54,6 +56,11 @@ absl::StatusOr<std::string> RunPlanFlags() {
   cmd.json = absl::GetFlag(FLAGS_json);
   if (cmd.gpus < 0) {
     return absl::InvalidArgumentError("--gpus must be >= 0 (0: as many as the model needs)");
+  }
+  if (cmd.compare && cmd.gpus != 0) {
+    return absl::InvalidArgumentError(
+        "--compare counts the GPUs each model needs; --gpus (a count to check) is for one plan "
+        "without --compare");
   }
   if (cmd.batch < 1) return absl::InvalidArgumentError("--batch must be >= 1");
   if (cmd.context < 0) {

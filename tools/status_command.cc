@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/byte_size.h"
+#include "common/json_text.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
@@ -91,7 +92,7 @@ int RunStatus() {
     if (json) {  // a script reads what went wrong from stdout too
       const nlohmann::ordered_json out = {
           {"coordinator", target}, {"health", HealthName(health)}, {"error", error}};
-      std::printf("%s\n", out.dump(2).c_str());
+      std::printf("%s\n", JsonText(out, 2).c_str());
     }
     std::fprintf(stderr, "llmint8 status: %s\n", error.c_str());
     return 1;
@@ -108,7 +109,7 @@ int RunStatus() {
     const nlohmann::ordered_json out = {{"coordinator", target},
                                         {"health", HealthName(health)},
                                         {"model_info", nlohmann::ordered_json::parse(model_info)}};
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", JsonText(out, 2).c_str());
   } else {
     PrintText(target, health, info);
   }

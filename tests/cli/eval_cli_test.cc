@@ -42,6 +42,7 @@ class EvalCliTest : public ::testing::Test {
     const std::string text =
         testing::ReadFile(SourceDir() + "/tests/data/heldout/sotu-2010-2021.txt").substr(0, 1500);
     std::ofstream(*dir_ + "/text.txt", std::ios::binary) << text;
+    std::ofstream(*dir_ + "/empty.txt", std::ios::binary).flush();
   }
   static void TearDownTestSuite() {
     std::error_code ec;
@@ -177,6 +178,9 @@ TEST_F(EvalCliTest, BadFlagsExitTwoAndSayWhatToChange) {
       {"eval --model=synthetic:125m,layers=1,hidden=64,heads=4 --text=" + TextFile(),
        "has no tokenizer"},
       {base + " --gpus=2", "--gpus is not a flag of llmint8 eval"},
+      {base + " --max_ids=1", "--max_ids=1 keeps only the BOS"},
+      {base + " --text=" + *dir_ + "/empty.txt", "gives no token (only the BOS)"},
+      {base + " --text=/dev/null", "--text=/dev/null is not a readable file"},
       {"eval --model=" + Model() + " --text=" + TextFile() + " --tokenizer=" + SourceDir() +
            "/tests/fixtures/tokenizer/gpt2-bpe",
        "vocabulary has 1000 entries"},

@@ -1,6 +1,7 @@
 // `llmint8 plan` as a user runs it: the LLM.int8() paper's 80 GB numbers for OPT-175B (3 GPUs
 // in int8, 6 in fp16) in the text table and the JSON, every kind of --model, exit codes and
 // messages for bad flags, and a complete --help.
+#include <filesystem>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -112,6 +113,8 @@ TEST(PlanCliTest, BadFlagsExitTwoAndSayWhatToChange) {
       {"plan --model=/no/such/dir", "does not exist"},
       {"plan --model=synthetic:nope", "nope"},
       {"plan --model", "--model needs a value"},
+      {"plan --model --json", "--model needs a value"},
+      {"plan --model=175b --compare --gpus=2", "--gpus (a count to check) is for one plan"},
   };
   for (const Case& c : cases) {
     const testing::CliResult r = RunCli(c.args);
@@ -119,6 +122,21 @@ TEST(PlanCliTest, BadFlagsExitTwoAndSayWhatToChange) {
     EXPECT_THAT(r.err, HasSubstr(c.message)) << c.args;
     EXPECT_TRUE(r.out.empty()) << c.args;
   }
+}
+
+// --json of a model whose path is not UTF-8 (its name, from the path, is in the JSON): valid JSON
+// with the byte replaced, not an abort in the JSON library.
+TEST(PlanCliTest, JsonOfANonUtf8PathIsValid) {
+  const std::string dir = testing::MakeTempDir("plan") + "/model\xff";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(SourceDir() + "/models/opt-sotu-cpu/config.json",
+                             dir + "/config.json");
+  const testing::CliResult r = RunCli("plan --json --model='" + dir + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_THAT(j["model"].get<std::string>(), HasSubstr("model\xef\xbf\xbd")) << "U+FFFD";
+  std::filesystem::remove_all(std::filesystem::path(dir).parent_path());
 }
 
 TEST(PlanCliTest, HelpListsEveryFlag) {
