@@ -10,8 +10,9 @@
 //     elements, so the bias slice of a column-parallel layer uses the same row range as its
 //     weight.
 //
-// Implementations: safetensors.h (Hugging Face files, mmap), synthetic.h (seeded weights of any
-// shape, computed on demand), int8_checkpoint.h (pre-quantized int8 + fp32 row scales).
+// Implementations: safetensors.h (Hugging Face files, mmap; also the pre-quantized int8
+// checkpoints of int8_checkpoint.h: I8 weights + F32 row scales), synthetic.h (seeded weights of
+// any shape, computed on demand).
 //
 // Thread-safety: all methods are const and safe to call concurrently from several threads.
 // Lifetime: nothing returned points into the source; output buffers belong to the caller.
@@ -118,7 +119,8 @@ struct OpenedModel {
 
 // Opens a Hugging Face model directory: config.json plus model.safetensors or
 // model.safetensors.index.json (sharded), or an int8 checkpoint written by
-// WriteInt8Checkpoint (int8_checkpoint.h; recognized by its metadata). Every safetensors header
+// WriteInt8Checkpoint (int8_checkpoint.h; recognized by its I8 tensors, each with an F32
+// "<name>_absmax" of its rows; the metadata is informative). Every safetensors header
 // is validated at open (sizes, offsets, dtypes, shapes) and the tensors are checked against the
 // config with ValidateCheckpoint. Errors name the file and the tensor.
 absl::StatusOr<OpenedModel> OpenModelDir(const std::string& dir);
