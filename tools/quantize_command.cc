@@ -128,6 +128,16 @@ std::vector<std::pair<fs::path, std::string>> TokenizerFiles(const std::string& 
   return files;
 }
 
+// Whether `from` is a tokenizer.json or a directory with one or with vocab.json + merges.txt
+// (what Tokenizer::FromDirectory loads).
+bool HasTokenizer(const std::string& from) {
+  std::error_code ec;
+  const fs::path dir(from);
+  return fs::is_regular_file(dir, ec) || fs::is_regular_file(dir / "tokenizer.json", ec) ||
+         (fs::is_regular_file(dir / "vocab.json", ec) &&
+          fs::is_regular_file(dir / "merges.txt", ec));
+}
+
 // The tokenizer the checkpoint will carry loads as serve loads it, and its ids fit the model's
 // vocabulary: checked before any weight is read, so that a wrong --tokenizer costs nothing.
 absl::Status CheckTokenizer(const QuantizeArgs& a, const model::OptConfig& config) {
@@ -135,8 +145,9 @@ absl::Status CheckTokenizer(const QuantizeArgs& a, const model::OptConfig& confi
   if (from.empty()) return absl::OkStatus();
   std::error_code ec;
   const bool file = fs::is_regular_file(from, ec);
-  if (TokenizerFiles(from).empty()) {
-    if (a.tokenizer.empty()) return absl::OkStatus();  // the model has none: a warning later
+  if (!HasTokenizer(from)) {
+    // The model has none (perhaps a generation_config.json, still copied): a warning later.
+    if (a.tokenizer.empty()) return absl::OkStatus();
     return absl::InvalidArgumentError(
         absl::StrCat("--tokenizer=", a.tokenizer,
                      " holds no tokenizer files (vocab.json + merges.txt, or "
@@ -328,12 +339,13 @@ absl::Status Quantize(const QuantizeArgs& a) {
   if (!tokenizer_from.empty()) {
     ASSIGN_OR_RETURN(const std::vector<std::string> copied,
                      CopyTokenizer(tokenizer_from, staging.path()));
-    if (copied.empty()) {
-      LLMINT8_LOG(WARNING) << "no tokenizer files in " << tokenizer_from
-                           << ": prompts to this checkpoint must be token ids (or pass "
-                              "--tokenizer to serve)";
-    } else {
+    if (!copied.empty()) {
       LLMINT8_LOG(INFO) << "copied " << absl::StrJoin(copied, ", ") << " from " << tokenizer_from;
+    }
+    if (!HasTokenizer(tokenizer_from)) {
+      LLMINT8_LOG(WARNING) << "no tokenizer in " << tokenizer_from
+                           << ": prompts to this checkpoint must be token ids (or pass "
+                              "--tokenizer to quantize or serve)";
     }
   } else {
     LLMINT8_LOG(INFO) << "no tokenizer copied (synthetic model; pass --tokenizer to add one)";

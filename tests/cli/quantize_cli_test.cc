@@ -25,14 +25,16 @@
 #include "absl/strings/str_cat.h"
 #include "comm/comm_options.h"
 #include "comm/file_rendezvous.h"
-#include "comm/make_communicator.h"
 #include "comm/fork_ranks.h"
+#include "comm/make_communicator.h"
 #include "common/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/checkpoint.h"
+#include "model/config.h"
 #include "model/forward_test_util.h"
 #include "model/shard_model.h"
+#include "nlohmann/json.hpp"
 #include "tests/cli/run_cli.h"
 
 namespace llmint8::tools {
@@ -217,6 +219,16 @@ TEST_F(QuantizeCliTest, BadFlagsExitTwo) {
       {"quantize --model=" + original + " --out=" + dir_ + "/x --threshold=0",
        "--threshold is not a flag of llmint8 quantize"},
       {"quantize --model=synthetic:nope --out=" + dir_ + "/x", "nope"},
+      {"quantize --model=" + original + " --out --overwrite", "--out needs a value"},
+      // The tokenizer is checked before any weight is read.
+      {"quantize --model=" + original + " --out=" + dir_ + "/x --tokenizer=" + original +
+           "/config.json",
+       "does not load"},
+      {"quantize --model=" + original + " --out=" + dir_ + "/x --tokenizer=" + SourceDir() +
+           "/models/opt-sotu-cpu",
+       "it is another model's tokenizer"},
+      {"quantize --model=" + original + " --out=" + dir_ + "/x --tokenizer=" + dir_ + "/full",
+       "holds no tokenizer files"},
   };
   for (const Case& c : cases) {
     const testing::CliResult r = RunCli(c.args);
@@ -242,6 +254,64 @@ TEST_F(QuantizeCliTest, SyntheticModelAndOverwrite) {
       opened->source->Info("model.decoder.layers.1.fc1.weight");
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_TRUE(info->quantized());
+}
+
+// The first fp32 value of `tensor` in the safetensors file `path` set to NaN.
+void PutNan(const std::string& path, const std::string& tensor) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t n = 0;
+  f.read(reinterpret_cast<char*>(&n), 8);
+  std::string header(n, '\0');
+  f.read(header.data(), static_cast<std::streamsize>(n));
+  const nlohmann::json h = nlohmann::json::parse(header);
+  ASSERT_EQ(h[tensor]["dtype"], "F32");
+  const float nan = std::nanf("");
+  f.seekp(static_cast<std::streamoff>(8 + n + h[tensor]["data_offsets"][0].get<uint64_t>()));
+  f.write(reinterpret_cast<const char*>(&nan), sizeof(nan));
+  ASSERT_TRUE(f.good());
+}
+
+// --overwrite replaces the checkpoint in --out (no stale shard or tokenizer.json is left to be
+// read with the new ones; the user's own files stay), and a run that fails part-way (a NaN
+// weight in layer 1) leaves --out exactly as it was, with no staging directory behind.
+TEST_F(QuantizeCliTest, OverwriteReplacesTheCheckpointAndAFailureChangesNothing) {
+  namespace fs = std::filesystem;
+  const std::string out = dir_ + "/replaced";
+  const std::string tiny = SourceDir() + "/tests/golden/tiny-opt";
+  ASSERT_EQ(RunCli(absl::StrCat("quantize --model=", tiny, " --out=", out, " --tokenizer=",
+                                SourceDir(), "/tests/fixtures/tokenizer/tiny-bpe/tokenizer.json"))
+                .exit_code,
+            0);
+  std::ofstream(out + "/keep.txt") << "user file";
+  ASSERT_TRUE(fs::exists(out + "/tokenizer.json"));
+  ASSERT_TRUE(fs::exists(out + "/model-int8-00002-of-00002.safetensors"));
+  const std::string spec = "synthetic:125m,layers=1,hidden=64,heads=4,ffn=128,vocab=256";
+  const testing::CliResult replaced =
+      RunCli(absl::StrCat("quantize --model=", spec, " --out=", out, " --overwrite"));
+  ASSERT_EQ(replaced.exit_code, 0) << replaced.err;
+  std::vector<std::string> names;
+  for (const fs::directory_entry& e : fs::directory_iterator(out)) {
+    names.push_back(e.path().filename().string());
+  }
+  EXPECT_THAT(names, ::testing::UnorderedElementsAre("config.json", "keep.txt",
+                                                     "model.safetensors.index.json",
+                                                     "model-int8-00001-of-00001.safetensors"));
+  // A failing run: out is unchanged byte for byte.
+  const std::string broken = dir_ + "/broken";
+  fs::copy(tiny, broken);
+  PutNan(broken + "/model.safetensors", "model.decoder.layers.1.fc1.weight");
+  const std::string before = testing::ReadFile(out + "/model-int8-00001-of-00001.safetensors");
+  const testing::CliResult failed =
+      RunCli(absl::StrCat("quantize --model=", broken, " --out=", out, " --overwrite"));
+  EXPECT_EQ(failed.exit_code, 1) << failed.err;
+  EXPECT_THAT(failed.err, HasSubstr("is not finite (nan)"));
+  EXPECT_THAT(failed.err, HasSubstr("quantizing layer 2/2"));  // it failed part-way
+  EXPECT_EQ(testing::ReadFile(out + "/model-int8-00001-of-00001.safetensors"), before);
+  EXPECT_EQ(model::LoadOptConfig(out + "/config.json")->num_hidden_layers, 1);
+  for (const fs::directory_entry& e : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".quantizing-"), std::string::npos)
+        << e.path() << " left behind";
+  }
 }
 
 }  // namespace
