@@ -65,8 +65,8 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text, int64_t bare_unit) 
   }
   const double bytes = std::round(value * static_cast<double>(scale));
   if (!(bytes < 0x1p63)) {  // 2^63 bytes, 8 EiB: the largest double below it fits an int64
-    return absl::InvalidArgumentError(
-        absl::StrCat("size \"", Av(text), "\" is too large: it must be under 8 EiB"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "size \"", Av(text), "\" is too large: it must be under 8388608 TiB (2^63 bytes)"));
   }
   return static_cast<int64_t>(bytes);
 }
