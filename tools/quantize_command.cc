@@ -256,6 +256,21 @@ fs::path OutPath(std::string out) {
   return fs::path(out);
 }
 
+// Renames `from` to `to`, or copies and removes it where a rename cannot cross file systems.
+absl::Status MoveFile(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec == std::errc::cross_device_link) {
+    ec.clear();
+    if (fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec)) fs::remove(from, ec);
+  }
+  if (ec) {
+    return absl::ErrnoToStatus(ec.value(),
+                               absl::StrCat("moving ", from.string(), " to ", to.string()));
+  }
+  return absl::OkStatus();
+}
+
 // The directory a run writes into: beside --out (one file system, so that moving it into place
 // is a rename), hidden, named for this process. Removed unless Publish moved it.
 class Staging {
@@ -273,36 +288,36 @@ class Staging {
   const fs::path& path() const { return path_; }
 
   // Puts the written checkpoint at `out`: the whole directory by one rename when `out` is
-  // missing or empty; else (--overwrite) `out`'s checkpoint files are removed and the new ones
-  // moved in, config.json last, so that an interrupted replace leaves no config.json (a clear
-  // error) rather than a mix of two checkpoints.
+  // missing or an empty directory; else (a link to a directory, or --overwrite) `out`'s
+  // checkpoint files are removed and the new ones moved in, config.json last, so that an
+  // interrupted replace leaves no config.json (a clear error) rather than a mix of two
+  // checkpoints.
   absl::Status Publish(const fs::path& out) {
     std::error_code ec;
-    if (!fs::exists(out, ec) || fs::is_empty(out, ec)) {
+    // A link to a directory stays a link: the files go into its target.
+    if (!fs::exists(out, ec) || (!fs::is_symlink(out, ec) && fs::is_empty(out, ec))) {
       fs::rename(path_, out, ec);
-      if (ec)
-        return absl::ErrnoToStatus(ec.value(),
-                                   absl::StrCat("moving the checkpoint to ", out.string()));
-      return absl::OkStatus();
+      if (!ec) return absl::OkStatus();
+      // Not renamable (an empty mount point, say): file by file below.
+      fs::create_directories(out, ec);
     }
+    std::vector<fs::path> stale;
     for (const fs::directory_entry& e : fs::directory_iterator(out, ec)) {
-      if (!IsCheckpointFile(e.path().filename().string())) continue;
-      std::error_code rm;
-      fs::remove(e.path(), rm);
-      if (rm) return absl::ErrnoToStatus(rm.value(), absl::StrCat("removing ", e.path().string()));
+      if (IsCheckpointFile(e.path().filename().string())) stale.push_back(e.path());
     }
     if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("listing ", out.string()));
+    for (const fs::path& f : stale) {
+      if (fs::remove(f, ec); ec) {
+        return absl::ErrnoToStatus(ec.value(), absl::StrCat("removing ", f.string()));
+      }
+    }
     std::vector<fs::path> files;
-    for (const fs::directory_entry& e : fs::directory_iterator(path_, ec))
+    for (const fs::directory_entry& e : fs::directory_iterator(path_, ec)) {
       files.push_back(e.path());
+    }
     std::stable_partition(files.begin(), files.end(),
                           [](const fs::path& f) { return f.filename() != "config.json"; });
-    for (const fs::path& f : files) {
-      fs::rename(f, out / f.filename(), ec);
-      if (ec)
-        return absl::ErrnoToStatus(ec.value(),
-                                   absl::StrCat("moving ", f.string(), " to ", out.string()));
-    }
+    for (const fs::path& f : files) RETURN_IF_ERROR(MoveFile(f, out / f.filename()));
     return absl::OkStatus();
   }
 
