@@ -6,7 +6,18 @@ namespace llmint8::comm {
 
 absl::Status InMemoryRendezvous::Set(std::string_view key, std::string_view value) {
   absl::MutexLock lock(&mu_);
-  values_[std::string(key)] = std::string(value);
+  const std::string k(key);
+  auto it = values_.find(k);
+  const int64_t old =
+      it == values_.end() ? 0 : static_cast<int64_t>(key.size() + it->second.size());
+  const int64_t now = static_cast<int64_t>(key.size() + value.size());
+  if (bytes_ - old + now > kMaxBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("the rendezvous store holds ", bytes_,
+                                                     " bytes; key '", k.substr(0, 64),
+                                                     "' would take it past ", kMaxBytes));
+  }
+  values_[k] = std::string(value);
+  bytes_ += now - old;
   return absl::OkStatus();
 }
 
@@ -25,7 +36,14 @@ absl::StatusOr<std::string> InMemoryRendezvous::Get(std::string_view key, absl::
 
 absl::StatusOr<int64_t> InMemoryRendezvous::Add(std::string_view key, int64_t delta) {
   absl::MutexLock lock(&mu_);
-  return counters_[std::string(key)] += delta;
+  int64_t& counter = counters_[std::string(key)];
+  int64_t sum = 0;
+  if (__builtin_add_overflow(counter, delta, &sum)) {
+    return absl::OutOfRangeError(absl::StrCat("rendezvous counter '",
+                                              std::string(key.substr(0, 64)), "' (", counter,
+                                              ") + ", delta, " overflows int64"));
+  }
+  return counter = sum;
 }
 
 }  // namespace llmint8::comm

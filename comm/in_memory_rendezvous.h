@@ -14,8 +14,12 @@
 
 namespace llmint8::comm {
 
+// Keys and values together hold at most kMaxBytes (a group's keys are addresses and ids, a few
+// KiB): a Set past it is ResourceExhausted. An Add that would overflow int64 is OutOfRange.
 class InMemoryRendezvous : public Rendezvous {
  public:
+  static constexpr int64_t kMaxBytes = int64_t{256} << 20;
+
   absl::Status Set(std::string_view key, std::string_view value) override;
   absl::StatusOr<std::string> Get(std::string_view key, absl::Duration timeout) override;
   absl::StatusOr<int64_t> Add(std::string_view key, int64_t delta) override;
@@ -23,6 +27,7 @@ class InMemoryRendezvous : public Rendezvous {
  private:
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::string> values_ ABSL_GUARDED_BY(mu_);
+  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // of values_' keys and values
   absl::flat_hash_map<std::string, int64_t> counters_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -1,5 +1,6 @@
 #include <stdlib.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -105,6 +106,20 @@ TEST_P(RendezvousTest, PrefixedViewScopesKeys) {
   EXPECT_EQ(epoch2.Get("0", absl::Milliseconds(20)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(*rdzv_->Get("epoch/1/0", absl::Seconds(1)), "old address");
+}
+
+// The coordinator's store takes what peers send: no counter overflows (OutOfRange, the counter
+// unchanged), and keys and values together stay under kMaxBytes (a replaced value counts once).
+TEST(InMemoryRendezvousTest, CountersDoNotOverflowAndTheStoreIsBounded) {
+  InMemoryRendezvous store;
+  ASSERT_EQ(*store.Add("n", INT64_MAX), INT64_MAX);
+  EXPECT_EQ(store.Add("n", 1).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(*store.Add("n", -1), INT64_MAX - 1);
+  const std::string half(InMemoryRendezvous::kMaxBytes / 2, 'x');
+  ASSERT_TRUE(store.Set("a", half).ok());
+  ASSERT_TRUE(store.Set("a", half).ok());  // replaced, not added
+  EXPECT_EQ(store.Set("b", half).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(store.Set("b", "small").ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, RendezvousTest, ::testing::Values("file", "memory"),

@@ -23,7 +23,17 @@ grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetReque
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "rendezvous Get timeout_ms must be in [0, 600000]");
   }
+  if (req->keys_size() > kMaxKeysPerGet) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "rendezvous Get asks for more than 1024 keys");
+  }
+  for (const std::string& key : req->keys()) {
+    if (key.empty()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous key must not be empty");
+    }
+  }
   const absl::Time deadline = absl::Now() + absl::Milliseconds(req->timeout_ms());
+  int64_t answer_bytes = 0;
   for (const std::string& key : req->keys()) {
     // Wait in slices so that a client that went away frees this thread soon.
     while (true) {
@@ -31,6 +41,11 @@ grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetReque
       absl::StatusOr<std::string> value =
           store_.Get(key, std::clamp(left, absl::ZeroDuration(), absl::Milliseconds(200)));
       if (value.ok()) {
+        answer_bytes += static_cast<int64_t>(value->size());
+        if (answer_bytes > kMaxAnswerBytes) {  // one large value asked for many times
+          return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              "rendezvous Get's values would exceed 16 MiB; ask for fewer keys");
+        }
         resp->add_values(*std::move(value));
         break;
       }
@@ -49,6 +64,9 @@ grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetReque
 
 grpc::Status RendezvousService::Add(grpc::ServerContext*, const v1::AddRequest* req,
                                     v1::AddResponse* resp) {
+  if (req->key().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous key must not be empty");
+  }
   absl::StatusOr<int64_t> value = store_.Add(req->key(), req->delta());
   if (!value.ok()) return ToGrpcStatus(value.status());
   resp->set_value(*value);

@@ -14,6 +14,8 @@ class RendezvousService final : public v1::Rendezvous::Service {
  public:
   // Longest wait a Get may ask for.
   static constexpr int64_t kMaxTimeoutMs = 10 * 60 * 1000;
+  static constexpr int kMaxKeysPerGet = 1024;
+  static constexpr int64_t kMaxAnswerBytes = int64_t{16} << 20;
 
   grpc::Status Set(grpc::ServerContext* ctx, const v1::SetRequest* req,
                    v1::SetResponse* resp) override;

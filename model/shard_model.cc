@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -130,7 +131,7 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
                    LoadShardWeights(config, source, plan, options.precision, progress));
   m->kv_ = std::make_unique<KvCache>(config.num_hidden_layers, config.hidden_size / tp,
                                      m->max_context_);
-  m->EnsureScratch(1, 1);
+  RETURN_IF_ERROR(m->EnsureScratch(1, 1));
   return m;
 }
 
@@ -140,9 +141,8 @@ int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
   const int64_t lw = h / tp_;
   const int64_t lf = config_.ffn_dim / tp_;
   const int64_t rpr = (config_.vocab_size + tp_ - 1) / tp_;
-  const int64_t floats = tokens * (2 + proj + 3 * h + 3 * lw + lw + lf) +
-                         config_.head_dim() + max_context_ +
-                         logit_rows * (h + proj + rpr + rpr * tp_);
+  const int64_t floats = tokens * (2 + proj + 3 * h + 3 * lw + lw + lf) + config_.head_dim() +
+                         max_context_ + logit_rows * (h + proj + (tp_ > 1 ? rpr + rpr * tp_ : 0));
   int64_t int8 = 0;
   if (options_.precision == Precision::kInt8) {
     // The largest linear's quantized activations (k bytes and a scale per token), its int32
@@ -155,34 +155,46 @@ int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
   return floats * 4 + int8;
 }
 
-void ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
+absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
   ForwardScratch& s = *scratch_;
   const int64_t h = config_.hidden_size;
   const int64_t proj = config_.word_embed_proj_dim;
   const int64_t lw = h / tp_;
   const int64_t lf = config_.ffn_dim / tp_;
   const int64_t rpr = weights_->rows_per_rank;
-  if (tokens > s.tokens) {
-    s.tokens = tokens;
-    s.ids.resize(tokens);
-    s.positions.resize(tokens);
-    s.embed.resize(tokens * proj);
-    s.x.resize(tokens * h);
-    s.normed.resize(tokens * h);
-    s.qkv.resize(tokens * 3 * lw);
-    s.attn.resize(tokens * lw);
-    s.partial.resize(tokens * h);
-    s.ffn.resize(tokens * lf);
+  // The sizes are recorded only once every buffer has them: a resize that throws (no memory)
+  // must not leave a size the buffers do not have (later steps would write past them).
+  try {
+    if (tokens > s.tokens) {
+      s.ids.resize(tokens);
+      s.positions.resize(tokens);
+      s.embed.resize(tokens * proj);
+      s.x.resize(tokens * h);
+      s.normed.resize(tokens * h);
+      s.qkv.resize(tokens * 3 * lw);
+      s.attn.resize(tokens * lw);
+      s.partial.resize(tokens * h);
+      s.ffn.resize(tokens * lf);
+      s.tokens = tokens;
+    }
+    const int64_t att = config_.head_dim() + max_context_;
+    if (static_cast<int64_t>(s.attn_scratch.size()) < att) s.attn_scratch.resize(att);
+    if (logit_rows > s.logit_rows) {
+      s.head_in.resize(logit_rows * h);
+      s.head_proj.resize(logit_rows * proj);
+      if (tp_ > 1) {  // TP 1 writes the logits straight into the result
+        s.local_logits.resize(logit_rows * rpr);
+        s.gathered.resize(logit_rows * rpr * tp_);
+      }
+      s.logit_rows = logit_rows;
+    }
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Step: no memory for the activations of ", tokens, " tokens and ", logit_rows,
+        " rows of logits; send a smaller batch (or start the worker with --memory_limit, which "
+        "refuses such steps before they allocate)"));
   }
-  const int64_t att = config_.head_dim() + max_context_;
-  if (static_cast<int64_t>(s.attn_scratch.size()) < att) s.attn_scratch.resize(att);
-  if (logit_rows > s.logit_rows) {
-    s.logit_rows = logit_rows;
-    s.head_in.resize(logit_rows * h);
-    s.head_proj.resize(logit_rows * proj);
-    s.local_logits.resize(logit_rows * rpr);
-    s.gathered.resize(logit_rows * rpr * tp_);
-  }
+  return absl::OkStatus();
 }
 
 absl::Status ShardModel::ValidateBatch(std::span<const SequenceInput> batch) const {
@@ -227,7 +239,7 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
     });
   }
   RETURN_IF_ERROR(room);
-  EnsureScratch(tokens, rows);
+  RETURN_IF_ERROR(EnsureScratch(tokens, rows));
   s.past.resize(batch.size());
   s.first_row.resize(batch.size() + 1);
   s.attention.resize(batch.size());
@@ -240,15 +252,23 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
   }
   s.first_row[batch.size()] = row;
   std::vector<uint64_t> created;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (!kv_->Contains(batch[i].seq_id)) created.push_back(batch[i].seq_id);
-    kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
-  }
-  for (const SequenceInput& in : batch) {
-    if (in.prefix_length > 0) kv_->CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length);
-  }
+  created.reserve(batch.size());
   Logits out;
-  absl::Status st = Forward(batch, &out);
+  absl::Status st;
+  try {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!kv_->Contains(batch[i].seq_id)) created.push_back(batch[i].seq_id);
+      kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
+    }
+    for (const SequenceInput& in : batch) {
+      if (in.prefix_length > 0) kv_->CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length);
+    }
+    st = Forward(batch, &out);
+  } catch (const std::bad_alloc&) {
+    st = absl::ResourceExhaustedError(
+        "Step: out of memory for the batch's KV cache or logits; release finished sequences or "
+        "send a smaller batch (--memory_limit refuses such steps before they allocate)");
+  }
   if (!st.ok()) {
     for (uint64_t id : created) kv_->Release(id).IgnoreError();
     return st;

@@ -186,7 +186,8 @@ class ShardModel {
   // The step Step prepared (scratch bookkeeping, logits rows planned).
   absl::Status Forward(std::span<const SequenceInput> batch, Logits* out);
   int64_t ScratchBytesFor(int64_t tokens, int64_t logit_rows) const;
-  void EnsureScratch(int64_t tokens, int64_t logit_rows);
+  // ResourceExhausted when the buffers cannot grow (they keep their old sizes).
+  absl::Status EnsureScratch(int64_t tokens, int64_t logit_rows);
 
   OptConfig config_;
   ShardOptions options_;

@@ -168,6 +168,11 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_join_wait) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--join_wait must be >= 0 (e.g. 3s; inf waits for all)");
   }
+  if (absl::GetFlag(FLAGS_worker_lease) > absl::Hours(1)) {
+    return absl::InvalidArgumentError(
+        "--worker_lease must be at most 1h (workers refuse longer leases: a coordinator that "
+        "vanished would hold them that long)");
+  }
   if (absl::GetFlag(FLAGS_worker_lease) < absl::Seconds(2)) {
     return absl::InvalidArgumentError(
         "--worker_lease must be at least 2s: probes renew it every 250ms and may wait 1s");

@@ -58,6 +58,44 @@ TEST(WorkerLeaseTest, AnotherCoordinatorIsRefusedAndTheGroupStays) {
   EXPECT_TRUE(Load(service, OneRank(kFirst + 1, 600'000)).ok());
 }
 
+// A LoadShard refused for its own fields (another coordinator's, or a peer's garbage) leaves
+// the group that runs as it is; fields out of range, an endless lease and a degree the model
+// cannot split into are refused before anything changes.
+TEST(WorkerLeaseTest, ARefusedLoadShardLeavesTheGroupAsItIs) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest first = OneRank(kFirst, 0);
+  ASSERT_TRUE(Load(service, first).ok());
+  struct Case {
+    void (*edit)(v1::LoadShardRequest&);
+    const char* says;
+  };
+  const Case cases[] = {
+      {[](v1::LoadShardRequest& r) { r.set_dtype("bogus"); }, "dtype 'bogus'"},
+      {[](v1::LoadShardRequest& r) { r.set_lease_ms(int64_t{1} << 62); }, "lease_ms"},
+      {[](v1::LoadShardRequest& r) { r.set_max_batch(-5); }, "max_batch is -5"},
+      {[](v1::LoadShardRequest& r) { r.set_max_step_tokens(int64_t{1} << 62); }, "max_step_tokens"},
+      {[](v1::LoadShardRequest& r) { r.set_memory_sharers(-1); }, "memory_sharers"},
+      {[](v1::LoadShardRequest& r) { r.set_threshold(-1); }, "threshold"},
+      {[](v1::LoadShardRequest& r) { r.set_world_size(200000); }, "world_size in [1, 4096]"},
+      {[](v1::LoadShardRequest& r) {
+         r.set_world_size(3);
+         r.set_rendezvous_address("127.0.0.1:1");
+       },
+       "valid TP degrees for"},
+      {[](v1::LoadShardRequest& r) { r.set_model("/no/such/model"); }, "config.json"},
+  };
+  for (const Case& c : cases) {
+    v1::LoadShardRequest bad = OneRank(kFirst + 1, 0);
+    c.edit(bad);
+    const grpc::Status refused = Load(service, bad);
+    EXPECT_FALSE(refused.ok()) << c.says;
+    EXPECT_NE(refused.error_message().find(c.says), std::string::npos) << refused.error_message();
+    const v1::WorkerInfoResponse after = Probe(service, first.epoch());
+    EXPECT_EQ(after.epoch(), first.epoch()) << c.says;
+    EXPECT_TRUE(after.loaded()) << c.says;
+  }
+}
+
 TEST(WorkerLeaseTest, EndLeaseLetsTheNextCoordinatorInAtOnce) {
   WorkerService service(WorkerOptions{});
   const v1::LoadShardRequest first = OneRank(kFirst, 600'000);

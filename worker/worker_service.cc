@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <new>
 #include <optional>
 #include <span>
 #include <utility>
@@ -14,6 +16,7 @@
 #include "comm/make_communicator.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "model/shard_plan.h"
 #include "model/tensor_names.h"
 #include "worker/grpc_rendezvous.h"
 #include "worker/grpc_status.h"
@@ -38,6 +41,49 @@ bool IsInputError(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ||
          s.code() == absl::StatusCode::kOutOfRange ||
          s.code() == absl::StatusCode::kResourceExhausted;
+}
+
+// Bounds of LoadShard's numbers: far above any real group, low enough that nothing computed
+// from them overflows or holds a worker for good.
+constexpr int32_t kMaxWorldSize = 4096;
+constexpr int64_t kMaxLeaseMs = 3'600'000;           // an hour (coordinators renew every 250 ms)
+constexpr int64_t kMaxStepBound = int64_t{1} << 24;  // max_batch, max_step_tokens, max_step_rows
+
+// LoadShard's own fields, checked before anything changes: a refused request leaves the group
+// the worker serves as it is. InvalidArgument / NotFound name the field.
+absl::Status ValidateLoadShard(const v1::LoadShardRequest& req) {
+  if (req.epoch() <= 0) return absl::InvalidArgumentError("LoadShard.epoch must be > 0");
+  if (req.world_size() < 1 || req.world_size() > kMaxWorldSize || req.rank() < 0 ||
+      req.rank() >= req.world_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("LoadShard: rank ", req.rank(),
+                                                   " must be in [0, world_size=", req.world_size(),
+                                                   ") and world_size in [1, ", kMaxWorldSize, "]"));
+  }
+  if (req.lease_ms() < 0 || req.lease_ms() > kMaxLeaseMs) {
+    return absl::InvalidArgumentError(absl::StrCat("LoadShard.lease_ms is ", req.lease_ms(),
+                                                   "; it must be in [0, ", kMaxLeaseMs, "]"));
+  }
+  const std::pair<const char*, int64_t> bounded[] = {{"max_batch", req.max_batch()},
+                                                     {"max_context", req.max_context()},
+                                                     {"max_step_tokens", req.max_step_tokens()},
+                                                     {"max_step_rows", req.max_step_rows()},
+                                                     {"memory_sharers", req.memory_sharers()}};
+  for (const auto& [field, value] : bounded) {
+    if (value < 0 || value > kMaxStepBound) {
+      return absl::InvalidArgumentError(absl::StrCat("LoadShard.", field, " is ", value,
+                                                     "; it must be in [0, ", kMaxStepBound, "]"));
+    }
+  }
+  if (!std::isfinite(req.threshold()) || req.threshold() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LoadShard.threshold is ", req.threshold(), "; it must be finite and >= 0"));
+  }
+  RETURN_IF_ERROR(PrecisionFromDtype(req.dtype()).status());
+  RETURN_IF_ERROR(model::ParseDevice(req.device().empty() ? "cpu" : req.device()).status());
+  // The model splits into world_size ranks (else the group would form and fail later, or wait
+  // for ranks that cannot exist).
+  ASSIGN_OR_RETURN(const model::OptConfig config, LoadModelSpecConfig(req.model()));
+  return model::MakeShardPlan(config, req.world_size(), req.rank()).status();
 }
 
 // The lease's clock: monotonic, so that a step of the wall clock neither ends nor stretches a
@@ -118,7 +164,18 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardR
     LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << held;
     return ToGrpcStatus(held);
   }
-  absl::Status status = DoLoadShard(*req, *resp);
+  if (absl::Status bad = ValidateLoadShard(*req); !bad.ok()) {
+    LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << bad;
+    return ToGrpcStatus(bad);
+  }
+  absl::Status status;
+  try {
+    status = DoLoadShard(*req, *resp);
+  } catch (const std::bad_alloc&) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("LoadShard: out of memory loading ", req->model(), " as ", req->dtype(),
+                     "; give the worker more memory, serve int8, or form a larger group"));
+  }
   if (!status.ok()) {
     LLMINT8_LOG(ERROR) << "LoadShard (epoch " << req->epoch() << ", rank " << req->rank() << "/"
                        << req->world_size() << ") failed: " << status;
@@ -129,13 +186,7 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardR
 
 absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
                                         v1::LoadShardResponse& resp) {
-  if (req.epoch() <= 0) {
-    return absl::InvalidArgumentError("LoadShard.epoch must be > 0");
-  }
-  if (req.world_size() < 1 || req.rank() < 0 || req.rank() >= req.world_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LoadShard: rank ", req.rank(), " must be in [0, world_size=", req.world_size(), ")"));
-  }
+  // The request passed ValidateLoadShard.
   ASSIGN_OR_RETURN(model::Precision precision, PrecisionFromDtype(req.dtype()));
   ASSIGN_OR_RETURN(model::Device device,
                    model::ParseDevice(req.device().empty() ? "cpu" : req.device()));
@@ -264,10 +315,21 @@ absl::Status WorkerService::CheckEpoch(int64_t epoch) const {
 grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* req,
                                  v1::StepResponse* resp) {
   ++calls_in_flight_;  // before the lock: Drained() must not miss a call waiting for it
+  absl::Cleanup done = [this] { --calls_in_flight_; };
   absl::MutexLock lock(&mu_);
-  const absl::Status status = DoStep(*req, *resp);
+  absl::Status status;
+  try {
+    status = DoStep(*req, *resp);
+  } catch (const std::bad_alloc&) {
+    resp->Clear();
+    status = absl::ResourceExhaustedError(
+        "Step: out of memory for this batch; send a smaller one (worker --memory_limit refuses "
+        "such steps before they allocate)");
+  }
+  if (!status.ok() && status.code() == absl::StatusCode::kResourceExhausted) {
+    LLMINT8_LOG(WARNING) << "step " << req->step_id() << " refused: " << status;
+  }
   if (model_ != nullptr) published_sequences_ = model_->num_sequences();
-  --calls_in_flight_;
   return ToGrpcStatus(status);
 }
 
