@@ -96,6 +96,32 @@ TEST(WorkerLeaseTest, ARefusedLoadShardLeavesTheGroupAsItIs) {
   }
 }
 
+// A prompt score asked with fields out of range is refused before the step (it scored NaN), and
+// the worker steps on afterwards.
+TEST(WorkerStepTest, ScoreFieldsOutOfRangeAreRefused) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest load = OneRank(kFirst, 0);
+  ASSERT_TRUE(Load(service, load).ok());
+  auto step = [&](int32_t top, int32_t next) {
+    v1::StepRequest req;
+    req.set_epoch(load.epoch());
+    v1::SeqStep* seq = req.add_seqs();
+    seq->set_seq_id(7);
+    seq->add_token_ids(2);
+    seq->add_token_ids(5);
+    seq->set_prompt_logprobs(true);
+    seq->set_prefill_only(true);
+    seq->set_top_logprobs(top);
+    if (next != 0) seq->set_next_prompt_token(next);
+    v1::StepResponse resp;
+    return service.Step(nullptr, &req, &resp);
+  };
+  EXPECT_EQ(step(1000000, 0).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(step(0, -7).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(step(0, 256).error_code(), grpc::StatusCode::INVALID_ARGUMENT);  // vocab 256
+  EXPECT_TRUE(step(2, 9).ok());
+}
+
 TEST(WorkerLeaseTest, EndLeaseLetsTheNextCoordinatorInAtOnce) {
   WorkerService service(WorkerOptions{});
   const v1::LoadShardRequest first = OneRank(kFirst, 600'000);

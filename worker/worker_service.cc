@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "comm/make_communicator.h"
 #include "common/log.h"
+#include "common/sampling_limits.h"
 #include "common/status_macros.h"
 #include "model/shard_plan.h"
 #include "model/tensor_names.h"
@@ -340,7 +341,21 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   std::vector<model::ShardModel::SequenceInput> batch;
   batch.reserve(req.seqs_size());
   int64_t new_tokens = 0;
+  const int64_t vocab = model_->config().vocab_size;
   for (const v1::SeqStep& seq : req.seqs()) {
+    // Scores are rank 0's after the collectives and never fail the step: their fields are
+    // checked here, before it, on every rank alike (else they scored NaN).
+    if (seq.prompt_logprobs() && (seq.top_logprobs() < 0 || seq.top_logprobs() > kMaxTopLogprobs)) {
+      return absl::InvalidArgumentError(absl::StrCat("Step: sequence ", seq.seq_id(),
+                                                     "'s top_logprobs is ", seq.top_logprobs(),
+                                                     "; it must be in [0, ", kMaxTopLogprobs, "]"));
+    }
+    if (seq.has_next_prompt_token() &&
+        (seq.next_prompt_token() < 0 || seq.next_prompt_token() >= vocab)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Step: sequence ", seq.seq_id(), "'s next_prompt_token ",
+                       seq.next_prompt_token(), " is not in [0, ", vocab, ")"));
+    }
     // A prompt to score needs the logits of every position it brings (the same on every
     // rank: each gets the same request); the others only their last.
     batch.push_back({seq.seq_id(),
