@@ -422,9 +422,11 @@ absl::Status Int8Gemm(std::span<const int8_t> a, std::span<const int8_t> b, int6
   const dnnl_status_t st = dnnl_gemm_s8s8s32('N', 'T', 'F', m, n, k, 1.0f, a.data(), k, 0, b.data(),
                                              k, 0, 0.0f, c.data(), n, &zero_offset);
   if (st != dnnl_success) {
-    return absl::InternalError(absl::StrCat("oneDNN dnnl_gemm_s8s8s32 failed with status ",
-                                            static_cast<int>(st), " for m=", m, " n=", n,
-                                            " k=", k));
+    return absl::Status(
+        st == dnnl_out_of_memory ? absl::StatusCode::kResourceExhausted
+                                 : absl::StatusCode::kInternal,
+        absl::StrCat("oneDNN dnnl_gemm_s8s8s32 failed with status ", static_cast<int>(st),
+                     " for m=", m, " n=", n, " k=", k));
   }
   return absl::OkStatus();
 }

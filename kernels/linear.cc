@@ -41,9 +41,12 @@ absl::Status Sgemm(const float* x, int64_t m, const float* w_block, int64_t nb, 
                    float beta, float* y, int64_t ldy) {
   const dnnl_status_t st = dnnl_sgemm('N', 'T', m, nb, k, 1.0f, x, k, w_block, k, beta, y, ldy);
   if (st != dnnl_success) {
-    return absl::InternalError(absl::StrCat("oneDNN dnnl_sgemm failed with status ",
-                                            static_cast<int>(st), " for m=", m, " n=", nb,
-                                            " k=", k));
+    // Out of memory (its packing buffers) is the step's size, not a broken library.
+    return absl::Status(
+        st == dnnl_out_of_memory ? absl::StatusCode::kResourceExhausted
+                                 : absl::StatusCode::kInternal,
+        absl::StrCat("oneDNN dnnl_sgemm failed with status ", static_cast<int>(st), " for m=", m,
+                     " n=", nb, " k=", k));
   }
   return absl::OkStatus();
 }
