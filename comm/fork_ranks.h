@@ -7,8 +7,8 @@
 // `body(rank)`, reports the returned Status to the parent through a pipe, and leaves with
 // _exit (0 when OK, 1 otherwise), skipping atexit handlers and the test framework's teardown.
 // A child that dies without reporting (crash, _exit from the body) shows up as `reported ==
-// false` with its exit code or signal. A child is killed when the process that forked it dies
-// (PR_SET_PDEATHSIG): no rank outlives its parent.
+// false` with its exit code or signal. A child is killed when the thread that called ForkRanks
+// ends (PR_SET_PDEATHSIG; with the process, for callers on the main thread).
 #ifndef LLMINT8_COMM_FORK_RANKS_H_
 #define LLMINT8_COMM_FORK_RANKS_H_
 

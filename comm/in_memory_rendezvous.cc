@@ -35,15 +35,26 @@ absl::StatusOr<std::string> InMemoryRendezvous::Get(std::string_view key, absl::
 }
 
 absl::StatusOr<int64_t> InMemoryRendezvous::Add(std::string_view key, int64_t delta) {
+  const std::string k(key);
   absl::MutexLock lock(&mu_);
-  int64_t& counter = counters_[std::string(key)];
+  auto it = counters_.find(k);
+  const int64_t counter = it == counters_.end() ? 0 : it->second;
   int64_t sum = 0;
   if (__builtin_add_overflow(counter, delta, &sum)) {
-    return absl::OutOfRangeError(absl::StrCat("rendezvous counter '",
-                                              std::string(key.substr(0, 64)), "' (", counter,
-                                              ") + ", delta, " overflows int64"));
+    return absl::OutOfRangeError(absl::StrCat("rendezvous counter '", k.substr(0, 64), "' (",
+                                              counter, ") + ", delta, " overflows int64"));
   }
-  return counter = sum;
+  if (it == counters_.end()) {  // a new counter counts against the store's bound too
+    const int64_t size = static_cast<int64_t>(k.size() + sizeof(int64_t));
+    if (bytes_ + size > kMaxBytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("the rendezvous store holds ", bytes_,
+                                                       " bytes; counter '", k.substr(0, 64),
+                                                       "' would take it past ", kMaxBytes));
+    }
+    bytes_ += size;
+    it = counters_.emplace(k, 0).first;
+  }
+  return it->second = sum;
 }
 
 }  // namespace llmint8::comm

@@ -14,8 +14,8 @@
 
 namespace llmint8::comm {
 
-// Keys and values together hold at most kMaxBytes (a group's keys are addresses and ids, a few
-// KiB): a Set past it is ResourceExhausted. An Add that would overflow int64 is OutOfRange.
+// Keys, values and counters together hold at most kMaxBytes (a group's keys are addresses and ids,
+// a few KiB): a Set past it is ResourceExhausted. An Add that would overflow int64 is OutOfRange.
 class InMemoryRendezvous : public Rendezvous {
  public:
   static constexpr int64_t kMaxBytes = int64_t{256} << 20;
@@ -27,7 +27,7 @@ class InMemoryRendezvous : public Rendezvous {
  private:
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::string> values_ ABSL_GUARDED_BY(mu_);
-  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // of values_' keys and values
+  int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // of values_ and counters_ (key + 8 bytes each)
   absl::flat_hash_map<std::string, int64_t> counters_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -120,6 +120,9 @@ TEST(InMemoryRendezvousTest, CountersDoNotOverflowAndTheStoreIsBounded) {
   ASSERT_TRUE(store.Set("a", half).ok());  // replaced, not added
   EXPECT_EQ(store.Set("b", half).code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(store.Set("b", "small").ok());
+  // Counters count too.
+  EXPECT_EQ(store.Add(std::string(InMemoryRendezvous::kMaxBytes / 2, 'k'), 1).status().code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, RendezvousTest, ::testing::Values("file", "memory"),

@@ -33,7 +33,8 @@ absl::Status WriteFailed(const std::string& path, int error) {
   return absl::ErrnoToStatus(error != 0 ? error : EIO, absl::StrCat("writing ", path));
 }
 
-absl::StatusOr<std::string> ReadFileToString(const std::string& path, int64_t max_bytes) {
+absl::StatusOr<std::string> ReadFileToString(const std::string& path, int64_t max_bytes,
+                                             bool allow_pipe) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below); reads of a
   // regular file ignore the flag.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -44,7 +45,7 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, int64_t ma
     ::close(fd);
     return CannotRead(path, error);
   }
-  if (!S_ISREG(st.st_mode)) {
+  if (!S_ISREG(st.st_mode) && !(allow_pipe && S_ISFIFO(st.st_mode))) {
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path,
                                                    ": cannot be read (not a regular file but a ",
@@ -60,6 +61,9 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, int64_t ma
                                                    " this file may hold)"));
   };
   if (st.st_size > max_bytes) return too_big(st.st_size);
+  // Blocking reads from here (a pipe's writer may not have written yet; some FUSE file systems
+  // honour O_NONBLOCK on regular files too).
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   std::string out;
   out.reserve(static_cast<size_t>(st.st_size));  // /proc files report 0: they just grow
   char buf[1 << 14];

@@ -19,9 +19,11 @@ inline constexpr int64_t kDefaultMaxFileBytes = int64_t{64} << 20;
 // ("<path>: cannot be read (No such file or directory)"): NotFound when it does not exist,
 // PermissionDenied when it may not be read, InvalidArgument when it is not a regular file (a
 // directory, a FIFO, a device: never waited on) or holds more than `max_bytes`,
-// FailedPrecondition otherwise (an I/O error).
+// FailedPrecondition otherwise (an I/O error). `allow_pipe`: a FIFO or pipe is read too (what a
+// shell's <(...) passes), for files an operator names, never a checkpoint's.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
-                                             int64_t max_bytes = kDefaultMaxFileBytes);
+                                             int64_t max_bytes = kDefaultMaxFileBytes,
+                                             bool allow_pipe = false);
 
 // The error of a failed create or write of `path` with the system's `error` (errno; 0, which
 // some streams leave, reads as EIO): "writing <path>: No space left on device", with the code

@@ -74,6 +74,20 @@ TEST_F(ReadFileToStringTest, RefusesFifosAndDevicesWithoutWaiting) {
   EXPECT_THAT(s.message(), HasSubstr("not a regular file but a device or socket"));
 }
 
+// A pipe (a shell's <(...)) is read where the caller allows it, as TLS files are.
+TEST_F(ReadFileToStringTest, ReadsAPipeOnlyWhenAllowed) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_EQ(::write(fds[1], "pem", 3), 3);
+  ::close(fds[1]);
+  const std::string path = "/proc/self/fd/" + std::to_string(fds[0]);
+  EXPECT_EQ(ReadFileToString(path).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::string> got = ReadFileToString(path, 100, /*allow_pipe=*/true);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "pem");
+  ::close(fds[0]);
+}
+
 // Over the cap: refused from its size before any read (a sparse 1 TiB config.json must not
 // be allocated), and while reading a file that reports no size.
 TEST_F(ReadFileToStringTest, RefusesFilesOverTheCap) {

@@ -21,7 +21,8 @@ using openssl::Cert;
 using openssl::Pkey;
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) {
-  absl::StatusOr<std::string> text = ReadFileToString(path);
+  absl::StatusOr<std::string> text =
+      ReadFileToString(path, kDefaultMaxFileBytes, /*allow_pipe=*/true);
   if (!text.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(flag, "=", text.status().message()));
   }

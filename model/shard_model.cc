@@ -141,8 +141,11 @@ int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
   const int64_t lw = h / tp_;
   const int64_t lf = config_.ffn_dim / tp_;
   const int64_t rpr = (config_.vocab_size + tp_ - 1) / tp_;
-  const int64_t floats = tokens * (2 + proj + 3 * h + 3 * lw + lw + lf) + config_.head_dim() +
-                         max_context_ + logit_rows * (h + proj + (tp_ > 1 ? rpr + rpr * tp_ : 0));
+  const int64_t floats =
+      tokens * (2 + proj + 3 * h + 3 * lw + lw + lf) + config_.head_dim() + max_context_ +
+      // Per logits row: the head's input and projection, the step's result
+      // (the full vocabulary), and with TP the slice and the all-gather.
+      logit_rows * (h + proj + config_.vocab_size + (tp_ > 1 ? rpr + rpr * tp_ : 0));
   int64_t int8 = 0;
   if (options_.precision == Precision::kInt8) {
     // The largest linear's quantized activations (k bytes and a scale per token), its int32

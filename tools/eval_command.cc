@@ -54,6 +54,9 @@
 namespace llmint8::tools {
 namespace {
 
+// The largest --text eval reads (its ids take 4 bytes per token on top).
+constexpr int64_t kMaxTextBytes = int64_t{4} << 30;
+
 namespace fs = std::filesystem;
 
 struct EvalArgs {
@@ -181,7 +184,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenize(const EvalArgs& a, const model::Op
     return absl::Status(tokenizer.status().code(), absl::StrCat("tokenizer ", a.tokenizer, ": ",
                                                                 tokenizer.status().message()));
   }
-  absl::StatusOr<std::string> text = ReadFileToString(a.text);
+  // A text to score may be large (the cap only keeps a mistaken device or sparse file out).
+  absl::StatusOr<std::string> text = ReadFileToString(a.text, kMaxTextBytes);
   if (!text.ok()) {
     return absl::Status(text.status().code(), absl::StrCat("--text=", text.status().message()));
   }

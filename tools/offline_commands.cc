@@ -168,12 +168,14 @@ const FlagUse* FindUse(const OfflineCommand& cmd, std::string_view name) {
 // Whether `arg` is one of `cmd`'s flags (--name, --name=value, dashes or underscores): after a
 // flag that needs a value, it is a forgotten value, not the value (`--out --overwrite`).
 bool NamesFlagOf(const OfflineCommand& cmd, std::string_view arg) {
-  if (arg.size() < 3 || arg.substr(0, 2) != "--") return false;
-  std::string name(arg.substr(2, arg.find('=') - 2));
+  const size_t dashes = arg.substr(0, 2) == "--" ? 2 : (arg.substr(0, 1) == "-" ? 1 : 0);
+  if (dashes == 0 || arg.size() <= dashes) return false;  // -1 is a value: no flag is a digit
+  std::string name(arg.substr(dashes, arg.find('=') - dashes));
   for (char& c : name) {
     if (c == '-') c = '_';
   }
-  return FindUse(cmd, name) != nullptr;
+  return FindUse(cmd, name) != nullptr ||
+         (name.rfind("no", 0) == 0 && FindUse(cmd, name.substr(2)) != nullptr);  // --nojson
 }
 
 // Sets every flag of `cmd` to its default for this subcommand, then applies `args`.

@@ -103,6 +103,7 @@ struct QuantizeArgs {
   std::string model;
   std::string out;
   std::string tokenizer;  // file or directory; empty: the model directory
+  bool overwrite = false;
 };
 
 // Where the tokenizer comes from: --tokenizer (a directory or a tokenizer.json), else the model
@@ -175,9 +176,15 @@ absl::Status CheckTokenizer(const QuantizeArgs& a, const model::OptConfig& confi
   return absl::OkStatus();
 }
 
+// --out without trailing slashes ("q/" is "q"), so that its parent and name are the directory's.
+fs::path OutPath(std::string out) {
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return fs::path(out);
+}
+
 // Checks the flags without touching the model's weights. InvalidArgument / NotFound say what to
 // change.
-absl::Status ValidateArgs(const QuantizeArgs& a, bool overwrite) {
+absl::Status ValidateArgs(const QuantizeArgs& a) {
   if (a.model.empty()) {
     return absl::InvalidArgumentError(
         "--model is required: a model directory (config.json + *.safetensors) or "
@@ -196,21 +203,22 @@ absl::Status ValidateArgs(const QuantizeArgs& a, bool overwrite) {
                      "Face OPT directory or synthetic:<preset>"));
   }
   ASSIGN_OR_RETURN(const model::OptConfig config, worker::LoadModelSpecConfig(a.model));
-  if (fs::is_symlink(a.out, ec) && !fs::exists(a.out, ec)) {
+  const fs::path out = OutPath(a.out);  // "dir/" would follow a link "dir"
+  if (fs::is_symlink(out, ec) && !fs::exists(out, ec)) {
     return absl::InvalidArgumentError(absl::StrCat("--out=", a.out, " is a link to ",
-                                                   fs::read_symlink(a.out, ec).string(),
+                                                   fs::read_symlink(out, ec).string(),
                                                    ", which does not exist"));
   }
-  if (fs::exists(a.out, ec)) {
-    if (!fs::is_directory(a.out, ec)) {
+  if (fs::exists(out, ec)) {
+    if (!fs::is_directory(out, ec)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--out=", a.out, " exists and is not a directory"));
     }
-    if (!synthetic && fs::equivalent(a.out, a.model, ec)) {
+    if (!synthetic && fs::equivalent(out, a.model, ec)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--out=", a.out, " is the model directory; write to a new directory"));
     }
-    if (!overwrite && !fs::is_empty(a.out, ec)) {
+    if (!a.overwrite && !fs::is_empty(out, ec)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--out=", a.out,
                        " is not empty; pass --overwrite to replace its files, "
@@ -250,79 +258,102 @@ bool IsCheckpointFile(const std::string& name) {
          std::end(kTokenizerFiles);
 }
 
-// --out without trailing slashes ("q/" is "q"), so that its parent and name are the directory's.
-fs::path OutPath(std::string out) {
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  return fs::path(out);
-}
-
-// Renames `from` to `to`, or copies and removes it where a rename cannot cross file systems.
-absl::Status MoveFile(const fs::path& from, const fs::path& to) {
-  std::error_code ec;
-  fs::rename(from, to, ec);
-  if (ec == std::errc::cross_device_link) {
-    ec.clear();
-    if (fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec)) fs::remove(from, ec);
-  }
-  if (ec) {
-    return absl::ErrnoToStatus(ec.value(),
-                               absl::StrCat("moving ", from.string(), " to ", to.string()));
-  }
-  return absl::OkStatus();
-}
-
-// The directory a run writes into: beside --out (one file system, so that moving it into place
-// is a rename), hidden, named for this process. Removed unless Publish moved it.
+// The directory a run writes into, on --out's file system so that publishing is renames: inside
+// an existing --out (which keeps its inode, owner and mode, and needs no writable parent), else
+// beside it. Removed when the run fails before publishing; kept (and named in the error) when
+// publishing fails part-way, since it then holds the only whole new checkpoint.
 class Staging {
  public:
-  explicit Staging(const fs::path& out)
-      : path_((out.has_parent_path() ? out.parent_path() : fs::path(".")) /
-              absl::StrCat(".", out.filename().string(), ".quantizing-", getpid())) {}
+  explicit Staging(const fs::path& out) {
+    std::error_code ec;
+    inside_ = fs::is_directory(out, ec);
+    const std::string name = absl::StrCat(".quantizing-", getpid());
+    path_ = inside_ ? out / name
+                    : (out.has_parent_path() ? out.parent_path() : fs::path(".")) /
+                          absl::StrCat(".", out.filename().string(), name);
+  }
   ~Staging() {
     std::error_code ec;
-    fs::remove_all(path_, ec);
+    if (!keep_) fs::remove_all(path_, ec);
   }
   Staging(const Staging&) = delete;
   Staging& operator=(const Staging&) = delete;
 
   const fs::path& path() const { return path_; }
 
-  // Puts the written checkpoint at `out`: the whole directory by one rename when `out` is
-  // missing or an empty directory; else (a link to a directory, or --overwrite) `out`'s
-  // checkpoint files are removed and the new ones moved in, config.json last, so that an
-  // interrupted replace leaves no config.json (a clear error) rather than a mix of two
-  // checkpoints.
-  absl::Status Publish(const fs::path& out) {
+  // Puts the written checkpoint at `out`. A new --out is the staging directory renamed. An
+  // existing one must still be empty (but for this run's directory) unless `overwrite`; its old
+  // checkpoint files (config.json first) move into a backup directory, the new ones move in
+  // (config.json last), and the backup goes. If a move fails, the old files move back.
+  absl::Status Publish(const fs::path& out, bool overwrite) {
     std::error_code ec;
-    // A link to a directory stays a link: the files go into its target.
-    if (!fs::exists(out, ec) || (!fs::is_symlink(out, ec) && fs::is_empty(out, ec))) {
+    if (!inside_) {
       fs::rename(path_, out, ec);
       if (!ec) return absl::OkStatus();
-      // Not renamable (an empty mount point, say): file by file below.
-      fs::create_directories(out, ec);
+      keep_ = true;
+      return absl::ErrnoToStatus(ec.value(), absl::StrCat("moving the checkpoint to ", out.string(),
+                                                          " (it is in ", path_.string(), ")"));
     }
     std::vector<fs::path> stale;
     for (const fs::directory_entry& e : fs::directory_iterator(out, ec)) {
+      if (e.path() == path_) continue;
+      if (!overwrite) {
+        keep_ = true;
+        return absl::FailedPreconditionError(
+            absl::StrCat(out.string(), " is no longer empty (", e.path().filename().string(),
+                         "); the checkpoint is in ", path_.string(), " (or run with --overwrite)"));
+      }
       if (IsCheckpointFile(e.path().filename().string())) stale.push_back(e.path());
     }
     if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("listing ", out.string()));
+    std::stable_partition(stale.begin(), stale.end(),
+                          [](const fs::path& f) { return f.filename() == "config.json"; });
+    const fs::path backup = out / absl::StrCat(".replaced-", getpid());
+    fs::create_directory(backup, ec);
+    std::vector<fs::path> moved;  // old files now in the backup
+    absl::Status status = absl::OkStatus();
     for (const fs::path& f : stale) {
-      if (fs::remove(f, ec); ec) {
-        return absl::ErrnoToStatus(ec.value(), absl::StrCat("removing ", f.string()));
-      }
+      status = Rename(f, backup / f.filename());
+      if (!status.ok()) break;
+      moved.push_back(f);
     }
     std::vector<fs::path> files;
-    for (const fs::directory_entry& e : fs::directory_iterator(path_, ec)) {
-      files.push_back(e.path());
+    if (status.ok()) {
+      for (const fs::directory_entry& e : fs::directory_iterator(path_, ec)) {
+        files.push_back(e.path());
+      }
+      std::stable_partition(files.begin(), files.end(),
+                            [](const fs::path& f) { return f.filename() != "config.json"; });
     }
-    std::stable_partition(files.begin(), files.end(),
-                          [](const fs::path& f) { return f.filename() != "config.json"; });
-    for (const fs::path& f : files) RETURN_IF_ERROR(MoveFile(f, out / f.filename()));
+    std::vector<fs::path> placed;  // new files now in out
+    for (size_t i = 0; status.ok() && i < files.size(); ++i) {
+      status = Rename(files[i], out / files[i].filename());
+      if (status.ok()) placed.push_back(files[i]);
+    }
+    if (!status.ok()) {  // undo: the new files back to staging, the old ones back to out
+      for (const fs::path& f : placed) Rename(out / f.filename(), f).IgnoreError();
+      for (const fs::path& f : moved) Rename(backup / f.filename(), f).IgnoreError();
+      keep_ = true;
+      return absl::Status(status.code(),
+                          absl::StrCat(status.message(), "; ", out.string(),
+                                       " is as it was, the new checkpoint is in ", path_.string()));
+    }
+    fs::remove_all(backup, ec);
     return absl::OkStatus();
   }
 
  private:
+  static absl::Status Rename(const fs::path& from, const fs::path& to) {
+    std::error_code ec;
+    fs::rename(from, to, ec);
+    if (!ec) return absl::OkStatus();
+    return absl::ErrnoToStatus(ec.value(),
+                               absl::StrCat("moving ", from.string(), " to ", to.string()));
+  }
+
   fs::path path_;
+  bool inside_ = false;
+  bool keep_ = false;
 };
 
 int64_t DirectoryBytes(const std::string& dir) {
@@ -341,8 +372,8 @@ absl::Status Quantize(const QuantizeArgs& a) {
   LLMINT8_LOG(INFO) << "quantizing " << opened.source->Describe() << " (" << c.num_hidden_layers
                     << " layers, hidden " << c.hidden_size << ", vocab " << c.vocab_size << ") to "
                     << a.out;
-  // Everything is written into a staging directory and moved into place at the end: a failed or
-  // interrupted run leaves --out as it was (Staging).
+  // Everything is written into a staging directory and moved into place at the end: a run that
+  // fails leaves --out as it was (Staging).
   const fs::path out = OutPath(a.out);
   Staging staging(out);
   std::error_code ec;
@@ -365,7 +396,7 @@ absl::Status Quantize(const QuantizeArgs& a) {
   } else {
     LLMINT8_LOG(INFO) << "no tokenizer copied (synthetic model; pass --tokenizer to add one)";
   }
-  RETURN_IF_ERROR(staging.Publish(out));
+  RETURN_IF_ERROR(staging.Publish(out, a.overwrite));
   LLMINT8_LOG(INFO) << "wrote " << a.out << ": "
                     << absl::StrFormat("%.1f MiB",
                                        static_cast<double>(DirectoryBytes(a.out)) / (1 << 20))
@@ -380,7 +411,8 @@ int RunQuantize() {
   a.model = absl::GetFlag(FLAGS_model);
   a.out = absl::GetFlag(FLAGS_out);
   a.tokenizer = absl::GetFlag(FLAGS_tokenizer);
-  if (absl::Status s = ValidateArgs(a, absl::GetFlag(FLAGS_overwrite)); !s.ok()) {
+  a.overwrite = absl::GetFlag(FLAGS_overwrite);
+  if (absl::Status s = ValidateArgs(a); !s.ok()) {
     std::fprintf(stderr, "llmint8 quantize: %s\n", std::string(s.message()).c_str());
     return kExitBadFlags;
   }

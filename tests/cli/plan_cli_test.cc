@@ -114,6 +114,8 @@ TEST(PlanCliTest, BadFlagsExitTwoAndSayWhatToChange) {
       {"plan --model=synthetic:nope", "nope"},
       {"plan --model", "--model needs a value"},
       {"plan --model --json", "--model needs a value"},
+      {"plan --model --nojson", "--model needs a value"},
+      {"plan --model -json", "--model needs a value"},
       {"plan --model=175b --compare --gpus=2", "--gpus (a count to check) is for one plan"},
   };
   for (const Case& c : cases) {

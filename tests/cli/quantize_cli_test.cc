@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -284,6 +285,13 @@ TEST_F(QuantizeCliTest, OverwriteReplacesTheCheckpointAndAFailureChangesNothing)
             0);
   std::ofstream(out + "/keep.txt") << "user file";
   ASSERT_TRUE(fs::exists(out + "/tokenizer.json"));
+  // An existing empty --out keeps its inode and mode (the files move into it).
+  const std::string priv = dir_ + "/private";
+  fs::create_directory(priv);
+  fs::permissions(priv, fs::perms::owner_all);
+  ASSERT_EQ(RunCli(absl::StrCat("quantize --model=", tiny, " --out=", priv)).exit_code, 0);
+  EXPECT_EQ(fs::status(priv).permissions(), fs::perms::owner_all);
+  EXPECT_TRUE(fs::exists(priv + "/config.json"));
   ASSERT_TRUE(fs::exists(out + "/model-int8-00002-of-00002.safetensors"));
   const std::string spec = "synthetic:125m,layers=1,hidden=64,heads=4,ffn=128,vocab=256";
   const testing::CliResult replaced =
@@ -300,14 +308,24 @@ TEST_F(QuantizeCliTest, OverwriteReplacesTheCheckpointAndAFailureChangesNothing)
   const std::string broken = dir_ + "/broken";
   fs::copy(tiny, broken);
   PutNan(broken + "/model.safetensors", "model.decoder.layers.1.fc1.weight");
-  const std::string before = testing::ReadFile(out + "/model-int8-00001-of-00001.safetensors");
+  // Every entry of a directory with its bytes ("/" for a directory).
+  const auto snapshot = [](const std::string& dir) {
+    std::map<std::string, std::string> files;
+    for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+      files[e.path().filename().string()] =
+          e.is_directory() ? "/" : testing::ReadFile(e.path().string());
+    }
+    return files;
+  };
+  const std::map<std::string, std::string> before = snapshot(out);
+  const auto mode = fs::status(out).permissions();
   const testing::CliResult failed =
       RunCli(absl::StrCat("quantize --model=", broken, " --out=", out, " --overwrite"));
   EXPECT_EQ(failed.exit_code, 1) << failed.err;
   EXPECT_THAT(failed.err, HasSubstr("is not finite (nan)"));
   EXPECT_THAT(failed.err, HasSubstr("quantizing layer 2/2"));  // it failed part-way
-  EXPECT_EQ(testing::ReadFile(out + "/model-int8-00001-of-00001.safetensors"), before);
-  EXPECT_EQ(model::LoadOptConfig(out + "/config.json")->num_hidden_layers, 1);
+  EXPECT_TRUE(snapshot(out) == before) << "--out changed";     // nothing added, removed or changed
+  EXPECT_EQ(fs::status(out).permissions(), mode);
   for (const fs::directory_entry& e : fs::directory_iterator(dir_)) {
     EXPECT_EQ(e.path().filename().string().find(".quantizing-"), std::string::npos)
         << e.path() << " left behind";

@@ -85,7 +85,8 @@ TEST(ServingFlagsCliTest, AValueOfTheWrongTypeIsExitTwoNamingTheFlag) {
 // as the value (`--prompt --max_new_tokens=5` is no prompt). `--seed -1` stays a value.
 TEST(ServingFlagsCliTest, AFlagWhereAValueShouldBeIsRefused) {
   for (const char* args : {"generate --prompt --max_new_tokens=5", "serve --model --tp=2",
-                           "coordinator --advertise --check-flags"}) {
+                           "coordinator --advertise --check-flags",
+                           "generate --prompt --noignore_eos", "generate --prompt -ignore_eos"}) {
     const CliResult r = RunCli(args);
     EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr(" needs a value: --")) << args;
