@@ -716,12 +716,14 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
 // A client that gives up on a non-streamed completion (which writes nothing before its end)
 // frees the request at once, not at max_tokens: the handler asks the kernel's connection table
 // whether the client is still there (coordinator/peer_watch.h). A long context (1,600 tokens
-// of a tiny synthetic model) makes "at once" and "at the end" far apart.
+// of a small synthetic model) makes "at once" and "at the end" far apart. (With hidden 64 and 2
+// layers a loaded CI machine once generated 1,065 tokens before the cancel landed: the model
+// is 4 layers of hidden 128 now, so each token costs several times more.)
 TEST(HttpDisconnectE2ETest, AClientThatGivesUpOnACompletionHasItCancelled) {
   const int http_port = FreePort(), metrics_port = FreePort();
   ClusterOptions options;
   options.model =
-      "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400,positions=2048,seed=4";
+      "synthetic:125m,layers=4,hidden=128,heads=4,ffn=512,vocab=400,positions=2048,seed=4";
   options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port),
                                      absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
