@@ -9,7 +9,6 @@
 //   llmint8 quantize --model=DIR --out=DIR8      write an int8 checkpoint
 //   llmint8 eval --model=DIR --text=FILE         perplexity
 //   llmint8 <subcommand> --help                  the flags of one subcommand
-#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -147,11 +146,7 @@ int main(int argc, char** argv) {
     if (value_next != nullptr) {  // a value, whatever it starts with: `--seed -1`, `--prompt -x`
       // ... but not one of this subcommand's flags: `--prompt --max_new_tokens=5` forgot the
       // prompt.
-      const size_t dashes = a.rfind("--", 0) == 0 ? 2 : (a.rfind("-", 0) == 0 ? 1 : 0);
-      std::string as_flag = dashes > 0 ? a.substr(dashes, a.find('=') - dashes) : "";
-      std::replace(as_flag.begin(), as_flag.end(), '-', '_');
-      if (!as_flag.empty() &&
-          (known(as_flag) || (as_flag.rfind("no", 0) == 0 && known(as_flag.substr(2))))) {
+      if (llmint8::tools::NamesAFlag(a, known)) {
         const std::string name(value_next->Name());
         std::fprintf(stderr, "llmint8 %s: --%s needs a value: --%s=<value> (%s is a flag)\n",
                      sub->name, name.c_str(), name.c_str(), a.c_str());

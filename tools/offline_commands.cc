@@ -165,19 +165,6 @@ const FlagUse* FindUse(const OfflineCommand& cmd, std::string_view name) {
   return nullptr;
 }
 
-// Whether `arg` is one of `cmd`'s flags (--name, --name=value, dashes or underscores): after a
-// flag that needs a value, it is a forgotten value, not the value (`--out --overwrite`).
-bool NamesFlagOf(const OfflineCommand& cmd, std::string_view arg) {
-  const size_t dashes = arg.substr(0, 2) == "--" ? 2 : (arg.substr(0, 1) == "-" ? 1 : 0);
-  if (dashes == 0 || arg.size() <= dashes) return false;  // -1 is a value: no flag is a digit
-  std::string name(arg.substr(dashes, arg.find('=') - dashes));
-  for (char& c : name) {
-    if (c == '-') c = '_';
-  }
-  return FindUse(cmd, name) != nullptr ||
-         (name.rfind("no", 0) == 0 && FindUse(cmd, name.substr(2)) != nullptr);  // --nojson
-}
-
 // Sets every flag of `cmd` to its default for this subcommand, then applies `args`.
 absl::Status ParseFlags(const OfflineCommand& cmd, std::span<char* const> args) {
   std::string error;
@@ -225,7 +212,9 @@ absl::Status ParseFlags(const OfflineCommand& cmd, std::span<char* const> args) 
     if (!has_value) {
       if (flag->IsOfType<bool>()) {
         value = "true";
-      } else if (i + 1 < args.size() && !NamesFlagOf(cmd, args[i + 1])) {
+      } else if (i + 1 < args.size() && !NamesAFlag(args[i + 1], [&cmd](const std::string& f) {
+                   return FindUse(cmd, f) != nullptr;
+                 })) {
         value = args[++i];
       } else {
         return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value: --", name,
@@ -246,6 +235,14 @@ std::vector<std::string>& CommandLine() {
 }
 
 }  // namespace
+
+bool NamesAFlag(std::string_view arg, const std::function<bool(const std::string&)>& is_flag) {
+  const size_t dashes = arg.substr(0, 2) == "--" ? 2 : (arg.substr(0, 1) == "-" ? 1 : 0);
+  if (dashes == 0 || arg.size() <= dashes) return false;
+  std::string name(arg.substr(dashes, arg.find('=') - dashes));
+  std::replace(name.begin(), name.end(), '-', '_');
+  return is_flag(name) || (name.rfind("no", 0) == 0 && is_flag(name.substr(2)));
+}
 
 const char* OfflineCommandSummary(std::string_view name) {
   const OfflineCommand* cmd = FindCommand(name);

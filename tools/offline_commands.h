@@ -11,6 +11,7 @@
 #define LLMINT8_TOOLS_OFFLINE_COMMANDS_H_
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -45,6 +46,11 @@ const char* OfflineCommandSummary(std::string_view name);
 // Runs `llmint8 <name> <args...>` (argv[0] is the program, argv[1] the subcommand name): --help,
 // the strict flag parsing above, then the subcommand. Returns the process exit code.
 int RunOfflineCommand(int argc, char** argv);
+
+// Whether `arg` names one of the flags `is_flag` accepts (given a name with underscores): -name,
+// --name, --name=value, dashes or underscores, --noname. After a flag that needs a value, such
+// an arg is a forgotten value, not the value (`--out --overwrite`); `-1` is a value.
+bool NamesAFlag(std::string_view arg, const std::function<bool(const std::string&)>& is_flag);
 
 // The command line RunOfflineCommand was given (for a subcommand that re-executes itself).
 const std::vector<std::string>& OfflineCommandLine();
