@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <filesystem>
 #include <string_view>
 #include <utility>
 
@@ -54,12 +53,6 @@ struct CoordinatorServer::Impl {
 };
 
 namespace {
-
-bool HasTokenizerFiles(const std::string& dir) {
-  namespace fs = std::filesystem;
-  return fs::exists(fs::path(dir) / "tokenizer.json") ||
-         (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
-}
 
 // Readiness ("" and the Generation service) follows the group; "liveness" stays SERVING.
 void SetCoordinatorHealth(grpc::Server& server, bool ready) {
@@ -142,7 +135,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     impl->tokenizer = *std::move(tokenizer);
     LLMINT8_LOG(INFO) << "tokenizer loaded from " << options.tokenizer;
   } else if (std::optional<std::string> dir = worker::ModelSpecDirectory(options.group.model);
-             dir.has_value() && HasTokenizerFiles(*dir)) {
+             dir.has_value() && Tokenizer::DirectoryHasFiles(*dir)) {
     ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::FromDirectory(*dir, tok_options));
     LLMINT8_LOG(INFO) << "tokenizer loaded from " << *dir;
   } else {

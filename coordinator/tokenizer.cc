@@ -409,6 +409,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromTokenizerJsonFile(
   return FromTokenizerJson(text, std::move(options));
 }
 
+bool Tokenizer::DirectoryHasFiles(const std::string& dir) {
+  const std::filesystem::path d(dir);
+  std::error_code ec;
+  return std::filesystem::exists(d / "tokenizer.json", ec) ||
+         (std::filesystem::exists(d / "vocab.json", ec) &&
+          std::filesystem::exists(d / "merges.txt", ec));
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::string& dir,
                                                                    TokenizerOptions options) {
   const std::filesystem::path d(dir);

@@ -64,6 +64,8 @@ class Tokenizer {
   // <dir>/tokenizer.json if it exists, else <dir>/vocab.json + <dir>/merges.txt.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromDirectory(const std::string& dir,
                                                                    TokenizerOptions options = {});
+  // Whether `dir` holds the files FromDirectory reads (not whether they parse).
+  static bool DirectoryHasFiles(const std::string& dir);
   // The same from file contents.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromVocabAndMerges(
       std::string_view vocab_json, std::string_view merges_txt, TokenizerOptions options = {});

@@ -159,9 +159,7 @@ absl::StatusOr<EvalArgs> ReadFlags(model::OptConfig* config) {
                        " has no tokenizer: pass --tokenizer=<tokenizer.json or a directory with "
                        "vocab.json + merges.txt>"));
     }
-    const fs::path d(*dir);
-    if (!fs::exists(d / "tokenizer.json", ec) &&
-        !(fs::exists(d / "vocab.json", ec) && fs::exists(d / "merges.txt", ec))) {
+    if (!coordinator::Tokenizer::DirectoryHasFiles(*dir)) {
       return absl::InvalidArgumentError(
           absl::StrCat(a.model,
                        " has no tokenizer files (tokenizer.json, or vocab.json + merges.txt): pass "

@@ -133,10 +133,7 @@ std::vector<std::pair<fs::path, std::string>> TokenizerFiles(const std::string& 
 // (what Tokenizer::FromDirectory loads).
 bool HasTokenizer(const std::string& from) {
   std::error_code ec;
-  const fs::path dir(from);
-  return fs::is_regular_file(dir, ec) || fs::is_regular_file(dir / "tokenizer.json", ec) ||
-         (fs::is_regular_file(dir / "vocab.json", ec) &&
-          fs::is_regular_file(dir / "merges.txt", ec));
+  return fs::is_regular_file(from, ec) || coordinator::Tokenizer::DirectoryHasFiles(from);
 }
 
 // The tokenizer the checkpoint will carry loads as serve loads it, and its ids fit the model's
