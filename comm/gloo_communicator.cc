@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -28,6 +29,14 @@ namespace {
 
 std::chrono::milliseconds ToMillis(absl::Duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(absl::ToChronoMilliseconds(d));
+}
+
+// Gloo waits five times its context's timeout for a pair to connect (gloo/transport/tcp/pair.h),
+// so a rank whose peer published its address and then died, or gave up waiting for another
+// peer, sat there 5x the timeout: 150 s at the worker's default 30 s. The main mesh forms under
+// a fifth of the timeout, which bounds that wait by the timeout itself.
+std::chrono::milliseconds ConnectTimeout(absl::Duration timeout) {
+  return std::max(ToMillis(timeout / 5), std::chrono::milliseconds(1));
 }
 
 std::string Where(int rank, int size) { return absl::StrCat("gloo rank ", rank, "/", size); }
@@ -124,7 +133,17 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
     GlooStoreAdapter store(scoped, options.timeout);
     GlooStoreAdapter store_small(scoped_small, options.timeout);
     try {
+      // The store keeps the whole timeout for peers that start late (GlooStoreAdapter ignores
+      // Gloo's); the collectives set theirs per call.
+      context->setTimeout(ConnectTimeout(options.timeout));
       context->connectFullMesh(store, device);
+      context->setTimeout(ToMillis(options.timeout));
+      // Every peer is alive and done with the main mesh before the small one forms. That mesh
+      // keeps Gloo's 5x connect wait (its sync-mode reads wait the context's timeout, which must
+      // stay whole), so this leaves it only a peer that dies in the moment between.
+      gloo::BarrierOptions ready(context);
+      ready.setTimeout(ToMillis(options.timeout));
+      gloo::barrier(ready);
       small = std::make_unique<GlooSmallExchange>(options.rank, options.world_size, store_small,
                                                   device, ToMillis(options.timeout));
       // No rank sends on the small mesh before every peer has registered its buffers there.

@@ -191,6 +191,65 @@ TEST(GlooCommunicatorTest, MissingRankGivesDeadlineExceededNotAHang) {
   }
 }
 
+// A rendezvous that ends its process right after it writes `key`: the rank has said that much
+// about itself, and will never answer again.
+class DieAfterSetting : public Rendezvous {
+ public:
+  DieAfterSetting(Rendezvous& base, std::string key) : base_(base), key_(std::move(key)) {}
+  absl::Status Set(std::string_view key, std::string_view value) override {
+    absl::Status s = base_.Set(key, value);
+    if (key == key_) ::_exit(42);
+    return s;
+  }
+  absl::StatusOr<std::string> Get(std::string_view key, absl::Duration timeout) override {
+    return base_.Get(key, timeout);
+  }
+  absl::StatusOr<int64_t> Add(std::string_view key, int64_t delta) override {
+    return base_.Add(key, delta);
+  }
+
+ private:
+  Rendezvous& base_;
+  std::string key_;
+};
+
+// Gloo waits 5x its timeout for a pair to connect; a rank that died (or gave up) after
+// publishing used to hold its peers that long. Each case: one rank dies after writing its
+// hostname key ("rank_R") or its pairs' addresses ("R"); the others fail within the timeout
+// plus their own wait for the missing key.
+TEST(GlooCommunicatorTest, RankDyingWhileFormingFailsTheOthersWithinTwiceTheTimeout) {
+  constexpr int kWorld = 3;
+  constexpr absl::Duration kTimeout = absl::Seconds(1);
+  for (int dying = 0; dying < kWorld; ++dying) {
+    for (const std::string& key : {absl::StrCat("rank_", dying), absl::StrCat(dying)}) {
+      SCOPED_TRACE(absl::StrCat("rank ", dying, " dies after writing '", key, "'"));
+      TempDir dir("gloo");
+      const absl::Time start = absl::Now();
+      std::vector<RankOutcome> outcomes = ForkRanks(
+          kWorld,
+          [&](int rank) -> absl::Status {
+            FileRendezvous files(dir.path());
+            DieAfterSetting dies(files, "test/gloo/" + key);
+            Rendezvous& rdzv = rank == dying ? static_cast<Rendezvous&>(dies) : files;
+            return MakeCommunicator("gloo", GroupOptions(rank, kWorld, rdzv, kTimeout)).status();
+          },
+          kHangLimit);
+      const absl::Duration took = absl::Now() - start;
+      EXPECT_LT(took, 2 * kTimeout + absl::Milliseconds(500));
+      for (const RankOutcome& o : outcomes) {
+        if (o.rank == dying) {
+          EXPECT_EQ(o.exit_code, 42) << o.Describe();
+          continue;
+        }
+        ASSERT_TRUE(o.reported) << o.Describe();
+        EXPECT_TRUE(o.status.code() == absl::StatusCode::kDeadlineExceeded ||
+                    o.status.code() == absl::StatusCode::kUnavailable)
+            << o.Describe();
+      }
+    }
+  }
+}
+
 TEST(GlooCommunicatorTest, RankDyingMidwayGivesSurvivorsAnErrorNotAHang) {
   constexpr int kWorld = 4;
   constexpr int kDying = 2;

@@ -26,10 +26,10 @@ void GlooStoreAdapter::wait(const std::vector<std::string>& keys) {
 }
 
 void GlooStoreAdapter::wait(const std::vector<std::string>& keys,
-                            const std::chrono::milliseconds& timeout) {
-  // Gloo passes kNoTimeout (0) to mean "no limit"; ours are always finite.
-  const absl::Duration limit = timeout.count() > 0 ? absl::FromChrono(timeout) : default_timeout_;
-  const absl::Time deadline = absl::Now() + limit;
+                            const std::chrono::milliseconds& /*gloo_timeout*/) {
+  // Gloo passes its context's timeout, which GlooCommunicator shortens while pairs connect;
+  // a peer that starts late gets this store's whole timeout.
+  const absl::Time deadline = absl::Now() + default_timeout_;
   for (const std::string& key : keys) {
     absl::StatusOr<std::string> value =
         rendezvous_.Get(key, std::max(deadline - absl::Now(), absl::ZeroDuration()));

@@ -21,7 +21,7 @@ namespace llmint8::comm {
 
 class GlooStoreAdapter : public gloo::rendezvous::Store {
  public:
-  // `default_timeout` bounds get() and wait() without a timeout argument.
+  // `default_timeout` bounds every get() and wait(), whatever timeout Gloo passes.
   GlooStoreAdapter(Rendezvous& rendezvous, absl::Duration default_timeout)
       : rendezvous_(rendezvous), default_timeout_(default_timeout) {}
 
