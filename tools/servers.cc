@@ -125,6 +125,10 @@ absl::Status ValidateCommonFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--backend=", backend, " is not supported; use gloo or nccl"));
   }
+  if (backend == "nccl" && absl::GetFlag(FLAGS_device) != "cuda") {
+    return absl::InvalidArgumentError(
+        "--backend=nccl needs --device=cuda (NCCL sums GPU memory); CPU workers use gloo");
+  }
   if (absl::GetFlag(FLAGS_model).empty()) {
     // The bundled model (tools/bundled_model.h) is the default.
     char self[4096];
@@ -285,7 +289,22 @@ int RunWorker() {
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)"));
   }
+  if (options.cuda_device < -1) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--cuda_device=", options.cuda_device,
+                     " must be a device index >= 0, or -1 for the rank the coordinator assigns")));
+  }
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("worker");
+  if (options.device == "cuda") {
+    // Refused here, not by every LoadShard of a group that can never form.
+    const absl::StatusOr<int> usable = UsableGpus(model::CudaDeviceCount());
+    if (!usable.ok()) return Fail(usable.status());
+    if (options.cuda_device >= *usable) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--cuda_device=", options.cuda_device, ", but this machine shows ", *usable,
+                       " CUDA device", *usable == 1 ? "" : "s", " (0..", *usable - 1, ")")));
+    }
+  }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       ClientCredentialsFromFlags();
   if (!credentials.ok()) return Fail(credentials.status());

@@ -83,6 +83,15 @@ TEST(WorkerLeaseTest, ARefusedLoadShardLeavesTheGroupAsItIs) {
        },
        "valid TP degrees for"},
       {[](v1::LoadShardRequest& r) { r.set_model("/no/such/model"); }, "config.json"},
+      {[](v1::LoadShardRequest& r) { r.set_device("cuda"); }, "this worker runs on cpu"},
+      {[](v1::LoadShardRequest& r) { r.set_backend("mpi"); }, "backend 'mpi'"},
+      {[](v1::LoadShardRequest& r) { r.set_backend("nccl"); }, "nccl needs device cuda"},
+      {[](v1::LoadShardRequest& r) {
+         r.set_world_size(2);
+         r.set_rendezvous_address("127.0.0.1:1");
+         r.set_backend("local");
+       },
+       "local is a group of one"},
   };
   for (const Case& c : cases) {
     v1::LoadShardRequest bad = OneRank(kFirst + 1, 0);

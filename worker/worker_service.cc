@@ -52,7 +52,7 @@ constexpr int64_t kMaxStepBound = int64_t{1} << 24;  // max_batch, max_step_toke
 
 // LoadShard's own fields, checked before anything changes: a refused request leaves the group
 // the worker serves as it is. InvalidArgument / NotFound name the field.
-absl::Status ValidateLoadShard(const v1::LoadShardRequest& req) {
+absl::Status ValidateLoadShard(const v1::LoadShardRequest& req, const std::string& worker_device) {
   if (req.epoch() <= 0) return absl::InvalidArgumentError("LoadShard.epoch must be > 0");
   if (req.world_size() < 1 || req.world_size() > kMaxWorldSize || req.rank() < 0 ||
       req.rank() >= req.world_size()) {
@@ -80,7 +80,27 @@ absl::Status ValidateLoadShard(const v1::LoadShardRequest& req) {
         absl::StrCat("LoadShard.threshold is ", req.threshold(), "; it must be finite and >= 0"));
   }
   RETURN_IF_ERROR(PrecisionFromDtype(req.dtype()).status());
-  RETURN_IF_ERROR(model::ParseDevice(req.device().empty() ? "cpu" : req.device()).status());
+  const std::string device = req.device().empty() ? "cpu" : req.device();
+  RETURN_IF_ERROR(model::ParseDevice(device).status());
+  if (device != worker_device) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LoadShard.device is ", device, ", but this worker runs on ", worker_device,
+        " (its --device): start the coordinator and its workers with the same --device"));
+  }
+  const std::string& backend = req.backend();
+  if (!backend.empty() && backend != "gloo" && backend != "nccl" && backend != "local") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LoadShard.backend '", backend, "' is not one of gloo, nccl and local"));
+  }
+  if (backend == "nccl" && device != "cuda") {
+    return absl::InvalidArgumentError(
+        "LoadShard.backend nccl needs device cuda (NCCL sums GPU memory); CPU workers use gloo");
+  }
+  if (backend == "local" && req.world_size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LoadShard.backend local is a group of one; world_size ", req.world_size(),
+                     " needs gloo or nccl"));
+  }
   // The model splits into world_size ranks (else the group would form and fail later, or wait
   // for ranks that cannot exist).
   ASSIGN_OR_RETURN(const model::OptConfig config, LoadModelSpecConfig(req.model()));
@@ -165,7 +185,7 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardR
     LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << held;
     return ToGrpcStatus(held);
   }
-  if (absl::Status bad = ValidateLoadShard(*req); !bad.ok()) {
+  if (absl::Status bad = ValidateLoadShard(*req, options_.device); !bad.ok()) {
     LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << bad;
     return ToGrpcStatus(bad);
   }

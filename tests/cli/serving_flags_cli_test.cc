@@ -56,6 +56,9 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"worker --memory_limit=1e30 --check_flags", "is not a size"},
         Case{"worker --memory_limit=16X --check_flags", "is not a size"},
         Case{"worker --listen=50052 --check_flags", "--listen=50052"},
+        Case{"worker --cuda_device=-2 --check_flags", "--cuda_device=-2 must be"},
+        Case{"serve --backend=nccl --check_flags", "--backend=nccl needs --device=cuda"},
+        Case{"coordinator --workers=a:1 --backend=nccl --check_flags", "needs --device=cuda"},
         Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
         Case{"coordinator --check_flags", "--workers is required"},
         Case{"serve --tls_ca_file=/x --check_flags", "set --tls_cert_file"},
@@ -158,6 +161,16 @@ TEST(ServingFlagsCliTest, CudaWithoutAUsableGpuIsRefusedBeforeAnyWorkerStarts) {
   EXPECT_THAT(r.err, HasSubstr("--device=cuda: no usable CUDA GPU on this machine")) << r.err;
   EXPECT_THAT(r.err, HasSubstr("or run with --device=cpu")) << r.err;
   EXPECT_THAT(r.err, ::testing::Not(HasSubstr("started worker"))) << r.err;
+}
+
+// A worker started with --device=cuda where no GPU is usable exits at once with the reason,
+// instead of failing every LoadShard of a group that can never form.
+TEST(ServingFlagsCliTest, ACudaWorkerWithoutAUsableGpuExitsAtStart) {
+  const CliResult r = RunCli("worker --listen=127.0.0.1:1 --device=cuda --cuda_device=0",
+                             "env CUDA_VISIBLE_DEVICES=");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--device=cuda: no usable CUDA GPU on this machine")) << r.err;
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("worker listening"))) << r.err;
 }
 
 }  // namespace
