@@ -57,4 +57,19 @@ absl::StatusOr<int64_t> InMemoryRendezvous::Add(std::string_view key, int64_t de
   return it->second = sum;
 }
 
+void InMemoryRendezvous::KeepOnlyPrefixed(std::string_view prefix) {
+  absl::MutexLock lock(&mu_);
+  auto stale = [prefix](std::string_view key) { return key.substr(0, prefix.size()) != prefix; };
+  absl::erase_if(values_, [&](const auto& kv) {
+    if (!stale(kv.first)) return false;
+    bytes_ -= static_cast<int64_t>(kv.first.size() + kv.second.size());
+    return true;
+  });
+  absl::erase_if(counters_, [&](const auto& kv) {
+    if (!stale(kv.first)) return false;
+    bytes_ -= static_cast<int64_t>(kv.first.size() + sizeof(int64_t));
+    return true;
+  });
+}
+
 }  // namespace llmint8::comm

@@ -24,6 +24,10 @@ class InMemoryRendezvous : public Rendezvous {
   absl::StatusOr<std::string> Get(std::string_view key, absl::Duration timeout) override;
   absl::StatusOr<int64_t> Add(std::string_view key, int64_t delta) override;
 
+  // Erases every value and counter whose key does not start with `prefix` (the coordinator
+  // keeps only the keys of the group it is forming). Waiting Gets are not woken.
+  void KeepOnlyPrefixed(std::string_view prefix);
+
  private:
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::string> values_ ABSL_GUARDED_BY(mu_);

@@ -125,6 +125,26 @@ TEST(InMemoryRendezvousTest, CountersDoNotOverflowAndTheStoreIsBounded) {
             absl::StatusCode::kResourceExhausted);
 }
 
+// A coordinator that re-forms its group all day keeps one group's keys: the older groups' values
+// and counters go, and so does the room they took.
+TEST(InMemoryRendezvousTest, KeepOnlyPrefixedDropsTheOtherKeysAndFreesTheirRoom) {
+  InMemoryRendezvous store;
+  const std::string big(InMemoryRendezvous::kMaxBytes / 2, 'x');
+  ASSERT_TRUE(store.Set("epoch/7/gloo/0", big).ok());
+  ASSERT_TRUE(store.Add("epoch/7/nccl/ready", 2).ok());
+  ASSERT_TRUE(store.Set("epoch/8/gloo/0", "address").ok());
+  ASSERT_TRUE(store.Add("epoch/8/nccl/ready", 1).ok());
+  EXPECT_EQ(store.Set("epoch/8/gloo/1", big).code(), absl::StatusCode::kResourceExhausted);
+
+  store.KeepOnlyPrefixed("epoch/8/");
+  EXPECT_EQ(store.Get("epoch/7/gloo/0", absl::ZeroDuration()).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(*store.Add("epoch/7/nccl/ready", 0), 0);  // a fresh counter
+  EXPECT_EQ(*store.Get("epoch/8/gloo/0", absl::ZeroDuration()), "address");
+  EXPECT_EQ(*store.Add("epoch/8/nccl/ready", 0), 1);
+  EXPECT_TRUE(store.Set("epoch/8/gloo/1", big).ok());  // the room is back
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, RendezvousTest, ::testing::Values("file", "memory"),
                          [](const auto& info) { return info.param; });
 

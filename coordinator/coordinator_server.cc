@@ -24,6 +24,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "model/shard_plan.h"
+#include "worker/group_epoch.h"
 #include "worker/model_spec.h"
 
 namespace llmint8::coordinator {
@@ -153,7 +154,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   limits.has_tokenizer = impl->tokenizer != nullptr;
 
   Impl* raw = impl.get();
-  impl->group = std::make_unique<WorkerGroup>(options.group, [raw](GroupState) {
+  WorkerGroupOptions group_options = options.group;
+  group_options.on_forming = [raw](int64_t epoch) {
+    raw->rendezvous.KeepOnlyPrefixed(worker::RendezvousKeyPrefix(epoch));
+  };
+  impl->group = std::make_unique<WorkerGroup>(std::move(group_options), [raw](GroupState) {
     if (raw->server == nullptr) return;
     // The group's state now, under the lock, not the one passed: a callback delayed past a
     // later change must not write its older state last.

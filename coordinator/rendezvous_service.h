@@ -1,9 +1,12 @@
 // The coordinator's Rendezvous gRPC service (proto/llmint8/v1/rendezvous.proto): a key-value
 // store in memory through which the workers of a group exchange Gloo addresses / NCCL ids.
-// Workers scope their keys by group epoch, so nothing is ever deleted (a few bytes per group).
+// Workers scope their keys by group epoch (worker::RendezvousKeyPrefix); the coordinator drops
+// the older groups' keys each time it forms a new group, so the store holds one group's keys.
 // Thread-safe; Get blocks its handler thread up to the request's timeout.
 #ifndef LLMINT8_COORDINATOR_RENDEZVOUS_SERVICE_H_
 #define LLMINT8_COORDINATOR_RENDEZVOUS_SERVICE_H_
+
+#include <string_view>
 
 #include "comm/in_memory_rendezvous.h"
 #include "llmint8/v1/rendezvous.grpc.pb.h"
@@ -23,6 +26,9 @@ class RendezvousService final : public v1::Rendezvous::Service {
                    v1::GetResponse* resp) override;
   grpc::Status Add(grpc::ServerContext* ctx, const v1::AddRequest* req,
                    v1::AddResponse* resp) override;
+
+  // Drops every key outside `prefix`: the keys of groups no longer forming.
+  void KeepOnlyPrefixed(std::string_view prefix) { store_.KeepOnlyPrefixed(prefix); }
 
  private:
   comm::InMemoryRendezvous store_;

@@ -437,6 +437,7 @@ absl::Status WorkerGroup::Form() {
     for (int i = 0; i < n; ++i) pools[i] = workers_[members[i]].status.memory_pool;
   }
   const std::vector<int> sharers = MemorySharers(pools);
+  if (options_.on_forming) options_.on_forming(WireEpoch(epoch));
   std::vector<v1::LoadShardRequest> requests(n);
   for (int i = 0; i < n; ++i) {
     v1::LoadShardRequest& req = requests[i];

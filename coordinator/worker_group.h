@@ -81,6 +81,9 @@ struct WorkerGroupOptions {
   // (LoadShardRequest.lease_ms): longer than probe_interval + probe_timeout, so that a live
   // coordinator never loses its workers to a second one started by mistake.
   absl::Duration lease = absl::Seconds(3);
+  // Called with each new group's wire epoch before its workers are asked to load (the
+  // coordinator drops older groups' rendezvous keys); may be empty.
+  std::function<void(int64_t wire_epoch)> on_forming;
 };
 
 enum class GroupState { kForming, kReady, kBroken, kRefused, kStopped };

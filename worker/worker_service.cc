@@ -19,6 +19,7 @@
 #include "common/status_macros.h"
 #include "model/shard_plan.h"
 #include "model/tensor_names.h"
+#include "worker/group_epoch.h"
 #include "worker/grpc_rendezvous.h"
 #include "worker/grpc_status.h"
 #include "worker/model_spec.h"
@@ -245,7 +246,7 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   comm_options.rank = req.rank();
   comm_options.world_size = req.world_size();
   comm_options.rendezvous = rendezvous.has_value() ? &*rendezvous : nullptr;
-  comm_options.key_prefix = absl::StrCat("epoch/", req.epoch(), "/", backend, "/");
+  comm_options.key_prefix = absl::StrCat(RendezvousKeyPrefix(req.epoch()), backend, "/");
   comm_options.timeout = absl::Milliseconds(options_.comm_timeout_ms);
   comm_options.gloo_hostname = options_.gloo_hostname;
   comm_options.gloo_interface = options_.gloo_interface;
