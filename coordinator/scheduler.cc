@@ -413,7 +413,8 @@ void Scheduler::Loop() {
     v1::StepRequest request;
     // running_[in_step[j]] is request.seqs(j).
     std::vector<size_t> in_step;
-    int64_t prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
+    const int64_t full_prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
+    int64_t prefill_budget = full_prefill_budget;
     // Prompts being scored need every position's logits: at most score_chunk of their tokens
     // go per step, for which the workers keep logits rows.
     int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
@@ -432,6 +433,13 @@ void Scheduler::Loop() {
         const PrefixChoice choice = ChoosePrefix(i);
         if (choice.wait) continue;
         prefix = choice.from;
+        // A whole prompt goes alone or within the step's prefill budget. Admission keeps to
+        // that budget, but a prompt that waited a step above comes beside the next round's.
+        const int64_t whole = seq->prompt_remaining() - (prefix.has_value() ? prefix->length : 0);
+        if (!scored && options_.prefill_chunk == 0 && prefill_budget < full_prefill_budget &&
+            whole > prefill_budget) {
+          continue;
+        }
       }
       v1::SeqStep* step = request.add_seqs();
       step->set_seq_id(seq->id());

@@ -236,6 +236,35 @@ TEST_F(SchedulerTest, WholePromptsWaitForRoomInTheStepsPrefillBudget) {
   EXPECT_EQ(FirstStep(steps, 3).token_ids_size(), 70);
 }
 
+// A whole prompt that waited a step (for the prompt ahead to prefill their common start) goes
+// later within that step's prefill budget too: it used to go beside the next round's prompts,
+// past max_prefill_tokens and past the step the workers keep room for.
+TEST_F(SchedulerTest, AWholePromptThatWaitedStaysWithinTheStepsPrefillBudget) {
+  SchedulerOptions o = Options();
+  o.prefill_chunk = 0;
+  o.max_prefill_tokens = 110;
+  o.prefix_cache_entries = 4;
+  Start(o);
+  const std::vector<int32_t> system = Tokens(32, 100);
+  auto a = MakeSeq(1, Concat(system, Tokens(4, 500)), 3);
+  auto b = MakeSeq(2, Concat(system, Tokens(40, 600)), 3);  // waits for a's first step
+  auto c = MakeSeq(3, Tokens(60, 700), 3);
+  auto d = MakeSeq(4, Tokens(50, 800), 3);
+  const std::vector<Outcome> out = RunToEnd({a, b, c, d});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 3));
+  EXPECT_EQ(out[2].tokens, FakeGreedy(c->prompt(), 3));
+  EXPECT_EQ(out[3].tokens, FakeGreedy(d->prompt(), 3));
+  for (const v1::StepRequest& step : group_->steps()) {
+    int64_t prompt_tokens = 0;
+    for (const v1::SeqStep& s : step.seqs()) {
+      if (s.token_ids_size() > 1) prompt_tokens += s.token_ids_size();
+    }
+    EXPECT_LE(prompt_tokens, o.max_prefill_tokens) << step.DebugString();
+  }
+  EXPECT_EQ(FirstStep(group_->steps(), 2).prefix_from(), 1u) << "b still starts from a";
+}
+
 TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
   // The group reports room for 100 positions; each sequence may take 20 + 30.
   Start(Options(), /*kv_capacity=*/100);
