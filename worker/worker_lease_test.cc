@@ -131,6 +131,41 @@ TEST(WorkerStepTest, ScoreFieldsOutOfRangeAreRefused) {
   EXPECT_TRUE(step(2, 9).ok());
 }
 
+// A step past the limits its group was loaded for is refused before it runs (the worker kept
+// room for steps within them), and steps within them run.
+TEST(WorkerStepTest, AStepPastTheLoadedLimitsIsRefused) {
+  WorkerService service(WorkerOptions{});
+  v1::LoadShardRequest load = OneRank(kFirst, 0);
+  load.set_max_batch(2);
+  load.set_max_step_tokens(6);
+  load.set_max_step_rows(4);
+  ASSERT_TRUE(Load(service, load).ok());
+  uint64_t next_id = 1;
+  // `prompts` sequences of `tokens` tokens each; scored: every position needs a logits row.
+  auto step = [&](int prompts, int tokens, bool scored) {
+    v1::StepRequest req;
+    req.set_epoch(load.epoch());
+    for (int i = 0; i < prompts; ++i) {
+      v1::SeqStep* seq = req.add_seqs();
+      seq->set_seq_id(next_id++);
+      for (int t = 0; t < tokens; ++t) seq->add_token_ids(2 + t);
+      seq->set_prompt_logprobs(scored);
+      seq->set_prefill_only(true);
+    }
+    v1::StepResponse resp;
+    return service.Step(nullptr, &req, &resp);
+  };
+  const grpc::Status tokens = step(1, 7, false);
+  EXPECT_EQ(tokens.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(tokens.error_message().find("7 tokens"), std::string::npos) << tokens.error_message();
+  const grpc::Status rows = step(1, 5, true);
+  EXPECT_EQ(rows.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(rows.error_message().find("5 logits rows"), std::string::npos) << rows.error_message();
+  EXPECT_TRUE(step(1, 6, false).ok());
+  EXPECT_TRUE(step(1, 4, true).ok());
+  EXPECT_TRUE(step(3, 2, false).ok());  // 3 rows, 6 tokens
+}
+
 TEST(WorkerLeaseTest, EndLeaseLetsTheNextCoordinatorInAtOnce) {
   WorkerService service(WorkerOptions{});
   const v1::LoadShardRequest first = OneRank(kFirst, 600'000);

@@ -289,6 +289,9 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
   world_size_ = req.world_size();
   steps_ = 0;
   tokens_ = 0;
+  max_step_tokens_ = req.max_step_tokens();
+  max_step_rows_ =
+      req.max_step_rows() > 0 ? std::max<int64_t>(req.max_batch(), req.max_step_rows()) : 0;
   lease_.Renew(epoch_, LeaseNow());  // a long load counts as contact
   Publish();
   const model::MemoryStats mem = model_->memory();
@@ -362,6 +365,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   std::vector<model::ShardModel::SequenceInput> batch;
   batch.reserve(req.seqs_size());
   int64_t new_tokens = 0;
+  int64_t rows = 0;  // logits rows: every position of a prompt to score, else the last
   const int64_t vocab = model_->config().vocab_size;
   for (const v1::SeqStep& seq : req.seqs()) {
     // Scores are rank 0's after the collectives and never fail the step: their fields are
@@ -383,6 +387,17 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
                      std::span<const int32_t>(seq.token_ids().data(), seq.token_ids().size()),
                      seq.prompt_logprobs(), seq.prefix_from(), seq.prefix_length()});
     new_tokens += seq.token_ids_size();
+    rows += seq.prompt_logprobs() ? seq.token_ids_size() : 1;
+  }
+  if (max_step_tokens_ > 0 && new_tokens > max_step_tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Step carries ", new_tokens, " tokens; this group was loaded for at most ",
+                     max_step_tokens_, " a step (LoadShard.max_step_tokens)"));
+  }
+  if (max_step_rows_ > 0 && rows > max_step_rows_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Step needs ", rows, " logits rows; this group was loaded for at most ",
+                     max_step_rows_, " a step (LoadShard.max_batch and max_step_rows)"));
   }
   const absl::Time start = absl::Now();
   absl::StatusOr<model::Logits> logits = model_->Step(batch);

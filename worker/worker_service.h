@@ -125,6 +125,10 @@ class WorkerService final : public v1::Worker::Service {
   SequenceSamplers samplers_ ABSL_GUARDED_BY(mu_);
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  // The most tokens and logits rows a Step of this group may carry, as its LoadShard set them
+  // (0: not set, not enforced): the room the worker kept is for steps within them.
+  int64_t max_step_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t max_step_rows_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace llmint8::worker
