@@ -88,6 +88,12 @@ void Scheduler::Stop() {
     queued.swap(queue_);
   }
   if (thread_.joinable()) thread_.join();
+  {
+    // A step that lost its group while the loop stopped put its unsent sequences back.
+    absl::MutexLock lock(&mu_);
+    for (auto& seq : queue_) queued.push_back(std::move(seq));
+    queue_.clear();
+  }
   const absl::Status down = absl::UnavailableError("the server is shutting down");
   for (auto& seq : queued) seq->Fail(down);
 }

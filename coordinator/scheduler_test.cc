@@ -8,6 +8,7 @@
 #include <memory>
 #include <numeric>
 #include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -647,6 +648,33 @@ TEST_F(SchedulerTest, TheQueueIsBoundedAndABatchQueuesWholeOrNotAtAll) {
             absl::StatusCode::kResourceExhausted);
   cancelled->Cancel();  // its handler saw the client leave: its place is free
   EXPECT_TRUE(scheduler_->Enqueue(MakeSeq(7, Tokens(5, 100), 4)).ok());
+}
+
+// Stop while a step runs that then loses the group: the sequences that step put back in the
+// queue (a later choice that waited for the first) end too, so no handler waits on them.
+TEST_F(SchedulerTest, StopEndsWhatAStepThatLostTheGroupPutBack) {
+  Start(Options());
+  const std::vector<int32_t> prompt = Tokens(20, 100);
+  auto c0 = MakeSeq(1, prompt, 4);
+  auto c1 = MakeSeq(2, prompt, 4);
+  c1->set_prefix_source(c0);  // waits in step 1: unsent when the group is lost
+  std::thread stopper;
+  group_->FailStep(1, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
+  group_->BeforeStep(1, [&] {
+    stopper = std::thread([this] { scheduler_->Stop(); });
+    uint64_t id = 100;  // refused once Stop has begun
+    while (scheduler_->Enqueue(MakeSeq(id++, Tokens(3, 1), 1)).ok()) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  });
+  ASSERT_TRUE(scheduler_->EnqueueAll({{c0, c1}}).ok());
+  scheduler_->Start();
+  const Outcome first = Await(*c0, absl::Seconds(10));
+  EXPECT_EQ(first.status.code(), absl::StatusCode::kUnavailable) << first.status;
+  const Outcome put_back = Await(*c1, absl::Seconds(10));
+  EXPECT_EQ(put_back.status.code(), absl::StatusCode::kUnavailable) << put_back.status;
+  if (stopper.joinable()) stopper.join();
+  EXPECT_EQ(scheduler_->queued(), 0);
 }
 
 TEST_F(SchedulerTest, DrainServesWhatIsQueuedAndRefusesNewRequests) {
