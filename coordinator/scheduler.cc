@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 
@@ -218,6 +219,8 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
     }
   }
   running_.clear();
+  for (auto& source : held_sources_) source->set_on_workers(false);
+  held_sources_.clear();
   if (!unsent.empty()) {
     absl::MutexLock lock(&mu_);
     queue_.insert(queue_.begin(), unsent.begin(), unsent.end());
@@ -261,27 +264,44 @@ void Scheduler::ReleaseFinished() {
 }
 
 void Scheduler::Retire(const std::vector<Exit>& exits) {
+  // The sources that staying choices have yet to copy (ChoosePrefix): their first step is ahead.
+  absl::flat_hash_set<const Sequence*> awaited;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    const Sequence& seq = *running_[i];
+    if (exits[i] != Exit::kStays || seq.prompt_remaining() < std::ssize(seq.prompt())) continue;
+    if (std::shared_ptr<Sequence> source = seq.prefix_source()) awaited.insert(source.get());
+  }
   std::vector<std::shared_ptr<Sequence>> staying;
   staying.reserve(running_.size());
   for (size_t i = 0; i < running_.size(); ++i) {
     if (exits[i] == Exit::kStays) {
       staying.push_back(std::move(running_[i]));
-      continue;
+    } else if (exits[i] == Exit::kPark && awaited.contains(running_[i].get())) {
+      held_sources_.push_back(std::move(running_[i]));  // e.g. it ended at its first token
+    } else {
+      RetireOne(*running_[i], exits[i]);
     }
-    const Sequence& seq = *running_[i];
-    running_[i]->set_on_workers(false);
-    kv_in_use_ -= seq.max_tokens();
-    if (exits[i] == Exit::kPark) {
-      // Its cache stays for later prompts that start alike (what it evicts goes instead).
-      for (uint64_t id :
-           prefix_cache_.Park(seq.id(), seq.cached_tokens(), seq.params().counts_tokens())) {
-        to_release_.push_back(id);
-      }
-      continue;
-    }
-    to_release_.push_back(seq.id());
   }
   running_.swap(staying);
+  std::erase_if(held_sources_, [&](const std::shared_ptr<Sequence>& source) {
+    if (awaited.contains(source.get())) return false;
+    RetireOne(*source, Exit::kPark);
+    return true;
+  });
+}
+
+void Scheduler::RetireOne(Sequence& seq, Exit exit) {
+  seq.set_on_workers(false);
+  kv_in_use_ -= seq.max_tokens();
+  if (exit == Exit::kPark) {
+    // Its cache stays for later prompts that start alike (what it evicts goes instead).
+    for (uint64_t id :
+         prefix_cache_.Park(seq.id(), seq.cached_tokens(), seq.params().counts_tokens())) {
+      to_release_.push_back(id);
+    }
+    return;
+  }
+  to_release_.push_back(seq.id());
 }
 
 void Scheduler::PublishLocked() {

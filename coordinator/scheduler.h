@@ -128,8 +128,11 @@ class Scheduler {
     kPark,     // finished normally: kept in the prefix cache (what it evicts is released)
   };
   // Takes the running sequences whose exit is not kStays out of the batch, their KV
-  // reservation returned.
+  // reservation returned. A first choice that finished while later choices of its prompt still
+  // wait to copy it stays on the workers (held_sources_) until none waits.
   void Retire(const std::vector<Exit>& exits);
+  // `seq` leaves the workers' batch: its reservation returned, parked or to be released.
+  void RetireOne(Sequence& seq, Exit exit);
   // Where running_[i]'s first step starts: wait (a source it will copy from is still
   // prefilling), from a copy of another sequence's cached prefix, or (neither) its own prefill.
   struct PrefixChoice {
@@ -164,6 +167,9 @@ class Scheduler {
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
   int64_t running_epoch_ = 0;
   std::vector<uint64_t> to_release_;
+  // First choices that finished (parked) while later choices of their prompt wait to copy
+  // them: still on the workers and counted in kv_in_use_ (scheduler thread).
+  std::vector<std::shared_ptr<Sequence>> held_sources_;
   std::thread thread_;
 };
 

@@ -335,6 +335,31 @@ TEST_F(SchedulerTest, LaterChoicesOfAPromptCopyTheFirstChoicesPrefill) {
   EXPECT_EQ(out1.responses.back().usage().cached_prompt_tokens(), 19);
 }
 
+// With the prefix cache off, a first choice that ends at its first token (max_tokens 1, or an
+// early EOS) stays on the workers until the later choices have copied its prompt.
+TEST_F(SchedulerTest, LaterChoicesCopyTheFirstEvenWhenItEndsAtItsFirstToken) {
+  Start(Options());  // prefix cache off
+  const std::vector<int32_t> prompt = Tokens(20, 100);
+  auto c0 = MakeSeq(1, prompt, 1);
+  auto c1 = MakeSeq(2, prompt, 1);
+  auto c2 = MakeSeq(3, prompt, 2);
+  c1->set_prefix_source(c0);
+  c2->set_prefix_source(c0);
+  const std::vector<Outcome> out = RunToEnd({c0, c1, c2});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[1].tokens, FakeGreedy(prompt, 1));
+  EXPECT_EQ(out[2].tokens, FakeGreedy(prompt, 2));
+  for (uint64_t id : {2, 3}) {
+    const v1::SeqStep first = FirstStep(group_->steps(), id);
+    EXPECT_EQ(first.prefix_from(), 1u) << id;
+    EXPECT_EQ(first.prefix_length(), 19) << id;
+    EXPECT_EQ(first.token_ids_size(), 1) << id;
+  }
+  AwaitIdle();
+  EXPECT_TRUE(group_->held().empty()) << "the first choice goes once the others copied it";
+  EXPECT_EQ(scheduler_->kv_reserved(), 0);
+}
+
 TEST_F(SchedulerTest, APromptStartsFromAParkedSequencesCache) {
   SchedulerOptions o = Options();
   o.prefix_cache_entries = 4;
