@@ -288,6 +288,13 @@ void Scheduler::Retire(const std::vector<Exit>& exits) {
     RetireOne(*source, Exit::kPark);
     return true;
   });
+  // Parked sequences hold whole KV granules, more than the positions they reserved while they
+  // ran: the budget holds them too, the least recently used going first.
+  while (kv_in_use_ + prefix_cache_.positions() > kv_budget_) {
+    const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
+    if (!evicted.has_value()) break;
+    to_release_.push_back(*evicted);
+  }
 }
 
 void Scheduler::RetireOne(Sequence& seq, Exit exit) {

@@ -360,6 +360,23 @@ TEST_F(SchedulerTest, LaterChoicesCopyTheFirstEvenWhenItEndsAtItsFirstToken) {
   EXPECT_EQ(scheduler_->kv_reserved(), 0);
 }
 
+// Parked sequences hold whole KV granules (16 positions): more than the 19 positions each of
+// these reserved while it ran. The budget holds them all the same.
+TEST_F(SchedulerTest, ParkedPositionsStayWithinTheKvBudget) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  o.kv_budget_tokens = 40;
+  Start(o);
+  auto a = MakeSeq(1, Tokens(17, 100), 2);
+  auto b = MakeSeq(2, Tokens(17, 300), 2);
+  RunToEnd({a, b});
+  ASSERT_FALSE(HasFailure());
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 1);
+  EXPECT_LE(scheduler_->kv_reserved() + scheduler_->prefix_cached_positions(),
+            scheduler_->kv_budget());
+}
+
 TEST_F(SchedulerTest, APromptStartsFromAParkedSequencesCache) {
   SchedulerOptions o = Options();
   o.prefix_cache_entries = 4;
