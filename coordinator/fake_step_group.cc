@@ -61,7 +61,7 @@ std::optional<int64_t> FakeStepGroup::kv_capacity_tokens() const { return option
 
 void FakeStepGroup::Violation(std::string what) { violations_.push_back(std::move(what)); }
 
-absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request) {
+absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, int64_t epoch) {
   std::function<void()> before;
   {
     absl::MutexLock lock(&mu_);
@@ -76,6 +76,7 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request) {
 
   absl::MutexLock lock(&mu_);
   if (state_ != State::kReady) return absl::UnavailableError("the fake group is not ready");
+  if (epoch != epoch_) return absl::UnavailableError("the fake group re-formed since");
   request.set_epoch(epoch_);
   steps_.push_back(request);
   const int number = static_cast<int>(steps_.size());
@@ -100,6 +101,9 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request) {
     if (s.token_ids().empty()) Violation(where + "no tokens");
     auto it = held.find(id);
     if (it == held.end()) {
+      // A sequence's first step brings its sampling parameters: without them, this is a
+      // sequence the group no longer holds (a worker would start it anew).
+      if (!s.has_sampling()) Violation(where + "not held, and no sampling parameters");
       std::vector<int32_t> tokens;
       if (s.prefix_length() > 0) {
         // The source's positions as the workers held them before this step.

@@ -48,7 +48,7 @@ class FakeStepGroup : public StepGroup {
   bool WaitReady(absl::Duration timeout) const override;
   absl::Status refusal() const override;
   std::optional<int64_t> kv_capacity_tokens() const override;
-  absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request) override;
+  absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) override;
   absl::Status Release(const std::vector<uint64_t>& seq_ids) override;
 
   // ---- Scripting ----

@@ -514,12 +514,12 @@ void Scheduler::Loop() {
       request.set_step_id(++steps_);
     }
     const absl::Time step_start = absl::Now();
-    absl::StatusOr<v1::StepResponse> response = group_->Step(request);
+    absl::StatusOr<v1::StepResponse> response = group_->Step(request, running_epoch_);
     if (response.ok() && metrics_ != nullptr) {
       metrics_->RecordStep(request.seqs_size(), absl::Now() - step_start);
     }
     if (!response.ok()) {
-      if (!group_->ready()) {
+      if (!group_->ready() || group_->epoch() != running_epoch_) {
         FailRunning(absl::UnavailableError(response.status().message()), /*requeue_unsent=*/true);
       } else {
         // Every rank rejected the batch alike: fail its sequences (not those the step

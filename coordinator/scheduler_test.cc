@@ -719,6 +719,32 @@ TEST_F(SchedulerTest, StopEndsWhatAStepThatLostTheGroupPutBack) {
   EXPECT_EQ(scheduler_->queued(), 0);
 }
 
+// The group breaks and re-forms while a step is being sent: the new group holds none of the
+// batch's sequences, so the step does not run there (its decode tokens would start sequences
+// anew); the running request fails, and the next is served by the new group.
+TEST_F(SchedulerTest, AStepBuiltForAGroupThatReformedDoesNotRunOnTheNewOne) {
+  Start(Options());
+  auto a = MakeSeq(1, Tokens(8, 100), 4);
+  group_->BeforeStep(2, [&] {
+    group_->Break();
+    group_->Reform();
+  });
+  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
+  scheduler_->Start();
+  const Outcome lost = Await(*a);
+  EXPECT_EQ(lost.status.code(), absl::StatusCode::kUnavailable) << lost.status;
+  auto b = MakeSeq(2, Tokens(8, 300), 2);
+  ASSERT_TRUE(scheduler_->Enqueue(b).ok());
+  const Outcome next = Await(*b);
+  EXPECT_TRUE(next.status.ok()) << next.status;
+  EXPECT_EQ(next.tokens, FakeGreedy(b->prompt(), 2));
+  for (const v1::StepRequest& step : group_->steps()) {
+    for (const v1::SeqStep& s : step.seqs()) {
+      EXPECT_FALSE(step.epoch() == 2 && s.seq_id() == 1) << "sequence 1 ran on the new group";
+    }
+  }
+}
+
 TEST_F(SchedulerTest, DrainServesWhatIsQueuedAndRefusesNewRequests) {
   SchedulerOptions o = Options();
   o.max_batch = 1;

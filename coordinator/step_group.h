@@ -41,7 +41,9 @@ class StepGroup {
   // Runs one step (its epoch is filled in) and returns rank 0's response. A failure leaves the
   // group not ready (UNAVAILABLE), except a batch every rank refused alike (INVALID_ARGUMENT,
   // OUT_OF_RANGE, RESOURCE_EXHAUSTED): then the group stays ready and holds what it held.
-  virtual absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request) = 0;
+  // `epoch` is the group epoch() the batch was built for: when the group has re-formed since,
+  // its workers hold none of the batch's sequences, and the step is UNAVAILABLE without running.
+  virtual absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) = 0;
   // Frees sequences' caches (ids it does not hold are ignored); a failure breaks the group.
   virtual absl::Status Release(const std::vector<uint64_t>& seq_ids) = 0;
 };

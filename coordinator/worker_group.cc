@@ -606,9 +606,12 @@ void WorkerGroup::MonitorLoop() {
   SetState(GroupState::kStopped, absl::OkStatus());
 }
 
-absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request) {
-  const int64_t epoch = this->epoch();
+absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int64_t epoch) {
   if (!ready()) return absl::UnavailableError("the worker group is not ready");
+  if (epoch != this->epoch()) {
+    return absl::UnavailableError(
+        "the worker group re-formed after this step was built; retry the request");
+  }
   const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
   request.set_epoch(WireEpoch(epoch));

@@ -146,7 +146,7 @@ class WorkerGroup : public StepGroup {
   // rank 0's response. Any failure breaks the group and returns UNAVAILABLE naming the worker,
   // except an INVALID_ARGUMENT / OUT_OF_RANGE / RESOURCE_EXHAUSTED that every rank agrees on
   // (the batch was bad, the group is fine).
-  absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request) override;
+  absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) override;
   // Frees sequences on every worker; failures break the group.
   absl::Status Release(const std::vector<uint64_t>& seq_ids) override;
 
