@@ -9,6 +9,12 @@
 // Returns when every call has finished or, as soon as one fails with a status for which
 // `cancel_on` is true, after cancelling the rest (their status then reads CANCELLED). The
 // request objects must outlive the call to FanOut only (gRPC serializes them at start).
+//
+// FanOutAbandoning also asks `abandon` every 50 ms while calls are pending: a non-OK answer
+// (e.g. the group broke: a member stopped answering its probes) cancels the pending calls,
+// whose status then is that answer, and the first of them is first_failure unless a call
+// failed already. A peer that is silent (a frozen host sends no reset) ends the wait then,
+// not at the deadline.
 #ifndef LLMINT8_COORDINATOR_FAN_OUT_H_
 #define LLMINT8_COORDINATOR_FAN_OUT_H_
 
@@ -17,6 +23,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
@@ -31,9 +38,9 @@ struct FanOutResult {
 };
 
 template <typename Resp, typename StartFn>
-FanOutResult<Resp> FanOut(int n, absl::Duration timeout,
-                          const std::function<bool(const grpc::Status&)>& cancel_on,
-                          StartFn start) {
+FanOutResult<Resp> FanOutAbandoning(int n, absl::Duration timeout,
+                                    const std::function<bool(const grpc::Status&)>& cancel_on,
+                                    const std::function<absl::Status()>& abandon, StartFn start) {
   struct Call {
     grpc::ClientContext ctx;
     Resp resp;
@@ -70,26 +77,52 @@ FanOutResult<Resp> FanOut(int n, absl::Duration timeout,
     });
   }
   FanOutResult<Resp> result;
-  absl::MutexLock lock(&state->mu);
-  state->mu.Await(absl::Condition(
-      +[](State* s) { return s->pending == 0 || s->cancel; }, state.get()));
+  const absl::Condition finished(
+      +[](State* s) { return s->pending == 0 || s->cancel; }, state.get());
+  absl::Status abandoned;
+  state->mu.Lock();
+  if (!abandon) {
+    state->mu.Await(finished);
+  } else {
+    while (!state->mu.AwaitWithTimeout(finished, absl::Milliseconds(50))) {
+      state->mu.Unlock();  // `abandon` may take its owner's locks
+      abandoned = abandon();
+      state->mu.Lock();
+      if (!abandoned.ok()) break;
+    }
+  }
   if (state->pending > 0) {
     for (auto& c : state->calls) {
       if (!c->done) c->ctx.TryCancel();
     }
   }
   result.first_failure = state->first_failure;
-  for (auto& c : state->calls) {
-    if (c->done) {
-      result.statuses.push_back(c->status);
-      result.responses.push_back(c->resp);
+  for (size_t i = 0; i < state->calls.size(); ++i) {
+    Call& c = *state->calls[i];
+    if (c.done) {
+      result.statuses.push_back(c.status);
+      result.responses.push_back(c.resp);
+      continue;
+    }
+    if (!abandoned.ok()) {
+      result.statuses.push_back(grpc::Status(static_cast<grpc::StatusCode>(abandoned.code()),
+                                             std::string(abandoned.message())));
+      if (result.first_failure < 0) result.first_failure = static_cast<int>(i);
     } else {
       result.statuses.push_back(
           grpc::Status(grpc::StatusCode::CANCELLED, "cancelled after another worker failed"));
-      result.responses.emplace_back();
     }
+    result.responses.emplace_back();
   }
+  state->mu.Unlock();
   return result;
+}
+
+template <typename Resp, typename StartFn>
+FanOutResult<Resp> FanOut(int n, absl::Duration timeout,
+                          const std::function<bool(const grpc::Status&)>& cancel_on,
+                          StartFn start) {
+  return FanOutAbandoning<Resp>(n, timeout, cancel_on, nullptr, std::move(start));
 }
 
 }  // namespace llmint8::coordinator

@@ -138,28 +138,56 @@ void WorkerGroup::EndLease(const std::vector<HeldGroup>& held) {
   }
 }
 
-absl::Status WorkerGroup::RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
-                                     absl::Notification& done) {
+void WorkerGroup::RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
+                             absl::Notification& done, FormWatch& watch) {
   v1::WorkerInfoRequest request;
   request.set_epoch(wire_epoch);
+  std::vector<int> silent(workers.size(), 0);  // probes in a row each did not answer
   absl::Status lost;
-  while (!done.WaitForNotificationWithTimeout(options_.probe_interval)) {
+  while (lost.ok() && !done.WaitForNotificationWithTimeout(options_.probe_interval)) {
     auto r = FanOut<v1::WorkerInfoResponse>(
         static_cast<int>(workers.size()), options_.probe_timeout, NeverCancel,
         [&](int i, grpc::ClientContext* ctx, v1::WorkerInfoResponse* resp, auto done) {
           workers_[workers[i]].stub->async()->Info(ctx, &request, resp, std::move(done));
         });
     for (size_t i = 0; i < workers.size() && lost.ok(); ++i) {
-      if (!r.statuses[i].ok()) continue;  // a lost member fails its LoadShard
+      const std::string who =
+          absl::StrCat("worker ", workers[i], " (", workers_[workers[i]].address, ")");
+      if (!r.statuses[i].ok()) {
+        // A worker that died fails its LoadShard at once; a silent one is given up here.
+        if (++silent[i] >= kSilentProbes) {
+          lost = absl::UnavailableError(
+              absl::StrCat(who, " answered none of its last ", kSilentProbes,
+                           " probes while the group formed: ", r.statuses[i].error_message()));
+        }
+        continue;
+      }
+      silent[i] = 0;
       const v1::WorkerInfoResponse& info = r.responses[i];
       if (!info.draining() && !info.held_by_another()) continue;
-      lost = absl::UnavailableError(
-          absl::StrCat("worker ", workers[i], " (", workers_[workers[i]].address, ") ",
-                       info.draining() ? "began shutting down" : "was taken by another coordinator",
-                       " while the group formed"));
+      lost = absl::UnavailableError(absl::StrCat(
+          who, " ", info.draining() ? "began shutting down" : "was taken by another coordinator",
+          " while the group formed"));
     }
   }
-  return lost;
+  absl::MutexLock lock(&watch.mu);
+  watch.lost = lost;
+}
+
+absl::Status WorkerGroup::Abandoned(int64_t epoch) const {
+  absl::MutexLock lock(&mu_);
+  if (stop_) return absl::CancelledError("the coordinator is stopping");
+  if (state_ == GroupState::kReady && epoch_ == epoch) return absl::OkStatus();
+  std::string silent;
+  for (int i : members_) {
+    if (workers_[i].status.healthy) continue;
+    absl::StrAppend(&silent, silent.empty() ? "" : ", ", "worker ", i, " (", workers_[i].address,
+                    ")");
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "the worker group broke while this call waited",
+      silent.empty() ? std::string() : absl::StrCat(" (", silent, " stopped answering)"),
+      "; it is re-forming"));
 }
 
 GroupState WorkerGroup::state() const {
@@ -234,10 +262,12 @@ bool WorkerGroup::WaitReady(absl::Duration timeout) const {
   return mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
 }
 
-void WorkerGroup::SetState(GroupState state, const absl::Status& why) {
+void WorkerGroup::SetState(GroupState state, const absl::Status& why,
+                           std::optional<int64_t> only_at_epoch) {
   {
     absl::MutexLock lock(&mu_);
     if (state_ == GroupState::kStopped) return;
+    if (only_at_epoch.has_value() && epoch_ != *only_at_epoch) return;
     if (state_ == state && (state != GroupState::kRefused || refusal_ == why)) return;
     state_ = state;
     refusal_ = state == GroupState::kRefused ? why : absl::OkStatus();
@@ -252,7 +282,9 @@ void WorkerGroup::SetState(GroupState state, const absl::Status& why) {
   if (on_state_change_) on_state_change_(state);
 }
 
-void WorkerGroup::Break(const absl::Status& why) { SetState(GroupState::kBroken, why); }
+void WorkerGroup::Break(const absl::Status& why, std::optional<int64_t> only_at_epoch) {
+  SetState(GroupState::kBroken, why, only_at_epoch);
+}
 
 std::vector<WorkerStatus> WorkerGroup::Workers() const {
   absl::MutexLock lock(&mu_);
@@ -459,15 +491,29 @@ absl::Status WorkerGroup::Form() {
     req.set_memory_sharers(pools[i].empty() ? 0 : sharers[i]);
   }
   absl::Notification loaded;
-  absl::Status lost_while_loading;
-  std::thread renewer([&] { lost_while_loading = RenewUntil(members, WireEpoch(epoch), loaded); });
-  auto r = FanOut<v1::LoadShardResponse>(
-      n, options_.load_timeout, AnyFailure,
+  FormWatch watch;
+  std::thread renewer([&] { RenewUntil(members, WireEpoch(epoch), loaded, watch); });
+  // Stop waiting for the loads when the coordinator stops or a member is lost meanwhile.
+  auto abandon = [&]() -> absl::Status {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) return absl::CancelledError("the coordinator is stopping");
+    }
+    absl::MutexLock lock(&watch.mu);
+    return watch.lost;
+  };
+  auto r = FanOutAbandoning<v1::LoadShardResponse>(
+      n, options_.load_timeout, AnyFailure, abandon,
       [&](int i, grpc::ClientContext* ctx, v1::LoadShardResponse* resp, auto done) {
         workers_[members[i]].stub->async()->LoadShard(ctx, &requests[i], resp, std::move(done));
       });
   loaded.Notify();
   renewer.join();
+  absl::Status lost_while_loading;
+  {
+    absl::MutexLock lock(&watch.mu);
+    lost_while_loading = watch.lost;
+  }
   if (r.first_failure >= 0) {
     int i = r.first_failure;
     for (int k = 0; k < n; ++k) {  // prefer the root cause over a peer's timeout
@@ -615,8 +661,8 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
   const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
   request.set_epoch(WireEpoch(epoch));
-  auto r = FanOut<v1::StepResponse>(
-      n, options_.step_timeout, FatalFailure,
+  auto r = FanOutAbandoning<v1::StepResponse>(
+      n, options_.step_timeout, FatalFailure, [this, epoch] { return Abandoned(epoch); },
       [&](int i, grpc::ClientContext* ctx, v1::StepResponse* resp, auto done) {
         workers_[members[i]].stub->async()->Step(ctx, &request, resp, std::move(done));
       });
@@ -628,6 +674,10 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
                            s.error_code() == r.statuses[0].error_code();
   }
   if (all_same_batch_error) return FromGrpcStatus(r.statuses[0], "Step");
+  if (absl::Status gone = Abandoned(epoch); !gone.ok()) {
+    // The monitor broke the group (a member stopped answering) or the coordinator stops.
+    return absl::UnavailableError(absl::StrCat(gone.message(), "; retry the request"));
+  }
   int failed = r.first_failure;
   for (int i = 0; i < n; ++i) {  // prefer the root cause over a cancellation
     if (!r.statuses[i].ok() && r.statuses[i].error_code() != grpc::StatusCode::CANCELLED) {
@@ -639,18 +689,20 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
       absl::StrCat("worker ", members[failed], " (", workers_[members[failed]].address,
                    ") failed during a step: ", r.statuses[failed].error_message(),
                    "; the group is re-forming, retry the request"));
-  Break(why);
+  Break(why, epoch);
   return why;
 }
 
 absl::Status WorkerGroup::Release(const std::vector<uint64_t>& seq_ids) {
   if (seq_ids.empty() || !ready()) return absl::OkStatus();
+  const int64_t epoch = this->epoch();
   v1::ReleaseRequest request;
-  request.set_epoch(WireEpoch(epoch()));
+  request.set_epoch(WireEpoch(epoch));
   for (uint64_t id : seq_ids) request.add_seq_ids(id);
   const std::vector<int> members = Members();
-  auto r = FanOut<v1::ReleaseResponse>(
+  auto r = FanOutAbandoning<v1::ReleaseResponse>(
       static_cast<int>(members.size()), options_.step_timeout, AnyFailure,
+      [this, epoch] { return Abandoned(epoch); },
       [&](int i, grpc::ClientContext* ctx, v1::ReleaseResponse* resp, auto done) {
         workers_[members[i]].stub->async()->Release(ctx, &request, resp, std::move(done));
       });
@@ -659,7 +711,7 @@ absl::Status WorkerGroup::Release(const std::vector<uint64_t>& seq_ids) {
   absl::Status why = absl::UnavailableError(absl::StrCat("Release on worker ", members[i], " (",
                                                          workers_[members[i]].address,
                                                          "): ", r.statuses[i].error_message()));
-  Break(why);
+  Break(why, epoch);
   return why;
 }
 

@@ -175,11 +175,24 @@ class WorkerGroup : public StepGroup {
   // Tells each worker that this coordinator lets go of that group (bounded by probe_timeout;
   // failures only logged).
   void EndLease(const std::vector<HeldGroup>& held);
+  // What the probes during a formation found wrong with a member (OK: nothing yet); read by
+  // the LoadShard fan-out, which stops waiting once it is set.
+  struct FormWatch {
+    absl::Mutex mu;
+    absl::Status lost ABSL_GUARDED_BY(mu);
+  };
   // Probes `workers` with `wire_epoch` every probe_interval until `done`: keeps the lease on
-  // members whose LoadShard finished while the others' still run. UNAVAILABLE, naming it, when
-  // a member said it is shutting down or another coordinator holds it.
-  absl::Status RenewUntil(const std::vector<int>& workers, int64_t wire_epoch,
-                          absl::Notification& done);
+  // members whose LoadShard finished while the others' still run. Sets watch.lost
+  // (UNAVAILABLE, naming it) when a member said it is shutting down, another coordinator holds
+  // it, or it answered none of kSilentProbes probes in a row (a frozen or cut-off host sends
+  // no reset, so its LoadShard would wait out load_timeout).
+  void RenewUntil(const std::vector<int>& workers, int64_t wire_epoch, absl::Notification& done,
+                  FormWatch& watch);
+  static constexpr int kSilentProbes = 4;
+  // Why a fan-out to the group formed at `epoch` should stop waiting: CANCELLED when the
+  // coordinator stops, UNAVAILABLE (naming the members that stopped answering) when that group
+  // broke or re-formed; else OK.
+  absl::Status Abandoned(int64_t epoch) const;
   // Probes the workers `probed` (indices): the members of the ready group with their epoch
   // (expected_epoch >= 0: each must be in it), or, while forming or for the idle spares, with
   // expected_epoch < 0. True when all answered (and match). Sets each probed worker's status:
@@ -198,8 +211,11 @@ class WorkerGroup : public StepGroup {
   std::vector<int> Members() const;
   // Workers whose last probe did not answer.
   std::vector<int> Unanswered() const;
-  void SetState(GroupState state, const absl::Status& why);
-  void Break(const absl::Status& why);
+  // `only_at_epoch`: no change unless the group is still that one (a call to a group that
+  // re-formed meanwhile must not break the new group).
+  void SetState(GroupState state, const absl::Status& why,
+                std::optional<int64_t> only_at_epoch = std::nullopt);
+  void Break(const absl::Status& why, std::optional<int64_t> only_at_epoch = std::nullopt);
 
   // The epoch a group's messages carry: this coordinator's instance in the high 32 bits, the
   // count of groups it formed (epoch_) below. Another coordinator (a restarted one, or a

@@ -60,6 +60,7 @@ class Cluster {
   std::string worker_address(int rank) const;
   void StartWorker(int rank);
   void KillWorker(int rank, int signal);
+  void SignalWorker(int rank, int signal) { workers_[rank]->Signal(signal); }  // signals only
   void SignalCoordinator(int signal) { coordinator_->Signal(signal); }
   // Ends the coordinator with `signal` and waits for it to exit (SIGTERM: after its drain).
   void StopCoordinator(int signal) { coordinator_->Kill(signal); }

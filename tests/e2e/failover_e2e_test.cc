@@ -122,6 +122,31 @@ TEST_F(TinyGroupE2ETest, KilledWorkerFailsStreamsThenGroupReforms) {
   EXPECT_THAT(again.tokens, ElementsAreArray(expected_));
 }
 
+// A worker that freezes mid-stream (SIGSTOP: as a hung or cut-off host, it sends no reset):
+// the stream ends with UNAVAILABLE within seconds, when the coordinator's probes miss it, not
+// when its peer's collective times out; once it runs again the group re-forms.
+TEST_F(TinyGroupE2ETest, AFrozenWorkerFailsItsStreamsWithinSecondsThenTheGroupReforms) {
+  Cluster& cluster = *cluster_;
+  auto stub = cluster.NewStub();
+  auto stream = LongStream::Start(*stub);
+  ASSERT_NE(stream, nullptr);
+  const auto frozen_at = std::chrono::steady_clock::now();
+  cluster.SignalWorker(1, SIGSTOP);
+  const grpc::Status status = stream->Finish();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - frozen_at).count();
+  std::fprintf(stderr, "stream ended %.3f s after the freeze: %s\n", seconds,
+               status.error_message().c_str());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_LT(seconds, 10.0) << "the collective's own timeout is 30 s";
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
+  cluster.SignalWorker(1, SIGCONT);
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 120)) << "the group never re-formed";
+  Generated again = Generate(*stub, GreedyRequest(prompt_, 16), 60);
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_THAT(again.tokens, ElementsAreArray(expected_));
+}
+
 // A worker stopped with SIGTERM (a Kubernetes rolling update) drains: the stream running on
 // its group goes on to its last token, a request sent meanwhile waits in the coordinator's
 // queue, and the worker exits once its group holds nothing; back, it re-forms the group and
