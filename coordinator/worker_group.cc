@@ -399,17 +399,35 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
   std::vector<int64_t> reported;
   std::vector<int64_t> held;
   std::vector<std::string> pools;
+  std::vector<std::string> other_device;  // workers a planned group leaves out
   {
     absl::MutexLock lock(&mu_);
     for (int i = 0; i < num_workers(); ++i) {
       if (answered_only && !workers_[i].status.healthy) continue;
+      const std::string& device = workers_[i].status.device;
+      if (options_.policy == GroupPolicy::kSmallest && options_.config.has_value() &&
+          !device.empty() && device != options_.device) {
+        // It would refuse the shard (worker --device): the others may form the group.
+        other_device.push_back(
+            absl::StrCat("worker ", i, " (", workers_[i].address, ") runs on ", device));
+        continue;
+      }
       candidates.push_back(i);
       reported.push_back(workers_[i].status.memory_bytes);
       held.push_back(workers_[i].status.held_bytes);
       pools.push_back(workers_[i].status.memory_pool);
     }
   }
-  if (candidates.empty()) return absl::FailedPreconditionError("no worker answered");
+  if (!other_device.empty()) {
+    LLMINT8_LOG(WARNING) << "group: left out, the group runs on " << options_.device << ": "
+                         << absl::StrJoin(other_device, "; ");
+  }
+  if (candidates.empty()) {
+    return absl::FailedPreconditionError(
+        other_device.empty() ? std::string("no worker answered")
+                             : absl::StrCat("no worker runs on ", options_.device, " (",
+                                            absl::StrJoin(other_device, "; "), ")"));
+  }
   // Candidates reporting the free memory of one GPU or host each plan with their part of it
   // (all of them count, members or not: a conservative plan for --group=smallest).
   const std::vector<int> sharers = MemorySharers(pools);

@@ -350,6 +350,24 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   EXPECT_THAT(after.tokens, ElementsAreArray(before.tokens));  // the same model, TP and dtype
 }
 
+// --group=smallest leaves out the workers that run on another device than the group's (they
+// would refuse the shard, every time): with none left, requests are refused naming them.
+TEST(WorkerFailureE2ETest, ASmallestGroupLeavesOutWorkersOnAnotherDevice) {
+  ClusterOptions options = SmallestGroupOfThree();
+  options.extra_coordinator_flags.push_back("--device=cuda");  // the workers run on cpu
+  Cluster cluster(options);
+  Generated refused;
+  for (int i = 0; i < 100; ++i) {  // until the first choice is made
+    refused = Generate(*cluster.NewStub(), GreedyRequest({2, 100}, 4), 5);
+    if (refused.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(), ::testing::HasSubstr("no worker runs on cuda"));
+  EXPECT_THAT(refused.status.error_message(), ::testing::HasSubstr("runs on cpu"));
+}
+
 // Whether worker `index`'s healthy flag in GetModelInfo becomes `want` within 10 s.
 bool WaitWorkerHealthy(const Cluster& cluster, int index, bool want) {
   auto stub = cluster.NewStub();
