@@ -538,6 +538,11 @@ absl::Status WorkerGroup::Form() {
       if (r.statuses[k].error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) i = k;
     }
     const Worker& w = workers_[members[i]];
+    if (r.statuses[i].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "worker ", members[i], " (", w.address, ") did not load its shard within ",
+          absl::FormatDuration(options_.load_timeout), " (the coordinator's --load_timeout)"));
+    }
     return FromGrpcStatus(r.statuses[i],
                           absl::StrCat("LoadShard on worker ", members[i], " (", w.address, ")"));
   }
@@ -703,10 +708,14 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
       break;
     }
   }
-  absl::Status why = absl::UnavailableError(
-      absl::StrCat("worker ", members[failed], " (", workers_[members[failed]].address,
-                   ") failed during a step: ", r.statuses[failed].error_message(),
-                   "; the group is re-forming, retry the request"));
+  const bool late = r.statuses[failed].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  absl::Status why = absl::UnavailableError(absl::StrCat(
+      "worker ", members[failed], " (", workers_[members[failed]].address, ") ",
+      late ? absl::StrCat("did not finish a step within ",
+                          absl::FormatDuration(options_.step_timeout),
+                          " (the coordinator's --step_timeout)")
+           : absl::StrCat("failed during a step: ", r.statuses[failed].error_message()),
+      "; the group is re-forming, retry the request"));
   Break(why, epoch);
   return why;
 }

@@ -83,6 +83,13 @@ ABSL_FLAG(absl::Duration, worker_lease, absl::Seconds(3),
           "coordinator / serve: how long a worker stays this coordinator's after its last "
           "contact; until then a second coordinator cannot take it (at least 2s: probes renew "
           "it every 250ms and may wait 1s). A stopping coordinator ends it at once");
+ABSL_FLAG(absl::Duration, step_timeout, absl::Seconds(120),
+          "coordinator / serve: the longest one batch step (or release) may take on the workers; "
+          "a step past it breaks the group (the workers reload the model). Raise it for long "
+          "prompts on slow CPUs, or lower --prefill_chunk");
+ABSL_FLAG(absl::Duration, load_timeout, absl::Minutes(30),
+          "coordinator / serve: the longest the workers may take to load the model when the group "
+          "forms; past it the coordinator gives up and tries again");
 ABSL_FLAG(int64_t, reserve_sequences, 1,
           "coordinator / serve: the group plan keeps KV-cache and activation room for this "
           "many sequences of --max_context tokens per worker");

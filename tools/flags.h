@@ -38,6 +38,8 @@ ABSL_DECLARE_FLAG(int32_t, default_max_tokens);
 ABSL_DECLARE_FLAG(int64_t, prefill_chunk);
 ABSL_DECLARE_FLAG(int64_t, score_chunk);
 ABSL_DECLARE_FLAG(absl::Duration, join_wait);
+ABSL_DECLARE_FLAG(absl::Duration, step_timeout);
+ABSL_DECLARE_FLAG(absl::Duration, load_timeout);
 ABSL_DECLARE_FLAG(absl::Duration, worker_lease);
 ABSL_DECLARE_FLAG(absl::Duration, drain_timeout);
 ABSL_DECLARE_FLAG(bool, log_requests);

@@ -177,6 +177,14 @@ absl::Status ValidateCommonFlags() {
         "--worker_lease must be at most 1h (workers refuse longer leases: a coordinator that "
         "vanished would hold them that long)");
   }
+  for (const auto& [name, value] :
+       {std::pair{"--step_timeout", absl::GetFlag(FLAGS_step_timeout)},
+        std::pair{"--load_timeout", absl::GetFlag(FLAGS_load_timeout)}}) {
+    if (value < absl::Seconds(1) || value > absl::Hours(24)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, "=", absl::FormatDuration(value), " must be in [1s, 24h]"));
+    }
+  }
   if (absl::GetFlag(FLAGS_worker_lease) < absl::Seconds(2)) {
     return absl::InvalidArgumentError(
         "--worker_lease must be at least 2s: probes renew it every 250ms and may wait 1s");
@@ -216,6 +224,8 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.group.reserve_sequences = absl::GetFlag(FLAGS_reserve_sequences);
   o.group.join_wait = absl::GetFlag(FLAGS_join_wait);
   o.group.lease = absl::GetFlag(FLAGS_worker_lease);
+  o.group.step_timeout = absl::GetFlag(FLAGS_step_timeout);
+  o.group.load_timeout = absl::GetFlag(FLAGS_load_timeout);
   o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);

@@ -58,6 +58,8 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"worker --listen=50052 --check_flags", "--listen=50052"},
         Case{"worker --cuda_device=-2 --check_flags", "--cuda_device=-2 must be"},
         Case{"serve --backend=nccl --check_flags", "--backend=nccl needs --device=cuda"},
+        Case{"serve --step_timeout=0s --check_flags", "--step_timeout=0 must be in [1s, 24h]"},
+        Case{"coordinator --workers=a:1 --load_timeout=48h --check_flags", "--load_timeout=48h"},
         Case{"coordinator --workers=a:1 --backend=nccl --check_flags", "needs --device=cuda"},
         Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
         Case{"coordinator --check_flags", "--workers is required"},
