@@ -152,6 +152,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   limits.vocab_size = impl->config.vocab_size;
   limits.max_context = max_context;
   limits.has_tokenizer = impl->tokenizer != nullptr;
+  if (impl->tokenizer != nullptr) limits.max_token_bytes = impl->tokenizer->max_token_bytes();
 
   Impl* raw = impl.get();
   WorkerGroupOptions group_options = options.group;

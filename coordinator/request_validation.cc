@@ -22,6 +22,15 @@ absl::Status ValidatePromptInput(const v1::GenerateRequest& request, const Model
         "this model was served without a tokenizer (no vocab.json/merges.txt); send the "
         "prompt as token_ids");
   }
+  // Encoding costs memory and time in proportion to the text: a text that cannot fit is
+  // refused first, as its tokens would be.
+  if (has_text && limits.max_token_bytes > 0 &&
+      static_cast<int64_t>(request.text().size()) > limits.max_context * limits.max_token_bytes) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "the prompt text is ", request.text().size(), " bytes: more than the model's context of ",
+        limits.max_context, " tokens can hold (a token is at most ", limits.max_token_bytes,
+        " bytes); send a shorter prompt"));
+  }
   return absl::OkStatus();
 }
 

@@ -26,6 +26,9 @@ struct ModelLimits {
   int64_t vocab_size = 0;
   int64_t max_context = 0;  // prompt + generated tokens
   bool has_tokenizer = false;
+  // The tokenizer's longest token in bytes (Tokenizer::max_token_bytes); 0: unknown. A text
+  // prompt longer than max_context tokens of this many bytes is refused before it is encoded.
+  int64_t max_token_bytes = 0;
   int max_stop_sequences = kMaxStopSequences;
   int max_stop_bytes = kMaxStopBytes;
 };

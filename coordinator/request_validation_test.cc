@@ -171,6 +171,23 @@ TEST(RequestValidationTest, SamplingExtensionsAreRangeChecked) {
   EXPECT_EQ(p->min_tokens, 4);
 }
 
+// A text that more than max_context tokens of the tokenizer's longest could not hold is
+// refused before it is encoded (encoding a 4 MiB text costs hundreds of MB).
+TEST(RequestValidationTest, ATextTooLongForAnyEncodingIsRefusedBeforeEncoding) {
+  ModelLimits limits = Limits();
+  limits.max_token_bytes = 4;  // 128 tokens of at most 4 bytes: 512 bytes
+  v1::GenerateRequest r;
+  r.set_max_new_tokens(1);
+  r.set_text(std::string(512, 'a'));
+  EXPECT_TRUE(ValidatePromptInput(r, limits).ok());
+  r.set_text(std::string(513, 'a'));
+  const absl::Status refused = ValidatePromptInput(r, limits);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(refused.message().find("513 bytes"), std::string::npos) << refused;
+  limits.max_token_bytes = 0;  // unknown: left to the token count
+  EXPECT_TRUE(ValidatePromptInput(r, limits).ok());
+}
+
 TEST(RequestValidationTest, MessagesSayWhatToChange) {
   absl::StatusOr<GenerationParams> p =
       ValidateGenerationParams(Ids(std::vector<int32_t>(100, 3), 50), Limits());

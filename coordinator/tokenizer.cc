@@ -211,6 +211,8 @@ class TokenizerBuilder {
     }
     tok_->id_exists_[id] = true;
     tok_->id_to_bytes_[id] = verbatim ? token : VocabStringToBytes(token);
+    tok_->max_token_bytes_ =
+        std::max(tok_->max_token_bytes_, static_cast<int64_t>(tok_->id_to_bytes_[id].size()));
     if (special) tok_->special_ids_.insert(id32);
     return absl::OkStatus();
   }

@@ -91,6 +91,9 @@ class Tokenizer {
 
   // One more than the largest id with a token.
   int32_t vocab_size() const { return static_cast<int32_t>(id_to_bytes_.size()); }
+  // The most bytes of text one token stands for: a text of B bytes encodes to at least
+  // B / max_token_bytes() tokens (Encode adds no special tokens from the text).
+  int64_t max_token_bytes() const { return max_token_bytes_; }
   std::optional<int32_t> TokenToId(std::string_view token) const;  // vocab string form
   std::optional<int32_t> bos_id() const { return bos_id_; }
   bool IsSpecial(int32_t id) const { return special_ids_.contains(id); }
@@ -108,6 +111,7 @@ class Tokenizer {
   absl::flat_hash_map<std::string, int32_t> token_to_id_;  // vocab string form -> id
   std::vector<std::string> id_to_bytes_;                   // id -> raw bytes ("" for holes)
   std::vector<bool> id_exists_;
+  int64_t max_token_bytes_ = 1;
   int32_t byte_to_id_[256] = {};  // id of each single-byte token
   // (left id << 32 | right id) -> (rank, merged id).
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;

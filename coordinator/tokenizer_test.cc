@@ -72,6 +72,25 @@ TEST_F(Gpt2TokenizerTest, EncodeMatchesHuggingFace) {
   }
 }
 
+// max_token_bytes is the longest token's text, so a text of B bytes takes at least
+// B / max_token_bytes tokens (what the server refuses over-long prompts by, before encoding).
+TEST_F(Gpt2TokenizerTest, MaxTokenBytesBoundsEveryEncoding) {
+  int64_t longest = 0;
+  for (int32_t id = 0; id < tok().vocab_size(); ++id) {
+    const int32_t ids[] = {id};
+    absl::StatusOr<std::string> bytes = tok().DecodeBytes(ids);
+    if (bytes.ok()) longest = std::max(longest, static_cast<int64_t>(bytes->size()));
+  }
+  EXPECT_EQ(tok().max_token_bytes(), longest);
+  for (const json& c : cases()["encode"]) {
+    const std::string text = c["text"].get<std::string>();
+    auto ids = tok().Encode(text);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_GE(static_cast<int64_t>(ids->size()) * tok().max_token_bytes(),
+              static_cast<int64_t>(text.size()));
+  }
+}
+
 TEST_F(Gpt2TokenizerTest, DecodeOfEncodeIsIdentity) {
   for (const json& c : cases()["encode"]) {
     const std::string text = c["text"].get<std::string>();
