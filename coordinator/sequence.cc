@@ -103,8 +103,13 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   const bool stop_token =
       std::binary_search(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token_id);
   if (may_end && (eos || stop_token)) {
-    response.set_text(stop_.Append(text_ ? text_->Flush() : "") + stop_.Flush());
-    Finish(std::move(response), eos ? v1::FINISH_REASON_EOS : v1::FINISH_REASON_STOP);
+    // The held-back text may complete a stop string: then the sequence ends at that (STOP).
+    std::string emit = stop_.Append(text_ ? text_->Flush() : "");
+    const bool stopped_in_text = stop_.stopped();
+    if (!stopped_in_text) emit += stop_.Flush();
+    response.set_text(std::move(emit));
+    Finish(std::move(response),
+           eos && !stopped_in_text ? v1::FINISH_REASON_EOS : v1::FINISH_REASON_STOP);
     return true;
   }
   auto match = [&](const std::string& text) { return stop_.Append(text, may_end); };

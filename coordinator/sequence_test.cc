@@ -83,6 +83,17 @@ GenerationParams Params(int32_t max_new_tokens) {
   return p;
 }
 
+// The text held back until the end-of-sequence token completes a stop string: the sequence
+// ends at the stop (STOP), as it would have at the length limit.
+TEST(SequenceTest, AStopCompletedByTheTextTheEndReleasesFinishesAsStop) {
+  GenerationParams p = Params(8);
+  p.stop = {"STOP"};
+  const Outcome run = Feed(p, {10, 13, kEos}, /*held=*/{13});
+  EXPECT_EQ(run.added, 3);
+  EXPECT_EQ(run.text, " a");
+  EXPECT_EQ(run.finish, v1::FINISH_REASON_STOP);
+}
+
 TEST(SequenceTest, EosAndStopTokenIdsEndWithoutTheirTextAfterTheHeldBackText) {
   // " b" is held back by the decoder when it comes; the end releases it.
   const Outcome eos = Feed(Params(8), {10, 11, kEos, 14}, /*held=*/{11});
