@@ -285,7 +285,7 @@ absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& 
   w->layers.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     RETURN_IF_ERROR(LoadLayerWeights(c, source, plan, precision, i, &w->layers[i], &tmp));
-    if (progress) progress(i + 1, c.num_hidden_layers);
+    if (progress) RETURN_IF_ERROR(progress(i + 1, c.num_hidden_layers));
   }
   return w;
 }

@@ -117,7 +117,8 @@ absl::Status LoadLayerWeights(const OptConfig& config, const CheckpointSource& s
                               const ShardPlan& plan, Precision precision, int64_t layer,
                               LayerWeights* out, std::vector<float>* tmp);
 
-// Reads this rank's slices, layer by layer, calling `progress` after each layer.
+// Reads this rank's slices, layer by layer, calling `progress` after each layer (its error
+// ends the load).
 absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& config,
                                                                const CheckpointSource& source,
                                                                const ShardPlan& plan,

@@ -114,8 +114,9 @@ struct Logits {
   }
 };
 
-// Called during Load after each decoder layer is in memory (and quantized).
-using LoadProgressFn = std::function<void(int64_t layers_done, int64_t layers_total)>;
+// Called during Load after each decoder layer is in memory (and quantized). A non-OK answer
+// (e.g. CANCELLED: whoever asked for the load gave up) ends the load with it.
+using LoadProgressFn = std::function<absl::Status(int64_t layers_done, int64_t layers_total)>;
 
 class ShardModel {
  public:

@@ -247,10 +247,11 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
   options.cuda_device = cuda ? place.cuda_device : 0;
   options.cuda_stream = cuda_stream;
   auto load_progress = [&](int64_t done, int64_t total) {
-    if (rank != 0) return;
+    if (rank != 0) return absl::OkStatus();
     const int64_t bar = 20 * done / std::max<int64_t>(total, 1);
     LLMINT8_LOG(INFO) << "loading " << who << ": layer " << done << "/" << total << " ["
                       << std::string(bar, '#') << std::string(20 - bar, '.') << "]";
+    return absl::OkStatus();
   };
   ASSIGN_OR_RETURN(std::unique_ptr<model::ShardModel> shard,
                    model::ShardModel::Load(opened.config, *opened.source, a.tp, rank, comm.get(),

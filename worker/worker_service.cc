@@ -171,7 +171,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardRequest* req,
+grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest* req,
                                       v1::LoadShardResponse* resp) {
   ++calls_in_flight_;  // as in Step
   absl::Cleanup done = [this] { --calls_in_flight_; };
@@ -192,7 +192,7 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardR
   }
   absl::Status status;
   try {
-    status = DoLoadShard(*req, *resp);
+    status = DoLoadShard(ctx, *req, *resp);
   } catch (const std::bad_alloc&) {
     status = absl::ResourceExhaustedError(
         absl::StrCat("LoadShard: out of memory loading ", req->model(), " as ", req->dtype(),
@@ -206,7 +206,7 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext*, const v1::LoadShardR
   return ToGrpcStatus(status);
 }
 
-absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
+absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest& req,
                                         v1::LoadShardResponse& resp) {
   // The request passed ValidateLoadShard.
   ASSIGN_OR_RETURN(model::Precision precision, PrecisionFromDtype(req.dtype()));
@@ -270,6 +270,13 @@ absl::Status WorkerService::DoLoadShard(const v1::LoadShardRequest& req,
     LLMINT8_LOG(INFO) << "loading " << who << ": layer " << done << "/" << total << " ["
                       << std::string(20 * done / std::max<int64_t>(total, 1), '#')
                       << std::string(20 - 20 * done / std::max<int64_t>(total, 1), '.') << "]";
+    // A coordinator that gave up on this group (a member lost, or it stops) cancelled the call:
+    // the rest of the load would be thrown away, and would hold up the next LoadShard.
+    if (ctx != nullptr && ctx->IsCancelled()) {
+      return absl::CancelledError(
+          absl::StrCat(who, ": the coordinator cancelled the load at layer ", done, "/", total));
+    }
+    return absl::OkStatus();
   };
   absl::StatusOr<std::unique_ptr<model::ShardModel>> loaded =
       model::ShardModel::Load(opened.config, *opened.source, req.world_size(), req.rank(),

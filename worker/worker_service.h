@@ -85,8 +85,9 @@ class WorkerService final : public v1::Worker::Service {
   bool Drained() const;
 
  private:
-  absl::Status DoLoadShard(const v1::LoadShardRequest& req, v1::LoadShardResponse& resp)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `ctx` (null in tests that call the service directly): a cancelled call stops the load.
+  absl::Status DoLoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest& req,
+                           v1::LoadShardResponse& resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DoStep(const v1::StepRequest& req, v1::StepResponse& resp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckEpoch(int64_t epoch) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

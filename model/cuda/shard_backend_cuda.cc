@@ -289,7 +289,7 @@ absl::Status CudaShardBackend::LoadWeights(const CheckpointSource& source, const
         LoadLayerWeights(config_, source, plan, options_.precision, i, &host, &tmp));
     ASSIGN_OR_RETURN(DeviceLayer layer, UploadLayer(host, stream_));
     weights_.layers.push_back(std::move(layer));
-    if (progress) progress(i + 1, config_.num_hidden_layers);
+    if (progress) RETURN_IF_ERROR(progress(i + 1, config_.num_hidden_layers));
   }
   return absl::OkStatus();
 }

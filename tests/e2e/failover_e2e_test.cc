@@ -368,6 +368,28 @@ TEST(WorkerFailureE2ETest, ASmallestGroupLeavesOutWorkersOnAnotherDevice) {
   EXPECT_THAT(refused.status.error_message(), ::testing::HasSubstr("runs on cpu"));
 }
 
+// A coordinator stopped while its workers load (a long load: 1.3B-shaped weights generated on
+// the CPU) does not wait for the load: it cancels it, and the workers stop loading at their
+// next layer instead of finishing a shard nobody will use.
+TEST(StopWhileLoadingE2ETest, AStoppedCoordinatorCancelsTheLoadsInsteadOfWaitingForThem) {
+  ClusterOptions options;
+  options.model = "synthetic:1.3b";
+  options.dtype = "fp16";
+  Cluster cluster(options);
+  ASSERT_TRUE(
+      WaitForLogLine(cluster.log_dir() + "/worker0.log", "loading shard 1/2: layer 1/", 60));
+  const auto stopped_at = std::chrono::steady_clock::now();
+  cluster.StopCoordinator(SIGTERM);  // waits for it to exit
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+  EXPECT_LT(seconds, 5.0) << "the coordinator waited for the load";
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_TRUE(WaitForLogLine(absl::StrCat(cluster.log_dir(), "/worker", rank, ".log"),
+                               "the coordinator cancelled the load at layer", 10))
+        << "worker " << rank << " went on loading";
+  }
+}
+
 // Whether worker `index`'s healthy flag in GetModelInfo becomes `want` within 10 s.
 bool WaitWorkerHealthy(const Cluster& cluster, int index, bool want) {
   auto stub = cluster.NewStub();
