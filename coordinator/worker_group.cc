@@ -178,15 +178,17 @@ absl::Status WorkerGroup::Abandoned(int64_t epoch) const {
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::CancelledError("the coordinator is stopping");
   if (state_ == GroupState::kReady && epoch_ == epoch) return absl::OkStatus();
-  std::string silent;
+  if (epoch_ != epoch) {
+    return absl::UnavailableError("the worker group re-formed while this call waited");
+  }
+  std::string gone;  // the members the probes found gone (no answer, or not in the group)
   for (int i : members_) {
     if (workers_[i].status.healthy) continue;
-    absl::StrAppend(&silent, silent.empty() ? "" : ", ", "worker ", i, " (", workers_[i].address,
-                    ")");
+    absl::StrAppend(&gone, gone.empty() ? "" : ", ", "worker ", i, " (", workers_[i].address, ")");
   }
   return absl::UnavailableError(absl::StrCat(
       "the worker group broke while this call waited",
-      silent.empty() ? std::string() : absl::StrCat(" (", silent, " stopped answering)"),
+      gone.empty() ? std::string() : absl::StrCat(": ", gone, " left it or stopped answering"),
       "; it is re-forming"));
 }
 
@@ -418,9 +420,12 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
       pools.push_back(workers_[i].status.memory_pool);
     }
   }
-  if (!other_device.empty()) {
-    LLMINT8_LOG(WARNING) << "group: left out, the group runs on " << options_.device << ": "
-                         << absl::StrJoin(other_device, "; ");
+  if (std::string left_out = absl::StrJoin(other_device, "; "); left_out != left_out_logged_) {
+    if (!left_out.empty()) {
+      LLMINT8_LOG(WARNING) << "group: left out, the group runs on " << options_.device << ": "
+                           << left_out;
+    }
+    left_out_logged_ = std::move(left_out);
   }
   if (candidates.empty()) {
     return absl::FailedPreconditionError(
@@ -520,6 +525,7 @@ absl::Status WorkerGroup::Form() {
     absl::MutexLock lock(&watch.mu);
     return watch.lost;
   };
+  const absl::Time load_start = absl::Now();
   auto r = FanOutAbandoning<v1::LoadShardResponse>(
       n, options_.load_timeout, AnyFailure, abandon,
       [&](int i, grpc::ClientContext* ctx, v1::LoadShardResponse* resp, auto done) {
@@ -533,12 +539,25 @@ absl::Status WorkerGroup::Form() {
     lost_while_loading = watch.lost;
   }
   if (r.first_failure >= 0) {
+    // Given up while loading (a member lost, or the coordinator stops): that is the reason.
+    if (absl::Status gave_up = abandon(); !gave_up.ok()) return gave_up;
     int i = r.first_failure;
     for (int k = 0; k < n; ++k) {  // prefer the root cause over a peer's timeout
-      if (r.statuses[k].error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) i = k;
+      const grpc::StatusCode code = r.statuses[k].error_code();
+      if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        i = k;
+        break;
+      }
+      if (code != grpc::StatusCode::OK && code != grpc::StatusCode::CANCELLED &&
+          code != grpc::StatusCode::DEADLINE_EXCEEDED &&
+          (r.statuses[i].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+           r.statuses[i].error_code() == grpc::StatusCode::CANCELLED)) {
+        i = k;
+      }
     }
     const Worker& w = workers_[members[i]];
-    if (r.statuses[i].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    if (r.statuses[i].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+        absl::Now() - load_start >= options_.load_timeout) {
       return absl::DeadlineExceededError(absl::StrCat(
           "worker ", members[i], " (", w.address, ") did not load its shard within ",
           absl::FormatDuration(options_.load_timeout), " (the coordinator's --load_timeout)"));
@@ -668,6 +687,10 @@ void WorkerGroup::MonitorLoop() {
       if (!sleep(backoff)) break;
     } else {
       load_failures = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        if (stop_) break;  // the loads were cancelled because the coordinator stops
+      }
       Break(formed);
       if (!sleep(absl::Seconds(1))) break;
     }

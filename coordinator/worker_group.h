@@ -230,6 +230,7 @@ class WorkerGroup : public StepGroup {
   const int64_t instance_;  // random in [1, 2^30) << 32
   std::vector<Worker> workers_;
   std::string rendezvous_address_;  // set by Start
+  std::string left_out_logged_;     // Choose's workers on another device, last logged (monitor)
 
   mutable absl::Mutex mu_;
   GroupState state_ ABSL_GUARDED_BY(mu_) = GroupState::kForming;
