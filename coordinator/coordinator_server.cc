@@ -30,6 +30,14 @@
 namespace llmint8::coordinator {
 
 struct CoordinatorServer::Impl {
+  // The group's monitor and the scheduler call back into members declared after them (the
+  // rendezvous, the server's health): they stop first, also when Start fails half-way and no
+  // Shutdown runs.
+  ~Impl() {
+    if (scheduler != nullptr) scheduler->Stop();
+    if (group != nullptr) group->Stop();
+  }
+
   CoordinatorOptions options;
   model::OptConfig config;
   std::unique_ptr<Tokenizer> tokenizer;
