@@ -543,6 +543,7 @@ void Scheduler::Loop() {
     if (response->results_size() != request.seqs_size()) {
       // The group stays: first free what it holds for this scheduler.
       for (const std::shared_ptr<Sequence>& seq : running_) to_release_.push_back(seq->id());
+      for (const std::shared_ptr<Sequence>& seq : held_sources_) to_release_.push_back(seq->id());
       while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) to_release_.push_back(*id);
       group_->Release(to_release_).IgnoreError();
       FailRunning(absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
