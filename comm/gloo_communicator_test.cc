@@ -216,8 +216,8 @@ class DieAfterSetting : public Rendezvous {
 // Gloo waits 5x its timeout for a pair to connect; a rank that died (or gave up) after
 // publishing used to hold its peers that long. Each case: one rank dies after writing its
 // hostname key ("rank_R") or its pairs' addresses ("R"); the others fail within the timeout
-// plus their own wait for the missing key.
-TEST(GlooCommunicatorTest, RankDyingWhileFormingFailsTheOthersWithinTwiceTheTimeout) {
+// plus their own wait for the missing key (2x; 3x leaves room for a loaded machine).
+TEST(GlooCommunicatorTest, RankDyingWhileFormingFailsTheOthersWellBeforeFiveTimesTheTimeout) {
   constexpr int kWorld = 3;
   constexpr absl::Duration kTimeout = absl::Seconds(1);
   for (int dying = 0; dying < kWorld; ++dying) {
@@ -235,7 +235,7 @@ TEST(GlooCommunicatorTest, RankDyingWhileFormingFailsTheOthersWithinTwiceTheTime
           },
           kHangLimit);
       const absl::Duration took = absl::Now() - start;
-      EXPECT_LT(took, 2 * kTimeout + absl::Milliseconds(500));
+      EXPECT_LT(took, 3 * kTimeout);
       for (const RankOutcome& o : outcomes) {
         if (o.rank == dying) {
           EXPECT_EQ(o.exit_code, 42) << o.Describe();

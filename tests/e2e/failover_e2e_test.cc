@@ -377,7 +377,7 @@ TEST(StopWhileLoadingE2ETest, AStoppedCoordinatorCancelsTheLoadsInsteadOfWaiting
   options.dtype = "fp16";
   Cluster cluster(options);
   ASSERT_TRUE(
-      WaitForLogLine(cluster.log_dir() + "/worker0.log", "loading shard 1/2: layer 1/", 60));
+      WaitForLogLine(cluster.log_dir() + "/worker0.log", "loading shard 1/2: layer 1/", 120));
   const auto stopped_at = std::chrono::steady_clock::now();
   cluster.StopCoordinator(SIGTERM);  // waits for it to exit
   const double seconds =
@@ -385,7 +385,7 @@ TEST(StopWhileLoadingE2ETest, AStoppedCoordinatorCancelsTheLoadsInsteadOfWaiting
   EXPECT_LT(seconds, 5.0) << "the coordinator waited for the load";
   for (int rank = 0; rank < 2; ++rank) {
     EXPECT_TRUE(WaitForLogLine(absl::StrCat(cluster.log_dir(), "/worker", rank, ".log"),
-                               "the coordinator cancelled the load at layer", 10))
+                               "the coordinator cancelled the load at layer", 60))
         << "worker " << rank << " went on loading";
   }
 }
