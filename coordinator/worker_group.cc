@@ -366,6 +366,17 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
           worker::CoordinatorInstance(theirs) == instance_) {
         let_go.push_back({i, theirs});
       }
+      // An idle spare of the ready group that still holds an older group of ours (it was a
+      // member until it stopped answering, and is back): let it go, so it drops that shard
+      // (its memory may be the new group's, on a GPU they share).
+      if (!draining && expected_epoch < 0 && state_ == GroupState::kReady &&
+          workers_[i].status.rank < 0 && theirs != 0 && theirs != WireEpoch(epoch_) &&
+          worker::CoordinatorInstance(theirs) == instance_) {
+        LLMINT8_LOG(INFO) << "worker " << i << " (" << workers_[i].address
+                          << ") idles with the shard of an older group (epoch " << theirs
+                          << "): letting it go";
+        let_go.push_back({i, theirs});
+      }
       if (draining && expected_epoch >= 0 && !draining_) {
         draining_ = true;
         LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address

@@ -470,7 +470,14 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
   if (model_ == nullptr || req->epoch() != epoch_) {
     return grpc::Status::OK;  // nothing of that group is held here
   }
-  if (!req->end_lease()) lease_.Renew(epoch_, LeaseNow());
+  if (req->end_lease()) {
+    // Nothing will run on the group any more: its memory goes back (a GPU shared with the
+    // coordinator's newer group needs it), and the next LoadShard has nothing to unload.
+    LLMINT8_LOG(INFO) << "dropping the shard of group epoch " << req->epoch();
+    Unload();
+    return grpc::Status::OK;
+  }
+  lease_.Renew(epoch_, LeaseNow());
   absl::Status status;
   for (uint64_t id : req->seq_ids()) {
     samplers_.Release(id);

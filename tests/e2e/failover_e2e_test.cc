@@ -350,6 +350,35 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   EXPECT_THAT(after.tokens, ElementsAreArray(before.tokens));  // the same model, TP and dtype
 }
 
+// A member that froze (SIGSTOP) is replaced by an idle worker; when it runs again it idles with
+// the old group's shard, and the coordinator lets it go: it drops the shard (whose memory, on a
+// shared GPU, may be the new group's).
+TEST(WorkerFailureE2ETest, AMemberBackFromAFreezeDropsItsOldShard) {
+  Cluster cluster(SmallestGroupOfThree());
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+  const int first = SoleMember(cluster, ModelInfo(*stub), kWorkers);
+  ASSERT_GE(first, 0);
+  absl::StatusOr<v1::StatsResponse> before = cluster.WorkerStats(first);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_GT(before->total_bytes(), 0);
+
+  cluster.SignalWorker(first, SIGSTOP);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 2, 10)) << "health never said NOT_SERVING";
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 30)) << "no idle worker took over";
+  const int second = SoleMember(cluster, ModelInfo(*stub), kWorkers);
+  ASSERT_GE(second, 0);
+  EXPECT_NE(second, first);
+  cluster.SignalWorker(first, SIGCONT);
+  EXPECT_TRUE(WaitForLogLine(absl::StrCat(cluster.log_dir(), "/worker", first, ".log"),
+                             "dropping the shard of group epoch", 20));
+  absl::StatusOr<v1::StatsResponse> after = cluster.WorkerStats(first);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->total_bytes(), 0);
+  Generated served = Generate(*stub, GreedyRequest({2, 100, 200, 300}, 8));
+  EXPECT_TRUE(served.status.ok()) << served.status.error_message();
+}
+
 // --group=smallest leaves out the workers that run on another device than the group's (they
 // would refuse the shard, every time): with none left, requests are refused naming them.
 TEST(WorkerFailureE2ETest, ASmallestGroupLeavesOutWorkersOnAnotherDevice) {
