@@ -158,6 +158,14 @@ int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
   return floats * 4 + int8;
 }
 
+// To exactly `n` elements: resize alone may reserve twice the old size, more than the memory
+// accounting (ScratchBytesFor, and the coordinator's KV budget from it) counts.
+template <typename T>
+void GrowTo(std::vector<T>& v, int64_t n) {
+  v.reserve(static_cast<size_t>(n));
+  v.resize(static_cast<size_t>(n));
+}
+
 absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
   ForwardScratch& s = *scratch_;
   const int64_t h = config_.hidden_size;
@@ -169,25 +177,25 @@ absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
   // must not leave a size the buffers do not have (later steps would write past them).
   try {
     if (tokens > s.tokens) {
-      s.ids.resize(tokens);
-      s.positions.resize(tokens);
-      s.embed.resize(tokens * proj);
-      s.x.resize(tokens * h);
-      s.normed.resize(tokens * h);
-      s.qkv.resize(tokens * 3 * lw);
-      s.attn.resize(tokens * lw);
-      s.partial.resize(tokens * h);
-      s.ffn.resize(tokens * lf);
+      GrowTo(s.ids, tokens);
+      GrowTo(s.positions, tokens);
+      GrowTo(s.embed, tokens * proj);
+      GrowTo(s.x, tokens * h);
+      GrowTo(s.normed, tokens * h);
+      GrowTo(s.qkv, tokens * 3 * lw);
+      GrowTo(s.attn, tokens * lw);
+      GrowTo(s.partial, tokens * h);
+      GrowTo(s.ffn, tokens * lf);
       s.tokens = tokens;
     }
     const int64_t att = config_.head_dim() + max_context_;
-    if (static_cast<int64_t>(s.attn_scratch.size()) < att) s.attn_scratch.resize(att);
+    if (static_cast<int64_t>(s.attn_scratch.size()) < att) GrowTo(s.attn_scratch, att);
     if (logit_rows > s.logit_rows) {
-      s.head_in.resize(logit_rows * h);
-      s.head_proj.resize(logit_rows * proj);
+      GrowTo(s.head_in, logit_rows * h);
+      GrowTo(s.head_proj, logit_rows * proj);
       if (tp_ > 1) {  // TP 1 writes the logits straight into the result
-        s.local_logits.resize(logit_rows * rpr);
-        s.gathered.resize(logit_rows * rpr * tp_);
+        GrowTo(s.local_logits, logit_rows * rpr);
+        GrowTo(s.gathered, logit_rows * rpr * tp_);
       }
       s.logit_rows = logit_rows;
     }

@@ -335,6 +335,24 @@ TEST(ShardModelMemoryTest, AccountsBytesAndEnforcesTheLimit) {
   EXPECT_GT((*m)->memory().kv_cache, 0);
 }
 
+// Scratch grows to what a step needs, no more: a step of 23 tokens and then one of 24 hold what
+// one step of 24 holds (a vector's resize may double its capacity, past what the accounting
+// and the coordinator's budget count).
+TEST(ShardModelMemoryTest, ScratchHoldsWhatTheLargestStepNeeds) {
+  const OptConfig c = SmallConfig(128, 4, 2, 512, 128);
+  auto src = Source(c);
+  ShardOptions o;
+  o.precision = Precision::kF16;
+  auto grown = LoadModel(c, *src, o);
+  auto once = LoadModel(c, *src, o);
+  const std::vector<int32_t> p23(23, 7), p24(24, 7);
+  ShardModel::SequenceInput a{1, p23}, b{2, p24}, c24{1, p24};
+  ASSERT_TRUE(grown->Step({&a, 1}).ok());
+  ASSERT_TRUE(grown->Step({&b, 1}).ok());
+  ASSERT_TRUE(once->Step({&c24, 1}).ok());
+  EXPECT_EQ(grown->memory().scratch, once->memory().scratch);
+}
+
 // The KV capacity a worker reports (what the coordinator admits up to) is safe: sequences
 // whose full lengths sum to it, stepped in chunks of at most the step size it was computed
 // for, never hit the limit; and it is not far below what fits.
