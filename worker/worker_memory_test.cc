@@ -190,5 +190,48 @@ TEST(WorkerMemoryTest, KvCacheCountsAgainstTheLimit) {
   EXPECT_LE(stats.total_bytes(), options.memory_limit_bytes);
 }
 
+// What the shard holds grows with its KV cache: Info's held_bytes follows it after steps and
+// releases, as Stats' total does (a re-forming coordinator plans with it).
+TEST(WorkerMemoryTest, HeldBytesFollowTheShardAfterStepsAndReleases) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest load = OneRank("fp16");
+  v1::LoadShardResponse loaded;
+  ASSERT_TRUE(service.LoadShard(nullptr, &load, &loaded).ok());
+  auto held = [&] {
+    v1::WorkerInfoRequest req;
+    req.set_epoch(load.epoch());
+    v1::WorkerInfoResponse resp;
+    EXPECT_TRUE(service.Info(nullptr, &req, &resp).ok());
+    return resp.held_bytes();
+  };
+  auto total = [&] {
+    v1::StatsRequest req;
+    v1::StatsResponse resp;
+    EXPECT_TRUE(service.Stats(nullptr, &req, &resp).ok());
+    return resp.total_bytes();
+  };
+  EXPECT_EQ(held(), total());
+  const int64_t at_load = held();
+  v1::StepRequest step;
+  step.set_epoch(load.epoch());
+  for (uint64_t id = 1; id <= 3; ++id) {
+    v1::SeqStep* seq = step.add_seqs();
+    seq->set_seq_id(id);
+    for (int t = 0; t < 60; ++t) seq->add_token_ids(5 + t);
+    seq->set_prefill_only(true);
+  }
+  v1::StepResponse stepped;
+  ASSERT_TRUE(service.Step(nullptr, &step, &stepped).ok());
+  EXPECT_GT(held(), at_load);
+  EXPECT_EQ(held(), total());
+  v1::ReleaseRequest release;
+  release.set_epoch(load.epoch());
+  release.add_seq_ids(1);
+  release.add_seq_ids(2);
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  EXPECT_EQ(held(), total());
+}
+
 }  // namespace
 }  // namespace llmint8::worker

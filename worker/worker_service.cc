@@ -145,6 +145,13 @@ void WorkerService::Publish() {
   published_sequences_ = model_ != nullptr ? model_->num_sequences() : 0;
 }
 
+void WorkerService::PublishUsage() {
+  // What the shard holds grows with its KV cache and scratch: Info's held_bytes (and the free
+  // memory it adds to) must say so, or a re-forming coordinator plans with stale numbers.
+  published_held_bytes_ = model_->memory().total();
+  published_sequences_ = model_->num_sequences();
+}
+
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest* req,
                                  v1::WorkerInfoResponse* resp) {
   const absl::Time now = LeaseNow();
@@ -361,7 +368,7 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
   if (!status.ok() && status.code() == absl::StatusCode::kResourceExhausted) {
     LLMINT8_LOG(WARNING) << "step " << req->step_id() << " refused: " << status;
   }
-  if (model_ != nullptr) published_sequences_ = model_->num_sequences();
+  if (model_ != nullptr) PublishUsage();
   return ToGrpcStatus(status);
 }
 
@@ -487,7 +494,7 @@ grpc::Status WorkerService::Release(grpc::ServerContext*, const v1::ReleaseReque
       break;
     }
   }
-  published_sequences_ = model_->num_sequences();
+  PublishUsage();
   return ToGrpcStatus(status);
 }
 

@@ -94,6 +94,8 @@ class WorkerService final : public v1::Worker::Service {
   void Unload() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a step or release of the loaded shard: its held bytes and sequences.
+  void PublishUsage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerOptions options_;
   const std::string memory_pool_;  // MemoryPool of the options, read once (Info)
