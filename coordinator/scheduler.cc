@@ -446,6 +446,7 @@ void Scheduler::Loop() {
     v1::StepRequest request;
     // running_[in_step[j]] is request.seqs(j).
     std::vector<size_t> in_step;
+    std::vector<bool> decoding;  // in_step[j] came prefilled: its one token is a decode
     const int64_t full_prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
     int64_t prefill_budget = full_prefill_budget;
     // Prompts being scored need every position's logits: at most score_chunk of their tokens
@@ -502,6 +503,7 @@ void Scheduler::Loop() {
         }
       }
       in_step.push_back(i);
+      decoding.push_back(prefilled);
       // Rank 0 keeps a sequence's sampling parameters from its first step on.
       if (first_step) FillSampling(seq->params(), options_.eos_token_id, step->mutable_sampling());
       step->set_sample_index(seq->num_generated());
@@ -531,8 +533,17 @@ void Scheduler::Loop() {
             to_release_.push_back(s.prefix_from());
           }
         }
+        // Out of memory beside prompts: what grew is the prompts' KV and activations, so they
+        // fail, and the decoding sequences (untouched: a refused step changes nothing on the
+        // workers) go on at the next step. Else every sequence of the step fails.
+        const size_t decodes = std::count(decoding.begin(), decoding.end(), true);
+        const bool spare_decodes =
+            response.status().code() == absl::StatusCode::kResourceExhausted && decodes > 0 &&
+            decodes < in_step.size();
         std::vector<Exit> exits(running_.size(), Exit::kStays);
-        for (size_t i : in_step) {
+        for (size_t j = 0; j < in_step.size(); ++j) {
+          const size_t i = in_step[j];
+          if (spare_decodes && decoding[j]) continue;
           running_[i]->Fail(response.status());
           exits[i] = Exit::kRelease;
         }

@@ -630,6 +630,27 @@ TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
   EXPECT_EQ(FirstStep(group_->steps(), 3).prefix_length(), 0);
 }
 
+// A step refused for memory beside a new prompt fails the prompt, and the sequences that were
+// decoding beside it go on (the refused step changed nothing on the workers).
+TEST_F(SchedulerTest, AStepRefusedForMemoryFailsItsPromptsAndTheDecodesGoOn) {
+  Start(Options());
+  auto a = MakeSeq(1, Tokens(8, 100), 6);
+  auto b = MakeSeq(2, Tokens(8, 300), 3);
+  group_->FailStep(3, absl::ResourceExhaustedError("out of memory for this batch"),
+                   /*breaks=*/false);
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(b).ok()); });
+  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
+  scheduler_->Start();
+  const Outcome first = Await(*a);
+  EXPECT_TRUE(first.status.ok()) << first.status;
+  EXPECT_EQ(first.tokens, FakeGreedy(a->prompt(), 6));
+  const Outcome refused = Await(*b);
+  EXPECT_EQ(refused.status.code(), absl::StatusCode::kResourceExhausted) << refused.status;
+  const auto b_steps = StepsOf(group_->steps(), 2);
+  ASSERT_EQ(b_steps.size(), 1u);
+  EXPECT_EQ(b_steps[0].first, 2u) << "b came in step 3 (index 2), beside a's decode";
+}
+
 TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold) {
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), Tokens(30, 100)));
 
