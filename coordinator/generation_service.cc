@@ -9,43 +9,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "coordinator/request_log.h"
+#include "coordinator/tokenizer_text_stream.h"
 #include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {
 namespace {
-
-class TokenizerTextStream : public TokenTextStream {
- public:
-  explicit TokenizerTextStream(const Tokenizer& tokenizer)
-      : tokenizer_(tokenizer), stream_(tokenizer) {}
-  std::string Add(int32_t token_id) override {
-    absl::StatusOr<std::string> piece = stream_.Next(token_id);
-    return piece.ok() ? *std::move(piece) : std::string();
-  }
-  std::string Flush() override { return stream_.Finish(); }
-  TextAndBytes TokenTextAndBytes(int32_t token_id) const override {
-    // Special tokens too ("</s>"): a candidate must say which token it is.
-    absl::StatusOr<std::string> bytes = tokenizer_.DecodeBytes({token_id});
-    if (!bytes.ok()) return {};
-    std::string text = SanitizeUtf8(*bytes);  // what Decode({token_id}) gives
-    return {std::move(text), *std::move(bytes)};
-  }
-  std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
-    DecodeStream stream(tokenizer_);
-    std::vector<std::string> pieces;
-    pieces.reserve(ids.size());
-    for (int32_t id : ids) {
-      absl::StatusOr<std::string> piece = stream.Next(id);
-      pieces.push_back(piece.ok() ? *std::move(piece) : std::string());
-    }
-    if (!pieces.empty()) pieces.back() += stream.Finish();
-    return pieces;
-  }
-
- private:
-  const Tokenizer& tokenizer_;
-  DecodeStream stream_;
-};
 
 constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
 

@@ -158,8 +158,10 @@ void Sequence::AddPromptScores(const v1::SeqResult& prefilled) {
 
 void Sequence::AttachPromptTokens(v1::GenerateResponse& response) {
   if (!params_.prompt_logprobs && !params_.echo_prompt) return;
-  const std::vector<std::string> pieces =
-      text_ ? text_->Pieces(prompt_) : std::vector<std::string>();
+  // An echoed prompt's text goes on into the generated text: one decoder for both.
+  const std::vector<std::string> pieces = !text_                ? std::vector<std::string>()
+                                          : params_.echo_prompt ? text_->StartWith(prompt_)
+                                                                : text_->Pieces(prompt_);
   for (size_t k = 0; k < prompt_.size(); ++k) {
     v1::PromptToken* t = response.add_prompt_tokens();
     t->set_token_id(prompt_[k]);
@@ -181,6 +183,11 @@ void Sequence::FinishPromptOnly() {
   first_token_ = absl::Now();
   v1::GenerateResponse response;
   AttachPromptTokens(response);
+  // No token follows an echoed prompt: what its decoder holds back ends its last piece.
+  if (params_.echo_prompt && text_ && response.prompt_tokens_size() > 0) {
+    v1::PromptToken* last = response.mutable_prompt_tokens(response.prompt_tokens_size() - 1);
+    last->set_text(last->text() + text_->Flush());
+  }
   Finish(std::move(response), v1::FINISH_REASON_LENGTH);
 }
 

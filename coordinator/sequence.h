@@ -72,6 +72,10 @@ class TokenTextStream {
   // The pieces of `ids` decoded as a stream of their own (joined, the decoded text); no state
   // changes.
   virtual std::vector<std::string> Pieces(std::span<const int32_t> ids) const = 0;
+  // The pieces of a prompt whose text this stream's tokens continue (an echo): the bytes of a
+  // character the prompt leaves incomplete stay held here, for the first token to complete
+  // (prompt and tokens joined decode as one text). Default: Pieces.
+  virtual std::vector<std::string> StartWith(std::span<const int32_t> ids) { return Pieces(ids); }
 };
 
 // Wakes a handler that follows several sequences at once (an OpenAI request with several

@@ -25,6 +25,7 @@ llmint8_cc_library(
     request_validation.cc
     scheduler.cc
     sequence.cc
+    tokenizer_text_stream.cc
     stop_matcher.cc
     worker_group.cc
   DEPS
@@ -37,6 +38,12 @@ llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME tokenizer_text_stream_test SRCS tokenizer_text_stream_test.cc
+                DEPS llmint8::coordinator_service LABELS service tokenizer)
+if(TARGET llmint8_tokenizer_text_stream_test)
+  target_compile_definitions(llmint8_tokenizer_text_stream_test PRIVATE
+                             LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+endif()
 llmint8_cc_test(NAME prefix_cache_test SRCS prefix_cache_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_binary(NAME prefix_cache_benchmark SRCS prefix_cache_benchmark.cc
