@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -69,9 +70,16 @@ bool RouteMatches(const Route& r, const std::string& path) {
 // body over the limit (an invalid request, not a rate limit), else what httplib said.
 void AnswerUnrouted(const httplib::Request& req, httplib::Response& res, int64_t max_body) {
   if (res.status == 413) {  // an invalid request (InvalidArgument's type), not a rate limit
+    // httplib caps form bodies at 8 KiB, whatever the limit: curl -d sends JSON as a form.
+    const bool form =
+        absl::StartsWith(req.get_header_value("Content-Type"), "application/x-www-form-urlencoded");
     res.set_content(
-        openai::ErrorJson(absl::InvalidArgumentError(absl::StrCat(
-            "the body is over ", max_body, " bytes (the server's --max_message_bytes)"))),
+        openai::ErrorJson(absl::InvalidArgumentError(
+            form ? std::string("a body sent as a form (Content-Type: "
+                               "application/x-www-form-urlencoded, as curl -d sends it) is read up "
+                               "to 8 KiB; send it with Content-Type: application/json")
+                 : absl::StrCat("the body is over ", max_body,
+                                " bytes (the server's --max_message_bytes)"))),
         kJson);
     return;
   }
@@ -167,20 +175,30 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   server.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
     if (res.body.empty()) AnswerUnrouted(req, res, max_body);
   });
-  if (options.api_key != nullptr && options.api_key->required()) {
-    const ApiKey* key = options.api_key;
-    server.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
-      if (req.path.rfind("/v1/", 0) != 0 && req.path != "/tokenize" && req.path != "/detokenize") {
-        return httplib::Server::HandlerResponse::Unhandled;
-      }
-      const absl::Status auth = key->Check(req.get_header_value("Authorization"));
-      if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
-      res.status = 401;
-      res.set_header("WWW-Authenticate", "Bearer");
-      res.set_content(openai::ErrorJson(auth), kJson);
+  const ApiKey* key =
+      options.api_key != nullptr && options.api_key->required() ? options.api_key : nullptr;
+  // Before any body is read: the key, and a length to hold the body to.
+  server.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "POST" && !req.has_header("Content-Length")) {
+      // httplib holds a body to --max_message_bytes only by its Content-Length: a chunked
+      // body (or one that runs to the connection's end) would be read whole, however large.
+      res.status = 411;
+      res.set_content(openai::ErrorJson(absl::InvalidArgumentError(
+                          "send the body with a Content-Length (not chunked)")),
+                      kJson);
       return httplib::Server::HandlerResponse::Handled;
-    });
-  }
+    }
+    if (key == nullptr ||
+        (req.path.rfind("/v1/", 0) != 0 && req.path != "/tokenize" && req.path != "/detokenize")) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const absl::Status auth = key->Check(req.get_header_value("Authorization"));
+    if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Bearer");
+    res.set_content(openai::ErrorJson(auth), kJson);
+    return httplib::Server::HandlerResponse::Handled;
+  });
   auto counter = std::make_shared<std::atomic<uint64_t>>(0);
   const openai::ModelCard card{options.model_id, options.max_context, options.created};
 

@@ -141,6 +141,19 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
 }
 
 // vLLM's and OpenAI's other sampling fields reach the Generate request.
+// An object of more keys than any field takes is refused (parsing an ordered object costs a
+// scan per key: 500,000 keys would take minutes); logit_bias' 300 still fit.
+TEST(OpenAiApiTest, AnObjectOfTooManyKeysIsRefused) {
+  json many = {{"prompt", {2}}};
+  for (int i = 0; i < 5000; ++i) many[absl::StrCat("k", i)] = 0;
+  const absl::Status refused = ParseCompletionRequest(many.dump(), kModel).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("more than 1024 keys"));
+  json bias = {{"prompt", {2}}, {"logit_bias", json::object()}};
+  for (int i = 0; i < 300; ++i) bias["logit_bias"][absl::StrCat(i)] = 1;
+  EXPECT_TRUE(ParseCompletionRequest(bias.dump(), kModel).ok());
+}
+
 TEST(OpenAiApiTest, LogitBiasStopTokenIdsMinTokensAndMinPAreRead) {
   const CompletionRequest r = ParseOk(
       R"({"prompt": "x", "logit_bias": {"50256": -100, "7": 2.5}, "stop_token_ids": [4, 9],

@@ -51,7 +51,11 @@ absl::Status IfPresent(const json& body, const char* field,
 // Text from the model or the file system may be invalid UTF-8: replaced, never thrown on.
 std::string Dump(const json& j);
 
-// A JSON object whose "model", when given, is the served model's id (NotFound otherwise).
+// The most keys one object of a request may have (logit_bias takes at most 300).
+inline constexpr int64_t kMaxObjectKeys = 1024;
+
+// A JSON object whose "model", when given, is the served model's id (NotFound otherwise), and
+// no object in it of more than kMaxObjectKeys keys (InvalidArgument).
 absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id);
 
 // The fields both APIs read alike into `r`: n, best_of, max_tokens (default 16), temperature

@@ -1,6 +1,11 @@
 // End-to-end: the coordinator's OpenAI-compatible HTTP API (--http_listen) in front of a
 // coordinator + 2 Gloo workers serving tests/golden/tiny-opt in fp32, called over real HTTP.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -38,6 +44,29 @@ std::vector<std::string> Events(const std::string& body) {
     out.emplace_back(line.substr(6));
   }
   return out;
+}
+
+// Sends `request` as it is over a fresh connection to the HTTP port and returns what comes back
+// until the server closes or 2 s pass ("" when it cannot connect).
+std::string RawHttp(int port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string answer;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size())) {
+    timeval timeout{.tv_sec = 2, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) answer.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return answer;
 }
 
 class HttpE2ETest : public ::testing::Test {
@@ -471,6 +500,34 @@ TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
       << "the abandoned stream still holds KV cache";
   // Cancelled at the first token it could not deliver, far from its 120.
   EXPECT_LT(WorkerTokens() - tokens_before, 60u);
+}
+
+// A body whose size the server cannot hold to --max_message_bytes before reading it (chunked:
+// no Content-Length) is refused unread (411); a JSON body sent as a form (curl -d without a
+// Content-Type) past httplib's 8 KiB form limit is told to say it is JSON; sent as JSON, the
+// same body is served.
+TEST_F(HttpE2ETest, BodiesTheServerCannotBoundOrReadAreRefusedSayingHow) {
+  // Chunked, however small, sent whole in one write: refused before its first byte is read.
+  const std::string small = GreedyBody({2, 5}, 2).dump();
+  const std::string answer = RawHttp(
+      http_port_,
+      absl::StrCat(
+          "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n",
+          absl::Hex(small.size()), "\r\n", small, "\r\n0\r\n\r\n"));
+  EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 411")) << answer;
+  EXPECT_THAT(answer, HasSubstr("Content-Length (not chunked)"));
+  httplib::Client client = Client();
+
+  const json body = GreedyBody({2, 5}, 2, {{"user", std::string(10000, 'x')}});
+  const httplib::Result form =
+      client.Post("/v1/completions", body.dump(), "application/x-www-form-urlencoded");
+  ASSERT_TRUE(form);
+  EXPECT_EQ(form->status, 413);
+  EXPECT_THAT(form->body, HasSubstr("Content-Type: application/json"));
+  const httplib::Result as_json = Post(body);
+  ASSERT_TRUE(as_json);
+  EXPECT_EQ(as_json->status, 200) << as_json->body;
 }
 
 // logprobs = N: per position the N likeliest tokens (keyed "token_id:<id>": tiny-opt is
