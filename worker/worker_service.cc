@@ -141,15 +141,14 @@ void WorkerService::Publish() {
   published_loaded_ = model_ != nullptr && broken_.ok();
   published_rank_ = rank_;
   published_world_size_ = world_size_;
-  published_held_bytes_ = model_ != nullptr ? model_->memory().total() : 0;
-  published_sequences_ = model_ != nullptr ? model_->num_sequences() : 0;
+  PublishUsage();
 }
 
 void WorkerService::PublishUsage() {
   // What the shard holds grows with its KV cache and scratch: Info's held_bytes (and the free
   // memory it adds to) must say so, or a re-forming coordinator plans with stale numbers.
-  published_held_bytes_ = model_->memory().total();
-  published_sequences_ = model_->num_sequences();
+  published_held_bytes_ = model_ != nullptr ? model_->memory().total() : 0;
+  published_sequences_ = model_ != nullptr ? model_->num_sequences() : 0;
 }
 
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest* req,
@@ -368,7 +367,7 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
   if (!status.ok() && status.code() == absl::StatusCode::kResourceExhausted) {
     LLMINT8_LOG(WARNING) << "step " << req->step_id() << " refused: " << status;
   }
-  if (model_ != nullptr) PublishUsage();
+  PublishUsage();
   return ToGrpcStatus(status);
 }
 

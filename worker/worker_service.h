@@ -94,7 +94,8 @@ class WorkerService final : public v1::Worker::Service {
   void Unload() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After a step or release of the loaded shard: its held bytes and sequences.
+  // The loaded shard's held bytes and sequences (0 without one); Publish includes it, a step or
+  // a release calls it alone.
   void PublishUsage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WorkerOptions options_;
