@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <string_view>
 #include <utility>
 
@@ -66,6 +67,27 @@ namespace {
 // Readiness ("" and the Generation service) follows the group; "liveness" stays SERVING.
 void SetCoordinatorHealth(grpc::Server& server, bool ready) {
   SetHealth(server, ready, {v1::Generation::service_full_name()});
+}
+
+// CoordinatorOptions::client_keepalive on the public port.
+void AddClientKeepalive(absl::Duration keepalive, grpc::ServerBuilder& builder) {
+  const int64_t ms =
+      std::clamp<int64_t>(absl::ToInt64Milliseconds(keepalive), 1, std::numeric_limits<int>::max());
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(ms));
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(std::min(ms, absl::ToInt64Milliseconds(kClientPingTimeout))));
+  // gRPC stops pinging after 2 pings without a data frame: a request waiting in the queue
+  // sends none, and its client must stay watched.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Nor may they be spaced wider than the keepalive while the client sends nothing.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(ms));
+  // Clients' own keepalive pings: gRPC closes a connection that pings more often than every
+  // 5 min while the server sends nothing ("too_many_pings"), which a request waiting in the
+  // queue would trip with a common 10-30 s client keepalive.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(kClientPingTimeout)));
 }
 
 }  // namespace
@@ -235,6 +257,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, GrpcServerCredentials(tls), &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  AddClientKeepalive(options.client_keepalive, builder);
   builder.RegisterService(impl->generation.get());
   if (options.rendezvous_listen.empty()) builder.RegisterService(&impl->rendezvous);
   impl->server = builder.BuildAndStart();

@@ -19,6 +19,9 @@
 
 namespace llmint8::coordinator {
 
+// How long a client has to answer the coordinator's keepalive ping (at most).
+inline constexpr absl::Duration kClientPingTimeout = absl::Seconds(10);
+
 struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";  // port 0 picks a free port (see port())
   // Address workers reach the rendezvous at; default 127.0.0.1:<port> (one host; the
@@ -52,6 +55,12 @@ struct CoordinatorOptions {
   // Shutdown serves what is queued and running for up to this long (health NOT_SERVING, new
   // requests UNAVAILABLE) before it fails what is left.
   absl::Duration drain_timeout = absl::Seconds(20);
+  // A connection with requests open is pinged after this long without a frame from its
+  // client; one that does not answer within kClientPingTimeout (or this, if shorter) is cut
+  // off, and its requests end CANCELLED, freeing their queue slots and sequences. A client
+  // host that vanished sends no reset, and a stream that only receives would otherwise wait
+  // for TCP to give up (many minutes). Clamped to at least 1 ms.
+  absl::Duration client_keepalive = absl::Seconds(30);
   // A log line per finished request: id, status, finish reason, token counts, queue /
   // first-token / total time (coordinator/request_log.h); never the text.
   bool log_requests = true;

@@ -67,6 +67,11 @@ ABSL_FLAG(std::string, group, "all",
           "coordinator / serve: which workers form the group, planned from the memory each "
           "reports: all (every worker; refused when they cannot hold the model) or smallest "
           "(the fewest that hold it; the rest stay idle)");
+ABSL_FLAG(absl::Duration, client_keepalive, absl::Seconds(30),
+          "coordinator / serve: ping a client connection that has requests open after this "
+          "long without a frame from it; one that does not answer within 10 s (or this, if "
+          "less) is cut off and its requests end, freeing their queue slots and sequences (a "
+          "client host that vanished sends no reset). Between 1s and 1h");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
           "coordinator / serve: on SIGTERM / SIGINT, serve the queued and running requests for "
           "up to this long (health NOT_SERVING, new requests UNAVAILABLE), then stop. worker: "

@@ -41,6 +41,7 @@ ABSL_DECLARE_FLAG(absl::Duration, join_wait);
 ABSL_DECLARE_FLAG(absl::Duration, step_timeout);
 ABSL_DECLARE_FLAG(absl::Duration, load_timeout);
 ABSL_DECLARE_FLAG(absl::Duration, worker_lease);
+ABSL_DECLARE_FLAG(absl::Duration, client_keepalive);
 ABSL_DECLARE_FLAG(absl::Duration, drain_timeout);
 ABSL_DECLARE_FLAG(bool, log_requests);
 ABSL_DECLARE_FLAG(int64_t, reserve_sequences);

@@ -185,6 +185,12 @@ absl::Status ValidateCommonFlags() {
           absl::StrCat(name, "=", absl::FormatDuration(value), " must be in [1s, 24h]"));
     }
   }
+  if (const absl::Duration k = absl::GetFlag(FLAGS_client_keepalive);
+      k < absl::Seconds(1) || k > absl::Hours(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--client_keepalive=", absl::FormatDuration(k),
+                     " must be in [1s, 1h]: clients that do not answer a ping are cut off"));
+  }
   if (absl::GetFlag(FLAGS_worker_lease) < absl::Seconds(2)) {
     return absl::InvalidArgumentError(
         "--worker_lease must be at least 2s: probes renew it every 250ms and may wait 1s");
@@ -212,6 +218,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   const char* key = std::getenv(coordinator::kApiKeyEnv);
   if (key != nullptr) o.api_key = key;
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  o.client_keepalive = absl::GetFlag(FLAGS_client_keepalive);
   o.log_requests = absl::GetFlag(FLAGS_log_requests);
   o.group.addresses = std::move(worker_addresses);
   o.group.backend = DefaultBackend();

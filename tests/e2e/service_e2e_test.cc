@@ -523,43 +523,6 @@ TEST(RendezvousPortE2ETest, TheGroupFormsThroughItsOwnPortAndThePublicOneHasNoRe
   }
 }
 
-// A coordinator whose workers never come up: requests wait in the queue, so its capacity
-// and deadlines can be tested deterministically.
-TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
-  ClusterOptions options;
-  options.model = SourcePath(kModelDir);
-  options.start_workers = false;
-  options.extra_coordinator_flags = {"--queue_capacity=1"};
-  Cluster cluster(options);
-  ASSERT_TRUE(WaitForHealth(cluster.address(), 2, 30)) << "expected NOT_SERVING";
-  // Not ready, yet alive: a liveness probe must not restart a coordinator that waits.
-  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "llmint8.v1.Generation"), 2);
-  EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "liveness"), 1);
-  auto stub = cluster.NewStub();
-  // One request waits in the single queue slot (until its deadline); short probes around
-  // it are refused while it is there. Which of them takes the slot first is up to timing.
-  Generated first;
-  std::thread waiting([&] { first = Generate(*cluster.NewStub(), GreedyRequest({2}, 4), 3); });
-  int refused = 0;
-  for (int i = 0; i < 40 && refused == 0; ++i) {
-    const grpc::StatusCode code = Generate(*stub, GreedyRequest({2}, 4), 0.1).status.error_code();
-    EXPECT_TRUE(code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-                code == grpc::StatusCode::DEADLINE_EXCEEDED)
-        << code;
-    refused += code == grpc::StatusCode::RESOURCE_EXHAUSTED;
-  }
-  waiting.join();
-  refused += first.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
-  EXPECT_GE(refused, 1);
-  EXPECT_TRUE(first.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-              first.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
-  // The expired request left the queue: the next one is queued again (and expires), not
-  // refused. (The pause lets the server's clock pass the last probe's deadline too.)
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_EQ(Generate(*stub, GreedyRequest({2}, 4), 0.3).status.error_code(),
-            grpc::StatusCode::DEADLINE_EXCEEDED);
-}
-
 // Chunked prefill (--prefill_chunk=5): prompts go to the workers 5 tokens a step, next to the
 // decode steps of the other streams. Every stream still equals its solo greedy run, and a
 // solo request takes ceil(prompt / 5) prefill steps plus one per further token.
