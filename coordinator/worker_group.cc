@@ -591,7 +591,16 @@ absl::Status WorkerGroup::Form() {
     kv_capacity_tokens_ =
         kv_capacity_tokens_.has_value() ? std::min(*kv_capacity_tokens_, cap) : cap;
   }
-  if (kv_capacity_tokens_.has_value()) {
+  if (kv_capacity_tokens_.has_value() && *kv_capacity_tokens_ < options_.max_context) {
+    // Served, but one sequence at a time, and a long one may be refused: say what it takes.
+    LLMINT8_LOG(WARNING) << "the group holds only " << *kv_capacity_tokens_
+                         << " KV cache positions, less than one sequence of " << options_.max_context
+                         << " (--max_context): requests run one at a time and a long one may fail "
+                            "RESOURCE_EXHAUSTED. Each worker also keeps room for a step of "
+                         << options_.max_step_tokens << " tokens and " << options_.max_step_rows
+                         << " logit rows (--max_batch + --score_chunk): give the workers more "
+                            "memory, or lower --max_batch, --score_chunk or --max_context";
+  } else if (kv_capacity_tokens_.has_value()) {
     LLMINT8_LOG(INFO) << "the group holds " << *kv_capacity_tokens_ << " KV cache positions";
   }
   draining_ = false;
