@@ -314,12 +314,13 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
         16;
     GenerationService* service = impl->generation.get();
     const WorkerGroup* group = impl->group.get();
-    ASSIGN_OR_RETURN(impl->http_server, HttpServer::Start(
-                                            impl->options.http_listen, "--http_listen", threads,
-                                            [&](httplib::Server& server) {
-                                              AddHttpApiRoutes(server, service, group, api);
-                                            },
-                                            impl->options.tls));
+    ASSIGN_OR_RETURN(
+        impl->http_server,
+        HttpServer::Start(
+            impl->options.http_listen, "--http_listen", threads,
+            [&](httplib::Server& server) { AddHttpApiRoutes(server, service, group, api); },
+            impl->options.tls, impl->options.client_keepalive,
+            std::min(impl->options.client_keepalive, kClientPingTimeout)));
     LLMINT8_LOG(INFO) << "OpenAI-compatible API at " << (tls.has_value() ? "https://" : "http://")
                       << impl->options.http_listen << "/v1/completions (port "
                       << impl->http_server->port() << "; model id " << api.model_id << ")";

@@ -1,7 +1,10 @@
 #include "coordinator/http_server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -14,7 +17,8 @@ namespace llmint8::coordinator {
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const std::string& listen, std::string_view flag, int threads,
-    const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls) {
+    const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls,
+    absl::Duration keepalive, absl::Duration answer_within) {
   const std::string flag_name(flag);
   ASSIGN_OR_RETURN(const HostPort address, ParseHostPort(listen, flag_name));
   const std::string& host = address.host;
@@ -36,9 +40,21 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   }
   // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default
   // SO_REUSEPORT, which would let a second server share the port instead of failing.
-  s->server_->set_socket_options([](socket_t sock) {
+  // Keepalive: accepted connections inherit the listening socket's settings (Linux).
+  const int idle_s =
+      static_cast<int>(std::clamp<int64_t>(absl::ToInt64Seconds(keepalive), 1, 32767));
+  const int probe_s =
+      static_cast<int>(std::clamp<int64_t>(absl::ToInt64Seconds(answer_within) / 3, 1, 32767));
+  const bool probe = keepalive > absl::ZeroDuration();
+  s->server_->set_socket_options([probe, idle_s, probe_s](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    if (!probe) return;
+    const int probes = 3;
+    ::setsockopt(sock, SOL_SOCKET, SO_KEEPALIVE, &yes, sizeof(yes));
+    ::setsockopt(sock, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s));
+    ::setsockopt(sock, IPPROTO_TCP, TCP_KEEPINTVL, &probe_s, sizeof(probe_s));
+    ::setsockopt(sock, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
   });
   s->server_->new_task_queue = [threads] {
     return new httplib::ThreadPool(static_cast<size_t>(std::max(threads, 1)));

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/tls.h"
 
 namespace httplib {
@@ -29,10 +30,15 @@ class HttpServer {
   // errors: a malformed one (INVALID_ARGUMENT, common/host_port.h), a port that cannot be
   // bound or a server that does not start (UNAVAILABLE). With `tls` enabled it serves HTTPS
   // (common/tls.h; files checked by LoadTlsServer first), requiring client certificates when
-  // tls.client_ca_file is set.
+  // tls.client_ca_file is set. A positive `keepalive` turns on TCP keepalive for its
+  // connections: a client silent that long is probed (3 probes within `answer_within`), and
+  // a connection whose client does not answer (its host froze or lost the network) is
+  // closed, so a request waiting on it is found gone (coordinator/peer_watch.h).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const std::string& listen, std::string_view flag, int threads,
-      const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls = {});
+      const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls = {},
+      absl::Duration keepalive = absl::ZeroDuration(),
+      absl::Duration answer_within = absl::Seconds(10));
   ~HttpServer();  // stops listening, waits for open requests and joins
 
   int port() const { return port_; }

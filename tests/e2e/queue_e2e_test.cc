@@ -1,15 +1,23 @@
 // End-to-end: a coordinator whose workers are not started yet, so requests wait in its queue
 // and its capacity, deadlines and clients that stop answering can be tested deterministically.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/metrics_scrape.h"
@@ -104,6 +112,79 @@ TEST(QueueE2ETest, AClientThatStopsAnsweringPingsIsCutOffAndItsRequestFreed) {
   live_client.join();
   EXPECT_TRUE(live.status.ok()) << live.status.error_message();
   EXPECT_EQ(live.tokens.size(), 4u);
+}
+
+// The timer the kernel runs for the loopback connection from `local_port` to `remote_port`
+// (/proc/net/tcp's "tr": 0 none, 1 retransmit, 2 keepalive, ...); -1 when it is not there.
+int TcpTimer(int local_port, int remote_port) {
+  const std::string local = absl::StrFormat("0100007F:%04X", local_port);
+  const std::string remote = absl::StrFormat("0100007F:%04X", remote_port);
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);  // the header
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, from, to, state, queues, timer;
+    fields >> slot >> from >> to >> state >> queues >> timer;
+    int tr = 0;
+    if (from == local && to == remote && absl::SimpleHexAtoi(timer.substr(0, 2), &tr)) return tr;
+  }
+  return -1;
+}
+
+// An HTTP client of a streamed completion that closes its connection while the request
+// waits in the queue (nothing written to it yet) has it cancelled at once. Its connection has
+// TCP keepalive on: a client host that vanishes, sending no FIN or reset, is found out too
+// (--client_keepalive): the kernel probes it once the keepalive timer runs, which the test
+// reads from the connection table (a vanished host itself would take network namespaces).
+TEST(QueueE2ETest, AnHttpStreamWhoseClientLeavesWhileQueuedIsCancelled) {
+  const int metrics_port = FreePort(), http_port = FreePort();
+  std::unique_ptr<Cluster> cluster = WaitingCoordinator(
+      metrics_port, {absl::StrCat("--http_listen=127.0.0.1:", http_port), "--client_keepalive=5s"});
+  ASSERT_TRUE(WaitForHealth(cluster->address(), 2, 30)) << "expected NOT_SERVING";
+
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(http_port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+  sockaddr_in mine{};
+  socklen_t mine_size = sizeof(mine);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&mine), &mine_size), 0);
+  const int client_port = ntohs(mine.sin_port);
+  const std::string body = R"({"prompt": [2, 7], "max_tokens": 4, "stream": true})";
+  const std::string request = absl::StrCat(
+      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Content-Length: ",
+      body.size(), "\r\n\r\n", body);
+  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  // The stream's headers go out as it joins the queue.
+  timeval timeout{.tv_sec = 10, .tv_usec = 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string answer;
+  char buf[1024];
+  ssize_t n;
+  while (answer.find("\r\n\r\n") == std::string::npos && (n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+    answer.append(buf, static_cast<size_t>(n));
+  }
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 200")) << answer;
+  EXPECT_EQ(WaitForSample(metrics_port, kQueued, 1, 10), 1);
+  // Keepalive armed on the server's end (inherited from the listening socket): once the
+  // headers are acknowledged its only timer is the keepalive one.
+  int timer = -1;
+  for (int i = 0; i < 100 && timer != 2; ++i) {
+    timer = TcpTimer(http_port, client_port);
+    if (timer != 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(timer, 2) << "no keepalive timer on the server's end of the connection";
+
+  close(fd);
+  EXPECT_EQ(WaitForSample(metrics_port, kCancelled, 1, 10), 1)
+      << "the queued stream of a client that left was never cancelled";
+  EXPECT_EQ(WaitForSample(metrics_port, kQueued, 0, 10), 0);
 }
 
 }  // namespace
