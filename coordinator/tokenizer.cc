@@ -243,7 +243,8 @@ class TokenizerBuilder {
     }
     const uint64_t key =
         (static_cast<uint64_t>(l->second) << 32) | static_cast<uint32_t>(r->second);
-    tok_->merges_.emplace(key, std::make_pair(static_cast<int32_t>(rank_++), m->second));
+    // A pair listed twice takes its later rank, as HF's merge map does.
+    tok_->merges_.insert_or_assign(key, std::make_pair(static_cast<int32_t>(rank_++), m->second));
     return absl::OkStatus();
   }
 
@@ -266,6 +267,18 @@ class TokenizerBuilder {
 
   absl::StatusOr<std::unique_ptr<Tokenizer>> Finish() {
     Tokenizer& t = *tok_;
+    for (const auto& [content, id] : t.options_.added_tokens) {
+      if (auto it = t.token_to_id_.find(content); it != t.token_to_id_.end() && it->second == id) {
+        continue;  // already in the vocabulary (or tokenizer.json's added tokens)
+      }
+      const bool special =
+          std::find(t.options_.special_tokens.begin(), t.options_.special_tokens.end(), content) !=
+          t.options_.special_tokens.end();
+      if (absl::Status s = AddToken(content, id, /*verbatim=*/true, special); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("added_tokens.json: ", s.message()));
+      }
+      if (!special) t.added_.Add({.content = content, .id = id});
+    }
     for (int b = 0; b < 256; ++b) {
       auto it = t.token_to_id_.find(ByteToVocabString(static_cast<uint8_t>(b)));
       if (it == t.token_to_id_.end()) {
@@ -341,8 +354,17 @@ class TokenizerBuilder {
               absl::StrCat("tokenizer.json added token needs integer id and string content: ",
                            t.dump()));
         }
+        const bool special = t.value("special", false);
         RETURN_IF_ERROR(b.AddToken(t["content"].get<std::string>(), t["id"].get<int64_t>(),
-                                   /*verbatim=*/true, t.value("special", false)));
+                                   /*verbatim=*/true, special));
+        if (!special) {
+          b.tok_->added_.Add({.content = t["content"].get<std::string>(),
+                              .id = static_cast<int32_t>(t["id"].get<int64_t>()),
+                              .single_word = t.value("single_word", false),
+                              .lstrip = t.value("lstrip", false),
+                              .rstrip = t.value("rstrip", false),
+                              .normalized = t.value("normalized", true)});
+        }
       }
     }
     const json merges = model.value("merges", json::array());
@@ -419,10 +441,61 @@ bool Tokenizer::DirectoryHasFiles(const std::string& dir) {
           std::filesystem::exists(d / "merges.txt", ec));
 }
 
+namespace {
+
+// A special_tokens_map.json value: "</s>", {"content": "</s>", ...}, or a list of those
+// (additional_special_tokens).
+void CollectSpecialTokens(const json& v, std::vector<std::string>& out) {
+  if (v.is_string()) {
+    out.push_back(v.get<std::string>());
+  } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    out.push_back(v["content"].get<std::string>());
+  } else if (v.is_array()) {
+    for (const json& e : v) CollectSpecialTokens(e, out);
+  }
+}
+
+// The special tokens and added tokens `dir` names besides the vocabulary, into `options`.
+absl::Status ReadTokenizerExtras(const std::filesystem::path& dir, TokenizerOptions& options) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir / "special_tokens_map.json", ec)) {
+    ASSIGN_OR_RETURN(const std::string text,
+                     ReadFileToString((dir / "special_tokens_map.json").string()));
+    ASSIGN_OR_RETURN(const json map, ParseJson(text, "special_tokens_map.json"));
+    if (!map.is_object()) {
+      return absl::InvalidArgumentError("special_tokens_map.json must be a JSON object");
+    }
+    std::vector<std::string> special;
+    for (const auto& [name, value] : map.items()) CollectSpecialTokens(value, special);
+    options.special_tokens = std::move(special);
+  }
+  if (std::filesystem::exists(dir / "added_tokens.json", ec)) {
+    ASSIGN_OR_RETURN(const std::string text,
+                     ReadFileToString((dir / "added_tokens.json").string()));
+    ASSIGN_OR_RETURN(const json added, ParseJson(text, "added_tokens.json"));
+    if (!added.is_object()) {
+      return absl::InvalidArgumentError("added_tokens.json must be a JSON object {token: id}");
+    }
+    for (const auto& [content, id] : added.items()) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocabId ||
+          content.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("added_tokens.json: token '", content,
+                                                       "' needs a non-empty text and an id in [0, ",
+                                                       kMaxVocabId, "), got ", id.dump()));
+      }
+      options.added_tokens.emplace_back(content, static_cast<int32_t>(id.get<int64_t>()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::string& dir,
                                                                    TokenizerOptions options) {
   const std::filesystem::path d(dir);
   std::error_code ec;
+  RETURN_IF_ERROR(ReadTokenizerExtras(d, options));
   if (std::filesystem::exists(d / "tokenizer.json", ec)) {
     return FromTokenizerJsonFile((d / "tokenizer.json").string(), std::move(options));
   }
@@ -521,17 +594,28 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
     }
     out.push_back(*bos_id_);
   }
+  if (const std::optional<size_t> bad = FindInvalidUtf8(text); bad.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "text is not valid UTF-8 at byte offset ", *bad, " (byte 0x",
+        absl::Hex(static_cast<uint8_t>(text[*bad]), absl::kZeroPad2), "); send UTF-8 text"));
+  }
+  if (added_.empty()) {
+    EncodeWords(text, out);
+  } else {
+    added_.Split(
+        text, [&](std::string_view between) { EncodeWords(between, out); },
+        [&](int32_t id) { out.push_back(id); });
+  }
+  return out;
+}
+
+void Tokenizer::EncodeWords(std::string_view text, std::vector<int32_t>& out) const {
   std::vector<char32_t> cps;
   std::vector<size_t> offsets;  // byte offset of each code point, plus the end
   cps.reserve(text.size());
   offsets.reserve(text.size() + 1);
   for (size_t i = 0; i < text.size();) {
-    const Utf8Seq seq = ReadUtf8(text, i);
-    if (seq.kind != Utf8Seq::kValid) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "text is not valid UTF-8 at byte offset ", i, " (byte 0x",
-          absl::Hex(static_cast<uint8_t>(text[i]), absl::kZeroPad2), "); send UTF-8 text"));
-    }
+    const Utf8Seq seq = ReadUtf8(text, i);  // valid: Encode checked
     cps.push_back(seq.cp);
     offsets.push_back(i);
     i += seq.len;
@@ -542,7 +626,6 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
     EncodePiece(text.substr(offsets[i], offsets[j] - offsets[i]), out);
     i = j;
   }
-  return out;
 }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {

@@ -10,6 +10,10 @@
 // ("</s>", "<|endoftext|>") are encoded as plain text, never as the special id (HF's
 // split_special_tokens=True): a client cannot inject control tokens through the prompt.
 //
+// Added tokens that are not special (tokenizer.json added_tokens with "special": false,
+// added_tokens.json) are found in the text before it is split into words, as HF does
+// (coordinator/added_tokens.h).
+//
 // Decoding maps ids back to bytes; Decode replaces invalid UTF-8 (ids that end inside a
 // multi-byte character) by U+FFFD per maximal invalid subpart, as HF decode does.
 // DecodeStream emits text incrementally for streaming, holding back incomplete characters.
@@ -26,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -34,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "coordinator/added_tokens.h"
 
 namespace llmint8::coordinator {
 
@@ -45,8 +51,14 @@ struct TokenizerOptions {
   std::string bos_token = "</s>";
   std::optional<int32_t> bos_id;
   // Tokens that count as special (skipped by Decode(..., skip_special_tokens=true) and by
-  // DecodeStream) when present in vocab.json. tokenizer.json marks its own with "special".
+  // DecodeStream) when present in the vocabulary. tokenizer.json marks its own with "special".
+  // FromDirectory takes them from special_tokens_map.json when the directory has one.
   std::vector<std::string> special_tokens = {"<s>", "</s>", "<pad>", "<unk>", "<|endoftext|>"};
+  // Tokens added on top of the vocabulary, as a slow tokenizer's added_tokens.json lists them
+  // ({"<|user|>": 50261}; FromDirectory reads it): decoded as written, and found in the text
+  // (coordinator/added_tokens.h) unless special. One already in the vocabulary under the same
+  // id is left as it is.
+  std::vector<std::pair<std::string, int32_t>> added_tokens;
   // Pre-tokenized pieces whose ids are cached (a piece is a word with its leading space);
   // 0 disables the cache. When full, the cache is cleared.
   size_t cache_capacity = 1 << 16;
@@ -61,7 +73,9 @@ class Tokenizer {
       TokenizerOptions options = {});
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJsonFile(
       const std::string& path, TokenizerOptions options = {});
-  // <dir>/tokenizer.json if it exists, else <dir>/vocab.json + <dir>/merges.txt.
+  // <dir>/tokenizer.json if it exists, else <dir>/vocab.json + <dir>/merges.txt; with
+  // <dir>/special_tokens_map.json's tokens as the special ones and <dir>/added_tokens.json's
+  // added (options.special_tokens / added_tokens), when the directory has them.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromDirectory(const std::string& dir,
                                                                    TokenizerOptions options = {});
   // Whether `dir` holds the files FromDirectory reads (not whether they parse).
@@ -105,6 +119,8 @@ class Tokenizer {
 
   // Appends the ids of one pre-tokenized piece (raw UTF-8 bytes) to `out`.
   void EncodePiece(std::string_view piece, std::vector<int32_t>& out) const;
+  // Appends the ids of `text` (valid UTF-8), split into words by GPT-2's pattern.
+  void EncodeWords(std::string_view text, std::vector<int32_t>& out) const;
   std::vector<int32_t> MergePiece(std::string_view piece) const;
 
   TokenizerOptions options_;
@@ -117,6 +133,7 @@ class Tokenizer {
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
   bool ignore_merges_ = false;  // tokenizer.json: a piece in the vocab is taken whole
   absl::flat_hash_set<int32_t> special_ids_;
+  AddedTokenSplitter added_;  // the added tokens that are not special
   std::optional<int32_t> bos_id_;
 
   mutable absl::Mutex cache_mu_;

@@ -1,12 +1,16 @@
 #include "coordinator/tokenizer.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -312,6 +316,70 @@ TEST(TinyBpeTokenizerJsonTest, MatchesHuggingFaceTokenizers) {
     EXPECT_EQ(with_bos->front(), 2);
     EXPECT_EQ(*(*tok)->Decode(*with_bos, /*skip_special_tokens=*/true), text);
   }
+}
+
+// Added tokens that are not special (added_cases.json, from make_added_cases.py): found in the
+// text as HF's tokenizers finds them (leftmost-longest, normalized=false first, single_word,
+// lstrip / rstrip).
+TEST(AddedTokensTest, TokenizerJsonAddedTokensEncodeAsHuggingFace) {
+  const json cases = json::parse(ReadAll(FixtureDir() + "/added_cases.json"))["tiny_bpe_added"];
+  json tj = json::parse(ReadAll(FixtureDir() + "/tiny-bpe/tokenizer.json"));
+  for (const json& t : cases["added_tokens"]) tj["added_tokens"].push_back(t);
+  auto tok = Tokenizer::FromTokenizerJson(tj.dump());
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  ASSERT_GE(cases["encode"].size(), 25u);
+  for (const json& c : cases["encode"]) {
+    const std::string text = c["text"].get<std::string>();
+    auto ids = (*tok)->Encode(text, /*add_bos=*/false);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, c["ids"].get<std::vector<int32_t>>()) << "text: '" << text << "'";
+  }
+  // Added tokens decode as written; invalid UTF-8 is still refused with its offset.
+  EXPECT_EQ(*(*tok)->Decode(*(*tok)->Encode("<|user|> hi", false)), "<|user|> hi");
+  auto bad = (*tok)->Encode("<|user|>\xff", false);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("byte offset 8"));
+}
+
+// A directory with OPT's vocabulary, an added_tokens.json and OPT's special_tokens_map.json
+// (only </s> and <pad> special): transformers' encodings and skip_special_tokens decodings.
+TEST(AddedTokensTest, DirectoryWithAddedTokensAndSpecialMapAsTransformers) {
+  const json cases = json::parse(ReadAll(FixtureDir() + "/added_cases.json"))["opt_added_dir"];
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / absl::StrCat("llmint8_added_", getpid());
+  std::filesystem::create_directories(dir);
+  const std::string model = FixtureDir() + "/../../../models/opt-sotu-cpu";
+  for (const char* f : {"vocab.json", "merges.txt"}) {
+    std::filesystem::copy_file(absl::StrCat(model, "/", f), dir / f,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  std::ofstream(dir / "added_tokens.json") << cases["added_tokens_json"].dump();
+  std::ofstream(dir / "special_tokens_map.json") << cases["special_tokens_map"].dump();
+  auto tok = Tokenizer::FromDirectory(dir.string());
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  for (const json& c : cases["encode"]) {
+    const std::string text = c["text"].get<std::string>();
+    EXPECT_EQ(*(*tok)->Encode(text, false), c["ids"].get<std::vector<int32_t>>()) << text;
+  }
+  for (const json& c : cases["decode"]) {
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(*(*tok)->Decode(ids, /*skip_special_tokens=*/true), c["text"].get<std::string>());
+  }
+  EXPECT_TRUE((*tok)->IsSpecial(2));
+  EXPECT_FALSE((*tok)->IsSpecial(0)) << "<s> is not in OPT's special_tokens_map.json";
+}
+
+// A merge listed twice takes its later rank, as HF's merge map does: " the" is then built from
+// the later "Ġ t" and no longer as "Ġt" + "he" -> "Ġthe".
+TEST(TokenizerLoadTest, ADuplicateMergeTakesItsLaterRank) {
+  const std::string vocab = ReadAll(FixtureDir() + "/gpt2-bpe/vocab.json");
+  const std::string merges = ReadAll(FixtureDir() + "/gpt2-bpe/merges.txt");
+  auto once = Tokenizer::FromVocabAndMerges(vocab, merges);
+  auto twice = Tokenizer::FromVocabAndMerges(vocab, merges + "\u0120 t\n");
+  ASSERT_TRUE(once.ok() && twice.ok());
+  EXPECT_EQ((*once)->Encode(" the")->size(), 1u);
+  EXPECT_GT((*twice)->Encode(" the")->size(), 1u);
 }
 
 TEST(TokenizerLoadTest, BadInputsAreErrorsNamingTheProblem) {
