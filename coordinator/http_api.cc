@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "coordinator/http_server.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/openai_chat.h"
 #include "coordinator/peer_watch.h"
@@ -110,7 +112,7 @@ void AnswerUnrouted(const httplib::Request& req, httplib::Response& res, int64_t
   }
   res.set_content(openai::ErrorJson(absl::InvalidArgumentError(
                       absl::StrCat("the server could not read the request (HTTP ", res.status,
-                                   "); a POST needs a Content-Length or a chunked body"))),
+                                   "); a POST needs a Content-Length"))),
                   kJson);
 }
 
@@ -178,13 +180,15 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   const ApiKey* key =
       options.api_key != nullptr && options.api_key->required() ? options.api_key : nullptr;
   // Before any body is read: the key, and a length to hold the body to.
-  server.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
-    if (req.method == "POST" && !req.has_header("Content-Length")) {
-      // httplib holds a body to --max_message_bytes only by its Content-Length: a chunked
-      // body (or one that runs to the connection's end) would be read whole, however large.
-      res.status = 411;
-      res.set_content(openai::ErrorJson(absl::InvalidArgumentError(
-                          "send the body with a Content-Length (not chunked)")),
+  server.set_pre_routing_handler([key, max_body](const httplib::Request& req,
+                                                 httplib::Response& res) {
+    // httplib holds a body to --max_message_bytes only by its Content-Length: on any path.
+    if (const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, max_body);
+        refused.has_value()) {
+      res.status = refused->status;
+      res.set_content(openai::ErrorJson(absl::InvalidArgumentError(absl::StrCat(
+                          refused->message,
+                          refused->status == 413 ? " (the server's --max_message_bytes)" : ""))),
                       kJson);
       return httplib::Server::HandlerResponse::Handled;
     }

@@ -8,12 +8,41 @@
 #include <chrono>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/host_port.h"
 #include "common/status_macros.h"
 #include "httplib.h"
 
 namespace llmint8::coordinator {
+
+std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req,
+                                               int64_t max_body_bytes) {
+  const bool has_length = req.has_header("Content-Length");
+  if (req.has_header("Transfer-Encoding")) {
+    return has_length ? BodyRefusal{400, "send a Content-Length or a Transfer-Encoding, not both"}
+                      : BodyRefusal{411, "send the body with a Content-Length (not chunked)"};
+  }
+  if (req.has_header("Content-Encoding") &&
+      !absl::EqualsIgnoreCase(req.get_header_value("Content-Encoding"), "identity")) {
+    return BodyRefusal{415, "send the body uncompressed (no Content-Encoding)"};
+  }
+  // The methods whose body httplib reads without a length (a DELETE's only with one).
+  const bool takes_body =
+      req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "PRI";
+  if (takes_body && !has_length) {
+    return BodyRefusal{411, "send the body with a Content-Length (not chunked)"};
+  }
+  int64_t length = 0;
+  if (has_length && absl::SimpleAtoi(req.get_header_value("Content-Length"), &length) &&
+      length > max_body_bytes) {
+    return BodyRefusal{413, max_body_bytes == 0
+                                ? std::string("this server takes no request body")
+                                : absl::StrCat("the body is over ", max_body_bytes, " bytes")};
+  }
+  return std::nullopt;
+}
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const std::string& listen, std::string_view flag, int threads,

@@ -7,8 +7,10 @@
 #ifndef LLMINT8_COORDINATOR_HTTP_SERVER_H_
 #define LLMINT8_COORDINATOR_HTTP_SERVER_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -19,9 +21,25 @@
 
 namespace httplib {
 class Server;
+struct Request;
 }
 
 namespace llmint8::coordinator {
+
+// Why a request's body cannot be held to the server's limit, with the HTTP status to refuse it
+// with, before httplib reads the body: httplib bounds a body only by its Content-Length, so
+//   - any Transfer-Encoding (chunked, whatever the method, and even beside a Content-Length,
+//     which httplib then ignores): 411, or 400 with a Content-Length too;
+//   - a Content-Encoding other than identity (httplib inflates gzip / deflate / br past the
+//     limit): 415;
+//   - a POST, PUT, PATCH (or PRI) without a Content-Length (read to the connection's end): 411;
+//   - a Content-Length over `max_body_bytes`: 413 (httplib would read it all to skip it).
+// nullopt when the body (if any) is bounded. Install it in a pre-routing handler.
+struct BodyRefusal {
+  int status = 0;
+  std::string message;
+};
+std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req, int64_t max_body_bytes);
 
 class HttpServer {
  public:

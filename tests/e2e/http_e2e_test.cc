@@ -73,9 +73,11 @@ class HttpE2ETest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     http_port_ = FreePort();
+    metrics_port_ = FreePort();
     ClusterOptions options;
     options.model = SourcePath(kModelDir);
     options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port_),
+                                       absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_),
                                        "--max_message_bytes=65536"};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
@@ -125,11 +127,13 @@ class HttpE2ETest : public ::testing::Test {
   }
 
   static int http_port_;
+  static int metrics_port_;
   static Cluster* cluster_;
   static InProcessReference* reference_;
 };
 
 int HttpE2ETest::http_port_ = 0;
+int HttpE2ETest::metrics_port_ = 0;
 Cluster* HttpE2ETest::cluster_ = nullptr;
 InProcessReference* HttpE2ETest::reference_ = nullptr;
 
@@ -505,7 +509,9 @@ TEST_F(HttpE2ETest, ClientThatLeavesAStreamHasItsSequenceFreed) {
 // A body whose size the server cannot hold to --max_message_bytes before reading it (chunked:
 // no Content-Length) is refused unread (411); a JSON body sent as a form (curl -d without a
 // Content-Type) past httplib's 8 KiB form limit is told to say it is JSON; sent as JSON, the
-// same body is served.
+// same body is served. httplib would read a chunked body beside a Content-Length too, and on
+// any method and path, and inflate a compressed one past the limit: all refused, on the
+// metrics port (whose routes take no body) as well.
 TEST_F(HttpE2ETest, BodiesTheServerCannotBoundOrReadAreRefusedSayingHow) {
   // Chunked, however small, sent whole in one write: refused before its first byte is read.
   const std::string small = GreedyBody({2, 5}, 2).dump();
@@ -517,6 +523,33 @@ TEST_F(HttpE2ETest, BodiesTheServerCannotBoundOrReadAreRefusedSayingHow) {
           absl::Hex(small.size()), "\r\n", small, "\r\n0\r\n\r\n"));
   EXPECT_TRUE(absl::StartsWith(answer, "HTTP/1.1 411")) << answer;
   EXPECT_THAT(answer, HasSubstr("Content-Length (not chunked)"));
+  const std::string chunks = absl::StrCat(absl::Hex(small.size()), "\r\n", small, "\r\n0\r\n\r\n");
+  const std::string both = RawHttp(
+      http_port_,
+      absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                   "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                   chunks));
+  EXPECT_TRUE(absl::StartsWith(both, "HTTP/1.1 400")) << both;
+  EXPECT_THAT(both, HasSubstr("not both"));
+  for (const int port : {http_port_, metrics_port_}) {
+    const std::string put = RawHttp(
+        port, absl::StrCat("PUT /anything HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n",
+                           chunks));
+    EXPECT_TRUE(absl::StartsWith(put, "HTTP/1.1 411")) << port << ": " << put;
+    const std::string gzip =
+        RawHttp(port, absl::StrCat("POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: "
+                                   "close\r\nContent-Encoding: gzip\r\n"
+                                   "Content-Length: ",
+                                   small.size(), "\r\n\r\n", small));
+    EXPECT_TRUE(absl::StartsWith(gzip, "HTTP/1.1 415")) << port << ": " << gzip;
+    EXPECT_THAT(gzip, HasSubstr("uncompressed"));
+  }
+  // The metrics port takes no body at all: 200 MB announced is refused before any arrives.
+  const std::string big = RawHttp(metrics_port_,
+                                  "POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: "
+                                  "close\r\nContent-Length: 200000000\r\n\r\nx");
+  EXPECT_TRUE(absl::StartsWith(big, "HTTP/1.1 413")) << big;
   httplib::Client client = Client();
 
   const json body = GreedyBody({2, 5}, 2, {{"user", std::string(10000, 'x')}});
