@@ -356,13 +356,24 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
   absl::Cleanup done = [this] { --calls_in_flight_; };
   absl::MutexLock lock(&mu_);
   absl::Status status;
+  step_forwarded_ = false;
   try {
     status = DoStep(*req, *resp);
   } catch (const std::bad_alloc&) {
     resp->Clear();
-    status = absl::ResourceExhaustedError(
-        "Step: out of memory for this batch; send a smaller one (worker --memory_limit refuses "
-        "such steps before they allocate)");
+    if (step_forwarded_) {
+      // The sequences' caches hold this step's tokens already: resending it (what a refused
+      // step gets) would add them twice. The group re-forms instead.
+      broken_ = absl::ResourceExhaustedError("out of memory after the forward pass of a step");
+      Publish();
+      LLMINT8_LOG(ERROR) << "step " << req->step_id() << " failed, group broken: " << broken_;
+      status = absl::UnavailableError(
+          absl::StrCat("rank ", rank_, " lost its group: ", broken_.message()));
+    } else {
+      status = absl::ResourceExhaustedError(
+          "Step: out of memory for this batch; send a smaller one (worker --memory_limit "
+          "refuses such steps before they allocate)");
+    }
   }
   if (!status.ok() && status.code() == absl::StatusCode::kResourceExhausted) {
     LLMINT8_LOG(WARNING) << "step " << req->step_id() << " refused: " << status;
@@ -422,6 +433,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
     return absl::UnavailableError(
         absl::StrCat("rank ", rank_, " lost its group: ", broken_.message()));
   }
+  step_forwarded_ = true;
   ++steps_;
   tokens_ += new_tokens;
   if (rank_ == 0) {

@@ -123,6 +123,9 @@ class WorkerService final : public v1::Worker::Service {
   int rank_ ABSL_GUARDED_BY(mu_) = 0;
   int world_size_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status broken_ ABSL_GUARDED_BY(mu_);  // first communicator error of this group
+  // Whether the step DoStep runs has gone through the model (its sequences' KV caches grew):
+  // a failure after that is no refused batch, which the coordinator would send again.
+  bool step_forwarded_ ABSL_GUARDED_BY(mu_) = false;
   std::unique_ptr<comm::Communicator> comm_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::ShardModel> model_ ABSL_GUARDED_BY(mu_);
   // Rank 0: every live sequence's sampling parameters (and tokens, for the penalties).
