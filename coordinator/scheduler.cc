@@ -338,9 +338,11 @@ int64_t Scheduler::KvBudget() const {
 void Scheduler::AdmitLocked() {
   int64_t prefill_tokens = 0;
   const int64_t budget = kv_budget_;
+  const absl::Time now = absl::Now();
   while (!queue_.empty() && static_cast<int32_t>(running_.size()) < options_.max_batch) {
     std::shared_ptr<Sequence>& next = queue_.front();
-    if (next->cancelled()) {
+    // Its handler ends it (DEADLINE_EXCEEDED) within a poll: no KV room or prefill for it.
+    if (next->cancelled() || next->expired(now)) {
       queue_.pop_front();
       continue;
     }

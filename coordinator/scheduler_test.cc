@@ -172,6 +172,23 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<Scheduler> scheduler_;
 };
 
+// A queued sequence whose deadline passed never reaches the workers (its handler ends it);
+// the one queued behind it runs.
+TEST_F(SchedulerTest, AQueuedSequencePastItsDeadlineIsNotAdmitted) {
+  Start(Options());
+  auto expired = MakeSeq(1, Tokens(4, 100), 4);
+  expired->set_deadline(absl::Now() - absl::Seconds(1));
+  auto live = MakeSeq(2, Tokens(4, 200), 4);
+  const std::vector<std::shared_ptr<Sequence>> both = {expired, live};
+  ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
+  scheduler_->Start();
+  const Outcome out = Await(*live);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  EXPECT_EQ(out.tokens, FakeGreedy(live->prompt(), 4));
+  EXPECT_TRUE(StepsOf(group_->steps(), 1).empty()) << "the expired sequence was prefilled";
+  EXPECT_EQ(scheduler_->queued(), 0);
+}
+
 TEST_F(SchedulerTest, LongPromptsArePrefilledInChunksBesideDecoding) {
   SchedulerOptions o = Options();
   o.prefill_chunk = 16;
