@@ -116,6 +116,7 @@ absl::StatusOr<CompletionRequest> Parse(const json& body) {
         return FieldError("logprobs", absl::StrCat("an integer in [0, ", kMaxTopLogprobs, "]"));
       }
       r.logprobs = true;
+      r.top_logprobs_listed = true;
       g.set_top_logprobs(static_cast<int32_t>(v->get<uint64_t>()));
     } else {
       return FieldError("logprobs", "an integer >= 0");
@@ -157,7 +158,7 @@ json Candidates(const google::protobuf::RepeatedPtrField<v1::TopLogprob>& top, i
 json Choice(const CompletionRequest& request, size_t index, const v1::GenerateResponse* begin,
             const v1::GenerateResponse* end, size_t offset = 0) {
   std::string text;
-  const bool top = request.generate.top_logprobs() > 0;
+  const bool top = request.top_logprobs_listed;
   json tokens = json::array(), token_logprobs = json::array(), offsets = json::array(),
        top_logprobs = json::array(), token_ids = json::array();
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
@@ -172,9 +173,12 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
     const std::optional<float> logprob = Logprob(token);
     token_logprobs.push_back(logprob.has_value() ? json(Finite(*logprob)) : json(nullptr));
     if (top) {
-      top_logprobs.push_back(logprob.has_value()
-                                 ? Candidates(candidates, token.token_id(), label, logprob)
-                                 : json(nullptr));
+      // logprobs 0 lists the sampled token alone, whatever candidates came.
+      static const google::protobuf::RepeatedPtrField<v1::TopLogprob> kNone;
+      top_logprobs.push_back(
+          logprob.has_value() ? Candidates(request.generate.top_logprobs() > 0 ? candidates : kNone,
+                                           token.token_id(), label, logprob)
+                              : json(nullptr));
     }
   };
   for (const v1::GenerateResponse* r = begin; r != end; ++r) {

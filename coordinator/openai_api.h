@@ -13,8 +13,8 @@
 //                 (a string or an array of strings); stream; stream_options.include_usage;
 //                 logprobs (an integer 0..20: each token's logprob, and top_logprobs holds
 //                 that many most likely tokens' {text: logprob} per position, the sampled
-//                 token's too, as OpenAI does; a token without text is "token_id:<id>" as in
-//                 vLLM; the chat API's boolean true: logprobs only;
+//                 token's too (alone with 0), as OpenAI does; a token without text is
+//                 "token_id:<id>" as in vLLM; the chat API's boolean true: logprobs only;
 //                 text_offset counts bytes of the choice's text, per chunk when streamed);
 //                 frequency_penalty, presence_penalty ([-2, 2], over the generated tokens);
 //                 model (must be the served model's id when given);
@@ -68,6 +68,9 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
   bool logprobs = false;
+  // logprobs given as a count (0 included): top_logprobs lists that many candidates and the
+  // sampled token per position, as OpenAI does; the boolean true lists none (null).
+  bool top_logprobs_listed = false;
   bool return_token_ids = false;
   bool echo = false;  // the prompt's tokens lead the choice's text and logprobs
   // POST /v1/chat/completions (coordinator/openai_chat.h): answered as chat.completion objects.

@@ -340,12 +340,20 @@ TEST(OpenAiApiTest, TopLogprobsListTheCandidatesAndTheSampledToken) {
   const std::string event = CompletionChunkEvent(request, 0, responses[1], "c", 1, kModel);
   const json chunk = json::parse(event.substr(6));
   EXPECT_EQ(chunk["choices"][0]["logprobs"]["top_logprobs"], json::array({top[1]}));
-  // logprobs 0 or true: the sampled tokens' logprobs, no candidates.
-  for (const char* body :
-       {R"({"prompt": "x", "logprobs": 0})", R"({"prompt": "x", "logprobs": true})"}) {
-    const json plain = json::parse(CompletionJson(ParseOk(body), {responses}, "c", 0, kModel));
-    EXPECT_TRUE(plain["choices"][0]["logprobs"]["top_logprobs"].is_null()) << body;
+  // logprobs 0: no candidates, the sampled token alone per position (OpenAI: "up to
+  // logprobs + 1 elements"), so that clients can walk it; true (an extension): null.
+  const json zero = json::parse(
+      CompletionJson(ParseOk(R"({"prompt": "x", "logprobs": 0})"), {responses}, "c", 0, kModel));
+  const json& zero_top = zero["choices"][0]["logprobs"]["top_logprobs"];
+  ASSERT_TRUE(zero_top.is_array()) << zero_top;
+  ASSERT_EQ(zero_top.size(), responses.size());
+  for (size_t i = 0; i < responses.size(); ++i) {
+    EXPECT_EQ(zero_top[i].size(), 1u) << zero_top[i];
+    EXPECT_EQ(zero_top[i].begin().value(), zero["choices"][0]["logprobs"]["token_logprobs"][i]);
   }
+  const json plain = json::parse(
+      CompletionJson(ParseOk(R"({"prompt": "x", "logprobs": true})"), {responses}, "c", 0, kModel));
+  EXPECT_TRUE(plain["choices"][0]["logprobs"]["top_logprobs"].is_null());
 }
 
 // echo: the prompt's tokens lead the text and the logprobs (null for the first), as OpenAI
