@@ -5,7 +5,9 @@
 // "a b" strings or ["a", "b"] pairs, added_tokens). Encoding: the text is split by GPT-2's
 // pre-tokenization pattern
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// (Unicode letters, numbers and White_Space from ICU), each piece's UTF-8 bytes are mapped to
+// (Unicode letters, numbers and White_Space from ICU: Debian 12's ICU 72 knows Unicode 15.0,
+// Hugging Face's regex engine Unicode 16.0, so the 5,004 code points 16.0 made letters or
+// numbers, mostly scripts new in it such as Garay and Todhri, split as symbols here), each piece's UTF-8 bytes are mapped to
 // GPT-2's printable byte alphabet and merged by rank. Special tokens written in the text
 // ("</s>", "<|endoftext|>") are encoded as plain text, never as the special id (HF's
 // split_special_tokens=True): a client cannot inject control tokens through the prompt.
