@@ -6,8 +6,9 @@
 //   absmax[i]         = max |X[i, j]| over the row's values that are not outliers
 //   q[i, j]           = round_half_away(X[i, j] * (127 / absmax[i])), 0 for an outlier value
 //                       (fp32 arithmetic in exactly that order; clamped to [-127, 127]; a row
-//                       with absmax 0 is all zeros; if 127 / absmax overflows fp32, which only
-//                       subnormal absmax does, q = round_half_away((X / absmax) * 127) instead)
+//                       with absmax 0 is all zeros; if 127 / absmax overflows fp32, as it does for
+//                       absmax below about 3.7e-37, q = round_half_away((X / absmax) * 127)
+//                       instead)
 //   outliers[i, c]    = X[i, O[c]] if that value is an outlier, else 0  ([m, |O|] row-major)
 // t == 0 disables decomposition (O is empty). t < 0, NaN t, m or k <= 0 or x.size() != m*k is
 // InvalidArgument.

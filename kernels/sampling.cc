@@ -267,7 +267,12 @@ absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   for (int32_t id : ids) {
     float& v = logits[static_cast<size_t>(id)];
-    v = v > 0.0f ? v / penalty : v * penalty;
+    const float penalized = v > 0.0f ? v / penalty : v * penalty;
+    // A tiny penalty must not make a finite logit infinite (the row would be refused as if
+    // the model had sent it); -inf (a masked token) stays -inf.
+    v = std::isfinite(v) ? std::clamp(penalized, -std::numeric_limits<float>::max(),
+                                      std::numeric_limits<float>::max())
+                         : penalized;
   }
   return absl::OkStatus();
 }

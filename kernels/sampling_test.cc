@@ -464,6 +464,11 @@ TEST(SamplingTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOn
   std::vector<float> favour = {2.0f, -1.0f};
   ASSERT_TRUE(ApplyRepetitionPenalty(favour, std::vector<int32_t>{0, 1}, 0.5f).ok());
   EXPECT_EQ(favour, (std::vector<float>{4.0f, -0.5f}));
+  // A tiny penalty saturates at the largest float, never inf; -inf stays masked.
+  std::vector<float> tiny = {10.0f, -1.0f, 5.0f, kNegInf};
+  ASSERT_TRUE(ApplyRepetitionPenalty(tiny, std::vector<int32_t>{0, 1, 3}, 1e-38f).ok());
+  constexpr float kMax = std::numeric_limits<float>::max();
+  EXPECT_EQ(tiny, (std::vector<float>{kMax, -1e-38f, 5.0f, kNegInf}));
   for (float bad : {0.0f, -1.0f, std::numeric_limits<float>::infinity(), std::nanf("")}) {
     EXPECT_EQ(ApplyRepetitionPenalty(logits, std::vector<int32_t>{0}, bad).code(),
               absl::StatusCode::kInvalidArgument)

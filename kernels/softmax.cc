@@ -28,8 +28,9 @@ absl::Status SoftmaxRows(std::span<float> x, int64_t m, int64_t n) {
     std::span<float> row = x.subspan(i * n, n);
     bool any_finite = false;
     for (float v : row) any_finite |= v > -std::numeric_limits<float>::infinity();
-    if (!any_finite) {
-      return absl::InvalidArgumentError(absl::StrCat("SoftmaxRows: row ", i, " is all -inf"));
+    if (!any_finite) {  // NaN compares false too
+      return absl::InvalidArgumentError(
+          absl::StrCat("SoftmaxRows: row ", i, " is all -inf or NaN"));
     }
     SoftmaxRowInPlace(row);
   }
