@@ -9,8 +9,8 @@ So every token after the first is scored exactly once when S < L, each with at l
 tokens of context (except near the start); with S == L, a window's first token is not scored.
 Result: nll_sum (natural log), tokens scored, ppl = exp(nll_sum / tokens).
 
-(HF's guide divides by trg_len, which counts the first window's unscored token; this counts only
-scored tokens.)
+(HF's guide weights each window's mean loss by num_valid - batch_size tokens, one fewer than each
+later window scores; this is the exact mean over the scored tokens.)
 """
 
 import math
