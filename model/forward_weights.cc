@@ -140,7 +140,7 @@ MemoryStats EstimateShardWeightBytes(const OptConfig& c, const ShardPlan& plan,
   if (c.has_projections()) table_elems += 2 * h * proj;
   (precision == Precision::kF32 ? s.fp32_weights : s.fp16_weights) += table_elems * table_bytes;
   const int64_t norm = c.layer_norm_elementwise_affine ? 2 * h : 0;
-  if (c.do_layer_norm_before) s.fp32_weights += norm * kF32Bytes;
+  if (c.has_final_layer_norm()) s.fp32_weights += norm * kF32Bytes;
   const int64_t lw = plan.attn_rows.size();
   const int64_t lf = plan.ffn_rows.size();
   const int64_t params = 3 * lw * h + h * lw + lf * h + h * lf;
@@ -266,7 +266,7 @@ absl::Status LoadSharedWeights(const OptConfig& c, const CheckpointSource& sourc
     w->project_out = WeightMatrix(table, proj, h, false);
     RETURN_IF_ERROR(w->project_out.LoadRows(source, kProjectOut, {0, proj}, {0, h}, 0, &tmp));
   }
-  w->has_final_norm = c.do_layer_norm_before;
+  w->has_final_norm = c.has_final_layer_norm();
   if (w->has_final_norm) {
     RETURN_IF_ERROR(LoadNorm(source, c, kFinalLayerNormWeight, kFinalLayerNormBias, precision,
                              &w->final_norm));

@@ -335,6 +335,29 @@ TEST(ShardModelMemoryTest, AccountsBytesAndEnforcesTheLimit) {
   EXPECT_GT((*m)->memory().kv_cache, 0);
 }
 
+// transformers' _remove_final_layer_norm: a pre-LN model without the final LayerNorm. Its
+// checkpoint has no final_layer_norm tensors, and none is held or applied.
+TEST(ShardModelConfigTest, RemovedFinalLayerNormIsNeitherLoadedNorApplied) {
+  OptConfig with = SmallConfig(128, 4, 2, 512, 128);
+  ASSERT_TRUE(with.do_layer_norm_before);
+  OptConfig without = with;
+  without.remove_final_layer_norm = true;
+  auto with_src = Source(with);
+  auto without_src = Source(without);
+  EXPECT_FALSE(without_src->Has("model.decoder.final_layer_norm.weight"));
+  auto a = LoadModel(with, *with_src);
+  auto b = ShardModel::Load(without, *without_src, 1, 0, nullptr, ShardOptions{});
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->memory().fp32_weights - (*b)->memory().fp32_weights, 2 * 128 * 4);
+  // The same layers (the synthetic weights are per tensor name), a different head input.
+  const std::vector<int32_t> prompt = {3, 9, 27};
+  ShardModel::SequenceInput seq{1, prompt};
+  auto la = a->Step({&seq, 1});
+  auto lb = (*b)->Step({&seq, 1});
+  ASSERT_TRUE(la.ok() && lb.ok());
+  EXPECT_GT(MaxAbsDiff(la->row(0), lb->row(0)), 1e-3);
+}
+
 // Scratch grows to what a step needs, no more: a step of 23 tokens and then one of 24 hold what
 // one step of 24 holds (a vector's resize may double its capacity, past what the accounting
 // and the coordinator's budget count).
