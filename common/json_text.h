@@ -18,6 +18,20 @@ std::string JsonText(const Json& j, int indent = -1) {
   return j.dump(indent, ' ', false, Json::error_handler_t::replace);
 }
 
+// An untrusted value, for an error message: a number or boolean as written, a string cut to
+// 64 bytes, an array or object by its size only. Never dump() such a value: dump() recurses
+// once per level of nesting, and a file 200,000 levels deep overflows the stack.
+template <typename Json>
+std::string JsonSnippet(const Json& j) {
+  if (j.is_array()) return "an array of " + std::to_string(j.size()) + " elements";
+  if (j.is_object()) return "an object of " + std::to_string(j.size()) + " keys";
+  if (j.is_string()) {
+    const auto& s = j.template get_ref<const typename Json::string_t&>();
+    if (s.size() > 64) return JsonText(Json(s.substr(0, 64))) + "...";
+  }
+  return JsonText(j);
+}
+
 }  // namespace llmint8
 
 #endif  // LLMINT8_COMMON_JSON_TEXT_H_

@@ -257,7 +257,8 @@ std::string DetokenizeJson(std::string_view text) {
 std::string ModelId(std::string_view model_spec) {
   std::filesystem::path p(model_spec);
   while (!p.empty() && p.filename().empty()) p = p.parent_path();  // "dir/" -> "dir"
-  if (std::filesystem::is_directory(p) && !p.filename().empty()) return p.filename().string();
+  std::error_code ec;  // a loop or an unreadable path is no directory, not an exception
+  if (std::filesystem::is_directory(p, ec) && !p.filename().empty()) return p.filename().string();
   return std::string(model_spec);
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -224,7 +225,7 @@ class TokenizerBuilder {
     for (const auto& [token, id] : vocab.items()) {
       if (!id.is_number_integer()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("token '", token, "' has a non-integer id ", id.dump()));
+            absl::StrCat("token '", token, "' has a non-integer id ", JsonSnippet(id)));
       }
       RETURN_IF_ERROR(AddToken(token, id.get<int64_t>(), /*verbatim=*/false, /*special=*/false));
     }
@@ -351,8 +352,8 @@ class TokenizerBuilder {
         if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() ||
             !t.contains("content") || !t["content"].is_string()) {
           return absl::InvalidArgumentError(
-              absl::StrCat("tokenizer.json added token needs integer id and string content: ",
-                           t.dump()));
+              absl::StrCat("tokenizer.json added token needs integer id and string content, got ",
+                           JsonSnippet(t)));
         }
         const bool special = t.value("special", false);
         RETURN_IF_ERROR(b.AddToken(t["content"].get<std::string>(), t["id"].get<int64_t>(),
@@ -386,7 +387,7 @@ class TokenizerBuilder {
       } else {
         return absl::InvalidArgumentError(
             absl::StrCat("tokenizer.json merge ", n,
-                         " must be \"left right\" or [left, right], got ", m.dump()));
+                         " must be \"left right\" or [left, right], got ", JsonSnippet(m)));
       }
     }
     return b.Finish();
@@ -481,7 +482,7 @@ absl::Status ReadTokenizerExtras(const std::filesystem::path& dir, TokenizerOpti
           content.empty()) {
         return absl::InvalidArgumentError(absl::StrCat("added_tokens.json: token '", content,
                                                        "' needs a non-empty text and an id in [0, ",
-                                                       kMaxVocabId, "), got ", id.dump()));
+                                                       kMaxVocabId, "), got ", JsonSnippet(id)));
       }
       options.added_tokens.emplace_back(content, static_cast<int32_t>(id.get<int64_t>()));
     }

@@ -38,7 +38,7 @@ absl::Status GetInt(const Json& j, std::string_view field, bool required, int64_
     return absl::OkStatus();
   }
   if (!it->is_number_integer()) {
-    return FieldError(field, absl::StrCat("must be an integer, got ", it->dump()));
+    return FieldError(field, absl::StrCat("must be an integer, got ", JsonSnippet(*it)));
   }
   constexpr int64_t kMax = int64_t{1} << 40;
   if (it->is_number_unsigned()) {
@@ -58,7 +58,7 @@ absl::Status GetBool(const Json& j, std::string_view field, bool* out) {
   auto it = j.find(std::string(field));
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_boolean())
-    return FieldError(field, absl::StrCat("must be true/false, got ", it->dump()));
+    return FieldError(field, absl::StrCat("must be true/false, got ", JsonSnippet(*it)));
   *out = it->get<bool>();
   return absl::OkStatus();
 }
@@ -67,7 +67,7 @@ absl::StatusOr<std::string> GetString(const Json& j, std::string_view field) {
   auto it = j.find(std::string(field));
   if (it == j.end() || it->is_null()) return std::string();
   if (!it->is_string())
-    return FieldError(field, absl::StrCat("must be a string, got ", it->dump()));
+    return FieldError(field, absl::StrCat("must be a string, got ", JsonSnippet(*it)));
   return it->get<std::string>();
 }
 

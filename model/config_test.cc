@@ -108,6 +108,18 @@ TEST(ConfigTest, ErrorsNameTheField) {
 }
 
 // A separate LM head would be loaded and never used (the forward's is embed_tokens): refused.
+// A value nested 200,000 deep where a number belongs: an error that names the field and says
+// what it got in a few words, not a stack overflow (dump() recurses per level) or a megabyte
+// of brackets.
+TEST(ConfigTest, ADeeplyNestedValueIsAShortError) {
+  const std::string nested = std::string(200000, '[') + std::string(200000, ']');
+  auto c = ParseOptConfig(R"({"hidden_size": )" + nested + R"(, "num_hidden_layers": 2})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("hidden_size"));
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("an array of 1 elements"));
+  EXPECT_LT(c.status().message().size(), 300u);
+}
+
 TEST(ConfigTest, UntiedWordEmbeddingsAreRefused) {
   const std::string base = R"({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "ffn_dim": 256, "vocab_size": 1000, "max_position_embeddings": 128, )";

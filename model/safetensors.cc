@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "common/file.h"
 #include "common/half.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "model/tensor_names.h"
 #include "nlohmann/json.hpp"
@@ -99,8 +100,8 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(std::string_view file, const std::st
   for (const Json& d : *sh) {
     int64_t dim = 0;
     if (!GetNonNegative(d, &dim)) {
-      return TensorError(file, name,
-                         absl::StrCat("shape dim ", d.dump(), " is not a non-negative integer"));
+      return TensorError(
+          file, name, absl::StrCat("shape dim ", JsonSnippet(d), " is not a non-negative integer"));
     }
     e.shape.push_back(dim);
     if (dim == 0) {
@@ -491,6 +492,10 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
   }
   const char* text = reinterpret_cast<const char*>(file_prefix.data() + 8);
   if (text[0] != '{') return FileError(file_label, "header does not start with '{'");
+  // The JSON parser would stop at a NUL and ignore what follows (safetensors' own rejects it).
+  if (std::memchr(text, '\0', n) != nullptr) {
+    return FileError(file_label, "header holds a NUL byte");
+  }
   Json j = Json::parse(text, text + n, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return FileError(file_label, "header is not valid JSON");
   if (!j.is_object()) return FileError(file_label, "header is not a JSON object");
@@ -553,11 +558,26 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensors(const std::str
       path, std::move(files), std::move(tensors), std::move(h.metadata)));
 }
 
+namespace {
+
+// Whether `path` exists; an error other than "not there" (a symlink loop, a name too long, no
+// permission) is one, not an exception.
+absl::StatusOr<bool> Exists(const std::string& path) {
+  std::error_code ec;
+  const bool there = std::filesystem::exists(path, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat(path, ": ", ec.message()));
+  return there;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensorsDir(const std::string& dir) {
   const std::string index = dir + "/model.safetensors.index.json";
-  if (std::filesystem::exists(index)) return OpenIndex(index);
+  ASSIGN_OR_RETURN(const bool has_index, Exists(index));
+  if (has_index) return OpenIndex(index);
   const std::string single = dir + "/model.safetensors";
-  if (std::filesystem::exists(single)) return OpenSafetensors(single);
+  ASSIGN_OR_RETURN(const bool has_single, Exists(single));
+  if (has_single) return OpenSafetensors(single);
   return absl::NotFoundError(
       absl::StrCat(dir,
                    " holds neither model.safetensors nor model.safetensors.index.json (convert "

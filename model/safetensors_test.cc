@@ -171,6 +171,14 @@ TEST(SafetensorsTest, BadFilesGiveStatusNamingTheTensor) {
       {"metadata not strings", R"({"__metadata__":{"a":1}})", 0, "__metadata__"},
       {"garbage JSON", "{\"w\": {\"dtype\": \"F3", 4, "not valid JSON"},
       {"not an object", "[1, 2, 3]", 0, "'{'"},
+      {"NUL ends the JSON early",
+       std::string(R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})") + '\0' +
+           R"({"v":1})",
+       4, "NUL"},
+      {"deep shape",
+       R"({"w":{"dtype":"I8","shape":[)" + std::string(100000, '[') + std::string(100000, ']') +
+           R"(],"data_offsets":[0,4]}})",
+       4, "an array of"},
       {"header length beyond file", "{}", 0, "beyond the file size", 1 << 20},
       {"I8 without scales", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 4,
        "w_absmax"},
@@ -270,6 +278,15 @@ TEST(SafetensorsTest, ModelDirValidatedAgainstConfig) {
   std::filesystem::remove(dir + "/model.safetensors");
   m = OpenModelDir(dir);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kNotFound);
+
+  // A symlink loop in its place is an error naming the path, not an uncaught exception.
+  std::filesystem::create_symlink("model.safetensors.index.json",
+                                  dir + "/model.safetensors.index.json");
+  m = OpenModelDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("model.safetensors.index.json"));
+  std::filesystem::remove(dir + "/model.safetensors.index.json");
 }
 
 TEST(SafetensorsTest, ShardedIndex) {
