@@ -2,12 +2,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -82,7 +84,36 @@ absl::StatusOr<std::vector<float>> CheckpointSource::ReadAll(std::string_view na
   return out;
 }
 
+namespace {
+
+// The layer index of a tensor named "...layers.<N>.<rest>", if it is one.
+std::optional<int64_t> LayerIndex(std::string_view name) {
+  const size_t at = name.find("layers.");
+  if (at == std::string_view::npos || (at > 0 && name[at - 1] != '.')) return std::nullopt;
+  std::string_view rest = name.substr(at + 7);
+  const size_t dot = rest.find('.');
+  int64_t layer = 0;
+  if (dot == std::string_view::npos ||
+      !absl::SimpleAtoi(absl::string_view(rest.data(), dot), &layer)) {
+    return std::nullopt;
+  }
+  return layer;
+}
+
+}  // namespace
+
 absl::Status ValidateCheckpoint(const CheckpointSource& source, const OptConfig& config) {
+  // Layers past the config's: a config that does not describe the checkpoint would serve a
+  // truncated model without a word.
+  for (const std::string& name : source.TensorNames()) {
+    const std::optional<int64_t> layer = LayerIndex(name);
+    if (layer.has_value() && (*layer < 0 || *layer >= config.num_hidden_layers)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source.Describe(), ": tensor \"", name, "\" belongs to layer ", *layer,
+                       " but the config has num_hidden_layers=", config.num_hidden_layers,
+                       ": it does not describe this checkpoint"));
+    }
+  }
   for (const ExpectedTensor& t : ExpectedTensors(config)) {
     if (!source.Has(t.name)) {
       return absl::NotFoundError(absl::StrCat(source.Describe(), ": tensor \"", t.name,

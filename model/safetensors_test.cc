@@ -279,6 +279,21 @@ TEST(SafetensorsTest, ModelDirValidatedAgainstConfig) {
   m = OpenModelDir(dir);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kNotFound);
 
+  // A config of fewer layers than the checkpoint holds does not describe it: refused, not
+  // served truncated.
+  OptConfig two = c;
+  two.num_hidden_layers = 2;
+  ASSERT_TRUE(WriteModel(two, dir + "/model.safetensors", "", "", {}).ok());
+  OptConfig fewer = c;  // 1 layer
+  { std::ofstream(dir + "/config.json") << OptConfigToJson(fewer); }
+  m = OpenModelDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(m.status().message()),
+              AllOf(HasSubstr("layer " + std::to_string(fewer.num_hidden_layers)),
+                    HasSubstr("num_hidden_layers=" + std::to_string(fewer.num_hidden_layers))));
+  std::filesystem::remove(dir + "/model.safetensors");
+
   // A symlink loop in its place is an error naming the path, not an uncaught exception.
   std::filesystem::create_symlink("model.safetensors.index.json",
                                   dir + "/model.safetensors.index.json");
