@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/health.h"
+#include "common/host_port.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/generation_service.h"
@@ -68,6 +69,20 @@ namespace {
 void SetCoordinatorHealth(grpc::Server& server, bool ready) {
   SetHealth(server, ready, {v1::Generation::service_full_name()});
 }
+
+}  // namespace
+
+std::string LocalRendezvousAddress(const std::string& listen, int port) {
+  absl::StatusOr<HostPort> hp = ParseHostPort(listen, "--listen");
+  const std::string host = hp.ok() ? hp->host : "";
+  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "*") {
+    return absl::StrCat("127.0.0.1:", port);
+  }
+  return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
+                                             : absl::StrCat(host, ":", port);
+}
+
+namespace {
 
 // CoordinatorOptions::client_keepalive on the public port.
 void AddClientKeepalive(absl::Duration keepalive, grpc::ServerBuilder& builder) {
@@ -283,9 +298,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     LLMINT8_LOG(INFO) << "workers' rendezvous on " << options.rendezvous_listen << " (port "
                       << impl->rendezvous_port << ")";
   }
-  std::string advertise = !options.advertise.empty()
-                              ? options.advertise
-                              : absl::StrCat("127.0.0.1:", impl->rendezvous_port);
+  std::string advertise =
+      !options.advertise.empty()
+          ? options.advertise
+          : LocalRendezvousAddress(
+                options.rendezvous_listen.empty() ? options.listen : options.rendezvous_listen,
+                impl->rendezvous_port);
   LLMINT8_LOG(INFO) << "coordinator listening on " << options.listen << " (port " << impl->port
                     << (!tls.has_value()            ? ""
                         : tls->client_roots.empty() ? ", TLS"

@@ -22,6 +22,11 @@ namespace llmint8::coordinator {
 // How long a client has to answer the coordinator's keepalive ping (at most).
 inline constexpr absl::Duration kClientPingTimeout = absl::Seconds(10);
 
+// Where workers on this host reach a rendezvous listening on `listen` (host:port) at `port`,
+// when no --advertise says: 127.0.0.1 when it listens on every address (0.0.0.0, ::, or no
+// host), else that address ("[::1]:50051" for an IPv6 one): 127.0.0.1 would find nothing there.
+std::string LocalRendezvousAddress(const std::string& listen, int port);
+
 struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";  // port 0 picks a free port (see port())
   // Address workers reach the rendezvous at; default 127.0.0.1:<port> (one host; the

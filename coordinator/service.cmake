@@ -53,6 +53,8 @@ llmint8_cc_test(NAME peer_watch_test SRCS peer_watch_test.cc
 # The scheduler against an in-memory group that checks every step as a worker does.
 llmint8_cc_test(NAME scheduler_test SRCS scheduler_test.cc fake_step_group.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME coordinator_server_test SRCS coordinator_server_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME openai_api_test SRCS openai_api_test.cc
