@@ -422,7 +422,6 @@ int RunServe(const char* argv0) {
         "serve: --tls_ca_file is what its workers trust when it serves TLS: set --tls_cert_file "
         "and --tls_key_file too"));
   }
-  if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("serve");
   const int listen_port = listen_address->port;
   int base_port = absl::GetFlag(FLAGS_worker_base_port);
   if (base_port == 0) {
@@ -436,6 +435,22 @@ int RunServe(const char* argv0) {
         absl::StrCat("workers would listen on ports ", base_port, "..", base_port + tp - 1,
                      "; pick --worker_base_port (or --listen) so that they lie in 1..65535")));
   }
+  // serve's own ports: a worker on one of them would lose the race to bind it and be
+  // restarted over and over.
+  for (const auto& [flag, address] : {std::pair<const char*, std::string>{"--listen", listen},
+                                      {"--http_listen", absl::GetFlag(FLAGS_http_listen)},
+                                      {"--metrics_listen", absl::GetFlag(FLAGS_metrics_listen)}}) {
+    if (address.empty()) continue;
+    const absl::StatusOr<HostPort> own = ParseHostPort(address, flag);
+    if (own.ok() && own->port >= base_port && own->port < base_port + tp) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat(flag, "'s port ", own->port, " is one of the workers' ports ", base_port,
+                       "..", base_port + tp - 1,
+                       " (--worker_base_port, default the --listen port + 10): pick "
+                       "another")));
+    }
+  }
+  if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("serve");
   // The workers' ports are checked here: a worker that cannot listen would be restarted over
   // and over, and the coordinator could reach another serve's worker on that port instead.
   for (int rank = 0; rank < tp; ++rank) {
@@ -529,8 +544,15 @@ int RunServe(const char* argv0) {
   }
 
   std::mutex mu;
-  std::map<pid_t, int> children;  // pid -> rank
+  struct Child {
+    int rank;
+    absl::Time started;
+  };
+  std::map<pid_t, Child> children;
   std::atomic<bool> stopping{false};
+  std::atomic<bool> served{false};  // the group has been ready once
+  std::string lost;                 // why serve stops for a worker (guarded by mu)
+  const pid_t serve_pid = getpid();
   auto spawn = [&](int rank) -> pid_t {
     std::vector<std::string> args = {
         exe,
@@ -550,7 +572,10 @@ int RunServe(const char* argv0) {
     argv.push_back(nullptr);
     pid_t pid = fork();
     if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive serve
+      // Never outlive serve: its group is gone with it, and a drain would only hold the port
+      // a restarted serve needs. (Had serve died before prctl, the parent is another.)
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != serve_pid) _exit(1);
       // Not in serve's process group: a terminal's Ctrl-C reaches serve alone, which drains
       // its requests before it stops the workers.
       setpgid(0, 0);
@@ -573,37 +598,78 @@ int RunServe(const char* argv0) {
     for (int i = 0; i < tp; ++i) {
       pid_t pid = spawn(i);
       if (pid < 0) return 1;
-      children[pid] = i;
+      children[pid] = {i, absl::Now()};
     }
   }
+  // A worker that exits is started again (--respawn) after a pause that doubles, from 0.5 s to
+  // 30 s, while it keeps exiting within kQuickExit of its start; one that exits so 5 times in
+  // a row before the group ever served stops serve (it will not start: its log says why).
+  constexpr absl::Duration kQuickExit = absl::Seconds(10);
+  constexpr int kQuickExitsBeforeServing = 5;
   std::thread supervisor([&] {
+    std::map<int, absl::Time> respawn_at;  // rank -> when
+    std::map<int, int> quick_exits;        // rank -> exits in a row within kQuickExit
     while (true) {
       int status = 0;
-      pid_t pid = waitpid(-1, &status, 0);
-      if (pid < 0) {
-        if (errno == EINTR) continue;
-        if (stopping) return;
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      const pid_t pid = waitpid(-1, &status, WNOHANG);
+      std::unique_lock<std::mutex> lock(mu);
+      if (pid <= 0) {
+        if (stopping) {
+          respawn_at.clear();
+          if (children.empty()) return;
+        }
+        for (auto it = respawn_at.begin(); it != respawn_at.end();) {
+          if (absl::Now() < it->second) {
+            ++it;
+            continue;
+          }
+          const pid_t again = spawn(it->first);
+          if (again > 0) children[again] = {it->first, absl::Now()};
+          it = respawn_at.erase(it);
+        }
+        lock.unlock();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
         continue;
       }
-      std::lock_guard<std::mutex> lock(mu);
       auto it = children.find(pid);
       if (it == children.end()) continue;
-      const int rank = it->second;
+      const Child child = it->second;
       children.erase(it);
-      if (stopping) {
-        if (children.empty()) return;
+      if (stopping) continue;
+      const std::string how = WIFSIGNALED(status)
+                                  ? absl::StrCat("on signal ", WTERMSIG(status))
+                                  : absl::StrCat("with status ", WEXITSTATUS(status));
+      const absl::Duration lived = absl::Now() - child.started;
+      LLMINT8_LOG(WARNING) << "worker " << child.rank << " (pid " << pid << ") exited " << how
+                           << " after "
+                           << absl::FormatDuration(absl::Trunc(lived, absl::Milliseconds(100)));
+      if (!absl::GetFlag(FLAGS_respawn)) {
+        if (lost.empty()) {
+          lost = absl::StrCat("worker ", child.rank, " exited ", how,
+                              " and --norespawn is set; stopping");
+        }
         continue;
       }
-      LLMINT8_LOG(WARNING) << "worker " << rank << " (pid " << pid << ") exited "
-                           << (WIFSIGNALED(status)
-                                   ? absl::StrCat("on signal ", WTERMSIG(status))
-                                   : absl::StrCat("with status ", WEXITSTATUS(status)));
-      if (absl::GetFlag(FLAGS_respawn)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        pid_t again = spawn(rank);
-        if (again > 0) children[again] = rank;
+      int& quick = quick_exits[child.rank];
+      quick = lived < kQuickExit ? quick + 1 : 0;
+      if (quick >= kQuickExitsBeforeServing && !served) {
+        if (lost.empty()) {
+          lost = absl::StrCat("worker ", child.rank, " exited ", quick, " times within ",
+                              absl::FormatDuration(kQuickExit),
+                              " of its start before the group ever served (last ", how,
+                              "); its log lines above say why; stopping");
+        }
+        continue;
       }
+      const absl::Duration pause =
+          quick == 0 ? absl::Milliseconds(500)
+                     : std::min(absl::Seconds(30),
+                                absl::Milliseconds(500) * (1 << std::min(quick - 1, 6)));
+      if (quick > 1) {
+        LLMINT8_LOG(WARNING) << "worker " << child.rank << " keeps exiting; starting it again in "
+                             << absl::FormatDuration(pause);
+      }
+      respawn_at[child.rank] = absl::Now() + pause;
     }
   });
 
@@ -614,16 +680,25 @@ int RunServe(const char* argv0) {
     code = Fail(server.status());
   } else {
     // Until a signal; or, when the group is refused before it ever served (the workers this
-    // command started cannot load or hold the model: nothing here will change that), with
-    // the reason and exit status 1 rather than refusing every request for ever.
-    bool served = false;
+    // command started cannot load or hold the model: nothing here will change that), or a
+    // worker is lost for good, with the reason and exit status 1 rather than refusing every
+    // request for ever.
     int sig = 0;
     while (sig == 0) {
       sig = WaitSignalFor(signals, absl::Milliseconds(200));
-      served = served || (*server)->ready();
+      if ((*server)->ready()) served = true;
       if (const absl::Status refused = (*server)->refusal(); sig == 0 && !served && !refused.ok()) {
         code = Fail(
             absl::Status(refused.code(), absl::StrCat("serve: ", refused.message(), "; stopping")));
+        break;
+      }
+      std::string why;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        why = lost;
+      }
+      if (sig == 0 && !why.empty()) {
+        code = Fail(absl::UnavailableError(why));
         break;
       }
     }
@@ -633,10 +708,29 @@ int RunServe(const char* argv0) {
   {
     std::lock_guard<std::mutex> lock(mu);
     stopping = true;
-    for (const auto& [pid, rank] : children) kill(pid, SIGTERM);
+    for (const auto& [pid, child] : children) kill(pid, SIGTERM);
+  }
+  // The workers drain their groups' requests (the coordinator has ended its own); one stuck
+  // in a collective or a driver call is killed after --drain_timeout + 5 s, or at once on
+  // another signal.
+  const absl::Time kill_at = absl::Now() + absl::GetFlag(FLAGS_drain_timeout) + absl::Seconds(5);
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (children.empty()) break;
+    }
+    const int again = WaitSignalFor(signals, absl::Milliseconds(100));
+    if (again != 0 || absl::Now() >= kill_at) {
+      std::lock_guard<std::mutex> lock(mu);
+      LLMINT8_LOG(WARNING) << (again != 0 ? "signalled again"
+                                          : "workers still running after the drain")
+                           << ": killing " << children.size() << " worker(s)";
+      for (const auto& [pid, child] : children) kill(pid, SIGKILL);
+      break;
+    }
   }
   // Joined even when no worker is left: the supervisor uses this frame's locals. Without
-  // children its waitpid fails at once and it returns on `stopping` (within 200 ms).
+  // children it returns on `stopping` within 50 ms.
   supervisor.join();
   return code;
 }

@@ -190,6 +190,20 @@ void Process::Signal(int signal) {
   if (pid_ > 0) kill(pid_, signal);
 }
 
+int Process::WaitForExit(double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (pid_ > 0) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    if (std::chrono::steady_clock::now() >= until) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
 void Process::Kill(int signal) {
   if (pid_ <= 0) return;
   kill(pid_, signal);

@@ -34,6 +34,9 @@ class Process {
   ~Process();               // Kill(SIGTERM) and reap
   void Kill(int signal);    // signals and reaps (waits for the exit)
   void Signal(int signal);  // signals only
+  // Waits up to `seconds` for the process to exit by itself: its wait status (reaped), or -1
+  // when it still runs.
+  int WaitForExit(double seconds);
   bool running() const { return pid_ > 0; }
 
  private:

@@ -1,0 +1,107 @@
+// End-to-end: `llmint8 serve` as its users run it, a coordinator and the worker processes it
+// starts and supervises: the ports it refuses, a lost worker with --norespawn, and a worker
+// stuck at shutdown.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/cluster.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kModelDir[] = "tests/golden/tiny-opt";
+
+// Signals serve's worker listening on 127.0.0.1:`port` (serve's children have no handle here).
+void SignalWorkerOnPort(int port, int signal) {
+  const std::string command =
+      absl::StrCat("pkill -", signal, " -f '[l]lmint8 worker --listen=127.0.0.1:", port, " '");
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+}
+
+// `serve --tp=2` of the tiny model on `port` (workers on port + 1, port + 2), SERVING.
+std::unique_ptr<Process> Serve(int port, const std::string& log,
+                               std::vector<std::string> more = {}) {
+  std::vector<std::string> args = {"serve",
+                                   "--model=" + SourcePath(kModelDir),
+                                   "--dtype=fp32",
+                                   "--tp=2",
+                                   absl::StrCat("--listen=127.0.0.1:", port),
+                                   absl::StrCat("--worker_base_port=", port + 1)};
+  args.insert(args.end(), more.begin(), more.end());
+  auto serve = std::make_unique<Process>(args, log);
+  EXPECT_TRUE(WaitForHealth(absl::StrCat("127.0.0.1:", port), 1, 60)) << "never SERVING";
+  return serve;
+}
+
+// A worker port that is one of serve's own is refused before anything starts (--check_flags
+// says so too): the worker would lose the race to bind it and be restarted for ever.
+TEST(ServeE2ETest, WorkerPortsThatAreServesOwnAreRefused) {
+  const int port = FreePort(3);
+  const std::string log = absl::StrCat(::testing::TempDir(), "/serve_ports_", port, ".log");
+  for (const char* check : {"--check_flags", "--nocheck_flags"}) {
+    const std::string command =
+        absl::StrCat(LlmintBinary(), " serve --tp=2 ", check, " --listen=127.0.0.1:", port,
+                     " --worker_base_port=", port + 1, " --metrics_listen=127.0.0.1:", port + 2,
+                     " > ", log, " 2>&1");
+    const int status = std::system(command.c_str());
+    EXPECT_EQ(WEXITSTATUS(status), 1) << command;
+    const absl::StatusOr<std::string> said = RunAndRead(absl::StrCat("cat ", log));
+    ASSERT_TRUE(said.ok());
+    EXPECT_THAT(*said, HasSubstr(absl::StrCat("--metrics_listen's port ", port + 2,
+                                              " is one of the workers' ports")));
+  }
+}
+
+// With --norespawn a worker that dies takes serve down with exit status 1 and the reason, for
+// a supervisor (systemd, Kubernetes) to restart the whole; before, serve stayed up, unready,
+// for ever.
+TEST(ServeE2ETest, WithNorespawnALostWorkerStopsServe) {
+  const int port = FreePort(3);
+  const std::string log = absl::StrCat(::testing::TempDir(), "/serve_norespawn_", port, ".log");
+  std::unique_ptr<Process> serve = Serve(port, log, {"--norespawn"});
+  SignalWorkerOnPort(port + 2, SIGKILL);
+  const int status = serve->WaitForExit(30);
+  ASSERT_NE(status, -1) << "serve still runs 30 s after its worker died";
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const absl::StatusOr<std::string> said = RunAndRead(absl::StrCat("cat ", log));
+  ASSERT_TRUE(said.ok());
+  EXPECT_THAT(*said, HasSubstr("worker 1 exited on signal 9 and --norespawn is set"));
+}
+
+// A worker that does not stop (stuck in a collective or a driver call: here SIGSTOP) does not
+// hold serve's shutdown: it is killed --drain_timeout + 5 s after the signal.
+TEST(ServeE2ETest, AStuckWorkerDoesNotHoldServesShutdown) {
+  const int port = FreePort(3);
+  const std::string log = absl::StrCat(::testing::TempDir(), "/serve_stuck_", port, ".log");
+  std::unique_ptr<Process> serve = Serve(port, log, {"--drain_timeout=1s"});
+  SignalWorkerOnPort(port + 2, SIGSTOP);
+  const auto signalled = std::chrono::steady_clock::now();
+  serve->Signal(SIGTERM);
+  const int status = serve->WaitForExit(30);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
+  ASSERT_NE(status, -1) << "serve still runs 30 s after SIGTERM";
+  EXPECT_LT(seconds, 20.0);
+  const absl::StatusOr<std::string> said = RunAndRead(absl::StrCat("cat ", log));
+  ASSERT_TRUE(said.ok());
+  EXPECT_THAT(*said, HasSubstr("killing 1 worker(s)"));
+  // Killed, not left behind.
+  EXPECT_NE(std::system(absl::StrCat("pgrep -f '[l]lmint8 worker --listen=127.0.0.1:", port + 2,
+                                     " ' > /dev/null")
+                            .c_str()),
+            0);
+}
+
+}  // namespace
+}  // namespace llmint8::e2e
