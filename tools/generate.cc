@@ -14,6 +14,7 @@
 #include "llmint8/v1/generation.grpc.pb.h"
 #include "tools/client_auth.h"
 #include "tools/flags.h"
+#include "tools/health_client.h"
 #include "tools/subcommands.h"
 #include "worker/grpc_status.h"
 
@@ -50,7 +51,9 @@ std::string PromptFlagsError() {
     return absl::StrCat("--prompt is not valid UTF-8 (byte ", *bad,
                         "); pass text, or the ids with --token_ids");
   }
-  if (absl::GetFlag(FLAGS_timeout) < 0) return "--timeout must be >= 0 seconds (0: none)";
+  if (const double t = absl::GetFlag(FLAGS_timeout); !(t >= 0) || t > 1e7) {
+    return "--timeout must be >= 0 and at most 1e7 seconds (0: none)";
+  }
   return "";
 }
 
@@ -109,6 +112,15 @@ int RunGenerate() {
     if (stub->GetModelInfo(&ctx, info_req, &info).ok()) has_tokenizer = info.has_tokenizer();
   }
 
+  // A coordinator whose worker group is not ready queues the request: say so, or the wait
+  // looks like a hang.
+  if (HealthCheck(*channel, absl::Seconds(5)) == 2) {
+    std::fprintf(
+        stderr,
+        "llmint8 generate: the coordinator's worker group is not ready; the request "
+        "waits in its queue%s\n",
+        absl::GetFlag(FLAGS_timeout) > 0 ? " (up to --timeout)" : " (--timeout bounds the wait)");
+  }
   grpc::ClientContext ctx;
 
   AddApiKey(ctx);

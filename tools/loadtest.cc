@@ -110,10 +110,12 @@ int RunLoadtest() {
   const std::string target = CoordinatorTargetFromFlags();
   auto stub = v1::Generation::NewStub(channel);
   // Timings start once the group serves: wait (up to 60 s) for grpc.health.v1 SERVING, which
-  // the coordinator reports only while its worker group is ready.
+  // the coordinator reports only while its worker group is ready (and up to 10 s for one that
+  // does not answer yet: started a moment before).
   const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  const absl::Time unanswered_give_up = absl::Now() + absl::Seconds(10);
   int health = HealthCheck(channel, absl::Seconds(5));
-  while (health != 1 && health != -1 && absl::Now() < give_up) {
+  while (health != 1 && absl::Now() < (health == -1 ? unanswered_give_up : give_up)) {
     absl::SleepFor(absl::Milliseconds(100));
     health = HealthCheck(channel, absl::Seconds(5));
   }

@@ -166,6 +166,15 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_score_chunk) < 1) {
     return absl::InvalidArgumentError("--score_chunk must be >= 1");
   }
+  // The limit holds the workers' rendezvous messages too (a few hundred bytes each).
+  if (const int32_t m = absl::GetFlag(FLAGS_max_message_bytes); m < 64 * 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_message_bytes=", m, " must be at least 65536 (64 KiB)"));
+  }
+  if (absl::GetFlag(FLAGS_max_context) < 0 || absl::GetFlag(FLAGS_kv_budget_tokens) < 0) {
+    return absl::InvalidArgumentError(
+        "--max_context and --kv_budget_tokens must be >= 0 (0: the model's / the workers')");
+  }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)");
   }
