@@ -178,6 +178,11 @@ int main(int argc, char** argv) {
       // absl's own --flagfile / --fromenv are not taken either: they would bypass this.
       const std::string flag = a.substr(dashes, end - dashes);
       const bool negated_bool = flag.rfind("no", 0) == 0 && known(flag.substr(2));
+      if (negated_bool && has_value) {  // --norespawn=true: absl refuses it with exit 1
+        std::fprintf(stderr, "llmint8 %s: --%s takes no value: --%s or --%s=false\n", sub->name,
+                     flag.c_str(), flag.c_str(), flag.substr(2).c_str());
+        return 2;
+      }
       if (!flag.empty() && !known(flag) && !negated_bool) {
         std::fprintf(stderr,
                      "llmint8 %s: --%s is not a flag of this subcommand; 'llmint8 %s --help' "
@@ -191,6 +196,12 @@ int main(int argc, char** argv) {
           !has_value && !negated_bool && f != nullptr && !f->IsOfType<bool>() ? f : nullptr;
     }
     args.push_back(std::move(a));
+  }
+  if (value_next != nullptr) {  // `--tp` last, its value forgotten
+    const std::string name(value_next->Name());
+    std::fprintf(stderr, "llmint8 %s: --%s needs a value: --%s=<value>\n", sub->name, name.c_str(),
+                 name.c_str());
+    return 2;
   }
   std::vector<char*> cargs;
   for (std::string& a : args) cargs.push_back(a.data());

@@ -89,13 +89,18 @@ TEST(ServingFlagsCliTest, AValueOfTheWrongTypeIsExitTwoNamingTheFlag) {
 // `--name` followed by another of the subcommand's flags forgot its value: refused, not taken
 // as the value (`--prompt --max_new_tokens=5` is no prompt). `--seed -1` stays a value.
 TEST(ServingFlagsCliTest, AFlagWhereAValueShouldBeIsRefused) {
-  for (const char* args : {"generate --prompt --max_new_tokens=5", "serve --model --tp=2",
-                           "coordinator --advertise --check-flags",
-                           "generate --prompt --noignore_eos", "generate --prompt -ignore_eos"}) {
+  for (const char* args :
+       {"generate --prompt --max_new_tokens=5", "serve --model --tp=2",
+        "coordinator --advertise --check-flags", "generate --prompt --noignore_eos",
+        "generate --prompt -ignore_eos", "serve --check_flags --tp", "generate --prompt"}) {
     const CliResult r = RunCli(args);
     EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr(" needs a value: --")) << args;
   }
+  // A negated boolean takes no value (absl would refuse it with exit 1 in its own words).
+  const CliResult negated = RunCli("serve --norespawn=true --check_flags");
+  EXPECT_EQ(negated.exit_code, 2) << negated.err;
+  EXPECT_THAT(negated.err, HasSubstr("--norespawn takes no value"));
   const CliResult seed = RunCli("generate --seed -1 --prompt=x --timeout=-1");
   EXPECT_THAT(seed.err, HasSubstr("--timeout must be >= 0")) << seed.err;  // past the flags
 }
