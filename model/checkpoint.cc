@@ -1,5 +1,6 @@
 #include "model/checkpoint.h"
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -60,10 +61,25 @@ absl::Status ValidateSliceRequest(std::string_view source_label, std::string_vie
   return absl::OkStatus();
 }
 
+absl::Status RoundToHalfChecked(std::string_view what, std::span<float> values) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    const float rounded = HalfToFloat(FloatToHalf(values[i]));
+    if (std::isinf(rounded) && std::isfinite(values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          std::string(what), ": element ", i, " of the slice is ", values[i],
+          ", beyond fp16's range (65504): serve this checkpoint in fp32 (--dtype=fp32)"));
+    }
+    values[i] = rounded;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckpointSource::ReadSliceHalf(std::string_view name, Range rows, Range cols,
                                              std::span<Half> out) const {
   std::vector<float> tmp(out.size());
   RETURN_IF_ERROR(ReadSlice(name, rows, cols, tmp));
+  RETURN_IF_ERROR(
+      RoundToHalfChecked(absl::StrCat(Describe(), ": tensor \"", std::string(name), "\""), tmp));
   for (size_t i = 0; i < out.size(); ++i) out[i] = FloatToHalf(tmp[i]);
   return absl::OkStatus();
 }

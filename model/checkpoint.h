@@ -82,7 +82,8 @@ class CheckpointSource {
                                  std::span<float> out) const = 0;
 
   // Same slice as fp16 (exact for F16 storage; BF16/F32 rounded to nearest even).
-  // Default: ReadSlice then FloatToHalf.
+  // Default: ReadSlice then RoundToHalfChecked's rule: a finite value beyond fp16's range is
+  // InvalidArgument, not inf.
   virtual absl::Status ReadSliceHalf(std::string_view name, Range rows, Range cols,
                                      std::span<Half> out) const;
 
@@ -104,6 +105,12 @@ class CheckpointSource {
 absl::Status ValidateSliceRequest(std::string_view source_label, std::string_view name,
                                   const TensorInfo& info, Range rows, Range cols,
                                   size_t out_elements);
+
+// Rounds `values` (of tensor `what`, for the message) to fp16 in place. A finite value beyond
+// fp16's range (|v| >= 65520, which rounds to inf) is InvalidArgument naming the tensor and
+// element: such a checkpoint needs --dtype=fp32, and an inf weight would only show later as
+// a non-finite logit.
+absl::Status RoundToHalfChecked(std::string_view what, std::span<float> values);
 
 // Checks that `source` holds every tensor the config needs, with the shape the config implies
 // (tensor_names.h: ExpectedTensors). Missing tensor -> NotFound naming it; wrong shape ->

@@ -12,8 +12,6 @@
 namespace llmint8::model {
 namespace {
 
-float RoundToHalf(float v) { return HalfToFloat(FloatToHalf(v)); }
-
 constexpr int64_t kF32Bytes = 4;
 
 }  // namespace
@@ -77,9 +75,7 @@ absl::Status WeightMatrix::LoadBias(const CheckpointSource& source, std::string_
   }
   std::span<float> out = std::span<float>(bias_).subspan(row_offset, rows.size());
   RETURN_IF_ERROR(source.ReadSlice(name, rows, Range{0, 1}, out));
-  if (precision_ != Precision::kF32) {
-    for (float& v : out) v = RoundToHalf(v);
-  }
+  if (precision_ != Precision::kF32) RETURN_IF_ERROR(RoundToHalfChecked(name, out));
   return absl::OkStatus();
 }
 
@@ -175,8 +171,8 @@ absl::Status LoadNorm(const CheckpointSource& source, const OptConfig& c,
   RETURN_IF_ERROR(source.ReadSlice(weight_name, {0, c.hidden_size}, {0, 1}, out->gain));
   RETURN_IF_ERROR(source.ReadSlice(bias_name, {0, c.hidden_size}, {0, 1}, out->shift));
   if (precision != Precision::kF32) {
-    for (float& v : out->gain) v = RoundToHalf(v);
-    for (float& v : out->shift) v = RoundToHalf(v);
+    RETURN_IF_ERROR(RoundToHalfChecked(weight_name, out->gain));
+    RETURN_IF_ERROR(RoundToHalfChecked(bias_name, out->shift));
   }
   return absl::OkStatus();
 }
@@ -185,9 +181,7 @@ absl::Status LoadReplicatedBias(const CheckpointSource& source, std::string_view
                                 int64_t n, Precision precision, std::vector<float>* out) {
   out->assign(static_cast<size_t>(n), 0.0f);
   RETURN_IF_ERROR(source.ReadSlice(name, {0, n}, {0, 1}, *out));
-  if (precision != Precision::kF32) {
-    for (float& v : *out) v = RoundToHalf(v);
-  }
+  if (precision != Precision::kF32) RETURN_IF_ERROR(RoundToHalfChecked(name, *out));
   return absl::OkStatus();
 }
 

@@ -339,6 +339,33 @@ TEST(SafetensorsTest, ShardedIndex) {
   EXPECT_FALSE(OpenSafetensorsDir(dir).ok());
 }
 
+// A finite weight beyond fp16's range, read as fp16 (an fp16 or int8 load, `quantize`'s fp16
+// tensors), is an error naming the tensor, not a silent inf; in fp32 it reads as it is.
+TEST(SafetensorsTest, AValueBeyondHalfRangeIsAnErrorNotInf) {
+  const std::string path = TestDir("range") + "/big.safetensors";
+  SafetensorsWriter w;
+  const std::vector<float> in_range = {1.0f, -65504.0f, 65519.0f};  // 65519 rounds to 65504
+  const std::vector<float> big = {1.0f, 70000.0f, -2.0f};
+  ASSERT_TRUE(w.AddF32("ok", {3}, in_range).ok());
+  ASSERT_TRUE(w.AddF32("big.bias", {3}, big).ok());
+  ASSERT_TRUE(w.Finish(path).ok());
+  auto src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  std::vector<Half> half(3);
+  EXPECT_TRUE((*src)->ReadSliceHalf("ok", {0, 3}, {0, 1}, half).ok());
+  EXPECT_EQ(HalfToFloat(half[2]), 65504.0f);
+  const absl::Status s = (*src)->ReadSliceHalf("big.bias", {0, 3}, {0, 1}, half);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr("big.bias"), HasSubstr("element 1"), HasSubstr("--dtype=fp32")));
+  std::vector<float> f32(3);
+  ASSERT_TRUE((*src)->ReadSlice("big.bias", {0, 3}, {0, 1}, f32).ok());
+  EXPECT_EQ(f32[1], 70000.0f);
+  // Infinity stored as such stays what it is.
+  std::vector<float> inf = {std::numeric_limits<float>::infinity()};
+  EXPECT_TRUE(RoundToHalfChecked("inf", inf).ok());
+}
+
 // The fixtures saved by Hugging Face transformers (tests/golden) open and validate.
 TEST(SafetensorsTest, OpensTransformersFixtures) {
   const char* root = std::getenv("LLMINT8_SOURCE_DIR");
