@@ -310,9 +310,9 @@ class SafetensorsSource final : public CheckpointSource {
     }
     RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, q.size()));
     if (row_absmax.size() != static_cast<size_t>(rows.size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          label_, ": tensor \"", std::string(name), "\": row_absmax has ", row_absmax.size(),
-          " elements, the slice has ", rows.size(), " rows"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(t->file->path(), ": tensor \"", std::string(name), "\": row_absmax has ",
+                       row_absmax.size(), " elements, the slice has ", rows.size(), " rows"));
     }
     const int64_t ncols = t->info.cols();
     for (int64_t r = rows.begin; r < rows.end; ++r) {
@@ -321,7 +321,7 @@ class SafetensorsSource final : public CheckpointSource {
       // llmint8 quantize writes [-127, 127] (kernels/int8_gemm.h's promise); -128 is damage.
       if (const void* at = std::memchr(dst, 0x80, static_cast<size_t>(cols.size()))) {
         return absl::InvalidArgumentError(absl::StrCat(
-            label_, ": tensor \"", std::string(name), "\": row ", r, " column ",
+            t->file->path(), ": tensor \"", std::string(name), "\": row ", r, " column ",
             cols.begin + (static_cast<const int8_t*>(at) - dst),
             " is -128; int8 weights are in [-127, 127] (the checkpoint is damaged: quantize it "
             "again)"));
@@ -348,7 +348,7 @@ class SafetensorsSource final : public CheckpointSource {
     for (int64_t r = 0; r < rows.size(); ++r) {
       if (std::isfinite(out[r]) && out[r] >= 0.0f) continue;
       return absl::InvalidArgumentError(
-          absl::StrCat(label_, ": tensor \"", s->entry.name, "\": the scale of row ",
+          absl::StrCat(s->file->path(), ": tensor \"", s->entry.name, "\": the scale of row ",
                        rows.begin + r, " is ", out[r],
                        "; row scales are finite and >= 0 (the checkpoint is damaged: quantize it "
                        "again)"));
