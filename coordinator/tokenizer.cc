@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
+#include <optional>
 #include <queue>
 #include <utility>
 
@@ -444,40 +445,47 @@ bool Tokenizer::DirectoryHasFiles(const std::string& dir) {
 
 namespace {
 
-// A special_tokens_map.json value: "</s>", {"content": "</s>", ...}, or a list of those
-// (additional_special_tokens).
-void CollectSpecialTokens(const json& v, std::vector<std::string>& out) {
+// A special_tokens_map.json token: "</s>" or {"content": "</s>", ...}.
+void CollectSpecialToken(const json& v, std::vector<std::string>& out) {
   if (v.is_string()) {
     out.push_back(v.get<std::string>());
   } else if (v.is_object() && v.contains("content") && v["content"].is_string()) {
     out.push_back(v["content"].get<std::string>());
-  } else if (v.is_array()) {
-    for (const json& e : v) CollectSpecialTokens(e, out);
   }
+}
+
+// <dir>/<name> when it exists (nullopt when not), which must hold a JSON object.
+absl::StatusOr<std::optional<json>> ReadJsonObjectFile(const std::filesystem::path& dir,
+                                                       const char* name, const char* shape) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir / name, ec)) return std::nullopt;
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString((dir / name).string()));
+  ASSIGN_OR_RETURN(json j, ParseJson(text, name));
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be a JSON object ", shape));
+  }
+  return j;
 }
 
 // The special tokens and added tokens `dir` names besides the vocabulary, into `options`.
 absl::Status ReadTokenizerExtras(const std::filesystem::path& dir, TokenizerOptions& options) {
-  std::error_code ec;
-  if (std::filesystem::exists(dir / "special_tokens_map.json", ec)) {
-    ASSIGN_OR_RETURN(const std::string text,
-                     ReadFileToString((dir / "special_tokens_map.json").string()));
-    ASSIGN_OR_RETURN(const json map, ParseJson(text, "special_tokens_map.json"));
-    if (!map.is_object()) {
-      return absl::InvalidArgumentError("special_tokens_map.json must be a JSON object");
-    }
+  ASSIGN_OR_RETURN(const std::optional<json> map,
+                   ReadJsonObjectFile(dir, "special_tokens_map.json", "{name: token}"));
+  if (map.has_value()) {
     std::vector<std::string> special;
-    for (const auto& [name, value] : map.items()) CollectSpecialTokens(value, special);
+    for (const auto& [name, value] : map->items()) {
+      if (!value.is_array()) CollectSpecialToken(value, special);
+      // additional_special_tokens: a list of tokens (one level; nothing deeper is read).
+      if (value.is_array()) {
+        for (const json& e : value) CollectSpecialToken(e, special);
+      }
+    }
     options.special_tokens = std::move(special);
   }
-  if (std::filesystem::exists(dir / "added_tokens.json", ec)) {
-    ASSIGN_OR_RETURN(const std::string text,
-                     ReadFileToString((dir / "added_tokens.json").string()));
-    ASSIGN_OR_RETURN(const json added, ParseJson(text, "added_tokens.json"));
-    if (!added.is_object()) {
-      return absl::InvalidArgumentError("added_tokens.json must be a JSON object {token: id}");
-    }
-    for (const auto& [content, id] : added.items()) {
+  ASSIGN_OR_RETURN(const std::optional<json> added,
+                   ReadJsonObjectFile(dir, "added_tokens.json", "{token: id}"));
+  if (added.has_value()) {
+    for (const auto& [content, id] : added->items()) {
       if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocabId ||
           content.empty()) {
         return absl::InvalidArgumentError(absl::StrCat("added_tokens.json: token '", content,
