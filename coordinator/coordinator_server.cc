@@ -321,6 +321,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     HttpApiOptions api;
     api.model_id = openai::ModelId(impl->options.group.model);
     api.max_context = impl->options.scheduler.max_context;
+    api.vocab_size = impl->config.vocab_size;
     api.max_body_bytes = impl->options.max_message_bytes;
     api.created = absl::ToUnixSeconds(absl::Now());
     api.serving = serving;

@@ -205,6 +205,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   });
   auto counter = std::make_shared<std::atomic<uint64_t>>(0);
   const openai::ModelCard card{options.model_id, options.max_context, options.created};
+  const int64_t vocab_size = options.vocab_size;
 
   std::function<bool()> serving = options.serving;
   if (!serving) serving = [group] { return group->ready(); };
@@ -243,7 +244,20 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     absl::StatusOr<std::vector<int32_t>> ids = openai::ParseDetokenizeRequest(req.body, card.id);
     if (!ids.ok()) return SendError(res, ids.status());
     if (tokenizer == nullptr) return SendError(res, no_tokenizer);
-    absl::StatusOr<std::string> text = tokenizer->Decode(*ids);
+    // Ids of the model that the tokenizer lacks (its vocabulary's padding) decode to nothing,
+    // as in the stream and as Hugging Face's decode does; past the model's vocabulary: 400.
+    std::vector<int32_t> known;
+    known.reserve(ids->size());
+    for (const int32_t id : *ids) {
+      if (tokenizer->HasId(id)) {
+        known.push_back(id);
+      } else if (id >= vocab_size) {
+        return SendError(res, absl::InvalidArgumentError(absl::StrCat(
+                                  "token id ", id, " is outside the model's vocabulary of ",
+                                  vocab_size, " ids")));
+      }
+    }
+    absl::StatusOr<std::string> text = tokenizer->Decode(known);
     if (!text.ok()) return SendError(res, absl::InvalidArgumentError(text.status().message()));
     res.set_content(openai::DetokenizeJson(*text), kJson);
   });

@@ -35,6 +35,9 @@ namespace llmint8::coordinator {
 struct HttpApiOptions {
   std::string model_id;  // openai::ModelId of --model
   int64_t max_context = 0;
+  // The model's vocabulary (config.json vocab_size): /detokenize drops the ids below it that the
+  // tokenizer has no token for (the padding rows a model can sample), as the stream does.
+  int64_t vocab_size = 0;
   int64_t max_body_bytes = 4 << 20;
   int64_t created = 0;  // unix seconds, the server's start
   // /health's answer (thread-safe); unset: the group is ready.

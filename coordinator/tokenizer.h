@@ -111,6 +111,8 @@ class Tokenizer {
   // B / max_token_bytes() tokens (Encode adds no special tokens from the text).
   int64_t max_token_bytes() const { return max_token_bytes_; }
   std::optional<int32_t> TokenToId(std::string_view token) const;  // vocab string form
+  // Whether `id` has a token (Decode refuses one that has none).
+  bool HasId(int32_t id) const { return id >= 0 && id < vocab_size() && id_exists_[id]; }
   std::optional<int32_t> bos_id() const { return bos_id_; }
   bool IsSpecial(int32_t id) const { return special_ids_.contains(id); }
   const TokenizerOptions& options() const { return options_; }

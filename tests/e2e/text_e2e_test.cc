@@ -20,8 +20,10 @@ namespace {
 
 using ::testing::ElementsAreArray;
 
+// Its vocabulary is 8 ids larger than the tokenizer's 400, as real checkpoints pad theirs
+// (OPT: 50272 rows for 50265 tokens).
 constexpr char kModel[] =
-    "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400,positions=128,seed=3";
+    "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=408,positions=128,seed=3";
 constexpr char kTokenizer[] = "tests/fixtures/tokenizer/tiny-bpe/tokenizer.json";
 // A chat reply without a limit stops here, or at the end of the model's 128 positions.
 constexpr int kDefaultMaxTokens = 100;
@@ -114,6 +116,15 @@ TEST_F(TextE2ETest, TokenizeAndDetokenizeOverHttp) {
   EXPECT_EQ(back["prompt"], text);
 
   EXPECT_EQ(PostJson("/detokenize", {{"tokens", {1, 99999}}})["http_status"], 400);
+  // An id the model has but the tokenizer lacks (the vocabulary's padding rows, which the
+  // model can sample) decodes to nothing, as in the stream and as Hugging Face's decode.
+  const int32_t padding = tokenizer_->vocab_size();
+  ASSERT_FALSE(tokenizer_->HasId(padding));
+  std::vector<int32_t> padded = *plain;
+  padded.insert(padded.begin() + 1, padding);
+  const nlohmann::json dropped = PostJson("/detokenize", {{"tokens", padded}});
+  EXPECT_EQ(dropped["http_status"], 200) << dropped.dump();
+  EXPECT_EQ(dropped["prompt"], text);
   EXPECT_EQ(PostJson("/tokenize", {{"prompt", 5}})["http_status"], 400);
   EXPECT_EQ(PostJson("/tokenize", {{"prompt", "x"}, {"model", "other"}})["http_status"], 404);
 }
