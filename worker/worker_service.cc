@@ -364,11 +364,9 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
     if (step_forwarded_) {
       // The sequences' caches hold this step's tokens already: resending it (what a refused
       // step gets) would add them twice. The group re-forms instead.
-      broken_ = absl::ResourceExhaustedError("out of memory after the forward pass of a step");
-      Publish();
-      LLMINT8_LOG(ERROR) << "step " << req->step_id() << " failed, group broken: " << broken_;
-      status = absl::UnavailableError(
-          absl::StrCat("rank ", rank_, " lost its group: ", broken_.message()));
+      status =
+          BreakGroup(absl::ResourceExhaustedError("out of memory after the forward pass of a step"),
+                     req->step_id());
     } else {
       status = absl::ResourceExhaustedError(
           "Step: out of memory for this batch; send a smaller one (worker --memory_limit "
@@ -380,6 +378,14 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
   }
   PublishUsage();
   return ToGrpcStatus(status);
+}
+
+absl::Status WorkerService::BreakGroup(absl::Status why, uint64_t step_id) {
+  broken_ = std::move(why);
+  Publish();
+  LLMINT8_LOG(ERROR) << "step " << step_id << " failed, group broken: " << broken_;
+  return absl::UnavailableError(
+      absl::StrCat("rank ", rank_, " lost its group: ", broken_.message()));
 }
 
 absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse& resp) {
@@ -427,11 +433,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   absl::StatusOr<model::Logits> logits = model_->Step(batch);
   if (!logits.ok()) {
     if (IsInputError(logits.status())) return logits.status();
-    broken_ = logits.status();
-    Publish();
-    LLMINT8_LOG(ERROR) << "step " << req.step_id() << " failed, group broken: " << broken_;
-    return absl::UnavailableError(
-        absl::StrCat("rank ", rank_, " lost its group: ", broken_.message()));
+    return BreakGroup(logits.status(), req.step_id());
   }
   step_forwarded_ = true;
   ++steps_;

@@ -91,6 +91,9 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status DoStep(const v1::StepRequest& req, v1::StepResponse& resp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckEpoch(int64_t epoch) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Step `step_id` failed so that this group's state is lost: records `why` (every later call
+  // of the group is refused), publishes it, and returns the UNAVAILABLE the step answers.
+  absl::Status BreakGroup(absl::Status why, uint64_t step_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unload() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
