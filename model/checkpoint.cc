@@ -61,16 +61,32 @@ absl::Status ValidateSliceRequest(std::string_view source_label, std::string_vie
   return absl::OkStatus();
 }
 
-absl::Status RoundToHalfChecked(std::string_view what, std::span<float> values) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    const float rounded = HalfToFloat(FloatToHalf(values[i]));
-    if (std::isinf(rounded) && std::isfinite(values[i])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          std::string(what), ": element ", i, " of the slice is ", values[i],
-          ", beyond fp16's range (65504): serve this checkpoint in fp32 (--dtype=fp32)"));
-    }
-    values[i] = rounded;
+namespace {
+
+// `in` as fp16 into `out` (the same size); the index of the first finite value that rounds to
+// inf, where it stops, if there is one.
+std::optional<size_t> ToHalfInRange(std::span<const float> in, std::span<Half> out) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i] = FloatToHalf(in[i]);
+    if ((out[i].bits & 0x7fff) == 0x7c00 && std::isfinite(in[i])) return i;
   }
+  return std::nullopt;
+}
+
+absl::Status BeyondHalfRange(std::string_view what, size_t i, float value) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(std::string(what), ": element ", i, " of the slice is ", value,
+                   ", beyond fp16's range (65504): serve this checkpoint in fp32 (--dtype=fp32)"));
+}
+
+}  // namespace
+
+absl::Status RoundToHalfChecked(std::string_view what, std::span<float> values) {
+  std::vector<Half> half(values.size());
+  if (const std::optional<size_t> bad = ToHalfInRange(values, half); bad.has_value()) {
+    return BeyondHalfRange(what, *bad, values[*bad]);
+  }
+  for (size_t i = 0; i < values.size(); ++i) values[i] = HalfToFloat(half[i]);
   return absl::OkStatus();
 }
 
@@ -78,9 +94,10 @@ absl::Status CheckpointSource::ReadSliceHalf(std::string_view name, Range rows, 
                                              std::span<Half> out) const {
   std::vector<float> tmp(out.size());
   RETURN_IF_ERROR(ReadSlice(name, rows, cols, tmp));
-  RETURN_IF_ERROR(
-      RoundToHalfChecked(absl::StrCat(Describe(), ": tensor \"", std::string(name), "\""), tmp));
-  for (size_t i = 0; i < out.size(); ++i) out[i] = FloatToHalf(tmp[i]);
+  if (const std::optional<size_t> bad = ToHalfInRange(tmp, out); bad.has_value()) {
+    return BeyondHalfRange(absl::StrCat(Describe(), ": tensor \"", std::string(name), "\""), *bad,
+                           tmp[*bad]);
+  }
   return absl::OkStatus();
 }
 
