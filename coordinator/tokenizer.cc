@@ -603,28 +603,36 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
     }
     out.push_back(*bos_id_);
   }
-  if (const std::optional<size_t> bad = FindInvalidUtf8(text); bad.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "text is not valid UTF-8 at byte offset ", *bad, " (byte 0x",
-        absl::Hex(static_cast<uint8_t>(text[*bad]), absl::kZeroPad2), "); send UTF-8 text"));
-  }
   if (added_.empty()) {
-    EncodeWords(text, out);
-  } else {
-    added_.Split(
-        text, [&](std::string_view between) { EncodeWords(between, out); },
-        [&](int32_t id) { out.push_back(id); });
+    RETURN_IF_ERROR(EncodeWords(text, 0, out));
+    return out;
   }
+  // Segments in order: the first invalid byte of the text is the first one reported (an added
+  // token is valid UTF-8, so none lies inside a match).
+  absl::Status status;
+  added_.Split(
+      text,
+      [&](std::string_view between) {
+        if (status.ok()) status = EncodeWords(between, between.data() - text.data(), out);
+      },
+      [&](int32_t id) { out.push_back(id); });
+  if (!status.ok()) return status;
   return out;
 }
 
-void Tokenizer::EncodeWords(std::string_view text, std::vector<int32_t>& out) const {
+absl::Status Tokenizer::EncodeWords(std::string_view text, size_t offset,
+                                    std::vector<int32_t>& out) const {
   std::vector<char32_t> cps;
   std::vector<size_t> offsets;  // byte offset of each code point, plus the end
   cps.reserve(text.size());
   offsets.reserve(text.size() + 1);
   for (size_t i = 0; i < text.size();) {
-    const Utf8Seq seq = ReadUtf8(text, i);  // valid: Encode checked
+    const Utf8Seq seq = ReadUtf8(text, i);
+    if (seq.kind != Utf8Seq::kValid) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "text is not valid UTF-8 at byte offset ", offset + i, " (byte 0x",
+          absl::Hex(static_cast<uint8_t>(text[i]), absl::kZeroPad2), "); send UTF-8 text"));
+    }
     cps.push_back(seq.cp);
     offsets.push_back(i);
     i += seq.len;
@@ -635,6 +643,7 @@ void Tokenizer::EncodeWords(std::string_view text, std::vector<int32_t>& out) co
     EncodePiece(text.substr(offsets[i], offsets[j] - offsets[i]), out);
     i = j;
   }
+  return absl::OkStatus();
 }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {

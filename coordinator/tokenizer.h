@@ -123,8 +123,9 @@ class Tokenizer {
 
   // Appends the ids of one pre-tokenized piece (raw UTF-8 bytes) to `out`.
   void EncodePiece(std::string_view piece, std::vector<int32_t>& out) const;
-  // Appends the ids of `text` (valid UTF-8), split into words by GPT-2's pattern.
-  void EncodeWords(std::string_view text, std::vector<int32_t>& out) const;
+  // Appends the ids of `text`, split into words by GPT-2's pattern; InvalidArgument for
+  // invalid UTF-8, at its byte offset plus `offset` (where `text` starts in the request's).
+  absl::Status EncodeWords(std::string_view text, size_t offset, std::vector<int32_t>& out) const;
   std::vector<int32_t> MergePiece(std::string_view piece) const;
 
   TokenizerOptions options_;
