@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/host_port.h"
 #include "common/status_macros.h"
+#include "coordinator/http_connection.h"
 #include "httplib.h"
 
 namespace llmint8::coordinator {
@@ -55,7 +56,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   std::unique_ptr<HttpServer> s(new HttpServer());
   if (tls.enabled()) {
     // The files were checked (LoadTlsServer); httplib reads them again for its SSL context.
-    auto https = std::make_unique<httplib::SSLServer>(
+    auto https = std::make_unique<BoundedHttpsServer>(
         tls.cert_file.c_str(), tls.key_file.c_str(),
         tls.client_ca_file.empty() ? nullptr : tls.client_ca_file.c_str());
     if (!https->is_valid()) {
@@ -65,7 +66,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     }
     s->server_ = std::move(https);
   } else {
-    s->server_ = std::make_unique<httplib::Server>();
+    s->server_ = std::make_unique<BoundedHttpServer>();
   }
   // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default
   // SO_REUSEPORT, which would let a second server share the port instead of failing.
@@ -88,6 +89,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   s->server_->new_task_queue = [threads] {
     return new httplib::ThreadPool(static_cast<size_t>(std::max(threads, 1)));
   };
+  s->server_->set_payload_max_length(0);  // no body unless the routes take one
   routes(*s->server_);
   const int bound = port == 0 ? s->server_->bind_to_any_port(host)
                               : (s->server_->bind_to_port(host, port) ? port : -1);

@@ -52,6 +52,9 @@ class HttpServer {
   // connections: a client silent that long is probed (3 probes within `answer_within`), and
   // a connection whose client does not answer (its host froze or lost the network) is
   // closed, so a request waiting on it is found gone (coordinator/peer_watch.h).
+  // A request may take kMaxRequestHeadBytes of request line and headers, plus the payload
+  // limit `routes` sets (set_payload_max_length; none: no body), from its connection
+  // (coordinator/http_connection.h).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const std::string& listen, std::string_view flag, int threads,
       const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls = {},

@@ -1,7 +1,8 @@
 # service: the Generation service, scheduler (continuous batching), worker group, rendezvous.
 llmint8_cc_library(NAME coordinator_metrics SRCS metrics.cc metrics_server.cc http_server.cc
+    http_connection.cc
   DEPS llmint8::proto llmint8::host_port llmint8::common llmint8::tls prometheus-cpp::core
-       PkgConfig::HTTPLIB
+       PkgConfig::HTTPLIB OpenSSL::SSL
        absl::status absl::statusor
        absl::strings absl::time Threads::Threads)
 llmint8_cc_test(NAME metrics_test SRCS metrics_test.cc
@@ -68,3 +69,5 @@ llmint8_cc_test(NAME request_validation_test SRCS request_validation_test.cc
 # The coordinator's use of the planner at group formation (labels: service, scaleout).
 llmint8_cc_test(NAME group_decision_test SRCS group_decision_test.cc
                 DEPS llmint8::coordinator_service llmint8::planner LABELS service scaleout)
+llmint8_cc_test(NAME http_server_test SRCS http_server_test.cc
+                DEPS llmint8::coordinator_metrics llmint8::test_certs LABELS service)

@@ -1,0 +1,282 @@
+#include "coordinator/http_connection.h"
+
+#include <netdb.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+
+namespace llmint8::coordinator {
+namespace {
+
+// What the server's settings allow one connection.
+struct Limits {
+  size_t request_bytes;  // head and body of one request
+  int read_ms;           // for each read
+  int write_ms;          // for each write
+  int keep_alive_ms;     // for the next request to begin
+  size_t max_requests;   // on one connection
+};
+
+int Milliseconds(time_t sec, time_t usec) {
+  const int64_t ms = static_cast<int64_t>(sec) * 1000 + static_cast<int64_t>(usec) / 1000;
+  return static_cast<int>(std::clamp<int64_t>(ms, 0, INT_MAX));
+}
+
+Limits LimitsOf(size_t payload_max, time_t read_sec, time_t read_usec, time_t write_sec,
+                time_t write_usec, time_t keep_alive_sec, size_t keep_alive_max_count) {
+  const size_t room = std::numeric_limits<size_t>::max() - kMaxRequestHeadBytes;
+  return Limits{kMaxRequestHeadBytes + std::min(payload_max, room),
+                Milliseconds(read_sec, read_usec), Milliseconds(write_sec, write_usec),
+                Milliseconds(keep_alive_sec, 0), std::max<size_t>(keep_alive_max_count, 1)};
+}
+
+// Whether `fd` has one of `events` within `timeout_ms` (or hung up, or failed: the next call
+// on it then says how).
+bool Await(int fd, short events, int timeout_ms) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    const int ready = ::poll(&p, 1, timeout_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    return ready > 0;
+  }
+}
+
+// Each send and receive on `fd` gives up after its timeout (a TLS handshake's too).
+void SetSocketTimeouts(int fd, const Limits& limits) {
+  auto set = [fd](int option, int ms) {
+    timeval tv{ms / 1000, static_cast<suseconds_t>(ms % 1000) * 1000};
+    ::setsockopt(fd, SOL_SOCKET, option, &tv, sizeof(tv));
+  };
+  set(SO_RCVTIMEO, limits.read_ms);
+  set(SO_SNDTIMEO, limits.write_ms);
+}
+
+// A connection's bytes: the socket itself, or a TLS session over it.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // > 0 bytes, 0 at the peer's end of stream, < 0 on an error or timeout.
+  virtual ssize_t Receive(char* buffer, size_t size) = 0;
+  virtual ssize_t Send(const char* data, size_t size) = 0;
+  virtual bool HasDecrypted() const { return false; }  // read from the socket, not yet given
+};
+
+class SocketTransport final : public Transport {
+ public:
+  explicit SocketTransport(int fd) : fd_(fd) {}
+  ssize_t Receive(char* buffer, size_t size) override {
+    for (;;) {
+      const ssize_t n = ::recv(fd_, buffer, size, 0);
+      if (n < 0 && errno == EINTR) continue;
+      return n;
+    }
+  }
+  ssize_t Send(const char* data, size_t size) override {
+    for (;;) {
+      const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      return n;
+    }
+  }
+
+ private:
+  const int fd_;
+};
+
+class TlsTransport final : public Transport {
+ public:
+  explicit TlsTransport(SSL* ssl) : ssl_(ssl) {}
+  ssize_t Receive(char* buffer, size_t size) override {
+    const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(size, INT_MAX)));
+    if (n > 0) return n;
+    return SSL_get_error(ssl_, n) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+  }
+  ssize_t Send(const char* data, size_t size) override {
+    const int n = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, INT_MAX)));
+    return n > 0 ? n : -1;
+  }
+  bool HasDecrypted() const override { return SSL_pending(ssl_) > 0; }
+
+ private:
+  SSL* const ssl_;
+};
+
+// The address of one end of `fd` as httplib writes it: numeric host ("::ffff:10.0.0.7" for an
+// IPv4 client of an IPv6 socket), port.
+void EndAddress(int fd, bool peer, std::string& ip, int& port) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof(address);
+  auto* raw = reinterpret_cast<sockaddr*>(&address);
+  if ((peer ? ::getpeername(fd, raw, &length) : ::getsockname(fd, raw, &length)) != 0) return;
+  if (address.ss_family == AF_INET) {
+    port = ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+  } else if (address.ss_family == AF_INET6) {
+    port = ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+  } else {
+    return;
+  }
+  std::array<char, NI_MAXHOST> host{};
+  if (::getnameinfo(raw, length, host.data(), host.size(), nullptr, 0, NI_NUMERICHOST) == 0) {
+    ip = host.data();
+  }
+}
+
+// The connection as httplib reads and writes it, allowing each request `budget` bytes.
+class BudgetStream final : public httplib::Stream {
+ public:
+  BudgetStream(int fd, Transport& transport, const Limits& limits)
+      : fd_(fd), transport_(transport), limits_(limits) {}
+
+  void StartRequest() { budget_ = limits_.request_bytes; }
+  // Bytes received and not yet read: a next request has begun.
+  bool Buffered() const { return begin_ < end_ || transport_.HasDecrypted(); }
+
+  bool is_readable() const override { return Buffered() || Await(fd_, POLLIN, limits_.read_ms); }
+  // Writable within the write timeout, and the client has not closed its end.
+  bool is_writable() const override { return Await(fd_, POLLOUT, limits_.write_ms) && PeerOpen(); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (budget_ == 0) return -1;  // this request has had all it may take
+    if (begin_ == end_) {
+      if (!is_readable()) return -1;
+      const ssize_t n = transport_.Receive(buffer_.data(), buffer_.size());
+      if (n <= 0) return n;
+      begin_ = 0;
+      end_ = static_cast<size_t>(n);
+    }
+    const size_t n = std::min({size, end_ - begin_, budget_});
+    std::memcpy(ptr, buffer_.data() + begin_, n);
+    begin_ += n;
+    budget_ -= n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!Await(fd_, POLLOUT, limits_.write_ms)) return -1;
+    return transport_.Send(ptr, size);
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    EndAddress(fd_, /*peer=*/true, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    EndAddress(fd_, /*peer=*/false, ip, port);
+  }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  // False once the client's end of stream (or a reset) is waiting to be read.
+  bool PeerOpen() const {
+    if (!Await(fd_, POLLIN, 0)) return true;
+    char byte;
+    const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+  }
+
+  const int fd_;
+  Transport& transport_;
+  const Limits limits_;
+  size_t budget_ = 0;
+  std::array<char, 4096> buffer_{};
+  size_t begin_ = 0;
+  size_t end_ = 0;
+};
+
+// Whether a request begins within the keep-alive timeout (at least 10 ms, as httplib waits),
+// looking every 100 ms whether the server is stopping.
+bool AwaitRequest(const BudgetStream& stream, int fd, const std::atomic<socket_t>& listening,
+                  int keep_alive_ms) {
+  if (stream.Buffered()) return true;
+  for (int left = std::max(keep_alive_ms, 10); left > 0; left -= 100) {
+    if (listening == INVALID_SOCKET) return false;
+    if (Await(fd, POLLIN, std::min(left, 100))) return true;
+  }
+  return false;
+}
+
+using ProcessRequest =
+    std::function<bool(httplib::Stream& stream, bool close_connection, bool& connection_closed)>;
+
+// httplib's keep-alive loop: requests one after another until the client closes, one fails,
+// the last one allowed, or the server stops. True when the last one was answered.
+bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& listening,
+                   const Limits& limits, const ProcessRequest& process) {
+  BudgetStream stream(fd, transport, limits);
+  bool answered = false;
+  for (size_t left = limits.max_requests; left > 0 && listening != INVALID_SOCKET &&
+                                          AwaitRequest(stream, fd, listening, limits.keep_alive_ms);
+       --left) {
+    stream.StartRequest();
+    bool closed = false;
+    answered = process(stream, /*close_connection=*/left == 1, closed);
+    if (!answered || closed) break;
+  }
+  return answered;
+}
+
+void Close(int fd) {
+  ::shutdown(fd, SHUT_RDWR);
+  ::close(fd);
+}
+
+}  // namespace
+
+bool BoundedHttpServer::process_and_close_socket(socket_t sock) {
+  const Limits limits =
+      LimitsOf(payload_max_length_, read_timeout_sec_, read_timeout_usec_, write_timeout_sec_,
+               write_timeout_usec_, keep_alive_timeout_sec_, keep_alive_max_count_);
+  SetSocketTimeouts(sock, limits);
+  SocketTransport transport(sock);
+  const bool answered = ServeRequests(sock, transport, svr_sock_, limits,
+                                      [this](httplib::Stream& s, bool close, bool& closed) {
+                                        return process_request(s, close, closed, nullptr);
+                                      });
+  Close(sock);
+  return answered;
+}
+
+BoundedHttpsServer::BoundedHttpsServer(const char* cert_file, const char* key_file,
+                                       const char* client_ca_file)
+    : httplib::SSLServer(cert_file, key_file, client_ca_file) {
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    ::signal(SIGPIPE, SIG_IGN);
+  }
+}
+
+bool BoundedHttpsServer::process_and_close_socket(socket_t sock) {
+  const Limits limits =
+      LimitsOf(payload_max_length_, read_timeout_sec_, read_timeout_usec_, write_timeout_sec_,
+               write_timeout_usec_, keep_alive_timeout_sec_, keep_alive_max_count_);
+  SetSocketTimeouts(sock, limits);  // bounds the handshake's reads and writes too
+  bool answered = false;
+  SSL* ssl = SSL_new(ssl_context());
+  if (ssl != nullptr) {
+    if (SSL_set_fd(ssl, sock) == 1 && SSL_accept(ssl) == 1) {
+      TlsTransport transport(ssl);
+      answered = ServeRequests(sock, transport, svr_sock_, limits,
+                               [this, ssl](httplib::Stream& s, bool close, bool& closed) {
+                                 return process_request(
+                                     s, close, closed, [ssl](httplib::Request& r) { r.ssl = ssl; });
+                               });
+      if (answered) SSL_shutdown(ssl);
+    }
+    SSL_free(ssl);
+  }
+  Close(sock);
+  return answered;
+}
+
+}  // namespace llmint8::coordinator

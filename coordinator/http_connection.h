@@ -1,0 +1,47 @@
+// How the coordinator's HTTP servers serve a connection: cpp-httplib parses and routes each
+// request, reading it through a stream that holds the request to a byte budget.
+//
+// cpp-httplib 0.11 (Debian 12's) checks a request line's and a header line's length only once
+// it has read the whole line, and does not count header lines: a client sending one endless
+// line, or headers without end, grows the server's memory until the kernel kills it. Here one
+// request may take at most kMaxRequestHeadBytes (request line and headers) plus the server's
+// payload limit (its body) from the connection. Past that the stream gives httplib nothing,
+// so it answers 400 (or, mid request line, drops the connection) and the connection closes.
+//
+// httplib lets a subclass serve each accepted connection itself (process_and_close_socket);
+// these do, with httplib's keep-alive rules and timeouts (set_read_timeout and the others) and,
+// for HTTPS, its SSL context (certificates, client certificate checks).
+//
+//   auto server = std::make_unique<BoundedHttpServer>();
+//   server->set_payload_max_length(max_body_bytes);  // the body's share of the budget
+#ifndef LLMINT8_COORDINATOR_HTTP_CONNECTION_H_
+#define LLMINT8_COORDINATOR_HTTP_CONNECTION_H_
+
+#include <cstddef>
+
+#include "httplib.h"
+
+namespace llmint8::coordinator {
+
+// A request line and headers past this are refused. Clients send a few hundred bytes; nginx
+// takes 8 KiB per line, 32 KiB in all, by default.
+inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
+
+class BoundedHttpServer final : public httplib::Server {
+ private:
+  bool process_and_close_socket(socket_t sock) override;
+};
+
+// HTTPS. Writes to a client that has gone raise no SIGPIPE: constructing one sets SIGPIPE to
+// be ignored in this process (OpenSSL writes with write(2)), unless a handler is installed.
+class BoundedHttpsServer final : public httplib::SSLServer {
+ public:
+  BoundedHttpsServer(const char* cert_file, const char* key_file, const char* client_ca_file);
+
+ private:
+  bool process_and_close_socket(socket_t sock) override;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_HTTP_CONNECTION_H_

@@ -1,0 +1,230 @@
+// The coordinator's HTTP servers against clients that send more than a request may hold:
+// each request may take kMaxRequestHeadBytes of head plus the payload limit, no more.
+#include "coordinator/http_server.h"
+
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/testing/test_certs.h"
+#include "coordinator/http_connection.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+constexpr size_t kMaxBody = 1024;
+constexpr size_t kFlood = size_t{256} << 20;  // what a flooding client tries to send
+
+// The most bytes loopback TCP can hold between a client's send and a server's read: the
+// largest send and receive buffers the kernel grows to (net.ipv4.tcp_wmem / tcp_rmem).
+size_t SocketBufferBytes() {
+  size_t total = 0;
+  for (const char* path : {"/proc/sys/net/ipv4/tcp_wmem", "/proc/sys/net/ipv4/tcp_rmem"}) {
+    std::ifstream in(path);
+    size_t min = 0, fallback = 0, max = 0;
+    in >> min >> fallback >> max;
+    total += max > 0 ? max : size_t{8} << 20;
+  }
+  return total;
+}
+
+std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {}) {
+  absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(
+      "127.0.0.1:0", "--http_listen", 2,
+      [](httplib::Server& s) {
+        s.set_payload_max_length(kMaxBody);
+        s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+          res.set_content("ok", "text/plain");
+        });
+        s.Post("/", [](const httplib::Request& req, httplib::Response& res) {
+          res.set_content(absl::StrCat(req.body.size()), "text/plain");
+        });
+      },
+      tls);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? std::move(*server) : nullptr;
+}
+
+// A raw client: TCP, or TLS over it when given a context.
+class RawClient {
+ public:
+  RawClient(int port, SSL_CTX* tls) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    if (connected_ && tls != nullptr) {
+      ssl_ = SSL_new(tls);
+      connected_ = SSL_set_fd(ssl_, fd_) == 1 && SSL_connect(ssl_) == 1;
+    }
+  }
+  ~RawClient() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+    ::close(fd_);
+  }
+  bool connected() const { return connected_; }
+
+  // Sends all of `data`; false once the server has closed the connection.
+  bool Send(const std::string& data) {
+    for (size_t sent = 0; sent < data.size();) {
+      const ssize_t n =
+          ssl_ != nullptr
+              ? SSL_write(ssl_, data.data() + sent, static_cast<int>(data.size() - sent))
+              : ::send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      sent += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  // Sends `head`, then `chunk` until the server stops taking them: the bytes sent in all.
+  size_t Flood(const std::string& head, const std::string& chunk) {
+    size_t sent = 0;
+    if (!Send(head)) return sent;
+    sent += head.size();
+    while (sent < kFlood && Send(chunk)) sent += chunk.size();
+    return sent;
+  }
+  // One response: its head and the body of its Content-Length ("" if the connection ends).
+  std::string ReceiveResponse() {
+    std::string out;
+    size_t end = std::string::npos;
+    size_t length = 0;
+    while (end == std::string::npos || out.size() < end + length) {
+      char buffer[4096];
+      const ssize_t n = ssl_ != nullptr ? SSL_read(ssl_, buffer, sizeof(buffer))
+                                        : ::recv(fd_, buffer, sizeof(buffer), 0);
+      if (n <= 0) return "";
+      out.append(buffer, static_cast<size_t>(n));
+      if (end == std::string::npos && (end = out.find("\r\n\r\n")) != std::string::npos) {
+        end += 4;
+        const size_t field = out.find("Content-Length: ");
+        if (field < end) length = std::stoul(out.substr(field + 16));
+      }
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+  SSL* ssl_ = nullptr;
+  bool connected_ = false;
+};
+
+std::string HeaderLines(size_t count) {
+  std::string lines;
+  for (size_t i = 0; i < count; ++i)
+    lines += absl::StrCat("X-Pad-", i, ": ", std::string(4000, 'a'), "\r\n");
+  return lines;
+}
+
+class HttpServerTest : public ::testing::TestWithParam<bool> {  // param: TLS
+ protected:
+  static void SetUpTestSuite() {
+    ::signal(SIGPIPE, SIG_IGN);  // a flood's write to a closed connection fails instead
+    std::string dir = ::testing::TempDir() + "/llmint8-http-server-XXXXXX";
+    ASSERT_NE(mkdtemp(dir.data()), nullptr);
+    absl::StatusOr<testing::TestCerts> certs = testing::WriteTestCerts(dir);
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = new testing::TestCerts(*certs);
+  }
+
+  void SetUp() override {
+    TlsServerConfig tls;
+    if (GetParam()) {
+      tls.cert_file = certs_->server_cert;
+      tls.key_file = certs_->server_key;
+      client_tls_ = SSL_CTX_new(TLS_client_method());
+      ASSERT_EQ(SSL_CTX_load_verify_locations(client_tls_, certs_->ca.c_str(), nullptr), 1);
+      SSL_CTX_set_verify(client_tls_, SSL_VERIFY_PEER, nullptr);
+    }
+    server_ = StartServer(tls);
+    ASSERT_NE(server_, nullptr);
+  }
+  void TearDown() override {
+    server_.reset();
+    if (client_tls_ != nullptr) SSL_CTX_free(client_tls_);
+  }
+
+  static testing::TestCerts* certs_;
+  std::unique_ptr<HttpServer> server_;
+  SSL_CTX* client_tls_ = nullptr;
+};
+
+testing::TestCerts* HttpServerTest::certs_ = nullptr;
+
+// The bytes a flood may get in before the server closes: what one request may take, plus
+// what the sockets buffer (plus a chunk in flight).
+size_t FloodBound(size_t chunk) {
+  return kMaxRequestHeadBytes + kMaxBody + SocketBufferBytes() + chunk;
+}
+
+TEST_P(HttpServerTest, EndlessHeaderLineIsCutOff) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  const std::string chunk(64 << 10, 'a');
+  const size_t sent = client.Flood("GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ", chunk);
+  EXPECT_LE(sent, FloodBound(chunk.size())) << "the server read on past its budget";
+}
+
+TEST_P(HttpServerTest, EndlessHeadersAreCutOff) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  const std::string chunk = HeaderLines(16);
+  const size_t sent = client.Flood("GET / HTTP/1.1\r\nHost: x\r\n", chunk);
+  EXPECT_LE(sent, FloodBound(chunk.size())) << "the server read on past its budget";
+}
+
+TEST_P(HttpServerTest, EndlessRequestLineIsCutOff) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  const std::string chunk(64 << 10, 'a');
+  const size_t sent = client.Flood("GET /", chunk);
+  EXPECT_LE(sent, FloodBound(chunk.size())) << "the server read on past its budget";
+}
+
+TEST_P(HttpServerTest, HeadOverTheLimitGetsBadRequest) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  // 20 lines of 4 KiB: over 64 KiB, each line under httplib's own 8 KiB.
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n" + HeaderLines(20) + "\r\n"));
+  EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 400");
+}
+
+// Each request of a kept-alive connection has a budget of its own, and a request within it
+// (a head near the limit, a body at the limit) is served.
+TEST_P(HttpServerTest, RequestsWithinTheBudgetAreServedOneAfterAnother) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  const std::string head = "Host: x\r\n" + HeaderLines(15);  // 60 KiB
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    const std::string body(kMaxBody, 'b');
+    ASSERT_TRUE(client.Send(absl::StrCat(
+        "POST / HTTP/1.1\r\n", head, "Content-Type: text/plain\r\nContent-Length: ", body.size(),
+        "\r\n\r\n", body)));
+    const std::string answer = client.ReceiveResponse();
+    EXPECT_EQ(answer.substr(0, 15), "HTTP/1.1 200 OK") << answer;
+    EXPECT_TRUE(absl::EndsWith(answer, "\r\n\r\n1024")) << answer;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(PlainAndTls, HttpServerTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Tls" : "Plain";
+                         });
+
+}  // namespace
+}  // namespace llmint8::coordinator
