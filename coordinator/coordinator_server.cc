@@ -150,7 +150,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   // cache when the workers do not say how much they hold (they do at LoadShard: the KV budget
   // is then what their memory allows beyond the weights; --kv_budget_tokens overrides both).
   const bool planned = options.group.dtype == "fp16" || options.group.dtype == "int8";
-  if (planned && options.group.reserve_sequences > 0) {
+  if (planned) {
     const int64_t reserved = options.group.reserve_sequences * max_context;
     options.scheduler.default_kv_budget_tokens = reserved;
     options.scheduler.max_prefill_tokens = std::min(options.scheduler.max_prefill_tokens, reserved);

@@ -76,8 +76,8 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
     }
   }
   ASSIGN_OR_RETURN(const WeightDType dtype, ParseWeightDType(request.dtype));
-  if (request.reserve_sequences < 0) {
-    return absl::InvalidArgumentError("the plan's reserve of sequences must be >= 0");
+  if (request.reserve_sequences < 1) {
+    return absl::InvalidArgumentError("the plan's reserve of sequences must be >= 1");
   }
   const Reserve reserve = Reserve::Tokens(
       request.reserve_sequences,

@@ -51,6 +51,15 @@ std::string PromptFlagsError() {
     return absl::StrCat("--prompt is not valid UTF-8 (byte ", *bad,
                         "); pass text, or the ids with --token_ids");
   }
+  for (const std::string& stop : absl::GetFlag(FLAGS_stop).values) {
+    if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(stop); bad.has_value()) {
+      return absl::StrCat("--stop '", absl::CHexEscape(stop), "' is not valid UTF-8 (byte ", *bad,
+                          "); stop strings are text");
+    }
+  }
+  if (absl::GetFlag(FLAGS_seed) < -1) {
+    return "--seed must be >= 0, or -1 for a seed the server picks";
+  }
   if (const double t = absl::GetFlag(FLAGS_timeout); !(t >= 0) || t > 1e7) {
     return "--timeout must be >= 0 and at most 1e7 seconds (0: none)";
   }
@@ -144,7 +153,7 @@ int RunGenerate() {
                    resp.prompt_tokens_size() - 1);
     }
     if (has_tokenizer) {
-      std::fputs(resp.text().c_str(), stdout);
+      std::fwrite(resp.text().data(), 1, resp.text().size(), stdout);
     } else if (resp.has_token_id()) {
       std::printf("%d ", resp.token_id());
     }

@@ -204,8 +204,9 @@ absl::Status ValidateCommonFlags() {
     return absl::InvalidArgumentError(
         "--worker_lease must be at least 2s: probes renew it every 250ms and may wait 1s");
   }
-  if (absl::GetFlag(FLAGS_reserve_sequences) < 0) {
-    return absl::InvalidArgumentError("--reserve_sequences must be >= 0");
+  if (absl::GetFlag(FLAGS_reserve_sequences) < 1) {
+    return absl::InvalidArgumentError(
+        "--reserve_sequences must be >= 1: the group plan keeps room for at least one sequence");
   }
   if (absl::GetFlag(FLAGS_max_batch) < 1 || absl::GetFlag(FLAGS_queue_capacity) < 1) {
     return absl::InvalidArgumentError("--max_batch and --queue_capacity must be >= 1");

@@ -65,6 +65,7 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"coordinator --check_flags", "--workers is required"},
         Case{"serve --tls_ca_file=/x --check_flags", "set --tls_cert_file"},
         Case{"serve --default_max_tokens=-1 --check_flags", "--default_max_tokens must be >= 0"},
+        Case{"serve --reserve_sequences=0 --check_flags", "--reserve_sequences must be >= 1"},
         Case{"serve --threshold=-1 --check_flags", "--threshold=-1 must be a finite value >= 0"},
         Case{"coordinator --workers=a:1 --threshold=nan --check_flags", "--threshold=nan"}}) {
     const CliResult r = RunCli(c.args);

@@ -142,7 +142,10 @@ TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
                         // sh's printf writes the byte 0xff.
                         Case{"--prompt=\"$(printf 'ab\\377')\"", "not valid UTF-8 (byte 2)"},
                         Case{"--prompt=hi --timeout=-1", "--timeout must be >= 0"},
-                        Case{"--prompt=hi --stop=a,,b", "stop sequence 2 is empty"}}) {
+                        Case{"--prompt=hi --stop=a,,b", "stop sequence 2 is empty"},
+                        // The flag's C escapes make the byte 0xff.
+                        Case{"--prompt=hi '--stop=a\\xff'", "--stop 'a\\xff' is not valid UTF-8"},
+                        Case{"--prompt=hi --seed=-2", "--seed must be >= 0, or -1"}}) {
     r = RunCli(absl::StrCat("generate --coordinator=", target, " ", c.flags));
     EXPECT_EQ(r.exit_code, 2) << c.flags << ": " << r.err;
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.flags;
