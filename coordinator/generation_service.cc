@@ -295,6 +295,10 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext* ctx, const v1::Tok
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "this model was served without a tokenizer (no vocab.json/merges.txt)");
   }
+  if (absl::Status fits = ValidateTextLength(req->text().size(), limits_, "text to tokenize");
+      !fits.ok()) {
+    return ToGrpcStatus(fits);
+  }
   absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(req->text(), req->add_bos());
   if (!ids.ok()) return ToGrpcStatus(ids.status());
   for (int32_t id : *ids) {

@@ -101,6 +101,7 @@ class GenerationService final : public v1::Generation::Service {
 
   // The served model's tokenizer; null when it was served without one.
   const Tokenizer* tokenizer() const { return tokenizer_; }
+  const ModelLimits& limits() const { return limits_; }
 
  private:
   // Admit + Follow (Generate's body).

@@ -228,6 +228,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   });
   // vLLM's tokenizer routes (coordinator/openai_api.h).
   const Tokenizer* tokenizer = service->tokenizer();
+  const ModelLimits limits = service->limits();
   const absl::Status no_tokenizer = absl::FailedPreconditionError(
       "this model was served without a tokenizer (no vocab.json/merges.txt)");
   server.Post("/tokenize", [=](const httplib::Request& req, httplib::Response& res) {
@@ -235,6 +236,10 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
         openai::ParseTokenizeRequest(req.body, card.id);
     if (!parsed.ok()) return SendError(res, parsed.status());
     if (tokenizer == nullptr) return SendError(res, no_tokenizer);
+    if (absl::Status fits = ValidateTextLength(parsed->text.size(), limits, "text to tokenize");
+        !fits.ok()) {
+      return SendError(res, fits);
+    }
     absl::StatusOr<std::vector<int32_t>> ids = tokenizer->Encode(
         parsed->text, parsed->add_special_tokens && tokenizer->bos_id().has_value());
     if (!ids.ok()) return SendError(res, absl::InvalidArgumentError(ids.status().message()));

@@ -22,16 +22,20 @@ absl::Status ValidatePromptInput(const v1::GenerateRequest& request, const Model
         "this model was served without a tokenizer (no vocab.json/merges.txt); send the "
         "prompt as token_ids");
   }
-  // Encoding costs memory and time in proportion to the text: a text that cannot fit is
-  // refused first, as its tokens would be.
-  if (has_text && limits.max_token_bytes > 0 &&
-      static_cast<int64_t>(request.text().size()) > limits.max_context * limits.max_token_bytes) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "the prompt text is ", request.text().size(), " bytes: more than the model's context of ",
-        limits.max_context, " tokens can hold (a token is at most ", limits.max_token_bytes,
-        " bytes); send a shorter prompt"));
+  return has_text ? ValidateTextLength(request.text().size(), limits, "prompt text")
+                  : absl::OkStatus();
+}
+
+absl::Status ValidateTextLength(size_t bytes, const ModelLimits& limits, std::string_view what) {
+  if (limits.max_token_bytes <= 0 ||
+      static_cast<int64_t>(bytes) <= limits.max_context * limits.max_token_bytes) {
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
+  return absl::OutOfRangeError(absl::StrCat(
+      "the ", absl::string_view(what.data(), what.size()), " is ", bytes,
+      " bytes: more than the model's context of ",
+      limits.max_context, " tokens can hold (a token is at most ", limits.max_token_bytes,
+      " bytes); send a shorter text"));
 }
 
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
@@ -52,7 +56,7 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   }
   if (!std::isfinite(request.temperature()) || request.temperature() < 0.0f) {
     return absl::InvalidArgumentError(absl::StrCat("temperature is ", request.temperature(),
-                                                   "; it must be >= 0 (0 is greedy decoding)"));
+                                                   "; it must be finite and >= 0 (0 is greedy decoding)"));
   }
   if (request.top_k() < 0) {
     return absl::InvalidArgumentError(
@@ -67,7 +71,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
       (!std::isfinite(request.repetition_penalty()) || request.repetition_penalty() <= 0.0f)) {
     return absl::InvalidArgumentError(
         absl::StrCat("repetition_penalty is ", request.repetition_penalty(),
-                     "; it must be > 0 (1 or unset disables it; 1.1 to 1.3 discourages repeats)"));
+                     "; it must be finite and > 0 (1 or unset disables it; 1.1 to 1.3 "
+                     "discourages repeats)"));
   }
   for (const auto& [name, value] : {std::pair{"frequency_penalty", request.frequency_penalty()},
                                     std::pair{"presence_penalty", request.presence_penalty()}}) {

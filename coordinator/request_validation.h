@@ -6,13 +6,18 @@
 //                     top_k < 0, top_p outside (0, 1], repetition_penalty <= 0,
 //                     frequency / presence penalty outside [-2, 2], top_logprobs outside
 //                     [0, 20], a token id outside the vocabulary,
-//                     too many / empty / too long stop sequences, prompt text not UTF-8;
-//   OUT_OF_RANGE      prompt longer than the context, or prompt + max_new_tokens beyond it;
+//                     too many / empty / too long stop sequences, prompt text not UTF-8
+//                     (only an HTTP request's: gRPC's protobuf refuses a string field that
+//                     is not UTF-8 before any handler);
+//   OUT_OF_RANGE      prompt (or its text) longer than the context, or prompt +
+//                     max_new_tokens beyond it;
 //   FAILED_PRECONDITION  a text prompt or stop sequences for a model without a tokenizer.
 #ifndef LLMINT8_COORDINATOR_REQUEST_VALIDATION_H_
 #define LLMINT8_COORDINATOR_REQUEST_VALIDATION_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,6 +40,10 @@ struct ModelLimits {
 
 // That the request has a prompt in a form this server reads (text needs the tokenizer).
 absl::Status ValidatePromptInput(const v1::GenerateRequest& request, const ModelLimits& limits);
+
+// Encoding costs memory and time in proportion to a text: OUT_OF_RANGE, naming it as `what`,
+// for one longer than max_context tokens of max_token_bytes each, which no prompt can use.
+absl::Status ValidateTextLength(size_t bytes, const ModelLimits& limits, std::string_view what);
 
 // Everything except the prompt's contents (which need the tokenizer first); the prompt's
 // presence as ValidatePromptInput.

@@ -581,8 +581,9 @@ void Scheduler::Loop() {
       }
       if (sent.prompt_logprobs()) seq->AddPromptScores(r);
       if (!sent.prefill_only() && !r.sample_error().empty()) {
-        // Rank 0 could not sample this sequence's token: it fails alone.
-        seq->Fail(absl::InvalidArgumentError(
+        // Rank 0 could not sample this sequence's token: it fails alone. A request that
+        // passed validation cannot cause this (the model's logits did, e.g. all NaN).
+        seq->Fail(absl::InternalError(
             absl::StrCat("the next token could not be sampled: ", r.sample_error())));
         exit = Exit::kRelease;
       } else if (!sent.prefill_only()) {

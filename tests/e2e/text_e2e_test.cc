@@ -92,6 +92,16 @@ TEST_F(TextE2ETest, TokenizeMatchesTheTokenizer) {
   ASSERT_TRUE(ids.ok()) << ids.status();
   EXPECT_THAT(resp.token_ids(), ElementsAreArray(*ids));
   EXPECT_EQ(resp.pieces_size(), resp.token_ids_size());
+
+  // A text no prompt could use (over 128 tokens of the longest token) is not encoded.
+  const size_t too_long = 128 * tokenizer_->max_token_bytes() + 1;
+  grpc::ClientContext long_ctx;
+  req.set_text(std::string(too_long, 'a'));
+  const grpc::Status refused = stub_->Tokenize(&long_ctx, req, &resp);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(refused.error_message(),
+              ::testing::HasSubstr(absl::StrCat("the text to tokenize is ", too_long, " bytes")));
+  EXPECT_EQ(PostJson("/tokenize", {{"prompt", req.text()}})["http_status"], 400);
 }
 
 // vLLM's /tokenize and /detokenize over HTTP: the tokenizer's ids (BOS first unless
