@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -105,9 +106,14 @@ absl::Status GenerationService::Run(const v1::GenerateRequest& req, absl::Time d
                                     std::string_view request_id,
                                     const std::function<bool(const v1::GenerateResponse&)>& write,
                                     const std::function<bool()>& gone) {
-  absl::StatusOr<std::shared_ptr<Sequence>> seq = Admit(req, deadline, request_id);
-  if (!seq.ok()) return seq.status();
-  return Follow(*seq, write, gone);
+  // The scheduler may ask whether the client is gone while the request waits in its queue.
+  auto probe = std::make_shared<ClientProbe>(gone);
+  absl::Cleanup detach = [&probe] { probe->Detach(); };
+  absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
+      AdmitAll(req, {&req, 1}, /*n=*/1, deadline, request_id, /*fill_context=*/false, probe);
+  if (!seqs.ok()) return seqs.status();
+  return FollowAll(
+      *seqs, [&write](size_t, const v1::GenerateResponse& r) { return write(r); }, gone);
 }
 
 void GenerationService::Record(const absl::Status& status, RequestRecord& record) {
@@ -121,28 +127,10 @@ void GenerationService::Record(const absl::Status& status, RequestRecord& record
   }
 }
 
-absl::StatusOr<std::shared_ptr<Sequence>> GenerationService::Admit(const v1::GenerateRequest& req,
-                                                                   absl::Time deadline,
-                                                                   std::string_view request_id) {
-  absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
-      AdmitAll(req, {&req, 1}, /*n=*/1, deadline, request_id);
-  if (!seqs.ok()) return seqs.status();
-  return std::move(seqs->front());
-}
-
-absl::Status GenerationService::Follow(
-    const std::shared_ptr<Sequence>& seq,
-    const std::function<bool(const v1::GenerateResponse&)>& write,
-    const std::function<bool()>& gone) {
-  return FollowAll(
-      {&seq, 1}, [&write](size_t, const v1::GenerateResponse& r) { return write(r); }, gone);
-}
-
-void GenerationService::Abandon(const std::shared_ptr<Sequence>& seq) { AbandonAll({&seq, 1}); }
-
 absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitAll(
     const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
-    absl::Time deadline, std::string_view request_id, bool fill_context) {
+    absl::Time deadline, std::string_view request_id, bool fill_context,
+    const std::shared_ptr<ClientProbe>& probe) {
   const std::string id(request_id);
   std::vector<std::shared_ptr<Sequence>> seqs;
   absl::Status admitted = [&]() -> absl::Status {
@@ -186,6 +174,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
       seq->set_deadline(deadline);
       seq->set_signal(signal);
       seq->set_request_id(id);
+      seq->set_client_probe(probe);
     }
     return scheduler_->EnqueueAll(seqs);
   }();

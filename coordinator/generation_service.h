@@ -1,8 +1,8 @@
 // The public Generation gRPC service (proto/llmint8/v1/generation.proto): validates and
 // tokenizes requests, queues them on the Scheduler and streams each sequence's tokens back.
 // A client that cancels, or whose deadline passes, has its sequence freed at the next step
-// boundary (the handler notices within ~50 ms). Admit() + Follow() are the same call without
-// gRPC, for the HTTP API (coordinator/http_api.h).
+// boundary (the handler notices within ~50 ms). AdmitAll() + FollowAll() are the same call
+// without gRPC, for the HTTP API (coordinator/http_api.h).
 //
 // Thread-safe: gRPC runs each call on its own thread.
 #ifndef LLMINT8_COORDINATOR_GENERATION_SERVICE_H_
@@ -57,42 +57,35 @@ class GenerationService final : public v1::Generation::Service {
                             v1::ModelInfo* resp) override;
 
   // Generate for any transport, in two halves so an HTTP server can answer a refused request
-  // with its status before it starts a stream:
-  //   Admit   validates, tokenizes and queues the request (until `deadline`; `request_id`:
-  //           the client's id for it, SanitizeRequestId'd, for the request log); on failure the
-  //           request is recorded in the metrics and the status returned;
-  //   Follow  hands each response to `write` (false: the client is gone, the sequence is
-  //           cancelled), polls `gone` every ~50 ms (true: the client cancelled) and cancels
-  //           the sequence at its deadline (DEADLINE_EXCEEDED); records the request.
-  absl::StatusOr<std::shared_ptr<Sequence>> Admit(const v1::GenerateRequest& req,
-                                                  absl::Time deadline, std::string_view request_id);
-  absl::Status Follow(const std::shared_ptr<Sequence>& seq,
-                      const std::function<bool(const v1::GenerateResponse&)>& write,
-                      const std::function<bool()>& gone);
-  // For an admitted sequence whose client left before Follow began: cancels it and records
-  // the request as cancelled.
-  void Abandon(const std::shared_ptr<Sequence>& seq);
-
-  // The same for one call that asks for several sequences (the OpenAI API's prompt batches
-  // and `n`), all admitted or none:
-  //   AdmitAll   `n` sequences for each of `prompts` (requests of which only the prompt is
-  //              read), all with the parameters of `params` (its prompt is not read), in
+  // with its status before it starts a stream. A call may ask for several sequences (the
+  // OpenAI API's prompt batches and `n`), all admitted or none:
+  //   AdmitAll   validates, tokenizes and queues `n` sequences for each of `prompts`
+  //              (requests of which only the prompt is read), all with the parameters of
+  //              `params` (its prompt is not read), until `deadline` (`request_id`: the
+  //              client's id for the call, SanitizeRequestId'd, for the request log), in
   //              prompt-major order: sequence i * n + j is prompt i's j-th, and samples with
   //              the request's seed + j (each prompt's first sequence is what a request of
   //              that prompt alone gives). More sequences than the queue holds are
   //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED. A refused
-  //              call is recorded as one request. With `fill_context` each prompt's sequences
-  //              may generate up to the end of the context, or options' default_max_tokens
-  //              (params' max_new_tokens is then replaced by what the prompt, once
-  //              tokenized, leaves).
+  //              call is recorded as one request and its status returned. With
+  //              `fill_context` each prompt's sequences may generate up to the end of the
+  //              context, or options' default_max_tokens (params' max_new_tokens is then
+  //              replaced by what the prompt, once tokenized, leaves). `probe` (optional)
+  //              tells the scheduler when the client has gone, to free a full queue's places
+  //              at once.
   //   FollowAll  streams AdmitAll's sequences together (waiting on the OutputSignal they
-  //              share): each response with its sequence's index, in the order they come;
-  //              the first sequence to fail ends the call with its status and cancels the
-  //              rest (as does a client that leaves, or the deadline); each sequence is
-  //              recorded as a request.
+  //              share): hands each response to `write` with its sequence's index, in the
+  //              order they come (false: the client is gone), polls `gone` every ~50 ms
+  //              (true: the client cancelled) and stops at the deadline
+  //              (DEADLINE_EXCEEDED); the first sequence to fail ends the call with its
+  //              status, and any end but all sequences finishing cancels the rest; each
+  //              sequence is recorded as a request.
+  //   AbandonAll for admitted sequences whose client left before FollowAll began: cancels
+  //              them and records them as cancelled.
   absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> AdmitAll(
       const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
-      absl::Time deadline, std::string_view request_id, bool fill_context = false);
+      absl::Time deadline, std::string_view request_id, bool fill_context = false,
+      const std::shared_ptr<ClientProbe>& probe = nullptr);
   absl::Status FollowAll(
       std::span<const std::shared_ptr<Sequence>> seqs,
       const std::function<bool(size_t index, const v1::GenerateResponse&)>& write,
@@ -104,7 +97,7 @@ class GenerationService final : public v1::Generation::Service {
   const ModelLimits& limits() const { return limits_; }
 
  private:
-  // Admit + Follow (Generate's body).
+  // AdmitAll + FollowAll of one sequence (Generate's body).
   absl::Status Run(const v1::GenerateRequest& req, absl::Time deadline, std::string_view request_id,
                    const std::function<bool(const v1::GenerateResponse&)>& write,
                    const std::function<bool()>& gone);

@@ -31,11 +31,11 @@ absl::Status ValidateTextLength(size_t bytes, const ModelLimits& limits, std::st
       static_cast<int64_t>(bytes) <= limits.max_context * limits.max_token_bytes) {
     return absl::OkStatus();
   }
-  return absl::OutOfRangeError(absl::StrCat(
-      "the ", absl::string_view(what.data(), what.size()), " is ", bytes,
-      " bytes: more than the model's context of ",
-      limits.max_context, " tokens can hold (a token is at most ", limits.max_token_bytes,
-      " bytes); send a shorter text"));
+  return absl::OutOfRangeError(
+      absl::StrCat("the ", absl::string_view(what.data(), what.size()), " is ", bytes,
+                   " bytes: more than the model's context of ", limits.max_context,
+                   " tokens can hold (a token is at most ", limits.max_token_bytes,
+                   " bytes); send a shorter text"));
 }
 
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
@@ -55,8 +55,9 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         limits.max_context, " tokens including the prompt; ask for fewer tokens"));
   }
   if (!std::isfinite(request.temperature()) || request.temperature() < 0.0f) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature is ", request.temperature(),
-                                                   "; it must be finite and >= 0 (0 is greedy decoding)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature is ", request.temperature(),
+                     "; it must be finite and >= 0 (0 is greedy decoding)"));
   }
   if (request.top_k() < 0) {
     return absl::InvalidArgumentError(

@@ -140,6 +140,7 @@ absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> se
     // (their handlers may not have noticed yet).
     const absl::Time now = absl::Now();
     std::erase_if(queue_, [now](const std::shared_ptr<Sequence>& s) {
+      if (!s->cancelled() && s->client_gone()) s->Cancel();
       return s->cancelled() || s->expired(now);
     });
   }

@@ -727,7 +727,26 @@ TEST_F(SchedulerTest, TheQueueIsBoundedAndABatchQueuesWholeOrNotAtAll) {
   EXPECT_EQ(scheduler_->Enqueue(MakeSeq(6, Tokens(5, 100), 4)).code(),
             absl::StatusCode::kResourceExhausted);
   cancelled->Cancel();  // its handler saw the client leave: its place is free
-  EXPECT_TRUE(scheduler_->Enqueue(MakeSeq(7, Tokens(5, 100), 4)).ok());
+  auto seventh = MakeSeq(7, Tokens(5, 100), 4);
+  EXPECT_TRUE(scheduler_->Enqueue(seventh).ok());
+
+  // A client that cancels between its handler's polls: its probe says so, and a full queue
+  // frees the place at once (marking the sequence cancelled). A detached probe (its handler
+  // returned) says nothing.
+  scheduler_->Cancel(seventh);
+  std::atomic<bool> gone = false;
+  auto probe = std::make_shared<ClientProbe>([&gone] { return gone.load(); });
+  auto waiting = MakeSeq(8, Tokens(5, 100), 4);
+  waiting->set_client_probe(probe);
+  ASSERT_TRUE(scheduler_->Enqueue(waiting).ok());
+  EXPECT_EQ(scheduler_->Enqueue(MakeSeq(9, Tokens(5, 100), 4)).code(),
+            absl::StatusCode::kResourceExhausted);
+  gone = true;
+  EXPECT_TRUE(scheduler_->Enqueue(MakeSeq(10, Tokens(5, 100), 4)).ok());
+  EXPECT_TRUE(waiting->cancelled());
+  EXPECT_EQ(scheduler_->queued(), 3);
+  probe->Detach();
+  EXPECT_FALSE(waiting->client_gone());
 }
 
 // Stop while a step runs that then loses the group: the sequences that step put back in the

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -93,6 +94,27 @@ class OutputSignal {
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Whether a request's client has gone, for others than its handler: the scheduler asks it
+// for a full queue, freeing the places of clients that cancelled since the handler's last
+// poll (up to ~50 ms ago). It asks `gone` (ServerContext::IsCancelled: thread-safe) until the
+// handler detaches, which it does before it returns (and its context goes); false after.
+class ClientProbe {
+ public:
+  explicit ClientProbe(std::function<bool()> gone) : gone_(std::move(gone)) {}
+  bool Gone() const {
+    absl::MutexLock lock(&mu_);
+    return gone_ != nullptr && gone_();
+  }
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    gone_ = nullptr;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::function<bool()> gone_ ABSL_GUARDED_BY(mu_);
+};
+
 class Sequence {
  public:
   Sequence(uint64_t id, std::vector<int32_t> prompt, GenerationParams params,
@@ -127,8 +149,12 @@ class Sequence {
   // sequence is queued).
   void set_prefix_source(std::weak_ptr<Sequence> source) { prefix_source_ = std::move(source); }
   std::shared_ptr<Sequence> prefix_source() const { return prefix_source_.lock(); }
+  // The handler's probe of its client (set before the sequence is queued; may be null).
+  void set_client_probe(std::shared_ptr<ClientProbe> probe) { client_probe_ = std::move(probe); }
   bool expired(absl::Time now) const { return now >= deadline_; }
   bool cancelled() const { return cancelled_.load(); }
+  // Whether the client is known gone (it cancelled; the handler has not noticed yet, or has).
+  bool client_gone() const { return client_probe_ != nullptr && client_probe_->Gone(); }
 
   // ---- Scheduler side (one thread) ----
   // Appends rank 0's sampled token: detokenizes, applies stop / eos / length rules and pushes
@@ -192,6 +218,7 @@ class Sequence {
   std::string request_id_;                        // likewise
   std::shared_ptr<OutputSignal> signal_;          // set before the sequence is queued
   std::weak_ptr<Sequence> prefix_source_;         // likewise
+  std::shared_ptr<ClientProbe> client_probe_;     // likewise
 
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;

@@ -33,7 +33,8 @@ llmint8_cc_library(
     llmint8::proto llmint8::grpc_status llmint8::model_spec llmint8::tokenizer llmint8::comm
     llmint8::planner llmint8::byte_size llmint8::log llmint8::common llmint8::health llmint8::coordinator_metrics
     gRPC::grpc++ gRPC::grpc++_reflection PkgConfig::HTTPLIB nlohmann_json::nlohmann_json
-    absl::random_random absl::synchronization absl::time absl::strings absl::flat_hash_set)
+    absl::cleanup absl::random_random absl::synchronization absl::time absl::strings
+    absl::flat_hash_set)
 
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
