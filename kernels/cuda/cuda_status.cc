@@ -37,10 +37,9 @@ absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const 
     case CUBLAS_STATUS_NOT_SUPPORTED:
     case CUBLAS_STATUS_ARCH_MISMATCH:
       return absl::UnimplementedError(msg);
-    case CUBLAS_STATUS_INVALID_VALUE:
-      return absl::InvalidArgumentError(msg);
     case CUBLAS_STATUS_NOT_INITIALIZED:
       return absl::UnavailableError(msg);
+    // CUBLAS_STATUS_INVALID_VALUE included, as cudaErrorInvalidValue above: a bug, not input.
     default:
       return absl::InternalError(msg);
   }

@@ -6,8 +6,8 @@
 //   RETURN_IF_ERROR(LastLaunchStatus("QuantizeRows", __FILE__, __LINE__));   // after <<<...>>>
 //
 // Codes: out of memory -> RESOURCE_EXHAUSTED; no device / driver too old -> UNAVAILABLE;
-// cuBLAS NOT_SUPPORTED -> UNIMPLEMENTED, cuBLAS INVALID_VALUE -> INVALID_ARGUMENT; anything else
-// (a CUDA invalid value too: input is checked before any CUDA call) -> INTERNAL.
+// cuBLAS NOT_SUPPORTED -> UNIMPLEMENTED; anything else (an invalid value too, CUDA's or
+// cuBLAS's: input is checked before any CUDA call, so it is a bug, not the client's) -> INTERNAL.
 //
 // The runtime keeps one "last error" per host thread that every failing call sets
 // (cudaErrorNotReady from a query too) and only cudaGetLastError resets, and the launch check reads

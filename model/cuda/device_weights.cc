@@ -52,8 +52,11 @@ absl::StatusOr<gpu::DeviceBuffer<Half>> UploadHalf(std::span<const float> host,
                                                    cudaStream_t stream) {
   std::vector<Half> h(host.size());
   for (size_t i = 0; i < host.size(); ++i) h[i] = FloatToHalf(host[i]);
-  // Pageable source: cudaMemcpyAsync has staged it when the call returns, so `h` may go.
-  return Upload<Half>(h, stream);
+  // CUDA documents the staging of a pageable source before return for cudaMemcpy only: `h`
+  // stays until the copy is done.
+  ASSIGN_OR_RETURN(gpu::DeviceBuffer<Half> d, Upload<Half>(h, stream));
+  RETURN_IF_ERROR(gpu::internal::SynchronizeStream(stream));
+  return d;
 }
 
 absl::StatusOr<DeviceLinear> UploadLinear(const WeightMatrix& host, cudaStream_t stream) {
