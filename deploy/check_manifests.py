@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Checks what the Kubernetes schemas cannot: that a rendered llmint8 overlay hangs together.
 
-Usage: check_manifests.py RENDERED.yaml [--name OVERLAY] [--binary PATH/TO/llmint8]
+Usage: check_manifests.py RENDERED.yaml [--name OVERLAY] [--binary PATH/TO/llmint8] [--self_test]
 
 The schemas (kubernetes-validate) say each object is well-formed; this says the objects agree
 with each other and with llmint8's deployment rules:
   - every namespaced object is in the overlay's one namespace;
   - Services, the NetworkPolicy and the PodDisruptionBudget select the pods they are meant for;
+  - the workers' NetworkPolicy admits only named sources: the coordinator (to the workers'
+    --listen port) and peer workers (to every TCP port: Gloo and NCCL listen on ephemeral
+    ones), and no rule admits everyone;
   - the coordinator serves gRPC on 50051 with grpc.health.v1 probes: liveness asks the
     "liveness" service (up while the process runs), readiness "" or llmint8.v1.Generation
     (up while the group serves); the workers' liveness asks "liveness" too;
@@ -27,10 +30,12 @@ with each other and with llmint8's deployment rules:
   - on GPU (LLMINT8_DEVICE=cuda) each worker gets nvidia.com/gpu and --cuda_device=0 (a pod
     sees its own GPU as device 0), and the plan shipped in llmint8-plan (plan.json from
     `llmint8 plan --json`) agrees with the config.
-Prints one line per failed check; exits 1 if any failed.
+With --self_test it also breaks copies of the objects in known ways (MUTATIONS) and checks
+that each is caught. Prints one line per failed check; exits 1 if any failed.
 """
 
 import argparse
+import copy
 import json
 import re
 import subprocess
@@ -374,10 +379,26 @@ def check_workers(c, objects, workers, cfg):
         components = sorted(s.get("app.kubernetes.io/component", "?") for s in sources)
         c.expect(components == ["coordinator", "worker"],
                  f"workers must be reachable only from the coordinator and peer workers, got {components}")
+        listen = flag_value(argv, "listen") or ""
+        worker_port = listen.rsplit(":", 1)[-1]
         for rule in pol.get("ingress", []):
+            c.expect(bool(rule.get("from")), "every worker ingress rule must name its sources "
+                     "(a rule without `from` admits every pod and address)")
+            ports = rule.get("ports", [])
             for frm in rule.get("from", []):
                 c.expect(set(frm) == {"podSelector"},
                          "worker ingress sources must be pod selectors (no ipBlock/namespaceSelector)")
+                component = frm.get("podSelector", {}).get("matchLabels", {}).get(
+                    "app.kubernetes.io/component")
+                if component == "worker":
+                    c.expect(all("port" not in p for p in ports),
+                             "peer workers must reach every TCP port of a worker: Gloo and NCCL "
+                             "listen on ephemeral ports")
+                elif component == "coordinator":
+                    c.expect(not ports or any("port" not in p or str(p["port"]) == worker_port
+                                              for p in ports),
+                             f"the coordinator must reach the workers' --listen port "
+                             f"{worker_port or '?'}")
     # GPUs.
     if cfg.get("LLMINT8_DEVICE") == "cuda":
         res = ctr.get("resources", {})
@@ -458,16 +479,8 @@ def check_plan(c, objects, cfg):
              f"plan.json model {plan.get('model')} is not LLMINT8_MODEL={model}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rendered")
-    parser.add_argument("--name", default=None)
-    parser.add_argument("--binary", default=None,
-                        help="an llmint8 binary to check the command lines with")
-    args = parser.parse_args()
-    with open(args.rendered) as f:
-        objects = [o for o in yaml.safe_load_all(f) if o]
-    c = Checker(args.name or args.rendered)
+def check_all(objects, name, binary=None):
+    c = Checker(name)
     check_namespaces(c, objects)
     check_security(c, objects)
     check_references(c, objects)
@@ -480,11 +493,64 @@ def main():
     if workers:
         check_workers(c, objects, workers, cfg)
     check_plan(c, objects, cfg)
-    if args.binary:
+    if binary:
         if coordinator:
-            check_flags(c, objects, coordinator, "coordinator", args.binary)
+            check_flags(c, objects, coordinator, "coordinator", binary)
         if workers:
-            check_flags(c, objects, workers, "worker", args.binary)
+            check_flags(c, objects, workers, "worker", binary)
+    return c
+
+
+def worker_policy(objects):
+    return next(o["spec"] for o in by_kind(objects, "NetworkPolicy")
+                if o["spec"]["podSelector"].get("matchLabels", {}).get(
+                    "app.kubernetes.io/component") == "worker")
+
+
+# Breakages the checks must catch, each as (what it does to the rendered objects, a phrase of
+# the failure it must cause): --self_test applies each to a copy and expects that failure.
+MUTATIONS = [
+    (lambda objs: worker_policy(objs)["ingress"].append({"ports": [{"port": 50052}]}),
+     "must name its sources"),
+    (lambda objs: [r.update(ports=[{"port": 50052, "protocol": "TCP"}])
+                   for r in worker_policy(objs)["ingress"]],
+     "every TCP port of a worker"),
+    (lambda objs: worker_policy(objs)["ingress"][0].update(ports=[{"port": 1}]),
+     "--listen port"),
+    (lambda objs: worker_policy(objs).update(policyTypes=[]), "must limit Ingress"),
+]
+
+
+def self_test(objects, name):
+    """Whether every mutation of MUTATIONS fails the checks as it should."""
+    ok = True
+    for i, (mutate, phrase) in enumerate(MUTATIONS):
+        broken = copy.deepcopy(objects)
+        mutate(broken)
+        failures = check_all(broken, name).failures
+        if not any(phrase in f for f in failures):
+            print(f"  FAIL {name}: self-test mutation {i} was not caught as '{phrase}' "
+                  f"(failures: {failures})")
+            ok = False
+    print(f"  {name}: self-test: {len(MUTATIONS)} broken variants, "
+          f"{'all caught' if ok else 'NOT all caught'}")
+    return ok
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rendered")
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--binary", default=None,
+                        help="an llmint8 binary to check the command lines with")
+    parser.add_argument("--self_test", action="store_true",
+                        help="also check that broken variants of the objects fail the checks")
+    args = parser.parse_args()
+    with open(args.rendered) as f:
+        objects = [o for o in yaml.safe_load_all(f) if o]
+    c = check_all(objects, args.name or args.rendered, args.binary)
+    if args.self_test and not self_test(objects, c.name):
+        return 1
     for failure in c.failures:
         print(f"  FAIL {c.name}: {failure}")
     print(f"  {c.name}: {len(objects)} objects, {c.checks - len(c.failures)}/{c.checks} "

@@ -114,7 +114,8 @@ for dir in "${overlays[@]}"; do
   done
 
   consistency="ok"
-  if ! "$venv/bin/python" "$here/check_manifests.py" "$out" --name "$name" "${binary_args[@]}"; then
+  if ! "$venv/bin/python" "$here/check_manifests.py" "$out" --name "$name" --self_test \
+      "${binary_args[@]}"; then
     consistency="FAILED"
   fi
 
