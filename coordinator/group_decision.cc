@@ -84,6 +84,7 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
       request.max_context > 0 ? request.max_context : config.max_position_embeddings);
   PlanOptions options;
   options.runtime_overhead_bytes = request.device == "cuda" ? kRuntimeOverheadBytes : 0;
+  options.max_step_tokens = request.max_step_tokens;
   absl::StatusOr<GroupDecision> decision =
       PlanGroup(config, dtype, reported_bytes, reserve, options);
   if (!decision.ok()) {
@@ -104,7 +105,7 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
   }
   // Every worker: TP = joined (the coordinator checked it is a valid degree).
   ASSIGN_OR_RETURN(const MemoryBreakdown need,
-                   BytesPerGpu(config, dtype, joined, reserve, options.runtime_overhead_bytes));
+                   BytesPerGpu(config, dtype, joined, reserve, options));
   for (int i = 0; i < joined; ++i) {
     if (reported_bytes[i] < need.Total()) {
       return absl::FailedPreconditionError(absl::StrCat(

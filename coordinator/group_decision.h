@@ -43,6 +43,8 @@ struct GroupRequest {
   std::string device = "cpu";   // "cpu" or "cuda"
   int64_t reserve_sequences = 1;
   int64_t max_context = 0;      // 0: the model's max_position_embeddings
+  int64_t max_step_tokens = 0;  // the most tokens a step carries (WorkerGroupOptions); 0: the
+                                // planner's default (PlanOptions)
 };
 
 struct GroupChoice {

@@ -27,7 +27,9 @@ model::OptConfig SmallConfig() {
 }
 
 int64_t Need(const model::OptConfig& c, WeightDType d, int tp) {
-  return BytesPerGpu(c, d, tp, Reserve::Tokens(1, c.max_position_embeddings), 0)->Total();
+  return BytesPerGpu(c, d, tp, Reserve::Tokens(1, c.max_position_embeddings),
+                     PlanOptions{.runtime_overhead_bytes = 0})
+      ->Total();
 }
 
 // A cap where fp16 needs 4 workers and int8 fits in 2 (not 1).

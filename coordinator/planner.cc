@@ -115,12 +115,11 @@ int64_t MemoryBreakdown::Total() const {
 }
 
 absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtype, int tp,
-                                            const Reserve& reserve,
-                                            int64_t runtime_overhead_bytes) {
+                                            const Reserve& reserve, const PlanOptions& options) {
   RETURN_IF_ERROR(ValidateConfig(c));
   if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("TP degree must be >= 1, got ", tp));
-  if (runtime_overhead_bytes < 0) {
-    return absl::InvalidArgumentError("runtime overhead bytes must be >= 0");
+  if (options.runtime_overhead_bytes < 0 || options.max_step_tokens < 0) {
+    return absl::InvalidArgumentError("runtime overhead bytes and step tokens must be >= 0");
   }
   ASSIGN_OR_RETURN(const ReserveTokens tokens, ResolveReserve(c, reserve));
   const bool int8 = dtype == WeightDType::kInt8;
@@ -160,30 +159,34 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
     const int64_t context = tokens.context;
     // K and V, fp16, every layer, the full context of every sequence.
     m.kv_cache = Mul(Mul(Mul(2 * layers, batch), context), attn * 2);
-    // The largest step is a prefill of batch x context tokens. Activations are counted at
+    // The largest step: a prefill of batch x context tokens, or of the scheduler's budget
+    // (options.max_step_tokens; by default 4096, or a whole context). Activations are counted at
     // 4 bytes (the CPU runtime computes in fp32; an upper bound for fp16 on the GPU):
     // residual + normalized input, the widest column-parallel output (QKV or FC1), and for
     // int8 the quantized input (1 byte) and the int32 accumulator of the widest GEMM.
     const int64_t widest_out = std::max(3 * attn, ffn);
     int64_t per_token = 4 * (2 * h + widest_out);
     if (int8) per_token += std::max(h, ffn) + 4 * std::max(widest_out, h);
-    const int64_t tokens_in_step = Mul(batch, context);
+    const int64_t step_cap = options.max_step_tokens > 0
+                                 ? options.max_step_tokens
+                                 : std::max(kDefaultMaxPrefillTokens, context);
+    const int64_t tokens_in_step = std::min(Mul(batch, context), step_cap);
     // Attention scores of one sequence at a time (local heads x context^2, fp32).
     const int64_t scores = Mul(Mul(CeilDiv(c.num_attention_heads, tp), context), context * 4);
     // Logits of the last position of each sequence: this rank's vocab shard + the gathered row.
     const int64_t logits = Mul(batch, (vocab + c.vocab_size) * 4);
     m.workspace = Add(Add(Mul(tokens_in_step, per_token), scores), logits);
   }
-  m.runtime = runtime_overhead_bytes;
+  m.runtime = options.runtime_overhead_bytes;
   return m;
 }
 
 absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int64_t gpu_bytes,
                                 const Reserve& reserve, const PlanOptions& options) {
   RETURN_IF_ERROR(ValidateConfig(config));
-  if (gpu_bytes <= 0) {
+  if (gpu_bytes <= 0 || gpu_bytes >= kSaturated) {
     return absl::InvalidArgumentError(
-        absl::StrCat("GPU memory must be > 0 bytes, got ", gpu_bytes));
+        absl::StrCat("GPU memory must be > 0 and < 2^62 bytes, got ", gpu_bytes));
   }
   if (options.available_gpus < 0) {
     return absl::InvalidArgumentError("available GPUs must be >= 0 (0 = as many as needed)");
@@ -200,8 +203,7 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
 
   // Fewest GPUs by memory alone (tp may be any integer up to the head count).
   for (int t = 1; t <= config.num_attention_heads; ++t) {
-    ASSIGN_OR_RETURN(const MemoryBreakdown m,
-                     BytesPerGpu(config, dtype, t, reserve, options.runtime_overhead_bytes));
+    ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, dtype, t, reserve, options));
     if (m.Total() <= gpu_bytes) {
       result.min_gpus_by_memory = t;
       break;
@@ -210,8 +212,7 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
   const std::string what = absl::StrCat(result.model, " ", Av(WeightDTypeName(dtype)));
   for (int t : result.valid_tp) {
     if (t < result.min_gpus_by_memory) continue;
-    ASSIGN_OR_RETURN(const MemoryBreakdown m,
-                     BytesPerGpu(config, dtype, t, reserve, options.runtime_overhead_bytes));
+    ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, dtype, t, reserve, options));
     if (m.Total() > gpu_bytes) continue;  // per-rank bytes are not monotone in tp; be safe
     result.tp = t;
     result.per_gpu = m;
@@ -220,8 +221,7 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
   }
   if (result.tp == 0) {
     const int max_tp = result.valid_tp.empty() ? 1 : result.valid_tp.back();
-    ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, dtype, max_tp, reserve,
-                                                          options.runtime_overhead_bytes));
+    ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, dtype, max_tp, reserve, options));
     return absl::FailedPreconditionError(absl::StrCat(
         what, " does not fit on ", FormatBytes(gpu_bytes), " GPUs at any TP degree (at TP=",
         max_tp, ": ", FitFailureDetail(config, m),
@@ -243,7 +243,7 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
 
 std::vector<GpuSize> DefaultCompareGpuSizes() {
   return {
-      {"24 GB", 24 * kGiB},       // RTX 3090 / 4090, A10 (24576 MiB)
+      {"24 GB", 24 * kGiB},       // RTX 3090 / 4090 (24576 / 24564 MiB; an A10 has 23028)
       {"40 GB", 40 * kGiB},       // A100 40GB (40960 MiB)
       {"80 GB", 80 * kGiB},       // A100 / H100 80GB (81920 MiB)
       {"141 GB", 143771 * kMiB},  // H200: nvidia-smi reports 143771 MiB (140.4 GiB)
@@ -300,8 +300,7 @@ absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dty
     for (int t : model::ValidTpDegrees(config)) {
       if (t > joined) break;
       const int64_t capacity = worker_bytes[order[t - 1]];
-      ASSIGN_OR_RETURN(const MemoryBreakdown m,
-                       BytesPerGpu(config, d, t, reserve, options.runtime_overhead_bytes));
+      ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, d, t, reserve, options));
       if (m.Total() > capacity) continue;
       PlanOptions exact = options;
       exact.available_gpus = 0;
@@ -324,10 +323,12 @@ absl::StatusOr<GroupDecision> PlanGroup(const OptConfig& config, WeightDType dty
   // Does not fit: say how many workers like the smallest one it would take.
   const int64_t smallest = *std::min_element(worker_bytes.begin(), worker_bytes.end());
   auto need = [&](WeightDType d) -> std::string {
-    absl::StatusOr<PlanResult> p = Plan(config, d, smallest, reserve, PlanOptions{
-                                            options.runtime_overhead_bytes, 0});
-    if (!p.ok()) return absl::StrCat(Av(WeightDTypeName(d)), " does not fit in workers with ",
-                                     FormatBytes(smallest), " at any TP degree");
+    PlanOptions any_count = options;
+    any_count.available_gpus = 0;
+    absl::StatusOr<PlanResult> p = Plan(config, d, smallest, reserve, any_count);
+    if (!p.ok())
+      return absl::StrCat(Av(WeightDTypeName(d)), " does not fit in workers with ",
+                          FormatBytes(smallest), " at any TP degree");
     return absl::StrCat(Av(WeightDTypeName(d)), " needs ", p->tp, " workers with ",
                         FormatBytes(smallest));
   };
@@ -422,7 +423,9 @@ std::string CompareToText(const CompareTable& t) {
     std::string saves = "-";
     if (row.fp16.has_value() && row.int8.has_value()) {
       const int saved = row.fp16->tp - row.int8->tp;
-      saves = absl::StrCat(saved, saved == 1 ? " GPU" : " GPUs");
+      const int count = saved < 0 ? -saved : saved;
+      saves = absl::StrCat(saved < 0 ? "needs " : "", count, count == 1 ? " GPU" : " GPUs",
+                           saved < 0 ? " more" : "");
     } else if (row.int8.has_value()) {
       saves = "fp16 does not fit";
     }
@@ -488,78 +491,6 @@ absl::StatusOr<std::string> RunPlanCommand(const PlanCommand& command) {
   options.available_gpus = command.gpus;
   ASSIGN_OR_RETURN(const PlanResult plan, Plan(config, dtype, gpu_bytes, reserve, options));
   return command.json ? JsonText(PlanToJson(plan), 2) + "\n" : PlanToText(plan);
-}
-
-absl::StatusOr<PlanCommand> ParsePlanArgs(std::span<const std::string_view> args) {
-  PlanCommand command;
-  for (size_t i = 0; i < args.size(); ++i) {
-    absl::string_view arg = Av(args[i]);
-    if (!absl::ConsumePrefix(&arg, "--")) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
-    }
-    absl::string_view name = arg;
-    std::optional<absl::string_view> value;
-    if (const size_t eq = arg.find('='); eq != std::string_view::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    }
-    if (name == "compare" || name == "json") {
-      bool on = true;
-      if (value.has_value() && !absl::SimpleAtob(*value, &on)) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes true or false"));
-      }
-      (name == "compare" ? command.compare : command.json) = on;
-      continue;
-    }
-    if (!value.has_value()) {
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-      }
-      value = Av(args[++i]);
-    }
-    auto int_flag = [&](auto* out) -> absl::Status {
-      if (!absl::SimpleAtoi(*value, out)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, " takes an integer, got \"", *value, "\""));
-      }
-      return absl::OkStatus();
-    };
-    if (name == "model") {
-      command.model = std::string(*value);
-    } else if (name == "dtype") {
-      command.dtype = std::string(*value);
-    } else if (name == "gpu-memory" || name == "gpu_memory") {
-      command.gpu_memory = std::string(*value);
-    } else if (name == "gpus") {
-      RETURN_IF_ERROR(int_flag(&command.gpus));
-    } else if (name == "batch") {
-      RETURN_IF_ERROR(int_flag(&command.batch));
-    } else if (name == "context") {
-      RETURN_IF_ERROR(int_flag(&command.context));
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown flag --", name,
-          "; plan takes --model --dtype --gpu-memory --gpus --batch --context --compare --json"));
-    }
-  }
-  return command;
-}
-
-int RunPlanMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
-  std::vector<std::string_view> args;
-  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
-  absl::StatusOr<PlanCommand> command = ParsePlanArgs(args);
-  if (!command.ok()) {
-    err << "llmint8 plan: " << command.status().message() << "\n";
-    return 2;
-  }
-  absl::StatusOr<std::string> text = RunPlanCommand(*command);
-  if (!text.ok()) {
-    err << "llmint8 plan: " << text.status().message() << "\n";
-    return text.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  out << *text;
-  return 0;
 }
 
 }  // namespace llmint8::coordinator

@@ -63,8 +63,15 @@ struct Reserve {
   static Reserve Bytes(int64_t bytes_per_gpu) { return {0, 0, bytes_per_gpu}; }
 };
 
+// A step of this server's scheduler prefills at most this many prompt tokens by default
+// (SchedulerOptions::max_prefill_tokens), or one whole prompt when that is longer.
+inline constexpr int64_t kDefaultMaxPrefillTokens = 4096;
+
 struct PlanOptions {
   int64_t runtime_overhead_bytes = kRuntimeOverheadBytes;
+  // The most tokens one step carries (activation workspace); 0: this server's default,
+  // max(kDefaultMaxPrefillTokens, context). A step never exceeds batch x context either.
+  int64_t max_step_tokens = 0;
   // GPUs (workers) available; 0 = as many as needed. When the smallest fitting TP degree is
   // larger, Plan fails with FailedPrecondition ("OPT-175B int8 needs 3 x 80 GiB; 2 given").
   int available_gpus = 0;
@@ -100,9 +107,10 @@ struct PlanResult {
 // Bytes one rank holds at TP degree `tp` (any tp >= 1; tp need not be valid: heads, ffn and
 // vocab are rounded up per rank, which is what min_gpus_by_memory uses). InvalidArgument on a
 // config with non-positive sizes, tp < 1, or a bad reserve.
+// options.available_gpus is not read.
 absl::StatusOr<MemoryBreakdown> BytesPerGpu(const model::OptConfig& config, WeightDType dtype,
                                             int tp, const Reserve& reserve,
-                                            int64_t runtime_overhead_bytes = kRuntimeOverheadBytes);
+                                            const PlanOptions& options = {});
 
 // The smallest valid TP degree (model::ValidTpDegrees) whose per-GPU bytes fit in gpu_bytes.
 // Errors: InvalidArgument (bad config, gpu_bytes <= 0, bad reserve);
@@ -170,7 +178,8 @@ nlohmann::json CompareToJson(const CompareTable& table);
 
 // --- `llmint8 plan` -------------------------------------------------------------------------
 
-// The flag-free form of `llmint8 plan`; the CLI fills it from its flags.
+// The flag-free form of `llmint8 plan`; the CLI (tools/plan_command.cc) fills it from its
+// flags.
 struct PlanCommand {
   std::string model;                // preset ("175b", "opt-66b", "facebook/opt-13b") or a path
                                     // to a config.json (anything containing '/' or ".json")
@@ -187,15 +196,6 @@ struct PlanCommand {
 // Errors: NotFound / InvalidArgument for the model, InvalidArgument for flags,
 // FailedPrecondition when the model does not fit (the message says how many GPUs it needs).
 absl::StatusOr<std::string> RunPlanCommand(const PlanCommand& command);
-
-// Parses `--model=X --dtype=int8 --gpu-memory=80GiB --gpus=N --batch=N --context=N --compare
-// --json` (also "--flag value"); args exclude the program and subcommand names.
-absl::StatusOr<PlanCommand> ParsePlanArgs(std::span<const std::string_view> args);
-
-// argv-style entry for `llmint8 plan ...` (argv[0] is "plan" or the program; it is skipped):
-// prints the result to `out`, or the error to `err`; returns 0 on success, 2 on bad flags,
-// 1 when the model does not fit or cannot be loaded.
-int RunPlanMain(int argc, char** argv, std::ostream& out, std::ostream& err);
 
 }  // namespace llmint8::coordinator
 

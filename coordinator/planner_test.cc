@@ -76,6 +76,14 @@ TEST(PlannerPaperTest, LargestOptOnEight24GbGpusIs66bInFp16And175bInInt8) {
   EXPECT_EQ(LargestThatFits(WeightDType::kInt8, 24 * kGiB, 8), "opt-175b");
 }
 
+// The paper's other rows: 8 x 40 GB (16-bit OPT-66B, 8-bit OPT-175B) and 4 x 24 GB (30B, 66B).
+TEST(PlannerPaperTest, EightA100s40GbAndFour24GbGpus) {
+  EXPECT_EQ(LargestThatFits(WeightDType::kF16, 40 * kGiB, 8), "opt-66b");
+  EXPECT_EQ(LargestThatFits(WeightDType::kInt8, 40 * kGiB, 8), "opt-175b");
+  EXPECT_EQ(LargestThatFits(WeightDType::kF16, 24 * kGiB, 4), "opt-30b");
+  EXPECT_EQ(LargestThatFits(WeightDType::kInt8, 24 * kGiB, 4), "opt-66b");
+}
+
 TEST(PlannerPaperTest, Opt175bOn80GbGpusNeedsThreeInt8AndSixFp16) {
   absl::StatusOr<PlanResult> int8 =
       Plan(Preset("175b"), WeightDType::kInt8, 80 * kGiB, kOneFullSequence);
@@ -225,7 +233,8 @@ TEST(PlannerBytesTest, ExplicitReserveReplacesKvAndWorkspace) {
   EXPECT_EQ(m.kv_cache, 0);
   EXPECT_EQ(m.workspace, 3 * kGiB);
   EXPECT_EQ(m.runtime, kRuntimeOverheadBytes);
-  const MemoryBreakdown none = *BytesPerGpu(c, WeightDType::kInt8, 2, Reserve::Bytes(0), 0);
+  const MemoryBreakdown none = *BytesPerGpu(c, WeightDType::kInt8, 2, Reserve::Bytes(0),
+                                            PlanOptions{.runtime_overhead_bytes = 0});
   EXPECT_EQ(none.Total(), none.weights + none.int8_scales + none.fp16_tensors);
 }
 
@@ -240,6 +249,32 @@ TEST(PlannerBytesTest, BiggerReserveNeverNeedsFewerGpus) {
     previous = p->tp;
   }
   EXPECT_GT(previous, 1);  // batch 64 x 2048 tokens of KV (151 GiB) must spread out
+}
+
+// The activation workspace is one step's, and a step carries at most the scheduler's prefill
+// budget (4096 tokens by default), not the whole batch's prompts: past two sequences of 2048,
+// more batch adds KV cache and logit rows only. So int8 (whose int32 accumulators are counted
+// per step token) never needs more GPUs than fp16, however large the batch.
+TEST(PlannerBytesTest, WorkspaceIsOneStepOfTheSchedulersBudget) {
+  const OptConfig c = Preset("350m");
+  const int64_t per_logit_row = (c.vocab_size + c.vocab_size) * 4;  // TP=1: shard + gathered
+  const MemoryBreakdown two = *BytesPerGpu(c, WeightDType::kInt8, 1, Reserve::Tokens(2, 2048));
+  const MemoryBreakdown many = *BytesPerGpu(c, WeightDType::kInt8, 1, Reserve::Tokens(300, 2048));
+  EXPECT_EQ(many.workspace - two.workspace, 298 * per_logit_row);
+  // A coordinator's own step size replaces the default.
+  PlanOptions small;
+  small.max_step_tokens = 1024;
+  const MemoryBreakdown capped =
+      *BytesPerGpu(c, WeightDType::kInt8, 1, Reserve::Tokens(2, 2048), small);
+  EXPECT_LT(capped.workspace, two.workspace);
+  absl::StatusOr<CompareTable> table =
+      Compare(c, DefaultCompareGpuSizes(), Reserve::Tokens(300, 2048));
+  ASSERT_TRUE(table.ok()) << table.status();
+  for (const CompareRow& row : table->rows) {
+    if (row.fp16.has_value() && row.int8.has_value()) {
+      EXPECT_LE(row.int8->tp, row.fp16->tp) << row.gpu.label;
+    }
+  }
 }
 
 // ---- Errors ------------------------------------------------------------------------------
@@ -296,7 +331,7 @@ class PlanGroupTest : public ::testing::Test {
  protected:
   PlanGroupTest() { cpu_.runtime_overhead_bytes = 0; }
   int64_t Total(WeightDType d, int tp) const {
-    return BytesPerGpu(config_, d, tp, reserve_, 0)->Total();
+    return BytesPerGpu(config_, d, tp, reserve_, cpu_)->Total();
   }
   const OptConfig config_ = Preset("2.7b");
   const Reserve reserve_ = Reserve::Tokens(1, 512);
@@ -377,29 +412,6 @@ TEST(PlannerUnitsTest, ParseWeightDType) {
   EXPECT_EQ(ParseWeightDType("int4").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(PlanCommandTest, ParsesBothFlagForms) {
-  const std::vector<std::string_view> args = {"--model=66b", "--dtype", "fp16",
-                                              "--gpu-memory=24GiB", "--gpus", "8",
-                                              "--batch=2", "--context", "1024", "--json"};
-  absl::StatusOr<PlanCommand> cmd = ParsePlanArgs(args);
-  ASSERT_TRUE(cmd.ok()) << cmd.status();
-  EXPECT_EQ(cmd->model, "66b");
-  EXPECT_EQ(cmd->dtype, "fp16");
-  EXPECT_EQ(cmd->gpu_memory, "24GiB");
-  EXPECT_EQ(cmd->gpus, 8);
-  EXPECT_EQ(cmd->batch, 2);
-  EXPECT_EQ(cmd->context, 1024);
-  EXPECT_TRUE(cmd->json);
-  EXPECT_FALSE(cmd->compare);
-
-  const std::vector<std::string_view> unknown = {"--modle=66b"};
-  EXPECT_THAT(ParsePlanArgs(unknown).status().message(), HasSubstr("unknown flag --modle"));
-  const std::vector<std::string_view> missing = {"--batch"};
-  EXPECT_EQ(ParsePlanArgs(missing).status().code(), absl::StatusCode::kInvalidArgument);
-  const std::vector<std::string_view> not_int = {"--batch=two"};
-  EXPECT_EQ(ParsePlanArgs(not_int).status().code(), absl::StatusCode::kInvalidArgument);
-}
-
 TEST(PlanCommandTest, PlansAPresetAsJson) {
   PlanCommand cmd;
   cmd.model = "facebook/opt-175b";
@@ -442,30 +454,6 @@ TEST(PlanCommandTest, PlansAConfigJsonFileAndPrintsText) {
   EXPECT_THAT(*out, HasSubstr("tiny-opt fp16 on 2 GiB GPUs: TP=1"));
   EXPECT_THAT(*out, HasSubstr("reserve batch 1 x context 128"));
   EXPECT_THAT(*out, HasSubstr("KV cache"));
-}
-
-TEST(PlanCommandTest, CompareAndMainExitCodes) {
-  char prog[] = "plan";
-  char model[] = "--model=13b";
-  char compare[] = "--compare";
-  char* argv[] = {prog, model, compare};
-  std::ostringstream out, err;
-  EXPECT_EQ(RunPlanMain(3, argv, out, err), 0) << err.str();
-  EXPECT_THAT(out.str(), HasSubstr("opt-13b"));
-  EXPECT_THAT(out.str(), HasSubstr("141 GB"));
-
-  char bad[] = "--dtype";
-  char* argv_bad[] = {prog, model, bad};
-  std::ostringstream out2, err2;
-  EXPECT_EQ(RunPlanMain(3, argv_bad, out2, err2), 2);
-  EXPECT_THAT(err2.str(), HasSubstr("--dtype needs a value"));
-
-  char too_few[] = "--gpus=1";
-  char big[] = "--model=175b";
-  char* argv_fit[] = {prog, big, too_few};
-  std::ostringstream out3, err3;
-  EXPECT_EQ(RunPlanMain(3, argv_fit, out3, err3), 1);
-  EXPECT_THAT(err3.str(), HasSubstr("needs 3 x 80 GiB; 1 given"));
 }
 
 }  // namespace

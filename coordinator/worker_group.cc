@@ -456,6 +456,7 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
     request.device = options_.device;
     request.reserve_sequences = options_.reserve_sequences;
     request.max_context = options_.max_context;
+    request.max_step_tokens = options_.max_step_tokens;
     absl::StatusOr<GroupChoice> chosen = ChooseGroup(*options_.config, request, reported);
     if (!chosen.ok()) return chosen.status();
     choice = *std::move(chosen);

@@ -41,7 +41,9 @@ constexpr int kNewTokens = 24;
 int64_t Need(const model::OptConfig& c, WeightDType d, int tp) {
   // CPU workers: no CUDA runtime overhead; the coordinator's default reserve (1 sequence of the
   // full context).
-  return BytesPerGpu(c, d, tp, Reserve::Tokens(1, c.max_position_embeddings), 0)->Total();
+  return BytesPerGpu(c, d, tp, Reserve::Tokens(1, c.max_position_embeddings),
+                     coordinator::PlanOptions{.runtime_overhead_bytes = 0})
+      ->Total();
 }
 
 // The emulated GPU size: fp16 fits on 4 workers, int8 on 2; neither on fewer. Midway between
