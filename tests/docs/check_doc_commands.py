@@ -15,10 +15,11 @@ import subprocess
 import sys
 
 SUBCOMMANDS = ("serve", "coordinator", "worker", "generate", "loadtest", "plan", "quantize",
-               "eval")
-# `llmint8 <sub>` (also build/tools/llmint8, "$bin/llmint8", $bin, $LLMINT8) and the words after.
-COMMAND = re.compile(r'(?:llmint8"?|\$\{?bin\}?"?|\$\{?LLMINT8\}?"?)\s+(' + "|".join(SUBCOMMANDS) +
-                     r")\b(.*)")
+               "eval", "status")
+# `llmint8 <sub>` (also build/tools/llmint8, "$bin/llmint8", $bin, $B, $LLMINT8) and the words
+# after.
+COMMAND = re.compile(r'(?:llmint8"?|\$\{?(?:bin|B)\}?"?|\$\{?LLMINT8\}?"?)\s+(' +
+                     "|".join(SUBCOMMANDS) + r")\b(.*)")
 FLAG = re.compile(r"(?<![\w-])--([A-Za-z][\w-]*)")
 
 
