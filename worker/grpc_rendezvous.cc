@@ -1,9 +1,12 @@
 #include "worker/grpc_rendezvous.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/grpc_status.h"
 
@@ -11,6 +14,8 @@ namespace llmint8::worker {
 namespace {
 
 constexpr auto kRpcTimeout = std::chrono::seconds(30);
+// A Get waits in RPCs of at most this long, so that a cancelled load stops within one.
+constexpr absl::Duration kGetSlice = absl::Seconds(1);
 
 void SetDeadline(grpc::ClientContext& ctx, std::chrono::milliseconds extra) {
   ctx.set_deadline(std::chrono::system_clock::now() + kRpcTimeout + extra);
@@ -19,8 +24,10 @@ void SetDeadline(grpc::ClientContext& ctx, std::chrono::milliseconds extra) {
 }  // namespace
 
 GrpcRendezvous::GrpcRendezvous(const std::string& address,
-                               std::shared_ptr<grpc::ChannelCredentials> credentials)
+                               std::shared_ptr<grpc::ChannelCredentials> credentials,
+                               std::function<bool()> cancelled)
     : address_(address),
+      cancelled_(std::move(cancelled)),
       channel_(grpc::CreateChannel(address, credentials != nullptr
                                                 ? std::move(credentials)
                                                 : grpc::InsecureChannelCredentials())),
@@ -50,7 +57,14 @@ absl::Status GrpcRendezvous::Result(const grpc::Status& status, const char* call
   return out;
 }
 
+absl::Status GrpcRendezvous::CheckCancelled(const char* call) const {
+  if (cancelled_ == nullptr || !cancelled_()) return absl::OkStatus();
+  return absl::CancelledError(absl::StrCat("rendezvous ", call, " at ", address_,
+                                           ": the load it forms a group for was given up"));
+}
+
 absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
+  RETURN_IF_ERROR(CheckCancelled("Set"));
   grpc::ClientContext ctx;
   SetDeadline(ctx, std::chrono::milliseconds(0));
   ctx.set_wait_for_ready(true);
@@ -62,16 +76,29 @@ absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
 }
 
 absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Duration timeout) {
-  grpc::ClientContext ctx;
-  auto ms = std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout));
-  SetDeadline(ctx, ms);
-  ctx.set_wait_for_ready(true);
+  // The key may take `timeout` to be set; reaching the coordinator may take kRpcTimeout more.
+  const absl::Time set_by = absl::Now() + std::max(timeout, absl::ZeroDuration());
+  const absl::Time give_up = set_by + absl::FromChrono(kRpcTimeout);
   v1::GetRequest req;
   req.add_keys(std::string(key));
-  req.set_timeout_ms(ms.count());
   v1::GetResponse resp;
-  absl::Status status = Result(stub_->Get(&ctx, req, &resp), "Get");
-  if (!status.ok()) return status;
+  while (true) {
+    RETURN_IF_ERROR(CheckCancelled("Get"));
+    const absl::Duration wait = std::clamp(set_by - absl::Now(), absl::ZeroDuration(), kGetSlice);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(std::min(give_up, absl::Now() + wait + kGetSlice)));
+    ctx.set_wait_for_ready(true);
+    req.set_timeout_ms(absl::ToInt64Milliseconds(wait));
+    const grpc::Status status = stub_->Get(&ctx, req, &resp);
+    // Not set within this slice, or the coordinator not reached yet: wait on while time is left.
+    const bool connected = channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY;
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+        absl::Now() < (connected ? set_by : give_up)) {
+      continue;
+    }
+    RETURN_IF_ERROR(Result(status, "Get"));
+    break;
+  }
   if (resp.values_size() != 1) {
     return absl::InternalError(absl::StrCat("rendezvous at ", address_, " returned ",
                                             resp.values_size(), " values for one key"));
@@ -80,6 +107,7 @@ absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Dura
 }
 
 absl::StatusOr<int64_t> GrpcRendezvous::Add(std::string_view key, int64_t delta) {
+  RETURN_IF_ERROR(CheckCancelled("Add"));
   grpc::ClientContext ctx;
   SetDeadline(ctx, std::chrono::milliseconds(0));
   ctx.set_wait_for_ready(true);

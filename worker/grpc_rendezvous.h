@@ -4,6 +4,7 @@
 #ifndef LLMINT8_WORKER_GRPC_RENDEZVOUS_H_
 #define LLMINT8_WORKER_GRPC_RENDEZVOUS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,8 +18,11 @@ namespace llmint8::worker {
 class GrpcRendezvous : public comm::Rendezvous {
  public:
   // `address`: host:port of the coordinator; `credentials`: TLS to reach it (null: plaintext).
-  // No connection is made until the first call.
-  GrpcRendezvous(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials);
+  // No connection is made until the first call. `cancelled` (optional): the load this group
+  // forms for was given up (the coordinator cancelled it, or asked for a newer group); every
+  // call then ends CANCELLED, a Get within a second (it waits in slices of one).
+  GrpcRendezvous(const std::string& address, std::shared_ptr<grpc::ChannelCredentials> credentials,
+                 std::function<bool()> cancelled = nullptr);
 
   absl::Status Set(std::string_view key, std::string_view value) override;
   absl::StatusOr<std::string> Get(std::string_view key, absl::Duration timeout) override;
@@ -28,7 +32,10 @@ class GrpcRendezvous : public comm::Rendezvous {
   // `status` of `call` as an absl::Status naming the coordinator.
   absl::Status Result(const grpc::Status& status, const char* call) const;
 
+  absl::Status CheckCancelled(const char* call) const;
+
   std::string address_;
+  std::function<bool()> cancelled_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Rendezvous::Stub> stub_;
 };

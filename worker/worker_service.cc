@@ -177,14 +177,40 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
   return grpc::Status::OK;
 }
 
+void WorkerService::NoteLoadRequested(int64_t epoch) {
+  absl::MutexLock lock(&requested_mu_);
+  // Another coordinator's epoch replaces the record (its lease decides whether it may load).
+  if (CoordinatorInstance(epoch) != CoordinatorInstance(newest_requested_epoch_) ||
+      epoch > newest_requested_epoch_) {
+    newest_requested_epoch_ = epoch;
+  }
+}
+
+bool WorkerService::LoadSuperseded(int64_t epoch) const {
+  absl::MutexLock lock(&requested_mu_);
+  return CoordinatorInstance(epoch) == CoordinatorInstance(newest_requested_epoch_) &&
+         epoch < newest_requested_epoch_;
+}
+
 grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest* req,
                                       v1::LoadShardResponse* resp) {
   ++calls_in_flight_;  // as in Step
   absl::Cleanup done = [this] { --calls_in_flight_; };
+  NoteLoadRequested(req->epoch());
   absl::MutexLock lock(&mu_);
   if (draining_) {
     return ToGrpcStatus(absl::UnavailableError(
         "this worker is shutting down (draining its running sequences); it joins no group"));
+  }
+  // Loads wait for mu_ behind a long one (a rendezvous that waits for a rank that never comes):
+  // one given up meanwhile would form a group that nobody else joins, and hold the next.
+  if (ctx != nullptr && ctx->IsCancelled()) {
+    return ToGrpcStatus(absl::CancelledError(absl::StrCat(
+        "LoadShard (epoch ", req->epoch(), "): the coordinator gave up on it before it began")));
+  }
+  if (LoadSuperseded(req->epoch())) {
+    return ToGrpcStatus(absl::AbortedError(absl::StrCat(
+        "LoadShard (epoch ", req->epoch(), "): the coordinator has asked for a newer group")));
   }
   // Checked under mu_: a load in progress (its coordinator's) finishes before this one is
   // judged. A refusal leaves that group as it is.
@@ -246,8 +272,13 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
                     << (req.world_size() > 1 ? " via rendezvous at " + rendezvous_address
                                              : std::string());
   std::optional<GrpcRendezvous> rendezvous;  // one rank needs none
-  if (req.world_size() > 1)
-    rendezvous.emplace(rendezvous_address, options_.coordinator_credentials);
+  if (req.world_size() > 1) {
+    // Given up (the call cancelled, a newer group asked for): the group's waits end.
+    rendezvous.emplace(rendezvous_address, options_.coordinator_credentials,
+                       [this, ctx, epoch = req.epoch()] {
+                         return (ctx != nullptr && ctx->IsCancelled()) || LoadSuperseded(epoch);
+                       });
+  }
   comm::CommOptions comm_options;
   comm_options.rank = req.rank();
   comm_options.world_size = req.world_size();

@@ -90,6 +90,11 @@ class WorkerService final : public v1::Worker::Service {
                            v1::LoadShardResponse& resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DoStep(const v1::StepRequest& req, v1::StepResponse& resp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a LoadShard of `epoch` as asked for (before it waits for mu_).
+  void NoteLoadRequested(int64_t epoch);
+  // Whether its coordinator has since asked for a newer group: loads queue on mu_, and one
+  // that waited behind a long load must not form a group no other rank will join.
+  bool LoadSuperseded(int64_t epoch) const;
   absl::Status CheckEpoch(int64_t epoch) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Step `step_id` failed so that this group's state is lost: records `why` (every later call
   // of the group is refused), publishes it, and returns the UNAVAILABLE the step answers.
@@ -120,6 +125,8 @@ class WorkerService final : public v1::Worker::Service {
   // LoadShard and Step calls begun and not yet published: a drain waits for them (a group
   // that finishes loading is one the coordinator will step at once).
   std::atomic<int> calls_in_flight_{0};
+  mutable absl::Mutex requested_mu_;
+  int64_t newest_requested_epoch_ ABSL_GUARDED_BY(requested_mu_) = 0;
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

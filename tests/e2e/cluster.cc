@@ -252,9 +252,10 @@ std::string Cluster::worker_address(int rank) const {
   return absl::StrCat("127.0.0.1:", worker_ports_[rank]);
 }
 
-void Cluster::StartWorker(int rank) {
+void Cluster::StartWorker(int rank, const std::vector<std::string>& extra) {
   std::vector<std::string> args = {"worker", absl::StrCat("--listen=", worker_address(rank))};
   for (const std::string& f : options_.extra_worker_flags) args.push_back(f);
+  for (const std::string& f : extra) args.push_back(f);
   workers_[rank] = std::make_unique<Process>(args, absl::StrCat(log_dir_, "/worker", rank, ".log"));
 }
 

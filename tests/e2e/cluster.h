@@ -61,7 +61,8 @@ class Cluster {
   const std::string& address() const { return address_; }
   const std::string& log_dir() const { return log_dir_; }  // the processes' logs
   std::string worker_address(int rank) const;
-  void StartWorker(int rank);
+  // Starts worker `rank` with the options' worker flags, then `extra` (later ones win).
+  void StartWorker(int rank, const std::vector<std::string>& extra = {});
   void KillWorker(int rank, int signal);
   void SignalWorker(int rank, int signal) { workers_[rank]->Signal(signal); }  // signals only
   void SignalCoordinator(int signal) { coordinator_->Signal(signal); }

@@ -419,6 +419,38 @@ TEST(StopWhileLoadingE2ETest, AStoppedCoordinatorCancelsTheLoadsInsteadOfWaiting
   }
 }
 
+// A worker that cannot reach the rendezvous (it dials the coordinator's public port, which
+// serves none with --rendezvous_listen) fails each load at once, while its peer waits in the
+// rendezvous for it; the coordinator gives up on that group and forms a new one every second.
+// The peer must drop each load given up (cancelled, or superseded by a newer epoch) rather
+// than queue them and sit out a 30 s rendezvous for each: once the worker is mended, the
+// group forms within seconds (before, loads piled up faster than they drained, and it never
+// did).
+TEST(WorkerFailureE2ETest, LoadsGivenUpDoNotPileUpOnTheWaitingWorker) {
+  const int rendezvous_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  options.start_workers = false;
+  options.extra_coordinator_flags = {
+      absl::StrCat("--rendezvous_listen=127.0.0.1:", rendezvous_port)};
+  Cluster cluster(options);
+  cluster.StartWorker(0);
+  cluster.StartWorker(1, {absl::StrCat("--coordinator=", cluster.address())});
+  ASSERT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "no Rendezvous there", 30))
+      << "the misdirected worker's loads did not fail as expected";
+  std::this_thread::sleep_for(std::chrono::seconds(10));  // ~10 formations given up
+  EXPECT_NE(HealthStatus(cluster.address()), 1);
+  cluster.KillWorker(1, SIGTERM);
+  cluster.StartWorker(1);
+  EXPECT_TRUE(WaitForHealth(cluster.address(), 1, 20))
+      << "the group did not form within 20 s of the worker being mended";
+  EXPECT_TRUE(
+      WaitForLogLine(cluster.log_dir() + "/worker0.log", "gave up on it before it began", 1) ||
+      WaitForLogLine(cluster.log_dir() + "/worker0.log", "asked for a newer group", 1) ||
+      WaitForLogLine(cluster.log_dir() + "/worker0.log", "was given up", 1))
+      << "worker 0 never dropped a given-up load";
+}
+
 // Whether worker `index`'s healthy flag in GetModelInfo becomes `want` within 10 s.
 bool WaitWorkerHealthy(const Cluster& cluster, int index, bool want) {
   auto stub = cluster.NewStub();
