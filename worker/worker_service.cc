@@ -147,8 +147,13 @@ void WorkerService::Publish() {
 void WorkerService::PublishUsage() {
   // What the shard holds grows with its KV cache and scratch: Info's held_bytes (and the free
   // memory it adds to) must say so, or a re-forming coordinator plans with stale numbers.
-  published_held_bytes_ = model_ != nullptr ? model_->memory().total() : 0;
+  const model::MemoryStats mem = model_ != nullptr ? model_->memory() : model::MemoryStats();
+  published_held_bytes_ = mem.total();
+  published_weight_bytes_ = mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights;
+  published_kv_cache_bytes_ = mem.kv_cache;
   published_sequences_ = model_ != nullptr ? model_->num_sequences() : 0;
+  published_steps_ = steps_;
+  published_tokens_ = tokens_;
 }
 
 grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoRequest* req,
@@ -553,16 +558,15 @@ bool WorkerService::Drained() const {
 
 grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,
                                   v1::StatsResponse* resp) {
-  absl::MutexLock lock(&mu_);
-  if (model_ != nullptr) {
-    const model::MemoryStats mem = model_->memory();
-    resp->set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
-    resp->set_kv_cache_bytes(mem.kv_cache);
-    resp->set_total_bytes(mem.total());
-    resp->set_active_sequences(static_cast<int32_t>(model_->num_sequences()));
+  // As of the last load, step or release (PublishUsage); never waits for the model lock.
+  if (published_held_bytes_ > 0) {
+    resp->set_weight_bytes(published_weight_bytes_);
+    resp->set_kv_cache_bytes(published_kv_cache_bytes_);
+    resp->set_total_bytes(published_held_bytes_);
+    resp->set_active_sequences(static_cast<int32_t>(published_sequences_));
   }
-  resp->set_steps(steps_);
-  resp->set_tokens(tokens_);
+  resp->set_steps(published_steps_);
+  resp->set_tokens(published_tokens_);
   return grpc::Status::OK;
 }
 

@@ -115,6 +115,12 @@ class WorkerService final : public v1::Worker::Service {
   std::atomic<int> published_world_size_{0};
   std::atomic<int64_t> published_held_bytes_{0};  // the loaded shard's MemoryStats::total()
   std::atomic<int64_t> published_sequences_{0};   // the loaded shard's live sequences
+  // Stats, likewise: it answers without the model lock, which a load or a long step holds
+  // (a Stats call per GetModelInfo would otherwise wait for it on a thread of its own).
+  std::atomic<int64_t> published_weight_bytes_{0};
+  std::atomic<int64_t> published_kv_cache_bytes_{0};
+  std::atomic<uint64_t> published_steps_{0};
+  std::atomic<uint64_t> published_tokens_{0};
   CoordinatorLease lease_;  // its own lock: probes renew it while a Step holds mu_
   std::atomic<bool> draining_{false};
   // The group whose coordinator's probes were told of the drain, and how many such probes:
