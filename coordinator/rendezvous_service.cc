@@ -3,17 +3,33 @@
 #include <algorithm>
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {
 
-grpc::Status RendezvousService::Set(grpc::ServerContext*, const v1::SetRequest* req,
-                                    v1::SetResponse*) {
-  if (req->key().empty()) {
+void RendezvousService::KeepOnlyPrefixed(std::string_view prefix) {
+  absl::MutexLock lock(&mu_);
+  forming_prefix_ = std::string(prefix);
+  store_.KeepOnlyPrefixed(prefix);
+}
+
+grpc::Status RendezvousService::CheckKey(const std::string& key) const {
+  if (key.empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous key must not be empty");
   }
+  absl::MutexLock lock(&mu_);
+  if (!forming_prefix_.empty() && key.rfind(forming_prefix_, 0) == 0) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "rendezvous key '" + key.substr(0, 64) +
+                          "' is not one of the group being formed (a worker of an older group?)");
+}
+
+grpc::Status RendezvousService::Set(grpc::ServerContext*, const v1::SetRequest* req,
+                                    v1::SetResponse*) {
+  if (grpc::Status key = CheckKey(req->key()); !key.ok()) return key;
   return ToGrpcStatus(store_.Set(req->key(), req->value()));
 }
 
@@ -28,9 +44,13 @@ grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetReque
                         "rendezvous Get asks for more than 1024 keys");
   }
   for (const std::string& key : req->keys()) {
-    if (key.empty()) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous key must not be empty");
-    }
+    if (grpc::Status checked = CheckKey(key); !checked.ok()) return checked;
+  }
+  const int waiting = ++waiting_gets_;
+  absl::Cleanup done = [this] { --waiting_gets_; };
+  if (waiting > kMaxWaitingGets) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "the rendezvous has too many Gets waiting; retry later");
   }
   const absl::Time deadline = absl::Now() + absl::Milliseconds(req->timeout_ms());
   int64_t answer_bytes = 0;
@@ -64,9 +84,7 @@ grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetReque
 
 grpc::Status RendezvousService::Add(grpc::ServerContext*, const v1::AddRequest* req,
                                     v1::AddResponse* resp) {
-  if (req->key().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous key must not be empty");
-  }
+  if (grpc::Status key = CheckKey(req->key()); !key.ok()) return key;
   absl::StatusOr<int64_t> value = store_.Add(req->key(), req->delta());
   if (!value.ok()) return ToGrpcStatus(value.status());
   resp->set_value(*value);

@@ -507,12 +507,12 @@ TEST(RendezvousPortE2ETest, TheGroupFormsThroughItsOwnPortAndThePublicOneHasNoRe
 
   EXPECT_THAT(ReflectionServices(cluster.address()),
               ::testing::Not(::testing::Contains("llmint8.v1.Rendezvous")));
-  v1::AddRequest add;  // a counter no group uses
+  v1::AddRequest add;  // a counter no group uses: served there, refused as no group's key
   add.set_key("rendezvous-port-test");
   add.set_delta(1);
-  for (const auto& [address, want] :
-       {std::pair{cluster.address(), grpc::StatusCode::UNIMPLEMENTED},
-        std::pair{absl::StrCat("127.0.0.1:", rendezvous_port), grpc::StatusCode::OK}}) {
+  for (const auto& [address, want] : {std::pair{cluster.address(), grpc::StatusCode::UNIMPLEMENTED},
+                                      std::pair{absl::StrCat("127.0.0.1:", rendezvous_port),
+                                                grpc::StatusCode::FAILED_PRECONDITION}}) {
     auto stub =
         v1::Rendezvous::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
     grpc::ClientContext ctx;
