@@ -741,16 +741,24 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
                            s.error_code() == r.statuses[0].error_code();
   }
   if (all_same_batch_error) return FromGrpcStatus(r.statuses[0], "Step");
-  if (absl::Status gone = Abandoned(epoch); !gone.ok()) {
-    // The monitor broke the group (a member stopped answering) or the coordinator stops.
-    return absl::UnavailableError(absl::StrCat(gone.message(), "; retry the request"));
-  }
   int failed = r.first_failure;
+  bool answered = false;         // a worker's own error, not the fan-out's cancellation
   for (int i = 0; i < n; ++i) {  // prefer the root cause over a cancellation
     if (!r.statuses[i].ok() && r.statuses[i].error_code() != grpc::StatusCode::CANCELLED) {
       failed = i;
+      answered = true;
       break;
     }
+  }
+  if (absl::Status gone = Abandoned(epoch); !gone.ok()) {
+    // The monitor broke the group (a member stopped answering) or the coordinator stops; a
+    // worker's own error (its collective failing, with its rank) says why.
+    std::string cause;
+    if (answered && r.statuses[failed].error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      cause = absl::StrCat("; worker ", members[failed], " (", workers_[members[failed]].address,
+                           ") said: ", r.statuses[failed].error_message());
+    }
+    return absl::UnavailableError(absl::StrCat(gone.message(), cause, "; retry the request"));
   }
   const bool late = r.statuses[failed].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
   absl::Status why = absl::UnavailableError(absl::StrCat(
