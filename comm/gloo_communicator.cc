@@ -220,7 +220,12 @@ absl::Status GlooCommunicator::AllReduceSumImpl(void* data, size_t count, DataTy
     gathered_.resize(bytes * size_);
     uint8_t* all = gathered_.data();
     std::memcpy(all + static_cast<size_t>(rank_) * bytes, data, bytes);
-    RETURN_IF_ERROR(AllGatherImpl(all + static_cast<size_t>(rank_) * bytes, all, count, type));
+    if (absl::Status gathered =
+            AllGatherImpl(all + static_cast<size_t>(rank_) * bytes, all, count, type);
+        !gathered.ok()) {
+      return absl::Status(gathered.code(), absl::StrCat(gathered.message(), " (the all-gather of ",
+                                                        "an AllReduceSum of ", bytes, " bytes)"));
+    }
     const gloo::AllreduceOptions::Func sum = SumFunction(type);
     std::memcpy(data, all, bytes);
     for (int r = 1; r < size_; ++r) sum(data, data, all + static_cast<size_t>(r) * bytes, count);

@@ -46,8 +46,10 @@ std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
     int64_t held_in_pool = 0;
     for (size_t j = 0; j < pools.size(); ++j) {
       if (pools[j] != pools[i]) continue;
-      free = std::max(free, reported[j] - held[j]);
-      held_in_pool += held[j];
+      // A worker's numbers are its own report: held within [0, reported], sums bounded.
+      const int64_t h = std::clamp<int64_t>(held[j], 0, std::max<int64_t>(reported[j], 0));
+      free = std::max(free, reported[j] - h);
+      held_in_pool = std::min(held_in_pool + h, int64_t{1} << 62);
     }
     out[i] = (free + held_in_pool) / sharers[i];
   }
