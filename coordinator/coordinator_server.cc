@@ -21,6 +21,7 @@
 #include "coordinator/metrics.h"
 #include "coordinator/metrics_server.h"
 #include "coordinator/openai_api.h"
+#include "coordinator/parse_error_interceptor.h"
 #include "coordinator/rendezvous_service.h"
 #include "coordinator/tokenizer.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -272,6 +273,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(options.listen, GrpcServerCredentials(tls), &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.experimental().SetInterceptorCreators(ParseErrorInterceptors());
   AddClientKeepalive(options.client_keepalive, builder);
   builder.RegisterService(impl->generation.get());
   if (options.rendezvous_listen.empty()) builder.RegisterService(&impl->rendezvous);

@@ -7,8 +7,9 @@
 //                     frequency / presence penalty outside [-2, 2], top_logprobs outside
 //                     [0, 20], a token id outside the vocabulary,
 //                     too many / empty / too long stop sequences, prompt text not UTF-8
-//                     (only an HTTP request's: gRPC's protobuf refuses a string field that
-//                     is not UTF-8 before any handler);
+//                     (an HTTP request's; over gRPC protobuf cannot parse a string field
+//                     that is not UTF-8, answered INVALID_ARGUMENT too:
+//                     coordinator/parse_error_interceptor.h);
 //   OUT_OF_RANGE      prompt (or its text) longer than the context, or prompt +
 //                     max_new_tokens beyond it;
 //   FAILED_PRECONDITION  a text prompt or stop sequences for a model without a tokenizer.

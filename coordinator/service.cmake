@@ -19,6 +19,7 @@ llmint8_cc_library(
     openai_api.cc
     openai_chat.cc
     openai_fields.cc
+    parse_error_interceptor.cc
     peer_watch.cc
     prefix_cache.cc
     rendezvous_service.cc

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "llmint8/v1/rendezvous.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -381,6 +382,44 @@ TEST_F(ServiceE2ETest, TextPromptWithoutTokenizerIsFailedPrecondition) {
   req.set_text("Hello");
   req.set_max_new_tokens(1);
   ExpectCode(*stub_, req, grpc::StatusCode::FAILED_PRECONDITION, "text, no tokenizer");
+}
+
+// Raw request bytes to `method`, as a client of another language (or a broken one) may send
+// them: the call's status.
+grpc::Status CallWithBytes(const std::string& address, const std::string& method,
+                           const std::string& bytes) {
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue cq;
+  grpc::Slice slice(bytes);
+  const grpc::ByteBuffer request(&slice, 1);
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> call =
+      stub.PrepareUnaryCall(&ctx, method, request, &cq);
+  call->StartCall();
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  cq.Next(&tag, &ok);
+  return status;
+}
+
+// A string field that is not UTF-8 (proto3 strings must be) cannot be parsed, before any
+// handler runs: INVALID_ARGUMENT saying so, not gRPC's bare INTERNAL; the server stays up.
+TEST_F(ServiceE2ETest, AStringFieldThatIsNotUtf8IsInvalidArgument) {
+  // TokenizeRequest{text: "Hi \xff"} and GenerateRequest{text: "Hi", stop: ["\xff"]}.
+  const std::string tokenize("\x0a\x04Hi \xff", 6);
+  const std::string generate("\x0a\x02Hi\x18\x01\x42\x01\xff", 9);
+  for (const auto& [method, bytes] : {std::pair{"/llmint8.v1.Generation/Tokenize", tokenize},
+                                      std::pair{"/llmint8.v1.Generation/Generate", generate}}) {
+    const grpc::Status status = CallWithBytes(cluster_->address(), method, bytes);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("not valid UTF-8")) << method;
+  }
+  Generated g = Generate(*stub_, GreedyRequest({2, 5}, 2));
+  EXPECT_TRUE(g.status.ok()) << g.status.error_message();
 }
 
 TEST_F(ServiceE2ETest, CancelFreesTheSequenceAndLaterRequestsWork) {
