@@ -8,7 +8,8 @@ llmint8_cc_library(
        safetensors.cc
        synthetic.cc
        int8_checkpoint.cc
-  DEPS llmint8::common llmint8::file llmint8::kernels absl::int128 absl::status absl::statusor
+  DEPS llmint8::common llmint8::file llmint8::mapped_copy llmint8::kernels absl::int128
+       absl::status absl::statusor
        absl::strings nlohmann_json::nlohmann_json)
 
 # Synthetic weights are generated on all cores (OpenMP, as the kernels' GEMMs): a 66B-shaped

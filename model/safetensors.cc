@@ -28,6 +28,7 @@
 #include "common/file.h"
 #include "common/half.h"
 #include "common/json_text.h"
+#include "common/mapped_copy.h"
 #include "common/status_macros.h"
 #include "model/tensor_names.h"
 #include "nlohmann/json.hpp"
@@ -223,6 +224,30 @@ class MappedFile {
   std::span<const uint8_t> bytes() const { return {data_, static_cast<size_t>(size_)}; }
   uint64_t size() const { return size_; }
 
+  // Copies `n` mapped bytes from `src` (within bytes()): DataLoss, instead of SIGBUS, when the
+  // file shrank after it was mapped or its storage failed (common/mapped_copy.h).
+  absl::Status Copy(void* dst, const uint8_t* src, size_t n) const {
+    if (CopyFromMapping(dst, src, n)) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat(
+        "reading ", path_, " at byte ", src - data_,
+        " failed: the file shrank after it was opened, or its storage failed (was it replaced "
+        "while loading?)"));
+  }
+  // The 8-byte length and the JSON header it announces, copied out of the mapping; the length
+  // alone when the file cannot hold it or it is over the limit (ParseSafetensorsHeader then
+  // refuses it from the length).
+  absl::StatusOr<std::vector<uint8_t>> HeaderPrefix() const {
+    std::vector<uint8_t> prefix(static_cast<size_t>(std::min<uint64_t>(size_, 8)));
+    RETURN_IF_ERROR(Copy(prefix.data(), data_, prefix.size()));
+    if (prefix.size() < 8) return prefix;
+    uint64_t n = 0;
+    std::memcpy(&n, prefix.data(), 8);  // little-endian, as the format and this host
+    if (n > size_ - 8 || n > kMaxHeaderBytes) return prefix;
+    prefix.resize(static_cast<size_t>(8 + n));
+    RETURN_IF_ERROR(Copy(prefix.data() + 8, data_ + 8, static_cast<size_t>(n)));
+    return prefix;
+  }
+
  private:
   MappedFile() = default;
   std::string path_;
@@ -272,9 +297,12 @@ class SafetensorsSource final : public CheckpointSource {
     RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, out.size()));
     const int64_t esize = TensorDTypeSize(t->info.dtype);
     const int64_t ncols = t->info.cols();
+    std::vector<uint8_t> row(static_cast<size_t>(cols.size() * esize));
     for (int64_t r = rows.begin; r < rows.end; ++r) {
-      const uint8_t* src = t->data + (r * ncols + cols.begin) * esize;
-      ConvertRow(t->info.dtype, src, cols.size(), out.data() + (r - rows.begin) * cols.size());
+      RETURN_IF_ERROR(
+          t->file->Copy(row.data(), t->data + (r * ncols + cols.begin) * esize, row.size()));
+      ConvertRow(t->info.dtype, row.data(), cols.size(),
+                 out.data() + (r - rows.begin) * cols.size());
     }
     if (t->info.quantized()) {
       std::vector<float> absmax(static_cast<size_t>(rows.size()));
@@ -296,8 +324,9 @@ class SafetensorsSource final : public CheckpointSource {
     RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, out.size()));
     const int64_t ncols = t->info.cols();
     for (int64_t r = rows.begin; r < rows.end; ++r) {
-      std::memcpy(out.data() + (r - rows.begin) * cols.size(),
-                  t->data + (r * ncols + cols.begin) * 2, static_cast<size_t>(cols.size()) * 2);
+      RETURN_IF_ERROR(t->file->Copy(out.data() + (r - rows.begin) * cols.size(),
+                                    t->data + (r * ncols + cols.begin) * 2,
+                                    static_cast<size_t>(cols.size()) * 2));
     }
     return absl::OkStatus();
   }
@@ -317,7 +346,8 @@ class SafetensorsSource final : public CheckpointSource {
     const int64_t ncols = t->info.cols();
     for (int64_t r = rows.begin; r < rows.end; ++r) {
       int8_t* dst = q.data() + (r - rows.begin) * cols.size();
-      std::memcpy(dst, t->data + r * ncols + cols.begin, static_cast<size_t>(cols.size()));
+      RETURN_IF_ERROR(
+          t->file->Copy(dst, t->data + r * ncols + cols.begin, static_cast<size_t>(cols.size())));
       // llmint8 quantize writes [-127, 127] (kernels/int8_gemm.h's promise); -128 is damage.
       if (const void* at = std::memchr(dst, 0x80, static_cast<size_t>(cols.size()))) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -344,7 +374,8 @@ class SafetensorsSource final : public CheckpointSource {
   // they are read: finite and >= 0 (NaN would silently zero a row's products).
   absl::Status ReadAbsmax(const Tensor& t, Range rows, std::span<float> out) const {
     ASSIGN_OR_RETURN(const Tensor* s, Find(t.entry.name + "_absmax"));
-    std::memcpy(out.data(), s->data + rows.begin * 4, static_cast<size_t>(rows.size()) * 4);
+    RETURN_IF_ERROR(
+        s->file->Copy(out.data(), s->data + rows.begin * 4, static_cast<size_t>(rows.size()) * 4));
     for (int64_t r = 0; r < rows.size(); ++r) {
       if (std::isfinite(out[r]) && out[r] >= 0.0f) continue;
       return absl::InvalidArgumentError(
@@ -440,8 +471,8 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenIndex(const std::string& i
   std::map<std::string, const MappedFile*> by_name;
   for (const std::string& f : file_names) {
     ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mf, MappedFile::Open(dir + "/" + f));
-    ASSIGN_OR_RETURN(SafetensorsHeader h,
-                     ParseSafetensorsHeader(mf->bytes(), mf->size(), mf->path()));
+    ASSIGN_OR_RETURN(const std::vector<uint8_t> prefix, mf->HeaderPrefix());
+    ASSIGN_OR_RETURN(SafetensorsHeader h, ParseSafetensorsHeader(prefix, mf->size(), mf->path()));
     RETURN_IF_ERROR(AddFileTensors(*mf, h, &tensors));
     if (metadata.empty()) metadata = h.metadata;
     by_name[f] = mf.get();
@@ -548,7 +579,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::span<const uint8_t
 absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensors(const std::string& path) {
   if (path.size() >= 11 && path.substr(path.size() - 11) == ".index.json") return OpenIndex(path);
   ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mf, MappedFile::Open(path));
-  ASSIGN_OR_RETURN(SafetensorsHeader h, ParseSafetensorsHeader(mf->bytes(), mf->size(), path));
+  ASSIGN_OR_RETURN(const std::vector<uint8_t> prefix, mf->HeaderPrefix());
+  ASSIGN_OR_RETURN(SafetensorsHeader h, ParseSafetensorsHeader(prefix, mf->size(), path));
   std::map<std::string, SafetensorsSource::Tensor> tensors;
   RETURN_IF_ERROR(AddFileTensors(*mf, h, &tensors));
   RETURN_IF_ERROR(CheckQuantizedCompanions(tensors));

@@ -134,6 +134,30 @@ TEST(SafetensorsTest, SliceRequestsAreChecked) {
   EXPECT_THAT(std::string(missing.message()), HasSubstr("nope"));
 }
 
+// A file truncated after it was opened (replaced in place while a worker loads it): reading
+// its vanished pages through the mapping would raise SIGBUS and end the process; every read
+// (fp32, fp16, int8 and its scales) is DataLoss naming the file instead.
+TEST(SafetensorsTest, AFileThatShrinksWhileOpenIsDataLossNotACrash) {
+  const std::string path = TestDir("shrinks") + "/t.safetensors";
+  SafetensorsWriter wr;
+  const int64_t n = 8192;  // 32 KiB per f32 row: rows span pages
+  ASSERT_TRUE(wr.AddF32("a", {4, n}, Iota(4 * n, 1.0f)).ok());
+  ASSERT_TRUE(wr.AddF16("h", {4, n}, Iota(4 * n, 1.0f)).ok());
+  ASSERT_TRUE(wr.Finish(path).ok());
+  auto src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  std::vector<float> out(static_cast<size_t>(n));
+  ASSERT_TRUE((*src)->ReadSlice("a", {3, 4}, {0, n}, out).ok());
+  std::filesystem::resize_file(path, 4096);  // the header and little else remain
+  const absl::Status f32 = (*src)->ReadSlice("a", {3, 4}, {0, n}, out);
+  EXPECT_EQ(f32.code(), absl::StatusCode::kDataLoss) << f32;
+  EXPECT_THAT(std::string(f32.message()), HasSubstr(path));
+  EXPECT_THAT(std::string(f32.message()), HasSubstr("shrank"));
+  std::vector<Half> half_out(static_cast<size_t>(n));
+  EXPECT_EQ((*src)->ReadSliceHalf("h", {2, 3}, {0, n}, half_out).code(),
+            absl::StatusCode::kDataLoss);
+}
+
 struct BadHeader {
   const char* what;
   std::string header;
