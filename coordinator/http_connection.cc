@@ -29,10 +29,14 @@ struct Limits {
   size_t max_requests;   // on one connection
 };
 
+// At least 1 ms: a zero SO_RCVTIMEO would mean no timeout at all.
 int Milliseconds(time_t sec, time_t usec) {
   const int64_t ms = static_cast<int64_t>(sec) * 1000 + static_cast<int64_t>(usec) / 1000;
-  return static_cast<int>(std::clamp<int64_t>(ms, 0, INT_MAX));
+  return static_cast<int>(std::clamp<int64_t>(ms, 1, INT_MAX));
 }
+
+// Set by CloseConnectionAfterResponse on the thread that serves the request.
+thread_local bool t_close_after_response = false;
 
 Limits LimitsOf(size_t payload_max, time_t read_sec, time_t read_usec, time_t write_sec,
                 time_t write_usec, time_t keep_alive_sec, size_t keep_alive_max_count) {
@@ -99,9 +103,13 @@ class TlsTransport final : public Transport {
  public:
   explicit TlsTransport(SSL* ssl) : ssl_(ssl) {}
   ssize_t Receive(char* buffer, size_t size) override {
-    const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(size, INT_MAX)));
-    if (n > 0) return n;
-    return SSL_get_error(ssl_, n) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+    for (;;) {
+      const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(size, INT_MAX)));
+      if (n > 0) return n;
+      const int error = SSL_get_error(ssl_, n);
+      if (error == SSL_ERROR_SYSCALL && errno == EINTR) continue;
+      return error == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+    }
   }
   ssize_t Send(const char* data, size_t size) override {
     const int n = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, INT_MAX)));
@@ -140,6 +148,8 @@ class BudgetStream final : public httplib::Stream {
       : fd_(fd), transport_(transport), limits_(limits) {}
 
   void StartRequest() { budget_ = limits_.request_bytes; }
+  // This request took all it may: the rest of what the client sent is not a request.
+  bool Exhausted() const { return budget_ == 0; }
   // Bytes received and not yet read: a next request has begun.
   bool Buffered() const { return begin_ < end_ || transport_.HasDecrypted(); }
 
@@ -219,9 +229,10 @@ bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& li
                                           AwaitRequest(stream, fd, listening, limits.keep_alive_ms);
        --left) {
     stream.StartRequest();
+    t_close_after_response = false;
     bool closed = false;
     answered = process(stream, /*close_connection=*/left == 1, closed);
-    if (!answered || closed) break;
+    if (!answered || closed || stream.Exhausted() || t_close_after_response) break;
   }
   return answered;
 }
@@ -232,6 +243,8 @@ void Close(int fd) {
 }
 
 }  // namespace
+
+void CloseConnectionAfterResponse() { t_close_after_response = true; }
 
 bool BoundedHttpServer::process_and_close_socket(socket_t sock) {
   const Limits limits =

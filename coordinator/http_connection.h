@@ -6,7 +6,8 @@
 // line, or headers without end, grows the server's memory until the kernel kills it. Here one
 // request may take at most kMaxRequestHeadBytes (request line and headers) plus the server's
 // payload limit (its body) from the connection. Past that the stream gives httplib nothing,
-// so it answers 400 (or, mid request line, drops the connection) and the connection closes.
+// so it answers 400 (or, mid request line, drops the connection) and the connection closes:
+// what the client sent past the cut is not read as a next request.
 //
 // httplib lets a subclass serve each accepted connection itself (process_and_close_socket);
 // these do, with httplib's keep-alive rules and timeouts (set_read_timeout and the others) and,
@@ -26,6 +27,11 @@ namespace llmint8::coordinator {
 // A request line and headers past this are refused. Clients send a few hundred bytes; nginx
 // takes 8 KiB per line, 32 KiB in all, by default.
 inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
+
+// From a handler (or pre-routing handler) of these servers: close the connection once this
+// response is written, e.g. after refusing a request whose body was left unread (read as the
+// next request, it would be whatever the client put there).
+void CloseConnectionAfterResponse();
 
 class BoundedHttpServer final : public httplib::Server {
  private:

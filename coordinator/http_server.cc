@@ -17,9 +17,9 @@
 #include "httplib.h"
 
 namespace llmint8::coordinator {
+namespace {
 
-std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req,
-                                               int64_t max_body_bytes) {
+std::optional<BodyRefusal> BodyRefusalOf(const httplib::Request& req, int64_t max_body_bytes) {
   const bool has_length = req.has_header("Content-Length");
   if (req.has_header("Transfer-Encoding")) {
     return has_length ? BodyRefusal{400, "send a Content-Length or a Transfer-Encoding, not both"}
@@ -43,6 +43,15 @@ std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req,
                                 : absl::StrCat("the body is over ", max_body_bytes, " bytes")};
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req,
+                                               int64_t max_body_bytes) {
+  std::optional<BodyRefusal> refusal = BodyRefusalOf(req, max_body_bytes);
+  if (refusal.has_value()) CloseConnectionAfterResponse();
+  return refusal;
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(

@@ -34,7 +34,9 @@ namespace llmint8::coordinator {
 //     limit): 415;
 //   - a POST, PUT, PATCH (or PRI) without a Content-Length (read to the connection's end): 411;
 //   - a Content-Length over `max_body_bytes`: 413 (httplib would read it all to skip it).
-// nullopt when the body (if any) is bounded. Install it in a pre-routing handler.
+// nullopt when the body (if any) is bounded. Install it in a pre-routing handler. A refusal
+// also closes the connection after the answer (CloseConnectionAfterResponse): the body is left
+// unread, and must not be read as a next request.
 struct BodyRefusal {
   int status = 0;
   std::string message;

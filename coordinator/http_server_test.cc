@@ -44,8 +44,17 @@ std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {}) {
       "127.0.0.1:0", "--http_listen", 2,
       [](httplib::Server& s) {
         s.set_payload_max_length(kMaxBody);
+        s.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+          const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, kMaxBody);
+          if (!refused.has_value()) return httplib::Server::HandlerResponse::Unhandled;
+          res.status = refused->status;
+          return httplib::Server::HandlerResponse::Handled;
+        });
         s.Get("/", [](const httplib::Request&, httplib::Response& res) {
           res.set_content("ok", "text/plain");
+        });
+        s.Get("/smuggled", [](const httplib::Request&, httplib::Response& res) {
+          res.set_content("SMUGGLED", "text/plain");
         });
         s.Post("/", [](const httplib::Request& req, httplib::Response& res) {
           res.set_content(absl::StrCat(req.body.size()), "text/plain");
@@ -201,6 +210,30 @@ TEST_P(HttpServerTest, HeadOverTheLimitGetsBadRequest) {
   // 20 lines of 4 KiB: over 64 KiB, each line under httplib's own 8 KiB.
   ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n" + HeaderLines(20) + "\r\n"));
   EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 400");
+}
+
+// What a client sent past the point where a request was cut off (its head over the budget)
+// or left unread (a body refused by its length) is not read as a next request: the
+// connection closes after the answer.
+TEST_P(HttpServerTest, NothingPastACutOrRefusedRequestIsServed) {
+  const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  {
+    RawClient client(server_->port(), client_tls_);
+    ASSERT_TRUE(client.connected());
+    // The budget ends inside this line; the rest of it, then a request, follow.
+    const std::string line = "X-Long: " + std::string(kMaxRequestHeadBytes + kMaxBody, 'a');
+    ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n" + line + "\r\n" + smuggled));
+    EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 400");
+    EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
+  }
+  {
+    RawClient client(server_->port(), client_tls_);
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.Send(absl::StrCat("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ",
+                                         smuggled.size() + kMaxBody, "\r\n\r\n", smuggled)));
+    EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 413");
+    EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
+  }
 }
 
 // Each request of a kept-alive connection has a budget of its own, and a request within it
