@@ -35,9 +35,14 @@ std::vector<int> MemorySharers(std::span<const std::string> pools) {
   return sharers;
 }
 
+namespace {
+constexpr int64_t kMaxBytes = int64_t{1} << 61;  // 2 EiB: more than any real report
+}  // namespace
+
 std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
                                       std::span<const int64_t> held,
-                                      std::span<const std::string> pools) {
+                                      std::span<const std::string> pools,
+                                      std::span<const int64_t> limits) {
   std::vector<int64_t> out(reported.begin(), reported.end());
   const std::vector<int> sharers = MemorySharers(pools);
   for (size_t i = 0; i < pools.size(); ++i) {
@@ -46,12 +51,17 @@ std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
     int64_t held_in_pool = 0;
     for (size_t j = 0; j < pools.size(); ++j) {
       if (pools[j] != pools[i]) continue;
-      // A worker's numbers are its own report: held within [0, reported], sums bounded.
-      const int64_t h = std::clamp<int64_t>(held[j], 0, std::max<int64_t>(reported[j], 0));
-      free = std::max(free, reported[j] - h);
-      held_in_pool = std::min(held_in_pool + h, int64_t{1} << 62);
+      // A worker's numbers are its own report: each within [0, 2^61], held within what it
+      // reported, sums bounded below 2^63.
+      const int64_t r = std::clamp<int64_t>(reported[j], 0, kMaxBytes);
+      const int64_t h = std::clamp<int64_t>(held[j], 0, r);
+      free = std::max(free, r - h);
+      held_in_pool = std::min(held_in_pool + h, kMaxBytes);
     }
     out[i] = (free + held_in_pool) / sharers[i];
+  }
+  for (size_t i = 0; i < limits.size() && i < out.size(); ++i) {
+    if (limits[i] > 0 && out[i] > 0) out[i] = std::min(out[i], limits[i]);
   }
   return out;
 }

@@ -43,10 +43,15 @@ std::optional<int64_t> CgroupRoomBytes(std::string_view limit, std::string_view 
                                        std::string_view stat) {
   const absl::string_view limit_text = absl::StripAsciiWhitespace({limit.data(), limit.size()});
   if (limit_text == "max") return std::nullopt;
-  const std::optional<int64_t> max = ParseBytes(limit_text);
+  std::optional<int64_t> max = ParseBytes(limit_text);
   const std::optional<int64_t> used = ParseBytes({usage.data(), usage.size()});
-  if (!max.has_value() || !used.has_value() || *max >= kNoLimit) return std::nullopt;
   const absl::string_view stat_text(stat.data(), stat.size());
+  // v1: an ancestor's limit binds too (hierarchical_memory_limit, the least of them).
+  if (const int64_t inherited = StatValue(stat_text, "hierarchical_memory_limit");
+      max.has_value() && inherited > 0) {
+    max = std::min(*max, inherited);
+  }
+  if (!max.has_value() || !used.has_value() || *max >= kNoLimit) return std::nullopt;
   // v1 counts the whole subtree under total_; v2's inactive_file already does.
   int64_t inactive = StatValue(stat_text, "total_inactive_file");
   if (inactive == 0) inactive = StatValue(stat_text, "inactive_file");
@@ -81,12 +86,23 @@ std::optional<CgroupMemory> ReadCgroupMemory(std::string_view proc_self_cgroup,
   std::string dir = layout.mount + (v1 ? *v1_path : *v2_path);
   while (!dir.empty() && dir.back() == '/') dir.pop_back();
   if (!IsDirectory(dir)) dir = layout.mount;
-  absl::StatusOr<std::string> limit = ReadFileToString(dir + "/" + layout.limit);
-  absl::StatusOr<std::string> usage = ReadFileToString(dir + "/" + layout.usage);
-  absl::StatusOr<std::string> stat = ReadFileToString(dir + "/memory.stat");
-  if (!limit.ok() || !usage.ok()) return std::nullopt;
-  const std::optional<int64_t> room =
-      CgroupRoomBytes(*limit, *usage, stat.ok() ? *stat : std::string());
+  auto room_at = [&layout](const std::string& at) -> std::optional<int64_t> {
+    absl::StatusOr<std::string> limit = ReadFileToString(at + "/" + layout.limit);
+    absl::StatusOr<std::string> usage = ReadFileToString(at + "/" + layout.usage);
+    absl::StatusOr<std::string> stat = ReadFileToString(at + "/memory.stat");
+    if (!limit.ok() || !usage.ok()) return std::nullopt;
+    return CgroupRoomBytes(*limit, *usage, stat.ok() ? *stat : std::string());
+  };
+  // v2: the least room of the cgroup and its ancestors up to the mount (a pod's limit above
+  // its container's, a systemd slice's); v1's stat already gives the ancestors' limit.
+  std::optional<int64_t> room = room_at(dir);
+  for (std::string at = dir; !v1 && at.size() > layout.mount.size();) {
+    at.resize(at.rfind('/'));
+    if (at.size() < layout.mount.size()) break;
+    if (const std::optional<int64_t> up = room_at(at); up.has_value()) {
+      room = room.has_value() ? std::min(*room, *up) : *up;
+    }
+  }
   if (!room.has_value()) return std::nullopt;
   return CgroupMemory{*room, dir};
 }

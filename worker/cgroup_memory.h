@@ -9,7 +9,9 @@
 //   cgroup v1: memory.limit_in_bytes, memory.usage_in_bytes, memory.stat "total_inactive_file".
 // The cgroup is this process's, from /proc/self/cgroup ("0::PATH" for v2, "N:memory:PATH" for
 // v1), under the mount root; when that path is not there (a container that sees its host's
-// path but has its own cgroup mounted at the root), the root's.
+// path but has its own cgroup mounted at the root), the root's. Its ancestors' limits bind
+// too: v2 takes the least room of the cgroup and each parent up to the mount, v1 the least of
+// its limit and memory.stat's hierarchical_memory_limit.
 #ifndef LLMINT8_WORKER_CGROUP_MEMORY_H_
 #define LLMINT8_WORKER_CGROUP_MEMORY_H_
 
@@ -27,8 +29,8 @@ std::optional<int64_t> CgroupRoomBytes(std::string_view limit, std::string_view 
                                        std::string_view stat);
 
 struct CgroupMemory {
-  int64_t room_bytes = 0;  // CgroupRoomBytes
-  std::string path;        // the cgroup's directory
+  int64_t room_bytes = 0;  // CgroupRoomBytes, the least along the ancestors
+  std::string path;        // the process's cgroup directory
 };
 
 // This process's memory cgroup, given /proc/self/cgroup's text and the cgroup mount root

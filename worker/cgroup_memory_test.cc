@@ -61,6 +61,19 @@ TEST_F(CgroupTreeTest, V2ReadsTheProcesssOwnCgroup) {
   EXPECT_EQ(m->path, root_ + "/kubepods/pod1/ctr");
 }
 
+// A pod's limit above its container's (which sets none) binds; so does v1's inherited one.
+TEST_F(CgroupTreeTest, AnAncestorsLimitBinds) {
+  Write("kubepods/pod1/memory.max", "1073741824\n");
+  Write("kubepods/pod1/memory.current", "536870912\n");
+  Write("kubepods/pod1/ctr/memory.max", "max\n");
+  Write("kubepods/pod1/ctr/memory.current", "0\n");
+  const std::optional<CgroupMemory> m = ReadCgroupMemory("0::/kubepods/pod1/ctr\n", root_);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->room_bytes, kGiB / 2);
+  EXPECT_EQ(CgroupRoomBytes("9223372036854771712", "0", "hierarchical_memory_limit 1073741824\n"),
+            kGiB);
+}
+
 TEST_F(CgroupTreeTest, APathNotMountedHereIsTheMountsRoot) {
   // A container that sees its host's path but has its own cgroup at the mount root.
   Write("memory.max", "1073741824\n");

@@ -1,8 +1,5 @@
 #include "worker/usable_memory.h"
 
-#include <sys/stat.h>
-
-#include <algorithm>
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -49,11 +46,13 @@ int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t me
   }
   absl::StatusOr<int64_t> available = ReadMemAvailableBytes();
   if (!available.ok()) return 0;
-  int64_t free_bytes = *available;
-  if (const std::optional<CgroupMemory> cgroup = ReadOwnCgroupMemory(); cgroup.has_value()) {
-    free_bytes = std::min(free_bytes, cgroup->room_bytes);
-  }
-  return free_bytes + held_bytes;
+  return *available + held_bytes;
+}
+
+int64_t OwnLimitBytes(const std::string& device, int64_t memory_limit_bytes, int64_t held_bytes) {
+  if (memory_limit_bytes > 0 || device != "cpu") return 0;
+  const std::optional<CgroupMemory> cgroup = ReadOwnCgroupMemory();
+  return cgroup.has_value() ? cgroup->room_bytes + held_bytes : 0;
 }
 
 std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes) {
@@ -67,15 +66,7 @@ std::string MemoryPool(const std::string& device, int cuda_device, int64_t memor
   absl::StatusOr<std::string> boot_id = ReadFileToString("/proc/sys/kernel/random/boot_id");
   if (!boot_id.ok()) return "";
   const absl::string_view id = absl::StripAsciiWhitespace(*boot_id);
-  if (id.empty()) return "";
-  // Under a cgroup limit the figure is the cgroup's room: shared by the processes of that
-  // cgroup (its inode names it on this kernel), not by the node's other containers.
-  struct stat st {};
-  if (const std::optional<CgroupMemory> cgroup = ReadOwnCgroupMemory();
-      cgroup.has_value() && ::stat(cgroup->path.c_str(), &st) == 0) {
-    return absl::StrCat("cgroup:", id, ":", st.st_ino);
-  }
-  return absl::StrCat("host:", id);
+  return id.empty() ? "" : absl::StrCat("host:", id);
 }
 
 }  // namespace llmint8::worker
