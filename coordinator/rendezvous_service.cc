@@ -73,6 +73,8 @@ grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetReque
         return ToGrpcStatus(value.status());
       }
       if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+      // The coordinator went on to another group: this one's keys will not come.
+      if (grpc::Status still = CheckKey(key); !still.ok()) return still;
       if (absl::Now() >= deadline) {
         return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                             "rendezvous key '" + key + "' was not set in time");

@@ -44,10 +44,9 @@ absl::Status GrpcRendezvous::Result(const grpc::Status& status, const char* call
                      " (no Rendezvous there: is it the coordinator's --rendezvous_listen "
                      "port, when it has one?)"));
   }
-  // The rendezvous refusing a call (too many waiting, a full store) is no fault of the model:
-  // not a code the coordinator reads as one (coordinator/worker_group.cc IsModelLoadError).
-  if (out.code() == absl::StatusCode::kResourceExhausted ||
-      out.code() == absl::StatusCode::kInvalidArgument) {
+  // The rendezvous refusing a call for room (too many waiting, a full store) is no fault of
+  // the model: not a code the coordinator reads as one (worker_group.cc IsModelLoadError).
+  if (out.code() == absl::StatusCode::kResourceExhausted) {
     out = absl::UnavailableError(out.message());
   }
   // The calls wait for the channel: a coordinator never reached (wrong address, or a TLS
