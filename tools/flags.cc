@@ -164,6 +164,14 @@ ABSL_FLAG(bool, prompt_logprobs, false,
 ABSL_FLAG(int32_t, top_logprobs, 0,
           "generate: also print the N most likely tokens at each position (0 to 20)");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-sequence token");
+ABSL_FLAG(bool, echo_prompt, false,
+          "generate: print the prompt's text before the generated text (with "
+          "--max_new_tokens=0: only the prompt, as the server tokenized it)");
+ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},
+          "generate: comma-separated token ids that end the generation when sampled (at most 64)");
+ABSL_FLAG(std::vector<std::string>, logit_bias, {},
+          "generate: comma-separated ID:BIAS pairs added to those tokens' logits (bias in "
+          "[-100, 100]; -100 all but bans a token)");
 ABSL_FLAG(double, timeout, 0, "generate: deadline in seconds (0: none)");
 
 namespace llmint8::tools {

@@ -71,6 +71,9 @@ ABSL_DECLARE_FLAG(bool, logprobs);
 ABSL_DECLARE_FLAG(int32_t, top_logprobs);
 ABSL_DECLARE_FLAG(bool, prompt_logprobs);
 ABSL_DECLARE_FLAG(bool, ignore_eos);
+ABSL_DECLARE_FLAG(bool, echo_prompt);
+ABSL_DECLARE_FLAG(std::vector<std::string>, stop_token_ids);
+ABSL_DECLARE_FLAG(std::vector<std::string>, logit_bias);
 ABSL_DECLARE_FLAG(double, timeout);
 
 namespace llmint8::tools {

@@ -38,6 +38,30 @@ const char* FinishName(v1::FinishReason r) {
 
 }  // namespace
 
+// --stop_token_ids and --logit_bias into `req`; the error says which entry is bad (the server
+// checks the ranges and counts).
+std::string IdFlagsInto(v1::GenerateRequest& req) {
+  for (const std::string& s : absl::GetFlag(FLAGS_stop_token_ids)) {
+    int32_t id = 0;
+    if (!absl::SimpleAtoi(s, &id)) {
+      return absl::StrCat("--stop_token_ids entry '", absl::CHexEscape(s), "' is not a token id");
+    }
+    req.add_stop_token_ids(id);
+  }
+  for (const std::string& s : absl::GetFlag(FLAGS_logit_bias)) {
+    const size_t colon = s.rfind(':');
+    int32_t id = 0;
+    float bias = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(s.substr(0, colon), &id) ||
+        !absl::SimpleAtof(s.substr(colon + 1), &bias)) {
+      return absl::StrCat("--logit_bias entry '", absl::CHexEscape(s),
+                          "' is not ID:BIAS (e.g. 50118:-100)");
+    }
+    (*req.mutable_logit_bias())[id] = bias;
+  }
+  return "";
+}
+
 // The prompt flags, checked before anything is sent; empty when they are fine.
 std::string PromptFlagsError() {
   const std::string& prompt = absl::GetFlag(FLAGS_prompt);
@@ -109,6 +133,11 @@ int RunGenerate() {
   req.set_top_logprobs(absl::GetFlag(FLAGS_top_logprobs));
   req.set_prompt_logprobs(absl::GetFlag(FLAGS_prompt_logprobs));
   req.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
+  req.set_echo_prompt(absl::GetFlag(FLAGS_echo_prompt));
+  if (const std::string error = IdFlagsInto(req); !error.empty()) {
+    std::fprintf(stderr, "llmint8 generate: %s\n", error.c_str());
+    return 2;
+  }
 
   // Whether text comes back (models served without a tokenizer stream token ids only).
   bool has_tokenizer = true;
@@ -143,12 +172,22 @@ int RunGenerate() {
   v1::GenerateResponse last;
   double prompt_total = 0;
   while (reader->Read(&resp)) {
+    const bool scored = absl::GetFlag(FLAGS_prompt_logprobs);
     for (const v1::PromptToken& t : resp.prompt_tokens()) {
+      // The echo alone: the prompt's text where the output goes, before the generated text.
+      if (!scored) {
+        if (has_tokenizer) {
+          std::fwrite(t.text().data(), 1, t.text().size(), stdout);
+        } else {
+          std::printf("%d ", t.token_id());
+        }
+        continue;
+      }
       std::fprintf(stderr, "[prompt %d '%s': %s]", t.token_id(), absl::CHexEscape(t.text()).c_str(),
                    t.has_logprob() ? absl::StrCat(t.logprob()).c_str() : "-");
       prompt_total += t.logprob();
     }
-    if (resp.prompt_tokens_size() > 0) {
+    if (scored && resp.prompt_tokens_size() > 0) {
       std::fprintf(stderr, "\n[prompt logprob sum %.4f over %d tokens]\n", prompt_total,
                    resp.prompt_tokens_size() - 1);
     }

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/run_cli.h"
 #include "tests/e2e/cluster.h"
 
 namespace llmint8::e2e {
@@ -102,6 +103,40 @@ TEST_F(TextE2ETest, TokenizeMatchesTheTokenizer) {
   EXPECT_THAT(refused.error_message(),
               ::testing::HasSubstr(absl::StrCat("the text to tokenize is ", too_long, " bytes")));
   EXPECT_EQ(PostJson("/tokenize", {{"prompt", req.text()}})["http_status"], 400);
+}
+
+// `llmint8 generate`'s --echo_prompt, --logit_bias and --stop_token_ids reach the server: the
+// echo prints the prompt's text first (alone with --max_new_tokens=0); a -100 bias on the
+// greedy first token turns the output away from it; that token as a stop id ends at once.
+TEST_F(TextE2ETest, GenerateCliPassesEchoLogitBiasAndStopTokenIds) {
+  const std::string prompt = "hello world";
+  const std::string flags = absl::StrCat("generate --coordinator=", cluster_->address(),
+                                         " --prompt='", prompt, "' --ignore_eos");
+  tools::testing::CliResult echo =
+      tools::testing::RunCli(flags + " --echo_prompt --max_new_tokens=0");
+  ASSERT_EQ(echo.exit_code, 0) << echo.err;
+  EXPECT_EQ(echo.out.substr(0, prompt.size()), prompt);
+
+  Generated greedy = Generate(*stub_, TextRequest(prompt, 3));
+  ASSERT_TRUE(greedy.status.ok()) << greedy.status.error_message();
+  ASSERT_EQ(greedy.tokens.size(), 3u);
+  const int32_t first = greedy.tokens[0];
+  // --logprobs prints "[ID: LOGPROB]" for each generated token, the first one first.
+  const std::string first_printed = absl::StrCat("[", first, ": ");
+  tools::testing::CliResult plain =
+      tools::testing::RunCli(flags + " --max_new_tokens=3 --logprobs");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(plain.err.find('['), plain.err.find(first_printed)) << plain.err;
+  tools::testing::CliResult biased = tools::testing::RunCli(
+      absl::StrCat(flags, " --max_new_tokens=3 --logprobs --logit_bias=", first, ":-100"));
+  ASSERT_EQ(biased.exit_code, 0) << biased.err;
+  EXPECT_NE(biased.err.find('['), biased.err.find(first_printed)) << biased.err;
+  tools::testing::CliResult stopped =
+      tools::testing::RunCli(absl::StrCat(flags, " --max_new_tokens=3 --stop_token_ids=", first));
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+  EXPECT_THAT(stopped.err, ::testing::HasSubstr("stop"));
+  EXPECT_EQ(tools::testing::RunCli(flags + " --logit_bias=5").exit_code, 2);
+  EXPECT_EQ(tools::testing::RunCli(flags + " --stop_token_ids=x").exit_code, 2);
 }
 
 // vLLM's /tokenize and /detokenize over HTTP: the tokenizer's ids (BOS first unless
