@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/grow_to.h"
 #include "common/status_macros.h"
 #include "kernels/int8_gemm.h"
 
@@ -101,13 +102,13 @@ absl::Status Int8Linear(std::span<const float> x, int64_t m, const Int8WeightVie
   const int64_t n = w.n, k = w.k;
   QuantizedActivation& act = scratch->act;
   RETURN_IF_ERROR(QuantizeActivation(x, m, k, threshold, &act));
-  scratch->acc.resize(m * n);
+  GrowTo(scratch->acc, m * n);
   RETURN_IF_ERROR(Int8Gemm(act.q, w.q, m, n, k, scratch->acc));
 
   // Dequantized weight columns of the few outliers, transposed to [|O|, n] so the outlier
   // product below is a contiguous axpy per (token, outlier).
   const int64_t n_out = static_cast<int64_t>(act.outlier_cols.size());
-  scratch->outlier_w.resize(n_out * n);
+  GrowTo(scratch->outlier_w, n_out * n);
   float* ow = scratch->outlier_w.data();
   // One strided read per (row, outlier): latency-bound on large weights, so on every core.
 #pragma omp parallel for schedule(static) if (n * n_out >= (int64_t{1} << 14))

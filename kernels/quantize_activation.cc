@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/grow_to.h"
 #include "kernels/avx2_sum.h"
 #include "kernels/cpu_features.h"
 
@@ -145,8 +146,8 @@ absl::Status Quantize(const RowLoops& loops, std::span<const float> x, int64_t m
   }
   out->m = m;
   out->k = k;
-  out->q.resize(mk);
-  out->absmax.resize(m);
+  GrowTo(out->q, mk);
+  GrowTo(out->absmax, m);
   out->outlier_cols.clear();
 
   // Pass 1 (t > 0): the outlier columns, those holding any outlier value.
@@ -160,7 +161,7 @@ absl::Status Quantize(const RowLoops& loops, std::span<const float> x, int64_t m
   }
   const auto& cols = out->outlier_cols;
   const int64_t n_out = static_cast<int64_t>(cols.size());
-  out->outliers.resize(m * n_out);
+  GrowTo(out->outliers, m * n_out);
 
   // Pass 2, per row: absmax over the row's own non-outlier values, then quantize. With t > 0
   // the outlier test is per element, so a row never depends on the others: rows spread over

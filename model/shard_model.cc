@@ -7,6 +7,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "common/grow_to.h"
 #include "common/status_macros.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
@@ -137,20 +138,24 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
 
 int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
   const int64_t h = config_.hidden_size;
-  const int64_t proj = config_.word_embed_proj_dim;
   const int64_t lw = h / tp_;
   const int64_t lf = config_.ffn_dim / tp_;
   const int64_t rpr = (config_.vocab_size + tp_ - 1) / tp_;
+  // project_in's output and project_out's, only where the model has them (else unused).
+  const int64_t proj_buf = config_.has_projections() ? config_.word_embed_proj_dim : 0;
   const int64_t floats =
-      tokens * (2 + proj + 3 * h + 3 * lw + lw + lf) + config_.head_dim() + max_context_ +
+      tokens * (2 + proj_buf + 3 * h + 3 * lw + lw + lf) + config_.head_dim() + max_context_ +
       // Per logits row: the head's input and projection, the step's result
       // (the full vocabulary), and with TP the slice and the all-gather.
-      logit_rows * (h + proj + config_.vocab_size + (tp_ > 1 ? rpr + rpr * tp_ : 0));
+      logit_rows * (h + proj_buf + config_.vocab_size + (tp_ > 1 ? rpr + rpr * tp_ : 0));
   int64_t int8 = 0;
   if (options_.precision == Precision::kInt8) {
     // The largest linear's quantized activations (k bytes and a scale per token), its int32
     // accumulators (4 n per token) and the AVX2 GEMM's packing buffers (about 2 k per token,
-    // held during the call; kernels/int8_gemm.h). Outlier buffers grow with the outliers found.
+    // held during the call; kernels/int8_gemm.h). Not the outlier buffers (an fp32 value per
+    // token and a dequantized weight column per outlier column): they grow with the outliers
+    // found, a handful at threshold 6, and may take the shard past its limit, after which
+    // steps that grow nothing still run (Step).
     const int64_t max_k = std::max({h, lw, lf});
     const int64_t max_n = std::max({3 * lw, h, lf});
     int8 = tokens * (3 * max_k + 4 + 4 * max_n);
@@ -158,18 +163,10 @@ int64_t ShardModel::ScratchBytesFor(int64_t tokens, int64_t logit_rows) const {
   return floats * 4 + int8;
 }
 
-// To exactly `n` elements: resize alone may reserve twice the old size, more than the memory
-// accounting (ScratchBytesFor, and the coordinator's KV budget from it) counts.
-template <typename T>
-void GrowTo(std::vector<T>& v, int64_t n) {
-  v.reserve(static_cast<size_t>(n));
-  v.resize(static_cast<size_t>(n));
-}
-
 absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
   ForwardScratch& s = *scratch_;
   const int64_t h = config_.hidden_size;
-  const int64_t proj = config_.word_embed_proj_dim;
+  const int64_t proj_buf = config_.has_projections() ? config_.word_embed_proj_dim : 0;
   const int64_t lw = h / tp_;
   const int64_t lf = config_.ffn_dim / tp_;
   const int64_t rpr = weights_->rows_per_rank;
@@ -179,7 +176,7 @@ absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
     if (tokens > s.tokens) {
       GrowTo(s.ids, tokens);
       GrowTo(s.positions, tokens);
-      GrowTo(s.embed, tokens * proj);
+      GrowTo(s.embed, tokens * proj_buf);
       GrowTo(s.x, tokens * h);
       GrowTo(s.normed, tokens * h);
       GrowTo(s.qkv, tokens * 3 * lw);
@@ -192,7 +189,7 @@ absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
     if (static_cast<int64_t>(s.attn_scratch.size()) < att) GrowTo(s.attn_scratch, att);
     if (logit_rows > s.logit_rows) {
       GrowTo(s.head_in, logit_rows * h);
-      GrowTo(s.head_proj, logit_rows * proj);
+      GrowTo(s.head_proj, logit_rows * proj_buf);
       if (tp_ > 1) {  // TP 1 writes the logits straight into the result
         GrowTo(s.local_logits, logit_rows * rpr);
         GrowTo(s.gathered, logit_rows * rpr * tp_);
@@ -231,8 +228,11 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
   const int64_t scratch_growth = std::max<int64_t>(
       0, ScratchBytesFor(std::max(tokens, s.tokens), std::max(rows, s.logit_rows)) -
              ScratchBytesFor(s.tokens, s.logit_rows));
+  // Only growth needs room: a step that grows nothing runs even when what the shard holds is
+  // past the limit (outlier buffers may take it there), as the CUDA backend's does.
+  const bool grows = kv_growth > 0 || scratch_growth > 0;
   absl::Status room = absl::OkStatus();
-  if (options_.memory_limit_bytes > 0) {
+  if (grows && options_.memory_limit_bytes > 0) {
     const MemoryStats now = memory();
     if (now.total() + kv_growth + scratch_growth > options_.memory_limit_bytes) {
       room = absl::ResourceExhaustedError(absl::StrCat(
@@ -241,16 +241,6 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
           options_.memory_limit_bytes, ". Release finished sequences or send a smaller batch"));
     }
   }
-  // Growth is a function of the batch and the history, so every rank votes on the same steps.
-  if (tp_ > 1 && (kv_growth > 0 || scratch_growth > 0)) {
-    room = AgreeOnRoom(room, rank_, [this](float mine) -> absl::StatusOr<float> {
-      float sum = mine;
-      RETURN_IF_ERROR(comm_->AllReduceSum(std::span<float>(&sum, 1)));
-      return sum;
-    });
-  }
-  RETURN_IF_ERROR(room);
-  RETURN_IF_ERROR(EnsureScratch(tokens, rows));
   s.past.resize(batch.size());
   s.first_row.resize(batch.size() + 1);
   s.attention.resize(batch.size());
@@ -262,23 +252,46 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
     row += static_cast<int64_t>(batch[i].tokens.size());
   }
   s.first_row[batch.size()] = row;
+  // The step's allocations come before the vote: a rank that cannot make them refuses the step
+  // with the others, instead of failing alone once they are inside the forward's collectives.
   std::vector<uint64_t> created;
   created.reserve(batch.size());
+  if (room.ok()) room = EnsureScratch(tokens, rows);
+  if (room.ok()) {
+    try {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (!kv_->Contains(batch[i].seq_id)) created.push_back(batch[i].seq_id);
+        kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
+      }
+    } catch (const std::bad_alloc&) {
+      room = absl::ResourceExhaustedError(
+          "Step: out of memory for the batch's KV cache; release finished sequences or send a "
+          "smaller batch (--memory_limit refuses such steps before they allocate)");
+    }
+  }
+  // Growth is a function of the batch and the history, so every rank votes on the same steps.
+  if (tp_ > 1 && grows) {
+    room = AgreeOnRoom(room, rank_, [this](float mine) -> absl::StatusOr<float> {
+      float sum = mine;
+      RETURN_IF_ERROR(comm_->AllReduceSum(std::span<float>(&sum, 1)));
+      return sum;
+    });
+  }
+  if (!room.ok()) {
+    for (uint64_t id : created) kv_->Release(id).IgnoreError();
+    return room;
+  }
   Logits out;
   absl::Status st;
   try {
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (!kv_->Contains(batch[i].seq_id)) created.push_back(batch[i].seq_id);
-      kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
-    }
     for (const SequenceInput& in : batch) {
       if (in.prefix_length > 0) kv_->CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length);
     }
     st = Forward(batch, &out);
   } catch (const std::bad_alloc&) {
     st = absl::ResourceExhaustedError(
-        "Step: out of memory for the batch's KV cache or logits; release finished sequences or "
-        "send a smaller batch (--memory_limit refuses such steps before they allocate)");
+        "Step: out of memory for the batch's logits; release finished sequences or send a "
+        "smaller batch (--memory_limit refuses such steps before they allocate)");
   }
   if (!st.ok()) {
     for (uint64_t id : created) kv_->Release(id).IgnoreError();

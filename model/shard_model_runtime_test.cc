@@ -376,6 +376,55 @@ TEST(ShardModelMemoryTest, ScratchHoldsWhatTheLargestStepNeeds) {
   EXPECT_EQ(grown->memory().scratch, once->memory().scratch);
 }
 
+// The same in int8, whose scratch the int8 linears hold (quantized activations, int32
+// accumulators, outlier buffers): exact sizes there too.
+TEST(ShardModelMemoryTest, Int8ScratchHoldsWhatTheLargestStepNeeds) {
+  const OptConfig c = SmallConfig(128, 4, 2, 512, 128);
+  auto src = OutlierSource(c);
+  ShardOptions o;
+  o.precision = Precision::kInt8;
+  auto grown = LoadModel(c, *src, o);
+  auto once = LoadModel(c, *src, o);
+  const std::vector<int32_t> p23(23, 7), p24(24, 7);
+  ShardModel::SequenceInput a{1, p23}, b{2, p24}, c24{1, p24};
+  ASSERT_TRUE(grown->Step({&a, 1}).ok());
+  ASSERT_TRUE(grown->Step({&b, 1}).ok());
+  ASSERT_TRUE(once->Step({&c24, 1}).ok());
+  EXPECT_EQ(grown->memory().scratch, once->memory().scratch);
+}
+
+// A shard whose holdings went past its limit (the outlier buffers, which the accounting does
+// not budget: a very low threshold makes nearly every column one) still runs the steps that
+// need no more memory, and refuses those that do; it is not stuck until reloaded.
+TEST(ShardModelMemoryTest, PastItsLimitAShardStillRunsStepsThatGrowNothing) {
+  const OptConfig c = SmallConfig(128, 4, 2, 512, 128);
+  auto src = OutlierSource(c);
+  ShardOptions o;
+  o.precision = Precision::kInt8;
+  o.threshold = 0.02f;
+  auto probe = LoadModel(c, *src, o);
+  const std::vector<int32_t> prompt(40, 7), next(1, 9);
+  ShardModel::SequenceInput prefill{1, prompt};
+  // The least limit the 40-token prefill is let through under: its outlier buffers (nearly
+  // every column) then take the shard past it.
+  int64_t low = probe->memory().total(), high = low + 16 * 1024 * 1024;
+  while (high - low > 1) {
+    o.memory_limit_bytes = (low + high) / 2;
+    auto trial = ShardModel::Load(c, *src, 1, 0, nullptr, o);  // refused: too low as well
+    (trial.ok() && (*trial)->Step({&prefill, 1}).ok() ? high : low) = o.memory_limit_bytes;
+  }
+  o.memory_limit_bytes = high;
+  auto m = LoadModel(c, *src, o);
+  ASSERT_TRUE(m->Step({&prefill, 1}).ok());
+  ASSERT_GT(m->memory().total(), o.memory_limit_bytes) << "the test needs the shard past it";
+  ShardModel::SequenceInput decode{1, next};
+  auto decoded = m->Step({&decode, 1});  // within the sequence's reserved capacity
+  EXPECT_TRUE(decoded.ok()) << decoded.status();
+  const std::vector<int32_t> long_prompt(100, 7);
+  ShardModel::SequenceInput more{2, long_prompt};
+  EXPECT_EQ(m->Step({&more, 1}).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
 // The KV capacity a worker reports (what the coordinator admits up to) is safe: sequences
 // whose full lengths sum to it, stepped in chunks of at most the step size it was computed
 // for, never hit the limit; and it is not far below what fits.
