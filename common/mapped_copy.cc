@@ -41,6 +41,7 @@ void Install() {
 }  // namespace
 
 bool CopyFromMapping(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return true;  // an empty file's mapping may be null (memcpy's must not be)
   std::call_once(g_installed, Install);
   sigjmp_buf jump;
   if (sigsetjmp(jump, /*savemask=*/1) != 0) {
