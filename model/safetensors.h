@@ -5,7 +5,8 @@
 // relative to the data buffer) plus an optional "__metadata__" string->string map.
 //
 // The header is UNTRUSTED. ParseSafetensorsHeader checks, before any tensor is read:
-//   N <= file size - 8 and N <= 100 MB; the JSON parses and is an object; every entry has a
+//   N <= file size - 8 and N <= 100 MB; at most 2^20 JSON values (parsed JSON takes up to ~40x
+//   its text); the JSON parses and is an object; every entry has a
 //   known dtype (F16, BF16, F32, I8 — others are InvalidArgument naming the dtype), a shape of
 //   non-negative dims whose element count does not overflow, offsets begin <= end with
 //   end - begin == elements * dtype size, end <= data size; entries, sorted by offset, tile the

@@ -204,6 +204,16 @@ TEST(SafetensorsTest, BadFilesGiveStatusNamingTheTensor) {
            R"(],"data_offsets":[0,4]}})",
        4, "an array of"},
       {"header length beyond file", "{}", 0, "beyond the file size", 1 << 20},
+      // 2 MB of tiny values would take ~80 MB parsed; the limit's text could take gigabytes.
+      {"a million tiny values",
+       "{\"m\":[" +
+           [] {
+             std::string zeros;
+             for (int z = 0; z < (1 << 20); ++z) zeros += "0,";
+             return zeros;
+           }() +
+           "0]}",
+       0, "JSON values"},
       {"I8 without scales", R"({"w":{"dtype":"I8","shape":[4],"data_offsets":[0,4]}})", 4,
        "w_absmax"},
   };
@@ -218,6 +228,18 @@ TEST(SafetensorsTest, BadFilesGiveStatusNamingTheTensor) {
                 AllOf(HasSubstr(path), HasSubstr(bc.must_mention)))
         << bc.what;
   }
+}
+
+// Commas and brackets inside strings are text, not values: a large metadata string is fine.
+TEST(SafetensorsTest, PunctuationInStringsIsNotCountedAsValues) {
+  const std::string path = TestDir("strings") + "/t.safetensors";
+  SafetensorsWriter wr;
+  wr.SetMetadata("notes", std::string(3 << 20, ',') + "[{\\\"");
+  ASSERT_TRUE(wr.AddF32("w", {4}, Iota(4, 1.0f)).ok());
+  ASSERT_TRUE(wr.Finish(path).ok());
+  auto src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ(SafetensorsMetadata(**src).at("notes").size(), (3u << 20) + 4);
 }
 
 TEST(SafetensorsTest, TruncatedAndTinyFiles) {
