@@ -6,8 +6,13 @@
 #ifndef LLMINT8_COMMON_JSON_TEXT_H_
 #define LLMINT8_COMMON_JSON_TEXT_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
+#include <string_view>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
 namespace llmint8 {
@@ -30,6 +35,44 @@ std::string JsonSnippet(const Json& j) {
     if (s.size() > 64) return JsonText(Json(s.substr(0, 64))) + "...";
   }
   return JsonText(j);
+}
+
+// About how many values a JSON text holds: its '{', '[' and ',' outside strings (each opens a
+// container or adds a member or element). One pass, nothing allocated.
+inline int64_t CountJsonValues(std::string_view text) {
+  int64_t count = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character is the string's
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[' || c == ',') {
+      ++count;
+    }
+  }
+  return count;
+}
+
+// Parsed, a JSON value takes tens of bytes (up to ~40x its text for a file of tiny values: a
+// 64 MB file of "0," would take gigabytes). The files read here hold far fewer: a checkpoint
+// header ~15 per tensor, a GPT-2 tokenizer.json ~100k.
+inline constexpr int64_t kMaxJsonValues = int64_t{1} << 20;
+
+// Before parsing an untrusted JSON text: InvalidArgument naming `what` when it holds more than
+// `max` values.
+inline absl::Status CheckJsonValueCount(std::string_view text, std::string_view what,
+                                        int64_t max = kMaxJsonValues) {
+  const int64_t values = CountJsonValues(text);
+  if (values <= max) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(absl::string_view(what.data(), what.size()), " holds about ", values,
+                   " JSON values, more than the ", max, " it can need"));
 }
 
 }  // namespace llmint8

@@ -177,6 +177,7 @@ size_t MatchPiece(const std::vector<char32_t>& cps, size_t i) {
 }
 
 absl::StatusOr<json> ParseJson(std::string_view text, std::string_view what) {
+  RETURN_IF_ERROR(CheckJsonValueCount(text, what));
   json j = json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return absl::InvalidArgumentError(absl::StrCat(Av(what), " is not valid JSON"));

@@ -195,6 +195,7 @@ int64_t OptConfig::NumParameters() const {
 }
 
 absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
+  RETURN_IF_ERROR(CheckJsonValueCount(config_json, "config.json"));
   Json j = Json::parse(config_json.begin(), config_json.end(), /*cb=*/nullptr,
                        /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError("config.json is not valid JSON");

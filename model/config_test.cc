@@ -120,6 +120,17 @@ TEST(ConfigTest, ADeeplyNestedValueIsAShortError) {
   EXPECT_LT(c.status().message().size(), 300u);
 }
 
+// A file of a million tiny values is refused before it is parsed (parsed, it would take ~40x
+// its text).
+TEST(ConfigTest, AMillionValuesAreRefusedUnparsed) {
+  std::string values;
+  for (int i = 0; i < (1 << 20); ++i) values += "0,";
+  auto c = ParseOptConfig(R"({"hidden_size": 64, "junk": [)" + values + "0]}");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("config.json holds about"));
+}
+
 TEST(ConfigTest, UntiedWordEmbeddingsAreRefused) {
   const std::string base = R"({"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "ffn_dim": 256, "vocab_size": 1000, "max_position_embeddings": 128, )";
