@@ -269,8 +269,10 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
           "smaller batch (--memory_limit refuses such steps before they allocate)");
     }
   }
-  // Growth is a function of the batch and the history, so every rank votes on the same steps.
-  if (tp_ > 1 && grows) {
+  // Every rank votes on every step: a rank that allocated before a vote that failed keeps what
+  // it allocated, so growth alone no longer says the same on every rank which steps vote, and
+  // a rank voting alone would pair its vote with another's layer all-reduce.
+  if (tp_ > 1) {
     room = AgreeOnRoom(room, rank_, [this](float mine) -> absl::StatusOr<float> {
       float sum = mine;
       RETURN_IF_ERROR(comm_->AllReduceSum(std::span<float>(&sum, 1)));
