@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "coordinator/http_connection.h"
 #include "coordinator/http_server.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/openai_chat.h"
@@ -200,6 +201,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
     res.status = 401;
     res.set_header("WWW-Authenticate", "Bearer");
+    CloseConnectionAfterResponse();  // its body is left unread
     res.set_content(openai::ErrorJson(auth), kJson);
     return httplib::Server::HandlerResponse::Handled;
   });

@@ -174,15 +174,15 @@ int RunGenerate() {
   while (reader->Read(&resp)) {
     const bool scored = absl::GetFlag(FLAGS_prompt_logprobs);
     for (const v1::PromptToken& t : resp.prompt_tokens()) {
-      // The echo alone: the prompt's text where the output goes, before the generated text.
-      if (!scored) {
+      // The echo: the prompt's text where the output goes, before the generated text.
+      if (absl::GetFlag(FLAGS_echo_prompt)) {
         if (has_tokenizer) {
           std::fwrite(t.text().data(), 1, t.text().size(), stdout);
         } else {
           std::printf("%d ", t.token_id());
         }
-        continue;
       }
+      if (!scored) continue;
       std::fprintf(stderr, "[prompt %d '%s': %s]", t.token_id(), absl::CHexEscape(t.text()).c_str(),
                    t.has_logprob() ? absl::StrCat(t.logprob()).c_str() : "-");
       prompt_total += t.logprob();
