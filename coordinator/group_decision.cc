@@ -41,8 +41,7 @@ constexpr int64_t kMaxBytes = int64_t{1} << 61;  // 2 EiB: more than any real re
 
 std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
                                       std::span<const int64_t> held,
-                                      std::span<const std::string> pools,
-                                      std::span<const int64_t> limits) {
+                                      std::span<const std::string> pools) {
   std::vector<int64_t> out(reported.begin(), reported.end());
   const std::vector<int> sharers = MemorySharers(pools);
   for (size_t i = 0; i < pools.size(); ++i) {
@@ -59,9 +58,6 @@ std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
       held_in_pool = std::min(held_in_pool + h, kMaxBytes);
     }
     out[i] = (free + held_in_pool) / sharers[i];
-  }
-  for (size_t i = 0; i < limits.size() && i < out.size(); ++i) {
-    if (limits[i] > 0 && out[i] > 0) out[i] = std::min(out[i], limits[i]);
   }
   return out;
 }

@@ -63,12 +63,10 @@ std::vector<int> MemorySharers(std::span<const std::string> pools);
 // otherwise an equal part of the pool, whose size is its free memory (a member's report less
 // what that member holds; the largest, as the members read it at different moments) plus
 // what every member holds. So shards still loaded from a group that broke count once, not
-// against each member again. A positive `limits` entry (a worker's own ceiling in the pool, its
-// container's limit) caps its part. `reported`, `held`, `pools` and `limits` are parallel.
+// against each member again. `reported`, `held` and `pools` are parallel.
 std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
                                       std::span<const int64_t> held,
-                                      std::span<const std::string> pools,
-                                      std::span<const int64_t> limits);
+                                      std::span<const std::string> pools);
 
 // Errors: FailedPrecondition (the workers cannot hold the model; the planner's message),
 // InvalidArgument (no reports, bad dtype / reserve / config).

@@ -54,30 +54,19 @@ TEST(GroupDecisionTest, MemorySharersCountsTheWorkersOfEachPool) {
 TEST(GroupDecisionTest, MemoryPoolSharesCountTheHeldBytesOnce) {
   constexpr int64_t F = 1000, W = 300;
   const std::vector<std::string> pools = {"gpu:a", "gpu:a", ""};
-  const std::vector<int64_t> none = {0, 0, 0};
   EXPECT_THAT(
-      MemoryPoolShares(std::vector<int64_t>{F, F, 77}, std::vector<int64_t>{0, 0, 5}, pools, none),
+      MemoryPoolShares(std::vector<int64_t>{F, F, 77}, std::vector<int64_t>{0, 0, 5}, pools),
       ::testing::ElementsAre(F / 2, F / 2, 77));
   EXPECT_THAT(MemoryPoolShares(std::vector<int64_t>{F - W, F - W, 77},
-                               std::vector<int64_t>{W, W, 5}, pools, none),
+                               std::vector<int64_t>{W, W, 5}, pools),
               ::testing::ElementsAre(F / 2, F / 2, 77));
   // Read at different moments: the larger free figure is the pool's.
   EXPECT_THAT(MemoryPoolShares(std::vector<int64_t>{F - W, F - W - 10, 77},
-                               std::vector<int64_t>{W, W, 5}, pools, none),
+                               std::vector<int64_t>{W, W, 5}, pools),
               ::testing::ElementsAre(F / 2, F / 2, 77));
   EXPECT_THAT(
-      MemoryPoolShares(std::vector<int64_t>{0, F, 77}, std::vector<int64_t>{0, 0, 0}, pools, none),
+      MemoryPoolShares(std::vector<int64_t>{0, F, 77}, std::vector<int64_t>{0, 0, 0}, pools),
       ::testing::ElementsAre(0, F / 2, 77));
-}
-
-// Two containers on one node, each under its own limit: the node's free memory is shared,
-// and each part is at most its container's limit (each alone would be the smaller figure).
-TEST(GroupDecisionTest, APoolPartIsCappedByTheWorkersOwnLimit) {
-  constexpr int64_t F = 1000;
-  const std::vector<std::string> pools = {"host:a", "host:a"};
-  EXPECT_THAT(MemoryPoolShares(std::vector<int64_t>{F, F}, std::vector<int64_t>{0, 0}, pools,
-                               std::vector<int64_t>{750, 300}),
-              ::testing::ElementsAre(F / 2, 300));
 }
 
 // Bogus reports (a worker's own numbers) neither overflow nor go negative.
@@ -85,8 +74,7 @@ TEST(GroupDecisionTest, MemoryPoolSharesOfExtremeReportsStayInRange) {
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   const std::vector<std::string> pools = {"host:a", "host:a"};
   const std::vector<int64_t> shares =
-      MemoryPoolShares(std::vector<int64_t>{kMax, kMax}, std::vector<int64_t>{kMax, -5}, pools,
-                       std::vector<int64_t>{0, 0});
+      MemoryPoolShares(std::vector<int64_t>{kMax, kMax}, std::vector<int64_t>{kMax, -5}, pools);
   for (const int64_t s : shares) {
     EXPECT_GT(s, 0);
     EXPECT_LE(s, int64_t{1} << 61);

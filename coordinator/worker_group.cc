@@ -388,7 +388,6 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
         workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
         workers_[i].status.memory_pool = r.responses[k].memory_pool();
         workers_[i].status.held_bytes = r.responses[k].held_bytes();
-        workers_[i].status.limit_bytes = r.responses[k].limit_bytes();
       }
       if (workers_[i].status.healthy != healthy && expected_epoch >= 0) {
         // A group epoch whose high bits are not this coordinator's was formed by another one.
@@ -413,7 +412,6 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
   std::vector<int64_t> reported;
   std::vector<int64_t> held;
   std::vector<std::string> pools;
-  std::vector<int64_t> limits;
   std::vector<std::string> other_device;  // workers a planned group leaves out
   {
     absl::MutexLock lock(&mu_);
@@ -431,7 +429,6 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
       reported.push_back(workers_[i].status.memory_bytes);
       held.push_back(workers_[i].status.held_bytes);
       pools.push_back(workers_[i].status.memory_pool);
-      limits.push_back(workers_[i].status.limit_bytes);
     }
   }
   if (std::string left_out = absl::StrJoin(other_device, "; "); left_out != left_out_logged_) {
@@ -450,7 +447,7 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
   // Candidates reporting the free memory of one GPU or host each plan with their part of it
   // (all of them count, members or not: a conservative plan for --group=smallest).
   const std::vector<int> sharers = MemorySharers(pools);
-  reported = MemoryPoolShares(reported, held, pools, limits);
+  reported = MemoryPoolShares(reported, held, pools);
   GroupChoice choice;
   if (options_.config.has_value()) {
     GroupRequest request;

@@ -94,7 +94,6 @@ struct WorkerStatus {
   int64_t memory_bytes = 0;  // what the worker reported it may use (Info)
   std::string memory_pool;   // what memory_bytes is the free memory of ("": its own limit)
   int64_t held_bytes = 0;    // what its loaded shard holds (Info), part of memory_bytes
-  int64_t limit_bytes = 0;   // its own ceiling in its pool (Info), 0: none
   bool healthy = false;
   // Another coordinator's group holds the worker (its lease runs): this one cannot take it.
   bool held_by_another = false;

@@ -96,15 +96,18 @@ std::optional<CgroupMemory> ReadCgroupMemory(std::string_view proc_self_cgroup,
   // v2: the least room of the cgroup and its ancestors up to the mount (a pod's limit above
   // its container's, a systemd slice's); v1's stat already gives the ancestors' limit.
   std::optional<int64_t> room = room_at(dir);
+  std::string binding = dir;
   for (std::string at = dir; !v1 && at.size() > layout.mount.size();) {
     at.resize(at.rfind('/'));
     if (at.size() < layout.mount.size()) break;
-    if (const std::optional<int64_t> up = room_at(at); up.has_value()) {
-      room = room.has_value() ? std::min(*room, *up) : *up;
+    if (const std::optional<int64_t> up = room_at(at);
+        up.has_value() && (!room.has_value() || *up < *room)) {
+      room = up;
+      binding = at;
     }
   }
   if (!room.has_value()) return std::nullopt;
-  return CgroupMemory{*room, dir};
+  return CgroupMemory{*room, binding};
 }
 
 std::optional<CgroupMemory> ReadOwnCgroupMemory() {

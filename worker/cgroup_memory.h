@@ -30,7 +30,7 @@ std::optional<int64_t> CgroupRoomBytes(std::string_view limit, std::string_view 
 
 struct CgroupMemory {
   int64_t room_bytes = 0;  // CgroupRoomBytes, the least along the ancestors
-  std::string path;        // the process's cgroup directory
+  std::string path;        // the directory of the cgroup whose room that is
 };
 
 // This process's memory cgroup, given /proc/self/cgroup's text and the cgroup mount root

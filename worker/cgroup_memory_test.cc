@@ -70,6 +70,7 @@ TEST_F(CgroupTreeTest, AnAncestorsLimitBinds) {
   const std::optional<CgroupMemory> m = ReadCgroupMemory("0::/kubepods/pod1/ctr\n", root_);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->room_bytes, kGiB / 2);
+  EXPECT_EQ(m->path, root_ + "/kubepods/pod1");
   EXPECT_EQ(CgroupRoomBytes("9223372036854771712", "0", "hierarchical_memory_limit 1073741824\n"),
             kGiB);
 }

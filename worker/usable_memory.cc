@@ -1,5 +1,7 @@
 #include "worker/usable_memory.h"
 
+#include <sys/stat.h>
+
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -46,13 +48,9 @@ int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t me
   }
   absl::StatusOr<int64_t> available = ReadMemAvailableBytes();
   if (!available.ok()) return 0;
-  return *available + held_bytes;
-}
-
-int64_t OwnLimitBytes(const std::string& device, int64_t memory_limit_bytes, int64_t held_bytes) {
-  if (memory_limit_bytes > 0 || device != "cpu") return 0;
   const std::optional<CgroupMemory> cgroup = ReadOwnCgroupMemory();
-  return cgroup.has_value() ? cgroup->room_bytes + held_bytes : 0;
+  const bool limited = cgroup.has_value() && cgroup->room_bytes < *available;
+  return (limited ? cgroup->room_bytes : *available) + held_bytes;
 }
 
 std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes) {
@@ -66,7 +64,18 @@ std::string MemoryPool(const std::string& device, int cuda_device, int64_t memor
   absl::StatusOr<std::string> boot_id = ReadFileToString("/proc/sys/kernel/random/boot_id");
   if (!boot_id.ok()) return "";
   const absl::string_view id = absl::StripAsciiWhitespace(*boot_id);
-  return id.empty() ? "" : absl::StrCat("host:", id);
+  if (id.empty()) return "";
+  // A container's limit that binds (its room is less than the host has free): the figure is
+  // that cgroup's, shared by the workers inside it (serve's, in one container), not the node's.
+  // Its inode names it on this kernel.
+  absl::StatusOr<int64_t> available = ReadMemAvailableBytes();
+  const std::optional<CgroupMemory> cgroup = ReadOwnCgroupMemory();
+  struct stat st {};
+  if (available.ok() && cgroup.has_value() && cgroup->room_bytes < *available &&
+      ::stat(cgroup->path.c_str(), &st) == 0) {
+    return absl::StrCat("cgroup:", id, ":", st.st_ino);
+  }
+  return absl::StrCat("host:", id);
 }
 
 }  // namespace llmint8::worker

@@ -3,9 +3,9 @@
 //
 //   --memory-limit > 0   that limit, on any device (it is also what the shard's own accounting
 //                        enforces, see model/shard_model.h ShardOptions::memory_limit_bytes);
-//   cpu, no limit        MemAvailable from /proc/meminfo, plus what this worker's loaded shard
-//                        holds now (a new LoadShard frees it first); a container's limit below
-//                        that is the worker's own ceiling (OwnLimitBytes);
+//   cpu, no limit        MemAvailable from /proc/meminfo, or the room its container's memory
+//                        limit leaves when less (worker/cgroup_memory.h), plus what this
+//                        worker's loaded shard holds now (a new LoadShard frees it first);
 //   cuda, no limit       the device's free memory (cudaMemGetInfo) plus what the loaded shard
 //                        holds; 0 = unknown when it cannot be read (the coordinator then skips
 //                        planning and uses every worker).
@@ -40,15 +40,13 @@ absl::StatusOr<int64_t> ReadMemAvailableBytes();
 int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t memory_limit_bytes,
                           int64_t held_bytes);
 
-// A CPU worker's own ceiling inside its pool when it has no --memory-limit: its memory cgroup's
-// room plus `held_bytes` when its container is limited (worker/cgroup_memory.h), else 0. Its
-// part of the node's memory is at most this (WorkerInfoResponse.limit_bytes).
-int64_t OwnLimitBytes(const std::string& device, int64_t memory_limit_bytes, int64_t held_bytes);
-
 // What UsableMemoryBytes' figure is the free memory of (WorkerInfoResponse.memory_pool):
 // "" with a limit (the worker's own, shared with nobody) or when it cannot be told;
 // "host:<boot id>" on CPU (/proc/sys/kernel/random/boot_id: one per running kernel, the same
-// in every container on a node, as their memory is); "gpu:<UUID>" on CUDA with a
+// in every container on a node, as their memory is), "cgroup:<boot id>:<inode>" when a
+// container's memory limit binds (its room is less than MemAvailable: the figure is then that
+// cgroup's, shared by the workers in it; containers limited apart each have their own, and
+// limits that together exceed the node are the operator's overcommit); "gpu:<UUID>" on CUDA with a
 // --cuda_device (the physical GPU, or MIG instance, whichever process sees it and under
 // whatever device number; without one the device is the rank's, not known before it loads).
 std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes);

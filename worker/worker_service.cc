@@ -175,8 +175,6 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
                                            options_.memory_limit_bytes, published_held_bytes_));
   resp->set_memory_pool(memory_pool_);
   resp->set_held_bytes(published_held_bytes_);
-  resp->set_limit_bytes(
-      OwnLimitBytes(options_.device, options_.memory_limit_bytes, published_held_bytes_));
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
   resp->set_world_size(published_world_size_);
@@ -358,10 +356,6 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
       // allocate more later. Claim this rank's part of 90%.
       const int sharers = req.memory_sharers() > 0 ? req.memory_sharers() : req.world_size();
       usable = usable / 10 * 9 / sharers;
-      // Its container's limit, when lower than its part of the node.
-      if (const int64_t own = OwnLimitBytes(options_.device, 0, mem.total()); own > 0) {
-        usable = std::min(usable, own / 10 * 9);
-      }
     }
     const int64_t step_tokens =
         req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();
