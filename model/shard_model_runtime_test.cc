@@ -360,37 +360,24 @@ TEST(ShardModelConfigTest, RemovedFinalLayerNormIsNeitherLoadedNorApplied) {
 
 // Scratch grows to what a step needs, no more: a step of 23 tokens and then one of 24 hold what
 // one step of 24 holds (a vector's resize may double its capacity, past what the accounting
-// and the coordinator's budget count).
+// and the coordinator's budget count). In int8 too, whose linears hold scratch of their own
+// (quantized activations, int32 accumulators, outlier buffers).
 TEST(ShardModelMemoryTest, ScratchHoldsWhatTheLargestStepNeeds) {
   const OptConfig c = SmallConfig(128, 4, 2, 512, 128);
-  auto src = Source(c);
-  ShardOptions o;
-  o.precision = Precision::kF16;
-  auto grown = LoadModel(c, *src, o);
-  auto once = LoadModel(c, *src, o);
-  const std::vector<int32_t> p23(23, 7), p24(24, 7);
-  ShardModel::SequenceInput a{1, p23}, b{2, p24}, c24{1, p24};
-  ASSERT_TRUE(grown->Step({&a, 1}).ok());
-  ASSERT_TRUE(grown->Step({&b, 1}).ok());
-  ASSERT_TRUE(once->Step({&c24, 1}).ok());
-  EXPECT_EQ(grown->memory().scratch, once->memory().scratch);
-}
-
-// The same in int8, whose scratch the int8 linears hold (quantized activations, int32
-// accumulators, outlier buffers): exact sizes there too.
-TEST(ShardModelMemoryTest, Int8ScratchHoldsWhatTheLargestStepNeeds) {
-  const OptConfig c = SmallConfig(128, 4, 2, 512, 128);
   auto src = OutlierSource(c);
-  ShardOptions o;
-  o.precision = Precision::kInt8;
-  auto grown = LoadModel(c, *src, o);
-  auto once = LoadModel(c, *src, o);
-  const std::vector<int32_t> p23(23, 7), p24(24, 7);
-  ShardModel::SequenceInput a{1, p23}, b{2, p24}, c24{1, p24};
-  ASSERT_TRUE(grown->Step({&a, 1}).ok());
-  ASSERT_TRUE(grown->Step({&b, 1}).ok());
-  ASSERT_TRUE(once->Step({&c24, 1}).ok());
-  EXPECT_EQ(grown->memory().scratch, once->memory().scratch);
+  for (const Precision precision : {Precision::kF16, Precision::kInt8}) {
+    SCOPED_TRACE(static_cast<int>(precision));
+    ShardOptions o;
+    o.precision = precision;
+    auto grown = LoadModel(c, *src, o);
+    auto once = LoadModel(c, *src, o);
+    const std::vector<int32_t> p23(23, 7), p24(24, 7);
+    ShardModel::SequenceInput a{1, p23}, b{2, p24}, c24{1, p24};
+    ASSERT_TRUE(grown->Step({&a, 1}).ok());
+    ASSERT_TRUE(grown->Step({&b, 1}).ok());
+    ASSERT_TRUE(once->Step({&c24, 1}).ok());
+    EXPECT_EQ(grown->memory().scratch, once->memory().scratch);
+  }
 }
 
 // A shard whose holdings went past its limit (the outlier buffers, which the accounting does
