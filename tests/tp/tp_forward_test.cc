@@ -39,5 +39,10 @@ TEST(TpMemoryVoteTest, RanksWithDifferentLimitsAgreeOnEveryStep) {
   testing::ExpectMemoryVoteAgrees(TpBackend{Device::kCpu, "gloo", nullptr}, Precision::kInt8);
 }
 
+// A decode kept after a refused step grows on one rank only: the ranks still vote alike.
+TEST(TpMemoryVoteTest, AKeptDecodeAfterARefusedStepVotesOnBothRanks) {
+  testing::ExpectKeptDecodeVoteAgrees(TpBackend{Device::kCpu, "gloo", nullptr}, Precision::kInt8);
+}
+
 }  // namespace
 }  // namespace llmint8::model

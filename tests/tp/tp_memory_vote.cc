@@ -26,8 +26,6 @@ namespace {
 
 constexpr int64_t kVocab = 510;
 constexpr int kSteps = 3;
-constexpr int kStepTokens[kSteps] = {100, 40, 5};
-constexpr int64_t kRank1Headroom = int64_t{96} << 10;  // over its loaded shard
 constexpr absl::Duration kCommTimeout = absl::Seconds(60);
 constexpr double kPromptSeconds = 10;  // far below kCommTimeout
 
@@ -38,12 +36,73 @@ struct VoteResult {
   std::vector<float> logits;
 };
 
+// A step: (sequence id, new tokens) for each sequence in it.
+using Batch = std::vector<std::pair<uint64_t, int>>;
+
+// What both ranks run: a warm-up step (agreed), released or kept, then kSteps steps, each
+// expected to end in `want` on both ranks ("" for alike on both, whatever it is).
+struct Script {
+  int64_t rank1_headroom = int64_t{96} << 10;  // rank 1's limit over its loaded shard
+  Batch warm;
+  bool release_warm = true;
+  Batch steps[kSteps];
+  const char* want[kSteps];
+};
+
+// The steps of the header comment.
+Script NewSequences() {
+  Script s;
+  // First, an agreed step that takes KV pages for three sequences but no larger activation
+  // buffers, then released: later steps up to three pages need no new KV anywhere, so whether
+  // a rank votes on the 40-token step hangs on the activation sizes alone (the case a rank that
+  // grew its buffers for a refused step used to decide differently from its peers).
+  s.warm = {{101, 1}, {102, 1}, {103, 1}};
+  s.steps[0] = {{1, 100}};
+  s.steps[1] = {{2, 40}};
+  s.steps[2] = {{3, 5}};
+  s.want[0] = "RESOURCE_EXHAUSTED";
+  s.want[1] = "";
+  s.want[2] = "OK";
+  return s;
+}
+
+// A kept sequence at a KV capacity boundary (16 positions, one granule) decodes next to a new
+// 100-token prompt that only rank 0 has room for: refused on both. Rank 0 made its
+// allocations before the vote (the decode's next KV granule among them) and keeps them, so the
+// same decode alone next grows KV on rank 1 only: both ranks must still vote, or rank 1's vote
+// meets rank 0's first all-reduce. The decode then runs on both, twice.
+Script KeptDecodeAfterRefusedStep() {
+  Script s;
+  s.rank1_headroom = int64_t{256} << 10;  // the 16-token warm-up and decodes fit, 100 do not
+  s.warm = {{200, 16}};
+  s.release_warm = false;
+  s.steps[0] = {{200, 1}, {300, 100}};
+  s.steps[1] = {{200, 1}};
+  s.steps[2] = {{200, 1}};
+  s.want[0] = "RESOURCE_EXHAUSTED";
+  s.want[1] = "OK";
+  s.want[2] = "OK";
+  return s;
+}
+
 std::string ResultPath(const std::string& dir, int rank) {
   return absl::StrCat(dir, "/vote-rank", rank, ".bin");
 }
 
+// The batch's sequences, with `value` as every new token.
+absl::StatusOr<Logits> RunBatch(ShardModel& model, const Batch& batch, int32_t value) {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<ShardModel::SequenceInput> in;
+  tokens.reserve(batch.size());
+  for (const auto& [id, n] : batch) {
+    tokens.emplace_back(static_cast<size_t>(n), value);
+    in.push_back({id, tokens.back()});
+  }
+  return model.Step(in);
+}
+
 absl::Status RunRank(const TpBackend& backend, Precision precision, int rank,
-                     const std::string& dir) {
+                     const std::string& dir, const Script& script) {
   if (backend.rank_setup) backend.rank_setup(rank);
   const OptConfig c = SmallConfig(128, 4, 2, kVocab, 128);
   void* const cuda_stream = TensorParallelCudaStream(backend.device, 2);
@@ -68,24 +127,18 @@ absl::Status RunRank(const TpBackend& backend, Precision precision, int rank,
     // No collective at load: a probe shard gives this rank's size.
     ASSIGN_OR_RETURN(std::unique_ptr<ShardModel> probe,
                      ShardModel::Load(c, *src, 2, rank, comm.get(), o));
-    o.memory_limit_bytes = probe->memory().total() + kRank1Headroom;
+    o.memory_limit_bytes = probe->memory().total() + script.rank1_headroom;
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ShardModel> model,
                    ShardModel::Load(c, *src, 2, rank, comm.get(), o));
-  // First, an agreed step that takes KV pages for three sequences but no larger activation
-  // buffers, then released: later steps up to three pages need no new KV anywhere, so whether a
-  // rank votes on the 40-token step hangs on the activation sizes alone (the case a rank that
-  // grew its buffers for a refused step used to decide differently from its peers).
-  const std::vector<int32_t> one = {5};
-  const std::vector<ShardModel::SequenceInput> warm = {{101, one}, {102, one}, {103, one}};
-  RETURN_IF_ERROR(model->Step(warm).status());
-  for (const auto& in : warm) RETURN_IF_ERROR(model->Release(in.seq_id));
+  RETURN_IF_ERROR(RunBatch(*model, script.warm, 5).status());
+  if (script.release_warm) {
+    for (const auto& [id, n] : script.warm) RETURN_IF_ERROR(model->Release(id));
+  }
   VoteResult r;
   for (int s = 0; s < kSteps; ++s) {
-    const std::vector<int32_t> tokens(kStepTokens[s], 7 + s);
-    const ShardModel::SequenceInput in{static_cast<uint64_t>(s + 1), tokens};
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<Logits> step = model->Step({&in, 1});
+    absl::StatusOr<Logits> step = RunBatch(*model, script.steps[s], 7 + s);
     r.seconds[s] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     r.codes[s] = static_cast<int>(step.status().code());
     if (step.ok() && s == kSteps - 1) r.logits = step->values;
@@ -112,14 +165,14 @@ VoteResult ReadResult(const std::string& path) {
   return r;
 }
 
-}  // namespace
-
-void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision) {
+void ExpectScriptAgrees(const TpBackend& backend, Precision precision, const Script& script,
+                        const char* what) {
   char tmpl[] = "/tmp/llmint8_vote_XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
   const auto outcomes = comm::ForkRanks(
-      2, [&](int rank) { return RunRank(backend, precision, rank, dir); }, absl::Seconds(60));
+      2, [&](int rank) { return RunRank(backend, precision, rank, dir, script); },
+      absl::Seconds(60));
   for (const auto& o : outcomes) {
     ASSERT_TRUE(o.reported && o.status.ok() && o.exit_code == 0) << o.Describe();
   }
@@ -128,11 +181,12 @@ void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision) {
   const auto code = [](int c) {
     return absl::StatusCodeToString(static_cast<absl::StatusCode>(c));
   };
-  EXPECT_EQ(code(r0.codes[0]), "RESOURCE_EXHAUSTED");
-  EXPECT_EQ(code(r1.codes[0]), "RESOURCE_EXHAUSTED");
-  EXPECT_EQ(code(r0.codes[1]), code(r1.codes[1])) << "the 40-token step";
-  EXPECT_EQ(code(r0.codes[2]), "OK");
-  EXPECT_EQ(code(r1.codes[2]), "OK");
+  for (int s = 0; s < kSteps; ++s) {
+    EXPECT_EQ(code(r0.codes[s]), code(r1.codes[s])) << what << ", step " << s;
+    if (*script.want[s] != '\0') {
+      EXPECT_EQ(code(r0.codes[s]), script.want[s]) << what << ", step " << s;
+    }
+  }
   for (int s = 0; s < kSteps; ++s) {
     EXPECT_LT(r0.seconds[s], kPromptSeconds) << "rank 0, step " << s;
     EXPECT_LT(r1.seconds[s], kPromptSeconds) << "rank 1, step " << s;
@@ -141,11 +195,22 @@ void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision) {
   ASSERT_EQ(r1.logits.size(), static_cast<size_t>(kVocab));
   EXPECT_EQ(std::memcmp(r0.logits.data(), r1.logits.data(), kVocab * sizeof(float)), 0)
       << "the ranks' gathered logits differ";
-  std::printf("%s: steps of 100 / 40 / 5 tokens: rank 0 %s / %s / %s, rank 1 %s / %s / %s\n",
+  std::printf("%s, %s: rank 0 %s / %s / %s, rank 1 %s / %s / %s\n", what,
               std::string(DeviceName(backend.device)).c_str(), code(r0.codes[0]).c_str(),
               code(r0.codes[1]).c_str(), code(r0.codes[2]).c_str(), code(r1.codes[0]).c_str(),
               code(r1.codes[1]).c_str(), code(r1.codes[2]).c_str());
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+
+void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision) {
+  ExpectScriptAgrees(backend, precision, NewSequences(), "steps of 100 / 40 / 5 new tokens");
+}
+
+void ExpectKeptDecodeVoteAgrees(const TpBackend& backend, Precision precision) {
+  ExpectScriptAgrees(backend, precision, KeptDecodeAfterRefusedStep(),
+                     "a kept decode after a refused step");
 }
 
 }  // namespace llmint8::model::testing

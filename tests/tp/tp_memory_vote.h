@@ -17,6 +17,12 @@ namespace llmint8::model::testing {
 // Records gtest failures for any disagreement (ranks in forked processes, as tp_harness.h).
 void ExpectMemoryVoteAgrees(const TpBackend& backend, Precision precision);
 
+// The same two ranks: a kept sequence at a KV capacity boundary decodes next to a new 100-token
+// prompt only rank 0 has room for (refused on both), then alone, twice. A rank that allocated
+// before the failed vote grows nothing on the next step while its peer does: both must vote
+// all the same, and both serve the decodes.
+void ExpectKeptDecodeVoteAgrees(const TpBackend& backend, Precision precision);
+
 }  // namespace llmint8::model::testing
 
 #endif  // LLMINT8_TESTS_TP_TP_MEMORY_VOTE_H_
