@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <functional>
@@ -220,9 +221,10 @@ using ProcessRequest =
     std::function<bool(httplib::Stream& stream, bool close_connection, bool& connection_closed)>;
 
 // httplib's keep-alive loop: requests one after another until the client closes, one fails,
-// the last one allowed, or the server stops. True when the last one was answered.
+// the last one allowed, or the server stops. True when the last one was answered; `unread`:
+// the client may have sent more than was read (a request cut off or refused unread).
 bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& listening,
-                   const Limits& limits, const ProcessRequest& process) {
+                   const Limits& limits, const ProcessRequest& process, bool& unread) {
   BudgetStream stream(fd, transport, limits);
   bool answered = false;
   for (size_t left = limits.max_requests; left > 0 && listening != INVALID_SOCKET &&
@@ -232,13 +234,34 @@ bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& li
     t_close_after_response = false;
     bool closed = false;
     answered = process(stream, /*close_connection=*/left == 1, closed);
-    if (!answered || closed || stream.Exhausted() || t_close_after_response) break;
+    unread = stream.Exhausted() || t_close_after_response;
+    if (!answered || closed || unread) break;
   }
   return answered;
 }
 
-void Close(int fd) {
-  ::shutdown(fd, SHUT_RDWR);
+// Closes after the answer has gone out. With `unread` (a body refused unread, a request cut
+// off), bytes the client is still sending would turn the close into a reset that can reach it
+// before the answer does: its side shut for writing, the connection first takes up to 1 MiB
+// more for up to 250 ms.
+void Close(int fd, bool unread) {
+  if (!unread) {
+    ::shutdown(fd, SHUT_RDWR);
+    ::close(fd);
+    return;
+  }
+  ::shutdown(fd, SHUT_WR);
+  char sink[16 * 1024];
+  size_t drained = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
+  while (drained < (size_t{1} << 20)) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !Await(fd, POLLIN, static_cast<int>(left.count()))) break;
+    const ssize_t n = ::recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
+    if (n <= 0 && !(n < 0 && (errno == EINTR || errno == EAGAIN))) break;  // the client's end
+    if (n > 0) drained += static_cast<size_t>(n);
+  }
   ::close(fd);
 }
 
@@ -252,11 +275,14 @@ bool BoundedHttpServer::process_and_close_socket(socket_t sock) {
                write_timeout_usec_, keep_alive_timeout_sec_, keep_alive_max_count_);
   SetSocketTimeouts(sock, limits);
   SocketTransport transport(sock);
-  const bool answered = ServeRequests(sock, transport, svr_sock_, limits,
-                                      [this](httplib::Stream& s, bool close, bool& closed) {
-                                        return process_request(s, close, closed, nullptr);
-                                      });
-  Close(sock);
+  bool unread = false;
+  const bool answered = ServeRequests(
+      sock, transport, svr_sock_, limits,
+      [this](httplib::Stream& s, bool close, bool& closed) {
+        return process_request(s, close, closed, nullptr);
+      },
+      unread);
+  Close(sock, unread);
   return answered;
 }
 
@@ -275,20 +301,22 @@ bool BoundedHttpsServer::process_and_close_socket(socket_t sock) {
                write_timeout_usec_, keep_alive_timeout_sec_, keep_alive_max_count_);
   SetSocketTimeouts(sock, limits);  // bounds the handshake's reads and writes too
   bool answered = false;
+  bool unread = false;
   SSL* ssl = SSL_new(ssl_context());
   if (ssl != nullptr) {
     if (SSL_set_fd(ssl, sock) == 1 && SSL_accept(ssl) == 1) {
       TlsTransport transport(ssl);
-      answered = ServeRequests(sock, transport, svr_sock_, limits,
-                               [this, ssl](httplib::Stream& s, bool close, bool& closed) {
-                                 return process_request(
-                                     s, close, closed, [ssl](httplib::Request& r) { r.ssl = ssl; });
-                               });
+      answered = ServeRequests(
+          sock, transport, svr_sock_, limits,
+          [this, ssl](httplib::Stream& s, bool close, bool& closed) {
+            return process_request(s, close, closed, [ssl](httplib::Request& r) { r.ssl = ssl; });
+          },
+          unread);
       if (answered) SSL_shutdown(ssl);
     }
     SSL_free(ssl);
   }
-  Close(sock);
+  Close(sock, unread);
   return answered;
 }
 

@@ -231,6 +231,17 @@ TEST_P(HttpServerTest, NothingPastACutOrRefusedRequestIsServed) {
   }
 }
 
+// A body refused by its length while the client is still sending it: the client reads the
+// 413, not a reset that would have discarded it (the server takes what follows for a moment
+// before it closes).
+TEST_P(HttpServerTest, ARefusedBodyStillSendingGetsItsAnswer) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n"));
+  ASSERT_TRUE(client.Send(std::string(512 << 10, 'b')));
+  EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 413");
+}
+
 // Each request of a kept-alive connection has a budget of its own, and a request within it
 // (a head near the limit, a body at the limit) is served.
 TEST_P(HttpServerTest, RequestsWithinTheBudgetAreServedOneAfterAnother) {
