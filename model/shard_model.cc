@@ -504,7 +504,7 @@ int64_t ShardModel::KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens,
     return backend_->KvCapacityTokens(usable_bytes, step_tokens, step_rows, max_sequences);
   }
   const MemoryStats now = memory();
-  const int64_t fixed = now.total() - now.kv_cache - now.scratch;  // the weights
+  const int64_t fixed = now.weights();
   const int64_t room = usable_bytes - fixed - ScratchBytesFor(step_tokens, step_rows);
   // Capacity doubles as a sequence grows (model/kv_cache.h): up to 2x its length reserved, and
   // at least one granule.

@@ -94,9 +94,8 @@ struct MemoryStats {
   int64_t fp32_weights = 0;  // fp32 tensors (kF32, and biases / norms kept fp32)
   int64_t kv_cache = 0;      // reserved KV cache of all live sequences
   int64_t scratch = 0;       // activation buffers
-  int64_t total() const {
-    return int8_weights + scales + fp16_weights + fp32_weights + kv_cache + scratch;
-  }
+  int64_t weights() const { return int8_weights + scales + fp16_weights + fp32_weights; }
+  int64_t total() const { return weights() + kv_cache + scratch; }
   std::string DebugString() const;
 };
 

@@ -149,7 +149,7 @@ void WorkerService::PublishUsage() {
   // memory it adds to) must say so, or a re-forming coordinator plans with stale numbers.
   const model::MemoryStats mem = model_ != nullptr ? model_->memory() : model::MemoryStats();
   published_held_bytes_ = mem.total();
-  published_weight_bytes_ = mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights;
+  published_weight_bytes_ = mem.weights();
   published_kv_cache_bytes_ = mem.kv_cache;
   published_sequences_ = model_ != nullptr ? model_->num_sequences() : 0;
   published_steps_ = steps_;
@@ -344,7 +344,7 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   lease_.Renew(epoch_, LeaseNow());  // a long load counts as contact
   Publish();
   const model::MemoryStats mem = model_->memory();
-  resp.set_weight_bytes(mem.int8_weights + mem.scales + mem.fp16_weights + mem.fp32_weights);
+  resp.set_weight_bytes(mem.weights());
   resp.set_total_bytes(mem.total());
   resp.set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
   int64_t usable = UsableMemoryBytes(std::string(model::DeviceName(device)), cuda_device,

@@ -306,7 +306,7 @@ MemoryStats CudaShardBackend::memory() const {
 int64_t CudaShardBackend::KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens,
                                            int64_t step_rows, int64_t max_sequences) const {
   const MemoryStats now = memory();
-  const int64_t fixed = now.total() - now.kv_cache - now.scratch;  // the weights
+  const int64_t fixed = now.weights();
   const int64_t room = usable_bytes - fixed - ScratchBytesFor(step_tokens, step_rows) -
                        static_cast<int64_t>(lt_.workspace_bytes());
   // The pool grows by doubling and holds the old pool while it copies (Step, GrowPool): a pool
