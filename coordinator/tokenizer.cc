@@ -475,10 +475,11 @@ absl::Status ReadTokenizerExtras(const std::filesystem::path& dir, TokenizerOpti
   if (map.has_value()) {
     std::vector<std::string> special;
     for (const auto& [name, value] : map->items()) {
-      if (!value.is_array()) CollectSpecialToken(value, special);
       // additional_special_tokens: a list of tokens (one level; nothing deeper is read).
       if (value.is_array()) {
         for (const json& e : value) CollectSpecialToken(e, special);
+      } else {
+        CollectSpecialToken(value, special);
       }
     }
     options.special_tokens = std::move(special);

@@ -672,9 +672,7 @@ int RunServe(const char* argv0) {
         continue;
       }
       const absl::Duration pause =
-          quick == 0 ? absl::Milliseconds(500)
-                     : std::min(absl::Seconds(30),
-                                absl::Milliseconds(500) * (1 << std::min(quick - 1, 6)));
+          std::min(absl::Seconds(30), absl::Milliseconds(500) * (1 << std::clamp(quick - 1, 0, 6)));
       if (quick > 1) {
         LLMINT8_LOG(WARNING) << "worker " << child.rank << " keeps exiting; starting it again in "
                              << absl::FormatDuration(pause);

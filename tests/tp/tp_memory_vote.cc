@@ -50,20 +50,14 @@ struct Script {
 };
 
 // The steps of the header comment.
+// First, an agreed step that takes KV pages for three sequences but no larger activation
+// buffers, then released: later steps up to three pages need no new KV anywhere, so whether a
+// rank votes on the 40-token step hangs on the activation sizes alone (the case a rank that
+// grew its buffers for a refused step used to decide differently from its peers).
 Script NewSequences() {
-  Script s;
-  // First, an agreed step that takes KV pages for three sequences but no larger activation
-  // buffers, then released: later steps up to three pages need no new KV anywhere, so whether
-  // a rank votes on the 40-token step hangs on the activation sizes alone (the case a rank that
-  // grew its buffers for a refused step used to decide differently from its peers).
-  s.warm = {{101, 1}, {102, 1}, {103, 1}};
-  s.steps[0] = {{1, 100}};
-  s.steps[1] = {{2, 40}};
-  s.steps[2] = {{3, 5}};
-  s.want[0] = "RESOURCE_EXHAUSTED";
-  s.want[1] = "";
-  s.want[2] = "OK";
-  return s;
+  return Script{.warm = {{101, 1}, {102, 1}, {103, 1}},
+                .steps = {{{1, 100}}, {{2, 40}}, {{3, 5}}},
+                .want = {"RESOURCE_EXHAUSTED", "", "OK"}};
 }
 
 // A kept sequence at a KV capacity boundary (16 positions, one granule) decodes next to a new
@@ -72,17 +66,11 @@ Script NewSequences() {
 // same decode alone next grows KV on rank 1 only: both ranks must still vote, or rank 1's vote
 // meets rank 0's first all-reduce. The decode then runs on both, twice.
 Script KeptDecodeAfterRefusedStep() {
-  Script s;
-  s.rank1_headroom = int64_t{256} << 10;  // the 16-token warm-up and decodes fit, 100 do not
-  s.warm = {{200, 16}};
-  s.release_warm = false;
-  s.steps[0] = {{200, 1}, {300, 100}};
-  s.steps[1] = {{200, 1}};
-  s.steps[2] = {{200, 1}};
-  s.want[0] = "RESOURCE_EXHAUSTED";
-  s.want[1] = "OK";
-  s.want[2] = "OK";
-  return s;
+  return Script{.rank1_headroom = int64_t{256} << 10,  // the warm-up and decodes fit, 100 not
+                .warm = {{200, 16}},
+                .release_warm = false,
+                .steps = {{{200, 1}, {300, 100}}, {{200, 1}}, {{200, 1}}},
+                .want = {"RESOURCE_EXHAUSTED", "OK", "OK"}};
 }
 
 std::string ResultPath(const std::string& dir, int rank) {
