@@ -184,9 +184,8 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   server.set_pre_routing_handler([key, max_body](const httplib::Request& req,
                                                  httplib::Response& res) {
     // httplib holds a body to --max_message_bytes only by its Content-Length: on any path.
-    if (const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, max_body);
+    if (const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, max_body, res);
         refused.has_value()) {
-      res.status = refused->status;
       res.set_content(openai::ErrorJson(absl::InvalidArgumentError(absl::StrCat(
                           refused->message,
                           refused->status == 413 ? " (the server's --max_message_bytes)" : ""))),
@@ -201,7 +200,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
     res.status = 401;
     res.set_header("WWW-Authenticate", "Bearer");
-    CloseConnectionAfterResponse();  // its body is left unread
+    CloseConnectionAfterResponse(res);  // its body is left unread
     res.set_content(openai::ErrorJson(auth), kJson);
     return httplib::Server::HandlerResponse::Handled;
   });

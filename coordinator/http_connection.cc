@@ -267,7 +267,12 @@ void Close(int fd, bool unread) {
 
 }  // namespace
 
-void CloseConnectionAfterResponse() { t_close_after_response = true; }
+void CloseConnectionAfterResponse(httplib::Response& res) {
+  // httplib adds its own "Connection: close" to the last response a connection may carry:
+  // one is enough.
+  if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
+  t_close_after_response = true;
+}
 
 bool BoundedHttpServer::process_and_close_socket(socket_t sock) {
   const Limits limits =

@@ -28,10 +28,10 @@ namespace llmint8::coordinator {
 // takes 8 KiB per line, 32 KiB in all, by default.
 inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
 
-// From a handler (or pre-routing handler) of these servers: close the connection once this
-// response is written, e.g. after refusing a request whose body was left unread (read as the
-// next request, it would be whatever the client put there).
-void CloseConnectionAfterResponse();
+// From a handler (or pre-routing handler) of these servers: close the connection once `res`
+// is written, and say so in it (Connection: close), e.g. after refusing a request whose body
+// was left unread (read as the next request, it would be whatever the client put there).
+void CloseConnectionAfterResponse(httplib::Response& res);
 
 class BoundedHttpServer final : public httplib::Server {
  private:

@@ -47,10 +47,13 @@ std::optional<BodyRefusal> BodyRefusalOf(const httplib::Request& req, int64_t ma
 
 }  // namespace
 
-std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req,
-                                               int64_t max_body_bytes) {
+std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req, int64_t max_body_bytes,
+                                               httplib::Response& res) {
   std::optional<BodyRefusal> refusal = BodyRefusalOf(req, max_body_bytes);
-  if (refusal.has_value()) CloseConnectionAfterResponse();
+  if (refusal.has_value()) {
+    res.status = refusal->status;
+    CloseConnectionAfterResponse(res);
+  }
   return refusal;
 }
 

@@ -22,6 +22,7 @@
 namespace httplib {
 class Server;
 struct Request;
+struct Response;
 }
 
 namespace llmint8::coordinator {
@@ -35,13 +36,14 @@ namespace llmint8::coordinator {
 //   - a POST, PUT, PATCH (or PRI) without a Content-Length (read to the connection's end): 411;
 //   - a Content-Length over `max_body_bytes`: 413 (httplib would read it all to skip it).
 // nullopt when the body (if any) is bounded. Install it in a pre-routing handler. A refusal
-// also closes the connection after the answer (CloseConnectionAfterResponse): the body is left
-// unread, and must not be read as a next request.
+// sets `res`'s status, and closes the connection after the answer (CloseConnectionAfterResponse):
+// the body is left unread, and must not be read as a next request.
 struct BodyRefusal {
   int status = 0;
   std::string message;
 };
-std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req, int64_t max_body_bytes);
+std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req, int64_t max_body_bytes,
+                                               httplib::Response& res);
 
 class HttpServer {
  public:

@@ -45,10 +45,9 @@ std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {}) {
       [](httplib::Server& s) {
         s.set_payload_max_length(kMaxBody);
         s.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-          const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, kMaxBody);
-          if (!refused.has_value()) return httplib::Server::HandlerResponse::Unhandled;
-          res.status = refused->status;
-          return httplib::Server::HandlerResponse::Handled;
+          const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, kMaxBody, res);
+          return refused.has_value() ? httplib::Server::HandlerResponse::Handled
+                                     : httplib::Server::HandlerResponse::Unhandled;
         });
         s.Get("/", [](const httplib::Request&, httplib::Response& res) {
           res.set_content("ok", "text/plain");
@@ -226,7 +225,12 @@ TEST_P(HttpServerTest, NothingPastACutOrRefusedRequestIsServed) {
     ASSERT_TRUE(client.connected());
     ASSERT_TRUE(client.Send(absl::StrCat("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ",
                                          smuggled.size() + kMaxBody, "\r\n\r\n", smuggled)));
-    EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 413");
+    const std::string answer = client.ReceiveResponse();
+    EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 413");
+    // The client is told not to send more on it, once.
+    const size_t close = answer.find("\r\nConnection: close\r\n");
+    EXPECT_NE(close, std::string::npos) << answer;
+    EXPECT_EQ(answer.find("\r\nConnection:", close + 1), std::string::npos) << answer;
     EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
   }
 }

@@ -18,9 +18,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     // connection go at once, so that the next probe finds a thread.
     server.set_keep_alive_timeout(0);
     server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-      const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, /*max_body_bytes=*/0);
+      const std::optional<BodyRefusal> refused =
+          RefuseUnboundedBody(req, /*max_body_bytes=*/0, res);
       if (!refused.has_value()) return httplib::Server::HandlerResponse::Unhandled;
-      res.status = refused->status;
       res.set_content(refused->message + "\n", "text/plain");
       return httplib::Server::HandlerResponse::Handled;
     });

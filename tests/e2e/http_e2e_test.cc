@@ -775,6 +775,7 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 401);
   EXPECT_THAT(res->body, HasSubstr("Bearer"));
+  EXPECT_EQ(res->get_header_value("Connection"), "close");  // a body would be left unread
   res = client.Get("/v1/models", {{"Authorization", "Bearer wrong"}});
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 401);
