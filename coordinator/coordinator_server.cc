@@ -26,9 +26,9 @@
 #include "coordinator/tokenizer.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "model/model_spec.h"
 #include "model/shard_plan.h"
 #include "worker/group_epoch.h"
-#include "worker/model_spec.h"
 
 namespace llmint8::coordinator {
 
@@ -109,7 +109,7 @@ void AddClientKeepalive(absl::Duration keepalive, grpc::ServerBuilder& builder) 
 }  // namespace
 
 absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& options) {
-  ASSIGN_OR_RETURN(model::OptConfig config, worker::LoadModelSpecConfig(options.group.model));
+  ASSIGN_OR_RETURN(model::OptConfig config, model::LoadModelSpecConfig(options.group.model));
   if (options.max_context > config.max_position_embeddings) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_context=", options.max_context, " is beyond ", options.group.model,
@@ -181,7 +181,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     }
     impl->tokenizer = *std::move(tokenizer);
     LLMINT8_LOG(INFO) << "tokenizer loaded from " << options.tokenizer;
-  } else if (std::optional<std::string> dir = worker::ModelSpecDirectory(options.group.model);
+  } else if (std::optional<std::string> dir = model::ModelSpecDirectory(options.group.model);
              dir.has_value() && Tokenizer::DirectoryHasFiles(*dir)) {
     ASSIGN_OR_RETURN(impl->tokenizer, Tokenizer::FromDirectory(*dir, tok_options));
     LLMINT8_LOG(INFO) << "tokenizer loaded from " << *dir;

@@ -8,10 +8,10 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "common/log.h"
 #include "coordinator/request_log.h"
 #include "coordinator/tokenizer_text_stream.h"
-#include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {
 namespace {

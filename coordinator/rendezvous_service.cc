@@ -6,7 +6,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "worker/grpc_status.h"
+#include "common/grpc_status.h"
 
 namespace llmint8::coordinator {
 

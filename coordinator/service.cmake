@@ -31,7 +31,8 @@ llmint8_cc_library(
     stop_matcher.cc
     worker_group.cc
   DEPS
-    llmint8::proto llmint8::grpc_status llmint8::model_spec llmint8::tokenizer llmint8::comm
+    llmint8::proto llmint8::grpc_status llmint8::group_epoch llmint8::model_spec llmint8::tokenizer
+    llmint8::comm_core
     llmint8::planner llmint8::byte_size llmint8::log llmint8::common llmint8::health llmint8::coordinator_metrics
     gRPC::grpc++ gRPC::grpc++_reflection PkgConfig::HTTPLIB nlohmann_json::nlohmann_json
     absl::cleanup absl::random_random absl::synchronization absl::time absl::strings

@@ -8,10 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/byte_size.h"
+#include "common/grpc_status.h"
 #include "common/log.h"
 #include "coordinator/fan_out.h"
 #include "worker/group_epoch.h"
-#include "worker/grpc_status.h"
 
 namespace llmint8::coordinator {
 namespace {

@@ -58,7 +58,7 @@ namespace llmint8::coordinator {
 struct WorkerGroupOptions {
   std::vector<std::string> addresses;  // rank order (of the members, when some stay idle)
   std::string backend = "gloo";        // "gloo", "nccl" (world size 1: "local")
-  std::string model;                   // model spec (worker/model_spec.h)
+  std::string model;                   // model spec (model/model_spec.h)
   std::string dtype = "fp16";
   float threshold = 6.0f;
   std::string device = "cpu";

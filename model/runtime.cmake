@@ -4,7 +4,7 @@
 #                        llmint8::model_cuda (model/cuda) in CUDA builds, else a stub
 llmint8_cc_library(NAME model_core
   SRCS forward_weights.cc kv_cache.cc shard_backend.cc
-  DEPS llmint8::model_io llmint8::kernels llmint8::comm llmint8::common absl::flat_hash_map
+  DEPS llmint8::model_io llmint8::kernels llmint8::comm_core llmint8::common absl::flat_hash_map
        absl::status absl::statusor absl::strings absl::base)
 if(LLMINT8_HAVE_CUDA)
   set(_model_backend_srcs)
@@ -16,7 +16,7 @@ endif()
 llmint8_cc_library(NAME model
   SRCS shard_model.cc ${_model_backend_srcs}
   DEPS llmint8::model_core ${_model_backend_deps} llmint8::model_io llmint8::kernels
-       llmint8::comm llmint8::common absl::status absl::statusor absl::strings)
+       llmint8::comm_core llmint8::common absl::status absl::statusor absl::strings)
 llmint8_cc_test(NAME kv_cache_test SRCS kv_cache_test.cc DEPS llmint8::model LABELS model)
 llmint8_cc_test(NAME shard_model_runtime_test SRCS shard_model_runtime_test.cc
                 DEPS llmint8::model LABELS model)

@@ -41,6 +41,7 @@
 #include "common/status_macros.h"
 #include "coordinator/tokenizer.h"
 #include "model/config.h"
+#include "model/model_spec.h"
 #include "model/perplexity.h"
 #include "model/shard_model.h"
 #include "model/shard_plan.h"
@@ -49,7 +50,6 @@
 #include "tools/gpu_placement.h"
 #include "tools/offline_commands.h"
 #include "tools/subcommands.h"
-#include "worker/model_spec.h"
 
 namespace llmint8::tools {
 namespace {
@@ -126,7 +126,7 @@ absl::StatusOr<EvalArgs> ReadFlags(model::OptConfig* config) {
   if (a.tp < 1) return absl::InvalidArgumentError("--tp must be >= 1");
   if (a.max_ids < 0) return absl::InvalidArgumentError("--max_ids must be >= 0 (0: all)");
 
-  absl::StatusOr<model::OptConfig> c = worker::LoadModelSpecConfig(a.model);
+  absl::StatusOr<model::OptConfig> c = model::LoadModelSpecConfig(a.model);
   if (!c.ok()) {
     return absl::Status(c.status().code(),
                         absl::StrCat("--model=", a.model, ": ", c.status().message()));
@@ -152,7 +152,7 @@ absl::StatusOr<EvalArgs> ReadFlags(model::OptConfig* config) {
         absl::StrCat("--stride=", a.stride, " must be in [1, ", a.window, "] (0: window / 2)"));
   }
   if (a.tokenizer.empty()) {
-    const std::optional<std::string> dir = worker::ModelSpecDirectory(a.model);
+    const std::optional<std::string> dir = model::ModelSpecDirectory(a.model);
     if (!dir.has_value()) {
       return absl::InvalidArgumentError(
           absl::StrCat(a.model,
@@ -220,9 +220,9 @@ absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<con
                                                 int rank, int cuda_devices,
                                                 comm::Rendezvous* rendezvous) {
   const std::string who = absl::StrCat("shard ", rank + 1, "/", a.tp);
-  ASSIGN_OR_RETURN(model::OpenedModel opened, worker::OpenModelSpec(a.model));
-  if (rank == 0 && a.dtype != "int8" && worker::IsPreQuantized(opened)) {
-    LLMINT8_LOG(WARNING) << worker::PreQuantizedAsWarning(a.model, a.dtype);
+  ASSIGN_OR_RETURN(model::OpenedModel opened, model::OpenModelSpec(a.model));
+  if (rank == 0 && a.dtype != "int8" && model::IsPreQuantized(opened)) {
+    LLMINT8_LOG(WARNING) << model::PreQuantizedAsWarning(a.model, a.dtype);
   }
   const bool cuda = a.device == model::Device::kCuda;
   const GpuPlacement place = PlaceRank(rank, a.tp, std::max(cuda_devices, 1));

@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "coordinator/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
@@ -16,7 +17,6 @@
 #include "tools/flags.h"
 #include "tools/health_client.h"
 #include "tools/subcommands.h"
-#include "worker/grpc_status.h"
 
 namespace llmint8::tools {
 namespace {

@@ -12,11 +12,11 @@
 #include "common/json_text.h"
 #include "common/status_macros.h"
 #include "coordinator/planner.h"
+#include "model/model_spec.h"
 #include "nlohmann/json.hpp"
 #include "tools/flags.h"
 #include "tools/offline_commands.h"
 #include "tools/subcommands.h"
-#include "worker/model_spec.h"
 
 namespace llmint8::tools {
 namespace {
@@ -76,7 +76,7 @@ absl::StatusOr<std::string> RunPlanFlags() {
                      "), a config.json, a model directory or synthetic:<preset>"));
   }
   if (absl::StartsWith(cmd.model, "synthetic:")) {
-    ASSIGN_OR_RETURN(const model::OptConfig config, worker::LoadModelSpecConfig(cmd.model));
+    ASSIGN_OR_RETURN(const model::OptConfig config, model::LoadModelSpecConfig(cmd.model));
     return PlanConfig(config, cmd);
   }
   return coordinator::RunPlanCommand(cmd);

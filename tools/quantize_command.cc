@@ -28,10 +28,10 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/int8_checkpoint.h"
+#include "model/model_spec.h"
 #include "tools/flags.h"
 #include "tools/offline_commands.h"
 #include "tools/subcommands.h"
-#include "worker/model_spec.h"
 
 namespace llmint8::tools {
 namespace {
@@ -110,7 +110,7 @@ struct QuantizeArgs {
 // directory; "" for none (a synthetic model without --tokenizer).
 std::string TokenizerSource(const QuantizeArgs& a) {
   if (!a.tokenizer.empty()) return a.tokenizer;
-  return worker::ModelSpecDirectory(a.model).value_or("");
+  return model::ModelSpecDirectory(a.model).value_or("");
 }
 
 // The tokenizer files of `from` (a directory, or one tokenizer.json) and the name each has in
@@ -199,7 +199,7 @@ absl::Status ValidateArgs(const QuantizeArgs& a) {
                      " is not a model directory (no config.json in it); pass a Hugging "
                      "Face OPT directory or synthetic:<preset>"));
   }
-  ASSIGN_OR_RETURN(const model::OptConfig config, worker::LoadModelSpecConfig(a.model));
+  ASSIGN_OR_RETURN(const model::OptConfig config, model::LoadModelSpecConfig(a.model));
   const fs::path out = OutPath(a.out);  // "dir/" would follow a link "dir"
   if (fs::is_symlink(out, ec) && !fs::exists(out, ec)) {
     return absl::InvalidArgumentError(absl::StrCat("--out=", a.out, " is a link to ",
@@ -364,7 +364,7 @@ int64_t DirectoryBytes(const std::string& dir) {
 
 absl::Status Quantize(const QuantizeArgs& a) {
   const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(model::OpenedModel opened, worker::OpenModelSpec(a.model));
+  ASSIGN_OR_RETURN(model::OpenedModel opened, model::OpenModelSpec(a.model));
   const model::OptConfig& c = opened.config;
   LLMINT8_LOG(INFO) << "quantizing " << opened.source->Describe() << " (" << c.num_hidden_layers
                     << " layers, hidden " << c.hidden_size << ", vocab " << c.vocab_size << ") to "

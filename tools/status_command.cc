@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/byte_size.h"
+#include "common/grpc_status.h"
 #include "common/json_text.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
@@ -20,7 +21,6 @@
 #include "tools/health_client.h"
 #include "tools/offline_commands.h"
 #include "tools/subcommands.h"
-#include "worker/grpc_status.h"
 
 namespace llmint8::tools {
 namespace {

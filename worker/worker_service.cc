@@ -14,15 +14,15 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "comm/make_communicator.h"
+#include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/sampling_limits.h"
 #include "common/status_macros.h"
+#include "model/model_spec.h"
 #include "model/shard_plan.h"
 #include "model/tensor_names.h"
 #include "worker/group_epoch.h"
 #include "worker/grpc_rendezvous.h"
-#include "worker/grpc_status.h"
-#include "worker/model_spec.h"
 #include "worker/sequence_samplers.h"
 #include "worker/usable_memory.h"
 
@@ -104,7 +104,7 @@ absl::Status ValidateLoadShard(const v1::LoadShardRequest& req, const std::strin
   }
   // The model splits into world_size ranks (else the group would form and fail later, or wait
   // for ranks that cannot exist).
-  ASSIGN_OR_RETURN(const model::OptConfig config, LoadModelSpecConfig(req.model()));
+  ASSIGN_OR_RETURN(const model::OptConfig config, model::LoadModelSpecConfig(req.model()));
   return model::MakeShardPlan(config, req.world_size(), req.rank()).status();
 }
 
@@ -259,9 +259,9 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   lease_.Grant(req.epoch(), absl::Milliseconds(std::max<int64_t>(req.lease_ms(), 0)), LeaseNow());
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
 
-  ASSIGN_OR_RETURN(model::OpenedModel opened, OpenModelSpec(req.model()));
-  if (precision != model::Precision::kInt8 && IsPreQuantized(opened)) {
-    LLMINT8_LOG(WARNING) << who << ": " << PreQuantizedAsWarning(req.model(), req.dtype());
+  ASSIGN_OR_RETURN(model::OpenedModel opened, model::OpenModelSpec(req.model()));
+  if (precision != model::Precision::kInt8 && model::IsPreQuantized(opened)) {
+    LLMINT8_LOG(WARNING) << who << ": " << model::PreQuantizedAsWarning(req.model(), req.dtype());
   }
 
   std::string rendezvous_address = options_.coordinator_address.empty()

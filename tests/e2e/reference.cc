@@ -4,13 +4,13 @@
 
 #include "common/status_macros.h"
 #include "model/checkpoint.h"
-#include "worker/model_spec.h"
+#include "model/model_spec.h"
 
 namespace llmint8::e2e {
 
 absl::StatusOr<std::unique_ptr<InProcessReference>> InProcessReference::Open(
     const std::string& model, model::Precision precision) {
-  ASSIGN_OR_RETURN(model::OpenedModel opened, worker::OpenModelSpec(model));
+  ASSIGN_OR_RETURN(model::OpenedModel opened, model::OpenModelSpec(model));
   model::ShardOptions options;
   options.precision = precision;
   auto ref = std::unique_ptr<InProcessReference>(new InProcessReference());

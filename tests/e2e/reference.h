@@ -14,7 +14,7 @@ namespace llmint8::e2e {
 
 class InProcessReference {
  public:
-  // `precision` as in model/shard_model.h; the model is opened through worker/model_spec.h.
+  // `precision` as in model/shard_model.h; the model is opened through model/model_spec.h.
   static absl::StatusOr<std::unique_ptr<InProcessReference>> Open(const std::string& model,
                                                                   model::Precision precision);
   // Greedy tokens (argmax of the logits, eos not special), `n` of them; with a

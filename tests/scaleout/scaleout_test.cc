@@ -21,11 +21,11 @@
 #include "coordinator/planner.h"
 #include "gtest/gtest.h"
 #include "model/forward_test_util.h"
+#include "model/model_spec.h"
 #include "model/shard_model.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/reference.h"
 #include "tests/scaleout/scaleout_cluster.h"
-#include "worker/model_spec.h"
 
 namespace llmint8::scaleout {
 namespace {
@@ -118,7 +118,7 @@ Served Serve(const std::string& dtype, int workers, int64_t cap) {
 }
 
 TEST(ScaleoutTest, Int8ServesOnHalfTheWorkersFp16Needs) {
-  absl::StatusOr<model::OptConfig> config = worker::LoadModelSpecConfig(kModel);
+  absl::StatusOr<model::OptConfig> config = model::LoadModelSpecConfig(kModel);
   ASSERT_TRUE(config.ok()) << config.status();
   const int64_t cap = Cap(*config);
 
@@ -199,10 +199,10 @@ TEST(ScaleoutTest, Int8WithOutlierDimsKeepsTop1) {
       "synthetic:125m,layers=2,hidden=256,heads=8,ffn=1024,vocab=1024,positions=128,outliers=3";
   constexpr int kPositions = 32;
   constexpr double kTieBand = 0.05;
-  absl::StatusOr<model::OptConfig> config = worker::LoadModelSpecConfig(kOutlierModel);
+  absl::StatusOr<model::OptConfig> config = model::LoadModelSpecConfig(kOutlierModel);
   ASSERT_TRUE(config.ok()) << config.status();
   const int64_t cap = Cap(*config);
-  absl::StatusOr<model::OpenedModel> opened = worker::OpenModelSpec(kOutlierModel);
+  absl::StatusOr<model::OpenedModel> opened = model::OpenModelSpec(kOutlierModel);
   ASSERT_TRUE(opened.ok()) << opened.status();
   model::ShardOptions f16;
   f16.precision = model::Precision::kF16;

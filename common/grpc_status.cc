@@ -1,4 +1,4 @@
-#include "worker/grpc_status.h"
+#include "common/grpc_status.h"
 
 #include <string>
 

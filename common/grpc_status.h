@@ -1,6 +1,6 @@
 // The one place where absl::Status and grpc::Status convert (codes map one to one).
-#ifndef LLMINT8_WORKER_GRPC_STATUS_H_
-#define LLMINT8_WORKER_GRPC_STATUS_H_
+#ifndef LLMINT8_COMMON_GRPC_STATUS_H_
+#define LLMINT8_COMMON_GRPC_STATUS_H_
 
 #include <string_view>
 
@@ -15,4 +15,4 @@ absl::Status FromGrpcStatus(const grpc::Status& status, std::string_view context
 
 }  // namespace llmint8
 
-#endif  // LLMINT8_WORKER_GRPC_STATUS_H_
+#endif  // LLMINT8_COMMON_GRPC_STATUS_H_

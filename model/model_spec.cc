@@ -1,4 +1,4 @@
-#include "worker/model_spec.h"
+#include "model/model_spec.h"
 
 #include <cstdint>
 #include <string>
@@ -13,13 +13,13 @@
 #include "model/synthetic.h"
 #include "model/tensor_names.h"
 
-namespace llmint8::worker {
+namespace llmint8::model {
 namespace {
 
 constexpr absl::string_view kSyntheticPrefix = "synthetic:";
 
 struct SyntheticSpec {
-  model::OptConfig config;
+  OptConfig config;
   model::SyntheticOptions options;
 };
 
@@ -87,7 +87,7 @@ absl::StatusOr<SyntheticSpec> ParseSynthetic(const std::string& spec) {
 
 }  // namespace
 
-absl::StatusOr<model::OptConfig> LoadModelSpecConfig(const std::string& spec) {
+absl::StatusOr<OptConfig> LoadModelSpecConfig(const std::string& spec) {
   if (absl::StartsWith(spec, kSyntheticPrefix)) {
     ASSIGN_OR_RETURN(SyntheticSpec s, ParseSynthetic(spec));
     return s.config;
@@ -99,10 +99,10 @@ absl::StatusOr<model::OptConfig> LoadModelSpecConfig(const std::string& spec) {
   return model::LoadOptConfig(absl::StrCat(spec, "/config.json"));
 }
 
-absl::StatusOr<model::OpenedModel> OpenModelSpec(const std::string& spec) {
+absl::StatusOr<OpenedModel> OpenModelSpec(const std::string& spec) {
   if (absl::StartsWith(spec, kSyntheticPrefix)) {
     ASSIGN_OR_RETURN(SyntheticSpec s, ParseSynthetic(spec));
-    model::OpenedModel opened;
+    OpenedModel opened;
     opened.config = s.config;
     ASSIGN_OR_RETURN(opened.source, model::MakeSyntheticSource(s.config, s.options));
     return opened;
@@ -119,7 +119,7 @@ std::optional<std::string> ModelSpecDirectory(const std::string& spec) {
   return spec;
 }
 
-bool IsPreQuantized(const model::OpenedModel& opened) {
+bool IsPreQuantized(const OpenedModel& opened) {
   if (opened.config.num_hidden_layers <= 0) return false;
   const absl::StatusOr<model::TensorInfo> q =
       opened.source->Info(model::LayerTensorName(0, model::LayerTensor::kQProjWeight));
@@ -132,4 +132,4 @@ std::string PreQuantizedAsWarning(const std::string& spec, const std::string& dt
                       "precision back; pass --dtype=int8");
 }
 
-}  // namespace llmint8::worker
+}  // namespace llmint8::model

@@ -10,8 +10,8 @@
 //
 // The coordinator opens the spec for its config (and tokenizer directory); each worker opens it
 // for its weights. Both sides must see the same spec.
-#ifndef LLMINT8_WORKER_MODEL_SPEC_H_
-#define LLMINT8_WORKER_MODEL_SPEC_H_
+#ifndef LLMINT8_MODEL_MODEL_SPEC_H_
+#define LLMINT8_MODEL_MODEL_SPEC_H_
 
 #include <memory>
 #include <optional>
@@ -22,25 +22,25 @@
 #include "model/checkpoint.h"
 #include "model/config.h"
 
-namespace llmint8::worker {
+namespace llmint8::model {
 
 // The config alone (cheap: no weights are opened). InvalidArgument naming the bad part of
 // the spec; NotFound / InvalidArgument from config.json parsing.
-absl::StatusOr<model::OptConfig> LoadModelSpecConfig(const std::string& spec);
+absl::StatusOr<OptConfig> LoadModelSpecConfig(const std::string& spec);
 
 // Config and weight source.
-absl::StatusOr<model::OpenedModel> OpenModelSpec(const std::string& spec);
+absl::StatusOr<OpenedModel> OpenModelSpec(const std::string& spec);
 
 // The directory holding vocab.json + merges.txt, or nullopt for synthetic models.
 std::optional<std::string> ModelSpecDirectory(const std::string& spec);
 
 // Whether `opened` is a pre-quantized int8 checkpoint (`llmint8 quantize`: I8 layer weights).
-bool IsPreQuantized(const model::OpenedModel& opened);
+bool IsPreQuantized(const OpenedModel& opened);
 
 // The warning of serve and eval when a pre-quantized checkpoint runs in another `dtype`: its
 // weights are dequantized, at twice int8's memory and with none of the precision back.
 std::string PreQuantizedAsWarning(const std::string& spec, const std::string& dtype);
 
-}  // namespace llmint8::worker
+}  // namespace llmint8::model
 
-#endif  // LLMINT8_WORKER_MODEL_SPEC_H_
+#endif  // LLMINT8_MODEL_MODEL_SPEC_H_

@@ -1,17 +1,17 @@
-#include "worker/model_spec.h"
+#include "model/model_spec.h"
 
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace llmint8::worker {
+namespace llmint8::model {
 namespace {
 
 using ::testing::HasSubstr;
 
 TEST(ModelSpecTest, SyntheticOverridesReplaceThePresetsFields) {
-  const absl::StatusOr<model::OptConfig> c =
+  const absl::StatusOr<OptConfig> c =
       LoadModelSpecConfig("synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->num_hidden_layers, 2);
@@ -37,7 +37,7 @@ TEST(ModelSpecTest, SizesBeyondTheConfigBoundsAreRefused) {
       {"synthetic:125m,positions=1073741824", "one sequence of max_position_embeddings"},
   };
   for (const auto& [spec, why] : kCases) {
-    const absl::StatusOr<model::OptConfig> c = LoadModelSpecConfig(spec);
+    const absl::StatusOr<OptConfig> c = LoadModelSpecConfig(spec);
     ASSERT_FALSE(c.ok()) << spec;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << spec;
     EXPECT_THAT(std::string(c.status().message()), HasSubstr(spec)) << c.status();
@@ -48,4 +48,4 @@ TEST(ModelSpecTest, SizesBeyondTheConfigBoundsAreRefused) {
 }
 
 }  // namespace
-}  // namespace llmint8::worker
+}  // namespace llmint8::model
