@@ -4,8 +4,31 @@
 #include <cpuid.h>
 #endif
 
+#include <cstdlib>
+#include <string_view>
+
 namespace llmint8::kernels {
 namespace {
+
+// Lowers `f` to oneDNN's ISA cap, if one is set (its names: SSE41, AVX, AVX2, AVX2_VNNI,
+// AVX512_CORE, ...; case-insensitive, as oneDNN reads them).
+void ApplyIsaCap(CpuFeatures& f) {
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (cap == nullptr) cap = std::getenv("DNNL_MAX_CPU_ISA");
+  if (cap == nullptr) return;
+  std::string_view isa(cap);
+  auto starts = [isa](std::string_view prefix) {
+    if (isa.size() < prefix.size()) return false;
+    for (size_t i = 0; i < prefix.size(); ++i) {
+      if ((isa[i] | 0x20) != (prefix[i] | 0x20)) return false;
+    }
+    return true;
+  };
+  if (starts("AVX512") || starts("AVX10") || starts("AMX") || starts("ALL")) return;
+  f.avx512f = false;
+  if (starts("AVX2")) return;
+  f.avx2 = f.fma = f.f16c = false;
+}
 
 CpuFeatures Detect() {
   CpuFeatures f;
@@ -22,8 +45,13 @@ CpuFeatures Detect() {
   if (!f.avx) return f;
   f.fma = (leaf1_ecx & (1u << 12)) != 0;
   f.f16c = (leaf1_ecx & (1u << 29)) != 0;
-  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) != 0) f.avx2 = (b & (1u << 5)) != 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) != 0) {
+    f.avx2 = (b & (1u << 5)) != 0;
+    // XCR0 bits 5-7: opmask, upper halves of ZMM0-15, ZMM16-31.
+    f.avx512f = (b & (1u << 16)) != 0 && (xcr0_lo & 0xe0u) == 0xe0u;
+  }
 #endif
+  ApplyIsaCap(f);
   return f;
 }
 

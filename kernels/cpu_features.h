@@ -3,6 +3,10 @@
 // GCC's __builtin_cpu_supports decides). One place instead of a __builtin_cpu_supports per
 // kernel, which clang 14 does not accept for "f16c".
 //
+// oneDNN's cap on the instruction sets it uses, ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA), caps
+// these kernels too: AVX2 or AVX2_VNNI... leaves out AVX-512, SSE41 or AVX the AVX2 kernels
+// (so that, e.g., a test can run the 8-wide kernels on an AVX-512 machine).
+//
 // Thread-safe: Cpu() reads a function-local static.
 #ifndef LLMINT8_KERNELS_CPU_FEATURES_H_
 #define LLMINT8_KERNELS_CPU_FEATURES_H_
@@ -14,6 +18,7 @@ struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
   bool f16c = false;
+  bool avx512f = false;  // and the OS saves the ZMM and opmask registers
   // The set the AVX2 kernels use (8-wide fp32 FMA, fp16 <-> fp32 conversions).
   bool avx2_fma_f16c() const { return avx2 && fma && f16c; }
 };

@@ -16,12 +16,21 @@ target_link_libraries(llmint8_kernels PRIVATE ${OpenMP_CXX_LIBRARIES})
 foreach(_op quantize_weight quantize_activation int8_gemm int8_linear linear)
   llmint8_cc_test(NAME ${_op}_test SRCS ${_op}_test.cc DEPS llmint8::kernels LABELS kernels)
 endforeach()
-# oneDNN's int8 GEMM is used only on VNNI CPUs; run the GEMM tests again with oneDNN capped at
-# AVX2 so the fallback kernel is checked on every machine that has AVX2.
+# Again with the instruction sets capped (DNNL_MAX_CPU_ISA caps oneDNN and kernels/cpu_features
+# alike), so that the paths a smaller CPU takes are checked on this one:
+#   int8_gemm_avx2_test  the int8 GEMM's own kernel (oneDNN's is used only on VNNI CPUs);
+#   linear_avx2_test     the fp16 linear's 8-wide tiles (16-wide on AVX-512 machines);
+#   linear_sse41_test    the fp16 linear without AVX2 (oneDNN's sgemm).
 if(BUILD_TESTING)
-  add_test(NAME int8_gemm_avx2_test COMMAND llmint8_int8_gemm_test)
-  set_tests_properties(int8_gemm_avx2_test PROPERTIES LABELS kernels TIMEOUT 300
-                       ENVIRONMENT "DNNL_MAX_CPU_ISA=AVX2")
+  foreach(_capped int8_gemm:AVX2 linear:AVX2 linear:SSE41)
+    string(REPLACE ":" ";" _pair ${_capped})
+    list(GET _pair 0 _op)
+    list(GET _pair 1 _isa)
+    string(TOLOWER ${_isa} _isa_name)
+    add_test(NAME ${_op}_${_isa_name}_test COMMAND llmint8_${_op}_test)
+    set_tests_properties(${_op}_${_isa_name}_test PROPERTIES LABELS kernels TIMEOUT 300
+                         ENVIRONMENT "DNNL_MAX_CPU_ISA=${_isa};OMP_WAIT_POLICY=PASSIVE")
+  endforeach()
 endif()
 
 llmint8_cc_binary(NAME int8_linear_benchmark SRCS int8_linear_benchmark.cc

@@ -101,15 +101,28 @@ void DecodeBatchShapes(benchmark::internal::Benchmark* b) {
 }
 
 // The bundled model's LM head at TP 2 (25136 vocabulary rows of 256) over decode batches:
-// where the direct kernel hands over to the blocked SGEMM.
+// where the tiles widen the weights in registers (4 rows) or once into L1 (more).
 void LmHeadShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k"});
   for (int64_t m : {1, 8, 16, 32, 64, 128}) b->Args({m, 25136, 256});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// The bundled model's layers at TP 1 over prefill chunks (--prefill_chunk 512): QKV (768 x 256),
+// FC1 (1024 x 256), FC2 (256 x 1024).
+void BundledPrefillShapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n", "k"});
+  for (int64_t m : {32, 128, 512}) {
+    b->Args({m, 768, 256});
+    b->Args({m, 1024, 256});
+    b->Args({m, 256, 1024});
+  }
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 BENCHMARK(BM_LinearF16)->Apply(Shapes);
 BENCHMARK(BM_LinearF16)->Apply(LmHeadShapes);
+BENCHMARK(BM_LinearF16)->Apply(BundledPrefillShapes);
 BENCHMARK(BM_Int8Linear)->Apply(Shapes);
 BENCHMARK(BM_Int8Gemm)->Apply(Shapes);
 BENCHMARK(BM_Int8Gemm)->Apply(DecodeBatchShapes);

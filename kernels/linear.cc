@@ -4,6 +4,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
+#include <cmath>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -82,68 +86,193 @@ void HalfToFloatBlock(const Half* src, int64_t size, float* dst) {
   }
 }
 
-// Decode-size fp16 linear: each weight row is read from memory once, widened in registers
-// (F16C) and dotted with every row of x (FMA, 8 lanes, fp32), eight rows of x at a time while
-// the weight row stays in L1; so the weight costs its 2 bytes/param of memory traffic instead
-// of a 4-byte fp32 copy written and read again by the block path. Up to kDirectMaxRows rows of
-// x, a decode batch: beyond, the blocked SGEMM wins (int8_linear_benchmark's LM-head shapes,
-// 2026-11-29, one run: at 32 rows this kernel took 8.7 ms, the SGEMM 6.0; bench/README.md).
-constexpr int64_t kDirectMaxRows = 16;
-constexpr int kGroupRows = 8;
+// The fp16 linear on CPUs with AVX2, FMA and F16C, for any number of rows: each output is
+// computed by the same arithmetic whatever the rows around it, so a token's logits do not
+// depend on its batch mates, on a prefill chunk's length or on a prefix-cache hit (and seeded
+// sampling repeats). Output (i, r) is x_i . w_r in L fp32 lanes (lane l takes the products at
+// j = l mod L, FMA in increasing j), their horizontal sum, then the k mod L remaining products
+// in order, then the bias; L = 16 with AVX-512, else 8 (a machine always takes the same). Tiles
+// of G rows of x by R weight rows keep G * R of these accumulators in registers: each weight
+// vector read (fp16, widened with F16C) serves G rows, each x vector R weight rows, so the
+// fp16 weight costs its 2 bytes/param of memory traffic instead of a 4-byte fp32 copy.
+// oneDNN's sgemm would be faster at large m but picks its blocking, and so its summation
+// order, by m (bench/README.md has both).
 
-// y[i * n] = x_i . row (+ bias) for the G rows x_0 .. x_{G-1} of x (k floats apart). The loops
-// over the G accumulators are unrolled so that they stay in registers (1.7-1.9x at G = 8,
-// bench/README.md).
-template <int G>
-__attribute__((target("avx2,fma,f16c"))) void DotRows(const float* x, const Half* row, int64_t n,
-                                                      int64_t k, const float* bias, float* y) {
-  __m256 acc[G];
+// Rows of x per pass over the weights: a pass's x rows stay in L2 (128 x 4 KiB at k = 1024).
+constexpr int64_t kRowBlock = 128;
+
+inline float WeightValue(Half w) { return HalfToFloat(w); }
+inline float WeightValue(float w) { return w; }
+
+// y[g * n + r] = x_g . w_r (+ bias[r]) for g < G, r < R, from the lane sums `acc` (Sum of
+// a register: its lanes' sum) and the products past the last full register at j.
+template <int G, int R, typename W, typename Vec, typename Sum>
+inline void Finish(const Vec (&acc)[G][R], Sum sum, const float* x, const W* w, int64_t j,
+                   int64_t n, int64_t k, const float* bias, float* y) {
 #pragma GCC unroll 8
-  for (int i = 0; i < G; ++i) acc[i] = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= k; j += 8) {
-    const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
+  for (int g = 0; g < G; ++g) {
 #pragma GCC unroll 8
-    for (int i = 0; i < G; ++i)
-      acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + j), wv, acc[i]);
-  }
-  for (int i = 0; i < G; ++i) {
-    float s = internal::HorizontalSum(acc[i]);
-    for (int64_t t = j; t < k; ++t) s += x[i * k + t] * HalfToFloat(row[t]);
-    y[i * n] = bias != nullptr ? s + *bias : s;
-  }
-}
-
-using DotRowsFn = void (*)(const float*, const Half*, int64_t, int64_t, const float*, float*);
-constexpr DotRowsFn kDotRows[kGroupRows] = {DotRows<1>, DotRows<2>, DotRows<3>, DotRows<4>,
-                                            DotRows<5>, DotRows<6>, DotRows<7>, DotRows<8>};
-
-void LinearF16Direct(const float* x, int64_t m, const Half* w, int64_t n, int64_t k,
-                     const float* bias, float* y) {
-  const DotRowsFn tail = m % kGroupRows != 0 ? kDotRows[m % kGroupRows - 1] : nullptr;
-#pragma omp parallel for schedule(static) if (n * k >= (int64_t{1} << 16))
-  for (int64_t r = 0; r < n; ++r) {
-    const Half* row = w + r * k;
-    const float* b = bias != nullptr ? bias + r : nullptr;
-    int64_t i = 0;
-    for (; i + kGroupRows <= m; i += kGroupRows) {
-      DotRows<kGroupRows>(x + i * k, row, n, k, b, y + i * n + r);
+    for (int r = 0; r < R; ++r) {
+      float s = sum(acc[g][r]);
+      for (int64_t t = j; t < k; ++t) s = std::fma(x[g * k + t], WeightValue(w[r * k + t]), s);
+      y[g * n + r] = bias != nullptr ? s + bias[r] : s;
     }
-    if (tail != nullptr) tail(x + i * k, row, n, k, b, y + i * n + r);
   }
 }
 
-// Whether the direct kernel takes m rows: few enough, and the CPU has AVX2 / FMA / F16C.
-bool UseDirect(int64_t m) {
-  static const bool supported = Cpu().avx2_fma_f16c();
-  return supported && m >= 1 && m <= kDirectMaxRows;
+// The tiles of one instruction set: Tile<G, R, W> for G <= kRows, R <= kWeights, with weights
+// W = Half (widened in registers) or float (their fp32 copy: the same values, the same result).
+struct Avx2 {
+  static constexpr int kRows = 4;
+  static constexpr int kWeights = 3;  // G * R + R + 1 <= the 16 ymm registers
+  template <int G, int R, typename W>
+  __attribute__((target("avx2,fma,f16c"))) static void Tile(const float* x, const W* w, int64_t n,
+                                                            int64_t k, const float* bias,
+                                                            float* y) {
+    __m256 acc[G][R];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[g][r] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= k; j += 8) {
+      __m256 wv[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        if constexpr (std::is_same_v<W, Half>) {
+          wv[r] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * k + j)));
+        } else {
+          wv[r] = _mm256_loadu_ps(w + r * k + j);
+        }
+      }
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        const __m256 xv = _mm256_loadu_ps(x + g * k + j);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[g][r] = _mm256_fmadd_ps(xv, wv[r], acc[g][r]);
+      }
+    }
+    Finish<G, R>(acc, internal::HorizontalSum, x, w, j, n, k, bias, y);
+  }
+};
+
+struct Avx512 {
+  static constexpr int kRows = 4;
+  static constexpr int kWeights = 6;  // G * R + R + 1 <= the 32 zmm registers
+  // The two halves added, then HorizontalSum's order for the eight. (Masked extracts: GCC 12's
+  // unmasked ones, and so _mm512_reduce_add_ps, trip -Wuninitialized in its own header.)
+  __attribute__((target("avx512f,avx2,fma,f16c"))) static float Sum(__m512 v) {
+    const __m512d d = _mm512_castps_pd(v);
+    const __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, d, 0));
+    const __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, d, 1));
+    return internal::HorizontalSum(_mm256_add_ps(lo, hi));
+  }
+  template <int G, int R, typename W>
+  __attribute__((target("avx512f,avx2,fma,f16c"))) static void Tile(const float* x, const W* w,
+                                                                    int64_t n, int64_t k,
+                                                                    const float* bias, float* y) {
+    __m512 acc[G][R];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[g][r] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= k; j += 16) {
+      __m512 wv[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        if constexpr (std::is_same_v<W, Half>) {
+          wv[r] = _mm512_maskz_cvtph_ps(
+              0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * k + j)));
+        } else {
+          wv[r] = _mm512_loadu_ps(w + r * k + j);
+        }
+      }
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        const __m512 xv = _mm512_loadu_ps(x + g * k + j);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[g][r] = _mm512_fmadd_ps(xv, wv[r], acc[g][r]);
+      }
+    }
+    Finish<G, R>(acc, Sum, x, w, j, n, k, bias, y);
+  }
+};
+
+template <typename W>
+using TileFn = void (*)(const float*, const W*, int64_t, int64_t, const float*, float*);
+
+// Isa::Tile<G, R, W> at [(G - 1) * Isa::kWeights + R - 1].
+template <typename Isa, typename W, int... I>
+constexpr std::array<TileFn<W>, sizeof...(I)> TileTable(std::integer_sequence<int, I...>) {
+  return {&Isa::template Tile<I / Isa::kWeights + 1, I % Isa::kWeights + 1, W>...};
+}
+template <typename Isa, typename W>
+constexpr auto kTiles =
+    TileTable<Isa, W>(std::make_integer_sequence<int, Isa::kRows * Isa::kWeights>());
+
+// The rows [i0, i0 + rows) of x against the weight rows [r0, r0 + weights) (w points at r0's).
+template <typename Isa, typename W>
+void TileColumn(const float* x, int64_t i0, int64_t rows, const W* w, int64_t r0, int weights,
+                int64_t n, int64_t k, const float* bias, float* y) {
+  const float* b = bias != nullptr ? bias + r0 : nullptr;
+  for (int64_t g0 = 0; g0 < rows; g0 += Isa::kRows) {
+    const int g = static_cast<int>(std::min<int64_t>(Isa::kRows, rows - g0));
+    const int64_t i = i0 + g0;
+    kTiles<Isa, W>[(g - 1) * Isa::kWeights + weights - 1](x + i * k, w, n, k, b, y + i * n + r0);
+  }
+}
+
+template <typename Isa, typename W>
+void LinearTiled(const float* x, int64_t m, const W* w, int64_t n, int64_t k, const float* bias,
+                 float* y) {
+  const int64_t weight_tiles = (n + Isa::kWeights - 1) / Isa::kWeights;
+  for (int64_t i0 = 0; i0 < m; i0 += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, m - i0);
+#pragma omp parallel for schedule(static) if (rows * n * k >= (int64_t{1} << 16))
+    for (int64_t t = 0; t < weight_tiles; ++t) {
+      const int64_t r0 = t * Isa::kWeights;
+      const int weights = static_cast<int>(std::min<int64_t>(Isa::kWeights, n - r0));
+      const W* wt = w + r0 * k;
+      if (std::is_same_v<W, float> ||
+          rows <= Isa::kRows) {  // fp32, or one pass: widen in registers
+        TileColumn<Isa>(x, i0, rows, wt, r0, weights, n, k, bias, y);
+        continue;
+      }
+      if constexpr (std::is_same_v<W, Half>) {
+        // Many passes over the same fp16 weight rows: widen them once, into L1.
+        thread_local std::vector<float> wide;
+        wide.resize(static_cast<size_t>(weights) * k);
+        HalfToFloatF16c(wt, weights * k, wide.data());
+        TileColumn<Isa, float>(x, i0, rows, wide.data(), r0, weights, n, k, bias, y);
+      }
+    }
+  }
+}
+
+template <typename W>
+using LinearFn = void (*)(const float*, int64_t, const W*, int64_t, int64_t, const float*, float*);
+
+// The tiled kernel of this machine, or null (no AVX2 / FMA / F16C: oneDNN's sgemm instead).
+template <typename W>
+LinearFn<W> TiledKernel() {
+  static const LinearFn<W> kernel = !Cpu().avx2_fma_f16c() ? nullptr
+                                    : Cpu().avx512f        ? LinearTiled<Avx512, W>
+                                                           : LinearTiled<Avx2, W>;
+  return kernel;
 }
 
 }  // namespace
 
+bool LinearRowsAreBatchInvariant() { return TiledKernel<Half>() != nullptr; }
+
 absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const float> w, int64_t n,
                        int64_t k, std::span<const float> bias, std::span<float> y) {
   RETURN_IF_ERROR(CheckShapes("LinearF32", x.size(), m, w.size(), n, k, bias.size(), y.size()));
+  if (const LinearFn<float> tiled = TiledKernel<float>(); tiled != nullptr) {
+    tiled(x.data(), m, w.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
+    return absl::OkStatus();
+  }
   const float beta = PrepareOutput(bias, m, n, y);
   return Sgemm(x.data(), m, w.data(), n, k, beta, y.data(), n);
 }
@@ -151,8 +280,8 @@ absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const floa
 absl::Status LinearF16(std::span<const float> x, int64_t m, std::span<const Half> w, int64_t n,
                        int64_t k, std::span<const float> bias, std::span<float> y) {
   RETURN_IF_ERROR(CheckShapes("LinearF16", x.size(), m, w.size(), n, k, bias.size(), y.size()));
-  if (UseDirect(m)) {
-    LinearF16Direct(x.data(), m, w.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
+  if (const LinearFn<Half> tiled = TiledKernel<Half>(); tiled != nullptr) {
+    tiled(x.data(), m, w.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
     return absl::OkStatus();
   }
   const float beta = PrepareOutput(bias, m, n, y);

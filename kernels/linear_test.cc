@@ -64,35 +64,45 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearShapeTest,
                          ::testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 300, 77),
                                            std::make_tuple(3, 33, 1000),
                                            std::make_tuple(17, 129, 65),
-                                           // the direct kernel: a whole group of 8 rows of x,
-                                           // a group and a tail, its largest batch
+                                           // whole tiles of rows of x, tiles and a
+                                           // tail, and past the 128-row pass
                                            std::make_tuple(8, 40, 64), std::make_tuple(13, 40, 37),
-                                           std::make_tuple(16, 40, 64),
+                                           std::make_tuple(16, 48, 64),
+                                           std::make_tuple(130, 13, 37),
                                            // k > the 2^20-value block: one row per block.
                                            std::make_tuple(2, 3, (1 << 20) + 9),
                                            // several blocks of rows, last one partial.
                                            std::make_tuple(5, 2500, 1000)));
 
-// Decode batches (up to 16 rows) take the direct kernel, which computes each row of x alone:
-// a sequence's output does not depend on what else is in its batch, to the bit.
-TEST(LinearTest, F16DecodeRowsDoNotDependOnTheBatch) {
-  if (!Cpu().avx2_fma_f16c()) {
-    GTEST_SKIP() << "no AVX2 / FMA / F16C: every batch takes the blocked SGEMM";
+// Each row of x gets the same bits whatever else is in its batch (LinearRowsAreBatchInvariant):
+// single rows against batches across the tiles' edges (4 rows of x by 3 or 6 weight rows) and
+// past the 128-row pass, with k off the register width (8 or 16).
+TEST(LinearTest, RowsDoNotDependOnTheBatch) {
+  if (!LinearRowsAreBatchInvariant()) {
+    GTEST_SKIP() << "no AVX2 / FMA / F16C: oneDNN's sgemm picks its summation order by m";
   }
-  constexpr int64_t kN = 50, kK = 83;
-  const std::vector<Half> wh = ToHalf(RandomNormal(kN * kK, 41, 0.05f));
-  const std::vector<float> bias = RandomNormal(kN, 42);
-  for (int64_t m : {1, 7, 8, 9, 13, 16}) {
-    const std::vector<float> x = RandomNormal(m * kK, 43);
-    std::vector<float> batch(m * kN);
-    ASSERT_TRUE(LinearF16(x, m, wh, kN, kK, bias, batch).ok());
-    for (int64_t i = 0; i < m; ++i) {
-      std::vector<float> alone(kN);
-      ASSERT_TRUE(
-          LinearF16(std::span<const float>(x).subspan(i * kK, kK), 1, wh, kN, kK, bias, alone)
-              .ok());
-      for (int64_t r = 0; r < kN; ++r) {
-        ASSERT_EQ(batch[i * kN + r], alone[r]) << "m " << m << " row " << i << " col " << r;
+  for (const int64_t k : {83, 256}) {
+    for (const int64_t n : {1, 7, 50}) {
+      const std::vector<float> wf = RandomNormal(n * k, 41, 0.05f);
+      const std::vector<Half> wh = ToHalf(wf);
+      const std::vector<float> bias = RandomNormal(n, 42);
+      for (const int64_t m : {2, 5, 9, 17, 131}) {
+        const std::vector<float> x = RandomNormal(m * k, 43);
+        std::vector<float> batch16(m * n), batch32(m * n);
+        ASSERT_TRUE(LinearF16(x, m, wh, n, k, bias, batch16).ok());
+        ASSERT_TRUE(LinearF32(x, m, wf, n, k, bias, batch32).ok());
+        for (int64_t i = 0; i < m; ++i) {
+          const std::span<const float> row = std::span<const float>(x).subspan(i * k, k);
+          std::vector<float> alone16(n), alone32(n);
+          ASSERT_TRUE(LinearF16(row, 1, wh, n, k, bias, alone16).ok());
+          ASSERT_TRUE(LinearF32(row, 1, wf, n, k, bias, alone32).ok());
+          for (int64_t r = 0; r < n; ++r) {
+            ASSERT_EQ(batch16[i * n + r], alone16[r])
+                << "fp16 k " << k << " m " << m << " row " << i << " col " << r;
+            ASSERT_EQ(batch32[i * n + r], alone32[r])
+                << "fp32 k " << k << " m " << m << " row " << i << " col " << r;
+          }
+        }
       }
     }
   }
