@@ -135,14 +135,14 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
         };
         std::vector<v1::Usage> usage(shared_seqs->size());
         std::vector<openai::ChatStream> chat(shared_seqs->size());
-        std::vector<size_t> streamed_bytes(shared_seqs->size());  // logprobs' text_offset
+        std::vector<size_t> token_starts(shared_seqs->size());  // logprobs' text_offset
         const absl::Status status = service->FollowAll(
             *shared_seqs,
             [&](size_t index, const v1::GenerateResponse& r) {
               if (r.has_usage()) usage[index] = r.usage();
               if (!request->chat) {
                 return send(openai::CompletionChunkEvent(*request, index, r, id, created, model_id,
-                                                         &streamed_bytes[index]));
+                                                         &token_starts[index]));
               }
               return send(
                   openai::ChatChunkEvent(*request, index, r, chat[index], id, created, model_id));

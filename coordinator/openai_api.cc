@@ -153,21 +153,29 @@ json Candidates(const google::protobuf::RepeatedPtrField<v1::TopLogprob>& top, i
   return out;
 }
 
-// The choice of `responses` (all of a request, or one streamed piece, whose text starts
-// `offset` bytes into the choice's).
+// The choice of `responses`: all of a request (`token_start` null), or one streamed piece of it
+// whose first token starts `*token_start` bytes into the choice's text (advanced past its
+// tokens).
 json Choice(const CompletionRequest& request, size_t index, const v1::GenerateResponse* begin,
-            const v1::GenerateResponse* end, size_t offset = 0) {
+            const v1::GenerateResponse* end, size_t* token_start = nullptr) {
   std::string text;
   const bool top = request.top_logprobs_listed;
   json tokens = json::array(), token_logprobs = json::array(), offsets = json::array(),
        top_logprobs = json::array(), token_ids = json::array();
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  // Where each token's text begins (text_offset): after the bytes of the tokens before it, not
+  // after the text released so far, which holds back a possible stop's start or part of a
+  // UTF-8 character.
+  size_t whole_start = 0;
+  size_t& start = token_start != nullptr ? *token_start : whole_start;
   // One token of the choice: the echoed prompt's, then the generated ones. The first prompt
   // token has no logprob (null, as OpenAI).
   // A token is listed by its text decoded alone (as its candidates are), else by its piece.
-  auto add = [&](const auto& token, const auto& candidates, const std::string& piece) {
+  auto add = [&](const auto& token, const auto& candidates, const std::string& piece,
+                 size_t own_bytes) {
     if (!request.logprobs) return;  // built only when asked for
-    offsets.push_back(offset + text.size());
+    offsets.push_back(start);
+    start += own_bytes;
     const std::string label = TokenKey(token.token_text(), piece, token.token_id());
     tokens.push_back(label);
     const std::optional<float> logprob = Logprob(token);
@@ -184,11 +192,15 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
   for (const v1::GenerateResponse* r = begin; r != end; ++r) {
     if (request.echo) {
       for (const v1::PromptToken& p : r->prompt_tokens()) {
-        add(p, p.top_logprobs(), p.text());
+        add(p, p.top_logprobs(), p.text(), p.text().size());
         text += p.text();
       }
     }
-    if (r->has_token_id()) add(*r, r->top_logprobs(), r->text());
+    if (r->has_token_id()) {
+      // Its own bytes (sent with logprobs); else what it released.
+      add(*r, r->top_logprobs(), r->text(),
+          r->token_bytes().empty() ? r->text().size() : r->token_bytes().size());
+    }
     if (r->has_token_id() && request.return_token_ids) token_ids.push_back(r->token_id());
     text += r->text();
     if (r->finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = r->finish_reason();
@@ -196,6 +208,10 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
   json choice = {{"index", index}, {"text", text}, {"logprobs", nullptr}};
   const char* reason = FinishReason(finish);
   choice["finish_reason"] = reason != nullptr ? json(reason) : json(nullptr);
+  if (request.logprobs && token_start == nullptr) {
+    // A token past a stop's start (cut from the text) begins at the text's end.
+    for (json& o : offsets) o = std::min(o.get<size_t>(), text.size());
+  }
   if (request.logprobs) {
     // tokens: each token's text as streamed (a piece held back, e.g. part of a UTF-8
     // character, is attributed to the token that completes it).
@@ -276,10 +292,10 @@ std::string CompletionJson(const CompletionRequest& request,
 std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
-                                 std::string_view model_id, size_t* streamed_bytes) {
+                                 std::string_view model_id, size_t* token_start) {
+  size_t event_start = 0;
   json choice = Choice(request, index, &response, &response + 1,
-                       streamed_bytes != nullptr ? *streamed_bytes : 0);
-  if (streamed_bytes != nullptr) *streamed_bytes += choice["text"].get_ref<std::string&>().size();
+                       token_start != nullptr ? token_start : &event_start);
   return internal::ChunkEvent(request, "text_completion", std::move(choice), completion_id, created,
                               model_id);
 }

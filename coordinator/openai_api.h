@@ -122,13 +122,14 @@ std::string CompletionJson(const CompletionRequest& request,
                            std::string_view model_id);
 
 // One server-sent event ("data: {...}\n\n") of a streamed request: choice `index`'s
-// `response`. `streamed_bytes`: the bytes of this choice's text sent in its earlier events,
-// advanced past this one's, so that logprobs' text_offset counts from the start of the choice's
-// text as a non-streamed answer's does (null: from this event's text).
+// `response`. `token_start`: where this event's first token begins in the choice's text (the
+// bytes of the choice's tokens in earlier events), advanced past this one's, so that logprobs'
+// text_offset counts from the start of the choice's text as a non-streamed answer's does
+// (null: from this event's first token).
 std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
-                                 std::string_view model_id, size_t* streamed_bytes = nullptr);
+                                 std::string_view model_id, size_t* token_start = nullptr);
 // The request's usage from each choice's (its final response's; index order): every choice's
 // completion tokens, each prompt's tokens once.
 v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices);

@@ -459,6 +459,37 @@ TEST(OpenAiApiTest, StreamedTextOffsetsCountFromTheStartOfTheChoice) {
   EXPECT_EQ(streamed, std::string(" Hello!").size());
 }
 
+// text_offset is where each token's own bytes begin, also while the stream holds text back (a
+// possible stop's start): " of", " the", " United" released late, then a stop cuts " States".
+TEST(OpenAiApiTest, TextOffsetsCountTokensNotTheTextReleasedSoFar) {
+  std::vector<v1::GenerateResponse> out(4);
+  const char* own[] = {" of", " the", " United", " States"};
+  const char* released[] = {" of", "", "", " the United"};  // the stop " States" cut
+  for (int i = 0; i < 4; ++i) {
+    out[i].set_token_id(20 + i);
+    out[i].set_text(released[i]);
+    out[i].set_token_text(own[i]);
+    out[i].set_token_bytes(own[i]);
+    out[i].set_logprob(-1.0f);
+  }
+  out[3].set_finish_reason(v1::FINISH_REASON_STOP);
+  const json whole = json::parse(
+      CompletionJson(ParseOk(R"({"prompt": "x", "logprobs": 0})"), {out}, "c", 0, kModel));
+  EXPECT_EQ(whole["choices"][0]["text"], " of the United");
+  // " States" began at 14, where the text now ends.
+  EXPECT_EQ(whole["choices"][0]["logprobs"]["text_offset"], json({0, 3, 7, 14}));
+
+  const CompletionRequest streaming = ParseOk(R"({"prompt": "x", "stream": true, "logprobs": 0})");
+  size_t start = 0;
+  std::vector<int> offsets;
+  for (const v1::GenerateResponse& r : out) {
+    const json j =
+        json::parse(CompletionChunkEvent(streaming, 0, r, "c", 1, kModel, &start).substr(6));
+    for (const json& o : j["choices"][0]["logprobs"]["text_offset"]) offsets.push_back(o);
+  }
+  EXPECT_THAT(offsets, ::testing::ElementsAre(0, 3, 7, 14));
+}
+
 TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {
   const CompletionRequest request =
       ParseOk(R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}})");
