@@ -137,7 +137,10 @@ int32_t Draw(std::span<const float> logits, const SamplingParams& params, uint64
   const ByLogitDesc desc{logits};
   if (params.top_k > 0 && static_cast<size_t>(params.top_k) < ids.size()) {
     std::nth_element(ids.begin(), ids.begin() + (params.top_k - 1), ids.end(), desc);
-    ids.resize(params.top_k);
+    const float kth = logits[ids[params.top_k - 1]];
+    ids.erase(std::partition(ids.begin() + params.top_k, ids.end(),
+                             [&](int32_t id) { return logits[id] == kth; }),
+              ids.end());
   }
   // Unnormalised probabilities after temperature, the max at 1 (d * inf would be NaN for it).
   std::vector<double> w(logits.size(), 0.0);

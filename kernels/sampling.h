@@ -8,7 +8,8 @@
 //        Hugging Face's RepetitionPenaltyLogitsProcessor (TGI and vLLM alike): a positive logit
 //        is divided by the penalty, a negative one multiplied, once per distinct id;
 //   temperature == 0 or top_k == 1 -> greedy: argmax, ties to the lowest id;
-//   else z = logits / temperature; keep the top_k largest (0 = all; ties to the lowest id);
+//   else z = logits / temperature; keep the top_k largest (0 = all) and every id tied with the
+//        k-th (Hugging Face's TopKLogitsWarper and vLLM keep each logit >= the k-th's);
 //        p = softmax(z over the kept ids); keep the smallest prefix of the kept ids, by
 //        descending p, whose mass reaches top_p (always at least one id); then drop the kept
 //        ids whose p is below min_p times the largest p (Hugging Face's MinPLogitsWarper;

@@ -272,15 +272,21 @@ TEST(SamplingTest, LargeNucleusIsExact) {
   EXPECT_NEAR(tail, kDraws * tail_mass, 5.0 * std::sqrt(kDraws * tail_mass * (1 - tail_mass)) + 1);
 }
 
-TEST(SamplingTest, TopKTiesKeepTheLowestIds) {
-  const std::vector<float> logits(100, 0.5f);
-  std::vector<int> counts(3, 0);
-  for (uint64_t step = 0; step < 3000; ++step) {
-    const int32_t t = SampleToken(logits, Params(1.0f, 3, 1.0f), step)->token;
-    ASSERT_LT(t, 3);
-    ++counts[t];
+// top_k keeps every id tied with the k-th largest logit, as Hugging Face and vLLM do: with
+// logits {1, 2, 2, 2, 0} top_k 2 keeps ids 1, 2 and 3, each drawn a third of the time.
+TEST(SamplingTest, TopKKeepsEveryIdTiedWithTheKth) {
+  const std::vector<float> logits = {1.0f, 2.0f, 2.0f, 2.0f, 0.0f};
+  std::vector<int> counts(5, 0);
+  constexpr int kDraws = 3000;
+  for (uint64_t step = 0; step < kDraws; ++step) {
+    ++counts[SampleToken(logits, Params(1.0f, 2, 1.0f), step)->token];
   }
-  for (int c : counts) EXPECT_NEAR(c, 1000, 5.0 * std::sqrt(3000.0 * (1.0 / 3) * (2.0 / 3)));
+  EXPECT_EQ(counts[0], 0);
+  EXPECT_EQ(counts[4], 0);
+  for (int id = 1; id <= 3; ++id) {
+    EXPECT_NEAR(counts[id], kDraws / 3.0, 5.0 * std::sqrt(kDraws * (1.0 / 3) * (2.0 / 3)))
+        << "id " << id;
+  }
 }
 
 // Same (seed, step, logits) -> same token, whatever the batch around it.
