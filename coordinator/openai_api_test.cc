@@ -61,6 +61,9 @@ TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
   EXPECT_TRUE(r.generate.ignore_eos());
   EXPECT_TRUE(r.stream && r.include_usage && r.logprobs && r.return_token_ids);
 
+  // top_p 0 (OpenAI's range is [0, 1]): the nucleus of the likeliest token alone.
+  EXPECT_EQ(ParseOk(R"({"prompt": "x", "top_p": 0})").generate.top_p(),
+            std::numeric_limits<float>::min());
   EXPECT_EQ(ParseOk(R"({"prompt": ["one prompt"], "stop": "\n"})").generate.text(), "one prompt");
   EXPECT_THAT(ParseOk(R"({"prompt": [[5, 6]]})").generate.token_ids().ids(), ElementsAre(5, 6));
   EXPECT_TRUE(ParseOk(R"({"prompt": "x", "logprobs": true})").logprobs);

@@ -175,7 +175,11 @@ absl::Status ParseSharedFields(const json& body, CompletionRequest& r) {
                                      [&](int64_t n) { g.set_max_new_tokens(SaturatedInt32(n)); }));
   RETURN_IF_ERROR(
       IfPresent<float>(body, "temperature", Number, [&](float t) { g.set_temperature(t); }));
-  RETURN_IF_ERROR(IfPresent<float>(body, "top_p", Number, [&](float p) { g.set_top_p(p); }));
+  // OpenAI takes top_p 0 (the likeliest token alone); the nucleus of the smallest positive
+  // mass is that token, as the gRPC API's top_p must be in (0, 1].
+  RETURN_IF_ERROR(IfPresent<float>(body, "top_p", Number, [&](float p) {
+    g.set_top_p(p == 0.0f ? std::numeric_limits<float>::min() : p);
+  }));
   if (const json* v = Find(body, "top_k"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t k, Integer(*v, "top_k"));
     if (k < -1 || k > std::numeric_limits<int32_t>::max()) {
