@@ -1,7 +1,7 @@
 // Sends one unary RPC to several stubs at once and waits for the answers (gRPC callback API).
 //
 //   FanOutResult<v1::StepResponse> r = FanOut<v1::StepResponse>(
-//       n, deadline, /*cancel_on=*/IsFatal,
+//       n, /*timeout=*/absl::Seconds(5), /*cancel_on=*/FatalFailure,
 //       [&](int i, grpc::ClientContext* ctx, v1::StepResponse* resp, auto done) {
 //         stubs[i]->async()->Step(ctx, &request, resp, std::move(done));
 //       });
@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 
 namespace llmint8::coordinator {
@@ -105,12 +106,11 @@ FanOutResult<Resp> FanOutAbandoning(int n, absl::Duration timeout,
       continue;
     }
     if (!abandoned.ok()) {
-      result.statuses.push_back(grpc::Status(static_cast<grpc::StatusCode>(abandoned.code()),
-                                             std::string(abandoned.message())));
+      result.statuses.push_back(ToGrpcStatus(abandoned));
       if (result.first_failure < 0) result.first_failure = static_cast<int>(i);
     } else {
       result.statuses.push_back(
-          grpc::Status(grpc::StatusCode::CANCELLED, "cancelled after another worker failed"));
+          ToGrpcStatus(absl::CancelledError("cancelled after another worker failed")));
     }
     result.responses.emplace_back();
   }

@@ -281,8 +281,8 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext* ctx, const v1::Tok
                                          v1::TokenizeResponse* resp) {
   if (absl::Status auth = Authorize(*ctx); !auth.ok()) return ToGrpcStatus(auth);
   if (tokenizer_ == nullptr) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "this model was served without a tokenizer (no vocab.json/merges.txt)");
+    return ToGrpcStatus(absl::FailedPreconditionError(
+        "this model was served without a tokenizer (no vocab.json/merges.txt)"));
   }
   if (absl::Status fits = ValidateTextLength(req->text().size(), limits_, "text to tokenize");
       !fits.ok()) {

@@ -4,9 +4,11 @@
 #include <string>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 
 namespace llmint8::coordinator {
 
@@ -16,45 +18,52 @@ void RendezvousService::KeepOnlyPrefixed(std::string_view prefix) {
   store_.KeepOnlyPrefixed(prefix);
 }
 
-grpc::Status RendezvousService::CheckKey(const std::string& key) const {
-  if (key.empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rendezvous key must not be empty");
-  }
+absl::Status RendezvousService::CheckKey(const std::string& key) const {
+  if (key.empty()) return absl::InvalidArgumentError("rendezvous key must not be empty");
   absl::MutexLock lock(&mu_);
-  if (!forming_prefix_.empty() && key.rfind(forming_prefix_, 0) == 0) return grpc::Status::OK;
-  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                      "rendezvous key '" + key.substr(0, 64) +
-                          "' is not one of the group being formed (a worker of an older group?)");
+  if (!forming_prefix_.empty() && key.rfind(forming_prefix_, 0) == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("rendezvous key '", key.substr(0, 64),
+                   "' is not one of the group being formed (a worker of an older group?)"));
 }
 
 grpc::Status RendezvousService::Set(grpc::ServerContext*, const v1::SetRequest* req,
                                     v1::SetResponse*) {
-  if (grpc::Status key = CheckKey(req->key()); !key.ok()) return key;
-  return ToGrpcStatus(store_.Set(req->key(), req->value()));
+  return ToGrpcStatus(SetImpl(*req));
 }
 
 grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
                                     v1::GetResponse* resp) {
-  if (req->timeout_ms() < 0 || req->timeout_ms() > kMaxTimeoutMs) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "rendezvous Get timeout_ms must be in [0, 600000]");
+  return ToGrpcStatus(GetImpl(*ctx, *req, *resp));
+}
+
+grpc::Status RendezvousService::Add(grpc::ServerContext*, const v1::AddRequest* req,
+                                    v1::AddResponse* resp) {
+  return ToGrpcStatus(AddImpl(*req, *resp));
+}
+
+absl::Status RendezvousService::SetImpl(const v1::SetRequest& req) {
+  RETURN_IF_ERROR(CheckKey(req.key()));
+  return store_.Set(req.key(), req.value());
+}
+
+absl::Status RendezvousService::GetImpl(grpc::ServerContext& ctx, const v1::GetRequest& req,
+                                        v1::GetResponse& resp) {
+  if (req.timeout_ms() < 0 || req.timeout_ms() > kMaxTimeoutMs) {
+    return absl::InvalidArgumentError("rendezvous Get timeout_ms must be in [0, 600000]");
   }
-  if (req->keys_size() > kMaxKeysPerGet) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "rendezvous Get asks for more than 1024 keys");
+  if (req.keys_size() > kMaxKeysPerGet) {
+    return absl::InvalidArgumentError("rendezvous Get asks for more than 1024 keys");
   }
-  for (const std::string& key : req->keys()) {
-    if (grpc::Status checked = CheckKey(key); !checked.ok()) return checked;
-  }
+  for (const std::string& key : req.keys()) RETURN_IF_ERROR(CheckKey(key));
   const int waiting = ++waiting_gets_;
   absl::Cleanup done = [this] { --waiting_gets_; };
   if (waiting > kMaxWaitingGets) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "the rendezvous has too many Gets waiting; retry later");
+    return absl::ResourceExhaustedError("the rendezvous has too many Gets waiting; retry later");
   }
-  const absl::Time deadline = absl::Now() + absl::Milliseconds(req->timeout_ms());
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(req.timeout_ms());
   int64_t answer_bytes = 0;
-  for (const std::string& key : req->keys()) {
+  for (const std::string& key : req.keys()) {
     // Wait in slices so that a client that went away frees this thread soon.
     while (true) {
       const absl::Duration left = deadline - absl::Now();
@@ -63,34 +72,30 @@ grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetReque
       if (value.ok()) {
         answer_bytes += static_cast<int64_t>(value->size());
         if (answer_bytes > kMaxAnswerBytes) {  // one large value asked for many times
-          return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                              "rendezvous Get's values would exceed 16 MiB; ask for fewer keys");
+          return absl::ResourceExhaustedError(
+              "rendezvous Get's values would exceed 16 MiB; ask for fewer keys");
         }
-        resp->add_values(*std::move(value));
+        resp.add_values(*std::move(value));
         break;
       }
-      if (value.status().code() != absl::StatusCode::kDeadlineExceeded) {
-        return ToGrpcStatus(value.status());
-      }
-      if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+      if (value.status().code() != absl::StatusCode::kDeadlineExceeded) return value.status();
+      if (ctx.IsCancelled()) return absl::CancelledError("the client cancelled the Get");
       // The coordinator went on to another group: this one's keys will not come.
-      if (grpc::Status still = CheckKey(key); !still.ok()) return still;
+      RETURN_IF_ERROR(CheckKey(key));
       if (absl::Now() >= deadline) {
-        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                            "rendezvous key '" + key + "' was not set in time");
+        return absl::DeadlineExceededError(
+            absl::StrCat("rendezvous key '", key, "' was not set in time"));
       }
     }
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
-grpc::Status RendezvousService::Add(grpc::ServerContext*, const v1::AddRequest* req,
-                                    v1::AddResponse* resp) {
-  if (grpc::Status key = CheckKey(req->key()); !key.ok()) return key;
-  absl::StatusOr<int64_t> value = store_.Add(req->key(), req->delta());
-  if (!value.ok()) return ToGrpcStatus(value.status());
-  resp->set_value(*value);
-  return grpc::Status::OK;
+absl::Status RendezvousService::AddImpl(const v1::AddRequest& req, v1::AddResponse& resp) {
+  RETURN_IF_ERROR(CheckKey(req.key()));
+  ASSIGN_OR_RETURN(const int64_t value, store_.Add(req.key(), req.delta()));
+  resp.set_value(value);
+  return absl::OkStatus();
 }
 
 }  // namespace llmint8::coordinator

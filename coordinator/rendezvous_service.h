@@ -44,7 +44,11 @@ class RendezvousService final : public v1::Rendezvous::Service {
  private:
   // OK for a key of the forming group; INVALID_ARGUMENT for an empty one, else
   // FAILED_PRECONDITION.
-  grpc::Status CheckKey(const std::string& key) const;
+  absl::Status CheckKey(const std::string& key) const;
+  // The handlers, in absl::Status (converted once, by ToGrpcStatus, at the service edge).
+  absl::Status SetImpl(const v1::SetRequest& req);
+  absl::Status GetImpl(grpc::ServerContext& ctx, const v1::GetRequest& req, v1::GetResponse& resp);
+  absl::Status AddImpl(const v1::AddRequest& req, v1::AddResponse& resp);
 
   comm::InMemoryRendezvous store_;
   mutable absl::Mutex mu_;
