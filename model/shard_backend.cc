@@ -24,7 +24,7 @@ absl::StatusOr<Precision> ParsePrecision(std::string_view name) {
   if (name == "f16" || name == "fp16") return Precision::kF16;
   if (name == "int8") return Precision::kInt8;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown precision \"", std::string(name), "\"; use f32, f16 or int8"));
+      absl::StrCat("dtype \"", std::string(name), "\" is not supported; use fp16, int8 or fp32"));
 }
 
 std::string_view DeviceName(Device d) {

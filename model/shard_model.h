@@ -50,6 +50,8 @@ enum class Precision {
   kInt8,  // LLM.int8(): int8 rows + fp32 row scales, Int8Linear with `threshold`.
 };
 std::string_view PrecisionName(Precision p);  // "f32", "f16", "int8"
+// A --dtype / LoadShardRequest.dtype: fp16 (or f16), int8, fp32 (or f32); InvalidArgument
+// naming the choices otherwise.
 absl::StatusOr<Precision> ParsePrecision(std::string_view name);
 
 // Where the shard lives and computes. kCpu: host memory, this file's forward. kCuda: weights,

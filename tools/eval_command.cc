@@ -99,16 +99,7 @@ absl::StatusOr<EvalArgs> ReadFlags(model::OptConfig* config) {
   if (!fs::is_regular_file(a.text, ec)) {
     return absl::NotFoundError(absl::StrCat("--text=", a.text, " is not a readable file"));
   }
-  if (a.dtype == "fp16" || a.dtype == "f16") {
-    a.precision = model::Precision::kF16;
-  } else if (a.dtype == "int8") {
-    a.precision = model::Precision::kInt8;
-  } else if (a.dtype == "fp32" || a.dtype == "f32") {
-    a.precision = model::Precision::kF32;
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--dtype=", a.dtype, " is not a precision; use fp16, int8 or fp32"));
-  }
+  ASSIGN_OR_RETURN(a.precision, model::ParsePrecision(a.dtype));
   if (!std::isfinite(a.threshold) || a.threshold < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--threshold=", a.threshold, " must be >= 0 (6 is LLM.int8()'s; 0 disables outliers)"));

@@ -70,7 +70,7 @@ TEST(WorkerLeaseTest, ARefusedLoadShardLeavesTheGroupAsItIs) {
     const char* says;
   };
   const Case cases[] = {
-      {[](v1::LoadShardRequest& r) { r.set_dtype("bogus"); }, "dtype 'bogus'"},
+      {[](v1::LoadShardRequest& r) { r.set_dtype("bogus"); }, "dtype \"bogus\" is not supported"},
       {[](v1::LoadShardRequest& r) { r.set_lease_ms(int64_t{1} << 62); }, "lease_ms"},
       {[](v1::LoadShardRequest& r) { r.set_max_batch(-5); }, "max_batch is -5"},
       {[](v1::LoadShardRequest& r) { r.set_max_step_tokens(int64_t{1} << 62); }, "max_step_tokens"},

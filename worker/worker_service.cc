@@ -29,14 +29,6 @@
 namespace llmint8::worker {
 namespace {
 
-absl::StatusOr<model::Precision> PrecisionFromDtype(const std::string& dtype) {
-  if (dtype == "fp16" || dtype == "f16") return model::Precision::kF16;
-  if (dtype == "int8") return model::Precision::kInt8;
-  if (dtype == "fp32" || dtype == "f32") return model::Precision::kF32;
-  return absl::InvalidArgumentError(
-      absl::StrCat("dtype '", dtype, "' is not supported; use fp16, int8 or fp32"));
-}
-
 // Step errors that leave the group usable (deterministic input validation, identical on
 // every rank); anything else means the communicator group is broken.
 bool IsInputError(const absl::Status& s) {
@@ -80,7 +72,7 @@ absl::Status ValidateLoadShard(const v1::LoadShardRequest& req, const std::strin
     return absl::InvalidArgumentError(
         absl::StrCat("LoadShard.threshold is ", req.threshold(), "; it must be finite and >= 0"));
   }
-  RETURN_IF_ERROR(PrecisionFromDtype(req.dtype()).status());
+  RETURN_IF_ERROR(model::ParsePrecision(req.dtype()).status());
   const std::string device = req.device().empty() ? "cpu" : req.device();
   RETURN_IF_ERROR(model::ParseDevice(device).status());
   if (device != worker_device) {
@@ -246,7 +238,7 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadSh
 absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest& req,
                                         v1::LoadShardResponse& resp) {
   // The request passed ValidateLoadShard.
-  ASSIGN_OR_RETURN(model::Precision precision, PrecisionFromDtype(req.dtype()));
+  ASSIGN_OR_RETURN(model::Precision precision, model::ParsePrecision(req.dtype()));
   ASSIGN_OR_RETURN(model::Device device,
                    model::ParseDevice(req.device().empty() ? "cpu" : req.device()));
   const int cuda_device = options_.cuda_device >= 0 ? options_.cuda_device : req.rank();
