@@ -178,8 +178,11 @@ void FillLogprobs(std::span<const float> logits, const SamplingParams& params, i
   const double max_logit = logits[argmax];
   double sum = 0;
   for (float v : logits) sum += std::exp(static_cast<double>(v) - max_logit);
-  const double lse = max_logit + std::log(sum);
-  auto logprob = [&](int32_t id) { return static_cast<float>(logits[id] - lse); };
+  const double log_sum = std::log(sum);
+  // (logit - max) first: max + log_sum would round away log_sum next to a huge max.
+  auto logprob = [&](int32_t id) {
+    return static_cast<float>((static_cast<double>(logits[id]) - max_logit) - log_sum);
+  };
   if (params.return_logprob) out.logprob = logprob(out.token);
   if (params.top_logprobs > 0) {
     // The n likeliest in one pass, kept sorted (n <= kMaxTopLogprobs): no vocab-sized buffer

@@ -371,6 +371,10 @@ TEST(SamplingTest, LogprobsAreLogSoftmaxOfRawLogits) {
   EXPECT_EQ(few->top[0].token, 1);
   EXPECT_FALSE(few->logprob.has_value());
   EXPECT_TRUE(SampleToken(logits, Params(1.0f, 0, 1.0f), 0)->top.empty());
+  // Huge logits keep their precision: two tied at 3e38 are each log(1/2), not 0.
+  auto huge = SampleToken(std::vector<float>{3e38f, -3e38f, 3e38f}, GreedyWithLogprobs(2), 0);
+  ASSERT_TRUE(huge.ok());
+  EXPECT_NEAR(*huge->logprob, std::log(0.5), 1e-6);
 }
 
 // The candidates are the n first ids in (logit descending, id ascending) order, ties too: a
