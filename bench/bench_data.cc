@@ -56,10 +56,6 @@ BenchData MakeBenchData(int64_t max_m, int64_t k, int64_t n, double outlier_frac
   return d;
 }
 
-std::span<const Half> Rows(const BenchData& data, int64_t m) {
-  return std::span<const Half>(data.x).first(m * data.k);
-}
-
 double SampledRelativeError(const BenchData& d, int64_t m, const std::vector<float>& y) {
   const int64_t rows = std::min<int64_t>(m, 4);
   const int64_t cols = std::min<int64_t>(d.n, 256);

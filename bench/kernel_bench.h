@@ -45,8 +45,6 @@ struct BenchData {
 // max(1, round(outlier_frac * k)) columns (when outlier_frac > 0) whose values are +-(8..40):
 // the systematic outlier features LLM.int8() is built for.
 BenchData MakeBenchData(int64_t max_m, int64_t k, int64_t n, double outlier_frac, uint64_t seed);
-// The first m rows of data.x.
-std::span<const Half> Rows(const BenchData& data, int64_t m);
 
 // ||y - ref|| / ||ref|| on a sample (up to 4 rows x 256 columns), ref in fp64 from the fp16
 // x, w, bias. `y` is [m, n] as float.

@@ -8,8 +8,9 @@
 // that never shows up into an error instead of a hang.
 //
 // Implementations: FileRendezvous (a directory on a local disk shared by the processes of one
-// host; tests and single-host runs), InMemoryRendezvous (threads of one process), and later the
-// coordinator's gRPC store. All implementations are thread-safe.
+// host; tests and single-host runs), InMemoryRendezvous (threads of one process; the
+// coordinator's store), and GrpcRendezvous (worker/grpc_rendezvous.h: the workers' client of the
+// coordinator's store). All implementations are thread-safe.
 #ifndef LLMINT8_COMM_RENDEZVOUS_H_
 #define LLMINT8_COMM_RENDEZVOUS_H_
 

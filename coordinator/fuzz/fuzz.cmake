@@ -34,7 +34,7 @@ target_compile_definitions(llmint8_tokenizer_fuzzer PRIVATE
                            LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 
 # A GenerateRequest as the gRPC server decodes it, through the checks of
-# GenerationService::MakeSequence (parameters, tokenization of a text prompt, prompt tokens).
+# GenerationService::MakeSequences (parameters, tokenization of a text prompt, prompt tokens).
 llmint8_coordinator_fuzzer(llmint8_request_validation_fuzzer
   SRCS fuzz/request_validation_fuzzer.cc request_validation.cc tokenizer.cc
   DEPS llmint8::proto llmint8::common absl::flat_hash_map absl::flat_hash_set absl::span

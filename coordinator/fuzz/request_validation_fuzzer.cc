@@ -1,5 +1,5 @@
 // libFuzzer target: a GenerateRequest decoded from arbitrary bytes (as the gRPC server decodes a
-// client's message) through the checks GenerationService::MakeSequence makes before queueing:
+// client's message) through the checks GenerationService::MakeSequences makes before queueing:
 // ValidateGenerationParams, tokenization of a text prompt (the bundled OPT model's tokenizer,
 // BOS first) and ValidatePromptTokens, against the bundled model's limits with and without a
 // tokenizer. Besides "no crash, no sanitizer report", it checks that an accepted request keeps
@@ -72,7 +72,7 @@ ModelLimits Limits(bool has_tokenizer) {
   return l;
 }
 
-// GenerationService::MakeSequence up to the Sequence.
+// GenerationService::MakeSequences up to the Sequence.
 void Admit(const v1::GenerateRequest& req, const ModelLimits& limits) {
   absl::StatusOr<GenerationParams> params = ValidateGenerationParams(req, limits);
   if (!params.ok()) return;

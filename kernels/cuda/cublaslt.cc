@@ -82,7 +82,6 @@ absl::StatusOr<CublasLt> CublasLt::Create(size_t workspace_bytes) {
 
 cublasLtHandle_t CublasLt::handle() const { return state_ ? state_->handle : nullptr; }
 size_t CublasLt::workspace_bytes() const { return state_ ? state_->workspace.bytes() : 0; }
-size_t CublasLt::cached_plans() const { return state_ ? state_->plans.size() : 0; }
 
 namespace {
 

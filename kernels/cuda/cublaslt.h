@@ -57,9 +57,6 @@ class CublasLt {
   // cuBLASLt needs k % 4 == 0 and n % 4 == 0 and 4-byte aligned pointers).
   absl::Status Matmul(const MatmulArgs& args, cudaStream_t stream);
 
-  // Number of cached plans (for tests).
-  size_t cached_plans() const;
-
  private:
   struct State;
   std::unique_ptr<State> state_;

@@ -9,6 +9,8 @@
 // Any m (chunks of 32 rows, one launch each), any n, any k <= 2^17. k % 16 == 0 with 16-byte
 // aligned x and w runs on the tensor cores (int8_gemv_mma.cu: mma.sync m16n8k32, 16-byte
 // loads); other shapes take the dp4a kernel with 4-byte, bounds-checked loads (int8_gemv.cu).
+// One header for the two .cu files: they are one op (the small-M int8 GEMM) in two variants
+// chosen by shape, and callers see one entry point.
 #ifndef LLMINT8_KERNELS_CUDA_INT8_GEMV_H_
 #define LLMINT8_KERNELS_CUDA_INT8_GEMV_H_
 
