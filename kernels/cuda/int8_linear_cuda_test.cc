@@ -145,9 +145,11 @@ TEST_P(Int8LinearCudaTest, MatchesCpuReferenceWithinDerivedBound) {
           // cuBLASLt may have no int8 algorithm for a few rows or odd widths (a chunk of 4
           // columns: n = 68 in chunks of 32); kAuto then takes the small-M kernel. For m >= 16
           // and n, k, chunks multiples of 16 it must have one.
+          // Unimplemented is the answer checked here; the other workspace, threshold and bias
+          // are still run (each may have an algorithm).
           std::cerr << "note: cuBLASLt has no int8 algorithm for m=" << m << " n=" << n
                     << " k=" << k << " chunk " << workspace->chunk_n << ": " << s << "\n";
-          return;
+          continue;
         }
         ASSERT_TRUE(s.ok()) << s;
         const std::vector<Half> got = Download(*dy, m * n, *stream);
