@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -144,9 +145,17 @@ class HttpServerTest : public ::testing::TestWithParam<bool> {  // param: TLS
     ::signal(SIGPIPE, SIG_IGN);  // a flood's write to a closed connection fails instead
     std::string dir = ::testing::TempDir() + "/llmint8-http-server-XXXXXX";
     ASSERT_NE(mkdtemp(dir.data()), nullptr);
+    dir_ = new std::string(dir);
     absl::StatusOr<testing::TestCerts> certs = testing::WriteTestCerts(dir);
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = new testing::TestCerts(*certs);
+  }
+  static void TearDownTestSuite() {
+    if (dir_ != nullptr) std::filesystem::remove_all(*dir_);  // the test keys
+    delete dir_;
+    delete certs_;
+    dir_ = nullptr;
+    certs_ = nullptr;
   }
 
   void SetUp() override {
@@ -166,11 +175,13 @@ class HttpServerTest : public ::testing::TestWithParam<bool> {  // param: TLS
     if (client_tls_ != nullptr) SSL_CTX_free(client_tls_);
   }
 
+  static std::string* dir_;
   static testing::TestCerts* certs_;
   std::unique_ptr<HttpServer> server_;
   SSL_CTX* client_tls_ = nullptr;
 };
 
+std::string* HttpServerTest::dir_ = nullptr;
 testing::TestCerts* HttpServerTest::certs_ = nullptr;
 
 // The bytes a flood may get in before the server closes: what one request may take, plus
