@@ -350,6 +350,79 @@ TEST(SafetensorsTest, ModelDirValidatedAgainstConfig) {
   std::filesystem::remove(dir + "/model.safetensors.index.json");
 }
 
+// An int8 checkpoint damaged on disk: row scales of the wrong dtype or shape (refused at
+// open), a NaN or negative row scale (refused when read, naming the row), and an I8 tensor
+// that is not a linear weight (refused against the config). Each names the tensor.
+TEST(SafetensorsTest, DamagedInt8TensorsAreRefusedNamingThem) {
+  const std::string dir = TestDir("damaged-int8");
+  const std::vector<int8_t> q = {1, -2, 3, -4, 5, -6, 7, -8};
+  struct BadScales {
+    TensorDType dtype;
+    std::vector<int64_t> shape;
+  };
+  for (const BadScales& b :
+       {BadScales{TensorDType::kF16, {2}}, BadScales{TensorDType::kF32, {3}}}) {
+    const std::string path = dir + "/scales.safetensors";
+    SafetensorsWriter wr;
+    ASSERT_TRUE(wr.AddI8("w", {2, 4}, q).ok());
+    const std::vector<float> scales(static_cast<size_t>(b.shape[0]), 1.0f);
+    ASSERT_TRUE((b.dtype == TensorDType::kF16 ? wr.AddF16("w_absmax", b.shape, scales)
+                                              : wr.AddF32("w_absmax", b.shape, scales))
+                    .ok());
+    ASSERT_TRUE(wr.Finish(path).ok());
+    auto src = OpenSafetensors(path);
+    ASSERT_FALSE(src.ok());
+    EXPECT_EQ(src.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(src.status().message()),
+                AllOf(HasSubstr("w_absmax"), HasSubstr("row scales must be F32 [2]")));
+  }
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), -1.0f}) {
+    const std::string path = dir + "/values.safetensors";
+    SafetensorsWriter wr;
+    ASSERT_TRUE(wr.AddI8("w", {2, 4}, q).ok());
+    ASSERT_TRUE(wr.AddF32("w_absmax", {2}, std::vector<float>{1.0f, bad}).ok());
+    ASSERT_TRUE(wr.Finish(path).ok());
+    auto src = OpenSafetensors(path);
+    ASSERT_TRUE(src.ok()) << src.status();  // values are checked as they are read
+    std::vector<int8_t> got(8);
+    std::vector<float> absmax(2);
+    const absl::Status read = (*src)->ReadInt8Slice("w", Range{0, 2}, Range{0, 4}, got, absmax);
+    EXPECT_EQ(read.code(), absl::StatusCode::kInvalidArgument) << read;
+    EXPECT_THAT(std::string(read.message()),
+                AllOf(HasSubstr("w_absmax"), HasSubstr("row 1"), HasSubstr("damaged")));
+    std::vector<float> dequantized(8);
+    EXPECT_EQ((*src)->ReadSlice("w", Range{0, 2}, Range{0, 4}, dequantized).code(),
+              absl::StatusCode::kInvalidArgument);
+    // The row before it is fine on its own.
+    EXPECT_TRUE((*src)
+                    ->ReadInt8Slice("w", Range{0, 1}, Range{0, 4}, std::span(got).first(4),
+                                    std::span(absmax).first(1))
+                    .ok());
+  }
+  // The token embeddings stored as I8: only linear weights may be.
+  const OptConfig c = TinyConfig();
+  { std::ofstream(dir + "/config.json") << OptConfigToJson(c); }
+  SafetensorsWriter wr;
+  for (const ExpectedTensor& t : ExpectedTensors(c)) {
+    const int64_t n = t.shape.size() == 2 ? t.shape[0] * t.shape[1] : t.shape[0];
+    if (t.name == kEmbedTokens) {
+      ASSERT_TRUE(wr.AddI8(t.name, t.shape, std::vector<int8_t>(static_cast<size_t>(n), 1)).ok());
+      ASSERT_TRUE(wr.AddF32(t.name + "_absmax", {t.shape[0]},
+                            std::vector<float>(static_cast<size_t>(t.shape[0]), 1.0f))
+                      .ok());
+    } else {
+      ASSERT_TRUE(
+          wr.AddF16(t.name, t.shape, std::vector<float>(static_cast<size_t>(n), 0.5f)).ok());
+    }
+  }
+  ASSERT_TRUE(wr.Finish(dir + "/model.safetensors").ok());
+  auto m = OpenModelDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(m.status().message()),
+              AllOf(HasSubstr(std::string(kEmbedTokens)), HasSubstr("only linear weights")));
+}
+
 TEST(SafetensorsTest, ShardedIndex) {
   const std::string dir = TestDir("sharded");
   SafetensorsWriter a, b;
