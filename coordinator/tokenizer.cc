@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <queue>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -308,16 +309,32 @@ class TokenizerBuilder {
     return std::move(tok_);
   }
 
-  // Everything past JSON parsing; nlohmann may throw type_error for a field of the wrong type.
+  // `obj`'s string or bool field `key` (`where` names obj in errors): `fallback` when it is
+  // absent or null, InvalidArgument when it holds another type.
+  template <typename T>
+  static absl::StatusOr<T> Field(const json& obj, std::string_view where, const char* key,
+                                 T fallback) {
+    const auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return fallback;
+    const bool fits = std::is_same_v<T, bool> ? it->is_boolean() : it->is_string();
+    if (!fits) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer.json ", std::string(where), key, " must be a ",
+                       std::is_same_v<T, bool> ? "boolean" : "string", ", got ", JsonSnippet(*it)));
+    }
+    return it->template get<T>();
+  }
+
+  // Everything past JSON parsing; every field's type is checked before it is read.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(const json& root,
                                                                       TokenizerOptions options) {
     if (!root.is_object() || !root.contains("model") || !root["model"].is_object()) {
       return absl::InvalidArgumentError("tokenizer.json has no \"model\" object");
     }
     const json& model = root["model"];
-    if (model.value("type", std::string("BPE")) != "BPE") {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json model.type is '",
-                                                     model["type"].get<std::string>(),
+    ASSIGN_OR_RETURN(const std::string type, Field<std::string>(model, "model.", "type", "BPE"));
+    if (type != "BPE") {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json model.type is '", type,
                                                      "'; only byte-level \"BPE\" is supported"));
     }
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
@@ -331,8 +348,16 @@ class TokenizerBuilder {
           "tokenizer.json has a normalizer; GPT-2 style BPE has none");
     }
     const json* pre = root.contains("pre_tokenizer") ? &root["pre_tokenizer"] : nullptr;
-    if (pre != nullptr && pre->is_object() && pre->value("type", "") == "ByteLevel") {
-      if (pre->value("add_prefix_space", false) || !pre->value("use_regex", true)) {
+    std::string pre_type;
+    if (pre != nullptr && pre->is_object()) {
+      ASSIGN_OR_RETURN(pre_type, Field<std::string>(*pre, "pre_tokenizer.", "type", ""));
+    }
+    if (pre_type == "ByteLevel") {
+      ASSIGN_OR_RETURN(const bool prefix_space,
+                       Field<bool>(*pre, "pre_tokenizer.", "add_prefix_space", false));
+      ASSIGN_OR_RETURN(const bool use_regex,
+                       Field<bool>(*pre, "pre_tokenizer.", "use_regex", true));
+      if (prefix_space || !use_regex) {
         return absl::InvalidArgumentError(
             "tokenizer.json ByteLevel pre_tokenizer must have add_prefix_space=false and "
             "use_regex=true (GPT-2's)");
@@ -342,7 +367,7 @@ class TokenizerBuilder {
           "tokenizer.json pre_tokenizer must be {\"type\": \"ByteLevel\"} (GPT-2 byte-level BPE)");
     }
     TokenizerBuilder b(std::move(options));
-    b.tok_->ignore_merges_ = model.value("ignore_merges", false);
+    ASSIGN_OR_RETURN(b.tok_->ignore_merges_, Field<bool>(model, "model.", "ignore_merges", false));
     if (!model.contains("vocab"))
       return absl::InvalidArgumentError("tokenizer.json lacks model.vocab");
     RETURN_IF_ERROR(b.AddVocab(model["vocab"]));
@@ -357,20 +382,27 @@ class TokenizerBuilder {
               absl::StrCat("tokenizer.json added token needs integer id and string content, got ",
                            JsonSnippet(t)));
         }
-        const bool special = t.value("special", false);
+        ASSIGN_OR_RETURN(const bool special, Field<bool>(t, "added token ", "special", false));
         RETURN_IF_ERROR(b.AddToken(t["content"].get<std::string>(), t["id"].get<int64_t>(),
                                    /*verbatim=*/true, special));
         if (!special) {
+          ASSIGN_OR_RETURN(const bool single_word,
+                           Field<bool>(t, "added token ", "single_word", false));
+          ASSIGN_OR_RETURN(const bool lstrip, Field<bool>(t, "added token ", "lstrip", false));
+          ASSIGN_OR_RETURN(const bool rstrip, Field<bool>(t, "added token ", "rstrip", false));
+          ASSIGN_OR_RETURN(const bool normalized,
+                           Field<bool>(t, "added token ", "normalized", true));
           b.tok_->added_.Add({.content = t["content"].get<std::string>(),
                               .id = static_cast<int32_t>(t["id"].get<int64_t>()),
-                              .single_word = t.value("single_word", false),
-                              .lstrip = t.value("lstrip", false),
-                              .rstrip = t.value("rstrip", false),
-                              .normalized = t.value("normalized", true)});
+                              .single_word = single_word,
+                              .lstrip = lstrip,
+                              .rstrip = rstrip,
+                              .normalized = normalized});
         }
       }
     }
-    const json merges = model.value("merges", json::array());
+    const auto merges_it = model.find("merges");
+    const json merges = merges_it == model.end() ? json::array() : *merges_it;
     if (!merges.is_array())
       return absl::InvalidArgumentError("tokenizer.json model.merges must be an array");
     size_t n = 0;
@@ -414,11 +446,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocabAndMerges(
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromTokenizerJson(
     std::string_view tokenizer_json, TokenizerOptions options) {
   ASSIGN_OR_RETURN(json root, ParseJson(tokenizer_json, "tokenizer.json"));
-  try {
-    return TokenizerBuilder::FromTokenizerJson(root, std::move(options));
-  } catch (const json::exception& e) {  // a field of the wrong JSON type
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", e.what()));
-  }
+  return TokenizerBuilder::FromTokenizerJson(root, std::move(options));
 }
 
 

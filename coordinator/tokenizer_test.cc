@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -339,6 +340,43 @@ TEST(AddedTokensTest, TokenizerJsonAddedTokensEncodeAsHuggingFace) {
   auto bad = (*tok)->Encode("<|user|>\xff", false);
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("byte offset 8"));
+}
+
+// A tokenizer.json field of the wrong JSON type is InvalidArgument naming the field.
+TEST(TokenizerLoadTest, TokenizerJsonFieldsOfTheWrongTypeAreNamed) {
+  const json good = json::parse(ReadAll(FixtureDir() + "/tiny-bpe/tokenizer.json"));
+  ASSERT_TRUE(Tokenizer::FromTokenizerJson(good.dump()).ok());
+  struct Case {
+    std::function<void(json&)> spoil;
+    std::string names;
+  };
+  const Case cases[] = {
+      {[](json& j) { j["model"]["type"] = 7; }, "model.type must be a string"},
+      {[](json& j) { j["model"]["ignore_merges"] = "yes"; },
+       "model.ignore_merges must be a boolean"},
+      {[](json& j) { j["pre_tokenizer"]["use_regex"] = 1; },
+       "pre_tokenizer.use_regex must be a boolean"},
+      {[](json& j) {
+         j["added_tokens"].push_back(
+             {{"id", j["model"]["vocab"].size()}, {"content", "<x>"}, {"special", "no"}});
+       },
+       "added token special must be a boolean"},
+      {[](json& j) {
+         j["added_tokens"].push_back({{"id", j["model"]["vocab"].size()},
+                                      {"content", "<x>"},
+                                      {"lstrip", nullptr},
+                                      {"rstrip", 0}});
+       },
+       "added token rstrip must be a boolean"},
+  };
+  for (const Case& c : cases) {
+    json spoiled = good;
+    c.spoil(spoiled);
+    auto tok = Tokenizer::FromTokenizerJson(spoiled.dump());
+    ASSERT_FALSE(tok.ok()) << c.names;
+    EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(tok.status().message(), HasSubstr(c.names));
+  }
 }
 
 // A directory with OPT's vocabulary, an added_tokens.json and OPT's special_tokens_map.json
