@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "comm/gloo_small_exchange.h"
@@ -187,8 +188,15 @@ absl::Status GlooCommunicator::Run(const char* what, Op&& op) {
   if (size_ == 1) return absl::OkStatus();  // callers special-case nothing; no peers to wait on
   absl::Status error;
   try {
-    op(next_tag_++);
-    return absl::OkStatus();
+    if constexpr (std::is_void_v<std::invoke_result_t<Op, uint32_t>>) {
+      op(next_tag_++);
+      return absl::OkStatus();
+    } else {  // an op that reports its own failure (the small exchange's mismatch)
+      const absl::Status s = op(next_tag_++);
+      if (s.ok()) return s;
+      error =
+          absl::Status(s.code(), absl::StrCat(Where(rank_, size_), ": ", what, ": ", s.message()));
+    }
   } catch (const gloo::IoException& e) {
     // Timeouts and peers gone (connection reset / closed) both surface as IoException.
     // "Timed out" (event-loop waits) or "Read timeout" (sync-mode reads).
@@ -260,7 +268,7 @@ absl::Status GlooCommunicator::AllGatherImpl(const void* in, void* out, size_t c
     return Run("AllGather", [](uint32_t) {});
   }
   if (bytes <= GlooSmallExchange::kMaxBytes) {
-    return Run("AllGather", [&](uint32_t) { small_->AllGather(in, out, bytes); });
+    return Run("AllGather", [&](uint32_t) { return small_->AllGather(in, out, bytes); });
   }
   return Run("AllGather", [&](uint32_t tag) {
     gloo::AllgatherOptions opts(context_);

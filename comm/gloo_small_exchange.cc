@@ -1,7 +1,6 @@
 #include "comm/gloo_small_exchange.h"
 
 #include <cstring>
-#include <stdexcept>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -43,7 +42,7 @@ GlooSmallExchange::GlooSmallExchange(int rank, int size, gloo::rendezvous::Store
   }
 }
 
-void GlooSmallExchange::AllGather(const void* in, void* out, size_t bytes) {
+absl::Status GlooSmallExchange::AllGather(const void* in, void* out, size_t bytes) {
   const Header mine{bytes, calls_++};
   std::memcpy(send_.data(), &mine, kHeaderBytes);
   std::memcpy(send_.data() + kHeaderBytes, in, bytes);  // `in` may alias our slice of `out`
@@ -52,16 +51,20 @@ void GlooSmallExchange::AllGather(const void* in, void* out, size_t bytes) {
   }
   uint8_t* dst = static_cast<uint8_t*>(out);
   std::memcpy(dst + static_cast<size_t>(rank_) * bytes, send_.data() + kHeaderBytes, bytes);
+  absl::Status mismatch;  // the first; every peer's payload is still taken in
   for (int peer = 0; peer < size_; ++peer) {
     if (peer == rank_) continue;
     recv_buffers_[peer]->waitRecv();
     Header theirs;
     std::memcpy(&theirs, recv_[peer].data(), kHeaderBytes);
     if (theirs.bytes != mine.bytes || theirs.call != mine.call) {
-      throw std::runtime_error(absl::StrCat("collective mismatch: rank ", peer, " sent ",
-                                            theirs.bytes, " bytes for its call ", theirs.call,
-                                            " while rank ", rank_, " gathers ", mine.bytes,
-                                            " bytes in its call ", mine.call));
+      if (mismatch.ok()) {
+        mismatch = absl::InternalError(absl::StrCat("collective mismatch: rank ", peer, " sent ",
+                                                    theirs.bytes, " bytes for its call ",
+                                                    theirs.call, " while rank ", rank_, " gathers ",
+                                                    mine.bytes, " bytes in its call ", mine.call));
+      }
+      continue;
     }
     std::memcpy(dst + static_cast<size_t>(peer) * bytes, recv_[peer].data() + kHeaderBytes, bytes);
   }
@@ -69,6 +72,7 @@ void GlooSmallExchange::AllGather(const void* in, void* out, size_t bytes) {
   for (int peer = 0; peer < size_; ++peer) {
     if (peer != rank_) send_buffers_[peer]->waitSend();
   }
+  return mismatch;
 }
 
 }  // namespace llmint8::comm

@@ -22,6 +22,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "gloo/rendezvous/context.h"
 #include "gloo/rendezvous/store.h"
 #include "gloo/transport/buffer.h"
@@ -39,8 +40,10 @@ class GlooSmallExchange {
                     std::chrono::milliseconds timeout);
 
   // out[r * bytes, (r + 1) * bytes) = rank r's `in`, for bytes <= kMaxBytes. `in` may be this
-  // rank's slice of `out`.
-  void AllGather(const void* in, void* out, size_t bytes);
+  // rank's slice of `out`. Internal when a peer's payload is not this call's (ranks that
+  // disagree on the sequence of collectives: a bug); Gloo's own failures (a peer gone, a
+  // timeout) throw its exceptions, as its collectives do.
+  absl::Status AllGather(const void* in, void* out, size_t bytes);
 
  private:
   int rank_;
