@@ -305,9 +305,14 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<c
     return absl::InternalError(absl::StrCat("TP=", a.tp, " ranks failed:", failures));
   }
   std::ifstream in(result_path);
+  static constexpr const char* kResultKeys[] = {"nll_sum", "tokens", "ppl", "windows"};
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.contains("nll_sum")) {
-    return absl::DataLossError(absl::StrCat("rank 0 left no result in ", result_path));
+  const bool complete =
+      !j.is_discarded() && j.is_object() &&
+      std::all_of(std::begin(kResultKeys), std::end(kResultKeys),
+                  [&](const char* key) { return j.contains(key) && j[key].is_number(); });
+  if (!complete) {
+    return absl::DataLossError(absl::StrCat("rank 0 left no complete result in ", result_path));
   }
   model::PerplexityResult r;
   r.nll_sum = j["nll_sum"].get<double>();
