@@ -144,6 +144,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   options.group.max_context = max_context;
   options.scheduler.max_context = max_context;
   options.scheduler.eos_token_id = impl->config.eos_token_id;
+  options.scheduler.vocab_size = impl->config.vocab_size;
   options.group.max_batch = options.scheduler.max_batch;
   options.group.config = impl->config;
   // A planned group (fp16 / int8) guarantees each worker room for reserve_sequences sequences

@@ -587,6 +587,13 @@ void Scheduler::Loop() {
         seq->Fail(absl::InternalError(
             absl::StrCat("the next token could not be sampled: ", r.sample_error())));
         exit = Exit::kRelease;
+      } else if (!sent.prefill_only() && options_.vocab_size > 0 &&
+                 (r.token_id() < 0 || r.token_id() >= options_.vocab_size)) {
+        // Not text the tokenizer could decode (it would stream as nothing): a worker's bug.
+        seq->Fail(
+            absl::InternalError(absl::StrCat("rank 0 returned token id ", r.token_id(),
+                                             " outside the vocabulary of ", options_.vocab_size)));
+        exit = Exit::kRelease;
       } else if (!sent.prefill_only()) {
         if (seq->AddToken(r, options_.eos_token_id)) exit = Exit::kPark;
       } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {

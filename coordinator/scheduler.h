@@ -57,6 +57,9 @@ struct SchedulerOptions {
   int64_t score_chunk = 256;             // tokens per step of prompts being scored (>= 1)
   int64_t max_context = 2048;
   int64_t eos_token_id = 2;
+  // Token ids rank 0 may return: [0, vocab_size); one outside fails its sequence (INTERNAL).
+  // 0: unchecked.
+  int64_t vocab_size = 0;
   // Automatic prefix caching (coordinator/prefix_cache.h): at most this many finished
   // sequences stay on the workers for later prompts that start with the same tokens (at least
   // min_shared_prefix of them), and prompts start from running sequences' prompts alike; 0:

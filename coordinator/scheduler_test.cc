@@ -684,6 +684,24 @@ TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold)
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
 }
 
+// A token id outside the vocabulary from rank 0 (a worker's bug: it would stream as no text)
+// fails its sequence with INTERNAL and frees it; the fake's ids are 10..1009.
+TEST_F(SchedulerTest, ATokenIdOutsideTheVocabularyFailsItsSequence) {
+  SchedulerOptions options = Options();
+  options.vocab_size = 10;
+  Start(options);
+  auto seq = MakeSeq(1, Tokens(5, 100), 4);
+  ASSERT_TRUE(scheduler_->Enqueue(seq).ok());
+  scheduler_->Start();
+  const Outcome out = Await(*seq);
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kInternal) << out.status;
+  EXPECT_NE(out.status.message().find("outside the vocabulary of 10"), absl::string_view::npos)
+      << out.status;
+  EXPECT_TRUE(out.tokens.empty());
+  AwaitIdle();
+  EXPECT_TRUE(group_->held().empty());
+}
+
 TEST_F(SchedulerTest, ACancelledSequenceLeavesTheBatchAtTheNextStep) {
   Start(Options());
   auto a = MakeSeq(1, Tokens(5, 100), 100);
