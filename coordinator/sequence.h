@@ -192,6 +192,7 @@ class Sequence {
   // it (then it is released) or the group is lost.
   bool on_workers() const { return on_workers_; }
   void set_on_workers(bool on) { on_workers_ = on; }
+  // The latest generated token; only once there is one (num_generated() >= 1).
   int32_t last_token() const { return generated_.back(); }
   // The tokens whose positions the workers have cached: the prompt sent so far and every
   // generated token but the last (which was never fed back).

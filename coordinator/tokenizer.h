@@ -150,6 +150,7 @@ class Tokenizer {
 // that became complete. The concatenation of every Next() and the final Finish() equals
 // tokenizer.Decode(all ids, skip_special_tokens). A character split across ids is emitted whole
 // by the call that completes it; bytes that can never become valid UTF-8 come out as U+FFFD.
+// Holds a reference: `tokenizer` must outlive the stream. Not thread-safe.
 class DecodeStream {
  public:
   explicit DecodeStream(const Tokenizer& tokenizer, bool skip_special_tokens = true)

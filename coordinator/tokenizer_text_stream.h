@@ -14,6 +14,9 @@
 
 namespace llmint8::coordinator {
 
+// A sequence's text, decoded as its tokens come. Holds a reference: the tokenizer (the
+// coordinator's, for the process's life) must outlive it. An id outside the vocabulary adds no
+// text (the scheduler fails a sequence given one first).
 class TokenizerTextStream : public TokenTextStream {
  public:
   explicit TokenizerTextStream(const Tokenizer& tokenizer)
