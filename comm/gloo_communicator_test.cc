@@ -216,7 +216,8 @@ class DieAfterSetting : public Rendezvous {
 // Gloo waits 5x its timeout for a pair to connect; a rank that died (or gave up) after
 // publishing used to hold its peers that long. Each case: one rank dies after writing its
 // hostname key ("rank_R") or its pairs' addresses ("R"); the others fail within the timeout
-// plus their own wait for the missing key (2x; 3x leaves room for a loaded machine).
+// plus their own wait for the missing key (2x; 4x leaves room for a loaded machine and still
+// tells the regression, 5x and more, apart).
 TEST(GlooCommunicatorTest, RankDyingWhileFormingFailsTheOthersWellBeforeFiveTimesTheTimeout) {
   constexpr int kWorld = 3;
   constexpr absl::Duration kTimeout = absl::Seconds(1);
@@ -235,7 +236,7 @@ TEST(GlooCommunicatorTest, RankDyingWhileFormingFailsTheOthersWellBeforeFiveTime
           },
           kHangLimit);
       const absl::Duration took = absl::Now() - start;
-      EXPECT_LT(took, 3 * kTimeout);
+      EXPECT_LT(took, 4 * kTimeout);
       for (const RankOutcome& o : outcomes) {
         if (o.rank == dying) {
           EXPECT_EQ(o.exit_code, 42) << o.Describe();
