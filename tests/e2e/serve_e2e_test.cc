@@ -1,6 +1,6 @@
 // End-to-end: `llmint8 serve` as its users run it, a coordinator and the worker processes it
-// starts and supervises: the ports it refuses, a lost worker with --norespawn, and a worker
-// stuck at shutdown.
+// starts and supervises: the ports it refuses, a lost worker started again (and with
+// --norespawn, serve stopped), and a worker stuck at shutdown.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -77,6 +78,36 @@ TEST(ServeE2ETest, WithNorespawnALostWorkerStopsServe) {
   const absl::StatusOr<std::string> said = RunAndRead(absl::StrCat("cat ", log));
   ASSERT_TRUE(said.ok());
   EXPECT_THAT(*said, HasSubstr("worker 1 exited on signal 9 and --norespawn is set"));
+}
+
+// By default serve starts a worker that died again, and the group re-forms: the same greedy
+// tokens as before the loss, and the log says which worker went and how.
+TEST(ServeE2ETest, ALostWorkerIsStartedAgainAndTheGroupServesAgain) {
+  const int port = FreePort(3);
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  const std::string log = absl::StrCat(::testing::TempDir(), "/serve_respawn_", port, ".log");
+  std::unique_ptr<Process> serve = Serve(port, log);
+  auto stub =
+      v1::Generation::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  const Generated before = Generate(*stub, GreedyRequest({2, 7, 11}, 6));
+  ASSERT_TRUE(before.status.ok()) << before.status.error_message();
+  SignalWorkerOnPort(port + 2, SIGKILL);
+  ASSERT_TRUE(WaitForLogLine(log, "exited on signal 9", 30)) << "serve never saw the loss";
+  // Until the group has re-formed a request may fail with UNAVAILABLE (retry it), as clients
+  // of a server that lost a worker are told.
+  Generated after;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  do {
+    after = Generate(*stub, GreedyRequest({2, 7, 11}, 6));
+    if (after.status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (std::chrono::steady_clock::now() < until);
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.tokens, before.tokens);
+  EXPECT_EQ(serve->WaitForExit(0), -1) << "serve exited";
+  const absl::StatusOr<std::string> said = RunAndRead(absl::StrCat("cat ", log));
+  ASSERT_TRUE(said.ok());
+  EXPECT_THAT(*said, HasSubstr("worker 1 (pid "));
 }
 
 // A worker that does not stop (stuck in a collective or a driver call: here SIGSTOP) does not
