@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "coordinator/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -137,6 +138,56 @@ TEST_F(TextE2ETest, GenerateCliPassesEchoLogitBiasAndStopTokenIds) {
   EXPECT_THAT(stopped.err, ::testing::HasSubstr("stop"));
   EXPECT_EQ(tools::testing::RunCli(flags + " --logit_bias=5").exit_code, 2);
   EXPECT_EQ(tools::testing::RunCli(flags + " --stop_token_ids=x").exit_code, 2);
+}
+
+// `llmint8 generate`'s sampling flags reach the server as the gRPC fields of the same names:
+// its seeded output is the text of the same request sent over gRPC. --prompt_logprobs with
+// --max_new_tokens=0 prints each prompt token's logprob and their sum, the server's.
+TEST_F(TextE2ETest, GenerateCliSamplesAsTheSameGrpcRequest) {
+  const std::string prompt = "hello world";
+  v1::GenerateRequest req = TextRequest(prompt, 8);
+  req.set_temperature(0.9f);
+  req.set_top_k(50);
+  req.set_top_p(0.95f);
+  req.set_min_p(0.05f);
+  req.set_seed(1234);
+  req.set_repetition_penalty(1.1f);
+  req.set_frequency_penalty(0.2f);
+  req.set_presence_penalty(0.1f);
+  req.set_min_tokens(4);
+  req.set_ignore_eos(true);
+  const Generated want = Generate(*stub_, req);
+  ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+  const std::string flags =
+      absl::StrCat("generate --coordinator=", cluster_->address(), " --prompt='", prompt, "'");
+  const tools::testing::CliResult sampled = tools::testing::RunCli(
+      flags +
+      " --max_new_tokens=8 --temperature=0.9 --top_k=50 --top_p=0.95 --min_p=0.05 --seed=1234"
+      " --repetition_penalty=1.1 --frequency_penalty=0.2 --presence_penalty=0.1 --min_tokens=4"
+      " --ignore_eos");
+  ASSERT_EQ(sampled.exit_code, 0) << sampled.err;
+  EXPECT_EQ(sampled.out.substr(0, want.text.size()), want.text) << sampled.out;
+
+  v1::GenerateRequest score = TextRequest(prompt, 0);
+  score.set_prompt_logprobs(true);
+  const Generated scored = Generate(*stub_, score);
+  ASSERT_TRUE(scored.status.ok()) << scored.status.error_message();
+  ASSERT_FALSE(scored.responses.empty());
+  double sum = 0;
+  int count = 0;
+  for (const v1::PromptToken& t : scored.responses[0].prompt_tokens()) {
+    if (!t.has_logprob()) continue;
+    sum += t.logprob();
+    ++count;
+  }
+  ASSERT_GT(count, 0);
+  const tools::testing::CliResult cli =
+      tools::testing::RunCli(flags + " --max_new_tokens=0 --prompt_logprobs");
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_THAT(cli.err, ::testing::HasSubstr(absl::StrFormat(
+                           "[prompt logprob sum %.4f over %d tokens]", sum, count)));
+  const v1::PromptToken& last = *scored.responses[0].prompt_tokens().rbegin();
+  EXPECT_THAT(cli.err, ::testing::HasSubstr(absl::StrCat("[prompt ", last.token_id(), " '")));
 }
 
 // vLLM's /tokenize and /detokenize over HTTP: the tokenizer's ids (BOS first unless
