@@ -44,10 +44,20 @@ TEST(ShardPlanTest, Opt175bDegrees) {
 }
 
 TEST(ShardPlanTest, RejectsBadRankAndDegree) {
-  EXPECT_FALSE(MakeShardPlan(Tiny(), 0, 0).ok());
-  EXPECT_FALSE(MakeShardPlan(Tiny(), 2, 2).ok());
-  EXPECT_FALSE(MakeShardPlan(Tiny(), 2, -1).ok());
-  EXPECT_FALSE(MakeShardPlan(Tiny(), 8, 0).ok());  // 8 does not divide 4 heads
+  struct Case {
+    int tp;
+    int rank;
+    const char* says;
+  };
+  for (const Case& c :
+       {Case{0, 0, "TP degree 0 must divide num_attention_heads (4)"},
+        Case{8, 0, "TP degree 8 must divide"},  // 8 does not divide 4 heads
+        Case{2, 2, "rank 2 is outside [0, 2)"}, Case{2, -1, "rank -1 is outside [0, 2)"}}) {
+    const absl::StatusOr<ShardPlan> p = MakeShardPlan(Tiny(), c.tp, c.rank);
+    ASSERT_FALSE(p.ok()) << c.says;
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(p.status().message()), HasSubstr(c.says));
+  }
 }
 
 TEST(ShardPlanTest, VocabPadding) {
