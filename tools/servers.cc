@@ -2,9 +2,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,9 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,6 +39,7 @@
 #include "tools/flags.h"
 #include "tools/gpu_placement.h"
 #include "tools/subcommands.h"
+#include "tools/worker_supervisor.h"
 #include "worker/worker_service.h"
 
 namespace llmint8::tools {
@@ -553,17 +550,12 @@ int RunServe(const char* argv0) {
     }
   }
 
-  std::mutex mu;
-  struct Child {
-    int rank;
-    absl::Time started;
-  };
-  std::map<pid_t, Child> children;
-  std::atomic<bool> stopping{false};
-  std::atomic<bool> served{false};  // the group has been ready once
-  std::string lost;                 // why serve stops for a worker (guarded by mu)
-  const pid_t serve_pid = getpid();
-  auto spawn = [&](int rank) -> pid_t {
+  WorkerSupervisor::Options workers;
+  workers.exe = exe;
+  workers.addresses = addresses;
+  workers.respawn = absl::GetFlag(FLAGS_respawn);
+  workers.env = worker_env;
+  workers.args = [&](int rank) {
     std::vector<std::string> args = {
         exe,
         "worker",
@@ -572,114 +564,12 @@ int RunServe(const char* argv0) {
         absl::StrCat("--cuda_device=",
                      cuda_devices > 0 ? PlaceRank(rank, tp, cuda_devices).cuda_device : 0),
         absl::StrCat("--memory_limit=", *memory_limit)};
-    for (std::string& flag : worker_tls) args.push_back(flag);
-    std::vector<std::string> env = worker_env(rank);
-    std::vector<char*> envp;
-    for (std::string& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = fork();
-    if (pid == 0) {
-      // Never outlive serve: its group is gone with it, and a drain would only hold the port
-      // a restarted serve needs. (Had serve died before prctl, the parent is another.)
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != serve_pid) _exit(1);
-      // Not in serve's process group: a terminal's Ctrl-C reaches serve alone, which drains
-      // its requests before it stops the workers.
-      setpgid(0, 0);
-      sigset_t none;
-      sigemptyset(&none);
-      pthread_sigmask(SIG_SETMASK, &none, nullptr);
-      execve(exe.c_str(), argv.data(), envp.data());
-      _exit(127);
-    }
-    if (pid > 0) {
-      LLMINT8_LOG(INFO) << "started worker " << rank << " (pid " << pid << ") on "
-                        << addresses[rank];
-    } else {
-      LLMINT8_LOG(ERROR) << "fork failed: " << std::strerror(errno);
-    }
-    return pid;
+    for (const std::string& flag : worker_tls) args.push_back(flag);
+    return args;
   };
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    for (int i = 0; i < tp; ++i) {
-      pid_t pid = spawn(i);
-      if (pid < 0) return 1;
-      children[pid] = {i, absl::Now()};
-    }
-  }
-  // A worker that exits is started again (--respawn) after a pause that doubles, from 0.5 s to
-  // 30 s, while it keeps exiting within kQuickExit of its start; one that exits so 5 times in
-  // a row before the group ever served stops serve (it will not start: its log says why).
-  constexpr absl::Duration kQuickExit = absl::Seconds(10);
-  constexpr int kQuickExitsBeforeServing = 5;
-  std::thread supervisor([&] {
-    std::map<int, absl::Time> respawn_at;  // rank -> when
-    std::map<int, int> quick_exits;        // rank -> exits in a row within kQuickExit
-    while (true) {
-      int status = 0;
-      const pid_t pid = waitpid(-1, &status, WNOHANG);
-      std::unique_lock<std::mutex> lock(mu);
-      if (pid <= 0) {
-        if (stopping) {
-          respawn_at.clear();
-          if (children.empty()) return;
-        }
-        for (auto it = respawn_at.begin(); it != respawn_at.end();) {
-          if (absl::Now() < it->second) {
-            ++it;
-            continue;
-          }
-          const pid_t again = spawn(it->first);
-          if (again > 0) children[again] = {it->first, absl::Now()};
-          it = respawn_at.erase(it);
-        }
-        lock.unlock();
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        continue;
-      }
-      auto it = children.find(pid);
-      if (it == children.end()) continue;
-      const Child child = it->second;
-      children.erase(it);
-      if (stopping) continue;
-      const std::string how = WIFSIGNALED(status)
-                                  ? absl::StrCat("on signal ", WTERMSIG(status))
-                                  : absl::StrCat("with status ", WEXITSTATUS(status));
-      const absl::Duration lived = absl::Now() - child.started;
-      LLMINT8_LOG(WARNING) << "worker " << child.rank << " (pid " << pid << ") exited " << how
-                           << " after "
-                           << absl::FormatDuration(absl::Trunc(lived, absl::Milliseconds(100)));
-      if (!absl::GetFlag(FLAGS_respawn)) {
-        if (lost.empty()) {
-          lost = absl::StrCat("worker ", child.rank, " exited ", how,
-                              " and --norespawn is set; stopping");
-        }
-        continue;
-      }
-      int& quick = quick_exits[child.rank];
-      quick = lived < kQuickExit ? quick + 1 : 0;
-      if (quick >= kQuickExitsBeforeServing && !served) {
-        if (lost.empty()) {
-          lost = absl::StrCat("worker ", child.rank, " exited ", quick, " times within ",
-                              absl::FormatDuration(kQuickExit),
-                              " of its start before the group ever served (last ", how,
-                              "); its log lines above say why; stopping");
-        }
-        continue;
-      }
-      const absl::Duration pause =
-          std::min(absl::Seconds(30), absl::Milliseconds(500) * (1 << std::clamp(quick - 1, 0, 6)));
-      if (quick > 1) {
-        LLMINT8_LOG(WARNING) << "worker " << child.rank << " keeps exiting; starting it again in "
-                             << absl::FormatDuration(pause);
-      }
-      respawn_at[child.rank] = absl::Now() + pause;
-    }
-  });
+  absl::StatusOr<std::unique_ptr<WorkerSupervisor>> supervisor =
+      WorkerSupervisor::Start(std::move(workers));
+  if (!supervisor.ok()) return Fail(supervisor.status());
 
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
       coordinator::CoordinatorServer::Start(std::move(coordinator_options));
@@ -692,20 +582,19 @@ int RunServe(const char* argv0) {
     // worker is lost for good, with the reason and exit status 1 rather than refusing every
     // request for ever.
     int sig = 0;
+    bool served = false;  // the group has been ready once
     while (sig == 0) {
       sig = WaitSignalFor(signals, absl::Milliseconds(200));
-      if ((*server)->ready()) served = true;
+      if (!served && (*server)->ready()) {
+        served = true;
+        (*supervisor)->MarkServed();
+      }
       if (const absl::Status refused = (*server)->refusal(); sig == 0 && !served && !refused.ok()) {
         code = Fail(
             absl::Status(refused.code(), absl::StrCat("serve: ", refused.message(), "; stopping")));
         break;
       }
-      std::string why;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        why = lost;
-      }
-      if (sig == 0 && !why.empty()) {
+      if (const std::string why = (*supervisor)->Lost(); sig == 0 && !why.empty()) {
         code = Fail(absl::UnavailableError(why));
         break;
       }
@@ -713,33 +602,12 @@ int RunServe(const char* argv0) {
     if (sig != 0) LLMINT8_LOG(INFO) << strsignal(sig);
     ShutdownUnlessSignalledAgain(**server, signals);
   }
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    stopping = true;
-    for (const auto& [pid, child] : children) kill(pid, SIGTERM);
-  }
   // The workers drain their groups' requests (the coordinator has ended its own); one stuck
   // in a collective or a driver call is killed after --drain_timeout + 5 s, or at once on
   // another signal.
-  const absl::Time kill_at = absl::Now() + absl::GetFlag(FLAGS_drain_timeout) + absl::Seconds(5);
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (children.empty()) break;
-    }
-    const int again = WaitSignalFor(signals, absl::Milliseconds(100));
-    if (again != 0 || absl::Now() >= kill_at) {
-      std::lock_guard<std::mutex> lock(mu);
-      LLMINT8_LOG(WARNING) << (again != 0 ? "signalled again"
-                                          : "workers still running after the drain")
-                           << ": killing " << children.size() << " worker(s)";
-      for (const auto& [pid, child] : children) kill(pid, SIGKILL);
-      break;
-    }
-  }
-  // Joined even when no worker is left: the supervisor uses this frame's locals. Without
-  // children it returns on `stopping` within 50 ms.
-  supervisor.join();
+  (*supervisor)
+      ->Stop(absl::Now() + absl::GetFlag(FLAGS_drain_timeout) + absl::Seconds(5),
+             [&](absl::Duration wait) { return WaitSignalFor(signals, wait) != 0; });
   return code;
 }
 
