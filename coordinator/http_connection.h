@@ -24,7 +24,8 @@
 
 namespace llmint8::coordinator {
 
-// A request line and headers past this are refused. Clients send a few hundred bytes; nginx
+// The request line and headers' share of a request's budget (which the body's limit tops up:
+// the two together bound what one request may take). Clients send a few hundred bytes; nginx
 // takes 8 KiB per line, 32 KiB in all, by default.
 inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
 

@@ -62,7 +62,8 @@ ABSL_FLAG(std::string, backend, "",
           "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda)");
 ABSL_FLAG(std::string, memory_limit, "0",
           "bytes each worker may use: 16Gi or 16GiB (powers of 1024), 16G or 16GB (powers "
-          "of 1000, as Kubernetes reads them), 512Mi, a number of bytes; 0: unlimited");
+          "of 1000, as Kubernetes reads them), 512Mi, a number of bytes; 0: no limit (the worker "
+          "plans with its share of the free memory)");
 ABSL_FLAG(std::string, group, "all",
           "coordinator / serve: which workers form the group, planned from the memory each "
           "reports: all (every worker; refused when they cannot hold the model) or smallest "
