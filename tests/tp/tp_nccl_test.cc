@@ -74,5 +74,11 @@ TEST_F(TpNcclVoteTest, RanksWithDifferentLimitsAgreeOnEveryStep) {
                                   Precision::kInt8);
 }
 
+// A decode kept after a refused step (tp_forward_test.cc's twin): the ranks still vote alike.
+TEST_F(TpNcclVoteTest, AKeptDecodeAfterARefusedStepVotesOnBothRanks) {
+  testing::ExpectKeptDecodeVoteAgrees(TpBackend{Device::kCuda, "nccl", comm::ApplySharedGpuNcclEnv},
+                                      Precision::kInt8);
+}
+
 }  // namespace
 }  // namespace llmint8::model
