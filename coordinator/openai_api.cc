@@ -163,9 +163,9 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
   json tokens = json::array(), token_logprobs = json::array(), offsets = json::array(),
        top_logprobs = json::array(), token_ids = json::array();
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-  // Where each token's text begins (text_offset): after the bytes of the tokens before it, not
-  // after the text released so far, which holds back a possible stop's start or part of a
-  // UTF-8 character.
+  // Where each token's text begins (text_offset): after what the tokens before it add to the
+  // decoded text (decoded_bytes), not after the text released so far, which holds back a
+  // possible stop's start or part of a UTF-8 character.
   size_t whole_start = 0;
   size_t& start = token_start != nullptr ? *token_start : whole_start;
   // One token of the choice: the echoed prompt's, then the generated ones. The first prompt
@@ -197,9 +197,9 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
       }
     }
     if (r->has_token_id()) {
-      // Its own bytes (sent with logprobs); else what it released.
+      // What it adds to the decoded text (sent with logprobs); else what it released.
       add(*r, r->top_logprobs(), r->text(),
-          r->token_bytes().empty() ? r->text().size() : r->token_bytes().size());
+          r->has_decoded_bytes() ? r->decoded_bytes() : r->text().size());
     }
     if (r->has_token_id() && request.return_token_ids) token_ids.push_back(r->token_id());
     text += r->text();

@@ -462,25 +462,28 @@ TEST(OpenAiApiTest, StreamedTextOffsetsCountFromTheStartOfTheChoice) {
   EXPECT_EQ(streamed, std::string(" Hello!").size());
 }
 
-// text_offset is where each token's own bytes begin, also while the stream holds text back (a
-// possible stop's start): " of", " the", " United" released late, then a stop cuts " States".
+// text_offset is where each token's text begins in the decoded text (decoded_bytes summed),
+// also while the stream holds text back (a possible stop's start): " of", " the", " United"
+// released late, a special token the text leaves out, then a stop cuts " States".
 TEST(OpenAiApiTest, TextOffsetsCountTokensNotTheTextReleasedSoFar) {
-  std::vector<v1::GenerateResponse> out(4);
-  const char* own[] = {" of", " the", " United", " States"};
-  const char* released[] = {" of", "", "", " the United"};  // the stop " States" cut
-  for (int i = 0; i < 4; ++i) {
+  std::vector<v1::GenerateResponse> out(5);
+  const char* own[] = {" of", " the", " United", "</s>", " States"};
+  const char* released[] = {" of", "", "", "", " the United"};  // the stop " States" cut
+  const uint32_t decoded[] = {3, 4, 7, 0, 7};
+  for (int i = 0; i < 5; ++i) {
     out[i].set_token_id(20 + i);
     out[i].set_text(released[i]);
     out[i].set_token_text(own[i]);
     out[i].set_token_bytes(own[i]);
+    out[i].set_decoded_bytes(decoded[i]);
     out[i].set_logprob(-1.0f);
   }
-  out[3].set_finish_reason(v1::FINISH_REASON_STOP);
+  out[4].set_finish_reason(v1::FINISH_REASON_STOP);
   const json whole = json::parse(
       CompletionJson(ParseOk(R"({"prompt": "x", "logprobs": 0})"), {out}, "c", 0, kModel));
   EXPECT_EQ(whole["choices"][0]["text"], " of the United");
-  // " States" began at 14, where the text now ends.
-  EXPECT_EQ(whole["choices"][0]["logprobs"]["text_offset"], json({0, 3, 7, 14}));
+  // "</s>" adds nothing; " States" began at 14, where the text now ends.
+  EXPECT_EQ(whole["choices"][0]["logprobs"]["text_offset"], json({0, 3, 7, 14, 14}));
 
   const CompletionRequest streaming = ParseOk(R"({"prompt": "x", "stream": true, "logprobs": 0})");
   size_t start = 0;
@@ -490,7 +493,7 @@ TEST(OpenAiApiTest, TextOffsetsCountTokensNotTheTextReleasedSoFar) {
         json::parse(CompletionChunkEvent(streaming, 0, r, "c", 1, kModel, &start).substr(6));
     for (const json& o : j["choices"][0]["logprobs"]["text_offset"]) offsets.push_back(o);
   }
-  EXPECT_THAT(offsets, ::testing::ElementsAre(0, 3, 7, 14));
+  EXPECT_THAT(offsets, ::testing::ElementsAre(0, 3, 7, 14, 14));
 }
 
 TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {

@@ -89,6 +89,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
     TokenTextStream::TextAndBytes forms = text_->TokenTextAndBytes(token_id);
     response.set_token_text(std::move(forms.text));
     response.set_token_bytes(std::move(forms.bytes));
+    response.set_decoded_bytes(static_cast<uint32_t>(forms.decoded_bytes));
   }
   AddCandidates(sampled.top(), response.mutable_top_logprobs());
   if (generated_.size() == 1) AttachPromptTokens(response);

@@ -66,6 +66,9 @@ class TokenTextStream {
   struct TextAndBytes {
     std::string text;
     std::string bytes;
+    // What the token adds to the decoded text: its bytes, or none for a special token the
+    // text leaves out.
+    size_t decoded_bytes = 0;
   };
   virtual TextAndBytes TokenTextAndBytes(int32_t token_id) const = 0;
   // The text alone (a prompt token's label).

@@ -32,7 +32,9 @@ class FakeText : public TokenTextStream {
   }
   std::string Flush() override { return std::exchange(held_, ""); }
   // Bytes unlike the text, so a test sees which of the two a field carries.
-  TextAndBytes TokenTextAndBytes(int32_t id) const override { return {Text(id), "raw" + Text(id)}; }
+  TextAndBytes TokenTextAndBytes(int32_t id) const override {
+    return {Text(id), "raw" + Text(id), Text(id).size()};
+  }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
     std::vector<std::string> out;
     for (int32_t id : ids) out.push_back(Text(id));
@@ -167,6 +169,7 @@ TEST(SequenceTest, LogprobsCarryEachTokensTextAndRawBytes) {
   const v1::GenerateResponse& first = responses.front();
   EXPECT_EQ(first.token_text(), " a");
   EXPECT_EQ(first.token_bytes(), "raw a");
+  EXPECT_EQ(first.decoded_bytes(), 2u);
   ASSERT_EQ(first.top_logprobs_size(), 1);
   EXPECT_EQ(first.top_logprobs(0).text(), " b");
   EXPECT_EQ(first.top_logprobs(0).bytes(), "raw b");

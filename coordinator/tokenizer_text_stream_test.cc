@@ -60,5 +60,23 @@ TEST(TokenizerTextStreamTest, AnEchoedPromptEndingInsideACharacterContinuesIntoT
   EXPECT_EQ(ended, "\xEF\xBF\xBD");
 }
 
+// What a token adds to the decoded text (decoded_bytes, the OpenAI API's text_offset steps): its
+// bytes, and nothing for a special token the text leaves out (OPT's </s>, id 2), whose own
+// bytes are still reported.
+TEST(TokenizerTextStreamTest, ASpecialTokenAddsNoBytesToTheText) {
+  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
+  auto tok = Tokenizer::FromDirectory(
+      std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/models/opt-sotu-cpu");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  TokenizerTextStream stream(**tok);
+  const TokenTextStream::TextAndBytes eos = stream.TokenTextAndBytes(2);
+  EXPECT_EQ(eos.bytes, "</s>");
+  EXPECT_EQ(eos.decoded_bytes, 0u);
+  const int32_t the = (*tok)->Encode(" the", /*add_bos=*/false).value().at(0);
+  const TokenTextStream::TextAndBytes word = stream.TokenTextAndBytes(the);
+  EXPECT_EQ(word.bytes, " the");
+  EXPECT_EQ(word.decoded_bytes, 4u);
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator
