@@ -268,9 +268,9 @@ void Close(int fd, bool unread) {
 }  // namespace
 
 void CloseConnectionAfterResponse(httplib::Response& res) {
-  // httplib adds its own "Connection: close" to the last response a connection may carry:
-  // one is enough.
-  if (res.get_header_value("Connection") != "close") res.set_header("Connection", "close");
+  // httplib may add a second one after the handler (when the request asked to close too, or the
+  // connection's last request is this one): harmless.
+  res.set_header("Connection", "close");
   t_close_after_response = true;
 }
 

@@ -11,11 +11,12 @@ namespace llmint8::kernels {
 namespace {
 
 // Lowers `f` to oneDNN's ISA cap, if one is set (its names: SSE41, AVX, AVX2, AVX2_VNNI,
-// AVX512_CORE, ...; case-insensitive, as oneDNN reads them).
+// AVX512_CORE, ...; case-insensitive, as oneDNN reads them). An empty or unknown value caps
+// nothing, as oneDNN ignores it.
 void ApplyIsaCap(CpuFeatures& f) {
   const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
-  if (cap == nullptr) cap = std::getenv("DNNL_MAX_CPU_ISA");
-  if (cap == nullptr) return;
+  if (cap == nullptr || *cap == '\0') cap = std::getenv("DNNL_MAX_CPU_ISA");
+  if (cap == nullptr || *cap == '\0') return;
   std::string_view isa(cap);
   auto starts = [isa](std::string_view prefix) {
     if (isa.size() < prefix.size()) return false;
@@ -24,10 +25,12 @@ void ApplyIsaCap(CpuFeatures& f) {
     }
     return true;
   };
-  if (starts("AVX512") || starts("AVX10") || starts("AMX") || starts("ALL")) return;
-  f.avx512f = false;
-  if (starts("AVX2")) return;
-  f.avx2 = f.fma = f.f16c = false;
+  auto is = [&](std::string_view name) { return isa.size() == name.size() && starts(name); };
+  if (starts("AVX2")) {
+    f.avx512f = false;
+  } else if (is("SSE41") || is("AVX")) {
+    f.avx512f = f.avx2 = f.fma = f.f16c = false;
+  }  // AVX512*, AVX10*, AMX*, ALL, or a name oneDNN does not know: no cap here
 }
 
 CpuFeatures Detect() {

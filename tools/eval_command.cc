@@ -288,8 +288,11 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<c
         ASSIGN_OR_RETURN(const model::PerplexityResult r,
                          RunRank(a, ids, rank, cuda_devices, &rendezvous));
         if (rank != 0) return absl::OkStatus();
-        const nlohmann::json j = {
-            {"nll_sum", r.nll_sum}, {"tokens", r.tokens}, {"ppl", r.ppl}, {"windows", r.windows}};
+        // The doubles as text ("%.17g": exact, and inf / nan too, which JSON numbers cannot be).
+        const nlohmann::json j = {{"nll_sum", absl::StrFormat("%.17g", r.nll_sum)},
+                                  {"tokens", r.tokens},
+                                  {"ppl", absl::StrFormat("%.17g", r.ppl)},
+                                  {"windows", r.windows}};
         std::ofstream out(result_path, std::ios::trunc);
         out << JsonText(j);
         out.close();
@@ -305,19 +308,18 @@ absl::StatusOr<model::PerplexityResult> RunForked(const EvalArgs& a, std::span<c
     return absl::InternalError(absl::StrCat("TP=", a.tp, " ranks failed:", failures));
   }
   std::ifstream in(result_path);
-  static constexpr const char* kResultKeys[] = {"nll_sum", "tokens", "ppl", "windows"};
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  const bool complete =
-      !j.is_discarded() && j.is_object() &&
-      std::all_of(std::begin(kResultKeys), std::end(kResultKeys),
-                  [&](const char* key) { return j.contains(key) && j[key].is_number(); });
-  if (!complete) {
+  auto is = [&](const char* key, bool text) {
+    return j.contains(key) && (text ? j[key].is_string() : j[key].is_number_integer());
+  };
+  if (j.is_discarded() || !j.is_object() || !is("nll_sum", true) || !is("ppl", true) ||
+      !is("tokens", false) || !is("windows", false)) {
     return absl::DataLossError(absl::StrCat("rank 0 left no complete result in ", result_path));
   }
   model::PerplexityResult r;
-  r.nll_sum = j["nll_sum"].get<double>();
+  r.nll_sum = std::strtod(j["nll_sum"].get_ref<const std::string&>().c_str(), nullptr);
   r.tokens = j["tokens"].get<int64_t>();
-  r.ppl = j["ppl"].get<double>();
+  r.ppl = std::strtod(j["ppl"].get_ref<const std::string&>().c_str(), nullptr);
   r.windows = j["windows"].get<int64_t>();
   return r;
 }

@@ -30,7 +30,7 @@ absl::StatusOr<std::unique_ptr<WorkerSupervisor>> WorkerSupervisor::Start(Option
         for (const auto& [started, child] : s->children_) waitpid(started, nullptr, 0);
         s->children_.clear();
         return absl::InternalError(
-            absl::StrCat("could not start worker ", rank, ": fork: ", std::strerror(errno)));
+            absl::StrCat("could not start worker ", rank, " (fork failed; the log says why)"));
       }
       s->children_[pid] = {rank, absl::Now()};
     }
@@ -100,7 +100,12 @@ void WorkerSupervisor::Watch() {
         continue;
       }
       const pid_t again = Spawn(it->first);
-      if (again > 0) children_[again] = {it->first, absl::Now()};
+      if (again < 0) {  // fork failed (logged): try again in a second
+        it->second = absl::Now() + absl::Seconds(1);
+        ++it;
+        continue;
+      }
+      children_[again] = {it->first, absl::Now()};
       it = respawn_at_.erase(it);
     }
     lock.unlock();

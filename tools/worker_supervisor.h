@@ -4,8 +4,8 @@
 // A worker that exits is started again (Options::respawn) after a pause that doubles, from
 // 0.5 s to 30 s, while it keeps exiting within kQuickExit of its start; one that exits so
 // kQuickExitsBeforeServing times in a row before the group ever served (MarkServed) is lost
-// for good: Lost() then says why, for serve to stop with it. Without respawn the first exit
-// is.
+// for good: Lost() then says why, for serve to stop with it. Without respawn the first worker
+// that exits is lost.
 //
 // Thread-safe. The workers never outlive the process that started them (PR_SET_PDEATHSIG) and
 // are not in its process group (a terminal's Ctrl-C reaches serve alone, which drains first).
