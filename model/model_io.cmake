@@ -5,7 +5,9 @@ llmint8_cc_library(
        tensor_names.cc
        shard_plan.cc
        checkpoint.cc
+       safetensors_header.cc
        safetensors.cc
+       safetensors_writer.cc
        synthetic.cc
   DEPS llmint8::common llmint8::file llmint8::mapped_copy absl::int128
        absl::status absl::statusor

@@ -5,7 +5,8 @@ if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
                       "-DCMAKE_CXX_COMPILER=clang++ (Debian: apt-get install clang libclang-rt-14-dev)")
 endif()
 add_executable(llmint8_safetensors_header_fuzzer
-  fuzz/safetensors_header_fuzzer.cc safetensors.cc checkpoint.cc tensor_names.cc config.cc)
+  fuzz/safetensors_header_fuzzer.cc safetensors_header.cc safetensors.cc safetensors_writer.cc
+  checkpoint.cc tensor_names.cc config.cc)
 target_include_directories(llmint8_safetensors_header_fuzzer PRIVATE ${PROJECT_SOURCE_DIR})
 target_compile_options(llmint8_safetensors_header_fuzzer PRIVATE
   ${LLMINT8_WARNINGS} -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
