@@ -234,18 +234,16 @@ void LinearTiled(const float* x, int64_t m, const W* w, int64_t n, int64_t k, co
       const int64_t r0 = t * Isa::kWeights;
       const int weights = static_cast<int>(std::min<int64_t>(Isa::kWeights, n - r0));
       const W* wt = w + r0 * k;
-      if (std::is_same_v<W, float> ||
-          rows <= Isa::kRows) {  // fp32, or one pass: widen in registers
-        TileColumn<Isa>(x, i0, rows, wt, r0, weights, n, k, bias, y);
-        continue;
-      }
       if constexpr (std::is_same_v<W, Half>) {
-        // Many passes over the same fp16 weight rows: widen them once, into L1.
-        thread_local std::vector<float> wide;
-        wide.resize(static_cast<size_t>(weights) * k);
-        HalfToFloatF16c(wt, weights * k, wide.data());
-        TileColumn<Isa, float>(x, i0, rows, wide.data(), r0, weights, n, k, bias, y);
+        if (rows > Isa::kRows) {  // many passes over these fp16 rows: widen them once, into L1
+          thread_local std::vector<float> wide;
+          wide.resize(static_cast<size_t>(weights) * k);
+          HalfToFloatF16c(wt, weights * k, wide.data());
+          TileColumn<Isa, float>(x, i0, rows, wide.data(), r0, weights, n, k, bias, y);
+          continue;
+        }
       }
+      TileColumn<Isa>(x, i0, rows, wt, r0, weights, n, k, bias, y);  // widened in registers
     }
   }
 }
