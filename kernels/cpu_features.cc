@@ -1,36 +1,24 @@
 #include "kernels/cpu_features.h"
 
+#include <dnnl.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
 
-#include <cstdlib>
-#include <string_view>
-
 namespace llmint8::kernels {
 namespace {
 
-// Lowers `f` to oneDNN's ISA cap, if one is set (its names: SSE41, AVX, AVX2, AVX2_VNNI,
-// AVX512_CORE, ...; case-insensitive, as oneDNN reads them). An empty or unknown value caps
-// nothing, as oneDNN ignores it.
+// Lowers `f` to oneDNN's cap on the instruction sets it uses (ONEDNN_MAX_CPU_ISA or
+// DNNL_MAX_CPU_ISA), read as oneDNN reads it: its effective ISA, a mask of feature bits.
 void ApplyIsaCap(CpuFeatures& f) {
-  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
-  if (cap == nullptr || *cap == '\0') cap = std::getenv("DNNL_MAX_CPU_ISA");
-  if (cap == nullptr || *cap == '\0') return;
-  std::string_view isa(cap);
-  auto starts = [isa](std::string_view prefix) {
-    if (isa.size() < prefix.size()) return false;
-    for (size_t i = 0; i < prefix.size(); ++i) {
-      if ((isa[i] | 0x20) != (prefix[i] | 0x20)) return false;
-    }
-    return true;
+  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
+  if (isa == dnnl_cpu_isa_all) return;
+  auto allows = [isa](dnnl_cpu_isa_t set) {
+    return (isa & static_cast<unsigned>(set)) == static_cast<unsigned>(set);
   };
-  auto is = [&](std::string_view name) { return isa.size() == name.size() && starts(name); };
-  if (starts("AVX2")) {
-    f.avx512f = false;
-  } else if (is("SSE41") || is("AVX")) {
-    f.avx512f = f.avx2 = f.fma = f.f16c = false;
-  }  // AVX512*, AVX10*, AMX*, ALL, or a name oneDNN does not know: no cap here
+  if (!allows(dnnl_cpu_isa_avx512_core)) f.avx512f = false;
+  if (!allows(dnnl_cpu_isa_avx2)) f.avx2 = f.fma = f.f16c = false;
 }
 
 CpuFeatures Detect() {

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "gtest/gtest.h"
 
@@ -26,6 +27,18 @@ TEST(CpuFeaturesTest, AgreesWithTheCompilersBuiltin) {
   EXPECT_EQ(cpu.avx512f, __builtin_cpu_supports("avx512f") != 0);
   std::printf("avx %d avx2 %d fma %d f16c %d avx512f %d\n", cpu.avx, cpu.avx2, cpu.fma, cpu.f16c,
               cpu.avx512f);
+}
+
+// Under oneDNN's cap (the capped ctest runs: cpu_features_avx2_test, cpu_features_sse41_test)
+// the kernels see no more than it allows.
+TEST(CpuFeaturesTest, OneDnnsIsaCapLowersThem) {
+  const char* cap = std::getenv("DNNL_MAX_CPU_ISA");
+  const std::string isa = cap != nullptr ? cap : "";
+  if (isa != "AVX2" && isa != "SSE41") GTEST_SKIP() << "no DNNL_MAX_CPU_ISA=AVX2 or SSE41 set";
+  const CpuFeatures& cpu = Cpu();
+  EXPECT_FALSE(cpu.avx512f);
+  if (isa == "SSE41") EXPECT_FALSE(cpu.avx2_fma_f16c());
+  if (isa == "AVX2") EXPECT_EQ(cpu.avx2, __builtin_cpu_supports("avx2") != 0);
 }
 
 TEST(CpuFeaturesTest, AvxExtensionsImplyAvx) {

@@ -20,9 +20,10 @@ endforeach()
 # alike), so that the paths a smaller CPU takes are checked on this one:
 #   int8_gemm_avx2_test  the int8 GEMM's own kernel (oneDNN's is used only on VNNI CPUs);
 #   linear_avx2_test     the fp16 linear's 8-wide tiles (16-wide on AVX-512 machines);
-#   linear_sse41_test    the fp16 linear without AVX2 (oneDNN's sgemm).
+#   linear_sse41_test    the fp16 linear without AVX2 (oneDNN's sgemm);
+#   cpu_features_*_test  the cap as the kernels see it.
 if(BUILD_TESTING)
-  foreach(_capped int8_gemm:AVX2 linear:AVX2 linear:SSE41)
+  foreach(_capped int8_gemm:AVX2 linear:AVX2 linear:SSE41 cpu_features:AVX2 cpu_features:SSE41)
     string(REPLACE ":" ";" _pair ${_capped})
     list(GET _pair 0 _op)
     list(GET _pair 1 _isa)
