@@ -35,6 +35,8 @@ absl::StatusOr<std::vector<BenchRow>> RunCpuBench(const BenchCase& c) {
   std::vector<float> sw(c.n);
   RETURN_IF_ERROR(kernels::QuantizeWeight(std::span<const Half>(data.w), c.n, c.k, wq, sw));
   const kernels::Int8WeightView view{wq, sw, c.n, c.k};
+  std::vector<Half> wt(c.n * c.k);  // the fp16 linear's layout, W^T
+  RETURN_IF_ERROR(kernels::TransposeWeight(data.w, c.n, c.k, wt));
   std::vector<float> bias(c.n);
   for (int64_t r = 0; r < c.n; ++r) bias[r] = HalfToFloat(data.bias[r]);
   std::vector<float> x_all(max_m * c.k);
@@ -47,7 +49,7 @@ absl::StatusOr<std::vector<BenchRow>> RunCpuBench(const BenchCase& c) {
     std::vector<float> y_fp16(m * c.n), y_int8(m * c.n), y_t0(m * c.n);
     BenchRow row{.k = c.k, .n = c.n, .m = m};
     ASSIGN_OR_RETURN(row.fp16_ms, TimeMs(c, [&] {
-                       return kernels::LinearF16(x, m, data.w, c.n, c.k, bias, y_fp16);
+                       return kernels::LinearF16(x, m, wt, c.n, c.k, bias, y_fp16);
                      }));
     ASSIGN_OR_RETURN(row.int8_ms, TimeMs(c, [&] {
                        return kernels::Int8Linear(x, m, view, bias, c.threshold, y_int8,

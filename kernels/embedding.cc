@@ -12,7 +12,8 @@ inline float ToFloat(Half v) { return HalfToFloat(v); }
 
 template <typename T>
 absl::Status Embed(std::span<const int32_t> ids, std::span<const T> table, int64_t row_begin,
-                   int64_t rows, int64_t dim, std::span<float> out, bool accumulate) {
+                   int64_t rows, int64_t dim, std::span<float> out, bool accumulate,
+                   bool transposed = false) {
   if (rows < 0 || dim <= 0 || row_begin < 0 ||
       table.size() != static_cast<size_t>(rows * dim) ||
       out.size() != ids.size() * static_cast<size_t>(dim)) {
@@ -33,11 +34,13 @@ absl::Status Embed(std::span<const int32_t> ids, std::span<const T> table, int64
       if (!accumulate) std::fill(o, o + dim, 0.0f);
       continue;
     }
-    const T* t = table.data() + r * dim;
+    // Element (r, j) of the table: at r * dim + j, or j * rows + r when it is held transposed.
+    const T* t = table.data() + (transposed ? r : r * dim);
+    const int64_t step = transposed ? rows : 1;
     if (accumulate) {
-      for (int64_t j = 0; j < dim; ++j) o[j] += ToFloat(t[j]);
+      for (int64_t j = 0; j < dim; ++j) o[j] += ToFloat(t[j * step]);
     } else {
-      for (int64_t j = 0; j < dim; ++j) o[j] = ToFloat(t[j]);
+      for (int64_t j = 0; j < dim; ++j) o[j] = ToFloat(t[j * step]);
     }
   }
   return absl::OkStatus();
@@ -52,6 +55,16 @@ absl::Status EmbeddingLookup(std::span<const int32_t> ids, std::span<const float
 absl::Status EmbeddingLookup(std::span<const int32_t> ids, std::span<const Half> table,
                              int64_t row_begin, int64_t rows, int64_t dim, std::span<float> out) {
   return Embed(ids, table, row_begin, rows, dim, out, false);
+}
+absl::Status EmbeddingLookupTransposed(std::span<const int32_t> ids, std::span<const float> table_t,
+                                       int64_t row_begin, int64_t rows, int64_t dim,
+                                       std::span<float> out) {
+  return Embed(ids, table_t, row_begin, rows, dim, out, false, true);
+}
+absl::Status EmbeddingLookupTransposed(std::span<const int32_t> ids, std::span<const Half> table_t,
+                                       int64_t row_begin, int64_t rows, int64_t dim,
+                                       std::span<float> out) {
+  return Embed(ids, table_t, row_begin, rows, dim, out, false, true);
 }
 absl::Status EmbeddingAccumulate(std::span<const int32_t> ids, std::span<const float> table,
                                  int64_t row_begin, int64_t rows, int64_t dim,

@@ -43,6 +43,38 @@ TEST(EmbeddingTest, HalfTableAndAccumulate) {
   EXPECT_EQ(out[2], 1.0f);
 }
 
+// The table held transposed ([dim, rows], the CPU LM head's layout) gives the same rows, in a
+// vocabulary slice too, fp32 and fp16.
+TEST(EmbeddingTest, TransposedTableGivesTheSameRows) {
+  const int64_t rows = 5, dim = 3, row_begin = 4;
+  std::vector<float> table(rows * dim), table_t(rows * dim);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < dim; ++j) {
+      table[r * dim + j] = 0.5f * static_cast<float>(r * dim + j) - 3.0f;
+      table_t[j * rows + r] = table[r * dim + j];
+    }
+  }
+  std::vector<Half> table_h(table.size()), table_t_h(table.size());
+  for (size_t i = 0; i < table.size(); ++i) {
+    table_h[i] = FloatToHalf(table[i]);
+    table_t_h[i] = FloatToHalf(table_t[i]);
+  }
+  const std::vector<int32_t> ids = {8, 2, 4, 9, 8};  // 2 and 9 are outside rows [4, 9)
+  std::vector<float> want(ids.size() * dim), got(ids.size() * dim, 7.0f);
+  ASSERT_TRUE(EmbeddingLookup(ids, table, row_begin, rows, dim, want).ok());
+  ASSERT_TRUE(EmbeddingLookupTransposed(ids, table_t, row_begin, rows, dim, got).ok());
+  EXPECT_EQ(got, want);
+  std::fill(got.begin(), got.end(), 7.0f);
+  ASSERT_TRUE(
+      EmbeddingLookupTransposed(ids, std::span<const Half>(table_t_h), row_begin, rows, dim, got)
+          .ok());
+  ASSERT_TRUE(
+      EmbeddingLookup(ids, std::span<const Half>(table_h), row_begin, rows, dim, want).ok());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(got[0 * dim + 2], table[4 * dim + 2]);  // id 8 is row 4 of the slice
+  EXPECT_EQ(got[1 * dim + 0], 0.0f);
+}
+
 TEST(EmbeddingTest, Errors) {
   std::vector<float> table(6), out(6), small(4);
   const std::vector<int32_t> neg = {-1, 0};

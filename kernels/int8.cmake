@@ -19,7 +19,7 @@ endforeach()
 # Again with the instruction sets capped (DNNL_MAX_CPU_ISA caps oneDNN and kernels/cpu_features
 # alike), so that the paths a smaller CPU takes are checked on this one:
 #   int8_gemm_avx2_test  the int8 GEMM's own kernel (oneDNN's is used only on VNNI CPUs);
-#   linear_avx2_test     the fp16 linear's 8-wide tiles (16-wide on AVX-512 machines);
+#   linear_avx2_test     the fp16 linear's AVX2 tiles (AVX-512 ones on AVX-512 machines);
 #   linear_sse41_test    the fp16 linear without AVX2 (oneDNN's sgemm);
 #   cpu_features_*_test  the cap as the kernels see it.
 if(BUILD_TESTING)

@@ -31,11 +31,11 @@ void SetCounters(benchmark::State& state, int64_t m, int64_t n, int64_t k, int64
 void BM_LinearF16(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   const std::vector<float> x = RandomNormal(m * k, 1);
-  const std::vector<Half> w = ToHalf(RandomNormal(n * k, 2, 0.02f));
+  const std::vector<Half> wt = ToHalf(RandomNormal(k * n, 2, 0.02f));  // W^T, random as W
   const std::vector<float> bias = RandomNormal(n, 3);
   std::vector<float> y(m * n);
   for (auto _ : state) {
-    if (!LinearF16(x, m, w, n, k, bias, y).ok()) state.SkipWithError("LinearF16 failed");
+    if (!LinearF16(x, m, wt, n, k, bias, y).ok()) state.SkipWithError("LinearF16 failed");
     benchmark::DoNotOptimize(y.data());
   }
   SetCounters(state, m, n, k, n * k * 2);

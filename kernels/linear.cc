@@ -2,17 +2,17 @@
 
 #include <dnnl.h>
 #include <immintrin.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <array>
-#include <cmath>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "kernels/avx2_sum.h"
 #include "kernels/cpu_features.h"
 
 namespace llmint8::kernels {
@@ -34,23 +34,22 @@ absl::Status CheckShapes(const char* op, size_t x_size, int64_t m, size_t w_size
       w_size != static_cast<size_t>(nk) || y_size != static_cast<size_t>(mn) ||
       (bias_size != 0 && bias_size != static_cast<size_t>(n))) {
     return absl::InvalidArgumentError(absl::StrCat(
-        op, ": m=", m, " n=", n, " k=", k, " needs x of m*k, w of n*k, bias of n or none, ",
+        op, ": m=", m, " n=", n, " k=", k, " needs x of m*k, wt of k*n, bias of n or none, ",
         "y of m*n; got ", x_size, ", ", w_size, ", ", bias_size, ", ", y_size));
   }
   return absl::OkStatus();
 }
 
-// y[:, n0:n0+nb] = x * w_block^T + beta * y[:, n0:n0+nb]; w_block is [nb, k] row-major.
-absl::Status Sgemm(const float* x, int64_t m, const float* w_block, int64_t nb, int64_t k,
-                   float beta, float* y, int64_t ldy) {
-  const dnnl_status_t st = dnnl_sgemm('N', 'T', m, nb, k, 1.0f, x, k, w_block, k, beta, y, ldy);
+// y[:, :] = x[:, j0:j0+kb] * wt_block + beta * y; wt_block is [kb, n] row-major.
+absl::Status Sgemm(const float* x, int64_t m, int64_t ldx, const float* wt_block, int64_t n,
+                   int64_t kb, float beta, float* y) {
+  const dnnl_status_t st = dnnl_sgemm('N', 'N', m, n, kb, 1.0f, x, ldx, wt_block, n, beta, y, n);
   if (st != dnnl_success) {
     // Out of memory (its packing buffers) is the step's size, not a broken library.
-    return absl::Status(
-        st == dnnl_out_of_memory ? absl::StatusCode::kResourceExhausted
-                                 : absl::StatusCode::kInternal,
-        absl::StrCat("oneDNN dnnl_sgemm failed with status ", static_cast<int>(st), " for m=", m,
-                     " n=", nb, " k=", k));
+    return absl::Status(st == dnnl_out_of_memory ? absl::StatusCode::kResourceExhausted
+                                                 : absl::StatusCode::kInternal,
+                        absl::StrCat("oneDNN dnnl_sgemm failed with status ", static_cast<int>(st),
+                                     " for m=", m, " n=", n, " k=", kb));
   }
   return absl::OkStatus();
 }
@@ -86,164 +85,230 @@ void HalfToFloatBlock(const Half* src, int64_t size, float* dst) {
   }
 }
 
-// The fp16 linear on CPUs with AVX2, FMA and F16C, for any number of rows: each output is
-// computed by the same arithmetic whatever the rows around it, so a token's logits do not
-// depend on its batch mates, on a prefill chunk's length or on a prefix-cache hit (and seeded
-// sampling repeats). Output (i, r) is x_i . w_r in L fp32 lanes (lane l takes the products at
-// j = l mod L, FMA in increasing j), their horizontal sum, then the k mod L remaining products
-// in order, then the bias; L = 16 with AVX-512, else 8 (a machine always takes the same). Tiles
-// of G rows of x by R weight rows keep G * R of these accumulators in registers: each weight
-// vector read (fp16, widened with F16C) serves G rows, each x vector R weight rows, so the
-// fp16 weight costs its 2 bytes/param of memory traffic instead of a 4-byte fp32 copy.
-// oneDNN's sgemm would be faster at large m but picks its blocking, and so its summation
-// order, by m (bench/README.md has both).
+// The linear on CPUs with AVX2, FMA and F16C, for any number of rows. Output (i, c) is one FMA
+// chain over j in order, acc = fma(x[i][j], wt[j][c], acc) from 0, then + bias[c]: its lanes are
+// columns of y, so there is no horizontal sum, and a tile of y that a pass leaves in memory and
+// the next reloads keeps its exact values. Every tiling, block size and instruction set then
+// gives every output the same bits, whatever m is (the batch invariance of linear.h).
+//
+// y is cut into strips of Isa::kVectors registers of columns (64 columns with AVX-512, 16 with
+// AVX2); a tile holds G <= Isa::kRows rows of a strip in registers, each weight vector serving
+// G rows and each broadcast x value the strip. Two ways through the weights, the same bits:
+//   streamed (few rows, decode): blocks of kStreamRows rows of wt, each thread walking its
+//     columns of them left to right (kStreamRows sequential streams), fp16 widened in
+//     registers: the weight costs its 2 bytes/param of memory traffic;
+//   widened (many rows, prefill): each strip's block of kWideRows rows of wt widened once into
+//     a contiguous fp32 copy in L1, then every row tile of x passes over it.
 
-// Rows of x per pass over the weights: a pass's x rows stay in L2 (128 x 4 KiB at k = 1024).
-constexpr int64_t kRowBlock = 128;
+constexpr int64_t kStreamRows = 32;
+constexpr int64_t kWideRows = 128;
+// From this many rows of x the widened copy pays for itself (bench/README.md).
+constexpr int64_t kWidenFromRows = 24;
 
-inline float WeightValue(Half w) { return HalfToFloat(w); }
-inline float WeightValue(float w) { return w; }
-
-// y[g * n + r] = x_g . w_r (+ bias[r]) for g < G, r < R, from the lane sums `acc` (Sum of
-// a register: its lanes' sum) and the products past the last full register at j.
-template <int G, int R, typename W, typename Vec, typename Sum>
-inline void Finish(const Vec (&acc)[G][R], Sum sum, const float* x, const W* w, int64_t j,
-                   int64_t n, int64_t k, const float* bias, float* y) {
-#pragma GCC unroll 8
-  for (int g = 0; g < G; ++g) {
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      float s = sum(acc[g][r]);
-      for (int64_t t = j; t < k; ++t) s = std::fma(x[g * k + t], WeightValue(w[r * k + t]), s);
-      y[g * n + r] = bias != nullptr ? s + bias[r] : s;
-    }
-  }
-}
-
-// The tiles of one instruction set: Tile<G, R, W> for G <= kRows, R <= kWeights, with weights
-// W = Half (widened in registers) or float (their fp32 copy: the same values, the same result).
 struct Avx2 {
-  static constexpr int kRows = 4;
-  static constexpr int kWeights = 3;  // G * R + R + 1 <= the 16 ymm registers
-  template <int G, int R, typename W>
-  __attribute__((target("avx2,fma,f16c"))) static void Tile(const float* x, const W* w, int64_t n,
-                                                            int64_t k, const float* bias,
-                                                            float* y) {
-    __m256 acc[G][R];
+  static constexpr int kLanes = 8;
+  static constexpr int kVectors = 2;  // a strip: 16 columns
+  static constexpr int kRows = 6;     // 6 x 2 accumulators + 2 weight registers + x: 15 of 16
+  template <int G, typename W>
+  __attribute__((target("avx2,fma,f16c"))) static void Tile(const float* x, int64_t ldx, const W* w,
+                                                            int64_t ldw, int64_t len, float* y,
+                                                            int64_t ldy, bool first,
+                                                            const float* bias) {
+    constexpr int V = kVectors;
+    __m256 acc[G][V];
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g)
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[g][r] = _mm256_setzero_ps();
-    int64_t j = 0;
-    for (; j + 8 <= k; j += 8) {
-      __m256 wv[R];
+      for (int v = 0; v < V; ++v) {
+        acc[g][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + g * ldy + v * kLanes);
+      }
+    for (int64_t j = 0; j < len; ++j) {
+      __m256 wv[V];
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
+      for (int v = 0; v < V; ++v) {
+        const W* p = w + j * ldw + v * kLanes;
         if constexpr (std::is_same_v<W, Half>) {
-          wv[r] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + r * k + j)));
+          wv[v] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         } else {
-          wv[r] = _mm256_loadu_ps(w + r * k + j);
+          wv[v] = _mm256_loadu_ps(p);
         }
       }
 #pragma GCC unroll 8
       for (int g = 0; g < G; ++g) {
-        const __m256 xv = _mm256_loadu_ps(x + g * k + j);
+        const __m256 xv = _mm256_broadcast_ss(x + g * ldx + j);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) acc[g][r] = _mm256_fmadd_ps(xv, wv[r], acc[g][r]);
+        for (int v = 0; v < V; ++v) acc[g][v] = _mm256_fmadd_ps(xv, wv[v], acc[g][v]);
       }
     }
-    Finish<G, R>(acc, internal::HorizontalSum, x, w, j, n, k, bias, y);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        const __m256 out = bias != nullptr
+                               ? _mm256_add_ps(acc[g][v], _mm256_loadu_ps(bias + v * kLanes))
+                               : acc[g][v];
+        _mm256_storeu_ps(y + g * ldy + v * kLanes, out);
+      }
   }
 };
 
 struct Avx512 {
-  static constexpr int kRows = 4;
-  static constexpr int kWeights = 6;  // G * R + R + 1 <= the 32 zmm registers
-  // The two halves added, then HorizontalSum's order for the eight. (Masked extracts: GCC 12's
-  // unmasked ones, and so _mm512_reduce_add_ps, trip -Wuninitialized in its own header.)
-  __attribute__((target("avx512f,avx2,fma,f16c"))) static float Sum(__m512 v) {
-    const __m512d d = _mm512_castps_pd(v);
-    const __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, d, 0));
-    const __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, d, 1));
-    return internal::HorizontalSum(_mm256_add_ps(lo, hi));
-  }
-  template <int G, int R, typename W>
-  __attribute__((target("avx512f,avx2,fma,f16c"))) static void Tile(const float* x, const W* w,
-                                                                    int64_t n, int64_t k,
-                                                                    const float* bias, float* y) {
-    __m512 acc[G][R];
+  static constexpr int kLanes = 16;
+  static constexpr int kVectors = 4;  // a strip: 64 columns
+  static constexpr int kRows = 6;     // 6 x 4 accumulators + 4 weight registers + x: 29 of 32
+  template <int G, typename W>
+  __attribute__((target("avx512f,avx2,fma,f16c"))) static void Tile(const float* x, int64_t ldx,
+                                                                    const W* w, int64_t ldw,
+                                                                    int64_t len, float* y,
+                                                                    int64_t ldy, bool first,
+                                                                    const float* bias) {
+    constexpr int V = kVectors;
+    __m512 acc[G][V];
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g)
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[g][r] = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= k; j += 16) {
-      __m512 wv[R];
+      for (int v = 0; v < V; ++v) {
+        acc[g][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + g * ldy + v * kLanes);
+      }
+    for (int64_t j = 0; j < len; ++j) {
+      __m512 wv[V];
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
+      for (int v = 0; v < V; ++v) {
+        const W* p = w + j * ldw + v * kLanes;
         if constexpr (std::is_same_v<W, Half>) {
-          wv[r] = _mm512_maskz_cvtph_ps(
-              0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * k + j)));
+          // Masked: GCC 12's unmasked form trips -Wuninitialized in its own header.
+          wv[v] = _mm512_maskz_cvtph_ps(0xffff,
+                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
         } else {
-          wv[r] = _mm512_loadu_ps(w + r * k + j);
+          wv[v] = _mm512_loadu_ps(p);
         }
       }
 #pragma GCC unroll 8
       for (int g = 0; g < G; ++g) {
-        const __m512 xv = _mm512_loadu_ps(x + g * k + j);
+        const __m512 xv = _mm512_set1_ps(x[g * ldx + j]);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) acc[g][r] = _mm512_fmadd_ps(xv, wv[r], acc[g][r]);
+        for (int v = 0; v < V; ++v) acc[g][v] = _mm512_fmadd_ps(xv, wv[v], acc[g][v]);
       }
     }
-    Finish<G, R>(acc, Sum, x, w, j, n, k, bias, y);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        const __m512 out = bias != nullptr
+                               ? _mm512_add_ps(acc[g][v], _mm512_loadu_ps(bias + v * kLanes))
+                               : acc[g][v];
+        _mm512_storeu_ps(y + g * ldy + v * kLanes, out);
+      }
   }
 };
 
 template <typename W>
-using TileFn = void (*)(const float*, const W*, int64_t, int64_t, const float*, float*);
+using TileFn = void (*)(const float*, int64_t, const W*, int64_t, int64_t, float*, int64_t, bool,
+                        const float*);
 
-// Isa::Tile<G, R, W> at [(G - 1) * Isa::kWeights + R - 1].
+// Isa::Tile<G, W> at [G - 1].
 template <typename Isa, typename W, int... I>
 constexpr std::array<TileFn<W>, sizeof...(I)> TileTable(std::integer_sequence<int, I...>) {
-  return {&Isa::template Tile<I / Isa::kWeights + 1, I % Isa::kWeights + 1, W>...};
+  return {&Isa::template Tile<I + 1, W>...};
 }
 template <typename Isa, typename W>
-constexpr auto kTiles =
-    TileTable<Isa, W>(std::make_integer_sequence<int, Isa::kRows * Isa::kWeights>());
+constexpr auto kTiles = TileTable<Isa, W>(std::make_integer_sequence<int, Isa::kRows>());
 
-// The rows [i0, i0 + rows) of x against the weight rows [r0, r0 + weights) (w points at r0's).
+// Rows [0, m) of the strip at column c0 (whole), wt's rows [j0, j0 + len) at w (ldw apart).
 template <typename Isa, typename W>
-void TileColumn(const float* x, int64_t i0, int64_t rows, const W* w, int64_t r0, int weights,
-                int64_t n, int64_t k, const float* bias, float* y) {
-  const float* b = bias != nullptr ? bias + r0 : nullptr;
-  for (int64_t g0 = 0; g0 < rows; g0 += Isa::kRows) {
-    const int g = static_cast<int>(std::min<int64_t>(Isa::kRows, rows - g0));
-    const int64_t i = i0 + g0;
-    kTiles<Isa, W>[(g - 1) * Isa::kWeights + weights - 1](x + i * k, w, n, k, b, y + i * n + r0);
+void TileRows(const float* x, int64_t m, int64_t k, int64_t j0, const W* w, int64_t ldw,
+              int64_t len, float* y, int64_t n, int64_t c0, const float* bias) {
+  const bool first = j0 == 0;
+  const float* b = bias != nullptr && j0 + len == k ? bias + c0 : nullptr;
+  for (int64_t i0 = 0; i0 < m; i0 += Isa::kRows) {
+    const int g = static_cast<int>(std::min<int64_t>(Isa::kRows, m - i0));
+    kTiles<Isa, W>[g - 1](x + i0 * k + j0, k, w, ldw, len, y + i0 * n + c0, n, first, b);
+  }
+}
+
+// wt's rows [j0, j0 + len), columns [c0, c0 + cols), as fp32 rows of `width` (zero past cols).
+template <typename W>
+void Widen(const W* wt, int64_t n, int64_t j0, int64_t len, int64_t c0, int64_t cols, int64_t width,
+           float* out) {
+  for (int64_t j = 0; j < len; ++j) {
+    const W* src = wt + (j0 + j) * n + c0;
+    float* dst = out + j * width;
+    if constexpr (std::is_same_v<W, Half>) {
+      HalfToFloatF16c(src, cols, dst);
+    } else {
+      std::memcpy(dst, src, static_cast<size_t>(cols) * sizeof(float));
+    }
+    std::fill(dst + cols, dst + width, 0.0f);
+  }
+}
+
+// The strip at column c0 of `cols` <= its width, through a widened copy of its weight blocks.
+// A partial strip (the last) computes a zero-padded copy of its columns of y.
+template <typename Isa, typename W>
+void WidenedStrip(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, const float* bias,
+                  float* y, int64_t c0, int64_t cols) {
+  constexpr int64_t kWidth = Isa::kLanes * Isa::kVectors;
+  thread_local std::vector<float> wide, padded_y, padded_bias;
+  wide.resize(kWideRows * kWidth);
+  float* out = y;
+  int64_t ldy = n, col = c0;
+  const float* b = bias;
+  if (cols < kWidth) {  // y and bias columns past n do not exist: work on padded copies
+    padded_y.assign(static_cast<size_t>(m * kWidth), 0.0f);
+    out = padded_y.data(), ldy = kWidth, col = 0;
+    if (bias != nullptr) {
+      padded_bias.assign(kWidth, 0.0f);
+      std::copy(bias + c0, bias + c0 + cols, padded_bias.begin());
+      b = padded_bias.data();
+    }
+  }
+  for (int64_t j0 = 0; j0 < k; j0 += kWideRows) {
+    const int64_t len = std::min(kWideRows, k - j0);
+    Widen(wt, n, j0, len, c0, cols, kWidth, wide.data());
+    TileRows<Isa, float>(x, m, k, j0, wide.data(), kWidth, len, out, ldy, col, b);
+  }
+  if (cols < kWidth) {
+    for (int64_t i = 0; i < m; ++i) {
+      std::copy(out + i * kWidth, out + i * kWidth + cols, y + i * n + c0);
+    }
+  }
+}
+
+// Whole strips [s0, s1), streaming wt in blocks of kStreamRows rows, widened in registers.
+template <typename Isa, typename W>
+void StreamedStrips(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, const float* bias,
+                    float* y, int64_t s0, int64_t s1) {
+  constexpr int64_t kWidth = Isa::kLanes * Isa::kVectors;
+  for (int64_t j0 = 0; j0 < k; j0 += kStreamRows) {
+    const int64_t len = std::min(kStreamRows, k - j0);
+    for (int64_t s = s0; s < s1; ++s) {
+      TileRows<Isa, W>(x, m, k, j0, wt + j0 * n + s * kWidth, n, len, y, n, s * kWidth, bias);
+    }
   }
 }
 
 template <typename Isa, typename W>
-void LinearTiled(const float* x, int64_t m, const W* w, int64_t n, int64_t k, const float* bias,
-                 float* y) {
-  const int64_t weight_tiles = (n + Isa::kWeights - 1) / Isa::kWeights;
-  for (int64_t i0 = 0; i0 < m; i0 += kRowBlock) {
-    const int64_t rows = std::min(kRowBlock, m - i0);
-#pragma omp parallel for schedule(static) if (rows * n * k >= (int64_t{1} << 16))
-    for (int64_t t = 0; t < weight_tiles; ++t) {
-      const int64_t r0 = t * Isa::kWeights;
-      const int weights = static_cast<int>(std::min<int64_t>(Isa::kWeights, n - r0));
-      const W* wt = w + r0 * k;
-      if constexpr (std::is_same_v<W, Half>) {
-        if (rows > Isa::kRows) {  // many passes over these fp16 rows: widen them once, into L1
-          thread_local std::vector<float> wide;
-          wide.resize(static_cast<size_t>(weights) * k);
-          HalfToFloatF16c(wt, weights * k, wide.data());
-          TileColumn<Isa, float>(x, i0, rows, wide.data(), r0, weights, n, k, bias, y);
-          continue;
-        }
+void LinearStrips(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, const float* bias,
+                  float* y) {
+  constexpr int64_t kWidth = Isa::kLanes * Isa::kVectors;
+  const int64_t strips = (n + kWidth - 1) / kWidth;
+  const int64_t whole = n / kWidth;
+  const bool widen = m >= kWidenFromRows;
+  // Each thread takes a contiguous range of strips (its columns of every row of wt).
+#pragma omp parallel if (m * n * k >= (int64_t{1} << 16))
+  {
+    const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
+    const int64_t s0 = strips * part / parts, s1 = strips * (part + 1) / parts;
+    const int64_t s1_whole = std::min(s1, whole);
+    if (widen) {
+      for (int64_t s = s0; s < s1_whole; ++s) {
+        WidenedStrip<Isa>(x, m, wt, n, k, bias, y, s * kWidth, kWidth);
       }
-      TileColumn<Isa>(x, i0, rows, wt, r0, weights, n, k, bias, y);  // widened in registers
+    } else if (s0 < s1_whole) {
+      StreamedStrips<Isa>(x, m, wt, n, k, bias, y, s0, s1_whole);
+    }
+    if (s1 > whole && s0 < s1) {  // the partial strip, last of the last range
+      WidenedStrip<Isa>(x, m, wt, n, k, bias, y, whole * kWidth, n - whole * kWidth);
     }
   }
 }
@@ -251,46 +316,76 @@ void LinearTiled(const float* x, int64_t m, const W* w, int64_t n, int64_t k, co
 template <typename W>
 using LinearFn = void (*)(const float*, int64_t, const W*, int64_t, int64_t, const float*, float*);
 
-// The tiled kernel of this machine, or null (no AVX2 / FMA / F16C: oneDNN's sgemm instead).
+// The strip kernel of this machine, or null (no AVX2 / FMA / F16C: oneDNN's sgemm instead).
 template <typename W>
-LinearFn<W> TiledKernel() {
+LinearFn<W> StripKernel() {
   static const LinearFn<W> kernel = !Cpu().avx2_fma_f16c() ? nullptr
-                                    : Cpu().avx512f        ? LinearTiled<Avx512, W>
-                                                           : LinearTiled<Avx2, W>;
+                                    : Cpu().avx512f        ? LinearStrips<Avx512, W>
+                                                           : LinearStrips<Avx2, W>;
   return kernel;
+}
+
+template <typename T>
+absl::Status Transpose(std::span<const T> w, int64_t n, int64_t k, std::span<T> wt) {
+  int64_t nk = 0;
+  if (n < 0 || k < 0 || __builtin_mul_overflow(n, k, &nk) || w.size() != static_cast<size_t>(nk) ||
+      wt.size() != w.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("TransposeWeight: n=", n, " k=", k,
+                                                   " needs w and wt of n*k, got ", w.size(),
+                                                   " and ", wt.size()));
+  }
+  constexpr int64_t kBlock = 32;  // a 32 x 32 tile of each side stays in L1
+  for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+    for (int64_t j0 = 0; j0 < k; j0 += kBlock) {
+      const int64_t r1 = std::min(n, r0 + kBlock), j1 = std::min(k, j0 + kBlock);
+      for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t r = r0; r < r1; ++r) wt[j * n + r] = w[r * k + j];
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-bool LinearRowsAreBatchInvariant() { return TiledKernel<Half>() != nullptr; }
+bool LinearRowsAreBatchInvariant() { return StripKernel<Half>() != nullptr; }
 
-absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const float> w, int64_t n,
-                       int64_t k, std::span<const float> bias, std::span<float> y) {
-  RETURN_IF_ERROR(CheckShapes("LinearF32", x.size(), m, w.size(), n, k, bias.size(), y.size()));
-  if (const LinearFn<float> tiled = TiledKernel<float>(); tiled != nullptr) {
-    tiled(x.data(), m, w.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
-    return absl::OkStatus();
-  }
-  const float beta = PrepareOutput(bias, m, n, y);
-  return Sgemm(x.data(), m, w.data(), n, k, beta, y.data(), n);
+absl::Status TransposeWeight(std::span<const Half> w, int64_t n, int64_t k, std::span<Half> wt) {
+  return Transpose(w, n, k, wt);
 }
 
-absl::Status LinearF16(std::span<const float> x, int64_t m, std::span<const Half> w, int64_t n,
+absl::Status TransposeWeight(std::span<const float> w, int64_t n, int64_t k, std::span<float> wt) {
+  return Transpose(w, n, k, wt);
+}
+
+absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const float> wt, int64_t n,
                        int64_t k, std::span<const float> bias, std::span<float> y) {
-  RETURN_IF_ERROR(CheckShapes("LinearF16", x.size(), m, w.size(), n, k, bias.size(), y.size()));
-  if (const LinearFn<Half> tiled = TiledKernel<Half>(); tiled != nullptr) {
-    tiled(x.data(), m, w.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
+  RETURN_IF_ERROR(CheckShapes("LinearF32", x.size(), m, wt.size(), n, k, bias.size(), y.size()));
+  if (const LinearFn<float> strips = StripKernel<float>(); strips != nullptr) {
+    strips(x.data(), m, wt.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
     return absl::OkStatus();
   }
   const float beta = PrepareOutput(bias, m, n, y);
-  const int64_t rows_per_block = std::clamp<int64_t>(kF16BlockValues / k, 1, n);
+  return Sgemm(x.data(), m, k, wt.data(), n, k, beta, y.data());
+}
+
+absl::Status LinearF16(std::span<const float> x, int64_t m, std::span<const Half> wt, int64_t n,
+                       int64_t k, std::span<const float> bias, std::span<float> y) {
+  RETURN_IF_ERROR(CheckShapes("LinearF16", x.size(), m, wt.size(), n, k, bias.size(), y.size()));
+  if (const LinearFn<Half> strips = StripKernel<Half>(); strips != nullptr) {
+    strips(x.data(), m, wt.data(), n, k, bias.empty() ? nullptr : bias.data(), y.data());
+    return absl::OkStatus();
+  }
+  float beta = PrepareOutput(bias, m, n, y);
+  const int64_t rows_per_block = std::clamp<int64_t>(kF16BlockValues / n, 1, k);
   // One buffer per thread, kept across calls (no allocation per call in steady state).
   thread_local std::vector<float> block;
-  block.resize(rows_per_block * k);
-  for (int64_t n0 = 0; n0 < n; n0 += rows_per_block) {
-    const int64_t nb = std::min(rows_per_block, n - n0);
-    HalfToFloatBlock(w.data() + n0 * k, nb * k, block.data());
-    RETURN_IF_ERROR(Sgemm(x.data(), m, block.data(), nb, k, beta, y.data() + n0, n));
+  block.resize(rows_per_block * n);
+  for (int64_t j0 = 0; j0 < k; j0 += rows_per_block) {
+    const int64_t kb = std::min(rows_per_block, k - j0);
+    HalfToFloatBlock(wt.data() + j0 * n, kb * n, block.data());
+    RETURN_IF_ERROR(Sgemm(x.data() + j0, m, k, block.data(), n, kb, beta, y.data()));
+    beta = 1.0f;  // the next block adds to this one's product
   }
   return absl::OkStatus();
 }

@@ -79,8 +79,31 @@ absl::Status WeightMatrix::LoadBias(const CheckpointSource& source, std::string_
   return absl::OkStatus();
 }
 
+namespace {
+
+template <typename T>
+void TransposeInPlace(std::vector<T>& w, int64_t n, int64_t k) {
+  if (w.empty()) return;
+  std::vector<T> wt(w.size());
+  // Sizes hold by construction (n * k elements).
+  kernels::TransposeWeight(w, n, k, wt).IgnoreError();
+  w.swap(wt);
+}
+
+}  // namespace
+
+void WeightMatrix::TransposeForCpu() {
+  if (transposed_ || precision_ == Precision::kInt8) return;
+  TransposeInPlace(f32_, n_, k_);
+  TransposeInPlace(f16_, n_, k_);
+  transposed_ = true;
+}
+
 absl::Status WeightMatrix::Apply(std::span<const float> x, int64_t m, std::span<float> y,
                                  float threshold, kernels::Int8LinearScratch* scratch) const {
+  if (precision_ != Precision::kInt8 && !transposed_) {
+    return absl::InternalError("WeightMatrix::Apply: an fp32 / fp16 matrix needs TransposeForCpu");
+  }
   switch (precision_) {
     case Precision::kF32:
       return kernels::LinearF32(x, m, f32_, n_, k_, bias_, y);
@@ -275,10 +298,15 @@ absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& 
                                                                const LoadProgressFn& progress) {
   auto w = std::make_unique<ShardWeights>();
   RETURN_IF_ERROR(LoadSharedWeights(c, source, plan, precision, w.get()));
+  w->embed.TransposeForCpu();
+  w->project_in.TransposeForCpu();
+  w->project_out.TransposeForCpu();
   std::vector<float> tmp;
   w->layers.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    RETURN_IF_ERROR(LoadLayerWeights(c, source, plan, precision, i, &w->layers[i], &tmp));
+    LayerWeights& l = w->layers[i];
+    RETURN_IF_ERROR(LoadLayerWeights(c, source, plan, precision, i, &l, &tmp));
+    for (WeightMatrix* m : {&l.qkv, &l.out_proj, &l.fc1, &l.fc2}) m->TransposeForCpu();
     if (progress) RETURN_IF_ERROR(progress(i + 1, c.num_hidden_layers));
   }
   return w;

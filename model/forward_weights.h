@@ -26,8 +26,10 @@
 
 namespace llmint8::model {
 
-// A weight matrix [n, k] row-major held as fp32, fp16 or int8 + fp32 row scales, with an
-// optional bias [n] that Apply() adds.
+// A weight matrix [n, k] held as fp32, fp16 or int8 + fp32 row scales, with an optional bias [n]
+// that Apply() adds. Loaded row-major (the checkpoint's layout, what the GPU uploads); the CPU
+// forward's fp32 / fp16 matrices are then laid out transposed (TransposeForCpu), as the CPU
+// linear takes them (kernels/linear.h).
 class WeightMatrix {
  public:
   WeightMatrix() = default;
@@ -49,11 +51,17 @@ class WeightMatrix {
   absl::Status LoadBias(const CheckpointSource& source, std::string_view name, Range rows,
                         int64_t row_offset);
 
+  // Lays an fp32 / fp16 matrix out transposed, f32() / f16() then W^T [k, n] (int8 stays
+  // row-major: the int8 GEMM takes it so). Holds a second copy of the matrix meanwhile.
+  void TransposeForCpu();
+  bool transposed() const { return transposed_; }
+
   // y [m, n] = x [m, k] W^T (+ bias). `threshold` and `scratch` are used by kInt8 only.
+  // fp32 / fp16 need TransposeForCpu first (else Internal).
   absl::Status Apply(std::span<const float> x, int64_t m, std::span<float> y, float threshold,
                      kernels::Int8LinearScratch* scratch) const;
 
-  std::span<const float> f32() const { return f32_; }
+  std::span<const float> f32() const { return f32_; }  // [n, k], or [k, n] when transposed()
   std::span<const Half> f16() const { return f16_; }
   std::span<const int8_t> q() const { return q_; }         // kInt8: [n, k]
   std::span<const float> absmax() const { return absmax_; }  // kInt8: [n]
@@ -64,6 +72,7 @@ class WeightMatrix {
   Precision precision_ = Precision::kF32;
   int64_t n_ = 0;
   int64_t k_ = 0;
+  bool transposed_ = false;
   std::vector<float> f32_;
   std::vector<Half> f16_;
   std::vector<int8_t> q_;
@@ -117,8 +126,10 @@ absl::Status LoadLayerWeights(const OptConfig& config, const CheckpointSource& s
                               const ShardPlan& plan, Precision precision, int64_t layer,
                               LayerWeights* out, std::vector<float>* tmp);
 
-// Reads this rank's slices, layer by layer, calling `progress` after each layer (its error
-// ends the load).
+// Reads this rank's slices for the CPU forward, layer by layer, calling `progress` after each
+// layer (its error ends the load). Every linear (the tied embedding, which is the LM head,
+// included; not the position table) is transposed as it is loaded (TransposeForCpu), so the
+// load holds at most one matrix twice.
 absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& config,
                                                                const CheckpointSource& source,
                                                                const ShardPlan& plan,

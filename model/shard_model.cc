@@ -332,6 +332,14 @@ absl::Status Lookup(std::span<const int32_t> ids, const WeightMatrix& table, int
     if (!accumulate) std::fill(out.begin(), out.end(), 0.0f);
     return absl::OkStatus();
   }
+  if (table.transposed()) {  // the tied embedding, laid out as the LM head (forward_weights.h)
+    if (accumulate) return absl::InternalError("Lookup: accumulating from a transposed table");
+    return table.precision() == Precision::kF32
+               ? kernels::EmbeddingLookupTransposed(ids, table.f32(), row_begin, table.n(),
+                                                    table.k(), out)
+               : kernels::EmbeddingLookupTransposed(ids, table.f16(), row_begin, table.n(),
+                                                    table.k(), out);
+  }
   if (table.precision() == Precision::kF32) {
     return accumulate ? kernels::EmbeddingAccumulate(ids, table.f32(), row_begin, table.n(),
                                                      table.k(), out)

@@ -43,6 +43,8 @@ TEST_P(LinearF16CudaTest, MatchesCpuWithinDerivedBound) {
   const std::vector<Half> bh = testing::ToHalf(testing::RandomNormal(n, 3, 0.5f));
   const std::vector<float> xf = testing::ToFloat(xh), wf = testing::ToFloat(wh),
                            bf = testing::ToFloat(bh);
+  std::vector<Half> wt(n * k);  // the CPU linear takes W^T
+  ASSERT_TRUE(TransposeWeight(wh, n, k, wt).ok());
 
   auto stream = Stream::Create();
   auto lt = CublasLt::Create();
@@ -56,9 +58,8 @@ TEST_P(LinearF16CudaTest, MatchesCpuWithinDerivedBound) {
   for (bool with_bias : {true, false}) {
     SCOPED_TRACE(with_bias ? "bias" : "no bias");
     std::vector<float> want(m * n);
-    ASSERT_TRUE(LinearF16(xf, m, wh, n, k, with_bias ? std::span<const float>(bf)
-                                                     : std::span<const float>(),
-                          want)
+    ASSERT_TRUE(LinearF16(xf, m, wt, n, k,
+                          with_bias ? std::span<const float>(bf) : std::span<const float>(), want)
                     .ok());
     const absl::Status s = LinearF16Cuda(&*lt, dx.data(), m, dw.data(), n, k,
                                          with_bias ? db.data() : nullptr, dy->data(),
