@@ -16,8 +16,11 @@ constexpr int64_t kF32Bytes = 4;
 
 }  // namespace
 
-WeightMatrix::WeightMatrix(Precision precision, int64_t n, int64_t k, bool with_bias)
-    : precision_(precision), n_(n), k_(k) {
+WeightMatrix::WeightMatrix(Precision precision, int64_t n, int64_t k, bool with_bias, Layout layout)
+    : precision_(precision),
+      n_(n),
+      k_(k),
+      transposed_(layout == Layout::kTransposed && precision != Precision::kInt8) {
   const size_t count = static_cast<size_t>(n * k);
   switch (precision) {
     case Precision::kF32:
@@ -44,6 +47,7 @@ absl::Status WeightMatrix::LoadRows(const CheckpointSource& source, std::string_
   }
   const int64_t begin = row_offset * k_;
   const int64_t count = rows.size() * k_;
+  if (transposed_) return LoadColumns(source, name, rows, cols, row_offset, tmp);
   switch (precision_) {
     case Precision::kF32:
       return source.ReadSlice(name, rows, cols, std::span<float>(f32_).subspan(begin, count));
@@ -81,22 +85,46 @@ absl::Status WeightMatrix::LoadBias(const CheckpointSource& source, std::string_
 
 namespace {
 
+absl::Status ReadRows(const CheckpointSource& source, std::string_view name, Range rows, Range cols,
+                      std::span<float> out) {
+  return source.ReadSlice(name, rows, cols, out);
+}
+absl::Status ReadRows(const CheckpointSource& source, std::string_view name, Range rows, Range cols,
+                      std::span<Half> out) {
+  return source.ReadSliceHalf(name, rows, cols, out);
+}
+
+// Rows `rows` of `name` (k = cols.size() wide) into columns [c0, ...) of wt [k, n], a block of
+// up to 2^20 values at a time through `block`.
 template <typename T>
-void TransposeInPlace(std::vector<T>& w, int64_t n, int64_t k) {
-  if (w.empty()) return;
-  std::vector<T> wt(w.size());
-  // Sizes hold by construction (n * k elements).
-  kernels::TransposeWeight(w, n, k, wt).IgnoreError();
-  w.swap(wt);
+absl::Status ReadAsColumns(const CheckpointSource& source, std::string_view name, Range rows,
+                           Range cols, int64_t c0, int64_t n, std::vector<T>& wt,
+                           std::vector<T>& block) {
+  const int64_t k = cols.size();
+  const int64_t block_rows = std::clamp<int64_t>((int64_t{1} << 20) / k, 1, rows.size());
+  block.resize(static_cast<size_t>(block_rows * k));
+  for (int64_t r0 = 0; r0 < rows.size(); r0 += block_rows) {
+    const int64_t nb = std::min(block_rows, rows.size() - r0);
+    RETURN_IF_ERROR(ReadRows(source, name, {rows.begin + r0, rows.begin + r0 + nb}, cols,
+                             std::span<T>(block).first(nb * k)));
+    for (int64_t j = 0; j < k; ++j) {  // row r of the block is column c0 + r0 + r of wt
+      T* out = wt.data() + j * n + c0 + r0;
+      for (int64_t r = 0; r < nb; ++r) out[r] = block[r * k + j];
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-void WeightMatrix::TransposeForCpu() {
-  if (transposed_ || precision_ == Precision::kInt8) return;
-  TransposeInPlace(f32_, n_, k_);
-  TransposeInPlace(f16_, n_, k_);
-  transposed_ = true;
+absl::Status WeightMatrix::LoadColumns(const CheckpointSource& source, std::string_view name,
+                                       Range rows, Range cols, int64_t row_offset,
+                                       std::vector<float>* tmp) {
+  if (precision_ == Precision::kF32) {
+    return ReadAsColumns(source, name, rows, cols, row_offset, n_, f32_, *tmp);
+  }
+  std::vector<Half> block;  // fp16 as ReadSliceHalf gives it (range-checked rounding)
+  return ReadAsColumns(source, name, rows, cols, row_offset, n_, f16_, block);
 }
 
 absl::Status WeightMatrix::Apply(std::span<const float> x, int64_t m, std::span<float> y,
@@ -219,7 +247,7 @@ absl::Status LoadPlanned(const CheckpointSource& source, const OptConfig& c,
 }  // namespace
 
 absl::Status LoadLayerWeights(const OptConfig& c, const CheckpointSource& source,
-                              const ShardPlan& plan, Precision precision, int64_t i,
+                              const ShardPlan& plan, Precision precision, Layout layout, int64_t i,
                               LayerWeights* l, std::vector<float>* tmp) {
   const int64_t h = c.hidden_size;
   const int64_t lw = plan.attn_rows.size();
@@ -232,7 +260,7 @@ absl::Status LoadLayerWeights(const OptConfig& c, const CheckpointSource& source
   RETURN_IF_ERROR(LoadNorm(source, c, name(LayerTensor::kFinalLayerNormWeight),
                            name(LayerTensor::kFinalLayerNormBias), precision, &l->ffn_norm));
 
-  l->qkv = WeightMatrix(precision, 3 * lw, h, bias);
+  l->qkv = WeightMatrix(precision, 3 * lw, h, bias, layout);
   const LayerTensor qkv_w[3] = {LayerTensor::kQProjWeight, LayerTensor::kKProjWeight,
                                 LayerTensor::kVProjWeight};
   const LayerTensor qkv_b[3] = {LayerTensor::kQProjBias, LayerTensor::kKProjBias,
@@ -241,17 +269,17 @@ absl::Status LoadLayerWeights(const OptConfig& c, const CheckpointSource& source
     RETURN_IF_ERROR(LoadPlanned(source, c, plan, name(qkv_w[j]), j * lw, &l->qkv, tmp));
     if (bias) RETURN_IF_ERROR(l->qkv.LoadBias(source, name(qkv_b[j]), plan.attn_rows, j * lw));
   }
-  l->out_proj = WeightMatrix(precision, h, lw, false);
+  l->out_proj = WeightMatrix(precision, h, lw, false, layout);
   RETURN_IF_ERROR(
       LoadPlanned(source, c, plan, name(LayerTensor::kOutProjWeight), 0, &l->out_proj, tmp));
   if (bias) {
     RETURN_IF_ERROR(
         LoadReplicatedBias(source, name(LayerTensor::kOutProjBias), h, precision, &l->out_bias));
   }
-  l->fc1 = WeightMatrix(precision, lf, h, bias);
+  l->fc1 = WeightMatrix(precision, lf, h, bias, layout);
   RETURN_IF_ERROR(LoadPlanned(source, c, plan, name(LayerTensor::kFc1Weight), 0, &l->fc1, tmp));
   if (bias) RETURN_IF_ERROR(l->fc1.LoadBias(source, name(LayerTensor::kFc1Bias), plan.ffn_rows, 0));
-  l->fc2 = WeightMatrix(precision, h, lf, false);
+  l->fc2 = WeightMatrix(precision, h, lf, false, layout);
   RETURN_IF_ERROR(LoadPlanned(source, c, plan, name(LayerTensor::kFc2Weight), 0, &l->fc2, tmp));
   if (bias) {
     RETURN_IF_ERROR(
@@ -261,7 +289,8 @@ absl::Status LoadLayerWeights(const OptConfig& c, const CheckpointSource& source
 }
 
 absl::Status LoadSharedWeights(const OptConfig& c, const CheckpointSource& source,
-                               const ShardPlan& plan, Precision precision, ShardWeights* w) {
+                               const ShardPlan& plan, Precision precision, Layout layout,
+                               ShardWeights* w) {
   std::vector<float> tmp;
   // Tables stay 16-bit in kF16 and kInt8.
   const Precision table = precision == Precision::kF32 ? Precision::kF32 : Precision::kF16;
@@ -271,16 +300,16 @@ absl::Status LoadSharedWeights(const OptConfig& c, const CheckpointSource& sourc
   w->vocab_rows = plan.vocab.rows;
   w->rows_per_rank = plan.vocab.rows_per_rank;
   if (!plan.vocab.rows.empty()) {
-    w->embed = WeightMatrix(table, plan.vocab.rows.size(), proj, false);
+    w->embed = WeightMatrix(table, plan.vocab.rows.size(), proj, false, layout);
     RETURN_IF_ERROR(w->embed.LoadRows(source, kEmbedTokens, plan.vocab.rows, {0, proj}, 0, &tmp));
   }
   const int64_t npos = c.max_position_embeddings + kPositionOffset;
   w->positions = WeightMatrix(table, npos, h, false);
   RETURN_IF_ERROR(w->positions.LoadRows(source, kEmbedPositions, {0, npos}, {0, h}, 0, &tmp));
   if (c.has_projections()) {
-    w->project_in = WeightMatrix(table, h, proj, false);
+    w->project_in = WeightMatrix(table, h, proj, false, layout);
     RETURN_IF_ERROR(w->project_in.LoadRows(source, kProjectIn, {0, h}, {0, proj}, 0, &tmp));
-    w->project_out = WeightMatrix(table, proj, h, false);
+    w->project_out = WeightMatrix(table, proj, h, false, layout);
     RETURN_IF_ERROR(w->project_out.LoadRows(source, kProjectOut, {0, proj}, {0, h}, 0, &tmp));
   }
   w->has_final_norm = c.has_final_layer_norm();
@@ -297,16 +326,12 @@ absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& 
                                                                Precision precision,
                                                                const LoadProgressFn& progress) {
   auto w = std::make_unique<ShardWeights>();
-  RETURN_IF_ERROR(LoadSharedWeights(c, source, plan, precision, w.get()));
-  w->embed.TransposeForCpu();
-  w->project_in.TransposeForCpu();
-  w->project_out.TransposeForCpu();
+  RETURN_IF_ERROR(LoadSharedWeights(c, source, plan, precision, Layout::kTransposed, w.get()));
   std::vector<float> tmp;
   w->layers.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    LayerWeights& l = w->layers[i];
-    RETURN_IF_ERROR(LoadLayerWeights(c, source, plan, precision, i, &l, &tmp));
-    for (WeightMatrix* m : {&l.qkv, &l.out_proj, &l.fc1, &l.fc2}) m->TransposeForCpu();
+    RETURN_IF_ERROR(
+        LoadLayerWeights(c, source, plan, precision, Layout::kTransposed, i, &w->layers[i], &tmp));
     if (progress) RETURN_IF_ERROR(progress(i + 1, c.num_hidden_layers));
   }
   return w;

@@ -26,15 +26,19 @@
 
 namespace llmint8::model {
 
+// How an fp32 / fp16 weight matrix W [n, k] is held: row-major (the checkpoint's layout, what
+// the GPU uploads) or transposed, W^T [k, n] row-major (what the CPU linear takes,
+// kernels/linear.h). int8 matrices are row-major either way (the int8 GEMM's layout).
+enum class Layout { kRowMajor, kTransposed };
+
 // A weight matrix [n, k] held as fp32, fp16 or int8 + fp32 row scales, with an optional bias [n]
-// that Apply() adds. Loaded row-major (the checkpoint's layout, what the GPU uploads); the CPU
-// forward's fp32 / fp16 matrices are then laid out transposed (TransposeForCpu), as the CPU
-// linear takes them (kernels/linear.h).
+// that Apply() adds.
 class WeightMatrix {
  public:
   WeightMatrix() = default;
-  // Allocates zeroed storage. kInt8 holds q + absmax; the others their float type.
-  WeightMatrix(Precision precision, int64_t n, int64_t k, bool with_bias);
+  // Allocates zeroed storage. kInt8 holds q + absmax; the others their float type, in `layout`.
+  WeightMatrix(Precision precision, int64_t n, int64_t k, bool with_bias,
+               Layout layout = Layout::kRowMajor);
 
   Precision precision() const { return precision_; }
   int64_t n() const { return n_; }
@@ -44,20 +48,19 @@ class WeightMatrix {
 
   // Fills rows [row_offset, row_offset + rows.size()) from `name`'s slice (rows, cols);
   // cols.size() must be k. kInt8 quantizes fp32/fp16 sources per row (QuantizeWeight) through
-  // `tmp`, and copies int8 sources as stored.
+  // `tmp`, and copies int8 sources as stored. A transposed matrix reads blocks of rows (up to
+  // 2^20 values) into `tmp` and writes them as columns: no copy of the whole matrix.
   absl::Status LoadRows(const CheckpointSource& source, std::string_view name, Range rows,
                         Range cols, int64_t row_offset, std::vector<float>* tmp);
   // Fills bias[row_offset ...] from a 1-D tensor slice (rounded to fp16 unless kF32).
   absl::Status LoadBias(const CheckpointSource& source, std::string_view name, Range rows,
                         int64_t row_offset);
 
-  // Lays an fp32 / fp16 matrix out transposed, f32() / f16() then W^T [k, n] (int8 stays
-  // row-major: the int8 GEMM takes it so). Holds a second copy of the matrix meanwhile.
-  void TransposeForCpu();
+  // Whether f32() / f16() hold W^T [k, n] (Layout::kTransposed, fp32 / fp16 only).
   bool transposed() const { return transposed_; }
 
   // y [m, n] = x [m, k] W^T (+ bias). `threshold` and `scratch` are used by kInt8 only.
-  // fp32 / fp16 need TransposeForCpu first (else Internal).
+  // fp32 / fp16 need the transposed layout (else Internal).
   absl::Status Apply(std::span<const float> x, int64_t m, std::span<float> y, float threshold,
                      kernels::Int8LinearScratch* scratch) const;
 
@@ -69,6 +72,10 @@ class WeightMatrix {
   void AddBytes(MemoryStats* stats) const;
 
  private:
+  // LoadRows of a transposed matrix.
+  absl::Status LoadColumns(const CheckpointSource& source, std::string_view name, Range rows,
+                           Range cols, int64_t row_offset, std::vector<float>* tmp);
+
   Precision precision_ = Precision::kF32;
   int64_t n_ = 0;
   int64_t k_ = 0;
@@ -120,16 +127,17 @@ MemoryStats EstimateShardWeightBytes(const OptConfig& config, const ShardPlan& p
 // before reading the next, so the host never holds more than one layer:
 // LoadSharedWeights fills everything but `layers` (embeddings, positions, project_in/out, final
 // norm); LoadLayerWeights reads decoder layer `layer` into `out` (`tmp` is reusable scratch).
+// `layout` is that of the fp32 / fp16 linears: every one but the position table, which is only
+// looked up; the tied token embedding is also the LM head.
 absl::Status LoadSharedWeights(const OptConfig& config, const CheckpointSource& source,
-                               const ShardPlan& plan, Precision precision, ShardWeights* out);
+                               const ShardPlan& plan, Precision precision, Layout layout,
+                               ShardWeights* out);
 absl::Status LoadLayerWeights(const OptConfig& config, const CheckpointSource& source,
-                              const ShardPlan& plan, Precision precision, int64_t layer,
-                              LayerWeights* out, std::vector<float>* tmp);
+                              const ShardPlan& plan, Precision precision, Layout layout,
+                              int64_t layer, LayerWeights* out, std::vector<float>* tmp);
 
-// Reads this rank's slices for the CPU forward, layer by layer, calling `progress` after each
-// layer (its error ends the load). Every linear (the tied embedding, which is the LM head,
-// included; not the position table) is transposed as it is loaded (TransposeForCpu), so the
-// load holds at most one matrix twice.
+// Reads this rank's slices for the CPU forward (Layout::kTransposed), layer by layer, calling
+// `progress` after each layer (its error ends the load).
 absl::StatusOr<std::unique_ptr<ShardWeights>> LoadShardWeights(const OptConfig& config,
                                                                const CheckpointSource& source,
                                                                const ShardPlan& plan,

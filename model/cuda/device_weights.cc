@@ -62,6 +62,9 @@ absl::StatusOr<gpu::DeviceBuffer<Half>> UploadHalf(std::span<const float> host,
 absl::StatusOr<DeviceLinear> UploadLinear(const WeightMatrix& host, cudaStream_t stream) {
   DeviceLinear d;
   if (host.empty()) return d;
+  if (host.transposed()) {  // cuBLASLt is given W row-major (Layout::kRowMajor)
+    return absl::InternalError("UploadLinear: a weight laid out for the CPU linear (W^T)");
+  }
   d.precision = host.precision();
   d.n = host.n();
   d.k = host.k();

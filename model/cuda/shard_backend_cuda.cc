@@ -274,7 +274,8 @@ absl::Status CudaShardBackend::LoadWeights(const CheckpointSource& source, const
                                            const LoadProgressFn& progress) {
   {
     ShardWeights host;  // the shared tables only; freed once on the device
-    RETURN_IF_ERROR(LoadSharedWeights(config_, source, plan, options_.precision, &host));
+    RETURN_IF_ERROR(
+        LoadSharedWeights(config_, source, plan, options_.precision, Layout::kRowMajor, &host));
     RETURN_IF_ERROR(UploadShared(host, &weights_, stream_));
   }
   const MemoryStats per_layer =
@@ -285,8 +286,8 @@ absl::Status CudaShardBackend::LoadWeights(const CheckpointSource& source, const
     RETURN_IF_ERROR(
         CheckLimit(per_layer.total(), absl::StrCat("loading decoder layer ", i)));
     LayerWeights host;  // one layer on the host at a time (kInt8: already quantized)
-    RETURN_IF_ERROR(
-        LoadLayerWeights(config_, source, plan, options_.precision, i, &host, &tmp));
+    RETURN_IF_ERROR(LoadLayerWeights(config_, source, plan, options_.precision, Layout::kRowMajor,
+                                     i, &host, &tmp));
     ASSIGN_OR_RETURN(DeviceLayer layer, UploadLayer(host, stream_));
     weights_.layers.push_back(std::move(layer));
     if (progress) RETURN_IF_ERROR(progress(i + 1, config_.num_hidden_layers));
