@@ -11,6 +11,8 @@
 #ifndef LLMINT8_KERNELS_CPU_FEATURES_H_
 #define LLMINT8_KERNELS_CPU_FEATURES_H_
 
+#include <optional>
+
 namespace llmint8::kernels {
 
 struct CpuFeatures {
@@ -24,6 +26,14 @@ struct CpuFeatures {
 };
 
 const CpuFeatures& Cpu();
+
+// Whether the calling thread's vector registers hold non-zero upper halves (XGETBV with ECX = 1:
+// the XINUSE bits of the YMM and ZMM_Hi256 state). A kernel that returns so (no VZEROUPPER after
+// its 256/512-bit code) makes every later SSE instruction of the thread pay the AVX-SSE
+// transition penalty: glibc's exp, which the sampler and the perplexity scorer call per logit,
+// ran 25x slower after such a kernel here. Tests check each CPU kernel returns clean.
+// nullopt where the CPU cannot tell (not x86, or no XGETBV with ECX = 1).
+std::optional<bool> VectorUpperHalvesInUse();
 
 }  // namespace llmint8::kernels
 

@@ -37,8 +37,24 @@ TEST(CpuFeaturesTest, OneDnnsIsaCapLowersThem) {
   if (isa != "AVX2" && isa != "SSE41") GTEST_SKIP() << "no DNNL_MAX_CPU_ISA=AVX2 or SSE41 set";
   const CpuFeatures& cpu = Cpu();
   EXPECT_FALSE(cpu.avx512f);
-  if (isa == "SSE41") EXPECT_FALSE(cpu.avx2_fma_f16c());
-  if (isa == "AVX2") EXPECT_EQ(cpu.avx2, __builtin_cpu_supports("avx2") != 0);
+  if (isa == "SSE41") {
+    EXPECT_FALSE(cpu.avx2_fma_f16c());
+  }
+  if (isa == "AVX2") {
+    EXPECT_EQ(cpu.avx2, __builtin_cpu_supports("avx2") != 0);
+  }
+}
+
+// The detector itself: dirty after writing a YMM register's upper half, clean after VZEROUPPER.
+TEST(CpuFeaturesTest, SeesDirtyUpperHalvesOfTheVectorRegisters) {
+  if (!Cpu().avx) GTEST_SKIP() << "no AVX: there are no upper halves";
+  if (!VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1 here";
+  __asm__ volatile("vcmpps $15, %%ymm0, %%ymm0, %%ymm0" ::: "xmm0");  // all ones (AVX)
+  const std::optional<bool> dirty = VectorUpperHalvesInUse();
+  __asm__ volatile("vzeroupper" ::: "xmm0");
+  const std::optional<bool> clean = VectorUpperHalvesInUse();
+  EXPECT_EQ(dirty, true);
+  EXPECT_EQ(clean, false);
 }
 
 TEST(CpuFeaturesTest, AvxExtensionsImplyAvx) {

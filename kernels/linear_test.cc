@@ -162,6 +162,23 @@ TEST(LinearTest, RowsDoNotDependOnTheBatch) {
   }
 }
 
+// Both paths return with VZEROUPPER's clean state (cpu_features.h: else the thread's SSE code,
+// glibc's exp in the sampler, pays the AVX-SSE transition penalty; 5bdeae0's tiles did not).
+TEST(LinearTest, LeavesTheUpperHalvesOfTheVectorRegistersClean) {
+  if (!VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1 here";
+  const int64_t n = 100, k = 70;
+  const std::vector<float> wf = RandomNormal(k * n, 71);
+  const std::vector<Half> wh = ToHalf(wf);
+  for (const int64_t m : {1, 5, 24, 130}) {
+    const std::vector<float> x = RandomNormal(m * k, 72);
+    std::vector<float> y(m * n);
+    ASSERT_TRUE(LinearF16(x, m, wh, n, k, {}, y).ok());
+    EXPECT_EQ(VectorUpperHalvesInUse(), false) << "LinearF16, m " << m;
+    ASSERT_TRUE(LinearF32(x, m, wf, n, k, {}, y).ok());
+    EXPECT_EQ(VectorUpperHalvesInUse(), false) << "LinearF32, m " << m;
+  }
+}
+
 TEST(LinearTest, RejectsBadShapes) {
   std::vector<float> x(6, 1.0f), w(6, 1.0f), y(4), bias(2, 1.0f);
   const std::vector<Half> wh = ToHalf(w);

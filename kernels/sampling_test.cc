@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu_features.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -135,6 +136,14 @@ TEST(SamplingTest, ArgmaxIsTheFirstLargestIdForEveryLength) {
   EXPECT_EQ(*Argmax(vocab), 50274);
   vocab[12345] = std::numeric_limits<float>::infinity();
   EXPECT_NE(Argmax(vocab).status().message().find("id 12345 "), std::string::npos);
+}
+
+// The AVX2 scan returns with clean upper halves of the vector registers (cpu_features.h): the
+// sampler's exp calls that follow it pay no AVX-SSE transition penalty.
+TEST(SamplingTest, ArgmaxLeavesTheUpperHalvesOfTheVectorRegistersClean) {
+  if (!VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1 here";
+  ASSERT_TRUE(Argmax(RandomLogits(50272, 10)).ok());
+  EXPECT_EQ(VectorUpperHalvesInUse(), false);
 }
 
 // top_k = 1, a tiny top_p and a tiny temperature are all greedy, for any seed and step.

@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu_features.h"
 #include "kernels/linear.h"
 #include "model/forward_test_util.h"
 #include "model/shard_model.h"
@@ -233,6 +234,25 @@ TEST_P(ShardModelTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
         << "after the release, row " << row;
   }
   EXPECT_EQ(ArgMax(got->shared_after.row(0)), ArgMax(got->own_after.row(0)));
+}
+
+// Every op of a prefill and a decode step returns with clean upper halves of the vector
+// registers (kernels/cpu_features.h), so the worker's sampling (glibc's exp per logit) that runs
+// on this thread next pays no AVX-SSE transition penalty.
+TEST_P(ShardModelTest, StepsLeaveTheUpperHalvesOfTheVectorRegistersClean) {
+  if (!kernels::VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1";
+  const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
+  auto src = OutlierSource(c);
+  ShardOptions o;
+  o.precision = GetParam();
+  auto model = LoadModel(c, *src, o);
+  const std::vector<int32_t> prompt = RandomTokens(40, 300, 9);
+  ShardModel::SequenceInput in{1, prompt};
+  ASSERT_TRUE(model->Step({&in, 1}, /*all_positions=*/true).ok());
+  EXPECT_EQ(kernels::VectorUpperHalvesInUse(), false) << "after a prefill";
+  ShardModel::SequenceInput next{1, std::span<const int32_t>(prompt).first(1)};
+  ASSERT_TRUE(model->Step({&next, 1}).ok());
+  EXPECT_EQ(kernels::VectorUpperHalvesInUse(), false) << "after a decode step";
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, ShardModelTest,
