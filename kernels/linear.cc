@@ -94,13 +94,15 @@ void HalfToFloatBlock(const Half* src, int64_t size, float* dst) {
 // y is cut into strips of Isa::kVectors registers of columns (64 columns with AVX-512, 16 with
 // AVX2); a tile holds G <= Isa::kRows rows of a strip in registers, each weight vector serving
 // G rows and each broadcast x value the strip. Two ways through the weights, the same bits:
-//   streamed (few rows, decode): blocks of kStreamRows rows of wt, each thread walking its
-//     columns of them left to right (kStreamRows sequential streams), fp16 widened in
-//     registers: the weight costs its 2 bytes/param of memory traffic;
+//   streamed (few rows, decode): blocks of kStreamRowsPerTile rows of wt per tile of x rows
+//     (8 for one row, up to 32), each thread walking its columns of them left to right (that
+//     many sequential streams), fp16 widened in registers: the weight costs its 2 bytes/param
+//     of memory traffic;
 //   widened (many rows, prefill): each strip's block of kWideRows rows of wt widened once into
 //     a contiguous fp32 copy in L1, then every row tile of x passes over it.
 
-constexpr int64_t kStreamRows = 32;
+constexpr int64_t kStreamRowsPerTile = 8;
+constexpr int64_t kMaxStreamRows = 32;
 constexpr int64_t kWideRows = 128;
 // From this many rows of x the widened copy pays for itself (bench/README.md).
 constexpr int64_t kWidenFromRows = 24;
@@ -109,46 +111,52 @@ struct Avx2 {
   static constexpr int kLanes = 8;
   static constexpr int kVectors = 2;  // a strip: 16 columns
   static constexpr int kRows = 6;     // 6 x 2 accumulators + 2 weight registers + x: 15 of 16
+  // Rows [0, G) of `strips` strips side by side (w, y and bias advance a strip each).
   template <int G, typename W>
   __attribute__((target("avx2,fma,f16c"))) static void Tile(const float* x, int64_t ldx, const W* w,
                                                             int64_t ldw, int64_t len, float* y,
                                                             int64_t ldy, bool first,
-                                                            const float* bias) {
-    constexpr int V = kVectors;
-    __m256 acc[G][V];
+                                                            const float* bias, int64_t strips) {
+    constexpr int V = kVectors, kWidth = V * kLanes;
+    for (int64_t s = 0; s < strips; ++s) {
+      const W* ws = w + s * kWidth;
+      float* ys = y + s * kWidth;
+      __m256 acc[G][V];
 #pragma GCC unroll 8
-    for (int g = 0; g < G; ++g)
+      for (int g = 0; g < G; ++g)
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) {
-        acc[g][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + g * ldy + v * kLanes);
-      }
-    for (int64_t j = 0; j < len; ++j) {
-      __m256 wv[V];
+        for (int v = 0; v < V; ++v) {
+          acc[g][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(ys + g * ldy + v * kLanes);
+        }
+      for (int64_t j = 0; j < len; ++j) {
+        __m256 wv[V];
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) {
-        const W* p = w + j * ldw + v * kLanes;
-        if constexpr (std::is_same_v<W, Half>) {
-          wv[v] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-        } else {
-          wv[v] = _mm256_loadu_ps(p);
+        for (int v = 0; v < V; ++v) {
+          const W* p = ws + j * ldw + v * kLanes;
+          if constexpr (std::is_same_v<W, Half>) {
+            wv[v] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+          } else {
+            wv[v] = _mm256_loadu_ps(p);
+          }
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g) {
+          const __m256 xv = _mm256_broadcast_ss(x + g * ldx + j);
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) acc[g][v] = _mm256_fmadd_ps(xv, wv[v], acc[g][v]);
         }
       }
 #pragma GCC unroll 8
-      for (int g = 0; g < G; ++g) {
-        const __m256 xv = _mm256_broadcast_ss(x + g * ldx + j);
+      for (int g = 0; g < G; ++g)
 #pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) acc[g][v] = _mm256_fmadd_ps(xv, wv[v], acc[g][v]);
-      }
+        for (int v = 0; v < V; ++v) {
+          const __m256 out =
+              bias != nullptr
+                  ? _mm256_add_ps(acc[g][v], _mm256_loadu_ps(bias + s * kWidth + v * kLanes))
+                  : acc[g][v];
+          _mm256_storeu_ps(ys + g * ldy + v * kLanes, out);
+        }
     }
-#pragma GCC unroll 8
-    for (int g = 0; g < G; ++g)
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) {
-        const __m256 out = bias != nullptr
-                               ? _mm256_add_ps(acc[g][v], _mm256_loadu_ps(bias + v * kLanes))
-                               : acc[g][v];
-        _mm256_storeu_ps(y + g * ldy + v * kLanes, out);
-      }
   }
 };
 
@@ -157,54 +165,57 @@ struct Avx512 {
   static constexpr int kVectors = 4;  // a strip: 64 columns
   static constexpr int kRows = 6;     // 6 x 4 accumulators + 4 weight registers + x: 29 of 32
   template <int G, typename W>
-  __attribute__((target("avx512f,avx2,fma,f16c"))) static void Tile(const float* x, int64_t ldx,
-                                                                    const W* w, int64_t ldw,
-                                                                    int64_t len, float* y,
-                                                                    int64_t ldy, bool first,
-                                                                    const float* bias) {
-    constexpr int V = kVectors;
-    __m512 acc[G][V];
+  __attribute__((target("avx512f,avx2,fma,f16c"))) static void Tile(
+      const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t len, float* y, int64_t ldy,
+      bool first, const float* bias, int64_t strips) {
+    constexpr int V = kVectors, kWidth = V * kLanes;
+    for (int64_t s = 0; s < strips; ++s) {
+      const W* ws = w + s * kWidth;
+      float* ys = y + s * kWidth;
+      __m512 acc[G][V];
 #pragma GCC unroll 8
-    for (int g = 0; g < G; ++g)
+      for (int g = 0; g < G; ++g)
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) {
-        acc[g][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + g * ldy + v * kLanes);
-      }
-    for (int64_t j = 0; j < len; ++j) {
-      __m512 wv[V];
+        for (int v = 0; v < V; ++v) {
+          acc[g][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(ys + g * ldy + v * kLanes);
+        }
+      for (int64_t j = 0; j < len; ++j) {
+        __m512 wv[V];
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) {
-        const W* p = w + j * ldw + v * kLanes;
-        if constexpr (std::is_same_v<W, Half>) {
-          // Masked: GCC 12's unmasked form trips -Wuninitialized in its own header.
-          wv[v] = _mm512_maskz_cvtph_ps(0xffff,
-                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-        } else {
-          wv[v] = _mm512_loadu_ps(p);
+        for (int v = 0; v < V; ++v) {
+          const W* p = ws + j * ldw + v * kLanes;
+          if constexpr (std::is_same_v<W, Half>) {
+            // Masked: GCC 12's unmasked form trips -Wuninitialized in its own header.
+            wv[v] = _mm512_maskz_cvtph_ps(0xffff,
+                                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+          } else {
+            wv[v] = _mm512_loadu_ps(p);
+          }
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g) {
+          const __m512 xv = _mm512_set1_ps(x[g * ldx + j]);
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) acc[g][v] = _mm512_fmadd_ps(xv, wv[v], acc[g][v]);
         }
       }
 #pragma GCC unroll 8
-      for (int g = 0; g < G; ++g) {
-        const __m512 xv = _mm512_set1_ps(x[g * ldx + j]);
+      for (int g = 0; g < G; ++g)
 #pragma GCC unroll 8
-        for (int v = 0; v < V; ++v) acc[g][v] = _mm512_fmadd_ps(xv, wv[v], acc[g][v]);
-      }
+        for (int v = 0; v < V; ++v) {
+          const __m512 out =
+              bias != nullptr
+                  ? _mm512_add_ps(acc[g][v], _mm512_loadu_ps(bias + s * kWidth + v * kLanes))
+                  : acc[g][v];
+          _mm512_storeu_ps(ys + g * ldy + v * kLanes, out);
+        }
     }
-#pragma GCC unroll 8
-    for (int g = 0; g < G; ++g)
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) {
-        const __m512 out = bias != nullptr
-                               ? _mm512_add_ps(acc[g][v], _mm512_loadu_ps(bias + v * kLanes))
-                               : acc[g][v];
-        _mm512_storeu_ps(y + g * ldy + v * kLanes, out);
-      }
   }
 };
 
 template <typename W>
 using TileFn = void (*)(const float*, int64_t, const W*, int64_t, int64_t, float*, int64_t, bool,
-                        const float*);
+                        const float*, int64_t);
 
 // Isa::Tile<G, W> at [G - 1].
 template <typename Isa, typename W, int... I>
@@ -214,15 +225,16 @@ constexpr std::array<TileFn<W>, sizeof...(I)> TileTable(std::integer_sequence<in
 template <typename Isa, typename W>
 constexpr auto kTiles = TileTable<Isa, W>(std::make_integer_sequence<int, Isa::kRows>());
 
-// Rows [0, m) of the strip at column c0 (whole), wt's rows [j0, j0 + len) at w (ldw apart).
+// Rows [0, m) of `strips` whole strips from column c0, wt's rows [j0, j0 + len) at w (ldw
+// apart).
 template <typename Isa, typename W>
 void TileRows(const float* x, int64_t m, int64_t k, int64_t j0, const W* w, int64_t ldw,
-              int64_t len, float* y, int64_t n, int64_t c0, const float* bias) {
+              int64_t len, float* y, int64_t n, int64_t c0, const float* bias, int64_t strips) {
   const bool first = j0 == 0;
   const float* b = bias != nullptr && j0 + len == k ? bias + c0 : nullptr;
   for (int64_t i0 = 0; i0 < m; i0 += Isa::kRows) {
     const int g = static_cast<int>(std::min<int64_t>(Isa::kRows, m - i0));
-    kTiles<Isa, W>[g - 1](x + i0 * k + j0, k, w, ldw, len, y + i0 * n + c0, n, first, b);
+    kTiles<Isa, W>[g - 1](x + i0 * k + j0, k, w, ldw, len, y + i0 * n + c0, n, first, b, strips);
   }
 }
 
@@ -265,7 +277,7 @@ void WidenedStrip(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, 
   for (int64_t j0 = 0; j0 < k; j0 += kWideRows) {
     const int64_t len = std::min(kWideRows, k - j0);
     Widen(wt, n, j0, len, c0, cols, kWidth, wide.data());
-    TileRows<Isa, float>(x, m, k, j0, wide.data(), kWidth, len, out, ldy, col, b);
+    TileRows<Isa, float>(x, m, k, j0, wide.data(), kWidth, len, out, ldy, col, b, 1);
   }
   if (cols < kWidth) {
     for (int64_t i = 0; i < m; ++i) {
@@ -274,16 +286,19 @@ void WidenedStrip(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, 
   }
 }
 
-// Whole strips [s0, s1), streaming wt in blocks of kStreamRows rows, widened in registers.
+// Whole strips [s0, s1), streaming wt in blocks of rows, widened in registers.
 template <typename Isa, typename W>
 void StreamedStrips(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, const float* bias,
                     float* y, int64_t s0, int64_t s1) {
   constexpr int64_t kWidth = Isa::kLanes * Isa::kVectors;
-  for (int64_t j0 = 0; j0 < k; j0 += kStreamRows) {
-    const int64_t len = std::min(kStreamRows, k - j0);
-    for (int64_t s = s0; s < s1; ++s) {
-      TileRows<Isa, W>(x, m, k, j0, wt + j0 * n + s * kWidth, n, len, y, n, s * kWidth, bias);
-    }
+  // Fewer streams for one tile (the prefetchers keep up); longer blocks for more tiles (each
+  // reloads its part of y once a block).
+  const int64_t tiles = (m + Isa::kRows - 1) / Isa::kRows;
+  const int64_t block = std::min(kMaxStreamRows, kStreamRowsPerTile * tiles);
+  for (int64_t j0 = 0; j0 < k; j0 += block) {
+    const int64_t len = std::min(block, k - j0);
+    TileRows<Isa, W>(x, m, k, j0, wt + j0 * n + s0 * kWidth, n, len, y, n, s0 * kWidth, bias,
+                     s1 - s0);
   }
 }
 

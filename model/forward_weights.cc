@@ -130,7 +130,8 @@ absl::Status WeightMatrix::LoadColumns(const CheckpointSource& source, std::stri
 absl::Status WeightMatrix::Apply(std::span<const float> x, int64_t m, std::span<float> y,
                                  float threshold, kernels::Int8LinearScratch* scratch) const {
   if (precision_ != Precision::kInt8 && !transposed_) {
-    return absl::InternalError("WeightMatrix::Apply: an fp32 / fp16 matrix needs TransposeForCpu");
+    return absl::InternalError(
+        "WeightMatrix::Apply: the CPU linear needs an fp32 / fp16 matrix in Layout::kTransposed");
   }
   switch (precision_) {
     case Precision::kF32:
