@@ -238,30 +238,34 @@ void TileRows(const float* x, int64_t m, int64_t k, int64_t j0, const W* w, int6
   }
 }
 
-// wt's rows [j0, j0 + len), columns [c0, c0 + cols), as fp32 rows of `width` (zero past cols).
-template <typename W>
-void Widen(const W* wt, int64_t n, int64_t j0, int64_t len, int64_t c0, int64_t cols, int64_t width,
-           float* out) {
+// wt's rows [j0, j0 + len), columns [c0, c0 + cols), as rows of `width` C values (zero past
+// cols): widened to fp32 (C = float) or copied as they are (C = W).
+template <typename W, typename C>
+void CopyBlock(const W* wt, int64_t n, int64_t j0, int64_t len, int64_t c0, int64_t cols,
+               int64_t width, C* out) {
   for (int64_t j = 0; j < len; ++j) {
     const W* src = wt + (j0 + j) * n + c0;
-    float* dst = out + j * width;
-    if constexpr (std::is_same_v<W, Half>) {
-      HalfToFloatF16c(src, cols, dst);
+    C* dst = out + j * width;
+    if constexpr (std::is_same_v<W, C>) {
+      std::memcpy(dst, src, static_cast<size_t>(cols) * sizeof(C));
     } else {
-      std::memcpy(dst, src, static_cast<size_t>(cols) * sizeof(float));
+      HalfToFloatF16c(src, cols, dst);
     }
-    std::fill(dst + cols, dst + width, 0.0f);
+    std::fill(dst + cols, dst + width, C{});  // +0 (Half{} is its bits)
   }
 }
 
-// The strip at column c0 of `cols` <= its width, through a widened copy of its weight blocks.
-// A partial strip (the last) computes a zero-padded copy of its columns of y.
-template <typename Isa, typename W>
-void WidenedStrip(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, const float* bias,
-                  float* y, int64_t c0, int64_t cols) {
+// The strip at column c0 of `cols` <= its width, through copies of its weight in blocks of
+// `block_rows` rows: widened once for many rows of x (C = float), or, for the last, partial
+// strip of few rows, copied as they are into a zero-padded strip (C = W). A partial strip
+// computes a zero-padded copy of its columns of y.
+template <typename Isa, typename W, typename C>
+void CopiedStrip(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, const float* bias,
+                 float* y, int64_t c0, int64_t cols, int64_t block_rows) {
   constexpr int64_t kWidth = Isa::kLanes * Isa::kVectors;
-  thread_local std::vector<float> wide, padded_y, padded_bias;
-  wide.resize(kWideRows * kWidth);
+  thread_local std::vector<C> wide;
+  thread_local std::vector<float> padded_y, padded_bias;
+  wide.resize(block_rows * kWidth);
   float* out = y;
   int64_t ldy = n, col = c0;
   const float* b = bias;
@@ -274,10 +278,10 @@ void WidenedStrip(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, 
       b = padded_bias.data();
     }
   }
-  for (int64_t j0 = 0; j0 < k; j0 += kWideRows) {
-    const int64_t len = std::min(kWideRows, k - j0);
-    Widen(wt, n, j0, len, c0, cols, kWidth, wide.data());
-    TileRows<Isa, float>(x, m, k, j0, wide.data(), kWidth, len, out, ldy, col, b, 1);
+  for (int64_t j0 = 0; j0 < k; j0 += block_rows) {
+    const int64_t len = std::min(block_rows, k - j0);
+    CopyBlock(wt, n, j0, len, c0, cols, kWidth, wide.data());
+    TileRows<Isa, C>(x, m, k, j0, wide.data(), kWidth, len, out, ldy, col, b, 1);
   }
   if (cols < kWidth) {
     for (int64_t i = 0; i < m; ++i) {
@@ -286,15 +290,20 @@ void WidenedStrip(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, 
   }
 }
 
+// Rows of wt per streamed block: fewer streams for one tile of x rows (the prefetchers keep
+// up); longer blocks for more tiles (each reloads its part of y once a block).
+template <typename Isa>
+int64_t StreamBlockRows(int64_t m) {
+  const int64_t tiles = (m + Isa::kRows - 1) / Isa::kRows;
+  return std::min(kMaxStreamRows, kStreamRowsPerTile * tiles);
+}
+
 // Whole strips [s0, s1), streaming wt in blocks of rows, widened in registers.
 template <typename Isa, typename W>
 void StreamedStrips(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, const float* bias,
                     float* y, int64_t s0, int64_t s1) {
   constexpr int64_t kWidth = Isa::kLanes * Isa::kVectors;
-  // Fewer streams for one tile (the prefetchers keep up); longer blocks for more tiles (each
-  // reloads its part of y once a block).
-  const int64_t tiles = (m + Isa::kRows - 1) / Isa::kRows;
-  const int64_t block = std::min(kMaxStreamRows, kStreamRowsPerTile * tiles);
+  const int64_t block = StreamBlockRows<Isa>(m);
   for (int64_t j0 = 0; j0 < k; j0 += block) {
     const int64_t len = std::min(block, k - j0);
     TileRows<Isa, W>(x, m, k, j0, wt + j0 * n + s0 * kWidth, n, len, y, n, s0 * kWidth, bias,
@@ -317,13 +326,18 @@ void LinearStrips(const float* x, int64_t m, const W* wt, int64_t n, int64_t k, 
     const int64_t s1_whole = std::min(s1, whole);
     if (widen) {
       for (int64_t s = s0; s < s1_whole; ++s) {
-        WidenedStrip<Isa>(x, m, wt, n, k, bias, y, s * kWidth, kWidth);
+        CopiedStrip<Isa, W, float>(x, m, wt, n, k, bias, y, s * kWidth, kWidth, kWideRows);
       }
     } else if (s0 < s1_whole) {
       StreamedStrips<Isa>(x, m, wt, n, k, bias, y, s0, s1_whole);
     }
     if (s1 > whole && s0 < s1) {  // the partial strip, last of the last range
-      WidenedStrip<Isa>(x, m, wt, n, k, bias, y, whole * kWidth, n - whole * kWidth);
+      const int64_t c0 = whole * kWidth;
+      if (widen) {
+        CopiedStrip<Isa, W, float>(x, m, wt, n, k, bias, y, c0, n - c0, kWideRows);
+      } else {
+        CopiedStrip<Isa, W, W>(x, m, wt, n, k, bias, y, c0, n - c0, StreamBlockRows<Isa>(m));
+      }
     }
   }
 }
