@@ -86,10 +86,10 @@ void HalfToFloatBlock(const Half* src, int64_t size, float* dst) {
 }
 
 // The linear on CPUs with AVX2, FMA and F16C, for any number of rows. Output (i, c) is one FMA
-// chain over j in order, acc = fma(x[i][j], wt[j][c], acc) from 0, then + bias[c]: its lanes are
-// columns of y, so there is no horizontal sum, and a tile of y that a pass leaves in memory and
-// the next reloads keeps its exact values. Every tiling, block size and instruction set then
-// gives every output the same bits, whatever m is (the batch invariance of linear.h).
+// chain over j in order, acc = fma(x[i][j], wt[j][c], acc) from 0, then + bias[c]: the vector
+// lanes are columns of y, so there is no horizontal sum, and a tile of y that a pass leaves in
+// memory and the next reloads keeps its exact values. Every tiling, block size and instruction set
+// then gives every output the same bits, whatever m is (the batch invariance of linear.h).
 //
 // y is cut into strips of Isa::kVectors registers of columns (64 columns with AVX-512, 16 with
 // AVX2); a tile holds G <= Isa::kRows rows of a strip in registers, each weight vector serving

@@ -14,6 +14,13 @@ namespace {
 
 constexpr int64_t kF32Bytes = 4;
 
+// Rows of a weight that a load converts at a time (up to 2^20 values, 4 MiB of fp32): the
+// quantization of an fp16 / fp32 source and the transposition of the CPU layout never hold a
+// second copy of a whole matrix.
+int64_t LoadBlockRows(int64_t k, int64_t rows) {
+  return std::clamp<int64_t>((int64_t{1} << 20) / k, 1, std::max<int64_t>(rows, 1));
+}
+
 }  // namespace
 
 WeightMatrix::WeightMatrix(Precision precision, int64_t n, int64_t k, bool with_bias, Layout layout)
@@ -58,12 +65,20 @@ absl::Status WeightMatrix::LoadRows(const CheckpointSource& source, std::string_
       std::span<float> absmax = std::span<float>(absmax_).subspan(row_offset, rows.size());
       ASSIGN_OR_RETURN(TensorInfo info, source.Info(name));
       if (info.quantized()) return source.ReadInt8Slice(name, rows, cols, q, absmax);
-      tmp->resize(static_cast<size_t>(count));
-      RETURN_IF_ERROR(source.ReadSlice(name, rows, cols, *tmp));
-      absl::Status st = kernels::QuantizeWeight(*tmp, rows.size(), k_, q, absmax);
-      if (!st.ok()) {
-        return absl::Status(st.code(),
-                            absl::StrCat("quantizing ", std::string(name), ": ", st.message()));
+      // A block of rows at a time (each row's scale is its own absmax).
+      const int64_t block_rows = LoadBlockRows(k_, rows.size());
+      tmp->resize(static_cast<size_t>(block_rows * k_));
+      for (int64_t r0 = 0; r0 < rows.size(); r0 += block_rows) {
+        const int64_t nb = std::min(block_rows, rows.size() - r0);
+        const std::span<float> block = std::span<float>(*tmp).first(nb * k_);
+        RETURN_IF_ERROR(
+            source.ReadSlice(name, {rows.begin + r0, rows.begin + r0 + nb}, cols, block));
+        absl::Status st = kernels::QuantizeWeight(block, nb, k_, q.subspan(r0 * k_, nb * k_),
+                                                  absmax.subspan(r0, nb));
+        if (!st.ok()) {
+          return absl::Status(st.code(),
+                              absl::StrCat("quantizing ", std::string(name), ": ", st.message()));
+        }
       }
       return absl::OkStatus();
     }
@@ -101,7 +116,7 @@ absl::Status ReadAsColumns(const CheckpointSource& source, std::string_view name
                            Range cols, int64_t c0, int64_t n, std::vector<T>& wt,
                            std::vector<T>& block) {
   const int64_t k = cols.size();
-  const int64_t block_rows = std::clamp<int64_t>((int64_t{1} << 20) / k, 1, rows.size());
+  const int64_t block_rows = LoadBlockRows(k, rows.size());
   block.resize(static_cast<size_t>(block_rows * k));
   for (int64_t r0 = 0; r0 < rows.size(); r0 += block_rows) {
     const int64_t nb = std::min(block_rows, rows.size() - r0);

@@ -47,9 +47,10 @@ class WeightMatrix {
   std::span<const float> bias() const { return bias_; }
 
   // Fills rows [row_offset, row_offset + rows.size()) from `name`'s slice (rows, cols);
-  // cols.size() must be k. kInt8 quantizes fp32/fp16 sources per row (QuantizeWeight) through
-  // `tmp`, and copies int8 sources as stored. A transposed matrix reads blocks of rows (up to
-  // 2^20 values) and writes them as columns: no second copy of the whole matrix.
+  // cols.size() must be k. kInt8 quantizes fp32/fp16 sources per row (QuantizeWeight), a block
+  // of rows (up to 2^20 values) at a time through `tmp`, and copies int8 sources as stored. A
+  // transposed matrix reads such blocks and writes them as columns. So a load never holds a
+  // second copy of a whole matrix.
   absl::Status LoadRows(const CheckpointSource& source, std::string_view name, Range rows,
                         Range cols, int64_t row_offset, std::vector<float>* tmp);
   // Fills bias[row_offset ...] from a 1-D tensor slice (rounded to fp16 unless kF32).

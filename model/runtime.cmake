@@ -18,6 +18,8 @@ llmint8_cc_library(NAME model
   DEPS llmint8::model_core ${_model_backend_deps} llmint8::model_io llmint8::kernels
        llmint8::comm_core llmint8::common absl::status absl::statusor absl::strings)
 llmint8_cc_test(NAME kv_cache_test SRCS kv_cache_test.cc DEPS llmint8::model LABELS model)
+llmint8_cc_test(NAME forward_weights_test SRCS forward_weights_test.cc DEPS llmint8::model
+                LABELS model)
 llmint8_cc_test(NAME shard_model_runtime_test SRCS shard_model_runtime_test.cc
                 DEPS llmint8::model LABELS model)
 llmint8_cc_test(NAME int8_agreement_runtime_test SRCS int8_agreement_runtime_test.cc
