@@ -10,6 +10,7 @@
 #include "kernels/avx2_sum.h"
 #include "kernels/cpu_features.h"
 #include "kernels/softmax.h"
+#include "kernels/zero_upper.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -140,6 +141,7 @@ __attribute__((target("avx2,fma"))) void WeightedSumChunks(int chunks, const flo
 // AVX2 + FMA: scores four keys at a time (four independent sums), and the weighted sum of the
 // values 64 dimensions at a time with the sums in registers.
 __attribute__((target("avx2,fma"))) void ScoresAvx2(const HeadRow& r) {
+  const internal::ZeroUpperOnExit zero_upper;
   const HeadRow row = r;  // in registers for the loops
   int64_t t = 0;
   for (; t + 4 <= row.n_keys; t += 4) {
@@ -151,6 +153,7 @@ __attribute__((target("avx2,fma"))) void ScoresAvx2(const HeadRow& r) {
 }
 
 __attribute__((target("avx2,fma"))) void WeightedSumAvx2(const HeadRow& r) {
+  const internal::ZeroUpperOnExit zero_upper;
   const HeadRow row = r;
   const int64_t vector_dims = row.d / 8 * 8;
   for (int64_t j0 = 0; j0 < vector_dims; j0 += 64) {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_features.h"
+#include "kernels/zero_upper.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -57,6 +58,7 @@ bool OneDnnGemmIsExact() {
 template <int MR, int NR>
 __attribute__((target("avx2"))) void Avx2Tile(const int8_t* a, const int8_t* b, int64_t n,
                                               int64_t k, int32_t* c) {
+  const internal::ZeroUpperOnExit zero_upper;
   // (The loops over the accumulators are unrolled so that they stay in registers.)
   __m256i acc[MR][NR];
 #pragma GCC unroll 8
@@ -217,6 +219,7 @@ __attribute__((target("avx2"), always_inline)) inline void PackBlock8x16(const i
 // rows are too short and too many for the hardware prefetchers to pick up).
 __attribute__((target("avx2"))) void PackBStrip(const int8_t* b, int64_t n, int64_t k, int64_t r0,
                                                 int64_t k0, int64_t kc, int32_t* out) {
+  const internal::ZeroUpperOnExit zero_upper;
   constexpr int64_t kPrefetchAhead = 4 * 64;
   alignas(64) int8_t stage[kStripRows][64];
   for (int64_t j = k0; j < k0 + kc; j += 64) {
@@ -252,6 +255,7 @@ template <int MR>
 __attribute__((target("avx2"))) void PackedTile(const int32_t* ap, const int32_t* bp, int64_t pairs,
                                                 bool accumulate, int cols, int32_t* c,
                                                 int64_t ldc) {
+  const internal::ZeroUpperOnExit zero_upper;
   __m256i acc[MR][2];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cpu_features.h"
+#include "kernels/zero_upper.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -63,6 +64,7 @@ float PrepareOutput(std::span<const float> bias, int64_t m, int64_t n, std::span
 
 __attribute__((target("avx,f16c"))) void HalfToFloatF16c(const Half* src, int64_t size,
                                                            float* dst) {
+  const internal::ZeroUpperOnExit zero_upper;
   int64_t i = 0;
   for (; i + 8 <= size; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
@@ -117,6 +119,7 @@ struct Avx2 {
                                                             int64_t ldw, int64_t len, float* y,
                                                             int64_t ldy, bool first,
                                                             const float* bias, int64_t strips) {
+    const internal::ZeroUpperOnExit zero_upper;
     constexpr int V = kVectors, kWidth = V * kLanes;
     for (int64_t s = 0; s < strips; ++s) {
       const W* ws = w + s * kWidth;
@@ -168,6 +171,7 @@ struct Avx512 {
   __attribute__((target("avx512f,avx2,fma,f16c"))) static void Tile(
       const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t len, float* y, int64_t ldy,
       bool first, const float* bias, int64_t strips) {
+    const internal::ZeroUpperOnExit zero_upper;
     constexpr int V = kVectors, kWidth = V * kLanes;
     for (int64_t s = 0; s < strips; ++s) {
       const W* ws = w + s * kWidth;

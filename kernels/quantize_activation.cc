@@ -10,6 +10,7 @@
 #include "common/grow_to.h"
 #include "kernels/avx2_sum.h"
 #include "kernels/cpu_features.h"
+#include "kernels/zero_upper.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -59,6 +60,7 @@ __attribute__((target("avx2"), always_inline)) inline __m256 Abs(__m256 x) {
 
 __attribute__((target("avx2"))) void MarkOutliersAvx2(const float* x, int64_t k, float t,
                                                       uint8_t* is_outlier) {
+  const internal::ZeroUpperOnExit zero_upper;
   const __m256 tv = _mm256_set1_ps(t);
   int64_t j = 0;
   for (; j + 8 <= k; j += 8) {
@@ -74,6 +76,7 @@ __attribute__((target("avx2"))) void MarkOutliersAvx2(const float* x, int64_t k,
 
 __attribute__((target("avx2"))) float InlierAbsmaxAvx2(const float* x, int64_t k, float t,
                                                        bool* finite) {
+  const internal::ZeroUpperOnExit zero_upper;
   const bool all = t == 0.0f;
   const __m256 tv = _mm256_set1_ps(t);
   const __m256 max_finite = _mm256_set1_ps(std::numeric_limits<float>::max());
@@ -96,6 +99,7 @@ __attribute__((target("avx2"))) float InlierAbsmaxAvx2(const float* x, int64_t k
 
 __attribute__((target("avx2"))) void QuantizeAvx2(const float* x, int64_t k, float t, float scale,
                                                   int8_t* q) {
+  const internal::ZeroUpperOnExit zero_upper;
   const bool all = t == 0.0f;
   const __m256 tv = _mm256_set1_ps(t), sv = _mm256_set1_ps(scale);
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);

@@ -12,6 +12,7 @@
 #include "common/status_macros.h"
 #include "kernels/avx2_sum.h"
 #include "kernels/cpu_features.h"
+#include "kernels/zero_upper.h"
 
 namespace llmint8::kernels {
 namespace {
@@ -29,6 +30,7 @@ uint64_t Mix64(uint64_t x) {  // SplitMix64's finaliser (a bijection with full a
 // then the first id holding it. nullopt when the row holds a NaN or +inf or is all -inf, which
 // the scalar loop below then reports.
 __attribute__((target("avx2"))) std::optional<int32_t> ArgmaxAvx2(const float* x, size_t n) {
+  const internal::ZeroUpperOnExit zero_upper;
   const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
   __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   __m256 bad = _mm256_setzero_ps();
