@@ -48,7 +48,8 @@ TEST(CpuFeaturesTest, OneDnnsIsaCapLowersThem) {
 // The detector itself: dirty after writing a YMM register's upper half, clean after VZEROUPPER.
 TEST(CpuFeaturesTest, SeesDirtyUpperHalvesOfTheVectorRegisters) {
   if (!Cpu().avx) GTEST_SKIP() << "no AVX: there are no upper halves";
-  if (!VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1 here";
+  if (!VectorUpperHalvesInUse().has_value())
+    GTEST_SKIP() << "the vector state is not readable here (no XGETBV(1), or ASan)";
   __asm__ volatile("vcmpps $15, %%ymm0, %%ymm0, %%ymm0" ::: "xmm0");  // all ones (AVX)
   const std::optional<bool> dirty = VectorUpperHalvesInUse();
   __asm__ volatile("vzeroupper" ::: "xmm0");

@@ -165,7 +165,8 @@ TEST(LinearTest, RowsDoNotDependOnTheBatch) {
 // Both paths return with VZEROUPPER's clean state (cpu_features.h: else the thread's SSE code,
 // glibc's exp in the sampler, pays the AVX-SSE transition penalty; 5bdeae0's tiles did not).
 TEST(LinearTest, LeavesTheUpperHalvesOfTheVectorRegistersClean) {
-  if (!VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1 here";
+  if (!VectorUpperHalvesInUse().has_value())
+    GTEST_SKIP() << "the vector state is not readable here (no XGETBV(1), or ASan)";
   const int64_t n = 100, k = 70;
   const std::vector<float> wf = RandomNormal(k * n, 71);
   const std::vector<Half> wh = ToHalf(wf);

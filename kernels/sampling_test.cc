@@ -141,7 +141,8 @@ TEST(SamplingTest, ArgmaxIsTheFirstLargestIdForEveryLength) {
 // The AVX2 scan returns with clean upper halves of the vector registers (cpu_features.h): the
 // sampler's exp calls that follow it pay no AVX-SSE transition penalty.
 TEST(SamplingTest, ArgmaxLeavesTheUpperHalvesOfTheVectorRegistersClean) {
-  if (!VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1 here";
+  if (!VectorUpperHalvesInUse().has_value())
+    GTEST_SKIP() << "the vector state is not readable here (no XGETBV(1), or ASan)";
   ASSERT_TRUE(Argmax(RandomLogits(50272, 10)).ok());
   EXPECT_EQ(VectorUpperHalvesInUse(), false);
 }

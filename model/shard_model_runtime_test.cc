@@ -240,7 +240,8 @@ TEST_P(ShardModelTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
 // registers (kernels/cpu_features.h), so the worker's sampling (glibc's exp per logit) that runs
 // on this thread next pays no AVX-SSE transition penalty.
 TEST_P(ShardModelTest, StepsLeaveTheUpperHalvesOfTheVectorRegistersClean) {
-  if (!kernels::VectorUpperHalvesInUse().has_value()) GTEST_SKIP() << "no XGETBV with ECX = 1";
+  if (!kernels::VectorUpperHalvesInUse().has_value())
+    GTEST_SKIP() << "the vector state is not readable here (no XGETBV(1), or ASan)";
   const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
   auto src = OutlierSource(c);
   ShardOptions o;
