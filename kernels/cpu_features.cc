@@ -57,17 +57,25 @@ std::optional<bool> VectorUpperHalvesInUse() {
 #if defined(__SANITIZE_ADDRESS__)
   return std::nullopt;  // see the header
 #elif defined(__x86_64__) || defined(__i386__)
-  static const bool readable = [] {
+  // State component 2: the upper halves of YMM0-15; 6: the upper 256 bits of ZMM0-15.
+  auto dirty = [] {
+    unsigned in_use = 0, high = 0;
+    __asm__ volatile("xgetbv" : "=a"(in_use), "=d"(high) : "c"(1));
+    return (in_use & ((1u << 2) | (1u << 6))) != 0;
+  };
+  static const bool readable = [&dirty] {
     unsigned a = 0, b = 0, c = 0, d = 0;
     // OSXSAVE, then CPUID.(EAX=0DH, ECX=1):EAX bit 2: XGETBV with ECX = 1.
     if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & (1u << 27)) == 0) return false;
-    return __get_cpuid_count(0xd, 1, &a, &b, &c, &d) != 0 && (a & (1u << 2)) != 0;
+    if (__get_cpuid_count(0xd, 1, &a, &b, &c, &d) == 0 || (a & (1u << 2)) == 0) return false;
+    if (!Cpu().avx) return false;  // no upper halves (and no VZEROUPPER)
+    // The manual lets a CPU report a component in use when it is not: trust the bits only if
+    // they read clean right after a VZEROUPPER.
+    __asm__ volatile("vzeroupper" ::: "memory");
+    return !dirty();
   }();
   if (!readable) return std::nullopt;
-  unsigned in_use = 0, high = 0;
-  __asm__ volatile("xgetbv" : "=a"(in_use), "=d"(high) : "c"(1));
-  // State component 2: the upper halves of YMM0-15; 6: the upper 256 bits of ZMM0-15.
-  return (in_use & ((1u << 2) | (1u << 6))) != 0;
+  return dirty();
 #else
   return std::nullopt;
 #endif

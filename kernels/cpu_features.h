@@ -32,7 +32,8 @@ const CpuFeatures& Cpu();
 // its 256/512-bit code) makes every later SSE instruction of the thread pay the AVX-SSE
 // transition penalty: glibc's exp, which the sampler and the perplexity scorer call per logit,
 // ran 25x slower after such a kernel here. Tests check each CPU kernel returns clean.
-// nullopt where the CPU cannot tell (not x86, or no XGETBV with ECX = 1), and in an
+// nullopt where the CPU cannot tell (not x86, no AVX, no XGETBV with ECX = 1, or bits that read
+// in use even right after a VZEROUPPER, which the manual allows), and in an
 // AddressSanitizer build: its epilogue clears a target("avx512f") function's stack shadow with
 // ZMM / YMM stores after the function's own VZEROUPPER (objdump of Avx512::Tile<1, float>), so
 // the answer would be about ASan's code, not the kernel's.

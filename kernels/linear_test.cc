@@ -123,7 +123,8 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_tuple(16, 48, 64), std::make_tuple(23, 128, 100),
                       std::make_tuple(24, 64, 16), std::make_tuple(31, 70, 129),
                       std::make_tuple(130, 13, 37), std::make_tuple(67, 200, 300),
-                      // k > the 2^20-value block: one row per block.
+                      // k past the sgemm fallback's fp16 blocks of W^T
+                      // (2^20 / n rows each), and past many stream blocks.
                       std::make_tuple(2, 3, (1 << 20) + 9),
                       // several blocks of rows, last one partial.
                       std::make_tuple(5, 2500, 1000)));

@@ -14,11 +14,13 @@ namespace {
 
 constexpr int64_t kF32Bytes = 4;
 
-// Rows of a weight that a load converts at a time (up to 2^20 values, 4 MiB of fp32): the
+// Rows of a weight that a load converts at a time (about 2^20 values, 4 MiB of fp32): the
 // quantization of an fp16 / fp32 source and the transposition of the CPU layout never hold a
-// second copy of a whole matrix.
+// second copy of a whole matrix. At least 2^20 values where the slice has them, so that
+// QuantizeWeight still spreads a block over the threads (it does from 2^20).
 int64_t LoadBlockRows(int64_t k, int64_t rows) {
-  return std::clamp<int64_t>((int64_t{1} << 20) / k, 1, std::max<int64_t>(rows, 1));
+  constexpr int64_t kValues = int64_t{1} << 20;
+  return std::clamp<int64_t>((kValues + k - 1) / k, 1, std::max<int64_t>(rows, 1));
 }
 
 }  // namespace
@@ -75,9 +77,11 @@ absl::Status WeightMatrix::LoadRows(const CheckpointSource& source, std::string_
             source.ReadSlice(name, {rows.begin + r0, rows.begin + r0 + nb}, cols, block));
         absl::Status st = kernels::QuantizeWeight(block, nb, k_, q.subspan(r0 * k_, nb * k_),
                                                   absmax.subspan(r0, nb));
-        if (!st.ok()) {
-          return absl::Status(st.code(),
-                              absl::StrCat("quantizing ", std::string(name), ": ", st.message()));
+        if (!st.ok()) {  // its row numbers count from the block's first row
+          return absl::Status(
+              st.code(),
+              absl::StrCat("quantizing ", std::string(name), ", the block of tensor rows [",
+                           rows.begin + r0, ", ", rows.begin + r0 + nb, "): ", st.message()));
         }
       }
       return absl::OkStatus();
@@ -122,9 +126,16 @@ absl::Status ReadAsColumns(const CheckpointSource& source, std::string_view name
     const int64_t nb = std::min(block_rows, rows.size() - r0);
     RETURN_IF_ERROR(ReadRows(source, name, {rows.begin + r0, rows.begin + r0 + nb}, cols,
                              std::span<T>(block).first(nb * k)));
-    for (int64_t j = 0; j < k; ++j) {  // row r of the block is column c0 + r0 + r of wt
-      T* out = wt.data() + j * n + c0 + r0;
-      for (int64_t r = 0; r < nb; ++r) out[r] = block[r * k + j];
+    // Row r of the block is column c0 + r0 + r of wt; 32 x 32 tiles keep both sides in L1.
+    constexpr int64_t kTile = 32;
+    for (int64_t rt = 0; rt < nb; rt += kTile) {
+      for (int64_t jt = 0; jt < k; jt += kTile) {
+        const int64_t r_end = std::min(nb, rt + kTile), j_end = std::min(k, jt + kTile);
+        for (int64_t j = jt; j < j_end; ++j) {
+          T* out = wt.data() + j * n + c0 + r0;
+          for (int64_t r = rt; r < r_end; ++r) out[r] = block[r * k + j];
+        }
+      }
     }
   }
   return absl::OkStatus();

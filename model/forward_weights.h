@@ -48,7 +48,7 @@ class WeightMatrix {
 
   // Fills rows [row_offset, row_offset + rows.size()) from `name`'s slice (rows, cols);
   // cols.size() must be k. kInt8 quantizes fp32/fp16 sources per row (QuantizeWeight), a block
-  // of rows (up to 2^20 values) at a time through `tmp`, and copies int8 sources as stored. A
+  // of rows (about 2^20 values) at a time through `tmp`, and copies int8 sources as stored. A
   // transposed matrix reads such blocks and writes them as columns. So a load never holds a
   // second copy of a whole matrix.
   absl::Status LoadRows(const CheckpointSource& source, std::string_view name, Range rows,
