@@ -295,10 +295,16 @@ int64_t Cluster::WorkerSteps() const {
   return stats.ok() ? static_cast<int64_t>(stats->steps()) : -1;
 }
 
-bool WaitForLogLine(const std::string& path, const std::string& text, double seconds) {
+bool WaitForLogLine(const std::string& path, const std::string& text, double seconds, int times) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (true) {
-    if (ReadFileToString(path).value_or("").find(text) != std::string::npos) return true;
+    const std::string log = ReadFileToString(path).value_or("");
+    int found = 0;
+    for (size_t at = log.find(text); at != std::string::npos && found < times;
+         at = log.find(text, at + text.size())) {
+      ++found;
+    }
+    if (found >= times) return true;
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

@@ -115,8 +115,10 @@ absl::StatusOr<std::string> OpenAiSdkPython();
 int HealthStatus(const std::string& address,
                  std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
                  const std::string& service = "");
-// Polls the file at `path` (a process's log) for up to `seconds` until it contains `text`.
-bool WaitForLogLine(const std::string& path, const std::string& text, double seconds);
+// Polls the file at `path` (a process's log) for up to `seconds` until it contains `text`, at
+// least `times` times.
+bool WaitForLogLine(const std::string& path, const std::string& text, double seconds,
+                    int times = 1);
 // Polls until HealthStatus == want or `seconds` pass; true on success.
 bool WaitForHealth(const std::string& address, int want, double seconds,
                    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
