@@ -359,20 +359,23 @@ LinearFn<W> StripKernel() {
 }
 
 template <typename T>
-absl::Status Transpose(std::span<const T> w, int64_t n, int64_t k, std::span<T> wt) {
-  int64_t nk = 0;
-  if (n < 0 || k < 0 || __builtin_mul_overflow(n, k, &nk) || w.size() != static_cast<size_t>(nk) ||
-      wt.size() != w.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("TransposeWeight: n=", n, " k=", k,
-                                                   " needs w and wt of n*k, got ", w.size(),
-                                                   " and ", wt.size()));
+absl::Status Transpose(std::span<const T> w, int64_t rows, int64_t k, int64_t c0, int64_t n,
+                       std::span<T> wt) {
+  int64_t rk = 0, kn = 0;
+  if (rows < 0 || k < 0 || c0 < 0 || c0 > n - rows || __builtin_mul_overflow(rows, k, &rk) ||
+      __builtin_mul_overflow(k, n, &kn) || w.size() != static_cast<size_t>(rk) ||
+      wt.size() != static_cast<size_t>(kn)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TransposeWeight: ", rows, " rows of ", k, " into columns from ", c0, " of [", k, ", ", n,
+        "] need w of rows*k and wt of k*n inside it, got ", w.size(), " and ", wt.size()));
   }
   constexpr int64_t kBlock = 32;  // a 32 x 32 tile of each side stays in L1
-  for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
     for (int64_t j0 = 0; j0 < k; j0 += kBlock) {
-      const int64_t r1 = std::min(n, r0 + kBlock), j1 = std::min(k, j0 + kBlock);
+      const int64_t r1 = std::min(rows, r0 + kBlock), j1 = std::min(k, j0 + kBlock);
       for (int64_t j = j0; j < j1; ++j) {
-        for (int64_t r = r0; r < r1; ++r) wt[j * n + r] = w[r * k + j];
+        T* out = wt.data() + j * n + c0;
+        for (int64_t r = r0; r < r1; ++r) out[r] = w[r * k + j];
       }
     }
   }
@@ -384,11 +387,18 @@ absl::Status Transpose(std::span<const T> w, int64_t n, int64_t k, std::span<T> 
 bool LinearRowsAreBatchInvariant() { return StripKernel<Half>() != nullptr; }
 
 absl::Status TransposeWeight(std::span<const Half> w, int64_t n, int64_t k, std::span<Half> wt) {
-  return Transpose(w, n, k, wt);
+  return Transpose(w, n, k, 0, n, wt);
 }
-
 absl::Status TransposeWeight(std::span<const float> w, int64_t n, int64_t k, std::span<float> wt) {
-  return Transpose(w, n, k, wt);
+  return Transpose(w, n, k, 0, n, wt);
+}
+absl::Status TransposeWeightRows(std::span<const Half> w, int64_t rows, int64_t k, int64_t c0,
+                                 int64_t n, std::span<Half> wt) {
+  return Transpose(w, rows, k, c0, n, wt);
+}
+absl::Status TransposeWeightRows(std::span<const float> w, int64_t rows, int64_t k, int64_t c0,
+                                 int64_t n, std::span<float> wt) {
+  return Transpose(w, rows, k, c0, n, wt);
 }
 
 absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const float> wt, int64_t n,

@@ -33,6 +33,12 @@ absl::Status LinearF32(std::span<const float> x, int64_t m, std::span<const floa
 // wt [k, n] = W^T of w [n, k]. InvalidArgument when a size is not n * k.
 absl::Status TransposeWeight(std::span<const Half> w, int64_t n, int64_t k, std::span<Half> wt);
 absl::Status TransposeWeight(std::span<const float> w, int64_t n, int64_t k, std::span<float> wt);
+// The same for `rows` rows of W, w [rows, k], into columns [c0, c0 + rows) of wt [k, n] (a
+// matrix loaded a block of rows at a time). InvalidArgument when they do not fit.
+absl::Status TransposeWeightRows(std::span<const Half> w, int64_t rows, int64_t k, int64_t c0,
+                                 int64_t n, std::span<Half> wt);
+absl::Status TransposeWeightRows(std::span<const float> w, int64_t rows, int64_t k, int64_t c0,
+                                 int64_t n, std::span<float> wt);
 
 // Whether this machine's LinearF16 / LinearF32 give each row of x the same bits in any batch
 // (the order above); false where they take oneDNN's sgemm.

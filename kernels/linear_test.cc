@@ -219,5 +219,20 @@ TEST(LinearTest, TransposeWeightMakesTheColumnsRows) {
   }
 }
 
+// Rows of W into a column range of a wider W^T (how the CPU load fills a matrix block by block):
+// the other columns stay as they were; a range past the matrix is refused.
+TEST(LinearTest, TransposeWeightRowsFillsItsColumnsOnly) {
+  const std::vector<float> w = {1, 2, 3, 4, 5, 6};  // 2 rows of k = 3
+  std::vector<float> wt(3 * 5, -1.0f);              // [3, 5]
+  ASSERT_TRUE(TransposeWeightRows(w, 2, 3, 2, 5, wt).ok());
+  EXPECT_EQ(wt, (std::vector<float>{-1, -1, 1, 4, -1,  //
+                                    -1, -1, 2, 5, -1,  //
+                                    -1, -1, 3, 6, -1}));
+  EXPECT_EQ(TransposeWeightRows(w, 2, 3, 4, 5, wt).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TransposeWeightRows(w, 2, 3, -1, 5, wt).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TransposeWeightRows(w, 2, 3, 0, 5, std::span<float>(wt).first(14)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace llmint8::kernels

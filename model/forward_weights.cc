@@ -124,19 +124,10 @@ absl::Status ReadAsColumns(const CheckpointSource& source, std::string_view name
   block.resize(static_cast<size_t>(block_rows * k));
   for (int64_t r0 = 0; r0 < rows.size(); r0 += block_rows) {
     const int64_t nb = std::min(block_rows, rows.size() - r0);
-    RETURN_IF_ERROR(ReadRows(source, name, {rows.begin + r0, rows.begin + r0 + nb}, cols,
-                             std::span<T>(block).first(nb * k)));
-    // Row r of the block is column c0 + r0 + r of wt; 32 x 32 tiles keep both sides in L1.
-    constexpr int64_t kTile = 32;
-    for (int64_t rt = 0; rt < nb; rt += kTile) {
-      for (int64_t jt = 0; jt < k; jt += kTile) {
-        const int64_t r_end = std::min(nb, rt + kTile), j_end = std::min(k, jt + kTile);
-        for (int64_t j = jt; j < j_end; ++j) {
-          T* out = wt.data() + j * n + c0 + r0;
-          for (int64_t r = rt; r < r_end; ++r) out[r] = block[r * k + j];
-        }
-      }
-    }
+    const std::span<T> rows_read = std::span<T>(block).first(nb * k);
+    RETURN_IF_ERROR(
+        ReadRows(source, name, {rows.begin + r0, rows.begin + r0 + nb}, cols, rows_read));
+    RETURN_IF_ERROR(kernels::TransposeWeightRows(rows_read, nb, k, c0 + r0, n, wt));
   }
   return absl::OkStatus();
 }
