@@ -2,6 +2,7 @@
 llmint8_cc_library(
   NAME model_io
   SRCS config.cc
+       generation_config.cc
        tensor_names.cc
        shard_plan.cc
        checkpoint.cc
@@ -29,6 +30,8 @@ llmint8_cc_library(NAME model_spec SRCS model_spec.cc
                    DEPS llmint8::model_io llmint8::common absl::strings)
 
 llmint8_cc_test(NAME config_test SRCS config_test.cc DEPS llmint8::model_io LABELS model)
+llmint8_cc_test(NAME generation_config_test SRCS generation_config_test.cc DEPS llmint8::model_io
+                LABELS model)
 llmint8_cc_test(NAME shard_plan_test SRCS shard_plan_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME safetensors_test SRCS safetensors_test.cc DEPS llmint8::model_io LABELS model)
 llmint8_cc_test(NAME synthetic_test SRCS synthetic_test.cc DEPS llmint8::model_io LABELS model)

@@ -1,0 +1,160 @@
+#include "model/generation_config.h"
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "common/file.h"
+#include "common/json_text.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::model {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::Status FieldError(const char* field, const std::string& what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(kGenerationConfigFile, " field \"", field, "\": ", what));
+}
+
+// The field's value, or nullptr when it is absent or null (unset).
+const Json* Find(const Json& j, const char* field) {
+  auto it = j.find(field);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+absl::Status GetBool(const Json& j, const char* field, std::optional<bool>* out) {
+  const Json* v = Find(j, field);
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_boolean()) {
+    return FieldError(field, absl::StrCat("must be true/false, got ", JsonSnippet(*v)));
+  }
+  *out = v->get<bool>();
+  return absl::OkStatus();
+}
+
+// An integer in [min_value, max_value].
+absl::StatusOr<int64_t> IntValue(const Json& v, const char* field, int64_t min_value,
+                                 int64_t max_value) {
+  std::optional<int64_t> value;
+  if (v.is_number_unsigned()) {
+    if (v.get<uint64_t>() <= static_cast<uint64_t>(max_value)) {
+      value = static_cast<int64_t>(v.get<uint64_t>());
+    }
+  } else if (v.is_number_integer()) {
+    value = v.get<int64_t>();
+  }
+  if (!value.has_value() || *value < min_value || *value > max_value) {
+    return FieldError(field, absl::StrCat("must be an integer in [", min_value, ", ", max_value,
+                                          "], got ", JsonSnippet(v)));
+  }
+  return *value;
+}
+
+absl::Status GetInt(const Json& j, const char* field, int32_t min_value,
+                    std::optional<int32_t>* out) {
+  const Json* v = Find(j, field);
+  if (v == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const int64_t value,
+                   IntValue(*v, field, min_value, std::numeric_limits<int32_t>::max()));
+  *out = static_cast<int32_t>(value);
+  return absl::OkStatus();
+}
+
+// A number in [min_value, max_value]; `open_min`: min_value itself excluded.
+absl::Status GetFloat(const Json& j, const char* field, double min_value, bool open_min,
+                      double max_value, std::optional<float>* out) {
+  const Json* v = Find(j, field);
+  if (v == nullptr) return absl::OkStatus();
+  const double value = v->is_number() ? v->get<double>() : std::nan("");
+  const bool above_min = open_min ? value > min_value : value >= min_value;
+  if (!std::isfinite(value) || !above_min || value > max_value) {
+    const std::string range =
+        std::isinf(max_value)
+            ? absl::StrCat(open_min ? "> " : ">= ", min_value)
+            : absl::StrCat("in ", open_min ? "(" : "[", min_value, ", ", max_value, "]");
+    return FieldError(field, absl::StrCat("must be a number ", range, ", got ", JsonSnippet(*v)));
+  }
+  *out = static_cast<float>(value);
+  return absl::OkStatus();
+}
+
+// "eos_token_id": an id or a list of them (transformers accepts both).
+absl::Status GetEosTokenIds(const Json& j, int64_t vocab_size, GenerationConfig& c) {
+  constexpr char kField[] = "eos_token_id";
+  const Json* v = Find(j, kField);
+  if (v == nullptr) return absl::OkStatus();
+  const Json list = v->is_array() ? *v : Json::array({*v});
+  if (list.size() > static_cast<size_t>(kMaxEosTokenIds)) {
+    return FieldError(kField, absl::StrCat("lists ", list.size(), " ids, more than the ",
+                                           kMaxEosTokenIds, " supported"));
+  }
+  const int64_t below = std::min<int64_t>(vocab_size, std::numeric_limits<int32_t>::max());
+  for (const Json& id : list) {
+    if (!id.is_number_integer()) {
+      return FieldError(
+          kField, absl::StrCat("must be a token id or a list of them, got ", JsonSnippet(id)));
+    }
+    absl::StatusOr<int64_t> value = IntValue(id, kField, 0, below - 1);
+    if (!value.ok()) {
+      return FieldError(kField, absl::StrCat(JsonSnippet(id), " is not a token id of this model (",
+                                             "vocab_size ", vocab_size, ")"));
+    }
+    c.eos_token_ids.push_back(static_cast<int32_t>(*value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view text, int64_t vocab_size) {
+  RETURN_IF_ERROR(CheckJsonValueCount(text, kGenerationConfigFile));
+  const Json j = Json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat(kGenerationConfigFile, " is not valid JSON"));
+  }
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kGenerationConfigFile, " must be a JSON object"));
+  }
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  GenerationConfig c;
+  RETURN_IF_ERROR(GetEosTokenIds(j, vocab_size, c));
+  RETURN_IF_ERROR(GetBool(j, "do_sample", &c.do_sample));
+  RETURN_IF_ERROR(GetFloat(j, "temperature", 0, /*open_min=*/false, kInf, &c.temperature));
+  RETURN_IF_ERROR(GetInt(j, "top_k", 0, &c.top_k));
+  RETURN_IF_ERROR(GetFloat(j, "top_p", 0, /*open_min=*/true, 1, &c.top_p));
+  RETURN_IF_ERROR(GetFloat(j, "min_p", 0, /*open_min=*/false, 1, &c.min_p));
+  RETURN_IF_ERROR(
+      GetFloat(j, "repetition_penalty", 0, /*open_min=*/true, kInf, &c.repetition_penalty));
+  RETURN_IF_ERROR(GetInt(j, "max_new_tokens", 1, &c.max_new_tokens));
+  return c;
+}
+
+absl::StatusOr<GenerationConfig> LoadGenerationConfig(const std::string& path, int64_t vocab_size) {
+  std::error_code error;
+  const std::string file = std::filesystem::is_directory(path, error)
+                               ? (std::filesystem::path(path) / kGenerationConfigFile).string()
+                               : path;
+  if (!std::filesystem::exists(file, error)) {
+    return absl::NotFoundError(absl::StrCat("no ", file));
+  }
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(file));
+  absl::StatusOr<GenerationConfig> c = ParseGenerationConfig(text, vocab_size);
+  if (!c.ok()) {
+    return absl::Status(c.status().code(), absl::StrCat(file, ": ", c.status().message()));
+  }
+  return c;
+}
+
+}  // namespace llmint8::model
