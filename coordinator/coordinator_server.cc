@@ -15,6 +15,7 @@
 #include "common/host_port.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "coordinator/generation_defaults.h"
 #include "coordinator/generation_service.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_server.h"
@@ -128,6 +129,8 @@ absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& op
                      config.num_attention_heads, " heads, FFN ", config.ffn_dim, "): use one of ",
                      absl::StrJoin(valid_tp, ", "), " workers"));
   }
+  RETURN_IF_ERROR(
+      LoadServedGenerationConfig(options.generation_config, options.group.model, config).status());
   return config;
 }
 
@@ -143,7 +146,17 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (options.max_context > 0) max_context = std::min(max_context, options.max_context);
   options.group.max_context = max_context;
   options.scheduler.max_context = max_context;
-  options.scheduler.eos_token_id = impl->config.eos_token_id;
+  ASSIGN_OR_RETURN(
+      const std::optional<ServedGenerationConfig> generation_config,
+      LoadServedGenerationConfig(options.generation_config, options.group.model, impl->config));
+  const v1::GenerationDefaults generation_defaults = GenerationDefaultsMessage(generation_config);
+  options.scheduler.eos_token_ids = EosTokenIds(impl->config, generation_config);
+  if (generation_config.has_value()) {
+    LLMINT8_LOG(INFO) << "generation config " << generation_config->source << ": eos "
+                      << absl::StrJoin(options.scheduler.eos_token_ids, ", ")
+                      << "; OpenAI API defaults "
+                      << DescribeGenerationDefaults(generation_defaults);
+  }
   options.scheduler.vocab_size = impl->config.vocab_size;
   options.group.max_batch = options.scheduler.max_batch;
   options.group.config = impl->config;
@@ -244,6 +257,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   } else if (!options.api_key.empty()) {
     LLMINT8_LOG(WARNING) << kApiKeyEnv << " is set but blank: no API key is required";
   }
+  // A chat reply without a limit of its own: the operator's, else the model's.
+  const int32_t default_max_tokens = options.default_max_tokens > 0
+                                         ? options.default_max_tokens
+                                         : generation_defaults.max_new_tokens();
   impl->generation = std::make_unique<GenerationService>(
       impl->config, impl->tokenizer.get(), limits, impl->scheduler.get(), impl->group.get(),
       GenerationService::Options{.max_batch = options.scheduler.max_batch,
@@ -251,7 +268,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                                  .metrics = impl->metrics.get(),
                                  .api_key = impl->api_key.get(),
                                  .log_requests = options.log_requests,
-                                 .default_max_tokens = options.default_max_tokens});
+                                 .default_max_tokens = default_max_tokens,
+                                 .eos_token_ids = options.scheduler.eos_token_ids,
+                                 .generation_defaults = generation_defaults});
   // What /health says on the HTTP ports: the group is ready and the coordinator not draining.
   Impl* const state = impl.get();
   const std::function<bool()> serving = [state] {
@@ -329,6 +348,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     api.created = absl::ToUnixSeconds(absl::Now());
     api.serving = serving;
     api.api_key = impl->api_key.get();
+    if (generation_config.has_value()) {
+      api.defaults = openai::RequestDefaultsFrom(generation_config->config);
+    }
     // A thread per open request (every batch slot and queue place may be held over HTTP),
     // plus spares so that a request past them still gets its quick 429 and /health answers.
     const int threads =

@@ -72,11 +72,16 @@ struct CoordinatorOptions {
   // A tokenizer.json file or a directory with vocab.json + merges.txt (or tokenizer.json);
   // default: the model directory's, when it has one.
   std::string tokenizer;
+  // The model's generation_config.json (coordinator/generation_defaults.h): "auto" (the model
+  // directory's, when it has one), "none", or a file or directory. Its eos_token_id list ends
+  // every sequence; its sampling fields are the OpenAI API's defaults.
+  std::string generation_config = "auto";
 };
 
 // The model's config, if the workers of `options.group` can split it (their number is a
-// valid TP degree, or with --group=smallest at least the smallest one); else the error Start
-// would give. Reads config.json only: `serve` calls it before it starts its workers.
+// valid TP degree, or with --group=smallest at least the smallest one) and its
+// generation_config.json reads; else the error Start would give. Reads those two files only:
+// `serve` calls it before it starts its workers.
 absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& options);
 
 class CoordinatorServer {

@@ -144,14 +144,17 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
                        " (--queue_capacity): send fewer prompts or a smaller n"));
     }
     // Filling the context: the fields are checked against the most a reply may take (the
-    // context less a prompt token, or default_max_tokens); each prompt's sequences then get
-    // what that prompt leaves (MakeSequences).
+    // context less a prompt token, or the request's max_new_tokens, else default_max_tokens);
+    // each prompt's sequences then get what that prompt leaves (MakeSequences).
     v1::GenerateRequest filled;
     if (fill_context) {
       filled = params;
       int64_t most = limits_.max_context - 1;
-      if (options_.default_max_tokens > 0)
+      if (params.max_new_tokens() > 0) {
+        most = std::min<int64_t>(most, params.max_new_tokens());
+      } else if (options_.default_max_tokens > 0) {
         most = std::min<int64_t>(most, options_.default_max_tokens);
+      }
       filled.set_max_new_tokens(static_cast<int32_t>(std::max<int64_t>(1, most)));
     }
     absl::StatusOr<GenerationParams> valid =
@@ -310,6 +313,13 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
   resp->set_vocab_size(static_cast<int32_t>(config_.vocab_size));
   resp->set_max_context(static_cast<int32_t>(limits_.max_context));
   resp->set_eos_token_id(static_cast<int32_t>(config_.eos_token_id));
+  if (options_.eos_token_ids.empty()) {
+    resp->add_eos_token_ids(static_cast<int32_t>(config_.eos_token_id));
+  } else {
+    resp->mutable_eos_token_ids()->Add(options_.eos_token_ids.begin(),
+                                       options_.eos_token_ids.end());
+  }
+  *resp->mutable_generation_defaults() = options_.generation_defaults;
   resp->set_bos_token_id(static_cast<int32_t>(config_.bos_token_id));
   resp->set_has_tokenizer(tokenizer_ != nullptr);
   resp->set_num_parameters(config_.NumParameters());

@@ -40,10 +40,13 @@ class GenerationService final : public v1::Generation::Service {
     ServiceMetrics* metrics = nullptr;  // null: none
     const ApiKey* api_key = nullptr;    // null: no authentication
     bool log_requests = false;          // a log line per finished sequence (request_log.h)
-    // The most tokens a `fill_context` request generates (0: up to the end of the context).
-    // Each running sequence reserves KV room for its whole limit, so this bounds what a chat
-    // request without max_completion_tokens holds.
+    // The most tokens a `fill_context` request without a max_new_tokens of its own generates
+    // (0: up to the end of the context). Each running sequence reserves KV room for its whole
+    // limit, so this bounds what a chat request without max_completion_tokens holds.
     int32_t default_max_tokens = 0;
+    // GetModelInfo's eos_token_ids (empty: the config's eos_token_id) and generation_defaults.
+    std::vector<int32_t> eos_token_ids;
+    v1::GenerationDefaults generation_defaults;
   };
   // `tokenizer` may be null (token-id prompts only). All pointers outlive the service.
   GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
@@ -69,8 +72,9 @@ class GenerationService final : public v1::Generation::Service {
   //              INVALID_ARGUMENT; no room for all of them now, RESOURCE_EXHAUSTED. A refused
   //              call is recorded as one request and its status returned. With
   //              `fill_context` each prompt's sequences may generate up to the end of the
-  //              context, or options' default_max_tokens (params' max_new_tokens is then
-  //              replaced by what the prompt, once tokenized, leaves). `probe` (optional)
+  //              context, or params' max_new_tokens when > 0, else options'
+  //              default_max_tokens (params' max_new_tokens is then replaced by what the
+  //              prompt, once tokenized, leaves of that). `probe` (optional)
   //              tells the scheduler when the client has gone, to free a full queue's places
   //              at once.
   //   FollowAll  streams AdmitAll's sequences together (waiting on the OutputSignal they

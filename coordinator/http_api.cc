@@ -206,6 +206,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   });
   auto counter = std::make_shared<std::atomic<uint64_t>>(0);
   const openai::ModelCard card{options.model_id, options.max_context, options.created};
+  const openai::RequestDefaults defaults = options.defaults;
   const int64_t vocab_size = options.vocab_size;
 
   std::function<bool()> serving = options.serving;
@@ -306,13 +307,13 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   };
   server.Post("/v1/completions", [=](const httplib::Request& req, httplib::Response& res) {
     absl::StatusOr<openai::CompletionRequest> parsed =
-        openai::ParseCompletionRequest(req.body, card.id);
+        openai::ParseCompletionRequest(req.body, card.id, defaults);
     if (!parsed.ok()) return SendError(res, parsed.status());
     complete(req, res, *std::move(parsed));
   });
   server.Post("/v1/chat/completions", [=](const httplib::Request& req, httplib::Response& res) {
     absl::StatusOr<openai::CompletionRequest> parsed =
-        openai::ParseChatCompletionRequest(req.body, card.id);
+        openai::ParseChatCompletionRequest(req.body, card.id, defaults);
     if (!parsed.ok()) return SendError(res, parsed.status());
     // The messages become a text prompt: without a tokenizer there is nothing to run.
     if (tokenizer == nullptr) return SendError(res, no_tokenizer);

@@ -24,6 +24,7 @@
 
 #include "coordinator/api_key.h"
 #include "coordinator/generation_service.h"
+#include "coordinator/openai_api.h"
 #include "coordinator/worker_group.h"
 
 namespace httplib {
@@ -44,6 +45,9 @@ struct HttpApiOptions {
   std::function<bool()> serving;
   // Required on /v1/ routes when set and non-empty (coordinator/api_key.h); outlives the routes.
   const ApiKey* api_key = nullptr;
+  // What the fields a request leaves out get: OpenAI's defaults, or the model's
+  // generation_config.json's (coordinator/generation_defaults.h).
+  openai::RequestDefaults defaults;
 };
 
 // Registers the routes above; `service` and `group` outlive `server`'s handlers.

@@ -94,7 +94,7 @@ absl::Status CheckUnsupported(const json& body) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CompletionRequest> Parse(const json& body) {
+absl::StatusOr<CompletionRequest> Parse(const json& body, const RequestDefaults& defaults) {
   CompletionRequest r;
   v1::GenerateRequest& g = r.generate;
   const json* prompt = Find(body, "prompt");
@@ -102,7 +102,13 @@ absl::StatusOr<CompletionRequest> Parse(const json& body) {
   RETURN_IF_ERROR(SetPrompts(*prompt, r.prompts));
   g.MergeFrom(r.prompts.front());
   RETURN_IF_ERROR(CheckUnsupported(body));
-  RETURN_IF_ERROR(ParseSharedFields(body, r));
+  RETURN_IF_ERROR(ParseSharedFields(body, defaults, r));
+  // The model's max_tokens is a limit, not a demand: a prompt that leaves less of the context
+  // gets what it leaves, as the chat API's replies do.
+  if (defaults.max_tokens.has_value() && Find(body, "max_tokens") == nullptr) {
+    g.set_max_new_tokens(*defaults.max_tokens);
+    r.fill_context = true;
+  }
   if (const json* v = Find(body, "logprobs"); v != nullptr) {
     // The legacy API's integer (how many top candidates beside the sampled token) or the chat
     // API's boolean (the sampled token's logprob only).
@@ -226,10 +232,26 @@ json Choice(const CompletionRequest& request, size_t index, const v1::GenerateRe
 
 }  // namespace
 
+RequestDefaults RequestDefaultsFrom(const model::GenerationConfig& config) {
+  RequestDefaults d;
+  d.repetition_penalty = config.repetition_penalty;
+  d.max_tokens = config.max_new_tokens;
+  if (config.do_sample == false) {
+    d.temperature = 0.0f;
+    return d;
+  }
+  d.temperature = config.temperature.value_or(1.0f);
+  d.top_p = config.top_p;
+  d.top_k = config.top_k;
+  d.min_p = config.min_p;
+  return d;
+}
+
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
-                                                         std::string_view model_id) {
+                                                         std::string_view model_id,
+                                                         const RequestDefaults& defaults) {
   ASSIGN_OR_RETURN(const json parsed, ParseBody(body, model_id));
-  return Parse(parsed);
+  return Parse(parsed, defaults);
 }
 
 absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(std::string_view body,

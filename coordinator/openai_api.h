@@ -9,7 +9,8 @@
 //                 with seed + j when a seed is given (so j 0 is what the prompt alone gives);
 //                 all the choices of a request are queued at once or the request is refused
 //                 (429 when the queue lacks room for them now); usage counts each prompt once;
-//   max_tokens    default 16; temperature default 1 (0: greedy); top_p default 1; seed; stop
+//   max_tokens    default 16, or the model's (RequestDefaults); temperature default 1 (0:
+//                 greedy), or the model's; top_p default 1, or the model's; seed; stop
 //                 (a string or an array of strings); stream; stream_options.include_usage;
 //                 logprobs (an integer 0..20: each token's logprob, and top_logprobs holds
 //                 that many most likely tokens' {text: logprob} per position, the sampled
@@ -27,7 +28,8 @@
 //   logit_bias    {"token id": bias in [-100, 100]}, at most 300 ids: added to the logits
 //                 before sampling (logprobs stay the model's own);
 //   best_of (1 or n), suffix (empty) are accepted only at those values; user is ignored;
-//   extensions as vLLM names them: top_k (0 or -1: off), min_p, repetition_penalty,
+//   extensions as vLLM names them: top_k (0 or -1: off), min_p, repetition_penalty (each
+//                 off by default, or the model's),
 //                 ignore_eos, stop_token_ids (ids that end the completion: in token_ids, not
 //                 in the text), min_tokens (no end, by eos, stop ids or stop strings, before
 //                 that many; a stop string must end in the text after them),
@@ -44,6 +46,7 @@
 #define LLMINT8_COORDINATOR_OPENAI_API_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,6 +54,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "llmint8/v1/generation.pb.h"
+#include "model/generation_config.h"
 
 namespace llmint8::coordinator::openai {
 
@@ -75,14 +79,37 @@ struct CompletionRequest {
   bool echo = false;  // the prompt's tokens lead the choice's text and logprobs
   // POST /v1/chat/completions (coordinator/openai_chat.h): answered as chat.completion objects.
   bool chat = false;
-  // No max_tokens was given to the chat API: the reply may fill the context (the service sets
-  // each sequence's max_new_tokens to what its prompt leaves, at most its default_max_tokens;
-  // GenerationService::AdmitAll).
+  // No max_tokens was given: the reply may fill the context up to generate.max_new_tokens, or
+  // when that is 0 (the chat API) up to the service's default_max_tokens (the service sets each
+  // sequence's max_new_tokens to what its prompt leaves of that; GenerationService::AdmitAll).
   bool fill_context = false;
   // The field that set generate.max_new_tokens, for errors in the client's words: the chat API
   // takes max_completion_tokens or the older max_tokens.
   std::string max_tokens_field = "max_tokens";
 };
+
+// What a request gets for the sampling fields it leaves out: OpenAI's defaults, or those of the
+// model's generation_config.json (RequestDefaultsFrom), as vLLM's --generation-config auto.
+struct RequestDefaults {
+  float temperature = 1.0f;
+  std::optional<float> top_p;
+  std::optional<int32_t> top_k;
+  std::optional<float> min_p;
+  std::optional<float> repetition_penalty;
+  // A completion without max_tokens generates up to this many tokens, fewer where its prompt
+  // leaves less of the context; unset: 16 (OpenAI's default), the context unchecked. The chat
+  // API's reply without one fills the context up to the server's default_max_tokens
+  // (coordinator/openai_chat.h), which the coordinator takes from here when its flag is unset.
+  std::optional<int32_t> max_tokens;
+
+  friend bool operator==(const RequestDefaults&, const RequestDefaults&) = default;
+};
+
+// The file's fields as transformers' generate() reads them: do_sample false is greedy
+// (temperature 0, top_k / top_p / min_p not used; a repetition penalty still applies, as it
+// does in greedy search); otherwise temperature, top_k (0: off), top_p and min_p are the
+// defaults where set. max_new_tokens becomes max_tokens.
+RequestDefaults RequestDefaultsFrom(const model::GenerationConfig& config);
 
 // The served model as /v1/models lists it.
 struct ModelCard {
@@ -91,9 +118,11 @@ struct ModelCard {
   int64_t created = 0;      // unix seconds (the server's start)
 };
 
-// `model_id`: the served model; a request naming another is NotFound.
+// `model_id`: the served model; a request naming another is NotFound. `defaults`: what fields
+// left out get.
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
-                                                         std::string_view model_id);
+                                                         std::string_view model_id,
+                                                         const RequestDefaults& defaults = {});
 
 // vLLM's tokenizer routes, with the server's tokenizer:
 //   POST /tokenize   {"prompt": text, "add_special_tokens": true (BOS first)} ->

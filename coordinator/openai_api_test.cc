@@ -38,6 +38,62 @@ TEST(OpenAiApiTest, DefaultsAreOpenAis) {
   EXPECT_FALSE(r.logprobs);
 }
 
+TEST(OpenAiApiTest, AModelsGenerationConfigFillsTheFieldsLeftOut) {
+  // models/opt-sotu-cpu/generation_config.json's fields.
+  model::GenerationConfig file;
+  file.do_sample = true;
+  file.temperature = 0.8f;
+  file.top_k = 40;
+  file.max_new_tokens = 64;
+  file.repetition_penalty = 1.1f;
+  const RequestDefaults defaults = RequestDefaultsFrom(file);
+  absl::StatusOr<CompletionRequest> r =
+      ParseCompletionRequest(R"({"prompt": [2, 7]})", kModel, defaults);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->generate.temperature(), 0.8f);
+  EXPECT_EQ(r->generate.top_k(), 40);
+  EXPECT_FALSE(r->generate.has_top_p());
+  EXPECT_EQ(r->generate.min_p(), 0.0f);
+  EXPECT_EQ(r->generate.repetition_penalty(), 1.1f);
+  // Up to 64: fewer where the prompt leaves less of the context.
+  EXPECT_EQ(r->generate.max_new_tokens(), 64);
+  EXPECT_TRUE(r->fill_context);
+
+  // What the request sets wins, 0 and -1 included.
+  r = ParseCompletionRequest(
+      R"({"prompt": [2, 7], "temperature": 0, "top_k": -1, "max_tokens": 3,
+          "repetition_penalty": 1})",
+      kModel, defaults);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->generate.temperature(), 0.0f);
+  EXPECT_EQ(r->generate.top_k(), 0);
+  EXPECT_EQ(r->generate.repetition_penalty(), 1.0f);
+  EXPECT_EQ(r->generate.max_new_tokens(), 3);
+  EXPECT_FALSE(r->fill_context);
+}
+
+TEST(OpenAiApiTest, RequestDefaultsFollowTransformersGenerate) {
+  EXPECT_EQ(RequestDefaultsFrom({}), RequestDefaults{}) << "a file that sets nothing";
+  model::GenerationConfig file;
+  file.top_p = 0.9f;
+  file.min_p = 0.05f;
+  file.top_k = 0;
+  RequestDefaults d = RequestDefaultsFrom(file);
+  EXPECT_EQ(d.temperature, 1.0f) << "do_sample unset: OpenAI's temperature";
+  EXPECT_EQ(d.top_p, 0.9f);
+  EXPECT_EQ(d.min_p, 0.05f);
+  EXPECT_EQ(d.top_k, 0);
+  // do_sample false is greedy search: the sampling fields are not used, a repetition penalty
+  // still is.
+  file.do_sample = false;
+  file.temperature = 0.6f;
+  file.repetition_penalty = 1.2f;
+  d = RequestDefaultsFrom(file);
+  EXPECT_EQ(d.temperature, 0.0f);
+  EXPECT_FALSE(d.top_p.has_value() || d.min_p.has_value() || d.top_k.has_value());
+  EXPECT_EQ(d.repetition_penalty, 1.2f);
+}
+
 TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
   const CompletionRequest r = ParseOk(R"({
       "model": "opt-sotu-cpu", "prompt": [2, 100, 7], "max_tokens": 5, "temperature": 0,

@@ -105,13 +105,13 @@ absl::Status CheckNoTools(const json& body) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
+absl::StatusOr<CompletionRequest> ParseChat(const json& body, const RequestDefaults& defaults) {
   CompletionRequest r;
   r.chat = true;
   v1::GenerateRequest& g = r.generate;
   ASSIGN_OR_RETURN(const std::vector<ChatMessage> messages, ParseMessages(body));
   RETURN_IF_ERROR(CheckNoTools(body));
-  RETURN_IF_ERROR(internal::ParseSharedFields(body, r));
+  RETURN_IF_ERROR(internal::ParseSharedFields(body, defaults, r));
   g.set_text(ChatTranscript(messages));
   r.prompts.emplace_back().set_text(g.text());
   constexpr int kTurnStops = static_cast<int>(std::size(kChatTurnStops));
@@ -128,6 +128,7 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body) {
     r.max_tokens_field = "max_completion_tokens";
   } else if (Find(body, "max_tokens") == nullptr) {
     r.fill_context = true;
+    g.set_max_new_tokens(0);  // no limit of its own: the server's default_max_tokens, if any
   }
   if (!r.fill_context && g.max_new_tokens() <= 0) {
     return FieldError(r.max_tokens_field, "at least 1");
@@ -221,9 +222,10 @@ std::string ChatTranscript(const std::vector<ChatMessage>& messages) {
 }
 
 absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body,
-                                                             std::string_view model_id) {
+                                                             std::string_view model_id,
+                                                             const RequestDefaults& defaults) {
   ASSIGN_OR_RETURN(const json parsed, internal::ParseBody(body, model_id));
-  return ParseChat(parsed);
+  return ParseChat(parsed, defaults);
 }
 
 std::string ChatCompletionJson(const CompletionRequest& request,

@@ -61,9 +61,11 @@ struct ChatMessage {
 std::string ChatTranscript(const std::vector<ChatMessage>& messages);
 
 // `model_id`: the served model; a request naming another is NotFound. The request has
-// chat = true and one text prompt.
+// chat = true and one text prompt. `defaults`: what sampling fields left out get (not
+// max_tokens: see RequestDefaults).
 absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body,
-                                                             std::string_view model_id);
+                                                             std::string_view model_id,
+                                                             const RequestDefaults& defaults = {});
 
 // The whole answer of a non-streamed request, from each choice's responses (index order).
 std::string ChatCompletionJson(const CompletionRequest& request,

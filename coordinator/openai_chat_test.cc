@@ -81,6 +81,20 @@ TEST(ChatParseTest, MaxCompletionTokensWinsOverMaxTokens) {
             std::string::npos);
 }
 
+TEST(ChatParseTest, AModelsDefaultsFillTheSamplingFieldsNotTheLimit) {
+  RequestDefaults defaults;
+  defaults.temperature = 0.8f;
+  defaults.top_k = 40;
+  defaults.max_tokens = 64;  // the server's default_max_tokens, applied by the service
+  absl::StatusOr<CompletionRequest> r = ParseChatCompletionRequest(
+      R"({"messages": [{"role": "user", "content": "x"}]})", "opt-sotu-cpu", defaults);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->generate.temperature(), 0.8f);
+  EXPECT_EQ(r->generate.top_k(), 40);
+  EXPECT_TRUE(r->fill_context);
+  EXPECT_EQ(r->generate.max_new_tokens(), 0) << "no limit of the request's own";
+}
+
 TEST(ChatParseTest, TheTurnStopsLeaveRoomForFourteenOfTheClients) {
   auto body = [](int stops) {
     json j = {{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"stop", json::array()}};

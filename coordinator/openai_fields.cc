@@ -153,7 +153,8 @@ std::string ChunkEvent(const CompletionRequest& request, std::string_view object
   return absl::StrCat("data: ", Dump(chunk), "\n\n");
 }
 
-absl::Status ParseSharedFields(const json& body, CompletionRequest& r) {
+absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults,
+                               CompletionRequest& r) {
   v1::GenerateRequest& g = r.generate;
   if (const json* v = Find(body, "n"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "n"));
@@ -169,7 +170,13 @@ absl::Status ParseSharedFields(const json& body, CompletionRequest& r) {
   }
 
   g.set_max_new_tokens(16);
-  g.set_temperature(1.0f);
+  g.set_temperature(defaults.temperature);
+  if (defaults.top_p.has_value()) g.set_top_p(*defaults.top_p);
+  if (defaults.top_k.has_value()) g.set_top_k(*defaults.top_k);
+  if (defaults.min_p.has_value()) g.set_min_p(*defaults.min_p);
+  if (defaults.repetition_penalty.has_value()) {
+    g.set_repetition_penalty(*defaults.repetition_penalty);
+  }
   // Out-of-range values are clamped so the service's range check reports them.
   RETURN_IF_ERROR(IfPresent<int64_t>(body, "max_tokens", Integer,
                                      [&](int64_t n) { g.set_max_new_tokens(SaturatedInt32(n)); }));

@@ -58,10 +58,12 @@ inline constexpr int64_t kMaxObjectKeys = 1024;
 // no object in it of more than kMaxObjectKeys keys (InvalidArgument).
 absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id);
 
-// The fields both APIs read alike into `r`: n, best_of, max_tokens (default 16), temperature
-// (default 1), top_p, top_k, seed, stop, the penalties, ignore_eos, min_p, min_tokens,
-// logit_bias, stop_token_ids, stream, stream_options, return_token_ids.
-absl::Status ParseSharedFields(const json& body, CompletionRequest& r);
+// The fields both APIs read alike into `r`: n, best_of, max_tokens (default 16), temperature,
+// top_p, top_k, seed, stop, the penalties, ignore_eos, min_p, min_tokens, logit_bias,
+// stop_token_ids, stream, stream_options, return_token_ids. Sampling fields left out get
+// `defaults`' (not max_tokens: each API applies defaults.max_tokens its own way).
+absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults,
+                               CompletionRequest& r);
 
 // "length", "stop", or nullptr while the choice runs.
 const char* FinishReason(v1::FinishReason reason);

@@ -11,8 +11,9 @@ namespace llmint8::coordinator {
 namespace {
 
 // What rank 0 needs to sample a sequence: its parameters, and the ids min_tokens holds back
-// (the end-of-sequence token unless ignored, and the stop ids).
-void FillSampling(const GenerationParams& p, int64_t eos_token_id, v1::SamplingParams* sp) {
+// (the end-of-sequence tokens unless ignored, and the stop ids).
+void FillSampling(const GenerationParams& p, std::span<const int32_t> eos_token_ids,
+                  v1::SamplingParams* sp) {
   sp->set_temperature(p.temperature);
   sp->set_top_k(p.top_k);
   sp->set_top_p(p.top_p);
@@ -28,8 +29,8 @@ void FillSampling(const GenerationParams& p, int64_t eos_token_id, v1::SamplingP
   }
   if (p.min_tokens > 0) {
     sp->set_min_tokens(p.min_tokens);
-    if (!p.ignore_eos && eos_token_id >= 0) {
-      sp->add_min_tokens_banned(static_cast<int32_t>(eos_token_id));
+    if (!p.ignore_eos) {
+      sp->mutable_min_tokens_banned()->Add(eos_token_ids.begin(), eos_token_ids.end());
     }
     sp->mutable_min_tokens_banned()->Add(p.stop_token_ids.begin(), p.stop_token_ids.end());
   }
@@ -508,7 +509,7 @@ void Scheduler::Loop() {
       in_step.push_back(i);
       decoding.push_back(prefilled);
       // Rank 0 keeps a sequence's sampling parameters from its first step on.
-      if (first_step) FillSampling(seq->params(), options_.eos_token_id, step->mutable_sampling());
+      if (first_step) FillSampling(seq->params(), options_.eos_token_ids, step->mutable_sampling());
       step->set_sample_index(seq->num_generated());
       step->set_logprobs(seq->params().logprobs);
       step->set_top_logprobs(seq->params().top_logprobs);
@@ -595,7 +596,7 @@ void Scheduler::Loop() {
                                              " outside the vocabulary of ", options_.vocab_size)));
         exit = Exit::kRelease;
       } else if (!sent.prefill_only()) {
-        if (seq->AddToken(r, options_.eos_token_id)) exit = Exit::kPark;
+        if (seq->AddToken(r, options_.eos_token_ids)) exit = Exit::kPark;
       } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {
         seq->FinishPromptOnly();
         exit = Exit::kPark;

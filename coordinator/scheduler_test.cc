@@ -16,6 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "coordinator/fake_step_group.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace llmint8::coordinator {
@@ -187,6 +188,29 @@ TEST_F(SchedulerTest, AQueuedSequencePastItsDeadlineIsNotAdmitted) {
   EXPECT_EQ(out.tokens, FakeGreedy(live->prompt(), 4));
   EXPECT_TRUE(StepsOf(group_->steps(), 1).empty()) << "the expired sequence was prefilled";
   EXPECT_EQ(scheduler_->queued(), 0);
+}
+
+// min_tokens holds back every end-of-sequence id (a model's generation_config.json may list
+// several) unless ignore_eos, and the stop ids: rank 0 never samples them before then.
+TEST_F(SchedulerTest, MinTokensBansEveryEosIdAndTheStopIds) {
+  SchedulerOptions o = Options();
+  o.eos_token_ids = {2, 9};
+  Start(o);
+  GenerationParams p;
+  p.min_tokens = 2;
+  p.stop_token_ids = {7};
+  auto banned = MakeSeq(1, Tokens(4, 100), 3, p);
+  p.ignore_eos = true;
+  auto ignoring = MakeSeq(2, Tokens(4, 200), 3, p);
+  RunToEnd({banned, ignoring});
+  ASSERT_FALSE(HasFailure());
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  const auto first = StepsOf(steps, 1);
+  ASSERT_FALSE(first.empty());
+  EXPECT_THAT(first[0].second.sampling().min_tokens_banned(), ::testing::ElementsAre(2, 9, 7));
+  const auto second = StepsOf(steps, 2);
+  ASSERT_FALSE(second.empty());
+  EXPECT_THAT(second[0].second.sampling().min_tokens_banned(), ::testing::ElementsAre(7));
 }
 
 TEST_F(SchedulerTest, LongPromptsArePrefilledInChunksBesideDecoding) {

@@ -77,7 +77,7 @@ void Sequence::Push(std::optional<v1::GenerateResponse> response,
   if (signal_ != nullptr) signal_->Notify();
 }
 
-bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
+bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> eos_token_ids) {
   const absl::Time now = absl::Now();
   const int32_t token_id = sampled.token_id();
   if (generated_.empty()) first_token_ = now;
@@ -100,7 +100,8 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, int64_t eos_token_id) {
   const bool may_end = num_generated() > params_.min_tokens;
   // The end-of-sequence token and a stop token id end it without their own text (the id is
   // returned; vLLM drops a stop token's text too), after the text held back so far.
-  const bool eos = token_id == eos_token_id && !params_.ignore_eos;
+  const bool eos = !params_.ignore_eos &&
+                   std::binary_search(eos_token_ids.begin(), eos_token_ids.end(), token_id);
   const bool stop_token =
       std::binary_search(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token_id);
   if (may_end && (eos || stop_token)) {

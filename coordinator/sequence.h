@@ -162,8 +162,9 @@ class Sequence {
   // ---- Scheduler side (one thread) ----
   // Appends rank 0's sampled token: detokenizes, applies stop / eos / length rules and pushes
   // the response (the final one with usage and timings), with the logprob and top candidates
-  // when the params ask for them. Returns true when the sequence finished.
-  bool AddToken(const v1::SeqResult& sampled, int64_t eos_token_id);
+  // when the params ask for them. `eos_token_ids`: sorted. Returns true when the sequence
+  // finished.
+  bool AddToken(const v1::SeqResult& sampled, std::span<const int32_t> eos_token_ids);
   // Keeps the scores of prompt tokens a prefill step returned (params().prompt_logprobs); the
   // first response carries them.
   void AddPromptScores(const v1::SeqResult& prefilled);

@@ -13,7 +13,8 @@
 namespace llmint8::coordinator {
 namespace {
 
-constexpr int64_t kEos = 2;
+constexpr int32_t kEos = 2;
+constexpr int32_t kEosIds[] = {kEos};
 
 // Token id -> text; the pieces of ids in `held` wait for the next token (as a decoder holds
 // back part of a UTF-8 character) and Flush releases them.
@@ -61,14 +62,14 @@ struct Outcome {
 
 // Feeds `tokens` until the sequence finishes; collects its responses.
 Outcome Feed(GenerationParams params, const std::vector<int32_t>& tokens,
-             std::vector<int32_t> held = {}) {
+             std::vector<int32_t> held = {}, std::span<const int32_t> eos_ids = kEosIds) {
   Sequence seq(1, {2, 5}, std::move(params), std::make_unique<FakeText>(std::move(held)));
   Outcome run;
   for (int32_t t : tokens) {
     v1::SeqResult r;
     r.set_token_id(t);
     ++run.added;
-    if (seq.AddToken(r, kEos)) break;
+    if (seq.AddToken(r, eos_ids)) break;
   }
   std::optional<absl::Status> final = seq.WaitOutput(absl::ZeroDuration(), run.responses);
   EXPECT_TRUE(final.has_value() && final->ok());
@@ -112,6 +113,25 @@ TEST(SequenceTest, EosAndStopTokenIdsEndWithoutTheirTextAfterTheHeldBackText) {
   EXPECT_EQ(stop.finish, v1::FINISH_REASON_STOP);
   EXPECT_EQ(stop.responses.back().token_id(), 14);
   EXPECT_EQ(stop.responses.back().usage().completion_tokens(), 3);
+}
+
+// A model's generation_config.json may list several end-of-sequence ids: each ends the
+// sequence as EOS, unless ignore_eos.
+TEST(SequenceTest, AnyOfSeveralEosIdsEndsTheSequence) {
+  constexpr int32_t kTwoEos[] = {kEos, 12};
+  const Outcome first = Feed(Params(8), {10, kEos, 11}, {}, kTwoEos);
+  EXPECT_EQ(first.added, 2);
+  EXPECT_EQ(first.finish, v1::FINISH_REASON_EOS);
+  const Outcome second = Feed(Params(8), {10, 12, 11}, {}, kTwoEos);
+  EXPECT_EQ(second.added, 2);
+  EXPECT_EQ(second.text, " a") << "an eos id's text is not returned";
+  EXPECT_EQ(second.finish, v1::FINISH_REASON_EOS);
+  EXPECT_EQ(second.responses.back().token_id(), 12);
+  GenerationParams p = Params(3);
+  p.ignore_eos = true;
+  const Outcome ignored = Feed(p, {12, kEos, 11}, {}, kTwoEos);
+  EXPECT_EQ(ignored.added, 3);
+  EXPECT_EQ(ignored.finish, v1::FINISH_REASON_LENGTH);
 }
 
 // Before min_tokens nothing ends the sequence: an end-of-sequence token or stop id there (the
@@ -162,7 +182,7 @@ TEST(SequenceTest, LogprobsCarryEachTokensTextAndRawBytes) {
   v1::TokenCandidate* top = r.add_top();
   top->set_token_id(11);
   top->set_logprob(-0.25f);
-  seq.AddToken(r, kEos);
+  seq.AddToken(r, kEosIds);
   std::vector<v1::GenerateResponse> responses;
   ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value());
   ASSERT_FALSE(responses.empty());

@@ -13,6 +13,7 @@ llmint8_cc_library(
   SRCS
     api_key.cc
     coordinator_server.cc
+    generation_defaults.cc
     generation_service.cc
     group_decision.cc
     http_api.cc
@@ -60,6 +61,8 @@ llmint8_cc_test(NAME scheduler_test SRCS scheduler_test.cc fake_step_group.cc
 llmint8_cc_test(NAME coordinator_server_test SRCS coordinator_server_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME generation_defaults_test SRCS generation_defaults_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME openai_api_test SRCS openai_api_test.cc
                 DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)

@@ -112,8 +112,15 @@ ABSL_FLAG(int64_t, max_context, 0,
           "longest prompt + generation in tokens (0: the model's max_position_embeddings)");
 ABSL_FLAG(int32_t, default_max_tokens, 0,
           "HTTP chat completions without max_completion_tokens or max_tokens: reply with at "
-          "most this many tokens (0: to the end of the context, as OpenAI does; each such "
-          "request reserves KV cache room for its whole limit while it runs)");
+          "most this many tokens (0: the model's generation_config.json max_new_tokens, else to "
+          "the end of the context, as OpenAI does; each such request reserves KV cache room for "
+          "its whole limit while it runs)");
+ABSL_FLAG(std::string, generation_config, "auto",
+          "the model's generation_config.json: \"auto\" (the model directory's, if it has "
+          "one), \"none\", or a file or a directory holding one. Its eos_token_id list ends "
+          "every sequence; its temperature, top_k, top_p, min_p, repetition_penalty and "
+          "max_new_tokens (do_sample false: greedy) are the defaults of HTTP API requests that "
+          "leave them out (gRPC requests keep their own: GetModelInfo lists these)");
 ABSL_FLAG(int64_t, prefill_chunk, 512,
           "prompt tokens of one request per step: longer prompts are prefilled over several "
           "steps while the running streams keep decoding (0: whole prompts in one step)");

@@ -250,6 +250,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
+  o.generation_config = absl::GetFlag(FLAGS_generation_config);
   return o;
 }
 

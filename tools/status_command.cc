@@ -9,10 +9,12 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/byte_size.h"
 #include "common/grpc_status.h"
 #include "common/json_text.h"
+#include "coordinator/generation_defaults.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
@@ -50,6 +52,16 @@ void PrintText(const std::string& target, int health, const v1::ModelInfo& info)
               info.has_tokenizer() ? "tokenizer" : "token ids only");
   std::printf("batching up to %d sequences per step, queue of %d requests\n", info.max_batch(),
               info.queue_capacity());
+  std::printf("ends at   token id%s %s", info.eos_token_ids_size() == 1 ? "" : "s",
+              absl::StrJoin(info.eos_token_ids(), ", ").c_str());
+  const v1::GenerationDefaults& defaults = info.generation_defaults();
+  if (defaults.source().empty()) {
+    std::printf("; no generation_config.json\n");
+  } else {
+    std::printf("; HTTP API defaults %s (%s)\n",
+                coordinator::DescribeGenerationDefaults(defaults).c_str(),
+                defaults.source().c_str());
+  }
   std::printf("workers\n  %-4s  %-24s  %-7s  %-10s  %-10s  %-10s  %s\n", "rank", "address",
               "device", "weights", "KV cache", "total", "state");
   for (const v1::WorkerInfo& w : info.workers()) {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
@@ -514,6 +515,13 @@ TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
   EXPECT_EQ(info.backend(), "gloo");
   EXPECT_EQ(info.vocab_size(), kVocab);
   EXPECT_EQ(info.max_context(), kContext);
+  // The model's generation_config.json (--generation_config=auto) sets no eos list and no
+  // sampling defaults: config.json's eos, and none.
+  EXPECT_THAT(info.eos_token_ids(), ::testing::ElementsAre(2));
+  const v1::GenerationDefaults& d = info.generation_defaults();
+  EXPECT_TRUE(absl::EndsWith(d.source(), "tiny-opt/generation_config.json")) << d.source();
+  EXPECT_FALSE(d.has_temperature() || d.has_top_k() || d.has_top_p() || d.has_min_p() ||
+               d.has_repetition_penalty() || d.has_max_new_tokens());
   ASSERT_EQ(info.workers_size(), 2);
   for (const v1::WorkerInfo& w : info.workers()) {
     EXPECT_TRUE(w.healthy());

@@ -1,0 +1,90 @@
+#include "coordinator/generation_defaults.h"
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class GenerationDefaultsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) / "generation_defaults_test";
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    config_.vocab_size = 1000;
+    config_.eos_token_id = 2;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void Write(const std::string& text) { std::ofstream(dir_ / "generation_config.json") << text; }
+
+  std::filesystem::path dir_;
+  model::OptConfig config_;
+};
+
+TEST_F(GenerationDefaultsTest, AutoReadsTheModelDirectorysFileWhenThereIsOne) {
+  auto none = LoadServedGenerationConfig("auto", dir_.string(), config_);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value()) << "a model without the file";
+  auto synthetic = LoadServedGenerationConfig("auto", "synthetic:125m", config_);
+  ASSERT_TRUE(synthetic.ok()) << synthetic.status();
+  EXPECT_FALSE(synthetic->has_value());
+
+  Write(R"({"eos_token_id": [7, 2, 7], "do_sample": true, "temperature": 0.8, "top_k": 40,
+            "max_new_tokens": 64})");
+  auto served = LoadServedGenerationConfig("auto", dir_.string(), config_);
+  ASSERT_TRUE(served.ok()) << served.status();
+  ASSERT_TRUE(served->has_value());
+  EXPECT_EQ((*served)->source, (dir_ / "generation_config.json").string());
+  EXPECT_THAT(EosTokenIds(config_, *served), ElementsAre(2, 7)) << "sorted, once each";
+
+  const v1::GenerationDefaults m = GenerationDefaultsMessage(*served);
+  EXPECT_EQ(m.source(), (*served)->source);
+  EXPECT_EQ(m.temperature(), 0.8f);
+  EXPECT_EQ(m.top_k(), 40);
+  EXPECT_EQ(m.max_new_tokens(), 64);
+  EXPECT_FALSE(m.has_top_p() || m.has_min_p() || m.has_repetition_penalty());
+  EXPECT_EQ(DescribeGenerationDefaults(m), "temperature 0.8, top_k 40, max_new_tokens 64");
+
+  auto off = LoadServedGenerationConfig("none", dir_.string(), config_);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->has_value());
+  EXPECT_THAT(EosTokenIds(config_, *off), ElementsAre(2)) << "config.json's";
+  EXPECT_EQ(DescribeGenerationDefaults(GenerationDefaultsMessage(*off)), "none");
+}
+
+TEST_F(GenerationDefaultsTest, ANamedFileOrDirectoryMustHoldOne) {
+  Write(R"({"do_sample": false, "temperature": 0.6})");
+  for (const std::filesystem::path& path : {dir_, dir_ / "generation_config.json"}) {
+    auto served = LoadServedGenerationConfig(path.string(), "synthetic:125m", config_);
+    ASSERT_TRUE(served.ok()) << served.status();
+    ASSERT_TRUE(served->has_value());
+    const v1::GenerationDefaults m = GenerationDefaultsMessage(*served);
+    ASSERT_TRUE(m.has_temperature());
+    EXPECT_EQ(m.temperature(), 0.0f) << "do_sample false: greedy";
+    EXPECT_THAT(EosTokenIds(config_, *served), ElementsAre(2)) << "no list of its own";
+  }
+  auto missing = LoadServedGenerationConfig((dir_ / "nothing").string(), "x", config_);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("--generation_config="));
+}
+
+TEST_F(GenerationDefaultsTest, AFileTheModelCannotTakeIsRefusedWithTheWayOut) {
+  Write(R"({"eos_token_id": 1000})");  // not below vocab_size
+  auto served = LoadServedGenerationConfig("auto", dir_.string(), config_);
+  EXPECT_EQ(served.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(served.status().message(), HasSubstr("\"eos_token_id\""));
+  EXPECT_THAT(served.status().message(), HasSubstr("--generation_config=none"));
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator
