@@ -131,6 +131,9 @@ absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& op
   }
   RETURN_IF_ERROR(
       LoadServedGenerationConfig(options.generation_config, options.group.model, config).status());
+  if (!options.served_model_name.empty()) {
+    RETURN_IF_ERROR(openai::CheckServedModelName(options.served_model_name));
+  }
   return config;
 }
 
@@ -341,7 +344,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   // Last, so a request it admits finds the scheduler running.
   if (!impl->options.http_listen.empty()) {
     HttpApiOptions api;
-    api.model_id = openai::ModelId(impl->options.group.model);
+    api.model_id = impl->options.served_model_name.empty()
+                       ? openai::ModelId(impl->options.group.model)
+                       : impl->options.served_model_name;
     api.max_context = impl->options.scheduler.max_context;
     api.vocab_size = impl->config.vocab_size;
     api.max_body_bytes = impl->options.max_message_bytes;

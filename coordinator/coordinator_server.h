@@ -50,6 +50,9 @@ struct CoordinatorOptions {
   std::string metrics_listen;
   // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.
   std::string http_listen;
+  // The model's id in the HTTP API (vLLM's --served-model-name); empty: openai::ModelId of
+  // group.model. At most 256 bytes of printable ASCII or UTF-8, no spaces.
+  std::string served_model_name;
   // TLS on the gRPC port (Generation, health, reflection, and the workers' rendezvous) and
   // the HTTP API, with client certificates when tls.client_ca_file is set (common/tls.h).
   // Metrics stay plain HTTP (scraped inside the cluster).

@@ -34,7 +34,7 @@ class Server;
 namespace llmint8::coordinator {
 
 struct HttpApiOptions {
-  std::string model_id;  // openai::ModelId of --model
+  std::string model_id;  // --served_model_name, else openai::ModelId of --model
   int64_t max_context = 0;
   // The model's vocabulary (config.json vocab_size): /detokenize drops the ids below it that the
   // tokenizer has no token for (the padding rows a model can sample), as the stream does.

@@ -1,5 +1,6 @@
 #include "coordinator/openai_api.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -298,6 +299,20 @@ std::string ModelId(std::string_view model_spec) {
   std::error_code ec;  // a loop or an unreadable path is no directory, not an exception
   if (std::filesystem::is_directory(p, ec) && !p.filename().empty()) return p.filename().string();
   return std::string(model_spec);
+}
+
+absl::Status CheckServedModelName(std::string_view name) {
+  constexpr size_t kMaxBytes = 256;
+  const bool plain = std::none_of(name.begin(), name.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u <= 0x20 || u == 0x7f;
+  });
+  if (name.empty() || name.size() > kMaxBytes || !plain) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--served_model_name must be 1 to ", kMaxBytes,
+                     " bytes without spaces or control characters, e.g. facebook/opt-66b"));
+  }
+  return absl::OkStatus();
 }
 
 std::string CompletionJson(const CompletionRequest& request,

@@ -142,6 +142,9 @@ std::string DetokenizeJson(std::string_view text);
 
 // The model id of a --model value: a directory's last path component, else the spec itself.
 std::string ModelId(std::string_view model_spec);
+// InvalidArgument unless `name` can be a model id given by the operator
+// (--served_model_name): 1 to 256 bytes, no ASCII space or control character.
+absl::Status CheckServedModelName(std::string_view name);
 
 // The whole answer of a non-streamed request, from the responses the service streamed for
 // each choice (in index order; the last response of each carries its finish reason and usage).

@@ -601,5 +601,19 @@ TEST(OpenAiApiTest, ModelIdIsTheDirectoryName) {
   EXPECT_EQ(models["data"][0]["max_model_len"], 2048);
 }
 
+TEST(OpenAiApiTest, AServedModelNameIsOneWordOfAtMost256Bytes) {
+  for (const std::string name : {std::string("facebook/opt-66b"), std::string("opt"),
+                                 std::string("模型"), std::string(256, 'a')}) {
+    EXPECT_TRUE(CheckServedModelName(name).ok()) << name;
+  }
+  for (const std::string name :
+       {std::string(), std::string("opt 66b"), std::string("opt\n"), std::string("a\0b", 3),
+        std::string("x\x7f"), std::string(257, 'a')}) {
+    const absl::Status s = CheckServedModelName(name);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_THAT(s.message(), HasSubstr("--served_model_name"));
+  }
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator::openai

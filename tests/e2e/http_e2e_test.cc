@@ -745,6 +745,39 @@ TEST_F(HttpE2ETest, ModelsAndHealth) {
 // LLMINT8_API_KEY on the coordinator: the public gRPC service and the HTTP /v1/ routes need
 // "authorization: Bearer <key>"; health stays open; the binary's clients send the key from
 // the same variable.
+// --served_model_name: the id /v1/models lists, requests name and answers carry; the
+// directory's name is then another model.
+TEST(ServedModelNameE2ETest, TheApiKnowsTheModelByTheGivenName) {
+  constexpr char kName[] = "facebook/opt-tiny";
+  const int http_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port),
+                                     absl::StrCat("--served_model_name=", kName)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  httplib::Client client("127.0.0.1", http_port);
+  client.set_read_timeout(60, 0);
+
+  httplib::Result res = client.Get("/v1/models");
+  ASSERT_TRUE(res && res->status == 200);
+  EXPECT_EQ(json::parse(res->body)["data"][0]["id"], kName);
+  res = client.Get(absl::StrCat("/v1/models/", kName));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  res = client.Post("/v1/completions",
+                    json{{"model", kName}, {"prompt", {2, 5}}, {"max_tokens", 2}}.dump(),
+                    "application/json");
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+  EXPECT_EQ(json::parse(res->body)["model"], kName);
+  res = client.Post("/v1/completions",
+                    json{{"model", "tiny-opt"}, {"prompt", {2, 5}}, {"max_tokens", 2}}.dump(),
+                    "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+  EXPECT_THAT(res->body, HasSubstr(kName));
+}
+
 TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   constexpr char kKey[] = "test-key-7f3a";
   const int http_port = FreePort();
