@@ -85,11 +85,12 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
   v1::GenerateResponse response;
   response.set_token_id(token_id);
   if (params_.logprobs) response.set_logprob(sampled.logprob());
-  if (text_ && (params_.logprobs || params_.top_logprobs > 0)) {
+  const bool token_forms = text_ && (params_.logprobs || params_.top_logprobs > 0);
+  if (token_forms) {
     TokenTextStream::TextAndBytes forms = text_->TokenTextAndBytes(token_id);
     response.set_token_text(std::move(forms.text));
     response.set_token_bytes(std::move(forms.bytes));
-    response.set_decoded_bytes(static_cast<uint32_t>(forms.decoded_bytes));
+    response.set_decoded_bytes(0);  // an ending token's text is not the sequence's
   }
   AddCandidates(sampled.top(), response.mutable_top_logprobs());
   if (generated_.size() == 1) AttachPromptTokens(response);
@@ -115,7 +116,18 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
     return true;
   }
   auto match = [&](const std::string& text) { return stop_.Append(text, may_end); };
-  std::string emit = match(text_ ? text_->Add(token_id) : std::string());
+  std::string added;
+  if (text_) {
+    // What the token adds to the decoded text: what the stream releases and holds back now,
+    // less what earlier tokens counted of that. Bytes that turn out invalid are released as
+    // U+FFFD, so the sums stay offsets into the text as sent.
+    added = text_->Add(token_id);
+    const size_t now = added.size() + text_->held_bytes();
+    const size_t decoded = now > counted_held_bytes_ ? now - counted_held_bytes_ : 0;
+    counted_held_bytes_ = text_->held_bytes();
+    if (token_forms) response.set_decoded_bytes(static_cast<uint32_t>(decoded));
+  }
+  std::string emit = match(added);
   if (stop_.stopped()) {
     response.set_text(std::move(emit));
     Finish(std::move(response), v1::FINISH_REASON_STOP);

@@ -61,14 +61,13 @@ class TokenTextStream {
   virtual ~TokenTextStream() = default;
   virtual std::string Add(int32_t token_id) = 0;
   virtual std::string Flush() = 0;  // text held back at the end (an incomplete sequence)
+  // The bytes Add holds back now (part of a character), which a later Add releases.
+  virtual size_t held_bytes() const = 0;
   // One token's text alone, valid UTF-8 (special tokens too: "</s>"), and its raw bytes (part
   // of a UTF-8 character stays as it is), from one decode; no state changes.
   struct TextAndBytes {
     std::string text;
     std::string bytes;
-    // What the token adds to the decoded text: its bytes, or none for a special token the
-    // text leaves out.
-    size_t decoded_bytes = 0;
   };
   virtual TextAndBytes TokenTextAndBytes(int32_t token_id) const = 0;
   // The text alone (a prompt token's label).
@@ -217,6 +216,10 @@ class Sequence {
   const std::vector<int32_t> prompt_;
   const GenerationParams params_;
   std::unique_ptr<TokenTextStream> text_;
+  // Of the bytes text_ holds back, those already counted in a generated token's
+  // decoded_bytes (a prompt's incomplete last character is not: the token that completes it
+  // adds it).
+  size_t counted_held_bytes_ = 0;
   StopMatcher stop_;
   std::atomic<bool> cancelled_{false};
   absl::Time deadline_ = absl::InfiniteFuture();  // set before the sequence is queued

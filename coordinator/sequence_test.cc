@@ -32,10 +32,9 @@ class FakeText : public TokenTextStream {
     return out;
   }
   std::string Flush() override { return std::exchange(held_, ""); }
+  size_t held_bytes() const override { return held_.size(); }
   // Bytes unlike the text, so a test sees which of the two a field carries.
-  TextAndBytes TokenTextAndBytes(int32_t id) const override {
-    return {Text(id), "raw" + Text(id), Text(id).size()};
-  }
+  TextAndBytes TokenTextAndBytes(int32_t id) const override { return {Text(id), "raw" + Text(id)}; }
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override {
     std::vector<std::string> out;
     for (int32_t id : ids) out.push_back(Text(id));

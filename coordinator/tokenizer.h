@@ -160,6 +160,8 @@ class DecodeStream {
   absl::StatusOr<std::string> Next(int32_t id);
   // Whatever is held back (an incomplete character at the end), as U+FFFD; resets the stream.
   std::string Finish();
+  // The bytes held back now: an incomplete character's, at most 3.
+  size_t pending_bytes() const { return pending_.size(); }
 
  private:
   const Tokenizer& tokenizer_;

@@ -14,8 +14,7 @@ TokenTextStream::TextAndBytes TokenizerTextStream::TokenTextAndBytes(int32_t tok
   absl::StatusOr<std::string> bytes = tokenizer_.DecodeBytes({token_id});
   if (!bytes.ok()) return {};
   std::string text = SanitizeUtf8(*bytes);  // what Decode({token_id}) gives
-  const size_t decoded = tokenizer_.IsSpecial(token_id) ? 0 : bytes->size();  // stream_ skips
-  return {std::move(text), *std::move(bytes), decoded};
+  return {std::move(text), *std::move(bytes)};
 }
 
 std::vector<std::string> TokenizerTextStream::Pieces(std::span<const int32_t> ids) const {

@@ -23,6 +23,7 @@ class TokenizerTextStream : public TokenTextStream {
       : tokenizer_(tokenizer), stream_(tokenizer) {}
   std::string Add(int32_t token_id) override;
   std::string Flush() override { return stream_.Finish(); }
+  size_t held_bytes() const override { return stream_.pending_bytes(); }
   TextAndBytes TokenTextAndBytes(int32_t token_id) const override;
   std::vector<std::string> Pieces(std::span<const int32_t> ids) const override;
   std::vector<std::string> StartWith(std::span<const int32_t> ids) override;

@@ -60,22 +60,52 @@ TEST(TokenizerTextStreamTest, AnEchoedPromptEndingInsideACharacterContinuesIntoT
   EXPECT_EQ(ended, "\xEF\xBF\xBD");
 }
 
-// What a token adds to the decoded text (decoded_bytes, the OpenAI API's text_offset steps): its
-// bytes, and nothing for a special token the text leaves out (OPT's </s>, id 2), whose own
-// bytes are still reported.
-TEST(TokenizerTextStreamTest, ASpecialTokenAddsNoBytesToTheText) {
+// What each generated token adds to the decoded text (decoded_bytes, the OpenAI API's
+// text_offset steps) sums to offsets into the text as sent: a special token adds nothing,
+// bytes held back count when they come, and invalid UTF-8 counts as the U+FFFD it becomes.
+TEST(TokenizerTextStreamTest, DecodedBytesAreOffsetsIntoTheTextAsSent) {
+  // The bundled model's tokenizer: its special_tokens_map.json makes </s> (2) special.
   const char* src = std::getenv("LLMINT8_SOURCE_DIR");
-  auto tok = Tokenizer::FromDirectory(
+  auto loaded = Tokenizer::FromDirectory(
       std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/models/opt-sotu-cpu");
-  ASSERT_TRUE(tok.ok()) << tok.status();
-  TokenizerTextStream stream(**tok);
-  const TokenTextStream::TextAndBytes eos = stream.TokenTextAndBytes(2);
-  EXPECT_EQ(eos.bytes, "</s>");
-  EXPECT_EQ(eos.decoded_bytes, 0u);
-  const int32_t the = (*tok)->Encode(" the", /*add_bos=*/false).value().at(0);
-  const TokenTextStream::TextAndBytes word = stream.TokenTextAndBytes(the);
-  EXPECT_EQ(word.bytes, " the");
-  EXPECT_EQ(word.decoded_bytes, 4u);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Tokenizer* tok = loaded->get();
+  const int32_t the = tok->Encode(" the", /*add_bos=*/false).value().at(0);
+  const int32_t e2 = ByteToken(*tok, "\xC3\xA2");   // 0xE2: a 3-byte character starts
+  const int32_t x80 = ByteToken(*tok, "\xC4\xA2");  // 0x80: it continues
+  const int32_t a = ByteToken(*tok, "A");           // not a continuation: E2 80 is invalid
+  const int32_t eos = 2;
+  ASSERT_TRUE(tok->IsSpecial(eos));
+  GenerationParams params;
+  params.max_new_tokens = 6;  // ends with the last id below
+  params.logprobs = true;
+  params.ignore_eos = true;
+  Sequence seq(1, {the}, params, std::make_unique<TokenizerTextStream>(*tok));
+  const int32_t kNoEos[] = {-1};
+  const std::vector<int32_t> ids = {the, e2, x80, a, eos, the};
+  for (int32_t id : ids) {
+    v1::SeqResult r;
+    r.set_token_id(id);
+    seq.AddToken(r, kNoEos);
+  }
+  std::vector<v1::GenerateResponse> responses;
+  ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value());
+  std::string text;
+  std::vector<size_t> offsets;
+  size_t offset = 0;
+  for (const v1::GenerateResponse& r : responses) {
+    if (!r.has_token_id()) continue;
+    offsets.push_back(offset);
+    offset += r.decoded_bytes();
+    text += r.text();
+  }
+  EXPECT_EQ(text,
+            " the\xEF\xBF\xBD"
+            "A the");
+  // " the" at 0; E2 and 80, held back, at 4 and 5; "A" at 6, though it is released at 7,
+  // after the U+FFFD that replaces them; </s> adds nothing; the last " the" at 8.
+  EXPECT_THAT(offsets, ElementsAre(0, 4, 5, 6, 8, 8));
+  EXPECT_EQ(offset, text.size());
 }
 
 }  // namespace
