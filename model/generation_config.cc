@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <limits>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -76,7 +77,8 @@ absl::Status GetFloat(const Json& j, const char* field, double min_value, bool o
                       double max_value, std::optional<float>* out) {
   const Json* v = Find(j, field);
   if (v == nullptr) return absl::OkStatus();
-  const double value = v->is_number() ? v->get<double>() : std::nan("");
+  // Checked as the sampler will hold it: 1e39 is inf as a float, 1e-46 is 0.
+  const float value = v->is_number() ? static_cast<float>(v->get<double>()) : std::nanf("");
   const bool above_min = open_min ? value > min_value : value >= min_value;
   if (!std::isfinite(value) || !above_min || value > max_value) {
     const std::string range =
@@ -85,7 +87,7 @@ absl::Status GetFloat(const Json& j, const char* field, double min_value, bool o
             : absl::StrCat("in ", open_min ? "(" : "[", min_value, ", ", max_value, "]");
     return FieldError(field, absl::StrCat("must be a number ", range, ", got ", JsonSnippet(*v)));
   }
-  *out = static_cast<float>(value);
+  *out = value;
   return absl::OkStatus();
 }
 
@@ -94,7 +96,11 @@ absl::Status GetEosTokenIds(const Json& j, int64_t vocab_size, GenerationConfig&
   constexpr char kField[] = "eos_token_id";
   const Json* v = Find(j, kField);
   if (v == nullptr) return absl::OkStatus();
-  const Json list = v->is_array() ? *v : Json::array({*v});
+  // Never copied: a copy recurses once per level of nesting, and a file's value may be nested
+  // deeper than the stack holds.
+  const std::span<const Json> list = v->is_array()
+                                         ? std::span<const Json>(v->get_ref<const Json::array_t&>())
+                                         : std::span<const Json>(v, 1);
   if (list.size() > static_cast<size_t>(kMaxEosTokenIds)) {
     return FieldError(kField, absl::StrCat("lists ", list.size(), " ids, more than the ",
                                            kMaxEosTokenIds, " supported"));

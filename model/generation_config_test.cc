@@ -96,6 +96,26 @@ TEST(GenerationConfigTest, RefusesValuesTheSamplerCannotTakeNamingTheField) {
   EXPECT_THAT(c.status().message(), HasSubstr("more than the 64 supported"));
 }
 
+TEST(GenerationConfigTest, ValuesAreCheckedAsTheFloatsTheSamplerHolds) {
+  for (const char* text : {R"({"temperature": 1e39})", R"({"repetition_penalty": 1e39})",
+                           R"({"top_p": 1e-46})", R"({"repetition_penalty": 1e-46})"}) {
+    auto c = ParseGenerationConfig(text, kVocab);
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+}
+
+// Nesting deeper than a recursive walk's stack: a short error, not a crash.
+TEST(GenerationConfigTest, ADeeplyNestedValueIsAShortError) {
+  constexpr int kDepth = 200000;
+  for (const char* field : {"eos_token_id", "temperature", "do_sample", "top_k"}) {
+    const std::string text =
+        absl::StrCat("{\"", field, "\": ", std::string(kDepth, '['), std::string(kDepth, ']'), "}");
+    auto c = ParseGenerationConfig(text, kVocab);
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_LT(c.status().message().size(), 300u) << field;
+  }
+}
+
 TEST(GenerationConfigTest, RefusesWhatIsNotAJsonObject) {
   for (const char* text : {"", "[]", "{\"top_k\": ", "null"}) {
     auto c = ParseGenerationConfig(text, kVocab);
