@@ -46,9 +46,10 @@ absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig
 
 std::vector<int32_t> EosTokenIds(const model::OptConfig& config,
                                  const std::optional<ServedGenerationConfig>& served) {
-  std::vector<int32_t> ids;
-  if (served.has_value()) ids = served->config.eos_token_ids;
-  if (ids.empty()) ids.push_back(static_cast<int32_t>(config.eos_token_id));
+  std::vector<int32_t> ids = {static_cast<int32_t>(config.eos_token_id)};
+  if (served.has_value()) {
+    ids.insert(ids.end(), served->config.eos_token_ids.begin(), served->config.eos_token_ids.end());
+  }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return ids;

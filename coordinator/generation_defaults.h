@@ -28,7 +28,8 @@ struct ServedGenerationConfig {
 absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig(
     const std::string& flag, const std::string& model_spec, const model::OptConfig& config);
 
-// The ids that end a sequence, sorted: the file's eos_token_id list, else config.json's.
+// The ids that end a sequence, sorted, once each: config.json's eos_token_id and the file's
+// (as vLLM adds them to the tokenizer's; transformers would stop at the file's alone).
 std::vector<int32_t> EosTokenIds(const model::OptConfig& config,
                                  const std::optional<ServedGenerationConfig>& served);
 

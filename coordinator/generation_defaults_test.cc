@@ -73,6 +73,12 @@ TEST_F(GenerationDefaultsTest, ANamedFileOrDirectoryMustHoldOne) {
     EXPECT_EQ(m.temperature(), 0.0f) << "do_sample false: greedy";
     EXPECT_THAT(EosTokenIds(config_, *served), ElementsAre(2)) << "no list of its own";
   }
+  // A list of its own adds to config.json's eos, as vLLM does.
+  Write(R"({"eos_token_id": 9})");
+  auto nine = LoadServedGenerationConfig(dir_.string(), "synthetic:125m", config_);
+  ASSERT_TRUE(nine.ok()) << nine.status();
+  EXPECT_THAT(EosTokenIds(config_, *nine), ElementsAre(2, 9));
+
   auto missing = LoadServedGenerationConfig((dir_ / "nothing").string(), "x", config_);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("--generation_config="));

@@ -105,10 +105,12 @@ struct RequestDefaults {
   friend bool operator==(const RequestDefaults&, const RequestDefaults&) = default;
 };
 
-// The file's fields as transformers' generate() reads them: do_sample false is greedy
-// (temperature 0, top_k / top_p / min_p not used; a repetition penalty still applies, as it
-// does in greedy search); otherwise temperature, top_k (0: off), top_p and min_p are the
-// defaults where set. max_new_tokens becomes max_tokens.
+// The file's fields as vLLM's --generation-config auto takes them: temperature, top_k (0:
+// off), top_p, min_p, repetition_penalty and max_new_tokens (as max_tokens) where set, the
+// OpenAI API's defaults elsewhere (transformers' own, such as top_k 50, are not applied);
+// except that do_sample false is greedy, as in transformers' generate() (temperature 0;
+// top_k, top_p and min_p not used; a repetition penalty still applies, as in greedy search).
+// An unset do_sample samples, as in vLLM (transformers would search greedily).
 RequestDefaults RequestDefaultsFrom(const model::GenerationConfig& config);
 
 // The served model as /v1/models lists it.
@@ -143,7 +145,7 @@ std::string DetokenizeJson(std::string_view text);
 // The model id of a --model value: a directory's last path component, else the spec itself.
 std::string ModelId(std::string_view model_spec);
 // InvalidArgument unless `name` can be a model id given by the operator
-// (--served_model_name): 1 to 256 bytes, no ASCII space or control character.
+// (--served_model_name): 1 to 256 bytes of UTF-8, no ASCII space or control character.
 absl::Status CheckServedModelName(std::string_view name);
 
 // The whole answer of a non-streamed request, from the responses the service streamed for

@@ -56,7 +56,7 @@ struct SchedulerOptions {
   int64_t prefill_chunk = 512;           // prompt tokens of one sequence per step; 0: whole
   int64_t score_chunk = 256;             // tokens per step of prompts being scored (>= 1)
   int64_t max_context = 2048;
-  // End-of-sequence ids, sorted: config.json's eos_token_id, or generation_config.json's list.
+  // End-of-sequence ids, sorted: config.json's eos_token_id and generation_config.json's.
   std::vector<int32_t> eos_token_ids = {2};
   // Token ids rank 0 may return: [0, vocab_size); one outside fails its sequence (INTERNAL).
   // 0: unchecked.
