@@ -51,7 +51,7 @@ struct CoordinatorOptions {
   // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.
   std::string http_listen;
   // The model's id in the HTTP API (vLLM's --served-model-name); empty: openai::ModelId of
-  // group.model. At most 256 bytes of printable ASCII or UTF-8, no spaces.
+  // group.model. 1 to 256 bytes of UTF-8, no spaces or control characters.
   std::string served_model_name;
   // TLS on the gRPC port (Generation, health, reflection, and the workers' rendezvous) and
   // the HTTP API, with client certificates when tls.client_ca_file is set (common/tls.h).

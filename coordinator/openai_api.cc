@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "coordinator/openai_fields.h"
 #include "coordinator/request_validation.h"
+#include "coordinator/tokenizer.h"
 
 namespace llmint8::coordinator::openai {
 namespace {
@@ -303,14 +304,17 @@ std::string ModelId(std::string_view model_spec) {
 
 absl::Status CheckServedModelName(std::string_view name) {
   constexpr size_t kMaxBytes = 256;
-  const bool plain = std::none_of(name.begin(), name.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u <= 0x20 || u == 0x7f;
-  });
+  const bool plain = std::none_of(name.begin(), name.end(),
+                                  [](char c) {
+                                    const auto u = static_cast<unsigned char>(c);
+                                    return u <= 0x20 || u == 0x7f;
+                                  }) &&
+                     !FindInvalidUtf8(name).has_value();
   if (name.empty() || name.size() > kMaxBytes || !plain) {
     return absl::InvalidArgumentError(
         absl::StrCat("--served_model_name must be 1 to ", kMaxBytes,
-                     " bytes without spaces or control characters, e.g. facebook/opt-66b"));
+                     " bytes of UTF-8 without spaces or control characters, e.g. "
+                     "facebook/opt-66b"));
   }
   return absl::OkStatus();
 }

@@ -608,7 +608,7 @@ TEST(OpenAiApiTest, AServedModelNameIsOneWordOfAtMost256Bytes) {
   }
   for (const std::string name :
        {std::string(), std::string("opt 66b"), std::string("opt\n"), std::string("a\0b", 3),
-        std::string("x\x7f"), std::string(257, 'a')}) {
+        std::string("x\x7f"), std::string("opt\xff"), std::string(257, 'a')}) {
     const absl::Status s = CheckServedModelName(name);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name;
     EXPECT_THAT(s.message(), HasSubstr("--served_model_name"));

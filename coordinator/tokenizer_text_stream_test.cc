@@ -108,5 +108,47 @@ TEST(TokenizerTextStreamTest, DecodedBytesAreOffsetsIntoTheTextAsSent) {
   EXPECT_EQ(offset, text.size());
 }
 
+// An echoed prompt that ends inside a character: its pieces leave the held bytes out, so the
+// generated token that completes the character counts them (text_offset of the next token is
+// after the whole character).
+TEST(TokenizerTextStreamTest, TheTokenThatCompletesAnEchoedPromptsCharacterCountsItsBytes) {
+  const std::unique_ptr<Tokenizer> tok = Gpt2();
+  ASSERT_NE(tok, nullptr);
+  // "\u2014" is E2 80 94: the prompt brings E2 80, the first generated token 94.
+  const std::vector<int32_t> prompt = {ByteToken(*tok, "\xC3\xA2"), ByteToken(*tok, "\xC4\xA2")};
+  const int32_t x94 = ByteToken(*tok, "\xC4\xB6");
+  const int32_t the = tok->Encode(" the", /*add_bos=*/false).value().at(0);
+  GenerationParams params;
+  params.max_new_tokens = 2;
+  params.logprobs = true;
+  params.echo_prompt = true;
+  Sequence seq(1, prompt, params, std::make_unique<TokenizerTextStream>(*tok));
+  const int32_t kNoEos[] = {-1};
+  for (int32_t id : {x94, the}) {
+    v1::SeqResult r;
+    r.set_token_id(id);
+    seq.AddToken(r, kNoEos);
+  }
+  std::vector<v1::GenerateResponse> responses;
+  ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value());
+  std::string text;
+  std::vector<size_t> offsets;
+  size_t offset = 0;
+  for (const v1::GenerateResponse& r : responses) {
+    for (const v1::PromptToken& p : r.prompt_tokens()) {  // as the OpenAI API counts them
+      offsets.push_back(offset);
+      offset += p.text().size();
+      text += p.text();
+    }
+    if (!r.has_token_id()) continue;
+    offsets.push_back(offset);
+    offset += r.decoded_bytes();
+    text += r.text();
+  }
+  EXPECT_EQ(text, "\xE2\x80\x94 the");
+  EXPECT_THAT(offsets, ElementsAre(0, 0, 0, 3));
+  EXPECT_EQ(offset, text.size());
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator

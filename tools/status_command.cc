@@ -52,8 +52,10 @@ void PrintText(const std::string& target, int health, const v1::ModelInfo& info)
               info.has_tokenizer() ? "tokenizer" : "token ids only");
   std::printf("batching up to %d sequences per step, queue of %d requests\n", info.max_batch(),
               info.queue_capacity());
-  std::printf("ends at   token id%s %s", info.eos_token_ids_size() == 1 ? "" : "s",
-              absl::StrJoin(info.eos_token_ids(), ", ").c_str());
+  // A coordinator older than eos_token_ids sends its one eos_token_id.
+  const std::string eos = info.eos_token_ids().empty() ? absl::StrCat(info.eos_token_id())
+                                                       : absl::StrJoin(info.eos_token_ids(), ", ");
+  std::printf("ends at   token id%s %s", info.eos_token_ids_size() > 1 ? "s" : "", eos.c_str());
   const v1::GenerationDefaults& defaults = info.generation_defaults();
   if (defaults.source().empty()) {
     std::printf("; no generation_config.json\n");

@@ -66,8 +66,12 @@ class GenerationConfigE2ETest : public ::testing::Test {
     http_port_ = FreePort();
     ClusterOptions options;
     options.model = SourcePath(kModelDir);
-    options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port_),
-                                       absl::StrCat("--generation_config=", *path_)};
+    // A tokenizer, for the chat API (its vocabulary fits in the model's).
+    options.extra_coordinator_flags = {
+        absl::StrCat("--http_listen=127.0.0.1:", http_port_),
+        absl::StrCat("--generation_config=", *path_),
+        absl::StrCat("--tokenizer=",
+                     SourcePath("tests/fixtures/tokenizer/tiny-bpe/tokenizer.json"))};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
   }
@@ -168,6 +172,20 @@ TEST_F(GenerationConfigE2ETest, OpenAiFieldsLeftOutTakeTheModelsDefaults) {
       "application/json");
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 400) << refused->body;
+}
+
+// A chat reply without a limit of its own (and no --default_max_tokens): the file's
+// max_new_tokens.
+TEST_F(GenerationConfigE2ETest, AChatReplyStopsAtTheModelsMaxNewTokens) {
+  httplib::Client client("127.0.0.1", http_port_);
+  client.set_read_timeout(60, 0);
+  const json body = {{"messages", {{{"role", "user"}, {"content", "hello"}}}},
+                     {"ignore_eos", true}};
+  const httplib::Result res = client.Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+  const json answer = json::parse(res->body);
+  EXPECT_EQ(answer["usage"]["completion_tokens"], kMaxNewTokens) << res->body;
+  EXPECT_EQ(answer["choices"][0]["finish_reason"], "length");
 }
 
 // A file the sampler cannot take: the coordinator says which field at start, and serves

@@ -742,9 +742,6 @@ TEST_F(HttpE2ETest, ModelsAndHealth) {
   EXPECT_EQ(health->status, 200);
 }
 
-// LLMINT8_API_KEY on the coordinator: the public gRPC service and the HTTP /v1/ routes need
-// "authorization: Bearer <key>"; health stays open; the binary's clients send the key from
-// the same variable.
 // --served_model_name: the id /v1/models lists, requests name and answers carry; the
 // directory's name is then another model.
 TEST(ServedModelNameE2ETest, TheApiKnowsTheModelByTheGivenName) {
@@ -778,6 +775,9 @@ TEST(ServedModelNameE2ETest, TheApiKnowsTheModelByTheGivenName) {
   EXPECT_THAT(res->body, HasSubstr(kName));
 }
 
+// LLMINT8_API_KEY on the coordinator: the public gRPC service and the HTTP /v1/ routes need
+// "authorization: Bearer <key>"; health stays open; the binary's clients send the key from
+// the same variable.
 TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   constexpr char kKey[] = "test-key-7f3a";
   const int http_port = FreePort();
