@@ -60,6 +60,38 @@ TEST(TokenizerTextStreamTest, AnEchoedPromptEndingInsideACharacterContinuesIntoT
   EXPECT_EQ(ended, "\xEF\xBF\xBD");
 }
 
+// A sequence's text and each token's text_offset as the OpenAI API counts them (an echoed
+// prompt token by its piece, a generated one by its decoded_bytes), after feeding it `ids`
+// (its last one must end it); `total`: where the text would go on.
+struct Offsets {
+  std::string text;
+  std::vector<size_t> offsets;
+  size_t total = 0;
+};
+Offsets FeedAndCount(Sequence& seq, const std::vector<int32_t>& ids) {
+  const int32_t kNoEos[] = {-1};
+  for (int32_t id : ids) {
+    v1::SeqResult r;
+    r.set_token_id(id);
+    seq.AddToken(r, kNoEos);
+  }
+  std::vector<v1::GenerateResponse> responses;
+  EXPECT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value()) << "not finished";
+  Offsets out;
+  for (const v1::GenerateResponse& r : responses) {
+    for (const v1::PromptToken& p : r.prompt_tokens()) {
+      out.offsets.push_back(out.total);
+      out.total += p.text().size();
+      out.text += p.text();
+    }
+    if (!r.has_token_id()) continue;
+    out.offsets.push_back(out.total);
+    out.total += r.decoded_bytes();
+    out.text += r.text();
+  }
+  return out;
+}
+
 // What each generated token adds to the decoded text (decoded_bytes, the OpenAI API's
 // text_offset steps) sums to offsets into the text as sent: a special token adds nothing,
 // bytes held back count when they come, and invalid UTF-8 counts as the U+FFFD it becomes.
@@ -81,31 +113,14 @@ TEST(TokenizerTextStreamTest, DecodedBytesAreOffsetsIntoTheTextAsSent) {
   params.logprobs = true;
   params.ignore_eos = true;
   Sequence seq(1, {the}, params, std::make_unique<TokenizerTextStream>(*tok));
-  const int32_t kNoEos[] = {-1};
-  const std::vector<int32_t> ids = {the, e2, x80, a, eos, the};
-  for (int32_t id : ids) {
-    v1::SeqResult r;
-    r.set_token_id(id);
-    seq.AddToken(r, kNoEos);
-  }
-  std::vector<v1::GenerateResponse> responses;
-  ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value());
-  std::string text;
-  std::vector<size_t> offsets;
-  size_t offset = 0;
-  for (const v1::GenerateResponse& r : responses) {
-    if (!r.has_token_id()) continue;
-    offsets.push_back(offset);
-    offset += r.decoded_bytes();
-    text += r.text();
-  }
-  EXPECT_EQ(text,
+  const Offsets got = FeedAndCount(seq, {the, e2, x80, a, eos, the});
+  EXPECT_EQ(got.text,
             " the\xEF\xBF\xBD"
             "A the");
   // " the" at 0; E2 and 80, held back, at 4 and 5; "A" at 6, though it is released at 7,
   // after the U+FFFD that replaces them; </s> adds nothing; the last " the" at 8.
-  EXPECT_THAT(offsets, ElementsAre(0, 4, 5, 6, 8, 8));
-  EXPECT_EQ(offset, text.size());
+  EXPECT_THAT(got.offsets, ElementsAre(0, 4, 5, 6, 8, 8));
+  EXPECT_EQ(got.total, got.text.size());
 }
 
 // An echoed prompt that ends inside a character: its pieces leave the held bytes out, so the
@@ -123,31 +138,10 @@ TEST(TokenizerTextStreamTest, TheTokenThatCompletesAnEchoedPromptsCharacterCount
   params.logprobs = true;
   params.echo_prompt = true;
   Sequence seq(1, prompt, params, std::make_unique<TokenizerTextStream>(*tok));
-  const int32_t kNoEos[] = {-1};
-  for (int32_t id : {x94, the}) {
-    v1::SeqResult r;
-    r.set_token_id(id);
-    seq.AddToken(r, kNoEos);
-  }
-  std::vector<v1::GenerateResponse> responses;
-  ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value());
-  std::string text;
-  std::vector<size_t> offsets;
-  size_t offset = 0;
-  for (const v1::GenerateResponse& r : responses) {
-    for (const v1::PromptToken& p : r.prompt_tokens()) {  // as the OpenAI API counts them
-      offsets.push_back(offset);
-      offset += p.text().size();
-      text += p.text();
-    }
-    if (!r.has_token_id()) continue;
-    offsets.push_back(offset);
-    offset += r.decoded_bytes();
-    text += r.text();
-  }
-  EXPECT_EQ(text, "\xE2\x80\x94 the");
-  EXPECT_THAT(offsets, ElementsAre(0, 0, 0, 3));
-  EXPECT_EQ(offset, text.size());
+  const Offsets got = FeedAndCount(seq, {x94, the});
+  EXPECT_EQ(got.text, "\xE2\x80\x94 the");
+  EXPECT_THAT(got.offsets, ElementsAre(0, 0, 0, 3));  // the prompt's two tokens first
+  EXPECT_EQ(got.total, got.text.size());
 }
 
 }  // namespace
