@@ -129,8 +129,10 @@ absl::StatusOr<model::OptConfig> CheckModelForGroup(const CoordinatorOptions& op
                      config.num_attention_heads, " heads, FFN ", config.ffn_dim, "): use one of ",
                      absl::StrJoin(valid_tp, ", "), " workers"));
   }
-  RETURN_IF_ERROR(
-      LoadServedGenerationConfig(options.generation_config, options.group.model, config).status());
+  RETURN_IF_ERROR(LoadServedGenerationConfig(options.generation_config,
+                                             options.override_generation_config,
+                                             options.group.model, config)
+                      .status());
   if (!options.served_model_name.empty()) {
     RETURN_IF_ERROR(openai::CheckServedModelName(options.served_model_name));
   }
@@ -151,7 +153,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   options.scheduler.max_context = max_context;
   ASSIGN_OR_RETURN(
       const std::optional<ServedGenerationConfig> generation_config,
-      LoadServedGenerationConfig(options.generation_config, options.group.model, impl->config));
+      LoadServedGenerationConfig(options.generation_config, options.override_generation_config,
+                                 options.group.model, impl->config));
   const v1::GenerationDefaults generation_defaults = GenerationDefaultsMessage(generation_config);
   options.scheduler.eos_token_ids = EosTokenIds(impl->config, generation_config);
   if (generation_config.has_value()) {

@@ -79,6 +79,9 @@ struct CoordinatorOptions {
   // directory's, when it has one), "none", or a file or directory. Its eos_token_id list ends
   // every sequence; its sampling fields are the OpenAI API's defaults.
   std::string generation_config = "auto";
+  // Fields that replace the file's, as a generation_config.json's text (vLLM's
+  // --override-generation-config); empty: none.
+  std::string override_generation_config;
 };
 
 // The model's config, if the workers of `options.group` can split it (their number is a

@@ -14,8 +14,12 @@
 
 namespace llmint8::coordinator {
 
-absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig(
-    const std::string& flag, const std::string& model_spec, const model::OptConfig& config) {
+namespace {
+
+// The model's file as `flag` names it, nullopt for none.
+absl::StatusOr<std::optional<ServedGenerationConfig>> LoadFile(const std::string& flag,
+                                                               const std::string& model_spec,
+                                                               const model::OptConfig& config) {
   if (flag == "none") return std::nullopt;
   std::string path = flag;
   if (flag == "auto") {
@@ -41,6 +45,30 @@ absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig
   served.source =
       is_dir ? (std::filesystem::path(path) / model::kGenerationConfigFile).string() : path;
   served.config = *std::move(loaded);
+  return served;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig(
+    const std::string& flag, const std::string& override_json, const std::string& model_spec,
+    const model::OptConfig& config) {
+  ASSIGN_OR_RETURN(std::optional<ServedGenerationConfig> served,
+                   LoadFile(flag, model_spec, config));
+  if (override_json.empty()) return served;
+  absl::StatusOr<model::GenerationConfig> over =
+      model::ParseGenerationConfig(override_json, config.vocab_size);
+  if (!over.ok()) {
+    return absl::Status(over.status().code(),
+                        absl::StrCat("--override_generation_config: ", over.status().message()));
+  }
+  if (!served.has_value()) {
+    served.emplace();
+    served->source = "--override_generation_config";
+  } else {
+    served->source += " with --override_generation_config";
+  }
+  served->config = model::Overlay(std::move(served->config), *over);
   return served;
 }
 

@@ -18,15 +18,20 @@
 namespace llmint8::coordinator {
 
 struct ServedGenerationConfig {
-  std::string source;  // the file read
+  // The file read (and " with --override_generation_config"), or
+  // "--override_generation_config" alone.
+  std::string source;
   model::GenerationConfig config;
 };
 
 // `flag`: "auto" (the directory of `model_spec`'s generation_config.json when it has one;
 // nothing for a synthetic model), "none", or a generation_config.json or a directory holding
 // one (NotFound when it does not). A file that is not one is InvalidArgument naming it.
+// `override_json` (vLLM's --override-generation-config): a generation_config.json's text whose
+// fields replace the file's (or stand alone, without one); empty: none.
 absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig(
-    const std::string& flag, const std::string& model_spec, const model::OptConfig& config);
+    const std::string& flag, const std::string& override_json, const std::string& model_spec,
+    const model::OptConfig& config);
 
 // The ids that end a sequence, sorted, once each: config.json's eos_token_id and the file's
 // (as vLLM adds them to the tokenizer's; transformers would stop at the file's alone).

@@ -32,16 +32,16 @@ class GenerationDefaultsTest : public ::testing::Test {
 };
 
 TEST_F(GenerationDefaultsTest, AutoReadsTheModelDirectorysFileWhenThereIsOne) {
-  auto none = LoadServedGenerationConfig("auto", dir_.string(), config_);
+  auto none = LoadServedGenerationConfig("auto", "", dir_.string(), config_);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(none->has_value()) << "a model without the file";
-  auto synthetic = LoadServedGenerationConfig("auto", "synthetic:125m", config_);
+  auto synthetic = LoadServedGenerationConfig("auto", "", "synthetic:125m", config_);
   ASSERT_TRUE(synthetic.ok()) << synthetic.status();
   EXPECT_FALSE(synthetic->has_value());
 
   Write(R"({"eos_token_id": [7, 2, 7], "do_sample": true, "temperature": 0.8, "top_k": 40,
             "max_new_tokens": 64})");
-  auto served = LoadServedGenerationConfig("auto", dir_.string(), config_);
+  auto served = LoadServedGenerationConfig("auto", "", dir_.string(), config_);
   ASSERT_TRUE(served.ok()) << served.status();
   ASSERT_TRUE(served->has_value());
   EXPECT_EQ((*served)->source, (dir_ / "generation_config.json").string());
@@ -55,7 +55,7 @@ TEST_F(GenerationDefaultsTest, AutoReadsTheModelDirectorysFileWhenThereIsOne) {
   EXPECT_FALSE(m.has_top_p() || m.has_min_p() || m.has_repetition_penalty());
   EXPECT_EQ(DescribeGenerationDefaults(m), "temperature 0.8, top_k 40, max_new_tokens 64");
 
-  auto off = LoadServedGenerationConfig("none", dir_.string(), config_);
+  auto off = LoadServedGenerationConfig("none", "", dir_.string(), config_);
   ASSERT_TRUE(off.ok()) << off.status();
   EXPECT_FALSE(off->has_value());
   EXPECT_THAT(EosTokenIds(config_, *off), ElementsAre(2)) << "config.json's";
@@ -65,7 +65,7 @@ TEST_F(GenerationDefaultsTest, AutoReadsTheModelDirectorysFileWhenThereIsOne) {
 TEST_F(GenerationDefaultsTest, ANamedFileOrDirectoryMustHoldOne) {
   Write(R"({"do_sample": false, "temperature": 0.6})");
   for (const std::filesystem::path& path : {dir_, dir_ / "generation_config.json"}) {
-    auto served = LoadServedGenerationConfig(path.string(), "synthetic:125m", config_);
+    auto served = LoadServedGenerationConfig(path.string(), "", "synthetic:125m", config_);
     ASSERT_TRUE(served.ok()) << served.status();
     ASSERT_TRUE(served->has_value());
     const v1::GenerationDefaults m = GenerationDefaultsMessage(*served);
@@ -75,18 +75,42 @@ TEST_F(GenerationDefaultsTest, ANamedFileOrDirectoryMustHoldOne) {
   }
   // A list of its own adds to config.json's eos, as vLLM does.
   Write(R"({"eos_token_id": 9})");
-  auto nine = LoadServedGenerationConfig(dir_.string(), "synthetic:125m", config_);
+  auto nine = LoadServedGenerationConfig(dir_.string(), "", "synthetic:125m", config_);
   ASSERT_TRUE(nine.ok()) << nine.status();
   EXPECT_THAT(EosTokenIds(config_, *nine), ElementsAre(2, 9));
 
-  auto missing = LoadServedGenerationConfig((dir_ / "nothing").string(), "x", config_);
+  auto missing = LoadServedGenerationConfig((dir_ / "nothing").string(), "", "x", config_);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("--generation_config="));
 }
 
+TEST_F(GenerationDefaultsTest, AnOverrideReplacesTheFilesFieldsOrStandsAlone) {
+  Write(R"({"do_sample": true, "temperature": 0.8, "top_k": 40})");
+  auto both = LoadServedGenerationConfig("auto", R"({"temperature": 0.5, "min_p": 0.05})",
+                                         dir_.string(), config_);
+  ASSERT_TRUE(both.ok()) << both.status();
+  ASSERT_TRUE(both->has_value());
+  EXPECT_EQ((*both)->source,
+            (dir_ / "generation_config.json").string() + " with --override_generation_config");
+  EXPECT_EQ(DescribeGenerationDefaults(GenerationDefaultsMessage(*both)),
+            "temperature 0.5, top_k 40, min_p 0.05");
+
+  auto alone =
+      LoadServedGenerationConfig("none", R"({"max_new_tokens": 32})", dir_.string(), config_);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  ASSERT_TRUE(alone->has_value());
+  EXPECT_EQ((*alone)->source, "--override_generation_config");
+  EXPECT_EQ(DescribeGenerationDefaults(GenerationDefaultsMessage(*alone)), "max_new_tokens 32");
+
+  auto bad = LoadServedGenerationConfig("auto", R"({"top_p": 2})", dir_.string(), config_);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("--override_generation_config: "));
+  EXPECT_THAT(bad.status().message(), HasSubstr("\"top_p\""));
+}
+
 TEST_F(GenerationDefaultsTest, AFileTheModelCannotTakeIsRefusedWithTheWayOut) {
   Write(R"({"eos_token_id": 1000})");  // not below vocab_size
-  auto served = LoadServedGenerationConfig("auto", dir_.string(), config_);
+  auto served = LoadServedGenerationConfig("auto", "", dir_.string(), config_);
   EXPECT_EQ(served.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(served.status().message(), HasSubstr("\"eos_token_id\""));
   EXPECT_THAT(served.status().message(), HasSubstr("--generation_config=none"));

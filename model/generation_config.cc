@@ -147,6 +147,21 @@ absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view text, in
   return c;
 }
 
+GenerationConfig Overlay(GenerationConfig base, const GenerationConfig& over) {
+  if (!over.eos_token_ids.empty()) base.eos_token_ids = over.eos_token_ids;
+  auto take = [](auto& field, const auto& value) {
+    if (value.has_value()) field = value;
+  };
+  take(base.do_sample, over.do_sample);
+  take(base.temperature, over.temperature);
+  take(base.top_k, over.top_k);
+  take(base.top_p, over.top_p);
+  take(base.min_p, over.min_p);
+  take(base.repetition_penalty, over.repetition_penalty);
+  take(base.max_new_tokens, over.max_new_tokens);
+  return base;
+}
+
 absl::StatusOr<GenerationConfig> LoadGenerationConfig(const std::string& path, int64_t vocab_size) {
   std::error_code error;
   const std::string file = std::filesystem::is_directory(path, error)

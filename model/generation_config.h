@@ -38,6 +38,9 @@ struct GenerationConfig {
 
 inline constexpr int kMaxEosTokenIds = 64;
 
+// `base` with the fields `over` sets (its eos list, when it has one) in their place.
+GenerationConfig Overlay(GenerationConfig base, const GenerationConfig& over);
+
 // `vocab_size`: the model's (config.json), which every eos id must be below.
 absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view json, int64_t vocab_size);
 

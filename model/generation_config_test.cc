@@ -116,6 +116,25 @@ TEST(GenerationConfigTest, ADeeplyNestedValueIsAShortError) {
   }
 }
 
+TEST(GenerationConfigTest, AnOverlaySetsWhatItHasAndKeepsTheRest) {
+  GenerationConfig base;
+  base.eos_token_ids = {2};
+  base.do_sample = true;
+  base.temperature = 0.8f;
+  base.top_k = 40;
+  GenerationConfig over;
+  over.temperature = 0.5f;
+  over.min_p = 0.05f;
+  GenerationConfig want = base;
+  want.temperature = 0.5f;
+  want.min_p = 0.05f;
+  EXPECT_EQ(Overlay(base, over), want);
+  over.eos_token_ids = {7, 9};
+  want.eos_token_ids = {7, 9};
+  EXPECT_EQ(Overlay(base, over), want);
+  EXPECT_EQ(Overlay(base, {}), base);
+}
+
 TEST(GenerationConfigTest, RefusesWhatIsNotAJsonObject) {
   for (const char* text : {"", "[]", "{\"top_k\": ", "null"}) {
     auto c = ParseGenerationConfig(text, kVocab);

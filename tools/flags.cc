@@ -52,6 +52,9 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, tokenizer, "",
           "tokenizer.json, or a directory with vocab.json + merges.txt (default: the model "
           "directory's, if any)");
+ABSL_FLAG(std::string, override_generation_config, "",
+          "generation_config.json fields that replace the model's (or stand alone with "
+          "--generation_config=none), as JSON, e.g. '{\"temperature\": 0.7, \"min_p\": 0.05}'");
 ABSL_FLAG(std::string, served_model_name, "",
           "the model's id in the HTTP API (/v1/models, a request's \"model\", the answers' "
           "\"model\"), e.g. facebook/opt-66b (default: the --model directory's name)");

@@ -36,6 +36,7 @@ ABSL_DECLARE_FLAG(std::string, memory_limit);
 ABSL_DECLARE_FLAG(std::string, group);
 ABSL_DECLARE_FLAG(int32_t, default_max_tokens);
 ABSL_DECLARE_FLAG(std::string, generation_config);
+ABSL_DECLARE_FLAG(std::string, override_generation_config);
 ABSL_DECLARE_FLAG(std::string, served_model_name);
 ABSL_DECLARE_FLAG(int64_t, prefill_chunk);
 ABSL_DECLARE_FLAG(int64_t, score_chunk);

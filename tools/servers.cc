@@ -251,6 +251,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   o.generation_config = absl::GetFlag(FLAGS_generation_config);
+  o.override_generation_config = absl::GetFlag(FLAGS_override_generation_config);
   o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   return o;
 }

@@ -207,6 +207,16 @@ TEST(GenerationConfigStartE2ETest, ABadFileStopsTheCoordinatorNamingTheField) {
   const absl::StatusOr<std::string> none = RunAndRead(missing);
   ASSERT_FALSE(none.ok());
   EXPECT_THAT(none.status().message(), HasSubstr("no /no/such/dir"));
+
+  const std::string override_command =
+      absl::StrCat(LlmintBinary(), " coordinator --workers=127.0.0.1:", FreePort(),
+                   " --model=", SourcePath(kModelDir),
+                   " --override_generation_config='{\"temperature\": -1}' 2>&1");
+  const absl::StatusOr<std::string> overridden = RunAndRead(override_command);
+  ASSERT_FALSE(overridden.ok());
+  EXPECT_THAT(overridden.status().message(),
+              HasSubstr("--override_generation_config: generation_config.json field "
+                        "\"temperature\""));
 }
 
 }  // namespace
