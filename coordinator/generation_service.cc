@@ -57,6 +57,10 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
   } else {
     prompt.assign(prompt_holder.token_ids().ids().begin(), prompt_holder.token_ids().ids().end());
   }
+  if (params.truncate_prompt_tokens > 0 &&
+      prompt.size() > static_cast<size_t>(params.truncate_prompt_tokens)) {
+    prompt.erase(prompt.begin(), prompt.end() - params.truncate_prompt_tokens);
+  }
   if (fill_context) {  // at least 1, so a prompt that fills the context is refused as too long
     const int64_t left = limits_.max_context - static_cast<int64_t>(prompt.size());
     params.max_new_tokens =

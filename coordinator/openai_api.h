@@ -33,7 +33,8 @@
 //                 ignore_eos, stop_token_ids (ids that end the completion: in token_ids, not
 //                 in the text), min_tokens (no end, by eos, stop ids or stop strings, before
 //                 that many; a stop string must end in the text after them),
-//                 return_token_ids (adds the generated token_ids to the choice).
+//                 return_token_ids (adds the generated token_ids to the choice),
+//                 truncate_prompt_tokens (keep the prompt's last k tokens, k >= 1).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
 // InvalidArgument naming it. Value checks (ranges, context length) are the service's.
 //

@@ -59,9 +59,10 @@ inline constexpr int64_t kMaxObjectKeys = 1024;
 absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id);
 
 // The fields both APIs read alike into `r`: n, best_of, max_tokens (default 16), temperature,
-// top_p, top_k, seed, stop, the penalties, ignore_eos, min_p, min_tokens, logit_bias,
-// stop_token_ids, stream, stream_options, return_token_ids. Sampling fields left out get
-// `defaults`' (not max_tokens: each API applies defaults.max_tokens its own way).
+// top_p, top_k, seed, stop, the penalties, ignore_eos, min_p, min_tokens,
+// truncate_prompt_tokens, logit_bias, stop_token_ids, stream, stream_options, return_token_ids.
+// Sampling fields left out get `defaults`' (not max_tokens: each API applies defaults.max_tokens
+// its own way).
 absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults,
                                CompletionRequest& r);
 

@@ -144,6 +144,12 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         absl::StrCat("min_tokens is ", request.min_tokens(),
                      "; it must be in [0, max_new_tokens = ", request.max_new_tokens(), "]"));
   }
+  if (request.has_truncate_prompt_tokens() && request.truncate_prompt_tokens() < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("truncate_prompt_tokens is ", request.truncate_prompt_tokens(),
+                     "; it must be >= 1 (the prompt's last tokens to keep; unset keeps all)"));
+  }
+  p.truncate_prompt_tokens = request.truncate_prompt_tokens();
   p.min_p = request.min_p();
   p.min_tokens = request.min_tokens();
   p.max_new_tokens = request.max_new_tokens();

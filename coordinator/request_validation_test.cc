@@ -39,6 +39,22 @@ TEST(RequestValidationTest, DefaultsAreGreedyWithTopPOne) {
   EXPECT_EQ(p->repetition_penalty, 1.0f);
 }
 
+TEST(RequestValidationTest, TruncatePromptTokensIsAtLeastOneWhenSet) {
+  v1::GenerateRequest r = Ids({2, 5}, 4);
+  absl::StatusOr<GenerationParams> p = ValidateGenerationParams(r, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->truncate_prompt_tokens, 0) << "unset: the whole prompt";
+  r.set_truncate_prompt_tokens(5);
+  p = ValidateGenerationParams(r, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->truncate_prompt_tokens, 5);
+  for (int32_t bad : {0, -1}) {
+    r.set_truncate_prompt_tokens(bad);
+    p = ValidateGenerationParams(r, Limits());
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
   using C = absl::StatusCode;
   EXPECT_EQ(Code(Ids({}, 4)), C::kInvalidArgument);

@@ -48,6 +48,7 @@ struct GenerationParams {
   std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias), by id
   std::vector<int32_t> stop_token_ids;                // sorted
   int32_t min_tokens = 0;  // no end (eos, stop ids, stop strings) before this many tokens
+  int32_t truncate_prompt_tokens = 0;  // keep the prompt's last this many tokens; 0: all
 
   // Whether a penalty counts the sequence's tokens (rank 0 then keeps them).
   bool counts_tokens() const {

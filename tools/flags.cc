@@ -169,6 +169,8 @@ ABSL_FLAG(float, presence_penalty, 0.0f,
           "(OpenAI semantics; 0: off)");
 ABSL_FLAG(float, min_p, 0.0f,
           "generate: drop tokens less likely than min_p times the likeliest, in [0, 1] (0: off)");
+ABSL_FLAG(int32_t, truncate_prompt_tokens, 0,
+          "generate: keep only the prompt's last N tokens (0: all of it)");
 ABSL_FLAG(int32_t, min_tokens, 0,
           "generate: no end (end-of-sequence token, stop sequences) before this many tokens");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");

@@ -69,6 +69,7 @@ ABSL_DECLARE_FLAG(llmint8::tools::StopSequences, stop);
 ABSL_DECLARE_FLAG(float, frequency_penalty);
 ABSL_DECLARE_FLAG(float, min_p);
 ABSL_DECLARE_FLAG(int32_t, min_tokens);
+ABSL_DECLARE_FLAG(int32_t, truncate_prompt_tokens);
 ABSL_DECLARE_FLAG(float, presence_penalty);
 ABSL_DECLARE_FLAG(bool, logprobs);
 ABSL_DECLARE_FLAG(int32_t, top_logprobs);

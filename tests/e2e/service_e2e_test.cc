@@ -105,6 +105,24 @@ TEST_F(ServiceE2ETest, GreedyTokensEqualInProcessRuntimeAndTransformers) {
   }
 }
 
+// truncate_prompt_tokens keeps the prompt's end: a prompt longer than the context generates
+// what its last tokens alone give, and counts only them.
+TEST_F(ServiceE2ETest, ATruncatedPromptGeneratesFromItsLastTokens) {
+  std::vector<int32_t> prompt(kContext + 72);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>(3 + i * 7 % 900);
+  const std::vector<int32_t> last(prompt.end() - 10, prompt.end());
+  v1::GenerateRequest request = GreedyRequest(prompt, 5);
+  EXPECT_EQ(Generate(*stub_, request).status.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  request.set_truncate_prompt_tokens(10);
+  const Generated got = Generate(*stub_, request);
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  auto ref = reference_->Greedy(last, 5);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  EXPECT_THAT(got.tokens, ElementsAreArray(*ref));
+  ASSERT_FALSE(got.responses.empty());
+  EXPECT_EQ(got.responses.back().usage().prompt_tokens(), 10);
+}
+
 // repetition_penalty as Hugging Face applies it (tests/golden/make_penalty_golden.py: HF generate
 // with repetition_penalty 1.3 and 0.8, fp32): the same greedy tokens. The smallest penalised
 // top-1 margin in the fixture (0.011) is far above the fp32 forward's 1.3e-5 difference.
