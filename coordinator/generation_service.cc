@@ -46,7 +46,8 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
     return input;
   }
   std::vector<int32_t> prompt;
-  if (prompt_holder.prompt_case() == v1::GenerateRequest::kText) {
+  const bool text = prompt_holder.prompt_case() == v1::GenerateRequest::kText;
+  if (text) {
     absl::StatusOr<std::vector<int32_t>> ids =
         tokenizer_->Encode(prompt_holder.text(), /*add_bos=*/tokenizer_->bos_id().has_value());
     if (!ids.ok()) {
@@ -59,7 +60,12 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
   }
   if (params.truncate_prompt_tokens > 0 &&
       prompt.size() > static_cast<size_t>(params.truncate_prompt_tokens)) {
-    prompt.erase(prompt.begin(), prompt.end() - params.truncate_prompt_tokens);
+    // A text prompt keeps the BOS its encoding put first, as a tokenizer truncating from the
+    // left keeps its special tokens (vLLM's text prompts); token ids are cut as they are.
+    const size_t keep_first = text && tokenizer_->bos_id().has_value() ? 1 : 0;
+    const size_t keep_last = static_cast<size_t>(params.truncate_prompt_tokens) - keep_first;
+    prompt.erase(prompt.begin() + static_cast<std::ptrdiff_t>(keep_first),
+                 prompt.end() - static_cast<std::ptrdiff_t>(keep_last));
   }
   if (fill_context) {  // at least 1, so a prompt that fills the context is refused as too long
     const int64_t left = limits_.max_context - static_cast<int64_t>(prompt.size());

@@ -34,7 +34,8 @@
 //                 in the text), min_tokens (no end, by eos, stop ids or stop strings, before
 //                 that many; a stop string must end in the text after them),
 //                 return_token_ids (adds the generated token_ids to the choice),
-//                 truncate_prompt_tokens (keep the prompt's last k tokens, k >= 1).
+//                 truncate_prompt_tokens (keep the prompt's last k >= 1 tokens; a text
+//                 prompt keeps its BOS and its last k - 1; an echo is of the kept tokens).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
 // InvalidArgument naming it. Value checks (ranges, context length) are the service's.
 //

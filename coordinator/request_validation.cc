@@ -184,12 +184,13 @@ absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
   if (params.max_new_tokens == 0 && n > limits.max_context) {  // only scored or echoed
     return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
                                               " tokens but the context holds ", limits.max_context,
-                                              "; shorten it"));
+                                              "; shorten it (or set truncate_prompt_tokens)"));
   }
   if (params.max_new_tokens > 0 && n >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
                                               " tokens but the context holds ", limits.max_context,
-                                              " including at least one new token; shorten it"));
+                                              " including at least one new token; shorten it "
+                                              "(or set truncate_prompt_tokens)"));
   }
   if (n + params.max_new_tokens > limits.max_context) {
     return absl::OutOfRangeError(

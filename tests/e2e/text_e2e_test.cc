@@ -322,6 +322,41 @@ TEST_F(TextE2ETest, PromptTokensCarryTheirPiecesAndCandidateTexts) {
   EXPECT_EQ(first.token_text(), first.top_logprobs(0).text());
 }
 
+// A truncated text prompt keeps the BOS its encoding starts with and its last k - 1 tokens,
+// and generates as those token ids do.
+TEST_F(TextE2ETest, ATruncatedTextPromptKeepsItsBos) {
+  const std::string text = "hello world, hello tokens, hello world again and again";
+  v1::GenerateRequest whole = TextRequest(text, 1);
+  whole.set_echo_prompt(true);
+  const Generated all = Generate(*stub_, whole);
+  ASSERT_TRUE(all.status.ok()) << all.status.error_message();
+  ASSERT_FALSE(all.responses.empty());
+  std::vector<int32_t> ids;
+  for (const v1::PromptToken& t : all.responses.front().prompt_tokens())
+    ids.push_back(t.token_id());
+  ASSERT_GT(ids.size(), 6u);
+  ASSERT_EQ(ids.front(), 2) << "the server's encoding starts with BOS";
+
+  v1::GenerateRequest cut = TextRequest(text, 4);
+  cut.set_echo_prompt(true);
+  cut.set_truncate_prompt_tokens(5);
+  const Generated truncated = Generate(*stub_, cut);
+  ASSERT_TRUE(truncated.status.ok()) << truncated.status.error_message();
+  ASSERT_FALSE(truncated.responses.empty());
+  std::vector<int32_t> kept;
+  for (const v1::PromptToken& t : truncated.responses.front().prompt_tokens()) {
+    kept.push_back(t.token_id());
+  }
+  std::vector<int32_t> want = {ids.front()};
+  want.insert(want.end(), ids.end() - 4, ids.end());
+  EXPECT_THAT(kept, ElementsAreArray(want));
+
+  v1::GenerateRequest as_ids = GreedyRequest(want, 4);
+  const Generated same = Generate(*stub_, as_ids);
+  ASSERT_TRUE(same.status.ok()) << same.status.error_message();
+  EXPECT_THAT(truncated.tokens, ElementsAreArray(same.tokens));
+}
+
 TEST_F(TextE2ETest, StreamedTextIsTheDecodedTokens) {
   Generated got = Generate(*stub_, TextRequest("hello world", 24));
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
