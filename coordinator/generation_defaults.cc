@@ -68,6 +68,11 @@ absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig
   } else {
     served->source += " with --override_generation_config";
   }
+  // Sampling fields set over a file whose do_sample is false ask for sampling: vLLM applies
+  // them whatever do_sample says, and an operator who sets a temperature means it.
+  const bool samples = over->temperature.has_value() || over->top_k.has_value() ||
+                       over->top_p.has_value() || over->min_p.has_value();
+  if (samples && !over->do_sample.has_value()) served->config.do_sample.reset();
   served->config = model::Overlay(std::move(served->config), *over);
   return served;
 }

@@ -28,7 +28,9 @@ struct ServedGenerationConfig {
 // nothing for a synthetic model), "none", or a generation_config.json or a directory holding
 // one (NotFound when it does not). A file that is not one is InvalidArgument naming it.
 // `override_json` (vLLM's --override-generation-config): a generation_config.json's text whose
-// fields replace the file's (or stand alone, without one); empty: none.
+// fields replace the file's (or stand alone, without one); empty: none. Its temperature,
+// top_k, top_p or min_p, without a do_sample of its own, also lift the file's do_sample false
+// (they ask for sampling). Unlike vLLM's, its eos_token_id is read too (replacing the file's).
 absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig(
     const std::string& flag, const std::string& override_json, const std::string& model_spec,
     const model::OptConfig& config);

@@ -102,6 +102,20 @@ TEST_F(GenerationDefaultsTest, AnOverrideReplacesTheFilesFieldsOrStandsAlone) {
   EXPECT_EQ((*alone)->source, "--override_generation_config");
   EXPECT_EQ(DescribeGenerationDefaults(GenerationDefaultsMessage(*alone)), "max_new_tokens 32");
 
+  // Over a greedy file, a temperature asks for sampling.
+  Write(R"({"do_sample": false, "top_k": 40})");
+  auto sampled =
+      LoadServedGenerationConfig("auto", R"({"temperature": 0.7})", dir_.string(), config_);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  EXPECT_EQ(DescribeGenerationDefaults(GenerationDefaultsMessage(*sampled)),
+            "temperature 0.7, top_k 40");
+  auto greedy =
+      LoadServedGenerationConfig("auto", R"({"repetition_penalty": 1.2})", dir_.string(), config_);
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
+  EXPECT_EQ(DescribeGenerationDefaults(GenerationDefaultsMessage(*greedy)),
+            "temperature 0, repetition_penalty 1.2")
+      << "no sampling field: the file's do_sample false stands";
+
   auto bad = LoadServedGenerationConfig("auto", R"({"top_p": 2})", dir_.string(), config_);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr("--override_generation_config: "));
