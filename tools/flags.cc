@@ -124,7 +124,8 @@ ABSL_FLAG(int32_t, default_max_tokens, 0,
 ABSL_FLAG(std::string, generation_config, "auto",
           "the model's generation_config.json: \"auto\" (the model directory's, if it has "
           "one), \"none\", or a file or a directory holding one. Its eos_token_id list ends "
-          "every sequence; its temperature, top_k, top_p, min_p, repetition_penalty and "
+          "every sequence, beside config.json's; its temperature, top_k, top_p, min_p, "
+          "repetition_penalty and "
           "max_new_tokens (do_sample false: greedy) are the defaults of HTTP API requests that "
           "leave them out (gRPC requests keep their own: GetModelInfo lists these)");
 ABSL_FLAG(int64_t, prefill_chunk, 512,
