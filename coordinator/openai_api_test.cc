@@ -604,11 +604,11 @@ TEST(OpenAiApiTest, ModelIdIsTheDirectoryName) {
 }
 
 TEST(OpenAiApiTest, AServedModelNameIsOneWordOfAtMost256Bytes) {
-  for (const std::string name : {std::string("facebook/opt-66b"), std::string("opt"),
+  for (const std::string& name : {std::string("facebook/opt-66b"), std::string("opt"),
                                  std::string("模型"), std::string(256, 'a')}) {
     EXPECT_TRUE(CheckServedModelName(name).ok()) << name;
   }
-  for (const std::string name :
+  for (const std::string& name :
        {std::string(), std::string("opt 66b"), std::string("opt\n"), std::string("a\0b", 3),
         std::string("x\x7f"), std::string("opt\xff"), std::string(257, 'a')}) {
     const absl::Status s = CheckServedModelName(name);

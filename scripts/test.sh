@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh "$@"
+LLMINT8_WARNINGS_FATAL=${LLMINT8_WARNINGS_FATAL:-1} bash scripts/build.sh "$@"
 build=${LLMINT8_BUILD_DIR:-build}
 # The official OpenAI client for the HTTP API's compatibility test (which skips without it).
 bash scripts/openai-venv.sh || echo "test: could not install the openai client; its test skips"
