@@ -133,19 +133,22 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
         auto send = [&sink](const std::string& events) {
           return sink.is_writable() && sink.write(events.data(), events.size());
         };
-        std::vector<v1::Usage> usage(shared_seqs->size());
+        std::vector<v1::Usage> usage(shared_seqs->size());  // each choice's so far
+        for (size_t i = 0; i < usage.size(); ++i) {
+          usage[i].set_prompt_tokens(static_cast<int32_t>((*shared_seqs)[i]->prompt().size()));
+        }
         std::vector<openai::ChatStream> chat(shared_seqs->size());
         std::vector<size_t> token_starts(shared_seqs->size());  // logprobs' text_offset
         const absl::Status status = service->FollowAll(
             *shared_seqs,
             [&](size_t index, const v1::GenerateResponse& r) {
-              if (r.has_usage()) usage[index] = r.usage();
+              openai::AddToUsage(r, usage[index]);
               if (!request->chat) {
                 return send(openai::CompletionChunkEvent(*request, index, r, id, created, model_id,
-                                                         &token_starts[index]));
+                                                         &token_starts[index], &usage[index]));
               }
-              return send(
-                  openai::ChatChunkEvent(*request, index, r, chat[index], id, created, model_id));
+              return send(openai::ChatChunkEvent(*request, index, r, chat[index], id, created,
+                                                 model_id, &usage[index]));
             },
             [&sink] { return !sink.is_writable(); });
         if (status.ok()) {

@@ -333,12 +333,21 @@ std::string CompletionJson(const CompletionRequest& request,
 std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
-                                 std::string_view model_id, size_t* token_start) {
+                                 std::string_view model_id, size_t* token_start,
+                                 const v1::Usage* usage_so_far) {
   size_t event_start = 0;
   json choice = Choice(request, index, &response, &response + 1,
                        token_start != nullptr ? token_start : &event_start);
   return internal::ChunkEvent(request, "text_completion", std::move(choice), completion_id, created,
-                              model_id);
+                              model_id, response, usage_so_far);
+}
+
+void AddToUsage(const v1::GenerateResponse& response, v1::Usage& usage) {
+  if (response.has_usage()) {
+    usage = response.usage();
+  } else if (response.has_token_id()) {
+    usage.set_completion_tokens(usage.completion_tokens() + 1);
+  }
 }
 
 v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices) {

@@ -11,7 +11,9 @@
 //                 (429 when the queue lacks room for them now); usage counts each prompt once;
 //   max_tokens    default 16, or the model's (RequestDefaults); temperature default 1 (0:
 //                 greedy), or the model's; top_p default 1, or the model's; seed; stop
-//                 (a string or an array of strings); stream; stream_options.include_usage;
+//                 (a string or an array of strings); stream; stream_options.include_usage
+//                 (and vLLM's continuous_usage_stats: usage in every chunk, see
+//                 CompletionChunkEvent);
 //                 logprobs (an integer 0..20: each token's logprob, and top_logprobs holds
 //                 that many most likely tokens' {text: logprob} per position, the sampled
 //                 token's too (alone with 0), as OpenAI does; a token without text is
@@ -73,6 +75,9 @@ struct CompletionRequest {
   int32_t n = 1;  // choices per prompt
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
+  // stream_options.continuous_usage_stats (vLLM's), with include_usage: every chunk carries its
+  // choice's usage so far (its prompt, the tokens generated up to and with this chunk).
+  bool continuous_usage = false;
   bool logprobs = false;
   // logprobs given as a count (0 included): top_logprobs lists that many candidates and the
   // sampled token per position, as OpenAI does; the boolean true lists none (null).
@@ -161,11 +166,18 @@ std::string CompletionJson(const CompletionRequest& request,
 // `response`. `token_start`: where this event's first token begins in the choice's text (the
 // bytes of the choice's tokens in earlier events), advanced past this one's, so that logprobs'
 // text_offset counts from the start of the choice's text as a non-streamed answer's does
-// (null: from this event's first token).
+// (null: from this event's first token). `usage_so_far`: the choice's usage after this event
+// (AddToUsage), the chunk's usage with request.continuous_usage (null: the chunk's usage is
+// null while the client waits for the usage event, as OpenAI's).
 std::string CompletionChunkEvent(const CompletionRequest& request, size_t index,
                                  const v1::GenerateResponse& response,
                                  std::string_view completion_id, int64_t created,
-                                 std::string_view model_id, size_t* token_start = nullptr);
+                                 std::string_view model_id, size_t* token_start = nullptr,
+                                 const v1::Usage* usage_so_far = nullptr);
+// A streamed choice's usage after `response`: its final response's usage (which counts cached
+// prompt tokens), else one completion token more for a response with a token. Start from a
+// Usage with the choice's prompt_tokens.
+void AddToUsage(const v1::GenerateResponse& response, v1::Usage& usage);
 // The request's usage from each choice's (its final response's; index order): every choice's
 // completion tokens, each prompt's tokens once.
 v1::Usage TotalUsage(const CompletionRequest& request, const std::vector<v1::Usage>& choices);

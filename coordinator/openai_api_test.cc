@@ -574,6 +574,57 @@ TEST(OpenAiApiTest, StreamEventsCarryOnePieceEachAndUsageLast) {
   EXPECT_EQ(usage["usage"]["total_tokens"], 7);
 }
 
+// vLLM's stream_options.continuous_usage_stats: each chunk carries its choice's usage so far;
+// the cached prompt tokens come with the choice's final response.
+TEST(OpenAiApiTest, ContinuousUsageStatsPutTheUsageSoFarInEveryChunk) {
+  const CompletionRequest request = ParseOk(
+      R"({"prompt": "x", "stream": true,
+          "stream_options": {"include_usage": true, "continuous_usage_stats": true}})");
+  EXPECT_TRUE(request.continuous_usage);
+  std::vector<v1::GenerateResponse> responses = Responses();
+  responses[2].mutable_usage()->set_cached_prompt_tokens(2);
+  v1::Usage so_far;
+  so_far.set_prompt_tokens(4);
+  std::vector<json> usages;
+  for (const v1::GenerateResponse& r : responses) {
+    AddToUsage(r, so_far);
+    usages.push_back(json::parse(
+        CompletionChunkEvent(request, 0, r, "c", 1, kModel, nullptr, &so_far).substr(6))["usage"]);
+  }
+  EXPECT_EQ(usages[0], json({{"prompt_tokens", 4}, {"completion_tokens", 1}, {"total_tokens", 5}}));
+  EXPECT_EQ(usages[1], json({{"prompt_tokens", 4}, {"completion_tokens", 2}, {"total_tokens", 6}}));
+  EXPECT_EQ(usages[2], json({{"prompt_tokens", 4},
+                             {"completion_tokens", 3},
+                             {"total_tokens", 7},
+                             {"prompt_tokens_details", {{"cached_tokens", 2}}}}));
+  // A finish without a token counts none more.
+  v1::GenerateResponse finish;
+  finish.mutable_usage()->set_prompt_tokens(4);
+  finish.mutable_usage()->set_completion_tokens(3);
+  AddToUsage(finish, so_far);
+  EXPECT_EQ(so_far.completion_tokens(), 3);
+
+  // As vLLM: only with include_usage; without continuous_usage_stats the chunks' usage is null.
+  for (const char* body :
+       {R"({"prompt": "x", "stream": true, "stream_options": {"continuous_usage_stats": true}})",
+        R"({"prompt": "x", "stream": true,
+            "stream_options": {"include_usage": true, "continuous_usage_stats": false}})"}) {
+    const CompletionRequest r = ParseOk(body);
+    EXPECT_FALSE(r.continuous_usage) << body;
+    const json chunk = json::parse(
+        CompletionChunkEvent(r, 0, responses[0], "c", 1, kModel, nullptr, &so_far).substr(6));
+    EXPECT_EQ(chunk.contains("usage"), r.include_usage) << body;
+    if (r.include_usage) {
+      EXPECT_TRUE(chunk["usage"].is_null()) << body;
+    }
+  }
+  EXPECT_EQ(ParseCompletionRequest(
+                R"({"prompt": "x", "stream_options": {"continuous_usage_stats": 1}})", kModel)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(OpenAiApiTest, ErrorsMapToHttpStatusesAndOpenAiBodies) {
   EXPECT_EQ(HttpStatus(absl::StatusCode::kInvalidArgument), 400);
   EXPECT_EQ(HttpStatus(absl::StatusCode::kOutOfRange), 400);

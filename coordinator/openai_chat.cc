@@ -248,7 +248,7 @@ std::string ChatCompletionJson(const CompletionRequest& request,
 std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
                            const v1::GenerateResponse& response, ChatStream& stream,
                            std::string_view completion_id, int64_t created,
-                           std::string_view model_id) {
+                           std::string_view model_id, const v1::Usage* usage_so_far) {
   ChoicePart part = Collect(request, &response, &response + 1);
   TrimReplyStart(part.text, stream.content_started);
   const bool first = !stream.role_sent;
@@ -259,7 +259,7 @@ std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
   json choice = {{"index", index}, {"delta", std::move(delta)}};
   AddChoiceFields(request, part, choice);
   return internal::ChunkEvent(request, "chat.completion.chunk", std::move(choice), completion_id,
-                              created, model_id);
+                              created, model_id, response, usage_so_far);
 }
 
 }  // namespace llmint8::coordinator::openai

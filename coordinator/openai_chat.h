@@ -81,11 +81,11 @@ struct ChatStream {
 };
 
 // One server-sent event of a streamed request: choice `index`'s `response`, `stream` that
-// choice's state (updated).
+// choice's state (updated); `usage_so_far` as CompletionChunkEvent's.
 std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
                            const v1::GenerateResponse& response, ChatStream& stream,
                            std::string_view completion_id, int64_t created,
-                           std::string_view model_id);
+                           std::string_view model_id, const v1::Usage* usage_so_far = nullptr);
 
 }  // namespace llmint8::coordinator::openai
 

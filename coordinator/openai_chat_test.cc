@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -278,6 +279,24 @@ TEST(ChatAnswerTest, StreamedDeltasCarryTheRoleFirstThenPieces) {
   EXPECT_EQ(usage["object"], "chat.completion.chunk");
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+}
+
+TEST(ChatAnswerTest, ContinuousUsageStatsPutTheUsageSoFarInEveryChunk) {
+  const CompletionRequest request = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "stream": true,
+          "stream_options": {"include_usage": true, "continuous_usage_stats": true}})");
+  const std::vector<v1::GenerateResponse> r = Responses();
+  ChatStream stream;
+  v1::Usage so_far;
+  so_far.set_prompt_tokens(4);
+  std::vector<int> completion_tokens;
+  for (const v1::GenerateResponse& response : r) {
+    AddToUsage(response, so_far);
+    const json chunk = Event(ChatChunkEvent(request, 0, response, stream, "c", 1, kModel, &so_far));
+    EXPECT_EQ(chunk["usage"]["prompt_tokens"], 4);
+    completion_tokens.push_back(chunk["usage"]["completion_tokens"]);
+  }
+  EXPECT_THAT(completion_tokens, ::testing::ElementsAre(1, 2, 3));
 }
 
 // Whitespace before the reply's first other character is dropped, however many tokens it

@@ -146,10 +146,16 @@ std::string AnswerJson(
 }
 
 std::string ChunkEvent(const CompletionRequest& request, std::string_view object, json choice,
-                       std::string_view completion_id, int64_t created, std::string_view model_id) {
+                       std::string_view completion_id, int64_t created, std::string_view model_id,
+                       const v1::GenerateResponse& response, const v1::Usage* usage_so_far) {
   json chunk = Envelope(completion_id, object, created, model_id);
   chunk["choices"] = json::array({std::move(choice)});
   if (request.include_usage) chunk["usage"] = nullptr;
+  if (request.continuous_usage && usage_so_far != nullptr) {
+    chunk["usage"] = UsageJson(*usage_so_far);
+    // The cached prompt tokens are known from the choice's final response on.
+    if (!response.has_usage()) chunk["usage"].erase("prompt_tokens_details");
+  }
   return absl::StrCat("data: ", Dump(chunk), "\n\n");
 }
 
@@ -253,6 +259,11 @@ absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults
     if (!v->is_object()) return FieldError("stream_options", "an object");
     RETURN_IF_ERROR(
         IfPresent<bool>(*v, "include_usage", Bool, [&](bool b) { r.include_usage = b; }));
+    bool continuous = false;
+    RETURN_IF_ERROR(
+        IfPresent<bool>(*v, "continuous_usage_stats", Bool, [&](bool b) { continuous = b; }));
+    // As vLLM: only with include_usage.
+    r.continuous_usage = r.include_usage && continuous;
   }
   RETURN_IF_ERROR(
       IfPresent<bool>(body, "return_token_ids", Bool, [&](bool b) { r.return_token_ids = b; }));

@@ -93,10 +93,12 @@ std::string AnswerJson(
     std::string_view object, std::string_view completion_id, int64_t created,
     std::string_view model_id,
     const std::function<json(size_t, std::span<const v1::GenerateResponse>)>& choice);
-// One server-sent event of `object` chunks holding `choice` (usage null while the client waits
-// for its usage event).
+// One server-sent event of `object` chunks holding `choice`, made of `response`. With
+// include_usage its usage is `usage_so_far` under continuous_usage (prompt_tokens_details from
+// the choice's final response on), else null while the client waits for its usage event.
 std::string ChunkEvent(const CompletionRequest& request, std::string_view object, json choice,
-                       std::string_view completion_id, int64_t created, std::string_view model_id);
+                       std::string_view completion_id, int64_t created, std::string_view model_id,
+                       const v1::GenerateResponse& response, const v1::Usage* usage_so_far);
 
 }  // namespace llmint8::coordinator::openai::internal
 

@@ -181,6 +181,39 @@ TEST_F(HttpE2ETest, StreamedCompletionSendsOneEventPerTokenThenDone) {
   EXPECT_EQ(events[10], "[DONE]");
 }
 
+// vLLM's stream_options.continuous_usage_stats: every chunk counts its choice's prompt and the
+// tokens so far; the usage event after them sums the request, each prompt once.
+TEST_F(HttpE2ETest, ContinuousUsageStatsCountEveryChunk) {
+  const std::vector<std::vector<int32_t>> prompts = {{2, 7, 8}, {2, 9, 9, 9, 9}};
+  constexpr int kN = 2, kTokens = 5;
+  const json body = {
+      {"prompt", prompts},
+      {"max_tokens", kTokens},
+      {"n", kN},
+      {"ignore_eos", true},
+      {"stream", true},
+      {"stream_options", {{"include_usage", true}, {"continuous_usage_stats", true}}}};
+  const std::vector<std::string> events = PostStreamed(body);
+  ASSERT_EQ(events.size(), kTokens * prompts.size() * kN + 2);  // a token each, usage, [DONE]
+  std::vector<int> seen(prompts.size() * kN, 0);
+  for (size_t e = 0; e + 2 < events.size(); ++e) {
+    const json chunk = json::parse(events[e]);
+    const size_t index = chunk["choices"][0]["index"].get<size_t>();
+    ++seen[index];
+    const json& usage = chunk["usage"];
+    const int prompt_tokens = static_cast<int>(prompts[index / kN].size());
+    EXPECT_EQ(usage["prompt_tokens"], prompt_tokens) << events[e];
+    EXPECT_EQ(usage["completion_tokens"], seen[index]) << events[e];
+    EXPECT_EQ(usage["total_tokens"], prompt_tokens + seen[index]) << events[e];
+    // The cached prompt tokens come with each choice's last chunk.
+    EXPECT_EQ(usage.contains("prompt_tokens_details"), seen[index] == kTokens) << events[e];
+  }
+  const json total = json::parse(events[events.size() - 2])["usage"];
+  EXPECT_EQ(total["prompt_tokens"], 3 + 5);
+  EXPECT_EQ(total["completion_tokens"], kTokens * kN * 2);
+  EXPECT_EQ(events.back(), "[DONE]");
+}
+
 // A batch of prompts with n: choice i * n + j is prompt i's j-th, sampled with seed + j, so
 // every choice equals a request of its own, streamed or not.
 // The second choice of each prompt starts from the first's cached prompt (its last token
