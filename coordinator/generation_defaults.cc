@@ -56,12 +56,9 @@ absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig
   ASSIGN_OR_RETURN(std::optional<ServedGenerationConfig> served,
                    LoadFile(flag, model_spec, config));
   if (override_json.empty()) return served;
-  absl::StatusOr<model::GenerationConfig> over =
-      model::ParseGenerationConfig(override_json, config.vocab_size);
-  if (!over.ok()) {
-    return absl::Status(over.status().code(),
-                        absl::StrCat("--override_generation_config: ", over.status().message()));
-  }
+  ASSIGN_OR_RETURN(const model::GenerationConfig over,
+                   model::ParseGenerationConfig(override_json, config.vocab_size,
+                                                "--override_generation_config"));
   if (!served.has_value()) {
     served.emplace();
     served->source = "--override_generation_config";
@@ -70,10 +67,10 @@ absl::StatusOr<std::optional<ServedGenerationConfig>> LoadServedGenerationConfig
   }
   // Sampling fields set over a file whose do_sample is false ask for sampling: vLLM applies
   // them whatever do_sample says, and an operator who sets a temperature means it.
-  const bool samples = over->temperature.has_value() || over->top_k.has_value() ||
-                       over->top_p.has_value() || over->min_p.has_value();
-  if (samples && !over->do_sample.has_value()) served->config.do_sample.reset();
-  served->config = model::Overlay(std::move(served->config), *over);
+  const bool samples = over.temperature.has_value() || over.top_k.has_value() ||
+                       over.top_p.has_value() || over.min_p.has_value();
+  if (samples && !over.do_sample.has_value()) served->config.do_sample.reset();
+  served->config = model::Overlay(std::move(served->config), over);
   return served;
 }
 

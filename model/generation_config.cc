@@ -23,9 +23,9 @@ namespace {
 
 using Json = nlohmann::json;
 
+// ParseGenerationConfig names the source before it.
 absl::Status FieldError(const char* field, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(kGenerationConfigFile, " field \"", field, "\": ", what));
+  return absl::InvalidArgumentError(absl::StrCat("field \"", field, "\": ", what));
 }
 
 // The field's value, or nullptr when it is absent or null (unset).
@@ -121,20 +121,8 @@ absl::Status GetEosTokenIds(const Json& j, int64_t vocab_size, GenerationConfig&
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view text, int64_t vocab_size) {
-  RETURN_IF_ERROR(CheckJsonValueCount(text, kGenerationConfigFile));
-  const Json j = Json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(kGenerationConfigFile, " is not valid JSON"));
-  }
-  if (!j.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kGenerationConfigFile, " must be a JSON object"));
-  }
+absl::Status ParseFields(const Json& j, int64_t vocab_size, GenerationConfig& c) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
-  GenerationConfig c;
   RETURN_IF_ERROR(GetEosTokenIds(j, vocab_size, c));
   RETURN_IF_ERROR(GetBool(j, "do_sample", &c.do_sample));
   RETURN_IF_ERROR(GetFloat(j, "temperature", 0, /*open_min=*/false, kInf, &c.temperature));
@@ -144,6 +132,26 @@ absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view text, in
   RETURN_IF_ERROR(
       GetFloat(j, "repetition_penalty", 0, /*open_min=*/true, kInf, &c.repetition_penalty));
   RETURN_IF_ERROR(GetInt(j, "max_new_tokens", 1, &c.max_new_tokens));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view text, int64_t vocab_size,
+                                                       std::string_view source) {
+  const std::string name(source);  // absl::StrCat takes no std::string_view here
+  RETURN_IF_ERROR(CheckJsonValueCount(text, name));
+  const Json j = Json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " is not valid JSON"));
+  }
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be a JSON object"));
+  }
+  GenerationConfig c;
+  if (const absl::Status fields = ParseFields(j, vocab_size, c); !fields.ok()) {
+    return absl::Status(fields.code(), absl::StrCat(name, ": ", fields.message()));
+  }
   return c;
 }
 
@@ -171,11 +179,7 @@ absl::StatusOr<GenerationConfig> LoadGenerationConfig(const std::string& path, i
     return absl::NotFoundError(absl::StrCat("no ", file));
   }
   ASSIGN_OR_RETURN(const std::string text, ReadFileToString(file));
-  absl::StatusOr<GenerationConfig> c = ParseGenerationConfig(text, vocab_size);
-  if (!c.ok()) {
-    return absl::Status(c.status().code(), absl::StrCat(file, ": ", c.status().message()));
-  }
-  return c;
+  return ParseGenerationConfig(text, vocab_size, file);
 }
 
 }  // namespace llmint8::model

@@ -41,8 +41,10 @@ inline constexpr int kMaxEosTokenIds = 64;
 // `base` with the fields `over` sets (its eos list, when it has one) in their place.
 GenerationConfig Overlay(GenerationConfig base, const GenerationConfig& over);
 
-// `vocab_size`: the model's (config.json), which every eos id must be below.
-absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view json, int64_t vocab_size);
+// `vocab_size`: the model's (config.json), which every eos id must be below. `source`: where
+// the text came from (a path, a flag), which errors name first.
+absl::StatusOr<GenerationConfig> ParseGenerationConfig(
+    std::string_view json, int64_t vocab_size, std::string_view source = kGenerationConfigFile);
 
 // `path`: a generation_config.json, or a directory holding one. NotFound when there is none;
 // errors name the file.

@@ -87,7 +87,7 @@ TEST(GenerationConfigTest, RefusesValuesTheSamplerCannotTakeNamingTheField) {
     ASSERT_FALSE(c.ok()) << test.json;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << test.json;
     EXPECT_THAT(c.status().message(),
-                HasSubstr(absl::StrCat("generation_config.json field \"", test.field, "\"")))
+                HasSubstr(absl::StrCat("generation_config.json: field \"", test.field, "\"")))
         << test.json;
   }
   std::string many = "[";
