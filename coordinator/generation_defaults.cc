@@ -35,9 +35,11 @@ absl::StatusOr<std::optional<ServedGenerationConfig>> LoadFile(const std::string
   absl::StatusOr<model::GenerationConfig> loaded =
       model::LoadGenerationConfig(path, config.vocab_size);
   if (!loaded.ok()) {
-    return absl::Status(loaded.status().code(),
-                        absl::StrCat("--generation_config=", flag, ": ", loaded.status().message(),
-                                     " (--generation_config=none serves without it)"));
+    return absl::Status(
+        loaded.status().code(),
+        // The message names the file first.
+        absl::StrCat("--generation_config", flag == "auto" ? "=auto" : "", ": ",
+                     loaded.status().message(), " (--generation_config=none serves without it)"));
   }
   std::error_code error;
   const bool is_dir = std::filesystem::is_directory(path, error);

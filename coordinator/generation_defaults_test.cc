@@ -81,7 +81,8 @@ TEST_F(GenerationDefaultsTest, ANamedFileOrDirectoryMustHoldOne) {
 
   auto missing = LoadServedGenerationConfig((dir_ / "nothing").string(), "", "x", config_);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(missing.status().message(), HasSubstr("--generation_config="));
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr("--generation_config: no " + (dir_ / "nothing").string()));
 }
 
 TEST_F(GenerationDefaultsTest, AnOverrideReplacesTheFilesFieldsOrStandsAlone) {
