@@ -20,6 +20,7 @@ llmint8_cc_library(
     openai_api.cc
     openai_chat.cc
     openai_fields.cc
+    output_constraint.cc
     parse_error_interceptor.cc
     peer_watch.cc
     prefix_cache.cc
@@ -39,6 +40,12 @@ llmint8_cc_library(
     absl::cleanup absl::random_random absl::synchronization absl::time absl::strings
     absl::flat_hash_set)
 
+llmint8_cc_test(NAME output_constraint_test SRCS output_constraint_test.cc
+                DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
+if(TARGET llmint8_output_constraint_test)
+  target_compile_definitions(llmint8_output_constraint_test PRIVATE
+                             LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+endif()
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc

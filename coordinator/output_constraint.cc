@@ -1,0 +1,404 @@
+#include "coordinator/output_constraint.h"
+
+#include <algorithm>
+#include <array>
+#include <bitset>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "coordinator/tokenizer.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+// ---- guided_choice -------------------------------------------------------------------------
+
+class ChoiceConstraint final : public OutputConstraint {
+ public:
+  explicit ChoiceConstraint(std::vector<std::string> choices) : choices_(std::move(choices)) {
+    for (size_t i = 0; i < choices_.size(); ++i) alive_.set(i);
+  }
+
+  bool Advance(std::string_view bytes) override {
+    const std::bitset<kMaxGuidedChoices> next = Continuing(bytes);
+    if (next.none()) return false;
+    alive_ = next;
+    offset_ += bytes.size();
+    return true;
+  }
+  bool CanEnd() const override {
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      if (alive_[i] && choices_[i].size() == offset_) return true;
+    }
+    return false;
+  }
+  bool MustEnd() const override {
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      if (alive_[i] && choices_[i].size() > offset_) return false;
+    }
+    return true;
+  }
+  void AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const override {
+    ids.clear();
+    for (size_t id = 0; id < vocabulary.bytes.size(); ++id) {
+      const std::string& bytes = vocabulary.bytes[id];
+      if (!bytes.empty() && Continuing(bytes).any()) ids.push_back(static_cast<int32_t>(id));
+    }
+  }
+
+ private:
+  // The choices still alive that the output followed by `bytes` begins.
+  std::bitset<kMaxGuidedChoices> Continuing(std::string_view bytes) const {
+    std::bitset<kMaxGuidedChoices> next;
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      if (alive_[i] && choices_[i].size() >= offset_ + bytes.size() &&
+          std::string_view(choices_[i]).substr(offset_, bytes.size()) == bytes) {
+        next.set(i);
+      }
+    }
+    return next;
+  }
+
+  const std::vector<std::string> choices_;
+  std::bitset<kMaxGuidedChoices> alive_;  // the choices the output so far begins
+  size_t offset_ = 0;                     // bytes of output so far
+};
+
+// ---- json_object ---------------------------------------------------------------------------
+
+// A pushdown automaton for one JSON object, a byte at a time. A value type: the vocabulary scan
+// copies it for each token.
+class JsonState {
+ public:
+  // Takes byte `b`; false when no JSON object begins with the bytes so far and b (the state is
+  // then unspecified: feed a copy).
+  bool Feed(uint8_t b) {
+    if (mode_ == Mode::kNumber) {
+      if (FeedNumber(b)) return true;
+      if (!NumberMayEnd()) return false;
+      EndValue();  // b ends the number: it is the next thing after the value
+    }
+    if (IsWhitespace(b) && TakesWhitespace()) {
+      if (++whitespace_run_ > kMaxJsonWhitespaceRun) return false;
+      return true;
+    }
+    whitespace_run_ = 0;
+    switch (mode_) {
+      case Mode::kStart:
+        if (b != '{') return false;
+        return Open('{');
+      case Mode::kValue:
+        return StartValue(b);
+      case Mode::kValueOrClose:  // after '['
+        if (b == ']') return Close('[');
+        return StartValue(b);
+      case Mode::kKeyOrClose:  // after '{'
+        if (b == '}') return Close('{');
+        [[fallthrough]];
+      case Mode::kKey:  // after ',' in an object
+        if (b != '"') return false;
+        mode_ = Mode::kString;
+        in_key_ = true;
+        return true;
+      case Mode::kColon:
+        if (b != ':') return false;
+        mode_ = Mode::kValue;
+        return true;
+      case Mode::kCommaOrClose:
+        if (b == ',') {
+          mode_ = Top() == '{' ? Mode::kKey : Mode::kValue;
+          return true;
+        }
+        if (b == '}' || b == ']') return Close(static_cast<char>(b == '}' ? '{' : '['));
+        return false;
+      case Mode::kString:
+        return FeedString(b);
+      case Mode::kLiteral:
+        if (b != static_cast<uint8_t>(literal_[literal_pos_])) return false;
+        if (literal_[++literal_pos_] == '\0') EndValue();
+        return true;
+      case Mode::kNumber:
+      case Mode::kDone:
+        return false;
+    }
+    return false;
+  }
+
+  bool Done() const { return mode_ == Mode::kDone; }
+
+ private:
+  enum class Mode : uint8_t {
+    kStart,         // before the object: whitespace or '{'
+    kValue,         // a value must start
+    kValueOrClose,  // after '[': a value or ']'
+    kKeyOrClose,    // after '{': a key or '}'
+    kKey,           // after ',' in an object: a key
+    kColon,         // after a key
+    kCommaOrClose,  // after a value in a container
+    kString,        // inside a string (in_key_: an object's key)
+    kNumber,        // inside a number (number_)
+    kLiteral,       // inside true, false or null (literal_, literal_pos_)
+    kDone,          // the object is closed: nothing may follow
+  };
+  // Where a number is: what may come next follows from it (RFC 8259's number grammar).
+  enum class Number : uint8_t {
+    kMinus,         // "-": a digit
+    kZero,          // a leading 0: '.', 'e', or the end
+    kInt,           // integer digits: a digit, '.', 'e', or the end
+    kDot,           // ".": a digit
+    kFraction,      // fraction digits: a digit, 'e', or the end
+    kExponent,      // "e": a sign or a digit
+    kExponentSign,  // "e+": a digit
+    kExponentInt,   // exponent digits: a digit or the end
+  };
+
+  static bool IsWhitespace(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
+  static bool IsDigit(uint8_t b) { return b >= '0' && b <= '9'; }
+  static bool IsHex(uint8_t b) {
+    return IsDigit(b) || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F');
+  }
+
+  bool TakesWhitespace() const {
+    return mode_ != Mode::kString && mode_ != Mode::kLiteral && mode_ != Mode::kDone;
+  }
+  char Top() const { return depth_ > 0 ? static_cast<char>(stack_[depth_ - 1]) : '\0'; }
+
+  bool Open(char container) {
+    if (depth_ == kMaxJsonDepth) return false;
+    stack_[depth_++] = static_cast<uint8_t>(container);
+    mode_ = container == '{' ? Mode::kKeyOrClose : Mode::kValueOrClose;
+    return true;
+  }
+  bool Close(char container) {
+    if (Top() != container) return false;
+    --depth_;
+    EndValue();
+    return true;
+  }
+  void EndValue() { mode_ = depth_ == 0 ? Mode::kDone : Mode::kCommaOrClose; }
+
+  bool StartValue(uint8_t b) {
+    switch (b) {
+      case '{':
+      case '[':
+        return Open(static_cast<char>(b));
+      case '"':
+        mode_ = Mode::kString;
+        in_key_ = false;
+        return true;
+      case 't':
+      case 'f':
+      case 'n':
+        literal_ = b == 't' ? "true" : b == 'f' ? "false" : "null";
+        literal_pos_ = 1;
+        mode_ = Mode::kLiteral;
+        return true;
+      case '-':
+        mode_ = Mode::kNumber;
+        number_ = Number::kMinus;
+        return true;
+      default:
+        if (!IsDigit(b)) return false;
+        mode_ = Mode::kNumber;
+        number_ = b == '0' ? Number::kZero : Number::kInt;
+        return true;
+    }
+  }
+
+  bool NumberMayEnd() const {
+    return number_ == Number::kZero || number_ == Number::kInt || number_ == Number::kFraction ||
+           number_ == Number::kExponentInt;
+  }
+  // Whether b continues the number (else it may end it).
+  bool FeedNumber(uint8_t b) {
+    const bool digit = IsDigit(b);
+    const bool exponent = b == 'e' || b == 'E';
+    switch (number_) {
+      case Number::kMinus:
+        if (!digit) return false;
+        number_ = b == '0' ? Number::kZero : Number::kInt;
+        return true;
+      case Number::kZero:
+      case Number::kInt:
+        if (digit && number_ == Number::kInt) return true;
+        if (b == '.') {
+          number_ = Number::kDot;
+          return true;
+        }
+        if (exponent) {
+          number_ = Number::kExponent;
+          return true;
+        }
+        return false;
+      case Number::kDot:
+      case Number::kFraction:
+        if (digit) {
+          number_ = Number::kFraction;
+          return true;
+        }
+        if (exponent && number_ == Number::kFraction) {
+          number_ = Number::kExponent;
+          return true;
+        }
+        return false;
+      case Number::kExponent:
+        if (b == '+' || b == '-') {
+          number_ = Number::kExponentSign;
+          return true;
+        }
+        [[fallthrough]];
+      case Number::kExponentSign:
+      case Number::kExponentInt:
+        if (!digit) return false;
+        number_ = Number::kExponentInt;
+        return true;
+    }
+    return false;
+  }
+
+  bool FeedString(uint8_t b) {
+    if (utf8_left_ > 0) {  // a continuation byte of a multi-byte character
+      if (b < utf8_lo_ || b > utf8_hi_) return false;
+      --utf8_left_;
+      utf8_lo_ = 0x80;
+      utf8_hi_ = 0xBF;
+      return true;
+    }
+    if (hex_left_ > 0) {  // \uXXXX
+      if (!IsHex(b)) return false;
+      --hex_left_;
+      return true;
+    }
+    if (escape_) {
+      escape_ = false;
+      switch (b) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+          return true;
+        case 'u':
+          hex_left_ = 4;
+          return true;
+        default:
+          return false;
+      }
+    }
+    if (b == '"') {
+      if (in_key_) {
+        mode_ = Mode::kColon;
+      } else {
+        EndValue();
+      }
+      return true;
+    }
+    if (b == '\\') {
+      escape_ = true;
+      return true;
+    }
+    if (b < 0x20) return false;  // control characters are escaped in JSON
+    if (b < 0x80) return true;
+    // The lead byte of a UTF-8 character, and the range of its first continuation byte
+    // (no overlong forms, surrogates or code points past U+10FFFF).
+    utf8_lo_ = 0x80;
+    utf8_hi_ = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) {
+      utf8_left_ = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      utf8_left_ = 2;
+      if (b == 0xE0) utf8_lo_ = 0xA0;
+      if (b == 0xED) utf8_hi_ = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      utf8_left_ = 3;
+      if (b == 0xF0) utf8_lo_ = 0x90;
+      if (b == 0xF4) utf8_hi_ = 0x8F;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  std::array<uint8_t, kMaxJsonDepth> stack_{};  // '{' or '[' per open container
+  uint8_t depth_ = 0;
+  Mode mode_ = Mode::kStart;
+  Number number_ = Number::kInt;
+  bool in_key_ = false;
+  bool escape_ = false;
+  uint8_t hex_left_ = 0;
+  uint8_t utf8_left_ = 0;
+  uint8_t utf8_lo_ = 0x80;
+  uint8_t utf8_hi_ = 0xBF;
+  uint8_t literal_pos_ = 0;
+  const char* literal_ = "";
+  uint16_t whitespace_run_ = 0;
+};
+
+class JsonObjectConstraint final : public OutputConstraint {
+ public:
+  bool Advance(std::string_view bytes) override {
+    JsonState next = state_;
+    if (!Feed(next, bytes)) return false;
+    state_ = next;
+    return true;
+  }
+  bool CanEnd() const override { return state_.Done(); }
+  bool MustEnd() const override { return state_.Done(); }
+  void AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const override {
+    ids.clear();
+    for (size_t id = 0; id < vocabulary.bytes.size(); ++id) {
+      const std::string& bytes = vocabulary.bytes[id];
+      JsonState next = state_;
+      if (!bytes.empty() && Feed(next, bytes)) ids.push_back(static_cast<int32_t>(id));
+    }
+  }
+
+ private:
+  static bool Feed(JsonState& state, std::string_view bytes) {
+    for (char c : bytes) {
+      if (!state.Feed(static_cast<uint8_t>(c))) return false;
+    }
+    return true;
+  }
+
+  JsonState state_;
+};
+
+}  // namespace
+
+TokenVocabulary TokenVocabulary::FromTokenizer(const Tokenizer& tokenizer) {
+  TokenVocabulary v;
+  v.bytes.resize(static_cast<size_t>(tokenizer.vocab_size()));
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
+    if (!tokenizer.HasId(id) || tokenizer.IsSpecial(id)) continue;
+    const int32_t ids[] = {id};
+    absl::StatusOr<std::string> bytes = tokenizer.DecodeBytes(ids);
+    if (bytes.ok()) v.bytes[static_cast<size_t>(id)] = *std::move(bytes);
+  }
+  return v;
+}
+
+absl::StatusOr<std::unique_ptr<OutputConstraint>> OutputConstraint::Choice(
+    std::vector<std::string> choices) {
+  if (choices.empty() || choices.size() > static_cast<size_t>(kMaxGuidedChoices)) {
+    return absl::InvalidArgumentError(absl::StrCat("guided_choice lists ", choices.size(),
+                                                   " choices; give 1 to ", kMaxGuidedChoices));
+  }
+  for (size_t i = 0; i < choices.size(); ++i) {
+    if (choices[i].empty() || choices[i].size() > static_cast<size_t>(kMaxGuidedChoiceBytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("guided_choice ", i, " is ", choices[i].size(),
+                                                     " bytes; give 1 to ", kMaxGuidedChoiceBytes));
+    }
+  }
+  return std::make_unique<ChoiceConstraint>(std::move(choices));
+}
+
+std::unique_ptr<OutputConstraint> OutputConstraint::JsonObject() {
+  return std::make_unique<JsonObjectConstraint>();
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,77 @@
+// Guided decoding: a language over the bytes of a sequence's output that its tokens must keep
+// to (vLLM's guided_choice and its json_object response format). Before each token the
+// coordinator asks which ids may come next (AllowedTokens) and rank 0 samples among those
+// only; each sampled token's bytes then advance the constraint (Advance). Once the output is
+// a whole sentence of the language and nothing may follow (MustEnd), the sequence ends with
+// finish reason stop; where a sentence may end or go on (one choice a prefix of another),
+// the end-of-sequence ids are allowed beside the tokens that go on.
+//
+//   TokenVocabulary vocab = TokenVocabulary::FromTokenizer(tokenizer);
+//   auto c = OutputConstraint::Choice({"yes", "no"});
+//   std::vector<int32_t> ids;
+//   (*c)->AllowedTokens(vocab, ids);  // " yes"? no: "yes", "y", "no", "n", ...
+//   (*c)->Advance(vocab.bytes[sampled]);
+//
+// The languages work on bytes, as the byte-level BPE tokens do: a token may end inside a
+// character. Special tokens (and ids without a token) are never allowed.
+//
+// Not thread-safe: one per sequence, used by the scheduler's thread.
+#ifndef LLMINT8_COORDINATOR_OUTPUT_CONSTRAINT_H_
+#define LLMINT8_COORDINATOR_OUTPUT_CONSTRAINT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace llmint8::coordinator {
+
+class Tokenizer;
+
+// The bytes of every token id that may appear in guided output.
+struct TokenVocabulary {
+  // Indexed by token id: the token's raw bytes; empty for an id never allowed (a special
+  // token such as </s>, or an id without a token).
+  std::vector<std::string> bytes;
+
+  static TokenVocabulary FromTokenizer(const Tokenizer& tokenizer);
+};
+
+// Limits of the languages (a request past them is InvalidArgument).
+inline constexpr int kMaxGuidedChoices = 256;
+inline constexpr int kMaxGuidedChoiceBytes = 1024;
+// JSON: containers nest at most this deep, and at most this many whitespace bytes follow each
+// other outside strings (a model cannot pad the output with whitespace until max_tokens).
+inline constexpr int kMaxJsonDepth = 64;
+inline constexpr int kMaxJsonWhitespaceRun = 64;
+
+class OutputConstraint {
+ public:
+  virtual ~OutputConstraint() = default;
+
+  // The output is exactly one of `choices` (1 to kMaxGuidedChoices non-empty strings of at
+  // most kMaxGuidedChoiceBytes bytes each); InvalidArgument otherwise.
+  static absl::StatusOr<std::unique_ptr<OutputConstraint>> Choice(std::vector<std::string> choices);
+  // The output is one JSON object (RFC 8259; strings are valid UTF-8), whitespace around and
+  // inside it limited as above; nothing follows its closing brace.
+  static std::unique_ptr<OutputConstraint> JsonObject();
+
+  // Appends `bytes` to the output when the output stays a prefix of a sentence of the
+  // language, and returns true; else returns false and changes nothing.
+  virtual bool Advance(std::string_view bytes) = 0;
+  // Whether the output so far is a whole sentence (the sequence may end here).
+  virtual bool CanEnd() const = 0;
+  // Whether the output is a whole sentence that no byte can continue.
+  virtual bool MustEnd() const = 0;
+  // Replaces `ids` with the token ids of `vocabulary` whose bytes Advance would take now, in
+  // increasing order.
+  virtual void AllowedTokens(const TokenVocabulary& vocabulary,
+                             std::vector<int32_t>& ids) const = 0;
+};
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_OUTPUT_CONSTRAINT_H_
