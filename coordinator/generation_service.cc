@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "coordinator/request_log.h"
 #include "coordinator/tokenizer_text_stream.h"
 
@@ -77,6 +78,14 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
   if (absl::Status valid = ValidatePromptTokens(prompt, params, limits_); !valid.ok()) {
     return valid;
   }
+  std::shared_ptr<const TokenVocabulary> vocabulary;
+  if (params.guided()) {
+    if (tokenizer_ == nullptr) {
+      return absl::FailedPreconditionError(
+          "guided decoding needs the model's tokenizer, and this model was served without one");
+    }
+    vocabulary = Vocabulary();
+  }
   // Choices after the first start from its cached prompt, all but the last token (which
   // gives each its own first logits), when they sample at all and need no prompt scores.
   const bool share_prompt =
@@ -90,8 +99,26 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
     out.push_back(std::make_shared<Sequence>(next_seq_id_.fetch_add(1), prompt, std::move(p),
                                              std::move(text)));
     if (share_prompt && j > 0) out.back()->set_prefix_source(out[first]);
+    if (vocabulary != nullptr) {
+      std::unique_ptr<OutputConstraint> guide;
+      if (params.guided_json_object) {
+        guide = OutputConstraint::JsonObject();
+      } else {
+        ASSIGN_OR_RETURN(guide, OutputConstraint::Choice(params.guided_choice));
+      }
+      out.back()->set_guide(std::move(guide), vocabulary);
+    }
   }
   return absl::OkStatus();
+}
+
+std::shared_ptr<const TokenVocabulary> GenerationService::Vocabulary() {
+  absl::MutexLock lock(&vocabulary_mu_);
+  if (vocabulary_ == nullptr) {
+    vocabulary_ =
+        std::make_shared<const TokenVocabulary>(TokenVocabulary::FromTokenizer(*tokenizer_));
+  }
+  return vocabulary_;
 }
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,

@@ -17,8 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/api_key.h"
 #include "coordinator/metrics.h"
+#include "coordinator/output_constraint.h"
 #include "coordinator/request_validation.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/tokenizer.h"
@@ -127,8 +130,13 @@ class GenerationService final : public v1::Generation::Service {
   const ModelLimits limits_;
   Scheduler* const scheduler_;
   WorkerGroup* const group_;
+  // The tokenizer's token bytes for guided decoding, made by the first guided request.
+  std::shared_ptr<const TokenVocabulary> Vocabulary();
+
   const Options options_;
   std::atomic<uint64_t> next_seq_id_{1};
+  absl::Mutex vocabulary_mu_;
+  std::shared_ptr<const TokenVocabulary> vocabulary_ ABSL_GUARDED_BY(vocabulary_mu_);
 };
 
 }  // namespace llmint8::coordinator

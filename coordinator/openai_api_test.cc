@@ -625,6 +625,48 @@ TEST(OpenAiApiTest, ContinuousUsageStatsPutTheUsageSoFarInEveryChunk) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Guided decoding in vLLM's forms; the guides this server lacks are refused, never ignored.
+TEST(OpenAiApiTest, GuidesAreReadInVllmsForms) {
+  EXPECT_TRUE(ParseOk(R"({"prompt": "x", "response_format": {"type": "json_object"}})")
+                  .generate.guide()
+                  .json_object());
+  EXPECT_TRUE(ParseOk(R"({"prompt": "x", "structured_outputs": {"json_object": true}})")
+                  .generate.guide()
+                  .json_object());
+  EXPECT_FALSE(
+      ParseOk(R"({"prompt": "x", "response_format": {"type": "text"}})").generate.has_guide());
+  EXPECT_THAT(ParseOk(R"({"prompt": "x", "guided_choice": ["yes", "no"]})")
+                  .generate.guide()
+                  .choice()
+                  .choices(),
+              ElementsAre("yes", "no"));
+  EXPECT_THAT(ParseOk(R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "regex": null}})")
+                  .generate.guide()
+                  .choice()
+                  .choices(),
+              ElementsAre("a"));
+  struct Case {
+    const char* body;
+    const char* names;
+  };
+  const Case refused[] = {
+      {R"({"prompt": "x", "guided_json": {"type": "object"}})", "guided_json"},
+      {R"({"prompt": "x", "guided_regex": "[0-9]+"})", "guided_regex"},
+      {R"({"prompt": "x", "guided_grammar": "root ::= x"})", "guided_grammar"},
+      {R"({"prompt": "x", "structured_outputs": {"json": {}}})", "structured_outputs.json"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema"}})", "response_format"},
+      {R"({"prompt": "x", "guided_choice": "yes"})", "guided_choice"},
+      {R"({"prompt": "x", "guided_choice": ["yes", 1]})", "guided_choice"},
+      {R"({"prompt": "x", "guided_choice": ["a"], "response_format": {"type": "json_object"}})",
+       "give one guide"},
+  };
+  for (const Case& c : refused) {
+    const absl::Status s = ParseCompletionRequest(c.body, kModel).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.body;
+    EXPECT_THAT(s.message(), HasSubstr(c.names)) << c.body;
+  }
+}
+
 TEST(OpenAiApiTest, ErrorsMapToHttpStatusesAndOpenAiBodies) {
   EXPECT_EQ(HttpStatus(absl::StatusCode::kInvalidArgument), 400);
   EXPECT_EQ(HttpStatus(absl::StatusCode::kOutOfRange), 400);

@@ -83,7 +83,7 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
   return out;
 }
 
-// Tools, function calls and structured output are not served: refused unless empty or off.
+// Tools and function calls are not served: refused unless empty or off.
 absl::Status CheckNoTools(const json& body) {
   for (const char* field : {"tools", "functions"}) {
     const json* v = Find(body, field);
@@ -95,12 +95,6 @@ absl::Status CheckNoTools(const json& body) {
   for (const char* field : {"tool_choice", "function_call"}) {
     const json* v = Find(body, field);
     if (v != nullptr && *v != "none") return FieldError(field, "\"none\" here: no tool calling");
-  }
-  if (const json* v = Find(body, "response_format"); v != nullptr) {
-    const json* type = v->is_object() ? Find(*v, "type") : nullptr;
-    if (type == nullptr || *type != "text") {
-      return FieldError("response_format", "{\"type\": \"text\"} here: no JSON mode or schema");
-    }
   }
   return absl::OkStatus();
 }

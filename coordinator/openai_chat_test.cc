@@ -149,8 +149,9 @@ TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
        "tools"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}],
-           "response_format": {"type": "json_object"}})",
+           "response_format": {"type": "json_schema", "json_schema": {}}})",
        "response_format"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "guided_regex": "a+"})", "guided_regex"},
       {R"({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"})", "temperature"},
       {R"({"messages": [{"role": "user", "content": "x"}], "model": "gpt-4o"})", "gpt-4o",
        absl::StatusCode::kNotFound},
@@ -164,6 +165,11 @@ TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
   // What is neutral passes: no tools, tool_choice none, plain text format.
   ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "tools": [], "tool_choice": "none",
               "response_format": {"type": "text"}})");
+  // JSON mode is served (guided decoding).
+  EXPECT_TRUE(ParseOk(R"({"messages": [{"role": "user", "content": "x"}],
+                          "response_format": {"type": "json_object"}})")
+                  .generate.guide()
+                  .json_object());
 }
 
 std::vector<v1::GenerateResponse> Responses() {

@@ -159,6 +159,76 @@ std::string ChunkEvent(const CompletionRequest& request, std::string_view object
   return absl::StrCat("data: ", Dump(chunk), "\n\n");
 }
 
+namespace {
+
+absl::StatusOr<v1::GuidedChoice> GuidedChoices(const json& v, const char* field) {
+  v1::GuidedChoice choice;
+  if (!v.is_array()) return FieldError(field, "an array of strings");
+  for (const json& c : v) {
+    if (!c.is_string()) return FieldError(field, "an array of strings");
+    choice.add_choices(c.get<std::string>());
+  }
+  return choice;
+}
+
+// Guided decoding, in the forms vLLM takes: response_format {"type": "json_object"},
+// guided_choice, and structured_outputs {"choice"} or {"json_object": true}. The guides this
+// server lacks (a JSON schema, a regex, a grammar) are refused, never ignored: the client
+// counts on the output's form.
+absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
+  int guides = 0;
+  if (const json* v = Find(body, "response_format"); v != nullptr) {
+    const json* type = v->is_object() ? Find(*v, "type") : nullptr;
+    if (type == nullptr || (*type != "text" && *type != "json_object")) {
+      return FieldError("response_format",
+                        "{\"type\": \"text\"} or {\"type\": \"json_object\"} here: no JSON schema");
+    }
+    if (*type == "json_object") {
+      g.mutable_guide()->set_json_object(true);
+      ++guides;
+    }
+  }
+  if (const json* v = Find(body, "guided_choice"); v != nullptr) {
+    ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_choice(), GuidedChoices(*v, "guided_choice"));
+    ++guides;
+  }
+  if (const json* v = Find(body, "structured_outputs"); v != nullptr) {
+    if (!v->is_object()) return FieldError("structured_outputs", "an object");
+    for (const auto& [key, value] : v->items()) {
+      if (value.is_null()) continue;
+      if (key == "choice") {
+        ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_choice(),
+                         GuidedChoices(value, "structured_outputs.choice"));
+        ++guides;
+      } else if (key == "json_object") {
+        if (!value.is_boolean())
+          return FieldError("structured_outputs.json_object", "true or false");
+        if (value.get<bool>()) {
+          g.mutable_guide()->set_json_object(true);
+          ++guides;
+        }
+      } else if (key == "json" || key == "regex" || key == "grammar" || key == "structural_tag") {
+        return FieldError(absl::StrCat("structured_outputs.", key),
+                          "absent here: this server guides output by choice or json_object only");
+      }
+    }
+  }
+  for (const char* field : {"guided_json", "guided_regex", "guided_grammar"}) {
+    if (Find(body, field) != nullptr) {
+      return FieldError(field,
+                        "absent here: this server guides output by guided_choice or json_object "
+                        "only");
+    }
+  }
+  if (guides > 1) {
+    return absl::InvalidArgumentError(
+        "give one guide: response_format json_object, guided_choice or structured_outputs");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults,
                                CompletionRequest& r) {
   v1::GenerateRequest& g = r.generate;
@@ -267,6 +337,7 @@ absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults
   }
   RETURN_IF_ERROR(
       IfPresent<bool>(body, "return_token_ids", Bool, [&](bool b) { r.return_token_ids = b; }));
+  RETURN_IF_ERROR(ParseGuide(body, g));
   return absl::OkStatus();
 }
 

@@ -79,7 +79,8 @@ class JsonState {
       if (!NumberMayEnd()) return false;
       EndValue();  // b ends the number: it is the next thing after the value
     }
-    if (IsWhitespace(b) && TakesWhitespace()) {
+    // The object starts the output: no whitespace before it (a model would pad with it).
+    if (IsWhitespace(b) && TakesWhitespace() && mode_ != Mode::kStart) {
       if (++whitespace_run_ > kMaxJsonWhitespaceRun) return false;
       return true;
     }
@@ -129,7 +130,7 @@ class JsonState {
 
  private:
   enum class Mode : uint8_t {
-    kStart,         // before the object: whitespace or '{'
+    kStart,         // before the object: '{'
     kValue,         // a value must start
     kValueOrClose,  // after '[': a value or ']'
     kKeyOrClose,    // after '{': a key or '}'
@@ -382,8 +383,7 @@ TokenVocabulary TokenVocabulary::FromTokenizer(const Tokenizer& tokenizer) {
   return v;
 }
 
-absl::StatusOr<std::unique_ptr<OutputConstraint>> OutputConstraint::Choice(
-    std::vector<std::string> choices) {
+absl::Status CheckGuidedChoices(const std::vector<std::string>& choices) {
   if (choices.empty() || choices.size() > static_cast<size_t>(kMaxGuidedChoices)) {
     return absl::InvalidArgumentError(absl::StrCat("guided_choice lists ", choices.size(),
                                                    " choices; give 1 to ", kMaxGuidedChoices));
@@ -394,6 +394,12 @@ absl::StatusOr<std::unique_ptr<OutputConstraint>> OutputConstraint::Choice(
                                                      " bytes; give 1 to ", kMaxGuidedChoiceBytes));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<OutputConstraint>> OutputConstraint::Choice(
+    std::vector<std::string> choices) {
+  if (absl::Status valid = CheckGuidedChoices(choices); !valid.ok()) return valid;
   return std::make_unique<ChoiceConstraint>(std::move(choices));
 }
 

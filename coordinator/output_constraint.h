@@ -44,19 +44,23 @@ struct TokenVocabulary {
 inline constexpr int kMaxGuidedChoices = 256;
 inline constexpr int kMaxGuidedChoiceBytes = 1024;
 // JSON: containers nest at most this deep, and at most this many whitespace bytes follow each
-// other outside strings (a model cannot pad the output with whitespace until max_tokens).
+// other outside strings (a model cannot pad the output with whitespace until max_tokens; 32
+// indents a pretty-printed object 15 levels deep by 2).
 inline constexpr int kMaxJsonDepth = 64;
-inline constexpr int kMaxJsonWhitespaceRun = 64;
+inline constexpr int kMaxJsonWhitespaceRun = 32;
+
+// InvalidArgument unless `choices` are 1 to kMaxGuidedChoices non-empty strings of at most
+// kMaxGuidedChoiceBytes bytes each.
+absl::Status CheckGuidedChoices(const std::vector<std::string>& choices);
 
 class OutputConstraint {
  public:
   virtual ~OutputConstraint() = default;
 
-  // The output is exactly one of `choices` (1 to kMaxGuidedChoices non-empty strings of at
-  // most kMaxGuidedChoiceBytes bytes each); InvalidArgument otherwise.
+  // The output is exactly one of `choices` (CheckGuidedChoices' error otherwise).
   static absl::StatusOr<std::unique_ptr<OutputConstraint>> Choice(std::vector<std::string> choices);
-  // The output is one JSON object (RFC 8259; strings are valid UTF-8), whitespace around and
-  // inside it limited as above; nothing follows its closing brace.
+  // The output is one JSON object (RFC 8259; strings are valid UTF-8): its '{' first, the
+  // whitespace inside it limited as above, nothing after its closing brace.
   static std::unique_ptr<OutputConstraint> JsonObject();
 
   // Appends `bytes` to the output when the output stays a prefix of a sentence of the

@@ -5,6 +5,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "coordinator/output_constraint.h"
 
 namespace llmint8::coordinator {
 
@@ -165,6 +167,21 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   p.top_logprobs = request.top_logprobs();
   p.prompt_logprobs = request.prompt_logprobs();
   p.echo_prompt = request.echo_prompt();
+  if (request.guide().kind_case() == v1::Guide::kChoice) {
+    p.guided_choice.assign(request.guide().choice().choices().begin(),
+                           request.guide().choice().choices().end());
+    RETURN_IF_ERROR(CheckGuidedChoices(p.guided_choice));
+  }
+  p.guided_json_object = request.guide().json_object();
+  if (p.guided() && !limits.has_tokenizer) {
+    return absl::FailedPreconditionError(
+        "a guided output needs the model's tokenizer, and this model is served without one");
+  }
+  if (p.guided() && p.min_tokens > 0) {
+    return absl::InvalidArgumentError(
+        "min_tokens with a guided output is not served: the guide decides where the text ends; "
+        "leave min_tokens 0");
+  }
   return p;
 }
 

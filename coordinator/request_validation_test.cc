@@ -1,6 +1,8 @@
 #include "coordinator/request_validation.h"
 
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -53,6 +55,28 @@ TEST(RequestValidationTest, TruncatePromptTokensIsAtLeastOneWhenSet) {
     p = ValidateGenerationParams(r, Limits());
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
+}
+
+TEST(RequestValidationTest, AGuideIsCheckedAndNeedsTheTokenizer) {
+  v1::GenerateRequest r = Ids({2, 5}, 4);
+  r.mutable_guide()->mutable_choice()->add_choices("yes");
+  r.mutable_guide()->mutable_choice()->add_choices("no");
+  absl::StatusOr<GenerationParams> p = ValidateGenerationParams(r, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->guided_choice, (std::vector<std::string>{"yes", "no"}));
+  EXPECT_FALSE(p->guided_json_object);
+  EXPECT_EQ(Code(r, Limits(/*tokenizer=*/false)), absl::StatusCode::kFailedPrecondition);
+  r.set_min_tokens(1);
+  EXPECT_EQ(Code(r), absl::StatusCode::kInvalidArgument) << "the guide decides the end";
+  r.set_min_tokens(0);
+  r.mutable_guide()->mutable_choice()->add_choices("");
+  EXPECT_EQ(Code(r), absl::StatusCode::kInvalidArgument) << "an empty choice";
+  r.mutable_guide()->set_json_object(true);
+  p = ValidateGenerationParams(r, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->guided_json_object);
+  EXPECT_TRUE(p->guided_choice.empty()) << "one guide: the oneof's last";
+  EXPECT_FALSE(ValidateGenerationParams(Ids({2}, 4), Limits())->guided());
 }
 
 TEST(RequestValidationTest, EachBadFieldGetsItsCode) {

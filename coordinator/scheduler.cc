@@ -511,6 +511,11 @@ void Scheduler::Loop() {
       // Rank 0 keeps a sequence's sampling parameters from its first step on.
       if (first_step) FillSampling(seq->params(), options_.eos_token_ids, step->mutable_sampling());
       step->set_sample_index(seq->num_generated());
+      // A guided sequence samples among the tokens its text may go on with.
+      if (!step->prefill_only() && seq->params().guided()) {
+        seq->FillTokenMask(options_.eos_token_ids, static_cast<int32_t>(options_.vocab_size),
+                           step->mutable_mask());
+      }
       step->set_logprobs(seq->params().logprobs);
       step->set_top_logprobs(seq->params().top_logprobs);
     }

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/base/internal/raw_logging.h"
+#include "absl/strings/str_cat.h"
 
 namespace llmint8::coordinator {
 
@@ -115,6 +116,14 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
            eos && !stopped_in_text ? v1::FINISH_REASON_EOS : v1::FINISH_REASON_STOP);
     return true;
   }
+  if (guide_ != nullptr && (static_cast<size_t>(token_id) >= vocabulary_->bytes.size() ||
+                            vocabulary_->bytes[static_cast<size_t>(token_id)].empty() ||
+                            !guide_->Advance(vocabulary_->bytes[static_cast<size_t>(token_id)]))) {
+    // Rank 0 sampled an id the step's mask ruled out: a worker's bug.
+    Fail(absl::InternalError(absl::StrCat("rank 0 sampled token ", token_id,
+                                          ", which the guided output does not allow")));
+    return true;
+  }
   auto match = [&](const std::string& text) { return stop_.Append(text, may_end); };
   std::string added;
   if (text_) {
@@ -133,7 +142,10 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
     Finish(std::move(response), v1::FINISH_REASON_STOP);
     return true;
   }
-  if (num_generated() >= params_.max_new_tokens) {
+  // A guided text that nothing may continue has ended (as the end-of-sequence token would
+  // end it: STOP).
+  const bool guide_ended = guide_ != nullptr && guide_->MustEnd();
+  if (guide_ended || num_generated() >= params_.max_new_tokens) {
     if (text_) emit += match(text_->Flush());
     if (stop_.stopped()) {
       response.set_text(std::move(emit));
@@ -142,12 +154,44 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
     }
     emit += stop_.Flush();
     response.set_text(std::move(emit));
-    Finish(std::move(response), v1::FINISH_REASON_LENGTH);
+    Finish(std::move(response), guide_ended ? v1::FINISH_REASON_STOP : v1::FINISH_REASON_LENGTH);
     return true;
   }
   response.set_text(std::move(emit));
   Push(std::move(response), std::nullopt);
   return false;
+}
+
+bool Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
+                             v1::TokenMask* mask) {
+  if (guide_ == nullptr) return false;
+  if (vocab_size <= 0) vocab_size = static_cast<int32_t>(vocabulary_->bytes.size());
+  guide_->AllowedTokens(*vocabulary_, allowed_);
+  if (!params_.ignore_eos && guide_->CanEnd()) {
+    allowed_.insert(allowed_.end(), eos_token_ids.begin(), eos_token_ids.end());
+    std::sort(allowed_.begin(), allowed_.end());
+    allowed_.erase(std::unique(allowed_.begin(), allowed_.end()), allowed_.end());
+  }
+  // Ids past the model's vocabulary (none expected) are dropped.
+  allowed_.erase(std::lower_bound(allowed_.begin(), allowed_.end(), vocab_size), allowed_.end());
+  mask->Clear();
+  const size_t vocab = static_cast<size_t>(std::max(vocab_size, 0));
+  if (allowed_.size() <= vocab / 2) {
+    mask->set_allow(true);
+    mask->mutable_token_ids()->Add(allowed_.begin(), allowed_.end());
+    return true;
+  }
+  mask->set_allow(false);
+  mask->mutable_token_ids()->Reserve(static_cast<int>(vocab - allowed_.size()));
+  auto next = allowed_.begin();
+  for (int32_t id = 0; id < vocab_size; ++id) {
+    if (next != allowed_.end() && *next == id) {
+      ++next;
+    } else {
+      mask->add_token_ids(id);
+    }
+  }
+  return true;
 }
 
 void Sequence::AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenCandidate>& top,

@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/sampling_limits.h"
+#include "coordinator/output_constraint.h"
 #include "coordinator/stop_matcher.h"
 #include "llmint8/v1/generation.pb.h"
 #include "llmint8/v1/worker.pb.h"
@@ -49,6 +50,12 @@ struct GenerationParams {
   std::vector<int32_t> stop_token_ids;                // sorted
   int32_t min_tokens = 0;  // no end (eos, stop ids, stop strings) before this many tokens
   int32_t truncate_prompt_tokens = 0;  // keep the prompt's last this many tokens; 0: all
+  // Guided decoding (GenerateRequest.guide; checked): the text is one of these choices, or
+  // one JSON object; neither: free text.
+  std::vector<std::string> guided_choice;
+  bool guided_json_object = false;
+
+  bool guided() const { return guided_json_object || !guided_choice.empty(); }
 
   // Whether a penalty counts the sequence's tokens (rank 0 then keeps them).
   bool counts_tokens() const {
@@ -152,6 +159,13 @@ class Sequence {
   // sequence is queued).
   void set_prefix_source(std::weak_ptr<Sequence> source) { prefix_source_ = std::move(source); }
   std::shared_ptr<Sequence> prefix_source() const { return prefix_source_.lock(); }
+  // Guided decoding (params().guided()): the language the generated text keeps to, and the
+  // bytes of the vocabulary's tokens (set before the sequence is queued).
+  void set_guide(std::unique_ptr<OutputConstraint> guide,
+                 std::shared_ptr<const TokenVocabulary> vocabulary) {
+    guide_ = std::move(guide);
+    vocabulary_ = std::move(vocabulary);
+  }
   // The handler's probe of its client (set before the sequence is queued; may be null).
   void set_client_probe(std::shared_ptr<ClientProbe> probe) { client_probe_ = std::move(probe); }
   bool expired(absl::Time now) const { return now >= deadline_; }
@@ -165,6 +179,12 @@ class Sequence {
   // when the params ask for them. `eos_token_ids`: sorted. Returns true when the sequence
   // finished.
   bool AddToken(const v1::SeqResult& sampled, std::span<const int32_t> eos_token_ids);
+  // A guided sequence's next token: the ids rank 0 may sample, with the end-of-sequence ids
+  // (`eos_token_ids`, unless ignore_eos) where the text may end, as `mask` (the shorter of the
+  // allowed and the banned ids of [0, vocab_size), the vocabulary's size for 0); false, `mask`
+  // untouched, when the sequence is not guided.
+  bool FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
+                     v1::TokenMask* mask);
   // Keeps the scores of prompt tokens a prefill step returned (params().prompt_logprobs); the
   // first response carries them.
   void AddPromptScores(const v1::SeqResult& prefilled);
@@ -228,6 +248,9 @@ class Sequence {
   std::shared_ptr<OutputSignal> signal_;          // set before the sequence is queued
   std::weak_ptr<Sequence> prefix_source_;         // likewise
   std::shared_ptr<ClientProbe> client_probe_;     // likewise
+  std::unique_ptr<OutputConstraint> guide_;       // likewise (scheduler thread after)
+  std::shared_ptr<const TokenVocabulary> vocabulary_;
+  std::vector<int32_t> allowed_;  // FillTokenMask's scratch
 
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace llmint8::worker {
 
@@ -67,7 +68,29 @@ absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
   // A logprob costs an exp per vocabulary entry (a log-sum-exp over the row): only when asked.
   params.return_logprob = step.logprobs();
   params.top_logprobs = step.top_logprobs();
-  return SampleToken(logits, params, step.sample_index(), s.seen);
+  if (!step.has_mask()) return SampleToken(logits, params, step.sample_index(), s.seen);
+  kernels::SamplingParams masked = params;
+  RETURN_IF_ERROR(AppendMaskBias(step.mask(), std::ssize(logits), masked.logit_bias));
+  return SampleToken(logits, masked, step.sample_index(), s.seen);
+}
+
+absl::Status AppendMaskBias(const v1::TokenMask& mask, int64_t vocab,
+                            std::vector<kernels::TokenBias>& bias) {
+  constexpr float kBanned = -std::numeric_limits<float>::infinity();
+  std::vector<bool> listed(static_cast<size_t>(vocab), false);
+  for (int32_t id : mask.token_ids()) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token mask id ", id, " is outside the vocabulary of ", vocab));
+    }
+    listed[static_cast<size_t>(id)] = true;
+  }
+  for (int64_t id = 0; id < vocab; ++id) {
+    if (listed[static_cast<size_t>(id)] != mask.allow()) {
+      bias.push_back({static_cast<int32_t>(id), kBanned});
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace llmint8::worker

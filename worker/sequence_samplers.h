@@ -32,7 +32,9 @@ class SequenceSamplers {
   // one's first prefix_length tokens.
   void Observe(const v1::SeqStep& step);
   // The sequence's next token from its logits row (the step Observe just took in), with the
-  // min_tokens bans while step.sample_index() < min_tokens. InvalidArgument as SampleToken,
+  // min_tokens bans while step.sample_index() < min_tokens and the step's token mask (the
+  // logprobs stay the model's own). InvalidArgument as SampleToken, for a mask id outside the
+  // row,
   // for a sequence never observed, and for one whose penalty needs a prefix's tokens that
   // were not kept.
   absl::StatusOr<SampledToken> Sample(const v1::SeqStep& step, std::span<const float> logits);
@@ -54,6 +56,11 @@ class SequenceSamplers {
 
   absl::flat_hash_map<uint64_t, State> states_;
 };
+
+// Appends a bias of -inf for each id of [0, vocab) that `mask` rules out: those it lists
+// (allow false) or those it does not (allow true). InvalidArgument for a listed id outside.
+absl::Status AppendMaskBias(const v1::TokenMask& mask, int64_t vocab,
+                            std::vector<kernels::TokenBias>& bias);
 
 }  // namespace llmint8::worker
 

@@ -101,6 +101,38 @@ TEST(SequenceSamplersTest, TheLogprobComesOnlyWithTheStepsThatAskForIt) {
   EXPECT_TRUE(without->top.empty());
 }
 
+// A step's token mask (guided decoding) holds for that step only; allowed or banned ids, the
+// logprob stays the model's own.
+TEST(SequenceSamplersTest, AStepsTokenMaskHoldsForThatStep) {
+  SequenceSamplers samplers;
+  v1::SeqStep allow = Step(9, {2}, 0);
+  allow.set_logprobs(true);
+  allow.mutable_mask()->set_allow(true);
+  allow.mutable_mask()->add_token_ids(0);
+  allow.mutable_mask()->add_token_ids(2);
+  samplers.Observe(allow);
+  absl::StatusOr<SampledToken> t = samplers.Sample(allow, kLogits);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->token_id, 0) << "3 and 1 are not allowed; 0 and 2 tie, the lower id wins";
+  double z = 0.0;
+  for (float x : kLogits) z += std::exp(static_cast<double>(x));
+  EXPECT_NEAR(t->logprob, 0.0 - std::log(z), 1e-5) << "the model's own distribution";
+
+  v1::SeqStep ban = Step(9, {0}, 1);
+  ban.mutable_mask()->add_token_ids(3);
+  EXPECT_EQ(Next(samplers, ban), 1);
+  EXPECT_EQ(Next(samplers, Step(9, {1}, 2)), 3) << "no mask: any id";
+
+  v1::SeqStep outside = Step(9, {3}, 3);
+  outside.mutable_mask()->add_token_ids(4);
+  samplers.Observe(outside);
+  EXPECT_EQ(samplers.Sample(outside, kLogits).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SeqStep none = Step(9, {3}, 3);
+  none.mutable_mask()->set_allow(true);  // nothing allowed
+  samplers.Observe(none);
+  EXPECT_EQ(samplers.Sample(none, kLogits).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // The tokens of every step count for the penalties, prefill chunks included, though the
 // parameters came with the first step only; replacing the parameters keeps them. Repetition
 // penalty 4 (Hugging Face's: a positive logit of a seen id is divided by 4).

@@ -1,0 +1,165 @@
+// End-to-end guided decoding: a coordinator + 2 Gloo workers serving a synthetic model (random
+// weights: free text from it is noise) with the tiny BPE tokenizer. Whatever a request samples,
+// a guided_choice output is one of its choices and a json_object output is a JSON object, or
+// the start of one where max_tokens cut it; over gRPC and the OpenAI API, streamed or not.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "coordinator/output_constraint.h"
+#include "coordinator/tokenizer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "tests/e2e/cluster.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::AnyOf;
+using ::testing::Eq;
+using ::testing::HasSubstr;
+
+constexpr char kModel[] =
+    "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=408,positions=128,seed=3";
+constexpr char kTokenizer[] = "tests/fixtures/tokenizer/tiny-bpe/tokenizer.json";
+
+class GuidedE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ClusterOptions options;
+    options.model = kModel;
+    options.dtype = "fp16";
+    http_port_ = FreePort();
+    options.extra_coordinator_flags = {absl::StrCat("--tokenizer=", SourcePath(kTokenizer)),
+                                       absl::StrCat("--http_listen=127.0.0.1:", http_port_)};
+    cluster_ = new Cluster(options);
+    ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
+  }
+  static void TearDownTestSuite() { delete cluster_; }
+  void SetUp() override { stub_ = cluster_->NewStub(); }
+
+  static httplib::Result Post(const std::string& path, const json& body) {
+    httplib::Client client("127.0.0.1", http_port_);
+    client.set_read_timeout(60, 0);
+    return client.Post(path, body.dump(), "application/json");
+  }
+
+  // Whether `text` is a JSON object, or the start of one (checked by the guide's own automaton,
+  // which output_constraint_test holds to a JSON parser).
+  static bool StartsAJsonObject(const std::string& text) {
+    return coordinator::OutputConstraint::JsonObject()->Advance(text);
+  }
+
+  static int http_port_;
+  static Cluster* cluster_;
+  std::unique_ptr<v1::Generation::Stub> stub_;
+};
+
+int GuidedE2ETest::http_port_ = 0;
+Cluster* GuidedE2ETest::cluster_ = nullptr;
+
+// Sampled hot, the text is still one of the choices: "no" may end at the end-of-sequence token
+// or go on to "not sure", the others end as soon as they are whole.
+TEST_F(GuidedE2ETest, AGuidedChoiceIsOneOfTheChoicesWhateverIsSampled) {
+  const std::vector<std::string> choices = {"yes", "no", "not sure", "hello world"};
+  std::vector<std::string> seen;
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    v1::GenerateRequest req;
+    req.set_text("hello");
+    req.set_max_new_tokens(32);
+    req.set_temperature(1.5f);
+    req.set_seed(seed);
+    for (const std::string& c : choices) req.mutable_guide()->mutable_choice()->add_choices(c);
+    const Generated out = Generate(*stub_, req);
+    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    EXPECT_THAT(out.text, AnyOf(Eq("yes"), Eq("no"), Eq("not sure"), Eq("hello world")))
+        << "seed " << seed;
+    const v1::FinishReason finish = out.responses.back().finish_reason();
+    EXPECT_TRUE(finish == v1::FINISH_REASON_STOP ||
+                (finish == v1::FINISH_REASON_EOS && out.text == "no"))
+        << "seed " << seed << ": " << v1::FinishReason_Name(finish);
+    seen.push_back(out.text);
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_GE(std::unique(seen.begin(), seen.end()) - seen.begin(), 2)
+      << "12 hot samples should not all pick one choice";
+}
+
+// JSON mode over the OpenAI API: an object, or its start where max_tokens cut it. A bias on
+// the closing brace makes the shortest object, which ends the stream (finish reason stop).
+TEST_F(GuidedE2ETest, JsonModeGivesAJsonObjectOrItsStart) {
+  int whole = 0;
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    const httplib::Result res =
+        Post("/v1/completions", {{"prompt", "hello"},
+                                 {"max_tokens", 48},
+                                 {"temperature", 1.0},
+                                 {"seed", seed},
+                                 {"response_format", {{"type", "json_object"}}}});
+    ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+    const json choice = json::parse(res->body)["choices"][0];
+    const std::string text = choice["text"];
+    EXPECT_TRUE(StartsAJsonObject(text)) << text;
+    if (choice["finish_reason"] == "stop") {
+      ++whole;
+      const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+      EXPECT_TRUE(parsed.is_object()) << text;
+    } else {
+      EXPECT_EQ(choice["finish_reason"], "length") << text;
+    }
+  }
+  RecordProperty("whole_objects", whole);
+
+  auto tokenizer = coordinator::Tokenizer::FromTokenizerJsonFile(SourcePath(kTokenizer));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const int32_t close = (*tokenizer)->Encode("}", /*add_bos=*/false).value().at(0);
+  const httplib::Result res =
+      Post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hello"}}}},
+                                    {"max_tokens", 48},
+                                    {"stream", true},
+                                    {"logit_bias", {{std::to_string(close), 100}}},
+                                    {"response_format", {{"type", "json_object"}}}});
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+  std::string content;
+  std::string finish;
+  for (const absl::string_view line : absl::StrSplit(res->body, '\n')) {
+    if (!absl::StartsWith(line, "data: {")) continue;
+    const json chunk = json::parse(std::string(line.substr(6)));
+    const json& c = chunk["choices"][0];
+    if (c["delta"].contains("content")) content += c["delta"]["content"].get<std::string>();
+    if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+  }
+  // The reply's leading whitespace is trimmed (openai_chat.h): the object is "{}" after it.
+  EXPECT_THAT(content, ::testing::EndsWith("{}"));
+  EXPECT_TRUE(json::parse(content).is_object()) << content;
+  EXPECT_EQ(finish, "stop");
+}
+
+TEST_F(GuidedE2ETest, GuidesThisServerLacksAreRefused) {
+  struct Case {
+    json body;
+    const char* says;
+  };
+  const Case cases[] = {
+      {{{"prompt", "hello"}, {"guided_regex", "[a-z]+"}}, "guided_regex"},
+      {{{"prompt", "hello"}, {"guided_choice", {"a", "b"}}, {"min_tokens", 2}}, "min_tokens"},
+      {{{"prompt", "hello"}, {"guided_choice", json::array()}}, "guided_choice"},
+      {{{"prompt", "hello"}, {"response_format", {{"type", "json_schema"}}}}, "response_format"},
+  };
+  for (const Case& c : cases) {
+    const httplib::Result res = Post("/v1/completions", c.body);
+    ASSERT_TRUE(res) << c.body;
+    EXPECT_EQ(res->status, 400) << c.body << " -> " << res->body;
+    EXPECT_THAT(res->body, HasSubstr(c.says)) << c.body;
+  }
+}
+
+}  // namespace
+}  // namespace llmint8::e2e
