@@ -20,7 +20,8 @@
 //   the server's default_max_tokens if less, all of which the scheduler reserves in KV cache,
 //   as it reserves any max_tokens);
 //   logprobs (true/false) and top_logprobs (0..20, with logprobs true);
-//   tools / tool_choice only empty / "none"; response_format only {"type": "text"}.
+//   tools / tool_choice only empty / "none"; response_format and the guides as in
+//   openai_api.h (JSON mode, guided_choice).
 //
 // Answers: a chat.completion object (choices[i].message {role, content}, logprobs {content:
 // [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),

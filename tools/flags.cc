@@ -184,6 +184,11 @@ ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past the end-of-sequenc
 ABSL_FLAG(bool, echo_prompt, false,
           "generate: print the prompt's text before the generated text (with "
           "--max_new_tokens=0: only the prompt, as the server tokenized it)");
+ABSL_FLAG(llmint8::tools::StopSequences, guided_choice, {},
+          "generate: the text is one of these comma-separated choices (guided decoding; \\, "
+          "is a comma inside one, as in --stop)");
+ABSL_FLAG(bool, json_object, false,
+          "generate: the text is one JSON object (guided decoding, the OpenAI API's JSON mode)");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},
           "generate: comma-separated token ids that end the generation when sampled (at most 64)");
 ABSL_FLAG(std::vector<std::string>, logit_bias, {},

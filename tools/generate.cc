@@ -81,6 +81,15 @@ std::string PromptFlagsError() {
                           "); stop strings are text");
     }
   }
+  for (const std::string& choice : absl::GetFlag(FLAGS_guided_choice).values) {
+    if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(choice); bad.has_value()) {
+      return absl::StrCat("--guided_choice '", absl::CHexEscape(choice),
+                          "' is not valid UTF-8 (byte ", *bad, "); choices are text");
+    }
+  }
+  if (!absl::GetFlag(FLAGS_guided_choice).values.empty() && absl::GetFlag(FLAGS_json_object)) {
+    return "pass --guided_choice or --json_object, not both";
+  }
   if (absl::GetFlag(FLAGS_seed) < -1) {
     return "--seed must be >= 0, or -1 for a seed the server picks";
   }
@@ -138,6 +147,10 @@ int RunGenerate() {
   req.set_prompt_logprobs(absl::GetFlag(FLAGS_prompt_logprobs));
   req.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
   req.set_echo_prompt(absl::GetFlag(FLAGS_echo_prompt));
+  for (const std::string& c : absl::GetFlag(FLAGS_guided_choice).values) {
+    req.mutable_guide()->mutable_choice()->add_choices(c);
+  }
+  if (absl::GetFlag(FLAGS_json_object)) req.mutable_guide()->set_json_object(true);
   if (const std::string error = IdFlagsInto(req); !error.empty()) {
     std::fprintf(stderr, "llmint8 generate: %s\n", error.c_str());
     return 2;

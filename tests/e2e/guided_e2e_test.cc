@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/run_cli.h"
 #include "tests/e2e/cluster.h"
 
 namespace llmint8::e2e {
@@ -140,6 +141,20 @@ TEST_F(GuidedE2ETest, JsonModeGivesAJsonObjectOrItsStart) {
   EXPECT_THAT(content, ::testing::EndsWith("{}"));
   EXPECT_TRUE(json::parse(content).is_object()) << content;
   EXPECT_EQ(finish, "stop");
+}
+
+// `llmint8 generate --guided_choice / --json_object` send the guide.
+TEST_F(GuidedE2ETest, GenerateCliSendsTheGuide) {
+  const std::string flags = absl::StrCat("generate --coordinator=", cluster_->address(),
+                                         " --prompt=hello --temperature=1.5 --seed=5");
+  tools::testing::CliResult choice =
+      tools::testing::RunCli(flags + " --guided_choice='yes,no\\, thanks'");
+  ASSERT_EQ(choice.exit_code, 0) << choice.err;
+  EXPECT_THAT(choice.out, AnyOf(Eq("yes\n"), Eq("no, thanks\n"))) << choice.err;
+  tools::testing::CliResult object = tools::testing::RunCli(flags + " --json_object");
+  ASSERT_EQ(object.exit_code, 0) << object.err;
+  EXPECT_TRUE(object.out.starts_with("{")) << object.out;
+  EXPECT_EQ(tools::testing::RunCli(flags + " --json_object --guided_choice=a").exit_code, 2);
 }
 
 TEST_F(GuidedE2ETest, GuidesThisServerLacksAreRefused) {
