@@ -12,6 +12,55 @@
 namespace llmint8::coordinator {
 namespace {
 
+// The ids of `vocabulary` for which `takes(bytes)` holds. Where few bytes may come next, most
+// tokens are refused by their first two bytes, which are tried alone first: every first byte,
+// and after each of at most 32 that `takes` allows, every second byte.
+template <typename Takes>
+void ScanVocabulary(const TokenVocabulary& vocabulary, const Takes& takes,
+                    std::vector<int32_t>& ids) {
+  constexpr int kMostFirstBytes = 32;
+  std::bitset<256> first;
+  std::vector<std::pair<uint8_t, std::bitset<256>>> seconds;  // for each first byte allowed
+  for (int b = 0; b < 256; ++b) {
+    const char c = static_cast<char>(b);
+    first[static_cast<size_t>(b)] = takes(std::string_view(&c, 1));
+  }
+  if (first.count() <= kMostFirstBytes) {
+    for (int b = 0; b < 256; ++b) {
+      if (!first[static_cast<size_t>(b)]) continue;
+      std::bitset<256> second;
+      for (int b2 = 0; b2 < 256; ++b2) {
+        const char pair[2] = {static_cast<char>(b), static_cast<char>(b2)};
+        second[static_cast<size_t>(b2)] = takes(std::string_view(pair, 2));
+      }
+      seconds.emplace_back(static_cast<uint8_t>(b), second);
+    }
+  }
+  std::array<int16_t, 256> second_index;  // into `seconds`, -1: not tried
+  second_index.fill(-1);
+  for (size_t i = 0; i < seconds.size(); ++i) {
+    second_index[seconds[i].first] = static_cast<int16_t>(i);
+  }
+  ids.clear();
+  for (size_t id = 0; id < vocabulary.heads.size(); ++id) {
+    const TokenVocabulary::Head head = vocabulary.heads[id];
+    if (head.size == 0 || !first[head.first]) continue;
+    if (head.size == 1) {
+      ids.push_back(static_cast<int32_t>(id));
+      continue;
+    }
+    const int16_t tried = second_index[head.first];
+    if (tried >= 0) {
+      if (!seconds[static_cast<size_t>(tried)].second[head.second]) continue;
+      if (head.size == 2) {
+        ids.push_back(static_cast<int32_t>(id));
+        continue;
+      }
+    }
+    if (takes(vocabulary.bytes[id])) ids.push_back(static_cast<int32_t>(id));
+  }
+}
+
 // ---- guided_choice -------------------------------------------------------------------------
 
 class ChoiceConstraint final : public OutputConstraint {
@@ -40,11 +89,8 @@ class ChoiceConstraint final : public OutputConstraint {
     return true;
   }
   void AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const override {
-    ids.clear();
-    for (size_t id = 0; id < vocabulary.bytes.size(); ++id) {
-      const std::string& bytes = vocabulary.bytes[id];
-      if (!bytes.empty() && Continuing(bytes).any()) ids.push_back(static_cast<int32_t>(id));
-    }
+    ScanVocabulary(
+        vocabulary, [this](std::string_view bytes) { return Continuing(bytes).any(); }, ids);
   }
 
  private:
@@ -73,7 +119,11 @@ class JsonState {
  public:
   // Takes byte `b`; false when no JSON object begins with the bytes so far and b (the state is
   // then unspecified: feed a copy).
-  bool Feed(uint8_t b) {
+  [[gnu::always_inline]] bool Feed(uint8_t b) {
+    if (mode_ == Mode::kString) {  // the most common state, first
+      whitespace_run_ = 0;
+      return FeedString(b);
+    }
     if (mode_ == Mode::kNumber) {
       if (FeedNumber(b)) return true;
       if (!NumberMayEnd()) return false;
@@ -127,6 +177,12 @@ class JsonState {
   }
 
   bool Done() const { return mode_ == Mode::kDone; }
+  // Inside a string, no escape or character begun: printable ASCII but '"' and '\\' leave
+  // the state as it is.
+  bool InPlainString() const {
+    return mode_ == Mode::kString && !escape_ && hex_left_ == 0 && utf8_left_ == 0 &&
+           surrogate_ == Surrogate::kNone;
+  }
 
  private:
   enum class Mode : uint8_t {
@@ -163,11 +219,17 @@ class JsonState {
   bool TakesWhitespace() const {
     return mode_ != Mode::kString && mode_ != Mode::kLiteral && mode_ != Mode::kDone;
   }
-  char Top() const { return depth_ > 0 ? static_cast<char>(stack_[depth_ - 1]) : '\0'; }
+  // The innermost open container: '{', '[', or '\0' outside any.
+  char Top() const {
+    if (depth_ == 0) return '\0';
+    return (objects_ >> (depth_ - 1)) & 1 ? '{' : '[';
+  }
 
   bool Open(char container) {
     if (depth_ == kMaxJsonDepth) return false;
-    stack_[depth_++] = static_cast<uint8_t>(container);
+    const uint64_t bit = uint64_t{1} << depth_;
+    objects_ = container == '{' ? objects_ | bit : objects_ & ~bit;
+    ++depth_;
     mode_ = container == '{' ? Mode::kKeyOrClose : Mode::kValueOrClose;
     return true;
   }
@@ -258,7 +320,22 @@ class JsonState {
     return false;
   }
 
-  bool FeedString(uint8_t b) {
+  static uint8_t HexValue(uint8_t b) { return b <= '9' ? b - '0' : (b | 0x20) - 'a' + 10; }
+  // A \uXXXX escape is whole: a high surrogate needs its low half next, as \uXXXX; a low one
+  // comes only there (JSON parsers refuse lone surrogates).
+  bool EndEscape() {
+    const bool high = hex_value_ >= 0xD800 && hex_value_ <= 0xDBFF;
+    const bool low = hex_value_ >= 0xDC00 && hex_value_ <= 0xDFFF;
+    if (surrogate_ == Surrogate::kLow) {
+      surrogate_ = Surrogate::kNone;
+      return low;
+    }
+    if (low) return false;
+    if (high) surrogate_ = Surrogate::kBackslash;
+    return true;
+  }
+
+  [[gnu::always_inline]] bool FeedString(uint8_t b) {
     if (utf8_left_ > 0) {  // a continuation byte of a multi-byte character
       if (b < utf8_lo_ || b > utf8_hi_) return false;
       --utf8_left_;
@@ -268,7 +345,20 @@ class JsonState {
     }
     if (hex_left_ > 0) {  // \uXXXX
       if (!IsHex(b)) return false;
-      --hex_left_;
+      hex_value_ = static_cast<uint16_t>(hex_value_ << 4 | HexValue(b));
+      if (--hex_left_ == 0) return EndEscape();
+      return true;
+    }
+    if (surrogate_ == Surrogate::kBackslash) {  // a high surrogate's low half must follow
+      if (b != '\\') return false;
+      surrogate_ = Surrogate::kU;
+      return true;
+    }
+    if (surrogate_ == Surrogate::kU) {
+      if (b != 'u') return false;
+      surrogate_ = Surrogate::kLow;
+      hex_left_ = 4;
+      hex_value_ = 0;
       return true;
     }
     if (escape_) {
@@ -285,6 +375,7 @@ class JsonState {
           return true;
         case 'u':
           hex_left_ = 4;
+          hex_value_ = 0;
           return true;
         default:
           return false;
@@ -324,13 +415,20 @@ class JsonState {
     return true;
   }
 
-  std::array<uint8_t, kMaxJsonDepth> stack_{};  // '{' or '[' per open container
+  // Bit i: whether the container open at depth i is an object (else an array). Small, as the
+  // state is copied for every token of the vocabulary.
+  uint64_t objects_ = 0;
+  static_assert(kMaxJsonDepth <= 64, "one bit per level of objects_");
   uint8_t depth_ = 0;
   Mode mode_ = Mode::kStart;
   Number number_ = Number::kInt;
   bool in_key_ = false;
   bool escape_ = false;
   uint8_t hex_left_ = 0;
+  uint16_t hex_value_ = 0;  // of the \uXXXX escape so far
+  // After a high surrogate's escape: its low half's "\", then "u", then its digits.
+  enum class Surrogate : uint8_t { kNone, kBackslash, kU, kLow };
+  Surrogate surrogate_ = Surrogate::kNone;
   uint8_t utf8_left_ = 0;
   uint8_t utf8_lo_ = 0x80;
   uint8_t utf8_hi_ = 0xBF;
@@ -350,12 +448,36 @@ class JsonObjectConstraint final : public OutputConstraint {
   bool CanEnd() const override { return state_.Done(); }
   bool MustEnd() const override { return state_.Done(); }
   void AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const override {
-    ids.clear();
-    for (size_t id = 0; id < vocabulary.bytes.size(); ++id) {
-      const std::string& bytes = vocabulary.bytes[id];
-      JsonState next = state_;
-      if (!bytes.empty() && Feed(next, bytes)) ids.push_back(static_cast<int32_t>(id));
+    if (state_.InPlainString()) {
+      // Inside a string, where most tokens are plain text: those are taken as they are.
+      ids.clear();
+      for (size_t id = 0; id < vocabulary.heads.size(); ++id) {
+        const TokenVocabulary::Head head = vocabulary.heads[id];
+        if (head.size == 0) continue;
+        if (head.plain) {
+          ids.push_back(static_cast<int32_t>(id));
+          continue;
+        }
+        JsonState next = state_;
+        if (Feed(next, vocabulary.bytes[id])) ids.push_back(static_cast<int32_t>(id));
+      }
+      return;
     }
+    ScanVocabulary(
+        vocabulary,
+        [this](std::string_view bytes) {
+          JsonState next = state_;
+          return Feed(next, bytes);
+        },
+        ids);
+  }
+
+  // Printable ASCII but '"' and '\\': what a string takes as it is.
+  static bool IsPlainText(std::string_view bytes) {
+    for (char c : bytes) {
+      if (c < 0x20 || c > 0x7E || c == '"' || c == '\\') return false;
+    }
+    return true;
   }
 
  private:
@@ -371,16 +493,27 @@ class JsonObjectConstraint final : public OutputConstraint {
 
 }  // namespace
 
+TokenVocabulary::TokenVocabulary(std::vector<std::string> token_bytes)
+    : bytes(std::move(token_bytes)), heads(bytes.size()) {
+  for (size_t id = 0; id < bytes.size(); ++id) {
+    const std::string& b = bytes[id];
+    Head& h = heads[id];
+    h.first = b.empty() ? 0 : static_cast<uint8_t>(b[0]);
+    h.second = b.size() < 2 ? 0 : static_cast<uint8_t>(b[1]);
+    h.size = static_cast<uint8_t>(std::min<size_t>(b.size(), 255));
+    h.plain = !b.empty() && JsonObjectConstraint::IsPlainText(b);
+  }
+}
+
 TokenVocabulary TokenVocabulary::FromTokenizer(const Tokenizer& tokenizer) {
-  TokenVocabulary v;
-  v.bytes.resize(static_cast<size_t>(tokenizer.vocab_size()));
+  std::vector<std::string> bytes(static_cast<size_t>(tokenizer.vocab_size()));
   for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
     if (!tokenizer.HasId(id) || tokenizer.IsSpecial(id)) continue;
     const int32_t ids[] = {id};
-    absl::StatusOr<std::string> bytes = tokenizer.DecodeBytes(ids);
-    if (bytes.ok()) v.bytes[static_cast<size_t>(id)] = *std::move(bytes);
+    absl::StatusOr<std::string> b = tokenizer.DecodeBytes(ids);
+    if (b.ok()) bytes[static_cast<size_t>(id)] = *std::move(b);
   }
-  return v;
+  return TokenVocabulary(std::move(bytes));
 }
 
 absl::Status CheckGuidedChoices(const std::vector<std::string>& choices) {
@@ -388,11 +521,17 @@ absl::Status CheckGuidedChoices(const std::vector<std::string>& choices) {
     return absl::InvalidArgumentError(absl::StrCat("guided_choice lists ", choices.size(),
                                                    " choices; give 1 to ", kMaxGuidedChoices));
   }
+  size_t total = 0;
   for (size_t i = 0; i < choices.size(); ++i) {
     if (choices[i].empty() || choices[i].size() > static_cast<size_t>(kMaxGuidedChoiceBytes)) {
       return absl::InvalidArgumentError(absl::StrCat("guided_choice ", i, " is ", choices[i].size(),
                                                      " bytes; give 1 to ", kMaxGuidedChoiceBytes));
     }
+    total += choices[i].size();
+  }
+  if (total > static_cast<size_t>(kMaxGuidedChoicesTotalBytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "guided_choice holds ", total, " bytes in all; at most ", kMaxGuidedChoicesTotalBytes));
   }
   return absl::OkStatus();
 }

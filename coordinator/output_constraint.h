@@ -33,16 +33,31 @@ class Tokenizer;
 
 // The bytes of every token id that may appear in guided output.
 struct TokenVocabulary {
+  // `token_bytes`: indexed by token id, as `bytes`.
+  explicit TokenVocabulary(std::vector<std::string> token_bytes);
+  static TokenVocabulary FromTokenizer(const Tokenizer& tokenizer);
+
   // Indexed by token id: the token's raw bytes; empty for an id never allowed (a special
   // token such as </s>, or an id without a token).
   std::vector<std::string> bytes;
-
-  static TokenVocabulary FromTokenizer(const Tokenizer& tokenizer);
+  // Indexed by token id, contiguous for the scan of AllowedTokens: the token's first two bytes
+  // (0 past its end), its length (at most 255), and whether it is printable ASCII without '"'
+  // or '\\' (text a JSON string takes as it is).
+  struct Head {
+    uint8_t first = 0;
+    uint8_t second = 0;
+    uint8_t size = 0;
+    bool plain = false;
+  };
+  std::vector<Head> heads;
 };
 
 // Limits of the languages (a request past them is InvalidArgument).
 inline constexpr int kMaxGuidedChoices = 256;
 inline constexpr int kMaxGuidedChoiceBytes = 1024;
+// All the choices together (each sequence of a request keeps its own copy, and the scan of the
+// vocabulary grows with them).
+inline constexpr int kMaxGuidedChoicesTotalBytes = 16384;
 // JSON: containers nest at most this deep, and at most this many whitespace bytes follow each
 // other outside strings (a model cannot pad the output with whitespace until max_tokens; 32
 // indents a pretty-printed object 15 levels deep by 2).
@@ -50,7 +65,7 @@ inline constexpr int kMaxJsonDepth = 64;
 inline constexpr int kMaxJsonWhitespaceRun = 32;
 
 // InvalidArgument unless `choices` are 1 to kMaxGuidedChoices non-empty strings of at most
-// kMaxGuidedChoiceBytes bytes each.
+// kMaxGuidedChoiceBytes bytes each, kMaxGuidedChoicesTotalBytes in all.
 absl::Status CheckGuidedChoices(const std::vector<std::string>& choices);
 
 class OutputConstraint {

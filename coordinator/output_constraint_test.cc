@@ -37,6 +37,7 @@ TEST(OutputConstraintTest, JsonObjectTakesObjectsByteByByte) {
            R"({ "a": 1})",
            R"({"a": [1, -2.5e+3, 0, 0.25, 1E9, true, false, null, "x", {}, []]})",
            R"({"nested": {"k": [[["deep"]]]}, "esc": "q\"\\\/\b\f\n\r\t\u00e9"})",
+           R"({"pair": "\ud83d\ude00", "upper": "\uD83D\uDE00"})",
            "{\"utf8\": \"caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\"}",
            "{\n  \"pretty\": [\n    1,\n    2\n  ]\n}",
        }) {
@@ -69,6 +70,9 @@ TEST(OutputConstraintTest, JsonObjectRefusesTheFirstByteThatNoObjectCanFollow) {
       {"{\"a\": \"\xC0\x80\"}", 7},          // overlong
       {"{\"a\": \"\xED\xA0\x80\"}", 8},      // a surrogate
       {"{\"a\": \"\xF4\x90\x80\x80\"}", 8},  // past U+10FFFF
+      {"{\"a\": \"\\ud800\"}", 13},          // a high surrogate without its low half
+      {"{\"a\": \"\\udc00x\"}", 12},         // a low surrogate alone
+      {"{\"a\": \"\\ud800\\u0041\"}", 18},   // a high surrogate, then no low one
       {"{} ", 2},                            // nothing follows the object, whitespace neither
       {"{}{}", 2},
   };
@@ -114,7 +118,9 @@ TEST(OutputConstraintTest, JsonObjectLimitsDepthAndWhitespace) {
 // Short strings over JSON's alphabet: a whole object by the constraint exactly when
 // nlohmann's parser accepts it as a document that starts with '{' and has no whitespace after.
 TEST(OutputConstraintTest, JsonObjectAgreesWithAJsonParserOnRandomStrings) {
-  const std::string alphabet = "{}[]\",:01-.eEtrufalsn \\u\xC3\xA9";
+  const std::string alphabet =
+      "{}[]\",:01-.eEtrufalsn \\u\xC3\xA9"
+      "dD8c";
   std::mt19937 rng(7);
   int objects = 0;
   for (int trial = 0; trial < 200000; ++trial) {
@@ -129,8 +135,7 @@ TEST(OutputConstraintTest, JsonObjectAgreesWithAJsonParserOnRandomStrings) {
 }
 
 TEST(OutputConstraintTest, ChoiceAllowsTheTokensThatBeginAChoice) {
-  TokenVocabulary vocab;
-  vocab.bytes = {"", "y", "yes", "ye", "n", "no", "not", "s", " yes", "es", "o"};
+  const TokenVocabulary vocab({"", "y", "yes", "ye", "n", "no", "not", "s", " yes", "es", "o"});
   auto made = OutputConstraint::Choice({"yes", "no", "not sure"});
   ASSERT_TRUE(made.ok()) << made.status();
   OutputConstraint& c = **made;
@@ -157,6 +162,11 @@ TEST(OutputConstraintTest, ChoicesOutsideTheLimitsAreRefused) {
   EXPECT_FALSE(OutputConstraint::Choice(std::vector<std::string>(kMaxGuidedChoices + 1, "a")).ok());
   EXPECT_FALSE(OutputConstraint::Choice({std::string(kMaxGuidedChoiceBytes + 1, 'a')}).ok());
   EXPECT_TRUE(OutputConstraint::Choice(std::vector<std::string>(kMaxGuidedChoices, "a")).ok());
+  EXPECT_THAT(
+      OutputConstraint::Choice(std::vector<std::string>(kMaxGuidedChoices, std::string(65, 'a')))
+          .status()
+          .message(),
+      HasSubstr("in all"));
 }
 
 // The real vocabulary: special tokens are never allowed, and a JSON object's first token

@@ -119,9 +119,11 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
   if (guide_ != nullptr && (static_cast<size_t>(token_id) >= vocabulary_->bytes.size() ||
                             vocabulary_->bytes[static_cast<size_t>(token_id)].empty() ||
                             !guide_->Advance(vocabulary_->bytes[static_cast<size_t>(token_id)]))) {
-    // Rank 0 sampled an id the step's mask ruled out: a worker's bug.
-    Fail(absl::InternalError(absl::StrCat("rank 0 sampled token ", token_id,
-                                          ", which the guided output does not allow")));
+    // Rank 0 sampled an id the step's mask ruled out: a worker's bug, or a worker older than
+    // the coordinator (one that ignores SeqStep.mask).
+    Fail(absl::InternalError(absl::StrCat(
+        "rank 0 sampled token ", token_id,
+        ", which the guided output does not allow (is the worker older than the coordinator?)")));
     return true;
   }
   auto match = [&](const std::string& text) { return stop_.Append(text, may_end); };
@@ -167,10 +169,19 @@ bool Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t voc
   if (guide_ == nullptr) return false;
   if (vocab_size <= 0) vocab_size = static_cast<int32_t>(vocabulary_->bytes.size());
   guide_->AllowedTokens(*vocabulary_, allowed_);
-  if (!params_.ignore_eos && guide_->CanEnd()) {
-    allowed_.insert(allowed_.end(), eos_token_ids.begin(), eos_token_ids.end());
+  // The ids that end the sequence (the end-of-sequence ids unless ignored, the stop ids) come
+  // only where the text may end, though a scan allowed one by its text (an eos id from
+  // generation_config.json may be an ordinary token): else they would end it half-way.
+  std::vector<int32_t> enders(params_.stop_token_ids.begin(), params_.stop_token_ids.end());
+  if (!params_.ignore_eos) enders.insert(enders.end(), eos_token_ids.begin(), eos_token_ids.end());
+  std::sort(enders.begin(), enders.end());
+  if (guide_->CanEnd()) {
+    allowed_.insert(allowed_.end(), enders.begin(), enders.end());
     std::sort(allowed_.begin(), allowed_.end());
     allowed_.erase(std::unique(allowed_.begin(), allowed_.end()), allowed_.end());
+  } else {
+    std::erase_if(allowed_,
+                  [&](int32_t id) { return std::binary_search(enders.begin(), enders.end(), id); });
   }
   // Ids past the model's vocabulary (none expected) are dropped.
   allowed_.erase(std::lower_bound(allowed_.begin(), allowed_.end(), vocab_size), allowed_.end());

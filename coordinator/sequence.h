@@ -179,8 +179,9 @@ class Sequence {
   // when the params ask for them. `eos_token_ids`: sorted. Returns true when the sequence
   // finished.
   bool AddToken(const v1::SeqResult& sampled, std::span<const int32_t> eos_token_ids);
-  // A guided sequence's next token: the ids rank 0 may sample, with the end-of-sequence ids
-  // (`eos_token_ids`, unless ignore_eos) where the text may end, as `mask` (the shorter of the
+  // A guided sequence's next token: the ids rank 0 may sample, with the ids that end the
+  // sequence (`eos_token_ids` unless ignore_eos, the stop ids) where the text may end and
+  // never elsewhere, as `mask` (the shorter of the
   // allowed and the banned ids of [0, vocab_size), the vocabulary's size for 0); false, `mask`
   // untouched, when the sequence is not guided.
   bool FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "coordinator/output_constraint.h"
 #include "gtest/gtest.h"
 
 namespace llmint8::coordinator {
@@ -131,6 +132,60 @@ TEST(SequenceTest, AnyOfSeveralEosIdsEndsTheSequence) {
   const Outcome ignored = Feed(p, {12, kEos, 11}, {}, kTwoEos);
   EXPECT_EQ(ignored.added, 3);
   EXPECT_EQ(ignored.finish, v1::FINISH_REASON_LENGTH);
+}
+
+// A guided sequence's mask: the tokens the guide allows, the ids that end the sequence only
+// where the text may end (an eos id with text too), the shorter list of the two forms; a
+// whole choice that nothing continues ends the sequence (STOP).
+TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
+  // Ids: 0 "" (special), 1 "no", 2 "n", 3 "o", 4 "t", 5 "x"; 6 and 7 past the tokenizer.
+  auto vocab = std::make_shared<const TokenVocabulary>(
+      std::vector<std::string>{"", "no", "n", "o", "t", "x"});
+  constexpr int32_t kEnders[] = {0, 3};  // eos ids; 3 has text ("o")
+  GenerationParams p = Params(8);
+  p.guided_choice = {"no", "not"};
+  p.stop_token_ids = {5};
+  Sequence seq(1, {2, 5}, p, std::make_unique<FakeText>());
+  seq.set_guide(*OutputConstraint::Choice(p.guided_choice), vocab);
+  v1::TokenMask mask;
+  ASSERT_TRUE(seq.FillTokenMask(kEnders, /*vocab_size=*/8, &mask));
+  EXPECT_TRUE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{1, 2}))
+      << "eos id 3 ('o') is not allowed before the end";
+  v1::SeqResult r;
+  r.set_token_id(1);  // "no": a choice, which "not" continues
+  ASSERT_FALSE(seq.AddToken(r, kEnders));
+  ASSERT_TRUE(seq.FillTokenMask(kEnders, 8, &mask));
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{0, 3, 4, 5}))
+      << "the end may come: eos and stop ids";
+  r.set_token_id(4);  // "t": "not", which nothing continues
+  EXPECT_TRUE(seq.AddToken(r, kEnders));
+  std::vector<v1::GenerateResponse> out;
+  ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), out).has_value());
+  EXPECT_EQ(out.back().finish_reason(), v1::FINISH_REASON_STOP);
+
+  // Most ids allowed: the banned ones are sent, those past the tokenizer's vocabulary too.
+  GenerationParams json = Params(8);
+  json.guided_json_object = true;
+  auto plain = std::make_shared<const TokenVocabulary>(
+      std::vector<std::string>{"{", "a", "b", "c", "d", "e", "\""});
+  Sequence object(2, {2}, json, std::make_unique<FakeText>());
+  object.set_guide(OutputConstraint::JsonObject(), plain);
+  ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask));
+  EXPECT_TRUE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{0}));
+  for (int32_t t : {0, 6}) {  // {" : inside a key, where any of the tokens is text
+    r.set_token_id(t);
+    ASSERT_FALSE(object.AddToken(r, kEosIds));
+  }
+  ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask));
+  EXPECT_FALSE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{kEos, 7}))
+      << "the eos id 'b' cannot end a key; id 7 has no token";
 }
 
 // Before min_tokens nothing ends the sequence: an end-of-sequence token or stop id there (the

@@ -46,6 +46,10 @@ if(TARGET llmint8_output_constraint_test)
   target_compile_definitions(llmint8_output_constraint_test PRIVATE
                              LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 endif()
+llmint8_cc_binary(NAME output_constraint_benchmark SRCS output_constraint_benchmark.cc
+                  DEPS llmint8::coordinator_service benchmark::benchmark)
+target_compile_definitions(llmint8_output_constraint_benchmark PRIVATE
+                           LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc

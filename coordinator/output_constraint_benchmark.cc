@@ -1,0 +1,69 @@
+// The vocabulary scan of guided decoding (OutputConstraint::AllowedTokens), which the
+// scheduler's thread runs before each guided token, with the bundled model's tokenizer (50,265
+// tokens): JSON mode in each kind of place, and a choice list.
+//
+//   build/coordinator/llmint8_output_constraint_benchmark
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "coordinator/output_constraint.h"
+#include "coordinator/tokenizer.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+const TokenVocabulary& Vocabulary() {
+  static const TokenVocabulary* vocab = [] {
+    const char* src = std::getenv("LLMINT8_SOURCE_DIR");
+    auto tok = Tokenizer::FromDirectory(
+        std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/models/opt-sotu-cpu");
+    if (!tok.ok()) std::abort();
+    return new TokenVocabulary(TokenVocabulary::FromTokenizer(**tok));
+  }();
+  return *vocab;
+}
+
+// The JSON object's text so far, per benchmark argument.
+const char* const kJsonPrefixes[] = {
+    "",                       // before the object
+    "{\"na",                  // in a key
+    "{\"name\": \"The Pres",  // in a string value
+    "{\"name\": [1, 2",       // in a number, in an array
+    "{\"a\": {\"b\": true}",  // after a value
+};
+
+void BM_JsonAllowedTokens(benchmark::State& state) {
+  const TokenVocabulary& vocab = Vocabulary();
+  std::unique_ptr<OutputConstraint> c = OutputConstraint::JsonObject();
+  if (!c->Advance(kJsonPrefixes[state.range(0)])) std::abort();
+  std::vector<int32_t> ids;
+  for (auto _ : state) {
+    c->AllowedTokens(vocab, ids);
+    benchmark::DoNotOptimize(ids.data());
+  }
+  state.counters["allowed"] = static_cast<double>(ids.size());
+  state.SetLabel(kJsonPrefixes[state.range(0)]);
+}
+BENCHMARK(BM_JsonAllowedTokens)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond);
+
+void BM_ChoiceAllowedTokens(benchmark::State& state) {
+  const TokenVocabulary& vocab = Vocabulary();
+  std::vector<std::string> choices;
+  for (int i = 0; i < state.range(0); ++i) choices.push_back("choice number " + std::to_string(i));
+  std::unique_ptr<OutputConstraint> c = *OutputConstraint::Choice(choices);
+  std::vector<int32_t> ids;
+  for (auto _ : state) {
+    c->AllowedTokens(vocab, ids);
+    benchmark::DoNotOptimize(ids.data());
+  }
+  state.counters["allowed"] = static_cast<double>(ids.size());
+}
+BENCHMARK(BM_ChoiceAllowedTokens)->Arg(2)->Arg(16)->Arg(256)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace llmint8::coordinator
+
+BENCHMARK_MAIN();
