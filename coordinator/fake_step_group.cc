@@ -8,6 +8,21 @@
 #include "absl/strings/str_cat.h"
 
 namespace llmint8::coordinator::testing {
+namespace {
+
+// What rank 0 samples under a token mask: `wanted` when the mask allows it, else the lowest id
+// it allows.
+int32_t MaskedToken(const v1::TokenMask& mask, int32_t wanted) {
+  const auto& ids = mask.token_ids();
+  const bool listed = std::find(ids.begin(), ids.end(), wanted) != ids.end();
+  if (listed == mask.allow()) return wanted;
+  if (mask.allow()) return ids.empty() ? -1 : *std::min_element(ids.begin(), ids.end());
+  for (int32_t id = 0;; ++id) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) return id;
+  }
+}
+
+}  // namespace
 
 int32_t FakeNextToken(std::span<const int32_t> tokens) {
   uint32_t h = 17;
@@ -135,7 +150,13 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
         result->add_prompt()->set_logprob(FakePromptLogprob(std::ssize(tokens)));
       }
     }
-    result->set_token_id(s.prefill_only() ? -1 : FakeNextToken(tokens));
+    if (s.prefill_only()) {
+      if (s.has_mask()) Violation(where + "a token mask on a step that samples nothing");
+      result->set_token_id(-1);
+    } else {
+      result->set_token_id(s.has_mask() ? MaskedToken(s.mask(), FakeNextToken(tokens))
+                                        : FakeNextToken(tokens));
+    }
   }
   int64_t positions = 0;
   for (const auto& [id, tokens] : held) positions += std::ssize(tokens);

@@ -39,6 +39,7 @@ class FakeStepGroup : public StepGroup {
  public:
   struct Options {
     std::optional<int64_t> kv_capacity;  // positions summed over sequences; nullopt: unknown
+    bool token_masks = true;             // takes_token_masks()
   };
   explicit FakeStepGroup(Options options) : options_(options) {}
 
@@ -48,6 +49,7 @@ class FakeStepGroup : public StepGroup {
   bool WaitReady(absl::Duration timeout) const override;
   absl::Status refusal() const override;
   std::optional<int64_t> kv_capacity_tokens() const override;
+  bool takes_token_masks() const override { return options_.token_masks; }
   absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) override;
   absl::Status Release(const std::vector<uint64_t>& seq_ids) override;
 

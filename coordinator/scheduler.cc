@@ -348,6 +348,14 @@ void Scheduler::AdmitLocked() {
       queue_.pop_front();
       continue;
     }
+    if (next->params().guided() && !token_masks_) {
+      // Workers older than guided decoding would sample it freely: refused, not garbled.
+      next->Fail(absl::FailedPreconditionError(
+          "the workers do not take token masks (built before guided decoding): update them to "
+          "serve guided_choice or JSON mode"));
+      queue_.pop_front();
+      continue;
+    }
     const int64_t prompt = static_cast<int64_t>(next->prompt().size());
     if (!running_.empty() && kv_in_use_ + next->max_tokens() > budget) break;
     // Whole prompts: admit what this step can prefill (a prompt to score goes in chunks).
@@ -430,6 +438,7 @@ void Scheduler::Loop() {
       if (!group_->WaitReady(absl::Milliseconds(100))) continue;
       running_epoch_ = group_->epoch();
       kv_budget_ = KvBudget();
+      token_masks_ = group_->takes_token_masks();
     }
     ReleaseFinished();
     // A release that failed broke the group: queued requests wait for the next one rather

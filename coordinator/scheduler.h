@@ -169,6 +169,7 @@ class Scheduler {
   PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
+  bool token_masks_ = false;  // this epoch's workers take SeqStep.mask (likewise)
   int64_t running_epoch_ = 0;
   std::vector<uint64_t> to_release_;
   // First choices that finished (parked) while later choices of their prompt wait to copy

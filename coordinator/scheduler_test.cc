@@ -16,6 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "coordinator/fake_step_group.h"
+#include "coordinator/output_constraint.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -112,8 +113,10 @@ class SchedulerTest : public ::testing::Test {
     return o;
   }
 
-  void Start(SchedulerOptions options, std::optional<int64_t> kv_capacity = std::nullopt) {
-    group_ = std::make_unique<FakeStepGroup>(FakeStepGroup::Options{.kv_capacity = kv_capacity});
+  void Start(SchedulerOptions options, std::optional<int64_t> kv_capacity = std::nullopt,
+             bool token_masks = true) {
+    group_ = std::make_unique<FakeStepGroup>(
+        FakeStepGroup::Options{.kv_capacity = kv_capacity, .token_masks = token_masks});
     scheduler_ = std::make_unique<Scheduler>(std::move(options), group_.get());
   }
 
@@ -752,6 +755,50 @@ TEST_F(SchedulerTest, ARefusedGroupFailsTheQueuedWithItsReason) {
   EXPECT_EQ(out.status.code(), absl::StatusCode::kFailedPrecondition) << out.status;
   EXPECT_NE(out.status.message().find("fp16 needs 4 workers"), std::string::npos);
   EXPECT_TRUE(group_->steps().empty());
+}
+
+// A guided sequence's sampling steps carry its token mask (its prompt chunks none), and the
+// tokens rank 0 samples under it spell a choice, which ends the sequence; workers that do not
+// take masks (older than guided decoding) get the sequence refused, not sampled freely.
+TEST_F(SchedulerTest, GuidedSequencesCarryTheirMaskAndNeedWorkersThatTakeIt) {
+  auto vocab = std::make_shared<const TokenVocabulary>(
+      std::vector<std::string>{"", "", "", "y", "e", "s", "n", "o"});
+  auto guided = [&](uint64_t id) {
+    GenerationParams p;
+    p.guided_choice = {"yes", "no"};
+    auto seq = MakeSeq(id, Tokens(6, 100), 8, p);
+    seq->set_guide(*OutputConstraint::Choice(p.guided_choice), vocab);
+    return seq;
+  };
+  SchedulerOptions options = Options();
+  options.prefill_chunk = 4;  // a prompt chunk that samples nothing, then the last chunk
+  options.max_prefill_tokens = 4;
+  Start(options);
+  const std::vector<Outcome> outs = RunToEnd({guided(1)});
+  ASSERT_EQ(outs.size(), 1u);
+  const std::vector<int32_t>& t = outs[0].tokens;
+  EXPECT_TRUE(t == (std::vector<int32_t>{3, 4, 5}) || t == (std::vector<int32_t>{6, 7}))
+      << ::testing::PrintToString(t);
+  EXPECT_EQ(outs[0].responses.back().finish_reason(), v1::FINISH_REASON_STOP);
+  int masked = 0;
+  for (const v1::StepRequest& step : group_->steps()) {
+    for (const v1::SeqStep& s : step.seqs()) {
+      EXPECT_EQ(s.has_mask(), !s.prefill_only());
+      masked += s.has_mask();
+    }
+  }
+  EXPECT_EQ(masked, static_cast<int>(t.size()));
+
+  scheduler_->Stop();
+  Start(Options(), std::nullopt, /*token_masks=*/false);
+  scheduler_->Start();
+  auto refused = guided(2);
+  auto free = MakeSeq(3, Tokens(6, 100), 2);
+  const std::vector<std::shared_ptr<Sequence>> both = {refused, free};
+  ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
+  const Outcome out = Await(*refused, absl::Seconds(5));
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kFailedPrecondition) << out.status;
+  EXPECT_TRUE(Await(*free).status.ok()) << "unguided requests are served";
 }
 
 TEST_F(SchedulerTest, TheQueueIsBoundedAndABatchQueuesWholeOrNotAtAll) {

@@ -37,6 +37,9 @@ class StepGroup {
   virtual absl::Status refusal() const = 0;
   // KV cache positions the group can hold, summed over sequences; nullopt when unknown.
   virtual std::optional<int64_t> kv_capacity_tokens() const = 0;
+  // Whether every worker applies SeqStep.mask (guided decoding): workers older than masks
+  // would sample freely.
+  virtual bool takes_token_masks() const = 0;
 
   // Runs one step (its epoch is filled in) and returns rank 0's response. A failure leaves the
   // group not ready (UNAVAILABLE), except a batch every rank refused alike (INVALID_ARGUMENT,

@@ -253,6 +253,11 @@ std::optional<int64_t> WorkerGroup::kv_capacity_tokens() const {
   return kv_capacity_tokens_;
 }
 
+bool WorkerGroup::takes_token_masks() const {
+  absl::MutexLock lock(&mu_);
+  return token_masks_;
+}
+
 absl::Status WorkerGroup::refusal() const {
   absl::MutexLock lock(&mu_);
   return state_ == GroupState::kRefused ? refusal_ : absl::OkStatus();
@@ -581,6 +586,8 @@ absl::Status WorkerGroup::Form() {
   // re-forms (without it, or when it is back) rather than admit requests it would fail.
   if (!lost_while_loading.ok()) return lost_while_loading;
   absl::MutexLock lock(&mu_);
+  token_masks_ = true;
+  for (int i = 0; i < n; ++i) token_masks_ = token_masks_ && r.responses[i].token_masks();
   // The least of the members' capacities; unknown when any member does not know its own.
   kv_capacity_tokens_.reset();
   for (int i = 0; i < n; ++i) {

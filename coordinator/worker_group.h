@@ -136,6 +136,7 @@ class WorkerGroup : public StepGroup {
   // KV cache positions the current group can hold, summed over sequences: the least any member
   // reported at LoadShard; nullopt when a member did not report one.
   std::optional<int64_t> kv_capacity_tokens() const override;
+  bool takes_token_masks() const override;
   // OK unless the state is kRefused: then FAILED_PRECONDITION with the planner's message.
   absl::Status refusal() const override;
   const WorkerGroupOptions& options() const { return options_; }
@@ -237,6 +238,7 @@ class WorkerGroup : public StepGroup {
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int> members_ ABSL_GUARDED_BY(mu_);  // worker indices, rank order
   std::optional<int64_t> kv_capacity_tokens_ ABSL_GUARDED_BY(mu_);
+  bool token_masks_ ABSL_GUARDED_BY(mu_) = false;  // every member's LoadShard said so
   absl::Status refusal_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;  // a member said it is shutting down
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -339,6 +339,7 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   resp.set_weight_bytes(mem.weights());
   resp.set_total_bytes(mem.total());
   resp.set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  resp.set_token_masks(true);
   int64_t usable = UsableMemoryBytes(std::string(model::DeviceName(device)), cuda_device,
                                      options_.memory_limit_bytes, mem.total());
   if (usable > 0) {
