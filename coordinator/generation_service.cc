@@ -103,6 +103,8 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
       std::unique_ptr<OutputConstraint> guide;
       if (params.guided_json_object) {
         guide = OutputConstraint::JsonObject();
+      } else if (params.guided_regex != nullptr) {
+        guide = params.guided_regex->NewConstraint(params.guided_regex);
       } else {
         ASSIGN_OR_RETURN(guide, OutputConstraint::Choice(params.guided_choice));
       }

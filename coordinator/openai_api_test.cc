@@ -640,6 +640,12 @@ TEST(OpenAiApiTest, GuidesAreReadInVllmsForms) {
                   .choice()
                   .choices(),
               ElementsAre("yes", "no"));
+  EXPECT_EQ(ParseOk(R"({"prompt": "x", "guided_regex": "[0-9]+"})").generate.guide().regex(),
+            "[0-9]+");
+  EXPECT_EQ(ParseOk(R"({"prompt": "x", "structured_outputs": {"regex": "a|b"}})")
+                .generate.guide()
+                .regex(),
+            "a|b");
   EXPECT_THAT(ParseOk(R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "regex": null}})")
                   .generate.guide()
                   .choice()
@@ -651,7 +657,8 @@ TEST(OpenAiApiTest, GuidesAreReadInVllmsForms) {
   };
   const Case refused[] = {
       {R"({"prompt": "x", "guided_json": {"type": "object"}})", "guided_json"},
-      {R"({"prompt": "x", "guided_regex": "[0-9]+"})", "guided_regex"},
+      {R"({"prompt": "x", "guided_regex": 7})", "guided_regex"},
+      {R"({"prompt": "x", "structured_outputs": {"regex": ["a"]}})", "structured_outputs.regex"},
       {R"({"prompt": "x", "guided_grammar": "root ::= x"})", "guided_grammar"},
       {R"({"prompt": "x", "structured_outputs": {"json": {}}})", "structured_outputs.json"},
       {R"({"prompt": "x", "response_format": {"type": "json_schema"}})", "response_format"},

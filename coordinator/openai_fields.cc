@@ -172,9 +172,9 @@ absl::StatusOr<v1::GuidedChoice> GuidedChoices(const json& v, const char* field)
 }
 
 // Guided decoding, in the forms vLLM takes: response_format {"type": "json_object"},
-// guided_choice, and structured_outputs {"choice"} or {"json_object": true}. The guides this
-// server lacks (a JSON schema, a regex, a grammar) are refused, never ignored: the client
-// counts on the output's form.
+// guided_choice, guided_regex, and structured_outputs {"choice"}, {"regex"} or
+// {"json_object": true}. The guides this server lacks (a JSON schema, a grammar) are refused,
+// never ignored: the client counts on the output's form.
 absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
   int guides = 0;
   if (const json* v = Find(body, "response_format"); v != nullptr) {
@@ -192,6 +192,11 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
     ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_choice(), GuidedChoices(*v, "guided_choice"));
     ++guides;
   }
+  if (const json* v = Find(body, "guided_regex"); v != nullptr) {
+    if (!v->is_string()) return FieldError("guided_regex", "a string (a regular expression)");
+    g.mutable_guide()->set_regex(v->get<std::string>());
+    ++guides;
+  }
   if (const json* v = Find(body, "structured_outputs"); v != nullptr) {
     if (!v->is_object()) return FieldError("structured_outputs", "an object");
     for (const auto& [key, value] : v->items()) {
@@ -207,22 +212,30 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
           g.mutable_guide()->set_json_object(true);
           ++guides;
         }
-      } else if (key == "json" || key == "regex" || key == "grammar" || key == "structural_tag") {
+      } else if (key == "regex") {
+        if (!value.is_string()) {
+          return FieldError("structured_outputs.regex", "a string (a regular expression)");
+        }
+        g.mutable_guide()->set_regex(value.get<std::string>());
+        ++guides;
+      } else if (key == "json" || key == "grammar" || key == "structural_tag") {
         return FieldError(absl::StrCat("structured_outputs.", key),
-                          "absent here: this server guides output by choice or json_object only");
+                          "absent here: this server guides output by choice, regex or "
+                          "json_object only");
       }
     }
   }
-  for (const char* field : {"guided_json", "guided_regex", "guided_grammar"}) {
+  for (const char* field : {"guided_json", "guided_grammar"}) {
     if (Find(body, field) != nullptr) {
       return FieldError(field,
-                        "absent here: this server guides output by guided_choice or json_object "
-                        "only");
+                        "absent here: this server guides output by guided_choice, guided_regex "
+                        "or json_object only");
     }
   }
   if (guides > 1) {
     return absl::InvalidArgumentError(
-        "give one guide: response_format json_object, guided_choice or structured_outputs");
+        "give one guide: response_format json_object, guided_choice, guided_regex or "
+        "structured_outputs");
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,6 @@
 // The vocabulary scan of guided decoding (OutputConstraint::AllowedTokens), which the
 // scheduler's thread runs before each guided token, with the bundled model's tokenizer (50,265
-// tokens): JSON mode in each kind of place, and a choice list.
+// tokens): JSON mode in each kind of place, a regular expression, and a choice list.
 //
 //   build/coordinator/llmint8_output_constraint_benchmark
 #include <cstdlib>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "coordinator/guided_regex.h"
 #include "coordinator/output_constraint.h"
 #include "coordinator/tokenizer.h"
 
@@ -61,6 +62,21 @@ void BM_ChoiceAllowedTokens(benchmark::State& state) {
   }
   state.counters["allowed"] = static_cast<double>(ids.size());
 }
+void BM_RegexAllowedTokens(benchmark::State& state) {
+  const TokenVocabulary& vocab = Vocabulary();
+  auto re = *CompiledRegex::Compile(
+      "(January|February|March|April|May|June) ([1-9]|[12][0-9]|3[01]), (19|20)\\d{2}");
+  std::unique_ptr<OutputConstraint> c = re->NewConstraint(re);
+  if (!c->Advance(state.range(0) == 0 ? "" : "March 3")) std::abort();
+  std::vector<int32_t> ids;
+  for (auto _ : state) {
+    c->AllowedTokens(vocab, ids);
+    benchmark::DoNotOptimize(ids.data());
+  }
+  state.counters["allowed"] = static_cast<double>(ids.size());
+}
+BENCHMARK(BM_RegexAllowedTokens)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+
 BENCHMARK(BM_ChoiceAllowedTokens)->Arg(2)->Arg(16)->Arg(256)->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "coordinator/guided_regex.h"
 #include "coordinator/output_constraint.h"
 
 namespace llmint8::coordinator {
@@ -173,6 +174,9 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
     RETURN_IF_ERROR(CheckGuidedChoices(p.guided_choice));
   }
   p.guided_json_object = request.guide().json_object();
+  if (request.guide().kind_case() == v1::Guide::kRegex) {
+    ASSIGN_OR_RETURN(p.guided_regex, CompiledRegex::Compile(request.guide().regex()));
+  }
   if (p.guided() && !limits.has_tokenizer) {
     return absl::FailedPreconditionError(
         "a guided output needs the model's tokenizer, and this model is served without one");

@@ -77,6 +77,12 @@ TEST(RequestValidationTest, AGuideIsCheckedAndNeedsTheTokenizer) {
   EXPECT_TRUE(p->guided_json_object);
   EXPECT_TRUE(p->guided_choice.empty()) << "one guide: the oneof's last";
   EXPECT_FALSE(ValidateGenerationParams(Ids({2}, 4), Limits())->guided());
+  r.mutable_guide()->set_regex("[0-9]{3}");
+  p = ValidateGenerationParams(r, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_NE(p->guided_regex, nullptr);
+  r.mutable_guide()->set_regex("(a)\\1");
+  EXPECT_EQ(Code(r), absl::StatusCode::kInvalidArgument) << "a backreference";
 }
 
 TEST(RequestValidationTest, EachBadFieldGetsItsCode) {

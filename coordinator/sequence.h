@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/sampling_limits.h"
+#include "coordinator/guided_regex.h"
 #include "coordinator/output_constraint.h"
 #include "coordinator/stop_matcher.h"
 #include "llmint8/v1/generation.pb.h"
@@ -54,8 +55,11 @@ struct GenerationParams {
   // one JSON object; neither: free text.
   std::vector<std::string> guided_choice;
   bool guided_json_object = false;
+  std::shared_ptr<const CompiledRegex> guided_regex;  // compiled once, shared by the choices
 
-  bool guided() const { return guided_json_object || !guided_choice.empty(); }
+  bool guided() const {
+    return guided_json_object || !guided_choice.empty() || guided_regex != nullptr;
+  }
 
   // Whether a penalty counts the sequence's tokens (rank 0 then keeps them).
   bool counts_tokens() const {

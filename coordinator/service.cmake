@@ -16,6 +16,7 @@ llmint8_cc_library(
     generation_defaults.cc
     generation_service.cc
     group_decision.cc
+    guided_regex.cc
     http_api.cc
     openai_api.cc
     openai_chat.cc
@@ -46,6 +47,8 @@ if(TARGET llmint8_output_constraint_test)
   target_compile_definitions(llmint8_output_constraint_test PRIVATE
                              LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 endif()
+llmint8_cc_test(NAME guided_regex_test SRCS guided_regex_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_binary(NAME output_constraint_benchmark SRCS output_constraint_benchmark.cc
                   DEPS llmint8::coordinator_service benchmark::benchmark)
 target_compile_definitions(llmint8_output_constraint_benchmark PRIVATE

@@ -187,6 +187,9 @@ ABSL_FLAG(bool, echo_prompt, false,
 ABSL_FLAG(llmint8::tools::StopSequences, guided_choice, {},
           "generate: the text is one of these comma-separated choices (guided decoding; \\, "
           "is a comma inside one, as in --stop)");
+ABSL_FLAG(std::string, guided_regex, "",
+          "generate: the text is one whole match of this regular expression (guided decoding; "
+          "the syntax: coordinator/guided_regex.h)");
 ABSL_FLAG(bool, json_object, false,
           "generate: the text is one JSON object (guided decoding, the OpenAI API's JSON mode)");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},

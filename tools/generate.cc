@@ -87,8 +87,12 @@ std::string PromptFlagsError() {
                           "' is not valid UTF-8 (byte ", *bad, "); choices are text");
     }
   }
-  if (!absl::GetFlag(FLAGS_guided_choice).values.empty() && absl::GetFlag(FLAGS_json_object)) {
-    return "pass --guided_choice or --json_object, not both";
+  const int guides = !absl::GetFlag(FLAGS_guided_choice).values.empty() +
+                     absl::GetFlag(FLAGS_json_object) + !absl::GetFlag(FLAGS_guided_regex).empty();
+  if (guides > 1) return "pass one of --guided_choice, --guided_regex and --json_object";
+  if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(absl::GetFlag(FLAGS_guided_regex));
+      bad.has_value()) {
+    return absl::StrCat("--guided_regex is not valid UTF-8 (byte ", *bad, ")");
   }
   if (absl::GetFlag(FLAGS_seed) < -1) {
     return "--seed must be >= 0, or -1 for a seed the server picks";
@@ -151,6 +155,9 @@ int RunGenerate() {
     req.mutable_guide()->mutable_choice()->add_choices(c);
   }
   if (absl::GetFlag(FLAGS_json_object)) req.mutable_guide()->set_json_object(true);
+  if (!absl::GetFlag(FLAGS_guided_regex).empty()) {
+    req.mutable_guide()->set_regex(absl::GetFlag(FLAGS_guided_regex));
+  }
   if (const std::string error = IdFlagsInto(req); !error.empty()) {
     std::fprintf(stderr, "llmint8 generate: %s\n", error.c_str());
     return 2;

@@ -1,8 +1,10 @@
 // End-to-end guided decoding: a coordinator + 2 Gloo workers serving a synthetic model (random
 // weights: free text from it is noise) with the tiny BPE tokenizer. Whatever a request samples,
-// a guided_choice output is one of its choices and a json_object output is a JSON object, or
-// the start of one where max_tokens cut it; over gRPC and the OpenAI API, streamed or not.
+// a guided_choice output is one of its choices, a guided_regex output a whole match, and a
+// json_object output a JSON object, or the start of one where max_tokens cut it; over gRPC and
+// the OpenAI API, streamed or not.
 #include <algorithm>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -93,6 +95,31 @@ TEST_F(GuidedE2ETest, AGuidedChoiceIsOneOfTheChoicesWhateverIsSampled) {
       << "12 hot samples should not all pick one choice";
 }
 
+// guided_regex: hot samples are whole matches (a date here), over gRPC and the OpenAI API.
+TEST_F(GuidedE2ETest, AGuidedRegexOutputIsAWholeMatch) {
+  const std::string pattern = "(19|20)\\d{2}-(0[1-9]|1[0-2])-\\d{2}( \\(a (date|day)\\))?";
+  const std::regex reference(pattern);
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    v1::GenerateRequest req;
+    req.set_text("hello");
+    req.set_max_new_tokens(40);
+    req.set_temperature(1.5f);
+    req.set_seed(seed);
+    req.mutable_guide()->set_regex(pattern);
+    const Generated out = Generate(*stub_, req);
+    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    EXPECT_TRUE(std::regex_match(out.text, reference)) << "seed " << seed << ": " << out.text;
+    EXPECT_THAT(out.responses.back().finish_reason(),
+                AnyOf(Eq(v1::FINISH_REASON_STOP), Eq(v1::FINISH_REASON_EOS)));
+  }
+  const httplib::Result res =
+      Post("/v1/completions",
+           {{"prompt", "hello"}, {"max_tokens", 40}, {"seed", 3}, {"guided_regex", pattern}});
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+  const std::string text = json::parse(res->body)["choices"][0]["text"];
+  EXPECT_TRUE(std::regex_match(text, reference)) << text;
+}
+
 // JSON mode over the OpenAI API: an object, or its start where max_tokens cut it. A bias on
 // the closing brace makes the shortest object, which ends the stream (finish reason stop).
 TEST_F(GuidedE2ETest, JsonModeGivesAJsonObjectOrItsStart) {
@@ -163,7 +190,8 @@ TEST_F(GuidedE2ETest, GuidesThisServerLacksAreRefused) {
     const char* says;
   };
   const Case cases[] = {
-      {{{"prompt", "hello"}, {"guided_regex", "[a-z]+"}}, "guided_regex"},
+      {{{"prompt", "hello"}, {"guided_grammar", "root ::= x"}}, "guided_grammar"},
+      {{{"prompt", "hello"}, {"guided_regex", "(a)\\1"}}, "backreferences"},
       {{{"prompt", "hello"}, {"guided_choice", {"a", "b"}}, {"min_tokens", 2}}, "min_tokens"},
       {{{"prompt", "hello"}, {"guided_choice", json::array()}}, "guided_choice"},
       {{{"prompt", "hello"}, {"response_format", {{"type", "json_schema"}}}}, "response_format"},

@@ -1,0 +1,162 @@
+#include "coordinator/guided_regex.h"
+
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::unique_ptr<OutputConstraint> Constraint(const std::string& pattern) {
+  auto re = CompiledRegex::Compile(pattern);
+  EXPECT_TRUE(re.ok()) << pattern << ": " << re.status();
+  return re.ok() ? (*re)->NewConstraint(*re) : nullptr;
+}
+
+// Whether `text`, fed a byte at a time, is a whole match of `re`.
+bool WholeMatch(const std::shared_ptr<const CompiledRegex>& re, const std::string& text) {
+  std::unique_ptr<OutputConstraint> c = re->NewConstraint(re);
+  for (char ch : text) {
+    if (!c->Advance(std::string_view(&ch, 1))) return false;
+  }
+  return c->CanEnd();
+}
+
+bool WholeMatch(const std::string& pattern, const std::string& text) {
+  std::unique_ptr<OutputConstraint> c = Constraint(pattern);
+  for (char ch : text) {
+    if (!c->Advance(std::string_view(&ch, 1))) return false;
+  }
+  return c->CanEnd();
+}
+
+// Patterns in the common syntax, against std::regex (ECMAScript) on every string of up to 4
+// bytes over an alphabet that exercises them: the constraint takes a string whole exactly when
+// the reference matches it whole, and takes every prefix of a match.
+TEST(GuidedRegexTest, AgreesWithStdRegexOnEveryShortString) {
+  const std::vector<std::string> patterns = {
+      "ab|a",
+      "a*b+",
+      "(ab)*",
+      "a?b?c?",
+      "[a-c]{2,3}",
+      "[^a]b",
+      "\\d+(\\.\\d{1,2})?",
+      "(a|b)*c",
+      "c{2}|a{1,}",
+      "[\\w-]+",
+      ".a.",
+      "(?:a|bc){0,2}",
+      "\\(a\\)",
+      "[ab\\d]*9",
+      "a{0}b",
+      "(a*)*b",
+      "^ab$",
+      "[.]\\.",
+      "\\s?a",
+      "(?P<n>a)b",
+  };
+  const std::string alphabet = "abc9.(-) \n";
+  std::vector<std::string> strings = {""};
+  for (int len = 1; len <= 4; ++len) {
+    const size_t before = strings.size();
+    for (size_t i = 0; i < before; ++i) {
+      if (strings[i].size() != static_cast<size_t>(len - 1)) continue;
+      for (char ch : alphabet) strings.push_back(strings[i] + ch);
+    }
+  }
+  for (const std::string& p : patterns) {
+    std::string ecma = p;
+    if (ecma.starts_with("(?P<n>")) ecma = "(" + ecma.substr(6);
+    const std::regex reference(ecma);
+    auto re = CompiledRegex::Compile(p);
+    ASSERT_TRUE(re.ok()) << p << ": " << re.status();
+    int matches = 0;
+    for (const std::string& s : strings) {
+      const bool expected = std::regex_match(s, reference);
+      ASSERT_EQ(WholeMatch(*re, s), expected) << p << " on '" << s << "'";
+      if (!expected) continue;
+      ++matches;
+      std::unique_ptr<OutputConstraint> c = (*re)->NewConstraint(*re);
+      for (size_t i = 0; i < s.size(); ++i) {
+        ASSERT_TRUE(c->Advance(s.substr(i, 1))) << p << ": a prefix of '" << s << "'";
+      }
+    }
+    EXPECT_GT(matches, 0) << p;
+  }
+}
+
+TEST(GuidedRegexTest, UnicodeDotAndClasses) {
+  EXPECT_TRUE(WholeMatch("caf.", "caf\xC3\xA9"));
+  EXPECT_FALSE(WholeMatch("caf.", "caf\xC3")) << "half a character";
+  EXPECT_TRUE(WholeMatch("[é€]+", "\xC3\xA9\xE2\x82\xAC"));
+  EXPECT_TRUE(WholeMatch("[^a]", "\xF0\x9F\x98\x80"));
+  EXPECT_FALSE(WholeMatch("[^a]", "\xC0\x80")) << "overlong UTF-8 is no character";
+  EXPECT_TRUE(WholeMatch("\\u00e9\\x41",
+                         "\xC3\xA9"
+                         "A"));
+  EXPECT_FALSE(WholeMatch(".", "\n"));
+}
+
+TEST(GuidedRegexTest, EndsWhereNothingCanFollow) {
+  std::unique_ptr<OutputConstraint> c = Constraint("(yes|no)!?");
+  ASSERT_TRUE(c->Advance("no"));
+  EXPECT_TRUE(c->CanEnd());
+  EXPECT_FALSE(c->MustEnd()) << "'!' may follow";
+  ASSERT_TRUE(c->Advance("!"));
+  EXPECT_TRUE(c->MustEnd());
+  EXPECT_FALSE(c->Advance("!"));
+
+  const TokenVocabulary vocab({"", "y", "yes", "no", "n", "!", "o!", "x"});
+  std::unique_ptr<OutputConstraint> d = Constraint("(yes|no)!?");
+  std::vector<int32_t> ids;
+  d->AllowedTokens(vocab, ids);
+  EXPECT_THAT(ids, ElementsAre(1, 2, 3, 4));
+  ASSERT_TRUE(d->Advance("n"));
+  d->AllowedTokens(vocab, ids);
+  EXPECT_THAT(ids, ElementsAre(6)) << "'o!' continues 'n'; 'o' alone is not a token here";
+}
+
+TEST(GuidedRegexTest, WhatIsNotServedIsRefusedNamingIt) {
+  struct Case {
+    const char* pattern;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"(a)\\1", "\\1"},
+      {"a(?=b)", "lookaround"},
+      {"\\bword", "\\b"},
+      {"(?i)a", "(?"},
+      {"[é-ü]", "non-ASCII"},
+      {"a{300}", "over 256"},
+      {"a{3,2}", "n < m"},
+      {"(a", "unclosed"},
+      {"a)", "unbalanced"},
+      {"[a", "unclosed"},
+      {"*a", "nothing before"},
+      {"a^b", "anchor"},
+      {"[^\\d\\D]", "matches no string"},
+      {"(a{1,256}){1,256}", "automaton states"},
+      {"\xFF", "UTF-8"},
+  };
+  for (const Case& c : cases) {
+    auto re = CompiledRegex::Compile(c.pattern);
+    ASSERT_FALSE(re.ok()) << c.pattern;
+    EXPECT_EQ(re.status().code(), absl::StatusCode::kInvalidArgument) << c.pattern;
+    EXPECT_THAT(re.status().message(), HasSubstr(c.says)) << c.pattern << ": " << re.status();
+  }
+  EXPECT_FALSE(CompiledRegex::Compile(std::string(kMaxGuidedRegexBytes + 1, 'a')).ok());
+  EXPECT_TRUE(CompiledRegex::Compile("a{1,256}").ok());
+  EXPECT_TRUE(CompiledRegex::Compile("a{").ok()) << "a '{' that is no count is a literal";
+  EXPECT_TRUE(WholeMatch("a{", "a{"));
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator
