@@ -439,7 +439,7 @@ class RegexCompiler {
     re->match_ = static_cast<int>(states_.size()) - 1;
     states_[static_cast<size_t>(f.end)].out = re->match_;
     re->states_ = std::move(states_);
-    Finish(f.start, *re);
+    RETURN_IF_ERROR(Finish(f.start, *re));
     if (re->start_.empty()) {
       return absl::InvalidArgumentError("guided_regex: the pattern matches no string");
     }
@@ -585,7 +585,7 @@ class RegexCompiler {
   }
 
   // The closures, pruned to the states from which the match can be reached.
-  static void Finish(int start, CompiledRegex& re) {
+  static absl::Status Finish(int start, CompiledRegex& re) {
     const std::vector<State>& st = re.states_;
     const size_t n = st.size();
     std::vector<int> stamp(n, -1);
@@ -611,8 +611,18 @@ class RegexCompiler {
       return out;
     };
     std::vector<std::vector<int>> after(n);
+    size_t entries = 0;
     for (size_t s = 0; s < n; ++s) {
-      if (st[s].kind == State::Kind::kRange) after[s] = closure(st[s].out);
+      if (st[s].kind != State::Kind::kRange) continue;
+      after[s] = closure(st[s].out);
+      // Many optional parts in a row reach each other without a byte: the closures grow as
+      // the square of the states.
+      entries += after[s].size();
+      if (entries > static_cast<size_t>(kMaxGuidedRegexClosureEntries)) {
+        return absl::InvalidArgumentError(
+            "guided_regex: the pattern's optional parts reach too many states of one another "
+            "(fewer optional repetitions)");
+      }
     }
     // Live: the match, and a range state whose byte leads to a live state.
     std::vector<bool> live(n, false);
@@ -639,6 +649,7 @@ class RegexCompiler {
       if (live[s] && st[s].kind == State::Kind::kRange) re.after_[s] = prune(after[s]);
     }
     re.start_ = prune(closure(start));
+    return absl::OkStatus();
   }
 
   std::vector<State> states_;

@@ -12,8 +12,8 @@
 //   the start and '$' at the end are accepted (the match is whole anyway).
 // Refused, InvalidArgument naming what: backreferences, lookarounds, word boundaries, inline
 // flags, ranges of non-ASCII characters, patterns over kMaxGuidedRegexBytes, repetition
-// counts over kMaxGuidedRegexRepeat, NFAs over kMaxGuidedRegexStates states, and patterns that
-// match no string.
+// counts over kMaxGuidedRegexRepeat, NFAs over kMaxGuidedRegexStates states or
+// kMaxGuidedRegexClosureEntries closure entries, and patterns that match no string.
 //
 // Thread-safety: a CompiledRegex is immutable, shared by the sequences of a request.
 #ifndef LLMINT8_COORDINATOR_GUIDED_REGEX_H_
@@ -32,6 +32,8 @@ namespace llmint8::coordinator {
 inline constexpr int kMaxGuidedRegexBytes = 4096;
 inline constexpr int kMaxGuidedRegexRepeat = 256;
 inline constexpr int kMaxGuidedRegexStates = 4096;
+// The states reached without a byte after each byte, summed (memory: 4 bytes each).
+inline constexpr int kMaxGuidedRegexClosureEntries = 1 << 19;
 
 class CompiledRegex {
  public:

@@ -153,6 +153,12 @@ TEST(GuidedRegexTest, WhatIsNotServedIsRefusedNamingIt) {
     EXPECT_THAT(re.status().message(), HasSubstr(c.says)) << c.pattern << ": " << re.status();
   }
   EXPECT_FALSE(CompiledRegex::Compile(std::string(kMaxGuidedRegexBytes + 1, 'a')).ok());
+  // 800 alternatives under a star: after each one's last byte, every one's first byte
+  // (640,000 closure entries).
+  std::string loop = "(ab";
+  for (int i = 1; i < 800; ++i) loop += "|ab";
+  loop += ")*";
+  EXPECT_THAT(CompiledRegex::Compile(loop).status().message(), HasSubstr("too many states"));
   EXPECT_TRUE(CompiledRegex::Compile("a{1,256}").ok());
   EXPECT_TRUE(CompiledRegex::Compile("a{").ok()) << "a '{' that is no count is a literal";
   EXPECT_TRUE(WholeMatch("a{", "a{"));
