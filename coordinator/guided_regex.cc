@@ -1,10 +1,13 @@
 #include "coordinator/guided_regex.h"
 
 #include <algorithm>
+#include <array>
 #include <bitset>
 #include <string>
+#include <tuple>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -172,6 +175,9 @@ class Parser {
         max = 1;
         ++pos_;
       } else if (Peek('{')) {
+        if (p_.substr(pos_).starts_with("{,")) {
+          return Error("a count {,n} (Python reads {0,n}, ECMAScript the text: give {0,n})");
+        }
         if (!Counted(min, max)) {
           pos_ = at;
           break;  // a literal '{'
@@ -189,6 +195,9 @@ class Parser {
       }
       if (Peek('?')) ++pos_;  // lazy: the same whole matches
       if (Peek('+')) return Error("a possessive quantifier");
+      if (Peek('*') || Peek('?') || (Peek('{') && LooksCounted())) {
+        return Error("a quantifier on a quantifier (group the first: (a*)*)");
+      }
       Node r;
       r.kind = Node::Kind::kRepeat;
       r.min = min;
@@ -199,14 +208,20 @@ class Parser {
     return atom;
   }
 
+  // Whether a count {m...} starts at pos_ (a digit after the brace).
+  bool LooksCounted() const {
+    return pos_ + 1 < p_.size() && p_[pos_ + 1] >= '0' && p_[pos_ + 1] <= '9';
+  }
+
   // {m}, {m,} or {m,n} at pos_: advances past it and true, or false (then it is a literal).
+  // Counts of more than 6 digits read as 999999, over any limit.
   bool Counted(int& min, int& max) {
     size_t i = pos_ + 1;
     auto number = [&](int& out) {
       const size_t start = i;
       long long v = 0;
-      while (i < p_.size() && p_[i] >= '0' && p_[i] <= '9' && i - start < 6) {
-        v = v * 10 + (p_[i] - '0');
+      while (i < p_.size() && p_[i] >= '0' && p_[i] <= '9') {
+        v = std::min<long long>(v * 10 + (p_[i] - '0'), 999999);
         ++i;
       }
       out = static_cast<int>(v);
@@ -423,6 +438,112 @@ class Parser {
 
 }  // namespace
 
+// The automaton: Thompson's NFA over bytes, and which states can still reach the match.
+struct CompiledRegex::Nfa {
+  struct State {
+    enum class Kind : uint8_t { kRange, kSplit, kMatch };
+    Kind kind = Kind::kSplit;
+    uint8_t lo = 0;
+    uint8_t hi = 0;
+    int out = -1;   // kRange: after the byte; kSplit: one way on
+    int out1 = -1;  // kSplit: the other way (-1: none)
+  };
+  std::vector<State> states;
+  std::vector<bool> live;  // the match can be reached from it
+  int match = -1;
+  int start = -1;
+  std::vector<int> start_set;  // Closure(start), sorted
+
+  // The kRange and kMatch states reached from `from` without a byte, live ones only, appended
+  // to `out` (unsorted); `stamp`/`round` mark what this call visited. Returns the states
+  // visited (the work done).
+  int64_t Closure(int from, std::vector<int>& out, std::vector<uint32_t>& stamp, uint32_t round,
+                  std::vector<int>& stack) const {
+    int64_t visited = 0;
+    stack.assign(1, from);
+    while (!stack.empty()) {
+      const int s = stack.back();
+      stack.pop_back();
+      if (s < 0 || !live[static_cast<size_t>(s)] || stamp[static_cast<size_t>(s)] == round) {
+        continue;
+      }
+      stamp[static_cast<size_t>(s)] = round;
+      ++visited;
+      const State& x = states[static_cast<size_t>(s)];
+      if (x.kind == State::Kind::kSplit) {
+        stack.push_back(x.out1);
+        stack.push_back(x.out);
+      } else {
+        out.push_back(s);
+      }
+    }
+    return visited;
+  }
+};
+
+// The DFA the constraints of one CompiledRegex build as they go: sets of NFA states (sorted),
+// each with its 256 transitions once computed. One thread at a time.
+class CompiledRegex::Dfa {
+ public:
+  static constexpr int kDead = -1;
+  static constexpr int kUnknown = -2;
+
+  explicit Dfa(const Nfa& nfa) : nfa_(nfa), stamp_(nfa.states.size(), 0) {}
+
+  int Intern(const std::vector<int>& set) {
+    if (auto it = ids_.find(set); it != ids_.end()) return it->second;
+    const int id = static_cast<int>(sets_.size());
+    sets_.push_back(set);
+    next_.emplace_back();
+    next_.back().fill(kUnknown);
+    ids_.emplace(set, id);
+    return id;
+  }
+  const std::vector<int>& Set(int id) const { return sets_[static_cast<size_t>(id)]; }
+  size_t size() const { return sets_.size(); }
+  uint64_t generation() const { return generation_; }
+  void Clear() {
+    sets_.clear();
+    next_.clear();
+    ids_.clear();
+    ++generation_;
+  }
+
+  // The state after byte `b` from `id` (kDead: none); `work` grows by the NFA states a new
+  // transition visits.
+  int Next(int id, uint8_t b, int64_t& work) {
+    int& cached = next_[static_cast<size_t>(id)][b];
+    if (cached != kUnknown) return cached;
+    if (++round_ == 0) {  // the stamps wrapped: start them over
+      std::fill(stamp_.begin(), stamp_.end(), 0);
+      round_ = 1;
+    }
+    std::vector<int> set;
+    for (int s : sets_[static_cast<size_t>(id)]) {
+      const Nfa::State& x = nfa_.states[static_cast<size_t>(s)];
+      if (x.kind != Nfa::State::Kind::kRange || b < x.lo || b > x.hi) continue;
+      work += 1 + nfa_.Closure(x.out, set, stamp_, round_, stack_);
+    }
+    int to = kDead;
+    if (!set.empty()) {
+      std::sort(set.begin(), set.end());
+      to = Intern(set);
+    }
+    next_[static_cast<size_t>(id)][b] = to;  // `cached` may have moved with next_
+    return to;
+  }
+
+ private:
+  const Nfa& nfa_;
+  std::vector<std::vector<int>> sets_;
+  std::vector<std::array<int, 256>> next_;
+  absl::flat_hash_map<std::vector<int>, int> ids_;
+  uint64_t generation_ = 0;
+  std::vector<uint32_t> stamp_;
+  uint32_t round_ = 0;
+  std::vector<int> stack_;
+};
+
 // Thompson's construction: each fragment has a start and an end (a kSplit without ways on,
 // linked later).
 class RegexCompiler {
@@ -434,20 +555,30 @@ class RegexCompiler {
 
   absl::StatusOr<std::shared_ptr<const CompiledRegex>> Compile(const Node& root) {
     ASSIGN_OR_RETURN(Fragment f, Build(root));
+    ASSIGN_OR_RETURN(const int match, Add({.kind = State::Kind::kMatch}));
+    Link(f.end, match);
     auto re = std::make_shared<CompiledRegex>();
-    states_.push_back({.kind = CompiledRegex::State::Kind::kMatch});
-    re->match_ = static_cast<int>(states_.size()) - 1;
-    states_[static_cast<size_t>(f.end)].out = re->match_;
-    re->states_ = std::move(states_);
-    RETURN_IF_ERROR(Finish(f.start, *re));
-    if (re->start_.empty()) {
+    re->nfa_ = std::make_unique<CompiledRegex::Nfa>();
+    CompiledRegex::Nfa& nfa = *re->nfa_;
+    nfa.states = std::move(states_);
+    nfa.match = match;
+    nfa.start = f.start;
+    MarkLive(nfa);
+    std::vector<int> start;
+    std::vector<uint32_t> stamp(nfa.states.size(), 0);
+    std::vector<int> stack;
+    nfa.Closure(nfa.start, start, stamp, 1, stack);
+    if (start.empty()) {
       return absl::InvalidArgumentError("guided_regex: the pattern matches no string");
     }
+    std::sort(start.begin(), start.end());
+    nfa.start_set = std::move(start);
+    re->dfa_ = std::make_unique<CompiledRegex::Dfa>(nfa);
     return re;
   }
 
  private:
-  using State = CompiledRegex::State;
+  using State = CompiledRegex::Nfa::State;
 
   absl::StatusOr<int> Add(State s) {
     if (states_.size() >= static_cast<size_t>(kMaxGuidedRegexStates)) {
@@ -461,17 +592,9 @@ class RegexCompiler {
   absl::StatusOr<int> Nop() { return Add({.kind = State::Kind::kSplit}); }
   void Link(int from_end, int to) { states_[static_cast<size_t>(from_end)].out = to; }
 
-  // A fragment for one byte sequence of ranges.
-  absl::StatusOr<Fragment> Ranges(const std::vector<std::pair<uint8_t, uint8_t>>& ranges) {
-    ASSIGN_OR_RETURN(const int end, Nop());
-    int next = end;
-    for (size_t i = ranges.size(); i-- > 0;) {
-      ASSIGN_OR_RETURN(next, Add({.kind = State::Kind::kRange,
-                                  .lo = ranges[i].first,
-                                  .hi = ranges[i].second,
-                                  .out = next}));
-    }
-    return Fragment{next, end};
+  // A byte range to `next`.
+  absl::StatusOr<int> Range(uint8_t lo, uint8_t hi, int next) {
+    return Add({.kind = State::Kind::kRange, .lo = lo, .hi = hi, .out = next});
   }
 
   // Alternatives joined: a chain of splits to their starts, their ends to one end.
@@ -487,8 +610,12 @@ class RegexCompiler {
     return Fragment{start, end};
   }
 
+  // A set: its first bytes as alternatives into one end. The continuation bytes of multi-byte
+  // characters share their tails (one state per byte still to come), so '.' costs a few dozen
+  // states, not a chain per character form.
   absl::StatusOr<Fragment> Set(const CharSet& set) {
-    std::vector<Fragment> alts;
+    ASSIGN_OR_RETURN(const int end, Nop());
+    std::vector<int> firsts;     // states that take the character's first byte
     for (int c = 0; c < 128;) {  // ASCII runs as one range each
       if (!set.ascii[static_cast<size_t>(c)]) {
         ++c;
@@ -496,36 +623,46 @@ class RegexCompiler {
       }
       int hi = c;
       while (hi + 1 < 128 && set.ascii[static_cast<size_t>(hi + 1)]) ++hi;
-      ASSIGN_OR_RETURN(Fragment f, Ranges({{static_cast<uint8_t>(c), static_cast<uint8_t>(hi)}}));
-      alts.push_back(f);
+      ASSIGN_OR_RETURN(const int r, Range(static_cast<uint8_t>(c), static_cast<uint8_t>(hi), end));
+      firsts.push_back(r);
       c = hi + 1;
     }
     if (set.all_multibyte) {  // every well-formed multi-byte UTF-8 character
-      using R = std::vector<std::pair<uint8_t, uint8_t>>;
-      for (const R& r : {R{{0xC2, 0xDF}, {0x80, 0xBF}}, R{{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
-                         R{{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}},
-                         R{{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
-                         R{{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
-                         R{{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
-                         R{{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
-                         R{{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}}}) {
-        ASSIGN_OR_RETURN(Fragment f, Ranges(r));
-        alts.push_back(f);
+      ASSIGN_OR_RETURN(const int tail1, Range(0x80, 0xBF, end));
+      ASSIGN_OR_RETURN(const int tail2, Range(0x80, 0xBF, tail1));
+      ASSIGN_OR_RETURN(const int tail3, Range(0x80, 0xBF, tail2));
+      ASSIGN_OR_RETURN(const int e0, Range(0xA0, 0xBF, tail1));
+      ASSIGN_OR_RETURN(const int ed, Range(0x80, 0x9F, tail1));
+      ASSIGN_OR_RETURN(const int f0, Range(0x90, 0xBF, tail2));
+      ASSIGN_OR_RETURN(const int f4, Range(0x80, 0x8F, tail2));
+      const std::tuple<uint8_t, uint8_t, int> leads[] = {
+          {0xC2, 0xDF, tail1}, {0xE0, 0xE0, e0}, {0xE1, 0xEC, tail2}, {0xED, 0xED, ed},
+          {0xEE, 0xEF, tail2}, {0xF0, 0xF0, f0}, {0xF1, 0xF3, tail3}, {0xF4, 0xF4, f4}};
+      for (const auto& [lo, hi, next] : leads) {
+        ASSIGN_OR_RETURN(const int r, Range(lo, hi, next));
+        firsts.push_back(r);
       }
     } else {
       for (const std::string& ch : set.multibyte) {
-        std::vector<std::pair<uint8_t, uint8_t>> r;
-        for (char b : ch) r.emplace_back(static_cast<uint8_t>(b), static_cast<uint8_t>(b));
-        ASSIGN_OR_RETURN(Fragment f, Ranges(r));
-        alts.push_back(f);
+        int next = end;
+        for (size_t i = ch.size(); i-- > 1;) {
+          const uint8_t b = static_cast<uint8_t>(ch[i]);
+          ASSIGN_OR_RETURN(next, Range(b, b, next));
+        }
+        const uint8_t b = static_cast<uint8_t>(ch[0]);
+        ASSIGN_OR_RETURN(const int r, Range(b, b, next));
+        firsts.push_back(r);
       }
     }
-    if (alts.empty()) {  // matches no character: a dead end
+    if (firsts.empty()) {  // matches no character: a start that leads nowhere
       ASSIGN_OR_RETURN(const int start, Nop());
-      ASSIGN_OR_RETURN(const int end, Nop());
-      return Fragment{start, end};  // start leads nowhere
+      return Fragment{start, end};
     }
-    return Either(alts);
+    int start = firsts.back();
+    for (size_t i = firsts.size() - 1; i-- > 0;) {
+      ASSIGN_OR_RETURN(start, Add({.kind = State::Kind::kSplit, .out = firsts[i], .out1 = start}));
+    }
+    return Fragment{start, end};
   }
 
   absl::StatusOr<Fragment> Build(const Node& n) {
@@ -584,139 +721,103 @@ class RegexCompiler {
     return absl::InternalError("guided_regex: an unknown node");
   }
 
-  // The closures, pruned to the states from which the match can be reached.
-  static absl::Status Finish(int start, CompiledRegex& re) {
-    const std::vector<State>& st = re.states_;
-    const size_t n = st.size();
-    std::vector<int> stamp(n, -1);
-    int round = 0;
-    auto closure = [&](int from) {
-      std::vector<int> out;
-      std::vector<int> stack = {from};
-      ++round;
-      while (!stack.empty()) {
-        const int s = stack.back();
-        stack.pop_back();
-        if (s < 0 || stamp[static_cast<size_t>(s)] == round) continue;
-        stamp[static_cast<size_t>(s)] = round;
-        const State& x = st[static_cast<size_t>(s)];
-        if (x.kind == State::Kind::kSplit) {
-          stack.push_back(x.out1);
-          stack.push_back(x.out);
-        } else {
-          out.push_back(s);
-        }
-      }
-      std::sort(out.begin(), out.end());
-      return out;
-    };
-    std::vector<std::vector<int>> after(n);
-    size_t entries = 0;
+  // Live: the states from which the match can be reached, by a walk back from it (linear).
+  static void MarkLive(CompiledRegex::Nfa& nfa) {
+    const size_t n = nfa.states.size();
+    std::vector<std::vector<int>> into(n);
     for (size_t s = 0; s < n; ++s) {
-      if (st[s].kind != State::Kind::kRange) continue;
-      after[s] = closure(st[s].out);
-      // Many optional parts in a row reach each other without a byte: the closures grow as
-      // the square of the states.
-      entries += after[s].size();
-      if (entries > static_cast<size_t>(kMaxGuidedRegexClosureEntries)) {
-        return absl::InvalidArgumentError(
-            "guided_regex: the pattern's optional parts reach too many states of one another "
-            "(fewer optional repetitions)");
+      for (int t : {nfa.states[s].out, nfa.states[s].out1}) {
+        if (t >= 0) into[static_cast<size_t>(t)].push_back(static_cast<int>(s));
       }
     }
-    // Live: the match, and a range state whose byte leads to a live state.
-    std::vector<bool> live(n, false);
-    live[static_cast<size_t>(re.match_)] = true;
-    for (bool changed = true; changed;) {
-      changed = false;
-      for (size_t s = 0; s < n; ++s) {
-        if (live[s] || st[s].kind != State::Kind::kRange) continue;
-        for (int t : after[s]) {
-          if (live[static_cast<size_t>(t)]) {
-            live[s] = true;
-            changed = true;
-            break;
-          }
+    nfa.live.assign(n, false);
+    std::vector<int> stack = {nfa.match};
+    nfa.live[static_cast<size_t>(nfa.match)] = true;
+    while (!stack.empty()) {
+      const int t = stack.back();
+      stack.pop_back();
+      for (int s : into[static_cast<size_t>(t)]) {
+        if (!nfa.live[static_cast<size_t>(s)]) {
+          nfa.live[static_cast<size_t>(s)] = true;
+          stack.push_back(s);
         }
       }
     }
-    auto prune = [&](std::vector<int> v) {
-      std::erase_if(v, [&](int t) { return !live[static_cast<size_t>(t)]; });
-      return v;
-    };
-    re.after_.resize(n);
-    for (size_t s = 0; s < n; ++s) {
-      if (live[s] && st[s].kind == State::Kind::kRange) re.after_[s] = prune(after[s]);
-    }
-    re.start_ = prune(closure(start));
-    return absl::OkStatus();
   }
 
   std::vector<State> states_;
 };
 
-namespace {
-
 class RegexConstraint final : public OutputConstraint {
  public:
   explicit RegexConstraint(std::shared_ptr<const CompiledRegex> re)
-      : re_(std::move(re)), active_(re_->start()), stamp_(re_->states().size(), 0) {}
+      : re_(std::move(re)), set_(re_->nfa_->start_set) {}
 
   bool Advance(std::string_view bytes) override {
-    std::vector<int> next = active_;
-    if (!Feed(next, bytes)) return false;
-    active_ = std::move(next);
+    CompiledRegex::Dfa& dfa = *re_->dfa_;
+    int64_t work = 0;
+    int id = Current();
+    for (char c : bytes) {
+      id = dfa.Next(id, static_cast<uint8_t>(c), work);
+      if (id == CompiledRegex::Dfa::kDead) return false;
+    }
+    id_ = id;
+    set_ = dfa.Set(id);
     return true;
   }
   bool CanEnd() const override {
-    return std::binary_search(active_.begin(), active_.end(), re_->match_state());
+    return std::binary_search(set_.begin(), set_.end(), re_->nfa_->match);
   }
-  bool MustEnd() const override { return active_.size() == 1 && CanEnd(); }
-  void AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const override {
+  bool MustEnd() const override { return set_.size() == 1 && CanEnd(); }
+  absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
+                             std::vector<int32_t>& ids) const override {
+    CompiledRegex::Dfa& dfa = *re_->dfa_;
+    if (dfa.size() > static_cast<size_t>(kMaxGuidedRegexDfaStates)) dfa.Clear();
+    const int from = Current();
+    int64_t work = 0;
+    bool over = false;
     internal::ScanVocabulary(
         vocabulary,
-        [this](std::string_view bytes) {
-          scratch_ = active_;
-          return Feed(scratch_, bytes);
+        [&](std::string_view bytes) {
+          if (over) return false;
+          int id = from;
+          for (char c : bytes) {
+            id = dfa.Next(id, static_cast<uint8_t>(c), work);
+            if (id == CompiledRegex::Dfa::kDead) return false;
+          }
+          over = work > kMaxGuidedRegexScanWork ||
+                 dfa.size() > 2 * static_cast<size_t>(kMaxGuidedRegexDfaStates);
+          return !over;
         },
         ids);
+    if (over) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "guided_regex: following the pattern over the vocabulary took more than ",
+          kMaxGuidedRegexScanWork, " automaton steps or ", 2 * kMaxGuidedRegexDfaStates,
+          " states for one token; simplify it (fewer optional or repeated parts)"));
+    }
+    return absl::OkStatus();
   }
 
  private:
-  // Runs `bytes` from the states `set` (sorted); false when no state is left.
-  bool Feed(std::vector<int>& set, std::string_view bytes) const {
-    const std::vector<CompiledRegex::State>& st = re_->states();
-    for (char c : bytes) {
-      const uint8_t b = static_cast<uint8_t>(c);
-      ++round_;
-      next_.clear();
-      for (int s : set) {
-        const CompiledRegex::State& x = st[static_cast<size_t>(s)];
-        if (x.kind != CompiledRegex::State::Kind::kRange || b < x.lo || b > x.hi) continue;
-        for (int t : re_->after(s)) {
-          if (stamp_[static_cast<size_t>(t)] != round_) {
-            stamp_[static_cast<size_t>(t)] = round_;
-            next_.push_back(t);
-          }
-        }
-      }
-      if (next_.empty()) return false;
-      std::sort(next_.begin(), next_.end());
-      set.swap(next_);
+  // This sequence's DFA state, interned again when the DFA started over.
+  int Current() const {
+    CompiledRegex::Dfa& dfa = *re_->dfa_;
+    if (generation_ != dfa.generation() || id_ < 0) {
+      id_ = dfa.Intern(set_);
+      generation_ = dfa.generation();
     }
-    return true;
+    return id_;
   }
 
   std::shared_ptr<const CompiledRegex> re_;
-  std::vector<int> active_;  // sorted: the kRange and kMatch states the text so far reaches
-  // Scratch of Feed and of the scan (the scheduler's thread only).
-  mutable std::vector<int> scratch_;
-  mutable std::vector<int> next_;
-  mutable std::vector<uint32_t> stamp_;
-  mutable uint32_t round_ = 0;
+  std::vector<int> set_;  // the NFA states the text so far reaches (sorted)
+  mutable uint64_t generation_ = 0;
+  mutable int id_ = -1;  // set_'s DFA state in generation_ (-1: not interned yet)
 };
 
-}  // namespace
+CompiledRegex::CompiledRegex() = default;
+CompiledRegex::~CompiledRegex() = default;
 
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::Compile(
     std::string_view pattern) {
@@ -731,6 +832,10 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::Compile(
 std::unique_ptr<OutputConstraint> CompiledRegex::NewConstraint(
     std::shared_ptr<const CompiledRegex> self) const {
   return std::make_unique<RegexConstraint>(std::move(self));
+}
+
+bool CompiledRegex::MatchesOnlyTheEmptyText() const {
+  return nfa_->start_set.size() == 1 && nfa_->start_set[0] == nfa_->match;
 }
 
 }  // namespace llmint8::coordinator

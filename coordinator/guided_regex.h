@@ -1,7 +1,8 @@
 // guided_regex (vLLM's): the generated text is one whole match of a regular expression. The
-// pattern is compiled once per request to an NFA over bytes (Thompson's construction; the
-// epsilon closures precomputed and pruned to the states from which a match can still be
-// reached), which each sequence then runs byte by byte as its OutputConstraint.
+// pattern is compiled once per request to an NFA over bytes (Thompson's construction, pruned to
+// the states from which a match can still be reached), which its sequences follow through a
+// DFA built as they go (each set of NFA states and byte computed once, in time linear in the
+// NFA), as their OutputConstraint.
 //
 // The syntax is the common core of Python's and ECMAScript's:
 //   literals (UTF-8 text), '.' (any character but '\n'), classes [a-z0-9_] and [^...] (ranges
@@ -9,20 +10,21 @@
 //   \w \W \s \S \n \t \r \f \v \xHH \uHHHH and an escaped punctuation character, groups (...),
 //   (?:...), (?P<name>...) and (?<name>...), alternation |, and the quantifiers * + ? {m}
 //   {m,} {m,n} (a lazy '?' after one is accepted: it changes nothing in a whole match). '^' at
-//   the start and '$' at the end are accepted (the match is whole anyway).
+//   the start and '$' at the end are accepted (the match is whole anyway). \d, \w and \s are
+//   ASCII's (Python's re.ASCII): [0-9], [A-Za-z0-9_] and [ \t\n\r\f\v].
 // Refused, InvalidArgument naming what: backreferences, lookarounds, word boundaries, inline
-// flags, ranges of non-ASCII characters, patterns over kMaxGuidedRegexBytes, repetition
-// counts over kMaxGuidedRegexRepeat, NFAs over kMaxGuidedRegexStates states or
-// kMaxGuidedRegexClosureEntries closure entries, and patterns that match no string.
+// flags, ranges of non-ASCII characters, a quantifier on a quantifier, {,n} (its meaning
+// differs between dialects), patterns over kMaxGuidedRegexBytes, repetition counts over
+// kMaxGuidedRegexRepeat, NFAs over kMaxGuidedRegexStates states, and patterns that match no
+// string.
 //
-// Thread-safety: a CompiledRegex is immutable, shared by the sequences of a request.
+// Thread-safety: see NewConstraint.
 #ifndef LLMINT8_COORDINATOR_GUIDED_REGEX_H_
 #define LLMINT8_COORDINATOR_GUIDED_REGEX_H_
 
 #include <cstdint>
 #include <memory>
 #include <string_view>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "coordinator/output_constraint.h"
@@ -31,40 +33,35 @@ namespace llmint8::coordinator {
 
 inline constexpr int kMaxGuidedRegexBytes = 4096;
 inline constexpr int kMaxGuidedRegexRepeat = 256;
-inline constexpr int kMaxGuidedRegexStates = 4096;
-// The states reached without a byte after each byte, summed (memory: 4 bytes each).
-inline constexpr int kMaxGuidedRegexClosureEntries = 1 << 19;
+inline constexpr int kMaxGuidedRegexStates = 16384;
+// The DFA states a request's sequences build as they go (each of 256 transitions): past this
+// many at the start of a scan the cache starts over; past twice as many within one scan of the
+// vocabulary, or past kMaxGuidedRegexScanWork NFA states visited in it, the sequence fails
+// (RESOURCE_EXHAUSTED): the scan runs on the scheduler's thread, which every request shares.
+inline constexpr int kMaxGuidedRegexDfaStates = 2048;
+inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 26;
 
 class CompiledRegex {
  public:
   static absl::StatusOr<std::shared_ptr<const CompiledRegex>> Compile(std::string_view pattern);
 
-  // A fresh sequence's constraint: its text is one whole match.
-  std::unique_ptr<OutputConstraint> NewConstraint(std::shared_ptr<const CompiledRegex> self) const;
+  CompiledRegex();
+  ~CompiledRegex();
 
-  // ---- The NFA (for the constraint) ----
-  struct State {
-    enum class Kind : uint8_t { kRange, kSplit, kMatch };
-    Kind kind = Kind::kSplit;
-    uint8_t lo = 0;
-    uint8_t hi = 0;
-    int out = -1;   // kRange: after the byte; kSplit: one way on
-    int out1 = -1;  // kSplit: the other way (-1: none)
-  };
-  const std::vector<State>& states() const { return states_; }
-  // The kRange and kMatch states reached without a byte from the start, from which a match
-  // can still be reached, sorted.
-  const std::vector<int>& start() const { return start_; }
-  // For a kRange state: those reached without a further byte after its byte (pruned likewise).
-  const std::vector<int>& after(int state) const { return after_[static_cast<size_t>(state)]; }
-  int match_state() const { return match_; }
+  // A fresh sequence's constraint: its text is one whole match. The constraints of one
+  // CompiledRegex share its lazily built DFA: use them from one thread at a time (the
+  // scheduler's).
+  std::unique_ptr<OutputConstraint> NewConstraint(std::shared_ptr<const CompiledRegex> self) const;
+  // Whether the empty text is its only match (nothing could be generated).
+  bool MatchesOnlyTheEmptyText() const;
 
  private:
-  std::vector<State> states_;
-  std::vector<int> start_;
-  std::vector<std::vector<int>> after_;
-  int match_ = -1;
+  struct Nfa;
+  class Dfa;
+  std::unique_ptr<Nfa> nfa_;
+  mutable std::unique_ptr<Dfa> dfa_;
   friend class RegexCompiler;
+  friend class RegexConstraint;
 };
 
 }  // namespace llmint8::coordinator

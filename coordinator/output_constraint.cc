@@ -40,9 +40,11 @@ class ChoiceConstraint final : public OutputConstraint {
     }
     return true;
   }
-  void AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const override {
+  absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
+                             std::vector<int32_t>& ids) const override {
     internal::ScanVocabulary(
         vocabulary, [this](std::string_view bytes) { return Continuing(bytes).any(); }, ids);
+    return absl::OkStatus();
   }
 
  private:
@@ -399,7 +401,8 @@ class JsonObjectConstraint final : public OutputConstraint {
   }
   bool CanEnd() const override { return state_.Done(); }
   bool MustEnd() const override { return state_.Done(); }
-  void AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const override {
+  absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
+                             std::vector<int32_t>& ids) const override {
     if (state_.InPlainString()) {
       // Inside a string, where most tokens are plain text: those are taken as they are.
       ids.clear();
@@ -413,7 +416,7 @@ class JsonObjectConstraint final : public OutputConstraint {
         JsonState next = state_;
         if (Feed(next, vocabulary.bytes[id])) ids.push_back(static_cast<int32_t>(id));
       }
-      return;
+      return absl::OkStatus();
     }
     internal::ScanVocabulary(
         vocabulary,
@@ -422,6 +425,7 @@ class JsonObjectConstraint final : public OutputConstraint {
           return Feed(next, bytes);
         },
         ids);
+    return absl::OkStatus();
   }
 
   // Printable ASCII but '"' and '\\': what a string takes as it is.

@@ -1,15 +1,15 @@
 // Guided decoding: a language over the bytes of a sequence's output that its tokens must keep
-// to (vLLM's guided_choice and its json_object response format). Before each token the
-// coordinator asks which ids may come next (AllowedTokens) and rank 0 samples among those
-// only; each sampled token's bytes then advance the constraint (Advance). Once the output is
-// a whole sentence of the language and nothing may follow (MustEnd), the sequence ends with
-// finish reason stop; where a sentence may end or go on (one choice a prefix of another),
-// the end-of-sequence ids are allowed beside the tokens that go on.
+// to (vLLM's guided_choice, guided_regex (guided_regex.h) and its json_object response format).
+// Before each token the coordinator asks which ids may come next (AllowedTokens) and rank 0 samples
+// among those only; each sampled token's bytes then advance the constraint (Advance). Once the
+// output is a whole sentence of the language and nothing may follow (MustEnd), the sequence ends
+// with finish reason stop; where a sentence may end or go on (one choice a prefix of another), the
+// end-of-sequence ids are allowed beside the tokens that go on.
 //
 //   TokenVocabulary vocab = TokenVocabulary::FromTokenizer(tokenizer);
 //   auto c = OutputConstraint::Choice({"yes", "no"});
 //   std::vector<int32_t> ids;
-//   (*c)->AllowedTokens(vocab, ids);  // " yes"? no: "yes", "y", "no", "n", ...
+//   RETURN_IF_ERROR((*c)->AllowedTokens(vocab, ids));  // "yes", "y", "no", "n"; not " yes"
 //   (*c)->Advance(vocab.bytes[sampled]);
 //
 // The languages work on bytes, as the byte-level BPE tokens do: a token may end inside a
@@ -86,9 +86,10 @@ class OutputConstraint {
   // Whether the output is a whole sentence that no byte can continue.
   virtual bool MustEnd() const = 0;
   // Replaces `ids` with the token ids of `vocabulary` whose bytes Advance would take now, in
-  // increasing order.
-  virtual void AllowedTokens(const TokenVocabulary& vocabulary,
-                             std::vector<int32_t>& ids) const = 0;
+  // increasing order. RESOURCE_EXHAUSTED when following the language over the vocabulary
+  // costs more than one scan may (guided_regex.h); choices and JSON never fail.
+  virtual absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
+                                     std::vector<int32_t>& ids) const = 0;
 };
 
 }  // namespace llmint8::coordinator

@@ -140,15 +140,15 @@ TEST(OutputConstraintTest, ChoiceAllowsTheTokensThatBeginAChoice) {
   ASSERT_TRUE(made.ok()) << made.status();
   OutputConstraint& c = **made;
   std::vector<int32_t> ids;
-  c.AllowedTokens(vocab, ids);
+  ASSERT_TRUE(c.AllowedTokens(vocab, ids).ok());
   EXPECT_THAT(ids, ElementsAre(1, 2, 3, 4, 5, 6));
   ASSERT_TRUE(c.Advance("n"));
-  c.AllowedTokens(vocab, ids);
+  ASSERT_TRUE(c.AllowedTokens(vocab, ids).ok());
   EXPECT_THAT(ids, ElementsAre(10)) << "only \"o\" continues \"n\"";
   ASSERT_TRUE(c.Advance("o"));
   EXPECT_TRUE(c.CanEnd()) << "\"no\" is a choice";
   EXPECT_FALSE(c.MustEnd()) << "\"not sure\" goes on";
-  c.AllowedTokens(vocab, ids);
+  ASSERT_TRUE(c.AllowedTokens(vocab, ids).ok());
   EXPECT_THAT(ids, IsEmpty()) << "no token is \"t\"";
   EXPECT_FALSE(c.Advance("x"));
   ASSERT_TRUE(c.Advance("t sure"));
@@ -180,7 +180,7 @@ TEST(OutputConstraintTest, TheBundledTokenizersVocabulary) {
   ASSERT_EQ(vocab.bytes.size(), static_cast<size_t>((*tok)->vocab_size()));
   EXPECT_TRUE(vocab.bytes[2].empty()) << "</s> is special";
   std::vector<int32_t> ids;
-  OutputConstraint::JsonObject()->AllowedTokens(vocab, ids);
+  ASSERT_TRUE(OutputConstraint::JsonObject()->AllowedTokens(vocab, ids).ok());
   ASSERT_FALSE(ids.empty());
   for (int32_t id : ids) {
     const std::string& b = vocab.bytes[static_cast<size_t>(id)];

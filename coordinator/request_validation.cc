@@ -176,6 +176,10 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   p.guided_json_object = request.guide().json_object();
   if (request.guide().kind_case() == v1::Guide::kRegex) {
     ASSIGN_OR_RETURN(p.guided_regex, CompiledRegex::Compile(request.guide().regex()));
+    if (p.guided_regex->MatchesOnlyTheEmptyText()) {
+      return absl::InvalidArgumentError(
+          "guided_regex matches only the empty text: nothing could be generated");
+    }
   }
   if (p.guided() && !limits.has_tokenizer) {
     return absl::FailedPreconditionError(

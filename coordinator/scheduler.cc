@@ -460,6 +460,7 @@ void Scheduler::Loop() {
     // running_[in_step[j]] is request.seqs(j).
     std::vector<size_t> in_step;
     std::vector<bool> decoding;  // in_step[j] came prefilled: its one token is a decode
+    std::vector<absl::Status> mask_errors;  // in_step[j]'s guide could not mask its token
     const int64_t full_prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
     int64_t prefill_budget = full_prefill_budget;
     // Prompts being scored need every position's logits: at most score_chunk of their tokens
@@ -520,11 +521,19 @@ void Scheduler::Loop() {
       // Rank 0 keeps a sequence's sampling parameters from its first step on.
       if (first_step) FillSampling(seq->params(), options_.eos_token_ids, step->mutable_sampling());
       step->set_sample_index(seq->num_generated());
-      // A guided sequence samples among the tokens its text may go on with.
+      // A guided sequence samples among the tokens its text may go on with. When its guide
+      // cannot say which, its tokens still go (the workers keep the step's shape) but nothing
+      // is sampled, and it fails after the step.
+      absl::Status mask = absl::OkStatus();
       if (!step->prefill_only() && seq->params().guided()) {
-        seq->FillTokenMask(options_.eos_token_ids, static_cast<int32_t>(options_.vocab_size),
-                           step->mutable_mask());
+        mask = seq->FillTokenMask(options_.eos_token_ids, static_cast<int32_t>(options_.vocab_size),
+                                  step->mutable_mask());
+        if (!mask.ok()) {
+          step->clear_mask();
+          step->set_prefill_only(true);
+        }
       }
+      mask_errors.push_back(std::move(mask));
       step->set_logprobs(seq->params().logprobs);
       step->set_top_logprobs(seq->params().top_logprobs);
     }
@@ -596,7 +605,10 @@ void Scheduler::Loop() {
         continue;
       }
       if (sent.prompt_logprobs()) seq->AddPromptScores(r);
-      if (!sent.prefill_only() && !r.sample_error().empty()) {
+      if (!mask_errors[j].ok()) {
+        seq->Fail(mask_errors[j]);
+        exit = Exit::kRelease;
+      } else if (!sent.prefill_only() && !r.sample_error().empty()) {
         // Rank 0 could not sample this sequence's token: it fails alone. A request that
         // passed validation cannot cause this (the model's logits did, e.g. all NaN).
         seq->Fail(absl::InternalError(

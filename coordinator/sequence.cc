@@ -164,11 +164,11 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
   return false;
 }
 
-bool Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
-                             v1::TokenMask* mask) {
-  if (guide_ == nullptr) return false;
+absl::Status Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
+                                     v1::TokenMask* mask) {
+  if (guide_ == nullptr) return absl::OkStatus();
   if (vocab_size <= 0) vocab_size = static_cast<int32_t>(vocabulary_->bytes.size());
-  guide_->AllowedTokens(*vocabulary_, allowed_);
+  if (absl::Status scan = guide_->AllowedTokens(*vocabulary_, allowed_); !scan.ok()) return scan;
   // The ids that end the sequence (the end-of-sequence ids unless ignored, the stop ids) come
   // only where the text may end, though a scan allowed one by its text (an eos id from
   // generation_config.json may be an ordinary token): else they would end it half-way.
@@ -185,12 +185,20 @@ bool Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t voc
   }
   // Ids past the model's vocabulary (none expected) are dropped.
   allowed_.erase(std::lower_bound(allowed_.begin(), allowed_.end(), vocab_size), allowed_.end());
+  if (allowed_.empty()) {
+    // No token of the vocabulary goes on with the text (a guide whose next byte no token
+    // holds), and it may not end here (ignore_eos): nothing can be sampled.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the guided output cannot go on: no token of the vocabulary continues it after ",
+        num_generated(), " tokens",
+        params_.ignore_eos ? ", and ignore_eos keeps it from ending" : ""));
+  }
   mask->Clear();
   const size_t vocab = static_cast<size_t>(std::max(vocab_size, 0));
   if (allowed_.size() <= vocab / 2) {
     mask->set_allow(true);
     mask->mutable_token_ids()->Add(allowed_.begin(), allowed_.end());
-    return true;
+    return absl::OkStatus();
   }
   mask->set_allow(false);
   mask->mutable_token_ids()->Reserve(static_cast<int>(vocab - allowed_.size()));
@@ -202,7 +210,7 @@ bool Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t voc
       mask->add_token_ids(id);
     }
   }
-  return true;
+  return absl::OkStatus();
 }
 
 void Sequence::AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenCandidate>& top,

@@ -148,7 +148,7 @@ TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
   Sequence seq(1, {2, 5}, p, std::make_unique<FakeText>());
   seq.set_guide(*OutputConstraint::Choice(p.guided_choice), vocab);
   v1::TokenMask mask;
-  ASSERT_TRUE(seq.FillTokenMask(kEnders, /*vocab_size=*/8, &mask));
+  ASSERT_TRUE(seq.FillTokenMask(kEnders, /*vocab_size=*/8, &mask).ok());
   EXPECT_TRUE(mask.allow());
   EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
             (std::vector<int32_t>{1, 2}))
@@ -156,7 +156,7 @@ TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
   v1::SeqResult r;
   r.set_token_id(1);  // "no": a choice, which "not" continues
   ASSERT_FALSE(seq.AddToken(r, kEnders));
-  ASSERT_TRUE(seq.FillTokenMask(kEnders, 8, &mask));
+  ASSERT_TRUE(seq.FillTokenMask(kEnders, 8, &mask).ok());
   EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
             (std::vector<int32_t>{0, 3, 4, 5}))
       << "the end may come: eos and stop ids";
@@ -173,7 +173,7 @@ TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
       std::vector<std::string>{"{", "a", "b", "c", "d", "e", "\""});
   Sequence object(2, {2}, json, std::make_unique<FakeText>());
   object.set_guide(OutputConstraint::JsonObject(), plain);
-  ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask));
+  ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask).ok());
   EXPECT_TRUE(mask.allow());
   EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
             (std::vector<int32_t>{0}));
@@ -181,7 +181,7 @@ TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
     r.set_token_id(t);
     ASSERT_FALSE(object.AddToken(r, kEosIds));
   }
-  ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask));
+  ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask).ok());
   EXPECT_FALSE(mask.allow());
   EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
             (std::vector<int32_t>{kEos, 7}))
