@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -491,21 +492,34 @@ class CompiledRegex::Dfa {
   explicit Dfa(const Nfa& nfa) : nfa_(nfa), stamp_(nfa.states.size(), 0) {}
 
   int Intern(const std::vector<int>& set) {
-    if (auto it = ids_.find(set); it != ids_.end()) return it->second;
+    const size_t hash = absl::HashOf(set);
+    std::vector<int>& same_hash = by_hash_[hash];
+    for (int id : same_hash) {
+      if (sets_[static_cast<size_t>(id)] == set) return id;
+    }
     const int id = static_cast<int>(sets_.size());
     sets_.push_back(set);
+    entries_ += set.size();
+    work_ += static_cast<int64_t>(set.size());  // the copy and the hash
     next_.emplace_back();
     next_.back().fill(kUnknown);
-    ids_.emplace(set, id);
+    same_hash.push_back(id);
     return id;
   }
   const std::vector<int>& Set(int id) const { return sets_[static_cast<size_t>(id)]; }
-  size_t size() const { return sets_.size(); }
+  // Whether the cache holds more than it should keep: its states, or their NFA states.
+  bool Full(int times = 1) const {
+    return sets_.size() > static_cast<size_t>(times) * kMaxGuidedRegexDfaStates ||
+           entries_ > static_cast<size_t>(times) * kMaxGuidedRegexDfaEntries;
+  }
   uint64_t generation() const { return generation_; }
+  // The work done so far for the request, across clears.
+  int64_t work() const { return work_; }
   void Clear() {
     sets_.clear();
     next_.clear();
-    ids_.clear();
+    by_hash_.clear();
+    entries_ = 0;
     ++generation_;
   }
 
@@ -522,7 +536,9 @@ class CompiledRegex::Dfa {
     for (int s : sets_[static_cast<size_t>(id)]) {
       const Nfa::State& x = nfa_.states[static_cast<size_t>(s)];
       if (x.kind != Nfa::State::Kind::kRange || b < x.lo || b > x.hi) continue;
-      work += 1 + nfa_.Closure(x.out, set, stamp_, round_, stack_);
+      const int64_t w = 1 + nfa_.Closure(x.out, set, stamp_, round_, stack_);
+      work += w;
+      work_ += w;
     }
     int to = kDead;
     if (!set.empty()) {
@@ -537,7 +553,9 @@ class CompiledRegex::Dfa {
   const Nfa& nfa_;
   std::vector<std::vector<int>> sets_;
   std::vector<std::array<int, 256>> next_;
-  absl::flat_hash_map<std::vector<int>, int> ids_;
+  absl::flat_hash_map<size_t, std::vector<int>> by_hash_;  // a set's hash: its states' ids
+  size_t entries_ = 0;                                     // NFA states over sets_
+  int64_t work_ = 0;  // NFA states visited and set entries made, for the request
   uint64_t generation_ = 0;
   std::vector<uint32_t> stamp_;
   uint32_t round_ = 0;
@@ -772,7 +790,7 @@ class RegexConstraint final : public OutputConstraint {
   absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
                              std::vector<int32_t>& ids) const override {
     CompiledRegex::Dfa& dfa = *re_->dfa_;
-    if (dfa.size() > static_cast<size_t>(kMaxGuidedRegexDfaStates)) dfa.Clear();
+    if (dfa.Full()) dfa.Clear();
     const int from = Current();
     int64_t work = 0;
     bool over = false;
@@ -785,16 +803,19 @@ class RegexConstraint final : public OutputConstraint {
             id = dfa.Next(id, static_cast<uint8_t>(c), work);
             if (id == CompiledRegex::Dfa::kDead) return false;
           }
-          over = work > kMaxGuidedRegexScanWork ||
-                 dfa.size() > 2 * static_cast<size_t>(kMaxGuidedRegexDfaStates);
+          over = work > kMaxGuidedRegexScanWork || dfa.work() > kMaxGuidedRegexRequestWork ||
+                 dfa.Full(2);
           return !over;
         },
         ids);
     if (over) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "guided_regex: following the pattern over the vocabulary took more than ",
-          kMaxGuidedRegexScanWork, " automaton steps or ", 2 * kMaxGuidedRegexDfaStates,
-          " states for one token; simplify it (fewer optional or repeated parts)"));
+      // The pattern's fault, whatever the load: not a status a client would retry.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "guided_regex: following the pattern over the vocabulary needs more automaton work "
+          "than a request may take (",
+          kMaxGuidedRegexScanWork, " steps a token, ", kMaxGuidedRegexRequestWork, " in all, ",
+          2 * kMaxGuidedRegexDfaStates,
+          " states); simplify it (fewer optional or repeated parts)"));
     }
     return absl::OkStatus();
   }

@@ -34,12 +34,17 @@ namespace llmint8::coordinator {
 inline constexpr int kMaxGuidedRegexBytes = 4096;
 inline constexpr int kMaxGuidedRegexRepeat = 256;
 inline constexpr int kMaxGuidedRegexStates = 16384;
-// The DFA states a request's sequences build as they go (each of 256 transitions): past this
-// many at the start of a scan the cache starts over; past twice as many within one scan of the
-// vocabulary, or past kMaxGuidedRegexScanWork NFA states visited in it, the sequence fails
-// (RESOURCE_EXHAUSTED): the scan runs on the scheduler's thread, which every request shares.
+// The DFA a request's sequences build as they go (each state a set of NFA states, with 256
+// transitions): past this many states or NFA states in them at the start of a scan the cache
+// starts over; past twice as many within one scan of the vocabulary, past
+// kMaxGuidedRegexScanWork NFA states visited in one scan, or past kMaxGuidedRegexRequestWork
+// for the whole request (its n sequences, every token, across clears), the sequence fails
+// (INVALID_ARGUMENT: simplify the pattern). The scans run on the scheduler's thread, which
+// every request shares: about 1 s of it at most for one request on this project's machine.
 inline constexpr int kMaxGuidedRegexDfaStates = 2048;
-inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 26;
+inline constexpr int kMaxGuidedRegexDfaEntries = 1 << 20;
+inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;
+inline constexpr int64_t kMaxGuidedRegexRequestWork = int64_t{1} << 27;
 
 class CompiledRegex {
  public:

@@ -86,8 +86,8 @@ class OutputConstraint {
   // Whether the output is a whole sentence that no byte can continue.
   virtual bool MustEnd() const = 0;
   // Replaces `ids` with the token ids of `vocabulary` whose bytes Advance would take now, in
-  // increasing order. RESOURCE_EXHAUSTED when following the language over the vocabulary
-  // costs more than one scan may (guided_regex.h); choices and JSON never fail.
+  // increasing order. INVALID_ARGUMENT when following the language over the vocabulary costs
+  // more than a request may (guided_regex.h); choices and JSON never fail.
   virtual absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
                                      std::vector<int32_t>& ids) const = 0;
 };

@@ -801,6 +801,46 @@ TEST_F(SchedulerTest, GuidedSequencesCarryTheirMaskAndNeedWorkersThatTakeIt) {
   EXPECT_TRUE(Await(*free).status.ok()) << "unguided requests are served";
 }
 
+// A guide that cannot say which tokens may come (its scan costs more than a request may): the
+// sequence's tokens go without a mask and nothing is sampled, then it fails (INVALID_ARGUMENT)
+// and leaves the workers; a sequence beside it goes on.
+TEST_F(SchedulerTest, AGuideThatCannotMaskFailsItsSequenceAfterTheStep) {
+  std::vector<std::string> words = {""};
+  for (int len = 0; len < 13; ++len) {  // every 13-byte word of a and b
+    std::vector<std::string> longer;
+    for (const std::string& w : words) {
+      longer.push_back(w + "a");
+      longer.push_back(w + "b");
+    }
+    words = std::move(longer);
+  }
+  auto vocab = std::make_shared<const TokenVocabulary>(words);
+  auto re = *CompiledRegex::Compile("[ab]*a[ab]{12}");  // an exponential DFA
+  GenerationParams p;
+  p.guided_regex = re;
+  auto guided = MakeSeq(1, Tokens(6, 100), 4, p);
+  guided->set_guide(re->NewConstraint(re), vocab);
+  auto free = MakeSeq(2, Tokens(6, 200), 3);
+  Start(Options());
+  const std::vector<std::shared_ptr<Sequence>> both = {guided, free};
+  ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
+  scheduler_->Start();
+  const Outcome failed = Await(*guided);
+  EXPECT_EQ(failed.status.code(), absl::StatusCode::kInvalidArgument) << failed.status;
+  EXPECT_THAT(failed.status.message(), ::testing::HasSubstr("simplify"));
+  EXPECT_TRUE(failed.tokens.empty());
+  EXPECT_TRUE(Await(*free).status.ok());
+  AwaitIdle();
+  EXPECT_EQ(group_->held().count(1), 0u) << "the failed sequence left the workers";
+  for (const v1::StepRequest& step : group_->steps()) {
+    for (const v1::SeqStep& st : step.seqs()) {
+      if (st.seq_id() == 1) {
+        EXPECT_FALSE(st.has_mask());
+      }
+    }
+  }
+}
+
 TEST_F(SchedulerTest, TheQueueIsBoundedAndABatchQueuesWholeOrNotAtAll) {
   SchedulerOptions o = Options();
   o.queue_capacity = 3;

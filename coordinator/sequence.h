@@ -187,8 +187,8 @@ class Sequence {
   // sequence (`eos_token_ids` unless ignore_eos, the stop ids) where the text may end and
   // never elsewhere, as `mask` (the shorter of the
   // allowed and the banned ids of [0, vocab_size), the vocabulary's size for 0); OK, `mask`
-  // untouched, when the sequence is not guided. An error (the scan's RESOURCE_EXHAUSTED, or
-  // INVALID_ARGUMENT when no token may come) is the sequence's: it cannot go on.
+  // untouched, when the sequence is not guided. An error (INVALID_ARGUMENT: the scan's cost,
+  // or no token may come) is the sequence's: it cannot go on.
   absl::Status FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
                              v1::TokenMask* mask);
   // Keeps the scores of prompt tokens a prefill step returned (params().prompt_logprobs); the
