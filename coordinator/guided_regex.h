@@ -40,7 +40,9 @@ inline constexpr int kMaxGuidedRegexStates = 16384;
 // kMaxGuidedRegexScanWork NFA states visited in one scan, or past kMaxGuidedRegexRequestWork
 // for the whole request (its n sequences, every token, across clears), the sequence fails
 // (INVALID_ARGUMENT: simplify the pattern). The scans run on the scheduler's thread, which
-// every request shares: about 1 s of it at most for one request on this project's machine.
+// every request shares. On this project's 2-core machine one scan gave up after 124 ms at the
+// 2^24 (output_constraint_benchmark's BM_RegexBudget, 2026-11-30); the request's 2^27 is 8
+// times that.
 inline constexpr int kMaxGuidedRegexDfaStates = 2048;
 inline constexpr int kMaxGuidedRegexDfaEntries = 1 << 20;
 inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;

@@ -133,6 +133,36 @@ void BM_RegexGeneration(benchmark::State& state) {
 }
 BENCHMARK(BM_RegexGeneration)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 
+// A pattern built to be costly, 16 sequences of one request: the scans until the request's work
+// budget fails them (kMaxGuidedRegexRequestWork), the most scheduler time one request takes.
+void BM_RegexBudget(benchmark::State& state) {
+  const TokenVocabulary& vocab = Vocabulary();
+  std::vector<int32_t> ids;
+  int scans = 0;
+  for (auto _ : state) {
+    auto re = *CompiledRegex::Compile("(?:[ -~]*a[ -~]{9}|(?:(?:[ -~]?){250}){10})");
+    std::vector<std::unique_ptr<OutputConstraint>> seqs;
+    for (int i = 0; i < 16; ++i) seqs.push_back(re->NewConstraint(re));
+    uint64_t rng = 7;
+    bool failed = false;
+    scans = 0;
+    for (int token = 0; token < 256 && !failed; ++token) {
+      for (auto& c : seqs) {
+        ++scans;
+        if (!c->AllowedTokens(vocab, ids).ok()) {
+          failed = true;
+          break;
+        }
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        c->Advance(vocab.bytes[static_cast<size_t>(ids[(rng >> 33) % ids.size()])]);
+      }
+    }
+    if (!failed) std::abort();
+  }
+  state.counters["scans"] = scans;
+}
+BENCHMARK(BM_RegexBudget)->Unit(benchmark::kMillisecond)->Iterations(1);
+
 BENCHMARK(BM_ChoiceAllowedTokens)->Arg(2)->Arg(16)->Arg(256)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
