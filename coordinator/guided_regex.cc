@@ -4,7 +4,6 @@
 #include <array>
 #include <bitset>
 #include <string>
-#include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -12,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "coordinator/utf8.h"
 #include "coordinator/vocabulary_scan.h"
 
 namespace llmint8::coordinator {
@@ -74,27 +74,6 @@ Node SetNode(CharSet set) {
   n.kind = Node::Kind::kSet;
   n.set = std::move(set);
   return n;
-}
-
-// The UTF-8 bytes of code point `cp` (valid: not a surrogate, at most U+10FFFF).
-std::string Utf8(uint32_t cp) {
-  std::string out;
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return out;
 }
 
 // A character as a set: ASCII, or one listed multi-byte character.
@@ -296,11 +275,10 @@ class Parser {
 
   // One UTF-8 character of the pattern at pos_.
   absl::StatusOr<std::string> Character() {
-    const uint8_t b = static_cast<uint8_t>(p_[pos_]);
-    const size_t len = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 0;
-    if (len == 0 || pos_ + len > p_.size()) return Error("a byte that is not UTF-8");
-    std::string ch(p_.substr(pos_, len));
-    pos_ += len;
+    const Utf8Seq seq = ReadUtf8(p_, pos_);
+    if (seq.kind != Utf8Seq::kValid) return Error("a byte that is not UTF-8");
+    std::string ch(p_.substr(pos_, seq.len));
+    pos_ += seq.len;
     return ch;
   }
 
@@ -348,7 +326,9 @@ class Parser {
         }
         pos_ += digits;
         if (cp >= 0xD800 && cp <= 0xDFFF) return Error("a surrogate escape");
-        return CharOf(Utf8(cp));
+        std::string ch;
+        AppendUtf8(cp, ch);
+        return CharOf(ch);
       }
       default:
         if ((e >= '0' && e <= '9') || (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) {
@@ -645,20 +625,28 @@ class RegexCompiler {
       firsts.push_back(r);
       c = hi + 1;
     }
-    if (set.all_multibyte) {  // every well-formed multi-byte UTF-8 character
-      ASSIGN_OR_RETURN(const int tail1, Range(0x80, 0xBF, end));
-      ASSIGN_OR_RETURN(const int tail2, Range(0x80, 0xBF, tail1));
-      ASSIGN_OR_RETURN(const int tail3, Range(0x80, 0xBF, tail2));
-      ASSIGN_OR_RETURN(const int e0, Range(0xA0, 0xBF, tail1));
-      ASSIGN_OR_RETURN(const int ed, Range(0x80, 0x9F, tail1));
-      ASSIGN_OR_RETURN(const int f0, Range(0x90, 0xBF, tail2));
-      ASSIGN_OR_RETURN(const int f4, Range(0x80, 0x8F, tail2));
-      const std::tuple<uint8_t, uint8_t, int> leads[] = {
-          {0xC2, 0xDF, tail1}, {0xE0, 0xE0, e0}, {0xE1, 0xEC, tail2}, {0xED, 0xED, ed},
-          {0xEE, 0xEF, tail2}, {0xF0, 0xF0, f0}, {0xF1, 0xF3, tail3}, {0xF4, 0xF4, f4}};
-      for (const auto& [lo, hi, next] : leads) {
-        ASSIGN_OR_RETURN(const int r, Range(lo, hi, next));
-        firsts.push_back(r);
+    if (set.all_multibyte) {  // every well-formed multi-byte UTF-8 character (utf8.h)
+      // tails[k]: k continuation bytes (0x80-0xBF) to the end.
+      std::array<int, 4> tails = {end, -1, -1, -1};
+      for (size_t k = 1; k < tails.size(); ++k) {
+        ASSIGN_OR_RETURN(tails[k], Range(0x80, 0xBF, tails[k - 1]));
+      }
+      // Runs of lead bytes with the same rule: a range of them, then the second byte's range.
+      for (int b = 0x80; b < 0x100;) {
+        const std::optional<Utf8Lead> lead = Utf8LeadOf(static_cast<uint8_t>(b));
+        int last = b;
+        while (last + 1 < 0x100 && Utf8LeadOf(static_cast<uint8_t>(last + 1)) == lead) ++last;
+        if (lead.has_value()) {
+          int second = tails[static_cast<size_t>(lead->length - 1)];
+          if (lead->lo != 0x80 || lead->hi != 0xBF) {
+            ASSIGN_OR_RETURN(
+                second, Range(lead->lo, lead->hi, tails[static_cast<size_t>(lead->length - 2)]));
+          }
+          ASSIGN_OR_RETURN(const int r,
+                           Range(static_cast<uint8_t>(b), static_cast<uint8_t>(last), second));
+          firsts.push_back(r);
+        }
+        b = last + 1;
       }
     } else {
       for (const std::string& ch : set.multibyte) {

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/tokenizer.h"
+#include "coordinator/utf8.h"
 #include "coordinator/vocabulary_scan.h"
 
 namespace llmint8::coordinator {
@@ -117,12 +118,11 @@ class JsonState {
         }
         if (b == '}' || b == ']') return Close(static_cast<char>(b == '}' ? '{' : '['));
         return false;
-      case Mode::kString:
-        return FeedString(b);
       case Mode::kLiteral:
         if (b != static_cast<uint8_t>(literal_[literal_pos_])) return false;
         if (literal_[++literal_pos_] == '\0') EndValue();
         return true;
+      case Mode::kString:  // taken first, above
       case Mode::kNumber:
       case Mode::kDone:
         return false;
@@ -349,23 +349,12 @@ class JsonState {
     }
     if (b < 0x20) return false;  // control characters are escaped in JSON
     if (b < 0x80) return true;
-    // The lead byte of a UTF-8 character, and the range of its first continuation byte
-    // (no overlong forms, surrogates or code points past U+10FFFF).
-    utf8_lo_ = 0x80;
-    utf8_hi_ = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) {
-      utf8_left_ = 1;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      utf8_left_ = 2;
-      if (b == 0xE0) utf8_lo_ = 0xA0;
-      if (b == 0xED) utf8_hi_ = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      utf8_left_ = 3;
-      if (b == 0xF0) utf8_lo_ = 0x90;
-      if (b == 0xF4) utf8_hi_ = 0x8F;
-    } else {
-      return false;
-    }
+    // The lead byte of a UTF-8 character: its continuation bytes follow.
+    const std::optional<Utf8Lead> lead = Utf8LeadOf(b);
+    if (!lead.has_value()) return false;
+    utf8_left_ = static_cast<uint8_t>(lead->length - 1);
+    utf8_lo_ = lead->lo;
+    utf8_hi_ = lead->hi;
     return true;
   }
 

@@ -16,6 +16,7 @@
 #include "common/file.h"
 #include "common/json_text.h"
 #include "common/status_macros.h"
+#include "coordinator/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace llmint8::coordinator {
@@ -31,65 +32,6 @@ constexpr size_t kMaxCachedPieceBytes = 128;
 // Ids beyond this are rejected at load: no real vocabulary is near, and id_to_bytes_ is dense.
 constexpr int64_t kMaxVocabId = 1 << 24;
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
-// ---- UTF-8 --------------------------------------------------------------------------------------
-
-struct Utf8Seq {
-  enum Kind { kValid, kInvalid, kTruncated } kind;
-  size_t len;         // bytes: the sequence (kValid), the maximal invalid subpart (kInvalid), or
-                      // the valid prefix that runs into the end of the input (kTruncated)
-  char32_t cp = 0;    // kValid only
-};
-
-// Classifies the sequence starting at s[i] (i < s.size()) per Unicode's well-formed table.
-Utf8Seq ReadUtf8(std::string_view s, size_t i) {
-  const auto b0 = static_cast<uint8_t>(s[i]);
-  if (b0 < 0x80) return {Utf8Seq::kValid, 1, b0};
-  size_t need;
-  uint8_t lo = 0x80, hi = 0xBF;
-  char32_t cp;
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    need = 2;
-    cp = b0 & 0x1F;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    need = 3;
-    cp = b0 & 0x0F;
-    if (b0 == 0xE0) lo = 0xA0;  // no overlong forms
-    if (b0 == 0xED) hi = 0x9F;  // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 4;
-    cp = b0 & 0x07;
-    if (b0 == 0xF0) lo = 0x90;  // no overlong forms
-    if (b0 == 0xF4) hi = 0x8F;  // nothing past U+10FFFF
-  } else {
-    return {Utf8Seq::kInvalid, 1};
-  }
-  for (size_t k = 1; k < need; ++k) {
-    if (i + k >= s.size()) return {Utf8Seq::kTruncated, k};
-    const auto b = static_cast<uint8_t>(s[i + k]);
-    if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return {Utf8Seq::kInvalid, k};
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  return {Utf8Seq::kValid, need, cp};
-}
-
-void AppendUtf8(char32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
 
 // ---- GPT-2's byte <-> printable character map ---------------------------------------------------
 

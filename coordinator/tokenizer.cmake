@@ -4,7 +4,7 @@
 find_package(ICU REQUIRED COMPONENTS uc)
 
 llmint8_cc_library(NAME tokenizer
-  SRCS added_tokens.cc tokenizer.cc
+  SRCS added_tokens.cc tokenizer.cc utf8.cc
   DEPS llmint8::common llmint8::file absl::flat_hash_map absl::flat_hash_set absl::span absl::status
        absl::statusor absl::strings absl::synchronization nlohmann_json::nlohmann_json ICU::uc)
 
