@@ -171,10 +171,15 @@ absl::Status Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int
   if (absl::Status scan = guide_->AllowedTokens(*vocabulary_, allowed_); !scan.ok()) return scan;
   // The ids that end the sequence (the end-of-sequence ids unless ignored, the stop ids) come
   // only where the text may end, though a scan allowed one by its text (an eos id from
-  // generation_config.json may be an ordinary token): else they would end it half-way.
-  std::vector<int32_t> enders(params_.stop_token_ids.begin(), params_.stop_token_ids.end());
-  if (!params_.ignore_eos) enders.insert(enders.end(), eos_token_ids.begin(), eos_token_ids.end());
-  std::sort(enders.begin(), enders.end());
+  // generation_config.json may be an ordinary token): else they would end it half-way. They
+  // are the same at every token: gathered once.
+  if (!enders_.has_value()) {
+    enders_.emplace(params_.stop_token_ids.begin(), params_.stop_token_ids.end());
+    if (!params_.ignore_eos)
+      enders_->insert(enders_->end(), eos_token_ids.begin(), eos_token_ids.end());
+    std::sort(enders_->begin(), enders_->end());
+  }
+  const std::vector<int32_t>& enders = *enders_;
   if (guide_->CanEnd()) {
     allowed_.insert(allowed_.end(), enders.begin(), enders.end());
     std::sort(allowed_.begin(), allowed_.end());

@@ -257,6 +257,7 @@ class Sequence {
   std::unique_ptr<OutputConstraint> guide_;       // likewise (scheduler thread after)
   std::shared_ptr<const TokenVocabulary> vocabulary_;
   std::vector<int32_t> allowed_;  // FillTokenMask's scratch
+  std::optional<std::vector<int32_t>> enders_;  // FillTokenMask's end ids, sorted
 
   // Scheduler thread only.
   int64_t prompt_sent_ = 0;
