@@ -4,6 +4,7 @@
 #include <array>
 #include <bitset>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -89,7 +90,7 @@ CharSet CharOf(const std::string& utf8) {
 
 class Parser {
  public:
-  explicit Parser(std::string_view pattern) : p_(pattern) {}
+  Parser(std::string_view pattern, int max_nesting) : p_(pattern), max_nesting_(max_nesting) {}
 
   absl::StatusOr<Node> Parse() {
     if (Peek('^')) ++pos_;
@@ -107,7 +108,9 @@ class Parser {
   bool AtEnd() const { return pos_ >= p_.size(); }
 
   absl::StatusOr<Node> Alternation() {
-    if (++depth_ > 200) return Error("groups nested deeper than 200");
+    if (++depth_ > max_nesting_) {
+      return Error(absl::StrCat("groups nested deeper than ", max_nesting_));
+    }
     Node alt;
     alt.kind = Node::Kind::kAlt;
     while (true) {
@@ -414,6 +417,7 @@ class Parser {
 
   std::string_view p_;
   size_t pos_ = 0;
+  int max_nesting_;
   int depth_ = 0;
 };
 
@@ -422,20 +426,20 @@ class Parser {
 // The automaton: Thompson's NFA over bytes, and which states can still reach the match.
 struct CompiledRegex::Nfa {
   struct State {
-    enum class Kind : uint8_t { kRange, kSplit, kMatch };
+    enum class Kind : uint8_t { kBytes, kSplit, kMatch };
     Kind kind = Kind::kSplit;
-    uint8_t lo = 0;
-    uint8_t hi = 0;
-    int out = -1;   // kRange: after the byte; kSplit: one way on
-    int out1 = -1;  // kSplit: the other way (-1: none)
+    int bytes = -1;  // kBytes: the bytes it takes, an index into byte_sets
+    int out = -1;    // kBytes: after the byte; kSplit: one way on
+    int out1 = -1;   // kSplit: the other way (-1: none)
   };
   std::vector<State> states;
+  std::vector<std::bitset<256>> byte_sets;  // each distinct set once
   std::vector<bool> live;  // the match can be reached from it
   int match = -1;
   int start = -1;
   std::vector<int> start_set;  // Closure(start), sorted
 
-  // The kRange and kMatch states reached from `from` without a byte, live ones only, appended
+  // The kBytes and kMatch states reached from `from` without a byte, live ones only, appended
   // to `out` (unsorted); `stamp`/`round` mark what this call visited. Returns the states
   // visited (the work done).
   int64_t Closure(int from, std::vector<int>& out, std::vector<uint32_t>& stamp, uint32_t round,
@@ -515,7 +519,9 @@ class CompiledRegex::Dfa {
     std::vector<int> set;
     for (int s : sets_[static_cast<size_t>(id)]) {
       const Nfa::State& x = nfa_.states[static_cast<size_t>(s)];
-      if (x.kind != Nfa::State::Kind::kRange || b < x.lo || b > x.hi) continue;
+      if (x.kind != Nfa::State::Kind::kBytes || !nfa_.byte_sets[static_cast<size_t>(x.bytes)][b]) {
+        continue;
+      }
       const int64_t w = 1 + nfa_.Closure(x.out, set, stamp_, round_, stack_);
       work += w;
       work_ += w;
@@ -551,6 +557,8 @@ class RegexCompiler {
     int end;
   };
 
+  explicit RegexCompiler(RegexSource source) : source_(source) {}
+
   absl::StatusOr<std::shared_ptr<const CompiledRegex>> Compile(const Node& root) {
     ASSIGN_OR_RETURN(Fragment f, Build(root));
     ASSIGN_OR_RETURN(const int match, Add({.kind = State::Kind::kMatch}));
@@ -559,6 +567,7 @@ class RegexCompiler {
     re->nfa_ = std::make_unique<CompiledRegex::Nfa>();
     CompiledRegex::Nfa& nfa = *re->nfa_;
     nfa.states = std::move(states_);
+    nfa.byte_sets = std::move(byte_sets_);
     nfa.match = match;
     nfa.start = f.start;
     MarkLive(nfa);
@@ -567,11 +576,14 @@ class RegexCompiler {
     std::vector<int> stack;
     nfa.Closure(nfa.start, start, stamp, 1, stack);
     if (start.empty()) {
-      return absl::InvalidArgumentError("guided_regex: the pattern matches no string");
+      return absl::InvalidArgumentError(
+          absl::StrCat(source_.guide, ": ", source_.text, " matches no string"));
     }
     std::sort(start.begin(), start.end());
     nfa.start_set = std::move(start);
     re->dfa_ = std::make_unique<CompiledRegex::Dfa>(nfa);
+    re->guide_ = source_.guide;
+    re->text_ = source_.text;
     return re;
   }
 
@@ -579,9 +591,9 @@ class RegexCompiler {
   using State = CompiledRegex::Nfa::State;
 
   absl::StatusOr<int> Add(State s) {
-    if (states_.size() >= static_cast<size_t>(kMaxGuidedRegexStates)) {
+    if (states_.size() >= static_cast<size_t>(source_.max_states)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("guided_regex: the pattern needs more than ", kMaxGuidedRegexStates,
+          absl::StrCat(source_.guide, ": ", source_.text, " needs more than ", source_.max_states,
                        " automaton states (fewer or smaller repetition counts)"));
     }
     states_.push_back(s);
@@ -590,9 +602,17 @@ class RegexCompiler {
   absl::StatusOr<int> Nop() { return Add({.kind = State::Kind::kSplit}); }
   void Link(int from_end, int to) { states_[static_cast<size_t>(from_end)].out = to; }
 
+  // A state that takes any of `bytes` to `next`.
+  absl::StatusOr<int> Bytes(const std::bitset<256>& bytes, int next) {
+    auto [it, added] = byte_set_ids_.try_emplace(bytes, static_cast<int>(byte_sets_.size()));
+    if (added) byte_sets_.push_back(bytes);
+    return Add({.kind = State::Kind::kBytes, .bytes = it->second, .out = next});
+  }
   // A byte range to `next`.
   absl::StatusOr<int> Range(uint8_t lo, uint8_t hi, int next) {
-    return Add({.kind = State::Kind::kRange, .lo = lo, .hi = hi, .out = next});
+    std::bitset<256> bytes;
+    for (int b = lo; b <= hi; ++b) bytes.set(static_cast<size_t>(b));
+    return Bytes(bytes, next);
   }
 
   // Alternatives joined: a chain of splits to their starts, their ends to one end.
@@ -612,19 +632,21 @@ class RegexCompiler {
   // characters share their tails (one state per byte still to come), so '.' costs a few dozen
   // states, not a chain per character form.
   absl::StatusOr<Fragment> Set(const CharSet& set) {
-    ASSIGN_OR_RETURN(const int end, Nop());
-    std::vector<int> firsts;     // states that take the character's first byte
-    for (int c = 0; c < 128;) {  // ASCII runs as one range each
-      if (!set.ascii[static_cast<size_t>(c)]) {
-        ++c;
-        continue;
-      }
-      int hi = c;
-      while (hi + 1 < 128 && set.ascii[static_cast<size_t>(hi + 1)]) ++hi;
-      ASSIGN_OR_RETURN(const int r, Range(static_cast<uint8_t>(c), static_cast<uint8_t>(hi), end));
-      firsts.push_back(r);
-      c = hi + 1;
+    // A set of ASCII characters only is one state, linked on as the fragment's end.
+    if (!set.all_multibyte && set.multibyte.empty() && set.ascii.any()) {
+      ASSIGN_OR_RETURN(const int r, Bytes(AsciiBytes(set), -1));
+      return Fragment{r, r};
     }
+    ASSIGN_OR_RETURN(const int end, Nop());
+    // First bytes by the state they lead to: one state each.
+    std::vector<std::pair<int, std::bitset<256>>> firsts;
+    auto first = [&](uint8_t lo, uint8_t hi, int next) {
+      auto it = std::find_if(firsts.begin(), firsts.end(),
+                             [&](const auto& f) { return f.first == next; });
+      if (it == firsts.end()) it = firsts.insert(firsts.end(), {next, {}});
+      for (int b = lo; b <= hi; ++b) it->second.set(static_cast<size_t>(b));
+    };
+    if (set.ascii.any()) firsts.emplace_back(end, AsciiBytes(set));
     if (set.all_multibyte) {  // every well-formed multi-byte UTF-8 character (utf8.h)
       // tails[k]: k continuation bytes (0x80-0xBF) to the end.
       std::array<int, 4> tails = {end, -1, -1, -1};
@@ -642,9 +664,7 @@ class RegexCompiler {
             ASSIGN_OR_RETURN(
                 second, Range(lead->lo, lead->hi, tails[static_cast<size_t>(lead->length - 2)]));
           }
-          ASSIGN_OR_RETURN(const int r,
-                           Range(static_cast<uint8_t>(b), static_cast<uint8_t>(last), second));
-          firsts.push_back(r);
+          first(static_cast<uint8_t>(b), static_cast<uint8_t>(last), second);
         }
         b = last + 1;
       }
@@ -656,19 +676,29 @@ class RegexCompiler {
           ASSIGN_OR_RETURN(next, Range(b, b, next));
         }
         const uint8_t b = static_cast<uint8_t>(ch[0]);
-        ASSIGN_OR_RETURN(const int r, Range(b, b, next));
-        firsts.push_back(r);
+        first(b, b, next);
       }
     }
     if (firsts.empty()) {  // matches no character: a start that leads nowhere
       ASSIGN_OR_RETURN(const int start, Nop());
       return Fragment{start, end};
     }
-    int start = firsts.back();
-    for (size_t i = firsts.size() - 1; i-- > 0;) {
-      ASSIGN_OR_RETURN(start, Add({.kind = State::Kind::kSplit, .out = firsts[i], .out1 = start}));
+    std::vector<int> starts;
+    for (const auto& [next, bytes] : firsts) {
+      ASSIGN_OR_RETURN(const int r, Bytes(bytes, next));
+      starts.push_back(r);
+    }
+    int start = starts.back();
+    for (size_t i = starts.size() - 1; i-- > 0;) {
+      ASSIGN_OR_RETURN(start, Add({.kind = State::Kind::kSplit, .out = starts[i], .out1 = start}));
     }
     return Fragment{start, end};
+  }
+
+  static std::bitset<256> AsciiBytes(const CharSet& set) {
+    std::bitset<256> bytes;
+    for (size_t c = 0; c < 128; ++c) bytes[c] = set.ascii[c];
+    return bytes;
   }
 
   absl::StatusOr<Fragment> Build(const Node& n) {
@@ -751,7 +781,10 @@ class RegexCompiler {
     }
   }
 
+  RegexSource source_;
   std::vector<State> states_;
+  std::vector<std::bitset<256>> byte_sets_;
+  std::unordered_map<std::bitset<256>, int> byte_set_ids_;
 };
 
 class RegexConstraint final : public OutputConstraint {
@@ -798,12 +831,12 @@ class RegexConstraint final : public OutputConstraint {
         ids);
     if (over) {
       // The pattern's fault, whatever the load: not a status a client would retry.
-      return absl::InvalidArgumentError(absl::StrCat(
-          "guided_regex: following the pattern over the vocabulary needs more automaton work "
-          "than a request may take (",
-          kMaxGuidedRegexScanWork, " steps a token, ", kMaxGuidedRegexRequestWork, " in all, ",
-          2 * kMaxGuidedRegexDfaStates,
-          " states); simplify it (fewer optional or repeated parts)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(re_->guide_, ": following ", re_->text_,
+                       " over the vocabulary needs more automaton work than a request may take (",
+                       kMaxGuidedRegexScanWork, " steps a token, ", kMaxGuidedRegexRequestWork,
+                       " in all, ", 2 * kMaxGuidedRegexDfaStates,
+                       " states); simplify it (fewer optional or repeated parts)"));
     }
     return absl::OkStatus();
   }
@@ -834,14 +867,28 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::Compile(
     return absl::InvalidArgumentError(
         absl::StrCat("guided_regex is ", pattern.size(), " bytes; at most ", kMaxGuidedRegexBytes));
   }
-  ASSIGN_OR_RETURN(const Node root, Parser(pattern).Parse());
-  return RegexCompiler().Compile(root);
+  const RegexSource source;
+  ASSIGN_OR_RETURN(const Node root, Parser(pattern, source.max_nesting).Parse());
+  return RegexCompiler(source).Compile(root);
+}
+
+absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::CompileWritten(
+    std::string_view pattern, RegexSource source) {
+  absl::StatusOr<Node> root = Parser(pattern, source.max_nesting).Parse();
+  if (!root.ok()) {
+    return absl::InternalError(absl::StrCat(source.guide, ": the pattern written from ",
+                                            source.text,
+                                            " does not parse: ", root.status().message()));
+  }
+  return RegexCompiler(source).Compile(*root);
 }
 
 std::unique_ptr<OutputConstraint> CompiledRegex::NewConstraint(
     std::shared_ptr<const CompiledRegex> self) const {
   return std::make_unique<RegexConstraint>(std::move(self));
 }
+
+int CompiledRegex::nfa_states() const { return static_cast<int>(nfa_->states.size()); }
 
 bool CompiledRegex::MatchesOnlyTheEmptyText() const {
   return nfa_->start_set.size() == 1 && nfa_->start_set[0] == nfa_->match;

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -48,9 +49,24 @@ inline constexpr int kMaxGuidedRegexDfaEntries = 1 << 20;
 inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;
 inline constexpr int64_t kMaxGuidedRegexRequestWork = int64_t{1} << 27;
 
+// Where a pattern comes from: what its errors call the guide and the text its client wrote,
+// how deep its groups may nest (the parser and compiler recurse that deep), and how many NFA
+// states it may take.
+struct RegexSource {
+  const char* guide = "guided_regex";
+  const char* text = "the pattern";
+  int max_nesting = 200;
+  int max_states = kMaxGuidedRegexStates;
+};
+
 class CompiledRegex {
  public:
+  // A client's pattern (at most kMaxGuidedRegexBytes).
   static absl::StatusOr<std::shared_ptr<const CompiledRegex>> Compile(std::string_view pattern);
+  // A pattern this server wrote from what a client sent (guided_json's schema, json_schema.h):
+  // no byte limit of its own; its errors name `source`, and a syntax error is Internal.
+  static absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileWritten(
+      std::string_view pattern, RegexSource source);
 
   CompiledRegex();
   ~CompiledRegex();
@@ -61,11 +77,15 @@ class CompiledRegex {
   std::unique_ptr<OutputConstraint> NewConstraint(std::shared_ptr<const CompiledRegex> self) const;
   // Whether the empty text is its only match (nothing could be generated).
   bool MatchesOnlyTheEmptyText() const;
+  // The NFA's states (at most its RegexSource's max_states).
+  int nfa_states() const;
 
  private:
   struct Nfa;
   class Dfa;
   std::unique_ptr<Nfa> nfa_;
+  std::string guide_ = "guided_regex";  // RegexSource's, for the errors of a scan
+  std::string text_ = "the pattern";
   mutable std::unique_ptr<Dfa> dfa_;
   friend class RegexCompiler;
   friend class RegexConstraint;
