@@ -18,6 +18,7 @@ llmint8_cc_library(
     group_decision.cc
     guided_regex.cc
     http_api.cc
+    json_schema.cc
     openai_api.cc
     openai_chat.cc
     openai_fields.cc
@@ -49,6 +50,8 @@ if(TARGET llmint8_output_constraint_test)
 endif()
 llmint8_cc_test(NAME guided_regex_test SRCS guided_regex_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME json_schema_test SRCS json_schema_test.cc
+                DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
 llmint8_cc_binary(NAME output_constraint_benchmark SRCS output_constraint_benchmark.cc
                   DEPS llmint8::coordinator_service benchmark::benchmark)
 target_compile_definitions(llmint8_output_constraint_benchmark PRIVATE

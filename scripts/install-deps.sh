@@ -10,6 +10,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev libdnnl-dev nlohmann-json3-dev
   ocl-icd-opencl-dev prometheus-cpp-dev libcpp-httplib-dev
   libicu-dev libssl-dev python3-venv python3-grpcio python3-protobuf python3-numpy iproute2
+  python3-jsonschema
   xz-utils shellcheck
 )
 missing=()

@@ -1,0 +1,716 @@
+#include "coordinator/json_schema.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "coordinator/output_constraint.h"
+#include "nlohmann/json.hpp"
+
+namespace llmint8::coordinator {
+namespace {
+
+// Ordered: an object's properties are written in the order the schema lists them.
+using Json = nlohmann::ordered_json;
+
+// The pieces of JSON text, as patterns.
+const std::string& Whitespace() {
+  static const std::string* ws =
+      new std::string(absl::StrCat("[ \\t\\n\\r]{0,", kMaxJsonWhitespaceRun, "}"));
+  return *ws;
+}
+// One character of a string: unescaped (not '"', '\\' or a control character), a short
+// escape, or a \u escape of a character of the Basic Multilingual Plane (not a surrogate: so
+// each is one character, as minLength and maxLength count; others are written as UTF-8).
+constexpr absl::string_view kStringChar =
+    R"((?:[^"\\\x00-\x1F]|\\["\\/bfnrt])"
+    R"(|\\u(?:[0-9A-Ca-cEFef][0-9A-Fa-f]{3}|[Dd][0-7][0-9A-Fa-f]{2})))";
+constexpr absl::string_view kUnsignedInteger = "(?:0|[1-9][0-9]{0,15})";
+constexpr absl::string_view kFractionExponent = R"((?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,3})?)";
+constexpr absl::string_view kBooleanOrNull = "true|false|null";
+
+std::string AnyString() { return absl::StrCat("\"", kStringChar, "*\""); }
+std::string AnyNumber() { return absl::StrCat("-?", kUnsignedInteger, kFractionExponent); }
+
+// `text` matched literally.
+std::string Literal(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (std::string_view("\\.^$|?*+()[]{}").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// [`item` (, `item`)*] with `min`..`max` items (max -1: no bound).
+std::string ArrayOf(const std::string& item, int min, int max) {
+  const std::string& ws = Whitespace();
+  if (max == 0) return absl::StrCat("\\[", ws, "\\]");
+  const std::string more = max < 0 ? absl::StrCat("{", std::max(min - 1, 0), ",}")
+                                   : absl::StrCat("{", std::max(min - 1, 0), ",", max - 1, "}");
+  std::string items = absl::StrCat(item, "(?:", ws, ",", ws, item, ")", more);
+  if (min == 0) items = absl::StrCat("(?:", items, ")?");
+  return absl::StrCat("\\[", ws, items, ws, "\\]");
+}
+
+// {"key": `value`, ...} with any string keys.
+std::string MapOf(const std::string& value) {
+  const std::string& ws = Whitespace();
+  const std::string entry = absl::StrCat(AnyString(), ws, ":", ws, value);
+  return absl::StrCat("\\{", ws, "(?:", entry, "(?:", ws, ",", ws, entry, ")*)?", ws, "\\}");
+}
+
+// A value of any type, containers nested at most `depth` deep.
+std::string AnyValue(int depth) {
+  const std::string scalar = absl::StrCat(AnyString(), "|", AnyNumber(), "|", kBooleanOrNull);
+  if (depth == 0) return absl::StrCat("(?:", scalar, ")");
+  const std::string inner = AnyValue(depth - 1);
+  return absl::StrCat("(?:", scalar, "|", ArrayOf(inner, 0, -1), "|", MapOf(inner), ")");
+}
+
+// Integers in [lo, hi], 0 <= lo <= hi: pieces of one digit count each, each a fixed prefix, a
+// class, and any digits (the split of the to-regex-range algorithm).
+std::string UnsignedRange(int64_t lo, int64_t hi) {
+  auto pow10 = [](int n) {
+    int64_t p = 1;
+    for (int i = 0; i < n; ++i) p *= 10;
+    return p;
+  };
+  std::set<int64_t> stops = {hi};
+  for (int nines = 1; nines <= 17; ++nines) {  // lo with its last digits 9s
+    const int64_t stop = lo - lo % pow10(nines) + pow10(nines) - 1;
+    if (stop < lo || stop >= hi) break;
+    stops.insert(stop);
+  }
+  for (int zeros = 1; zeros <= 17; ++zeros) {  // hi + 1 with its last digits 0s, less one
+    const int64_t stop = (hi + 1) - (hi + 1) % pow10(zeros) - 1;
+    if (stop <= lo || stop > hi) break;
+    stops.insert(stop);
+  }
+  std::vector<std::string> pieces;
+  int64_t start = lo;
+  for (int64_t stop : stops) {
+    const std::string a = std::to_string(start);
+    const std::string b = std::to_string(stop);
+    std::string piece;
+    int any_digits = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i] == b[i]) {
+        piece += a[i];
+      } else if (a[i] == '0' && b[i] == '9') {
+        ++any_digits;
+      } else {
+        absl::StrAppend(&piece, "[", std::string(1, a[i]), "-", std::string(1, b[i]), "]");
+      }
+    }
+    if (any_digits > 0) absl::StrAppend(&piece, "[0-9]{", any_digits, "}");
+    pieces.push_back(std::move(piece));
+    start = stop + 1;
+  }
+  return absl::StrCat("(?:", absl::StrJoin(pieces, "|"), ")");
+}
+
+int DigitCount(int64_t v) {
+  int d = 1;
+  for (; v >= 10; v /= 10) ++d;
+  return d;
+}
+
+// Integers >= lo >= 0, of at most 16 digits.
+std::string UnsignedFrom(int64_t lo) {
+  const int d = DigitCount(lo);
+  int64_t top = 1;
+  for (int i = 0; i < d; ++i) top *= 10;
+  std::string out = UnsignedRange(lo, top - 1);
+  if (d < 16) out = absl::StrCat("(?:", out, "|[1-9][0-9]{", d, ",15})");
+  return out;
+}
+
+// `name` as a step of a JSON pointer (RFC 6901: '~' is ~0, '/' is ~1).
+std::string PointerToken(std::string_view name) {
+  std::string out;
+  for (char c : name) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+constexpr int64_t kMaxIntegerBound = 1'000'000'000'000'000;  // 10^15
+
+class Writer {
+ public:
+  explicit Writer(const Json& root) : root_(root) {}
+
+  absl::Status Value(const Json& s, std::string& out) {
+    if (++depth_ > kMaxJsonSchemaDepth) {
+      return Error(absl::StrCat("schemas nested deeper than ", kMaxJsonSchemaDepth));
+    }
+    RETURN_IF_ERROR(Schema(s, out));
+    --depth_;
+    if (out.size() > static_cast<size_t>(kMaxJsonSchemaRegexBytes)) {
+      return Error(absl::StrCat(
+          "written out as a regular expression the schema is over ", kMaxJsonSchemaRegexBytes,
+          " bytes (fewer leading optional properties, references used fewer times)"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Error(std::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guided_json: ", Where(), ": ", std::string(what)));
+  }
+  std::string Where() const {
+    std::string at = "#";
+    for (const std::string& p : path_) absl::StrAppend(&at, "/", p);
+    return at;
+  }
+  // Value() of `s` at `step` below the current place.
+  absl::Status Below(const Json& s, std::string_view step, std::string& out) {
+    path_.emplace_back(step);
+    RETURN_IF_ERROR(Value(s, out));
+    path_.pop_back();
+    return absl::OkStatus();
+  }
+
+  static bool Annotation(std::string_view key) {
+    for (std::string_view k :
+         {"title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
+          "definitions", "deprecated", "readOnly", "writeOnly", "discriminator"}) {
+      if (key == k) return true;
+    }
+    return false;
+  }
+  static bool Served(std::string_view key) {
+    for (std::string_view k : {"type",
+                               "enum",
+                               "const",
+                               "anyOf",
+                               "oneOf",
+                               "allOf",
+                               "$ref",
+                               "properties",
+                               "required",
+                               "additionalProperties",
+                               "items",
+                               "prefixItems",
+                               "minItems",
+                               "maxItems",
+                               "uniqueItems",
+                               "minLength",
+                               "maxLength",
+                               "format",
+                               "minimum",
+                               "maximum",
+                               "exclusiveMinimum",
+                               "exclusiveMaximum"}) {
+      if (key == k) return true;
+    }
+    return Annotation(key);
+  }
+
+  // The keywords of `s` that are not annotations, other than `allowed`.
+  static std::optional<std::string> OtherThan(const Json& s, std::string_view allowed) {
+    for (const auto& [key, v] : s.items()) {
+      if (key != allowed && !Annotation(key)) return key;
+    }
+    return std::nullopt;
+  }
+
+  absl::Status Schema(const Json& s, std::string& out) {
+    if (s.is_boolean()) {
+      if (!s.get<bool>()) return Error("the schema false matches no value");
+      out += AnyValue(kJsonSchemaAnyDepth);
+      return absl::OkStatus();
+    }
+    if (!s.is_object()) return Error("a schema is an object or a boolean");
+    for (const auto& [key, v] : s.items()) {
+      if (!Served(key)) {
+        return Error(absl::StrCat("the keyword \"", key,
+                                  "\" is not served (json_schema.h lists those that are)"));
+      }
+    }
+    for (std::string_view single : {"$ref", "allOf", "anyOf", "oneOf"}) {
+      if (!s.contains(single)) continue;
+      if (std::optional<std::string> other = OtherThan(s, single)) {
+        return Error(absl::StrCat("\"", std::string(single), "\" beside \"", *other,
+                                  "\" is not served (move the keyword into it)"));
+      }
+    }
+    if (s.contains("$ref")) return Reference(s["$ref"], out);
+    if (s.contains("allOf")) {
+      const Json& all = s["allOf"];
+      if (!all.is_array() || all.size() != 1) {
+        return Error("allOf is served with one schema only");
+      }
+      return Below(all[0], "allOf/0", out);
+    }
+    for (const char* key : {"anyOf", "oneOf"}) {
+      if (!s.contains(key)) continue;
+      const Json& alts = s[key];
+      if (!alts.is_array() || alts.empty())
+        return Error(absl::StrCat(key, " is a non-empty array"));
+      out += "(?:";
+      for (size_t i = 0; i < alts.size(); ++i) {
+        if (i > 0) out += '|';
+        RETURN_IF_ERROR(Below(alts[i], absl::StrCat(key, "/", i), out));
+      }
+      out += ')';
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(const std::vector<std::string> types, Types(s));
+    if (s.contains("const") || s.contains("enum")) return Literals(s, types, out);
+    out += "(?:";
+    for (size_t i = 0; i < types.size(); ++i) {
+      if (i > 0) out += '|';
+      const std::string& t = types[i];
+      if (t == "object") {
+        RETURN_IF_ERROR(Object(s, out));
+      } else if (t == "array") {
+        RETURN_IF_ERROR(Array(s, out));
+      } else if (t == "string") {
+        RETURN_IF_ERROR(String(s, out));
+      } else if (t == "integer") {
+        RETURN_IF_ERROR(Integer(s, out));
+      } else if (t == "number") {
+        RETURN_IF_ERROR(Number(s, out));
+      } else if (t == "boolean") {
+        out += "true|false";
+      } else if (t == "null") {
+        out += "null";
+      } else {
+        out += AnyValue(kJsonSchemaAnyDepth);
+      }
+    }
+    out += ')';
+    return absl::OkStatus();
+  }
+
+  // The types a schema's value may have: its "type", or those its keywords are for, or "any".
+  absl::StatusOr<std::vector<std::string>> Types(const Json& s) const {
+    static const std::set<std::string> kTypes = {"object", "array",   "string", "integer",
+                                                 "number", "boolean", "null"};
+    std::vector<std::string> types;
+    if (const auto it = s.find("type"); it != s.end()) {
+      const Json list = it->is_array() ? *it : Json::array({*it});
+      for (const Json& t : list) {
+        if (!t.is_string() || !kTypes.contains(t.get<std::string>())) {
+          return Error(absl::StrCat("type ", t.dump(),
+                                    " is not one of object, array, string, "
+                                    "integer, number, boolean, null"));
+        }
+        types.push_back(t.get<std::string>());
+      }
+      if (types.empty()) return Error("type is an empty list: no value matches");
+      return types;
+    }
+    auto has = [&](std::initializer_list<const char*> keys) {
+      return std::any_of(keys.begin(), keys.end(), [&](const char* k) { return s.contains(k); });
+    };
+    if (has({"properties", "required", "additionalProperties"})) types.push_back("object");
+    if (has({"items", "prefixItems", "minItems", "maxItems", "uniqueItems"})) {
+      types.push_back("array");
+    }
+    if (has({"minLength", "maxLength", "format"})) types.push_back("string");
+    if (has({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})) {
+      types.push_back("number");
+    }
+    if (types.empty()) types.push_back("any");
+    return types;
+  }
+
+  absl::Status Reference(const Json& ref, std::string& out) {
+    if (!ref.is_string() || !ref.get<std::string>().starts_with("#")) {
+      return Error("$ref is served as \"#\" or \"#/...\" (a JSON pointer into this schema)");
+    }
+    const std::string target = ref.get<std::string>();
+    if (active_refs_.contains(target)) {
+      return Error(absl::StrCat("$ref ", target,
+                                " refers to itself: recursive schemas are not "
+                                "served (a regular expression cannot nest without bound)"));
+    }
+    const Json* at = &root_;
+    std::vector<std::string> steps;
+    std::string_view pointer = std::string_view(target).substr(1);
+    while (!pointer.empty()) {
+      if (pointer[0] != '/') return Error(absl::StrCat("$ref ", target, " is not a JSON pointer"));
+      pointer.remove_prefix(1);
+      const size_t end = std::min(pointer.find('/'), pointer.size());
+      std::string token;
+      for (size_t i = 0; i < end; ++i) {  // ~1 is '/', ~0 is '~'
+        if (pointer[i] == '~' && i + 1 < end && (pointer[i + 1] == '0' || pointer[i + 1] == '1')) {
+          token += pointer[++i] == '0' ? '~' : '/';
+        } else {
+          token += pointer[i];
+        }
+      }
+      pointer.remove_prefix(end);
+      if (at->is_object() && at->contains(token)) {
+        at = &(*at)[token];
+      } else if (at->is_array() && !token.empty() &&
+                 token.find_first_not_of("0123456789") == std::string::npos && token.size() < 10 &&
+                 std::stoul(token) < at->size()) {
+        at = &(*at)[std::stoul(token)];
+      } else {
+        return Error(absl::StrCat("$ref ", target, " refers to nothing in this schema"));
+      }
+      steps.push_back(PointerToken(token));
+    }
+    std::vector<std::string> saved = std::exchange(path_, steps);
+    active_refs_.insert(target);
+    const absl::Status status = Value(*at, out);
+    active_refs_.erase(target);
+    if (!status.ok()) return status;
+    path_ = std::move(saved);
+    return absl::OkStatus();
+  }
+
+  // const or enum: their values, as JSON text, those of the schema's types.
+  absl::Status Literals(const Json& s, const std::vector<std::string>& types, std::string& out) {
+    if (s.contains("const") && s.contains("enum")) return Error("const beside enum");
+    std::vector<Json> values;
+    if (s.contains("const")) {
+      values.push_back(s["const"]);
+    } else {
+      const Json& e = s["enum"];
+      if (!e.is_array() || e.empty()) return Error("enum is a non-empty array");
+      values.assign(e.begin(), e.end());
+    }
+    auto of_type = [&](const Json& v) {
+      for (const std::string& t : types) {
+        if (t == "any" || (t == "object" && v.is_object()) || (t == "array" && v.is_array()) ||
+            (t == "string" && v.is_string()) || (t == "number" && v.is_number()) ||
+            (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null()) ||
+            (t == "integer" &&
+             (v.is_number_integer() ||
+              (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>())))) {
+          return true;
+        }
+      }
+      return false;
+    };
+    std::vector<std::string> alts;
+    for (const Json& v : values) {
+      if (of_type(v)) {
+        alts.push_back(Literal(v.dump(-1, ' ', false, Json::error_handler_t::replace)));
+      }
+    }
+    if (alts.empty()) return Error("no value of const or enum has the schema's type");
+    absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
+    return absl::OkStatus();
+  }
+
+  // A count keyword (minLength, maxItems, ...): absent is `absent`.
+  absl::StatusOr<int> Count(const Json& s, const char* key, int absent) const {
+    const auto it = s.find(key);
+    if (it == s.end()) return absent;
+    if (!it->is_number_integer() || it->get<int64_t>() < 0) {
+      return Error(absl::StrCat(key, " is a non-negative integer"));
+    }
+    if (it->get<int64_t>() > kMaxJsonSchemaCount) {
+      return Error(absl::StrCat(key, " ", it->get<int64_t>(), " is over the ", kMaxJsonSchemaCount,
+                                " served"));
+    }
+    return static_cast<int>(it->get<int64_t>());
+  }
+
+  absl::Status Object(const Json& s, std::string& out) {
+    const std::string& ws = Whitespace();
+    const Json empty = Json::object();
+    const Json& props = s.contains("properties") ? s["properties"] : empty;
+    if (!props.is_object()) return Error("properties is an object");
+    std::set<std::string> required;
+    if (s.contains("required")) {
+      const Json& r = s["required"];
+      if (!r.is_array()) return Error("required is an array of property names");
+      for (const Json& name : r) {
+        if (!name.is_string()) return Error("required is an array of property names");
+        if (!props.contains(name.get<std::string>())) {
+          return Error(absl::StrCat("required names \"", name.get<std::string>(),
+                                    "\", which properties lacks (not served: give its schema)"));
+        }
+        required.insert(name.get<std::string>());
+      }
+    }
+    const Json* additional =
+        s.contains("additionalProperties") ? &s["additionalProperties"] : nullptr;
+    if (additional != nullptr && !additional->is_boolean() && !additional->is_object()) {
+      return Error("additionalProperties is a schema or a boolean");
+    }
+    if (props.empty()) {
+      if (additional != nullptr && additional->is_boolean() && !additional->get<bool>()) {
+        absl::StrAppend(&out, "\\{", ws, "\\}");
+        return absl::OkStatus();
+      }
+      std::string value;
+      if (additional != nullptr && additional->is_object()) {
+        RETURN_IF_ERROR(Below(*additional, "additionalProperties", value));
+      } else {
+        value = AnyValue(kJsonSchemaAnyDepth - 1);
+      }
+      out += MapOf(value);
+      return absl::OkStatus();
+    }
+    // "key": value for each property, and whether it is required.
+    std::vector<std::pair<std::string, bool>> entries;
+    for (const auto& [name, schema] : props.items()) {
+      std::string entry = absl::StrCat(
+          Literal(Json(name).dump(-1, ' ', false, Json::error_handler_t::replace)), ws, ":", ws);
+      RETURN_IF_ERROR(Below(schema, absl::StrCat("properties/", PointerToken(name)), entry));
+      entries.emplace_back(std::move(entry), required.contains(name));
+    }
+    // After an entry: each later one, preceded by a comma, present if required or maybe.
+    auto rest = [&](size_t from) {
+      std::string r;
+      for (size_t j = from; j < entries.size(); ++j) {
+        absl::StrAppend(&r, entries[j].second ? "" : "(?:", ws, ",", ws, entries[j].first,
+                        entries[j].second ? "" : ")?");
+      }
+      return r;
+    };
+    // The first entry present: the first required one or an optional one before it (or none
+    // when all are optional), each an alternative.
+    absl::StrAppend(&out, "\\{", ws, "(?:");
+    size_t i = 0;
+    for (; i < entries.size(); ++i) {
+      absl::StrAppend(&out, i > 0 ? "|" : "", entries[i].first, rest(i + 1));
+      if (out.size() > static_cast<size_t>(kMaxJsonSchemaRegexBytes)) {
+        return Error(absl::StrCat("written out as a regular expression the schema is over ",
+                                  kMaxJsonSchemaRegexBytes,
+                                  " bytes (fewer leading optional properties)"));
+      }
+      if (entries[i].second) break;
+    }
+    if (i == entries.size()) out += '|';  // all optional: none present
+    absl::StrAppend(&out, ")", ws, "\\}");
+    return absl::OkStatus();
+  }
+
+  absl::Status Array(const Json& s, std::string& out) {
+    ASSIGN_OR_RETURN(const int min, Count(s, "minItems", 0));
+    ASSIGN_OR_RETURN(int max, Count(s, "maxItems", -1));
+    if (max >= 0 && max < min) return Error("maxItems < minItems: no array matches");
+    if (s.contains("uniqueItems") && !(s["uniqueItems"].is_boolean() &&
+                                       (!s["uniqueItems"].get<bool>() || (max >= 0 && max <= 1)))) {
+      return Error("uniqueItems true is not served (a regular expression cannot compare items)");
+    }
+    // prefixItems (or draft 7's items as an array): the first items' own schemas.
+    const Json* prefix = nullptr;
+    const Json* items = s.contains("items") ? &s["items"] : nullptr;
+    std::string prefix_key = "prefixItems";
+    if (s.contains("prefixItems")) {
+      prefix = &s["prefixItems"];
+    } else if (items != nullptr && items->is_array()) {
+      prefix = items;
+      items = nullptr;
+      prefix_key = "items";
+    }
+    std::string item;
+    bool more = true;  // whether items past the prefix may follow
+    if (items != nullptr) {
+      if (items->is_boolean() && !items->get<bool>()) {
+        more = false;
+      } else {
+        RETURN_IF_ERROR(Below(*items, "items", item));
+      }
+    } else if (prefix != nullptr) {
+      more = false;  // absent: any items may follow; written: none
+    } else {
+      item = AnyValue(kJsonSchemaAnyDepth - 1);
+    }
+    if (prefix == nullptr || prefix->empty()) {
+      if (prefix != nullptr && !prefix->is_array()) return Error("prefixItems is an array");
+      if (!more) max = 0;
+      if (max == 0 && min > 0) return Error("items false with minItems > 0: no array matches");
+      out += ArrayOf(item, min, max);
+      return absl::OkStatus();
+    }
+    if (!prefix->is_array()) return Error(absl::StrCat(prefix_key, " is an array"));
+    const int k = static_cast<int>(prefix->size());
+    if (!more && min > k) return Error("minItems is more than the items written: no array matches");
+    if (k > kMaxJsonSchemaPrefixItems) {
+      return Error(absl::StrCat(prefix_key, " holds over the ", kMaxJsonSchemaPrefixItems,
+                                " schemas served"));
+    }
+    const std::string& ws = Whitespace();
+    // The items after the prefix.
+    std::string tail;
+    const int tail_max = !more ? 0 : max < 0 ? -1 : std::max(max - k, 0);
+    if (tail_max != 0) {
+      const int tail_min = std::max(min - k, 0);
+      tail = absl::StrCat("(?:", ws, ",", ws, item, ")",
+                          tail_max < 0 ? absl::StrCat("{", tail_min, ",}")
+                                       : absl::StrCat("{", tail_min, ",", tail_max, "}"));
+    }
+    const int written = max < 0 ? k : std::min(k, max);
+    if (written == 0) {
+      out += ArrayOf(item, min, max);  // maxItems 0
+      return absl::OkStatus();
+    }
+    // Item i (0-based) then the rest: required while i + 1 < min.
+    std::vector<std::string> parts(static_cast<size_t>(written));
+    for (int i = 0; i < written; ++i) {
+      RETURN_IF_ERROR(Below((*prefix)[static_cast<size_t>(i)], absl::StrCat(prefix_key, "/", i),
+                            parts[static_cast<size_t>(i)]));
+    }
+    std::string body = written == k ? tail : "";
+    for (int i = written - 1; i >= 1; --i) {
+      body = absl::StrCat(i < min ? "" : "(?:", ws, ",", ws, parts[static_cast<size_t>(i)], body,
+                          i < min ? "" : ")?");
+    }
+    body = absl::StrCat(parts[0], body);
+    if (min == 0) body = absl::StrCat("(?:", body, ")?");
+    absl::StrAppend(&out, "\\[", ws, body, ws, "\\]");
+    return absl::OkStatus();
+  }
+
+  absl::Status String(const Json& s, std::string& out) {
+    ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0));
+    ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1));
+    if (max >= 0 && max < min) return Error("maxLength < minLength: no string matches");
+    if (const auto it = s.find("format"); it != s.end()) {
+      if (s.contains("minLength") || s.contains("maxLength")) {
+        return Error("format beside minLength or maxLength is not served");
+      }
+      ASSIGN_OR_RETURN(const std::string form, Format(*it));
+      absl::StrAppend(&out, "\"", form, "\"");
+      return absl::OkStatus();
+    }
+    const std::string count = max < 0 ? (min == 0 ? "*" : absl::StrCat("{", min, ",}"))
+                                      : absl::StrCat("{", min, ",", max, "}");
+    absl::StrAppend(&out, "\"", kStringChar, count, "\"");
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> Format(const Json& f) const {
+    const std::string date = "[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])";
+    const std::string time = R"((?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)"
+                             R"((?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))";
+    const std::string hex = "[0-9A-Fa-f]";
+    const std::string octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    const std::string name = f.is_string() ? f.get<std::string>() : "";
+    if (name == "date") return date;
+    if (name == "time") return time;
+    if (name == "date-time") return absl::StrCat(date, "[Tt]", time);
+    if (name == "uuid") {
+      return absl::StrCat(hex, "{8}-", hex, "{4}-", hex, "{4}-", hex, "{4}-", hex, "{12}");
+    }
+    if (name == "ipv4") return absl::StrCat(octet, "(?:\\.", octet, "){3}");
+    return Error(absl::StrCat("format ", f.dump(),
+                              " is not served (date, time, date-time, "
+                              "uuid and ipv4 are)"));
+  }
+
+  // A bound keyword's number, or nullopt when absent.
+  absl::StatusOr<std::optional<double>> Bound(const Json& s, const char* key) const {
+    const auto it = s.find(key);
+    if (it == s.end()) return std::nullopt;
+    if (!it->is_number()) return Error(absl::StrCat(key, " is a number"));
+    return it->get<double>();
+  }
+
+  absl::Status Integer(const Json& s, std::string& out) {
+    std::optional<int64_t> lo;
+    std::optional<int64_t> hi;
+    for (const char* key : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+      ASSIGN_OR_RETURN(const std::optional<double> b, Bound(s, key));
+      if (!b) continue;
+      if (std::abs(*b) > static_cast<double>(kMaxIntegerBound)) {
+        return Error(absl::StrCat(key, " ", *b, " is beyond the +-10^15 served"));
+      }
+      const std::string_view k = key;
+      if (k == "minimum" || k == "exclusiveMinimum") {
+        const int64_t v = k == "minimum" ? static_cast<int64_t>(std::ceil(*b))
+                                         : static_cast<int64_t>(std::floor(*b)) + 1;
+        lo = lo ? std::max(*lo, v) : v;
+      } else {
+        const int64_t v = k == "maximum" ? static_cast<int64_t>(std::floor(*b))
+                                         : static_cast<int64_t>(std::ceil(*b)) - 1;
+        hi = hi ? std::min(*hi, v) : v;
+      }
+    }
+    if (!lo && !hi) {
+      absl::StrAppend(&out, "-?", kUnsignedInteger);
+      return absl::OkStatus();
+    }
+    if (lo && hi && *lo > *hi) return Error("the bounds leave no integer");
+    std::vector<std::string> alts;
+    const int64_t from = lo ? std::max<int64_t>(*lo, 0) : 0;  // the non-negative part
+    if (!hi) {
+      alts.push_back(UnsignedFrom(from));
+    } else if (*hi >= from) {
+      alts.push_back(UnsignedRange(from, *hi));
+    }
+    if (!lo || *lo < 0) {  // the negative part: -x for x in [p, q]
+      const int64_t p = hi ? std::max<int64_t>(1, -*hi) : 1;
+      if (!lo) {
+        alts.push_back(absl::StrCat("-", UnsignedFrom(p)));
+      } else if (p <= -*lo) {
+        alts.push_back(absl::StrCat("-", UnsignedRange(p, -*lo)));
+      }
+    }
+    absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
+    return absl::OkStatus();
+  }
+
+  absl::Status Number(const Json& s, std::string& out) {
+    ASSIGN_OR_RETURN(const std::optional<double> min, Bound(s, "minimum"));
+    for (const char* key : {"exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+      if (s.contains(key)) {
+        return Error(absl::StrCat(key,
+                                  " on a number is not served (minimum 0 is; integers take "
+                                  "any bounds)"));
+      }
+    }
+    if (min && *min != 0) {
+      return Error("minimum on a number is served as 0 only (integers take any bounds)");
+    }
+    absl::StrAppend(&out, min ? "" : "-?", kUnsignedInteger, kFractionExponent);
+    return absl::OkStatus();
+  }
+
+  const Json& root_;
+  std::vector<std::string> path_;
+  std::set<std::string> active_refs_;
+  int depth_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema) {
+  if (schema.size() > static_cast<size_t>(kMaxJsonSchemaBytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guided_json is ", schema.size(), " bytes; at most ", kMaxJsonSchemaBytes));
+  }
+  const Json root = Json::parse(schema, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) {
+    return absl::InvalidArgumentError("guided_json is not a JSON text (a JSON Schema)");
+  }
+  std::string regex;
+  RETURN_IF_ERROR(Writer(root).Value(root, regex));
+  return regex;
+}
+
+absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileJsonSchema(std::string_view schema) {
+  ASSIGN_OR_RETURN(const std::string regex, JsonSchemaRegex(schema));
+  return CompiledRegex::CompileWritten(regex, {.guide = "guided_json",
+                                               .text = "the schema",
+                                               .max_nesting = kJsonSchemaNesting,
+                                               .max_states = kMaxJsonSchemaStates});
+}
+
+}  // namespace llmint8::coordinator

@@ -1,0 +1,74 @@
+// guided_json (vLLM's; OpenAI's response_format json_schema): the generated text is one JSON
+// value valid under a JSON Schema. The schema is written out as a regular expression whose
+// whole matches are such JSON texts, and compiled as guided_regex's patterns are
+// (guided_regex.h): sequences follow it through the same lazily built DFA.
+//
+//   ASSIGN_OR_RETURN(std::shared_ptr<const CompiledRegex> re,
+//                    CompileJsonSchema(R"({"type": "object", "properties": {...}})"));
+//
+// Served (the keywords of JSON Schema 2020-12 and draft 7 that OpenAI's structured outputs and
+// pydantic's models use):
+//   type (one or a list), enum, const, anyOf, oneOf (read as anyOf: when two alternatives
+//   overlap a value may match both), allOf of one schema, $ref to "#" or a JSON pointer into
+//   the same document ("#/$defs/Name", "#/definitions/Name"; not recursive);
+//   objects: properties, required, additionalProperties;
+//   arrays: items, prefixItems (at most kMaxJsonSchemaPrefixItems), minItems, maxItems;
+//   strings: minLength, maxLength (characters; at most kMaxJsonSchemaCount each), format
+//     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
+//     uuid, ipv4;
+//   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);
+//   numbers: minimum 0 only;
+//   annotations, which change nothing: title, description, default, examples, $schema, $id,
+//   $comment, $defs, definitions, deprecated, readOnly, writeOnly, discriminator.
+// The output is never wider than the schema, and narrower in these ways:
+//   - an object holds the schema's properties only, in the order its "properties" lists them
+//     (each optional one present or not); an object without "properties" holds any string
+//     keys with values of its additionalProperties' schema;
+//   - at most kMaxJsonWhitespaceRun whitespace bytes between tokens, none around the value;
+//   - a string's \u escapes are of characters of the Basic Multilingual Plane (no surrogate
+//     halves: the others are written as UTF-8), so each is one character as lengths count;
+//   - integers have at most 16 digits, fractions 16, exponents 3 (unbounded integers fit
+//     int64 and a double's exact range);
+//   - a value of any type ({}, true, an array without items, an object without properties or
+//     additionalProperties) nests at most kJsonSchemaAnyDepth containers deep.
+// Refused, InvalidArgument naming the keyword and where it is (a JSON pointer): every other
+// keyword (pattern, not, if/then/else, patternProperties, minProperties, multipleOf,
+// uniqueItems true, ...), other formats, recursive references, a schema that matches nothing,
+// schemas over kMaxJsonSchemaBytes, nested over kMaxJsonSchemaDepth, or written out over
+// kMaxJsonSchemaRegexBytes or guided_regex's automaton limits.
+#ifndef LLMINT8_COORDINATOR_JSON_SCHEMA_H_
+#define LLMINT8_COORDINATOR_JSON_SCHEMA_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "coordinator/guided_regex.h"
+
+namespace llmint8::coordinator {
+
+inline constexpr int kMaxJsonSchemaBytes = 65536;
+inline constexpr int kMaxJsonSchemaDepth = 32;
+inline constexpr int kMaxJsonSchemaCount = 256;  // minLength, maxLength, minItems, maxItems
+inline constexpr int kMaxJsonSchemaPrefixItems = 64;
+// How deep the groups of the written pattern may nest: each schema level opens a few, and each
+// item of prefixItems one more.
+inline constexpr int kJsonSchemaNesting = 1024;
+// The NFA states the written pattern may take: a string's character is about 45 (a UTF-8
+// character, escapes), a whitespace gap 66, so a string of maxLength 256 takes 11.5k and a
+// value of any type 7.9k. 16 bytes each.
+inline constexpr int kMaxJsonSchemaStates = 65536;
+inline constexpr int kMaxJsonSchemaRegexBytes = 1 << 20;
+inline constexpr int kJsonSchemaAnyDepth = 2;
+
+// The regular expression (guided_regex.h's syntax) whose whole matches are the JSON texts the
+// output may be, or InvalidArgument as above.
+absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema);
+
+// JsonSchemaRegex compiled; its errors name guided_json.
+absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileJsonSchema(std::string_view schema);
+
+}  // namespace llmint8::coordinator
+
+#endif  // LLMINT8_COORDINATOR_JSON_SCHEMA_H_

@@ -1,0 +1,276 @@
+#include "coordinator/json_schema.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace llmint8::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::shared_ptr<const CompiledRegex> Compile(std::string_view schema) {
+  absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompileJsonSchema(schema);
+  EXPECT_TRUE(re.ok()) << re.status() << "\nschema: " << schema;
+  return re.ok() ? *re : nullptr;
+}
+
+// Whether `text` is a whole output the schema allows.
+bool Matches(const std::shared_ptr<const CompiledRegex>& re, std::string_view text) {
+  std::unique_ptr<OutputConstraint> c = re->NewConstraint(re);
+  return c->Advance(text) && c->CanEnd();
+}
+
+std::string Error(std::string_view schema) {
+  absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompileJsonSchema(schema);
+  EXPECT_FALSE(re.ok()) << schema;
+  EXPECT_EQ(re.status().code(), absl::StatusCode::kInvalidArgument) << re.status();
+  return std::string(re.status().message());
+}
+
+TEST(JsonSchemaTest, ScalarsAreTheirJsonForms) {
+  auto s = Compile(R"({"type": "string"})");
+  for (std::string_view ok : {R"("")", R"("a b")", R"("\"\\\/\b\f\n\r\t")", R"("\u00e9")",
+                              "\"\xc3\xa9\"", "\"\xf0\x9f\x98\x80\""}) {
+    EXPECT_TRUE(Matches(s, ok)) << ok;
+  }
+  // Surrogate escapes are refused, even in pairs: the character is written as UTF-8.
+  for (std::string_view bad :
+       {"", "a", R"("a)", R"("a"")", "\"\n\"", R"("\x")", R"("\ud83d")", R"("\ude00")",
+        R"("\ud83d\ude00")", R"( "a")", R"("a" )", "\"\xc3\""}) {
+    EXPECT_FALSE(Matches(s, bad)) << bad;
+  }
+  auto n = Compile(R"({"type": "number"})");
+  for (std::string_view ok : {"0", "-0", "12", "-3.25", "1e5", "2.5E-10", "1234567890123456"}) {
+    EXPECT_TRUE(Matches(n, ok)) << ok;
+  }
+  for (std::string_view bad : {"01", "+1", "1.", ".5", "1e", "--1", "NaN", "12345678901234567"}) {
+    EXPECT_FALSE(Matches(n, bad)) << bad;
+  }
+  auto i = Compile(R"({"type": "integer"})");
+  EXPECT_TRUE(Matches(i, "-42"));
+  EXPECT_FALSE(Matches(i, "4.0"));
+  auto b = Compile(R"({"type": ["boolean", "null"]})");
+  for (std::string_view ok : {"true", "false", "null"}) EXPECT_TRUE(Matches(b, ok)) << ok;
+  EXPECT_FALSE(Matches(b, "True"));
+}
+
+TEST(JsonSchemaTest, StringLengthsCountCharactersNotBytes) {
+  auto s = Compile(R"({"type": "string", "minLength": 2, "maxLength": 3})");
+  EXPECT_FALSE(Matches(s, R"("a")"));
+  EXPECT_TRUE(Matches(s, R"("ab")"));
+  EXPECT_TRUE(Matches(s, "\"\xc3\xa9\xc3\xa9\xc3\xa9\""));    // three two-byte characters
+  EXPECT_TRUE(Matches(s, "\"\\n\\u00e9\xf0\x9f\x98\x80\""));  // escapes and a 4-byte one
+  EXPECT_FALSE(Matches(s, R"("abcd")"));
+}
+
+TEST(JsonSchemaTest, FormatsHaveTheirForms) {
+  auto date = Compile(R"({"type": "string", "format": "date"})");
+  EXPECT_TRUE(Matches(date, R"("2024-02-29")"));
+  EXPECT_FALSE(Matches(date, R"("2024-13-01")"));
+  EXPECT_FALSE(Matches(date, R"("2024-1-01")"));
+  auto dt = Compile(R"({"type": "string", "format": "date-time"})");
+  EXPECT_TRUE(Matches(dt, R"("2024-02-29T23:59:60.5+05:30")"));
+  EXPECT_TRUE(Matches(dt, R"("2024-02-29T00:00:00Z")"));
+  EXPECT_FALSE(Matches(dt, R"("2024-02-29T24:00:00Z")"));
+  EXPECT_FALSE(Matches(dt, R"("2024-02-29T00:00:00")"));
+  auto uuid = Compile(R"({"format": "uuid"})");
+  EXPECT_TRUE(Matches(uuid, R"("123e4567-e89b-12d3-a456-426614174000")"));
+  EXPECT_FALSE(Matches(uuid, R"("123e4567e89b12d3a456426614174000")"));
+  auto ip = Compile(R"({"type": "string", "format": "ipv4"})");
+  EXPECT_TRUE(Matches(ip, R"("255.0.10.199")"));
+  EXPECT_FALSE(Matches(ip, R"("256.0.0.1")"));
+  EXPECT_FALSE(Matches(ip, R"("1.02.3.4")"));
+}
+
+// Every integer in a window matches exactly when it is within the bounds.
+TEST(JsonSchemaTest, IntegerBoundsAreExact) {
+  struct Case {
+    std::string bounds;
+    int64_t lo;
+    int64_t hi;
+  };
+  const Case cases[] = {
+      {R"("minimum": 0)", 0, INT64_MAX},
+      {R"("minimum": 7, "maximum": 7)", 7, 7},
+      {R"("minimum": 1, "maximum": 100)", 1, 100},
+      {R"("minimum": -45, "maximum": 1234)", -45, 1234},
+      {R"("minimum": 19, "maximum": 1001)", 19, 1001},
+      {R"("exclusiveMinimum": 99, "exclusiveMaximum": 1000)", 100, 999},
+      {R"("minimum": 0.5, "maximum": 9.5)", 1, 9},
+      {R"("maximum": -10)", INT64_MIN, -10},
+      {R"("maximum": 37)", INT64_MIN, 37},
+      {R"("minimum": -300)", -300, INT64_MAX},
+      {R"("minimum": 123)", 123, INT64_MAX},
+      {R"("minimum": -999, "maximum": -100)", -999, -100},
+  };
+  for (const Case& c : cases) {
+    auto re = Compile(absl::StrCat(R"({"type": "integer", )", c.bounds, "}"));
+    ASSERT_NE(re, nullptr);
+    for (int64_t v = -1500; v <= 1500; ++v) {
+      EXPECT_EQ(Matches(re, std::to_string(v)), v >= c.lo && v <= c.hi) << c.bounds << ": " << v;
+    }
+    for (int64_t v : {int64_t{99999}, int64_t{123456789012345}, int64_t{-54321}}) {
+      EXPECT_EQ(Matches(re, std::to_string(v)), v >= c.lo && v <= c.hi) << c.bounds << ": " << v;
+    }
+    EXPECT_FALSE(Matches(re, "007")) << c.bounds;
+  }
+}
+
+TEST(JsonSchemaTest, ObjectsKeepTheSchemasOrderAndItsRequiredProperties) {
+  auto re = Compile(R"({"type": "object", "properties": {
+      "a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "boolean"}},
+      "required": ["b"]})");
+  for (std::string_view ok :
+       {R"({"b":"x"})", R"({"a":1,"b":"x"})", R"({"b":"x","c":true})",
+        R"({ "a" : 1 , "b" : "x" , "c" : false })", "{\n  \"a\": 1,\n  \"b\": \"x\"\n}"}) {
+    EXPECT_TRUE(Matches(re, ok)) << ok;
+  }
+  for (std::string_view bad : {"{}", R"({"a":1})", R"({"b":"x","a":1})", R"({"b":"x",})",
+                               R"({"b":1})", R"({"b":"x","d":1})", R"({"b":"x"} )"}) {
+    EXPECT_FALSE(Matches(re, bad)) << bad;
+  }
+  auto optional = Compile(R"({"properties": {"a": {}, "b": {"const": 2}}})");
+  for (std::string_view ok : {"{}", R"({"a":[1,{"x":null}]})", R"({"b":2})", R"({"a":"","b":2})"}) {
+    EXPECT_TRUE(Matches(optional, ok)) << ok;
+  }
+  for (std::string_view bad : {R"({,"b":2})", R"({"b":3})", R"({"a":1,})"}) {
+    EXPECT_FALSE(Matches(optional, bad)) << bad;
+  }
+}
+
+TEST(JsonSchemaTest, WhitespaceIsBounded) {
+  auto re = Compile(R"({"type": "array", "items": {"type": "integer"}})");
+  EXPECT_TRUE(Matches(re, absl::StrCat("[", std::string(kMaxJsonWhitespaceRun, ' '), "1]")));
+  EXPECT_FALSE(Matches(re, absl::StrCat("[", std::string(kMaxJsonWhitespaceRun + 1, ' '), "1]")));
+}
+
+TEST(JsonSchemaTest, MapsTakeAnyKeysWithTheirValuesSchema) {
+  auto re = Compile(R"({"type": "object", "additionalProperties": {"type": "integer"}})");
+  EXPECT_TRUE(Matches(re, "{}"));
+  EXPECT_TRUE(Matches(re, R"({"x": 1, "y\n": -2})"));
+  EXPECT_FALSE(Matches(re, R"({"x": "1"})"));
+  auto none = Compile(R"({"type": "object", "additionalProperties": false})");
+  EXPECT_TRUE(Matches(none, "{ }"));
+  EXPECT_FALSE(Matches(none, R"({"x": 1})"));
+}
+
+TEST(JsonSchemaTest, ArraysCountTheirItems) {
+  auto re = Compile(R"({"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1,
+                        "maxItems": 3})");
+  EXPECT_FALSE(Matches(re, "[]"));
+  EXPECT_TRUE(Matches(re, R"(["a"])"));
+  EXPECT_TRUE(Matches(re, R"(["a", "b", "a"])"));
+  EXPECT_FALSE(Matches(re, R"(["a", "b", "a", "b"])"));
+  EXPECT_FALSE(Matches(re, R"(["c"])"));
+  auto tuple = Compile(R"({"type": "array", "prefixItems": [{"type": "integer"},
+                           {"type": "string"}], "items": {"type": "boolean"}, "minItems": 1})");
+  for (std::string_view ok : {"[1]", R"([1,"x"])", R"([1,"x",true,false])"}) {
+    EXPECT_TRUE(Matches(tuple, ok)) << ok;
+  }
+  for (std::string_view bad : {"[]", R"(["x"])", "[1,true]", R"([1,"x",3])"}) {
+    EXPECT_FALSE(Matches(tuple, bad)) << bad;
+  }
+  auto exact = Compile(R"({"prefixItems": [{"type": "integer"}, {"type": "integer"}],
+                           "items": false, "minItems": 2})");
+  EXPECT_TRUE(Matches(exact, "[1, 2]"));
+  EXPECT_FALSE(Matches(exact, "[1]"));
+  EXPECT_FALSE(Matches(exact, "[1, 2, 3]"));
+}
+
+// What pydantic writes for a model with an enum, an optional field and a nested model.
+TEST(JsonSchemaTest, PydanticModelsAreServed) {
+  auto re = Compile(R"({
+    "$defs": {
+      "Color": {"enum": ["red", "green"], "title": "Color", "type": "string"},
+      "Point": {"properties": {"x": {"title": "X", "type": "integer"},
+                               "y": {"title": "Y", "type": "integer"}},
+                "required": ["x", "y"], "title": "Point", "type": "object"}
+    },
+    "properties": {
+      "name": {"title": "Name", "type": "string", "maxLength": 20},
+      "color": {"$ref": "#/$defs/Color"},
+      "at": {"anyOf": [{"$ref": "#/$defs/Point"}, {"type": "null"}], "default": null},
+      "tags": {"items": {"type": "string"}, "title": "Tags", "type": "array"}
+    },
+    "required": ["name", "color", "tags"],
+    "title": "Thing", "type": "object"})");
+  EXPECT_TRUE(Matches(re, R"({"name": "pen", "color": "red", "tags": []})"));
+  EXPECT_TRUE(Matches(re, R"({"name": "pen", "color": "green", "at": {"x": 1, "y": -2},)"
+                          R"( "tags": ["a", "b"]})"));
+  EXPECT_TRUE(Matches(re, R"({"name": "pen", "color": "red", "at": null, "tags": []})"));
+  EXPECT_FALSE(Matches(re, R"({"name": "pen", "color": "blue", "tags": []})"));
+  EXPECT_FALSE(Matches(re, R"({"name": "pen", "color": "red", "at": {"x": 1}, "tags": []})"));
+}
+
+TEST(JsonSchemaTest, ConstAndEnumTakeAnyJsonValueOfTheType) {
+  auto re = Compile(R"({"enum": [1, "a\"b", null, {"k": [true]}, 2.5]})");
+  for (std::string_view ok : {"1", R"("a\"b")", "null", R"({"k":[true]})", "2.5"}) {
+    EXPECT_TRUE(Matches(re, ok)) << ok;
+  }
+  auto ints = Compile(R"({"type": "integer", "enum": [1, "a", 2.0]})");
+  EXPECT_TRUE(Matches(ints, "1"));
+  EXPECT_FALSE(Matches(ints, R"("a")"));
+}
+
+TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
+  EXPECT_THAT(Error("{"), HasSubstr("not a JSON text"));
+  EXPECT_THAT(Error(R"({"type": "string", "pattern": "^a$"})"),
+              HasSubstr("#: the keyword \"pattern\" is not served"));
+  EXPECT_THAT(Error(R"({"properties": {"a/b": {"not": {}}}})"),
+              HasSubstr("#/properties/a~1b: the keyword \"not\""));
+  EXPECT_THAT(Error(R"({"$defs": {"T": {"properties": {"t": {"$ref": "#/$defs/T"}}}},
+                        "$ref": "#/$defs/T"})"),
+              HasSubstr("recursive"));
+  EXPECT_THAT(Error(R"({"$ref": "#/$defs/None"})"), HasSubstr("refers to nothing"));
+  EXPECT_THAT(Error("false"), HasSubstr("matches no value"));
+  EXPECT_THAT(Error(R"({"type": "strin"})"), HasSubstr("type \"strin\""));
+  EXPECT_THAT(Error(R"({"properties": {}, "required": ["a"]})"), HasSubstr("properties lacks"));
+  EXPECT_THAT(Error(R"({"type": "string", "maxLength": 1000})"), HasSubstr("over the 256"));
+  EXPECT_THAT(Error(R"({"type": "integer", "minimum": 5, "maximum": 4})"), HasSubstr("no integer"));
+  EXPECT_THAT(Error(R"({"type": "integer", "maximum": 1e16})"), HasSubstr("10^15"));
+  EXPECT_THAT(Error(R"({"type": "number", "maximum": 1})"), HasSubstr("maximum on a number"));
+  EXPECT_THAT(Error(R"({"type": "string", "format": "email"})"), HasSubstr("format \"email\""));
+  EXPECT_THAT(Error(R"({"type": "array", "uniqueItems": true})"), HasSubstr("uniqueItems"));
+  EXPECT_THAT(Error(R"({"type": "string", "anyOf": [{}]})"), HasSubstr("\"anyOf\" beside"));
+  EXPECT_THAT(Error(R"({"enum": [1], "type": "string"})"), HasSubstr("no value of const"));
+  EXPECT_THAT(Error(std::string(kMaxJsonSchemaBytes + 1, ' ')), HasSubstr("at most"));
+  std::string deep = "{}";
+  for (int i = 0; i < kMaxJsonSchemaDepth + 1; ++i) deep = absl::StrCat(R"({"items": )", deep, "}");
+  EXPECT_THAT(Error(deep), HasSubstr("nested deeper"));
+}
+
+// References used 8 times at each of several levels multiply the pattern by 8 each level:
+// refused by size before the memory runs out.
+TEST(JsonSchemaTest, ExponentialSchemasAreRefusedBySize) {
+  std::string defs = R"("d0": {"type": "integer"})";
+  for (int i = 1; i <= 10; ++i) {
+    const std::string ref = absl::StrCat(R"({"$ref": "#/$defs/d)", i - 1, R"("})");
+    std::vector<std::string> refs(8, ref);
+    absl::StrAppend(&defs, R"(, "d)", i, R"(": {"prefixItems": [)", absl::StrJoin(refs, ", "),
+                    R"(], "items": false})");
+  }
+  EXPECT_THAT(Error(absl::StrCat(R"({"$defs": {)", defs, R"(}, "$ref": "#/$defs/d10"})")),
+              HasSubstr("over 1048576 bytes"));
+}
+
+TEST(JsonSchemaTest, TheFollowingErrorNamesTheSchema) {
+  // A pattern too large for the automaton names guided_json and the schema, not a pattern.
+  std::string props;
+  for (int i = 0; i < 60; ++i) {
+    absl::StrAppend(&props, i ? ", " : "", "\"p", i, R"(": {"type": "string", "maxLength": 256})");
+  }
+  const std::string message = Error(absl::StrCat(R"({"properties": {)", props, "}}"));
+  EXPECT_THAT(message, HasSubstr("guided_json"));
+  EXPECT_THAT(message, HasSubstr("the schema"));
+}
+
+}  // namespace
+}  // namespace llmint8::coordinator
