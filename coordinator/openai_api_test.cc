@@ -651,17 +651,32 @@ TEST(OpenAiApiTest, GuidesAreReadInVllmsForms) {
                   .choice()
                   .choices(),
               ElementsAre("a"));
+  // A JSON Schema as an object (its property order kept) or a string holding one.
+  const std::string schema = R"({"type":"object","properties":{"z":{},"a":{}}})";
+  for (const std::string& body :
+       {absl::StrCat(R"({"prompt": "x", "guided_json": )", schema, "}"),
+        absl::StrCat(R"({"prompt": "x", "guided_json": )", json(schema).dump(), "}"),
+        absl::StrCat(R"({"prompt": "x", "structured_outputs": {"json": )", schema, "}}"),
+        absl::StrCat(R"({"prompt": "x", "response_format": {"type": "json_schema", )",
+                     R"("json_schema": {"name": "t", "strict": true, "schema": )", schema,
+                     "}}}")}) {
+    EXPECT_EQ(ParseOk(body).generate.guide().json_schema(), schema) << body;
+  }
   struct Case {
     const char* body;
     const char* names;
   };
   const Case refused[] = {
-      {R"({"prompt": "x", "guided_json": {"type": "object"}})", "guided_json"},
+      {R"({"prompt": "x", "guided_json": 7})", "guided_json"},
       {R"({"prompt": "x", "guided_regex": 7})", "guided_regex"},
       {R"({"prompt": "x", "structured_outputs": {"regex": ["a"]}})", "structured_outputs.regex"},
       {R"({"prompt": "x", "guided_grammar": "root ::= x"})", "guided_grammar"},
-      {R"({"prompt": "x", "structured_outputs": {"json": {}}})", "structured_outputs.json"},
-      {R"({"prompt": "x", "response_format": {"type": "json_schema"}})", "response_format"},
+      {R"({"prompt": "x", "structured_outputs": {"grammar": "x"}})", "structured_outputs.grammar"},
+      {R"({"prompt": "x", "structured_outputs": {"json": [1]}})", "structured_outputs.json"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema"}})",
+       "response_format.json_schema"},
+      {R"({"prompt": "x", "response_format": {"type": "yaml"}})", "response_format"},
+      {R"({"prompt": "x", "guided_json": {}, "guided_regex": "a"})", "give one guide"},
       {R"({"prompt": "x", "guided_choice": "yes"})", "guided_choice"},
       {R"({"prompt": "x", "guided_choice": ["yes", 1]})", "guided_choice"},
       {R"({"prompt": "x", "guided_choice": ["a"], "response_format": {"type": "json_object"}})",

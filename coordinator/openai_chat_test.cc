@@ -150,7 +150,7 @@ TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}],
            "response_format": {"type": "json_schema", "json_schema": {}}})",
-       "response_format"},
+       "response_format.json_schema"},
       {R"({"messages": [{"role": "user", "content": "x"}], "guided_grammar": "a"})",
        "guided_grammar"},
       {R"({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"})", "temperature"},

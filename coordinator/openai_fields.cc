@@ -171,20 +171,40 @@ absl::StatusOr<v1::GuidedChoice> GuidedChoices(const json& v, const char* field)
   return choice;
 }
 
-// Guided decoding, in the forms vLLM takes: response_format {"type": "json_object"},
-// guided_choice, guided_regex, and structured_outputs {"choice"}, {"regex"} or
-// {"json_object": true}. The guides this server lacks (a JSON schema, a grammar) are refused,
-// never ignored: the client counts on the output's form.
+// A JSON Schema as the request holds it: an object (or boolean) or a string of one; checked
+// later (json_schema.h).
+absl::StatusOr<std::string> SchemaText(const json& v, const std::string& field) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() || v.is_boolean())
+    return v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return FieldError(field, "a JSON Schema (an object, or a string holding one)");
+}
+
+// Guided decoding, in the forms vLLM takes: response_format {"type": "json_object"} or
+// {"type": "json_schema", "json_schema": {"schema": ...}}, guided_choice, guided_regex,
+// guided_json, and structured_outputs {"choice"}, {"regex"}, {"json"} or {"json_object": true}.
+// The guides this server lacks (grammars) are refused, never ignored: the client counts on the
+// output's form.
 absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
   int guides = 0;
   if (const json* v = Find(body, "response_format"); v != nullptr) {
     const json* type = v->is_object() ? Find(*v, "type") : nullptr;
-    if (type == nullptr || (*type != "text" && *type != "json_object")) {
+    if (type == nullptr || (*type != "text" && *type != "json_object" && *type != "json_schema")) {
       return FieldError("response_format",
-                        "{\"type\": \"text\"} or {\"type\": \"json_object\"} here: no JSON schema");
+                        "{\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                        "{\"type\": \"json_schema\", \"json_schema\": {\"schema\": {...}}}");
     }
     if (*type == "json_object") {
       g.mutable_guide()->set_json_object(true);
+      ++guides;
+    } else if (*type == "json_schema") {
+      const json* spec = Find(*v, "json_schema");
+      const json* schema = spec != nullptr && spec->is_object() ? Find(*spec, "schema") : nullptr;
+      if (schema == nullptr) {
+        return FieldError("response_format.json_schema", "an object with the schema in \"schema\"");
+      }
+      ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(),
+                       SchemaText(*schema, "response_format.json_schema.schema"));
       ++guides;
     }
   }
@@ -195,6 +215,10 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
   if (const json* v = Find(body, "guided_regex"); v != nullptr) {
     if (!v->is_string()) return FieldError("guided_regex", "a string (a regular expression)");
     g.mutable_guide()->set_regex(v->get<std::string>());
+    ++guides;
+  }
+  if (const json* v = Find(body, "guided_json"); v != nullptr) {
+    ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(), SchemaText(*v, "guided_json"));
     ++guides;
   }
   if (const json* v = Find(body, "structured_outputs"); v != nullptr) {
@@ -218,24 +242,26 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
         }
         g.mutable_guide()->set_regex(value.get<std::string>());
         ++guides;
-      } else if (key == "json" || key == "grammar" || key == "structural_tag") {
+      } else if (key == "json") {
+        ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(),
+                         SchemaText(value, "structured_outputs.json"));
+        ++guides;
+      } else if (key == "grammar" || key == "structural_tag") {
         return FieldError(absl::StrCat("structured_outputs.", key),
-                          "absent here: this server guides output by choice, regex or "
+                          "absent here: this server guides output by choice, regex, json or "
                           "json_object only");
       }
     }
   }
-  for (const char* field : {"guided_json", "guided_grammar"}) {
-    if (Find(body, field) != nullptr) {
-      return FieldError(field,
-                        "absent here: this server guides output by guided_choice, guided_regex "
-                        "or json_object only");
-    }
+  if (Find(body, "guided_grammar") != nullptr) {
+    return FieldError("guided_grammar",
+                      "absent here: this server guides output by guided_choice, guided_regex, "
+                      "guided_json or a response_format");
   }
   if (guides > 1) {
     return absl::InvalidArgumentError(
-        "give one guide: response_format json_object, guided_choice, guided_regex or "
-        "structured_outputs");
+        "give one guide: response_format json_object or json_schema, guided_choice, "
+        "guided_regex, guided_json or structured_outputs");
   }
   return absl::OkStatus();
 }

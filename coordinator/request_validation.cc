@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "coordinator/guided_regex.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/output_constraint.h"
 
 namespace llmint8::coordinator {
@@ -180,6 +181,9 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
       return absl::InvalidArgumentError(
           "guided_regex matches only the empty text: nothing could be generated");
     }
+  }
+  if (request.guide().kind_case() == v1::Guide::kJsonSchema) {
+    ASSIGN_OR_RETURN(p.guided_regex, CompileJsonSchema(request.guide().json_schema()));
   }
   if (p.guided() && !limits.has_tokenizer) {
     return absl::FailedPreconditionError(

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace llmint8::coordinator {
@@ -83,6 +84,15 @@ TEST(RequestValidationTest, AGuideIsCheckedAndNeedsTheTokenizer) {
   EXPECT_NE(p->guided_regex, nullptr);
   r.mutable_guide()->set_regex("(a)\\1");
   EXPECT_EQ(Code(r), absl::StatusCode::kInvalidArgument) << "a backreference";
+  r.mutable_guide()->set_json_schema(R"({"type": "integer", "minimum": 3})");
+  p = ValidateGenerationParams(r, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_NE(p->guided_regex, nullptr) << "a schema is followed as the pattern written from it";
+  r.mutable_guide()->set_json_schema(R"({"type": "string", "pattern": "a+"})");
+  p = ValidateGenerationParams(r, Limits());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(p.status().message(),
+              ::testing::HasSubstr("guided_json: #: the keyword \"pattern\""));
 }
 
 TEST(RequestValidationTest, EachBadFieldGetsItsCode) {

@@ -55,7 +55,9 @@ struct GenerationParams {
   // one JSON object; neither: free text.
   std::vector<std::string> guided_choice;
   bool guided_json_object = false;
-  std::shared_ptr<const CompiledRegex> guided_regex;  // compiled once, shared by the choices
+  // guided_regex, or guided_json written as one (json_schema.h): compiled once, shared by the
+  // request's sequences.
+  std::shared_ptr<const CompiledRegex> guided_regex;
 
   bool guided() const {
     return guided_json_object || !guided_choice.empty() || guided_regex != nullptr;

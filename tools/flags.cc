@@ -190,6 +190,9 @@ ABSL_FLAG(llmint8::tools::StopSequences, guided_choice, {},
 ABSL_FLAG(std::string, guided_regex, "",
           "generate: the text is one whole match of this regular expression (guided decoding; "
           "the syntax: coordinator/guided_regex.h)");
+ABSL_FLAG(std::string, guided_json, "",
+          "generate: the text is one JSON value valid under this JSON Schema (guided decoding; "
+          "@FILE reads it from a file; the keywords served: coordinator/json_schema.h)");
 ABSL_FLAG(bool, json_object, false,
           "generate: the text is one JSON object (guided decoding, the OpenAI API's JSON mode)");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},

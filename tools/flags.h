@@ -73,6 +73,7 @@ ABSL_DECLARE_FLAG(int32_t, truncate_prompt_tokens);
 ABSL_DECLARE_FLAG(llmint8::tools::StopSequences, guided_choice);
 ABSL_DECLARE_FLAG(bool, json_object);
 ABSL_DECLARE_FLAG(std::string, guided_regex);
+ABSL_DECLARE_FLAG(std::string, guided_json);
 ABSL_DECLARE_FLAG(float, presence_penalty);
 ABSL_DECLARE_FLAG(bool, logprobs);
 ABSL_DECLARE_FLAG(int32_t, top_logprobs);

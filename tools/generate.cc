@@ -1,6 +1,7 @@
 // generate: a Generation client that streams the answer to the terminal.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
@@ -63,6 +65,26 @@ std::string IdFlagsInto(v1::GenerateRequest& req) {
 }
 
 // The prompt flags, checked before anything is sent; empty when they are fine.
+// --guided_json=@FILE: the schema in FILE (at most what a request may hold).
+absl::Status ReadSchemaFile(const std::string& path, v1::GenerateRequest& req) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::string text(static_cast<size_t>(coordinator::kMaxJsonSchemaBytes) + 1, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (file.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
+  text.resize(static_cast<size_t>(file.gcount()));
+  if (text.size() > static_cast<size_t>(coordinator::kMaxJsonSchemaBytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is over ", coordinator::kMaxJsonSchemaBytes, " bytes, the most a schema may be"));
+  }
+  if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(text); bad.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not valid UTF-8 (byte ", *bad, "); a schema is JSON text"));
+  }
+  req.mutable_guide()->set_json_schema(std::move(text));
+  return absl::OkStatus();
+}
+
 std::string PromptFlagsError() {
   const std::string& prompt = absl::GetFlag(FLAGS_prompt);
   if (!prompt.empty() && !absl::GetFlag(FLAGS_token_ids).empty()) {
@@ -88,11 +110,18 @@ std::string PromptFlagsError() {
     }
   }
   const int guides = !absl::GetFlag(FLAGS_guided_choice).values.empty() +
-                     absl::GetFlag(FLAGS_json_object) + !absl::GetFlag(FLAGS_guided_regex).empty();
-  if (guides > 1) return "pass one of --guided_choice, --guided_regex and --json_object";
+                     absl::GetFlag(FLAGS_json_object) + !absl::GetFlag(FLAGS_guided_regex).empty() +
+                     !absl::GetFlag(FLAGS_guided_json).empty();
+  if (guides > 1) {
+    return "pass one of --guided_choice, --guided_regex, --guided_json and --json_object";
+  }
   if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(absl::GetFlag(FLAGS_guided_regex));
       bad.has_value()) {
     return absl::StrCat("--guided_regex is not valid UTF-8 (byte ", *bad, ")");
+  }
+  if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(absl::GetFlag(FLAGS_guided_json));
+      bad.has_value()) {
+    return absl::StrCat("--guided_json is not valid UTF-8 (byte ", *bad, ")");
   }
   if (absl::GetFlag(FLAGS_seed) < -1) {
     return "--seed must be >= 0, or -1 for a seed the server picks";
@@ -157,6 +186,15 @@ int RunGenerate() {
   if (absl::GetFlag(FLAGS_json_object)) req.mutable_guide()->set_json_object(true);
   if (!absl::GetFlag(FLAGS_guided_regex).empty()) {
     req.mutable_guide()->set_regex(absl::GetFlag(FLAGS_guided_regex));
+  }
+  if (const std::string schema = absl::GetFlag(FLAGS_guided_json); !schema.empty()) {
+    if (!schema.starts_with("@")) {
+      req.mutable_guide()->set_json_schema(schema);
+    } else if (absl::Status read = ReadSchemaFile(schema.substr(1), req); !read.ok()) {
+      std::fprintf(stderr, "llmint8 generate: --guided_json: %s\n",
+                   std::string(read.message()).c_str());
+      return 2;
+    }
   }
   if (const std::string error = IdFlagsInto(req); !error.empty()) {
     std::fprintf(stderr, "llmint8 generate: %s\n", error.c_str());

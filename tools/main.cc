@@ -67,7 +67,7 @@ const std::vector<Subcommand>& Subcommands() {
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",
         "repetition_penalty", "frequency_penalty", "presence_penalty", "min_p", "min_tokens",
-        "truncate_prompt_tokens", "guided_choice", "guided_regex", "json_object",
+        "truncate_prompt_tokens", "guided_choice", "guided_regex", "guided_json", "json_object",
         "seed", "stop", "stop_token_ids", "logit_bias", "logprobs", "top_logprobs",
         "prompt_logprobs", "echo_prompt", "ignore_eos", "timeout", "tls_ca_file", "tls_cert_file",
         "tls_key_file"}},

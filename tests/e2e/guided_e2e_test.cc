@@ -1,15 +1,19 @@
 // End-to-end guided decoding: a coordinator + 2 Gloo workers serving a synthetic model (random
 // weights: free text from it is noise) with the tiny BPE tokenizer. Whatever a request samples,
-// a guided_choice output is one of its choices, a guided_regex output a whole match, and a
-// json_object output a JSON object, or the start of one where max_tokens cut it; over gRPC and
-// the OpenAI API, streamed or not.
+// a guided_choice output is one of its choices, a guided_regex output a whole match, a
+// guided_json output a JSON value valid under its schema, and a json_object output a JSON
+// object, or the start of one where max_tokens cut it; over gRPC and the OpenAI API, streamed
+// or not.
 #include <algorithm>
+#include <fstream>
+#include <map>
 #include <regex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "coordinator/output_constraint.h"
@@ -26,6 +30,7 @@ namespace {
 
 using json = nlohmann::json;
 using ::testing::AnyOf;
+using ::testing::ElementsAre;
 using ::testing::Eq;
 using ::testing::HasSubstr;
 
@@ -58,6 +63,24 @@ class GuidedE2ETest : public ::testing::Test {
   // which output_constraint_test holds to a JSON parser).
   static bool StartsAJsonObject(const std::string& text) {
     return coordinator::OutputConstraint::JsonObject()->Advance(text);
+  }
+
+  // -100 on every whitespace-only token: the guides allow up to 32 whitespace bytes in each gap
+  // of a JSON text, which random weights would fill, past this model's 128 positions.
+  static std::map<int32_t, float> NoWhitespace() {
+    auto tokenizer = coordinator::Tokenizer::FromTokenizerJsonFile(SourcePath(kTokenizer));
+    EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+    std::map<int32_t, float> bias;
+    const coordinator::TokenVocabulary vocab =
+        coordinator::TokenVocabulary::FromTokenizer(**tokenizer);
+    for (size_t id = 0; id < vocab.bytes.size(); ++id) {
+      const std::string& b = vocab.bytes[id];
+      if (!b.empty() && b.find_first_not_of(" \t\n\r") == std::string::npos) {
+        bias[static_cast<int32_t>(id)] = -100;
+      }
+    }
+    EXPECT_GE(bias.size(), 4u) << "the tiny BPE has whitespace tokens";
+    return bias;
   }
 
   static int http_port_;
@@ -118,6 +141,82 @@ TEST_F(GuidedE2ETest, AGuidedRegexOutputIsAWholeMatch) {
   ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
   const std::string text = json::parse(res->body)["choices"][0]["text"];
   EXPECT_TRUE(std::regex_match(text, reference)) << text;
+}
+
+// guided_json: hot samples are whole objects valid under the schema (at most 66 bytes, so
+// max_new_tokens never cuts them), over gRPC, the OpenAI chat API's response_format
+// json_schema, and `llmint8 generate --guided_json=@FILE`.
+TEST_F(GuidedE2ETest, AGuidedJsonOutputIsValidUnderItsSchema) {
+  const std::string schema = R"({"type": "object", "properties": {
+      "answer": {"enum": ["yes", "no"]},
+      "count": {"type": "integer", "minimum": 0, "maximum": 20},
+      "ok": {"type": "boolean"},
+      "note": {"type": "string", "maxLength": 4}},
+    "required": ["answer", "count"], "additionalProperties": false})";
+  auto check = [](const std::string& text) {
+    const nlohmann::ordered_json v =
+        nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(v.is_object()) << text;
+    std::vector<std::string> keys;
+    for (const auto& [key, value] : v.items()) keys.push_back(key);
+    EXPECT_THAT(keys, AnyOf(ElementsAre("answer", "count"), ElementsAre("answer", "count", "ok"),
+                            ElementsAre("answer", "count", "note"),
+                            ElementsAre("answer", "count", "ok", "note")))
+        << text;
+    EXPECT_THAT(v["answer"], AnyOf(Eq("yes"), Eq("no"))) << text;
+    ASSERT_TRUE(v["count"].is_number_integer()) << text;
+    EXPECT_GE(v["count"].get<int>(), 0) << text;
+    EXPECT_LE(v["count"].get<int>(), 20) << text;
+    if (v.contains("ok")) EXPECT_TRUE(v["ok"].is_boolean()) << text;
+    if (v.contains("note")) EXPECT_TRUE(v["note"].is_string()) << text;
+  };
+  const std::map<int32_t, float> no_whitespace = NoWhitespace();
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    v1::GenerateRequest req;
+    req.set_text("hello");
+    req.set_max_new_tokens(100);
+    req.set_temperature(1.5f);
+    req.set_seed(seed);
+    req.mutable_logit_bias()->insert(no_whitespace.begin(), no_whitespace.end());
+    req.mutable_guide()->set_json_schema(schema);
+    const Generated out = Generate(*stub_, req);
+    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    check(out.text);
+    EXPECT_EQ(out.responses.back().finish_reason(), v1::FINISH_REASON_STOP) << out.text;
+  }
+  json bias = json::object();
+  for (const auto& [id, b] : no_whitespace) bias[std::to_string(id)] = b;
+  const httplib::Result res =
+      Post("/v1/chat/completions",
+           {{"messages", {{{"role", "user"}, {"content", "hello"}}}},
+            {"max_tokens", 100},
+            {"temperature", 1.5},
+            {"seed", 4},
+            {"logit_bias", bias},
+            {"response_format",
+             {{"type", "json_schema"},
+              {"json_schema",
+               {{"name", "reply"}, {"strict", true}, {"schema", json::parse(schema)}}}}}});
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+  const json choice = json::parse(res->body)["choices"][0];
+  check(choice["message"]["content"]);
+  EXPECT_EQ(choice["finish_reason"], "stop");
+
+  const std::string file = absl::StrCat(::testing::TempDir(), "/guided_e2e_schema.json");
+  ASSERT_TRUE(std::ofstream(file) << schema);
+  std::vector<std::string> bias_flag;
+  for (const auto& [id, b] : no_whitespace) bias_flag.push_back(absl::StrCat(id, ":-100"));
+  tools::testing::CliResult cli = tools::testing::RunCli(absl::StrCat(
+      "generate --coordinator=", cluster_->address(),
+      " --prompt=hello --temperature=1.5 --seed=2 --max_new_tokens=100 --guided_json=@", file,
+      " --logit_bias=", absl::StrJoin(bias_flag, ",")));
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  ASSERT_TRUE(cli.out.ends_with("\n")) << cli.out;
+  check(cli.out.substr(0, cli.out.size() - 1));
+  EXPECT_EQ(tools::testing::RunCli(absl::StrCat("generate --coordinator=", cluster_->address(),
+                                                " --prompt=hello --guided_json=@/nonexistent"))
+                .exit_code,
+            2);
 }
 
 // JSON mode over the OpenAI API: an object, or its start where max_tokens cut it. A bias on
@@ -195,6 +294,9 @@ TEST_F(GuidedE2ETest, GuidesThisServerLacksAreRefused) {
       {{{"prompt", "hello"}, {"guided_choice", {"a", "b"}}, {"min_tokens", 2}}, "min_tokens"},
       {{{"prompt", "hello"}, {"guided_choice", json::array()}}, "guided_choice"},
       {{{"prompt", "hello"}, {"response_format", {{"type", "json_schema"}}}}, "response_format"},
+      {{{"prompt", "hello"}, {"guided_json", {{"type", "string"}, {"pattern", "a+"}}}},
+       "the keyword \\\"pattern\\\" is not served"},
+      {{{"prompt", "hello"}, {"guided_json", "{not json"}}, "not a JSON text"},
   };
   for (const Case& c : cases) {
     const httplib::Result res = Post("/v1/completions", c.body);
