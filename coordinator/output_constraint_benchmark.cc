@@ -1,6 +1,7 @@
 // The vocabulary scan of guided decoding (OutputConstraint::AllowedTokens), which the
 // scheduler's thread runs before each guided token, with the bundled model's tokenizer (50,265
-// tokens): JSON mode in each kind of place, a regular expression, and a choice list.
+// tokens): JSON mode in each kind of place, a regular expression, a JSON Schema, and a choice
+// list.
 //
 //   build/coordinator/llmint8_output_constraint_benchmark
 #include <cstdlib>
@@ -10,6 +11,7 @@
 
 #include "benchmark/benchmark.h"
 #include "coordinator/guided_regex.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/output_constraint.h"
 #include "coordinator/tokenizer.h"
 
@@ -110,28 +112,63 @@ BENCHMARK(BM_RegexFirstScan)->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
 
 // A whole guided generation: 8 sequences of one request, 64 tokens each, a random allowed token
 // at each step (within the request's work budget, or it aborts).
-void BM_RegexGeneration(benchmark::State& state) {
-  const TokenVocabulary& vocab = Vocabulary();
+void Generate(const std::shared_ptr<const CompiledRegex>& re, const TokenVocabulary& vocab) {
   std::vector<int32_t> ids;
-  for (auto _ : state) {
-    auto re = *CompiledRegex::Compile(kRegexes[state.range(0)]);
-    std::vector<std::unique_ptr<OutputConstraint>> seqs;
-    for (int i = 0; i < 8; ++i) seqs.push_back(re->NewConstraint(re));
-    uint64_t rng = 7;
-    for (int token = 0; token < 64; ++token) {
-      for (auto& c : seqs) {
-        if (c->MustEnd()) continue;
-        if (!c->AllowedTokens(vocab, ids).ok() || ids.empty()) std::abort();
-        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-        if (!c->Advance(vocab.bytes[static_cast<size_t>(ids[(rng >> 33) % ids.size()])])) {
-          std::abort();
-        }
+  std::vector<std::unique_ptr<OutputConstraint>> seqs;
+  for (int i = 0; i < 8; ++i) seqs.push_back(re->NewConstraint(re));
+  uint64_t rng = 7;
+  for (int token = 0; token < 64; ++token) {
+    for (auto& c : seqs) {
+      if (c->MustEnd()) continue;
+      if (!c->AllowedTokens(vocab, ids).ok() || ids.empty()) std::abort();
+      rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+      if (!c->Advance(vocab.bytes[static_cast<size_t>(ids[(rng >> 33) % ids.size()])])) {
+        std::abort();
       }
     }
   }
+}
+
+void BM_RegexGeneration(benchmark::State& state) {
+  const TokenVocabulary& vocab = Vocabulary();
+  for (auto _ : state) Generate(*CompiledRegex::Compile(kRegexes[state.range(0)]), vocab);
   state.SetLabel(kRegexes[state.range(0)]);
 }
 BENCHMARK(BM_RegexGeneration)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+
+// guided_json: a pydantic-style schema (an enum, bounded integers, short strings, an optional
+// nested object, a list), and a value of any type.
+const char* const kSchemas[] = {
+    R"({"$defs": {"Address": {"type": "object", "properties": {
+          "street": {"type": "string", "maxLength": 40},
+          "zip": {"type": "integer", "minimum": 10000, "maximum": 99999}},
+        "required": ["street", "zip"]}},
+      "type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 30},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "address": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 4}},
+      "required": ["name", "age", "role"]})",
+    "{}",
+};
+
+// The schema written out and compiled (each request does it once), with its NFA's size.
+void BM_JsonSchemaCompile(benchmark::State& state) {
+  int states = 0;
+  for (auto _ : state) {
+    auto re = *CompileJsonSchema(kSchemas[state.range(0)]);
+    states = re->nfa_states();
+  }
+  state.counters["nfa_states"] = states;
+}
+BENCHMARK(BM_JsonSchemaCompile)->DenseRange(0, 1)->Unit(benchmark::kMillisecond);
+
+void BM_JsonSchemaGeneration(benchmark::State& state) {
+  const TokenVocabulary& vocab = Vocabulary();
+  for (auto _ : state) Generate(*CompileJsonSchema(kSchemas[state.range(0)]), vocab);
+}
+BENCHMARK(BM_JsonSchemaGeneration)->DenseRange(0, 1)->Unit(benchmark::kMillisecond);
 
 // A pattern built to be costly, 16 sequences of one request: the scans until the request's work
 // budget fails them (kMaxGuidedRegexRequestWork), the most scheduler time one request takes.
