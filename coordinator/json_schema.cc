@@ -21,10 +21,11 @@ namespace {
 // Ordered: an object's properties are written in the order the schema lists them.
 using Json = nlohmann::ordered_json;
 
-// The pieces of JSON text, as patterns.
+// The pieces of JSON text, as patterns. Between tokens: nothing, one space, or a line break
+// and an indent (what compact, spaced and pretty-printed JSON write).
 const std::string& Whitespace() {
   static const std::string* ws =
-      new std::string(absl::StrCat("[ \\t\\n\\r]{0,", kMaxJsonWhitespaceRun, "}"));
+      new std::string(absl::StrCat("(?: |\\n[ \\t]{0,", kMaxJsonSchemaIndent, "})?"));
   return *ws;
 }
 // One character of a string: unescaped (not '"', '\\' or a control character), a short

@@ -24,7 +24,9 @@
 //   - an object holds the schema's properties only, in the order its "properties" lists them
 //     (each optional one present or not); an object without "properties" holds any string
 //     keys with values of its additionalProperties' schema;
-//   - at most kMaxJsonWhitespaceRun whitespace bytes between tokens, none around the value;
+//   - between tokens nothing, one space, or a line break and an indent of at most
+//     kMaxJsonSchemaIndent spaces or tabs; nothing around the value (a weak model given
+//     freer whitespace spends its tokens on it);
 //   - a string's \u escapes are of characters of the Basic Multilingual Plane (no surrogate
 //     halves: the others are written as UTF-8), so each is one character as lengths count;
 //   - integers have at most 16 digits, fractions 16, exponents 3 (unbounded integers fit
@@ -56,11 +58,12 @@ inline constexpr int kMaxJsonSchemaPrefixItems = 64;
 // item of prefixItems one more.
 inline constexpr int kJsonSchemaNesting = 1024;
 // The NFA states the written pattern may take: a string's character is about 45 (a UTF-8
-// character, escapes), a whitespace gap 66, so a string of maxLength 256 takes 11.5k and a
-// value of any type 7.9k. 16 bytes each.
+// character, escapes), a whitespace gap about 40, so a string of maxLength 256 takes 11.5k and a
+// value of any type 6.4k. 16 bytes each.
 inline constexpr int kMaxJsonSchemaStates = 65536;
 inline constexpr int kMaxJsonSchemaRegexBytes = 1 << 20;
 inline constexpr int kJsonSchemaAnyDepth = 2;
+inline constexpr int kMaxJsonSchemaIndent = 16;
 
 // The regular expression (guided_regex.h's syntax) whose whole matches are the JSON texts the
 // output may be, or InvalidArgument as above.

@@ -146,10 +146,18 @@ TEST(JsonSchemaTest, ObjectsKeepTheSchemasOrderAndItsRequiredProperties) {
   }
 }
 
-TEST(JsonSchemaTest, WhitespaceIsBounded) {
+TEST(JsonSchemaTest, WhitespaceIsASpaceOrALineBreakAndAnIndent) {
   auto re = Compile(R"({"type": "array", "items": {"type": "integer"}})");
-  EXPECT_TRUE(Matches(re, absl::StrCat("[", std::string(kMaxJsonWhitespaceRun, ' '), "1]")));
-  EXPECT_FALSE(Matches(re, absl::StrCat("[", std::string(kMaxJsonWhitespaceRun + 1, ' '), "1]")));
+  const std::string indent(kMaxJsonSchemaIndent, ' ');
+  for (const std::string& ok :
+       {std::string("[1,2]"), std::string("[ 1, 2 ]"), absl::StrCat("[\n", indent, "1,\n\t2\n]")}) {
+    EXPECT_TRUE(Matches(re, ok)) << ok;
+  }
+  for (const std::string& bad :
+       {std::string("[  1]"), std::string("[ \n1]"), std::string("[\n\n1]"), std::string("[\r\n1]"),
+        absl::StrCat("[\n ", indent, "1]"), std::string(" [1]")}) {
+    EXPECT_FALSE(Matches(re, bad)) << bad;
+  }
 }
 
 TEST(JsonSchemaTest, MapsTakeAnyKeysWithTheirValuesSchema) {
