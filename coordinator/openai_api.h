@@ -39,12 +39,13 @@
 //                 truncate_prompt_tokens (keep the prompt's last k >= 1 tokens; a text
 //                 prompt keeps its BOS and its last k - 1; an echo is of the kept tokens);
 //   guided decoding (GenerateRequest.guide, coordinator/output_constraint.h): response_format
-//                 {"type": "json_object"} ({"type": "text"}: none), vLLM's guided_choice
-//                 (an array of strings), guided_regex (coordinator/guided_regex.h) and
-//                 structured_outputs {"choice": [...]}, {"regex": "..."} or
-//                 {"json_object": true}; at most one guide. vLLM's guided_json,
-//                 guided_grammar, structured_outputs json / grammar / structural_tag and
-//                 response_format json_schema are InvalidArgument.
+//                 {"type": "json_object"} or {"type": "json_schema", "json_schema":
+//                 {"schema": {...}}} ({"type": "text"}: none), vLLM's guided_choice (an
+//                 array of strings), guided_regex (coordinator/guided_regex.h), guided_json
+//                 (a JSON Schema, or a string holding one: coordinator/json_schema.h) and
+//                 structured_outputs {"choice": [...]}, {"regex": "..."}, {"json": ...} or
+//                 {"json_object": true}; at most one guide. vLLM's guided_grammar and
+//                 structured_outputs grammar / structural_tag are InvalidArgument.
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
 // InvalidArgument naming it. Value checks (ranges, context length) are the service's.
 //

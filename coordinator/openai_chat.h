@@ -21,7 +21,8 @@
 //   as it reserves any max_tokens);
 //   logprobs (true/false) and top_logprobs (0..20, with logprobs true);
 //   tools / tool_choice only empty / "none"; response_format and the guides as in
-//   openai_api.h (JSON mode, guided_choice, guided_regex).
+//   openai_api.h (JSON mode, response_format json_schema, guided_choice, guided_regex,
+//   guided_json).
 //
 // Answers: a chat.completion object (choices[i].message {role, content}, logprobs {content:
 // [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),

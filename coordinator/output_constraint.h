@@ -1,5 +1,6 @@
 // Guided decoding: a language over the bytes of a sequence's output that its tokens must keep
-// to (vLLM's guided_choice, guided_regex (guided_regex.h) and its json_object response format).
+// to (vLLM's guided_choice, guided_regex (guided_regex.h), guided_json (json_schema.h, followed
+// as a regex) and its json_object response format).
 // Before each token the coordinator asks which ids may come next (AllowedTokens) and rank 0 samples
 // among those only; each sampled token's bytes then advance the constraint (Advance). Once the
 // output is a whole sentence of the language and nothing may follow (MustEnd), the sequence ends
