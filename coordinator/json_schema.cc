@@ -21,13 +21,16 @@ namespace {
 // Ordered: an object's properties are written in the order the schema lists them.
 using Json = nlohmann::ordered_json;
 
-// The pieces of JSON text, as patterns. Between tokens: nothing, one space, or a line break
-// and an indent (what compact, spaced and pretty-printed JSON write).
+// The pieces of JSON text, as patterns. After '{', '[' and ',' and before '}' and ']':
+// nothing, one space, or a line break and an indent; after ':' nothing or one space; nothing
+// before ':' or ','. What compact, spaced and pretty-printed JSON write (Python's json.dumps
+// with or without indent, JavaScript's JSON.stringify), and a gap a weak model cannot pad.
 const std::string& Whitespace() {
   static const std::string* ws =
       new std::string(absl::StrCat("(?: |\\n[ \\t]{0,", kMaxJsonSchemaIndent, "})?"));
   return *ws;
 }
+constexpr absl::string_view kColon = ": ?";
 // One character of a string: unescaped (not '"', '\\' or a control character), a short
 // escape, or a \u escape of a character of the Basic Multilingual Plane (not a surrogate: so
 // each is one character, as minLength and maxLength count; others are written as UTF-8).
@@ -57,7 +60,7 @@ std::string ArrayOf(const std::string& item, int min, int max) {
   if (max == 0) return absl::StrCat("\\[", ws, "\\]");
   const std::string more = max < 0 ? absl::StrCat("{", std::max(min - 1, 0), ",}")
                                    : absl::StrCat("{", std::max(min - 1, 0), ",", max - 1, "}");
-  std::string items = absl::StrCat(item, "(?:", ws, ",", ws, item, ")", more);
+  std::string items = absl::StrCat(item, "(?:", ",", ws, item, ")", more);
   if (min == 0) items = absl::StrCat("(?:", items, ")?");
   return absl::StrCat("\\[", ws, items, ws, "\\]");
 }
@@ -65,8 +68,8 @@ std::string ArrayOf(const std::string& item, int min, int max) {
 // {"key": `value`, ...} with any string keys.
 std::string MapOf(const std::string& value) {
   const std::string& ws = Whitespace();
-  const std::string entry = absl::StrCat(AnyString(), ws, ":", ws, value);
-  return absl::StrCat("\\{", ws, "(?:", entry, "(?:", ws, ",", ws, entry, ")*)?", ws, "\\}");
+  const std::string entry = absl::StrCat(AnyString(), kColon, value);
+  return absl::StrCat("\\{", ws, "(?:", entry, "(?:", ",", ws, entry, ")*)?", ws, "\\}");
 }
 
 // A value of any type, containers nested at most `depth` deep.
@@ -470,34 +473,31 @@ class Writer {
     std::vector<std::pair<std::string, bool>> entries;
     for (const auto& [name, schema] : props.items()) {
       std::string entry = absl::StrCat(
-          Literal(Json(name).dump(-1, ' ', false, Json::error_handler_t::replace)), ws, ":", ws);
+          Literal(Json(name).dump(-1, ' ', false, Json::error_handler_t::replace)), kColon);
       RETURN_IF_ERROR(Below(schema, absl::StrCat("properties/", PointerToken(name)), entry));
       entries.emplace_back(std::move(entry), required.contains(name));
     }
-    // After an entry: each later one, preceded by a comma, present if required or maybe.
-    auto rest = [&](size_t from) {
-      std::string r;
-      for (size_t j = from; j < entries.size(); ++j) {
-        absl::StrAppend(&r, entries[j].second ? "" : "(?:", ws, ",", ws, entries[j].first,
-                        entries[j].second ? "" : ")?");
+    // The lists of entries in order, every required one present, built entry by entry so that
+    // each step holds the last once (linear in the properties; a list of the first k is
+    // `list`, and may be empty while none of them is required):
+    //   a required entry E:  list,E  or, while it may be empty,  (?:list,)?E
+    //   an optional one:     list(?:,E)?  or, while it may be empty,  (?:list(?:,E)?|E)
+    std::string list;
+    bool may_be_empty = true;
+    for (const auto& [entry, is_required] : entries) {
+      if (list.empty()) {
+        list = entry;
+      } else if (is_required) {
+        list = may_be_empty ? absl::StrCat("(?:", list, ",", ws, ")?", entry)
+                            : absl::StrCat(list, ",", ws, entry);
+      } else {
+        list = may_be_empty ? absl::StrCat("(?:", list, "(?:,", ws, entry, ")?|", entry, ")")
+                            : absl::StrCat(list, "(?:,", ws, entry, ")?");
       }
-      return r;
-    };
-    // The first entry present: the first required one or an optional one before it (or none
-    // when all are optional), each an alternative.
-    absl::StrAppend(&out, "\\{", ws, "(?:");
-    size_t i = 0;
-    for (; i < entries.size(); ++i) {
-      absl::StrAppend(&out, i > 0 ? "|" : "", entries[i].first, rest(i + 1));
-      if (out.size() > static_cast<size_t>(kMaxJsonSchemaRegexBytes)) {
-        return Error(absl::StrCat("written out as a regular expression the schema is over ",
-                                  kMaxJsonSchemaRegexBytes,
-                                  " bytes (fewer leading optional properties)"));
-      }
-      if (entries[i].second) break;
+      may_be_empty = may_be_empty && !is_required;
     }
-    if (i == entries.size()) out += '|';  // all optional: none present
-    absl::StrAppend(&out, ")", ws, "\\}");
+    absl::StrAppend(&out, "\\{", ws, may_be_empty ? "(?:" : "", list, may_be_empty ? ")?" : "", ws,
+                    "\\}");
     return absl::OkStatus();
   }
 
@@ -553,7 +553,7 @@ class Writer {
     const int tail_max = !more ? 0 : max < 0 ? -1 : std::max(max - k, 0);
     if (tail_max != 0) {
       const int tail_min = std::max(min - k, 0);
-      tail = absl::StrCat("(?:", ws, ",", ws, item, ")",
+      tail = absl::StrCat("(?:", ",", ws, item, ")",
                           tail_max < 0 ? absl::StrCat("{", tail_min, ",}")
                                        : absl::StrCat("{", tail_min, ",", tail_max, "}"));
     }
@@ -570,7 +570,7 @@ class Writer {
     }
     std::string body = written == k ? tail : "";
     for (int i = written - 1; i >= 1; --i) {
-      body = absl::StrCat(i < min ? "" : "(?:", ws, ",", ws, parts[static_cast<size_t>(i)], body,
+      body = absl::StrCat(i < min ? "" : "(?:", ",", ws, parts[static_cast<size_t>(i)], body,
                           i < min ? "" : ")?");
     }
     body = absl::StrCat(parts[0], body);

@@ -24,9 +24,11 @@
 //   - an object holds the schema's properties only, in the order its "properties" lists them
 //     (each optional one present or not); an object without "properties" holds any string
 //     keys with values of its additionalProperties' schema;
-//   - between tokens nothing, one space, or a line break and an indent of at most
-//     kMaxJsonSchemaIndent spaces or tabs; nothing around the value (a weak model given
-//     freer whitespace spends its tokens on it);
+//   - whitespace as compact, spaced and pretty-printed JSON write it: after '{', '[' and ','
+//     and before '}' and ']' nothing, one space, or a line break and an indent of at most
+//     kMaxJsonSchemaIndent spaces or tabs; after ':' nothing or one space; none before ':'
+//     or ',' or around the value (a weak model given freer whitespace spends its tokens on
+//     it);
 //   - a string's \u escapes are of characters of the Basic Multilingual Plane (no surrogate
 //     halves: the others are written as UTF-8), so each is one character as lengths count;
 //   - integers have at most 16 digits, fractions 16, exponents 3 (unbounded integers fit

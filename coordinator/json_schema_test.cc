@@ -130,7 +130,7 @@ TEST(JsonSchemaTest, ObjectsKeepTheSchemasOrderAndItsRequiredProperties) {
       "required": ["b"]})");
   for (std::string_view ok :
        {R"({"b":"x"})", R"({"a":1,"b":"x"})", R"({"b":"x","c":true})",
-        R"({ "a" : 1 , "b" : "x" , "c" : false })", "{\n  \"a\": 1,\n  \"b\": \"x\"\n}"}) {
+        R"({ "a": 1, "b": "x", "c": false })", "{\n  \"a\": 1,\n  \"b\": \"x\"\n}"}) {
     EXPECT_TRUE(Matches(re, ok)) << ok;
   }
   for (std::string_view bad : {"{}", R"({"a":1})", R"({"b":"x","a":1})", R"({"b":"x",})",
@@ -146,6 +146,47 @@ TEST(JsonSchemaTest, ObjectsKeepTheSchemasOrderAndItsRequiredProperties) {
   }
 }
 
+// Every choice of required properties among four, every subset of them written: an object is
+// taken exactly when it holds the required ones (in the schema's order), whatever their places.
+TEST(JsonSchemaTest, EveryRequiredSetTakesExactlyTheSubsetsThatHoldIt) {
+  for (int required = 0; required < 16; ++required) {
+    std::vector<std::string> names;
+    for (int i = 0; i < 4; ++i) {
+      if (required & (1 << i)) names.push_back(absl::StrCat("\"p", i, "\""));
+    }
+    auto re = Compile(absl::StrCat(
+        R"({"properties": {"p0": {"const": 0}, "p1": {"const": 1}, "p2": {"const": 2},)",
+        R"( "p3": {"const": 3}}, "required": [)", absl::StrJoin(names, ", "), "]}"));
+    ASSERT_NE(re, nullptr);
+    for (int present = 0; present < 16; ++present) {
+      std::vector<std::string> fields;
+      for (int i = 0; i < 4; ++i) {
+        if (present & (1 << i)) fields.push_back(absl::StrCat("\"p", i, "\": ", i));
+      }
+      const std::string text = absl::StrCat("{", absl::StrJoin(fields, ", "), "}");
+      EXPECT_EQ(Matches(re, text), (present & required) == required)
+          << "required " << required << ": " << text;
+    }
+    EXPECT_FALSE(Matches(re, R"({"p1": 1, "p0": 0, "p2": 2, "p3": 3})")) << "out of order";
+  }
+}
+
+// Optional properties cost states in proportion to their number, not its square.
+TEST(JsonSchemaTest, OptionalPropertiesCostLinearly) {
+  auto states = [](int n) {
+    std::string props;
+    for (int i = 0; i < n; ++i) {
+      absl::StrAppend(&props, i ? ", " : "", "\"p", i, R"(": {"type": "boolean"})");
+    }
+    auto re = CompileJsonSchema(absl::StrCat(R"({"properties": {)", props, "}}"));
+    EXPECT_TRUE(re.ok()) << re.status();
+    return re.ok() ? (*re)->nfa_states() : 0;
+  };
+  const int per_property = states(11) - states(10);
+  EXPECT_GT(per_property, 0);
+  EXPECT_EQ(states(21) - states(20), per_property);
+}
+
 TEST(JsonSchemaTest, WhitespaceIsASpaceOrALineBreakAndAnIndent) {
   auto re = Compile(R"({"type": "array", "items": {"type": "integer"}})");
   const std::string indent(kMaxJsonSchemaIndent, ' ');
@@ -154,10 +195,20 @@ TEST(JsonSchemaTest, WhitespaceIsASpaceOrALineBreakAndAnIndent) {
     EXPECT_TRUE(Matches(re, ok)) << ok;
   }
   for (const std::string& bad :
-       {std::string("[  1]"), std::string("[ \n1]"), std::string("[\n\n1]"), std::string("[\r\n1]"),
-        absl::StrCat("[\n ", indent, "1]"), std::string(" [1]")}) {
+       {std::string("[  1]"), std::string("[ \n1]"), std::string("[1 ,2]"), std::string("[\n\n1]"),
+        std::string("[\r\n1]"), absl::StrCat("[\n ", indent, "1]"), std::string(" [1]")}) {
     EXPECT_FALSE(Matches(re, bad)) << bad;
   }
+}
+
+TEST(JsonSchemaTest, AColonTakesOneSpaceAfterItAndNoneBefore) {
+  auto re = Compile(R"({"properties": {"a": {"type": "integer"}}, "required": ["a"]})");
+  EXPECT_TRUE(Matches(re, R"({"a":1})"));
+  EXPECT_TRUE(Matches(re, R"({"a": 1})"));
+  EXPECT_TRUE(Matches(re, "{\n  \"a\": 1\n}"));
+  EXPECT_FALSE(Matches(re, R"({"a" : 1})"));
+  EXPECT_FALSE(Matches(re, R"({"a":  1})"));
+  EXPECT_FALSE(Matches(re, "{\"a\":\n1}"));
 }
 
 TEST(JsonSchemaTest, MapsTakeAnyKeysWithTheirValuesSchema) {
