@@ -98,6 +98,8 @@ class Parser {
     if (pos_ < p_.size()) return Error("an unbalanced ')'");
     return n;
   }
+  // Whether Parse failed for groups nested deeper than max_nesting.
+  bool too_deep() const { return too_deep_; }
 
  private:
   absl::Status Error(std::string_view what) const {
@@ -109,6 +111,7 @@ class Parser {
 
   absl::StatusOr<Node> Alternation() {
     if (++depth_ > max_nesting_) {
+      too_deep_ = true;
       return Error(absl::StrCat("groups nested deeper than ", max_nesting_));
     }
     Node alt;
@@ -419,6 +422,7 @@ class Parser {
   size_t pos_ = 0;
   int max_nesting_;
   int depth_ = 0;
+  bool too_deep_ = false;
 };
 
 }  // namespace
@@ -594,7 +598,7 @@ class RegexCompiler {
     if (states_.size() >= static_cast<size_t>(source_.max_states)) {
       return absl::InvalidArgumentError(
           absl::StrCat(source_.guide, ": ", source_.text, " needs more than ", source_.max_states,
-                       " automaton states (fewer or smaller repetition counts)"));
+                       " automaton states", source_.hint));
     }
     states_.push_back(s);
     return static_cast<int>(states_.size()) - 1;
@@ -874,7 +878,13 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::Compile(
 
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::CompileWritten(
     std::string_view pattern, RegexSource source) {
-  absl::StatusOr<Node> root = Parser(pattern, source.max_nesting).Parse();
+  Parser parser(pattern, source.max_nesting);
+  absl::StatusOr<Node> root = parser.Parse();
+  if (!root.ok() && parser.too_deep()) {  // the client's text nests too deep: its error
+    return absl::InvalidArgumentError(absl::StrCat(source.guide, ": ", source.text,
+                                                   " nests deeper than its automaton may (",
+                                                   source.max_nesting, " groups)", source.hint));
+  }
   if (!root.ok()) {
     return absl::InternalError(absl::StrCat(source.guide, ": the pattern written from ",
                                             source.text,

@@ -50,11 +50,12 @@ inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;
 inline constexpr int64_t kMaxGuidedRegexRequestWork = int64_t{1} << 27;
 
 // Where a pattern comes from: what its errors call the guide and the text its client wrote,
-// how deep its groups may nest (the parser and compiler recurse that deep), and how many NFA
-// states it may take.
+// what would make that text fit, how deep its groups may nest (the parser and compiler
+// recurse that deep), and how many NFA states it may take.
 struct RegexSource {
   const char* guide = "guided_regex";
   const char* text = "the pattern";
+  const char* hint = " (fewer or smaller repetition counts)";
   int max_nesting = 200;
   int max_states = kMaxGuidedRegexStates;
 };

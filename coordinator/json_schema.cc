@@ -176,7 +176,7 @@ class Writer {
  private:
   absl::Status Error(std::string_view what) const {
     return absl::InvalidArgumentError(
-        absl::StrCat("guided_json: ", Where(), ": ", std::string(what)));
+        absl::StrCat("json_schema: ", Where(), ": ", std::string(what)));
   }
   std::string Where() const {
     std::string at = "#";
@@ -695,11 +695,11 @@ class Writer {
 absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema) {
   if (schema.size() > static_cast<size_t>(kMaxJsonSchemaBytes)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("guided_json is ", schema.size(), " bytes; at most ", kMaxJsonSchemaBytes));
+        absl::StrCat("the JSON schema is ", schema.size(), " bytes; at most ", kMaxJsonSchemaBytes));
   }
   const Json root = Json::parse(schema, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) {
-    return absl::InvalidArgumentError("guided_json is not a JSON text (a JSON Schema)");
+    return absl::InvalidArgumentError("the JSON schema is not a JSON text");
   }
   std::string regex;
   RETURN_IF_ERROR(Writer(root).Value(root, regex));
@@ -708,8 +708,11 @@ absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema) {
 
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileJsonSchema(std::string_view schema) {
   ASSIGN_OR_RETURN(const std::string regex, JsonSchemaRegex(schema));
-  return CompiledRegex::CompileWritten(regex, {.guide = "guided_json",
-                                               .text = "the schema",
+  return CompiledRegex::CompileWritten(
+      regex, {.guide = "json_schema",
+              .text = "the schema",
+              .hint = " (fewer properties, alternatives or references; smaller maxLength or "
+                      "maxItems)",
                                                .max_nesting = kJsonSchemaNesting,
                                                .max_states = kMaxJsonSchemaStates});
 }

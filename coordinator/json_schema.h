@@ -71,7 +71,9 @@ inline constexpr int kMaxJsonSchemaIndent = 16;
 // output may be, or InvalidArgument as above.
 absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema);
 
-// JsonSchemaRegex compiled; its errors name guided_json.
+// JsonSchemaRegex compiled. Errors start "json_schema: " and the JSON pointer of the place at
+// fault, or "the JSON schema": the names of every field that holds a schema (gRPC's
+// Guide.json_schema, the OpenAI API's response_format json_schema, vLLM's guided_json).
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileJsonSchema(std::string_view schema);
 
 }  // namespace llmint8::coordinator

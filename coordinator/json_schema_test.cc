@@ -320,15 +320,28 @@ TEST(JsonSchemaTest, ExponentialSchemasAreRefusedBySize) {
               HasSubstr("over 1048576 bytes"));
 }
 
-TEST(JsonSchemaTest, TheFollowingErrorNamesTheSchema) {
-  // A pattern too large for the automaton names guided_json and the schema, not a pattern.
+// A pattern too large for the automaton, or nested too deep for it, is the schema's fault:
+// InvalidArgument naming the schema and what to change, not a pattern the client never saw.
+TEST(JsonSchemaTest, AutomatonLimitsNameTheSchema) {
   std::string props;
   for (int i = 0; i < 60; ++i) {
     absl::StrAppend(&props, i ? ", " : "", "\"p", i, R"(": {"type": "string", "maxLength": 256})");
   }
-  const std::string message = Error(absl::StrCat(R"({"properties": {)", props, "}}"));
-  EXPECT_THAT(message, HasSubstr("guided_json"));
-  EXPECT_THAT(message, HasSubstr("the schema"));
+  std::string message = Error(absl::StrCat(R"({"properties": {)", props, "}}"));
+  EXPECT_THAT(message, HasSubstr("json_schema: the schema needs more than 65536 automaton states"));
+  EXPECT_THAT(message, HasSubstr("smaller maxLength"));
+  // Arrays 16 deep of 64 items each, the last one the next array: every level within the
+  // schema's limits, the pattern's groups (one more for each item) nested past
+  // kJsonSchemaNesting.
+  std::string deep = R"({"type": "null"})";
+  for (int level = 0; level < 16; ++level) {
+    std::vector<std::string> items(kMaxJsonSchemaPrefixItems - 1, R"({"type": "null"})");
+    items.push_back(deep);
+    deep = absl::StrCat(R"({"prefixItems": [)", absl::StrJoin(items, ","), R"(], "items": false})");
+  }
+  ASSERT_LE(deep.size(), static_cast<size_t>(kMaxJsonSchemaBytes));
+  message = Error(deep);
+  EXPECT_THAT(message, HasSubstr("json_schema: the schema nests deeper than its automaton may"));
 }
 
 }  // namespace

@@ -662,6 +662,13 @@ TEST(OpenAiApiTest, GuidesAreReadInVllmsForms) {
                      "}}}")}) {
     EXPECT_EQ(ParseOk(body).generate.guide().json_schema(), schema) << body;
   }
+  // What the schema's output does anyway is taken.
+  EXPECT_EQ(ParseOk(absl::StrCat(R"({"prompt": "x", "structured_outputs": {"json": )", schema,
+                                 R"(, "disable_additional_properties": true,)",
+                                 R"( "disable_any_whitespace": false}})"))
+                .generate.guide()
+                .json_schema(),
+            schema);
   struct Case {
     const char* body;
     const char* names;
@@ -677,6 +684,12 @@ TEST(OpenAiApiTest, GuidesAreReadInVllmsForms) {
        "response_format.json_schema"},
       {R"({"prompt": "x", "response_format": {"type": "yaml"}})", "response_format"},
       {R"({"prompt": "x", "guided_json": {}, "guided_regex": "a"})", "give one guide"},
+      {R"({"prompt": "x", "guided_json": {}, "guided_whitespace_pattern": " *"})",
+       "guided_whitespace_pattern"},
+      {R"({"prompt": "x", "structured_outputs": {"json": {}, "whitespace_pattern": " "}})",
+       "structured_outputs.whitespace_pattern"},
+      {R"({"prompt": "x", "structured_outputs": {"json": {}, "disable_any_whitespace": true}})",
+       "structured_outputs.disable_any_whitespace"},
       {R"({"prompt": "x", "guided_choice": "yes"})", "guided_choice"},
       {R"({"prompt": "x", "guided_choice": ["yes", 1]})", "guided_choice"},
       {R"({"prompt": "x", "guided_choice": ["a"], "response_format": {"type": "json_object"}})",

@@ -77,7 +77,8 @@ absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id)
   json body = json::parse(text, count, /*allow_exceptions=*/false);
   if (too_many) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the body has an object of more than ", kMaxObjectKeys, " keys; no field takes that many"));
+        "the body has an object of more than ", kMaxObjectKeys,
+        " keys; no field takes that many (nor does a JSON schema's automaton)"));
   }
   if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
   if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
@@ -246,12 +247,25 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
         ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(),
                          SchemaText(value, "structured_outputs.json"));
         ++guides;
+      } else if (key == "whitespace_pattern" ||
+                 (key == "disable_any_whitespace" && value != false)) {
+        // disable_additional_properties needs nothing: a schema's objects hold its
+        // properties only.
+        return FieldError(absl::StrCat("structured_outputs.", key),
+                          "absent here: whitespace in guided JSON is a space, or a line break "
+                          "and an indent (coordinator/json_schema.h)");
       } else if (key == "grammar" || key == "structural_tag") {
         return FieldError(absl::StrCat("structured_outputs.", key),
                           "absent here: this server guides output by choice, regex, json or "
                           "json_object only");
       }
     }
+  }
+  if (const json* v = Find(body, "guided_whitespace_pattern");
+      v != nullptr && !v->is_null() && *v != "") {
+    return FieldError("guided_whitespace_pattern",
+                      "absent here: whitespace in guided JSON is a space, or a line break and an "
+                      "indent (coordinator/json_schema.h)");
   }
   if (Find(body, "guided_grammar") != nullptr) {
     return FieldError("guided_grammar",

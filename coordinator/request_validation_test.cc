@@ -92,7 +92,7 @@ TEST(RequestValidationTest, AGuideIsCheckedAndNeedsTheTokenizer) {
   p = ValidateGenerationParams(r, Limits());
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(p.status().message(),
-              ::testing::HasSubstr("guided_json: #: the keyword \"pattern\""));
+              ::testing::HasSubstr("json_schema: #: the keyword \"pattern\""));
 }
 
 TEST(RequestValidationTest, EachBadFieldGetsItsCode) {

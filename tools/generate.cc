@@ -1,6 +1,8 @@
 // generate: a Generation client that streams the answer to the terminal.
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -64,11 +66,13 @@ std::string IdFlagsInto(v1::GenerateRequest& req) {
   return "";
 }
 
-// The prompt flags, checked before anything is sent; empty when they are fine.
 // --guided_json=@FILE: the schema in FILE (at most what a request may hold).
 absl::Status ReadSchemaFile(const std::string& path, v1::GenerateRequest& req) {
+  if (path.empty()) return absl::InvalidArgumentError("@ with no file name after it");
   std::ifstream file(path, std::ios::binary);
-  if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  if (!file) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, " (", std::strerror(errno), ")"));
+  }
   std::string text(static_cast<size_t>(coordinator::kMaxJsonSchemaBytes) + 1, '\0');
   file.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (file.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
@@ -76,6 +80,9 @@ absl::Status ReadSchemaFile(const std::string& path, v1::GenerateRequest& req) {
   if (text.size() > static_cast<size_t>(coordinator::kMaxJsonSchemaBytes)) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, " is over ", coordinator::kMaxJsonSchemaBytes, " bytes, the most a schema may be"));
+  }
+  if (text.find_first_not_of(" \t\n\r") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " holds no schema"));
   }
   if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(text); bad.has_value()) {
     return absl::InvalidArgumentError(
@@ -85,6 +92,7 @@ absl::Status ReadSchemaFile(const std::string& path, v1::GenerateRequest& req) {
   return absl::OkStatus();
 }
 
+// The prompt flags, checked before anything is sent; empty when they are fine.
 std::string PromptFlagsError() {
   const std::string& prompt = absl::GetFlag(FLAGS_prompt);
   if (!prompt.empty() && !absl::GetFlag(FLAGS_token_ids).empty()) {

@@ -65,8 +65,9 @@ class GuidedE2ETest : public ::testing::Test {
     return coordinator::OutputConstraint::JsonObject()->Advance(text);
   }
 
-  // -100 on every whitespace-only token: the guides allow up to 32 whitespace bytes in each gap
-  // of a JSON text, which random weights would fill, past this model's 128 positions.
+  // -100 on every whitespace-only token: the guides allow whitespace in the gaps of a JSON text
+  // (JSON mode 32 bytes in a row, a schema a line break and 16 more), which random weights
+  // would fill, past this model's 128 positions.
   static std::map<int32_t, float> NoWhitespace() {
     auto tokenizer = coordinator::Tokenizer::FromTokenizerJsonFile(SourcePath(kTokenizer));
     EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
