@@ -1,6 +1,7 @@
 #include "coordinator/json_schema.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -153,6 +155,9 @@ std::string PointerToken(std::string_view name) {
   return out;
 }
 
+// The work a const or enum value costs beside its text (Writer::Spend): looking at it.
+constexpr size_t kWorkPerValue = 16;
+
 constexpr int64_t kMaxIntegerBound = 1'000'000'000'000'000;  // 10^15
 
 class Writer {
@@ -163,12 +168,14 @@ class Writer {
     if (++depth_ > kMaxJsonSchemaDepth) {
       return Error(absl::StrCat("schemas nested deeper than ", kMaxJsonSchemaDepth));
     }
+    const size_t before = out.size();
     RETURN_IF_ERROR(Schema(s, out));
     --depth_;
+    RETURN_IF_ERROR(Spend(out.size() - before));
     if (out.size() > static_cast<size_t>(kMaxJsonSchemaRegexBytes)) {
-      return Error(absl::StrCat(
-          "written out as a regular expression the schema is over ", kMaxJsonSchemaRegexBytes,
-          " bytes (fewer leading optional properties, references used fewer times)"));
+      return Error(absl::StrCat("written out as a regular expression the schema is over ",
+                                kMaxJsonSchemaRegexBytes,
+                                " bytes (fewer properties, references used fewer times)"));
     }
     return absl::OkStatus();
   }
@@ -177,6 +184,17 @@ class Writer {
   absl::Status Error(std::string_view what) const {
     return absl::InvalidArgumentError(
         absl::StrCat("json_schema: ", Where(), ": ", std::string(what)));
+  }
+  // Counts `bytes` of work (pattern written at some level, literals looked at): the writer
+  // stops at kMaxJsonSchemaWork, whatever the schema makes it copy or discard.
+  absl::Status Spend(size_t bytes) {
+    work_ += bytes;
+    if (work_ > static_cast<size_t>(kMaxJsonSchemaWork)) {
+      return Error(absl::StrCat("writing the schema out takes more than the ", kMaxJsonSchemaWork,
+                                " bytes of work a request may (fewer properties, alternatives "
+                                "or references)"));
+    }
+    return absl::OkStatus();
   }
   std::string Where() const {
     std::string at = "#";
@@ -227,10 +245,12 @@ class Writer {
     return Annotation(key);
   }
 
-  // The keywords of `s` that are not annotations, other than `allowed`.
-  static std::optional<std::string> OtherThan(const Json& s, std::string_view allowed) {
+  // A keyword of `s` that is not an annotation nor one of `allowed`, if any.
+  static std::optional<std::string> OtherThan(const Json& s, std::string_view allowed,
+                                              std::string_view also = "",
+                                              std::string_view too = "") {
     for (const auto& [key, v] : s.items()) {
-      if (key != allowed && !Annotation(key)) return key;
+      if (key != allowed && key != also && key != too && !Annotation(key)) return key;
     }
     return std::nullopt;
   }
@@ -246,6 +266,16 @@ class Writer {
       if (!Served(key)) {
         return Error(absl::StrCat("the keyword \"", key,
                                   "\" is not served (json_schema.h lists those that are)"));
+      }
+    }
+    if (s.contains("$id") && &s != &root_) {
+      return Error("$id below the root is not served (it moves where $ref points)");
+    }
+    if ((s.contains("const") || s.contains("enum"))) {
+      if (std::optional<std::string> other = OtherThan(s, "type", "const", "enum")) {
+        return Error(absl::StrCat("\"", *other,
+                                  "\" beside const or enum is not served (list the values "
+                                  "that keep to it)"));
       }
     }
     for (std::string_view single : {"$ref", "allOf", "anyOf", "oneOf"}) {
@@ -347,9 +377,25 @@ class Writer {
                                 " refers to itself: recursive schemas are not "
                                 "served (a regular expression cannot nest without bound)"));
     }
+    // A URI fragment: percent-escapes first (RFC 6901 section 6), then the pointer's own.
+    std::string decoded;
+    for (size_t i = 1; i < target.size(); ++i) {
+      if (target[i] != '%') {
+        decoded += target[i];
+        continue;
+      }
+      int byte = 0;
+      if (i + 2 >= target.size() || !std::isxdigit(static_cast<uint8_t>(target[i + 1])) ||
+          !std::isxdigit(static_cast<uint8_t>(target[i + 2])) ||
+          !absl::SimpleHexAtoi(target.substr(i + 1, 2), &byte)) {
+        return Error(absl::StrCat("$ref ", target, " has a bad percent-escape"));
+      }
+      decoded += static_cast<char>(byte);
+      i += 2;
+    }
     const Json* at = &root_;
     std::vector<std::string> steps;
-    std::string_view pointer = std::string_view(target).substr(1);
+    std::string_view pointer = decoded;
     while (!pointer.empty()) {
       if (pointer[0] != '/') return Error(absl::StrCat("$ref ", target, " is not a JSON pointer"));
       pointer.remove_prefix(1);
@@ -386,13 +432,13 @@ class Writer {
   // const or enum: their values, as JSON text, those of the schema's types.
   absl::Status Literals(const Json& s, const std::vector<std::string>& types, std::string& out) {
     if (s.contains("const") && s.contains("enum")) return Error("const beside enum");
-    std::vector<Json> values;
+    std::vector<const Json*> values;
     if (s.contains("const")) {
-      values.push_back(s["const"]);
+      values.push_back(&s["const"]);
     } else {
       const Json& e = s["enum"];
       if (!e.is_array() || e.empty()) return Error("enum is a non-empty array");
-      values.assign(e.begin(), e.end());
+      for (const Json& v : e) values.push_back(&v);
     }
     auto of_type = [&](const Json& v) {
       for (const std::string& t : types) {
@@ -408,14 +454,33 @@ class Writer {
       return false;
     };
     std::vector<std::string> alts;
-    for (const Json& v : values) {
-      if (of_type(v)) {
-        alts.push_back(Literal(v.dump(-1, ' ', false, Json::error_handler_t::replace)));
+    for (const Json* value : values) {
+      const Json& v = *value;
+      const std::string text = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+      RETURN_IF_ERROR(Spend(text.size() + kWorkPerValue));
+      if (!of_type(v)) continue;
+      if (HasInexactNumber(v)) {
+        return Error(absl::StrCat("the number in ", text.substr(0, 64),
+                                  " is beyond what a double holds exactly (2^53): not served "
+                                  "in const or enum"));
       }
+      alts.push_back(Literal(text));
     }
     if (alts.empty()) return Error("no value of const or enum has the schema's type");
     absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
     return absl::OkStatus();
+  }
+
+  // Whether `v` holds a number parsed as a double that may not be the schema's own (an integer
+  // beyond 2^53 written as one, or one past 64 bits): its JSON text would be another number.
+  static bool HasInexactNumber(const Json& v) {
+    if (v.is_number_float()) return std::abs(v.get<double>()) >= 9007199254740992.0;
+    if (v.is_structured()) {
+      for (const Json& x : v) {
+        if (HasInexactNumber(x)) return true;
+      }
+    }
+    return false;
   }
 
   // A count keyword (minLength, maxItems, ...): absent is `absent`.
@@ -482,22 +547,32 @@ class Writer {
     // `list`, and may be empty while none of them is required):
     //   a required entry E:  list,E  or, while it may be empty,  (?:list,)?E
     //   an optional one:     list(?:,E)?  or, while it may be empty,  (?:list(?:,E)?|E)
-    std::string list;
-    bool may_be_empty = true;
-    for (const auto& [entry, is_required] : entries) {
-      if (list.empty()) {
-        list = entry;
+    // Written left to right: the groups that wrap the list so far open first.
+    size_t wraps = 0;
+    bool may_be_empty = !entries[0].second;
+    for (size_t k = 1; k < entries.size(); ++k) {
+      wraps += may_be_empty ? 1 : 0;
+      may_be_empty = may_be_empty && !entries[k].second;
+    }
+    absl::StrAppend(&out, "\\{", ws, may_be_empty ? "(?:" : "");
+    for (size_t w = 0; w < wraps; ++w) out += "(?:";
+    out += entries[0].first;
+    may_be_empty = !entries[0].second;
+    for (size_t k = 1; k < entries.size(); ++k) {
+      const auto& [entry, is_required] = entries[k];
+      if (is_required && may_be_empty) {
+        absl::StrAppend(&out, ",", ws, ")?", entry);
       } else if (is_required) {
-        list = may_be_empty ? absl::StrCat("(?:", list, ",", ws, ")?", entry)
-                            : absl::StrCat(list, ",", ws, entry);
+        absl::StrAppend(&out, ",", ws, entry);
+      } else if (may_be_empty) {
+        absl::StrAppend(&out, "(?:,", ws, entry, ")?|", entry, ")");
       } else {
-        list = may_be_empty ? absl::StrCat("(?:", list, "(?:,", ws, entry, ")?|", entry, ")")
-                            : absl::StrCat(list, "(?:,", ws, entry, ")?");
+        absl::StrAppend(&out, "(?:,", ws, entry, ")?");
       }
       may_be_empty = may_be_empty && !is_required;
+      if (out.size() > static_cast<size_t>(kMaxJsonSchemaRegexBytes)) break;  // Value's error
     }
-    absl::StrAppend(&out, "\\{", ws, may_be_empty ? "(?:" : "", list, may_be_empty ? ")?" : "", ws,
-                    "\\}");
+    absl::StrAppend(&out, may_be_empty ? ")?" : "", ws, "\\}");
     return absl::OkStatus();
   }
 
@@ -529,7 +604,12 @@ class Writer {
         RETURN_IF_ERROR(Below(*items, "items", item));
       }
     } else if (prefix != nullptr) {
-      more = false;  // absent: any items may follow; written: none
+      // Absent: any items may follow. Written: none, unless minItems needs them.
+      if (prefix->is_array() && min > static_cast<int>(prefix->size())) {
+        item = AnyValue(kJsonSchemaAnyDepth - 1);
+      } else {
+        more = false;
+      }
     } else {
       item = AnyValue(kJsonSchemaAnyDepth - 1);
     }
@@ -688,6 +768,7 @@ class Writer {
   std::vector<std::string> path_;
   std::set<std::string> active_refs_;
   int depth_ = 0;
+  size_t work_ = 0;
 };
 
 }  // namespace

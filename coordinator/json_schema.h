@@ -8,9 +8,10 @@
 //
 // Served (the keywords of JSON Schema 2020-12 and draft 7 that OpenAI's structured outputs and
 // pydantic's models use):
-//   type (one or a list), enum, const, anyOf, oneOf (read as anyOf: when two alternatives
-//   overlap a value may match both), allOf of one schema, $ref to "#" or a JSON pointer into
-//   the same document ("#/$defs/Name", "#/definitions/Name"; not recursive);
+//   type (one or a list), enum and const (beside type only; numbers within 2^53), anyOf,
+//   oneOf (read as anyOf: when two alternatives overlap a value may match both), allOf of one
+//   schema, $ref to "#" or a JSON pointer into the same document ("#/$defs/Name",
+//   "#/definitions/Name", percent-escapes decoded; not recursive);
 //   objects: properties, required, additionalProperties;
 //   arrays: items, prefixItems (at most kMaxJsonSchemaPrefixItems), minItems, maxItems;
 //   strings: minLength, maxLength (characters; at most kMaxJsonSchemaCount each), format
@@ -18,9 +19,12 @@
 //     uuid, ipv4;
 //   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);
 //   numbers: minimum 0 only;
-//   annotations, which change nothing: title, description, default, examples, $schema, $id,
-//   $comment, $defs, definitions, deprecated, readOnly, writeOnly, discriminator.
-// The output is never wider than the schema, and narrower in these ways:
+//   annotations, which change nothing: title, description, default, examples, $schema, $id
+//   (at the root only), $comment, $defs, definitions, deprecated, readOnly, writeOnly,
+//   discriminator.
+// The output is never wider than the schema (but for oneOf, read as anyOf), and narrower in
+// these ways:
+//   - an array with prefixItems and no items holds no more items than minItems needs;
 //   - an object holds the schema's properties only, in the order its "properties" lists them
 //     (each optional one present or not); an object without "properties" holds any string
 //     keys with values of its additionalProperties' schema;
@@ -39,7 +43,8 @@
 // keyword (pattern, not, if/then/else, patternProperties, minProperties, multipleOf,
 // uniqueItems true, ...), other formats, recursive references, a schema that matches nothing,
 // schemas over kMaxJsonSchemaBytes, nested over kMaxJsonSchemaDepth, or written out over
-// kMaxJsonSchemaRegexBytes or guided_regex's automaton limits.
+// kMaxJsonSchemaRegexBytes (or kMaxJsonSchemaWork bytes written and looked at on the way)
+// or guided_regex's automaton limits.
 #ifndef LLMINT8_COORDINATOR_JSON_SCHEMA_H_
 #define LLMINT8_COORDINATOR_JSON_SCHEMA_H_
 
@@ -64,6 +69,9 @@ inline constexpr int kJsonSchemaNesting = 1024;
 // value of any type 6.4k. 16 bytes each.
 inline constexpr int kMaxJsonSchemaStates = 65536;
 inline constexpr int kMaxJsonSchemaRegexBytes = 1 << 20;
+// The bytes the writer may write at all levels and look at in const and enum values together
+// (a pattern written once is counted at each level of the schema that holds it).
+inline constexpr int kMaxJsonSchemaWork = 8 << 20;
 inline constexpr int kJsonSchemaAnyDepth = 2;
 inline constexpr int kMaxJsonSchemaIndent = 16;
 

@@ -18,7 +18,7 @@ using ::testing::HasSubstr;
 
 std::shared_ptr<const CompiledRegex> Compile(std::string_view schema) {
   absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompileJsonSchema(schema);
-  EXPECT_TRUE(re.ok()) << re.status() << "\nschema: " << schema;
+  EXPECT_TRUE(re.ok()) << re.status() << "\nschema: " << schema.substr(0, 200);
   return re.ok() ? *re : nullptr;
 }
 
@@ -30,7 +30,7 @@ bool Matches(const std::shared_ptr<const CompiledRegex>& re, std::string_view te
 
 std::string Error(std::string_view schema) {
   absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompileJsonSchema(schema);
-  EXPECT_FALSE(re.ok()) << schema;
+  EXPECT_FALSE(re.ok()) << schema.substr(0, 200);
   EXPECT_EQ(re.status().code(), absl::StatusCode::kInvalidArgument) << re.status();
   return std::string(re.status().message());
 }
@@ -269,6 +269,26 @@ TEST(JsonSchemaTest, PydanticModelsAreServed) {
   EXPECT_FALSE(Matches(re, R"({"name": "pen", "color": "red", "at": {"x": 1}, "tags": []})"));
 }
 
+TEST(JsonSchemaTest, ReferencesArePercentDecodedPointers) {
+  auto re = Compile(R"({"$defs": {"a%b": {"const": 1}, "c/d~": {"const": 2}},
+                        "prefixItems": [{"$ref": "#/$defs/a%25b"}, {"$ref": "#/$defs/c~1d~0"}],
+                        "items": false, "minItems": 2})");
+  EXPECT_TRUE(Matches(re, "[1, 2]"));
+  EXPECT_FALSE(Matches(re, "[2, 1]"));
+}
+
+// prefixItems without items: the array holds the written items, and items of any type past
+// them only as many as minItems needs.
+TEST(JsonSchemaTest, PrefixItemsWithoutItemsTakeWhatMinItemsNeeds) {
+  auto none = Compile(R"({"prefixItems": [], "minItems": 1})");
+  EXPECT_TRUE(Matches(none, "[true]"));
+  EXPECT_FALSE(Matches(none, "[]"));
+  auto one = Compile(R"({"prefixItems": [{"const": 1}], "minItems": 2, "maxItems": 2})");
+  EXPECT_TRUE(Matches(one, R"([1, "x"])"));
+  EXPECT_FALSE(Matches(one, "[1]"));
+  EXPECT_FALSE(Matches(one, "[2, 1]"));
+}
+
 TEST(JsonSchemaTest, ConstAndEnumTakeAnyJsonValueOfTheType) {
   auto re = Compile(R"({"enum": [1, "a\"b", null, {"k": [true]}, 2.5]})");
   for (std::string_view ok : {"1", R"("a\"b")", "null", R"({"k":[true]})", "2.5"}) {
@@ -301,6 +321,16 @@ TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error(R"({"type": "string", "anyOf": [{}]})"), HasSubstr("\"anyOf\" beside"));
   EXPECT_THAT(Error(R"({"enum": [1], "type": "string"})"), HasSubstr("no value of const"));
   EXPECT_THAT(Error(std::string(kMaxJsonSchemaBytes + 1, ' ')), HasSubstr("at most"));
+  // Keywords beside const or enum would narrow the list: refused, not ignored.
+  EXPECT_THAT(Error(R"({"type": "integer", "enum": [1, 5], "minimum": 3})"),
+              HasSubstr("\"minimum\" beside const or enum"));
+  EXPECT_THAT(Error(R"({"const": "abcdef", "maxLength": 3})"), HasSubstr("\"maxLength\" beside"));
+  EXPECT_THAT(Error(R"({"const": 12345678901234567890123})"), HasSubstr("2^53"));
+  EXPECT_THAT(Error(R"({"enum": [[1, 1e300]]})"), HasSubstr("2^53"));
+  EXPECT_THAT(Error(R"({"$defs": {"A": {"$id": "https://example.com/a", "type": "null"}},
+                        "$ref": "#/$defs/A"})"),
+              HasSubstr("$id below the root"));
+  EXPECT_THAT(Error(R"({"$ref": "#/$defs/%zz"})"), HasSubstr("bad percent-escape"));
   std::string deep = "{}";
   for (int i = 0; i < kMaxJsonSchemaDepth + 1; ++i) deep = absl::StrCat(R"({"items": )", deep, "}");
   EXPECT_THAT(Error(deep), HasSubstr("nested deeper"));
@@ -317,7 +347,17 @@ TEST(JsonSchemaTest, ExponentialSchemasAreRefusedBySize) {
                     R"(], "items": false})");
   }
   EXPECT_THAT(Error(absl::StrCat(R"({"$defs": {)", defs, R"(}, "$ref": "#/$defs/d10"})")),
-              HasSubstr("over 1048576 bytes"));
+              HasSubstr("bytes of work"));
+  // A large enum that writes little, looked at at each of many references: the work counts
+  // the values looked at.
+  std::vector<std::string> values(15000, "1");
+  values[0] = "null";
+  std::vector<std::string> refs;
+  for (int i = 0; i < 1000; ++i) refs.push_back(absl::StrCat("\"", i, R"(":{"$ref":"#/$defs/e"})"));
+  EXPECT_THAT(Error(absl::StrCat(R"({"$defs": {"e": {"type": "null", "enum": [)",
+                                 absl::StrJoin(values, ","), R"(]}}, "properties": {)",
+                                 absl::StrJoin(refs, ","), "}}")),
+              HasSubstr("bytes of work"));
 }
 
 // A pattern too large for the automaton, or nested too deep for it, is the schema's fault:
