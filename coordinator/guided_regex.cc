@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <bitset>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -508,7 +509,30 @@ class CompiledRegex::Dfa {
     next_.clear();
     by_hash_.clear();
     entries_ = 0;
+    allowed_.clear();
+    allowed_entries_ = 0;
     ++generation_;
+  }
+
+  // The token ids of `vocabulary` allowed from state `id`, when a scan from it was kept.
+  const std::vector<int32_t>* Allowed(int id, const TokenVocabulary& vocabulary) const {
+    if (vocabulary.id != allowed_vocabulary_ || static_cast<size_t>(id) >= allowed_.size()) {
+      return nullptr;
+    }
+    return allowed_[static_cast<size_t>(id)].get();
+  }
+  // Keeps a scan's result from state `id`, while the kept ids stay within
+  // kMaxGuidedRegexAllowedEntries (they go with the states when the DFA starts over).
+  void KeepAllowed(int id, const TokenVocabulary& vocabulary, const std::vector<int32_t>& ids) {
+    if (vocabulary.id != allowed_vocabulary_) {
+      allowed_.clear();
+      allowed_entries_ = 0;
+      allowed_vocabulary_ = vocabulary.id;
+    }
+    if (allowed_entries_ + ids.size() > static_cast<size_t>(kMaxGuidedRegexAllowedEntries)) return;
+    if (allowed_.size() <= static_cast<size_t>(id)) allowed_.resize(static_cast<size_t>(id) + 1);
+    allowed_[static_cast<size_t>(id)] = std::make_unique<const std::vector<int32_t>>(ids);
+    allowed_entries_ += ids.size();
   }
 
   // The state after byte `b` from `id` (kDead: none); `work` grows by the NFA states a new
@@ -545,6 +569,11 @@ class CompiledRegex::Dfa {
   std::vector<std::array<int, 256>> next_;
   absl::flat_hash_map<size_t, std::vector<int>> by_hash_;  // a set's hash: its states' ids
   size_t entries_ = 0;                                     // NFA states over sets_
+  // By state id: the allowed token ids of a scan from it (null: none kept), for
+  // allowed_vocabulary_; allowed_entries_ ids in all.
+  std::vector<std::unique_ptr<const std::vector<int32_t>>> allowed_;
+  uint64_t allowed_vocabulary_ = 0;  // TokenVocabulary::id
+  size_t allowed_entries_ = 0;
   int64_t work_ = 0;  // NFA states visited and set entries made, for the request
   uint64_t generation_ = 0;
   std::vector<uint32_t> stamp_;
@@ -817,6 +846,10 @@ class RegexConstraint final : public OutputConstraint {
     CompiledRegex::Dfa& dfa = *re_->dfa_;
     if (dfa.Full()) dfa.Clear();
     const int from = Current();
+    if (const std::vector<int32_t>* kept = dfa.Allowed(from, vocabulary); kept != nullptr) {
+      ids = *kept;  // this state was scanned before: a text keeps coming back to it
+      return absl::OkStatus();
+    }
     int64_t work = 0;
     bool over = false;
     internal::ScanVocabulary(
@@ -842,6 +875,7 @@ class RegexConstraint final : public OutputConstraint {
                        " in all, ", 2 * kMaxGuidedRegexDfaStates,
                        " states); simplify it (fewer optional or repeated parts)"));
     }
+    dfa.KeepAllowed(from, vocabulary, ids);
     return absl::OkStatus();
   }
 

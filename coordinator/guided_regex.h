@@ -48,6 +48,10 @@ inline constexpr int kMaxGuidedRegexDfaStates = 2048;
 inline constexpr int kMaxGuidedRegexDfaEntries = 1 << 20;
 inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;
 inline constexpr int64_t kMaxGuidedRegexRequestWork = int64_t{1} << 27;
+// The allowed token ids of each DFA state's scan are kept, as many as this (4 MiB) a request:
+// a text comes back to the same states (inside a string, between list items), whose scans
+// then cost a copy.
+inline constexpr int kMaxGuidedRegexAllowedEntries = 1 << 20;
 
 // Where a pattern comes from: what its errors call the guide and the text its client wrote,
 // what would make that text fit, how deep its groups may nest (the parser and compiler

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bitset>
 #include <utility>
 
@@ -440,6 +441,8 @@ class JsonObjectConstraint final : public OutputConstraint {
 
 TokenVocabulary::TokenVocabulary(std::vector<std::string> token_bytes)
     : bytes(std::move(token_bytes)), heads(bytes.size()) {
+  static std::atomic<uint64_t> next_id{1};
+  id = next_id.fetch_add(1, std::memory_order_relaxed);
   for (size_t id = 0; id < bytes.size(); ++id) {
     const std::string& b = bytes[id];
     Head& h = heads[id];

@@ -51,6 +51,9 @@ struct TokenVocabulary {
     bool plain = false;
   };
   std::vector<Head> heads;
+  // Distinct for each vocabulary constructed (a copy keeps it): what a scan's result kept for
+  // later is for (guided_regex.h). Not to be changed after construction, nor are bytes.
+  uint64_t id;
 };
 
 // Limits of the languages (a request past them is InvalidArgument).

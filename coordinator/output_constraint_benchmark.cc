@@ -72,8 +72,8 @@ const char* const kRegexes[] = {
     ".{0,100}",
 };
 
-// The first scan (the DFA built as it goes) and the next ones (cached), from the start and
-// after a few bytes.
+// Scans from one state, from the start and after a few bytes: after the first (the DFA built
+// as it goes) each is a copy of the ids kept for the state (kMaxGuidedRegexAllowedEntries).
 void BM_RegexAllowedTokens(benchmark::State& state) {
   const TokenVocabulary& vocab = Vocabulary();
   auto re = *CompiledRegex::Compile(kRegexes[state.range(0)]);
