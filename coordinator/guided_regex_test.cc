@@ -124,6 +124,30 @@ TEST(GuidedRegexTest, EndsWhereNothingCanFollow) {
   EXPECT_THAT(ids, ElementsAre(6)) << "'o!' continues 'n'; 'o' alone is not a token here";
 }
 
+// A state's scan is kept and given again, to another sequence of the same request too, and
+// only for the vocabulary it was scanned against.
+TEST(GuidedRegexTest, AStatesKeptScanIsForItsOwnVocabulary) {
+  auto re = CompiledRegex::Compile("(ab)+");
+  ASSERT_TRUE(re.ok()) << re.status();
+  const TokenVocabulary words({"a", "ab", "b", "abab", "ba"});
+  const TokenVocabulary letters({"b", "a"});
+  std::unique_ptr<OutputConstraint> first = (*re)->NewConstraint(*re);
+  std::unique_ptr<OutputConstraint> second = (*re)->NewConstraint(*re);
+  std::vector<int32_t> ids;
+  ASSERT_TRUE(first->AllowedTokens(words, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(0, 1, 3));
+  ASSERT_TRUE(second->AllowedTokens(words, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(0, 1, 3)) << "the kept scan";
+  ASSERT_TRUE(second->AllowedTokens(letters, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(1)) << "another vocabulary: scanned anew";
+  ASSERT_TRUE(first->Advance("ab"));
+  ASSERT_TRUE(first->AllowedTokens(words, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(0, 1, 3)) << "back at the start's choices";
+  ASSERT_TRUE(first->Advance("a"));
+  ASSERT_TRUE(first->AllowedTokens(words, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(2, 4));
+}
+
 // A pattern whose DFA is exponential (the 13th byte from the end is an 'a') over a vocabulary
 // of every 13-byte string of a and b: the scan gives up (INVALID_ARGUMENT) instead of
 // holding the scheduler's thread; a pattern with a small DFA over the same vocabulary does not.
