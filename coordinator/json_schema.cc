@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -140,6 +141,14 @@ std::string UnsignedFrom(int64_t lo) {
   return out;
 }
 
+// At most `max` bytes of `text`, cut at a character's start, "..." after a cut.
+std::string Clip(std::string_view text, size_t max) {
+  if (text.size() <= max) return std::string(text);
+  size_t end = max;
+  while (end > 0 && (static_cast<uint8_t>(text[end]) & 0xC0) == 0x80) --end;
+  return absl::StrCat(std::string(text.substr(0, end)), "...");
+}
+
 // `name` as a step of a JSON pointer (RFC 6901: '~' is ~0, '/' is ~1).
 std::string PointerToken(std::string_view name) {
   std::string out;
@@ -181,9 +190,10 @@ class Writer {
   }
 
  private:
+  // The client's text in a message is clipped: a status travels in gRPC's trailers.
   absl::Status Error(std::string_view what) const {
     return absl::InvalidArgumentError(
-        absl::StrCat("json_schema: ", Where(), ": ", std::string(what)));
+        absl::StrCat("json_schema: ", Clip(Where(), 256), ": ", Clip(what, 768)));
   }
   // Counts `bytes` of work (pattern written at some level, literals looked at): the writer
   // stops at kMaxJsonSchemaWork, whatever the schema makes it copy or discard.
@@ -367,16 +377,12 @@ class Writer {
     return types;
   }
 
-  absl::Status Reference(const Json& ref, std::string& out) {
-    if (!ref.is_string() || !ref.get<std::string>().starts_with("#")) {
-      return Error("$ref is served as \"#\" or \"#/...\" (a JSON pointer into this schema)");
-    }
-    const std::string target = ref.get<std::string>();
-    if (active_refs_.contains(target)) {
-      return Error(absl::StrCat("$ref ", target,
-                                " refers to itself: recursive schemas are not "
-                                "served (a regular expression cannot nest without bound)"));
-    }
+  // Where a $ref target points: the subschema and its JSON pointer's steps.
+  struct Resolved {
+    const Json* at;
+    std::vector<std::string> steps;
+  };
+  absl::StatusOr<Resolved> Resolve(const std::string& target) const {
     // A URI fragment: percent-escapes first (RFC 6901 section 6), then the pointer's own.
     std::string decoded;
     for (size_t i = 1; i < target.size(); ++i) {
@@ -420,6 +426,28 @@ class Writer {
       }
       steps.push_back(PointerToken(token));
     }
+    return Resolved{at, std::move(steps)};
+  }
+
+  absl::Status Reference(const Json& ref, std::string& out) {
+    if (!ref.is_string() || !ref.get<std::string>().starts_with("#")) {
+      return Error("$ref is served as \"#\" or \"#/...\" (a JSON pointer into this schema)");
+    }
+    const std::string target = ref.get<std::string>();
+    if (active_refs_.contains(target)) {
+      return Error(absl::StrCat("$ref ", target,
+                                " refers to itself: recursive schemas are not "
+                                "served (a regular expression cannot nest without bound)"));
+    }
+    // Each expansion costs the walk that places it (resolved once a target, then kept).
+    RETURN_IF_ERROR(Spend(target.size()));
+    auto it = resolved_.find(target);
+    if (it == resolved_.end()) {
+      ASSIGN_OR_RETURN(Resolved r, Resolve(target));
+      it = resolved_.emplace(target, std::move(r)).first;
+    }
+    const Json* at = it->second.at;
+    const std::vector<std::string>& steps = it->second.steps;
     std::vector<std::string> saved = std::exchange(path_, steps);
     active_refs_.insert(target);
     const absl::Status status = Value(*at, out);
@@ -460,7 +488,7 @@ class Writer {
       RETURN_IF_ERROR(Spend(text.size() + kWorkPerValue));
       if (!of_type(v)) continue;
       if (HasInexactNumber(v)) {
-        return Error(absl::StrCat("the number in ", text.substr(0, 64),
+        return Error(absl::StrCat("the number in ", Clip(text, 64),
                                   " is beyond what a double holds exactly (2^53): not served "
                                   "in const or enum"));
       }
@@ -487,14 +515,14 @@ class Writer {
   absl::StatusOr<int> Count(const Json& s, const char* key, int absent) const {
     const auto it = s.find(key);
     if (it == s.end()) return absent;
-    if (!it->is_number_integer() || it->get<int64_t>() < 0) {
-      return Error(absl::StrCat(key, " is a non-negative integer"));
+    // A non-negative integer, 2.0 as 2 (JSON Schema's integers are the values, not the forms).
+    const double v = it->is_number() ? it->get<double>() : -1;
+    if (v < 0 || std::trunc(v) != v) return Error(absl::StrCat(key, " is a non-negative integer"));
+    if (v > kMaxJsonSchemaCount) {
+      return Error(absl::StrCat(key, " ", Clip(it->dump(), 32), " is over the ",
+                                kMaxJsonSchemaCount, " served"));
     }
-    if (it->get<int64_t>() > kMaxJsonSchemaCount) {
-      return Error(absl::StrCat(key, " ", it->get<int64_t>(), " is over the ", kMaxJsonSchemaCount,
-                                " served"));
-    }
-    return static_cast<int>(it->get<int64_t>());
+    return static_cast<int>(v);
   }
 
   absl::Status Object(const Json& s, std::string& out) {
@@ -537,10 +565,21 @@ class Writer {
     // "key": value for each property, and whether it is required.
     std::vector<std::pair<std::string, bool>> entries;
     for (const auto& [name, schema] : props.items()) {
+      if (schema.is_boolean() && !schema.get<bool>()) {  // the property must be absent
+        if (required.contains(name)) {
+          return Error(absl::StrCat("required names \"", name,
+                                    "\", whose schema is false: no object matches"));
+        }
+        continue;
+      }
       std::string entry = absl::StrCat(
           Literal(Json(name).dump(-1, ' ', false, Json::error_handler_t::replace)), kColon);
       RETURN_IF_ERROR(Below(schema, absl::StrCat("properties/", PointerToken(name)), entry));
       entries.emplace_back(std::move(entry), required.contains(name));
+    }
+    if (entries.empty()) {
+      absl::StrAppend(&out, "\\{", ws, "\\}");
+      return absl::OkStatus();
     }
     // The lists of entries in order, every required one present, built entry by entry so that
     // each step holds the last once (linear in the properties; a list of the first k is
@@ -767,6 +806,7 @@ class Writer {
   const Json& root_;
   std::vector<std::string> path_;
   std::set<std::string> active_refs_;
+  absl::flat_hash_map<std::string, Resolved> resolved_;  // by $ref target
   int depth_ = 0;
   size_t work_ = 0;
 };

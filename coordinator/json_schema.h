@@ -12,7 +12,7 @@
 //   oneOf (read as anyOf: when two alternatives overlap a value may match both), allOf of one
 //   schema, $ref to "#" or a JSON pointer into the same document ("#/$defs/Name",
 //   "#/definitions/Name", percent-escapes decoded; not recursive);
-//   objects: properties, required, additionalProperties;
+//   objects: properties (false: absent), required, additionalProperties;
 //   arrays: items, prefixItems (at most kMaxJsonSchemaPrefixItems), minItems, maxItems;
 //   strings: minLength, maxLength (characters; at most kMaxJsonSchemaCount each), format
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
@@ -39,9 +39,11 @@
 //     int64 and a double's exact range);
 //   - a value of any type ({}, true, an array without items, an object without properties or
 //     additionalProperties) nests at most kJsonSchemaAnyDepth containers deep.
-// Refused, InvalidArgument naming the keyword and where it is (a JSON pointer): every other
-// keyword (pattern, not, if/then/else, patternProperties, minProperties, multipleOf,
-// uniqueItems true, ...), other formats, recursive references, a schema that matches nothing,
+// Refused, InvalidArgument naming the keyword and where it is (a JSON pointer; the client's
+// text in a message clipped): every other keyword (pattern, not, if/then/else,
+// patternProperties, minProperties, multipleOf, uniqueItems true, ...) where the output could
+// take it (a subschema it never takes, such as additionalProperties beside properties, is not
+// read), other formats, recursive references, a schema that matches nothing,
 // schemas over kMaxJsonSchemaBytes, nested over kMaxJsonSchemaDepth, or written out over
 // kMaxJsonSchemaRegexBytes (or kMaxJsonSchemaWork bytes written and looked at on the way)
 // or guided_regex's automaton limits.

@@ -2,12 +2,15 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "coordinator/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -267,6 +270,50 @@ TEST(JsonSchemaTest, PydanticModelsAreServed) {
   EXPECT_TRUE(Matches(re, R"({"name": "pen", "color": "red", "at": null, "tags": []})"));
   EXPECT_FALSE(Matches(re, R"({"name": "pen", "color": "blue", "tags": []})"));
   EXPECT_FALSE(Matches(re, R"({"name": "pen", "color": "red", "at": {"x": 1}, "tags": []})"));
+}
+
+TEST(JsonSchemaTest, AFalsePropertyIsAbsentAndCountsMayBeWrittenAsFloats) {
+  auto re = Compile(R"({"properties": {"a": false, "b": {"const": 1}}, "minItems": 2.0})");
+  EXPECT_TRUE(Matches(re, "{}"));
+  EXPECT_TRUE(Matches(re, R"({"b": 1})"));
+  EXPECT_FALSE(Matches(re, R"({"a": 1})"));
+  EXPECT_TRUE(Matches(Compile(R"({"properties": {"a": false}})"), "{}"));
+  EXPECT_THAT(Error(R"({"properties": {"a": false}, "required": ["a"]})"),
+              HasSubstr("whose schema is false"));
+  EXPECT_THAT(Error(R"({"type": "array", "minItems": 2.5})"), HasSubstr("non-negative integer"));
+  EXPECT_THAT(Error(R"({"type": "array", "minItems": 18446744073709551615})"),
+              HasSubstr("over the 256 served"));
+}
+
+// Messages quote the client's text clipped (a status travels in gRPC's trailers), cut where a
+// character starts.
+TEST(JsonSchemaTest, MessagesClipTheClientsText) {
+  const std::string key(60000, 'x');
+  std::string message = Error(absl::StrCat(R"({")", key, R"(": 1})"));
+  EXPECT_LT(message.size(), 1200u);
+  EXPECT_THAT(message, HasSubstr("..."));
+  std::string long_e;
+  for (int i = 0; i < 40; ++i) long_e += "\xc3\xa9";
+  message = Error(absl::StrCat(R"({"const": [")", long_e, R"(", 1e300]})"));
+  EXPECT_EQ(FindInvalidUtf8(message), std::nullopt) << message;
+}
+
+// A long pointer behind many references is walked once; each expansion still costs its
+// length, so a fan-out of them meets the work budget.
+TEST(JsonSchemaTest, ReferenceWalksAreKeptAndCounted) {
+  std::string deep = R"({"const": 0})";
+  std::string pointer = "#/$defs/x";
+  for (int i = 0; i < 3000; ++i) {
+    deep = absl::StrCat(R"({"a":)", deep, "}");
+    pointer += "/a";
+  }
+  std::vector<std::string> alts(30, R"({"$ref":"#/$defs/b0"})");
+  const std::string fan = absl::StrCat(R"({"anyOf":[)", absl::StrJoin(alts, ","), "]}");
+  const std::string schema =
+      absl::StrCat(R"({"$defs":{"x":)", deep, R"(,"b0":{"$ref":")", pointer, R"("},"b1":)", fan,
+                   R"(,"b2":)", absl::StrReplaceAll(fan, {{"b0", "b1"}}), R"(,"b3":)",
+                   absl::StrReplaceAll(fan, {{"b0", "b2"}}), R"(},"$ref":"#/$defs/b3"})");
+  EXPECT_THAT(Error(schema), HasSubstr("bytes of work"));
 }
 
 TEST(JsonSchemaTest, ReferencesArePercentDecodedPointers) {
