@@ -581,8 +581,9 @@ class CompiledRegex::Dfa {
   std::vector<int> stack_;
 };
 
-// Thompson's construction: each fragment has a start and an end (a kSplit without ways on,
-// linked later).
+// Thompson's construction: each fragment has a start and an end whose way on is linked later
+// (a kSplit without ways on, or the one kBytes state of an ASCII set, whose `out` is after its
+// byte).
 class RegexCompiler {
  public:
   struct Fragment {
@@ -617,6 +618,7 @@ class RegexCompiler {
     re->dfa_ = std::make_unique<CompiledRegex::Dfa>(nfa);
     re->guide_ = source_.guide;
     re->text_ = source_.text;
+    re->scan_hint_ = source_.scan_hint;
     return re;
   }
 
@@ -625,9 +627,9 @@ class RegexCompiler {
 
   absl::StatusOr<int> Add(State s) {
     if (states_.size() >= static_cast<size_t>(source_.max_states)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source_.guide, ": ", source_.text, " needs more than ", source_.max_states,
-                       " automaton states", source_.hint));
+      return absl::InvalidArgumentError(absl::StrCat(source_.guide, ": ", source_.text,
+                                                     " needs more than ", source_.max_states,
+                                                     " automaton states (", source_.hint, ")"));
     }
     states_.push_back(s);
     return static_cast<int>(states_.size()) - 1;
@@ -868,12 +870,11 @@ class RegexConstraint final : public OutputConstraint {
         ids);
     if (over) {
       // The pattern's fault, whatever the load: not a status a client would retry.
-      return absl::InvalidArgumentError(
-          absl::StrCat(re_->guide_, ": following ", re_->text_,
-                       " over the vocabulary needs more automaton work than a request may take (",
-                       kMaxGuidedRegexScanWork, " steps a token, ", kMaxGuidedRegexRequestWork,
-                       " in all, ", 2 * kMaxGuidedRegexDfaStates,
-                       " states); simplify it (fewer optional or repeated parts)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          re_->guide_, ": following ", re_->text_,
+          " over the vocabulary needs more automaton work than a request may take (",
+          kMaxGuidedRegexScanWork, " steps a token, ", kMaxGuidedRegexRequestWork, " in all, ",
+          2 * kMaxGuidedRegexDfaStates, " states); simplify it (", re_->scan_hint_, ")"));
     }
     dfa.KeepAllowed(from, vocabulary, ids);
     return absl::OkStatus();
@@ -915,9 +916,9 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::CompileWritt
   Parser parser(pattern, source.max_nesting);
   absl::StatusOr<Node> root = parser.Parse();
   if (!root.ok() && parser.too_deep()) {  // the client's text nests too deep: its error
-    return absl::InvalidArgumentError(absl::StrCat(source.guide, ": ", source.text,
-                                                   " nests deeper than its automaton may (",
-                                                   source.max_nesting, " groups)", source.hint));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source.guide, ": ", source.text, " nests deeper than its automaton may (",
+                     source.max_nesting, " groups; ", source.hint, ")"));
   }
   if (!root.ok()) {
     return absl::InternalError(absl::StrCat(source.guide, ": the pattern written from ",
@@ -933,6 +934,8 @@ std::unique_ptr<OutputConstraint> CompiledRegex::NewConstraint(
 }
 
 int CompiledRegex::nfa_states() const { return static_cast<int>(nfa_->states.size()); }
+
+uint64_t CompiledRegex::dfa_restarts() const { return dfa_->generation(); }
 
 bool CompiledRegex::MatchesOnlyTheEmptyText() const {
   return nfa_->start_set.size() == 1 && nfa_->start_set[0] == nfa_->match;

@@ -54,12 +54,14 @@ inline constexpr int64_t kMaxGuidedRegexRequestWork = int64_t{1} << 27;
 inline constexpr int kMaxGuidedRegexAllowedEntries = 1 << 20;
 
 // Where a pattern comes from: what its errors call the guide and the text its client wrote,
-// what would make that text fit, how deep its groups may nest (the parser and compiler
+// what would make that text fit the automaton (hint) and its following cheaper (scan_hint),
+// how deep its groups may nest (the parser and compiler
 // recurse that deep), and how many NFA states it may take.
 struct RegexSource {
   const char* guide = "guided_regex";
   const char* text = "the pattern";
-  const char* hint = " (fewer or smaller repetition counts)";
+  const char* hint = "fewer or smaller repetition counts";
+  const char* scan_hint = "fewer optional or repeated parts";
   int max_nesting = 200;
   int max_states = kMaxGuidedRegexStates;
 };
@@ -84,6 +86,8 @@ class CompiledRegex {
   bool MatchesOnlyTheEmptyText() const;
   // The NFA's states (at most its RegexSource's max_states).
   int nfa_states() const;
+  // How many times the shared DFA has started over (its cache full).
+  uint64_t dfa_restarts() const;
 
  private:
   struct Nfa;
@@ -91,6 +95,7 @@ class CompiledRegex {
   std::unique_ptr<Nfa> nfa_;
   std::string guide_ = "guided_regex";  // RegexSource's, for the errors of a scan
   std::string text_ = "the pattern";
+  std::string scan_hint_ = "fewer optional or repeated parts";
   mutable std::unique_ptr<Dfa> dfa_;
   friend class RegexCompiler;
   friend class RegexConstraint;

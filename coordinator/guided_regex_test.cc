@@ -148,6 +148,45 @@ TEST(GuidedRegexTest, AStatesKeptScanIsForItsOwnVocabulary) {
   EXPECT_THAT(ids, ElementsAre(2, 4));
 }
 
+// Sequences of one request walk a pattern whose DFA is exponential, so that the DFA starts
+// over many times: at every step each one's allowed ids (kept or scanned) equal those of a
+// fresh compile advanced over the same text, for either of two vocabularies.
+TEST(GuidedRegexTest, KeptScansStayRightAcrossDfaRestarts) {
+  const std::string pattern = "(?:[ab]*a[ab]{13}c)+";
+  auto re = CompiledRegex::Compile(pattern);
+  ASSERT_TRUE(re.ok()) << re.status();
+  // b...bc tokens are allowed where the 'a' lies as many bytes back as they are long: the ids
+  // tell the DFA states apart.
+  std::vector<std::string> ends = {"a", "b", "c"};
+  for (int k = 1; k <= 13; ++k) ends.push_back(std::string(static_cast<size_t>(k), 'b') + "c");
+  const TokenVocabulary bytes(ends);
+  ends.insert(ends.end(), {"ab", "ba", "bb", "aab", "abc"});
+  const TokenVocabulary words(ends);
+  std::vector<std::unique_ptr<OutputConstraint>> seqs;
+  std::vector<std::string> texts(3);
+  for (int i = 0; i < 3; ++i) seqs.push_back((*re)->NewConstraint(*re));
+  std::mt19937 rng(7);
+  std::vector<int32_t> ids;
+  std::vector<int32_t> fresh_ids;
+  for (int step = 0; step < 4000; ++step) {
+    const size_t s = rng() % seqs.size();
+    const TokenVocabulary& vocab = step / 1000 % 2 ? words : bytes;  // kept ids live long
+    ASSERT_TRUE(seqs[s]->AllowedTokens(vocab, ids).ok()) << step;
+    auto fresh_re = CompiledRegex::Compile(pattern);
+    std::unique_ptr<OutputConstraint> fresh = (*fresh_re)->NewConstraint(*fresh_re);
+    ASSERT_TRUE(fresh->Advance(texts[s]));
+    ASSERT_TRUE(fresh->AllowedTokens(vocab, fresh_ids).ok());
+    ASSERT_EQ(ids, fresh_ids) << "step " << step << ", text " << texts[s];
+    ASSERT_FALSE(ids.empty());
+    // Mostly 'a' or 'b' (ids 0 and 1, always allowed), so that the walk meets new states.
+    const int32_t id = rng() % 10 != 0 ? static_cast<int32_t>(rng() % 2) : ids[rng() % ids.size()];
+    const std::string& token = vocab.bytes[static_cast<size_t>(id)];
+    ASSERT_TRUE(seqs[s]->Advance(token));
+    texts[s] += token;
+  }
+  EXPECT_GE((*re)->dfa_restarts(), 2u) << "the walk should fill the DFA's cache";
+}
+
 // A pattern whose DFA is exponential (the 13th byte from the end is an 'a') over a vocabulary
 // of every 13-byte string of a and b: the scan gives up (INVALID_ARGUMENT) instead of
 // holding the scheduler's thread; a pattern with a small DFA over the same vocabulary does not.

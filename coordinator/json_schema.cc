@@ -832,10 +832,10 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileJsonSchema(std::stri
   return CompiledRegex::CompileWritten(
       regex, {.guide = "json_schema",
               .text = "the schema",
-              .hint = " (fewer properties, alternatives or references; smaller maxLength or "
-                      "maxItems)",
-                                               .max_nesting = kJsonSchemaNesting,
-                                               .max_states = kMaxJsonSchemaStates});
+              .hint = "fewer properties, alternatives or references; smaller maxLength or maxItems",
+              .scan_hint = "fewer optional properties or alternatives, shorter strings",
+              .max_nesting = kJsonSchemaNesting,
+              .max_states = kMaxJsonSchemaStates});
 }
 
 }  // namespace llmint8::coordinator

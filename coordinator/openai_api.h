@@ -44,8 +44,10 @@
 //                 array of strings), guided_regex (coordinator/guided_regex.h), guided_json
 //                 (a JSON Schema, or a string holding one: coordinator/json_schema.h) and
 //                 structured_outputs {"choice": [...]}, {"regex": "..."}, {"json": ...} or
-//                 {"json_object": true}; at most one guide. vLLM's guided_grammar and
-//                 structured_outputs grammar / structural_tag are InvalidArgument.
+//                 {"json_object": true}; at most one guide. vLLM's guided_grammar,
+//                 guided_whitespace_pattern and structured_outputs grammar / structural_tag /
+//                 whitespace_pattern / disable_any_whitespace true are InvalidArgument
+//                 (disable_additional_properties is what a schema's objects do anyway).
 // Unknown fields are ignored (clients send their own defaults). A field of the wrong type is
 // InvalidArgument naming it. Value checks (ranges, context length) are the service's.
 //

@@ -247,7 +247,7 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
         ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(),
                          SchemaText(value, "structured_outputs.json"));
         ++guides;
-      } else if (key == "whitespace_pattern" ||
+      } else if ((key == "whitespace_pattern" && value != "") ||
                  (key == "disable_any_whitespace" && value != false)) {
         // disable_additional_properties needs nothing: a schema's objects hold its
         // properties only.

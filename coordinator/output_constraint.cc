@@ -443,9 +443,9 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> token_bytes)
     : bytes(std::move(token_bytes)), heads(bytes.size()) {
   static std::atomic<uint64_t> next_id{1};
   id = next_id.fetch_add(1, std::memory_order_relaxed);
-  for (size_t id = 0; id < bytes.size(); ++id) {
-    const std::string& b = bytes[id];
-    Head& h = heads[id];
+  for (size_t t = 0; t < bytes.size(); ++t) {
+    const std::string& b = bytes[t];
+    Head& h = heads[t];
     h.first = b.empty() ? 0 : static_cast<uint8_t>(b[0]);
     h.second = b.size() < 2 ? 0 : static_cast<uint8_t>(b[1]);
     h.size = static_cast<uint8_t>(std::min<size_t>(b.size(), 255));

@@ -175,6 +175,19 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
     RETURN_IF_ERROR(CheckGuidedChoices(p.guided_choice));
   }
   p.guided_json_object = request.guide().json_object();
+  // The cheap refusals before a pattern or schema is compiled.
+  const v1::Guide::KindCase kind = request.guide().kind_case();
+  const bool guided = kind == v1::Guide::kChoice || kind == v1::Guide::kRegex ||
+                      kind == v1::Guide::kJsonSchema || p.guided_json_object;
+  if (guided && !limits.has_tokenizer) {
+    return absl::FailedPreconditionError(
+        "a guided output needs the model's tokenizer, and this model is served without one");
+  }
+  if (guided && p.min_tokens > 0) {
+    return absl::InvalidArgumentError(
+        "min_tokens with a guided output is not served: the guide decides where the text ends; "
+        "leave min_tokens 0");
+  }
   if (request.guide().kind_case() == v1::Guide::kRegex) {
     ASSIGN_OR_RETURN(p.guided_regex, CompiledRegex::Compile(request.guide().regex()));
     if (p.guided_regex->MatchesOnlyTheEmptyText()) {
@@ -184,15 +197,6 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   }
   if (request.guide().kind_case() == v1::Guide::kJsonSchema) {
     ASSIGN_OR_RETURN(p.guided_regex, CompileJsonSchema(request.guide().json_schema()));
-  }
-  if (p.guided() && !limits.has_tokenizer) {
-    return absl::FailedPreconditionError(
-        "a guided output needs the model's tokenizer, and this model is served without one");
-  }
-  if (p.guided() && p.min_tokens > 0) {
-    return absl::InvalidArgumentError(
-        "min_tokens with a guided output is not served: the guide decides where the text ends; "
-        "leave min_tokens 0");
   }
   return p;
 }

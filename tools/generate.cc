@@ -1,9 +1,6 @@
 // generate: a Generation client that streams the answer to the terminal.
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,7 +9,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/file.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/tokenizer.h"
 #include "grpcpp/grpcpp.h"
@@ -66,21 +65,12 @@ std::string IdFlagsInto(v1::GenerateRequest& req) {
   return "";
 }
 
-// --guided_json=@FILE: the schema in FILE (at most what a request may hold).
+// --guided_json=@FILE: the schema in FILE (at most what a request may hold; a pipe too, as
+// <(...) or /dev/stdin pass).
 absl::Status ReadSchemaFile(const std::string& path, v1::GenerateRequest& req) {
   if (path.empty()) return absl::InvalidArgumentError("@ with no file name after it");
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
-    return absl::NotFoundError(absl::StrCat("cannot open ", path, " (", std::strerror(errno), ")"));
-  }
-  std::string text(static_cast<size_t>(coordinator::kMaxJsonSchemaBytes) + 1, '\0');
-  file.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (file.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
-  text.resize(static_cast<size_t>(file.gcount()));
-  if (text.size() > static_cast<size_t>(coordinator::kMaxJsonSchemaBytes)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " is over ", coordinator::kMaxJsonSchemaBytes, " bytes, the most a schema may be"));
-  }
+  ASSIGN_OR_RETURN(std::string text,
+                   ReadFileToString(path, coordinator::kMaxJsonSchemaBytes, /*allow_pipe=*/true));
   if (text.find_first_not_of(" \t\n\r") == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(path, " holds no schema"));
   }
