@@ -31,6 +31,13 @@ const Histogram::BucketBoundaries& StepBuckets() {
   return *b;
 }
 
+// The scans of guided decoding: 0.1 ms .. 1 s.
+const Histogram::BucketBoundaries& MaskBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+  return *b;
+}
+
 const Histogram::BucketBoundaries& BatchBuckets() {
   static const auto* b = new Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256};
   return *b;
@@ -167,7 +174,13 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
                       .Name("llmint8_step_batch_size")
                       .Help("Sequences in a batch step")
                       .Register(*registry_)
-                      .Add({}, BatchBuckets())) {}
+                      .Add({}, BatchBuckets())),
+      guided_mask_seconds_(BuildHistogram()
+                               .Name("llmint8_guided_mask_seconds")
+                               .Help("The scheduler's time finding a step's allowed tokens for "
+                                     "its guided sequences, per step with one")
+                               .Register(*registry_)
+                               .Add({}, MaskBuckets())) {}
 
 void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
@@ -189,6 +202,10 @@ void ServiceMetrics::RecordRequest(const RequestRecord& r) {
 void ServiceMetrics::RecordStep(int batch_size, absl::Duration duration) {
   step_seconds_.Observe(absl::ToDoubleSeconds(duration));
   batch_size_.Observe(batch_size);
+}
+
+void ServiceMetrics::RecordGuidedMasks(absl::Duration duration) {
+  guided_mask_seconds_.Observe(absl::ToDoubleSeconds(duration));
 }
 
 std::string ServiceMetrics::Text() const {

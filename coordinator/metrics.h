@@ -13,6 +13,9 @@
 //                                             first, per stream of 2 or more      (histogram)
 //   llmint8_step_seconds                      one batch step on every worker      (histogram)
 //   llmint8_step_batch_size                   sequences in a step                 (histogram)
+//   llmint8_guided_mask_seconds               the scheduler's time finding a step's allowed
+//                                             tokens for its guided sequences, per step
+//                                             with one (guided decoding)          (histogram)
 //   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
 //   llmint8_queued_requests, llmint8_running_sequences,
 //   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch,
@@ -82,6 +85,7 @@ class ServiceMetrics {
 
   void RecordRequest(const RequestRecord& r);
   void RecordStep(int batch_size, absl::Duration duration);
+  void RecordGuidedMasks(absl::Duration duration);
 
   // The recorded metrics and the scrape-time gauges in the Prometheus text format: what
   // /metrics returns (coordinator/metrics_server.h).
@@ -100,6 +104,7 @@ class ServiceMetrics {
   prometheus::Histogram& per_output_token_seconds_;
   prometheus::Histogram& step_seconds_;
   prometheus::Histogram& batch_size_;
+  prometheus::Histogram& guided_mask_seconds_;
 };
 
 }  // namespace llmint8::coordinator

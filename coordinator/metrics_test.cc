@@ -77,6 +77,16 @@ TEST(ServiceMetricsTest, StepsFillTheStepHistograms) {
   EXPECT_THAT(text, HasSubstr("llmint8_step_batch_size_bucket{le=\"32\"} 2\n"));
 }
 
+TEST(ServiceMetricsTest, GuidedMasksFillTheirHistogram) {
+  ServiceMetrics m([] { return LiveState{}; });
+  m.RecordGuidedMasks(absl::Microseconds(200));
+  m.RecordGuidedMasks(absl::Milliseconds(30));
+  const std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_guided_mask_seconds_count 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_guided_mask_seconds_bucket{le=\"0.00025\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_guided_mask_seconds_bucket{le=\"0.05\"} 2\n"));
+}
+
 TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
   LiveState state{3,
                   5,

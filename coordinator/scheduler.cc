@@ -461,6 +461,8 @@ void Scheduler::Loop() {
     std::vector<size_t> in_step;
     std::vector<bool> decoding;  // in_step[j] came prefilled: its one token is a decode
     std::vector<absl::Status> mask_errors;  // in_step[j]'s guide could not mask its token
+    absl::Duration mask_time;               // finding the guided sequences' masks
+    bool guided_in_step = false;
     const int64_t full_prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
     int64_t prefill_budget = full_prefill_budget;
     // Prompts being scored need every position's logits: at most score_chunk of their tokens
@@ -526,8 +528,11 @@ void Scheduler::Loop() {
       // is sampled, and it fails after the step.
       absl::Status mask = absl::OkStatus();
       if (!step->prefill_only() && seq->params().guided()) {
+        const absl::Time mask_start = absl::Now();
         mask = seq->FillTokenMask(options_.eos_token_ids, static_cast<int32_t>(options_.vocab_size),
                                   step->mutable_mask());
+        mask_time += absl::Now() - mask_start;
+        guided_in_step = true;
         if (!mask.ok()) {
           step->clear_mask();
           step->set_prefill_only(true);
@@ -537,6 +542,7 @@ void Scheduler::Loop() {
       step->set_logprobs(seq->params().logprobs);
       step->set_top_logprobs(seq->params().top_logprobs);
     }
+    if (guided_in_step && metrics_ != nullptr) metrics_->RecordGuidedMasks(mask_time);
     if (request.seqs_size() == 0) continue;  // every sequence waits (not expected)
     {
       absl::MutexLock lock(&mu_);

@@ -13,9 +13,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "coordinator/fake_step_group.h"
+#include "coordinator/metrics.h"
 #include "coordinator/output_constraint.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -114,10 +116,10 @@ class SchedulerTest : public ::testing::Test {
   }
 
   void Start(SchedulerOptions options, std::optional<int64_t> kv_capacity = std::nullopt,
-             bool token_masks = true) {
+             bool token_masks = true, ServiceMetrics* metrics = nullptr) {
     group_ = std::make_unique<FakeStepGroup>(
         FakeStepGroup::Options{.kv_capacity = kv_capacity, .token_masks = token_masks});
-    scheduler_ = std::make_unique<Scheduler>(std::move(options), group_.get());
+    scheduler_ = std::make_unique<Scheduler>(std::move(options), group_.get(), metrics);
   }
 
   void TearDown() override {
@@ -773,7 +775,8 @@ TEST_F(SchedulerTest, GuidedSequencesCarryTheirMaskAndNeedWorkersThatTakeIt) {
   SchedulerOptions options = Options();
   options.prefill_chunk = 4;  // a prompt chunk that samples nothing, then the last chunk
   options.max_prefill_tokens = 4;
-  Start(options);
+  ServiceMetrics metrics([] { return LiveState{}; });
+  Start(options, std::nullopt, /*token_masks=*/true, &metrics);
   const std::vector<Outcome> outs = RunToEnd({guided(1)});
   ASSERT_EQ(outs.size(), 1u);
   const std::vector<int32_t>& t = outs[0].tokens;
@@ -788,6 +791,9 @@ TEST_F(SchedulerTest, GuidedSequencesCarryTheirMaskAndNeedWorkersThatTakeIt) {
     }
   }
   EXPECT_EQ(masked, static_cast<int>(t.size()));
+  EXPECT_THAT(metrics.Text(), ::testing::HasSubstr(
+                                  absl::StrCat("llmint8_guided_mask_seconds_count ", masked, "\n")))
+      << "one observation a step with a mask";
 
   scheduler_->Stop();
   Start(Options(), std::nullopt, /*token_masks=*/false);
