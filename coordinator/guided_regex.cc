@@ -937,6 +937,17 @@ int CompiledRegex::nfa_states() const { return static_cast<int>(nfa_->states.siz
 
 uint64_t CompiledRegex::dfa_restarts() const { return dfa_->generation(); }
 
+bool CompiledRegex::MayTake(const std::bitset<256>& bytes) const {
+  for (size_t s = 0; s < nfa_->states.size(); ++s) {
+    const Nfa::State& x = nfa_->states[s];
+    if (x.kind == Nfa::State::Kind::kBytes && nfa_->live[s] &&
+        (nfa_->byte_sets[static_cast<size_t>(x.bytes)] & bytes).any()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool CompiledRegex::MatchesOnlyTheEmptyText() const {
   return nfa_->start_set.size() == 1 && nfa_->start_set[0] == nfa_->match;
 }

@@ -22,6 +22,7 @@
 #ifndef LLMINT8_COORDINATOR_GUIDED_REGEX_H_
 #define LLMINT8_COORDINATOR_GUIDED_REGEX_H_
 
+#include <bitset>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -88,6 +89,8 @@ class CompiledRegex {
   int nfa_states() const;
   // How many times the shared DFA has started over (its cache full).
   uint64_t dfa_restarts() const;
+  // Whether some match holds one of `bytes`.
+  bool MayTake(const std::bitset<256>& bytes) const;
 
  private:
   struct Nfa;

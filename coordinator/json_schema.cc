@@ -1,9 +1,11 @@
 #include "coordinator/json_schema.h"
 
 #include <algorithm>
+#include <bitset>
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <set>
 #include <utility>
@@ -245,6 +247,7 @@ class Writer {
                                "uniqueItems",
                                "minLength",
                                "maxLength",
+                               "pattern",
                                "format",
                                "minimum",
                                "maximum",
@@ -369,7 +372,7 @@ class Writer {
     if (has({"items", "prefixItems", "minItems", "maxItems", "uniqueItems"})) {
       types.push_back("array");
     }
-    if (has({"minLength", "maxLength", "format"})) types.push_back("string");
+    if (has({"minLength", "maxLength", "format", "pattern"})) types.push_back("string");
     if (has({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})) {
       types.push_back("number");
     }
@@ -702,6 +705,12 @@ class Writer {
     ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0));
     ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1));
     if (max >= 0 && max < min) return Error("maxLength < minLength: no string matches");
+    if (const auto it = s.find("pattern"); it != s.end()) {
+      if (s.contains("minLength") || s.contains("maxLength") || s.contains("format")) {
+        return Error("pattern beside minLength, maxLength or format is not served");
+      }
+      return Pattern(*it, out);
+    }
     if (const auto it = s.find("format"); it != s.end()) {
       if (s.contains("minLength") || s.contains("maxLength")) {
         return Error("format beside minLength or maxLength is not served");
@@ -713,6 +722,38 @@ class Writer {
     const std::string count = max < 0 ? (min == 0 ? "*" : absl::StrCat("{", min, ",}"))
                                       : absl::StrCat("{", min, ",", max, "}");
     absl::StrAppend(&out, "\"", kStringChar, count, "\"");
+    return absl::OkStatus();
+  }
+
+  // A string that a regular expression finds in (JSON Schema's pattern: a search, anchored by
+  // a leading ^ or a trailing $), served where the pattern's matches hold no character a JSON
+  // string escapes ('"', '\\', control characters): then the string's JSON text holds a match as
+  // it is, and the pattern is written in between any characters.
+  absl::Status Pattern(const Json& p, std::string& out) {
+    if (!p.is_string()) return Error("pattern is a string (a regular expression)");
+    std::string text = p.get<std::string>();
+    absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(text);
+    if (!re.ok()) return Error(absl::StrCat("pattern: ", re.status().message()));
+    std::bitset<256> escaped;
+    for (int b = 0; b < 0x20; ++b) escaped.set(static_cast<size_t>(b));
+    escaped.set('"');
+    escaped.set('\\');
+    if ((*re)->MayTake(escaped)) {
+      return Error(
+          "pattern may match '\"', '\\' or a control character, which a JSON string escapes: "
+          "not served (name the characters it takes, e.g. [A-Za-z0-9 -] for . or [^...])");
+    }
+    const bool from_start = text.starts_with("^");
+    size_t backslashes = 0;  // before a trailing '$': an odd count escapes it
+    for (size_t i = text.size() - (text.empty() ? 0 : 1); i-- > 0 && text[i] == '\\';) {
+      ++backslashes;
+    }
+    const bool to_end =
+        text.size() > (from_start ? 1 : 0) && text.ends_with("$") && backslashes % 2 == 0;
+    if (from_start) text.erase(0, 1);
+    if (to_end) text.pop_back();
+    absl::StrAppend(&out, "\"", from_start ? "" : absl::StrCat(kStringChar, "*"), "(?:", text, ")",
+                    to_end ? "" : absl::StrCat(kStringChar, "*"), "\"");
     return absl::OkStatus();
   }
 

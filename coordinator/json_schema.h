@@ -14,7 +14,10 @@
 //   "#/definitions/Name", percent-escapes decoded; not recursive);
 //   objects: properties (false: absent), required, additionalProperties;
 //   arrays: items, prefixItems (at most kMaxJsonSchemaPrefixItems), minItems, maxItems;
-//   strings: minLength, maxLength (characters; at most kMaxJsonSchemaCount each), format
+//   strings: pattern (guided_regex.h's syntax; a search, anchored by a leading ^ and a trailing
+//     $; served when no match holds '"', '\\' or a control character, which a JSON string
+//     escapes: [A-Z]{3}-\d{4} is, .+ and [^,]+ are not), minLength, maxLength (characters;
+//     at most kMaxJsonSchemaCount each; neither beside pattern), format
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
 //     uuid, ipv4;
 //   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);

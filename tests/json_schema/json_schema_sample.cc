@@ -5,7 +5,7 @@
 //
 // Every text, in and out, is one line: a JSON string holding it (outputs may hold newlines).
 // A sample is a random walk over the bytes the constraint allows next, which ends where the
-// text may end with probability 1/4 a byte, and past 256 bytes closes what it can.
+// text may end with probability 1/4 a byte, and past 256 bytes closes what it can (below).
 #include <algorithm>
 #include <fstream>
 #include <iostream>
@@ -39,9 +39,13 @@ bool Sample(const std::shared_ptr<const CompiledRegex>& re, const TokenVocabular
     if (c->CanEnd() && (text.size() > kSoftLength || rng() % 4 == 0)) return true;
     if (!c->AllowedTokens(bytes, next).ok() || next.empty()) return false;
     int32_t b = next[rng() % next.size()];
-    if (text.size() > kSoftLength) {  // close what is open where the schema lets it
+    // Past kSoftLength: close what is open where the schema lets it, a string always, a
+    // container half the time (inside a string its brackets are text, which a pattern may
+    // take forever).
+    if (text.size() > kSoftLength) {
       for (char closing : {'"', '}', ']'}) {
-        if (std::binary_search(next.begin(), next.end(), static_cast<uint8_t>(closing))) {
+        if (std::binary_search(next.begin(), next.end(), static_cast<uint8_t>(closing)) &&
+            (closing == '"' || rng() % 2 == 0)) {
           b = static_cast<uint8_t>(closing);
           break;
         }
