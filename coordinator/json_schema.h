@@ -43,7 +43,7 @@
 //   - a value of any type ({}, true, an array without items, an object without properties or
 //     additionalProperties) nests at most kJsonSchemaAnyDepth containers deep.
 // Refused, InvalidArgument naming the keyword and where it is (a JSON pointer; the client's
-// text in a message clipped): every other keyword (pattern, not, if/then/else,
+// text in a message clipped): every other keyword (not, if/then/else,
 // patternProperties, minProperties, multipleOf, uniqueItems true, ...) where the output could
 // take it (a subschema it never takes, such as additionalProperties beside properties, is not
 // read), other formats, recursive references, a schema that matches nothing,
