@@ -732,16 +732,20 @@ class Writer {
   absl::Status Pattern(const Json& p, std::string& out) {
     if (!p.is_string()) return Error("pattern is a string (a regular expression)");
     std::string text = p.get<std::string>();
-    absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(text);
-    if (!re.ok()) return Error(absl::StrCat("pattern: ", re.status().message()));
-    std::bitset<256> escaped;
-    for (int b = 0; b < 0x20; ++b) escaped.set(static_cast<size_t>(b));
-    escaped.set('"');
-    escaped.set('\\');
-    if ((*re)->MayTake(escaped)) {
-      return Error(
-          "pattern may match '\"', '\\' or a control character, which a JSON string escapes: "
-          "not served (name the characters it takes, e.g. [A-Za-z0-9 -] for . or [^...])");
+    if (!plain_patterns_.contains(text)) {  // compiled once a pattern, however often used
+      absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(text);
+      if (!re.ok()) return Error(absl::StrCat("pattern: ", re.status().message()));
+      std::bitset<256> escaped;
+      for (int b = 0; b < 0x20; ++b) escaped.set(static_cast<size_t>(b));
+      escaped.set('"');
+      escaped.set('\\');
+      if ((*re)->MayTake(escaped)) {
+        return Error(
+            "pattern may match '\"', '\\' or a control character, which a JSON string "
+            "escapes: not served (name the characters it takes, e.g. [A-Za-z0-9 -] for . or "
+            "[^...])");
+      }
+      plain_patterns_.insert(text);
     }
     const bool from_start = text.starts_with("^");
     size_t backslashes = 0;  // before a trailing '$': an odd count escapes it
@@ -848,6 +852,7 @@ class Writer {
   std::vector<std::string> path_;
   std::set<std::string> active_refs_;
   absl::flat_hash_map<std::string, Resolved> resolved_;  // by $ref target
+  std::set<std::string> plain_patterns_;                 // patterns checked to need no JSON escape
   int depth_ = 0;
   size_t work_ = 0;
 };
