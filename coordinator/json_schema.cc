@@ -732,6 +732,15 @@ class Writer {
   absl::Status Pattern(const Json& p, std::string& out) {
     if (!p.is_string()) return Error("pattern is a string (a regular expression)");
     std::string text = p.get<std::string>();
+    // \d \w \s are ASCII's here and Unicode's to validators (Python's re; \s to ECMAScript's
+    // too): inside [^...] that would let through characters the schema refuses.
+    if (text.find("[^") != std::string::npos &&
+        (text.find("\\d") != std::string::npos || text.find("\\w") != std::string::npos ||
+         text.find("\\s") != std::string::npos)) {
+      return Error(
+          "pattern with \\d, \\w or \\s beside a negated class [^...] is not served (they are "
+          "ASCII's here, Unicode's to validators: write the characters, e.g. [^0-9...])");
+    }
     if (!plain_patterns_.contains(text)) {  // compiled once a pattern, however often used
       absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(text);
       if (!re.ok()) return Error(absl::StrCat("pattern: ", re.status().message()));

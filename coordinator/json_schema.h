@@ -16,7 +16,8 @@
 //   arrays: items, prefixItems (at most kMaxJsonSchemaPrefixItems), minItems, maxItems;
 //   strings: pattern (guided_regex.h's syntax; a search, anchored by a leading ^ and a trailing
 //     $; served when no match holds '"', '\\' or a control character, which a JSON string
-//     escapes: [A-Z]{3}-\d{4} is, .+ and [^,]+ are not), minLength, maxLength (characters;
+//     escapes: [A-Z]{3}-\d{4} is, .+ and [^,]+ are not; nor \d \w \s beside a [^...], since
+//     they are ASCII's here and Unicode's to Python's re), minLength, maxLength (characters;
 //     at most kMaxJsonSchemaCount each; neither beside pattern), format
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
 //     uuid, ipv4;

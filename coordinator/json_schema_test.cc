@@ -99,6 +99,8 @@ TEST(JsonSchemaTest, PatternsAreSearchesWithoutEscapedCharacters) {
     EXPECT_THAT(Error(refused), HasSubstr("pattern may match")) << refused;
   }
   EXPECT_THAT(Error(R"({"pattern": "(a"})"), HasSubstr("pattern: guided_regex: an unclosed"));
+  // \d inside [^...] would take U+0663, which Python's \d (Unicode's digits) leaves out.
+  EXPECT_THAT(Error(R"({"pattern": "^[^\\d\"\\\\\\x00-\\x1f]$"})"), HasSubstr("negated class"));
   EXPECT_THAT(Error(R"({"pattern": "a", "maxLength": 3})"), HasSubstr("pattern beside"));
 }
 
