@@ -103,6 +103,10 @@ struct CompletionRequest {
   // The field that set generate.max_new_tokens, for errors in the client's words: the chat API
   // takes max_completion_tokens or the older max_tokens.
   std::string max_tokens_field = "max_tokens";
+  // The chat API's tool_choice named this function (or "required" with one tool): each
+  // choice's reply is its arguments, a JSON value under its parameters schema (guide
+  // json_schema), answered as the message's tool_calls (coordinator/openai_chat.h).
+  std::string tool_call_name;
 };
 
 // What a request gets for the sampling fields it leaves out: OpenAI's defaults, or those of the

@@ -48,6 +48,25 @@ absl::StatusOr<std::string> ContentText(const json& message, const std::string& 
   return text;
 }
 
+// An assistant message's tool_calls, as the transcript shows them: "name(arguments)" each.
+absl::Status ToolCallsText(const json& calls, const std::string& where,
+                           std::vector<std::string>& out) {
+  constexpr char kForm[] =
+      "an array of {\"type\": \"function\", \"function\": {\"name\", \"arguments\"}}";
+  if (!calls.is_array()) return FieldError(where, kForm);
+  for (const json& call : calls) {
+    const json* function = call.is_object() ? Find(call, "function") : nullptr;
+    const json* name =
+        function != nullptr && function->is_object() ? Find(*function, "name") : nullptr;
+    const json* arguments = name != nullptr ? Find(*function, "arguments") : nullptr;
+    if (name == nullptr || !name->is_string() || arguments == nullptr || !arguments->is_string()) {
+      return FieldError(where, kForm);
+    }
+    out.push_back(absl::StrCat(name->get<std::string>(), "(", arguments->get<std::string>(), ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
   const json* messages = Find(body, "messages");
   if (messages == nullptr) return absl::InvalidArgumentError("field 'messages' is required");
@@ -66,37 +85,90 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
     }
     ChatMessage& message = out.emplace_back();
     message.role = role->get<std::string>();
-    if (message.role == "tool" || message.role == "function") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ".role '", message.role, "' is not supported: this server does not call tools"));
+    if (message.role == "function") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".role 'function' (the older form) is not served: send 'tool'"));
     }
     if (message.role != "system" && message.role != "developer" && message.role != "user" &&
-        message.role != "assistant") {
-      return FieldError(absl::StrCat(where, ".role"), "system, developer, user or assistant");
+        message.role != "assistant" && message.role != "tool") {
+      return FieldError(absl::StrCat(where, ".role"), "system, developer, user, assistant or tool");
     }
-    if (const json* calls = Find(m, "tool_calls"); calls != nullptr && !calls->empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ".tool_calls: this server does not call tools"));
+    const json* calls = message.role == "assistant" ? Find(m, "tool_calls") : nullptr;
+    if (calls != nullptr && !calls->is_null()) {
+      RETURN_IF_ERROR(ToolCallsText(*calls, absl::StrCat(where, ".tool_calls"), message.calls));
     }
+    const json* content = Find(m, "content");
+    if (!message.calls.empty() && (content == nullptr || content->is_null())) continue;
     ASSIGN_OR_RETURN(message.content, ContentText(m, where));
   }
   return out;
 }
 
-// Tools and function calls are not served: refused unless empty or off.
-absl::Status CheckNoTools(const json& body) {
-  for (const char* field : {"tools", "functions"}) {
-    const json* v = Find(body, field);
-    if (v != nullptr && !(v->is_array() && v->empty())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("field '", field, "': this server does not call tools; send none"));
+// tools and tool_choice: a call the client names (tool_choice {"type": "function",
+// "function": {"name"}}, or "required" with one tool) is served by guiding the reply to the
+// function's parameters schema (vLLM's named tool choice); "none" calls nothing. "auto" (the
+// default where tools are given) is refused: an OPT base model has no format of its own for
+// choosing a tool. The older functions / function_call are refused unless empty or "none".
+absl::Status ParseTools(const json& body, CompletionRequest& r) {
+  if (const json* v = Find(body, "functions"); v != nullptr && !(v->is_array() && v->empty())) {
+    return FieldError("functions", "absent here (the older form): send tools");
+  }
+  if (const json* v = Find(body, "function_call"); v != nullptr && *v != "none") {
+    return FieldError("function_call", "absent here (the older form): send tool_choice");
+  }
+  const json* tools = Find(body, "tools");
+  if (tools != nullptr && !tools->is_array()) {
+    return FieldError("tools", "an array of {\"type\": \"function\", \"function\": {...}}");
+  }
+  const bool any_tools = tools != nullptr && !tools->empty();
+  const json* choice = Find(body, "tool_choice");
+  if (choice == nullptr && !any_tools) return absl::OkStatus();
+  if (choice != nullptr && *choice == "none") return absl::OkStatus();
+  constexpr char kChoices[] =
+      "\"none\", \"required\" with one tool, or {\"type\": \"function\", \"function\": "
+      "{\"name\": ...}}: an OPT model has no format of its own for choosing a tool (\"auto\")";
+  std::string name;
+  if (choice != nullptr && *choice == "required" && any_tools && tools->size() == 1) {
+    const json* f = (*tools)[0].is_object() ? Find((*tools)[0], "function") : nullptr;
+    const json* n = f != nullptr && f->is_object() ? Find(*f, "name") : nullptr;
+    if (n != nullptr && n->is_string()) name = n->get<std::string>();
+  } else if (choice != nullptr && choice->is_object()) {
+    const json* f = Find(*choice, "function");
+    const json* n = f != nullptr && f->is_object() ? Find(*f, "name") : nullptr;
+    if (n == nullptr || !n->is_string()) return FieldError("tool_choice", kChoices);
+    name = n->get<std::string>();
+  } else {
+    return FieldError("tool_choice", kChoices);
+  }
+  if (!any_tools) return FieldError("tools", "the function that tool_choice names");
+  for (size_t i = 0; i < tools->size(); ++i) {
+    const json& tool = (*tools)[i];
+    const std::string where = absl::StrCat("tools[", i, "]");
+    const json* type = tool.is_object() ? Find(tool, "type") : nullptr;
+    const json* f = tool.is_object() ? Find(tool, "function") : nullptr;
+    const json* n = f != nullptr && f->is_object() ? Find(*f, "name") : nullptr;
+    if (type == nullptr || *type != "function" || n == nullptr || !n->is_string()) {
+      return FieldError(where,
+                        "{\"type\": \"function\", \"function\": {\"name\", "
+                        "\"parameters\"}}");
     }
+    if (n->get<std::string>() != name) continue;
+    if (r.generate.has_guide()) {
+      return absl::InvalidArgumentError(
+          "give one guide: a named tool_choice guides the reply to its parameters; leave out "
+          "response_format, guided_* and structured_outputs");
+    }
+    const json* parameters = Find(*f, "parameters");
+    if (parameters != nullptr && !parameters->is_object()) {
+      return FieldError(absl::StrCat(where, ".function.parameters"), "a JSON Schema object");
+    }
+    r.generate.mutable_guide()->set_json_schema(
+        parameters != nullptr ? parameters->dump(-1, ' ', false, json::error_handler_t::replace)
+                              : R"({"type": "object", "properties": {}})");
+    r.tool_call_name = name;
+    return absl::OkStatus();
   }
-  for (const char* field : {"tool_choice", "function_call"}) {
-    const json* v = Find(body, field);
-    if (v != nullptr && *v != "none") return FieldError(field, "\"none\" here: no tool calling");
-  }
-  return absl::OkStatus();
+  return FieldError("tool_choice", absl::StrCat("a function of tools; '", name, "' is none"));
 }
 
 absl::StatusOr<CompletionRequest> ParseChat(const json& body, const RequestDefaults& defaults) {
@@ -104,8 +176,8 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body, const RequestDefau
   r.chat = true;
   v1::GenerateRequest& g = r.generate;
   ASSIGN_OR_RETURN(const std::vector<ChatMessage> messages, ParseMessages(body));
-  RETURN_IF_ERROR(CheckNoTools(body));
   RETURN_IF_ERROR(internal::ParseSharedFields(body, defaults, r));
+  RETURN_IF_ERROR(ParseTools(body, r));
   g.set_text(ChatTranscript(messages));
   r.prompts.emplace_back().set_text(g.text());
   constexpr int kTurnStops = static_cast<int>(std::size(kChatTurnStops));
@@ -189,6 +261,13 @@ void TrimReplyStart(std::string& text, bool& started) {
   started = !text.empty();
 }
 
+// A tool call's id (the same in every chunk of a streamed choice), type and function name.
+json ToolCall(const CompletionRequest& request, std::string_view completion_id, size_t index) {
+  return {{"id", absl::StrCat("call_", std::string(completion_id), "_", index)},
+          {"type", "function"},
+          {"function", {{"name", request.tool_call_name}}}};
+}
+
 // The fields every choice has beside its message or delta.
 void AddChoiceFields(const CompletionRequest& request, ChoicePart& part, json& choice) {
   choice["logprobs"] =
@@ -206,7 +285,13 @@ std::string ChatTranscript(const std::vector<ChatMessage>& messages) {
     if (m.role == "user") {
       absl::StrAppend(&out, "User: ", m.content, "\n\n");
     } else if (m.role == "assistant") {
-      absl::StrAppend(&out, "Assistant: ", m.content, "\n\n");
+      std::string text = m.content;
+      for (const std::string& call : m.calls) {
+        absl::StrAppend(&text, text.empty() ? "" : " ", "[call ", call, "]");
+      }
+      absl::StrAppend(&out, "Assistant: ", text, "\n\n");
+    } else if (m.role == "tool") {
+      absl::StrAppend(&out, "Tool: ", m.content, "\n\n");
     } else {
       absl::StrAppend(&out, m.content, "\n\n");
     }
@@ -232,8 +317,16 @@ std::string ChatCompletionJson(const CompletionRequest& request,
         ChoicePart part = Collect(request, responses.data(), responses.data() + responses.size());
         bool started = false;
         TrimReplyStart(part.text, started);
-        json choice = {{"index", i},
-                       {"message", {{"role", "assistant"}, {"content", std::move(part.text)}}}};
+        json message = {{"role", "assistant"}};
+        if (request.tool_call_name.empty()) {
+          message["content"] = std::move(part.text);
+        } else {
+          message["content"] = nullptr;
+          json call = ToolCall(request, completion_id, i);
+          call["function"]["arguments"] = std::move(part.text);
+          message["tool_calls"] = json::array({std::move(call)});
+        }
+        json choice = {{"index", i}, {"message", std::move(message)}};
         AddChoiceFields(request, part, choice);
         return choice;
       });
@@ -249,7 +342,19 @@ std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
   stream.role_sent = true;
   json delta = json::object();
   if (first) delta["role"] = "assistant";
-  if (first || !part.text.empty()) delta["content"] = std::move(part.text);
+  if (!request.tool_call_name.empty()) {
+    // The call's id, type and name in the first delta, its arguments piece by piece.
+    if (first) delta["content"] = nullptr;
+    if (first || !part.text.empty()) {
+      json call =
+          first ? ToolCall(request, completion_id, index) : json{{"function", json::object()}};
+      call["index"] = 0;
+      call["function"]["arguments"] = std::move(part.text);
+      delta["tool_calls"] = json::array({std::move(call)});
+    }
+  } else if (first || !part.text.empty()) {
+    delta["content"] = std::move(part.text);
+  }
   json choice = {{"index", index}, {"delta", std::move(delta)}};
   AddChoiceFields(request, part, choice);
   return internal::ChunkEvent(request, "chat.completion.chunk", std::move(choice), completion_id,

@@ -11,8 +11,8 @@
 //   next turn: "\n\nUser:" and "\nUser:" are added to the request's stop strings (and are
 //   not in the reply), so a request may carry two fewer stop strings than /v1/completions.
 // A message's content is a string or an array of {"type": "text", "text": ...} parts (joined);
-// other parts (images, audio), tool messages and tool calls are refused: InvalidArgument
-// naming the field.
+// other parts (images, audio) are refused: InvalidArgument naming the field. An assistant's
+// tool_calls show in its turn as "[call name(arguments)]", a tool message as "Tool: <text>".
 //
 // Request fields beside messages: those of the completions API (openai_api.h: n, temperature,
 // top_p, seed, stop, stream, stream_options, penalties, logit_bias and vLLM's extensions), and
@@ -20,9 +20,15 @@
 //   the server's default_max_tokens if less, all of which the scheduler reserves in KV cache,
 //   as it reserves any max_tokens);
 //   logprobs (true/false) and top_logprobs (0..20, with logprobs true);
-//   tools / tool_choice only empty / "none"; response_format and the guides as in
-//   openai_api.h (JSON mode, response_format json_schema, guided_choice, guided_regex,
-//   guided_json).
+//   tools with tool_choice "none", a named function ({"type": "function", "function":
+//   {"name"}}) or "required" with one tool: the named call's arguments are the reply, guided to
+//   its parameters schema (json_schema.h) and answered as message.tool_calls [{id, type
+//   "function", function {name, arguments}}] with content null (streamed: the id, type and
+//   name in the first delta, the arguments piece by piece), finish_reason "stop" once the
+//   arguments are whole, as OpenAI's named tool_choice answers; "auto" (the default beside
+//   tools) is refused, since an OPT model has no format of its own for choosing a tool;
+//   response_format and the guides as in openai_api.h (JSON mode, response_format json_schema,
+//   guided_choice, guided_regex, guided_json), not beside a named tool.
 //
 // Answers: a chat.completion object (choices[i].message {role, content}, logprobs {content:
 // [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),
@@ -56,8 +62,9 @@ namespace llmint8::coordinator::openai {
 inline constexpr std::string_view kChatTurnStops[] = {"\n\nUser:", "\nUser:"};
 
 struct ChatMessage {
-  std::string role;  // system, developer, user, assistant
+  std::string role;  // system, developer, user, assistant, tool
   std::string content;
+  std::vector<std::string> calls = {};  // an assistant's tool calls: "name(arguments)"
 };
 // The prompt for `messages`, as above.
 std::string ChatTranscript(const std::vector<ChatMessage>& messages);

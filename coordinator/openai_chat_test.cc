@@ -124,6 +124,10 @@ TEST(ChatParseTest, LogprobsIsABooleanAndTopLogprobsNeedsIt) {
             absl::StatusCode::kInvalidArgument);
 }
 
+#define kTool                                                                          \
+  R"({"type": "function", "function": {"name": "f", "parameters": {"type": "object",)" \
+  R"( "properties": {"z": {"type": "integer"}, "a": {"type": "string"}}}}})"
+
 TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
   const struct {
     const char* body;
@@ -136,8 +140,8 @@ TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
       {R"({"messages": [3]})", "messages[0]"},
       {R"({"messages": [{"content": "x"}]})", "messages[0].role"},
       {R"({"messages": [{"role": "wizard", "content": "x"}]})", "messages[0].role"},
-      {R"({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "4"}]})",
-       "messages[1].role 'tool'"},
+      {R"({"messages": [{"role": "user", "content": "x"}, {"role": "function", "content": "4"}]})",
+       "messages[1].role 'function'"},
       {R"({"messages": [{"role": "user"}]})", "messages[0].content"},
       {R"({"messages": [{"role": "user", "content": [{"type": "image_url",
             "image_url": {"url": "x"}}]}]})",
@@ -146,8 +150,25 @@ TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
             "tool_calls": [{"id": "1"}]}]})",
        "tool_calls"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})",
-       "tools"},
+       "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],
+           "tool_choice": {"type": "function", "function": {"name": "f"}}})",
+       "tools[0]"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool R"(],
+           "tool_choice": {"type": "function", "function": {"name": "g"}}})",
+       "'g' is none"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool "," kTool R"(],
+           "tool_choice": "required"})",
+       "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool R"(],
+           "tool_choice": "required", "response_format": {"type": "json_object"}})",
+       "give one guide"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})",
+       "functions"},
+      {R"({"messages": [{"role": "assistant", "content": null, "tool_calls": [{"function":
+            {"name": "f", "arguments": {}}}]}]})",
+       "messages[0].tool_calls"},
       {R"({"messages": [{"role": "user", "content": "x"}],
            "response_format": {"type": "json_schema", "json_schema": {}}})",
        "response_format.json_schema"},
@@ -171,6 +192,42 @@ TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
                           "response_format": {"type": "json_object"}})")
                   .generate.guide()
                   .json_object());
+}
+
+// A named tool_choice (or "required" with one tool) guides the reply to the function's
+// parameters, their order kept; "none" leaves the tools aside.
+TEST(ChatToolsTest, ANamedToolChoiceGuidesTheReplyToItsParameters) {
+  const std::string parameters =
+      R"({"type":"object","properties":{"z":{"type":"integer"},"a":{"type":"string"}}})";
+  for (const char* choice :
+       {R"({"type": "function", "function": {"name": "f"}})", R"("required")"}) {
+    const CompletionRequest r =
+        ParseOk(absl::StrCat(R"({"messages": [{"role": "user", "content": "x"}], "tools": [)",
+                             kTool, R"(], "tool_choice": )", choice, "}"));
+    EXPECT_EQ(r.tool_call_name, "f") << choice;
+    EXPECT_EQ(r.generate.guide().json_schema(), parameters) << choice;
+  }
+  const CompletionRequest none =
+      ParseOk(absl::StrCat(R"({"messages": [{"role": "user", "content": "x"}], "tools": [)", kTool,
+                           R"(], "tool_choice": "none"})"));
+  EXPECT_TRUE(none.tool_call_name.empty());
+  EXPECT_FALSE(none.generate.has_guide());
+  const CompletionRequest bare = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+          "function": {"name": "g"}}], "tool_choice": "required"})");
+  EXPECT_EQ(bare.generate.guide().json_schema(), R"({"type": "object", "properties": {}})")
+      << "no parameters: an empty object";
+}
+
+TEST(ChatToolsTest, CallsAndToolResultsJoinTheTranscript) {
+  const CompletionRequest r = ParseOk(R"({"messages": [
+      {"role": "user", "content": "Weather?"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+        "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "4 C"}]})");
+  EXPECT_EQ(r.generate.text(),
+            "User: Weather?\n\nAssistant: [call weather({\"city\": \"Oslo\"})]\n\n"
+            "Tool: 4 C\n\nAssistant:");
 }
 
 std::vector<v1::GenerateResponse> Responses() {
@@ -263,6 +320,45 @@ TEST(ChatAnswerTest, NoLogprobsAskedNoneGiven) {
 json Event(const std::string& event) {
   EXPECT_TRUE(event.starts_with("data: ") && event.ends_with("\n\n")) << event;
   return json::parse(event.substr(6));
+}
+
+// A named call's reply is the message's tool_calls, its arguments the reply's text (content
+// null); streamed, the first delta carries the call's id, type and name.
+TEST(ChatToolsTest, ANamedCallIsAnsweredAsToolCalls) {
+  const std::string body =
+      absl::StrCat(R"({"messages": [{"role": "user", "content": "x"}], "tools": [)", kTool,
+                   R"(], "tool_choice": "required")");
+  const CompletionRequest request = ParseOk(absl::StrCat(body, "}"));
+  const json j =
+      json::parse(ChatCompletionJson(request, {Responses()}, "chatcmpl-1", 1700000000, kModel));
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["message"],
+            json({{"role", "assistant"},
+                  {"content", nullptr},
+                  {"tool_calls",
+                   {{{"id", "call_chatcmpl-1_0"},
+                     {"type", "function"},
+                     {"function", {{"name", "f"}, {"arguments", "Hel\xC3\xA9lo!"}}}}}}}));
+  EXPECT_EQ(c["finish_reason"], "stop");
+
+  const CompletionRequest streamed = ParseOk(absl::StrCat(body, R"(, "stream": true})"));
+  const std::vector<v1::GenerateResponse> r = Responses();
+  ChatStream stream;
+  const json first = Event(ChatChunkEvent(streamed, 0, r[0], stream, "c", 1, kModel));
+  EXPECT_EQ(first["choices"][0]["delta"],
+            json({{"role", "assistant"},
+                  {"content", nullptr},
+                  {"tool_calls",
+                   {{{"id", "call_c_0"},
+                     {"type", "function"},
+                     {"function", {{"name", "f"}, {"arguments", "Hel"}}},
+                     {"index", 0}}}}}));
+  EXPECT_EQ(Event(ChatChunkEvent(streamed, 0, r[1], stream, "c", 1, kModel))["choices"][0]["delta"],
+            json::object());
+  const json last = Event(ChatChunkEvent(streamed, 0, r[2], stream, "c", 1, kModel));
+  EXPECT_EQ(last["choices"][0]["delta"],
+            json({{"tool_calls", {{{"function", {{"arguments", "\xC3\xA9lo!"}}}, {"index", 0}}}}}));
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
 }
 
 TEST(ChatAnswerTest, StreamedDeltasCarryTheRoleFirstThenPieces) {

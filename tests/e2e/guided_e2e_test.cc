@@ -221,6 +221,60 @@ TEST_F(GuidedE2ETest, AGuidedJsonOutputIsValidUnderItsSchema) {
             2);
 }
 
+// A named tool_choice over the chat API: the call's arguments are valid under the function's
+// parameters, answered as tool_calls, streamed or not.
+TEST_F(GuidedE2ETest, ANamedToolCallHasArgumentsValidUnderItsParameters) {
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "pick",
+      "description": "Pick an answer", "parameters": {"type": "object", "properties": {
+        "answer": {"enum": ["yes", "no"]}, "count": {"type": "integer", "minimum": 0,
+        "maximum": 9}}, "required": ["answer", "count"], "additionalProperties": false}}}])");
+  json bias = json::object();
+  for (const auto& [id, b] : NoWhitespace()) bias[std::to_string(id)] = b;
+  for (const bool stream : {false, true}) {
+    const httplib::Result res =
+        Post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hello"}}}},
+                                      {"max_tokens", 60},
+                                      {"temperature", 1.5},
+                                      {"seed", 7},
+                                      {"stream", stream},
+                                      {"logit_bias", bias},
+                                      {"tools", tools},
+                                      {"tool_choice", "required"}});
+    ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+    std::string name;
+    std::string arguments;
+    std::string finish;
+    if (!stream) {
+      const json choice = json::parse(res->body)["choices"][0];
+      EXPECT_TRUE(choice["message"]["content"].is_null());
+      const json& call = choice["message"]["tool_calls"][0];
+      EXPECT_EQ(call["type"], "function");
+      name = call["function"]["name"];
+      arguments = call["function"]["arguments"];
+      finish = choice["finish_reason"];
+    } else {
+      for (const absl::string_view line : absl::StrSplit(res->body, '\n')) {
+        if (!absl::StartsWith(line, "data: {")) continue;
+        const json c = json::parse(std::string(line.substr(6)))["choices"][0];
+        if (c["delta"].contains("tool_calls")) {
+          const json& f = c["delta"]["tool_calls"][0]["function"];
+          if (f.contains("name")) name = f["name"];
+          arguments += f["arguments"].get<std::string>();
+        }
+        if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+      }
+    }
+    EXPECT_EQ(name, "pick") << stream;
+    const json args = json::parse(arguments, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(args.is_object()) << arguments;
+    EXPECT_THAT(args["answer"], AnyOf(Eq("yes"), Eq("no"))) << arguments;
+    ASSERT_TRUE(args["count"].is_number_integer()) << arguments;
+    EXPECT_GE(args["count"].get<int>(), 0) << arguments;
+    EXPECT_LE(args["count"].get<int>(), 9) << arguments;
+    EXPECT_EQ(finish, "stop") << arguments;
+  }
+}
+
 // JSON mode over the OpenAI API: an object, or its start where max_tokens cut it. A bias on
 // the closing brace makes the shortest object, which ends the stream (finish reason stop).
 TEST_F(GuidedE2ETest, JsonModeGivesAJsonObjectOrItsStart) {
