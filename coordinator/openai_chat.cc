@@ -126,7 +126,8 @@ absl::Status ParseTools(const json& body, CompletionRequest& r) {
   if (choice != nullptr && *choice == "none") return absl::OkStatus();
   constexpr char kChoices[] =
       "\"none\", \"required\" with one tool, or {\"type\": \"function\", \"function\": "
-      "{\"name\": ...}}: an OPT model has no format of its own for choosing a tool (\"auto\")";
+      "{\"name\": ...}}: beside tools the default is \"auto\", and an OPT model has no format "
+      "of its own for choosing a tool";
   std::string name;
   if (choice != nullptr && *choice == "required" && any_tools && tools->size() == 1) {
     const json* f = (*tools)[0].is_object() ? Find((*tools)[0], "function") : nullptr;
