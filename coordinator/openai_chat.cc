@@ -1,5 +1,6 @@
 #include "coordinator/openai_chat.h"
 
+#include <algorithm>
 #include <iterator>
 #include <optional>
 #include <span>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/sampling_limits.h"
 #include "common/status_macros.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/openai_fields.h"
 
 namespace llmint8::coordinator::openai {
@@ -81,7 +83,7 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
     if (!m.is_object()) return FieldError(where, "an object with \"role\" and \"content\"");
     const json* role = Find(m, "role");
     if (role == nullptr || !role->is_string()) {
-      return FieldError(absl::StrCat(where, ".role"), "system, developer, user or assistant");
+      return FieldError(absl::StrCat(where, ".role"), "system, developer, user, assistant or tool");
     }
     ChatMessage& message = out.emplace_back();
     message.role = role->get<std::string>();
@@ -93,7 +95,10 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
         message.role != "assistant" && message.role != "tool") {
       return FieldError(absl::StrCat(where, ".role"), "system, developer, user, assistant or tool");
     }
-    const json* calls = message.role == "assistant" ? Find(m, "tool_calls") : nullptr;
+    const json* calls = Find(m, "tool_calls");
+    if (calls != nullptr && !calls->is_null() && message.role != "assistant") {
+      return FieldError(absl::StrCat(where, ".tool_calls"), "absent here (an assistant's field)");
+    }
     if (calls != nullptr && !calls->is_null()) {
       RETURN_IF_ERROR(ToolCallsText(*calls, absl::StrCat(where, ".tool_calls"), message.calls));
     }
@@ -102,6 +107,42 @@ absl::StatusOr<std::vector<ChatMessage>> ParseMessages(const json& body) {
     ASSIGN_OR_RETURN(message.content, ContentText(m, where));
   }
   return out;
+}
+
+// tools and tool_choice: a call the client names (tool_choice {"type": "function",
+// "function": {"name"}}, or "required" with one tool) is served by guiding the reply to the
+// function's parameters schema (vLLM's named tool choice); "none" calls nothing. "auto" (the
+// default where tools are given) is refused: an OPT base model has no format of its own for
+// choosing a tool. The older functions / function_call are refused unless empty or "none".
+// Whether `name` is a function name as OpenAI takes one: 1 to 64 of [A-Za-z0-9_-].
+bool FunctionName(const std::string& name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+// A function's parameters as the schema its call's arguments keep to: a JSON object, as
+// OpenAI's function calling has it (a schema without a type gets type object).
+absl::StatusOr<std::string> ParametersSchema(const json* parameters, const std::string& where) {
+  if (parameters == nullptr) return std::string(R"({"type": "object", "properties": {}})");
+  if (!parameters->is_object()) return FieldError(where, "a JSON Schema object");
+  json schema = *parameters;
+  if (const json* type = Find(schema, "type"); type == nullptr) {
+    for (const char* key : {"$ref", "anyOf", "oneOf", "allOf", "enum", "const"}) {
+      if (schema.contains(key)) {
+        return FieldError(where, absl::StrCat("a schema with \"type\": \"object\" beside ", key));
+      }
+    }
+    schema["type"] = "object";
+  } else if (*type != "object") {
+    return FieldError(where, "a schema of type object (the call's arguments are an object)");
+  }
+  std::string text = schema.dump(-1, ' ', false, json::error_handler_t::replace);
+  // Checked here so that an error names the tool; validation writes it out again.
+  if (absl::StatusOr<std::string> written = JsonSchemaRegex(text); !written.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", written.status().message()));
+  }
+  return text;
 }
 
 // tools and tool_choice: a call the client names (tool_choice {"type": "function",
@@ -120,29 +161,9 @@ absl::Status ParseTools(const json& body, CompletionRequest& r) {
   if (tools != nullptr && !tools->is_array()) {
     return FieldError("tools", "an array of {\"type\": \"function\", \"function\": {...}}");
   }
-  const bool any_tools = tools != nullptr && !tools->empty();
-  const json* choice = Find(body, "tool_choice");
-  if (choice == nullptr && !any_tools) return absl::OkStatus();
-  if (choice != nullptr && *choice == "none") return absl::OkStatus();
-  constexpr char kChoices[] =
-      "\"none\", \"required\" with one tool, or {\"type\": \"function\", \"function\": "
-      "{\"name\": ...}}: beside tools the default is \"auto\", and an OPT model has no format "
-      "of its own for choosing a tool";
-  std::string name;
-  if (choice != nullptr && *choice == "required" && any_tools && tools->size() == 1) {
-    const json* f = (*tools)[0].is_object() ? Find((*tools)[0], "function") : nullptr;
-    const json* n = f != nullptr && f->is_object() ? Find(*f, "name") : nullptr;
-    if (n != nullptr && n->is_string()) name = n->get<std::string>();
-  } else if (choice != nullptr && choice->is_object()) {
-    const json* f = Find(*choice, "function");
-    const json* n = f != nullptr && f->is_object() ? Find(*f, "name") : nullptr;
-    if (n == nullptr || !n->is_string()) return FieldError("tool_choice", kChoices);
-    name = n->get<std::string>();
-  } else {
-    return FieldError("tool_choice", kChoices);
-  }
-  if (!any_tools) return FieldError("tools", "the function that tool_choice names");
-  for (size_t i = 0; i < tools->size(); ++i) {
+  // Every tool is checked, whatever tool_choice says: the names are unique and OpenAI's.
+  std::vector<std::pair<std::string, const json*>> functions;  // name, function object
+  for (size_t i = 0; tools != nullptr && i < tools->size(); ++i) {
     const json& tool = (*tools)[i];
     const std::string where = absl::StrCat("tools[", i, "]");
     const json* type = tool.is_object() ? Find(tool, "type") : nullptr;
@@ -153,23 +174,53 @@ absl::Status ParseTools(const json& body, CompletionRequest& r) {
                         "{\"type\": \"function\", \"function\": {\"name\", "
                         "\"parameters\"}}");
     }
-    if (n->get<std::string>() != name) continue;
+    const std::string name = n->get<std::string>();
+    if (!FunctionName(name)) {
+      return FieldError(absl::StrCat(where, ".function.name"), "1 to 64 of a-z, A-Z, 0-9, _ and -");
+    }
+    for (const auto& [other, unused] : functions) {
+      if (other == name) {
+        return FieldError(absl::StrCat(where, ".function.name"), "a name no other tool has");
+      }
+    }
+    functions.emplace_back(name, f);
+  }
+  const json* choice = Find(body, "tool_choice");
+  if (choice == nullptr && functions.empty()) return absl::OkStatus();
+  if (choice != nullptr && *choice == "none") return absl::OkStatus();
+  if (functions.empty()) return FieldError("tools", "the functions that tool_choice may call");
+  std::string name;
+  if (choice != nullptr && *choice == "required" && functions.size() == 1) {
+    name = functions[0].first;
+  } else if (choice != nullptr && choice->is_object() && Find(*choice, "type") != nullptr &&
+             *Find(*choice, "type") == "function") {
+    const json* f = Find(*choice, "function");
+    const json* n = f != nullptr && f->is_object() ? Find(*f, "name") : nullptr;
+    if (n == nullptr || !n->is_string()) {
+      return FieldError("tool_choice.function", "{\"name\": ...}");
+    }
+    name = n->get<std::string>();
+  } else {
+    return FieldError("tool_choice",
+                      "\"none\", \"required\" with one tool, or {\"type\": \"function\", "
+                      "\"function\": {\"name\": ...}}: beside tools the default is \"auto\", and "
+                      "an OPT model has no format of its own for choosing a tool");
+  }
+  for (size_t i = 0; i < functions.size(); ++i) {
+    if (functions[i].first != name) continue;
     if (r.generate.has_guide()) {
       return absl::InvalidArgumentError(
           "give one guide: a named tool_choice guides the reply to its parameters; leave out "
           "response_format, guided_* and structured_outputs");
     }
-    const json* parameters = Find(*f, "parameters");
-    if (parameters != nullptr && !parameters->is_object()) {
-      return FieldError(absl::StrCat(where, ".function.parameters"), "a JSON Schema object");
-    }
-    r.generate.mutable_guide()->set_json_schema(
-        parameters != nullptr ? parameters->dump(-1, ' ', false, json::error_handler_t::replace)
-                              : R"({"type": "object", "properties": {}})");
+    ASSIGN_OR_RETURN(*r.generate.mutable_guide()->mutable_json_schema(),
+                     ParametersSchema(Find(*functions[i].second, "parameters"),
+                                      absl::StrCat("tools[", i, "].function.parameters")));
     r.tool_call_name = name;
     return absl::OkStatus();
   }
-  return FieldError("tool_choice", absl::StrCat("a function of tools; '", name, "' is none"));
+  return FieldError("tool_choice.function.name",
+                    absl::StrCat("the name of one of tools ('", name, "' is not)"));
 }
 
 absl::StatusOr<CompletionRequest> ParseChat(const json& body, const RequestDefaults& defaults) {

@@ -150,16 +150,36 @@ TEST(ChatParseTest, RefusesWhatItCannotServeNamingTheField) {
             "tool_calls": [{"id": "1"}]}]})",
        "tool_calls"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})",
+       "tools[0]"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool R"(]})",
        "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+           "function": {"name": "bad name!"}}], "tool_choice": "none"})",
+       "tools[0].function.name"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool R"(],
+           "tool_choice": {"type": "bogus", "function": {"name": "f"}}})",
+       "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+           "function": {"name": "f", "parameters": {"type": "string"}}}], "tool_choice": "required"})",
+       "tools[0].function.parameters"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+           "function": {"name": "f", "parameters": {"type": "object", "patternProperties": {}}}}],
+           "tool_choice": "required"})",
+       "tools[0].function.parameters: json_schema: #: the keyword \"patternProperties\""},
+      {R"({"messages": [{"role": "user", "content": "x", "tool_calls": []}]})",
+       "messages[0].tool_calls"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],
            "tool_choice": {"type": "function", "function": {"name": "f"}}})",
        "tools[0]"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool R"(],
            "tool_choice": {"type": "function", "function": {"name": "g"}}})",
-       "'g' is none"},
+       "'g' is not"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool "," kTool R"(],
-           "tool_choice": "required"})",
+           "tool_choice": "none"})",
+       "a name no other tool has"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool R"(, {"type":
+           "function", "function": {"name": "g"}}], "tool_choice": "required"})",
        "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [)" kTool R"(],
            "tool_choice": "required", "response_format": {"type": "json_object"}})",
@@ -217,6 +237,11 @@ TEST(ChatToolsTest, ANamedToolChoiceGuidesTheReplyToItsParameters) {
           "function": {"name": "g"}}], "tool_choice": "required"})");
   EXPECT_EQ(bare.generate.guide().json_schema(), R"({"type": "object", "properties": {}})")
       << "no parameters: an empty object";
+  const CompletionRequest untyped = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+          "function": {"name": "g", "parameters": {}}}], "tool_choice": "required"})");
+  EXPECT_EQ(untyped.generate.guide().json_schema(), R"({"type":"object"})")
+      << "a schema without a type: the arguments are still an object";
 }
 
 TEST(ChatToolsTest, CallsAndToolResultsJoinTheTranscript) {
