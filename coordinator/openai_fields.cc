@@ -162,7 +162,7 @@ std::string ChunkEvent(const CompletionRequest& request, std::string_view object
 
 namespace {
 
-absl::StatusOr<v1::GuidedChoice> GuidedChoices(const json& v, const char* field) {
+absl::StatusOr<v1::GuidedChoice> GuidedChoices(const json& v, const std::string& field) {
   v1::GuidedChoice choice;
   if (!v.is_array()) return FieldError(field, "an array of strings");
   for (const json& c : v) {
@@ -179,6 +179,34 @@ absl::StatusOr<std::string> SchemaText(const json& v, const std::string& field) 
   if (v.is_object() || v.is_boolean())
     return v.dump(-1, ' ', false, json::error_handler_t::replace);
   return FieldError(field, "a JSON Schema (an object, or a string holding one)");
+}
+
+enum class GuideKind { kChoice, kRegex, kJsonSchema, kJsonObject };
+
+// Sets `g`'s guide of `kind` from `value`, the request's `field`; false when the value asks
+// for none (json_object false).
+absl::StatusOr<bool> SetGuide(GuideKind kind, const json& value, const std::string& field,
+                              v1::GenerateRequest& g) {
+  v1::Guide& guide = *g.mutable_guide();
+  switch (kind) {
+    case GuideKind::kChoice: {
+      ASSIGN_OR_RETURN(*guide.mutable_choice(), GuidedChoices(value, field));
+      return true;
+    }
+    case GuideKind::kRegex:
+      if (!value.is_string()) return FieldError(field, "a string (a regular expression)");
+      guide.set_regex(value.get<std::string>());
+      return true;
+    case GuideKind::kJsonSchema: {
+      ASSIGN_OR_RETURN(*guide.mutable_json_schema(), SchemaText(value, field));
+      return true;
+    }
+    case GuideKind::kJsonObject:
+      if (!value.is_boolean()) return FieldError(field, "true or false");
+      if (value.get<bool>()) guide.set_json_object(true);
+      return value.get<bool>();
+  }
+  return false;
 }
 
 // Guided decoding, in the forms vLLM takes: response_format {"type": "json_object"} or
@@ -204,58 +232,44 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
       if (schema == nullptr) {
         return FieldError("response_format.json_schema", "an object with the schema in \"schema\"");
       }
-      ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(),
-                       SchemaText(*schema, "response_format.json_schema.schema"));
-      ++guides;
+      ASSIGN_OR_RETURN(const bool set, SetGuide(GuideKind::kJsonSchema, *schema,
+                                                "response_format.json_schema.schema", g));
+      guides += set;
     }
   }
-  if (const json* v = Find(body, "guided_choice"); v != nullptr) {
-    ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_choice(), GuidedChoices(*v, "guided_choice"));
-    ++guides;
-  }
-  if (const json* v = Find(body, "guided_regex"); v != nullptr) {
-    if (!v->is_string()) return FieldError("guided_regex", "a string (a regular expression)");
-    g.mutable_guide()->set_regex(v->get<std::string>());
-    ++guides;
-  }
-  if (const json* v = Find(body, "guided_json"); v != nullptr) {
-    ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(), SchemaText(*v, "guided_json"));
-    ++guides;
+  const std::pair<const char*, GuideKind> top_level[] = {{"guided_choice", GuideKind::kChoice},
+                                                         {"guided_regex", GuideKind::kRegex},
+                                                         {"guided_json", GuideKind::kJsonSchema}};
+  for (const auto& [field, kind] : top_level) {
+    if (const json* v = Find(body, field); v != nullptr) {
+      ASSIGN_OR_RETURN(const bool set, SetGuide(kind, *v, field, g));
+      guides += set;
+    }
   }
   if (const json* v = Find(body, "structured_outputs"); v != nullptr) {
     if (!v->is_object()) return FieldError("structured_outputs", "an object");
+    const std::pair<const char*, GuideKind> keys[] = {{"choice", GuideKind::kChoice},
+                                                      {"regex", GuideKind::kRegex},
+                                                      {"json", GuideKind::kJsonSchema},
+                                                      {"json_object", GuideKind::kJsonObject}};
     for (const auto& [key, value] : v->items()) {
       if (value.is_null()) continue;
-      if (key == "choice") {
-        ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_choice(),
-                         GuidedChoices(value, "structured_outputs.choice"));
-        ++guides;
-      } else if (key == "json_object") {
-        if (!value.is_boolean())
-          return FieldError("structured_outputs.json_object", "true or false");
-        if (value.get<bool>()) {
-          g.mutable_guide()->set_json_object(true);
-          ++guides;
-        }
-      } else if (key == "regex") {
-        if (!value.is_string()) {
-          return FieldError("structured_outputs.regex", "a string (a regular expression)");
-        }
-        g.mutable_guide()->set_regex(value.get<std::string>());
-        ++guides;
-      } else if (key == "json") {
-        ASSIGN_OR_RETURN(*g.mutable_guide()->mutable_json_schema(),
-                         SchemaText(value, "structured_outputs.json"));
-        ++guides;
-      } else if ((key == "whitespace_pattern" && value != "") ||
-                 (key == "disable_any_whitespace" && value != false)) {
+      const std::string field = absl::StrCat("structured_outputs.", key);
+      for (const auto& [name, kind] : keys) {
+        if (key != name) continue;
+        ASSIGN_OR_RETURN(const bool set, SetGuide(kind, value, field, g));
+        guides += set;
+      }
+      if ((key == "whitespace_pattern" && value != "") ||
+          (key == "disable_any_whitespace" && value != false)) {
         // disable_additional_properties needs nothing: a schema's objects hold its
         // properties only.
-        return FieldError(absl::StrCat("structured_outputs.", key),
+        return FieldError(field,
                           "absent here: whitespace in guided JSON is a space, or a line break "
                           "and an indent (coordinator/json_schema.h)");
-      } else if (key == "grammar" || key == "structural_tag") {
-        return FieldError(absl::StrCat("structured_outputs.", key),
+      }
+      if (key == "grammar" || key == "structural_tag") {
+        return FieldError(field,
                           "absent here: this server guides output by choice, regex, json or "
                           "json_object only");
       }
