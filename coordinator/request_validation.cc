@@ -169,14 +169,14 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   p.top_logprobs = request.top_logprobs();
   p.prompt_logprobs = request.prompt_logprobs();
   p.echo_prompt = request.echo_prompt();
-  if (request.guide().kind_case() == v1::Guide::kChoice) {
-    p.guided_choice.assign(request.guide().choice().choices().begin(),
-                           request.guide().choice().choices().end());
+  const v1::Guide& guide = request.guide();
+  const v1::Guide::KindCase kind = guide.kind_case();
+  if (kind == v1::Guide::kChoice) {
+    p.guided_choice.assign(guide.choice().choices().begin(), guide.choice().choices().end());
     RETURN_IF_ERROR(CheckGuidedChoices(p.guided_choice));
   }
-  p.guided_json_object = request.guide().json_object();
+  p.guided_json_object = guide.json_object();
   // The cheap refusals before a pattern or schema is compiled.
-  const v1::Guide::KindCase kind = request.guide().kind_case();
   const bool guided = kind == v1::Guide::kChoice || kind == v1::Guide::kRegex ||
                       kind == v1::Guide::kJsonSchema || p.guided_json_object;
   if (guided && !limits.has_tokenizer) {
@@ -188,15 +188,15 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         "min_tokens with a guided output is not served: the guide decides where the text ends; "
         "leave min_tokens 0");
   }
-  if (request.guide().kind_case() == v1::Guide::kRegex) {
-    ASSIGN_OR_RETURN(p.guided_regex, CompiledRegex::Compile(request.guide().regex()));
+  if (kind == v1::Guide::kRegex) {
+    ASSIGN_OR_RETURN(p.guided_regex, CompiledRegex::Compile(guide.regex()));
     if (p.guided_regex->MatchesOnlyTheEmptyText()) {
       return absl::InvalidArgumentError(
           "guided_regex matches only the empty text: nothing could be generated");
     }
   }
-  if (request.guide().kind_case() == v1::Guide::kJsonSchema) {
-    ASSIGN_OR_RETURN(p.guided_regex, CompileJsonSchema(request.guide().json_schema()));
+  if (kind == v1::Guide::kJsonSchema) {
+    ASSIGN_OR_RETURN(p.guided_regex, CompileJsonSchema(guide.json_schema()));
   }
   return p;
 }

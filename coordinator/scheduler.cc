@@ -352,7 +352,8 @@ void Scheduler::AdmitLocked() {
       // Workers older than guided decoding would sample it freely: refused, not garbled.
       next->Fail(absl::FailedPreconditionError(
           "the workers do not take token masks (built before guided decoding): update them to "
-          "serve guided_choice, guided_regex or JSON mode"));
+          "serve guided outputs (choices, regular expressions, JSON schemas, JSON mode, tool "
+          "calls)"));
       queue_.pop_front();
       continue;
     }
