@@ -69,12 +69,13 @@ inline constexpr int kMaxJsonSchemaCount = 256;  // minLength, maxLength, minIte
 inline constexpr int kMaxJsonSchemaPrefixItems = 64;
 // How deep the groups of the written pattern may nest: each schema level opens a few, each
 // item of prefixItems one more, and each optional property before an object's first required
-// one. The parser and compiler recurse that deep: about 0.7 KiB of stack a level here, 8 KiB
-// under AddressSanitizer, whose 8 MiB main thread overflowed at 1024.
+// one. The parser and compiler recurse that deep: 1024 levels needed 0.5-1 MiB of stack here
+// (json_schema_test under ulimit -s), and overflowed AddressSanitizer's 8 MiB main thread.
 inline constexpr int kJsonSchemaNesting = 256;
-// The NFA states the written pattern may take: a string's character is about 45 (a UTF-8
-// character, escapes), a whitespace gap about 40, so a string of maxLength 256 takes 11.5k and a
-// value of any type 5.2k (5,210 at 51e41e2). 16 bytes each.
+// The NFA states the written pattern may take, 16 bytes each. As CompiledRegex::nfa_states()
+// counts them (2026-12-01): a string's character takes 45, one more null in a tuple (its
+// comma, whitespace gap and value) 46, a string of maxLength 256 11,525, a value of any type
+// 5,210 (BM_JsonSchemaCompile/1).
 inline constexpr int kMaxJsonSchemaStates = 65536;
 inline constexpr int kMaxJsonSchemaRegexBytes = 1 << 20;
 // The bytes the writer may write at all levels and look at in const and enum values together
