@@ -276,7 +276,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                                  .log_requests = options.log_requests,
                                  .default_max_tokens = default_max_tokens,
                                  .eos_token_ids = options.scheduler.eos_token_ids,
-                                 .generation_defaults = generation_defaults});
+                                 .generation_defaults = generation_defaults,
+                                 .guide_cache_entries = options.guide_cache_entries});
   // What /health says on the HTTP ports: the group is ready and the coordinator not draining.
   Impl* const state = impl.get();
   const std::function<bool()> serving = [state] {

@@ -46,6 +46,8 @@ struct CoordinatorOptions {
   // Chat completions that set no max_completion_tokens / max_tokens generate up to this many
   // tokens (0: to the end of the context; each reserves KV room for its whole limit).
   int32_t default_max_tokens = 0;
+  // Compiled guided_regex / guided_json guides kept for later requests (guide_cache.h).
+  size_t guide_cache_entries = 16;
   // host:port for Prometheus metrics (coordinator/metrics.h) at /metrics; empty: none.
   std::string metrics_listen;
   // host:port for the OpenAI-compatible HTTP API (coordinator/http_api.h); empty: none.

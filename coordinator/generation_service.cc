@@ -29,7 +29,8 @@ GenerationService::GenerationService(model::OptConfig config, const Tokenizer* t
       limits_(limits),
       scheduler_(scheduler),
       group_(group),
-      options_(options) {}
+      options_(options),
+      guides_(options.guide_cache_entries, options.metrics) {}
 
 absl::Status GenerationService::Authorize(const grpc::ServerContext& ctx) const {
   if (options_.api_key == nullptr || !options_.api_key->required()) return absl::OkStatus();
@@ -104,7 +105,7 @@ absl::Status GenerationService::MakeSequences(GenerationParams params,
       if (params.guided_json_object) {
         guide = OutputConstraint::JsonObject();
       } else if (params.guided_regex != nullptr) {
-        guide = params.guided_regex->NewConstraint(params.guided_regex);
+        guide = params.guided_regex->NewConstraint(params.guided_regex, params.guided_work);
       } else {
         ASSIGN_OR_RETURN(guide, OutputConstraint::Choice(params.guided_choice));
       }
@@ -197,7 +198,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
       filled.set_max_new_tokens(static_cast<int32_t>(std::max<int64_t>(1, most)));
     }
     absl::StatusOr<GenerationParams> valid =
-        ValidateGenerationParams(fill_context ? filled : params, limits_);
+        ValidateGenerationParams(fill_context ? filled : params, limits_, &guides_);
     if (!valid.ok()) return valid.status();
     const bool seeded = params.has_seed();
     seqs.reserve(prompts.size() * static_cast<size_t>(n));

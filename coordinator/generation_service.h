@@ -20,6 +20,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/api_key.h"
+#include "coordinator/guide_cache.h"
 #include "coordinator/metrics.h"
 #include "coordinator/output_constraint.h"
 #include "coordinator/request_validation.h"
@@ -50,6 +51,8 @@ class GenerationService final : public v1::Generation::Service {
     // GetModelInfo's eos_token_ids (empty: the config's eos_token_id) and generation_defaults.
     std::vector<int32_t> eos_token_ids;
     v1::GenerationDefaults generation_defaults;
+    // Compiled guided_regex / guided_json guides kept for later requests (guide_cache.h).
+    size_t guide_cache_entries = 16;
   };
   // `tokenizer` may be null (token-id prompts only). All pointers outlive the service.
   GenerationService(model::OptConfig config, const Tokenizer* tokenizer, ModelLimits limits,
@@ -137,6 +140,7 @@ class GenerationService final : public v1::Generation::Service {
   std::atomic<uint64_t> next_seq_id_{1};
   absl::Mutex vocabulary_mu_;
   std::shared_ptr<const TokenVocabulary> vocabulary_ ABSL_GUARDED_BY(vocabulary_mu_);
+  GuideCache guides_;
 };
 
 }  // namespace llmint8::coordinator

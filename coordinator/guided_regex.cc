@@ -480,7 +480,8 @@ class CompiledRegex::Dfa {
 
   explicit Dfa(const Nfa& nfa) : nfa_(nfa), stamp_(nfa.states.size(), 0) {}
 
-  int Intern(const std::vector<int>& set) {
+  // `set`'s state id, made if new (its copy and hash count to `request_work`).
+  int Intern(const std::vector<int>& set, int64_t& request_work) {
     const size_t hash = absl::HashOf(set);
     std::vector<int>& same_hash = by_hash_[hash];
     for (int id : same_hash) {
@@ -489,7 +490,7 @@ class CompiledRegex::Dfa {
     const int id = static_cast<int>(sets_.size());
     sets_.push_back(set);
     entries_ += set.size();
-    work_ += static_cast<int64_t>(set.size());  // the copy and the hash
+    request_work += static_cast<int64_t>(set.size());
     next_.emplace_back();
     next_.back().fill(kUnknown);
     same_hash.push_back(id);
@@ -502,8 +503,6 @@ class CompiledRegex::Dfa {
            entries_ > static_cast<size_t>(times) * kMaxGuidedRegexDfaEntries;
   }
   uint64_t generation() const { return generation_; }
-  // The work done so far for the request, across clears.
-  int64_t work() const { return work_; }
   void Clear() {
     sets_.clear();
     next_.clear();
@@ -535,9 +534,9 @@ class CompiledRegex::Dfa {
     allowed_entries_ += ids.size();
   }
 
-  // The state after byte `b` from `id` (kDead: none); `work` grows by the NFA states a new
-  // transition visits.
-  int Next(int id, uint8_t b, int64_t& work) {
+  // The state after byte `b` from `id` (kDead: none); `scan_work` and `request_work` grow by
+  // the NFA states a new transition visits (the latter also by the set entries it makes).
+  int Next(int id, uint8_t b, int64_t& scan_work, int64_t& request_work) {
     int& cached = next_[static_cast<size_t>(id)][b];
     if (cached != kUnknown) return cached;
     if (++round_ == 0) {  // the stamps wrapped: start them over
@@ -551,13 +550,13 @@ class CompiledRegex::Dfa {
         continue;
       }
       const int64_t w = 1 + nfa_.Closure(x.out, set, stamp_, round_, stack_);
-      work += w;
-      work_ += w;
+      scan_work += w;
+      request_work += w;
     }
     int to = kDead;
     if (!set.empty()) {
       std::sort(set.begin(), set.end());
-      to = Intern(set);
+      to = Intern(set, request_work);
     }
     next_[static_cast<size_t>(id)][b] = to;  // `cached` may have moved with next_
     return to;
@@ -574,7 +573,6 @@ class CompiledRegex::Dfa {
   std::vector<std::unique_ptr<const std::vector<int32_t>>> allowed_;
   uint64_t allowed_vocabulary_ = 0;  // TokenVocabulary::id
   size_t allowed_entries_ = 0;
-  int64_t work_ = 0;  // NFA states visited and set entries made, for the request
   uint64_t generation_ = 0;
   std::vector<uint32_t> stamp_;
   uint32_t round_ = 0;
@@ -824,15 +822,15 @@ class RegexCompiler {
 
 class RegexConstraint final : public OutputConstraint {
  public:
-  explicit RegexConstraint(std::shared_ptr<const CompiledRegex> re)
-      : re_(std::move(re)), set_(re_->nfa_->start_set) {}
+  RegexConstraint(std::shared_ptr<const CompiledRegex> re, std::shared_ptr<RegexRequestWork> work)
+      : re_(std::move(re)), work_(std::move(work)), set_(re_->nfa_->start_set) {}
 
   bool Advance(std::string_view bytes) override {
     CompiledRegex::Dfa& dfa = *re_->dfa_;
-    int64_t work = 0;
+    int64_t scan_work = 0;
     int id = Current();
     for (char c : bytes) {
-      id = dfa.Next(id, static_cast<uint8_t>(c), work);
+      id = dfa.Next(id, static_cast<uint8_t>(c), scan_work, work_->steps);
       if (id == CompiledRegex::Dfa::kDead) return false;
     }
     id_ = id;
@@ -860,10 +858,10 @@ class RegexConstraint final : public OutputConstraint {
           if (over) return false;
           int id = from;
           for (char c : bytes) {
-            id = dfa.Next(id, static_cast<uint8_t>(c), work);
+            id = dfa.Next(id, static_cast<uint8_t>(c), work, work_->steps);
             if (id == CompiledRegex::Dfa::kDead) return false;
           }
-          over = work > kMaxGuidedRegexScanWork || dfa.work() > kMaxGuidedRegexRequestWork ||
+          over = work > kMaxGuidedRegexScanWork || work_->steps > kMaxGuidedRegexRequestWork ||
                  dfa.Full(2);
           return !over;
         },
@@ -885,13 +883,14 @@ class RegexConstraint final : public OutputConstraint {
   int Current() const {
     CompiledRegex::Dfa& dfa = *re_->dfa_;
     if (generation_ != dfa.generation() || id_ < 0) {
-      id_ = dfa.Intern(set_);
+      id_ = dfa.Intern(set_, work_->steps);
       generation_ = dfa.generation();
     }
     return id_;
   }
 
   std::shared_ptr<const CompiledRegex> re_;
+  std::shared_ptr<RegexRequestWork> work_;  // this sequence's request's (never null)
   std::vector<int> set_;  // the NFA states the text so far reaches (sorted)
   mutable uint64_t generation_ = 0;
   mutable int id_ = -1;  // set_'s DFA state in generation_ (-1: not interned yet)
@@ -929,8 +928,9 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::CompileWritt
 }
 
 std::unique_ptr<OutputConstraint> CompiledRegex::NewConstraint(
-    std::shared_ptr<const CompiledRegex> self) const {
-  return std::make_unique<RegexConstraint>(std::move(self));
+    std::shared_ptr<const CompiledRegex> self, std::shared_ptr<RegexRequestWork> work) const {
+  if (work == nullptr) work = std::make_shared<RegexRequestWork>();
+  return std::make_unique<RegexConstraint>(std::move(self), std::move(work));
 }
 
 int CompiledRegex::nfa_states() const { return static_cast<int>(nfa_->states.size()); }

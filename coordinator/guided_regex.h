@@ -36,11 +36,12 @@ namespace llmint8::coordinator {
 inline constexpr int kMaxGuidedRegexBytes = 4096;
 inline constexpr int kMaxGuidedRegexRepeat = 256;
 inline constexpr int kMaxGuidedRegexStates = 16384;
-// The DFA a request's sequences build as they go (each state a set of NFA states, with 256
-// transitions): past this many states or NFA states in them at the start of a scan the cache
-// starts over; past twice as many within one scan of the vocabulary, past
-// kMaxGuidedRegexScanWork NFA states visited in one scan, or past kMaxGuidedRegexRequestWork
-// for the whole request (its n sequences, every token, across clears), the sequence fails
+// The DFA the sequences of a CompiledRegex build as they go (each state a set of NFA states,
+// with 256 transitions; shared by every request the CompiledRegex serves, guide_cache.h): past this
+// many states or NFA states in them at the start of a scan the cache starts over; past twice as
+// many within one scan of the vocabulary, past kMaxGuidedRegexScanWork NFA states visited in one
+// scan, or past kMaxGuidedRegexRequestWork for the whole request (its sequences, every token,
+// across clears: RegexRequestWork; work another request did before is free), the sequence fails
 // (INVALID_ARGUMENT: simplify the pattern). The scans run on the scheduler's thread, which
 // every request shares. On this project's 2-core machine one scan gave up after 124 ms at the
 // 2^24 (output_constraint_benchmark's BM_RegexBudget, 2026-11-30); the request's 2^27 is 8
@@ -49,7 +50,7 @@ inline constexpr int kMaxGuidedRegexDfaStates = 2048;
 inline constexpr int kMaxGuidedRegexDfaEntries = 1 << 20;
 inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;
 inline constexpr int64_t kMaxGuidedRegexRequestWork = int64_t{1} << 27;
-// The allowed token ids of each DFA state's scan are kept, as many as this (4 MiB) a request:
+// The allowed token ids of each DFA state's scan are kept, as many as this (4 MiB) a DFA:
 // a text comes back to the same states (inside a string, between list items), whose scans
 // then cost a copy.
 inline constexpr int kMaxGuidedRegexAllowedEntries = 1 << 20;
@@ -67,6 +68,12 @@ struct RegexSource {
   int max_states = kMaxGuidedRegexStates;
 };
 
+// The automaton work one request's sequences have done, against kMaxGuidedRegexRequestWork:
+// shared by the constraints of the request. Used on the scheduler's thread only.
+struct RegexRequestWork {
+  int64_t steps = 0;  // NFA states visited and DFA set entries made
+};
+
 class CompiledRegex {
  public:
   // A client's pattern (at most kMaxGuidedRegexBytes).
@@ -79,10 +86,13 @@ class CompiledRegex {
   CompiledRegex();
   ~CompiledRegex();
 
-  // A fresh sequence's constraint: its text is one whole match. The constraints of one
-  // CompiledRegex share its lazily built DFA: use them from one thread at a time (the
-  // scheduler's).
-  std::unique_ptr<OutputConstraint> NewConstraint(std::shared_ptr<const CompiledRegex> self) const;
+  // A fresh sequence's constraint: its text is one whole match; its automaton work counts to
+  // `work`, its request's (null: a request of its own). The constraints of one CompiledRegex
+  // share its lazily built DFA, whatever their request: use them from one thread at a time
+  // (the scheduler's). The rest of a CompiledRegex is immutable.
+  std::unique_ptr<OutputConstraint> NewConstraint(
+      std::shared_ptr<const CompiledRegex> self,
+      std::shared_ptr<RegexRequestWork> work = nullptr) const;
   // Whether the empty text is its only match (nothing could be generated).
   bool MatchesOnlyTheEmptyText() const;
   // The NFA's states (at most its RegexSource's max_states).

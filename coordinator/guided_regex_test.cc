@@ -187,6 +187,48 @@ TEST(GuidedRegexTest, KeptScansStayRightAcrossDfaRestarts) {
   EXPECT_GE((*re)->dfa_restarts(), 2u) << "the walk should fill the DFA's cache";
 }
 
+// Requests that share a CompiledRegex (guide_cache.h) share its DFA and kept scans, and each
+// counts only the automaton work it does itself against kMaxGuidedRegexRequestWork: a request
+// that has spent its budget fails on a new state and is given a kept one; a fresh request is
+// not charged for what the other built.
+TEST(GuidedRegexTest, RequestsSharingADfaEachCountTheirOwnWork) {
+  auto re = CompiledRegex::Compile("[a-z]+(?:,[0-9]+)*");
+  ASSERT_TRUE(re.ok()) << re.status();
+  const TokenVocabulary vocab({"ab", ",", "12", ",3", "x", "!"});
+  auto first_work = std::make_shared<RegexRequestWork>();
+  std::unique_ptr<OutputConstraint> first = (*re)->NewConstraint(*re, first_work);
+  std::vector<int32_t> ids;
+  ASSERT_TRUE(first->AllowedTokens(vocab, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(0, 4));
+  ASSERT_TRUE(first->Advance("ab"));
+  ASSERT_TRUE(first->AllowedTokens(vocab, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(0, 1, 3, 4));
+  EXPECT_GT(first_work->steps, 0);
+
+  // A later request over the same states: kept scans and transitions, no work of its own.
+  auto second_work = std::make_shared<RegexRequestWork>();
+  std::unique_ptr<OutputConstraint> second = (*re)->NewConstraint(*re, second_work);
+  ASSERT_TRUE(second->AllowedTokens(vocab, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(0, 4));
+  ASSERT_TRUE(second->Advance("ab"));
+  ASSERT_TRUE(second->AllowedTokens(vocab, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(0, 1, 3, 4));
+  EXPECT_EQ(second_work->steps, 0);
+
+  // The first request at its budget: kept states still answer, a new one refuses it; the
+  // second request, whose budget is untouched, scans that state.
+  first_work->steps = kMaxGuidedRegexRequestWork;
+  ASSERT_TRUE(first->AllowedTokens(vocab, ids).ok()) << "a kept scan costs no work";
+  ASSERT_TRUE(first->Advance(","));
+  const absl::Status spent = first->AllowedTokens(vocab, ids);
+  EXPECT_EQ(spent.code(), absl::StatusCode::kInvalidArgument) << spent;
+  EXPECT_THAT(spent.message(), HasSubstr("simplify"));
+  ASSERT_TRUE(second->Advance(","));
+  ASSERT_TRUE(second->AllowedTokens(vocab, ids).ok());
+  EXPECT_THAT(ids, ElementsAre(2)) << "after a comma: digits";
+  EXPECT_GT(second_work->steps, 0);
+}
+
 // A pattern whose DFA is exponential (the 13th byte from the end is an 'a') over a vocabulary
 // of every 13-byte string of a and b: the scan gives up (INVALID_ARGUMENT) instead of
 // holding the scheduler's thread; a pattern with a small DFA over the same vocabulary does not.

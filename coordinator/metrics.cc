@@ -180,7 +180,14 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
                                .Help("The scheduler's time finding a step's allowed tokens for "
                                      "its guided sequences, per step with one")
                                .Register(*registry_)
-                               .Add({}, MaskBuckets())) {}
+                               .Add({}, MaskBuckets())),
+      guide_lookups_(BuildCounter()
+                         .Name("llmint8_guide_cache_lookups_total")
+                         .Help("Guided requests' regex or JSON schema lookups in the kept "
+                               "compiled guides: hit (kept) or miss (compiled)")
+                         .Register(*registry_)),
+      guide_hits_(guide_lookups_.Add({{"result", "hit"}})),
+      guide_misses_(guide_lookups_.Add({{"result", "miss"}})) {}
 
 void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
@@ -206,6 +213,10 @@ void ServiceMetrics::RecordStep(int batch_size, absl::Duration duration) {
 
 void ServiceMetrics::RecordGuidedMasks(absl::Duration duration) {
   guided_mask_seconds_.Observe(absl::ToDoubleSeconds(duration));
+}
+
+void ServiceMetrics::RecordGuideLookup(bool hit) {
+  (hit ? guide_hits_ : guide_misses_).Increment();
 }
 
 std::string ServiceMetrics::Text() const {

@@ -16,6 +16,8 @@
 //   llmint8_guided_mask_seconds               the scheduler's time finding a step's allowed
 //                                             tokens for its guided sequences, per step
 //                                             with one (guided decoding)          (histogram)
+//   llmint8_guide_cache_lookups_total{result} guided_regex / guided_json lookups in the kept
+//                                             compiled guides: hit, miss (guide_cache.h)
 //   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
 //   llmint8_queued_requests, llmint8_running_sequences,
 //   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch,
@@ -86,6 +88,7 @@ class ServiceMetrics {
   void RecordRequest(const RequestRecord& r);
   void RecordStep(int batch_size, absl::Duration duration);
   void RecordGuidedMasks(absl::Duration duration);
+  void RecordGuideLookup(bool hit);
 
   // The recorded metrics and the scrape-time gauges in the Prometheus text format: what
   // /metrics returns (coordinator/metrics_server.h).
@@ -105,6 +108,9 @@ class ServiceMetrics {
   prometheus::Histogram& step_seconds_;
   prometheus::Histogram& batch_size_;
   prometheus::Histogram& guided_mask_seconds_;
+  prometheus::Family<prometheus::Counter>& guide_lookups_;
+  prometheus::Counter& guide_hits_;
+  prometheus::Counter& guide_misses_;
 };
 
 }  // namespace llmint8::coordinator

@@ -87,6 +87,17 @@ TEST(ServiceMetricsTest, GuidedMasksFillTheirHistogram) {
   EXPECT_THAT(text, HasSubstr("llmint8_guided_mask_seconds_bucket{le=\"0.05\"} 2\n"));
 }
 
+TEST(ServiceMetricsTest, GuideLookupsAreCountedByResultFromZero) {
+  ServiceMetrics m([] { return LiveState{}; });
+  EXPECT_THAT(m.Text(), HasSubstr("llmint8_guide_cache_lookups_total{result=\"hit\"} 0\n"));
+  m.RecordGuideLookup(/*hit=*/false);
+  m.RecordGuideLookup(/*hit=*/true);
+  m.RecordGuideLookup(/*hit=*/true);
+  const std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_guide_cache_lookups_total{result=\"hit\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_guide_cache_lookups_total{result=\"miss\"} 1\n"));
+}
+
 TEST(ServiceMetricsTest, GaugesAreReadAtEachScrape) {
   LiveState state{3,
                   5,

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "coordinator/guide_cache.h"
 #include "coordinator/guided_regex.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/output_constraint.h"
@@ -43,7 +44,8 @@ absl::Status ValidateTextLength(size_t bytes, const ModelLimits& limits, std::st
 }
 
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
-                                                          const ModelLimits& limits) {
+                                                          const ModelLimits& limits,
+                                                          GuideCache* guides) {
   if (absl::Status input = ValidatePromptInput(request, limits); !input.ok()) return input;
   GenerationParams p;
   if (request.max_new_tokens() < 0 ||
@@ -189,15 +191,18 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
         "leave min_tokens 0");
   }
   if (kind == v1::Guide::kRegex) {
-    ASSIGN_OR_RETURN(p.guided_regex, CompiledRegex::Compile(guide.regex()));
+    ASSIGN_OR_RETURN(p.guided_regex, guides != nullptr ? guides->Regex(guide.regex())
+                                                       : CompiledRegex::Compile(guide.regex()));
     if (p.guided_regex->MatchesOnlyTheEmptyText()) {
       return absl::InvalidArgumentError(
           "guided_regex matches only the empty text: nothing could be generated");
     }
   }
   if (kind == v1::Guide::kJsonSchema) {
-    ASSIGN_OR_RETURN(p.guided_regex, CompileJsonSchema(guide.json_schema()));
+    ASSIGN_OR_RETURN(p.guided_regex, guides != nullptr ? guides->JsonSchema(guide.json_schema())
+                                                       : CompileJsonSchema(guide.json_schema()));
   }
+  if (p.guided_regex != nullptr) p.guided_work = std::make_shared<RegexRequestWork>();
   return p;
 }
 

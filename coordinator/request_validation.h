@@ -28,6 +28,8 @@
 
 namespace llmint8::coordinator {
 
+class GuideCache;  // guide_cache.h
+
 struct ModelLimits {
   int64_t vocab_size = 0;
   int64_t max_context = 0;  // prompt + generated tokens
@@ -47,9 +49,11 @@ absl::Status ValidatePromptInput(const v1::GenerateRequest& request, const Model
 absl::Status ValidateTextLength(size_t bytes, const ModelLimits& limits, std::string_view what);
 
 // Everything except the prompt's contents (which need the tokenizer first); the prompt's
-// presence as ValidatePromptInput.
+// presence as ValidatePromptInput. A guided_regex or guided_json guide comes from `guides`
+// when given (compiled there once for every request that sends it), else is compiled here.
 absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequest& request,
-                                                          const ModelLimits& limits);
+                                                          const ModelLimits& limits,
+                                                          GuideCache* guides = nullptr);
 
 // The prompt's token ids (after tokenization for a text prompt) against vocab and context.
 absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,

@@ -56,8 +56,10 @@ struct GenerationParams {
   std::vector<std::string> guided_choice;
   bool guided_json_object = false;
   // guided_regex, or guided_json written as one (json_schema.h): compiled once, shared by the
-  // request's sequences.
+  // request's sequences (and by later requests with the same guide, guide_cache.h), which
+  // count their automaton work to guided_work, the request's own.
   std::shared_ptr<const CompiledRegex> guided_regex;
+  std::shared_ptr<RegexRequestWork> guided_work;
 
   bool guided() const {
     return guided_json_object || !guided_choice.empty() || guided_regex != nullptr;

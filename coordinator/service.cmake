@@ -16,6 +16,7 @@ llmint8_cc_library(
     generation_defaults.cc
     generation_service.cc
     group_decision.cc
+    guide_cache.cc
     guided_regex.cc
     http_api.cc
     json_schema.cc
@@ -49,6 +50,8 @@ if(TARGET llmint8_output_constraint_test)
                              LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 endif()
 llmint8_cc_test(NAME guided_regex_test SRCS guided_regex_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME guide_cache_test SRCS guide_cache_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME json_schema_test SRCS json_schema_test.cc
                 DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)

@@ -151,6 +151,9 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_prefix_cache_entries) < 0) {
     return absl::InvalidArgumentError("--prefix_cache_entries must be >= 0 (0: off)");
   }
+  if (absl::GetFlag(FLAGS_guide_cache_entries) < 0) {
+    return absl::InvalidArgumentError("--guide_cache_entries must be >= 0 (0: off)");
+  }
   if (absl::GetFlag(FLAGS_default_max_tokens) < 0) {
     return absl::InvalidArgumentError("--default_max_tokens must be >= 0 (0: fill the context)");
   }
@@ -249,6 +252,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);
+  o.guide_cache_entries = static_cast<size_t>(absl::GetFlag(FLAGS_guide_cache_entries));
   o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
   o.generation_config = absl::GetFlag(FLAGS_generation_config);
   o.override_generation_config = absl::GetFlag(FLAGS_override_generation_config);

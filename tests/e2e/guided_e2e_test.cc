@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/cli/run_cli.h"
 #include "tests/e2e/cluster.h"
+#include "tests/e2e/metrics_scrape.h"
 
 namespace llmint8::e2e {
 namespace {
@@ -45,8 +46,10 @@ class GuidedE2ETest : public ::testing::Test {
     options.model = kModel;
     options.dtype = "fp16";
     http_port_ = FreePort();
+    metrics_port_ = FreePort();
     options.extra_coordinator_flags = {absl::StrCat("--tokenizer=", SourcePath(kTokenizer)),
-                                       absl::StrCat("--http_listen=127.0.0.1:", http_port_)};
+                                       absl::StrCat("--http_listen=127.0.0.1:", http_port_),
+                                       absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_)};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60)) << "never SERVING";
   }
@@ -85,11 +88,13 @@ class GuidedE2ETest : public ::testing::Test {
   }
 
   static int http_port_;
+  static int metrics_port_;
   static Cluster* cluster_;
   std::unique_ptr<v1::Generation::Stub> stub_;
 };
 
 int GuidedE2ETest::http_port_ = 0;
+int GuidedE2ETest::metrics_port_ = 0;
 Cluster* GuidedE2ETest::cluster_ = nullptr;
 
 // Sampled hot, the text is still one of the choices: "no" may end at the end-of-sequence token
@@ -142,6 +147,36 @@ TEST_F(GuidedE2ETest, AGuidedRegexOutputIsAWholeMatch) {
   ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
   const std::string text = json::parse(res->body)["choices"][0]["text"];
   EXPECT_TRUE(std::regex_match(text, reference)) << text;
+}
+
+// Requests that send the same guide share its compiled automaton, DFA and kept masks
+// (guide_cache.h): a seeded request gives the same text when its guide is compiled for it and
+// when it comes kept, grown by other requests meanwhile; /metrics counts one miss and the hits.
+TEST_F(GuidedE2ETest, AKeptGuideGivesWhatAGuideCompiledForTheRequestGave) {
+  const std::string pattern = "(?:[a-z]{1,6} ){1,4}(?:yes|no|maybe)[.!]";
+  const auto lookups = [](const char* result) {
+    return Sample(Scrape(metrics_port_),
+                  absl::StrCat("llmint8_guide_cache_lookups_total{result=\"", result, "\"}"));
+  };
+  const double hits = std::max(0.0, lookups("hit"));
+  const double misses = std::max(0.0, lookups("miss"));
+  auto generate = [&](uint64_t seed) {
+    v1::GenerateRequest req;
+    req.set_text("hello");
+    req.set_max_new_tokens(60);
+    req.set_temperature(1.2f);
+    req.set_seed(seed);
+    req.mutable_guide()->set_regex(pattern);
+    const Generated out = Generate(*stub_, req);
+    EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+    return out.text;
+  };
+  const std::string first = generate(11);
+  ASSERT_FALSE(first.empty());
+  for (uint64_t seed = 0; seed < 5; ++seed) generate(seed);
+  EXPECT_EQ(generate(11), first);
+  EXPECT_EQ(lookups("hit") - hits, 6);
+  EXPECT_EQ(lookups("miss") - misses, 1);
 }
 
 // guided_json: hot samples are whole objects valid under the schema, over gRPC, the OpenAI chat
