@@ -189,16 +189,20 @@ ABSL_FLAG(bool, echo_prompt, false,
           "generate: print the prompt's text before the generated text (with "
           "--max_new_tokens=0: only the prompt, as the server tokenized it)");
 ABSL_FLAG(llmint8::tools::StopSequences, guided_choice, {},
-          "generate: the text is one of these comma-separated choices (guided decoding; \\, "
+          "generate, loadtest: the text is one of these comma-separated choices (guided "
+          "decoding; \\, "
           "is a comma inside one, as in --stop)");
 ABSL_FLAG(std::string, guided_regex, "",
-          "generate: the text is one whole match of this regular expression (guided decoding; "
+          "generate, loadtest: the text is one whole match of this regular expression (guided "
+          "decoding; "
           "the syntax: coordinator/guided_regex.h)");
 ABSL_FLAG(std::string, guided_json, "",
-          "generate: the text is one JSON value valid under this JSON Schema (guided decoding; "
+          "generate, loadtest: the text is one JSON value valid under this JSON Schema (guided "
+          "decoding; "
           "@FILE reads it from a file; the keywords served: coordinator/json_schema.h)");
 ABSL_FLAG(bool, json_object, false,
-          "generate: the text is one JSON object (guided decoding, the OpenAI API's JSON mode)");
+          "generate, loadtest: the text is one JSON object (guided decoding, the OpenAI API's "
+          "JSON mode)");
 ABSL_FLAG(std::vector<std::string>, stop_token_ids, {},
           "generate: comma-separated token ids that end the generation when sampled (at most 64)");
 ABSL_FLAG(std::vector<std::string>, logit_bias, {},

@@ -9,15 +9,13 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/file.h"
 #include "common/grpc_status.h"
-#include "common/status_macros.h"
-#include "coordinator/json_schema.h"
 #include "coordinator/tokenizer.h"
 #include "grpcpp/grpcpp.h"
 #include "llmint8/v1/generation.grpc.pb.h"
 #include "tools/client_auth.h"
 #include "tools/flags.h"
+#include "tools/guide_flags.h"
 #include "tools/health_client.h"
 #include "tools/subcommands.h"
 
@@ -65,23 +63,6 @@ std::string IdFlagsInto(v1::GenerateRequest& req) {
   return "";
 }
 
-// --guided_json=@FILE: the schema in FILE (at most what a request may hold; a pipe too, as
-// <(...) or /dev/stdin pass).
-absl::Status ReadSchemaFile(const std::string& path, v1::GenerateRequest& req) {
-  if (path.empty()) return absl::InvalidArgumentError("@ with no file name after it");
-  ASSIGN_OR_RETURN(std::string text,
-                   ReadFileToString(path, coordinator::kMaxJsonSchemaBytes, /*allow_pipe=*/true));
-  if (text.find_first_not_of(" \t\n\r") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " holds no schema"));
-  }
-  if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(text); bad.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, " is not valid UTF-8 (byte ", *bad, "); a schema is JSON text"));
-  }
-  req.mutable_guide()->set_json_schema(std::move(text));
-  return absl::OkStatus();
-}
-
 // The prompt flags, checked before anything is sent; empty when they are fine.
 std::string PromptFlagsError() {
   const std::string& prompt = absl::GetFlag(FLAGS_prompt);
@@ -101,26 +82,6 @@ std::string PromptFlagsError() {
                           "); stop strings are text");
     }
   }
-  for (const std::string& choice : absl::GetFlag(FLAGS_guided_choice).values) {
-    if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(choice); bad.has_value()) {
-      return absl::StrCat("--guided_choice '", absl::CHexEscape(choice),
-                          "' is not valid UTF-8 (byte ", *bad, "); choices are text");
-    }
-  }
-  const int guides = !absl::GetFlag(FLAGS_guided_choice).values.empty() +
-                     absl::GetFlag(FLAGS_json_object) + !absl::GetFlag(FLAGS_guided_regex).empty() +
-                     !absl::GetFlag(FLAGS_guided_json).empty();
-  if (guides > 1) {
-    return "pass one of --guided_choice, --guided_regex, --guided_json and --json_object";
-  }
-  if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(absl::GetFlag(FLAGS_guided_regex));
-      bad.has_value()) {
-    return absl::StrCat("--guided_regex is not valid UTF-8 (byte ", *bad, ")");
-  }
-  if (std::optional<size_t> bad = coordinator::FindInvalidUtf8(absl::GetFlag(FLAGS_guided_json));
-      bad.has_value()) {
-    return absl::StrCat("--guided_json is not valid UTF-8 (byte ", *bad, ")");
-  }
   if (absl::GetFlag(FLAGS_seed) < -1) {
     return "--seed must be >= 0, or -1 for a seed the server picks";
   }
@@ -133,6 +94,11 @@ std::string PromptFlagsError() {
 int RunGenerate() {
   if (const std::string error = PromptFlagsError(); !error.empty()) {
     std::fprintf(stderr, "llmint8 generate: %s\n", error.c_str());
+    return 2;
+  }
+  const absl::StatusOr<std::optional<v1::Guide>> guide = GuideFromFlags();
+  if (!guide.ok()) {
+    std::fprintf(stderr, "llmint8 generate: %s\n", std::string(guide.status().message()).c_str());
     return 2;
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CoordinatorChannelFromFlags();
@@ -178,22 +144,7 @@ int RunGenerate() {
   req.set_prompt_logprobs(absl::GetFlag(FLAGS_prompt_logprobs));
   req.set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
   req.set_echo_prompt(absl::GetFlag(FLAGS_echo_prompt));
-  for (const std::string& c : absl::GetFlag(FLAGS_guided_choice).values) {
-    req.mutable_guide()->mutable_choice()->add_choices(c);
-  }
-  if (absl::GetFlag(FLAGS_json_object)) req.mutable_guide()->set_json_object(true);
-  if (!absl::GetFlag(FLAGS_guided_regex).empty()) {
-    req.mutable_guide()->set_regex(absl::GetFlag(FLAGS_guided_regex));
-  }
-  if (const std::string schema = absl::GetFlag(FLAGS_guided_json); !schema.empty()) {
-    if (!schema.starts_with("@")) {
-      req.mutable_guide()->set_json_schema(schema);
-    } else if (absl::Status read = ReadSchemaFile(schema.substr(1), req); !read.ok()) {
-      std::fprintf(stderr, "llmint8 generate: --guided_json: %s\n",
-                   std::string(read.message()).c_str());
-      return 2;
-    }
-  }
+  if (guide->has_value()) *req.mutable_guide() = **guide;
   if (const std::string error = IdFlagsInto(req); !error.empty()) {
     std::fprintf(stderr, "llmint8 generate: %s\n", error.c_str());
     return 2;

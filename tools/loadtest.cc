@@ -1,7 +1,9 @@
 // loadtest: a serving benchmark. Sends --requests Generate calls to a coordinator from
 // --concurrency clients at once (each starts its next request when one ends), with random
 // token-id prompts of --prompt_tokens (the first --shared_prefix_tokens the same in all, as a
-// shared system or few-shot prefix) and --max_new_tokens each (ignore_eos, greedy), and
+// shared system or few-shot prefix) and --max_new_tokens each (ignore_eos, greedy; with
+// --guided_json, --guided_regex, --guided_choice or --json_object every request carries that
+// guide, and ends when its text is whole), and
 // reports time to first token, time per output token, request latency (p50 / p90 / p99), the
 // throughput of generated tokens over the wall time, and the prompt tokens the server copied
 // from its prefix cache.
@@ -11,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -27,6 +30,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/client_auth.h"
 #include "tools/flags.h"
+#include "tools/guide_flags.h"
 #include "tools/health_client.h"
 #include "tools/subcommands.h"
 
@@ -81,6 +85,23 @@ double Quantile(std::vector<double> v, double q) {
   return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
 }
 
+// The guide's kind, as the report names it ("none" without one).
+const char* GuideName(const std::optional<v1::Guide>& guide) {
+  if (!guide.has_value()) return "none";
+  switch (guide->kind_case()) {
+    case v1::Guide::kJsonObject:
+      return "json_object";
+    case v1::Guide::kChoice:
+      return "guided_choice";
+    case v1::Guide::kRegex:
+      return "guided_regex";
+    case v1::Guide::kJsonSchema:
+      return "guided_json";
+    default:
+      return "none";
+  }
+}
+
 }  // namespace
 
 int RunLoadtest() {
@@ -99,6 +120,13 @@ int RunLoadtest() {
     std::fprintf(stderr,
                  "llmint8 loadtest: --requests, --concurrency, --prompt_tokens and "
                  "--max_new_tokens must be >= 1\n");
+    return 2;
+  }
+  // Every request carries the same guide, as a service's one response schema: what guided
+  // decoding costs the server.
+  const absl::StatusOr<std::optional<v1::Guide>> guide = GuideFromFlags();
+  if (!guide.ok()) {
+    std::fprintf(stderr, "llmint8 loadtest: %s\n", std::string(guide.status().message()).c_str());
     return 2;
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel_or = CoordinatorChannelFromFlags();
@@ -164,6 +192,7 @@ int RunLoadtest() {
     }
     r.set_max_new_tokens(max_new);
     r.set_ignore_eos(true);
+    if (guide->has_value()) *r.mutable_guide() = **guide;
   }
 
   std::vector<Outcome> outcomes(requests);
@@ -206,6 +235,7 @@ int RunLoadtest() {
       {"shared_prefix_tokens", shared_prefix},
       {"cached_prompt_tokens", cached},
       {"max_new_tokens", max_new},
+      {"guide", GuideName(*guide)},
       {"generated_tokens", tokens},
       {"wall_s", wall_s},
       {"output_tokens_per_s", tokens / wall_s},
@@ -222,6 +252,7 @@ int RunLoadtest() {
         "%s (%s, TP %d): %d requests, %d at once, %d prompt + %d new tokens each (--seed=%lld)\n",
         info.model().c_str(), info.dtype().c_str(), info.tensor_parallel(), requests,
         std::min(concurrency, requests), prompt_tokens, max_new, static_cast<long long>(seed));
+    if (guide->has_value()) std::printf("  guided: %s\n", GuideName(*guide));
     std::printf("  output %.1f tokens/s, %.2f requests/s over %.2f s; %d failed\n", tokens / wall_s,
                 (requests - failed) / wall_s, wall_s, failed);
     std::printf("  prompt tokens copied from the server's prefix cache: %lld of %lld\n",

@@ -374,6 +374,28 @@ TEST_F(GuidedE2ETest, GenerateCliSendsTheGuide) {
   EXPECT_EQ(tools::testing::RunCli(flags + " --json_object --guided_choice=a").exit_code, 2);
 }
 
+// `llmint8 loadtest --guided_regex` sends the guide with every request, which then ends as
+// soon as its text is whole (ignore_eos leaves the guide the only end): at most the 5
+// bytes of "maybe", so at most 5 tokens a request, never max_new_tokens. A guide the server
+// refuses fails every request, and loadtest says so.
+TEST_F(GuidedE2ETest, LoadtestSendsTheGuideWithEveryRequest) {
+  const std::string flags =
+      absl::StrCat("loadtest --coordinator=", cluster_->address(),
+                   " --requests=6 --concurrency=3 --prompt_tokens=4 --max_new_tokens=40 --seed=2");
+  const tools::testing::CliResult r =
+      tools::testing::RunCli(flags + " --guided_regex='yes|no|maybe' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["guide"], "guided_regex");
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_GE(j["generated_tokens"].get<int>(), 6);
+  EXPECT_LE(j["generated_tokens"].get<int>(), 6 * 5);
+  const tools::testing::CliResult refused = tools::testing::RunCli(flags + " --guided_regex='(a'");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("6 of 6 requests failed"));
+  EXPECT_THAT(refused.err, HasSubstr("guided_regex"));
+}
+
 TEST_F(GuidedE2ETest, GuidesThisServerLacksAreRefused) {
   struct Case {
     json body;

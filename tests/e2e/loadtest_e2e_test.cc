@@ -45,6 +45,7 @@ TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
   EXPECT_EQ(j["failed"], 0);
   EXPECT_EQ(j["generated_tokens"], 70);  // ignore_eos: every request runs to max_new_tokens
   EXPECT_EQ(j["tensor_parallel"], 2);
+  EXPECT_EQ(j["guide"], "none");
   EXPECT_NEAR(j["output_tokens_per_s"].get<double>(), 70 / j["wall_s"].get<double>(), 1e-6);
   for (const char* name : {"ttft_ms", "tpot_ms", "latency_ms"}) {
     const nlohmann::json& q = j[name];
