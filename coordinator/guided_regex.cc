@@ -514,7 +514,7 @@ class CompiledRegex::Dfa {
   }
 
   // The token ids of `vocabulary` allowed from state `id`, when a scan from it was kept.
-  const std::vector<int32_t>* Allowed(int id, const TokenVocabulary& vocabulary) const {
+  const TokenSet* Allowed(int id, const TokenVocabulary& vocabulary) const {
     if (vocabulary.id != allowed_vocabulary_ || static_cast<size_t>(id) >= allowed_.size()) {
       return nullptr;
     }
@@ -522,16 +522,17 @@ class CompiledRegex::Dfa {
   }
   // Keeps a scan's result from state `id`, while the kept ids stay within
   // kMaxGuidedRegexAllowedEntries (they go with the states when the DFA starts over).
-  void KeepAllowed(int id, const TokenVocabulary& vocabulary, const std::vector<int32_t>& ids) {
+  void KeepAllowed(int id, const TokenVocabulary& vocabulary, const TokenSet& allowed) {
     if (vocabulary.id != allowed_vocabulary_) {
       allowed_.clear();
       allowed_entries_ = 0;
       allowed_vocabulary_ = vocabulary.id;
     }
-    if (allowed_entries_ + ids.size() > static_cast<size_t>(kMaxGuidedRegexAllowedEntries)) return;
+    const size_t entries = allowed.ids.size();
+    if (allowed_entries_ + entries > static_cast<size_t>(kMaxGuidedRegexAllowedEntries)) return;
     if (allowed_.size() <= static_cast<size_t>(id)) allowed_.resize(static_cast<size_t>(id) + 1);
-    allowed_[static_cast<size_t>(id)] = std::make_unique<const std::vector<int32_t>>(ids);
-    allowed_entries_ += ids.size();
+    allowed_[static_cast<size_t>(id)] = std::make_unique<const TokenSet>(allowed);
+    allowed_entries_ += entries;
   }
 
   // The state after byte `b` from `id` (kDead: none); `scan_work` and `request_work` grow by
@@ -569,8 +570,8 @@ class CompiledRegex::Dfa {
   absl::flat_hash_map<size_t, std::vector<int>> by_hash_;  // a set's hash: its states' ids
   size_t entries_ = 0;                                     // NFA states over sets_
   // By state id: the allowed token ids of a scan from it (null: none kept), for
-  // allowed_vocabulary_; allowed_entries_ ids in all.
-  std::vector<std::unique_ptr<const std::vector<int32_t>>> allowed_;
+  // allowed_vocabulary_; allowed_entries_ ids listed in all.
+  std::vector<std::unique_ptr<const TokenSet>> allowed_;
   uint64_t allowed_vocabulary_ = 0;  // TokenVocabulary::id
   size_t allowed_entries_ = 0;
   uint64_t generation_ = 0;
@@ -841,15 +842,15 @@ class RegexConstraint final : public OutputConstraint {
     return std::binary_search(set_.begin(), set_.end(), re_->nfa_->match);
   }
   bool MustEnd() const override { return set_.size() == 1 && CanEnd(); }
-  absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
-                             std::vector<int32_t>& ids) const override {
+  absl::Status Allowed(const TokenVocabulary& vocabulary, TokenSet& allowed) const override {
     CompiledRegex::Dfa& dfa = *re_->dfa_;
     if (dfa.Full()) dfa.Clear();
     const int from = Current();
-    if (const std::vector<int32_t>* kept = dfa.Allowed(from, vocabulary); kept != nullptr) {
-      ids = *kept;  // this state was scanned before: a text keeps coming back to it
+    if (const TokenSet* kept = dfa.Allowed(from, vocabulary); kept != nullptr) {
+      allowed = *kept;  // this state was scanned before: a text keeps coming back to it
       return absl::OkStatus();
     }
+    std::vector<int32_t> ids;
     int64_t work = 0;
     bool over = false;
     internal::ScanVocabulary(
@@ -874,7 +875,8 @@ class RegexConstraint final : public OutputConstraint {
           kMaxGuidedRegexScanWork, " steps a token, ", kMaxGuidedRegexRequestWork, " in all, ",
           2 * kMaxGuidedRegexDfaStates, " states); simplify it (", re_->scan_hint_, ")"));
     }
-    dfa.KeepAllowed(from, vocabulary, ids);
+    allowed = TokenSet::Of(std::move(ids), vocabulary.bytes.size());
+    dfa.KeepAllowed(from, vocabulary, allowed);
     return absl::OkStatus();
   }
 

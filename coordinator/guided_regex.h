@@ -50,9 +50,10 @@ inline constexpr int kMaxGuidedRegexDfaStates = 2048;
 inline constexpr int kMaxGuidedRegexDfaEntries = 1 << 20;
 inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;
 inline constexpr int64_t kMaxGuidedRegexRequestWork = int64_t{1} << 27;
-// The allowed token ids of each DFA state's scan are kept, as many as this (4 MiB) a DFA:
-// a text comes back to the same states (inside a string, between list items), whose scans
-// then cost a copy.
+// The allowed token ids of each DFA state's scan are kept (as the shorter list, TokenSet:
+// inside a string the few tokens that may not come), as many ids as this (4 MiB) a DFA: a
+// text comes back to the same states (inside a string, between list items), whose scans then
+// cost a copy.
 inline constexpr int kMaxGuidedRegexAllowedEntries = 1 << 20;
 
 // Where a pattern comes from: what its errors call the guide and the text its client wrote,

@@ -42,10 +42,11 @@ class ChoiceConstraint final : public OutputConstraint {
     }
     return true;
   }
-  absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
-                             std::vector<int32_t>& ids) const override {
+  absl::Status Allowed(const TokenVocabulary& vocabulary, TokenSet& allowed) const override {
+    std::vector<int32_t> ids;
     internal::ScanVocabulary(
         vocabulary, [this](std::string_view bytes) { return Continuing(bytes).any(); }, ids);
+    allowed = TokenSet::Of(std::move(ids), vocabulary.bytes.size());
     return absl::OkStatus();
   }
 
@@ -391,23 +392,23 @@ class JsonObjectConstraint final : public OutputConstraint {
   }
   bool CanEnd() const override { return state_.Done(); }
   bool MustEnd() const override { return state_.Done(); }
-  absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
-                             std::vector<int32_t>& ids) const override {
+  absl::Status Allowed(const TokenVocabulary& vocabulary, TokenSet& allowed) const override {
     if (state_.InPlainString()) {
-      // Inside a string, where most tokens are plain text: those are taken as they are.
-      ids.clear();
+      // Inside a string, where most tokens are plain text: those are taken as they are, and
+      // the set is written as the others.
+      allowed.allow = false;
+      allowed.ids.clear();
       for (size_t id = 0; id < vocabulary.heads.size(); ++id) {
         const TokenVocabulary::Head head = vocabulary.heads[id];
-        if (head.size == 0) continue;
-        if (head.plain) {
-          ids.push_back(static_cast<int32_t>(id));
-          continue;
-        }
+        if (head.plain) continue;
         JsonState next = state_;
-        if (Feed(next, vocabulary.bytes[id])) ids.push_back(static_cast<int32_t>(id));
+        if (head.size == 0 || !Feed(next, vocabulary.bytes[id])) {
+          allowed.ids.push_back(static_cast<int32_t>(id));
+        }
       }
       return absl::OkStatus();
     }
+    std::vector<int32_t> ids;
     internal::ScanVocabulary(
         vocabulary,
         [this](std::string_view bytes) {
@@ -415,6 +416,7 @@ class JsonObjectConstraint final : public OutputConstraint {
           return Feed(next, bytes);
         },
         ids);
+    allowed = TokenSet::Of(std::move(ids), vocabulary.bytes.size());
     return absl::OkStatus();
   }
 
@@ -462,6 +464,44 @@ TokenVocabulary TokenVocabulary::FromTokenizer(const Tokenizer& tokenizer) {
     if (b.ok()) bytes[static_cast<size_t>(id)] = *std::move(b);
   }
   return TokenVocabulary(std::move(bytes));
+}
+
+TokenSet TokenSet::Of(std::vector<int32_t> members, size_t size) {
+  if (members.size() <= size / 2) return TokenSet{.allow = true, .ids = std::move(members)};
+  TokenSet others{.allow = false, .ids = {}};
+  others.ids.reserve(size - members.size());
+  auto next = members.begin();
+  for (size_t id = 0; id < size; ++id) {
+    if (next != members.end() && *next == static_cast<int32_t>(id)) {
+      ++next;
+    } else {
+      others.ids.push_back(static_cast<int32_t>(id));
+    }
+  }
+  return others;
+}
+
+std::vector<int32_t> TokenSet::Members(size_t size) const {
+  if (allow) return ids;
+  std::vector<int32_t> members;
+  members.reserve(size > ids.size() ? size - ids.size() : 0);
+  auto next = ids.begin();
+  for (size_t id = 0; id < size; ++id) {
+    if (next != ids.end() && *next == static_cast<int32_t>(id)) {
+      ++next;
+    } else {
+      members.push_back(static_cast<int32_t>(id));
+    }
+  }
+  return members;
+}
+
+absl::Status OutputConstraint::AllowedTokens(const TokenVocabulary& vocabulary,
+                                             std::vector<int32_t>& ids) const {
+  TokenSet allowed;
+  if (absl::Status s = Allowed(vocabulary, allowed); !s.ok()) return s;
+  ids = allowed.Members(vocabulary.bytes.size());
+  return absl::OkStatus();
 }
 
 absl::Status CheckGuidedChoices(const std::vector<std::string>& choices) {

@@ -9,8 +9,8 @@
 //
 //   TokenVocabulary vocab = TokenVocabulary::FromTokenizer(tokenizer);
 //   auto c = OutputConstraint::Choice({"yes", "no"});
-//   std::vector<int32_t> ids;
-//   RETURN_IF_ERROR((*c)->AllowedTokens(vocab, ids));  // "yes", "y", "no", "n"; not " yes"
+//   TokenSet allowed;
+//   RETURN_IF_ERROR((*c)->Allowed(vocab, allowed));  // "yes", "y", "no", "n"; not " yes"
 //   (*c)->Advance(vocab.bytes[sampled]);
 //
 // The languages work on bytes, as the byte-level BPE tokens do: a token may end inside a
@@ -56,6 +56,19 @@ struct TokenVocabulary {
   uint64_t id;
 };
 
+// A set of the token ids [0, size) of a vocabulary, written as the shorter list: its members
+// (allow), or the ids outside it. Inside a JSON string nearly every token may come, and the
+// few that may not are what is kept and sent (the worker's TokenMask is the same).
+struct TokenSet {
+  bool allow = true;
+  std::vector<int32_t> ids;  // increasing, each in [0, size)
+
+  // `members` (increasing ids in [0, size)) as the shorter list.
+  static TokenSet Of(std::vector<int32_t> members, size_t size);
+  // The members, increasing.
+  std::vector<int32_t> Members(size_t size) const;
+};
+
 // Limits of the languages (a request past them is InvalidArgument).
 inline constexpr int kMaxGuidedChoices = 256;
 inline constexpr int kMaxGuidedChoiceBytes = 1024;
@@ -89,11 +102,12 @@ class OutputConstraint {
   virtual bool CanEnd() const = 0;
   // Whether the output is a whole sentence that no byte can continue.
   virtual bool MustEnd() const = 0;
-  // Replaces `ids` with the token ids of `vocabulary` whose bytes Advance would take now, in
-  // increasing order. INVALID_ARGUMENT when following the language over the vocabulary costs
-  // more than a request may (guided_regex.h); choices and JSON never fail.
-  virtual absl::Status AllowedTokens(const TokenVocabulary& vocabulary,
-                                     std::vector<int32_t>& ids) const = 0;
+  // Replaces `allowed` with the token ids of `vocabulary` (a set of [0, vocabulary.bytes.size()))
+  // whose bytes Advance would take now. INVALID_ARGUMENT when following the language over the
+  // vocabulary costs more than a request may (guided_regex.h); choices and JSON never fail.
+  virtual absl::Status Allowed(const TokenVocabulary& vocabulary, TokenSet& allowed) const = 0;
+  // The same as a list: replaces `ids` with those ids, increasing.
+  absl::Status AllowedTokens(const TokenVocabulary& vocabulary, std::vector<int32_t>& ids) const;
 };
 
 }  // namespace llmint8::coordinator

@@ -31,6 +31,24 @@ bool JsonObjectTakes(std::string_view text) {
   return Taken(*c, text) == text.size() && c->CanEnd();
 }
 
+TEST(TokenSetTest, TheShorterListIsKeptAndTheMembersComeBack) {
+  const TokenSet few = TokenSet::Of({1, 4}, 6);
+  EXPECT_TRUE(few.allow);
+  EXPECT_THAT(few.ids, ::testing::ElementsAre(1, 4));
+  EXPECT_THAT(few.Members(6), ::testing::ElementsAre(1, 4));
+  const TokenSet half = TokenSet::Of({0, 2, 5}, 6);
+  EXPECT_TRUE(half.allow) << "ties go to the members";
+  const TokenSet most = TokenSet::Of({0, 1, 2, 4, 5}, 6);
+  EXPECT_FALSE(most.allow);
+  EXPECT_THAT(most.ids, ::testing::ElementsAre(3));
+  EXPECT_THAT(most.Members(6), ::testing::ElementsAre(0, 1, 2, 4, 5));
+  const TokenSet all = TokenSet::Of({0, 1, 2}, 3);
+  EXPECT_FALSE(all.allow);
+  EXPECT_TRUE(all.ids.empty());
+  EXPECT_THAT(all.Members(3), ::testing::ElementsAre(0, 1, 2));
+  EXPECT_TRUE(TokenSet::Of({}, 3).Members(3).empty());
+}
+
 TEST(OutputConstraintTest, JsonObjectTakesObjectsByteByByte) {
   for (const char* doc : {
            R"({})",

@@ -1,6 +1,7 @@
 #include "coordinator/sequence.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/base/internal/raw_logging.h"
@@ -167,8 +168,9 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
 absl::Status Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
                                      v1::TokenMask* mask) {
   if (guide_ == nullptr) return absl::OkStatus();
-  if (vocab_size <= 0) vocab_size = static_cast<int32_t>(vocabulary_->bytes.size());
-  if (absl::Status scan = guide_->AllowedTokens(*vocabulary_, allowed_); !scan.ok()) return scan;
+  const int32_t tokens = static_cast<int32_t>(vocabulary_->bytes.size());
+  if (vocab_size <= 0) vocab_size = tokens;
+  if (absl::Status scan = guide_->Allowed(*vocabulary_, allowed_); !scan.ok()) return scan;
   // The ids that end the sequence (the end-of-sequence ids unless ignored, the stop ids) come
   // only where the text may end, though a scan allowed one by its text (an eos id from
   // generation_config.json may be an ordinary token): else they would end it half-way. They
@@ -178,19 +180,28 @@ absl::Status Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int
     if (!params_.ignore_eos)
       enders_->insert(enders_->end(), eos_token_ids.begin(), eos_token_ids.end());
     std::sort(enders_->begin(), enders_->end());
+    enders_->erase(std::unique(enders_->begin(), enders_->end()), enders_->end());
   }
   const std::vector<int32_t>& enders = *enders_;
-  if (guide_->CanEnd()) {
-    allowed_.insert(allowed_.end(), enders.begin(), enders.end());
-    std::sort(allowed_.begin(), allowed_.end());
-    allowed_.erase(std::unique(allowed_.begin(), allowed_.end()), allowed_.end());
-  } else {
-    std::erase_if(allowed_,
-                  [&](int32_t id) { return std::binary_search(enders.begin(), enders.end(), id); });
+  // The set is written as its members (allow) or as the others, whichever the guide gave:
+  // the shorter, kept so, with no pass over the whole vocabulary. Ids past the model's
+  // vocabulary go; those past the tokenizer's (no token) are never members.
+  std::vector<int32_t>& ids = allowed_.ids;
+  if (!allowed_.allow) {
+    for (int32_t id = tokens; id < vocab_size; ++id) ids.push_back(id);
   }
-  // Ids past the model's vocabulary (none expected) are dropped.
-  allowed_.erase(std::lower_bound(allowed_.begin(), allowed_.end(), vocab_size), allowed_.end());
-  if (allowed_.empty()) {
+  ids.erase(std::lower_bound(ids.begin(), ids.end(), vocab_size), ids.end());
+  merged_.clear();
+  if (guide_->CanEnd() == allowed_.allow) {  // members gain the enders, or the others do
+    std::set_union(ids.begin(), ids.end(), enders.begin(),
+                   std::lower_bound(enders.begin(), enders.end(), vocab_size),
+                   std::back_inserter(merged_));
+  } else {  // members lose them, or the others do
+    std::set_difference(ids.begin(), ids.end(), enders.begin(), enders.end(),
+                        std::back_inserter(merged_));
+  }
+  ids.swap(merged_);
+  if (allowed_.allow ? ids.empty() : ids.size() >= static_cast<size_t>(vocab_size)) {
     // No token of the vocabulary goes on with the text (a guide whose next byte no token
     // holds), and it may not end here (ignore_eos): nothing can be sampled.
     return absl::InvalidArgumentError(absl::StrCat(
@@ -199,22 +210,8 @@ absl::Status Sequence::FillTokenMask(std::span<const int32_t> eos_token_ids, int
         params_.ignore_eos ? ", and ignore_eos keeps it from ending" : ""));
   }
   mask->Clear();
-  const size_t vocab = static_cast<size_t>(std::max(vocab_size, 0));
-  if (allowed_.size() <= vocab / 2) {
-    mask->set_allow(true);
-    mask->mutable_token_ids()->Add(allowed_.begin(), allowed_.end());
-    return absl::OkStatus();
-  }
-  mask->set_allow(false);
-  mask->mutable_token_ids()->Reserve(static_cast<int>(vocab - allowed_.size()));
-  auto next = allowed_.begin();
-  for (int32_t id = 0; id < vocab_size; ++id) {
-    if (next != allowed_.end() && *next == id) {
-      ++next;
-    } else {
-      mask->add_token_ids(id);
-    }
-  }
+  mask->set_allow(allowed_.allow);
+  mask->mutable_token_ids()->Add(ids.begin(), ids.end());
   return absl::OkStatus();
 }
 

@@ -189,9 +189,10 @@ class Sequence {
   bool AddToken(const v1::SeqResult& sampled, std::span<const int32_t> eos_token_ids);
   // A guided sequence's next token: the ids rank 0 may sample, with the ids that end the
   // sequence (`eos_token_ids` unless ignore_eos, the stop ids) where the text may end and
-  // never elsewhere, as `mask` (the shorter of the
-  // allowed and the banned ids of [0, vocab_size), the vocabulary's size for 0); OK, `mask`
-  // untouched, when the sequence is not guided. An error (INVALID_ARGUMENT: the scan's cost,
+  // never elsewhere, as `mask`: the allowed or the banned ids of [0, vocab_size) (the
+  // vocabulary's size for 0), in the guide's form of the set (TokenSet: the shorter list, but
+  // for the end ids and the ids past the tokenizer); OK, `mask` untouched, when the sequence
+  // is not guided. An error (INVALID_ARGUMENT: the scan's cost,
   // or no token may come) is the sequence's: it cannot go on.
   absl::Status FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
                              v1::TokenMask* mask);
@@ -260,7 +261,8 @@ class Sequence {
   std::shared_ptr<ClientProbe> client_probe_;     // likewise
   std::unique_ptr<OutputConstraint> guide_;       // likewise (scheduler thread after)
   std::shared_ptr<const TokenVocabulary> vocabulary_;
-  std::vector<int32_t> allowed_;  // FillTokenMask's scratch
+  TokenSet allowed_;                            // FillTokenMask's scratch
+  std::vector<int32_t> merged_;                 // likewise
   std::optional<std::vector<int32_t>> enders_;  // FillTokenMask's end ids, sorted
 
   // Scheduler thread only.

@@ -188,6 +188,46 @@ TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
       << "the eos id 'b' cannot end a key; id 7 has no token";
 }
 
+// A guide that allows most tokens is masked by the few it bans; where the text may end, the
+// end ids leave that list (a special eos id and one with text alike), and the ids past the
+// tokenizer join it. Where it may not, they are banned.
+TEST(SequenceTest, AMaskOfMostTokensListsTheBannedOnesAndLetsTheEndIdsThroughWhereTheTextEnds) {
+  // Ids: 0 "" (special), 1 "a", 2 "b", 3 "c", 4 "d", 5 "1"; 6 and 7 past the tokenizer.
+  auto vocab = std::make_shared<const TokenVocabulary>(
+      std::vector<std::string>{"", "a", "b", "c", "d", "1"});
+  constexpr int32_t kEnders[] = {0, 3};  // eos ids; 3 has text ("c")
+  GenerationParams p = Params(8);
+  auto re = CompiledRegex::Compile("[a-d]*1?");
+  ASSERT_TRUE(re.ok()) << re.status();
+  p.guided_regex = *re;
+  Sequence seq(1, {2, 5}, p, std::make_unique<FakeText>());
+  seq.set_guide((*re)->NewConstraint(*re), vocab);
+  v1::TokenMask mask;
+  ASSERT_TRUE(seq.FillTokenMask(kEnders, /*vocab_size=*/8, &mask).ok());
+  EXPECT_FALSE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{6, 7}))
+      << "every token may come; the empty text may end";
+  v1::SeqResult r;
+  r.set_token_id(5);  // "1": the text may end, nothing continues it
+  EXPECT_TRUE(seq.AddToken(r, kEnders));
+
+  // "[a-d]+": at the start the text may not end, so the end ids are banned beside 5, 6 and 7.
+  auto plus = CompiledRegex::Compile("[a-d]+");
+  ASSERT_TRUE(plus.ok()) << plus.status();
+  Sequence more(2, {2, 5}, p, std::make_unique<FakeText>());
+  more.set_guide((*plus)->NewConstraint(*plus), vocab);
+  ASSERT_TRUE(more.FillTokenMask(kEnders, 8, &mask).ok());
+  EXPECT_FALSE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{0, 3, 5, 6, 7}));
+  // A model vocabulary smaller than the tokenizer's: ids past it are neither sent nor counted.
+  ASSERT_TRUE(more.FillTokenMask(kEnders, 4, &mask).ok());
+  EXPECT_FALSE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{0, 3}));
+}
+
 // Before min_tokens nothing ends the sequence: an end-of-sequence token or stop id there (the
 // workers never sample one) is an ordinary token, and no stop string ends in their text.
 TEST(SequenceTest, NothingEndsBeforeMinTokens) {

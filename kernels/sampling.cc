@@ -285,6 +285,25 @@ absl::Status ApplyRepetitionPenalty(std::span<float> logits, std::span<const int
   return absl::OkStatus();
 }
 
+absl::Status ApplyTokenMask(std::span<const float> logits, const TokenMask& mask,
+                            std::vector<float>& out) {
+  for (int32_t id : mask.ids) {
+    if (id < 0 || static_cast<size_t>(id) >= logits.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token mask id ", id, " is outside the vocabulary of ", logits.size()));
+    }
+  }
+  constexpr float kBanned = -std::numeric_limits<float>::infinity();
+  if (mask.allow) {
+    out.assign(logits.size(), kBanned);
+    for (int32_t id : mask.ids) out[static_cast<size_t>(id)] = logits[static_cast<size_t>(id)];
+  } else {
+    out.assign(logits.begin(), logits.end());
+    for (int32_t id : mask.ids) out[static_cast<size_t>(id)] = kBanned;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ApplyLogitBias(std::span<float> logits, std::span<const TokenBias> bias) {
   for (const TokenBias& b : bias) {
     if (b.token < 0 || static_cast<size_t>(b.token) >= logits.size()) {
@@ -336,8 +355,13 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
   const bool counted =
       (params.frequency_penalty != 0.0f || params.presence_penalty != 0.0f) && !generated.empty();
   const bool biased = !params.logit_bias.empty();
-  if (repetition || counted || biased) {
-    penalized.assign(logits.begin(), logits.end());
+  const bool masked = params.mask.has_value();
+  if (repetition || counted || biased || masked) {
+    if (masked) {
+      RETURN_IF_ERROR(ApplyTokenMask(logits, *params.mask, penalized));
+    } else {
+      penalized.assign(logits.begin(), logits.end());
+    }
     if (biased) RETURN_IF_ERROR(ApplyLogitBias(penalized, params.logit_bias));
     if (repetition) {
       RETURN_IF_ERROR(ApplyRepetitionPenalty(penalized, seen, params.repetition_penalty));

@@ -2,6 +2,7 @@
 // of a decode step): greedy, temperature, top-k, top-p (nucleus), seeded, with optional logprobs.
 //
 // Order of operations, as Hugging Face's generate and vLLM do it:
+//   token mask (guided decoding): each id it rules out is -inf;
 //   logit bias: each listed id's bias added to its logit (the OpenAI API's logit_bias; -inf
 //        bans an id);
 //   repetition penalty (when != 1) over the ids the sequence has seen (prompt + generated), as
@@ -42,6 +43,12 @@ struct TokenBias {
   float bias;  // finite, or -inf (the id is never sampled)
 };
 
+// Guided decoding's mask: a view of ids, valid while the call that reads it runs.
+struct TokenMask {
+  bool allow = false;            // ids: the only ids that may be sampled; else those that may not
+  std::span<const int32_t> ids;  // each in the vocabulary
+};
+
 struct SamplingParams {
   float temperature = 1.0f;         // >= 0 and finite; 0 means greedy
   int32_t top_k = 0;                // >= 0; 0 means no limit (values above the vocabulary size too)
@@ -54,6 +61,7 @@ struct SamplingParams {
   float presence_penalty = 0.0f;    // in [-kMaxPenalty, kMaxPenalty]; 0 = off
   float min_p = 0.0f;               // in [0, 1]; 0 = off
   std::vector<TokenBias> logit_bias;  // added to the logits first; ids in the vocabulary
+  std::optional<TokenMask> mask;      // applied before the bias; none: every id may come
 };
 
 // InvalidArgument naming the field and its allowed range.
@@ -93,6 +101,10 @@ absl::Status ApplyFrequencyPresencePenalties(std::span<float> logits,
                                              std::span<const int32_t> generated, float frequency,
                                              float presence);
 
+// `logits` with every id `mask` rules out at -inf, into `out`. InvalidArgument for an id
+// outside [0, logits.size()).
+absl::Status ApplyTokenMask(std::span<const float> logits, const TokenMask& mask,
+                            std::vector<float>& out);
 // Each entry's bias added to its id's logit in place. InvalidArgument for an id outside
 // [0, logits.size()) or a bias that is NaN or +inf.
 absl::Status ApplyLogitBias(std::span<float> logits, std::span<const TokenBias> bias);

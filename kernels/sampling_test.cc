@@ -475,6 +475,45 @@ TEST(SamplingTest, LogitBiasMovesTheChoiceNotTheLogprobs) {
   }
 }
 
+// A token mask (guided decoding) lets only its ids through (allow) or bans them, before the
+// bias, and leaves the logprobs the model's; an id outside is InvalidArgument, and a mask
+// that leaves nothing is the all -inf row's error.
+TEST(SamplingTest, ATokenMaskKeepsTheChoiceWithinItAndTheLogprobsTheModels) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f};
+  const double lse = std::log(std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + std::exp(0.5));
+  const std::vector<int32_t> only = {0, 3};
+  SamplingParams greedy = GreedyWithLogprobs(2);
+  greedy.mask = TokenMask{.allow = true, .ids = only};
+  auto allowed = SampleToken(logits, greedy, 0);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_EQ(allowed->token, 0);
+  EXPECT_NEAR(*allowed->logprob, 1.0 - lse, 1e-6);
+  EXPECT_EQ(allowed->top[0].token, 1) << "the candidates are the model's";
+  greedy.logit_bias = {{3, 1.0f}};
+  EXPECT_EQ(SampleToken(logits, greedy, 0)->token, 3) << "the bias moves within the mask";
+  greedy.logit_bias = {{2, 50.0f}};
+  EXPECT_EQ(SampleToken(logits, greedy, 0)->token, 0) << "no bias brings a masked id back";
+  greedy.logit_bias.clear();
+  const std::vector<int32_t> banned = {1, 2};
+  greedy.mask = TokenMask{.allow = false, .ids = banned};
+  EXPECT_EQ(SampleToken(logits, greedy, 0)->token, 0);
+
+  SamplingParams hot = Params(5.0f, 0, 1.0f);
+  hot.mask = TokenMask{.allow = true, .ids = only};
+  for (uint64_t step = 0; step < 200; ++step) {
+    auto s = SampleToken(logits, hot, step);
+    ASSERT_TRUE(s.ok());
+    EXPECT_TRUE(s->token == 0 || s->token == 3) << s->token;
+  }
+  const std::vector<int32_t> outside = {4};
+  greedy.mask = TokenMask{.allow = false, .ids = outside};
+  auto bad = SampleToken(logits, greedy, 0);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("token mask id 4"));
+  greedy.mask = TokenMask{.allow = true, .ids = {}};
+  EXPECT_EQ(SampleToken(logits, greedy, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SamplingTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOnce) {
   std::vector<float> logits = {2.0f, -1.0f, 0.5f, 3.0f, kNegInf};
   // Ids 0, 1 and 4 seen (0 twice: penalised once), 2 and 3 not.

@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/status_macros.h"
 
 namespace llmint8::worker {
 
@@ -69,28 +68,12 @@ absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
   params.return_logprob = step.logprobs();
   params.top_logprobs = step.top_logprobs();
   if (!step.has_mask()) return SampleToken(logits, params, step.sample_index(), s.seen);
-  kernels::SamplingParams masked = params;
-  RETURN_IF_ERROR(AppendMaskBias(step.mask(), std::ssize(logits), masked.logit_bias));
+  kernels::SamplingParams masked = params;  // the mask is a view of this step's message
+  masked.mask = kernels::TokenMask{
+      .allow = step.mask().allow(),
+      .ids = std::span<const int32_t>(step.mask().token_ids().data(),
+                                      static_cast<size_t>(step.mask().token_ids().size()))};
   return SampleToken(logits, masked, step.sample_index(), s.seen);
-}
-
-absl::Status AppendMaskBias(const v1::TokenMask& mask, int64_t vocab,
-                            std::vector<kernels::TokenBias>& bias) {
-  constexpr float kBanned = -std::numeric_limits<float>::infinity();
-  std::vector<bool> listed(static_cast<size_t>(vocab), false);
-  for (int32_t id : mask.token_ids()) {
-    if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token mask id ", id, " is outside the vocabulary of ", vocab));
-    }
-    listed[static_cast<size_t>(id)] = true;
-  }
-  for (int64_t id = 0; id < vocab; ++id) {
-    if (listed[static_cast<size_t>(id)] != mask.allow()) {
-      bias.push_back({static_cast<int32_t>(id), kBanned});
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace llmint8::worker

@@ -57,11 +57,6 @@ class SequenceSamplers {
   absl::flat_hash_map<uint64_t, State> states_;
 };
 
-// Appends a bias of -inf for each id of [0, vocab) that `mask` rules out: those it lists
-// (allow false) or those it does not (allow true). InvalidArgument for a listed id outside.
-absl::Status AppendMaskBias(const v1::TokenMask& mask, int64_t vocab,
-                            std::vector<kernels::TokenBias>& bias);
-
 }  // namespace llmint8::worker
 
 #endif  // LLMINT8_WORKER_SEQUENCE_SAMPLERS_H_
