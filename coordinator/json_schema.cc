@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bitset>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -85,9 +86,13 @@ std::string AnyValue(int depth) {
   return absl::StrCat("(?:", scalar, "|", ArrayOf(inner, 0, -1), "|", MapOf(inner), ")");
 }
 
-// Integers in [lo, hi], 0 <= lo <= hi: pieces of one digit count each, each a fixed prefix, a
-// class, and any digits (the split of the to-regex-range algorithm).
-std::string UnsignedRange(int64_t lo, int64_t hi) {
+// One piece of a range: the digits' lowest and highest value at each place, most significant
+// first (a fixed digit, a class, or any digit).
+using DigitRanges = std::vector<std::pair<char, char>>;
+
+// Integers in [lo, hi], 0 <= lo <= hi, as pieces of one digit count each, each a fixed prefix,
+// a class and any digits (the split of the to-regex-range algorithm).
+std::vector<DigitRanges> RangePieces(int64_t lo, int64_t hi) {
   auto pow10 = [](int n) {
     int64_t p = 1;
     for (int i = 0; i < n; ++i) p *= 10;
@@ -104,27 +109,88 @@ std::string UnsignedRange(int64_t lo, int64_t hi) {
     if (stop <= lo || stop > hi) break;
     stops.insert(stop);
   }
-  std::vector<std::string> pieces;
+  std::vector<DigitRanges> pieces;
   int64_t start = lo;
   for (int64_t stop : stops) {
     const std::string a = std::to_string(start);
     const std::string b = std::to_string(stop);
-    std::string piece;
-    int any_digits = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      if (a[i] == b[i]) {
-        piece += a[i];
-      } else if (a[i] == '0' && b[i] == '9') {
-        ++any_digits;
-      } else {
-        absl::StrAppend(&piece, "[", std::string(1, a[i]), "-", std::string(1, b[i]), "]");
-      }
-    }
-    if (any_digits > 0) absl::StrAppend(&piece, "[0-9]{", any_digits, "}");
-    pieces.push_back(std::move(piece));
+    DigitRanges& piece = pieces.emplace_back();
+    for (size_t i = 0; i < a.size(); ++i) piece.emplace_back(a[i], b[i]);
     start = stop + 1;
   }
+  return pieces;
+}
+
+// One place's digits: the digit, a class, or [0-9].
+std::string DigitClass(std::pair<char, char> r) {
+  if (r.first == r.second) return std::string(1, r.first);
+  return absl::StrCat("[", std::string(1, r.first), "-", std::string(1, r.second), "]");
+}
+
+// The places of a piece, runs of any digit written as one repetition.
+std::string Digits(DigitRanges::const_iterator begin, DigitRanges::const_iterator end) {
+  std::string out;
+  for (auto it = begin; it != end;) {
+    if (it->first != '0' || it->second != '9') {
+      out += DigitClass(*it++);
+      continue;
+    }
+    int run = 0;
+    for (; it != end && it->first == '0' && it->second == '9'; ++it) ++run;
+    absl::StrAppend(&out, "[0-9]", run > 1 ? absl::StrCat("{", run, "}") : "");
+  }
+  return out;
+}
+
+std::string UnsignedRange(int64_t lo, int64_t hi) {
+  std::vector<std::string> pieces;
+  for (const DigitRanges& piece : RangePieces(lo, hi)) {
+    pieces.push_back(Digits(piece.begin(), piece.end()));
+  }
   return absl::StrCat("(?:", absl::StrJoin(pieces, "|"), ")");
+}
+
+// Bounded numbers are decimals of at most this many digits before the point and after it
+// (their text is n / 10^kBoundedNumberFraction for an integer n < 10^15): at most 15
+// significant digits, so that two such decimals, a bound among them, are two doubles, and
+// a validator comparing doubles agrees with the exact comparison the regex makes.
+constexpr int kBoundedNumberWhole = 9;
+constexpr int kBoundedNumberFraction = 6;
+constexpr int64_t kBoundedNumberScale = 1'000'000;                // 10^kBoundedNumberFraction
+constexpr int64_t kBoundedNumberTop = 1'000'000'000'000'000 - 1;  // the largest n
+
+// The fraction's places from `place` on, each optional once every later place may be 0
+// (a text may stop there: the rest are zeros).
+std::string FractionPlaces(const DigitRanges& places, size_t place) {
+  if (place == places.size()) return "";
+  const std::string here =
+      absl::StrCat(DigitClass(places[place]), FractionPlaces(places, place + 1));
+  bool zeros_may_follow = true;
+  for (size_t i = place; i < places.size(); ++i) zeros_may_follow &= places[i].first == '0';
+  return zeros_may_follow ? absl::StrCat("(?:", here, ")?") : here;
+}
+
+// Decimals n / 10^kBoundedNumberFraction for integers n in [lo, hi], 0 <= lo <= hi <=
+// kBoundedNumberTop: the integer part without leading zeros, then at most
+// kBoundedNumberFraction fraction digits (trailing zeros optional, no exponent).
+std::string ScaledRange(int64_t lo, int64_t hi) {
+  std::vector<std::string> pieces;
+  for (DigitRanges piece : RangePieces(lo, hi)) {
+    const size_t f = kBoundedNumberFraction;
+    while (piece.size() < f) piece.insert(piece.begin(), {'0', '0'});  // 0.00xyz
+    const std::string whole =
+        piece.size() == f ? "0" : Digits(piece.begin(), piece.end() - static_cast<ptrdiff_t>(f));
+    const DigitRanges fraction(piece.end() - static_cast<ptrdiff_t>(f), piece.end());
+    std::string places = FractionPlaces(fraction, 0);
+    // The point comes with the first place: "(?:d(?:...)?)?" becomes "(?:\.d(?:...)?)?".
+    if (places.starts_with("(?:")) {
+      places.insert(3, "\\.");
+    } else {
+      places.insert(0, "\\.");
+    }
+    pieces.push_back(absl::StrCat(whole, places));
+  }
+  return absl::StrJoin(pieces, "|");
 }
 
 int DigitCount(int64_t v) {
@@ -841,19 +907,71 @@ class Writer {
     return absl::OkStatus();
   }
 
+  // A number bound times 10^kBoundedNumberFraction, exactly: InvalidArgument unless it is
+  // within +-10^9 with at most kBoundedNumberFraction digits after the point (its shortest
+  // decimal form).
+  absl::StatusOr<int64_t> ScaledBound(const char* key, double b) const {
+    if (!(std::abs(b) < 1e9)) {
+      return Error(absl::StrCat(key, " ", b, " on a number is beyond the +-10^9 served"));
+    }
+    char buf[64];
+    const std::to_chars_result written =
+        std::to_chars(buf, buf + sizeof(buf), b, std::chars_format::fixed);
+    std::string_view text(buf, static_cast<size_t>(written.ptr - buf));
+    const bool negative = text.starts_with("-");
+    if (negative) text.remove_prefix(1);
+    const size_t point = text.find('.');
+    const std::string_view whole = text.substr(0, point);
+    const std::string_view fraction =
+        point == std::string_view::npos ? std::string_view() : text.substr(point + 1);
+    if (fraction.size() > static_cast<size_t>(kBoundedNumberFraction)) {
+      return Error(absl::StrCat(key, " ", std::string(text), " on a number has more than ",
+                                kBoundedNumberFraction,
+                                " digits after the point (served: ", kBoundedNumberFraction, ")"));
+    }
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(absl::string_view(whole.data(), whole.size()), &v)) {
+      return absl::InternalError("a bound's digits");
+    }
+    for (int i = 0; i < kBoundedNumberFraction; ++i) {
+      v = v * 10 + (static_cast<size_t>(i) < fraction.size() ? fraction[i] - '0' : 0);
+    }
+    return negative ? -v : v;
+  }
+
   absl::Status Number(const Json& s, std::string& out) {
     ASSIGN_OR_RETURN(const std::optional<double> min, Bound(s, "minimum"));
+    bool bounded = min.has_value() && *min != 0;
     for (const char* key : {"exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
-      if (s.contains(key)) {
-        return Error(absl::StrCat(key,
-                                  " on a number is not served (minimum 0 is; integers take "
-                                  "any bounds)"));
-      }
+      bounded |= s.contains(key);
     }
-    if (min && *min != 0) {
-      return Error("minimum on a number is served as 0 only (integers take any bounds)");
+    if (!bounded) {  // any number, or any number >= 0: every JSON form (16 digits a part)
+      absl::StrAppend(&out, min ? "" : "-?", kUnsignedInteger, kFractionExponent);
+      return absl::OkStatus();
     }
-    absl::StrAppend(&out, min ? "" : "-?", kUnsignedInteger, kFractionExponent);
+    // Bounded: n / 10^kBoundedNumberFraction for an integer n in [lo, hi] (exact: the bounds
+    // have no more fraction digits than the output).
+    int64_t lo = -kBoundedNumberTop;
+    int64_t hi = kBoundedNumberTop;
+    for (const char* key : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+      ASSIGN_OR_RETURN(const std::optional<double> b, Bound(s, key));
+      if (!b) continue;
+      ASSIGN_OR_RETURN(const int64_t v, ScaledBound(key, *b));
+      const std::string_view k = key;
+      if (k == "minimum") lo = std::max(lo, v);
+      if (k == "exclusiveMinimum") lo = std::max(lo, v + 1);
+      if (k == "maximum") hi = std::min(hi, v);
+      if (k == "exclusiveMaximum") hi = std::min(hi, v - 1);
+    }
+    std::vector<std::string> alts;
+    if (const int64_t from = std::max<int64_t>(lo, 0); from <= hi) {
+      alts.push_back(ScaledRange(from, hi));
+    }
+    if (const int64_t p = std::max<int64_t>(1, -hi); lo < 0 && p <= -lo) {  // -x, x in [p, -lo]
+      alts.push_back(absl::StrCat("-(?:", ScaledRange(p, -lo), ")"));
+    }
+    if (alts.empty()) return Error("the bounds leave no number");
+    absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
     return absl::OkStatus();
   }
 

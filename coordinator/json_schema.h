@@ -22,7 +22,8 @@
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
 //     uuid, ipv4;
 //   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);
-//   numbers: minimum 0 only;
+//   numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^9, at most 6
+//     digits after the point: pydantic's ge / gt / le / lt);
 //   annotations, which change nothing: title, description, default, examples, $schema, $id
 //   (at the root only), $comment, $defs, definitions, deprecated, readOnly, writeOnly,
 //   discriminator.
@@ -40,7 +41,10 @@
 //   - a string's \u escapes are of characters of the Basic Multilingual Plane (no surrogate
 //     halves: the others are written as UTF-8), so each is one character as lengths count;
 //   - integers have at most 16 digits, fractions 16, exponents 3 (unbounded integers fit
-//     int64 and a double's exact range);
+//     int64 and a double's exact range); a number with bounds (but minimum 0 alone) is a
+//     decimal of at most 9 digits before the point and 6 after it, with no exponent (at most
+//     15 significant digits: two such decimals are two doubles, so a validator comparing
+//     doubles agrees with the exact comparison made here);
 //   - a value of any type ({}, true, an array without items, an object without properties or
 //     additionalProperties) nests at most kJsonSchemaAnyDepth containers deep.
 // Refused, InvalidArgument naming the keyword and where it is (a JSON pointer; the client's

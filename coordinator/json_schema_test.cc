@@ -65,6 +65,50 @@ TEST(JsonSchemaTest, ScalarsAreTheirJsonForms) {
   EXPECT_FALSE(Matches(b, "True"));
 }
 
+// Bounded numbers: decimals of at most 9 + 6 digits, no exponent, compared exactly with the
+// bounds (inclusive or exclusive, on either side of 0).
+TEST(JsonSchemaTest, NumberBoundsAreExactOnDecimals) {
+  auto unit = Compile(R"({"type": "number", "minimum": 0, "maximum": 1})");
+  for (std::string_view ok : {"0", "1", "0.5", "1.0", "1.000000", "0.000001", "0.25", "0.0"}) {
+    EXPECT_TRUE(Matches(unit, ok)) << ok;
+  }
+  for (std::string_view bad :
+       {"1.000001", "1.1", "-0.1", "2", "1e0", "0.0000001", "01", ".5", "1.", "-0"}) {
+    EXPECT_FALSE(Matches(unit, bad)) << bad;
+  }
+  auto above = Compile(R"({"type": "number", "exclusiveMinimum": 0.5, "maximum": 100})");
+  for (std::string_view ok : {"0.500001", "0.6", "0.51", "1", "99.999999", "100", "100.00"}) {
+    EXPECT_TRUE(Matches(above, ok)) << ok;
+  }
+  for (std::string_view bad : {"0.5", "0.50", "0.5000", "0.499999", "100.000001", "101"}) {
+    EXPECT_FALSE(Matches(above, bad)) << bad;
+  }
+  auto negative = Compile(R"({"type": "number", "minimum": -2.5, "exclusiveMaximum": -0.5})");
+  for (std::string_view ok : {"-2.5", "-2.50", "-1", "-0.500001", "-0.75", "-2.499"}) {
+    EXPECT_TRUE(Matches(negative, ok)) << ok;
+  }
+  for (std::string_view bad : {"-0.5", "-2.500001", "-3", "0", "-0", "0.6"}) {
+    EXPECT_FALSE(Matches(negative, bad)) << bad;
+  }
+  auto across = Compile(R"({"type": "number", "minimum": -1.25, "maximum": 3e2})");
+  for (std::string_view ok : {"-1.25", "-1", "-0.000001", "0", "299.5", "300"}) {
+    EXPECT_TRUE(Matches(across, ok)) << ok;
+  }
+  for (std::string_view bad : {"-1.250001", "-2", "300.000001", "1000"}) {
+    EXPECT_FALSE(Matches(across, bad)) << bad;
+  }
+  auto open_above = Compile(R"({"type": "number", "exclusiveMinimum": 0})");
+  for (std::string_view ok : {"0.000001", "1", "999999999.999999"}) {
+    EXPECT_TRUE(Matches(open_above, ok)) << ok;
+  }
+  for (std::string_view bad : {"0", "0.0", "-1", "1000000000", "1e3"}) {
+    EXPECT_FALSE(Matches(open_above, bad)) << bad;
+  }
+  // minimum 0 alone keeps every JSON form of a number >= 0.
+  auto non_negative = Compile(R"({"type": "number", "minimum": 0})");
+  EXPECT_TRUE(Matches(non_negative, "1e300"));
+}
+
 TEST(JsonSchemaTest, StringLengthsCountCharactersNotBytes) {
   auto s = Compile(R"({"type": "string", "minLength": 2, "maxLength": 3})");
   EXPECT_FALSE(Matches(s, R"("a")"));
@@ -392,7 +436,11 @@ TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error(R"({"type": "string", "maxLength": 1000})"), HasSubstr("over the 256"));
   EXPECT_THAT(Error(R"({"type": "integer", "minimum": 5, "maximum": 4})"), HasSubstr("no integer"));
   EXPECT_THAT(Error(R"({"type": "integer", "maximum": 1e16})"), HasSubstr("10^15"));
-  EXPECT_THAT(Error(R"({"type": "number", "maximum": 1})"), HasSubstr("maximum on a number"));
+  EXPECT_THAT(Error(R"({"type": "number", "maximum": 0.1234567})"),
+              HasSubstr("maximum 0.1234567 on a number has more than 6 digits after the point"));
+  EXPECT_THAT(Error(R"({"type": "number", "minimum": -1e10})"), HasSubstr("+-10^9"));
+  EXPECT_THAT(Error(R"({"type": "number", "minimum": 1, "exclusiveMaximum": 1})"),
+              HasSubstr("no number"));
   EXPECT_THAT(Error(R"({"type": "string", "format": "email"})"), HasSubstr("format \"email\""));
   EXPECT_THAT(Error(R"({"type": "array", "uniqueItems": true})"), HasSubstr("uniqueItems"));
   EXPECT_THAT(Error(R"({"type": "string", "anyOf": [{}]})"), HasSubstr("\"anyOf\" beside"));
