@@ -498,10 +498,18 @@ class CompiledRegex::Dfa {
   }
   const std::vector<int>& Set(int id) const { return sets_[static_cast<size_t>(id)]; }
   // Whether the cache holds more than it should keep: its states, or their NFA states.
-  bool Full(int times = 1) const {
-    return sets_.size() > static_cast<size_t>(times) * kMaxGuidedRegexDfaStates ||
-           entries_ > static_cast<size_t>(times) * kMaxGuidedRegexDfaEntries;
+  bool Full() const {
+    return sets_.size() > static_cast<size_t>(kMaxGuidedRegexDfaStates) ||
+           entries_ > static_cast<size_t>(kMaxGuidedRegexDfaEntries);
   }
+  // Whether the cache grew by more than twice its limits since it held `states` sets of
+  // `entries` NFA states in all.
+  bool GrewPast(size_t states, size_t entries) const {
+    return sets_.size() - states > 2 * static_cast<size_t>(kMaxGuidedRegexDfaStates) ||
+           entries_ - entries > 2 * static_cast<size_t>(kMaxGuidedRegexDfaEntries);
+  }
+  size_t states() const { return sets_.size(); }
+  size_t entries() const { return entries_; }
   uint64_t generation() const { return generation_; }
   void Clear() {
     sets_.clear();
@@ -853,6 +861,8 @@ class RegexConstraint final : public OutputConstraint {
     std::vector<int32_t> ids;
     int64_t work = 0;
     bool over = false;
+    const size_t states = dfa.states();
+    const size_t entries = dfa.entries();
     internal::ScanVocabulary(
         vocabulary,
         [&](std::string_view bytes) {
@@ -863,11 +873,12 @@ class RegexConstraint final : public OutputConstraint {
             if (id == CompiledRegex::Dfa::kDead) return false;
           }
           over = work > kMaxGuidedRegexScanWork || work_->steps > kMaxGuidedRegexRequestWork ||
-                 dfa.Full(2);
+                 dfa.GrewPast(states, entries);
           return !over;
         },
         ids);
     if (over) {
+      if (dfa.Full()) dfa.Clear();  // what this scan built is not kept for later requests
       // The pattern's fault, whatever the load: not a status a client would retry.
       return absl::InvalidArgumentError(absl::StrCat(
           re_->guide_, ": following ", re_->text_,
@@ -938,6 +949,8 @@ std::unique_ptr<OutputConstraint> CompiledRegex::NewConstraint(
 int CompiledRegex::nfa_states() const { return static_cast<int>(nfa_->states.size()); }
 
 uint64_t CompiledRegex::dfa_restarts() const { return dfa_->generation(); }
+
+size_t CompiledRegex::dfa_states() const { return dfa_->states(); }
 
 bool CompiledRegex::MayTake(const std::bitset<256>& bytes) const {
   for (size_t s = 0; s < nfa_->states.size(); ++s) {

@@ -37,15 +37,19 @@ inline constexpr int kMaxGuidedRegexBytes = 4096;
 inline constexpr int kMaxGuidedRegexRepeat = 256;
 inline constexpr int kMaxGuidedRegexStates = 16384;
 // The DFA the sequences of a CompiledRegex build as they go (each state a set of NFA states,
-// with 256 transitions; shared by every request the CompiledRegex serves, guide_cache.h): past this
-// many states or NFA states in them at the start of a scan the cache starts over; past twice as
-// many within one scan of the vocabulary, past kMaxGuidedRegexScanWork NFA states visited in one
+// with 256 transitions; shared by every request the CompiledRegex serves, guide_cache.h): past
+// this many states or NFA states in them at the start of a scan the cache starts over (so
+// 2,048 states of 1 KiB and the ids in them, 4 MiB, at most at a scan's start); past twice as
+// many new ones within one scan of the vocabulary (whatever other requests left: a request's
+// limits do not depend on the load), past kMaxGuidedRegexScanWork NFA states visited in one
 // scan, or past kMaxGuidedRegexRequestWork for the whole request (its sequences, every token,
-// across clears: RegexRequestWork; work another request did before is free), the sequence fails
-// (INVALID_ARGUMENT: simplify the pattern). The scans run on the scheduler's thread, which
-// every request shares. On this project's 2-core machine one scan gave up after 124 ms at the
-// 2^24 (output_constraint_benchmark's BM_RegexBudget, 2026-11-30); the request's 2^27 is 8
-// times that.
+// across clears: RegexRequestWork; work another request did before is free, and a rescan
+// after a clear another request's states set off is charged), the sequence fails
+// (INVALID_ARGUMENT: simplify the pattern), and a DFA left over its limits starts over. What
+// failed one request may pass a later one that finds its states built. The scans run on the
+// scheduler's thread, which every request shares. On this project's 2-core machine one scan gave up
+// after 124 ms at the 2^24 (output_constraint_benchmark's BM_RegexBudget, 2026-11-30); the
+// request's 2^27 is 8 times that.
 inline constexpr int kMaxGuidedRegexDfaStates = 2048;
 inline constexpr int kMaxGuidedRegexDfaEntries = 1 << 20;
 inline constexpr int64_t kMaxGuidedRegexScanWork = int64_t{1} << 24;
@@ -98,8 +102,10 @@ class CompiledRegex {
   bool MatchesOnlyTheEmptyText() const;
   // The NFA's states (at most its RegexSource's max_states).
   int nfa_states() const;
-  // How many times the shared DFA has started over (its cache full).
+  // How many times the shared DFA has started over (its cache full), and its states now
+  // (the scheduler's thread only, as the constraints).
   uint64_t dfa_restarts() const;
+  size_t dfa_states() const;
   // Whether some match holds one of `bytes`.
   bool MayTake(const std::bitset<256>& bytes) const;
 

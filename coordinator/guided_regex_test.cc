@@ -229,6 +229,43 @@ TEST(GuidedRegexTest, RequestsSharingADfaEachCountTheirOwnWork) {
   EXPECT_GT(second_work->steps, 0);
 }
 
+// A request's scan may build as many DFA states as it could alone, whatever another request
+// sharing the DFA left in it: one request walks ~2,000 states into the DFA of a pattern with
+// an exponential one (not yet full: kept), and another's first scan then builds ~2,300 more
+// (every 11-byte word of a and b, and 256 of 12 bytes), past twice the cache's 2,048 states
+// in all, and passes.
+TEST(GuidedRegexTest, AScansLimitIsItsOwnWhateverOtherRequestsBuilt) {
+  auto re = CompiledRegex::Compile("[ab]*a[ab]{14}");
+  ASSERT_TRUE(re.ok()) << re.status();
+  std::unique_ptr<OutputConstraint> walker = (*re)->NewConstraint(*re);
+  std::mt19937 rng(3);
+  while ((*re)->dfa_states() < 2000) ASSERT_TRUE(walker->Advance(rng() % 2 ? "a" : "b"));
+  const size_t walked = (*re)->dfa_states();
+  std::vector<std::string> words = {""};
+  for (int len = 0; len < 11; ++len) {
+    std::vector<std::string> longer;
+    for (const std::string& w : words) {
+      longer.push_back(w + "a");
+      longer.push_back(w + "b");
+    }
+    words = std::move(longer);
+  }
+  for (int i = 0; i < 256; ++i) {
+    std::string w = "aaaa";
+    for (int bit = 7; bit >= 0; --bit) w += (i >> bit) & 1 ? 'a' : 'b';
+    words.push_back(w);
+  }
+  const TokenVocabulary vocab(words);
+  std::unique_ptr<OutputConstraint> scanner = (*re)->NewConstraint(*re);
+  std::vector<int32_t> ids;
+  const absl::Status scanned = scanner->AllowedTokens(vocab, ids);
+  ASSERT_TRUE(scanned.ok()) << scanned;
+  EXPECT_EQ(ids.size(), words.size());
+  EXPECT_GT((*re)->dfa_states(), 2u * kMaxGuidedRegexDfaStates)
+      << "the walk left " << walked << " states: the scan should need the room past them";
+  EXPECT_EQ((*re)->dfa_restarts(), 0u);
+}
+
 // A pattern whose DFA is exponential (the 13th byte from the end is an 'a') over a vocabulary
 // of every 13-byte string of a and b: the scan gives up (INVALID_ARGUMENT) instead of
 // holding the scheduler's thread; a pattern with a small DFA over the same vocabulary does not.
