@@ -1,5 +1,6 @@
 #include "coordinator/guide_cache.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "coordinator/json_schema.h"
@@ -7,7 +8,7 @@
 namespace llmint8::coordinator {
 
 GuideCache::GuideCache(size_t capacity, ServiceMetrics* metrics)
-    : capacity_(capacity), metrics_(metrics) {}
+    : capacity_(std::min(capacity, kMaxGuideCacheEntries)), metrics_(metrics) {}
 
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> GuideCache::Regex(std::string_view pattern) {
   return Find('r', pattern, [](std::string_view text) { return CompiledRegex::Compile(text); });
@@ -41,7 +42,10 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> GuideCache::Find(char kind,
   if (!compiled.ok()) return compiled.status();
   absl::MutexLock lock(&mu_);
   // Another request may have compiled the same guide meanwhile: share the kept one.
-  if (auto it = by_key_.find(key); it != by_key_.end()) return it->second->second;
+  if (auto it = by_key_.find(key); it != by_key_.end()) {
+    order_.splice(order_.begin(), order_, it->second);
+    return it->second->second;
+  }
   order_.emplace_front(key, *compiled);
   by_key_.emplace(std::move(key), order_.begin());
   if (order_.size() > capacity_) {

@@ -18,6 +18,7 @@
 //                                             with one (guided decoding)          (histogram)
 //   llmint8_guide_cache_lookups_total{result} guided_regex / guided_json lookups in the kept
 //                                             compiled guides: hit, miss (guide_cache.h)
+//                                                                                 (counter)
 //   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
 //   llmint8_queued_requests, llmint8_running_sequences,
 //   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch,

@@ -226,6 +226,28 @@ TEST(SequenceTest, AMaskOfMostTokensListsTheBannedOnesAndLetsTheEndIdsThroughWhe
   EXPECT_FALSE(mask.allow());
   EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
             (std::vector<int32_t>{0, 3}));
+
+  // The allowed list: an end id past the tokenizer's vocabulary joins it where the text may
+  // end and is dropped past the model's; ids past a smaller model vocabulary leave it.
+  constexpr int32_t kFarEnders[] = {0, 6};
+  auto digits = CompiledRegex::Compile("1d?");
+  ASSERT_TRUE(digits.ok()) << digits.status();
+  Sequence few(3, {2, 5}, p, std::make_unique<FakeText>());
+  few.set_guide((*digits)->NewConstraint(*digits), vocab);
+  ASSERT_TRUE(few.FillTokenMask(kFarEnders, 8, &mask).ok());
+  EXPECT_TRUE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{5}));
+  r.set_token_id(5);  // "1": may end, or take "d"
+  ASSERT_FALSE(few.AddToken(r, kFarEnders));
+  ASSERT_TRUE(few.FillTokenMask(kFarEnders, 8, &mask).ok());
+  EXPECT_TRUE(mask.allow());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{0, 4, 6}));
+  ASSERT_TRUE(few.FillTokenMask(kFarEnders, 5, &mask).ok());
+  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
+            (std::vector<int32_t>{0, 4}))
+      << "ids 5 and up are past a 5-id model vocabulary";
 }
 
 // Before min_tokens nothing ends the sequence: an end-of-sequence token or stop id there (the

@@ -60,8 +60,8 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // in [-kMaxPenalty, kMaxPenalty]; 0 = off
   float presence_penalty = 0.0f;    // in [-kMaxPenalty, kMaxPenalty]; 0 = off
   float min_p = 0.0f;               // in [0, 1]; 0 = off
-  std::vector<TokenBias> logit_bias;  // added to the logits first; ids in the vocabulary
-  std::optional<TokenMask> mask;      // applied before the bias; none: every id may come
+  std::vector<TokenBias> logit_bias;  // added to the logits after the mask; ids in the vocabulary
+  std::optional<TokenMask> mask;      // applied first; none: every id may come
 };
 
 // InvalidArgument naming the field and its allowed range.

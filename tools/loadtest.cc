@@ -3,7 +3,8 @@
 // token-id prompts of --prompt_tokens (the first --shared_prefix_tokens the same in all, as a
 // shared system or few-shot prefix) and --max_new_tokens each (ignore_eos, greedy; with
 // --guided_json, --guided_regex, --guided_choice or --json_object every request carries that
-// guide, and ends when its text is whole), and
+// guide instead, and ends where the guide lets it, at the end-of-sequence token or where
+// nothing may follow), and
 // reports time to first token, time per output token, request latency (p50 / p90 / p99), the
 // throughput of generated tokens over the wall time, and the prompt tokens the server copied
 // from its prefix cache.
@@ -191,8 +192,13 @@ int RunLoadtest() {
       r.mutable_token_ids()->add_ids(t < shared_prefix ? prefix[t] : id(rng));
     }
     r.set_max_new_tokens(max_new);
-    r.set_ignore_eos(true);
-    if (guide->has_value()) *r.mutable_guide() = **guide;
+    // A guided text ends where the guide lets it (the end-of-sequence token allowed only
+    // there); a free one runs to max_new_tokens.
+    if (guide->has_value()) {
+      *r.mutable_guide() = **guide;
+    } else {
+      r.set_ignore_eos(true);
+    }
   }
 
   std::vector<Outcome> outcomes(requests);

@@ -31,6 +31,7 @@
 #include "common/status_macros.h"
 #include "coordinator/api_key.h"
 #include "coordinator/coordinator_server.h"
+#include "coordinator/guide_cache.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "model/shard_model.h"
@@ -151,8 +152,11 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_prefix_cache_entries) < 0) {
     return absl::InvalidArgumentError("--prefix_cache_entries must be >= 0 (0: off)");
   }
-  if (absl::GetFlag(FLAGS_guide_cache_entries) < 0) {
-    return absl::InvalidArgumentError("--guide_cache_entries must be >= 0 (0: off)");
+  if (const int32_t n = absl::GetFlag(FLAGS_guide_cache_entries);
+      n < 0 || n > static_cast<int32_t>(coordinator::kMaxGuideCacheEntries)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--guide_cache_entries must be in [0, ", coordinator::kMaxGuideCacheEntries,
+                     "] (0: off; each kept guide may hold up to ~24 MiB)"));
   }
   if (absl::GetFlag(FLAGS_default_max_tokens) < 0) {
     return absl::InvalidArgumentError("--default_max_tokens must be >= 0 (0: fill the context)");
