@@ -27,6 +27,7 @@ llmint8_cc_library(
     parse_error_interceptor.cc
     peer_watch.cc
     prefix_cache.cc
+    regex_parser.cc
     rendezvous_service.cc
     request_log.cc
     request_validation.cc
