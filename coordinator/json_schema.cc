@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -18,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "coordinator/json_string_pattern.h"
 #include "coordinator/output_constraint.h"
 #include "nlohmann/json.hpp"
 
@@ -800,28 +802,31 @@ class Writer {
     std::string text = p.get<std::string>();
     // \d \w \s are ASCII's here and Unicode's to validators (Python's re; \s to ECMAScript's
     // too): inside [^...] that would let through characters the schema refuses.
-    if (text.find("[^") != std::string::npos &&
-        (text.find("\\d") != std::string::npos || text.find("\\w") != std::string::npos ||
-         text.find("\\s") != std::string::npos)) {
-      return Error(
-          "pattern with \\d, \\w or \\s beside a negated class [^...] is not served (they are "
-          "ASCII's here, Unicode's to validators: write the characters, e.g. [^0-9...])");
+    // \D \W \S are the other ASCII characters here where a match may hold an escaped one
+    // (JsonStringPattern), and a negated class around them would take every other character.
+    if (text.find("[^") != std::string::npos) {
+      for (const char* cls : {"\\d", "\\w", "\\s", "\\D", "\\W", "\\S"}) {
+        if (text.find(cls) != std::string::npos) {
+          return Error(
+              "pattern with \\d, \\w or \\s (or \\D, \\W, \\S) beside a negated class "
+              "[^...] is not served (they are ASCII's here, Unicode's to validators: write the "
+              "characters, e.g. [^0-9...])");
+        }
+      }
     }
-    if (!plain_patterns_.contains(text)) {  // compiled once a pattern, however often used
+    // Checked once a pattern, however often used: whether a match may hold a character JSON
+    // escapes; then each character is written as a JSON string writes it.
+    auto checked = plain_patterns_.find(text);
+    if (checked == plain_patterns_.end()) {
       absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(text);
       if (!re.ok()) return Error(absl::StrCat("pattern: ", re.status().message()));
       std::bitset<256> escaped;
       for (int b = 0; b < 0x20; ++b) escaped.set(static_cast<size_t>(b));
       escaped.set('"');
       escaped.set('\\');
-      if ((*re)->MayTake(escaped)) {
-        return Error(
-            "pattern may match '\"', '\\' or a control character, which a JSON string "
-            "escapes: not served (name the characters it takes, e.g. [A-Za-z0-9 -] for . or "
-            "[^...])");
-      }
-      plain_patterns_.insert(text);
+      checked = plain_patterns_.emplace(text, !(*re)->MayTake(escaped)).first;
     }
+    const bool plain = checked->second;
     const bool from_start = text.starts_with("^");
     size_t backslashes = 0;  // before a trailing '$': an odd count escapes it
     for (size_t i = text.size() - (text.empty() ? 0 : 1); i-- > 0 && text[i] == '\\';) {
@@ -831,6 +836,12 @@ class Writer {
         text.size() > (from_start ? 1 : 0) && text.ends_with("$") && backslashes % 2 == 0;
     if (from_start) text.erase(0, 1);
     if (to_end) text.pop_back();
+    if (!plain) {
+      absl::StatusOr<std::string> written = JsonStringPattern(text);
+      if (!written.ok()) return Error(absl::StrCat("pattern: ", written.status().message()));
+      RETURN_IF_ERROR(Spend(written->size()));
+      text = *std::move(written);
+    }
     absl::StrAppend(&out, "\"", from_start ? "" : absl::StrCat(kStringChar, "*"), "(?:", text, ")",
                     to_end ? "" : absl::StrCat(kStringChar, "*"), "\"");
     return absl::OkStatus();
@@ -979,7 +990,8 @@ class Writer {
   std::vector<std::string> path_;
   std::set<std::string> active_refs_;
   absl::flat_hash_map<std::string, Resolved> resolved_;  // by $ref target
-  std::set<std::string> plain_patterns_;                 // patterns checked to need no JSON escape
+  // Patterns checked: whether their matches need no JSON escape.
+  std::map<std::string, bool> plain_patterns_;
   int depth_ = 0;
   size_t work_ = 0;
 };

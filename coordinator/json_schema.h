@@ -15,10 +15,11 @@
 //   objects: properties (false: absent), required, additionalProperties;
 //   arrays: items, prefixItems (at most kMaxJsonSchemaPrefixItems), minItems, maxItems;
 //   strings: pattern (guided_regex.h's syntax; a search, anchored by a leading ^ and a trailing
-//     $; served when no match holds '"', '\\' or a control character, which a JSON string
-//     escapes: [A-Z]{3}-\d{4} is, .+ and [^,]+ are not; nor \d \w \s beside a [^...], since
-//     they are ASCII's here and Unicode's to Python's re), minLength, maxLength (characters;
-//     at most kMaxJsonSchemaCount each; neither beside pattern), format
+//     $, over the string's value: where a match may hold '"', '\\' or a control character,
+//     as .+, \S+ and [^,]+ may, those are taken in their JSON escapes, json_string_pattern.h;
+//     \D \W \S are the other ASCII characters only; \d \w \s and \D \W \S beside a [^...]
+//     are refused, since they are ASCII's here and Unicode's to Python's re), minLength,
+//     maxLength (characters; at most kMaxJsonSchemaCount each; neither beside pattern), format
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
 //     uuid, ipv4;
 //   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);

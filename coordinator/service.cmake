@@ -20,6 +20,7 @@ llmint8_cc_library(
     guided_regex.cc
     http_api.cc
     json_schema.cc
+    json_string_pattern.cc
     openai_api.cc
     openai_chat.cc
     openai_fields.cc
@@ -53,6 +54,8 @@ endif()
 llmint8_cc_test(NAME guided_regex_test SRCS guided_regex_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME guide_cache_test SRCS guide_cache_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME json_string_pattern_test SRCS json_string_pattern_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME json_schema_test SRCS json_schema_test.cc
                 DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
