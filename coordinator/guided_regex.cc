@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <bitset>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -560,6 +561,75 @@ bool CompiledRegex::MayTake(const std::bitset<256>& bytes) const {
 
 bool CompiledRegex::MatchesOnlyTheEmptyText() const {
   return nfa_->start_set.size() == 1 && nfa_->start_set[0] == nfa_->match;
+}
+
+std::pair<int64_t, int64_t> CompiledRegex::MatchLengths() const {
+  const Nfa& nfa = *nfa_;
+  const size_t n = nfa.states.size();
+  // The live states reachable from the start, and each one's ways on with their byte cost.
+  auto next = [&](size_t s, auto&& visit) {
+    const Nfa::State& x = nfa.states[s];
+    for (int t : {x.out, x.out1}) {
+      if (t >= 0 && nfa.live[static_cast<size_t>(t)]) {
+        visit(static_cast<size_t>(t), x.kind == Nfa::State::Kind::kBytes ? 1 : 0);
+      }
+      if (x.kind == Nfa::State::Kind::kBytes) break;  // out1 is a split's only
+    }
+  };
+  const size_t start = static_cast<size_t>(nfa.start);
+  std::vector<bool> reached(n, false);
+  std::vector<int> indegree(n, 0);
+  std::vector<size_t> stack = {start};
+  reached[start] = true;
+  while (!stack.empty()) {
+    const size_t s = stack.back();
+    stack.pop_back();
+    next(s, [&](size_t t, int) {
+      ++indegree[t];
+      if (!reached[t]) {
+        reached[t] = true;
+        stack.push_back(t);
+      }
+    });
+  }
+  // In topological order (Kahn's): the fewest and the most bytes to each state; a state left
+  // over is on a cycle (a repetition without a bound).
+  constexpr int64_t kUnreached = -1;
+  std::vector<int64_t> fewest(n, kUnreached);
+  std::vector<int64_t> most(n, kUnreached);
+  fewest[start] = most[start] = 0;
+  std::vector<size_t> ready = {start};
+  size_t done = 0;
+  while (!ready.empty()) {
+    const size_t s = ready.back();
+    ready.pop_back();
+    ++done;
+    next(s, [&](size_t t, int cost) {
+      if (fewest[t] == kUnreached || fewest[s] + cost < fewest[t]) fewest[t] = fewest[s] + cost;
+      most[t] = std::max(most[t], most[s] + cost);
+      if (--indegree[t] == 0) ready.push_back(t);
+    });
+  }
+  size_t reachable = 0;
+  for (size_t s = 0; s < n; ++s) reachable += reached[s];
+  const size_t match = static_cast<size_t>(nfa.match);
+  if (done < reachable) {  // a cycle: unbounded (the fewest then from a walk that ignores it)
+    std::vector<int64_t> best(n, kUnreached);
+    std::deque<size_t> queue = {start};  // 0-1 breadth first
+    best[start] = 0;
+    while (!queue.empty()) {
+      const size_t s = queue.front();
+      queue.pop_front();
+      next(s, [&](size_t t, int cost) {
+        if (best[t] == kUnreached || best[s] + cost < best[t]) {
+          best[t] = best[s] + cost;
+          cost == 0 ? queue.push_front(t) : queue.push_back(t);
+        }
+      });
+    }
+    return {best[match], -1};
+  }
+  return {fewest[match], most[match]};
 }
 
 }  // namespace llmint8::coordinator

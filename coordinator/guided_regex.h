@@ -27,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "coordinator/output_constraint.h"
@@ -106,6 +107,8 @@ class CompiledRegex {
   // (the scheduler's thread only, as the constraints).
   uint64_t dfa_restarts() const;
   size_t dfa_states() const;
+  // The fewest and the most bytes of a whole match (-1 for the most: no bound).
+  std::pair<int64_t, int64_t> MatchLengths() const;
   // Whether some match holds one of `bytes`.
   bool MayTake(const std::bitset<256>& bytes) const;
 

@@ -301,6 +301,21 @@ TEST(GuidedRegexTest, LongOptionalRunsAndDotsCompileAndScan) {
   }
 }
 
+TEST(GuidedRegexTest, MatchLengthsAreTheFewestAndTheMostBytes) {
+  auto lengths = [](const char* pattern) {
+    auto re = CompiledRegex::Compile(pattern);
+    EXPECT_TRUE(re.ok()) << pattern << ": " << re.status();
+    return re.ok() ? (*re)->MatchLengths() : std::pair<int64_t, int64_t>{-2, -2};
+  };
+  EXPECT_EQ(lengths("abc"), (std::pair<int64_t, int64_t>{3, 3}));
+  EXPECT_EQ(lengths("a{2,5}(bc|d)?"), (std::pair<int64_t, int64_t>{2, 7}));
+  EXPECT_EQ(lengths("x|\\u00e9{3}"), (std::pair<int64_t, int64_t>{1, 6}))
+      << "bytes, not characters";
+  EXPECT_EQ(lengths("ab*c"), (std::pair<int64_t, int64_t>{2, -1}));
+  EXPECT_EQ(lengths("(a|bc)+"), (std::pair<int64_t, int64_t>{1, -1}));
+  EXPECT_EQ(lengths("(?:a?)*b"), (std::pair<int64_t, int64_t>{1, -1}));
+}
+
 TEST(GuidedRegexTest, WhatIsNotServedIsRefusedNamingIt) {
   struct Case {
     const char* pattern;

@@ -583,13 +583,17 @@ class Writer {
   }
 
   // A count keyword (minLength, maxItems, ...): absent is `absent`.
-  absl::StatusOr<int> Count(const Json& s, const char* key, int absent) const {
+  // A count keyword's value, `absent` without it; at most `most` (a larger one is refused as
+  // over what is served, or read as `most` when `clamp`).
+  absl::StatusOr<int> Count(const Json& s, const char* key, int absent,
+                            int most = kMaxJsonSchemaCount, bool clamp = false) const {
     const auto it = s.find(key);
     if (it == s.end()) return absent;
     // A non-negative integer, 2.0 as 2 (JSON Schema's integers are the values, not the forms).
     const double v = it->is_number() ? it->get<double>() : -1;
     if (v < 0 || std::trunc(v) != v) return Error(absl::StrCat(key, " is a non-negative integer"));
-    if (v > kMaxJsonSchemaCount) {
+    if (v > most && clamp) return most;
+    if (v > most) {
       return Error(absl::StrCat(key, " ", Clip(it->dump(), 32), " is over the ",
                                 kMaxJsonSchemaCount, " served"));
     }
@@ -770,6 +774,9 @@ class Writer {
   }
 
   absl::Status String(const Json& s, std::string& out) {
+    if (const auto it = s.find("format"); it != s.end() && !s.contains("pattern")) {
+      return FormatString(s, *it, out);
+    }
     ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0));
     ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1));
     if (max >= 0 && max < min) return Error("maxLength < minLength: no string matches");
@@ -779,17 +786,32 @@ class Writer {
       }
       return Pattern(*it, out);
     }
-    if (const auto it = s.find("format"); it != s.end()) {
-      if (s.contains("minLength") || s.contains("maxLength")) {
-        return Error("format beside minLength or maxLength is not served");
-      }
-      ASSIGN_OR_RETURN(const std::string form, Format(*it));
-      absl::StrAppend(&out, "\"", form, "\"");
-      return absl::OkStatus();
-    }
     const std::string count = max < 0 ? (min == 0 ? "*" : absl::StrCat("{", min, ",}"))
                                       : absl::StrCat("{", min, ",", max, "}");
     absl::StrAppend(&out, "\"", kStringChar, count, "\"");
+    return absl::OkStatus();
+  }
+
+  // A string of a format. Beside minLength or maxLength, served when every form's length is
+  // within them (pydantic's AnyUrl says maxLength 2083): the forms are ASCII, a byte a
+  // character.
+  absl::Status FormatString(const Json& s, const Json& format, std::string& out) {
+    ASSIGN_OR_RETURN(const std::string form, Format(format));
+    if (s.contains("minLength") || s.contains("maxLength")) {
+      constexpr int kLongest = 1 << 30;  // longer bounds cut no form: read as this
+      ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0, kLongest, /*clamp=*/true));
+      ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1, kLongest, /*clamp=*/true));
+      absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(form);
+      if (!re.ok()) return absl::InternalError(re.status().message());
+      const auto [fewest, most] = (*re)->MatchLengths();
+      if (fewest < min || (max >= 0 && (most < 0 || most > max))) {
+        return Error(absl::StrCat("format ", format.dump(), " is ", fewest, " to ",
+                                  most < 0 ? "any number of" : absl::StrCat(most),
+                                  " characters here; minLength or maxLength would cut it "
+                                  "(not served)"));
+      }
+    }
+    absl::StrAppend(&out, "\"", form, "\"");
     return absl::OkStatus();
   }
 
@@ -861,9 +883,41 @@ class Writer {
       return absl::StrCat(hex, "{8}-", hex, "{4}-", hex, "{4}-", hex, "{4}-", hex, "{12}");
     }
     if (name == "ipv4") return absl::StrCat(octet, "(?:\\.", octet, "){3}");
+    if (name == "ipv6") {  // RFC 4291's text forms, "::" for one or more zero groups
+      const std::string h = absl::StrCat(hex, "{1,4}");
+      return absl::StrCat("(?:(?:", h, ":){7}", h, "|(?:", h, ":){1,7}:|(?:", h, ":){1,6}:", h,
+                          "|(?:", h, ":){1,5}(?::", h, "){1,2}|(?:", h, ":){1,4}(?::", h,
+                          "){1,3}|(?:", h, ":){1,3}(?::", h, "){1,4}|(?:", h, ":){1,2}(?::", h,
+                          "){1,5}|", h, ":(?::", h, "){1,6}|:(?:(?::", h, "){1,7}|:))");
+    }
+    // A DNS name's label (RFC 1123): letters, digits and inner hyphens, at most 63.
+    const std::string label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    if (name == "email") {  // the common subset of RFC 5321's: dot-atoms of these characters
+      const std::string atom = "[A-Za-z0-9_%+-]+";
+      return absl::StrCat(atom, "(?:\\.", atom, ")*@(?:", label, "\\.)+[A-Za-z]{2,63}");
+    }
+    if (name == "uri") {
+      // http(s) URLs of RFC 3986's characters, each part bounded so that the whole is at
+      // most 2,011 characters (pydantic's AnyUrl allows 2,083): a host name of at most 4
+      // labels or an IPv4 address, a port, at most 12 path segments of 32 characters, a query
+      // of 128 and a fragment of 64 (a character: unreserved, sub-delims, ':' '@', or %XX).
+      const std::string c = "(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})";
+      const std::string cq = "(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})";
+      return absl::StrCat("https?://(?:", label, "(?:\\.", label, "){0,3}|", octet, "(?:\\.", octet,
+                          "){3})(?::[0-9]{1,5})?(?:/", c, "{0,32}){0,12}(?:\\?", cq,
+                          "{0,128})?(?:#", cq, "{0,64})?");
+    }
+    if (name == "duration") {  // RFC 3339's ABNF (appendix A): whole numbers of each unit
+      const std::string d = "[0-9]{1,9}";
+      const std::string time =
+          absl::StrCat("T(?:", d, "H(?:", d, "M(?:", d, "S)?)?|", d, "M(?:", d, "S)?|", d, "S)");
+      const std::string date =
+          absl::StrCat("(?:", d, "Y(?:", d, "M(?:", d, "D)?)?|", d, "M(?:", d, "D)?|", d, "D)");
+      return absl::StrCat("P(?:", d, "W|", date, "(?:", time, ")?|", time, ")");
+    }
     return Error(absl::StrCat("format ", f.dump(),
-                              " is not served (date, time, date-time, "
-                              "uuid and ipv4 are)"));
+                              " is not served (date, time, date-time, duration, email, uri, "
+                              "uuid, ipv4 and ipv6 are)"));
   }
 
   // A bound keyword's number, or nullopt when absent.

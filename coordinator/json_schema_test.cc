@@ -193,6 +193,54 @@ TEST(JsonSchemaTest, FormatsHaveTheirForms) {
   EXPECT_FALSE(Matches(ip, R"("1.02.3.4")"));
 }
 
+// pydantic's EmailStr, AnyUrl / HttpUrl, IPv6Address and timedelta: email, uri (beside its
+// maxLength 2083, which the form's at most 2,011 characters keep), ipv6 and duration.
+TEST(JsonSchemaTest, MoreFormatsHaveTheirForms) {
+  auto email = Compile(R"({"type": "string", "format": "email"})");
+  for (std::string_view ok : {R"("a@b.co")", R"("first.last+tag@mail.example.org")"}) {
+    EXPECT_TRUE(Matches(email, ok)) << ok;
+  }
+  for (std::string_view bad :
+       {R"("a@b")", R"("@b.co")", R"("a..b@c.de")", R"("a@-b.de")", R"("a b@c.de")"}) {
+    EXPECT_FALSE(Matches(email, bad)) << bad;
+  }
+  auto url = Compile(R"({"type": "string", "format": "uri", "minLength": 1, "maxLength": 2083})");
+  for (std::string_view ok :
+       {R"("https://example.com")", R"("http://10.0.0.1:8080/a/b?q=1&r=%20#top")",
+        R"("https://a-b.example.co.uk/x_y~z/")"}) {
+    EXPECT_TRUE(Matches(url, ok)) << ok;
+  }
+  for (std::string_view bad : {R"("example.com")", R"("ftp://a.b")", R"("https://a b")",
+                               R"("https://a.b/%zz")", R"("https://a.b/x y")"}) {
+    EXPECT_FALSE(Matches(url, bad)) << bad;
+  }
+  auto ip = Compile(R"({"type": "string", "format": "ipv6"})");
+  for (std::string_view ok : {R"("::")", R"("::1")", R"("fe80::1:2")", R"("1:2:3:4:5:6:7:8")",
+                              R"("1:2:3:4:5:6:7::")", R"("::2:3:4:5:6:7:8")", R"("2001:db8::")"}) {
+    EXPECT_TRUE(Matches(ip, ok)) << ok;
+  }
+  for (std::string_view bad : {R"("1:2:3:4:5:6:7:8:9")", R"("1::2::3")", R"("12345::")", R"(":1")",
+                               R"("1:2:3:4:5:6:7:8::")", R"("g::")"}) {
+    EXPECT_FALSE(Matches(ip, bad)) << bad;
+  }
+  auto duration = Compile(R"({"type": "string", "format": "duration"})");
+  for (std::string_view ok : {R"("P1D")", R"("PT1H30M")", R"("P1Y2M3DT4H5M6S")", R"("P2W")",
+                              R"("PT0S")", R"("P1M")", R"("PT1M")"}) {
+    EXPECT_TRUE(Matches(duration, ok)) << ok;
+  }
+  for (std::string_view bad :
+       {R"("P")", R"("PT")", R"("P1DT")", R"("1D")", R"("P1H")", R"("P1Y2D")", R"("PT1H2S")"}) {
+    EXPECT_FALSE(Matches(duration, bad)) << bad << " (RFC 3339's ABNF)";
+  }
+  // A length bound that would cut a form is refused; one that keeps every form is served.
+  EXPECT_THAT(Error(R"({"type": "string", "format": "uri", "maxLength": 100})"),
+              HasSubstr("format \"uri\" is 8 to 2011 characters here"));
+  EXPECT_THAT(Error(R"({"type": "string", "format": "email", "maxLength": 254})"),
+              HasSubstr("any number of characters"));
+  auto day = Compile(R"({"type": "string", "format": "date", "minLength": 10, "maxLength": 10})");
+  EXPECT_TRUE(Matches(day, R"("2024-01-31")"));
+}
+
 // Every integer in a window matches exactly when it is within the bounds.
 TEST(JsonSchemaTest, IntegerBoundsAreExact) {
   struct Case {
@@ -467,7 +515,8 @@ TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error(R"({"type": "number", "minimum": -1e10})"), HasSubstr("+-10^9"));
   EXPECT_THAT(Error(R"({"type": "number", "minimum": 1, "exclusiveMaximum": 1})"),
               HasSubstr("no number"));
-  EXPECT_THAT(Error(R"({"type": "string", "format": "email"})"), HasSubstr("format \"email\""));
+  EXPECT_THAT(Error(R"({"type": "string", "format": "hostname"})"),
+              HasSubstr("format \"hostname\""));
   EXPECT_THAT(Error(R"({"type": "array", "uniqueItems": true})"), HasSubstr("uniqueItems"));
   EXPECT_THAT(Error(R"({"type": "string", "anyOf": [{}]})"), HasSubstr("\"anyOf\" beside"));
   EXPECT_THAT(Error(R"({"enum": [1], "type": "string"})"), HasSubstr("no value of const"));

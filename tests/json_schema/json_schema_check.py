@@ -3,7 +3,8 @@
 
 For each schema in schemas/, random whole outputs that coordinator/json_schema.h allows (the
 sampler's random walks) must be JSON texts valid under the schema (jsonschema's Draft 2020-12
-validator, formats uuid and ipv4 checked; date and time forms are checked by json_schema_test).
+validator, formats uuid, ipv4, ipv6 and email checked; date, time, uri and duration forms are
+checked by json_schema_test).
 Then near misses of them (a byte deleted, doubled or replaced, two swapped): every one the
 constraint takes must be valid too. Those it refuses though valid are counted, not failed: the
 output is narrower than the schema on purpose (json_schema.h says where).
@@ -74,7 +75,7 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    checker = jsonschema.FormatChecker(formats=["uuid", "ipv4"])
+    checker = jsonschema.FormatChecker(formats=["uuid", "ipv4", "ipv6", "email"])
     failures = 0
     for path in sorted(SCHEMAS.glob("*.json")):
         schema = json.loads(path.read_text())
