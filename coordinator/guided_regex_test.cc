@@ -29,6 +29,20 @@ bool WholeMatch(const std::shared_ptr<const CompiledRegex>& re, const std::strin
   return c->CanEnd();
 }
 
+// Every string of `length` bytes a and b.
+std::vector<std::string> WordsOfAB(int length) {
+  std::vector<std::string> words = {""};
+  for (int len = 0; len < length; ++len) {
+    std::vector<std::string> longer;
+    for (const std::string& w : words) {
+      longer.push_back(w + "a");
+      longer.push_back(w + "b");
+    }
+    words = std::move(longer);
+  }
+  return words;
+}
+
 bool WholeMatch(const std::string& pattern, const std::string& text) {
   std::unique_ptr<OutputConstraint> c = Constraint(pattern);
   for (char ch : text) {
@@ -241,15 +255,7 @@ TEST(GuidedRegexTest, AScansLimitIsItsOwnWhateverOtherRequestsBuilt) {
   std::mt19937 rng(3);
   while ((*re)->dfa_states() < 2000) ASSERT_TRUE(walker->Advance(rng() % 2 ? "a" : "b"));
   const size_t walked = (*re)->dfa_states();
-  std::vector<std::string> words = {""};
-  for (int len = 0; len < 11; ++len) {
-    std::vector<std::string> longer;
-    for (const std::string& w : words) {
-      longer.push_back(w + "a");
-      longer.push_back(w + "b");
-    }
-    words = std::move(longer);
-  }
+  std::vector<std::string> words = WordsOfAB(11);
   for (int i = 0; i < 256; ++i) {
     std::string w = "aaaa";
     for (int bit = 7; bit >= 0; --bit) w += (i >> bit) & 1 ? 'a' : 'b';
@@ -270,15 +276,7 @@ TEST(GuidedRegexTest, AScansLimitIsItsOwnWhateverOtherRequestsBuilt) {
 // of every 13-byte string of a and b: the scan gives up (INVALID_ARGUMENT) instead of
 // holding the scheduler's thread; a pattern with a small DFA over the same vocabulary does not.
 TEST(GuidedRegexTest, AScanThatBuildsTooManyStatesGivesUp) {
-  std::vector<std::string> words = {""};
-  for (int len = 0; len < 13; ++len) {
-    std::vector<std::string> longer;
-    for (const std::string& w : words) {
-      longer.push_back(w + "a");
-      longer.push_back(w + "b");
-    }
-    words = std::move(longer);
-  }
+  const std::vector<std::string> words = WordsOfAB(13);
   const TokenVocabulary vocab(words);
   std::vector<int32_t> ids;
   const absl::Status blown = Constraint("[ab]*a[ab]{12}")->AllowedTokens(vocab, ids);
