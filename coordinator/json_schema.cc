@@ -892,9 +892,15 @@ class Writer {
     }
     // A DNS name's label (RFC 1123): letters, digits and inner hyphens, at most 63.
     const std::string label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
-    if (name == "email") {  // the common subset of RFC 5321's: dot-atoms of these characters
-      const std::string atom = "[A-Za-z0-9_%+-]+";
-      return absl::StrCat(atom, "(?:\\.", atom, ")*@(?:", label, "\\.)+[A-Za-z]{2,63}");
+    if (name == "email") {
+      // The common subset of RFC 5321's, and short: at most 4 dot-separated atoms of at most
+      // 15 of these characters, '@', at most 3 labels of at most 32 and a top-level name of
+      // 2 to 24 letters (at most 187 characters, under RFC 5321's 254; a model that cannot
+      // place the '@' is brought to it).
+      const std::string atom = "[A-Za-z0-9_%+-]{1,15}";
+      const std::string short_label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?";
+      return absl::StrCat(atom, "(?:\\.", atom, "){0,3}@(?:", short_label,
+                          "\\.){1,3}[A-Za-z]{2,24}");
     }
     if (name == "uri") {
       // http(s) URLs of RFC 3986's characters, each part bounded so that the whole is at

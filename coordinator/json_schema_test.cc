@@ -235,8 +235,14 @@ TEST(JsonSchemaTest, MoreFormatsHaveTheirForms) {
   // A length bound that would cut a form is refused; one that keeps every form is served.
   EXPECT_THAT(Error(R"({"type": "string", "format": "uri", "maxLength": 100})"),
               HasSubstr("format \"uri\" is 8 to 2011 characters here"));
-  EXPECT_THAT(Error(R"({"type": "string", "format": "email", "maxLength": 254})"),
-              HasSubstr("any number of characters"));
+  EXPECT_THAT(Error(R"({"type": "string", "format": "email", "maxLength": 100})"),
+              HasSubstr("format \"email\" is 6 to 187 characters here"));
+  EXPECT_TRUE(Matches(Compile(R"({"type": "string", "format": "email", "maxLength": 254})"),
+                      R"("a.b@c.de")"));
+  EXPECT_FALSE(Matches(email, absl::StrCat("\"", std::string(16, 'a'), "@b.co\"")))
+      << "an atom of at most 15";
+  EXPECT_THAT(Error(R"({"type": "string", "format": "duration", "maxLength": 20})"),
+              HasSubstr("format \"duration\" is 3 to 62 characters here"));
   auto day = Compile(R"({"type": "string", "format": "date", "minLength": 10, "maxLength": 10})");
   EXPECT_TRUE(Matches(day, R"("2024-01-31")"));
 }
