@@ -892,6 +892,10 @@ class Writer {
     }
     // A DNS name's label (RFC 1123): letters, digits and inner hyphens, at most 63.
     const std::string label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    if (name == "hostname") {  // 2 to 4 labels of at most 62: at most 251 of RFC 1123's 253
+      const std::string label62 = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,60}[A-Za-z0-9])?";
+      return absl::StrCat(label62, "(?:\\.", label62, "){1,3}");
+    }
     if (name == "email") {
       // The common subset of RFC 5321's, and short: at most 4 dot-separated atoms of at most
       // 15 of these characters, '@', at most 3 labels of at most 32 and a top-level name of
@@ -922,8 +926,8 @@ class Writer {
       return absl::StrCat("P(?:", d, "W|", date, "(?:", time, ")?|", time, ")");
     }
     return Error(absl::StrCat("format ", f.dump(),
-                              " is not served (date, time, date-time, duration, email, uri, "
-                              "uuid, ipv4 and ipv6 are)"));
+                              " is not served (date, time, date-time, duration, email, "
+                              "hostname, uri, uuid, ipv4 and ipv6 are)"));
   }
 
   // A bound keyword's number, or nullopt when absent.

@@ -23,9 +23,10 @@
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
 //     duration (RFC 3339's ABNF: whole numbers), email (at most 4 dot-atoms of at most 15
 //     letters, digits and _%+-, '@', at most 3 RFC 1123 labels of at most 32 and a top-level
-//     name of 2 to 24 letters), uri (http and https URLs of RFC 3986's characters,
-//     at most 2,011 of them), uuid, ipv4, ipv6 (beside minLength or maxLength when every form
-//     of the format is within them, as pydantic's AnyUrl's maxLength 2083 is);
+//     name of 2 to 24 letters), hostname (2 to 4 RFC 1123 labels of at most 62), uri (http and
+//     https URLs of RFC 3986's characters, at most 2,011 of them), uuid, ipv4, ipv6 (beside
+//     minLength or maxLength when every form of the format is within them, as pydantic's AnyUrl's
+//     maxLength 2083 is);
 //   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);
 //   numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^9, at most 6
 //     digits after the point: pydantic's ge / gt / le / lt);

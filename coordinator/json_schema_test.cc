@@ -223,6 +223,14 @@ TEST(JsonSchemaTest, MoreFormatsHaveTheirForms) {
                                R"("1:2:3:4:5:6:7:8::")", R"("g::")"}) {
     EXPECT_FALSE(Matches(ip, bad)) << bad;
   }
+  auto host = Compile(R"({"type": "string", "format": "hostname"})");
+  for (std::string_view ok : {R"("example.com")", R"("a-b.c1.example.org")", R"("x.y")"}) {
+    EXPECT_TRUE(Matches(host, ok)) << ok;
+  }
+  for (std::string_view bad : {R"("localhost")", R"("-a.com")", R"("a-.com")", R"("a..b")",
+                               R"("a.b.c.d.e")", R"("a_b.com")"}) {
+    EXPECT_FALSE(Matches(host, bad)) << bad;
+  }
   auto duration = Compile(R"({"type": "string", "format": "duration"})");
   for (std::string_view ok : {R"("P1D")", R"("PT1H30M")", R"("P1Y2M3DT4H5M6S")", R"("P2W")",
                               R"("PT0S")", R"("P1M")", R"("PT1M")"}) {
@@ -521,8 +529,8 @@ TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error(R"({"type": "number", "minimum": -1e10})"), HasSubstr("+-10^9"));
   EXPECT_THAT(Error(R"({"type": "number", "minimum": 1, "exclusiveMaximum": 1})"),
               HasSubstr("no number"));
-  EXPECT_THAT(Error(R"({"type": "string", "format": "hostname"})"),
-              HasSubstr("format \"hostname\""));
+  EXPECT_THAT(Error(R"({"type": "string", "format": "idn-hostname"})"),
+              HasSubstr("format \"idn-hostname\""));
   EXPECT_THAT(Error(R"({"type": "array", "uniqueItems": true})"), HasSubstr("uniqueItems"));
   EXPECT_THAT(Error(R"({"type": "string", "anyOf": [{}]})"), HasSubstr("\"anyOf\" beside"));
   EXPECT_THAT(Error(R"({"enum": [1], "type": "string"})"), HasSubstr("no value of const"));
