@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -801,9 +802,13 @@ class Writer {
       constexpr int kLongest = 1 << 30;  // longer bounds cut no form: read as this
       ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0, kLongest, /*clamp=*/true));
       ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1, kLongest, /*clamp=*/true));
-      absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(form);
-      if (!re.ok()) return absl::InternalError(re.status().message());
-      const auto [fewest, most] = (*re)->MatchLengths();
+      auto lengths = format_lengths_.find(form);  // compiled once a form, however often used
+      if (lengths == format_lengths_.end()) {
+        absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(form);
+        if (!re.ok()) return absl::InternalError(re.status().message());
+        lengths = format_lengths_.emplace(form, (*re)->MatchLengths()).first;
+      }
+      const auto [fewest, most] = lengths->second;
       if (fewest < min || (max >= 0 && (most < 0 || most > max))) {
         return Error(absl::StrCat("format ", format.dump(), " is ", fewest, " to ",
                                   most < 0 ? "any number of" : absl::StrCat(most),
@@ -816,9 +821,10 @@ class Writer {
   }
 
   // A string that a regular expression finds in (JSON Schema's pattern: a search, anchored by
-  // a leading ^ or a trailing $), served where the pattern's matches hold no character a JSON
-  // string escapes ('"', '\\', control characters): then the string's JSON text holds a match as
-  // it is, and the pattern is written in between any characters.
+  // a leading ^ or a trailing $), over the string's value: where its matches hold no
+  // character a JSON string escapes ('"', '\\', control characters) the JSON text holds a
+  // match as it is; else the pattern is written over the JSON text (JsonStringPattern). It
+  // is written in between any characters.
   absl::Status Pattern(const Json& p, std::string& out) {
     if (!p.is_string()) return Error("pattern is a string (a regular expression)");
     std::string text = p.get<std::string>();
@@ -992,6 +998,10 @@ class Writer {
     char buf[64];
     const std::to_chars_result written =
         std::to_chars(buf, buf + sizeof(buf), b, std::chars_format::fixed);
+    if (written.ec != std::errc()) {  // more than 64 characters: a tiny bound, 1e-100
+      return Error(absl::StrCat(key, " ", b, " on a number has more than ", kBoundedNumberFraction,
+                                " digits after the point (served: ", kBoundedNumberFraction, ")"));
+    }
     std::string_view text(buf, static_cast<size_t>(written.ptr - buf));
     const bool negative = text.starts_with("-");
     if (negative) text.remove_prefix(1);
@@ -1056,6 +1066,8 @@ class Writer {
   absl::flat_hash_map<std::string, Resolved> resolved_;  // by $ref target
   // Patterns checked: whether their matches need no JSON escape.
   std::map<std::string, bool> plain_patterns_;
+  // Formats' forms beside a length: the fewest and most characters of a form.
+  std::map<std::string, std::pair<int64_t, int64_t>> format_lengths_;
   int depth_ = 0;
   size_t work_ = 0;
 };

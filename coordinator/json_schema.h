@@ -17,19 +17,21 @@
 //   strings: pattern (guided_regex.h's syntax; a search, anchored by a leading ^ and a trailing
 //     $, over the string's value: where a match may hold '"', '\\' or a control character,
 //     as .+, \S+ and [^,]+ may, those are taken in their JSON escapes, json_string_pattern.h;
-//     \D \W \S are the other ASCII characters only; \d \w \s and \D \W \S beside a [^...]
-//     are refused, since they are ASCII's here and Unicode's to Python's re), minLength,
-//     maxLength (characters; at most kMaxJsonSchemaCount each; neither beside pattern), format
+//     \D \W \S are the other ASCII characters only, \S not 0x1C-0x1F either; \d \w \s and
+//     \D \W \S beside a [^...] are refused, since they are ASCII's here and Unicode's to
+//     Python's re), minLength, maxLength (characters; at most kMaxJsonSchemaCount each;
+//     neither beside pattern), format (beside minLength or maxLength, of any size, when every
+//     form of the format is within them, as pydantic's AnyUrl's maxLength 2083 is):
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
-//     duration (RFC 3339's ABNF: whole numbers), email (at most 4 dot-atoms of at most 15
-//     letters, digits and _%+-, '@', at most 3 RFC 1123 labels of at most 32 and a top-level
-//     name of 2 to 24 letters), hostname (2 to 4 RFC 1123 labels of at most 62), uri (http and
-//     https URLs of RFC 3986's characters, at most 2,011 of them), uuid, ipv4, ipv6 (beside
-//     minLength or maxLength when every form of the format is within them, as pydantic's AnyUrl's
-//     maxLength 2083 is);
+//     duration (RFC 3339's ABNF: whole numbers of at most 9 digits), email (at most 4
+//     dot-atoms of at most 15 letters, digits and _%+-, '@', at most 3 RFC 1123 labels of at
+//     most 32 and a top-level name of 2 to 24 letters), hostname (2 to 4 RFC 1123 labels of
+//     at most 62), uri (http and https URLs of RFC 3986's characters, at most 2,011 of them;
+//     a host name or a dotted IPv4 address, any 5-digit port: as RFC 3986, wider than WHATWG
+//     URL parsers), uuid, ipv4, ipv6;
 //   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);
-//   numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^9, at most 6
-//     digits after the point: pydantic's ge / gt / le / lt);
+//   numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (of magnitude under 10^9,
+//     at most 6 digits after the point: pydantic's ge / gt / le / lt);
 //   annotations, which change nothing: title, description, default, examples, $schema, $id
 //   (at the root only), $comment, $defs, definitions, deprecated, readOnly, writeOnly,
 //   discriminator.

@@ -527,6 +527,8 @@ TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error(R"({"type": "number", "maximum": 0.1234567})"),
               HasSubstr("maximum 0.1234567 on a number has more than 6 digits after the point"));
   EXPECT_THAT(Error(R"({"type": "number", "minimum": -1e10})"), HasSubstr("+-10^9"));
+  EXPECT_THAT(Error(R"({"type": "number", "minimum": 1e-100})"),
+              HasSubstr("more than 6 digits after the point"));
   EXPECT_THAT(Error(R"({"type": "number", "minimum": 1, "exclusiveMaximum": 1})"),
               HasSubstr("no number"));
   EXPECT_THAT(Error(R"({"type": "string", "format": "idn-hostname"})"),

@@ -7,7 +7,8 @@
 //   JsonStringPattern(R"(\S+@\S+)")  // \S also as \" and \\ (and the controls' escapes)
 //
 // \D, \W and \S are the ASCII characters outside \d, \w and \s here (no multi-byte
-// character): narrower than the Unicode classes validators use, never wider.
+// character; \S not 0x1C-0x1F either, which Python's re counts as spaces): narrower than the
+// Unicode classes validators use, never wider.
 #ifndef LLMINT8_COORDINATOR_JSON_STRING_PATTERN_H_
 #define LLMINT8_COORDINATOR_JSON_STRING_PATTERN_H_
 
@@ -20,8 +21,9 @@ namespace llmint8::coordinator {
 
 // The pattern (guided_regex.h's syntax) whose whole matches are the texts between the quotes
 // of the JSON strings whose values are whole matches of `pattern`, written as above (other
-// escapes, such as \/ or \u00e9, are not taken: narrower than JSON). InvalidArgument as
-// CompiledRegex::Compile refuses `pattern`, or for a class that matches no character.
+// escapes, such as \/ or \u00e9, are not taken: narrower than JSON). InvalidArgument where
+// the parser refuses `pattern` (its syntax; CompiledRegex::Compile's size and state limits
+// are the caller's to check), or for a class that matches no character.
 absl::StatusOr<std::string> JsonStringPattern(std::string_view pattern);
 
 }  // namespace llmint8::coordinator

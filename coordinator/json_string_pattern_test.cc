@@ -65,6 +65,11 @@ TEST(JsonStringPatternTest, UpperCaseClassesAreAsciiOnly) {
   EXPECT_FALSE(Takes(R"(\D)", "\xd9\xa3"));  // U+0663, a digit to Python's re
   EXPECT_FALSE(Takes(R"(\W)", "\xc3\xa9"));  // a letter to Python's re
   EXPECT_TRUE(Takes(R"(\W)", "-"));
+  // 0x1C-0x1F are spaces to Python's re: not \S.
+  EXPECT_FALSE(Takes(R"(\S)", R"(\u001c)"));
+  EXPECT_FALSE(Takes(R"(\S)", R"(\u001F)"));
+  EXPECT_TRUE(Takes(R"(\S)", R"(\u001b)"));
+  EXPECT_TRUE(Takes(R"(\D)", R"(\u001c)")) << "only \\S leaves them out";
 }
 
 TEST(JsonStringPatternTest, WhatCompileRefusesIsRefused) {

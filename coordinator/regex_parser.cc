@@ -391,9 +391,15 @@ class Parser {
   }
 
   // An escape's complement (\D \W \S): every other character, or the other ASCII ones.
+  // With ascii_complements, \S leaves out 0x1C-0x1F too, which Python's re counts as spaces.
   CharSet Outside(const CharSet& s) const {
     CharSet c = Complement(s);
-    if (ascii_complements_) c.all_multibyte = false;
+    if (ascii_complements_) {
+      c.all_multibyte = false;
+      if (s.ascii[' ']) {  // \S
+        for (int x = 0x1C; x <= 0x1F; ++x) c.ascii.reset(static_cast<size_t>(x));
+      }
+    }
     return c;
   }
 

@@ -42,7 +42,8 @@ struct Node {
 struct ParseOptions {
   int max_nesting = 200;  // groups (the parser and the compiler recurse this deep)
   // \D, \W and \S as the ASCII characters outside \d, \w and \s only, no multi-byte
-  // character: never wider than Unicode's classes, which validators use.
+  // character, and \S without 0x1C-0x1F (spaces to Python's re): never wider than the
+  // Unicode classes validators use.
   bool ascii_complements = false;
 };
 
