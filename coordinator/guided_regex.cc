@@ -522,7 +522,8 @@ absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::Compile(
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompiledRegex::CompileWritten(
     std::string_view pattern, RegexSource source) {
   bool too_deep = false;
-  absl::StatusOr<Node> root = ParsePattern(pattern, {.max_nesting = source.max_nesting}, &too_deep);
+  absl::StatusOr<Node> root =
+      ParsePattern(pattern, {.max_nesting = source.max_nesting, .written = true}, &too_deep);
   if (too_deep) {  // the client's text nests too deep: its error
     return absl::InvalidArgumentError(
         absl::StrCat(source.guide, ": ", source.text, " nests deeper than its automaton may (",

@@ -242,7 +242,11 @@ constexpr int64_t kMaxIntegerBound = 1'000'000'000'000'000;  // 10^15
 
 class Writer {
  public:
-  explicit Writer(const Json& root) : root_(root) {}
+  // Each recursive $ref is followed at most `recursion` deep.
+  Writer(const Json& root, int recursion) : root_(root), recursion_(recursion) {}
+
+  // Whether a $ref was met inside itself (the schema is recursive).
+  bool recursive() const { return recursive_; }
 
   absl::Status Value(const Json& s, std::string& out) {
     if (++depth_ > kMaxJsonSchemaDepth) {
@@ -506,10 +510,11 @@ class Writer {
       return Error("$ref is served as \"#\" or \"#/...\" (a JSON pointer into this schema)");
     }
     const std::string target = ref.get<std::string>();
-    if (active_refs_.contains(target)) {
-      return Error(absl::StrCat("$ref ", target,
-                                " refers to itself: recursive schemas are not "
-                                "served (a regular expression cannot nest without bound)"));
+    int& active = active_refs_[target];  // a map's entries stay where they are
+    if (active > 0) recursive_ = true;
+    if (active >= recursion_) {  // as deep as it is followed: a branch no output takes
+      out += "(?!)";
+      return absl::OkStatus();
     }
     // Each expansion costs the walk that places it (resolved once a target, then kept).
     RETURN_IF_ERROR(Spend(target.size()));
@@ -521,9 +526,9 @@ class Writer {
     const Json* at = it->second.at;
     const std::vector<std::string>& steps = it->second.steps;
     std::vector<std::string> saved = std::exchange(path_, steps);
-    active_refs_.insert(target);
+    ++active;
     const absl::Status status = Value(*at, out);
-    active_refs_.erase(target);
+    --active;
     if (!status.ok()) return status;
     path_ = std::move(saved);
     return absl::OkStatus();
@@ -1062,7 +1067,9 @@ class Writer {
 
   const Json& root_;
   std::vector<std::string> path_;
-  std::set<std::string> active_refs_;
+  std::map<std::string, int> active_refs_;  // $ref targets being written, how many deep
+  const int recursion_;
+  bool recursive_ = false;
   absl::flat_hash_map<std::string, Resolved> resolved_;  // by $ref target
   // Patterns checked: whether their matches need no JSON escape.
   std::map<std::string, bool> plain_patterns_;
@@ -1074,29 +1081,60 @@ class Writer {
 
 }  // namespace
 
-absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema) {
+namespace {
+
+absl::StatusOr<Json> ParseSchema(std::string_view schema) {
   if (schema.size() > static_cast<size_t>(kMaxJsonSchemaBytes)) {
     return absl::InvalidArgumentError(
         absl::StrCat("the JSON schema is ", schema.size(), " bytes; at most ", kMaxJsonSchemaBytes));
   }
-  const Json root = Json::parse(schema, nullptr, /*allow_exceptions=*/false);
+  Json root = Json::parse(schema, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) {
     return absl::InvalidArgumentError("the JSON schema is not a JSON text");
   }
-  std::string regex;
-  RETURN_IF_ERROR(Writer(root).Value(root, regex));
-  return regex;
+  return root;
+}
+
+// `schema` written and, when `compile`, compiled, its recursive references followed as deep
+// as fits: kMaxJsonSchemaRecursion deep first, less after an error (of size, most likely; a
+// schema that is not recursive is written once). The last error when none fits.
+absl::StatusOr<std::pair<std::string, std::shared_ptr<const CompiledRegex>>> Write(
+    std::string_view schema, bool compile) {
+  ASSIGN_OR_RETURN(const Json root, ParseSchema(schema));
+  absl::Status last;
+  for (int recursion = kMaxJsonSchemaRecursion; recursion >= 1; --recursion) {
+    Writer writer(root, recursion);
+    std::string regex;
+    last = writer.Value(root, regex);
+    std::shared_ptr<const CompiledRegex> compiled;
+    if (last.ok() && compile) {
+      absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::CompileWritten(
+          regex,
+          {.guide = "json_schema",
+           .text = "the schema",
+           .hint = "fewer properties, alternatives or references; smaller maxLength or maxItems",
+           .scan_hint = "fewer optional properties or alternatives, shorter strings",
+           .max_nesting = kJsonSchemaNesting,
+           .max_states = kMaxJsonSchemaStates});
+      last = re.status();
+      if (re.ok()) compiled = *std::move(re);
+    }
+    if (last.ok()) return std::pair{std::move(regex), std::move(compiled)};
+    if (!writer.recursive()) break;
+  }
+  return last;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema) {
+  ASSIGN_OR_RETURN(auto written, Write(schema, /*compile=*/false));
+  return std::move(written.first);
 }
 
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileJsonSchema(std::string_view schema) {
-  ASSIGN_OR_RETURN(const std::string regex, JsonSchemaRegex(schema));
-  return CompiledRegex::CompileWritten(
-      regex, {.guide = "json_schema",
-              .text = "the schema",
-              .hint = "fewer properties, alternatives or references; smaller maxLength or maxItems",
-              .scan_hint = "fewer optional properties or alternatives, shorter strings",
-              .max_nesting = kJsonSchemaNesting,
-              .max_states = kMaxJsonSchemaStates});
+  ASSIGN_OR_RETURN(auto written, Write(schema, /*compile=*/true));
+  return std::move(written.second);
 }
 
 }  // namespace llmint8::coordinator

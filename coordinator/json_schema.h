@@ -11,7 +11,8 @@
 //   type (one or a list), enum and const (beside type only; numbers within 2^53), anyOf,
 //   oneOf (read as anyOf: when two alternatives overlap a value may match both), allOf of one
 //   schema, $ref to "#" or a JSON pointer into the same document ("#/$defs/Name",
-//   "#/definitions/Name", percent-escapes decoded; not recursive);
+//   "#/definitions/Name", percent-escapes decoded; a recursive one, as a tree's or a linked
+//   list's, is followed at most kMaxJsonSchemaRecursion deep);
 //   objects: properties (false: absent), required, additionalProperties;
 //   arrays: items, prefixItems (at most kMaxJsonSchemaPrefixItems), minItems, maxItems;
 //   strings: pattern (guided_regex.h's syntax; a search, anchored by a leading ^ and a trailing
@@ -53,13 +54,14 @@
 //     decimal of at most 9 digits before the point and 6 after it, with no exponent (at most
 //     15 significant digits: two such decimals are two doubles, so a validator comparing
 //     doubles agrees with the exact comparison made here);
+//   - values nested deeper than kMaxJsonSchemaRecursion through a recursive $ref;
 //   - a value of any type ({}, true, an array without items, an object without properties or
 //     additionalProperties) nests at most kJsonSchemaAnyDepth containers deep.
 // Refused, InvalidArgument naming the keyword and where it is (a JSON pointer; the client's
 // text in a message clipped): every other keyword (not, if/then/else,
 // patternProperties, minProperties, multipleOf, uniqueItems true, ...) where the output could
 // take it (a subschema it never takes, such as additionalProperties beside properties, is not
-// read), other formats, recursive references, a schema that matches nothing,
+// read), other formats, a schema that matches nothing (a recursion with no way out too),
 // schemas over kMaxJsonSchemaBytes, nested over kMaxJsonSchemaDepth, or written out over
 // kMaxJsonSchemaRegexBytes (or kMaxJsonSchemaWork bytes written and looked at on the way)
 // or guided_regex's automaton limits.
@@ -94,6 +96,9 @@ inline constexpr int kMaxJsonSchemaRegexBytes = 1 << 20;
 // (a pattern written once is counted at each level of the schema that holds it).
 inline constexpr int kMaxJsonSchemaWork = 8 << 20;
 inline constexpr int kJsonSchemaAnyDepth = 2;
+// A recursive $ref (a tree, a linked list) is followed at most this deep (fewer where the
+// deeper writing does not fit the limits above): values nested deeper are not produced.
+inline constexpr int kMaxJsonSchemaRecursion = 4;
 inline constexpr int kMaxJsonSchemaIndent = 16;
 
 // The regular expression (guided_regex.h's syntax) whose whole matches are the JSON texts the

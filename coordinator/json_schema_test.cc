@@ -508,15 +508,47 @@ TEST(JsonSchemaTest, ConstAndEnumTakeAnyJsonValueOfTheType) {
   EXPECT_FALSE(Matches(ints, R"("a")"));
 }
 
+// Recursive references (pydantic's self-referencing models: trees, linked lists) are
+// followed kMaxJsonSchemaRecursion deep: shallower values are whole, deeper ones refused.
+TEST(JsonSchemaTest, RecursiveReferencesAreFollowedFourDeep) {
+  auto tree = Compile(R"({"$defs": {"Node": {"type": "object", "properties": {
+                              "v": {"type": "integer"},
+                              "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}}},
+                            "required": ["v", "kids"], "additionalProperties": false}},
+                          "$ref": "#/$defs/Node"})");
+  auto nested = [](int depth) {
+    std::string text = R"({"v":1,"kids":[]})";
+    for (int i = 1; i < depth; ++i)
+      text = absl::StrCat(R"({"v":1,"kids":[)", text, ",", text, "]}");
+    return text;
+  };
+  for (int depth = 1; depth <= kMaxJsonSchemaRecursion; ++depth) {
+    EXPECT_TRUE(Matches(tree, nested(depth))) << depth;
+  }
+  EXPECT_FALSE(Matches(tree, nested(kMaxJsonSchemaRecursion + 1)));
+  EXPECT_FALSE(Matches(tree, R"({"v":1})")) << "kids is required";
+  auto list = Compile(R"({"$defs": {"L": {"type": "object", "properties": {
+                              "x": {"type": "string", "maxLength": 2},
+                              "next": {"anyOf": [{"$ref": "#/$defs/L"}, {"type": "null"}]}},
+                            "required": ["x", "next"]}},
+                          "$ref": "#/$defs/L"})");
+  EXPECT_TRUE(Matches(list, R"({"x":"a","next":{"x":"b","next":null}})"));
+  EXPECT_FALSE(Matches(list, R"({"x":"a","next":{"x":"b","next":{"x":"c","next":{"x":"d",)"
+                             R"("next":{"x":"e","next":null}}}}})"))
+      << "five deep";
+}
+
 TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error("{"), HasSubstr("not a JSON text"));
   EXPECT_THAT(Error(R"({"type": "number", "multipleOf": 2})"),
               HasSubstr("#: the keyword \"multipleOf\" is not served"));
   EXPECT_THAT(Error(R"({"properties": {"a/b": {"not": {}}}})"),
               HasSubstr("#/properties/a~1b: the keyword \"not\""));
-  EXPECT_THAT(Error(R"({"$defs": {"T": {"properties": {"t": {"$ref": "#/$defs/T"}}}},
+  // Recursion with no way out (each T holds a T) has no finite value.
+  EXPECT_THAT(Error(R"({"$defs": {"T": {"properties": {"t": {"$ref": "#/$defs/T"}},
+                                        "required": ["t"]}},
                         "$ref": "#/$defs/T"})"),
-              HasSubstr("recursive"));
+              HasSubstr("matches no string"));
   EXPECT_THAT(Error(R"({"$ref": "#/$defs/None"})"), HasSubstr("refers to nothing"));
   EXPECT_THAT(Error("false"), HasSubstr("matches no value"));
   EXPECT_THAT(Error(R"({"type": "strin"})"), HasSubstr("type \"strin\""));

@@ -62,7 +62,8 @@ class Parser {
   Parser(std::string_view pattern, const ParseOptions& options)
       : p_(pattern),
         max_nesting_(options.max_nesting),
-        ascii_complements_(options.ascii_complements) {}
+        ascii_complements_(options.ascii_complements),
+        written_(options.written) {}
 
   absl::StatusOr<Node> Parse() {
     if (Peek('^')) ++pos_;
@@ -211,6 +212,9 @@ class Parser {
           const std::string_view rest = p_.substr(pos_);
           if (rest.starts_with("?:")) {
             pos_ += 2;
+          } else if (written_ && rest.starts_with("?!)")) {  // the set of no character
+            pos_ += 3;
+            return SetNode(CharSet{});
           } else if (rest.starts_with("?P<") || (rest.starts_with("?<") && rest.size() > 2 &&
                                                  rest[2] != '=' && rest[2] != '!')) {
             const size_t close = p_.find('>', pos_);
@@ -407,6 +411,7 @@ class Parser {
   size_t pos_ = 0;
   int max_nesting_;
   bool ascii_complements_;
+  bool written_;
   int depth_ = 0;
   bool too_deep_ = false;
 };

@@ -45,6 +45,10 @@ struct ParseOptions {
   // character, and \S without 0x1C-0x1F (spaces to Python's re): never wider than the
   // Unicode classes validators use.
   bool ascii_complements = false;
+  // A pattern the server wrote (CompiledRegex::CompileWritten): "(?!)" is a set of no
+  // character, which nothing matches (a branch that cannot be taken). Clients' patterns
+  // keep refusing lookarounds.
+  bool written = false;
 };
 
 // The tree of `pattern`, or InvalidArgument ("guided_regex: WHAT at byte N of the pattern");
