@@ -466,34 +466,32 @@ TokenVocabulary TokenVocabulary::FromTokenizer(const Tokenizer& tokenizer) {
   return TokenVocabulary(std::move(bytes));
 }
 
-TokenSet TokenSet::Of(std::vector<int32_t> members, size_t size) {
-  if (members.size() <= size / 2) return TokenSet{.allow = true, .ids = std::move(members)};
-  TokenSet others{.allow = false, .ids = {}};
-  others.ids.reserve(size - members.size());
-  auto next = members.begin();
-  for (size_t id = 0; id < size; ++id) {
-    if (next != members.end() && *next == static_cast<int32_t>(id)) {
-      ++next;
-    } else {
-      others.ids.push_back(static_cast<int32_t>(id));
-    }
-  }
-  return others;
-}
+namespace {
 
-std::vector<int32_t> TokenSet::Members(size_t size) const {
-  if (allow) return ids;
-  std::vector<int32_t> members;
-  members.reserve(size > ids.size() ? size - ids.size() : 0);
+// The ids of [0, size) that `ids` (increasing) does not hold.
+std::vector<int32_t> Others(const std::vector<int32_t>& ids, size_t size) {
+  std::vector<int32_t> others;
+  others.reserve(size > ids.size() ? size - ids.size() : 0);
   auto next = ids.begin();
   for (size_t id = 0; id < size; ++id) {
     if (next != ids.end() && *next == static_cast<int32_t>(id)) {
       ++next;
     } else {
-      members.push_back(static_cast<int32_t>(id));
+      others.push_back(static_cast<int32_t>(id));
     }
   }
-  return members;
+  return others;
+}
+
+}  // namespace
+
+TokenSet TokenSet::Of(std::vector<int32_t> members, size_t size) {
+  if (members.size() <= size / 2) return TokenSet{.allow = true, .ids = std::move(members)};
+  return TokenSet{.allow = false, .ids = Others(members, size)};
+}
+
+std::vector<int32_t> TokenSet::Members(size_t size) const {
+  return allow ? ids : Others(ids, size);
 }
 
 absl::Status OutputConstraint::AllowedTokens(const TokenVocabulary& vocabulary,
