@@ -239,6 +239,9 @@ std::string PointerToken(std::string_view name) {
 constexpr size_t kWorkPerValue = 16;
 
 constexpr int64_t kMaxIntegerBound = 1'000'000'000'000'000;  // 10^15
+// multipleOf on integers: at most this step, and this many multiples listed in a range.
+constexpr int64_t kMaxMultipleOf = 1'000'000;
+constexpr int64_t kMaxListedMultiples = 256;
 
 class Writer {
  public:
@@ -325,7 +328,8 @@ class Writer {
                                "minimum",
                                "maximum",
                                "exclusiveMinimum",
-                               "exclusiveMaximum"}) {
+                               "exclusiveMaximum",
+                               "multipleOf"}) {
       if (key == k) return true;
     }
     return Annotation(key);
@@ -446,7 +450,7 @@ class Writer {
       types.push_back("array");
     }
     if (has({"minLength", "maxLength", "format", "pattern"})) types.push_back("string");
-    if (has({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})) {
+    if (has({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})) {
       types.push_back("number");
     }
     if (types.empty()) types.push_back("any");
@@ -969,11 +973,20 @@ class Writer {
         hi = hi ? std::min(*hi, v) : v;
       }
     }
+    if (lo && hi && *lo > *hi) return Error("the bounds leave no integer");
+    if (const auto it = s.find("multipleOf"); it != s.end()) {
+      const double k = it->is_number() ? it->get<double>() : 0;
+      if (!(k >= 1 && k <= kMaxMultipleOf) || std::trunc(k) != k) {
+        return Error(absl::StrCat("multipleOf ", Clip(it->dump(), 32),
+                                  " on an integer is served as a whole number from 1 to ",
+                                  kMaxMultipleOf));
+      }
+      if (k > 1) return Multiples(static_cast<int64_t>(k), lo, hi, out);
+    }
     if (!lo && !hi) {
       absl::StrAppend(&out, "-?", kUnsignedInteger);
       return absl::OkStatus();
     }
-    if (lo && hi && *lo > *hi) return Error("the bounds leave no integer");
     std::vector<std::string> alts;
     const int64_t from = lo ? std::max<int64_t>(*lo, 0) : 0;  // the non-negative part
     if (!hi) {
@@ -989,6 +1002,60 @@ class Writer {
         alts.push_back(absl::StrCat("-", UnsignedRange(p, -*lo)));
       }
     }
+    absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
+    return absl::OkStatus();
+  }
+
+  // Multiples of k > 1 within [lo, hi] (either end may be absent): each side of 0 as its
+  // multiples listed, when it holds at most kMaxListedMultiples, or, unbounded from 0 on,
+  // by its last digits, when k divides 1000.
+  absl::Status Multiples(int64_t k, std::optional<int64_t> lo, std::optional<int64_t> hi,
+                         std::string& out) {
+    std::vector<std::string> alts;
+    // |x| in [a, b] (b absent: unbounded) for x >= 0, or x < 0 with a '-' before it.
+    auto side = [&](int64_t a, std::optional<int64_t> b, const char* sign) -> absl::Status {
+      const int64_t first = (a + k - 1) / k * k;  // a >= 0
+      if (b) {
+        if (first > *b) return absl::OkStatus();
+        const int64_t count = (*b - first) / k + 1;
+        if (count > kMaxListedMultiples) {
+          return Error(absl::StrCat("multipleOf ", k, " leaves ", count, " integers in the range; ",
+                                    "served: at most ", kMaxListedMultiples,
+                                    ", or a range unbounded from 0 on when ", k, " divides 1000"));
+        }
+        for (int64_t m = first; m <= *b; m += k) alts.push_back(absl::StrCat(sign, m));
+        return absl::OkStatus();
+      }
+      int digits = 1;  // the last digits that tell a multiple: k divides 10^digits
+      int64_t power = 10;
+      while (power % k != 0 && digits < 3) {
+        ++digits;
+        power *= 10;
+      }
+      if (power % k != 0 || a > 1) {
+        return Error(
+            absl::StrCat("multipleOf ", k, " on a range unbounded ",
+                         *sign == '-' ? "below" : "above", " is served when it starts at 0 and ", k,
+                         " divides 1000; bound it to at most ", kMaxListedMultiples, " multiples"));
+      }
+      std::vector<std::string> shorts;  // multiples of fewer than digits + 1 digits
+      std::vector<std::string> endings;
+      for (int64_t m = first; m < power; m += k) shorts.push_back(absl::StrCat(m));
+      for (int64_t m = 0; m < power; m += k) {
+        std::string e = absl::StrCat(m);
+        endings.push_back(std::string(static_cast<size_t>(digits) - e.size(), '0') + e);
+      }
+      shorts.push_back(
+          absl::StrCat("[1-9][0-9]{0,", 15 - digits, "}(?:", absl::StrJoin(endings, "|"), ")"));
+      alts.push_back(absl::StrCat(sign, "(?:", absl::StrJoin(shorts, "|"), ")"));
+      return absl::OkStatus();
+    };
+    if (!hi || *hi >= 0) RETURN_IF_ERROR(side(lo ? std::max<int64_t>(*lo, 0) : 0, hi, ""));
+    if (!lo || *lo < 0) {
+      RETURN_IF_ERROR(side(hi ? std::max<int64_t>(1, -*hi) : 1,
+                           lo ? std::optional<int64_t>(-*lo) : std::nullopt, "-"));
+    }
+    if (alts.empty()) return Error("the bounds leave no multiple of multipleOf");
     absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
     return absl::OkStatus();
   }
@@ -1030,6 +1097,9 @@ class Writer {
   }
 
   absl::Status Number(const Json& s, std::string& out) {
+    if (s.contains("multipleOf")) {
+      return Error("multipleOf is served on integers only (\"type\": \"integer\")");
+    }
     ASSIGN_OR_RETURN(const std::optional<double> min, Bound(s, "minimum"));
     bool bounded = min.has_value() && *min != 0;
     for (const char* key : {"exclusiveMinimum", "maximum", "exclusiveMaximum"}) {

@@ -30,7 +30,9 @@
 //     at most 62), uri (http and https URLs of RFC 3986's characters, at most 2,011 of them;
 //     a host name or a dotted IPv4 address, any 5-digit port: as RFC 3986, wider than WHATWG
 //     URL parsers), uuid, ipv4, ipv6;
-//   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15);
+//   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15),
+//     multipleOf (a whole step up to 10^6: the multiples listed where the range holds at most
+//     256, else from 0 on, unbounded, by their last digits when the step divides 1000);
 //   numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (of magnitude under 10^9,
 //     at most 6 digits after the point: pydantic's ge / gt / le / lt);
 //   annotations, which change nothing: title, description, default, examples, $schema, $id
@@ -59,8 +61,8 @@
 //     additionalProperties) nests at most kJsonSchemaAnyDepth containers deep.
 // Refused, InvalidArgument naming the keyword and where it is (a JSON pointer; the client's
 // text in a message clipped): every other keyword (not, if/then/else,
-// patternProperties, minProperties, multipleOf, uniqueItems true, ...) where the output could
-// take it (a subschema it never takes, such as additionalProperties beside properties, is not
+// patternProperties, minProperties, multipleOf on numbers, uniqueItems true, ...) where the output
+// could take it (a subschema it never takes, such as additionalProperties beside properties, is not
 // read), other formats, a schema that matches nothing (a recursion with no way out too),
 // schemas over kMaxJsonSchemaBytes, nested over kMaxJsonSchemaDepth, or written out over
 // kMaxJsonSchemaRegexBytes (or kMaxJsonSchemaWork bytes written and looked at on the way)

@@ -255,6 +255,45 @@ TEST(JsonSchemaTest, MoreFormatsHaveTheirForms) {
   EXPECT_TRUE(Matches(day, R"("2024-01-31")"));
 }
 
+// multipleOf on integers: listed within a range of at most 256 multiples, or by the last
+// digits from 0 on when the step divides 1000; other cases are refused.
+TEST(JsonSchemaTest, IntegerMultiplesAreExact) {
+  struct Case {
+    std::string schema;
+    int64_t step;
+    int64_t lo;
+    int64_t hi;
+  };
+  const Case cases[] = {
+      {R"({"type": "integer", "multipleOf": 5})", 5, INT64_MIN, INT64_MAX},
+      {R"({"type": "integer", "multipleOf": 4, "minimum": 0})", 4, 0, INT64_MAX},
+      {R"({"type": "integer", "multipleOf": 8, "minimum": 1})", 8, 1, INT64_MAX},
+      {R"({"type": "integer", "multipleOf": 3, "minimum": -20, "maximum": 40})", 3, -20, 40},
+      {R"({"type": "integer", "multipleOf": 100, "exclusiveMaximum": 0})", 100, INT64_MIN, -1},
+      {R"({"type": "integer", "multipleOf": 1, "minimum": 3, "maximum": 5})", 1, 3, 5},
+  };
+  for (const Case& c : cases) {
+    auto re = Compile(c.schema);
+    ASSERT_NE(re, nullptr) << c.schema;
+    for (int64_t x = -2100; x <= 2100; ++x) {
+      const bool in = x >= c.lo && x <= c.hi && x % c.step == 0;
+      EXPECT_EQ(Matches(re, absl::StrCat(x)), in) << c.schema << " " << x;
+    }
+    for (int64_t x : {int64_t{123456789000}, int64_t{-123456789000}, int64_t{123456789004}}) {
+      const bool in = x >= c.lo && x <= c.hi && x % c.step == 0;
+      EXPECT_EQ(Matches(re, absl::StrCat(x)), in) << c.schema << " " << x;
+    }
+  }
+  EXPECT_THAT(Error(R"({"type": "integer", "multipleOf": 3})"), HasSubstr("divides 1000"));
+  EXPECT_THAT(Error(R"({"type": "integer", "multipleOf": 5, "minimum": 7})"),
+              HasSubstr("starts at 0"));
+  EXPECT_THAT(Error(R"({"type": "integer", "multipleOf": 2, "maximum": 10000})"),
+              HasSubstr("5001 integers"));
+  EXPECT_THAT(Error(R"({"type": "integer", "multipleOf": 2.5})"), HasSubstr("whole number"));
+  EXPECT_THAT(Error(R"({"type": "integer", "multipleOf": 7, "minimum": 1, "maximum": 6})"),
+              HasSubstr("no multiple"));
+}
+
 // Every integer in a window matches exactly when it is within the bounds.
 TEST(JsonSchemaTest, IntegerBoundsAreExact) {
   struct Case {
@@ -541,7 +580,9 @@ TEST(JsonSchemaTest, RecursiveReferencesAreFollowedFourDeep) {
 TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error("{"), HasSubstr("not a JSON text"));
   EXPECT_THAT(Error(R"({"type": "number", "multipleOf": 2})"),
-              HasSubstr("#: the keyword \"multipleOf\" is not served"));
+              HasSubstr("#: multipleOf is served on integers only"));
+  EXPECT_THAT(Error(R"({"type": "object", "minProperties": 2})"),
+              HasSubstr("#: the keyword \"minProperties\" is not served"));
   EXPECT_THAT(Error(R"({"properties": {"a/b": {"not": {}}}})"),
               HasSubstr("#/properties/a~1b: the keyword \"not\""));
   // Recursion with no way out (each T holds a T) has no finite value.
