@@ -16,6 +16,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -245,8 +246,10 @@ constexpr int64_t kMaxListedMultiples = 256;
 
 class Writer {
  public:
-  // Each recursive $ref is followed at most `recursion` deep.
-  Writer(const Json& root, int recursion) : root_(root), recursion_(recursion) {}
+  // Each recursive $ref is followed at most `recursion` deep; `work` counts what is written
+  // and looked at, shared by the attempts at one schema (Spend).
+  Writer(const Json& root, int recursion, size_t& work)
+      : root_(root), recursion_(recursion), work_(work) {}
 
   // Whether a $ref was met inside itself (the schema is recursive).
   bool recursive() const { return recursive_; }
@@ -1146,7 +1149,7 @@ class Writer {
   // Formats' forms beside a length: the fewest and most characters of a form.
   std::map<std::string, std::pair<int64_t, int64_t>> format_lengths_;
   int depth_ = 0;
-  size_t work_ = 0;
+  size_t& work_;
 };
 
 }  // namespace
@@ -1166,14 +1169,16 @@ absl::StatusOr<Json> ParseSchema(std::string_view schema) {
 }
 
 // `schema` written and, when `compile`, compiled, its recursive references followed as deep
-// as fits: kMaxJsonSchemaRecursion deep first, less after an error (of size, most likely; a
-// schema that is not recursive is written once). The last error when none fits.
+// as fits: kMaxJsonSchemaRecursion deep first, less after an error (of size, most likely), to
+// kMinJsonSchemaRecursion; a schema that is not recursive is written once. The attempts share
+// one kMaxJsonSchemaWork. The last error when none fits.
 absl::StatusOr<std::pair<std::string, std::shared_ptr<const CompiledRegex>>> Write(
     std::string_view schema, bool compile) {
   ASSIGN_OR_RETURN(const Json root, ParseSchema(schema));
   absl::Status last;
-  for (int recursion = kMaxJsonSchemaRecursion; recursion >= 1; --recursion) {
-    Writer writer(root, recursion);
+  size_t work = 0;
+  for (int recursion = kMaxJsonSchemaRecursion; recursion >= kMinJsonSchemaRecursion; --recursion) {
+    Writer writer(root, recursion, work);
     std::string regex;
     last = writer.Value(root, regex);
     std::shared_ptr<const CompiledRegex> compiled;
@@ -1188,6 +1193,12 @@ absl::StatusOr<std::pair<std::string, std::shared_ptr<const CompiledRegex>>> Wri
            .max_states = kMaxJsonSchemaStates});
       last = re.status();
       if (re.ok()) compiled = *std::move(re);
+      if (!re.ok() && writer.recursive() &&
+          absl::StrContains(re.status().message(), "matches no string")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(re.status().message(),
+                         " (a recursive $ref with no way out: each level requires the next one)"));
+      }
     }
     if (last.ok()) return std::pair{std::move(regex), std::move(compiled)};
     if (!writer.recursive()) break;

@@ -95,21 +95,30 @@ inline constexpr int kJsonSchemaNesting = 256;
 inline constexpr int kMaxJsonSchemaStates = 65536;
 inline constexpr int kMaxJsonSchemaRegexBytes = 1 << 20;
 // The bytes the writer may write at all levels and look at in const and enum values together
-// (a pattern written once is counted at each level of the schema that holds it).
+// (a pattern written once is counted at each level of the schema that holds it), over all
+// its attempts at a recursive schema's depths.
 inline constexpr int kMaxJsonSchemaWork = 8 << 20;
 inline constexpr int kJsonSchemaAnyDepth = 2;
-// A recursive $ref (a tree, a linked list) is followed at most this deep (fewer where the
-// deeper writing does not fit the limits above): values nested deeper are not produced.
+// A recursive $ref (a tree, a linked list) is followed at most this deep, and at least
+// kMinJsonSchemaRecursion deep where the deeper writing does not fit the limits above (else
+// the schema is refused): values nested deeper are not produced. The depth counts entries
+// through one $ref text: a model entered first as the root ($ref "#") has one level more, and
+// models that refer to each other count each their own.
 inline constexpr int kMaxJsonSchemaRecursion = 4;
+inline constexpr int kMinJsonSchemaRecursion = 2;
 inline constexpr int kMaxJsonSchemaIndent = 16;
 
-// The regular expression (guided_regex.h's syntax) whose whole matches are the JSON texts the
-// output may be, or InvalidArgument as above.
+// The regular expression (guided_regex.h's syntax, and "(?!)", which only the server's own
+// patterns may hold: CompiledRegex::CompileWritten) whose whole matches are the JSON texts
+// the output may be, recursion followed as deep as the writing fits, or InvalidArgument as
+// above.
 absl::StatusOr<std::string> JsonSchemaRegex(std::string_view schema);
 
-// JsonSchemaRegex compiled. Errors start "json_schema: " (then the JSON pointer of the place
-// at fault, where there is one) or "the JSON schema": the names of every field that holds a schema
-// (gRPC's Guide.json_schema, the OpenAI API's response_format json_schema, vLLM's guided_json).
+// The schema written and compiled, recursion followed as deep as both fit (so possibly less
+// deep than JsonSchemaRegex writes it). Errors start "json_schema: " (then the JSON pointer of the
+// place at fault, where there is one) or "the JSON schema": the names of every field that holds a
+// schema (gRPC's Guide.json_schema, the OpenAI API's response_format json_schema, vLLM's
+// guided_json).
 absl::StatusOr<std::shared_ptr<const CompiledRegex>> CompileJsonSchema(std::string_view schema);
 
 }  // namespace llmint8::coordinator

@@ -572,6 +572,12 @@ TEST(JsonSchemaTest, RecursiveReferencesAreFollowedFourDeep) {
                             "required": ["x", "next"]}},
                           "$ref": "#/$defs/L"})");
   EXPECT_TRUE(Matches(list, R"({"x":"a","next":{"x":"b","next":null}})"));
+  // A recursion that fits the limits only one level deep (no child ever) is refused.
+  std::string wide = R"({"$defs": {"N": {"type": "object", "properties": {"e": {"enum": [)";
+  for (int i = 0; i < 1000; ++i)
+    absl::StrAppend(&wide, i > 0 ? "," : "", "\"value-number-", 100000 + i, "\"");
+  absl::StrAppend(&wide, R"(]}, "k0": {"$ref": "#/$defs/N"}}}}, "$ref": "#/$defs/N"})");
+  EXPECT_THAT(CompileJsonSchema(wide).status().message(), HasSubstr("automaton states"));
   EXPECT_FALSE(Matches(list, R"({"x":"a","next":{"x":"b","next":{"x":"c","next":{"x":"d",)"
                              R"("next":{"x":"e","next":null}}}}})"))
       << "five deep";
@@ -589,7 +595,7 @@ TEST(JsonSchemaTest, RefusedSchemasSayWhatAndWhere) {
   EXPECT_THAT(Error(R"({"$defs": {"T": {"properties": {"t": {"$ref": "#/$defs/T"}},
                                         "required": ["t"]}},
                         "$ref": "#/$defs/T"})"),
-              HasSubstr("matches no string"));
+              HasSubstr("matches no string (a recursive $ref with no way out"));
   EXPECT_THAT(Error(R"({"$ref": "#/$defs/None"})"), HasSubstr("refers to nothing"));
   EXPECT_THAT(Error("false"), HasSubstr("matches no value"));
   EXPECT_THAT(Error(R"({"type": "strin"})"), HasSubstr("type \"strin\""));
