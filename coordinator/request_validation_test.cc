@@ -88,11 +88,11 @@ TEST(RequestValidationTest, AGuideIsCheckedAndNeedsTheTokenizer) {
   p = ValidateGenerationParams(r, Limits());
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_NE(p->guided_regex, nullptr) << "a schema is followed as the pattern written from it";
-  r.mutable_guide()->set_json_schema(R"({"type": "integer", "multipleOf": 2})");
+  r.mutable_guide()->set_json_schema(R"({"type": "object", "minProperties": 2})");
   p = ValidateGenerationParams(r, Limits());
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(p.status().message(),
-              ::testing::HasSubstr("json_schema: #: the keyword \"multipleOf\""));
+              ::testing::HasSubstr("json_schema: #: the keyword \"minProperties\""));
 }
 
 TEST(RequestValidationTest, EachBadFieldGetsItsCode) {
