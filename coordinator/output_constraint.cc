@@ -6,8 +6,11 @@
 #include <bitset>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/tokenizer.h"
 #include "coordinator/utf8.h"
 #include "coordinator/vocabulary_scan.h"
@@ -74,6 +77,15 @@ class ChoiceConstraint final : public OutputConstraint {
 // copies it for each token.
 class JsonState {
  public:
+  // Equal states take the same bytes (unequal ones may too: bits of closed levels linger).
+  bool operator==(const JsonState&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const JsonState& s) {
+    return H::combine(std::move(h), s.objects_, s.depth_, s.mode_, s.number_, s.in_key_, s.escape_,
+                      s.hex_left_, s.hex_value_, s.surrogate_, s.utf8_left_, s.utf8_lo_, s.utf8_hi_,
+                      s.literal_pos_, s.literal_, s.whitespace_run_);
+  }
+
   // Takes byte `b`; false when no JSON object begins with the bytes so far and b (the state is
   // then unspecified: feed a copy).
   [[gnu::always_inline]] bool Feed(uint8_t b) {
@@ -382,6 +394,38 @@ class JsonState {
   uint16_t whitespace_run_ = 0;
 };
 
+}  // namespace
+
+namespace internal {
+
+struct JsonScans {
+  absl::Mutex mu;
+  absl::flat_hash_map<JsonState, TokenSet> by_state ABSL_GUARDED_BY(mu);
+};
+
+// Whether `vocabulary` keeps a scan from `state`, then in `allowed`.
+bool FindJsonScan(const TokenVocabulary& vocabulary, const JsonState& state, TokenSet& allowed) {
+  if (vocabulary.json_scans == nullptr) return false;
+  absl::MutexLock lock(&vocabulary.json_scans->mu);
+  const auto it = vocabulary.json_scans->by_state.find(state);
+  if (it == vocabulary.json_scans->by_state.end()) return false;
+  allowed = it->second;
+  return true;
+}
+
+void KeepJsonScan(const TokenVocabulary& vocabulary, const JsonState& state,
+                  const TokenSet& allowed) {
+  if (vocabulary.json_scans == nullptr) return;
+  absl::MutexLock lock(&vocabulary.json_scans->mu);
+  auto& kept = vocabulary.json_scans->by_state;
+  if (kept.size() >= static_cast<size_t>(kMaxJsonScansKept)) kept.clear();
+  kept.emplace(state, allowed);
+}
+
+}  // namespace internal
+
+namespace {
+
 class JsonObjectConstraint final : public OutputConstraint {
  public:
   bool Advance(std::string_view bytes) override {
@@ -393,6 +437,31 @@ class JsonObjectConstraint final : public OutputConstraint {
   bool CanEnd() const override { return state_.Done(); }
   bool MustEnd() const override { return state_.Done(); }
   absl::Status Allowed(const TokenVocabulary& vocabulary, TokenSet& allowed) const override {
+    // Inside a string the state stays the same from token to token: the last set is kept.
+    if (last_vocabulary_ == vocabulary.id && last_state_ == state_) {
+      allowed = last_;
+      return absl::OkStatus();
+    }
+    if (!internal::FindJsonScan(vocabulary, state_, allowed)) {
+      Scan(vocabulary, allowed);
+      internal::KeepJsonScan(vocabulary, state_, allowed);
+    }
+    last_vocabulary_ = vocabulary.id;
+    last_state_ = state_;
+    last_ = allowed;
+    return absl::OkStatus();
+  }
+
+  // Printable ASCII but '"' and '\\': what a string takes as it is.
+  static bool IsPlainText(std::string_view bytes) {
+    for (char c : bytes) {
+      if (c < 0x20 || c > 0x7E || c == '"' || c == '\\') return false;
+    }
+    return true;
+  }
+
+ private:
+  void Scan(const TokenVocabulary& vocabulary, TokenSet& allowed) const {
     if (state_.InPlainString()) {
       // Inside a string, where most tokens are plain text: those are taken as they are, and
       // the set is written as the others.
@@ -406,7 +475,7 @@ class JsonObjectConstraint final : public OutputConstraint {
           allowed.ids.push_back(static_cast<int32_t>(id));
         }
       }
-      return absl::OkStatus();
+      return;
     }
     std::vector<int32_t> ids;
     internal::ScanVocabulary(
@@ -417,18 +486,8 @@ class JsonObjectConstraint final : public OutputConstraint {
         },
         ids);
     allowed = TokenSet::Of(std::move(ids), vocabulary.bytes.size());
-    return absl::OkStatus();
   }
 
-  // Printable ASCII but '"' and '\\': what a string takes as it is.
-  static bool IsPlainText(std::string_view bytes) {
-    for (char c : bytes) {
-      if (c < 0x20 || c > 0x7E || c == '"' || c == '\\') return false;
-    }
-    return true;
-  }
-
- private:
   static bool Feed(JsonState& state, std::string_view bytes) {
     for (char c : bytes) {
       if (!state.Feed(static_cast<uint8_t>(c))) return false;
@@ -437,12 +496,18 @@ class JsonObjectConstraint final : public OutputConstraint {
   }
 
   JsonState state_;
+  // Allowed's last answer: for this vocabulary (TokenVocabulary::id; 0: none yet) and state.
+  mutable uint64_t last_vocabulary_ = 0;
+  mutable JsonState last_state_;
+  mutable TokenSet last_;
 };
 
 }  // namespace
 
 TokenVocabulary::TokenVocabulary(std::vector<std::string> token_bytes)
-    : bytes(std::move(token_bytes)), heads(bytes.size()) {
+    : bytes(std::move(token_bytes)),
+      heads(bytes.size()),
+      json_scans(std::make_shared<internal::JsonScans>()) {
   static std::atomic<uint64_t> next_id{1};
   id = next_id.fetch_add(1, std::memory_order_relaxed);
   for (size_t t = 0; t < bytes.size(); ++t) {

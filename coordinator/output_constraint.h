@@ -31,6 +31,9 @@
 namespace llmint8::coordinator {
 
 class Tokenizer;
+namespace internal {
+struct JsonScans;  // output_constraint.cc
+}  // namespace internal
 
 // The bytes of every token id that may appear in guided output.
 struct TokenVocabulary {
@@ -54,6 +57,10 @@ struct TokenVocabulary {
   // Distinct for each vocabulary constructed (a copy keeps it): what a scan's result kept for
   // later is for (guided_regex.h). Not to be changed after construction, nor are bytes.
   uint64_t id;
+  // JSON mode's allowed tokens by state, shared by every sequence that uses this vocabulary
+  // (and its copies): the states recur from sequence to sequence (the whitespace after '{',
+  // inside a string), at most kMaxJsonScansKept of them. Thread-safe.
+  std::shared_ptr<internal::JsonScans> json_scans;
 };
 
 // A set of the token ids [0, size) of a vocabulary, written as the shorter list: its members
@@ -80,6 +87,7 @@ inline constexpr int kMaxGuidedChoicesTotalBytes = 16384;
 // indents a pretty-printed object 15 levels deep by 2).
 inline constexpr int kMaxJsonDepth = 64;
 inline constexpr int kMaxJsonWhitespaceRun = 32;
+inline constexpr int kMaxJsonScansKept = 4096;
 
 // InvalidArgument unless `choices` are 1 to kMaxGuidedChoices non-empty strings of at most
 // kMaxGuidedChoiceBytes bytes each, kMaxGuidedChoicesTotalBytes in all.

@@ -207,5 +207,34 @@ TEST(OutputConstraintTest, TheBundledTokenizersVocabulary) {
   EXPECT_THAT(ids, ::testing::Contains((*tok)->Encode("{", false).value().at(0)));
 }
 
+// JSON mode keeps its scans by state for the vocabulary (TokenVocabulary::json_scans): a
+// second sequence that reaches a state another scanned gets the same set as a scan of its
+// own (a vocabulary of the same bytes built anew keeps nothing yet), in every kind of place.
+TEST(OutputConstraintTest, JsonModesKeptScansAreTheScansOwnAnswer) {
+  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
+  auto tok = Tokenizer::FromDirectory(
+      std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/models/opt-sotu-cpu");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const TokenVocabulary shared = TokenVocabulary::FromTokenizer(**tok);
+  const std::string text = R"({  "name": "The Pres\u00e9ident", "n": [1, -2.5e3, true], "x": {}})";
+  for (size_t cut = 1; cut < text.size(); cut += 3) {
+    const std::string prefix = text.substr(0, cut);
+    std::vector<int32_t> first;
+    std::vector<int32_t> second;
+    std::vector<int32_t> fresh;
+    for (auto* out : {&first, &second}) {
+      std::unique_ptr<OutputConstraint> c = OutputConstraint::JsonObject();
+      ASSERT_TRUE(c->Advance(prefix)) << prefix;
+      ASSERT_TRUE(c->AllowedTokens(shared, *out).ok());
+    }
+    const TokenVocabulary own = TokenVocabulary::FromTokenizer(**tok);
+    std::unique_ptr<OutputConstraint> c = OutputConstraint::JsonObject();
+    ASSERT_TRUE(c->Advance(prefix));
+    ASSERT_TRUE(c->AllowedTokens(own, fresh).ok());
+    EXPECT_EQ(first, fresh) << prefix;
+    EXPECT_EQ(second, fresh) << prefix;
+  }
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator
