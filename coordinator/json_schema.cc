@@ -790,15 +790,13 @@ class Writer {
     if (const auto it = s.find("format"); it != s.end() && !s.contains("pattern")) {
       return FormatString(s, *it, out);
     }
+    if (const auto it = s.find("pattern"); it != s.end()) {
+      if (s.contains("format")) return Error("pattern beside format is not served");
+      return Pattern(*it, s, out);
+    }
     ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0));
     ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1));
     if (max >= 0 && max < min) return Error("maxLength < minLength: no string matches");
-    if (const auto it = s.find("pattern"); it != s.end()) {
-      if (s.contains("minLength") || s.contains("maxLength") || s.contains("format")) {
-        return Error("pattern beside minLength, maxLength or format is not served");
-      }
-      return Pattern(*it, out);
-    }
     const std::string count = max < 0 ? (min == 0 ? "*" : absl::StrCat("{", min, ",}"))
                                       : absl::StrCat("{", min, ",", max, "}");
     absl::StrAppend(&out, "\"", kStringChar, count, "\"");
@@ -837,7 +835,10 @@ class Writer {
   // character a JSON string escapes ('"', '\\', control characters) the JSON text holds a
   // match as it is; else the pattern is written over the JSON text (JsonStringPattern). It
   // is written in between any characters.
-  absl::Status Pattern(const Json& p, std::string& out) {
+  // Beside minLength or maxLength (`s`'s), served when the pattern is anchored at both ends,
+  // its matches ASCII and need no JSON escape, and every match's length is within them: then
+  // the pattern alone keeps them.
+  absl::Status Pattern(const Json& p, const Json& s, std::string& out) {
     if (!p.is_string()) return Error("pattern is a string (a regular expression)");
     std::string text = p.get<std::string>();
     // \d \w \s are ASCII's here and Unicode's to validators (Python's re; \s to ECMAScript's
@@ -856,17 +857,25 @@ class Writer {
     }
     // Checked once a pattern, however often used: whether a match may hold a character JSON
     // escapes; then each character is written as a JSON string writes it.
-    auto checked = plain_patterns_.find(text);
-    if (checked == plain_patterns_.end()) {
+    auto checked = patterns_.find(text);
+    if (checked == patterns_.end()) {
       absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(text);
       if (!re.ok()) return Error(absl::StrCat("pattern: ", re.status().message()));
       std::bitset<256> escaped;
       for (int b = 0; b < 0x20; ++b) escaped.set(static_cast<size_t>(b));
       escaped.set('"');
       escaped.set('\\');
-      checked = plain_patterns_.emplace(text, !(*re)->MayTake(escaped)).first;
+      std::bitset<256> high;
+      for (int b = 0x80; b < 0x100; ++b) high.set(static_cast<size_t>(b));
+      const auto [fewest, most] = (*re)->MatchLengths();
+      checked = patterns_
+                    .emplace(text, PatternFacts{.plain = !(*re)->MayTake(escaped),
+                                                .ascii = !(*re)->MayTake(high),
+                                                .fewest = fewest,
+                                                .most = most})
+                    .first;
     }
-    const bool plain = checked->second;
+    const bool plain = checked->second.plain;
     const bool from_start = text.starts_with("^");
     size_t backslashes = 0;  // before a trailing '$': an odd count escapes it
     for (size_t i = text.size() - (text.empty() ? 0 : 1); i-- > 0 && text[i] == '\\';) {
@@ -874,6 +883,20 @@ class Writer {
     }
     const bool to_end =
         text.size() > (from_start ? 1 : 0) && text.ends_with("$") && backslashes % 2 == 0;
+    if (s.contains("minLength") || s.contains("maxLength")) {
+      constexpr int kLongest = 1 << 30;  // longer bounds cut no match: read as this
+      ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0, kLongest, /*clamp=*/true));
+      ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1, kLongest, /*clamp=*/true));
+      const PatternFacts& f = checked->second;
+      if (!from_start || !to_end || !plain || !f.ascii || f.fewest < min ||
+          (max >= 0 && (f.most < 0 || f.most > max))) {
+        return Error(absl::StrCat(
+            "pattern beside minLength or maxLength is served when the pattern is anchored (^...$),"
+            " its matches ASCII and within the lengths; here they are ",
+            f.fewest, " to ", f.most < 0 ? "any number of" : absl::StrCat(f.most), " bytes",
+            from_start && to_end ? "" : " and the pattern is a search"));
+      }
+    }
     if (from_start) text.erase(0, 1);
     if (to_end) text.pop_back();
     if (!plain) {
@@ -1144,8 +1167,15 @@ class Writer {
   const int recursion_;
   bool recursive_ = false;
   absl::flat_hash_map<std::string, Resolved> resolved_;  // by $ref target
-  // Patterns checked: whether their matches need no JSON escape.
-  std::map<std::string, bool> plain_patterns_;
+  // What a pattern's check found: whether its matches need no JSON escape, are ASCII, and
+  // their fewest and most bytes (-1: no bound).
+  struct PatternFacts {
+    bool plain;
+    bool ascii;
+    int64_t fewest;
+    int64_t most;
+  };
+  std::map<std::string, PatternFacts> patterns_;
   // Formats' forms beside a length: the fewest and most characters of a form.
   std::map<std::string, std::pair<int64_t, int64_t>> format_lengths_;
   int depth_ = 0;

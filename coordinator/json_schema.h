@@ -21,8 +21,10 @@
 //     \D \W \S are the other ASCII characters only, \S not 0x1C-0x1F either; \d \w \s and
 //     \D \W \S beside a [^...] are refused, since they are ASCII's here and Unicode's to
 //     Python's re), minLength, maxLength (characters; at most kMaxJsonSchemaCount each;
-//     neither beside pattern), format (beside minLength or maxLength, of any size, when every
-//     form of the format is within them, as pydantic's AnyUrl's maxLength 2083 is):
+//     beside a pattern, of any size, when the pattern is anchored at both ends, its matches
+//     ASCII and needing no escape, and every match within them), format (beside minLength
+//     or maxLength, of any size, when every form of the format is within them, as pydantic's
+//     AnyUrl's maxLength 2083 is):
 //     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
 //     duration (RFC 3339's ABNF: whole numbers of at most 9 digits), email (at most 4
 //     dot-atoms of at most 15 letters, digits and _%+-, '@', at most 3 RFC 1123 labels of at

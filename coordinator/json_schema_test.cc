@@ -140,7 +140,19 @@ TEST(JsonSchemaTest, PatternsAreSearches) {
   EXPECT_THAT(Error(R"({"pattern": "(a"})"), HasSubstr("pattern: guided_regex: an unclosed"));
   // \d inside [^...] would take U+0663, which Python's \d (Unicode's digits) leaves out.
   EXPECT_THAT(Error(R"({"pattern": "^[^\\d\"\\\\\\x00-\\x1f]$"})"), HasSubstr("negated class"));
-  EXPECT_THAT(Error(R"({"pattern": "a", "maxLength": 3})"), HasSubstr("pattern beside"));
+  // Beside lengths: an anchored ASCII pattern whose matches are within them.
+  auto zip = Compile(R"({"type": "string", "pattern": "^[0-9]{5}(-[0-9]{4})?$",
+                         "minLength": 5, "maxLength": 1000})");
+  EXPECT_TRUE(Matches(zip, R"("12345")"));
+  EXPECT_TRUE(Matches(zip, R"("12345-6789")"));
+  EXPECT_FALSE(Matches(zip, R"("1234")"));
+  EXPECT_THAT(Error(R"({"pattern": "a", "maxLength": 3})"), HasSubstr("pattern is a search"));
+  EXPECT_THAT(Error(R"({"pattern": "^[a-z]+$", "maxLength": 8})"),
+              HasSubstr("here they are 1 to any number of bytes"));
+  EXPECT_THAT(Error(R"({"pattern": "^[0-9]{5}(-[0-9]{4})?$", "maxLength": 5})"),
+              HasSubstr("5 to 10 bytes"));
+  EXPECT_THAT(Error(R"({"pattern": "^.{2}$", "maxLength": 5})"), HasSubstr("beside minLength"))
+      << "not ASCII, and needs escapes";
 }
 
 // A pattern whose matches may hold characters a JSON string escapes is matched against the
