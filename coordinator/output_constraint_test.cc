@@ -187,12 +187,17 @@ TEST(OutputConstraintTest, ChoicesOutsideTheLimitsAreRefused) {
       HasSubstr("in all"));
 }
 
+// The bundled model's tokenizer (models/opt-sotu-cpu).
+absl::StatusOr<std::unique_ptr<Tokenizer>> BundledTokenizer() {
+  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
+  return Tokenizer::FromDirectory(std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) +
+                                  "/models/opt-sotu-cpu");
+}
+
 // The real vocabulary: special tokens are never allowed, and a JSON object's first token
 // begins with '{'.
 TEST(OutputConstraintTest, TheBundledTokenizersVocabulary) {
-  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
-  auto tok = Tokenizer::FromDirectory(
-      std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/models/opt-sotu-cpu");
+  auto tok = BundledTokenizer();
   ASSERT_TRUE(tok.ok()) << tok.status();
   const TokenVocabulary vocab = TokenVocabulary::FromTokenizer(**tok);
   ASSERT_EQ(vocab.bytes.size(), static_cast<size_t>((*tok)->vocab_size()));
@@ -211,9 +216,7 @@ TEST(OutputConstraintTest, TheBundledTokenizersVocabulary) {
 // second sequence that reaches a state another scanned gets the same set as a scan of its
 // own (a vocabulary of the same bytes built anew keeps nothing yet), in every kind of place.
 TEST(OutputConstraintTest, JsonModesKeptScansAreTheScansOwnAnswer) {
-  const char* src = std::getenv("LLMINT8_SOURCE_DIR");
-  auto tok = Tokenizer::FromDirectory(
-      std::string(src != nullptr ? src : LLMINT8_DEFAULT_SOURCE_DIR) + "/models/opt-sotu-cpu");
+  auto tok = BundledTokenizer();
   ASSERT_TRUE(tok.ok()) << tok.status();
   const TokenVocabulary shared = TokenVocabulary::FromTokenizer(**tok);
   const std::string text = R"({  "name": "The Pres\u00e9ident", "n": [1, -2.5e3, true], "x": {}})";
