@@ -803,15 +803,21 @@ class Writer {
     return absl::OkStatus();
   }
 
+  // Whether every length in [fewest, most] (most -1: no bound) is within `s`'s minLength and
+  // maxLength, of any size (a bound past every length cuts nothing).
+  absl::StatusOr<bool> LengthsWithin(const Json& s, int64_t fewest, int64_t most) const {
+    constexpr int kLongest = 1 << 30;  // longer bounds are read as this
+    ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0, kLongest, /*clamp=*/true));
+    ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1, kLongest, /*clamp=*/true));
+    return fewest >= min && (max < 0 || (most >= 0 && most <= max));
+  }
+
   // A string of a format. Beside minLength or maxLength, served when every form's length is
   // within them (pydantic's AnyUrl says maxLength 2083): the forms are ASCII, a byte a
   // character.
   absl::Status FormatString(const Json& s, const Json& format, std::string& out) {
     ASSIGN_OR_RETURN(const std::string form, Format(format));
     if (s.contains("minLength") || s.contains("maxLength")) {
-      constexpr int kLongest = 1 << 30;  // longer bounds cut no form: read as this
-      ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0, kLongest, /*clamp=*/true));
-      ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1, kLongest, /*clamp=*/true));
       auto lengths = format_lengths_.find(form);  // compiled once a form, however often used
       if (lengths == format_lengths_.end()) {
         absl::StatusOr<std::shared_ptr<const CompiledRegex>> re = CompiledRegex::Compile(form);
@@ -819,7 +825,8 @@ class Writer {
         lengths = format_lengths_.emplace(form, (*re)->MatchLengths()).first;
       }
       const auto [fewest, most] = lengths->second;
-      if (fewest < min || (max >= 0 && (most < 0 || most > max))) {
+      ASSIGN_OR_RETURN(const bool within, LengthsWithin(s, fewest, most));
+      if (!within) {
         return Error(absl::StrCat("format ", format.dump(), " is ", fewest, " to ",
                                   most < 0 ? "any number of" : absl::StrCat(most),
                                   " characters here; minLength or maxLength would cut it "
@@ -884,12 +891,9 @@ class Writer {
     const bool to_end =
         text.size() > (from_start ? 1 : 0) && text.ends_with("$") && backslashes % 2 == 0;
     if (s.contains("minLength") || s.contains("maxLength")) {
-      constexpr int kLongest = 1 << 30;  // longer bounds cut no match: read as this
-      ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0, kLongest, /*clamp=*/true));
-      ASSIGN_OR_RETURN(const int max, Count(s, "maxLength", -1, kLongest, /*clamp=*/true));
       const PatternFacts& f = checked->second;
-      if (!from_start || !to_end || !plain || !f.ascii || f.fewest < min ||
-          (max >= 0 && (f.most < 0 || f.most > max))) {
+      ASSIGN_OR_RETURN(const bool within, LengthsWithin(s, f.fewest, f.most));
+      if (!from_start || !to_end || !plain || !f.ascii || !within) {
         return Error(absl::StrCat(
             "pattern beside minLength or maxLength is served when the pattern is anchored (^...$),"
             " its matches ASCII and within the lengths; here they are ",
