@@ -77,7 +77,8 @@ class LiveGauges : public prometheus::Collectable {
     gauge("llmint8_worker_group_epoch", "Times the worker group has formed",
           static_cast<double>(s.group_epoch));
     gauge("llmint8_kv_reserved_positions",
-          "KV cache positions the running sequences reserve (prompt + max_new_tokens each)",
+          "KV cache positions the running sequences hold after the coming step (with "
+          "--preemption=off: prompt + max_new_tokens each)",
           static_cast<double>(s.kv_reserved));
     gauge("llmint8_kv_budget_positions",
           "KV cache positions the scheduler admits up to (what the workers can hold)",
@@ -187,7 +188,14 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
                                "compiled guides: hit (kept) or miss (compiled)")
                          .Register(*registry_)),
       guide_hits_(guide_lookups_.Add({{"result", "hit"}})),
-      guide_misses_(guide_lookups_.Add({{"result", "miss"}})) {}
+      guide_misses_(guide_lookups_.Add({{"result", "miss"}})),
+      preemptions_(BuildCounter()
+                       .Name("llmint8_preemptions_total")
+                       .Help("Running sequences preempted to make KV cache room for others: "
+                             "their cache dropped, their prompt and output prefilled again "
+                             "when they are admitted again")
+                       .Register(*registry_)
+                       .Add({})) {}
 
 void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
@@ -217,6 +225,10 @@ void ServiceMetrics::RecordGuidedMasks(absl::Duration duration) {
 
 void ServiceMetrics::RecordGuideLookup(bool hit) {
   (hit ? guide_hits_ : guide_misses_).Increment();
+}
+
+void ServiceMetrics::RecordPreemptions(int count) {
+  preemptions_.Increment(static_cast<double>(count));
 }
 
 std::string ServiceMetrics::Text() const {

@@ -20,6 +20,9 @@
 //                                             compiled guides: hit, miss (guide_cache.h)
 //                                                                                 (counter)
 //   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
+//   llmint8_preemptions_total                 running sequences preempted for KV room, to
+//                                             be prefilled again later (scheduler.h)
+//                                                                                 (counter)
 //   llmint8_queued_requests, llmint8_running_sequences,
 //   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch,
 //   llmint8_kv_reserved_positions, llmint8_kv_budget_positions, llmint8_draining
@@ -90,6 +93,7 @@ class ServiceMetrics {
   void RecordStep(int batch_size, absl::Duration duration);
   void RecordGuidedMasks(absl::Duration duration);
   void RecordGuideLookup(bool hit);
+  void RecordPreemptions(int count);
 
   // The recorded metrics and the scrape-time gauges in the Prometheus text format: what
   // /metrics returns (coordinator/metrics_server.h).
@@ -112,6 +116,7 @@ class ServiceMetrics {
   prometheus::Family<prometheus::Counter>& guide_lookups_;
   prometheus::Counter& guide_hits_;
   prometheus::Counter& guide_misses_;
+  prometheus::Counter& preemptions_;
 };
 
 }  // namespace llmint8::coordinator

@@ -50,24 +50,38 @@ struct RunningPrefix {
 RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> running, size_t index,
                                 int64_t min_prefix) {
   const Sequence& seq = *running[index];
-  const size_t most = seq.prompt().size() - 1;
+  const size_t most = seq.input().size() - 1;
   RunningPrefix best;
   for (size_t j = 0; j < running.size(); ++j) {
     const Sequence& other = *running[j];
     if (j == index) continue;  // (the running sequences are all on the workers)
     if (seq.params().counts_tokens() && !other.params().counts_tokens()) continue;
-    const int64_t shared = SharedStart(seq.prompt(), other.prompt_on_workers(), most);
+    const int64_t shared = SharedStart(seq.input(), other.prompt_on_workers(), most);
     if (shared >= min_prefix && (!best.now.has_value() || shared > best.now->length)) {
       best.now = PrefixCache::Match{other.id(), shared};
     }
-    if (j < index && other.prompt_on_workers().size() < other.prompt().size()) {
-      best.coming = std::max(best.coming, SharedStart(seq.prompt(), other.prompt(), most));
+    if (j < index && other.prompt_on_workers().size() < other.input().size()) {
+      best.coming = std::max(best.coming, SharedStart(seq.input(), other.input(), most));
     }
   }
   return best;
 }
 
 }  // namespace
+
+std::string_view PreemptionName(Preemption p) {
+  return p == Preemption::kOff ? "off" : "recompute";
+}
+
+absl::StatusOr<Preemption> ParsePreemption(std::string_view name) {
+  if (name == "recompute") return Preemption::kRecompute;
+  if (name == "off") return Preemption::kOff;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "preemption \"", std::string(name),
+      "\": use recompute (admit on the KV positions sequences hold, "
+      "preempt the last admitted when they outgrow the budget) or off (reserve prompt + "
+      "max_new_tokens at admission)"));
+}
 
 Scheduler::Scheduler(SchedulerOptions options, StepGroup* group, ServiceMetrics* metrics)
     : options_(std::move(options)),
@@ -208,12 +222,16 @@ uint64_t Scheduler::prefix_hit_tokens() const {
   return prefix_hit_tokens_;
 }
 
+uint64_t Scheduler::preemptions() const {
+  absl::MutexLock lock(&mu_);
+  return preemptions_;
+}
+
 void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   std::vector<std::shared_ptr<Sequence>> unsent;
   for (auto& seq : running_) {
     seq->set_on_workers(false);
-    const bool sent =
-        seq->prompt_remaining() < std::ssize(seq->prompt()) || seq->num_generated() > 0;
+    const bool sent = seq->started() || seq->num_generated() > 0;
     if (requeue_unsent && !sent && !seq->cancelled()) {
       unsent.push_back(std::move(seq));
     } else {
@@ -270,7 +288,7 @@ void Scheduler::Retire(const std::vector<Exit>& exits) {
   absl::flat_hash_set<const Sequence*> awaited;
   for (size_t i = 0; i < running_.size(); ++i) {
     const Sequence& seq = *running_[i];
-    if (exits[i] != Exit::kStays || seq.prompt_remaining() < std::ssize(seq.prompt())) continue;
+    if (exits[i] != Exit::kStays || seq.started()) continue;
     if (std::shared_ptr<Sequence> source = seq.prefix_source()) awaited.insert(source.get());
   }
   std::vector<std::shared_ptr<Sequence>> staying;
@@ -301,7 +319,8 @@ void Scheduler::Retire(const std::vector<Exit>& exits) {
 
 void Scheduler::RetireOne(Sequence& seq, Exit exit) {
   seq.set_on_workers(false);
-  kv_in_use_ -= seq.max_tokens();
+  kv_in_use_ -= seq.kv_positions();
+  seq.set_kv_positions(0);
   if (exit == Exit::kPark) {
     // Its cache stays for later prompts that start alike (what it evicts goes instead).
     for (uint64_t id :
@@ -337,6 +356,56 @@ int64_t Scheduler::KvBudget() const {
   return budget;
 }
 
+int64_t Scheduler::KvNeed(const Sequence& seq) const {
+  if (options_.preemption == Preemption::kOff) return seq.max_tokens();
+  // A prefilling sequence counts its whole input (the prompt, and after a preemption the
+  // tokens generated before it: num_generated() of them); a generating one what its cache
+  // holds after the coming step's token: the prompt and every generated token.
+  return std::min(seq.max_tokens(), std::ssize(seq.prompt()) + seq.num_generated());
+}
+
+void Scheduler::PreemptForStep() {
+  if (options_.preemption != Preemption::kRecompute) return;
+  for (const std::shared_ptr<Sequence>& seq : running_) {
+    const int64_t need = KvNeed(*seq);
+    kv_in_use_ += need - seq->kv_positions();
+    seq->set_kv_positions(need);
+  }
+  while (kv_in_use_ + prefix_cache_.positions() > kv_budget_) {
+    const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
+    if (!evicted.has_value()) break;
+    to_release_.push_back(*evicted);
+  }
+  // The last admitted first (vLLM's order): they have the least to compute again. Only
+  // sequences that have generated (prefilling ones grow no more than admission counted).
+  std::vector<std::shared_ptr<Sequence>> preempted;
+  for (size_t i = running_.size(); i-- > 0 && kv_in_use_ > kv_budget_ && running_.size() > 1;) {
+    Sequence& seq = *running_[i];
+    if (!seq.prefilled() || seq.num_generated() == 0) continue;
+    seq.set_on_workers(false);
+    kv_in_use_ -= seq.kv_positions();
+    seq.Preempt();
+    to_release_.push_back(seq.id());
+    preempted.push_back(std::move(running_[i]));
+    running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  if (preempted.empty()) return;
+  if (metrics_ != nullptr) metrics_->RecordPreemptions(static_cast<int>(preempted.size()));
+  absl::MutexLock lock(&mu_);
+  // The first preemption and then one in a hundred are logged (a full cache preempts often).
+  if (preemptions_ / 100 != (preemptions_ + preempted.size()) / 100 || preemptions_ == 0) {
+    LLMINT8_LOG(WARNING) << "scheduler: the KV cache is full: " << preempted.size()
+                         << " sequence(s) preempted, to be prefilled again when there is room ("
+                         << preemptions_ + preempted.size() << " since start; "
+                         << "llmint8_preemptions_total counts them). More memory per worker, "
+                         << "int8, a higher TP degree or a lower --max_batch avoid this";
+  }
+  preemptions_ += preempted.size();
+  // Back to the head of the queue, the first admitted first.
+  queue_.insert(queue_.begin(), preempted.rbegin(), preempted.rend());
+  PublishLocked();
+}
+
 void Scheduler::AdmitLocked() {
   int64_t prefill_tokens = 0;
   const int64_t budget = kv_budget_;
@@ -357,28 +426,32 @@ void Scheduler::AdmitLocked() {
       queue_.pop_front();
       continue;
     }
-    const int64_t prompt = static_cast<int64_t>(next->prompt().size());
-    if (!running_.empty() && kv_in_use_ + next->max_tokens() > budget) break;
+    const int64_t prompt = std::ssize(next->input());
+    // With preemption the running sequences each grow a position a step: room for the next
+    // step's growth keeps a sequence just admitted from preempting another at once.
+    const int64_t need =
+        KvNeed(*next) + (options_.preemption == Preemption::kRecompute ? std::ssize(running_) : 0);
+    if (!running_.empty() && kv_in_use_ + need > budget) break;
     // Whole prompts: admit what this step can prefill (a prompt to score goes in chunks).
-    if (options_.prefill_chunk == 0 && !next->params().prompt_logprobs) {
+    if (options_.prefill_chunk == 0 && !next->scoring()) {
       if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
       prefill_tokens += prompt;
     }
     // Parked sequences give their room back, least recently used first (released before the
     // step is sent), but for the one this prompt may start from: looking it up marks it used.
-    if (kv_in_use_ + prefix_cache_.positions() + next->max_tokens() > budget &&
-        !next->params().prompt_logprobs) {
+    if (kv_in_use_ + prefix_cache_.positions() + need > budget && !next->scoring()) {
       if (const std::optional<PrefixCache::Match> m =
-              prefix_cache_.Find(next->prompt(), next->params().counts_tokens())) {
+              prefix_cache_.Find(next->input(), next->params().counts_tokens())) {
         prefix_cache_.MarkUsed(m->id);
       }
     }
-    while (kv_in_use_ + prefix_cache_.positions() + next->max_tokens() > budget) {
+    while (kv_in_use_ + prefix_cache_.positions() + need > budget) {
       const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
       if (!evicted.has_value()) break;
       to_release_.push_back(*evicted);
     }
-    kv_in_use_ += next->max_tokens();
+    next->set_kv_positions(KvNeed(*next));
+    kv_in_use_ += next->kv_positions();
     next->MarkAdmitted();
     next->set_on_workers(true);
     running_.push_back(std::move(next));
@@ -390,17 +463,21 @@ void Scheduler::AdmitLocked() {
 Scheduler::PrefixChoice Scheduler::ChoosePrefix(size_t i) {
   const Sequence& seq = *running_[i];
   // A later choice of a prompt starts from the first choice's cached prompt while the workers
-  // hold it, once they do (it has sampled): all but the last token.
+  // hold it, once they do (its steps prefilled it, or after a preemption prefilled it
+  // again): all but the last token.
+  const int64_t prompt = std::ssize(seq.prompt());
   if (std::shared_ptr<Sequence> source = seq.prefix_source();
       source != nullptr && source->on_workers()) {
-    if (source->num_generated() == 0) return {.wait = true, .from = std::nullopt};
-    return {.wait = false, .from = PrefixCache::Match{source->id(), std::ssize(seq.prompt()) - 1}};
+    if (std::ssize(source->prompt_on_workers()) < prompt - 1) {
+      return {.wait = true, .from = std::nullopt};
+    }
+    return {.wait = false, .from = PrefixCache::Match{source->id(), prompt - 1}};
   }
-  // Else the longest cached prefix of a parked or running sequence, for a prompt not scored.
-  if (seq.params().prompt_logprobs || options_.prefix_cache_entries <= 0) return {};
+  // Else the longest cached prefix of a parked or running sequence, for an input not scored.
+  if (seq.scoring() || options_.prefix_cache_entries <= 0) return {};
   const int64_t min_prefix = std::max<int64_t>(options_.min_shared_prefix, 1);
   const std::optional<PrefixCache::Match> parked =
-      prefix_cache_.Find(seq.prompt(), seq.params().counts_tokens());
+      prefix_cache_.Find(seq.input(), seq.params().counts_tokens());
   const RunningPrefix running = FindRunningPrefix(running_, i, min_prefix);
   std::optional<PrefixCache::Match> from = parked;
   if (running.now.has_value() && (!parked.has_value() || running.now->length > parked->length)) {
@@ -453,7 +530,8 @@ void Scheduler::Loop() {
       absl::MutexLock lock(&mu_);
       AdmitLocked();
     }
-    // What admission evicted from the prefix cache leaves the workers before the step grows.
+    PreemptForStep();
+    // What admission and preemption evicted leaves the workers before the step grows.
     if (!to_release_.empty()) ReleaseFinished();
     if (running_.empty()) continue;
 
@@ -472,9 +550,9 @@ void Scheduler::Loop() {
     uint64_t hit_tokens = 0;
     for (size_t i = 0; i < running_.size(); ++i) {
       const std::shared_ptr<Sequence>& seq = running_[i];
-      const bool first_step = seq->prompt_remaining() == std::ssize(seq->prompt());
+      const bool first_step = !seq->started();
       const bool prefilled = seq->prefilled();
-      const bool scored = !prefilled && seq->params().prompt_logprobs;
+      const bool scored = !prefilled && seq->scoring();
       if (scored ? score_budget <= 0
                  : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
         continue;
@@ -512,7 +590,7 @@ void Scheduler::Loop() {
         step->mutable_token_ids()->Add(piece.begin(), piece.end());
         // A prompt-only request samples nothing, even after its last chunk.
         step->set_prefill_only(!seq->prefilled() || seq->params().max_new_tokens == 0);
-        if (seq->params().prompt_logprobs) {
+        if (seq->scoring()) {
           step->set_prompt_logprobs(true);
           if (std::optional<int32_t> next = seq->next_prompt_token()) {
             step->set_next_prompt_token(*next);

@@ -5,10 +5,19 @@
 // Sequences join and leave between steps; a finished or cancelled sequence is released on
 // every worker right after the step that finished it (or at the next step boundary).
 //
-// Admission is FIFO from a bounded queue, limited by max_batch and by a KV budget (sum over
-// running sequences of prompt + max_new_tokens positions): kv_budget_tokens when set, else
-// what the group's workers reported they can hold (StepGroup::kv_capacity_tokens), else
-// default_kv_budget_tokens; never more than max_batch * max_context. Prompts are prefilled in
+// Admission is FIFO from a bounded queue, limited by max_batch and by a KV budget in positions:
+// kv_budget_tokens when set, else what the group's workers reported they can hold
+// (StepGroup::kv_capacity_tokens), else default_kv_budget_tokens; never more than max_batch *
+// max_context. What a running sequence counts against it depends on SchedulerOptions::
+// preemption: with kRecompute (the default, as in vLLM) the positions it holds after the
+// coming step (its whole prompt from admission on, one more per generated token); when the
+// running sequences outgrow the budget, the last admitted ones that are generating are
+// preempted: the workers drop their cache, they go back to the head of the queue with their
+// output so far, and once admitted again their prompt and generated tokens are prefilled again
+// (recompute) and they go on where they were (on CPU workers to the bit: the tokens and
+// logprobs are those of a run never preempted; a seeded draw stays the same). With kOff each
+// sequence reserves prompt + max_new_tokens at admission and is never preempted, but fewer
+// run at once when max_new_tokens is large. Prompts are prefilled in
 // chunks (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
@@ -34,11 +43,13 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "coordinator/metrics.h"
 #include "coordinator/prefix_cache.h"
@@ -46,6 +57,12 @@
 #include "coordinator/step_group.h"
 
 namespace llmint8::coordinator {
+
+// SchedulerOptions::preemption (see above).
+enum class Preemption { kRecompute, kOff };
+std::string_view PreemptionName(Preemption p);  // "recompute", "off"
+// InvalidArgument naming the values for anything else.
+absl::StatusOr<Preemption> ParsePreemption(std::string_view name);
 
 struct SchedulerOptions {
   int32_t max_batch = 32;                // sequences per step
@@ -56,6 +73,7 @@ struct SchedulerOptions {
   int64_t prefill_chunk = 512;           // prompt tokens of one sequence per step; 0: whole
   int64_t score_chunk = 256;             // tokens per step of prompts being scored (>= 1)
   int64_t max_context = 2048;
+  Preemption preemption = Preemption::kRecompute;
   // End-of-sequence ids, sorted: config.json's eos_token_id and generation_config.json's.
   std::vector<int32_t> eos_token_ids = {2};
   // Token ids rank 0 may return: [0, vocab_size); one outside fails its sequence (INTERNAL).
@@ -99,11 +117,14 @@ class Scheduler {
 
   int queued() const;
   int running() const;
-  // KV positions the running sequences reserve (prompt + max_new_tokens each) and the budget
-  // they may (this group's; 0 before the first group).
+  // KV positions the running sequences count (those they hold after the coming step, or with
+  // Preemption::kOff prompt + max_new_tokens each) and the budget they may (this group's; 0
+  // before the first group).
   int64_t kv_reserved() const;
   int64_t kv_budget() const;
   uint64_t steps() const;
+  // Running sequences preempted for KV room since start (Preemption::kRecompute).
+  uint64_t preemptions() const;
   // KV positions parked sequences hold (within kv_budget), and prompt positions copied from a
   // cached prefix (a parked or running sequence's, or the first choice's of n) instead of
   // prefilled, in steps that ran, since start.
@@ -115,6 +136,12 @@ class Scheduler {
   void Loop();
   void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t KvBudget() const;  // for the group that just became ready
+  // The positions `seq` counts against the budget for its coming step (see above).
+  int64_t KvNeed(const Sequence& seq) const;
+  // Preemption::kRecompute, before a step: each running sequence counts what it will hold
+  // after the step; parked sequences and then the last admitted generating sequences give
+  // their room back while the count is over the budget (one sequence always stays).
+  void PreemptForStep();
   // Ends the batch: its sequences fail with `status`, but with `requeue_unsent` (the group was
   // lost) those of which nothing went to the workers yet go back to the head of the queue,
   // for the next group.
@@ -166,6 +193,7 @@ class Scheduler {
   int64_t prefix_cached_count_ ABSL_GUARDED_BY(mu_) = 0;
   int prefix_cached_sequences_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t prefix_hit_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t preemptions_ ABSL_GUARDED_BY(mu_) = 0;
   PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)

@@ -313,8 +313,11 @@ TEST_F(SchedulerTest, AWholePromptThatWaitedStaysWithinTheStepsPrefillBudget) {
 }
 
 TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
-  // The group reports room for 100 positions; each sequence may take 20 + 30.
-  Start(Options(), /*kv_capacity=*/100);
+  // The group reports room for 100 positions; each sequence may take 20 + 30, reserved at
+  // admission.
+  SchedulerOptions o = Options();
+  o.preemption = Preemption::kOff;
+  Start(o, /*kv_capacity=*/100);
   std::vector<std::shared_ptr<Sequence>> seqs;
   for (uint64_t id = 1; id <= 3; ++id) {
     seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
@@ -332,6 +335,91 @@ TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
   ASSERT_FALSE(first.empty() || third.empty());
   EXPECT_EQ(FirstStepIndex(steps, 2), 0) << "two fit at once";
   EXPECT_GT(third.front().first, first.back().first) << "the third waits for room";
+}
+
+// With preemption, admission counts what sequences hold: all three start at once. When they
+// outgrow the 100 positions the last admitted is preempted (released, back to the queue) and
+// later prefilled again, prompt and tokens, sampling on: every output is its solo run's.
+TEST_F(SchedulerTest, PreemptedSequencesArePrefilledAgainAndGoOnWhereTheyWere) {
+  Start(Options(), /*kv_capacity=*/100);
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
+  }
+  const std::vector<Outcome> out = RunToEnd(seqs);
+  ASSERT_FALSE(HasFailure());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    EXPECT_EQ(out[i].tokens, FakeGreedy(seqs[i]->prompt(), 30)) << "sequence " << i + 1;
+  }
+  EXPECT_LE(group_->peak_positions(), 100);
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  EXPECT_EQ(FirstStepIndex(steps, 3), 0) << "all three fit at first";
+  EXPECT_GE(scheduler_->preemptions(), 1u);
+  EXPECT_EQ(seqs[2]->preemptions(), static_cast<int32_t>(scheduler_->preemptions()))
+      << "the last admitted goes first";
+  EXPECT_EQ(seqs[0]->preemptions(), 0);
+  // Its steps after the first: decodes of one token, and one prefill again of the prompt and
+  // the k tokens it had, which brings the sampling parameters and samples token k.
+  const auto third = StepsOf(steps, 3);
+  int resumes = 0;
+  for (size_t j = 1; j < third.size(); ++j) {
+    const v1::SeqStep& step = third[j].second;
+    if (step.token_ids_size() == 1 && !step.has_sampling()) continue;
+    ++resumes;
+    const int k = step.sample_index();
+    ASSERT_GE(k, 1);
+    std::vector<int32_t> expected = seqs[2]->prompt();
+    const std::vector<int32_t> generated = FakeGreedy(seqs[2]->prompt(), k);
+    expected.insert(expected.end(), generated.begin(), generated.end());
+    EXPECT_THAT(step.token_ids(), ::testing::ElementsAreArray(expected));
+    EXPECT_TRUE(step.has_sampling());
+    EXPECT_FALSE(step.prefill_only());
+  }
+  EXPECT_EQ(resumes, seqs[2]->preemptions());
+  // Usage counts the prompt once.
+  EXPECT_EQ(out[2].responses.back().usage().prompt_tokens(), 20);
+  EXPECT_EQ(out[2].responses.back().usage().completion_tokens(), 30);
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->kv_reserved(), 0);
+}
+
+// A preempted sequence that scored its prompt (echo with logprobs) is not scored again: the
+// prompt's scores arrive once, for every token after the first.
+TEST_F(SchedulerTest, APreemptedScoredPromptIsScoredOnce) {
+  Start(Options(), /*kv_capacity=*/60);
+  GenerationParams scored;
+  scored.prompt_logprobs = true;
+  auto first = MakeSeq(1, Tokens(20, 100), 20);
+  auto second = MakeSeq(2, Tokens(12, 200), 20, scored);
+  const std::vector<Outcome> out = RunToEnd({first, second});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(first->prompt(), 20));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(second->prompt(), 20));
+  ASSERT_GE(second->preemptions(), 1);
+  for (const auto& [index, step] : StepsOf(group_->steps(), 2)) {
+    if (step.prompt_logprobs()) {
+      EXPECT_EQ(step.sample_index(), 0) << "scored again";
+    }
+  }
+  ASSERT_FALSE(out[1].responses.empty());
+  const v1::GenerateResponse& with_prompt = out[1].responses.front();
+  ASSERT_EQ(with_prompt.prompt_tokens_size(), 12);
+  for (int k = 1; k < 12; ++k) {
+    EXPECT_FLOAT_EQ(with_prompt.prompt_tokens(k).logprob(), FakePromptLogprob(k)) << k;
+  }
+}
+
+// Preemption frees parked sequences' room first, and a sequence that fits alone is never
+// preempted: the one left runs on.
+TEST_F(SchedulerTest, PreemptionNeverTakesTheLastRunningSequence) {
+  SchedulerOptions o = Options();
+  o.kv_budget_tokens = 30;  // the group itself holds more: the budget is what binds
+  Start(o, /*kv_capacity=*/1000);
+  auto seq = MakeSeq(1, Tokens(10, 100), 40);  // grows to 50 positions alone
+  const std::vector<Outcome> out = RunToEnd({seq});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(seq->prompt(), 40));
+  EXPECT_EQ(scheduler_->preemptions(), 0u);
 }
 
 TEST_F(SchedulerTest, PromptsBeingScoredGoInScoreChunks) {
@@ -624,6 +712,7 @@ TEST_F(SchedulerTest, AFailedReleaseOfACancelledSequenceLeavesTheQueuedWaiting) 
 TEST_F(SchedulerTest, ARequestAdmittedIntoAGroupLostBeforeItsFirstStepIsServedLater) {
   SchedulerOptions o = Options();
   o.kv_budget_tokens = 60;  // the parked 32 positions and a 40-position request do not fit
+  o.preemption = Preemption::kOff;  // (reserved at admission: the eviction comes before its step)
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(o, Tokens(30, 100)));
   group_->FailNextRelease();  // the eviction's
   auto later = MakeSeq(2, Tokens(20, 500), 20);

@@ -49,22 +49,42 @@ std::optional<absl::Status> Sequence::WaitOutput(absl::Duration timeout,
 
 std::span<const int32_t> Sequence::TakePrompt(int64_t limit) {
   const int64_t n = std::min(prompt_remaining(), std::max<int64_t>(limit, 1));
-  std::span<const int32_t> piece(prompt_.data() + prompt_sent_, static_cast<size_t>(n));
+  std::span<const int32_t> piece =
+      input().subspan(static_cast<size_t>(prompt_sent_), static_cast<size_t>(n));
   prompt_sent_ += n;
   return piece;
 }
 
 void Sequence::SkipPrompt(int64_t n) {
-  ABSL_RAW_CHECK(prompt_sent_ == 0 && n >= 0 && n < static_cast<int64_t>(prompt_.size()),
-                 "Sequence::SkipPrompt: only the start of an unsent prompt, not all of it");
+  ABSL_RAW_CHECK(prompt_sent_ == 0 && n >= 0 && n < std::ssize(input()),
+                 "Sequence::SkipPrompt: only the start of an unsent input, not all of it");
   prompt_sent_ = n;
-  prompt_cached_ = n;
+  // Usage counts the prompt's cached tokens of the first prefill (a prefill again after a
+  // preemption is the server's cost, not the client's).
+  if (resume_.empty()) prompt_cached_ = n;
 }
 
 std::vector<int32_t> Sequence::cached_tokens() const {
-  std::vector<int32_t> tokens(prompt_.begin(), prompt_.begin() + prompt_sent_);
-  if (!generated_.empty()) tokens.insert(tokens.end(), generated_.begin(), generated_.end() - 1);
+  const std::span<const int32_t> in = input().first(static_cast<size_t>(prompt_sent_));
+  std::vector<int32_t> tokens(in.begin(), in.end());
+  // The generated tokens after the input (a preempted sequence's input holds the earlier ones).
+  const size_t after = resume_.empty() ? 0 : resume_.size() - prompt_.size();
+  if (generated_.size() > after) {
+    tokens.insert(tokens.end(), generated_.begin() + static_cast<std::ptrdiff_t>(after),
+                  generated_.end() - 1);
+  }
   return tokens;
+}
+
+void Sequence::Preempt() {
+  ABSL_RAW_CHECK(!generated_.empty() && !on_workers_,
+                 "Sequence::Preempt: only a sequence that has generated, off the workers");
+  resume_ = prompt_;
+  resume_.insert(resume_.end(), generated_.begin(), generated_.end());
+  prompt_sent_ = 0;
+  prompt_on_workers_ = 0;
+  kv_positions_ = 0;
+  ++preemptions_;
 }
 
 void Sequence::Fail(const absl::Status& status) { Push(std::nullopt, status); }

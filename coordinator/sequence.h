@@ -6,10 +6,12 @@
 #ifndef LLMINT8_COORDINATOR_SEQUENCE_H_
 #define LLMINT8_COORDINATOR_SEQUENCE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <span>
@@ -204,33 +206,53 @@ class Sequence {
   void FinishPromptOnly();
   // Ends the stream with an error (the handler returns it to the client).
   void Fail(const absl::Status& status);
-  void MarkAdmitted() { admitted_ = absl::Now(); }
-  // Chunked prefill: the prompt goes to the workers in pieces of TakePrompt(limit) tokens
-  // (limit >= 1; the rest of the prompt when it is shorter) until prefilled().
+  // The first admission's time (a sequence preempted and admitted again keeps it).
+  void MarkAdmitted() { admitted_ = std::min(admitted_, absl::Now()); }
+  // What the workers prefill: the prompt, or after a preemption (Preempt) the prompt and the
+  // tokens generated before it, whose positions are computed again.
+  std::span<const int32_t> input() const { return resume_.empty() ? prompt_ : resume_; }
+  // Chunked prefill: the input goes to the workers in pieces of TakePrompt(limit) tokens
+  // (limit >= 1; the rest of the input when it is shorter) until prefilled().
   std::span<const int32_t> TakePrompt(int64_t limit);
-  int64_t prompt_remaining() const { return static_cast<int64_t>(prompt_.size()) - prompt_sent_; }
+  int64_t prompt_remaining() const { return std::ssize(input()) - prompt_sent_; }
   bool prefilled() const { return prompt_remaining() == 0; }
-  // The prompt token after those sent so far (none once prefilled).
+  // Whether any of the input went to the workers (or was copied from a prefix) since the
+  // sequence was admitted.
+  bool started() const { return prompt_sent_ > 0; }
+  // Whether the steps that prefill the input score the prompt (prompt_logprobs, and not a
+  // prefill again after a preemption: the first one scored it).
+  bool scoring() const { return params_.prompt_logprobs && resume_.empty(); }
+  // The input token after those sent so far (none once prefilled).
   std::optional<int32_t> next_prompt_token() const {
-    return prefilled() ? std::nullopt : std::optional<int32_t>(prompt_[prompt_sent_]);
+    return prefilled() ? std::nullopt : std::optional<int32_t>(input()[prompt_sent_]);
   }
-  // Marks the prompt's first `n` tokens sent without sending them: the workers copy their
+  // Marks the input's first `n` tokens sent without sending them: the workers copy their
   // cache from the prefix source (SeqStep.prefix_from). Only before any is sent.
   void SkipPrompt(int64_t n);
-  // The prompt's tokens whose positions the workers hold: those of the steps that ran
+  // The input's tokens whose positions the workers hold: those of the steps that ran
   // (MarkStepRan after each).
   std::span<const int32_t> prompt_on_workers() const {
-    return std::span<const int32_t>(prompt_).first(static_cast<size_t>(prompt_on_workers_));
+    return input().first(static_cast<size_t>(prompt_on_workers_));
   }
   void MarkStepRan() { prompt_on_workers_ = prompt_sent_; }
+  // Preemption by recompute: the workers dropped this sequence's cache to make room for
+  // others. Its output so far stays; when it is admitted again its input is the prompt and
+  // the tokens generated so far, and the step that prefills them samples the next token
+  // (sample_index num_generated(): a seeded draw is the one it would have been). Only for a
+  // sequence that has generated a token and is not on the workers' batch any more.
+  void Preempt();
+  int32_t preemptions() const { return preemptions_; }
+  // KV positions the scheduler counts for this sequence while it is on the workers.
+  int64_t kv_positions() const { return kv_positions_; }
+  void set_kv_positions(int64_t n) { kv_positions_ = n; }
   // Whether the workers hold this sequence's cache: from admission until the scheduler retires
   // it (then it is released) or the group is lost.
   bool on_workers() const { return on_workers_; }
   void set_on_workers(bool on) { on_workers_ = on; }
   // The latest generated token; only once there is one (num_generated() >= 1).
   int32_t last_token() const { return generated_.back(); }
-  // The tokens whose positions the workers have cached: the prompt sent so far and every
-  // generated token but the last (which was never fed back).
+  // The tokens whose positions the workers have cached: the input sent so far and every
+  // generated token after it but the last (which was never fed back).
   std::vector<int32_t> cached_tokens() const;
   int32_t num_generated() const { return static_cast<int32_t>(generated_.size()); }
 
@@ -270,6 +292,9 @@ class Sequence {
   int64_t prompt_cached_ = 0;  // of them, skipped (copied from a prefix)
   int64_t prompt_on_workers_ = 0;  // of them, in steps that ran
   bool on_workers_ = false;
+  std::vector<int32_t> resume_;  // after a preemption: the prompt and the tokens generated
+  int32_t preemptions_ = 0;
+  int64_t kv_positions_ = 0;
   std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far
   std::vector<int32_t> generated_;
   absl::Time arrival_ = absl::Now();
