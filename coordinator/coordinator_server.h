@@ -44,7 +44,8 @@ struct CoordinatorOptions {
   int64_t max_context = 0;          // 0: the model's max_position_embeddings
   int max_message_bytes = 4 << 20;  // larger requests get RESOURCE_EXHAUSTED
   // Chat completions that set no max_completion_tokens / max_tokens generate up to this many
-  // tokens (0: to the end of the context; each reserves KV room for its whole limit).
+  // tokens (0: to the end of the context; with Preemption::kOff each reserves KV room for its
+  // whole limit).
   int32_t default_max_tokens = 0;
   // Compiled guided_regex / guided_json guides kept for later requests (guide_cache.h).
   size_t guide_cache_entries = 16;

@@ -45,8 +45,9 @@ class GenerationService final : public v1::Generation::Service {
     const ApiKey* api_key = nullptr;    // null: no authentication
     bool log_requests = false;          // a log line per finished sequence (request_log.h)
     // The most tokens a `fill_context` request without a max_new_tokens of its own generates
-    // (0: up to the end of the context). Each running sequence reserves KV room for its whole
-    // limit, so this bounds what a chat request without max_completion_tokens holds.
+    // (0: up to the end of the context). With Preemption::kOff each running sequence reserves
+    // KV room for its whole limit, so this bounds what a chat request without
+    // max_completion_tokens holds.
     int32_t default_max_tokens = 0;
     // GetModelInfo's eos_token_ids (empty: the config's eos_token_id) and generation_defaults.
     std::vector<int32_t> eos_token_ids;

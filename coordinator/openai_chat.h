@@ -17,8 +17,8 @@
 // Request fields beside messages: those of the completions API (openai_api.h: n, temperature,
 // top_p, seed, stop, stream, stream_options, penalties, logit_bias and vLLM's extensions), and
 //   max_completion_tokens (or the older max_tokens; neither: the rest of the context, or
-//   the server's default_max_tokens if less, all of which the scheduler reserves in KV cache,
-//   as it reserves any max_tokens);
+//   the server's default_max_tokens if less; with --preemption=off the scheduler reserves KV
+//   cache for all of it, as for any max_tokens);
 //   logprobs (true/false) and top_logprobs (0..20, with logprobs true);
 //   tools with tool_choice "none", a named function ({"type": "function", "function":
 //   {"name"}}) or "required" with one tool: the named call's arguments are the reply, guided to

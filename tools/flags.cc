@@ -119,8 +119,8 @@ ABSL_FLAG(int64_t, max_context, 0,
 ABSL_FLAG(int32_t, default_max_tokens, 0,
           "HTTP chat completions without max_completion_tokens or max_tokens: reply with at "
           "most this many tokens (0: the model's generation_config.json max_new_tokens, else to "
-          "the end of the context, as OpenAI does; each such request reserves KV cache room for "
-          "its whole limit while it runs)");
+          "the end of the context, as OpenAI does; with --preemption=off each such request "
+          "reserves KV cache room for its whole limit while it runs)");
 ABSL_FLAG(std::string, generation_config, "auto",
           "the model's generation_config.json: \"auto\" (the model directory's, if it has "
           "one), \"none\", or a file or a directory holding one. Its eos_token_id list ends "
@@ -136,8 +136,13 @@ ABSL_FLAG(int64_t, score_chunk, 256,
           "which need every position's logits: the workers keep room for this many rows more "
           "than max_batch");
 ABSL_FLAG(int64_t, kv_budget_tokens, 0,
-          "KV cache positions reserved by running sequences, summed (0: what the workers say "
+          "KV cache positions the running sequences may hold, summed (0: what the workers say "
           "they hold beyond the weights, at most max_batch * context)");
+ABSL_FLAG(std::string, preemption, "recompute",
+          "recompute: admit requests on the KV positions sequences hold and, when the running "
+          "ones outgrow the budget, preempt the last admitted (their cache dropped, prefilled "
+          "again later; their output is unchanged); off: reserve prompt + max_tokens for each "
+          "at admission (never preempted, fewer at once)");
 ABSL_FLAG(int32_t, guide_cache_entries, 16,
           "guided_regex patterns and guided_json schemas kept compiled, with the token masks "
           "their requests found, for later requests that send the same text (0: each request "
@@ -147,7 +152,7 @@ ABSL_FLAG(int32_t, guide_cache_entries, 16,
 ABSL_FLAG(int32_t, prefix_cache_entries, 256,
           "finished sequences whose KV cache the workers keep, so that later prompts starting "
           "with the same tokens (at least 16) copy it instead of prefilling them; they use KV "
-          "room no running sequence reserves and give it back when needed; prompts start from "
+          "room no running sequence needs and give it back first; prompts start from "
           "running sequences' prompts alike (0: off, but for the n choices of one prompt)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20,
           "largest request the coordinator accepts (bigger: RESOURCE_EXHAUSTED)");

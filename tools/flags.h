@@ -54,6 +54,7 @@ ABSL_DECLARE_FLAG(int32_t, max_batch);
 ABSL_DECLARE_FLAG(int32_t, queue_capacity);
 ABSL_DECLARE_FLAG(int64_t, max_context);
 ABSL_DECLARE_FLAG(int64_t, kv_budget_tokens);
+ABSL_DECLARE_FLAG(std::string, preemption);
 ABSL_DECLARE_FLAG(int32_t, prefix_cache_entries);
 ABSL_DECLARE_FLAG(int32_t, guide_cache_entries);
 ABSL_DECLARE_FLAG(int32_t, max_message_bytes);

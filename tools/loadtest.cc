@@ -1,7 +1,8 @@
 // loadtest: a serving benchmark. Sends --requests Generate calls to a coordinator from
 // --concurrency clients at once (each starts its next request when one ends), with random
 // token-id prompts of --prompt_tokens (the first --shared_prefix_tokens the same in all, as a
-// shared system or few-shot prefix) and --max_new_tokens each (ignore_eos, greedy; with
+// shared system or few-shot prefix) and --max_new_tokens each (ignore_eos unless --end_at_eos,
+// greedy; with
 // --guided_json, --guided_regex, --guided_choice or --json_object every request carries that
 // guide instead, and ends where the guide lets it, at the end-of-sequence token or where
 // nothing may follow), and
@@ -41,6 +42,10 @@ ABSL_FLAG(int32_t, prompt_tokens, 32, "loadtest: prompt length (random token ids
 ABSL_FLAG(int32_t, shared_prefix_tokens, 0,
           "loadtest: the first this many prompt tokens are the same in every request (a shared "
           "system prompt), the rest random per request");
+ABSL_FLAG(bool, end_at_eos, false,
+          "loadtest: requests end at the model's end-of-sequence token too, so that their "
+          "lengths vary below --max_new_tokens as replies do (default: every request generates "
+          "--max_new_tokens)");
 ABSL_DECLARE_FLAG(bool, json);  // tools/offline_commands.cc
 
 namespace llmint8::tools {
@@ -193,11 +198,11 @@ int RunLoadtest() {
     }
     r.set_max_new_tokens(max_new);
     // A guided text ends where the guide lets it (the end-of-sequence token allowed only
-    // there); a free one runs to max_new_tokens.
+    // there); a free one runs to max_new_tokens, or with --end_at_eos to that token.
     if (guide->has_value()) {
       *r.mutable_guide() = **guide;
     } else {
-      r.set_ignore_eos(true);
+      r.set_ignore_eos(!absl::GetFlag(FLAGS_end_at_eos));
     }
   }
 
@@ -241,6 +246,7 @@ int RunLoadtest() {
       {"shared_prefix_tokens", shared_prefix},
       {"cached_prompt_tokens", cached},
       {"max_new_tokens", max_new},
+      {"end_at_eos", absl::GetFlag(FLAGS_end_at_eos)},
       {"guide", GuideName(*guide)},
       {"generated_tokens", tokens},
       {"wall_s", wall_s},
@@ -259,6 +265,11 @@ int RunLoadtest() {
         info.model().c_str(), info.dtype().c_str(), info.tensor_parallel(), requests,
         std::min(concurrency, requests), prompt_tokens, max_new, static_cast<long long>(seed));
     if (guide->has_value()) std::printf("  guided: %s\n", GuideName(*guide));
+    if (guide->has_value() || absl::GetFlag(FLAGS_end_at_eos)) {
+      std::printf("  %.1f new tokens a request on average (ended by the %s)\n",
+                  requests > failed ? static_cast<double>(tokens) / (requests - failed) : 0.0,
+                  guide->has_value() ? "guide" : "end-of-sequence token or --max_new_tokens");
+    }
     std::printf("  output %.1f tokens/s, %.2f requests/s over %.2f s; %d failed\n", tokens / wall_s,
                 (requests - failed) / wall_s, wall_s, failed);
     std::printf("  prompt tokens copied from the server's prefix cache: %lld of %lld\n",

@@ -146,6 +146,11 @@ absl::Status ValidateCommonFlags() {
       !p.ok()) {
     return p.status();
   }
+  if (absl::StatusOr<coordinator::Preemption> p =
+          coordinator::ParsePreemption(absl::GetFlag(FLAGS_preemption));
+      !p.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", p.status().message()));
+  }
   if (absl::GetFlag(FLAGS_prefill_chunk) < 0) {
     return absl::InvalidArgumentError("--prefill_chunk must be >= 0 (0: whole prompts)");
   }
@@ -250,6 +255,8 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
+  o.scheduler.preemption = coordinator::ParsePreemption(absl::GetFlag(FLAGS_preemption))
+                               .value_or(coordinator::Preemption::kRecompute);  // validated before
   o.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.scheduler.score_chunk = absl::GetFlag(FLAGS_score_chunk);
   o.scheduler.prefix_cache_entries = absl::GetFlag(FLAGS_prefix_cache_entries);

@@ -1,0 +1,130 @@
+// Preemption by recompute with real coordinator and worker processes: under a KV budget too
+// small for the requests running together, the scheduler preempts some (their cache dropped on
+// the workers) and prefills their prompt and output again later. On CPU workers every op is
+// batch-invariant (README.md), so each stream must equal its solo run to the bit: the tokens,
+// their logprobs, and a seeded draw with penalties, whose state rank 0 rebuilds from the
+// tokens prefilled again.
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/cluster.h"
+#include "tests/e2e/metrics_scrape.h"
+#include "tests/e2e/reference.h"
+
+namespace llmint8::e2e {
+namespace {
+
+using ::testing::ElementsAreArray;
+
+constexpr char kModelDir[] = "tests/golden/tiny-opt";
+constexpr int kRequests = 6;
+constexpr int kPrompt = 8;
+constexpr int kTokens = 40;  // 48 positions a request; six of them are 288, the budget 64
+
+// Request i: greedy when even; odd ones sample (seeded) with the penalties that count the
+// sequence's tokens, and ask for logprobs.
+v1::GenerateRequest Request(int i) {
+  std::vector<int32_t> prompt = {2};
+  for (int t = 1; t < kPrompt; ++t) prompt.push_back((t * 31 + i * 97 + 5) % 1000);
+  v1::GenerateRequest req = GreedyRequest(prompt, kTokens);
+  req.set_logprobs(true);
+  if (i % 2 == 1) {
+    req.set_temperature(0.9f);
+    req.set_top_p(0.95f);
+    req.set_seed(100 + static_cast<uint64_t>(i));
+    req.set_repetition_penalty(1.2f);
+    req.set_frequency_penalty(0.3f);
+  }
+  return req;
+}
+
+std::vector<float> Logprobs(const Generated& g) {
+  std::vector<float> out;
+  for (const v1::GenerateResponse& r : g.responses) {
+    if (r.has_token_id()) out.push_back(r.logprob());
+  }
+  return out;
+}
+
+TEST(PreemptionE2ETest, PreemptedRequestsGiveWhatTheyGiveAlone) {
+  const int metrics_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {"--kv_budget_tokens=64",
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+
+  // One at a time: 48 positions fit the budget, nothing is preempted.
+  std::vector<Generated> alone;
+  for (int i = 0; i < kRequests; ++i) {
+    alone.push_back(Generate(*stub, Request(i)));
+    ASSERT_TRUE(alone.back().status.ok()) << i << ": " << alone.back().status.error_message();
+    ASSERT_EQ(alone.back().tokens.size(), static_cast<size_t>(kTokens));
+  }
+  EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_preemptions_total"), 0);
+  auto ref = InProcessReference::Open(SourcePath(kModelDir), model::Precision::kF32);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  for (int i = 0; i < kRequests; i += 2) {
+    const v1::GenerateRequest req = Request(i);
+    const std::vector<int32_t> prompt(req.token_ids().ids().begin(), req.token_ids().ids().end());
+    auto want = (*ref)->Greedy(prompt, kTokens);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_THAT(alone[i].tokens, ElementsAreArray(*want)) << "request " << i;
+  }
+
+  // All together: they outgrow the budget within a few steps.
+  std::vector<Generated> together(kRequests);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&, i] { together[i] = Generate(*stub, Request(i)); });
+  }
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << i << ": " << together[i].status.error_message();
+    EXPECT_THAT(together[i].tokens, ElementsAreArray(alone[i].tokens)) << "request " << i;
+    EXPECT_THAT(Logprobs(together[i]), ElementsAreArray(Logprobs(alone[i]))) << "request " << i;
+    EXPECT_EQ(together[i].text, alone[i].text) << "request " << i;
+    ASSERT_FALSE(together[i].responses.empty());
+    EXPECT_EQ(together[i].responses.back().usage().prompt_tokens(), kPrompt);
+    EXPECT_EQ(together[i].responses.back().usage().completion_tokens(), kTokens);
+  }
+  const std::string after = Scrape(metrics_port);
+  EXPECT_GE(Sample(after, "llmint8_preemptions_total"), 1) << "nothing was preempted";
+  EXPECT_LE(Sample(after, "llmint8_kv_reserved_positions"), 64);
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 5), 0);
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_kv_reserved_positions", 0, 5), 0);
+}
+
+// With --preemption=off the budget holds each request's prompt + max_new_tokens from
+// admission: the same requests wait their turn instead, nothing is preempted.
+TEST(PreemptionE2ETest, OffReservesAtAdmissionAndNeverPreempts) {
+  const int metrics_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {"--kv_budget_tokens=64", "--preemption=off",
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+  std::vector<Generated> together(kRequests);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&, i] { together[i] = Generate(*stub, Request(i)); });
+  }
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << i << ": " << together[i].status.error_message();
+    EXPECT_EQ(together[i].tokens.size(), static_cast<size_t>(kTokens));
+  }
+  EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_preemptions_total"), 0);
+}
+
+}  // namespace
+}  // namespace llmint8::e2e
