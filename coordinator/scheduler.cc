@@ -376,37 +376,44 @@ void Scheduler::PreemptForStep() {
     if (!evicted.has_value()) break;
     to_release_.push_back(*evicted);
   }
-  // The last admitted first (vLLM's order): they have the least to compute again. Only
-  // sequences that have generated (prefilling ones grow no more than admission counted).
+  // The last admitted first (vLLM's order): they have the least to compute again.
   std::vector<std::shared_ptr<Sequence>> preempted;
-  for (size_t i = running_.size(); i-- > 0 && kv_in_use_ > kv_budget_ && running_.size() > 1;) {
+  while (kv_in_use_ > kv_budget_ && running_.size() > 1) {
+    const size_t i = running_.size() - 1;
     Sequence& seq = *running_[i];
-    if (!seq.prefilled() || seq.num_generated() == 0) continue;
     seq.set_on_workers(false);
     kv_in_use_ -= seq.kv_positions();
     seq.Preempt();
     to_release_.push_back(seq.id());
     preempted.push_back(std::move(running_[i]));
-    running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+    running_.pop_back();
   }
-  if (preempted.empty()) return;
-  if (metrics_ != nullptr) metrics_->RecordPreemptions(static_cast<int>(preempted.size()));
+  if (metrics_ != nullptr && !preempted.empty()) {
+    metrics_->RecordPreemptions(static_cast<int>(preempted.size()));
+  }
   absl::MutexLock lock(&mu_);
-  // The first preemption and then one in a hundred are logged (a full cache preempts often).
-  if (preemptions_ / 100 != (preemptions_ + preempted.size()) / 100 || preemptions_ == 0) {
-    LLMINT8_LOG(WARNING) << "scheduler: the KV cache is full: " << preempted.size()
-                         << " sequence(s) preempted, to be prefilled again when there is room ("
-                         << preemptions_ + preempted.size() << " since start; "
-                         << "llmint8_preemptions_total counts them). More memory per worker, "
-                         << "int8, a higher TP degree or a lower --max_batch avoid this";
+  if (!preempted.empty()) {
+    // The first preemption and then one in a hundred are logged (a full cache preempts often).
+    if (preemptions_ == 0 || preemptions_ / 100 != (preemptions_ + preempted.size()) / 100) {
+      LLMINT8_LOG(WARNING) << "scheduler: the KV cache is full: " << preempted.size()
+                           << " sequence(s) preempted, to be prefilled again when there is room ("
+                           << preemptions_ + preempted.size() << " since start; "
+                           << "llmint8_preemptions_total counts them). More memory per worker, "
+                           << "int8, a higher TP degree or a lower --max_batch avoid this";
+    }
+    preemptions_ += preempted.size();
+    // Back to the head of the queue, before the requests not admitted yet, among the other
+    // preempted ones in the order they arrived (ids grow with arrival).
+    const auto waiting = std::find_if(queue_.begin(), queue_.end(),
+                                      [](const auto& s) { return s->preemptions() == 0; });
+    const auto end = queue_.insert(waiting, preempted.begin(), preempted.end()) +
+                     static_cast<std::ptrdiff_t>(preempted.size());
+    std::sort(queue_.begin(), end, [](const auto& a, const auto& b) { return a->id() < b->id(); });
   }
-  preemptions_ += preempted.size();
-  // Back to the head of the queue, the first admitted first.
-  queue_.insert(queue_.begin(), preempted.rbegin(), preempted.rend());
   PublishLocked();
 }
 
-void Scheduler::AdmitLocked() {
+void Scheduler::AdmitLocked(bool preempted_only) {
   int64_t prefill_tokens = 0;
   const int64_t budget = kv_budget_;
   const absl::Time now = absl::Now();
@@ -426,6 +433,8 @@ void Scheduler::AdmitLocked() {
       queue_.pop_front();
       continue;
     }
+    // A draining group takes back what it preempted (its running work), nothing new.
+    if (preempted_only && next->preemptions() == 0) break;
     const int64_t prompt = std::ssize(next->input());
     // With preemption the running sequences each grow a position a step: room for the next
     // step's growth keeps a sequence just admitted from preempting another at once.
@@ -465,9 +474,15 @@ Scheduler::PrefixChoice Scheduler::ChoosePrefix(size_t i) {
   // A later choice of a prompt starts from the first choice's cached prompt while the workers
   // hold it, once they do (its steps prefilled it, or after a preemption prefilled it
   // again): all but the last token.
+  // A source behind this sequence in the batch that has not started (it was preempted and
+  // admitted again) is not waited for: it may be waiting for this one's prefill of the same
+  // prompt (FindRunningPrefix), and neither would go.
   const int64_t prompt = std::ssize(seq.prompt());
   if (std::shared_ptr<Sequence> source = seq.prefix_source();
-      source != nullptr && source->on_workers()) {
+      source != nullptr && source->on_workers() &&
+      (source->started() ||
+       std::find(running_.begin(), running_.begin() + static_cast<std::ptrdiff_t>(i), source) !=
+           running_.begin() + static_cast<std::ptrdiff_t>(i))) {
     if (std::ssize(source->prompt_on_workers()) < prompt - 1) {
       return {.wait = true, .from = std::nullopt};
     }
@@ -524,11 +539,13 @@ void Scheduler::Loop() {
     if (!group_->ready() || group_->epoch() != running_epoch_) continue;
     if (group_->draining()) {
       // A member is shutting down once the group holds no sequence: the parked ones go now,
-      // the running ones when they finish, and nothing new is admitted.
+      // the running ones when they finish (the preempted ones back in as room frees), and
+      // nothing new is admitted.
       while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) to_release_.push_back(*id);
-    } else {
+    }
+    {
       absl::MutexLock lock(&mu_);
-      AdmitLocked();
+      AdmitLocked(/*preempted_only=*/group_->draining());
     }
     PreemptForStep();
     // What admission and preemption evicted leaves the workers before the step grows.

@@ -11,9 +11,10 @@
 // max_context. What a running sequence counts against it depends on SchedulerOptions::
 // preemption: with kRecompute (the default, as in vLLM) the positions it holds after the
 // coming step (its whole prompt from admission on, one more per generated token); when the
-// running sequences outgrow the budget, the last admitted ones that are generating are
-// preempted: the workers drop their cache, they go back to the head of the queue with their
-// output so far, and once admitted again their prompt and generated tokens are prefilled again
+// running sequences outgrow the budget, the last admitted ones are preempted: the workers drop
+// their cache, they go back to the head of the queue with their output so far (in the order
+// they arrived, before the requests not admitted yet; a draining group takes them back too),
+// and once admitted again their prompt and generated tokens are prefilled again
 // (recompute) and they go on where they were (on CPU workers to the bit: the tokens and
 // logprobs are those of a run never preempted; a seeded draw stays the same). With kOff each
 // sequence reserves prompt + max_new_tokens at admission and is never preempted, but fewer
@@ -134,13 +135,14 @@ class Scheduler {
 
  private:
   void Loop();
-  void AdmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `preempted_only`: the group drains; only sequences it preempted come back.
+  void AdmitLocked(bool preempted_only) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t KvBudget() const;  // for the group that just became ready
   // The positions `seq` counts against the budget for its coming step (see above).
   int64_t KvNeed(const Sequence& seq) const;
   // Preemption::kRecompute, before a step: each running sequence counts what it will hold
-  // after the step; parked sequences and then the last admitted generating sequences give
-  // their room back while the count is over the budget (one sequence always stays).
+  // after the step; parked sequences and then the last admitted sequences give their room
+  // back while the count is over the budget (one sequence always stays).
   void PreemptForStep();
   // Ends the batch: its sequences fail with `status`, but with `requeue_unsent` (the group was
   // lost) those of which nothing went to the workers yet go back to the head of the queue,

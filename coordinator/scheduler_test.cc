@@ -422,6 +422,47 @@ TEST_F(SchedulerTest, PreemptionNeverTakesTheLastRunningSequence) {
   EXPECT_EQ(scheduler_->preemptions(), 0u);
 }
 
+// A first choice and its later choice, preempted around a long prompt that takes the prefill
+// budget, both finish. A review found them waiting on each other when generating sequences were
+// preempted first (the first choice came back behind the choice, which waited for its prefill
+// while it waited for the choice's); now the last admitted goes first, preempted sequences come
+// back in the order they arrived, and a choice waits only for a first choice ahead of it.
+TEST_F(SchedulerTest, AFirstChoiceAndItsLaterChoicePreemptedAroundALongPromptBothFinish) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  o.max_prefill_tokens = 20;
+  o.prefill_chunk = 20;
+  o.kv_budget_tokens = 142;
+  Start(o, /*kv_capacity=*/1000);
+  const std::vector<int32_t> prompt = Tokens(20, 100);
+  auto a = MakeSeq(1, prompt, 30);
+  auto y = MakeSeq(2, Tokens(100, 500), 1);
+  auto b = MakeSeq(3, prompt, 30);
+  b->set_prefix_source(a);
+  const std::vector<Outcome> out = RunToEnd({a, y, b});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(prompt, 30));
+  EXPECT_EQ(out[2].tokens, FakeGreedy(prompt, 30));
+  EXPECT_GE(scheduler_->preemptions(), 1u);
+}
+
+// A group that drains (a worker shutting down) admits nothing new, but takes back what it
+// preempted: the preempted stream finishes on it.
+TEST_F(SchedulerTest, ADrainingGroupTakesBackWhatItPreempted) {
+  SchedulerOptions o = Options();
+  o.kv_budget_tokens = 60;
+  Start(o, /*kv_capacity=*/1000);
+  auto a = MakeSeq(1, Tokens(20, 100), 30);
+  auto b = MakeSeq(2, Tokens(20, 300), 30);
+  FakeStepGroup* group = group_.get();
+  group_->BeforeStep(2, [group] { group->Drain(); });
+  const std::vector<Outcome> out = RunToEnd({a, b});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(a->prompt(), 30));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 30));
+  EXPECT_GE(b->preemptions(), 1);
+}
+
 TEST_F(SchedulerTest, PromptsBeingScoredGoInScoreChunks) {
   SchedulerOptions o = Options();
   o.score_chunk = 16;

@@ -77,10 +77,14 @@ std::vector<int32_t> Sequence::cached_tokens() const {
 }
 
 void Sequence::Preempt() {
-  ABSL_RAW_CHECK(!generated_.empty() && !on_workers_,
-                 "Sequence::Preempt: only a sequence that has generated, off the workers");
-  resume_ = prompt_;
-  resume_.insert(resume_.end(), generated_.begin(), generated_.end());
+  ABSL_RAW_CHECK(!on_workers_, "Sequence::Preempt: only a sequence off the workers");
+  if (!generated_.empty()) {
+    resume_ = prompt_;
+    resume_.insert(resume_.end(), generated_.begin(), generated_.end());
+  } else {
+    prompt_scores_.clear();  // nothing was sent yet: they come again
+    prompt_cached_ = 0;
+  }
   prompt_sent_ = 0;
   prompt_on_workers_ = 0;
   kv_positions_ = 0;

@@ -238,8 +238,9 @@ class Sequence {
   // Preemption by recompute: the workers dropped this sequence's cache to make room for
   // others. Its output so far stays; when it is admitted again its input is the prompt and
   // the tokens generated so far, and the step that prefills them samples the next token
-  // (sample_index num_generated(): a seeded draw is the one it would have been). Only for a
-  // sequence that has generated a token and is not on the workers' batch any more.
+  // (sample_index num_generated(): a seeded draw is the one it would have been). One that
+  // generated nothing yet starts over (the prompt scores it had are dropped: they come
+  // again). Only for a sequence off the workers' batch.
   void Preempt();
   int32_t preemptions() const { return preemptions_; }
   // KV positions the scheduler counts for this sequence while it is on the workers.
