@@ -3,10 +3,11 @@
 // logprobs, penalties, min-p, logit biases, stop ids and minimum lengths, prompts scored with
 // or without generation; cancels after a few tokens; expiring deadlines; invalid requests;
 // HTTP streams the client leaves, of one prompt or of a batch with n; malformed HTTP bodies), on
-// int8 with outlier decomposition, chunked prefill, a small batch and a short queue. Each request
-// must end with a code its action allows, a greedy probe sent among them must always give the solo
-// tokens, and afterwards nothing is held: no queued or running sequence, no KV reservation, no
-// sequence on a worker.
+// int8 with outlier decomposition, chunked prefill, a small batch, a short queue and a KV budget
+// that four long requests outgrow (running sequences are preempted and prefilled again). Each
+// request must end with a code its action allows, a greedy probe sent among them must always
+// give the solo tokens, and afterwards nothing is held: no queued or running sequence, no KV
+// reservation, no sequence on a worker.
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -215,9 +216,9 @@ TEST(ChaosE2ETest, EveryRequestEndsCleanlyAndNothingLeaks) {
   options.model = kModel;
   options.dtype = "int8";
   options.extra_coordinator_flags = {absl::StrCat("--tokenizer=", SourcePath(kTokenizer)),
-                                     "--prefill_chunk=8",
-                                     "--max_batch=4",
-                                     "--queue_capacity=8",
+                                     "--prefill_chunk=8", "--max_batch=4", "--queue_capacity=8",
+                                     // prompts of up to 60 tokens and 24 more: 4 x 84 > 120
+                                     "--kv_budget_tokens=120",
                                      absl::StrCat("--http_listen=127.0.0.1:", http_port),
                                      absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
@@ -250,6 +251,9 @@ TEST(ChaosE2ETest, EveryRequestEndsCleanlyAndNothingLeaks) {
   const double parked = Sample(scraped, "llmint8_prefix_cache_sequences");
   const double copied = Sample(scraped, "llmint8_prefix_cache_hit_tokens_total");
   RecordProperty("prefix_cache_hit_tokens", static_cast<int>(copied));
+  const double preempted = Sample(scraped, "llmint8_preemptions_total");
+  RecordProperty("preemptions", static_cast<int>(preempted));
+  EXPECT_GT(preempted, 0) << "nothing was preempted: the budget no longer binds";
   EXPECT_GT(copied, 0) << "no prompt started from a cached prefix";
   EXPECT_EQ(cluster.ActiveSequences(), static_cast<int64_t>(options.workers * parked));
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_worker_group_epoch", 1, 1), 1)
