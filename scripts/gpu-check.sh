@@ -19,7 +19,9 @@
 #             TP 2, the four at once                                             -> eval.log
 #   serve     llmint8 serve --device=cuda with the bundled model: int8 TP 2 over NCCL (the two
 #             ranks share the GPU, each its own NCCL_HOSTID) and fp16 TP 1, the same greedy
-#             Generate on both, then a sampled one, then a 16-client loadtest   -> serve.log
+#             Generate on both, then a sampled one, then 16-client loadtests, the last one
+#             outgrowing --kv_budget_tokens (sequences preempted and prefilled again)
+#                                                                               -> serve.log
 #   bench     llmint8_kernel_bench --backend=cuda (issue 2's table), then the variants that
 #             pick defaults (small-M kernel vs cuBLASLt at M 8..32, chunked vs one-piece GEMM)
 #                                                                                -> bench.md, bench.log
@@ -200,8 +202,10 @@ PY
       time_for 60 "serve $1 tp $2" || continue
       echo "=== serve --dtype=$1 --tp=$2 --device=cuda ($model)" >> "$log"
       # --respawn=false: a worker that crashes fails the run instead of loading again.
+      # --kv_budget_tokens=1536: the first two loadtests fit (16 x 64 positions), the third
+      # (16 x 128) preempts sequences, which the CUDA workers release and prefill again.
       "$bin/llmint8" serve --model="$model" --dtype="$1" --tp="$2" --device=cuda \
-        --respawn=false --listen=127.0.0.1:$port >> "$log" 2>&1 &
+        --respawn=false --kv_budget_tokens=1536 --listen=127.0.0.1:$port >> "$log" 2>&1 &
       server=$!
       ready 127.0.0.1:$port "$(lim 90)" $server
       rc=$?
@@ -227,6 +231,11 @@ PY
           --concurrency=8 --prompt_tokens=32 --shared_prefix_tokens=24 --max_new_tokens=16 \
           --seed=2 >> "$log" 2>&1
         check "serve $1 tp $2 shared-prefix loadtest" $?
+        echo "--- loadtest: 16 clients, 32 requests, 32 prompt + 96 new tokens (preempts)" >> "$log"
+        bounded 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=32 \
+          --concurrency=16 --prompt_tokens=32 --max_new_tokens=96 --seed=3 >> "$log" 2>&1
+        check "serve $1 tp $2 preemption loadtest" $?
+        note "INFO serve $1 tp $2: $(grep -c 'the KV cache is full' "$log") preemption warning(s) in serve.log so far"
       fi
       stop $server
       port=$((port + 100))
