@@ -312,16 +312,22 @@ TEST_F(SchedulerTest, AWholePromptThatWaitedStaysWithinTheStepsPrefillBudget) {
   EXPECT_EQ(FirstStep(group_->steps(), 2).prefix_from(), 1u) << "b still starts from a";
 }
 
+// Sequences 1, 2, 3 of 20 prompt tokens and 30 to generate: 50 positions each in the end.
+std::vector<std::shared_ptr<Sequence>> ThreeOf50Positions() {
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
+  }
+  return seqs;
+}
+
 TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
   // The group reports room for 100 positions; each sequence may take 20 + 30, reserved at
   // admission.
   SchedulerOptions o = Options();
   o.preemption = Preemption::kOff;
   Start(o, /*kv_capacity=*/100);
-  std::vector<std::shared_ptr<Sequence>> seqs;
-  for (uint64_t id = 1; id <= 3; ++id) {
-    seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
-  }
+  const std::vector<std::shared_ptr<Sequence>> seqs = ThreeOf50Positions();
   const std::vector<Outcome> out = RunToEnd(seqs);
   ASSERT_FALSE(HasFailure());
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -342,10 +348,7 @@ TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
 // later prefilled again, prompt and tokens, sampling on: every output is its solo run's.
 TEST_F(SchedulerTest, PreemptedSequencesArePrefilledAgainAndGoOnWhereTheyWere) {
   Start(Options(), /*kv_capacity=*/100);
-  std::vector<std::shared_ptr<Sequence>> seqs;
-  for (uint64_t id = 1; id <= 3; ++id) {
-    seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
-  }
+  const std::vector<std::shared_ptr<Sequence>> seqs = ThreeOf50Positions();
   const std::vector<Outcome> out = RunToEnd(seqs);
   ASSERT_FALSE(HasFailure());
   for (size_t i = 0; i < seqs.size(); ++i) {

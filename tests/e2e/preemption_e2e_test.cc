@@ -43,6 +43,17 @@ v1::GenerateRequest Request(int i) {
   return req;
 }
 
+// Requests 0 .. kRequests - 1, each from its own client thread, all at once.
+std::vector<Generated> AllTogether(v1::Generation::Stub& stub) {
+  std::vector<Generated> out(kRequests);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&stub, &out, i] { out[i] = Generate(stub, Request(i)); });
+  }
+  for (std::thread& t : clients) t.join();
+  return out;
+}
+
 std::vector<float> Logprobs(const Generated& g) {
   std::vector<float> out;
   for (const v1::GenerateResponse& r : g.responses) {
@@ -80,12 +91,7 @@ TEST(PreemptionE2ETest, PreemptedRequestsGiveWhatTheyGiveAlone) {
   }
 
   // All together: they outgrow the budget within a few steps.
-  std::vector<Generated> together(kRequests);
-  std::vector<std::thread> clients;
-  for (int i = 0; i < kRequests; ++i) {
-    clients.emplace_back([&, i] { together[i] = Generate(*stub, Request(i)); });
-  }
-  for (std::thread& t : clients) t.join();
+  const std::vector<Generated> together = AllTogether(*stub);
   for (int i = 0; i < kRequests; ++i) {
     ASSERT_TRUE(together[i].status.ok()) << i << ": " << together[i].status.error_message();
     EXPECT_THAT(together[i].tokens, ElementsAreArray(alone[i].tokens)) << "request " << i;
@@ -112,13 +118,7 @@ TEST(PreemptionE2ETest, OffReservesAtAdmissionAndNeverPreempts) {
                                      absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
-  auto stub = cluster.NewStub();
-  std::vector<Generated> together(kRequests);
-  std::vector<std::thread> clients;
-  for (int i = 0; i < kRequests; ++i) {
-    clients.emplace_back([&, i] { together[i] = Generate(*stub, Request(i)); });
-  }
-  for (std::thread& t : clients) t.join();
+  const std::vector<Generated> together = AllTogether(*cluster.NewStub());
   for (int i = 0; i < kRequests; ++i) {
     ASSERT_TRUE(together[i].status.ok()) << i << ": " << together[i].status.error_message();
     EXPECT_EQ(together[i].tokens.size(), static_cast<size_t>(kTokens));
