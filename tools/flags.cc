@@ -157,19 +157,23 @@ ABSL_FLAG(int32_t, prefix_cache_entries, 256,
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20,
           "largest request the coordinator accepts (bigger: RESOURCE_EXHAUSTED)");
 ABSL_FLAG(bool, respawn, true, "serve: restart a worker process that exits");
-ABSL_FLAG(std::string, prompt, "", "generate: the prompt text");
+ABSL_FLAG(std::string, prompt, "",
+          "generate: the prompt text; loadtest: every request's prompt (instead of random "
+          "token ids)");
 ABSL_FLAG(std::vector<std::string>, token_ids, {},
           "generate: the prompt as comma-separated token ids (instead of --prompt)");
 ABSL_FLAG(int32_t, max_new_tokens, 32, "generate / loadtest: tokens to generate");
-ABSL_FLAG(float, temperature, 0.0f, "generate: 0 is greedy; > 0 samples");
-ABSL_FLAG(int32_t, top_k, 0, "generate: keep the k most likely tokens (0: off)");
-ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus sampling mass in (0, 1]");
+ABSL_FLAG(float, temperature, 0.0f,
+          "generate / loadtest: 0 is greedy; > 0 samples (loadtest: request i seeded --seed + i)");
+ABSL_FLAG(int32_t, top_k, 0, "generate / loadtest: keep the k most likely tokens (0: off)");
+ABSL_FLAG(float, top_p, 1.0f, "generate / loadtest: nucleus sampling mass in (0, 1]");
 ABSL_FLAG(float, repetition_penalty, 1.0f,
           "generate: > 1 discourages repeating tokens of the prompt and output (1.1 to 1.3 is "
           "usual; 1: off)");
 ABSL_FLAG(int64_t, seed, -1,
           "generate: sampler seed (-1: chosen by the server); loadtest: seed of the random "
-          "prompts (-1: a new one each run, named in the report)");
+          "prompts and, with --temperature, of the samplers (-1: a new one each run, named in "
+          "the report)");
 ABSL_FLAG(llmint8::tools::StopSequences, stop, {},
           "generate: comma-separated stop sequences; \\, is a comma inside one, and \\n, \\t, "
           "\\\\ are read as in C (--stop='\\n\\n,\\, and')");

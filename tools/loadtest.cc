@@ -1,8 +1,9 @@
 // loadtest: a serving benchmark. Sends --requests Generate calls to a coordinator from
 // --concurrency clients at once (each starts its next request when one ends), with random
 // token-id prompts of --prompt_tokens (the first --shared_prefix_tokens the same in all, as a
-// shared system or few-shot prefix) and --max_new_tokens each (ignore_eos unless --end_at_eos,
-// greedy; with
+// shared system or few-shot prefix), or the text of --prompt in every request, and
+// --max_new_tokens each (ignore_eos unless --end_at_eos; greedy, or sampled with
+// --temperature / --top_k / --top_p, request i seeded with --seed + i; with
 // --guided_json, --guided_regex, --guided_choice or --json_object every request carries that
 // guide instead, and ends where the guide lets it, at the end-of-sequence token or where
 // nothing may follow), and
@@ -113,8 +114,15 @@ const char* GuideName(const std::optional<v1::Guide>& guide) {
 int RunLoadtest() {
   const int requests = absl::GetFlag(FLAGS_requests);
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
-  const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+  int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   const int shared_prefix = absl::GetFlag(FLAGS_shared_prefix_tokens);
+  const std::string prompt_text = absl::GetFlag(FLAGS_prompt);
+  if (!prompt_text.empty() && shared_prefix > 0) {
+    std::fprintf(stderr,
+                 "llmint8 loadtest: --shared_prefix_tokens is for random prompts; --prompt is "
+                 "the same whole prompt in every request\n");
+    return 2;
+  }
   const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
   if (shared_prefix < 0 || shared_prefix > prompt_tokens) {
     std::fprintf(stderr,
@@ -172,6 +180,25 @@ int RunLoadtest() {
       return 1;
     }
   }
+  // --prompt: the server's tokens of it (BOS first, as Generate takes a text prompt).
+  std::vector<int32_t> prompt_ids;
+  if (!prompt_text.empty()) {
+    grpc::ClientContext ctx;
+    AddApiKey(ctx);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::TokenizeRequest tokenize;
+    tokenize.set_text(prompt_text);
+    tokenize.set_add_bos(true);
+    v1::TokenizeResponse tokens;
+    const grpc::Status s = stub->Tokenize(&ctx, tokenize, &tokens);
+    if (!s.ok()) {
+      std::fprintf(stderr, "llmint8 loadtest: Tokenize --prompt on %s failed: %s\n", target.c_str(),
+                   s.error_message().c_str());
+      return 1;
+    }
+    prompt_ids.assign(tokens.token_ids().begin(), tokens.token_ids().end());
+    prompt_tokens = static_cast<int>(prompt_ids.size());
+  }
   if (info.max_context() > 0 && prompt_tokens + max_new > info.max_context()) {
     std::fprintf(stderr,
                  "llmint8 loadtest: --prompt_tokens + --max_new_tokens = %d is over the served "
@@ -191,12 +218,24 @@ int RunLoadtest() {
   std::vector<int32_t> prefix = {info.bos_token_id()};
   while (static_cast<int>(prefix.size()) < shared_prefix) prefix.push_back(id(rng));
   std::vector<v1::GenerateRequest> reqs(requests);
-  for (v1::GenerateRequest& r : reqs) {
-    r.mutable_token_ids()->add_ids(info.bos_token_id());
-    for (int t = 1; t < prompt_tokens; ++t) {
-      r.mutable_token_ids()->add_ids(t < shared_prefix ? prefix[t] : id(rng));
+  const float temperature = absl::GetFlag(FLAGS_temperature);
+  for (int i = 0; i < requests; ++i) {
+    v1::GenerateRequest& r = reqs[i];
+    if (!prompt_ids.empty()) {
+      r.mutable_token_ids()->mutable_ids()->Add(prompt_ids.begin(), prompt_ids.end());
+    } else {
+      r.mutable_token_ids()->add_ids(info.bos_token_id());
+      for (int t = 1; t < prompt_tokens; ++t) {
+        r.mutable_token_ids()->add_ids(t < shared_prefix ? prefix[t] : id(rng));
+      }
     }
     r.set_max_new_tokens(max_new);
+    if (temperature > 0.0f) {  // (the server checks the values)
+      r.set_temperature(temperature);
+      r.set_top_k(absl::GetFlag(FLAGS_top_k));
+      r.set_top_p(absl::GetFlag(FLAGS_top_p));
+      r.set_seed(static_cast<uint64_t>(seed + i));
+    }
     // A guided text ends where the guide lets it (the end-of-sequence token allowed only
     // there); a free one runs to max_new_tokens, or with --end_at_eos to that token.
     if (guide->has_value()) {
@@ -243,6 +282,8 @@ int RunLoadtest() {
       {"failed", failed},
       {"concurrency", std::min(concurrency, requests)},
       {"prompt_tokens", prompt_tokens},
+      {"prompt", prompt_text.empty() ? "random" : "text"},
+      {"temperature", temperature},
       {"shared_prefix_tokens", shared_prefix},
       {"cached_prompt_tokens", cached},
       {"max_new_tokens", max_new},
@@ -265,6 +306,12 @@ int RunLoadtest() {
         info.model().c_str(), info.dtype().c_str(), info.tensor_parallel(), requests,
         std::min(concurrency, requests), prompt_tokens, max_new, static_cast<long long>(seed));
     if (guide->has_value()) std::printf("  guided: %s\n", GuideName(*guide));
+    if (!prompt_text.empty()) std::printf("  prompt: the text of --prompt in every request\n");
+    if (temperature > 0.0f) {
+      std::printf("  sampled: temperature %g, top_k %d, top_p %g (request i seeded %lld + i)\n",
+                  temperature, absl::GetFlag(FLAGS_top_k), absl::GetFlag(FLAGS_top_p),
+                  static_cast<long long>(seed));
+    }
     if (guide->has_value() || absl::GetFlag(FLAGS_end_at_eos)) {
       std::printf("  %.1f new tokens a request on average (ended by the %s)\n",
                   requests > failed ? static_cast<double>(tokens) / (requests - failed) : 0.0,

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -55,6 +56,43 @@ TEST(LoadtestE2ETest, CountsEveryTokenAndOrdersThePercentiles) {
   }
   EXPECT_LE(j["ttft_ms"]["p99"].get<double>(), j["latency_ms"]["p99"].get<double>());
   EXPECT_LE(j["latency_ms"]["p99"].get<double>(), 1000 * j["wall_s"].get<double>());
+}
+
+// --prompt: every request sends the server's tokens of that text; --temperature samples, each
+// request seeded --seed + i, so a second run of the same seed generates the same tokens (CPU
+// workers are batch-invariant); --end_at_eos lets a request end before --max_new_tokens.
+TEST(LoadtestE2ETest, ATextPromptSampledAndEndedAtEos) {
+  ClusterOptions options;
+  options.model =
+      "synthetic:125m,layers=2,hidden=64,heads=4,ffn=256,vocab=400,positions=128,seed=7";
+  options.extra_coordinator_flags = {
+      absl::StrCat("--tokenizer=", SourcePath("tests/fixtures/tokenizer/tiny-bpe/tokenizer.json"))};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  const std::string flags =
+      "--requests=6 --concurrency=3 --prompt='hello world' --temperature=0.9 --top_k=5 "
+      "--end_at_eos --max_new_tokens=8 --seed=3 --json";
+  std::vector<nlohmann::json> runs;
+  for (int run = 0; run < 2; ++run) {
+    const tools::testing::CliResult r =
+        RunCli(absl::StrCat("loadtest --coordinator=", cluster.address(), " ", flags));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    runs.push_back(nlohmann::json::parse(r.out));
+  }
+  const nlohmann::json& j = runs[0];
+  EXPECT_EQ(j["prompt"], "text");
+  EXPECT_GE(j["prompt_tokens"].get<int>(), 2) << "BOS and the text's tokens";
+  EXPECT_FLOAT_EQ(j["temperature"].get<float>(), 0.9f);
+  EXPECT_EQ(j["end_at_eos"], true);
+  EXPECT_EQ(j["failed"], 0);
+  EXPECT_GE(j["generated_tokens"].get<int>(), 6);
+  EXPECT_LE(j["generated_tokens"].get<int>(), 48);
+  EXPECT_EQ(runs[1]["generated_tokens"], j["generated_tokens"]) << "the same seeds";
+
+  const tools::testing::CliResult both = RunCli(absl::StrCat(
+      "loadtest --coordinator=", cluster.address(), " --prompt=hi --shared_prefix_tokens=2"));
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_THAT(both.err, HasSubstr("--shared_prefix_tokens is for random prompts"));
 }
 
 // --shared_prefix_tokens: every prompt starts with the same 20 tokens. One request at a time,
