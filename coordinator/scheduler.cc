@@ -243,7 +243,7 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   held_sources_.clear();
   if (!unsent.empty()) {
     absl::MutexLock lock(&mu_);
-    queue_.insert(queue_.begin(), unsent.begin(), unsent.end());
+    queue_.insert(AfterPreemptedLocked(), unsent.begin(), unsent.end());
   }
   kv_in_use_ = 0;
   ForgetGroupState();
@@ -402,15 +402,22 @@ void Scheduler::PreemptForStep() {
                            << "int8, a higher TP degree or a lower --max_batch avoid this";
     }
     preemptions_ += preempted.size();
-    // Back to the head of the queue, before the requests not admitted yet, among the other
-    // preempted ones in the order they arrived (ids grow with arrival).
-    const auto waiting = std::find_if(queue_.begin(), queue_.end(),
-                                      [](const auto& s) { return s->preemptions() == 0; });
-    const auto end = queue_.insert(waiting, preempted.begin(), preempted.end()) +
+    // Back to the head of the queue, among the other preempted ones in the order they arrived
+    // (ids grow with arrival).
+    const auto end = queue_.insert(AfterPreemptedLocked(), preempted.begin(), preempted.end()) +
                      static_cast<std::ptrdiff_t>(preempted.size());
     std::sort(queue_.begin(), end, [](const auto& a, const auto& b) { return a->id() < b->id(); });
   }
   PublishLocked();
+}
+
+std::deque<std::shared_ptr<Sequence>>::iterator Scheduler::AfterPreemptedLocked() {
+  return std::find_if(queue_.begin(), queue_.end(),
+                      [](const std::shared_ptr<Sequence>& s) { return s->preemptions() == 0; });
+}
+
+bool Scheduler::PreemptedWaitingLocked() const {
+  return !queue_.empty() && queue_.front()->preemptions() > 0;
 }
 
 void Scheduler::AdmitLocked(bool preempted_only) {
@@ -511,8 +518,9 @@ void Scheduler::Loop() {
     {
       absl::MutexLock lock(&mu_);
       const bool have_running = !running_.empty();
-      // A draining group takes nothing from the queue: its requests wait for the next group.
-      const bool admitting = !group_->draining();
+      // A draining group takes nothing new from the queue (those requests wait for the next
+      // group), only what it preempted.
+      const bool admitting = !group_->draining() || PreemptedWaitingLocked();
       auto has_work = [this, have_running, admitting]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stop_ || wake_ || have_running || (admitting && !queue_.empty());
       };
@@ -537,14 +545,17 @@ void Scheduler::Loop() {
     // A release that failed broke the group: queued requests wait for the next one rather
     // than be admitted into a step that cannot run.
     if (!group_->ready() || group_->epoch() != running_epoch_) continue;
-    if (group_->draining()) {
-      // A member is shutting down once the group holds no sequence: the parked ones go now,
-      // the running ones when they finish (the preempted ones back in as room frees), and
-      // nothing new is admitted.
-      while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) to_release_.push_back(*id);
-    }
     {
       absl::MutexLock lock(&mu_);
+      // A member is shutting down once the group holds no sequence: the parked ones go now,
+      // the running ones when they finish, and nothing new is admitted. What it preempted
+      // comes back as room frees; until then the parked ones stay (admission evicts them as
+      // it needs their room), so that the group does not empty and end before.
+      if (group_->draining() && !PreemptedWaitingLocked()) {
+        while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) {
+          to_release_.push_back(*id);
+        }
+      }
       AdmitLocked(/*preempted_only=*/group_->draining());
     }
     PreemptForStep();

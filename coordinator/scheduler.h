@@ -137,6 +137,12 @@ class Scheduler {
   void Loop();
   // `preempted_only`: the group drains; only sequences it preempted come back.
   void AdmitLocked(bool preempted_only) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The queue holds, in order: the preempted sequences (by id), the sequences a lost group
+  // gave back before they started, and the requests never admitted. Where the second part
+  // starts; and whether the first is not empty.
+  std::deque<std::shared_ptr<Sequence>>::iterator AfterPreemptedLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool PreemptedWaitingLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   int64_t KvBudget() const;  // for the group that just became ready
   // The positions `seq` counts against the budget for its coming step (see above).
   int64_t KvNeed(const Sequence& seq) const;

@@ -180,7 +180,7 @@ int RunLoadtest() {
       return 1;
     }
   }
-  // --prompt: the server's tokens of it (BOS first, as Generate takes a text prompt).
+  // --prompt: the model's BOS token (as in the random prompts) and the server's tokens of it.
   std::vector<int32_t> prompt_ids;
   if (!prompt_text.empty()) {
     grpc::ClientContext ctx;
@@ -188,20 +188,21 @@ int RunLoadtest() {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::TokenizeRequest tokenize;
     tokenize.set_text(prompt_text);
-    tokenize.set_add_bos(true);
     v1::TokenizeResponse tokens;
     const grpc::Status s = stub->Tokenize(&ctx, tokenize, &tokens);
     if (!s.ok()) {
-      std::fprintf(stderr, "llmint8 loadtest: Tokenize --prompt on %s failed: %s\n", target.c_str(),
-                   s.error_message().c_str());
+      std::fprintf(stderr, "llmint8 loadtest: Tokenize --prompt on %s failed: %s%s\n",
+                   target.c_str(), s.error_message().c_str(), ApiKeyHint(s.error_code()).c_str());
       return 1;
     }
-    prompt_ids.assign(tokens.token_ids().begin(), tokens.token_ids().end());
+    prompt_ids.push_back(info.bos_token_id());
+    prompt_ids.insert(prompt_ids.end(), tokens.token_ids().begin(), tokens.token_ids().end());
     prompt_tokens = static_cast<int>(prompt_ids.size());
   }
   if (info.max_context() > 0 && prompt_tokens + max_new > info.max_context()) {
     std::fprintf(stderr,
-                 "llmint8 loadtest: --prompt_tokens + --max_new_tokens = %d is over the served "
+                 "llmint8 loadtest: the prompt (--prompt_tokens, or --prompt's tokens) + "
+                 "--max_new_tokens = %d is over the served "
                  "context of %d tokens\n",
                  prompt_tokens + max_new, info.max_context());
     return 2;
@@ -234,7 +235,7 @@ int RunLoadtest() {
       r.set_temperature(temperature);
       r.set_top_k(absl::GetFlag(FLAGS_top_k));
       r.set_top_p(absl::GetFlag(FLAGS_top_p));
-      r.set_seed(static_cast<uint64_t>(seed + i));
+      r.set_seed(static_cast<uint64_t>(seed) + static_cast<uint64_t>(i));
     }
     // A guided text ends where the guide lets it (the end-of-sequence token allowed only
     // there); a free one runs to max_new_tokens, or with --end_at_eos to that token.
@@ -284,6 +285,8 @@ int RunLoadtest() {
       {"prompt_tokens", prompt_tokens},
       {"prompt", prompt_text.empty() ? "random" : "text"},
       {"temperature", temperature},
+      {"top_k", absl::GetFlag(FLAGS_top_k)},
+      {"top_p", absl::GetFlag(FLAGS_top_p)},
       {"shared_prefix_tokens", shared_prefix},
       {"cached_prompt_tokens", cached},
       {"max_new_tokens", max_new},
