@@ -228,12 +228,14 @@ uint64_t Scheduler::preemptions() const {
 }
 
 void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
-  std::vector<std::shared_ptr<Sequence>> unsent;
+  std::vector<std::shared_ptr<Sequence>> unsent, preempted;
   for (auto& seq : running_) {
     seq->set_on_workers(false);
-    const bool sent = seq->started() || seq->num_generated() > 0;
+    // Nothing of it went to this group: a request not started, or one preempted and admitted
+    // again whose prefill had not begun (its stream waits, as it did in the queue).
+    const bool sent = seq->started() || (seq->num_generated() > 0 && seq->preemptions() == 0);
     if (requeue_unsent && !sent && !seq->cancelled()) {
-      unsent.push_back(std::move(seq));
+      (seq->preemptions() > 0 ? preempted : unsent).push_back(std::move(seq));
     } else {
       seq->Fail(status);
     }
@@ -241,9 +243,10 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   running_.clear();
   for (auto& source : held_sources_) source->set_on_workers(false);
   held_sources_.clear();
-  if (!unsent.empty()) {
+  if (!unsent.empty() || !preempted.empty()) {
     absl::MutexLock lock(&mu_);
     queue_.insert(AfterPreemptedLocked(), unsent.begin(), unsent.end());
+    RequeuePreemptedLocked(preempted);
   }
   kv_in_use_ = 0;
   ForgetGroupState();
@@ -381,6 +384,11 @@ void Scheduler::PreemptForStep() {
   while (kv_in_use_ > kv_budget_ && running_.size() > 1) {
     const size_t i = running_.size() - 1;
     Sequence& seq = *running_[i];
+    if (seq.cancelled()) {  // cancelled since ReleaseFinished: it leaves instead
+      RetireOne(seq, Exit::kRelease);
+      running_.pop_back();
+      continue;
+    }
     seq.set_on_workers(false);
     kv_in_use_ -= seq.kv_positions();
     seq.Preempt();
@@ -402,13 +410,17 @@ void Scheduler::PreemptForStep() {
                            << "int8, a higher TP degree or a lower --max_batch avoid this";
     }
     preemptions_ += preempted.size();
-    // Back to the head of the queue, among the other preempted ones in the order they arrived
-    // (ids grow with arrival).
-    const auto end = queue_.insert(AfterPreemptedLocked(), preempted.begin(), preempted.end()) +
-                     static_cast<std::ptrdiff_t>(preempted.size());
-    std::sort(queue_.begin(), end, [](const auto& a, const auto& b) { return a->id() < b->id(); });
+    RequeuePreemptedLocked(preempted);
   }
   PublishLocked();
+}
+
+void Scheduler::RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted) {
+  // Back to the head of the queue, among the other preempted ones in the order they arrived
+  // (ids grow with arrival).
+  const auto end = queue_.insert(AfterPreemptedLocked(), preempted.begin(), preempted.end()) +
+                   static_cast<std::ptrdiff_t>(preempted.size());
+  std::sort(queue_.begin(), end, [](const auto& a, const auto& b) { return a->id() < b->id(); });
 }
 
 std::deque<std::shared_ptr<Sequence>>::iterator Scheduler::AfterPreemptedLocked() {

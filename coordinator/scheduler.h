@@ -143,6 +143,9 @@ class Scheduler {
   std::deque<std::shared_ptr<Sequence>>::iterator AfterPreemptedLocked()
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool PreemptedWaitingLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Puts preempted sequences back in the queue's first part.
+  void RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t KvBudget() const;  // for the group that just became ready
   // The positions `seq` counts against the budget for its coming step (see above).
   int64_t KvNeed(const Sequence& seq) const;

@@ -466,6 +466,37 @@ TEST_F(SchedulerTest, ADrainingGroupTakesBackWhatItPreempted) {
   EXPECT_GE(b->preemptions(), 1);
 }
 
+// A preempted sequence admitted again is in no step yet when the group is lost (the release
+// of the parked sequence that made its room fails): it waits for the next group as it waited in
+// the queue, and goes on there where it was.
+TEST_F(SchedulerTest, APreemptedSequenceAdmittedAgainWaitsOutALostGroup) {
+  SchedulerOptions o = Options();
+  o.prefix_cache_entries = 4;
+  o.kv_budget_tokens = 70;
+  Start(o, /*kv_capacity=*/1000);
+  auto a = MakeSeq(1, Tokens(20, 100), 30);
+  auto b = MakeSeq(2, Tokens(20, 300), 30);
+  // b is preempted after 16 tokens (40 + 2 x 16 > 70); a then runs alone to its end and is
+  // parked (49 positions, 64 in whole granules), and b's admission (36 more) evicts it: that
+  // release fails.
+  FakeStepGroup* group = group_.get();
+  group_->BeforeStep(26, [group] { group->FailNextRelease(); });
+  const std::vector<std::shared_ptr<Sequence>> both = {a, b};
+  ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
+  scheduler_->Start();
+  const Outcome first = Await(*a);
+  ASSERT_TRUE(first.status.ok()) << first.status;
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (group_->ready() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_FALSE(group_->ready()) << "the eviction's release never failed";
+  EXPECT_GE(b->preemptions(), 1);
+  group_->Reform();
+  const Outcome second = Await(*b);
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  EXPECT_EQ(second.tokens, FakeGreedy(b->prompt(), 30));
+  EXPECT_EQ(first.tokens, FakeGreedy(a->prompt(), 30));
+}
+
 TEST_F(SchedulerTest, PromptsBeingScoredGoInScoreChunks) {
   SchedulerOptions o = Options();
   o.score_chunk = 16;
