@@ -244,6 +244,7 @@ absl::Status GenerationService::FollowAll(
   const absl::Status status = Stream(seqs, write, gone, records, finals);
   // A sequence that ended is recorded with its own status; the rest with the call's.
   for (size_t i = 0; i < seqs.size(); ++i) {
+    records[i].preemptions = seqs[i]->preemptions();
     Record(finals[i].value_or(status), records[i]);
   }
   return status;

@@ -88,7 +88,7 @@ void Sequence::Preempt() {
   prompt_sent_ = 0;
   prompt_on_workers_ = 0;
   kv_positions_ = 0;
-  ++preemptions_;
+  preemptions_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Sequence::Fail(const absl::Status& status) { Push(std::nullopt, status); }

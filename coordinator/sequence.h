@@ -242,7 +242,8 @@ class Sequence {
   // generated nothing yet starts over (the prompt scores it had are dropped: they come
   // again). Only for a sequence off the workers' batch.
   void Preempt();
-  int32_t preemptions() const { return preemptions_; }
+  // Any thread (the request log reads it while the scheduler may still hold a cancelled one).
+  int32_t preemptions() const { return preemptions_.load(std::memory_order_relaxed); }
   // KV positions the scheduler counts for this sequence while it is on the workers.
   int64_t kv_positions() const { return kv_positions_; }
   void set_kv_positions(int64_t n) { kv_positions_ = n; }
@@ -294,7 +295,7 @@ class Sequence {
   int64_t prompt_on_workers_ = 0;  // of them, in steps that ran
   bool on_workers_ = false;
   std::vector<int32_t> resume_;  // after a preemption: the prompt and the tokens generated
-  int32_t preemptions_ = 0;
+  std::atomic<int32_t> preemptions_{0};  // written by the scheduler thread only
   int64_t kv_positions_ = 0;
   std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far
   std::vector<int32_t> generated_;

@@ -103,6 +103,8 @@ TEST(PreemptionE2ETest, PreemptedRequestsGiveWhatTheyGiveAlone) {
   }
   const std::string after = Scrape(metrics_port);
   EXPECT_GE(Sample(after, "llmint8_preemptions_total"), 1) << "nothing was preempted";
+  // The request log names the preempted ones.
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", " preempted=", 5));
   EXPECT_LE(Sample(after, "llmint8_kv_reserved_positions"), 64);
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_running_sequences", 0, 5), 0);
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_kv_reserved_positions", 0, 5), 0);
