@@ -355,7 +355,8 @@ int64_t Scheduler::KvBudget() const {
   }
   budget = std::min(budget, most);
   LLMINT8_LOG(INFO) << "scheduler: KV budget " << budget << " positions (up to "
-                    << options_.max_batch << " sequences of " << options_.max_context << ")";
+                    << options_.max_batch << " sequences of " << options_.max_context
+                    << "), preemption " << PreemptionName(options_.preemption);
   return budget;
 }
 
