@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "llmint8/v1/worker.pb.h"
 #include "worker/worker_service.h"
@@ -205,8 +207,14 @@ grpc::Status StartSequence(WorkerService& service, int64_t epoch, uint64_t id) {
   return service.Step(nullptr, &req, &resp);
 }
 
+WorkerOptions DrainQuiet(absl::Duration quiet) {
+  WorkerOptions o;
+  o.drain_quiet = quiet;
+  return o;
+}
+
 TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
-  WorkerService service(WorkerOptions{});
+  WorkerService service(DrainQuiet(absl::ZeroDuration()));
   EXPECT_TRUE(service.Drained()) << "no group";
   const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
   ASSERT_TRUE(Load(service, first).ok());
@@ -223,6 +231,31 @@ TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
   release.add_seq_ids(1);
   v1::ReleaseResponse released;
   ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  EXPECT_TRUE(service.Drained());
+}
+
+// The coordinator may release its last sequence and then step one it had preempted: a worker
+// drains only once its group has held nothing for drain_quiet, not between those two calls.
+TEST(WorkerDrainTest, DrainedOnlyOnceTheGroupHeldNothingForTheQuietPeriod) {
+  WorkerService service(DrainQuiet(absl::Seconds(2)));
+  const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
+  ASSERT_TRUE(Load(service, first).ok());
+  ASSERT_TRUE(StartSequence(service, first.epoch(), 1).ok());
+  service.Drain();
+  EXPECT_TRUE(Probe(service, first.epoch()).draining());
+  EXPECT_TRUE(Probe(service, first.epoch()).draining());
+  v1::ReleaseRequest release;
+  release.set_epoch(first.epoch());
+  release.add_seq_ids(1);
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  EXPECT_FALSE(service.Drained()) << "empty for less than 2 s";
+  ASSERT_TRUE(StartSequence(service, first.epoch(), 2).ok());  // the preempted one, back
+  absl::SleepFor(absl::Milliseconds(2100));
+  EXPECT_FALSE(service.Drained()) << "sequence 2 is running";
+  release.set_seq_ids(0, 2);
+  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  absl::SleepFor(absl::Milliseconds(2100));
   EXPECT_TRUE(service.Drained());
 }
 

@@ -143,7 +143,11 @@ void WorkerService::PublishUsage() {
   published_held_bytes_ = mem.total();
   published_weight_bytes_ = mem.weights();
   published_kv_cache_bytes_ = mem.kv_cache;
-  published_sequences_ = model_ != nullptr ? model_->num_sequences() : 0;
+  const int64_t sequences = model_ != nullptr ? model_->num_sequences() : 0;
+  if (sequences == 0 && published_sequences_ > 0) {
+    empty_since_ns_ = absl::ToUnixNanos(LeaseNow());
+  }
+  published_sequences_ = sequences;
   published_steps_ = steps_;
   published_tokens_ = tokens_;
 }
@@ -546,7 +550,9 @@ bool WorkerService::Drained() const {
   if (lease_.Gone(LeaseNow())) return true;  // nobody will step or release what it holds
   if (calls_in_flight_ > 0) return false;    // a group loading is one about to be stepped
   if (!published_loaded_) return true;       // no group, or a broken one
-  return drain_seen_epoch_ == published_epoch_ && drain_probes_ >= 2 && published_sequences_ == 0;
+  return drain_seen_epoch_ == published_epoch_ && drain_probes_ >= 2 && published_sequences_ == 0 &&
+         (empty_since_ns_ == 0 ||
+          LeaseNow() - absl::FromUnixNanos(empty_since_ns_) >= options_.drain_quiet);
 }
 
 grpc::Status WorkerService::Stats(grpc::ServerContext*, const v1::StatsRequest*,

@@ -33,6 +33,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "comm/communicator.h"
 #include "grpcpp/security/credentials.h"
 #include "llmint8/v1/worker.grpc.pb.h"
@@ -58,6 +59,11 @@ struct WorkerOptions {
   std::string gloo_interface;
   // Group formation and per-collective timeout.
   int64_t comm_timeout_ms = 30000;
+  // A draining worker stops only once its group has held no sequence this long: the
+  // coordinator may release the last one and then, in a second call, step one it had
+  // preempted and takes back (coordinator/scheduler.h); a worker that looked in between
+  // would leave that stream behind.
+  absl::Duration drain_quiet = absl::Milliseconds(250);
 };
 
 class WorkerService final : public v1::Worker::Service {
@@ -81,7 +87,8 @@ class WorkerService final : public v1::Worker::Service {
   // Whether the worker may stop now without failing a request: its coordinator gone (it let
   // the worker go, or its lease lapsed); else, with no LoadShard or Step under way, no group
   // (or a broken one), or, once that coordinator has seen the drain (two of its probes
-  // answered `draining`), no sequence left in it. Never waits for the model lock.
+  // answered `draining`), no sequence left in it for drain_quiet. Never waits for the model
+  // lock.
   bool Drained() const;
 
  private:
@@ -115,6 +122,8 @@ class WorkerService final : public v1::Worker::Service {
   std::atomic<int> published_world_size_{0};
   std::atomic<int64_t> published_held_bytes_{0};  // the loaded shard's MemoryStats::total()
   std::atomic<int64_t> published_sequences_{0};   // the loaded shard's live sequences
+  // Since when (LeaseNow, in ns) it has held none, after it last held some; 0: never held any.
+  std::atomic<int64_t> empty_since_ns_{0};
   // Stats, likewise: it answers without the model lock, which a load or a long step holds
   // (a Stats call per GetModelInfo would otherwise wait for it on a thread of its own).
   std::atomic<int64_t> published_weight_bytes_{0};
