@@ -78,7 +78,8 @@ class LiveGauges : public prometheus::Collectable {
           static_cast<double>(s.group_epoch));
     gauge("llmint8_kv_reserved_positions",
           "KV cache positions the running sequences hold after the coming step (with "
-          "--preemption=off: prompt + max_new_tokens each)",
+          "--preemption=off: prompt + max_new_tokens each), and finished first choices that "
+          "later choices still copy",
           static_cast<double>(s.kv_reserved));
     gauge("llmint8_kv_budget_positions",
           "KV cache positions the scheduler admits up to (what the workers can hold)",

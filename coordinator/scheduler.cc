@@ -232,8 +232,9 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   for (auto& seq : running_) {
     seq->set_on_workers(false);
     // Nothing of it went to this group: a request not started, or one preempted and admitted
-    // again whose prefill had not begun (its stream waits, as it did in the queue).
-    const bool sent = seq->started() || (seq->num_generated() > 0 && seq->preemptions() == 0);
+    // again whose prefill had not begun (its stream waits, as it did in the queue). (A
+    // sequence with output that was never preempted has started.)
+    const bool sent = seq->started();
     if (requeue_unsent && !sent && !seq->cancelled()) {
       (seq->preemptions() > 0 ? preempted : unsent).push_back(std::move(seq));
     } else {
@@ -370,6 +371,13 @@ int64_t Scheduler::KvNeed(const Sequence& seq) const {
 
 void Scheduler::PreemptForStep() {
   if (options_.preemption != Preemption::kRecompute) return;
+  // Sequences cancelled since ReleaseFinished leave now rather than hold room, or be
+  // preempted and queued.
+  std::erase_if(running_, [this](const std::shared_ptr<Sequence>& seq) {
+    if (!seq->cancelled()) return false;
+    RetireOne(*seq, Exit::kRelease);
+    return true;
+  });
   for (const std::shared_ptr<Sequence>& seq : running_) {
     const int64_t need = KvNeed(*seq);
     kv_in_use_ += need - seq->kv_positions();
@@ -385,11 +393,6 @@ void Scheduler::PreemptForStep() {
   while (kv_in_use_ > kv_budget_ && running_.size() > 1) {
     const size_t i = running_.size() - 1;
     Sequence& seq = *running_[i];
-    if (seq.cancelled()) {  // cancelled since ReleaseFinished: it leaves instead
-      RetireOne(seq, Exit::kRelease);
-      running_.pop_back();
-      continue;
-    }
     seq.set_on_workers(false);
     kv_in_use_ -= seq.kv_positions();
     seq.Preempt();

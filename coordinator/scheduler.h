@@ -11,10 +11,14 @@
 // max_context. What a running sequence counts against it depends on SchedulerOptions::
 // preemption: with kRecompute (the default, as in vLLM) the positions it holds after the
 // coming step (its whole prompt from admission on, one more per generated token); when the
-// running sequences outgrow the budget, the last admitted ones are preempted: the workers drop
-// their cache, they go back to the head of the queue with their output so far (in the order
-// they arrived, before the requests not admitted yet; a draining group takes them back too),
-// and once admitted again their prompt and generated tokens are prefilled again
+// running sequences outgrow the budget, parked prefix-cache sequences give their room first,
+// then the last admitted ones are preempted (a sequence admitted again is the last admitted;
+// one sequence always stays; a cancelled one leaves instead; finished first choices held for
+// later choices are not running and stay): the workers drop their cache, they go back to the
+// head of the queue with their output so far (in id order, which is the order they arrived
+// but for requests that arrive together; before the requests not admitted yet; a draining
+// group takes them back too), and once admitted again their prompt and generated tokens are
+// prefilled again
 // (recompute) and they go on where they were (on CPU workers to the bit: the tokens and
 // logprobs are those of a run never preempted; a seeded draw stays the same). With kOff each
 // sequence reserves prompt + max_new_tokens at admission and is never preempted, but fewer
@@ -119,7 +123,8 @@ class Scheduler {
   int queued() const;
   int running() const;
   // KV positions the running sequences count (those they hold after the coming step, or with
-  // Preemption::kOff prompt + max_new_tokens each) and the budget they may (this group's; 0
+  // Preemption::kOff prompt + max_new_tokens each; and finished first choices that later
+  // choices still copy), as of the last count, and the budget they may (this group's; 0
   // before the first group).
   int64_t kv_reserved() const;
   int64_t kv_budget() const;

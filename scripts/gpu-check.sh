@@ -202,8 +202,10 @@ PY
       time_for 60 "serve $1 tp $2" || continue
       echo "=== serve --dtype=$1 --tp=$2 --device=cuda ($model)" >> "$log"
       # --respawn=false: a worker that crashes fails the run instead of loading again.
-      # --kv_budget_tokens=1536: the first two loadtests fit (16 x 64 positions), the third
-      # (16 x 128) preempts sequences, which the CUDA workers release and prefill again.
+      # --kv_budget_tokens=1536: the first two loadtests fit (16 x 64 and 8 x 48 positions),
+      # the third (16 x 128) preempts sequences, which the CUDA workers release and prefill
+      # again.
+      first_line=$(($(wc -l < "$log") + 1))
       "$bin/llmint8" serve --model="$model" --dtype="$1" --tp="$2" --device=cuda \
         --respawn=false --kv_budget_tokens=1536 --listen=127.0.0.1:$port >> "$log" 2>&1 &
       server=$!
@@ -235,7 +237,9 @@ PY
         bounded 30 "$bin/llmint8" loadtest --coordinator=127.0.0.1:$port --requests=32 \
           --concurrency=16 --prompt_tokens=32 --max_new_tokens=96 --seed=3 >> "$log" 2>&1
         check "serve $1 tp $2 preemption loadtest" $?
-        note "INFO serve $1 tp $2: $(grep -c 'the KV cache is full' "$log") preemption warning(s) in serve.log so far"
+        # The scheduler warns at the first preemption (and every 100th): this server's lines.
+        tail -n +"$first_line" "$log" | grep -q 'the KV cache is full'
+        check "serve $1 tp $2 preempted sequences (a 'KV cache is full' warning)" $?
       fi
       stop $server
       port=$((port + 100))

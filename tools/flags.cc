@@ -141,7 +141,7 @@ ABSL_FLAG(int64_t, kv_budget_tokens, 0,
 ABSL_FLAG(std::string, preemption, "recompute",
           "recompute: admit requests on the KV positions sequences hold and, when the running "
           "ones outgrow the budget, preempt the last admitted (their cache dropped, prefilled "
-          "again later; their output is unchanged); off: reserve prompt + max_tokens for each "
+          "again later; the same output on CPU workers); off: reserve prompt + max_tokens for each "
           "at admission (never preempted, fewer at once)");
 ABSL_FLAG(int32_t, guide_cache_entries, 16,
           "guided_regex patterns and guided_json schemas kept compiled, with the token masks "
