@@ -147,8 +147,13 @@ absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> se
   if (stop_ || draining_) {
     return absl::UnavailableError("the server is shutting down; retry the request");
   }
+  // Preempted sequences wait at the head of the queue, beyond its capacity: they were
+  // admitted once, and new requests do not queue behind them for room.
+  const auto waiting = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<size_t>(queue_.end() - AfterPreemptedLocked());
+  };
   const auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return queue_.size() + seqs.size() <= static_cast<size_t>(options_.queue_capacity);
+    return waiting() + seqs.size() <= static_cast<size_t>(options_.queue_capacity);
   };
   if (!fits()) {
     // Make room first from requests whose client is gone or whose deadline has passed
@@ -166,7 +171,7 @@ absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> se
                        " waiting requests); retry later with backoff"));
     }
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the request queue has room for ", options_.queue_capacity - queue_.size(), " of the ",
+        "the request queue has room for ", options_.queue_capacity - waiting(), " of the ",
         seqs.size(), " sequences this request asks for (", options_.queue_capacity,
         " wait at most); retry later with backoff, or send fewer prompts"));
   }

@@ -111,7 +111,8 @@ class Scheduler {
   // Fails every queued and running sequence with UNAVAILABLE and joins the thread.
   void Stop();
 
-  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while draining and after Stop.
+  // RESOURCE_EXHAUSTED when the queue is full (queue_capacity requests wait, preempted
+  // sequences not counted), UNAVAILABLE while draining and after Stop.
   absl::Status Enqueue(std::shared_ptr<Sequence> seq);
   // Queues all of `seqs` (in order) or, with the same errors, none: RESOURCE_EXHAUSTED when
   // the queue lacks room for all of them.

@@ -497,6 +497,34 @@ TEST_F(SchedulerTest, APreemptedSequenceAdmittedAgainWaitsOutALostGroup) {
   EXPECT_EQ(first.tokens, FakeGreedy(a->prompt(), 30));
 }
 
+// Preempted sequences wait beyond the queue's capacity: new requests still find their places.
+TEST_F(SchedulerTest, PreemptedSequencesTakeNoPlaceInTheQueue) {
+  SchedulerOptions o = Options();
+  o.kv_budget_tokens = 60;
+  o.queue_capacity = 2;
+  Start(o, /*kv_capacity=*/1000);
+  auto a = MakeSeq(1, Tokens(20, 100), 30);
+  auto b = MakeSeq(2, Tokens(20, 300), 30);
+  auto c = MakeSeq(3, Tokens(4, 500), 2);
+  auto d = MakeSeq(4, Tokens(4, 600), 2);
+  // b is preempted after 11 tokens (40 + 2 x 11 > 60) and waits while a runs alone.
+  absl::Status later = absl::UnknownError("not sent");
+  int queued_then = -1;
+  Scheduler* scheduler = scheduler_.get();
+  group_->BeforeStep(20, [&, scheduler] {
+    queued_then = scheduler->queued();
+    const std::vector<std::shared_ptr<Sequence>> two = {c, d};
+    later = scheduler->EnqueueAll(two);
+  });
+  const std::vector<Outcome> out = RunToEnd({a, b});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(queued_then, 1) << "b waits in the queue";
+  EXPECT_TRUE(later.ok()) << later;
+  EXPECT_EQ(Await(*c).tokens, FakeGreedy(c->prompt(), 2));
+  EXPECT_EQ(Await(*d).tokens, FakeGreedy(d->prompt(), 2));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 30));
+}
+
 TEST_F(SchedulerTest, PromptsBeingScoredGoInScoreChunks) {
   SchedulerOptions o = Options();
   o.score_chunk = 16;
