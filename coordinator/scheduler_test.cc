@@ -312,10 +312,10 @@ TEST_F(SchedulerTest, AWholePromptThatWaitedStaysWithinTheStepsPrefillBudget) {
   EXPECT_EQ(FirstStep(group_->steps(), 2).prefix_from(), 1u) << "b still starts from a";
 }
 
-// Sequences 1, 2, 3 of 20 prompt tokens and 30 to generate: 50 positions each in the end.
-std::vector<std::shared_ptr<Sequence>> ThreeOf50Positions() {
+// Sequences 1 .. count of 20 prompt tokens and 30 to generate: 50 positions each in the end.
+std::vector<std::shared_ptr<Sequence>> Of50Positions(int count) {
   std::vector<std::shared_ptr<Sequence>> seqs;
-  for (uint64_t id = 1; id <= 3; ++id) {
+  for (uint64_t id = 1; id <= static_cast<uint64_t>(count); ++id) {
     seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
   }
   return seqs;
@@ -327,7 +327,7 @@ TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
   SchedulerOptions o = Options();
   o.preemption = Preemption::kOff;
   Start(o, /*kv_capacity=*/100);
-  const std::vector<std::shared_ptr<Sequence>> seqs = ThreeOf50Positions();
+  const std::vector<std::shared_ptr<Sequence>> seqs = Of50Positions(3);
   const std::vector<Outcome> out = RunToEnd(seqs);
   ASSERT_FALSE(HasFailure());
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -348,7 +348,7 @@ TEST_F(SchedulerTest, TheKvBudgetHoldsBackWhatDoesNotFit) {
 // later prefilled again, prompt and tokens, sampling on: every output is its solo run's.
 TEST_F(SchedulerTest, PreemptedSequencesArePrefilledAgainAndGoOnWhereTheyWere) {
   Start(Options(), /*kv_capacity=*/100);
-  const std::vector<std::shared_ptr<Sequence>> seqs = ThreeOf50Positions();
+  const std::vector<std::shared_ptr<Sequence>> seqs = Of50Positions(3);
   const std::vector<Outcome> out = RunToEnd(seqs);
   ASSERT_FALSE(HasFailure());
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -455,8 +455,9 @@ TEST_F(SchedulerTest, ADrainingGroupTakesBackWhatItPreempted) {
   SchedulerOptions o = Options();
   o.kv_budget_tokens = 60;
   Start(o, /*kv_capacity=*/1000);
-  auto a = MakeSeq(1, Tokens(20, 100), 30);
-  auto b = MakeSeq(2, Tokens(20, 300), 30);
+  const std::vector<std::shared_ptr<Sequence>> both = Of50Positions(2);
+  const std::shared_ptr<Sequence>& a = both[0];
+  const std::shared_ptr<Sequence>& b = both[1];
   FakeStepGroup* group = group_.get();
   group_->BeforeStep(2, [group] { group->Drain(); });
   const std::vector<Outcome> out = RunToEnd({a, b});
@@ -474,14 +475,14 @@ TEST_F(SchedulerTest, APreemptedSequenceAdmittedAgainWaitsOutALostGroup) {
   o.prefix_cache_entries = 4;
   o.kv_budget_tokens = 70;
   Start(o, /*kv_capacity=*/1000);
-  auto a = MakeSeq(1, Tokens(20, 100), 30);
-  auto b = MakeSeq(2, Tokens(20, 300), 30);
+  const std::vector<std::shared_ptr<Sequence>> both = Of50Positions(2);
+  const std::shared_ptr<Sequence>& a = both[0];
+  const std::shared_ptr<Sequence>& b = both[1];
   // b is preempted after 16 tokens (40 + 2 x 16 > 70); a then runs alone to its end and is
   // parked (49 positions, 64 in whole granules), and b's admission (36 more) evicts it: that
   // release fails.
   FakeStepGroup* group = group_.get();
   group_->BeforeStep(26, [group] { group->FailNextRelease(); });
-  const std::vector<std::shared_ptr<Sequence>> both = {a, b};
   ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
   scheduler_->Start();
   const Outcome first = Await(*a);
@@ -503,8 +504,9 @@ TEST_F(SchedulerTest, PreemptedSequencesTakeNoPlaceInTheQueue) {
   o.kv_budget_tokens = 60;
   o.queue_capacity = 2;
   Start(o, /*kv_capacity=*/1000);
-  auto a = MakeSeq(1, Tokens(20, 100), 30);
-  auto b = MakeSeq(2, Tokens(20, 300), 30);
+  const std::vector<std::shared_ptr<Sequence>> both = Of50Positions(2);
+  const std::shared_ptr<Sequence>& a = both[0];
+  const std::shared_ptr<Sequence>& b = both[1];
   auto c = MakeSeq(3, Tokens(4, 500), 2);
   auto d = MakeSeq(4, Tokens(4, 600), 2);
   // b is preempted after 11 tokens (40 + 2 x 11 > 60) and waits while a runs alone.

@@ -207,6 +207,14 @@ grpc::Status StartSequence(WorkerService& service, int64_t epoch, uint64_t id) {
   return service.Step(nullptr, &req, &resp);
 }
 
+grpc::Status ReleaseOne(WorkerService& service, int64_t epoch, uint64_t id) {
+  v1::ReleaseRequest release;
+  release.set_epoch(epoch);
+  release.add_seq_ids(id);
+  v1::ReleaseResponse released;
+  return service.Release(nullptr, &release, &released);
+}
+
 WorkerOptions DrainQuiet(absl::Duration quiet) {
   WorkerOptions o;
   o.drain_quiet = quiet;
@@ -226,11 +234,7 @@ TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
   EXPECT_FALSE(service.Drained()) << "sequence 1 is running";
   EXPECT_EQ(Load(service, OneRank(kFirst + 1, 600'000)).error_code(),
             grpc::StatusCode::UNAVAILABLE);
-  v1::ReleaseRequest release;
-  release.set_epoch(first.epoch());
-  release.add_seq_ids(1);
-  v1::ReleaseResponse released;
-  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  ASSERT_TRUE(ReleaseOne(service, first.epoch(), 1).ok());
   EXPECT_TRUE(service.Drained());
 }
 
@@ -244,17 +248,12 @@ TEST(WorkerDrainTest, DrainedOnlyOnceTheGroupHeldNothingForTheQuietPeriod) {
   service.Drain();
   EXPECT_TRUE(Probe(service, first.epoch()).draining());
   EXPECT_TRUE(Probe(service, first.epoch()).draining());
-  v1::ReleaseRequest release;
-  release.set_epoch(first.epoch());
-  release.add_seq_ids(1);
-  v1::ReleaseResponse released;
-  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  ASSERT_TRUE(ReleaseOne(service, first.epoch(), 1).ok());
   EXPECT_FALSE(service.Drained()) << "empty for less than 2 s";
   ASSERT_TRUE(StartSequence(service, first.epoch(), 2).ok());  // the preempted one, back
   absl::SleepFor(absl::Milliseconds(2100));
   EXPECT_FALSE(service.Drained()) << "sequence 2 is running";
-  release.set_seq_ids(0, 2);
-  ASSERT_TRUE(service.Release(nullptr, &release, &released).ok());
+  ASSERT_TRUE(ReleaseOne(service, first.epoch(), 2).ok());
   absl::SleepFor(absl::Milliseconds(2100));
   EXPECT_TRUE(service.Drained());
 }
