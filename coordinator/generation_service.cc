@@ -366,6 +366,8 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
   resp->set_num_parameters(config_.NumParameters());
   resp->set_max_batch(options_.max_batch);
   resp->set_queue_capacity(options_.queue_capacity);
+  resp->set_kv_budget_positions(scheduler_->kv_budget());
+  resp->set_preemption(std::string(PreemptionName(scheduler_->preemption())));
   group_->RefreshStats();
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {

@@ -561,6 +561,8 @@ void Scheduler::Loop() {
       running_epoch_ = group_->epoch();
       kv_budget_ = KvBudget();
       token_masks_ = group_->takes_token_masks();
+      absl::MutexLock lock(&mu_);
+      PublishLocked();  // the new budget, for GetModelInfo and the metrics
     }
     ReleaseFinished();
     // A release that failed broke the group: queued requests wait for the next one rather

@@ -129,6 +129,7 @@ class Scheduler {
   // before the first group).
   int64_t kv_reserved() const;
   int64_t kv_budget() const;
+  Preemption preemption() const { return options_.preemption; }
   uint64_t steps() const;
   // Running sequences preempted for KV room since start (Preemption::kRecompute).
   uint64_t preemptions() const;

@@ -50,8 +50,14 @@ void PrintText(const std::string& target, int health, const v1::ModelInfo& info)
   std::printf("         %lld parameters, vocabulary %d, context %d tokens, %s\n",
               static_cast<long long>(info.num_parameters()), info.vocab_size(), info.max_context(),
               info.has_tokenizer() ? "tokenizer" : "token ids only");
-  std::printf("batching up to %d sequences per step, queue of %d requests\n", info.max_batch(),
+  std::printf("batching up to %d sequences per step, queue of %d requests", info.max_batch(),
               info.queue_capacity());
+  // A coordinator older than the fields sends neither.
+  if (!info.preemption().empty()) {
+    std::printf(", KV budget %lld positions (preemption %s)",
+                static_cast<long long>(info.kv_budget_positions()), info.preemption().c_str());
+  }
+  std::printf("\n");
   // A coordinator older than eos_token_ids sends its one eos_token_id.
   const std::string eos = info.eos_token_ids().empty() ? absl::StrCat(info.eos_token_id())
                                                        : absl::StrJoin(info.eos_token_ids(), ", ");

@@ -4,9 +4,11 @@
 // batch-invariant (README.md), so each stream must equal its solo run to the bit: the tokens,
 // their logprobs, and a seeded draw with penalties, whose state rank 0 rebuilds from the
 // tokens prefilled again.
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -54,6 +56,23 @@ std::vector<Generated> AllTogether(v1::Generation::Stub& stub) {
   return out;
 }
 
+// GetModelInfo's KV budget and preemption mode, once the scheduler has the group's budget (it
+// takes up to its next loop, 100 ms, after the group is ready); a failure without an answer.
+std::pair<int64_t, std::string> Admission(v1::Generation::Stub& stub) {
+  v1::ModelInfo info;
+  for (int attempt = 0; attempt < 50 && info.kv_budget_positions() == 0; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status s = stub.GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
+    if (!s.ok()) {
+      ADD_FAILURE() << "GetModelInfo: " << s.error_message();
+      return {0, ""};
+    }
+  }
+  return {info.kv_budget_positions(), info.preemption()};
+}
+
 std::vector<float> Logprobs(const Generated& g) {
   std::vector<float> out;
   for (const v1::GenerateResponse& r : g.responses) {
@@ -71,6 +90,11 @@ TEST(PreemptionE2ETest, PreemptedRequestsGiveWhatTheyGiveAlone) {
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
   auto stub = cluster.NewStub();
+  EXPECT_EQ(Admission(*stub), std::make_pair(int64_t{64}, std::string("recompute")));
+  const absl::StatusOr<std::string> status =
+      RunAndRead(absl::StrCat(LlmintBinary(), " status --coordinator=", cluster.address()));
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_THAT(*status, ::testing::HasSubstr("KV budget 64 positions (preemption recompute)"));
 
   // One at a time: 48 positions fit the budget, nothing is preempted.
   std::vector<Generated> alone;
@@ -120,6 +144,7 @@ TEST(PreemptionE2ETest, OffReservesAtAdmissionAndNeverPreempts) {
                                      absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  EXPECT_EQ(Admission(*cluster.NewStub()), std::make_pair(int64_t{64}, std::string("off")));
   const std::vector<Generated> together = AllTogether(*cluster.NewStub());
   for (int i = 0; i < kRequests; ++i) {
     ASSERT_TRUE(together[i].status.ok()) << i << ": " << together[i].status.error_message();
