@@ -86,6 +86,28 @@ GenerationParams Params(int32_t max_new_tokens) {
   return p;
 }
 
+// A mask's ids, in order.
+std::vector<int32_t> Ids(const v1::TokenMask& mask) {
+  return std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end());
+}
+
+// Sequence `id` (prompt {2, 5}, up to 8 tokens) guided by the regular expression `pattern`
+// over `vocab`; null, and a test failure, when the pattern does not compile.
+std::unique_ptr<Sequence> RegexGuided(uint64_t id, const std::string& pattern,
+                                      std::shared_ptr<const TokenVocabulary> vocab) {
+  auto re = CompiledRegex::Compile(pattern);
+  if (!re.ok()) {
+    ADD_FAILURE() << pattern << ": " << re.status();
+    return nullptr;
+  }
+  GenerationParams p = Params(8);
+  p.guided_regex = *re;
+  auto seq =
+      std::make_unique<Sequence>(id, std::vector<int32_t>{2, 5}, p, std::make_unique<FakeText>());
+  seq->set_guide((*re)->NewConstraint(*re), std::move(vocab));
+  return seq;
+}
+
 // The text held back until the end-of-sequence token completes a stop string: the sequence
 // ends at the stop (STOP), as it would have at the length limit.
 TEST(SequenceTest, AStopCompletedByTheTextTheEndReleasesFinishesAsStop) {
@@ -150,16 +172,13 @@ TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
   v1::TokenMask mask;
   ASSERT_TRUE(seq.FillTokenMask(kEnders, /*vocab_size=*/8, &mask).ok());
   EXPECT_TRUE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{1, 2}))
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{1, 2}))
       << "eos id 3 ('o') is not allowed before the end";
   v1::SeqResult r;
   r.set_token_id(1);  // "no": a choice, which "not" continues
   ASSERT_FALSE(seq.AddToken(r, kEnders));
   ASSERT_TRUE(seq.FillTokenMask(kEnders, 8, &mask).ok());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{0, 3, 4, 5}))
-      << "the end may come: eos and stop ids";
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{0, 3, 4, 5})) << "the end may come: eos and stop ids";
   r.set_token_id(4);  // "t": "not", which nothing continues
   EXPECT_TRUE(seq.AddToken(r, kEnders));
   std::vector<v1::GenerateResponse> out;
@@ -175,16 +194,14 @@ TEST(SequenceTest, AGuidedSequenceMasksItsTokensAndEndsWhereTheGuideDoes) {
   object.set_guide(OutputConstraint::JsonObject(), plain);
   ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask).ok());
   EXPECT_TRUE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{0}));
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{0}));
   for (int32_t t : {0, 6}) {  // {" : inside a key, where any of the tokens is text
     r.set_token_id(t);
     ASSERT_FALSE(object.AddToken(r, kEosIds));
   }
   ASSERT_TRUE(object.FillTokenMask(kEosIds, 8, &mask).ok());
   EXPECT_FALSE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{kEos, 7}))
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{kEos, 7}))
       << "the eos id 'b' cannot end a key; id 7 has no token";
 }
 
@@ -196,57 +213,46 @@ TEST(SequenceTest, AMaskOfMostTokensListsTheBannedOnesAndLetsTheEndIdsThroughWhe
   auto vocab = std::make_shared<const TokenVocabulary>(
       std::vector<std::string>{"", "a", "b", "c", "d", "1"});
   constexpr int32_t kEnders[] = {0, 3};  // eos ids; 3 has text ("c")
-  GenerationParams p = Params(8);
-  auto re = CompiledRegex::Compile("[a-d]*1?");
-  ASSERT_TRUE(re.ok()) << re.status();
-  p.guided_regex = *re;
-  Sequence seq(1, {2, 5}, p, std::make_unique<FakeText>());
-  seq.set_guide((*re)->NewConstraint(*re), vocab);
+  const std::unique_ptr<Sequence> any = RegexGuided(1, "[a-d]*1?", vocab);
+  ASSERT_NE(any, nullptr);
+  Sequence& seq = *any;
   v1::TokenMask mask;
   ASSERT_TRUE(seq.FillTokenMask(kEnders, /*vocab_size=*/8, &mask).ok());
   EXPECT_FALSE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{6, 7}))
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{6, 7}))
       << "every token may come; the empty text may end";
   v1::SeqResult r;
   r.set_token_id(5);  // "1": the text may end, nothing continues it
   EXPECT_TRUE(seq.AddToken(r, kEnders));
 
   // "[a-d]+": at the start the text may not end, so the end ids are banned beside 5, 6 and 7.
-  auto plus = CompiledRegex::Compile("[a-d]+");
-  ASSERT_TRUE(plus.ok()) << plus.status();
-  Sequence more(2, {2, 5}, p, std::make_unique<FakeText>());
-  more.set_guide((*plus)->NewConstraint(*plus), vocab);
+  const std::unique_ptr<Sequence> plus = RegexGuided(2, "[a-d]+", vocab);
+  ASSERT_NE(plus, nullptr);
+  Sequence& more = *plus;
   ASSERT_TRUE(more.FillTokenMask(kEnders, 8, &mask).ok());
   EXPECT_FALSE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{0, 3, 5, 6, 7}));
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{0, 3, 5, 6, 7}));
   // A model vocabulary smaller than the tokenizer's: ids past it are neither sent nor counted.
   ASSERT_TRUE(more.FillTokenMask(kEnders, 4, &mask).ok());
   EXPECT_FALSE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{0, 3}));
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{0, 3}));
 
   // The allowed list: an end id past the tokenizer's vocabulary joins it where the text may
   // end and is dropped past the model's; ids past a smaller model vocabulary leave it.
   constexpr int32_t kFarEnders[] = {0, 6};
-  auto digits = CompiledRegex::Compile("1d?");
-  ASSERT_TRUE(digits.ok()) << digits.status();
-  Sequence few(3, {2, 5}, p, std::make_unique<FakeText>());
-  few.set_guide((*digits)->NewConstraint(*digits), vocab);
+  const std::unique_ptr<Sequence> digits = RegexGuided(3, "1d?", vocab);
+  ASSERT_NE(digits, nullptr);
+  Sequence& few = *digits;
   ASSERT_TRUE(few.FillTokenMask(kFarEnders, 8, &mask).ok());
   EXPECT_TRUE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{5}));
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{5}));
   r.set_token_id(5);  // "1": may end, or take "d"
   ASSERT_FALSE(few.AddToken(r, kFarEnders));
   ASSERT_TRUE(few.FillTokenMask(kFarEnders, 8, &mask).ok());
   EXPECT_TRUE(mask.allow());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{0, 4, 6}));
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{0, 4, 6}));
   ASSERT_TRUE(few.FillTokenMask(kFarEnders, 5, &mask).ok());
-  EXPECT_EQ(std::vector<int32_t>(mask.token_ids().begin(), mask.token_ids().end()),
-            (std::vector<int32_t>{0, 4}))
+  EXPECT_EQ(Ids(mask), (std::vector<int32_t>{0, 4}))
       << "ids 5 and up are past a 5-id model vocabulary";
 }
 
