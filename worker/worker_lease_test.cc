@@ -221,16 +221,23 @@ WorkerOptions DrainQuiet(absl::Duration quiet) {
   return o;
 }
 
-TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
-  WorkerService service(DrainQuiet(absl::ZeroDuration()));
-  EXPECT_TRUE(service.Drained()) << "no group";
+// Loads group kFirst, starts sequence 1 in it, and drains the worker; two of the group's
+// probes see the drain. The group's load request.
+v1::LoadShardRequest RunningOneThenDraining(WorkerService& service) {
   const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
-  ASSERT_TRUE(Load(service, first).ok());
-  ASSERT_TRUE(StartSequence(service, first.epoch(), 1).ok());
-
+  EXPECT_TRUE(Load(service, first).ok());
+  EXPECT_TRUE(StartSequence(service, first.epoch(), 1).ok());
   service.Drain();
   EXPECT_TRUE(Probe(service, first.epoch()).draining());
   EXPECT_TRUE(Probe(service, first.epoch()).draining());
+  return first;
+}
+
+TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
+  WorkerService service(DrainQuiet(absl::ZeroDuration()));
+  EXPECT_TRUE(service.Drained()) << "no group";
+  const v1::LoadShardRequest first = RunningOneThenDraining(service);
+  ASSERT_FALSE(::testing::Test::HasFailure());
   EXPECT_FALSE(service.Drained()) << "sequence 1 is running";
   EXPECT_EQ(Load(service, OneRank(kFirst + 1, 600'000)).error_code(),
             grpc::StatusCode::UNAVAILABLE);
@@ -242,12 +249,8 @@ TEST(WorkerDrainTest, DrainedOnceTheGroupHoldsNothingAndNoNewGroupMeanwhile) {
 // drains only once its group has held nothing for drain_quiet, not between those two calls.
 TEST(WorkerDrainTest, DrainedOnlyOnceTheGroupHeldNothingForTheQuietPeriod) {
   WorkerService service(DrainQuiet(absl::Seconds(2)));
-  const v1::LoadShardRequest first = OneRank(kFirst, 600'000);
-  ASSERT_TRUE(Load(service, first).ok());
-  ASSERT_TRUE(StartSequence(service, first.epoch(), 1).ok());
-  service.Drain();
-  EXPECT_TRUE(Probe(service, first.epoch()).draining());
-  EXPECT_TRUE(Probe(service, first.epoch()).draining());
+  const v1::LoadShardRequest first = RunningOneThenDraining(service);
+  ASSERT_FALSE(::testing::Test::HasFailure());
   ASSERT_TRUE(ReleaseOne(service, first.epoch(), 1).ok());
   EXPECT_FALSE(service.Drained()) << "empty for less than 2 s";
   ASSERT_TRUE(StartSequence(service, first.epoch(), 2).ok());  // the preempted one, back
