@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -243,6 +244,23 @@ constexpr int64_t kMaxIntegerBound = 1'000'000'000'000'000;  // 10^15
 // multipleOf on integers: at most this step, and this many multiples listed in a range.
 constexpr int64_t kMaxMultipleOf = 1'000'000;
 constexpr int64_t kMaxListedMultiples = 256;
+
+// Writes the integers of [lo, hi] (an end absent: unbounded) as two sides of 0: `side(from, to,
+// "")` for those >= 0, in [from, to], and `side(from, to, "-")` for those < 0 as '-' and their
+// magnitude, in [from, to] (to absent: unbounded); only a side that holds one.
+using SideWriter =
+    std::function<absl::Status(int64_t from, std::optional<int64_t> to, const char* sign)>;
+absl::Status EachSideOfZero(std::optional<int64_t> lo, std::optional<int64_t> hi,
+                            const SideWriter& side) {
+  const int64_t from = lo ? std::max<int64_t>(*lo, 0) : 0;
+  if (!hi || *hi >= from) RETURN_IF_ERROR(side(from, hi, ""));
+  if (!lo || *lo < 0) {
+    const int64_t p = hi ? std::max<int64_t>(1, -*hi) : 1;
+    const std::optional<int64_t> q = lo ? std::optional<int64_t>(-*lo) : std::nullopt;
+    if (!q || p <= *q) RETURN_IF_ERROR(side(p, q, "-"));
+  }
+  return absl::OkStatus();
+}
 
 class Writer {
  public:
@@ -1018,20 +1036,10 @@ class Writer {
       return absl::OkStatus();
     }
     std::vector<std::string> alts;
-    const int64_t from = lo ? std::max<int64_t>(*lo, 0) : 0;  // the non-negative part
-    if (!hi) {
-      alts.push_back(UnsignedFrom(from));
-    } else if (*hi >= from) {
-      alts.push_back(UnsignedRange(from, *hi));
-    }
-    if (!lo || *lo < 0) {  // the negative part: -x for x in [p, q]
-      const int64_t p = hi ? std::max<int64_t>(1, -*hi) : 1;
-      if (!lo) {
-        alts.push_back(absl::StrCat("-", UnsignedFrom(p)));
-      } else if (p <= -*lo) {
-        alts.push_back(absl::StrCat("-", UnsignedRange(p, -*lo)));
-      }
-    }
+    EachSideOfZero(lo, hi, [&](int64_t from, std::optional<int64_t> to, const char* sign) {
+      alts.push_back(absl::StrCat(sign, to ? UnsignedRange(from, *to) : UnsignedFrom(from)));
+      return absl::OkStatus();
+    }).IgnoreError();  // (the writer never fails)
     absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
     return absl::OkStatus();
   }
@@ -1080,11 +1088,7 @@ class Writer {
       alts.push_back(absl::StrCat(sign, "(?:", absl::StrJoin(shorts, "|"), ")"));
       return absl::OkStatus();
     };
-    if (!hi || *hi >= 0) RETURN_IF_ERROR(side(lo ? std::max<int64_t>(*lo, 0) : 0, hi, ""));
-    if (!lo || *lo < 0) {
-      RETURN_IF_ERROR(side(hi ? std::max<int64_t>(1, -*hi) : 1,
-                           lo ? std::optional<int64_t>(-*lo) : std::nullopt, "-"));
-    }
+    RETURN_IF_ERROR(EachSideOfZero(lo, hi, side));
     if (alts.empty()) return Error("the bounds leave no multiple of multipleOf");
     absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
     return absl::OkStatus();
@@ -1154,12 +1158,11 @@ class Writer {
       if (k == "exclusiveMaximum") hi = std::min(hi, v - 1);
     }
     std::vector<std::string> alts;
-    if (const int64_t from = std::max<int64_t>(lo, 0); from <= hi) {
-      alts.push_back(ScaledRange(from, hi));
-    }
-    if (const int64_t p = std::max<int64_t>(1, -hi); lo < 0 && p <= -lo) {  // -x, x in [p, -lo]
-      alts.push_back(absl::StrCat("-(?:", ScaledRange(p, -lo), ")"));
-    }
+    EachSideOfZero(lo, hi, [&](int64_t from, std::optional<int64_t> to, const char* sign) {
+      alts.push_back(*sign == '-' ? absl::StrCat("-(?:", ScaledRange(from, *to), ")")
+                                  : ScaledRange(from, *to));
+      return absl::OkStatus();
+    }).IgnoreError();  // (the writer never fails; both ends are given)
     if (alts.empty()) return Error("the bounds leave no number");
     absl::StrAppend(&out, "(?:", absl::StrJoin(alts, "|"), ")");
     return absl::OkStatus();
