@@ -168,6 +168,11 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
                            *options_.kv_capacity));
     return absl::ResourceExhaustedError("the step does not fit in the KV cache");
   }
+  if (options_.holds.has_value() && positions > *options_.holds) {
+    ++refused_steps_;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Step: the batch needs ", positions, " KV positions; the workers hold ", *options_.holds));
+  }
   held_ = std::move(held);
   if (std::find(short_.begin(), short_.end(), number) != short_.end()) {
     response.mutable_results()->RemoveLast();
@@ -243,6 +248,11 @@ std::map<uint64_t, std::vector<int32_t>> FakeStepGroup::held() const {
 int64_t FakeStepGroup::peak_positions() const {
   absl::MutexLock lock(&mu_);
   return peak_positions_;
+}
+
+int FakeStepGroup::refused_steps() const {
+  absl::MutexLock lock(&mu_);
+  return refused_steps_;
 }
 
 std::vector<std::string> FakeStepGroup::violations() const {

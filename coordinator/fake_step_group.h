@@ -39,6 +39,10 @@ class FakeStepGroup : public StepGroup {
  public:
   struct Options {
     std::optional<int64_t> kv_capacity;  // positions summed over sequences; nullopt: unknown
+    // Positions the workers really hold, when less than the capacity they report: a step
+    // beyond is refused (RESOURCE_EXHAUSTED), as a worker's under --memory_limit, not a
+    // violation. nullopt: what they report.
+    std::optional<int64_t> holds;
     bool token_masks = true;             // takes_token_masks()
   };
   explicit FakeStepGroup(Options options) : options_(options) {}
@@ -80,6 +84,7 @@ class FakeStepGroup : public StepGroup {
   std::map<uint64_t, std::vector<int32_t>> held() const;
   // The most KV positions a step asked for (a step refused for want of room included).
   int64_t peak_positions() const;
+  int refused_steps() const;  // refused for want of room (Options::holds)
   std::vector<std::string> violations() const;
 
  private:
@@ -95,6 +100,7 @@ class FakeStepGroup : public StepGroup {
   absl::Status refusal_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::vector<int32_t>> held_ ABSL_GUARDED_BY(mu_);
   int64_t peak_positions_ ABSL_GUARDED_BY(mu_) = 0;
+  int refused_steps_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::StepRequest> steps_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> violations_ ABSL_GUARDED_BY(mu_);
   struct Failure {

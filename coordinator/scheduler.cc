@@ -360,6 +360,16 @@ int64_t Scheduler::KvBudget() const {
     if (!reported.has_value() && budget <= 0) budget = most;
   }
   budget = std::min(budget, most);
+  if (const std::optional<int64_t> reported = group_->kv_capacity_tokens();
+      options_.kv_budget_tokens > 0 && reported.has_value() && budget > *reported) {
+    LLMINT8_LOG(WARNING) << "scheduler: --kv_budget_tokens=" << options_.kv_budget_tokens
+                         << " is more than the " << *reported
+                         << " positions the workers report they hold; a step they cannot hold "
+                         << "is refused, and then "
+                         << (options_.preemption == Preemption::kRecompute
+                                 ? "the budget comes down and sequences are preempted"
+                                 : "its prompts fail (RESOURCE_EXHAUSTED)");
+  }
   LLMINT8_LOG(INFO) << "scheduler: KV budget " << budget << " positions (up to "
                     << options_.max_batch << " sequences of " << options_.max_context
                     << "), preemption " << PreemptionName(options_.preemption);
@@ -534,6 +544,56 @@ Scheduler::PrefixChoice Scheduler::ChoosePrefix(size_t i) {
   return {.wait = false, .from = from};
 }
 
+void Scheduler::StepRefused(const v1::StepRequest& request, std::span<const size_t> in_step,
+                            const std::vector<bool>& decoding, const absl::Status& why) {
+  const int64_t counted = kv_in_use_ + prefix_cache_.positions();
+  // A cached prefix the step started from may be what the workers refused: it goes.
+  bool evicted = false;
+  for (const v1::SeqStep& s : request.seqs()) {
+    if (s.prefix_length() > 0 && prefix_cache_.Evict(s.prefix_from())) {
+      to_release_.push_back(s.prefix_from());
+      evicted = true;
+    }
+  }
+  const bool memory = why.code() == absl::StatusCode::kResourceExhausted;
+  // Refused for memory, the budget is more than the workers hold (--kv_budget_tokens above
+  // it, or memory the workers' report did not count): with preemption it comes down below
+  // what was counted, the next PreemptForStep makes the batch fit (parked sequences give
+  // their room first, then the last admitted are preempted), and the refused sequences go
+  // again. A sequence alone on the workers with nothing to give room fails instead.
+  if (memory && options_.preemption == Preemption::kRecompute &&
+      (running_.size() > 1 || evicted || prefix_cache_.size() > 0)) {
+    const int64_t lowered = std::clamp<int64_t>(counted - 1, 0, kv_budget_);
+    LLMINT8_LOG(WARNING) << "scheduler: the workers refused a step for memory with " << counted
+                         << " KV positions counted (" << why.message()
+                         << "); the KV budget comes down from " << kv_budget_ << " to " << lowered
+                         << " positions until the group re-forms, and sequences are preempted to "
+                            "fit it. Leave --kv_budget_tokens 0 (what the workers report they "
+                            "hold) or set it lower";
+    kv_budget_ = lowered;
+    for (size_t i : in_step) running_[i]->Unsend();
+    absl::MutexLock lock(&mu_);
+    PublishLocked();
+    return;
+  }
+  // Else every rank rejected the batch alike: its sequences fail (not those the step
+  // skipped), the group stays.
+  LLMINT8_LOG(ERROR) << "step rejected by the workers: " << why;
+  // Out of memory beside prompts: what grew is the prompts' KV and activations, so they fail,
+  // and the decoding sequences (untouched: a refused step changes nothing on the workers) go
+  // on at the next step. Else every sequence of the step fails.
+  const size_t decodes = std::count(decoding.begin(), decoding.end(), true);
+  const bool spare_decodes = memory && decodes > 0 && decodes < in_step.size();
+  std::vector<Exit> exits(running_.size(), Exit::kStays);
+  for (size_t j = 0; j < in_step.size(); ++j) {
+    const size_t i = in_step[j];
+    if (spare_decodes && decoding[j]) continue;
+    running_[i]->Fail(why);
+    exits[i] = Exit::kRelease;
+  }
+  Retire(exits);
+}
+
 void Scheduler::Loop() {
   while (true) {
     {
@@ -687,30 +747,7 @@ void Scheduler::Loop() {
       if (!group_->ready() || group_->epoch() != running_epoch_) {
         FailRunning(absl::UnavailableError(response.status().message()), /*requeue_unsent=*/true);
       } else {
-        // Every rank rejected the batch alike: fail its sequences (not those the step
-        // skipped), keep the group.
-        LLMINT8_LOG(ERROR) << "step rejected by the workers: " << response.status();
-        // A cached prefix the step started from may be what the workers refused: it goes.
-        for (const v1::SeqStep& s : request.seqs()) {
-          if (s.prefix_length() > 0 && prefix_cache_.Evict(s.prefix_from())) {
-            to_release_.push_back(s.prefix_from());
-          }
-        }
-        // Out of memory beside prompts: what grew is the prompts' KV and activations, so they
-        // fail, and the decoding sequences (untouched: a refused step changes nothing on the
-        // workers) go on at the next step. Else every sequence of the step fails.
-        const size_t decodes = std::count(decoding.begin(), decoding.end(), true);
-        const bool spare_decodes =
-            response.status().code() == absl::StatusCode::kResourceExhausted && decodes > 0 &&
-            decodes < in_step.size();
-        std::vector<Exit> exits(running_.size(), Exit::kStays);
-        for (size_t j = 0; j < in_step.size(); ++j) {
-          const size_t i = in_step[j];
-          if (spare_decodes && decoding[j]) continue;
-          running_[i]->Fail(response.status());
-          exits[i] = Exit::kRelease;
-        }
-        Retire(exits);
+        StepRefused(request, in_step, decoding, response.status());
       }
       continue;
     }

@@ -22,7 +22,12 @@
 // (recompute) and they go on where they were (on CPU workers to the bit: the tokens and
 // logprobs are those of a run never preempted; a seeded draw stays the same). With kOff each
 // sequence reserves prompt + max_new_tokens at admission and is never preempted, but fewer
-// run at once when max_new_tokens is large. Prompts are prefilled in
+// run at once when max_new_tokens is large. When the workers refuse a step for memory (they hold
+// less than the budget: kv_budget_tokens set above it, or memory their report did not count),
+// with kRecompute the budget comes down to one below what was counted until the group
+// re-forms, the next step's preemption makes the batch fit it and the refused sequences go
+// again; a sequence alone with nothing to make room fails (RESOURCE_EXHAUSTED), as do a
+// refused step's prompts with kOff. Prompts are prefilled in
 // chunks (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
@@ -160,6 +165,11 @@ class Scheduler {
   // after the step; parked sequences and then the last admitted sequences give their room
   // back while the count is over the budget (one sequence always stays).
   void PreemptForStep();
+  // Every rank refused the step (`why`; the group stays and holds what it held before):
+  // with preemption, one refused for memory lowers the budget and its sequences go again
+  // (see the .cc); else its sequences (running_[in_step[j]], decoding[j] for a decode) fail.
+  void StepRefused(const v1::StepRequest& request, std::span<const size_t> in_step,
+                   const std::vector<bool>& decoding, const absl::Status& why);
   // Ends the batch: its sequences fail with `status`, but with `requeue_unsent` (the group was
   // lost) those of which nothing went to the workers yet go back to the head of the queue,
   // for the next group.

@@ -117,8 +117,14 @@ class SchedulerTest : public ::testing::Test {
 
   void Start(SchedulerOptions options, std::optional<int64_t> kv_capacity = std::nullopt,
              bool token_masks = true, ServiceMetrics* metrics = nullptr) {
-    group_ = std::make_unique<FakeStepGroup>(
-        FakeStepGroup::Options{.kv_capacity = kv_capacity, .token_masks = token_masks});
+    Start(std::move(options),
+          FakeStepGroup::Options{
+              .kv_capacity = kv_capacity, .holds = std::nullopt, .token_masks = token_masks},
+          metrics);
+  }
+  void Start(SchedulerOptions options, FakeStepGroup::Options group,
+             ServiceMetrics* metrics = nullptr) {
+    group_ = std::make_unique<FakeStepGroup>(group);
     scheduler_ = std::make_unique<Scheduler>(std::move(options), group_.get(), metrics);
   }
 
@@ -870,10 +876,39 @@ TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
   EXPECT_EQ(FirstStep(group_->steps(), 3).prefix_length(), 0);
 }
 
-// A step refused for memory beside a new prompt fails the prompt, and the sequences that were
-// decoding beside it go on (the refused step changed nothing on the workers).
-TEST_F(SchedulerTest, AStepRefusedForMemoryFailsItsPromptsAndTheDecodesGoOn) {
+// With preemption, a step refused for memory (the workers hold less than the budget said)
+// brings the budget below what was counted, the last admitted is preempted to fit it, and
+// the refused sequences go again: both finish with their solo outputs.
+TEST_F(SchedulerTest, AStepRefusedForMemoryLowersTheBudgetAndItsSequencesGoAgain) {
   Start(Options());
+  auto a = MakeSeq(1, Tokens(8, 100), 6);
+  auto b = MakeSeq(2, Tokens(8, 300), 3);
+  group_->FailStep(3, absl::ResourceExhaustedError("out of memory for this batch"),
+                   /*breaks=*/false);
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(b).ok()); });
+  const std::vector<Outcome> out = RunToEnd({a});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(a->prompt(), 6));
+  const Outcome later = Await(*b);
+  ASSERT_TRUE(later.status.ok()) << later.status;
+  EXPECT_EQ(later.tokens, FakeGreedy(b->prompt(), 3));
+  // Step 3 carried a's decode (a holds 8 + 2 then) and b's prompt: 18 counted.
+  EXPECT_EQ(scheduler_->kv_budget(), 17);
+  EXPECT_EQ(b->preemptions(), 1) << "b, the last admitted, made room";
+  EXPECT_EQ(a->preemptions(), 0);
+  const auto b_steps = StepsOf(group_->steps(), 2);
+  ASSERT_GE(b_steps.size(), 2u);
+  EXPECT_EQ(b_steps[0].first, 2u) << "b came in step 3 (index 2), beside a's decode";
+  EXPECT_THAT(b_steps[1].second.token_ids(), ::testing::ElementsAreArray(b->prompt()))
+      << "the whole prompt again";
+}
+
+// Without preemption the refused step's prompts fail, and the decodes beside them (untouched:
+// a refused step changes nothing on the workers) go on.
+TEST_F(SchedulerTest, WithoutPreemptionAStepRefusedForMemoryFailsItsPrompts) {
+  SchedulerOptions o = Options();
+  o.preemption = Preemption::kOff;
+  Start(o);
   auto a = MakeSeq(1, Tokens(8, 100), 6);
   auto b = MakeSeq(2, Tokens(8, 300), 3);
   group_->FailStep(3, absl::ResourceExhaustedError("out of memory for this batch"),
@@ -889,6 +924,44 @@ TEST_F(SchedulerTest, AStepRefusedForMemoryFailsItsPromptsAndTheDecodesGoOn) {
   const auto b_steps = StepsOf(group_->steps(), 2);
   ASSERT_EQ(b_steps.size(), 1u);
   EXPECT_EQ(b_steps[0].first, 2u) << "b came in step 3 (index 2), beside a's decode";
+}
+
+// Workers that report (or are told by --kv_budget_tokens) 400 positions but hold 100: four
+// sequences of 50 outgrow them; each refusal brings the budget down and preempts, and every
+// sequence finishes with its solo output. The budget stays at or above the 100 they hold
+// (it comes down to one below a count the workers refused, which was over 100).
+TEST_F(SchedulerTest, ABudgetAboveWhatTheWorkersHoldComesDownAndEverySequenceFinishes) {
+  Start(Options(), FakeStepGroup::Options{.kv_capacity = 400, .holds = 100});
+  const std::vector<std::shared_ptr<Sequence>> seqs = Of50Positions(4);
+  const std::vector<Outcome> out = RunToEnd(seqs);
+  ASSERT_FALSE(HasFailure());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    EXPECT_EQ(out[i].tokens, FakeGreedy(seqs[i]->prompt(), 30)) << "sequence " << i + 1;
+  }
+  EXPECT_GE(group_->refused_steps(), 1);
+  EXPECT_GE(scheduler_->kv_budget(), 100);
+  EXPECT_LT(scheduler_->kv_budget(), 400);
+  EXPECT_GE(scheduler_->preemptions(), 1u);
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->kv_reserved(), 0);
+}
+
+// A sequence alone on the workers that they refuse has nothing to make room with: it fails
+// (RESOURCE_EXHAUSTED, the workers' message), and the next request is served.
+TEST_F(SchedulerTest, ASequenceTheWorkersCannotHoldAloneFails) {
+  Start(Options(), FakeStepGroup::Options{.kv_capacity = 400, .holds = 30});
+  auto big = MakeSeq(1, Tokens(40, 100), 4);
+  auto small = MakeSeq(2, Tokens(10, 300), 4);
+  ASSERT_TRUE(scheduler_->Enqueue(big).ok());
+  scheduler_->Start();
+  const Outcome refused = Await(*big);
+  EXPECT_EQ(refused.status.code(), absl::StatusCode::kResourceExhausted) << refused.status;
+  EXPECT_THAT(refused.status.message(), ::testing::HasSubstr("the workers hold 30"));
+  EXPECT_EQ(scheduler_->kv_budget(), 400) << "nothing to lower it for";
+  ASSERT_TRUE(scheduler_->Enqueue(small).ok());
+  const Outcome served = Await(*small);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(small->prompt(), 4));
 }
 
 TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold) {

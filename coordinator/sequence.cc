@@ -64,6 +64,11 @@ void Sequence::SkipPrompt(int64_t n) {
   if (resume_.empty()) prompt_cached_ = n;
 }
 
+void Sequence::Unsend() {
+  prompt_sent_ = prompt_on_workers_;
+  if (prompt_sent_ == 0 && resume_.empty()) prompt_cached_ = 0;
+}
+
 std::vector<int32_t> Sequence::cached_tokens() const {
   const std::span<const int32_t> in = input().first(static_cast<size_t>(prompt_sent_));
   std::vector<int32_t> tokens(in.begin(), in.end());

@@ -235,6 +235,10 @@ class Sequence {
     return input().first(static_cast<size_t>(prompt_on_workers_));
   }
   void MarkStepRan() { prompt_on_workers_ = prompt_sent_; }
+  // The workers refused the step that carried this sequence (and hold nothing of it): the
+  // input it sent since the last step that ran goes again, and one that had not started
+  // chooses its prefix again.
+  void Unsend();
   // Preemption by recompute: the workers dropped this sequence's cache to make room for
   // others. Its output so far stays; when it is admitted again its input is the prompt and
   // the tokens generated so far, and the step that prefills them samples the next token

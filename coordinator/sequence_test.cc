@@ -108,6 +108,36 @@ std::unique_ptr<Sequence> RegexGuided(uint64_t id, const std::string& pattern,
   return seq;
 }
 
+// A refused step's input goes again: the chunks since the last step that ran, and for a
+// sequence that had not started, the prefix it skipped (which usage then no longer counts).
+TEST(SequenceTest, UnsendTakesBackTheInputOfARefusedStep) {
+  Sequence seq(1, {2, 5, 6, 7, 8, 9}, Params(4), std::make_unique<FakeText>());
+  seq.SkipPrompt(2);
+  EXPECT_EQ(seq.TakePrompt(2).size(), 2u);
+  seq.Unsend();
+  EXPECT_FALSE(seq.started());
+  EXPECT_EQ(seq.prompt_remaining(), 6);
+  seq.SkipPrompt(1);  // the next step copies a shorter prefix
+  const std::span<const int32_t> first = seq.TakePrompt(2);
+  EXPECT_EQ(std::vector<int32_t>(first.begin(), first.end()), (std::vector<int32_t>{5, 6}));
+  seq.MarkStepRan();
+  EXPECT_EQ(seq.TakePrompt(2).size(), 2u);
+  seq.Unsend();
+  EXPECT_EQ(seq.prompt_on_workers().size(), 3u);
+  const std::span<const int32_t> again = seq.TakePrompt(8);
+  EXPECT_EQ(std::vector<int32_t>(again.begin(), again.end()), (std::vector<int32_t>{7, 8, 9}));
+  seq.MarkStepRan();
+  v1::SeqResult r;
+  r.set_token_id(10);
+  for (int k = 0; k < 4; ++k) {
+    if (seq.AddToken(r, kEosIds)) break;
+  }
+  std::vector<v1::GenerateResponse> out;
+  seq.WaitOutput(absl::ZeroDuration(), out);
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out.back().usage().cached_prompt_tokens(), 1) << "the prefix of the step that ran";
+}
+
 // The text held back until the end-of-sequence token completes a stop string: the sequence
 // ends at the stop (STOP), as it would have at the length limit.
 TEST(SequenceTest, AStopCompletedByTheTextTheEndReleasesFinishesAsStop) {

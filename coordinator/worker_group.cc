@@ -1,10 +1,12 @@
 #include "coordinator/worker_group.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
 
 #include "absl/random/distributions.h"
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/byte_size.h"
@@ -747,7 +749,11 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
     all_same_batch_error = all_same_batch_error && !s.ok() && IsBatchError(s.error_code()) &&
                            s.error_code() == r.statuses[0].error_code();
   }
-  if (all_same_batch_error) return FromGrpcStatus(r.statuses[0], "Step");
+  if (all_same_batch_error) {
+    // The workers' step errors mostly name the call already ("Step: ...").
+    const std::string& message = r.statuses[0].error_message();
+    return FromGrpcStatus(r.statuses[0], absl::StartsWith(message, "Step") ? "" : "Step");
+  }
   int failed = r.first_failure;
   bool answered = false;         // a worker's own error, not the fan-out's cancellation
   for (int i = 0; i < n; ++i) {  // prefer the root cause over a cancellation

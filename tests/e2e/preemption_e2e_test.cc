@@ -134,6 +134,43 @@ TEST(PreemptionE2ETest, PreemptedRequestsGiveWhatTheyGiveAlone) {
   EXPECT_EQ(WaitForSample(metrics_port, "llmint8_kv_reserved_positions", 0, 5), 0);
 }
 
+// Workers that hold less than --kv_budget_tokens says (each under --memory_limit): the
+// steps they refuse bring the budget down, sequences are preempted to fit it, and every
+// request still ends as it does alone; the lowered budget shows in GetModelInfo.
+TEST(PreemptionE2ETest, ABudgetAboveWhatTheWorkersHoldComesDown) {
+  const int metrics_port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  // One request fits (about 430 kB a worker); six decoding together do not.
+  options.extra_worker_flags = {"--memory_limit=540000"};
+  // No parked sequences: what the scheduler counts is the running requests' alone.
+  options.extra_coordinator_flags = {"--kv_budget_tokens=4096", "--prefix_cache_entries=0",
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  auto stub = cluster.NewStub();
+  EXPECT_EQ(Admission(*stub), std::make_pair(int64_t{4096}, std::string("recompute")));
+  std::vector<Generated> alone;
+  for (int i = 0; i < kRequests; ++i) {
+    alone.push_back(Generate(*stub, Request(i)));
+    ASSERT_TRUE(alone.back().status.ok()) << i << ": " << alone.back().status.error_message();
+  }
+  const std::vector<Generated> together = AllTogether(*stub);
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << i << ": " << together[i].status.error_message();
+    EXPECT_THAT(together[i].tokens, ElementsAreArray(alone[i].tokens)) << "request " << i;
+    EXPECT_THAT(Logprobs(together[i]), ElementsAreArray(Logprobs(alone[i]))) << "request " << i;
+  }
+  EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log",
+                             "the workers refused a step for memory", 5));
+  const int64_t lowered = Admission(*stub).first;
+  // Below a count the workers refused, which was at most all six requests' positions.
+  EXPECT_LT(lowered, kRequests * (kPrompt + kTokens));
+  EXPECT_EQ(Sample(Scrape(metrics_port), "llmint8_kv_budget_positions"),
+            static_cast<double>(lowered));
+  EXPECT_GE(Sample(Scrape(metrics_port), "llmint8_preemptions_total"), 1);
+}
+
 // With --preemption=off the budget holds each request's prompt + max_new_tokens from
 // admission: the same requests wait their turn instead, nothing is preempted.
 TEST(PreemptionE2ETest, OffReservesAtAdmissionAndNeverPreempts) {
