@@ -546,35 +546,56 @@ Scheduler::PrefixChoice Scheduler::ChoosePrefix(size_t i) {
 
 void Scheduler::StepRefused(const v1::StepRequest& request, std::span<const size_t> in_step,
                             const std::vector<bool>& decoding, const absl::Status& why) {
-  const int64_t counted = kv_in_use_ + prefix_cache_.positions();
-  // A cached prefix the step started from may be what the workers refused: it goes.
-  bool evicted = false;
-  for (const v1::SeqStep& s : request.seqs()) {
-    if (s.prefix_length() > 0 && prefix_cache_.Evict(s.prefix_from())) {
-      to_release_.push_back(s.prefix_from());
-      evicted = true;
-    }
-  }
   const bool memory = why.code() == absl::StatusCode::kResourceExhausted;
   // Refused for memory, the budget is more than the workers hold (--kv_budget_tokens above
-  // it, or memory the workers' report did not count): with preemption it comes down below
-  // what was counted, the next PreemptForStep makes the batch fit (parked sequences give
-  // their room first, then the last admitted are preempted), and the refused sequences go
-  // again. A sequence alone on the workers with nothing to give room fails instead.
-  if (memory && options_.preemption == Preemption::kRecompute &&
-      (running_.size() > 1 || evicted || prefix_cache_.size() > 0)) {
-    const int64_t lowered = std::clamp<int64_t>(counted - 1, 0, kv_budget_);
-    LLMINT8_LOG(WARNING) << "scheduler: the workers refused a step for memory with " << counted
-                         << " KV positions counted (" << why.message()
-                         << "); the KV budget comes down from " << kv_budget_ << " to " << lowered
-                         << " positions until the group re-forms, and sequences are preempted to "
-                            "fit it. Leave --kv_budget_tokens 0 (what the workers report they "
-                            "hold) or set it lower";
-    kv_budget_ = lowered;
-    for (size_t i : in_step) running_[i]->Unsend();
-    absl::MutexLock lock(&mu_);
-    PublishLocked();
-    return;
+  // it, or memory the workers' report did not count). With preemption: parked sequences go
+  // at once (the cheapest room), the budget comes down below what the workers held and were
+  // asked to add, the next PreemptForStep makes the batch fit it (the last admitted are
+  // preempted), and the refused sequences go again; the budget stays lower until the group
+  // re-forms. A sequence refused alone, nothing left to make room, fails, and the budget goes
+  // back to the group's: what did not fit may have been that sequence, not the others beside
+  // it (if they were, refusals bring it down again).
+  if (memory && options_.preemption == Preemption::kRecompute) {
+    std::vector<bool> sent(running_.size(), false);
+    for (size_t i : in_step) sent[i] = true;
+    int64_t counted = kv_in_use_ + prefix_cache_.positions();
+    for (size_t i = 0; i < running_.size(); ++i) {
+      if (!sent[i] && !running_[i]->started()) counted -= running_[i]->kv_positions();
+    }
+    bool evicted = false;
+    while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) {
+      to_release_.push_back(*id);
+      evicted = true;
+    }
+    if (running_.size() > 1 || evicted) {
+      const int64_t lowered = std::clamp<int64_t>(counted - 1, 0, kv_budget_);
+      LLMINT8_LOG(WARNING) << "scheduler: the workers refused a step for memory with " << counted
+                           << " KV positions counted (" << why.message()
+                           << "); the KV budget comes down from " << kv_budget_ << " to " << lowered
+                           << " positions until the group re-forms, and sequences are preempted "
+                              "to fit it. Leave --kv_budget_tokens 0 (what the workers report "
+                              "they hold) or set it lower";
+      kv_budget_ = lowered;
+      for (size_t i : in_step) running_[i]->Unsend();
+      absl::MutexLock lock(&mu_);
+      PublishLocked();
+      return;
+    }
+    if (kv_budget_ < group_kv_budget_) {
+      LLMINT8_LOG(WARNING) << "scheduler: a sequence alone was refused (" << why.message()
+                           << "): it fails, and the KV budget goes back to " << group_kv_budget_
+                           << " positions";
+      kv_budget_ = group_kv_budget_;
+      absl::MutexLock lock(&mu_);
+      PublishLocked();  // before the sequence's failure reaches its client
+    }
+  } else {
+    // A cached prefix the step started from may be what the workers refused: it goes.
+    for (const v1::SeqStep& s : request.seqs()) {
+      if (s.prefix_length() > 0 && prefix_cache_.Evict(s.prefix_from())) {
+        to_release_.push_back(s.prefix_from());
+      }
+    }
   }
   // Else every rank rejected the batch alike: its sequences fail (not those the step
   // skipped), the group stays.
@@ -620,6 +641,7 @@ void Scheduler::Loop() {
       if (!group_->WaitReady(absl::Milliseconds(100))) continue;
       running_epoch_ = group_->epoch();
       kv_budget_ = KvBudget();
+      group_kv_budget_ = kv_budget_;
       token_masks_ = group_->takes_token_masks();
       absl::MutexLock lock(&mu_);
       PublishLocked();  // the new budget, for GetModelInfo and the metrics

@@ -24,10 +24,12 @@
 // sequence reserves prompt + max_new_tokens at admission and is never preempted, but fewer
 // run at once when max_new_tokens is large. When the workers refuse a step for memory (they hold
 // less than the budget: kv_budget_tokens set above it, or memory their report did not count),
-// with kRecompute the budget comes down to one below what was counted until the group
-// re-forms, the next step's preemption makes the batch fit it and the refused sequences go
-// again; a sequence alone with nothing to make room fails (RESOURCE_EXHAUSTED), as do a
-// refused step's prompts with kOff. Prompts are prefilled in
+// with kRecompute parked sequences go, the budget comes down below the positions the workers
+// held and were asked to add (never up), the next step's preemption makes the batch fit it and
+// the refused sequences go again; the budget stays lower until the group re-forms. A sequence
+// refused alone, with nothing to make room, fails (RESOURCE_EXHAUSTED) and the budget goes back
+// to the group's. With kOff a refused step's prompts fail. Other refusals (a batch every rank
+// rejects alike) fail the step's sequences. Prompts are prefilled in
 // chunks (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
 // prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
 // long prompt delays the other streams by a chunk's compute per step rather than by its whole
@@ -225,6 +227,7 @@ class Scheduler {
   PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
+  int64_t group_kv_budget_ = 0;  // kv_budget_ before refusals lowered it (StepRefused)
   bool token_masks_ = false;  // this epoch's workers take SeqStep.mask (likewise)
   int64_t running_epoch_ = 0;
   std::vector<uint64_t> to_release_;

@@ -946,18 +946,25 @@ TEST_F(SchedulerTest, ABudgetAboveWhatTheWorkersHoldComesDownAndEverySequenceFin
   EXPECT_EQ(scheduler_->kv_reserved(), 0);
 }
 
-// A sequence alone on the workers that they refuse has nothing to make room with: it fails
-// (RESOURCE_EXHAUSTED, the workers' message), and the next request is served.
-TEST_F(SchedulerTest, ASequenceTheWorkersCannotHoldAloneFails) {
+// A sequence the workers cannot hold even alone: refused beside another, the budget comes
+// down and it is preempted; refused alone, with nothing left to make room, it fails
+// (RESOURCE_EXHAUSTED, the workers' message) and the budget goes back to the group's (the
+// sequence beside it was not what did not fit). The next request is served.
+TEST_F(SchedulerTest, ASequenceTheWorkersCannotHoldAloneFailsAndTheBudgetComesBack) {
   Start(Options(), FakeStepGroup::Options{.kv_capacity = 400, .holds = 30});
-  auto big = MakeSeq(1, Tokens(40, 100), 4);
-  auto small = MakeSeq(2, Tokens(10, 300), 4);
-  ASSERT_TRUE(scheduler_->Enqueue(big).ok());
-  scheduler_->Start();
+  auto a = MakeSeq(1, Tokens(10, 100), 6);
+  auto big = MakeSeq(2, Tokens(35, 200), 2);
+  auto small = MakeSeq(3, Tokens(10, 300), 4);
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(big).ok()); });
+  const std::vector<Outcome> out = RunToEnd({a});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(a->prompt(), 6));
   const Outcome refused = Await(*big);
   EXPECT_EQ(refused.status.code(), absl::StatusCode::kResourceExhausted) << refused.status;
   EXPECT_THAT(refused.status.message(), ::testing::HasSubstr("the workers hold 30"));
-  EXPECT_EQ(scheduler_->kv_budget(), 400) << "nothing to lower it for";
+  EXPECT_EQ(big->preemptions(), 1) << "refused beside a first";
+  EXPECT_EQ(StepsOf(group_->steps(), 2).size(), 2u) << "beside a, then alone";
+  EXPECT_EQ(scheduler_->kv_budget(), 400);
   ASSERT_TRUE(scheduler_->Enqueue(small).ok());
   const Outcome served = Await(*small);
   ASSERT_TRUE(served.status.ok()) << served.status;

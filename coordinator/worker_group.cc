@@ -750,9 +750,9 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
                            s.error_code() == r.statuses[0].error_code();
   }
   if (all_same_batch_error) {
-    // The workers' step errors mostly name the call already ("Step: ...").
+    // The workers' step errors mostly name the call already.
     const std::string& message = r.statuses[0].error_message();
-    return FromGrpcStatus(r.statuses[0], absl::StartsWith(message, "Step") ? "" : "Step");
+    return FromGrpcStatus(r.statuses[0], absl::StartsWith(message, "Step:") ? "" : "Step");
   }
   int failed = r.first_failure;
   bool answered = false;         // a worker's own error, not the fan-out's cancellation

@@ -141,10 +141,15 @@ TEST(PreemptionE2ETest, ABudgetAboveWhatTheWorkersHoldComesDown) {
   const int metrics_port = FreePort();
   ClusterOptions options;
   options.model = SourcePath(kModelDir);
-  // One request fits (about 430 kB a worker); six decoding together do not.
-  options.extra_worker_flags = {"--memory_limit=540000"};
+  // A worker holds 363 kB of weights. One request alone fits: its 48 positions take 32 kB of
+  // KV cache (64 reserved, 512 B each), and steps of at most 6 x 8 prompt tokens
+  // (--prefill_chunk=8, a resumed input too) and 6 decodes leave at most about 130 kB of
+  // activations (measured): 526 kB. Six together do not: 6 x 32 kB of cache beside the
+  // weights and 99 kB of activations a step of the six prompts took are 658 kB.
+  options.extra_worker_flags = {"--memory_limit=580000"};
   // No parked sequences: what the scheduler counts is the running requests' alone.
   options.extra_coordinator_flags = {"--kv_budget_tokens=4096", "--prefix_cache_entries=0",
+                                     "--prefill_chunk=8",
                                      absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
