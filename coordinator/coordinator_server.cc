@@ -219,6 +219,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   limits.max_context = max_context;
   limits.has_tokenizer = impl->tokenizer != nullptr;
   if (impl->tokenizer != nullptr) limits.max_token_bytes = impl->tokenizer->max_token_bytes();
+  limits.priority_scheduling = options.scheduler.scheduling == Scheduling::kPriority;
 
   Impl* raw = impl.get();
   WorkerGroupOptions group_options = options.group;

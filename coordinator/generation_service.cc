@@ -239,6 +239,7 @@ absl::Status GenerationService::FollowAll(
     records[i].sequence_id = seqs[i]->id();
     records[i].request_id = seqs[i]->request_id();
     records[i].prompt_tokens = static_cast<int64_t>(seqs[i]->prompt().size());
+    records[i].priority = seqs[i]->params().priority;
   }
   std::vector<std::optional<absl::Status>> finals(seqs.size());
   const absl::Status status = Stream(seqs, write, gone, records, finals);
@@ -368,6 +369,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
   resp->set_queue_capacity(options_.queue_capacity);
   resp->set_kv_budget_positions(scheduler_->kv_budget());
   resp->set_preemption(std::string(PreemptionName(scheduler_->preemption())));
+  resp->set_scheduling(std::string(SchedulingName(scheduler_->scheduling())));
   group_->RefreshStats();
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {

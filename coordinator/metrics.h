@@ -79,7 +79,8 @@ struct RequestRecord {
   std::optional<v1::GenerateResponse> final_message;
   uint64_t sequence_id = 0;  // 0: refused before it was queued
   std::string request_id = {};  // the client's (x-request-id), sanitized; may be empty
-  int32_t preemptions = 0;      // times preempted for KV room (scheduler.h)
+  int32_t preemptions = 0;      // times preempted (scheduler.h)
+  int32_t priority = 0;         // GenerateRequest.priority
 };
 
 // "length", "stop", "eos", "cancelled" ("" for UNSPECIFIED): the metrics' reason label.

@@ -101,7 +101,7 @@ TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
       "stream": true, "stream_options": {"include_usage": true}, "repetition_penalty": 1.2,
       "ignore_eos": true, "return_token_ids": true, "n": 1, "echo": false, "user": "x",
       "presence_penalty": -0.5, "frequency_penalty": 1.5, "logit_bias": {},
-      "truncate_prompt_tokens": 100,
+      "truncate_prompt_tokens": 100, "priority": -3,
       "unknown_field": [1, 2]})");
   EXPECT_THAT(r.generate.token_ids().ids(), ElementsAre(2, 100, 7));
   EXPECT_EQ(r.generate.max_new_tokens(), 5);
@@ -116,6 +116,7 @@ TEST(OpenAiApiTest, FieldsMapToTheGenerateRequest) {
   EXPECT_FLOAT_EQ(r.generate.presence_penalty(), -0.5f);
   EXPECT_FLOAT_EQ(r.generate.frequency_penalty(), 1.5f);
   EXPECT_EQ(r.generate.truncate_prompt_tokens(), 100);
+  EXPECT_EQ(r.generate.priority(), -3);
   EXPECT_TRUE(r.generate.ignore_eos());
   EXPECT_TRUE(r.stream && r.include_usage && r.logprobs && r.return_token_ids);
 

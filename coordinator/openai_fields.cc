@@ -370,6 +370,10 @@ absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "truncate_prompt_tokens"));
     g.set_truncate_prompt_tokens(SaturatedInt32(n));
   }
+  if (const json* v = Find(body, "priority"); v != nullptr) {  // vLLM's: lower first
+    ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "priority"));
+    g.set_priority(SaturatedInt32(n));
+  }
   if (const json* v = Find(body, "logit_bias"); v != nullptr) {
     // {"token id": bias}: JSON keys are strings.
     if (!v->is_object()) return FieldError("logit_bias", "an object of token id: bias");

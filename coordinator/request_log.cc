@@ -48,6 +48,7 @@ std::string RequestLogLine(const RequestRecord& record, const absl::Status& stat
       fields.push_back(absl::StrCat("cached=", last->usage().cached_prompt_tokens()));
     }
     fields.push_back(absl::StrCat("generated=", record.generated_tokens));
+    if (record.priority != 0) fields.push_back(absl::StrCat("priority=", record.priority));
     if (record.preemptions > 0) fields.push_back(absl::StrCat("preempted=", record.preemptions));
   }
   if (last.has_value()) {

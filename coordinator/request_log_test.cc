@@ -34,10 +34,11 @@ TEST(RequestLogTest, AFinishedRequestGivesItsCountsAndTimes) {
   EXPECT_EQ(RequestLogLine(r, absl::OkStatus()),
             "seq 17 OK: finish=length prompt=204 generated=1 queue=0.2ms ttft=45.2ms "
             "total=310.0ms");
-  // Preempted twice for KV room (prefilled again each time).
+  // Preempted twice (prefilled again each time), with a priority.
   r.preemptions = 2;
+  r.priority = -1;
   EXPECT_EQ(RequestLogLine(r, absl::OkStatus()),
-            "seq 17 OK: finish=length prompt=204 generated=1 preempted=2 queue=0.2ms "
+            "seq 17 OK: finish=length prompt=204 generated=1 priority=-1 preempted=2 queue=0.2ms "
             "ttft=45.2ms total=310.0ms");
 }
 

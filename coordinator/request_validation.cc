@@ -156,6 +156,13 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
                      "; it must be >= 1 (the prompt's last tokens to keep; unset keeps all)"));
   }
   p.truncate_prompt_tokens = request.truncate_prompt_tokens();
+  if (request.priority() != 0 && !limits.priority_scheduling) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("priority is ", request.priority(),
+                     " but this server admits requests first come, first served; send 0, or start "
+                     "it with --scheduling=priority"));
+  }
+  p.priority = request.priority();
   p.min_p = request.min_p();
   p.min_tokens = request.min_tokens();
   p.max_new_tokens = request.max_new_tokens();

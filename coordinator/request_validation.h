@@ -39,6 +39,8 @@ struct ModelLimits {
   int64_t max_token_bytes = 0;
   int max_stop_sequences = kMaxStopSequences;
   int max_stop_bytes = kMaxStopBytes;
+  // The scheduler admits by GenerateRequest.priority (Scheduling::kPriority); else it must be 0.
+  bool priority_scheduling = false;
 };
 
 // That the request has a prompt in a form this server reads (text needs the tokenizer).

@@ -58,6 +58,24 @@ TEST(RequestValidationTest, TruncatePromptTokensIsAtLeastOneWhenSet) {
   }
 }
 
+// A priority needs a server that schedules by it; any value is taken there.
+TEST(RequestValidationTest, APriorityNeedsPriorityScheduling) {
+  v1::GenerateRequest r = Ids({2, 5}, 4);
+  r.set_priority(-7);
+  absl::StatusOr<GenerationParams> p = ValidateGenerationParams(r, Limits());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << p.status();
+  EXPECT_THAT(p.status().message(), ::testing::HasSubstr("--scheduling=priority"));
+  ModelLimits by_priority = Limits();
+  by_priority.priority_scheduling = true;
+  p = ValidateGenerationParams(r, by_priority);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->priority, -7);
+  r.set_priority(0);
+  p = ValidateGenerationParams(r, Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->priority, 0);
+}
+
 TEST(RequestValidationTest, AGuideIsCheckedAndNeedsTheTokenizer) {
   v1::GenerateRequest r = Ids({2, 5}, 4);
   r.mutable_guide()->mutable_choice()->add_choices("yes");

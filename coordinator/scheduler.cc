@@ -1,6 +1,9 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <functional>
+#include <ostream>
+#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -69,6 +72,19 @@ RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> runni
 
 }  // namespace
 
+std::string_view SchedulingName(Scheduling s) {
+  return s == Scheduling::kPriority ? "priority" : "fcfs";
+}
+
+absl::StatusOr<Scheduling> ParseScheduling(std::string_view name) {
+  if (name == "fcfs") return Scheduling::kFcfs;
+  if (name == "priority") return Scheduling::kPriority;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "scheduling \"", std::string(name),
+      "\": use fcfs (first come, first served) or priority (requests' priority first, lower "
+      "first; a request preempts running ones of a lower priority)"));
+}
+
 std::string_view PreemptionName(Preemption p) {
   return p == Preemption::kOff ? "off" : "recompute";
 }
@@ -87,6 +103,7 @@ Scheduler::Scheduler(SchedulerOptions options, StepGroup* group, ServiceMetrics*
     : options_(std::move(options)),
       group_(group),
       metrics_(metrics),
+      queue_(options_.scheduling == Scheduling::kPriority),
       prefix_cache_({.max_entries = static_cast<size_t>(std::max(options_.prefix_cache_entries, 0)),
                      .min_prefix = std::max<int64_t>(options_.min_shared_prefix, 1)}) {}
 
@@ -97,18 +114,17 @@ void Scheduler::Start() {
 }
 
 void Scheduler::Stop() {
-  std::deque<std::shared_ptr<Sequence>> queued;
+  std::vector<std::shared_ptr<Sequence>> queued;
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
-    queued.swap(queue_);
+    queued = queue_.TakeAll();
   }
   if (thread_.joinable()) thread_.join();
   {
     // A step that lost its group while the loop stopped put its unsent sequences back.
     absl::MutexLock lock(&mu_);
-    for (auto& seq : queue_) queued.push_back(std::move(seq));
-    queue_.clear();
+    for (auto& seq : queue_.TakeAll()) queued.push_back(std::move(seq));
   }
   const absl::Status down = absl::UnavailableError("the server is shutting down");
   for (auto& seq : queued) seq->Fail(down);
@@ -147,10 +163,10 @@ absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> se
   if (stop_ || draining_) {
     return absl::UnavailableError("the server is shutting down; retry the request");
   }
-  // Preempted sequences wait at the head of the queue, beyond its capacity: they were
-  // admitted once, and new requests do not queue behind them for room.
+  // Preempted sequences wait beyond the queue's capacity: they were admitted once, and new
+  // requests do not queue behind them for room.
   const auto waiting = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return static_cast<size_t>(queue_.end() - AfterPreemptedLocked());
+    return queue_.CountNotPreempted();
   };
   const auto fits = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return waiting() + seqs.size() <= static_cast<size_t>(options_.queue_capacity);
@@ -159,9 +175,9 @@ absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> se
     // Make room first from requests whose client is gone or whose deadline has passed
     // (their handlers may not have noticed yet).
     const absl::Time now = absl::Now();
-    std::erase_if(queue_, [now](const std::shared_ptr<Sequence>& s) {
-      if (!s->cancelled() && s->client_gone()) s->Cancel();
-      return s->cancelled() || s->expired(now);
+    queue_.RemoveIf([now](Sequence& s) {
+      if (!s.cancelled() && s.client_gone()) s.Cancel();
+      return s.cancelled() || s.expired(now);
     });
   }
   if (!fits()) {
@@ -175,15 +191,14 @@ absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> se
         seqs.size(), " sequences this request asks for (", options_.queue_capacity,
         " wait at most); retry later with backoff, or send fewer prompts"));
   }
-  queue_.insert(queue_.end(), seqs.begin(), seqs.end());
+  for (const std::shared_ptr<Sequence>& seq : seqs) queue_.Push(seq, WaitQueue::Kind::kNew);
   return absl::OkStatus();
 }
 
 void Scheduler::Cancel(const std::shared_ptr<Sequence>& seq) {
   seq->Cancel();
   absl::MutexLock lock(&mu_);
-  auto it = std::find(queue_.begin(), queue_.end(), seq);
-  if (it != queue_.end()) queue_.erase(it);
+  queue_.Remove(seq.get());
   wake_ = true;
 }
 
@@ -251,8 +266,8 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   held_sources_.clear();
   if (!unsent.empty() || !preempted.empty()) {
     absl::MutexLock lock(&mu_);
-    queue_.insert(AfterPreemptedLocked(), unsent.begin(), unsent.end());
-    RequeuePreemptedLocked(preempted);
+    for (auto& seq : unsent) queue_.Push(std::move(seq), WaitQueue::Kind::kUnsent);
+    for (auto& seq : preempted) queue_.Push(std::move(seq), WaitQueue::Kind::kPreempted);
   }
   kv_in_use_ = 0;
   ForgetGroupState();
@@ -266,10 +281,10 @@ void Scheduler::ForgetGroupState() {
 }
 
 void Scheduler::FailQueued(const absl::Status& status) {
-  std::deque<std::shared_ptr<Sequence>> queued;
+  std::vector<std::shared_ptr<Sequence>> queued;
   {
     absl::MutexLock lock(&mu_);
-    queued.swap(queue_);
+    queued = queue_.TakeAll();
   }
   for (auto& seq : queued) seq->Fail(status);
 }
@@ -403,63 +418,116 @@ void Scheduler::PreemptForStep() {
     if (!evicted.has_value()) break;
     to_release_.push_back(*evicted);
   }
-  // The last admitted first (vLLM's order): they have the least to compute again.
+  // The last admitted first (vLLM's order): they have the least to compute again; by
+  // priority, the last admitted of the lowest priority.
   std::vector<std::shared_ptr<Sequence>> preempted;
   while (kv_in_use_ > kv_budget_ && running_.size() > 1) {
-    const size_t i = running_.size() - 1;
-    Sequence& seq = *running_[i];
-    seq.set_on_workers(false);
-    kv_in_use_ -= seq.kv_positions();
-    seq.Preempt();
-    to_release_.push_back(seq.id());
-    preempted.push_back(std::move(running_[i]));
-    running_.pop_back();
-  }
-  if (metrics_ != nullptr && !preempted.empty()) {
-    metrics_->RecordPreemptions(static_cast<int>(preempted.size()));
+    preempted.push_back(TakeForPreemption(NextVictim()));
   }
   absl::MutexLock lock(&mu_);
   if (!preempted.empty()) {
-    // The first preemption and then one in a hundred are logged (a full cache preempts often).
-    if (preemptions_ == 0 || preemptions_ / 100 != (preemptions_ + preempted.size()) / 100) {
-      LLMINT8_LOG(WARNING) << "scheduler: the KV cache is full: " << preempted.size()
-                           << " sequence(s) preempted, to be prefilled again when there is room ("
-                           << preemptions_ + preempted.size() << " since start; "
-                           << "llmint8_preemptions_total counts them). More memory per worker, "
-                           << "int8, a higher TP degree or a lower --max_batch avoid this";
-    }
-    preemptions_ += preempted.size();
-    RequeuePreemptedLocked(preempted);
+    RequeuePreemptedLocked(preempted, [&](std::ostream& log) {
+      log << "the KV cache is full: " << preempted.size()
+          << " sequence(s) preempted, to be prefilled again when there is room. More memory per "
+             "worker, int8, a higher TP degree or a lower --max_batch avoid this";
+    });
   }
   PublishLocked();
 }
 
-void Scheduler::RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted) {
-  // Back to the head of the queue, among the other preempted ones in the order they arrived
-  // (ids grow with arrival).
-  const auto end = queue_.insert(AfterPreemptedLocked(), preempted.begin(), preempted.end()) +
-                   static_cast<std::ptrdiff_t>(preempted.size());
-  std::sort(queue_.begin(), end, [](const auto& a, const auto& b) { return a->id() < b->id(); });
+size_t Scheduler::NextVictim() const {
+  size_t victim = running_.size() - 1;
+  if (options_.scheduling != Scheduling::kPriority) return victim;
+  for (size_t i = running_.size(); i-- > 0;) {
+    if (running_[i]->params().priority > running_[victim]->params().priority) victim = i;
+  }
+  return victim;
 }
 
-std::deque<std::shared_ptr<Sequence>>::iterator Scheduler::AfterPreemptedLocked() {
-  return std::find_if(queue_.begin(), queue_.end(),
-                      [](const std::shared_ptr<Sequence>& s) { return s->preemptions() == 0; });
+std::shared_ptr<Sequence> Scheduler::TakeForPreemption(size_t i) {
+  std::shared_ptr<Sequence> seq = std::move(running_[i]);
+  running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
+  seq->set_on_workers(false);
+  kv_in_use_ -= seq->kv_positions();
+  seq->Preempt();
+  to_release_.push_back(seq->id());
+  return seq;
 }
 
-bool Scheduler::PreemptedWaitingLocked() const {
-  return !queue_.empty() && queue_.front()->preemptions() > 0;
+void Scheduler::RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted,
+                                       const std::function<void(std::ostream&)>& why) {
+  if (metrics_ != nullptr) metrics_->RecordPreemptions(static_cast<int>(preempted.size()));
+  // The first preemption and then one in a hundred are logged (a full cache preempts often).
+  if (preemptions_ == 0 || preemptions_ / 100 != (preemptions_ + preempted.size()) / 100) {
+    std::ostringstream line;
+    why(line);
+    LLMINT8_LOG(WARNING) << "scheduler: " << line.str() << " (" << preemptions_ + preempted.size()
+                         << " since start; llmint8_preemptions_total counts them)";
+  }
+  preemptions_ += preempted.size();
+  for (const std::shared_ptr<Sequence>& seq : preempted) {
+    queue_.Push(seq, WaitQueue::Kind::kPreempted);
+  }
+}
+
+int64_t Scheduler::AdmissionNeed(const Sequence& seq, size_t running) const {
+  // With preemption the running sequences each grow a position a step: room for the next
+  // step's growth keeps a sequence just admitted from preempting another at once.
+  return KvNeed(seq) +
+         (options_.preemption == Preemption::kRecompute ? static_cast<int64_t>(running) : 0);
+}
+
+bool Scheduler::RoomFor(const Sequence& seq, size_t running, int64_t kv_in_use) const {
+  return static_cast<int64_t>(running) < options_.max_batch &&
+         (running == 0 || kv_in_use + AdmissionNeed(seq, running) <= kv_budget_);
+}
+
+bool Scheduler::PreemptLowerPriorityLocked(const Sequence& seq) {
+  if (options_.scheduling != Scheduling::kPriority ||
+      options_.preemption != Preemption::kRecompute) {
+    return false;
+  }
+  // The running sequences of a lower priority, the lowest and then the last admitted first:
+  // as many as `seq` needs, or none when all of them would not make room.
+  std::vector<size_t> lower;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i]->params().priority > seq.params().priority) lower.push_back(i);
+  }
+  std::sort(lower.begin(), lower.end(), [this](size_t a, size_t b) {
+    return std::make_pair(running_[a]->params().priority, a) >
+           std::make_pair(running_[b]->params().priority, b);
+  });
+  size_t running = running_.size();
+  int64_t kv_in_use = kv_in_use_;
+  size_t taken = 0;
+  while (!RoomFor(seq, running, kv_in_use) && taken < lower.size()) {
+    kv_in_use -= running_[lower[taken]]->kv_positions();
+    --running;
+    ++taken;
+  }
+  if (!RoomFor(seq, running, kv_in_use)) return false;
+  lower.resize(taken);
+  std::sort(lower.begin(), lower.end(), std::greater<>());  // erase from the back
+  std::vector<std::shared_ptr<Sequence>> preempted;
+  for (size_t i : lower) preempted.push_back(TakeForPreemption(i));
+  std::sort(preempted.begin(), preempted.end(),
+            [](const auto& a, const auto& b) { return a->id() < b->id(); });
+  RequeuePreemptedLocked(preempted, [&](std::ostream& log) {
+    log << preempted.size() << " sequence(s) of a lower priority preempted for a request of "
+        << "priority " << seq.params().priority << ", to be prefilled again when there is room";
+  });
+  return true;
 }
 
 void Scheduler::AdmitLocked(bool preempted_only) {
   int64_t prefill_tokens = 0;
-  const int64_t budget = kv_budget_;
   const absl::Time now = absl::Now();
-  while (!queue_.empty() && static_cast<int32_t>(running_.size()) < options_.max_batch) {
-    std::shared_ptr<Sequence>& next = queue_.front();
+  // A draining group takes back what it preempted (its running work), nothing new.
+  while (const std::shared_ptr<Sequence>* head = queue_.Next(preempted_only)) {
+    std::shared_ptr<Sequence> next = *head;
     // Its handler ends it (DEADLINE_EXCEEDED) within a poll: no KV room or prefill for it.
     if (next->cancelled() || next->expired(now)) {
-      queue_.pop_front();
+      queue_.Remove(next.get());
       continue;
     }
     if (next->params().guided() && !token_masks_) {
@@ -468,31 +536,31 @@ void Scheduler::AdmitLocked(bool preempted_only) {
           "the workers do not take token masks (built before guided decoding): update them to "
           "serve guided outputs (choices, regular expressions, JSON schemas, JSON mode, tool "
           "calls)"));
-      queue_.pop_front();
+      queue_.Remove(next.get());
       continue;
     }
-    // A draining group takes back what it preempted (its running work), nothing new.
-    if (preempted_only && next->preemptions() == 0) break;
     const int64_t prompt = std::ssize(next->input());
-    // With preemption the running sequences each grow a position a step: room for the next
-    // step's growth keeps a sequence just admitted from preempting another at once.
-    const int64_t need =
-        KvNeed(*next) + (options_.preemption == Preemption::kRecompute ? std::ssize(running_) : 0);
-    if (!running_.empty() && kv_in_use_ + need > budget) break;
     // Whole prompts: admit what this step can prefill (a prompt to score goes in chunks).
-    if (options_.prefill_chunk == 0 && !next->scoring()) {
-      if (prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) break;
-      prefill_tokens += prompt;
+    const bool whole = options_.prefill_chunk == 0 && !next->scoring();
+    if (whole && prefill_tokens > 0 && prefill_tokens + prompt > options_.max_prefill_tokens) {
+      break;
     }
+    // By priority, a request waits only for those of its priority or a higher one.
+    if (!RoomFor(*next, running_.size(), kv_in_use_) &&
+        (preempted_only || !PreemptLowerPriorityLocked(*next))) {
+      break;
+    }
+    if (whole) prefill_tokens += prompt;
+    const int64_t need = AdmissionNeed(*next, running_.size());
     // Parked sequences give their room back, least recently used first (released before the
     // step is sent), but for the one this prompt may start from: looking it up marks it used.
-    if (kv_in_use_ + prefix_cache_.positions() + need > budget && !next->scoring()) {
+    if (kv_in_use_ + prefix_cache_.positions() + need > kv_budget_ && !next->scoring()) {
       if (const std::optional<PrefixCache::Match> m =
               prefix_cache_.Find(next->input(), next->params().counts_tokens())) {
         prefix_cache_.MarkUsed(m->id);
       }
     }
-    while (kv_in_use_ + prefix_cache_.positions() + need > budget) {
+    while (kv_in_use_ + prefix_cache_.positions() + need > kv_budget_) {
       const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
       if (!evicted.has_value()) break;
       to_release_.push_back(*evicted);
@@ -501,8 +569,8 @@ void Scheduler::AdmitLocked(bool preempted_only) {
     kv_in_use_ += next->kv_positions();
     next->MarkAdmitted();
     next->set_on_workers(true);
+    queue_.Remove(next.get());
     running_.push_back(std::move(next));
-    queue_.pop_front();
   }
   PublishLocked();
 }
@@ -622,7 +690,7 @@ void Scheduler::Loop() {
       const bool have_running = !running_.empty();
       // A draining group takes nothing new from the queue (those requests wait for the next
       // group), only what it preempted.
-      const bool admitting = !group_->draining() || PreemptedWaitingLocked();
+      const bool admitting = !group_->draining() || queue_.HasPreempted();
       auto has_work = [this, have_running, admitting]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stop_ || wake_ || have_running || (admitting && !queue_.empty());
       };
@@ -656,7 +724,7 @@ void Scheduler::Loop() {
       // the running ones when they finish, and nothing new is admitted. What it preempted
       // comes back as room frees; until then the parked ones stay (admission evicts them as
       // it needs their room), so that the group does not empty and end before.
-      if (group_->draining() && !PreemptedWaitingLocked()) {
+      if (group_->draining() && !queue_.HasPreempted()) {
         while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) {
           to_release_.push_back(*id);
         }

@@ -5,7 +5,10 @@
 // Sequences join and leave between steps; a finished or cancelled sequence is released on
 // every worker right after the step that finished it (or at the next step boundary).
 //
-// Admission is FIFO from a bounded queue, limited by max_batch and by a KV budget in positions:
+// Admission is in the queue's order (coordinator/wait_queue.h: with Scheduling::kFcfs first
+// come, first served; with kPriority by each request's priority, lower first, as vLLM's
+// --scheduling-policy=priority, and then first come) from a bounded queue, limited by
+// max_batch and by a KV budget in positions:
 // kv_budget_tokens when set, else what the group's workers reported they can hold
 // (StepGroup::kv_capacity_tokens), else default_kv_budget_tokens; never more than max_batch *
 // max_context. What a running sequence counts against it depends on SchedulerOptions::
@@ -13,47 +16,49 @@
 // coming step (its whole prompt from admission on, one more per generated token); when the
 // running sequences outgrow the budget, parked prefix-cache sequences give their room first,
 // then the last admitted ones are preempted (a sequence admitted again is the last admitted;
-// one sequence always stays; a cancelled one leaves instead; finished first choices held for
-// later choices are not running and stay): the workers drop their cache, they go back to the
-// head of the queue with their output so far (in id order, which is the order they arrived
-// but for requests that arrive together; before the requests not admitted yet; a draining
-// group takes them back too), and once admitted again their prompt and generated tokens are
-// prefilled again
-// (recompute) and they go on where they were (on CPU workers to the bit: the tokens and
-// logprobs are those of a run never preempted; a seeded draw stays the same). With kOff each
-// sequence reserves prompt + max_new_tokens at admission and is never preempted, but fewer
-// run at once when max_new_tokens is large. When the workers refuse a step for memory (they hold
-// less than the budget: kv_budget_tokens set above it, or memory their report did not count),
-// with kRecompute parked sequences go, the budget comes down below the positions the workers
-// held and were asked to add (never up), the next step's preemption makes the batch fit it and
-// the refused sequences go again; the budget stays lower until the group re-forms. A sequence
-// refused alone, with nothing to make room, fails (RESOURCE_EXHAUSTED) and the budget goes back
-// to the group's. With kOff a refused step's prompts fail. Other refusals (a batch every rank
-// rejects alike) fail the step's sequences. Prompts are prefilled in
-// chunks (chunked prefill): one step carries at most max_prefill_tokens prompt tokens, at most
-// prefill_chunk of one sequence, next to the decode tokens of the running sequences, so a
-// long prompt delays the other streams by a chunk's compute per step rather than by its whole
-// prefill. With prefill_chunk 0 a prompt goes whole (one longer than max_prefill_tokens as the
-// step's only prompt) and admission also waits for room in the step's prefill budget. Prompts
-// to score (prompt_logprobs) need the logits of every position: they go in chunks too, at
-// most score_chunk of their tokens per step, beside the other sequences (the workers keep
-// logits room for max_batch + score_chunk rows). A sequence that finished normally may stay
-// on the workers in the prefix cache (coordinator/prefix_cache.h) while no running sequence
-// needs its KV room: a later prompt that starts with its tokens (or with a running sequence's
-// prompt) copies those positions (SeqStep.prefix_from) and prefills only the rest; the later
-// choices of a prompt asked with n start from the first choice's cached prompt likewise. When the
-// group breaks, running sequences fail with UNAVAILABLE and queued ones wait for the group to
-// re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
-// FAILED_PRECONDITION.
+// with kPriority the last admitted of the lowest priority; one sequence always stays; a
+// cancelled one leaves instead; finished first choices held for later choices are not running
+// and stay): the workers drop their cache, they go back to the
+// head of the queue (of their priority) with their output so far (in id order, which is the
+// order they arrived but for requests that arrive together; before the requests not admitted
+// yet; a draining group takes them back too), and once admitted again their prompt and
+// generated tokens are prefilled again (recompute) and they go on where they were (on CPU workers
+// to the bit: the tokens and logprobs are those of a run never preempted; a seeded draw stays the
+// same). With kOff each sequence reserves prompt + max_new_tokens at admission and is never
+// preempted, but fewer run at once when max_new_tokens is large. With kPriority and kRecompute a
+// request that finds no room (batch slot or KV) preempts the fewest running sequences of a lower
+// priority that make it (the lowest, then the last admitted, first), when they do. When the workers
+// refuse a step for memory (they hold less than the budget: kv_budget_tokens set above it, or
+// memory their report did not count), with kRecompute parked sequences go, the budget comes down
+// below the positions the workers held and were asked to add (never up), the next step's preemption
+// makes the batch fit it and the refused sequences go again; the budget stays lower until the group
+// re-forms. A sequence refused alone, with nothing to make room, fails (RESOURCE_EXHAUSTED) and the
+// budget goes back to the group's. With kOff a refused step's prompts fail. Other refusals (a batch
+// every rank rejects alike) fail the step's sequences. Prompts are prefilled in chunks (chunked
+// prefill): one step carries at most max_prefill_tokens prompt tokens, at most prefill_chunk of one
+// sequence, next to the decode tokens of the running sequences, so a long prompt delays the other
+// streams by a chunk's compute per step rather than by its whole prefill. With prefill_chunk 0 a
+// prompt goes whole (one longer than max_prefill_tokens as the step's only prompt) and admission
+// also waits for room in the step's prefill budget. Prompts to score (prompt_logprobs) need the
+// logits of every position: they go in chunks too, at most score_chunk of their tokens per step,
+// beside the other sequences (the workers keep logits room for max_batch + score_chunk rows). A
+// sequence that finished normally may stay on the workers in the prefix cache
+// (coordinator/prefix_cache.h) while no running sequence needs its KV room: a later prompt that
+// starts with its tokens (or with a running sequence's prompt) copies those positions
+// (SeqStep.prefix_from) and prefills only the rest; the later choices of a prompt asked with n
+// start from the first choice's cached prompt likewise. When the group breaks, running sequences
+// fail with UNAVAILABLE and queued ones wait for the group to re-form; while the group is refused
+// (the workers cannot hold the model) queued ones fail with its FAILED_PRECONDITION.
 //
 // Thread-safety: Enqueue / Cancel / counters are safe from any thread.
 #ifndef LLMINT8_COORDINATOR_SCHEDULER_H_
 #define LLMINT8_COORDINATOR_SCHEDULER_H_
 
 #include <cstdint>
-#include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <span>
 #include <string_view>
 #include <thread>
@@ -67,8 +72,15 @@
 #include "coordinator/prefix_cache.h"
 #include "coordinator/sequence.h"
 #include "coordinator/step_group.h"
+#include "coordinator/wait_queue.h"
 
 namespace llmint8::coordinator {
+
+// SchedulerOptions::scheduling (see above).
+enum class Scheduling { kFcfs, kPriority };
+std::string_view SchedulingName(Scheduling s);  // "fcfs", "priority"
+// InvalidArgument naming the values for anything else.
+absl::StatusOr<Scheduling> ParseScheduling(std::string_view name);
 
 // SchedulerOptions::preemption (see above).
 enum class Preemption { kRecompute, kOff };
@@ -86,6 +98,7 @@ struct SchedulerOptions {
   int64_t score_chunk = 256;             // tokens per step of prompts being scored (>= 1)
   int64_t max_context = 2048;
   Preemption preemption = Preemption::kRecompute;
+  Scheduling scheduling = Scheduling::kFcfs;
   // End-of-sequence ids, sorted: config.json's eos_token_id and generation_config.json's.
   std::vector<int32_t> eos_token_ids = {2};
   // Token ids rank 0 may return: [0, vocab_size); one outside fails its sequence (INTERNAL).
@@ -137,6 +150,7 @@ class Scheduler {
   int64_t kv_reserved() const;
   int64_t kv_budget() const;
   Preemption preemption() const { return options_.preemption; }
+  Scheduling scheduling() const { return options_.scheduling; }
   uint64_t steps() const;
   // Running sequences preempted for KV room since start (Preemption::kRecompute).
   uint64_t preemptions() const;
@@ -151,15 +165,23 @@ class Scheduler {
   void Loop();
   // `preempted_only`: the group drains; only sequences it preempted come back.
   void AdmitLocked(bool preempted_only) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The queue holds, in order: the preempted sequences (by id), the sequences a lost group
-  // gave back before they started, and the requests never admitted. Where the second part
-  // starts; and whether the first is not empty.
-  std::deque<std::shared_ptr<Sequence>>::iterator AfterPreemptedLocked()
+  // Counts sequences just preempted (TakeForPreemption), logs the first and then one in a
+  // hundred (`why` writes what happened), and queues them again.
+  void RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted,
+                              const std::function<void(std::ostream&)>& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool PreemptedWaitingLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // Puts preempted sequences back in the queue's first part.
-  void RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What admitting `seq` next to `running` sequences counts against the budget, and whether
+  // it fits beside `running` sequences that count `kv_in_use` (into an empty batch always).
+  int64_t AdmissionNeed(const Sequence& seq, size_t running) const;
+  bool RoomFor(const Sequence& seq, size_t running, int64_t kv_in_use) const;
+  // Scheduling::kPriority with preemption: preempts the fewest running sequences of a lower
+  // priority than `seq` that make room for it (the lowest, then the last admitted, first);
+  // none, and false, when all of them would not.
+  bool PreemptLowerPriorityLocked(const Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The running sequence preempted first: the last admitted (by priority, of the lowest).
+  size_t NextVictim() const;
+  // Takes running_[i] off the workers' batch (released at the next ReleaseFinished): Preempt.
+  std::shared_ptr<Sequence> TakeForPreemption(size_t i);
   int64_t KvBudget() const;  // for the group that just became ready
   // The positions `seq` counts against the budget for its coming step (see above).
   int64_t KvNeed(const Sequence& seq) const;
@@ -209,7 +231,7 @@ class Scheduler {
   ServiceMetrics* const metrics_;
 
   mutable absl::Mutex mu_;
-  std::deque<std::shared_ptr<Sequence>> queue_ ABSL_GUARDED_BY(mu_);
+  WaitQueue queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drain_ended_ ABSL_GUARDED_BY(mu_) = false;  // EndDrain: stop draining now

@@ -971,6 +971,92 @@ TEST_F(SchedulerTest, ASequenceTheWorkersCannotHoldAloneFailsAndTheBudgetComesBa
   EXPECT_EQ(served.tokens, FakeGreedy(small->prompt(), 4));
 }
 
+GenerationParams WithPriority(int32_t priority) {
+  GenerationParams p;
+  p.priority = priority;
+  return p;
+}
+
+// The last index of a step that carried sequence `id` (-1: none).
+int64_t LastStepIndex(const std::vector<v1::StepRequest>& steps, uint64_t id) {
+  const auto of = StepsOf(steps, id);
+  return of.empty() ? -1 : static_cast<int64_t>(of.back().first);
+}
+
+// By priority, waiting requests go in priority order (lower first), first come within one.
+TEST_F(SchedulerTest, ByPriorityTheLowerValueIsAdmittedFirst) {
+  SchedulerOptions o = Options();
+  o.scheduling = Scheduling::kPriority;
+  o.preemption = Preemption::kOff;  // nothing preempted: the order alone
+  o.max_batch = 1;
+  Start(o);
+  auto a = MakeSeq(1, Tokens(10, 100), 5, WithPriority(0));
+  auto b = MakeSeq(2, Tokens(10, 200), 3, WithPriority(5));
+  auto c = MakeSeq(3, Tokens(10, 300), 3, WithPriority(-1));
+  auto d = MakeSeq(4, Tokens(10, 400), 3, WithPriority(5));
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->EnqueueAll({{b, c, d}}).ok()); });
+  const std::vector<Outcome> out = RunToEnd({a});
+  ASSERT_FALSE(HasFailure());
+  for (const auto& seq : {b, c, d}) {
+    const Outcome o = Await(*seq);
+    ASSERT_TRUE(o.status.ok()) << seq->id() << ": " << o.status;
+    EXPECT_EQ(o.tokens, FakeGreedy(seq->prompt(), 3));
+  }
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  EXPECT_LT(LastStepIndex(steps, 1), FirstStepIndex(steps, 3)) << "a runs on";
+  EXPECT_LT(LastStepIndex(steps, 3), FirstStepIndex(steps, 2)) << "c (-1) before b (5)";
+  EXPECT_LT(LastStepIndex(steps, 2), FirstStepIndex(steps, 4)) << "b before d: first come";
+}
+
+// By priority with preemption, a request that finds no room preempts running ones of a lower
+// priority: the fewest, the last admitted of the lowest first. They come back after it and
+// end as they would have.
+TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
+  SchedulerOptions o = Options();
+  o.scheduling = Scheduling::kPriority;
+  o.max_batch = 2;
+  Start(o);
+  auto a = MakeSeq(1, Tokens(10, 100), 20, WithPriority(3));
+  auto b = MakeSeq(2, Tokens(10, 200), 20, WithPriority(3));
+  auto c = MakeSeq(3, Tokens(10, 300), 5, WithPriority(0));
+  group_->BeforeStep(3, [&] { ASSERT_TRUE(scheduler_->Enqueue(c).ok()); });
+  const std::vector<Outcome> out = RunToEnd({a, b});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(a->prompt(), 20));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 20));
+  const Outcome high = Await(*c);
+  ASSERT_TRUE(high.status.ok()) << high.status;
+  EXPECT_EQ(high.tokens, FakeGreedy(c->prompt(), 5));
+  EXPECT_EQ(b->preemptions(), 1) << "the last admitted of the lowest priority";
+  EXPECT_EQ(a->preemptions(), 0);
+  EXPECT_EQ(c->preemptions(), 0);
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  EXPECT_EQ(FirstStepIndex(steps, 3), 3) << "c came in the step after the one it arrived in";
+  EXPECT_LT(LastStepIndex(steps, 3), LastStepIndex(steps, 2)) << "b finishes after c";
+}
+
+// When the KV budget is what binds, the preemption before a step takes the lowest priority
+// too: the request of a higher priority admitted last is not the one that goes.
+TEST_F(SchedulerTest, ByPriorityTheKvBudgetPreemptsTheLowestPriorityFirst) {
+  SchedulerOptions o = Options();
+  o.scheduling = Scheduling::kPriority;
+  o.kv_budget_tokens = 60;
+  Start(o, /*kv_capacity=*/1000);
+  auto low = MakeSeq(1, Tokens(20, 100), 30, WithPriority(1));
+  auto high = MakeSeq(2, Tokens(20, 200), 30, WithPriority(0));
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(high).ok()); });
+  const std::vector<Outcome> out = RunToEnd({low});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(low->prompt(), 30));
+  const Outcome h = Await(*high);
+  ASSERT_TRUE(h.status.ok()) << h.status;
+  EXPECT_EQ(h.tokens, FakeGreedy(high->prompt(), 30));
+  EXPECT_EQ(high->preemptions(), 0);
+  EXPECT_GE(low->preemptions(), 1);
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  EXPECT_LT(LastStepIndex(steps, 2), LastStepIndex(steps, 1));
+}
+
 TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold) {
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), Tokens(30, 100)));
 

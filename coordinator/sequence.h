@@ -53,6 +53,7 @@ struct GenerationParams {
   std::vector<int32_t> stop_token_ids;                // sorted
   int32_t min_tokens = 0;  // no end (eos, stop ids, stop strings) before this many tokens
   int32_t truncate_prompt_tokens = 0;  // keep the prompt's last this many tokens; 0: all
+  int32_t priority = 0;                // lower is admitted first (Scheduling::kPriority)
   // Guided decoding (GenerateRequest.guide; checked): the text is one of these choices, or
   // one JSON object; neither: free text.
   std::vector<std::string> guided_choice;

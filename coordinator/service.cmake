@@ -34,6 +34,7 @@ llmint8_cc_library(
     request_validation.cc
     scheduler.cc
     sequence.cc
+    wait_queue.cc
     tokenizer_text_stream.cc
     stop_matcher.cc
     worker_group.cc
@@ -66,6 +67,8 @@ target_compile_definitions(llmint8_output_constraint_benchmark PRIVATE
 llmint8_cc_test(NAME stop_matcher_test SRCS stop_matcher_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME sequence_test SRCS sequence_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME wait_queue_test SRCS wait_queue_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME tokenizer_text_stream_test SRCS tokenizer_text_stream_test.cc
                 DEPS llmint8::coordinator_service LABELS service tokenizer)

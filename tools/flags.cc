@@ -143,6 +143,11 @@ ABSL_FLAG(std::string, preemption, "recompute",
           "ones outgrow the budget, preempt the last admitted (their cache dropped, prefilled "
           "again later; the same output on CPU workers); off: reserve prompt + max_tokens for each "
           "at admission (never preempted, fewer at once)");
+ABSL_FLAG(std::string, scheduling, "fcfs",
+          "fcfs: admit requests first come, first served (a request's priority must be 0); "
+          "priority: by each request's priority (lower first, then first come), and with "
+          "--preemption=recompute a request that finds no room preempts running ones of a lower "
+          "priority (vLLM's --scheduling-policy)");
 ABSL_FLAG(int32_t, guide_cache_entries, 16,
           "guided_regex patterns and guided_json schemas kept compiled, with the token masks "
           "their requests found, for later requests that send the same text (0: each request "
@@ -189,6 +194,9 @@ ABSL_FLAG(int32_t, truncate_prompt_tokens, 0,
           "generate: keep only the prompt's last N tokens (0: all of it)");
 ABSL_FLAG(int32_t, min_tokens, 0,
           "generate: no end (end-of-sequence token, stop sequences) before this many tokens");
+ABSL_FLAG(int32_t, priority, 0,
+          "generate: the request's priority, lower first (a server started with "
+          "--scheduling=priority; others take only 0)");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");
 ABSL_FLAG(bool, prompt_logprobs, false,
           "generate: print each prompt token's log-probability given those before it (with "

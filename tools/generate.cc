@@ -135,6 +135,7 @@ int RunGenerate() {
   req.set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
   req.set_min_p(absl::GetFlag(FLAGS_min_p));
   req.set_min_tokens(absl::GetFlag(FLAGS_min_tokens));
+  req.set_priority(absl::GetFlag(FLAGS_priority));
   // 0 leaves it unset (the whole prompt); a negative value is the server's to refuse.
   if (absl::GetFlag(FLAGS_truncate_prompt_tokens) != 0) {
     req.set_truncate_prompt_tokens(absl::GetFlag(FLAGS_truncate_prompt_tokens));

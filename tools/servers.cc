@@ -151,6 +151,11 @@ absl::Status ValidateCommonFlags() {
       !p.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--", p.status().message()));
   }
+  if (absl::StatusOr<coordinator::Scheduling> s =
+          coordinator::ParseScheduling(absl::GetFlag(FLAGS_scheduling));
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", s.status().message()));
+  }
   if (absl::GetFlag(FLAGS_prefill_chunk) < 0) {
     return absl::InvalidArgumentError("--prefill_chunk must be >= 0 (0: whole prompts)");
   }
@@ -257,6 +262,8 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
   o.scheduler.preemption = coordinator::ParsePreemption(absl::GetFlag(FLAGS_preemption))
                                .value_or(coordinator::Preemption::kRecompute);  // validated before
+  o.scheduler.scheduling = coordinator::ParseScheduling(absl::GetFlag(FLAGS_scheduling))
+                               .value_or(coordinator::Scheduling::kFcfs);  // likewise
   o.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.scheduler.score_chunk = absl::GetFlag(FLAGS_score_chunk);
   o.scheduler.prefix_cache_entries = absl::GetFlag(FLAGS_prefix_cache_entries);

@@ -57,6 +57,9 @@ void PrintText(const std::string& target, int health, const v1::ModelInfo& info)
     std::printf(", KV budget %lld positions (preemption %s)",
                 static_cast<long long>(info.kv_budget_positions()), info.preemption().c_str());
   }
+  if (!info.scheduling().empty()) {
+    std::printf(", scheduling %s", info.scheduling().c_str());
+  }
   std::printf("\n");
   // A coordinator older than eos_token_ids sends its one eos_token_id.
   const std::string eos = info.eos_token_ids().empty() ? absl::StrCat(info.eos_token_id())

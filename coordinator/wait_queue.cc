@@ -1,0 +1,62 @@
+#include "coordinator/wait_queue.h"
+
+#include <algorithm>
+#include <iterator>
+#include <tuple>
+#include <utility>
+
+namespace llmint8::coordinator {
+
+bool WaitQueue::Before(const Entry& a, const Entry& b) const {
+  auto key = [this](const Entry& e) {
+    return std::make_tuple(by_priority_ ? e.seq->params().priority : 0, e.kind,
+                           e.kind == Kind::kPreempted ? e.seq->id() : 0);
+  };
+  return key(a) < key(b);
+}
+
+void WaitQueue::Push(std::shared_ptr<Sequence> seq, Kind kind) {
+  Entry entry{std::move(seq), kind};
+  const auto at = std::upper_bound(entries_.begin(), entries_.end(), entry,
+                                   [this](const Entry& a, const Entry& b) { return Before(a, b); });
+  entries_.insert(at, std::move(entry));
+}
+
+size_t WaitQueue::CountNotPreempted() const {
+  return static_cast<size_t>(std::count_if(
+      entries_.begin(), entries_.end(), [](const Entry& e) { return e.kind != Kind::kPreempted; }));
+}
+
+bool WaitQueue::HasPreempted() const {
+  return std::any_of(entries_.begin(), entries_.end(),
+                     [](const Entry& e) { return e.kind == Kind::kPreempted; });
+}
+
+const std::shared_ptr<Sequence>* WaitQueue::Next(bool preempted_only) const {
+  for (const Entry& e : entries_) {
+    if (!preempted_only || e.kind == Kind::kPreempted) return &e.seq;
+  }
+  return nullptr;
+}
+
+bool WaitQueue::Remove(const Sequence* seq) {
+  const auto it = std::find_if(entries_.begin(), entries_.end(),
+                               [seq](const Entry& e) { return e.seq.get() == seq; });
+  if (it == entries_.end()) return false;
+  entries_.erase(it);
+  return true;
+}
+
+void WaitQueue::RemoveIf(const std::function<bool(Sequence&)>& drop) {
+  std::erase_if(entries_, [&drop](const Entry& e) { return drop(*e.seq); });
+}
+
+std::vector<std::shared_ptr<Sequence>> WaitQueue::TakeAll() {
+  std::vector<std::shared_ptr<Sequence>> out;
+  out.reserve(entries_.size());
+  for (Entry& e : entries_) out.push_back(std::move(e.seq));
+  entries_.clear();
+  return out;
+}
+
+}  // namespace llmint8::coordinator
