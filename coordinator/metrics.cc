@@ -192,9 +192,10 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
       guide_misses_(guide_lookups_.Add({{"result", "miss"}})),
       preemptions_(BuildCounter()
                        .Name("llmint8_preemptions_total")
-                       .Help("Running sequences preempted to make KV cache room for others: "
-                             "their cache dropped, their prompt and output prefilled again "
-                             "when they are admitted again")
+                       .Help("Running sequences preempted to make KV cache room for others "
+                             "(or, scheduling by priority, a batch slot for a request of a "
+                             "higher priority): their cache dropped, their prompt and output "
+                             "prefilled again when they are admitted again")
                        .Register(*registry_)
                        .Add({})) {}
 

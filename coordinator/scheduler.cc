@@ -487,11 +487,15 @@ bool Scheduler::PreemptLowerPriorityLocked(const Sequence& seq) {
       options_.preemption != Preemption::kRecompute) {
     return false;
   }
-  // The running sequences of a lower priority, the lowest and then the last admitted first:
-  // as many as `seq` needs, or none when all of them would not make room.
+  // The running sequences of a lower priority (not those cancelled: they leave anyway), the
+  // lowest and then the last admitted first, until `seq` fits; none when all of them would not
+  // make room.
   std::vector<size_t> lower;
   for (size_t i = 0; i < running_.size(); ++i) {
-    if (running_[i]->params().priority > seq.params().priority) lower.push_back(i);
+    const Sequence& other = *running_[i];
+    if (other.params().priority > seq.params().priority && !other.cancelled()) {
+      lower.push_back(i);
+    }
   }
   std::sort(lower.begin(), lower.end(), [this](size_t a, size_t b) {
     return std::make_pair(running_[a]->params().priority, a) >
@@ -507,6 +511,18 @@ bool Scheduler::PreemptLowerPriorityLocked(const Sequence& seq) {
   }
   if (!RoomFor(seq, running, kv_in_use)) return false;
   lower.resize(taken);
+  // Of the last one's priority, those taken before it stay when `seq` fits without them (a
+  // small one taken first need not go when the larger one after it made room alone).
+  const int32_t last = running_[lower.back()]->params().priority;
+  for (size_t j = lower.size() - 1; j-- > 0;) {
+    const Sequence& kept = *running_[lower[j]];
+    if (kept.params().priority == last &&
+        RoomFor(seq, running + 1, kv_in_use + kept.kv_positions())) {
+      ++running;
+      kv_in_use += kept.kv_positions();
+      lower.erase(lower.begin() + static_cast<std::ptrdiff_t>(j));
+    }
+  }
   std::sort(lower.begin(), lower.end(), std::greater<>());  // erase from the back
   std::vector<std::shared_ptr<Sequence>> preempted;
   for (size_t i : lower) preempted.push_back(TakeForPreemption(i));

@@ -26,8 +26,9 @@
 // to the bit: the tokens and logprobs are those of a run never preempted; a seeded draw stays the
 // same). With kOff each sequence reserves prompt + max_new_tokens at admission and is never
 // preempted, but fewer run at once when max_new_tokens is large. With kPriority and kRecompute a
-// request that finds no room (batch slot or KV) preempts the fewest running sequences of a lower
-// priority that make it (the lowest, then the last admitted, first), when they do. When the workers
+// request that finds no room (batch slot or KV) preempts running sequences of a lower priority
+// until it fits (the lowest, then the last admitted, first; of the last priority it takes, those
+// it does not need stay), when they make room at all. When the workers
 // refuse a step for memory (they hold less than the budget: kv_budget_tokens set above it, or
 // memory their report did not count), with kRecompute parked sequences go, the budget comes down
 // below the positions the workers held and were asked to add (never up), the next step's preemption
@@ -152,7 +153,8 @@ class Scheduler {
   Preemption preemption() const { return options_.preemption; }
   Scheduling scheduling() const { return options_.scheduling; }
   uint64_t steps() const;
-  // Running sequences preempted for KV room since start (Preemption::kRecompute).
+  // Running sequences preempted since start (Preemption::kRecompute): for KV room, or by
+  // priority for a request of a higher one.
   uint64_t preemptions() const;
   // KV positions parked sequences hold (within kv_budget), and prompt positions copied from a
   // cached prefix (a parked or running sequence's, or the first choice's of n) instead of
@@ -174,9 +176,8 @@ class Scheduler {
   // it fits beside `running` sequences that count `kv_in_use` (into an empty batch always).
   int64_t AdmissionNeed(const Sequence& seq, size_t running) const;
   bool RoomFor(const Sequence& seq, size_t running, int64_t kv_in_use) const;
-  // Scheduling::kPriority with preemption: preempts the fewest running sequences of a lower
-  // priority than `seq` that make room for it (the lowest, then the last admitted, first);
-  // none, and false, when all of them would not.
+  // Scheduling::kPriority with preemption: preempts running sequences of a lower priority than
+  // `seq` until it fits (see above); none, and false, when all of them would not make room.
   bool PreemptLowerPriorityLocked(const Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The running sequence preempted first: the last admitted (by priority, of the lowest).
   size_t NextVictim() const;

@@ -1009,8 +1009,8 @@ TEST_F(SchedulerTest, ByPriorityTheLowerValueIsAdmittedFirst) {
 }
 
 // By priority with preemption, a request that finds no room preempts running ones of a lower
-// priority: the fewest, the last admitted of the lowest first. They come back after it and
-// end as they would have.
+// priority, the last admitted of the lowest first. They come back after it and end as they
+// would have.
 TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
   SchedulerOptions o = Options();
   o.scheduling = Scheduling::kPriority;
@@ -1033,6 +1033,32 @@ TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
   const std::vector<v1::StepRequest> steps = group_->steps();
   EXPECT_EQ(FirstStepIndex(steps, 3), 3) << "c came in the step after the one it arrived in";
   EXPECT_LT(LastStepIndex(steps, 3), LastStepIndex(steps, 2)) << "b finishes after c";
+}
+
+// Of one priority, a sequence taken first that the request turns out not to need stays: here
+// the small last admitted one (y) does not make room alone, the large one (x) does, and y
+// runs on.
+TEST_F(SchedulerTest, ByPriorityOnlyTheSequencesNeededArePreempted) {
+  SchedulerOptions o = Options();
+  o.scheduling = Scheduling::kPriority;
+  o.kv_budget_tokens = 100;
+  Start(o, /*kv_capacity=*/1000);
+  auto x = MakeSeq(1, Tokens(50, 100), 10, WithPriority(5));
+  auto y = MakeSeq(2, Tokens(4, 200), 10, WithPriority(5));
+  auto h = MakeSeq(3, Tokens(50, 300), 5, WithPriority(0));
+  // At step 3 x and y count 52 and 6; h needs 50 + 2 beside them: 110. Without y it would
+  // still need 50 + 1 beside x's 52: 103; without x, 50 + 1 beside y's 6: 57.
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(h).ok()); });
+  const std::vector<Outcome> out = RunToEnd({x, y});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[0].tokens, FakeGreedy(x->prompt(), 10));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(y->prompt(), 10));
+  const Outcome high = Await(*h);
+  ASSERT_TRUE(high.status.ok()) << high.status;
+  EXPECT_EQ(high.tokens, FakeGreedy(h->prompt(), 5));
+  EXPECT_GE(x->preemptions(), 1);
+  EXPECT_EQ(y->preemptions(), 0);
+  EXPECT_EQ(h->preemptions(), 0);
 }
 
 // When the KV budget is what binds, the preemption before a step takes the lowest priority

@@ -10,7 +10,7 @@ namespace llmint8::coordinator {
 bool WaitQueue::Before(const Entry& a, const Entry& b) const {
   auto key = [this](const Entry& e) {
     return std::make_tuple(by_priority_ ? e.seq->params().priority : 0, e.kind,
-                           e.kind == Kind::kPreempted ? e.seq->id() : 0);
+                           e.kind == Kind::kNew ? 0 : e.seq->id());
   };
   return key(a) < key(b);
 }

@@ -1,7 +1,7 @@
 // The scheduler's queue: the sequences waiting for admission, in the order they are admitted.
-// First come, first served: the sequences preempted for room (by id, the order they arrived),
-// then those a lost group gave back before any of them went to it, then the requests never
-// admitted, in the order they came. By priority (the scheduler's Scheduling::kPriority):
+// First come, first served: the sequences preempted (by id, the order they arrived), then
+// those a lost group gave back before any of them went to it (by id too), then the requests
+// never admitted, in the order they came. By priority (the scheduler's Scheduling::kPriority):
 // GenerationParams::priority first (lower first, as in vLLM), that order within one priority.
 //
 //   WaitQueue queue(/*by_priority=*/true);

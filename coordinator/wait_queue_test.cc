@@ -20,8 +20,8 @@ std::vector<uint64_t> Ids(WaitQueue& queue) {
   return ids;
 }
 
-// First come, first served: preempted ones by id, then those a lost group gave back, then the
-// new ones as they came (the priority is not looked at).
+// First come, first served: preempted ones by id, then those a lost group gave back by id,
+// then the new ones as they came (the priority is not looked at).
 TEST(WaitQueueTest, FirstComeFirstServed) {
   WaitQueue queue(/*by_priority=*/false);
   queue.Push(Seq(7, -5), WaitQueue::Kind::kNew);
@@ -33,7 +33,7 @@ TEST(WaitQueueTest, FirstComeFirstServed) {
   EXPECT_EQ(queue.size(), 6u);
   EXPECT_EQ(queue.CountNotPreempted(), 4u);
   EXPECT_TRUE(queue.HasPreempted());
-  EXPECT_EQ(Ids(queue), (std::vector<uint64_t>{2, 5, 6, 4, 7, 3}));
+  EXPECT_EQ(Ids(queue), (std::vector<uint64_t>{2, 5, 4, 6, 7, 3}));
   EXPECT_TRUE(queue.empty());
 }
 

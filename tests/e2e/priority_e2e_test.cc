@@ -46,14 +46,15 @@ TEST(PriorityE2ETest, AHigherPriorityRequestPreemptsALowerOneAndBothEndAsAlone) 
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_THAT(*status, HasSubstr("scheduling priority"));
 
-  const v1::GenerateRequest low = Request(100, 200, 5);
+  // 250 of the context's 256 positions: about 2.5 s of decoding here.
+  const v1::GenerateRequest low = Request(100, 250, 5);
   const v1::GenerateRequest high = Request(200, 10, -1);
   const Generated low_alone = Generate(*stub, low);
   ASSERT_TRUE(low_alone.status.ok()) << low_alone.status.error_message();
   const Generated high_alone = Generate(*stub, high);
   ASSERT_TRUE(high_alone.status.ok()) << high_alone.status.error_message();
 
-  // The low one streams; once its first token is here the high one comes, with 199 of the
+  // The low one streams; once its first token is here the high one comes, with 249 of the
   // low one's tokens still to go.
   absl::Notification started;
   Generated low_run;
