@@ -195,7 +195,7 @@ ABSL_FLAG(int32_t, truncate_prompt_tokens, 0,
 ABSL_FLAG(int32_t, min_tokens, 0,
           "generate: no end (end-of-sequence token, stop sequences) before this many tokens");
 ABSL_FLAG(int32_t, priority, 0,
-          "generate: the request's priority, lower first (a server started with "
+          "generate, loadtest: the requests' priority, lower first (a server started with "
           "--scheduling=priority; others take only 0)");
 ABSL_FLAG(bool, logprobs, false, "generate: print each token's log-probability");
 ABSL_FLAG(bool, prompt_logprobs, false,

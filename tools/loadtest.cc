@@ -231,6 +231,7 @@ int RunLoadtest() {
       }
     }
     r.set_max_new_tokens(max_new);
+    r.set_priority(absl::GetFlag(FLAGS_priority));
     if (temperature > 0.0f) {  // (the server checks the values)
       r.set_temperature(temperature);
       r.set_top_k(absl::GetFlag(FLAGS_top_k));

@@ -75,7 +75,7 @@ const std::vector<Subcommand>& Subcommands() {
        "Benchmark a coordinator: concurrent Generate calls; time to first token, per token, "
        "throughput.",
        {"coordinator", "requests", "concurrency", "prompt_tokens", "shared_prefix_tokens", "prompt",
-        "temperature", "top_k", "top_p", "max_new_tokens", "end_at_eos", "guided_choice", "guided_regex", "guided_json",
+        "temperature", "top_k", "top_p", "max_new_tokens", "end_at_eos", "priority", "guided_choice", "guided_regex", "guided_json",
         "json_object", "seed", "json", "tls_ca_file", "tls_cert_file", "tls_key_file"}},
       {"status",
        "What a coordinator serves and each worker's state (exit 0 while SERVING).",
