@@ -438,10 +438,14 @@ void Scheduler::PreemptForStep() {
 size_t Scheduler::NextVictim() const {
   size_t victim = running_.size() - 1;
   if (options_.scheduling != Scheduling::kPriority) return victim;
-  for (size_t i = running_.size(); i-- > 0;) {
-    if (running_[i]->params().priority > running_[victim]->params().priority) victim = i;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (VictimKey(*running_[i]) > VictimKey(*running_[victim])) victim = i;
   }
   return victim;
+}
+
+std::pair<int32_t, uint64_t> Scheduler::VictimKey(const Sequence& seq) {
+  return {seq.params().priority, seq.id()};
 }
 
 std::shared_ptr<Sequence> Scheduler::TakeForPreemption(size_t i) {
@@ -488,7 +492,7 @@ bool Scheduler::PreemptLowerPriorityLocked(const Sequence& seq) {
     return false;
   }
   // The running sequences of a lower priority (not those cancelled: they leave anyway), the
-  // lowest and then the last admitted first, until `seq` fits; none when all of them would not
+  // lowest and then the last to arrive first, until `seq` fits; none when all of them would not
   // make room.
   std::vector<size_t> lower;
   for (size_t i = 0; i < running_.size(); ++i) {
@@ -498,8 +502,7 @@ bool Scheduler::PreemptLowerPriorityLocked(const Sequence& seq) {
     }
   }
   std::sort(lower.begin(), lower.end(), [this](size_t a, size_t b) {
-    return std::make_pair(running_[a]->params().priority, a) >
-           std::make_pair(running_[b]->params().priority, b);
+    return VictimKey(*running_[a]) > VictimKey(*running_[b]);
   });
   size_t running = running_.size();
   int64_t kv_in_use = kv_in_use_;

@@ -16,7 +16,7 @@
 // coming step (its whole prompt from admission on, one more per generated token); when the
 // running sequences outgrow the budget, parked prefix-cache sequences give their room first,
 // then the last admitted ones are preempted (a sequence admitted again is the last admitted;
-// with kPriority the last admitted of the lowest priority; one sequence always stays; a
+// with kPriority the last to arrive of the lowest priority; one sequence always stays; a
 // cancelled one leaves instead; finished first choices held for later choices are not running
 // and stay): the workers drop their cache, they go back to the
 // head of the queue (of their priority) with their output so far (in id order, which is the
@@ -27,7 +27,7 @@
 // same). With kOff each sequence reserves prompt + max_new_tokens at admission and is never
 // preempted, but fewer run at once when max_new_tokens is large. With kPriority and kRecompute a
 // request that finds no room (batch slot or KV) preempts running sequences of a lower priority
-// until it fits (the lowest, then the last admitted, first; of the last priority it takes, those
+// until it fits (the lowest, then the last to arrive, first; of the last priority it takes, those
 // it does not need stay), when they make room at all. When the workers
 // refuse a step for memory (they hold less than the budget: kv_budget_tokens set above it, or
 // memory their report did not count), with kRecompute parked sequences go, the budget comes down
@@ -63,6 +63,7 @@
 #include <span>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -179,8 +180,11 @@ class Scheduler {
   // Scheduling::kPriority with preemption: preempts running sequences of a lower priority than
   // `seq` until it fits (see above); none, and false, when all of them would not make room.
   bool PreemptLowerPriorityLocked(const Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The running sequence preempted first: the last admitted (by priority, of the lowest).
+  // The running sequence preempted first: the last admitted; by priority, of the lowest
+  // priority the last to arrive (VictimKey's largest), as vLLM's priority policy does: one
+  // admitted again after a preemption is not the next to go for that alone.
   size_t NextVictim() const;
+  static std::pair<int32_t, uint64_t> VictimKey(const Sequence& seq);
   // Takes running_[i] off the workers' batch (released at the next ReleaseFinished): Preempt.
   std::shared_ptr<Sequence> TakeForPreemption(size_t i);
   int64_t KvBudget() const;  // for the group that just became ready

@@ -1009,7 +1009,7 @@ TEST_F(SchedulerTest, ByPriorityTheLowerValueIsAdmittedFirst) {
 }
 
 // By priority with preemption, a request that finds no room preempts running ones of a lower
-// priority, the last admitted of the lowest first. They come back after it and end as they
+// priority, the last to arrive of the lowest first. They come back after it and end as they
 // would have.
 TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
   SchedulerOptions o = Options();
@@ -1027,7 +1027,7 @@ TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
   const Outcome high = Await(*c);
   ASSERT_TRUE(high.status.ok()) << high.status;
   EXPECT_EQ(high.tokens, FakeGreedy(c->prompt(), 5));
-  EXPECT_EQ(b->preemptions(), 1) << "the last admitted of the lowest priority";
+  EXPECT_EQ(b->preemptions(), 1) << "the last to arrive of the lowest priority";
   EXPECT_EQ(a->preemptions(), 0);
   EXPECT_EQ(c->preemptions(), 0);
   const std::vector<v1::StepRequest> steps = group_->steps();
@@ -1036,7 +1036,7 @@ TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
 }
 
 // Of one priority, a sequence taken first that the request turns out not to need stays: here
-// the small last admitted one (y) does not make room alone, the large one (x) does, and y
+// the small one that arrived last (y) does not make room alone, the large one (x) does, and y
 // runs on.
 TEST_F(SchedulerTest, ByPriorityOnlyTheSequencesNeededArePreempted) {
   SchedulerOptions o = Options();
