@@ -419,7 +419,7 @@ void Scheduler::PreemptForStep() {
     to_release_.push_back(*evicted);
   }
   // The last admitted first (vLLM's order): they have the least to compute again; by
-  // priority, the last admitted of the lowest priority.
+  // priority, the last to arrive of the lowest priority (NextVictim).
   std::vector<std::shared_ptr<Sequence>> preempted;
   while (kv_in_use_ > kv_budget_ && running_.size() > 1) {
     preempted.push_back(TakeForPreemption(NextVictim()));

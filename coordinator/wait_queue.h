@@ -27,14 +27,14 @@ class WaitQueue {
  public:
   // Why a sequence waits, in the order of admission within one priority.
   enum class Kind : uint8_t {
-    kPreempted,  // admitted, then preempted for room
+    kPreempted,  // admitted, then preempted (for room, or by priority)
     kUnsent,     // admitted, but the group was lost before any of it went to the workers
     kNew,        // never admitted
   };
 
   explicit WaitQueue(bool by_priority) : by_priority_(by_priority) {}
 
-  // Puts `seq` at its place: after those that go before it or alike (preempted ones by id).
+  // Puts `seq` at its place: after those that go before it or alike (but for new ones, by id).
   void Push(std::shared_ptr<Sequence> seq, Kind kind);
 
   bool empty() const { return entries_.empty(); }
