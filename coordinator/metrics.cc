@@ -194,8 +194,9 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
                        .Name("llmint8_preemptions_total")
                        .Help("Running sequences preempted to make KV cache room for others "
                              "(or, scheduling by priority, a batch slot for a request of a "
-                             "higher priority): their cache dropped, their prompt and output "
-                             "prefilled again when they are admitted again")
+                             "higher priority; or, with --resume_on_group_loss, because their "
+                             "worker group was lost): their cache dropped, their prompt and "
+                             "output prefilled again when they are admitted again")
                        .Register(*registry_)
                        .Add({})) {}
 

@@ -22,8 +22,9 @@
 //   llmint8_scheduler_steps_total             batch steps sent to the workers     (counter)
 //   llmint8_preemptions_total                 running sequences preempted for KV room (or
 //                                             by priority, for a request of a higher
-//                                             one), to be prefilled again later
-//                                             (scheduler.h)
+//                                             one; or their group lost, with
+//                                             --resume_on_group_loss), to be prefilled
+//                                             again later (scheduler.h)
 //                                                                                 (counter)
 //   llmint8_queued_requests, llmint8_running_sequences,
 //   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch,

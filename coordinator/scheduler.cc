@@ -249,6 +249,10 @@ uint64_t Scheduler::preemptions() const {
 
 void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   std::vector<std::shared_ptr<Sequence>> unsent, preempted;
+  const bool resume = requeue_unsent && options_.resume_on_group_loss > absl::ZeroDuration() &&
+                      options_.preemption == Preemption::kRecompute;
+  const absl::Time resume_by = absl::Now() + options_.resume_on_group_loss;
+  int resumed = 0;
   for (auto& seq : running_) {
     seq->set_on_workers(false);
     // Nothing of it went to this group: a request not started, or one preempted and admitted
@@ -257,6 +261,11 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
     const bool sent = seq->started();
     if (requeue_unsent && !sent && !seq->cancelled()) {
       (seq->preemptions() > 0 ? preempted : unsent).push_back(std::move(seq));
+    } else if (resume && !seq->cancelled()) {
+      seq->Preempt();
+      seq->set_resume_by(resume_by);
+      preempted.push_back(std::move(seq));
+      ++resumed;
     } else {
       seq->Fail(status);
     }
@@ -264,13 +273,36 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   running_.clear();
   for (auto& source : held_sources_) source->set_on_workers(false);
   held_sources_.clear();
+  if (resumed > 0) {
+    if (metrics_ != nullptr) metrics_->RecordPreemptions(resumed);
+    LLMINT8_LOG(WARNING) << "scheduler: the worker group was lost (" << status.message()
+                         << "): " << resumed << " running sequence(s) wait up to "
+                         << absl::FormatDuration(options_.resume_on_group_loss)
+                         << " (--resume_on_group_loss) for it to re-form, to be prefilled again";
+  }
   if (!unsent.empty() || !preempted.empty()) {
     absl::MutexLock lock(&mu_);
+    preemptions_ += static_cast<uint64_t>(resumed);
     for (auto& seq : unsent) queue_.Push(std::move(seq), WaitQueue::Kind::kUnsent);
     for (auto& seq : preempted) queue_.Push(std::move(seq), WaitQueue::Kind::kPreempted);
   }
   kv_in_use_ = 0;
   ForgetGroupState();
+}
+
+void Scheduler::FailUnresumed() {
+  const absl::Time now = absl::Now();
+  std::vector<std::shared_ptr<Sequence>> overdue;
+  {
+    absl::MutexLock lock(&mu_);
+    overdue = queue_.RemoveIf([now](Sequence& s) { return s.resume_by() <= now; });
+  }
+  for (const std::shared_ptr<Sequence>& seq : overdue) {
+    seq->Fail(absl::UnavailableError(absl::StrCat(
+        "a worker was lost while this request was running, and the group did not re-form "
+        "within --resume_on_group_loss=",
+        absl::FormatDuration(options_.resume_on_group_loss), "; retry the request")));
+  }
 }
 
 void Scheduler::ForgetGroupState() {
@@ -725,7 +757,10 @@ void Scheduler::Loop() {
                                  "re-forming, retry the request"),
           /*requeue_unsent=*/true);
       if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
-      if (!group_->WaitReady(absl::Milliseconds(100))) continue;
+      if (!group_->WaitReady(absl::Milliseconds(100))) {
+        FailUnresumed();
+        continue;
+      }
       running_epoch_ = group_->epoch();
       kv_budget_ = KvBudget();
       group_kv_budget_ = kv_budget_;

@@ -48,8 +48,10 @@
 // starts with its tokens (or with a running sequence's prompt) copies those positions
 // (SeqStep.prefix_from) and prefills only the rest; the later choices of a prompt asked with n
 // start from the first choice's cached prompt likewise. When the group breaks, running sequences
-// fail with UNAVAILABLE and queued ones wait for the group to re-form; while the group is refused
-// (the workers cannot hold the model) queued ones fail with its FAILED_PRECONDITION.
+// fail with UNAVAILABLE (with resume_on_group_loss those that went to the workers are preempted
+// instead and wait that long for the next group) and queued ones wait for the group to re-form;
+// while the group is refused (the workers cannot hold the model) queued ones fail with its
+// FAILED_PRECONDITION.
 //
 // Thread-safety: Enqueue / Cancel / counters are safe from any thread.
 #ifndef LLMINT8_COORDINATOR_SCHEDULER_H_
@@ -70,6 +72,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "coordinator/metrics.h"
 #include "coordinator/prefix_cache.h"
 #include "coordinator/sequence.h"
@@ -101,6 +104,10 @@ struct SchedulerOptions {
   int64_t max_context = 2048;
   Preemption preemption = Preemption::kRecompute;
   Scheduling scheduling = Scheduling::kFcfs;
+  // Zero: a running sequence whose worker group is lost fails (UNAVAILABLE). Positive (with
+  // kRecompute): one that went to the workers is preempted instead and waits up to this long
+  // for a group to re-form, then is prefilled again (prompt and output so far) and goes on.
+  absl::Duration resume_on_group_loss = absl::ZeroDuration();
   // End-of-sequence ids, sorted: config.json's eos_token_id and generation_config.json's.
   std::vector<int32_t> eos_token_ids = {2};
   // Token ids rank 0 may return: [0, vocab_size); one outside fails its sequence (INTERNAL).
@@ -154,8 +161,8 @@ class Scheduler {
   Preemption preemption() const { return options_.preemption; }
   Scheduling scheduling() const { return options_.scheduling; }
   uint64_t steps() const;
-  // Running sequences preempted since start (Preemption::kRecompute): for KV room, or by
-  // priority for a request of a higher one.
+  // Running sequences preempted since start (Preemption::kRecompute): for KV room, by
+  // priority for a request of a higher one, or their group lost (resume_on_group_loss).
   uint64_t preemptions() const;
   // KV positions parked sequences hold (within kv_budget), and prompt positions copied from a
   // cached prefix (a parked or running sequence's, or the first choice's of n) instead of
@@ -201,8 +208,10 @@ class Scheduler {
                    const std::vector<bool>& decoding, const absl::Status& why);
   // Ends the batch: its sequences fail with `status`, but with `requeue_unsent` (the group was
   // lost) those of which nothing went to the workers yet go back to the head of the queue,
-  // for the next group.
+  // for the next group, and with resume_on_group_loss the others are preempted and wait too.
   void FailRunning(const absl::Status& status, bool requeue_unsent);
+  // Fails (UNAVAILABLE) the sequences that waited resume_on_group_loss for a group in vain.
+  void FailUnresumed();
   // Forgets what the group held for this scheduler (parked sequences, pending releases):
   // the group is gone, or re-formed without them.
   void ForgetGroupState();

@@ -732,6 +732,54 @@ TEST_F(SchedulerTest, ALostWorkerFailsTheRunningAndTheQueuedAreServedByTheNewGro
   EXPECT_EQ(first.token_ids_size(), 30);
 }
 
+// With resume_on_group_loss a running sequence outlives its group: preempted when the group
+// is lost, it waits for the next one and is prefilled again (prompt and output so far), and
+// its output is the one it would have had. A sequence still queued is served as before.
+TEST_F(SchedulerTest, WithResumeARunningSequenceGoesOnInTheNextGroup) {
+  SchedulerOptions o = Options();
+  o.resume_on_group_loss = absl::Seconds(10);
+  Start(o);
+  auto running = MakeSeq(1, Tokens(10, 300), 20);
+  group_->FailStep(4, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
+  ASSERT_TRUE(scheduler_->Enqueue(running).ok());
+  scheduler_->Start();
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(scheduler_->queued(), 1) << "it waits for the group";
+  group_->Reform();
+  const Outcome out = Await(*running);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  EXPECT_EQ(out.tokens, FakeGreedy(running->prompt(), 20));
+  EXPECT_EQ(running->preemptions(), 1);
+  EXPECT_EQ(scheduler_->preemptions(), 1u);
+  // In the new group its first step prefills the prompt and the 3 tokens it had (steps 1-3
+  // ran), and samples token 4.
+  const auto steps = StepsOf(group_->steps(), 1);
+  ASSERT_GE(steps.size(), 5u);
+  const v1::SeqStep& again = steps[4].second;  // after steps 1-3 and the lost step 4
+  std::vector<int32_t> input = running->prompt();
+  const std::vector<int32_t> had = FakeGreedy(running->prompt(), 3);
+  input.insert(input.end(), had.begin(), had.end());
+  EXPECT_THAT(again.token_ids(), ::testing::ElementsAreArray(input));
+  EXPECT_EQ(again.sample_index(), 3);
+}
+
+// A group that does not re-form within resume_on_group_loss: the waiting sequence fails
+// UNAVAILABLE, saying so.
+TEST_F(SchedulerTest, WithResumeASequenceWhoseGroupStaysLostFailsAfterTheWait) {
+  SchedulerOptions o = Options();
+  o.resume_on_group_loss = absl::Milliseconds(200);
+  Start(o);
+  auto running = MakeSeq(1, Tokens(10, 300), 20);
+  group_->FailStep(3, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
+  ASSERT_TRUE(scheduler_->Enqueue(running).ok());
+  scheduler_->Start();
+  const Outcome out = Await(*running);
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kUnavailable) << out.status;
+  EXPECT_THAT(out.status.message(), ::testing::HasSubstr("--resume_on_group_loss=200ms"));
+  EXPECT_EQ(out.tokens.size(), 2u) << "the two steps before the loss";
+  EXPECT_EQ(scheduler_->queued(), 0);
+}
+
 TEST_F(SchedulerTest, ADrainingGroupFinishesItsRunningAndAdmitsNothingUntilItReforms) {
   const std::vector<int32_t> prompt = Tokens(30, 100);
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), prompt));

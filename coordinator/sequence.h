@@ -208,7 +208,14 @@ class Sequence {
   // Ends the stream with an error (the handler returns it to the client).
   void Fail(const absl::Status& status);
   // The first admission's time (a sequence preempted and admitted again keeps it).
-  void MarkAdmitted() { admitted_ = std::min(admitted_, absl::Now()); }
+  void MarkAdmitted() {
+    admitted_ = std::min(admitted_, absl::Now());
+    resume_by_ = absl::InfiniteFuture();
+  }
+  // A running sequence whose worker group was lost waits (preempted) for the group to re-form
+  // until this time (SchedulerOptions::resume_on_group_loss); infinite otherwise.
+  absl::Time resume_by() const { return resume_by_; }
+  void set_resume_by(absl::Time t) { resume_by_ = t; }
   // What the workers prefill: the prompt, or after a preemption (Preempt) the prompt and the
   // tokens generated before it, whose positions are computed again.
   std::span<const int32_t> input() const { return resume_.empty() ? prompt_ : resume_; }
@@ -306,6 +313,7 @@ class Sequence {
   std::vector<int32_t> generated_;
   absl::Time arrival_ = absl::Now();
   absl::Time admitted_ = absl::InfiniteFuture();
+  absl::Time resume_by_ = absl::InfiniteFuture();  // scheduler thread, or under its mutex
   absl::Time first_token_ = absl::InfiniteFuture();
 
   absl::Mutex mu_;

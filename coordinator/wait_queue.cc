@@ -47,8 +47,15 @@ bool WaitQueue::Remove(const Sequence* seq) {
   return true;
 }
 
-void WaitQueue::RemoveIf(const std::function<bool(Sequence&)>& drop) {
-  std::erase_if(entries_, [&drop](const Entry& e) { return drop(*e.seq); });
+std::vector<std::shared_ptr<Sequence>> WaitQueue::RemoveIf(
+    const std::function<bool(Sequence&)>& drop) {
+  std::vector<std::shared_ptr<Sequence>> removed;
+  std::erase_if(entries_, [&](const Entry& e) {
+    if (!drop(*e.seq)) return false;
+    removed.push_back(e.seq);
+    return true;
+  });
+  return removed;
 }
 
 std::vector<std::shared_ptr<Sequence>> WaitQueue::TakeAll() {

@@ -46,8 +46,8 @@ class WaitQueue {
   const std::shared_ptr<Sequence>* Next(bool preempted_only) const;
   // Takes `seq` out; false when it is not queued.
   bool Remove(const Sequence* seq);
-  // Takes out the sequences `drop` returns true for.
-  void RemoveIf(const std::function<bool(Sequence&)>& drop);
+  // Takes out the sequences `drop` returns true for; returns them.
+  std::vector<std::shared_ptr<Sequence>> RemoveIf(const std::function<bool(Sequence&)>& drop);
   // Takes out all of them, in order.
   std::vector<std::shared_ptr<Sequence>> TakeAll();
 

@@ -65,7 +65,9 @@ TEST(WaitQueueTest, NextAndRemove) {
   EXPECT_FALSE(queue.Remove(low.get()));
   EXPECT_EQ(queue.Next(true), nullptr);
   EXPECT_FALSE(queue.HasPreempted());
-  queue.RemoveIf([](Sequence& s) { return s.id() == 1; });
+  const auto removed = queue.RemoveIf([](Sequence& s) { return s.id() == 1; });
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_EQ(removed[0], high);
   EXPECT_TRUE(queue.empty());
 }
 

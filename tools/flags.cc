@@ -148,6 +148,11 @@ ABSL_FLAG(std::string, scheduling, "fcfs",
           "priority: by each request's priority (lower first, then first come), and with "
           "--preemption=recompute a request that finds no room preempts running ones of a lower "
           "priority (vLLM's --scheduling-policy)");
+ABSL_FLAG(absl::Duration, resume_on_group_loss, absl::ZeroDuration(),
+          "0: a running request whose worker group is lost ends UNAVAILABLE (the client "
+          "retries); e.g. 30s: it waits up to that long for the group to re-form, then its "
+          "prompt and output so far are prefilled again and it goes on (needs "
+          "--preemption=recompute)");
 ABSL_FLAG(int32_t, guide_cache_entries, 16,
           "guided_regex patterns and guided_json schemas kept compiled, with the token masks "
           "their requests found, for later requests that send the same text (0: each request "

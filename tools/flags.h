@@ -56,6 +56,7 @@ ABSL_DECLARE_FLAG(int64_t, max_context);
 ABSL_DECLARE_FLAG(int64_t, kv_budget_tokens);
 ABSL_DECLARE_FLAG(std::string, preemption);
 ABSL_DECLARE_FLAG(std::string, scheduling);
+ABSL_DECLARE_FLAG(absl::Duration, resume_on_group_loss);
 ABSL_DECLARE_FLAG(int32_t, prefix_cache_entries);
 ABSL_DECLARE_FLAG(int32_t, guide_cache_entries);
 ABSL_DECLARE_FLAG(int32_t, max_message_bytes);

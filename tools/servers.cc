@@ -192,6 +192,12 @@ absl::Status ValidateCommonFlags() {
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)");
   }
+  if (const absl::Duration r = absl::GetFlag(FLAGS_resume_on_group_loss);
+      r < absl::ZeroDuration() ||
+      (r > absl::ZeroDuration() && absl::GetFlag(FLAGS_preemption) == "off")) {
+    return absl::InvalidArgumentError(
+        "--resume_on_group_loss must be >= 0 (0: off), and needs --preemption=recompute");
+  }
   if (absl::GetFlag(FLAGS_join_wait) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--join_wait must be >= 0 (e.g. 3s; inf waits for all)");
   }
@@ -262,6 +268,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
   o.scheduler.preemption = coordinator::ParsePreemption(absl::GetFlag(FLAGS_preemption))
                                .value_or(coordinator::Preemption::kRecompute);  // validated before
+  o.scheduler.resume_on_group_loss = absl::GetFlag(FLAGS_resume_on_group_loss);
   o.scheduler.scheduling = coordinator::ParseScheduling(absl::GetFlag(FLAGS_scheduling))
                                .value_or(coordinator::Scheduling::kFcfs);  // likewise
   o.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);

@@ -67,7 +67,12 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"serve --default_max_tokens=-1 --check_flags", "--default_max_tokens must be >= 0"},
         Case{"serve --reserve_sequences=0 --check_flags", "--reserve_sequences must be >= 1"},
         Case{"serve --threshold=-1 --check_flags", "--threshold=-1 must be a finite value >= 0"},
-        Case{"coordinator --workers=a:1 --threshold=nan --check_flags", "--threshold=nan"}}) {
+        Case{"coordinator --workers=a:1 --threshold=nan --check_flags", "--threshold=nan"},
+        Case{"serve --scheduling=lifo --check_flags", "use fcfs (first come, first served)"},
+        Case{"serve --preemption=off --resume_on_group_loss=30s --check_flags",
+             "needs --preemption=recompute"},
+        Case{"serve --resume_on_group_loss=-1s --check_flags",
+             "--resume_on_group_loss must be >= 0"}}) {
     const CliResult r = RunCli(c.args);
     EXPECT_EQ(r.exit_code, 1) << c.args;
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args;
