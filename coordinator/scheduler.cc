@@ -261,9 +261,9 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
     const bool sent = seq->started();
     if (requeue_unsent && !sent && !seq->cancelled()) {
       (seq->preemptions() > 0 ? preempted : unsent).push_back(std::move(seq));
-    } else if (resume && !seq->cancelled()) {
+    } else if (resume && !seq->cancelled() && seq->may_resume()) {
       seq->Preempt();
-      seq->set_resume_by(resume_by);
+      seq->MarkResumed();
       preempted.push_back(std::move(seq));
       ++resumed;
     } else {
@@ -280,11 +280,18 @@ void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
                          << absl::FormatDuration(options_.resume_on_group_loss)
                          << " (--resume_on_group_loss) for it to re-form, to be prefilled again";
   }
-  if (!unsent.empty() || !preempted.empty()) {
+  if (!unsent.empty() || !preempted.empty() || resume) {
     absl::MutexLock lock(&mu_);
     preemptions_ += static_cast<uint64_t>(resumed);
     for (auto& seq : unsent) queue_.Push(std::move(seq), WaitQueue::Kind::kUnsent);
     for (auto& seq : preempted) queue_.Push(std::move(seq), WaitQueue::Kind::kPreempted);
+    // Every stream with output waits for the group at most that long from this loss: those
+    // resumed now, and those preempted before (for room) or resumed after an earlier loss.
+    if (resume) {
+      queue_.ForEachPreempted([resume_by](Sequence& s) {
+        if (s.resume_by() == absl::InfiniteFuture()) s.set_resume_by(resume_by);
+      });
+    }
   }
   kv_in_use_ = 0;
   ForgetGroupState();
@@ -762,6 +769,11 @@ void Scheduler::Loop() {
         continue;
       }
       running_epoch_ = group_->epoch();
+      {
+        // The group is back: what waited for it waits for room now, as other requests do.
+        absl::MutexLock lock(&mu_);
+        queue_.ForEachPreempted([](Sequence& s) { s.set_resume_by(absl::InfiniteFuture()); });
+      }
       kv_budget_ = KvBudget();
       group_kv_budget_ = kv_budget_;
       token_masks_ = group_->takes_token_masks();

@@ -780,6 +780,32 @@ TEST_F(SchedulerTest, WithResumeASequenceWhoseGroupStaysLostFailsAfterTheWait) {
   EXPECT_EQ(scheduler_->queued(), 0);
 }
 
+// A sequence is resumed again only after a step ran for it: one whose step breaks the next
+// group too fails then (UNAVAILABLE) instead of breaking every group that forms.
+TEST_F(SchedulerTest, WithResumeASequenceWhoseStepsBreakEveryGroupFails) {
+  SchedulerOptions o = Options();
+  o.resume_on_group_loss = absl::Seconds(10);
+  Start(o);
+  auto a = MakeSeq(1, Tokens(10, 300), 20);
+  group_->FailStep(3, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
+  group_->FailStep(4, absl::UnavailableError("worker 1 is gone again"), /*breaks=*/true);
+  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
+  scheduler_->Start();
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(scheduler_->queued(), 1) << "resumed once: it waits for the group";
+  group_->Reform();
+  const Outcome out = Await(*a);
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kUnavailable) << out.status;
+  EXPECT_EQ(out.tokens.size(), 2u);
+  EXPECT_EQ(a->preemptions(), 1);
+  group_->Reform();
+  auto b = MakeSeq(2, Tokens(10, 500), 4);
+  ASSERT_TRUE(scheduler_->Enqueue(b).ok());
+  const Outcome served = Await(*b);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(b->prompt(), 4));
+}
+
 TEST_F(SchedulerTest, ADrainingGroupFinishesItsRunningAndAdmitsNothingUntilItReforms) {
   const std::vector<int32_t> prompt = Tokens(30, 100);
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(Options(), prompt));

@@ -58,6 +58,12 @@ std::vector<std::shared_ptr<Sequence>> WaitQueue::RemoveIf(
   return removed;
 }
 
+void WaitQueue::ForEachPreempted(const std::function<void(Sequence&)>& fn) {
+  for (Entry& e : entries_) {
+    if (e.kind == Kind::kPreempted) fn(*e.seq);
+  }
+}
+
 std::vector<std::shared_ptr<Sequence>> WaitQueue::TakeAll() {
   std::vector<std::shared_ptr<Sequence>> out;
   out.reserve(entries_.size());

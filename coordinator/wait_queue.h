@@ -48,6 +48,8 @@ class WaitQueue {
   bool Remove(const Sequence* seq);
   // Takes out the sequences `drop` returns true for; returns them.
   std::vector<std::shared_ptr<Sequence>> RemoveIf(const std::function<bool(Sequence&)>& drop);
+  // Calls `fn` on each preempted one.
+  void ForEachPreempted(const std::function<void(Sequence&)>& fn);
   // Takes out all of them, in order.
   std::vector<std::shared_ptr<Sequence>> TakeAll();
 
