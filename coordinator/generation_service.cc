@@ -8,6 +8,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -370,6 +371,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
   resp->set_kv_budget_positions(scheduler_->kv_budget());
   resp->set_preemption(std::string(PreemptionName(scheduler_->preemption())));
   resp->set_scheduling(std::string(SchedulingName(scheduler_->scheduling())));
+  resp->set_resume_on_group_loss_seconds(absl::ToDoubleSeconds(scheduler_->resume_on_group_loss()));
   group_->RefreshStats();
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {

@@ -160,6 +160,7 @@ class Scheduler {
   int64_t kv_budget() const;
   Preemption preemption() const { return options_.preemption; }
   Scheduling scheduling() const { return options_.scheduling; }
+  absl::Duration resume_on_group_loss() const { return options_.resume_on_group_loss; }
   uint64_t steps() const;
   // Running sequences preempted since start (Preemption::kRecompute): for KV room, by
   // priority for a request of a higher one, or their group lost (resume_on_group_loss).

@@ -60,6 +60,10 @@ void PrintText(const std::string& target, int health, const v1::ModelInfo& info)
   if (!info.scheduling().empty()) {
     std::printf(", scheduling %s", info.scheduling().c_str());
   }
+  if (info.resume_on_group_loss_seconds() > 0) {
+    std::printf(", streams wait %s for a lost group",
+                absl::FormatDuration(absl::Seconds(info.resume_on_group_loss_seconds())).c_str());
+  }
   std::printf("\n");
   // A coordinator older than eos_token_ids sends its one eos_token_id.
   const std::string eos = info.eos_token_ids().empty() ? absl::StrCat(info.eos_token_id())
