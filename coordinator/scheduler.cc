@@ -306,8 +306,8 @@ void Scheduler::FailUnresumed() {
   }
   for (const std::shared_ptr<Sequence>& seq : overdue) {
     seq->Fail(absl::UnavailableError(absl::StrCat(
-        "a worker was lost while this request was running, and the group did not re-form "
-        "within --resume_on_group_loss=",
+        "the worker group was lost while this request was being served, and it did not "
+        "re-form within --resume_on_group_loss=",
         absl::FormatDuration(options_.resume_on_group_loss), "; retry the request")));
   }
 }
@@ -459,18 +459,14 @@ void Scheduler::PreemptForStep() {
   }
   // The last admitted first (vLLM's order): they have the least to compute again; by
   // priority, the last to arrive of the lowest priority (NextVictim).
-  std::vector<std::shared_ptr<Sequence>> preempted;
-  while (kv_in_use_ > kv_budget_ && running_.size() > 1) {
-    preempted.push_back(TakeForPreemption(NextVictim()));
-  }
+  TakenBack taken;
+  while (kv_in_use_ > kv_budget_ && running_.size() > 1) TakeForPreemption(NextVictim(), taken);
   absl::MutexLock lock(&mu_);
-  if (!preempted.empty()) {
-    RequeuePreemptedLocked(preempted, [&](std::ostream& log) {
-      log << "the KV cache is full: " << preempted.size()
-          << " sequence(s) preempted, to be prefilled again when there is room. More memory per "
-             "worker, int8, a higher TP degree or a lower --max_batch avoid this";
-    });
-  }
+  RequeueLocked(taken, [&](std::ostream& log) {
+    log << "the KV cache is full: " << taken.preempted.size()
+        << " sequence(s) preempted, to be prefilled again when there is room. More memory per "
+           "worker, int8, a higher TP degree or a lower --max_batch avoid this";
+  });
   PublishLocked();
 }
 
@@ -487,29 +483,43 @@ std::pair<int32_t, uint64_t> Scheduler::VictimKey(const Sequence& seq) {
   return {seq.params().priority, seq.id()};
 }
 
-std::shared_ptr<Sequence> Scheduler::TakeForPreemption(size_t i) {
+void Scheduler::TakeForPreemption(size_t i, TakenBack& taken) {
   std::shared_ptr<Sequence> seq = std::move(running_[i]);
   running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(i));
   seq->set_on_workers(false);
   kv_in_use_ -= seq->kv_positions();
+  seq->set_kv_positions(0);
+  // Nothing of it on the workers yet (admitted this round, or its step was refused): it only
+  // goes back to the queue, neither released nor counted.
+  if (!seq->started()) {
+    taken.unstarted.push_back(std::move(seq));
+    return;
+  }
   seq->Preempt();
   to_release_.push_back(seq->id());
-  return seq;
+  taken.preempted.push_back(std::move(seq));
 }
 
-void Scheduler::RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted,
-                                       const std::function<void(std::ostream&)>& why) {
-  if (metrics_ != nullptr) metrics_->RecordPreemptions(static_cast<int>(preempted.size()));
-  // The first preemption and then one in a hundred are logged (a full cache preempts often).
-  if (preemptions_ == 0 || preemptions_ / 100 != (preemptions_ + preempted.size()) / 100) {
-    std::ostringstream line;
-    why(line);
-    LLMINT8_LOG(WARNING) << "scheduler: " << line.str() << " (" << preemptions_ + preempted.size()
-                         << " since start; llmint8_preemptions_total counts them)";
+void Scheduler::RequeueLocked(const TakenBack& taken,
+                              const std::function<void(std::ostream&)>& why) {
+  const size_t n = taken.preempted.size();
+  if (n > 0) {
+    if (metrics_ != nullptr) metrics_->RecordPreemptions(static_cast<int>(n));
+    // The first preemption and then one in a hundred are logged (a full cache preempts often).
+    if (preemptions_ == 0 || preemptions_ / 100 != (preemptions_ + n) / 100) {
+      std::ostringstream line;
+      why(line);
+      LLMINT8_LOG(WARNING) << "scheduler: " << line.str() << " (" << preemptions_ + n
+                           << " since start; llmint8_preemptions_total counts them)";
+    }
+    preemptions_ += n;
   }
-  preemptions_ += preempted.size();
-  for (const std::shared_ptr<Sequence>& seq : preempted) {
+  for (const std::shared_ptr<Sequence>& seq : taken.preempted) {
     queue_.Push(seq, WaitQueue::Kind::kPreempted);
+  }
+  for (const std::shared_ptr<Sequence>& seq : taken.unstarted) {
+    queue_.Push(seq,
+                seq->preemptions() > 0 ? WaitQueue::Kind::kPreempted : WaitQueue::Kind::kUnsent);
   }
 }
 
@@ -566,13 +576,11 @@ bool Scheduler::PreemptLowerPriorityLocked(const Sequence& seq) {
     }
   }
   std::sort(lower.begin(), lower.end(), std::greater<>());  // erase from the back
-  std::vector<std::shared_ptr<Sequence>> preempted;
-  for (size_t i : lower) preempted.push_back(TakeForPreemption(i));
-  std::sort(preempted.begin(), preempted.end(),
-            [](const auto& a, const auto& b) { return a->id() < b->id(); });
-  RequeuePreemptedLocked(preempted, [&](std::ostream& log) {
-    log << preempted.size() << " sequence(s) of a lower priority preempted for a request of "
-        << "priority " << seq.params().priority << ", to be prefilled again when there is room";
+  TakenBack back;
+  for (size_t i : lower) TakeForPreemption(i, back);
+  RequeueLocked(back, [&](std::ostream& log) {
+    log << back.preempted.size() << " sequence(s) of a lower priority preempted for a request "
+        << "of priority " << seq.params().priority << ", to be prefilled again when there is room";
   });
   return true;
 }
@@ -693,7 +701,10 @@ void Scheduler::StepRefused(const v1::StepRequest& request, std::span<const size
       to_release_.push_back(*id);
       evicted = true;
     }
-    if (running_.size() > 1 || evicted) {
+    // What the workers hold beside the sequences of the step: those that started.
+    const int64_t holding =
+        std::count_if(running_.begin(), running_.end(), [](const auto& s) { return s->started(); });
+    if (holding > 1 || evicted) {
       const int64_t lowered = std::clamp<int64_t>(counted - 1, 0, kv_budget_);
       LLMINT8_LOG(WARNING) << "scheduler: the workers refused a step for memory with " << counted
                            << " KV positions counted (" << why.message()

@@ -176,10 +176,14 @@ class Scheduler {
   void Loop();
   // `preempted_only`: the group drains; only sequences it preempted come back.
   void AdmitLocked(bool preempted_only) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Counts sequences just preempted (TakeForPreemption), logs the first and then one in a
-  // hundred (`why` writes what happened), and queues them again.
-  void RequeuePreemptedLocked(std::span<const std::shared_ptr<Sequence>> preempted,
-                              const std::function<void(std::ostream&)>& why)
+  // Sequences taken off the batch (TakeForPreemption): preempted ones lose what the workers
+  // computed for them; unstarted ones had nothing there yet.
+  struct TakenBack {
+    std::vector<std::shared_ptr<Sequence>> preempted, unstarted;
+  };
+  // Queues `taken` again; counts the preempted ones and logs the first and then one in a
+  // hundred (`why` writes what happened).
+  void RequeueLocked(const TakenBack& taken, const std::function<void(std::ostream&)>& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // What admitting `seq` next to `running` sequences counts against the budget, and whether
   // it fits beside `running` sequences that count `kv_in_use` (into an empty batch always).
@@ -193,8 +197,9 @@ class Scheduler {
   // admitted again after a preemption is not the next to go for that alone.
   size_t NextVictim() const;
   static std::pair<int32_t, uint64_t> VictimKey(const Sequence& seq);
-  // Takes running_[i] off the workers' batch (released at the next ReleaseFinished): Preempt.
-  std::shared_ptr<Sequence> TakeForPreemption(size_t i);
+  // Takes running_[i] off the batch into `taken`: preempted (Preempt; released at the next
+  // ReleaseFinished) once it started, else unstarted.
+  void TakeForPreemption(size_t i, TakenBack& taken);
   int64_t KvBudget() const;  // for the group that just became ready
   // The positions `seq` counts against the budget for its coming step (see above).
   int64_t KvNeed(const Sequence& seq) const;

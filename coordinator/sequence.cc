@@ -113,6 +113,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
   const int32_t token_id = sampled.token_id();
   if (generated_.empty()) first_token_ = now;
   generated_.push_back(token_id);
+  if (num_generated() > resume_mark_) may_resume_ = true;
   v1::GenerateResponse response;
   response.set_token_id(token_id);
   if (params_.logprobs) response.set_logprob(sampled.logprob());

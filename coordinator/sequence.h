@@ -211,12 +211,16 @@ class Sequence {
   void MarkAdmitted() { admitted_ = std::min(admitted_, absl::Now()); }
   // SchedulerOptions::resume_on_group_loss: a preempted sequence waits for a lost group to
   // re-form until resume_by() (infinite: no limit, as a request not admitted yet). A running
-  // one may be resumed after a loss once, and again only after a step ran for it since (one
-  // whose steps break every group fails instead of stalling the service).
+  // one may be resumed after a loss once, and again only once it generated a token since (one
+  // whose steps break every group, its prefill again included, fails instead of stalling the
+  // service).
   absl::Time resume_by() const { return resume_by_; }
   void set_resume_by(absl::Time t) { resume_by_ = t; }
   bool may_resume() const { return may_resume_; }
-  void MarkResumed() { may_resume_ = false; }
+  void MarkResumed() {
+    may_resume_ = false;
+    resume_mark_ = num_generated();
+  }
   // What the workers prefill: the prompt, or after a preemption (Preempt) the prompt and the
   // tokens generated before it, whose positions are computed again.
   std::span<const int32_t> input() const { return resume_.empty() ? prompt_ : resume_; }
@@ -243,10 +247,7 @@ class Sequence {
   std::span<const int32_t> prompt_on_workers() const {
     return input().first(static_cast<size_t>(prompt_on_workers_));
   }
-  void MarkStepRan() {
-    prompt_on_workers_ = prompt_sent_;
-    may_resume_ = true;
-  }
+  void MarkStepRan() { prompt_on_workers_ = prompt_sent_; }
   // The workers refused the step that carried this sequence (and hold nothing of it): the
   // input it sent since the last step that ran goes again, and one that had not started
   // chooses its prefix again.
@@ -319,6 +320,7 @@ class Sequence {
   absl::Time admitted_ = absl::InfiniteFuture();
   absl::Time resume_by_ = absl::InfiniteFuture();  // scheduler thread
   bool may_resume_ = true;                         // likewise
+  int32_t resume_mark_ = 0;  // num_generated() at the last resume (AddToken re-arms past it)
   absl::Time first_token_ = absl::InfiniteFuture();
 
   absl::Mutex mu_;

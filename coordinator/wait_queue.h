@@ -28,7 +28,7 @@ class WaitQueue {
   // Why a sequence waits, in the order of admission within one priority.
   enum class Kind : uint8_t {
     kPreempted,  // admitted, then preempted (for room, or by priority)
-    kUnsent,     // admitted, but the group was lost before any of it went to the workers
+    kUnsent,     // admitted, but taken back (its group lost, room made) before any of it went
     kNew,        // never admitted
   };
 
