@@ -166,6 +166,33 @@ class SchedulerTest : public ::testing::Test {
     return outs;
   }
 
+  // Sequence 1 (a 10-token prompt) with `options`' resume_on_group_loss generates 2 tokens
+  // before step `first_loss` breaks the group; resumed, it breaks the next group at step
+  // `second_loss` without a new token: it must fail there (UNAVAILABLE, resumed once), and the
+  // group re-formed once more serves a new request.
+  void ResumedOnceThenFailed(SchedulerOptions options, int first_loss, int second_loss) {
+    Start(std::move(options));
+    auto a = MakeSeq(1, Tokens(10, 300), 20);
+    group_->FailStep(first_loss, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
+    group_->FailStep(second_loss, absl::UnavailableError("worker 1 is gone again"),
+                     /*breaks=*/true);
+    ASSERT_TRUE(scheduler_->Enqueue(a).ok());
+    scheduler_->Start();
+    absl::SleepFor(absl::Milliseconds(300));
+    EXPECT_EQ(scheduler_->queued(), 1) << "resumed once: it waits for the group";
+    group_->Reform();
+    const Outcome out = Await(*a);
+    EXPECT_EQ(out.status.code(), absl::StatusCode::kUnavailable) << out.status;
+    EXPECT_EQ(out.tokens.size(), 2u);
+    EXPECT_EQ(a->preemptions(), 1);
+    group_->Reform();
+    auto b = MakeSeq(2, Tokens(10, 500), 4);
+    ASSERT_TRUE(scheduler_->Enqueue(b).ok());
+    const Outcome served = Await(*b);
+    ASSERT_TRUE(served.status.ok()) << served.status;
+    EXPECT_EQ(served.tokens, FakeGreedy(b->prompt(), 4));
+  }
+
   // Starts a scheduler with the prefix cache on (and `options`' other settings), and runs
   // sequence 1 on `prompt` to its end: the group then holds it, parked.
   void StartWithAParkedSequence(SchedulerOptions options, const std::vector<int32_t>& prompt) {
@@ -779,30 +806,13 @@ TEST_F(SchedulerTest, WithResumeASequenceWhoseGroupStaysLostFailsAfterTheWait) {
   EXPECT_EQ(scheduler_->queued(), 0);
 }
 
-// A sequence is resumed again only after a step ran for it: one whose step breaks the next
-// group too fails then (UNAVAILABLE) instead of breaking every group that forms.
+// A sequence is resumed again only once it generated a token since: one whose step breaks the
+// next group too fails then (UNAVAILABLE) instead of breaking every group that forms.
 TEST_F(SchedulerTest, WithResumeASequenceWhoseStepsBreakEveryGroupFails) {
   SchedulerOptions o = Options();
   o.resume_on_group_loss = absl::Seconds(10);
-  Start(o);
-  auto a = MakeSeq(1, Tokens(10, 300), 20);
-  group_->FailStep(3, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
-  group_->FailStep(4, absl::UnavailableError("worker 1 is gone again"), /*breaks=*/true);
-  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
-  scheduler_->Start();
-  absl::SleepFor(absl::Milliseconds(300));
-  EXPECT_EQ(scheduler_->queued(), 1) << "resumed once: it waits for the group";
-  group_->Reform();
-  const Outcome out = Await(*a);
-  EXPECT_EQ(out.status.code(), absl::StatusCode::kUnavailable) << out.status;
-  EXPECT_EQ(out.tokens.size(), 2u);
-  EXPECT_EQ(a->preemptions(), 1);
-  group_->Reform();
-  auto b = MakeSeq(2, Tokens(10, 500), 4);
-  ASSERT_TRUE(scheduler_->Enqueue(b).ok());
-  const Outcome served = Await(*b);
-  ASSERT_TRUE(served.status.ok()) << served.status;
-  EXPECT_EQ(served.tokens, FakeGreedy(b->prompt(), 4));
+  // Steps 1 and 2 give tokens 1 and 2; step 3 is lost, and step 4, its prefill again, too.
+  ASSERT_NO_FATAL_FAILURE(ResumedOnceThenFailed(o, 3, 4));
 }
 
 // What re-arms a resume is a token generated, not a step that ran: a chunk of the prefill
@@ -811,29 +821,12 @@ TEST_F(SchedulerTest, WithResumeAChunkOfThePrefillAgainIsNoProgress) {
   SchedulerOptions o = Options();
   o.resume_on_group_loss = absl::Seconds(10);
   o.prefill_chunk = 8;
-  Start(o);
   // Steps 1-2 prefill the 10-token prompt (8 + 2, the second samples token 1), step 3 samples
   // token 2, step 4 is lost; again, step 5 prefills 8 of the 12 tokens and step 6 is lost.
-  auto a = MakeSeq(1, Tokens(10, 300), 20);
-  group_->FailStep(4, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
-  group_->FailStep(6, absl::UnavailableError("worker 1 is gone again"), /*breaks=*/true);
-  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
-  scheduler_->Start();
-  absl::SleepFor(absl::Milliseconds(300));
-  group_->Reform();
-  const Outcome out = Await(*a);
-  EXPECT_EQ(out.status.code(), absl::StatusCode::kUnavailable) << out.status;
-  EXPECT_EQ(out.tokens.size(), 2u);
-  EXPECT_EQ(a->preemptions(), 1);
+  ASSERT_NO_FATAL_FAILURE(ResumedOnceThenFailed(o, 4, 6));
   const auto steps = StepsOf(group_->steps(), 1);
   ASSERT_EQ(steps.size(), 6u);
   EXPECT_EQ(steps[4].second.token_ids_size(), 8) << "a chunk of the prefill again ran";
-  group_->Reform();
-  auto b = MakeSeq(2, Tokens(10, 500), 4);
-  ASSERT_TRUE(scheduler_->Enqueue(b).ok());
-  const Outcome served = Await(*b);
-  ASSERT_TRUE(served.status.ok()) << served.status;
-  EXPECT_EQ(served.tokens, FakeGreedy(b->prompt(), 4));
 }
 
 TEST_F(SchedulerTest, ADrainingGroupFinishesItsRunningAndAdmitsNothingUntilItReforms) {
