@@ -373,11 +373,18 @@ void Scheduler::Retire(const std::vector<Exit>& exits) {
   });
   // Parked sequences hold whole KV granules, more than the positions they reserved while they
   // ran: the budget holds them too, the least recently used going first.
-  while (kv_in_use_ + prefix_cache_.positions() > kv_budget_) {
-    const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
-    if (!evicted.has_value()) break;
-    to_release_.push_back(*evicted);
+  EvictParkedAbove(kv_budget_ - kv_in_use_);
+}
+
+bool Scheduler::EvictParkedAbove(int64_t positions) {
+  bool evicted = false;
+  while (prefix_cache_.positions() > positions) {
+    const std::optional<uint64_t> id = prefix_cache_.EvictOldest();
+    if (!id.has_value()) break;
+    to_release_.push_back(*id);
+    evicted = true;
   }
+  return evicted;
 }
 
 void Scheduler::RetireOne(Sequence& seq, Exit exit) {
@@ -407,15 +414,14 @@ int64_t Scheduler::KvBudget() const {
   const int64_t most = int64_t{options_.max_batch} * options_.max_context;
   // A reported 0 stays 0: one sequence at a time (AdmitLocked always admits into an empty
   // batch; the worker refuses a step that does not fit).
+  const std::optional<int64_t> reported = group_->kv_capacity_tokens();
   int64_t budget = options_.kv_budget_tokens;
   if (budget <= 0) {
-    const std::optional<int64_t> reported = group_->kv_capacity_tokens();
     budget = reported.has_value() ? *reported : options_.default_kv_budget_tokens;
     if (!reported.has_value() && budget <= 0) budget = most;
   }
   budget = std::min(budget, most);
-  if (const std::optional<int64_t> reported = group_->kv_capacity_tokens();
-      options_.kv_budget_tokens > 0 && reported.has_value() && budget > *reported) {
+  if (options_.kv_budget_tokens > 0 && reported.has_value() && budget > *reported) {
     LLMINT8_LOG(WARNING) << "scheduler: --kv_budget_tokens=" << options_.kv_budget_tokens
                          << " is more than the " << *reported
                          << " positions the workers report they hold; a step they cannot hold "
@@ -452,11 +458,7 @@ void Scheduler::PreemptForStep() {
     kv_in_use_ += need - seq->kv_positions();
     seq->set_kv_positions(need);
   }
-  while (kv_in_use_ + prefix_cache_.positions() > kv_budget_) {
-    const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
-    if (!evicted.has_value()) break;
-    to_release_.push_back(*evicted);
-  }
+  EvictParkedAbove(kv_budget_ - kv_in_use_);
   // The last admitted first (vLLM's order): they have the least to compute again; by
   // priority, the last to arrive of the lowest priority (NextVictim).
   TakenBack taken;
@@ -626,11 +628,7 @@ void Scheduler::AdmitLocked(bool preempted_only) {
         prefix_cache_.MarkUsed(m->id);
       }
     }
-    while (kv_in_use_ + prefix_cache_.positions() + need > kv_budget_) {
-      const std::optional<uint64_t> evicted = prefix_cache_.EvictOldest();
-      if (!evicted.has_value()) break;
-      to_release_.push_back(*evicted);
-    }
+    EvictParkedAbove(kv_budget_ - kv_in_use_ - need);
     next->set_kv_positions(KvNeed(*next));
     kv_in_use_ += next->kv_positions();
     next->MarkAdmitted();
@@ -690,20 +688,18 @@ void Scheduler::StepRefused(const v1::StepRequest& request, std::span<const size
   // back to the group's: what did not fit may have been that sequence, not the others beside
   // it (if they were, refusals bring it down again).
   if (memory && options_.preemption == Preemption::kRecompute) {
-    std::vector<bool> sent(running_.size(), false);
-    for (size_t i : in_step) sent[i] = true;
+    // What the workers held and were asked to add: the parked sequences, and the running ones
+    // that started (those of the step did: their input was taken for it).
     int64_t counted = kv_in_use_ + prefix_cache_.positions();
-    for (size_t i = 0; i < running_.size(); ++i) {
-      if (!sent[i] && !running_[i]->started()) counted -= running_[i]->kv_positions();
+    int holding = 0;
+    for (const std::shared_ptr<Sequence>& seq : running_) {
+      if (seq->started()) {
+        ++holding;
+      } else {
+        counted -= seq->kv_positions();
+      }
     }
-    bool evicted = false;
-    while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) {
-      to_release_.push_back(*id);
-      evicted = true;
-    }
-    // What the workers hold beside the sequences of the step: those that started.
-    const int64_t holding =
-        std::count_if(running_.begin(), running_.end(), [](const auto& s) { return s->started(); });
+    const bool evicted = EvictParkedAbove(0);
     if (holding > 1 || evicted) {
       const int64_t lowered = std::clamp<int64_t>(counted - 1, 0, kv_budget_);
       LLMINT8_LOG(WARNING) << "scheduler: the workers refused a step for memory with " << counted
@@ -801,11 +797,7 @@ void Scheduler::Loop() {
       // the running ones when they finish, and nothing new is admitted. What it preempted
       // comes back as room frees; until then the parked ones stay (admission evicts them as
       // it needs their room), so that the group does not empty and end before.
-      if (group_->draining() && !queue_.HasPreempted()) {
-        while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) {
-          to_release_.push_back(*id);
-        }
-      }
+      if (group_->draining() && !queue_.HasPreempted()) EvictParkedAbove(0);
       AdmitLocked(/*preempted_only=*/group_->draining());
     }
     PreemptForStep();
@@ -922,7 +914,7 @@ void Scheduler::Loop() {
       // The group stays: first free what it holds for this scheduler.
       for (const std::shared_ptr<Sequence>& seq : running_) to_release_.push_back(seq->id());
       for (const std::shared_ptr<Sequence>& seq : held_sources_) to_release_.push_back(seq->id());
-      while (std::optional<uint64_t> id = prefix_cache_.EvictOldest()) to_release_.push_back(*id);
+      EvictParkedAbove(0);
       group_->Release(to_release_).IgnoreError();
       FailRunning(absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
                                                    " tokens for a batch of ", request.seqs_size())),

@@ -234,6 +234,9 @@ class Scheduler {
   // reservation returned. A first choice that finished while later choices of its prompt still
   // wait to copy it stays on the workers (held_sources_) until none waits.
   void Retire(const std::vector<Exit>& exits);
+  // Evicts parked sequences, least recently used first, until they hold at most `positions`
+  // (0: all of them; released at the next ReleaseFinished); whether any went.
+  bool EvictParkedAbove(int64_t positions);
   // `seq` leaves the workers' batch: its reservation returned, parked or to be released.
   void RetireOne(Sequence& seq, Exit exit);
   // Where running_[i]'s first step starts: wait (a source it will copy from is still
