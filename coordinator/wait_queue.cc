@@ -19,17 +19,8 @@ void WaitQueue::Push(std::shared_ptr<Sequence> seq, Kind kind) {
   Entry entry{std::move(seq), kind};
   const auto at = std::upper_bound(entries_.begin(), entries_.end(), entry,
                                    [this](const Entry& a, const Entry& b) { return Before(a, b); });
+  if (entry.kind == Kind::kPreempted) ++preempted_;
   entries_.insert(at, std::move(entry));
-}
-
-size_t WaitQueue::CountNotPreempted() const {
-  return static_cast<size_t>(std::count_if(
-      entries_.begin(), entries_.end(), [](const Entry& e) { return e.kind != Kind::kPreempted; }));
-}
-
-bool WaitQueue::HasPreempted() const {
-  return std::any_of(entries_.begin(), entries_.end(),
-                     [](const Entry& e) { return e.kind == Kind::kPreempted; });
 }
 
 const std::shared_ptr<Sequence>* WaitQueue::Next(bool preempted_only) const {
@@ -43,6 +34,7 @@ bool WaitQueue::Remove(const Sequence* seq) {
   const auto it = std::find_if(entries_.begin(), entries_.end(),
                                [seq](const Entry& e) { return e.seq.get() == seq; });
   if (it == entries_.end()) return false;
+  if (it->kind == Kind::kPreempted) --preempted_;
   entries_.erase(it);
   return true;
 }
@@ -52,6 +44,7 @@ std::vector<std::shared_ptr<Sequence>> WaitQueue::RemoveIf(
   std::vector<std::shared_ptr<Sequence>> removed;
   std::erase_if(entries_, [&](const Entry& e) {
     if (!drop(*e.seq)) return false;
+    if (e.kind == Kind::kPreempted) --preempted_;
     removed.push_back(e.seq);
     return true;
   });
@@ -69,6 +62,7 @@ std::vector<std::shared_ptr<Sequence>> WaitQueue::TakeAll() {
   out.reserve(entries_.size());
   for (Entry& e : entries_) out.push_back(std::move(e.seq));
   entries_.clear();
+  preempted_ = 0;
   return out;
 }
 

@@ -40,8 +40,8 @@ class WaitQueue {
   bool empty() const { return entries_.empty(); }
   size_t size() const { return entries_.size(); }
   // Those not preempted: what the queue's capacity counts.
-  size_t CountNotPreempted() const;
-  bool HasPreempted() const;
+  size_t CountNotPreempted() const { return entries_.size() - preempted_; }
+  bool HasPreempted() const { return preempted_ > 0; }
   // The next to admit, or with `preempted_only` the next preempted one; null when none.
   const std::shared_ptr<Sequence>* Next(bool preempted_only) const;
   // Takes `seq` out; false when it is not queued.
@@ -63,6 +63,7 @@ class WaitQueue {
 
   const bool by_priority_;
   std::deque<Entry> entries_;
+  size_t preempted_ = 0;  // entries of Kind::kPreempted (the scheduler asks every step)
 };
 
 }  // namespace llmint8::coordinator

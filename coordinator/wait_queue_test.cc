@@ -35,6 +35,8 @@ TEST(WaitQueueTest, FirstComeFirstServed) {
   EXPECT_TRUE(queue.HasPreempted());
   EXPECT_EQ(Ids(queue), (std::vector<uint64_t>{2, 5, 4, 6, 7, 3}));
   EXPECT_TRUE(queue.empty());
+  EXPECT_FALSE(queue.HasPreempted());
+  EXPECT_EQ(queue.CountNotPreempted(), 0u);
 }
 
 // By priority: lower first, and within one priority the order above.
