@@ -114,6 +114,11 @@ class SchedulerTest : public ::testing::Test {
     o.prefix_cache_entries = 0;
     return o;
   }
+  static SchedulerOptions ByPriority() {
+    SchedulerOptions o = Options();
+    o.scheduling = Scheduling::kPriority;
+    return o;
+  }
 
   void Start(SchedulerOptions options, std::optional<int64_t> kv_capacity = std::nullopt,
              bool token_masks = true, ServiceMetrics* metrics = nullptr) {
@@ -1100,8 +1105,7 @@ int64_t LastStepIndex(const std::vector<v1::StepRequest>& steps, uint64_t id) {
 
 // By priority, waiting requests go in priority order (lower first), first come within one.
 TEST_F(SchedulerTest, ByPriorityTheLowerValueIsAdmittedFirst) {
-  SchedulerOptions o = Options();
-  o.scheduling = Scheduling::kPriority;
+  SchedulerOptions o = ByPriority();
   o.preemption = Preemption::kOff;  // nothing preempted: the order alone
   o.max_batch = 1;
   Start(o);
@@ -1127,8 +1131,7 @@ TEST_F(SchedulerTest, ByPriorityTheLowerValueIsAdmittedFirst) {
 // priority, the last to arrive of the lowest first. They come back after it and end as they
 // would have.
 TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
-  SchedulerOptions o = Options();
-  o.scheduling = Scheduling::kPriority;
+  SchedulerOptions o = ByPriority();
   o.max_batch = 2;
   Start(o);
   auto a = MakeSeq(1, Tokens(10, 100), 20, WithPriority(3));
@@ -1154,8 +1157,7 @@ TEST_F(SchedulerTest, ByPriorityARequestPreemptsLowerOnesForABatchSlot) {
 // the small one that arrived last (y) does not make room alone, the large one (x) does, and y
 // runs on.
 TEST_F(SchedulerTest, ByPriorityOnlyTheSequencesNeededArePreempted) {
-  SchedulerOptions o = Options();
-  o.scheduling = Scheduling::kPriority;
+  SchedulerOptions o = ByPriority();
   o.kv_budget_tokens = 100;
   Start(o, /*kv_capacity=*/1000);
   auto x = MakeSeq(1, Tokens(50, 100), 10, WithPriority(5));
@@ -1179,8 +1181,7 @@ TEST_F(SchedulerTest, ByPriorityOnlyTheSequencesNeededArePreempted) {
 // When the KV budget is what binds, the preemption before a step takes the lowest priority
 // too: the request of a higher priority admitted last is not the one that goes.
 TEST_F(SchedulerTest, ByPriorityTheKvBudgetPreemptsTheLowestPriorityFirst) {
-  SchedulerOptions o = Options();
-  o.scheduling = Scheduling::kPriority;
+  SchedulerOptions o = ByPriority();
   o.kv_budget_tokens = 60;
   Start(o, /*kv_capacity=*/1000);
   auto low = MakeSeq(1, Tokens(20, 100), 30, WithPriority(1));
