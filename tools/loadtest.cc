@@ -292,6 +292,7 @@ int RunLoadtest() {
       {"cached_prompt_tokens", cached},
       {"max_new_tokens", max_new},
       {"end_at_eos", absl::GetFlag(FLAGS_end_at_eos)},
+      {"priority", absl::GetFlag(FLAGS_priority)},
       {"guide", GuideName(*guide)},
       {"generated_tokens", tokens},
       {"wall_s", wall_s},
