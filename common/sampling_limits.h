@@ -25,6 +25,9 @@ inline bool PenaltiesCountTokens(float repetition_penalty, float frequency_penal
                                  float presence_penalty) {
   return repetition_penalty != 1.0f || frequency_penalty != 0.0f || presence_penalty != 0.0f;
 }
+// Speculative decoding: the most draft tokens one step carries for a sequence (the
+// coordinator's --speculative_tokens, SeqStep.draft_token_ids).
+inline constexpr int32_t kMaxSpeculativeTokens = 16;
 // stop strings: at most this many, each of 1 to kMaxStopBytes bytes.
 inline constexpr int32_t kMaxStopSequences = 16;
 inline constexpr int32_t kMaxStopBytes = 256;

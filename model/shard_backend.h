@@ -50,7 +50,8 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
 
 // The checks of ShardModel::Step, in this order, before any state changes: empty batch, empty
 // token list, token id outside [0, vocab_size), a bad prefix (negative, for a sequence that
-// exists, from itself or from one holding fewer positions), a sequence over max_context
+// exists, from itself or from one holding fewer positions), a drop that is negative, more
+// than the sequence holds or beside a prefix, a sequence over max_context
 // (OutOfRange), duplicate seq_id. `length(seq_id)` gives the cached positions (0 when unknown);
 // `sorted_ids` is scratch (reused to avoid allocating per step).
 absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch, int64_t vocab_size,
@@ -58,9 +59,9 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
                                std::vector<uint64_t>* sorted_ids);
 
 // The positions a batch entry's sequence holds before the step: its prefix, or the `cached`
-// positions of its sequence.
+// positions of its sequence less those it drops.
 inline int64_t PastLength(const ShardModel::SequenceInput& in, int64_t cached) {
-  return in.prefix_length > 0 ? in.prefix_length : cached;
+  return in.prefix_length > 0 ? in.prefix_length : cached - in.drop;
 }
 
 // The rows of a step that get logits (Logits): `row_begin` gets batch + 1 entries and

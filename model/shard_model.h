@@ -130,6 +130,10 @@ class ShardModel {
     // prefill); `tokens` follow them.
     uint64_t prefix_from = 0;
     int64_t prefix_length = 0;
+    // Positions cut from the end of the sequence's cache before `tokens` are appended (a
+    // previous step's rejected draft tokens, SeqStep.drop_positions): 0 .. what it holds;
+    // not with a prefix.
+    int64_t drop = 0;
   };
 
   // Reads this rank's slices from `source` layer by layer (kInt8: each linear quantized as it
@@ -154,7 +158,8 @@ class ShardModel {
   // Errors, with the model state unchanged (no cache touched):
   //   InvalidArgument: empty batch, empty token list, duplicate seq_id in the batch, token id
   //                    outside [0, vocab_size), a prefix for a sequence that exists or
-  //                    from one that lacks those positions;
+  //                    from one that lacks those positions, a drop outside [0, held] or
+  //                    with a prefix;
   //   OutOfRange: a sequence would exceed max_context;
   //   ResourceExhausted: the KV cache growth would exceed memory_limit_bytes;
   //   communicator errors (the group is then broken; the worker should report UNAVAILABLE).

@@ -236,6 +236,58 @@ TEST_P(ShardModelTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
   EXPECT_EQ(ArgMax(got->shared_after.row(0)), ArgMax(got->own_after.row(0)));
 }
 
+// Speculative decoding: a step appends a token and draft tokens, the next one drops the
+// drafts that were not accepted and appends after them. The cache and the logits are then
+// those of the same tokens stepped one at a time, and the accepted draft's logits row is the
+// decode step's.
+TEST_P(ShardModelTest, DroppedDraftPositionsLeaveNoTrace) {
+  const OptConfig c = SmallConfig(64, 4, 2, 300, 64);
+  auto src = OutlierSource(c);
+  ShardOptions o;
+  o.precision = GetParam();
+  auto spec = LoadModel(c, *src, o);
+  auto plain = LoadModel(c, *src, o);
+  const std::vector<int32_t> prompt = RandomTokens(11, 300, 21);
+  const std::vector<int32_t> drafted = {17, 42, 99, 5};  // a token, then three drafts
+  const std::vector<int32_t> first = {17}, accepted = {42}, next = {250};
+  for (ShardModel* m : {spec.get(), plain.get()}) {
+    ShardModel::SequenceInput in{1, prompt};
+    ASSERT_TRUE(m->Step({&in, 1}).ok());
+  }
+  ShardModel::SequenceInput verify{1, drafted, /*all_positions=*/true};
+  auto rows = spec->Step({&verify, 1});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->rows, 4);
+  EXPECT_EQ(spec->ContextLength(1), 15);
+  ShardModel::SequenceInput one{1, first}, two{1, accepted};
+  auto after_first = plain->Step({&one, 1});
+  auto after_accepted = plain->Step({&two, 1});
+  ASSERT_TRUE(after_first.ok() && after_accepted.ok());
+  const double tol = BatchTolerance(GetParam());
+  EXPECT_LE(MaxAbsDiff(rows->row(0), after_first->row(0)), tol);
+  EXPECT_LE(MaxAbsDiff(rows->row(1), after_accepted->row(0)), tol);
+
+  // Two drafts were not accepted: dropped before the next token goes in.
+  ShardModel::SequenceInput over{1, next, false, 0, 0, /*drop=*/16};
+  ShardModel::SequenceInput negative{1, next, false, 0, 0, /*drop=*/-1};
+  EXPECT_EQ(spec->Step({&over, 1}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(spec->Step({&negative, 1}).status().code(), absl::StatusCode::kInvalidArgument);
+  ShardModel::SequenceInput with_prefix{2, next, false, 1, 3, /*drop=*/1};
+  EXPECT_EQ(spec->Step({&with_prefix, 1}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(spec->ContextLength(1), 15);  // the refused steps changed nothing
+  ShardModel::SequenceInput dropped{1, next, false, 0, 0, /*drop=*/2};
+  ShardModel::SequenceInput stepped{1, next};
+  auto a = spec->Step({&dropped, 1});
+  auto b = plain->Step({&stepped, 1});
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  EXPECT_EQ(spec->ContextLength(1), 14);
+  EXPECT_EQ(plain->ContextLength(1), 14);
+  EXPECT_LE(MaxAbsDiff(a->row(0), b->row(0)), tol);
+  if (tol == 0.0) {
+    EXPECT_EQ(a->values, b->values);
+  }
+}
+
 // Every op of a prefill and a decode step returns with clean upper halves of the vector
 // registers (kernels/cpu_features.h), so the worker's sampling (glibc's exp per logit) that runs
 // on this thread next pays no AVX-SSE transition penalty.

@@ -48,8 +48,7 @@ void SequenceSamplers::Observe(const v1::SeqStep& step) {
   if (s.keep_tokens) s.seen.insert(s.seen.end(), step.token_ids().begin(), step.token_ids().end());
 }
 
-absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
-                                                      std::span<const float> logits) {
+absl::StatusOr<SequenceSamplers::State*> SequenceSamplers::Ready(const v1::SeqStep& step) {
   auto it = states_.find(step.seq_id());
   if (it == states_.end()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -63,17 +62,50 @@ absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
                      "not kept them for sequence ",
                      step.prefix_from(), " (it has no penalty)"));
   }
-  kernels::SamplingParams& params = step.sample_index() < s.min_tokens ? s.early : s.params;
+  return &s;
+}
+
+absl::StatusOr<SampledToken> SequenceSamplers::SampleAt(State& s, const v1::SeqStep& step,
+                                                        std::span<const float> logits,
+                                                        int32_t sample_index) {
+  kernels::SamplingParams& params = sample_index < s.min_tokens ? s.early : s.params;
   // A logprob costs an exp per vocabulary entry (a log-sum-exp over the row): only when asked.
   params.return_logprob = step.logprobs();
   params.top_logprobs = step.top_logprobs();
-  if (!step.has_mask()) return SampleToken(logits, params, step.sample_index(), s.seen);
+  if (!step.has_mask()) return SampleToken(logits, params, sample_index, s.seen);
   kernels::SamplingParams masked = params;  // the mask is a view of this step's message
   masked.mask = kernels::TokenMask{
       .allow = step.mask().allow(),
       .ids = std::span<const int32_t>(step.mask().token_ids().data(),
                                       static_cast<size_t>(step.mask().token_ids().size()))};
-  return SampleToken(logits, masked, step.sample_index(), s.seen);
+  return SampleToken(logits, masked, sample_index, s.seen);
+}
+
+absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
+                                                      std::span<const float> logits) {
+  absl::StatusOr<State*> s = Ready(step);
+  if (!s.ok()) return s.status();
+  return SampleAt(**s, step, logits, step.sample_index());
+}
+
+absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
+    const v1::SeqStep& step, absl::FunctionRef<std::span<const float>(int)> row) {
+  absl::StatusOr<State*> ready = Ready(step);
+  if (!ready.ok()) return ready.status();
+  State& s = **ready;
+  Verified v;
+  while (true) {
+    absl::StatusOr<SampledToken> token =
+        SampleAt(s, step, row(v.accepted), step.sample_index() + v.accepted);
+    if (!token.ok()) return token.status();
+    v.token = *std::move(token);
+    if (v.accepted == step.draft_token_ids_size() ||
+        v.token.token_id != step.draft_token_ids(v.accepted)) {
+      return v;
+    }
+    if (s.keep_tokens) s.seen.push_back(v.token.token_id);  // its position is cached now
+    ++v.accepted;
+  }
 }
 
 }  // namespace llmint8::worker

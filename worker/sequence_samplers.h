@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "kernels/sampling.h"
 #include "llmint8/v1/worker.pb.h"
@@ -38,6 +39,19 @@ class SequenceSamplers {
   // for a sequence never observed, and for one whose penalty needs a prefix's tokens that
   // were not kept.
   absl::StatusOr<SampledToken> Sample(const v1::SeqStep& step, std::span<const float> logits);
+  // A step with draft tokens (SeqStep.draft_token_ids, at most a step without a mask or
+  // logprobs): samples row(0), the position of token_ids' last token, as Sample does, then
+  // while each sample equals the next draft token, row(j), that draft's position, at
+  // sample_index + j, with the accepted drafts among the sequence's tokens for the
+  // penalties. Returns the first sample that differs from its draft (or the one after the
+  // last draft) and how many drafts were accepted: the tokens Sample would have given one
+  // step at a time. Errors as Sample.
+  struct Verified {
+    SampledToken token;
+    int32_t accepted = 0;
+  };
+  absl::StatusOr<Verified> SampleDrafts(const v1::SeqStep& step,
+                                        absl::FunctionRef<std::span<const float>(int)> row);
   void Release(uint64_t seq_id) { states_.erase(seq_id); }
   void Clear() { states_.clear(); }
   size_t size() const { return states_.size(); }
@@ -53,6 +67,11 @@ class SequenceSamplers {
     bool prefix_unknown = false;
   };
   static State MakeState(const v1::SamplingParams& params);
+  // The state of `step`'s sequence, ready to sample (InvalidArgument as Sample's).
+  absl::StatusOr<State*> Ready(const v1::SeqStep& step);
+  // Sample at `sample_index` with the state's parameters and the step's logprob requests.
+  static absl::StatusOr<SampledToken> SampleAt(State& s, const v1::SeqStep& step,
+                                               std::span<const float> logits, int32_t sample_index);
 
   absl::flat_hash_map<uint64_t, State> states_;
 };

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <initializer_list>
+#include <span>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -182,6 +183,68 @@ TEST(SequenceSamplersTest, APrefixBringsItsTokensForThePenalties) {
   greedy_fork.set_prefix_from(3);
   greedy_fork.set_prefix_length(1);
   EXPECT_EQ(Next(samplers, greedy_fork), 3);
+}
+
+// Draft tokens: the samples at the drafts' positions are those of the same positions sampled
+// one step at a time (seeded sampling at sample_index + j, a frequency penalty over the
+// accepted drafts, the min_tokens bans by index); the first sample that differs from its
+// draft ends the step, and the sequence's tokens hold the accepted drafts only.
+TEST(SequenceSamplersTest, DraftsAreAcceptedWhileTheSamplesOfOneStepAtATimeEqualThem) {
+  std::vector<std::vector<float>> rows(6);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (int id = 0; id < 8; ++id) rows[r].push_back(std::sin(1.7f * id + 0.9f * r) * 2.0f);
+  }
+  v1::SamplingParams params;
+  params.set_temperature(0.9f);
+  params.set_seed(77);
+  params.set_frequency_penalty(1.5f);
+  params.set_min_tokens(2);
+  params.add_min_tokens_banned(0);
+  // One step at a time: the tokens each row gives after the previous ones.
+  SequenceSamplers plain;
+  std::vector<int32_t> sampled;
+  int32_t last = 4;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    v1::SeqStep step = Step(1, {last}, static_cast<int32_t>(r));
+    if (r == 0) *step.mutable_sampling() = params;
+    plain.Observe(step);
+    absl::StatusOr<SampledToken> t = plain.Sample(step, rows[r]);
+    ASSERT_TRUE(t.ok()) << t.status();
+    sampled.push_back(last = t->token_id);
+  }
+  auto row = [&](size_t first) {
+    return [&rows, first](int j) { return std::span<const float>(rows[first + j]); };
+  };
+  SequenceSamplers spec;
+  v1::SeqStep verify = Step(1, {4}, 0);
+  *verify.mutable_sampling() = params;
+  verify.add_draft_token_ids(sampled[0]);
+  verify.add_draft_token_ids(sampled[1]);
+  verify.add_draft_token_ids((sampled[2] + 1) % 8);  // not what row 2 gives
+  spec.Observe(verify);
+  absl::StatusOr<SequenceSamplers::Verified> v = spec.SampleDrafts(verify, row(0));
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->accepted, 2);
+  EXPECT_EQ(v->token.token_id, sampled[2]);
+  // Every draft accepted: the sample after the last.
+  v1::SeqStep all = Step(1, {sampled[2]}, 3);
+  all.add_draft_token_ids(sampled[3]);
+  all.add_draft_token_ids(sampled[4]);
+  spec.Observe(all);
+  v = spec.SampleDrafts(all, row(3));
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->accepted, 2);
+  EXPECT_EQ(v->token.token_id, sampled[5]);
+  // Without drafts it is Sample; an unknown sequence is refused as by Sample.
+  v1::SeqStep none = Step(2, {4}, 0);
+  *none.mutable_sampling() = params;
+  spec.Observe(none);
+  v = spec.SampleDrafts(none, row(0));
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->accepted, 0);
+  EXPECT_EQ(v->token.token_id, sampled[0]);
+  EXPECT_EQ(spec.SampleDrafts(Step(9, {4}, 0), row(0)).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

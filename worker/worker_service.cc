@@ -6,6 +6,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -35,6 +36,26 @@ bool IsInputError(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ||
          s.code() == absl::StatusCode::kOutOfRange ||
          s.code() == absl::StatusCode::kResourceExhausted;
+}
+
+// A step's draft tokens for a sequence (SeqStep.draft_token_ids) come only where rank 0
+// samples each position alike: no prompt chunk, score, mask or logprob, at most
+// kMaxSpeculativeTokens. Checked on every rank before the step, so all refuse alike.
+absl::Status CheckDrafts(const v1::SeqStep& seq) {
+  const int n = seq.draft_token_ids_size();
+  if (n == 0) return absl::OkStatus();
+  auto refuse = [&](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Step: sequence ", seq.seq_id(), " carries ", n, " draft tokens ", why));
+  };
+  if (n > kMaxSpeculativeTokens) {
+    return refuse(absl::StrCat("(at most ", kMaxSpeculativeTokens, ")"));
+  }
+  if (seq.prefill_only() || seq.prompt_logprobs() || seq.has_mask() || seq.logprobs() ||
+      seq.top_logprobs() > 0) {
+    return refuse("on a step that samples no token, scores a prompt, masks or asks logprobs");
+  }
+  return absl::OkStatus();
 }
 
 // Bounds of LoadShard's numbers: far above any real group, low enough that nothing computed
@@ -427,6 +448,9 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
   if (req.seqs_size() == 0) return absl::InvalidArgumentError("Step has no sequences");
   std::vector<model::ShardModel::SequenceInput> batch;
   batch.reserve(req.seqs_size());
+  // The input of the sequences with draft tokens: token_ids and then the drafts.
+  std::vector<std::vector<int32_t>> drafted;
+  drafted.reserve(req.seqs_size());
   int64_t new_tokens = 0;
   int64_t rows = 0;  // logits rows: every position of a prompt to score, else the last
   const int64_t vocab = model_->config().vocab_size;
@@ -444,13 +468,21 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
           absl::StrCat("Step: sequence ", seq.seq_id(), "'s next_prompt_token ",
                        seq.next_prompt_token(), " is not in [0, ", vocab, ")"));
     }
+    RETURN_IF_ERROR(CheckDrafts(seq));
     // A prompt to score needs the logits of every position it brings (the same on every
-    // rank: each gets the same request); the others only their last.
-    batch.push_back({seq.seq_id(),
-                     std::span<const int32_t>(seq.token_ids().data(), seq.token_ids().size()),
-                     seq.prompt_logprobs(), seq.prefix_from(), seq.prefix_length()});
-    new_tokens += seq.token_ids_size();
-    rows += seq.prompt_logprobs() ? seq.token_ids_size() : 1;
+    // rank: each gets the same request), and draft tokens those of the position before each
+    // and of their last; the others only their last.
+    std::span<const int32_t> tokens(seq.token_ids().data(), seq.token_ids().size());
+    if (seq.draft_token_ids_size() > 0) {
+      std::vector<int32_t>& joined = drafted.emplace_back(tokens.begin(), tokens.end());
+      joined.insert(joined.end(), seq.draft_token_ids().begin(), seq.draft_token_ids().end());
+      tokens = joined;
+    }
+    const bool all_positions = seq.prompt_logprobs() || seq.draft_token_ids_size() > 0;
+    batch.push_back({seq.seq_id(), tokens, all_positions, seq.prefix_from(), seq.prefix_length(),
+                     seq.drop_positions()});
+    new_tokens += std::ssize(tokens);
+    rows += all_positions ? std::ssize(tokens) : 1;
   }
   if (max_step_tokens_ > 0 && new_tokens > max_step_tokens_) {
     return absl::InvalidArgumentError(
@@ -495,14 +527,18 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
         result->set_token_id(-1);
         continue;
       }
-      absl::StatusOr<SampledToken> token = samplers_.Sample(seq, logits->row(last_row));
+      // The sample at token_ids' last position, and after each draft it equals at the next.
+      const int64_t sample_row = last_row - seq.draft_token_ids_size();
+      absl::StatusOr<SequenceSamplers::Verified> token =
+          samplers_.SampleDrafts(seq, [&](int j) { return logits->row(sample_row + j); });
       if (!token.ok()) {
         // This sequence's alone: the others of the step keep their tokens.
         result->set_token_id(-1);
         result->set_sample_error(std::string(token.status().message()));
         continue;
       }
-      const SampledToken& sampled = *token;
+      const SampledToken& sampled = token->token;
+      result->set_drafts_accepted(token->accepted);
       result->set_token_id(sampled.token_id);
       if (seq.logprobs()) result->set_logprob(sampled.logprob);
       result->mutable_top()->Add(sampled.top.begin(), sampled.top.end());

@@ -362,6 +362,49 @@ TEST_P(CudaVsCpuTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
               std::string(PrecisionName(p)).c_str(), worst, worst_after, tol);
 }
 
+// Speculative decoding's steps on the GPU: a token and four draft tokens (all positions'
+// logits; they cross into the second KV page), then the next step drops three of them and
+// appends a token into the positions they held. Every logits row against the CPU model's
+// same steps (whose drops leave no trace: shard_model_runtime_test), within the fp16 bound.
+TEST_P(CudaVsCpuTest, DroppedDraftPositionsMatchCpu) {
+  SKIP_WITHOUT_CUDA_DEVICE();
+  const Precision p = GetParam();
+  const OptConfig c = OutlierConfig();
+  auto src = MakeSyntheticSource(c, OutlierSynthetic());
+  ASSERT_TRUE(src.ok()) << src.status();
+  const std::vector<int32_t> prompt = RandomTokens(14, 512, 31);
+  const std::vector<int32_t> drafted = RandomTokens(5, 512, 32);
+  const std::vector<int32_t> next = RandomTokens(1, 512, 33);
+  auto gpu = LoadOn(Device::kCuda, c, **src, p);
+  auto cpu = LoadOn(Device::kCpu, c, **src, p);
+  ASSERT_TRUE(gpu && cpu);
+  std::vector<Logits> got[2];
+  for (int m = 0; m < 2; ++m) {
+    ShardModel& model = m == 0 ? *gpu : *cpu;
+    ShardModel::SequenceInput steps[] = {
+        {1, prompt}, {1, drafted, /*all_positions=*/true}, {1, next, false, 0, 0, /*drop=*/3}};
+    for (const ShardModel::SequenceInput& in : steps) {
+      auto out = model.Step({&in, 1});
+      ASSERT_TRUE(out.ok()) << out.status();
+      got[m].push_back(*std::move(out));
+    }
+    EXPECT_EQ(model.ContextLength(1), 17);
+  }
+  double worst = 0.0;
+  for (size_t s = 0; s < got[0].size(); ++s) {
+    ASSERT_EQ(got[0][s].rows, got[1][s].rows) << "step " << s;
+    for (int64_t r = 0; r < got[0][s].rows; ++r) {
+      double tol = WorstCaseF16Bound(c, MaxAbs(got[1][s].row(r)));
+      if (p == Precision::kInt8) tol += kInt8Allowance;
+      const double d = MaxAbsDiff(got[0][s].row(r), got[1][s].row(r));
+      EXPECT_LE(d, tol) << "step " << s << " row " << r;
+      worst = std::max(worst, d);
+    }
+  }
+  std::printf("%s: drafts and a drop, max |gpu - cpu| = %.5f\n",
+              std::string(PrecisionName(p)).c_str(), worst);
+}
+
 // all_positions over a mixed batch (a worker's step when sequences score their prompts): a
 // decode token, a later prompt chunk crossing a KV page and a new prompt, with every position
 // asked for by the step or by some sequences (the rest get their last row: a row gather); the
