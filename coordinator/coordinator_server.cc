@@ -182,10 +182,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   options.scheduler.score_chunk =
       std::clamp<int64_t>(options.scheduler.score_chunk, 1, max_context);
   // A step carries at most a prefill budget of prompt tokens (or one whole prompt), the scored
-  // prompts' chunks beside them, and a decode token per sequence.
+  // prompts' chunks beside them, and a decode token per sequence with its draft tokens (each
+  // of which gets a logits row too).
+  const int64_t per_sequence = 1 + int64_t{options.scheduler.speculative_tokens};
   options.group.max_step_tokens = std::max(options.scheduler.max_prefill_tokens, max_context) +
-                                  options.scheduler.score_chunk + options.scheduler.max_batch;
-  options.group.max_step_rows = options.scheduler.max_batch + options.scheduler.score_chunk;
+                                  options.scheduler.score_chunk +
+                                  options.scheduler.max_batch * per_sequence;
+  options.group.max_step_rows =
+      options.scheduler.max_batch * per_sequence + options.scheduler.score_chunk;
 
   TokenizerOptions tok_options;
   tok_options.bos_id = static_cast<int32_t>(impl->config.bos_token_id);

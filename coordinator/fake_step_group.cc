@@ -76,6 +76,12 @@ std::optional<int64_t> FakeStepGroup::kv_capacity_tokens() const { return option
 
 void FakeStepGroup::Violation(std::string what) { violations_.push_back(std::move(what)); }
 
+int32_t FakeStepGroup::Next(std::span<const int32_t> tokens) const {
+  const size_t period = static_cast<size_t>(options_.period);
+  return period > 0 && tokens.size() >= period ? tokens[tokens.size() - period]
+                                               : FakeNextToken(tokens);
+}
+
 absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, int64_t epoch) {
   std::function<void()> before;
   {
@@ -137,6 +143,15 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
       if (s.has_sampling()) Violation(where + "sampling parameters sent again");
     }
     std::vector<int32_t>& tokens = it->second;
+    if (s.drop_positions() != 0) {
+      if (s.drop_positions() < 0 || s.drop_positions() > std::ssize(tokens) ||
+          s.prefix_length() > 0) {
+        Violation(
+            absl::StrCat(where, "drops ", s.drop_positions(), " of ", tokens.size(), " positions"));
+        return absl::InvalidArgumentError(where + "bad drop");
+      }
+      tokens.resize(tokens.size() - static_cast<size_t>(s.drop_positions()));
+    }
     const int64_t past = std::ssize(tokens);
     tokens.insert(tokens.end(), s.token_ids().begin(), s.token_ids().end());
     v1::SeqResult* result = response.add_results();
@@ -152,10 +167,28 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
     }
     if (s.prefill_only()) {
       if (s.has_mask()) Violation(where + "a token mask on a step that samples nothing");
+      if (s.draft_token_ids_size() > 0)
+        Violation(where + "draft tokens on a step that samples nothing");
       result->set_token_id(-1);
+    } else if (s.draft_token_ids_size() > 0) {
+      if (s.has_mask() || s.logprobs() || s.prompt_logprobs()) {
+        Violation(where + "draft tokens with a mask, logprobs or a prompt to score");
+      }
+      // Accepted while each is what rank 0 samples after the tokens before it.
+      int32_t accepted = 0;
+      int32_t next = Next(tokens);
+      while (accepted < s.draft_token_ids_size() && next == s.draft_token_ids(accepted)) {
+        tokens.push_back(next);
+        next = Next(tokens);
+        ++accepted;
+      }
+      // The rest are cached too, until the next step drops them.
+      tokens.insert(tokens.end(), s.draft_token_ids().begin() + accepted,
+                    s.draft_token_ids().end());
+      result->set_drafts_accepted(accepted);
+      result->set_token_id(next);
     } else {
-      result->set_token_id(s.has_mask() ? MaskedToken(s.mask(), FakeNextToken(tokens))
-                                        : FakeNextToken(tokens));
+      result->set_token_id(s.has_mask() ? MaskedToken(s.mask(), Next(tokens)) : Next(tokens));
     }
   }
   int64_t positions = 0;

@@ -3,8 +3,10 @@
 // prefix source is live and holds the copied positions, no sequence twice in a step, the KV
 // capacity holds), and rank 0 "samples" a token that depends on the sequence's tokens alone
 // (FakeNextToken), so a sequence started from a copied prefix samples what the same tokens
-// prefilled would. Any step or release that a worker would refuse, or that shows the
-// scheduler lost track, is recorded in violations(). Steps can be scripted to fail.
+// prefilled would. Draft tokens (SeqStep.draft_token_ids) are verified as rank 0 does: each is
+// accepted while it is the token rank 0 samples there, and all are cached until the next
+// step drops those not accepted. Any step or release that a worker would refuse, or that
+// shows the scheduler lost track, is recorded in violations(). Steps can be scripted to fail.
 //
 //   FakeStepGroup group({.kv_capacity = 256});
 //   Scheduler scheduler(options, &group);
@@ -44,6 +46,9 @@ class FakeStepGroup : public StepGroup {
     // violation. nullopt: what they report.
     std::optional<int64_t> holds;
     bool token_masks = true;             // takes_token_masks()
+    // > 0: rank 0 samples the token `period` positions back once a sequence holds that many
+    // (its output loops, as prompt lookup predicts), else FakeNextToken.
+    int32_t period = 0;
   };
   explicit FakeStepGroup(Options options) : options_(options) {}
 
@@ -91,6 +96,8 @@ class FakeStepGroup : public StepGroup {
   enum class State { kReady, kBroken, kRefused };
 
   void Violation(std::string what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rank 0's token after a sequence's cached `tokens` (Options::period).
+  int32_t Next(std::span<const int32_t> tokens) const;
 
   const Options options_;
   mutable absl::Mutex mu_;

@@ -372,6 +372,11 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
   resp->set_preemption(std::string(PreemptionName(scheduler_->preemption())));
   resp->set_scheduling(std::string(SchedulingName(scheduler_->scheduling())));
   resp->set_resume_on_group_loss_seconds(absl::ToDoubleSeconds(scheduler_->resume_on_group_loss()));
+  resp->set_speculative_tokens(scheduler_->speculative_tokens());
+  if (scheduler_->speculative_tokens() > 0) {
+    resp->set_prompt_lookup_min(scheduler_->prompt_lookup().min_n);
+    resp->set_prompt_lookup_max(scheduler_->prompt_lookup().max_n);
+  }
   group_->RefreshStats();
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {

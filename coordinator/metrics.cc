@@ -198,7 +198,19 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
                              "worker group was lost): their cache dropped, their prompt and "
                              "output prefilled again when they are admitted again")
                        .Register(*registry_)
-                       .Add({})) {}
+                       .Add({})),
+      draft_tokens_(BuildCounter()
+                        .Name("llmint8_spec_decode_draft_tokens_total")
+                        .Help("Draft tokens sent with generating sequences (speculative "
+                              "decoding by prompt lookup, --speculative_tokens)")
+                        .Register(*registry_)
+                        .Add({})),
+      accepted_tokens_(BuildCounter()
+                           .Name("llmint8_spec_decode_accepted_tokens_total")
+                           .Help("Draft tokens the workers accepted: generated tokens that "
+                                 "took no step of their own")
+                           .Register(*registry_)
+                           .Add({})) {}
 
 void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
@@ -232,6 +244,11 @@ void ServiceMetrics::RecordGuideLookup(bool hit) {
 
 void ServiceMetrics::RecordPreemptions(int count) {
   preemptions_.Increment(static_cast<double>(count));
+}
+
+void ServiceMetrics::RecordSpeculation(int64_t drafts, int64_t accepted) {
+  draft_tokens_.Increment(static_cast<double>(drafts));
+  accepted_tokens_.Increment(static_cast<double>(accepted));
 }
 
 std::string ServiceMetrics::Text() const {

@@ -26,6 +26,10 @@
 //                                             --resume_on_group_loss), to be prefilled
 //                                             again later (scheduler.h)
 //                                                                                 (counter)
+//   llmint8_spec_decode_draft_tokens_total    draft tokens sent with generating sequences
+//                                             (speculative decoding by prompt lookup)
+//   llmint8_spec_decode_accepted_tokens_total of them, those rank 0 accepted: tokens that
+//                                             took no step of their own        (counters)
 //   llmint8_queued_requests, llmint8_running_sequences,
 //   llmint8_worker_group_ready, llmint8_worker_group_size, llmint8_worker_group_epoch,
 //   llmint8_kv_reserved_positions, llmint8_kv_budget_positions, llmint8_draining
@@ -99,6 +103,7 @@ class ServiceMetrics {
   void RecordGuidedMasks(absl::Duration duration);
   void RecordGuideLookup(bool hit);
   void RecordPreemptions(int count);
+  void RecordSpeculation(int64_t drafts, int64_t accepted);
 
   // The recorded metrics and the scrape-time gauges in the Prometheus text format: what
   // /metrics returns (coordinator/metrics_server.h).
@@ -122,6 +127,8 @@ class ServiceMetrics {
   prometheus::Counter& guide_hits_;
   prometheus::Counter& guide_misses_;
   prometheus::Counter& preemptions_;
+  prometheus::Counter& draft_tokens_;
+  prometheus::Counter& accepted_tokens_;
 };
 
 }  // namespace llmint8::coordinator

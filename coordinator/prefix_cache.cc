@@ -7,7 +7,7 @@
 namespace llmint8::coordinator {
 
 int64_t PrefixCache::Positions(const Entry& e) {
-  const int64_t n = static_cast<int64_t>(e.tokens.size());
+  const int64_t n = static_cast<int64_t>(e.tokens.size()) + e.extra;
   return (n + kGranule - 1) / kGranule * kGranule;
 }
 
@@ -17,8 +17,8 @@ void PrefixCache::Remove(size_t index) {
   entries_.pop_back();
 }
 
-std::vector<uint64_t> PrefixCache::Park(uint64_t id, std::vector<int32_t> tokens,
-                                        bool tokens_kept) {
+std::vector<uint64_t> PrefixCache::Park(uint64_t id, std::vector<int32_t> tokens, bool tokens_kept,
+                                        int64_t extra) {
   std::vector<uint64_t> evicted;
   if (options_.max_entries == 0 || static_cast<int64_t>(tokens.size()) < options_.min_prefix ||
       tokens.empty()) {
@@ -26,7 +26,7 @@ std::vector<uint64_t> PrefixCache::Park(uint64_t id, std::vector<int32_t> tokens
     return evicted;
   }
   while (entries_.size() >= options_.max_entries) evicted.push_back(*EvictOldest());
-  entries_.push_back({id, std::move(tokens), tokens_kept, ++clock_});
+  entries_.push_back({id, std::move(tokens), tokens_kept, ++clock_, extra});
   positions_ += Positions(entries_.back());
   return evicted;
 }

@@ -41,10 +41,12 @@ class PrefixCache {
   explicit PrefixCache(Options options) : options_(options) {}
 
   // Keeps sequence `id`, whose first tokens.size() positions the workers hold (`tokens_kept`:
-  // rank 0 kept its tokens too, for penalties). Returns the ids evicted to stay within
+  // rank 0 kept its tokens too, for penalties), and `extra` positions after them that count
+  // but are never copied (draft tokens not accepted). Returns the ids evicted to stay within
   // max_entries (all of them, `id` included, when the cache is off or `tokens` is empty or
   // shorter than min_prefix).
-  std::vector<uint64_t> Park(uint64_t id, std::vector<int32_t> tokens, bool tokens_kept);
+  std::vector<uint64_t> Park(uint64_t id, std::vector<int32_t> tokens, bool tokens_kept,
+                             int64_t extra = 0);
 
   struct Match {
     uint64_t id = 0;
@@ -73,6 +75,7 @@ class PrefixCache {
     std::vector<int32_t> tokens;
     bool tokens_kept;
     uint64_t last_used;
+    int64_t extra;
   };
   static int64_t Positions(const Entry& e);
   void Remove(size_t index);

@@ -81,6 +81,19 @@ TEST(PrefixCacheTest, PromptsThatNeedTokensOnlyUseEntriesThatKeptThem) {
   EXPECT_EQ(m->length, 5);
 }
 
+// Positions a parked sequence holds past its tokens (draft tokens not accepted) count, and
+// are never copied.
+TEST(PrefixCacheTest, ExtraPositionsCountButAreNotCopied) {
+  PrefixCache cache({.max_entries = 4, .min_prefix = 2});
+  cache.Park(1, Range(0, 14), false, /*extra=*/3);
+  EXPECT_EQ(cache.positions(), 32);  // 17, rounded up to the granule of 16
+  auto m = cache.Find(Range(0, 30), false);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->length, 14);
+  EXPECT_EQ(cache.EvictOldest(), 1u);
+  EXPECT_EQ(cache.positions(), 0);
+}
+
 TEST(PrefixCacheTest, EvictsTheLeastRecentlyUsedAndKeepsItsCap) {
   PrefixCache cache({.max_entries = 3, .min_prefix = 2});
   cache.Park(1, Range(0, 4), false);

@@ -70,6 +70,13 @@ RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> runni
   return best;
 }
 
+// Whether `seq`'s decode steps may carry draft tokens (SchedulerOptions::speculative_tokens):
+// rank 0 verifies them only where each position samples alike (no guide, no logprobs).
+bool Speculates(const SchedulerOptions& options, const Sequence& seq) {
+  const GenerationParams& p = seq.params();
+  return options.speculative_tokens > 0 && !p.guided() && !p.logprobs && p.top_logprobs == 0;
+}
+
 }  // namespace
 
 std::string_view SchedulingName(Scheduling s) {
@@ -247,6 +254,16 @@ uint64_t Scheduler::preemptions() const {
   return preemptions_;
 }
 
+uint64_t Scheduler::draft_tokens() const {
+  absl::MutexLock lock(&mu_);
+  return draft_tokens_;
+}
+
+uint64_t Scheduler::accepted_draft_tokens() const {
+  absl::MutexLock lock(&mu_);
+  return accepted_draft_tokens_;
+}
+
 void Scheduler::FailRunning(const absl::Status& status, bool requeue_unsent) {
   std::vector<std::shared_ptr<Sequence>> unsent, preempted;
   const bool resume = requeue_unsent && options_.resume_on_group_loss > absl::ZeroDuration() &&
@@ -393,8 +410,8 @@ void Scheduler::RetireOne(Sequence& seq, Exit exit) {
   seq.set_kv_positions(0);
   if (exit == Exit::kPark) {
     // Its cache stays for later prompts that start alike (what it evicts goes instead).
-    for (uint64_t id :
-         prefix_cache_.Park(seq.id(), seq.cached_tokens(), seq.params().counts_tokens())) {
+    for (uint64_t id : prefix_cache_.Park(seq.id(), seq.cached_tokens(),
+                                          seq.params().counts_tokens(), seq.drop_positions())) {
       to_release_.push_back(id);
     }
     return;
@@ -440,8 +457,25 @@ int64_t Scheduler::KvNeed(const Sequence& seq) const {
   if (options_.preemption == Preemption::kOff) return seq.max_tokens();
   // A prefilling sequence counts its whole input (the prompt, and after a preemption the
   // tokens generated before it: num_generated() of them); a generating one what its cache
-  // holds after the coming step's token: the prompt and every generated token.
-  return std::min(seq.max_tokens(), std::ssize(seq.prompt()) + seq.num_generated());
+  // holds after the coming step's token: the prompt and every generated token, and with
+  // speculative decoding room for the step's drafts (the workers hold their positions until
+  // the next step drops those not accepted; a GPU keeps their pages).
+  const int64_t drafts = Speculates(options_, seq) ? options_.speculative_tokens : 0;
+  return std::min(seq.max_tokens(), std::ssize(seq.prompt()) + seq.num_generated() + drafts);
+}
+
+void Scheduler::AddDrafts(const Sequence& seq, v1::SeqStep& step) {
+  if (!Speculates(options_, seq)) return;
+  // The accepted drafts and the token after them are generated tokens: never more than
+  // max_new_tokens (which also keeps the drafts' positions, after the step's token's, within
+  // the context).
+  const int64_t k = std::min<int64_t>(
+      {options_.speculative_tokens, int64_t{seq.params().max_new_tokens} - seq.num_generated() - 1,
+       options_.max_context - std::ssize(seq.prompt()) - seq.num_generated()});
+  if (k <= 0) return;
+  seq.Tokens(lookup_tokens_);
+  ProposeByPromptLookup(lookup_tokens_, options_.prompt_lookup, static_cast<int32_t>(k), draft_);
+  step.mutable_draft_token_ids()->Add(draft_.begin(), draft_.end());
 }
 
 void Scheduler::PreemptForStep() {
@@ -844,6 +878,8 @@ void Scheduler::Loop() {
       step->set_seq_id(seq->id());
       if (prefilled) {
         step->add_token_ids(seq->last_token());
+        step->set_drop_positions(seq->drop_positions());
+        AddDrafts(*seq, *step);
       } else {
         if (prefix.has_value()) {
           seq->SkipPrompt(prefix->length);
@@ -927,6 +963,8 @@ void Scheduler::Loop() {
       prefix_hit_tokens_ += hit_tokens;  // the copies of a step that ran
     }
     std::vector<Exit> exits(running_.size(), Exit::kStays);
+    int64_t drafts = 0;    // draft tokens of the step
+    int64_t accepted = 0;  // of them, accepted
     for (size_t j = 0; j < in_step.size(); ++j) {
       const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
       const v1::SeqResult& r = response->results(static_cast<int>(j));
@@ -953,12 +991,41 @@ void Scheduler::Loop() {
             absl::InternalError(absl::StrCat("rank 0 returned token id ", r.token_id(),
                                              " outside the vocabulary of ", options_.vocab_size)));
         exit = Exit::kRelease;
+      } else if (r.drafts_accepted() < 0 || r.drafts_accepted() > sent.draft_token_ids_size()) {
+        seq->Fail(absl::InternalError(absl::StrCat("rank 0 accepted ", r.drafts_accepted(), " of ",
+                                                   sent.draft_token_ids_size(), " draft tokens")));
+        exit = Exit::kRelease;
       } else if (!sent.prefill_only()) {
-        if (seq->AddToken(r, options_.eos_token_ids)) exit = Exit::kPark;
+        // The accepted drafts are the sequence's next tokens (until one ends it), then the one
+        // sampled after them. The workers cached every draft: those past the sequence's
+        // cached tokens (not accepted, or after its end) are dropped by its next step, or
+        // counted while it is parked.
+        drafts += sent.draft_token_ids_size();
+        accepted += r.drafts_accepted();
+        int32_t kept = 0;  // drafts among the cached tokens
+        bool finished = false;
+        while (kept < r.drafts_accepted() && !finished) {
+          v1::SeqResult draft;
+          draft.set_seq_id(r.seq_id());
+          draft.set_token_id(sent.draft_token_ids(kept));
+          finished = seq->AddToken(draft, options_.eos_token_ids);
+          if (!finished) ++kept;  // a generated token is cached once the next one follows
+        }
+        if (!finished) finished = seq->AddToken(r, options_.eos_token_ids);
+        seq->set_drop_positions(sent.draft_token_ids_size() - kept);
+        if (finished) exit = Exit::kPark;
       } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {
         seq->FinishPromptOnly();
         exit = Exit::kPark;
       }
+    }
+    if (drafts > 0) {
+      {
+        absl::MutexLock lock(&mu_);
+        draft_tokens_ += static_cast<uint64_t>(drafts);
+        accepted_draft_tokens_ += static_cast<uint64_t>(accepted);
+      }
+      if (metrics_ != nullptr) metrics_->RecordSpeculation(drafts, accepted);
     }
     Retire(exits);
     ReleaseFinished();

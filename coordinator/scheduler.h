@@ -75,6 +75,7 @@
 #include "absl/time/time.h"
 #include "coordinator/metrics.h"
 #include "coordinator/prefix_cache.h"
+#include "coordinator/prompt_lookup.h"
 #include "coordinator/sequence.h"
 #include "coordinator/step_group.h"
 #include "coordinator/wait_queue.h"
@@ -121,6 +122,15 @@ struct SchedulerOptions {
   // needs it.
   int32_t prefix_cache_entries = 256;
   int64_t min_shared_prefix = 16;
+  // Speculative decoding by prompt lookup (coordinator/prompt_lookup.h): a generating
+  // sequence whose last tokens occurred before in its prompt or output sends up to this many
+  // of the tokens that followed them as drafts beside its next token, and rank 0 keeps those
+  // its samples equal (SeqStep.draft_token_ids): one step may then give several tokens, the
+  // same tokens (on CPU workers to the bit). 0: off; at most kMaxSpeculativeTokens. Not for
+  // guided sequences, nor ones that ask logprobs; never past max_new_tokens. Such a sequence
+  // counts room for this many drafts against the KV budget as it generates.
+  int32_t speculative_tokens = 0;
+  PromptLookup prompt_lookup;
 };
 
 class Scheduler {
@@ -161,6 +171,8 @@ class Scheduler {
   Preemption preemption() const { return options_.preemption; }
   Scheduling scheduling() const { return options_.scheduling; }
   absl::Duration resume_on_group_loss() const { return options_.resume_on_group_loss; }
+  int32_t speculative_tokens() const { return options_.speculative_tokens; }
+  const PromptLookup& prompt_lookup() const { return options_.prompt_lookup; }
   uint64_t steps() const;
   // Running sequences preempted since start (Preemption::kRecompute): for KV room, by
   // priority for a request of a higher one, or their group lost (resume_on_group_loss).
@@ -171,6 +183,9 @@ class Scheduler {
   int64_t prefix_cached_positions() const;
   int prefix_cached_sequences() const;
   uint64_t prefix_hit_tokens() const;
+  // Speculative decoding since start: draft tokens sent, and of them those accepted.
+  uint64_t draft_tokens() const;
+  uint64_t accepted_draft_tokens() const;
 
  private:
   void Loop();
@@ -246,6 +261,9 @@ class Scheduler {
     std::optional<PrefixCache::Match> from;
   };
   PrefixChoice ChoosePrefix(size_t i);
+  // Speculative decoding: the draft tokens `seq` (generating; `step` carries its last token)
+  // sends beside it, into `step` (KvNeed counted their room).
+  void AddDrafts(const Sequence& seq, v1::SeqStep& step);
   // Mirrors the batch's size and KV figures for the counters.
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -269,6 +287,9 @@ class Scheduler {
   int prefix_cached_sequences_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t prefix_hit_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t preemptions_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t accepted_draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int32_t> lookup_tokens_, draft_;  // AddDrafts' scratch (scheduler thread)
   PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)

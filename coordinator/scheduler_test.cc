@@ -1457,5 +1457,117 @@ TEST_F(SchedulerTest, DrainServesWhatIsQueuedAndRefusesNewRequests) {
             absl::StatusCode::kUnavailable);
 }
 
+// ---- Speculative decoding (prompt lookup) ----
+
+// What a FakeStepGroup with Options::period samples after `prompt`: the token `period` back.
+std::vector<int32_t> Periodic(std::vector<int32_t> tokens, int period, int count) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < count; ++i) {
+    out.push_back(tokens[tokens.size() - static_cast<size_t>(period)]);
+    tokens.push_back(out.back());
+  }
+  return out;
+}
+
+// Sequence `id`'s steps against its `tokens`: its drafts never run past max_new, and each step
+// drops the drafts of the one before that were not accepted (the leading ones equal to the
+// tokens it generated from there were). Returns the drafts accepted.
+int64_t CheckDrafts(const std::vector<v1::StepRequest>& steps, uint64_t id,
+                    const std::vector<int32_t>& tokens, int max_new) {
+  int64_t accepted_total = 0;
+  int32_t pending_drop = 0;
+  for (const auto& [index, s] : StepsOf(steps, id)) {
+    EXPECT_EQ(s.drop_positions(), pending_drop) << "step " << index;
+    const int g = s.sample_index();
+    EXPECT_LE(g + s.draft_token_ids_size() + 1, max_new) << "step " << index;
+    int32_t accepted = 0;
+    while (accepted < s.draft_token_ids_size() && g + accepted < std::ssize(tokens) &&
+           s.draft_token_ids(accepted) == tokens[static_cast<size_t>(g + accepted)]) {
+      ++accepted;
+    }
+    accepted_total += accepted;
+    pending_drop = s.draft_token_ids_size() - accepted;
+  }
+  return accepted_total;
+}
+
+// Outputs that loop: their drafts are accepted, and the tokens are those of steps one at a
+// time, in fewer steps, also when the KV capacity makes the scheduler preempt (the group
+// checks each step's positions, the drafts' included, against it).
+TEST_F(SchedulerTest, AcceptedDraftsGiveTheSameTokensInFewerSteps) {
+  SchedulerOptions o = Options();
+  o.speculative_tokens = 4;
+  ServiceMetrics metrics([] { return LiveState(); });
+  Start(o,
+        FakeStepGroup::Options{
+            .kv_capacity = 64, .holds = std::nullopt, .token_masks = true, .period = 3},
+        &metrics);
+  auto a = MakeSeq(1, Tokens(10, 300), 40);
+  auto b = MakeSeq(2, Tokens(12, 500), 7);
+  const std::vector<Outcome> outs = RunToEnd({a, b});
+  if (HasFailure()) return;
+  EXPECT_EQ(outs[0].tokens, Periodic(a->prompt(), 3, 40));
+  EXPECT_EQ(outs[1].tokens, Periodic(b->prompt(), 3, 7));
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  const int64_t accepted =
+      CheckDrafts(steps, 1, outs[0].tokens, 40) + CheckDrafts(steps, 2, outs[1].tokens, 7);
+  EXPECT_EQ(scheduler_->accepted_draft_tokens(), static_cast<uint64_t>(accepted));
+  EXPECT_GE(scheduler_->draft_tokens(), scheduler_->accepted_draft_tokens());
+  // 40 tokens: the prefill's, one step at a time until a 2-gram recurs, then up to 5 a step.
+  EXPECT_LE(StepsOf(steps, 1).size(), 14u);
+  EXPECT_GE(accepted, 30);
+  EXPECT_THAT(metrics.Text(), ::testing::HasSubstr(absl::StrCat(
+                                  "llmint8_spec_decode_accepted_tokens_total ", accepted)));
+}
+
+// Drafts that rank 0 does not accept: the prompt holds every token the fake samples (ids 10
+// to 1009), each followed by the next id, which the fake's hash does not sample. The tokens
+// are still those of steps one at a time, and each step drops the last one's drafts.
+TEST_F(SchedulerTest, RejectedDraftsAreDroppedByTheNextStep) {
+  SchedulerOptions o = Options();
+  o.speculative_tokens = 3;
+  o.max_context = 2048;
+  o.prompt_lookup = {.min_n = 1, .max_n = 2};
+  Start(o, std::optional<int64_t>(8 * 2048));
+  const std::vector<int32_t> every = Tokens(1000, 10);
+  auto a = MakeSeq(1, every, 12);
+  const std::vector<Outcome> outs = RunToEnd({a});
+  if (HasFailure()) return;
+  EXPECT_EQ(outs[0].tokens, FakeGreedy(every, 12));
+  CheckDrafts(group_->steps(), 1, outs[0].tokens, 12);
+  EXPECT_GT(scheduler_->draft_tokens(), 0u) << "the prompt's 2-grams recur";
+  int drops = 0;
+  for (const auto& [index, s] : StepsOf(group_->steps(), 1)) drops += s.drop_positions() > 0;
+  EXPECT_GT(drops, 0);
+}
+
+// No drafts for a sequence that asks logprobs (rank 0 returns one per step) or is guided;
+// one that ends on a stop id inside its accepted drafts ends there, parked with the rejected
+// drafts' positions counted.
+TEST_F(SchedulerTest, DraftsSkipLogprobsAndStopWhereTheSequenceEnds) {
+  SchedulerOptions o = Options();
+  o.speculative_tokens = 4;
+  o.prefix_cache_entries = 8;
+  o.min_shared_prefix = 4;
+  Start(o, FakeStepGroup::Options{
+               .kv_capacity = 8 * 256, .holds = std::nullopt, .token_masks = true, .period = 4});
+  GenerationParams logprobs;
+  logprobs.logprobs = true;
+  auto a = MakeSeq(1, Tokens(10, 300), 20, logprobs);
+  GenerationParams stop;
+  stop.stop_token_ids = {309};  // the prompt's last: generated again every 4 tokens
+  auto b = MakeSeq(2, Tokens(10, 300), 30, stop);
+  const std::vector<Outcome> outs = RunToEnd({a, b});
+  if (HasFailure()) return;
+  EXPECT_EQ(outs[0].tokens, Periodic(a->prompt(), 4, 20));
+  for (const auto& [index, s] : StepsOf(group_->steps(), 1)) {
+    EXPECT_EQ(s.draft_token_ids_size(), 0) << "step " << index;
+  }
+  // 306 307 308 309: the stop id ends the fourth token.
+  EXPECT_EQ(outs[1].tokens, Periodic(b->prompt(), 4, 4));
+  AwaitIdle();
+  EXPECT_EQ(scheduler_->prefix_cached_sequences(), 2);
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator

@@ -93,7 +93,13 @@ void Sequence::Preempt() {
   prompt_sent_ = 0;
   prompt_on_workers_ = 0;
   kv_positions_ = 0;
+  drop_positions_ = 0;
   preemptions_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Sequence::Tokens(std::vector<int32_t>& out) const {
+  out.assign(prompt_.begin(), prompt_.end());
+  out.insert(out.end(), generated_.begin(), generated_.end());
 }
 
 void Sequence::Fail(const absl::Status& status) { Push(std::nullopt, status); }

@@ -274,6 +274,13 @@ class Sequence {
   // generated token after it but the last (which was never fed back).
   std::vector<int32_t> cached_tokens() const;
   int32_t num_generated() const { return static_cast<int32_t>(generated_.size()); }
+  // The prompt and the generated tokens, into `out` (replaced): prompt lookup's text.
+  void Tokens(std::vector<int32_t>& out) const;
+  // Speculative decoding: positions the workers hold past this sequence's tokens (draft
+  // tokens of its last step that rank 0 did not accept), which its next step drops
+  // (SeqStep.drop_positions). 0 after a preemption (the cache is gone).
+  int32_t drop_positions() const { return drop_positions_; }
+  void set_drop_positions(int32_t n) { drop_positions_ = n; }
 
  private:
   void Finish(v1::GenerateResponse response, v1::FinishReason reason);
@@ -314,6 +321,7 @@ class Sequence {
   std::vector<int32_t> resume_;  // after a preemption: the prompt and the tokens generated
   std::atomic<int32_t> preemptions_{0};  // written by the scheduler thread only
   int64_t kv_positions_ = 0;
+  int32_t drop_positions_ = 0;
   std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far
   std::vector<int32_t> generated_;
   absl::Time arrival_ = absl::Now();

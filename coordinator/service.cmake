@@ -28,6 +28,7 @@ llmint8_cc_library(
     parse_error_interceptor.cc
     peer_watch.cc
     prefix_cache.cc
+    prompt_lookup.cc
     regex_parser.cc
     rendezvous_service.cc
     request_log.cc
@@ -76,6 +77,8 @@ if(TARGET llmint8_tokenizer_text_stream_test)
   target_compile_definitions(llmint8_tokenizer_text_stream_test PRIVATE
                              LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 endif()
+llmint8_cc_test(NAME prompt_lookup_test SRCS prompt_lookup_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME prefix_cache_test SRCS prefix_cache_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_binary(NAME prefix_cache_benchmark SRCS prefix_cache_benchmark.cc

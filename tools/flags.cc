@@ -153,6 +153,15 @@ ABSL_FLAG(absl::Duration, resume_on_group_loss, absl::ZeroDuration(),
           "retries); e.g. 30s: it waits up to that long for the group to re-form, then its "
           "prompt and output so far are prefilled again and it goes on (needs "
           "--preemption=recompute)");
+ABSL_FLAG(int32_t, speculative_tokens, 0,
+          "speculative decoding by prompt lookup: up to this many draft tokens a step for a "
+          "generating request whose last tokens occurred before in its prompt or output (those "
+          "that followed them), verified by the workers in the same step; the output is the "
+          "same (0: off; at most 16; not for guided requests or ones that ask logprobs)");
+ABSL_FLAG(int32_t, prompt_lookup_min, 2,
+          "--speculative_tokens: the fewest last tokens looked up in the prompt and output");
+ABSL_FLAG(int32_t, prompt_lookup_max, 4,
+          "--speculative_tokens: the most last tokens looked up (the longest match wins)");
 ABSL_FLAG(int32_t, guide_cache_entries, 16,
           "guided_regex patterns and guided_json schemas kept compiled, with the token masks "
           "their requests found, for later requests that send the same text (0: each request "

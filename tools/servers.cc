@@ -28,6 +28,7 @@
 #include "common/health.h"
 #include "common/host_port.h"
 #include "common/log.h"
+#include "common/sampling_limits.h"
 #include "common/status_macros.h"
 #include "coordinator/api_key.h"
 #include "coordinator/coordinator_server.h"
@@ -198,6 +199,18 @@ absl::Status ValidateCommonFlags() {
     return absl::InvalidArgumentError(
         "--resume_on_group_loss must be >= 0 (0: off), and needs --preemption=recompute");
   }
+  if (const int32_t k = absl::GetFlag(FLAGS_speculative_tokens);
+      k < 0 || k > kMaxSpeculativeTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--speculative_tokens=", k, " must be in [0, ",
+                                                   kMaxSpeculativeTokens, "] (0: off)"));
+  }
+  if (const int32_t lo = absl::GetFlag(FLAGS_prompt_lookup_min),
+      hi = absl::GetFlag(FLAGS_prompt_lookup_max);
+      lo < 1 || hi < lo || hi > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("--prompt_lookup_min=", lo,
+                                                   " and --prompt_lookup_max=", hi,
+                                                   " must satisfy 1 <= min <= max <= 64"));
+  }
   if (absl::GetFlag(FLAGS_join_wait) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--join_wait must be >= 0 (e.g. 3s; inf waits for all)");
   }
@@ -274,6 +287,9 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   o.scheduler.score_chunk = absl::GetFlag(FLAGS_score_chunk);
   o.scheduler.prefix_cache_entries = absl::GetFlag(FLAGS_prefix_cache_entries);
+  o.scheduler.speculative_tokens = absl::GetFlag(FLAGS_speculative_tokens);
+  o.scheduler.prompt_lookup = {.min_n = absl::GetFlag(FLAGS_prompt_lookup_min),
+                               .max_n = absl::GetFlag(FLAGS_prompt_lookup_max)};
   o.max_context = absl::GetFlag(FLAGS_max_context);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens);

@@ -64,6 +64,10 @@ void PrintText(const std::string& target, int health, const v1::ModelInfo& info)
     std::printf(", streams wait %s for a lost group",
                 absl::FormatDuration(absl::Seconds(info.resume_on_group_loss_seconds())).c_str());
   }
+  if (info.speculative_tokens() > 0) {
+    std::printf(", speculative decoding: %d draft tokens by prompt lookup (n %d..%d)",
+                info.speculative_tokens(), info.prompt_lookup_min(), info.prompt_lookup_max());
+  }
   std::printf("\n");
   // A coordinator older than eos_token_ids sends its one eos_token_id.
   const std::string eos = info.eos_token_ids().empty() ? absl::StrCat(info.eos_token_id())

@@ -72,7 +72,14 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"serve --preemption=off --resume_on_group_loss=30s --check_flags",
              "needs --preemption=recompute"},
         Case{"serve --resume_on_group_loss=-1s --check_flags",
-             "--resume_on_group_loss must be >= 0"}}) {
+             "--resume_on_group_loss must be >= 0"},
+        Case{"serve --speculative_tokens=17 --check_flags",
+             "--speculative_tokens=17 must be in [0, 16]"},
+        Case{"coordinator --workers=a:1 --speculative_tokens=-1 --check_flags",
+             "--speculative_tokens=-1"},
+        Case{"serve --prompt_lookup_min=3 --prompt_lookup_max=2 --check_flags",
+             "must satisfy 1 <= min <= max <= 64"},
+        Case{"serve --prompt_lookup_min=0 --check_flags", "--prompt_lookup_min=0"}}) {
     const CliResult r = RunCli(c.args);
     EXPECT_EQ(r.exit_code, 1) << c.args;
     EXPECT_THAT(r.err, HasSubstr(c.says)) << c.args;
