@@ -47,7 +47,10 @@
 // (coordinator/prefix_cache.h) while no running sequence needs its KV room: a later prompt that
 // starts with its tokens (or with a running sequence's prompt) copies those positions
 // (SeqStep.prefix_from) and prefills only the rest; the later choices of a prompt asked with n
-// start from the first choice's cached prompt likewise. When the group breaks, running sequences
+// start from the first choice's cached prompt likewise. With speculative_tokens a generating
+// sequence's step may carry draft tokens by prompt lookup (coordinator/prompt_lookup.h) that
+// rank 0 verifies: the accepted ones are its next tokens, the rest are dropped by its next
+// step (SeqStep.drop_positions). When the group breaks, running sequences
 // fail with UNAVAILABLE (with resume_on_group_loss those that went to the workers are preempted
 // instead and wait that long for the next group) and queued ones wait for the group to re-form;
 // while the group is refused (the workers cannot hold the model) queued ones fail with its
