@@ -197,17 +197,20 @@ PY
     log=$out/serve.log
     : > "$log"
     port=50051
-    for run in "int8 2" "fp16 1"; do
+    # The fp16 run also drafts tokens by prompt lookup (--speculative_tokens): the CUDA
+    # workers verify them and drop the rejected ones' KV positions.
+    for run in "int8 2 0" "fp16 1 4"; do
       set -- $run
       time_for 60 "serve $1 tp $2" || continue
-      echo "=== serve --dtype=$1 --tp=$2 --device=cuda ($model)" >> "$log"
+      echo "=== serve --dtype=$1 --tp=$2 --device=cuda --speculative_tokens=$3 ($model)" >> "$log"
       # --respawn=false: a worker that crashes fails the run instead of loading again.
       # --kv_budget_tokens=1536: the first two loadtests fit (16 x 64 and 8 x 48 positions),
       # the third (16 x 128) preempts sequences, which the CUDA workers release and prefill
       # again.
       first_line=$(($(wc -l < "$log") + 1))
       "$bin/llmint8" serve --model="$model" --dtype="$1" --tp="$2" --device=cuda \
-        --respawn=false --kv_budget_tokens=1536 --listen=127.0.0.1:$port >> "$log" 2>&1 &
+        --respawn=false --kv_budget_tokens=1536 --speculative_tokens="$3" \
+        --listen=127.0.0.1:$port >> "$log" 2>&1 &
       server=$!
       ready 127.0.0.1:$port "$(lim 90)" $server
       rc=$?
