@@ -91,13 +91,10 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
       return absl::InvalidArgumentError(
           absl::StrCat("Step: sequence ", in.seq_id, " has prefix_length ", in.prefix_length));
     }
-    if (in.drop != 0) {
-      const int64_t held = length(in.seq_id);
-      if (in.drop < 0 || in.drop > held || in.prefix_length > 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Step: sequence ", in.seq_id, " drops ", in.drop, " positions; it holds ",
-                         held, in.prefix_length > 0 ? " and starts from a prefix" : ""));
-      }
+    // (A sequence started from a prefix is new: it holds nothing to drop.)
+    if (const int64_t held = length(in.seq_id); in.drop < 0 || in.drop > held) {
+      return absl::InvalidArgumentError(absl::StrCat("Step: sequence ", in.seq_id, " drops ",
+                                                     in.drop, " positions; it holds ", held));
     }
     if (in.prefix_length > 0) {
       if (const int64_t held = length(in.seq_id); held > 0) {

@@ -50,8 +50,9 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
 
 // The checks of ShardModel::Step, in this order, before any state changes: empty batch, empty
 // token list, token id outside [0, vocab_size), a bad prefix (negative, for a sequence that
-// exists, from itself or from one holding fewer positions), a drop that is negative, more
-// than the sequence holds or beside a prefix, a sequence over max_context
+// exists, from itself or from one holding fewer positions), a drop that is negative or more
+// than the sequence holds (a new one, with a prefix or not, holds none), a sequence over
+// max_context
 // (OutOfRange), duplicate seq_id. `length(seq_id)` gives the cached positions (0 when unknown);
 // `sorted_ids` is scratch (reused to avoid allocating per step).
 absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch, int64_t vocab_size,

@@ -272,6 +272,7 @@ TEST_P(ShardModelTest, DroppedDraftPositionsLeaveNoTrace) {
   ShardModel::SequenceInput negative{1, next, false, 0, 0, /*drop=*/-1};
   EXPECT_EQ(spec->Step({&over, 1}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(spec->Step({&negative, 1}).status().code(), absl::StatusCode::kInvalidArgument);
+  // A sequence started from a prefix is new: nothing to drop.
   ShardModel::SequenceInput with_prefix{2, next, false, 1, 3, /*drop=*/1};
   EXPECT_EQ(spec->Step({&with_prefix, 1}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(spec->ContextLength(1), 15);  // the refused steps changed nothing

@@ -93,6 +93,11 @@ absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
   absl::StatusOr<State*> ready = Ready(step);
   if (!ready.ok()) return ready.status();
   State& s = **ready;
+  if (step.drop_positions() != s.pending_drop) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence ", step.seq_id(), " drops ", step.drop_positions(),
+        " positions; its last step left ", s.pending_drop, " draft positions not accepted"));
+  }
   Verified v;
   while (true) {
     absl::StatusOr<SampledToken> token =
@@ -101,6 +106,7 @@ absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
     v.token = *std::move(token);
     if (v.accepted == step.draft_token_ids_size() ||
         v.token.token_id != step.draft_token_ids(v.accepted)) {
+      s.pending_drop = step.draft_token_ids_size() - v.accepted;
       return v;
     }
     if (s.keep_tokens) s.seen.push_back(v.token.token_id);  // its position is cached now

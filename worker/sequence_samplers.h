@@ -45,7 +45,9 @@ class SequenceSamplers {
   // sample_index + j, with the accepted drafts among the sequence's tokens for the
   // penalties. Returns the first sample that differs from its draft (or the one after the
   // last draft) and how many drafts were accepted: the tokens Sample would have given one
-  // step at a time. Errors as Sample.
+  // step at a time. Errors as Sample, and InvalidArgument when the step drops other than the
+  // positions of the drafts the sequence's last step did not accept (its cache would then
+  // hold positions of tokens it does not have; the other ranks cannot tell).
   struct Verified {
     SampledToken token;
     int32_t accepted = 0;
@@ -65,6 +67,9 @@ class SequenceSamplers {
     std::vector<int32_t> seen;  // prompt and generated tokens, when keep_tokens
     // Started from a prefix (SeqStep.prefix_from) whose tokens rank 0 did not keep.
     bool prefix_unknown = false;
+    // Draft positions the last step cached that rank 0 did not accept: what the sequence's
+    // next step must drop (SeqStep.drop_positions) for the cache to hold its tokens.
+    int32_t pending_drop = 0;
   };
   static State MakeState(const v1::SamplingParams& params);
   // The state of `step`'s sequence, ready to sample (InvalidArgument as Sample's).

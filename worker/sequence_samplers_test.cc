@@ -228,6 +228,7 @@ TEST(SequenceSamplersTest, DraftsAreAcceptedWhileTheSamplesOfOneStepAtATimeEqual
   EXPECT_EQ(v->token.token_id, sampled[2]);
   // Every draft accepted: the sample after the last.
   v1::SeqStep all = Step(1, {sampled[2]}, 3);
+  all.set_drop_positions(1);  // the draft row 2 did not give
   all.add_draft_token_ids(sampled[3]);
   all.add_draft_token_ids(sampled[4]);
   spec.Observe(all);
@@ -245,6 +246,40 @@ TEST(SequenceSamplersTest, DraftsAreAcceptedWhileTheSamplesOfOneStepAtATimeEqual
   EXPECT_EQ(v->token.token_id, sampled[0]);
   EXPECT_EQ(spec.SampleDrafts(Step(9, {4}, 0), row(0)).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The accepted drafts count in the penalties of the positions after them: greedy with a
+// frequency penalty that takes id 1 below id 2 once it was generated, drafts 1, 1 keep the
+// first only (one step at a time gives 1, 2). A step that drops other positions than its
+// last step left unaccepted is refused.
+TEST(SequenceSamplersTest, AcceptedDraftsCountInThePenaltiesAndTheDropIsChecked) {
+  const std::vector<float> row = {0.0f, 1.0f, 0.9f, 0.0f};
+  SequenceSamplers samplers;
+  v1::SeqStep verify = Step(1, {3}, 0);
+  verify.mutable_sampling()->set_frequency_penalty(0.5f);
+  verify.add_draft_token_ids(1);
+  verify.add_draft_token_ids(1);
+  verify.add_draft_token_ids(0);
+  samplers.Observe(verify);
+  auto same = [&](int) { return std::span<const float>(row); };
+  absl::StatusOr<SequenceSamplers::Verified> v = samplers.SampleDrafts(verify, same);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->accepted, 1);
+  EXPECT_EQ(v->token.token_id, 2);
+  // Two drafts were not accepted: the next step drops two, not one.
+  v1::SeqStep wrong = Step(1, {2}, 2);
+  wrong.set_drop_positions(1);
+  samplers.Observe(wrong);
+  EXPECT_EQ(samplers.SampleDrafts(wrong, same).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SeqStep right = Step(1, {2}, 2);
+  right.set_drop_positions(2);
+  SequenceSamplers fresh;
+  fresh.Observe(verify);
+  ASSERT_TRUE(fresh.SampleDrafts(verify, same).ok());
+  fresh.Observe(right);
+  v = fresh.SampleDrafts(right, same);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->accepted, 0);
 }
 
 }  // namespace

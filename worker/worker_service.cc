@@ -38,8 +38,8 @@ bool IsInputError(const absl::Status& s) {
          s.code() == absl::StatusCode::kResourceExhausted;
 }
 
-// A step's draft tokens for a sequence (SeqStep.draft_token_ids) come only where rank 0
-// samples each position alike: no prompt chunk, score, mask or logprob, at most
+// A step's draft tokens for a sequence (SeqStep.draft_token_ids) come after a token, only
+// where rank 0 samples each position alike: no prompt chunk, score, mask or logprob, at most
 // kMaxSpeculativeTokens. Checked on every rank before the step, so all refuse alike.
 absl::Status CheckDrafts(const v1::SeqStep& seq) {
   const int n = seq.draft_token_ids_size();
@@ -51,6 +51,7 @@ absl::Status CheckDrafts(const v1::SeqStep& seq) {
   if (n > kMaxSpeculativeTokens) {
     return refuse(absl::StrCat("(at most ", kMaxSpeculativeTokens, ")"));
   }
+  if (seq.token_ids_size() == 0) return refuse("without a token before them");
   if (seq.prefill_only() || seq.prompt_logprobs() || seq.has_mask() || seq.logprobs() ||
       seq.top_logprobs() > 0) {
     return refuse("on a step that samples no token, scores a prompt, masks or asks logprobs");

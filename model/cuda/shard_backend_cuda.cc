@@ -466,6 +466,9 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     kv_.SetLength(batch[i].seq_id, past_[i] + static_cast<int64_t>(batch[i].tokens.size()));
+    // A drop may leave pages past the new length (Reserve only grows): they go back, so a
+    // sequence holds the pages of its length as the coordinator counts it.
+    if (batch[i].drop > 0) kv_.Trim(batch[i].seq_id);
   }
   return out;
 }

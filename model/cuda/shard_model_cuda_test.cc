@@ -363,8 +363,9 @@ TEST_P(CudaVsCpuTest, SequenceFromAPrefixEqualsItsOwnPrefill) {
 }
 
 // Speculative decoding's steps on the GPU: a token and four draft tokens (all positions'
-// logits; they cross into the second KV page), then the next step drops three of them and
-// appends a token into the positions they held. Every logits row against the CPU model's
+// logits; they cross into the second KV page), then a step that drops four of them (back
+// into the first page, whose second the drop gives back) and appends a token, then drafts
+// into the second page again and a drop of two. Every logits row against the CPU model's
 // same steps (whose drops leave no trace: shard_model_runtime_test), within the fp16 bound.
 TEST_P(CudaVsCpuTest, DroppedDraftPositionsMatchCpu) {
   SKIP_WITHOUT_CUDA_DEVICE();
@@ -375,20 +376,25 @@ TEST_P(CudaVsCpuTest, DroppedDraftPositionsMatchCpu) {
   const std::vector<int32_t> prompt = RandomTokens(14, 512, 31);
   const std::vector<int32_t> drafted = RandomTokens(5, 512, 32);
   const std::vector<int32_t> next = RandomTokens(1, 512, 33);
+  const std::vector<int32_t> again = RandomTokens(4, 512, 34);
   auto gpu = LoadOn(Device::kCuda, c, **src, p);
   auto cpu = LoadOn(Device::kCpu, c, **src, p);
   ASSERT_TRUE(gpu && cpu);
+  const ShardModel::SequenceInput steps[] = {{1, prompt},                           // 14
+                                             {1, drafted, /*all_positions=*/true},  // 19
+                                             {1, next, false, 0, 0, /*drop=*/4},    // 16
+                                             {1, again, /*all_positions=*/true},    // 20
+                                             {1, next, false, 0, 0, /*drop=*/2}};   // 19
+  const int64_t lengths[] = {14, 19, 16, 20, 19};
   std::vector<Logits> got[2];
   for (int m = 0; m < 2; ++m) {
     ShardModel& model = m == 0 ? *gpu : *cpu;
-    ShardModel::SequenceInput steps[] = {
-        {1, prompt}, {1, drafted, /*all_positions=*/true}, {1, next, false, 0, 0, /*drop=*/3}};
-    for (const ShardModel::SequenceInput& in : steps) {
-      auto out = model.Step({&in, 1});
+    for (size_t s = 0; s < std::size(steps); ++s) {
+      auto out = model.Step({&steps[s], 1});
       ASSERT_TRUE(out.ok()) << out.status();
       got[m].push_back(*std::move(out));
+      EXPECT_EQ(model.ContextLength(1), lengths[s]) << "step " << s;
     }
-    EXPECT_EQ(model.ContextLength(1), 17);
   }
   double worst = 0.0;
   for (size_t s = 0; s < got[0].size(); ++s) {
@@ -401,7 +407,7 @@ TEST_P(CudaVsCpuTest, DroppedDraftPositionsMatchCpu) {
       worst = std::max(worst, d);
     }
   }
-  std::printf("%s: drafts and a drop, max |gpu - cpu| = %.5f\n",
+  std::printf("%s: drafts and drops, max |gpu - cpu| = %.5f\n",
               std::string(PrecisionName(p)).c_str(), worst);
 }
 
