@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/sampling_limits.h"
 
 namespace llmint8::coordinator::testing {
 namespace {
@@ -171,8 +172,11 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
         Violation(where + "draft tokens on a step that samples nothing");
       result->set_token_id(-1);
     } else if (s.draft_token_ids_size() > 0) {
-      if (s.has_mask() || s.logprobs() || s.prompt_logprobs()) {
-        Violation(where + "draft tokens with a mask, logprobs or a prompt to score");
+      // A worker refuses these (CheckDrafts in worker/worker_service.cc).
+      if (s.has_mask() || s.logprobs() || s.top_logprobs() > 0 || s.prompt_logprobs() ||
+          s.draft_token_ids_size() > kMaxSpeculativeTokens) {
+        Violation(absl::StrCat(where, s.draft_token_ids_size(),
+                               " draft tokens, or drafts with a mask, logprobs or a score"));
       }
       // Accepted while each is what rank 0 samples after the tokens before it.
       int32_t accepted = 0;

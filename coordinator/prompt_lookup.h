@@ -26,7 +26,8 @@ struct PromptLookup {
 // tokens): for the longest suffix of n tokens (max_n down to min_n) that also occurs earlier,
 // its most recent earlier occurrence's continuation, extended periodically when that runs
 // into the end (a loop of period p goes on as one: token t is proposed as token t - p was).
-// Empty when no such suffix occurs, or k <= 0. O(|tokens| * max_n).
+// Empty when no such suffix occurs, or k <= 0. One pass over the tokens, O(|tokens| * max_n)
+// at worst (a long run of one token), about |tokens| comparisons on text.
 void ProposeByPromptLookup(std::span<const int32_t> tokens, const PromptLookup& lookup, int32_t k,
                            std::vector<int32_t>& draft);
 

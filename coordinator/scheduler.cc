@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/sampling_limits.h"
 
 namespace llmint8::coordinator {
 namespace {
@@ -106,8 +107,16 @@ absl::StatusOr<Preemption> ParsePreemption(std::string_view name) {
       "max_new_tokens at admission)"));
 }
 
+namespace {
+// The options as the scheduler keeps them: a draft count the workers take.
+SchedulerOptions Checked(SchedulerOptions options) {
+  options.speculative_tokens = std::clamp(options.speculative_tokens, 0, kMaxSpeculativeTokens);
+  return options;
+}
+}  // namespace
+
 Scheduler::Scheduler(SchedulerOptions options, StepGroup* group, ServiceMetrics* metrics)
-    : options_(std::move(options)),
+    : options_(Checked(std::move(options))),
       group_(group),
       metrics_(metrics),
       queue_(options_.scheduling == Scheduling::kPriority),
@@ -459,8 +468,9 @@ int64_t Scheduler::KvNeed(const Sequence& seq) const {
   // tokens generated before it: num_generated() of them); a generating one what its cache
   // holds after the coming step's token: the prompt and every generated token, and with
   // speculative decoding room for the step's drafts (the workers hold their positions until
-  // the next step drops those not accepted; a GPU keeps their pages).
-  const int64_t drafts = Speculates(options_, seq) ? options_.speculative_tokens : 0;
+  // the next step drops those not accepted).
+  const int64_t drafts =
+      seq.prefilled() && Speculates(options_, seq) ? options_.speculative_tokens : 0;
   return std::min(seq.max_tokens(), std::ssize(seq.prompt()) + seq.num_generated() + drafts);
 }
 
@@ -560,10 +570,12 @@ void Scheduler::RequeueLocked(const TakenBack& taken,
 }
 
 int64_t Scheduler::AdmissionNeed(const Sequence& seq, size_t running) const {
-  // With preemption the running sequences each grow a position a step: room for the next
-  // step's growth keeps a sequence just admitted from preempting another at once.
-  return KvNeed(seq) +
-         (options_.preemption == Preemption::kRecompute ? static_cast<int64_t>(running) : 0);
+  // With preemption the running sequences each grow a position a step (and up to
+  // speculative_tokens more when their drafts are accepted): room for the next step's growth
+  // keeps a sequence just admitted from preempting another at once.
+  return KvNeed(seq) + (options_.preemption == Preemption::kRecompute
+                            ? static_cast<int64_t>(running) * (1 + options_.speculative_tokens)
+                            : 0);
 }
 
 bool Scheduler::RoomFor(const Sequence& seq, size_t running, int64_t kv_in_use) const {
@@ -964,7 +976,7 @@ void Scheduler::Loop() {
     }
     std::vector<Exit> exits(running_.size(), Exit::kStays);
     int64_t drafts = 0;    // draft tokens of the step
-    int64_t accepted = 0;  // of them, accepted
+    int64_t accepted = 0;  // of them, accepted into the output (not past its end)
     for (size_t j = 0; j < in_step.size(); ++j) {
       const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
       const v1::SeqResult& r = response->results(static_cast<int>(j));
@@ -1001,7 +1013,6 @@ void Scheduler::Loop() {
         // cached tokens (not accepted, or after its end) are dropped by its next step, or
         // counted while it is parked.
         drafts += sent.draft_token_ids_size();
-        accepted += r.drafts_accepted();
         int32_t kept = 0;  // drafts among the cached tokens
         bool finished = false;
         while (kept < r.drafts_accepted() && !finished) {
@@ -1009,6 +1020,7 @@ void Scheduler::Loop() {
           draft.set_seq_id(r.seq_id());
           draft.set_token_id(sent.draft_token_ids(kept));
           finished = seq->AddToken(draft, options_.eos_token_ids);
+          ++accepted;             // a token of the output
           if (!finished) ++kept;  // a generated token is cached once the next one follows
         }
         if (!finished) finished = seq->AddToken(r, options_.eos_token_ids);

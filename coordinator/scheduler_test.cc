@@ -1477,6 +1477,7 @@ int64_t CheckDrafts(const std::vector<v1::StepRequest>& steps, uint64_t id,
   int64_t accepted_total = 0;
   int32_t pending_drop = 0;
   for (const auto& [index, s] : StepsOf(steps, id)) {
+    if (s.has_sampling()) pending_drop = 0;  // (again) a new sequence on the workers
     EXPECT_EQ(s.drop_positions(), pending_drop) << "step " << index;
     const int g = s.sample_index();
     EXPECT_LE(g + s.draft_token_ids_size() + 1, max_new) << "step " << index;
@@ -1504,20 +1505,26 @@ TEST_F(SchedulerTest, AcceptedDraftsGiveTheSameTokensInFewerSteps) {
         &metrics);
   auto a = MakeSeq(1, Tokens(10, 300), 40);
   auto b = MakeSeq(2, Tokens(12, 500), 7);
-  const std::vector<Outcome> outs = RunToEnd({a, b});
+  auto c = MakeSeq(3, Tokens(10, 700), 30);  // a and c do not fit together to their ends
+  const std::vector<Outcome> outs = RunToEnd({a, b, c});
   if (HasFailure()) return;
   EXPECT_EQ(outs[0].tokens, Periodic(a->prompt(), 3, 40));
   EXPECT_EQ(outs[1].tokens, Periodic(b->prompt(), 3, 7));
+  EXPECT_EQ(outs[2].tokens, Periodic(c->prompt(), 3, 30));
+  EXPECT_GT(scheduler_->preemptions(), 0u);
   const std::vector<v1::StepRequest> steps = group_->steps();
-  const int64_t accepted =
-      CheckDrafts(steps, 1, outs[0].tokens, 40) + CheckDrafts(steps, 2, outs[1].tokens, 7);
-  EXPECT_EQ(scheduler_->accepted_draft_tokens(), static_cast<uint64_t>(accepted));
+  const int64_t accepted = CheckDrafts(steps, 1, outs[0].tokens, 40) +
+                           CheckDrafts(steps, 2, outs[1].tokens, 7) +
+                           CheckDrafts(steps, 3, outs[2].tokens, 30);
+  // Drafts accepted in a run that was preempted count too, then come again.
+  EXPECT_GE(scheduler_->accepted_draft_tokens(), static_cast<uint64_t>(accepted));
   EXPECT_GE(scheduler_->draft_tokens(), scheduler_->accepted_draft_tokens());
-  // 40 tokens: the prefill's, one step at a time until a 2-gram recurs, then up to 5 a step.
-  EXPECT_LE(StepsOf(steps, 1).size(), 14u);
-  EXPECT_GE(accepted, 30);
-  EXPECT_THAT(metrics.Text(), ::testing::HasSubstr(absl::StrCat(
-                                  "llmint8_spec_decode_accepted_tokens_total ", accepted)));
+  // 7 tokens: the prefill's, one step at a time until a 2-gram recurs, then up to 5 a step.
+  EXPECT_LE(StepsOf(steps, 2).size(), 5u);
+  EXPECT_GE(accepted, 50);
+  EXPECT_THAT(metrics.Text(),
+              ::testing::HasSubstr(absl::StrCat("llmint8_spec_decode_accepted_tokens_total ",
+                                                scheduler_->accepted_draft_tokens())));
 }
 
 // Drafts that rank 0 does not accept: the prompt holds every token the fake samples (ids 10
@@ -1541,9 +1548,9 @@ TEST_F(SchedulerTest, RejectedDraftsAreDroppedByTheNextStep) {
   EXPECT_GT(drops, 0);
 }
 
-// No drafts for a sequence that asks logprobs (rank 0 returns one per step) or is guided;
-// one that ends on a stop id inside its accepted drafts ends there, parked with the rejected
-// drafts' positions counted.
+// No drafts for a sequence that asks logprobs (rank 0 returns one per step); one that ends on
+// a stop id inside its accepted drafts ends there, parked with the positions the workers hold
+// past its tokens counted.
 TEST_F(SchedulerTest, DraftsSkipLogprobsAndStopWhereTheSequenceEnds) {
   SchedulerOptions o = Options();
   o.speculative_tokens = 4;
@@ -1555,18 +1562,63 @@ TEST_F(SchedulerTest, DraftsSkipLogprobsAndStopWhereTheSequenceEnds) {
   logprobs.logprobs = true;
   auto a = MakeSeq(1, Tokens(10, 300), 20, logprobs);
   GenerationParams stop;
-  stop.stop_token_ids = {309};  // the prompt's last: generated again every 4 tokens
-  auto b = MakeSeq(2, Tokens(10, 300), 30, stop);
+  stop.stop_token_ids = {611};  // the prompt's last: generated again every 4 tokens
+  auto b = MakeSeq(2, Tokens(12, 600), 30, stop);
   const std::vector<Outcome> outs = RunToEnd({a, b});
   if (HasFailure()) return;
   EXPECT_EQ(outs[0].tokens, Periodic(a->prompt(), 4, 20));
   for (const auto& [index, s] : StepsOf(group_->steps(), 1)) {
     EXPECT_EQ(s.draft_token_ids_size(), 0) << "step " << index;
   }
-  // 306 307 308 309: the stop id ends the fourth token.
+  // 608 609 610 611: the stop id ends the fourth token, the second draft of the step that
+  // sent 610 611 608 609 after 609 (all four accepted by the fake).
   EXPECT_EQ(outs[1].tokens, Periodic(b->prompt(), 4, 4));
+  CheckDrafts(group_->steps(), 2, outs[1].tokens, 30);
   AwaitIdle();
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 2);
+  // Parked: a's 29 cached positions (32 with the granule of 16), b's 15 and the 3 draft
+  // positions past its end (18: 32).
+  EXPECT_EQ(scheduler_->prefix_cached_positions(), 64);
+  EXPECT_EQ(scheduler_->accepted_draft_tokens(), 2u) << "610 611; 608 609 came after the end";
+}
+
+// A sequence's pending drop (its last step's drafts that were not accepted) survives a step
+// the workers refuse for memory (sent again with the step that replaces it) and goes with a
+// preemption and with a lost group (the cache is gone): the tokens stay those of steps one at
+// a time, which a wrong drop would change (the fake samples from every cached token).
+TEST_F(SchedulerTest, PendingDropsSurviveRefusedStepsAndGoWithTheCache) {
+  SchedulerOptions o = Options();
+  o.speculative_tokens = 3;
+  o.max_context = 2048;
+  o.prompt_lookup = {.min_n = 1, .max_n = 2};
+  o.resume_on_group_loss = absl::Seconds(30);
+  Start(o, std::optional<int64_t>(8 * 2048));
+  const std::vector<int32_t> every = Tokens(1000, 10);  // every id the fake samples, in order
+  const std::vector<int32_t> other = Concat({7}, every);
+  auto a = MakeSeq(1, every, 16);
+  auto b = MakeSeq(2, other, 16);
+  group_->FailStep(4, absl::ResourceExhaustedError("Step: out of memory"), /*breaks=*/false);
+  group_->FailStep(8, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
+  const std::vector<std::shared_ptr<Sequence>> both = {a, b};
+  ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
+  scheduler_->Start();
+  absl::SleepFor(absl::Milliseconds(300));
+  group_->Reform();
+  const Outcome out_a = Await(*a), out_b = Await(*b);
+  ASSERT_TRUE(out_a.status.ok()) << out_a.status;
+  ASSERT_TRUE(out_b.status.ok()) << out_b.status;
+  EXPECT_EQ(out_a.tokens, FakeGreedy(every, 16));
+  EXPECT_EQ(out_b.tokens, FakeGreedy(other, 16));
+  EXPECT_GT(scheduler_->draft_tokens(), 0u);
+  EXPECT_GT(a->preemptions() + b->preemptions(), 0);
+  // The refused step (the 4th) and the lost one (the 8th) carried drops.
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  ASSERT_GE(steps.size(), 8u);
+  for (size_t i : {size_t{3}, size_t{7}}) {
+    int dropping = 0;
+    for (const v1::SeqStep& s : steps[i].seqs()) dropping += s.drop_positions() > 0;
+    EXPECT_GT(dropping, 0) << "step " << i + 1;
+  }
 }
 
 }  // namespace
