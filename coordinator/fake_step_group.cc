@@ -42,6 +42,10 @@ std::vector<int32_t> FakeGreedy(std::vector<int32_t> prompt, int count) {
 
 float FakePromptLogprob(int64_t index) { return -0.125f * static_cast<float>(index); }
 
+float FakeDraftLogprob(int32_t sample_index) {
+  return -0.5f - 0.25f * static_cast<float>(sample_index);
+}
+
 bool FakeStepGroup::ready() const {
   absl::MutexLock lock(&mu_);
   return state_ == State::kReady;
@@ -173,10 +177,9 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
       result->set_token_id(-1);
     } else if (s.draft_token_ids_size() > 0) {
       // A worker refuses these (CheckDrafts in worker/worker_service.cc).
-      if (s.has_mask() || s.logprobs() || s.top_logprobs() > 0 || s.prompt_logprobs() ||
-          s.draft_token_ids_size() > kMaxSpeculativeTokens) {
+      if (s.has_mask() || s.prompt_logprobs() || s.draft_token_ids_size() > kMaxSpeculativeTokens) {
         Violation(absl::StrCat(where, s.draft_token_ids_size(),
-                               " draft tokens, or drafts with a mask, logprobs or a score"));
+                               " draft tokens, or drafts with a mask or a score"));
       }
       // Accepted while each is what rank 0 samples after the tokens before it.
       int32_t accepted = 0;
@@ -190,6 +193,12 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
       tokens.insert(tokens.end(), s.draft_token_ids().begin() + accepted,
                     s.draft_token_ids().end());
       result->set_drafts_accepted(accepted);
+      // Asked for logprobs: each accepted draft's, as FakeDraftLogprob gives them.
+      if (s.logprobs() || s.top_logprobs() > 0) {
+        for (int32_t d = 0; d < accepted; ++d) {
+          result->add_drafts()->set_logprob(FakeDraftLogprob(s.sample_index() + d));
+        }
+      }
       result->set_token_id(next);
     } else {
       result->set_token_id(s.has_mask() ? MaskedToken(s.mask(), Next(tokens)) : Next(tokens));

@@ -36,6 +36,9 @@ int32_t FakeNextToken(std::span<const int32_t> tokens);
 std::vector<int32_t> FakeGreedy(std::vector<int32_t> prompt, int count);
 // The logprob a fake group gives prompt token `index` (the first scored one is index 1).
 float FakePromptLogprob(int64_t index);
+// The logprob it gives an accepted draft token sampled at `sample_index` (a token it samples
+// otherwise gets none).
+float FakeDraftLogprob(int32_t sample_index);
 
 class FakeStepGroup : public StepGroup {
  public:

@@ -72,10 +72,10 @@ RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> runni
 }
 
 // Whether `seq`'s decode steps may carry draft tokens (SchedulerOptions::speculative_tokens):
-// rank 0 verifies them only where each position samples alike (no guide, no logprobs).
+// rank 0 verifies them only where each position samples alike (no guide: its mask is the
+// position's).
 bool Speculates(const SchedulerOptions& options, const Sequence& seq) {
-  const GenerationParams& p = seq.params();
-  return options.speculative_tokens > 0 && !p.guided() && !p.logprobs && p.top_logprobs == 0;
+  return options.speculative_tokens > 0 && !seq.params().guided();
 }
 
 }  // namespace
@@ -1003,9 +1003,12 @@ void Scheduler::Loop() {
             absl::InternalError(absl::StrCat("rank 0 returned token id ", r.token_id(),
                                              " outside the vocabulary of ", options_.vocab_size)));
         exit = Exit::kRelease;
-      } else if (r.drafts_accepted() < 0 || r.drafts_accepted() > sent.draft_token_ids_size()) {
-        seq->Fail(absl::InternalError(absl::StrCat("rank 0 accepted ", r.drafts_accepted(), " of ",
-                                                   sent.draft_token_ids_size(), " draft tokens")));
+      } else if (r.drafts_accepted() < 0 || r.drafts_accepted() > sent.draft_token_ids_size() ||
+                 ((sent.logprobs() || sent.top_logprobs() > 0) &&
+                  r.drafts_size() != r.drafts_accepted())) {
+        seq->Fail(absl::InternalError(absl::StrCat(
+            "rank 0 accepted ", r.drafts_accepted(), " of ", sent.draft_token_ids_size(),
+            " draft tokens, with ", r.drafts_size(), " scores")));
         exit = Exit::kRelease;
       } else if (!sent.prefill_only()) {
         // The accepted drafts are the sequence's next tokens (until one ends it), then the one
@@ -1019,6 +1022,10 @@ void Scheduler::Loop() {
           v1::SeqResult draft;
           draft.set_seq_id(r.seq_id());
           draft.set_token_id(sent.draft_token_ids(kept));
+          if (kept < r.drafts_size()) {
+            draft.set_logprob(r.drafts(kept).logprob());
+            *draft.mutable_top() = r.drafts(kept).top();
+          }
           finished = seq->AddToken(draft, options_.eos_token_ids);
           ++accepted;             // a token of the output
           if (!finished) ++kept;  // a generated token is cached once the next one follows

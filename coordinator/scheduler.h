@@ -130,7 +130,7 @@ struct SchedulerOptions {
   // of the tokens that followed them as drafts beside its next token, and rank 0 keeps those
   // its samples equal (SeqStep.draft_token_ids): one step may then give several tokens, the
   // same tokens (on CPU workers to the bit). 0: off; at most kMaxSpeculativeTokens. Not for
-  // guided sequences, nor ones that ask logprobs; never past max_new_tokens. Such a sequence
+  // guided sequences (a mask is one position's); never past max_new_tokens. Such a sequence
   // counts room for this many drafts against the KV budget as it generates.
   int32_t speculative_tokens = 0;
   PromptLookup prompt_lookup;

@@ -1548,10 +1548,10 @@ TEST_F(SchedulerTest, RejectedDraftsAreDroppedByTheNextStep) {
   EXPECT_GT(drops, 0);
 }
 
-// No drafts for a sequence that asks logprobs (rank 0 returns one per step); one that ends on
-// a stop id inside its accepted drafts ends there, parked with the positions the workers hold
-// past its tokens counted.
-TEST_F(SchedulerTest, DraftsSkipLogprobsAndStopWhereTheSequenceEnds) {
+// A sequence that asks logprobs drafts too: every token it streams has one (an accepted
+// draft's from its result's drafts); one that ends on a stop id inside its accepted drafts
+// ends there, parked with the positions the workers hold past its tokens counted.
+TEST_F(SchedulerTest, DraftsCarryLogprobsAndStopWhereTheSequenceEnds) {
   SchedulerOptions o = Options();
   o.speculative_tokens = 4;
   o.prefix_cache_entries = 8;
@@ -1567,19 +1567,30 @@ TEST_F(SchedulerTest, DraftsSkipLogprobsAndStopWhereTheSequenceEnds) {
   const std::vector<Outcome> outs = RunToEnd({a, b});
   if (HasFailure()) return;
   EXPECT_EQ(outs[0].tokens, Periodic(a->prompt(), 4, 20));
-  for (const auto& [index, s] : StepsOf(group_->steps(), 1)) {
-    EXPECT_EQ(s.draft_token_ids_size(), 0) << "step " << index;
+  // The fake gives accepted drafts a logprob and the tokens it samples none (0).
+  int scored = 0;
+  int32_t index = 0;  // of the token among the generated ones
+  for (const v1::GenerateResponse& r : outs[0].responses) {
+    if (!r.has_token_id()) continue;
+    if (r.logprob() != 0.0f) {
+      EXPECT_EQ(r.logprob(), testing::FakeDraftLogprob(index)) << "token " << index;
+      ++scored;
+    }
+    ++index;
   }
+  EXPECT_GT(scored, 10) << "most of a's tokens were accepted drafts";
   // 608 609 610 611: the stop id ends the fourth token, the second draft of the step that
   // sent 610 611 608 609 after 609 (all four accepted by the fake).
   EXPECT_EQ(outs[1].tokens, Periodic(b->prompt(), 4, 4));
-  CheckDrafts(group_->steps(), 2, outs[1].tokens, 30);
+  const int64_t accepted = CheckDrafts(group_->steps(), 1, outs[0].tokens, 20) +
+                           CheckDrafts(group_->steps(), 2, outs[1].tokens, 30);
   AwaitIdle();
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 2);
   // Parked: a's 29 cached positions (32 with the granule of 16), b's 15 and the 3 draft
   // positions past its end (18: 32).
   EXPECT_EQ(scheduler_->prefix_cached_positions(), 64);
-  EXPECT_EQ(scheduler_->accepted_draft_tokens(), 2u) << "610 611; 608 609 came after the end";
+  // b's: 610 611 (608 609 came after its end).
+  EXPECT_EQ(scheduler_->accepted_draft_tokens(), static_cast<uint64_t>(accepted));
 }
 
 // A sequence's pending drop (its last step's drafts that were not accepted) survives a step

@@ -157,7 +157,7 @@ ABSL_FLAG(int32_t, speculative_tokens, 0,
           "speculative decoding by prompt lookup: up to this many draft tokens a step for a "
           "generating request whose last tokens occurred before in its prompt or output (those "
           "that followed them), verified by the workers in the same step; the output is the "
-          "same (0: off; at most 16; not for guided requests or ones that ask logprobs)");
+          "same (0: off; at most 16; not for guided requests)");
 ABSL_FLAG(int32_t, prompt_lookup_min, 2,
           "--speculative_tokens: the fewest last tokens looked up in the prompt and output");
 ABSL_FLAG(int32_t, prompt_lookup_max, 4,

@@ -110,6 +110,7 @@ absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
       return v;
     }
     if (s.keep_tokens) s.seen.push_back(v.token.token_id);  // its position is cached now
+    v.drafts.push_back(std::move(v.token));
     ++v.accepted;
   }
 }

@@ -51,6 +51,7 @@ class SequenceSamplers {
   struct Verified {
     SampledToken token;
     int32_t accepted = 0;
+    std::vector<SampledToken> drafts;  // the accepted drafts' samples (their logprobs)
   };
   absl::StatusOr<Verified> SampleDrafts(const v1::SeqStep& step,
                                         absl::FunctionRef<std::span<const float>(int)> row);

@@ -200,17 +200,20 @@ TEST(SequenceSamplersTest, DraftsAreAcceptedWhileTheSamplesOfOneStepAtATimeEqual
   params.set_frequency_penalty(1.5f);
   params.set_min_tokens(2);
   params.add_min_tokens_banned(0);
-  // One step at a time: the tokens each row gives after the previous ones.
+  // One step at a time: the tokens each row gives after the previous ones, and their logprobs.
   SequenceSamplers plain;
   std::vector<int32_t> sampled;
+  std::vector<float> logprobs;
   int32_t last = 4;
   for (size_t r = 0; r < rows.size(); ++r) {
     v1::SeqStep step = Step(1, {last}, static_cast<int32_t>(r));
+    step.set_logprobs(true);
     if (r == 0) *step.mutable_sampling() = params;
     plain.Observe(step);
     absl::StatusOr<SampledToken> t = plain.Sample(step, rows[r]);
     ASSERT_TRUE(t.ok()) << t.status();
     sampled.push_back(last = t->token_id);
+    logprobs.push_back(t->logprob);
   }
   auto row = [&](size_t first) {
     return [&rows, first](int j) { return std::span<const float>(rows[first + j]); };
@@ -221,11 +224,16 @@ TEST(SequenceSamplersTest, DraftsAreAcceptedWhileTheSamplesOfOneStepAtATimeEqual
   verify.add_draft_token_ids(sampled[0]);
   verify.add_draft_token_ids(sampled[1]);
   verify.add_draft_token_ids((sampled[2] + 1) % 8);  // not what row 2 gives
+  verify.set_logprobs(true);
   spec.Observe(verify);
   absl::StatusOr<SequenceSamplers::Verified> v = spec.SampleDrafts(verify, row(0));
   ASSERT_TRUE(v.ok()) << v.status();
   EXPECT_EQ(v->accepted, 2);
   EXPECT_EQ(v->token.token_id, sampled[2]);
+  ASSERT_EQ(v->drafts.size(), 2u);
+  EXPECT_EQ(v->drafts[0].logprob, logprobs[0]);
+  EXPECT_EQ(v->drafts[1].logprob, logprobs[1]);
+  EXPECT_EQ(v->token.logprob, logprobs[2]);
   // Every draft accepted: the sample after the last.
   v1::SeqStep all = Step(1, {sampled[2]}, 3);
   all.set_drop_positions(1);  // the draft row 2 did not give

@@ -1,7 +1,7 @@
 // A worker's steps with draft tokens (speculative decoding), through WorkerService::Step on a
 // one-rank group: drafts equal to the greedy tokens are accepted and give the tokens of steps
-// one at a time, the next step drops those not accepted, and drafts the worker cannot verify
-// are refused (INVALID_ARGUMENT) with the group kept.
+// one at a time (with their logprobs when asked), the next step drops those not accepted, and
+// drafts the worker cannot verify are refused (INVALID_ARGUMENT) with the group kept.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -61,10 +61,17 @@ class WorkerDraftsTest : public ::testing::Test {
 
 TEST_F(WorkerDraftsTest, DraftsEqualToTheGreedyTokensAreAcceptedAndTheRestDropped) {
   const std::vector<int32_t> prompt = {2, 40, 41, 42, 43, 44};
-  // Sequence 1, one token a step: the greedy tokens.
-  std::vector<int32_t> greedy = {StepOne(Seq(1, prompt, 0)).token_id()};
-  for (int i = 1; i < 5; ++i) greedy.push_back(StepOne(Seq(1, {greedy.back()}, i)).token_id());
-  for (int32_t t : greedy) ASSERT_GE(t, 0);
+  // Sequence 1, one token a step: the greedy tokens and their logprobs.
+  std::vector<int32_t> greedy;
+  std::vector<float> logprob;
+  for (int i = 0; i < 5; ++i) {
+    v1::SeqStep step = i == 0 ? Seq(1, prompt, 0) : Seq(1, {greedy.back()}, i);
+    step.set_logprobs(true);
+    const v1::SeqResult r = StepOne(step);
+    ASSERT_GE(r.token_id(), 0);
+    greedy.push_back(r.token_id());
+    logprob.push_back(r.logprob());
+  }
 
   // Sequence 2, the same prompt: then its first token with drafts greedy[1], greedy[2] and a
   // wrong third.
@@ -73,9 +80,16 @@ TEST_F(WorkerDraftsTest, DraftsEqualToTheGreedyTokensAreAcceptedAndTheRestDroppe
   drafted.add_draft_token_ids(greedy[1]);
   drafted.add_draft_token_ids(greedy[2]);
   drafted.add_draft_token_ids((greedy[3] + 1) % 512);
+  drafted.set_logprobs(true);
   const v1::SeqResult verified = StepOne(drafted);
   EXPECT_EQ(verified.drafts_accepted(), 2);
   EXPECT_EQ(verified.token_id(), greedy[3]);
+  // Each accepted draft's logprob is the one its token had one step at a time (the rows of a
+  // step's positions are a decode step's: to the bit with AVX2, kernels/linear.h).
+  ASSERT_EQ(verified.drafts_size(), 2);
+  EXPECT_NEAR(verified.drafts(0).logprob(), logprob[1], 1e-4);
+  EXPECT_NEAR(verified.drafts(1).logprob(), logprob[2], 1e-4);
+  EXPECT_NEAR(verified.logprob(), logprob[3], 1e-4);
   // The next step drops the one draft not accepted and goes on as sequence 1 did.
   v1::SeqStep next = Seq(2, {greedy[3]}, 4);
   next.set_drop_positions(1);
@@ -91,10 +105,10 @@ TEST_F(WorkerDraftsTest, DraftsItCannotVerifyAreRefusedAndTheGroupStays) {
   v1::SeqStep too_many = Seq(1, {5}, 1);
   for (int i = 0; i < 17; ++i) too_many.add_draft_token_ids(5);
   bad.push_back(too_many);
-  v1::SeqStep logprobs = Seq(1, {5}, 1);
-  logprobs.add_draft_token_ids(5);
-  logprobs.set_logprobs(true);
-  bad.push_back(logprobs);
+  v1::SeqStep scored = Seq(1, {5}, 1);
+  scored.add_draft_token_ids(5);
+  scored.set_prompt_logprobs(true);
+  bad.push_back(scored);
   v1::SeqStep prefill = Seq(1, {5}, 1);
   prefill.add_draft_token_ids(5);
   prefill.set_prefill_only(true);

@@ -39,7 +39,7 @@ bool IsInputError(const absl::Status& s) {
 }
 
 // A step's draft tokens for a sequence (SeqStep.draft_token_ids) come after a token, only
-// where rank 0 samples each position alike: no prompt chunk, score, mask or logprob, at most
+// where rank 0 samples each position alike: no prompt chunk, score or mask, at most
 // kMaxSpeculativeTokens. Checked on every rank before the step, so all refuse alike.
 absl::Status CheckDrafts(const v1::SeqStep& seq) {
   const int n = seq.draft_token_ids_size();
@@ -52,9 +52,8 @@ absl::Status CheckDrafts(const v1::SeqStep& seq) {
     return refuse(absl::StrCat("(at most ", kMaxSpeculativeTokens, ")"));
   }
   if (seq.token_ids_size() == 0) return refuse("without a token before them");
-  if (seq.prefill_only() || seq.prompt_logprobs() || seq.has_mask() || seq.logprobs() ||
-      seq.top_logprobs() > 0) {
-    return refuse("on a step that samples no token, scores a prompt, masks or asks logprobs");
+  if (seq.prefill_only() || seq.prompt_logprobs() || seq.has_mask()) {
+    return refuse("on a step that samples no token, scores a prompt or masks");
   }
   return absl::OkStatus();
 }
@@ -540,6 +539,13 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
       }
       const SampledToken& sampled = token->token;
       result->set_drafts_accepted(token->accepted);
+      if (seq.logprobs() || seq.top_logprobs() > 0) {
+        for (const SampledToken& draft : token->drafts) {
+          v1::DraftScore* score = result->add_drafts();
+          if (seq.logprobs()) score->set_logprob(draft.logprob);
+          score->mutable_top()->Add(draft.top.begin(), draft.top.end());
+        }
+      }
       result->set_token_id(sampled.token_id);
       if (seq.logprobs()) result->set_logprob(sampled.logprob);
       result->mutable_top()->Add(sampled.top.begin(), sampled.top.end());

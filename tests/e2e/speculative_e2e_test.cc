@@ -1,14 +1,15 @@
 // Speculative decoding by prompt lookup (--speculative_tokens) with real processes and the
-// bundled model in int8: streams run side by side give the tokens, logprobs aside, that a
+// bundled model in int8: streams run side by side give the tokens that a
 // coordinator without it gives (greedy, and seeded sampling with penalties: rank 0 verifies a
-// draft by sampling its position as a step of its own would), while the workers accept drafts;
-// a request asking logprobs gets no drafts and its own tokens too.
+// draft by sampling its position as a step of its own would), with the same logprobs where a
+// request asks for them, while the workers accept drafts.
 #include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/casts.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -44,7 +45,8 @@ std::vector<v1::GenerateRequest> Requests() {
   return out;
 }
 
-// Every request at once, each on its own stream: their tokens, in order.
+// Every request at once, each on its own stream: their tokens (each followed by its logprob's
+// bits when the request asks logprobs), in order.
 std::vector<std::vector<int32_t>> RunAll(Cluster& cluster) {
   const std::vector<v1::GenerateRequest> requests = Requests();
   std::vector<Generated> got(requests.size());
@@ -59,7 +61,12 @@ std::vector<std::vector<int32_t>> RunAll(Cluster& cluster) {
   std::vector<std::vector<int32_t>> tokens;
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_TRUE(got[i].status.ok()) << "request " << i << ": " << got[i].status.error_message();
-    tokens.push_back(got[i].tokens);
+    std::vector<int32_t>& out = tokens.emplace_back();
+    for (const v1::GenerateResponse& r : got[i].responses) {
+      if (!r.has_token_id()) continue;
+      out.push_back(r.token_id());
+      if (requests[i].logprobs()) out.push_back(absl::bit_cast<int32_t>(r.logprob()));
+    }
   }
   return tokens;
 }
