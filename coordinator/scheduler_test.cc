@@ -4,6 +4,7 @@
 // refused group do. The service end to end is tests/e2e/.
 #include "coordinator/scheduler.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <numeric>
@@ -1473,7 +1474,8 @@ std::vector<int32_t> Periodic(std::vector<int32_t> tokens, int period, int count
 // drops the drafts of the one before that were not accepted (the leading ones equal to the
 // tokens it generated from there were). Returns the drafts accepted.
 int64_t CheckDrafts(const std::vector<v1::StepRequest>& steps, uint64_t id,
-                    const std::vector<int32_t>& tokens, int max_new) {
+                    const std::vector<int32_t>& tokens, int max_new,
+                    std::vector<int32_t>* accepted_at = nullptr) {
   int64_t accepted_total = 0;
   int32_t pending_drop = 0;
   for (const auto& [index, s] : StepsOf(steps, id)) {
@@ -1484,6 +1486,7 @@ int64_t CheckDrafts(const std::vector<v1::StepRequest>& steps, uint64_t id,
     int32_t accepted = 0;
     while (accepted < s.draft_token_ids_size() && g + accepted < std::ssize(tokens) &&
            s.draft_token_ids(accepted) == tokens[static_cast<size_t>(g + accepted)]) {
+      if (accepted_at != nullptr) accepted_at->push_back(g + accepted);
       ++accepted;
     }
     accepted_total += accepted;
@@ -1516,8 +1519,7 @@ TEST_F(SchedulerTest, AcceptedDraftsGiveTheSameTokensInFewerSteps) {
   const int64_t accepted = CheckDrafts(steps, 1, outs[0].tokens, 40) +
                            CheckDrafts(steps, 2, outs[1].tokens, 7) +
                            CheckDrafts(steps, 3, outs[2].tokens, 30);
-  // Drafts accepted in a run that was preempted count too, then come again.
-  EXPECT_GE(scheduler_->accepted_draft_tokens(), static_cast<uint64_t>(accepted));
+  EXPECT_EQ(scheduler_->accepted_draft_tokens(), static_cast<uint64_t>(accepted));
   EXPECT_GE(scheduler_->draft_tokens(), scheduler_->accepted_draft_tokens());
   // 7 tokens: the prefill's, one step at a time until a 2-gram recurs, then up to 5 a step.
   EXPECT_LE(StepsOf(steps, 2).size(), 5u);
@@ -1567,23 +1569,21 @@ TEST_F(SchedulerTest, DraftsCarryLogprobsAndStopWhereTheSequenceEnds) {
   const std::vector<Outcome> outs = RunToEnd({a, b});
   if (HasFailure()) return;
   EXPECT_EQ(outs[0].tokens, Periodic(a->prompt(), 4, 20));
-  // The fake gives accepted drafts a logprob and the tokens it samples none (0).
-  int scored = 0;
+  // The fake gives each accepted draft a logprob and the tokens it samples none (0).
+  std::vector<int32_t> drafted;  // indices of a's tokens that were accepted drafts
+  const int64_t accepted_a = CheckDrafts(group_->steps(), 1, outs[0].tokens, 20, &drafted);
+  EXPECT_GT(accepted_a, 10) << "most of a's tokens were accepted drafts";
   int32_t index = 0;  // of the token among the generated ones
   for (const v1::GenerateResponse& r : outs[0].responses) {
     if (!r.has_token_id()) continue;
-    if (r.logprob() != 0.0f) {
-      EXPECT_EQ(r.logprob(), testing::FakeDraftLogprob(index)) << "token " << index;
-      ++scored;
-    }
+    const bool draft = std::find(drafted.begin(), drafted.end(), index) != drafted.end();
+    EXPECT_EQ(r.logprob(), draft ? testing::FakeDraftLogprob(index) : 0.0f) << "token " << index;
     ++index;
   }
-  EXPECT_GT(scored, 10) << "most of a's tokens were accepted drafts";
   // 608 609 610 611: the stop id ends the fourth token, the second draft of the step that
   // sent 610 611 608 609 after 609 (all four accepted by the fake).
   EXPECT_EQ(outs[1].tokens, Periodic(b->prompt(), 4, 4));
-  const int64_t accepted = CheckDrafts(group_->steps(), 1, outs[0].tokens, 20) +
-                           CheckDrafts(group_->steps(), 2, outs[1].tokens, 30);
+  const int64_t accepted = accepted_a + CheckDrafts(group_->steps(), 2, outs[1].tokens, 30);
   AwaitIdle();
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 2);
   // Parked: a's 29 cached positions (32 with the granule of 16), b's 15 and the 3 draft

@@ -41,10 +41,18 @@ void SequenceSamplers::Observe(const v1::SeqStep& step) {
       it = states_.emplace(step.seq_id(), std::move(fresh)).first;
     } else {
       fresh.seen = std::move(it->second.seen);  // the tokens stay the sequence's
+      fresh.pending_drop = it->second.pending_drop;  // and so do its cached positions
+      fresh.drop_error = std::move(it->second.drop_error);
       it->second = std::move(fresh);
     }
   }
   State& s = it->second;
+  if (step.drop_positions() != s.pending_drop && s.drop_error.empty()) {
+    s.drop_error = absl::StrCat("sequence ", step.seq_id(), " drops ", step.drop_positions(),
+                                " positions; its last step left ", s.pending_drop,
+                                " draft positions not accepted");
+  }
+  s.pending_drop = 0;
   if (s.keep_tokens) s.seen.insert(s.seen.end(), step.token_ids().begin(), step.token_ids().end());
 }
 
@@ -93,11 +101,7 @@ absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
   absl::StatusOr<State*> ready = Ready(step);
   if (!ready.ok()) return ready.status();
   State& s = **ready;
-  if (step.drop_positions() != s.pending_drop) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sequence ", step.seq_id(), " drops ", step.drop_positions(),
-        " positions; its last step left ", s.pending_drop, " draft positions not accepted"));
-  }
+  if (!s.drop_error.empty()) return absl::InvalidArgumentError(s.drop_error);
   Verified v;
   while (true) {
     absl::StatusOr<SampledToken> token =

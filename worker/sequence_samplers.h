@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -39,15 +40,16 @@ class SequenceSamplers {
   // for a sequence never observed, and for one whose penalty needs a prefix's tokens that
   // were not kept.
   absl::StatusOr<SampledToken> Sample(const v1::SeqStep& step, std::span<const float> logits);
-  // A step with draft tokens (SeqStep.draft_token_ids, at most a step without a mask or
-  // logprobs): samples row(0), the position of token_ids' last token, as Sample does, then
+  // A step with draft tokens (SeqStep.draft_token_ids; the worker refuses them with a mask)
+  // or without: samples row(0), the position of token_ids' last token, as Sample does, then
   // while each sample equals the next draft token, row(j), that draft's position, at
   // sample_index + j, with the accepted drafts among the sequence's tokens for the
   // penalties. Returns the first sample that differs from its draft (or the one after the
-  // last draft) and how many drafts were accepted: the tokens Sample would have given one
-  // step at a time. Errors as Sample, and InvalidArgument when the step drops other than the
-  // positions of the drafts the sequence's last step did not accept (its cache would then
-  // hold positions of tokens it does not have; the other ranks cannot tell).
+  // last draft), how many drafts were accepted and their samples (logprobs): the tokens
+  // Sample would have given one step at a time. Errors as Sample, and InvalidArgument when a
+  // step since the last one that sampled (Observe checks each) dropped other than the
+  // positions of the drafts rank 0 did not accept (the cache would then hold positions of
+  // tokens the sequence does not have; the other ranks cannot tell).
   struct Verified {
     SampledToken token;
     int32_t accepted = 0;
@@ -69,8 +71,10 @@ class SequenceSamplers {
     // Started from a prefix (SeqStep.prefix_from) whose tokens rank 0 did not keep.
     bool prefix_unknown = false;
     // Draft positions the last step cached that rank 0 did not accept: what the sequence's
-    // next step must drop (SeqStep.drop_positions) for the cache to hold its tokens.
+    // next step must drop (SeqStep.drop_positions) for the cache to hold its tokens; and
+    // why one did not (the sequence's next sample fails), empty when all did.
     int32_t pending_drop = 0;
+    std::string drop_error;
   };
   static State MakeState(const v1::SamplingParams& params);
   // The state of `step`'s sequence, ready to sample (InvalidArgument as Sample's).

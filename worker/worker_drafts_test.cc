@@ -81,6 +81,7 @@ TEST_F(WorkerDraftsTest, DraftsEqualToTheGreedyTokensAreAcceptedAndTheRestDroppe
   drafted.add_draft_token_ids(greedy[2]);
   drafted.add_draft_token_ids((greedy[3] + 1) % 512);
   drafted.set_logprobs(true);
+  drafted.set_top_logprobs(2);
   const v1::SeqResult verified = StepOne(drafted);
   EXPECT_EQ(verified.drafts_accepted(), 2);
   EXPECT_EQ(verified.token_id(), greedy[3]);
@@ -90,6 +91,12 @@ TEST_F(WorkerDraftsTest, DraftsEqualToTheGreedyTokensAreAcceptedAndTheRestDroppe
   EXPECT_NEAR(verified.drafts(0).logprob(), logprob[1], 1e-4);
   EXPECT_NEAR(verified.drafts(1).logprob(), logprob[2], 1e-4);
   EXPECT_NEAR(verified.logprob(), logprob[3], 1e-4);
+  // Their candidates: the most likely first, which greedy sampled.
+  for (int d = 0; d < 2; ++d) {
+    ASSERT_EQ(verified.drafts(d).top_size(), 2) << "draft " << d;
+    EXPECT_EQ(verified.drafts(d).top(0).token_id(), greedy[d + 1]);
+    EXPECT_EQ(verified.drafts(d).top(0).logprob(), verified.drafts(d).logprob());
+  }
   // The next step drops the one draft not accepted and goes on as sequence 1 did.
   v1::SeqStep next = Seq(2, {greedy[3]}, 4);
   next.set_drop_positions(1);
@@ -132,8 +139,19 @@ TEST_F(WorkerDraftsTest, DraftsItCannotVerifyAreRefusedAndTheGroupStays) {
   EXPECT_EQ(refused.token_id(), -1);
   EXPECT_NE(refused.sample_error().find("drops 1 positions"), std::string::npos)
       << refused.sample_error();
-  // The group still serves.
+  // The group still serves; a drop on a step that samples nothing is checked too (at the
+  // sequence's next sample).
   EXPECT_GE(StepOne(Seq(3, {2, 7}, 0)).token_id(), 0);
+  v1::SeqStep quiet = Seq(3, {8}, 1);
+  quiet.set_prefill_only(true);
+  quiet.set_drop_positions(1);
+  grpc::Status ran;
+  StepOne(quiet, &ran);
+  ASSERT_TRUE(ran.ok()) << ran.error_message();
+  const v1::SeqResult after = StepOne(Seq(3, {9}, 1));
+  EXPECT_EQ(after.token_id(), -1);
+  EXPECT_NE(after.sample_error().find("drops 1 positions"), std::string::npos)
+      << after.sample_error();
 }
 
 }  // namespace
