@@ -247,6 +247,8 @@ absl::Status GenerationService::FollowAll(
   // A sequence that ended is recorded with its own status; the rest with the call's.
   for (size_t i = 0; i < seqs.size(); ++i) {
     records[i].preemptions = seqs[i]->preemptions();
+    records[i].draft_tokens = seqs[i]->drafts_sent();
+    records[i].accepted_draft_tokens = seqs[i]->drafts_accepted();
     Record(finals[i].value_or(status), records[i]);
   }
   return status;

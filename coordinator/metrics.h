@@ -87,6 +87,8 @@ struct RequestRecord {
   uint64_t sequence_id = 0;  // 0: refused before it was queued
   std::string request_id = {};  // the client's (x-request-id), sanitized; may be empty
   int32_t preemptions = 0;      // times preempted (scheduler.h)
+  int32_t draft_tokens = 0;     // speculative decoding: draft tokens sent with it
+  int32_t accepted_draft_tokens = 0;  // of them, those that became its output
   int32_t priority = 0;         // GenerateRequest.priority
 };
 

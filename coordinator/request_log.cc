@@ -50,6 +50,10 @@ std::string RequestLogLine(const RequestRecord& record, const absl::Status& stat
     fields.push_back(absl::StrCat("generated=", record.generated_tokens));
     if (record.priority != 0) fields.push_back(absl::StrCat("priority=", record.priority));
     if (record.preemptions > 0) fields.push_back(absl::StrCat("preempted=", record.preemptions));
+    if (record.draft_tokens > 0) {
+      fields.push_back(
+          absl::StrCat("drafts=", record.accepted_draft_tokens, "/", record.draft_tokens));
+    }
   }
   if (last.has_value()) {
     const v1::Timings& t = last->timings();

@@ -4,7 +4,8 @@
 //   seq 17 OK: finish=stop prompt=204 cached=180 generated=16 queue=0.3ms ttft=45.2ms
 //       total=310.0ms decode=52.1tok/s
 //       (preempted=N after generated: the times the scheduler dropped its KV cache for room and
-//       prefilled it again, when any)
+//       prefilled it again, when any; drafts=A/S: of S draft tokens speculative decoding sent
+//       with it, A became its output, when any were sent)
 //   seq 18 id=job-7/a CANCELLED: prompt=12 generated=3: the client went away
 //       (id: the client's x-request-id header / metadata, or the HTTP API's completion id)
 //   seq - INVALID_ARGUMENT: temperature is -1; it must be >= 0 ...  (refused before queueing)

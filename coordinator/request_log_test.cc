@@ -40,6 +40,14 @@ TEST(RequestLogTest, AFinishedRequestGivesItsCountsAndTimes) {
   EXPECT_EQ(RequestLogLine(r, absl::OkStatus()),
             "seq 17 OK: finish=length prompt=204 generated=1 priority=-1 preempted=2 queue=0.2ms "
             "ttft=45.2ms total=310.0ms");
+  // Speculative decoding: 3 of 8 draft tokens became its output.
+  r.priority = 0;
+  r.preemptions = 0;
+  r.draft_tokens = 8;
+  r.accepted_draft_tokens = 3;
+  EXPECT_EQ(RequestLogLine(r, absl::OkStatus()),
+            "seq 17 OK: finish=length prompt=204 generated=1 drafts=3/8 queue=0.2ms "
+            "ttft=45.2ms total=310.0ms");
 }
 
 TEST(RequestLogTest, FailedAndRefusedRequestsGiveTheirStatus) {

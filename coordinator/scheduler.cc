@@ -1016,6 +1016,7 @@ void Scheduler::Loop() {
         // cached tokens (not accepted, or after its end) are dropped by its next step, or
         // counted while it is parked.
         drafts += sent.draft_token_ids_size();
+        const int64_t accepted_before = accepted;
         int32_t kept = 0;  // drafts among the cached tokens
         bool finished = false;
         while (kept < r.drafts_accepted() && !finished) {
@@ -1032,6 +1033,8 @@ void Scheduler::Loop() {
         }
         if (!finished) finished = seq->AddToken(r, options_.eos_token_ids);
         seq->set_drop_positions(sent.draft_token_ids_size() - kept);
+        seq->CountDrafts(sent.draft_token_ids_size(),
+                         static_cast<int32_t>(accepted - accepted_before));
         if (finished) exit = Exit::kPark;
       } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {
         seq->FinishPromptOnly();

@@ -281,6 +281,14 @@ class Sequence {
   // (SeqStep.drop_positions). 0 after a preemption (the cache is gone).
   int32_t drop_positions() const { return drop_positions_; }
   void set_drop_positions(int32_t n) { drop_positions_ = n; }
+  // Draft tokens sent with this sequence, and of them those that became its output (the
+  // request log's drafts=); any thread.
+  void CountDrafts(int32_t sent, int32_t accepted) {
+    drafts_sent_.fetch_add(sent, std::memory_order_relaxed);
+    drafts_accepted_.fetch_add(accepted, std::memory_order_relaxed);
+  }
+  int32_t drafts_sent() const { return drafts_sent_.load(std::memory_order_relaxed); }
+  int32_t drafts_accepted() const { return drafts_accepted_.load(std::memory_order_relaxed); }
 
  private:
   void Finish(v1::GenerateResponse response, v1::FinishReason reason);
@@ -320,6 +328,8 @@ class Sequence {
   bool on_workers_ = false;
   std::vector<int32_t> resume_;  // after a preemption: the prompt and the tokens generated
   std::atomic<int32_t> preemptions_{0};  // written by the scheduler thread only
+  std::atomic<int32_t> drafts_sent_{0};  // likewise
+  std::atomic<int32_t> drafts_accepted_{0};  // likewise
   int64_t kv_positions_ = 0;
   int32_t drop_positions_ = 0;
   std::vector<v1::PromptScore> prompt_scores_;  // for prompt tokens 1, 2, ...: scored so far

@@ -11,6 +11,8 @@
 
 #include "absl/base/casts.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/cluster.h"
@@ -101,8 +103,18 @@ TEST(SpeculativeE2ETest, DraftsChangeTheStepsNotTheTokens) {
   const double accepted = Sample(metrics, "llmint8_spec_decode_accepted_tokens_total");
   EXPECT_GT(accepted, 0) << "the greedy streams loop: their drafts are accepted";
   EXPECT_GE(drafts, accepted);
-  // The worker steps that would have generated the accepted tokens did not run.
   std::cout << "draft tokens " << drafts << ", accepted " << accepted << "\n";
+  // Each request's log line says how many of its drafts it kept (drafts=A/S): the greedy
+  // ones, whose text repeats itself, kept some.
+  const std::string log = cluster->CoordinatorLog();
+  int kept_some = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    const size_t at = line.find(" drafts=");
+    if (at == absl::string_view::npos) continue;
+    std::cout << line.substr(line.find("seq ")) << "\n";
+    kept_some += line.substr(at + 8, 2) != "0/";
+  }
+  EXPECT_GE(kept_some, 2);
 
   const absl::StatusOr<std::string> info =
       RunAndRead(absl::StrCat(LlmintBinary(), " status --coordinator=", cluster->address()));
