@@ -78,6 +78,12 @@ bool Speculates(const SchedulerOptions& options, const Sequence& seq) {
   return options.speculative_tokens > 0 && !seq.params().guided();
 }
 
+// The options as the scheduler keeps them: a draft count the workers take.
+SchedulerOptions Checked(SchedulerOptions options) {
+  options.speculative_tokens = std::clamp(options.speculative_tokens, 0, kMaxSpeculativeTokens);
+  return options;
+}
+
 }  // namespace
 
 std::string_view SchedulingName(Scheduling s) {
@@ -106,14 +112,6 @@ absl::StatusOr<Preemption> ParsePreemption(std::string_view name) {
       "preempt the last admitted when they outgrow the budget) or off (reserve prompt + "
       "max_new_tokens at admission)"));
 }
-
-namespace {
-// The options as the scheduler keeps them: a draft count the workers take.
-SchedulerOptions Checked(SchedulerOptions options) {
-  options.speculative_tokens = std::clamp(options.speculative_tokens, 0, kMaxSpeculativeTokens);
-  return options;
-}
-}  // namespace
 
 Scheduler::Scheduler(SchedulerOptions options, StepGroup* group, ServiceMetrics* metrics)
     : options_(Checked(std::move(options))),
@@ -477,14 +475,13 @@ int64_t Scheduler::KvNeed(const Sequence& seq) const {
 void Scheduler::AddDrafts(const Sequence& seq, v1::SeqStep& step) {
   if (!Speculates(options_, seq)) return;
   // The accepted drafts and the token after them are generated tokens: never more than
-  // max_new_tokens (which also keeps the drafts' positions, after the step's token's, within
-  // the context).
-  const int64_t k = std::min<int64_t>(
-      {options_.speculative_tokens, int64_t{seq.params().max_new_tokens} - seq.num_generated() - 1,
-       options_.max_context - std::ssize(seq.prompt()) - seq.num_generated()});
+  // max_new_tokens (which also keeps the drafts' positions within the context: validation
+  // holds prompt + max_new_tokens to it).
+  const int32_t k =
+      std::min(options_.speculative_tokens, seq.params().max_new_tokens - seq.num_generated() - 1);
   if (k <= 0) return;
   seq.Tokens(lookup_tokens_);
-  ProposeByPromptLookup(lookup_tokens_, options_.prompt_lookup, static_cast<int32_t>(k), draft_);
+  ProposeByPromptLookup(lookup_tokens_, options_.prompt_lookup, k, draft_);
   step.mutable_draft_token_ids()->Add(draft_.begin(), draft_.end());
 }
 

@@ -56,23 +56,6 @@ void SequenceSamplers::Observe(const v1::SeqStep& step) {
   if (s.keep_tokens) s.seen.insert(s.seen.end(), step.token_ids().begin(), step.token_ids().end());
 }
 
-absl::StatusOr<SequenceSamplers::State*> SequenceSamplers::Ready(const v1::SeqStep& step) {
-  auto it = states_.find(step.seq_id());
-  if (it == states_.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sequence ", step.seq_id(), " has no sampling parameters on rank 0 (never stepped)"));
-  }
-  State& s = it->second;
-  if (s.prefix_unknown) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sequence ", step.seq_id(),
-                     " needs its prefix's tokens for a penalty, but rank 0 has "
-                     "not kept them for sequence ",
-                     step.prefix_from(), " (it has no penalty)"));
-  }
-  return &s;
-}
-
 absl::StatusOr<SampledToken> SequenceSamplers::SampleAt(State& s, const v1::SeqStep& step,
                                                         std::span<const float> logits,
                                                         int32_t sample_index) {
@@ -91,16 +74,26 @@ absl::StatusOr<SampledToken> SequenceSamplers::SampleAt(State& s, const v1::SeqS
 
 absl::StatusOr<SampledToken> SequenceSamplers::Sample(const v1::SeqStep& step,
                                                       std::span<const float> logits) {
-  absl::StatusOr<State*> s = Ready(step);
-  if (!s.ok()) return s.status();
-  return SampleAt(**s, step, logits, step.sample_index());
+  absl::StatusOr<Verified> v = SampleDrafts(step, [logits](int) { return logits; });
+  if (!v.ok()) return v.status();
+  return std::move(v->token);
 }
 
 absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
     const v1::SeqStep& step, absl::FunctionRef<std::span<const float>(int)> row) {
-  absl::StatusOr<State*> ready = Ready(step);
-  if (!ready.ok()) return ready.status();
-  State& s = **ready;
+  auto it = states_.find(step.seq_id());
+  if (it == states_.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sequence ", step.seq_id(), " has no sampling parameters on rank 0 (never stepped)"));
+  }
+  State& s = it->second;
+  if (s.prefix_unknown) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", step.seq_id(),
+                     " needs its prefix's tokens for a penalty, but rank 0 has "
+                     "not kept them for sequence ",
+                     step.prefix_from(), " (it has no penalty)"));
+  }
   if (!s.drop_error.empty()) return absl::InvalidArgumentError(s.drop_error);
   Verified v;
   while (true) {

@@ -33,12 +33,11 @@ class SequenceSamplers {
   // them; a sequence that starts from another's prefix (SeqStep.prefix_from) takes that
   // one's first prefix_length tokens.
   void Observe(const v1::SeqStep& step);
-  // The sequence's next token from its logits row (the step Observe just took in), with the
-  // min_tokens bans while step.sample_index() < min_tokens and the step's token mask (the
-  // logprobs stay the model's own). InvalidArgument as SampleToken, for a mask id outside the
-  // row,
-  // for a sequence never observed, and for one whose penalty needs a prefix's tokens that
-  // were not kept.
+  // The sequence's next token from its logits row (the step Observe just took in, without
+  // draft tokens), with the min_tokens bans while step.sample_index() < min_tokens and the
+  // step's token mask (the logprobs stay the model's own). InvalidArgument as SampleToken,
+  // for a mask id outside the row, for a sequence never observed, and for one whose penalty
+  // needs a prefix's tokens that were not kept. SampleDrafts with one row.
   absl::StatusOr<SampledToken> Sample(const v1::SeqStep& step, std::span<const float> logits);
   // A step with draft tokens (SeqStep.draft_token_ids; the worker refuses them with a mask)
   // or without: samples row(0), the position of token_ids' last token, as Sample does, then
@@ -77,8 +76,6 @@ class SequenceSamplers {
     std::string drop_error;
   };
   static State MakeState(const v1::SamplingParams& params);
-  // The state of `step`'s sequence, ready to sample (InvalidArgument as Sample's).
-  absl::StatusOr<State*> Ready(const v1::SeqStep& step);
   // Sample at `sample_index` with the state's parameters and the step's logprob requests.
   static absl::StatusOr<SampledToken> SampleAt(State& s, const v1::SeqStep& step,
                                                std::span<const float> logits, int32_t sample_index);
