@@ -973,7 +973,7 @@ void Scheduler::Loop() {
     }
     std::vector<Exit> exits(running_.size(), Exit::kStays);
     int64_t drafts = 0;    // draft tokens of the step
-    int64_t accepted = 0;  // of them, accepted into the output (not past its end)
+    int64_t accepted = 0;  // of them, those that became output (not past a sequence's end)
     for (size_t j = 0; j < in_step.size(); ++j) {
       const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
       const v1::SeqResult& r = response->results(static_cast<int>(j));
@@ -1008,31 +1008,10 @@ void Scheduler::Loop() {
             " draft tokens, with ", r.drafts_size(), " scores")));
         exit = Exit::kRelease;
       } else if (!sent.prefill_only()) {
-        // The accepted drafts are the sequence's next tokens (until one ends it), then the one
-        // sampled after them. The workers cached every draft: those past the sequence's
-        // cached tokens (not accepted, or after its end) are dropped by its next step, or
-        // counted while it is parked.
+        const Sequence::StepOutput out = seq->AddStepOutput(sent, r, options_.eos_token_ids);
         drafts += sent.draft_token_ids_size();
-        const int64_t accepted_before = accepted;
-        int32_t kept = 0;  // drafts among the cached tokens
-        bool finished = false;
-        while (kept < r.drafts_accepted() && !finished) {
-          v1::SeqResult draft;
-          draft.set_seq_id(r.seq_id());
-          draft.set_token_id(sent.draft_token_ids(kept));
-          if (kept < r.drafts_size()) {
-            draft.set_logprob(r.drafts(kept).logprob());
-            *draft.mutable_top() = r.drafts(kept).top();
-          }
-          finished = seq->AddToken(draft, options_.eos_token_ids);
-          ++accepted;             // a token of the output
-          if (!finished) ++kept;  // a generated token is cached once the next one follows
-        }
-        if (!finished) finished = seq->AddToken(r, options_.eos_token_ids);
-        seq->set_drop_positions(sent.draft_token_ids_size() - kept);
-        seq->CountDrafts(sent.draft_token_ids_size(),
-                         static_cast<int32_t>(accepted - accepted_before));
-        if (finished) exit = Exit::kPark;
+        accepted += out.drafts_kept;
+        if (out.finished) exit = Exit::kPark;
       } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {
         seq->FinishPromptOnly();
         exit = Exit::kPark;

@@ -97,6 +97,31 @@ void Sequence::Preempt() {
   preemptions_.fetch_add(1, std::memory_order_relaxed);
 }
 
+Sequence::StepOutput Sequence::AddStepOutput(const v1::SeqStep& sent, const v1::SeqResult& result,
+                                             std::span<const int32_t> eos_token_ids) {
+  StepOutput out;
+  // Counted before the tokens go out: the handler reads the counts for its log line as soon
+  // as the last token ends the stream.
+  drafts_sent_.fetch_add(sent.draft_token_ids_size(), std::memory_order_relaxed);
+  int32_t cached = 0;  // accepted drafts among the cached tokens (one more token followed)
+  while (out.drafts_kept < result.drafts_accepted() && !out.finished) {
+    v1::SeqResult draft;
+    draft.set_seq_id(result.seq_id());
+    draft.set_token_id(sent.draft_token_ids(out.drafts_kept));
+    if (out.drafts_kept < result.drafts_size()) {
+      draft.set_logprob(result.drafts(out.drafts_kept).logprob());
+      *draft.mutable_top() = result.drafts(out.drafts_kept).top();
+    }
+    drafts_accepted_.fetch_add(1, std::memory_order_relaxed);
+    out.finished = AddToken(draft, eos_token_ids);
+    ++out.drafts_kept;
+    if (!out.finished) ++cached;
+  }
+  if (!out.finished) out.finished = AddToken(result, eos_token_ids);
+  drop_positions_ = sent.draft_token_ids_size() - cached;
+  return out;
+}
+
 void Sequence::Tokens(std::vector<int32_t>& out) const {
   out.assign(prompt_.begin(), prompt_.end());
   out.insert(out.end(), generated_.begin(), generated_.end());

@@ -190,6 +190,17 @@ class Sequence {
   // when the params ask for them. `eos_token_ids`: sorted. Returns true when the sequence
   // finished.
   bool AddToken(const v1::SeqResult& sampled, std::span<const int32_t> eos_token_ids);
+  // Appends the output of a step that sampled (`sent`, rank 0's `result`): the draft tokens
+  // rank 0 accepted (with their scores, result.drafts) until one ends the sequence, then
+  // result's token, as AddToken each. Notes the draft positions the workers cached past the
+  // sequence's tokens (not accepted, or after its end: drop_positions) and the drafts it
+  // kept. Returns whether it finished, and how many drafts became its output.
+  struct StepOutput {
+    bool finished = false;
+    int32_t drafts_kept = 0;
+  };
+  StepOutput AddStepOutput(const v1::SeqStep& sent, const v1::SeqResult& result,
+                           std::span<const int32_t> eos_token_ids);
   // A guided sequence's next token: the ids rank 0 may sample, with the ids that end the
   // sequence (`eos_token_ids` unless ignore_eos, the stop ids) where the text may end and
   // never elsewhere, as `mask`: the allowed or the banned ids of [0, vocab_size) (the
@@ -280,13 +291,8 @@ class Sequence {
   // tokens of its last step that rank 0 did not accept), which its next step drops
   // (SeqStep.drop_positions). 0 after a preemption (the cache is gone).
   int32_t drop_positions() const { return drop_positions_; }
-  void set_drop_positions(int32_t n) { drop_positions_ = n; }
   // Draft tokens sent with this sequence, and of them those that became its output (the
   // request log's drafts=); any thread.
-  void CountDrafts(int32_t sent, int32_t accepted) {
-    drafts_sent_.fetch_add(sent, std::memory_order_relaxed);
-    drafts_accepted_.fetch_add(accepted, std::memory_order_relaxed);
-  }
   int32_t drafts_sent() const { return drafts_sent_.load(std::memory_order_relaxed); }
   int32_t drafts_accepted() const { return drafts_accepted_.load(std::memory_order_relaxed); }
 

@@ -356,5 +356,57 @@ TEST(SequenceTest, IgnoredEosIsAnOrdinaryToken) {
   EXPECT_EQ(run.finish, v1::FINISH_REASON_LENGTH);
 }
 
+// A step's output with draft tokens: the accepted drafts stream (with their scores) before
+// the sampled token; a stop id among them ends the sequence there, and the drafts cached past
+// its tokens (the one after the stop, the one not accepted) are what its next step would
+// drop. The counts are there once the stream ends (the request log reads them then).
+TEST(SequenceTest, AStepsDraftsStreamBeforeItsTokenAndAStopEndsThem) {
+  GenerationParams params = Params(8);
+  params.logprobs = true;
+  params.stop_token_ids = {13};
+  Sequence seq(1, {2, 5}, params, std::make_unique<FakeText>());
+  v1::SeqResult first;
+  first.set_token_id(10);
+  ASSERT_FALSE(seq.AddToken(first, kEosIds));
+  v1::SeqStep sent;
+  sent.add_token_ids(10);
+  for (int32_t d : {11, 14, 11}) sent.add_draft_token_ids(d);
+  v1::SeqResult result;
+  result.set_drafts_accepted(2);
+  result.add_drafts()->set_logprob(-0.5f);
+  result.add_drafts()->set_logprob(-0.25f);
+  result.set_token_id(12);
+  result.set_logprob(-1.0f);
+  Sequence::StepOutput out = seq.AddStepOutput(sent, result, kEosIds);
+  EXPECT_FALSE(out.finished);
+  EXPECT_EQ(out.drafts_kept, 2);
+  EXPECT_EQ(seq.num_generated(), 4);  // 10, then 11 14 and 12
+  EXPECT_EQ(seq.drop_positions(), 1);
+  // Then a stop id, the first of two accepted drafts: the second and the third draft stay
+  // cached past the end.
+  v1::SeqStep stopping;
+  stopping.add_token_ids(12);
+  for (int32_t d : {13, 10, 11}) stopping.add_draft_token_ids(d);
+  v1::SeqResult stopped;
+  stopped.set_drafts_accepted(2);
+  stopped.add_drafts()->set_logprob(-0.125f);
+  stopped.add_drafts()->set_logprob(-0.125f);
+  stopped.set_token_id(11);
+  out = seq.AddStepOutput(stopping, stopped, kEosIds);
+  EXPECT_TRUE(out.finished);
+  EXPECT_EQ(out.drafts_kept, 1);
+  EXPECT_EQ(seq.num_generated(), 5);
+  EXPECT_EQ(seq.drop_positions(), 3);
+  EXPECT_EQ(seq.drafts_sent(), 6);
+  EXPECT_EQ(seq.drafts_accepted(), 3);
+  std::vector<v1::GenerateResponse> responses;
+  ASSERT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value());
+  std::vector<float> logprobs;
+  for (const v1::GenerateResponse& r : responses) {
+    if (r.has_token_id()) logprobs.push_back(r.logprob());
+  }
+  EXPECT_EQ(logprobs, (std::vector<float>{0.0f, -0.5f, -0.25f, -1.0f, -0.125f}));
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator

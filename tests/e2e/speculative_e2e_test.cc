@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/base/casts.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -104,17 +105,30 @@ TEST(SpeculativeE2ETest, DraftsChangeTheStepsNotTheTokens) {
   EXPECT_GT(accepted, 0) << "the greedy streams loop: their drafts are accepted";
   EXPECT_GE(drafts, accepted);
   std::cout << "draft tokens " << drafts << ", accepted " << accepted << "\n";
-  // Each request's log line says how many of its drafts it kept (drafts=A/S): the greedy
-  // ones, whose text repeats itself, kept some.
+  // Each request's log line says how many of its drafts it kept (drafts=A/S): together what
+  // the metrics count, and the greedy ones, whose text repeats itself, kept some.
+  ASSERT_TRUE(WaitForLogLine(cluster->log_dir() + "/coordinator.log", " OK: finish=", 5,
+                             static_cast<int>(plain.size())));
   const std::string log = cluster->CoordinatorLog();
   int kept_some = 0;
+  double sent_sum = 0, kept_sum = 0;
   for (absl::string_view line : absl::StrSplit(log, '\n')) {
     const size_t at = line.find(" drafts=");
     if (at == absl::string_view::npos) continue;
     std::cout << line.substr(line.find("seq ")) << "\n";
-    kept_some += line.substr(at + 8, 2) != "0/";
+    const absl::string_view field = line.substr(at + 8, line.find(' ', at + 1) - (at + 8));
+    const std::vector<absl::string_view> parts = absl::StrSplit(field, '/');
+    int kept = 0, sent = 0;
+    ASSERT_TRUE(parts.size() == 2 && absl::SimpleAtoi(parts[0], &kept) &&
+                absl::SimpleAtoi(parts[1], &sent))
+        << line;
+    kept_some += kept > 0;
+    kept_sum += kept;
+    sent_sum += sent;
   }
   EXPECT_GE(kept_some, 2);
+  EXPECT_EQ(sent_sum, drafts);
+  EXPECT_EQ(kept_sum, accepted);
 
   const absl::StatusOr<std::string> info =
       RunAndRead(absl::StrCat(LlmintBinary(), " status --coordinator=", cluster->address()));
