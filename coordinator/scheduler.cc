@@ -14,70 +14,6 @@
 namespace llmint8::coordinator {
 namespace {
 
-// What rank 0 needs to sample a sequence: its parameters, and the ids min_tokens holds back
-// (the end-of-sequence tokens unless ignored, and the stop ids).
-void FillSampling(const GenerationParams& p, std::span<const int32_t> eos_token_ids,
-                  v1::SamplingParams* sp) {
-  sp->set_temperature(p.temperature);
-  sp->set_top_k(p.top_k);
-  sp->set_top_p(p.top_p);
-  sp->set_seed(p.seed);
-  sp->set_repetition_penalty(p.repetition_penalty);
-  sp->set_frequency_penalty(p.frequency_penalty);
-  sp->set_presence_penalty(p.presence_penalty);
-  sp->set_min_p(p.min_p);
-  for (const auto& [id, bias] : p.logit_bias) {
-    v1::TokenBias* b = sp->add_logit_bias();
-    b->set_token_id(id);
-    b->set_bias(bias);
-  }
-  if (p.min_tokens > 0) {
-    sp->set_min_tokens(p.min_tokens);
-    if (!p.ignore_eos) {
-      sp->mutable_min_tokens_banned()->Add(eos_token_ids.begin(), eos_token_ids.end());
-    }
-    sp->mutable_min_tokens_banned()->Add(p.stop_token_ids.begin(), p.stop_token_ids.end());
-  }
-}
-
-struct RunningPrefix {
-  // The running sequence whose prompt positions on the workers share the longest start with
-  // the prompt (at least min_prefix): a prefix source as a parked one is.
-  std::optional<PrefixCache::Match> now;
-  // The longest start shared with the whole prompt of a sequence ahead in the batch that is
-  // still prefilling it: what waiting for its prefill would give.
-  int64_t coming = 0;
-};
-
-// Sources among the running sequences for running[index]'s prompt: at most all but its last
-// token, from sequences whose tokens rank 0 kept when it counts them.
-RunningPrefix FindRunningPrefix(std::span<const std::shared_ptr<Sequence>> running, size_t index,
-                                int64_t min_prefix) {
-  const Sequence& seq = *running[index];
-  const size_t most = seq.input().size() - 1;
-  RunningPrefix best;
-  for (size_t j = 0; j < running.size(); ++j) {
-    const Sequence& other = *running[j];
-    if (j == index) continue;  // (the running sequences are all on the workers)
-    if (seq.params().counts_tokens() && !other.params().counts_tokens()) continue;
-    const int64_t shared = SharedStart(seq.input(), other.prompt_on_workers(), most);
-    if (shared >= min_prefix && (!best.now.has_value() || shared > best.now->length)) {
-      best.now = PrefixCache::Match{other.id(), shared};
-    }
-    if (j < index && other.prompt_on_workers().size() < other.input().size()) {
-      best.coming = std::max(best.coming, SharedStart(seq.input(), other.input(), most));
-    }
-  }
-  return best;
-}
-
-// Whether `seq`'s decode steps may carry draft tokens (SchedulerOptions::speculative_tokens):
-// rank 0 verifies them only where each position samples alike (no guide: its mask is the
-// position's).
-bool Speculates(const SchedulerOptions& options, const Sequence& seq) {
-  return options.speculative_tokens > 0 && !seq.params().guided();
-}
-
 // The options as the scheduler keeps them: a draft count the workers take.
 SchedulerOptions Checked(SchedulerOptions options) {
   options.speculative_tokens = std::clamp(options.speculative_tokens, 0, kMaxSpeculativeTokens);
@@ -460,6 +396,10 @@ int64_t Scheduler::KvBudget() const {
   return budget;
 }
 
+bool Scheduler::Speculates(const Sequence& seq) const {
+  return options_.speculative_tokens > 0 && !seq.params().guided();
+}
+
 int64_t Scheduler::KvNeed(const Sequence& seq) const {
   if (options_.preemption == Preemption::kOff) return seq.max_tokens();
   // A prefilling sequence counts its whole input (the prompt, and after a preemption the
@@ -467,22 +407,8 @@ int64_t Scheduler::KvNeed(const Sequence& seq) const {
   // holds after the coming step's token: the prompt and every generated token, and with
   // speculative decoding room for the step's drafts (the workers hold their positions until
   // the next step drops those not accepted).
-  const int64_t drafts =
-      seq.prefilled() && Speculates(options_, seq) ? options_.speculative_tokens : 0;
+  const int64_t drafts = seq.prefilled() && Speculates(seq) ? options_.speculative_tokens : 0;
   return std::min(seq.max_tokens(), std::ssize(seq.prompt()) + seq.num_generated() + drafts);
-}
-
-void Scheduler::AddDrafts(const Sequence& seq, v1::SeqStep& step) {
-  if (!Speculates(options_, seq)) return;
-  // The accepted drafts and the token after them are generated tokens: never more than
-  // max_new_tokens (which also keeps the drafts' positions within the context: validation
-  // holds prompt + max_new_tokens to it).
-  const int32_t k =
-      std::min(options_.speculative_tokens, seq.params().max_new_tokens - seq.num_generated() - 1);
-  if (k <= 0) return;
-  seq.Tokens(lookup_tokens_);
-  ProposeByPromptLookup(lookup_tokens_, options_.prompt_lookup, k, draft_);
-  step.mutable_draft_token_ids()->Add(draft_.begin(), draft_.end());
 }
 
 void Scheduler::PreemptForStep() {
@@ -682,45 +608,8 @@ void Scheduler::AdmitLocked(bool preempted_only) {
   PublishLocked();
 }
 
-Scheduler::PrefixChoice Scheduler::ChoosePrefix(size_t i) {
-  const Sequence& seq = *running_[i];
-  // A later choice of a prompt starts from the first choice's cached prompt while the workers
-  // hold it, once they do (its steps prefilled it, or after a preemption prefilled it
-  // again): all but the last token.
-  // A source behind this sequence in the batch that has not started (it was preempted and
-  // admitted again) is not waited for: it may be waiting for this one's prefill of the same
-  // prompt (FindRunningPrefix), and neither would go.
-  const int64_t prompt = std::ssize(seq.prompt());
-  if (std::shared_ptr<Sequence> source = seq.prefix_source();
-      source != nullptr && source->on_workers() &&
-      (source->started() ||
-       std::find(running_.begin(), running_.begin() + static_cast<std::ptrdiff_t>(i), source) !=
-           running_.begin() + static_cast<std::ptrdiff_t>(i))) {
-    if (std::ssize(source->prompt_on_workers()) < prompt - 1) {
-      return {.wait = true, .from = std::nullopt};
-    }
-    return {.wait = false, .from = PrefixCache::Match{source->id(), prompt - 1}};
-  }
-  // Else the longest cached prefix of a parked or running sequence, for an input not scored.
-  if (seq.scoring() || options_.prefix_cache_entries <= 0) return {};
-  const int64_t min_prefix = std::max<int64_t>(options_.min_shared_prefix, 1);
-  const std::optional<PrefixCache::Match> parked =
-      prefix_cache_.Find(seq.input(), seq.params().counts_tokens());
-  const RunningPrefix running = FindRunningPrefix(running_, i, min_prefix);
-  std::optional<PrefixCache::Match> from = parked;
-  if (running.now.has_value() && (!parked.has_value() || running.now->length > parked->length)) {
-    from = running.now;
-  }
-  // A sequence ahead is prefilling at least min_prefix more of this prompt's start (a burst of
-  // requests with one system prompt): wait for it rather than compute it too.
-  if (running.coming >= (from.has_value() ? from->length : 0) + min_prefix)
-    return {.wait = true, .from = std::nullopt};
-  if (parked.has_value() && from->id == parked->id) prefix_cache_.MarkUsed(parked->id);
-  return {.wait = false, .from = from};
-}
-
-void Scheduler::StepRefused(const v1::StepRequest& request, std::span<const size_t> in_step,
-                            const std::vector<bool>& decoding, const absl::Status& why) {
+void Scheduler::StepRefused(const StepBatch& batch, const absl::Status& why) {
+  const std::vector<size_t>& in_step = batch.in_step;
   const bool memory = why.code() == absl::StatusCode::kResourceExhausted;
   // Refused for memory, the budget is more than the workers hold (--kv_budget_tokens above
   // it, or memory the workers' report did not count). With preemption: parked sequences go
@@ -767,7 +656,7 @@ void Scheduler::StepRefused(const v1::StepRequest& request, std::span<const size
     }
   } else {
     // A cached prefix the step started from may be what the workers refused: it goes.
-    for (const v1::SeqStep& s : request.seqs()) {
+    for (const v1::SeqStep& s : batch.request.seqs()) {
       if (s.prefix_length() > 0 && prefix_cache_.Evict(s.prefix_from())) {
         to_release_.push_back(s.prefix_from());
       }
@@ -779,16 +668,42 @@ void Scheduler::StepRefused(const v1::StepRequest& request, std::span<const size
   // Out of memory beside prompts: what grew is the prompts' KV and activations, so they fail,
   // and the decoding sequences (untouched: a refused step changes nothing on the workers) go
   // on at the next step. Else every sequence of the step fails.
-  const size_t decodes = std::count(decoding.begin(), decoding.end(), true);
+  const size_t decodes = std::count(batch.decoding.begin(), batch.decoding.end(), true);
   const bool spare_decodes = memory && decodes > 0 && decodes < in_step.size();
   std::vector<Exit> exits(running_.size(), Exit::kStays);
   for (size_t j = 0; j < in_step.size(); ++j) {
     const size_t i = in_step[j];
-    if (spare_decodes && decoding[j]) continue;
+    if (spare_decodes && batch.decoding[j]) continue;
     running_[i]->Fail(why);
     exits[i] = Exit::kRelease;
   }
   Retire(exits);
+}
+
+bool Scheduler::TakeNewGroup() {
+  // The running sequences fail (or go back to the queue), and parked sequences and
+  // pending releases went with the group, idle or not.
+  FailRunning(
+      absl::UnavailableError("a worker was lost while this request was running; the group is "
+                             "re-forming, retry the request"),
+      /*requeue_unsent=*/true);
+  if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
+  if (!group_->WaitReady(absl::Milliseconds(100))) {
+    FailUnresumed();
+    return false;
+  }
+  running_epoch_ = group_->epoch();
+  {
+    // The group is back: what waited for it waits for room now, as other requests do.
+    absl::MutexLock lock(&mu_);
+    queue_.ForEachPreempted([](Sequence& s) { s.set_resume_by(absl::InfiniteFuture()); });
+  }
+  kv_budget_ = KvBudget();
+  group_kv_budget_ = kv_budget_;
+  token_masks_ = group_->takes_token_masks();
+  absl::MutexLock lock(&mu_);
+  PublishLocked();  // the new budget, for GetModelInfo and the metrics
+  return true;
 }
 
 void Scheduler::Loop() {
@@ -807,28 +722,7 @@ void Scheduler::Loop() {
       if (stop_) break;
     }
     if (!group_->ready() || group_->epoch() != running_epoch_) {
-      // The running sequences fail (or go back to the queue), and parked sequences and
-      // pending releases went with the group, idle or not.
-      FailRunning(
-          absl::UnavailableError("a worker was lost while this request was running; the group is "
-                                 "re-forming, retry the request"),
-          /*requeue_unsent=*/true);
-      if (absl::Status refused = group_->refusal(); !refused.ok()) FailQueued(refused);
-      if (!group_->WaitReady(absl::Milliseconds(100))) {
-        FailUnresumed();
-        continue;
-      }
-      running_epoch_ = group_->epoch();
-      {
-        // The group is back: what waited for it waits for room now, as other requests do.
-        absl::MutexLock lock(&mu_);
-        queue_.ForEachPreempted([](Sequence& s) { s.set_resume_by(absl::InfiniteFuture()); });
-      }
-      kv_budget_ = KvBudget();
-      group_kv_budget_ = kv_budget_;
-      token_masks_ = group_->takes_token_masks();
-      absl::MutexLock lock(&mu_);
-      PublishLocked();  // the new budget, for GetModelInfo and the metrics
+      if (!TakeNewGroup()) continue;
     }
     ReleaseFinished();
     // A release that failed broke the group: queued requests wait for the next one rather
@@ -848,184 +742,38 @@ void Scheduler::Loop() {
     if (!to_release_.empty()) ReleaseFinished();
     if (running_.empty()) continue;
 
-    v1::StepRequest request;
-    // running_[in_step[j]] is request.seqs(j).
-    std::vector<size_t> in_step;
-    std::vector<bool> decoding;  // in_step[j] came prefilled: its one token is a decode
-    std::vector<absl::Status> mask_errors;  // in_step[j]'s guide could not mask its token
-    absl::Duration mask_time;               // finding the guided sequences' masks
-    bool guided_in_step = false;
-    const int64_t full_prefill_budget = std::max<int64_t>(options_.max_prefill_tokens, 1);
-    int64_t prefill_budget = full_prefill_budget;
-    // Prompts being scored need every position's logits: at most score_chunk of their tokens
-    // go per step, for which the workers keep logits rows.
-    int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
-    uint64_t hit_tokens = 0;
-    for (size_t i = 0; i < running_.size(); ++i) {
-      const std::shared_ptr<Sequence>& seq = running_[i];
-      const bool first_step = !seq->started();
-      const bool prefilled = seq->prefilled();
-      const bool scored = !prefilled && seq->scoring();
-      if (scored ? score_budget <= 0
-                 : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
-        continue;
-      }
-      std::optional<PrefixCache::Match> prefix;
-      if (first_step) {
-        const PrefixChoice choice = ChoosePrefix(i);
-        if (choice.wait) continue;
-        prefix = choice.from;
-        // A whole prompt goes alone or within the step's prefill budget. Admission keeps to
-        // that budget, but a prompt that waited a step above comes beside the next round's.
-        const int64_t whole = seq->prompt_remaining() - (prefix.has_value() ? prefix->length : 0);
-        if (!scored && options_.prefill_chunk == 0 && prefill_budget < full_prefill_budget &&
-            whole > prefill_budget) {
-          continue;
-        }
-      }
-      v1::SeqStep* step = request.add_seqs();
-      step->set_seq_id(seq->id());
-      if (prefilled) {
-        step->add_token_ids(seq->last_token());
-        step->set_drop_positions(seq->drop_positions());
-        AddDrafts(*seq, *step);
-      } else {
-        if (prefix.has_value()) {
-          seq->SkipPrompt(prefix->length);
-          step->set_prefix_from(prefix->id);
-          step->set_prefix_length(prefix->length);
-          hit_tokens += static_cast<uint64_t>(prefix->length);
-        }
-        const std::span<const int32_t> piece = seq->TakePrompt(
-            scored                       ? score_budget
-            : options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
-                                         : seq->prompt_remaining());
-        prefill_budget -= static_cast<int64_t>(piece.size());
-        if (scored) score_budget -= static_cast<int64_t>(piece.size());
-        step->mutable_token_ids()->Add(piece.begin(), piece.end());
-        // A prompt-only request samples nothing, even after its last chunk.
-        step->set_prefill_only(!seq->prefilled() || seq->params().max_new_tokens == 0);
-        if (seq->scoring()) {
-          step->set_prompt_logprobs(true);
-          if (std::optional<int32_t> next = seq->next_prompt_token()) {
-            step->set_next_prompt_token(*next);
-          }
-        }
-      }
-      in_step.push_back(i);
-      decoding.push_back(prefilled);
-      // Rank 0 keeps a sequence's sampling parameters from its first step on.
-      if (first_step) FillSampling(seq->params(), options_.eos_token_ids, step->mutable_sampling());
-      step->set_sample_index(seq->num_generated());
-      // A guided sequence samples among the tokens its text may go on with. When its guide
-      // cannot say which, its tokens still go (the workers keep the step's shape) but nothing
-      // is sampled, and it fails after the step.
-      absl::Status mask = absl::OkStatus();
-      if (!step->prefill_only() && seq->params().guided()) {
-        const absl::Time mask_start = absl::Now();
-        mask = seq->FillTokenMask(options_.eos_token_ids, static_cast<int32_t>(options_.vocab_size),
-                                  step->mutable_mask());
-        mask_time += absl::Now() - mask_start;
-        guided_in_step = true;
-        if (!mask.ok()) {
-          step->clear_mask();
-          step->set_prefill_only(true);
-        }
-      }
-      mask_errors.push_back(std::move(mask));
-      step->set_logprobs(seq->params().logprobs);
-      step->set_top_logprobs(seq->params().top_logprobs);
-    }
-    if (guided_in_step && metrics_ != nullptr) metrics_->RecordGuidedMasks(mask_time);
-    if (request.seqs_size() == 0) continue;  // every sequence waits (not expected)
+    StepBatch batch = FormStep();
+    if (batch.request.seqs_size() == 0) continue;  // every sequence waits (not expected)
     {
       absl::MutexLock lock(&mu_);
-      request.set_step_id(++steps_);
+      batch.request.set_step_id(++steps_);
     }
     const absl::Time step_start = absl::Now();
-    absl::StatusOr<v1::StepResponse> response = group_->Step(request, running_epoch_);
+    absl::StatusOr<v1::StepResponse> response = group_->Step(batch.request, running_epoch_);
     if (response.ok() && metrics_ != nullptr) {
-      metrics_->RecordStep(request.seqs_size(), absl::Now() - step_start);
+      metrics_->RecordStep(batch.request.seqs_size(), absl::Now() - step_start);
     }
     if (!response.ok()) {
       if (!group_->ready() || group_->epoch() != running_epoch_) {
         FailRunning(absl::UnavailableError(response.status().message()), /*requeue_unsent=*/true);
       } else {
-        StepRefused(request, in_step, decoding, response.status());
+        StepRefused(batch, response.status());
       }
       continue;
     }
-    if (response->results_size() != request.seqs_size()) {
+    if (response->results_size() != batch.request.seqs_size()) {
       // The group stays: first free what it holds for this scheduler.
       for (const std::shared_ptr<Sequence>& seq : running_) to_release_.push_back(seq->id());
       for (const std::shared_ptr<Sequence>& seq : held_sources_) to_release_.push_back(seq->id());
       EvictParkedAbove(0);
       group_->Release(to_release_).IgnoreError();
-      FailRunning(absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
-                                                   " tokens for a batch of ", request.seqs_size())),
-                  /*requeue_unsent=*/false);
+      FailRunning(
+          absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
+                                           " tokens for a batch of ", batch.request.seqs_size())),
+          /*requeue_unsent=*/false);
       continue;
     }
-    for (size_t i : in_step) running_[i]->MarkStepRan();
-    {
-      absl::MutexLock lock(&mu_);
-      prefix_hit_tokens_ += hit_tokens;  // the copies of a step that ran
-    }
-    std::vector<Exit> exits(running_.size(), Exit::kStays);
-    int64_t drafts = 0;    // draft tokens of the step
-    int64_t accepted = 0;  // of them, those that became output (not past a sequence's end)
-    for (size_t j = 0; j < in_step.size(); ++j) {
-      const std::shared_ptr<Sequence>& seq = running_[in_step[j]];
-      const v1::SeqResult& r = response->results(static_cast<int>(j));
-      const v1::SeqStep& sent = request.seqs(static_cast<int>(j));
-      Exit& exit = exits[in_step[j]];
-      if (seq->cancelled()) {
-        exit = Exit::kRelease;
-        continue;
-      }
-      if (sent.prompt_logprobs()) seq->AddPromptScores(r);
-      if (!mask_errors[j].ok()) {
-        seq->Fail(mask_errors[j]);
-        exit = Exit::kRelease;
-      } else if (!sent.prefill_only() && !r.sample_error().empty()) {
-        // Rank 0 could not sample this sequence's token: it fails alone. A request that
-        // passed validation cannot cause this (the model's logits did, e.g. all NaN).
-        seq->Fail(absl::InternalError(
-            absl::StrCat("the next token could not be sampled: ", r.sample_error())));
-        exit = Exit::kRelease;
-      } else if (!sent.prefill_only() && options_.vocab_size > 0 &&
-                 (r.token_id() < 0 || r.token_id() >= options_.vocab_size)) {
-        // Not text the tokenizer could decode (it would stream as nothing): a worker's bug.
-        seq->Fail(
-            absl::InternalError(absl::StrCat("rank 0 returned token id ", r.token_id(),
-                                             " outside the vocabulary of ", options_.vocab_size)));
-        exit = Exit::kRelease;
-      } else if (r.drafts_accepted() < 0 || r.drafts_accepted() > sent.draft_token_ids_size() ||
-                 ((sent.logprobs() || sent.top_logprobs() > 0) &&
-                  r.drafts_size() != r.drafts_accepted())) {
-        seq->Fail(absl::InternalError(absl::StrCat(
-            "rank 0 accepted ", r.drafts_accepted(), " of ", sent.draft_token_ids_size(),
-            " draft tokens, with ", r.drafts_size(), " scores")));
-        exit = Exit::kRelease;
-      } else if (!sent.prefill_only()) {
-        const Sequence::StepOutput out = seq->AddStepOutput(sent, r, options_.eos_token_ids);
-        drafts += sent.draft_token_ids_size();
-        accepted += out.drafts_kept;
-        if (out.finished) exit = Exit::kPark;
-      } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {
-        seq->FinishPromptOnly();
-        exit = Exit::kPark;
-      }
-    }
-    if (drafts > 0) {
-      {
-        absl::MutexLock lock(&mu_);
-        draft_tokens_ += static_cast<uint64_t>(drafts);
-        accepted_draft_tokens_ += static_cast<uint64_t>(accepted);
-      }
-      if (metrics_ != nullptr) metrics_->RecordSpeculation(drafts, accepted);
-    }
-    Retire(exits);
+    TakeResults(batch, *response);
     ReleaseFinished();
   }
   FailRunning(absl::UnavailableError("the server is shutting down"), /*requeue_unsent=*/false);

@@ -192,6 +192,11 @@ class Scheduler {
 
  private:
   void Loop();
+  // The group the running sequences went to was lost (or re-formed without them): they fail,
+  // or go back to the queue (FailRunning), and what it held for this scheduler is forgotten;
+  // queued requests fail when the group is refused. Then waits a while for a group: whether
+  // one is ready, this epoch's KV budget and mask support taken from it.
+  bool TakeNewGroup();
   // `preempted_only`: the group drains; only sequences it preempted come back.
   void AdmitLocked(bool preempted_only) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sequences taken off the batch (TakeForPreemption): preempted ones lose what the workers
@@ -225,11 +230,27 @@ class Scheduler {
   // after the step; parked sequences and then the last admitted sequences give their room
   // back while the count is over the budget (one sequence always stays).
   void PreemptForStep();
-  // Every rank refused the step (`why`; the group stays and holds what it held before):
+  // One step's batch (scheduler_step.cc): running_[in_step[j]] is request.seqs(j).
+  struct StepBatch {
+    v1::StepRequest request;
+    std::vector<size_t> in_step;
+    std::vector<bool> decoding;             // in_step[j] came prefilled: its token is a decode
+    std::vector<absl::Status> mask_errors;  // in_step[j]'s guide could not mask its token
+    uint64_t hit_tokens = 0;                // prompt positions copied from cached prefixes
+  };
+  // The next step of the running sequences: each one's decode token (and drafts), or the next
+  // chunk of its prompt, but for those that wait (for a prefix another sequence is prefilling,
+  // or for room in the step's prefill or score budget). Empty when all of them wait.
+  StepBatch FormStep();
+  // Rank 0 answered `batch` (a result per sequence): the sequences take their tokens, drafts
+  // and prompt scores, or fail alone (a guide that could not mask, a token rank 0 could not
+  // sample or outside the vocabulary, drafts it could not have accepted); those that ended
+  // leave the batch (Retire).
+  void TakeResults(const StepBatch& batch, const v1::StepResponse& response);
+  // Every rank refused `batch` (`why`; the group stays and holds what it held before):
   // with preemption, one refused for memory lowers the budget and its sequences go again
-  // (see the .cc); else its sequences (running_[in_step[j]], decoding[j] for a decode) fail.
-  void StepRefused(const v1::StepRequest& request, std::span<const size_t> in_step,
-                   const std::vector<bool>& decoding, const absl::Status& why);
+  // (see the .cc); else its sequences fail (with a refusal for memory, its decodes stay).
+  void StepRefused(const StepBatch& batch, const absl::Status& why);
   // Ends the batch: its sequences fail with `status`, but with `requeue_unsent` (the group was
   // lost) those of which nothing went to the workers yet go back to the head of the queue,
   // for the next group, and with resume_on_group_loss the others are preempted and wait too.
@@ -264,6 +285,10 @@ class Scheduler {
     std::optional<PrefixCache::Match> from;
   };
   PrefixChoice ChoosePrefix(size_t i);
+  // Whether `seq`'s decode steps may carry draft tokens (SchedulerOptions::speculative_tokens):
+  // rank 0 verifies them only where each position samples alike (no guide: its mask is the
+  // position's).
+  bool Speculates(const Sequence& seq) const;
   // Speculative decoding: the draft tokens `seq` (generating; `step` carries its last token)
   // sends beside it, into `step` (KvNeed counted their room).
   void AddDrafts(const Sequence& seq, v1::SeqStep& step);
@@ -295,9 +320,9 @@ class Scheduler {
   std::vector<int32_t> lookup_tokens_, draft_;  // AddDrafts' scratch (scheduler thread)
   PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
-  int64_t kv_budget_ = 0;  // this epoch's (set when the group becomes ready)
+  int64_t kv_budget_ = 0;        // this epoch's (set when the group becomes ready)
   int64_t group_kv_budget_ = 0;  // kv_budget_ before refusals lowered it (StepRefused)
-  bool token_masks_ = false;  // this epoch's workers take SeqStep.mask (likewise)
+  bool token_masks_ = false;     // this epoch's workers take SeqStep.mask (likewise)
   int64_t running_epoch_ = 0;
   std::vector<uint64_t> to_release_;
   // First choices that finished (parked) while later choices of their prompt wait to copy

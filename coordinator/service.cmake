@@ -34,6 +34,7 @@ llmint8_cc_library(
     request_log.cc
     request_validation.cc
     scheduler.cc
+    scheduler_step.cc
     sequence.cc
     wait_queue.cc
     tokenizer_text_stream.cc
