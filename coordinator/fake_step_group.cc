@@ -214,10 +214,10 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
                            *options_.kv_capacity));
     return absl::ResourceExhaustedError("the step does not fit in the KV cache");
   }
-  if (options_.holds.has_value() && positions > *options_.holds) {
+  if (holds_.has_value() && positions > *holds_) {
     ++refused_steps_;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "Step: the batch needs ", positions, " KV positions; the workers hold ", *options_.holds));
+    return absl::ResourceExhaustedError(absl::StrCat("Step: the batch needs ", positions,
+                                                     " KV positions; the workers hold ", *holds_));
   }
   held_ = std::move(held);
   if (std::find(short_.begin(), short_.end(), number) != short_.end()) {
@@ -272,6 +272,11 @@ void FakeStepGroup::Reform() {
   draining_ = false;
   refusal_ = absl::OkStatus();
   held_.clear();
+}
+
+void FakeStepGroup::SetHolds(std::optional<int64_t> holds) {
+  absl::MutexLock lock(&mu_);
+  holds_ = holds;
 }
 
 void FakeStepGroup::Refuse(absl::Status why) {

@@ -48,12 +48,12 @@ class FakeStepGroup : public StepGroup {
     // beyond is refused (RESOURCE_EXHAUSTED), as a worker's under --memory_limit, not a
     // violation. nullopt: what they report.
     std::optional<int64_t> holds;
-    bool token_masks = true;             // takes_token_masks()
+    bool token_masks = true;  // takes_token_masks()
     // > 0: rank 0 samples the token `period` positions back once a sequence holds that many
     // (its output loops, as prompt lookup predicts), else FakeNextToken.
     int32_t period = 0;
   };
-  explicit FakeStepGroup(Options options) : options_(options) {}
+  explicit FakeStepGroup(Options options) : options_(options), holds_(options.holds) {}
 
   bool ready() const override;
   int64_t epoch() const override;
@@ -85,6 +85,9 @@ class FakeStepGroup : public StepGroup {
   void Drain();
   // The workers cannot hold the model: not ready, refusal() is `why` until Reform.
   void Refuse(absl::Status why);
+  // From the next step on the workers hold `holds` positions (Options::holds): memory another
+  // process took, or gave back.
+  void SetHolds(std::optional<int64_t> holds);
 
   // ---- What it saw ----
   std::vector<v1::StepRequest> steps() const;
@@ -111,6 +114,7 @@ class FakeStepGroup : public StepGroup {
   std::map<uint64_t, std::vector<int32_t>> held_ ABSL_GUARDED_BY(mu_);
   int64_t peak_positions_ ABSL_GUARDED_BY(mu_) = 0;
   int refused_steps_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<int64_t> holds_ ABSL_GUARDED_BY(mu_);  // Options::holds, or SetHolds
   std::vector<v1::StepRequest> steps_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> violations_ ABSL_GUARDED_BY(mu_);
   struct Failure {

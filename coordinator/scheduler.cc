@@ -400,6 +400,19 @@ bool Scheduler::Speculates(const Sequence& seq) const {
   return options_.speculative_tokens > 0 && !seq.params().guided();
 }
 
+void Scheduler::RecoverBudgetWhenDue() {
+  if (kv_budget_ >= group_kv_budget_ || absl::Now() < budget_recovery_at_) return;
+  LLMINT8_LOG(INFO) << "scheduler: no step was refused for memory for "
+                    << absl::FormatDuration(budget_recovery_wait_) << "; the KV budget goes back "
+                    << "from " << kv_budget_ << " to " << group_kv_budget_
+                    << " positions (a refusal brings it down again, for twice as long)";
+  kv_budget_ = group_kv_budget_;
+  budget_recovery_at_ = absl::InfiniteFuture();
+  budget_recovered_ = true;
+  absl::MutexLock lock(&mu_);
+  PublishLocked();
+}
+
 int64_t Scheduler::KvNeed(const Sequence& seq) const {
   if (options_.preemption == Preemption::kOff) return seq.max_tokens();
   // A prefilling sequence counts its whole input (the prompt, and after a preemption the
@@ -616,9 +629,9 @@ void Scheduler::StepRefused(const StepBatch& batch, const absl::Status& why) {
   // at once (the cheapest room), the budget comes down below what the workers held and were
   // asked to add, the next PreemptForStep makes the batch fit it (the last admitted are
   // preempted), and the refused sequences go again; the budget stays lower until the group
-  // re-forms. A sequence refused alone, nothing left to make room, fails, and the budget goes
-  // back to the group's: what did not fit may have been that sequence, not the others beside
-  // it (if they were, refusals bring it down again).
+  // re-forms or kv_budget_recovery passed without a refusal. A sequence refused alone, nothing left
+  // to make room, fails, and the budget goes back to the group's: what did not fit may have been
+  // that sequence, not the others beside it (if they were, refusals bring it down again).
   if (memory && options_.preemption == Preemption::kRecompute) {
     // What the workers held and were asked to add: the parked sequences, and the running ones
     // that started (those of the step did: their input was taken for it).
@@ -634,12 +647,24 @@ void Scheduler::StepRefused(const StepBatch& batch, const absl::Status& why) {
     const bool evicted = EvictParkedAbove(0);
     if (holding > 1 || evicted) {
       const int64_t lowered = std::clamp<int64_t>(counted - 1, 0, kv_budget_);
+      // Refused again after the budget went back up: the shortage lasts, wait longer.
+      if (budget_recovered_ && kv_budget_ == group_kv_budget_) {
+        budget_recovery_wait_ =
+            std::min(budget_recovery_wait_ * 2, options_.kv_budget_recovery * 64);
+      }
+      const bool recovers = options_.kv_budget_recovery > absl::ZeroDuration();
+      budget_recovery_at_ = recovers ? absl::Now() + budget_recovery_wait_ : absl::InfiniteFuture();
       LLMINT8_LOG(WARNING) << "scheduler: the workers refused a step for memory with " << counted
                            << " KV positions counted (" << why.message()
                            << "); the KV budget comes down from " << kv_budget_ << " to " << lowered
-                           << " positions until the group re-forms, and sequences are preempted "
-                              "to fit it. Leave --kv_budget_tokens 0 (what the workers report "
-                              "they hold) or set it lower";
+                           << " positions "
+                           << (recovers ? absl::StrCat("for ",
+                                                       absl::FormatDuration(budget_recovery_wait_),
+                                                       " without another refusal")
+                                        : std::string("until the group re-forms"))
+                           << ", and sequences are preempted to fit it. Leave "
+                              "--kv_budget_tokens 0 (what the workers report they hold) or set it "
+                              "lower";
       kv_budget_ = lowered;
       for (size_t i : in_step) running_[i]->Unsend();
       absl::MutexLock lock(&mu_);
@@ -651,6 +676,7 @@ void Scheduler::StepRefused(const StepBatch& batch, const absl::Status& why) {
                            << "): it fails, and the KV budget goes back to " << group_kv_budget_
                            << " positions";
       kv_budget_ = group_kv_budget_;
+      budget_recovery_at_ = absl::InfiniteFuture();
       absl::MutexLock lock(&mu_);
       PublishLocked();  // before the sequence's failure reaches its client
     }
@@ -700,6 +726,9 @@ bool Scheduler::TakeNewGroup() {
   }
   kv_budget_ = KvBudget();
   group_kv_budget_ = kv_budget_;
+  budget_recovery_at_ = absl::InfiniteFuture();
+  budget_recovery_wait_ = options_.kv_budget_recovery;
+  budget_recovered_ = false;
   token_masks_ = group_->takes_token_masks();
   absl::MutexLock lock(&mu_);
   PublishLocked();  // the new budget, for GetModelInfo and the metrics
@@ -725,6 +754,7 @@ void Scheduler::Loop() {
       if (!TakeNewGroup()) continue;
     }
     ReleaseFinished();
+    RecoverBudgetWhenDue();
     // A release that failed broke the group: queued requests wait for the next one rather
     // than be admitted into a step that cannot run.
     if (!group_->ready() || group_->epoch() != running_epoch_) continue;

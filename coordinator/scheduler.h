@@ -33,27 +33,28 @@
 // memory their report did not count), with kRecompute parked sequences go, the budget comes down
 // below the positions the workers held and were asked to add (never up), the next step's preemption
 // makes the batch fit it and the refused sequences go again; the budget stays lower until the group
-// re-forms. A sequence refused alone, with nothing to make room, fails (RESOURCE_EXHAUSTED) and the
-// budget goes back to the group's. With kOff a refused step's prompts fail. Other refusals (a batch
-// every rank rejects alike) fail the step's sequences. Prompts are prefilled in chunks (chunked
-// prefill): one step carries at most max_prefill_tokens prompt tokens, at most prefill_chunk of one
-// sequence, next to the decode tokens of the running sequences, so a long prompt delays the other
-// streams by a chunk's compute per step rather than by its whole prefill. With prefill_chunk 0 a
-// prompt goes whole (one longer than max_prefill_tokens as the step's only prompt) and admission
-// also waits for room in the step's prefill budget. Prompts to score (prompt_logprobs) need the
-// logits of every position: they go in chunks too, at most score_chunk of their tokens per step,
-// beside the other sequences (the workers keep logits room for max_batch + score_chunk rows). A
-// sequence that finished normally may stay on the workers in the prefix cache
-// (coordinator/prefix_cache.h) while no running sequence needs its KV room: a later prompt that
-// starts with its tokens (or with a running sequence's prompt) copies those positions
-// (SeqStep.prefix_from) and prefills only the rest; the later choices of a prompt asked with n
-// start from the first choice's cached prompt likewise. With speculative_tokens a generating
-// sequence's step may carry draft tokens by prompt lookup (coordinator/prompt_lookup.h) that
-// rank 0 verifies: the accepted ones are its next tokens, the rest are dropped by its next
-// step (SeqStep.drop_positions). When the group breaks, running sequences
-// fail with UNAVAILABLE (with resume_on_group_loss those that went to the workers are preempted
-// instead and wait that long for the next group) and queued ones wait for the group to re-form;
-// while the group is refused (the workers cannot hold the model) queued ones fail with its
+// re-forms or, with kv_budget_recovery, until that long passed without a refusal (then it goes
+// back up, and a refusal after that doubles the wait). A sequence refused alone, with nothing to
+// make room, fails (RESOURCE_EXHAUSTED) and the budget goes back to the group's. With kOff a
+// refused step's prompts fail. Other refusals (a batch every rank rejects alike) fail the step's
+// sequences. Prompts are prefilled in chunks (chunked prefill): one step carries at most
+// max_prefill_tokens prompt tokens, at most prefill_chunk of one sequence, next to the decode
+// tokens of the running sequences, so a long prompt delays the other streams by a chunk's compute
+// per step rather than by its whole prefill. With prefill_chunk 0 a prompt goes whole (one longer
+// than max_prefill_tokens as the step's only prompt) and admission also waits for room in the
+// step's prefill budget. Prompts to score (prompt_logprobs) need the logits of every position: they
+// go in chunks too, at most score_chunk of their tokens per step, beside the other sequences (the
+// workers keep logits room for max_batch + score_chunk rows). A sequence that finished normally may
+// stay on the workers in the prefix cache (coordinator/prefix_cache.h) while no running sequence
+// needs its KV room: a later prompt that starts with its tokens (or with a running sequence's
+// prompt) copies those positions (SeqStep.prefix_from) and prefills only the rest; the later
+// choices of a prompt asked with n start from the first choice's cached prompt likewise. With
+// speculative_tokens a generating sequence's step may carry draft tokens by prompt lookup
+// (coordinator/prompt_lookup.h) that rank 0 verifies: the accepted ones are its next tokens, the
+// rest are dropped by its next step (SeqStep.drop_positions). When the group breaks, running
+// sequences fail with UNAVAILABLE (with resume_on_group_loss those that went to the workers are
+// preempted instead and wait that long for the next group) and queued ones wait for the group to
+// re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
 // FAILED_PRECONDITION.
 //
 // Thread-safety: Enqueue / Cancel / counters are safe from any thread.
@@ -108,6 +109,13 @@ struct SchedulerOptions {
   int64_t max_context = 2048;
   Preemption preemption = Preemption::kRecompute;
   Scheduling scheduling = Scheduling::kFcfs;
+  // After the workers refused a step for memory and the budget came down (see above), it goes
+  // back to the group's once this long passed without another such refusal: a shortage that
+  // passes (another process's memory on a shared GPU) does not cost the capacity until the
+  // group re-forms. A refusal after it went back brings it down again and doubles the wait (up
+  // to 64 times this; the group re-forming starts over). Zero: the lowered budget stays until
+  // the group re-forms.
+  absl::Duration kv_budget_recovery = absl::Minutes(1);
   // Zero: a running sequence whose worker group is lost fails (UNAVAILABLE). Positive (with
   // kRecompute): one that went to the workers is preempted instead and waits up to this long
   // for a group to re-form, then is prefilled again (prompt and output so far) and goes on.
@@ -224,6 +232,9 @@ class Scheduler {
   // ReleaseFinished) once it started, else unstarted.
   void TakeForPreemption(size_t i, TakenBack& taken);
   int64_t KvBudget() const;  // for the group that just became ready
+  // kv_budget_recovery: a budget StepRefused lowered goes back to the group's when its wait
+  // is over.
+  void RecoverBudgetWhenDue();
   // The positions `seq` counts against the budget for its coming step (see above).
   int64_t KvNeed(const Sequence& seq) const;
   // Preemption::kRecompute, before a step: each running sequence counts what it will hold
@@ -323,6 +334,11 @@ class Scheduler {
   int64_t kv_budget_ = 0;        // this epoch's (set when the group becomes ready)
   int64_t group_kv_budget_ = 0;  // kv_budget_ before refusals lowered it (StepRefused)
   bool token_masks_ = false;     // this epoch's workers take SeqStep.mask (likewise)
+  // When a lowered kv_budget_ goes back to group_kv_budget_ (kv_budget_recovery), the wait a
+  // lowering sets, and whether it went back up in this epoch (a refusal after that doubles it).
+  absl::Time budget_recovery_at_ = absl::InfiniteFuture();
+  absl::Duration budget_recovery_wait_;
+  bool budget_recovered_ = false;
   int64_t running_epoch_ = 0;
   std::vector<uint64_t> to_release_;
   // First choices that finished (parked) while later choices of their prompt wait to copy

@@ -925,7 +925,7 @@ TEST_F(SchedulerTest, AFailedReleaseOfACancelledSequenceLeavesTheQueuedWaiting) 
 // re-formed group instead of failing.
 TEST_F(SchedulerTest, ARequestAdmittedIntoAGroupLostBeforeItsFirstStepIsServedLater) {
   SchedulerOptions o = Options();
-  o.kv_budget_tokens = 60;  // the parked 32 positions and a 40-position request do not fit
+  o.kv_budget_tokens = 60;          // the parked 32 positions and a 40-position request do not fit
   o.preemption = Preemption::kOff;  // (reserved at admission: the eviction comes before its step)
   ASSERT_NO_FATAL_FAILURE(StartWithAParkedSequence(o, Tokens(30, 100)));
   group_->FailNextRelease();  // the eviction's
@@ -1048,6 +1048,63 @@ TEST_F(SchedulerTest, ABudgetAboveWhatTheWorkersHoldComesDownAndEverySequenceFin
   EXPECT_GE(scheduler_->preemptions(), 1u);
   AwaitIdle();
   EXPECT_EQ(scheduler_->kv_reserved(), 0);
+}
+
+// A shortage that passes: the workers hold 100 of the 400 positions they report, and refusals
+// bring the budget down; once kv_budget_recovery passed without another refusal it is back at
+// 400. Refused again (the shortage lasts), it waits twice as long. Once the workers hold what
+// they report, four sequences of 50 run side by side at the group's budget, none refused or
+// preempted.
+TEST_F(SchedulerTest, ALoweredBudgetGoesBackUpAfterTheRecoveryWaitAndTwiceAsLateAfterARefusal) {
+  SchedulerOptions o = Options();
+  o.kv_budget_recovery = absl::Milliseconds(400);
+  Start(o, FakeStepGroup::Options{.kv_capacity = 400, .holds = 100});
+  auto run = [&](uint64_t first) {
+    std::vector<std::shared_ptr<Sequence>> seqs;
+    for (uint64_t id = first; id < first + 4; ++id) {
+      seqs.push_back(MakeSeq(id, Tokens(20, static_cast<int32_t>(100 * id)), 30));
+    }
+    ASSERT_TRUE(scheduler_->EnqueueAll(seqs).ok());
+    for (const std::shared_ptr<Sequence>& seq : seqs) {
+      const Outcome out = Await(*seq);
+      ASSERT_TRUE(out.status.ok()) << "sequence " << seq->id() << ": " << out.status;
+      EXPECT_EQ(out.tokens, FakeGreedy(seq->prompt(), 30)) << "sequence " << seq->id();
+    }
+  };
+  // How long after `since` the budget is back at the group's 400 (polled).
+  auto back_after = [&](absl::Time since) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(20);
+    while (scheduler_->kv_budget() != 400 && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_EQ(scheduler_->kv_budget(), 400) << "the budget never went back up";
+    return absl::Now() - since;
+  };
+  scheduler_->Start();
+  // Every lowering comes after `start`: the budget goes back no sooner than the wait after it.
+  absl::Time start = absl::Now();
+  run(1);
+  const int refused = group_->refused_steps();
+  EXPECT_GE(refused, 1);
+  EXPECT_GE(back_after(start), absl::Milliseconds(400));
+  start = absl::Now();
+  run(5);
+  EXPECT_GT(group_->refused_steps(), refused) << "the shortage lasts: refused again";
+  EXPECT_GE(back_after(start), absl::Milliseconds(800)) << "twice the wait";
+
+  group_->SetHolds(std::nullopt);
+  const int refused_before = group_->refused_steps();
+  const uint64_t preempted_before = scheduler_->preemptions();
+  const size_t steps_before = group_->steps().size();
+  run(9);
+  EXPECT_EQ(group_->refused_steps(), refused_before);
+  EXPECT_EQ(scheduler_->preemptions(), preempted_before);
+  EXPECT_EQ(scheduler_->kv_budget(), 400);
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  const bool side_by_side =
+      std::any_of(steps.begin() + static_cast<std::ptrdiff_t>(steps_before), steps.end(),
+                  [](const v1::StepRequest& step) { return step.seqs_size() == 4; });
+  EXPECT_TRUE(side_by_side) << "no step carried the four sequences";
 }
 
 // Running sequences of which the workers hold nothing (a later choice waiting for its first

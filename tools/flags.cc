@@ -138,6 +138,11 @@ ABSL_FLAG(int64_t, score_chunk, 256,
 ABSL_FLAG(int64_t, kv_budget_tokens, 0,
           "KV cache positions the running sequences may hold, summed (0: what the workers say "
           "they hold beyond the weights, at most max_batch * context)");
+ABSL_FLAG(absl::Duration, kv_budget_recovery, absl::Minutes(1),
+          "after the workers refused a step for memory (they hold less than the KV budget) and "
+          "the budget came down, it goes back up once this long passed without another refusal; "
+          "a refusal after that doubles the wait (up to 64x) (0: it stays down until the worker "
+          "group re-forms)");
 ABSL_FLAG(std::string, preemption, "recompute",
           "recompute: admit requests on the KV positions sequences hold and, when the running "
           "ones outgrow the budget, preempt the last admitted (their cache dropped, prefilled "

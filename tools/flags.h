@@ -56,6 +56,7 @@ ABSL_DECLARE_FLAG(int64_t, max_context);
 ABSL_DECLARE_FLAG(int64_t, kv_budget_tokens);
 ABSL_DECLARE_FLAG(std::string, preemption);
 ABSL_DECLARE_FLAG(std::string, scheduling);
+ABSL_DECLARE_FLAG(absl::Duration, kv_budget_recovery);
 ABSL_DECLARE_FLAG(absl::Duration, resume_on_group_loss);
 ABSL_DECLARE_FLAG(int32_t, speculative_tokens);
 ABSL_DECLARE_FLAG(int32_t, prompt_lookup_min);

@@ -190,6 +190,11 @@ absl::Status ValidateCommonFlags() {
     return absl::InvalidArgumentError(
         "--max_context and --kv_budget_tokens must be >= 0 (0: the model's / the workers')");
   }
+  if (absl::GetFlag(FLAGS_kv_budget_recovery) < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--kv_budget_recovery must be >= 0 (0: a lowered KV budget stays until the group "
+        "re-forms)");
+  }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)");
   }
@@ -279,6 +284,7 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.scheduler.max_batch = absl::GetFlag(FLAGS_max_batch);
   o.scheduler.queue_capacity = absl::GetFlag(FLAGS_queue_capacity);
   o.scheduler.kv_budget_tokens = absl::GetFlag(FLAGS_kv_budget_tokens);
+  o.scheduler.kv_budget_recovery = absl::GetFlag(FLAGS_kv_budget_recovery);
   o.scheduler.preemption = coordinator::ParsePreemption(absl::GetFlag(FLAGS_preemption))
                                .value_or(coordinator::Preemption::kRecompute);  // validated before
   o.scheduler.resume_on_group_loss = absl::GetFlag(FLAGS_resume_on_group_loss);

@@ -73,6 +73,8 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
              "needs --preemption=recompute"},
         Case{"serve --resume_on_group_loss=-1s --check_flags",
              "--resume_on_group_loss must be >= 0"},
+        Case{"coordinator --kv_budget_recovery=-1s --check_flags",
+             "--kv_budget_recovery must be >= 0"},
         Case{"serve --speculative_tokens=17 --check_flags",
              "--speculative_tokens=17 must be in [0, 16]"},
         Case{"coordinator --workers=a:1 --speculative_tokens=-1 --check_flags",
