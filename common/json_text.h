@@ -6,6 +6,7 @@
 #ifndef LLMINT8_COMMON_JSON_TEXT_H_
 #define LLMINT8_COMMON_JSON_TEXT_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -37,10 +38,21 @@ std::string JsonSnippet(const Json& j) {
   return JsonText(j);
 }
 
-// About how many values a JSON text holds: its '{', '[' and ',' outside strings (each opens a
-// container or adds a member or element). One pass, nothing allocated.
-inline int64_t CountJsonValues(std::string_view text) {
-  int64_t count = 0;
+// How deep untrusted JSON may nest. nlohmann's parser and destructor are iterative, but dump()
+// and copies recurse once per level: a text a million arrays deep (2 MB) would overflow the
+// stack. Nothing llmint8 reads needs more (a JSON schema nests at most 32 schemas, ~100 levels).
+inline constexpr int64_t kMaxJsonNesting = 256;
+
+// What a JSON text holds, by its brackets and commas outside strings: about how many values
+// (each '{', '[' and ',' opens a container or adds a member or element) and how deep its
+// containers nest. One pass, nothing allocated; malformed text is counted as written.
+struct JsonShape {
+  int64_t values = 0;
+  int64_t nesting = 0;
+};
+inline JsonShape MeasureJson(std::string_view text) {
+  JsonShape shape;
+  int64_t depth = 0;
   bool in_string = false;
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
@@ -52,11 +64,16 @@ inline int64_t CountJsonValues(std::string_view text) {
       }
     } else if (c == '"') {
       in_string = true;
-    } else if (c == '{' || c == '[' || c == ',') {
-      ++count;
+    } else if (c == '{' || c == '[') {
+      ++shape.values;
+      shape.nesting = std::max(shape.nesting, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    } else if (c == ',') {
+      ++shape.values;
     }
   }
-  return count;
+  return shape;
 }
 
 // Parsed, a JSON value takes tens of bytes (up to ~40x its text for a file of tiny values: a
@@ -65,14 +82,22 @@ inline int64_t CountJsonValues(std::string_view text) {
 inline constexpr int64_t kMaxJsonValues = int64_t{1} << 20;
 
 // Before parsing an untrusted JSON text: InvalidArgument naming `what` when it holds more than
-// `max` values.
-inline absl::Status CheckJsonValueCount(std::string_view text, std::string_view what,
-                                        int64_t max = kMaxJsonValues) {
-  const int64_t values = CountJsonValues(text);
-  if (values <= max) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat(absl::string_view(what.data(), what.size()), " holds about ", values,
-                   " JSON values, more than the ", max, " it can need"));
+// `max_values` values or nests deeper than kMaxJsonNesting.
+inline absl::Status CheckUntrustedJson(std::string_view text, std::string_view what,
+                                       int64_t max_values = kMaxJsonValues) {
+  const JsonShape shape = MeasureJson(text);
+  const absl::string_view name(what.data(), what.size());
+  if (shape.values > max_values) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " holds about ", shape.values,
+                                                   " JSON values, more than the ", max_values,
+                                                   " it can need"));
+  }
+  if (shape.nesting > kMaxJsonNesting) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " is nested ", shape.nesting,
+                                                   " deep; JSON nested more than ", kMaxJsonNesting,
+                                                   " deep is refused"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace llmint8

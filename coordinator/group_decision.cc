@@ -21,9 +21,10 @@ std::string_view GroupPolicyName(GroupPolicy policy) {
 absl::StatusOr<GroupPolicy> ParseGroupPolicy(std::string_view name) {
   if (name == "all") return GroupPolicy::kAllWorkers;
   if (name == "smallest") return GroupPolicy::kSmallest;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--group=", Av(name), " is not a group policy; use all (every worker) or smallest (the "
-      "fewest workers that hold the model)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--group=", Av(name),
+                   " is not a group policy; use all (every worker) or smallest (the "
+                   "fewest workers that hold the model)"));
 }
 
 std::vector<int> MemorySharers(std::span<const std::string> pools) {
@@ -62,8 +63,7 @@ std::vector<int64_t> MemoryPoolShares(std::span<const int64_t> reported,
   return out;
 }
 
-absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
-                                        const GroupRequest& request,
+absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config, const GroupRequest& request,
                                         std::span<const int64_t> reported_bytes) {
   const int joined = static_cast<int>(reported_bytes.size());
   if (joined == 0) return absl::InvalidArgumentError("no workers to form a group from");
@@ -99,9 +99,9 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
     if (decision.status().code() != absl::StatusCode::kFailedPrecondition) {
       return decision.status();
     }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the workers cannot hold the model: ", decision.status().message(),
-        ". Start more workers, give them more memory, or serve int8"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the workers cannot hold the model: ", decision.status().message(),
+                     ". Start more workers, give them more memory, or serve int8"));
   }
   GroupChoice choice;
   choice.planned = true;
@@ -116,11 +116,11 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config,
                    BytesPerGpu(config, dtype, joined, reserve, options));
   for (int i = 0; i < joined; ++i) {
     if (reported_bytes[i] < need.Total()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the workers cannot hold the model: ", Av(WeightDTypeName(dtype)), " at TP=", joined,
-          " needs ", FormatBytes(need.Total()), " per worker, worker ", i, " has ",
-          FormatBytes(reported_bytes[i]), "; ", decision->summary,
-          " (coordinator --group=smallest forms that group)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the workers cannot hold the model: ", Av(WeightDTypeName(dtype)),
+                       " at TP=", joined, " needs ", FormatBytes(need.Total()),
+                       " per worker, worker ", i, " has ", FormatBytes(reported_bytes[i]), "; ",
+                       decision->summary, " (coordinator --group=smallest forms that group)"));
     }
   }
   choice.members = std::move(all.members);

@@ -148,8 +148,7 @@ TEST(GroupDecisionTest, AllWorkersUsesEveryWorkerAndChecksEachOne) {
   const int64_t tiny = Need(c, WeightDType::kInt8, 4) - 1;
   choice = ChooseGroup(c, request, std::vector<int64_t>{cap, cap, tiny, cap});
   ASSERT_EQ(choice.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(choice.status().message().find("worker 2 has"), std::string::npos)
-      << choice.status();
+  EXPECT_NE(choice.status().message().find("worker 2 has"), std::string::npos) << choice.status();
   EXPECT_NE(choice.status().message().find("--group=smallest"), std::string::npos)
       << choice.status();
 }

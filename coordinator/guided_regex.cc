@@ -35,7 +35,7 @@ struct CompiledRegex::Nfa {
   };
   std::vector<State> states;
   std::vector<std::bitset<256>> byte_sets;  // each distinct set once
-  std::vector<bool> live;  // the match can be reached from it
+  std::vector<bool> live;                   // the match can be reached from it
   int match = -1;
   int start = -1;
   std::vector<int> start_set;  // Closure(start), sorted
@@ -500,7 +500,7 @@ class RegexConstraint final : public OutputConstraint {
 
   std::shared_ptr<const CompiledRegex> re_;
   std::shared_ptr<RegexRequestWork> work_;  // this sequence's request's (never null)
-  std::vector<int> set_;  // the NFA states the text so far reaches (sorted)
+  std::vector<int> set_;                    // the NFA states the text so far reaches (sorted)
   mutable uint64_t generation_ = 0;
   mutable int id_ = -1;  // set_'s DFA state in generation_ (-1: not interned yet)
 };

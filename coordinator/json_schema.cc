@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "coordinator/json_string_pattern.h"
 #include "coordinator/output_constraint.h"
@@ -1195,9 +1196,10 @@ namespace {
 
 absl::StatusOr<Json> ParseSchema(std::string_view schema) {
   if (schema.size() > static_cast<size_t>(kMaxJsonSchemaBytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the JSON schema is ", schema.size(), " bytes; at most ", kMaxJsonSchemaBytes));
+    return absl::InvalidArgumentError(absl::StrCat("the JSON schema is ", schema.size(),
+                                                   " bytes; at most ", kMaxJsonSchemaBytes));
   }
+  RETURN_IF_ERROR(CheckUntrustedJson(schema, "the JSON schema"));
   Json root = Json::parse(schema, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) {
     return absl::InvalidArgumentError("the JSON schema is not a JSON text");

@@ -216,6 +216,32 @@ TEST(OpenAiApiTest, AnObjectOfTooManyKeysIsRefused) {
   EXPECT_TRUE(ParseCompletionRequest(bias.dump(), kModel).ok());
 }
 
+// A body nested deeper than any field takes is refused before any of it is copied or written
+// out (nlohmann's dump() and copies recurse once per level: a schema a million arrays deep, in
+// a 2 MB body, would overflow the handler's stack), wherever it nests; a schema nested as deep
+// as json_schema.h allows still fits.
+TEST(OpenAiApiTest, ABodyNestedTooDeepIsRefused) {
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  for (
+      const std::string& body :
+      {R"({"prompt": "x", "guided_json": {"a": )" + deep + "}}",
+       R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {"enum": [)" +
+           deep + "]}}}}",
+       R"({"prompt": "x", "unknown": )" + deep + "}"}) {
+    const absl::Status refused = ParseCompletionRequest(body, kModel).status();
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+    EXPECT_THAT(refused.message(), HasSubstr("nested more than 256 deep"));
+  }
+  // 32 levels of schema, each an object's property: 66 levels of JSON under guided_json.
+  std::string schema = R"({"type": "integer"})";
+  for (int i = 0; i < 31; ++i) {
+    schema = absl::StrCat(R"({"type": "object", "properties": {"a": )", schema, "}}");
+  }
+  EXPECT_TRUE(ParseCompletionRequest(
+                  absl::StrCat(R"({"prompt": "x", "guided_json": )", schema, "}"), kModel)
+                  .ok());
+}
+
 TEST(OpenAiApiTest, LogitBiasStopTokenIdsMinTokensAndMinPAreRead) {
   const CompletionRequest r = ParseOk(
       R"({"prompt": "x", "logit_bias": {"50256": -100, "7": 2.5}, "stop_token_ids": [4, 9],
@@ -734,7 +760,7 @@ TEST(OpenAiApiTest, ModelIdIsTheDirectoryName) {
 
 TEST(OpenAiApiTest, AServedModelNameIsOneWordOfAtMost256Bytes) {
   for (const std::string& name : {std::string("facebook/opt-66b"), std::string("opt"),
-                                 std::string("模型"), std::string(256, 'a')}) {
+                                  std::string("模型"), std::string(256, 'a')}) {
     EXPECT_TRUE(CheckServedModelName(name).ok()) << name;
   }
   for (const std::string& name :

@@ -363,25 +363,25 @@ std::string ChatCompletionJson(const CompletionRequest& request,
                                const std::vector<std::vector<v1::GenerateResponse>>& choices,
                                std::string_view completion_id, int64_t created,
                                std::string_view model_id) {
-  return internal::AnswerJson(
-      request, choices, "chat.completion", completion_id, created, model_id,
-      [&](size_t i, std::span<const v1::GenerateResponse> responses) {
-        ChoicePart part = Collect(request, responses.data(), responses.data() + responses.size());
-        bool started = false;
-        TrimReplyStart(part.text, started);
-        json message = {{"role", "assistant"}};
-        if (request.tool_call_name.empty()) {
-          message["content"] = std::move(part.text);
-        } else {
-          message["content"] = nullptr;
-          json call = ToolCall(request, completion_id, i);
-          call["function"]["arguments"] = std::move(part.text);
-          message["tool_calls"] = json::array({std::move(call)});
-        }
-        json choice = {{"index", i}, {"message", std::move(message)}};
-        AddChoiceFields(request, part, choice);
-        return choice;
-      });
+  return internal::AnswerJson(request, choices, "chat.completion", completion_id, created, model_id,
+                              [&](size_t i, std::span<const v1::GenerateResponse> responses) {
+                                ChoicePart part = Collect(request, responses.data(),
+                                                          responses.data() + responses.size());
+                                bool started = false;
+                                TrimReplyStart(part.text, started);
+                                json message = {{"role", "assistant"}};
+                                if (request.tool_call_name.empty()) {
+                                  message["content"] = std::move(part.text);
+                                } else {
+                                  message["content"] = nullptr;
+                                  json call = ToolCall(request, completion_id, i);
+                                  call["function"]["arguments"] = std::move(part.text);
+                                  message["tool_calls"] = json::array({std::move(call)});
+                                }
+                                json choice = {{"index", i}, {"message", std::move(message)}};
+                                AddChoiceFields(request, part, choice);
+                                return choice;
+                              });
 }
 
 std::string ChatChunkEvent(const CompletionRequest& request, size_t index,

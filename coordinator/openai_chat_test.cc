@@ -24,6 +24,18 @@ absl::Status ParseError(const std::string& body) {
   return ParseChatCompletionRequest(body, kModel).status();
 }
 
+// Tool parameters nested a million deep are refused with the body, before the schema is
+// copied or written out (either would recurse once per level).
+TEST(OpenAiChatTest, ToolParametersNestedTooDeepAreRefused) {
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  const absl::Status refused = ParseError(
+      R"({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function",
+          "function": {"name": "f", "parameters": {"type": "object", "enum": [)" +
+      deep + R"(]}}}], "tool_choice": {"type": "function", "function": {"name": "f"}}})");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("nested more than 256 deep"));
+}
+
 TEST(ChatTranscriptTest, RolesBecomeATranscriptThatEndsOnTheAssistantsTurn) {
   EXPECT_EQ(
       ChatTranscript(

@@ -48,6 +48,9 @@ int32_t SaturatedInt32(int64_t n) {
 }
 
 absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id) {
+  // Writing out or copying a value nested a million deep (a schema, say) would overflow the
+  // stack: such a body is refused before it is parsed. Its size is the server's limit.
+  RETURN_IF_ERROR(CheckUntrustedJson(text, "the body", std::numeric_limits<int64_t>::max()));
   // An ordered object finds each new key by a scan of the keys before it: an object of
   // 500,000 short keys (a 4 MiB body) would take minutes. Keys past kMaxObjectKeys in one object
   // are not stored, and the body is refused.
@@ -76,9 +79,9 @@ absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id)
   };
   json body = json::parse(text, count, /*allow_exceptions=*/false);
   if (too_many) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the body has an object of more than ", kMaxObjectKeys,
-        " keys; no field takes that many (nor does a JSON schema's automaton)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the body has an object of more than ", kMaxObjectKeys,
+                     " keys; no field takes that many (nor does a JSON schema's automaton)"));
   }
   if (body.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
   if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");

@@ -61,9 +61,9 @@ absl::StatusOr<ReserveTokens> ResolveReserve(const OptConfig& c, const Reserve& 
   }
   const int64_t context = r.context == 0 ? c.max_position_embeddings : r.context;
   if (context < 1 || context > c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "context must be in [1, ", c.max_position_embeddings, "] (", ModelName(c),
-        "'s max_position_embeddings), got ", r.context));
+    return absl::InvalidArgumentError(absl::StrCat("context must be in [1, ",
+                                                   c.max_position_embeddings, "] (", ModelName(c),
+                                                   "'s max_position_embeddings), got ", r.context));
   }
   return ReserveTokens{r.batch, context};
 }
@@ -142,13 +142,13 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
   int64_t fp16_elems = 0;
   if (c.enable_bias) fp16_elems = Add(fp16_elems, Mul(layers, 3 * attn + h + ffn + h));
   if (c.layer_norm_elementwise_affine) {
-    fp16_elems = Add(fp16_elems, Mul(layers, 4 * h));               // 2 LayerNorms x (w, b)
+    fp16_elems = Add(fp16_elems, Mul(layers, 4 * h));                   // 2 LayerNorms x (w, b)
     if (c.has_final_layer_norm()) fp16_elems = Add(fp16_elems, 2 * h);  // final LayerNorm
   }
-  fp16_elems = Add(fp16_elems, Mul(vocab, e));                        // embed / tied LM head
+  fp16_elems = Add(fp16_elems, Mul(vocab, e));                              // embed / tied LM head
   if (!c.tie_word_embeddings) fp16_elems = Add(fp16_elems, Mul(vocab, e));  // separate LM head
-  fp16_elems = Add(fp16_elems, Mul(c.max_position_embeddings + 2, h));  // OPT's offset of 2
-  if (e != h) fp16_elems = Add(fp16_elems, Mul(2 * e, h));            // project_in / out
+  fp16_elems = Add(fp16_elems, Mul(c.max_position_embeddings + 2, h));      // OPT's offset of 2
+  if (e != h) fp16_elems = Add(fp16_elems, Mul(2 * e, h));                  // project_in / out
   m.fp16_tensors = Mul(fp16_elems, 2);
 
   if (reserve.bytes_per_gpu.has_value()) {
@@ -222,10 +222,10 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
   if (result.tp == 0) {
     const int max_tp = result.valid_tp.empty() ? 1 : result.valid_tp.back();
     ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, dtype, max_tp, reserve, options));
-    return absl::FailedPreconditionError(absl::StrCat(
-        what, " does not fit on ", FormatBytes(gpu_bytes), " GPUs at any TP degree (at TP=",
-        max_tp, ": ", FitFailureDetail(config, m),
-        "); use GPUs with more memory or a smaller batch / context"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " does not fit on ", FormatBytes(gpu_bytes),
+                     " GPUs at any TP degree (at TP=", max_tp, ": ", FitFailureDetail(config, m),
+                     "); use GPUs with more memory or a smaller batch / context"));
   }
   if (options.available_gpus > 0 && result.tp > options.available_gpus) {
     std::string why;
@@ -234,9 +234,9 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
                          config.num_attention_heads, " heads and ffn_dim ", config.ffn_dim,
                          " (valid: ", JoinTp(result.valid_tp), ")");
     }
-    return absl::FailedPreconditionError(
-        absl::StrCat(what, " needs ", result.tp, " x ", FormatBytes(gpu_bytes), "; ",
-                     options.available_gpus, " given", why));
+    return absl::FailedPreconditionError(absl::StrCat(what, " needs ", result.tp, " x ",
+                                                      FormatBytes(gpu_bytes), "; ",
+                                                      options.available_gpus, " given", why));
   }
   return result;
 }
@@ -364,10 +364,10 @@ std::string ReserveText(int64_t batch, int64_t context) {
 }
 
 nlohmann::json BreakdownJson(const MemoryBreakdown& m) {
-  return nlohmann::json{{"weights", m.weights},       {"int8_scales", m.int8_scales},
-                        {"fp16_tensors", m.fp16_tensors}, {"kv_cache", m.kv_cache},
-                        {"workspace", m.workspace},   {"runtime", m.runtime},
-                        {"total", m.Total()}};
+  return nlohmann::json{
+      {"weights", m.weights},   {"int8_scales", m.int8_scales}, {"fp16_tensors", m.fp16_tensors},
+      {"kv_cache", m.kv_cache}, {"workspace", m.workspace},     {"runtime", m.runtime},
+      {"total", m.Total()}};
 }
 
 std::string Cell(const std::optional<PlanResult>& plan) {
@@ -387,10 +387,14 @@ std::string PlanToText(const PlanResult& p) {
   }
   absl::StrAppendFormat(&out, "  %s\n  bytes per GPU:\n", ReserveText(p.batch, p.context));
   const std::pair<const char*, int64_t> rows[] = {
-      {"weights", p.per_gpu.weights},       {"int8 scales", p.per_gpu.int8_scales},
-      {"fp16 tensors", p.per_gpu.fp16_tensors}, {"KV cache", p.per_gpu.kv_cache},
-      {"workspace", p.per_gpu.workspace},   {"runtime", p.per_gpu.runtime},
-      {"total", p.per_gpu.Total()},         {"headroom", p.headroom_bytes},
+      {"weights", p.per_gpu.weights},
+      {"int8 scales", p.per_gpu.int8_scales},
+      {"fp16 tensors", p.per_gpu.fp16_tensors},
+      {"KV cache", p.per_gpu.kv_cache},
+      {"workspace", p.per_gpu.workspace},
+      {"runtime", p.per_gpu.runtime},
+      {"total", p.per_gpu.Total()},
+      {"headroom", p.headroom_bytes},
   };
   for (const auto& [name, bytes] : rows) {
     absl::StrAppendFormat(&out, "    %-13s %15d  %s\n", name, bytes, FormatBytes(bytes));
@@ -415,9 +419,8 @@ nlohmann::json PlanToJson(const PlanResult& p) {
 }
 
 std::string CompareToText(const CompareTable& t) {
-  std::string out = absl::StrFormat(
-      "%s, %s: GPUs needed (= TP degree) and bytes per GPU\n", t.model,
-      ReserveText(t.batch, t.context));
+  std::string out = absl::StrFormat("%s, %s: GPUs needed (= TP degree) and bytes per GPU\n",
+                                    t.model, ReserveText(t.batch, t.context));
   absl::StrAppendFormat(&out, "  %-8s %-20s %-20s %s\n", "GPU", "fp16", "int8", "int8 saves");
   for (const CompareRow& row : t.rows) {
     std::string saves = "-";
@@ -455,9 +458,9 @@ namespace {
 
 absl::StatusOr<OptConfig> ResolveModel(const std::string& model) {
   if (model.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--model is required: a preset (", absl::StrJoin(model::OptPresetNames(), ", "),
-        ") or a path to a config.json"));
+    return absl::InvalidArgumentError(absl::StrCat("--model is required: a preset (",
+                                                   absl::StrJoin(model::OptPresetNames(), ", "),
+                                                   ") or a path to a config.json"));
   }
   std::error_code ec;
   const std::filesystem::path path(model);

@@ -19,8 +19,8 @@
 namespace llmint8::coordinator {
 namespace {
 
-using ::testing::HasSubstr;
 using model::OptConfig;
+using ::testing::HasSubstr;
 
 OptConfig Preset(const std::string& name) {
   absl::StatusOr<OptConfig> c = model::OptPreset(name);
@@ -212,7 +212,7 @@ TEST(PlannerBytesTest, ShardsPartitionTheSplitTensorsExactly) {
   const MemoryBreakdown seven = *BytesPerGpu(c, WeightDType::kF16, 7, kOneFullSequence);
   const MemoryBreakdown eight = *BytesPerGpu(c, WeightDType::kF16, 8, kOneFullSequence);
   EXPECT_EQ(seven.fp16_tensors - eight.fp16_tensors,
-            2 * (7182 - 6284) * int64_t{7168} +                      // vocab rows
+            2 * (7182 - 6284) * int64_t{7168} +                                   // vocab rows
                 2 * 48 * (3 * 7168 / 7 + 28672 / 7 - 3 * 7168 / 8 - 28672 / 8));  // biases
 }
 
@@ -318,8 +318,7 @@ TEST(PlannerErrorTest, BadInputIsInvalidArgument) {
 
 TEST(PlannerErrorTest, NothingFitsIsFailedPrecondition) {
   // Replicated tensors alone (positions, norms, the runtime) exceed 1 GiB for OPT-175B.
-  absl::StatusOr<PlanResult> p =
-      Plan(Preset("175b"), WeightDType::kInt8, kGiB, kOneFullSequence);
+  absl::StatusOr<PlanResult> p = Plan(Preset("175b"), WeightDType::kInt8, kGiB, kOneFullSequence);
   ASSERT_EQ(p.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(p.status().message(), HasSubstr("does not fit on 1 GiB GPUs at any TP degree"));
 }
@@ -426,8 +425,7 @@ TEST(PlanCommandTest, PlansAPresetAsJson) {
   EXPECT_EQ(j["dtype"], "int8");
   EXPECT_EQ(j["tp"], 3);
   EXPECT_EQ(j["gpu_bytes"], 80 * kGiB);
-  EXPECT_EQ(j["per_gpu"]["total"].get<int64_t>() + j["headroom_bytes"].get<int64_t>(),
-            80 * kGiB);
+  EXPECT_EQ(j["per_gpu"]["total"].get<int64_t>() + j["headroom_bytes"].get<int64_t>(), 80 * kGiB);
 
   cmd.gpus = 2;
   EXPECT_THAT(RunPlanCommand(cmd).status().message(),

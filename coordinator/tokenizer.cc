@@ -120,7 +120,7 @@ size_t MatchPiece(const std::vector<char32_t>& cps, size_t i) {
 }
 
 absl::StatusOr<json> ParseJson(std::string_view text, std::string_view what) {
-  RETURN_IF_ERROR(CheckJsonValueCount(text, what));
+  RETURN_IF_ERROR(CheckUntrustedJson(text, what));
   json j = json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return absl::InvalidArgumentError(absl::StrCat(Av(what), " is not valid JSON"));
@@ -149,8 +149,8 @@ class TokenizerBuilder {
     }
     auto [it, inserted] = tok_->token_to_id_.emplace(token, id32);
     if (!inserted && it->second != id32) {
-      return absl::InvalidArgumentError(absl::StrCat("token '", token, "' has two ids: ",
-                                                     it->second, " and ", id));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token '", token, "' has two ids: ", it->second, " and ", id));
     }
     if (tok_->id_exists_[id] && inserted) {
       return absl::InvalidArgumentError(absl::StrCat("id ", id, " is given to two tokens"));
@@ -202,9 +202,9 @@ class TokenizerBuilder {
       if (line.empty() || (line_no == 1 && absl::StartsWith(line, "#version"))) continue;
       std::vector<absl::string_view> parts = absl::StrSplit(line, ' ');
       if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "merges line ", line_no, " must be two tokens separated by one space, got '", line,
-            "'"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("merges line ", line_no,
+                         " must be two tokens separated by one space, got '", line, "'"));
       }
       RETURN_IF_ERROR(AddMerge(parts[0], parts[1], line_no));
     }
@@ -228,9 +228,9 @@ class TokenizerBuilder {
     for (int b = 0; b < 256; ++b) {
       auto it = t.token_to_id_.find(ByteToVocabString(static_cast<uint8_t>(b)));
       if (it == t.token_to_id_.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the vocabulary lacks the token for byte ", b,
-            "; only byte-level BPE vocabularies (all 256 byte tokens) are supported"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the vocabulary lacks the token for byte ", b,
+                         "; only byte-level BPE vocabularies (all 256 byte tokens) are supported"));
       }
       t.byte_to_id_[b] = it->second;
     }
@@ -391,7 +391,6 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromTokenizerJson(
   return TokenizerBuilder::FromTokenizerJson(root, std::move(options));
 }
 
-
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromVocabAndMergesFiles(
     const std::string& vocab_json_path, const std::string& merges_txt_path,
     TokenizerOptions options) {
@@ -473,7 +472,7 @@ absl::Status ReadTokenizerExtras(const std::filesystem::path& dir, TokenizerOpti
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::string& dir,
-                                                                   TokenizerOptions options) {
+                                                                    TokenizerOptions options) {
   const std::filesystem::path d(dir);
   std::error_code ec;
   RETURN_IF_ERROR(ReadTokenizerExtras(d, options));
@@ -569,9 +568,9 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text, bo
   std::vector<int32_t> out;
   if (add_bos) {
     if (!bos_id_.has_value()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "add_bos is set but the vocabulary has no '", options_.bos_token,
-          "' token; set TokenizerOptions::bos_id"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("add_bos is set but the vocabulary has no '", options_.bos_token,
+                       "' token; set TokenizerOptions::bos_id"));
     }
     out.push_back(*bos_id_);
   }
@@ -632,9 +631,9 @@ absl::StatusOr<std::string> Tokenizer::DecodeBytes(absl::Span<const int32_t> ids
   for (size_t k = 0; k < ids.size(); ++k) {
     const int32_t id = ids[k];
     if (id < 0 || id >= vocab_size() || !id_exists_[id]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token id ", id, " (position ", k, ") is not in the vocabulary (ids 0..",
-          vocab_size() - 1, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " (position ", k,
+                                                     ") is not in the vocabulary (ids 0..",
+                                                     vocab_size() - 1, ")"));
     }
     if (skip_special_tokens && IsSpecial(id)) continue;
     out += id_to_bytes_[id];

@@ -187,12 +187,12 @@ TEST_F(Gpt2TokenizerTest, InvalidUtf8TextIsInvalidArgumentWithOffset) {
     size_t offset;
   };
   const Bad bad[] = {
-      {"ab\x80", 2},              // lone continuation byte
-      {"\xC0\xAF", 0},            // overlong '/'
-      {"x\xED\xA0\x80", 1},       // UTF-16 surrogate D800
-      {"ok \xE2\x82", 3},         // truncated 3-byte sequence at the end
-      {"\xF5\x80\x80\x80", 0},    // past U+10FFFF
-      {"\xF4\x90\x80\x80", 0},    // U+110000
+      {"ab\x80", 2},            // lone continuation byte
+      {"\xC0\xAF", 0},          // overlong '/'
+      {"x\xED\xA0\x80", 1},     // UTF-16 surrogate D800
+      {"ok \xE2\x82", 3},       // truncated 3-byte sequence at the end
+      {"\xF5\x80\x80\x80", 0},  // past U+10FFFF
+      {"\xF4\x90\x80\x80", 0},  // U+110000
       {std::string("a\xFF", 2), 1},
   };
   for (const Bad& b : bad) {
@@ -282,11 +282,14 @@ TEST_F(Gpt2TokenizerTest, TokenizerJsonFromSameVocabularyAgrees) {
   }
   for (const json* merge_list : {&merges_strings, &merges_pairs}) {
     json tj = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", *merge_list}}},
-               {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                  {"trim_offsets", true}, {"use_regex", true}}},
+               {"pre_tokenizer",
+                {{"type", "ByteLevel"},
+                 {"add_prefix_space", false},
+                 {"trim_offsets", true},
+                 {"use_regex", true}}},
                {"normalizer", nullptr},
-               {"added_tokens", json::array({{{"id", 50256}, {"content", "<|endoftext|>"},
-                                              {"special", true}}})}};
+               {"added_tokens",
+                json::array({{{"id", 50256}, {"content", "<|endoftext|>"}, {"special", true}}})}};
     auto t = Tokenizer::FromTokenizerJson(tj.dump());
     ASSERT_TRUE(t.ok()) << t.status();
     for (size_t i = 0; i < cases()["encode"].size(); i += 7) {
@@ -464,10 +467,12 @@ TEST(TokenizerLoadTest, BadInputsAreErrorsNamingTheProblem) {
 TEST(Utf8Test, SanitizeReplacesMaximalInvalidSubparts) {
   const std::string r = "\xEF\xBF\xBD";
   EXPECT_EQ(SanitizeUtf8("abc"), "abc");
-  EXPECT_EQ(SanitizeUtf8("\xE2\x82" "A"), r + "A");          // one subpart of 2 bytes
-  EXPECT_EQ(SanitizeUtf8("\xF0\x80\x80"), r + r + r);        // F0 80 is never valid
-  EXPECT_EQ(SanitizeUtf8("\xED\xA0\x80"), r + r + r);        // surrogate
-  EXPECT_EQ(SanitizeUtf8("\xF0\x9F\xA6"), r);                // truncated 4-byte sequence
+  EXPECT_EQ(SanitizeUtf8("\xE2\x82"
+                         "A"),
+            r + "A");                                  // one subpart of 2 bytes
+  EXPECT_EQ(SanitizeUtf8("\xF0\x80\x80"), r + r + r);  // F0 80 is never valid
+  EXPECT_EQ(SanitizeUtf8("\xED\xA0\x80"), r + r + r);  // surrogate
+  EXPECT_EQ(SanitizeUtf8("\xF0\x9F\xA6"), r);          // truncated 4-byte sequence
   EXPECT_EQ(SanitizeUtf8("\xC3\xA9\xFF\xC3"), "\xC3\xA9" + r + r);
   size_t held = 99;
   EXPECT_EQ(SanitizeUtf8("a\xF0\x9F\xA6", /*hold_back_incomplete=*/true, &held), "a");

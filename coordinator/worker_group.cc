@@ -604,7 +604,8 @@ absl::Status WorkerGroup::Form() {
   if (kv_capacity_tokens_.has_value() && *kv_capacity_tokens_ < options_.max_context) {
     // Served, but one sequence at a time, and a long one may be refused: say what it takes.
     LLMINT8_LOG(WARNING) << "the group holds only " << *kv_capacity_tokens_
-                         << " KV cache positions, less than one sequence of " << options_.max_context
+                         << " KV cache positions, less than one sequence of "
+                         << options_.max_context
                          << " (--max_context): requests run one at a time and a long one may fail "
                             "RESOURCE_EXHAUSTED. Each worker also keeps room for a step of "
                          << options_.max_step_tokens << " tokens and " << options_.max_step_rows

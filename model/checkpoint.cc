@@ -22,20 +22,28 @@ namespace llmint8::model {
 
 std::string_view TensorDTypeName(TensorDType dtype) {
   switch (dtype) {
-    case TensorDType::kF16: return "F16";
-    case TensorDType::kBF16: return "BF16";
-    case TensorDType::kF32: return "F32";
-    case TensorDType::kI8: return "I8";
+    case TensorDType::kF16:
+      return "F16";
+    case TensorDType::kBF16:
+      return "BF16";
+    case TensorDType::kF32:
+      return "F32";
+    case TensorDType::kI8:
+      return "I8";
   }
   return "?";
 }
 
 int64_t TensorDTypeSize(TensorDType dtype) {
   switch (dtype) {
-    case TensorDType::kF16: return 2;
-    case TensorDType::kBF16: return 2;
-    case TensorDType::kF32: return 4;
-    case TensorDType::kI8: return 1;
+    case TensorDType::kF16:
+      return 2;
+    case TensorDType::kBF16:
+      return 2;
+    case TensorDType::kF32:
+      return 4;
+    case TensorDType::kI8:
+      return 1;
   }
   return 0;
 }
@@ -47,16 +55,16 @@ absl::Status ValidateSliceRequest(std::string_view source_label, std::string_vie
     return r.begin >= 0 && r.begin <= r.end && r.end <= extent;
   };
   if (!range_ok(rows, info.rows()) || !range_ok(cols, info.cols())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        std::string(source_label), ": tensor \"", std::string(name), "\" is [", info.rows(), ", ",
-        info.cols(), "]; slice rows [", rows.begin, ", ", rows.end, ") cols [", cols.begin, ", ",
-        cols.end, ") is out of range"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(source_label), ": tensor \"", std::string(name), "\" is [",
+                     info.rows(), ", ", info.cols(), "]; slice rows [", rows.begin, ", ", rows.end,
+                     ") cols [", cols.begin, ", ", cols.end, ") is out of range"));
   }
   const uint64_t want = static_cast<uint64_t>(rows.size()) * static_cast<uint64_t>(cols.size());
   if (want != out_elements) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        std::string(source_label), ": tensor \"", std::string(name), "\": output buffer has ",
-        out_elements, " elements, the slice needs ", want));
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(source_label), ": tensor \"", std::string(name),
+                     "\": output buffer has ", out_elements, " elements, the slice needs ", want));
   }
   return absl::OkStatus();
 }
@@ -101,8 +109,8 @@ absl::Status CheckpointSource::ReadSliceHalf(std::string_view name, Range rows, 
   return absl::OkStatus();
 }
 
-absl::Status CheckpointSource::ReadInt8Slice(std::string_view name, Range, Range,
-                                             std::span<int8_t>, std::span<float>) const {
+absl::Status CheckpointSource::ReadInt8Slice(std::string_view name, Range, Range, std::span<int8_t>,
+                                             std::span<float>) const {
   ASSIGN_OR_RETURN(TensorInfo info, Info(name));
   return absl::FailedPreconditionError(
       absl::StrCat(Describe(), ": tensor \"", std::string(name), "\" is ",
@@ -155,10 +163,10 @@ absl::Status ValidateCheckpoint(const CheckpointSource& source, const OptConfig&
     }
     ASSIGN_OR_RETURN(TensorInfo info, source.Info(t.name));
     if (info.shape != t.shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source.Describe(), ": tensor \"", t.name, "\" has shape [",
-          absl::StrJoin(info.shape, ", "), "], the config implies [", absl::StrJoin(t.shape, ", "),
-          "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source.Describe(), ": tensor \"", t.name, "\" has shape [",
+                       absl::StrJoin(info.shape, ", "), "], the config implies [",
+                       absl::StrJoin(t.shape, ", "), "]"));
     }
     if (info.quantized() && !t.is_linear_weight) {
       return absl::InvalidArgumentError(absl::StrCat(source.Describe(), ": tensor \"", t.name,
@@ -169,10 +177,10 @@ absl::Status ValidateCheckpoint(const CheckpointSource& source, const OptConfig&
     ASSIGN_OR_RETURN(TensorInfo info, source.Info(kLmHead));
     const std::vector<int64_t> want = ExpectedShape(config, kLmHead);
     if (info.shape != want) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source.Describe(), ": tensor \"lm_head.weight\" has shape [",
-          absl::StrJoin(info.shape, ", "), "], the config implies [", absl::StrJoin(want, ", "),
-          "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source.Describe(), ": tensor \"lm_head.weight\" has shape [",
+                       absl::StrJoin(info.shape, ", "), "], the config implies [",
+                       absl::StrJoin(want, ", "), "]"));
     }
   }
   return absl::OkStatus();

@@ -83,9 +83,12 @@ absl::StatusOr<Activation> ParseActivation(std::string_view s) {
 
 std::string_view ActivationName(Activation a) {
   switch (a) {
-    case Activation::kRelu: return "relu";
-    case Activation::kGelu: return "gelu";
-    case Activation::kGeluTanh: return "gelu_new";
+    case Activation::kRelu:
+      return "relu";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kGeluTanh:
+      return "gelu_new";
   }
   return "relu";
 }
@@ -100,9 +103,12 @@ absl::StatusOr<DType> ParseDType(std::string_view s) {
 
 std::string_view DTypeName(DType d) {
   switch (d) {
-    case DType::kF16: return "float16";
-    case DType::kBF16: return "bfloat16";
-    case DType::kF32: return "float32";
+    case DType::kF16:
+      return "float16";
+    case DType::kBF16:
+      return "bfloat16";
+    case DType::kF32:
+      return "float32";
   }
   return "float16";
 }
@@ -114,14 +120,10 @@ struct PresetShape {
 };
 // Shapes of the released facebook/opt-* checkpoints (Zhang et al. 2022, Table 1; config.json).
 constexpr PresetShape kPresets[] = {
-    {"125m", 768, 12, 12, 3072, 768, true},
-    {"350m", 1024, 24, 16, 4096, 512, false},
-    {"1.3b", 2048, 24, 32, 8192, 2048, true},
-    {"2.7b", 2560, 32, 32, 10240, 2560, true},
-    {"6.7b", 4096, 32, 32, 16384, 4096, true},
-    {"13b", 5120, 40, 40, 20480, 5120, true},
-    {"30b", 7168, 48, 56, 28672, 7168, true},
-    {"66b", 9216, 64, 72, 36864, 9216, true},
+    {"125m", 768, 12, 12, 3072, 768, true},      {"350m", 1024, 24, 16, 4096, 512, false},
+    {"1.3b", 2048, 24, 32, 8192, 2048, true},    {"2.7b", 2560, 32, 32, 10240, 2560, true},
+    {"6.7b", 4096, 32, 32, 16384, 4096, true},   {"13b", 5120, 40, 40, 20480, 5120, true},
+    {"30b", 7168, 48, 56, 28672, 7168, true},    {"66b", 9216, 64, 72, 36864, 9216, true},
     {"175b", 12288, 96, 96, 49152, 12288, true},
 };
 
@@ -195,7 +197,7 @@ int64_t OptConfig::NumParameters() const {
 }
 
 absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
-  RETURN_IF_ERROR(CheckJsonValueCount(config_json, "config.json"));
+  RETURN_IF_ERROR(CheckUntrustedJson(config_json, "config.json"));
   Json j = Json::parse(config_json.begin(), config_json.end(), /*cb=*/nullptr,
                        /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError("config.json is not valid JSON");

@@ -108,12 +108,18 @@ TEST(ConfigTest, ErrorsNameTheField) {
 }
 
 // A separate LM head would be loaded and never used (the forward's is embed_tokens): refused.
-// A value nested 200,000 deep where a number belongs: an error that names the field and says
-// what it got in a few words, not a stack overflow (dump() recurses per level) or a megabyte
-// of brackets.
+// A value nested 200,000 deep: refused before it is parsed, in a few words, not a stack
+// overflow (dump() and copies recurse per level) or a megabyte of brackets. Nested 200 deep
+// where a number belongs: an error that names the field and says what it got, just as short.
 TEST(ConfigTest, ADeeplyNestedValueIsAShortError) {
   const std::string nested = std::string(200000, '[') + std::string(200000, ']');
   auto c = ParseOptConfig(R"({"hidden_size": )" + nested + R"(, "num_hidden_layers": 2})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()),
+              HasSubstr("config.json is nested 200001 deep; JSON nested more than 256 deep"));
+  EXPECT_LT(c.status().message().size(), 300u);
+  const std::string within = std::string(200, '[') + std::string(200, ']');
+  c = ParseOptConfig(R"({"hidden_size": )" + within + R"(, "num_hidden_layers": 2})");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(std::string(c.status().message()), HasSubstr("hidden_size"));
   EXPECT_THAT(std::string(c.status().message()), HasSubstr("an array of 1 elements"));
@@ -171,9 +177,13 @@ TEST(ConfigTest, ParameterCountsMatchTheReleasedModels) {
   EXPECT_EQ(OptPreset("125m")->NumParameters(), 125239296);
   EXPECT_EQ(OptPreset("350m")->NumParameters(), 331196416);
   // Named sizes, within 1% (the released 1.3b, 2.7b and 13b are 1.32e9, 2.65e9, 12.85e9: 2%).
-  const struct { const char* name; double params; double tol; } kSizes[] = {
-      {"1.3b", 1.3e9, 0.02}, {"2.7b", 2.7e9, 0.02}, {"6.7b", 6.7e9, 0.01}, {"13b", 13e9, 0.02},
-      {"30b", 30e9, 0.01},   {"66b", 66e9, 0.01},   {"175b", 175e9, 0.01}};
+  const struct {
+    const char* name;
+    double params;
+    double tol;
+  } kSizes[] = {{"1.3b", 1.3e9, 0.02}, {"2.7b", 2.7e9, 0.02}, {"6.7b", 6.7e9, 0.01},
+                {"13b", 13e9, 0.02},   {"30b", 30e9, 0.01},   {"66b", 66e9, 0.01},
+                {"175b", 175e9, 0.01}};
   for (const auto& s : kSizes) {
     const double n = static_cast<double>(OptPreset(s.name)->NumParameters());
     EXPECT_NEAR(n / s.params, 1.0, s.tol) << s.name << ": " << n;

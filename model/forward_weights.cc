@@ -232,8 +232,8 @@ MemoryStats EstimateShardWeightBytes(const OptConfig& c, const ShardPlan& plan,
 namespace {
 
 absl::Status LoadNorm(const CheckpointSource& source, const OptConfig& c,
-                      std::string_view weight_name, std::string_view bias_name,
-                      Precision precision, NormWeights* out) {
+                      std::string_view weight_name, std::string_view bias_name, Precision precision,
+                      NormWeights* out) {
   if (!c.layer_norm_elementwise_affine) return absl::OkStatus();
   out->gain.assign(static_cast<size_t>(c.hidden_size), 0.0f);
   out->shift.assign(static_cast<size_t>(c.hidden_size), 0.0f);
@@ -246,8 +246,8 @@ absl::Status LoadNorm(const CheckpointSource& source, const OptConfig& c,
   return absl::OkStatus();
 }
 
-absl::Status LoadReplicatedBias(const CheckpointSource& source, std::string_view name,
-                                int64_t n, Precision precision, std::vector<float>* out) {
+absl::Status LoadReplicatedBias(const CheckpointSource& source, std::string_view name, int64_t n,
+                                Precision precision, std::vector<float>* out) {
   out->assign(static_cast<size_t>(n), 0.0f);
   RETURN_IF_ERROR(source.ReadSlice(name, {0, n}, {0, 1}, *out));
   if (precision != Precision::kF32) RETURN_IF_ERROR(RoundToHalfChecked(name, *out));
@@ -255,9 +255,9 @@ absl::Status LoadReplicatedBias(const CheckpointSource& source, std::string_view
 }
 
 // Loads `name` (weight) into w at row_offset using the plan's slice.
-absl::Status LoadPlanned(const CheckpointSource& source, const OptConfig& c,
-                         const ShardPlan& plan, const std::string& name, int64_t row_offset,
-                         WeightMatrix* w, std::vector<float>* tmp) {
+absl::Status LoadPlanned(const CheckpointSource& source, const OptConfig& c, const ShardPlan& plan,
+                         const std::string& name, int64_t row_offset, WeightMatrix* w,
+                         std::vector<float>* tmp) {
   ASSIGN_OR_RETURN(TensorSlice slice, plan.SliceFor(c, name));
   return w->LoadRows(source, name, slice.rows, slice.cols, row_offset, tmp);
 }
@@ -332,8 +332,8 @@ absl::Status LoadSharedWeights(const OptConfig& c, const CheckpointSource& sourc
   }
   w->has_final_norm = c.has_final_layer_norm();
   if (w->has_final_norm) {
-    RETURN_IF_ERROR(LoadNorm(source, c, kFinalLayerNormWeight, kFinalLayerNormBias, precision,
-                             &w->final_norm));
+    RETURN_IF_ERROR(
+        LoadNorm(source, c, kFinalLayerNormWeight, kFinalLayerNormBias, precision, &w->final_norm));
   }
   return absl::OkStatus();
 }

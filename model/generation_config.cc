@@ -140,7 +140,7 @@ absl::Status ParseFields(const Json& j, int64_t vocab_size, GenerationConfig& c)
 absl::StatusOr<GenerationConfig> ParseGenerationConfig(std::string_view text, int64_t vocab_size,
                                                        std::string_view source) {
   const std::string name(source);  // absl::StrCat takes no std::string_view here
-  RETURN_IF_ERROR(CheckJsonValueCount(text, name));
+  RETURN_IF_ERROR(CheckUntrustedJson(text, name));
   const Json j = Json::parse(text.begin(), text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return absl::InvalidArgumentError(absl::StrCat(name, " is not valid JSON"));

@@ -38,10 +38,10 @@ class Int8CheckpointTest : public ::testing::Test {
     dir_ = ::testing::TempDir() + "/modelio_int8_ckpt";
     std::filesystem::remove_all(dir_);
     auto src = MakeSyntheticSource(cfg_, Opts([](SyntheticOptions& o) {
-      o.seed = 11;
-      o.bias_std = 0.01f;
-      o.outlier_dims = {5};
-    }));
+                                     o.seed = 11;
+                                     o.bias_std = 0.01f;
+                                     o.outlier_dims = {5};
+                                   }));
     ASSERT_TRUE(src.ok());
     source_ = std::move(*src);
     ASSERT_TRUE(WriteInt8Checkpoint(*source_, cfg_, dir_).ok());

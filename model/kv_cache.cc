@@ -57,8 +57,7 @@ KvCache::Sequence& KvCache::Get(uint64_t seq_id) {
 
 std::span<float> KvCache::Keys(uint64_t seq_id, int64_t layer) {
   Sequence& s = Get(seq_id);
-  return std::span<float>(s.data).subspan((layer * 2) * s.capacity * width_,
-                                          s.capacity * width_);
+  return std::span<float>(s.data).subspan((layer * 2) * s.capacity * width_, s.capacity * width_);
 }
 
 std::span<float> KvCache::Values(uint64_t seq_id, int64_t layer) {

@@ -17,13 +17,13 @@ namespace llmint8::model {
 absl::StatusOr<std::vector<PerplexityWindow>> PerplexityWindows(int64_t num_ids, int64_t window,
                                                                 int64_t stride) {
   if (window < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("perplexity window ", window, " must be >= 2 (a window scores tokens "
-                     "after its first)"));
+    return absl::InvalidArgumentError(absl::StrCat("perplexity window ", window,
+                                                   " must be >= 2 (a window scores tokens "
+                                                   "after its first)"));
   }
   if (stride < 1 || stride > window) {
-    return absl::InvalidArgumentError(absl::StrCat("perplexity stride ", stride,
-                                                   " must be in [1, window = ", window, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("perplexity stride ", stride, " must be in [1, window = ", window, "]"));
   }
   if (num_ids < 2) {
     return absl::InvalidArgumentError(
@@ -72,8 +72,7 @@ absl::Status Score(const Logits& logits, std::span<const int32_t> ids, int64_t f
 absl::Status RunWindow(ShardModel& model, std::span<const int32_t> ids, const PerplexityWindow& w,
                        uint64_t seq, int64_t max_rows, PerplexityResult& r) {
   // Context ids[begin, first_target): the last row predicts ids[first_target].
-  const ShardModel::SequenceInput prefix{
-      seq, ids.subspan(w.begin, w.first_target - w.begin)};
+  const ShardModel::SequenceInput prefix{seq, ids.subspan(w.begin, w.first_target - w.begin)};
   ASSIGN_OR_RETURN(Logits first, model.Step(std::span(&prefix, 1), /*all_positions=*/false));
   RETURN_IF_ERROR(Score(first, ids, w.first_target, r));
   // ids[p] for p in [first_target, end - 1): row p predicts ids[p + 1].
@@ -94,26 +93,25 @@ absl::StatusOr<PerplexityResult> Perplexity(ShardModel& model, std::span<const i
   ASSIGN_OR_RETURN(std::vector<PerplexityWindow> windows,
                    PerplexityWindows(static_cast<int64_t>(ids.size()), window, stride));
   if (window - 1 > model.max_context()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "perplexity window ", window, " feeds up to ", window - 1,
-        " positions, more than the model's max context ", model.max_context(),
-        "; use a window <= ", model.max_context() + 1));
+    return absl::InvalidArgumentError(
+        absl::StrCat("perplexity window ", window, " feeds up to ", window - 1,
+                     " positions, more than the model's max context ", model.max_context(),
+                     "; use a window <= ", model.max_context() + 1));
   }
   if (options.max_rows_per_step < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_rows_per_step ",
-                                                   options.max_rows_per_step, " must be >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_rows_per_step ", options.max_rows_per_step, " must be >= 1"));
   }
   const int64_t vocab = model.config().vocab_size;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", ids[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ", vocab,
-                                                     ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", ids[i], " at index ", i, " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   if (model.ContextLength(options.seq_id) > 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "sequence id ", options.seq_id, " is live in the model; pass another seq_id"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("sequence id ", options.seq_id, " is live in the model; pass another seq_id"));
   }
 
   PerplexityResult r;

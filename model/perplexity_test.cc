@@ -89,8 +89,7 @@ constexpr int64_t kMaxPositions = 32;
 class PerplexityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    config_ = testing::SmallConfig(/*hidden=*/32, /*heads=*/4, /*layers=*/2, kVocab,
-                                   kMaxPositions);
+    config_ = testing::SmallConfig(/*hidden=*/32, /*heads=*/4, /*layers=*/2, kVocab, kMaxPositions);
     SyntheticOptions so;
     so.seed = 7;
     so.init_std = 0.3f;  // logits spread over several units, so the NLLs differ per token
@@ -148,8 +147,8 @@ TEST_F(PerplexityTest, AgreesWithPerTokenLogSoftmax) {
   };
   for (const Case c : {Case{8, 4, 256}, Case{8, 8, 256}, Case{8, 1, 256}, Case{16, 5, 3},
                        Case{kMaxPositions + 1, 16, 256}}) {
-    SCOPED_TRACE(::testing::Message() << "window " << c.window << " stride " << c.stride
-                                      << " max_rows " << c.max_rows);
+    SCOPED_TRACE(::testing::Message()
+                 << "window " << c.window << " stride " << c.stride << " max_rows " << c.max_rows);
     PerplexityOptions o;
     o.max_rows_per_step = c.max_rows;
     auto r = Perplexity(*model_, ids_, c.window, c.stride, o);
@@ -207,8 +206,7 @@ TEST_F(PerplexityTest, BadInputIsRejectedBeforeAnyStep) {
   EXPECT_NE(st.message().find("index 40"), std::string::npos) << st;
   PerplexityOptions o;
   o.max_rows_per_step = 0;
-  EXPECT_EQ(Perplexity(*model_, ids_, 8, 4, o).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Perplexity(*model_, ids_, 8, 4, o).status().code(), absl::StatusCode::kInvalidArgument);
   // A live sequence with the same id is not clobbered.
   const ShardModel::SequenceInput live{o.seq_id, std::span(ids_).subspan(0, 3)};
   ASSERT_TRUE(model_->Step(std::span(&live, 1)).ok());
@@ -230,10 +228,10 @@ class PerplexityHfParityTest : public ::testing::Test {
     const char* src_dir = std::getenv("LLMINT8_SOURCE_DIR");
     ASSERT_NE(src_dir, nullptr) << "run through ctest (it sets LLMINT8_SOURCE_DIR)";
     const char* override_path = std::getenv("LLMINT8_PPL_REFERENCE");
-    const std::string path = override_path != nullptr
-                                 ? std::string(override_path)
-                                 : std::string(src_dir) +
-                                       "/train/runs/opt-sotu-cpu/hf_reference.json";
+    const std::string path =
+        override_path != nullptr
+            ? std::string(override_path)
+            : std::string(src_dir) + "/train/runs/opt-sotu-cpu/hf_reference.json";
     std::ifstream in(path);
     ASSERT_TRUE(in) << "missing fixture " << path;
     std::stringstream text;
@@ -278,12 +276,13 @@ TEST_F(PerplexityHfParityTest, F16MatchesTransformersAndInt8StaysWithinOnePercen
   // decomposition matters depends on the model (outlier features grow with scale).
   auto int8_thr0 = Run(Precision::kInt8, 0.0f);
   ASSERT_TRUE(int8_thr0.ok()) << int8_thr0.status();
-  std::printf("%s, %lld tokens, window %lld stride %lld: transformers fp32 %.4f | llmint8 f16 "
-              "%.4f (%+.5f%%) | int8 thr 6 %.4f (%+.3f%% vs f16) | int8 thr 0 %.4f (%+.3f%%)\n",
-              ref_["model_dir"].get<std::string>().c_str(), static_cast<long long>(f16->tokens),
-              static_cast<long long>(window_), static_cast<long long>(stride_), want, f16->ppl,
-              100 * (f16->ppl / want - 1), int8->ppl, 100 * (int8->ppl / f16->ppl - 1),
-              int8_thr0->ppl, 100 * (int8_thr0->ppl / f16->ppl - 1));
+  std::printf(
+      "%s, %lld tokens, window %lld stride %lld: transformers fp32 %.4f | llmint8 f16 "
+      "%.4f (%+.5f%%) | int8 thr 6 %.4f (%+.3f%% vs f16) | int8 thr 0 %.4f (%+.3f%%)\n",
+      ref_["model_dir"].get<std::string>().c_str(), static_cast<long long>(f16->tokens),
+      static_cast<long long>(window_), static_cast<long long>(stride_), want, f16->ppl,
+      100 * (f16->ppl / want - 1), int8->ppl, 100 * (int8->ppl / f16->ppl - 1), int8_thr0->ppl,
+      100 * (int8_thr0->ppl / f16->ppl - 1));
 }
 
 // TP = 2 (two ranks as threads over Gloo on loopback) gives the TP = 1 perplexity: both ranks

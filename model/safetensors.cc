@@ -85,8 +85,8 @@ class MappedFile {
     // O_NONBLOCK: a FIFO named by an index must not wait for a writer (refused below).
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
-      return absl::NotFoundError(absl::StrCat("cannot open safetensors file ", path, ": ",
-                                              std::strerror(errno)));
+      return absl::NotFoundError(
+          absl::StrCat("cannot open safetensors file ", path, ": ", std::strerror(errno)));
     }
     struct stat st;
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -317,9 +317,8 @@ absl::Status CheckQuantizedCompanions(const std::map<std::string, SafetensorsSou
     if (!t.info.quantized()) continue;
     auto it = ts.find(name + "_absmax");
     if (it == ts.end()) {
-      return absl::NotFoundError(absl::StrCat("safetensors file ", t.file->path(),
-                                              ": I8 tensor \"", name, "\" has no \"", name,
-                                              "_absmax\" row scales"));
+      return absl::NotFoundError(absl::StrCat("safetensors file ", t.file->path(), ": I8 tensor \"",
+                                              name, "\" has no \"", name, "_absmax\" row scales"));
     }
     const TensorInfo& s = it->second.info;
     if (s.dtype != TensorDType::kF32 || s.shape != std::vector<int64_t>{t.info.rows()}) {
@@ -334,7 +333,7 @@ absl::Status CheckQuantizedCompanions(const std::map<std::string, SafetensorsSou
 
 absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenIndex(const std::string& index_path) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
-  RETURN_IF_ERROR(CheckJsonValueCount(text, index_path));
+  RETURN_IF_ERROR(CheckUntrustedJson(text, index_path));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(index_path, ": not a JSON object"));
@@ -376,14 +375,13 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenIndex(const std::string& i
   for (const auto& [tensor, f] : weight_map) {
     auto it = tensors.find(CanonicalTensorName(tensor));
     if (it == tensors.end() || it->second.file != by_name[f]) {
-      return absl::NotFoundError(absl::StrCat(index_path, ": tensor \"", tensor,
-                                              "\" is not in ", dir, "/", f,
-                                              " as the weight_map says"));
+      return absl::NotFoundError(absl::StrCat(index_path, ": tensor \"", tensor, "\" is not in ",
+                                              dir, "/", f, " as the weight_map says"));
     }
   }
   RETURN_IF_ERROR(CheckQuantizedCompanions(tensors));
-  return std::unique_ptr<CheckpointSource>(new SafetensorsSource(
-      index_path, std::move(files), std::move(tensors), std::move(metadata)));
+  return std::unique_ptr<CheckpointSource>(
+      new SafetensorsSource(index_path, std::move(files), std::move(tensors), std::move(metadata)));
 }
 
 }  // namespace
@@ -398,8 +396,8 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenSafetensors(const std::str
   RETURN_IF_ERROR(CheckQuantizedCompanions(tensors));
   std::vector<std::unique_ptr<MappedFile>> files;
   files.push_back(std::move(mf));
-  return std::unique_ptr<CheckpointSource>(new SafetensorsSource(
-      path, std::move(files), std::move(tensors), std::move(h.metadata)));
+  return std::unique_ptr<CheckpointSource>(
+      new SafetensorsSource(path, std::move(files), std::move(tensors), std::move(h.metadata)));
 }
 
 namespace {

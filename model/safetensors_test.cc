@@ -49,7 +49,7 @@ float RoundHalf(float v) { return HalfToFloat(FloatToHalf(v)); }
 
 TEST(SafetensorsTest, RoundTripAllDtypesAndSlices) {
   const std::string path = TestDir("roundtrip") + "/t.safetensors";
-  const std::vector<float> w = Iota(6 * 10, 0.37f);  // [6, 10]
+  const std::vector<float> w = Iota(6 * 10, 0.37f);                              // [6, 10]
   const std::vector<int8_t> q = {1, -2, 3, -4, 5, -6, 7, -127, 127, 0, 11, 12};  // [3, 4]
   const std::vector<float> absmax = {2.0f, 0.5f, 127.0f};
   SafetensorsWriter wr;
@@ -60,15 +60,15 @@ TEST(SafetensorsTest, RoundTripAllDtypesAndSlices) {
   ASSERT_TRUE(wr.AddF32("vec", {7}, Iota(7, 1.0f)).ok());
   ASSERT_TRUE(wr.AddI8("q.weight", {3, 4}, q).ok());
   ASSERT_TRUE(wr.AddF32("q.weight_absmax", {3}, absmax).ok());
-  EXPECT_FALSE(wr.AddF32("f32", {1}, Iota(1, 1.0f)).ok());      // duplicate name
+  EXPECT_FALSE(wr.AddF32("f32", {1}, Iota(1, 1.0f)).ok());       // duplicate name
   EXPECT_FALSE(wr.AddF32("short", {2, 3}, Iota(5, 1.0f)).ok());  // wrong byte count
   ASSERT_TRUE(wr.Finish(path).ok());
 
   auto src = OpenSafetensors(path);
   ASSERT_TRUE(src.ok()) << src.status();
   EXPECT_EQ(SafetensorsMetadata(**src).at("format"), "pt");
-  EXPECT_THAT((*src)->TensorNames(), ::testing::ElementsAre("bf16", "f16", "f32", "q.weight",
-                                                            "q.weight_absmax", "vec"));
+  EXPECT_THAT((*src)->TensorNames(),
+              ::testing::ElementsAre("bf16", "f16", "f32", "q.weight", "q.weight_absmax", "vec"));
   const Range rows{2, 5}, cols{3, 9};
   for (const char* name : {"f32", "f16", "bf16"}) {
     auto info = (*src)->Info(name);
@@ -200,9 +200,13 @@ TEST(SafetensorsTest, BadFilesGiveStatusNamingTheTensor) {
            R"({"v":1})",
        4, "NUL"},
       {"deep shape",
-       R"({"w":{"dtype":"I8","shape":[)" + std::string(100000, '[') + std::string(100000, ']') +
+       R"({"w":{"dtype":"I8","shape":[)" + std::string(200, '[') + std::string(200, ']') +
            R"(],"data_offsets":[0,4]}})",
        4, "an array of"},
+      {"shape nested too deep to parse",
+       R"({"w":{"dtype":"I8","shape":[)" + std::string(100000, '[') + std::string(100000, ']') +
+           R"(],"data_offsets":[0,4]}})",
+       4, "its header is nested 100003 deep; JSON nested more than 256 deep is refused"},
       {"header length beyond file", "{}", 0, "beyond the file size", 1 << 20},
       // 2 MB of tiny values would take ~80 MB parsed; the limit's text could take gigabytes.
       {"a million tiny values",
@@ -298,9 +302,7 @@ absl::Status WriteModel(const OptConfig& c, const std::string& path, const std::
 TEST(SafetensorsTest, ModelDirValidatedAgainstConfig) {
   const OptConfig c = TinyConfig();
   const std::string dir = TestDir("modeldir");
-  {
-    std::ofstream(dir + "/config.json") << OptConfigToJson(c);
-  }
+  { std::ofstream(dir + "/config.json") << OptConfigToJson(c); }
   ASSERT_TRUE(WriteModel(c, dir + "/model.safetensors", "", "", {}, /*unprefixed=*/true).ok());
   auto m = OpenModelDir(dir);
   ASSERT_TRUE(m.ok()) << m.status();
@@ -319,8 +321,8 @@ TEST(SafetensorsTest, ModelDirValidatedAgainstConfig) {
   m = OpenModelDir(dir);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(q), HasSubstr("[8, 4]"),
-                                                       HasSubstr("[8, 8]")));
+  EXPECT_THAT(std::string(m.status().message()),
+              AllOf(HasSubstr(q), HasSubstr("[8, 4]"), HasSubstr("[8, 8]")));
   std::filesystem::remove(dir + "/model.safetensors");
   m = OpenModelDir(dir);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kNotFound);
@@ -447,8 +449,8 @@ TEST(SafetensorsTest, ShardedIndex) {
       << R"({"weight_map": {"model.decoder.x": "m-2.safetensors"}})";
   src = OpenSafetensorsDir(dir);
   ASSERT_FALSE(src.ok());
-  EXPECT_THAT(std::string(src.status().message()), AllOf(HasSubstr("model.decoder.x"),
-                                                         HasSubstr("m-2.safetensors")));
+  EXPECT_THAT(std::string(src.status().message()),
+              AllOf(HasSubstr("model.decoder.x"), HasSubstr("m-2.safetensors")));
   std::ofstream(dir + "/model.safetensors.index.json", std::ios::trunc)
       << R"({"weight_map": {"model.decoder.x": "../etc/passwd"}})";
   src = OpenSafetensorsDir(dir);
@@ -496,8 +498,8 @@ TEST(SafetensorsTest, OpensTransformersFixtures) {
     ASSERT_TRUE(m.ok()) << m.status();
     auto info = m->source->Info(kEmbedTokens);
     ASSERT_TRUE(info.ok());
-    EXPECT_EQ(info->shape, (std::vector<int64_t>{m->config.vocab_size,
-                                                 m->config.word_embed_proj_dim}));
+    EXPECT_EQ(info->shape,
+              (std::vector<int64_t>{m->config.vocab_size, m->config.word_embed_proj_dim}));
   }
 }
 

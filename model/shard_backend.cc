@@ -67,9 +67,8 @@ int64_t PlanLogitRows(std::span<const ShardModel::SequenceInput> batch, bool all
   return static_cast<int64_t>(source_rows->size());
 }
 
-absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
-                               int64_t vocab_size, int64_t max_context,
-                               absl::FunctionRef<int64_t(uint64_t)> length,
+absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch, int64_t vocab_size,
+                               int64_t max_context, absl::FunctionRef<int64_t(uint64_t)> length,
                                std::vector<uint64_t>* sorted_ids) {
   if (batch.empty()) return absl::InvalidArgumentError("Step: empty batch");
   std::vector<uint64_t>& ids = *sorted_ids;
@@ -82,9 +81,9 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
     }
     for (size_t j = 0; j < in.tokens.size(); ++j) {
       if (in.tokens[j] < 0 || in.tokens[j] >= vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "Step: sequence ", in.seq_id, " token ", j, " is ", in.tokens[j],
-            ", outside the vocabulary [0, ", vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("Step: sequence ", in.seq_id, " token ", j, " is ", in.tokens[j],
+                         ", outside the vocabulary [0, ", vocab_size, ")"));
       }
     }
     if (in.prefix_length < 0) {
@@ -112,9 +111,9 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
     const int64_t len = PastLength(in, length(in.seq_id));
     const int64_t n = static_cast<int64_t>(in.tokens.size());
     if (len + n > max_context) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "Step: sequence ", in.seq_id, " has ", len, " cached positions + ", n,
-          " new tokens, over the context limit ", max_context));
+      return absl::OutOfRangeError(
+          absl::StrCat("Step: sequence ", in.seq_id, " has ", len, " cached positions + ", n,
+                       " new tokens, over the context limit ", max_context));
     }
     ids.push_back(in.seq_id);
   }

@@ -26,8 +26,8 @@ namespace llmint8::model {
 // Activation buffers, grown to the largest step seen and reused (no per-step allocation once
 // warm). Sizes in floats; M = new tokens of the step, R = logit rows.
 struct ForwardScratch {
-  int64_t tokens = 0;      // M the buffers hold
-  int64_t logit_rows = 0;  // R the buffers hold
+  int64_t tokens = 0;              // M the buffers hold
+  int64_t logit_rows = 0;          // R the buffers hold
   std::vector<int32_t> ids;        // [M]
   std::vector<int32_t> positions;  // [M]
   std::vector<float> embed;        // [M, proj]
@@ -38,16 +38,16 @@ struct ForwardScratch {
   std::vector<float> partial;      // [M, hidden]: a row-parallel output before the reduce
   std::vector<float> ffn;          // [M, local_ffn]
   std::vector<float> attn_scratch;
-  std::vector<float> head_in;      // [R, hidden]
-  std::vector<float> head_proj;    // [R, proj]
+  std::vector<float> head_in;       // [R, hidden]
+  std::vector<float> head_proj;     // [R, proj]
   std::vector<float> local_logits;  // [R, rows_per_rank]
   std::vector<float> gathered;      // [tp, R, rows_per_rank]
   // Per-step bookkeeping, sized by the batch.
-  std::vector<int64_t> first_row;   // [B + 1]
-  std::vector<int64_t> logit_row_begin;  // [B + 1]: PlanLogitRows
-  std::vector<int32_t> head_rows;        // [R]: the token row of each logits row
-  std::vector<int64_t> past;        // [B]: cached positions before the step
-  std::vector<uint64_t> sorted_ids;  // [B]
+  std::vector<int64_t> first_row;                     // [B + 1]
+  std::vector<int64_t> logit_row_begin;               // [B + 1]: PlanLogitRows
+  std::vector<int32_t> head_rows;                     // [R]: the token row of each logits row
+  std::vector<int64_t> past;                          // [B]: cached positions before the step
+  std::vector<uint64_t> sorted_ids;                   // [B]
   std::vector<kernels::AttentionSequence> attention;  // [B]
   kernels::Int8LinearScratch int8;
 
@@ -57,8 +57,8 @@ struct ForwardScratch {
                                   sizeof(typename std::decay_t<decltype(v)>::value_type));
     };
     return f(ids) + f(positions) + f(embed) + f(x) + f(normed) + f(qkv) + f(attn) + f(partial) +
-           f(ffn) + f(attn_scratch) + f(head_in) + f(head_proj) + f(local_logits) +
-           f(gathered) + f(int8.acc) + f(int8.outlier_w) + f(int8.act.q) + f(int8.act.absmax) +
+           f(ffn) + f(attn_scratch) + f(head_in) + f(head_proj) + f(local_logits) + f(gathered) +
+           f(int8.acc) + f(int8.outlier_w) + f(int8.act.q) + f(int8.act.absmax) +
            f(int8.act.outlier_cols) + f(int8.act.outliers);
   }
 };
@@ -70,8 +70,8 @@ ShardModel::ShardModel(const OptConfig& config, const ShardOptions& options, int
       tp_(tp),
       rank_(rank),
       comm_(comm),
-      max_context_(options.max_context > 0 ? options.max_context
-                                           : config.max_position_embeddings) {}
+      max_context_(options.max_context > 0 ? options.max_context : config.max_position_embeddings) {
+}
 
 ShardModel::~ShardModel() = default;
 
@@ -82,10 +82,12 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
                                                              const LoadProgressFn& progress) {
   ASSIGN_OR_RETURN(ShardPlan plan, MakeShardPlan(config, tp, rank));
   if (tp > 1 && (comm == nullptr || comm->size() != tp || comm->rank() != rank)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ShardModel::Load: tp=", tp, " rank=", rank, " needs a communicator of that size and "
-        "rank, got ", comm == nullptr ? std::string("none")
-                                      : absl::StrCat(comm->size(), " ranks, rank ", comm->rank())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ShardModel::Load: tp=", tp, " rank=", rank,
+                     " needs a communicator of that size and "
+                     "rank, got ",
+                     comm == nullptr ? std::string("none")
+                                     : absl::StrCat(comm->size(), " ranks, rank ", comm->rank())));
   }
   if (options.max_context < 0 || options.max_context > config.max_position_embeddings) {
     return absl::InvalidArgumentError(
@@ -130,8 +132,8 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
   }
   ASSIGN_OR_RETURN(m->weights_,
                    LoadShardWeights(config, source, plan, options.precision, progress));
-  m->kv_ = std::make_unique<KvCache>(config.num_hidden_layers, config.hidden_size / tp,
-                                     m->max_context_);
+  m->kv_ =
+      std::make_unique<KvCache>(config.num_hidden_layers, config.hidden_size / tp, m->max_context_);
   RETURN_IF_ERROR(m->EnsureScratch(1, 1));
   return m;
 }
@@ -207,12 +209,11 @@ absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
 
 absl::Status ShardModel::ValidateBatch(std::span<const SequenceInput> batch) const {
   return ValidateStepBatch(
-      batch, config_.vocab_size, max_context_,
-      [this](uint64_t id) { return kv_->Length(id); }, &scratch_->sorted_ids);
+      batch, config_.vocab_size, max_context_, [this](uint64_t id) { return kv_->Length(id); },
+      &scratch_->sorted_ids);
 }
 
-absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch,
-                                        bool all_positions) {
+absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bool all_positions) {
   if (backend_ != nullptr) return backend_->Step(batch, all_positions);
   // Make room for the per-batch bookkeeping first, so validation allocates nothing later.
   ForwardScratch& s = *scratch_;
@@ -341,10 +342,10 @@ absl::Status Lookup(std::span<const int32_t> ids, const WeightMatrix& table, int
                                                     table.k(), out);
   }
   if (table.precision() == Precision::kF32) {
-    return accumulate ? kernels::EmbeddingAccumulate(ids, table.f32(), row_begin, table.n(),
-                                                     table.k(), out)
-                      : kernels::EmbeddingLookup(ids, table.f32(), row_begin, table.n(),
-                                                 table.k(), out);
+    return accumulate
+               ? kernels::EmbeddingAccumulate(ids, table.f32(), row_begin, table.n(), table.k(),
+                                              out)
+               : kernels::EmbeddingLookup(ids, table.f32(), row_begin, table.n(), table.k(), out);
   }
   return accumulate
              ? kernels::EmbeddingAccumulate(ids, table.f16(), row_begin, table.n(), table.k(), out)
@@ -392,8 +393,8 @@ absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, Logits* r
   }
   RETURN_IF_ERROR(Lookup(positions, w.positions, 0, x, true));
 
-  const kernels::AttentionShape shape{heads, hd, 3 * lw, lw, lw,
-                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
+  const kernels::AttentionShape shape{
+      heads, hd, 3 * lw, lw, lw, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
   for (size_t li = 0; li < w.layers.size(); ++li) {
     const LayerWeights& l = w.layers[li];
     // Self-attention block.
@@ -484,8 +485,8 @@ absl::Status ShardModel::Forward(std::span<const SequenceInput> batch, Logits* r
     const int64_t ncols = std::min(rpr, vocab - col0);
     if (ncols <= 0) break;
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(result->values.data() + r * vocab + col0,
-                  gathered.data() + (p * rows + r) * rpr, ncols * sizeof(float));
+      std::memcpy(result->values.data() + r * vocab + col0, gathered.data() + (p * rows + r) * rpr,
+                  ncols * sizeof(float));
     }
   }
   return absl::OkStatus();
@@ -506,8 +507,8 @@ int64_t ShardModel::num_sequences() const {
   return kv_->num_sequences();
 }
 
-int64_t ShardModel::KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens,
-                                     int64_t step_rows, int64_t max_sequences) const {
+int64_t ShardModel::KvCapacityTokens(int64_t usable_bytes, int64_t step_tokens, int64_t step_rows,
+                                     int64_t max_sequences) const {
   if (backend_ != nullptr) {
     return backend_->KvCapacityTokens(usable_bytes, step_tokens, step_rows, max_sequences);
   }

@@ -128,8 +128,8 @@ TEST_P(ShardPlanTilingTest, SlicesTileEveryTensor) {
                           t.name.find("fc1") != std::string::npos;
       const bool row = t.name.ends_with("out_proj.weight") || t.name.ends_with("fc2.weight");
       const bool vocab = t.name == kEmbedTokens || t.name == kLmHead;
-      const Parallelism expected = column ? Parallelism::kColumn
-                                   : row  ? Parallelism::kRow
+      const Parallelism expected = column  ? Parallelism::kColumn
+                                   : row   ? Parallelism::kRow
                                    : vocab ? Parallelism::kVocab
                                            : Parallelism::kReplicated;
       EXPECT_EQ(kind, expected) << t.name;

@@ -82,8 +82,9 @@ Kind KindOf(std::string_view n) {
 class SyntheticSource final : public CheckpointSource {
  public:
   SyntheticSource(const OptConfig& config, const SyntheticOptions& options)
-      : config_(config), options_(options), outliers_(options.outlier_dims.begin(),
-                                                      options.outlier_dims.end()) {
+      : config_(config),
+        options_(options),
+        outliers_(options.outlier_dims.begin(), options.outlier_dims.end()) {
     for (const ExpectedTensor& t : ExpectedTensors(config_)) names_.push_back(t.name);
     std::sort(names_.begin(), names_.end());
   }
@@ -163,9 +164,9 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> MakeSyntheticSource(
   }
   for (int64_t d : options.outlier_dims) {
     if (d < 0 || d >= config.hidden_size) {
-      return absl::InvalidArgumentError(absl::StrCat("synthetic source: outlier dim ", d,
-                                                     " is outside [0, hidden_size = ",
-                                                     config.hidden_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("synthetic source: outlier dim ", d,
+                       " is outside [0, hidden_size = ", config.hidden_size, ")"));
     }
   }
   if (options.dtype == TensorDType::kI8) {

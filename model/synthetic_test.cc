@@ -55,10 +55,10 @@ TEST(SyntheticTest, DeterministicPerSeed) {
 TEST(SyntheticTest, SlicesAgreeAcrossTpDegrees) {
   const OptConfig cfg = Tiny();
   auto src = MakeSyntheticSource(cfg, Opts([](SyntheticOptions& o) {
-    o.seed = 3;
-    o.bias_std = 0.01f;
-    o.layer_norm_noise = 0.1f;
-  }));
+                                   o.seed = 3;
+                                   o.bias_std = 0.01f;
+                                   o.layer_norm_noise = 0.1f;
+                                 }));
   ASSERT_TRUE(src.ok());
   for (const ExpectedTensor& t : ExpectedTensors(cfg)) {
     auto info = (*src)->Info(t.name);
@@ -134,8 +134,8 @@ TEST(SyntheticTest, OutlierDimsProduceLargeNormalizedActivations) {
   });
   auto src = MakeSyntheticSource(cfg, opt);
   ASSERT_TRUE(src.ok());
-  const auto gain = Read(**src, LayerTensorName(0, LayerTensor::kSelfAttnLayerNormWeight), {0, 64},
-                         {0, 1});
+  const auto gain =
+      Read(**src, LayerTensorName(0, LayerTensor::kSelfAttnLayerNormWeight), {0, 64}, {0, 1});
   EXPECT_EQ(gain[3], opt.outlier_gain);
   EXPECT_EQ(gain[40], opt.outlier_gain);
   EXPECT_EQ(gain[4], 1.0f);

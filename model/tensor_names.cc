@@ -105,8 +105,8 @@ std::vector<ExpectedTensor> ExpectedTensors(const OptConfig& c) {
   std::vector<ExpectedTensor> out;
   const int64_t h = c.hidden_size, p = c.word_embed_proj_dim;
   out.push_back({std::string(kEmbedTokens), {c.vocab_size, p}, false});
-  out.push_back({std::string(kEmbedPositions), {c.max_position_embeddings + kPositionOffset, h},
-                 false});
+  out.push_back(
+      {std::string(kEmbedPositions), {c.max_position_embeddings + kPositionOffset, h}, false});
   if (c.has_projections()) {
     out.push_back({std::string(kProjectIn), {h, p}, false});
     out.push_back({std::string(kProjectOut), {p, h}, false});
