@@ -105,6 +105,26 @@ TEST(WorkerLeaseTest, ARefusedLoadShardLeavesTheGroupAsItIs) {
     EXPECT_EQ(after.epoch(), first.epoch()) << c.says;
     EXPECT_TRUE(after.loaded()) << c.says;
   }
+  // Nor is a refused request a newer group of its coordinator: a load of an older epoch after
+  // it is not given up as superseded.
+  v1::LoadShardRequest ahead = OneRank(kFirst + 100, 0);
+  ahead.set_world_size(0);
+  EXPECT_EQ(Load(service, ahead).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Load(service, OneRank(kFirst + 2, 0)).ok());
+}
+
+// A coordinator's load older than one it asked for since is given up (ABORTED: it would form a
+// group no other rank joins), also after another coordinator's request came between them.
+TEST(WorkerLeaseTest, ALoadOlderThanItsCoordinatorsNewestIsGivenUp) {
+  WorkerService service(WorkerOptions{});
+  ASSERT_TRUE(Load(service, OneRank(kFirst + 10, 600'000)).ok());
+  EXPECT_EQ(Load(service, OneRank(kSecond, 600'000)).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  const grpc::Status stale = Load(service, OneRank(kFirst + 5, 600'000));
+  EXPECT_EQ(stale.error_code(), grpc::StatusCode::ABORTED) << stale.error_message();
+  EXPECT_NE(stale.error_message().find("asked for a newer group"), std::string::npos)
+      << stale.error_message();
+  EXPECT_EQ(Probe(service, kFirst + 11).epoch(), kFirst + 11) << "its group stays";
 }
 
 // A prompt score asked with fields out of range is refused before the step (it scored NaN), and

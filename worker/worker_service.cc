@@ -201,23 +201,35 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
 
 void WorkerService::NoteLoadRequested(int64_t epoch) {
   absl::MutexLock lock(&requested_mu_);
-  // Another coordinator's epoch replaces the record (its lease decides whether it may load).
-  if (CoordinatorInstance(epoch) != CoordinatorInstance(newest_requested_epoch_) ||
-      epoch > newest_requested_epoch_) {
-    newest_requested_epoch_ = epoch;
+  const auto same = [epoch](int64_t e) {
+    return CoordinatorInstance(e) == CoordinatorInstance(epoch);
+  };
+  const auto it = std::find_if(newest_requested_.begin(), newest_requested_.end(), same);
+  if (it != newest_requested_.end()) {
+    epoch = std::max(epoch, *it);
+    newest_requested_.erase(it);
+  } else if (newest_requested_.size() == kRememberedCoordinators) {
+    newest_requested_.erase(newest_requested_.begin());
   }
+  newest_requested_.push_back(epoch);
 }
 
 bool WorkerService::LoadSuperseded(int64_t epoch) const {
   absl::MutexLock lock(&requested_mu_);
-  return CoordinatorInstance(epoch) == CoordinatorInstance(newest_requested_epoch_) &&
-         epoch < newest_requested_epoch_;
+  return std::any_of(newest_requested_.begin(), newest_requested_.end(), [epoch](int64_t e) {
+    return CoordinatorInstance(e) == CoordinatorInstance(epoch) && epoch < e;
+  });
 }
 
 grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest* req,
                                       v1::LoadShardResponse* resp) {
   ++calls_in_flight_;  // as in Step
   absl::Cleanup done = [this] { --calls_in_flight_; };
+  // A request refused for its fields asks for no group: it supersedes no load.
+  if (absl::Status bad = ValidateLoadShard(*req, options_.device); !bad.ok()) {
+    LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << bad;
+    return ToGrpcStatus(bad);
+  }
   NoteLoadRequested(req->epoch());
   absl::MutexLock lock(&mu_);
   if (draining_) {
@@ -239,10 +251,6 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadSh
   if (absl::Status held = lease_.CheckTake(req->epoch(), LeaseNow()); !held.ok()) {
     LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << held;
     return ToGrpcStatus(held);
-  }
-  if (absl::Status bad = ValidateLoadShard(*req, options_.device); !bad.ok()) {
-    LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << bad;
-    return ToGrpcStatus(bad);
   }
   absl::Status status;
   try {

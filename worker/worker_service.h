@@ -97,7 +97,9 @@ class WorkerService final : public v1::Worker::Service {
                            v1::LoadShardResponse& resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status DoStep(const v1::StepRequest& req, v1::StepResponse& resp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records a LoadShard of `epoch` as asked for (before it waits for mu_).
+  // Records a LoadShard of `epoch` as asked for (before it waits for mu_; only one whose fields
+  // are valid: a refused request asks for no group). Kept per coordinator instance: another
+  // coordinator's request (refused by the lease, likely) does not make ours look current.
   void NoteLoadRequested(int64_t epoch);
   // Whether its coordinator has since asked for a newer group: loads queue on mu_, and one
   // that waited behind a long load must not form a group no other rank will join.
@@ -141,7 +143,10 @@ class WorkerService final : public v1::Worker::Service {
   // that finishes loading is one the coordinator will step at once).
   std::atomic<int> calls_in_flight_{0};
   mutable absl::Mutex requested_mu_;
-  int64_t newest_requested_epoch_ ABSL_GUARDED_BY(requested_mu_) = 0;
+  // The newest epoch asked for by each of the last kRememberedCoordinators coordinator
+  // instances, the latest last.
+  static constexpr size_t kRememberedCoordinators = 8;
+  std::vector<int64_t> newest_requested_ ABSL_GUARDED_BY(requested_mu_);
 
   mutable absl::Mutex mu_;
   int64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
