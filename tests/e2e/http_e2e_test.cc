@@ -250,7 +250,9 @@ TEST_F(HttpE2ETest, PromptBatchesAndNGiveEachChoiceItsOwnRequestsTokens) {
   const int64_t prompt_tokens = 4 + 2 + 5;
 
   const uint64_t tokens_before = WorkerTokens();
-  const httplib::Result whole = Post(batch);
+  json unstreamed = batch;
+  unstreamed.erase("stream_options");  // only with "stream": true
+  const httplib::Result whole = Post(unstreamed);
   // Each prompt once, a token for each later choice's first logits, then the decode tokens.
   EXPECT_EQ(WorkerTokens() - tokens_before,
             prompt_tokens + prompts.size() * (kN - 1) + expected.size() * (kTokens - 1));
