@@ -76,26 +76,6 @@ absl::Status SetPrompts(const json& p, std::vector<v1::GenerateRequest>& prompts
   return absl::OkStatus();
 }
 
-// Fields accepted only at their neutral value.
-absl::Status CheckUnsupported(const json& body) {
-  struct Neutral {
-    const char* field;
-    json value;
-    const char* why;
-  };
-  const Neutral neutral[] = {
-      {"suffix", "", "no suffix (insertion) mode"},
-  };
-  for (const Neutral& n : neutral) {
-    const json* v = Find(body, n.field);
-    if (v != nullptr && *v != n.value) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("field '", n.field, "' must be ", n.value.dump(), " here: ", n.why));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<CompletionRequest> Parse(const json& body, const RequestDefaults& defaults) {
   CompletionRequest r;
   v1::GenerateRequest& g = r.generate;
@@ -103,7 +83,6 @@ absl::StatusOr<CompletionRequest> Parse(const json& body, const RequestDefaults&
   if (prompt == nullptr) return absl::InvalidArgumentError("field 'prompt' is required");
   RETURN_IF_ERROR(SetPrompts(*prompt, r.prompts));
   g.MergeFrom(r.prompts.front());
-  RETURN_IF_ERROR(CheckUnsupported(body));
   RETURN_IF_ERROR(ParseSharedFields(body, defaults, r));
   // The model's max_tokens is a limit, not a demand: a prompt that leaves less of the context
   // gets what it leaves, as the chat API's replies do.

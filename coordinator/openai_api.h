@@ -29,7 +29,12 @@
 //                 lm-evaluation-harness scores with echo, logprobs 1 and max_tokens 1);
 //   logit_bias    {"token id": bias in [-100, 100]}, at most 300 ids: added to the logits
 //                 before sampling (logprobs stay the model's own);
-//   best_of (1 or n), suffix (empty) are accepted only at those values; user is ignored;
+//   best_of (1 or n), suffix (empty) are accepted only at those values, and so are vLLM's
+//                 fields this server does not serve (use_beam_search false, length_penalty 1,
+//                 allowed_token_ids and prompt_logprobs null, bad_words [],
+//                 include_stop_str_in_output false, skip_special_tokens and
+//                 spaces_between_special_tokens true): refused otherwise, never ignored; user
+//                 is ignored;
 //   extensions as vLLM names them: top_k (0 or -1: off), min_p, repetition_penalty (each
 //                 off by default, or the model's),
 //                 ignore_eos, stop_token_ids (ids that end the completion: in token_ids, not

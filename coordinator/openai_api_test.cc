@@ -160,6 +160,20 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
       {R"({"prompt": "x", "temperature": "hot"})", absl::StatusCode::kInvalidArgument,
        "'temperature' must be a number"},
       {R"({"prompt": "x", "stop": [1]})", absl::StatusCode::kInvalidArgument, "'stop'"},
+      {R"({"prompt": "x", "use_beam_search": true})", absl::StatusCode::kInvalidArgument,
+       "'use_beam_search' must be false here: no beam search"},
+      {R"({"prompt": "x", "allowed_token_ids": [5]})", absl::StatusCode::kInvalidArgument,
+       "'allowed_token_ids' must be null"},
+      {R"({"prompt": "x", "bad_words": ["no"]})", absl::StatusCode::kInvalidArgument,
+       "'bad_words' must be []"},
+      {R"({"prompt": "x", "include_stop_str_in_output": true})", absl::StatusCode::kInvalidArgument,
+       "'include_stop_str_in_output' must be false"},
+      {R"({"prompt": "x", "skip_special_tokens": false})", absl::StatusCode::kInvalidArgument,
+       "'skip_special_tokens' must be true"},
+      {R"({"prompt": "x", "prompt_logprobs": 0})", absl::StatusCode::kInvalidArgument,
+       "echo with logprobs"},
+      {R"({"prompt": "x", "length_penalty": 0.5})", absl::StatusCode::kInvalidArgument,
+       "'length_penalty' must be 1"},
       {R"({"prompt": "x", "stream_options": {"include_usage": true}})",
        absl::StatusCode::kInvalidArgument, "'stream_options' only with \"stream\": true"},
       {R"({"prompt": "x", "stream": false, "stream_options": {}})",
@@ -244,6 +258,15 @@ TEST(OpenAiApiTest, ABodyNestedTooDeepIsRefused) {
   EXPECT_TRUE(ParseCompletionRequest(
                   absl::StrCat(R"({"prompt": "x", "guided_json": )", schema, "}"), kModel)
                   .ok());
+}
+
+// vLLM's fields this server does not serve are taken at their neutral values (as clients that
+// send every field do), null included.
+TEST(OpenAiApiTest, UnservedFieldsAreTakenAtTheirNeutralValues) {
+  ParseOk(R"({"prompt": "x", "use_beam_search": false, "length_penalty": 1.0,
+              "allowed_token_ids": null, "bad_words": [], "include_stop_str_in_output": false,
+              "skip_special_tokens": true, "spaces_between_special_tokens": true,
+              "prompt_logprobs": null, "suffix": null})");
 }
 
 TEST(OpenAiApiTest, LogitBiasStopTokenIdsMinTokensAndMinPAreRead) {

@@ -299,8 +299,39 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
 
 }  // namespace
 
+// Fields of OpenAI's API and vLLM's extensions that this server does not serve: taken only at
+// their neutral value (or null), refused at any other rather than ignored, which would change
+// the answer without a word.
+absl::Status CheckNeutralFields(const json& body) {
+  struct Neutral {
+    const char* field;
+    json value;
+    const char* why;
+  };
+  const Neutral neutral[] = {
+      {"suffix", "", "no suffix (insertion) mode"},
+      {"use_beam_search", false, "no beam search; sample n choices instead"},
+      {"length_penalty", 1, "it weighs beam search's candidates, and there is no beam search"},
+      {"allowed_token_ids", nullptr, "no allow list; logit_bias or a guide keep to tokens"},
+      {"bad_words", json::array(), "no bad words; logit_bias -100 bans a token"},
+      {"include_stop_str_in_output", false, "the text ends before its stop string"},
+      {"skip_special_tokens", true, "special tokens are left out of the text"},
+      {"spaces_between_special_tokens", true, "special tokens are left out of the text"},
+      {"prompt_logprobs", nullptr,
+       "ask the completions API for echo with logprobs, or gRPC's prompt_logprobs"},
+  };
+  for (const Neutral& n : neutral) {
+    const json* v = Find(body, n.field);
+    if (v == nullptr || v->is_null() || *v == n.value) continue;
+    return absl::InvalidArgumentError(
+        absl::StrCat("field '", n.field, "' must be ", n.value.dump(), " here: ", n.why));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults,
                                CompletionRequest& r) {
+  RETURN_IF_ERROR(CheckNeutralFields(body));
   v1::GenerateRequest& g = r.generate;
   if (const json* v = Find(body, "n"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "n"));
