@@ -152,11 +152,19 @@ class NcclCommunicator : public Communicator {
     // An all-reduce of one float in a small device scratch buffer.
     RETURN_IF_ERROR(Usable("Barrier"));
     if (barrier_scratch_ == nullptr) {
+      // On this communicator's device, whichever the calling thread has current; zeroed, so
+      // that the all-reduce reads nothing uninitialized.
+      if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
+        return CudaError(where_, "cudaSetDevice", e);
+      }
       void* p = nullptr;
       if (cudaError_t e = cudaMalloc(&p, sizeof(float)); e != cudaSuccess) {
         return CudaError(where_, "cudaMalloc for Barrier", e);
       }
       barrier_scratch_.reset(p);
+      if (cudaError_t e = cudaMemset(p, 0, sizeof(float)); e != cudaSuccess) {
+        return CudaError(where_, "cudaMemset for Barrier", e);
+      }
     }
     return Collective("Barrier", [&] {
       return ncclAllReduce(barrier_scratch_.get(), barrier_scratch_.get(), 1, ncclFloat32, ncclSum,

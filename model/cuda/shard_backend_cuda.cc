@@ -86,15 +86,15 @@ int64_t WorkspaceBytes(const kernels::Int8LinearCudaWorkspace& ws) {
 struct Scratch {
   int64_t tokens = 0;
   int64_t rows = 0;
-  gpu::DeviceBuffer<int32_t> ints;  // [2 * tokens + rows]: ids, positions, head rows
-  gpu::DeviceBuffer<Half> x;        // [tokens, hidden]: the residual stream
-  gpu::DeviceBuffer<Half> normed;   // [tokens, hidden]
-  gpu::DeviceBuffer<Half> partial;  // [tokens, hidden]: row-parallel output before the reduce
-  gpu::DeviceBuffer<Half> qkv;      // [tokens, 3 * local_width]
-  gpu::DeviceBuffer<Half> attn;     // [tokens, local_width]
-  gpu::DeviceBuffer<Half> ffn;      // [tokens, local_ffn]
-  gpu::DeviceBuffer<Half> embed;    // [tokens, proj] (models with project_in only)
-  gpu::DeviceBuffer<Half> head_in;  // [rows, hidden]
+  gpu::DeviceBuffer<int32_t> ints;    // [2 * tokens + rows]: ids, positions, head rows
+  gpu::DeviceBuffer<Half> x;          // [tokens, hidden]: the residual stream
+  gpu::DeviceBuffer<Half> normed;     // [tokens, hidden]
+  gpu::DeviceBuffer<Half> partial;    // [tokens, hidden]: row-parallel output before the reduce
+  gpu::DeviceBuffer<Half> qkv;        // [tokens, 3 * local_width]
+  gpu::DeviceBuffer<Half> attn;       // [tokens, local_width]
+  gpu::DeviceBuffer<Half> ffn;        // [tokens, local_ffn]
+  gpu::DeviceBuffer<Half> embed;      // [tokens, proj] (models with project_in only)
+  gpu::DeviceBuffer<Half> head_in;    // [rows, hidden]
   gpu::DeviceBuffer<Half> head_proj;  // [rows, proj] (models with project_out only)
   gpu::DeviceBuffer<Half> logits;     // [tp, rows, LogitBlockColumns]
   // kInt8: one workspace per linear shape, shared by the layers.
@@ -222,9 +222,9 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> CudaShardBackend::Load(
   }
   const int tp = plan.tp;
   if (tp > 1 && (comm == nullptr || !comm->on_device())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "device cuda with tp=", tp, " needs a device-memory communicator (nccl), got ",
-        comm == nullptr ? std::string("none") : comm->backend()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("device cuda with tp=", tp, " needs a device-memory communicator (nccl), got ",
+                     comm == nullptr ? std::string("none") : comm->backend()));
   }
   if (tp > 1 && options.cuda_stream == nullptr) {
     return absl::InvalidArgumentError(
@@ -283,8 +283,7 @@ absl::Status CudaShardBackend::LoadWeights(const CheckpointSource& source, const
   std::vector<float> tmp;
   weights_.layers.reserve(static_cast<size_t>(config_.num_hidden_layers));
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    RETURN_IF_ERROR(
-        CheckLimit(per_layer.total(), absl::StrCat("loading decoder layer ", i)));
+    RETURN_IF_ERROR(CheckLimit(per_layer.total(), absl::StrCat("loading decoder layer ", i)));
     LayerWeights host;  // one layer on the host at a time (kInt8: already quantized)
     RETURN_IF_ERROR(LoadLayerWeights(config_, source, plan, options_.precision, Layout::kRowMajor,
                                      i, &host, &tmp));
@@ -323,10 +322,10 @@ absl::Status CudaShardBackend::CheckLimit(int64_t more_bytes, std::string_view w
   if (options_.memory_limit_bytes <= 0) return absl::OkStatus();
   const MemoryStats now = memory();
   if (now.total() + more_bytes <= options_.memory_limit_bytes) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "cuda shard ", rank_, "/", tp_, ": ", std::string(what), " needs ", more_bytes,
-      " more bytes; the shard holds ", now.DebugString(), " of memory_limit_bytes ",
-      options_.memory_limit_bytes));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("cuda shard ", rank_, "/", tp_, ": ", std::string(what), " needs ", more_bytes,
+                   " more bytes; the shard holds ", now.DebugString(), " of memory_limit_bytes ",
+                   options_.memory_limit_bytes));
 }
 
 int64_t CudaShardBackend::ScratchBytesFor(int64_t tokens, int64_t rows) const {
@@ -340,8 +339,8 @@ int64_t CudaShardBackend::ScratchBytesFor(int64_t tokens, int64_t rows) const {
   int64_t b = halfs * 2 + (2 * m + r) * 4;
   if (options_.precision == Precision::kInt8) {
     b += Int8WorkspaceBytes(m, hidden_, 3 * local_width_) +
-         Int8WorkspaceBytes(m, local_width_, hidden_) +
-         Int8WorkspaceBytes(m, hidden_, local_ffn_) + Int8WorkspaceBytes(m, local_ffn_, hidden_);
+         Int8WorkspaceBytes(m, local_width_, hidden_) + Int8WorkspaceBytes(m, hidden_, local_ffn_) +
+         Int8WorkspaceBytes(m, local_ffn_, hidden_);
   }
   return b;
 }
@@ -379,18 +378,16 @@ absl::Status CudaShardBackend::EnsureScratch(int64_t tokens, int64_t rows) {
   if (options_.precision == Precision::kInt8) {
     using kernels::Int8LinearCudaWorkspace;
     using kernels::kDefaultMaxOutlierColumns;
-    ASSIGN_OR_RETURN(n.ws_qkv, Int8LinearCudaWorkspace::Create(nm, hidden_, 3 * local_width_,
-                                                               kDefaultMaxOutlierColumns,
-                                                               kGemvMaxM));
-    ASSIGN_OR_RETURN(n.ws_out, Int8LinearCudaWorkspace::Create(nm, local_width_, hidden_,
-                                                               kDefaultMaxOutlierColumns,
-                                                               kGemvMaxM));
-    ASSIGN_OR_RETURN(n.ws_fc1, Int8LinearCudaWorkspace::Create(nm, hidden_, local_ffn_,
-                                                               kDefaultMaxOutlierColumns,
-                                                               kGemvMaxM));
-    ASSIGN_OR_RETURN(n.ws_fc2, Int8LinearCudaWorkspace::Create(nm, local_ffn_, hidden_,
-                                                               kDefaultMaxOutlierColumns,
-                                                               kGemvMaxM));
+    ASSIGN_OR_RETURN(n.ws_qkv,
+                     Int8LinearCudaWorkspace::Create(nm, hidden_, 3 * local_width_,
+                                                     kDefaultMaxOutlierColumns, kGemvMaxM));
+    ASSIGN_OR_RETURN(n.ws_out,
+                     Int8LinearCudaWorkspace::Create(nm, local_width_, hidden_,
+                                                     kDefaultMaxOutlierColumns, kGemvMaxM));
+    ASSIGN_OR_RETURN(n.ws_fc1, Int8LinearCudaWorkspace::Create(
+                                   nm, hidden_, local_ffn_, kDefaultMaxOutlierColumns, kGemvMaxM));
+    ASSIGN_OR_RETURN(n.ws_fc2, Int8LinearCudaWorkspace::Create(
+                                   nm, local_ffn_, hidden_, kDefaultMaxOutlierColumns, kGemvMaxM));
   }
   n.tokens = nm;
   n.rows = nr;
@@ -416,8 +413,8 @@ absl::Status CudaShardBackend::Release(uint64_t seq_id) { return kv_.Release(seq
 absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::SequenceInput> batch,
                                               bool all_positions) {
   RETURN_IF_ERROR(ValidateStepBatch(
-      batch, config_.vocab_size, max_context_,
-      [this](uint64_t id) { return kv_.Length(id); }, &sorted_ids_));
+      batch, config_.vocab_size, max_context_, [this](uint64_t id) { return kv_.Length(id); },
+      &sorted_ids_));
   RETURN_IF_ERROR(gpu::SetDevice(options_.cuda_device));
   const int64_t nseq = static_cast<int64_t>(batch.size());
   int64_t tokens = 0;
@@ -490,10 +487,14 @@ absl::Status CudaShardBackend::MemoryForStep(int64_t nseq, int64_t tokens, int64
     const int64_t table_growth =
         AttentionTableBytes(std::max<int64_t>(0, ns - attn_batch_sequences_),
                             std::max<int64_t>(0, np - attn_batch_pages_));
+    // An empty scratch (before the first step, or after an allocation failed) holds nothing,
+    // where ScratchBytesFor(0, 0) would be a 16-token one.
+    const int64_t scratch_held =
+        scratch_.tokens == 0 ? 0 : ScratchBytesFor(scratch_.tokens, scratch_.rows);
     const int64_t scratch_growth =
         table_growth + std::max<int64_t>(0, ScratchBytesFor(std::max(tokens, scratch_.tokens),
                                                             std::max(rows, scratch_.rows)) -
-                                                ScratchBytesFor(scratch_.tokens, scratch_.rows));
+                                                scratch_held);
     int64_t pool_pages = kv_.num_pages();
     int64_t min_pages = kv_.num_pages();
     if (pages_needed > kv_.free_pages()) {
@@ -608,8 +609,8 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
                                                     w.positions.n, h, x, st));
 
   const kernels::AttentionShape shape{
-      local_heads_, head_dim_, 3 * lw, lw, lw,
-      static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)))};
+      local_heads_, head_dim_, 3 * lw,
+      lw,           lw,        static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)))};
   Half* normed = s.normed.data();
   Half* qkv = s.qkv.data();
   Half* attn = s.attn.data();
@@ -618,16 +619,16 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
   const size_t num_layers = w.layers.size();
   if (pre_ln && num_layers > 0) {
     const DeviceNorm& n0 = w.layers[0].attn_norm;
-    RETURN_IF_ERROR(kernels::LayerNormCuda(x, m, h, n0.gain.data(), n0.shift.data(), eps, normed,
-                                           st));
+    RETURN_IF_ERROR(
+        kernels::LayerNormCuda(x, m, h, n0.gain.data(), n0.shift.data(), eps, normed, st));
   }
   for (size_t li = 0; li < num_layers; ++li) {
     const DeviceLayer& l = w.layers[li];
     // Self-attention. Pre-LN: `normed` holds LN_attn(x) (from the previous layer's fused add).
     RETURN_IF_ERROR(Linear(l.qkv, pre_ln ? normed : x, m, qkv, &s.ws_qkv));
     const kernels::PagedKvCudaView kv = kv_.Layer(static_cast<int64_t>(li));
-    RETURN_IF_ERROR(kernels::AppendKvCuda(qkv + lw, qkv + 2 * lw, 3 * lw, shape, attn_batch_,
-                                          kv, st));
+    RETURN_IF_ERROR(
+        kernels::AppendKvCuda(qkv + lw, qkv + 2 * lw, 3 * lw, shape, attn_batch_, kv, st));
     RETURN_IF_ERROR(kernels::CausalAttentionCuda(qkv, shape, attn_batch_, kv, attn, st));
     RETURN_IF_ERROR(Linear(l.out_proj, attn, m, partial, &s.ws_out));
     RETURN_IF_ERROR(AllReduce(partial, m * h));
@@ -665,14 +666,13 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
   // rows are 0..m-1 in order).
   const Half* head = x;
   if (rows != m) {
-    RETURN_IF_ERROR(kernels::EmbeddingLookupCuda(head_rows, rows, x, 0, m, h, s.head_in.data(),
-                                                 st));
+    RETURN_IF_ERROR(
+        kernels::EmbeddingLookupCuda(head_rows, rows, x, 0, m, h, s.head_in.data(), st));
     head = s.head_in.data();
   }
   if (w.has_final_norm) {
     RETURN_IF_ERROR(kernels::LayerNormCuda(head, rows, h, w.final_norm.gain.data(),
-                                           w.final_norm.shift.data(), eps, s.head_in.data(),
-                                           st));
+                                           w.final_norm.shift.data(), eps, s.head_in.data(), st));
     head = s.head_in.data();
   }
   if (proj) {
@@ -689,9 +689,9 @@ absl::Status CudaShardBackend::Forward(std::span<const ShardModel::SequenceInput
   Half* local = s.logits.data() + (tp_ > 1 ? rank_ * block : 0);
   if (!w.embed.empty()) RETURN_IF_ERROR(Linear(w.embed, head, rows, local, nullptr));
   if (tp_ > 1) {
-    RETURN_IF_ERROR(comm_->AllGather(
-        std::span<const Half>(local, static_cast<size_t>(block)),
-        std::span<Half>(s.logits.data(), static_cast<size_t>(tp_ * block))));
+    RETURN_IF_ERROR(
+        comm_->AllGather(std::span<const Half>(local, static_cast<size_t>(block)),
+                         std::span<Half>(s.logits.data(), static_cast<size_t>(tp_ * block))));
   }
   host_logits_.resize(static_cast<size_t>(tp_ * block));
   RETURN_IF_ERROR(s.logits.CopyToHost(host_logits_, st));
@@ -721,8 +721,7 @@ absl::StatusOr<std::unique_ptr<ShardBackend>> MakeCudaShardBackend(
     const OptConfig& config, const CheckpointSource& source, const ShardPlan& plan,
     comm::Communicator* comm, const ShardOptions& options, int64_t max_context,
     const LoadProgressFn& progress) {
-  return cuda::CudaShardBackend::Load(config, source, plan, comm, options, max_context,
-                                      progress);
+  return cuda::CudaShardBackend::Load(config, source, plan, comm, options, max_context, progress);
 }
 
 absl::StatusOr<int64_t> CudaFreeMemoryBytes(int cuda_device) {
