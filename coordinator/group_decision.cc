@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "coordinator/planner.h"
+#include "model/shard_plan.h"
 
 namespace llmint8::coordinator {
 namespace {
@@ -70,17 +71,31 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config, const Gr
   GroupChoice all;
   all.members.resize(joined);
   std::iota(all.members.begin(), all.members.end(), 0);
-  if (request.dtype == "fp32" || request.dtype == "f32") {
-    all.summary = joined == 1 ? "fp32 is not planned; the one worker joins"
-                              : absl::StrCat("fp32 is not planned; all ", joined, " workers join");
+  // Not planned: every worker joins, but with --group=smallest (whose worker count the
+  // coordinator did not check against the model) the most that split it, the first ones.
+  // (TP 1 is valid for every model config accepted.)
+  auto unplanned = [&](std::string why) {
+    if (request.policy == GroupPolicy::kSmallest) {
+      const std::vector<int> valid = model::ValidTpDegrees(config);
+      const auto most =
+          std::find_if(valid.rbegin(), valid.rend(), [joined](int tp) { return tp <= joined; });
+      if (most != valid.rend() && *most < joined) {
+        all.members.resize(static_cast<size_t>(*most));
+        all.summary = absl::StrCat(why, "; ", *most, " of the ", joined,
+                                   " workers join unplanned (the most that split the model)");
+        return all;
+      }
+    }
+    all.summary = absl::StrCat(
+        why, "; ",
+        joined == 1 ? "the one worker joins" : absl::StrCat("all ", joined, " workers join"),
+        " unplanned");
     return all;
-  }
+  };
+  if (request.dtype == "fp32" || request.dtype == "f32") return unplanned("fp32 is not planned");
   for (int i = 0; i < joined; ++i) {
     if (reported_bytes[i] <= 0) {
-      all.summary = absl::StrCat(
-          "worker ", i, " reports no memory size; ",
-          joined == 1 ? "it joins" : absl::StrCat("all ", joined, " workers join"), " unplanned");
-      return all;
+      return unplanned(absl::StrCat("worker ", i, " reports no memory size"));
     }
   }
   ASSIGN_OR_RETURN(const WeightDType dtype, ParseWeightDType(request.dtype));

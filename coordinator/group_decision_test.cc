@@ -182,6 +182,41 @@ TEST(GroupDecisionTest, Fp32AndUnknownMemoryAreNotPlanned) {
   EXPECT_EQ(choice->members, (std::vector<int>{0, 1}));
 }
 
+// Not planned, --group=smallest takes the most workers that split the model (the coordinator
+// checked only that some degree fits within them): 3 workers of an 8-head model form TP 2, not
+// a group of 3 every load would refuse; --group=all takes them all (a count it checked).
+TEST(GroupDecisionTest, UnplannedSmallestTakesTheMostWorkersThatSplitTheModel) {
+  const model::OptConfig c = SmallConfig();
+  GroupRequest request;
+  request.policy = GroupPolicy::kSmallest;
+  request.dtype = "fp32";
+  absl::StatusOr<GroupChoice> choice = ChooseGroup(c, request, std::vector<int64_t>{1, 1, 1});
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_FALSE(choice->planned);
+  EXPECT_EQ(choice->members, (std::vector<int>{0, 1}));
+  EXPECT_EQ(choice->summary,
+            "fp32 is not planned; 2 of the 3 workers join unplanned (the most that split the "
+            "model)");
+  request.dtype = "int8";
+  choice = ChooseGroup(c, request, std::vector<int64_t>{Cap(c), 0, Cap(c), Cap(c), Cap(c)});
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_EQ(choice->members, (std::vector<int>{0, 1, 2, 3}));
+  request.policy = GroupPolicy::kAllWorkers;
+  request.dtype = "fp32";
+  choice = ChooseGroup(c, request, std::vector<int64_t>{1, 1, 1});
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_EQ(choice->members, (std::vector<int>{0, 1, 2}));
+  // A 6-head model on 5 workers: TP 3.
+  model::OptConfig six = c;
+  six.hidden_size = six.word_embed_proj_dim = 384;
+  six.num_attention_heads = 6;
+  six.ffn_dim = 1026;  // valid degrees 1, 2, 3, 6
+  request.policy = GroupPolicy::kSmallest;
+  choice = ChooseGroup(six, request, std::vector<int64_t>{1, 1, 1, 1, 1});
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  EXPECT_EQ(choice->members, (std::vector<int>{0, 1, 2}));
+}
+
 TEST(GroupDecisionTest, BadInput) {
   const model::OptConfig c = SmallConfig();
   GroupRequest request;
