@@ -391,6 +391,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
                                 "until the group re-forms";
       }
       if (r.statuses[k].ok()) {
+        workers_[i].held_epoch = r.responses[k].epoch();
         workers_[i].status.device = r.responses[k].device();
         workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
         workers_[i].status.memory_pool = r.responses[k].memory_pool();
@@ -501,6 +502,26 @@ absl::Status WorkerGroup::Form() {
   }
   const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
+  // Workers left out that hold an older group of ours (a member that missed its probes and is
+  // back, say) drop that shard before the members load: the plan counted its memory as theirs
+  // when they share a pool (MemoryPoolShares), and a GPU shared with them could not hold both.
+  std::vector<HeldGroup> stale;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < num_workers(); ++i) {
+      const int64_t held = workers_[i].held_epoch;
+      // (Only those that answered: one that did not is let go once it is back, by Probe.)
+      if (workers_[i].status.rank < 0 && workers_[i].status.healthy && held != 0 &&
+          held != WireEpoch(epoch) && worker::CoordinatorInstance(held) == instance_) {
+        LLMINT8_LOG(INFO) << "worker " << i << " (" << workers_[i].address
+                          << ") is left out and holds the shard of an older group (epoch " << held
+                          << "): letting it go before the group loads";
+        stale.push_back({i, held});
+        workers_[i].held_epoch = 0;
+      }
+    }
+  }
+  if (!stale.empty()) EndLease(stale);
   LLMINT8_LOG(INFO) << "forming worker group epoch " << epoch << " (" << WireEpoch(epoch)
                     << " on the workers): " << n << " of " << num_workers() << " workers, "
                     << options_.backend << ", model " << options_.model << " (" << options_.dtype

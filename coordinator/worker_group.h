@@ -162,6 +162,7 @@ class WorkerGroup : public StepGroup {
     std::string address;
     std::unique_ptr<v1::Worker::Stub> stub;
     WorkerStatus status;
+    int64_t held_epoch = 0;  // the group (wire epoch) its last answer said it holds; 0: none
   };
 
   void MonitorLoop();
