@@ -101,6 +101,7 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
   if (before) before();
 
   absl::MutexLock lock(&mu_);
+  if (cancelled_) return absl::CancelledError("the fake group's steps were cancelled");
   if (state_ != State::kReady) return absl::UnavailableError("the fake group is not ready");
   if (epoch != epoch_) return absl::UnavailableError("the fake group re-formed since");
   request.set_epoch(epoch_);
@@ -272,6 +273,16 @@ void FakeStepGroup::Reform() {
   draining_ = false;
   refusal_ = absl::OkStatus();
   held_.clear();
+}
+
+void FakeStepGroup::CancelSteps() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+}
+
+bool FakeStepGroup::AwaitCancel(absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(&cancelled_), timeout);
 }
 
 void FakeStepGroup::SetHolds(std::optional<int64_t> holds) {

@@ -64,6 +64,7 @@ class FakeStepGroup : public StepGroup {
   bool takes_token_masks() const override { return options_.token_masks; }
   absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) override;
   absl::Status Release(const std::vector<uint64_t>& seq_ids) override;
+  void CancelSteps() override;
 
   // ---- Scripting ----
   // Step number `step` (1 = the first the group sees, over all epochs) returns `status`.
@@ -88,6 +89,10 @@ class FakeStepGroup : public StepGroup {
   // From the next step on the workers hold `holds` positions (Options::holds): memory another
   // process took, or gave back.
   void SetHolds(std::optional<int64_t> holds);
+
+  // Waits up to `timeout` for CancelSteps; whether it came (e.g. from a BeforeStep function:
+  // a step the workers take long over).
+  bool AwaitCancel(absl::Duration timeout) const;
 
   // ---- What it saw ----
   std::vector<v1::StepRequest> steps() const;
@@ -114,6 +119,7 @@ class FakeStepGroup : public StepGroup {
   std::map<uint64_t, std::vector<int32_t>> held_ ABSL_GUARDED_BY(mu_);
   int64_t peak_positions_ ABSL_GUARDED_BY(mu_) = 0;
   int refused_steps_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;        // CancelSteps
   std::optional<int64_t> holds_ ABSL_GUARDED_BY(mu_);  // Options::holds, or SetHolds
   std::vector<v1::StepRequest> steps_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> violations_ ABSL_GUARDED_BY(mu_);

@@ -70,6 +70,8 @@ void Scheduler::Stop() {
     stop_ = true;
     queued = queue_.TakeAll();
   }
+  // A step the workers are still computing would hold the join (up to the step timeout).
+  group_->CancelSteps();
   if (thread_.joinable()) thread_.join();
   {
     // A step that lost its group while the loop stopped put its unsent sequences back.
@@ -784,6 +786,11 @@ void Scheduler::Loop() {
       metrics_->RecordStep(batch.request.seqs_size(), absl::Now() - step_start);
     }
     if (!response.ok()) {
+      {
+        // Stop cancelled the step: its sequences fail with the others, as the server's end.
+        absl::MutexLock lock(&mu_);
+        if (stop_) break;
+      }
       if (!group_->ready() || group_->epoch() != running_epoch_) {
         FailRunning(absl::UnavailableError(response.status().message()), /*requeue_unsent=*/true);
       } else {

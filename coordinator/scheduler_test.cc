@@ -1446,6 +1446,28 @@ TEST_F(SchedulerTest, TheQueueIsBoundedAndABatchQueuesWholeOrNotAtAll) {
 
 // Stop while a step runs that then loses the group: the sequences that step put back in the
 // queue (a later choice that waited for the first) end too, so no handler waits on them.
+// Stop does not wait for a step the workers are still computing (a long prefill may take up to
+// the step timeout): the group cancels it, and its sequence ends UNAVAILABLE as the server's
+// shutdown, not as a lost group.
+TEST_F(SchedulerTest, StopCancelsTheStepInProgress) {
+  Start(Options());
+  auto a = MakeSeq(1, Tokens(8, 100), 6);
+  absl::Notification in_step;
+  bool cancelled = false;
+  group_->BeforeStep(2, [&] {
+    in_step.Notify();
+    cancelled = group_->AwaitCancel(absl::Seconds(60));
+  });
+  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
+  scheduler_->Start();
+  in_step.WaitForNotification();
+  scheduler_->Stop();
+  EXPECT_TRUE(cancelled) << "Stop waited for the step instead of cancelling it";
+  const Outcome out = Await(*a);
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kUnavailable) << out.status;
+  EXPECT_THAT(out.status.message(), ::testing::HasSubstr("the server is shutting down"));
+}
+
 TEST_F(SchedulerTest, StopEndsWhatAStepThatLostTheGroupPutBack) {
   Start(Options());
   const std::vector<int32_t> prompt = Tokens(20, 100);

@@ -49,6 +49,9 @@ class StepGroup {
   virtual absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) = 0;
   // Frees sequences' caches (ids it does not hold are ignored); a failure breaks the group.
   virtual absl::Status Release(const std::vector<uint64_t>& seq_ids) = 0;
+  // The scheduler stops: a Step in progress returns CANCELLED without waiting for the workers
+  // (up to the step timeout, on a long prefill), and so does every later one. Any thread.
+  virtual void CancelSteps() = 0;
 };
 
 }  // namespace llmint8::coordinator

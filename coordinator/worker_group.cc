@@ -176,6 +176,11 @@ void WorkerGroup::RenewUntil(const std::vector<int>& workers, int64_t wire_epoch
   watch.lost = lost;
 }
 
+void WorkerGroup::CancelSteps() {
+  absl::MutexLock lock(&mu_);
+  steps_cancelled_ = true;
+}
+
 absl::Status WorkerGroup::Abandoned(int64_t epoch) const {
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::CancelledError("the coordinator is stopping");
@@ -759,8 +764,16 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
   const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
   request.set_epoch(WireEpoch(epoch));
+  // Given up on: the group lost or re-formed, or the coordinator stops (CancelSteps too).
+  auto step_abandoned = [this, epoch]() -> absl::Status {
+    {
+      absl::MutexLock lock(&mu_);
+      if (steps_cancelled_) return absl::CancelledError("the coordinator is stopping");
+    }
+    return Abandoned(epoch);
+  };
   auto r = FanOutAbandoning<v1::StepResponse>(
-      n, options_.step_timeout, FatalFailure, [this, epoch] { return Abandoned(epoch); },
+      n, options_.step_timeout, FatalFailure, step_abandoned,
       [&](int i, grpc::ClientContext* ctx, v1::StepResponse* resp, auto done) {
         workers_[members[i]].stub->async()->Step(ctx, &request, resp, std::move(done));
       });
@@ -785,7 +798,7 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
       break;
     }
   }
-  if (absl::Status gone = Abandoned(epoch); !gone.ok()) {
+  if (absl::Status gone = step_abandoned(); !gone.ok()) {
     // The monitor broke the group (a member stopped answering) or the coordinator stops; a
     // worker's own error (its collective failing, with its rank) says why.
     std::string cause;

@@ -150,6 +150,7 @@ class WorkerGroup : public StepGroup {
   absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) override;
   // Frees sequences on every worker; failures break the group.
   absl::Status Release(const std::vector<uint64_t>& seq_ids) override;
+  void CancelSteps() override;
 
   // One entry per worker, members first in rank order, then idle ones (memory figures from
   // its last LoadShard / Stats).
@@ -243,6 +244,7 @@ class WorkerGroup : public StepGroup {
   absl::Status refusal_ ABSL_GUARDED_BY(mu_);
   bool draining_ ABSL_GUARDED_BY(mu_) = false;  // a member said it is shutting down
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool steps_cancelled_ ABSL_GUARDED_BY(mu_) = false;  // CancelSteps
   std::thread monitor_;
 };
 
