@@ -70,9 +70,11 @@ void Scheduler::Stop() {
     stop_ = true;
     queued = queue_.TakeAll();
   }
-  // A step the workers are still computing would hold the join (up to the step timeout).
-  group_->CancelSteps();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    // A step the workers are still computing would hold the join (up to the step timeout).
+    group_->CancelSteps();
+    thread_.join();
+  }
   {
     // A step that lost its group while the loop stopped put its unsent sequences back.
     absl::MutexLock lock(&mu_);

@@ -130,6 +130,7 @@ class SchedulerTest : public ::testing::Test {
   }
   void Start(SchedulerOptions options, FakeStepGroup::Options group,
              ServiceMetrics* metrics = nullptr) {
+    scheduler_.reset();  // before the group it drives
     group_ = std::make_unique<FakeStepGroup>(group);
     scheduler_ = std::make_unique<Scheduler>(std::move(options), group_.get(), metrics);
   }
