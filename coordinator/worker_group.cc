@@ -756,12 +756,20 @@ void WorkerGroup::MonitorLoop() {
 }
 
 absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int64_t epoch) {
-  if (!ready()) return absl::UnavailableError("the worker group is not ready");
-  if (epoch != this->epoch()) {
-    return absl::UnavailableError(
-        "the worker group re-formed after this step was built; retry the request");
+  std::vector<int> members;
+  {
+    // One look at the group: members_ may change (a re-forming chooses them) before the epoch
+    // does, and a step must go to the members of its epoch only.
+    absl::MutexLock lock(&mu_);
+    if (state_ != GroupState::kReady) {
+      return absl::UnavailableError("the worker group is not ready");
+    }
+    if (epoch != epoch_) {
+      return absl::UnavailableError(
+          "the worker group re-formed after this step was built; retry the request");
+    }
+    members = members_;
   }
-  const std::vector<int> members = Members();
   const int n = static_cast<int>(members.size());
   request.set_epoch(WireEpoch(epoch));
   // Given up on: the group lost or re-formed, or the coordinator stops (CancelSteps too).
