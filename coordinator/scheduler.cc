@@ -788,7 +788,7 @@ void Scheduler::Loop() {
       metrics_->RecordStep(batch.request.seqs_size(), absl::Now() - step_start);
     }
     if (!response.ok()) {
-      {
+      if (response.status().code() == absl::StatusCode::kCancelled) {
         // Stop cancelled the step: its sequences fail with the others, as the server's end.
         absl::MutexLock lock(&mu_);
         if (stop_) break;

@@ -1445,8 +1445,6 @@ TEST_F(SchedulerTest, TheQueueIsBoundedAndABatchQueuesWholeOrNotAtAll) {
   EXPECT_FALSE(waiting->client_gone());
 }
 
-// Stop while a step runs that then loses the group: the sequences that step put back in the
-// queue (a later choice that waited for the first) end too, so no handler waits on them.
 // Stop does not wait for a step the workers are still computing (a long prefill may take up to
 // the step timeout): the group cancels it, and its sequence ends UNAVAILABLE as the server's
 // shutdown, not as a lost group.
@@ -1469,6 +1467,8 @@ TEST_F(SchedulerTest, StopCancelsTheStepInProgress) {
   EXPECT_THAT(out.status.message(), ::testing::HasSubstr("the server is shutting down"));
 }
 
+// Stop while a step runs that then loses the group: the sequences that step put back in the
+// queue (a later choice that waited for the first) end too, so no handler waits on them.
 TEST_F(SchedulerTest, StopEndsWhatAStepThatLostTheGroupPutBack) {
   Start(Options());
   const std::vector<int32_t> prompt = Tokens(20, 100);

@@ -50,7 +50,8 @@ class StepGroup {
   // Frees sequences' caches (ids it does not hold are ignored); a failure breaks the group.
   virtual absl::Status Release(const std::vector<uint64_t>& seq_ids) = 0;
   // The scheduler stops: a Step in progress returns CANCELLED without waiting for the workers
-  // (up to the step timeout, on a long prefill), and so does every later one. Any thread.
+  // (up to the step timeout, on a long prefill), and so does every later one; Release is not
+  // affected. Any thread.
   virtual void CancelSteps() = 0;
 };
 

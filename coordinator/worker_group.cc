@@ -479,7 +479,7 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
   }
   if (answered_only && !choice.planned) {
     return absl::FailedPreconditionError(
-        absl::StrCat("not planned (", choice.summary, "): every worker must join"));
+        absl::StrCat("not planned (", choice.summary, "): the group waits for every worker"));
   }
   std::vector<std::string> sizes;
   for (size_t k = 0; k < reported.size(); ++k) {
@@ -807,6 +807,8 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
     }
   }
   if (absl::Status gone = step_abandoned(); !gone.ok()) {
+    // The coordinator stops (CancelSteps, or Stop): CANCELLED, the group as it was.
+    if (gone.code() == absl::StatusCode::kCancelled) return gone;
     // The monitor broke the group (a member stopped answering) or the coordinator stops; a
     // worker's own error (its collective failing, with its rank) says why.
     std::string cause;
