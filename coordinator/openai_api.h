@@ -13,7 +13,7 @@
 //                 greedy), or the model's; top_p default 1, or the model's; seed; stop
 //                 (a string or an array of strings); stream; stream_options.include_usage
 //                 (and vLLM's continuous_usage_stats: usage in every chunk, see
-//                 CompletionChunkEvent; stream_options only with stream true, as OpenAI's);
+//                 CompletionChunkEvent; stream_options other than {} only with stream true, as vLLM's);
 //                 logprobs (an integer 0..20: each token's logprob, and top_logprobs holds
 //                 that many most likely tokens' {text: logprob} per position, the sampled
 //                 token's too (alone with 0), as OpenAI does; a token without text is

@@ -176,7 +176,7 @@ TEST(OpenAiApiTest, BadBodiesAreInvalidArgumentNamingTheField) {
        "'length_penalty' must be 1"},
       {R"({"prompt": "x", "stream_options": {"include_usage": true}})",
        absl::StatusCode::kInvalidArgument, "'stream_options' only with \"stream\": true"},
-      {R"({"prompt": "x", "stream": false, "stream_options": {}})",
+      {R"({"prompt": "x", "stream": false, "stream_options": {"continuous_usage_stats": false}})",
        absl::StatusCode::kInvalidArgument, "'stream_options' only with"},
       {R"({"prompt": "x", "stream": 1})", absl::StatusCode::kInvalidArgument, "'stream'"},
       {R"({"prompt": "x", "top_k": -2})", absl::StatusCode::kInvalidArgument, "'top_k'"},
@@ -266,7 +266,7 @@ TEST(OpenAiApiTest, UnservedFieldsAreTakenAtTheirNeutralValues) {
   ParseOk(R"({"prompt": "x", "use_beam_search": false, "length_penalty": 1.0,
               "allowed_token_ids": null, "bad_words": [], "include_stop_str_in_output": false,
               "skip_special_tokens": true, "spaces_between_special_tokens": true,
-              "prompt_logprobs": null, "suffix": null})");
+              "prompt_logprobs": null, "suffix": null, "stream_options": {}})");
 }
 
 TEST(OpenAiApiTest, LogitBiasStopTokenIdsMinTokensAndMinPAreRead) {

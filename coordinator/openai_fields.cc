@@ -432,8 +432,9 @@ absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults
   RETURN_IF_ERROR(IfPresent<bool>(body, "stream", Bool, [&](bool b) { r.stream = b; }));
   if (const json* v = Find(body, "stream_options"); v != nullptr) {
     if (!v->is_object()) return FieldError("stream_options", "an object");
-    // As OpenAI and vLLM: an answer that is not streamed has no chunks to carry usage.
-    if (!r.stream) {
+    // As vLLM: an answer that is not streamed has no chunks to carry usage (an empty object
+    // asks for nothing).
+    if (!r.stream && !v->empty()) {
       return absl::InvalidArgumentError("field 'stream_options' only with \"stream\": true");
     }
     RETURN_IF_ERROR(
