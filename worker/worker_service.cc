@@ -64,8 +64,9 @@ constexpr int32_t kMaxWorldSize = 4096;
 constexpr int64_t kMaxLeaseMs = 3'600'000;           // an hour (coordinators renew every 250 ms)
 constexpr int64_t kMaxStepBound = int64_t{1} << 24;  // max_batch, max_step_tokens, max_step_rows
 
-// LoadShard's own fields, checked before anything changes: a refused request leaves the group
-// the worker serves as it is. InvalidArgument / NotFound name the field.
+// LoadShard's own fields, checked before anything changes (and before the request counts as
+// its coordinator's newest, no file read): a refused request leaves the group the worker serves
+// as it is. InvalidArgument names the field.
 absl::Status ValidateLoadShard(const v1::LoadShardRequest& req, const std::string& worker_device) {
   if (req.epoch() <= 0) return absl::InvalidArgumentError("LoadShard.epoch must be > 0");
   if (req.world_size() < 1 || req.world_size() > kMaxWorldSize || req.rank() < 0 ||
@@ -115,8 +116,12 @@ absl::Status ValidateLoadShard(const v1::LoadShardRequest& req, const std::strin
         absl::StrCat("LoadShard.backend local is a group of one; world_size ", req.world_size(),
                      " needs gloo or nccl"));
   }
-  // The model splits into world_size ranks (else the group would form and fail later, or wait
-  // for ranks that cannot exist).
+  return absl::OkStatus();
+}
+
+// The model splits into world_size ranks (else the group would form and fail later, or wait
+// for ranks that cannot exist). Reads the model's config.json.
+absl::Status CheckModelSplits(const v1::LoadShardRequest& req) {
   ASSIGN_OR_RETURN(const model::OptConfig config, model::LoadModelSpecConfig(req.model()));
   return model::MakeShardPlan(config, req.world_size(), req.rank()).status();
 }
@@ -251,6 +256,10 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadSh
   if (absl::Status held = lease_.CheckTake(req->epoch(), LeaseNow()); !held.ok()) {
     LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << held;
     return ToGrpcStatus(held);
+  }
+  if (absl::Status bad = CheckModelSplits(*req); !bad.ok()) {
+    LLMINT8_LOG(WARNING) << "LoadShard (epoch " << req->epoch() << ") refused: " << bad;
+    return ToGrpcStatus(bad);
   }
   absl::Status status;
   try {
