@@ -161,10 +161,11 @@ class NcclCommunicator : public Communicator {
       if (cudaError_t e = cudaMalloc(&p, sizeof(float)); e != cudaSuccess) {
         return CudaError(where_, "cudaMalloc for Barrier", e);
       }
-      barrier_scratch_.reset(p);
       if (cudaError_t e = cudaMemset(p, 0, sizeof(float)); e != cudaSuccess) {
+        cudaFree(p);
         return CudaError(where_, "cudaMemset for Barrier", e);
       }
+      barrier_scratch_.reset(p);
     }
     return Collective("Barrier", [&] {
       return ncclAllReduce(barrier_scratch_.get(), barrier_scratch_.get(), 1, ncclFloat32, ncclSum,
