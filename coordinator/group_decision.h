@@ -14,8 +14,9 @@
 // "fp16 needs 4 workers with 2 GiB, 2 joined; int8 fits in 2 (opt-2.7b)".
 // The plan's reserve is `reserve_sequences` sequences of `max_context` tokens (KV cache and a
 // prefill's activations). CPU workers have no CUDA runtime overhead; CUDA ones count
-// kRuntimeOverheadBytes. Not planned (every worker joins, `planned` false): dtype fp32 (the
-// planner models fp16 / int8 only) or a worker that reports 0 (unknown).
+// kRuntimeOverheadBytes. Not planned (`planned` false): dtype fp32 (the planner models fp16 /
+// int8 only) or a worker that reports 0 (unknown); then every worker joins, but with
+// kSmallest the most that split the model (the largest valid TP degree within them).
 //
 // Pure function; thread-safe.
 #ifndef LLMINT8_COORDINATOR_GROUP_DECISION_H_
@@ -49,7 +50,7 @@ struct GroupRequest {
 
 struct GroupChoice {
   std::vector<int> members;  // indices into the reports, in rank order (ascending)
-  bool planned = false;      // false: not planned (fp32 or unknown memory), every worker
+  bool planned = false;      // false: not planned (fp32 or unknown memory; see above)
   int64_t bytes_per_worker = 0;  // the plan's bytes per worker (planned only)
   std::string summary;       // for the log, e.g. "int8 fits in 2 of 4 workers (TP=2)"
 };
