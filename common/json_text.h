@@ -40,7 +40,8 @@ std::string JsonSnippet(const Json& j) {
 
 // How deep untrusted JSON may nest. nlohmann's parser and destructor are iterative, but dump()
 // and copies recurse once per level: a text a million arrays deep (2 MB) would overflow the
-// stack. Nothing llmint8 reads needs more (a JSON schema nests at most 32 schemas, ~100 levels).
+// stack. Nothing llmint8 reads needs more (a JSON schema nests at most 32 schemas, about 70 levels
+// in a request).
 inline constexpr int64_t kMaxJsonNesting = 256;
 
 // What a JSON text holds, by its brackets and commas outside strings: about how many values

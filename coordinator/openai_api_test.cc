@@ -250,7 +250,7 @@ TEST(OpenAiApiTest, ABodyNestedTooDeepIsRefused) {
     EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
     EXPECT_THAT(refused.message(), HasSubstr("nested more than 256 deep"));
   }
-  // 32 levels of schema, each an object's property: 66 levels of JSON under guided_json.
+  // 32 levels of schema, each an object's property: 64 levels of JSON with the body.
   std::string schema = R"({"type": "integer"})";
   for (int i = 0; i < 31; ++i) {
     schema = absl::StrCat(R"({"type": "object", "properties": {"a": )", schema, "}}");
