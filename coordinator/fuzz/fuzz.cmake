@@ -17,29 +17,40 @@ function(llmint8_coordinator_fuzzer name)
   target_link_libraries(${name} PRIVATE ${F_DEPS})
 endfunction()
 
-# POST /v1/completions and /v1/chat/completions: the body parsers and the JSON they answer with.
+# What guided decoding and the tokenizer compile with (guides are checked where requests are
+# parsed and validated; the guide cache counts its lookups in the service's metrics);
+# instrumented too.
+find_package(ICU REQUIRED COMPONENTS uc)
+set(LLMINT8_FUZZ_GUIDE_SRCS
+    guide_cache.cc json_schema.cc json_string_pattern.cc regex_parser.cc guided_regex.cc
+    output_constraint.cc tokenizer.cc added_tokens.cc utf8.cc metrics.cc)
+set(LLMINT8_FUZZ_GUIDE_DEPS
+    llmint8::common llmint8::file absl::flat_hash_map absl::flat_hash_set absl::span
+    absl::status absl::statusor absl::strings absl::synchronization absl::time
+    nlohmann_json::nlohmann_json ICU::uc prometheus-cpp::core)
+
+# POST /v1/completions and /v1/chat/completions: the body parsers and the JSON they answer with
+# (a chat tool's parameters are checked as a JSON schema).
 llmint8_coordinator_fuzzer(llmint8_openai_api_fuzzer
   SRCS fuzz/openai_api_fuzzer.cc openai_api.cc openai_chat.cc openai_fields.cc
-  DEPS llmint8::proto llmint8::common absl::status absl::statusor absl::strings
-       nlohmann_json::nlohmann_json)
+       ${LLMINT8_FUZZ_GUIDE_SRCS}
+  DEPS llmint8::proto ${LLMINT8_FUZZ_GUIDE_DEPS})
 
 # The tokenizer on prompt text and on token ids; the vocabulary is the bundled model's
 # (models/opt-sotu-cpu/, or $LLMINT8_SOURCE_DIR/models/opt-sotu-cpu/ when that is set).
-find_package(ICU REQUIRED COMPONENTS uc)
 llmint8_coordinator_fuzzer(llmint8_tokenizer_fuzzer
-  SRCS fuzz/tokenizer_fuzzer.cc tokenizer.cc
-  DEPS llmint8::common absl::flat_hash_map absl::flat_hash_set absl::span absl::status
-       absl::statusor absl::strings absl::synchronization nlohmann_json::nlohmann_json ICU::uc)
+  SRCS fuzz/tokenizer_fuzzer.cc tokenizer.cc added_tokens.cc utf8.cc
+  DEPS llmint8::common llmint8::file absl::flat_hash_map absl::flat_hash_set absl::span
+       absl::status absl::statusor absl::strings absl::synchronization nlohmann_json::nlohmann_json
+       ICU::uc)
 target_compile_definitions(llmint8_tokenizer_fuzzer PRIVATE
                            LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 
 # A GenerateRequest as the gRPC server decodes it, through the checks of
 # GenerationService::MakeSequences (parameters, tokenization of a text prompt, prompt tokens).
 llmint8_coordinator_fuzzer(llmint8_request_validation_fuzzer
-  SRCS fuzz/request_validation_fuzzer.cc request_validation.cc tokenizer.cc
-  DEPS llmint8::proto llmint8::common absl::flat_hash_map absl::flat_hash_set absl::span
-       absl::status absl::statusor absl::strings absl::synchronization absl::time
-       nlohmann_json::nlohmann_json ICU::uc)
+  SRCS fuzz/request_validation_fuzzer.cc request_validation.cc ${LLMINT8_FUZZ_GUIDE_SRCS}
+  DEPS llmint8::proto ${LLMINT8_FUZZ_GUIDE_DEPS})
 target_compile_definitions(llmint8_request_validation_fuzzer PRIVATE
                            LLMINT8_DEFAULT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 
