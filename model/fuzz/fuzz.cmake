@@ -14,4 +14,5 @@ target_compile_options(llmint8_safetensors_header_fuzzer PRIVATE
 target_link_options(llmint8_safetensors_header_fuzzer PRIVATE
   -fsanitize=fuzzer,address,undefined)
 target_link_libraries(llmint8_safetensors_header_fuzzer PRIVATE
-  llmint8::common absl::status absl::statusor absl::strings nlohmann_json::nlohmann_json)
+  llmint8::common llmint8::file llmint8::mapped_copy absl::status absl::statusor absl::strings
+  nlohmann_json::nlohmann_json)
