@@ -158,7 +158,9 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
           }
           send(std::string(openai::kDoneEvent));
         } else if (status.code() != absl::StatusCode::kCancelled) {
+          // The error, then [DONE] as after any stream (vLLM's order): clients read to it.
           send(absl::StrCat("data: ", openai::ErrorJson(ForHttp(status, group)), "\n\n"));
+          send(std::string(openai::kDoneEvent));
         }
         sink.done();
         return true;

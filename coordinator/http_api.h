@@ -10,7 +10,8 @@
 //                         503.
 // A request the service refuses (bad fields, queue full, group refused) gets the HTTP status
 // of its error before any stream starts (a group the workers cannot hold: 503); an error after a
-// stream started (a worker lost) is a last "data: {"error": ...}" event. A client that
+// stream started (a worker lost, the server shutting down) is a "data: {"error": ...}" event,
+// then "data: [DONE]" as after any stream (vLLM's order). A client that
 // disconnects has its sequences cancelled: a streaming one when a write fails, a non-streamed one
 // when the kernel's connection table says it left (coordinator/peer_watch.h). Bodies over
 // max_body_bytes get 413, unknown routes 404, both with an OpenAI error body. With an API key, /v1/

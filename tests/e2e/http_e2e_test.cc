@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -898,6 +899,47 @@ TEST(HttpDisconnectE2ETest, AClientThatGivesUpOnACompletionHasItCancelled) {
   const double generated = Sample(Scrape(metrics_port), "llmint8_generated_tokens_total");
   EXPECT_GE(generated, 0) << "no llmint8_generated_tokens_total in the metrics";
   EXPECT_LT(generated, 1000) << "cancelled long before its 1,600 tokens";
+}
+
+// A stream the server ends with an error (here it shuts down with no drain time, running and
+// queued requests alike) sends the error event and then "data: [DONE]", as vLLM does: a client
+// that reads to [DONE] is not left with a stream cut short.
+TEST(HttpShutdownE2ETest, AStreamEndedByAnErrorStillEndsWithDone) {
+  const int port = FreePort();
+  ClusterOptions options;
+  options.model = SourcePath(kModelDir);
+  options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", port),
+                                     "--drain_timeout=0s", "--max_batch=1"};
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  constexpr int kRequests = 40;  // one at a time, 120 tokens each: seconds of work queued
+  std::vector<std::string> bodies(kRequests);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kRequests; ++i) {
+    clients.emplace_back([&, i] {
+      httplib::Client client("127.0.0.1", port);
+      client.set_read_timeout(60);
+      const json body = {
+          {"prompt", {2, 11, 12}}, {"max_tokens", 120}, {"ignore_eos", true}, {"stream", true}};
+      const httplib::Result res = client.Post("/v1/completions", body.dump(), "application/json");
+      if (res && res->status == 200) bodies[i] = res->body;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few served, most queued
+  cluster.StopCoordinator(SIGTERM);
+  for (std::thread& t : clients) t.join();
+  int ended_by_error = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    const std::vector<std::string> events = Events(bodies[i]);
+    for (size_t e = 0; e < events.size(); ++e) {
+      if (events[e] == "[DONE]" || !json::parse(events[e]).contains("error")) continue;
+      ++ended_by_error;
+      EXPECT_EQ(e + 2, events.size()) << "request " << i << ": the error is not the last event";
+      EXPECT_EQ(events.back(), "[DONE]") << "request " << i;
+      break;
+    }
+  }
+  EXPECT_GT(ended_by_error, 0) << "no stream was ended by the shutdown";
 }
 
 }  // namespace
