@@ -269,6 +269,16 @@ TEST(OpenAiApiTest, UnservedFieldsAreTakenAtTheirNeutralValues) {
               "prompt_logprobs": null, "suffix": null, "stream_options": {}})");
 }
 
+// Numbers beyond float's range are read as infinities (not converted out of range), for
+// validation to refuse where it must.
+TEST(OpenAiApiTest, NumbersBeyondFloatRangeAreInfinities) {
+  const CompletionRequest r = ParseOk(
+      R"({"prompt": "x", "temperature": 1e39, "top_p": -1e300, "logit_bias": {"5": -1e39}})");
+  EXPECT_EQ(r.generate.temperature(), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(r.generate.top_p(), -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(r.generate.logit_bias().at(5), -std::numeric_limits<float>::infinity());
+}
+
 TEST(OpenAiApiTest, LogitBiasStopTokenIdsMinTokensAndMinPAreRead) {
   const CompletionRequest r = ParseOk(
       R"({"prompt": "x", "logit_bias": {"50256": -100, "7": 2.5}, "stop_token_ids": [4, 9],

@@ -1,6 +1,7 @@
 #include "coordinator/openai_fields.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <utility>
 
@@ -32,9 +33,20 @@ absl::StatusOr<int64_t> Integer(const json& v, const char* field) {
 
 std::string Dump(const json& j) { return JsonText(j); }
 
+namespace {
+// A JSON number as a float: one beyond float's range is +-infinity (which validation refuses
+// where it must), not a conversion out of range (undefined behaviour).
+float ToFloat(const json& v) {
+  const double d = v.get<double>();
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  if (std::abs(d) > std::numeric_limits<float>::max()) return d > 0 ? kInf : -kInf;
+  return static_cast<float>(d);
+}
+}  // namespace
+
 absl::StatusOr<float> Number(const json& v, const char* field) {
   if (!v.is_number()) return FieldError(field, "a number");
-  return v.get<float>();
+  return ToFloat(v);
 }
 
 absl::StatusOr<bool> Bool(const json& v, const char* field) {
@@ -416,7 +428,7 @@ absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults
       if (!absl::SimpleAtoi(key, &id) || !bias.is_number()) {
         return FieldError("logit_bias", "an object of token id: bias (a number)");
       }
-      (*g.mutable_logit_bias())[id] = bias.get<float>();
+      (*g.mutable_logit_bias())[id] = ToFloat(bias);
     }
   }
   if (const json* v = Find(body, "stop_token_ids"); v != nullptr) {
