@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -38,14 +39,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Files of a Hugging Face model directory that describe its tokenizer and generation defaults;
-// copied when present.
+// Files of a Hugging Face model directory that describe its tokenizer (added_tokens.json: the
+// tokens a fine-tune added beside vocab.json); copied from where the tokenizer comes from.
 constexpr const char* kTokenizerFiles[] = {"vocab.json",
                                            "merges.txt",
+                                           "added_tokens.json",
                                            "tokenizer.json",
                                            "tokenizer_config.json",
-                                           "special_tokens_map.json",
-                                           "generation_config.json"};
+                                           "special_tokens_map.json"};
+// The model's own generation defaults (end-of-sequence ids, sampling): copied from the model
+// directory, whatever --tokenizer names.
+constexpr char kGenerationConfig[] = "generation_config.json";
 
 // Forwards to a source and logs "quantizing layer i/L" when the writer first reads layer i
 // (WriteInt8Checkpoint reads the layers in order, one at a time).
@@ -251,8 +255,9 @@ bool IsCheckpointFile(const std::string& name) {
       name == "model.safetensors.index.json") {
     return true;
   }
-  return std::find(std::begin(kTokenizerFiles), std::end(kTokenizerFiles), name) !=
-         std::end(kTokenizerFiles);
+  return name == kGenerationConfig ||
+         std::find(std::begin(kTokenizerFiles), std::end(kTokenizerFiles), name) !=
+             std::end(kTokenizerFiles);
 }
 
 // The directory a run writes into, on --out's file system so that publishing is renames: inside
@@ -378,6 +383,19 @@ absl::Status Quantize(const QuantizeArgs& a) {
   ProgressSource progress(*opened.source, c.num_hidden_layers);
   RETURN_IF_ERROR(model::WriteInt8Checkpoint(progress, c, staging.path().string()));
 
+  if (const std::optional<std::string> model_dir = model::ModelSpecDirectory(a.model)) {
+    const fs::path generation = fs::path(*model_dir) / kGenerationConfig;
+    std::error_code ec;
+    if (fs::is_regular_file(generation, ec)) {
+      fs::copy_file(generation, staging.path() / kGenerationConfig,
+                    fs::copy_options::overwrite_existing, ec);
+      if (ec) {
+        return absl::ErrnoToStatus(ec.value(),
+                                   absl::StrCat("copying ", generation.string(), " to ",
+                                                (staging.path() / kGenerationConfig).string()));
+      }
+    }
+  }
   const std::string tokenizer_from = TokenizerSource(a);
   if (!tokenizer_from.empty()) {
     ASSIGN_OR_RETURN(const std::vector<std::string> copied,

@@ -139,9 +139,15 @@ TEST_F(QuantizeCliTest, Int8CheckpointDecodesLikeOnTheFlyInt8AtTp1AndTp2) {
   EXPECT_THAT(q.err, HasSubstr("quantizing layer 2/2"));
   for (const char* file :
        {"config.json", "model.safetensors.index.json", "model-int8-00001-of-00002.safetensors",
-        "model-int8-00002-of-00002.safetensors", "tokenizer.json"}) {
+        "model-int8-00002-of-00002.safetensors", "tokenizer.json", "generation_config.json"}) {
     EXPECT_TRUE(std::filesystem::exists(int8_dir + "/" + file)) << file;
   }
+  // The model's generation defaults come from the model, whatever --tokenizer names.
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(read(int8_dir + "/generation_config.json"), read(original + "/generation_config.json"));
 
   const int64_t vocab = 1000;
   struct Job {
@@ -270,6 +276,25 @@ void PutNan(const std::string& path, const std::string& tensor) {
   f.seekp(static_cast<std::streamoff>(8 + n + h[tensor]["data_offsets"][0].get<uint64_t>()));
   f.write(reinterpret_cast<const char*>(&nan), sizeof(nan));
   ASSERT_TRUE(f.good());
+}
+
+// A fine-tune's added tokens (added_tokens.json beside vocab.json and merges.txt) go with the
+// tokenizer, or the int8 checkpoint would encode them as plain text.
+TEST_F(QuantizeCliTest, AddedTokensGoWithTheTokenizer) {
+  namespace fs = std::filesystem;
+  const std::string model = SourceDir() + "/models/opt-sotu-cpu";
+  const std::string tok = dir_ + "/tok";
+  fs::create_directory(tok);
+  for (const char* f : {"vocab.json", "merges.txt"}) fs::copy_file(model + "/" + f, tok + "/" + f);
+  const std::string added = R"({"<extra>": 50270})";
+  std::ofstream(tok + "/added_tokens.json") << added;
+  const std::string out = dir_ + "/out";
+  const testing::CliResult q =
+      RunCli(absl::StrCat("quantize --model=", model, " --out=", out, " --tokenizer=", tok));
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  std::ifstream in(out + "/added_tokens.json");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), added);
+  EXPECT_TRUE(fs::exists(out + "/generation_config.json")) << "the model's, not the tokenizer's";
 }
 
 // --overwrite replaces the checkpoint in --out (no stale shard or tokenizer.json is left to be
