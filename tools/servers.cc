@@ -450,6 +450,15 @@ int RunCoordinator() {
       {"--rendezvous_listen", absl::GetFlag(FLAGS_rendezvous_listen)}};
   for (const std::string& w : absl::GetFlag(FLAGS_workers)) addresses.push_back({"--workers", w});
   if (absl::Status s = CheckAddresses(addresses); !s.ok()) return Fail(s);
+  const std::vector<std::string> workers = absl::GetFlag(FLAGS_workers);
+  for (size_t i = 1; i < workers.size(); ++i) {
+    if (std::find(workers.begin(), workers.begin() + static_cast<std::ptrdiff_t>(i), workers[i]) !=
+        workers.begin() + static_cast<std::ptrdiff_t>(i)) {
+      // One process would be asked for two ranks, and the group would wait for the second.
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--workers lists ", workers[i], " twice: each worker is one rank")));
+    }
+  }
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("coordinator");
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
       coordinator::CoordinatorServer::Start(

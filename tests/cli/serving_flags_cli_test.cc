@@ -62,6 +62,7 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"coordinator --workers=a:1 --load_timeout=48h --check_flags", "--load_timeout=48h"},
         Case{"coordinator --workers=a:1 --backend=nccl --check_flags", "needs --device=cuda"},
         Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
+        Case{"coordinator --workers=a:1,b:1,a:1 --check_flags", "--workers lists a:1 twice"},
         Case{"coordinator --check_flags", "--workers is required"},
         Case{"serve --tls_ca_file=/x --check_flags", "set --tls_cert_file"},
         Case{"serve --default_max_tokens=-1 --check_flags", "--default_max_tokens must be >= 0"},
