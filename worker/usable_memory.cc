@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -51,6 +52,12 @@ int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t me
   const std::optional<CgroupMemory> cgroup = ReadOwnCgroupMemory();
   const bool limited = cgroup.has_value() && cgroup->room_bytes < *available;
   return (limited ? cgroup->room_bytes : *available) + held_bytes;
+}
+
+int64_t SharedUsableBytes(int64_t usable, int64_t held_bytes, int sharers) {
+  const int64_t held = std::max<int64_t>(held_bytes, 0);
+  const int64_t free = std::max<int64_t>(usable - held, 0);
+  return free / 10 * 9 / std::max(sharers, 1) + held;
 }
 
 std::string MemoryPool(const std::string& device, int cuda_device, int64_t memory_limit_bytes) {

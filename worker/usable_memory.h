@@ -40,6 +40,12 @@ absl::StatusOr<int64_t> ReadMemAvailableBytes();
 int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t memory_limit_bytes,
                           int64_t held_bytes);
 
+// The part of UsableMemoryBytes' figure (`usable`: free memory plus `held_bytes`, without a
+// --memory_limit) one of `sharers` ranks plans its KV cache with: 90% of the free memory
+// (libraries allocate more later), shared with the other ranks of its pool (a neighbour may
+// still be loading), plus all of what it holds itself (its weights are its own).
+int64_t SharedUsableBytes(int64_t usable, int64_t held_bytes, int sharers);
+
 // What UsableMemoryBytes' figure is the free memory of (WorkerInfoResponse.memory_pool):
 // "" with a limit (the worker's own, shared with nobody) or when it cannot be told;
 // "host:<boot id>" on CPU (/proc/sys/kernel/random/boot_id: one per running kernel, the same

@@ -65,6 +65,17 @@ TEST(UsableMemoryTest, LimitWinsElseMemAvailableOnCpuElseUnknown) {
 
 // The pool names what the unlimited figure is the free memory of: the host's boot id (the
 // same for every process and container on it), the GPU's UUID; nothing with a limit.
+// A rank shares the free memory with its pool's other ranks, not what it holds itself: 24 GiB
+// free beside its own 20 GiB of weights, two ranks on the host: 10.8 GiB of the free memory and
+// all 20 of its own (sharing both would leave it 19.8 GiB, less than its weights).
+TEST(UsableMemoryTest, ARankSharesTheFreeMemoryNotWhatItHolds) {
+  constexpr int64_t kGiB = int64_t{1} << 30;
+  EXPECT_EQ(SharedUsableBytes(44 * kGiB, 20 * kGiB, 2), 24 * kGiB / 10 * 9 / 2 + 20 * kGiB);
+  EXPECT_EQ(SharedUsableBytes(44 * kGiB, 20 * kGiB, 1), 24 * kGiB / 10 * 9 + 20 * kGiB);
+  EXPECT_EQ(SharedUsableBytes(20 * kGiB, 20 * kGiB, 4), 20 * kGiB) << "nothing free";
+  EXPECT_EQ(SharedUsableBytes(10 * kGiB, 0, 0), 9 * kGiB) << "no sharer count: alone";
+}
+
 TEST(UsableMemoryTest, PoolIsTheHostOrTheGpuAndNothingWithALimit) {
   EXPECT_EQ(MemoryPool("cpu", -1, 5), "");
   EXPECT_EQ(MemoryPool("cuda", 0, 5), "");
@@ -158,7 +169,6 @@ TEST(WorkerMemoryTest, LoadBeyondTheLimitIsResourceExhaustedWithNumbers) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(resp.total_bytes(), int8);
   EXPECT_LE(resp.total_bytes(), options.memory_limit_bytes);
-
 }
 
 TEST(WorkerMemoryTest, KvCacheCountsAgainstTheLimit) {

@@ -388,9 +388,9 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
     if (options_.memory_limit_bytes <= 0) {
       // Free memory may be shared: by the group's ranks on this host or GPU (the coordinator
       // counts them from their memory_pool; a neighbour may still be loading), and libraries
-      // allocate more later. Claim this rank's part of 90%.
+      // allocate more later. Claim this rank's part of 90% of it, and what it holds.
       const int sharers = req.memory_sharers() > 0 ? req.memory_sharers() : req.world_size();
-      usable = usable / 10 * 9 / sharers;
+      usable = SharedUsableBytes(usable, mem.total(), sharers);
     }
     const int64_t step_tokens =
         req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();
