@@ -37,9 +37,11 @@ int64_t KvCache::GrowthBytes(uint64_t seq_id, int64_t length) const {
 }
 
 void KvCache::Reserve(uint64_t seq_id, int64_t length) {
-  std::unique_ptr<Sequence>& slot = seqs_[seq_id];
-  if (slot == nullptr) slot = std::make_unique<Sequence>();
-  Sequence& s = *slot;
+  // The entry is made whole or not at all: an allocation that throws leaves no null entry
+  // for Release (or a lookup) to read.
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) it = seqs_.emplace(seq_id, std::make_unique<Sequence>()).first;
+  Sequence& s = *it->second;
   const int64_t cap = CapacityFor(s.capacity, length);
   if (cap == s.capacity) return;
   std::vector<float> data(static_cast<size_t>(num_layers_ * 2 * cap * width_));
