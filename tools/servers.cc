@@ -128,6 +128,17 @@ absl::Status ValidateCommonFlags() {
     return absl::InvalidArgumentError(
         "--backend=nccl needs --device=cuda (NCCL sums GPU memory); CPU workers use gloo");
   }
+  // TLS flags that go together (the files themselves are read at start: --check_flags runs
+  // where they may not be mounted yet).
+  if (absl::GetFlag(FLAGS_tls_cert_file).empty() != absl::GetFlag(FLAGS_tls_key_file).empty()) {
+    return absl::InvalidArgumentError(
+        "set both --tls_cert_file and --tls_key_file (a certificate and its key), or neither");
+  }
+  if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty() &&
+      absl::GetFlag(FLAGS_tls_cert_file).empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca_file needs TLS: set --tls_cert_file and --tls_key_file too");
+  }
   if (absl::GetFlag(FLAGS_model).empty()) {
     // The bundled model (tools/bundled_model.h) is the default.
     char self[4096];
