@@ -232,17 +232,21 @@ absl::Status ValidateArgs(const QuantizeArgs& a) {
   return CheckTokenizer(a, config);
 }
 
+// Copies `source` to `out_dir` / `name`.
+absl::Status CopyInto(const fs::path& source, const fs::path& out_dir, const std::string& name) {
+  std::error_code ec;
+  fs::copy_file(source, out_dir / name, fs::copy_options::overwrite_existing, ec);
+  if (!ec) return absl::OkStatus();
+  return absl::ErrnoToStatus(
+      ec.value(), absl::StrCat("copying ", source.string(), " to ", (out_dir / name).string()));
+}
+
 // Copies the tokenizer files of `from` into `out_dir`; returns their names there.
 absl::StatusOr<std::vector<std::string>> CopyTokenizer(const std::string& from,
                                                        const fs::path& out_dir) {
   std::vector<std::string> copied;
   for (const auto& [source, name] : TokenizerFiles(from)) {
-    std::error_code ec;
-    fs::copy_file(source, out_dir / name, fs::copy_options::overwrite_existing, ec);
-    if (ec) {
-      return absl::ErrnoToStatus(
-          ec.value(), absl::StrCat("copying ", source.string(), " to ", (out_dir / name).string()));
-    }
+    RETURN_IF_ERROR(CopyInto(source, out_dir, name));
     copied.push_back(name);
   }
   return copied;
@@ -385,15 +389,8 @@ absl::Status Quantize(const QuantizeArgs& a) {
 
   if (const std::optional<std::string> model_dir = model::ModelSpecDirectory(a.model)) {
     const fs::path generation = fs::path(*model_dir) / kGenerationConfig;
-    std::error_code ec;
     if (fs::is_regular_file(generation, ec)) {
-      fs::copy_file(generation, staging.path() / kGenerationConfig,
-                    fs::copy_options::overwrite_existing, ec);
-      if (ec) {
-        return absl::ErrnoToStatus(ec.value(),
-                                   absl::StrCat("copying ", generation.string(), " to ",
-                                                (staging.path() / kGenerationConfig).string()));
-      }
+      RETURN_IF_ERROR(CopyInto(generation, staging.path(), kGenerationConfig));
     }
   }
   const std::string tokenizer_from = TokenizerSource(a);
