@@ -1,6 +1,7 @@
 #include "coordinator/sequence.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <span>
@@ -356,6 +357,22 @@ TEST(SequenceTest, IgnoredEosIsAnOrdinaryToken) {
   EXPECT_EQ(run.finish, v1::FINISH_REASON_LENGTH);
 }
 
+// A decode step that sends `token` with `drafts`, and rank 0's answer to one: the drafts it
+// accepted (one per logprob) and the token it sampled after them.
+v1::SeqStep DraftStep(int32_t token, std::initializer_list<int32_t> drafts) {
+  v1::SeqStep step;
+  step.add_token_ids(token);
+  for (int32_t d : drafts) step.add_draft_token_ids(d);
+  return step;
+}
+v1::SeqResult DraftResult(std::initializer_list<float> accepted_logprobs, int32_t token) {
+  v1::SeqResult result;
+  result.set_drafts_accepted(static_cast<int32_t>(accepted_logprobs.size()));
+  for (float lp : accepted_logprobs) result.add_drafts()->set_logprob(lp);
+  result.set_token_id(token);
+  return result;
+}
+
 // A step's output with draft tokens: the accepted drafts stream (with their scores) before
 // the sampled token; a stop id among them ends the sequence there, and the drafts cached past
 // its tokens (the one after the stop, the one not accepted) are what its next step would
@@ -368,14 +385,8 @@ TEST(SequenceTest, AStepsDraftsStreamBeforeItsTokenAndAStopEndsThem) {
   v1::SeqResult first;
   first.set_token_id(10);
   ASSERT_FALSE(seq.AddToken(first, kEosIds));
-  v1::SeqStep sent;
-  sent.add_token_ids(10);
-  for (int32_t d : {11, 14, 11}) sent.add_draft_token_ids(d);
-  v1::SeqResult result;
-  result.set_drafts_accepted(2);
-  result.add_drafts()->set_logprob(-0.5f);
-  result.add_drafts()->set_logprob(-0.25f);
-  result.set_token_id(12);
+  v1::SeqStep sent = DraftStep(10, {11, 14, 11});
+  v1::SeqResult result = DraftResult({-0.5f, -0.25f}, 12);
   result.set_logprob(-1.0f);
   Sequence::StepOutput out = seq.AddStepOutput(sent, result, kEosIds);
   EXPECT_FALSE(out.finished);
@@ -384,15 +395,8 @@ TEST(SequenceTest, AStepsDraftsStreamBeforeItsTokenAndAStopEndsThem) {
   EXPECT_EQ(seq.drop_positions(), 1);
   // Then a stop id, the first of two accepted drafts: the second and the third draft stay
   // cached past the end.
-  v1::SeqStep stopping;
-  stopping.add_token_ids(12);
-  for (int32_t d : {13, 10, 11}) stopping.add_draft_token_ids(d);
-  v1::SeqResult stopped;
-  stopped.set_drafts_accepted(2);
-  stopped.add_drafts()->set_logprob(-0.125f);
-  stopped.add_drafts()->set_logprob(-0.125f);
-  stopped.set_token_id(11);
-  out = seq.AddStepOutput(stopping, stopped, kEosIds);
+  out =
+      seq.AddStepOutput(DraftStep(12, {13, 10, 11}), DraftResult({-0.125f, -0.125f}, 11), kEosIds);
   EXPECT_TRUE(out.finished);
   EXPECT_EQ(out.drafts_kept, 1);
   EXPECT_EQ(seq.num_generated(), 5);
