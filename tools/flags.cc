@@ -65,7 +65,8 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(int32_t, cuda_device, -1,
           "worker: CUDA device index (-1: the rank the coordinator assigns)");
 ABSL_FLAG(std::string, backend, "",
-          "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda)");
+          "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda); "
+          "local: one worker alone, no collectives");
 ABSL_FLAG(std::string, memory_limit, "0",
           "bytes each worker may use: 16Gi or 16GiB (powers of 1024), 16G or 16GB (powers "
           "of 1000, as Kubernetes reads them), 512Mi, a number of bytes; 0: no limit (the worker "

@@ -112,6 +112,14 @@ absl::Status ValidateDevice() {
   return absl::OkStatus();
 }
 
+// --backend=local has no collectives: every worker it joins would refuse a group of two.
+absl::Status CheckBackendFits(int workers) {
+  if (DefaultBackend() != "local" || workers <= 1) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--backend=local runs one worker alone, and there are ", workers,
+                   " workers: use gloo (cpu) or nccl (cuda), or leave --backend unset"));
+}
+
 absl::Status ValidateCommonFlags() {
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
   if (dtype != "fp16" && dtype != "int8" && dtype != "fp32") {
@@ -121,8 +129,8 @@ absl::Status ValidateCommonFlags() {
   RETURN_IF_ERROR(ValidateDevice());
   const std::string backend = DefaultBackend();
   if (backend != "gloo" && backend != "nccl" && backend != "local") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--backend=", backend, " is not supported; use gloo or nccl"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backend=", backend, " is not supported; use gloo, nccl or local (one worker alone)"));
   }
   if (backend == "nccl" && absl::GetFlag(FLAGS_device) != "cuda") {
     return absl::InvalidArgumentError(
@@ -470,6 +478,7 @@ int RunCoordinator() {
           absl::StrCat("--workers lists ", workers[i], " twice: each worker is one rank")));
     }
   }
+  if (absl::Status s = CheckBackendFits(static_cast<int>(workers.size())); !s.ok()) return Fail(s);
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("coordinator");
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
       coordinator::CoordinatorServer::Start(
@@ -489,6 +498,7 @@ int RunServe(const char* argv0) {
   if (!memory_limit.ok()) return Fail(memory_limit.status());
   const int tp = absl::GetFlag(FLAGS_tp);
   if (tp < 1) return Fail(absl::InvalidArgumentError("--tp must be >= 1"));
+  if (absl::Status s = CheckBackendFits(tp); !s.ok()) return Fail(s);
   std::string listen =
       absl::GetFlag(FLAGS_listen).empty() ? "0.0.0.0:50051" : absl::GetFlag(FLAGS_listen);
   const absl::StatusOr<HostPort> listen_address = ParseHostPort(listen, "--listen");

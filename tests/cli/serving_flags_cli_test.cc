@@ -38,7 +38,8 @@ TEST(ServingFlagsCliTest, CheckFlagsSaysOkForAGoodCommandLineAndStartsNothing) {
         "worker --memory_limit 16Gi --gloo_hostname -odd-but-a-value --check_flags",
         "coordinator --listen=0.0.0.0:50051 --metrics_listen=0.0.0.0:9090 "
         "--workers=w-0.ws:50052,w-1.ws:50052 --model=synthetic:125m --dtype=int8 --check_flags",
-        "serve --tp=2 --listen=127.0.0.1:0 --worker_base_port=1 --check_flags"}) {
+        "serve --tp=2 --listen=127.0.0.1:0 --worker_base_port=1 --check_flags",
+        "serve --tp=1 --backend=local --check_flags"}) {
     const CliResult r = RunCli(args);
     EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.err;
     EXPECT_THAT(r.out, HasSubstr("flags OK")) << args;
@@ -61,6 +62,9 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
         Case{"serve --step_timeout=0s --check_flags", "--step_timeout=0 must be in [1s, 24h]"},
         Case{"coordinator --workers=a:1 --load_timeout=48h --check_flags", "--load_timeout=48h"},
         Case{"coordinator --workers=a:1 --backend=nccl --check_flags", "needs --device=cuda"},
+        Case{"serve --backend=local --check_flags", "runs one worker alone, and there are 2"},
+        Case{"coordinator --workers=a:1,b:1 --backend=local --check_flags", "use gloo (cpu)"},
+        Case{"coordinator --workers=a:1 --backend=mpi --check_flags", "use gloo, nccl or local"},
         Case{"coordinator --workers=a:1,b --check_flags", "--workers=b"},
         Case{"coordinator --workers=a:1,b:1,a:1 --check_flags", "--workers lists a:1 twice"},
         Case{"coordinator --workers=a:1 --tls_cert_file=c.pem --check_flags",
