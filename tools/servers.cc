@@ -594,7 +594,8 @@ int RunServe(const char* argv0) {
       !config.ok()) {
     return Fail(config.status());
   }
-  // With TLS the workers reach the rendezvous at 127.0.0.1:<port> over it: they trust
+  // With TLS the workers reach the rendezvous over it at the --listen host (127.0.0.1 when
+  // that is a wildcard, coordinator::LocalRendezvousAddress): they trust
   // --tls_ca_file (default: the certificate itself, for a self-signed one) and, when clients
   // must present a certificate, present the server's. Checked here, or the group would never
   // form and say only that the rendezvous timed out.
@@ -610,8 +611,10 @@ int RunServe(const char* argv0) {
         !pem.ok()) {
       return Fail(pem.status());
     }
+    const std::string dialled =
+        ParseHostPort(coordinator::LocalRendezvousAddress(listen, 1), "--listen")->host;
     for (absl::Status s :
-         {CheckCertificateNames(cert, "127.0.0.1"),
+         {CheckCertificateNames(cert, dialled),
           ca.empty() ? CheckCertificateSignedBy(cert, cert, "--tls_cert_file (as its own root)",
                                                 CertificateUse::kServer)
                      : CheckCertificateSignedBy(cert, ca, "--tls_ca_file", CertificateUse::kServer),
@@ -620,7 +623,8 @@ int RunServe(const char* argv0) {
                                                        CertificateUse::kClient)}) {
       if (!s.ok()) {
         return Fail(absl::InvalidArgumentError(absl::StrCat(
-            "serve: its workers reach the coordinator at 127.0.0.1 over TLS, trusting "
+            "serve: its workers reach the coordinator at ", dialled,
+            " over TLS, trusting "
             "--tls_ca_file (default: the certificate itself) and, with --tls_client_ca_file, "
             "presenting the server's certificate as theirs: ",
             s.message(),

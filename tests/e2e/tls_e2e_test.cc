@@ -215,8 +215,9 @@ TEST_F(TlsE2ETest, ACoordinatorWithAKeyThatIsNotItsCertificatesDoesNotStart) {
       << out.status();
 }
 
-// serve's workers dial 127.0.0.1 trusting --tls_ca_file (default: the certificate itself):
-// a certificate that would leave them outside is refused at start, saying why.
+// serve's workers dial the --listen host (127.0.0.1 for a wildcard) trusting --tls_ca_file
+// (default: the certificate itself): a certificate that would leave them outside is refused at
+// start, saying why.
 TEST_F(TlsE2ETest, ServeRefusesACertificateItsWorkersCouldNotAccept) {
   const auto serve = [](const std::string& flags) {
     return RunAndRead(absl::StrCat("timeout 30 ", LlmintBinary(), " serve --tp=2 --model=", kModel,
@@ -228,6 +229,18 @@ TEST_F(TlsE2ETest, ServeRefusesACertificateItsWorkersCouldNotAccept) {
   ASSERT_FALSE(elsewhere.ok());
   EXPECT_NE(elsewhere.status().message().find("does not name 127.0.0.1"), std::string::npos)
       << elsewhere.status();
+  // Listening on one address, the workers dial that one (a certificate for 127.0.0.1 alone
+  // would leave them outside).
+  const absl::StatusOr<std::string> other_address = RunAndRead(
+      absl::StrCat("timeout 30 ", LlmintBinary(), " serve --tp=2 --model=", kModel,
+                   " --listen=127.0.0.2:", FreePort(), " --tls_cert_file=", certs_->server_cert,
+                   " --tls_key_file=", certs_->server_key, " --tls_ca_file=", certs_->ca, " 2>&1"));
+  ASSERT_FALSE(other_address.ok());
+  EXPECT_NE(other_address.status().message().find("reach the coordinator at 127.0.0.2 over TLS"),
+            std::string::npos)
+      << other_address.status();
+  EXPECT_NE(other_address.status().message().find("does not name 127.0.0.2"), std::string::npos)
+      << other_address.status();
   const absl::StatusOr<std::string> no_roots = serve(absl::StrCat(
       "--tls_cert_file=", certs_->server_cert, " --tls_key_file=", certs_->server_key));
   ASSERT_FALSE(no_roots.ok());
