@@ -28,6 +28,10 @@ namespace llmint8::model {
 struct ForwardScratch {
   int64_t tokens = 0;              // M the buffers hold
   int64_t logit_rows = 0;          // R the buffers hold
+  // The step's result (Logits, [R, vocab]) is allocated per step and handed out, not held here;
+  // it is counted at R, as the budget (ShardModel::ScratchBytesFor) counts it, so that a step
+  // checked against the limit finds room for it.
+  int64_t result_bytes = 0;
   std::vector<int32_t> ids;        // [M]
   std::vector<int32_t> positions;  // [M]
   std::vector<float> embed;        // [M, proj]
@@ -59,7 +63,7 @@ struct ForwardScratch {
     return f(ids) + f(positions) + f(embed) + f(x) + f(normed) + f(qkv) + f(attn) + f(partial) +
            f(ffn) + f(attn_scratch) + f(head_in) + f(head_proj) + f(local_logits) + f(gathered) +
            f(int8.acc) + f(int8.outlier_w) + f(int8.act.q) + f(int8.act.absmax) +
-           f(int8.act.outlier_cols) + f(int8.act.outliers);
+           f(int8.act.outlier_cols) + f(int8.act.outliers) + result_bytes;
   }
 };
 
@@ -197,6 +201,7 @@ absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
         GrowTo(s.gathered, logit_rows * rpr * tp_);
       }
       s.logit_rows = logit_rows;
+      s.result_bytes = logit_rows * config_.vocab_size * static_cast<int64_t>(sizeof(float));
     }
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(

@@ -465,6 +465,26 @@ TEST(ShardModelMemoryTest, ScratchHoldsWhatTheLargestStepNeeds) {
   }
 }
 
+// The step's result (the logits, a full vocabulary per row) counts in the shard's memory at
+// the most rows a step returned: otherwise a limit checked against memory() would leave it
+// out. At TP 1 nothing else in the scratch depends on the vocabulary.
+TEST(ShardModelMemoryTest, TheStepsResultCountsInItsScratch) {
+  constexpr int64_t kSmallVocab = 512, kLargeVocab = 2048, kRows = 20;
+  int64_t scratch[2];
+  for (const int64_t vocab : {kSmallVocab, kLargeVocab}) {
+    const OptConfig c = SmallConfig(128, 4, 2, vocab, 128);
+    auto src = Source(c);
+    auto m = LoadModel(c, *src);
+    const std::vector<int32_t> prompt(kRows, 7);
+    ShardModel::SequenceInput seq{1, prompt};
+    absl::StatusOr<Logits> logits = m->Step({&seq, 1}, /*all_positions=*/true);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    ASSERT_EQ(logits->rows, kRows);
+    scratch[vocab == kLargeVocab] = m->memory().scratch;
+  }
+  EXPECT_EQ(scratch[1] - scratch[0], kRows * (kLargeVocab - kSmallVocab) * 4);
+}
+
 // A shard whose holdings went past its limit (the outlier buffers, which the accounting does
 // not budget: a very low threshold makes nearly every column one) still runs the steps that
 // need no more memory, and refuses those that do; it is not stuck until reloaded.
