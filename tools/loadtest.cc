@@ -136,6 +136,18 @@ int RunLoadtest() {
                  "--max_new_tokens must be >= 1\n");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_seed) < -1) {
+    std::fprintf(stderr, "llmint8 loadtest: --seed must be >= 0, or -1 for a new one each run\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_temperature) <= 0.0f &&
+      (absl::GetFlag(FLAGS_top_k) != 0 || absl::GetFlag(FLAGS_top_p) != 1.0f)) {
+    // The requests would be greedy, and the report would say nothing of them.
+    std::fprintf(stderr,
+                 "llmint8 loadtest: --top_k and --top_p shape sampling: set --temperature > 0 "
+                 "too (without it every request is greedy)\n");
+    return 2;
+  }
   // Every request carries the same guide, as a service's one response schema: what guided
   // decoding costs the server.
   const absl::StatusOr<std::optional<v1::Guide>> guide = GuideFromFlags();

@@ -167,6 +167,16 @@ TEST(LoadtestE2ETest, BadFlagsAndAnUnreachableCoordinatorAreClearErrors) {
   tools::testing::CliResult r = RunCli("loadtest --requests=0");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("must be >= 1"));
+  // Refused before anything is dialled: a seed that is neither one nor "new each run"; top-k /
+  // top-p that greedy requests would ignore.
+  r = RunCli("loadtest --seed=-2");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--seed must be >= 0, or -1"));
+  for (const char* flags : {"--top_k=40", "--top_p=0.9", "--top_k=40 --temperature=0"}) {
+    r = RunCli(absl::StrCat("loadtest ", flags));
+    EXPECT_EQ(r.exit_code, 2) << flags;
+    EXPECT_THAT(r.err, HasSubstr("set --temperature > 0 too")) << flags;
+  }
   r = RunCli(absl::StrCat("loadtest --coordinator=127.0.0.1:", FreePort(), " --requests=1"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("does not answer health checks"));
