@@ -14,6 +14,7 @@
 #include "coordinator/api_key.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "tools/flags.h"
 
 namespace llmint8::tools {
@@ -47,12 +48,24 @@ inline std::string CoordinatorTargetFromFlags() {
   return flag.empty() ? "127.0.0.1:50051" : flag;
 }
 
-// A channel to that target with the credentials above.
+// How often a client pings a coordinator that sends nothing, and how long it waits for the
+// answer: a host that vanished, a cut network or a frozen process sends no reset, and a
+// stream only reading would wait for ever. (The coordinator takes pings every 10 s and more
+// seldom: kClientPingTimeout.)
+inline constexpr int kClientKeepaliveMs = 20'000;
+inline constexpr int kClientKeepaliveTimeoutMs = 10'000;
+
+// A channel to that target with the credentials above, pinging as above.
 inline absl::StatusOr<std::shared_ptr<grpc::Channel>> CoordinatorChannelFromFlags() {
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       ClientCredentialsFromFlags();
   if (!credentials.ok()) return credentials.status();
-  return grpc::CreateChannel(CoordinatorTargetFromFlags(), *credentials);
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kClientKeepaliveMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kClientKeepaliveTimeoutMs);
+  // Pings go on while a stream waits for tokens (gRPC stops after 2 without data otherwise).
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  return grpc::CreateCustomChannel(CoordinatorTargetFromFlags(), *credentials, args);
 }
 
 }  // namespace llmint8::tools

@@ -211,12 +211,13 @@ int RunLoadtest() {
     prompt_ids.insert(prompt_ids.end(), tokens.token_ids().begin(), tokens.token_ids().end());
     prompt_tokens = static_cast<int>(prompt_ids.size());
   }
-  if (info.max_context() > 0 && prompt_tokens + max_new > info.max_context()) {
+  if (info.max_context() > 0 &&
+      static_cast<int64_t>(prompt_tokens) + max_new > info.max_context()) {
     std::fprintf(stderr,
                  "llmint8 loadtest: the prompt (--prompt_tokens, or --prompt's tokens) + "
-                 "--max_new_tokens = %d is over the served "
+                 "--max_new_tokens = %lld is over the served "
                  "context of %d tokens\n",
-                 prompt_tokens + max_new, info.max_context());
+                 static_cast<long long>(prompt_tokens) + max_new, info.max_context());
     return 2;
   }
   // Prompts: BOS then uniform ids past the special tokens, the shared prefix's the same in

@@ -73,7 +73,9 @@ int WaitSignalFor(const sigset_t& set, absl::Duration timeout) {
 
 // Shuts `server` down after the first signal: drains, unless a second signal comes first,
 // which ends the drain at once (the requests left fail UNAVAILABLE), as a worker's does.
-void ShutdownUnlessSignalledAgain(coordinator::CoordinatorServer& server, const sigset_t& signals) {
+// Whether the second signal came.
+bool ShutdownUnlessSignalledAgain(coordinator::CoordinatorServer& server, const sigset_t& signals) {
+  bool again_signalled = false;
   std::atomic<bool> done{false};
   std::thread shutdown([&] {
     server.Shutdown();
@@ -83,10 +85,12 @@ void ShutdownUnlessSignalledAgain(coordinator::CoordinatorServer& server, const 
     if (const int again = WaitSignalFor(signals, absl::Milliseconds(100)); again != 0) {
       LLMINT8_LOG(WARNING) << strsignal(again) << " again: stopping now, without the drain";
       server.EndDrain();
+      again_signalled = true;
       break;
     }
   }
   shutdown.join();
+  return again_signalled;
 }
 
 // --memory_limit: common/byte_size.h's syntax; 0 (the default) is no limit.
@@ -467,9 +471,19 @@ int RunCoordinator() {
       {"--http_listen", absl::GetFlag(FLAGS_http_listen)},
       {"--advertise", absl::GetFlag(FLAGS_advertise)},
       {"--rendezvous_listen", absl::GetFlag(FLAGS_rendezvous_listen)}};
-  for (const std::string& w : absl::GetFlag(FLAGS_workers)) addresses.push_back({"--workers", w});
-  if (absl::Status s = CheckAddresses(addresses); !s.ok()) return Fail(s);
   const std::vector<std::string> workers = absl::GetFlag(FLAGS_workers);
+  for (size_t i = 0; i < workers.size(); ++i) {
+    // Each one dialled: an empty entry (a stray comma) or port 0 would be a rank that never
+    // answers, and the group would wait for it.
+    const absl::StatusOr<HostPort> w = ParseHostPort(workers[i], "--workers");
+    if (workers[i].empty() || (w.ok() && (w->host.empty() || w->port == 0))) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--workers entry ", i + 1, " is '", workers[i],
+                       "': each worker is a host:port to dial (no empty entries, no port 0)")));
+    }
+    addresses.push_back({"--workers", workers[i]});
+  }
+  if (absl::Status s = CheckAddresses(addresses); !s.ok()) return Fail(s);
   for (size_t i = 1; i < workers.size(); ++i) {
     if (std::find(workers.begin(), workers.begin() + static_cast<std::ptrdiff_t>(i), workers[i]) !=
         workers.begin() + static_cast<std::ptrdiff_t>(i)) {
@@ -521,10 +535,10 @@ int RunServe(const char* argv0) {
     }
     base_port = listen_port + 10;
   }
-  if (base_port < 1 || base_port + tp - 1 > 65535) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("workers would listen on ports ", base_port, "..", base_port + tp - 1,
-                     "; pick --worker_base_port (or --listen) so that they lie in 1..65535")));
+  if (base_port < 1 || base_port > 65535 - (tp - 1)) {  // (no int overflow for any flag)
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "workers would listen on ports ", base_port, "..", static_cast<int64_t>(base_port) + tp - 1,
+        "; pick --worker_base_port (or --listen) so that they lie in 1..65535")));
   }
   // serve's own ports: a worker on one of them would lose the race to bind it and be
   // restarted over and over.
@@ -579,7 +593,8 @@ int RunServe(const char* argv0) {
     }
     return env;
   };
-  // Re-execute this very binary as the workers.
+  // Re-execute this very binary as the workers: the file running now, through /proc/self/exe,
+  // even when the path was replaced (an upgrade) or deleted since; its path names them.
   char self[4096];
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
   const std::string exe = n > 0 ? std::string(self, n) : std::string(argv0);
@@ -639,7 +654,7 @@ int RunServe(const char* argv0) {
   }
 
   WorkerSupervisor::Options workers;
-  workers.exe = exe;
+  workers.exe = n > 0 ? "/proc/self/exe" : exe;
   workers.addresses = addresses;
   workers.respawn = absl::GetFlag(FLAGS_respawn);
   workers.env = worker_env;
@@ -651,7 +666,8 @@ int RunServe(const char* argv0) {
         absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
         absl::StrCat("--cuda_device=",
                      cuda_devices > 0 ? PlaceRank(rank, tp, cuda_devices).cuda_device : 0),
-        absl::StrCat("--memory_limit=", *memory_limit)};
+        absl::StrCat("--memory_limit=", *memory_limit),
+        absl::StrCat("--drain_timeout=", absl::FormatDuration(absl::GetFlag(FLAGS_drain_timeout)))};
     for (const std::string& flag : worker_tls) args.push_back(flag);
     return args;
   };
@@ -662,6 +678,7 @@ int RunServe(const char* argv0) {
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
       coordinator::CoordinatorServer::Start(std::move(coordinator_options));
   int code = 0;
+  bool stop_now = false;  // a second signal came: the workers are not waited for either
   if (!server.ok()) {
     code = Fail(server.status());
   } else {
@@ -688,13 +705,14 @@ int RunServe(const char* argv0) {
       }
     }
     if (sig != 0) LLMINT8_LOG(INFO) << strsignal(sig);
-    ShutdownUnlessSignalledAgain(**server, signals);
+    stop_now = ShutdownUnlessSignalledAgain(**server, signals);
   }
   // The workers drain their groups' requests (the coordinator has ended its own); one stuck
   // in a collective or a driver call is killed after --drain_timeout + 5 s, or at once on
-  // another signal.
+  // another signal, or at once when the second signal already ended the coordinator's drain.
   (*supervisor)
-      ->Stop(absl::Now() + absl::GetFlag(FLAGS_drain_timeout) + absl::Seconds(5),
+      ->Stop(stop_now ? absl::Now()
+                      : absl::Now() + absl::GetFlag(FLAGS_drain_timeout) + absl::Seconds(5),
              [&](absl::Duration wait) { return WaitSignalFor(signals, wait) != 0; });
   return code;
 }

@@ -69,6 +69,12 @@ pid_t WorkerSupervisor::Spawn(int rank) {
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    // Nothing of serve's but stdin/out/err: a worker started again while serving would
+    // otherwise hold the clients' connections that are open at this moment (a library's
+    // descriptors need not be close-on-exec) for as long as it lives.
+    if (close_range(3, ~0U, 0) != 0) {
+      for (int fd = 3; fd < 65536; ++fd) close(fd);
+    }
     execve(options_.exe.c_str(), argv.data(), envp.data());
     _exit(127);
   }
@@ -84,8 +90,9 @@ pid_t WorkerSupervisor::Spawn(int rank) {
 void WorkerSupervisor::Watch() {
   while (true) {
     int status = 0;
-    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    // Reaped under the lock: Stop must never signal a pid that is reaped and maybe reused.
     std::unique_lock<std::mutex> lock(mu_);
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
     if (pid > 0) {
       Exited(pid, status);
       continue;

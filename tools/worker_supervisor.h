@@ -34,7 +34,7 @@ class WorkerSupervisor {
   static constexpr int kQuickExitsBeforeServing = 5;
 
   struct Options {
-    std::string exe;                     // the binary to execute
+    std::string exe;                     // the binary to execute (e.g. "/proc/self/exe")
     std::vector<std::string> addresses;  // one per rank (0 .. size - 1), for the logs
     // Rank r's argv (argv[0] first) and environment; built in this process (the child only
     // calls async-signal-safe functions before execve).

@@ -1,5 +1,7 @@
 // `llmint8 loadtest` against a real coordinator + 2 workers (tests/golden/tiny-opt, fp32): it
 // sends what it says, every request completes, and the figures are consistent.
+#include <signal.h>
+
 #include <chrono>
 #include <string>
 #include <thread>
@@ -160,6 +162,34 @@ TEST(LoadtestE2ETest, WaitsForTheGroupToForm) {
   // The 1.5 s before the workers started is not in the wall time: it began with the group,
   // however slowly this machine ran the rest.
   EXPECT_LE(j["wall_s"].get<double>(), ran_s - 1.5) << "ran " << ran_s << " s";
+}
+
+// A coordinator that stops answering (a frozen process here; a vanished host or a cut network
+// alike send no reset) ends a waiting client's stream through the client's keepalive pings,
+// instead of leaving it waiting for ever: generate without --timeout exits UNAVAILABLE.
+TEST(LoadtestE2ETest, AClientOfACoordinatorThatStopsAnsweringDoesNotWaitForEver) {
+  ClusterOptions options;
+  options.model = SourcePath("tests/golden/tiny-opt");
+  options.start_workers = false;  // the request waits in the queue, its stream open
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 2, 30)) << "expected NOT_SERVING";
+  tools::testing::CliResult r;
+  std::thread run([&] {
+    r = RunCli(absl::StrCat("generate --coordinator=", cluster.address(),
+                            " --token_ids=2,17,93 --max_new_tokens=4"),
+               "timeout 120");
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // the Generate call is in flight
+  cluster.SignalCoordinator(SIGSTOP);
+  const auto stopped = std::chrono::steady_clock::now();
+  run.join();
+  const double waited_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  cluster.SignalCoordinator(SIGCONT);  // for the cluster to stop it
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE")) << r.err;
+  // Within a ping interval and its timeout (20 + 10 s), with room for a slow machine.
+  EXPECT_LE(waited_s, 60) << r.err;
 }
 
 // loadtest and generate.

@@ -1,12 +1,18 @@
 // End-to-end: `llmint8 serve` as its users run it, a coordinator and the worker processes it
 // starts and supervises: the ports it refuses, a lost worker started again (and with
 // --norespawn, serve stopped), and a worker stuck at shutdown.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -110,6 +116,61 @@ TEST(ServeE2ETest, ALostWorkerIsStartedAgainAndTheGroupServesAgain) {
   EXPECT_THAT(*said, ::testing::ContainsRegex("worker 1 \\(pid [0-9]+\\) exited on signal 9"));
 }
 
+// The socket inodes process `pid` holds open.
+std::set<std::string> SocketsOf(const std::string& pid) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/" + pid + "/fd", ec)) {
+    const std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && target.rfind("socket:", 0) == 0) out.insert(target);
+  }
+  return out;
+}
+
+// A worker started again while serve serves holds none of serve's descriptors: not the
+// connection of an HTTP client open at that moment (nor any other socket of serve's).
+TEST(ServeE2ETest, AWorkerStartedAgainHoldsNoneOfServesConnections) {
+  const int port = FreePort(4);
+  const std::string log = absl::StrCat(::testing::TempDir(), "/serve_fds_", port, ".log");
+  std::unique_ptr<Process> serve =
+      Serve(port, log, {absl::StrCat("--http_listen=127.0.0.1:", port + 3)});
+  // An HTTP client's connection, open while the worker starts again.
+  const int client = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port + 3));
+  ASSERT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // accepted by serve
+  SignalWorkerOnPort(port + 2, SIGKILL);
+  ASSERT_TRUE(WaitForLogLine(log, "exited on signal 9", 30));
+  const auto pid_of = [](const std::string& pattern) {
+    const absl::StatusOr<std::string> pid =
+        RunAndRead(absl::StrCat("pgrep -f '", pattern, "' | head -1 | tr -d '\\n'"));
+    return pid.ok() ? *pid : std::string();
+  };
+  const std::string worker_pattern =
+      absl::StrCat("[l]lmint8 worker --listen=127.0.0.1:", port + 2, " ");
+  std::string worker_pid;  // the new worker's
+  for (int i = 0; i < 300 && worker_pid.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    worker_pid = pid_of(worker_pattern);
+  }
+  ASSERT_FALSE(worker_pid.empty()) << "the worker was not started again";
+  ASSERT_TRUE(WaitForHealth(absl::StrCat("127.0.0.1:", port), 1, 60)) << "never SERVING again";
+  const std::string serve_pid =
+      pid_of(absl::StrCat("[l]lmint8 serve .*--listen=127.0.0.1:", port, " "));
+  ASSERT_FALSE(serve_pid.empty());
+  const std::set<std::string> serves = SocketsOf(serve_pid);
+  const std::set<std::string> workers = SocketsOf(worker_pid);
+  ASSERT_FALSE(serves.empty());
+  ASSERT_FALSE(workers.empty());  // its own listening socket at least
+  for (const std::string& socket : workers) {
+    EXPECT_EQ(serves.count(socket), 0u) << socket << " of serve's is held by the new worker";
+  }
+  close(client);
+}
+
 // A worker that does not stop (stuck in a collective or a driver call: here SIGSTOP) does not
 // hold serve's shutdown: it is killed --drain_timeout + 5 s after the signal.
 TEST(ServeE2ETest, AStuckWorkerDoesNotHoldServesShutdown) {
@@ -128,6 +189,41 @@ TEST(ServeE2ETest, AStuckWorkerDoesNotHoldServesShutdown) {
   ASSERT_TRUE(said.ok());
   EXPECT_THAT(*said, HasSubstr("killing 1 worker(s)"));
   // Killed, not left behind.
+  EXPECT_NE(std::system(absl::StrCat("pgrep -f '[l]lmint8 worker --listen=127.0.0.1:", port + 2,
+                                     " ' > /dev/null")
+                            .c_str()),
+            0);
+}
+
+// A second signal stops now: it ends the coordinator's drain of a request stuck on a worker
+// (SIGSTOP), and the stuck worker is then killed at once, not --drain_timeout + 5 s later.
+TEST(ServeE2ETest, ASecondSignalStopsServeAtOnceThoughAWorkerIsStuck) {
+  const int port = FreePort(3);
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  const std::string log = absl::StrCat(::testing::TempDir(), "/serve_second_", port, ".log");
+  std::unique_ptr<Process> serve = Serve(port, log, {"--drain_timeout=60s"});
+  SignalWorkerOnPort(port + 2, SIGSTOP);
+  auto stub =
+      v1::Generation::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  Generated stuck;
+  std::thread request([&] { stuck = Generate(*stub, GreedyRequest({2, 7, 11}, 6)); });
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // its first step waits on the worker
+  serve->Signal(SIGTERM);
+  ASSERT_TRUE(WaitForLogLine(log, "draining", 10)) << "no drain began";
+  serve->Signal(SIGTERM);
+  const auto again = std::chrono::steady_clock::now();
+  const int status = serve->WaitForExit(40);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - again).count();
+  request.join();
+  ASSERT_NE(status, -1) << "serve still runs 40 s after the second signal";
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_EQ(stuck.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << stuck.status.error_message();
+  const absl::StatusOr<std::string> said = RunAndRead(absl::StrCat("cat ", log));
+  ASSERT_TRUE(said.ok());
+  EXPECT_THAT(*said, HasSubstr("again: stopping now, without the drain"));
+  EXPECT_THAT(*said, HasSubstr("killing"));
   EXPECT_NE(std::system(absl::StrCat("pgrep -f '[l]lmint8 worker --listen=127.0.0.1:", port + 2,
                                      " ' > /dev/null")
                             .c_str()),
