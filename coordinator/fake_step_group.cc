@@ -224,6 +224,10 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
   if (std::find(short_.begin(), short_.end(), number) != short_.end()) {
     response.mutable_results()->RemoveLast();
   }
+  if (std::find(swapped_.begin(), swapped_.end(), number) != swapped_.end() &&
+      response.results_size() >= 2) {
+    response.mutable_results()->SwapElements(0, 1);
+  }
   return response;
 }
 
@@ -248,6 +252,11 @@ void FakeStepGroup::FailStep(int step, absl::Status status, bool breaks) {
 void FakeStepGroup::AnswerShort(int step) {
   absl::MutexLock lock(&mu_);
   short_.push_back(step);
+}
+
+void FakeStepGroup::AnswerSwapped(int step) {
+  absl::MutexLock lock(&mu_);
+  swapped_.push_back(step);
 }
 
 void FakeStepGroup::FailNextRelease() {

@@ -73,6 +73,8 @@ class FakeStepGroup : public StepGroup {
   void FailStep(int step, absl::Status status, bool breaks);
   // Step number `step` returns one result fewer than the batch has.
   void AnswerShort(int step);
+  // Step number `step` returns its first two results in each other's place.
+  void AnswerSwapped(int step);
   // The next Release that frees something fails as a lost worker's: UNAVAILABLE, the group
   // not ready afterwards and holding nothing.
   void FailNextRelease();
@@ -130,6 +132,7 @@ class FakeStepGroup : public StepGroup {
   std::map<int, Failure> failures_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::function<void()>> before_ ABSL_GUARDED_BY(mu_);
   std::vector<int> short_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> swapped_ ABSL_GUARDED_BY(mu_);
   bool fail_release_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -429,14 +429,14 @@ int64_t Scheduler::KvNeed(const Sequence& seq) const {
 }
 
 void Scheduler::PreemptForStep() {
-  if (options_.preemption != Preemption::kRecompute) return;
-  // Sequences cancelled since ReleaseFinished leave now rather than hold room, or be
-  // preempted and queued.
+  // Sequences cancelled since ReleaseFinished leave now rather than hold room, be preempted
+  // and queued, or take one more step for a client that left (whatever the preemption).
   std::erase_if(running_, [this](const std::shared_ptr<Sequence>& seq) {
     if (!seq->cancelled()) return false;
     RetireOne(*seq, Exit::kRelease);
     return true;
   });
+  if (options_.preemption != Preemption::kRecompute) return;
   for (const std::shared_ptr<Sequence>& seq : running_) {
     const int64_t need = KvNeed(*seq);
     kv_in_use_ += need - seq->kv_positions();
@@ -800,15 +800,28 @@ void Scheduler::Loop() {
       }
       continue;
     }
-    if (response->results_size() != batch.request.seqs_size()) {
+    // Results pair with sequences by position: one out of order would stream another
+    // request's token to each client.
+    int mismatched = -1;
+    for (int j = 0; j < response->results_size() && j < batch.request.seqs_size(); ++j) {
+      if (response->results(j).seq_id() != batch.request.seqs(j).seq_id()) {
+        mismatched = j;
+        break;
+      }
+    }
+    if (response->results_size() != batch.request.seqs_size() || mismatched >= 0) {
       // The group stays: first free what it holds for this scheduler.
       for (const std::shared_ptr<Sequence>& seq : running_) to_release_.push_back(seq->id());
       for (const std::shared_ptr<Sequence>& seq : held_sources_) to_release_.push_back(seq->id());
       EvictParkedAbove(0);
       group_->Release(to_release_).IgnoreError();
       FailRunning(
-          absl::InternalError(absl::StrCat("rank 0 returned ", response->results_size(),
-                                           " tokens for a batch of ", batch.request.seqs_size())),
+          absl::InternalError(
+              mismatched < 0 ? absl::StrCat("rank 0 returned ", response->results_size(),
+                                            " tokens for a batch of ", batch.request.seqs_size())
+                             : absl::StrCat("rank 0 returned result ", mismatched, " for sequence ",
+                                            response->results(mismatched).seq_id(), ", sent ",
+                                            batch.request.seqs(mismatched).seq_id())),
           /*requeue_unsent=*/false);
       continue;
     }

@@ -237,9 +237,10 @@ class Scheduler {
   void RecoverBudgetWhenDue();
   // The positions `seq` counts against the budget for its coming step (see above).
   int64_t KvNeed(const Sequence& seq) const;
-  // Preemption::kRecompute, before a step: each running sequence counts what it will hold
-  // after the step; parked sequences and then the last admitted sequences give their room
-  // back while the count is over the budget (one sequence always stays).
+  // Before a step: cancelled sequences leave; with Preemption::kRecompute each running
+  // sequence counts what it will hold after the step, and parked sequences and then the last
+  // admitted sequences give their room back while the count is over the budget (one sequence
+  // always stays).
   void PreemptForStep();
   // One step's batch (scheduler_step.cc): running_[in_step[j]] is request.seqs(j).
   struct StepBatch {

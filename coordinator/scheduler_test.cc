@@ -1274,6 +1274,30 @@ TEST_F(SchedulerTest, AShortAnswerFailsTheBatchAndFreesEverythingTheWorkersHold)
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
 }
 
+// Results out of order (a worker's bug) would stream each client another request's token:
+// the batch fails as a short answer's does, nothing streamed from that step, nothing held.
+TEST_F(SchedulerTest, ResultsOutOfOrderFailTheBatchInsteadOfCrossingStreams) {
+  Start(Options());
+  auto a = MakeSeq(1, Tokens(5, 100), 10);
+  auto b = MakeSeq(2, Tokens(5, 200), 10);
+  group_->AnswerSwapped(3);
+  ASSERT_TRUE(scheduler_->EnqueueAll({{a, b}}).ok());
+  scheduler_->Start();
+  for (Sequence* seq : {a.get(), b.get()}) {
+    const Outcome out = Await(*seq);
+    EXPECT_EQ(out.status.code(), absl::StatusCode::kInternal) << out.status;
+    EXPECT_NE(out.status.message().find("rank 0 returned result 0 for sequence"),
+              absl::string_view::npos)
+        << out.status;
+    // What streamed before the swapped step is its own.
+    const std::vector<int32_t> own = FakeGreedy(seq->prompt(), 10);
+    ASSERT_LT(out.tokens.size(), own.size());
+    EXPECT_EQ(out.tokens, std::vector<int32_t>(own.begin(), own.begin() + out.tokens.size()));
+  }
+  AwaitIdle();
+  EXPECT_TRUE(group_->held().empty());
+}
+
 // A token id outside the vocabulary from rank 0 (a worker's bug: it would stream as no text)
 // fails its sequence with INTERNAL and frees it; the fake's ids are 10..1009.
 TEST_F(SchedulerTest, ATokenIdOutsideTheVocabularyFailsItsSequence) {
