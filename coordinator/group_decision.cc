@@ -107,6 +107,7 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config, const Gr
       request.max_context > 0 ? request.max_context : config.max_position_embeddings);
   PlanOptions options;
   options.runtime_overhead_bytes = request.device == "cuda" ? kRuntimeOverheadBytes : 0;
+  options.cpu = request.device != "cuda";
   options.max_step_tokens = request.max_step_tokens;
   absl::StatusOr<GroupDecision> decision =
       PlanGroup(config, dtype, reported_bytes, reserve, options);

@@ -29,7 +29,7 @@ model::OptConfig SmallConfig() {
 
 int64_t Need(const model::OptConfig& c, WeightDType d, int tp) {
   return BytesPerGpu(c, d, tp, Reserve::Tokens(1, c.max_position_embeddings),
-                     PlanOptions{.runtime_overhead_bytes = 0})
+                     PlanOptions{.runtime_overhead_bytes = 0, .cpu = true})
       ->Total();
 }
 

@@ -139,17 +139,19 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
   // One fp32 scale per output row of each int8 weight (row-parallel outputs are full width).
   m.int8_scales = int8 ? Mul(layers, (3 * attn + h + ffn + h) * 4) : 0;
 
-  int64_t fp16_elems = 0;
-  if (c.enable_bias) fp16_elems = Add(fp16_elems, Mul(layers, 3 * attn + h + ffn + h));
+  // Biases and LayerNorms: fp16 on a GPU, fp32 on a CPU worker.
+  int64_t small_elems = 0;
+  if (c.enable_bias) small_elems = Add(small_elems, Mul(layers, 3 * attn + h + ffn + h));
   if (c.layer_norm_elementwise_affine) {
-    fp16_elems = Add(fp16_elems, Mul(layers, 4 * h));                   // 2 LayerNorms x (w, b)
-    if (c.has_final_layer_norm()) fp16_elems = Add(fp16_elems, 2 * h);  // final LayerNorm
+    small_elems = Add(small_elems, Mul(layers, 4 * h));                   // 2 LayerNorms x (w, b)
+    if (c.has_final_layer_norm()) small_elems = Add(small_elems, 2 * h);  // final LayerNorm
   }
+  int64_t fp16_elems = 0;
   fp16_elems = Add(fp16_elems, Mul(vocab, e));                              // embed / tied LM head
   if (!c.tie_word_embeddings) fp16_elems = Add(fp16_elems, Mul(vocab, e));  // separate LM head
   fp16_elems = Add(fp16_elems, Mul(c.max_position_embeddings + 2, h));      // OPT's offset of 2
   if (e != h) fp16_elems = Add(fp16_elems, Mul(2 * e, h));                  // project_in / out
-  m.fp16_tensors = Mul(fp16_elems, 2);
+  m.fp16_tensors = Add(Mul(fp16_elems, 2), Mul(small_elems, options.cpu ? 4 : 2));
 
   if (reserve.bytes_per_gpu.has_value()) {
     m.kv_cache = 0;
@@ -157,15 +159,19 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
   } else {
     const int64_t batch = tokens.batch;
     const int64_t context = tokens.context;
-    // K and V, fp16, every layer, the full context of every sequence.
-    m.kv_cache = Mul(Mul(Mul(2 * layers, batch), context), attn * 2);
+    // K and V, every layer, the full context of every sequence: fp16 (fp32 on a CPU worker).
+    m.kv_cache = Mul(Mul(Mul(2 * layers, batch), context), attn * (options.cpu ? 4 : 2));
     // The largest step: a prefill of batch x context tokens, or of the scheduler's budget
     // (options.max_step_tokens; by default 4096, or a whole context). Activations are counted at
     // 4 bytes (the CPU runtime computes in fp32; an upper bound for fp16 on the GPU):
     // residual + normalized input, the widest column-parallel output (QKV or FC1), and for
     // int8 the quantized input (1 byte) and the int32 accumulator of the widest GEMM.
     const int64_t widest_out = std::max(3 * attn, ffn);
-    int64_t per_token = 4 * (2 * h + widest_out);
+    // The CPU runtime keeps every buffer of the layer at once (ShardModel::ScratchBytesFor):
+    // ids and positions, the embedding, residual, normed input and partial sum, q/k/v, the
+    // attention output and the FFN's.
+    int64_t per_token =
+        options.cpu ? 4 * (2 + e + 3 * h + 4 * attn + ffn) : 4 * (2 * h + widest_out);
     if (int8) per_token += std::max(h, ffn) + 4 * std::max(widest_out, h);
     const int64_t step_cap = options.max_step_tokens > 0
                                  ? options.max_step_tokens
@@ -173,8 +179,12 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
     const int64_t tokens_in_step = std::min(Mul(batch, context), step_cap);
     // Attention scores of one sequence at a time (local heads x context^2, fp32).
     const int64_t scores = Mul(Mul(CeilDiv(c.num_attention_heads, tp), context), context * 4);
-    // Logits of the last position of each sequence: this rank's vocab shard + the gathered row.
-    const int64_t logits = Mul(batch, (vocab + c.vocab_size) * 4);
+    // Logits of the last position of each sequence: this rank's vocab shard + the gathered row
+    // (on a CPU worker also the head's input and projection, the result row, and the
+    // all-gather's buffer).
+    const int64_t logits =
+        options.cpu ? Mul(batch, (h + e + c.vocab_size + (tp > 1 ? vocab + vocab * tp : 0)) * 4)
+                    : Mul(batch, (vocab + c.vocab_size) * 4);
     m.workspace = Add(Add(Mul(tokens_in_step, per_token), scores), logits);
   }
   m.runtime = options.runtime_overhead_bytes;

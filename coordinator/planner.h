@@ -75,6 +75,10 @@ struct PlanOptions {
   // GPUs (workers) available; 0 = as many as needed. When the smallest fitting TP degree is
   // larger, Plan fails with FailedPrecondition ("OPT-175B int8 needs 3 x 80 GiB; 2 given").
   int available_gpus = 0;
+  // CPU workers (model/shard_model.h) rather than GPUs: their KV cache, biases and LayerNorms
+  // are fp32 (twice the GPU's fp16), and their activations are those the CPU runtime keeps
+  // (ShardModel::ScratchBytesFor). Give them runtime_overhead_bytes = 0 too.
+  bool cpu = false;
 };
 
 // Bytes one GPU holds, by category (see the header comment).

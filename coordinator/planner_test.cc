@@ -227,6 +227,25 @@ TEST(PlannerBytesTest, UntiedLmHeadIsAnotherVocabShard) {
   }
 }
 
+// CPU workers keep their KV cache, biases and LayerNorms in fp32: twice the GPU's bytes there;
+// the weights and the fp16 tables are the same.
+TEST(PlannerBytesTest, CpuWorkersCountTheirFp32KvCacheBiasesAndNorms) {
+  const OptConfig c = Preset("1.3b");
+  const Reserve reserve = Reserve::Tokens(2, 2048);
+  const MemoryBreakdown gpu =
+      *BytesPerGpu(c, WeightDType::kInt8, 2, reserve, PlanOptions{.runtime_overhead_bytes = 0});
+  const MemoryBreakdown cpu = *BytesPerGpu(c, WeightDType::kInt8, 2, reserve,
+                                           PlanOptions{.runtime_overhead_bytes = 0, .cpu = true});
+  EXPECT_EQ(cpu.weights, gpu.weights);
+  EXPECT_EQ(cpu.int8_scales, gpu.int8_scales);
+  EXPECT_EQ(cpu.kv_cache, 2 * gpu.kv_cache);
+  // 24 layers: q/k/v/out/fc1/fc2 biases (this rank's 1024 + 1024 + 4096 rows, full 2048 x 2)
+  // and two LayerNorms; the final LayerNorm; 2 bytes more each.
+  const int64_t small = 24 * (3 * 1024 + 2048 + 4096 + 2048 + 4 * 2048) + 2 * 2048;
+  EXPECT_EQ(cpu.fp16_tensors - gpu.fp16_tensors, 2 * small);
+  EXPECT_GT(cpu.workspace, gpu.workspace);
+}
+
 TEST(PlannerBytesTest, ExplicitReserveReplacesKvAndWorkspace) {
   const OptConfig c = Preset("13b");
   const MemoryBreakdown m = *BytesPerGpu(c, WeightDType::kInt8, 2, Reserve::Bytes(3 * kGiB));

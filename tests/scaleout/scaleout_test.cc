@@ -42,7 +42,7 @@ int64_t Need(const model::OptConfig& c, WeightDType d, int tp) {
   // CPU workers: no CUDA runtime overhead; the coordinator's default reserve (1 sequence of the
   // full context).
   return BytesPerGpu(c, d, tp, Reserve::Tokens(1, c.max_position_embeddings),
-                     coordinator::PlanOptions{.runtime_overhead_bytes = 0})
+                     coordinator::PlanOptions{.runtime_overhead_bytes = 0, .cpu = true})
       ->Total();
 }
 
