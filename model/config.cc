@@ -245,11 +245,14 @@ absl::StatusOr<OptConfig> ParseOptConfig(std::string_view config_json) {
   if (dtype.empty()) dtype = "float32";  // transformers loads such a checkpoint as fp32
   ASSIGN_OR_RETURN(c.torch_dtype, ParseDType(dtype));
 
-  for (const char* field : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
-    int64_t id = 0;
-    RETURN_IF_ERROR(GetInt(j, field, false, 0, &id));
+  // The ids as they stand, given or defaulted (OPTConfig's 2, 2, 1): a default outside a tiny
+  // vocabulary would be written back by `quantize` as a value that does not read again.
+  for (const auto& [field, id] : {std::pair<const char*, int64_t>{"bos_token_id", c.bos_token_id},
+                                  {"eos_token_id", c.eos_token_id},
+                                  {"pad_token_id", c.pad_token_id}}) {
     if (id >= c.vocab_size) {
-      return FieldError(field, absl::StrCat(id, " is not below vocab_size ", c.vocab_size));
+      return FieldError(field, absl::StrCat(id, j.contains(field) ? "" : " (the default)",
+                                            " is not below vocab_size ", c.vocab_size));
     }
   }
   if (absl::Status shape = CheckOptConfigShape(c); !shape.ok()) {

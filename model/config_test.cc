@@ -102,6 +102,12 @@ TEST(ConfigTest, ErrorsNameTheField) {
     "num_attention_heads": 5, "ffn_dim": 256, "vocab_size": 1000, "max_position_embeddings": 8})");
   ASSERT_FALSE(heads.ok());
   EXPECT_THAT(std::string(heads.status().message()), HasSubstr("num_attention_heads"));
+  // A default id (bos and eos 2) outside a vocabulary of 2, though the file sets none.
+  auto defaulted = ParseOptConfig(R"({"hidden_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "ffn_dim": 256, "vocab_size": 2, "max_position_embeddings": 8})");
+  ASSERT_FALSE(defaulted.ok());
+  EXPECT_THAT(std::string(defaulted.status().message()),
+              HasSubstr("\"bos_token_id\": 2 (the default) is not below vocab_size 2"));
   EXPECT_FALSE(ParseOptConfig("{not json").ok());
   EXPECT_FALSE(ParseOptConfig("[1, 2]").ok());
   EXPECT_FALSE(ParseOptConfig("").ok());

@@ -195,6 +195,9 @@ class SafetensorsSource final : public CheckpointSource {
     for (int64_t r = rows.begin; r < rows.end; ++r) {
       RETURN_IF_ERROR(
           t->file->Copy(row.data(), t->data + (r * ncols + cols.begin) * esize, row.size()));
+      if (t->info.quantized()) {
+        RETURN_IF_ERROR(CheckInt8Row(*t, name, r, cols.begin, row.data(), cols.size()));
+      }
       ConvertRow(t->info.dtype, row.data(), cols.size(),
                  out.data() + (r - rows.begin) * cols.size());
     }
@@ -242,19 +245,25 @@ class SafetensorsSource final : public CheckpointSource {
       int8_t* dst = q.data() + (r - rows.begin) * cols.size();
       RETURN_IF_ERROR(
           t->file->Copy(dst, t->data + r * ncols + cols.begin, static_cast<size_t>(cols.size())));
-      // llmint8 quantize writes [-127, 127] (kernels/int8_gemm.h's promise); -128 is damage.
-      if (const void* at = std::memchr(dst, 0x80, static_cast<size_t>(cols.size()))) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            t->file->path(), ": tensor \"", std::string(name), "\": row ", r, " column ",
-            cols.begin + (static_cast<const int8_t*>(at) - dst),
-            " is -128; int8 weights are in [-127, 127] (the checkpoint is damaged: quantize it "
-            "again)"));
-      }
+      RETURN_IF_ERROR(CheckInt8Row(*t, name, r, cols.begin, dst, cols.size()));
     }
     return ReadAbsmax(*t, rows, row_absmax);
   }
 
  private:
+  // llmint8 quantize writes [-127, 127] (kernels/int8_gemm.h's promise); -128 is damage,
+  // refused whether the weights are read as int8 or dequantized.
+  static absl::Status CheckInt8Row(const Tensor& t, std::string_view name, int64_t r,
+                                   int64_t col_begin, const void* row, int64_t n) {
+    const void* at = std::memchr(row, 0x80, static_cast<size_t>(n));
+    if (at == nullptr) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        t.file->path(), ": tensor \"", std::string(name), "\": row ", r, " column ",
+        col_begin + (static_cast<const uint8_t*>(at) - static_cast<const uint8_t*>(row)),
+        " is -128; int8 weights are in [-127, 127] (the checkpoint is damaged: quantize it "
+        "again)"));
+  }
+
   absl::StatusOr<const Tensor*> Find(std::string_view name) const {
     auto it = tensors_.find(CanonicalTensorName(name));
     if (it == tensors_.end()) {

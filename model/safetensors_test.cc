@@ -401,6 +401,32 @@ TEST(SafetensorsTest, DamagedInt8TensorsAreRefusedNamingThem) {
                                     std::span(absmax).first(1))
                     .ok());
   }
+  {
+    // A weight of -128 (quantize writes [-127, 127]): refused read as int8 and dequantized
+    // alike, naming where.
+    const std::string path = dir + "/minus128.safetensors";
+    std::vector<int8_t> damaged = q;
+    damaged[6] = -128;
+    SafetensorsWriter wr;
+    ASSERT_TRUE(wr.AddI8("w", {2, 4}, damaged).ok());
+    ASSERT_TRUE(wr.AddF32("w_absmax", {2}, std::vector<float>{1.0f, 2.0f}).ok());
+    ASSERT_TRUE(wr.Finish(path).ok());
+    auto src = OpenSafetensors(path);
+    ASSERT_TRUE(src.ok()) << src.status();
+    std::vector<int8_t> got(8);
+    std::vector<float> absmax(2), dequantized(8);
+    std::vector<Half> half(8);
+    for (const absl::Status& read :
+         {(*src)->ReadInt8Slice("w", Range{0, 2}, Range{0, 4}, got, absmax),
+          (*src)->ReadSlice("w", Range{0, 2}, Range{0, 4}, dequantized),
+          (*src)->ReadSliceHalf("w", Range{0, 2}, Range{0, 4}, half)}) {
+      EXPECT_EQ(read.code(), absl::StatusCode::kInvalidArgument) << read;
+      EXPECT_THAT(std::string(read.message()), HasSubstr("row 1 column 2 is -128")) << read;
+    }
+    EXPECT_TRUE(
+        (*src)->ReadSlice("w", Range{0, 2}, Range{0, 2}, std::span(dequantized).first(4)).ok())
+        << "the columns before it are fine";
+  }
   // The token embeddings stored as I8: only linear weights may be.
   const OptConfig c = TinyConfig();
   { std::ofstream(dir + "/config.json") << OptConfigToJson(c); }
