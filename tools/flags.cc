@@ -36,7 +36,8 @@ ABSL_FLAG(std::string, tls_ca_file, "",
           "self-signed one)");
 ABSL_FLAG(bool, check_flags, false,
           "serve / coordinator / worker: check the flags and their values (not the files they "
-          "name), say OK and exit 0, or say what is wrong and exit 1; starts nothing");
+          "name), say OK and exit 0, or say what is wrong and exit 1 (2 for an unknown flag or a "
+          "value of the wrong type); starts nothing");
 ABSL_FLAG(std::string, advertise, "",
           "host:port workers reach this coordinator at (default 127.0.0.1:<port>)");
 ABSL_FLAG(std::vector<std::string>, workers, {},

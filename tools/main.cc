@@ -183,6 +183,14 @@ int main(int argc, char** argv) {
       // absl's own --flagfile / --fromenv are not taken either: they would bypass this.
       const std::string flag = a.substr(dashes, end - dashes);
       const bool negated_bool = flag.rfind("no", 0) == 0 && known(flag.substr(2));
+      if (negated_bool) {  // --notp: absl refuses a non-bool one with exit 1, in its words
+        const absl::CommandLineFlag* negated = absl::FindCommandLineFlag(flag.substr(2));
+        if (negated != nullptr && !negated->IsOfType<bool>()) {
+          std::fprintf(stderr, "llmint8 %s: --%s: --%s is not a yes/no flag: --%s=<value>\n",
+                       sub->name, flag.c_str(), flag.substr(2).c_str(), flag.substr(2).c_str());
+          return 2;
+        }
+      }
       if (negated_bool && has_value) {  // --norespawn=true: absl refuses it with exit 1
         std::fprintf(stderr, "llmint8 %s: --%s takes no value: --%s or --%s=false\n", sub->name,
                      flag.c_str(), flag.c_str(), flag.substr(2).c_str());

@@ -131,6 +131,10 @@ TEST(ServingFlagsCliTest, AFlagWhereAValueShouldBeIsRefused) {
   const CliResult negated = RunCli("serve --norespawn=true --check_flags");
   EXPECT_EQ(negated.exit_code, 2) << negated.err;
   EXPECT_THAT(negated.err, HasSubstr("--norespawn takes no value"));
+  // Only a yes/no flag can be negated.
+  const CliResult not_bool = RunCli("serve --notp --check_flags");
+  EXPECT_EQ(not_bool.exit_code, 2) << not_bool.err;
+  EXPECT_THAT(not_bool.err, HasSubstr("--notp: --tp is not a yes/no flag: --tp=<value>"));
   const CliResult seed = RunCli("generate --seed -1 --prompt=x --timeout=-1");
   EXPECT_THAT(seed.err, HasSubstr("--timeout must be >= 0")) << seed.err;  // past the flags
 }
