@@ -79,6 +79,32 @@ int64_t Add(int64_t a, int64_t b) { return a > kSaturated - b ? kSaturated : a +
 
 std::string JoinTp(const std::vector<int>& tps) { return absl::StrJoin(tps, ", "); }
 
+// What a CPU worker's activation buffers hold for a step of `tokens` tokens and `rows` logit
+// rows: ShardModel::ScratchBytesFor's count (model/shard_model.cc), term for term. Every buffer
+// of a layer at once (ids and positions, project_in's and project_out's outputs where the model
+// has them, residual / normed / partial sums, q/k/v, the attention and FFN outputs), one
+// sequence's attention row, per logits row the head's input and projection, the full
+// vocabulary and with TP the slice and the all-gather; for int8 the largest linear's quantized
+// input and scale, int32 accumulators and the GEMM's packing buffers.
+int64_t CpuWorkspaceBytes(const OptConfig& c, bool int8, int tp, int64_t tokens, int64_t rows,
+                          int64_t context) {
+  const int64_t h = c.hidden_size;
+  const int64_t lw = h / tp;
+  const int64_t lf = c.ffn_dim / tp;
+  const int64_t rpr = CeilDiv(c.vocab_size, tp);
+  const int64_t proj = c.has_projections() ? c.word_embed_proj_dim : 0;
+  int64_t floats = Mul(tokens, 2 + proj + 3 * h + 3 * lw + lw + lf);
+  floats = Add(floats, c.head_dim() + context);
+  floats = Add(floats, Mul(rows, h + proj + c.vocab_size + (tp > 1 ? rpr + rpr * tp : 0)));
+  int64_t bytes = Mul(floats, 4);
+  if (int8) {
+    const int64_t max_k = std::max({h, lw, lf});
+    const int64_t max_n = std::max({3 * lw, h, lf});
+    bytes = Add(bytes, Mul(tokens, 3 * max_k + 4 + 4 * max_n));
+  }
+  return bytes;
+}
+
 // A size that may have saturated: past the cap it is no real figure.
 std::string SizeText(int64_t bytes) {
   return bytes >= kSaturated ? "more than 4 EiB" : FormatBytes(bytes);
@@ -162,30 +188,28 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
     // K and V, every layer, the full context of every sequence: fp16 (fp32 on a CPU worker).
     m.kv_cache = Mul(Mul(Mul(2 * layers, batch), context), attn * (options.cpu ? 4 : 2));
     // The largest step: a prefill of batch x context tokens, or of the scheduler's budget
-    // (options.max_step_tokens; by default 4096, or a whole context). Activations are counted at
-    // 4 bytes (the CPU runtime computes in fp32; an upper bound for fp16 on the GPU):
+    // (options.max_step_tokens; by default 4096, or a whole context), with a logits row per
+    // sequence. On a GPU activations are counted at 4 bytes (an upper bound for fp16):
     // residual + normalized input, the widest column-parallel output (QKV or FC1), and for
-    // int8 the quantized input (1 byte) and the int32 accumulator of the widest GEMM.
-    const int64_t widest_out = std::max(3 * attn, ffn);
-    // The CPU runtime keeps every buffer of the layer at once (ShardModel::ScratchBytesFor):
-    // ids and positions, the embedding, residual, normed input and partial sum, q/k/v, the
-    // attention output and the FFN's.
-    int64_t per_token =
-        options.cpu ? 4 * (2 + e + 3 * h + 4 * attn + ffn) : 4 * (2 * h + widest_out);
-    if (int8) per_token += std::max(h, ffn) + 4 * std::max(widest_out, h);
+    // int8 the quantized input (1 byte) and the int32 accumulator of the widest GEMM; a CPU
+    // worker's are its runtime's buffers (CpuWorkspaceBytes).
     const int64_t step_cap = options.max_step_tokens > 0
                                  ? options.max_step_tokens
                                  : std::max(kDefaultMaxPrefillTokens, context);
     const int64_t tokens_in_step = std::min(Mul(batch, context), step_cap);
-    // Attention scores of one sequence at a time (local heads x context^2, fp32).
-    const int64_t scores = Mul(Mul(CeilDiv(c.num_attention_heads, tp), context), context * 4);
-    // Logits of the last position of each sequence: this rank's vocab shard + the gathered row
-    // (on a CPU worker also the head's input and projection, the result row, and the
-    // all-gather's buffer).
-    const int64_t logits =
-        options.cpu ? Mul(batch, (h + e + c.vocab_size + (tp > 1 ? vocab + vocab * tp : 0)) * 4)
-                    : Mul(batch, (vocab + c.vocab_size) * 4);
-    m.workspace = Add(Add(Mul(tokens_in_step, per_token), scores), logits);
+    if (options.cpu) {
+      m.workspace = CpuWorkspaceBytes(c, int8, tp, tokens_in_step, batch, context);
+    } else {
+      const int64_t widest_out = std::max(3 * attn, ffn);
+      int64_t per_token = 4 * (2 * h + widest_out);
+      if (int8) per_token += std::max(h, ffn) + 4 * std::max(widest_out, h);
+      // Attention scores of one sequence at a time (local heads x context^2, fp32).
+      const int64_t scores = Mul(Mul(CeilDiv(c.num_attention_heads, tp), context), context * 4);
+      // Logits of the last position of each sequence: this rank's vocab shard + the gathered
+      // row.
+      const int64_t logits = Mul(batch, (vocab + c.vocab_size) * 4);
+      m.workspace = Add(Add(Mul(tokens_in_step, per_token), scores), logits);
+    }
   }
   m.runtime = options.runtime_overhead_bytes;
   return m;

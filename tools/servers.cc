@@ -121,8 +121,14 @@ absl::Status CheckBackendFits(int workers) {
   if (DefaultBackend() != "local" || workers <= 1) return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrCat("--backend=local runs one worker alone, and there are ", workers,
-                   " workers: use gloo (cpu) or nccl (cuda), or leave --backend unset"));
+                   " workers: use gloo (cpu) or nccl (cuda), or leave --backend unset (a group "
+                   "of one worker runs without collectives on either)"));
 }
+
+// A client's keepalive pings (tools/client_auth.h) must be no more frequent than the
+// coordinator takes while it sends nothing (a queued request), or gRPC closes the connection
+// (too_many_pings).
+static_assert(absl::Milliseconds(kClientKeepaliveMs) >= coordinator::kClientPingTimeout);
 
 absl::Status ValidateCommonFlags() {
   const std::string dtype = absl::GetFlag(FLAGS_dtype);

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,11 @@ pid_t WorkerSupervisor::Spawn(int rank) {
   argv.push_back(nullptr);
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
+  // The bound of the child's fallback close loop (no getrlimit after fork).
+  rlimit fds{};
+  const int max_fds = getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY
+                          ? static_cast<int>(std::min<rlim_t>(fds.rlim_cur, 1 << 20))
+                          : 1 << 16;
   const pid_t pid = fork();
   if (pid == 0) {
     // Never outlive serve: its group is gone with it, and a drain would only hold the port a
@@ -73,7 +79,7 @@ pid_t WorkerSupervisor::Spawn(int rank) {
     // otherwise hold the clients' connections that are open at this moment (a library's
     // descriptors need not be close-on-exec) for as long as it lives.
     if (close_range(3, ~0U, 0) != 0) {
-      for (int fd = 3; fd < 65536; ++fd) close(fd);
+      for (int fd = 3; fd < max_fds; ++fd) close(fd);
     }
     execve(options_.exe.c_str(), argv.data(), envp.data());
     _exit(127);
@@ -162,6 +168,7 @@ void WorkerSupervisor::Exited(pid_t pid, int wait_status) {
 
 void WorkerSupervisor::Stop(absl::Time kill_at,
                             const std::function<bool(absl::Duration)>& signalled_within) {
+  const bool at_once = kill_at <= absl::Now();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -175,7 +182,9 @@ void WorkerSupervisor::Stop(absl::Time kill_at,
     const bool again = signalled_within(absl::Milliseconds(100));
     if (again || absl::Now() >= kill_at) {
       std::lock_guard<std::mutex> lock(mu_);
-      LLMINT8_LOG(WARNING) << (again ? "signalled again" : "workers still running after the drain")
+      LLMINT8_LOG(WARNING) << (again     ? "signalled again"
+                               : at_once ? "stopping at once"
+                                         : "workers still running after the drain")
                            << ": killing " << children_.size() << " worker(s)";
       for (const auto& [pid, child] : children_) kill(pid, SIGKILL);
       break;

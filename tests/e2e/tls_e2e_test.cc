@@ -221,7 +221,8 @@ TEST_F(TlsE2ETest, ACoordinatorWithAKeyThatIsNotItsCertificatesDoesNotStart) {
 TEST_F(TlsE2ETest, ServeRefusesACertificateItsWorkersCouldNotAccept) {
   const auto serve = [](const std::string& flags) {
     return RunAndRead(absl::StrCat("timeout 30 ", LlmintBinary(), " serve --tp=2 --model=", kModel,
-                                   " --listen=127.0.0.1:", FreePort(), " ", flags, " 2>&1"));
+                                   " --listen=127.0.0.1:", FreePort(),
+                                   " --worker_base_port=", FreePort(2), " ", flags, " 2>&1"));
   };
   const absl::StatusOr<std::string> elsewhere =
       serve(absl::StrCat("--tls_cert_file=", certs_->elsewhere_cert,
@@ -231,10 +232,10 @@ TEST_F(TlsE2ETest, ServeRefusesACertificateItsWorkersCouldNotAccept) {
       << elsewhere.status();
   // Listening on one address, the workers dial that one (a certificate for 127.0.0.1 alone
   // would leave them outside).
-  const absl::StatusOr<std::string> other_address = RunAndRead(
-      absl::StrCat("timeout 30 ", LlmintBinary(), " serve --tp=2 --model=", kModel,
-                   " --listen=127.0.0.2:", FreePort(), " --tls_cert_file=", certs_->server_cert,
-                   " --tls_key_file=", certs_->server_key, " --tls_ca_file=", certs_->ca, " 2>&1"));
+  const absl::StatusOr<std::string> other_address = RunAndRead(absl::StrCat(
+      "timeout 30 ", LlmintBinary(), " serve --tp=2 --model=", kModel, " --listen=127.0.0.2:",
+      FreePort(), " --worker_base_port=", FreePort(2), " --tls_cert_file=", certs_->server_cert,
+      " --tls_key_file=", certs_->server_key, " --tls_ca_file=", certs_->ca, " 2>&1"));
   ASSERT_FALSE(other_address.ok());
   EXPECT_NE(other_address.status().message().find("reach the coordinator at 127.0.0.2 over TLS"),
             std::string::npos)
