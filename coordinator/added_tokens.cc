@@ -61,6 +61,18 @@ size_t SpaceBytesAtStart(std::string_view s) {
 
 }  // namespace
 
+bool AddedTokenSplitter::Contains(std::string_view content) const {
+  if (content.empty()) return false;
+  for (const Pass* pass : {&verbatim_, &normalized_}) {
+    const auto list = pass->find(content.front());
+    if (list == pass->end()) continue;
+    for (const AddedToken& t : list->second) {
+      if (t.content == content) return true;
+    }
+  }
+  return false;
+}
+
 void AddedTokenSplitter::Add(AddedToken token) {
   if (token.content.empty()) return;
   Pass& pass = token.normalized ? normalized_ : verbatim_;
@@ -117,12 +129,17 @@ void AddedTokenSplitter::SplitPass(const Pass& pass, std::string_view text,
     }
     size_t start = i;
     size_t end = i + found->content.size();
-    if (found->lstrip) start -= SpaceBytesAtEnd(text.substr(emitted, start - emitted));
+    // The search goes on after the match itself, not after the whitespace rstrip takes: a
+    // token that begins in that whitespace is found too, as HF's scan finds it (its span
+    // overlaps; no text lies between them).
+    i = end;
+    if (found->lstrip && start > emitted) {
+      start -= SpaceBytesAtEnd(text.substr(emitted, start - emitted));
+    }
     if (found->rstrip) end += SpaceBytesAtStart(text.substr(end));
     if (start > emitted) on_text(text.substr(emitted, start - emitted));
     on_token(found->id);
     emitted = end;
-    i = end;
   }
   if (emitted < text.size()) on_text(text.substr(emitted));
 }

@@ -40,6 +40,8 @@ class AddedTokenSplitter {
   // A token with empty content is ignored. The same content twice: the later one counts.
   void Add(AddedToken token);
   bool empty() const { return count_ == 0; }
+  // Whether a token of this content was added (either pass).
+  bool Contains(std::string_view content) const;
 
   // Walks `text` (valid UTF-8) in order: on_text(segment) for each non-empty stretch between
   // tokens, on_token(id) for each token found.

@@ -214,12 +214,16 @@ class TokenizerBuilder {
   absl::StatusOr<std::unique_ptr<Tokenizer>> Finish() {
     Tokenizer& t = *tok_;
     for (const auto& [content, id] : t.options_.added_tokens) {
-      if (auto it = t.token_to_id_.find(content); it != t.token_to_id_.end() && it->second == id) {
-        continue;  // already in the vocabulary (or tokenizer.json's added tokens)
-      }
       const bool special =
           std::find(t.options_.special_tokens.begin(), t.options_.special_tokens.end(), content) !=
           t.options_.special_tokens.end();
+      if (auto it = t.token_to_id_.find(content); it != t.token_to_id_.end() && it->second == id) {
+        // Already in the vocabulary (or tokenizer.json's added tokens): still found in the text
+        // as an added token, as transformers registers it, unless tokenizer.json's flags for it
+        // stand already.
+        if (!special && !t.added_.Contains(content)) t.added_.Add({.content = content, .id = id});
+        continue;
+      }
       if (absl::Status s = AddToken(content, id, /*verbatim=*/true, special); !s.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("added_tokens.json: ", s.message()));
       }
@@ -340,6 +344,7 @@ class TokenizerBuilder {
                               .lstrip = lstrip,
                               .rstrip = rstrip,
                               .normalized = normalized});
+          if (lstrip || rstrip) b.tok_->strips_whitespace_ = true;
         }
       }
     }

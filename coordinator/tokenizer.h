@@ -59,7 +59,7 @@ struct TokenizerOptions {
   // Tokens added on top of the vocabulary, as a slow tokenizer's added_tokens.json lists them
   // ({"<|user|>": 50261}; FromDirectory reads it): decoded as written, and found in the text
   // (coordinator/added_tokens.h) unless special. One already in the vocabulary under the same
-  // id is left as it is.
+  // id keeps its id, and is found in the text all the same (as transformers registers it).
   std::vector<std::pair<std::string, int32_t>> added_tokens;
   // Pre-tokenized pieces whose ids are cached (a piece is a word with its leading space);
   // 0 disables the cache. When full, the cache is cleared.
@@ -108,8 +108,10 @@ class Tokenizer {
   // One more than the largest id with a token.
   int32_t vocab_size() const { return static_cast<int32_t>(id_to_bytes_.size()); }
   // The most bytes of text one token stands for: a text of B bytes encodes to at least
-  // B / max_token_bytes() tokens (Encode adds no special tokens from the text).
-  int64_t max_token_bytes() const { return max_token_bytes_; }
+  // B / max_token_bytes() tokens (Encode adds no special tokens from the text). 0 when there is
+  // no such bound: an added token that strips the whitespace beside it (lstrip / rstrip)
+  // stands for any amount of it.
+  int64_t max_token_bytes() const { return strips_whitespace_ ? 0 : max_token_bytes_; }
   std::optional<int32_t> TokenToId(std::string_view token) const;  // vocab string form
   // Whether `id` has a token (Decode refuses one that has none).
   bool HasId(int32_t id) const { return id >= 0 && id < vocab_size() && id_exists_[id]; }
@@ -133,6 +135,7 @@ class Tokenizer {
   std::vector<std::string> id_to_bytes_;                   // id -> raw bytes ("" for holes)
   std::vector<bool> id_exists_;
   int64_t max_token_bytes_ = 1;
+  bool strips_whitespace_ = false;  // an added token has lstrip or rstrip
   int32_t byte_to_id_[256] = {};  // id of each single-byte token
   // (left id << 32 | right id) -> (rank, merged id).
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
