@@ -29,8 +29,9 @@ absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.
 
 // Pieces up to this many bytes are cached; longer ones (rare, and unbounded in size) are not.
 constexpr size_t kMaxCachedPieceBytes = 128;
-// Ids beyond this are rejected at load: no real vocabulary is near, and id_to_bytes_ is dense.
-constexpr int64_t kMaxVocabId = 1 << 24;
+// Ids beyond this are rejected at load: no real vocabulary is near (the largest have 256 Ki
+// tokens), and id_to_bytes_ is dense, so one stray id in a file costs up to 64 MiB, not 512.
+constexpr int64_t kMaxVocabId = 1 << 21;
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
 // ---- GPT-2's byte <-> printable character map ---------------------------------------------------

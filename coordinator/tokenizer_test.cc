@@ -435,6 +435,7 @@ TEST(TokenizerLoadTest, BadInputsAreErrorsNamingTheProblem) {
       {"[1, 2]", "", "JSON object"},
       {R"({"a": "x"})", "", "non-integer id"},
       {R"({"a": -1})", "", "outside"},
+      {R"({"a": 2097152})", "", "has id 2097152, outside [0, 2097152)"},  // no 64 MiB+ table
       {R"({"a": 1, "b": 1})", "", "two tokens"},
       {R"({"a": 0, "b": 1})", "", "lacks the token for byte"},
       {vocab, "#version: 0.2\nzzzq qqqz\n", "merge 2"},
