@@ -21,7 +21,12 @@
 // token i's q, absmax and outlier row depend on row i alone. The outlier product adds exact
 // zeros for them, so a token's output is the same in any batch. The accuracy is the paper's:
 // every value >= t is still carried exactly; a row's scale now also spans its values below t
-// in O's columns, which are < t by definition (docs/model.md compares the perplexity).
+// in O's columns, which are < t by definition (docs/model.md compares the perplexity). With
+// one token per call (a lone sequence's decode steps) both rules are the same; they differ
+// for a token batched with others that exceed t in a column where it holds a value below t
+// (e.g. 5.9 beside another token's 7.0): the paper carries that 5.9 in fp16, here it sets
+// the token's int8 scale, coarser for its other values than the paper's. Not yet measured on
+// a model with emergent outlier features (OPT >= 6.7B; docs/model.md).
 //
 // Non-finite values: with t > 0 a NaN or +-Inf value is an outlier, so it flows through the
 // floating-point outlier product and poisons only the outputs IEEE math says it should, never
