@@ -6,6 +6,9 @@
 //   m.Append("Hello\n")   -> "Hello"     ("\n" held back)
 //   m.Append("\nBye")     -> ""          stopped() == true: the output is "Hello"
 //
+// Each stop sequence is matched as Knuth-Morris-Pratt does, a byte at a time with the state
+// kept between pieces: O(stops) a byte, however the stop strings and the text repeat.
+//
 // Not thread-safe (one per sequence, used by the scheduler thread).
 #ifndef LLMINT8_COORDINATOR_STOP_MATCHER_H_
 #define LLMINT8_COORDINATOR_STOP_MATCHER_H_
@@ -32,9 +35,13 @@ class StopMatcher {
   bool stopped() const { return stopped_; }
 
  private:
-  std::vector<std::string> stops_;
-  std::string pending_;
-  size_t settled_ = 0;  // leading bytes of pending_ that no stop sequence may end in
+  struct Stop {
+    std::string text;            // not empty
+    std::vector<size_t> border;  // KMP's prefix function of text
+    size_t matched = 0;          // the longest tail of the text so far that begins text
+  };
+  std::vector<Stop> stops_;
+  std::string pending_;  // held back: the longest `matched` of the stops
   bool stopped_ = false;
 };
 
