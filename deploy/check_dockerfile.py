@@ -22,6 +22,29 @@ VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 PREDEFINED = {"PATH", "HOME", "HOSTNAME"}  # environment every image has
 
 
+def CheckApt(stage, text, root, where, failures):
+    """apt-get update against an https source (NVIDIA's, added by the cuda-keyring package)
+    needs ca-certificates installed first: debian:12-slim has none, and apt then cannot verify
+    the repository (the packages are "not found")."""
+    events = []  # (position in the RUN line, what)
+    for m in re.finditer(r"ca-certificates", text):
+        events.append((m.start(), "certs"))
+    for m in re.finditer(r"(\S*install-deps\.sh)", text):
+        script = os.path.join(root, "scripts", "install-deps.sh")
+        if os.path.exists(script) and "ca-certificates" in open(script).read():
+            events.append((m.start(), "certs"))
+    for m in re.finditer(r"dpkg -i \S*cuda-keyring", text):
+        events.append((m.start(), "https_apt"))
+    for m in re.finditer(r"apt-get update", text):
+        events.append((m.start(), "update"))
+    for _, what in sorted(events):
+        if what == "update" and stage["https_apt"] and not stage["certs"]:
+            failures.append(f"{where}: apt-get update with NVIDIA's https source before "
+                            "ca-certificates is installed in this image")
+        elif what in ("certs", "https_apt"):
+            stage[what] = True
+
+
 def main():
     path, root = sys.argv[1], sys.argv[2]
     failures = []
@@ -50,6 +73,9 @@ def main():
                 "env": set(parent["env"]) if parent else set(),
                 "user": parent["user"] if parent else None,
                 "entrypoint": parent["entrypoint"] if parent else None,
+                # CA certificates installed; an https apt source (NVIDIA's keyring) added.
+                "certs": parent["certs"] if parent else False,
+                "https_apt": parent["https_apt"] if parent else False,
             }
             if name:
                 if name in stages:
@@ -74,6 +100,8 @@ def main():
                 failures.append(f"{where}: ${var} is neither an ARG of this stage nor an ENV")
             if c.cmd == "RUN" and var in global_args and var not in current["args"]:
                 failures.append(f"{where}: ${{{var}}} is a global ARG not redeclared in the stage")
+        if c.cmd == "RUN":
+            CheckApt(current, text, root, where, failures)
         if c.cmd == "ENV":
             current["env"].update(c.value[0::2])
         elif c.cmd == "USER":

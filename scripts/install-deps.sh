@@ -2,6 +2,7 @@
 # Installs what llmint8 needs on Debian 12 that is not there yet (apt-get), as root or via sudo.
 # The CUDA toolkit is optional: with nvcc on the machine the CUDA kernels and NCCL build too.
 set -euo pipefail
+# ca-certificates: https apt sources (NVIDIA's CUDA repository, deploy/Dockerfile) and pip.
 # ocl-icd-opencl-dev: Debian's oneDNN is built with its OpenCL GPU runtime, so dnnl-config.cmake
 # does find_package(OpenCL REQUIRED); libdnnl-dev only Recommends it (not installed here).
 pkgs=(
@@ -12,6 +13,7 @@ pkgs=(
   libicu-dev libssl-dev python3-venv python3-grpcio python3-protobuf python3-numpy iproute2
   python3-jsonschema
   xz-utils shellcheck
+  ca-certificates
 )
 missing=()
 for p in "${pkgs[@]}"; do
