@@ -262,6 +262,7 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bo
   // with the others, instead of failing alone once they are inside the forward's collectives.
   std::vector<uint64_t> created;
   created.reserve(batch.size());
+  Logits out;
   if (room.ok()) room = EnsureScratch(tokens, rows);
   if (room.ok()) {
     try {
@@ -269,10 +270,11 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bo
         if (!kv_->Contains(batch[i].seq_id)) created.push_back(batch[i].seq_id);
         kv_->Reserve(batch[i].seq_id, s.past[i] + batch[i].tokens.size());
       }
+      out.values.resize(static_cast<size_t>(rows * config_.vocab_size));  // the result
     } catch (const std::bad_alloc&) {
       room = absl::ResourceExhaustedError(
-          "Step: out of memory for the batch's KV cache; release finished sequences or send a "
-          "smaller batch (--memory_limit refuses such steps before they allocate)");
+          "Step: out of memory for the batch's KV cache and logits; release finished sequences "
+          "or send a smaller batch (--memory_limit refuses such steps before they allocate)");
     }
   }
   // Every rank votes on every step: a rank that allocated before a vote that failed keeps what
@@ -289,7 +291,6 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bo
     for (uint64_t id : created) kv_->Release(id).IgnoreError();
     return room;
   }
-  Logits out;
   absl::Status st;
   try {
     for (const SequenceInput& in : batch) {
@@ -297,9 +298,13 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bo
     }
     st = Forward(batch, &out);
   } catch (const std::bad_alloc&) {
-    st = absl::ResourceExhaustedError(
-        "Step: out of memory for the batch's logits; release finished sequences or send a "
-        "smaller batch (--memory_limit refuses such steps before they allocate)");
+    // Past the vote only the int8 outlier buffers still grow. Alone, the step is refused; with
+    // TP the other ranks are inside the forward's collectives already, waiting for this one:
+    // INTERNAL, so that this rank's group breaks now rather than theirs at the timeout.
+    const char* what =
+        "Step: out of memory inside the forward (the int8 outlier buffers grow with the "
+        "outliers found, or a collective's buffers); send a smaller batch";
+    st = tp_ > 1 ? absl::InternalError(what) : absl::ResourceExhaustedError(what);
   }
   if (!st.ok()) {
     for (uint64_t id : created) kv_->Release(id).IgnoreError();
