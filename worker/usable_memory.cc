@@ -43,6 +43,14 @@ int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t me
                           int64_t held_bytes) {
   if (memory_limit_bytes > 0) return memory_limit_bytes;
   if (device != "cpu") {
+    if (cuda_device < 0) {
+      // The rank's device, not known before a load assigns it: only a process that sees one
+      // GPU knows which it will be. (Asking device 0 would also make a CUDA context there in
+      // every worker process, memory rank 0 planned with.)
+      absl::StatusOr<int> count = model::CudaDeviceCount();
+      if (!count.ok() || *count != 1) return 0;
+      cuda_device = 0;
+    }
     // A GPU worker can use what the device has free now plus what its loaded shard holds.
     absl::StatusOr<int64_t> free_bytes = model::CudaFreeMemoryBytes(cuda_device);
     return free_bytes.ok() ? *free_bytes + held_bytes : 0;

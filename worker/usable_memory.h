@@ -36,7 +36,8 @@ absl::StatusOr<int64_t> ReadMemAvailableBytes();
 
 // The figure Info reports (see the header comment). `held_bytes`: what the loaded shard holds
 // (MemoryStats::total(), 0 when none). Returns 0 when unknown.
-// `cuda_device` is the worker's --cuda_device (< 0: device 0).
+// `cuda_device` is the CUDA device (the worker's --cuda_device, or the one its loaded shard is
+// on); < 0 when not known yet: device 0 when the process sees one GPU, else 0 (unknown).
 int64_t UsableMemoryBytes(const std::string& device, int cuda_device, int64_t memory_limit_bytes,
                           int64_t held_bytes);
 

@@ -145,6 +145,7 @@ WorkerService::~WorkerService() {
 }
 
 void WorkerService::Unload() {
+  published_cuda_device_ = -1;
   model_.reset();  // the model refers to the communicator: drop it first
   comm_.reset();
   samplers_.Clear();
@@ -193,9 +194,17 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
     }
   }
   resp->set_device(options_.device);
-  resp->set_memory_bytes(UsableMemoryBytes(options_.device, options_.cuda_device,
+  const int loaded_device = published_cuda_device_;
+  const bool rank_device = options_.cuda_device < 0 && loaded_device >= 0;
+  resp->set_memory_bytes(UsableMemoryBytes(options_.device,
+                                           rank_device ? loaded_device : options_.cuda_device,
                                            options_.memory_limit_bytes, published_held_bytes_));
-  resp->set_memory_pool(memory_pool_);
+  if (rank_device) {
+    absl::MutexLock lock(&pool_mu_);
+    resp->set_memory_pool(loaded_memory_pool_);
+  } else {
+    resp->set_memory_pool(memory_pool_);
+  }
   resp->set_held_bytes(published_held_bytes_);
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
@@ -376,6 +385,13 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   max_step_rows_ =
       req.max_step_rows() > 0 ? std::max<int64_t>(req.max_batch(), req.max_step_rows()) : 0;
   lease_.Renew(epoch_, LeaseNow());  // a long load counts as contact
+  if (device == model::Device::kCuda && options_.cuda_device < 0) {
+    {
+      absl::MutexLock lock(&pool_mu_);
+      loaded_memory_pool_ = MemoryPool(options_.device, cuda_device, options_.memory_limit_bytes);
+    }
+    published_cuda_device_ = cuda_device;
+  }
   Publish();
   const model::MemoryStats mem = model_->memory();
   resp.set_weight_bytes(mem.weights());
