@@ -95,6 +95,13 @@ absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
                      step.prefix_from(), " (it has no penalty)"));
   }
   if (!s.drop_error.empty()) return absl::InvalidArgumentError(s.drop_error);
+  // Each accepted draft samples at the next index: they must stay int32 (and >= 0).
+  if (step.sample_index() < 0 ||
+      step.sample_index() > std::numeric_limits<int32_t>::max() - step.draft_token_ids_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence ", step.seq_id(), ": sample_index ", step.sample_index(), " with ",
+                     step.draft_token_ids_size(), " drafts is out of range"));
+  }
   Verified v;
   while (true) {
     absl::StatusOr<SampledToken> token =

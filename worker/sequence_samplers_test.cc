@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <initializer_list>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -254,6 +255,13 @@ TEST(SequenceSamplersTest, DraftsAreAcceptedWhileTheSamplesOfOneStepAtATimeEqual
   EXPECT_EQ(v->token.token_id, sampled[0]);
   EXPECT_EQ(spec.SampleDrafts(Step(9, {4}, 0), row(0)).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // A sample index whose drafts would sample past int32: refused, not overflowed.
+  v1::SeqStep far = Step(3, {4}, std::numeric_limits<int32_t>::max());
+  far.add_draft_token_ids(sampled[0]);
+  spec.Observe(far);
+  v = spec.SampleDrafts(far, row(0));
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument) << v.status();
+  EXPECT_NE(v.status().message().find("out of range"), std::string::npos) << v.status();
 }
 
 // The accepted drafts count in the penalties of the positions after them: greedy with a
