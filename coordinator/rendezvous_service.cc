@@ -19,8 +19,16 @@ void RendezvousService::KeepOnlyPrefixed(std::string_view prefix) {
 }
 
 absl::Status RendezvousService::CheckKey(const std::string& key) const {
-  if (key.empty()) return absl::InvalidArgumentError("rendezvous key must not be empty");
   absl::MutexLock lock(&mu_);
+  return CheckKeyLocked(key);
+}
+
+absl::Status RendezvousService::CheckKeyLocked(const std::string& key) const {
+  if (key.empty()) return absl::InvalidArgumentError("rendezvous key must not be empty");
+  if (key.size() > kMaxKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rendezvous key of ", key.size(), " bytes; at most ", kMaxKeyBytes));
+  }
   if (!forming_prefix_.empty() && key.rfind(forming_prefix_, 0) == 0) return absl::OkStatus();
   return absl::FailedPreconditionError(
       absl::StrCat("rendezvous key '", key.substr(0, 64),
@@ -43,7 +51,12 @@ grpc::Status RendezvousService::Add(grpc::ServerContext*, const v1::AddRequest* 
 }
 
 absl::Status RendezvousService::SetImpl(const v1::SetRequest& req) {
-  RETURN_IF_ERROR(CheckKey(req.key()));
+  if (req.value().size() > kMaxValueBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("rendezvous value of ", req.value().size(),
+                                                   " bytes; at most ", kMaxValueBytes));
+  }
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckKeyLocked(req.key()));
   return store_.Set(req.key(), req.value());
 }
 
@@ -92,7 +105,8 @@ absl::Status RendezvousService::GetImpl(grpc::ServerContext& ctx, const v1::GetR
 }
 
 absl::Status RendezvousService::AddImpl(const v1::AddRequest& req, v1::AddResponse& resp) {
-  RETURN_IF_ERROR(CheckKey(req.key()));
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckKeyLocked(req.key()));
   ASSIGN_OR_RETURN(const int64_t value, store_.Add(req.key(), req.delta()));
   resp.set_value(value);
   return absl::OkStatus();

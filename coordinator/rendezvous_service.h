@@ -29,6 +29,9 @@ class RendezvousService final : public v1::Rendezvous::Service {
   static constexpr int64_t kMaxAnswerBytes = int64_t{16} << 20;
   // Each rank of a forming group waits on one key at a time.
   static constexpr int kMaxWaitingGets = 256;
+  // A key and a value (Gloo's addresses of a rank's pairs, an NCCL id: bytes to kilobytes).
+  static constexpr size_t kMaxKeyBytes = 1024;
+  static constexpr size_t kMaxValueBytes = size_t{1} << 20;
 
   grpc::Status Set(grpc::ServerContext* ctx, const v1::SetRequest* req,
                    v1::SetResponse* resp) override;
@@ -42,15 +45,18 @@ class RendezvousService final : public v1::Rendezvous::Service {
   void KeepOnlyPrefixed(std::string_view prefix);
 
  private:
-  // OK for a key of the forming group; INVALID_ARGUMENT for an empty one, else
-  // FAILED_PRECONDITION.
+  // OK for a key of the forming group; INVALID_ARGUMENT for an empty one or one longer than
+  // kMaxKeyBytes, else FAILED_PRECONDITION.
   absl::Status CheckKey(const std::string& key) const;
+  absl::Status CheckKeyLocked(const std::string& key) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The handlers, in absl::Status (converted once, by ToGrpcStatus, at the service edge).
   absl::Status SetImpl(const v1::SetRequest& req);
   absl::Status GetImpl(grpc::ServerContext& ctx, const v1::GetRequest& req, v1::GetResponse& resp);
   absl::Status AddImpl(const v1::AddRequest& req, v1::AddResponse& resp);
 
   comm::InMemoryRendezvous store_;
+  // Held across a write's key check and the write, so that KeepOnlyPrefixed never lets an
+  // older group's key in after it dropped them (taken before store_'s own lock).
   mutable absl::Mutex mu_;
   std::string forming_prefix_ ABSL_GUARDED_BY(mu_);  // empty: no group formed yet
   std::atomic<int> waiting_gets_{0};

@@ -91,6 +91,8 @@ llmint8_cc_test(NAME scheduler_test SRCS scheduler_test.cc fake_step_group.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME coordinator_server_test SRCS coordinator_server_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME rendezvous_service_test SRCS rendezvous_service_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME api_key_test SRCS api_key_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME generation_defaults_test SRCS generation_defaults_test.cc
