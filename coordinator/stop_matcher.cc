@@ -63,6 +63,7 @@ std::string StopMatcher::Append(const std::string& text, bool may_stop) {
 
 std::string StopMatcher::Flush() {
   if (stopped_) return "";
+  for (Stop& stop : stops_) stop.matched = 0;  // nothing is held back any more
   return std::exchange(pending_, std::string());
 }
 

@@ -189,6 +189,15 @@ absl::Status ShardModel::EnsureScratch(int64_t tokens, int64_t logit_rows) {
       GrowTo(s.attn, tokens * lw);
       GrowTo(s.partial, tokens * h);
       GrowTo(s.ffn, tokens * lf);
+      if (options_.precision == Precision::kInt8) {
+        // The largest linear's quantized input, row scales and int32 accumulators (the
+        // kernels grow them to each call's size, within this capacity).
+        const int64_t max_k = std::max({h, lw, lf});
+        const int64_t max_n = std::max({3 * lw, h, lf});
+        s.int8.act.q.reserve(static_cast<size_t>(tokens * max_k));
+        s.int8.act.absmax.reserve(static_cast<size_t>(tokens));
+        s.int8.acc.reserve(static_cast<size_t>(tokens * max_n));
+      }
       s.tokens = tokens;
     }
     const int64_t att = config_.head_dim() + max_context_;
@@ -298,13 +307,15 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bo
     }
     st = Forward(batch, &out);
   } catch (const std::bad_alloc&) {
-    // Past the vote only the int8 outlier buffers still grow. Alone, the step is refused; with
-    // TP the other ranks are inside the forward's collectives already, waiting for this one:
-    // INTERNAL, so that this rank's group breaks now rather than theirs at the timeout.
-    const char* what =
+    st = absl::ResourceExhaustedError(
         "Step: out of memory inside the forward (the int8 outlier buffers grow with the "
-        "outliers found, or a collective's buffers); send a smaller batch";
-    st = tp_ > 1 ? absl::InternalError(what) : absl::ResourceExhaustedError(what);
+        "outliers found; the int8 GEMM packs its operands per call; a collective's buffers)");
+  }
+  // Past the vote memory can still run out (above). Alone, the step is refused; with TP the
+  // other ranks are inside the forward's collectives already, waiting for this one: INTERNAL,
+  // which the worker takes for a broken group, not for a refusal every rank made alike.
+  if (st.code() == absl::StatusCode::kResourceExhausted && tp_ > 1) {
+    st = absl::InternalError(absl::StrCat("rank ", rank_, " alone: ", st.message()));
   }
   if (!st.ok()) {
     for (uint64_t id : created) kv_->Release(id).IgnoreError();
