@@ -64,7 +64,8 @@ ABSL_FLAG(float, threshold, 6.0f,
           "LLM.int8() outlier threshold (int8 only; 0 disables the decomposition)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(int32_t, cuda_device, -1,
-          "worker: CUDA device index (-1: the rank the coordinator assigns)");
+          "worker: CUDA device index (-1: the rank the coordinator assigns, modulo the GPUs "
+          "this process sees)");
 ABSL_FLAG(std::string, backend, "",
           "collectives between workers: gloo or nccl (default: gloo on cpu, nccl on cuda); "
           "local: one worker alone, no collectives");

@@ -145,7 +145,10 @@ WorkerService::~WorkerService() {
 }
 
 void WorkerService::Unload() {
-  published_cuda_device_ = -1;
+  {
+    absl::MutexLock lock(&device_mu_);
+    loaded_device_ = LoadedDevice();
+  }
   model_.reset();  // the model refers to the communicator: drop it first
   comm_.reset();
   samplers_.Clear();
@@ -194,17 +197,16 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
     }
   }
   resp->set_device(options_.device);
-  const int loaded_device = published_cuda_device_;
-  const bool rank_device = options_.cuda_device < 0 && loaded_device >= 0;
-  resp->set_memory_bytes(UsableMemoryBytes(options_.device,
-                                           rank_device ? loaded_device : options_.cuda_device,
-                                           options_.memory_limit_bytes, published_held_bytes_));
-  if (rank_device) {
-    absl::MutexLock lock(&pool_mu_);
-    resp->set_memory_pool(loaded_memory_pool_);
-  } else {
-    resp->set_memory_pool(memory_pool_);
+  LoadedDevice loaded;
+  {
+    absl::MutexLock lock(&device_mu_);
+    loaded = loaded_device_;
   }
+  const bool rank_device = options_.cuda_device < 0 && loaded.cuda_device >= 0;
+  resp->set_memory_bytes(UsableMemoryBytes(options_.device,
+                                           rank_device ? loaded.cuda_device : options_.cuda_device,
+                                           options_.memory_limit_bytes, published_held_bytes_));
+  resp->set_memory_pool(rank_device ? loaded.memory_pool : memory_pool_);
   resp->set_held_bytes(published_held_bytes_);
   resp->set_epoch(published_epoch_);
   resp->set_rank(published_rank_);
@@ -292,7 +294,14 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   ASSIGN_OR_RETURN(model::Precision precision, model::ParsePrecision(req.dtype()));
   ASSIGN_OR_RETURN(model::Device device,
                    model::ParseDevice(req.device().empty() ? "cpu" : req.device()));
-  const int cuda_device = options_.cuda_device >= 0 ? options_.cuda_device : req.rank();
+  // Without --cuda_device: the rank's device among those this process sees (one process per
+  // GPU sees one: device 0 for any rank, as Info reported before the load).
+  int cuda_device = options_.cuda_device;
+  if (cuda_device < 0) {
+    const absl::StatusOr<int> gpus =
+        device == model::Device::kCuda ? model::CudaDeviceCount() : absl::StatusOr<int>(0);
+    cuda_device = gpus.ok() && *gpus > 0 ? req.rank() % *gpus : req.rank();
+  }
   Unload();
   // Info shows the epoch being loaded (not yet `loaded`; steps still need the load to finish):
   // a coordinator whose probe finds another coordinator's epoch here knows it was taken over,
@@ -386,11 +395,11 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
       req.max_step_rows() > 0 ? std::max<int64_t>(req.max_batch(), req.max_step_rows()) : 0;
   lease_.Renew(epoch_, LeaseNow());  // a long load counts as contact
   if (device == model::Device::kCuda && options_.cuda_device < 0) {
-    {
-      absl::MutexLock lock(&pool_mu_);
-      loaded_memory_pool_ = MemoryPool(options_.device, cuda_device, options_.memory_limit_bytes);
-    }
-    published_cuda_device_ = cuda_device;
+    LoadedDevice now{
+        .cuda_device = cuda_device,
+        .memory_pool = MemoryPool(options_.device, cuda_device, options_.memory_limit_bytes)};
+    absl::MutexLock lock(&device_mu_);
+    loaded_device_ = std::move(now);
   }
   Publish();
   const model::MemoryStats mem = model_->memory();

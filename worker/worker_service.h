@@ -118,10 +118,13 @@ class WorkerService final : public v1::Worker::Service {
   const WorkerOptions options_;
   const std::string memory_pool_;  // MemoryPool of the options, read once (Info)
   // Without --cuda_device a CUDA shard is on its rank's device, known once a load assigns it:
-  // that device (-1 while none is loaded) and its MemoryPool, for Info.
-  std::atomic<int> published_cuda_device_{-1};
-  mutable absl::Mutex pool_mu_;
-  std::string loaded_memory_pool_ ABSL_GUARDED_BY(pool_mu_);
+  // that device (-1 while none is loaded) and its MemoryPool, for Info (read together).
+  struct LoadedDevice {
+    int cuda_device = -1;
+    std::string memory_pool;
+  };
+  mutable absl::Mutex device_mu_;
+  LoadedDevice loaded_device_ ABSL_GUARDED_BY(device_mu_);
   // What Info reports, readable while a long Step holds mu_ (health probes must not wait).
   std::atomic<int64_t> published_epoch_{0};
   std::atomic<bool> published_loaded_{false};
