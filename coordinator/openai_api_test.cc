@@ -699,6 +699,9 @@ TEST(OpenAiApiTest, GuidesAreReadInVllmsForms) {
                   .json_object());
   EXPECT_FALSE(
       ParseOk(R"({"prompt": "x", "response_format": {"type": "text"}})").generate.has_guide());
+  // json_object false asks for no guide, and sets none (not an empty one).
+  EXPECT_FALSE(ParseOk(R"({"prompt": "x", "structured_outputs": {"json_object": false}})")
+                   .generate.has_guide());
   EXPECT_THAT(ParseOk(R"({"prompt": "x", "guided_choice": ["yes", "no"]})")
                   .generate.guide()
                   .choice()

@@ -238,7 +238,11 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body, const RequestDefau
                                            " strings here (the transcript's next turn takes ",
                                            kTurnStops, " of the ", kMaxStopSequences, ")"));
   }
-  for (const std::string_view stop : kChatTurnStops) g.add_stop(std::string(stop));
+  // A guided reply ends where its guide does; the turn's stops could cut a match short (a
+  // regular expression or choice that holds "\nUser:").
+  if (!g.has_guide()) {
+    for (const std::string_view stop : kChatTurnStops) g.add_stop(std::string(stop));
+  }
   // max_completion_tokens replaced max_tokens in the chat API; either bounds the reply.
   if (const json* v = Find(body, "max_completion_tokens"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "max_completion_tokens"));
@@ -306,9 +310,11 @@ ChoicePart Collect(const CompletionRequest& request, const v1::GenerateResponse*
 // The reply's content starts at its first character that is not ASCII whitespace: the
 // transcript ends with "Assistant:", so the model's first token usually brings a space.
 // `started` says whether earlier text of the reply got past that; this text's lead is dropped
-// until it does.
-void TrimReplyStart(std::string& text, bool& started) {
-  if (started) return;
+// until it does. A reply guided by choices or a regular expression is kept as its guide made
+// it (a choice " yes" stays one); a JSON guide's starts with its '{' anyway.
+void TrimReplyStart(const CompletionRequest& request, std::string& text, bool& started) {
+  const v1::Guide::KindCase guide = request.generate.guide().kind_case();
+  if (started || guide == v1::Guide::kChoice || guide == v1::Guide::kRegex) return;
   text.erase(0, text.size() - absl::StripLeadingAsciiWhitespace(text).size());
   started = !text.empty();
 }
@@ -368,7 +374,7 @@ std::string ChatCompletionJson(const CompletionRequest& request,
                                 ChoicePart part = Collect(request, responses.data(),
                                                           responses.data() + responses.size());
                                 bool started = false;
-                                TrimReplyStart(part.text, started);
+                                TrimReplyStart(request, part.text, started);
                                 json message = {{"role", "assistant"}};
                                 if (request.tool_call_name.empty()) {
                                   message["content"] = std::move(part.text);
@@ -389,7 +395,7 @@ std::string ChatChunkEvent(const CompletionRequest& request, size_t index,
                            std::string_view completion_id, int64_t created,
                            std::string_view model_id, const v1::Usage* usage_so_far) {
   ChoicePart part = Collect(request, &response, &response + 1);
-  TrimReplyStart(part.text, stream.content_started);
+  TrimReplyStart(request, part.text, stream.content_started);
   const bool first = !stream.role_sent;
   stream.role_sent = true;
   json delta = json::object();

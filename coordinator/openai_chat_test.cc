@@ -465,5 +465,38 @@ TEST(ChatAnswerTest, TheReplyStartsAtItsFirstNonWhitespaceCharacter) {
   EXPECT_EQ(deltas[3], json({{"content", "  there\n"}}));
 }
 
+// A guided reply is the guide's output as it stands: not trimmed (a choice " yes" stays one of
+// the choices) and not cut by the turn's stops (a pattern may hold "\nUser:").
+TEST(ChatAnswerTest, AGuidedReplyIsNeitherTrimmedNorCutAtTheNextTurn) {
+  // json_object false sets no guide: the turn stops stay, and a named tool may still guide.
+  const CompletionRequest unguided = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}],
+          "structured_outputs": {"json_object": false}})");
+  EXPECT_FALSE(unguided.generate.has_guide());
+  EXPECT_EQ(unguided.generate.stop_size(), 2);
+  EXPECT_TRUE(ParseOk(R"({"messages": [{"role": "user", "content": "x"}],
+                          "structured_outputs": {"json_object": false},
+                          "tools": [{"type": "function", "function": {"name": "f",
+                                     "parameters": {"type": "object"}}}],
+                          "tool_choice": {"type": "function", "function": {"name": "f"}}})")
+                  .generate.has_guide());
+  const CompletionRequest request = ParseOk(
+      R"({"messages": [{"role": "user", "content": "x"}], "guided_choice": [" yes", " no"]})");
+  ASSERT_TRUE(request.generate.has_guide());
+  EXPECT_EQ(request.generate.stop_size(), 0) << "no turn stops";
+  std::vector<v1::GenerateResponse> r(2);
+  r[0].set_token_id(20);
+  r[0].set_text(" y");
+  r[1].set_token_id(21);
+  r[1].set_text("es");
+  EXPECT_EQ(json::parse(ChatCompletionJson(request, {r}, "c", 1,
+                                           kModel))["choices"][0]["message"]["content"],
+            " yes");
+  ChatStream stream;
+  EXPECT_EQ(Event(ChatChunkEvent(request, 0, r[0], stream, "c", 1,
+                                 kModel))["choices"][0]["delta"]["content"],
+            " y");
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator::openai

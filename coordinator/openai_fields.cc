@@ -202,6 +202,11 @@ enum class GuideKind { kChoice, kRegex, kJsonSchema, kJsonObject };
 // for none (json_object false).
 absl::StatusOr<bool> SetGuide(GuideKind kind, const json& value, const std::string& field,
                               v1::GenerateRequest& g) {
+  if (kind == GuideKind::kJsonObject) {  // false sets none (not even an empty guide)
+    if (!value.is_boolean()) return FieldError(field, "true or false");
+    if (value.get<bool>()) g.mutable_guide()->set_json_object(true);
+    return value.get<bool>();
+  }
   v1::Guide& guide = *g.mutable_guide();
   switch (kind) {
     case GuideKind::kChoice: {
@@ -217,9 +222,7 @@ absl::StatusOr<bool> SetGuide(GuideKind kind, const json& value, const std::stri
       return true;
     }
     case GuideKind::kJsonObject:
-      if (!value.is_boolean()) return FieldError(field, "true or false");
-      if (value.get<bool>()) guide.set_json_object(true);
-      return value.get<bool>();
+      break;  // above
   }
   return false;
 }
