@@ -142,6 +142,11 @@ struct SchedulerOptions {
   // counts room for this many drafts against the KV budget as it generates.
   int32_t speculative_tokens = 0;
   PromptLookup prompt_lookup;
+  // Finding guided sequences' token masks is scheduler-thread work every step; once a step's
+  // masks took this long, its other generating guided sequences wait for the next step (the
+  // rest of the batch goes): a few requests whose guides scan slowly (each scan is bounded,
+  // coordinator/guided_regex.h) cannot hold every request's step for their sum.
+  absl::Duration step_mask_budget = absl::Milliseconds(50);
 };
 
 class Scheduler {

@@ -137,6 +137,10 @@ Scheduler::StepBatch Scheduler::FormStep() {
                : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
       continue;
     }
+    if (prefilled && seq->params().guided() && mask_time >= options_.step_mask_budget &&
+        batch.request.seqs_size() > 0) {
+      continue;  // its mask waits for the next step (SchedulerOptions::step_mask_budget)
+    }
     std::optional<PrefixCache::Match> prefix;
     if (first_step) {
       const PrefixChoice choice = ChoosePrefix(i);

@@ -1392,6 +1392,48 @@ TEST_F(SchedulerTest, GuidedSequencesCarryTheirMaskAndNeedWorkersThatTakeIt) {
   EXPECT_TRUE(Await(*free).status.ok()) << "unguided requests are served";
 }
 
+// Once a step's masks took SchedulerOptions::step_mask_budget, its other generating guided
+// sequences wait for the next step: with no budget at all, one mask a step, and every guided
+// sequence still ends on one of its choices.
+TEST_F(SchedulerTest, AStepsMaskBudgetDefersTheOtherGuidedSequences) {
+  auto vocab = std::make_shared<const TokenVocabulary>(
+      std::vector<std::string>{"", "", "", "y", "e", "s", "n", "o"});
+  std::vector<std::shared_ptr<Sequence>> seqs;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    GenerationParams p;
+    p.guided_choice = {"yes", "no"};
+    seqs.push_back(MakeSeq(id, Tokens(3, 100 * id), 8, p));
+    seqs.back()->set_guide(*OutputConstraint::Choice(p.guided_choice), vocab);
+  }
+  seqs.push_back(MakeSeq(4, Tokens(3, 400), 6));  // unguided: never deferred
+  SchedulerOptions options = Options();
+  options.step_mask_budget = absl::ZeroDuration();
+  Start(options, std::nullopt, /*token_masks=*/true);
+  const std::vector<Outcome> outs = RunToEnd(seqs);
+  ASSERT_EQ(outs.size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    const std::vector<int32_t>& t = outs[i].tokens;
+    EXPECT_TRUE(t == (std::vector<int32_t>{3, 4, 5}) || t == (std::vector<int32_t>{6, 7}))
+        << ::testing::PrintToString(t);
+  }
+  EXPECT_EQ(outs[3].tokens, FakeGreedy(seqs[3]->prompt(), 6));
+  // The generating steps (one token each; the prompts, 3 tokens, all go in the first step
+  // and sample beside it) carry one mask at most; the unguided sequence is in steps 1 to 6.
+  int most = 0;
+  std::vector<uint64_t> unguided_steps;
+  for (const v1::StepRequest& step : group_->steps()) {
+    int masks = 0;
+    for (const v1::SeqStep& s : step.seqs()) {
+      masks += s.has_mask() && s.token_ids_size() == 1;
+      if (s.seq_id() == 4) unguided_steps.push_back(step.step_id());
+    }
+    most = std::max(most, masks);
+  }
+  EXPECT_EQ(most, 1) << "one generating mask a step";
+  EXPECT_THAT(unguided_steps, ::testing::ElementsAre(1, 2, 3, 4, 5, 6))
+      << "the unguided sequence is not held back";
+}
+
 // A guide that cannot say which tokens may come (its scan costs more than a request may): the
 // sequence's tokens go without a mask and nothing is sampled, then it fails (INVALID_ARGUMENT)
 // and leaves the workers; a sequence beside it goes on.
