@@ -144,8 +144,9 @@ struct SchedulerOptions {
   PromptLookup prompt_lookup;
   // Finding guided sequences' token masks is scheduler-thread work every step; once a step's
   // masks took this long, its other generating guided sequences wait for the next step (the
-  // rest of the batch goes): a few requests whose guides scan slowly (each scan is bounded,
-  // coordinator/guided_regex.h) cannot hold every request's step for their sum.
+  // rest of the batch goes; one generating guided sequence goes every step, round-robin): a
+  // few requests whose guides scan slowly (each scan is bounded, coordinator/guided_regex.h)
+  // cannot hold every request's step for their sum.
   absl::Duration step_mask_budget = absl::Milliseconds(50);
 };
 
@@ -250,7 +251,7 @@ class Scheduler {
   // One step's batch (scheduler_step.cc): running_[in_step[j]] is request.seqs(j).
   struct StepBatch {
     v1::StepRequest request;
-    std::vector<size_t> in_step;
+    std::vector<size_t> in_step;            // (generating guided sequences last: FormStep)
     std::vector<bool> decoding;             // in_step[j] came prefilled: its token is a decode
     std::vector<absl::Status> mask_errors;  // in_step[j]'s guide could not mask its token
     uint64_t hit_tokens = 0;                // prompt positions copied from cached prefixes
@@ -335,6 +336,9 @@ class Scheduler {
   uint64_t draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t accepted_draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int32_t> lookup_tokens_, draft_;  // AddDrafts' scratch (scheduler thread)
+  // The generating guided sequence the last step's mask budget stopped at (0: none): the next
+  // step's masks start there (FormStep; scheduler thread).
+  uint64_t next_masked_ = 0;
   PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;        // this epoch's (set when the group becomes ready)

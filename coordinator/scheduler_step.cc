@@ -128,32 +128,13 @@ Scheduler::StepBatch Scheduler::FormStep() {
   // Prompts being scored need every position's logits: at most score_chunk of their tokens
   // go per step, for which the workers keep logits rows.
   int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
-  for (size_t i = 0; i < running_.size(); ++i) {
+  std::vector<size_t> guided_generating;  // running_ indexes
+  // Puts running_[i] into the step (`prefix`: where its prompt starts from, for a first step).
+  auto add = [&](size_t i, const std::optional<PrefixCache::Match>& prefix) {
     const std::shared_ptr<Sequence>& seq = running_[i];
     const bool first_step = !seq->started();
     const bool prefilled = seq->prefilled();
     const bool scored = !prefilled && seq->scoring();
-    if (scored ? score_budget <= 0
-               : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
-      continue;
-    }
-    if (prefilled && seq->params().guided() && mask_time >= options_.step_mask_budget &&
-        batch.request.seqs_size() > 0) {
-      continue;  // its mask waits for the next step (SchedulerOptions::step_mask_budget)
-    }
-    std::optional<PrefixCache::Match> prefix;
-    if (first_step) {
-      const PrefixChoice choice = ChoosePrefix(i);
-      if (choice.wait) continue;
-      prefix = choice.from;
-      // A whole prompt goes alone or within the step's prefill budget. Admission keeps to
-      // that budget, but a prompt that waited a step above comes beside the next round's.
-      const int64_t whole = seq->prompt_remaining() - (prefix.has_value() ? prefix->length : 0);
-      if (!scored && options_.prefill_chunk == 0 && prefill_budget < full_prefill_budget &&
-          whole > prefill_budget) {
-        continue;
-      }
-    }
     v1::SeqStep* step = batch.request.add_seqs();
     step->set_seq_id(seq->id());
     if (prefilled) {
@@ -206,6 +187,52 @@ Scheduler::StepBatch Scheduler::FormStep() {
     batch.mask_errors.push_back(std::move(mask));
     step->set_logprobs(seq->params().logprobs);
     step->set_top_logprobs(seq->params().top_logprobs);
+  };
+  for (size_t i = 0; i < running_.size(); ++i) {
+    const std::shared_ptr<Sequence>& seq = running_[i];
+    const bool first_step = !seq->started();
+    const bool prefilled = seq->prefilled();
+    const bool scored = !prefilled && seq->scoring();
+    if (scored ? score_budget <= 0
+               : !prefilled && options_.prefill_chunk > 0 && prefill_budget <= 0) {
+      continue;
+    }
+    if (prefilled && seq->params().guided()) {
+      guided_generating.push_back(i);  // after the rest of the batch (below)
+      continue;
+    }
+    std::optional<PrefixCache::Match> prefix;
+    if (first_step) {
+      const PrefixChoice choice = ChoosePrefix(i);
+      if (choice.wait) continue;
+      prefix = choice.from;
+      // A whole prompt goes alone or within the step's prefill budget. Admission keeps to
+      // that budget, but a prompt that waited a step above comes beside the next round's.
+      const int64_t whole = seq->prompt_remaining() - (prefix.has_value() ? prefix->length : 0);
+      if (!scored && options_.prefill_chunk == 0 && prefill_budget < full_prefill_budget &&
+          whole > prefill_budget) {
+        continue;
+      }
+    }
+    add(i, prefix);
+  }
+  // The generating guided sequences, round-robin from the one the last step's mask budget
+  // stopped at: once this step's masks took SchedulerOptions::step_mask_budget, the others
+  // wait for the next step (a few slow guides cannot hold every request's step for their sum,
+  // nor the same ones always go first). One goes every step, whatever the prompts took.
+  const size_t n = guided_generating.size();
+  size_t first = 0;
+  for (size_t k = 0; k < n; ++k) {
+    if (running_[guided_generating[k]]->id() == next_masked_) first = k;
+  }
+  next_masked_ = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = guided_generating[(first + k) % n];
+    if (k > 0 && mask_time >= options_.step_mask_budget) {
+      if (next_masked_ == 0) next_masked_ = running_[i]->id();
+      continue;
+    }
+    add(i, std::nullopt);
   }
   if (guided_in_step && metrics_ != nullptr) metrics_->RecordGuidedMasks(mask_time);
   return batch;

@@ -1432,6 +1432,17 @@ TEST_F(SchedulerTest, AStepsMaskBudgetDefersTheOtherGuidedSequences) {
   EXPECT_EQ(most, 1) << "one generating mask a step";
   EXPECT_THAT(unguided_steps, ::testing::ElementsAre(1, 2, 3, 4, 5, 6))
       << "the unguided sequence is not held back";
+  // Round-robin: the guided sequences take turns (none waits for another to finish).
+  std::vector<uint64_t> turns;
+  for (const v1::StepRequest& step : group_->steps()) {
+    for (const v1::SeqStep& s : step.seqs()) {
+      if (s.has_mask() && s.token_ids_size() == 1) turns.push_back(s.seq_id());
+    }
+  }
+  ASSERT_GE(turns.size(), 3u);
+  EXPECT_THAT(std::vector<uint64_t>(turns.begin(), turns.begin() + 3),
+              ::testing::UnorderedElementsAre(1, 2, 3))
+      << ::testing::PrintToString(turns);
 }
 
 // A guide that cannot say which tokens may come (its scan costs more than a request may): the
