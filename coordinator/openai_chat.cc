@@ -232,15 +232,18 @@ absl::StatusOr<CompletionRequest> ParseChat(const json& body, const RequestDefau
   RETURN_IF_ERROR(ParseTools(body, r));
   g.set_text(ChatTranscript(messages));
   r.prompts.emplace_back().set_text(g.text());
-  constexpr int kTurnStops = static_cast<int>(std::size(kChatTurnStops));
-  if (g.stop_size() > kMaxStopSequences - kTurnStops) {
-    return FieldError("stop", absl::StrCat("at most ", kMaxStopSequences - kTurnStops,
+  // A reply guided by choices ends on one of them, a JSON one on its closing brace (and JSON
+  // holds no raw newline); a regular expression may go on past the turn, so it keeps the
+  // turn's stops (a match that holds "\nUser:" is cut there).
+  const v1::Guide::KindCase guide = g.guide().kind_case();
+  const bool turn_stops = guide == v1::Guide::KIND_NOT_SET || guide == v1::Guide::kRegex;
+  const int turn_stop_count = turn_stops ? static_cast<int>(std::size(kChatTurnStops)) : 0;
+  if (g.stop_size() > kMaxStopSequences - turn_stop_count) {
+    return FieldError("stop", absl::StrCat("at most ", kMaxStopSequences - turn_stop_count,
                                            " strings here (the transcript's next turn takes ",
-                                           kTurnStops, " of the ", kMaxStopSequences, ")"));
+                                           turn_stop_count, " of the ", kMaxStopSequences, ")"));
   }
-  // A guided reply ends where its guide does; the turn's stops could cut a match short (a
-  // regular expression or choice that holds "\nUser:").
-  if (!g.has_guide()) {
+  if (turn_stops) {
     for (const std::string_view stop : kChatTurnStops) g.add_stop(std::string(stop));
   }
   // max_completion_tokens replaced max_tokens in the chat API; either bounds the reply.

@@ -9,7 +9,8 @@
 //   a blank line;
 //   last "Assistant:", which the model continues. The reply ends where the model starts the
 //   next turn: "\n\nUser:" and "\nUser:" are added to the request's stop strings (and are
-//   not in the reply), so a request may carry two fewer stop strings than /v1/completions.
+//   not in the reply), so a request may carry two fewer stop strings than /v1/completions;
+//   not to one guided by choices or JSON (it ends on its own).
 // A message's content is a string or an array of {"type": "text", "text": ...} parts (joined);
 // other parts (images, audio) are refused: InvalidArgument naming the field. An assistant's
 // tool_calls show in its turn as "[call name(arguments)]", a tool message as "Tool: <text>".
@@ -34,7 +35,8 @@
 // [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}, finish_reason, usage),
 // or chat.completion.chunk events whose choices carry a delta (the role in each choice's first).
 // The content is the reply's text from its first character that is not ASCII whitespace (the
-// model's space or newline after the transcript's "Assistant:" is not part of it).
+// model's space or newline after the transcript's "Assistant:" is not part of it), but for a
+// reply guided by choices or a regular expression, which is the guide's text as it stands.
 // A token's "token" is its text alone (U+FFFD for part of a character), its "bytes" its raw
 // bytes: the generated tokens' bytes join into their decoded bytes, the characters they split
 // included (which is the reply's content, its leading whitespace included, unless a stop string

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -465,8 +466,9 @@ TEST(ChatAnswerTest, TheReplyStartsAtItsFirstNonWhitespaceCharacter) {
   EXPECT_EQ(deltas[3], json({{"content", "  there\n"}}));
 }
 
-// A guided reply is the guide's output as it stands: not trimmed (a choice " yes" stays one of
-// the choices) and not cut by the turn's stops (a pattern may hold "\nUser:").
+// A reply guided by choices is the guide's output as it stands: not trimmed (a choice " yes"
+// stays one of the choices) and without the turn's stops (it ends on its own); one guided by
+// a regular expression keeps them (it may run on into the next turn) and is not trimmed.
 TEST(ChatAnswerTest, AGuidedReplyIsNeitherTrimmedNorCutAtTheNextTurn) {
   // json_object false sets no guide: the turn stops stay, and a named tool may still guide.
   const CompletionRequest unguided = ParseOk(
@@ -484,6 +486,17 @@ TEST(ChatAnswerTest, AGuidedReplyIsNeitherTrimmedNorCutAtTheNextTurn) {
       R"({"messages": [{"role": "user", "content": "x"}], "guided_choice": [" yes", " no"]})");
   ASSERT_TRUE(request.generate.has_guide());
   EXPECT_EQ(request.generate.stop_size(), 0) << "no turn stops";
+  const CompletionRequest regex =
+      ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "guided_regex": " [a-z ]+"})");
+  EXPECT_EQ(regex.generate.stop_size(), 2) << "the turn stops";
+  // All 16 stop strings are the client's when no turn stop is added.
+  std::string sixteen = "[";
+  for (int i = 0; i < 16; ++i) sixteen += absl::StrCat(i > 0 ? ", " : "", "\"s", i, "\"");
+  EXPECT_EQ(ParseOk(absl::StrCat(R"({"messages": [{"role": "user", "content": "x"}],
+                                    "guided_choice": ["a"], "stop": )",
+                                 sixteen, "]}"))
+                .generate.stop_size(),
+            16);
   std::vector<v1::GenerateResponse> r(2);
   r[0].set_token_id(20);
   r[0].set_text(" y");
