@@ -560,8 +560,10 @@ void Tokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>& out) c
   std::vector<int32_t> ids = MergePiece(piece);
   out.insert(out.end(), ids.begin(), ids.end());
   if (cacheable) {
+    // A full cache starts over; its entries are freed after the lock (every Encode waits on it).
+    absl::flat_hash_map<std::string, std::vector<int32_t>> old;
     absl::MutexLock lock(&cache_mu_);
-    if (cache_.size() >= options_.cache_capacity) cache_.clear();
+    if (cache_.size() >= options_.cache_capacity) old.swap(cache_);
     cache_.emplace(std::string(piece), std::move(ids));
   }
 }
