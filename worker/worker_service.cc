@@ -296,11 +296,11 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
                    model::ParseDevice(req.device().empty() ? "cpu" : req.device()));
   // Without --cuda_device: the rank's device among those this process sees (one process per
   // GPU sees one: device 0 for any rank, as Info reported before the load).
-  int cuda_device = options_.cuda_device;
-  if (cuda_device < 0) {
-    const absl::StatusOr<int> gpus =
-        device == model::Device::kCuda ? model::CudaDeviceCount() : absl::StatusOr<int>(0);
-    cuda_device = gpus.ok() && *gpus > 0 ? req.rank() % *gpus : req.rank();
+  int cuda_device = options_.cuda_device >= 0 ? options_.cuda_device : req.rank();
+  if (options_.cuda_device < 0 && device == model::Device::kCuda) {
+    if (const absl::StatusOr<int> gpus = model::CudaDeviceCount(); gpus.ok() && *gpus > 0) {
+      cuda_device = req.rank() % *gpus;
+    }
   }
   Unload();
   // Info shows the epoch being loaded (not yet `loaded`; steps still need the load to finish):
