@@ -68,6 +68,18 @@ class Communicator {
   // Returns once every rank has entered the barrier.
   virtual absl::Status Barrier() = 0;
 
+  // Breaks the group on purpose, for a rank that cannot go on with it (an error of its own
+  // in the middle of a step's collectives, which its peers cannot know of): this rank's later
+  // calls fail with FailedPrecondition naming `why`, and peers stop waiting for it. Gloo closes
+  // this rank's connections, so a peer blocked on it in a collective, or entering one, fails
+  // at once with Unavailable instead of sitting out its timeout (and, breaking, closes its
+  // own: the whole group learns). NCCL aborts the communicator (ncclCommAbort); when its
+  // peers notice depends on NCCL's transport (sockets: when the connection drops; shared
+  // memory or NVLink: their timeout). A group of one has no peers: nothing to do. Nothing
+  // happens on a group that is already broken (a transport error closes it the same way).
+  // Never blocks on peers.
+  virtual void Abort(const absl::Status& why) = 0;
+
  protected:
   // Backends implement these; arguments are already checked (counts match, root in range).
   virtual absl::Status AllReduceSumImpl(void* data, size_t count, DataType type) = 0;

@@ -216,7 +216,25 @@ absl::Status GlooCommunicator::Run(const char* what, Op&& op) {
         absl::StrCat(Where(rank_, size_), ": ", what, " failed: ", e.what()));
   }
   broken_ = error;
+  CloseConnections();  // peers waiting on this rank learn now, not at their timeout
   return error;
+}
+
+void GlooCommunicator::CloseConnections() {
+  if (size_ == 1) return;  // no mesh was connected
+  try {
+    context_->closeConnections();
+  } catch (const std::exception&) {
+    // A pair that fails to close is closed with the context at the latest.
+  }
+  small_->Close();
+}
+
+void GlooCommunicator::Abort(const absl::Status& why) {
+  if (!broken_.ok()) return;  // closed when it broke
+  broken_ = absl::AbortedError(
+      absl::StrCat(Where(rank_, size_), ": this rank left the group: ", why.ToString()));
+  CloseConnections();
 }
 
 absl::Status GlooCommunicator::AllReduceSumImpl(void* data, size_t count, DataType type) {

@@ -42,6 +42,7 @@ class GlooCommunicator : public Communicator {
   bool on_device() const override { return false; }
   std::string backend() const override { return "gloo"; }
   absl::Status Barrier() override;
+  void Abort(const absl::Status& why) override;
 
  protected:
   absl::Status AllReduceSumImpl(void* data, size_t count, DataType type) override;
@@ -57,6 +58,9 @@ class GlooCommunicator : public Communicator {
   // the group broken on transport errors.
   template <typename Op>
   absl::Status Run(const char* what, Op&& op);
+
+  // Closes this rank's connections of both meshes: peers waiting on it fail at once.
+  void CloseConnections();
 
   int rank_;
   int size_;

@@ -319,6 +319,62 @@ TEST(GlooCommunicatorTest, StalledPeerGivesDeadlineExceededWithinTheTimeout) {
   EXPECT_TRUE(outcomes[1].reported && outcomes[1].status.ok()) << outcomes[1].Describe();
 }
 
+// A rank that leaves the group (Abort: an error of its own mid-step) while its peers wait on
+// it in a collective: they fail with Unavailable at once, not DeadlineExceeded after their
+// 60 s timeout, whether the collective takes the small exchange or Gloo's ring, and peers not
+// connected to it in the ring learn through their neighbours.
+class GlooAbortTest : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(GlooAbortTest, PeersWaitingOnAnAbortedRankFailAtOnceNotAtTheirTimeout) {
+  constexpr int kWorld = 4;
+  constexpr int kLeaving = 2;
+  const size_t count = GetParam();
+  TempDir dir("gloo");
+  std::vector<RankOutcome> outcomes = ForkRanks(
+      kWorld,
+      [&](int rank) -> absl::Status {
+        FileRendezvous rdzv(dir.path());
+        ASSIGN_OR_RETURN(
+            std::unique_ptr<Communicator> comm,
+            MakeCommunicator("gloo", GroupOptions(rank, kWorld, rdzv, absl::Seconds(60))));
+        std::vector<float> data(count, 1.0f);
+        RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(data)));  // a healthy step
+        if (rank == kLeaving) {
+          comm->Abort(absl::InternalError("injected"));
+          comm->Abort(absl::InternalError("twice"));  // a no-op
+          absl::Status after = comm->AllReduceSum(std::span<float>(data));
+          if (after.code() != absl::StatusCode::kFailedPrecondition ||
+              after.message().find("injected") == std::string::npos ||
+              after.message().find("twice") != std::string::npos) {
+            return absl::InternalError(absl::StrCat("after Abort: ", after.ToString()));
+          }
+          // Alive until the others are done: they must learn from the closed connections,
+          // not from a process that ended.
+          for (int r = 0; r < kWorld; ++r) {
+            if (r != kLeaving)
+              RETURN_IF_ERROR(rdzv.Get(absl::StrCat("done", r), kHangLimit).status());
+          }
+          return absl::OkStatus();
+        }
+        absl::Status s = comm->AllReduceSum(std::span<float>(data));
+        RETURN_IF_ERROR(rdzv.Set(absl::StrCat("done", rank), ""));
+        return s;
+      },
+      kHangLimit);
+  for (const RankOutcome& o : outcomes) {
+    ASSERT_TRUE(o.reported) << o.Describe();
+    if (o.rank == kLeaving) {
+      EXPECT_TRUE(o.status.ok()) << o.Describe();
+    } else {
+      EXPECT_EQ(o.status.code(), absl::StatusCode::kUnavailable) << o.Describe();
+    }
+  }
+}
+
+// 64 bytes: the small exchange; 400 KB: Gloo's ring.
+INSTANTIATE_TEST_SUITE_P(Sizes, GlooAbortTest, ::testing::Values(size_t{16}, size_t{100000}),
+                         [](const auto& info) { return absl::StrCat(info.param, "floats"); });
+
 // Ranks out of step on their collectives (a bug upstream: here rank 0 all-reduces 1 value
 // while rank 1 all-reduces 1000) break the group with an error naming the mismatch, instead
 // of summing whatever bytes the other rank sent.

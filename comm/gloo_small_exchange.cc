@@ -75,4 +75,12 @@ absl::Status GlooSmallExchange::AllGather(const void* in, void* out, size_t byte
   return mismatch;
 }
 
+void GlooSmallExchange::Close() {
+  try {
+    context_->closeConnections();
+  } catch (const std::exception&) {
+    // A pair that fails to close is closed with the context at the latest.
+  }
+}
+
 }  // namespace llmint8::comm

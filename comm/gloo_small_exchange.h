@@ -45,6 +45,10 @@ class GlooSmallExchange {
   // timeout) throw its exceptions, as its collectives do.
   absl::Status AllGather(const void* in, void* out, size_t bytes);
 
+  // Closes the connections to every peer (their reads from this rank fail at once); later
+  // calls throw. Never throws.
+  void Close();
+
  private:
   int rank_;
   int size_;

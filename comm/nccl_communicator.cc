@@ -173,6 +173,14 @@ class NcclCommunicator : public Communicator {
     });
   }
 
+  void Abort(const absl::Status& why) override {
+    if (!broken_.ok()) return;  // aborted when it broke
+    broken_ =
+        absl::AbortedError(absl::StrCat(where_, ": this rank left the group: ", why.ToString()));
+    if (cudaSetDevice(device_) != cudaSuccess) (void)cudaGetLastError();
+    comm_.Abort();
+  }
+
  protected:
   absl::Status AllReduceSumImpl(void* data, size_t count, DataType type) override {
     RETURN_IF_ERROR(Usable("AllReduceSum"));

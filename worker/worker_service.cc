@@ -478,6 +478,9 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
 
 absl::Status WorkerService::BreakGroup(absl::Status why, uint64_t step_id) {
   broken_ = std::move(why);
+  // Peers may be blocked in this step's collectives waiting for this rank: they learn now
+  // instead of at their timeout (a no-op when the communicator broke first).
+  if (comm_ != nullptr) comm_->Abort(broken_);
   Publish();
   LLMINT8_LOG(ERROR) << "step " << step_id << " failed, group broken: " << broken_;
   return absl::UnavailableError(
