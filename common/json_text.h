@@ -45,10 +45,12 @@ std::string JsonSnippet(const Json& j) {
 inline constexpr int64_t kMaxJsonNesting = 256;
 
 // What a JSON text holds, by its brackets and commas outside strings: about how many values
-// (each '{', '[' and ',' opens a container or adds a member or element) and how deep its
-// containers nest. One pass, nothing allocated; malformed text is counted as written.
+// (each '{', '[' and ',' opens a container or adds a member or element), how many of them are
+// objects and arrays, and how deep those nest. One pass, nothing allocated; malformed text is
+// counted as written.
 struct JsonShape {
   int64_t values = 0;
+  int64_t containers = 0;
   int64_t nesting = 0;
 };
 inline JsonShape MeasureJson(std::string_view text) {
@@ -67,6 +69,7 @@ inline JsonShape MeasureJson(std::string_view text) {
       in_string = true;
     } else if (c == '{' || c == '[') {
       ++shape.values;
+      ++shape.containers;
       shape.nesting = std::max(shape.nesting, ++depth);
     } else if (c == '}' || c == ']') {
       --depth;
@@ -83,9 +86,11 @@ inline JsonShape MeasureJson(std::string_view text) {
 inline constexpr int64_t kMaxJsonValues = int64_t{1} << 20;
 
 // Before parsing an untrusted JSON text: InvalidArgument naming `what` when it holds more than
-// `max_values` values or nests deeper than kMaxJsonNesting.
+// `max_values` values, more than `max_containers` objects and arrays (an empty one, 3 bytes
+// of text as "{},", takes ~80 bytes parsed), or nests deeper than kMaxJsonNesting.
 inline absl::Status CheckUntrustedJson(std::string_view text, std::string_view what,
-                                       int64_t max_values = kMaxJsonValues) {
+                                       int64_t max_values = kMaxJsonValues,
+                                       int64_t max_containers = kMaxJsonValues) {
   const JsonShape shape = MeasureJson(text);
   const absl::string_view name(what.data(), what.size());
   if (shape.values > max_values) {
@@ -97,6 +102,11 @@ inline absl::Status CheckUntrustedJson(std::string_view text, std::string_view w
     return absl::InvalidArgumentError(absl::StrCat(name, " is nested ", shape.nesting,
                                                    " deep; JSON nested more than ", kMaxJsonNesting,
                                                    " deep is refused"));
+  }
+  if (shape.containers > max_containers) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " holds ", shape.containers,
+                                                   " JSON objects and arrays, more than the ",
+                                                   max_containers, " it can need"));
   }
   return absl::OkStatus();
 }
