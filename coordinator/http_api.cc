@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/log.h"
 #include "coordinator/http_connection.h"
 #include "coordinator/http_server.h"
 #include "coordinator/openai_api.h"
@@ -182,6 +183,21 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   const int64_t max_body = options.max_body_bytes;
   server.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
     if (res.body.empty()) AnswerUnrouted(req, res, max_body);
+  });
+  server.set_exception_handler([](const httplib::Request& req, httplib::Response& res,
+                                  std::exception_ptr e) {
+    std::string what = "an exception";
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      what = x.what();
+    } catch (...) {
+    }
+    LLMINT8_LOG(ERROR) << "an HTTP " << req.method << " handler failed: " << what;
+    res.status = 500;
+    res.set_content(
+        openai::ErrorJson(absl::InternalError("the server failed on this request; see its log")),
+        kJson);
   });
   const ApiKey* key =
       options.api_key != nullptr && options.api_key->required() ? options.api_key : nullptr;

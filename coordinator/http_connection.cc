@@ -1,6 +1,9 @@
 #include "coordinator/http_connection.h"
 
+#include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,12 +21,15 @@
 #include <limits>
 #include <string>
 
+#include "absl/time/clock.h"
+
 namespace llmint8::coordinator {
 namespace {
 
 // What the server's settings allow one connection.
 struct Limits {
   size_t request_bytes;  // head and body of one request
+  absl::Duration request_time;  // for all of one request's head and body (and the handshake)
   int read_ms;           // for each read
   int write_ms;          // for each write
   int keep_alive_ms;     // for the next request to begin
@@ -39,12 +45,16 @@ int Milliseconds(time_t sec, time_t usec) {
 // Set by CloseConnectionAfterResponse on the thread that serves the request.
 thread_local bool t_close_after_response = false;
 
-Limits LimitsOf(size_t payload_max, time_t read_sec, time_t read_usec, time_t write_sec,
-                time_t write_usec, time_t keep_alive_sec, size_t keep_alive_max_count) {
+Limits LimitsOf(size_t payload_max, absl::Duration request_time, time_t read_sec, time_t read_usec,
+                time_t write_sec, time_t write_usec, time_t keep_alive_sec,
+                size_t keep_alive_max_count) {
   const size_t room = std::numeric_limits<size_t>::max() - kMaxRequestHeadBytes;
   return Limits{kMaxRequestHeadBytes + std::min(payload_max, room),
-                Milliseconds(read_sec, read_usec), Milliseconds(write_sec, write_usec),
-                Milliseconds(keep_alive_sec, 0), std::max<size_t>(keep_alive_max_count, 1)};
+                std::max(request_time, absl::Milliseconds(1)),
+                Milliseconds(read_sec, read_usec),
+                Milliseconds(write_sec, write_usec),
+                Milliseconds(keep_alive_sec, 0),
+                std::max<size_t>(keep_alive_max_count, 1)};
 }
 
 // Whether `fd` has one of `events` within `timeout_ms` (or hung up, or failed: the next call
@@ -58,8 +68,22 @@ bool Await(int fd, short events, int timeout_ms) {
   }
 }
 
-// Each send and receive on `fd` gives up after its timeout (a TLS handshake's too).
-void SetSocketTimeouts(int fd, const Limits& limits) {
+// Whether `fd` has one of `events` before `deadline`, looking every 100 ms whether the server
+// is still listening (false at once when it stops).
+bool AwaitUntil(int fd, short events, absl::Time deadline, const std::atomic<socket_t>& listening) {
+  for (;;) {
+    if (listening == INVALID_SOCKET) return false;
+    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left_ms <= 0) return false;
+    if (Await(fd, events, static_cast<int>(std::min<int64_t>(left_ms, 100)))) return true;
+  }
+}
+
+// Each send and receive on `fd` gives up after its timeout (a TLS handshake's too), and small
+// writes go out at once (an event of a token stream).
+void SetSocketOptions(int fd, const Limits& limits) {
+  const int yes = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
   auto set = [fd](int option, int ms) {
     timeval tv{ms / 1000, static_cast<suseconds_t>(ms % 1000) * 1000};
     ::setsockopt(fd, SOL_SOCKET, option, &tv, sizeof(tv));
@@ -142,26 +166,45 @@ void EndAddress(int fd, bool peer, std::string& ip, int& port) {
   }
 }
 
-// The connection as httplib reads and writes it, allowing each request `budget` bytes.
+// The connection as httplib reads and writes it, allowing each request `budget` bytes and
+// limits.request_time (reads stop at once when the server stops listening).
 class BudgetStream final : public httplib::Stream {
  public:
-  BudgetStream(int fd, Transport& transport, const Limits& limits)
-      : fd_(fd), transport_(transport), limits_(limits) {}
+  BudgetStream(int fd, Transport& transport, const Limits& limits,
+               const std::atomic<socket_t>& listening)
+      : fd_(fd), transport_(transport), limits_(limits), listening_(listening) {}
 
-  void StartRequest() { budget_ = limits_.request_bytes; }
-  // This request took all it may: the rest of what the client sent is not a request.
-  bool Exhausted() const { return budget_ == 0; }
+  void StartRequest() {
+    budget_ = limits_.request_bytes;
+    deadline_ = absl::Now() + limits_.request_time;
+    late_ = false;
+  }
+  // This request took all it may (bytes or time): the rest of what the client sent is not a
+  // request.
+  bool Exhausted() const { return budget_ == 0 || late_; }
   // Bytes received and not yet read: a next request has begun.
   bool Buffered() const { return begin_ < end_ || transport_.HasDecrypted(); }
 
-  bool is_readable() const override { return Buffered() || Await(fd_, POLLIN, limits_.read_ms); }
+  bool is_readable() const override {
+    return Buffered() ||
+           AwaitUntil(fd_, POLLIN,
+                      std::min(deadline_, absl::Now() + absl::Milliseconds(limits_.read_ms)),
+                      listening_);
+  }
   // Writable within the write timeout, and the client has not closed its end.
   bool is_writable() const override { return Await(fd_, POLLOUT, limits_.write_ms) && PeerOpen(); }
 
   ssize_t read(char* ptr, size_t size) override {
     if (budget_ == 0) return -1;  // this request has had all it may take
     if (begin_ == end_) {
-      if (!is_readable()) return -1;
+      if (absl::Now() >= deadline_) {
+        late_ = true;  // what the client sends later is not read
+        return -1;
+      }
+      if (!is_readable()) {
+        late_ = absl::Now() >= deadline_;
+        return -1;
+      }
       const ssize_t n = transport_.Receive(buffer_.data(), buffer_.size());
       if (n <= 0) return n;
       begin_ = 0;
@@ -199,7 +242,10 @@ class BudgetStream final : public httplib::Stream {
   const int fd_;
   Transport& transport_;
   const Limits limits_;
+  const std::atomic<socket_t>& listening_;
   size_t budget_ = 0;
+  absl::Time deadline_ = absl::InfiniteFuture();
+  bool late_ = false;
   std::array<char, 4096> buffer_{};
   size_t begin_ = 0;
   size_t end_ = 0;
@@ -225,7 +271,7 @@ using ProcessRequest =
 // the client may have sent more than was read (a request cut off or refused unread).
 bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& listening,
                    const Limits& limits, const ProcessRequest& process, bool& unread) {
-  BudgetStream stream(fd, transport, limits);
+  BudgetStream stream(fd, transport, limits, listening);
   bool answered = false;
   for (size_t left = limits.max_requests; left > 0 && listening != INVALID_SOCKET &&
                                           AwaitRequest(stream, fd, listening, limits.keep_alive_ms);
@@ -274,17 +320,50 @@ void CloseConnectionAfterResponse(httplib::Response& res) {
   t_close_after_response = true;
 }
 
+namespace {
+
+// What each request gets before routing: no ranges (the answer is whole), and for HTTPS its
+// session.
+void SetUpRequest(httplib::Request& req, SSL* ssl) {
+  req.ranges.clear();
+  req.ssl = ssl;
+}
+
+// SSL_accept within `deadline` (the socket non-blocking meanwhile), giving up at once when the
+// server stops listening.
+bool AcceptTls(SSL* ssl, int fd, absl::Time deadline, const std::atomic<socket_t>& listening) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
+  bool accepted = false;
+  for (;;) {
+    const int r = SSL_accept(ssl);
+    if (r == 1) {
+      accepted = true;
+      break;
+    }
+    const int error = SSL_get_error(ssl, r);
+    const short events = error == SSL_ERROR_WANT_READ    ? POLLIN
+                         : error == SSL_ERROR_WANT_WRITE ? POLLOUT
+                                                         : 0;
+    if (events == 0 || !AwaitUntil(fd, events, deadline, listening)) break;
+  }
+  return ::fcntl(fd, F_SETFL, flags) == 0 && accepted;
+}
+
+}  // namespace
+
 bool BoundedHttpServer::process_and_close_socket(socket_t sock) {
-  const Limits limits =
-      LimitsOf(payload_max_length_, read_timeout_sec_, read_timeout_usec_, write_timeout_sec_,
-               write_timeout_usec_, keep_alive_timeout_sec_, keep_alive_max_count_);
-  SetSocketTimeouts(sock, limits);
+  const Limits limits = LimitsOf(payload_max_length_, request_timeout_, read_timeout_sec_,
+                                 read_timeout_usec_, write_timeout_sec_, write_timeout_usec_,
+                                 keep_alive_timeout_sec_, keep_alive_max_count_);
+  SetSocketOptions(sock, limits);
   SocketTransport transport(sock);
   bool unread = false;
   const bool answered = ServeRequests(
       sock, transport, svr_sock_, limits,
       [this](httplib::Stream& s, bool close, bool& closed) {
-        return process_request(s, close, closed, nullptr);
+        return process_request(s, close, closed,
+                               [](httplib::Request& r) { SetUpRequest(r, nullptr); });
       },
       unread);
   Close(sock, unread);
@@ -301,20 +380,22 @@ BoundedHttpsServer::BoundedHttpsServer(const char* cert_file, const char* key_fi
 }
 
 bool BoundedHttpsServer::process_and_close_socket(socket_t sock) {
-  const Limits limits =
-      LimitsOf(payload_max_length_, read_timeout_sec_, read_timeout_usec_, write_timeout_sec_,
-               write_timeout_usec_, keep_alive_timeout_sec_, keep_alive_max_count_);
-  SetSocketTimeouts(sock, limits);  // bounds the handshake's reads and writes too
+  const Limits limits = LimitsOf(payload_max_length_, request_timeout_, read_timeout_sec_,
+                                 read_timeout_usec_, write_timeout_sec_, write_timeout_usec_,
+                                 keep_alive_timeout_sec_, keep_alive_max_count_);
+  SetSocketOptions(sock, limits);
   bool answered = false;
   bool unread = false;
   SSL* ssl = SSL_new(ssl_context());
   if (ssl != nullptr) {
-    if (SSL_set_fd(ssl, sock) == 1 && SSL_accept(ssl) == 1) {
+    if (SSL_set_fd(ssl, sock) == 1 &&
+        AcceptTls(ssl, sock, absl::Now() + limits.request_time, svr_sock_)) {
       TlsTransport transport(ssl);
       answered = ServeRequests(
           sock, transport, svr_sock_, limits,
           [this, ssl](httplib::Stream& s, bool close, bool& closed) {
-            return process_request(s, close, closed, [ssl](httplib::Request& r) { r.ssl = ssl; });
+            return process_request(s, close, closed,
+                                   [ssl](httplib::Request& r) { SetUpRequest(r, ssl); });
           },
           unread);
       if (answered) SSL_shutdown(ssl);

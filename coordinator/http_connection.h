@@ -9,6 +9,16 @@
 // so it answers 400 (or, mid request line, drops the connection) and the connection closes:
 // what the client sent past the cut is not read as a next request.
 //
+// Time is bounded as well as bytes: each read waits at most the read timeout
+// (set_read_timeout), and a request's head and body must all arrive within the request
+// timeout (set_request_timeout; a TLS handshake within it too), so a client that trickles a
+// byte now and then (slowloris) holds a handler thread for that long at most, not for hours.
+// A connection stops waiting on its client within 100 ms of the server's stop().
+//
+// Range headers are ignored (every answer is whole): httplib 0.11 would build a reply of as
+// many copies of the body as a request names ranges (thousands fit in one header line).
+// Answers go out without Nagle's delay (TCP_NODELAY): a streamed token is one small write.
+//
 // httplib lets a subclass serve each accepted connection itself (process_and_close_socket);
 // these do, with httplib's keep-alive rules and timeouts (set_read_timeout and the others) and,
 // for HTTPS, its SSL context (certificates, client certificate checks).
@@ -20,6 +30,7 @@
 
 #include <cstddef>
 
+#include "absl/time/time.h"
 #include "httplib.h"
 
 namespace llmint8::coordinator {
@@ -29,14 +40,22 @@ namespace llmint8::coordinator {
 // takes 8 KiB per line, 32 KiB in all, by default.
 inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
 
+// The time a request's head and body may take to arrive, by default: a 4 MiB body at 70 KB/s.
+inline constexpr absl::Duration kDefaultRequestTimeout = absl::Seconds(60);
+
 // From a handler (or pre-routing handler) of these servers: close the connection once `res`
 // is written, and say so in it (Connection: close), e.g. after refusing a request whose body
 // was left unread (read as the next request, it would be whatever the client put there).
 void CloseConnectionAfterResponse(httplib::Response& res);
 
 class BoundedHttpServer final : public httplib::Server {
+ public:
+  void set_request_timeout(absl::Duration timeout) { request_timeout_ = timeout; }
+
  private:
   bool process_and_close_socket(socket_t sock) override;
+
+  absl::Duration request_timeout_ = kDefaultRequestTimeout;
 };
 
 // HTTPS. Writes to a client that has gone raise no SIGPIPE: constructing one sets SIGPIPE to
@@ -44,9 +63,12 @@ class BoundedHttpServer final : public httplib::Server {
 class BoundedHttpsServer final : public httplib::SSLServer {
  public:
   BoundedHttpsServer(const char* cert_file, const char* key_file, const char* client_ca_file);
+  void set_request_timeout(absl::Duration timeout) { request_timeout_ = timeout; }
 
  private:
   bool process_and_close_socket(socket_t sock) override;
+
+  absl::Duration request_timeout_ = kDefaultRequestTimeout;
 };
 
 }  // namespace llmint8::coordinator

@@ -36,8 +36,12 @@ std::optional<BodyRefusal> BodyRefusalOf(const httplib::Request& req, int64_t ma
     return BodyRefusal{411, "send the body with a Content-Length (not chunked)"};
   }
   int64_t length = 0;
-  if (has_length && absl::SimpleAtoi(req.get_header_value("Content-Length"), &length) &&
-      length > max_body_bytes) {
+  const bool length_read =
+      has_length && absl::SimpleAtoi(req.get_header_value("Content-Length"), &length);
+  if (length_read && length > 0 && !takes_body && req.method != "DELETE") {
+    return BodyRefusal{400, absl::StrCat("a ", req.method, " takes no body")};
+  }
+  if (length_read && length > max_body_bytes) {
     return BodyRefusal{413, max_body_bytes == 0
                                 ? std::string("this server takes no request body")
                                 : absl::StrCat("the body is over ", max_body_bytes, " bytes")};
@@ -60,7 +64,7 @@ std::optional<BodyRefusal> RefuseUnboundedBody(const httplib::Request& req, int6
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const std::string& listen, std::string_view flag, int threads,
     const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls,
-    absl::Duration keepalive, absl::Duration answer_within) {
+    absl::Duration keepalive, absl::Duration answer_within, absl::Duration request_within) {
   const std::string flag_name(flag);
   ASSIGN_OR_RETURN(const HostPort address, ParseHostPort(listen, flag_name));
   const std::string& host = address.host;
@@ -76,9 +80,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
           "HTTPS on ", flag_name, "=", listen, ": OpenSSL refused --tls_cert_file=", tls.cert_file,
           " / --tls_key_file=", tls.key_file));
     }
+    if (request_within > absl::ZeroDuration()) https->set_request_timeout(request_within);
     s->server_ = std::move(https);
   } else {
-    s->server_ = std::make_unique<BoundedHttpServer>();
+    auto http = std::make_unique<BoundedHttpServer>();
+    if (request_within > absl::ZeroDuration()) http->set_request_timeout(request_within);
+    s->server_ = std::move(http);
   }
   // SO_REUSEADDR (a restarted coordinator rebinds at once) but not httplib's default
   // SO_REUSEPORT, which would let a second server share the port instead of failing.
@@ -102,6 +109,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     return new httplib::ThreadPool(static_cast<size_t>(std::max(threads, 1)));
   };
   s->server_->set_payload_max_length(0);  // no body unless the routes take one
+  // httplib's own answer to a throwing handler names the exception in a header.
+  s->server_->set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        res.status = 500;
+        res.set_content("internal error\n", "text/plain");
+      });
   routes(*s->server_);
   const int bound = port == 0 ? s->server_->bind_to_any_port(host)
                               : (s->server_->bind_to_port(host, port) ? port : -1);

@@ -34,6 +34,8 @@ namespace llmint8::coordinator {
 //   - a Content-Encoding other than identity (httplib inflates gzip / deflate / br past the
 //     limit): 415;
 //   - a POST, PUT, PATCH (or PRI) without a Content-Length (read to the connection's end): 411;
+//   - a body on another method than those and DELETE (GET, HEAD, OPTIONS, ...), which httplib
+//     does not read: its bytes would be taken for the next request (smuggled): 400;
 //   - a Content-Length over `max_body_bytes`: 413 (httplib would read it all to skip it).
 // nullopt when the body (if any) is bounded. Install it in a pre-routing handler. A refusal
 // sets `res`'s status, and closes the connection after the answer (CloseConnectionAfterResponse):
@@ -57,13 +59,16 @@ class HttpServer {
   // a connection whose client does not answer (its host froze or lost the network) is
   // closed, so a request waiting on it is found gone (coordinator/peer_watch.h).
   // A request may take kMaxRequestHeadBytes of request line and headers, plus the payload
-  // limit `routes` sets (set_payload_max_length; none: no body), from its connection
-  // (coordinator/http_connection.h).
+  // limit `routes` sets (set_payload_max_length; none: no body), from its connection, and
+  // `request_within` for all of them to arrive (zero: kDefaultRequestTimeout, 60 s;
+  // coordinator/http_connection.h). A handler
+  // that throws gets a 500 with no detail (routes may set their own exception handler).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const std::string& listen, std::string_view flag, int threads,
       const std::function<void(httplib::Server&)>& routes, const TlsServerConfig& tls = {},
       absl::Duration keepalive = absl::ZeroDuration(),
-      absl::Duration answer_within = absl::Seconds(10));
+      absl::Duration answer_within = absl::Seconds(10),
+      absl::Duration request_within = absl::ZeroDuration());
   ~HttpServer();  // stops listening, waits for open requests and joins
 
   int port() const { return port_; }

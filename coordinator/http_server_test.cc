@@ -1,18 +1,24 @@
 // The coordinator's HTTP servers against clients that send more than a request may hold:
-// each request may take kMaxRequestHeadBytes of head plus the payload limit, no more.
+// each request may take kMaxRequestHeadBytes of head plus the payload limit, no more, and
+// kRequestTime to arrive.
 #include "coordinator/http_server.h"
 
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +31,9 @@ namespace llmint8::coordinator {
 namespace {
 
 constexpr size_t kMaxBody = 1024;
+constexpr absl::Duration kRequestTime = absl::Seconds(3);
+// How often a trickling client sends a little: well within the 5 s of each read.
+constexpr auto kTrickle = std::chrono::milliseconds(300);
 constexpr size_t kFlood = size_t{256} << 20;  // what a flooding client tries to send
 
 // The most bytes loopback TCP can hold between a client's send and a server's read: the
@@ -40,7 +49,8 @@ size_t SocketBufferBytes() {
   return total;
 }
 
-std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {}) {
+std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {},
+                                        absl::Duration request_time = kRequestTime) {
   absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(
       "127.0.0.1:0", "--http_listen", 2,
       [](httplib::Server& s) {
@@ -53,6 +63,9 @@ std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {}) {
         s.Get("/", [](const httplib::Request&, httplib::Response& res) {
           res.set_content("ok", "text/plain");
         });
+        s.Get("/throws", [](const httplib::Request&, httplib::Response&) {
+          throw std::runtime_error("secret detail");
+        });
         s.Get("/smuggled", [](const httplib::Request&, httplib::Response& res) {
           res.set_content("SMUGGLED", "text/plain");
         });
@@ -60,7 +73,7 @@ std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {}) {
           res.set_content(absl::StrCat(req.body.size()), "text/plain");
         });
       },
-      tls);
+      tls, absl::ZeroDuration(), absl::Seconds(10), request_time);
   EXPECT_TRUE(server.ok()) << server.status();
   return server.ok() ? std::move(*server) : nullptr;
 }
@@ -85,6 +98,13 @@ class RawClient {
     ::close(fd_);
   }
   bool connected() const { return connected_; }
+  int fd() const { return fd_; }
+  // Whether the server sent something (or closed) within `ms`.
+  bool Answered(int ms) const {
+    if (ssl_ != nullptr && SSL_pending(ssl_) > 0) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, ms) > 0;
+  }
 
   // Sends all of `data`; false once the server has closed the connection.
   bool Send(const std::string& data) {
@@ -242,6 +262,112 @@ TEST_P(HttpServerTest, NothingPastACutOrRefusedRequestIsServed) {
     EXPECT_NE(answer.find("\r\nConnection: close\r\n"), std::string::npos) << answer;
     EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
   }
+}
+
+// A GET's body, which httplib does not read, is refused: its bytes would be the next request.
+TEST_P(HttpServerTest, AGetWithABodyIsRefusedAndNothingAfterItServed) {
+  const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send(absl::StrCat(
+      "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: ", smuggled.size(), "\r\n\r\n", smuggled)));
+  const std::string answer = client.ReceiveResponse();
+  EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 400") << answer;
+  EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
+}
+
+// A handler that throws gets a 500 that says nothing of the exception (httplib's own names
+// it in a header), and the server goes on.
+TEST_P(HttpServerTest, AThrowingHandlerGetsA500WithoutItsDetail) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(client.Send("GET /throws HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const std::string answer = client.ReceiveResponse();
+    EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 500") << answer;
+    EXPECT_EQ(answer.find("secret"), std::string::npos) << answer;
+  }
+}
+
+// A Range header does not slice the answer, nor multiply it (httplib would build one copy of
+// the body per range, thousands of them from one header line).
+TEST_P(HttpServerTest, RangesAreIgnored) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  std::string ranges = "bytes=0-0";
+  for (int i = 0; i < 1000; ++i) ranges += ",-";
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\nRange: " + ranges + "\r\n\r\n"));
+  const std::string answer = client.ReceiveResponse();
+  EXPECT_EQ(answer.substr(0, 15), "HTTP/1.1 200 OK") << answer.substr(0, 200);
+  EXPECT_TRUE(absl::EndsWith(answer, "\r\n\r\nok")) << answer.substr(0, 200);
+}
+
+// A client that sends its head a header line now and then, each within the read timeout,
+// is cut off at the request's time limit, not served whenever it ends (slowloris).
+TEST_P(HttpServerTest, ATricklingRequestIsCutOffAtItsTimeLimit) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n"));
+  // Trickling for 60 x 300 ms = 18 s: six times the limit.
+  int lines = 0;
+  while (lines < 60 && !client.Answered(static_cast<int>(kTrickle.count()))) {
+    if (!client.Send(absl::StrCat("X-Line-", lines, ": a\r\n"))) break;
+    ++lines;
+  }
+  EXPECT_LT(lines, 60) << "the server waited for the whole trickle";
+  const std::string answer = client.ReceiveResponse();
+  EXPECT_TRUE(answer.empty() || answer.substr(0, 12) == "HTTP/1.1 400") << answer;
+}
+
+// A server stopping does not wait for a client still sending its request: destruction
+// returns while the client trickles (here the request's own limit is a minute).
+TEST_P(HttpServerTest, StoppingDoesNotWaitForATricklingClient) {
+  TlsServerConfig tls;
+  if (GetParam()) {
+    tls.cert_file = certs_->server_cert;
+    tls.key_file = certs_->server_key;
+  }
+  std::unique_ptr<HttpServer> server = StartServer(tls, absl::Seconds(60));
+  ASSERT_NE(server, nullptr);
+  RawClient client(server->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("GET / HTTP/1.1\r\nHost: x\r\n"));
+  std::this_thread::sleep_for(kTrickle);  // the request is being read
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    server.reset();
+    stopped = true;
+  });
+  int lines = 0;
+  for (; lines < 60 && !stopped; ++lines) {  // 18 s
+    if (!client.Send(absl::StrCat("X-Line-", lines, ": a\r\n"))) break;
+    std::this_thread::sleep_for(kTrickle);
+  }
+  stopper.join();
+  EXPECT_LT(lines, 60) << "the server's stop waited for the client";
+}
+
+// A TLS handshake sent a byte at a time is cut off at the request's time limit too.
+TEST_P(HttpServerTest, ATricklingTlsHandshakeIsCutOff) {
+  if (!GetParam()) GTEST_SKIP() << "TLS only; the plain server has no handshake";
+  // The client's first flight (its ClientHello), made by a client session over memory.
+  SSL* ssl = SSL_new(client_tls_);
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, in, out);
+  ASSERT_EQ(SSL_connect(ssl), -1);  // wants the server's answer
+  std::string hello(static_cast<size_t>(BIO_ctrl_pending(out)), '\0');
+  ASSERT_GT(hello.size(), 60u);
+  ASSERT_EQ(BIO_read(out, hello.data(), static_cast<int>(hello.size())),
+            static_cast<int>(hello.size()));
+  SSL_free(ssl);
+  RawClient client(server_->port(), /*tls=*/nullptr);
+  ASSERT_TRUE(client.connected());
+  size_t sent = 0;  // 60 bytes: 18 s
+  for (; sent < 60 && !client.Answered(static_cast<int>(kTrickle.count())); ++sent) {
+    if (::send(client.fd(), hello.data() + sent, 1, MSG_NOSIGNAL) != 1) break;
+  }
+  EXPECT_LT(sent, 60u) << "the server waited for the whole trickle";
 }
 
 // A body refused by its length while the client is still sending it: the client reads the
