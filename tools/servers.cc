@@ -336,6 +336,9 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   return o;
 }
 
+// A worker whose GPU context is lost stops with this, for its supervisor to start a fresh one.
+constexpr int kExitDeviceLost = 3;
+
 int Fail(const absl::Status& status) {
   LLMINT8_LOG(ERROR) << status;
   return 1;
@@ -435,7 +438,18 @@ int RunWorker() {
   SetHealth(*server, true);  // ready to join a group until it drains
   LLMINT8_LOG(INFO) << "worker listening on " << listen << " (port " << port << "), device "
                     << options.device << "; waiting for the coordinator";
-  const int sig = WaitSignal(signals);
+  // A signal, or a GPU context lost (nothing this process runs on the GPU can work again).
+  int sig = 0;
+  absl::Status lost;
+  while (sig == 0 && (lost = service.DeviceLost()).ok()) {
+    sig = WaitSignalFor(signals, absl::Milliseconds(200));
+  }
+  if (!lost.ok()) {
+    SetHealth(*server, false);
+    LLMINT8_LOG(ERROR) << "worker: stopping, for a fresh process to take over: " << lost;
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    return kExitDeviceLost;
+  }
   SetHealth(*server, false);  // readiness off: it joins no new group
   // The group's running requests finish first (the coordinator admits no new ones once its
   // probe sees the drain); a second signal, or --drain_timeout, ends the wait.

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "comm/make_communicator.h"
+#include "common/device_lost.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/sampling_limits.h"
@@ -248,6 +249,10 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadSh
   }
   NoteLoadRequested(req->epoch());
   absl::MutexLock lock(&mu_);
+  if (absl::Status lost = DeviceLost(); !lost.ok()) {
+    return ToGrpcStatus(absl::UnavailableError(absl::StrCat(
+        "this worker's GPU context is lost (", lost.message(), "); it joins no group")));
+  }
   if (draining_) {
     return ToGrpcStatus(absl::UnavailableError(
         "this worker is shutting down (draining its running sequences); it joins no group"));
@@ -283,6 +288,7 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext* ctx, const v1::LoadSh
   if (!status.ok()) {
     LLMINT8_LOG(ERROR) << "LoadShard (epoch " << req->epoch() << ", rank " << req->rank() << "/"
                        << req->world_size() << ") failed: " << status;
+    NoteIfDeviceLost(status);
     Unload();
   }
   return ToGrpcStatus(status);
@@ -476,7 +482,24 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
   return ToGrpcStatus(status);
 }
 
+absl::Status WorkerService::DeviceLost() const {
+  if (!device_lost_) return absl::OkStatus();
+  absl::MutexLock lock(&lost_mu_);
+  return device_lost_status_;
+}
+
+void WorkerService::NoteIfDeviceLost(const absl::Status& status) {
+  if (!IsDeviceLost(status)) return;
+  absl::MutexLock lock(&lost_mu_);
+  if (device_lost_) return;
+  device_lost_status_ = status;
+  device_lost_ = true;
+  LLMINT8_LOG(ERROR) << "the GPU context of this worker is lost: " << status
+                     << "; it serves no more (its process stops, for a fresh one to start)";
+}
+
 absl::Status WorkerService::BreakGroup(absl::Status why, uint64_t step_id) {
+  NoteIfDeviceLost(why);
   broken_ = std::move(why);
   // Peers may be blocked in this step's collectives waiting for this rank: they learn now
   // instead of at their timeout (a no-op when the communicator broke first).

@@ -15,6 +15,11 @@
 // Drain() (the process got SIGTERM) makes Info say `draining` and LoadShard refuse
 // (UNAVAILABLE); the group's running sequences go on until Drained().
 //
+// A GPU whose CUDA context is lost (common/device_lost.h: a device-side fault in a Step or a
+// LoadShard) cannot be used by this process again: the worker records it (DeviceLost()),
+// breaks its group and refuses every later LoadShard (UNAVAILABLE); its main then stops the
+// process (exit status 3) so that its supervisor starts a fresh one.
+//
 // Info reports the memory this worker may use (worker/usable_memory.h), which the coordinator
 // plans the group with. With WorkerOptions::memory_limit_bytes, LoadShard refuses a shard that
 // does not fit with RESOURCE_EXHAUSTED (the shard's own accounting, with the numbers), and
@@ -91,7 +96,13 @@ class WorkerService final : public v1::Worker::Service {
   // lock.
   bool Drained() const;
 
+  // The error that lost this process's GPU context; OK while it has none such.
+  absl::Status DeviceLost() const;
+
  private:
+  // Records `status` when it says the GPU context is lost (the first such, logged).
+  void NoteIfDeviceLost(const absl::Status& status);
+
   // `ctx` (null in tests that call the service directly): a cancelled call stops the load.
   absl::Status DoLoadShard(grpc::ServerContext* ctx, const v1::LoadShardRequest& req,
                            v1::LoadShardResponse& resp) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -150,6 +161,9 @@ class WorkerService final : public v1::Worker::Service {
   // LoadShard and Step calls begun and not yet published: a drain waits for them (a group
   // that finishes loading is one the coordinator will step at once).
   std::atomic<int> calls_in_flight_{0};
+  std::atomic<bool> device_lost_{false};  // set once device_lost_status_ is
+  mutable absl::Mutex lost_mu_;
+  absl::Status device_lost_status_ ABSL_GUARDED_BY(lost_mu_);
   mutable absl::Mutex requested_mu_;
   // The newest epoch asked for by each of the last kRememberedCoordinators coordinator
   // instances, the latest last.

@@ -1,8 +1,11 @@
 // The device queries of kernels/cuda/device.h that the service reads: free memory (what a
-// worker reports) and the UUID (which GPU a worker's memory is: worker/usable_memory.h).
+// worker reports) and the UUID (which GPU a worker's memory is: worker/usable_memory.h); and
+// which CUDA errors say the context is lost (kernels/cuda/cuda_status.h).
 #include <string>
 
+#include "common/device_lost.h"
 #include "gtest/gtest.h"
+#include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/cuda_test_util.h"
 #include "kernels/cuda/device.h"
 
@@ -39,6 +42,23 @@ TEST_F(DeviceTest, ADeviceThatIsNotThereIsAnError) {
   const absl::StatusOr<int64_t> free_bytes = FreeMemoryBytes(0);
   ASSERT_TRUE(free_bytes.ok()) << free_bytes.status();
   EXPECT_GT(*free_bytes, int64_t{1} << 30) << "a GPU for this project has more than 1 GiB free";
+}
+
+// No device needed: the mapping of error codes only.
+TEST(CudaStatusTest, AFaultOnTheDeviceIsDeviceLostAndOtherErrorsAreNot) {
+  for (const cudaError_t sticky : {cudaErrorIllegalAddress, cudaErrorLaunchFailure,
+                                   cudaErrorMisalignedAddress, cudaErrorECCUncorrectable}) {
+    const absl::Status s = CudaErrorToStatus(sticky, "kernel", "file.cu", 1);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+    EXPECT_TRUE(IsDeviceLost(s)) << s;
+    EXPECT_NE(s.message().find("restart the process"), std::string::npos) << s;
+  }
+  for (const cudaError_t recoverable :
+       {cudaErrorMemoryAllocation, cudaErrorInvalidValue, cudaErrorNoDevice}) {
+    EXPECT_FALSE(IsDeviceLost(CudaErrorToStatus(recoverable, "call", "file.cc", 1)));
+  }
+  EXPECT_FALSE(IsDeviceLost(absl::OkStatus()));
+  EXPECT_FALSE(IsDeviceLost(absl::InternalError("a bug")));
 }
 
 }  // namespace
