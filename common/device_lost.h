@@ -9,18 +9,17 @@
 #ifndef LLMINT8_COMMON_DEVICE_LOST_H_
 #define LLMINT8_COMMON_DEVICE_LOST_H_
 
-#include <string_view>
-
 #include "absl/status/status.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace llmint8 {
 
-inline constexpr std::string_view kDeviceLostPayload = "type.llmint8/device-lost";
+inline constexpr absl::string_view kDeviceLostPayload = "type.llmint8/device-lost";
 
 // INTERNAL with the device-lost payload; the message says the process must restart.
-inline absl::Status DeviceLostError(std::string_view message) {
+inline absl::Status DeviceLostError(absl::string_view message) {
   absl::Status status = absl::InternalError(
       absl::StrCat(message, "; this process's GPU context is lost: restart the process"));
   status.SetPayload(kDeviceLostPayload, absl::Cord("1"));
