@@ -152,6 +152,14 @@ absl::StatusOr<std::unique_ptr<Plan>> MakePlan(cublasLtHandle_t handle, size_t w
       cublasLtMatmulAlgoGetHeuristic(handle, plan->desc, plan->layout_a, plan->layout_b,
                                      plan->layout_c, plan->layout_c, pref.get(), 1, &result,
                                      &found);
+  // What the shape cannot have (no algorithm, NOT_SUPPORTED, INVALID_VALUE) is Unimplemented,
+  // which Matmul remembers and the callers' kAuto paths take elsewhere from then on. A failure
+  // of the moment (out of memory, a library not initialized or failing) is reported as it is,
+  // and the next call asks again.
+  if (st == CUBLAS_STATUS_ALLOC_FAILED || st == CUBLAS_STATUS_NOT_INITIALIZED ||
+      st == CUBLAS_STATUS_INTERNAL_ERROR || st == CUBLAS_STATUS_EXECUTION_FAILED) {
+    RETURN_IF_CUBLAS_ERROR(st);
+  }
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     return absl::UnimplementedError(absl::StrCat(
         "cuBLASLt has no ", int8 ? "int8" : "fp16", " matmul algorithm for m=", args.m,
