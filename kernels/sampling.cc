@@ -378,7 +378,15 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                   ? argmax
                   : Draw(chosen_from, params, step, argmax);
   if (params.return_logprob || params.top_logprobs > 0) {
-    FillLogprobs(logits, params, model_argmax, out);
+    if (masked) {
+      // Of the guided distribution: the mask alone (the bias and penalties came after it).
+      std::vector<float> guided;
+      RETURN_IF_ERROR(ApplyTokenMask(logits, *params.mask, guided));
+      ASSIGN_OR_RETURN(const int32_t guided_argmax, CheckedArgmax(guided));
+      FillLogprobs(guided, params, guided_argmax, out);
+    } else {
+      FillLogprobs(logits, params, model_argmax, out);
+    }
   }
   return out;
 }

@@ -21,7 +21,10 @@
 //
 // Logits may contain -inf (masked ids; never chosen); NaN, +inf, an empty row or an all -inf
 // row is InvalidArgument. Logprobs are of the model's own distribution, log_softmax(logits)
-// before the penalty, temperature and filtering (what the OpenAI and vLLM APIs report).
+// before the bias, penalties, temperature and filtering (what the OpenAI and vLLM APIs
+// report), with one exception: under a token mask they are of the guided distribution,
+// log_softmax of the masked logits (an id ruled out has -inf), as vLLM V1 applies its grammar
+// bitmask to the logits before its sampler computes them.
 //
 // Thread-safety: every function is pure; call from any thread.
 #ifndef LLMINT8_KERNELS_SAMPLING_H_

@@ -476,11 +476,11 @@ TEST(SamplingTest, LogitBiasMovesTheChoiceNotTheLogprobs) {
 }
 
 // A token mask (guided decoding) lets only its ids through (allow) or bans them, before the
-// bias, and leaves the logprobs the model's; an id outside is InvalidArgument, and a mask
+// bias, and the logprobs are of the masked row; an id outside is InvalidArgument, and a mask
 // that leaves nothing is the all -inf row's error.
-TEST(SamplingTest, ATokenMaskKeepsTheChoiceWithinItAndTheLogprobsTheModels) {
+TEST(SamplingTest, ATokenMaskKeepsTheChoiceAndTheCandidatesWithinIt) {
   const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 0.5f};
-  const double lse = std::log(std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + std::exp(0.5));
+  const double lse = std::log(std::exp(1.0) + std::exp(0.5));  // of the allowed ids
   const std::vector<int32_t> only = {0, 3};
   SamplingParams greedy = GreedyWithLogprobs(2);
   greedy.mask = TokenMask{.allow = true, .ids = only};
@@ -488,7 +488,8 @@ TEST(SamplingTest, ATokenMaskKeepsTheChoiceWithinItAndTheLogprobsTheModels) {
   ASSERT_TRUE(allowed.ok()) << allowed.status();
   EXPECT_EQ(allowed->token, 0);
   EXPECT_NEAR(*allowed->logprob, 1.0 - lse, 1e-6);
-  EXPECT_EQ(allowed->top[0].token, 1) << "the candidates are the model's";
+  EXPECT_EQ(allowed->top[0].token, 0) << "the candidates are the allowed ids";
+  EXPECT_EQ(allowed->top[1].token, 3);
   greedy.logit_bias = {{3, 1.0f}};
   EXPECT_EQ(SampleToken(logits, greedy, 0)->token, 3) << "the bias moves within the mask";
   greedy.logit_bias = {{2, 50.0f}};
@@ -596,6 +597,35 @@ TEST(SamplingTest, FrequencyAndPresencePenaltiesSubtractPerCountAndOnce) {
       HasSubstr("token id 5 is outside the vocabulary of 5"));
   EXPECT_EQ(ApplyFrequencyPresencePenalties(logits, std::vector<int32_t>{-3}, 1.0f, 0.0f).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Under a token mask the logprobs are of the guided distribution (vLLM V1 applies its grammar
+// bitmask before its sampler computes them): renormalised over the allowed ids, -inf for the
+// rest; a bias on top of the mask does not move them.
+TEST(SamplingTest, LogprobsUnderAMaskAreOfTheGuidedDistribution) {
+  const std::vector<float> logits = {5.0f, 1.0f, 0.0f};
+  const std::vector<int32_t> allowed = {1, 2};
+  SamplingParams p = Params(0.0f, 0, 1.0f);
+  p.return_logprob = true;
+  p.top_logprobs = 3;
+  p.mask = TokenMask{.allow = true, .ids = allowed};
+  p.logit_bias = {{2, 10.0f}};  // id 2 is sampled; its logprob is the mask's alone
+  auto out = SampleToken(logits, p, 0, {});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->token, 2);
+  const double lse = std::log(std::exp(1.0) + std::exp(0.0));
+  EXPECT_NEAR(*out->logprob, 0.0 - lse, 1e-6);
+  ASSERT_EQ(out->top.size(), 3u);
+  EXPECT_EQ(out->top[0].token, 1);
+  EXPECT_NEAR(out->top[0].logprob, 1.0 - lse, 1e-6);
+  EXPECT_EQ(out->top[1].token, 2);
+  EXPECT_EQ(out->top[2].token, 0);
+  EXPECT_EQ(out->top[2].logprob, -std::numeric_limits<float>::infinity()) << "ruled out";
+  // Without the mask: the model's own.
+  p.mask.reset();
+  p.logit_bias.clear();
+  const double all = std::log(std::exp(5.0) + std::exp(1.0) + std::exp(0.0));
+  EXPECT_NEAR(SampleToken(logits, p, 0, {})->top[0].logprob, 5.0 - all, 1e-6);
 }
 
 TEST(SamplingTest, PenaltiesComposeRepetitionFirstAndCountOnlyGeneratedIds) {

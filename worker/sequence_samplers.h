@@ -35,7 +35,8 @@ class SequenceSamplers {
   void Observe(const v1::SeqStep& step);
   // The sequence's next token from its logits row (the step Observe just took in, without
   // draft tokens), with the min_tokens bans while step.sample_index() < min_tokens and the
-  // step's token mask (the logprobs stay the model's own). InvalidArgument as SampleToken,
+  // step's token mask (the logprobs are then of the masked row: kernels/sampling.h).
+  // InvalidArgument as SampleToken,
   // for a mask id outside the row, for a sequence never observed, and for one whose penalty
   // needs a prefix's tokens that were not kept. SampleDrafts with one row.
   absl::StatusOr<SampledToken> Sample(const v1::SeqStep& step, std::span<const float> logits);
