@@ -35,14 +35,24 @@ void SequenceSamplers::Observe(const v1::SeqStep& step) {
         if (from != states_.end() && from->second.seen.size() >= n) {
           fresh.seen.assign(from->second.seen.begin(), from->second.seen.begin() + n);
         } else {
-          fresh.prefix_unknown = true;
+          fresh.tokens_unknown = absl::StrCat(
+              "sequence ", step.seq_id(), " needs its prefix's tokens for a penalty, but rank 0 ",
+              "has not kept them for sequence ", step.prefix_from(), " (it has no penalty)");
         }
       }
       it = states_.emplace(step.seq_id(), std::move(fresh)).first;
     } else {
-      fresh.seen = std::move(it->second.seen);  // the tokens stay the sequence's
-      fresh.pending_drop = it->second.pending_drop;  // and so do its cached positions
-      fresh.drop_error = std::move(it->second.drop_error);
+      State& old = it->second;
+      fresh.seen = std::move(old.seen);  // the tokens stay the sequence's
+      fresh.tokens_unknown = std::move(old.tokens_unknown);
+      if (fresh.keep_tokens && !old.keep_tokens && old.observed && fresh.tokens_unknown.empty()) {
+        fresh.tokens_unknown =
+            absl::StrCat("sequence ", step.seq_id(), " was given a penalty after its first step; ",
+                         "rank 0 did not keep the tokens before it");
+      }
+      fresh.observed = old.observed;
+      fresh.pending_drop = old.pending_drop;  // and so are its cached positions
+      fresh.drop_error = std::move(old.drop_error);
       it->second = std::move(fresh);
     }
   }
@@ -53,6 +63,7 @@ void SequenceSamplers::Observe(const v1::SeqStep& step) {
                                 " draft positions not accepted");
   }
   s.pending_drop = 0;
+  s.observed = true;
   if (s.keep_tokens) s.seen.insert(s.seen.end(), step.token_ids().begin(), step.token_ids().end());
 }
 
@@ -87,13 +98,7 @@ absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
         "sequence ", step.seq_id(), " has no sampling parameters on rank 0 (never stepped)"));
   }
   State& s = it->second;
-  if (s.prefix_unknown) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sequence ", step.seq_id(),
-                     " needs its prefix's tokens for a penalty, but rank 0 has "
-                     "not kept them for sequence ",
-                     step.prefix_from(), " (it has no penalty)"));
-  }
+  if (!s.tokens_unknown.empty()) return absl::InvalidArgumentError(s.tokens_unknown);
   if (!s.drop_error.empty()) return absl::InvalidArgumentError(s.drop_error);
   // Each accepted draft samples at the next index: they must stay int32 (and >= 0).
   if (step.sample_index() < 0 ||

@@ -68,8 +68,11 @@ class SequenceSamplers {
     int32_t min_tokens = 0;
     bool keep_tokens = false;   // a penalty needs `seen`
     std::vector<int32_t> seen;  // prompt and generated tokens, when keep_tokens
-    // Started from a prefix (SeqStep.prefix_from) whose tokens rank 0 did not keep.
-    bool prefix_unknown = false;
+    // Why `seen` lacks tokens a penalty needs (its next sample fails), empty when it holds
+    // them all: started from a prefix (SeqStep.prefix_from) whose tokens rank 0 did not keep,
+    // or given a penalty by a later step after tokens went by uncounted.
+    std::string tokens_unknown;
+    bool observed = false;  // a step of the sequence has been taken in
     // Draft positions the last step cached that rank 0 did not accept: what the sequence's
     // next step must drop (SeqStep.drop_positions) for the cache to hold its tokens; and
     // why one did not (the sequence's next sample fails), empty when all did.

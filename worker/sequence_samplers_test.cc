@@ -184,6 +184,34 @@ TEST(SequenceSamplersTest, APrefixBringsItsTokensForThePenalties) {
   EXPECT_EQ(Next(samplers, greedy_fork), 3);
 }
 
+// Parameters replaced by a later step (worker.proto allows it) keep what the sequence's
+// tokens are known to be: a prefix whose tokens were not kept stays unknown, and a penalty
+// given after steps whose tokens went uncounted fails its samples instead of counting too few.
+TEST(SequenceSamplersTest, ReplacedParametersDoNotForgetThatTokensAreUnknown) {
+  SequenceSamplers samplers;
+  EXPECT_EQ(Next(samplers, Step(1, {3, 2}, 0)), 3);  // no penalty: nothing kept
+  v1::SeqStep fork = Step(2, {2}, 0);
+  fork.set_prefix_from(1);
+  fork.set_prefix_length(1);
+  fork.mutable_sampling()->set_repetition_penalty(4.0f);
+  samplers.Observe(fork);
+  EXPECT_EQ(samplers.Sample(fork, kLogits).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SeqStep again = Step(2, {1}, 1);
+  again.mutable_sampling()->set_repetition_penalty(4.0f);
+  samplers.Observe(again);
+  EXPECT_EQ(samplers.Sample(again, kLogits).status().code(), absl::StatusCode::kInvalidArgument)
+      << "replacing the parameters forgot that the prefix's tokens are unknown";
+
+  EXPECT_EQ(Next(samplers, Step(3, {3}, 0)), 3);  // greedy, tokens not kept
+  v1::SeqStep penalised = Step(3, {2}, 1);
+  penalised.mutable_sampling()->set_repetition_penalty(4.0f);
+  samplers.Observe(penalised);
+  const absl::Status late = samplers.Sample(penalised, kLogits).status();
+  EXPECT_EQ(late.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(late.message()), ::testing::HasSubstr("after its first step"));
+  // A penalty from the first step on is counted in full, replaced or not (the test above).
+}
+
 // Draft tokens: the samples at the drafts' positions are those of the same positions sampled
 // one step at a time (seeded sampling at sample_index + j, a frequency penalty over the
 // accepted drafts, the min_tokens bans by index); the first sample that differs from its
