@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -228,6 +229,13 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
       response.results_size() >= 2) {
     response.mutable_results()->SwapElements(0, 1);
   }
+  if (std::find(nan_scores_.begin(), nan_scores_.end(), number) != nan_scores_.end()) {
+    for (v1::SeqResult& r : *response.mutable_results()) {
+      for (v1::PromptScore& p : *r.mutable_prompt()) {
+        p.set_logprob(std::numeric_limits<float>::quiet_NaN());
+      }
+    }
+  }
   return response;
 }
 
@@ -257,6 +265,11 @@ void FakeStepGroup::AnswerShort(int step) {
 void FakeStepGroup::AnswerSwapped(int step) {
   absl::MutexLock lock(&mu_);
   swapped_.push_back(step);
+}
+
+void FakeStepGroup::ScoreNaN(int step) {
+  absl::MutexLock lock(&mu_);
+  nan_scores_.push_back(step);
 }
 
 void FakeStepGroup::FailNextRelease() {

@@ -75,6 +75,8 @@ class FakeStepGroup : public StepGroup {
   void AnswerShort(int step);
   // Step number `step` returns its first two results in each other's place.
   void AnswerSwapped(int step);
+  // Step number `step` scores every prompt token it scores NaN (a row of non-finite logits).
+  void ScoreNaN(int step);
   // The next Release that frees something fails as a lost worker's: UNAVAILABLE, the group
   // not ready afterwards and holding nothing.
   void FailNextRelease();
@@ -133,6 +135,7 @@ class FakeStepGroup : public StepGroup {
   std::map<int, std::function<void()>> before_ ABSL_GUARDED_BY(mu_);
   std::vector<int> short_ ABSL_GUARDED_BY(mu_);
   std::vector<int> swapped_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> nan_scores_ ABSL_GUARDED_BY(mu_);
   bool fail_release_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -256,8 +256,11 @@ void Scheduler::TakeResults(const StepBatch& batch, const v1::StepResponse& resp
       exit = Exit::kRelease;
       continue;
     }
-    if (sent.prompt_logprobs()) seq->AddPromptScores(r);
-    if (!batch.mask_errors[j].ok()) {
+    if (absl::Status scored = sent.prompt_logprobs() ? seq->AddPromptScores(r) : absl::OkStatus();
+        !scored.ok()) {
+      seq->Fail(std::move(scored));
+      exit = Exit::kRelease;
+    } else if (!batch.mask_errors[j].ok()) {
       seq->Fail(batch.mask_errors[j]);
       exit = Exit::kRelease;
     } else if (!sent.prefill_only() && !r.sample_error().empty()) {

@@ -452,6 +452,28 @@ TEST_F(SchedulerTest, APreemptedScoredPromptIsScoredOnce) {
   }
 }
 
+// A prompt rank 0 could not score (NaN: the model's logits there are not finite) fails its
+// request with INTERNAL naming the token, instead of a null logprob in a client's JSON; the
+// other sequence of the step goes on.
+TEST_F(SchedulerTest, AnUnscorablePromptFailsItsRequestAlone) {
+  Start(Options());
+  GenerationParams scored;
+  scored.prompt_logprobs = true;
+  auto plain = MakeSeq(1, Tokens(6, 100), 4);
+  auto bad = MakeSeq(2, Tokens(6, 200), 4, scored);
+  group_->ScoreNaN(1);
+  const std::vector<std::shared_ptr<Sequence>> both = {plain, bad};
+  ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
+  scheduler_->Start();
+  const std::vector<Outcome> out = {Await(*plain), Await(*bad)};
+  ASSERT_TRUE(out[0].status.ok()) << out[0].status;
+  EXPECT_EQ(out[0].tokens, FakeGreedy(plain->prompt(), 4));
+  EXPECT_EQ(out[1].status.code(), absl::StatusCode::kInternal) << out[1].status;
+  EXPECT_THAT(std::string(out[1].status.message()),
+              ::testing::HasSubstr("logits before prompt token 1 are not finite"));
+  EXPECT_TRUE(group_->violations().empty());
+}
+
 // Preemption frees parked sequences' room first, and a sequence that fits alone is never
 // preempted: the one left runs on.
 TEST_F(SchedulerTest, PreemptionNeverTakesTheLastRunningSequence) {

@@ -1,6 +1,7 @@
 #include "coordinator/sequence.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 #include <utility>
 
@@ -291,9 +292,17 @@ void Sequence::AddCandidates(const google::protobuf::RepeatedPtrField<v1::TokenC
   }
 }
 
-void Sequence::AddPromptScores(const v1::SeqResult& prefilled) {
-  if (!params_.prompt_logprobs) return;
+absl::Status Sequence::AddPromptScores(const v1::SeqResult& prefilled) {
+  if (!params_.prompt_logprobs) return absl::OkStatus();
+  for (int i = 0; i < prefilled.prompt_size(); ++i) {
+    if (std::isnan(prefilled.prompt(i).logprob())) {
+      return absl::InternalError(
+          absl::StrCat("the prompt could not be scored: the model's logits before prompt token ",
+                       prompt_scores_.size() + static_cast<size_t>(i) + 1, " are not finite"));
+    }
+  }
   prompt_scores_.insert(prompt_scores_.end(), prefilled.prompt().begin(), prefilled.prompt().end());
+  return absl::OkStatus();
 }
 
 void Sequence::AttachPromptTokens(v1::GenerateResponse& response) {

@@ -211,8 +211,9 @@ class Sequence {
   absl::Status FillTokenMask(std::span<const int32_t> eos_token_ids, int32_t vocab_size,
                              v1::TokenMask* mask);
   // Keeps the scores of prompt tokens a prefill step returned (params().prompt_logprobs); the
-  // first response carries them.
-  void AddPromptScores(const v1::SeqResult& prefilled);
+  // first response carries them. Internal, keeping none of them, when one is NaN: rank 0
+  // could not score it (the model's logits there are not finite).
+  absl::Status AddPromptScores(const v1::SeqResult& prefilled);
   // A prompt-only request (max_new_tokens 0) once its prompt is scored: pushes its one
   // response, the finish with the prompt's tokens.
   void FinishPromptOnly();
