@@ -172,7 +172,12 @@ int32_t Draw(std::span<const float> logits, const SamplingParams& params, uint64
     acc += w[ids[i]];
     if (acc > target) return ids[i];
   }
-  return ids[keep - 1];
+  // Only where u * total rounded up to total (u within 2^-52 of 1): the last kept id that
+  // has any weight (one whose weight underflowed to 0, a -100 bias say, is never drawn).
+  for (size_t i = keep; i > 0; --i) {
+    if (w[ids[i - 1]] > 0.0) return ids[i - 1];
+  }
+  return argmax;  // kept, with weight 1: not reached
 }
 
 void FillLogprobs(std::span<const float> logits, const SamplingParams& params, int32_t argmax,
