@@ -14,7 +14,9 @@
 //        p = softmax(z over the kept ids); keep the smallest prefix of the kept ids, by
 //        descending p, whose mass reaches top_p (always at least one id); then drop the kept
 //        ids whose p is below min_p times the largest p (Hugging Face's MinPLogitsWarper;
-//        0 = off); draw from p renormalised over what is kept.
+//        0 = off); draw from p renormalised over what is kept. (Min-p after top-p is Hugging
+//        Face's order; vLLM V1 applies min-p before top-k and top-p, which can keep fewer ids
+//        where a request sets both min_p and top_p.)
 // The draw is u = Uniform01(seed, step): a counter-based random number of the sequence's seed
 // and its step (the index of the token being generated), so a sequence gets the same tokens
 // whatever batch it is in and whatever ran before; nothing is stateful.
