@@ -203,7 +203,9 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
       }
       result->set_token_id(next);
     } else {
-      result->set_token_id(s.has_mask() ? MaskedToken(s.mask(), Next(tokens)) : Next(tokens));
+      result->set_token_id(s.has_mask() && !options_.ignore_masks
+                               ? MaskedToken(s.mask(), Next(tokens))
+                               : Next(tokens));
     }
   }
   int64_t positions = 0;

@@ -49,6 +49,7 @@ class FakeStepGroup : public StepGroup {
     // violation. nullopt: what they report.
     std::optional<int64_t> holds;
     bool token_masks = true;  // takes_token_masks()
+    bool ignore_masks = false;  // rank 0 samples as if a step had no mask (a worker's bug)
     // > 0: rank 0 samples the token `period` positions back once a sequence holds that many
     // (its output loops, as prompt lookup predicts), else FakeNextToken.
     int32_t period = 0;

@@ -287,7 +287,8 @@ void Scheduler::TakeResults(const StepBatch& batch, const v1::StepResponse& resp
       const Sequence::StepOutput out = seq->AddStepOutput(sent, r, options_.eos_token_ids);
       drafts += sent.draft_token_ids_size();
       accepted += out.drafts_kept;
-      if (out.finished) exit = Exit::kPark;
+      // A sequence that failed on its token (one its guide rules out) is no prefix to keep.
+      if (out.finished) exit = seq->failed() ? Exit::kRelease : Exit::kPark;
     } else if (seq->prefilled() && seq->params().max_new_tokens == 0) {
       seq->FinishPromptOnly();
       exit = Exit::kPark;

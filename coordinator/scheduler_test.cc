@@ -1366,6 +1366,35 @@ TEST_F(SchedulerTest, ARefusedGroupFailsTheQueuedWithItsReason) {
   EXPECT_TRUE(group_->steps().empty());
 }
 
+// Rank 0 sampling a token the guide rules out (a worker's bug, or one older than the
+// coordinator) fails the sequence, which is released, not kept as a prefix for others.
+TEST_F(SchedulerTest, ASequenceFailedByItsGuideIsReleasedNotCached) {
+  auto vocab = std::make_shared<const TokenVocabulary>(
+      std::vector<std::string>{"", "", "", "y", "e", "s", "n", "o"});
+  SchedulerOptions options = Options();
+  options.prefix_cache_entries = 8;
+  Start(options, FakeStepGroup::Options{.kv_capacity = std::nullopt,
+                                        .holds = std::nullopt,
+                                        .token_masks = true,
+                                        .ignore_masks = true});
+  GenerationParams p;
+  p.guided_choice = {"yes", "no"};
+  auto seq = MakeSeq(1, Tokens(64, 100), 8, p);  // long enough to be kept as a prefix
+  seq->set_guide(*OutputConstraint::Choice(p.guided_choice), vocab);
+  const std::vector<std::shared_ptr<Sequence>> one = {seq};
+  ASSERT_TRUE(scheduler_->EnqueueAll(one).ok());
+  scheduler_->Start();
+  const Outcome out = Await(*seq);
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kInternal) << out.status;
+  EXPECT_THAT(std::string(out.status.message()), ::testing::HasSubstr("does not allow"));
+  AwaitIdle();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (group_->held().count(1) > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(group_->held().count(1), 0u) << "kept on the workers as a prefix";
+}
+
 // A guided sequence's sampling steps carry its token mask (its prompt chunks none), and the
 // tokens rank 0 samples under it spell a choice, which ends the sequence; workers that do not
 // take masks (older than guided decoding) get the sequence refused, not sampled freely.

@@ -130,6 +130,11 @@ void Sequence::Tokens(std::vector<int32_t>& out) const {
 
 void Sequence::Fail(const absl::Status& status) { Push(std::nullopt, status); }
 
+bool Sequence::failed() const {
+  absl::MutexLock lock(&mu_);
+  return final_.has_value() && !final_->ok();
+}
+
 void Sequence::Push(std::optional<v1::GenerateResponse> response,
                     std::optional<absl::Status> final) {
   {

@@ -219,6 +219,8 @@ class Sequence {
   void FinishPromptOnly();
   // Ends the stream with an error (the handler returns it to the client).
   void Fail(const absl::Status& status);
+  // Whether it ended with an error (Fail): such a sequence's cache is no prefix for others.
+  bool failed() const;
   // The first admission's time (a sequence preempted and admitted again keeps it).
   void MarkAdmitted() { admitted_ = std::min(admitted_, absl::Now()); }
   // SchedulerOptions::resume_on_group_loss: a preempted sequence waits for a lost group to
@@ -348,7 +350,7 @@ class Sequence {
   int32_t resume_mark_ = 0;  // num_generated() at the last resume (AddToken re-arms past it)
   absl::Time first_token_ = absl::InfiniteFuture();
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::deque<v1::GenerateResponse> outbox_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> final_ ABSL_GUARDED_BY(mu_);
 };
