@@ -85,7 +85,9 @@ std::string ChatCompletionJson(const CompletionRequest& request,
                                std::string_view model_id);
 
 // Where one streamed choice stands: its first event's delta carries the role, and the reply's
-// leading whitespace is dropped until its content begins.
+// leading whitespace is dropped until its content begins. The logprobs keep every token as
+// sampled (" Hi", not "Hi"): they are the tokens', and the content's first token may differ
+// from its text by that whitespace (vLLM does not trim the content at all).
 struct ChatStream {
   bool role_sent = false;
   bool content_started = false;
