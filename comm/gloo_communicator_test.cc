@@ -251,6 +251,16 @@ TEST(GlooCommunicatorTest, RankDyingWhileFormingFailsTheOthersWellBeforeFiveTime
   }
 }
 
+// A formed Gloo group of `world` ranks that has all-reduced `data` once (a healthy step).
+absl::StatusOr<std::unique_ptr<Communicator>> GroupAfterAStep(int rank, int world, Rendezvous& rdzv,
+                                                              absl::Duration timeout,
+                                                              std::vector<float>& data) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                   MakeCommunicator("gloo", GroupOptions(rank, world, rdzv, timeout)));
+  RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(data)));
+  return comm;
+}
+
 TEST(GlooCommunicatorTest, RankDyingMidwayGivesSurvivorsAnErrorNotAHang) {
   constexpr int kWorld = 4;
   constexpr int kDying = 2;
@@ -259,11 +269,9 @@ TEST(GlooCommunicatorTest, RankDyingMidwayGivesSurvivorsAnErrorNotAHang) {
       kWorld,
       [&](int rank) -> absl::Status {
         FileRendezvous rdzv(dir.path());
-        ASSIGN_OR_RETURN(
-            std::unique_ptr<Communicator> comm,
-            MakeCommunicator("gloo", GroupOptions(rank, kWorld, rdzv, absl::Seconds(3))));
         std::vector<float> data(1000, 1.0f);
-        RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(data)));  // healthy step
+        ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                         GroupAfterAStep(rank, kWorld, rdzv, absl::Seconds(3), data));
         if (rank == kDying) ::_exit(42);                              // dies without a word
         absl::Status first = absl::OkStatus();
         for (int step = 0; step < 3 && first.ok(); ++step) {
@@ -334,11 +342,9 @@ TEST_P(GlooAbortTest, PeersWaitingOnAnAbortedRankFailAtOnceNotAtTheirTimeout) {
       kWorld,
       [&](int rank) -> absl::Status {
         FileRendezvous rdzv(dir.path());
-        ASSIGN_OR_RETURN(
-            std::unique_ptr<Communicator> comm,
-            MakeCommunicator("gloo", GroupOptions(rank, kWorld, rdzv, absl::Seconds(60))));
         std::vector<float> data(count, 1.0f);
-        RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(data)));  // a healthy step
+        ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
+                         GroupAfterAStep(rank, kWorld, rdzv, absl::Seconds(60), data));
         if (rank == kLeaving) {
           comm->Abort(absl::InternalError("injected"));
           comm->Abort(absl::InternalError("twice"));  // a no-op
