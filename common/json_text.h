@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -44,13 +45,14 @@ std::string JsonSnippet(const Json& j) {
 // in a request).
 inline constexpr int64_t kMaxJsonNesting = 256;
 
-// What a JSON text holds, by its brackets and commas outside strings: about how many values
-// (each '{', '[' and ',' opens a container or adds a member or element), how many of them are
-// objects and arrays, and how deep those nest. One pass, nothing allocated; malformed text is
-// counted as written.
+// What a JSON text holds, by its brackets, quotes and commas outside strings: about how many
+// values (each '{', '[' and ',' opens a container or adds a member or element), how many
+// objects, arrays and strings (keys included: each is an allocation of its own when parsed),
+// and how deep the containers nest. One pass, nothing allocated; malformed text is counted
+// as written.
 struct JsonShape {
   int64_t values = 0;
-  int64_t containers = 0;
+  int64_t allocated = 0;
   int64_t nesting = 0;
 };
 inline JsonShape MeasureJson(std::string_view text) {
@@ -67,9 +69,10 @@ inline JsonShape MeasureJson(std::string_view text) {
       }
     } else if (c == '"') {
       in_string = true;
+      ++shape.allocated;
     } else if (c == '{' || c == '[') {
       ++shape.values;
-      ++shape.containers;
+      ++shape.allocated;
       shape.nesting = std::max(shape.nesting, ++depth);
     } else if (c == '}' || c == ']') {
       --depth;
@@ -86,11 +89,12 @@ inline JsonShape MeasureJson(std::string_view text) {
 inline constexpr int64_t kMaxJsonValues = int64_t{1} << 20;
 
 // Before parsing an untrusted JSON text: InvalidArgument naming `what` when it holds more than
-// `max_values` values, more than `max_containers` objects and arrays (an empty one, 3 bytes
-// of text as "{},", takes ~80 bytes parsed), or nests deeper than kMaxJsonNesting.
-inline absl::Status CheckUntrustedJson(std::string_view text, std::string_view what,
-                                       int64_t max_values = kMaxJsonValues,
-                                       int64_t max_containers = kMaxJsonValues) {
+// `max_values` values, more than `max_allocated` objects, arrays and strings (an empty one, 3
+// bytes of text as "{}," or "\"\",", takes ~60-80 bytes parsed), or nests deeper than
+// kMaxJsonNesting.
+inline absl::Status CheckUntrustedJson(
+    std::string_view text, std::string_view what, int64_t max_values = kMaxJsonValues,
+    int64_t max_allocated = std::numeric_limits<int64_t>::max()) {
   const JsonShape shape = MeasureJson(text);
   const absl::string_view name(what.data(), what.size());
   if (shape.values > max_values) {
@@ -103,10 +107,11 @@ inline absl::Status CheckUntrustedJson(std::string_view text, std::string_view w
                                                    " deep; JSON nested more than ", kMaxJsonNesting,
                                                    " deep is refused"));
   }
-  if (shape.containers > max_containers) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " holds ", shape.containers,
-                                                   " JSON objects and arrays, more than the ",
-                                                   max_containers, " it can need"));
+  if (shape.allocated > max_allocated) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " holds ", shape.allocated,
+                                                   " JSON objects, arrays and strings (keys "
+                                                   "included), more than the ",
+                                                   max_allocated, " it can need"));
   }
   return absl::OkStatus();
 }

@@ -234,18 +234,26 @@ TEST(OpenAiApiTest, AnObjectOfTooManyKeysIsRefused) {
   EXPECT_TRUE(ParseCompletionRequest(bias.dump(), kModel).ok());
 }
 
-// A body of many empty objects or arrays (each ~80 bytes parsed for 3 of text: a 4 MiB body
-// would take 107 MB) is refused before it is parsed; a batch of kMaxPrompts prompts fits.
-TEST(OpenAiApiTest, ABodyOfTooManyObjectsAndArraysIsRefused) {
-  std::string junk = R"({"prompt": [2], "x": [)";
-  for (int i = 0; i < 70000; ++i) junk += i == 0 ? "{}" : ",{}";
-  junk += "]}";
-  const absl::Status refused = ParseCompletionRequest(junk, kModel).status();
-  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(refused.message(), HasSubstr("70003 JSON objects and arrays, more than the 65536"));
-  json batch = {{"prompt", json::array()}};
-  for (int i = 0; i < kMaxPrompts; ++i) batch["prompt"].push_back({2, 3});
-  EXPECT_TRUE(ParseCompletionRequest(batch.dump(), kModel).ok());
+// A body of many empty objects or strings (each ~60-80 bytes parsed for 3 of text: a 4 MiB
+// body would take ~100 MB) is refused before it is parsed; a batch of kMaxPrompts prompts
+// fits, as token ids or as text.
+TEST(OpenAiApiTest, ABodyOfTooManyObjectsArraysAndStringsIsRefused) {
+  for (const char* item : {"{}", "[]", R"("")"}) {
+    std::string junk = R"({"prompt": [2], "x": [)";
+    for (int i = 0; i < 300000; ++i) absl::StrAppend(&junk, i == 0 ? "" : ",", item);
+    junk += "]}";
+    const absl::Status refused = ParseCompletionRequest(junk, kModel).status();
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << item;
+    EXPECT_THAT(refused.message(), HasSubstr("more than the 262144 it can need")) << item;
+  }
+  json ids = {{"prompt", json::array()}};
+  json texts = {{"prompt", json::array()}};
+  for (int i = 0; i < kMaxPrompts; ++i) {
+    ids["prompt"].push_back({2, 3});
+    texts["prompt"].push_back("The state of our Union");
+  }
+  EXPECT_TRUE(ParseCompletionRequest(ids.dump(), kModel).ok());
+  EXPECT_TRUE(ParseCompletionRequest(texts.dump(), kModel).ok());
 }
 
 // A body nested deeper than any field takes is refused before any of it is copied or written

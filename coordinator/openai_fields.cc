@@ -62,10 +62,11 @@ int32_t SaturatedInt32(int64_t n) {
 absl::StatusOr<json> ParseBody(std::string_view text, std::string_view model_id) {
   // Writing out or copying a value nested a million deep (a schema, say) would overflow the
   // stack: such a body is refused before it is parsed. Its size is the server's limit, which
-  // bounds its scalars (a 4 MiB body of "0," parses to 32 MB); objects and arrays take more
-  // each (a 4 MiB body of "{}," would take 107 MB), so they are counted too.
+  // bounds its numbers, booleans and nulls (a 4 MiB body of "0," parses to 32 MB); objects,
+  // arrays and strings take an allocation each (a 4 MiB body of "{}," would take 107 MB), so
+  // they are counted too.
   RETURN_IF_ERROR(CheckUntrustedJson(text, "the body", std::numeric_limits<int64_t>::max(),
-                                     kMaxBodyContainers));
+                                     kMaxBodyAllocations));
   // An ordered object finds each new key by a scan of the keys before it: an object of
   // 500,000 short keys (a 4 MiB body) would take minutes. Keys past kMaxObjectKeys in one object
   // are not stored, and the body is refused.

@@ -53,9 +53,9 @@ std::string Dump(const json& j);
 
 // The most keys one object of a request may have (logit_bias takes at most 300).
 inline constexpr int64_t kMaxObjectKeys = 1024;
-// Objects and arrays in one request body: kMaxPrompts prompt arrays, messages and their
-// content parts, tool schemas all fit many times over.
-inline constexpr int64_t kMaxBodyContainers = 65536;
+// Objects, arrays and strings (keys included) in one request body: kMaxPrompts prompts,
+// messages and their content parts, tool schemas all fit many times over.
+inline constexpr int64_t kMaxBodyAllocations = int64_t{1} << 18;
 
 // A JSON object whose "model", when given, is the served model's id (NotFound otherwise), and
 // no object in it of more than kMaxObjectKeys keys (InvalidArgument).
