@@ -131,8 +131,18 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
       "text/event-stream",
       [=](size_t, httplib::DataSink& sink) {
         followed->store(true);
-        auto send = [&sink](const std::string& events) {
-          return sink.is_writable() && sink.write(events.data(), events.size());
+        // An event made and written, if the client still reads. One that throws (out of
+        // memory) would end the process from httplib's thread, outside its handler's
+        // try: it ends the stream as a client gone does (FollowAll cancels the rest).
+        auto send = [&sink](const auto& make) {
+          try {
+            if (!sink.is_writable()) return false;
+            const std::string events = make();
+            return sink.write(events.data(), events.size());
+          } catch (const std::exception& e) {
+            LLMINT8_LOG(ERROR) << "a streamed answer ends: " << e.what();
+            return false;
+          }
         };
         std::vector<v1::Usage> usage(shared_seqs->size());  // each choice's so far
         for (size_t i = 0; i < usage.size(); ++i) {
@@ -145,23 +155,31 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
             [&](size_t index, const v1::GenerateResponse& r) {
               openai::AddToUsage(r, usage[index]);
               if (!request->chat) {
-                return send(openai::CompletionChunkEvent(*request, index, r, id, created, model_id,
-                                                         &token_starts[index], &usage[index]));
+                return send([&] {
+                  return openai::CompletionChunkEvent(*request, index, r, id, created, model_id,
+                                                      &token_starts[index], &usage[index]);
+                });
               }
-              return send(openai::ChatChunkEvent(*request, index, r, chat[index], id, created,
-                                                 model_id, &usage[index]));
+              return send([&] {
+                return openai::ChatChunkEvent(*request, index, r, chat[index], id, created,
+                                              model_id, &usage[index]);
+              });
             },
             [&sink] { return !sink.is_writable(); });
         if (status.ok()) {
           if (request->include_usage) {
-            send(openai::UsageEvent(*request, openai::TotalUsage(*request, usage), id, created,
-                                    model_id));
+            send([&] {
+              return openai::UsageEvent(*request, openai::TotalUsage(*request, usage), id, created,
+                                        model_id);
+            });
           }
-          send(std::string(openai::kDoneEvent));
+          send([] { return std::string(openai::kDoneEvent); });
         } else if (status.code() != absl::StatusCode::kCancelled) {
           // The error, then [DONE] as after any stream (vLLM's order): clients read to it.
-          send(absl::StrCat("data: ", openai::ErrorJson(ForHttp(status, group)), "\n\n"));
-          send(std::string(openai::kDoneEvent));
+          send([&] {
+            return absl::StrCat("data: ", openai::ErrorJson(ForHttp(status, group)), "\n\n");
+          });
+          send([] { return std::string(openai::kDoneEvent); });
         }
         sink.done();
         return true;

@@ -44,13 +44,20 @@ int Milliseconds(time_t sec, time_t usec) {
 
 // Set by CloseConnectionAfterResponse on the thread that serves the request.
 thread_local bool t_close_after_response = false;
+// Set once httplib has parsed a request's head and goes on to route it (SetUpRequest): a
+// request it answered before (a bad request line, Range or header: 400, 414, 416) has left
+// its body unread.
+thread_local bool t_routed = false;
 
 Limits LimitsOf(size_t payload_max, absl::Duration request_time, time_t read_sec, time_t read_usec,
                 time_t write_sec, time_t write_usec, time_t keep_alive_sec,
                 size_t keep_alive_max_count) {
   const size_t room = std::numeric_limits<size_t>::max() - kMaxRequestHeadBytes;
+  // A body at the limit may take as long as it does at kMinBodyBytesPerSecond.
+  const int64_t body_seconds =
+      static_cast<int64_t>(std::min<size_t>(payload_max, size_t{1} << 40) / kMinBodyBytesPerSecond);
   return Limits{kMaxRequestHeadBytes + std::min(payload_max, room),
-                std::max(request_time, absl::Milliseconds(1)),
+                std::max({request_time, absl::Seconds(body_seconds), absl::Milliseconds(1)}),
                 Milliseconds(read_sec, read_usec),
                 Milliseconds(write_sec, write_usec),
                 Milliseconds(keep_alive_sec, 0),
@@ -96,23 +103,25 @@ void SetSocketOptions(int fd, const Limits& limits) {
 class Transport {
  public:
   virtual ~Transport() = default;
-  // > 0 bytes, 0 at the peer's end of stream, < 0 on an error or timeout.
-  virtual ssize_t Receive(char* buffer, size_t size) = 0;
-  virtual ssize_t Send(const char* data, size_t size) = 0;
+  // > 0 bytes, 0 at the peer's end of stream, < 0 on an error, at `until` or when the server
+  // stops. The caller has seen the socket readable (writable) first.
+  virtual ssize_t Receive(char* buffer, size_t size, absl::Time until) = 0;
+  virtual ssize_t Send(const char* data, size_t size, absl::Time until) = 0;
   virtual bool HasDecrypted() const { return false; }  // read from the socket, not yet given
 };
 
 class SocketTransport final : public Transport {
  public:
   explicit SocketTransport(int fd) : fd_(fd) {}
-  ssize_t Receive(char* buffer, size_t size) override {
+  // Blocking: readable, recv returns what is there; a send is bounded by SO_SNDTIMEO.
+  ssize_t Receive(char* buffer, size_t size, absl::Time) override {
     for (;;) {
       const ssize_t n = ::recv(fd_, buffer, size, 0);
       if (n < 0 && errno == EINTR) continue;
       return n;
     }
   }
-  ssize_t Send(const char* data, size_t size) override {
+  ssize_t Send(const char* data, size_t size, absl::Time) override {
     for (;;) {
       const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
@@ -124,26 +133,46 @@ class SocketTransport final : public Transport {
   const int fd_;
 };
 
+// After an SSL call on non-blocking `fd` failed with `error`: whether to call it again (the
+// socket became ready for what it wants before `until`, and the server still listens).
+bool AwaitSsl(int error, int fd, absl::Time until, const std::atomic<socket_t>& listening) {
+  if (error == SSL_ERROR_SYSCALL && errno == EINTR) return true;
+  const short events = error == SSL_ERROR_WANT_READ    ? POLLIN
+                       : error == SSL_ERROR_WANT_WRITE ? POLLOUT
+                                                       : 0;
+  return events != 0 && AwaitUntil(fd, events, until, listening);
+}
+
+// Over a non-blocking socket: a record that arrives a byte at a time is waited for only until
+// `until` (a blocking SSL_read would wait up to the socket's timeout for each of them).
 class TlsTransport final : public Transport {
  public:
-  explicit TlsTransport(SSL* ssl) : ssl_(ssl) {}
-  ssize_t Receive(char* buffer, size_t size) override {
+  TlsTransport(SSL* ssl, int fd, const std::atomic<socket_t>& listening)
+      : ssl_(ssl), fd_(fd), listening_(listening) {}
+  ssize_t Receive(char* buffer, size_t size, absl::Time until) override {
     for (;;) {
       const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(size, INT_MAX)));
       if (n > 0) return n;
       const int error = SSL_get_error(ssl_, n);
-      if (error == SSL_ERROR_SYSCALL && errno == EINTR) continue;
-      return error == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+      if (error == SSL_ERROR_ZERO_RETURN) return 0;
+      if (!Wait(error, until)) return -1;
     }
   }
-  ssize_t Send(const char* data, size_t size) override {
-    const int n = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, INT_MAX)));
-    return n > 0 ? n : -1;
+  ssize_t Send(const char* data, size_t size, absl::Time until) override {
+    for (;;) {  // a retry passes the same arguments, as SSL_write requires
+      const int n = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, INT_MAX)));
+      if (n > 0) return n;
+      if (!Wait(SSL_get_error(ssl_, n), until)) return -1;
+    }
   }
   bool HasDecrypted() const override { return SSL_pending(ssl_) > 0; }
 
  private:
+  bool Wait(int error, absl::Time until) const { return AwaitSsl(error, fd_, until, listening_); }
+
   SSL* const ssl_;
+  const int fd_;
+  const std::atomic<socket_t>& listening_;
 };
 
 // The address of one end of `fd` as httplib writes it: numeric host ("::ffff:10.0.0.7" for an
@@ -205,7 +234,9 @@ class BudgetStream final : public httplib::Stream {
         late_ = absl::Now() >= deadline_;
         return -1;
       }
-      const ssize_t n = transport_.Receive(buffer_.data(), buffer_.size());
+      const ssize_t n = transport_.Receive(
+          buffer_.data(), buffer_.size(),
+          std::min(deadline_, absl::Now() + absl::Milliseconds(limits_.read_ms)));
       if (n <= 0) return n;
       begin_ = 0;
       end_ = static_cast<size_t>(n);
@@ -219,7 +250,7 @@ class BudgetStream final : public httplib::Stream {
 
   ssize_t write(const char* ptr, size_t size) override {
     if (!Await(fd_, POLLOUT, limits_.write_ms)) return -1;
-    return transport_.Send(ptr, size);
+    return transport_.Send(ptr, size, absl::Now() + absl::Milliseconds(limits_.write_ms));
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -231,8 +262,16 @@ class BudgetStream final : public httplib::Stream {
   socket_t socket() const override { return fd_; }
 
  private:
-  // False once the client's end of stream (or a reset) is waiting to be read.
+  // False once the client has closed its end (or reset the connection). Its end of stream
+  // may wait behind bytes not read yet (a TLS client's close_notify alert), which a peek
+  // would take for an open stream: the TCP state says it first.
   bool PeerOpen() const {
+    tcp_info info{};
+    socklen_t length = sizeof(info);
+    if (::getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &length) == 0 &&
+        (info.tcpi_state == TCP_CLOSE_WAIT || info.tcpi_state == TCP_CLOSE)) {
+      return false;
+    }
     if (!Await(fd_, POLLIN, 0)) return true;
     char byte;
     const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -278,9 +317,10 @@ bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& li
        --left) {
     stream.StartRequest();
     t_close_after_response = false;
+    t_routed = false;
     bool closed = false;
     answered = process(stream, /*close_connection=*/left == 1, closed);
-    unread = stream.Exhausted() || t_close_after_response;
+    unread = stream.Exhausted() || t_close_after_response || !t_routed;
     if (!answered || closed || unread) break;
   }
   return answered;
@@ -325,29 +365,21 @@ namespace {
 // What each request gets before routing: no ranges (the answer is whole), and for HTTPS its
 // session.
 void SetUpRequest(httplib::Request& req, SSL* ssl) {
+  t_routed = true;
   req.ranges.clear();
   req.ssl = ssl;
 }
 
-// SSL_accept within `deadline` (the socket non-blocking meanwhile), giving up at once when the
-// server stops listening.
+// Makes `fd` non-blocking (for good: TlsTransport reads and writes it so) and runs SSL_accept
+// within `deadline`, giving up at once when the server stops listening.
 bool AcceptTls(SSL* ssl, int fd, absl::Time deadline, const std::atomic<socket_t>& listening) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
-  bool accepted = false;
   for (;;) {
     const int r = SSL_accept(ssl);
-    if (r == 1) {
-      accepted = true;
-      break;
-    }
-    const int error = SSL_get_error(ssl, r);
-    const short events = error == SSL_ERROR_WANT_READ    ? POLLIN
-                         : error == SSL_ERROR_WANT_WRITE ? POLLOUT
-                                                         : 0;
-    if (events == 0 || !AwaitUntil(fd, events, deadline, listening)) break;
+    if (r == 1) return true;
+    if (!AwaitSsl(SSL_get_error(ssl, r), fd, deadline, listening)) return false;
   }
-  return ::fcntl(fd, F_SETFL, flags) == 0 && accepted;
 }
 
 }  // namespace
@@ -390,7 +422,7 @@ bool BoundedHttpsServer::process_and_close_socket(socket_t sock) {
   if (ssl != nullptr) {
     if (SSL_set_fd(ssl, sock) == 1 &&
         AcceptTls(ssl, sock, absl::Now() + limits.request_time, svr_sock_)) {
-      TlsTransport transport(ssl);
+      TlsTransport transport(ssl, sock, svr_sock_);
       answered = ServeRequests(
           sock, transport, svr_sock_, limits,
           [this, ssl](httplib::Stream& s, bool close, bool& closed) {

@@ -11,12 +11,18 @@
 //
 // Time is bounded as well as bytes: each read waits at most the read timeout
 // (set_read_timeout), and a request's head and body must all arrive within the request
-// timeout (set_request_timeout; a TLS handshake within it too), so a client that trickles a
-// byte now and then (slowloris) holds a handler thread for that long at most, not for hours.
-// A connection stops waiting on its client within 100 ms of the server's stop().
+// timeout (set_request_timeout, or the body limit at kMinBodyBytesPerSecond if longer; a TLS
+// handshake within it too; TLS records are read from a non-blocking socket, so a record sent
+// a byte at a time is held to it as well), so a client that trickles a byte now and then
+// (slowloris) holds a handler thread for that long at most, not for hours. A connection stops
+// waiting on its client within 100 ms of the server's stop(). Writes are bounded per call by
+// the write timeout only: a client that reads a large answer very slowly still holds its
+// thread while it reads (a streamed answer's client that stops reading is found gone).
 //
 // Range headers are ignored (every answer is whole): httplib 0.11 would build a reply of as
-// many copies of the body as a request names ranges (thousands fit in one header line).
+// many copies of the body as a request names ranges (thousands fit in one header line). A
+// malformed one still gets httplib's 416, as a bad request line or header gets its 400 or
+// 414: such a request's body is left unread, so the connection closes after the answer.
 // Answers go out without Nagle's delay (TCP_NODELAY): a streamed token is one small write.
 //
 // httplib lets a subclass serve each accepted connection itself (process_and_close_socket);
@@ -40,8 +46,10 @@ namespace llmint8::coordinator {
 // takes 8 KiB per line, 32 KiB in all, by default.
 inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
 
-// The time a request's head and body may take to arrive, by default: a 4 MiB body at 70 KB/s.
+// The time a request's head and body may take to arrive, by default; longer where the
+// server's body limit takes longer at kMinBodyBytesPerSecond (64 s for 4 MiB).
 inline constexpr absl::Duration kDefaultRequestTimeout = absl::Seconds(60);
+inline constexpr size_t kMinBodyBytesPerSecond = 64 * 1024;
 
 // From a handler (or pre-routing handler) of these servers: close the connection once `res`
 // is written, and say so in it (Connection: close), e.g. after refusing a request whose body

@@ -3,6 +3,7 @@
 // kRequestTime to arrive.
 #include "coordinator/http_server.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -22,6 +23,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/testing/test_certs.h"
 #include "coordinator/http_connection.h"
 #include "gtest/gtest.h"
@@ -49,6 +52,12 @@ size_t SocketBufferBytes() {
   return total;
 }
 
+// What the last /wait request saw (set once it returns).
+std::atomic<const char*>* WaitOutcome() {
+  static std::atomic<const char*> outcome{nullptr};
+  return &outcome;
+}
+
 std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {},
                                         absl::Duration request_time = kRequestTime) {
   absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(
@@ -62,6 +71,17 @@ std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {},
         });
         s.Get("/", [](const httplib::Request&, httplib::Response& res) {
           res.set_content("ok", "text/plain");
+        });
+        // Waits (up to 10 s) for its client to leave, as a queued request does, writing
+        // nothing: "gone" when the stream stops being writable, "stayed" otherwise.
+        s.Get("/wait", [](const httplib::Request&, httplib::Response& res) {
+          res.set_chunked_content_provider("text/plain", [](size_t, httplib::DataSink& sink) {
+            const absl::Time end = absl::Now() + absl::Seconds(10);
+            while (sink.is_writable() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(10));
+            *WaitOutcome() = sink.is_writable() ? "stayed" : "gone";
+            sink.done();
+            return true;
+          });
         });
         s.Get("/throws", [](const httplib::Request&, httplib::Response&) {
           throw std::runtime_error("secret detail");
@@ -99,12 +119,32 @@ class RawClient {
   }
   bool connected() const { return connected_; }
   int fd() const { return fd_; }
-  // Whether the server sent something (or closed) within `ms`.
-  bool Answered(int ms) const {
-    if (ssl_ != nullptr && SSL_pending(ssl_) > 0) return true;
-    pollfd p{fd_, POLLIN, 0};
-    return ::poll(&p, 1, ms) > 0;
+  // Over TLS: sends close_notify (the socket closes with the client).
+  void Shutdown() {
+    if (ssl_ != nullptr) SSL_shutdown(ssl_);
   }
+  // Whether the server sent something (or closed) within `ms`.
+  // Over TLS, what arrives may be only the server's session tickets (TLS 1.3 sends them after
+  // the handshake): those are taken in, and it waits on.
+  bool Answered(int ms) const {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      if (ssl_ != nullptr && SSL_pending(ssl_) > 0) return true;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          end - std::chrono::steady_clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0))) <= 0) return false;
+      if (ssl_ == nullptr) return true;
+      char byte;
+      const int flags = ::fcntl(fd_, F_GETFL);
+      ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
+      const int n = SSL_peek(ssl_, &byte, 1);
+      const int error = n > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl_, n);
+      ::fcntl(fd_, F_SETFL, flags);
+      if (error != SSL_ERROR_WANT_READ) return true;  // data, the end, or an error
+    }
+  }
+  SSL* ssl() const { return ssl_; }
 
   // Sends all of `data`; false once the server has closed the connection.
   bool Send(const std::string& data) {
@@ -287,6 +327,62 @@ TEST_P(HttpServerTest, AThrowingHandlerGetsA500WithoutItsDetail) {
     EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 500") << answer;
     EXPECT_EQ(answer.find("secret"), std::string::npos) << answer;
   }
+}
+
+// A client that closes its connection while its request waits (a queued request writes
+// nothing) is seen gone: over TLS its close_notify alert comes before the end of stream.
+TEST_P(HttpServerTest, AClientThatLeavesWhileItsRequestWaitsIsSeenGone) {
+  *WaitOutcome() = nullptr;
+  {
+    RawClient client(server_->port(), client_tls_);
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.Send("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the handler waits
+    client.Shutdown();  // close_notify over TLS; then the socket closes
+  }
+  const absl::Time end = absl::Now() + absl::Seconds(15);
+  while (WaitOutcome()->load() == nullptr && absl::Now() < end) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_NE(WaitOutcome()->load(), nullptr);
+  EXPECT_STREQ(WaitOutcome()->load(), "gone");
+}
+
+// A TLS record whose bytes come one at a time is held to the request's time limit too (a
+// blocking read would wait up to the read timeout for each byte).
+TEST_P(HttpServerTest, ATricklingTlsRecordIsCutOff) {
+  if (!GetParam()) GTEST_SKIP() << "TLS only; the plain server reads what comes";
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  // The request's record, made by the session into memory, then sent a byte at a time.
+  BIO* memory = BIO_new(BIO_s_mem());
+  SSL_set0_wbio(client.ssl(), memory);  // the session owns it
+  const std::string request =
+      "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + std::string(200, 'a') + "\r\n\r\n";
+  ASSERT_EQ(SSL_write(client.ssl(), request.data(), static_cast<int>(request.size())),
+            static_cast<int>(request.size()));
+  std::string record(static_cast<size_t>(BIO_ctrl_pending(memory)), '\0');
+  ASSERT_GT(record.size(), 200u);
+  ASSERT_EQ(BIO_read(memory, record.data(), static_cast<int>(record.size())),
+            static_cast<int>(record.size()));
+  size_t sent = 0;  // 60 bytes: 18 s
+  for (; sent < 60 && !client.Answered(static_cast<int>(kTrickle.count())); ++sent) {
+    if (::send(client.fd(), record.data() + sent, 1, MSG_NOSIGNAL) != 1) break;
+  }
+  EXPECT_LT(sent, 60u) << "the server waited for the whole record";
+}
+
+// A request httplib answers itself before routing (a malformed Range: 416) leaves its body
+// unread: the connection closes after the answer, so the body is not served as a request.
+TEST_P(HttpServerTest, ARequestAnsweredBeforeRoutingClosesItsConnection) {
+  const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send(absl::StrCat("POST / HTTP/1.1\r\nHost: x\r\nRange: bytes=5-1\r\n",
+                                       "Content-Length: ", smuggled.size(), "\r\n\r\n", smuggled)));
+  const std::string answer = client.ReceiveResponse();
+  EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 416") << answer;
+  EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
 }
 
 // A Range header does not slice the answer, nor multiply it (httplib would build one copy of
