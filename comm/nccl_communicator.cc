@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/cuda_sticky_error.h"
+#include "common/device_lost.h"
 #include "common/status_macros.h"
 
 namespace llmint8::comm {
@@ -32,8 +34,9 @@ absl::Status CudaError(const std::string& where, const char* what, cudaError_t e
   // Handled here: cleared from the thread's last error, which the model's next kernel launch
   // check reads (kernels/cuda/cuda_status.h).
   (void)cudaGetLastError();
-  return absl::InternalError(absl::StrCat(where, ": ", what, ": CUDA error ", cudaGetErrorName(err),
-                                          ": ", cudaGetErrorString(err)));
+  const std::string message = absl::StrCat(where, ": ", what, ": CUDA error ",
+                                           cudaGetErrorName(err), ": ", cudaGetErrorString(err));
+  return IsStickyCudaError(err) ? DeviceLostError(message) : absl::InternalError(message);
 }
 
 absl::Status NcclError(const std::string& where, const char* what, ncclResult_t r,
@@ -179,6 +182,7 @@ class NcclCommunicator : public Communicator {
         absl::AbortedError(absl::StrCat(where_, ": this rank left the group: ", why.ToString()));
     if (cudaSetDevice(device_) != cudaSuccess) (void)cudaGetLastError();
     comm_.Abort();
+    (void)cudaGetLastError();  // ncclCommAbort's, if any: not the next launch check's
   }
 
  protected:
@@ -219,8 +223,16 @@ class NcclCommunicator : public Communicator {
     if (status.code() == absl::StatusCode::kInvalidArgument) {
       status = absl::InternalError(status.message());
     }
+    // An NCCL failure may come of a device fault (ncclUnhandledCudaError, a kernel that
+    // faulted before the collective): any CUDA call then reports it.
+    if (const cudaError_t probe = cudaStreamQuery(stream_);
+        !IsDeviceLost(status) && IsStickyCudaError(probe)) {
+      status = DeviceLostError(absl::StrCat(status.message(), " (", cudaGetErrorName(probe), ")"));
+    }
+    (void)cudaGetLastError();
     broken_ = status;
     comm_.Abort();
+    (void)cudaGetLastError();  // ncclCommAbort's, if any: not the next launch check's
     return status;
   }
 

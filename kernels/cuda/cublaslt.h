@@ -37,6 +37,13 @@ struct MatmulArgs {
   int64_t k = 0;
 };
 
+// Whether a Matmul error leaves the product to another kernel (a caller's automatic path):
+// no algorithm for the shape, or none found for want of memory now.
+inline bool CublasLtMayFallBack(const absl::Status& matmul) {
+  return matmul.code() == absl::StatusCode::kUnimplemented ||
+         matmul.code() == absl::StatusCode::kResourceExhausted;
+}
+
 class CublasLt {
  public:
   static constexpr size_t kDefaultWorkspaceBytes = size_t{32} << 20;
@@ -54,7 +61,9 @@ class CublasLt {
 
   // Enqueues the matmul on `stream`. Errors: null pointers, non-positive sizes, a bias with
   // kInt8Int32 (InvalidArgument); no cuBLASLt algorithm for the shape (Unimplemented: for int8,
-  // cuBLASLt needs k % 4 == 0 and n % 4 == 0 and 4-byte aligned pointers).
+  // cuBLASLt needs k % 4 == 0 and n % 4 == 0 and 4-byte aligned pointers; remembered for the
+  // shape); the algorithm search failing for the moment (ResourceExhausted for its memory:
+  // asked again next call). Neither enqueued anything.
   absl::Status Matmul(const MatmulArgs& args, cudaStream_t stream);
 
  private:

@@ -1,29 +1,10 @@
 #include "kernels/cuda/cuda_status.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/cuda_sticky_error.h"
 #include "common/device_lost.h"
 
 namespace llmint8::gpu {
-
-bool IsStickyCudaError(cudaError_t error) {
-  switch (error) {
-    case cudaErrorIllegalAddress:
-    case cudaErrorLaunchFailure:
-    case cudaErrorLaunchTimeout:
-    case cudaErrorHardwareStackError:
-    case cudaErrorIllegalInstruction:
-    case cudaErrorMisalignedAddress:
-    case cudaErrorInvalidAddressSpace:
-    case cudaErrorInvalidPc:
-    case cudaErrorAssert:
-    case cudaErrorECCUncorrectable:
-    case cudaErrorNvlinkUncorrectable:
-    case cudaErrorContextIsDestroyed:
-      return true;
-    default:
-      return false;
-  }
-}
 
 absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* file, int line) {
   if (error == cudaSuccess) return absl::OkStatus();

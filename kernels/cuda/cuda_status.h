@@ -8,8 +8,8 @@
 // Codes: out of memory -> RESOURCE_EXHAUSTED; no device / driver too old -> UNAVAILABLE;
 // cuBLAS NOT_SUPPORTED -> UNIMPLEMENTED; anything else (an invalid value too, CUDA's or
 // cuBLAS's: input is checked before any CUDA call, so it is a bug, not the client's) -> INTERNAL.
-// A sticky error (IsStickyCudaError: the context is lost) is INTERNAL with the device-lost
-// payload (common/device_lost.h).
+// A sticky error (common/cuda_sticky_error.h: the context is lost) is INTERNAL with the
+// device-lost payload (common/device_lost.h).
 //
 // The runtime keeps one "last error" per host thread that every failing call sets
 // (cudaErrorNotReady from a query too) and only cudaGetLastError resets, and the launch check reads
@@ -26,10 +26,6 @@
 namespace llmint8::gpu {
 
 absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* file, int line);
-
-// Errors after which the process's CUDA context is unusable: every later call fails alike
-// (a device-side fault, an uncorrectable memory error). cudaGetLastError cannot clear them.
-bool IsStickyCudaError(cudaError_t error);
 absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const char* file,
                                  int line);
 

@@ -55,9 +55,10 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
     args.n = n;
     args.k = k;
     const absl::Status s = lt->Matmul(args, stream);
-    // kAuto: where cuBLASLt has no int8 algorithm for the shape (it decides on the host,
-    // before enqueuing anything), the small-M kernel below computes it.
-    if (!automatic || s.code() != absl::StatusCode::kUnimplemented) return s;
+    // kAuto: where cuBLASLt has no int8 algorithm for the shape, or could not find one now
+    // (out of memory: CublasLt::Matmul asks again next time), the small-M kernel below
+    // computes it. Both are decided on the host, before anything is enqueued.
+    if (!automatic || !gpu::CublasLtMayFallBack(s)) return s;
   }
   internal::Int8GemvParams p;
   p.x = a;

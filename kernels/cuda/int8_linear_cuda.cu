@@ -210,8 +210,7 @@ absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,
     if (!gemm.ok()) {
       // No cuBLASLt int8 algorithm for this shape (decided on the host, before anything of the
       // chunk is enqueued): kAuto takes the small-M kernel instead, which writes all of y.
-      if (options.path == Int8LinearPath::kAuto &&
-          gemm.code() == absl::StatusCode::kUnimplemented) {
+      if (options.path == Int8LinearPath::kAuto && gpu::CublasLtMayFallBack(gemm)) {
         return launch_gemv();
       }
       return gemm;
