@@ -75,8 +75,9 @@ class Communicator {
   // at once with Unavailable instead of sitting out its timeout (and, breaking, closes its
   // own: the whole group learns). NCCL aborts the communicator (ncclCommAbort); when its
   // peers notice depends on NCCL's transport (sockets: when the connection drops; shared
-  // memory or NVLink: their timeout). A group of one has no peers: nothing to do. Nothing
-  // happens on a group that is already broken (a transport error closes it the same way).
+  // memory or NVLink: their timeout). A group of one has no peers, and LocalCommunicator's
+  // later calls still succeed (Gloo's and NCCL's of one fail as above). Nothing happens on a
+  // group that is already broken (a transport error closes it the same way).
   // Never blocks on peers.
   virtual void Abort(const absl::Status& why) = 0;
 
