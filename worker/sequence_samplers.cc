@@ -98,7 +98,9 @@ absl::StatusOr<SequenceSamplers::Verified> SequenceSamplers::SampleDrafts(
         "sequence ", step.seq_id(), " has no sampling parameters on rank 0 (never stepped)"));
   }
   State& s = it->second;
-  if (!s.tokens_unknown.empty()) return absl::InvalidArgumentError(s.tokens_unknown);
+  if (s.keep_tokens && !s.tokens_unknown.empty()) {
+    return absl::InvalidArgumentError(s.tokens_unknown);  // a penalty would count too few
+  }
   if (!s.drop_error.empty()) return absl::InvalidArgumentError(s.drop_error);
   // Each accepted draft samples at the next index: they must stay int32 (and >= 0).
   if (step.sample_index() < 0 ||

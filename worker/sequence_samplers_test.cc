@@ -209,6 +209,10 @@ TEST(SequenceSamplersTest, ReplacedParametersDoNotForgetThatTokensAreUnknown) {
   const absl::Status late = samplers.Sample(penalised, kLogits).status();
   EXPECT_EQ(late.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(late.message()), ::testing::HasSubstr("after its first step"));
+  // Parameters without a penalty again need no tokens: the sequence samples.
+  v1::SeqStep plain = Step(3, {1}, 2);
+  plain.mutable_sampling()->set_temperature(0.0f);
+  EXPECT_EQ(Next(samplers, plain), 3);
   // A penalty from the first step on is counted in full, replaced or not (the test above).
 }
 
