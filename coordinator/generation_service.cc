@@ -127,7 +127,10 @@ std::shared_ptr<const TokenVocabulary> GenerationService::Vocabulary() {
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  if (absl::Status auth = Authorize(*ctx); !auth.ok()) return ToGrpcStatus(auth);
+  if (absl::Status auth = Authorize(*ctx); !auth.ok()) {
+    RecordRefused(auth, "");
+    return ToGrpcStatus(auth);
+  }
   const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
                                   ? absl::InfiniteFuture()
                                   : absl::FromChrono(ctx->deadline());
@@ -252,6 +255,12 @@ absl::Status GenerationService::FollowAll(
     Record(finals[i].value_or(status), records[i]);
   }
   return status;
+}
+
+void GenerationService::RecordRefused(const absl::Status& status, std::string_view request_id) {
+  RequestRecord record;
+  record.request_id = SanitizeRequestId(request_id);
+  Record(status, record);
 }
 
 void GenerationService::AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs) {

@@ -102,6 +102,9 @@ class GenerationService final : public v1::Generation::Service {
       const std::function<bool(size_t index, const v1::GenerateResponse&)>& write,
       const std::function<bool()>& gone);
   void AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs);
+  // A generation call refused before AdmitAll (UNAUTHENTICATED: no API key): recorded as one
+  // request, as AdmitAll records the calls it refuses.
+  void RecordRefused(const absl::Status& status, std::string_view request_id);
 
   // The served model's tokenizer; null when it was served without one.
   const Tokenizer* tokenizer() const { return tokenizer_; }

@@ -220,8 +220,8 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
   const ApiKey* key =
       options.api_key != nullptr && options.api_key->required() ? options.api_key : nullptr;
   // Before any body is read: the key, and a length to hold the body to.
-  server.set_pre_routing_handler([key, max_body](const httplib::Request& req,
-                                                 httplib::Response& res) {
+  server.set_pre_routing_handler([key, max_body, service](const httplib::Request& req,
+                                                          httplib::Response& res) {
     // httplib holds a body to --max_message_bytes only by its Content-Length: on any path.
     if (const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, max_body, res);
         refused.has_value()) {
@@ -237,6 +237,10 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     }
     const absl::Status auth = key->Check(req.get_header_value("Authorization"));
     if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
+    if (req.method == "POST" &&
+        (req.path == "/v1/completions" || req.path == "/v1/chat/completions")) {
+      service->RecordRefused(auth, req.get_header_value("X-Request-Id"));  // key guesses show
+    }
     res.status = 401;
     res.set_header("WWW-Authenticate", "Bearer");
     CloseConnectionAfterResponse(res);  // its body is left unread

@@ -74,7 +74,8 @@ class LiveGauges : public prometheus::Collectable {
           s.group_ready ? 1 : 0);
     gauge("llmint8_worker_group_size", "Workers (tensor-parallel ranks) in the group",
           s.group_size);
-    gauge("llmint8_worker_group_epoch", "Times the worker group has formed",
+    gauge("llmint8_worker_group_epoch",
+          "Times a worker group has been formed or tried (its epoch; a failed try counts)",
           static_cast<double>(s.group_epoch));
     gauge("llmint8_kv_reserved_positions",
           "KV cache positions the running sequences hold after the coming step (with "
@@ -129,7 +130,9 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
       live_(std::make_shared<LiveGauges>(std::move(live))),
       requests_(BuildCounter()
                     .Name("llmint8_requests_total")
-                    .Help("Generate calls by final gRPC status code")
+                    .Help("Generated sequences by final gRPC status code (one per prompt and "
+                          "choice: an OpenAI request of 2 prompts with n 3 counts 6; a call "
+                          "refused before any was queued counts 1)")
                     .Register(*registry_)),
       finished_(BuildCounter()
                     .Name("llmint8_requests_finished_total")
@@ -210,7 +213,18 @@ ServiceMetrics::ServiceMetrics(std::function<LiveState()> live)
                            .Help("Draft tokens the workers accepted: generated tokens that "
                                  "took no step of their own")
                            .Register(*registry_)
-                           .Add({})) {}
+                           .Add({})) {
+  // Every series at 0 from the start: a rate over the first error of a kind sees it (a series
+  // that appears at 1 has no increase).
+  for (int code = 0; code <= static_cast<int>(absl::StatusCode::kUnauthenticated); ++code) {
+    requests_.Add({{"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code))}});
+  }
+  for (int reason = v1::FinishReason_MIN; reason <= v1::FinishReason_MAX; ++reason) {
+    if (!v1::FinishReason_IsValid(reason)) continue;
+    const std::string label = FinishReasonLabel(static_cast<v1::FinishReason>(reason));
+    if (!label.empty()) finished_.Add({{"reason", label}});
+  }
+}
 
 void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
@@ -221,7 +235,8 @@ void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   if (!reason.empty()) finished_.Add({{"reason", reason}}).Increment();
   const v1::Timings& t = r.final_message->timings();
   queue_seconds_.Observe(t.queue_ms() / 1e3);
-  first_token_seconds_.Observe(t.time_to_first_token_ms() / 1e3);
+  // A prompt only scored (max_new_tokens 0: echo) has no first token.
+  if (r.generated_tokens > 0) first_token_seconds_.Observe(t.time_to_first_token_ms() / 1e3);
   duration_seconds_.Observe(t.total_ms() / 1e3);
   if (r.generated_tokens >= 2) {
     per_output_token_seconds_.Observe((t.total_ms() - t.time_to_first_token_ms()) / 1e3 /

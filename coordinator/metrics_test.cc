@@ -55,6 +55,29 @@ TEST(ServiceMetricsTest, CountsRequestsByCodeAndReasonAndTokens) {
   EXPECT_THAT(text, HasSubstr("llmint8_time_per_output_token_seconds_bucket{le=\"2.5\"} 2\n"));
 }
 
+// Every code and finish reason has its series from the start, at 0: a rate over the first
+// error of a kind sees it.
+TEST(ServiceMetricsTest, EveryCodeAndReasonStartsAtZero) {
+  ServiceMetrics m([] { return LiveState{}; });
+  const std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"INTERNAL\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"UNAUTHENTICATED\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"OK\"} 0\n"));
+  for (const char* reason : {"length", "stop", "eos", "cancelled"}) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat("llmint8_requests_finished_total{reason=\"", reason,
+                                             "\"} 0\n")));
+  }
+}
+
+// A prompt only scored (max_new_tokens 0) had no first token: not in that histogram.
+TEST(ServiceMetricsTest, APromptOnlyScoredHasNoTimeToFirstToken) {
+  ServiceMetrics m([] { return LiveState{}; });
+  m.RecordRequest({absl::StatusCode::kOk, 9, 0, Final(v1::FINISH_REASON_LENGTH, 1, 20, 20)});
+  const std::string text = m.Text();
+  EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_count 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_request_duration_seconds_count 1\n"));
+}
+
 // A stream of one token has no time between tokens: it is left out of that histogram.
 TEST(ServiceMetricsTest, OneTokenStreamsHaveNoTimePerOutputToken) {
   ServiceMetrics m([] { return LiveState{}; });

@@ -84,7 +84,8 @@ Outcome Call(v1::Generation::Stub& stub, const v1::GenerateRequest& req) {
   return out;
 }
 
-// The q-quantile (nearest rank) of `v`; 0 when empty.
+// The q-quantile (nearest rank: with 8 values p90 and p99 are the largest; vLLM's benchmark
+// interpolates) of `v`; 0 when empty.
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -227,7 +228,10 @@ int RunLoadtest() {
   const int64_t seed = absl::GetFlag(FLAGS_seed) >= 0
                            ? absl::GetFlag(FLAGS_seed)
                            : static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-  std::mt19937 rng(static_cast<uint32_t>(seed));
+  // Both halves of the seed: --seed=1 and --seed=4294967297 make different prompts.
+  std::seed_seq seeds{static_cast<uint32_t>(static_cast<uint64_t>(seed)),
+                      static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)};
+  std::mt19937 rng(seeds);
   std::uniform_int_distribution<int32_t> id(4, std::max(4, info.vocab_size() - 1));
   std::vector<int32_t> prefix = {info.bos_token_id()};
   while (static_cast<int>(prefix.size()) < shared_prefix) prefix.push_back(id(rng));
@@ -314,6 +318,11 @@ int RunLoadtest() {
   };
   for (const auto& [name, v] : {std::pair{"ttft_ms", &ttft}, std::pair{"tpot_ms", &tpot},
                                 std::pair{"latency_ms", &latency}}) {
+    // None measured (TPOT when no request had a second token, or every request failed): null.
+    if (v->empty()) {
+      j[name] = nullptr;
+      continue;
+    }
     j[name] = {{"p50", Quantile(*v, 0.5)}, {"p90", Quantile(*v, 0.9)}, {"p99", Quantile(*v, 0.99)}};
   }
   if (absl::GetFlag(FLAGS_json)) {
@@ -341,6 +350,10 @@ int RunLoadtest() {
                 static_cast<long long>(cached),
                 static_cast<long long>(prompt_tokens) * (requests - failed));
     for (const char* name : {"ttft_ms", "tpot_ms", "latency_ms"}) {
+      if (j[name].is_null()) {
+        std::printf("  %-10s none measured\n", name);
+        continue;
+      }
       std::printf("  %-10s p50 %8.1f  p90 %8.1f  p99 %8.1f\n", name, j[name]["p50"].get<double>(),
                   j[name]["p90"].get<double>(), j[name]["p99"].get<double>());
     }

@@ -816,10 +816,11 @@ TEST(ServedModelNameE2ETest, TheApiKnowsTheModelByTheGivenName) {
 // the same variable.
 TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   constexpr char kKey[] = "test-key-7f3a";
-  const int http_port = FreePort();
+  const int http_port = FreePort(), metrics_port = FreePort();
   ClusterOptions options;
   options.model = SourcePath(kModelDir);
-  options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port)};
+  options.extra_coordinator_flags = {absl::StrCat("--http_listen=127.0.0.1:", http_port),
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   options.coordinator_env = {absl::StrCat("LLMINT8_API_KEY=", kKey)};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
@@ -857,6 +858,13 @@ TEST(ApiKeyE2ETest, PublicApisNeedTheKeyHealthDoesNot) {
   res = client.Post("/tokenize", R"({"prompt": "x"})", "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 401);
+  res = client.Post("/v1/completions", R"({"prompt": "x"})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  // Generation calls refused for the key are counted (key guesses show): the gRPC one and
+  // the completion; not the model list or the tokenizer.
+  EXPECT_EQ(WaitForSample(metrics_port, "llmint8_requests_total{code=\"UNAUTHENTICATED\"}", 2, 10),
+            2);
 
   // The binary's client reads the key from the environment.
   const std::string generate =
