@@ -263,14 +263,15 @@ void GenerationService::RecordRefused(const absl::Status& status, std::string_vi
   Record(status, record);
 }
 
-void GenerationService::AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs) {
+void GenerationService::AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs,
+                                   const absl::Status& why) {
   for (const std::shared_ptr<Sequence>& seq : seqs) {
     scheduler_->Cancel(seq);
     RequestRecord record;
     record.sequence_id = seq->id();
     record.request_id = seq->request_id();
     record.prompt_tokens = static_cast<int64_t>(seq->prompt().size());
-    Record(absl::CancelledError("the client went away before its stream began"), record);
+    Record(why, record);
   }
 }
 

@@ -91,8 +91,9 @@ class GenerationService final : public v1::Generation::Service {
   //              (DEADLINE_EXCEEDED); the first sequence to fail ends the call with its
   //              status, and any end but all sequences finishing cancels the rest; each
   //              sequence is recorded as a request.
-  //   AbandonAll for admitted sequences whose client left before FollowAll began: cancels
-  //              them and records them as cancelled.
+  //   AbandonAll for admitted sequences whose client left before FollowAll began (or whose
+  //              stream failed in the middle, with the error as `why`): cancels them and
+  //              records them with `why`.
   absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> AdmitAll(
       const v1::GenerateRequest& params, std::span<const v1::GenerateRequest> prompts, int32_t n,
       absl::Time deadline, std::string_view request_id, bool fill_context = false,
@@ -101,7 +102,9 @@ class GenerationService final : public v1::Generation::Service {
       std::span<const std::shared_ptr<Sequence>> seqs,
       const std::function<bool(size_t index, const v1::GenerateResponse&)>& write,
       const std::function<bool()>& gone);
-  void AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs);
+  void AbandonAll(std::span<const std::shared_ptr<Sequence>> seqs,
+                  const absl::Status& why =
+                      absl::CancelledError("the client went away before its stream began"));
   // A generation call refused before AdmitAll (UNAUTHENTICATED: no API key): recorded as one
   // request, as AdmitAll records the calls it refuses.
   void RecordRefused(const absl::Status& status, std::string_view request_id);

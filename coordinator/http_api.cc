@@ -130,59 +130,62 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
   res.set_chunked_content_provider(
       "text/event-stream",
       [=](size_t, httplib::DataSink& sink) {
-        followed->store(true);
-        // An event made and written, if the client still reads. One that throws (out of
-        // memory) would end the process from httplib's thread, outside its handler's
-        // try: it ends the stream as a client gone does (FollowAll cancels the rest).
-        auto send = [&sink](const auto& make) {
-          try {
+        // Whatever throws (out of memory) ends the stream unfinished (no last chunk: the
+        // client sees it cut) and cancels the sequences, rather than escape httplib's
+        // thread, which would end the process.
+        try {
+          followed->store(true);
+          // An event made and written, if the client still reads.
+          auto send = [&sink](const auto& make) {
             if (!sink.is_writable()) return false;
             const std::string events = make();
             return sink.write(events.data(), events.size());
-          } catch (const std::exception& e) {
-            LLMINT8_LOG(ERROR) << "a streamed answer ends: " << e.what();
-            return false;
+          };
+          std::vector<v1::Usage> usage(shared_seqs->size());  // each choice's so far
+          for (size_t i = 0; i < usage.size(); ++i) {
+            usage[i].set_prompt_tokens(static_cast<int32_t>((*shared_seqs)[i]->prompt().size()));
           }
-        };
-        std::vector<v1::Usage> usage(shared_seqs->size());  // each choice's so far
-        for (size_t i = 0; i < usage.size(); ++i) {
-          usage[i].set_prompt_tokens(static_cast<int32_t>((*shared_seqs)[i]->prompt().size()));
-        }
-        std::vector<openai::ChatStream> chat(shared_seqs->size());
-        std::vector<size_t> token_starts(shared_seqs->size());  // logprobs' text_offset
-        const absl::Status status = service->FollowAll(
-            *shared_seqs,
-            [&](size_t index, const v1::GenerateResponse& r) {
-              openai::AddToUsage(r, usage[index]);
-              if (!request->chat) {
+          std::vector<openai::ChatStream> chat(shared_seqs->size());
+          std::vector<size_t> token_starts(shared_seqs->size());  // logprobs' text_offset
+          const absl::Status status = service->FollowAll(
+              *shared_seqs,
+              [&](size_t index, const v1::GenerateResponse& r) {
+                openai::AddToUsage(r, usage[index]);
+                if (!request->chat) {
+                  return send([&] {
+                    return openai::CompletionChunkEvent(*request, index, r, id, created, model_id,
+                                                        &token_starts[index], &usage[index]);
+                  });
+                }
                 return send([&] {
-                  return openai::CompletionChunkEvent(*request, index, r, id, created, model_id,
-                                                      &token_starts[index], &usage[index]);
+                  return openai::ChatChunkEvent(*request, index, r, chat[index], id, created,
+                                                model_id, &usage[index]);
                 });
-              }
-              return send([&] {
-                return openai::ChatChunkEvent(*request, index, r, chat[index], id, created,
-                                              model_id, &usage[index]);
+              },
+              [&sink] { return !sink.is_writable(); });
+          if (status.ok()) {
+            if (request->include_usage) {
+              send([&] {
+                return openai::UsageEvent(*request, openai::TotalUsage(*request, usage), id,
+                                          created, model_id);
               });
-            },
-            [&sink] { return !sink.is_writable(); });
-        if (status.ok()) {
-          if (request->include_usage) {
+            }
+            send([] { return std::string(openai::kDoneEvent); });
+          } else if (status.code() != absl::StatusCode::kCancelled) {
+            // The error, then [DONE] as after any stream (vLLM's order): clients read to it.
             send([&] {
-              return openai::UsageEvent(*request, openai::TotalUsage(*request, usage), id, created,
-                                        model_id);
+              return absl::StrCat("data: ", openai::ErrorJson(ForHttp(status, group)), "\n\n");
             });
+            send([] { return std::string(openai::kDoneEvent); });
           }
-          send([] { return std::string(openai::kDoneEvent); });
-        } else if (status.code() != absl::StatusCode::kCancelled) {
-          // The error, then [DONE] as after any stream (vLLM's order): clients read to it.
-          send([&] {
-            return absl::StrCat("data: ", openai::ErrorJson(ForHttp(status, group)), "\n\n");
-          });
-          send([] { return std::string(openai::kDoneEvent); });
+          sink.done();
+          return true;
+        } catch (const std::exception& e) {
+          LLMINT8_LOG(ERROR) << "a streamed answer failed: " << e.what();
+          service->AbandonAll(*shared_seqs,
+                              absl::InternalError(absl::StrCat("the stream failed: ", e.what())));
+          return false;
         }
-        sink.done();
-        return true;
       },
       // The client left before the stream began: cancel the queued sequences.
       [=](bool) {

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
@@ -21,6 +22,8 @@
 #include <limits>
 #include <string>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 
 namespace llmint8::coordinator {
@@ -29,7 +32,7 @@ namespace {
 // What the server's settings allow one connection.
 struct Limits {
   size_t request_bytes;  // head and body of one request
-  absl::Duration request_time;  // for all of one request's head and body (and the handshake)
+  absl::Duration request_time;  // for one request's head (and the handshake); its body gets more
   int read_ms;           // for each read
   int write_ms;          // for each write
   int keep_alive_ms;     // for the next request to begin
@@ -48,16 +51,16 @@ thread_local bool t_close_after_response = false;
 // request it answered before (a bad request line, Range or header: 400, 414, 416) has left
 // its body unread.
 thread_local bool t_routed = false;
+class BudgetStream;
+// The stream of the request this thread serves (SetUpRequest gives its body time).
+thread_local BudgetStream* t_stream = nullptr;
 
 Limits LimitsOf(size_t payload_max, absl::Duration request_time, time_t read_sec, time_t read_usec,
                 time_t write_sec, time_t write_usec, time_t keep_alive_sec,
                 size_t keep_alive_max_count) {
   const size_t room = std::numeric_limits<size_t>::max() - kMaxRequestHeadBytes;
-  // A body at the limit may take as long as it does at kMinBodyBytesPerSecond.
-  const int64_t body_seconds =
-      static_cast<int64_t>(std::min<size_t>(payload_max, size_t{1} << 40) / kMinBodyBytesPerSecond);
   return Limits{kMaxRequestHeadBytes + std::min(payload_max, room),
-                std::max({request_time, absl::Seconds(body_seconds), absl::Milliseconds(1)}),
+                std::max(request_time, absl::Milliseconds(1)),
                 Milliseconds(read_sec, read_usec),
                 Milliseconds(write_sec, write_usec),
                 Milliseconds(keep_alive_sec, 0),
@@ -135,8 +138,9 @@ class SocketTransport final : public Transport {
 
 // After an SSL call on non-blocking `fd` failed with `error`: whether to call it again (the
 // socket became ready for what it wants before `until`, and the server still listens).
+// (With a non-blocking socket OpenSSL reports an interrupted call as WANT_READ/WANT_WRITE.)
+// Call ERR_clear_error() before the SSL call: SSL_get_error reads the thread's error queue.
 bool AwaitSsl(int error, int fd, absl::Time until, const std::atomic<socket_t>& listening) {
-  if (error == SSL_ERROR_SYSCALL && errno == EINTR) return true;
   const short events = error == SSL_ERROR_WANT_READ    ? POLLIN
                        : error == SSL_ERROR_WANT_WRITE ? POLLOUT
                                                        : 0;
@@ -151,6 +155,7 @@ class TlsTransport final : public Transport {
       : ssl_(ssl), fd_(fd), listening_(listening) {}
   ssize_t Receive(char* buffer, size_t size, absl::Time until) override {
     for (;;) {
+      ERR_clear_error();
       const int n = SSL_read(ssl_, buffer, static_cast<int>(std::min<size_t>(size, INT_MAX)));
       if (n > 0) return n;
       const int error = SSL_get_error(ssl_, n);
@@ -160,6 +165,7 @@ class TlsTransport final : public Transport {
   }
   ssize_t Send(const char* data, size_t size, absl::Time until) override {
     for (;;) {  // a retry passes the same arguments, as SSL_write requires
+      ERR_clear_error();
       const int n = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(size, INT_MAX)));
       if (n > 0) return n;
       if (!Wait(SSL_get_error(ssl_, n), until)) return -1;
@@ -196,7 +202,8 @@ void EndAddress(int fd, bool peer, std::string& ip, int& port) {
 }
 
 // The connection as httplib reads and writes it, allowing each request `budget` bytes and
-// limits.request_time (reads stop at once when the server stops listening).
+// limits.request_time for its head, plus its body's time (AllowBody); reads stop at once when
+// the server stops listening.
 class BudgetStream final : public httplib::Stream {
  public:
   BudgetStream(int fd, Transport& transport, const Limits& limits,
@@ -206,11 +213,16 @@ class BudgetStream final : public httplib::Stream {
   void StartRequest() {
     budget_ = limits_.request_bytes;
     deadline_ = absl::Now() + limits_.request_time;
-    late_ = false;
+    cut_ = false;
   }
-  // This request took all it may (bytes or time): the rest of what the client sent is not a
-  // request.
-  bool Exhausted() const { return budget_ == 0 || late_; }
+  // The head has been read; the body announces `bytes`: they may take as long as they do at
+  // kMinBodyBytesPerSecond, beyond the head's time.
+  void AllowBody(int64_t bytes) {
+    if (bytes > 0) deadline_ += absl::Seconds(static_cast<double>(bytes) / kMinBodyBytesPerSecond);
+  }
+  // This request took all it may (bytes or time), or a read of it failed: the rest of what
+  // the client sent is not a request.
+  bool Exhausted() const { return budget_ == 0 || cut_; }
   // Bytes received and not yet read: a next request has begun.
   bool Buffered() const { return begin_ < end_ || transport_.HasDecrypted(); }
 
@@ -226,18 +238,19 @@ class BudgetStream final : public httplib::Stream {
   ssize_t read(char* ptr, size_t size) override {
     if (budget_ == 0) return -1;  // this request has had all it may take
     if (begin_ == end_) {
-      if (absl::Now() >= deadline_) {
-        late_ = true;  // what the client sends later is not read
-        return -1;
-      }
-      if (!is_readable()) {
-        late_ = absl::Now() >= deadline_;
+      // Past the deadline, or a read that fails or times out: the request is cut where it
+      // is, and whatever the client sends after is not read (as a next request).
+      if (absl::Now() >= deadline_ || !is_readable()) {
+        cut_ = true;
         return -1;
       }
       const ssize_t n = transport_.Receive(
           buffer_.data(), buffer_.size(),
           std::min(deadline_, absl::Now() + absl::Milliseconds(limits_.read_ms)));
-      if (n <= 0) return n;
+      if (n <= 0) {
+        cut_ = true;
+        return n;
+      }
       begin_ = 0;
       end_ = static_cast<size_t>(n);
     }
@@ -284,7 +297,7 @@ class BudgetStream final : public httplib::Stream {
   const std::atomic<socket_t>& listening_;
   size_t budget_ = 0;
   absl::Time deadline_ = absl::InfiniteFuture();
-  bool late_ = false;
+  bool cut_ = false;
   std::array<char, 4096> buffer_{};
   size_t begin_ = 0;
   size_t end_ = 0;
@@ -311,6 +324,8 @@ using ProcessRequest =
 bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& listening,
                    const Limits& limits, const ProcessRequest& process, bool& unread) {
   BudgetStream stream(fd, transport, limits, listening);
+  t_stream = &stream;
+  absl::Cleanup forget = [] { t_stream = nullptr; };
   bool answered = false;
   for (size_t left = limits.max_requests; left > 0 && listening != INVALID_SOCKET &&
                                           AwaitRequest(stream, fd, listening, limits.keep_alive_ms);
@@ -368,6 +383,10 @@ void SetUpRequest(httplib::Request& req, SSL* ssl) {
   t_routed = true;
   req.ranges.clear();
   req.ssl = ssl;
+  int64_t length = 0;
+  if (t_stream != nullptr && absl::SimpleAtoi(req.get_header_value("Content-Length"), &length)) {
+    t_stream->AllowBody(length);
+  }
 }
 
 // Makes `fd` non-blocking (for good: TlsTransport reads and writes it so) and runs SSL_accept
@@ -376,9 +395,21 @@ bool AcceptTls(SSL* ssl, int fd, absl::Time deadline, const std::atomic<socket_t
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
   for (;;) {
+    ERR_clear_error();
     const int r = SSL_accept(ssl);
     if (r == 1) return true;
     if (!AwaitSsl(SSL_get_error(ssl, r), fd, deadline, listening)) return false;
+  }
+}
+
+// Sends close_notify, waiting for room to send it for up to a second (a large answer may
+// still fill the socket's buffer); the peer's is not waited for.
+void ShutdownTls(SSL* ssl, int fd, const std::atomic<socket_t>& listening) {
+  const absl::Time until = absl::Now() + absl::Seconds(1);
+  for (;;) {
+    ERR_clear_error();
+    const int r = SSL_shutdown(ssl);
+    if (r >= 0 || !AwaitSsl(SSL_get_error(ssl, r), fd, until, listening)) return;
   }
 }
 
@@ -420,6 +451,9 @@ bool BoundedHttpsServer::process_and_close_socket(socket_t sock) {
   bool unread = false;
   SSL* ssl = SSL_new(ssl_context());
   if (ssl != nullptr) {
+    // SSL_write returns what it wrote of a large answer (httplib writes on from there), so
+    // each write's timeout is for some progress, not for the whole answer.
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (SSL_set_fd(ssl, sock) == 1 &&
         AcceptTls(ssl, sock, absl::Now() + limits.request_time, svr_sock_)) {
       TlsTransport transport(ssl, sock, svr_sock_);
@@ -430,7 +464,7 @@ bool BoundedHttpsServer::process_and_close_socket(socket_t sock) {
                                    [ssl](httplib::Request& r) { SetUpRequest(r, ssl); });
           },
           unread);
-      if (answered) SSL_shutdown(ssl);
+      if (answered) ShutdownTls(ssl, sock, svr_sock_);
     }
     SSL_free(ssl);
   }

@@ -10,14 +10,16 @@
 // what the client sent past the cut is not read as a next request.
 //
 // Time is bounded as well as bytes: each read waits at most the read timeout
-// (set_read_timeout), and a request's head and body must all arrive within the request
-// timeout (set_request_timeout, or the body limit at kMinBodyBytesPerSecond if longer; a TLS
-// handshake within it too; TLS records are read from a non-blocking socket, so a record sent
-// a byte at a time is held to it as well), so a client that trickles a byte now and then
-// (slowloris) holds a handler thread for that long at most, not for hours. A connection stops
-// waiting on its client within 100 ms of the server's stop(). Writes are bounded per call by
-// the write timeout only: a client that reads a large answer very slowly still holds its
-// thread while it reads (a streamed answer's client that stops reading is found gone).
+// (set_read_timeout), a request's head must arrive within the request timeout
+// (set_request_timeout; a TLS handshake within it too) and its body within the time its
+// Content-Length takes at kMinBodyBytesPerSecond after that (TLS records are read from a
+// non-blocking socket, so a record sent a byte at a time is held to these as well), so a
+// client that trickles a byte now and then (slowloris) holds a handler thread for that long
+// at most, not for hours. A read that fails or times out cuts the request: the connection
+// closes after its answer. A connection stops waiting on its client within 100 ms of the
+// server's stop(). Writes are bounded per call by the write timeout (each must make some
+// progress): a client that reads a large answer very slowly still holds its thread while it
+// reads (a streamed answer's client that stops reading is found gone).
 //
 // Range headers are ignored (every answer is whole): httplib 0.11 would build a reply of as
 // many copies of the body as a request names ranges (thousands fit in one header line). A
@@ -35,6 +37,7 @@
 #define LLMINT8_COORDINATOR_HTTP_CONNECTION_H_
 
 #include <cstddef>
+#include <cstdint>
 
 #include "absl/time/time.h"
 #include "httplib.h"
@@ -46,10 +49,10 @@ namespace llmint8::coordinator {
 // takes 8 KiB per line, 32 KiB in all, by default.
 inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
 
-// The time a request's head and body may take to arrive, by default; longer where the
-// server's body limit takes longer at kMinBodyBytesPerSecond (64 s for 4 MiB).
+// The time a request's head may take to arrive, by default; its body may take as long again as
+// its length does at kMinBodyBytesPerSecond (64 s more for 4 MiB).
 inline constexpr absl::Duration kDefaultRequestTimeout = absl::Seconds(60);
-inline constexpr size_t kMinBodyBytesPerSecond = 64 * 1024;
+inline constexpr int64_t kMinBodyBytesPerSecond = 64 * 1024;
 
 // From a handler (or pre-routing handler) of these servers: close the connection once `res`
 // is written, and say so in it (Connection: close), e.g. after refusing a request whose body

@@ -59,9 +59,9 @@ class HttpServer {
   // a connection whose client does not answer (its host froze or lost the network) is
   // closed, so a request waiting on it is found gone (coordinator/peer_watch.h).
   // A request may take kMaxRequestHeadBytes of request line and headers, plus the payload
-  // limit `routes` sets (set_payload_max_length; none: no body), from its connection, and
-  // `request_within` for all of them to arrive (zero: kDefaultRequestTimeout, 60 s;
-  // coordinator/http_connection.h). A handler
+  // limit `routes` sets (set_payload_max_length; none: no body), from its connection,
+  // `request_within` for its head to arrive (zero: kDefaultRequestTimeout, 60 s) and its
+  // body's time at kMinBodyBytesPerSecond after that (coordinator/http_connection.h). A handler
   // that throws gets a 500 with no detail (routes may set their own exception handler).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
       const std::string& listen, std::string_view flag, int threads,

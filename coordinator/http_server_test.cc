@@ -64,6 +64,7 @@ std::unique_ptr<HttpServer> StartServer(const TlsServerConfig& tls = {},
       "127.0.0.1:0", "--http_listen", 2,
       [](httplib::Server& s) {
         s.set_payload_max_length(kMaxBody);
+        s.set_read_timeout(1, 0);  // each read; below kRequestTime, and above kTrickle
         s.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
           const std::optional<BodyRefusal> refused = RefuseUnboundedBody(req, kMaxBody, res);
           return refused.has_value() ? httplib::Server::HandlerResponse::Handled
@@ -382,6 +383,24 @@ TEST_P(HttpServerTest, ARequestAnsweredBeforeRoutingClosesItsConnection) {
                                        "Content-Length: ", smuggled.size(), "\r\n\r\n", smuggled)));
   const std::string answer = client.ReceiveResponse();
   EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 416") << answer;
+  EXPECT_EQ(answer.find("HTTP/1.1", 1), std::string::npos) << "a second answer: " << answer;
+  // Closed at once, not at the keep-alive timeout (5 s).
+  EXPECT_TRUE(client.Answered(2000));
+  EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
+}
+
+// A body that stops arriving is cut when a read times out (1 s here; 400), and the
+// connection closes: what the client sends after is not read as a next request.
+TEST_P(HttpServerTest, ABodyCutOffClosesItsConnection) {
+  const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string body = "xxxxx" + smuggled;
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send(absl::StrCat("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ",
+                                       body.size(), "\r\n\r\n", body.substr(0, 5))));
+  const std::string answer = client.ReceiveResponse();  // at the read timeout
+  EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 400") << answer;
+  client.Send(smuggled);  // may fail: the server closed
   EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
 }
 
