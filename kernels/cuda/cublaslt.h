@@ -62,8 +62,9 @@ class CublasLt {
   // Enqueues the matmul on `stream`. Errors: null pointers, non-positive sizes, a bias with
   // kInt8Int32 (InvalidArgument); no cuBLASLt algorithm for the shape (Unimplemented: for int8,
   // cuBLASLt needs k % 4 == 0 and n % 4 == 0 and 4-byte aligned pointers; remembered for the
-  // shape); the algorithm search failing for the moment (ResourceExhausted for its memory:
-  // asked again next call). Neither enqueued anything.
+  // shape); the algorithm search or the matmul failing for want of memory
+  // (ResourceExhausted: the search is asked again next call). Whatever the matmul may have
+  // written of its output then, a caller's fallback writes all of it again.
   absl::Status Matmul(const MatmulArgs& args, cudaStream_t stream);
 
  private:

@@ -1,5 +1,7 @@
 #include "kernels/cuda/int8_gemm_cuda.h"
 
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -59,6 +61,7 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
     // (out of memory: CublasLt::Matmul asks again next time), the small-M kernel below
     // computes it. Both are decided on the host, before anything is enqueued.
     if (!automatic || !gpu::CublasLtMayFallBack(s)) return s;
+    (void)cudaGetLastError();  // a cudaMalloc cuBLASLt failed: not the fallback launch's error
   }
   internal::Int8GemvParams p;
   p.x = a;

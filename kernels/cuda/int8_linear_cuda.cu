@@ -211,6 +211,7 @@ absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,
       // No cuBLASLt int8 algorithm for this shape (decided on the host, before anything of the
       // chunk is enqueued): kAuto takes the small-M kernel instead, which writes all of y.
       if (options.path == Int8LinearPath::kAuto && gpu::CublasLtMayFallBack(gemm)) {
+        (void)cudaGetLastError();  // a cudaMalloc cuBLASLt failed: not the GEMV launch's error
         return launch_gemv();
       }
       return gemm;
