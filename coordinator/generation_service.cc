@@ -127,19 +127,19 @@ std::shared_ptr<const TokenVocabulary> GenerationService::Vocabulary() {
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  if (absl::Status auth = Authorize(*ctx); !auth.ok()) {
-    RecordRefused(auth, "");
-    return ToGrpcStatus(auth);
-  }
-  const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
-                                  ? absl::InfiniteFuture()
-                                  : absl::FromChrono(ctx->deadline());
   // The client's request id, if it sent one: logged with the request and sent back.
   std::string request_id;
   if (auto it = ctx->client_metadata().find(kRequestIdKey); it != ctx->client_metadata().end()) {
     request_id = SanitizeRequestId(std::string_view(it->second.data(), it->second.size()));
     ctx->AddInitialMetadata(kRequestIdKey, request_id);
   }
+  if (absl::Status auth = Authorize(*ctx); !auth.ok()) {
+    RecordRefused(auth, request_id);
+    return ToGrpcStatus(auth);
+  }
+  const absl::Time deadline = ctx->deadline() == std::chrono::system_clock::time_point::max()
+                                  ? absl::InfiniteFuture()
+                                  : absl::FromChrono(ctx->deadline());
   return ToGrpcStatus(Run(
       *req, deadline, request_id,
       [writer](const v1::GenerateResponse& r) { return writer->Write(r); },

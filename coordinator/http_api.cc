@@ -133,6 +133,7 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
         // Whatever throws (out of memory) ends the stream unfinished (no last chunk: the
         // client sees it cut) and cancels the sequences, rather than escape httplib's
         // thread, which would end the process.
+        bool recorded = false;  // FollowAll recorded the sequences: not again below
         try {
           followed->store(true);
           // An event made and written, if the client still reads.
@@ -163,6 +164,7 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
                 });
               },
               [&sink] { return !sink.is_writable(); });
+          recorded = true;
           if (status.ok()) {
             if (request->include_usage) {
               send([&] {
@@ -180,10 +182,14 @@ void StreamCompletion(httplib::Response& res, GenerationService* service, const 
           }
           sink.done();
           return true;
-        } catch (const std::exception& e) {
-          LLMINT8_LOG(ERROR) << "a streamed answer failed: " << e.what();
-          service->AbandonAll(*shared_seqs,
-                              absl::InternalError(absl::StrCat("the stream failed: ", e.what())));
+        } catch (...) {
+          try {  // out of memory again here would still escape: nothing more is tried
+            LLMINT8_LOG(ERROR) << "a streamed answer failed";
+            if (!recorded) {
+              service->AbandonAll(*shared_seqs, absl::InternalError("the stream failed"));
+            }
+          } catch (...) {
+          }
           return false;
         }
       },

@@ -214,11 +214,15 @@ class BudgetStream final : public httplib::Stream {
     budget_ = limits_.request_bytes;
     deadline_ = absl::Now() + limits_.request_time;
     cut_ = false;
+    in_body_ = false;
   }
-  // The head has been read; the body announces `bytes`: they may take as long as they do at
-  // kMinBodyBytesPerSecond, beyond the head's time.
+  // The head has been read and a body of `bytes` follows: it gets the head's time again from
+  // now, and each byte that arrives adds its time at kMinBodyBytesPerSecond (so a body that
+  // keeps that pace is never cut, and one that trickles is cut as a slow head is).
   void AllowBody(int64_t bytes) {
-    if (bytes > 0) deadline_ += absl::Seconds(static_cast<double>(bytes) / kMinBodyBytesPerSecond);
+    if (bytes <= 0) return;
+    deadline_ = absl::Now() + limits_.request_time;
+    in_body_ = true;
   }
   // This request took all it may (bytes or time), or a read of it failed: the rest of what
   // the client sent is not a request.
@@ -238,18 +242,23 @@ class BudgetStream final : public httplib::Stream {
   ssize_t read(char* ptr, size_t size) override {
     if (budget_ == 0) return -1;  // this request has had all it may take
     if (begin_ == end_) {
-      // Past the deadline, or a read that fails or times out: the request is cut where it
-      // is, and whatever the client sends after is not read (as a next request).
+      // Past the deadline, or a read that fails or times out, once the request has begun:
+      // it is cut where it is, and whatever the client sends after is not read (as a next
+      // request). Before its first byte it is the connection's end, not a cut.
+      const bool begun = budget_ < limits_.request_bytes;
       if (absl::Now() >= deadline_ || !is_readable()) {
-        cut_ = true;
+        cut_ = begun;
         return -1;
       }
       const ssize_t n = transport_.Receive(
           buffer_.data(), buffer_.size(),
           std::min(deadline_, absl::Now() + absl::Milliseconds(limits_.read_ms)));
       if (n <= 0) {
-        cut_ = true;
+        cut_ = begun;
         return n;
+      }
+      if (in_body_) {
+        deadline_ += absl::Seconds(static_cast<double>(n) / kMinBodyBytesPerSecond);
       }
       begin_ = 0;
       end_ = static_cast<size_t>(n);
@@ -298,6 +307,7 @@ class BudgetStream final : public httplib::Stream {
   size_t budget_ = 0;
   absl::Time deadline_ = absl::InfiniteFuture();
   bool cut_ = false;
+  bool in_body_ = false;  // AllowBody: bytes received add time
   std::array<char, 4096> buffer_{};
   size_t begin_ = 0;
   size_t end_ = 0;

@@ -11,8 +11,8 @@
 //
 // Time is bounded as well as bytes: each read waits at most the read timeout
 // (set_read_timeout), a request's head must arrive within the request timeout
-// (set_request_timeout; a TLS handshake within it too) and its body within the time its
-// Content-Length takes at kMinBodyBytesPerSecond after that (TLS records are read from a
+// (set_request_timeout; a TLS handshake within it too) and its body must keep a pace of
+// kMinBodyBytesPerSecond after the same time again (TLS records are read from a
 // non-blocking socket, so a record sent a byte at a time is held to these as well), so a
 // client that trickles a byte now and then (slowloris) holds a handler thread for that long
 // at most, not for hours. A read that fails or times out cuts the request: the connection
@@ -49,8 +49,8 @@ namespace llmint8::coordinator {
 // takes 8 KiB per line, 32 KiB in all, by default.
 inline constexpr size_t kMaxRequestHeadBytes = 64 * 1024;
 
-// The time a request's head may take to arrive, by default; its body may take as long again as
-// its length does at kMinBodyBytesPerSecond (64 s more for 4 MiB).
+// The time a request's head may take to arrive, by default; its body gets that time again,
+// plus each byte's at kMinBodyBytesPerSecond as it arrives (a 4 MiB body: 124 s at that pace).
 inline constexpr absl::Duration kDefaultRequestTimeout = absl::Seconds(60);
 inline constexpr int64_t kMinBodyBytesPerSecond = 64 * 1024;
 

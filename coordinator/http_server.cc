@@ -38,6 +38,9 @@ std::optional<BodyRefusal> BodyRefusalOf(const httplib::Request& req, int64_t ma
   int64_t length = 0;
   const bool length_read =
       has_length && absl::SimpleAtoi(req.get_header_value("Content-Length"), &length);
+  if (has_length && (!length_read || length < 0)) {
+    return BodyRefusal{400, "the Content-Length is not a byte count"};
+  }
   if (length_read && length > 0 && !takes_body && req.method != "DELETE") {
     return BodyRefusal{400, absl::StrCat("a ", req.method, " takes no body")};
   }

@@ -389,6 +389,33 @@ TEST_P(HttpServerTest, ARequestAnsweredBeforeRoutingClosesItsConnection) {
   EXPECT_EQ(client.ReceiveResponse(), "") << "a second answer on the connection";
 }
 
+// A body trickled a byte at a time (each within the read timeout) is cut too: it gets the
+// head's time again, plus each byte's at 64 KiB/s, not the time its Content-Length announced.
+TEST_P(HttpServerTest, ATrickledBodyIsCutOff) {
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"));
+  int bytes = 0;  // 60 bytes: 18 s
+  while (bytes < 60 && !client.Answered(static_cast<int>(kTrickle.count()))) {
+    if (!client.Send("b")) break;
+    ++bytes;
+  }
+  EXPECT_LT(bytes, 60) << "the server waited for the whole body";
+  const std::string answer = client.ReceiveResponse();
+  EXPECT_TRUE(answer.empty() || answer.substr(0, 12) == "HTTP/1.1 400") << answer;
+}
+
+// A Content-Length that is not a byte count is refused (httplib reads "-1" as 2^64 - 1).
+TEST_P(HttpServerTest, AContentLengthThatIsNoCountIsRefused) {
+  for (const char* length : {"-1", "5x", "abc"}) {
+    RawClient client(server_->port(), client_tls_);
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.Send(
+        absl::StrCat("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ", length, "\r\n\r\nhello")));
+    EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 400") << length;
+  }
+}
+
 // A body that stops arriving is cut when a read times out (1 s here; 400), and the
 // connection closes: what the client sends after is not read as a next request.
 TEST_P(HttpServerTest, ABodyCutOffClosesItsConnection) {
