@@ -2,12 +2,15 @@
 // http://<--metrics_listen>/metrics (coordinator/metrics_server.h) when the coordinator is
 // started with that flag.
 //
-//   llmint8_requests_total{code}              Generate calls by final gRPC status code
-//   llmint8_requests_finished_total{reason}   streams that finished: length, stop, eos
+//   llmint8_requests_total{code}              sequences (prompt x n; a call refused before
+//                                             any was queued: 1) by final gRPC status code
+//   llmint8_requests_finished_total{reason}   streams that finished: length, stop, eos,
+//                                             cancelled (every code and reason from 0)
 //   llmint8_prompt_tokens_total               prompt tokens of queued requests
 //   llmint8_generated_tokens_total            tokens streamed to clients
 //   llmint8_request_queue_seconds             arrival -> admitted to a batch      (histogram)
-//   llmint8_time_to_first_token_seconds       arrival -> first token              (histogram)
+//   llmint8_time_to_first_token_seconds       arrival -> first token (a prompt only
+//                                             scored has none)                    (histogram)
 //   llmint8_request_duration_seconds          arrival -> last token               (histogram)
 //   llmint8_time_per_output_token_seconds     first -> last token over the tokens after the
 //                                             first, per stream of 2 or more      (histogram)

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -228,10 +229,14 @@ int RunLoadtest() {
   const int64_t seed = absl::GetFlag(FLAGS_seed) >= 0
                            ? absl::GetFlag(FLAGS_seed)
                            : static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-  // Both halves of the seed: --seed=1 and --seed=4294967297 make different prompts.
-  std::seed_seq seeds{static_cast<uint32_t>(static_cast<uint64_t>(seed)),
-                      static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)};
-  std::mt19937 rng(seeds);
+  // A seed past 32 bits takes both halves (--seed=1 and --seed=4294967297 make different
+  // prompts); one within seeds the generator as it always has, so recorded runs repeat.
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  if (static_cast<uint64_t>(seed) > std::numeric_limits<uint32_t>::max()) {
+    std::seed_seq seeds{static_cast<uint32_t>(static_cast<uint64_t>(seed)),
+                        static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)};
+    rng.seed(seeds);
+  }
   std::uniform_int_distribution<int32_t> id(4, std::max(4, info.vocab_size() - 1));
   std::vector<int32_t> prefix = {info.bos_token_id()};
   while (static_cast<int>(prefix.size()) < shared_prefix) prefix.push_back(id(rng));

@@ -30,6 +30,9 @@ absl::Status CudaErrorToStatus(cudaError_t error, const char* expr, const char* 
 absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const char* file,
                                  int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  // A CUDA call inside cuBLAS that failed (its cudaMalloc, say) may have set the thread's
+  // last error: handled here, not the next launch check's.
+  (void)cudaGetLastError();
   const std::string msg = absl::StrCat("cuBLAS status ", static_cast<int>(status), " (",
                                        cublasLtGetStatusName(status), ": ",
                                        cublasLtGetStatusString(status), ") in ", expr, " at ",

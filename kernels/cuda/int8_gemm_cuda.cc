@@ -59,7 +59,7 @@ absl::Status Int8GemmCuda(gpu::CublasLt* lt, const int8_t* a, const int8_t* b, i
     const absl::Status s = lt->Matmul(args, stream);
     // kAuto: where cuBLASLt has no int8 algorithm for the shape, or could not find one now
     // (out of memory: CublasLt::Matmul asks again next time), the small-M kernel below
-    // computes it. Both are decided on the host, before anything is enqueued.
+    // computes it, writing all of the output (whatever a failed matmul left in it).
     if (!automatic || !gpu::CublasLtMayFallBack(s)) return s;
     (void)cudaGetLastError();  // a cudaMalloc cuBLASLt failed: not the fallback launch's error
   }

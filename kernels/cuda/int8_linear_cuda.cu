@@ -208,8 +208,8 @@ absl::Status Int8LinearCuda(gpu::CublasLt* lt, const Half* x, int64_t m,
     const absl::Status gemm = Int8GemmCuda(lt, act.q.data(), w.q + col0 * k, m, nc, k,
                                            ws->acc.data(), Int8GemmAlgo::kCublasLt, stream);
     if (!gemm.ok()) {
-      // No cuBLASLt int8 algorithm for this shape (decided on the host, before anything of the
-      // chunk is enqueued): kAuto takes the small-M kernel instead, which writes all of y.
+      // No cuBLASLt int8 algorithm for this shape, or none for want of memory now: kAuto takes
+      // the small-M kernel instead, which writes all of y (whatever a failed chunk left).
       if (options.path == Int8LinearPath::kAuto && gpu::CublasLtMayFallBack(gemm)) {
         (void)cudaGetLastError();  // a cudaMalloc cuBLASLt failed: not the GEMV launch's error
         return launch_gemv();
