@@ -227,6 +227,8 @@ class BudgetStream final : public httplib::Stream {
   // This request took all it may (bytes or time), or a read of it failed: the rest of what
   // the client sent is not a request.
   bool Exhausted() const { return budget_ == 0 || cut_; }
+  // Some of the current request has been read.
+  bool Begun() const { return budget_ < limits_.request_bytes; }
   // Bytes received and not yet read: a next request has begun.
   bool Buffered() const { return begin_ < end_ || transport_.HasDecrypted(); }
 
@@ -245,7 +247,7 @@ class BudgetStream final : public httplib::Stream {
       // Past the deadline, or a read that fails or times out, once the request has begun:
       // it is cut where it is, and whatever the client sends after is not read (as a next
       // request). Before its first byte it is the connection's end, not a cut.
-      const bool begun = budget_ < limits_.request_bytes;
+      const bool begun = Begun();
       if (absl::Now() >= deadline_ || !is_readable()) {
         cut_ = begun;
         return -1;
@@ -345,7 +347,9 @@ bool ServeRequests(int fd, Transport& transport, const std::atomic<socket_t>& li
     t_routed = false;
     bool closed = false;
     answered = process(stream, /*close_connection=*/left == 1, closed);
-    unread = stream.Exhausted() || t_close_after_response || !t_routed;
+    // Not routed: httplib answered the head itself (its body unread), or the connection ended
+    // before a request began (nothing to drain then).
+    unread = stream.Exhausted() || t_close_after_response || (!t_routed && stream.Begun());
     if (!answered || closed || unread) break;
   }
   return answered;

@@ -41,6 +41,12 @@ std::optional<BodyRefusal> BodyRefusalOf(const httplib::Request& req, int64_t ma
   if (has_length && (!length_read || length < 0)) {
     return BodyRefusal{400, "the Content-Length is not a byte count"};
   }
+  // Two that differ frame the body two ways (RFC 9112 6.3: refuse).
+  for (size_t i = 1; i < req.get_header_value_count("Content-Length"); ++i) {
+    if (req.get_header_value("Content-Length", i) != req.get_header_value("Content-Length")) {
+      return BodyRefusal{400, "the request has Content-Lengths that differ"};
+    }
+  }
   if (length_read && length > 0 && !takes_body && req.method != "DELETE") {
     return BodyRefusal{400, absl::StrCat("a ", req.method, " takes no body")};
   }

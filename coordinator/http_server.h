@@ -36,7 +36,8 @@ namespace llmint8::coordinator {
 //   - a POST, PUT, PATCH (or PRI) without a Content-Length (read to the connection's end): 411;
 //   - a body on another method than those and DELETE (GET, HEAD, OPTIONS, ...), which httplib
 //     does not read: its bytes would be taken for the next request (smuggled): 400;
-//   - a Content-Length that is not a byte count (httplib would read "-1" as 2^64 - 1): 400;
+//   - a Content-Length that is not a byte count (httplib would read "-1" as 2^64 - 1), or
+//     two that differ: 400;
 //   - a Content-Length over `max_body_bytes`: 413 (httplib would read it all to skip it).
 // nullopt when the body (if any) is bounded. Install it in a pre-routing handler. A refusal
 // sets `res`'s status, and closes the connection after the answer (CloseConnectionAfterResponse):

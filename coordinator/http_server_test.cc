@@ -405,7 +405,8 @@ TEST_P(HttpServerTest, ATrickledBodyIsCutOff) {
   EXPECT_TRUE(answer.empty() || answer.substr(0, 12) == "HTTP/1.1 400") << answer;
 }
 
-// A Content-Length that is not a byte count is refused (httplib reads "-1" as 2^64 - 1).
+// A Content-Length that is not a byte count is refused (httplib reads "-1" as 2^64 - 1), and
+// so are two that differ.
 TEST_P(HttpServerTest, AContentLengthThatIsNoCountIsRefused) {
   for (const char* length : {"-1", "5x", "abc"}) {
     RawClient client(server_->port(), client_tls_);
@@ -414,6 +415,11 @@ TEST_P(HttpServerTest, AContentLengthThatIsNoCountIsRefused) {
         absl::StrCat("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ", length, "\r\n\r\nhello")));
     EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 400") << length;
   }
+  RawClient client(server_->port(), client_tls_);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.Send(
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhello"));
+  EXPECT_EQ(client.ReceiveResponse().substr(0, 12), "HTTP/1.1 400");
 }
 
 // A body that stops arriving is cut when a read times out (1 s here; 400), and the

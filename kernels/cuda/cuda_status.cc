@@ -31,12 +31,17 @@ absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const 
                                  int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   // A CUDA call inside cuBLAS that failed (its cudaMalloc, say) may have set the thread's
-  // last error: handled here, not the next launch check's.
-  (void)cudaGetLastError();
-  const std::string msg = absl::StrCat("cuBLAS status ", static_cast<int>(status), " (",
-                                       cublasLtGetStatusName(status), ": ",
-                                       cublasLtGetStatusString(status), ") in ", expr, " at ",
-                                       file, ":", line);
+  // last error: handled here, not the next launch check's, and named.
+  const cudaError_t cuda = cudaGetLastError();
+  const std::string cause =
+      cuda == cudaSuccess ? "" : absl::StrCat(" (CUDA: ", cudaGetErrorName(cuda), ")");
+  if (IsStickyCudaError(cuda)) {
+    return DeviceLostError(absl::StrCat("cuBLAS status ", static_cast<int>(status), " in ", expr,
+                                        " at ", file, ":", line, cause));
+  }
+  const std::string msg = absl::StrCat(
+      "cuBLAS status ", static_cast<int>(status), " (", cublasLtGetStatusName(status), ": ",
+      cublasLtGetStatusString(status), ") in ", expr, " at ", file, ":", line, cause);
   switch (status) {
     case CUBLAS_STATUS_ALLOC_FAILED:
       return absl::ResourceExhaustedError(msg);
