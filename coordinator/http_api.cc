@@ -58,7 +58,9 @@ struct Route {
   const char* method;
   const char* path;  // a prefix when it ends in '/'
 };
-// Every route AddHttpApiRoutes serves, for the answers to the requests it does not.
+// Every route AddHttpApiRoutes serves, for the answers to the requests it does not; the
+// first kGenerationRoutes generate (a call refused for the key is counted as a request).
+constexpr int kGenerationRoutes = 2;
 constexpr Route kRoutes[] = {{"POST", "/v1/completions"}, {"POST", "/v1/chat/completions"},
                              {"GET", "/v1/models"},       {"GET", "/v1/models/"},
                              {"GET", "/health"},          {"POST", "/tokenize"},
@@ -67,6 +69,13 @@ constexpr Route kRoutes[] = {{"POST", "/v1/completions"}, {"POST", "/v1/chat/com
 bool RouteMatches(const Route& r, const std::string& path) {
   const std::string_view p = r.path;
   return p.ends_with('/') ? path.starts_with(p) && path.size() > p.size() : path == p;
+}
+
+bool IsGeneration(const httplib::Request& req) {
+  for (int i = 0; i < kGenerationRoutes; ++i) {
+    if (req.method == kRoutes[i].method && RouteMatches(kRoutes[i], req.path)) return true;
+  }
+  return false;
 }
 
 // httplib's own refusals (no route, a body over the limit, a request it could not read) with
@@ -246,8 +255,7 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     }
     const absl::Status auth = key->Check(req.get_header_value("Authorization"));
     if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
-    if (req.method == "POST" &&
-        (req.path == "/v1/completions" || req.path == "/v1/chat/completions")) {
+    if (IsGeneration(req)) {
       service->RecordRefused(auth, req.get_header_value("X-Request-Id"));  // key guesses show
     }
     res.status = 401;

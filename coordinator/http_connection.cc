@@ -233,10 +233,7 @@ class BudgetStream final : public httplib::Stream {
   bool Buffered() const { return begin_ < end_ || transport_.HasDecrypted(); }
 
   bool is_readable() const override {
-    return Buffered() ||
-           AwaitUntil(fd_, POLLIN,
-                      std::min(deadline_, absl::Now() + absl::Milliseconds(limits_.read_ms)),
-                      listening_);
+    return Buffered() || AwaitUntil(fd_, POLLIN, ReadUntil(), listening_);
   }
   // Writable within the write timeout, and the client has not closed its end.
   bool is_writable() const override { return Await(fd_, POLLOUT, limits_.write_ms) && PeerOpen(); }
@@ -252,9 +249,7 @@ class BudgetStream final : public httplib::Stream {
         cut_ = begun;
         return -1;
       }
-      const ssize_t n = transport_.Receive(
-          buffer_.data(), buffer_.size(),
-          std::min(deadline_, absl::Now() + absl::Milliseconds(limits_.read_ms)));
+      const ssize_t n = transport_.Receive(buffer_.data(), buffer_.size(), ReadUntil());
       if (n <= 0) {
         cut_ = begun;
         return n;
@@ -286,6 +281,11 @@ class BudgetStream final : public httplib::Stream {
   socket_t socket() const override { return fd_; }
 
  private:
+  // Until when one read may wait: its timeout, within the request's deadline.
+  absl::Time ReadUntil() const {
+    return std::min(deadline_, absl::Now() + absl::Milliseconds(limits_.read_ms));
+  }
+
   // False once the client has closed its end (or reset the connection). Its end of stream
   // may wait behind bytes not read yet (a TLS client's close_notify alert), which a peek
   // would take for an open stream: the TCP state says it first.
@@ -319,12 +319,9 @@ class BudgetStream final : public httplib::Stream {
 // looking every 100 ms whether the server is stopping.
 bool AwaitRequest(const BudgetStream& stream, int fd, const std::atomic<socket_t>& listening,
                   int keep_alive_ms) {
-  if (stream.Buffered()) return true;
-  for (int left = std::max(keep_alive_ms, 10); left > 0; left -= 100) {
-    if (listening == INVALID_SOCKET) return false;
-    if (Await(fd, POLLIN, std::min(left, 100))) return true;
-  }
-  return false;
+  return stream.Buffered() ||
+         AwaitUntil(fd, POLLIN, absl::Now() + absl::Milliseconds(std::max(keep_alive_ms, 10)),
+                    listening);
 }
 
 using ProcessRequest =
