@@ -353,20 +353,25 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                                          std::span<const int32_t> generated) {
   RETURN_IF_ERROR(ValidateSamplingParams(params));
   ASSIGN_OR_RETURN(const int32_t model_argmax, CheckedArgmax(logits));
-  std::span<const float> chosen_from = logits;
+  // The row the logprobs are of: the model's, or under a token mask the masked one (vLLM V1
+  // applies its grammar bitmask before its sampler computes them).
+  std::span<const float> scored = logits;
+  int32_t scored_argmax = model_argmax;
+  std::vector<float> guided;
+  if (params.mask.has_value()) {
+    RETURN_IF_ERROR(ApplyTokenMask(logits, *params.mask, guided));
+    ASSIGN_OR_RETURN(scored_argmax, CheckedArgmax(guided));
+    scored = guided;
+  }
+  std::span<const float> chosen_from = scored;
   std::vector<float> penalized;
-  int32_t argmax = model_argmax;
+  int32_t argmax = scored_argmax;
   const bool repetition = params.repetition_penalty != 1.0f && !seen.empty();
   const bool counted =
       (params.frequency_penalty != 0.0f || params.presence_penalty != 0.0f) && !generated.empty();
   const bool biased = !params.logit_bias.empty();
-  const bool masked = params.mask.has_value();
-  if (repetition || counted || biased || masked) {
-    if (masked) {
-      RETURN_IF_ERROR(ApplyTokenMask(logits, *params.mask, penalized));
-    } else {
-      penalized.assign(logits.begin(), logits.end());
-    }
+  if (repetition || counted || biased) {
+    penalized.assign(scored.begin(), scored.end());
     if (biased) RETURN_IF_ERROR(ApplyLogitBias(penalized, params.logit_bias));
     if (repetition) {
       RETURN_IF_ERROR(ApplyRepetitionPenalty(penalized, seen, params.repetition_penalty));
@@ -383,15 +388,7 @@ absl::StatusOr<SampledToken> SampleToken(std::span<const float> logits,
                   ? argmax
                   : Draw(chosen_from, params, step, argmax);
   if (params.return_logprob || params.top_logprobs > 0) {
-    if (masked) {
-      // Of the guided distribution: the mask alone (the bias and penalties came after it).
-      std::vector<float> guided;
-      RETURN_IF_ERROR(ApplyTokenMask(logits, *params.mask, guided));
-      ASSIGN_OR_RETURN(const int32_t guided_argmax, CheckedArgmax(guided));
-      FillLogprobs(guided, params, guided_argmax, out);
-    } else {
-      FillLogprobs(logits, params, model_argmax, out);
-    }
+    FillLogprobs(scored, params, scored_argmax, out);
   }
   return out;
 }

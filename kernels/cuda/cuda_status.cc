@@ -35,10 +35,7 @@ absl::Status CublasErrorToStatus(cublasStatus_t status, const char* expr, const 
   const cudaError_t cuda = cudaGetLastError();
   const std::string cause =
       cuda == cudaSuccess ? "" : absl::StrCat(" (CUDA: ", cudaGetErrorName(cuda), ")");
-  if (IsStickyCudaError(cuda)) {
-    return DeviceLostError(absl::StrCat("cuBLAS status ", static_cast<int>(status), " in ", expr,
-                                        " at ", file, ":", line, cause));
-  }
+  if (IsStickyCudaError(cuda)) return CudaErrorToStatus(cuda, expr, file, line);  // device lost
   const std::string msg = absl::StrCat(
       "cuBLAS status ", static_cast<int>(status), " (", cublasLtGetStatusName(status), ": ",
       cublasLtGetStatusString(status), ") in ", expr, " at ", file, ":", line, cause);
