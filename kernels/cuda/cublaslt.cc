@@ -47,6 +47,9 @@ struct Plan {
   }
 };
 
+// Plans (and remembered refusals) kept at most; past it the cache starts again empty.
+constexpr size_t kMaxPlans = 4096;
+
 struct PreferenceDeleter {
   void operator()(cublasLtMatmulPreferenceOpaque_t* p) const { cublasLtMatmulPreferenceDestroy(p); }
 };
@@ -196,10 +199,14 @@ absl::Status CublasLt::Matmul(const MatmulArgs& args, cudaStream_t stream) {
         MakePlan(state_->handle, state_->workspace.bytes(), args);
     if (!plan.ok()) {
       if (plan.status().code() == absl::StatusCode::kUnimplemented) {
+        if (state_->refused.size() >= kMaxPlans) state_->refused.clear();
         state_->refused.emplace(key, plan.status());
       }
       return plan.status();
     }
+    // A server sees one m per batch size it runs, so the plans are bounded by its largest
+    // step; the cap keeps a long-lived process with many shapes from growing without end.
+    if (state_->plans.size() >= kMaxPlans) state_->plans.clear();
     it = state_->plans.emplace(key, *std::move(plan)).first;
   }
   Plan& plan = *it->second;

@@ -5,7 +5,8 @@
 // Thread-compatible: one CublasLt per stream at a time (the workspace and the plan cache are not
 // shared safely between concurrent calls). Plans are keyed by (type, m, n, k, bias, pointer
 // alignments); the first call of a shape runs cuBLASLt's heuristic (tens of microseconds of host
-// time), later calls reuse the plan, or the refusal when cuBLASLt had no algorithm.
+// time), later calls reuse the plan, or the refusal when cuBLASLt had no algorithm. At most
+// 4096 plans are kept (host memory only); past that the cache starts again empty.
 #ifndef LLMINT8_KERNELS_CUDA_CUBLASLT_H_
 #define LLMINT8_KERNELS_CUDA_CUBLASLT_H_
 
