@@ -492,7 +492,11 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
   absl::MutexLock lock(&mu_);
   members_.clear();
   for (int k : choice.members) members_.push_back(candidates[k]);
-  for (Worker& w : workers_) w.status.rank = -1;
+  for (Worker& w : workers_) {
+    // A worker left out holds no shard of this group: its last shard's figures are not shown.
+    w.status.rank = -1;
+    w.status.weight_bytes = w.status.kv_cache_bytes = w.status.total_bytes = 0;
+  }
   for (size_t r = 0; r < members_.size(); ++r) {
     workers_[members_[r]].status.rank = static_cast<int>(r);
   }

@@ -377,6 +377,20 @@ TEST(WorkerFailureE2ETest, AMemberBackFromAFreezeDropsItsOldShard) {
   EXPECT_EQ(after->total_bytes(), 0);
   Generated served = Generate(*stub, GreedyRequest({2, 100, 200, 300}, 8));
   EXPECT_TRUE(served.status.ok()) << served.status.error_message();
+  // GetModelInfo shows the shard figures of the members only, not the old group's of the
+  // worker that left it.
+  const v1::ModelInfo info = ModelInfo(*stub);
+  ASSERT_EQ(info.workers_size(), kWorkers);
+  for (const v1::WorkerInfo& w : info.workers()) {
+    if (w.rank() == 0) {
+      EXPECT_GT(w.weight_bytes(), 0) << w.address();
+      EXPECT_GT(w.total_bytes(), 0) << w.address();
+    } else {
+      EXPECT_EQ(w.weight_bytes(), 0) << w.address();
+      EXPECT_EQ(w.kv_cache_bytes(), 0) << w.address();
+      EXPECT_EQ(w.total_bytes(), 0) << w.address();
+    }
+  }
 }
 
 // --group=smallest leaves out the workers that run on another device than the group's (they
