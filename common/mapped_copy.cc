@@ -44,7 +44,9 @@ bool CopyFromMapping(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return true;  // an empty file's mapping may be null (memcpy's must not be)
   std::call_once(g_installed, Install);
   sigjmp_buf jump;
-  if (sigsetjmp(jump, /*savemask=*/1) != 0) {
+  // The signal mask is not saved (that is a system call per copy): the handler runs with the
+  // mask of the copy (SA_NODEFER, no sa_mask), so jumping out of it leaves that mask.
+  if (sigsetjmp(jump, /*savemask=*/0) != 0) {
     t_copy_jump = nullptr;
     return false;
   }

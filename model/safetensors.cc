@@ -82,13 +82,18 @@ void ConvertRow(TensorDType dtype, const uint8_t* src, int64_t n, float* dst) {
 class MappedFile {
  public:
   static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::string& path) {
-    // O_NONBLOCK: a FIFO named by an index must not wait for a writer (refused below).
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    // What is not a regular file (a device, a FIFO, a terminal a symlink in the checkpoint
+    // points at) is refused before it is opened: opening one may act on it. O_NONBLOCK and
+    // O_NOCTTY, and the check again on what was opened, cover a swap between the two.
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
       return absl::NotFoundError(
           absl::StrCat("cannot open safetensors file ", path, ": ", std::strerror(errno)));
     }
-    struct stat st;
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
       return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
@@ -189,18 +194,15 @@ class SafetensorsSource final : public CheckpointSource {
                          std::span<float> out) const override {
     ASSIGN_OR_RETURN(const Tensor* t, Find(name));
     RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, out.size()));
-    const int64_t esize = TensorDTypeSize(t->info.dtype);
-    const int64_t ncols = t->info.cols();
-    std::vector<uint8_t> row(static_cast<size_t>(cols.size() * esize));
-    for (int64_t r = rows.begin; r < rows.end; ++r) {
-      RETURN_IF_ERROR(
-          t->file->Copy(row.data(), t->data + (r * ncols + cols.begin) * esize, row.size()));
-      if (t->info.quantized()) {
-        RETURN_IF_ERROR(CheckInt8Row(*t, name, r, cols.begin, row.data(), cols.size()));
-      }
-      ConvertRow(t->info.dtype, row.data(), cols.size(),
+    std::vector<uint8_t> run;
+    RETURN_IF_ERROR(ForEachRowRun(*t, rows, cols, [&](int64_t r, int64_t n, const uint8_t* src) {
+      run.resize(static_cast<size_t>(n * cols.size() * TensorDTypeSize(t->info.dtype)));
+      RETURN_IF_ERROR(t->file->Copy(run.data(), src, run.size()));
+      if (t->info.quantized()) RETURN_IF_ERROR(CheckInt8Rows(*t, name, r, cols, run));
+      ConvertRow(t->info.dtype, run.data(), n * cols.size(),
                  out.data() + (r - rows.begin) * cols.size());
-    }
+      return absl::OkStatus();
+    }));
     if (t->info.quantized()) {
       std::vector<float> absmax(static_cast<size_t>(rows.size()));
       RETURN_IF_ERROR(ReadAbsmax(*t, rows, absmax));
@@ -219,13 +221,10 @@ class SafetensorsSource final : public CheckpointSource {
       return CheckpointSource::ReadSliceHalf(name, rows, cols, out);
     }
     RETURN_IF_ERROR(ValidateSliceRequest(t->file->path(), name, t->info, rows, cols, out.size()));
-    const int64_t ncols = t->info.cols();
-    for (int64_t r = rows.begin; r < rows.end; ++r) {
-      RETURN_IF_ERROR(t->file->Copy(out.data() + (r - rows.begin) * cols.size(),
-                                    t->data + (r * ncols + cols.begin) * 2,
-                                    static_cast<size_t>(cols.size()) * 2));
-    }
-    return absl::OkStatus();
+    return ForEachRowRun(*t, rows, cols, [&](int64_t r, int64_t n, const uint8_t* src) {
+      return t->file->Copy(out.data() + (r - rows.begin) * cols.size(), src,
+                           static_cast<size_t>(n * cols.size()) * 2);
+    });
   }
 
   absl::Status ReadInt8Slice(std::string_view name, Range rows, Range cols, std::span<int8_t> q,
@@ -240,26 +239,48 @@ class SafetensorsSource final : public CheckpointSource {
           absl::StrCat(t->file->path(), ": tensor \"", std::string(name), "\": row_absmax has ",
                        row_absmax.size(), " elements, the slice has ", rows.size(), " rows"));
     }
-    const int64_t ncols = t->info.cols();
-    for (int64_t r = rows.begin; r < rows.end; ++r) {
-      int8_t* dst = q.data() + (r - rows.begin) * cols.size();
-      RETURN_IF_ERROR(
-          t->file->Copy(dst, t->data + r * ncols + cols.begin, static_cast<size_t>(cols.size())));
-      RETURN_IF_ERROR(CheckInt8Row(*t, name, r, cols.begin, dst, cols.size()));
-    }
+    RETURN_IF_ERROR(ForEachRowRun(*t, rows, cols, [&](int64_t r, int64_t n, const uint8_t* src) {
+      const std::span<int8_t> dst = q.subspan(static_cast<size_t>((r - rows.begin) * cols.size()),
+                                              static_cast<size_t>(n * cols.size()));
+      RETURN_IF_ERROR(t->file->Copy(dst.data(), src, dst.size()));
+      return CheckInt8Rows(*t, name, r, cols, std::as_bytes(dst));
+    }));
     return ReadAbsmax(*t, rows, row_absmax);
   }
 
  private:
+  // Bytes one copy out of the mapping takes at most when the rows it reads are back to back.
+  static constexpr int64_t kRunBytes = int64_t{1} << 20;
+
+  // Calls fn(first_row, rows_in_run, source) over the slice's rows in runs the file holds back
+  // to back: one row per run unless the slice spans every column, then as many rows as fit
+  // kRunBytes. (One copy per row would make a 1-D tensor, read as [n, 1], a copy per element.)
+  template <typename Fn>
+  static absl::Status ForEachRowRun(const Tensor& t, Range rows, Range cols, Fn fn) {
+    const int64_t esize = TensorDTypeSize(t.info.dtype);
+    const int64_t ncols = t.info.cols();
+    const int64_t row_bytes = std::max<int64_t>(cols.size() * esize, 1);
+    const int64_t per_run = cols.size() == ncols ? std::max<int64_t>(kRunBytes / row_bytes, 1) : 1;
+    for (int64_t r = rows.begin; r < rows.end; r += per_run) {
+      const int64_t n = std::min(per_run, rows.end - r);
+      RETURN_IF_ERROR(fn(r, n, t.data + (r * ncols + cols.begin) * esize));
+    }
+    return absl::OkStatus();
+  }
+
   // llmint8 quantize writes [-127, 127] (kernels/int8_gemm.h's promise); -128 is damage,
-  // refused whether the weights are read as int8 or dequantized.
-  static absl::Status CheckInt8Row(const Tensor& t, std::string_view name, int64_t r,
-                                   int64_t col_begin, const void* row, int64_t n) {
-    const void* at = std::memchr(row, 0x80, static_cast<size_t>(n));
+  // refused whether the weights are read as int8 or dequantized. `run`: the slice's rows from
+  // `first_row` on, cols.size() bytes each.
+  template <typename Bytes>
+  static absl::Status CheckInt8Rows(const Tensor& t, std::string_view name, int64_t first_row,
+                                    Range cols, const Bytes& run) {
+    const void* at = std::memchr(run.data(), 0x80, run.size());
     if (at == nullptr) return absl::OkStatus();
+    const int64_t i =
+        static_cast<const uint8_t*>(at) - reinterpret_cast<const uint8_t*>(run.data());
     return absl::InvalidArgumentError(absl::StrCat(
-        t.file->path(), ": tensor \"", std::string(name), "\": row ", r, " column ",
-        col_begin + (static_cast<const uint8_t*>(at) - static_cast<const uint8_t*>(row)),
+        t.file->path(), ": tensor \"", std::string(name), "\": row ", first_row + i / cols.size(),
+        " column ", cols.begin + i % cols.size(),
         " is -128; int8 weights are in [-127, 127] (the checkpoint is damaged: quantize it "
         "again)"));
   }
@@ -351,7 +372,9 @@ absl::StatusOr<std::unique_ptr<CheckpointSource>> OpenIndex(const std::string& i
   if (wm == j.end() || !wm->is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing object \"weight_map\""));
   }
-  const std::string dir = std::filesystem::path(index_path).parent_path().string();
+  // Shard files sit beside the index ("." for a bare file name, not "/").
+  const std::filesystem::path dir_path = std::filesystem::path(index_path).parent_path();
+  const std::string dir = dir_path.empty() ? std::string(".") : dir_path.string();
   std::map<std::string, std::string> weight_map;  // tensor -> file name
   std::set<std::string> file_names;
   for (const auto& [tensor, file] : wm->items()) {

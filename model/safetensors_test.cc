@@ -1,5 +1,6 @@
 #include "model/safetensors.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -114,6 +115,52 @@ TEST(SafetensorsTest, RoundTripAllDtypesAndSlices) {
                                      std::span<float>(sc).first(1));
   EXPECT_EQ(not_q.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(not_q.message()), HasSubstr("f32"));
+}
+
+// Slices that span every column are read many rows per copy (up to 1 MiB): rows across the
+// runs' seams come out as they are in the file, in every dtype and view.
+TEST(SafetensorsTest, FullWidthSlicesReadAcrossCopyRuns) {
+  const std::string path = TestDir("runs") + "/t.safetensors";
+  constexpr int64_t kRows = 700, kCols = 1000;  // 1.4 MB of F16: two runs of 524 rows
+  std::vector<float> w(static_cast<size_t>(kRows * kCols));
+  std::vector<int8_t> q(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    w[i] = static_cast<float>(static_cast<int64_t>(i % 2003) - 1001);
+    q[i] = static_cast<int8_t>(static_cast<int64_t>(i % 251) - 125);
+  }
+  const std::vector<float> absmax(kRows, 127.0f);
+  SafetensorsWriter wr;
+  ASSERT_TRUE(wr.AddF16("h", {kRows, kCols}, w).ok());
+  ASSERT_TRUE(wr.AddF32("f", {kRows * kCols}, w).ok());  // 1-D: [n, 1], a row per element
+  ASSERT_TRUE(wr.AddI8("q", {kRows, kCols}, q).ok());
+  ASSERT_TRUE(wr.AddF32("q_absmax", {kRows}, absmax).ok());
+  ASSERT_TRUE(wr.Finish(path).ok());
+  auto src = OpenSafetensors(path);
+  ASSERT_TRUE(src.ok()) << src.status();
+
+  const Range rows{3, kRows}, all{0, kCols};
+  const size_t n = static_cast<size_t>(rows.size() * kCols);
+  const size_t first = static_cast<size_t>(rows.begin * kCols);
+  std::vector<float> out(n);
+  std::vector<Half> half(n);
+  ASSERT_TRUE((*src)->ReadSlice("h", rows, all, out).ok());
+  ASSERT_TRUE((*src)->ReadSliceHalf("h", rows, all, half).ok());
+  for (size_t i = 0; i < n; ++i) {
+    ASSERT_EQ(out[i], w[first + i]) << i;  // integers up to 1001 are exact in fp16
+    ASSERT_EQ(HalfToFloat(half[i]), w[first + i]) << i;
+  }
+  std::vector<float> flat(n);
+  ASSERT_TRUE(
+      (*src)
+          ->ReadSlice("f", Range{static_cast<int64_t>(first), kRows * kCols}, Range{0, 1}, flat)
+          .ok());
+  EXPECT_TRUE(std::equal(flat.begin(), flat.end(), w.begin() + first));
+  std::vector<int8_t> qs(n);
+  std::vector<float> scales(static_cast<size_t>(rows.size()));
+  ASSERT_TRUE((*src)->ReadInt8Slice("q", rows, all, qs, scales).ok());
+  EXPECT_TRUE(std::equal(qs.begin(), qs.end(), q.begin() + first));
+  ASSERT_TRUE((*src)->ReadSlice("q", rows, all, out).ok());
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], static_cast<float>(q[first + i])) << i;
 }
 
 TEST(SafetensorsTest, SliceRequestsAreChecked) {
@@ -426,6 +473,9 @@ TEST(SafetensorsTest, DamagedInt8TensorsAreRefusedNamingThem) {
     EXPECT_TRUE(
         (*src)->ReadSlice("w", Range{0, 2}, Range{0, 2}, std::span(dequantized).first(4)).ok())
         << "the columns before it are fine";
+    const absl::Status part =
+        (*src)->ReadInt8Slice("w", Range{0, 2}, Range{1, 4}, std::span(got).first(6), absmax);
+    EXPECT_THAT(std::string(part.message()), HasSubstr("row 1 column 2 is -128")) << part;
   }
   // The token embeddings stored as I8: only linear weights may be.
   const OptConfig c = TinyConfig();
@@ -469,6 +519,28 @@ TEST(SafetensorsTest, ShardedIndex) {
   auto x = (*src)->ReadAll("decoder.x");
   ASSERT_TRUE(x.ok());
   EXPECT_EQ(*x, (std::vector<float>{-2.0f, -1.0f, 0.0f, 1.0f}));
+  {
+    // Named by a bare file name, the index finds its shards in the working directory.
+    const std::filesystem::path was = std::filesystem::current_path();
+    std::filesystem::current_path(dir);
+    auto bare = OpenSafetensors("model.safetensors.index.json");
+    std::filesystem::current_path(was);
+    ASSERT_TRUE(bare.ok()) << bare.status();
+    EXPECT_TRUE((*bare)->ReadAll("model.decoder.y").ok());
+  }
+  // A shard that is a symlink (as in the Hugging Face cache) is read; one to a device is
+  // refused without being opened.
+  std::filesystem::rename(dir + "/m-2.safetensors", dir + "/blob");
+  std::filesystem::create_symlink("blob", dir + "/m-2.safetensors");
+  src = OpenSafetensorsDir(dir);
+  ASSERT_TRUE(src.ok()) << src.status();
+  std::filesystem::remove(dir + "/m-2.safetensors");
+  std::filesystem::create_symlink("/dev/null", dir + "/m-2.safetensors");
+  src = OpenSafetensorsDir(dir);
+  ASSERT_FALSE(src.ok());
+  EXPECT_THAT(std::string(src.status().message()), HasSubstr("is not a regular file"));
+  std::filesystem::remove(dir + "/m-2.safetensors");
+  std::filesystem::rename(dir + "/blob", dir + "/m-2.safetensors");
 
   // The index names a tensor its file lacks; a path that escapes the directory.
   std::ofstream(dir + "/model.safetensors.index.json", std::ios::trunc)
