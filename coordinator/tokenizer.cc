@@ -56,18 +56,18 @@ const ByteMap& GetByteMap() {
   return *map;
 }
 
-// Raw bytes of a vocabulary string: each character of the byte alphabet becomes its byte; any
-// other character (only in special tokens) stays as its UTF-8.
+// Raw bytes of a vocabulary string: each character of the byte alphabet becomes its byte. A
+// string with any other character (only special tokens have one) is its own UTF-8, whole, as
+// Hugging Face's ByteLevel decoder takes it.
 std::string VocabStringToBytes(std::string_view token) {
   const ByteMap& map = GetByteMap();
   std::string out;
   for (size_t i = 0; i < token.size();) {
     const Utf8Seq seq = ReadUtf8(token, i);
-    if (seq.kind == Utf8Seq::kValid && seq.cp < map.to_byte.size() && map.to_byte[seq.cp] >= 0) {
-      out.push_back(static_cast<char>(map.to_byte[seq.cp]));
-    } else {
-      out.append(token.substr(i, seq.len));
+    if (seq.kind != Utf8Seq::kValid || seq.cp >= map.to_byte.size() || map.to_byte[seq.cp] < 0) {
+      return std::string(token);
     }
+    out.push_back(static_cast<char>(map.to_byte[seq.cp]));
     i += seq.len;
   }
   return out;
@@ -138,7 +138,10 @@ class TokenizerBuilder {
   }
 
   // Adds a vocabulary entry (string form in the byte alphabet, or verbatim when `verbatim`).
-  absl::Status AddToken(const std::string& token, int64_t id, bool verbatim, bool special) {
+  // `second_id`: a token already in the vocabulary under another id may have this one too
+  // (added_tokens.json's); its text still encodes to the first id here.
+  absl::Status AddToken(const std::string& token, int64_t id, bool verbatim, bool special,
+                        bool second_id = false) {
     if (id < 0 || id >= kMaxVocabId) {
       return absl::InvalidArgumentError(
           absl::StrCat("token '", token, "' has id ", id, ", outside [0, ", kMaxVocabId, ")"));
@@ -149,11 +152,12 @@ class TokenizerBuilder {
       tok_->id_exists_.resize(id + 1, false);
     }
     auto [it, inserted] = tok_->token_to_id_.emplace(token, id32);
-    if (!inserted && it->second != id32) {
+    const bool another_id = !inserted && it->second != id32;
+    if (another_id && !second_id) {
       return absl::InvalidArgumentError(
           absl::StrCat("token '", token, "' has two ids: ", it->second, " and ", id));
     }
-    if (tok_->id_exists_[id] && inserted) {
+    if (tok_->id_exists_[id] && (inserted || another_id)) {
       return absl::InvalidArgumentError(absl::StrCat("id ", id, " is given to two tokens"));
     }
     tok_->id_exists_[id] = true;
@@ -225,7 +229,10 @@ class TokenizerBuilder {
         if (!special && !t.added_.Contains(content)) t.added_.Add({.content = content, .id = id});
         continue;
       }
-      if (absl::Status s = AddToken(content, id, /*verbatim=*/true, special); !s.ok()) {
+      // One in the vocabulary under another id gets this id too; the text is found as this
+      // one (the added token), as transformers' slow tokenizer loads added_tokens.json.
+      if (absl::Status s = AddToken(content, id, /*verbatim=*/true, special, /*second_id=*/true);
+          !s.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("added_tokens.json: ", s.message()));
       }
       if (!special) t.added_.Add({.content = content, .id = id});

@@ -59,7 +59,9 @@ struct TokenizerOptions {
   // Tokens added on top of the vocabulary, as a slow tokenizer's added_tokens.json lists them
   // ({"<|user|>": 50261}; FromDirectory reads it): decoded as written, and found in the text
   // (coordinator/added_tokens.h) unless special. One already in the vocabulary under the same
-  // id keeps its id, and is found in the text all the same (as transformers registers it).
+  // id keeps its id, and is found in the text all the same (as transformers registers it);
+  // one in the vocabulary under another id is found in the text as this id, and both ids
+  // decode to it.
   std::vector<std::pair<std::string, int32_t>> added_tokens;
   // Pre-tokenized pieces whose ids are cached (a piece is a word with its leading space);
   // 0 disables the cache. When full, the cache is cleared.

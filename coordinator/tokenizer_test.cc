@@ -413,6 +413,42 @@ TEST(AddedTokensTest, DirectoryWithAddedTokensAndSpecialMapAsTransformers) {
   EXPECT_FALSE((*tok)->IsSpecial(0)) << "<s> is not in OPT's special_tokens_map.json";
 }
 
+// added_tokens.json may give a vocabulary token a second id (transformers' slow tokenizer
+// loads it so): the text is found as the added id, and both ids decode to it.
+TEST(AddedTokensTest, AnAddedTokenThatIsInTheVocabularyUnderAnotherIdGetsBoth) {
+  const std::string model = FixtureDir() + "/../../../models/opt-sotu-cpu";
+  TokenizerOptions options;
+  options.added_tokens = {{"hello", 50265}};  // OPT's vocabulary has "hello" as 31377
+  auto tok =
+      Tokenizer::FromVocabAndMergesFiles(model + "/vocab.json", model + "/merges.txt", options);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const absl::StatusOr<std::vector<int32_t>> ids = (*tok)->Encode("ahellob", false);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ::testing::Contains(50265));
+  EXPECT_THAT(*ids, ::testing::Not(::testing::Contains(31377)));
+  EXPECT_EQ(*(*tok)->Decode(*ids, false), "ahellob");
+  EXPECT_EQ(*(*tok)->Decode({31377, 50265}, false), "hellohello");
+  // An id that is another token's stays an error.
+  options.added_tokens = {{"hello", 2}};
+  auto clash =
+      Tokenizer::FromVocabAndMergesFiles(model + "/vocab.json", model + "/merges.txt", options);
+  ASSERT_FALSE(clash.ok());
+  EXPECT_THAT(clash.status().message(), HasSubstr("id 2 is given to two tokens"));
+}
+
+// A vocabulary string with a character outside the byte alphabet decodes as its own UTF-8,
+// whole (Hugging Face's ByteLevel decoder), not with its byte-alphabet characters mapped.
+TEST(TokenizerLoadTest, AVocabularyStringOutsideTheByteAlphabetDecodesAsWritten) {
+  json vocab = json::parse(ReadAll(FixtureDir() + "/gpt2-bpe/vocab.json"));
+  const std::string mixed = "\u0120a\u00adb";  // "Ġa", a soft hyphen, "b"
+  const int32_t id = static_cast<int32_t>(vocab.size());
+  vocab[mixed] = id;
+  auto tok =
+      Tokenizer::FromVocabAndMerges(vocab.dump(), ReadAll(FixtureDir() + "/gpt2-bpe/merges.txt"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ(*(*tok)->Decode({id}, false), mixed);
+}
+
 // A merge listed twice takes its later rank, as HF's merge map does: " the" is then built from
 // the later "Ġ t" and no longer as "Ġt" + "he" -> "Ġthe".
 TEST(TokenizerLoadTest, ADuplicateMergeTakesItsLaterRank) {
