@@ -700,11 +700,18 @@ void Scheduler::StepRefused(const StepBatch& batch, const absl::Status& why) {
   // on at the next step. Else every sequence of the step fails.
   const size_t decodes = std::count(batch.decoding.begin(), batch.decoding.end(), true);
   const bool spare_decodes = memory && decodes > 0 && decodes < in_step.size();
+  // A batch the workers reject for another reason is the coordinator's fault (a request it
+  // let through is valid), not the client's: INTERNAL, not the workers' INVALID_ARGUMENT.
+  const absl::Status failure =
+      memory ? why
+             : absl::InternalError(absl::StrCat("the workers rejected a step (a server fault, ",
+                                                absl::StatusCodeToString(why.code()), ": ",
+                                                why.message(), "); retry the request"));
   std::vector<Exit> exits(running_.size(), Exit::kStays);
   for (size_t j = 0; j < in_step.size(); ++j) {
     const size_t i = in_step[j];
     if (spare_decodes && batch.decoding[j]) continue;
-    running_[i]->Fail(why);
+    running_[i]->Fail(failure);
     exits[i] = Exit::kRelease;
   }
   Retire(exits);

@@ -988,7 +988,10 @@ TEST_F(SchedulerTest, ABatchTheWorkersRefuseFailsItsSequencesAndTheGroupStays) {
   auto refused = MakeSeq(2, prompt, 2);
   ASSERT_TRUE(scheduler_->Enqueue(refused).ok());
   const Outcome out = Await(*refused);
-  EXPECT_EQ(out.status.code(), absl::StatusCode::kInvalidArgument) << out.status;
+  // The request was valid: the client hears of a server fault, with the workers' reason.
+  EXPECT_EQ(out.status.code(), absl::StatusCode::kInternal) << out.status;
+  EXPECT_THAT(std::string(out.status.message()),
+              ::testing::HasSubstr("INVALID_ARGUMENT: bad batch"));
   EXPECT_EQ(FirstStep(group_->steps(), 2).prefix_from(), 1u);
   AwaitIdle();
   EXPECT_EQ(scheduler_->prefix_cached_sequences(), 0);
