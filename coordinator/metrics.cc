@@ -230,7 +230,16 @@ void ServiceMetrics::RecordRequest(const RequestRecord& r) {
   requests_.Add({{"code", absl::StatusCodeToString(r.code)}}).Increment();
   prompt_tokens_.Increment(static_cast<double>(r.prompt_tokens));
   generated_tokens_.Increment(static_cast<double>(r.generated_tokens));
-  if (!r.final_message.has_value()) return;
+  if (!r.final_message.has_value()) {
+    // A queued stream the client cancelled or let its deadline end finished "cancelled" (it
+    // has no last message; the histograms are of streams that ran to their end).
+    const bool queued = r.prompt_tokens > 0;
+    if (queued &&
+        (r.code == absl::StatusCode::kCancelled || r.code == absl::StatusCode::kDeadlineExceeded)) {
+      finished_.Add({{"reason", FinishReasonLabel(v1::FINISH_REASON_CANCELLED)}}).Increment();
+    }
+    return;
+  }
   const std::string reason = FinishReasonLabel(r.final_message->finish_reason());
   if (!reason.empty()) finished_.Add({{"reason", reason}}).Increment();
   const v1::Timings& t = r.final_message->timings();

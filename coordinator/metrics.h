@@ -5,9 +5,12 @@
 //   llmint8_requests_total{code}              sequences (prompt x n; a call refused before
 //                                             any was queued: 1) by final gRPC status code
 //   llmint8_requests_finished_total{reason}   streams that finished: length, stop, eos,
-//                                             cancelled (every code and reason from 0)
+//                                             cancelled (a queued stream its client
+//                                             cancelled or whose deadline passed) (every
+//                                             code and reason from 0)
 //   llmint8_prompt_tokens_total               prompt tokens of queued requests
 //   llmint8_generated_tokens_total            tokens streamed to clients
+// The histograms below observe the streams that ran to their end (length, stop, eos).
 //   llmint8_request_queue_seconds             arrival -> admitted to a batch      (histogram)
 //   llmint8_time_to_first_token_seconds       arrival -> first token (a prompt only
 //                                             scored has none)                    (histogram)

@@ -32,13 +32,17 @@ TEST(ServiceMetricsTest, CountsRequestsByCodeAndReasonAndTokens) {
   m.RecordRequest({absl::StatusCode::kOk, 5, 3, eos});
   m.RecordRequest({absl::StatusCode::kInvalidArgument, 0, 0, std::nullopt});
   m.RecordRequest({absl::StatusCode::kCancelled, 4, 2, std::nullopt});  // tokens before the cancel
+  m.RecordRequest({absl::StatusCode::kDeadlineExceeded, 3, 0, std::nullopt});  // in the queue
+  m.RecordRequest({absl::StatusCode::kCancelled, 0, 0, std::nullopt});  // before it was queued
   const std::string text = m.Text();
   EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"OK\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"INVALID_ARGUMENT\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"CANCELLED\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_total{code=\"CANCELLED\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_requests_finished_total{reason=\"length\"} 1\n"));
+  // The queued streams that were cancelled or ran out of time, not the one refused first.
+  EXPECT_THAT(text, HasSubstr("llmint8_requests_finished_total{reason=\"cancelled\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_requests_finished_total{reason=\"eos\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("llmint8_prompt_tokens_total 16\n"));
+  EXPECT_THAT(text, HasSubstr("llmint8_prompt_tokens_total 19\n"));
   EXPECT_THAT(text, HasSubstr("llmint8_generated_tokens_total 21\n"));
   // Histograms see only the two finished streams: 0.03 s and 0.3 s to the first token.
   EXPECT_THAT(text, HasSubstr("llmint8_time_to_first_token_seconds_count 2\n"));
