@@ -163,6 +163,19 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
   }
   AddCandidates(sampled.top(), response.mutable_top_logprobs());
   if (generated_.size() == 1) AttachPromptTokens(response);
+  // What the text stream held back, released as the sequence ends: bytes that end inside a
+  // character become a U+FFFD, longer than what the tokens that brought them counted, so
+  // this (last) token counts the difference and the sum stays the text's length.
+  auto flush_text = [&]() -> std::string {
+    if (!text_) return "";
+    std::string rest = text_->Flush();
+    if (token_forms && rest.size() > counted_held_bytes_) {
+      response.set_decoded_bytes(response.decoded_bytes() +
+                                 static_cast<uint32_t>(rest.size() - counted_held_bytes_));
+    }
+    counted_held_bytes_ = 0;
+    return rest;
+  };
 
   // Before min_tokens nothing ends the sequence (the workers never sample the end-of-sequence
   // token or a stop id then) and no stop string ends in its text; one may start there and end
@@ -176,7 +189,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
       std::binary_search(params_.stop_token_ids.begin(), params_.stop_token_ids.end(), token_id);
   if (may_end && (eos || stop_token)) {
     // The held-back text may complete a stop string: then the sequence ends at that (STOP).
-    std::string emit = stop_.Append(text_ ? text_->Flush() : "");
+    std::string emit = stop_.Append(flush_text());
     const bool stopped_in_text = stop_.stopped();
     if (!stopped_in_text) emit += stop_.Flush();
     response.set_text(std::move(emit));
@@ -216,7 +229,7 @@ bool Sequence::AddToken(const v1::SeqResult& sampled, std::span<const int32_t> e
   // end it: STOP).
   const bool guide_ended = guide_ != nullptr && guide_->MustEnd();
   if (guide_ended || num_generated() >= params_.max_new_tokens) {
-    if (text_) emit += match(text_->Flush());
+    emit += match(flush_text());
     if (stop_.stopped()) {
       response.set_text(std::move(emit));
       Finish(std::move(response), v1::FINISH_REASON_STOP);

@@ -62,18 +62,18 @@ TEST(TokenizerTextStreamTest, AnEchoedPromptEndingInsideACharacterContinuesIntoT
 
 // A sequence's text and each token's text_offset as the OpenAI API counts them (an echoed
 // prompt token by its piece, a generated one by its decoded_bytes), after feeding it `ids`
-// (its last one must end it); `total`: where the text would go on.
+// (its last one must end it; `eos_ids` end it too); `total`: where the text would go on.
 struct Offsets {
   std::string text;
   std::vector<size_t> offsets;
   size_t total = 0;
 };
-Offsets FeedAndCount(Sequence& seq, const std::vector<int32_t>& ids) {
-  const int32_t kNoEos[] = {-1};
+Offsets FeedAndCount(Sequence& seq, const std::vector<int32_t>& ids,
+                     const std::vector<int32_t>& eos_ids = {-1}) {
   for (int32_t id : ids) {
     v1::SeqResult r;
     r.set_token_id(id);
-    seq.AddToken(r, kNoEos);
+    seq.AddToken(r, eos_ids);
   }
   std::vector<v1::GenerateResponse> responses;
   EXPECT_TRUE(seq.WaitOutput(absl::ZeroDuration(), responses).has_value()) << "not finished";
@@ -121,6 +121,30 @@ TEST(TokenizerTextStreamTest, DecodedBytesAreOffsetsIntoTheTextAsSent) {
   // after the U+FFFD that replaces them; </s> adds nothing; the last " the" at 8.
   EXPECT_THAT(got.offsets, ElementsAre(0, 4, 5, 6, 8, 8));
   EXPECT_EQ(got.total, got.text.size());
+}
+
+// A text that ends inside a character (at max_new_tokens, or at an end-of-sequence token):
+// the held bytes become a U+FFFD, and the last token counts what that adds, so the sum is
+// still the text's length.
+TEST(TokenizerTextStreamTest, ATextEndingInsideACharacterCountsItsReplacement) {
+  const std::unique_ptr<Tokenizer> tok = Gpt2();
+  ASSERT_NE(tok, nullptr);
+  const int32_t the = tok->Encode(" the", /*add_bos=*/false).value().at(0);
+  const int32_t e2 = ByteToken(*tok, "\xC3\xA2");  // 0xE2: a 3-byte character starts
+  const int32_t eos = 2;
+  for (const bool at_eos : {false, true}) {
+    SCOPED_TRACE(at_eos ? "ends at eos" : "ends at max_new_tokens");
+    GenerationParams params;
+    params.max_new_tokens = at_eos ? 3 : 2;
+    params.logprobs = true;
+    Sequence seq(1, {the}, params, std::make_unique<TokenizerTextStream>(*tok));
+    const std::vector<int32_t> ids =
+        at_eos ? std::vector<int32_t>{the, e2, eos} : std::vector<int32_t>{the, e2};
+    const Offsets got = FeedAndCount(seq, ids, {eos});
+    EXPECT_EQ(got.text, " the\xEF\xBF\xBD");
+    EXPECT_EQ(got.total, got.text.size());
+    EXPECT_EQ(got.offsets[1], 4u) << "E2's text begins after \" the\"";
+  }
 }
 
 // An echoed prompt that ends inside a character: its pieces leave the held bytes out, so the
