@@ -58,7 +58,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
   if (request.max_new_tokens() >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat(
         "max_new_tokens is ", request.max_new_tokens(), " but the model's context holds ",
-        limits.max_context, " tokens including the prompt; ask for fewer tokens"));
+        limits.max_context, " tokens including the prompt; ask for at most ",
+        limits.max_context - 1, " (fewer by the prompt's length)"));
   }
   if (!std::isfinite(request.temperature()) || request.temperature() < 0.0f) {
     return absl::InvalidArgumentError(
@@ -202,7 +203,8 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
                                                        : CompiledRegex::Compile(guide.regex()));
     if (p.guided_regex->MatchesOnlyTheEmptyText()) {
       return absl::InvalidArgumentError(
-          "guided_regex matches only the empty text: nothing could be generated");
+          "guided_regex matches only the empty text: nothing could be generated; give a "
+          "pattern that needs at least one character");
     }
   }
   if (kind == v1::Guide::kJsonSchema) {
@@ -226,22 +228,30 @@ absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
     }
   }
   const int64_t n = static_cast<int64_t>(prompt.size());
+  // What to change: the prompt, or the truncation that left it this long.
+  const int64_t room = limits.max_context - std::max<int64_t>(params.max_new_tokens, 1);
+  const std::string change =
+      params.truncate_prompt_tokens > 0
+          ? absl::StrCat("set truncate_prompt_tokens <= ",
+                         params.max_new_tokens == 0 ? limits.max_context : room,
+                         " (the context less max_new_tokens)")
+          : "shorten it (or set truncate_prompt_tokens)";
   if (params.max_new_tokens == 0 && n > limits.max_context) {  // only scored or echoed
-    return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
-                                              " tokens but the context holds ", limits.max_context,
-                                              "; shorten it (or set truncate_prompt_tokens)"));
+    return absl::OutOfRangeError(absl::StrCat(
+        "the prompt has ", n, " tokens but the context holds ", limits.max_context, "; ", change));
   }
   if (params.max_new_tokens > 0 && n >= limits.max_context) {
     return absl::OutOfRangeError(absl::StrCat("the prompt has ", n,
                                               " tokens but the context holds ", limits.max_context,
-                                              " including at least one new token; shorten it "
-                                              "(or set truncate_prompt_tokens)"));
+                                              " including at least one new token; ", change));
   }
   if (n + params.max_new_tokens > limits.max_context) {
-    return absl::OutOfRangeError(
-        absl::StrCat("prompt (", n, " tokens) + max_new_tokens (", params.max_new_tokens,
-                     ") exceeds the context of ", limits.max_context,
-                     " tokens; set max_new_tokens <= ", limits.max_context - n));
+    return absl::OutOfRangeError(absl::StrCat(
+        "prompt (", n, " tokens) + max_new_tokens (", params.max_new_tokens,
+        ") exceeds the context of ", limits.max_context,
+        " tokens; set max_new_tokens <= ", limits.max_context - n,
+        params.truncate_prompt_tokens > 0 ? absl::StrCat(" or truncate_prompt_tokens <= ", room)
+                                          : std::string()));
   }
   return absl::OkStatus();
 }

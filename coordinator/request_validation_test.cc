@@ -268,6 +268,20 @@ TEST(RequestValidationTest, MessagesSayWhatToChange) {
   ASSERT_TRUE(p.ok());
   absl::Status s = ValidatePromptTokens(std::vector<int32_t>(100, 3), *p, Limits());
   EXPECT_NE(s.message().find("max_new_tokens <= 28"), absl::string_view::npos) << s;
+  // A prompt truncated to more than the context less max_new_tokens: the truncation to change
+  // (the limits' context is 128).
+  v1::GenerateRequest truncated = Ids(std::vector<int32_t>(200, 3), 16);
+  truncated.set_truncate_prompt_tokens(128);
+  p = ValidateGenerationParams(truncated, Limits());
+  ASSERT_TRUE(p.ok());
+  s = ValidatePromptTokens(std::vector<int32_t>(128, 3), *p, Limits());
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(s.message().find("set truncate_prompt_tokens <= 112"), absl::string_view::npos) << s;
+  s = ValidatePromptTokens(std::vector<int32_t>(120, 3), *p, Limits());
+  EXPECT_NE(s.message().find("or truncate_prompt_tokens <= 112"), absl::string_view::npos) << s;
+  p = ValidateGenerationParams(Ids({3}, 128), Limits());
+  EXPECT_NE(p.status().message().find("ask for at most 127"), absl::string_view::npos)
+      << p.status();
 }
 
 }  // namespace
