@@ -178,6 +178,11 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
   const std::string id(request_id);
   std::vector<std::shared_ptr<Sequence>> seqs;
   absl::Status admitted = [&]() -> absl::Status {
+    // What refuses every request is said first, before the work of reading this one (its
+    // guide compiled, its prompts tokenized): a server shutting down, a group that cannot hold
+    // the model.
+    if (absl::Status accepting = scheduler_->Accepting(); !accepting.ok()) return accepting;
+    if (absl::Status refusal = group_->refusal(); !refusal.ok()) return refusal;
     if (prompts.empty() || n < 1) {
       return absl::InvalidArgumentError("a request needs at least one prompt and one sequence");
     }
@@ -214,7 +219,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> GenerationService::AdmitA
       }
       if (!made.ok()) return made;
     }
-    // The workers cannot hold the model: say so instead of queueing forever.
+    // Asked again: the group may have been refused while this request was read.
     if (absl::Status refusal = group_->refusal(); !refusal.ok()) return refusal;
     auto signal = std::make_shared<OutputSignal>();
     for (const std::shared_ptr<Sequence>& seq : seqs) {

@@ -112,11 +112,21 @@ void Scheduler::EndDrain() {
 
 absl::Status Scheduler::Enqueue(std::shared_ptr<Sequence> seq) { return EnqueueAll({&seq, 1}); }
 
-absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> seqs) {
+absl::Status Scheduler::Accepting() const {
   absl::MutexLock lock(&mu_);
+  return AcceptingLocked();
+}
+
+absl::Status Scheduler::AcceptingLocked() const {
   if (stop_ || draining_) {
     return absl::UnavailableError("the server is shutting down; retry the request");
   }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::EnqueueAll(std::span<const std::shared_ptr<Sequence>> seqs) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status accepting = AcceptingLocked(); !accepting.ok()) return accepting;
   // Preempted sequences wait beyond the queue's capacity: they were admitted once, and new
   // requests do not queue behind them for room.
   const auto waiting = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

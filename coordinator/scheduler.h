@@ -173,6 +173,9 @@ class Scheduler {
   // Queues all of `seqs` (in order) or, with the same errors, none: RESOURCE_EXHAUSTED when
   // the queue lacks room for all of them.
   absl::Status EnqueueAll(std::span<const std::shared_ptr<Sequence>> seqs);
+  // UNAVAILABLE while draining and after Stop (what EnqueueAll would say then), else OK: a
+  // check before the work of making a request's sequences.
+  absl::Status Accepting() const;
   // Marks `seq` cancelled; a queued sequence leaves the queue at once, a running one is
   // released on the workers at the next step boundary.
   void Cancel(const std::shared_ptr<Sequence>& seq);
@@ -312,6 +315,7 @@ class Scheduler {
   void AddDrafts(const Sequence& seq, v1::SeqStep& step);
   // Mirrors the batch's size and KV figures for the counters.
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AcceptingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SchedulerOptions options_;
   StepGroup* const group_;

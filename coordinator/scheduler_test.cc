@@ -1659,7 +1659,9 @@ TEST_F(SchedulerTest, DrainServesWhatIsQueuedAndRefusesNewRequests) {
   for (uint64_t id = 1; id <= 3; ++id) seqs.push_back(MakeSeq(id, Tokens(5, 100), 6));
   ASSERT_TRUE(scheduler_->EnqueueAll(seqs).ok());
   scheduler_->Start();
+  EXPECT_TRUE(scheduler_->Accepting().ok());
   EXPECT_TRUE(scheduler_->Drain(absl::Seconds(20)));
+  EXPECT_EQ(scheduler_->Accepting().code(), absl::StatusCode::kUnavailable);
   for (auto& seq : seqs) {
     const Outcome out = Await(*seq, absl::Seconds(1));
     EXPECT_TRUE(out.status.ok()) << out.status;
