@@ -360,6 +360,19 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
     absl::MutexLock lock(&mu_);
     for (int k = 0; k < n; ++k) {
       const int i = probed[k];
+      // A ready member whose probe timed out is asked again before it counts as gone: one
+      // slow answer (a loaded host, a retransmitted packet) is no reason to fail the running
+      // requests and have every worker load its shard again. Two in a row (about 2.5 s, less
+      // than the lease) are; a refused connection (the process is gone) is at once.
+      if (expected_epoch >= 0 &&
+          r.statuses[k].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+          ++workers_[i].missed_probes < kProbesMissedToLeave) {
+        LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address
+                             << ") did not answer a probe within "
+                             << absl::FormatDuration(options_.probe_timeout) << ": asking again";
+        continue;
+      }
+      workers_[i].missed_probes = 0;
       bool healthy = r.statuses[k].ok();
       const int64_t theirs = healthy ? r.responses[k].epoch() : 0;
       const bool held = healthy && r.responses[k].held_by_another();

@@ -164,6 +164,7 @@ class WorkerGroup : public StepGroup {
     std::unique_ptr<v1::Worker::Stub> stub;
     WorkerStatus status;
     int64_t held_epoch = 0;  // the group (wire epoch) its last answer said it holds; 0: none
+    int missed_probes = 0;   // a ready member's probes in a row that timed out
   };
 
   void MonitorLoop();
@@ -192,6 +193,8 @@ class WorkerGroup : public StepGroup {
   void RenewUntil(const std::vector<int>& workers, int64_t wire_epoch, absl::Notification& done,
                   FormWatch& watch);
   static constexpr int kSilentProbes = 4;
+  // Timed-out probes in a row after which a ready member counts as gone (Probe).
+  static constexpr int kProbesMissedToLeave = 2;
   // Why a fan-out to the group formed at `epoch` should stop waiting: CANCELLED when the
   // coordinator stops, UNAVAILABLE (naming the members that stopped answering) when that group
   // broke or re-formed; else OK.

@@ -350,6 +350,26 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   EXPECT_THAT(after.tokens, ElementsAreArray(before.tokens));  // the same model, TP and dtype
 }
 
+// A member that misses one probe (frozen for 1.5 s: a probe of 1 s times out, the next one is
+// answered) stays in the group: the group is not broken, and no worker loads its shard again.
+TEST(WorkerFailureE2ETest, AMemberThatMissesOneProbeStaysInTheGroup) {
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  Cluster cluster(options);
+  ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
+  cluster.SignalWorker(1, SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  cluster.SignalWorker(1, SIGCONT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  Generated served = Generate(*cluster.NewStub(), GreedyRequest({2, 100, 200, 300}, 4));
+  EXPECT_TRUE(served.status.ok()) << served.status.error_message();
+  const std::string log = ReadFileToString(cluster.log_dir() + "/coordinator.log").value_or("");
+  EXPECT_THAT(log, ::testing::HasSubstr("did not answer a probe within 1s: asking again"))
+      << "no probe timed out: the test froze the worker too briefly";
+  EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr("is unreachable")));
+  EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr("a worker left the group")));
+}
+
 // A member that froze (SIGSTOP) is replaced by an idle worker; when it runs again it idles with
 // the old group's shard, and the coordinator lets it go: it drops the shard (whose memory, on a
 // shared GPU, may be the new group's).
