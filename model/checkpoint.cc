@@ -84,7 +84,9 @@ std::optional<size_t> ToHalfInRange(std::span<const float> in, std::span<Half> o
 absl::Status BeyondHalfRange(std::string_view what, size_t i, float value) {
   return absl::InvalidArgumentError(
       absl::StrCat(std::string(what), ": element ", i, " of the slice is ", value,
-                   ", beyond fp16's range (65504): serve this checkpoint in fp32 (--dtype=fp32)"));
+                   ", beyond fp16's range (65504): the tensor has no fp16 form, so the "
+                   "checkpoint can be served in fp32 only (serve --dtype=fp32), not in fp16 or "
+                   "int8, and not quantized"));
 }
 
 }  // namespace

@@ -205,11 +205,30 @@ absl::StatusOr<std::vector<int32_t>> Tokenize(const EvalArgs& a, const model::Op
   return *std::move(ids);
 }
 
+absl::StatusOr<model::PerplexityResult> LoadAndEvaluate(const EvalArgs& a,
+                                                        std::span<const int32_t> ids, int rank,
+                                                        int cuda_devices,
+                                                        comm::Rendezvous* rendezvous);
+
 // Loads rank `rank` of `a.tp` and computes the perplexity (every rank returns the same result).
 // `cuda_devices`: visible GPUs (cuda only; rank r runs on PlaceRank's device).
 absl::StatusOr<model::PerplexityResult> RunRank(const EvalArgs& a, std::span<const int32_t> ids,
                                                 int rank, int cuda_devices,
                                                 comm::Rendezvous* rendezvous) {
+  try {
+    return LoadAndEvaluate(a, ids, rank, cuda_devices, rendezvous);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory loading or evaluating ", a.model, " (shard ", rank + 1, "/", a.tp,
+        "): evaluate with a larger --tp, in int8, or on a machine with more memory"));
+  }
+}
+
+// RunRank's work, which may throw std::bad_alloc.
+absl::StatusOr<model::PerplexityResult> LoadAndEvaluate(const EvalArgs& a,
+                                                        std::span<const int32_t> ids, int rank,
+                                                        int cuda_devices,
+                                                        comm::Rendezvous* rendezvous) {
   const std::string who = absl::StrCat("shard ", rank + 1, "/", a.tp);
   ASSIGN_OR_RETURN(model::OpenedModel opened, model::OpenModelSpec(a.model));
   if (rank == 0 && a.dtype != "int8" && model::IsPreQuantized(opened)) {

@@ -385,7 +385,16 @@ absl::Status Quantize(const QuantizeArgs& a) {
   std::error_code ec;
   fs::remove_all(staging.path(), ec);  // a leftover of a killed run of the same pid
   ProgressSource progress(*opened.source, c.num_hidden_layers);
-  RETURN_IF_ERROR(model::WriteInt8Checkpoint(progress, c, staging.path().string()));
+  try {
+    RETURN_IF_ERROR(model::WriteInt8Checkpoint(progress, c, staging.path().string()));
+  } catch (const std::bad_alloc&) {
+    // A layer's tensors are held in memory until its file is written: one that does not fit
+    // is an error, not an abort (the staging directory goes).
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory quantizing ", a.model,
+                     ": a layer's int8 tensors are held in memory until its file is written; "
+                     "run quantize on a machine with more memory"));
+  }
 
   if (const std::optional<std::string> model_dir = model::ModelSpecDirectory(a.model)) {
     const fs::path generation = fs::path(*model_dir) / kGenerationConfig;
