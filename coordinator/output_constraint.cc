@@ -175,7 +175,8 @@ class JsonState {
     kFraction,      // fraction digits: a digit, 'e', or the end
     kExponent,      // "e": a sign or a digit
     kExponentSign,  // "e+": a digit
-    kExponentInt,   // exponent digits: a digit or the end
+    kExponentInt,   // an exponent digit: a second one or the end
+    kExponentInt2,  // two exponent digits: the end (1e999 would be no double, inf to a reader)
   };
 
   static bool IsWhitespace(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
@@ -239,7 +240,7 @@ class JsonState {
 
   bool NumberMayEnd() const {
     return number_ == Number::kZero || number_ == Number::kInt || number_ == Number::kFraction ||
-           number_ == Number::kExponentInt;
+           number_ == Number::kExponentInt || number_ == Number::kExponentInt2;
   }
   // Whether b continues the number (else it may end it).
   bool FeedNumber(uint8_t b) {
@@ -282,8 +283,10 @@ class JsonState {
       case Number::kExponentSign:
       case Number::kExponentInt:
         if (!digit) return false;
-        number_ = Number::kExponentInt;
+        number_ = number_ == Number::kExponentInt ? Number::kExponentInt2 : Number::kExponentInt;
         return true;
+      case Number::kExponentInt2:
+        return false;
     }
     return false;
   }

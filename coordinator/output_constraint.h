@@ -100,7 +100,9 @@ class OutputConstraint {
   // The output is exactly one of `choices` (CheckGuidedChoices' error otherwise).
   static absl::StatusOr<std::unique_ptr<OutputConstraint>> Choice(std::vector<std::string> choices);
   // The output is one JSON object (RFC 8259; strings are valid UTF-8): its '{' first, the
-  // whitespace inside it limited as above, nothing after its closing brace.
+  // whitespace inside it limited as above, nothing after its closing brace; a number's
+  // exponent has at most 2 digits (1e999 would be inf to a reader, whose JSON writer then
+  // writes Infinity, which is not JSON).
   static std::unique_ptr<OutputConstraint> JsonObject();
 
   // Appends `bytes` to the output when the output stays a prefix of a sentence of the
