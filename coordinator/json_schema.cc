@@ -50,7 +50,9 @@ constexpr absl::string_view kStringChar =
     R"((?:[^"\\\x00-\x1F]|\\["\\/bfnrt])"
     R"(|\\u(?:[0-9A-Ca-cEFef][0-9A-Fa-f]{3}|[Dd][0-7][0-9A-Fa-f]{2})))";
 constexpr absl::string_view kUnsignedInteger = "(?:0|[1-9][0-9]{0,15})";
-constexpr absl::string_view kFractionExponent = R"((?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,3})?)";
+// At most two exponent digits: every number written is a finite double (1e999 would be inf
+// to a reader, whose JSON writer then writes Infinity, which is not JSON).
+constexpr absl::string_view kFractionExponent = R"((?:\.[0-9]{1,16})?(?:[eE][+-]?[0-9]{1,2})?)";
 constexpr absl::string_view kBooleanOrNull = "true|false|null";
 
 std::string AnyString() { return absl::StrCat("\"", kStringChar, "*\""); }
@@ -806,11 +808,13 @@ class Writer {
   }
 
   absl::Status String(const Json& s, std::string& out) {
-    if (const auto it = s.find("format"); it != s.end() && !s.contains("pattern")) {
-      return FormatString(s, *it, out);
-    }
+    // A format this does not know (pydantic's "password", "binary") is an annotation, as
+    // JSON Schema takes unknown formats: the string is served as without it.
+    const auto format = s.find("format");
+    const bool formatted = format != s.end() && !UnknownFormat(*format);
+    if (formatted && !s.contains("pattern")) return FormatString(s, *format, out);
     if (const auto it = s.find("pattern"); it != s.end()) {
-      if (s.contains("format")) return Error("pattern beside format is not served");
+      if (formatted) return Error("pattern beside format is not served");
       return Pattern(*it, s, out);
     }
     ASSIGN_OR_RETURN(const int min, Count(s, "minLength", 0));
@@ -933,9 +937,33 @@ class Writer {
     return absl::OkStatus();
   }
 
+  // Not one of JSON Schema's formats (2020-12, section 7.3): pydantic's "password" and
+  // "binary", say. Those of JSON Schema that are not served are refused, not let through.
+  static bool UnknownFormat(const Json& f) {
+    static constexpr std::string_view kJsonSchemaFormats[] = {
+        "date-time",    "date",          "time",
+        "duration",     "email",         "idn-email",
+        "hostname",     "idn-hostname",  "ipv4",
+        "ipv6",         "uri",           "uri-reference",
+        "iri",          "iri-reference", "uuid",
+        "uri-template", "json-pointer",  "relative-json-pointer",
+        "regex"};
+    return f.is_string() && std::find(std::begin(kJsonSchemaFormats), std::end(kJsonSchemaFormats),
+                                      f.get<std::string>()) == std::end(kJsonSchemaFormats);
+  }
+
   absl::StatusOr<std::string> Format(const Json& f) const {
-    const std::string date = "[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])";
-    const std::string time = R"((?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)"
+    // Dates of the calendar (days of each month, February 29 of leap years, no year 0) and
+    // times without a leap second: what Python's datetime and pydantic accept.
+    const std::string year = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)";
+    const std::string leap_year =
+        "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)";
+    const std::string date = absl::StrCat(
+        "(?:", year,
+        "-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+        "|02-(?:0[1-9]|1[0-9]|2[0-8]))|",
+        leap_year, "-02-29)");
+    const std::string time = R"((?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?)"
                              R"((?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))";
     const std::string hex = "[0-9A-Fa-f]";
     const std::string octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
@@ -973,12 +1001,17 @@ class Writer {
     if (name == "uri") {
       // http(s) URLs of RFC 3986's characters, each part bounded so that the whole is at
       // most 2,011 characters (pydantic's AnyUrl allows 2,083): a host name of at most 4
-      // labels or an IPv4 address, a port, at most 12 path segments of 32 characters, a query
-      // of 128 and a fragment of 64 (a character: unreserved, sub-delims, ':' '@', or %XX).
+      // labels, the last starting with a letter (WHATWG's parsers read a numeric last label
+      // as an IPv4 address), or an IPv4 address; a port up to 65535; at most 12 path
+      // segments of 32 characters, a query of 128 and a fragment of 64 (a character:
+      // unreserved, sub-delims, ':' '@', or %XX).
+      const std::string last_label = "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+      const std::string port =
+          "(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
       const std::string c = "(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})";
       const std::string cq = "(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})";
-      return absl::StrCat("https?://(?:", label, "(?:\\.", label, "){0,3}|", octet, "(?:\\.", octet,
-                          "){3})(?::[0-9]{1,5})?(?:/", c, "{0,32}){0,12}(?:\\?", cq,
+      return absl::StrCat("https?://(?:(?:", label, "\\.){0,3}", last_label, "|", octet, "(?:\\.",
+                          octet, "){3})(?::", port, ")?(?:/", c, "{0,32}){0,12}(?:\\?", cq,
                           "{0,128})?(?:#", cq, "{0,64})?");
     }
     if (name == "duration") {  // RFC 3339's ABNF (appendix A): whole numbers of each unit
@@ -989,6 +1022,7 @@ class Writer {
           absl::StrCat("(?:", d, "Y(?:", d, "M(?:", d, "D)?)?|", d, "M(?:", d, "D)?|", d, "D)");
       return absl::StrCat("P(?:", d, "W|", date, "(?:", time, ")?|", time, ")");
     }
+    if (!f.is_string()) return Error(absl::StrCat("format ", f.dump(), " is not a string"));
     return Error(absl::StrCat("format ", f.dump(),
                               " is not served (date, time, date-time, duration, email, "
                               "hostname, uri, uuid, ipv4 and ipv6 are)"));

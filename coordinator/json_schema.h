@@ -25,13 +25,16 @@
 //     ASCII and needing no escape, and every match within them), format (beside minLength
 //     or maxLength, of any size, when every form of the format is within them, as pydantic's
 //     AnyUrl's maxLength 2083 is):
-//     date, time, date-time (RFC 3339's forms; the calendar is not checked: 02-30 passes),
+//     date, time, date-time (RFC 3339's forms, dates of the calendar, no year 0 and no leap
+//     second: what Python's datetime and pydantic accept),
 //     duration (RFC 3339's ABNF: whole numbers of at most 9 digits), email (at most 4
 //     dot-atoms of at most 15 letters, digits and _%+-, '@', at most 3 RFC 1123 labels of at
 //     most 32 and a top-level name of 2 to 24 letters), hostname (2 to 4 RFC 1123 labels of
 //     at most 62), uri (http and https URLs of RFC 3986's characters, at most 2,011 of them;
-//     a host name or a dotted IPv4 address, any 5-digit port: as RFC 3986, wider than WHATWG
-//     URL parsers), uuid, ipv4, ipv6;
+//     a host name whose last label starts with a letter or a dotted IPv4 address, a port up
+//     to 65535: what WHATWG URL parsers and pydantic's AnyUrl accept), uuid, ipv4, ipv6;
+//     the other formats of JSON Schema are refused; formats it does not define
+//     (pydantic's password, binary) are annotations (the string is served as without them);
 //   integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (within +-10^15),
 //     multipleOf (a whole step up to 10^6: the multiples listed where the range holds at most
 //     256, else from 0 on, unbounded, by their last digits when the step divides 1000);
@@ -53,11 +56,11 @@
 //     it);
 //   - a string's \u escapes are of characters of the Basic Multilingual Plane (no surrogate
 //     halves: the others are written as UTF-8), so each is one character as lengths count;
-//   - integers have at most 16 digits, fractions 16, exponents 3 (unbounded integers fit
-//     int64 and a double's exact range); a number with bounds (but minimum 0 alone) is a
-//     decimal of at most 9 digits before the point and 6 after it, with no exponent (at most
-//     15 significant digits: two such decimals are two doubles, so a validator comparing
-//     doubles agrees with the exact comparison made here);
+//   - integers have at most 16 digits, fractions 16, exponents 2 (unbounded integers fit
+//     int64 and a double's exact range; every number is a finite double); a number with bounds (but
+//     minimum 0 alone) is a decimal of at most 9 digits before the point and 6 after it, with no
+//     exponent (at most 15 significant digits: two such decimals are two doubles, so a validator
+//     comparing doubles agrees with the exact comparison made here);
 //   - values nested deeper than kMaxJsonSchemaRecursion through a recursive $ref;
 //   - a value of any type ({}, true, an array without items, an object without properties or
 //     additionalProperties) nests at most kJsonSchemaAnyDepth containers deep.

@@ -51,10 +51,13 @@ TEST(JsonSchemaTest, ScalarsAreTheirJsonForms) {
     EXPECT_FALSE(Matches(s, bad)) << bad;
   }
   auto n = Compile(R"({"type": "number"})");
-  for (std::string_view ok : {"0", "-0", "12", "-3.25", "1e5", "2.5E-10", "1234567890123456"}) {
+  for (std::string_view ok :
+       {"0", "-0", "12", "-3.25", "1e5", "2.5E-10", "1234567890123456", "9.5e99", "1e-99"}) {
     EXPECT_TRUE(Matches(n, ok)) << ok;
   }
-  for (std::string_view bad : {"01", "+1", "1.", ".5", "1e", "--1", "NaN", "12345678901234567"}) {
+  // Exponents of two digits at most: 1e999 is no double (inf to a reader).
+  for (std::string_view bad :
+       {"01", "+1", "1.", ".5", "1e", "--1", "NaN", "12345678901234567", "1e999", "1e100"}) {
     EXPECT_FALSE(Matches(n, bad)) << bad;
   }
   auto i = Compile(R"({"type": "integer"})");
@@ -104,9 +107,10 @@ TEST(JsonSchemaTest, NumberBoundsAreExactOnDecimals) {
   for (std::string_view bad : {"0", "0.0", "-1", "1000000000", "1e3"}) {
     EXPECT_FALSE(Matches(open_above, bad)) << bad;
   }
-  // minimum 0 alone keeps every JSON form of a number >= 0.
+  // minimum 0 alone keeps every JSON form of a number >= 0 (exponents of 2 digits).
   auto non_negative = Compile(R"({"type": "number", "minimum": 0})");
-  EXPECT_TRUE(Matches(non_negative, "1e300"));
+  EXPECT_TRUE(Matches(non_negative, "1e99"));
+  EXPECT_FALSE(Matches(non_negative, "-1e99"));
 }
 
 TEST(JsonSchemaTest, StringLengthsCountCharactersNotBytes) {
@@ -191,8 +195,18 @@ TEST(JsonSchemaTest, FormatsHaveTheirForms) {
   EXPECT_TRUE(Matches(date, R"("2024-02-29")"));
   EXPECT_FALSE(Matches(date, R"("2024-13-01")"));
   EXPECT_FALSE(Matches(date, R"("2024-1-01")"));
+  // Dates of the calendar, as Python's datetime (and pydantic) read them.
+  for (std::string_view ok : {R"("2000-02-29")", R"("1996-02-29")", R"("0400-02-29")",
+                              R"("2023-04-30")", R"("2023-12-31")", R"("0001-01-01")"}) {
+    EXPECT_TRUE(Matches(date, ok)) << ok;
+  }
+  for (std::string_view bad : {R"("2023-02-29")", R"("1900-02-29")", R"("2024-02-30")",
+                               R"("2024-04-31")", R"("0000-01-01")", R"("0000-02-29")"}) {
+    EXPECT_FALSE(Matches(date, bad)) << bad;
+  }
   auto dt = Compile(R"({"type": "string", "format": "date-time"})");
-  EXPECT_TRUE(Matches(dt, R"("2024-02-29T23:59:60.5+05:30")"));
+  EXPECT_TRUE(Matches(dt, R"("2024-02-29T23:59:59.5+05:30")"));
+  EXPECT_FALSE(Matches(dt, R"("2024-02-29T23:59:60Z")")) << "no leap second (Python's datetime)";
   EXPECT_TRUE(Matches(dt, R"("2024-02-29T00:00:00Z")"));
   EXPECT_FALSE(Matches(dt, R"("2024-02-29T24:00:00Z")"));
   EXPECT_FALSE(Matches(dt, R"("2024-02-29T00:00:00")"));
@@ -203,6 +217,21 @@ TEST(JsonSchemaTest, FormatsHaveTheirForms) {
   EXPECT_TRUE(Matches(ip, R"("255.0.10.199")"));
   EXPECT_FALSE(Matches(ip, R"("256.0.0.1")"));
   EXPECT_FALSE(Matches(ip, R"("1.02.3.4")"));
+}
+
+// A format JSON Schema does not define is an annotation (its rule for unknown formats):
+// pydantic's SecretStr ("password") is a string, with its length bounds and beside a pattern.
+// (One of JSON Schema's own that is not served is refused: RefusedSchemasSayWhatAndWhere.)
+TEST(JsonSchemaTest, AnUnknownFormatIsAnAnnotation) {
+  auto secret = Compile(R"({"type": "string", "format": "password", "maxLength": 3})");
+  EXPECT_TRUE(Matches(secret, R"("abc")"));
+  EXPECT_FALSE(Matches(secret, R"("abcd")"));
+  auto coded = Compile(R"({"type": "string", "format": "binary", "pattern": "^[0-9]+$"})");
+  EXPECT_TRUE(Matches(coded, R"("42")"));
+  EXPECT_FALSE(Matches(coded, R"("4a")"));
+  EXPECT_THAT(Error(R"({"type": "string", "format": 7})"), HasSubstr("is not a string"));
+  EXPECT_THAT(Error(R"({"type": "string", "format": "date", "pattern": "^2"})"),
+              HasSubstr("pattern beside format is not served"));
 }
 
 // pydantic's EmailStr, AnyUrl / HttpUrl, IPv6Address and timedelta: email, uri (beside its
@@ -224,6 +253,15 @@ TEST(JsonSchemaTest, MoreFormatsHaveTheirForms) {
   }
   for (std::string_view bad : {R"("example.com")", R"("ftp://a.b")", R"("https://a b")",
                                R"("https://a.b/%zz")", R"("https://a.b/x y")"}) {
+    EXPECT_FALSE(Matches(url, bad)) << bad;
+  }
+  // What WHATWG's parsers (and pydantic's AnyUrl) refuse: a port past 65535, a numeric last
+  // label that is no IPv4 address.
+  EXPECT_TRUE(Matches(url, R"("http://localhost:65535")"));
+  EXPECT_TRUE(Matches(url, R"("http://1.2.3.4:0/")"));
+  for (std::string_view bad :
+       {R"("http://a:65536")", R"("http://a:99999")", R"("http://1.2.3.300/x")",
+        R"("http://999.1.1.1")", R"("http://a.b.123")"}) {
     EXPECT_FALSE(Matches(url, bad)) << bad;
   }
   auto ip = Compile(R"({"type": "string", "format": "ipv6"})");
