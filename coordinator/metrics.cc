@@ -101,7 +101,8 @@ class LiveGauges : public prometheus::Collectable {
     workers.name = "llmint8_workers";
     workers.help =
         "Workers by state: serving (group member), idle (spare), draining (shutting down), "
-        "held_by_another (another coordinator's group has it), not_answering";
+        "held_by_another (another coordinator's group has it), loading (still loading the shard "
+        "of a group that broke), not_answering";
     workers.type = prometheus::MetricType::Gauge;
     for (const auto& [state, count] : s.workers) {
       prometheus::ClientMetric& m = workers.metric.emplace_back();

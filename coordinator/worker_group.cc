@@ -68,6 +68,7 @@ const char* StateName(GroupState s) {
 const char* WorkerStateName(const WorkerStatus& w) {
   if (w.held_by_another) return "held_by_another";
   if (w.draining) return "draining";
+  if (w.loading) return "loading";
   if (!w.healthy) return "not_answering";
   return w.rank >= 0 ? "serving" : "idle";
 }
@@ -230,18 +231,22 @@ std::vector<int> WorkerGroup::Unanswered() const {
 
 std::string WorkerGroup::WaitingFor() const {
   absl::MutexLock lock(&mu_);
-  std::vector<int> silent, held, draining;
+  std::vector<int> silent, held, draining, loading;
   for (int i = 0; i < num_workers(); ++i) {
     const WorkerStatus& s = workers_[i].status;
     if (s.healthy) continue;
-    (s.held_by_another ? held : s.draining ? draining : silent).push_back(i);
+    (s.held_by_another ? held : s.draining ? draining : s.loading ? loading : silent).push_back(i);
   }
-  const size_t waiting = silent.size() + held.size() + draining.size();
+  const size_t waiting = silent.size() + held.size() + draining.size() + loading.size();
   if (waiting == 0) return "";
   std::string out = absl::StrCat(waiting, " of ", num_workers(), " workers");
   if (!silent.empty()) absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
   if (!draining.empty()) {
     absl::StrAppend(&out, "; shutting down: ", absl::StrJoin(draining, ", "));
+  }
+  if (!loading.empty()) {
+    absl::StrAppend(
+        &out, "; still loading the shard of a group that broke: ", absl::StrJoin(loading, ", "));
   }
   if (!held.empty()) {
     absl::StrAppend(&out, "; another coordinator's group holds ", absl::StrJoin(held, ", "),
@@ -385,7 +390,14 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
       // An idle worker shutting down cannot join (forming counts it as not answering).
       const bool draining = r.statuses[k].ok() && r.responses[k].draining();
       workers_[i].status.draining = draining;
-      if (expected_epoch < 0) healthy = healthy && !draining;
+      // Forming: a worker still loading a shard of ours (of a group that broke while it
+      // loaded) reports its free memory without what that load holds, which it frees at its
+      // next layer: it is waited for, not planned with (the plan would find too little memory
+      // and refuse the model). A loaded shard's bytes are in held_bytes; a loading one's not.
+      const bool loading = r.statuses[k].ok() && !held && theirs != 0 && !r.responses[k].loaded() &&
+                           r.responses[k].held_bytes() == 0;
+      workers_[i].status.loading = loading;
+      if (expected_epoch < 0) healthy = healthy && !draining && !loading;
       // Forming (never while ready), so any group of ours it holds is one we left.
       if (draining && expected_epoch < 0 && theirs != 0 &&
           worker::CoordinatorInstance(theirs) == instance_) {
@@ -410,6 +422,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
       }
       if (r.statuses[k].ok()) {
         workers_[i].held_epoch = r.responses[k].epoch();
+        workers_[i].process_id = r.responses[k].process_id();
         workers_[i].status.device = r.responses[k].device();
         workers_[i].status.memory_bytes = r.responses[k].memory_bytes();
         workers_[i].status.memory_pool = r.responses[k].memory_pool();
@@ -450,6 +463,15 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
         other_device.push_back(
             absl::StrCat("worker ", i, " (", workers_[i].address, ") runs on ", device));
         continue;
+      }
+      // One process listed twice (a host name and its address): it would be asked for two
+      // ranks, and the group would wait for ever for the second.
+      for (int j : candidates) {
+        if (workers_[i].process_id != 0 && workers_[j].process_id == workers_[i].process_id) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "workers ", j, " (", workers_[j].address, ") and ", i, " (", workers_[i].address,
+              ") are one process: list each worker once in --workers"));
+        }
       }
       candidates.push_back(i);
       reported.push_back(workers_[i].status.memory_bytes);
@@ -630,6 +652,25 @@ absl::Status WorkerGroup::Form() {
   // A member that began shutting down while the others loaded goes when it is idle: the group
   // re-forms (without it, or when it is back) rather than admit requests it would fail.
   if (!lost_while_loading.ok()) return lost_while_loading;
+  // One --model, but not one checkpoint (another version on one host's disk): the ranks'
+  // slices would not make one model, and the output would be wrong with no error. Refused as a
+  // model that does not load (tried again after a while, in case the files are made equal).
+  const std::string& first = r.responses[0].model_fingerprint();
+  std::vector<std::string> fingerprints;
+  bool differ = false;
+  for (int i = 0; i < n; ++i) {
+    const std::string& f = r.responses[i].model_fingerprint();
+    if (f.empty()) continue;  // an older worker
+    fingerprints.push_back(
+        absl::StrCat("worker ", members[i], " (", workers_[members[i]].address, ") has ", f));
+    differ = differ || (!first.empty() && f != first);
+  }
+  if (differ) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the workers loaded different checkpoints as ", options_.model, ": ",
+                     absl::StrJoin(fingerprints, ", "),
+                     " (model/checkpoint_fingerprint.h); give every worker the same files"));
+  }
   absl::MutexLock lock(&mu_);
   token_masks_ = true;
   for (int i = 0; i < n; ++i) token_masks_ = token_masks_ && r.responses[i].token_masks();
@@ -758,7 +799,18 @@ void WorkerGroup::MonitorLoop() {
                                 " (the coordinator tries again, at least every 30 s)")));
       const absl::Duration backoff = std::min(
           absl::Seconds(1) * (int64_t{1} << std::min(load_failures - 1, 5)), absl::Seconds(30));
-      if (!sleep(backoff)) break;
+      // The workers are probed meanwhile, as at any other time: one lost or shutting down
+      // ends the wait (forming then waits for it, and the refusal gives way).
+      const absl::Time retry_at = absl::Now() + backoff;
+      bool stopping = false;
+      while (absl::Now() < retry_at) {
+        if (!sleep(std::min(options_.probe_interval, retry_at - absl::Now()))) {
+          stopping = true;
+          break;
+        }
+        if (!Probe(All(), -1)) break;
+      }
+      if (stopping) break;
     } else {
       load_failures = 0;
       {

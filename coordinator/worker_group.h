@@ -98,6 +98,9 @@ struct WorkerStatus {
   // Another coordinator's group holds the worker (its lease runs): this one cannot take it.
   bool held_by_another = false;
   bool draining = false;  // shutting down (its Info said so)
+  // Still loading a shard of a group that broke (the load stops at its next layer): its
+  // memory report leaves out what that load holds, so forming waits for it.
+  bool loading = false;
   std::string device;
   int64_t weight_bytes = 0;
   int64_t kv_cache_bytes = 0;
@@ -108,8 +111,8 @@ struct WorkerStatus {
 // serving, an idle spare, shutting down, held by another coordinator's group, or not
 // answering (unreachable, or a member not in the group it should be in).
 const char* WorkerStateName(const WorkerStatus& w);
-inline constexpr const char* kWorkerStateNames[] = {"serving", "idle", "draining",
-                                                    "held_by_another", "not_answering"};
+inline constexpr const char* kWorkerStateNames[] = {"serving",         "idle",    "draining",
+                                                    "held_by_another", "loading", "not_answering"};
 
 class WorkerGroup : public StepGroup {
  public:
@@ -165,6 +168,7 @@ class WorkerGroup : public StepGroup {
     WorkerStatus status;
     int64_t held_epoch = 0;  // the group (wire epoch) its last answer said it holds; 0: none
     int missed_probes = 0;   // a ready member's probes in a row that timed out
+    uint64_t process_id = 0;  // its Info's (0: not known)
   };
 
   void MonitorLoop();

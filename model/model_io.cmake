@@ -25,6 +25,10 @@ target_link_libraries(llmint8_model_io PRIVATE ${OpenMP_CXX_LIBRARIES})
 llmint8_cc_library(NAME int8_checkpoint SRCS int8_checkpoint.cc
                    DEPS llmint8::model_io llmint8::kernels nlohmann_json::nlohmann_json)
 
+# What a group's workers compare: one checkpoint under one --model on every host.
+llmint8_cc_library(NAME checkpoint_fingerprint SRCS checkpoint_fingerprint.cc
+                   DEPS llmint8::model_io absl::strings)
+
 # What --model names (a directory or synthetic:<preset>,...), opened.
 llmint8_cc_library(NAME model_spec SRCS model_spec.cc
                    DEPS llmint8::model_io llmint8::common absl::strings)
@@ -37,6 +41,8 @@ llmint8_cc_test(NAME safetensors_test SRCS safetensors_test.cc DEPS llmint8::mod
 llmint8_cc_test(NAME synthetic_test SRCS synthetic_test.cc DEPS llmint8::model_io LABELS model)
 # --model specs: synthetic overrides and their bounds.
 llmint8_cc_test(NAME model_spec_test SRCS model_spec_test.cc DEPS llmint8::model_spec LABELS model)
+llmint8_cc_test(NAME checkpoint_fingerprint_test SRCS checkpoint_fingerprint_test.cc
+                DEPS llmint8::checkpoint_fingerprint LABELS model)
 llmint8_cc_test(NAME int8_checkpoint_test SRCS int8_checkpoint_test.cc
                 DEPS llmint8::int8_checkpoint LABELS model)
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <new>
 #include <optional>
 #include <span>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -20,6 +22,7 @@
 #include "common/log.h"
 #include "common/sampling_limits.h"
 #include "common/status_macros.h"
+#include "model/checkpoint_fingerprint.h"
 #include "model/model_spec.h"
 #include "model/shard_plan.h"
 #include "model/tensor_names.h"
@@ -137,8 +140,9 @@ absl::Time LeaseNow() {
 
 WorkerService::WorkerService(WorkerOptions options)
     : options_(std::move(options)),
-      memory_pool_(MemoryPool(options_.device, options_.cuda_device, options_.memory_limit_bytes)) {
-}
+      memory_pool_(MemoryPool(options_.device, options_.cuda_device, options_.memory_limit_bytes)),
+      process_id_(absl::Uniform<uint64_t>(absl::IntervalClosed, absl::BitGen(), 1,
+                                          std::numeric_limits<uint64_t>::max())) {}
 
 WorkerService::~WorkerService() {
   absl::MutexLock lock(&mu_);
@@ -198,6 +202,7 @@ grpc::Status WorkerService::Info(grpc::ServerContext*, const v1::WorkerInfoReque
     }
   }
   resp->set_device(options_.device);
+  resp->set_process_id(process_id_);
   LoadedDevice loaded;
   {
     absl::MutexLock lock(&device_mu_);
@@ -318,6 +323,10 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   const std::string who = absl::StrCat("shard ", req.rank() + 1, "/", req.world_size());
 
   ASSIGN_OR_RETURN(model::OpenedModel opened, model::OpenModelSpec(req.model()));
+  // What the coordinator compares across the group: the same checkpoint on every worker.
+  ASSIGN_OR_RETURN(const std::string fingerprint,
+                   model::CheckpointFingerprint(opened.config, *opened.source));
+  LLMINT8_LOG(INFO) << who << ": " << opened.source->Describe() << ", fingerprint " << fingerprint;
   if (precision != model::Precision::kInt8 && model::IsPreQuantized(opened)) {
     LLMINT8_LOG(WARNING) << who << ": " << model::PreQuantizedAsWarning(req.model(), req.dtype());
   }
@@ -413,6 +422,7 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   resp.set_total_bytes(mem.total());
   resp.set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
   resp.set_token_masks(true);
+  resp.set_model_fingerprint(fingerprint);
   int64_t usable = UsableMemoryBytes(std::string(model::DeviceName(device)), cuda_device,
                                      options_.memory_limit_bytes, mem.total());
   if (usable > 0) {

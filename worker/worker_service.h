@@ -137,6 +137,7 @@ class WorkerService final : public v1::Worker::Service {
   mutable absl::Mutex device_mu_;
   LoadedDevice loaded_device_ ABSL_GUARDED_BY(device_mu_);
   // What Info reports, readable while a long Step holds mu_ (health probes must not wait).
+  const uint64_t process_id_;  // WorkerInfoResponse.process_id
   std::atomic<int64_t> published_epoch_{0};
   std::atomic<bool> published_loaded_{false};
   std::atomic<int> published_rank_{0};

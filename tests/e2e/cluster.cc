@@ -158,9 +158,9 @@ int FreePort(int count) {
   return port;
 }
 
-Process::Process(std::vector<std::string> args, std::string log_path,
-                 std::vector<std::string> env) {
-  args.insert(args.begin(), LlmintBinary());
+Process::Process(std::vector<std::string> args, std::string log_path, std::vector<std::string> env,
+                 const std::string& cwd) {
+  args.insert(args.begin(), std::filesystem::absolute(LlmintBinary()).string());
   // Built before fork: the child of a multi-threaded process may only exec.
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::string_view(*e).substr(0, 16) != "LLMINT8_API_KEY=") env.emplace_back(*e);
@@ -171,6 +171,7 @@ Process::Process(std::vector<std::string> args, std::string log_path,
   pid_ = fork();
   if (pid_ == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
     int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
@@ -223,6 +224,9 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
     worker_ports_.push_back(FreePort());
     addresses.push_back(worker_address(i));
   }
+  if (options_.list_worker0_twice && options_.workers > 0) {
+    addresses.push_back(absl::StrCat("localhost:", worker_ports_[0]));
+  }
   workers_.resize(options_.workers);
   if (options_.start_workers) {
     for (int i = 0; i < options_.workers; ++i) StartWorker(i);
@@ -233,14 +237,14 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {
                        absl::StrCat("--dtype=", options_.dtype)};
   for (const std::string& f : options_.extra_coordinator_flags) coordinator_args_.push_back(f);
   coordinator_ = std::make_unique<Process>(coordinator_args_, log_dir_ + "/coordinator.log",
-                                           options_.coordinator_env);
+                                           options_.coordinator_env, options_.coordinator_cwd);
   std::fprintf(stderr, "cluster logs in %s\n", log_dir_.c_str());
 }
 
 void Cluster::RestartCoordinator(int signal) {
   coordinator_->Kill(signal);
   coordinator_ = std::make_unique<Process>(coordinator_args_, log_dir_ + "/coordinator.log",
-                                           options_.coordinator_env);
+                                           options_.coordinator_env, options_.coordinator_cwd);
 }
 
 Cluster::~Cluster() {
@@ -256,7 +260,10 @@ void Cluster::StartWorker(int rank, const std::vector<std::string>& extra) {
   std::vector<std::string> args = {"worker", absl::StrCat("--listen=", worker_address(rank))};
   for (const std::string& f : options_.extra_worker_flags) args.push_back(f);
   for (const std::string& f : extra) args.push_back(f);
-  workers_[rank] = std::make_unique<Process>(args, absl::StrCat(log_dir_, "/worker", rank, ".log"));
+  const std::string cwd =
+      static_cast<size_t>(rank) < options_.worker_cwds.size() ? options_.worker_cwds[rank] : "";
+  workers_[rank] = std::make_unique<Process>(args, absl::StrCat(log_dir_, "/worker", rank, ".log"),
+                                             std::vector<std::string>{}, cwd);
 }
 
 void Cluster::KillWorker(int rank, int signal) {

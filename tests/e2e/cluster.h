@@ -30,7 +30,9 @@ int FreePort(int count = 1);
 // run would lock out the tests' clients), plus `env` ("NAME=value" entries).
 class Process {
  public:
-  Process(std::vector<std::string> args, std::string log_path, std::vector<std::string> env = {});
+  // `cwd`: the directory it runs in (empty: this process's).
+  Process(std::vector<std::string> args, std::string log_path, std::vector<std::string> env = {},
+          const std::string& cwd = "");
   ~Process();               // Kill(SIGTERM) and reap
   void Kill(int signal);    // signals and reaps (waits for the exit)
   void Signal(int signal);  // signals only
@@ -51,6 +53,13 @@ struct ClusterOptions {
   std::vector<std::string> extra_worker_flags;
   bool start_workers = true;
   std::vector<std::string> coordinator_env;  // "NAME=value" for the coordinator process
+  // The coordinator's --workers lists worker 0 once more, last, as localhost:<its port>: one
+  // process under two names.
+  bool list_worker0_twice = false;
+  // Where the coordinator and each worker (by rank) run (empty: here), for relative --model
+  // paths that name other files in each.
+  std::string coordinator_cwd;
+  std::vector<std::string> worker_cwds;
 };
 
 class Cluster {

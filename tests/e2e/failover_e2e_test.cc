@@ -350,6 +350,28 @@ TEST(WorkerFailureE2ETest, IdleWorkerReplacesLostMemberUnderSmallestGroup) {
   EXPECT_THAT(after.tokens, ElementsAreArray(before.tokens));  // the same model, TP and dtype
 }
 
+// One worker listed twice under two names (here 127.0.0.1 and localhost): the coordinator
+// refuses to form a group of it, naming both, instead of waiting for ever for the second rank.
+TEST(WorkerFailureE2ETest, OneWorkerListedUnderTwoNamesIsRefused) {
+  ClusterOptions options;
+  options.model = SourcePath(kTinyModel);
+  options.workers = 1;
+  options.list_worker0_twice = true;
+  Cluster cluster(options);
+  Generated refused;
+  for (int i = 0; i < 100; ++i) {  // until the first choice is made
+    refused = Generate(*cluster.NewStub(), GreedyRequest({2, 100}, 4), 5);
+    if (refused.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(),
+              ::testing::HasSubstr(
+                  absl::StrCat("workers 0 (", cluster.worker_address(0), ") and 1 (localhost:")));
+  EXPECT_THAT(refused.status.error_message(), ::testing::HasSubstr("are one process"));
+}
+
 // A member that misses one probe (frozen for 1.5 s: a probe of 1 s times out, the next one is
 // answered) stays in the group: the group is not broken, and no worker loads its shard again.
 TEST(WorkerFailureE2ETest, AMemberThatMissesOneProbeStaysInTheGroup) {
@@ -641,6 +663,50 @@ std::string TruncatedTinyModel() {
   return dir;
 }
 
+// One --model naming different checkpoints on different workers (here a relative path, read
+// in each worker's own directory; on a cluster, another version on one host's disk): the
+// group is refused, naming each worker's checkpoint, instead of serving a model that is
+// neither (each rank's slices from another checkpoint, the output wrong with no error).
+TEST(BrokenModelE2ETest, WorkersThatLoadedDifferentCheckpointsAreRefused) {
+  std::string root = ::testing::TempDir() + "/llmint8-two-models-XXXXXX";
+  ASSERT_NE(mkdtemp(root.data()), nullptr);
+  for (const char* host : {"a", "b"}) {
+    std::filesystem::create_directories(absl::StrCat(root, "/", host));
+    std::filesystem::copy(SourcePath(kTinyModel), absl::StrCat(root, "/", host, "/model"),
+                          std::filesystem::copy_options::recursive);
+  }
+  {
+    // b's last weight differs in its lowest bits (a last row's last elements are sampled).
+    const std::string path = root + "/b/model/model.safetensors";
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-4, std::ios::end);
+    const char byte = static_cast<char>(f.get() ^ 1);
+    f.seekp(-4, std::ios::end);
+    f.put(byte);
+  }
+  ClusterOptions options;
+  options.model = "model";
+  options.coordinator_cwd = root + "/a";
+  options.worker_cwds = {root + "/a", root + "/b"};
+  Cluster cluster(options);
+  Generated refused;
+  for (int i = 0; i < 300; ++i) {  // until the first group is loaded and compared
+    refused = Generate(*cluster.NewStub(), GreedyRequest({2, 100}, 4), 5);
+    if (refused.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(),
+              ::testing::HasSubstr("the workers loaded different checkpoints as model"));
+  EXPECT_THAT(
+      refused.status.error_message(),
+      ::testing::HasSubstr(absl::StrCat("worker 1 (", cluster.worker_address(1), ") has ")));
+  EXPECT_EQ(HealthStatus(cluster.address()), 2);
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
+
 TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
   const std::string dir = TruncatedTinyModel();
   ASSERT_FALSE(dir.empty());
@@ -666,10 +732,27 @@ TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
   EXPECT_EQ(HealthStatus(cluster.address(), nullptr, "liveness"), 1);
 
   // A worker gone (restarted to mend its volume, say): the refusal is stale, and requests
-  // wait for the workers again (here until their deadline) rather than fail with it.
+  // wait for the workers again (here until their deadline) rather than fail with it. The
+  // workers are probed while the coordinator waits to try the load again (8 s after the
+  // fourth failure): the loss is seen within a probe or two, not after that wait.
+  const std::string worker0_log = cluster.log_dir() + "/worker0.log";
+  for (int i = 0; i < 300; ++i) {
+    const std::string log = ReadFileToString(worker0_log).value_or("");
+    size_t failures = 0;
+    for (size_t at = log.find(") failed: "); at != std::string::npos;
+         at = log.find(") failed: ", at + 1)) {
+      ++failures;
+    }
+    if (failures >= 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto killed_at = std::chrono::steady_clock::now();
   cluster.KillWorker(1, SIGKILL);
   EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log",
                              "worker group: broken: UNAVAILABLE: waiting for", 40));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count(),
+            4.0)
+      << "the loss was seen only after the retry's wait";
   Generated waited_for = Generate(*cluster.NewStub(), GreedyRequest(prompt, 4), 1.0);
   EXPECT_EQ(waited_for.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << waited_for.status.error_message();

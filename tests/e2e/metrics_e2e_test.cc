@@ -36,6 +36,7 @@ TEST(MetricsE2ETest, CountersMatchTheRequestsAndGaugesFollowTheGroup) {
   EXPECT_EQ(Sample(before, "llmint8_worker_group_size"), 2);
   EXPECT_EQ(Sample(before, "llmint8_workers{state=\"serving\"}"), 2);
   EXPECT_EQ(Sample(before, "llmint8_workers{state=\"held_by_another\"}"), 0);
+  EXPECT_EQ(Sample(before, "llmint8_workers{state=\"loading\"}"), 0);
   EXPECT_EQ(Sample(before, "llmint8_generated_tokens_total"), 0);
   EXPECT_EQ(Sample(before, "llmint8_scheduler_steps_total"), 0);
   EXPECT_EQ(HealthCode(metrics_port), 200);
