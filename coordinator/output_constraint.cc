@@ -234,6 +234,7 @@ class JsonState {
         if (!IsDigit(b)) return false;
         mode_ = Mode::kNumber;
         number_ = b == '0' ? Number::kZero : Number::kInt;
+        int_digits_ = 1;
         return true;
     }
   }
@@ -250,10 +251,15 @@ class JsonState {
       case Number::kMinus:
         if (!digit) return false;
         number_ = b == '0' ? Number::kZero : Number::kInt;
+        int_digits_ = 1;
         return true;
       case Number::kZero:
       case Number::kInt:
-        if (digit && number_ == Number::kInt) return true;
+        if (digit && number_ == Number::kInt) {
+          if (int_digits_ == kMaxJsonIntegerDigits) return false;
+          ++int_digits_;
+          return true;
+        }
         if (b == '.') {
           number_ = Number::kDot;
           return true;
@@ -382,6 +388,7 @@ class JsonState {
   uint8_t depth_ = 0;
   Mode mode_ = Mode::kStart;
   Number number_ = Number::kInt;
+  uint8_t int_digits_ = 0;  // the number's integer digits so far (<= kMaxJsonIntegerDigits)
   bool in_key_ = false;
   bool escape_ = false;
   uint8_t hex_left_ = 0;

@@ -87,6 +87,9 @@ inline constexpr int kMaxGuidedChoicesTotalBytes = 16384;
 // indents a pretty-printed object 15 levels deep by 2).
 inline constexpr int kMaxJsonDepth = 64;
 inline constexpr int kMaxJsonWhitespaceRun = 32;
+// A json_object number's integer digits at most: with 2 exponent digits, below 10^299, a
+// finite double.
+inline constexpr int kMaxJsonIntegerDigits = 200;
 inline constexpr int kMaxJsonScansKept = 4096;
 
 // InvalidArgument unless `choices` are 1 to kMaxGuidedChoices non-empty strings of at most
@@ -100,9 +103,9 @@ class OutputConstraint {
   // The output is exactly one of `choices` (CheckGuidedChoices' error otherwise).
   static absl::StatusOr<std::unique_ptr<OutputConstraint>> Choice(std::vector<std::string> choices);
   // The output is one JSON object (RFC 8259; strings are valid UTF-8): its '{' first, the
-  // whitespace inside it limited as above, nothing after its closing brace; a number's
-  // exponent has at most 2 digits (1e999 would be inf to a reader, whose JSON writer then
-  // writes Infinity, which is not JSON).
+  // whitespace inside it limited as above, nothing after its closing brace; a number has at
+  // most kMaxJsonIntegerDigits integer digits and 2 exponent digits (1e999 would be inf to a
+  // reader, whose JSON writer then writes Infinity, which is not JSON).
   static std::unique_ptr<OutputConstraint> JsonObject();
 
   // Appends `bytes` to the output when the output stays a prefix of a sentence of the
