@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -111,6 +112,11 @@ TEST(OutputConstraintTest, JsonObjectNumbersAreFiniteDoubles) {
   for (std::string_view bad : {R"({"a":1e999})", R"({"a":1e100})", R"({"a":1E-308})"}) {
     EXPECT_FALSE(JsonObjectTakes(bad)) << bad;
   }
+  // At most kMaxJsonIntegerDigits integer digits: 10^400 is no double either.
+  const std::string most(kMaxJsonIntegerDigits, '9');
+  EXPECT_TRUE(JsonObjectTakes(absl::StrCat(R"({"a":-)", most, ".5e99}")));
+  EXPECT_FALSE(JsonObjectTakes(absl::StrCat(R"({"a":)", most, "9}")));
+  EXPECT_FALSE(JsonObjectTakes(absl::StrCat(R"({"a":1)", std::string(400, '0'), ".0}")));
 }
 
 TEST(OutputConstraintTest, JsonObjectEndsAtItsClosingBraceOnly) {

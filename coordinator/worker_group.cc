@@ -229,6 +229,15 @@ std::vector<int> WorkerGroup::Unanswered() const {
   return out;
 }
 
+std::vector<int> WorkerGroup::Away() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int> out;
+  for (int i = 0; i < num_workers(); ++i) {
+    if (!workers_[i].status.healthy && !workers_[i].status.loading) out.push_back(i);
+  }
+  return out;
+}
+
 std::string WorkerGroup::WaitingFor() const {
   absl::MutexLock lock(&mu_);
   std::vector<int> silent, held, draining, loading;
@@ -367,9 +376,10 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
       const int i = probed[k];
       // A ready member whose probe timed out is asked again before it counts as gone: one
       // slow answer (a loaded host, a retransmitted packet) is no reason to fail the running
-      // requests and have every worker load its shard again. Two in a row (about 2.5 s, less
-      // than the lease) are; a refused connection (the process is gone) is at once.
-      if (expected_epoch >= 0 &&
+      // requests and have every worker load its shard again. Two in a row (about 2.5 s) are,
+      // when the lease outlasts them (MayMissAProbe); a refused connection (the process is
+      // gone) is at once.
+      if (expected_epoch >= 0 && MayMissAProbe() &&
           r.statuses[k].error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
           ++workers_[i].missed_probes < kProbesMissedToLeave) {
         LLMINT8_LOG(WARNING) << "worker " << i << " (" << workers_[i].address
@@ -655,7 +665,7 @@ absl::Status WorkerGroup::Form() {
   // One --model, but not one checkpoint (another version on one host's disk): the ranks'
   // slices would not make one model, and the output would be wrong with no error. Refused as a
   // model that does not load (tried again after a while, in case the files are made equal).
-  const std::string& first = r.responses[0].model_fingerprint();
+  std::string first;  // the first member's that has one
   std::vector<std::string> fingerprints;
   bool differ = false;
   for (int i = 0; i < n; ++i) {
@@ -663,7 +673,8 @@ absl::Status WorkerGroup::Form() {
     if (f.empty()) continue;  // an older worker
     fingerprints.push_back(
         absl::StrCat("worker ", members[i], " (", workers_[members[i]].address, ") has ", f));
-    differ = differ || (!first.empty() && f != first);
+    if (first.empty()) first = f;
+    differ = differ || f != first;
   }
   if (differ) {
     return absl::InvalidArgumentError(
@@ -753,8 +764,9 @@ void WorkerGroup::MonitorLoop() {
       if (!partial.ok()) {
         std::string waiting = WaitingFor();
         // A refusal (the model did not load, or did not fit) is stale once a worker is gone:
-        // the requests wait for the workers again instead of failing with it.
-        if (state() == GroupState::kRefused) {
+        // the requests wait for the workers again instead of failing with it. Not for one
+        // still stopping the refused load (it will be back, and the refusal holds).
+        if (state() == GroupState::kRefused && !Away().empty()) {
           Break(absl::UnavailableError(absl::StrCat("waiting for ", waiting)));
         }
         if (waiting != waiting_logged) {
@@ -800,7 +812,10 @@ void WorkerGroup::MonitorLoop() {
       const absl::Duration backoff = std::min(
           absl::Seconds(1) * (int64_t{1} << std::min(load_failures - 1, 5)), absl::Seconds(30));
       // The workers are probed meanwhile, as at any other time: one lost or shutting down
-      // ends the wait (forming then waits for it, and the refusal gives way).
+      // since ends the wait (forming then waits for it, and the refusal gives way). Not one
+      // that was away already (a dead spare under --group=smallest), nor one still stopping
+      // the refused load.
+      const std::vector<int> away_before = Away();
       const absl::Time retry_at = absl::Now() + backoff;
       bool stopping = false;
       while (absl::Now() < retry_at) {
@@ -808,7 +823,13 @@ void WorkerGroup::MonitorLoop() {
           stopping = true;
           break;
         }
-        if (!Probe(All(), -1)) break;
+        Probe(All(), -1);
+        const std::vector<int> away = Away();
+        if (std::any_of(away.begin(), away.end(), [&](int i) {
+              return std::find(away_before.begin(), away_before.end(), i) == away_before.end();
+            })) {
+          break;
+        }
       }
       if (stopping) break;
     } else {

@@ -197,8 +197,18 @@ class WorkerGroup : public StepGroup {
   void RenewUntil(const std::vector<int>& workers, int64_t wire_epoch, absl::Notification& done,
                   FormWatch& watch);
   static constexpr int kSilentProbes = 4;
-  // Timed-out probes in a row after which a ready member counts as gone (Probe).
+  // Timed-out probes in a row after which a ready member counts as gone (Probe), when
+  // MayMissAProbe; else the first.
   static constexpr int kProbesMissedToLeave = 2;
+  // Whether the members' lease outlasts the gap between two renewals with a timed-out probe
+  // between them, kProbesMissedToLeave x (probe_interval + probe_timeout), with a probe
+  // interval to spare (a second coordinator could take a member in the gap otherwise): with
+  // the defaults (3 s > 2.75 s) it does; with --worker_lease=2s the first miss counts.
+  bool MayMissAProbe() const {
+    return options_.lease >
+           (options_.probe_interval + options_.probe_timeout) * kProbesMissedToLeave +
+               options_.probe_interval;
+  }
   // Why a fan-out to the group formed at `epoch` should stop waiting: CANCELLED when the
   // coordinator stops, UNAVAILABLE (naming the members that stopped answering) when that group
   // broke or re-formed; else OK.
@@ -221,6 +231,9 @@ class WorkerGroup : public StepGroup {
   std::vector<int> Members() const;
   // Workers whose last probe did not answer.
   std::vector<int> Unanswered() const;
+  // Of those, the ones gone or kept away (silent, shutting down, held by another coordinator):
+  // all but those still loading a broken group's shard, which will be back.
+  std::vector<int> Away() const;
   // `only_at_epoch`: no change unless the group is still that one (a call to a group that
   // re-formed meanwhile must not break the new group).
   void SetState(GroupState state, const absl::Status& why,

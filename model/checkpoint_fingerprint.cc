@@ -47,7 +47,12 @@ absl::Status AddSample(const CheckpointSource& source, const std::string& name, 
 absl::StatusOr<std::string> CheckpointFingerprint(const OptConfig& config,
                                                   const CheckpointSource& source) {
   Fnv1a hash;
-  hash.Add(OptConfigToJson(config));
+  // The architecture, not how the files were made: _name_or_path is the path they were saved
+  // from, and torch_dtype what they were saved as (the tensors' own dtypes are hashed below).
+  OptConfig architecture = config;
+  architecture.name.clear();
+  architecture.torch_dtype = OptConfig().torch_dtype;
+  hash.Add(OptConfigToJson(architecture));
   std::vector<std::string> names = source.TensorNames();
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {

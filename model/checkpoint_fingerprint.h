@@ -1,10 +1,11 @@
-// A fingerprint of a checkpoint: its config and each tensor's name, dtype, shape and a sample
-// of its values (the first and the last row's first and last 16), hashed (64-bit FNV-1a).
-// Equal on two hosts that hold the same files (or the same synthetic spec); different, but
-// for a 2^-64 chance, where a config field, a tensor's shape or dtype, or a sampled value
-// differs: two fine-tunes of one architecture differ in every tensor's values. The workers
-// of a group report theirs at LoadShard, and the coordinator refuses a group whose workers
-// loaded different checkpoints under the same --model (another version on one host's disk).
+// A fingerprint of a checkpoint: its config's architecture (not _name_or_path or
+// torch_dtype) and each tensor's name, dtype, shape and a sample of its values (the first and the
+// last row's first and last 16), hashed (64-bit FNV-1a). Equal on two hosts that hold the same
+// files (or the same synthetic spec); different, but for a 2^-64 chance, where a config field, a
+// tensor's shape or dtype, or a sampled value differs: two fine-tunes of one architecture differ in
+// every tensor's values. The workers of a group report theirs at LoadShard, and the coordinator
+// refuses a group whose workers loaded different checkpoints under the same --model (another
+// version on one host's disk).
 //
 // Cost: two small reads per tensor (a few thousand for OPT-175B).
 #ifndef LLMINT8_MODEL_CHECKPOINT_FINGERPRINT_H_

@@ -39,6 +39,11 @@ TEST(CheckpointFingerprintTest, SyntheticWeightsAreTheirSpec) {
   OptConfig longer = c;
   longer.max_position_embeddings += 1;  // the config counts, though no sampled value changed
   EXPECT_NE(a, Fingerprint(longer, *MakeSyntheticSource(c, seed1).value()));
+  // Where the files were saved from, and as what, do not (the tensors' dtypes do).
+  OptConfig resaved = c;
+  resaved.name = "/home/someone/opt-local-copy";
+  resaved.torch_dtype = DType::kBF16;
+  EXPECT_EQ(a, Fingerprint(resaved, *MakeSyntheticSource(c, seed1).value()));
 }
 
 // Two copies of one file agree; a file whose sampled value differs (the last row's last

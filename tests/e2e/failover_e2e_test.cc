@@ -707,6 +707,34 @@ TEST(BrokenModelE2ETest, WorkersThatLoadedDifferentCheckpointsAreRefused) {
   std::filesystem::remove_all(root, ec);
 }
 
+// The load is tried again after 1, 2, 4 ... s, and a worker that was away all along (a dead
+// spare under --group=smallest) does not cut those waits short: in 8 s, at most 4 tries.
+TEST(BrokenModelE2ETest, ADeadSpareDoesNotCutTheRetryWaitShort) {
+  const std::string dir = TruncatedTinyModel();
+  ASSERT_FALSE(dir.empty());
+  ClusterOptions options = SmallestGroupOfThree();
+  options.model = dir;
+  options.start_workers = false;
+  Cluster cluster(options);
+  cluster.StartWorker(0);
+  cluster.StartWorker(1);  // worker 2 never starts
+  ASSERT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log", "worker group: refused", 30));
+  std::this_thread::sleep_for(std::chrono::seconds(8));
+  size_t tries = 0;
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string log =
+        ReadFileToString(absl::StrCat(cluster.log_dir(), "/worker", rank, ".log")).value_or("");
+    for (size_t at = log.find(") failed: "); at != std::string::npos;
+         at = log.find(") failed: ", at + 1)) {
+      ++tries;
+    }
+  }
+  EXPECT_GE(tries, 2u) << "the load was not tried again";
+  EXPECT_LE(tries, 4u) << "the retries did not wait 1, 2, 4 ... s";
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
   const std::string dir = TruncatedTinyModel();
   ASSERT_FALSE(dir.empty());
