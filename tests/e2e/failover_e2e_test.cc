@@ -298,6 +298,29 @@ v1::ModelInfo ModelInfo(v1::Generation::Stub& stub) {
 }
 
 // The member of a one-worker group, as an index into the cluster's workers; -1 if none.
+// A Generate sent until it is refused FAILED_PRECONDITION (once the group was chosen, or
+// loaded), at most 300 times; the last answer.
+Generated AwaitRefusal(const Cluster& cluster) {
+  Generated refused;
+  for (int i = 0; i < 300; ++i) {
+    refused = Generate(*cluster.NewStub(), GreedyRequest({2, 100}, 4), 5);
+    if (refused.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return refused;
+}
+
+// The failed LoadShard calls a worker's log shows.
+size_t LoadFailures(const std::string& log_path) {
+  const std::string log = ReadFileToString(log_path).value_or("");
+  size_t failures = 0;
+  for (size_t at = log.find(") failed: "); at != std::string::npos;
+       at = log.find(") failed: ", at + 1)) {
+    ++failures;
+  }
+  return failures;
+}
+
 int SoleMember(const Cluster& cluster, const v1::ModelInfo& info, int workers) {
   if (info.tensor_parallel() != 1) return -1;
   for (const v1::WorkerInfo& w : info.workers()) {
@@ -358,12 +381,7 @@ TEST(WorkerFailureE2ETest, OneWorkerListedUnderTwoNamesIsRefused) {
   options.workers = 1;
   options.list_worker0_twice = true;
   Cluster cluster(options);
-  Generated refused;
-  for (int i = 0; i < 100; ++i) {  // until the first choice is made
-    refused = Generate(*cluster.NewStub(), GreedyRequest({2, 100}, 4), 5);
-    if (refused.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const Generated refused = AwaitRefusal(cluster);
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << refused.status.error_message();
   EXPECT_THAT(refused.status.error_message(),
@@ -441,12 +459,7 @@ TEST(WorkerFailureE2ETest, ASmallestGroupLeavesOutWorkersOnAnotherDevice) {
   ClusterOptions options = SmallestGroupOfThree();
   options.extra_coordinator_flags.push_back("--device=cuda");  // the workers run on cpu
   Cluster cluster(options);
-  Generated refused;
-  for (int i = 0; i < 100; ++i) {  // until the first choice is made
-    refused = Generate(*cluster.NewStub(), GreedyRequest({2, 100}, 4), 5);
-    if (refused.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const Generated refused = AwaitRefusal(cluster);
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << refused.status.error_message();
   EXPECT_THAT(refused.status.error_message(), ::testing::HasSubstr("no worker runs on cuda"));
@@ -689,12 +702,7 @@ TEST(BrokenModelE2ETest, WorkersThatLoadedDifferentCheckpointsAreRefused) {
   options.coordinator_cwd = root + "/a";
   options.worker_cwds = {root + "/a", root + "/b"};
   Cluster cluster(options);
-  Generated refused;
-  for (int i = 0; i < 300; ++i) {  // until the first group is loaded and compared
-    refused = Generate(*cluster.NewStub(), GreedyRequest({2, 100}, 4), 5);
-    if (refused.status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const Generated refused = AwaitRefusal(cluster);  // once the group is loaded and compared
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << refused.status.error_message();
   EXPECT_THAT(refused.status.error_message(),
@@ -722,12 +730,7 @@ TEST(BrokenModelE2ETest, ADeadSpareDoesNotCutTheRetryWaitShort) {
   std::this_thread::sleep_for(std::chrono::seconds(8));
   size_t tries = 0;
   for (int rank = 0; rank < 2; ++rank) {
-    const std::string log =
-        ReadFileToString(absl::StrCat(cluster.log_dir(), "/worker", rank, ".log")).value_or("");
-    for (size_t at = log.find(") failed: "); at != std::string::npos;
-         at = log.find(") failed: ", at + 1)) {
-      ++tries;
-    }
+    tries += LoadFailures(absl::StrCat(cluster.log_dir(), "/worker", rank, ".log"));
   }
   EXPECT_GE(tries, 2u) << "the load was not tried again";
   EXPECT_LE(tries, 4u) << "the retries did not wait 1, 2, 4 ... s";
@@ -764,14 +767,7 @@ TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
   // workers are probed while the coordinator waits to try the load again (8 s after the
   // fourth failure): the loss is seen within a probe or two, not after that wait.
   const std::string worker0_log = cluster.log_dir() + "/worker0.log";
-  for (int i = 0; i < 300; ++i) {
-    const std::string log = ReadFileToString(worker0_log).value_or("");
-    size_t failures = 0;
-    for (size_t at = log.find(") failed: "); at != std::string::npos;
-         at = log.find(") failed: ", at + 1)) {
-      ++failures;
-    }
-    if (failures >= 4) break;
+  for (int i = 0; i < 300 && LoadFailures(worker0_log) < 4; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   const auto killed_at = std::chrono::steady_clock::now();
