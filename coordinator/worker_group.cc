@@ -1,6 +1,7 @@
 #include "coordinator/worker_group.h"
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -776,8 +777,17 @@ void WorkerGroup::MonitorLoop() {
         if (!sleep(options_.probe_interval)) break;
         continue;
       }
-      LLMINT8_LOG(WARNING) << "forming without workers " << absl::StrJoin(Unanswered(), ", ")
+      // Those still stopping a broken group's load did answer: they are named apart.
+      const std::vector<int> unanswered = Unanswered(), away = Away();
+      std::vector<int> loading;
+      std::set_difference(unanswered.begin(), unanswered.end(), away.begin(), away.end(),
+                          std::back_inserter(loading));
+      LLMINT8_LOG(WARNING) << "forming without workers " << absl::StrJoin(unanswered, ", ")
                            << " (no answer for " << absl::FormatDuration(now - waiting_since)
+                           << (loading.empty() ? ""
+                                               : absl::StrCat("; still loading the shard of a "
+                                                              "group that broke: ",
+                                                              absl::StrJoin(loading, ", ")))
                            << "); the ones that answered hold the model";
       chosen = partial;  // OK here: the answering workers were chosen
     }
