@@ -83,7 +83,7 @@ class JsonState {
   friend H AbslHashValue(H h, const JsonState& s) {
     return H::combine(std::move(h), s.objects_, s.depth_, s.mode_, s.number_, s.in_key_, s.escape_,
                       s.hex_left_, s.hex_value_, s.surrogate_, s.utf8_left_, s.utf8_lo_, s.utf8_hi_,
-                      s.literal_pos_, s.literal_, s.whitespace_run_);
+                      s.literal_pos_, s.literal_, s.whitespace_run_, s.int_digits_);
   }
 
   // Takes byte `b`; false when no JSON object begins with the bytes so far and b (the state is
@@ -208,7 +208,10 @@ class JsonState {
     EndValue();
     return true;
   }
-  void EndValue() { mode_ = depth_ == 0 ? Mode::kDone : Mode::kCommaOrClose; }
+  void EndValue() {
+    mode_ = depth_ == 0 ? Mode::kDone : Mode::kCommaOrClose;
+    int_digits_ = 0;  // equal states after a number, whatever its length (the scan cache)
+  }
 
   bool StartValue(uint8_t b) {
     switch (b) {
