@@ -45,7 +45,8 @@ absl::Status AddSample(const CheckpointSource& source, const std::string& name, 
 }  // namespace
 
 absl::StatusOr<std::string> CheckpointFingerprint(const OptConfig& config,
-                                                  const CheckpointSource& source) {
+                                                  const CheckpointSource& source,
+                                                  const std::function<bool()>& cancelled) {
   Fnv1a hash;
   // The architecture, not how the files were made: _name_or_path is the path they were saved
   // from, and torch_dtype what they were saved as (the tensors' own dtypes are hashed below).
@@ -55,7 +56,11 @@ absl::StatusOr<std::string> CheckpointFingerprint(const OptConfig& config,
   hash.Add(OptConfigToJson(architecture));
   std::vector<std::string> names = source.TensorNames();
   std::sort(names.begin(), names.end());
-  for (const std::string& name : names) {
+  for (size_t t = 0; t < names.size(); ++t) {
+    if (t % 64 == 0 && cancelled && cancelled()) {
+      return absl::CancelledError("the checkpoint's fingerprint was cancelled");
+    }
+    const std::string& name = names[t];
     ASSIGN_OR_RETURN(const TensorInfo info, source.Info(name));
     hash.Add(name);
     hash.Add(TensorDTypeName(info.dtype));
@@ -66,7 +71,7 @@ absl::StatusOr<std::string> CheckpointFingerprint(const OptConfig& config,
     RETURN_IF_ERROR(AddSample(source, name, {0, 1}, {0, width}, hash));
     RETURN_IF_ERROR(AddSample(source, name, {rows - 1, rows}, {cols - width, cols}, hash));
   }
-  return absl::StrFormat("%016x", hash.value());
+  return absl::StrFormat("%s:%016x", kCheckpointFingerprintVersion, hash.value());
 }
 
 }  // namespace llmint8::model

@@ -11,6 +11,7 @@
 #ifndef LLMINT8_MODEL_CHECKPOINT_FINGERPRINT_H_
 #define LLMINT8_MODEL_CHECKPOINT_FINGERPRINT_H_
 
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -19,9 +20,13 @@
 
 namespace llmint8::model {
 
-// 16 lowercase hex digits. Errors: a tensor the source cannot read.
+// "<version>:" and 16 lowercase hex digits; fingerprints of other versions (a worker of
+// another release, which hashed otherwise) are not compared. Errors: a tensor the source
+// cannot read; `cancelled` (checked every 64 tensors; may be empty) saying true: CANCELLED.
+inline constexpr char kCheckpointFingerprintVersion[] = "1";
 absl::StatusOr<std::string> CheckpointFingerprint(const OptConfig& config,
-                                                  const CheckpointSource& source);
+                                                  const CheckpointSource& source,
+                                                  const std::function<bool()>& cancelled = {});
 
 }  // namespace llmint8::model
 

@@ -325,7 +325,9 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   ASSIGN_OR_RETURN(model::OpenedModel opened, model::OpenModelSpec(req.model()));
   // What the coordinator compares across the group: the same checkpoint on every worker.
   ASSIGN_OR_RETURN(const std::string fingerprint,
-                   model::CheckpointFingerprint(opened.config, *opened.source));
+                   model::CheckpointFingerprint(opened.config, *opened.source, [ctx] {
+                     return ctx != nullptr && ctx->IsCancelled();
+                   }));
   LLMINT8_LOG(INFO) << who << ": " << opened.source->Describe() << ", fingerprint " << fingerprint;
   if (precision != model::Precision::kInt8 && model::IsPreQuantized(opened)) {
     LLMINT8_LOG(WARNING) << who << ": " << model::PreQuantizedAsWarning(req.model(), req.dtype());
