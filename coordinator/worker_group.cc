@@ -230,6 +230,12 @@ std::vector<int> WorkerGroup::Unanswered() const {
   return out;
 }
 
+bool WorkerGroup::AMemberMissedAProbe() const {
+  absl::MutexLock lock(&mu_);
+  return std::any_of(workers_.begin(), workers_.end(),
+                     [](const Worker& w) { return w.missed_probes > 0; });
+}
+
 std::vector<int> WorkerGroup::Away() const {
   absl::MutexLock lock(&mu_);
   std::vector<int> out;
@@ -479,7 +485,7 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
       // ranks, and the group would wait for ever for the second.
       for (int j : candidates) {
         if (workers_[i].process_id != 0 && workers_[j].process_id == workers_[i].process_id) {
-          return absl::FailedPreconditionError(absl::StrCat(
+          return absl::AlreadyExistsError(absl::StrCat(  // refused as FAILED_PRECONDITION
               "workers ", j, " (", workers_[j].address, ") and ", i, " (", workers_[i].address,
               ") are one process: list each worker once in --workers"));
         }
@@ -666,15 +672,18 @@ absl::Status WorkerGroup::Form() {
   // One --model, but not one checkpoint (another version on one host's disk): the ranks'
   // slices would not make one model, and the output would be wrong with no error. Refused as a
   // model that does not load (tried again after a while, in case the files are made equal).
+  // Fingerprints of one version ("<version>:<hash>") are compared; older workers send none,
+  // and another release's may hash otherwise.
+  const auto version = [](const std::string& f) { return f.substr(0, f.find(':')); };
   std::string first;  // the first member's that has one
+  for (int i = 0; i < n && first.empty(); ++i) first = r.responses[i].model_fingerprint();
   std::vector<std::string> fingerprints;
   bool differ = false;
   for (int i = 0; i < n; ++i) {
     const std::string& f = r.responses[i].model_fingerprint();
-    if (f.empty()) continue;  // an older worker
+    if (f.empty() || version(f) != version(first)) continue;
     fingerprints.push_back(
         absl::StrCat("worker ", members[i], " (", workers_[members[i]].address, ") has ", f));
-    if (first.empty()) first = f;
     differ = differ || f != first;
   }
   if (differ) {
@@ -733,6 +742,19 @@ void WorkerGroup::MonitorLoop() {
   constexpr int kIdleProbeRounds = 8;
   int64_t ready_rounds = 0;
   int load_failures = 0;  // consecutive Form()s that failed to load the model
+  // The workers away (silent, shutting down, held) when the group was last refused: one away
+  // all along (a dead spare) does not make the refusal stale, one gone since does.
+  std::vector<int> away_at_refusal;
+  auto gone_since = [this](const std::vector<int>& before) {
+    const std::vector<int> away = Away();
+    return std::any_of(away.begin(), away.end(), [&](int i) {
+      return std::find(before.begin(), before.end(), i) == before.end();
+    });
+  };
+  auto refuse = [&](const absl::Status& why) {
+    away_at_refusal = Away();
+    SetState(GroupState::kRefused, why);
+  };
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -740,7 +762,9 @@ void WorkerGroup::MonitorLoop() {
     }
     if (state() == GroupState::kReady) {
       if (!Probe(Members(), epoch())) Break(absl::UnavailableError("a worker left the group"));
-      if (++ready_rounds % kIdleProbeRounds == 0) Probe(Idle(), -1);
+      // Not while a member's probe is being asked again: a silent spare's probe would add its
+      // timeout to the gap the members' lease must outlast (MayMissAProbe).
+      if (++ready_rounds % kIdleProbeRounds == 0 && !AMemberMissedAProbe()) Probe(Idle(), -1);
       if (!sleep(options_.probe_interval)) break;
       continue;
     }
@@ -756,6 +780,12 @@ void WorkerGroup::MonitorLoop() {
       absl::Status partial = absl::UnavailableError("waiting for every worker");
       if (may_form_partial) {
         partial = Choose(/*answered_only=*/true);
+        if (partial.code() == absl::StatusCode::kAlreadyExists) {
+          // One worker listed twice: no wait mends that.
+          refuse(absl::FailedPreconditionError(partial.message()));
+          if (!sleep(options_.probe_interval)) break;
+          continue;
+        }
         if (!partial.ok() && partial.message() != partial_refusal) {
           partial_refusal = std::string(partial.message());
           LLMINT8_LOG(INFO) << "the workers that answered cannot form the group ("
@@ -764,10 +794,10 @@ void WorkerGroup::MonitorLoop() {
       }
       if (!partial.ok()) {
         std::string waiting = WaitingFor();
-        // A refusal (the model did not load, or did not fit) is stale once a worker is gone:
-        // the requests wait for the workers again instead of failing with it. Not for one
-        // still stopping the refused load (it will be back, and the refusal holds).
-        if (state() == GroupState::kRefused && !Away().empty()) {
+        // A refusal (the model did not load, or did not fit) is stale once a worker is gone
+        // since: the requests wait for the workers again instead of failing with it. Not for
+        // one away all along (a dead spare), nor one still stopping the refused load.
+        if (state() == GroupState::kRefused && gone_since(away_at_refusal)) {
           Break(absl::UnavailableError(absl::StrCat("waiting for ", waiting)));
         }
         if (waiting != waiting_logged) {
@@ -796,8 +826,10 @@ void WorkerGroup::MonitorLoop() {
     partial_refusal.clear();
     if (!chosen.ok()) {
       load_failures = 0;  // the backoff is for the same model error again and again
-      if (chosen.code() == absl::StatusCode::kFailedPrecondition) {
-        SetState(GroupState::kRefused, chosen);  // logs when the reason changes
+      if (chosen.code() == absl::StatusCode::kFailedPrecondition ||
+          chosen.code() == absl::StatusCode::kAlreadyExists) {
+        // Logs when the reason changes.
+        refuse(absl::FailedPreconditionError(chosen.message()));
       } else {
         Break(chosen);
       }
@@ -815,17 +847,15 @@ void WorkerGroup::MonitorLoop() {
       // wait for ever. Refuse them with the reason, and try again after 1, 2, 4 ... 30 s, in
       // case the files or the memory change.
       ++load_failures;
-      SetState(GroupState::kRefused,
-               absl::FailedPreconditionError(
-                   absl::StrCat("the workers cannot load ", options_.model, ": ", formed.message(),
-                                " (the coordinator tries again, at least every 30 s)")));
+      refuse(absl::FailedPreconditionError(
+          absl::StrCat("the workers cannot load ", options_.model, ": ", formed.message(),
+                       " (the coordinator tries again, at least every 30 s)")));
       const absl::Duration backoff = std::min(
           absl::Seconds(1) * (int64_t{1} << std::min(load_failures - 1, 5)), absl::Seconds(30));
       // The workers are probed meanwhile, as at any other time: one lost or shutting down
       // since ends the wait (forming then waits for it, and the refusal gives way). Not one
       // that was away already (a dead spare under --group=smallest), nor one still stopping
       // the refused load.
-      const std::vector<int> away_before = Away();
       const absl::Time retry_at = absl::Now() + backoff;
       bool stopping = false;
       while (absl::Now() < retry_at) {
@@ -834,12 +864,7 @@ void WorkerGroup::MonitorLoop() {
           break;
         }
         Probe(All(), -1);
-        const std::vector<int> away = Away();
-        if (std::any_of(away.begin(), away.end(), [&](int i) {
-              return std::find(away_before.begin(), away_before.end(), i) == away_before.end();
-            })) {
-          break;
-        }
+        if (gone_since(away_at_refusal)) break;
       }
       if (stopping) break;
     } else {

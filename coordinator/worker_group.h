@@ -234,6 +234,8 @@ class WorkerGroup : public StepGroup {
   // Of those, the ones gone or kept away (silent, shutting down, held by another coordinator):
   // all but those still loading a broken group's shard, which will be back.
   std::vector<int> Away() const;
+  // Whether a ready member's last probe timed out (it is being asked again).
+  bool AMemberMissedAProbe() const;
   // `only_at_epoch`: no change unless the group is still that one (a call to a group that
   // re-formed meanwhile must not break the new group).
   void SetState(GroupState state, const absl::Status& why,

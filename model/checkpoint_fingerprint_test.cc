@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "model/safetensors.h"
 #include "model/synthetic.h"
@@ -33,7 +34,12 @@ TEST(CheckpointFingerprintTest, SyntheticWeightsAreTheirSpec) {
   SyntheticOptions seed1, seed2;
   seed2.seed = 2;
   const std::string a = Fingerprint(c, *MakeSyntheticSource(c, seed1).value());
-  EXPECT_EQ(a.size(), 16u);
+  EXPECT_EQ(a.size(), 18u);
+  EXPECT_EQ(a.substr(0, 2), absl::StrCat(kCheckpointFingerprintVersion, ":"));
+  EXPECT_EQ(CheckpointFingerprint(c, *MakeSyntheticSource(c, seed1).value(), [] { return true; })
+                .status()
+                .code(),
+            absl::StatusCode::kCancelled);
   EXPECT_EQ(a, Fingerprint(c, *MakeSyntheticSource(c, seed1).value())) << "not deterministic";
   EXPECT_NE(a, Fingerprint(c, *MakeSyntheticSource(c, seed2).value())) << "other weights";
   OptConfig longer = c;

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/file.h"
 #include "gmock/gmock.h"
@@ -397,15 +398,23 @@ TEST(WorkerFailureE2ETest, AMemberThatMissesOneProbeStaysInTheGroup) {
   options.model = SourcePath(kTinyModel);
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
-  cluster.SignalWorker(1, SIGSTOP);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  cluster.SignalWorker(1, SIGCONT);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // A probe sent in the freeze's first 0.5 s times out; the monitor sends one every 0.25 s
+  // or so, but a busy machine may delay it past that window: then the freeze is tried again.
+  const std::string log_path = cluster.log_dir() + "/coordinator.log";
+  std::string log;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    cluster.SignalWorker(1, SIGSTOP);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    cluster.SignalWorker(1, SIGCONT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    log = ReadFileToString(log_path).value_or("");
+    if (absl::StrContains(log, "asking again")) break;
+  }
   Generated served = Generate(*cluster.NewStub(), GreedyRequest({2, 100, 200, 300}, 4));
   EXPECT_TRUE(served.status.ok()) << served.status.error_message();
-  const std::string log = ReadFileToString(cluster.log_dir() + "/coordinator.log").value_or("");
+  log = ReadFileToString(log_path).value_or("");
   EXPECT_THAT(log, ::testing::HasSubstr("did not answer a probe within 1s: asking again"))
-      << "no probe timed out: the test froze the worker too briefly";
+      << "no probe timed out in three freezes";
   EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr("is unreachable")));
   EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr("a worker left the group")));
 }
@@ -734,6 +743,10 @@ TEST(BrokenModelE2ETest, ADeadSpareDoesNotCutTheRetryWaitShort) {
   }
   EXPECT_GE(tries, 2u) << "the load was not tried again";
   EXPECT_LE(tries, 4u) << "the retries did not wait 1, 2, 4 ... s";
+  // Nor does it make the refusal stale: requests keep being refused with the reason, not
+  // queued as if a worker had just been lost.
+  EXPECT_THAT(ReadFileToString(cluster.log_dir() + "/coordinator.log").value_or(""),
+              ::testing::Not(::testing::HasSubstr("worker group: broken: UNAVAILABLE: waiting")));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
 }
@@ -770,6 +783,9 @@ TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
   for (int i = 0; i < 300 && LoadFailures(worker0_log) < 4; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  // The line is written before the failure's answer is sent: the coordinator has it (and
+  // waits 8 s) a moment later, when the kill is the loss of a worker, not a load's failure.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto killed_at = std::chrono::steady_clock::now();
   cluster.KillWorker(1, SIGKILL);
   EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log",
