@@ -231,46 +231,54 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bo
   if (backend_ != nullptr) return backend_->Step(batch, all_positions);
   // Make room for the per-batch bookkeeping first, so validation allocates nothing later.
   ForwardScratch& s = *scratch_;
-  RETURN_IF_ERROR(ValidateBatch(batch));
-  int64_t tokens = 0;
-  int64_t kv_growth = 0;
-  for (const SequenceInput& in : batch) {
-    tokens += static_cast<int64_t>(in.tokens.size());
-    kv_growth +=
-        kv_->GrowthBytes(in.seq_id, PastLength(in, kv_->Length(in.seq_id)) + in.tokens.size());
-  }
-  const int64_t rows = PlanLogitRows(batch, all_positions, &s.logit_row_begin, &s.head_rows);
-  const int64_t scratch_growth = std::max<int64_t>(
-      0, ScratchBytesFor(std::max(tokens, s.tokens), std::max(rows, s.logit_rows)) -
-             ScratchBytesFor(s.tokens, s.logit_rows));
-  // Only growth needs room: a step that grows nothing runs even when what the shard holds is
-  // past the limit (outlier buffers may take it there), as the CUDA backend's does.
-  const bool grows = kv_growth > 0 || scratch_growth > 0;
+  // Every allocation before the vote below is caught: a rank out of memory here refuses the
+  // step through the vote, with the others (a rank failing alone would leave them waiting in
+  // it). Validation is the same on every rank: its errors return at once.
   absl::Status room = absl::OkStatus();
-  if (grows && options_.memory_limit_bytes > 0) {
-    const MemoryStats now = memory();
-    if (now.total() + kv_growth + scratch_growth > options_.memory_limit_bytes) {
-      room = absl::ResourceExhaustedError(absl::StrCat(
-          "Step: the batch needs ", kv_growth, " more bytes of KV cache and ", scratch_growth,
-          " of activations; the shard holds ", now.DebugString(), " of memory_limit_bytes ",
-          options_.memory_limit_bytes, ". Release finished sequences or send a smaller batch"));
+  int64_t tokens = 0;
+  int64_t rows = 0;
+  try {
+    RETURN_IF_ERROR(ValidateBatch(batch));
+    int64_t kv_growth = 0;
+    for (const SequenceInput& in : batch) {
+      tokens += static_cast<int64_t>(in.tokens.size());
+      kv_growth +=
+          kv_->GrowthBytes(in.seq_id, PastLength(in, kv_->Length(in.seq_id)) + in.tokens.size());
     }
+    rows = PlanLogitRows(batch, all_positions, &s.logit_row_begin, &s.head_rows);
+    const int64_t scratch_growth = std::max<int64_t>(
+        0, ScratchBytesFor(std::max(tokens, s.tokens), std::max(rows, s.logit_rows)) -
+               ScratchBytesFor(s.tokens, s.logit_rows));
+    // Only growth needs room: a step that grows nothing runs even when what the shard holds
+    // is past the limit (outlier buffers may take it there), as the CUDA backend's does.
+    const bool grows = kv_growth > 0 || scratch_growth > 0;
+    if (grows && options_.memory_limit_bytes > 0) {
+      const MemoryStats now = memory();
+      if (now.total() + kv_growth + scratch_growth > options_.memory_limit_bytes) {
+        room = absl::ResourceExhaustedError(absl::StrCat(
+            "Step: the batch needs ", kv_growth, " more bytes of KV cache and ", scratch_growth,
+            " of activations; the shard holds ", now.DebugString(), " of memory_limit_bytes ",
+            options_.memory_limit_bytes, ". Release finished sequences or send a smaller batch"));
+      }
+    }
+    s.past.resize(batch.size());
+    s.first_row.resize(batch.size() + 1);
+    s.attention.resize(batch.size());
+    int64_t row = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      s.past[i] = PastLength(batch[i], kv_->Length(batch[i].seq_id));
+      s.first_row[i] = row;
+      row += static_cast<int64_t>(batch[i].tokens.size());
+    }
+    s.first_row[batch.size()] = row;
+  } catch (const std::bad_alloc&) {
+    room = absl::ResourceExhaustedError(
+        "Step: out of memory for the batch's bookkeeping; release finished sequences or send a "
+        "smaller batch");
   }
-  s.past.resize(batch.size());
-  s.first_row.resize(batch.size() + 1);
-  s.attention.resize(batch.size());
-  // Sequences this step creates, removed again if the step fails.
-  int64_t row = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    s.past[i] = PastLength(batch[i], kv_->Length(batch[i].seq_id));
-    s.first_row[i] = row;
-    row += static_cast<int64_t>(batch[i].tokens.size());
-  }
-  s.first_row[batch.size()] = row;
   // The step's allocations come before the vote: a rank that cannot make them refuses the step
   // with the others, instead of failing alone once they are inside the forward's collectives.
-  std::vector<uint64_t> created;
-  created.reserve(batch.size());
+  std::vector<uint64_t> created;  // grown inside the try below
   Logits out;
   if (room.ok()) room = EnsureScratch(tokens, rows);
   if (room.ok()) {

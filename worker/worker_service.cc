@@ -481,6 +481,13 @@ grpc::Status WorkerService::Step(grpc::ServerContext*, const v1::StepRequest* re
       status =
           BreakGroup(absl::ResourceExhaustedError("out of memory after the forward pass of a step"),
                      req->step_id());
+    } else if (world_size_ > 1) {
+      // Out of memory on this rank alone, before the model's vote on room: the others wait
+      // in that vote (or the forward's collectives) for it. The group re-forms (BreakGroup
+      // aborts the communicator, so they fail at once) instead of hanging to the timeout.
+      status =
+          BreakGroup(absl::ResourceExhaustedError("out of memory on one rank before a step's vote"),
+                     req->step_id());
     } else {
       status = absl::ResourceExhaustedError(
           "Step: out of memory for this batch; send a smaller one (worker --memory_limit "
