@@ -112,6 +112,9 @@ struct CompletionRequest {
   // choice's reply is its arguments, a JSON value under its parameters schema (guide
   // json_schema), answered as the message's tool_calls (coordinator/openai_chat.h).
   std::string tool_call_name;
+  // tool_choice "required": a reply that ends is finish_reason "tool_calls", as OpenAI's and
+  // vLLM's (a named tool_choice's is "stop").
+  bool tool_choice_required = false;
 };
 
 // What a request gets for the sampling fields it leaves out: OpenAI's defaults, or those of the

@@ -45,6 +45,8 @@ absl::StatusOr<std::string> ContentText(const json& message, const std::string& 
     if (type == nullptr || *type != "text" || part_text == nullptr || !part_text->is_string()) {
       return FieldError(field, kContentForms);
     }
+    // Joined by newlines, as vLLM joins a message's text parts.
+    if (&part != &content->front()) text += '\n';
     text += part_text->get<std::string>();
   }
   return text;
@@ -217,6 +219,7 @@ absl::Status ParseTools(const json& body, CompletionRequest& r) {
                      ParametersSchema(Find(*functions[i].second, "parameters"),
                                       absl::StrCat("tools[", i, "].function.parameters")));
     r.tool_call_name = name;
+    r.tool_choice_required = choice != nullptr && *choice == "required";
     return absl::OkStatus();
   }
   return FieldError("tool_choice.function.name",
@@ -334,6 +337,9 @@ void AddChoiceFields(const CompletionRequest& request, ChoicePart& part, json& c
   choice["logprobs"] =
       request.logprobs ? json{{"content", std::move(part.logprobs)}} : json(nullptr);
   const char* reason = FinishReason(part.finish);
+  if (reason != nullptr && request.tool_choice_required && std::string_view(reason) == "stop") {
+    reason = "tool_calls";
+  }
   choice["finish_reason"] = reason != nullptr ? json(reason) : json(nullptr);
   if (request.return_token_ids) choice["token_ids"] = std::move(part.token_ids);
 }

@@ -11,9 +11,10 @@
 //   next turn: "\n\nUser:" and "\nUser:" are added to the request's stop strings (and are
 //   not in the reply), so a request may carry two fewer stop strings than /v1/completions;
 //   not to one guided by choices or JSON (it ends on its own).
-// A message's content is a string or an array of {"type": "text", "text": ...} parts (joined);
-// other parts (images, audio) are refused: InvalidArgument naming the field. An assistant's
-// tool_calls show in its turn as "[call name(arguments)]", a tool message as "Tool: <text>".
+// A message's content is a string or an array of {"type": "text", "text": ...} parts (joined by
+// newlines, as vLLM joins them); other parts (images, audio) are refused: InvalidArgument naming
+// the field. An assistant's tool_calls show in its turn as "[call name(arguments)]", a tool message
+// as "Tool: <text>".
 //
 // Request fields beside messages: those of the completions API (openai_api.h: n, temperature,
 // top_p, seed, stop, stream, stream_options, penalties, logit_bias and vLLM's extensions), and
@@ -26,7 +27,8 @@
 //   its parameters schema (json_schema.h) and answered as message.tool_calls [{id, type
 //   "function", function {name, arguments}}] with content null (streamed: the id, type and
 //   name in the first delta, the arguments piece by piece), finish_reason "stop" once the
-//   arguments are whole, as OpenAI's named tool_choice answers; "auto" (the default beside
+//   arguments are whole, as OpenAI's named tool_choice answers ("tool_calls" for
+//   "required", as OpenAI's and vLLM's); "auto" (the default beside
 //   tools) is refused, since an OPT model has no format of its own for choosing a tool;
 //   response_format and the guides as in openai_api.h (JSON mode, response_format json_schema,
 //   guided_choice, guided_regex, guided_json), not beside a named tool.

@@ -50,12 +50,13 @@ TEST(ChatParseTest, MessagesBecomeOneTextPromptThatStopsAtTheNextTurn) {
   const CompletionRequest r = ParseOk(R"({
       "model": "opt-sotu-cpu",
       "messages": [{"role": "system", "content": "Be brief."},
-                   {"role": "user", "content": [{"type": "text", "text": "Hello, "},
+                   {"role": "user", "content": [{"type": "text", "text": "Summarize:"},
                                                 {"type": "text", "text": "Congress."}]}],
       "stop": ["\n\n"], "temperature": 0.7, "seed": 5, "n": 2})");
   EXPECT_TRUE(r.chat);
   ASSERT_EQ(r.prompts.size(), 1u);
-  const std::string transcript = "Be brief.\n\nUser: Hello, Congress.\n\nAssistant:";
+  // A message's text parts are joined by newlines, as vLLM joins them.
+  const std::string transcript = "Be brief.\n\nUser: Summarize:\nCongress.\n\nAssistant:";
   EXPECT_EQ(r.prompts[0].text(), transcript);
   EXPECT_EQ(r.generate.text(), transcript);
   ASSERT_EQ(r.generate.stop_size(), 3);
@@ -360,6 +361,23 @@ json Event(const std::string& event) {
   return json::parse(event.substr(6));
 }
 
+// vLLM's chat fields that change the prompt are refused unless they ask for what the fixed
+// transcript does (they were ignored).
+TEST(ChatParseTest, FieldsThatWouldChangeTheTranscriptAreRefused) {
+  const std::string messages = R"("messages": [{"role": "user", "content": "x"}])";
+  for (const char* field :
+       {R"("continue_final_message": true)", R"("add_generation_prompt": false)",
+        R"("chat_template": "{{ messages }}")", R"("chat_template_kwargs": {"a": 1})",
+        R"("echo": true)", R"("return_tokens_as_token_ids": true)"}) {
+    EXPECT_EQ(ParseError(absl::StrCat("{", messages, ", ", field, "}")).code(),
+              absl::StatusCode::kInvalidArgument)
+        << field;
+  }
+  ParseOk(absl::StrCat("{", messages,
+                       R"(, "continue_final_message": false, "add_generation_prompt": true,
+                          "chat_template": null, "chat_template_kwargs": {}, "echo": false})"));
+}
+
 // A named call's reply is the message's tool_calls, its arguments the reply's text (content
 // null); streamed, the first delta carries the call's id, type and name.
 TEST(ChatToolsTest, ANamedCallIsAnsweredAsToolCalls) {
@@ -377,7 +395,14 @@ TEST(ChatToolsTest, ANamedCallIsAnsweredAsToolCalls) {
                    {{{"id", "call_chatcmpl-1_0"},
                      {"type", "function"},
                      {"function", {{"name", "f"}, {"arguments", "Hel\xC3\xA9lo!"}}}}}}}));
-  EXPECT_EQ(c["finish_reason"], "stop");
+  // "required" ends with "tool_calls" (OpenAI's and vLLM's); a named choice with "stop".
+  EXPECT_EQ(c["finish_reason"], "tool_calls");
+  const std::string named =
+      absl::StrCat(R"({"messages": [{"role": "user", "content": "x"}], "tools": [)", kTool,
+                   R"(], "tool_choice": {"type": "function", "function": {"name": "f"}}})");
+  EXPECT_EQ(json::parse(ChatCompletionJson(ParseOk(named), {Responses()}, "chatcmpl-1", 1700000000,
+                                           kModel))["choices"][0]["finish_reason"],
+            "stop");
 
   const CompletionRequest streamed = ParseOk(absl::StrCat(body, R"(, "stream": true})"));
   const std::vector<v1::GenerateResponse> r = Responses();
@@ -396,7 +421,7 @@ TEST(ChatToolsTest, ANamedCallIsAnsweredAsToolCalls) {
   const json last = Event(ChatChunkEvent(streamed, 0, r[2], stream, "c", 1, kModel));
   EXPECT_EQ(last["choices"][0]["delta"],
             json({{"tool_calls", {{{"function", {{"arguments", "\xC3\xA9lo!"}}}, {"index", 0}}}}}));
-  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "tool_calls");
 }
 
 TEST(ChatAnswerTest, StreamedDeltasCarryTheRoleFirstThenPieces) {

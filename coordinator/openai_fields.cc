@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -321,13 +322,34 @@ absl::Status ParseGuide(const json& body, v1::GenerateRequest& g) {
 // Fields of OpenAI's API and vLLM's extensions that this server does not serve: taken only at
 // their neutral value (or null), refused at any other rather than ignored, which would change
 // the answer without a word.
-absl::Status CheckNeutralFields(const json& body) {
+absl::Status CheckNeutralFields(const json& body, bool chat) {
   struct Neutral {
     const char* field;
     json value;
     const char* why;
   };
+  // vLLM's chat fields that change the prompt: the transcript here is fixed (openai_chat.h).
+  const Neutral chat_neutral[] = {
+      {"add_generation_prompt", true, "the transcript always ends with the assistant's turn"},
+      {"continue_final_message", false,
+       "the transcript always starts a new assistant turn; send the text so far as a "
+       "completions prompt to continue it"},
+      {"chat_template", nullptr, "the transcript's form is fixed (OPT has no chat template)"},
+      {"chat_template_kwargs", json::object(), "the transcript's form is fixed"},
+      {"echo", false, "the reply does not repeat the last message"},
+  };
+  auto check = [&body](std::span<const Neutral> fields) -> absl::Status {
+    for (const Neutral& n : fields) {
+      const json* v = Find(body, n.field);
+      if (v == nullptr || v->is_null() || *v == n.value) continue;
+      return absl::InvalidArgumentError(
+          absl::StrCat("field '", n.field, "' must be ", n.value.dump(), " here: ", n.why));
+    }
+    return absl::OkStatus();
+  };
+  if (chat) RETURN_IF_ERROR(check(chat_neutral));
   const Neutral neutral[] = {
+      {"return_tokens_as_token_ids", false, "tokens are returned as text"},
       {"suffix", "", "no suffix (insertion) mode"},
       {"use_beam_search", false, "no beam search; sample n choices instead"},
       {"length_penalty", 1, "it weighs beam search's candidates, and there is no beam search"},
@@ -339,18 +361,12 @@ absl::Status CheckNeutralFields(const json& body) {
       {"prompt_logprobs", nullptr,
        "ask the completions API for echo with logprobs, or gRPC's prompt_logprobs"},
   };
-  for (const Neutral& n : neutral) {
-    const json* v = Find(body, n.field);
-    if (v == nullptr || v->is_null() || *v == n.value) continue;
-    return absl::InvalidArgumentError(
-        absl::StrCat("field '", n.field, "' must be ", n.value.dump(), " here: ", n.why));
-  }
-  return absl::OkStatus();
+  return check(neutral);
 }
 
 absl::Status ParseSharedFields(const json& body, const RequestDefaults& defaults,
                                CompletionRequest& r) {
-  RETURN_IF_ERROR(CheckNeutralFields(body));
+  RETURN_IF_ERROR(CheckNeutralFields(body, r.chat));
   v1::GenerateRequest& g = r.generate;
   if (const json* v = Find(body, "n"); v != nullptr) {
     ASSIGN_OR_RETURN(const int64_t n, Integer(*v, "n"));
