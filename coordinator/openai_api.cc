@@ -8,6 +8,7 @@
 #include <span>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -402,9 +403,19 @@ std::string ErrorJson(const absl::Status& status) {
   const char* type = http == 429  ? "rate_limit_error"
                      : http < 500 ? "invalid_request_error"
                                   : "server_error";
+  // OpenAI's error objects name the request field at fault in `param` (null when none): the
+  // field an error of the form "field '<name>' must be ..." names (internal::FieldError).
+  json param = nullptr;
+  if (constexpr absl::string_view kField = "field '"; absl::StartsWith(status.message(), kField)) {
+    const absl::string_view rest = status.message().substr(kField.size());
+    if (const size_t end = rest.find('\''); end != absl::string_view::npos) {
+      param = std::string(rest.substr(0, end));
+    }
+  }
   return Dump(json{{"error",
                     {{"message", std::string(status.message())},
                      {"type", type},
+                     {"param", std::move(param)},
                      {"code", absl::StatusCodeToString(status.code())}}}});
 }
 

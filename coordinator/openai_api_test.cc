@@ -805,6 +805,11 @@ TEST(OpenAiApiTest, ErrorsMapToHttpStatusesAndOpenAiBodies) {
   EXPECT_EQ(e["error"]["message"], "the queue is full");
   EXPECT_EQ(e["error"]["type"], "rate_limit_error");
   EXPECT_EQ(e["error"]["code"], "RESOURCE_EXHAUSTED");
+  EXPECT_TRUE(e["error"]["param"].is_null());
+  // A field's error names the field in param, as OpenAI's do.
+  const json bad =
+      json::parse(ErrorJson(ParseCompletionRequest(R"({"prompt": "x", "n": 0})", "m").status()));
+  EXPECT_EQ(bad["error"]["param"], "n") << bad;
 }
 
 TEST(OpenAiApiTest, ModelIdIsTheDirectoryName) {
