@@ -8,28 +8,17 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "common/fnv1a.h"
 #include "common/status_macros.h"
 
 namespace llmint8::model {
 namespace {
 
-// 64-bit FNV-1a: stable across processes and hosts (absl::Hash is seeded per process).
-class Fnv1a {
- public:
-  void Add(const void* data, size_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    for (size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ULL;
-  }
-  void Add(std::string_view s) {
-    Add(s.data(), s.size());
-    Add(uint64_t{s.size()});  // "ab" + "c" differs from "a" + "bc"
-  }
-  void Add(uint64_t v) { Add(&v, sizeof(v)); }
-  uint64_t value() const { return h_; }
-
- private:
-  uint64_t h_ = 0xcbf29ce484222325ULL;
-};
+void AddNumber(uint64_t v, Fnv1a& hash) { hash.Add(&v, sizeof(v)); }
+void AddText(std::string_view s, Fnv1a& hash) {
+  hash.Add(s.data(), s.size());
+  AddNumber(s.size(), hash);  // "ab" + "c" differs from "a" + "bc"
+}
 
 constexpr int64_t kSampleColumns = 16;
 
@@ -53,7 +42,7 @@ absl::StatusOr<std::string> CheckpointFingerprint(const OptConfig& config,
   OptConfig architecture = config;
   architecture.name.clear();
   architecture.torch_dtype = OptConfig().torch_dtype;
-  hash.Add(OptConfigToJson(architecture));
+  AddText(OptConfigToJson(architecture), hash);
   std::vector<std::string> names = source.TensorNames();
   std::sort(names.begin(), names.end());
   for (size_t t = 0; t < names.size(); ++t) {
@@ -62,9 +51,9 @@ absl::StatusOr<std::string> CheckpointFingerprint(const OptConfig& config,
     }
     const std::string& name = names[t];
     ASSIGN_OR_RETURN(const TensorInfo info, source.Info(name));
-    hash.Add(name);
-    hash.Add(TensorDTypeName(info.dtype));
-    for (int64_t d : info.shape) hash.Add(static_cast<uint64_t>(d));
+    AddText(name, hash);
+    AddText(TensorDTypeName(info.dtype), hash);
+    for (int64_t d : info.shape) AddNumber(static_cast<uint64_t>(d), hash);
     const int64_t rows = info.rows(), cols = info.cols();
     if (rows <= 0 || cols <= 0) continue;
     const int64_t width = std::min(cols, kSampleColumns);

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fnv1a.h"
 #include "common/half.h"
 #include "common/status_macros.h"
 #include "model/tensor_names.h"
@@ -29,12 +30,9 @@ uint64_t SplitMix(uint64_t x) {
 }
 
 uint64_t HashName(uint64_t seed, std::string_view name) {
-  uint64_t h = 0xcbf29ce484222325ull ^ SplitMix(seed);  // FNV-1a, seeded
-  for (char ch : name) {
-    h ^= static_cast<uint8_t>(ch);
-    h *= 0x100000001b3ull;
-  }
-  return SplitMix(h);
+  // FNV-1a, seeded.
+  return SplitMix(
+      Fnv1a(Fnv1a::kOffsetBasis ^ SplitMix(seed)).Add(name.data(), name.size()).value());
 }
 
 // Approximately standard normal: Irwin-Hall sum of four 16-bit uniforms, rescaled to unit
