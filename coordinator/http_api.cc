@@ -51,6 +51,9 @@ absl::Status InApiNames(const absl::Status& status, const openai::CompletionRequ
 
 void SendError(httplib::Response& res, const absl::Status& status) {
   res.status = openai::HttpStatus(status.code());
+  // A full queue (429) and a group that is not serving (503: forming, loading, draining) pass:
+  // say when to try again (RFC 9110 10.2.3), as clients' retry loops read it.
+  if (res.status == 429 || res.status == 503) res.set_header("Retry-After", "1");
   res.set_content(openai::ErrorJson(status), kJson);
 }
 

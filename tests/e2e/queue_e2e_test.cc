@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "tests/e2e/cluster.h"
 #include "tests/e2e/metrics_scrape.h"
 
@@ -71,6 +72,31 @@ TEST(QueueE2ETest, FullQueueIsResourceExhaustedAndDeadlineFreesTheSlot) {
   EXPECT_EQ(WaitForSample(metrics_port, kQueued, 0, 10), 0);
   EXPECT_EQ(Generate(*stub, GreedyRequest({2}, 4), 0.3).status.error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+// Over HTTP a full queue is 429 with Retry-After (what OpenAI clients' retry loops read) and
+// the API's rate-limit error.
+TEST(QueueE2ETest, AFullQueueOverHttpIs429WithRetryAfter) {
+  const int metrics_port = FreePort(), http_port = FreePort();
+  std::unique_ptr<Cluster> cluster = WaitingCoordinator(
+      metrics_port, {absl::StrCat("--http_listen=127.0.0.1:", http_port), "--queue_capacity=1"});
+  ASSERT_TRUE(WaitForHealth(cluster->address(), 2, 30)) << "expected NOT_SERVING";
+  const std::string body = R"({"prompt": [2, 7], "max_tokens": 4})";
+  std::thread waiting([&] {  // takes the one slot until its client gives up
+    httplib::Client client("127.0.0.1", http_port);
+    client.set_read_timeout(4);
+    client.Post("/v1/completions", body, "application/json");
+  });
+  EXPECT_EQ(WaitForSample(metrics_port, kQueued, 1, 10), 1);
+  httplib::Client client("127.0.0.1", http_port);
+  const httplib::Result refused = client.Post("/v1/completions", body, "application/json");
+  waiting.join();
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 429) << refused->body;
+  EXPECT_EQ(refused->get_header_value("Retry-After"), "1");
+  EXPECT_NE(refused->body.find(R"("type":"rate_limit_error")"), std::string::npos) << refused->body;
+  EXPECT_NE(refused->body.find("the request queue is full (1 waiting requests)"), std::string::npos)
+      << refused->body;
 }
 
 // A client that stops answering (here SIGSTOP; a host that lost its network alike) sends no
