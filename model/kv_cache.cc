@@ -1,7 +1,11 @@
 #include "model/kv_cache.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +40,22 @@ int64_t KvCache::GrowthBytes(uint64_t seq_id, int64_t length) const {
   return BytesFor(CapacityFor(old, length)) - BytesFor(old);
 }
 
+KvCache::Mapping::~Mapping() {
+  if (data_ != nullptr) munmap(data_, bytes_);
+}
+
+void KvCache::Mapping::Grow(size_t bytes) {
+  static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  bytes = (bytes + kPage - 1) / kPage * kPage;
+  if (bytes <= bytes_) return;
+  void* grown = data_ == nullptr ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                 : mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
+  if (grown == MAP_FAILED) throw std::bad_alloc();
+  data_ = grown;
+  bytes_ = bytes;
+}
+
 void KvCache::Reserve(uint64_t seq_id, int64_t length) {
   // The entry is made whole or not at all: an allocation that throws leaves no null entry
   // for Release (or a lookup) to read.
@@ -44,10 +64,16 @@ void KvCache::Reserve(uint64_t seq_id, int64_t length) {
   Sequence& s = *it->second;
   const int64_t cap = CapacityFor(s.capacity, length);
   if (cap == s.capacity) return;
-  std::vector<float> data(static_cast<size_t>(num_layers_ * 2 * cap * width_));
-  CopyPositions(s.data.data(), s.capacity, data.data(), cap, s.length);
+  s.data.Grow(static_cast<size_t>(num_layers_ * 2 * cap * width_) * sizeof(float));
+  // Each [capacity, width] block moves up to its offset at the new capacity, the last first:
+  // block b's new place starts at or past where blocks 0..b-1 end, so nothing unmoved is
+  // overwritten (memmove: a block may overlap its own old place).
+  const size_t row_bytes = static_cast<size_t>(s.length * width_) * sizeof(float);
+  for (int64_t block = 2 * num_layers_ - 1; block > 0 && row_bytes > 0; --block) {
+    std::memmove(s.data.data() + block * cap * width_, s.data.data() + block * s.capacity * width_,
+                 row_bytes);
+  }
   bytes_ += BytesFor(cap) - BytesFor(s.capacity);
-  s.data = std::move(data);
   s.capacity = cap;
 }
 
@@ -59,13 +85,14 @@ KvCache::Sequence& KvCache::Get(uint64_t seq_id) {
 
 std::span<float> KvCache::Keys(uint64_t seq_id, int64_t layer) {
   Sequence& s = Get(seq_id);
-  return std::span<float>(s.data).subspan((layer * 2) * s.capacity * width_, s.capacity * width_);
+  return {s.data.data() + (layer * 2) * s.capacity * width_,
+          static_cast<size_t>(s.capacity * width_)};
 }
 
 std::span<float> KvCache::Values(uint64_t seq_id, int64_t layer) {
   Sequence& s = Get(seq_id);
-  return std::span<float>(s.data).subspan((layer * 2 + 1) * s.capacity * width_,
-                                          s.capacity * width_);
+  return {s.data.data() + (layer * 2 + 1) * s.capacity * width_,
+          static_cast<size_t>(s.capacity * width_)};
 }
 
 void KvCache::SetLength(uint64_t seq_id, int64_t length) {

@@ -6,6 +6,9 @@
 // kernels::CausalAttention reads). Capacity grows geometrically (doubling, rounded up to
 // kGranule positions, capped at max_context), so appending decode tokens reallocates
 // O(log n) times; bytes() counts the reserved capacity, which is what memory limits bound.
+// Growing holds no second copy: a sequence's buffer is an anonymous mapping whose pages
+// mremap moves to the larger one (no copy, no old + new at once), then each layer's rows move
+// up to their new offsets in place. Rows past a sequence's length hold no defined values.
 //
 // Usage per step: GrowthBytes() to check a limit, Reserve() (may create the sequence), write the
 // new rows through Keys()/Values(), then SetLength() once the step succeeded.
@@ -16,7 +19,6 @@
 #include <cstdint>
 #include <memory>
 #include <span>
-#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -56,10 +58,26 @@ class KvCache {
   int64_t max_context() const { return max_context_; }
 
  private:
+  // An anonymous private mapping (zero pages until written), unmapped when destroyed.
+  class Mapping {
+   public:
+    Mapping() = default;
+    ~Mapping();
+    Mapping(const Mapping&) = delete;
+    Mapping& operator=(const Mapping&) = delete;
+    float* data() const { return static_cast<float*>(data_); }
+    // Grows to at least `bytes`, keeping the contents (the pages move, mremap); throws
+    // std::bad_alloc, the mapping unchanged, when the system refuses.
+    void Grow(size_t bytes);
+
+   private:
+    void* data_ = nullptr;
+    size_t bytes_ = 0;  // a multiple of the page size
+  };
   struct Sequence {
     int64_t length = 0;
     int64_t capacity = 0;
-    std::vector<float> data;  // [layers][2][capacity][width]
+    Mapping data;  // [layers][2][capacity][width]
   };
   int64_t CapacityFor(int64_t old_capacity, int64_t length) const;
   int64_t BytesFor(int64_t capacity) const { return capacity * per_position_bytes_; }

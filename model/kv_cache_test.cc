@@ -42,6 +42,36 @@ TEST(KvCacheTest, GrowsGeometricallyKeepsRowsAndCountsBytes) {
   EXPECT_EQ(kv.Length(7), 0);
 }
 
+// Growing moves each layer's K and V rows to their offsets at the new capacity in place: every
+// cached row survives, also a full cache grown by a few positions (block b's new place then
+// overlaps its old one) and many growths in a row.
+TEST(KvCacheTest, GrowingInPlaceKeepsEveryRowOfEveryLayer) {
+  const int64_t layers = 3, width = 5, max_context = 100;
+  KvCache kv(layers, width, max_context);
+  const auto value = [](int64_t layer, int64_t kv_index, int64_t i) {
+    return static_cast<float>(1000 * (2 * layer + kv_index) + i);
+  };
+  int64_t length = 0;
+  for (const int64_t grow_to : {1, 17, 33, 96, 99, 100}) {
+    kv.Reserve(4, grow_to);
+    ASSERT_GE(kv.Capacity(4), grow_to);
+    for (int64_t l = 0; l < layers; ++l) {
+      for (int64_t i = 0; i < length * width; ++i) {
+        ASSERT_EQ(kv.Keys(4, l)[i], value(l, 0, i)) << "layer " << l << " at " << grow_to;
+        ASSERT_EQ(kv.Values(4, l)[i], value(l, 1, i)) << "layer " << l << " at " << grow_to;
+      }
+      for (int64_t i = length * width; i < kv.Capacity(4) * width; ++i) {  // fill to capacity
+        kv.Keys(4, l)[i] = value(l, 0, i);
+        kv.Values(4, l)[i] = value(l, 1, i);
+      }
+    }
+    length = kv.Capacity(4);
+    kv.SetLength(4, length);
+  }
+  EXPECT_EQ(kv.Capacity(4), 100);
+  EXPECT_EQ(kv.bytes(), 100 * layers * 2 * width * 4);
+}
+
 // CopyPrefix copies the first rows of every layer's K and V between sequences of different
 // capacities, and nothing past them.
 TEST(KvCacheTest, CopyPrefixCopiesTheFirstRowsOfEveryLayer) {
