@@ -21,6 +21,7 @@ llmint8_cc_library(
     http_api.cc
     json_schema.cc
     json_string_pattern.cc
+    number_regex.cc
     openai_api.cc
     openai_chat.cc
     openai_fields.cc
@@ -59,6 +60,8 @@ llmint8_cc_test(NAME guided_regex_test SRCS guided_regex_test.cc
 llmint8_cc_test(NAME guide_cache_test SRCS guide_cache_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME json_string_pattern_test SRCS json_string_pattern_test.cc
+                DEPS llmint8::coordinator_service LABELS service)
+llmint8_cc_test(NAME number_regex_test SRCS number_regex_test.cc
                 DEPS llmint8::coordinator_service LABELS service)
 llmint8_cc_test(NAME json_schema_test SRCS json_schema_test.cc
                 DEPS llmint8::coordinator_service nlohmann_json::nlohmann_json LABELS service)
