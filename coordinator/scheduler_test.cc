@@ -155,6 +155,22 @@ class SchedulerTest : public ::testing::Test {
     }
   }
 
+  // Waits (20 s at most) until the group is lost and, when given, `queued` requests wait for
+  // the next one: what a test must see before it re-forms the group (a Reform() before the
+  // scripted loss would bump the epoch under a running group).
+  ::testing::AssertionResult AwaitGroupLoss(std::optional<int64_t> queued = std::nullopt) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (group_->ready() || (queued && scheduler_->queued() != *queued)) {
+      if (absl::Now() > deadline) {
+        return ::testing::AssertionFailure()
+               << "after 20 s the group is " << (group_->ready() ? "ready" : "lost") << " and "
+               << scheduler_->queued() << " requests wait";
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return ::testing::AssertionSuccess();
+  }
+
   // Queues `seqs` together, starts the scheduler and waits for each to end: their outcomes, in
   // order. A sequence that could not be queued or did not end OK fails the test (callers
   // stop on HasFailure()).
@@ -185,8 +201,7 @@ class SchedulerTest : public ::testing::Test {
                      /*breaks=*/true);
     ASSERT_TRUE(scheduler_->Enqueue(a).ok());
     scheduler_->Start();
-    absl::SleepFor(absl::Milliseconds(300));
-    EXPECT_EQ(scheduler_->queued(), 1) << "resumed once: it waits for the group";
+    ASSERT_TRUE(AwaitGroupLoss(1)) << "resumed once: it waits for the group";
     group_->Reform();
     const Outcome out = Await(*a);
     EXPECT_EQ(out.status.code(), absl::StatusCode::kUnavailable) << out.status;
@@ -798,8 +813,7 @@ TEST_F(SchedulerTest, WithResumeARunningSequenceGoesOnInTheNextGroup) {
   group_->FailStep(4, absl::UnavailableError("worker 1 is gone"), /*breaks=*/true);
   ASSERT_TRUE(scheduler_->Enqueue(running).ok());
   scheduler_->Start();
-  absl::SleepFor(absl::Milliseconds(300));
-  EXPECT_EQ(scheduler_->queued(), 1) << "it waits for the group";
+  ASSERT_TRUE(AwaitGroupLoss(1)) << "it waits for the group";
   group_->Reform();
   const Outcome out = Await(*running);
   ASSERT_TRUE(out.status.ok()) << out.status;
@@ -1827,7 +1841,7 @@ TEST_F(SchedulerTest, PendingDropsSurviveRefusedStepsAndGoWithTheCache) {
   const std::vector<std::shared_ptr<Sequence>> both = {a, b};
   ASSERT_TRUE(scheduler_->EnqueueAll(both).ok());
   scheduler_->Start();
-  absl::SleepFor(absl::Milliseconds(300));
+  ASSERT_TRUE(AwaitGroupLoss());
   group_->Reform();
   const Outcome out_a = Await(*a), out_b = Await(*b);
   ASSERT_TRUE(out_a.status.ok()) << out_a.status;

@@ -856,6 +856,8 @@ void WorkerGroup::MonitorLoop() {
       // since ends the wait (forming then waits for it, and the refusal gives way). Not one
       // that was away already (a dead spare under --group=smallest), nor one still stopping
       // the refused load.
+      LLMINT8_LOG(INFO) << "worker group: load failure " << load_failures << "; trying again in "
+                        << absl::FormatDuration(backoff) << ", sooner if a worker goes away";
       const absl::Time retry_at = absl::Now() + backoff;
       bool stopping = false;
       while (absl::Now() < retry_at) {

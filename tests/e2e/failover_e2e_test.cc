@@ -489,7 +489,8 @@ TEST(StopWhileLoadingE2ETest, AStoppedCoordinatorCancelsTheLoadsInsteadOfWaiting
   cluster.StopCoordinator(SIGTERM);  // waits for it to exit
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
-  EXPECT_LT(seconds, 5.0) << "the coordinator waited for the load";
+  // (Loading the shards takes a minute here: 15 s tells the two apart on a loaded machine.)
+  EXPECT_LT(seconds, 15.0) << "the coordinator waited for the load";
   for (int rank = 0; rank < 2; ++rank) {
     EXPECT_TRUE(WaitForLogLine(absl::StrCat(cluster.log_dir(), "/worker", rank, ".log"),
                                "the coordinator cancelled the load at layer", 60))
@@ -779,13 +780,10 @@ TEST(BrokenModelE2ETest, AModelTheWorkersCannotLoadIsRefusedUntilItIsMended) {
   // wait for the workers again (here until their deadline) rather than fail with it. The
   // workers are probed while the coordinator waits to try the load again (8 s after the
   // fourth failure): the loss is seen within a probe or two, not after that wait.
-  const std::string worker0_log = cluster.log_dir() + "/worker0.log";
-  for (int i = 0; i < 300 && LoadFailures(worker0_log) < 4; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  // The line is written before the failure's answer is sent: the coordinator has it (and
-  // waits 8 s) a moment later, when the kill is the loss of a worker, not a load's failure.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The coordinator has the fourth failure and waits 8 s: the kill is the loss of a worker,
+  // not a load's failure.
+  ASSERT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log",
+                             "worker group: load failure 4; trying again in 8s", 60));
   const auto killed_at = std::chrono::steady_clock::now();
   cluster.KillWorker(1, SIGKILL);
   EXPECT_TRUE(WaitForLogLine(cluster.log_dir() + "/coordinator.log",
