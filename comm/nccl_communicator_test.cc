@@ -28,22 +28,29 @@ using testing::TempDir;
 
 constexpr absl::Duration kHangLimit = absl::Seconds(120);
 
-// Whether a CUDA device answers, asked in a child process so this process stays CUDA-free.
-bool DeviceInChild() {
+// OK when a CUDA device answers, asked in a child process so this process stays CUDA-free;
+// else why not (the skip says it: no device, a driver that does not load, a child that hung).
+absl::Status DeviceInChild() {
   return ValueInChild(
              []() -> absl::StatusOr<int64_t> {
                int n = 0;
-               if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+               if (const cudaError_t e = cudaGetDeviceCount(&n); e != cudaSuccess) {
+                 return absl::UnavailableError(
+                     absl::StrCat("cudaGetDeviceCount: ", cudaGetErrorString(e)));
+               }
+               if (n == 0) return absl::UnavailableError("no CUDA device on this machine");
                return n;
              },
              absl::Seconds(60))
-             .value_or(0) > 0;
+      .status();
 }
 
 #define SKIP_WITHOUT_NCCL_GPU()                                                \
   do {                                                                         \
     if (!NcclBackendBuilt()) GTEST_SKIP() << "built without the NCCL backend"; \
-    if (!DeviceInChild()) GTEST_SKIP() << "no CUDA device on this machine";    \
+    if (const absl::Status device = DeviceInChild(); !device.ok()) {           \
+      GTEST_SKIP() << device;                                                  \
+    }                                                                          \
   } while (0)
 
 CommOptions GroupOptions(int rank, int world, Rendezvous& rdzv, absl::Duration timeout,

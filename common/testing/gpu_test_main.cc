@@ -1,5 +1,6 @@
-// main() for GPU tests: gtest_main, except that a run in which tests skipped (no CUDA device)
-// and none failed exits with kSkippedExitCode, which ctest's SKIP_RETURN_CODE reports as
+// main() for GPU tests (and others built with REPORT_SKIPS, e.g. the root-only netns test):
+// gtest_main, except that a run in which tests skipped (no CUDA device) and none failed exits
+// with kSkippedExitCode, which ctest's SKIP_RETURN_CODE reports as
 // "Skipped" instead of "Passed". A failure still fails, whatever else skipped.
 #include "gtest/gtest.h"
 

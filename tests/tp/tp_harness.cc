@@ -55,7 +55,8 @@ std::string ResultPath(const std::string& dir, int tp, int rank) {
   return absl::StrCat(dir, "/result-tp", tp, "-rank", rank, ".bin");
 }
 
-RankResult ReadResult(const std::string& path) {
+// An error when the file is missing or short: zeros would compare equal across ranks.
+absl::StatusOr<RankResult> ReadResult(const std::string& path) {
   const size_t seqs = Prompts().size();
   RankResult r;
   r.tokens.resize(seqs * kSteps);
@@ -63,7 +64,7 @@ RankResult ReadResult(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   f.read(reinterpret_cast<char*>(r.tokens.data()), r.tokens.size() * 4);
   f.read(reinterpret_cast<char*>(r.logits.data()), r.logits.size() * 4);
-  if (!f.good()) std::fprintf(stderr, "short result file %s\n", path.c_str());
+  if (!f.good()) return absl::DataLossError(absl::StrCat("missing or short result file ", path));
   return r;
 }
 
@@ -95,7 +96,7 @@ absl::Status RunRank(const TpBackend& backend, int tp, int rank, Precision preci
                    ShardModel::Load(c, *src, tp, rank, comm.get(), o));
   std::vector<std::vector<int32_t>> forced;
   if (!forced_from.empty()) {
-    const RankResult tp1 = ReadResult(forced_from);
+    ASSIGN_OR_RETURN(const RankResult tp1, ReadResult(forced_from));
     for (size_t i = 0; i < Prompts().size(); ++i) {
       forced.emplace_back(tp1.tokens.begin() + i * kSteps, tp1.tokens.begin() + (i + 1) * kSteps);
     }
@@ -138,7 +139,11 @@ void ExpectTpDegreesAgree(const TpBackend& backend, const TpCase& tc) {
           << what << " tp " << tp << ": " << o.Describe();
     }
     std::vector<RankResult> results;
-    for (int r = 0; r < tp; ++r) results.push_back(ReadResult(ResultPath(sub, tp, r)));
+    for (int r = 0; r < tp; ++r) {
+      absl::StatusOr<RankResult> result = ReadResult(ResultPath(sub, tp, r));
+      ASSERT_TRUE(result.ok()) << what << " tp " << tp << ": " << result.status();
+      results.push_back(*std::move(result));
+    }
     for (int r = 1; r < tp; ++r) {  // every rank of a group sees the same gathered logits
       EXPECT_EQ(results[r].tokens, results[0].tokens) << what << " tp " << tp << " rank " << r;
       EXPECT_EQ(results[r].logits, results[0].logits) << what << " tp " << tp << " rank " << r;

@@ -141,15 +141,20 @@ absl::Status RunRank(const TpBackend& backend, Precision precision, int rank,
   return absl::OkStatus();
 }
 
-VoteResult ReadResult(const std::string& path) {
+// An error when the file is missing or short: what is missing would compare equal.
+absl::StatusOr<VoteResult> ReadResult(const std::string& path) {
   VoteResult r;
   std::ifstream f(path, std::ios::binary);
   f.read(reinterpret_cast<char*>(r.codes), sizeof(r.codes));
   f.read(reinterpret_cast<char*>(r.seconds), sizeof(r.seconds));
   uint64_t n = 0;
   f.read(reinterpret_cast<char*>(&n), sizeof(n));
+  if (!f.good() || n > (uint64_t{1} << 28)) {
+    return absl::DataLossError(absl::StrCat("missing or short result file ", path));
+  }
   r.logits.resize(n);
   f.read(reinterpret_cast<char*>(r.logits.data()), static_cast<std::streamsize>(n * 4));
+  if (!f.good()) return absl::DataLossError(absl::StrCat("short result file ", path));
   return r;
 }
 
@@ -164,8 +169,12 @@ void ExpectScriptAgrees(const TpBackend& backend, Precision precision, const Scr
   for (const auto& o : outcomes) {
     ASSERT_TRUE(o.reported && o.status.ok() && o.exit_code == 0) << o.Describe();
   }
-  const VoteResult r0 = ReadResult(ResultPath(dir, 0));
-  const VoteResult r1 = ReadResult(ResultPath(dir, 1));
+  absl::StatusOr<VoteResult> read0 = ReadResult(ResultPath(dir, 0));
+  absl::StatusOr<VoteResult> read1 = ReadResult(ResultPath(dir, 1));
+  ASSERT_TRUE(read0.ok()) << read0.status();
+  ASSERT_TRUE(read1.ok()) << read1.status();
+  const VoteResult& r0 = *read0;
+  const VoteResult& r1 = *read1;
   const auto code = [](int c) {
     return absl::StatusCodeToString(static_cast<absl::StatusCode>(c));
   };
