@@ -44,6 +44,10 @@ def strided_nll(model, ids, window, stride, device="cpu", log_every=0):
     The model's logits are taken in fp32 and the log-softmax in fp64.
     """
     import torch
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if positions is not None and window - 1 > positions:
+        raise ValueError(f"window {window} feeds {window - 1} positions; the model has "
+                         f"{positions} (max_position_embeddings): use a window <= {positions + 1}")
     nll_sum = 0.0
     tokens = 0
     ws = windows(len(ids), window, stride)
@@ -54,7 +58,11 @@ def strided_nll(model, ids, window, stride, device="cpu", log_every=0):
             rows = logits[first - 1 - begin:].double()        # rows predicting ids[first:end]
             targets = torch.tensor(ids[first:end], dtype=torch.long, device=device)
             logp = torch.log_softmax(rows, dim=-1)
-            nll_sum += float(-logp.gather(1, targets[:, None]).sum())
+            nll = float(-logp.gather(1, targets[:, None]).sum())
+            if not math.isfinite(nll):  # as model/perplexity.cc: an error, not a NaN ppl
+                raise ValueError(f"window {k + 1} ({begin}..{end}): non-finite log-likelihood "
+                                 f"{nll} (non-finite logits: an fp16 overflow?)")
+            nll_sum += nll
             tokens += end - first
             if log_every and (k + 1) % log_every == 0:
                 print(f"  window {k + 1}/{len(ws)}: ppl so far {math.exp(nll_sum / tokens):.3f}",
@@ -64,5 +72,7 @@ def strided_nll(model, ids, window, stride, device="cpu", log_every=0):
 
 def perplexity(model, ids, window, stride, device="cpu", log_every=0):
     nll_sum, tokens = strided_nll(model, ids, window, stride, device, log_every)
-    return {"nll_sum": nll_sum, "tokens": tokens, "ppl": math.exp(nll_sum / tokens),
+    mean = nll_sum / tokens
+    return {"nll_sum": nll_sum, "tokens": tokens,
+            "ppl": math.exp(mean) if mean < 709 else math.inf,  # exp overflows past ~709.78
             "window": window, "stride": stride, "num_ids": len(ids)}

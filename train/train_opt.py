@@ -41,6 +41,8 @@ import compact_vocab  # noqa: E402
 import corpus  # noqa: E402
 import strided_ppl  # noqa: E402
 
+MAX_CHECKPOINT_BYTES = 40_000_000  # the fp16 model.safetensors a bundled model may be
+
 SAMPLE_PROMPTS = [
     "The state of the Union is",
     "My fellow Americans,",
@@ -142,7 +144,10 @@ def tokenized_stream(args, tok):
     return np.memmap(path, dtype=np.uint16, mode="r"), meta
 
 
-def make_model(args, vocab_size=corpus.VOCAB_SIZE):
+def make_model(args, vocab_size=corpus.VOCAB_SIZE, pad_token_id=corpus.PAD_ID):
+    """pad_token_id is the embedding's padding_idx, a row that gets no gradient as an input:
+    OPT's <pad> in the full vocabulary; in the compact one (compact id 1 is a real token, full
+    id 4) the shared unseen row, never an input."""
     from transformers import OPTConfig, OPTForCausalLM
     ffn = args.ffn or 4 * args.hidden
     cfg = OPTConfig(
@@ -151,21 +156,21 @@ def make_model(args, vocab_size=corpus.VOCAB_SIZE):
         word_embed_proj_dim=args.hidden, do_layer_norm_before=True, activation_function="relu",
         dropout=args.dropout, attention_dropout=0.0, layerdrop=0.0, init_std=0.02,
         enable_bias=True, layer_norm_elementwise_affine=True, tie_word_embeddings=True,
-        pad_token_id=corpus.PAD_ID, bos_token_id=corpus.BOS_ID, eos_token_id=corpus.EOS_ID,
+        pad_token_id=pad_token_id, bos_token_id=corpus.BOS_ID, eos_token_id=corpus.EOS_ID,
         use_cache=True)
     return OPTForCausalLM(cfg)
 
 
 def lr_at(step, args, elapsed_s):
-    """Linear warmup over --warmup steps, then cosine to lr * --min-lr-ratio: over --steps, or
-    over the --max-minutes wall-time budget when --schedule-by-time (a time-boxed run on a
-    shared CPU, where the number of steps that fit is not known in advance)."""
+    """Linear warmup over --warmup steps, then cosine to lr * --min-lr-ratio: over --steps, or,
+    when --schedule-by-time, over whichever ends first of --steps and the --max-minutes
+    wall-time budget (a time-boxed run, where the number of steps that fit is not known in
+    advance: the schedule ends annealed whether the time or the steps run out)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
+    t = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
     if args.schedule_by_time:
-        t = min(1.0, elapsed_s / (60 * args.max_minutes))
-    else:
-        t = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+        t = max(t, min(1.0, elapsed_s / (60 * args.max_minutes)))
     lo = args.lr * args.min_lr_ratio
     return lo + 0.5 * (args.lr - lo) * (1 + math.cos(math.pi * t))
 
@@ -190,7 +195,8 @@ def heldout_eval(model, ids, args, device, limit, bf16=True):
     stride = args.eval_stride or args.context // 2
     was_training = model.training
     model.eval()
-    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16 and args.bf16):
+    with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                        enabled=bf16 and args.bf16):
         r = strided_ppl.perplexity(model, ids, args.context, stride, device)
     model.train(was_training)
     return r
@@ -226,7 +232,8 @@ class Trainer:
     def __init__(self, args, device, vocab):
         import torch
         self.args, self.device, self.vocab = args, device, vocab
-        self.model = make_model(args, vocab.size if vocab else corpus.VOCAB_SIZE).to(device)
+        self.model = (make_model(args, vocab.size, pad_token_id=vocab.size - 1) if vocab
+                      else make_model(args)).to(device)
         self.opt = optimizer_for(self.model, args)
         self.offset = vocab.logit_offset(torch, device) if vocab else None
         self.step = 0
@@ -235,7 +242,8 @@ class Trainer:
 
     def loss(self, x, y):
         import torch
-        with torch.autocast(device_type=self.device, dtype=torch.bfloat16, enabled=self.args.bf16):
+        with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16,
+                            enabled=self.args.bf16):
             logits = self.model(input_ids=x).logits
         logits = logits.float()
         if self.offset is not None:
@@ -269,12 +277,16 @@ class Trainer:
         torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                     "step": self.step, "elapsed": elapsed, "running": self.running,
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": (torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                                 else None),
                     "args": vars(self.args)}, tmp)
         os.replace(tmp, path)  # never a half-written state
 
     def load_state(self, path, rng):
         import torch
-        st = torch.load(path, map_location=self.device, weights_only=False)
+        # On the CPU: the RNG states must stay CPU tensors (set_rng_state refuses others);
+        # load_state_dict moves the weights and the optimizer's state to their parameters'.
+        st = torch.load(path, map_location="cpu", weights_only=False)
         for k in ("hidden", "layers", "heads", "ffn", "context", "vocab", "batch"):
             if st["args"][k] != getattr(self.args, k):
                 sys.exit(f"--resume: {path} was trained with --{k} {st['args'][k]}, "
@@ -284,12 +296,16 @@ class Trainer:
         self.step, self.elapsed_before, self.running = st["step"], st["elapsed"], st["running"]
         rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
+        if st.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["cuda_rng"])
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.schedule_by_time and not args.max_minutes:
         sys.exit("--schedule-by-time needs --max-minutes")
+    if args.steps < 1:
+        sys.exit("--steps must be at least 1")
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -329,6 +345,10 @@ def main(argv=None):
                     tokens_per_step=args.batch * args.context,
                     compact_vocab=vocab.to_json() if vocab else None,
                     torch=torch.__version__, transformers=__import__("transformers").__version__)
+    if 2 * n_params > MAX_CHECKPOINT_BYTES:  # issue 6: the bundled checkpoint is <= 40 MB
+        sys.exit(f"{n_params} parameters make a {2 * n_params / 1e6:.1f} MB fp16 checkpoint, over "
+                 f"{MAX_CHECKPOINT_BYTES / 1e6:.0f} MB: fewer --layers, a smaller --hidden or "
+                 f"--context")
     print(f"model: {n_params / 1e6:.2f}M params, {2 * n_params / 1e6:.1f} MB in fp16; device "
           f"{device}; {args.batch} x {args.context} tokens/step", flush=True)
     if args.resume:
