@@ -325,82 +325,102 @@ TEST_F(ServiceE2ETest, ConcurrentClientsEachEqualTheirSoloRun) {
   EXPECT_TRUE(cluster_->WaitNoActiveSequences()) << "finished sequences still hold KV cache";
 }
 
+// `req` is refused with `code` and a message holding `says` (what to change), and the server
+// goes on serving: a valid request after it is answered.
 void ExpectCode(v1::Generation::Stub& stub, const v1::GenerateRequest& req, grpc::StatusCode code,
-                const std::string& what) {
+                const std::string& says) {
   Generated got = Generate(stub, req);
-  EXPECT_EQ(got.status.error_code(), code) << what << ": " << got.status.error_message();
-  EXPECT_FALSE(got.status.error_message().empty()) << what;
-  EXPECT_TRUE(got.tokens.empty()) << what;
+  EXPECT_EQ(got.status.error_code(), code) << says << ": " << got.status.error_message();
+  EXPECT_THAT(got.status.error_message(), ::testing::HasSubstr(says));
+  EXPECT_TRUE(got.tokens.empty()) << says;
+  const Generated after = Generate(stub, GreedyRequest({2, 5}, 2));
+  EXPECT_TRUE(after.status.ok()) << "after '" << says << "': " << after.status.error_message();
+  EXPECT_EQ(after.tokens.size(), 2u);
 }
 
 TEST_F(ServiceE2ETest, EmptyPromptIsInvalidArgument) {
   v1::GenerateRequest req;
   req.set_max_new_tokens(4);
-  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "no prompt");
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT,
+             "the prompt is empty; set GenerateRequest.text or");
   req.set_text("");
-  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "empty text");
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "the prompt is empty");
   req.mutable_token_ids();
-  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "empty token_ids");
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "the prompt is empty");
 }
 
 TEST_F(ServiceE2ETest, PromptLongerThanContextIsOutOfRange) {
-  ExpectCode(*stub_, GreedyRequest(std::vector<int32_t>(kContext, 5), 1),
-             grpc::StatusCode::OUT_OF_RANGE, "prompt of the whole context");
+  ExpectCode(
+      *stub_, GreedyRequest(std::vector<int32_t>(kContext, 5), 1), grpc::StatusCode::OUT_OF_RANGE,
+      "the prompt has 128 tokens but the context holds 128 including at least one new token; "
+      "shorten it");
 }
 
 TEST_F(ServiceE2ETest, MaxNewTokensOutOfBounds) {
-  ExpectCode(*stub_, GreedyRequest({2, 5}, 0), grpc::StatusCode::INVALID_ARGUMENT, "0 tokens");
-  ExpectCode(*stub_, GreedyRequest({2, 5}, -3), grpc::StatusCode::INVALID_ARGUMENT, "-3");
-  ExpectCode(*stub_, GreedyRequest({2, 5}, kContext + 1), grpc::StatusCode::OUT_OF_RANGE,
-             "beyond the context");
+  ExpectCode(*stub_, GreedyRequest({2, 5}, 0), grpc::StatusCode::INVALID_ARGUMENT,
+             "max_new_tokens is 0; it must be at least 1");
+  ExpectCode(*stub_, GreedyRequest({2, 5}, -3), grpc::StatusCode::INVALID_ARGUMENT,
+             "max_new_tokens is -3; it must be at least 1");
+  ExpectCode(
+      *stub_, GreedyRequest({2, 5}, kContext + 1), grpc::StatusCode::OUT_OF_RANGE,
+      "max_new_tokens is 129 but the model's context holds 128 tokens including the prompt; ask "
+      "for at most 127");
   ExpectCode(*stub_, GreedyRequest(std::vector<int32_t>(100, 5), 29),
-             grpc::StatusCode::OUT_OF_RANGE, "prompt + max_new_tokens beyond the context");
+             grpc::StatusCode::OUT_OF_RANGE, "set max_new_tokens <= 28");
 }
 
 TEST_F(ServiceE2ETest, NegativeTemperatureIsInvalidArgument) {
   v1::GenerateRequest req = GreedyRequest({2, 5}, 4);
   req.set_temperature(-0.5f);
-  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, "temperature -0.5");
+  ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT,
+             "temperature is -0.5; it must be finite and >= 0");
 }
 
 TEST_F(ServiceE2ETest, TopPOutsideUnitIntervalIsInvalidArgument) {
   for (float top_p : {0.0f, -0.1f, 1.5f}) {
     v1::GenerateRequest req = GreedyRequest({2, 5}, 4);
     req.set_top_p(top_p);
-    ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("top_p ", top_p));
+    ExpectCode(*stub_, req, grpc::StatusCode::INVALID_ARGUMENT,
+               absl::StrCat("top_p is ", top_p, "; it must be in (0, 1]"));
   }
 }
 
 TEST_F(ServiceE2ETest, PenaltiesAndTopLogprobsOutOfRangeAreInvalidArgument) {
   v1::GenerateRequest frequency = GreedyRequest({2, 5}, 4);
   frequency.set_frequency_penalty(2.5f);
-  ExpectCode(*stub_, frequency, grpc::StatusCode::INVALID_ARGUMENT, "frequency_penalty 2.5");
+  ExpectCode(*stub_, frequency, grpc::StatusCode::INVALID_ARGUMENT,
+             "frequency_penalty is 2.5; it must be in [-2, 2]");
   v1::GenerateRequest presence = GreedyRequest({2, 5}, 4);
   presence.set_presence_penalty(-3.0f);
-  ExpectCode(*stub_, presence, grpc::StatusCode::INVALID_ARGUMENT, "presence_penalty -3");
+  ExpectCode(*stub_, presence, grpc::StatusCode::INVALID_ARGUMENT,
+             "presence_penalty is -3; it must be in [-2, 2]");
   v1::GenerateRequest top = GreedyRequest({2, 5}, 4);
   top.set_top_logprobs(21);
-  ExpectCode(*stub_, top, grpc::StatusCode::INVALID_ARGUMENT, "top_logprobs 21");
+  ExpectCode(*stub_, top, grpc::StatusCode::INVALID_ARGUMENT,
+             "top_logprobs is 21; it must be in [0, 20]");
 }
 
 TEST_F(ServiceE2ETest, TokenIdOutsideVocabularyIsInvalidArgument) {
   ExpectCode(*stub_, GreedyRequest({2, kVocab}, 4), grpc::StatusCode::INVALID_ARGUMENT,
-             "id == vocab");
-  ExpectCode(*stub_, GreedyRequest({-1}, 4), grpc::StatusCode::INVALID_ARGUMENT, "id -1");
+             "prompt token 1 is 1000; token ids must be in [0, 1000)");
+  ExpectCode(*stub_, GreedyRequest({-1}, 4), grpc::StatusCode::INVALID_ARGUMENT,
+             "prompt token 0 is -1; token ids must be in [0, 1000)");
 }
 
 TEST_F(ServiceE2ETest, MessageOverSizeLimitIsResourceExhausted) {
   v1::GenerateRequest req;
   req.set_text(std::string(5 << 20, 'a'));  // the coordinator accepts 4 MiB
   req.set_max_new_tokens(1);
-  ExpectCode(*stub_, req, grpc::StatusCode::RESOURCE_EXHAUSTED, "5 MiB request");
+  ExpectCode(*stub_, req, grpc::StatusCode::RESOURCE_EXHAUSTED,
+             "Received message larger than max (5242887 vs. 4194304)");
 }
 
 TEST_F(ServiceE2ETest, TextPromptWithoutTokenizerIsFailedPrecondition) {
   v1::GenerateRequest req;
   req.set_text("Hello");
   req.set_max_new_tokens(1);
-  ExpectCode(*stub_, req, grpc::StatusCode::FAILED_PRECONDITION, "text, no tokenizer");
+  ExpectCode(*stub_, req, grpc::StatusCode::FAILED_PRECONDITION,
+             "served without a tokenizer (no vocab.json/merges.txt); send the prompt as token_ids");
 }
 
 // Raw request bytes to `method`, as a client of another language (or a broken one) may send
