@@ -138,6 +138,7 @@ TEST_P(GoldenCudaTest, F16LogitsAndGreedyTokens) {
   ASSERT_NE(gpu, nullptr);
 
   const auto& cases = json["cases"];
+  ASSERT_GE(cases.size(), 1u) << dir << "/expected.json has no cases";
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const auto& cs = cases[ci];
     const std::vector<int32_t> prompt = cs["prompt"].get<std::vector<int32_t>>();

@@ -8,9 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/cluster.h"
+#include "tests/e2e/metrics_scrape.h"
 
 namespace llmint8::e2e {
 namespace {
@@ -40,7 +42,9 @@ TEST(Int8BatchingE2ETest, ConcurrentStreamsEqualTheirSoloRuns) {
   // max_batch 8: the fp16 LM head takes one CPU kernel up to 16 rows and oneDNN above, whose
   // float sums may differ in the last bits; within one kernel a row's logits are bitwise the
   // same in any batch, so a near-tie cannot flip this test.
-  options.extra_coordinator_flags = {"--prefill_chunk=5", "--max_batch=8"};
+  const int metrics_port = FreePort();
+  options.extra_coordinator_flags = {"--prefill_chunk=5", "--max_batch=8",
+                                     absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port)};
   Cluster cluster(options);
   ASSERT_TRUE(WaitForHealth(cluster.address(), 1, 60)) << "never SERVING";
 
@@ -72,6 +76,13 @@ TEST(Int8BatchingE2ETest, ConcurrentStreamsEqualTheirSoloRuns) {
         << "client " << i << ": " << results[i].status.error_message();
     EXPECT_THAT(results[i].tokens, ElementsAreArray(solo[i])) << "client " << i;
   }
+  // The streams did share steps (or nothing above was compared with a batch).
+  const std::string scraped = Scrape(metrics_port);
+  const double steps = Sample(scraped, "llmint8_step_batch_size_count");
+  const double alone = Sample(scraped, "llmint8_step_batch_size_bucket{le=\"1\"}");
+  ASSERT_GT(alone, 0) << "no such series: " << scraped;  // the solo runs' steps
+  EXPECT_GT(steps - alone, 0) << "no step held more than one sequence";
+  RecordProperty("steps_of_several_sequences", static_cast<int>(steps - alone));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // Tokenize, seeded sampling and logprobs.
 #include <cmath>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -578,6 +579,16 @@ TEST_F(TextE2ETest, SeededSamplingIsReproducibleAndLogprobsAreReturned) {
     ASSERT_TRUE(r.has_logprob());
     EXPECT_LE(r.logprob(), 0.0f);
   }
+  // And it samples: other seeds give other texts (a server decoding greedily would give the
+  // same 16 tokens to all of them).
+  std::set<std::vector<int32_t>> texts = {a.tokens};
+  for (uint64_t seed : {1u, 2u, 3u, 4u}) {
+    req.set_seed(seed);
+    Generated other = Generate(*stub_, req);
+    ASSERT_TRUE(other.status.ok()) << other.status.error_message();
+    texts.insert(other.tokens);
+  }
+  EXPECT_GE(texts.size(), 3u) << "5 seeds, at most 2 different outputs";
 }
 
 }  // namespace

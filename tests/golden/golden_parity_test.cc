@@ -46,6 +46,7 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {
     json_ = ReadJson(dir_ + "/expected.json");
     ASSERT_FALSE(json_.is_discarded()) << "cannot parse " << dir_ << "/expected.json";
     ASSERT_TRUE(json_.contains("cases"));
+    ASSERT_GE(json_["cases"].size(), 1u) << "no cases: every test below would compare nothing";
   }
 
   std::unique_ptr<ShardModel> Load(Precision p) {
