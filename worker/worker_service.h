@@ -100,6 +100,8 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status DeviceLost() const;
 
  private:
+  friend class WorkerServiceTestPeer;  // worker/worker_device_lost_test.cc: a step's fault
+
   // Records `status` when it says the GPU context is lost (the first such, logged).
   void NoteIfDeviceLost(const absl::Status& status);
 
