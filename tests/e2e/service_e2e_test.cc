@@ -88,6 +88,25 @@ Cluster* ServiceE2ETest::cluster_ = nullptr;
 int ServiceE2ETest::metrics_port_ = 0;
 InProcessReference* ServiceE2ETest::reference_ = nullptr;
 
+// The last response's timings, which the server measures on one clock from the request's
+// arrival: queued <= first token <= end, and a decode rate once two tokens were made.
+void ExpectConsistentTimings(const v1::GenerateResponse& last, int completion_tokens) {
+  ASSERT_TRUE(last.has_timings());
+  const v1::Timings& t = last.timings();
+  EXPECT_GE(t.queue_ms(), 0.0);
+  EXPECT_LE(t.queue_ms(), t.time_to_first_token_ms());
+  EXPECT_LE(t.time_to_first_token_ms(), t.total_ms());
+  EXPECT_LT(t.total_ms(), 60'000.0);
+  if (completion_tokens > 1) {
+    EXPECT_GT(t.decode_tokens_per_second(), 0.0);
+    // (n - 1) tokens over the time after the first: at least as fast as over the whole call.
+    EXPECT_GE(t.decode_tokens_per_second(),
+              (completion_tokens - 1) / (t.total_ms() / 1000) * 0.999);
+  } else {
+    EXPECT_EQ(t.decode_tokens_per_second(), 0.0);
+  }
+}
+
 TEST_F(ServiceE2ETest, GreedyTokensEqualInProcessRuntimeAndTransformers) {
   for (const GoldenCase& c : LoadGoldenCases()) {
     const int n = static_cast<int>(c.greedy.size());
@@ -102,6 +121,7 @@ TEST_F(ServiceE2ETest, GreedyTokensEqualInProcessRuntimeAndTransformers) {
     EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_LENGTH);
     EXPECT_EQ(last.usage().prompt_tokens(), static_cast<int>(c.prompt.size()));
     EXPECT_EQ(last.usage().completion_tokens(), n);
+    ExpectConsistentTimings(last, n);
   }
 }
 
@@ -689,6 +709,7 @@ TEST(ChunkedPrefillE2ETest, PromptLogprobsAcrossChunksEqualTransformers) {
         EXPECT_EQ(only.finish_reason(), v1::FINISH_REASON_LENGTH);
         EXPECT_EQ(only.usage().prompt_tokens(), static_cast<int>(prompt.size()));
         EXPECT_EQ(only.usage().completion_tokens(), 0);
+        ExpectConsistentTimings(only, 0);
       }
     }
   }
