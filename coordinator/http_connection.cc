@@ -54,6 +54,8 @@ thread_local bool t_routed = false;
 class BudgetStream;
 // The stream of the request this thread serves (SetUpRequest gives its body time).
 thread_local BudgetStream* t_stream = nullptr;
+// Set by BoundedTaskQueue while the accepting thread runs a connection it had no room for.
+thread_local bool t_no_room = false;
 
 Limits LimitsOf(size_t payload_max, absl::Duration request_time, time_t read_sec, time_t read_usec,
                 time_t write_sec, time_t write_usec, time_t keep_alive_sec,
@@ -76,6 +78,28 @@ bool Await(int fd, short events, int timeout_ms) {
     if (ready < 0 && errno == EINTR) continue;
     return ready > 0;
   }
+}
+
+// A connection there was no room for: a 503 that says when to come back, and the end. What
+// the client sends within 100 ms is read and discarded (a close with unread bytes would reset
+// the connection, losing the answer); no longer: it runs on the accepting thread.
+void RefuseForNoRoom(int fd) {
+  static constexpr char kBusy[] =
+      "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+      "Content-Type: text/plain\r\nContent-Length: 40\r\n\r\n"
+      "too many connections; try again shortly\n";
+  static_assert(sizeof("too many connections; try again shortly\n") - 1 == 40);
+  (void)::send(fd, kBusy, sizeof(kBusy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::shutdown(fd, SHUT_WR);
+  char sink[16 * 1024];
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  for (int reads = 0; reads < 16; ++reads) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !Await(fd, POLLIN, static_cast<int>(left.count()))) break;
+    if (::recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0) break;  // the client's end
+  }
+  ::close(fd);
 }
 
 // Whether `fd` has one of `events` before `deadline`, looking every 100 ms whether the server
@@ -379,6 +403,26 @@ void Close(int fd, bool unread) {
 
 }  // namespace
 
+BoundedTaskQueue::BoundedTaskQueue(size_t threads, size_t max_waiting)
+    : pool_(std::max<size_t>(threads, 1)), max_waiting_(max_waiting) {}
+
+void BoundedTaskQueue::enqueue(std::function<void()> fn) {
+  if (waiting_.load(std::memory_order_relaxed) >= max_waiting_) {
+    ++refused_;
+    t_no_room = true;
+    fn();  // the server's process_and_close_socket refuses it (RefuseForNoRoom)
+    t_no_room = false;
+    return;
+  }
+  waiting_.fetch_add(1, std::memory_order_relaxed);
+  pool_.enqueue([this, fn = std::move(fn)] {
+    waiting_.fetch_sub(1, std::memory_order_relaxed);
+    fn();
+  });
+}
+
+void BoundedTaskQueue::shutdown() { pool_.shutdown(); }
+
 void CloseConnectionAfterResponse(httplib::Response& res) {
   // httplib may add a second one after the handler (when the request asked to close too, or the
   // connection's last request is this one): harmless.
@@ -427,6 +471,10 @@ void ShutdownTls(SSL* ssl, int fd, const std::atomic<socket_t>& listening) {
 }  // namespace
 
 bool BoundedHttpServer::process_and_close_socket(socket_t sock) {
+  if (t_no_room) {
+    RefuseForNoRoom(sock);
+    return false;
+  }
   const Limits limits = LimitsOf(payload_max_length_, request_timeout_, read_timeout_sec_,
                                  read_timeout_usec_, write_timeout_sec_, write_timeout_usec_,
                                  keep_alive_timeout_sec_, keep_alive_max_count_);
@@ -454,6 +502,11 @@ BoundedHttpsServer::BoundedHttpsServer(const char* cert_file, const char* key_fi
 }
 
 bool BoundedHttpsServer::process_and_close_socket(socket_t sock) {
+  if (t_no_room) {  // no TLS session to answer in: the end alone
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return false;
+  }
   const Limits limits = LimitsOf(payload_max_length_, request_timeout_, read_timeout_sec_,
                                  read_timeout_usec_, write_timeout_sec_, write_timeout_usec_,
                                  keep_alive_timeout_sec_, keep_alive_max_count_);

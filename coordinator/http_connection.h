@@ -36,8 +36,10 @@
 #ifndef LLMINT8_COORDINATOR_HTTP_CONNECTION_H_
 #define LLMINT8_COORDINATOR_HTTP_CONNECTION_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "absl/time/time.h"
 #include "httplib.h"
@@ -58,6 +60,26 @@ inline constexpr int64_t kMinBodyBytesPerSecond = 64 * 1024;
 // is written, and say so in it (Connection: close), e.g. after refusing a request whose body
 // was left unread (read as the next request, it would be whatever the client put there).
 void CloseConnectionAfterResponse(httplib::Response& res);
+
+// The task queue for these servers (httplib::Server::new_task_queue): `threads` threads serve
+// the accepted connections, and at most `max_waiting` wait for one. Past that a connection is
+// refused at once on the accepting thread: HTTP gets a 503 with Retry-After and the end,
+// HTTPS the end. So a flood of connections holds at most threads + max_waiting + 1 of the
+// process's file descriptors, which its gRPC server shares, and no unbounded queue of work.
+class BoundedTaskQueue final : public httplib::TaskQueue {
+ public:
+  BoundedTaskQueue(size_t threads, size_t max_waiting);
+  void enqueue(std::function<void()> fn) override;
+  void shutdown() override;
+  size_t waiting() const { return waiting_.load(); }    // connections waiting for a thread
+  uint64_t refused() const { return refused_.load(); }  // connections refused so far
+
+ private:
+  httplib::ThreadPool pool_;
+  const size_t max_waiting_;
+  std::atomic<size_t> waiting_{0};
+  std::atomic<uint64_t> refused_{0};
+};
 
 class BoundedHttpServer final : public httplib::Server {
  public:

@@ -114,8 +114,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     ::setsockopt(sock, IPPROTO_TCP, TCP_KEEPINTVL, &probe_s, sizeof(probe_s));
     ::setsockopt(sock, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof(probes));
   });
+  // As many connections may wait for a thread as there are threads (at least 64: a burst of
+  // clients), the rest are refused (503) instead of queued without bound.
   s->server_->new_task_queue = [threads] {
-    return new httplib::ThreadPool(static_cast<size_t>(std::max(threads, 1)));
+    const size_t n = static_cast<size_t>(std::max(threads, 1));
+    return new BoundedTaskQueue(n, std::max<size_t>(n, 64));
   };
   s->server_->set_payload_max_length(0);  // no body unless the routes take one
   // httplib's own answer to a throwing handler names the exception in a header.

@@ -552,5 +552,57 @@ INSTANTIATE_TEST_SUITE_P(PlainAndTls, HttpServerTest, ::testing::Bool(),
                            return info.param ? "Tls" : "Plain";
                          });
 
+// Past the threads and the connections that may wait for one, a connection is refused at once
+// (503, Retry-After) instead of queued; the waiting one is served when a thread is free.
+TEST(BoundedTaskQueueTest, AConnectionPastTheWaitingRoomIsRefusedAndTheWaitingOneServed) {
+  BoundedHttpServer server;
+  BoundedTaskQueue* queue = nullptr;
+  server.new_task_queue = [&queue] { return queue = new BoundedTaskQueue(1, 1); };
+  std::atomic<int> started{0};
+  std::atomic<bool> release{false};
+  server.Get("/block", [&](const httplib::Request&, httplib::Response& res) {
+    ++started;
+    for (int i = 0; i < 2000 && !release; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    res.set_content("done", "text/plain");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread loop([&] { server.listen_after_bind(); });
+  for (int i = 0; i < 1000 && !server.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_NE(queue, nullptr);
+  int first = 0, second = 0;  // the statuses (0: no answer)
+  const auto get = [port] {
+    httplib::Result r = httplib::Client("127.0.0.1", port).Get("/block");
+    return r ? r->status : 0;
+  };
+  std::thread a([&] { first = get(); });
+  for (int i = 0; i < 1000 && started == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(started, 1) << "the one thread never took the first request";
+  std::thread b([&] { second = get(); });
+  for (int i = 0; i < 1000 && queue->waiting() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(queue->waiting(), 1u);
+  const httplib::Result third = httplib::Client("127.0.0.1", port).Get("/block");
+  ASSERT_TRUE(third) << "no answer: " << httplib::to_string(third.error());
+  EXPECT_EQ(third->status, 503);
+  EXPECT_EQ(third->get_header_value("Retry-After"), "1");
+  EXPECT_EQ(third->body, "too many connections; try again shortly\n");
+  EXPECT_EQ(queue->refused(), 1u);
+  release = true;
+  a.join();
+  b.join();
+  EXPECT_EQ(first, 200);
+  EXPECT_EQ(second, 200);
+  EXPECT_EQ(started, 2);
+  server.stop();
+  loop.join();
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator
