@@ -49,12 +49,21 @@ absl::Status InApiNames(const absl::Status& status, const openai::CompletionRequ
   return absl::Status(status.code(), message);
 }
 
-void SendError(httplib::Response& res, const absl::Status& status) {
+// `retry_after`: the refusal passes (a full queue, a group lost or shutting down): say when to
+// try again (RFC 9110 10.2.3), as clients' retry loops read it.
+void SendError(httplib::Response& res, const absl::Status& status, bool retry_after = false) {
   res.status = openai::HttpStatus(status.code());
-  // A full queue (429) and a group that is not serving (503: forming, loading, draining) pass:
-  // say when to try again (RFC 9110 10.2.3), as clients' retry loops read it.
-  if (res.status == 429 || res.status == 503) res.set_header("Retry-After", "1");
+  if (retry_after) res.set_header("Retry-After", "1");
   res.set_content(openai::ErrorJson(status), kJson);
+}
+
+// Whether a generation's refusal passes: the queue was full when it came (RESOURCE_EXHAUSTED
+// at admission; later, the workers' refusal of its memory is the request's own), or the group
+// was lost or is shutting down (UNAVAILABLE), but not the refusal of a model the workers
+// cannot hold, which lasts.
+bool Passes(const absl::Status& status, const WorkerGroup* group, bool at_admission) {
+  if (status.code() == absl::StatusCode::kResourceExhausted) return at_admission;
+  return status.code() == absl::StatusCode::kUnavailable && status != group->refusal();
 }
 
 struct Route {
@@ -345,7 +354,10 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
     absl::StatusOr<std::vector<std::shared_ptr<Sequence>>> seqs =
         service->AdmitAll(request->generate, request->prompts, request->n, absl::InfiniteFuture(),
                           request_id, request->fill_context);
-    if (!seqs.ok()) return SendError(res, ForHttp(InApiNames(seqs.status(), *request), group));
+    if (!seqs.ok()) {
+      return SendError(res, ForHttp(InApiNames(seqs.status(), *request), group),
+                       Passes(seqs.status(), group, /*at_admission=*/true));
+    }
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     if (request->stream) {
       return StreamCompletion(res, service, group, *std::move(seqs), request, std::move(id),
@@ -362,7 +374,9 @@ void AddHttpApiRoutes(httplib::Server& server, GenerationService* service, const
           return true;
         },
         [&peer] { return peer.Gone(); });
-    if (!status.ok()) return SendError(res, ForHttp(status, group));
+    if (!status.ok()) {
+      return SendError(res, ForHttp(status, group), Passes(status, group, /*at_admission=*/false));
+    }
     res.set_content(request->chat
                         ? openai::ChatCompletionJson(*request, choices, id, created, card.id)
                         : openai::CompletionJson(*request, choices, id, created, card.id),

@@ -43,8 +43,8 @@ TEST(KvCacheTest, GrowsGeometricallyKeepsRowsAndCountsBytes) {
 }
 
 // Growing moves each layer's K and V rows to their offsets at the new capacity in place: every
-// cached row survives, also a full cache grown by a few positions (block b's new place then
-// overlaps its old one) and many growths in a row.
+// cached row survives many growths in a row, also a full cache of 64 grown to the 100 of
+// max_context (block 1's new place then overlaps its old one).
 TEST(KvCacheTest, GrowingInPlaceKeepsEveryRowOfEveryLayer) {
   const int64_t layers = 3, width = 5, max_context = 100;
   KvCache kv(layers, width, max_context);

@@ -82,14 +82,14 @@ TEST(QueueE2ETest, AFullQueueOverHttpIs429WithRetryAfter) {
       metrics_port, {absl::StrCat("--http_listen=127.0.0.1:", http_port), "--queue_capacity=1"});
   ASSERT_TRUE(WaitForHealth(cluster->address(), 2, 30)) << "expected NOT_SERVING";
   const std::string body = R"({"prompt": [2, 7], "max_tokens": 4})";
-  std::thread waiting([&] {  // takes the one slot until its client gives up
-    httplib::Client client("127.0.0.1", http_port);
-    client.set_read_timeout(4);
-    client.Post("/v1/completions", body, "application/json");
-  });
+  httplib::Client first("127.0.0.1", http_port);  // takes the one slot until stopped below
+  first.set_read_timeout(120);
+  std::thread waiting([&] { first.Post("/v1/completions", body, "application/json"); });
   EXPECT_EQ(WaitForSample(metrics_port, kQueued, 1, 10), 1);
   httplib::Client client("127.0.0.1", http_port);
+  client.set_read_timeout(60);
   const httplib::Result refused = client.Post("/v1/completions", body, "application/json");
+  first.stop();
   waiting.join();
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 429) << refused->body;
