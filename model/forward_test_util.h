@@ -37,10 +37,14 @@ inline int32_t ArgMax(std::span<const float> row) {
   return static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
 }
 
+// NaN when any difference is (a NaN on either side, or infinities): every bound then fails
+// (std::max would have kept the finite maximum, and rows of NaN would have passed).
 inline double MaxAbsDiff(std::span<const float> a, std::span<const float> b) {
   double m = a.size() == b.size() ? 0.0 : INFINITY;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
+    const double d = std::abs(static_cast<double>(a[i]) - b[i]);
+    if (std::isnan(d)) return d;
+    m = std::max(m, d);
   }
   return m;
 }

@@ -1,6 +1,8 @@
 // ShardModel at TP = 1 on synthetic weights: the KV-cache path is self-consistent (prefill of n
 // tokens == n decode steps; a batch of different-length sequences == each alone), bad input is
 // rejected without damaging the state, and memory is accounted and bounded.
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <random>
 #include <vector>
@@ -312,6 +314,18 @@ TEST_P(ShardModelTest, StepsLeaveTheUpperHalvesOfTheVectorRegistersClean) {
 INSTANTIATE_TEST_SUITE_P(Precisions, ShardModelTest,
                          ::testing::Values(Precision::kF32, Precision::kF16, Precision::kInt8),
                          [](const auto& info) { return std::string(PrecisionName(info.param)); });
+
+// The comparisons every logits test (CPU, CUDA, TP) makes: a NaN is no match for anything.
+TEST(ForwardTestUtilTest, ANanOrInfiniteDifferenceFailsEveryBound) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> row = {1, 2, 3};
+  EXPECT_EQ(MaxAbsDiff(row, std::vector<float>{1, 2.5f, 3}), 0.5);
+  EXPECT_TRUE(std::isnan(MaxAbsDiff(row, std::vector<float>{1, nan, 3})));
+  EXPECT_TRUE(std::isnan(MaxAbsDiff(std::vector<float>{nan, 9}, std::vector<float>{nan, 0})));
+  EXPECT_TRUE(std::isnan(MaxAbsDiff(std::vector<float>{inf}, std::vector<float>{inf})));
+  EXPECT_EQ(MaxAbsDiff(row, std::vector<float>{1, 2}), INFINITY);
+}
 
 TEST(ShardModelErrorsTest, RefusesTheTanhGeluItWouldNotComputeExactly) {
   OptConfig c = SmallConfig(64, 4, 1, 100, 16);

@@ -61,9 +61,13 @@ double WorstCaseF16Bound(const OptConfig& c, double max_abs_logit) {
   return stages * kHalfEps * max_abs_logit;
 }
 
+// NaN when v holds one: a bound made from it fails every comparison.
 double MaxAbs(std::span<const float> v) {
   double m = 0;
-  for (float x : v) m = std::max(m, std::abs(static_cast<double>(x)));
+  for (float x : v) {
+    if (std::isnan(x)) return x;
+    m = std::max(m, std::abs(static_cast<double>(x)));
+  }
   return m;
 }
 
