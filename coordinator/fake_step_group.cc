@@ -92,7 +92,7 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
   std::function<void()> before;
   {
     absl::MutexLock lock(&mu_);
-    if (state_ != State::kReady) return absl::UnavailableError("the fake group is not ready");
+    if (state_ != State::kReady) return StepNotSentError("the fake group is not ready");
     const int number = static_cast<int>(steps_.size()) + 1;
     if (auto it = before_.find(number); it != before_.end()) {
       before = std::move(it->second);
@@ -103,8 +103,8 @@ absl::StatusOr<v1::StepResponse> FakeStepGroup::Step(v1::StepRequest request, in
 
   absl::MutexLock lock(&mu_);
   if (cancelled_) return absl::CancelledError("the fake group's steps were cancelled");
-  if (state_ != State::kReady) return absl::UnavailableError("the fake group is not ready");
-  if (epoch != epoch_) return absl::UnavailableError("the fake group re-formed since");
+  if (state_ != State::kReady) return StepNotSentError("the fake group is not ready");
+  if (epoch != epoch_) return StepNotSentError("the fake group re-formed since");
   request.set_epoch(epoch_);
   steps_.push_back(request);
   const int number = static_cast<int>(steps_.size());

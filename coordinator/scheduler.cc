@@ -811,6 +811,11 @@ void Scheduler::Loop() {
         if (stop_) break;
       }
       if (!group_->ready() || group_->epoch() != running_epoch_) {
+        // A step that reached no worker took nothing there: its input is unsent again, so a
+        // sequence it would have started waits for the next group (as one queued does).
+        if (StepNotSent(response.status())) {
+          for (size_t i : batch.in_step) running_[i]->Unsend();
+        }
         FailRunning(absl::UnavailableError(response.status().message()), /*requeue_unsent=*/true);
       } else {
         StepRefused(batch, response.status());

@@ -1665,6 +1665,24 @@ TEST_F(SchedulerTest, AStepBuiltForAGroupThatReformedDoesNotRunOnTheNewOne) {
   }
 }
 
+// The group is lost after a new request's first step was built but before it was sent: nothing
+// of it reached a worker, so it waits for the next group like a queued one (no preemption, no
+// resume used) instead of failing.
+TEST_F(SchedulerTest, ARequestWhoseFirstStepWasNeverSentWaitsForTheNextGroup) {
+  Start(Options());
+  auto a = MakeSeq(1, Tokens(8, 100), 4);
+  group_->BeforeStep(1, [&] { group_->Break(); });
+  ASSERT_TRUE(scheduler_->Enqueue(a).ok());
+  scheduler_->Start();
+  ASSERT_TRUE(AwaitGroupLoss(1)) << "the request should wait, queued";
+  group_->Reform();
+  const Outcome out = Await(*a);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  EXPECT_EQ(out.tokens, FakeGreedy(a->prompt(), 4));
+  EXPECT_EQ(a->preemptions(), 0);
+  EXPECT_EQ(scheduler_->preemptions(), 0u);
+}
+
 TEST_F(SchedulerTest, DrainServesWhatIsQueuedAndRefusesNewRequests) {
   SchedulerOptions o = Options();
   o.max_batch = 1;

@@ -14,10 +14,25 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "llmint8/v1/worker.pb.h"
 
 namespace llmint8::coordinator {
+
+// A Step that reached no worker (the group was not ready, or re-formed since the batch was
+// built): UNAVAILABLE, marked so that the scheduler takes the step's input back, as nothing of
+// it ran (a request not started yet waits for the next group instead of failing).
+inline constexpr absl::string_view kStepNotSentPayload = "type.llmint8/step-not-sent";
+inline absl::Status StepNotSentError(absl::string_view message) {
+  absl::Status status = absl::UnavailableError(message);
+  status.SetPayload(kStepNotSentPayload, absl::Cord("1"));
+  return status;
+}
+inline bool StepNotSent(const absl::Status& status) {
+  return !status.ok() && status.GetPayload(kStepNotSentPayload).has_value();
+}
 
 class StepGroup {
  public:
@@ -45,7 +60,8 @@ class StepGroup {
   // group not ready (UNAVAILABLE), except a batch every rank refused alike (INVALID_ARGUMENT,
   // OUT_OF_RANGE, RESOURCE_EXHAUSTED): then the group stays ready and holds what it held.
   // `epoch` is the group epoch() the batch was built for: when the group has re-formed since,
-  // its workers hold none of the batch's sequences, and the step is UNAVAILABLE without running.
+  // its workers hold none of the batch's sequences, and the step is UNAVAILABLE without running
+  // (StepNotSentError, as when the group is not ready).
   virtual absl::StatusOr<v1::StepResponse> Step(v1::StepRequest request, int64_t epoch) = 0;
   // Frees sequences' caches (ids it does not hold are ignored); a failure breaks the group.
   virtual absl::Status Release(const std::vector<uint64_t>& seq_ids) = 0;

@@ -888,11 +888,9 @@ absl::StatusOr<v1::StepResponse> WorkerGroup::Step(v1::StepRequest request, int6
     // One look at the group: members_ may change (a re-forming chooses them) before the epoch
     // does, and a step must go to the members of its epoch only.
     absl::MutexLock lock(&mu_);
-    if (state_ != GroupState::kReady) {
-      return absl::UnavailableError("the worker group is not ready");
-    }
+    if (state_ != GroupState::kReady) return StepNotSentError("the worker group is not ready");
     if (epoch != epoch_) {
-      return absl::UnavailableError(
+      return StepNotSentError(
           "the worker group re-formed after this step was built; retry the request");
     }
     members = members_;
