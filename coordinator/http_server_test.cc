@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -556,8 +557,8 @@ INSTANTIATE_TEST_SUITE_P(PlainAndTls, HttpServerTest, ::testing::Bool(),
 // (503, Retry-After) instead of queued; the waiting one is served when a thread is free.
 TEST(BoundedTaskQueueTest, AConnectionPastTheWaitingRoomIsRefusedAndTheWaitingOneServed) {
   BoundedHttpServer server;
-  BoundedTaskQueue* queue = nullptr;
-  server.new_task_queue = [&queue] { return queue = new BoundedTaskQueue(1, 1); };
+  std::atomic<BoundedTaskQueue*> made{nullptr};  // by the listening thread, once it runs
+  server.new_task_queue = [&made] { return made = new BoundedTaskQueue(1, 1); };
   std::atomic<int> started{0};
   std::atomic<bool> release{false};
   server.Get("/block", [&](const httplib::Request&, httplib::Response& res) {
@@ -569,21 +570,28 @@ TEST(BoundedTaskQueueTest, AConnectionPastTheWaitingRoomIsRefusedAndTheWaitingOn
   const int port = server.bind_to_any_port("127.0.0.1");
   ASSERT_GT(port, 0);
   std::thread loop([&] { server.listen_after_bind(); });
-  for (int i = 0; i < 1000 && !server.is_running(); ++i) {
+  absl::Cleanup stop = [&] {
+    release = true;
+    server.stop();
+    loop.join();
+  };
+  for (int i = 0; i < 5000 && made == nullptr; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  BoundedTaskQueue* const queue = made;
   ASSERT_NE(queue, nullptr);
   int first = 0, second = 0;  // the statuses (0: no answer)
   const auto get = [port] {
     httplib::Result r = httplib::Client("127.0.0.1", port).Get("/block");
     return r ? r->status : 0;
   };
-  std::thread a([&] { first = get(); });
+  // (Joined when they end, after the handler gives up on `release`, 10 s at most.)
+  std::jthread a([&] { first = get(); });
   for (int i = 0; i < 1000 && started == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ASSERT_EQ(started, 1) << "the one thread never took the first request";
-  std::thread b([&] { second = get(); });
+  std::jthread b([&] { second = get(); });
   for (int i = 0; i < 1000 && queue->waiting() == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -600,8 +608,6 @@ TEST(BoundedTaskQueueTest, AConnectionPastTheWaitingRoomIsRefusedAndTheWaitingOn
   EXPECT_EQ(first, 200);
   EXPECT_EQ(second, 200);
   EXPECT_EQ(started, 2);
-  server.stop();
-  loop.join();
 }
 
 }  // namespace

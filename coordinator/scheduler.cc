@@ -520,12 +520,19 @@ void Scheduler::RequeueLocked(const TakenBack& taken,
 }
 
 int64_t Scheduler::AdmissionNeed(const Sequence& seq, size_t running) const {
+  if (options_.preemption != Preemption::kRecompute) return KvNeed(seq);
   // With preemption the running sequences each grow a position a step (and up to
-  // speculative_tokens more when their drafts are accepted): room for the next step's growth
-  // keeps a sequence just admitted from preempting another at once.
-  return KvNeed(seq) + (options_.preemption == Preemption::kRecompute
-                            ? static_cast<int64_t>(running) * (1 + options_.speculative_tokens)
-                            : 0);
+  // speculative_tokens more when their drafts are accepted), over every step of the new
+  // sequence's prefill (chunks of prefill_chunk), and it grows by as much once prefilled: room
+  // for that keeps it from being preempted (the latest admitted goes first) before its
+  // prefill ends, which would throw the chunks away, or from preempting another at once.
+  const int64_t growth = 1 + options_.speculative_tokens;
+  const int64_t left = seq.prompt_remaining();
+  const int64_t steps =
+      options_.prefill_chunk > 0
+          ? std::max<int64_t>(1, (left + options_.prefill_chunk - 1) / options_.prefill_chunk)
+          : 1;
+  return KvNeed(seq) + static_cast<int64_t>(running) * growth * steps + growth;
 }
 
 bool Scheduler::RoomFor(const Sequence& seq, size_t running, int64_t kv_in_use) const {

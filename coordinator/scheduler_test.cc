@@ -525,6 +525,32 @@ TEST_F(SchedulerTest, AFirstChoiceAndItsLaterChoicePreemptedAroundALongPromptBot
   EXPECT_EQ(out[2].tokens, FakeGreedy(prompt, 30));
 }
 
+// A prompt prefilled in chunks is admitted only when the running sequences' growth over its
+// prefill leaves it room: admitted as soon as the next step's growth fits, it was preempted
+// after two chunks (the latest admitted goes first) and its prefill thrown away.
+TEST_F(SchedulerTest, AChunkedPrefillIsNotAdmittedToBePreemptedBeforeItEnds) {
+  SchedulerOptions o = Options();
+  o.max_prefill_tokens = 16;
+  o.prefill_chunk = 8;
+  o.kv_budget_tokens = 100;
+  Start(o, /*kv_capacity=*/1000);
+  auto a = MakeSeq(1, Tokens(20, 100), 30);
+  auto b = MakeSeq(2, Tokens(20, 200), 30);
+  auto x = MakeSeq(3, Tokens(40, 300), 4);
+  // At step 11 a and b hold 28 positions each: 56 + x's 40 + this step's 2 fit in 100, but
+  // its 5 chunks' growth (10) does not.
+  group_->BeforeStep(11, [&] { ASSERT_TRUE(scheduler_->Enqueue(x).ok()); });
+  const std::vector<Outcome> out = RunToEnd({a, b});
+  ASSERT_FALSE(HasFailure());
+  const Outcome late = Await(*x);
+  ASSERT_TRUE(late.status.ok()) << late.status;
+  EXPECT_EQ(late.tokens, FakeGreedy(x->prompt(), 4));
+  EXPECT_EQ(out[0].tokens, FakeGreedy(a->prompt(), 30));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 30));
+  EXPECT_EQ(x->preemptions(), 0);
+  EXPECT_EQ(scheduler_->preemptions(), 0u);
+}
+
 // A group that drains (a worker shutting down) admits nothing new, but takes back what it
 // preempted: the preempted stream finishes on it.
 TEST_F(SchedulerTest, ADrainingGroupTakesBackWhatItPreempted) {
