@@ -13,8 +13,10 @@
 // (StepGroup::kv_capacity_tokens), else default_kv_budget_tokens; never more than max_batch *
 // max_context. What a running sequence counts against it depends on SchedulerOptions::
 // preemption: with kRecompute (the default, as in vLLM) the positions it holds after the
-// coming step (its whole prompt from admission on, one more per generated token); when the
-// running sequences outgrow the budget, parked prefix-cache sequences give their room first,
+// coming step (its whole prompt from admission on, one more per generated token), and a
+// sequence is admitted when it fits with room for the running ones' growth over its prefill's
+// steps (chunks of prefill_chunk) and its own first token; when the running sequences outgrow
+// the budget, parked prefix-cache sequences give their room first,
 // then the last admitted ones are preempted (a sequence admitted again is the last admitted;
 // with kPriority the last to arrive of the lowest priority; one sequence always stays; a
 // cancelled one leaves instead; finished first choices held for later choices are not running
