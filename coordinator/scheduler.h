@@ -342,6 +342,7 @@ class Scheduler {
   uint64_t draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t accepted_draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int32_t> lookup_tokens_, draft_;  // AddDrafts' scratch (scheduler thread)
+  std::vector<size_t> step_order_;              // FormStep's scratch: running_ in budget order
   // The generating guided sequence the last step's mask budget stopped at (0: none): the next
   // step's masks start there (FormStep; scheduler thread).
   uint64_t next_masked_ = 0;

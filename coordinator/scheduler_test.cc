@@ -1251,6 +1251,34 @@ TEST_F(SchedulerTest, ByPriorityTheLowerValueIsAdmittedFirst) {
   EXPECT_LT(LastStepIndex(steps, 2), FirstStepIndex(steps, 4)) << "b before d: first come";
 }
 
+// By priority, the step's prefill budget goes to the lower values first: a request admitted
+// behind long prompts of a higher value is prefilled at once, not after them.
+TEST_F(SchedulerTest, ByPriorityTheStepsPrefillBudgetGoesToTheLowerValueFirst) {
+  SchedulerOptions o = ByPriority();
+  o.max_prefill_tokens = 16;
+  o.prefill_chunk = 8;
+  Start(o, /*kv_capacity=*/1000);
+  auto low1 = MakeSeq(1, Tokens(64, 100), 2, WithPriority(9));
+  auto low2 = MakeSeq(2, Tokens(64, 300), 2, WithPriority(9));
+  auto high = MakeSeq(3, Tokens(16, 500), 2, WithPriority(0));
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(high).ok()); });
+  const std::vector<Outcome> out = RunToEnd({low1, low2});
+  ASSERT_FALSE(HasFailure());
+  const Outcome served = Await(*high);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(high->prompt(), 2));
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  // Queued during step 2, admitted before step 3: its two chunks are steps 3 and 4 (index 3),
+  // while the others' prefills (8 chunks each) take to step 10.
+  EXPECT_EQ(FirstStepIndex(steps, 3), 2);
+  EXPECT_LT(LastStepIndex(steps, 3), LastStepIndex(steps, 1));
+  for (const auto& [index, step] : StepsOf(steps, 3)) {
+    if (index <= 3) {
+      EXPECT_EQ(step.token_ids_size(), 8) << "step " << index;
+    }
+  }
+}
+
 // By priority with preemption, a request that finds no room preempts running ones of a lower
 // priority, the last to arrive of the lowest first. They come back after it and end as they
 // would have.
