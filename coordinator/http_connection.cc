@@ -404,19 +404,21 @@ void Close(int fd, bool unread) {
 }  // namespace
 
 BoundedTaskQueue::BoundedTaskQueue(size_t threads, size_t max_waiting)
-    : pool_(std::max<size_t>(threads, 1)), max_waiting_(max_waiting) {}
+    : pool_(std::max<size_t>(threads, 1)), max_held_(std::max<size_t>(threads, 1) + max_waiting) {}
 
 void BoundedTaskQueue::enqueue(std::function<void()> fn) {
-  if (waiting_.load(std::memory_order_relaxed) >= max_waiting_) {
+  // Connections held, not only those waiting: a burst that came before idle threads woke to
+  // take the first ones is not refused.
+  if (held_.load(std::memory_order_relaxed) >= max_held_) {
     ++refused_;
     t_no_room = true;
     fn();  // the server's process_and_close_socket refuses it (RefuseForNoRoom)
     t_no_room = false;
     return;
   }
-  waiting_.fetch_add(1, std::memory_order_relaxed);
+  held_.fetch_add(1, std::memory_order_relaxed);
   pool_.enqueue([this, fn = std::move(fn)] {
-    waiting_.fetch_sub(1, std::memory_order_relaxed);
+    absl::Cleanup done = [this] { held_.fetch_sub(1, std::memory_order_relaxed); };
     fn();
   });
 }

@@ -62,7 +62,8 @@ inline constexpr int64_t kMinBodyBytesPerSecond = 64 * 1024;
 void CloseConnectionAfterResponse(httplib::Response& res);
 
 // The task queue for these servers (httplib::Server::new_task_queue): `threads` threads serve
-// the accepted connections, and at most `max_waiting` wait for one. Past that a connection is
+// the accepted connections, and at most `max_waiting` more wait for one (connections held:
+// served or waiting, counted until their thread is done with them). Past that a connection is
 // refused at once on the accepting thread: HTTP gets a 503 with Retry-After and the end,
 // HTTPS the end. So a flood of connections holds at most threads + max_waiting + 1 of the
 // process's file descriptors, which its gRPC server shares, and no unbounded queue of work.
@@ -71,13 +72,13 @@ class BoundedTaskQueue final : public httplib::TaskQueue {
   BoundedTaskQueue(size_t threads, size_t max_waiting);
   void enqueue(std::function<void()> fn) override;
   void shutdown() override;
-  size_t waiting() const { return waiting_.load(); }    // connections waiting for a thread
+  size_t held() const { return held_.load(); }          // served or waiting now
   uint64_t refused() const { return refused_.load(); }  // connections refused so far
 
  private:
   httplib::ThreadPool pool_;
-  const size_t max_waiting_;
-  std::atomic<size_t> waiting_{0};
+  const size_t max_held_;
+  std::atomic<size_t> held_{0};
   std::atomic<uint64_t> refused_{0};
 };
 

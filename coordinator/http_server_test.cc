@@ -585,17 +585,18 @@ TEST(BoundedTaskQueueTest, AConnectionPastTheWaitingRoomIsRefusedAndTheWaitingOn
     httplib::Result r = httplib::Client("127.0.0.1", port).Get("/block");
     return r ? r->status : 0;
   };
-  // (Joined when they end, after the handler gives up on `release`, 10 s at most.)
   std::jthread a([&] { first = get(); });
+  absl::Cleanup unblock_a = [&] { release = true; };  // (an ASSERT below: before a is joined)
   for (int i = 0; i < 1000 && started == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ASSERT_EQ(started, 1) << "the one thread never took the first request";
   std::jthread b([&] { second = get(); });
-  for (int i = 0; i < 1000 && queue->waiting() == 0; ++i) {
+  absl::Cleanup unblock = [&] { release = true; };  // before a and b are joined
+  for (int i = 0; i < 1000 && queue->held() < 2; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_EQ(queue->waiting(), 1u);
+  ASSERT_EQ(queue->held(), 2u);
   const httplib::Result third = httplib::Client("127.0.0.1", port).Get("/block");
   ASSERT_TRUE(third) << "no answer: " << httplib::to_string(third.error());
   EXPECT_EQ(third->status, 503);

@@ -637,7 +637,18 @@ void Scheduler::AdmitLocked(bool preempted_only) {
     next->MarkAdmitted();
     next->set_on_workers(true);
     queue_.Remove(next.get());
-    running_.push_back(std::move(next));
+    // running_ is in admission order, by priority the lower values first (then admission):
+    // the order in which FormStep gives the prefill budget, and in which a prompt waits for
+    // the prefill of a shared start ahead of it, so a request admitted for its priority is not
+    // left behind the long prompts of lower ones admitted before it.
+    auto at = running_.end();
+    if (options_.scheduling == Scheduling::kPriority) {
+      at = std::upper_bound(running_.begin(), running_.end(), next->params().priority,
+                            [](int32_t priority, const std::shared_ptr<Sequence>& s) {
+                              return priority < s->params().priority;
+                            });
+    }
+    running_.insert(at, std::move(next));
   }
   PublishLocked();
 }

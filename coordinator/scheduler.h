@@ -329,7 +329,8 @@ class Scheduler {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool drain_ended_ ABSL_GUARDED_BY(mu_) = false;  // EndDrain: stop draining now
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
-  // Owned by the scheduler thread; mirrored under mu_ for the counters.
+  // Owned by the scheduler thread; mirrored under mu_ for the counters. In admission order;
+  // by priority, the lower values first, then admission order (AdmitLocked).
   std::vector<std::shared_ptr<Sequence>> running_;
   int running_count_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t kv_reserved_count_ ABSL_GUARDED_BY(mu_) = 0;
@@ -342,7 +343,6 @@ class Scheduler {
   uint64_t draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t accepted_draft_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int32_t> lookup_tokens_, draft_;  // AddDrafts' scratch (scheduler thread)
-  std::vector<size_t> step_order_;              // FormStep's scratch: running_ in budget order
   // The generating guided sequence the last step's mask budget stopped at (0: none): the next
   // step's masks start there (FormStep; scheduler thread).
   uint64_t next_masked_ = 0;

@@ -1,7 +1,6 @@
 // What one step carries (FormStep) and what rank 0's answer does to the running sequences
 // (TakeResults): the scheduler's step, beside its admission and preemption (scheduler.cc).
 #include <algorithm>
-#include <numeric>
 #include <optional>
 #include <span>
 
@@ -189,17 +188,8 @@ Scheduler::StepBatch Scheduler::FormStep() {
     step->set_logprobs(seq->params().logprobs);
     step->set_top_logprobs(seq->params().top_logprobs);
   };
-  // The step's prefill budget goes in admission order; by priority, to the lower values first
-  // (then in admission order), so a request admitted for its priority is not left waiting
-  // behind the long prompts of lower ones admitted before it.
-  step_order_.resize(running_.size());
-  std::iota(step_order_.begin(), step_order_.end(), size_t{0});
-  if (options_.scheduling == Scheduling::kPriority) {
-    std::stable_sort(step_order_.begin(), step_order_.end(), [this](size_t a, size_t b) {
-      return running_[a]->params().priority < running_[b]->params().priority;
-    });
-  }
-  for (const size_t i : step_order_) {
+  // In running_'s order: admission's, by priority the lower values first (AdmitLocked).
+  for (size_t i = 0; i < running_.size(); ++i) {
     const std::shared_ptr<Sequence>& seq = running_[i];
     const bool first_step = !seq->started();
     const bool prefilled = seq->prefilled();

@@ -49,6 +49,11 @@ inline double MaxAbsDiff(std::span<const float> a, std::span<const float> b) {
   return m;
 }
 
+// The larger of two differences, NaN when either is (std::max would keep a number past it).
+inline double WorseDiff(double a, double b) {
+  return std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b);
+}
+
 struct GreedyResult {
   std::vector<std::vector<int32_t>> tokens;  // per sequence, the generated tokens
   std::vector<std::vector<float>> logits;    // per step, [batch, vocab] flattened

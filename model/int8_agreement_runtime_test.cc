@@ -100,7 +100,7 @@ class Int8AgreementTest : public ::testing::Test {
             a.decided_agree += same;
           }
           a.max_logit_diff =
-              std::max(a.max_logit_diff, testing::MaxAbsDiff(lr->row(s), lq->row(s)));
+              testing::WorseDiff(a.max_logit_diff, testing::MaxAbsDiff(lr->row(s), lq->row(s)));
         }
         batch[s] = {static_cast<uint64_t>(s), std::span<const int32_t>(&next[s], 1)};
       }

@@ -325,6 +325,9 @@ TEST(ForwardTestUtilTest, ANanOrInfiniteDifferenceFailsEveryBound) {
   EXPECT_TRUE(std::isnan(MaxAbsDiff(std::vector<float>{nan, 9}, std::vector<float>{nan, 0})));
   EXPECT_TRUE(std::isnan(MaxAbsDiff(std::vector<float>{inf}, std::vector<float>{inf})));
   EXPECT_EQ(MaxAbsDiff(row, std::vector<float>{1, 2}), INFINITY);
+  EXPECT_TRUE(std::isnan(testing::WorseDiff(0.5, nan)));
+  EXPECT_TRUE(std::isnan(testing::WorseDiff(nan, 0.5)));
+  EXPECT_EQ(testing::WorseDiff(0.5, 0.25), 0.5);
 }
 
 TEST(ShardModelErrorsTest, RefusesTheTanhGeluItWouldNotComputeExactly) {

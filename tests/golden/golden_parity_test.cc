@@ -108,9 +108,9 @@ TEST_P(GoldenTest, F32LogitsAndGreedyTokensMatchTransformers) {
       ASSERT_EQ(steps.size(), static_cast<size_t>(kSteps * vocab));
       double worst = 0;
       for (int s = 0; s < kSteps; ++s) {
-        worst = std::max(worst, testing::MaxAbsDiff(greedy->logits[s],
-                                                    std::span<const float>(steps).subspan(
-                                                        s * vocab, vocab)));
+        worst = testing::WorseDiff(
+            worst, testing::MaxAbsDiff(greedy->logits[s],
+                                       std::span<const float>(steps).subspan(s * vocab, vocab)));
       }
       EXPECT_LE(worst, kLogitTol);
       std::printf("%s %s: max |logit diff| over %d greedy steps = %.3g\n", GetParam().c_str(),
