@@ -60,20 +60,24 @@ Scheduler::Scheduler(SchedulerOptions options, StepGroup* group, ServiceMetrics*
 Scheduler::~Scheduler() { Stop(); }
 
 void Scheduler::Start() {
+  // Under mu_: Stop may come from another thread at once (the loop waits for mu_ first).
+  absl::MutexLock lock(&mu_);
   thread_ = std::thread([this] { Loop(); });
 }
 
 void Scheduler::Stop() {
   std::vector<std::shared_ptr<Sequence>> queued;
+  std::thread loop;  // taken under mu_: one Stop joins it, whichever thread calls
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
     queued = queue_.TakeAll();
+    loop = std::move(thread_);
   }
-  if (thread_.joinable()) {
+  if (loop.joinable()) {
     // A step the workers are still computing would hold the join (up to the step timeout).
     group_->CancelSteps();
-    thread_.join();
+    loop.join();
   }
   {
     // A step that lost its group while the loop stopped put its unsent sequences back.

@@ -361,7 +361,7 @@ class Scheduler {
   // First choices that finished (parked) while later choices of their prompt wait to copy
   // them: still on the workers and counted in kv_in_use_ (scheduler thread).
   std::vector<std::shared_ptr<Sequence>> held_sources_;
-  std::thread thread_;
+  std::thread thread_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace llmint8::coordinator
