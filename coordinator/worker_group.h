@@ -4,7 +4,8 @@
 // a lost worker is back.
 //
 // States: kForming (waiting for every worker to answer, then loading) -> kReady -> kBroken
-// (a Step failed, or a health probe did) -> kForming ... Only kReady accepts Step / Release.
+// (a Step failed, a member's probe was refused, or two of its probes in a row timed out) ->
+// kForming ... Only kReady accepts Step / Release.
 // Before loading, the group is chosen from the memory every worker reports
 // (coordinator/group_decision.h): with `policy` kSmallest the fewest workers that hold the
 // model (the rest stay idle), with kAllWorkers all of them. When they cannot hold it
@@ -25,7 +26,8 @@
 // group of ours that we left (nothing will run on it: it may go at once). A member whose probe says
 // it is shutting down makes the group draining() until it re-forms (the worker waits for its
 // running sequences, then goes). While the group is ready the idle spares are probed too, every 8th
-// round, so that their state (Workers(), the metrics) stays current. `on_state_change` is called
+// round unless a member's probe is being asked again, so that their state (Workers(), the
+// metrics) stays current. `on_state_change` is called
 // (from the thread that changed the state, no lock held) so the server can flip its grpc.health.v1
 // status.
 //
