@@ -62,22 +62,28 @@ Scheduler::~Scheduler() { Stop(); }
 void Scheduler::Start() {
   // Under mu_: Stop may come from another thread at once (the loop waits for mu_ first).
   absl::MutexLock lock(&mu_);
+  started_ = true;
   thread_ = std::thread([this] { Loop(); });
 }
 
 void Scheduler::Stop() {
   std::vector<std::shared_ptr<Sequence>> queued;
   std::thread loop;  // taken under mu_: one Stop joins it, whichever thread calls
+  bool started = false;
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
     queued = queue_.TakeAll();
     loop = std::move(thread_);
+    started = started_;
   }
   if (loop.joinable()) {
     // A step the workers are still computing would hold the join (up to the step timeout).
     group_->CancelSteps();
     loop.join();
+    loop_ended_.Notify();
+  } else if (started) {
+    loop_ended_.WaitForNotification();  // another Stop joins it: this one returns after too
   }
   {
     // A step that lost its group while the loop stopped put its unsent sequences back.

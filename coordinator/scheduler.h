@@ -78,6 +78,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "coordinator/metrics.h"
 #include "coordinator/prefix_cache.h"
@@ -362,6 +363,8 @@ class Scheduler {
   // them: still on the workers and counted in kv_in_use_ (scheduler thread).
   std::vector<std::shared_ptr<Sequence>> held_sources_;
   std::thread thread_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;  // Start was called
+  absl::Notification loop_ended_;              // the Stop that joined the loop thread: joined
 };
 
 }  // namespace llmint8::coordinator

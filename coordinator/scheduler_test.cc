@@ -1279,6 +1279,32 @@ TEST_F(SchedulerTest, ByPriorityTheStepsPrefillBudgetGoesToTheLowerValueFirst) {
   }
 }
 
+// By priority, a request that shares its prompt's start with a lower-priority one admitted
+// before it does not wait for that one's prefill of the shared start (which goes after its
+// own): it is ahead of it in the batch, and prefills at once.
+TEST_F(SchedulerTest, ByPriorityARequestDoesNotWaitForALowerOnesPrefillOfASharedStart) {
+  SchedulerOptions o = ByPriority();
+  o.max_prefill_tokens = 8;
+  o.prefill_chunk = 8;
+  o.prefix_cache_entries = 4;
+  Start(o, /*kv_capacity=*/1000);
+  const std::vector<int32_t> shared = Tokens(40, 700);
+  auto low = MakeSeq(1, Concat(shared, Tokens(24, 100)), 2, WithPriority(9));
+  auto high = MakeSeq(2, Concat(shared, Tokens(8, 300)), 2, WithPriority(0));
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(high).ok()); });
+  const std::vector<Outcome> out = RunToEnd({low});
+  ASSERT_FALSE(HasFailure());
+  const Outcome served = Await(*high);
+  ASSERT_TRUE(served.status.ok()) << served.status;
+  EXPECT_EQ(served.tokens, FakeGreedy(high->prompt(), 2));
+  EXPECT_EQ(out[0].tokens, FakeGreedy(low->prompt(), 2));
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  // Queued during step 2 (index 1): its 6 chunks are steps 3-8, before low's prefill (8
+  // chunks, 2 of them done) goes on.
+  EXPECT_EQ(FirstStepIndex(steps, 2), 2);
+  EXPECT_LT(LastStepIndex(steps, 2), LastStepIndex(steps, 1));
+}
+
 // By priority with preemption, a request that finds no room preempts running ones of a lower
 // priority, the last to arrive of the lowest first. They come back after it and end as they
 // would have.

@@ -4,8 +4,9 @@
 // a lost worker is back.
 //
 // States: kForming (waiting for every worker to answer, then loading) -> kReady -> kBroken
-// (a Step failed, a member's probe was refused, or two of its probes in a row timed out) ->
-// kForming ... Only kReady accepts Step / Release.
+// (a Step or a Release failed, or a member's probe did: refused, answered unfit (another
+// epoch, not loaded, held by another coordinator), or timed out, twice in a row when the lease
+// allows it, MayMissAProbe) -> kForming ... Only kReady accepts Step / Release.
 // Before loading, the group is chosen from the memory every worker reports
 // (coordinator/group_decision.h): with `policy` kSmallest the fewest workers that hold the
 // model (the rest stay idle), with kAllWorkers all of them. When they cannot hold it
