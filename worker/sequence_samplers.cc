@@ -32,7 +32,10 @@ void SequenceSamplers::Observe(const v1::SeqStep& step) {
         // The sequence starts from another's first prefix_length positions: their tokens.
         auto from = states_.find(step.prefix_from());
         const size_t n = static_cast<size_t>(step.prefix_length());
-        if (from != states_.end() && from->second.seen.size() >= n) {
+        // A source whose own tokens are unknown (it started from a prefix rank 0 did not keep)
+        // has `seen` without that prefix: not the start of its token list.
+        if (from != states_.end() && from->second.tokens_unknown.empty() &&
+            from->second.seen.size() >= n) {
           fresh.seen.assign(from->second.seen.begin(), from->second.seen.begin() + n);
         } else {
           fresh.tokens_unknown = absl::StrCat(

@@ -182,6 +182,14 @@ TEST(SequenceSamplersTest, APrefixBringsItsTokensForThePenalties) {
   greedy_fork.set_prefix_from(3);
   greedy_fork.set_prefix_length(1);
   EXPECT_EQ(Next(samplers, greedy_fork), 3);
+  // A prefix of sequence 4, whose own tokens are unknown (its `seen` is {2}, without the {3}
+  // it started from): its tokens are unknown too, not taken as {2}.
+  v1::SeqStep chained = Step(6, {1}, 0);
+  chained.set_prefix_from(4);
+  chained.set_prefix_length(1);
+  chained.mutable_sampling()->set_repetition_penalty(4.0f);
+  samplers.Observe(chained);
+  EXPECT_EQ(samplers.Sample(chained, kLogits).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Parameters replaced by a later step (worker.proto allows it) keep what the sequence's

@@ -188,6 +188,32 @@ TEST(WorkerStepTest, AStepPastTheLoadedLimitsIsRefused) {
   EXPECT_TRUE(step(3, 2, false).ok());  // 3 rows, 6 tokens
 }
 
+// Unset, the limits are worker.proto's defaults, which the worker kept room for: max_context +
+// max_batch tokens a step (a coordinator that sends 0 cannot send steps of any size).
+TEST(WorkerStepTest, UnsetLimitsAreTheDocumentedDefaults) {
+  WorkerService service(WorkerOptions{});
+  v1::LoadShardRequest load = OneRank(kFirst, 0);  // positions 64: a context of 64
+  load.set_max_batch(2);
+  ASSERT_TRUE(Load(service, load).ok());
+  auto step = [&](uint64_t first_id, int prompts, int tokens) {
+    v1::StepRequest req;
+    req.set_epoch(load.epoch());
+    for (int i = 0; i < prompts; ++i) {
+      v1::SeqStep* seq = req.add_seqs();
+      seq->set_seq_id(first_id + static_cast<uint64_t>(i));
+      for (int t = 0; t < tokens; ++t) seq->add_token_ids(2 + t % 50);
+      seq->set_prefill_only(true);
+    }
+    v1::StepResponse resp;
+    return service.Step(nullptr, &req, &resp);
+  };
+  const grpc::Status over = step(1, 3, 40);  // 120 > 64 + 2
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(over.error_message().find("at most 66 a step"), std::string::npos)
+      << over.error_message();
+  EXPECT_TRUE(step(10, 2, 33).ok());  // 66
+}
+
 TEST(WorkerLeaseTest, EndLeaseLetsTheNextCoordinatorInAtOnce) {
   WorkerService service(WorkerOptions{});
   const v1::LoadShardRequest first = OneRank(kFirst, 600'000);

@@ -407,9 +407,12 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   world_size_ = req.world_size();
   steps_ = 0;
   tokens_ = 0;
-  max_step_tokens_ = req.max_step_tokens();
-  max_step_rows_ =
-      req.max_step_rows() > 0 ? std::max<int64_t>(req.max_batch(), req.max_step_rows()) : 0;
+  // The bounds the room below is kept for, also when unset (worker.proto's defaults): a step
+  // past them is refused before it allocates. Rows are at most tokens, whatever max_batch.
+  max_step_tokens_ =
+      req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();
+  max_step_rows_ = std::max<int64_t>(req.max_batch(), req.max_step_rows());
+  if (max_step_rows_ == 0) max_step_rows_ = max_step_tokens_;
   lease_.Renew(epoch_, LeaseNow());  // a long load counts as contact
   if (device == model::Device::kCuda && options_.cuda_device < 0) {
     LoadedDevice now{
