@@ -204,7 +204,9 @@ TEST(WorkerMemoryTest, KvCacheCountsAgainstTheLimit) {
 // releases, as Stats' total does (a re-forming coordinator plans with it).
 TEST(WorkerMemoryTest, HeldBytesFollowTheShardAfterStepsAndReleases) {
   WorkerService service(WorkerOptions{});
-  const v1::LoadShardRequest load = OneRank("fp16");
+  v1::LoadShardRequest load = OneRank("fp16");
+  load.set_max_batch(3);
+  load.set_max_step_tokens(180);  // the step below: 3 prompts of 60 tokens
   v1::LoadShardResponse loaded;
   ASSERT_TRUE(service.LoadShard(nullptr, &load, &loaded).ok());
   auto held = [&] {
