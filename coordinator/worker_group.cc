@@ -1,7 +1,6 @@
 #include "coordinator/worker_group.h"
 
 #include <algorithm>
-#include <iterator>
 #include <string>
 #include <utility>
 
@@ -221,28 +220,27 @@ int WorkerGroup::world_size() const {
   return static_cast<int>(members_.size());
 }
 
-std::vector<int> WorkerGroup::Unanswered() const {
+std::vector<int> WorkerGroup::WorkersWhere(bool (*holds)(const WorkerStatus&)) const {
   absl::MutexLock lock(&mu_);
   std::vector<int> out;
   for (int i = 0; i < num_workers(); ++i) {
-    if (!workers_[i].status.healthy) out.push_back(i);
+    if (holds(workers_[i].status)) out.push_back(i);
   }
   return out;
+}
+
+std::vector<int> WorkerGroup::Unanswered() const {
+  return WorkersWhere([](const WorkerStatus& s) { return !s.healthy; });
+}
+
+std::vector<int> WorkerGroup::Away() const {
+  return WorkersWhere([](const WorkerStatus& s) { return !s.healthy && !s.loading; });
 }
 
 bool WorkerGroup::AMemberMissedAProbe() const {
   absl::MutexLock lock(&mu_);
   return std::any_of(workers_.begin(), workers_.end(),
                      [](const Worker& w) { return w.missed_probes > 0; });
-}
-
-std::vector<int> WorkerGroup::Away() const {
-  absl::MutexLock lock(&mu_);
-  std::vector<int> out;
-  for (int i = 0; i < num_workers(); ++i) {
-    if (!workers_[i].status.healthy && !workers_[i].status.loading) out.push_back(i);
-  }
-  return out;
 }
 
 std::string WorkerGroup::WaitingFor() const {
@@ -808,10 +806,9 @@ void WorkerGroup::MonitorLoop() {
         continue;
       }
       // Those still stopping a broken group's load did answer: they are named apart.
-      const std::vector<int> unanswered = Unanswered(), away = Away();
-      std::vector<int> loading;
-      std::set_difference(unanswered.begin(), unanswered.end(), away.begin(), away.end(),
-                          std::back_inserter(loading));
+      const std::vector<int> unanswered = Unanswered();
+      const std::vector<int> loading =
+          WorkersWhere([](const WorkerStatus& s) { return !s.healthy && s.loading; });
       LLMINT8_LOG(WARNING) << "forming without workers " << absl::StrJoin(unanswered, ", ")
                            << " (no answer for " << absl::FormatDuration(now - waiting_since)
                            << (loading.empty() ? ""

@@ -232,6 +232,8 @@ class WorkerGroup : public StepGroup {
   absl::Status Choose(bool answered_only);
   absl::Status Form();
   std::vector<int> Members() const;
+  // The workers whose status `holds`.
+  std::vector<int> WorkersWhere(bool (*holds)(const WorkerStatus&)) const;
   // Workers whose last probe did not answer.
   std::vector<int> Unanswered() const;
   // Of those, the ones gone or kept away (silent, shutting down, held by another coordinator):
