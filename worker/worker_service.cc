@@ -408,11 +408,11 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
   steps_ = 0;
   tokens_ = 0;
   // The bounds the room below is kept for, also when unset (worker.proto's defaults): a step
-  // past them is refused before it allocates. Rows are at most tokens, whatever max_batch.
+  // past them is refused before it allocates. (Rows are at most tokens: with no max_batch
+  // either, the token bound holds them.)
   max_step_tokens_ =
       req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();
   max_step_rows_ = std::max<int64_t>(req.max_batch(), req.max_step_rows());
-  if (max_step_rows_ == 0) max_step_rows_ = max_step_tokens_;
   lease_.Renew(epoch_, LeaseNow());  // a long load counts as contact
   if (device == model::Device::kCuda && options_.cuda_device < 0) {
     LoadedDevice now{
@@ -438,11 +438,8 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* ctx, const v1::Load
       const int sharers = req.memory_sharers() > 0 ? req.memory_sharers() : req.world_size();
       usable = SharedUsableBytes(usable, mem.total(), sharers);
     }
-    const int64_t step_tokens =
-        req.max_step_tokens() > 0 ? req.max_step_tokens() : model_->max_context() + req.max_batch();
-    const int64_t step_rows = std::max<int64_t>(req.max_batch(), req.max_step_rows());
     resp.set_kv_capacity_tokens(
-        model_->KvCapacityTokens(usable, step_tokens, step_rows, req.max_batch()));
+        model_->KvCapacityTokens(usable, max_step_tokens_, max_step_rows_, req.max_batch()));
   }
   LLMINT8_LOG(INFO) << who << ": loaded " << opened.source->Describe() << " as " << req.dtype()
                     << " in " << resp.load_seconds() << " s; " << mem.DebugString() << "; room for "
@@ -574,7 +571,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
     new_tokens += std::ssize(tokens);
     rows += all_positions ? std::ssize(tokens) : 1;
   }
-  if (max_step_tokens_ > 0 && new_tokens > max_step_tokens_) {
+  if (new_tokens > max_step_tokens_) {
     return absl::InvalidArgumentError(
         absl::StrCat("Step carries ", new_tokens, " tokens; this group was loaded for at most ",
                      max_step_tokens_, " a step (LoadShard.max_step_tokens)"));

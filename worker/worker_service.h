@@ -188,7 +188,8 @@ class WorkerService final : public v1::Worker::Service {
   uint64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tokens_ ABSL_GUARDED_BY(mu_) = 0;
   // The most tokens and logits rows a Step of this group may carry, as its LoadShard set them
-  // (0: not set, not enforced): the room the worker kept is for steps within them.
+  // or worker.proto's defaults (rows 0: bounded by the tokens): the room the worker kept is for
+  // steps within them.
   int64_t max_step_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t max_step_rows_ ABSL_GUARDED_BY(mu_) = 0;
 };
