@@ -43,21 +43,21 @@
 // max_prefill_tokens prompt tokens, at most prefill_chunk of one sequence, next to the decode
 // tokens of the running sequences, so a long prompt delays the other streams by a chunk's compute
 // per step rather than by its whole prefill. With prefill_chunk 0 a prompt goes whole (one longer
-// than max_prefill_tokens as the step's only prompt) and admission also waits for room in the
-// step's prefill budget. Prompts to score (prompt_logprobs) need the logits of every position: they
-// go in chunks too, at most score_chunk of their tokens per step, beside the other sequences (the
-// workers keep logits room for max_batch + score_chunk rows). A sequence that finished normally may
-// stay on the workers in the prefix cache (coordinator/prefix_cache.h) while no running sequence
-// needs its KV room: a later prompt that starts with its tokens (or with a running sequence's
-// prompt) copies those positions (SeqStep.prefix_from) and prefills only the rest; the later
-// choices of a prompt asked with n start from the first choice's cached prompt likewise. With
-// speculative_tokens a generating sequence's step may carry draft tokens by prompt lookup
-// (coordinator/prompt_lookup.h) that rank 0 verifies: the accepted ones are its next tokens, the
-// rest are dropped by its next step (SeqStep.drop_positions). When the group breaks, running
-// sequences fail with UNAVAILABLE (with resume_on_group_loss those that went to the workers are
-// preempted instead and wait that long for the next group) and queued ones wait for the group to
-// re-form; while the group is refused (the workers cannot hold the model) queued ones fail with its
-// FAILED_PRECONDITION.
+// than max_prefill_tokens as the step's only prompt; one the budget's remainder left out goes
+// first in the next step's) and admission also waits for room in the step's prefill budget. Prompts
+// to score (prompt_logprobs) need the logits of every position: they go in chunks too, at most
+// score_chunk of their tokens per step, beside the other sequences (the workers keep logits room
+// for max_batch + score_chunk rows). A sequence that finished normally may stay on the workers in
+// the prefix cache (coordinator/prefix_cache.h) while no running sequence needs its KV room: a
+// later prompt that starts with its tokens (or with a running sequence's prompt) copies those
+// positions (SeqStep.prefix_from) and prefills only the rest; the later choices of a prompt asked
+// with n start from the first choice's cached prompt likewise. With speculative_tokens a generating
+// sequence's step may carry draft tokens by prompt lookup (coordinator/prompt_lookup.h) that rank 0
+// verifies: the accepted ones are its next tokens, the rest are dropped by its next step
+// (SeqStep.drop_positions). When the group breaks, running sequences fail with UNAVAILABLE (with
+// resume_on_group_loss those that went to the workers are preempted instead and wait that long for
+// the next group) and queued ones wait for the group to re-form; while the group is refused (the
+// workers cannot hold the model) queued ones fail with its FAILED_PRECONDITION.
 //
 // Thread-safety: Enqueue / Cancel / counters are safe from any thread.
 #ifndef LLMINT8_COORDINATOR_SCHEDULER_H_
@@ -347,6 +347,10 @@ class Scheduler {
   // The generating guided sequence the last step's mask budget stopped at (0: none): the next
   // step's masks start there (FormStep; scheduler thread).
   uint64_t next_masked_ = 0;
+  // With prefill_chunk 0, the whole prompt the prefill budget's remainder left out of a step
+  // (0: none): the next steps keep it room before the prompts ahead of it (FormStep; scheduler
+  // thread).
+  uint64_t whole_prompt_claim_ = 0;
   PrefixCache prefix_cache_;  // scheduler thread; mirrored in prefix_cached_count_
   int64_t kv_in_use_ = 0;
   int64_t kv_budget_ = 0;        // this epoch's (set when the group becomes ready)

@@ -188,6 +188,21 @@ Scheduler::StepBatch Scheduler::FormStep() {
     step->set_logprobs(seq->params().logprobs);
     step->set_top_logprobs(seq->params().top_logprobs);
   };
+  // A whole prompt the budget's remainder left out of the last step has the first claim on
+  // this one's (it goes alone when longer than the budget): the prompts ahead of it in the
+  // batch (by priority, ones admitted since) leave it room, or it could wait behind them for
+  // as long as they keep coming.
+  int64_t claimed = 0;
+  if (whole_prompt_claim_ != 0) {
+    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& seq) {
+      return seq->id() == whole_prompt_claim_ && !seq->started();
+    });
+    if (it == running_.end()) {
+      whole_prompt_claim_ = 0;
+    } else {
+      claimed = std::min((*it)->prompt_remaining(), full_prefill_budget);
+    }
+  }
   // In running_'s order: admission's, by priority the lower values first (AdmitLocked).
   for (size_t i = 0; i < running_.size(); ++i) {
     const std::shared_ptr<Sequence>& seq = running_[i];
@@ -205,14 +220,25 @@ Scheduler::StepBatch Scheduler::FormStep() {
     std::optional<PrefixCache::Match> prefix;
     if (first_step) {
       const PrefixChoice choice = ChoosePrefix(i);
-      if (choice.wait) continue;
+      if (choice.wait) {
+        if (seq->id() == whole_prompt_claim_) claimed = 0;  // it does not go this step
+        continue;
+      }
       prefix = choice.from;
       // A whole prompt goes alone or within the step's prefill budget. Admission keeps to
       // that budget, but a prompt that waited a step above comes beside the next round's.
       const int64_t whole = seq->prompt_remaining() - (prefix.has_value() ? prefix->length : 0);
-      if (!scored && options_.prefill_chunk == 0 && prefill_budget < full_prefill_budget &&
-          whole > prefill_budget) {
-        continue;
+      if (!scored && options_.prefill_chunk == 0) {
+        if (seq->id() == whole_prompt_claim_) {
+          claimed = 0;  // its turn: what it left to the others is the budget's
+        } else if (claimed > 0 && whole > prefill_budget - claimed) {
+          continue;
+        }
+        if (prefill_budget < full_prefill_budget && whole > prefill_budget) {
+          if (whole_prompt_claim_ == 0) whole_prompt_claim_ = seq->id();
+          continue;
+        }
+        if (seq->id() == whole_prompt_claim_) whole_prompt_claim_ = 0;
       }
     }
     add(i, prefix);

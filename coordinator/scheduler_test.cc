@@ -1305,6 +1305,44 @@ TEST_F(SchedulerTest, ByPriorityARequestDoesNotWaitForALowerOnesPrefillOfAShared
   EXPECT_LT(LastStepIndex(steps, 2), LastStepIndex(steps, 1));
 }
 
+// By priority with whole prompts (prefill_chunk 0), a prompt the step's budget left out has
+// the next step's first: a request admitted each step ahead of it (a lower value) does not
+// keep taking the room it needs. Here p waits a step for s's prefill of their common start,
+// then finds the budget's remainder too small behind h1; it used to wait until h6 went.
+TEST_F(SchedulerTest, ByPriorityAWholePromptLeftOutOfAStepGoesInTheNext) {
+  SchedulerOptions o = ByPriority();
+  o.prefill_chunk = 0;
+  o.max_prefill_tokens = 64;
+  o.prefix_cache_entries = 4;
+  Start(o, /*kv_capacity=*/10000);
+  const std::vector<int32_t> shared = Tokens(16, 700);
+  auto s = MakeSeq(1, Concat(shared, Tokens(2, 100)), 2, WithPriority(9));
+  auto p = MakeSeq(2, Concat(shared, Tokens(30, 200)), 2, WithPriority(9));
+  std::vector<std::shared_ptr<Sequence>> high;
+  for (int k = 1; k <= 6; ++k) {
+    high.push_back(MakeSeq(10 + k, Tokens(40, 1000 * k), 2, WithPriority(0)));
+    group_->BeforeStep(k, [&, k] { ASSERT_TRUE(scheduler_->Enqueue(high[k - 1]).ok()); });
+  }
+  const std::vector<Outcome> out = RunToEnd({s, p});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[1].tokens, FakeGreedy(p->prompt(), 2));
+  for (const std::shared_ptr<Sequence>& h : high) {
+    const Outcome served = Await(*h);
+    ASSERT_TRUE(served.status.ok()) << served.status;
+    EXPECT_EQ(served.tokens, FakeGreedy(h->prompt(), 2));
+  }
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  EXPECT_EQ(FirstStepIndex(steps, 2), 2) << "p: after s's step and the one h1 took";
+  EXPECT_EQ(FirstStep(steps, 2).prefix_from(), 1u) << "p still starts from s";
+  for (const v1::StepRequest& step : steps) {
+    int64_t prompt_tokens = 0;
+    for (const v1::SeqStep& seq : step.seqs()) {
+      if (seq.token_ids_size() > 1) prompt_tokens += seq.token_ids_size();
+    }
+    EXPECT_LE(prompt_tokens, o.max_prefill_tokens) << step.DebugString();
+  }
+}
+
 // By priority with preemption, a request that finds no room preempts running ones of a lower
 // priority, the last to arrive of the lowest first. They come back after it and end as they
 // would have.
