@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -431,24 +432,33 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
 
   RETURN_IF_ERROR(MemoryForStep(nseq, tokens, rows, pages_needed, page_entries));
 
-  // Bookkeeping and KV pages; undone below if the step fails.
-  past_.resize(batch.size());
-  first_row_.resize(batch.size() + 1);
+  // Bookkeeping and KV pages; undone below if the step fails. Host memory can run out here
+  // (the page tables grow): that fails the step as the forward's would, not the process.
+  absl::Status st = absl::OkStatus();
   std::vector<uint64_t> created;
-  int64_t row = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const uint64_t id = batch[i].seq_id;
-    past_[i] = PastLength(batch[i], kv_.Length(id));
-    first_row_[i] = row;
-    row += static_cast<int64_t>(batch[i].tokens.size());
-    if (!kv_.Contains(id)) created.push_back(id);
-    kv_.Reserve(id, past_[i] + static_cast<int64_t>(batch[i].tokens.size()));
+  try {
+    past_.resize(batch.size());
+    first_row_.resize(batch.size() + 1);
+    created.reserve(batch.size());
+    int64_t row = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const uint64_t id = batch[i].seq_id;
+      past_[i] = PastLength(batch[i], kv_.Length(id));
+      first_row_[i] = row;
+      row += static_cast<int64_t>(batch[i].tokens.size());
+      if (!kv_.Contains(id)) created.push_back(id);
+      kv_.Reserve(id, past_[i] + static_cast<int64_t>(batch[i].tokens.size()));
+    }
+    first_row_[batch.size()] = row;
+  } catch (const std::bad_alloc&) {
+    st = absl::ResourceExhaustedError(
+        "Step: out of host memory for the batch's KV page tables; release finished sequences or "
+        "send a smaller batch");
   }
-  first_row_[batch.size()] = row;
 
   Logits out;
-  absl::Status st = absl::OkStatus();
   for (const ShardModel::SequenceInput& in : batch) {
+    if (!st.ok()) break;
     if (in.prefix_length == 0) continue;
     st = kv_.CopyPrefix(in.prefix_from, in.seq_id, in.prefix_length, stream_);
     if (!st.ok()) break;  // the rest is undone below with the step
