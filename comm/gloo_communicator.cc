@@ -42,6 +42,11 @@ std::chrono::milliseconds ConnectTimeout(absl::Duration timeout) {
 
 std::string Where(int rank, int size) { return absl::StrCat("gloo rank ", rank, "/", size); }
 
+// What AgreeOnCollective compares besides the sizes.
+constexpr uint64_t kAllReduceKind = 1;
+constexpr uint64_t kAllGatherKind = 2;
+constexpr uint64_t kBroadcastKind = 3;
+
 // Gloo's own lookup (this Debian snapshot) only checks getaddrinfo for -1 and then walks an
 // uninitialised list when the name does not resolve: a crash. Resolve first, here.
 absl::Status CheckResolves(const std::string& hostname) {
@@ -178,13 +183,16 @@ GlooCommunicator::GlooCommunicator(int rank, int size, absl::Duration timeout,
 
 GlooCommunicator::~GlooCommunicator() = default;
 
+absl::Status GlooCommunicator::Usable(const char* what) const {
+  if (broken_.ok()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(Where(rank_, size_), ": ", what,
+                                                    " on a broken group (form a new group); ",
+                                                    "it broke with: ", broken_.message()));
+}
+
 template <typename Op>
 absl::Status GlooCommunicator::Run(const char* what, Op&& op) {
-  if (!broken_.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(Where(rank_, size_), ": ", what,
-                                                      " on a broken group (form a new group); ",
-                                                      "it broke with: ", broken_.message()));
-  }
+  RETURN_IF_ERROR(Usable(what));
   if (size_ == 1) return absl::OkStatus();  // callers special-case nothing; no peers to wait on
   absl::Status error;
   try {
@@ -237,8 +245,28 @@ void GlooCommunicator::Abort(const absl::Status& why) {
   CloseConnections();
 }
 
+absl::Status GlooCommunicator::AgreeOnCollective(const char* what, uint64_t kind, uint64_t bytes,
+                                                 int root) {
+  if (size_ == 1) return Usable(what);
+  const uint64_t mine[3] = {kind, bytes, static_cast<uint64_t>(root)};
+  agreed_.resize(3 * static_cast<size_t>(size_));
+  return Run(what, [&](uint32_t) -> absl::Status {
+    RETURN_IF_ERROR(small_->AllGather(mine, agreed_.data(), sizeof(mine)));
+    for (int r = 0; r < size_; ++r) {
+      const uint64_t* theirs = agreed_.data() + 3 * static_cast<size_t>(r);
+      if (theirs[0] != kind || theirs[1] != bytes || theirs[2] != mine[2]) {
+        return absl::InternalError(
+            absl::StrCat("collective mismatch: rank ", r, " runs collective kind ", theirs[0],
+                         " of ", theirs[1], " bytes (root ", theirs[2], ") while rank ", rank_,
+                         " runs kind ", kind, " of ", bytes, " bytes (root ", root, ")"));
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
 absl::Status GlooCommunicator::AllReduceSumImpl(void* data, size_t count, DataType type) {
-  if (count == 0) return absl::OkStatus();
+  if (count == 0) return Usable("AllReduceSum");
   const size_t bytes = count * DataTypeSize(type);
   if (size_ > 1 && bytes <= kSmallAllReduceBytes) {
     // One all-gather, then out = ((x_0 + x_1) + x_2) + ... with Gloo's own element sum: every
@@ -257,6 +285,7 @@ absl::Status GlooCommunicator::AllReduceSumImpl(void* data, size_t count, DataTy
     for (int r = 1; r < size_; ++r) sum(data, data, all + static_cast<size_t>(r) * bytes, count);
     return absl::OkStatus();
   }
+  RETURN_IF_ERROR(AgreeOnCollective("AllReduceSum", kAllReduceKind, bytes, 0));
   return Run("AllReduceSum", [&](uint32_t tag) {
     gloo::AllreduceOptions opts(context_);
     switch (type) {
@@ -279,7 +308,7 @@ absl::Status GlooCommunicator::AllReduceSumImpl(void* data, size_t count, DataTy
 
 absl::Status GlooCommunicator::AllGatherImpl(const void* in, void* out, size_t count,
                                              DataType type) {
-  if (count == 0) return absl::OkStatus();
+  if (count == 0) return Usable("AllGather");
   const size_t bytes = count * DataTypeSize(type);
   if (size_ == 1) {
     if (in != out) std::memmove(out, in, bytes);
@@ -288,6 +317,7 @@ absl::Status GlooCommunicator::AllGatherImpl(const void* in, void* out, size_t c
   if (bytes <= GlooSmallExchange::kMaxBytes) {
     return Run("AllGather", [&](uint32_t) { return small_->AllGather(in, out, bytes); });
   }
+  RETURN_IF_ERROR(AgreeOnCollective("AllGather", kAllGatherKind, bytes, 0));
   return Run("AllGather", [&](uint32_t tag) {
     gloo::AllgatherOptions opts(context_);
     // Gloo's allgather takes a byte view of both buffers; it only reads the input. When the
@@ -307,7 +337,8 @@ absl::Status GlooCommunicator::AllGatherImpl(const void* in, void* out, size_t c
 }
 
 absl::Status GlooCommunicator::BroadcastImpl(void* data, size_t bytes, int root) {
-  if (bytes == 0) return absl::OkStatus();
+  if (bytes == 0) return Usable("Broadcast");
+  RETURN_IF_ERROR(AgreeOnCollective("Broadcast", kBroadcastKind, bytes, root));
   return Run("Broadcast", [&](uint32_t tag) {
     gloo::BroadcastOptions opts(context_);
     opts.setOutput(static_cast<uint8_t*>(data), bytes);

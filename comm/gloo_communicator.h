@@ -8,7 +8,8 @@
 // all-gather and a local sum in rank order, the same on every rank: one exchange instead of the
 // ring's two rounds, which is most of a decode step on a few CPU cores. All-gathers of up to
 // 64 KiB per rank go over a second, sync-mode mesh (gloo_small_exchange.h: tens of us instead
-// of hundreds per exchange; bench/README.md). Larger buffers take Gloo's ring algorithms.
+// of hundreds per exchange; bench/README.md). Larger buffers take Gloo's ring algorithms, after
+// one small exchange in which the ranks check that they agree on the collective's size.
 #ifndef LLMINT8_COMM_GLOO_COMMUNICATOR_H_
 #define LLMINT8_COMM_GLOO_COMMUNICATOR_H_
 
@@ -59,6 +60,16 @@ class GlooCommunicator : public Communicator {
   template <typename Op>
   absl::Status Run(const char* what, Op&& op);
 
+  // FailedPrecondition once the group broke (every later call fails, even an empty one).
+  absl::Status Usable(const char* what) const;
+
+  // Before a collective that goes through Gloo's own algorithms: every rank compares what it
+  // is about to run (`kind`, its bytes, its root) over the small exchange. Gloo reads its
+  // peers' data on its event-loop thread, where its own check of a message's size throws with
+  // nothing to catch it: ranks that disagree (a bug upstream) ended the process, or left a
+  // buffer half filled with an OK status. Internal, the group broken, instead.
+  absl::Status AgreeOnCollective(const char* what, uint64_t kind, uint64_t bytes, int root);
+
   // Closes this rank's connections of both meshes: peers waiting on it fail at once.
   void CloseConnections();
 
@@ -70,6 +81,7 @@ class GlooCommunicator : public Communicator {
   uint32_t next_tag_ = 0;          // same sequence on every rank: calls happen in the same order
   absl::Status broken_;            // the error that broke the group; OK while healthy
   std::vector<uint8_t> gathered_;  // small all-reduces: every rank's buffer, reused
+  std::vector<uint64_t> agreed_;   // AgreeOnCollective: every rank's (kind, bytes, root)
 };
 
 }  // namespace llmint8::comm
