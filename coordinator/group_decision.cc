@@ -109,6 +109,8 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config, const Gr
   options.runtime_overhead_bytes = request.device == "cuda" ? kRuntimeOverheadBytes : 0;
   options.cpu = request.device != "cuda";
   options.max_step_tokens = request.max_step_tokens;
+  options.max_step_rows = request.max_step_rows;
+  options.max_sequences = request.max_batch;
   absl::StatusOr<GroupDecision> decision =
       PlanGroup(config, dtype, reported_bytes, reserve, options);
   if (!decision.ok()) {

@@ -12,11 +12,13 @@
 //                the model fits them at all (PlanGroup) and each holds its TP=N shard.
 // When the model does not fit: FailedPrecondition with the planner's message, e.g.
 // "fp16 needs 4 workers with 2 GiB, 2 joined; int8 fits in 2 (opt-2.7b)".
-// The plan's reserve is `reserve_sequences` sequences of `max_context` tokens (KV cache and a
-// prefill's activations). CPU workers have no CUDA runtime overhead; CUDA ones count
-// kRuntimeOverheadBytes. Not planned (`planned` false): dtype fp32 (the planner models fp16 /
-// int8 only) or a worker that reports 0 (unknown); then every worker joins, but with
-// kSmallest the most that split the model (the largest valid TP degree within them).
+// The plan's reserve is `reserve_sequences` sequences of `max_context` tokens (KV cache) and
+// the step the workers keep room for (max_step_tokens, max_step_rows): what a worker needs to
+// report KV room for that reserve once loaded (LoadShardResponse.kv_capacity_tokens). CPU workers
+// have no CUDA runtime overhead; CUDA ones count kRuntimeOverheadBytes. Not planned (`planned`
+// false): dtype fp32 (the planner models fp16 / int8 only) or a worker that reports 0 (unknown);
+// then every worker joins, but with kSmallest the most that split the model (the largest valid TP
+// degree within them).
 //
 // Pure function; thread-safe.
 #ifndef LLMINT8_COORDINATOR_GROUP_DECISION_H_
@@ -46,6 +48,8 @@ struct GroupRequest {
   int64_t max_context = 0;      // 0: the model's max_position_embeddings
   int64_t max_step_tokens = 0;  // the most tokens a step carries (WorkerGroupOptions); 0: the
                                 // planner's default (PlanOptions)
+  int64_t max_step_rows = 0;    // the most logits rows a step keeps; 0: one per sequence
+  int64_t max_batch = 0;        // the most sequences at once; 0: reserve_sequences
 };
 
 struct GroupChoice {

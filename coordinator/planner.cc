@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "common/json_text.h"
 #include "common/status_macros.h"
+#include "model/kv_granule.h"
 #include "model/shard_plan.h"
 #include "nlohmann/json.hpp"
 
@@ -89,8 +90,8 @@ std::string JoinTp(const std::vector<int>& tps) { return absl::StrJoin(tps, ", "
 int64_t CpuWorkspaceBytes(const OptConfig& c, bool int8, int tp, int64_t tokens, int64_t rows,
                           int64_t context) {
   const int64_t h = c.hidden_size;
-  const int64_t lw = h / tp;
-  const int64_t lf = c.ffn_dim / tp;
+  const int64_t lw = CeilDiv(h, tp);  // (a valid tp divides both; else the largest rank's)
+  const int64_t lf = CeilDiv(c.ffn_dim, tp);
   const int64_t rpr = CeilDiv(c.vocab_size, tp);
   const int64_t proj = c.has_projections() ? c.word_embed_proj_dim : 0;
   int64_t floats = Mul(tokens, 2 + proj + 3 * h + 3 * lw + lw + lf);
@@ -144,8 +145,10 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
                                             const Reserve& reserve, const PlanOptions& options) {
   RETURN_IF_ERROR(ValidateConfig(c));
   if (tp < 1) return absl::InvalidArgumentError(absl::StrCat("TP degree must be >= 1, got ", tp));
-  if (options.runtime_overhead_bytes < 0 || options.max_step_tokens < 0) {
-    return absl::InvalidArgumentError("runtime overhead bytes and step tokens must be >= 0");
+  if (options.runtime_overhead_bytes < 0 || options.max_step_tokens < 0 ||
+      options.max_step_rows < 0 || options.max_sequences < 0) {
+    return absl::InvalidArgumentError(
+        "runtime overhead bytes, step tokens and rows, and sequences must be >= 0");
   }
   ASSIGN_OR_RETURN(const ReserveTokens tokens, ResolveReserve(c, reserve));
   const bool int8 = dtype == WeightDType::kInt8;
@@ -185,29 +188,37 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const OptConfig& c, WeightDType dtyp
   } else {
     const int64_t batch = tokens.batch;
     const int64_t context = tokens.context;
-    // K and V, every layer, the full context of every sequence: fp16 (fp32 on a CPU worker).
-    m.kv_cache = Mul(Mul(Mul(2 * layers, batch), context), attn * (options.cpu ? 4 : 2));
-    // The largest step: a prefill of batch x context tokens, or of the scheduler's budget
-    // (options.max_step_tokens; by default 4096, or a whole context), with a logits row per
-    // sequence. On a GPU activations are counted at 4 bytes (an upper bound for fp16):
-    // residual + normalized input, the widest column-parallel output (QKV or FC1), and for
-    // int8 the quantized input (1 byte) and the int32 accumulator of the widest GEMM; a CPU
-    // worker's are its runtime's buffers (CpuWorkspaceBytes).
-    const int64_t step_cap = options.max_step_tokens > 0
-                                 ? options.max_step_tokens
-                                 : std::max(kDefaultMaxPrefillTokens, context);
-    const int64_t tokens_in_step = std::min(Mul(batch, context), step_cap);
+    // K and V, every layer, the full context of every sequence: fp16 (fp32 on a CPU worker,
+    // whose cache may hold twice a sequence's positions and a granule more while it grows).
+    int64_t positions = Mul(batch, context);
     if (options.cpu) {
-      m.workspace = CpuWorkspaceBytes(c, int8, tp, tokens_in_step, batch, context);
+      const int64_t sequences = options.max_sequences > 0 ? options.max_sequences : batch;
+      positions = Mul(Add(positions, Mul(sequences, model::kKvGranule)), 2);
+    }
+    m.kv_cache = Mul(Mul(2 * layers, positions), attn * (options.cpu ? 4 : 2));
+    // The largest step: the one a coordinator's workers keep room for (options.max_step_tokens
+    // and max_step_rows), else a prefill of batch x context tokens within the scheduler's
+    // default budget (4096, or a whole context) with a logits row per sequence. On a GPU
+    // activations are counted at 4 bytes (an upper bound for fp16): residual + normalized
+    // input, the widest column-parallel output (QKV or FC1), and for int8 the quantized input
+    // (1 byte) and the int32 accumulator of the widest GEMM; a CPU worker's are its runtime's
+    // buffers (CpuWorkspaceBytes).
+    const int64_t tokens_in_step =
+        options.max_step_tokens > 0
+            ? options.max_step_tokens
+            : std::min(Mul(batch, context), std::max(kDefaultMaxPrefillTokens, context));
+    const int64_t rows = options.max_step_rows > 0 ? options.max_step_rows : batch;
+    if (options.cpu) {
+      m.workspace = CpuWorkspaceBytes(c, int8, tp, tokens_in_step, rows, context);
     } else {
       const int64_t widest_out = std::max(3 * attn, ffn);
       int64_t per_token = 4 * (2 * h + widest_out);
       if (int8) per_token += std::max(h, ffn) + 4 * std::max(widest_out, h);
       // Attention scores of one sequence at a time (local heads x context^2, fp32).
       const int64_t scores = Mul(Mul(CeilDiv(c.num_attention_heads, tp), context), context * 4);
-      // Logits of the last position of each sequence: this rank's vocab shard + the gathered
-      // row.
-      const int64_t logits = Mul(batch, (vocab + c.vocab_size) * 4);
+      // Each logits row (the last position of each sequence, every position of a scored
+      // chunk): this rank's vocab shard + the gathered row.
+      const int64_t logits = Mul(rows, (vocab + c.vocab_size) * 4);
       m.workspace = Add(Add(Mul(tokens_in_step, per_token), scores), logits);
     }
   }

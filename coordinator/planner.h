@@ -9,8 +9,10 @@
 //   fp16_tensors    tensors that stay 16-bit in both dtypes: the vocab shard of the (tied)
 //                   embedding / LM head (and of an untied LM head), positions, LayerNorms,
 //                   biases, project_in/out;
-//   kv_cache        2 (K and V) * layers * batch * context * hidden / tp * 2 bytes (fp16);
-//   workspace       activation buffers of the largest step (a prefill of batch x context);
+//   kv_cache        2 (K and V) * layers * batch * context * hidden / tp * 2 bytes (fp16;
+//                   a CPU worker's: see PlanOptions::cpu);
+//   workspace       activation buffers of the largest step (a prefill of batch x context, or
+//                   the step a coordinator's workers keep room for: PlanOptions);
 //   runtime         CUDA context, cuBLASLt workspace, NCCL buffers, allocator slack: the
 //                   constant kRuntimeOverheadBytes (see docs/planner.md).
 // All sizes are bytes. GPU capacities in the --compare table are the cards' DRAM sizes, which
@@ -69,15 +71,25 @@ inline constexpr int64_t kDefaultMaxPrefillTokens = 4096;
 
 struct PlanOptions {
   int64_t runtime_overhead_bytes = kRuntimeOverheadBytes;
-  // The most tokens one step carries (activation workspace); 0: this server's default,
-  // max(kDefaultMaxPrefillTokens, context). A step never exceeds batch x context either.
+  // The most tokens one step carries (activation workspace): a worker keeps room for a step of
+  // this many (LoadShardRequest.max_step_tokens); 0: this server's default, a prefill of
+  // max(kDefaultMaxPrefillTokens, context) tokens and never more than batch x context.
   int64_t max_step_tokens = 0;
+  // The most logits rows one step keeps (LoadShardRequest.max_step_rows); 0: one per sequence
+  // of the reserve.
+  int64_t max_step_rows = 0;
+  // The most sequences a worker holds at once (--max_batch); 0: the reserve's batch. A CPU
+  // worker's cache rounds each up to a granule of positions (below).
+  int64_t max_sequences = 0;
   // GPUs (workers) available; 0 = as many as needed. When the smallest fitting TP degree is
   // larger, Plan fails with FailedPrecondition ("OPT-175B int8 needs 3 x 80 GiB; 2 given").
   int available_gpus = 0;
   // CPU workers (model/shard_model.h) rather than GPUs: their KV cache, biases and LayerNorms
   // are fp32 (twice the GPU's fp16), and their activations are those the CPU runtime keeps
-  // (ShardModel::ScratchBytesFor). Give them runtime_overhead_bytes = 0 too.
+  // (ShardModel::ScratchBytesFor). Their cache grows a sequence's capacity by doubling
+  // (model/kv_cache.h): the KV reserve is what such a worker keeps room for to hold it
+  // (ShardModel::KvCapacityTokens), twice the positions plus a granule per sequence. Give them
+  // runtime_overhead_bytes = 0 too.
   bool cpu = false;
 };
 
@@ -120,7 +132,7 @@ absl::StatusOr<MemoryBreakdown> BytesPerGpu(const model::OptConfig& config, Weig
 // Errors: InvalidArgument (bad config, gpu_bytes <= 0, bad reserve);
 // FailedPrecondition when no TP degree fits at all, or it needs more than
 // options.available_gpus; the message names the need, e.g.
-// "opt-175b int8 needs 3 x 80 GiB GPUs (TP=3; 2 given)".
+// "opt-175b int8 needs 3 x 80 GiB; 2 given".
 absl::StatusOr<PlanResult> Plan(const model::OptConfig& config, WeightDType dtype,
                                 int64_t gpu_bytes, const Reserve& reserve,
                                 const PlanOptions& options = {});

@@ -238,7 +238,15 @@ TEST(PlannerBytesTest, CpuWorkersCountTheirFp32KvCacheBiasesAndNorms) {
                                            PlanOptions{.runtime_overhead_bytes = 0, .cpu = true});
   EXPECT_EQ(cpu.weights, gpu.weights);
   EXPECT_EQ(cpu.int8_scales, gpu.int8_scales);
-  EXPECT_EQ(cpu.kv_cache, 2 * gpu.kv_cache);
+  // fp32, and room for what the worker's cache may reserve while 2 sequences of 2048 grow
+  // (ShardModel::KvCapacityTokens): twice their positions and a granule (16) each.
+  const int64_t gpu_per_position = gpu.kv_cache / (2 * 2048);
+  EXPECT_EQ(cpu.kv_cache, 2 * gpu_per_position * 2 * (2 * 2048 + 2 * 16));
+  // A worker of --max_batch 32 may round 32 sequences up to a granule.
+  const MemoryBreakdown cpu32 =
+      *BytesPerGpu(c, WeightDType::kInt8, 2, reserve,
+                   PlanOptions{.runtime_overhead_bytes = 0, .max_sequences = 32, .cpu = true});
+  EXPECT_EQ(cpu32.kv_cache - cpu.kv_cache, 2 * gpu_per_position * 2 * (30 * 16));
   // 24 layers: q/k/v/out/fc1/fc2 biases (this rank's 1024 + 1024 + 4096 rows, full 2048 x 2)
   // and two LayerNorms; the final LayerNorm; 2 bytes more each.
   const int64_t small = 24 * (3 * 1024 + 2048 + 4096 + 2048 + 4 * 2048) + 2 * 2048;
@@ -250,6 +258,14 @@ TEST(PlannerBytesTest, CpuWorkersCountTheirFp32KvCacheBiasesAndNorms) {
       4096 * (2 + 3 * 2048 + 4 * 1024 + 4096) + 64 + 2048 + 2 * (2048 + 50272 + 25136 + 25136 * 2);
   const int64_t int8 = 4096 * (3 * 4096 + 4 + 4 * 4096);
   EXPECT_EQ(cpu.workspace, 4 * floats + int8);
+  // A coordinator's workers keep room for its step: here 2336 tokens and 288 logits rows.
+  const MemoryBreakdown envelope = *BytesPerGpu(
+      c, WeightDType::kInt8, 2, reserve,
+      PlanOptions{
+          .runtime_overhead_bytes = 0, .max_step_tokens = 2336, .max_step_rows = 288, .cpu = true});
+  const int64_t envelope_floats = 2336 * (2 + 3 * 2048 + 4 * 1024 + 4096) + 64 + 2048 +
+                                  288 * (2048 + 50272 + 25136 + 25136 * 2);
+  EXPECT_EQ(envelope.workspace, 4 * envelope_floats + 2336 * (3 * 4096 + 4 + 4 * 4096));
 }
 
 TEST(PlannerBytesTest, ExplicitReserveReplacesKvAndWorkspace) {

@@ -111,5 +111,9 @@ llmint8_cc_test(NAME request_validation_test SRCS request_validation_test.cc
 # The coordinator's use of the planner at group formation (labels: service, scaleout).
 llmint8_cc_test(NAME group_decision_test SRCS group_decision_test.cc
                 DEPS llmint8::coordinator_service llmint8::planner LABELS service scaleout)
+# The plan against a loaded CPU worker given exactly what it asks.
+llmint8_cc_test(NAME planner_worker_test SRCS planner_worker_test.cc
+                DEPS llmint8::coordinator_service llmint8::planner llmint8::model
+                LABELS service scaleout)
 llmint8_cc_test(NAME http_server_test SRCS http_server_test.cc
                 DEPS llmint8::coordinator_metrics llmint8::test_certs LABELS service)

@@ -520,6 +520,8 @@ absl::Status WorkerGroup::Choose(bool answered_only) {
     request.reserve_sequences = options_.reserve_sequences;
     request.max_context = options_.max_context;
     request.max_step_tokens = options_.max_step_tokens;
+    request.max_step_rows = options_.max_step_rows;
+    request.max_batch = options_.max_batch;
     absl::StatusOr<GroupChoice> chosen = ChooseGroup(*options_.config, request, reported);
     if (!chosen.ok()) return chosen.status();
     choice = *std::move(chosen);

@@ -33,7 +33,9 @@ ScaleoutCluster::ScaleoutCluster(ScaleoutClusterOptions options) : options_(std:
                                absl::StrCat("--workers=", absl::StrJoin(worker_addresses_, ",")),
                                absl::StrCat("--model=", options_.model),
                                absl::StrCat("--dtype=", options_.dtype),
-                               absl::StrCat("--group=", options_.group)},
+                               absl::StrCat("--group=", options_.group),
+                               absl::StrCat("--max_batch=", options_.max_batch),
+                               absl::StrCat("--score_chunk=", options_.score_chunk)},
       coordinator_log());
   std::fprintf(stderr, "scale-out cluster logs in %s\n", log_dir_.c_str());
 }

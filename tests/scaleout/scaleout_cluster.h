@@ -20,6 +20,10 @@ struct ScaleoutClusterOptions {
   int workers = 2;
   int64_t memory_limit_bytes = 0;
   std::string group = "smallest";  // coordinator --group
+  // Coordinator --max_batch and --score_chunk: the step each worker keeps room for, which the
+  // plan counts (a small model's activations would outweigh its weights at the defaults).
+  int max_batch = 4;
+  int64_t score_chunk = 16;
 };
 
 class ScaleoutCluster {

@@ -40,15 +40,23 @@ constexpr int kNewTokens = 24;
 
 int64_t Need(const model::OptConfig& c, WeightDType d, int tp) {
   // CPU workers: no CUDA runtime overhead; the coordinator's default reserve (1 sequence of the
-  // full context).
-  return BytesPerGpu(c, d, tp, Reserve::Tokens(1, c.max_position_embeddings),
-                     coordinator::PlanOptions{.runtime_overhead_bytes = 0, .cpu = true})
+  // full context) and the step its workers keep room for (coordinator_server.cc: a prefill of
+  // the context, a scored chunk and a token per sequence; a logits row per sequence and per
+  // scored token) under the cluster's --max_batch and --score_chunk.
+  const ScaleoutClusterOptions cluster;
+  const int64_t context = c.max_position_embeddings;
+  return BytesPerGpu(c, d, tp, Reserve::Tokens(1, context),
+                     coordinator::PlanOptions{
+                         .runtime_overhead_bytes = 0,
+                         .max_step_tokens = context + cluster.score_chunk + cluster.max_batch,
+                         .max_step_rows = cluster.max_batch + cluster.score_chunk,
+                         .max_sequences = cluster.max_batch,
+                         .cpu = true})
       ->Total();
 }
 
 // The emulated GPU size: fp16 fits on 4 workers, int8 on 2; neither on fewer. Midway between
-// the two planner figures: the CPU runtime keeps its KV cache and activations in fp32, more
-// than the planner's (GPU) estimate of the reserve, and needs the headroom to serve it.
+// the two planner figures.
 int64_t Cap(const model::OptConfig& c) {
   const int64_t fits = std::max(Need(c, WeightDType::kF16, 4), Need(c, WeightDType::kInt8, 2));
   const int64_t too_small =
