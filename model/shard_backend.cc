@@ -126,6 +126,20 @@ absl::Status ValidateStepBatch(std::span<const ShardModel::SequenceInput> batch,
   return absl::OkStatus();
 }
 
+absl::Status ForwardError(absl::Status st, int rank, int tp) {
+  switch (st.code()) {
+    case absl::StatusCode::kResourceExhausted:
+      if (tp == 1) return st;
+      return absl::InternalError(absl::StrCat("rank ", rank, " alone: ", st.message()));
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return absl::InternalError(
+          absl::StrCat("rank ", rank, ": the step failed past its validation: ", st.ToString()));
+    default:
+      return st;
+  }
+}
+
 absl::Status AgreeOnRoom(const absl::Status& room, int rank,
                          absl::FunctionRef<absl::StatusOr<float>(float)> sum_over_ranks) {
   const absl::StatusOr<float> lacking = sum_over_ranks(room.ok() ? 0.0f : 1.0f);

@@ -71,6 +71,15 @@ inline int64_t PastLength(const ShardModel::SequenceInput& in, int64_t cached) {
 int64_t PlanLogitRows(std::span<const ShardModel::SequenceInput> batch, bool all_positions,
                       std::vector<int64_t>* row_begin, std::vector<int32_t>* source_rows);
 
+// A step's error past its validation and the group's vote on room (the forward, a prefix
+// copy): not the request's fault, so never a code the worker keeps the group for. Memory that
+// ran out stays ResourceExhausted alone (the step is refused); with TP > 1 the other ranks are
+// inside the forward's collectives already, waiting for this one: Internal, which the worker
+// takes for a broken group. An argument error of a kernel or a collective (InvalidArgument,
+// OutOfRange: a bug of this rank's computation, possibly on this rank alone) is Internal too,
+// so the group breaks at once instead of its peers waiting out the collectives' timeout.
+absl::Status ForwardError(absl::Status st, int rank, int tp);
+
 // The group's answer to "does this step's memory fit", for a step on which some rank may
 // allocate (a condition every rank evaluates alike: the same batch on the same history). Each
 // rank contributes `room` (OK, or why its memory does not fit); `sum_over_ranks(x)` all-reduces

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/grow_to.h"
@@ -319,12 +320,8 @@ absl::StatusOr<Logits> ShardModel::Step(std::span<const SequenceInput> batch, bo
         "Step: out of memory inside the forward (the int8 outlier buffers grow with the "
         "outliers found; the int8 GEMM packs its operands per call; a collective's buffers)");
   }
-  // Past the vote memory can still run out (above). Alone, the step is refused; with TP the
-  // other ranks are inside the forward's collectives already, waiting for this one: INTERNAL,
-  // which the worker takes for a broken group, not for a refusal every rank made alike.
-  if (st.code() == absl::StatusCode::kResourceExhausted && tp_ > 1) {
-    st = absl::InternalError(absl::StrCat("rank ", rank_, " alone: ", st.message()));
-  }
+  // Past the vote memory can still run out (above): refused alone, a broken group with TP.
+  st = ForwardError(std::move(st), rank_, tp_);
   if (!st.ok()) {
     for (uint64_t id : created) kv_->Release(id).IgnoreError();
     return st;

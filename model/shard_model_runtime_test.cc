@@ -12,6 +12,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/linear.h"
 #include "model/forward_test_util.h"
+#include "model/shard_backend.h"
 #include "model/shard_model.h"
 #include "model/synthetic.h"
 
@@ -568,6 +569,27 @@ TEST(ShardModelMemoryTest, KvCapacityIsSafeToFill) {
     ASSERT_TRUE(r.ok()) << "at " << done << " of " << each << ": " << r.status();
   }
   EXPECT_LE(m->memory().total(), o.memory_limit_bytes);
+}
+
+// A step's error past its validation: memory refused alone stays a refusal; everything the
+// worker would take for the request's fault (and so keep a group whose peers wait in a
+// collective for this rank) becomes Internal, which breaks the group at once.
+TEST(ForwardErrorTest, OnlyAMemoryRefusalOfOneRankStaysTheRequests) {
+  EXPECT_TRUE(ForwardError(absl::OkStatus(), 0, 2).ok());
+  EXPECT_EQ(ForwardError(absl::ResourceExhaustedError("m"), 0, 1).code(),
+            absl::StatusCode::kResourceExhausted);
+  for (const absl::Status& st :
+       {absl::ResourceExhaustedError("m"), absl::InvalidArgumentError("AllGather output holds 3"),
+        absl::OutOfRangeError("r")}) {
+    const absl::Status mapped = ForwardError(st, 1, 2);
+    EXPECT_EQ(mapped.code(), absl::StatusCode::kInternal) << st;
+    EXPECT_NE(mapped.message().find("rank 1"), std::string::npos) << mapped;
+    EXPECT_NE(mapped.message().find(st.message()), std::string::npos) << mapped;
+  }
+  EXPECT_EQ(ForwardError(absl::InvalidArgumentError("k"), 0, 1).code(),
+            absl::StatusCode::kInternal);
+  EXPECT_EQ(ForwardError(absl::UnavailableError("peer gone"), 0, 2).code(),
+            absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

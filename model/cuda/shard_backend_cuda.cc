@@ -464,12 +464,9 @@ absl::StatusOr<Logits> CudaShardBackend::Step(std::span<const ShardModel::Sequen
     if (!st.ok()) break;  // the rest is undone below with the step
   }
   if (st.ok()) st = Forward(batch, tokens, rows, &out);
-  // Past the vote memory can still run out (cuBLASLt's or NCCL's own allocations). Alone, the
-  // step is refused; with TP the other ranks are inside the forward's collectives already:
-  // INTERNAL, which the worker takes for a broken group, as model/shard_model.cc does.
-  if (st.code() == absl::StatusCode::kResourceExhausted && tp_ > 1) {
-    st = absl::InternalError(absl::StrCat("rank ", rank_, " alone: ", st.message()));
-  }
+  // Past the vote memory can still run out (cuBLASLt's or NCCL's own allocations): refused
+  // alone, a broken group with TP (ForwardError, as model/shard_model.cc).
+  st = ForwardError(std::move(st), rank_, tp_);
   if (!st.ok()) {
     // Drain what was queued before touching host state the queued copies may read.
     gpu::internal::SynchronizeStream(stream_).IgnoreError();
