@@ -25,6 +25,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
+#include "coordinator/lingering_close.h"
 
 namespace llmint8::coordinator {
 namespace {
@@ -80,9 +81,9 @@ bool Await(int fd, short events, int timeout_ms) {
   }
 }
 
-// A connection there was no room for: a 503 that says when to come back, and the end. What
-// the client sends within 100 ms is read and discarded (a close with unread bytes would reset
-// the connection, losing the answer); no longer: it runs on the accepting thread.
+// A connection there was no room for: a 503 that says when to come back, and the end. It
+// lingers until the client's end or kLingerFor (lingering_close.h: closed at once, the answer
+// could be lost to a reset), on another thread: this one accepts.
 void RefuseForNoRoom(int fd) {
   static constexpr char kBusy[] =
       "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
@@ -90,16 +91,7 @@ void RefuseForNoRoom(int fd) {
       "too many connections; try again shortly\n";
   static_assert(sizeof("too many connections; try again shortly\n") - 1 == 40);
   (void)::send(fd, kBusy, sizeof(kBusy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-  ::shutdown(fd, SHUT_WR);
-  char sink[16 * 1024];
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
-  for (int reads = 0; reads < 16; ++reads) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-    if (left.count() <= 0 || !Await(fd, POLLIN, static_cast<int>(left.count()))) break;
-    if (::recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0) break;  // the client's end
-  }
-  ::close(fd);
+  LingerAndClose(fd);
 }
 
 // Whether `fd` has one of `events` before `deadline`, looking every 100 ms whether the server

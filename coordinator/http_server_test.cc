@@ -11,15 +11,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
@@ -28,6 +31,7 @@
 #include "absl/time/time.h"
 #include "common/testing/test_certs.h"
 #include "coordinator/http_connection.h"
+#include "coordinator/lingering_close.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 
@@ -555,60 +559,124 @@ INSTANTIATE_TEST_SUITE_P(PlainAndTls, HttpServerTest, ::testing::Bool(),
 
 // Past the threads and the connections that may wait for one, a connection is refused at once
 // (503, Retry-After) instead of queued; the waiting one is served when a thread is free.
-TEST(BoundedTaskQueueTest, AConnectionPastTheWaitingRoomIsRefusedAndTheWaitingOneServed) {
-  BoundedHttpServer server;
-  std::atomic<BoundedTaskQueue*> made{nullptr};  // by the listening thread, once it runs
-  server.new_task_queue = [&made] { return made = new BoundedTaskQueue(1, 1); };
-  std::atomic<int> started{0};
-  std::atomic<bool> release{false};
-  server.Get("/block", [&](const httplib::Request&, httplib::Response& res) {
-    ++started;
-    for (int i = 0; i < 2000 && !release; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    res.set_content("done", "text/plain");
-  });
-  const int port = server.bind_to_any_port("127.0.0.1");
-  ASSERT_GT(port, 0);
-  std::thread loop([&] { server.listen_after_bind(); });
-  absl::Cleanup stop = [&] {
-    release = true;
-    server.stop();
-    loop.join();
-  };
-  for (int i = 0; i < 5000 && made == nullptr; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+// A server whose one thread serves a request that blocks until `release`, with room for one
+// connection more: Fill() takes both.
+class BoundedTaskQueueTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_.new_task_queue = [this] { return made_ = new BoundedTaskQueue(1, 1); };
+    server_.Get("/block", [this](const httplib::Request&, httplib::Response& res) {
+      ++started_;
+      for (int i = 0; i < 2000 && !release_; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      res.set_content("done", "text/plain");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    ASSERT_GT(port_, 0);
+    loop_ = std::thread([this] { server_.listen_after_bind(); });
+    for (int i = 0; i < 5000 && made_ == nullptr; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_NE(made_.load(), nullptr);
   }
-  BoundedTaskQueue* const queue = made;
-  ASSERT_NE(queue, nullptr);
-  int first = 0, second = 0;  // the statuses (0: no answer)
-  const auto get = [port] {
-    httplib::Result r = httplib::Client("127.0.0.1", port).Get("/block");
+
+  void TearDown() override {
+    release_ = true;
+    if (first_.joinable()) first_.join();
+    if (second_.joinable()) second_.join();
+    server_.stop();
+    if (loop_.joinable()) loop_.join();
+  }
+
+  int Get() const {
+    httplib::Result r = httplib::Client("127.0.0.1", port_).Get("/block");
     return r ? r->status : 0;
-  };
-  std::jthread a([&] { first = get(); });
-  absl::Cleanup unblock_a = [&] { release = true; };  // (an ASSERT below: before a is joined)
-  for (int i = 0; i < 1000 && started == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_EQ(started, 1) << "the one thread never took the first request";
-  std::jthread b([&] { second = get(); });
-  absl::Cleanup unblock = [&] { release = true; };  // before a and b are joined
-  for (int i = 0; i < 1000 && queue->held() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+
+  // The first request is served (blocked) and the second waits: the queue holds 2.
+  void Fill() {
+    first_ = std::jthread([this] { first_status_ = Get(); });
+    for (int i = 0; i < 1000 && started_ == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(started_, 1) << "the one thread never took the first request";
+    second_ = std::jthread([this] { second_status_ = Get(); });
+    for (int i = 0; i < 1000 && made_.load()->held() < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(made_.load()->held(), 2u);
   }
-  ASSERT_EQ(queue->held(), 2u);
-  const httplib::Result third = httplib::Client("127.0.0.1", port).Get("/block");
+
+  BoundedHttpServer server_;
+  std::atomic<BoundedTaskQueue*> made_{nullptr};  // by the listening thread, once it runs
+  std::atomic<int> started_{0};
+  std::atomic<bool> release_{false};
+  int port_ = 0;
+  std::thread loop_;
+  std::jthread first_, second_;
+  std::atomic<int> first_status_{0}, second_status_{0};  // 0: no answer
+};
+
+TEST_F(BoundedTaskQueueTest, AConnectionPastTheWaitingRoomIsRefusedAndTheWaitingOneServed) {
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  const httplib::Result third = httplib::Client("127.0.0.1", port_).Get("/block");
   ASSERT_TRUE(third) << "no answer: " << httplib::to_string(third.error());
   EXPECT_EQ(third->status, 503);
   EXPECT_EQ(third->get_header_value("Retry-After"), "1");
   EXPECT_EQ(third->body, "too many connections; try again shortly\n");
-  EXPECT_EQ(queue->refused(), 1u);
-  release = true;
-  a.join();
-  b.join();
-  EXPECT_EQ(first, 200);
-  EXPECT_EQ(second, 200);
-  EXPECT_EQ(started, 2);
+  EXPECT_EQ(made_.load()->refused(), 1u);
+  release_ = true;
+  first_.join();
+  second_.join();
+  EXPECT_EQ(first_status_, 200);
+  EXPECT_EQ(second_status_, 200);
+  EXPECT_EQ(started_, 2);
+}
+
+// Refused connections that send nothing and stay open each linger up to kLingerFor, on a
+// thread of their own, so the accepting thread takes the next at once: 20 in a row, each
+// reading its whole 503 and the end before the next connects, take well under 20 x kLingerFor.
+// They used to linger on the accepting thread: each connection waited for the one before it
+// to end its 100 ms.
+TEST_F(BoundedTaskQueueTest, SilentRefusedConnectionsDoNotHoldTheAcceptingThread) {
+  ASSERT_NO_FATAL_FAILURE(Fill());
+  constexpr int kSilent = 20;
+  std::vector<int> fds;  // kept open (silent clients) until the end
+  absl::Cleanup close_all = [&fds] {
+    for (int fd : fds) ::close(fd);
+  };
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port_));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kSilent; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+    // The whole 503, then the end of the server's writing, never sending a byte.
+    std::string got;
+    char buf[512];
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      ASSERT_EQ(::poll(&p, 1, 10000), 1) << "no answer or end within 10 s; got: " << got;
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      ASSERT_GE(n, 0) << "reset: " << std::strerror(errno) << "; got: " << got;
+      if (n == 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    EXPECT_TRUE(absl::StartsWith(got, "HTTP/1.1 503")) << got;
+    EXPECT_TRUE(absl::EndsWith(got, "too many connections; try again shortly\n")) << got;
+  }
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(made_.load()->refused(), static_cast<uint64_t>(kSilent));
+  // Lingering on the accepting thread, the 20 took at least 19 x kLingerFor (1.9 s).
+  EXPECT_LT(took, kSilent * kLingerFor / 2);
+  for (int i = 0; i < 200 && LingeringConnections() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(LingeringConnections(), 0u) << "each closed at its deadline";
 }
 
 }  // namespace

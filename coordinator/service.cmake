@@ -1,6 +1,6 @@
 # service: the Generation service, scheduler (continuous batching), worker group, rendezvous.
 llmint8_cc_library(NAME coordinator_metrics SRCS metrics.cc metrics_server.cc http_server.cc
-    http_connection.cc
+    http_connection.cc lingering_close.cc
   DEPS llmint8::proto llmint8::host_port llmint8::common llmint8::tls prometheus-cpp::core
        PkgConfig::HTTPLIB OpenSSL::SSL
        absl::status absl::statusor
