@@ -44,7 +44,8 @@
 // tokens of the running sequences, so a long prompt delays the other streams by a chunk's compute
 // per step rather than by its whole prefill. With prefill_chunk 0 a prompt goes whole (one longer
 // than max_prefill_tokens as the step's only prompt; one the budget's remainder left out goes
-// first in the next step's) and admission also waits for room in the step's prefill budget. Prompts
+// first in the next step's: by priority, ahead of the lower values admitted after it, which
+// it delays a step at most) and admission also waits for room in the step's prefill budget. Prompts
 // to score (prompt_logprobs) need the logits of every position: they go in chunks too, at most
 // score_chunk of their tokens per step, beside the other sequences (the workers keep logits room
 // for max_batch + score_chunk rows). A sequence that finished normally may stay on the workers in

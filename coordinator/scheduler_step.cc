@@ -1,6 +1,7 @@
 // What one step carries (FormStep) and what rank 0's answer does to the running sequences
 // (TakeResults): the scheduler's step, beside its admission and preemption (scheduler.cc).
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <span>
 
@@ -129,6 +130,7 @@ Scheduler::StepBatch Scheduler::FormStep() {
   // go per step, for which the workers keep logits rows.
   int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
   std::vector<size_t> guided_generating;  // running_ indexes
+  int64_t score_room = std::numeric_limits<int64_t>::max();  // a scored chunk's most (below)
   // Puts running_[i] into the step (`prefix`: where its prompt starts from, for a first step).
   auto add = [&](size_t i, const std::optional<PrefixCache::Match>& prefix) {
     const std::shared_ptr<Sequence>& seq = running_[i];
@@ -149,7 +151,7 @@ Scheduler::StepBatch Scheduler::FormStep() {
         batch.hit_tokens += static_cast<uint64_t>(prefix->length);
       }
       const std::span<const int32_t> piece = seq->TakePrompt(
-          scored                       ? score_budget
+          scored                       ? std::min(score_budget, score_room)
           : options_.prefill_chunk > 0 ? std::min(options_.prefill_chunk, prefill_budget)
                                        : seq->prompt_remaining());
       prefill_budget -= static_cast<int64_t>(piece.size());
@@ -217,11 +219,20 @@ Scheduler::StepBatch Scheduler::FormStep() {
       guided_generating.push_back(i);  // after the rest of the batch (below)
       continue;
     }
+    // A scored prompt's chunk ahead of the claimant leaves it its room too.
+    score_room =
+        scored && claimed > 0 ? prefill_budget - claimed : std::numeric_limits<int64_t>::max();
+    if (score_room <= 0) continue;
     std::optional<PrefixCache::Match> prefix;
     if (first_step) {
       const PrefixChoice choice = ChoosePrefix(i);
       if (choice.wait) {
-        if (seq->id() == whole_prompt_claim_) claimed = 0;  // it does not go this step
+        // Waiting for a prefill ahead of it, the claim could hold back that very prefill:
+        // the claim ends (it claims again if the budget leaves it out once it can go).
+        if (seq->id() == whole_prompt_claim_) {
+          whole_prompt_claim_ = 0;
+          claimed = 0;
+        }
         continue;
       }
       prefix = choice.from;

@@ -1343,6 +1343,76 @@ TEST_F(SchedulerTest, ByPriorityAWholePromptLeftOutOfAStepGoesInTheNext) {
   }
 }
 
+// The claim ends when its prompt waits for a prefill of their common start ahead of it: held
+// back by the claim, that prefill (j, a lower value sharing 32 of p's tokens) never went, and p
+// waited for it with no step ever sent again.
+TEST_F(SchedulerTest, AWholePromptsClaimDoesNotHoldBackThePrefillItWaitsFor) {
+  SchedulerOptions o = ByPriority();
+  o.prefill_chunk = 0;
+  o.max_prefill_tokens = 64;
+  o.prefix_cache_entries = 4;
+  Start(o, /*kv_capacity=*/10000);
+  const std::vector<int32_t> shared = Tokens(16, 700);
+  const std::vector<int32_t> tail = Tokens(30, 200);
+  auto s = MakeSeq(1, Concat(shared, Tokens(2, 100)), 2, WithPriority(9));
+  auto p = MakeSeq(2, Concat(shared, tail), 2, WithPriority(9));  // left out by h: the claim
+  auto h = MakeSeq(10, Tokens(40, 1000), 2, WithPriority(0));
+  auto j = MakeSeq(11,
+                   Concat(Concat(shared, std::vector<int32_t>(tail.begin(), tail.begin() + 16)),
+                          Tokens(4, 5000)),
+                   2, WithPriority(0));
+  group_->BeforeStep(1, [&] { ASSERT_TRUE(scheduler_->Enqueue(h).ok()); });
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(j).ok()); });
+  const std::vector<Outcome> out = RunToEnd({s, p});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[1].tokens, FakeGreedy(p->prompt(), 2));
+  for (const std::shared_ptr<Sequence>& q : {h, j}) {
+    const Outcome served = Await(*q);
+    ASSERT_TRUE(served.status.ok()) << q->id() << ": " << served.status;
+    EXPECT_EQ(served.tokens, FakeGreedy(q->prompt(), 2));
+  }
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  EXPECT_LT(FirstStepIndex(steps, 11), FirstStepIndex(steps, 2)) << "j first, then p from it";
+  EXPECT_EQ(FirstStep(steps, 2).prefix_from(), 11u);
+}
+
+// A scored prompt's chunks ahead of a claim leave the claimed prompt its room too: here p is
+// left out by h (as above), then a scored prompt of a lower value, in chunks of 40, took the
+// budget's remainder below p's 30 tokens step after step until its 200 tokens were done.
+TEST_F(SchedulerTest, ScoredChunksAheadOfAClaimLeaveItsRoom) {
+  SchedulerOptions o = ByPriority();
+  o.prefill_chunk = 0;
+  o.max_prefill_tokens = 64;
+  o.score_chunk = 40;
+  o.prefix_cache_entries = 4;
+  Start(o, /*kv_capacity=*/10000);
+  const std::vector<int32_t> shared = Tokens(16, 700);
+  auto s = MakeSeq(1, Concat(shared, Tokens(2, 100)), 2, WithPriority(9));
+  auto p = MakeSeq(2, Concat(shared, Tokens(30, 200)), 2, WithPriority(9));
+  auto h = MakeSeq(10, Tokens(40, 1000), 2, WithPriority(0));
+  GenerationParams scoring = WithPriority(0);
+  scoring.prompt_logprobs = true;
+  auto scored = MakeSeq(11, Tokens(200, 3000), 1, scoring);
+  group_->BeforeStep(1, [&] { ASSERT_TRUE(scheduler_->Enqueue(h).ok()); });
+  group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(scored).ok()); });
+  const std::vector<Outcome> out = RunToEnd({s, p});
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(out[1].tokens, FakeGreedy(p->prompt(), 2));
+  for (const std::shared_ptr<Sequence>& q : {h, scored}) {
+    const Outcome served = Await(*q);
+    ASSERT_TRUE(served.status.ok()) << q->id() << ": " << served.status;
+  }
+  const std::vector<v1::StepRequest> steps = group_->steps();
+  EXPECT_EQ(FirstStepIndex(steps, 2), 2) << "p: the step after it was left out";
+  for (const v1::StepRequest& step : steps) {
+    int64_t prompt_tokens = 0;
+    for (const v1::SeqStep& seq : step.seqs()) {
+      if (seq.token_ids_size() > 1) prompt_tokens += seq.token_ids_size();
+    }
+    EXPECT_LE(prompt_tokens, o.max_prefill_tokens) << step.DebugString();
+  }
+}
+
 // By priority with preemption, a request that finds no room preempts running ones of a lower
 // priority, the last to arrive of the lowest first. They come back after it and end as they
 // would have.
