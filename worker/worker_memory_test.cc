@@ -200,6 +200,47 @@ TEST(WorkerMemoryTest, KvCacheCountsAgainstTheLimit) {
   EXPECT_LE(stats.total_bytes(), options.memory_limit_bytes);
 }
 
+// A sequence's sampling lists stay with it (rank 0 keeps them, uncounted by the limit): a step
+// whose lists are longer than the coordinator ever sends is refused (INVALID_ARGUMENT) before
+// the forward, and the group serves the next one. A step with 60 M banned ids used to make
+// rank 0 hold ~0.5 GB for its sequence.
+TEST(WorkerMemoryTest, OversizedSamplingListsAreRefusedAndTheGroupKept) {
+  WorkerService service(WorkerOptions{});
+  const v1::LoadShardRequest req = OneRank("fp16");
+  v1::LoadShardResponse resp;
+  ASSERT_TRUE(service.LoadShard(nullptr, &req, &resp).ok());
+  auto step_with = [&](const v1::SamplingParams& sampling) {
+    v1::StepRequest step;
+    step.set_epoch(1);
+    v1::SeqStep* seq = step.add_seqs();
+    seq->set_seq_id(1);
+    seq->add_token_ids(7);
+    *seq->mutable_sampling() = sampling;
+    v1::StepResponse out;
+    return service.Step(nullptr, &step, &out);
+  };
+  v1::SamplingParams biased;
+  for (int i = 0; i < 301; ++i) {
+    v1::TokenBias* b = biased.add_logit_bias();
+    b->set_token_id(i);
+    b->set_bias(1.0f);
+  }
+  v1::SamplingParams banned;
+  banned.set_min_tokens(5);
+  for (int i = 0; i < 129; ++i) banned.add_min_tokens_banned(i);
+  for (const v1::SamplingParams& bad : {biased, banned}) {
+    const grpc::Status s = step_with(bad);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.ShortDebugString();
+    EXPECT_NE(s.error_message().find("sequence 1"), std::string::npos) << s.error_message();
+  }
+  // The limits themselves pass: 300 biases, 128 banned ids.
+  biased.mutable_logit_bias()->RemoveLast();
+  banned.mutable_min_tokens_banned()->RemoveLast();
+  banned.mutable_logit_bias()->CopyFrom(biased.logit_bias());
+  const grpc::Status ok = step_with(banned);
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+}
+
 // What the shard holds grows with its KV cache: Info's held_bytes follows it after steps and
 // releases, as Stats' total does (a re-forming coordinator plans with it).
 TEST(WorkerMemoryTest, HeldBytesFollowTheShardAfterStepsAndReleases) {

@@ -23,6 +23,7 @@
 #include "common/sampling_limits.h"
 #include "common/status_macros.h"
 #include "model/checkpoint_fingerprint.h"
+#include "model/generation_config.h"
 #include "model/model_spec.h"
 #include "model/shard_plan.h"
 #include "model/tensor_names.h"
@@ -40,6 +41,25 @@ bool IsInputError(const absl::Status& s) {
   return s.code() == absl::StatusCode::kInvalidArgument ||
          s.code() == absl::StatusCode::kOutOfRange ||
          s.code() == absl::StatusCode::kResourceExhausted;
+}
+
+// The lists of a sequence's sampling parameters (logit_bias, min_tokens_banned) are kept
+// while it lives and scanned at each of its samples: they are bounded as the coordinator
+// bounds what it sends (the OpenAI API's 300 biases; the end-of-sequence and stop ids), or one
+// Step could make rank 0 hold memory --memory_limit does not count (60 M banned ids fit the
+// message limit: ~0.5 GB a sequence). Checked on every rank. (An id outside the vocabulary
+// fails its sequence alone, when rank 0 samples it.)
+absl::Status CheckSamplingLists(const v1::SeqStep& seq) {
+  if (!seq.has_sampling()) return absl::OkStatus();
+  const v1::SamplingParams& p = seq.sampling();
+  constexpr int kMaxBanned = model::kMaxEosTokenIds + kMaxStopTokenIds;
+  if (p.logit_bias_size() > kMaxLogitBiasTokens || p.min_tokens_banned_size() > kMaxBanned) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Step: sequence ", seq.seq_id(), " has ", p.logit_bias_size(), " logit biases and ",
+        p.min_tokens_banned_size(), " ids banned before min_tokens; at most ", kMaxLogitBiasTokens,
+        " and ", kMaxBanned));
+  }
+  return absl::OkStatus();
 }
 
 // A step's draft tokens for a sequence (SeqStep.draft_token_ids) come after a token, only
@@ -556,6 +576,7 @@ absl::Status WorkerService::DoStep(const v1::StepRequest& req, v1::StepResponse&
                        seq.next_prompt_token(), " is not in [0, ", vocab, ")"));
     }
     RETURN_IF_ERROR(CheckDrafts(seq));
+    RETURN_IF_ERROR(CheckSamplingLists(seq));
     // A prompt to score needs the logits of every position it brings (the same on every
     // rank: each gets the same request), and draft tokens those of the position before each
     // and of their last; the others only their last.
