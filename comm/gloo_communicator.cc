@@ -46,6 +46,8 @@ std::string Where(int rank, int size) { return absl::StrCat("gloo rank ", rank, 
 constexpr uint64_t kAllReduceKind = 1;
 constexpr uint64_t kAllGatherKind = 2;
 constexpr uint64_t kBroadcastKind = 3;
+// The small exchange's kind for that comparison (its data exchanges are kind 0).
+constexpr uint64_t kAgreementExchange = 1;
 
 // Gloo's own lookup (this Debian snapshot) only checks getaddrinfo for -1 and then walks an
 // uninitialised list when the name does not resolve: a crash. Resolve first, here.
@@ -251,7 +253,8 @@ absl::Status GlooCommunicator::AgreeOnCollective(const char* what, uint64_t kind
   const uint64_t mine[3] = {kind, bytes, static_cast<uint64_t>(root)};
   agreed_.resize(3 * static_cast<size_t>(size_));
   return Run(what, [&](uint32_t) -> absl::Status {
-    RETURN_IF_ERROR(small_->AllGather(mine, agreed_.data(), sizeof(mine)));
+    // Its own kind: a peer's data exchange of the same size in its place is a mismatch too.
+    RETURN_IF_ERROR(small_->AllGather(mine, agreed_.data(), sizeof(mine), kAgreementExchange));
     for (int r = 0; r < size_; ++r) {
       const uint64_t* theirs = agreed_.data() + 3 * static_cast<size_t>(r);
       if (theirs[0] != kind || theirs[1] != bytes || theirs[2] != mine[2]) {

@@ -417,8 +417,10 @@ TEST(GlooCommunicatorTest, MismatchedCollectivesAreAnErrorNotWrongData) {
 // output unfilled. Each collective whose ranks disagree on its size (or root) is INTERNAL on
 // every rank.
 TEST(GlooCommunicatorTest, LargeMismatchedCollectivesAreAnErrorNotACrash) {
-  const std::vector<std::string> kinds = {"AllGather", "AllReduceSum", "Broadcast",
-                                          "BroadcastRoot"};
+  // SmallAgainstLarge: rank 1 gathers 6 floats, the size of rank 0's check before its large
+  // gather; the check's own kind tells them apart (rank 1 took rank 0's check for data).
+  const std::vector<std::string> kinds = {"AllGather", "AllReduceSum", "Broadcast", "BroadcastRoot",
+                                          "SmallAgainstLarge"};
   for (const std::string& kind : kinds) {
     SCOPED_TRACE(kind);
     TempDir dir("gloo");
@@ -429,9 +431,10 @@ TEST(GlooCommunicatorTest, LargeMismatchedCollectivesAreAnErrorNotACrash) {
           ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm,
                            MakeCommunicator("gloo", GroupOptions(rank, 2, rdzv, absl::Seconds(5))));
           // Both over 64 KiB; BroadcastRoot: the same size, different roots.
-          const size_t n = rank == 0 || kind == "BroadcastRoot" ? 20000 : 40000;
+          size_t n = rank == 0 || kind == "BroadcastRoot" ? 20000 : 40000;
+          if (kind == "SmallAgainstLarge" && rank == 1) n = 6;
           std::vector<float> data(n, static_cast<float>(rank + 1));
-          if (kind == "AllGather") {
+          if (kind == "AllGather" || kind == "SmallAgainstLarge") {
             std::vector<float> out(2 * n);
             return comm->AllGather(std::span<const float>(data), std::span<float>(out));
           }

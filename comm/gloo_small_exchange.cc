@@ -8,12 +8,14 @@
 namespace llmint8::comm {
 namespace {
 
-// Before each payload: its size and the sender's call count, so that ranks that disagree on
+// Before each payload: its size, the sender's call count and the exchange's kind, so that
+// ranks that disagree on
 // the sequence of collectives (a bug, never a client's doing) break the group instead of
 // summing stale bytes.
 struct Header {
   uint64_t bytes;
   uint64_t call;
+  uint64_t kind;
 };
 constexpr size_t kHeaderBytes = sizeof(Header);
 
@@ -42,8 +44,8 @@ GlooSmallExchange::GlooSmallExchange(int rank, int size, gloo::rendezvous::Store
   }
 }
 
-absl::Status GlooSmallExchange::AllGather(const void* in, void* out, size_t bytes) {
-  const Header mine{bytes, calls_++};
+absl::Status GlooSmallExchange::AllGather(const void* in, void* out, size_t bytes, uint64_t kind) {
+  const Header mine{bytes, calls_++, kind};
   std::memcpy(send_.data(), &mine, kHeaderBytes);
   std::memcpy(send_.data() + kHeaderBytes, in, bytes);  // `in` may alias our slice of `out`
   for (int peer = 0; peer < size_; ++peer) {
@@ -57,12 +59,12 @@ absl::Status GlooSmallExchange::AllGather(const void* in, void* out, size_t byte
     recv_buffers_[peer]->waitRecv();
     Header theirs;
     std::memcpy(&theirs, recv_[peer].data(), kHeaderBytes);
-    if (theirs.bytes != mine.bytes || theirs.call != mine.call) {
+    if (theirs.bytes != mine.bytes || theirs.call != mine.call || theirs.kind != mine.kind) {
       if (mismatch.ok()) {
-        mismatch = absl::InternalError(absl::StrCat("collective mismatch: rank ", peer, " sent ",
-                                                    theirs.bytes, " bytes for its call ",
-                                                    theirs.call, " while rank ", rank_, " gathers ",
-                                                    mine.bytes, " bytes in its call ", mine.call));
+        mismatch = absl::InternalError(absl::StrCat(
+            "collective mismatch: rank ", peer, " sent ", theirs.bytes, " bytes of kind ",
+            theirs.kind, " for its call ", theirs.call, " while rank ", rank_, " gathers ",
+            mine.bytes, " bytes of kind ", mine.kind, " in its call ", mine.call));
       }
       continue;
     }

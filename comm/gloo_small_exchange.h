@@ -9,8 +9,8 @@
 // cannot deadlock: Gloo's send sizes the socket's send buffer to the message (the kernel
 // doubles it), so a send of up to kMaxBytes completes without the peer reading, and ranks are
 // at most one call apart, so at most two unread messages wait in either direction. A read
-// waits at most the context's timeout. Each message carries its size and the sender's call
-// count; a mismatch (ranks out of step on their collectives: a bug) throws
+// waits at most the context's timeout. Each message carries its size, the sender's call count
+// and its kind; a mismatch (ranks out of step on their collectives: a bug) throws
 // std::runtime_error instead of gathering stale bytes. Failures throw (Gloo's IoException for
 // a timeout or a peer gone); the caller maps them. One caller at a time.
 #ifndef LLMINT8_COMM_GLOO_SMALL_EXCHANGE_H_
@@ -40,10 +40,12 @@ class GlooSmallExchange {
                     std::chrono::milliseconds timeout);
 
   // out[r * bytes, (r + 1) * bytes) = rank r's `in`, for bytes <= kMaxBytes. `in` may be this
-  // rank's slice of `out`. Internal when a peer's payload is not this call's (ranks that
-  // disagree on the sequence of collectives: a bug); Gloo's own failures (a peer gone, a
-  // timeout) throw its exceptions, as its collectives do.
-  absl::Status AllGather(const void* in, void* out, size_t bytes);
+  // rank's slice of `out`. `kind` names what the exchange is for (data, or a check the caller
+  // makes before another collective): Internal when a peer's payload is not this call's (its
+  // size, call count or kind differ: ranks that disagree on the sequence of collectives, a
+  // bug); Gloo's own failures (a peer gone, a timeout) throw its exceptions, as its
+  // collectives do.
+  absl::Status AllGather(const void* in, void* out, size_t bytes, uint64_t kind = 0);
 
   // Closes the connections to every peer (their reads from this rank fail at once); later
   // calls throw. Never throws.
