@@ -9,26 +9,16 @@
 #include "coordinator/group_decision.h"
 #include "gtest/gtest.h"
 #include "model/config.h"
+#include "model/forward_test_util.h"
 #include "model/shard_model.h"
 #include "model/synthetic.h"
 
 namespace llmint8::coordinator {
 namespace {
 
-model::OptConfig Small() {
-  model::OptConfig c = *model::OptPreset("125m");
-  c.num_hidden_layers = 2;
-  c.hidden_size = 256;
-  c.word_embed_proj_dim = 256;
-  c.num_attention_heads = 8;
-  c.ffn_dim = 1024;
-  c.vocab_size = 1024;
-  c.max_position_embeddings = 256;
-  return c;
-}
-
 TEST(PlannerWorkerTest, AWorkerWithThePlannedMemoryHoldsTheReserveAfterTheLargestStep) {
-  const model::OptConfig c = Small();
+  // The scale-out tests' shape (8 heads, FFN 1024), with 256 positions.
+  const model::OptConfig c = model::testing::SmallConfig(256, 8, 2, 1024, 256);
   const int64_t context = c.max_position_embeddings;
   // The coordinator's defaults (coordinator_server.cc): --max_batch 32, --score_chunk 256
   // (at most the context), no speculation; the step envelope it loads workers with.

@@ -42,6 +42,12 @@ std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& 
   return a;
 }
 
+GenerationParams WithPriority(int32_t priority) {
+  GenerationParams p;
+  p.priority = priority;
+  return p;
+}
+
 std::shared_ptr<Sequence> MakeSeq(uint64_t id, std::vector<int32_t> prompt, int max_new,
                                   GenerationParams params = {}) {
   params.max_new_tokens = max_new;
@@ -104,6 +110,21 @@ int64_t FirstStepIndex(const std::vector<v1::StepRequest>& steps, uint64_t id) {
   return static_cast<int64_t>(of.front().first);
 }
 
+// The prompt tokens a step carries (those of its sequences with more than one token).
+int64_t PromptTokens(const v1::StepRequest& step) {
+  int64_t n = 0;
+  for (const v1::SeqStep& seq : step.seqs()) {
+    if (seq.token_ids_size() > 1) n += seq.token_ids_size();
+  }
+  return n;
+}
+
+void ExpectWithinPrefillBudget(const std::vector<v1::StepRequest>& steps, int64_t budget) {
+  for (const v1::StepRequest& step : steps) {
+    EXPECT_LE(PromptTokens(step), budget) << step.DebugString();
+  }
+}
+
 class SchedulerTest : public ::testing::Test {
  protected:
   // Options for a scheduler whose decisions the tests can predict: no prefix cache unless a
@@ -119,6 +140,30 @@ class SchedulerTest : public ::testing::Test {
     SchedulerOptions o = Options();
     o.scheduling = Scheduling::kPriority;
     return o;
+  }
+
+  // A whole prompt's claim on a step: by priority with whole prompts, a prefill budget of 64
+  // and the prefix cache on, s and p (priority 9) share a 16-token start, so p waits for s's
+  // prefill in step 1; then h (priority 0, 40 tokens, queued during step 1) leaves too little
+  // of step 2's budget for p's other 30 tokens, and p claims step 3. `o` may set more.
+  struct Claim {
+    std::vector<int32_t> shared, tail;  // p's prompt: shared + tail
+    std::shared_ptr<Sequence> s, p, h;
+  };
+  Claim StartClaim(SchedulerOptions o) {
+    o.scheduling = Scheduling::kPriority;
+    o.prefill_chunk = 0;
+    o.max_prefill_tokens = 64;
+    o.prefix_cache_entries = 4;
+    Start(o, /*kv_capacity=*/10000);
+    Claim c;
+    c.shared = Tokens(16, 700);
+    c.tail = Tokens(30, 200);
+    c.s = MakeSeq(1, Concat(c.shared, Tokens(2, 100)), 2, WithPriority(9));
+    c.p = MakeSeq(2, Concat(c.shared, c.tail), 2, WithPriority(9));
+    c.h = MakeSeq(10, Tokens(40, 1000), 2, WithPriority(0));
+    group_->BeforeStep(1, [this, h = c.h] { ASSERT_TRUE(scheduler_->Enqueue(h).ok()); });
+    return c;
   }
 
   void Start(SchedulerOptions options, std::optional<int64_t> kv_capacity = std::nullopt,
@@ -327,11 +372,9 @@ TEST_F(SchedulerTest, WholePromptsWaitForRoomInTheStepsPrefillBudget) {
   const std::vector<v1::StepRequest> steps = group_->steps();
   int64_t most = 0;
   for (const v1::StepRequest& step : steps) {
-    int64_t prompt_tokens = 0;
-    for (const v1::SeqStep& s : step.seqs()) {
-      if (s.token_ids_size() > 1) prompt_tokens += s.token_ids_size();
+    if (const int64_t prompt_tokens = PromptTokens(step); prompt_tokens != 70) {
+      most = std::max(most, prompt_tokens);
     }
-    if (prompt_tokens != 70) most = std::max(most, prompt_tokens);
   }
   EXPECT_EQ(most, 30) << "two 30-token prompts never share a 50-token budget";
   EXPECT_EQ(FirstStep(steps, 1).token_ids_size(), 30) << "whole, not chunked";
@@ -357,13 +400,7 @@ TEST_F(SchedulerTest, AWholePromptThatWaitedStaysWithinTheStepsPrefillBudget) {
   EXPECT_EQ(out[1].tokens, FakeGreedy(b->prompt(), 3));
   EXPECT_EQ(out[2].tokens, FakeGreedy(c->prompt(), 3));
   EXPECT_EQ(out[3].tokens, FakeGreedy(d->prompt(), 3));
-  for (const v1::StepRequest& step : group_->steps()) {
-    int64_t prompt_tokens = 0;
-    for (const v1::SeqStep& s : step.seqs()) {
-      if (s.token_ids_size() > 1) prompt_tokens += s.token_ids_size();
-    }
-    EXPECT_LE(prompt_tokens, o.max_prefill_tokens) << step.DebugString();
-  }
+  ExpectWithinPrefillBudget(group_->steps(), o.max_prefill_tokens);
   EXPECT_EQ(FirstStep(group_->steps(), 2).prefix_from(), 1u) << "b still starts from a";
 }
 
@@ -1215,12 +1252,6 @@ TEST_F(SchedulerTest, ASequenceTheWorkersCannotHoldAloneFailsAndTheBudgetComesBa
   EXPECT_EQ(served.tokens, FakeGreedy(small->prompt(), 4));
 }
 
-GenerationParams WithPriority(int32_t priority) {
-  GenerationParams p;
-  p.priority = priority;
-  return p;
-}
-
 // The last index of a step that carried sequence `id` (-1: none).
 int64_t LastStepIndex(const std::vector<v1::StepRequest>& steps, uint64_t id) {
   const auto of = StepsOf(steps, id);
@@ -1308,65 +1339,41 @@ TEST_F(SchedulerTest, ByPriorityARequestDoesNotWaitForALowerOnesPrefillOfAShared
 // By priority with whole prompts (prefill_chunk 0), a prompt the step's budget left out has
 // the next step's first: a request admitted each step ahead of it (a lower value) does not
 // keep taking the room it needs. Here p waits a step for s's prefill of their common start,
-// then finds the budget's remainder too small behind h1; it used to wait until h6 went.
+// then finds the budget's remainder too small behind h; it used to wait until h6 went.
 TEST_F(SchedulerTest, ByPriorityAWholePromptLeftOutOfAStepGoesInTheNext) {
-  SchedulerOptions o = ByPriority();
-  o.prefill_chunk = 0;
-  o.max_prefill_tokens = 64;
-  o.prefix_cache_entries = 4;
-  Start(o, /*kv_capacity=*/10000);
-  const std::vector<int32_t> shared = Tokens(16, 700);
-  auto s = MakeSeq(1, Concat(shared, Tokens(2, 100)), 2, WithPriority(9));
-  auto p = MakeSeq(2, Concat(shared, Tokens(30, 200)), 2, WithPriority(9));
-  std::vector<std::shared_ptr<Sequence>> high;
-  for (int k = 1; k <= 6; ++k) {
+  const Claim c = StartClaim(Options());
+  std::vector<std::shared_ptr<Sequence>> high = {c.h};
+  for (int k = 2; k <= 6; ++k) {
     high.push_back(MakeSeq(10 + k, Tokens(40, 1000 * k), 2, WithPriority(0)));
     group_->BeforeStep(k, [&, k] { ASSERT_TRUE(scheduler_->Enqueue(high[k - 1]).ok()); });
   }
-  const std::vector<Outcome> out = RunToEnd({s, p});
+  const std::vector<Outcome> out = RunToEnd({c.s, c.p});
   ASSERT_FALSE(HasFailure());
-  EXPECT_EQ(out[1].tokens, FakeGreedy(p->prompt(), 2));
+  EXPECT_EQ(out[1].tokens, FakeGreedy(c.p->prompt(), 2));
   for (const std::shared_ptr<Sequence>& h : high) {
     const Outcome served = Await(*h);
     ASSERT_TRUE(served.status.ok()) << served.status;
     EXPECT_EQ(served.tokens, FakeGreedy(h->prompt(), 2));
   }
   const std::vector<v1::StepRequest> steps = group_->steps();
-  EXPECT_EQ(FirstStepIndex(steps, 2), 2) << "p: after s's step and the one h1 took";
+  EXPECT_EQ(FirstStepIndex(steps, 2), 2) << "p: after s's step and the one h took";
   EXPECT_EQ(FirstStep(steps, 2).prefix_from(), 1u) << "p still starts from s";
-  for (const v1::StepRequest& step : steps) {
-    int64_t prompt_tokens = 0;
-    for (const v1::SeqStep& seq : step.seqs()) {
-      if (seq.token_ids_size() > 1) prompt_tokens += seq.token_ids_size();
-    }
-    EXPECT_LE(prompt_tokens, o.max_prefill_tokens) << step.DebugString();
-  }
+  ExpectWithinPrefillBudget(steps, 64);
 }
 
 // The claim ends when its prompt waits for a prefill of their common start ahead of it: held
 // back by the claim, that prefill (j, a lower value sharing 32 of p's tokens) never went, and p
 // waited for it with no step ever sent again.
 TEST_F(SchedulerTest, AWholePromptsClaimDoesNotHoldBackThePrefillItWaitsFor) {
-  SchedulerOptions o = ByPriority();
-  o.prefill_chunk = 0;
-  o.max_prefill_tokens = 64;
-  o.prefix_cache_entries = 4;
-  Start(o, /*kv_capacity=*/10000);
-  const std::vector<int32_t> shared = Tokens(16, 700);
-  const std::vector<int32_t> tail = Tokens(30, 200);
-  auto s = MakeSeq(1, Concat(shared, Tokens(2, 100)), 2, WithPriority(9));
-  auto p = MakeSeq(2, Concat(shared, tail), 2, WithPriority(9));  // left out by h: the claim
-  auto h = MakeSeq(10, Tokens(40, 1000), 2, WithPriority(0));
-  auto j = MakeSeq(11,
-                   Concat(Concat(shared, std::vector<int32_t>(tail.begin(), tail.begin() + 16)),
-                          Tokens(4, 5000)),
-                   2, WithPriority(0));
-  group_->BeforeStep(1, [&] { ASSERT_TRUE(scheduler_->Enqueue(h).ok()); });
+  const Claim c = StartClaim(Options());
+  auto j =
+      MakeSeq(11, Concat(Concat(c.shared, {c.tail.begin(), c.tail.begin() + 16}), Tokens(4, 5000)),
+              2, WithPriority(0));
   group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(j).ok()); });
-  const std::vector<Outcome> out = RunToEnd({s, p});
+  const std::vector<Outcome> out = RunToEnd({c.s, c.p});
   ASSERT_FALSE(HasFailure());
-  EXPECT_EQ(out[1].tokens, FakeGreedy(p->prompt(), 2));
-  for (const std::shared_ptr<Sequence>& q : {h, j}) {
+  EXPECT_EQ(out[1].tokens, FakeGreedy(c.p->prompt(), 2));
+  for (const std::shared_ptr<Sequence>& q : {c.h, j}) {
     const Outcome served = Await(*q);
     ASSERT_TRUE(served.status.ok()) << q->id() << ": " << served.status;
     EXPECT_EQ(served.tokens, FakeGreedy(q->prompt(), 2));
@@ -1380,37 +1387,23 @@ TEST_F(SchedulerTest, AWholePromptsClaimDoesNotHoldBackThePrefillItWaitsFor) {
 // left out by h (as above), then a scored prompt of a lower value, in chunks of 40, took the
 // budget's remainder below p's 30 tokens step after step until its 200 tokens were done.
 TEST_F(SchedulerTest, ScoredChunksAheadOfAClaimLeaveItsRoom) {
-  SchedulerOptions o = ByPriority();
-  o.prefill_chunk = 0;
-  o.max_prefill_tokens = 64;
+  SchedulerOptions o = Options();
   o.score_chunk = 40;
-  o.prefix_cache_entries = 4;
-  Start(o, /*kv_capacity=*/10000);
-  const std::vector<int32_t> shared = Tokens(16, 700);
-  auto s = MakeSeq(1, Concat(shared, Tokens(2, 100)), 2, WithPriority(9));
-  auto p = MakeSeq(2, Concat(shared, Tokens(30, 200)), 2, WithPriority(9));
-  auto h = MakeSeq(10, Tokens(40, 1000), 2, WithPriority(0));
+  const Claim c = StartClaim(o);
   GenerationParams scoring = WithPriority(0);
   scoring.prompt_logprobs = true;
   auto scored = MakeSeq(11, Tokens(200, 3000), 1, scoring);
-  group_->BeforeStep(1, [&] { ASSERT_TRUE(scheduler_->Enqueue(h).ok()); });
   group_->BeforeStep(2, [&] { ASSERT_TRUE(scheduler_->Enqueue(scored).ok()); });
-  const std::vector<Outcome> out = RunToEnd({s, p});
+  const std::vector<Outcome> out = RunToEnd({c.s, c.p});
   ASSERT_FALSE(HasFailure());
-  EXPECT_EQ(out[1].tokens, FakeGreedy(p->prompt(), 2));
-  for (const std::shared_ptr<Sequence>& q : {h, scored}) {
+  EXPECT_EQ(out[1].tokens, FakeGreedy(c.p->prompt(), 2));
+  for (const std::shared_ptr<Sequence>& q : {c.h, scored}) {
     const Outcome served = Await(*q);
     ASSERT_TRUE(served.status.ok()) << q->id() << ": " << served.status;
   }
   const std::vector<v1::StepRequest> steps = group_->steps();
   EXPECT_EQ(FirstStepIndex(steps, 2), 2) << "p: the step after it was left out";
-  for (const v1::StepRequest& step : steps) {
-    int64_t prompt_tokens = 0;
-    for (const v1::SeqStep& seq : step.seqs()) {
-      if (seq.token_ids_size() > 1) prompt_tokens += seq.token_ids_size();
-    }
-    EXPECT_LE(prompt_tokens, o.max_prefill_tokens) << step.DebugString();
-  }
+  ExpectWithinPrefillBudget(steps, 64);
 }
 
 // By priority with preemption, a request that finds no room preempts running ones of a lower
