@@ -119,7 +119,9 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config, const Gr
     }
     return absl::FailedPreconditionError(
         absl::StrCat("the workers cannot hold the model: ", decision.status().message(),
-                     ". Start more workers, give them more memory, or serve int8"));
+                     dtype == WeightDType::kInt8
+                         ? ". Start more workers or give them more memory"
+                         : ". Start more workers, give them more memory, or serve int8"));
   }
   GroupChoice choice;
   choice.planned = true;

@@ -131,7 +131,16 @@ TEST(GroupDecisionTest, RefusesFp16OnHalfTheWorkersNamingTheCounts) {
         << choice.status();
     EXPECT_NE(choice.status().message().find("2 joined; int8 fits in 2"), std::string::npos)
         << choice.status();
+    EXPECT_NE(choice.status().message().find("or serve int8"), std::string::npos)
+        << choice.status();
   }
+  // int8 on workers too small for it: the advice does not say to serve what it serves.
+  GroupRequest request;
+  request.dtype = "int8";
+  absl::StatusOr<GroupChoice> choice = ChooseGroup(c, request, std::vector<int64_t>(2, Cap(c) / 8));
+  ASSERT_EQ(choice.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(choice.status().message().find("more memory"), std::string::npos) << choice.status();
+  EXPECT_EQ(choice.status().message().find("serve int8"), std::string::npos) << choice.status();
 }
 
 TEST(GroupDecisionTest, AllWorkersUsesEveryWorkerAndChecksEachOne) {
