@@ -415,6 +415,16 @@ nlohmann::json BreakdownJson(const MemoryBreakdown& m) {
       {"total", m.Total()}};
 }
 
+// A GPU size as given; a decimal one (typed "24GB": 24 x 10^9 bytes) with what it is in GiB,
+// since the cards sold as "24 GB" hold 24 GiB (docs/planner.md, "Units").
+std::string GpuSizeText(int64_t bytes) {
+  std::string text = FormatBytes(bytes);
+  if (absl::EndsWith(text, " GB")) {
+    absl::StrAppendFormat(&text, " (%.2f GiB)", static_cast<double>(bytes) / kGiB);
+  }
+  return text;
+}
+
 std::string Cell(const std::optional<PlanResult>& plan) {
   if (!plan.has_value()) return "-";
   return absl::StrCat(plan->tp, " (", FormatBytes(plan->per_gpu.Total()), ")");
@@ -425,7 +435,7 @@ std::string Cell(const std::optional<PlanResult>& plan) {
 std::string PlanToText(const PlanResult& p) {
   std::string out =
       absl::StrFormat("%s %s on %s GPUs: TP=%d (%d %s)\n", p.model, WeightDTypeName(p.dtype),
-                      FormatBytes(p.gpu_bytes), p.tp, p.tp, p.tp == 1 ? "GPU" : "GPUs");
+                      GpuSizeText(p.gpu_bytes), p.tp, p.tp, p.tp == 1 ? "GPU" : "GPUs");
   if (p.min_gpus_by_memory != p.tp) {
     absl::StrAppendFormat(&out, "  %d GPUs would hold it, but TP must be one of: %s\n",
                           p.min_gpus_by_memory, JoinTp(p.valid_tp));

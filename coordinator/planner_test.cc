@@ -495,5 +495,21 @@ TEST(PlanCommandTest, PlansAConfigJsonFileAndPrintsText) {
   EXPECT_THAT(*out, HasSubstr("KV cache"));
 }
 
+// A decimal size reads back as typed, with its GiB beside it: "24GB" is 22.35 GiB, less than
+// the 24 GiB of a card sold as 24 GB, on which OPT-175B int8 needs 12 GPUs, not 8.
+TEST(PlanCommandTest, ADecimalGpuSizeShowsItsGiB) {
+  PlanCommand cmd;
+  cmd.model = "175b";
+  cmd.dtype = "int8";
+  cmd.gpu_memory = "24GB";
+  absl::StatusOr<std::string> out = RunPlanCommand(cmd);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, HasSubstr("opt-175b int8 on 24 GB (22.35 GiB) GPUs: TP=12"));
+  cmd.gpu_memory = "24GiB";
+  out = RunPlanCommand(cmd);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, HasSubstr("opt-175b int8 on 24 GiB GPUs: TP=8"));
+}
+
 }  // namespace
 }  // namespace llmint8::coordinator
