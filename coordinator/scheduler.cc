@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/sampling_limits.h"
 
@@ -822,7 +823,11 @@ void Scheduler::Loop() {
     if (running_.empty()) continue;
 
     StepBatch batch = FormStep();
-    if (batch.request.seqs_size() == 0) continue;  // every sequence waits (not expected)
+    if (batch.request.seqs_size() == 0) {
+      // Every sequence waits (not expected): look again shortly rather than spin a core.
+      absl::SleepFor(absl::Milliseconds(1));
+      continue;
+    }
     {
       absl::MutexLock lock(&mu_);
       batch.request.set_step_id(++steps_);
