@@ -74,11 +74,16 @@ absl::StatusOr<std::string> GetString(const Json& j, std::string_view field) {
 absl::StatusOr<Activation> ParseActivation(std::string_view s) {
   if (s == "relu") return Activation::kRelu;
   if (s == "gelu") return Activation::kGelu;
-  if (s == "gelu_new" || s == "gelu_pytorch_tanh" || s == "gelu_fast") return Activation::kGeluTanh;
-  return FieldError(
-      "activation_function",
-      absl::StrCat("unsupported value \"", std::string(s),
-                   "\"; supported: relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast"));
+  if (s == "gelu_new" || s == "gelu_pytorch_tanh" || s == "gelu_fast") {
+    // The runtime computes the exact form only: refused here, not at load (a quantized copy of
+    // such a model could never have been served).
+    return FieldError("activation_function",
+                      absl::StrCat("\"", std::string(s),
+                                   "\" (GELU's tanh approximation) is not supported; supported: "
+                                   "relu (every released OPT checkpoint), gelu (the exact form)"));
+  }
+  return FieldError("activation_function", absl::StrCat("unsupported value \"", std::string(s),
+                                                        "\"; supported: relu, gelu"));
 }
 
 std::string_view ActivationName(Activation a) {
@@ -87,8 +92,6 @@ std::string_view ActivationName(Activation a) {
       return "relu";
     case Activation::kGelu:
       return "gelu";
-    case Activation::kGeluTanh:
-      return "gelu_new";
   }
   return "relu";
 }

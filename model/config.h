@@ -14,8 +14,9 @@
 
 namespace llmint8::model {
 
-// "relu"; "gelu" (exact erf form); "gelu_new" / "gelu_pytorch_tanh" / "gelu_fast" (tanh form).
-enum class Activation { kRelu, kGelu, kGeluTanh };
+// "relu" (every released OPT checkpoint); "gelu" (the exact erf form). The tanh approximation
+// ("gelu_new", "gelu_pytorch_tanh", "gelu_fast") is refused by ParseOptConfig.
+enum class Activation { kRelu, kGelu };
 enum class DType { kF16, kBF16, kF32 };
 
 struct OptConfig {

@@ -107,12 +107,6 @@ absl::StatusOr<std::unique_ptr<ShardModel>> ShardModel::Load(const OptConfig& co
     return absl::InvalidArgumentError(absl::StrCat(
         "memory_limit_bytes ", options.memory_limit_bytes, " must be >= 0 (0: no limit)"));
   }
-  if (config.activation != Activation::kRelu && config.activation != Activation::kGelu) {
-    // The tanh approximation (gelu_new) would silently run as exact gelu: refuse it instead.
-    return absl::InvalidArgumentError(
-        "activation_function gelu_new (tanh approximation) is not supported by the runtime; "
-        "use relu (all released OPT checkpoints) or gelu");
-  }
   std::unique_ptr<ShardModel> m(new ShardModel(config, options, tp, rank, comm));
   if (options.device == Device::kCuda) {
     ASSIGN_OR_RETURN(m->backend_, MakeCudaShardBackend(config, source, plan, comm, options,
