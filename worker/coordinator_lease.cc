@@ -40,6 +40,12 @@ bool CoordinatorLease::Gone(absl::Time now) const {
          (ended_ || (lease_ > absl::ZeroDuration() && now - last_contact_ >= lease_));
 }
 
+bool CoordinatorLease::SilentPast(absl::Duration longer, absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  return epoch_ != 0 && !ended_ && lease_ > absl::ZeroDuration() &&
+         now - last_contact_ >= lease_ + longer;
+}
+
 bool CoordinatorLease::HeldByAnother(int64_t epoch, absl::Time now) const {
   return !CheckTake(epoch, now).ok();
 }

@@ -38,6 +38,9 @@ class CoordinatorLease {
   // Whether the coordinator of the held group has let it go, or been silent for a (non-zero)
   // lease: nobody will finish what the group runs. False without a group.
   bool Gone(absl::Time now) const;
+  // Whether the held group's coordinator has been silent for its (non-zero) lease and
+  // `longer` more (it did not end the lease: it died, or was cut off). False without a group.
+  bool SilentPast(absl::Duration longer, absl::Time now) const;
   // Whether another coordinator than `epoch`'s holds this worker at `now`.
   bool HeldByAnother(int64_t epoch, absl::Time now) const;
   // OK when `epoch`'s coordinator may form a group with this worker at `now`: no group is

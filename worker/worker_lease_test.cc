@@ -339,5 +339,51 @@ TEST(WorkerDrainTest, DrainedWhenNoCoordinatorHoldsTheGroupAnyMore) {
   EXPECT_TRUE(service.Drained());
 }
 
+// A coordinator that dies (or is cut off) without ending its lease leaves a group nobody will
+// step or release: once silent for the lease and abandoned_after more, the worker drops it and
+// its memory goes back (it used to keep weights and KV cache until the next LoadShard). A
+// coordinator that keeps probing keeps its group.
+TEST(WorkerLeaseTest, AGroupWhoseCoordinatorFellSilentIsDropped) {
+  WorkerOptions options;
+  options.abandoned_after = absl::Milliseconds(300);
+  WorkerService service(options);
+  const v1::LoadShardRequest first = OneRank(kFirst, 200);
+  ASSERT_TRUE(Load(service, first).ok());
+  v1::StepRequest step;
+  step.set_epoch(first.epoch());
+  v1::SeqStep* seq = step.add_seqs();
+  seq->set_seq_id(1);
+  seq->add_token_ids(5);
+  seq->add_token_ids(6);
+  v1::StepResponse stepped;
+  ASSERT_TRUE(service.Step(nullptr, &step, &stepped).ok());
+  auto stats = [&service] {
+    v1::StatsResponse s;
+    EXPECT_TRUE(service.Stats(nullptr, nullptr, &s).ok());
+    return s;
+  };
+  ASSERT_GT(stats().total_bytes(), 0);
+  // Probed every 50 ms for 1.5 s (past lease + abandoned_after): kept.
+  for (int i = 0; i < 30; ++i) {
+    EXPECT_TRUE(Probe(service, first.epoch()).loaded());
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(stats().active_sequences(), 1);
+  // Then silence: dropped within lease + abandoned_after + a watch period or two.
+  const absl::Time silent_since = absl::Now();
+  while (stats().total_bytes() > 0 && absl::Now() - silent_since < absl::Seconds(10)) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(stats().total_bytes(), 0);
+  EXPECT_EQ(stats().active_sequences(), 0);
+  EXPECT_GE(absl::Now() - silent_since, absl::Milliseconds(500)) << "not before lease + 300 ms";
+  v1::WorkerInfoRequest info_req;
+  v1::WorkerInfoResponse info;
+  ASSERT_TRUE(service.Info(nullptr, &info_req, &info).ok());
+  EXPECT_FALSE(info.loaded());
+  // Another coordinator may take the worker at once.
+  EXPECT_TRUE(Load(service, OneRank(kSecond, 200)).ok());
+}
+
 }  // namespace
 }  // namespace llmint8::worker

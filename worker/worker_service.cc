@@ -162,11 +162,40 @@ WorkerService::WorkerService(WorkerOptions options)
     : options_(std::move(options)),
       memory_pool_(MemoryPool(options_.device, options_.cuda_device, options_.memory_limit_bytes)),
       process_id_(absl::Uniform<uint64_t>(absl::IntervalClosed, absl::BitGen(), 1,
-                                          std::numeric_limits<uint64_t>::max())) {}
+                                          std::numeric_limits<uint64_t>::max())) {
+  if (options_.abandoned_after != absl::InfiniteDuration()) {
+    watcher_ = std::thread([this] { WatchForAbandonment(); });
+  }
+}
 
 WorkerService::~WorkerService() {
+  {
+    absl::MutexLock lock(&watch_mu_);
+    watch_stop_ = true;
+  }
+  if (watcher_.joinable()) watcher_.join();
   absl::MutexLock lock(&mu_);
   Unload();
+}
+
+void WorkerService::WatchForAbandonment() {
+  const absl::Duration period =
+      std::clamp(options_.abandoned_after / 4, absl::Milliseconds(10), absl::Seconds(1));
+  for (;;) {
+    {
+      absl::MutexLock lock(&watch_mu_);
+      if (watch_mu_.AwaitWithTimeout(absl::Condition(&watch_stop_), period)) return;
+    }
+    if (!lease_.SilentPast(options_.abandoned_after, LeaseNow())) continue;
+    absl::MutexLock lock(&mu_);  // after a Step in progress (which renewed nothing)
+    if (model_ == nullptr || !lease_.SilentPast(options_.abandoned_after, LeaseNow())) continue;
+    const model::MemoryStats held = model_->memory();
+    LLMINT8_LOG(WARNING) << "group epoch " << epoch_ << ": its coordinator has been silent for "
+                         << "its lease and " << options_.abandoned_after
+                         << " more; dropping the shard (" << held.total() << " bytes, "
+                         << model_->num_sequences() << " sequence(s)) to free its memory";
+    Unload();
+  }
 }
 
 void WorkerService::Unload() {

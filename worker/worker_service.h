@@ -10,7 +10,10 @@
 //
 // The coordinator that formed the group holds the worker (worker/coordinator_lease.h): a
 // LoadShard from another coordinator is refused FAILED_PRECONDITION, and leaves the group and
-// model as they are, until the holder has been silent for its lease or ended it.
+// model as they are, until the holder has been silent for its lease or ended it. A group
+// whose coordinator has been silent for its lease and WorkerOptions::abandoned_after more
+// (it died or was cut off, and ended nothing) is dropped: its weights, KV cache and samplers
+// go back, with a warning in the log (a coordinator that comes back re-forms its group).
 //
 // Drain() (the process got SIGTERM) makes Info say `draining` and LoadShard refuse
 // (UNAVAILABLE); the group's running sequences go on until Drained().
@@ -34,6 +37,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -69,6 +73,9 @@ struct WorkerOptions {
   // preempted and takes back (coordinator/scheduler.h); a worker that looked in between
   // would leave that stream behind.
   absl::Duration drain_quiet = absl::Milliseconds(250);
+  // How long past its coordinator's lease a silent group is kept (see the header comment);
+  // InfiniteDuration: kept until another LoadShard.
+  absl::Duration abandoned_after = absl::Seconds(60);
 };
 
 class WorkerService final : public v1::Worker::Service {
@@ -192,6 +199,13 @@ class WorkerService final : public v1::Worker::Service {
   // steps within them.
   int64_t max_step_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t max_step_rows_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Drops the group of a coordinator silent past abandoned_after (WatchForAbandonment's
+  // thread; stopped by the destructor).
+  void WatchForAbandonment();
+  absl::Mutex watch_mu_;
+  bool watch_stop_ ABSL_GUARDED_BY(watch_mu_) = false;
+  std::thread watcher_;
 };
 
 }  // namespace llmint8::worker
