@@ -9,9 +9,8 @@ namespace llmint8::comm {
 namespace {
 
 // Before each payload: its size, the sender's call count and the exchange's kind, so that
-// ranks that disagree on
-// the sequence of collectives (a bug, never a client's doing) break the group instead of
-// summing stale bytes.
+// ranks that disagree on the sequence of collectives (a bug, never a client's doing) break the
+// group instead of summing stale bytes.
 struct Header {
   uint64_t bytes;
   uint64_t call;

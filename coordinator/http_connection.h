@@ -66,7 +66,8 @@ void CloseConnectionAfterResponse(httplib::Response& res);
 // served or waiting, counted until their thread is done with them). Past that a connection is
 // refused at once on the accepting thread: HTTP gets a 503 with Retry-After and the end,
 // HTTPS the end. So a flood of connections holds at most threads + max_waiting + 1 of the
-// process's file descriptors, which its gRPC server shares, and no unbounded queue of work.
+// process's file descriptors, which its gRPC server shares, plus the refused ones that linger
+// (at most kMaxLingering, coordinator/lingering_close.h), and no unbounded queue of work.
 class BoundedTaskQueue final : public httplib::TaskQueue {
  public:
   BoundedTaskQueue(size_t threads, size_t max_waiting);

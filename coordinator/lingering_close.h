@@ -8,7 +8,8 @@
 // One thread (made at the first LingerAndClose, never ended) polls every lingering
 // connection, so the thread that refused one goes back to accepting at once: a flood of
 // silent connections past a server's capacity used to hold the accepting thread 100 ms each.
-// At most kMaxLingering linger at once; past that a connection is closed at once.
+// At most kMaxLingering linger at once (their descriptors are the process's, which its gRPC
+// server shares); past that a connection is closed at once (its answer may be lost to a reset).
 //
 // Thread-safe.
 #ifndef LLMINT8_COORDINATOR_LINGERING_CLOSE_H_
@@ -21,7 +22,7 @@
 namespace llmint8::coordinator {
 
 inline constexpr absl::Duration kLingerFor = absl::Milliseconds(100);
-inline constexpr size_t kMaxLingering = 1024;
+inline constexpr size_t kMaxLingering = 64;
 
 // Takes `fd` (a connected socket the caller has written its last bytes to): shuts down its
 // writing end, and closes it later (see above). The caller must not use or close it again.
