@@ -46,8 +46,11 @@ std::string Where(int rank, int size) { return absl::StrCat("gloo rank ", rank, 
 constexpr uint64_t kAllReduceKind = 1;
 constexpr uint64_t kAllGatherKind = 2;
 constexpr uint64_t kBroadcastKind = 3;
-// The small exchange's kind for that comparison (its data exchanges are kind 0).
+// The small exchange's kinds (GlooSmallExchange::AllGather): an all-gather's data (0), that
+// comparison, and an all-reduce's gather, so that ranks running different ones of the same
+// size fail instead of taking each other's bytes.
 constexpr uint64_t kAgreementExchange = 1;
+constexpr uint64_t kAllReduceExchange = 2;
 
 // Gloo's own lookup (this Debian snapshot) only checks getaddrinfo for -1 and then walks an
 // uninitialised list when the name does not resolve: a crash. Resolve first, here.
@@ -277,12 +280,10 @@ absl::Status GlooCommunicator::AllReduceSumImpl(void* data, size_t count, DataTy
     gathered_.resize(bytes * size_);
     uint8_t* all = gathered_.data();
     std::memcpy(all + static_cast<size_t>(rank_) * bytes, data, bytes);
-    if (absl::Status gathered =
-            AllGatherImpl(all + static_cast<size_t>(rank_) * bytes, all, count, type);
-        !gathered.ok()) {
-      return absl::Status(gathered.code(), absl::StrCat(gathered.message(), " (the all-gather of ",
-                                                        "an AllReduceSum of ", bytes, " bytes)"));
-    }
+    RETURN_IF_ERROR(Run("AllReduceSum", [&](uint32_t) {
+      return small_->AllGather(all + static_cast<size_t>(rank_) * bytes, all, bytes,
+                               kAllReduceExchange);
+    }));
     const gloo::AllreduceOptions::Func sum = SumFunction(type);
     std::memcpy(data, all, bytes);
     for (int r = 1; r < size_; ++r) sum(data, data, all + static_cast<size_t>(r) * bytes, count);

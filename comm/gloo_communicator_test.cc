@@ -424,8 +424,10 @@ TEST(GlooCommunicatorTest, MismatchedCollectivesAreAnErrorNotWrongData) {
 TEST(GlooCommunicatorTest, LargeMismatchedCollectivesAreAnErrorNotACrash) {
   // SmallAgainstLarge: rank 1 gathers 6 floats, the size of rank 0's check before its large
   // gather; the check's own kind tells them apart (rank 1 took rank 0's check for data).
-  const std::vector<std::string> kinds = {"AllGather", "AllReduceSum", "Broadcast", "BroadcastRoot",
-                                          "SmallAgainstLarge"};
+  // SmallReduceAgainstGather: both 6 floats, rank 0 sums, rank 1 gathers.
+  const std::vector<std::string> kinds = {"AllGather",         "AllReduceSum",
+                                          "Broadcast",         "BroadcastRoot",
+                                          "SmallAgainstLarge", "SmallReduceAgainstGather"};
   for (const std::string& kind : kinds) {
     SCOPED_TRACE(kind);
     TempDir dir("gloo");
@@ -438,12 +440,16 @@ TEST(GlooCommunicatorTest, LargeMismatchedCollectivesAreAnErrorNotACrash) {
           // Both over 64 KiB; BroadcastRoot: the same size, different roots.
           size_t n = rank == 0 || kind == "BroadcastRoot" ? 20000 : 40000;
           if (kind == "SmallAgainstLarge" && rank == 1) n = 6;
+          if (kind == "SmallReduceAgainstGather") n = 6;
           std::vector<float> data(n, static_cast<float>(rank + 1));
-          if (kind == "AllGather" || kind == "SmallAgainstLarge") {
+          if (kind == "AllGather" || kind == "SmallAgainstLarge" ||
+              (kind == "SmallReduceAgainstGather" && rank == 1)) {
             std::vector<float> out(2 * n);
             return comm->AllGather(std::span<const float>(data), std::span<float>(out));
           }
-          if (kind == "AllReduceSum") return comm->AllReduceSum(std::span<float>(data));
+          if (kind == "AllReduceSum" || kind == "SmallReduceAgainstGather") {
+            return comm->AllReduceSum(std::span<float>(data));
+          }
           std::vector<uint8_t> bytes(4 * n, static_cast<uint8_t>(rank + 1));
           return comm->Broadcast(std::span<uint8_t>(bytes), kind == "Broadcast" ? 0 : rank);
         },
