@@ -1,7 +1,9 @@
 #include "model/checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
@@ -183,6 +185,31 @@ absl::Status ValidateCheckpoint(const CheckpointSource& source, const OptConfig&
           absl::StrCat(source.Describe(), ": tensor \"lm_head.weight\" has shape [",
                        absl::StrJoin(info.shape, ", "), "], the config implies [",
                        absl::StrJoin(want, ", "), "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTiedLmHead(const CheckpointSource& source, Range rows, int64_t cols) {
+  if (!source.Has(kLmHead) || rows.empty()) return absl::OkStatus();
+  constexpr int64_t kBlockValues = int64_t{1} << 20;
+  const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>(cols, 1));
+  std::vector<float> head, embed;
+  for (int64_t r = rows.begin; r < rows.end; r += block_rows) {
+    const Range block{r, std::min(rows.end, r + block_rows)};
+    head.resize(static_cast<size_t>(block.size() * cols));
+    embed.resize(head.size());
+    RETURN_IF_ERROR(source.ReadSlice(kLmHead, block, {0, cols}, head));
+    RETURN_IF_ERROR(source.ReadSlice(kEmbedTokens, block, {0, cols}, embed));
+    if (std::memcmp(head.data(), embed.data(), head.size() * sizeof(float)) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source.Describe(),
+                       ": lm_head.weight differs from model.decoder.embed_tokens.weight "
+                       "(rows ",
+                       block.begin, "..", block.end - 1,
+                       "); llmint8 computes the LM head with the "
+                       "token embedding (tie_word_embeddings), so it serves only checkpoints whose "
+                       "lm_head.weight is absent or equal to it"));
     }
   }
   return absl::OkStatus();

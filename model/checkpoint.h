@@ -118,6 +118,14 @@ absl::Status RoundToHalfChecked(std::string_view what, std::span<float> values);
 // absent (tied to embed_tokens).
 absl::Status ValidateCheckpoint(const CheckpointSource& source, const OptConfig& config);
 
+// The LM head is the token embedding (tie_word_embeddings; a config without it is refused).
+// A checkpoint may still carry lm_head.weight: a copy is fine, but one that differs (a
+// fine-tune that untied them) would be computed with the embedding instead, its logits
+// silently not the checkpoint's (transformers uses lm_head.weight then): InvalidArgument.
+// Compares `rows` of both ([vocab, cols]; a rank's vocabulary slice, or all of it), a block
+// at a time, bit for bit as fp32. OK when lm_head.weight is absent.
+absl::Status CheckTiedLmHead(const CheckpointSource& source, Range rows, int64_t cols);
+
 // A model directory opened for serving: the parsed config.json and its weights.
 struct OpenedModel {
   OptConfig config;

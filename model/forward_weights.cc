@@ -255,36 +255,6 @@ absl::Status LoadReplicatedBias(const CheckpointSource& source, std::string_view
   return absl::OkStatus();
 }
 
-// The LM head is the token embedding (tie_word_embeddings; a config without it is refused).
-// A checkpoint may still carry lm_head.weight: a copy is fine, but one that differs (a
-// fine-tune that untied them) would be computed with the embedding instead, its logits
-// silently not the checkpoint's (transformers uses lm_head.weight then): refused. This
-// rank's vocabulary rows are compared, a block at a time, bit for bit as fp32.
-absl::Status CheckTiedHead(const CheckpointSource& source, Range rows, int64_t cols) {
-  if (!source.Has(kLmHead) || rows.empty()) return absl::OkStatus();
-  constexpr int64_t kBlockValues = int64_t{1} << 20;
-  const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>(cols, 1));
-  std::vector<float> head, embed;
-  for (int64_t r = rows.begin; r < rows.end; r += block_rows) {
-    const Range block{r, std::min(rows.end, r + block_rows)};
-    head.resize(static_cast<size_t>(block.size() * cols));
-    embed.resize(head.size());
-    RETURN_IF_ERROR(source.ReadSlice(kLmHead, block, {0, cols}, head));
-    RETURN_IF_ERROR(source.ReadSlice(kEmbedTokens, block, {0, cols}, embed));
-    if (std::memcmp(head.data(), embed.data(), head.size() * sizeof(float)) != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source.Describe(),
-                       ": lm_head.weight differs from model.decoder.embed_tokens.weight "
-                       "(rows ",
-                       block.begin, "..", block.end - 1,
-                       "); llmint8 computes the LM head with the "
-                       "token embedding (tie_word_embeddings), so it serves only checkpoints whose "
-                       "lm_head.weight is absent or equal to it"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Loads `name` (weight) into w at row_offset using the plan's slice.
 absl::Status LoadPlanned(const CheckpointSource& source, const OptConfig& c, const ShardPlan& plan,
                          const std::string& name, int64_t row_offset, WeightMatrix* w,
@@ -351,7 +321,7 @@ absl::Status LoadSharedWeights(const OptConfig& c, const CheckpointSource& sourc
   if (!plan.vocab.rows.empty()) {
     w->embed = WeightMatrix(table, plan.vocab.rows.size(), proj, false, layout);
     RETURN_IF_ERROR(w->embed.LoadRows(source, kEmbedTokens, plan.vocab.rows, {0, proj}, 0, &tmp));
-    RETURN_IF_ERROR(CheckTiedHead(source, plan.vocab.rows, proj));
+    RETURN_IF_ERROR(CheckTiedLmHead(source, plan.vocab.rows, proj));
   }
   const int64_t npos = c.max_position_embeddings + kPositionOffset;
   w->positions = WeightMatrix(table, npos, h, false);

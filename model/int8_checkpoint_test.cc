@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "kernels/quantize_weight.h"
 #include "model/config.h"
+#include "model/forward_test_util.h"
 #include "model/safetensors.h"
 #include "model/shard_plan.h"
 #include "model/synthetic.h"
@@ -122,6 +123,18 @@ TEST_F(Int8CheckpointTest, MissingTensorInSourceIsNotFound) {
   absl::Status s = WriteInt8Checkpoint(*model_.source, bigger, dir_ + "_bigger");
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("model.decoder.layers.2."));
+}
+
+// A source whose lm_head.weight differs from its embedding: the int8 copy (which keeps no
+// lm_head.weight: tied) would serve the embedding's logits; refused as a load refuses it. A
+// tied copy quantizes.
+TEST_F(Int8CheckpointTest, AnUntiedLmHeadIsRefusedNotDropped) {
+  testing::WithLmHead untied(*source_, 0.5f);
+  absl::Status s = WriteInt8Checkpoint(untied, cfg_, dir_ + "_untied");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("lm_head.weight differs"));
+  testing::WithLmHead tied(*source_, 1.0f);
+  EXPECT_TRUE(WriteInt8Checkpoint(tied, cfg_, dir_ + "_tied").ok());
 }
 
 }  // namespace

@@ -563,44 +563,15 @@ TEST(ShardModelMemoryTest, KvCapacityIsSafeToFill) {
   EXPECT_LE(m->memory().total(), o.memory_limit_bytes);
 }
 
-// A checkpoint that carries lm_head.weight beside the token embedding: `factor` x the
-// embedding (1: a tied copy, as some exports save it).
-class WithLmHead : public CheckpointSource {
- public:
-  WithLmHead(const CheckpointSource& base, float factor) : base_(base), factor_(factor) {}
-  std::string Describe() const override { return "with-lm-head(" + base_.Describe() + ")"; }
-  bool Has(std::string_view name) const override { return name == kLmHead || base_.Has(name); }
-  absl::StatusOr<TensorInfo> Info(std::string_view name) const override {
-    return base_.Info(name == kLmHead ? kEmbedTokens : name);
-  }
-  std::vector<std::string> TensorNames() const override {
-    std::vector<std::string> names = base_.TensorNames();
-    names.emplace_back(kLmHead);
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-  absl::Status ReadSlice(std::string_view name, Range rows, Range cols,
-                         std::span<float> out) const override {
-    if (name != kLmHead) return base_.ReadSlice(name, rows, cols, out);
-    RETURN_IF_ERROR(base_.ReadSlice(kEmbedTokens, rows, cols, out));
-    for (float& v : out) v *= factor_;
-    return absl::OkStatus();
-  }
-
- private:
-  const CheckpointSource& base_;
-  float factor_;
-};
-
 // The LM head is the token embedding: a checkpoint's lm_head.weight that differs from it (an
 // untied fine-tune, whose logits transformers computes with lm_head.weight) is refused rather
 // than served with the embedding's logits (4.98 apart in a review's tiny model); a copy loads.
 TEST(ShardModelLoadTest, AnLmHeadThatIsNotTheEmbeddingIsRefused) {
   const OptConfig c = testing::SmallConfig();
   const std::unique_ptr<CheckpointSource> base = Source(c);
-  WithLmHead copy(*base, 1.0f);
+  testing::WithLmHead copy(*base, 1.0f);
   EXPECT_TRUE(ShardModel::Load(c, copy, 1, 0, nullptr, {}).ok());
-  WithLmHead scaled(*base, 0.5f);
+  testing::WithLmHead scaled(*base, 0.5f);
   absl::StatusOr<std::unique_ptr<ShardModel>> m = ShardModel::Load(c, scaled, 1, 0, nullptr, {});
   ASSERT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << m.status();
   EXPECT_THAT(std::string(m.status().message()), ::testing::HasSubstr("lm_head.weight differs"));

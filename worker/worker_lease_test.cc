@@ -364,13 +364,14 @@ TEST(WorkerLeaseTest, AGroupWhoseCoordinatorFellSilentIsDropped) {
   };
   ASSERT_GT(stats().total_bytes(), 0);
   // Probed every 50 ms for 1.5 s (past lease + abandoned_after): kept.
+  absl::Time silent_since;
   for (int i = 0; i < 30; ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(50));
     EXPECT_TRUE(Probe(service, first.epoch()).loaded());
-    absl::SleepFor(absl::Milliseconds(50));
+    silent_since = absl::Now();  // (just after the last contact)
   }
   EXPECT_EQ(stats().active_sequences(), 1);
   // Then silence: dropped within lease + abandoned_after + a watch period or two.
-  const absl::Time silent_since = absl::Now();
   while (stats().total_bytes() > 0 && absl::Now() - silent_since < absl::Seconds(10)) {
     absl::SleepFor(absl::Milliseconds(20));
   }

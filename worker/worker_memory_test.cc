@@ -227,13 +227,14 @@ TEST(WorkerMemoryTest, OversizedSamplingListsAreRefusedAndTheGroupKept) {
   }
   v1::SamplingParams banned;
   banned.set_min_tokens(5);
-  for (int i = 0; i < 129; ++i) banned.add_min_tokens_banned(i);
+  for (int i = 0; i < 130; ++i) banned.add_min_tokens_banned(i);
   for (const v1::SamplingParams& bad : {biased, banned}) {
     const grpc::Status s = step_with(bad);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.ShortDebugString();
     EXPECT_NE(s.error_message().find("sequence 1"), std::string::npos) << s.error_message();
   }
-  // The limits themselves pass: 300 biases, 128 banned ids.
+  // The limits themselves pass: 300 biases, 129 banned ids (config.json's eos id, 64 of
+  // generation_config.json's, 64 stop ids).
   biased.mutable_logit_bias()->RemoveLast();
   banned.mutable_min_tokens_banned()->RemoveLast();
   banned.mutable_logit_bias()->CopyFrom(biased.logit_bias());

@@ -45,14 +45,15 @@ bool IsInputError(const absl::Status& s) {
 
 // The lists of a sequence's sampling parameters (logit_bias, min_tokens_banned) are kept
 // while it lives and scanned at each of its samples: they are bounded as the coordinator
-// bounds what it sends (the OpenAI API's 300 biases; the end-of-sequence and stop ids), or one
+// bounds what it sends (the OpenAI API's 300 biases; the end-of-sequence ids, config.json's
+// and generation_config.json's 64 at most, and the stop ids), or one
 // Step could make rank 0 hold memory --memory_limit does not count (60 M banned ids fit the
 // message limit: ~0.5 GB a sequence). Checked on every rank. (An id outside the vocabulary
 // fails its sequence alone, when rank 0 samples it.)
 absl::Status CheckSamplingLists(const v1::SeqStep& seq) {
   if (!seq.has_sampling()) return absl::OkStatus();
   const v1::SamplingParams& p = seq.sampling();
-  constexpr int kMaxBanned = model::kMaxEosTokenIds + kMaxStopTokenIds;
+  constexpr int kMaxBanned = 1 + model::kMaxEosTokenIds + kMaxStopTokenIds;
   if (p.logit_bias_size() > kMaxLogitBiasTokens || p.min_tokens_banned_size() > kMaxBanned) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Step: sequence ", seq.seq_id(), " has ", p.logit_bias_size(), " logit biases and ",
