@@ -95,6 +95,8 @@ absl::Status WriteText(const std::string& path, const std::string& text) {
 absl::Status WriteInt8Checkpoint(const CheckpointSource& source, const OptConfig& config,
                                  const std::string& out_dir) {
   RETURN_IF_ERROR(ValidateCheckpoint(source, config));
+  // The copy holds no lm_head.weight (tied): one that differs would be dropped silently.
+  RETURN_IF_ERROR(CheckTiedLmHead(source, {0, config.vocab_size}, config.word_embed_proj_dim));
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("creating ", out_dir));
