@@ -52,6 +52,18 @@ constexpr uint64_t kBroadcastKind = 3;
 constexpr uint64_t kAgreementExchange = 1;
 constexpr uint64_t kAllReduceExchange = 2;
 
+const char* CollectiveName(uint64_t kind) {
+  switch (kind) {
+    case kAllReduceKind:
+      return "AllReduceSum";
+    case kAllGatherKind:
+      return "AllGather";
+    case kBroadcastKind:
+      return "Broadcast";
+  }
+  return "an unknown collective";
+}
+
 // Gloo's own lookup (this Debian snapshot) only checks getaddrinfo for -1 and then walks an
 // uninitialised list when the name does not resolve: a crash. Resolve first, here.
 absl::Status CheckResolves(const std::string& hostname) {
@@ -86,6 +98,8 @@ void IgnoreSigpipeOnce() {
 
 // Largest all-reduce done as all-gather + local sum: 64 KiB is a 16384-wide fp32 hidden state.
 constexpr size_t kSmallAllReduceBytes = size_t{64} << 10;
+// Its all-gather goes over the small exchange, which holds no more.
+static_assert(kSmallAllReduceBytes <= GlooSmallExchange::kMaxBytes);
 
 // Gloo's reduction function for one element type.
 gloo::AllreduceOptions::Func SumFunction(DataType type) {
@@ -261,10 +275,10 @@ absl::Status GlooCommunicator::AgreeOnCollective(const char* what, uint64_t kind
     for (int r = 0; r < size_; ++r) {
       const uint64_t* theirs = agreed_.data() + 3 * static_cast<size_t>(r);
       if (theirs[0] != kind || theirs[1] != bytes || theirs[2] != mine[2]) {
-        return absl::InternalError(
-            absl::StrCat("collective mismatch: rank ", r, " runs collective kind ", theirs[0],
-                         " of ", theirs[1], " bytes (root ", theirs[2], ") while rank ", rank_,
-                         " runs kind ", kind, " of ", bytes, " bytes (root ", root, ")"));
+        return absl::InternalError(absl::StrCat(
+            "collective mismatch: rank ", r, " runs ", CollectiveName(theirs[0]), " of ", theirs[1],
+            " bytes (root ", theirs[2], ") while rank ", rank_, " runs ", CollectiveName(kind),
+            " of ", bytes, " bytes (root ", root, ")"));
       }
     }
     return absl::OkStatus();

@@ -135,6 +135,18 @@ TEST_F(Int8CheckpointTest, AnUntiedLmHeadIsRefusedNotDropped) {
   EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("lm_head.weight differs"));
   testing::WithLmHead tied(*source_, 1.0f);
   EXPECT_TRUE(WriteInt8Checkpoint(tied, cfg_, dir_ + "_tied").ok());
+  std::filesystem::remove_all(dir_ + "_tied");
+  // With project_in/out (OPT-350m's layout) the head is [vocab, word_embed_proj_dim].
+  OptConfig projected = cfg_;
+  projected.word_embed_proj_dim = 32;
+  auto base = MakeSyntheticSource(projected);
+  ASSERT_TRUE(base.ok()) << base.status();
+  testing::WithLmHead projected_tied(**base, 1.0f);
+  EXPECT_TRUE(WriteInt8Checkpoint(projected_tied, projected, dir_ + "_projected").ok());
+  std::filesystem::remove_all(dir_ + "_projected");
+  testing::WithLmHead projected_untied(**base, 0.5f);
+  EXPECT_EQ(WriteInt8Checkpoint(projected_untied, projected, dir_ + "_projected").code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
