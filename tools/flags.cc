@@ -87,6 +87,10 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(20),
           "up to this long (health NOT_SERVING, new requests UNAVAILABLE), then stop. worker: "
           "let its group's running requests finish for up to this long (the coordinator admits "
           "no new ones), then stop");
+ABSL_FLAG(absl::Duration, abandoned_group_timeout, absl::Seconds(60),
+          "worker: drop a group (its weights and KV cache go back) whose coordinator has been "
+          "silent for its lease and this long more: it died or was cut off, and nobody will "
+          "step or release the group; inf: keep it until the next LoadShard");
 ABSL_FLAG(bool, log_requests, true,
           "coordinator / serve: log a line per finished request (status, finish reason, token "
           "counts, queue / first-token / total time; never the prompt or the text)");

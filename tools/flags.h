@@ -46,6 +46,7 @@ ABSL_DECLARE_FLAG(absl::Duration, load_timeout);
 ABSL_DECLARE_FLAG(absl::Duration, worker_lease);
 ABSL_DECLARE_FLAG(absl::Duration, client_keepalive);
 ABSL_DECLARE_FLAG(absl::Duration, drain_timeout);
+ABSL_DECLARE_FLAG(absl::Duration, abandoned_group_timeout);
 ABSL_DECLARE_FLAG(bool, log_requests);
 ABSL_DECLARE_FLAG(int64_t, reserve_sequences);
 ABSL_DECLARE_FLAG(std::string, gloo_hostname);

@@ -62,7 +62,7 @@ const std::vector<Subcommand>& Subcommands() {
        "Serve one tensor-parallel shard; the coordinator assigns its rank and model.",
        {"listen", "coordinator", "device", "cuda_device", "memory_limit", "gloo_hostname",
         "gloo_interface", "tls_ca_file", "tls_cert_file", "tls_key_file", "drain_timeout",
-        "check_flags"}},
+        "abandoned_group_timeout", "check_flags"}},
       {"generate",
        "Call a coordinator's Generate and stream the text to the terminal.",
        {"coordinator", "prompt", "token_ids", "max_new_tokens", "temperature", "top_k", "top_p",

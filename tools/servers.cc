@@ -396,6 +396,11 @@ int RunWorker() {
       !s.ok()) {
     return Fail(s);
   }
+  options.abandoned_after = absl::GetFlag(FLAGS_abandoned_group_timeout);
+  if (options.abandoned_after < absl::ZeroDuration()) {
+    return Fail(absl::InvalidArgumentError(
+        "--abandoned_group_timeout must be >= 0 (inf: keep a silent coordinator's group)"));
+  }
   if (absl::GetFlag(FLAGS_drain_timeout) < absl::ZeroDuration()) {
     return Fail(absl::InvalidArgumentError("--drain_timeout must be >= 0 (0: stop at once)"));
   }
