@@ -130,9 +130,10 @@ Scheduler::StepBatch Scheduler::FormStep() {
   // go per step, for which the workers keep logits rows.
   int64_t score_budget = std::max<int64_t>(options_.score_chunk, 1);
   std::vector<size_t> guided_generating;  // running_ indexes
-  int64_t score_room = std::numeric_limits<int64_t>::max();  // a scored chunk's most (below)
-  // Puts running_[i] into the step (`prefix`: where its prompt starts from, for a first step).
-  auto add = [&](size_t i, const std::optional<PrefixCache::Match>& prefix) {
+  // Puts running_[i] into the step (`prefix`: where its prompt starts from, for a first step;
+  // `score_room`: the most tokens a scored prompt's chunk may take, below).
+  constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
+  auto add = [&](size_t i, const std::optional<PrefixCache::Match>& prefix, int64_t score_room) {
     const std::shared_ptr<Sequence>& seq = running_[i];
     const bool first_step = !seq->started();
     const bool prefilled = seq->prefilled();
@@ -220,8 +221,7 @@ Scheduler::StepBatch Scheduler::FormStep() {
       continue;
     }
     // A scored prompt's chunk ahead of the claimant leaves it its room too.
-    score_room =
-        scored && claimed > 0 ? prefill_budget - claimed : std::numeric_limits<int64_t>::max();
+    const int64_t score_room = scored && claimed > 0 ? prefill_budget - claimed : kNoLimit;
     if (score_room <= 0) continue;
     std::optional<PrefixCache::Match> prefix;
     if (first_step) {
@@ -252,7 +252,7 @@ Scheduler::StepBatch Scheduler::FormStep() {
         if (seq->id() == whole_prompt_claim_) whole_prompt_claim_ = 0;
       }
     }
-    add(i, prefix);
+    add(i, prefix, score_room);
   }
   // The generating guided sequences, round-robin from the one the last step's mask budget
   // stopped at: once this step's masks took SchedulerOptions::step_mask_budget, the others
@@ -270,7 +270,7 @@ Scheduler::StepBatch Scheduler::FormStep() {
       if (next_masked_ == 0) next_masked_ = running_[i]->id();
       continue;
     }
-    add(i, std::nullopt);
+    add(i, std::nullopt, kNoLimit);
   }
   if (guided_in_step && metrics_ != nullptr) metrics_->RecordGuidedMasks(mask_time);
   return batch;
