@@ -7,17 +7,13 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
-#include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/status_macros.h"
-#include "model/checkpoint.h"
 #include "model/config.h"
 #include "model/shard_model.h"
-#include "model/tensor_names.h"
 
 namespace llmint8::model::testing {
 
@@ -36,35 +32,6 @@ inline OptConfig SmallConfig(int64_t hidden = 128, int64_t heads = 4, int64_t la
   c.activation = Activation::kRelu;
   return c;
 }
-
-// A checkpoint that carries lm_head.weight beside the token embedding: `factor` x the
-// embedding (1: a tied copy, as some exports save it).
-class WithLmHead : public CheckpointSource {
- public:
-  WithLmHead(const CheckpointSource& base, float factor) : base_(base), factor_(factor) {}
-  std::string Describe() const override { return "with-lm-head(" + base_.Describe() + ")"; }
-  bool Has(std::string_view name) const override { return name == kLmHead || base_.Has(name); }
-  absl::StatusOr<TensorInfo> Info(std::string_view name) const override {
-    return base_.Info(name == kLmHead ? kEmbedTokens : name);
-  }
-  std::vector<std::string> TensorNames() const override {
-    std::vector<std::string> names = base_.TensorNames();
-    names.emplace_back(kLmHead);
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-  absl::Status ReadSlice(std::string_view name, Range rows, Range cols,
-                         std::span<float> out) const override {
-    if (name != kLmHead) return base_.ReadSlice(name, rows, cols, out);
-    RETURN_IF_ERROR(base_.ReadSlice(kEmbedTokens, rows, cols, out));
-    for (float& v : out) v *= factor_;
-    return absl::OkStatus();
-  }
-
- private:
-  const CheckpointSource& base_;
-  float factor_;
-};
 
 inline int32_t ArgMax(std::span<const float> row) {
   return static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());

@@ -9,7 +9,7 @@
 #include "gtest/gtest.h"
 #include "kernels/quantize_weight.h"
 #include "model/config.h"
-#include "model/forward_test_util.h"
+#include "model/lm_head_test_util.h"
 #include "model/safetensors.h"
 #include "model/shard_plan.h"
 #include "model/synthetic.h"

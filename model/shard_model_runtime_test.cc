@@ -14,6 +14,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/linear.h"
 #include "model/forward_test_util.h"
+#include "model/lm_head_test_util.h"
 #include "model/shard_backend.h"
 #include "model/shard_model.h"
 #include "model/synthetic.h"
@@ -565,7 +566,7 @@ TEST(ShardModelMemoryTest, KvCapacityIsSafeToFill) {
 
 // The LM head is the token embedding: a checkpoint's lm_head.weight that differs from it (an
 // untied fine-tune, whose logits transformers computes with lm_head.weight) is refused rather
-// than served with the embedding's logits (4.98 apart in a review's tiny model); a copy loads.
+// than served with the embedding's logits; a copy loads.
 TEST(ShardModelLoadTest, AnLmHeadThatIsNotTheEmbeddingIsRefused) {
   const OptConfig c = testing::SmallConfig();
   const std::unique_ptr<CheckpointSource> base = Source(c);
