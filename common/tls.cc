@@ -145,13 +145,13 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> GrpcChannelCredentials
   if (!config.enabled()) {
     if (!config.cert_file.empty() || !config.key_file.empty()) {
       return absl::InvalidArgumentError(
-          "a client certificate needs TLS: set --tls_ca_file (the roots of the server's "
-          "certificate) too");
+          absl::StrCat("a client certificate needs TLS: set ", config.ca_flag,
+                       " (the roots of the server's certificate) too"));
     }
     return grpc::InsecureChannelCredentials();
   }
   grpc::SslCredentialsOptions options;
-  ASSIGN_OR_RETURN(options.pem_root_certs, LoadRoots(config.ca_file, "--tls_ca_file"));
+  ASSIGN_OR_RETURN(options.pem_root_certs, LoadRoots(config.ca_file, config.ca_flag));
   if (!config.cert_file.empty() || !config.key_file.empty()) {
     RETURN_IF_ERROR(LoadPair(config.cert_file, config.key_file, "--tls_cert_file", "--tls_key_file",
                              options.pem_cert_chain, options.pem_private_key));

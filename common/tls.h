@@ -48,6 +48,7 @@ struct TlsClientConfig {
   std::string ca_file = {};    // PEM roots that signed the server's certificate
   std::string cert_file = {};  // this client's PEM certificate chain, for a server that asks
   std::string key_file = {};   // and its private key (both or neither)
+  const char* ca_flag = "--tls_ca_file";  // the flag that named ca_file, for errors
   bool enabled() const { return !ca_file.empty(); }
 };
 

@@ -146,6 +146,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     return absl::InvalidArgumentError("no workers given; pass --workers=host:port,...");
   }
   ASSIGN_OR_RETURN(const std::optional<TlsServerPem> tls, LoadTlsServer(options.tls));
+  if (options.workers_tls.enabled()) {
+    ASSIGN_OR_RETURN(options.group.credentials, GrpcChannelCredentials(options.workers_tls));
+  }
   ASSIGN_OR_RETURN(impl->config, CheckModelForGroup(options));
   int64_t max_context = impl->config.max_position_embeddings;
   if (options.max_context > 0) max_context = std::min(max_context, options.max_context);

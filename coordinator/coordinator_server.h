@@ -60,6 +60,10 @@ struct CoordinatorOptions {
   // the HTTP API, with client certificates when tls.client_ca_file is set (common/tls.h).
   // Metrics stay plain HTTP (scraped inside the cluster).
   TlsServerConfig tls;
+  // TLS to the workers' Worker service when workers_tls.ca_file is set (the roots of their
+  // certificates), presenting workers_tls.cert_file to workers that ask for a client
+  // certificate; plaintext otherwise.
+  TlsClientConfig workers_tls;
   // Clients must send "authorization: Bearer <api_key>" when non-empty (coordinator/api_key.h);
   // the binary reads it from LLMINT8_API_KEY.
   std::string api_key;

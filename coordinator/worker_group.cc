@@ -86,8 +86,10 @@ WorkerGroup::WorkerGroup(WorkerGroupOptions options,
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     Worker w;
     w.address = address;
-    w.stub = v1::Worker::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    w.stub = v1::Worker::NewStub(grpc::CreateCustomChannel(
+        address,
+        options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+        args));
     w.status.address = address;
     workers_.push_back(std::move(w));
   }
@@ -254,7 +256,13 @@ std::string WorkerGroup::WaitingFor() const {
   const size_t waiting = silent.size() + held.size() + draining.size() + loading.size();
   if (waiting == 0) return "";
   std::string out = absl::StrCat(waiting, " of ", num_workers(), " workers");
-  if (!silent.empty()) absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
+  if (!silent.empty()) {
+    absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
+    // Why the first did not answer: a refused connection, or a TLS handshake that failed.
+    if (const std::string& why = workers_[silent.front()].probe_error; !why.empty()) {
+      absl::StrAppend(&out, " (", silent.front(), ": ", why, ")");
+    }
+  }
   if (!draining.empty()) {
     absl::StrAppend(&out, "; shutting down: ", absl::StrJoin(draining, ", "));
   }
@@ -393,6 +401,7 @@ bool WorkerGroup::Probe(const std::vector<int>& probed, int64_t expected_epoch) 
         continue;
       }
       workers_[i].missed_probes = 0;
+      workers_[i].probe_error = r.statuses[k].error_message();
       bool healthy = r.statuses[k].ok();
       const int64_t theirs = healthy ? r.responses[k].epoch() : 0;
       const bool held = healthy && r.responses[k].held_by_another();

@@ -53,6 +53,7 @@
 #include "absl/time/time.h"
 #include "coordinator/group_decision.h"
 #include "coordinator/step_group.h"
+#include "grpcpp/security/credentials.h"
 #include "llmint8/v1/worker.grpc.pb.h"
 #include "model/config.h"
 
@@ -60,6 +61,8 @@ namespace llmint8::coordinator {
 
 struct WorkerGroupOptions {
   std::vector<std::string> addresses;  // rank order (of the members, when some stay idle)
+  // How the workers are dialled (CoordinatorOptions::workers_tls); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::string backend = "gloo";        // "gloo", "nccl" (world size 1: "local")
   std::string model;                   // model spec (model/model_spec.h)
   std::string dtype = "fp16";
@@ -172,6 +175,7 @@ class WorkerGroup : public StepGroup {
     int64_t held_epoch = 0;  // the group (wire epoch) its last answer said it holds; 0: none
     int missed_probes = 0;   // a ready member's probes in a row that timed out
     uint64_t process_id = 0;  // its Info's (0: not known)
+    std::string probe_error;  // why its last probe failed; empty when it answered
   };
 
   void MonitorLoop();

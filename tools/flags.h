@@ -17,6 +17,8 @@ ABSL_DECLARE_FLAG(std::string, tls_cert_file);
 ABSL_DECLARE_FLAG(std::string, tls_key_file);
 ABSL_DECLARE_FLAG(std::string, tls_client_ca_file);
 ABSL_DECLARE_FLAG(std::string, tls_ca_file);
+ABSL_DECLARE_FLAG(std::string, worker_tls_ca_file);
+ABSL_DECLARE_FLAG(std::string, health_listen);
 ABSL_DECLARE_FLAG(bool, check_flags);
 ABSL_DECLARE_FLAG(std::string, advertise);
 ABSL_DECLARE_FLAG(std::string, rendezvous_listen);

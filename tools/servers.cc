@@ -292,6 +292,10 @@ coordinator::CoordinatorOptions CoordinatorOptionsFromFlags(
   o.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
            .key_file = absl::GetFlag(FLAGS_tls_key_file),
            .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
+  o.workers_tls = {.ca_file = absl::GetFlag(FLAGS_worker_tls_ca_file),
+                   .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                   .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                   .ca_flag = "--worker_tls_ca_file"};
   const char* key = std::getenv(coordinator::kApiKeyEnv);
   if (key != nullptr) o.api_key = key;
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
@@ -391,8 +395,10 @@ int RunWorker() {
   options.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
   const std::string listen =
       absl::GetFlag(FLAGS_listen).empty() ? "127.0.0.1:50061" : absl::GetFlag(FLAGS_listen);
-  if (absl::Status s = CheckAddresses(
-          {{"--listen", listen}, {"--coordinator", absl::GetFlag(FLAGS_coordinator)}});
+  const std::string health_listen = absl::GetFlag(FLAGS_health_listen);
+  if (absl::Status s = CheckAddresses({{"--listen", listen},
+                                       {"--coordinator", absl::GetFlag(FLAGS_coordinator)},
+                                       {"--health_listen", health_listen}});
       !s.ok()) {
     return Fail(s);
   }
@@ -409,6 +415,16 @@ int RunWorker() {
         absl::StrCat("--cuda_device=", options.cuda_device,
                      " must be a device index >= 0, or -1 for the rank the coordinator assigns")));
   }
+  if (absl::GetFlag(FLAGS_tls_cert_file).empty() != absl::GetFlag(FLAGS_tls_key_file).empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "set both --tls_cert_file and --tls_key_file (a certificate and its key), or neither"));
+  }
+  if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty() &&
+      absl::GetFlag(FLAGS_tls_cert_file).empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "--tls_client_ca_file makes the Worker port serve TLS: set --tls_cert_file and "
+        "--tls_key_file too (this worker's certificate, naming the host the coordinator dials)"));
+  }
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("worker");
   if (options.device == "cuda") {
     // Refused here, not by every LoadShard of a group that can never form.
@@ -424,6 +440,15 @@ int RunWorker() {
       ClientCredentialsFromFlags();
   if (!credentials.ok()) return Fail(credentials.status());
   options.coordinator_credentials = *std::move(credentials);
+  // Mutual TLS on the Worker port with --tls_client_ca_file: only a coordinator holding a
+  // certificate those roots signed drives this worker.
+  absl::StatusOr<std::optional<TlsServerPem>> tls = std::optional<TlsServerPem>();
+  if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty()) {
+    tls = LoadTlsServer({.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                         .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                         .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)});
+    if (!tls.ok()) return Fail(tls.status());
+  }
   SetLogPrefix(absl::StrCat("worker ", listen));
   worker::WorkerService service(options);
 
@@ -432,7 +457,7 @@ int RunWorker() {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // as the coordinator's
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, GrpcServerCredentials(*tls), &port);
   builder.SetMaxReceiveMessageSize(64 << 20);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -440,9 +465,34 @@ int RunWorker() {
     return Fail(absl::UnavailableError(
         absl::StrCat("could not listen on ", listen, "; pick another --listen address")));
   }
-  SetHealth(*server, true);  // ready to join a group until it drains
+  // --health_listen: grpc.health.v1 alone (no service is registered there), plaintext.
+  std::unique_ptr<grpc::Server> health_server;
+  if (!health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    int health_port = 0;
+    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    health_builder.AddListeningPort(health_listen, grpc::InsecureServerCredentials(), &health_port);
+    health_server = health_builder.BuildAndStart();
+    if (health_server == nullptr || health_port == 0) {
+      server->Shutdown();
+      return Fail(absl::UnavailableError(absl::StrCat("could not listen on ", health_listen,
+                                                      "; pick another --health_listen address")));
+    }
+  }
+  const auto set_health = [&](bool ready) {
+    SetHealth(*server, ready);
+    if (health_server != nullptr) SetHealth(*health_server, ready);
+  };
+  const auto shutdown = [&] {
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
+    server->Shutdown(deadline);
+    if (health_server != nullptr) health_server->Shutdown(deadline);
+  };
+  set_health(true);  // ready to join a group until it drains
   LLMINT8_LOG(INFO) << "worker listening on " << listen << " (port " << port << "), device "
-                    << options.device << "; waiting for the coordinator";
+                    << options.device << (tls->has_value() ? ", mutual TLS" : "")
+                    << (health_server != nullptr ? "; health on " + health_listen : "")
+                    << "; waiting for the coordinator";
   // A signal, or a GPU context lost (nothing this process runs on the GPU can work again).
   int sig = 0;
   absl::Status lost;
@@ -450,12 +500,12 @@ int RunWorker() {
     sig = WaitSignalFor(signals, absl::Milliseconds(200));
   }
   if (!lost.ok()) {
-    SetHealth(*server, false);
+    set_health(false);
     LLMINT8_LOG(ERROR) << "worker: stopping, for a fresh process to take over: " << lost;
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    shutdown();
     return kExitDeviceLost;
   }
-  SetHealth(*server, false);  // readiness off: it joins no new group
+  set_health(false);  // readiness off: it joins no new group
   // The group's running requests finish first (the coordinator admits no new ones once its
   // probe sees the drain); a second signal, or --drain_timeout, ends the wait.
   service.Drain();
@@ -477,7 +527,7 @@ int RunWorker() {
                                               : std::string("drain timed out, "))
                       << "shutting down";
   }
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  shutdown();
   return 0;
 }
 
@@ -671,10 +721,31 @@ int RunServe(const char* argv0) {
             ". Or run `llmint8 coordinator` and `llmint8 worker` with their own flags")));
       }
     }
-    worker_tls.push_back(absl::StrCat("--tls_ca_file=", ca.empty() ? cert : ca));
+    const std::string roots = ca.empty() ? cert : ca;
+    worker_tls.push_back(absl::StrCat("--tls_ca_file=", roots));
     if (!client_ca.empty()) {
+      // Mutual TLS on the workers' ports too: they present the same certificate there (for
+      // 127.0.0.1, which the coordinator dials) and take only a caller presenting one the
+      // roots signed, the coordinator with this one.
+      for (absl::Status s :
+           {CheckCertificateNames(cert, "127.0.0.1"),
+            CheckCertificateSignedBy(
+                cert, roots, ca.empty() ? "--tls_cert_file (as its own root)" : "--tls_ca_file",
+                CertificateUse::kClient)}) {
+        if (!s.ok()) {
+          return Fail(absl::InvalidArgumentError(absl::StrCat(
+              "serve: with --tls_client_ca_file its workers' ports (127.0.0.1) serve mutual TLS "
+              "with the server's certificate, and take the coordinator's calls presenting it, "
+              "trusting --tls_ca_file (default: the certificate itself): ",
+              s.message(),
+              ". Or run `llmint8 coordinator` and `llmint8 worker` with their own flags")));
+        }
+      }
       worker_tls.push_back(absl::StrCat("--tls_cert_file=", cert));
       worker_tls.push_back(absl::StrCat("--tls_key_file=", absl::GetFlag(FLAGS_tls_key_file)));
+      worker_tls.push_back(absl::StrCat("--tls_client_ca_file=", roots));
+      coordinator_options.workers_tls.ca_file = roots;
+      coordinator_options.workers_tls.ca_flag = ca.empty() ? "--tls_cert_file" : "--tls_ca_file";
     }
   }
 

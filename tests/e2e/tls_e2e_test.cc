@@ -1,7 +1,9 @@
 // TLS end to end: a coordinator serving gRPC and the HTTP API over TLS that requires client
-// certificates, its 2 Gloo workers reaching its rendezvous over the same TLS with theirs;
+// certificates, its 2 Gloo workers reaching its rendezvous over the same TLS with theirs and
+// serving their Worker port over mutual TLS, which the coordinator drives presenting its own;
 // clients with and without the right roots and certificate; the CLI; `serve` passing TLS on to
-// its workers; a key that is not the certificate's refused at start.
+// its workers; a worker's plaintext health port; a key that is not the certificate's refused
+// at start.
 #include <signal.h>
 #include <stdlib.h>
 
@@ -54,10 +56,12 @@ class TlsE2ETest : public ::testing::Test {
                                        absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_),
                                        "--tls_cert_file=" + certs_->server_cert,
                                        "--tls_key_file=" + certs_->server_key,
-                                       "--tls_client_ca_file=" + certs_->ca};
-    options.extra_worker_flags = {"--tls_ca_file=" + certs_->ca,
-                                  "--tls_cert_file=" + certs_->client_cert,
-                                  "--tls_key_file=" + certs_->client_key};
+                                       "--tls_client_ca_file=" + certs_->ca,
+                                       "--worker_tls_ca_file=" + certs_->ca};
+    // The workers' certificate names 127.0.0.1, which the coordinator dials.
+    options.extra_worker_flags = {
+        "--tls_ca_file=" + certs_->ca, "--tls_cert_file=" + certs_->server_cert,
+        "--tls_key_file=" + certs_->server_key, "--tls_client_ca_file=" + certs_->ca};
     cluster_ = new Cluster(options);
     ASSERT_TRUE(WaitForHealth(cluster_->address(), 1, 60, Credentials(Client())))
         << "never SERVING over mutual TLS";
@@ -146,6 +150,66 @@ TEST_F(TlsE2ETest, ClientsWithoutTheRightRootsOrCertificateAreRefused) {
   // The coordinator still serves the client it accepts.
   auto stub = Stub(Client());
   EXPECT_TRUE(Generate(*stub, request).status.ok());
+}
+
+// The Worker port takes only a caller presenting a certificate its roots signed (the
+// coordinator, which serves through it above); anyone else gets no answer at all.
+TEST_F(TlsE2ETest, TheWorkersTakeOnlyCallersWithACertificateTheirRootsSigned) {
+  const auto info = [](const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+    auto stub = v1::Worker::NewStub(grpc::CreateChannel(cluster_->worker_address(0), credentials));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::WorkerInfoResponse response;
+    return stub->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code();
+  };
+  EXPECT_EQ(info(grpc::InsecureChannelCredentials()), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(info(Credentials({.ca_file = certs_->ca})), grpc::StatusCode::UNAVAILABLE)
+      << "no client certificate";
+  EXPECT_EQ(info(Credentials({.ca_file = certs_->other_ca,
+                              .cert_file = certs_->client_cert,
+                              .key_file = certs_->client_key})),
+            grpc::StatusCode::UNAVAILABLE)
+      << "roots that did not sign the worker's certificate";
+  EXPECT_EQ(info(Credentials(Client())), grpc::StatusCode::OK);
+}
+
+// A coordinator that dials the workers in plaintext cannot drive them, and says why.
+TEST_F(TlsE2ETest, ACoordinatorWithoutTheWorkersRootsCannotDriveThem) {
+  const std::string log = ::testing::TempDir() + "/llmint8-tls-plain-coordinator.log";
+  std::filesystem::remove(log);
+  const int port = FreePort();
+  Process coordinator(
+      {"coordinator", absl::StrCat("--listen=127.0.0.1:", port),
+       absl::StrCat("--workers=", cluster_->worker_address(0), ",", cluster_->worker_address(1)),
+       absl::StrCat("--model=", kModel), "--dtype=fp32"},
+      log);
+  // Why they do not answer, with the workers it waits for.
+  EXPECT_TRUE(WaitForLogLine(log, "no answer from 0, 1 (0: ", 30)) << "see " << log;
+  EXPECT_EQ(HealthStatus(absl::StrCat("127.0.0.1:", port)), 2) << "NOT_SERVING";
+  // The group of the coordinator that holds the right roots serves on.
+  auto stub = Stub(Client());
+  EXPECT_TRUE(Generate(*stub, GreedyRequest({2, 17, 93}, 2)).status.ok());
+}
+
+// --health_listen: grpc.health.v1 in plaintext for Kubernetes probes, and nothing else.
+TEST_F(TlsE2ETest, AWorkersHealthPortIsPlaintextAndServesHealthAlone) {
+  const int worker_port = FreePort();
+  const int health_port = FreePort();
+  Process worker({"worker", absl::StrCat("--listen=127.0.0.1:", worker_port),
+                  absl::StrCat("--health_listen=127.0.0.1:", health_port),
+                  "--tls_ca_file=" + certs_->ca, "--tls_cert_file=" + certs_->server_cert,
+                  "--tls_key_file=" + certs_->server_key, "--tls_client_ca_file=" + certs_->ca},
+                 ::testing::TempDir() + "/llmint8-tls-health-worker.log");
+  const std::string health = absl::StrCat("127.0.0.1:", health_port);
+  ASSERT_TRUE(WaitForHealth(health, 1, 30)) << "readiness never SERVING in plaintext";
+  EXPECT_EQ(HealthStatus(health, nullptr, "liveness"), 1);
+  EXPECT_EQ(HealthStatus(absl::StrCat("127.0.0.1:", worker_port)), -1)
+      << "the Worker port answered in plaintext";
+  auto stub = v1::Worker::NewStub(grpc::CreateChannel(health, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::WorkerInfoResponse response;
+  EXPECT_EQ(stub->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(TlsE2ETest, TheHttpApiIsHttpsWithClientCertificates) {
@@ -258,8 +322,9 @@ TEST_F(TlsE2ETest, ServeRefusesACertificateItsWorkersCouldNotAccept) {
 TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndItsCertificate) {
   const int port = FreePort();
   const std::string address = absl::StrCat("127.0.0.1:", port);
+  const int worker_port = FreePort(2);
   Process serve({"serve", "--tp=2", absl::StrCat("--model=", kModel), "--dtype=fp32",
-                 "--listen=" + address, absl::StrCat("--worker_base_port=", FreePort(2)),
+                 "--listen=" + address, absl::StrCat("--worker_base_port=", worker_port),
                  "--tls_cert_file=" + certs_->server_cert, "--tls_key_file=" + certs_->server_key,
                  "--tls_ca_file=" + certs_->ca, "--tls_client_ca_file=" + certs_->ca},
                 ::testing::TempDir() + "/llmint8-tls-serve.log");
@@ -268,6 +333,17 @@ TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndItsCertificate) {
       << "never SERVING; see " << ::testing::TempDir() << "/llmint8-tls-serve.log";
   auto stub = v1::Generation::NewStub(grpc::CreateChannel(address, Credentials(Client())));
   EXPECT_TRUE(Generate(*stub, GreedyRequest({2, 17, 93}, 3)).status.ok());
+  // Its workers take only callers with a certificate its roots signed, as its coordinator.
+  for (const bool with_certificate : {false, true}) {
+    auto worker = v1::Worker::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", worker_port),
+        with_certificate ? Credentials(Client()) : grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::WorkerInfoResponse response;
+    EXPECT_EQ(worker->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code(),
+              with_certificate ? grpc::StatusCode::OK : grpc::StatusCode::UNAVAILABLE);
+  }
 }
 
 }  // namespace
