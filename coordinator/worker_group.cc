@@ -245,7 +245,7 @@ bool WorkerGroup::AMemberMissedAProbe() const {
                      [](const Worker& w) { return w.missed_probes > 0; });
 }
 
-std::string WorkerGroup::WaitingFor() const {
+std::string WorkerGroup::WaitingFor(bool with_reason) const {
   absl::MutexLock lock(&mu_);
   std::vector<int> silent, held, draining, loading;
   for (int i = 0; i < num_workers(); ++i) {
@@ -259,7 +259,8 @@ std::string WorkerGroup::WaitingFor() const {
   if (!silent.empty()) {
     absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
     // Why the first did not answer: a refused connection, or a TLS handshake that failed.
-    if (const std::string& why = workers_[silent.front()].probe_error; !why.empty()) {
+    if (const std::string& why = workers_[silent.front()].probe_error;
+        with_reason && !why.empty()) {
       absl::StrAppend(&out, " (", silent.front(), ": ", why, ")");
     }
   }
@@ -802,13 +803,13 @@ void WorkerGroup::MonitorLoop() {
         }
       }
       if (!partial.ok()) {
-        std::string waiting = WaitingFor();
         // A refusal (the model did not load, or did not fit) is stale once a worker is gone
         // since: the requests wait for the workers again instead of failing with it. Not for
         // one away all along (a dead spare), nor one still stopping the refused load.
         if (state() == GroupState::kRefused && gone_since(away_at_refusal)) {
-          Break(absl::UnavailableError(absl::StrCat("waiting for ", waiting)));
+          Break(absl::UnavailableError(absl::StrCat("waiting for ", WaitingFor(false))));
         }
+        std::string waiting = WaitingFor(/*with_reason=*/true);
         if (waiting != waiting_logged) {
           LLMINT8_LOG(INFO) << "waiting for " << waiting;
           waiting_logged = std::move(waiting);

@@ -180,8 +180,10 @@ class WorkerGroup : public StepGroup {
 
   void MonitorLoop();
   // What forming waits for: the workers that did not answer, answered that another
-  // coordinator holds them, or that they are shutting down; empty when none.
-  std::string WaitingFor() const;
+  // coordinator holds them, or that they are shutting down; empty when none. With
+  // `with_reason`, for the log only (the state's status reaches clients): why the first silent
+  // worker did not answer, as gRPC said it (its address, a refused connection or handshake).
+  std::string WaitingFor(bool with_reason) const;
   // A worker and the group of ours (its wire epoch) that it holds.
   struct HeldGroup {
     int worker;
