@@ -176,6 +176,24 @@ absl::Status CheckCertificateNames(const std::string& cert_file, const std::stri
   return absl::OkStatus();
 }
 
+absl::Status CheckCertificateAllowsUse(const std::string& cert_file, CertificateUse use,
+                                       const std::string& why) {
+  std::string pem;
+  ASSIGN_OR_RETURN(std::vector<Cert> chain, LoadChain(cert_file, "--tls_cert_file", &pem));
+  const bool allowed = X509_check_purpose(chain.front().get(),
+                                          use == CertificateUse::kServer ? X509_PURPOSE_SSL_SERVER
+                                                                         : X509_PURPOSE_SSL_CLIENT,
+                                          0) == 1;
+  ERR_clear_error();
+  if (!allowed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_cert_file=", cert_file, ": the certificate does not allow ",
+        use == CertificateUse::kServer ? "server use (serverAuth" : "client use (clientAuth",
+        " in its extendedKeyUsage), and ", why));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckCertificateSignedBy(const std::string& cert_file, const std::string& roots_file,
                                       const char* roots_flag, CertificateUse use) {
   std::string cert_pem;

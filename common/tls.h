@@ -64,6 +64,10 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> GrpcChannelCredentials
 // allows it), so that a peer trusting them accepts it there. INVALID_ARGUMENT saying why not.
 enum class CertificateUse { kServer, kClient };
 absl::Status CheckCertificateNames(const std::string& cert_file, const std::string& host);
+// OK when the certificate in cert_file allows `use` (no extendedKeyUsage, or serverAuth /
+// clientAuth in it); INVALID_ARGUMENT saying `why` it must otherwise.
+absl::Status CheckCertificateAllowsUse(const std::string& cert_file, CertificateUse use,
+                                       const std::string& why);
 absl::Status CheckCertificateSignedBy(const std::string& cert_file, const std::string& roots_file,
                                       const char* roots_flag, CertificateUse use);
 

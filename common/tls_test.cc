@@ -155,6 +155,19 @@ TEST_F(TlsTest, ChecksWhatACertificateNamesAndWhoSignedIt) {
           .ok());
 }
 
+TEST_F(TlsTest, ChecksTheUseACertificateAllows) {
+  constexpr CertificateUse kServer = CertificateUse::kServer, kClient = CertificateUse::kClient;
+  // No extendedKeyUsage: any use.
+  EXPECT_TRUE(CheckCertificateAllowsUse(certs().server_cert, kClient, "x").ok());
+  EXPECT_TRUE(CheckCertificateAllowsUse(certs().server_cert, kServer, "x").ok());
+  EXPECT_TRUE(CheckCertificateAllowsUse(certs().server_only_cert, kServer, "x").ok());
+  ExpectInvalid(CheckCertificateAllowsUse(certs().server_only_cert, kClient,
+                                          "the coordinator presents it to its workers"),
+                "does not allow client use (clientAuth in its extendedKeyUsage), and the "
+                "coordinator presents it to its workers");
+  ExpectInvalid(CheckCertificateAllowsUse(certs().expired_cert, kClient, "x"), "has expired");
+}
+
 // A gRPC server with these credentials on a free loopback port; whether a client with
 // `client` completes the handshake (the channel becomes ready).
 bool Connects(const std::optional<TlsServerPem>& server, const TlsClientConfig& client) {

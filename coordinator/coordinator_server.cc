@@ -148,6 +148,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   ASSIGN_OR_RETURN(const std::optional<TlsServerPem> tls, LoadTlsServer(options.tls));
   if (options.workers_tls.enabled()) {
     ASSIGN_OR_RETURN(options.group.credentials, GrpcChannelCredentials(options.workers_tls));
+    if (!options.workers_tls.cert_file.empty()) {
+      RETURN_IF_ERROR(CheckCertificateAllowsUse(
+          options.workers_tls.cert_file, CertificateUse::kClient,
+          "the coordinator presents it to its workers (--worker_tls_ca_file)"));
+    }
   }
   ASSIGN_OR_RETURN(impl->config, CheckModelForGroup(options));
   int64_t max_context = impl->config.max_position_embeddings;

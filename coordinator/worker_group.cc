@@ -18,6 +18,9 @@
 namespace llmint8::coordinator {
 namespace {
 
+// How often forming logs a new reason why the same workers do not answer.
+constexpr absl::Duration kReasonLogInterval = absl::Seconds(10);
+
 // LoadShard failures that trying again at once cannot mend: the checkpoint or the config is
 // bad (InvalidArgument, NotFound, DataLoss, OutOfRange, PermissionDenied, Unimplemented) or the
 // shard does not fit (ResourceExhausted). Not FailedPrecondition (another coordinator's lease,
@@ -746,6 +749,8 @@ void WorkerGroup::MonitorLoop() {
     return !stop_;
   };
   std::string waiting_logged;  // what forming waits for, last logged
+  std::string reason_logged;   // and why, as logged then
+  absl::Time reason_logged_at = absl::InfinitePast();
   absl::Time waiting_since = absl::InfiniteFuture();
   std::string partial_refusal;  // why the answering workers cannot form it, last logged
   // Idle spares are probed every this many rounds while the group is ready (2 s by default).
@@ -809,10 +814,17 @@ void WorkerGroup::MonitorLoop() {
         if (state() == GroupState::kRefused && gone_since(away_at_refusal)) {
           Break(absl::UnavailableError(absl::StrCat("waiting for ", WaitingFor(false))));
         }
-        std::string waiting = WaitingFor(/*with_reason=*/true);
-        if (waiting != waiting_logged) {
-          LLMINT8_LOG(INFO) << "waiting for " << waiting;
+        // Logged when who is waited for changes, and when why changes (a refused connection
+        // becoming a failed handshake) at most every kReasonLogInterval: a reason can change
+        // from probe to probe.
+        std::string waiting = WaitingFor(/*with_reason=*/false);
+        std::string reason = WaitingFor(/*with_reason=*/true);
+        if (waiting != waiting_logged ||
+            (reason != reason_logged && absl::Now() - reason_logged_at >= kReasonLogInterval)) {
+          LLMINT8_LOG(INFO) << "waiting for " << reason;
           waiting_logged = std::move(waiting);
+          reason_logged = std::move(reason);
+          reason_logged_at = absl::Now();
         }
         if (!sleep(options_.probe_interval)) break;
         continue;
@@ -831,6 +843,7 @@ void WorkerGroup::MonitorLoop() {
       chosen = partial;  // OK here: the answering workers were chosen
     }
     waiting_logged.clear();
+    reason_logged.clear();
     waiting_since = absl::InfiniteFuture();
     partial_refusal.clear();
     if (!chosen.ok()) {

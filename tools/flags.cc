@@ -24,14 +24,15 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "empty: off; port 0 picks a free port)");
 ABSL_FLAG(std::string, tls_cert_file, "",
           "PEM certificate chain. coordinator / serve: the server's, for TLS on the gRPC port and "
-          "the HTTP API (with --tls_key_file), and the coordinator's own toward workers that ask "
-          "for one (--worker_tls_ca_file); generate / loadtest / worker: this client's, for a "
-          "coordinator that asks for client certificates; worker: also its Worker port's, with "
-          "--tls_client_ca_file");
+          "the HTTP API (with --tls_key_file); the coordinator presents it to workers under "
+          "mutual TLS (--worker_tls_ca_file); serve's workers then take only its coordinator's "
+          "calls, through a certificate serve makes for that link. generate / loadtest / "
+          "worker: this client's, for a coordinator that asks for client certificates; worker: "
+          "also its Worker port's, with --tls_client_ca_file");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file (unencrypted)");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "coordinator / serve: PEM roots; clients (and workers) must present a certificate they "
-          "signed (mutual TLS); serve's workers then take only its coordinator's calls too. "
+          "signed (mutual TLS). "
           "worker: its Worker port serves TLS with --tls_cert_file / --tls_key_file and takes "
           "only callers (the coordinator) with a certificate these roots signed");
 ABSL_FLAG(std::string, worker_tls_ca_file, "",
@@ -39,7 +40,7 @@ ABSL_FLAG(std::string, worker_tls_ca_file, "",
           "TLS (each certificate must name the host --workers dials), presenting --tls_cert_file "
           "to workers that ask for a client certificate (their --tls_client_ca_file)");
 ABSL_FLAG(std::string, health_listen, "",
-          "worker: host:port of a plaintext port serving only grpc.health.v1 (liveness and "
+          "worker: host:port of a plaintext port serving grpc.health.v1 alone (liveness and "
           "readiness, as the Worker port), for Kubernetes probes, which do not speak TLS, when "
           "the Worker port requires client certificates; empty: off");
 ABSL_FLAG(std::string, tls_ca_file, "",

@@ -35,11 +35,13 @@
 #include "coordinator/guide_cache.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/server_builder_option.h"
 #include "model/shard_model.h"
 #include "tools/bundled_model.h"
 #include "tools/client_auth.h"
 #include "tools/flags.h"
 #include "tools/gpu_placement.h"
+#include "tools/link_identity.h"
 #include "tools/subcommands.h"
 #include "tools/worker_supervisor.h"
 #include "worker/worker_service.h"
@@ -156,6 +158,13 @@ absl::Status ValidateCommonFlags() {
       absl::GetFlag(FLAGS_tls_cert_file).empty()) {
     return absl::InvalidArgumentError(
         "--tls_client_ca_file needs TLS: set --tls_cert_file and --tls_key_file too");
+  }
+  if (!absl::GetFlag(FLAGS_worker_tls_ca_file).empty() &&
+      absl::GetFlag(FLAGS_tls_cert_file).empty()) {
+    return absl::InvalidArgumentError(
+        "--worker_tls_ca_file: set --tls_cert_file and --tls_key_file too: workers under "
+        "mutual TLS (their --tls_client_ca_file) take only a coordinator that presents a "
+        "certificate");
   }
   if (absl::GetFlag(FLAGS_model).empty()) {
     // The bundled model (tools/bundled_model.h) is the default.
@@ -354,6 +363,15 @@ int FlagsOk(const char* subcommand) {
   return 0;
 }
 
+// A server option that drops the builder's plugins (gRPC reflection's).
+class NoServerPlugins final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->clear();
+  }
+};
+
 // Each (flag, host:port) that is set parses (common/host_port.h).
 absl::Status CheckAddresses(const std::vector<std::pair<std::string, std::string>>& addresses) {
   for (const auto& [flag, address] : addresses) {
@@ -425,6 +443,19 @@ int RunWorker() {
         "--tls_client_ca_file makes the Worker port serve TLS: set --tls_cert_file and "
         "--tls_key_file too (this worker's certificate, naming the host the coordinator dials)"));
   }
+  if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty() &&
+      absl::GetFlag(FLAGS_tls_ca_file).empty()) {
+    // A coordinator that can present a client certificate has one of its own, so its
+    // rendezvous serves TLS, where this worker presents --tls_cert_file too.
+    return Fail(absl::InvalidArgumentError(
+        "--tls_client_ca_file: set --tls_ca_file too (the roots of the coordinator's "
+        "certificate): a coordinator driving workers under mutual TLS serves its rendezvous "
+        "over TLS, and this worker presents its --tls_cert_file there as well"));
+  }
+  if (!health_listen.empty() && health_listen == listen) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "--health_listen=", health_listen, " is the --listen address: give it a port of its own")));
+  }
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("worker");
   if (options.device == "cuda") {
     // Refused here, not by every LoadShard of a group that can never form.
@@ -466,15 +497,21 @@ int RunWorker() {
         absl::StrCat("could not listen on ", listen, "; pick another --listen address")));
   }
   // --health_listen: grpc.health.v1 alone (no service is registered there), plaintext.
+  // Every other method there answers UNIMPLEMENTED (gRPC needs a service to poll for).
+  grpc::CallbackGenericService unimplemented;
   std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
   if (!health_listen.empty()) {
     grpc::ServerBuilder health_builder;
-    int health_port = 0;
+    // No plugins: reflection's (registered for every builder once linked) would hand out the
+    // Worker service's schema there.
+    health_builder.SetOption(std::make_unique<NoServerPlugins>());
     health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    health_builder.RegisterCallbackGenericService(&unimplemented);
     health_builder.AddListeningPort(health_listen, grpc::InsecureServerCredentials(), &health_port);
     health_server = health_builder.BuildAndStart();
     if (health_server == nullptr || health_port == 0) {
-      server->Shutdown();
+      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
       return Fail(absl::UnavailableError(absl::StrCat("could not listen on ", health_listen,
                                                       "; pick another --health_listen address")));
     }
@@ -491,7 +528,9 @@ int RunWorker() {
   set_health(true);  // ready to join a group until it drains
   LLMINT8_LOG(INFO) << "worker listening on " << listen << " (port " << port << "), device "
                     << options.device << (tls->has_value() ? ", mutual TLS" : "")
-                    << (health_server != nullptr ? "; health on " + health_listen : "")
+                    << (health_server != nullptr ? absl::StrCat("; health on ", health_listen,
+                                                                " (port ", health_port, ")")
+                                                 : "")
                     << "; waiting for the coordinator";
   // A signal, or a GPU context lost (nothing this process runs on the GPU can work again).
   int sig = 0;
@@ -686,10 +725,10 @@ int RunServe(const char* argv0) {
   }
   // With TLS the workers reach the rendezvous over it at the --listen host (127.0.0.1 when
   // that is a wildcard, coordinator::LocalRendezvousAddress): they trust
-  // --tls_ca_file (default: the certificate itself, for a self-signed one) and, when clients
-  // must present a certificate, present the server's. Checked here, or the group would never
-  // form and say only that the rendezvous timed out.
+  // --tls_ca_file (default: the certificate itself, for a self-signed one). Checked here, or
+  // the group would never form and say only that the rendezvous timed out.
   std::vector<std::string> worker_tls;
+  std::unique_ptr<LinkIdentity> link;  // with TLS; outlives the workers and the coordinator
   if (const std::string cert = absl::GetFlag(FLAGS_tls_cert_file); !cert.empty()) {
     const std::string ca = absl::GetFlag(FLAGS_tls_ca_file);
     const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca_file);
@@ -705,47 +744,36 @@ int RunServe(const char* argv0) {
         ParseHostPort(coordinator::LocalRendezvousAddress(listen, 1), "--listen")->host;
     for (absl::Status s :
          {CheckCertificateNames(cert, dialled),
-          ca.empty() ? CheckCertificateSignedBy(cert, cert, "--tls_cert_file (as its own root)",
-                                                CertificateUse::kServer)
-                     : CheckCertificateSignedBy(cert, ca, "--tls_ca_file", CertificateUse::kServer),
-          client_ca.empty() ? absl::OkStatus()
-                            : CheckCertificateSignedBy(cert, client_ca, "--tls_client_ca_file",
-                                                       CertificateUse::kClient)}) {
+          ca.empty()
+              ? CheckCertificateSignedBy(cert, cert, "--tls_cert_file (as its own root)",
+                                         CertificateUse::kServer)
+              : CheckCertificateSignedBy(cert, ca, "--tls_ca_file", CertificateUse::kServer)}) {
       if (!s.ok()) {
         return Fail(absl::InvalidArgumentError(absl::StrCat(
             "serve: its workers reach the coordinator at ", dialled,
-            " over TLS, trusting "
-            "--tls_ca_file (default: the certificate itself) and, with --tls_client_ca_file, "
-            "presenting the server's certificate as theirs: ",
-            s.message(),
+            " over TLS, trusting --tls_ca_file (default: the certificate itself): ", s.message(),
             ". Or run `llmint8 coordinator` and `llmint8 worker` with their own flags")));
       }
     }
-    const std::string roots = ca.empty() ? cert : ca;
-    worker_tls.push_back(absl::StrCat("--tls_ca_file=", roots));
+    // The links between serve's own processes under TLS too, with an identity of their own
+    // (tools/link_identity.h): the workers serve their port with it and take only the
+    // coordinator's calls, which presents it; they present it to the rendezvous, whose client
+    // roots (with --tls_client_ca_file) take it beside the clients'.
+    absl::StatusOr<std::unique_ptr<LinkIdentity>> made = LinkIdentity::Create();
+    if (!made.ok()) return Fail(made.status());
+    link = *std::move(made);
+    worker_tls = {absl::StrCat("--tls_ca_file=", ca.empty() ? cert : ca),
+                  absl::StrCat("--tls_cert_file=", link->cert_file()),
+                  absl::StrCat("--tls_key_file=", link->key_file()),
+                  absl::StrCat("--tls_client_ca_file=", link->cert_file())};
+    coordinator_options.workers_tls = {.ca_file = link->cert_file(),
+                                       .cert_file = link->cert_file(),
+                                       .key_file = link->key_file(),
+                                       .ca_flag = "serve's link certificate"};
     if (!client_ca.empty()) {
-      // Mutual TLS on the workers' ports too: they present the same certificate there (for
-      // 127.0.0.1, which the coordinator dials) and take only a caller presenting one the
-      // roots signed, the coordinator with this one.
-      for (absl::Status s :
-           {CheckCertificateNames(cert, "127.0.0.1"),
-            CheckCertificateSignedBy(
-                cert, roots, ca.empty() ? "--tls_cert_file (as its own root)" : "--tls_ca_file",
-                CertificateUse::kClient)}) {
-        if (!s.ok()) {
-          return Fail(absl::InvalidArgumentError(absl::StrCat(
-              "serve: with --tls_client_ca_file its workers' ports (127.0.0.1) serve mutual TLS "
-              "with the server's certificate, and take the coordinator's calls presenting it, "
-              "trusting --tls_ca_file (default: the certificate itself): ",
-              s.message(),
-              ". Or run `llmint8 coordinator` and `llmint8 worker` with their own flags")));
-        }
-      }
-      worker_tls.push_back(absl::StrCat("--tls_cert_file=", cert));
-      worker_tls.push_back(absl::StrCat("--tls_key_file=", absl::GetFlag(FLAGS_tls_key_file)));
-      worker_tls.push_back(absl::StrCat("--tls_client_ca_file=", roots));
-      coordinator_options.workers_tls.ca_file = roots;
-      coordinator_options.workers_tls.ca_flag = ca.empty() ? "--tls_cert_file" : "--tls_ca_file";
+      absl::StatusOr<std::string> roots = link->RootsWith(client_ca);
+      if (!roots.ok()) return Fail(roots.status());
+      coordinator_options.tls.client_ca_file = *roots;
     }
   }
 

@@ -1,16 +1,9 @@
 #include "common/testing/test_certs.h"
 
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
-
-#include <cstdio>
-#include <cstring>
-#include <memory>
+#include <cstdint>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
+#include "common/certificate_maker.h"
 #include "common/openssl_ptr.h"
 
 namespace llmint8::testing {
@@ -19,66 +12,27 @@ namespace {
 using openssl::Cert;
 using openssl::Pkey;
 
-Pkey NewKey() { return Pkey(EVP_EC_gen("P-256")); }
-
-bool AddExtension(X509* cert, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  if (ext == nullptr) return false;
-  const bool ok = X509_add_ext(cert, ext, -1) == 1;
-  X509_EXTENSION_free(ext);
-  return ok;
-}
-
 // A certificate for `key` named `cn`, signed by (issuer, issuer_key), or self-signed when
 // issuer is null; valid from `from_days` to `to_days` days from now.
 Cert MakeCert(EVP_PKEY* key, const char* cn, X509* issuer, EVP_PKEY* issuer_key, bool ca,
               const char* san, long from_days, long to_days, long serial,
               const char* extended_usage = nullptr) {
-  Cert cert(X509_new());
-  X509_set_version(cert.get(), 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), from_days * 86400);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), to_days * 86400);
-  X509_set_pubkey(cert.get(), key);
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn),
-                             -1, -1, 0);
-  X509* signer = issuer != nullptr ? issuer : cert.get();
-  X509_set_issuer_name(cert.get(), X509_get_subject_name(signer));
-  bool ok =
-      AddExtension(cert.get(), signer, NID_basic_constraints, ca ? "critical,CA:TRUE" : "CA:FALSE");
-  if (ca) ok = ok && AddExtension(cert.get(), signer, NID_key_usage, "critical,keyCertSign");
-  if (san != nullptr) ok = ok && AddExtension(cert.get(), signer, NID_subject_alt_name, san);
-  if (extended_usage != nullptr) {
-    ok = ok && AddExtension(cert.get(), signer, NID_ext_key_usage, extended_usage);
-  }
-  ok = ok && X509_sign(cert.get(), issuer_key != nullptr ? issuer_key : key, EVP_sha256()) > 0;
-  return ok ? std::move(cert) : nullptr;
-}
-
-// A certificate, or a key (encrypted with `passphrase` when it is not null).
-absl::Status WritePem(const std::string& path, X509* cert, EVP_PKEY* key,
-                      const char* passphrase = nullptr) {
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path));
-  const EVP_CIPHER* cipher = passphrase != nullptr ? EVP_aes_128_cbc() : nullptr;
-  const int length = passphrase != nullptr ? static_cast<int>(std::strlen(passphrase)) : 0;
-  const bool ok =
-      cert != nullptr
-          ? PEM_write_X509(f, cert) == 1
-          : PEM_write_PrivateKey(f, key, cipher, reinterpret_cast<const unsigned char*>(passphrase),
-                                 length, nullptr, nullptr) == 1;
-  std::fclose(f);
-  return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat("cannot write PEM ", path));
+  return MakeCertificate(key, {.common_name = cn,
+                               .issuer = issuer,
+                               .issuer_key = issuer_key,
+                               .ca = ca,
+                               .subject_alt_name = san,
+                               .extended_key_usage = extended_usage,
+                               .not_before_seconds = int64_t{from_days} * 86400,
+                               .not_after_seconds = int64_t{to_days} * 86400,
+                               .serial = serial});
 }
 
 }  // namespace
 
 absl::StatusOr<TestCerts> WriteTestCerts(const std::string& dir) {
-  Pkey ca_key = NewKey(), server_key = NewKey(), client_key = NewKey(), other_key = NewKey();
+  Pkey ca_key = NewP256Key(), server_key = NewP256Key(), client_key = NewP256Key(),
+       other_key = NewP256Key();
   if (!ca_key || !server_key || !client_key || !other_key) {
     return absl::InternalError("OpenSSL could not make a P-256 key");
   }

@@ -63,6 +63,13 @@ TEST(ServingFlagsCliTest, CheckFlagsRefusesBadValues) {
              "set both --tls_cert_file and --tls_key_file"},
         Case{"worker --tls_client_ca_file=ca.pem --check_flags",
              "--tls_client_ca_file makes the Worker port serve TLS: set --tls_cert_file"},
+        Case{"worker --tls_client_ca_file=ca.pem --tls_cert_file=c.pem --tls_key_file=k.pem "
+             "--check_flags",
+             "--tls_client_ca_file: set --tls_ca_file too"},
+        Case{"worker --listen=127.0.0.1:5005 --health_listen=127.0.0.1:5005 --check_flags",
+             "is the --listen address"},
+        Case{"coordinator --workers=a:1 --worker_tls_ca_file=ca.pem --check_flags",
+             "--worker_tls_ca_file: set --tls_cert_file and --tls_key_file too"},
         Case{"serve --backend=nccl --check_flags", "--backend=nccl needs --device=cuda"},
         Case{"serve --step_timeout=0s --check_flags", "--step_timeout=0 must be in [1s, 24h]"},
         Case{"coordinator --workers=a:1 --load_timeout=48h --check_flags", "--load_timeout=48h"},

@@ -170,6 +170,11 @@ TEST_F(TlsE2ETest, TheWorkersTakeOnlyCallersWithACertificateTheirRootsSigned) {
                               .key_file = certs_->client_key})),
             grpc::StatusCode::UNAVAILABLE)
       << "roots that did not sign the worker's certificate";
+  EXPECT_EQ(info(Credentials({.ca_file = certs_->ca,
+                              .cert_file = certs_->self_signed_cert,
+                              .key_file = certs_->server_key})),
+            grpc::StatusCode::UNAVAILABLE)
+      << "a client certificate the worker's roots did not sign";
   EXPECT_EQ(info(Credentials(Client())), grpc::StatusCode::OK);
 }
 
@@ -205,8 +210,10 @@ TEST_F(TlsE2ETest, AWorkersHealthPortIsPlaintextAndServesHealthAlone) {
   EXPECT_EQ(HealthStatus(health, nullptr, "liveness"), 1);
   EXPECT_EQ(HealthStatus(absl::StrCat("127.0.0.1:", worker_port)), -1)
       << "the Worker port answered in plaintext";
+  EXPECT_TRUE(ReflectionServices(health).empty()) << "reflection on the health port";
   auto stub = v1::Worker::NewStub(grpc::CreateChannel(health, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::WorkerInfoResponse response;
   EXPECT_EQ(stub->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
@@ -319,21 +326,27 @@ TEST_F(TlsE2ETest, ServeRefusesACertificateItsWorkersCouldNotAccept) {
       << roots_alone.status();
 }
 
-TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndItsCertificate) {
+TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndALinkCertificateOfTheirOwn) {
   const int port = FreePort();
   const std::string address = absl::StrCat("127.0.0.1:", port);
   const int worker_port = FreePort(2);
-  Process serve({"serve", "--tp=2", absl::StrCat("--model=", kModel), "--dtype=fp32",
-                 "--listen=" + address, absl::StrCat("--worker_base_port=", worker_port),
-                 "--tls_cert_file=" + certs_->server_cert, "--tls_key_file=" + certs_->server_key,
-                 "--tls_ca_file=" + certs_->ca, "--tls_client_ca_file=" + certs_->ca},
-                ::testing::TempDir() + "/llmint8-tls-serve.log");
+  // serve's link certificate lives in a private directory under TMPDIR while it runs.
+  std::string tmp = ::testing::TempDir() + "/llmint8-tls-serve-tmp-XXXXXX";
+  ASSERT_NE(mkdtemp(tmp.data()), nullptr);
+  auto serve = std::make_unique<Process>(
+      std::vector<std::string>{
+          "serve", "--tp=2", absl::StrCat("--model=", kModel), "--dtype=fp32",
+          "--listen=" + address, absl::StrCat("--worker_base_port=", worker_port),
+          "--tls_cert_file=" + certs_->server_cert, "--tls_key_file=" + certs_->server_key,
+          "--tls_ca_file=" + certs_->ca, "--tls_client_ca_file=" + certs_->ca},
+      ::testing::TempDir() + "/llmint8-tls-serve.log", std::vector<std::string>{"TMPDIR=" + tmp});
   // Serving means both workers joined the group through the rendezvous, over mutual TLS.
   ASSERT_TRUE(WaitForHealth(address, 1, 60, Credentials(Client())))
       << "never SERVING; see " << ::testing::TempDir() << "/llmint8-tls-serve.log";
   auto stub = v1::Generation::NewStub(grpc::CreateChannel(address, Credentials(Client())));
   EXPECT_TRUE(Generate(*stub, GreedyRequest({2, 17, 93}, 3)).status.ok());
-  // Its workers take only callers with a certificate its roots signed, as its coordinator.
+  // Its workers take only its coordinator's calls: not a client with a certificate its
+  // --tls_client_ca_file or --tls_ca_file signed, nor a plaintext one.
   for (const bool with_certificate : {false, true}) {
     auto worker = v1::Worker::NewStub(grpc::CreateChannel(
         absl::StrCat("127.0.0.1:", worker_port),
@@ -342,8 +355,26 @@ TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndItsCertificate) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::WorkerInfoResponse response;
     EXPECT_EQ(worker->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code(),
-              with_certificate ? grpc::StatusCode::OK : grpc::StatusCode::UNAVAILABLE);
+              grpc::StatusCode::UNAVAILABLE)
+        << (with_certificate ? "a client's certificate" : "plaintext");
   }
+  EXPECT_FALSE(std::filesystem::is_empty(tmp)) << "no link certificate directory";
+  serve.reset();  // SIGTERM, and its exit
+  EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "serve left its link certificate behind";
+  std::filesystem::remove_all(tmp);
+}
+
+// The coordinator presents its certificate to workers under mutual TLS: one that does not
+// allow client use is refused at start.
+TEST_F(TlsE2ETest, ACoordinatorWhoseCertificateWorkersWouldRefuseDoesNotStart) {
+  const absl::StatusOr<std::string> out = RunAndRead(absl::StrCat(
+      "timeout 30 ", LlmintBinary(), " coordinator --listen=127.0.0.1:", FreePort(),
+      " --workers=127.0.0.1:", FreePort(), " --model=", kModel,
+      " --tls_cert_file=", certs_->server_only_cert, " --tls_key_file=", certs_->server_key,
+      " --worker_tls_ca_file=", certs_->ca, " 2>&1"));
+  ASSERT_FALSE(out.ok()) << "started";
+  EXPECT_NE(out.status().message().find("does not allow client use"), std::string::npos)
+      << out.status();
 }
 
 }  // namespace
