@@ -248,7 +248,7 @@ bool WorkerGroup::AMemberMissedAProbe() const {
                      [](const Worker& w) { return w.missed_probes > 0; });
 }
 
-std::string WorkerGroup::WaitingFor(bool with_reason) const {
+std::string WorkerGroup::WaitingFor(std::string* with_reason) const {
   absl::MutexLock lock(&mu_);
   std::vector<int> silent, held, draining, loading;
   for (int i = 0; i < num_workers(); ++i) {
@@ -257,16 +257,19 @@ std::string WorkerGroup::WaitingFor(bool with_reason) const {
     (s.held_by_another ? held : s.draining ? draining : s.loading ? loading : silent).push_back(i);
   }
   const size_t waiting = silent.size() + held.size() + draining.size() + loading.size();
-  if (waiting == 0) return "";
-  std::string out = absl::StrCat(waiting, " of ", num_workers(), " workers");
-  if (!silent.empty()) {
-    absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
-    // Why the first did not answer: a refused connection, or a TLS handshake that failed.
-    if (const std::string& why = workers_[silent.front()].probe_error;
-        with_reason && !why.empty()) {
-      absl::StrAppend(&out, " (", silent.front(), ": ", why, ")");
+  std::string out;
+  std::string reason;  // after "no answer from ..."
+  if (waiting > 0) {
+    out = absl::StrCat(waiting, " of ", num_workers(), " workers");
+    if (!silent.empty()) {
+      absl::StrAppend(&out, "; no answer from ", absl::StrJoin(silent, ", "));
+      // Why the first did not answer: a refused connection, or a TLS handshake that failed.
+      if (const std::string& why = workers_[silent.front()].probe_error; !why.empty()) {
+        reason = absl::StrCat(" (", silent.front(), ": ", why, ")");
+      }
     }
   }
+  const size_t reason_at = out.size();
   if (!draining.empty()) {
     absl::StrAppend(&out, "; shutting down: ", absl::StrJoin(draining, ", "));
   }
@@ -277,6 +280,10 @@ std::string WorkerGroup::WaitingFor(bool with_reason) const {
   if (!held.empty()) {
     absl::StrAppend(&out, "; another coordinator's group holds ", absl::StrJoin(held, ", "),
                     " (do two coordinators drive these workers?)");
+  }
+  if (with_reason != nullptr) {
+    *with_reason = out;
+    with_reason->insert(reason_at, reason);
   }
   return out;
 }
@@ -812,13 +819,13 @@ void WorkerGroup::MonitorLoop() {
         // since: the requests wait for the workers again instead of failing with it. Not for
         // one away all along (a dead spare), nor one still stopping the refused load.
         if (state() == GroupState::kRefused && gone_since(away_at_refusal)) {
-          Break(absl::UnavailableError(absl::StrCat("waiting for ", WaitingFor(false))));
+          Break(absl::UnavailableError(absl::StrCat("waiting for ", WaitingFor())));
         }
         // Logged when who is waited for changes, and when why changes (a refused connection
         // becoming a failed handshake) at most every kReasonLogInterval: a reason can change
         // from probe to probe.
-        std::string waiting = WaitingFor(/*with_reason=*/false);
-        std::string reason = WaitingFor(/*with_reason=*/true);
+        std::string reason;
+        std::string waiting = WaitingFor(&reason);
         if (waiting != waiting_logged ||
             (reason != reason_logged && absl::Now() - reason_logged_at >= kReasonLogInterval)) {
           LLMINT8_LOG(INFO) << "waiting for " << reason;

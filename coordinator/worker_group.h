@@ -180,10 +180,11 @@ class WorkerGroup : public StepGroup {
 
   void MonitorLoop();
   // What forming waits for: the workers that did not answer, answered that another
-  // coordinator holds them, or that they are shutting down; empty when none. With
-  // `with_reason`, for the log only (the state's status reaches clients): why the first silent
-  // worker did not answer, as gRPC said it (its address, a refused connection or handshake).
-  std::string WaitingFor(bool with_reason) const;
+  // coordinator holds them, or that they are shutting down; empty when none. `with_reason`
+  // (may be null), for the log only (the state's status reaches clients): the same, taken at
+  // once, with why the first silent worker did not answer, as gRPC said it (its address, a
+  // refused connection or handshake).
+  std::string WaitingFor(std::string* with_reason = nullptr) const;
   // A worker and the group of ours (its wire epoch) that it holds.
   struct HeldGroup {
     int worker;

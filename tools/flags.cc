@@ -31,8 +31,9 @@ ABSL_FLAG(std::string, tls_cert_file, "",
           "also its Worker port's, with --tls_client_ca_file");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file (unencrypted)");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
-          "coordinator / serve: PEM roots; clients (and workers) must present a certificate they "
-          "signed (mutual TLS). "
+          "coordinator / serve: PEM roots; clients (and the coordinator's workers, at its "
+          "rendezvous; serve's present a link certificate of its own) must present a "
+          "certificate they signed (mutual TLS). "
           "worker: its Worker port serves TLS with --tls_cert_file / --tls_key_file and takes "
           "only callers (the coordinator) with a certificate these roots signed");
 ABSL_FLAG(std::string, worker_tls_ca_file, "",

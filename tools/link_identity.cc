@@ -73,13 +73,14 @@ absl::StatusOr<std::unique_ptr<LinkIdentity>> LinkIdentity::Create() {
   return link;
 }
 
-absl::StatusOr<std::string> LinkIdentity::RootsWith(const std::string& roots_file) const {
-  ASSIGN_OR_RETURN(const std::string roots,
-                   ReadFileToString(roots_file, kDefaultMaxFileBytes, /*allow_pipe=*/true));
+absl::StatusOr<std::string> LinkIdentity::RootsWith(const std::string& roots_pem) const {
+  if (roots_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return absl::InvalidArgumentError("serve: no PEM certificate in the client roots");
+  }
   ASSIGN_OR_RETURN(const std::string own, ReadFileToString(cert_file_));
   const std::string path = dir_ + "/client-roots.pem";
-  RETURN_IF_ERROR(WriteNewFile(
-      path, absl::StrCat(roots, !roots.empty() && roots.back() != '\n' ? "\n" : "", own)));
+  RETURN_IF_ERROR(
+      WriteNewFile(path, absl::StrCat(roots_pem, roots_pem.back() != '\n' ? "\n" : "", own)));
   return path;
 }
 

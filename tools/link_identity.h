@@ -29,9 +29,11 @@ class LinkIdentity {
   const std::string& cert_file() const { return cert_file_; }
   const std::string& key_file() const { return key_file_; }
 
-  // A file in the directory holding the PEM roots of `roots_file` followed by this
-  // certificate: a port's client roots that take both.
-  absl::StatusOr<std::string> RootsWith(const std::string& roots_file) const;
+  // A new file in the directory holding `roots_pem` (PEM certificates, as LoadTlsServer read
+  // them) followed by this certificate: a port's client roots that take both.
+  // INVALID_ARGUMENT when roots_pem holds no certificate.
+  absl::StatusOr<std::string> RootsWith(const std::string& roots_pem) const;
+  const std::string& dir() const { return dir_; }
 
  private:
   explicit LinkIdentity(std::string dir);

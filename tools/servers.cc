@@ -49,13 +49,15 @@
 namespace llmint8::tools {
 namespace {
 
-// Blocks SIGINT/SIGTERM in this thread and every thread it starts later, so that WaitSignal
-// receives them synchronously.
+// Blocks SIGINT/SIGTERM/SIGHUP in this thread and every thread it starts later, so that
+// WaitSignal receives them synchronously: a closed terminal (SIGHUP) stops the servers as
+// SIGTERM does (serve's link certificate directory goes too), not at once.
 sigset_t BlockShutdownSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
 }
@@ -733,13 +735,11 @@ int RunServe(const char* argv0) {
     const std::string ca = absl::GetFlag(FLAGS_tls_ca_file);
     const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca_file);
     // The files themselves first (the coordinator checks them again when it starts).
-    if (absl::StatusOr<std::optional<TlsServerPem>> pem =
-            LoadTlsServer({.cert_file = cert,
-                           .key_file = absl::GetFlag(FLAGS_tls_key_file),
-                           .client_ca_file = client_ca});
-        !pem.ok()) {
-      return Fail(pem.status());
-    }
+    const absl::StatusOr<std::optional<TlsServerPem>> pem =
+        LoadTlsServer({.cert_file = cert,
+                       .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                       .client_ca_file = client_ca});
+    if (!pem.ok()) return Fail(pem.status());
     const std::string dialled =
         ParseHostPort(coordinator::LocalRendezvousAddress(listen, 1), "--listen")->host;
     for (absl::Status s :
@@ -771,7 +771,8 @@ int RunServe(const char* argv0) {
                                        .key_file = link->key_file(),
                                        .ca_flag = "serve's link certificate"};
     if (!client_ca.empty()) {
-      absl::StatusOr<std::string> roots = link->RootsWith(client_ca);
+      // From the roots read above: a file read again (a pipe) could come back empty.
+      absl::StatusOr<std::string> roots = link->RootsWith((*pem)->client_roots);
       if (!roots.ok()) return Fail(roots.status());
       coordinator_options.tls.client_ca_file = *roots;
     }

@@ -345,20 +345,30 @@ TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndALinkCertificateOfTheirOwn) {
       << "never SERVING; see " << ::testing::TempDir() << "/llmint8-tls-serve.log";
   auto stub = v1::Generation::NewStub(grpc::CreateChannel(address, Credentials(Client())));
   EXPECT_TRUE(Generate(*stub, GreedyRequest({2, 17, 93}, 3)).status.ok());
-  // Its workers take only its coordinator's calls: not a client with a certificate its
-  // --tls_client_ca_file or --tls_ca_file signed, nor a plaintext one.
-  for (const bool with_certificate : {false, true}) {
-    auto worker = v1::Worker::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", worker_port),
-        with_certificate ? Credentials(Client()) : grpc::InsecureChannelCredentials()));
+  // Its workers take only its coordinator's calls: a caller presenting the link certificate
+  // (from serve's private directory under TMPDIR), not a client with a certificate its
+  // --tls_client_ca_file signed, nor a plaintext one.
+  std::string link;
+  for (const auto& entry : std::filesystem::directory_iterator(tmp)) link = entry.path();
+  ASSERT_FALSE(link.empty()) << "no link certificate directory under " << tmp;
+  const auto info = [&](const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+    auto worker = v1::Worker::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", worker_port), credentials));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     v1::WorkerInfoResponse response;
-    EXPECT_EQ(worker->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code(),
-              grpc::StatusCode::UNAVAILABLE)
-        << (with_certificate ? "a client's certificate" : "plaintext");
-  }
-  EXPECT_FALSE(std::filesystem::is_empty(tmp)) << "no link certificate directory";
+    return worker->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code();
+  };
+  EXPECT_EQ(info(Credentials({.ca_file = link + "/link.pem",
+                              .cert_file = link + "/link.pem",
+                              .key_file = link + "/link.key"})),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(info(Credentials({.ca_file = link + "/link.pem",
+                              .cert_file = certs_->client_cert,
+                              .key_file = certs_->client_key})),
+            grpc::StatusCode::UNAVAILABLE)
+      << "a client certificate --tls_client_ca_file signed";
+  EXPECT_EQ(info(grpc::InsecureChannelCredentials()), grpc::StatusCode::UNAVAILABLE);
   serve.reset();  // SIGTERM, and its exit
   EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "serve left its link certificate behind";
   std::filesystem::remove_all(tmp);
