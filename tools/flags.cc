@@ -73,7 +73,9 @@ ABSL_FLAG(std::string, override_generation_config, "",
 ABSL_FLAG(std::string, served_model_name, "",
           "the model's id in the HTTP API (/v1/models, a request's \"model\", the answers' "
           "\"model\"), e.g. facebook/opt-66b (default: the --model directory's name)");
-ABSL_FLAG(std::string, dtype, "fp16", "weights: fp16, int8 (LLM.int8()) or fp32");
+ABSL_FLAG(std::string, dtype, "",
+          "weights: fp16, int8 (LLM.int8()) or fp32; unset: int8 for a pre-quantized checkpoint "
+          "(llmint8 quantize), fp16 for anything else");
 ABSL_FLAG(float, threshold, 6.0f,
           "LLM.int8() outlier threshold (int8 only; 0 disables the decomposition)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");

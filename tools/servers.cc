@@ -36,6 +36,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/server_builder_option.h"
+#include "model/model_spec.h"
 #include "model/shard_model.h"
 #include "tools/bundled_model.h"
 #include "tools/client_auth.h"
@@ -136,7 +137,7 @@ static_assert(absl::Milliseconds(kClientKeepaliveMs) >= coordinator::kClientPing
 
 absl::Status ValidateCommonFlags() {
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
-  if (dtype != "fp16" && dtype != "int8" && dtype != "fp32") {
+  if (!dtype.empty() && dtype != "fp16" && dtype != "int8" && dtype != "fp32") {
     return absl::InvalidArgumentError(
         absl::StrCat("--dtype=", dtype, " is not supported; use fp16, int8 or fp32"));
   }
@@ -374,6 +375,22 @@ class NoServerPlugins final : public grpc::ServerBuilderOption {
   }
 };
 
+// --dtype unset (""): a pre-quantized checkpoint (`llmint8 quantize`) is served int8, as fp16
+// would dequantize its weights, at twice the memory and none of the precision back; anything
+// else fp16. A model that cannot be opened is left to the load, which says why.
+void DefaultDtypeForModel() {
+  if (!absl::GetFlag(FLAGS_dtype).empty()) return;
+  const std::string spec = absl::GetFlag(FLAGS_model);
+  absl::SetFlag(&FLAGS_dtype, "fp16");
+  if (!model::ModelSpecDirectory(spec).has_value()) return;
+  const absl::StatusOr<model::OpenedModel> opened = model::OpenModelSpec(spec);
+  if (!opened.ok() || !model::IsPreQuantized(*opened)) return;
+  absl::SetFlag(&FLAGS_dtype, "int8");
+  LLMINT8_LOG(INFO) << spec
+                    << " is a pre-quantized int8 checkpoint (llmint8 quantize): serving it int8 "
+                       "(--dtype=fp16 would dequantize it)";
+}
+
 // Each (flag, host:port) that is set parses (common/host_port.h).
 absl::Status CheckAddresses(const std::vector<std::pair<std::string, std::string>>& addresses) {
   for (const auto& [flag, address] : addresses) {
@@ -610,6 +627,7 @@ int RunCoordinator() {
   }
   if (absl::Status s = CheckBackendFits(static_cast<int>(workers.size())); !s.ok()) return Fail(s);
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("coordinator");
+  DefaultDtypeForModel();
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
       coordinator::CoordinatorServer::Start(
           CoordinatorOptionsFromFlags(absl::GetFlag(FLAGS_workers)));
@@ -672,6 +690,7 @@ int RunServe(const char* argv0) {
     }
   }
   if (absl::GetFlag(FLAGS_check_flags)) return FlagsOk("serve");
+  DefaultDtypeForModel();
   // The workers' ports are checked here: a worker that cannot listen would be restarted over
   // and over, and the coordinator could reach another serve's worker on that port instead.
   for (int rank = 0; rank < tp; ++rank) {

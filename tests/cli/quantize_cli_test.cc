@@ -42,6 +42,7 @@ namespace llmint8::tools {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::RunCli;
 using testing::SourceDir;
 
@@ -261,6 +262,28 @@ TEST_F(QuantizeCliTest, SyntheticModelAndOverwrite) {
       opened->source->Info("model.decoder.layers.1.fc1.weight");
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_TRUE(info->quantized());
+}
+
+// Without --dtype a coordinator serves a pre-quantized checkpoint int8, saying so (fp16 would
+// dequantize it); --dtype=fp16 still does that, and an fp16 checkpoint stays fp16.
+TEST_F(QuantizeCliTest, ACoordinatorServesAnInt8CheckpointInt8WithoutDtype) {
+  const std::string out = dir_ + "/tiny-int8";
+  const std::string original = SourceDir() + "/tests/golden/tiny-opt";
+  ASSERT_EQ(RunCli(absl::StrCat("quantize --model=", original, " --out=", out)).exit_code, 0);
+  // Up for a second (no worker answers at port 1), then SIGINT: its start is what is read.
+  const auto coordinator = [](const std::string& flags) {
+    return RunCli(absl::StrCat("coordinator --listen=127.0.0.1:0 --workers=127.0.0.1:1 ", flags),
+                  "timeout -s INT 2");
+  };
+  const testing::CliResult int8 = coordinator("--model=" + out);
+  EXPECT_THAT(int8.err, HasSubstr("is a pre-quantized int8 checkpoint (llmint8 quantize): serving "
+                                  "it int8"));
+  EXPECT_THAT(int8.err, HasSubstr(", int8, 1 worker"));
+  const testing::CliResult fp16 = coordinator("--model=" + out + " --dtype=fp16");
+  EXPECT_THAT(fp16.err, HasSubstr(", fp16, 1 worker"));
+  EXPECT_THAT(fp16.err, Not(HasSubstr("serving it int8")));
+  const testing::CliResult original_fp16 = coordinator("--model=" + original);
+  EXPECT_THAT(original_fp16.err, HasSubstr(", fp16, 1 worker"));
 }
 
 // The first fp32 value of `tensor` in the safetensors file `path` set to NaN.
