@@ -55,12 +55,6 @@ absl::StatusOr<GenerationParams> ValidateGenerationParams(const v1::GenerateRequ
                      "; it must be at least 1 (0 only with prompt_logprobs or echo_prompt, to "
                      "score or echo the prompt)"));
   }
-  if (request.max_new_tokens() >= limits.max_context) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "max_new_tokens is ", request.max_new_tokens(), " but the model's context holds ",
-        limits.max_context, " tokens including the prompt; ask for at most ",
-        limits.max_context - 1, " (fewer by the prompt's length)"));
-  }
   if (!std::isfinite(request.temperature()) || request.temperature() < 0.0f) {
     return absl::InvalidArgumentError(
         absl::StrCat("temperature is ", request.temperature(),
@@ -228,6 +222,17 @@ absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
     }
   }
   const int64_t n = static_cast<int64_t>(prompt.size());
+  // Checked here, where the prompt's length is known, so that the number to ask for is exact
+  // (a text prompt's tokens are counted only once it is encoded).
+  if (params.max_new_tokens >= limits.max_context) {
+    return absl::OutOfRangeError(
+        absl::StrCat("max_new_tokens is ", params.max_new_tokens, " but the model's context holds ",
+                     limits.max_context, " tokens including the prompt (", n,
+                     n == 1 ? " token" : " tokens", " here); ",
+                     n < limits.max_context
+                         ? absl::StrCat("set max_new_tokens <= ", limits.max_context - n)
+                         : std::string("shorten the prompt (or set truncate_prompt_tokens)")));
+  }
   // What to change: the prompt, or the truncation that left it this long.
   const int64_t room = limits.max_context - std::max<int64_t>(params.max_new_tokens, 1);
   const std::string change =

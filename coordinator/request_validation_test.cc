@@ -279,9 +279,14 @@ TEST(RequestValidationTest, MessagesSayWhatToChange) {
   EXPECT_NE(s.message().find("set truncate_prompt_tokens <= 112"), absl::string_view::npos) << s;
   s = ValidatePromptTokens(std::vector<int32_t>(120, 3), *p, Limits());
   EXPECT_NE(s.message().find("or truncate_prompt_tokens <= 112"), absl::string_view::npos) << s;
-  p = ValidateGenerationParams(Ids({3}, 128), Limits());
-  EXPECT_NE(p.status().message().find("ask for at most 127"), absl::string_view::npos)
-      << p.status();
+  // A limit past the context: the number to ask for, counted from the prompt's own length.
+  p = ValidateGenerationParams(Ids({3, 4}, 128), Limits());
+  ASSERT_TRUE(p.ok()) << p.status();
+  s = ValidatePromptTokens({3, 4}, *p, Limits());
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(s.message().find("including the prompt (2 tokens here); set max_new_tokens <= 126"),
+            absl::string_view::npos)
+      << s;
 }
 
 }  // namespace

@@ -77,9 +77,8 @@ void Admit(const v1::GenerateRequest& req, const ModelLimits& limits) {
   absl::StatusOr<GenerationParams> params = ValidateGenerationParams(req, limits);
   if (!params.ok()) return;
   const GenerationParams& p = *params;
-  Check(p.max_new_tokens >= (p.prompt_logprobs || p.echo_prompt ? 0 : 1) &&
-            p.max_new_tokens < limits.max_context,
-        "max_new_tokens");
+  // (Its bound by the context is the prompt's, checked below.)
+  Check(p.max_new_tokens >= (p.prompt_logprobs || p.echo_prompt ? 0 : 1), "max_new_tokens");
   Check(std::isfinite(p.temperature) && p.temperature >= 0.0f, "temperature");
   Check(p.top_k >= 0, "top_k");
   Check(std::isfinite(p.top_p) && p.top_p > 0.0f && p.top_p <= 1.0f, "top_p");

@@ -383,8 +383,8 @@ TEST_F(ServiceE2ETest, MaxNewTokensOutOfBounds) {
              "max_new_tokens is -3; it must be at least 1");
   ExpectCode(
       *stub_, GreedyRequest({2, 5}, kContext + 1), grpc::StatusCode::OUT_OF_RANGE,
-      "max_new_tokens is 129 but the model's context holds 128 tokens including the prompt; ask "
-      "for at most 127");
+      "max_new_tokens is 129 but the model's context holds 128 tokens including the prompt (2 "
+      "tokens here); set max_new_tokens <= 126");
   ExpectCode(*stub_, GreedyRequest(std::vector<int32_t>(100, 5), 29),
              grpc::StatusCode::OUT_OF_RANGE, "set max_new_tokens <= 28");
 }
