@@ -183,7 +183,9 @@ int RunGenerate() {
   v1::GenerateResponse resp;
   v1::GenerateResponse last;
   double prompt_total = 0;
+  bool streamed = false;  // a response came: the text's line is ended, even after an error
   while (reader->Read(&resp)) {
+    streamed = true;
     const bool scored = absl::GetFlag(FLAGS_prompt_logprobs);
     for (const v1::PromptToken& t : resp.prompt_tokens()) {
       // The echo: the prompt's text where the output goes, before the generated text.
@@ -223,7 +225,7 @@ int RunGenerate() {
     last = resp;
   }
   grpc::Status status = reader->Finish();
-  std::printf("\n");
+  if (streamed) std::printf("\n");
   std::fflush(stdout);  // the text's end before the summary on stderr, also through a pipe
   if (!status.ok()) {
     // e.g. "UNAVAILABLE: Generate on 127.0.0.1:50051: failed to connect ...".

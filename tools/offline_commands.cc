@@ -67,7 +67,7 @@ const std::vector<OfflineCommand>& Commands() {
        "  llmint8 plan --model=175b --compare          fp16 vs int8 GPU counts (Table 2 of "
        "LLM.int8())\n"
        "  llmint8 plan --model=66b --dtype=fp16 --gpu_memory=24GiB --batch=4 --context=2048\n"
-       "  llmint8 plan --model=models/opt-sotu-cpu --json   a model directory\n",
+       "  llmint8 plan --model=/path/to/opt-6.7b --json   a model directory (config.json)\n",
        {{"model", nullptr,
          "a preset (125m ... 175b, opt-66b, facebook/opt-13b), a config.json, a model directory "
          "or synthetic:<preset>[,layers=N,...]"},

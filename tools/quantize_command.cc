@@ -400,6 +400,7 @@ absl::Status Quantize(const QuantizeArgs& a) {
     const fs::path generation = fs::path(*model_dir) / kGenerationConfig;
     if (fs::is_regular_file(generation, ec)) {
       RETURN_IF_ERROR(CopyInto(generation, staging.path(), kGenerationConfig));
+      LLMINT8_LOG(INFO) << "copied " << kGenerationConfig << " from " << *model_dir;
     }
   }
   const std::string tokenizer_from = TokenizerSource(a);
