@@ -119,6 +119,16 @@ std::string FitFailureDetail(const OptConfig& c, const MemoryBreakdown& m) {
                       c.num_attention_heads, " heads and ffn_dim ", c.ffn_dim);
 }
 
+// A GPU size as given; a decimal one (typed "24GB": 24 x 10^9 bytes) with what it is in GiB,
+// since the cards sold as "24 GB" hold 24 GiB (docs/planner.md, "Units").
+std::string GpuSizeText(int64_t bytes) {
+  std::string text = FormatBytes(bytes);
+  if (absl::EndsWith(text, " GB")) {
+    absl::StrAppendFormat(&text, " (%.2f GiB)", static_cast<double>(bytes) / kGiB);
+  }
+  return text;
+}
+
 }  // namespace
 
 std::string_view WeightDTypeName(WeightDType dtype) {
@@ -268,7 +278,7 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
     const int max_tp = result.valid_tp.empty() ? 1 : result.valid_tp.back();
     ASSIGN_OR_RETURN(const MemoryBreakdown m, BytesPerGpu(config, dtype, max_tp, reserve, options));
     return absl::FailedPreconditionError(
-        absl::StrCat(what, " does not fit on ", FormatBytes(gpu_bytes),
+        absl::StrCat(what, " does not fit on ", GpuSizeText(gpu_bytes),
                      " GPUs at any TP degree (at TP=", max_tp, ": ", FitFailureDetail(config, m),
                      "); use GPUs with more memory or a smaller batch / context"));
   }
@@ -280,7 +290,7 @@ absl::StatusOr<PlanResult> Plan(const OptConfig& config, WeightDType dtype, int6
                          " (valid: ", JoinTp(result.valid_tp), ")");
     }
     return absl::FailedPreconditionError(absl::StrCat(what, " needs ", result.tp, " x ",
-                                                      FormatBytes(gpu_bytes), "; ",
+                                                      GpuSizeText(gpu_bytes), "; ",
                                                       options.available_gpus, " given", why));
   }
   return result;
@@ -413,16 +423,6 @@ nlohmann::json BreakdownJson(const MemoryBreakdown& m) {
       {"weights", m.weights},   {"int8_scales", m.int8_scales}, {"fp16_tensors", m.fp16_tensors},
       {"kv_cache", m.kv_cache}, {"workspace", m.workspace},     {"runtime", m.runtime},
       {"total", m.Total()}};
-}
-
-// A GPU size as given; a decimal one (typed "24GB": 24 x 10^9 bytes) with what it is in GiB,
-// since the cards sold as "24 GB" hold 24 GiB (docs/planner.md, "Units").
-std::string GpuSizeText(int64_t bytes) {
-  std::string text = FormatBytes(bytes);
-  if (absl::EndsWith(text, " GB")) {
-    absl::StrAppendFormat(&text, " (%.2f GiB)", static_cast<double>(bytes) / kGiB);
-  }
-  return text;
 }
 
 std::string Cell(const std::optional<PlanResult>& plan) {

@@ -24,8 +24,9 @@ ABSL_FLAG(int64_t, context, 0,
           "plan: tokens per sequence (prompt + generated) to reserve for (0: the model's "
           "max_position_embeddings)");
 ABSL_FLAG(bool, compare, false,
-          "plan: fp16 vs int8 GPU counts over 24, 40, 80 and 141 GB GPUs (ignores --dtype and "
-          "--gpu_memory)");
+          "plan: fp16 vs int8 GPU counts over 24, 40, 80 and 141 GB GPUs, as the cards carry "
+          "them (24 GB: 24GiB; a typed --gpu_memory=24GB is 24 x 10^9 bytes); ignores --dtype "
+          "and --gpu_memory");
 ABSL_FLAG(bool, json, false, "print the result as JSON instead of text");
 ABSL_FLAG(std::string, out, "", "quantize: directory to write the int8 checkpoint to");
 ABSL_FLAG(

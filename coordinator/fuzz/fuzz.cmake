@@ -22,7 +22,8 @@ endfunction()
 # instrumented too.
 find_package(ICU REQUIRED COMPONENTS uc)
 set(LLMINT8_FUZZ_GUIDE_SRCS
-    guide_cache.cc json_schema.cc json_string_pattern.cc regex_parser.cc guided_regex.cc
+    guide_cache.cc json_schema.cc json_string_pattern.cc number_regex.cc regex_parser.cc
+    guided_regex.cc
     output_constraint.cc tokenizer.cc added_tokens.cc utf8.cc metrics.cc)
 set(LLMINT8_FUZZ_GUIDE_DEPS
     llmint8::common llmint8::file absl::flat_hash_map absl::flat_hash_set absl::span
