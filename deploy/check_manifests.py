@@ -12,7 +12,17 @@ with each other and with llmint8's deployment rules:
     ones), and no rule admits everyone;
   - the coordinator serves gRPC on 50051 with grpc.health.v1 probes: liveness asks the
     "liveness" service (up while the process runs), readiness "" or llmint8.v1.Generation
-    (up while the group serves); the workers' liveness asks "liveness" too;
+    (up while the group serves); the workers' liveness asks "liveness" too, their readiness
+    "", both on the --listen port, or on the --health_listen port when there is one;
+  - under TLS (the kubelet's probes speak none): a coordinator with --tls_cert_file has an
+    httpGet readiness probe on its --metrics_listen port, path /health, and a tcpSocket
+    liveness probe on 50051 (and only then may it); workers with --tls_client_ca_file have
+    --tls_cert_file, --tls_key_file, --tls_ca_file and --health_listen, a declared port; both
+    sides of each link agree (workers' --tls_client_ca_file <=> coordinator's
+    --worker_tls_ca_file, which needs its --tls_cert_file; coordinator's --tls_cert_file <=>
+    workers' --tls_ca_file; its --tls_client_ca_file => workers present certificates); every
+    TLS file a flag names lies in a Secret volume mounted readOnly, under the kubernetes.io/tls
+    key of its kind (tls.crt, tls.key, ca.crt), not world-readable, readable through fsGroup;
   - the workers reach the Rendezvous (--coordinator=, the coordinator's --advertise=) through
     a headless Service that publishes the coordinator before it is ready (it is ready only
     once the group has formed through the Rendezvous); with --rendezvous_listen that Service
@@ -30,8 +40,8 @@ with each other and with llmint8's deployment rules:
   - on GPU (LLMINT8_DEVICE=cuda) each worker gets nvidia.com/gpu and --cuda_device=0 (a pod
     sees its own GPU as device 0), and the plan shipped in llmint8-plan (plan.json from
     `llmint8 plan --json`) agrees with the config.
-With --self_test it also breaks copies of the objects in known ways (MUTATIONS) and checks
-that each is caught. Prints one line per failed check; exits 1 if any failed.
+With --self_test it also breaks copies of the objects in known ways (MUTATIONS; those of a
+group under mutual TLS only where the overlay runs one) and checks that each is caught. Prints one line per failed check; exits 1 if any failed.
 """
 
 import argparse
@@ -162,6 +172,7 @@ def check_services(c, objects, coordinator, workers):
         c.expect(COORDINATOR_PORT in ports, f"coordinator Service ports {ports} lack 50051")
     if coordinator and workers:
         check_rendezvous(c, objects, coordinator, workers, coord_svc)
+        check_tls_group(c, coordinator, workers)
     if workers:
         headless = [s for s in by_kind(objects, "Service")
                     if s["metadata"]["name"] == workers["spec"].get("serviceName")]
@@ -186,6 +197,139 @@ def flag_value(argv, flag):
         elif i + 1 < len(argv):
             value = argv[i + 1]
     return value
+
+
+def argv_of(ctr):
+    return ctr.get("command", []) + ctr.get("args", [])
+
+
+def flag_set(argv, flag):
+    """Whether --flag is given a non-empty value (empty is the flags' "off")."""
+    return bool(flag_value(argv, flag))
+
+
+def listen_port(argv, flag):
+    """The port of a host:port flag's value, None when the flag is off or has no port."""
+    port = (flag_value(argv, flag) or "").rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+def container_port(ctr, port):
+    """A probe's port as a number: a containerPort's name resolves to the port it names."""
+    named = {p.get("name"): p["containerPort"] for p in ctr.get("ports", [])}
+    return named.get(port, port)
+
+
+PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+
+
+def probe_handler(probe):
+    """The one handler of a probe: (kind, its spec), or (None, {}) when it has none or two."""
+    handlers = [h for h in PROBE_HANDLERS if h in (probe or {})]
+    return (handlers[0], probe[handlers[0]]) if len(handlers) == 1 else (None, {})
+
+
+def check_coordinator_tls_probes(c, ctr, argv):
+    """A coordinator under TLS (--tls_cert_file): the kubelet's grpc probes speak no TLS, so
+    readiness asks GET /health on the plain-HTTP metrics port (200 while the group serves, as
+    the Generation service's health) and liveness only connects to the gRPC port (it must not
+    follow the group: a coordinator waiting for its workers is alive)."""
+    metrics = listen_port(argv, "metrics_listen")
+    if c.expect(metrics is not None, "a coordinator under TLS (--tls_cert_file) needs "
+                                     "--metrics_listen: its readiness probe asks /health there"):
+        kind, spec = probe_handler(ctr.get("readinessProbe"))
+        c.expect(kind == "httpGet" and container_port(ctr, spec.get("port")) == metrics and
+                 spec.get("path") == "/health" and spec.get("scheme", "HTTP") == "HTTP",
+                 f"coordinator under TLS (--tls_cert_file): readinessProbe must be httpGet on the "
+                 f"--metrics_listen port {metrics}, path /health, scheme HTTP (the kubelet's grpc "
+                 "probes speak no TLS)")
+    kind, spec = probe_handler(ctr.get("livenessProbe"))
+    c.expect(kind == "tcpSocket" and container_port(ctr, spec.get("port")) == COORDINATOR_PORT,
+             f"coordinator under TLS (--tls_cert_file): livenessProbe must be tcpSocket on port "
+             f"{COORDINATOR_PORT} (grpc probes speak no TLS; /health follows the group, and a "
+             "coordinator waiting for its workers must not be restarted)")
+
+
+# The Secret keys of the kubernetes.io/tls layout (as cert-manager writes it) each TLS flag names.
+TLS_FILE_FLAGS = {"tls_cert_file": "tls.crt", "tls_key_file": "tls.key", "tls_ca_file": "ca.crt",
+                  "tls_client_ca_file": "ca.crt", "worker_tls_ca_file": "ca.crt"}
+
+
+def check_tls_files(c, owner, ctr):
+    """Each TLS file a flag names lies in a Secret volume mounted read-only (the image holds no
+    certificates), under the Secret key of its kind (kubernetes.io/tls: tls.crt, tls.key,
+    ca.crt), and the files are readable by the pod's user and by nobody else."""
+    what = f"{owner['kind']}/{owner['metadata']['name']}"
+    spec = owner["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    argv = argv_of(ctr)
+    checked = set()
+    for flag, want_key in TLS_FILE_FLAGS.items():
+        path = flag_value(argv, flag)
+        if not path:
+            continue
+        mounts = [m for m in ctr.get("volumeMounts", [])
+                  if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        if not c.expect(mounts, f"{what}: --{flag}={path} lies on no volumeMount (mount the "
+                                "Secret with the certificates there)"):
+            continue
+        mount = max(mounts, key=lambda m: len(m["mountPath"]))
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if not c.expect(secret is not None, f"{what}: --{flag}={path} lies on {mount['mountPath']}, "
+                                            "which is not a Secret volume"):
+            continue
+        rel = path[len(mount["mountPath"].rstrip("/")) + 1:]
+        if mount.get("subPath"):
+            rel = f"{mount['subPath'].strip('/')}/{rel}"
+        items = {i["path"]: i for i in secret.get("items", [])}
+        key = items[rel]["key"] if rel in items else (None if items else rel)
+        c.expect(key == want_key,
+                 f"{what}: --{flag}={path} is Secret {secret.get('secretName')} key {key}, but it "
+                 f"expects Secret key {want_key} (kubernetes.io/tls: tls.crt, tls.key, ca.crt)")
+        if mount["name"] in checked:
+            continue
+        checked.add(mount["name"])
+        c.expect(mount.get("readOnly") is True,
+                 f"{what}: the TLS Secret at {mount['mountPath']} must be mounted readOnly")
+        c.expect(secret.get("optional") is not True,
+                 f"{what}: the TLS Secret {secret.get('secretName')} must not be optional (the pod "
+                 "would start without its certificates)")
+        modes = [secret.get("defaultMode", 0o644)] + [i["mode"] for i in items.values() if "mode" in i]
+        open_modes = [m for m in modes if m & 0o007]
+        c.expect(not open_modes,
+                 f"{what}: Secret volume {mount['name']} mode {open_modes[0] if open_modes else 0:04o} "
+                 "lets every user read the private key: defaultMode 0440 (288) or 0400 (256)")
+        psc = spec.get("securityContext", {})
+        c.expect(psc.get("fsGroup") is not None or all(m & 0o004 for m in modes),
+                 f"{what}: the Secret volume {mount['name']}'s files belong to root: uid "
+                 f"{psc.get('runAsUser')} can read them only through fsGroup")
+
+
+def check_tls_group(c, coordinator, workers):
+    """Both sides of each link agree on TLS: the workers' Worker port (--tls_client_ca_file) with
+    the coordinator's dialling (--worker_tls_ca_file), the coordinator's TLS Rendezvous
+    (--tls_cert_file) with the workers' --tls_ca_file, and a coordinator asking for client
+    certificates (--tls_client_ca_file) with workers presenting one."""
+    cctr = container(coordinator["spec"]["template"], "coordinator")
+    wctr = container(workers["spec"]["template"], "worker")
+    if cctr is None or wctr is None:
+        return
+    cargv, wargv = argv_of(cctr), argv_of(wctr)
+    if flag_set(wargv, "tls_client_ca_file"):
+        c.expect(flag_set(cargv, "worker_tls_ca_file"),
+                 "the workers take only TLS callers with a certificate (--tls_client_ca_file): the "
+                 "coordinator needs --worker_tls_ca_file (and --tls_cert_file) to reach them")
+    if flag_set(cargv, "worker_tls_ca_file"):
+        c.expect(flag_set(wargv, "tls_client_ca_file"),
+                 "the coordinator dials the workers over TLS (--worker_tls_ca_file): the workers "
+                 "need --tls_client_ca_file (with --tls_cert_file, --tls_key_file) to serve it")
+    c.expect(flag_set(cargv, "tls_cert_file") == flag_set(wargv, "tls_ca_file"),
+             "the workers need --tls_ca_file exactly when the coordinator serves TLS "
+             "(--tls_cert_file): they dial its Rendezvous")
+    if flag_set(cargv, "tls_client_ca_file"):
+        c.expect(flag_set(wargv, "tls_cert_file") and flag_set(wargv, "tls_key_file"),
+                 "the coordinator asks for client certificates (--tls_client_ca_file): the workers "
+                 "need --tls_cert_file and --tls_key_file to present at its Rendezvous")
 
 
 def check_rendezvous(c, objects, coordinator, workers, coord_svc):
@@ -309,12 +453,24 @@ def check_coordinator(c, coordinator):
         return
     ports = [p["containerPort"] for p in ctr.get("ports", [])]
     c.expect(COORDINATOR_PORT in ports, f"coordinator containerPorts {ports} lack 50051")
-    for probe, services in (("livenessProbe", ("liveness",)),
-                            ("readinessProbe", ("", "llmint8.v1.Generation"))):
-        grpc = ctr.get(probe, {}).get("grpc", {})
-        c.expect(grpc.get("port") == COORDINATOR_PORT and grpc.get("service", "") in services,
-                 f"coordinator {probe} must be grpc on port 50051 asking for "
-                 f"{' or '.join(repr(s) for s in services)} (common/health.h)")
+    argv = argv_of(ctr)
+    if flag_set(argv, "tls_cert_file"):
+        check_coordinator_tls_probes(c, ctr, argv)
+    else:
+        for probe, services in (("livenessProbe", ("liveness",)),
+                                ("readinessProbe", ("", "llmint8.v1.Generation"))):
+            grpc = ctr.get(probe, {}).get("grpc", {})
+            c.expect(grpc.get("port") == COORDINATOR_PORT and grpc.get("service", "") in services,
+                     f"coordinator {probe} must be grpc on port 50051 asking for "
+                     f"{' or '.join(repr(s) for s in services)} (common/health.h)")
+    for flag in ("tls_client_ca_file", "worker_tls_ca_file"):
+        c.expect(not flag_set(argv, flag) or
+                 (flag_set(argv, "tls_cert_file") and flag_set(argv, "tls_key_file")),
+                 f"coordinator --{flag} needs --tls_cert_file and --tls_key_file (it serves TLS "
+                 "with them, and presents them to the workers)")
+    c.expect(flag_set(argv, "tls_cert_file") == flag_set(argv, "tls_key_file"),
+             "coordinator --tls_cert_file and --tls_key_file go together")
+    check_tls_files(c, coordinator, ctr)
     check_grace(c, coordinator, ctr)
     c.expect(coordinator["spec"].get("replicas") == 1, "exactly one coordinator replica")
     # --metrics_listen=host:P: P is a containerPort, and the scrape annotation (if any) names it.
@@ -329,6 +485,32 @@ def check_coordinator(c, coordinator):
                      f"prometheus.io/port {annotated} is not the --metrics_listen port {port}")
 
 
+def check_worker_probes(c, ctr, argv):
+    """The workers' grpc probes ask the --listen port, or the --health_listen port when there is
+    one; a worker under mutual TLS (--tls_client_ca_file) must have one (its Worker port takes
+    only callers with a certificate, which the kubelet's probes are not)."""
+    tls = flag_set(argv, "tls_client_ca_file")
+    if tls:
+        c.expect(all(flag_set(argv, f) for f in ("tls_cert_file", "tls_key_file", "tls_ca_file")),
+                 "workers with --tls_client_ca_file serve TLS and dial the coordinator's TLS "
+                 "Rendezvous: they need --tls_cert_file, --tls_key_file and --tls_ca_file")
+        c.expect(flag_set(argv, "health_listen"),
+                 "workers with --tls_client_ca_file need --health_listen (plaintext "
+                 "grpc.health.v1): the kubelet's grpc probes speak no TLS")
+    health = listen_port(argv, "health_listen")
+    where, port = ("--health_listen", health) if health is not None else \
+        ("--listen", listen_port(argv, "listen"))
+    if health is not None:
+        c.expect(health in [p["containerPort"] for p in ctr.get("ports", [])],
+                 f"worker --health_listen port {health} is not a containerPort")
+    for probe, services in (("livenessProbe", ("liveness",)), ("readinessProbe", ("",))):
+        kind, spec = probe_handler(ctr.get(probe))
+        c.expect(kind == "grpc" and container_port(ctr, spec.get("port")) == port and
+                 spec.get("service", "") in services,
+                 f"worker {probe} must be grpc on the {where} port {port} asking for "
+                 f"{' or '.join(repr(s) for s in services)} (common/health.h)")
+
+
 def check_workers(c, objects, workers, cfg):
     template = workers["spec"]["template"]
     labels = template["metadata"].get("labels", {})
@@ -340,6 +522,8 @@ def check_workers(c, objects, workers, cfg):
     liveness = ctr.get("livenessProbe", {}).get("grpc", {})
     c.expect(liveness.get("service") == "liveness",
              "worker livenessProbe must be grpc asking for 'liveness' (common/health.h)")
+    check_worker_probes(c, ctr, argv)
+    check_tls_files(c, workers, ctr)
     check_grace(c, workers, ctr)
     if cfg.get("LLMINT8_BACKEND", "gloo") == "gloo":
         # Gloo's transport is reached at the address the worker advertises: its pod's.
@@ -507,6 +691,70 @@ def worker_policy(objects):
                     "app.kubernetes.io/component") == "worker")
 
 
+def pod_container(objects, kind, name):
+    owner = next(o for o in objects if o["kind"] == kind)
+    return owner["spec"]["template"]["spec"], container(owner["spec"]["template"], name)
+
+
+def coordinator_of(objects):
+    return pod_container(objects, "Deployment", "coordinator")[1]
+
+
+def worker_of(objects):
+    return pod_container(objects, "StatefulSet", "worker")[1]
+
+
+def drop_flags(ctr, *flags):
+    names = {f for flag in flags for f in (flag, flag.replace("_", "-"))}
+    ctr["args"] = [a for a in ctr["args"] if a.lstrip("-").partition("=")[0] not in names]
+
+
+def set_flags(ctr, **values):
+    drop_flags(ctr, *values)
+    ctr["args"] += [f"--{k}={v}" for k, v in values.items()]
+
+
+def tls_volume(objects, kind):
+    spec, ctr = pod_container(objects, kind, "worker" if kind == "StatefulSet" else "coordinator")
+    path = flag_value(argv_of(ctr), "tls_key_file") or ""
+    mount = next(m for m in ctr["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    return spec, mount, next(v for v in spec["volumes"] if v["name"] == mount["name"])
+
+
+# A mutation returns this when the overlay lacks what it breaks (the TLS ones on a plaintext
+# overlay): --self_test skips it there.
+NOT_APPLICABLE = object()
+
+
+def under_tls(mutate):
+    """A mutation of a group under mutual TLS (workers with --tls_client_ca_file)."""
+    def apply(objects):
+        if not flag_set(argv_of(worker_of(objects)), "tls_client_ca_file"):
+            return NOT_APPLICABLE
+        mutate(objects)
+    return apply
+
+
+def plaintext_probes_over_tls(objects):
+    """The TLS overlay's probes without its flags: the coordinator's httpGet / tcpSocket, the
+    workers' on a health port nobody serves."""
+    cctr, wctr = coordinator_of(objects), worker_of(objects)
+    drop_flags(cctr, *TLS_FILE_FLAGS)
+    drop_flags(wctr, *TLS_FILE_FLAGS, "health_listen")
+    cctr["readinessProbe"] = {"httpGet": {"port": "metrics", "path": "/health"}}
+    cctr["livenessProbe"] = {"tcpSocket": {"port": COORDINATOR_PORT}}
+    wctr["livenessProbe"] = {"grpc": {"port": 50054, "service": "liveness"}}
+    wctr["readinessProbe"] = {"grpc": {"port": 50054}}
+
+
+def workers_tls_only(objects):
+    """Workers under mutual TLS that a plaintext coordinator cannot reach."""
+    d = "/etc/llmint8/tls"
+    set_flags(worker_of(objects), tls_cert_file=f"{d}/tls.crt", tls_key_file=f"{d}/tls.key",
+              tls_client_ca_file=f"{d}/ca.crt", health_listen="0.0.0.0:50054")
+    drop_flags(coordinator_of(objects), "worker_tls_ca_file")
+
+
 # Breakages the checks must catch, each as (what it does to the rendered objects, a phrase of
 # the failure it must cause): --self_test applies each to a copy and expects that failure.
 MUTATIONS = [
@@ -518,22 +766,61 @@ MUTATIONS = [
     (lambda objs: worker_policy(objs)["ingress"][0].update(ports=[{"port": 1}]),
      "--listen port"),
     (lambda objs: worker_policy(objs).update(policyTypes=[]), "must limit Ingress"),
+    # TLS: probes that only a TLS coordinator / a worker with --health_listen may have.
+    (plaintext_probes_over_tls, "coordinator readinessProbe must be grpc on port 50051"),
+    (plaintext_probes_over_tls, "worker readinessProbe must be grpc on the --listen port"),
+    (workers_tls_only, "the coordinator needs --worker_tls_ca_file"),
+    (under_tls(lambda objs: drop_flags(worker_of(objs), "health_listen")),
+     "need --health_listen"),
+    (under_tls(lambda objs: worker_of(objs).update(
+        livenessProbe={"grpc": {"port": 50052, "service": "liveness"}})),
+     "worker livenessProbe must be grpc on the --health_listen port"),
+    (under_tls(lambda objs: worker_of(objs).update(
+        ports=[p for p in worker_of(objs)["ports"] if p["containerPort"] != 50054])),
+     "--health_listen port 50054 is not a containerPort"),
+    (under_tls(lambda objs: drop_flags(worker_of(objs), "tls_ca_file")),
+     "need --tls_ca_file exactly when"),
+    (under_tls(lambda objs: drop_flags(coordinator_of(objs), "tls_cert_file")),
+     "coordinator --worker_tls_ca_file needs --tls_cert_file"),
+    (under_tls(lambda objs: coordinator_of(objs).update(
+        readinessProbe={"grpc": {"port": 50051, "service": "llmint8.v1.Generation"}})),
+     "readinessProbe must be httpGet on the --metrics_listen port"),
+    (under_tls(lambda objs: coordinator_of(objs).update(
+        livenessProbe={"httpGet": {"port": "metrics", "path": "/health"}})),
+     "livenessProbe must be tcpSocket on port 50051"),
+    (under_tls(lambda objs: drop_flags(coordinator_of(objs), "metrics_listen")),
+     "needs --metrics_listen"),
+    (under_tls(lambda objs: tls_volume(objs, "Deployment")[1].update(mountPath="/etc/tls")),
+     "lies on no volumeMount"),
+    (under_tls(lambda objs: tls_volume(objs, "StatefulSet")[1].update(readOnly=False)),
+     "must be mounted readOnly"),
+    (under_tls(lambda objs: set_flags(worker_of(objs), tls_key_file=flag_value(
+        argv_of(worker_of(objs)), "tls_cert_file"))),
+     "expects Secret key tls.key"),
+    (under_tls(lambda objs: tls_volume(objs, "StatefulSet")[2]["secret"].update(defaultMode=0o644)),
+     "lets every user read the private key"),
+    (under_tls(lambda objs: tls_volume(objs, "Deployment")[0]["securityContext"].pop("fsGroup")),
+     "only through fsGroup"),
 ]
 
 
 def self_test(objects, name):
     """Whether every mutation of MUTATIONS fails the checks as it should."""
     ok = True
+    applied = 0
     for i, (mutate, phrase) in enumerate(MUTATIONS):
         broken = copy.deepcopy(objects)
-        mutate(broken)
+        if mutate(broken) is NOT_APPLICABLE:
+            continue
+        applied += 1
         failures = check_all(broken, name).failures
         if not any(phrase in f for f in failures):
             print(f"  FAIL {name}: self-test mutation {i} was not caught as '{phrase}' "
                   f"(failures: {failures})")
             ok = False
-    print(f"  {name}: self-test: {len(MUTATIONS)} broken variants, "
-          f"{'all caught' if ok else 'NOT all caught'}")
+    print(f"  {name}: self-test: {applied} broken variants, "
+          f"{'all caught' if ok else 'NOT all caught'}"
+          f"{f' ({len(MUTATIONS) - applied} not applicable)' if applied < len(MUTATIONS) else ''}")
     return ok
 
 

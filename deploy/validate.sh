@@ -94,7 +94,7 @@ for dir in "${overlays[@]}"; do
   status="ok"
   if ! kubectl kustomize "$dir" >"$out" 2>"$work/$name.err"; then
     cat "$work/$name.err" >&2
-    summary+=("$(printf '%-10s render FAILED' "$name")")
+    summary+=("$(printf '%-14s render FAILED' "$name")")
     failed=1
     continue
   fi
@@ -120,7 +120,7 @@ for dir in "${overlays[@]}"; do
   fi
 
   if [ "$schema" != ok ] || [ "$consistency" != ok ]; then status="FAILED"; failed=1; fi
-  summary+=("$(printf '%-10s %2d objects  schemas(%s): %-6s  consistency: %-6s  => %s' \
+  summary+=("$(printf '%-14s %2d objects  schemas(%s): %-6s  consistency: %-6s  => %s' \
     "$name" "$objects" "${k8s_versions// /,}" "$schema" "$consistency" "$status")")
 done
 
@@ -130,7 +130,7 @@ if ! "$venv/bin/python" "$here/check_dockerfile.py" "$here/Dockerfile" "$here/..
   docker_status="FAILED"
   failed=1
 fi
-summary+=("$(printf '%-10s parsed with Docker'"'"'s parser, stages / ARGs / COPY / USER: %s' \
+summary+=("$(printf '%-14s parsed with Docker'"'"'s parser, stages / ARGs / COPY / USER: %s' \
   Dockerfile "$docker_status")")
 
 echo "validate: summary"
