@@ -225,13 +225,16 @@ absl::Status ValidatePromptTokens(const std::vector<int32_t>& prompt,
   // Checked here, where the prompt's length is known, so that the number to ask for is exact
   // (a text prompt's tokens are counted only once it is encoded).
   if (params.max_new_tokens >= limits.max_context) {
-    return absl::OutOfRangeError(
-        absl::StrCat("max_new_tokens is ", params.max_new_tokens, " but the model's context holds ",
-                     limits.max_context, " tokens including the prompt (", n,
-                     n == 1 ? " token" : " tokens", " here); ",
-                     n < limits.max_context
-                         ? absl::StrCat("set max_new_tokens <= ", limits.max_context - n)
-                         : std::string("shorten the prompt (or set truncate_prompt_tokens)")));
+    return absl::OutOfRangeError(absl::StrCat(
+        "max_new_tokens is ", params.max_new_tokens, " but the model's context holds ",
+        limits.max_context, " tokens including the prompt (", n, n == 1 ? " token" : " tokens",
+        " here); ",
+        n < limits.max_context
+            ? absl::StrCat("set max_new_tokens <= ", limits.max_context - n)
+            : absl::StrCat("the prompt alone fills it: shorten it (or set "
+                           "truncate_prompt_tokens) to k < ",
+                           limits.max_context,
+                           " tokens and set max_new_tokens <= ", limits.max_context, " - k")));
   }
   // What to change: the prompt, or the truncation that left it this long.
   const int64_t room = limits.max_context - std::max<int64_t>(params.max_new_tokens, 1);

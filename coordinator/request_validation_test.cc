@@ -287,6 +287,14 @@ TEST(RequestValidationTest, MessagesSayWhatToChange) {
   EXPECT_NE(s.message().find("including the prompt (2 tokens here); set max_new_tokens <= 126"),
             absl::string_view::npos)
       << s;
+  // A prompt that fills the context as well: both limits at once.
+  s = ValidatePromptTokens(std::vector<int32_t>(200, 3), *p, Limits());
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(s.message().find("(200 tokens here); the prompt alone fills it: shorten it (or set "
+                             "truncate_prompt_tokens) to k < 128 tokens and set max_new_tokens "
+                             "<= 128 - k"),
+            absl::string_view::npos)
+      << s;
 }
 
 }  // namespace

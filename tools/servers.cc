@@ -377,14 +377,21 @@ class NoServerPlugins final : public grpc::ServerBuilderOption {
 
 // --dtype unset (""): a pre-quantized checkpoint (`llmint8 quantize`) is served int8, as fp16
 // would dequantize its weights, at twice the memory and none of the precision back; anything
-// else fp16. A model that cannot be opened is left to the load, which says why.
+// else fp16. Telling needs the weights' headers: a coordinator that cannot read them (one
+// given only config.json) says so and serves fp16.
 void DefaultDtypeForModel() {
   if (!absl::GetFlag(FLAGS_dtype).empty()) return;
   const std::string spec = absl::GetFlag(FLAGS_model);
   absl::SetFlag(&FLAGS_dtype, "fp16");
   if (!model::ModelSpecDirectory(spec).has_value()) return;
   const absl::StatusOr<model::OpenedModel> opened = model::OpenModelSpec(spec);
-  if (!opened.ok() || !model::IsPreQuantized(*opened)) return;
+  if (!opened.ok()) {
+    LLMINT8_LOG(WARNING) << "cannot tell whether " << spec
+                         << " is a pre-quantized int8 checkpoint (" << opened.status()
+                         << "): serving fp16; pass --dtype to choose";
+    return;
+  }
+  if (!model::IsPreQuantized(*opened)) return;
   absl::SetFlag(&FLAGS_dtype, "int8");
   LLMINT8_LOG(INFO) << spec
                     << " is a pre-quantized int8 checkpoint (llmint8 quantize): serving it int8 "
