@@ -17,7 +17,8 @@ with each other and with llmint8's deployment rules:
   - under TLS (the kubelet's probes speak none): a coordinator with --tls_cert_file has an
     httpGet readiness probe on its --metrics_listen port, path /health, and a tcpSocket
     liveness probe on 50051 (and only then may it); workers with --tls_client_ca_file have
-    --tls_cert_file, --tls_key_file, --tls_ca_file and --health_listen, a declared port; both
+    --tls_cert_file, --tls_key_file, --tls_ca_file and --health_listen, a declared port; the
+    ports those probes dial listen on the pod's IP (a wildcard host, not 127.0.0.1); both
     sides of each link agree (workers' --tls_client_ca_file <=> coordinator's
     --worker_tls_ca_file, which needs its --tls_cert_file; coordinator's --tls_cert_file <=>
     workers' --tls_ca_file; its --tls_client_ca_file => workers present certificates); every
@@ -214,6 +215,13 @@ def listen_port(argv, flag):
     return int(port) if port.isdigit() else None
 
 
+def listens_on_pod_ip(argv, flag):
+    """Whether a host:port flag's host takes connections to the pod's IP, which the kubelet's
+    probes dial: a wildcard (0.0.0.0, ::) or none; 127.0.0.1 or a name would leave them out."""
+    host = (flag_value(argv, flag) or "").rpartition(":")[0].strip("[]")
+    return host in ("", "0.0.0.0", "::", "*")
+
+
 def container_port(ctr, port):
     """A probe's port as a number: a containerPort's name resolves to the port it names."""
     named = {p.get("name"): p["containerPort"] for p in ctr.get("ports", [])}
@@ -237,6 +245,9 @@ def check_coordinator_tls_probes(c, ctr, argv):
     metrics = listen_port(argv, "metrics_listen")
     if c.expect(metrics is not None, "a coordinator under TLS (--tls_cert_file) needs "
                                      "--metrics_listen: its readiness probe asks /health there"):
+        c.expect(listens_on_pod_ip(argv, "metrics_listen"),
+                 "coordinator --metrics_listen must listen on the pod's IP (0.0.0.0): its "
+                 "readiness probe dials it there")
         kind, spec = probe_handler(ctr.get("readinessProbe"))
         c.expect(kind == "httpGet" and container_port(ctr, spec.get("port")) == metrics and
                  spec.get("path") == "/health" and spec.get("scheme", "HTTP") == "HTTP",
@@ -503,6 +514,9 @@ def check_worker_probes(c, ctr, argv):
     if health is not None:
         c.expect(health in [p["containerPort"] for p in ctr.get("ports", [])],
                  f"worker --health_listen port {health} is not a containerPort")
+        c.expect(listens_on_pod_ip(argv, "health_listen"),
+                 "worker --health_listen must listen on the pod's IP (0.0.0.0): the kubelet's "
+                 "probes dial it there")
     for probe, services in (("livenessProbe", ("liveness",)), ("readinessProbe", ("",))):
         kind, spec = probe_handler(ctr.get(probe))
         c.expect(kind == "grpc" and container_port(ctr, spec.get("port")) == port and
@@ -772,6 +786,10 @@ MUTATIONS = [
     (workers_tls_only, "the coordinator needs --worker_tls_ca_file"),
     (under_tls(lambda objs: drop_flags(worker_of(objs), "health_listen")),
      "need --health_listen"),
+    (under_tls(lambda objs: set_flags(worker_of(objs), health_listen="127.0.0.1:50054")),
+     "--health_listen must listen on the pod's IP"),
+    (under_tls(lambda objs: set_flags(coordinator_of(objs), metrics_listen="127.0.0.1:9090")),
+     "--metrics_listen must listen on the pod's IP"),
     (under_tls(lambda objs: worker_of(objs).update(
         livenessProbe={"grpc": {"port": 50052, "service": "liveness"}})),
      "worker livenessProbe must be grpc on the --health_listen port"),
