@@ -398,6 +398,52 @@ int HttpStatus(absl::StatusCode code) {
   }
 }
 
+namespace {
+
+// The request field a refusal of the service's validation starts with ("temperature is -1;
+// ...", "max_tokens is 300 but ...", "logit_bias has 400 entries"), in the API's names (the
+// HTTP layer renames max_new_tokens); nullopt for any other message.
+std::optional<std::string> LeadingRequestField(absl::string_view message) {
+  static constexpr absl::string_view kFields[] = {"max_tokens",
+                                                  "max_completion_tokens",
+                                                  "temperature",
+                                                  "top_p",
+                                                  "top_k",
+                                                  "min_p",
+                                                  "min_tokens",
+                                                  "n",
+                                                  "stop",
+                                                  "seed",
+                                                  "logprobs",
+                                                  "top_logprobs",
+                                                  "echo",
+                                                  "presence_penalty",
+                                                  "frequency_penalty",
+                                                  "repetition_penalty",
+                                                  "logit_bias",
+                                                  "priority",
+                                                  "truncate_prompt_tokens",
+                                                  "stop_token_ids",
+                                                  "guided_choice",
+                                                  "guided_regex",
+                                                  "guided_json",
+                                                  "response_format"};
+  const size_t end = message.find(' ');
+  if (end == absl::string_view::npos) return std::nullopt;
+  const absl::string_view word = message.substr(0, end);
+  const absl::string_view next = message.substr(end + 1);
+  if (!absl::StartsWith(next, "is ") && !absl::StartsWith(next, "has ") &&
+      !absl::StartsWith(next, "must ")) {
+    return std::nullopt;
+  }
+  for (absl::string_view field : kFields) {
+    if (word == field) return std::string(field);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::string ErrorJson(const absl::Status& status) {
   const int http = HttpStatus(status.code());
   const char* type = http == 429  ? "rate_limit_error"
@@ -411,6 +457,8 @@ std::string ErrorJson(const absl::Status& status) {
     if (const size_t end = rest.find('\''); end != absl::string_view::npos) {
       param = std::string(rest.substr(0, end));
     }
+  } else if (const std::optional<std::string> field = LeadingRequestField(status.message())) {
+    param = *field;
   }
   return Dump(json{{"error",
                     {{"message", std::string(status.message())},

@@ -216,7 +216,8 @@ std::string ModelJson(const ModelCard& card);
 int HttpStatus(absl::StatusCode code);
 // {"error": {"message", "type", "param", "code"}}. The type follows the HTTP status: 429
 // rate_limit_error, other 4xx invalid_request_error, 5xx server_error; param is the request
-// field the message names ("field 'n' must be ..."), else null; code the gRPC code's name.
+// field the message names ("field 'n' must be ...", or a refusal of the service's validation
+// that starts with one: "temperature is -1; ..."), else null; code the gRPC code's name.
 std::string ErrorJson(const absl::Status& status);
 
 }  // namespace llmint8::coordinator::openai

@@ -810,6 +810,17 @@ TEST(OpenAiApiTest, ErrorsMapToHttpStatusesAndOpenAiBodies) {
   const json bad =
       json::parse(ErrorJson(ParseCompletionRequest(R"({"prompt": "x", "n": 0})", "m").status()));
   EXPECT_EQ(bad["error"]["param"], "n") << bad;
+  // The service's validation names the field first: that is the param too.
+  for (const auto& [message, param] : std::vector<std::pair<std::string, json>>{
+           {"temperature is -1; it must be finite and >= 0", "temperature"},
+           {"max_tokens is 300 but the model's context holds 256 tokens", "max_tokens"},
+           {"logit_bias has 400 entries; at most 300", "logit_bias"},
+           {"the prompt is empty; send a prompt", nullptr},
+           {"temperature (as set) is odd", nullptr},
+           {"maximum is 3", nullptr}}) {
+    EXPECT_EQ(json::parse(ErrorJson(absl::OutOfRangeError(message)))["error"]["param"], param)
+        << message;
+  }
 }
 
 TEST(OpenAiApiTest, ModelIdIsTheDirectoryName) {
