@@ -13,21 +13,17 @@
 namespace llmint8::worker {
 namespace {
 
-constexpr auto kRpcTimeout = std::chrono::seconds(30);
 // A Get waits in RPCs of at most this long, so that a cancelled load stops within one.
 constexpr absl::Duration kGetSlice = absl::Seconds(1);
-
-void SetDeadline(grpc::ClientContext& ctx, std::chrono::milliseconds extra) {
-  ctx.set_deadline(std::chrono::system_clock::now() + kRpcTimeout + extra);
-}
 
 }  // namespace
 
 GrpcRendezvous::GrpcRendezvous(const std::string& address,
                                std::shared_ptr<grpc::ChannelCredentials> credentials,
-                               std::function<bool()> cancelled)
+                               std::function<bool()> cancelled, absl::Duration timeout)
     : address_(address),
       cancelled_(std::move(cancelled)),
+      timeout_(timeout),
       channel_(grpc::CreateChannel(address, credentials != nullptr
                                                 ? std::move(credentials)
                                                 : grpc::InsecureChannelCredentials())),
@@ -68,10 +64,34 @@ absl::Status GrpcRendezvous::CheckCancelled(const char* call) const {
                                            ": the load it forms a group for was given up"));
 }
 
-absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
-  RETURN_IF_ERROR(CheckCancelled("Set"));
+absl::Status GrpcRendezvous::WaitConnected(const char* call) const {
+  const absl::Time give_up = absl::Now() + timeout_;
+  while (true) {
+    RETURN_IF_ERROR(CheckCancelled(call));
+    const grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) return absl::OkStatus();
+    if (absl::Now() >= give_up) break;
+    channel_->WaitForStateChange(state,
+                                 absl::ToChronoTime(std::min(give_up, absl::Now() + kGetSlice)));
+  }
+  // Why: a call that does not wait for the channel fails at once with its last error.
   grpc::ClientContext ctx;
-  SetDeadline(ctx, std::chrono::milliseconds(0));
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + kGetSlice));
+  v1::GetRequest req;
+  v1::GetResponse resp;
+  const grpc::Status why = stub_->Get(&ctx, req, &resp);
+  return absl::DeadlineExceededError(
+      absl::StrCat("rendezvous ", call, " at ", address_, ": the coordinator was not reached in ",
+                   absl::FormatDuration(timeout_),
+                   why.ok() ? std::string() : absl::StrCat(" (", why.error_message(), ")"),
+                   ": check the address and, when it serves TLS, this worker's --tls_ca_file / "
+                   "--tls_cert_file / --tls_key_file against its certificate"));
+}
+
+absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
+  RETURN_IF_ERROR(WaitConnected("Set"));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
   ctx.set_wait_for_ready(true);
   v1::SetRequest req;
   req.set_key(std::string(key));
@@ -81,12 +101,13 @@ absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
 }
 
 absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Duration timeout) {
-  // The key may take `timeout` to be set; reaching the coordinator may take kRpcTimeout more.
+  // The key may take `timeout` to be set; reaching the coordinator may take timeout_ more.
   const absl::Time set_by = absl::Now() + std::max(timeout, absl::ZeroDuration());
-  const absl::Time give_up = set_by + absl::FromChrono(kRpcTimeout);
+  const absl::Time give_up = set_by + timeout_;
   v1::GetRequest req;
   req.add_keys(std::string(key));
   v1::GetResponse resp;
+  RETURN_IF_ERROR(WaitConnected("Get"));
   while (true) {
     RETURN_IF_ERROR(CheckCancelled("Get"));
     const absl::Duration wait = std::clamp(set_by - absl::Now(), absl::ZeroDuration(), kGetSlice);
@@ -112,9 +133,9 @@ absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Dura
 }
 
 absl::StatusOr<int64_t> GrpcRendezvous::Add(std::string_view key, int64_t delta) {
-  RETURN_IF_ERROR(CheckCancelled("Add"));
+  RETURN_IF_ERROR(WaitConnected("Add"));
   grpc::ClientContext ctx;
-  SetDeadline(ctx, std::chrono::milliseconds(0));
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
   ctx.set_wait_for_ready(true);
   v1::AddRequest req;
   req.set_key(std::string(key));
