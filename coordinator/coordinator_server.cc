@@ -146,6 +146,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     return absl::InvalidArgumentError("no workers given; pass --workers=host:port,...");
   }
   ASSIGN_OR_RETURN(const std::optional<TlsServerPem> tls, LoadTlsServer(options.tls));
+  if (tls.has_value() && !options.workers_tls.enabled()) {
+    LLMINT8_LOG(INFO) << "serving TLS; driving the workers in plaintext (no "
+                         "--worker_tls_ca_file: workers under mutual TLS would not answer)";
+  }
   if (options.workers_tls.enabled()) {
     ASSIGN_OR_RETURN(options.group.credentials, GrpcChannelCredentials(options.workers_tls));
     if (!options.workers_tls.cert_file.empty()) {

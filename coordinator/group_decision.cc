@@ -117,11 +117,12 @@ absl::StatusOr<GroupChoice> ChooseGroup(const model::OptConfig& config, const Gr
     if (decision.status().code() != absl::StatusCode::kFailedPrecondition) {
       return decision.status();
     }
-    return absl::FailedPreconditionError(
-        absl::StrCat("the workers cannot hold the model: ", decision.status().message(),
-                     dtype == WeightDType::kInt8
-                         ? ". Start more workers or give them more memory"
-                         : ". Start more workers, give them more memory, or serve int8"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the workers cannot hold the model: ", decision.status().message(),
+        dtype == WeightDType::kInt8 ? ". Start more workers or give them more memory"
+                                    : ". Start more workers, give them more memory, or serve int8",
+        " (each also keeps room for a step of --max_batch sequences and --score_chunk prompt "
+        "tokens: smaller ones need less)"));
   }
   GroupChoice choice;
   choice.planned = true;

@@ -507,6 +507,11 @@ int RunWorker() {
     if (!tls.ok()) return Fail(tls.status());
   }
   SetLogPrefix(absl::StrCat("worker ", listen));
+  if (!absl::GetFlag(FLAGS_tls_cert_file).empty() && !tls->has_value()) {
+    LLMINT8_LOG(INFO) << "--tls_cert_file without --tls_client_ca_file: the certificate is "
+                         "presented to the coordinator's rendezvous only; the Worker port "
+                         "serves plaintext to any caller";
+  }
   worker::WorkerService service(options);
 
   grpc::EnableDefaultHealthCheckService(true);

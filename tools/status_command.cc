@@ -107,19 +107,24 @@ int RunStatus() {
   const int health = HealthCheck(*channel, deadline - absl::Now());
   grpc::Status status;
   v1::ModelInfo info;
-  if (health >= 0) {
+  {
+    // Without a health answer too: its error says why (a refused connection, a failed TLS
+    // handshake, a name the certificate does not hold), which the health client does not.
     auto stub = v1::Generation::NewStub(*channel);
     grpc::ClientContext ctx;
     AddApiKey(ctx);
-    ctx.set_deadline(absl::ToChronoTime(deadline));
+    ctx.set_deadline(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(2))));
     status = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
   }
   if (health < 0 || !status.ok()) {
     const std::string error =
-        health < 0 ? absl::StrCat("UNAVAILABLE: no coordinator answered the health check at ",
-                                  target, " (is it running? is --coordinator right?)")
-                   : FromGrpcStatus(status, absl::StrCat("GetModelInfo on ", target)).ToString() +
-                         ApiKeyHint(status.error_code());
+        health < 0
+            ? absl::StrCat("UNAVAILABLE: no coordinator answered the health check at ", target,
+                           status.ok() ? std::string() : absl::StrCat(": ", status.error_message()),
+                           " (is it running? is --coordinator right? over TLS: "
+                           "--tls_ca_file, --tls_cert_file, --tls_key_file)")
+            : FromGrpcStatus(status, absl::StrCat("GetModelInfo on ", target)).ToString() +
+                  ApiKeyHint(status.error_code());
     if (json) {  // a script reads what went wrong from stdout too
       const nlohmann::ordered_json out = {
           {"coordinator", target}, {"health", HealthName(health)}, {"error", error}};

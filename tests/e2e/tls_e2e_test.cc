@@ -274,6 +274,18 @@ TEST_F(TlsE2ETest, TheGenerateCommandCallsOverTls) {
       << wrong_key.status();
 }
 
+// status without the coordinator's roots: the call's own error, not only "no answer".
+TEST_F(TlsE2ETest, StatusWithoutTheRootsSaysWhyTheCoordinatorDidNotAnswer) {
+  const absl::StatusOr<std::string> out = RunAndRead(
+      absl::StrCat(LlmintBinary(), " status --coordinator=", cluster_->address(), " 2>&1"));
+  ASSERT_FALSE(out.ok()) << "exit 0 without TLS";
+  EXPECT_NE(out.status().message().find(absl::StrCat("no coordinator answered the health check at ",
+                                                     cluster_->address(), ": ")),
+            std::string::npos)
+      << out.status();
+  EXPECT_NE(out.status().message().find("--tls_ca_file"), std::string::npos) << out.status();
+}
+
 TEST_F(TlsE2ETest, ACoordinatorWithAKeyThatIsNotItsCertificatesDoesNotStart) {
   const absl::StatusOr<std::string> out = RunAndRead(absl::StrCat(
       "timeout 30 ", LlmintBinary(), " coordinator --listen=127.0.0.1:", FreePort(),
