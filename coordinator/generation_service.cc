@@ -394,6 +394,13 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext* ctx,
     resp->set_prompt_lookup_min(scheduler_->prompt_lookup().min_n);
     resp->set_prompt_lookup_max(scheduler_->prompt_lookup().max_n);
   }
+  // The refusal first: its status is the refused state's (one lock), the state the others'.
+  if (const absl::Status refusal = group_->refusal(); !refusal.ok()) {
+    resp->set_group_state(GroupStateName(GroupState::kRefused));
+    resp->set_group_error(std::string(refusal.message()));
+  } else {
+    resp->set_group_state(GroupStateName(group_->state()));
+  }
   group_->RefreshStats();
   const std::vector<WorkerStatus> workers = group_->Workers();
   for (size_t i = 0; i < workers.size(); ++i) {

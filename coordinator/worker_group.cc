@@ -68,6 +68,8 @@ const char* StateName(GroupState s) {
 
 }  // namespace
 
+const char* GroupStateName(GroupState state) { return StateName(state); }
+
 const char* WorkerStateName(const WorkerStatus& w) {
   if (w.held_by_another) return "held_by_another";
   if (w.draining) return "draining";

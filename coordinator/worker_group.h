@@ -117,6 +117,8 @@ struct WorkerStatus {
 // serving, an idle spare, shutting down, held by another coordinator's group, or not
 // answering (unreachable, or a member not in the group it should be in).
 const char* WorkerStateName(const WorkerStatus& w);
+// "forming", "ready", "broken", "refused" or "stopped" (GetModelInfo's group_state).
+const char* GroupStateName(GroupState state);
 inline constexpr const char* kWorkerStateNames[] = {"serving",         "idle",    "draining",
                                                     "held_by_another", "loading", "not_answering"};
 

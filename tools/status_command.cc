@@ -44,6 +44,10 @@ const char* HealthName(int health) {
 
 void PrintText(const std::string& target, int health, const v1::ModelInfo& info) {
   std::printf("coordinator %s: %s\n", target.c_str(), HealthName(health));
+  if (!info.group_state().empty() && info.group_state() != "ready") {
+    std::printf("group    %s%s%s\n", info.group_state().c_str(),
+                info.group_error().empty() ? "" : ": ", info.group_error().c_str());
+  }
   std::printf("model    %s: %s", info.model().c_str(), info.dtype().c_str());
   if (info.dtype() == "int8") std::printf(" (outlier threshold %g)", info.threshold());
   std::printf(", %d-way tensor parallel over %s\n", info.tensor_parallel(), info.backend().c_str());

@@ -573,6 +573,8 @@ TEST_F(ServiceE2ETest, ModelInfoDescribesTheGroup) {
   EXPECT_EQ(info.backend(), "gloo");
   EXPECT_EQ(info.vocab_size(), kVocab);
   EXPECT_EQ(info.max_context(), kContext);
+  EXPECT_EQ(info.group_state(), "ready");
+  EXPECT_EQ(info.group_error(), "");
   // The model's generation_config.json (--generation_config=auto) sets no eos list and no
   // sampling defaults: config.json's eos, and none.
   EXPECT_THAT(info.eos_token_ids(), ::testing::ElementsAre(2));

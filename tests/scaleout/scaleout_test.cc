@@ -161,6 +161,13 @@ TEST(ScaleoutTest, Int8ServesOnHalfTheWorkersFp16Needs) {
         << g.status.error_message();
     EXPECT_EQ(e2e::HealthStatus(cluster.address()), 2);  // NOT_SERVING
     EXPECT_NE(ReadFile(cluster.coordinator_log()).find("refused"), std::string::npos);
+    // GetModelInfo (what `llmint8 status` shows) says the group is refused, and why.
+    grpc::ClientContext info_ctx;
+    v1::ModelInfo info;
+    ASSERT_TRUE(stub->GetModelInfo(&info_ctx, v1::GetModelInfoRequest(), &info).ok());
+    EXPECT_EQ(info.group_state(), "refused");
+    EXPECT_NE(info.group_error().find("2 joined; int8 fits in 2"), std::string::npos)
+        << info.group_error();
     for (const v1::StatsResponse& s : cluster.WorkerStats()) {
       refused.worker_bytes.push_back(s.total_bytes());
       EXPECT_EQ(s.total_bytes(), 0);  // nothing was loaded
