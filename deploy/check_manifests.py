@@ -217,9 +217,10 @@ def listen_port(argv, flag):
 
 def listens_on_pod_ip(argv, flag):
     """Whether a host:port flag's host takes connections to the pod's IP, which the kubelet's
-    probes dial: a wildcard (0.0.0.0, ::) or none; 127.0.0.1 or a name would leave them out."""
+    probes dial: a wildcard (0.0.0.0, ::), none, or $(POD_IP) (the downward API's); 127.0.0.1
+    or a name would leave them out."""
     host = (flag_value(argv, flag) or "").rpartition(":")[0].strip("[]")
-    return host in ("", "0.0.0.0", "::", "*")
+    return host in ("", "0.0.0.0", "::", "*", "$(POD_IP)")
 
 
 def container_port(ctr, port):

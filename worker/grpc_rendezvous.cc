@@ -80,10 +80,10 @@ absl::Status GrpcRendezvous::WaitConnected(const char* call) const {
   v1::GetRequest req;
   v1::GetResponse resp;
   const grpc::Status why = stub_->Get(&ctx, req, &resp);
+  if (why.ok()) return absl::OkStatus();  // reached just now
   return absl::DeadlineExceededError(
       absl::StrCat("rendezvous ", call, " at ", address_, ": the coordinator was not reached in ",
-                   absl::FormatDuration(timeout_),
-                   why.ok() ? std::string() : absl::StrCat(" (", why.error_message(), ")"),
+                   absl::FormatDuration(timeout_), " (", why.error_message(), ")",
                    ": check the address and, when it serves TLS, this worker's --tls_ca_file / "
                    "--tls_cert_file / --tls_key_file against its certificate"));
 }
@@ -101,7 +101,8 @@ absl::Status GrpcRendezvous::Set(std::string_view key, std::string_view value) {
 }
 
 absl::StatusOr<std::string> GrpcRendezvous::Get(std::string_view key, absl::Duration timeout) {
-  // The key may take `timeout` to be set; reaching the coordinator may take timeout_ more.
+  // Reaching the coordinator may take timeout_ (WaitConnected); the key may then take
+  // `timeout` to be set, and a coordinator lost on the way timeout_ more.
   const absl::Time set_by = absl::Now() + std::max(timeout, absl::ZeroDuration());
   const absl::Time give_up = set_by + timeout_;
   v1::GetRequest req;
