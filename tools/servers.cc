@@ -135,6 +135,16 @@ absl::Status CheckBackendFits(int workers) {
 // (too_many_pings).
 static_assert(absl::Milliseconds(kClientKeepaliveMs) >= coordinator::kClientPingTimeout);
 
+// --tls_cert_file and --tls_key_file go together (the files are read at start: --check_flags
+// runs where they may not be mounted yet).
+absl::Status CheckTlsPairFlags() {
+  if (absl::GetFlag(FLAGS_tls_cert_file).empty() != absl::GetFlag(FLAGS_tls_key_file).empty()) {
+    return absl::InvalidArgumentError(
+        "set both --tls_cert_file and --tls_key_file (a certificate and its key), or neither");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateCommonFlags() {
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
   if (!dtype.empty() && dtype != "fp16" && dtype != "int8" && dtype != "fp32") {
@@ -153,10 +163,7 @@ absl::Status ValidateCommonFlags() {
   }
   // TLS flags that go together (the files themselves are read at start: --check_flags runs
   // where they may not be mounted yet).
-  if (absl::GetFlag(FLAGS_tls_cert_file).empty() != absl::GetFlag(FLAGS_tls_key_file).empty()) {
-    return absl::InvalidArgumentError(
-        "set both --tls_cert_file and --tls_key_file (a certificate and its key), or neither");
-  }
+  RETURN_IF_ERROR(CheckTlsPairFlags());
   if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty() &&
       absl::GetFlag(FLAGS_tls_cert_file).empty()) {
     return absl::InvalidArgumentError(
@@ -459,10 +466,7 @@ int RunWorker() {
         absl::StrCat("--cuda_device=", options.cuda_device,
                      " must be a device index >= 0, or -1 for the rank the coordinator assigns")));
   }
-  if (absl::GetFlag(FLAGS_tls_cert_file).empty() != absl::GetFlag(FLAGS_tls_key_file).empty()) {
-    return Fail(absl::InvalidArgumentError(
-        "set both --tls_cert_file and --tls_key_file (a certificate and its key), or neither"));
-  }
+  if (absl::Status s = CheckTlsPairFlags(); !s.ok()) return Fail(s);
   if (!absl::GetFlag(FLAGS_tls_client_ca_file).empty() &&
       absl::GetFlag(FLAGS_tls_cert_file).empty()) {
     return Fail(absl::InvalidArgumentError(

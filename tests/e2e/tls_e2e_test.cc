@@ -35,6 +35,16 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(const TlsClientConfig& con
   return creds.ok() ? *creds : grpc::InsecureChannelCredentials();
 }
 
+// The code of a Worker.Info call to `address` with `credentials` (5 s deadline).
+grpc::StatusCode WorkerInfoCode(const std::string& address,
+                                const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto worker = v1::Worker::NewStub(grpc::CreateChannel(address, credentials));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::WorkerInfoResponse response;
+  return worker->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code();
+}
+
 class TlsE2ETest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -156,11 +166,7 @@ TEST_F(TlsE2ETest, ClientsWithoutTheRightRootsOrCertificateAreRefused) {
 // coordinator, which serves through it above); anyone else gets no answer at all.
 TEST_F(TlsE2ETest, TheWorkersTakeOnlyCallersWithACertificateTheirRootsSigned) {
   const auto info = [](const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
-    auto stub = v1::Worker::NewStub(grpc::CreateChannel(cluster_->worker_address(0), credentials));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    v1::WorkerInfoResponse response;
-    return stub->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code();
+    return WorkerInfoCode(cluster_->worker_address(0), credentials);
   };
   EXPECT_EQ(info(grpc::InsecureChannelCredentials()), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(info(Credentials({.ca_file = certs_->ca})), grpc::StatusCode::UNAVAILABLE)
@@ -364,12 +370,7 @@ TEST_F(TlsE2ETest, ServeGivesItsWorkersTheRootsAndALinkCertificateOfTheirOwn) {
   for (const auto& entry : std::filesystem::directory_iterator(tmp)) link = entry.path();
   ASSERT_FALSE(link.empty()) << "no link certificate directory under " << tmp;
   const auto info = [&](const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
-    auto worker = v1::Worker::NewStub(
-        grpc::CreateChannel(absl::StrCat("127.0.0.1:", worker_port), credentials));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    v1::WorkerInfoResponse response;
-    return worker->Info(&ctx, v1::WorkerInfoRequest(), &response).error_code();
+    return WorkerInfoCode(absl::StrCat("127.0.0.1:", worker_port), credentials);
   };
   EXPECT_EQ(info(Credentials({.ca_file = link + "/link.pem",
                               .cert_file = link + "/link.pem",
